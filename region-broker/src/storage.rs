@@ -1,0 +1,157 @@
+//! The storage engine: one journal per log group, a queue index per partition.
+//!
+//! Knows nothing of raft, protocols or the network. The unit is the [`LogGroup`]: it owns a
+//! journal (segment files shared by every partition it holds), the partitions' queue
+//! indexes, and the consumer offsets committed through the journal. See `ARCHITECTURE.md`
+//! for the data path and the recovery argument.
+
+mod checkpoint;
+mod group;
+mod index;
+mod journal;
+pub mod record;
+mod segment;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+pub use group::{Appended, LogGroup, ReadBatch};
+pub use journal::ReadFailure;
+
+/// Identifies a partition inside a group: `(topic_id, partition)`.
+pub type PartitionKey = (u32, u32);
+
+/// When appended data is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlushPolicy {
+    /// fsync before acknowledging; one fsync acknowledges every producer waiting on it
+    /// (group commit).
+    Fsync,
+    /// Acknowledge once written to the page cache; fsync every `flush_interval`.
+    Async,
+}
+
+/// Settings of one log group's storage.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// Size of each preallocated segment file.
+    pub segment_bytes: u64,
+    /// Entries per queue-index file.
+    pub index_entries_per_file: u64,
+    /// When appends are made durable.
+    pub flush: FlushPolicy,
+    /// How often indexes are flushed and checkpointed (and, with `Async`, the journal synced).
+    pub flush_interval: Duration,
+    /// Delete segments whose newest record is older than this.
+    pub retention: Option<Duration>,
+    /// Delete the oldest segments while the journal exceeds this many bytes.
+    pub retention_bytes: Option<u64>,
+    /// How often retention runs.
+    pub retention_check_interval: Duration,
+    /// Appends waiting for the writer, at most; senders wait beyond it.
+    pub append_queue_max: usize,
+    /// Bytes one group commit gathers at most.
+    pub commit_bytes_max: usize,
+    /// Leadership term stamped on records (replication sets it; a single broker uses 1).
+    pub term: u64,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            segment_bytes: 128 << 20,
+            index_entries_per_file: 1 << 18,
+            flush: FlushPolicy::Fsync,
+            flush_interval: Duration::from_secs(1),
+            retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            retention_bytes: None,
+            retention_check_interval: Duration::from_secs(30),
+            append_queue_max: 4096,
+            commit_bytes_max: 4 << 20,
+            term: 1,
+        }
+    }
+}
+
+/// Why an append was not acknowledged. Nothing of a failed append is ever visible.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// The disk has no room: free space or lower retention, then retry.
+    #[error("disk full in {dir}: the append was not stored; free space or lower retention and retry")]
+    DiskFull {
+        /// The group's directory.
+        dir: String,
+    },
+    /// The write failed for another reason; the group stays usable.
+    #[error("write failed in {dir}: {reason}")]
+    Io {
+        /// The group's directory.
+        dir: String,
+        /// The operating system's error.
+        reason: String,
+    },
+    /// A sync failed, so what the disk holds is unknown: the group refuses writes until the
+    /// broker restarts and recovers it.
+    #[error("log group {dir} stopped accepting writes after a failed fsync ({reason}); restart the broker to recover it")]
+    Fatal {
+        /// The group's directory.
+        dir: String,
+        /// The first error.
+        reason: String,
+    },
+    /// The group is shutting down.
+    #[error("log group is closed")]
+    Closed,
+    /// The batch is larger than a segment can hold.
+    #[error("record of {len} bytes does not fit in a segment of {segment_bytes} bytes")]
+    TooLarge {
+        /// Record length.
+        len: usize,
+        /// Segment size.
+        segment_bytes: u64,
+    },
+}
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The group holds no such partition.
+    #[error("unknown partition {topic_id}/{partition}")]
+    UnknownPartition {
+        /// Topic id.
+        topic_id: u32,
+        /// Partition.
+        partition: u32,
+    },
+    /// The offset is outside the retained range.
+    #[error("offset {offset} is out of range: the partition holds offsets {earliest}..{latest}")]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        offset: u64,
+        /// First retained offset.
+        earliest: u64,
+        /// One past the last visible offset.
+        latest: u64,
+    },
+    /// The journal holds something other than the indexed record.
+    #[error(transparent)]
+    Journal(#[from] ReadFailure),
+    /// The index could not be read.
+    #[error("index read failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Raises this process's open-file limit to its hard limit: a broker keeps one descriptor
+/// per segment and per queue-index file, thousands with thousands of partitions.
+pub fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed in.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

@@ -1,0 +1,897 @@
+//! A log group: one journal, the queue indexes of its partitions, and the consumer offsets
+//! committed through it, kept consistent across appends, crashes, retention and truncation.
+//!
+//! Two threads serve a group:
+//!
+//! - the **writer** owns the journal tail. It gathers every queued append (up to
+//!   `commit_bytes_max`), writes them with one `pwrite`, syncs once (with the `fsync`
+//!   policy), then acknowledges them all: group commit;
+//! - the **indexer** turns durable records into queue-index entries, publishes the new
+//!   visible position (waking long-polling fetches), flushes indexes and writes the
+//!   checkpoint every `flush_interval`, and applies retention.
+//!
+//! Recovery ([`LogGroup::open`]) finishes a pending truncation, walks the journal (checking
+//! checksums from the checkpoint on), cuts a torn tail, restores the consumer offsets from
+//! their commit records, and rebuilds index entries past the checkpoint. The indexer's live
+//! path and recovery share [`Shared::index_record`].
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::checkpoint::Checkpoint;
+use super::index::{Entry, PartitionIndex};
+use super::journal::{Journal, WalkEnd, Writer};
+use super::record::{self, RecordHeader, RecordKind, HEADER_LEN};
+use super::{AppendError, FlushPolicy, GroupConfig, PartitionKey, ReadError};
+
+/// What an acknowledged append got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Partition offset of the first message (the committed offset, for commits).
+    pub base_offset: u64,
+    /// Journal position of the record.
+    pub position: u64,
+    /// Broker time stamped on the record.
+    pub append_time_ms: i64,
+}
+
+/// One batch returned by a read.
+#[derive(Debug, Clone)]
+pub struct ReadBatch {
+    /// Offset of the batch's first message.
+    pub base_offset: u64,
+    /// Messages in the batch.
+    pub count: u32,
+    /// Broker time of the append.
+    pub append_time_ms: i64,
+    /// The encoded messages (see `meridian_proto::batch`), a slice of the segment's map.
+    pub payload: Bytes,
+}
+
+/// A log group's storage. Cheap to share behind an `Arc`; [`LogGroup::close`] stops it.
+#[derive(Debug)]
+pub struct LogGroup {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Command>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+type OffsetKey = (String, u32, u32);
+
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    dir_display: String,
+    config: GroupConfig,
+    journal: Journal,
+    indexes: RwLock<HashMap<PartitionKey, Arc<Mutex<PartitionIndex>>>>,
+    /// Committed consumer offsets and the journal position of the commit record.
+    offsets: Mutex<HashMap<OffsetKey, (u64, u64)>>,
+    progress: Mutex<Progress>,
+    progress_changed: Condvar,
+    /// Held by the indexer while it changes indexes, so truncation can stop it.
+    indexing: Mutex<()>,
+    visible: watch::Sender<u64>,
+    stop: AtomicBool,
+    /// Tests set this to stop the threads the way a crash would: no final flush.
+    crashed: AtomicBool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    /// End of written records.
+    written: u64,
+    /// End of fsynced records.
+    synced: u64,
+    /// End of records in the indexes.
+    indexed: u64,
+    /// Set once a sync failed: the group takes no more writes.
+    fatal: Option<&'static str>,
+}
+
+enum Command {
+    Append { key: PartitionKey, body: Body, reply: oneshot::Sender<Result<Appended, AppendError>> },
+    Truncate { position: u64, reply: oneshot::Sender<io::Result<()>> },
+    Stop,
+}
+
+enum Body {
+    Batch { payload: Bytes, count: u32 },
+    Commit { group: String, offset: u64 },
+}
+
+impl LogGroup {
+    /// Opens (recovering as needed) the group stored in `dir`, which holds `partitions`
+    /// (key and topic name, for the index directory). Index directories of other topics are
+    /// deleted.
+    pub fn open(dir: &Path, config: GroupConfig, partitions: &[(PartitionKey, String)]) -> io::Result<LogGroup> {
+        assert!(config.segment_bytes >= 4096, "segment_bytes must be at least 4 KiB");
+        std::fs::create_dir_all(dir.join("index"))?;
+        let checkpoint = Checkpoint::load(dir)?.unwrap_or_default();
+        let journal = Journal::open(&dir.join("journal"), config.segment_bytes)?;
+        if let Some(position) = checkpoint.truncate_to {
+            tracing::info!(dir = %dir.display(), position, "finishing an interrupted truncation");
+            journal.cut(position)?;
+        }
+        let (visible, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            dir: dir.to_owned(),
+            dir_display: dir.display().to_string(),
+            config,
+            journal,
+            indexes: RwLock::new(HashMap::new()),
+            offsets: Mutex::new(HashMap::new()),
+            progress: Mutex::new(Progress { written: 0, synced: 0, indexed: 0, fatal: None }),
+            progress_changed: Condvar::new(),
+            indexing: Mutex::new(()),
+            visible,
+            stop: AtomicBool::new(false),
+            crashed: AtomicBool::new(false),
+        });
+        let (end, last_index, last_time) = shared.recover(&checkpoint, partitions)?;
+        let writer = Writer::new(&shared.journal, end)?;
+        let (tx, rx) = mpsc::channel(shared.config.append_queue_max);
+        let mut threads = Vec::new();
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let appender = Appender { shared: shared.clone(), writer, rx, next_index: last_index + 1, last_time, next_offsets: HashMap::new() };
+        threads.push(std::thread::Builder::new().name(format!("append-{name}")).spawn(move || appender.run())?);
+        let indexer_shared = shared.clone();
+        let indexer_tx = tx.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("index-{name}"))
+                .spawn(move || Indexer::new(indexer_shared, indexer_tx).run())?,
+        );
+        Ok(LogGroup { shared, tx, threads: Mutex::new(threads) })
+    }
+
+    /// Appends a batch of `count` encoded messages to a partition. The returned future
+    /// resolves when the batch is durable per the flush policy.
+    pub async fn append(&self, key: PartitionKey, payload: Bytes, count: u32) -> Result<Appended, AppendError> {
+        self.send(key, Body::Batch { payload, count }).await
+    }
+
+    /// Commits a consumer group's offset for a partition through the journal.
+    pub async fn commit_offset(&self, group: &str, key: PartitionKey, offset: u64) -> Result<Appended, AppendError> {
+        self.send(key, Body::Commit { group: group.to_owned(), offset }).await
+    }
+
+    /// The offset a consumer group last committed for a partition.
+    pub fn committed_offset(&self, group: &str, key: PartitionKey) -> Option<u64> {
+        let offsets = self.shared.offsets.lock().expect("offsets lock poisoned");
+        offsets.get(&(group.to_owned(), key.0, key.1)).map(|&(offset, _)| offset)
+    }
+
+    /// Every committed offset: `(group, topic_id, partition, offset)`.
+    pub fn committed_offsets(&self) -> Vec<(String, u32, u32, u64)> {
+        let offsets = self.shared.offsets.lock().expect("offsets lock poisoned");
+        offsets.iter().map(|((g, t, p), &(o, _))| (g.clone(), *t, *p, o)).collect()
+    }
+
+    /// Reads batches from `offset` on, up to about `max_bytes` (at least one batch when any
+    /// is available). The first batch may begin before `offset`.
+    pub fn read(&self, key: PartitionKey, offset: u64, max_bytes: usize) -> Result<Vec<ReadBatch>, ReadError> {
+        let index = self.shared.index(key)?;
+        let index = index.lock().expect("index lock poisoned");
+        let (earliest, latest) = (index.earliest(), index.end());
+        if offset < earliest || offset > latest {
+            return Err(ReadError::OffsetOutOfRange { offset, earliest, latest });
+        }
+        let mut out = Vec::new();
+        let (mut next, mut bytes) = (offset, 0usize);
+        while next < latest && (out.is_empty() || bytes < max_bytes) {
+            let entry = index.get(next)?.ok_or(ReadError::OffsetOutOfRange { offset: next, earliest, latest })?;
+            let (h, payload) = self.shared.journal.read(entry.position)?;
+            if h.kind != RecordKind::Batch
+                || (h.topic_id, h.partition) != key
+                || !(h.base_offset <= next && next < h.base_offset + u64::from(h.count))
+            {
+                return Err(ReadError::Journal(super::ReadFailure::Corrupt {
+                    position: entry.position,
+                    reason: "indexed record belongs to another partition or offset",
+                }));
+            }
+            bytes += payload.len();
+            next = h.base_offset + u64::from(h.count);
+            out.push(ReadBatch { base_offset: h.base_offset, count: h.count, append_time_ms: h.append_time_ms, payload });
+        }
+        Ok(out)
+    }
+
+    /// `(earliest, latest)` offsets of a partition: latest is one past the last visible
+    /// message.
+    pub fn offsets(&self, key: PartitionKey) -> Result<(u64, u64), ReadError> {
+        let index = self.shared.index(key)?;
+        let index = index.lock().expect("index lock poisoned");
+        Ok((index.earliest(), index.end()))
+    }
+
+    /// The first offset appended at or after `time_ms`, with its append time; `None` when
+    /// every message is older.
+    pub fn offset_for_time(&self, key: PartitionKey, time_ms: i64) -> Result<Option<(u64, i64)>, ReadError> {
+        let index = self.shared.index(key)?;
+        let index = index.lock().expect("index lock poisoned");
+        let offset = index.first_at_time(time_ms)?;
+        Ok(index.get(offset)?.map(|e| (offset, e.append_time_ms)))
+    }
+
+    /// A receiver of the visible journal position; it changes whenever new records become
+    /// readable, which is what long-polling fetches wait for.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.visible.subscribe()
+    }
+
+    /// Adds an empty partition (a new topic's) to the group.
+    pub fn add_partition(&self, key: PartitionKey, topic: &str) -> io::Result<()> {
+        let dir = self.shared.index_dir(topic, key.1);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        let index = PartitionIndex::open(&dir, self.shared.config.index_entries_per_file, 0)?;
+        self.shared.indexes.write().expect("indexes lock poisoned").insert(key, Arc::new(Mutex::new(index)));
+        Ok(())
+    }
+
+    /// Removes every partition of a topic and its committed offsets. Its records stay in the
+    /// journal until retention deletes their segments.
+    pub fn remove_topic(&self, topic_id: u32, topic: &str) -> io::Result<()> {
+        let _indexing = self.shared.indexing.lock().expect("indexing lock poisoned");
+        let removed: Vec<_> = {
+            let mut indexes = self.shared.indexes.write().expect("indexes lock poisoned");
+            let keys: Vec<_> = indexes.keys().filter(|k| k.0 == topic_id).copied().collect();
+            keys.into_iter().filter_map(|k| indexes.remove(&k)).collect()
+        };
+        for index in removed {
+            if let Ok(index) = Arc::try_unwrap(index) {
+                index.into_inner().expect("index lock poisoned").remove()?;
+            }
+        }
+        let dir = self.shared.dir.join("index").join(topic);
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
+        self.shared.offsets.lock().expect("offsets lock poisoned").retain(|k, _| k.1 != topic_id);
+        Ok(())
+    }
+
+    /// Rolls the journal back so that `position` (a record boundary) is its end, together
+    /// with every index entry and consumer offset derived from what is cut; crash-safe.
+    pub async fn truncate_after(&self, position: u64) -> io::Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Truncate { position, reply }).await.map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    /// Journal positions: `(start, written end, durable end, visible end)`.
+    pub fn positions(&self) -> (u64, u64, u64, u64) {
+        let p = *self.shared.progress.lock().expect("progress lock poisoned");
+        (self.shared.journal.start(), p.written, p.synced, p.indexed)
+    }
+
+    /// Bytes of the journal's segment files, and their number.
+    pub fn journal_size(&self) -> (u64, usize) {
+        (self.shared.journal.disk_bytes(), self.shared.journal.segment_count())
+    }
+
+    /// Runs retention now (it also runs every `retention_check_interval`).
+    pub fn apply_retention(&self) -> io::Result<()> {
+        self.shared.apply_retention(&self.tx)
+    }
+
+    /// Stops the threads after flushing indexes and writing a final checkpoint.
+    pub fn close(&self) {
+        let _ = self.tx.try_send(Command::Stop).or_else(|_| self.tx.blocking_send(Command::Stop));
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.progress_changed.notify_all();
+        let threads = std::mem::take(&mut *self.threads.lock().expect("threads lock poisoned"));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// Stops the threads as a crash would: nothing is flushed or checkpointed on the way.
+    #[cfg(test)]
+    pub(crate) fn crash(&self) {
+        self.shared.crashed.store(true, Ordering::SeqCst);
+        self.close();
+    }
+
+    async fn send(&self, key: PartitionKey, body: Body) -> Result<Appended, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Append { key, body, reply }).await.map_err(|_| AppendError::Closed)?;
+        rx.await.map_err(|_| AppendError::Closed)?
+    }
+}
+
+impl Drop for LogGroup {
+    fn drop(&mut self) {
+        if !self.threads.get_mut().map(|t| t.is_empty()).unwrap_or(true) {
+            self.close();
+        }
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "log group is closed")
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Shared {
+    fn index(&self, key: PartitionKey) -> Result<Arc<Mutex<PartitionIndex>>, ReadError> {
+        self.indexes
+            .read()
+            .expect("indexes lock poisoned")
+            .get(&key)
+            .cloned()
+            .ok_or(ReadError::UnknownPartition { topic_id: key.0, partition: key.1 })
+    }
+
+    fn index_dir(&self, topic: &str, partition: u32) -> PathBuf {
+        self.dir.join("index").join(topic).join(partition.to_string())
+    }
+
+    /// Recovery; returns the journal end, the last record index and the last append time.
+    fn recover(&self, checkpoint: &Checkpoint, partitions: &[(PartitionKey, String)]) -> io::Result<(u64, u64, i64)> {
+        let started = Instant::now();
+        let start = self.journal.start();
+        let mut last_index = 0;
+        let mut last_time = 0;
+        let mut broken_order = None;
+        let mut offsets = HashMap::new();
+        let walk_end = self.journal.walk_verified_from(start, u64::MAX, checkpoint.journal_synced, |pos, h, payload| {
+            if broken_order.is_some() {
+                return;
+            }
+            if last_index != 0 && h.index != last_index + 1 {
+                broken_order = Some(pos);
+                return;
+            }
+            last_index = h.index;
+            last_time = h.append_time_ms;
+            if h.kind == RecordKind::OffsetCommit
+                && let Some((group, offset)) = record::decode_offset_commit(payload)
+            {
+                offsets.insert((group, h.topic_id, h.partition), (offset, pos));
+            }
+        });
+        let end = match (broken_order, &walk_end) {
+            (Some(pos), _) => {
+                tracing::warn!(dir = %self.dir_display, position = pos, "record sequence breaks: cutting the journal there");
+                pos
+            }
+            (None, WalkEnd::Invalid(pos, reason)) => {
+                tracing::warn!(dir = %self.dir_display, position = pos, reason, "cutting a torn or corrupt journal tail");
+                *pos
+            }
+            (None, WalkEnd::Clean(pos)) => *pos,
+        };
+        // The walk stopped at the first bad record; what follows it was never acknowledged.
+        self.journal.cut(end)?;
+        if broken_order.is_some() {
+            // Offsets past the cut must not survive it.
+            offsets.retain(|_, &mut (_, pos)| pos < end);
+        }
+        *self.offsets.lock().expect("offsets lock poisoned") = offsets;
+
+        // Indexes: keep what the checkpoint vouches for (and the journal still holds), then
+        // rebuild the rest from the journal.
+        let counts: HashMap<PartitionKey, u64> = checkpoint.counts.iter().map(|&(t, p, c)| ((t, p), c)).collect();
+        let mut rebuild_from = checkpoint.indexed.min(end);
+        let wanted: std::collections::HashSet<String> = partitions.iter().map(|(_, t)| t.clone()).collect();
+        remove_stale_index_dirs(&self.dir.join("index"), &wanted)?;
+        let mut indexes = HashMap::new();
+        for (key, topic) in partitions {
+            let dir = self.index_dir(topic, key.1);
+            let trusted = counts.get(key).copied().unwrap_or(0);
+            let mut index = match PartitionIndex::open(&dir, self.config.index_entries_per_file, trusted) {
+                Ok(index) => index,
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "queue index unusable: rebuilding it from the journal");
+                    std::fs::remove_dir_all(&dir)?;
+                    rebuild_from = start;
+                    PartitionIndex::open(&dir, self.config.index_entries_per_file, 0)?
+                }
+            };
+            if end < checkpoint.indexed {
+                let keep = index.first_at_position(0, end)?;
+                index.truncate(keep)?;
+            }
+            let earliest = index.first_at_position(0, start)?;
+            index.trim_front(earliest)?;
+            indexes.insert(*key, Arc::new(Mutex::new(index)));
+        }
+        *self.indexes.write().expect("indexes lock poisoned") = indexes;
+        let rebuilt = self.index_range(rebuild_from, end)?;
+        self.flush_and_checkpoint(end, end)?;
+        *self.progress.lock().expect("progress lock poisoned") =
+            Progress { written: end, synced: end, indexed: end, fatal: None };
+        self.visible.send_replace(end);
+        tracing::info!(
+            dir = %self.dir_display, start, end, records_reindexed = rebuilt,
+            elapsed_ms = started.elapsed().as_millis() as u64, "log group recovered"
+        );
+        Ok((end, last_index, last_time))
+    }
+
+    /// Adds index entries for the records in `[from, to)`; returns how many records it
+    /// indexed. Records already indexed are skipped, so this is safe to repeat.
+    fn index_range(&self, from: u64, to: u64) -> io::Result<u64> {
+        let indexes = self.indexes.read().expect("indexes lock poisoned");
+        let mut n = 0;
+        let mut failure = None;
+        let walk_end = self.journal.walk(from, to, |pos, h, _| {
+            if failure.is_none() {
+                match Shared::index_record(&indexes, pos, h) {
+                    Ok(true) => n += 1,
+                    Ok(false) => {}
+                    Err(e) => failure = Some(e),
+                }
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        match walk_end {
+            WalkEnd::Invalid(pos, reason) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("corrupt journal record at {pos} below the durable end {to}: {reason}"),
+            )),
+            WalkEnd::Clean(_) => Ok(n),
+        }
+    }
+
+    fn index_record(
+        indexes: &HashMap<PartitionKey, Arc<Mutex<PartitionIndex>>>,
+        pos: u64,
+        h: &RecordHeader,
+    ) -> io::Result<bool> {
+        if h.kind != RecordKind::Batch {
+            return Ok(false);
+        }
+        // Records of deleted topics stay in the journal until retention; they index nowhere.
+        let Some(index) = indexes.get(&(h.topic_id, h.partition)) else { return Ok(false) };
+        let mut index = index.lock().expect("index lock poisoned");
+        let end = index.end();
+        if h.base_offset + u64::from(h.count) <= end {
+            return Ok(false);
+        }
+        if h.base_offset != end && end != index.earliest() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "record at {pos} of partition {}/{} starts at offset {} but the index ends at {end}",
+                    h.topic_id, h.partition, h.base_offset
+                ),
+            ));
+        }
+        let entry = Entry { position: pos, size: h.len, append_time_ms: h.append_time_ms };
+        for offset in h.base_offset..h.base_offset + u64::from(h.count) {
+            index.push(offset, entry);
+        }
+        Ok(true)
+    }
+
+    /// Flushes every index and records, durably, that the journal is synced to `synced` and
+    /// indexed to `indexed`.
+    fn flush_and_checkpoint(&self, synced: u64, indexed: u64) -> io::Result<()> {
+        let indexes = self.indexes.read().expect("indexes lock poisoned");
+        let mut counts = Vec::with_capacity(indexes.len());
+        for (key, index) in indexes.iter() {
+            let mut index = index.lock().expect("index lock poisoned");
+            index.flush()?;
+            counts.push((key.0, key.1, index.end()));
+        }
+        counts.sort_unstable();
+        Checkpoint { journal_synced: synced, indexed, counts, truncate_to: None }.store(&self.dir)
+    }
+
+    fn apply_retention(&self, tx: &mpsc::Sender<Command>) -> io::Result<()> {
+        let config = &self.config;
+        if config.retention.is_none() && config.retention_bytes.is_none() {
+            return Ok(());
+        }
+        loop {
+            let indexed = self.progress.lock().expect("progress lock poisoned").indexed;
+            let cutoff = config.retention.map(|r| now_ms() - r.as_millis() as i64);
+            let disk = self.journal.disk_bytes();
+            let expired = |first: &super::segment::Segment, next: &super::segment::Segment| {
+                // Only delete what the indexes already cover, so no entry is rebuilt into a
+                // deleted segment.
+                next.start <= indexed
+                    && (cutoff.is_some_and(|c| Journal::first_time(next).is_some_and(|t| t < c))
+                        || config.retention_bytes.is_some_and(|max| disk - first.size >= max))
+            };
+            let Some(boundary) = self.journal.segment_for(self.journal.start()).and_then(|first| {
+                let next = self.journal.segment_for(first.end())?;
+                expired(&first, &next).then_some(next.start)
+            }) else {
+                return Ok(());
+            };
+            self.carry_offsets_forward(boundary, tx)?;
+            let Some(start) = self.journal.drop_first_if(|first, next| !expired(first, next))? else {
+                return Ok(());
+            };
+            metrics::counter!("meridian_journal_segments_deleted_total").increment(1);
+            tracing::info!(dir = %self.dir_display, start, "retention deleted the oldest journal segment");
+            for index in self.indexes.read().expect("indexes lock poisoned").values() {
+                let mut index = index.lock().expect("index lock poisoned");
+                let earliest = index.first_at_position(index.earliest(), start)?;
+                index.trim_front(earliest)?;
+            }
+        }
+    }
+
+    /// Re-appends every live offset commit whose record sits below `boundary`, so deleting
+    /// the segments below it loses no committed offset (the journal stays the only store).
+    fn carry_offsets_forward(&self, boundary: u64, tx: &mpsc::Sender<Command>) -> io::Result<()> {
+        let old: Vec<_> = {
+            let offsets = self.offsets.lock().expect("offsets lock poisoned");
+            offsets.iter().filter(|(_, (_, pos))| *pos < boundary).map(|(k, (o, _))| (k.clone(), *o)).collect()
+        };
+        for ((group, topic_id, partition), offset) in old {
+            let (reply, rx) = oneshot::channel();
+            let body = Body::Commit { group, offset };
+            tx.blocking_send(Command::Append { key: (topic_id, partition), body, reply }).map_err(|_| closed())?;
+            rx.blocking_recv().map_err(|_| closed())?.map_err(io::Error::other)?;
+        }
+        Ok(())
+    }
+}
+
+fn remove_stale_index_dirs(dir: &Path, wanted: &std::collections::HashSet<String>) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !wanted.contains(&name) {
+            tracing::info!(dir = %entry.path().display(), "removing the index of a deleted topic");
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// The writer thread: group commit.
+struct Appender {
+    shared: Arc<Shared>,
+    writer: Writer,
+    rx: mpsc::Receiver<Command>,
+    next_index: u64,
+    last_time: i64,
+    /// Next offset of each partition written since start (others: the index's end).
+    next_offsets: HashMap<PartitionKey, u64>,
+}
+
+struct Staged {
+    reply: oneshot::Sender<Result<Appended, AppendError>>,
+    appended: Appended,
+    commit: Option<(OffsetKey, u64)>,
+}
+
+impl Appender {
+    fn run(mut self) {
+        let mut queue = Vec::new();
+        while let Some(first) = self.rx.blocking_recv() {
+            queue.push(first);
+            let mut bytes = 0;
+            while bytes < self.shared.config.commit_bytes_max {
+                match self.rx.try_recv() {
+                    Ok(c) => {
+                        if let Command::Append { body: Body::Batch { payload, .. }, .. } = &c {
+                            bytes += payload.len();
+                        }
+                        queue.push(c);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let mut appends = Vec::new();
+            for command in queue.drain(..) {
+                match command {
+                    Command::Append { key, body, reply } => appends.push((key, body, reply)),
+                    Command::Truncate { position, reply } => {
+                        self.commit(std::mem::take(&mut appends));
+                        let _ = reply.send(self.truncate(position));
+                    }
+                    Command::Stop => {
+                        self.commit(std::mem::take(&mut appends));
+                        return;
+                    }
+                }
+            }
+            self.commit(appends);
+        }
+    }
+
+    /// Writes a group of appends with one write and one sync, then acknowledges them.
+    fn commit(&mut self, appends: Vec<(PartitionKey, Body, oneshot::Sender<Result<Appended, AppendError>>)>) {
+        if appends.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        if let Some(reason) = self.shared.progress.lock().expect("progress lock poisoned").fatal {
+            for (_, _, reply) in appends {
+                let _ = reply.send(Err(AppendError::Fatal { dir: self.shared.dir_display.clone(), reason: reason.into() }));
+            }
+            return;
+        }
+        let mark = (self.writer.position(), self.next_index, self.next_offsets.clone());
+        let mut staged = Vec::with_capacity(appends.len());
+        let mut result = Ok(());
+        let time = now_ms().max(self.last_time);
+        for (key, body, reply) in appends {
+            match self.stage(key, &body, time) {
+                Ok(Some((appended, commit))) => staged.push(Staged { reply, appended, commit }),
+                Ok(None) => {
+                    let len = HEADER_LEN + body_len(&body);
+                    let _ = reply.send(Err(AppendError::TooLarge { len, segment_bytes: self.shared.config.segment_bytes }));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(self.io_error(&e)));
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let result = result.and_then(|()| self.writer.write());
+        let synced = match (&result, self.shared.config.flush) {
+            (Ok(()), FlushPolicy::Fsync) => self.writer.sync().map_err(|e| (e, true)),
+            (Ok(()), FlushPolicy::Async) => Ok(()),
+            (Err(e), _) => Err((io::Error::new(e.kind(), e.to_string()), false)),
+        };
+        if let Err((e, sync_failed)) = synced {
+            let error = if sync_failed {
+                // After a failed fsync the page cache may have dropped the dirty pages: the
+                // disk's contents are unknown until recovery re-reads them (PostgreSQL's
+                // "fsyncgate"). Refuse further writes.
+                tracing::error!(dir = %self.shared.dir_display, error = %e, "fsync failed: the log group refuses writes until restart");
+                self.shared.progress.lock().expect("progress lock poisoned").fatal = Some("fsync failed");
+                AppendError::Fatal { dir: self.shared.dir_display.clone(), reason: e.to_string() }
+            } else {
+                tracing::warn!(dir = %self.shared.dir_display, error = %e, "journal write failed: the appends were not stored");
+                if let Err(cut) = self.writer.rewind(&self.shared.journal, mark.0) {
+                    tracing::error!(dir = %self.shared.dir_display, error = %cut, "could not cut a failed write: the log group refuses writes until restart");
+                    self.shared.progress.lock().expect("progress lock poisoned").fatal = Some("failed write could not be cut");
+                }
+                (self.next_index, self.next_offsets) = (mark.1, mark.2);
+                self.io_error(&e)
+            };
+            for s in staged {
+                let _ = s.reply.send(Err(error.clone()));
+            }
+            return;
+        }
+        self.last_time = time;
+        {
+            let mut offsets = self.shared.offsets.lock().expect("offsets lock poisoned");
+            for s in &staged {
+                if let Some((key, offset)) = &s.commit {
+                    offsets.insert(key.clone(), (*offset, s.appended.position));
+                }
+            }
+        }
+        {
+            let mut progress = self.shared.progress.lock().expect("progress lock poisoned");
+            progress.written = self.writer.position();
+            if self.shared.config.flush == FlushPolicy::Fsync {
+                progress.synced = progress.written;
+            }
+        }
+        self.shared.progress_changed.notify_all();
+        metrics::histogram!("meridian_group_commit_records").record(staged.len() as f64);
+        metrics::histogram!("meridian_group_commit_seconds").record(started.elapsed().as_secs_f64());
+        for s in staged {
+            let _ = s.reply.send(Ok(s.appended));
+        }
+    }
+
+    /// Encodes one append into the writer's buffer; `None` if it can never fit a segment.
+    fn stage(&mut self, key: PartitionKey, body: &Body, time: i64) -> io::Result<Option<(Appended, Option<(OffsetKey, u64)>)>> {
+        let len = HEADER_LEN + body_len(body);
+        if len as u64 + record::SEGMENT_END_LEN > self.shared.config.segment_bytes || len > u32::MAX as usize - 1 {
+            return Ok(None);
+        }
+        let next = match self.next_offsets.get(&key) {
+            Some(&n) => n,
+            None => self.shared.index(key).map(|i| i.lock().expect("index lock poisoned").end()).unwrap_or(0),
+        };
+        let (kind, count, base_offset, commit_payload) = match body {
+            Body::Batch { count, .. } => (RecordKind::Batch, *count, next, None),
+            Body::Commit { group, offset } => (RecordKind::OffsetCommit, 0, *offset, Some(record::encode_offset_commit(group, *offset))),
+        };
+        let header = RecordHeader {
+            len: len as u32,
+            kind,
+            topic_id: key.0,
+            partition: key.1,
+            count,
+            term: self.shared.config.term,
+            index: self.next_index,
+            append_time_ms: time,
+            base_offset,
+        };
+        let (position, buf) = self.writer.stage(&self.shared.journal, len)?;
+        match body {
+            Body::Batch { payload, .. } => record::encode(buf, &header, payload),
+            Body::Commit { .. } => record::encode(buf, &header, commit_payload.as_deref().unwrap_or_default()),
+        }
+        self.next_index += 1;
+        let commit = match body {
+            Body::Batch { count, .. } => {
+                self.next_offsets.insert(key, next + u64::from(*count));
+                None
+            }
+            Body::Commit { group, offset } => Some(((group.clone(), key.0, key.1), *offset)),
+        };
+        Ok(Some((Appended { base_offset, position, append_time_ms: time }, commit)))
+    }
+
+    fn io_error(&self, e: &io::Error) -> AppendError {
+        if e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == io::ErrorKind::StorageFull {
+            metrics::counter!("meridian_append_disk_full_total").increment(1);
+            AppendError::DiskFull { dir: self.shared.dir_display.clone() }
+        } else {
+            AppendError::Io { dir: self.shared.dir_display.clone(), reason: e.to_string() }
+        }
+    }
+
+    fn truncate(&mut self, position: u64) -> io::Result<()> {
+        let shared = &self.shared;
+        let end = self.writer.position();
+        if position > end || position < shared.journal.start() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot truncate to {position}: the journal holds {}..{end}", shared.journal.start()),
+            ));
+        }
+        if position < end {
+            shared.journal.read(position).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidInput, format!("cannot truncate to {position}: not a record boundary ({e})"))
+            })?;
+        }
+        let _indexing = shared.indexing.lock().expect("indexing lock poisoned");
+        // Record the intent first: if we crash midway, recovery finishes the truncation.
+        let mut intent = Checkpoint::load(&shared.dir)?.unwrap_or_default();
+        intent.truncate_to = Some(position);
+        intent.store(&shared.dir)?;
+        shared.journal.cut(position)?;
+        self.writer = Writer::new(&shared.journal, position)?;
+        for index in shared.indexes.read().expect("indexes lock poisoned").values() {
+            let mut index = index.lock().expect("index lock poisoned");
+            let keep = index.first_at_position(index.earliest(), position)?;
+            index.truncate(keep)?;
+        }
+        self.next_offsets.clear();
+        let mut last_index = 0;
+        let mut offsets = HashMap::new();
+        shared.journal.walk(shared.journal.start(), position, |pos, h, payload| {
+            last_index = h.index;
+            if h.kind == RecordKind::OffsetCommit
+                && let Some((group, offset)) = record::decode_offset_commit(payload)
+            {
+                offsets.insert((group, h.topic_id, h.partition), (offset, pos));
+            }
+        });
+        self.next_index = last_index + 1;
+        *shared.offsets.lock().expect("offsets lock poisoned") = offsets;
+        {
+            let mut progress = shared.progress.lock().expect("progress lock poisoned");
+            progress.written = position;
+            progress.synced = position;
+            progress.indexed = progress.indexed.min(position);
+        }
+        let indexed = shared.progress.lock().expect("progress lock poisoned").indexed;
+        shared.flush_and_checkpoint(position, indexed)?;
+        shared.visible.send_replace(indexed);
+        tracing::info!(dir = %shared.dir_display, position, "journal truncated");
+        Ok(())
+    }
+}
+
+fn body_len(body: &Body) -> usize {
+    match body {
+        Body::Batch { payload, .. } => payload.len(),
+        Body::Commit { group, .. } => 2 + group.len() + 8,
+    }
+}
+
+/// The indexer thread: indexes durable records, flushes, checkpoints, applies retention.
+struct Indexer {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Command>,
+    last_flush: Instant,
+    last_retention: Instant,
+}
+
+impl Indexer {
+    fn new(shared: Arc<Shared>, tx: mpsc::Sender<Command>) -> Indexer {
+        Indexer { shared, tx, last_flush: Instant::now(), last_retention: Instant::now() }
+    }
+
+    fn run(mut self) {
+        let config = self.shared.config.clone();
+        loop {
+            let stopping = self.shared.stop.load(Ordering::SeqCst);
+            let durable = {
+                let progress = self.shared.progress.lock().expect("progress lock poisoned");
+                let durable = |p: &Progress| if config.flush == FlushPolicy::Fsync { p.synced } else { p.written };
+                let wait = config.flush_interval.saturating_sub(self.last_flush.elapsed()).max(Duration::from_millis(1));
+                let (progress, _) = self
+                    .shared
+                    .progress_changed
+                    .wait_timeout_while(progress, wait, |p| durable(p) <= p.indexed && !self.shared.stop.load(Ordering::SeqCst))
+                    .expect("progress lock poisoned");
+                durable(&progress)
+            };
+            if self.shared.crashed.load(Ordering::SeqCst) {
+                return;
+            }
+            if let Err(e) = self.index_to(durable) {
+                tracing::error!(dir = %self.shared.dir_display, error = %e, "indexing failed");
+            }
+            if stopping || self.last_flush.elapsed() >= config.flush_interval {
+                if let Err(e) = self.flush() {
+                    tracing::error!(dir = %self.shared.dir_display, error = %e, "index flush failed");
+                }
+                self.last_flush = Instant::now();
+            }
+            if stopping {
+                return;
+            }
+            if self.last_retention.elapsed() >= config.retention_check_interval {
+                if let Err(e) = self.shared.apply_retention(&self.tx) {
+                    tracing::error!(dir = %self.shared.dir_display, error = %e, "retention failed");
+                }
+                self.last_retention = Instant::now();
+            }
+        }
+    }
+
+    fn index_to(&self, durable: u64) -> io::Result<()> {
+        let _indexing = self.shared.indexing.lock().expect("indexing lock poisoned");
+        // Truncation may have moved the end back while we waited for the lock.
+        let (from, to) = {
+            let p = self.shared.progress.lock().expect("progress lock poisoned");
+            let durable = durable.min(if self.shared.config.flush == FlushPolicy::Fsync { p.synced } else { p.written });
+            (p.indexed, durable)
+        };
+        if to <= from {
+            return Ok(());
+        }
+        self.shared.index_range(from, to)?;
+        self.shared.progress.lock().expect("progress lock poisoned").indexed = to;
+        self.shared.visible.send_replace(to);
+        Ok(())
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        let _indexing = self.shared.indexing.lock().expect("indexing lock poisoned");
+        let (written, indexed) = {
+            let p = self.shared.progress.lock().expect("progress lock poisoned");
+            (p.written, p.indexed)
+        };
+        let mut synced = self.shared.progress.lock().expect("progress lock poisoned").synced;
+        if self.shared.config.flush == FlushPolicy::Async && synced < written {
+            let mut pos = synced.max(self.shared.journal.start());
+            while pos < written {
+                let Some(seg) = self.shared.journal.segment_for(pos) else { break };
+                seg.sync()?;
+                pos = seg.end();
+            }
+            let mut p = self.shared.progress.lock().expect("progress lock poisoned");
+            p.synced = p.synced.max(written);
+            synced = p.synced;
+        }
+        self.shared.flush_and_checkpoint(synced, indexed)
+    }
+}

@@ -1,0 +1,327 @@
+//! The queue index of one partition: fixed-size entries, one per message, pointing at the
+//! journal record that holds the message.
+//!
+//! Entry `o` (the message at partition offset `o`) lives in file `⌊o / E⌋ · E` (named with
+//! 20 digits, `.idx`) at byte `(o mod E) · ENTRY_LEN`, where `E` is the entries per file. Files
+//! may begin with a zeroed hole when the index was rebuilt from a journal whose head had been
+//! deleted; [`PartitionIndex::earliest`] is the first retained offset.
+//!
+//! New entries collect in memory and reach the files on [`PartitionIndex::flush`], which the
+//! group's background task calls periodically: the index is derived state that recovery
+//! rebuilds from the journal, so it is never on the produce path.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Bytes per entry: journal position u64, record size u32, append time i64.
+pub(crate) const ENTRY_LEN: usize = 20;
+
+/// Where a message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Entry {
+    /// Journal position of the record holding the message.
+    pub(crate) position: u64,
+    /// Length of that record.
+    pub(crate) size: u32,
+    /// Append time of that record.
+    pub(crate) append_time_ms: i64,
+}
+
+impl Entry {
+    fn encode(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(&self.position.to_le_bytes());
+        buf.extend_from_slice(&self.size.to_le_bytes());
+        buf.extend_from_slice(&self.append_time_ms.to_le_bytes());
+    }
+
+    fn decode(b: &[u8]) -> Entry {
+        Entry {
+            position: u64::from_le_bytes(b[0..8].try_into().expect("8 bytes")),
+            size: u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")),
+            append_time_ms: i64::from_le_bytes(b[12..20].try_into().expect("8 bytes")),
+        }
+    }
+}
+
+/// The index of one partition.
+#[derive(Debug)]
+pub(crate) struct PartitionIndex {
+    dir: PathBuf,
+    entries_per_file: u64,
+    files: BTreeMap<u64, File>,
+    /// Encoded entries from offset `written` on, not yet in the files.
+    pending: Vec<u8>,
+    /// Entries in the files (the offset of the first pending entry).
+    written: u64,
+    earliest: u64,
+    dirty: bool,
+}
+
+impl PartitionIndex {
+    /// Opens the index in `dir`, keeping only its first `trusted` entries (those the last
+    /// checkpoint vouches for); creates the directory if needed.
+    pub(crate) fn open(dir: &Path, entries_per_file: u64, trusted: u64) -> io::Result<PartitionIndex> {
+        std::fs::create_dir_all(dir)?;
+        let mut files = BTreeMap::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(first) = name.to_str().and_then(parse_file_name) else { continue };
+            if first >= trusted {
+                std::fs::remove_file(entry.path())?;
+                continue;
+            }
+            let file = OpenOptions::new().read(true).write(true).open(entry.path())?;
+            files.insert(first, file);
+        }
+        let mut index = PartitionIndex {
+            dir: dir.to_owned(),
+            entries_per_file,
+            files,
+            pending: Vec::new(),
+            written: trusted,
+            earliest: 0,
+            dirty: false,
+        };
+        if trusted > 0 {
+            let first = index.file_start(trusted - 1);
+            let have = match index.files.get(&first) {
+                Some(f) => f.metadata()?.len() / ENTRY_LEN as u64,
+                None => 0,
+            };
+            if have < trusted - first {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("index {} holds fewer entries than its checkpoint ({trusted})", dir.display()),
+                ));
+            }
+        }
+        index.truncate_files(trusted)?;
+        Ok(index)
+    }
+
+    /// One past the last offset (written or pending).
+    pub(crate) fn end(&self) -> u64 {
+        self.written + (self.pending.len() / ENTRY_LEN) as u64
+    }
+
+    /// The first retained offset.
+    pub(crate) fn earliest(&self) -> u64 {
+        self.earliest
+    }
+
+    /// Adds the entry for offset `offset`; offsets may skip ahead only on an empty index.
+    pub(crate) fn push(&mut self, offset: u64, entry: Entry) {
+        if offset != self.end() {
+            assert!(self.end() == self.earliest, "index gap: entry {offset} after {}", self.end());
+            self.written = offset;
+            self.earliest = offset;
+            self.pending.clear();
+        }
+        entry.encode(&mut self.pending);
+    }
+
+    /// The entry for `offset`, if it is retained.
+    pub(crate) fn get(&self, offset: u64) -> io::Result<Option<Entry>> {
+        if offset < self.earliest || offset >= self.end() {
+            return Ok(None);
+        }
+        self.entry(offset).map(Some)
+    }
+
+    /// The first offset at or after `from` whose record's position is at least `position`.
+    pub(crate) fn first_at_position(&self, from: u64, position: u64) -> io::Result<u64> {
+        self.lower_bound(from, |e| e.position >= position)
+    }
+
+    /// The first retained offset appended at or after `time_ms` (`end()` if none).
+    pub(crate) fn first_at_time(&self, time_ms: i64) -> io::Result<u64> {
+        self.lower_bound(self.earliest, |e| e.append_time_ms >= time_ms)
+    }
+
+    /// Forgets entries at and after `end`, in memory and on disk.
+    pub(crate) fn truncate(&mut self, end: u64) -> io::Result<()> {
+        if end >= self.end() {
+            return Ok(());
+        }
+        if end >= self.written {
+            self.pending.truncate((end - self.written) as usize * ENTRY_LEN);
+        } else {
+            self.pending.clear();
+            self.truncate_files(end)?;
+            self.written = end;
+        }
+        self.earliest = self.earliest.min(end);
+        Ok(())
+    }
+
+    /// Drops entries below `earliest`: whole files that hold nothing retained are deleted.
+    pub(crate) fn trim_front(&mut self, earliest: u64) -> io::Result<()> {
+        self.earliest = earliest.max(self.earliest);
+        let keep_from = self.file_start(self.earliest);
+        let drop: Vec<u64> = self.files.range(..keep_from).map(|(k, _)| *k).collect();
+        for first in drop {
+            self.files.remove(&first);
+            std::fs::remove_file(self.dir.join(file_name(first)))?;
+        }
+        Ok(())
+    }
+
+    /// Writes pending entries to the files and syncs every file written since the last flush.
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
+        let mut at = 0;
+        while at < self.pending.len() {
+            let offset = self.written + (at / ENTRY_LEN) as u64;
+            let first = self.file_start(offset);
+            let room = (first + self.entries_per_file - offset) as usize * ENTRY_LEN;
+            let n = room.min(self.pending.len() - at);
+            self.file(first)?;
+            self.files[&first].write_all_at(&self.pending[at..at + n], (offset - first) * ENTRY_LEN as u64)?;
+            at += n;
+            self.dirty = true;
+        }
+        self.written = self.end();
+        self.pending.clear();
+        if self.dirty {
+            for file in self.files.values() {
+                file.sync_data()?;
+            }
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Deletes the index from disk.
+    pub(crate) fn remove(self) -> io::Result<()> {
+        drop(self.files);
+        match std::fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn file_start(&self, offset: u64) -> u64 {
+        offset - offset % self.entries_per_file
+    }
+
+    fn file(&mut self, first: u64) -> io::Result<()> {
+        if !self.files.contains_key(&first) {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(self.dir.join(file_name(first)))?;
+            super::segment::sync_dir(&self.dir)?;
+            self.files.insert(first, file);
+        }
+        Ok(())
+    }
+
+    fn entry(&self, offset: u64) -> io::Result<Entry> {
+        if offset >= self.written {
+            let at = (offset - self.written) as usize * ENTRY_LEN;
+            return Ok(Entry::decode(&self.pending[at..at + ENTRY_LEN]));
+        }
+        let first = self.file_start(offset);
+        let Some(file) = self.files.get(&first) else {
+            // A hole before the first rebuilt entry reads as position zero.
+            return Ok(Entry { position: 0, size: 0, append_time_ms: i64::MIN });
+        };
+        let mut buf = [0u8; ENTRY_LEN];
+        file.read_exact_at(&mut buf, (offset - first) * ENTRY_LEN as u64)?;
+        Ok(Entry::decode(&buf))
+    }
+
+    fn lower_bound(&self, from: u64, pred: impl Fn(&Entry) -> bool) -> io::Result<u64> {
+        let (mut lo, mut hi) = (from, self.end());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if pred(&self.entry(mid)?) {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        Ok(lo)
+    }
+
+    fn truncate_files(&mut self, end: u64) -> io::Result<()> {
+        let drop: Vec<u64> = self.files.range(end..).map(|(k, _)| *k).collect();
+        for first in drop {
+            self.files.remove(&first);
+            std::fs::remove_file(self.dir.join(file_name(first)))?;
+        }
+        if end > 0 {
+            let first = self.file_start(end - 1);
+            if let Some(file) = self.files.get(&first) {
+                file.set_len((end - first) * ENTRY_LEN as u64)?;
+                file.sync_data()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn file_name(first: u64) -> String {
+    format!("{first:020}.idx")
+}
+
+fn parse_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".idx")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(position: u64, t: i64) -> Entry {
+        Entry { position, size: 10, append_time_ms: t }
+    }
+
+    #[test]
+    fn push_flush_reopen_truncate() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = PartitionIndex::open(dir.path(), 4, 0).unwrap();
+        for o in 0..10 {
+            idx.push(o, e(o * 100, 1000 + o as i64 * 10));
+        }
+        assert_eq!(idx.get(3).unwrap(), Some(e(300, 1030)));
+        idx.flush().unwrap();
+        assert_eq!(idx.get(9).unwrap(), Some(e(900, 1090)));
+        assert_eq!(idx.first_at_time(1045).unwrap(), 5);
+        assert_eq!(idx.first_at_position(0, 450).unwrap(), 5);
+        idx.push(10, e(1000, 2000));
+        drop(idx);
+
+        // Only flushed entries the checkpoint vouches for survive a reopen.
+        let mut idx = PartitionIndex::open(dir.path(), 4, 7).unwrap();
+        assert_eq!(idx.end(), 7);
+        assert_eq!(idx.get(7).unwrap(), None);
+        idx.push(7, e(777, 3000));
+        idx.truncate(5).unwrap();
+        assert_eq!(idx.end(), 5);
+        idx.trim_front(4).unwrap();
+        assert_eq!(idx.get(3).unwrap(), None);
+        assert_eq!(idx.get(4).unwrap(), Some(e(400, 1040)));
+        assert!(!dir.path().join(file_name(0)).exists());
+        assert!(PartitionIndex::open(dir.path(), 4, 9).is_err());
+    }
+
+    #[test]
+    fn rebuilt_index_starts_with_a_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = PartitionIndex::open(dir.path(), 4, 0).unwrap();
+        idx.push(6, e(5000, 1));
+        idx.push(7, e(5100, 2));
+        idx.flush().unwrap();
+        assert_eq!(idx.earliest(), 6);
+        assert_eq!(idx.get(5).unwrap(), None);
+        assert_eq!(idx.first_at_position(0, 5000).unwrap(), 6);
+        assert_eq!(idx.get(7).unwrap(), Some(e(5100, 2)));
+    }
+}
