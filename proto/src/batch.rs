@@ -58,7 +58,11 @@ impl Message {
             + 4
             + self.value.len()
             + 2
-            + self.headers.iter().map(|(k, v)| 2 + k.len() + 4 + v.len()).sum::<usize>()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| 2 + k.len() + 4 + v.len())
+                .sum::<usize>()
     }
 
     /// Appends the encoding of this message to `buf`.
@@ -106,12 +110,23 @@ impl Message {
             let name_at = r.pos;
             let name = r.bytes(name_len)?;
             let name = std::str::from_utf8(&name)
-                .map_err(|_| DecodeError::Invalid { offset: name_at, reason: "header name is not UTF-8" })?
+                .map_err(|_| DecodeError::Invalid {
+                    offset: name_at,
+                    reason: "header name is not UTF-8",
+                })?
                 .to_owned();
             let value_len = u32::from_le_bytes(r.array()?) as usize;
             headers.push((name, r.bytes(value_len)?));
         }
-        Ok((Message { key, value, headers, timestamp_ms }, r.pos))
+        Ok((
+            Message {
+                key,
+                value,
+                headers,
+                timestamp_ms,
+            },
+            r.pos,
+        ))
     }
 }
 
@@ -136,14 +151,20 @@ pub fn decode_batch(payload: &Bytes, count: usize) -> Result<Vec<Message>, Decod
         rest = rest.slice(used..);
     }
     if !rest.is_empty() {
-        return Err(DecodeError::Invalid { offset: consumed, reason: "bytes after the last message" });
+        return Err(DecodeError::Invalid {
+            offset: consumed,
+            reason: "bytes after the last message",
+        });
     }
     Ok(out)
 }
 
 fn shift(e: DecodeError, by: usize) -> DecodeError {
     match e {
-        DecodeError::Invalid { offset, reason } => DecodeError::Invalid { offset: offset + by, reason },
+        DecodeError::Invalid { offset, reason } => DecodeError::Invalid {
+            offset: offset + by,
+            reason,
+        },
         other => other,
     }
 }
@@ -177,7 +198,10 @@ impl Reader<'_> {
     }
 
     fn invalid(&self, back: usize, reason: &'static str) -> DecodeError {
-        DecodeError::Invalid { offset: self.pos - back, reason }
+        DecodeError::Invalid {
+            offset: self.pos - back,
+            reason,
+        }
     }
 }
 
@@ -190,13 +214,19 @@ mod tests {
         (
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
             proptest::collection::vec(any::<u8>(), 0..200),
-            proptest::collection::vec(("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..16)), 0..4),
+            proptest::collection::vec(
+                ("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..16)),
+                0..4,
+            ),
             any::<i64>(),
         )
             .prop_map(|(key, value, headers, timestamp_ms)| Message {
                 key: key.map(Bytes::from),
                 value: Bytes::from(value),
-                headers: headers.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect(),
+                headers: headers
+                    .into_iter()
+                    .map(|(k, v)| (k, Bytes::from(v)))
+                    .collect(),
                 timestamp_ms,
             })
     }
@@ -237,14 +267,20 @@ mod tests {
         bad.extend_from_slice(&(-5i32).to_le_bytes());
         assert_eq!(
             Message::decode(&Bytes::from(bad)),
-            Err(DecodeError::Invalid { offset: 8, reason: "negative key length" })
+            Err(DecodeError::Invalid {
+                offset: 8,
+                reason: "negative key length"
+            })
         );
         let one = encode_batch(&[Message::default()]);
         let mut two = one.clone();
         two.push(7);
         assert!(matches!(
             decode_batch(&Bytes::from(two), 1),
-            Err(DecodeError::Invalid { reason: "bytes after the last message", .. })
+            Err(DecodeError::Invalid {
+                reason: "bytes after the last message",
+                ..
+            })
         ));
     }
 }

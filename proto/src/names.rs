@@ -24,7 +24,9 @@ pub enum NameError {
         len: usize,
     },
     /// The name holds a character outside `[A-Za-z0-9._-]`.
-    #[error("{kind} name {name:?} has the character {bad:?}; use only letters, digits, '.', '_' and '-'")]
+    #[error(
+        "{kind} name {name:?} has the character {bad:?}; use only letters, digits, '.', '_' and '-'"
+    )]
     BadChar {
         /// What was being named.
         kind: &'static str,
@@ -49,16 +51,26 @@ pub fn validate(kind: &'static str, name: &str) -> Result<(), NameError> {
         return Err(NameError::Empty { kind });
     }
     if name.len() > NAME_LEN_MAX {
-        return Err(NameError::TooLong { kind, len: name.len() });
+        return Err(NameError::TooLong {
+            kind,
+            len: name.len(),
+        });
     }
     if let Some(bad) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
-        return Err(NameError::BadChar { kind, name: name.to_owned(), bad });
+        return Err(NameError::BadChar {
+            kind,
+            name: name.to_owned(),
+            bad,
+        });
     }
     if name == "." || name == ".." {
-        return Err(NameError::Reserved { kind, name: name.to_owned() });
+        return Err(NameError::Reserved {
+            kind,
+            name: name.to_owned(),
+        });
     }
     Ok(())
 }
@@ -70,9 +82,18 @@ mod tests {
     #[test]
     fn names() {
         assert!(validate("topic", "orders.eu-west_1").is_ok());
-        assert_eq!(validate("topic", ""), Err(NameError::Empty { kind: "topic" }));
-        assert!(matches!(validate("topic", "a/b"), Err(NameError::BadChar { bad: '/', .. })));
-        assert!(matches!(validate("topic", ".."), Err(NameError::Reserved { .. })));
+        assert_eq!(
+            validate("topic", ""),
+            Err(NameError::Empty { kind: "topic" })
+        );
+        assert!(matches!(
+            validate("topic", "a/b"),
+            Err(NameError::BadChar { bad: '/', .. })
+        ));
+        assert!(matches!(
+            validate("topic", ".."),
+            Err(NameError::Reserved { .. })
+        ));
         assert!(matches!(
             validate("group", &"x".repeat(250)),
             Err(NameError::TooLong { len: 250, .. })

@@ -7,7 +7,7 @@
 //!
 //! Not here yet: replication (every group has one replica) and the Kafka and MQTT listeners.
 
-//pub mod broker;
-//pub mod config;
-//pub mod grpc;
+pub mod broker;
+pub mod config;
+pub mod grpc;
 pub mod storage;

@@ -79,7 +79,9 @@ impl Default for GroupConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AppendError {
     /// The disk has no room: free space or lower retention, then retry.
-    #[error("disk full in {dir}: the append was not stored; free space or lower retention and retry")]
+    #[error(
+        "disk full in {dir}: the append was not stored; free space or lower retention and retry"
+    )]
     DiskFull {
         /// The group's directory.
         dir: String,
@@ -94,7 +96,9 @@ pub enum AppendError {
     },
     /// A sync failed, so what the disk holds is unknown: the group refuses writes until the
     /// broker restarts and recovers it.
-    #[error("log group {dir} stopped accepting writes after a failed fsync ({reason}); restart the broker to recover it")]
+    #[error(
+        "log group {dir} stopped accepting writes after a failed fsync ({reason}); restart the broker to recover it"
+    )]
     Fatal {
         /// The group's directory.
         dir: String,
@@ -146,10 +150,14 @@ pub enum ReadError {
 /// Raises this process's open-file limit to its hard limit: a broker keeps one descriptor
 /// per segment and per queue-index file, thousands with thousands of partitions.
 pub fn raise_open_file_limit() {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit and setrlimit only read and write the struct passed in.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }

@@ -4,11 +4,9 @@
 pub struct CreateTopicRequest {
     #[prost(string, tag = "1")]
     pub name: ::prost::alloc::string::String,
+    /// 0 means the broker's default.
     #[prost(uint32, tag = "2")]
     pub partitions: u32,
-    /// Retention by time in milliseconds; 0 means the broker default.
-    #[prost(uint64, tag = "3")]
-    pub retention_ms: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -43,8 +41,8 @@ pub struct TopicInfo {
     pub topic_id: u32,
     #[prost(message, repeated, tag = "3")]
     pub partitions: ::prost::alloc::vec::Vec<PartitionInfo>,
-    #[prost(uint64, tag = "4")]
-    pub retention_ms: u64,
+    #[prost(int64, tag = "4")]
+    pub created_ms: i64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

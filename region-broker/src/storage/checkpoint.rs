@@ -32,7 +32,10 @@ impl Checkpoint {
     pub(crate) fn load(dir: &Path) -> io::Result<Option<Checkpoint>> {
         match std::fs::read(dir.join(FILE)) {
             Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", dir.join(FILE).display()))
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", dir.join(FILE).display()),
+                )
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::checkpoint::Checkpoint;
 use super::index::{Entry, PartitionIndex};
 use super::journal::{Journal, WalkEnd, Writer};
-use super::record::{self, RecordHeader, RecordKind, HEADER_LEN};
+use super::record::{self, HEADER_LEN, RecordHeader, RecordKind};
 use super::{AppendError, FlushPolicy, GroupConfig, PartitionKey, ReadError};
 
 /// What an acknowledged append got.
@@ -65,6 +65,9 @@ pub struct LogGroup {
 }
 
 type OffsetKey = (String, u32, u32);
+type Reply = oneshot::Sender<Result<Appended, AppendError>>;
+/// What staging an append produced: its acknowledgment, and the offset commit it carries.
+type Staged = (Appended, Option<(OffsetKey, u64)>);
 
 #[derive(Debug)]
 struct Shared {
@@ -98,8 +101,15 @@ struct Progress {
 }
 
 enum Command {
-    Append { key: PartitionKey, body: Body, reply: oneshot::Sender<Result<Appended, AppendError>> },
-    Truncate { position: u64, reply: oneshot::Sender<io::Result<()>> },
+    Append {
+        key: PartitionKey,
+        body: Body,
+        reply: oneshot::Sender<Result<Appended, AppendError>>,
+    },
+    Truncate {
+        position: u64,
+        reply: oneshot::Sender<io::Result<()>>,
+    },
     Stop,
 }
 
@@ -112,8 +122,15 @@ impl LogGroup {
     /// Opens (recovering as needed) the group stored in `dir`, which holds `partitions`
     /// (key and topic name, for the index directory). Index directories of other topics are
     /// deleted.
-    pub fn open(dir: &Path, config: GroupConfig, partitions: &[(PartitionKey, String)]) -> io::Result<LogGroup> {
-        assert!(config.segment_bytes >= 4096, "segment_bytes must be at least 4 KiB");
+    pub fn open(
+        dir: &Path,
+        config: GroupConfig,
+        partitions: &[(PartitionKey, String)],
+    ) -> io::Result<LogGroup> {
+        assert!(
+            config.segment_bytes >= 4096,
+            "segment_bytes must be at least 4 KiB"
+        );
         std::fs::create_dir_all(dir.join("index"))?;
         let checkpoint = Checkpoint::load(dir)?.unwrap_or_default();
         let journal = Journal::open(&dir.join("journal"), config.segment_bytes)?;
@@ -129,7 +146,12 @@ impl LogGroup {
             journal,
             indexes: RwLock::new(HashMap::new()),
             offsets: Mutex::new(HashMap::new()),
-            progress: Mutex::new(Progress { written: 0, synced: 0, indexed: 0, fatal: None }),
+            progress: Mutex::new(Progress {
+                written: 0,
+                synced: 0,
+                indexed: 0,
+                fatal: None,
+            }),
             progress_changed: Condvar::new(),
             indexing: Mutex::new(()),
             visible,
@@ -140,9 +162,23 @@ impl LogGroup {
         let writer = Writer::new(&shared.journal, end)?;
         let (tx, rx) = mpsc::channel(shared.config.append_queue_max);
         let mut threads = Vec::new();
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let appender = Appender { shared: shared.clone(), writer, rx, next_index: last_index + 1, last_time, next_offsets: HashMap::new() };
-        threads.push(std::thread::Builder::new().name(format!("append-{name}")).spawn(move || appender.run())?);
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let appender = Appender {
+            shared: shared.clone(),
+            writer,
+            rx,
+            next_index: last_index + 1,
+            last_time,
+            next_offsets: HashMap::new(),
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("append-{name}"))
+                .spawn(move || appender.run())?,
+        );
         let indexer_shared = shared.clone();
         let indexer_tx = tx.clone();
         threads.push(
@@ -150,45 +186,84 @@ impl LogGroup {
                 .name(format!("index-{name}"))
                 .spawn(move || Indexer::new(indexer_shared, indexer_tx).run())?,
         );
-        Ok(LogGroup { shared, tx, threads: Mutex::new(threads) })
+        Ok(LogGroup {
+            shared,
+            tx,
+            threads: Mutex::new(threads),
+        })
     }
 
     /// Appends a batch of `count` encoded messages to a partition. The returned future
     /// resolves when the batch is durable per the flush policy.
-    pub async fn append(&self, key: PartitionKey, payload: Bytes, count: u32) -> Result<Appended, AppendError> {
+    pub async fn append(
+        &self,
+        key: PartitionKey,
+        payload: Bytes,
+        count: u32,
+    ) -> Result<Appended, AppendError> {
         self.send(key, Body::Batch { payload, count }).await
     }
 
     /// Commits a consumer group's offset for a partition through the journal.
-    pub async fn commit_offset(&self, group: &str, key: PartitionKey, offset: u64) -> Result<Appended, AppendError> {
-        self.send(key, Body::Commit { group: group.to_owned(), offset }).await
+    pub async fn commit_offset(
+        &self,
+        group: &str,
+        key: PartitionKey,
+        offset: u64,
+    ) -> Result<Appended, AppendError> {
+        self.send(
+            key,
+            Body::Commit {
+                group: group.to_owned(),
+                offset,
+            },
+        )
+        .await
     }
 
     /// The offset a consumer group last committed for a partition.
     pub fn committed_offset(&self, group: &str, key: PartitionKey) -> Option<u64> {
         let offsets = self.shared.offsets.lock().expect("offsets lock poisoned");
-        offsets.get(&(group.to_owned(), key.0, key.1)).map(|&(offset, _)| offset)
+        offsets
+            .get(&(group.to_owned(), key.0, key.1))
+            .map(|&(offset, _)| offset)
     }
 
     /// Every committed offset: `(group, topic_id, partition, offset)`.
     pub fn committed_offsets(&self) -> Vec<(String, u32, u32, u64)> {
         let offsets = self.shared.offsets.lock().expect("offsets lock poisoned");
-        offsets.iter().map(|((g, t, p), &(o, _))| (g.clone(), *t, *p, o)).collect()
+        offsets
+            .iter()
+            .map(|((g, t, p), &(o, _))| (g.clone(), *t, *p, o))
+            .collect()
     }
 
     /// Reads batches from `offset` on, up to about `max_bytes` (at least one batch when any
     /// is available). The first batch may begin before `offset`.
-    pub fn read(&self, key: PartitionKey, offset: u64, max_bytes: usize) -> Result<Vec<ReadBatch>, ReadError> {
+    pub fn read(
+        &self,
+        key: PartitionKey,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<ReadBatch>, ReadError> {
         let index = self.shared.index(key)?;
         let index = index.lock().expect("index lock poisoned");
         let (earliest, latest) = (index.earliest(), index.end());
         if offset < earliest || offset > latest {
-            return Err(ReadError::OffsetOutOfRange { offset, earliest, latest });
+            return Err(ReadError::OffsetOutOfRange {
+                offset,
+                earliest,
+                latest,
+            });
         }
         let mut out = Vec::new();
         let (mut next, mut bytes) = (offset, 0usize);
         while next < latest && (out.is_empty() || bytes < max_bytes) {
-            let entry = index.get(next)?.ok_or(ReadError::OffsetOutOfRange { offset: next, earliest, latest })?;
+            let entry = index.get(next)?.ok_or(ReadError::OffsetOutOfRange {
+                offset: next,
+                earliest,
+                latest,
+            })?;
             let (h, payload) = self.shared.journal.read(entry.position)?;
             if h.kind != RecordKind::Batch
                 || (h.topic_id, h.partition) != key
@@ -201,7 +276,12 @@ impl LogGroup {
             }
             bytes += payload.len();
             next = h.base_offset + u64::from(h.count);
-            out.push(ReadBatch { base_offset: h.base_offset, count: h.count, append_time_ms: h.append_time_ms, payload });
+            out.push(ReadBatch {
+                base_offset: h.base_offset,
+                count: h.count,
+                append_time_ms: h.append_time_ms,
+                payload,
+            });
         }
         Ok(out)
     }
@@ -216,7 +296,11 @@ impl LogGroup {
 
     /// The first offset appended at or after `time_ms`, with its append time; `None` when
     /// every message is older.
-    pub fn offset_for_time(&self, key: PartitionKey, time_ms: i64) -> Result<Option<(u64, i64)>, ReadError> {
+    pub fn offset_for_time(
+        &self,
+        key: PartitionKey,
+        time_ms: i64,
+    ) -> Result<Option<(u64, i64)>, ReadError> {
         let index = self.shared.index(key)?;
         let index = index.lock().expect("index lock poisoned");
         let offset = index.first_at_time(time_ms)?;
@@ -236,7 +320,11 @@ impl LogGroup {
             std::fs::remove_dir_all(&dir)?;
         }
         let index = PartitionIndex::open(&dir, self.shared.config.index_entries_per_file, 0)?;
-        self.shared.indexes.write().expect("indexes lock poisoned").insert(key, Arc::new(Mutex::new(index)));
+        self.shared
+            .indexes
+            .write()
+            .expect("indexes lock poisoned")
+            .insert(key, Arc::new(Mutex::new(index)));
         Ok(())
     }
 
@@ -246,8 +334,14 @@ impl LogGroup {
         let _indexing = self.shared.indexing.lock().expect("indexing lock poisoned");
         let removed: Vec<_> = {
             let mut indexes = self.shared.indexes.write().expect("indexes lock poisoned");
-            let keys: Vec<_> = indexes.keys().filter(|k| k.0 == topic_id).copied().collect();
-            keys.into_iter().filter_map(|k| indexes.remove(&k)).collect()
+            let keys: Vec<_> = indexes
+                .keys()
+                .filter(|k| k.0 == topic_id)
+                .copied()
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| indexes.remove(&k))
+                .collect()
         };
         for index in removed {
             if let Ok(index) = Arc::try_unwrap(index) {
@@ -258,7 +352,11 @@ impl LogGroup {
         if dir.exists() {
             std::fs::remove_dir_all(dir)?;
         }
-        self.shared.offsets.lock().expect("offsets lock poisoned").retain(|k, _| k.1 != topic_id);
+        self.shared
+            .offsets
+            .lock()
+            .expect("offsets lock poisoned")
+            .retain(|k, _| k.1 != topic_id);
         Ok(())
     }
 
@@ -266,7 +364,10 @@ impl LogGroup {
     /// with every index entry and consumer offset derived from what is cut; crash-safe.
     pub async fn truncate_after(&self, position: u64) -> io::Result<()> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Truncate { position, reply }).await.map_err(|_| closed())?;
+        self.tx
+            .send(Command::Truncate { position, reply })
+            .await
+            .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
 
@@ -278,7 +379,10 @@ impl LogGroup {
 
     /// Bytes of the journal's segment files, and their number.
     pub fn journal_size(&self) -> (u64, usize) {
-        (self.shared.journal.disk_bytes(), self.shared.journal.segment_count())
+        (
+            self.shared.journal.disk_bytes(),
+            self.shared.journal.segment_count(),
+        )
     }
 
     /// Runs retention now (it also runs every `retention_check_interval`).
@@ -288,7 +392,10 @@ impl LogGroup {
 
     /// Stops the threads after flushing indexes and writing a final checkpoint.
     pub fn close(&self) {
-        let _ = self.tx.try_send(Command::Stop).or_else(|_| self.tx.blocking_send(Command::Stop));
+        let _ = self
+            .tx
+            .try_send(Command::Stop)
+            .or_else(|_| self.tx.blocking_send(Command::Stop));
         self.shared.stop.store(true, Ordering::SeqCst);
         self.shared.progress_changed.notify_all();
         let threads = std::mem::take(&mut *self.threads.lock().expect("threads lock poisoned"));
@@ -306,7 +413,10 @@ impl LogGroup {
 
     async fn send(&self, key: PartitionKey, body: Body) -> Result<Appended, AppendError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Append { key, body, reply }).await.map_err(|_| AppendError::Closed)?;
+        self.tx
+            .send(Command::Append { key, body, reply })
+            .await
+            .map_err(|_| AppendError::Closed)?;
         rx.await.map_err(|_| AppendError::Closed)?
     }
 }
@@ -324,7 +434,9 @@ fn closed() -> io::Error {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Shared {
@@ -334,37 +446,52 @@ impl Shared {
             .expect("indexes lock poisoned")
             .get(&key)
             .cloned()
-            .ok_or(ReadError::UnknownPartition { topic_id: key.0, partition: key.1 })
+            .ok_or(ReadError::UnknownPartition {
+                topic_id: key.0,
+                partition: key.1,
+            })
     }
 
     fn index_dir(&self, topic: &str, partition: u32) -> PathBuf {
-        self.dir.join("index").join(topic).join(partition.to_string())
+        self.dir
+            .join("index")
+            .join(topic)
+            .join(partition.to_string())
     }
 
     /// Recovery; returns the journal end, the last record index and the last append time.
-    fn recover(&self, checkpoint: &Checkpoint, partitions: &[(PartitionKey, String)]) -> io::Result<(u64, u64, i64)> {
+    fn recover(
+        &self,
+        checkpoint: &Checkpoint,
+        partitions: &[(PartitionKey, String)],
+    ) -> io::Result<(u64, u64, i64)> {
         let started = Instant::now();
         let start = self.journal.start();
         let mut last_index = 0;
         let mut last_time = 0;
         let mut broken_order = None;
         let mut offsets = HashMap::new();
-        let walk_end = self.journal.walk_verified_from(start, u64::MAX, checkpoint.journal_synced, |pos, h, payload| {
-            if broken_order.is_some() {
-                return;
-            }
-            if last_index != 0 && h.index != last_index + 1 {
-                broken_order = Some(pos);
-                return;
-            }
-            last_index = h.index;
-            last_time = h.append_time_ms;
-            if h.kind == RecordKind::OffsetCommit
-                && let Some((group, offset)) = record::decode_offset_commit(payload)
-            {
-                offsets.insert((group, h.topic_id, h.partition), (offset, pos));
-            }
-        });
+        let walk_end = self.journal.walk_verified_from(
+            start,
+            u64::MAX,
+            checkpoint.journal_synced,
+            |pos, h, payload| {
+                if broken_order.is_some() {
+                    return;
+                }
+                if last_index != 0 && h.index != last_index + 1 {
+                    broken_order = Some(pos);
+                    return;
+                }
+                last_index = h.index;
+                last_time = h.append_time_ms;
+                if h.kind == RecordKind::OffsetCommit
+                    && let Some((group, offset)) = record::decode_offset_commit(payload)
+                {
+                    offsets.insert((group, h.topic_id, h.partition), (offset, pos));
+                }
+            },
+        );
         let end = match (broken_order, &walk_end) {
             (Some(pos), _) => {
                 tracing::warn!(dir = %self.dir_display, position = pos, "record sequence breaks: cutting the journal there");
@@ -386,15 +513,24 @@ impl Shared {
 
         // Indexes: keep what the checkpoint vouches for (and the journal still holds), then
         // rebuild the rest from the journal.
-        let counts: HashMap<PartitionKey, u64> = checkpoint.counts.iter().map(|&(t, p, c)| ((t, p), c)).collect();
+        let counts: HashMap<PartitionKey, u64> = checkpoint
+            .counts
+            .iter()
+            .map(|&(t, p, c)| ((t, p), c))
+            .collect();
         let mut rebuild_from = checkpoint.indexed.min(end);
-        let wanted: std::collections::HashSet<String> = partitions.iter().map(|(_, t)| t.clone()).collect();
+        let wanted: std::collections::HashSet<String> =
+            partitions.iter().map(|(_, t)| t.clone()).collect();
         remove_stale_index_dirs(&self.dir.join("index"), &wanted)?;
         let mut indexes = HashMap::new();
         for (key, topic) in partitions {
             let dir = self.index_dir(topic, key.1);
             let trusted = counts.get(key).copied().unwrap_or(0);
-            let mut index = match PartitionIndex::open(&dir, self.config.index_entries_per_file, trusted) {
+            let mut index = match PartitionIndex::open(
+                &dir,
+                self.config.index_entries_per_file,
+                trusted,
+            ) {
                 Ok(index) => index,
                 Err(e) => {
                     tracing::warn!(dir = %dir.display(), error = %e, "queue index unusable: rebuilding it from the journal");
@@ -414,8 +550,12 @@ impl Shared {
         *self.indexes.write().expect("indexes lock poisoned") = indexes;
         let rebuilt = self.index_range(rebuild_from, end)?;
         self.flush_and_checkpoint(end, end)?;
-        *self.progress.lock().expect("progress lock poisoned") =
-            Progress { written: end, synced: end, indexed: end, fatal: None };
+        *self.progress.lock().expect("progress lock poisoned") = Progress {
+            written: end,
+            synced: end,
+            indexed: end,
+            fatal: None,
+        };
         self.visible.send_replace(end);
         tracing::info!(
             dir = %self.dir_display, start, end, records_reindexed = rebuilt,
@@ -460,7 +600,9 @@ impl Shared {
             return Ok(false);
         }
         // Records of deleted topics stay in the journal until retention; they index nowhere.
-        let Some(index) = indexes.get(&(h.topic_id, h.partition)) else { return Ok(false) };
+        let Some(index) = indexes.get(&(h.topic_id, h.partition)) else {
+            return Ok(false);
+        };
         let mut index = index.lock().expect("index lock poisoned");
         let end = index.end();
         if h.base_offset + u64::from(h.count) <= end {
@@ -475,7 +617,11 @@ impl Shared {
                 ),
             ));
         }
-        let entry = Entry { position: pos, size: h.len, append_time_ms: h.append_time_ms };
+        let entry = Entry {
+            position: pos,
+            size: h.len,
+            append_time_ms: h.append_time_ms,
+        };
         for offset in h.base_offset..h.base_offset + u64::from(h.count) {
             index.push(offset, entry);
         }
@@ -493,7 +639,13 @@ impl Shared {
             counts.push((key.0, key.1, index.end()));
         }
         counts.sort_unstable();
-        Checkpoint { journal_synced: synced, indexed, counts, truncate_to: None }.store(&self.dir)
+        Checkpoint {
+            journal_synced: synced,
+            indexed,
+            counts,
+            truncate_to: None,
+        }
+        .store(&self.dir)
     }
 
     fn apply_retention(&self, tx: &mpsc::Sender<Command>) -> io::Result<()> {
@@ -502,7 +654,11 @@ impl Shared {
             return Ok(());
         }
         loop {
-            let indexed = self.progress.lock().expect("progress lock poisoned").indexed;
+            let indexed = self
+                .progress
+                .lock()
+                .expect("progress lock poisoned")
+                .indexed;
             let cutoff = config.retention.map(|r| now_ms() - r.as_millis() as i64);
             let disk = self.journal.disk_bytes();
             let expired = |first: &super::segment::Segment, next: &super::segment::Segment| {
@@ -510,16 +666,25 @@ impl Shared {
                 // deleted segment.
                 next.start <= indexed
                     && (cutoff.is_some_and(|c| Journal::first_time(next).is_some_and(|t| t < c))
-                        || config.retention_bytes.is_some_and(|max| disk - first.size >= max))
+                        || config
+                            .retention_bytes
+                            .is_some_and(|max| disk - first.size >= max))
             };
-            let Some(boundary) = self.journal.segment_for(self.journal.start()).and_then(|first| {
-                let next = self.journal.segment_for(first.end())?;
-                expired(&first, &next).then_some(next.start)
-            }) else {
+            let Some(boundary) = self
+                .journal
+                .segment_for(self.journal.start())
+                .and_then(|first| {
+                    let next = self.journal.segment_for(first.end())?;
+                    expired(&first, &next).then_some(next.start)
+                })
+            else {
                 return Ok(());
             };
             self.carry_offsets_forward(boundary, tx)?;
-            let Some(start) = self.journal.drop_first_if(|first, next| !expired(first, next))? else {
+            let Some(start) = self
+                .journal
+                .drop_first_if(|first, next| !expired(first, next))?
+            else {
                 return Ok(());
             };
             metrics::counter!("meridian_journal_segments_deleted_total").increment(1);
@@ -537,19 +702,33 @@ impl Shared {
     fn carry_offsets_forward(&self, boundary: u64, tx: &mpsc::Sender<Command>) -> io::Result<()> {
         let old: Vec<_> = {
             let offsets = self.offsets.lock().expect("offsets lock poisoned");
-            offsets.iter().filter(|(_, (_, pos))| *pos < boundary).map(|(k, (o, _))| (k.clone(), *o)).collect()
+            offsets
+                .iter()
+                .filter(|(_, (_, pos))| *pos < boundary)
+                .map(|(k, (o, _))| (k.clone(), *o))
+                .collect()
         };
         for ((group, topic_id, partition), offset) in old {
             let (reply, rx) = oneshot::channel();
             let body = Body::Commit { group, offset };
-            tx.blocking_send(Command::Append { key: (topic_id, partition), body, reply }).map_err(|_| closed())?;
-            rx.blocking_recv().map_err(|_| closed())?.map_err(io::Error::other)?;
+            tx.blocking_send(Command::Append {
+                key: (topic_id, partition),
+                body,
+                reply,
+            })
+            .map_err(|_| closed())?;
+            rx.blocking_recv()
+                .map_err(|_| closed())?
+                .map_err(io::Error::other)?;
         }
         Ok(())
     }
 }
 
-fn remove_stale_index_dirs(dir: &Path, wanted: &std::collections::HashSet<String>) -> io::Result<()> {
+fn remove_stale_index_dirs(
+    dir: &Path,
+    wanted: &std::collections::HashSet<String>,
+) -> io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -572,7 +751,7 @@ struct Appender {
     next_offsets: HashMap<PartitionKey, u64>,
 }
 
-struct Staged {
+struct StagedReply {
     reply: oneshot::Sender<Result<Appended, AppendError>>,
     appended: Appended,
     commit: Option<(OffsetKey, u64)>,
@@ -587,7 +766,11 @@ impl Appender {
             while bytes < self.shared.config.commit_bytes_max {
                 match self.rx.try_recv() {
                     Ok(c) => {
-                        if let Command::Append { body: Body::Batch { payload, .. }, .. } = &c {
+                        if let Command::Append {
+                            body: Body::Batch { payload, .. },
+                            ..
+                        } = &c
+                        {
                             bytes += payload.len();
                         }
                         queue.push(c);
@@ -614,27 +797,47 @@ impl Appender {
     }
 
     /// Writes a group of appends with one write and one sync, then acknowledges them.
-    fn commit(&mut self, appends: Vec<(PartitionKey, Body, oneshot::Sender<Result<Appended, AppendError>>)>) {
+    fn commit(&mut self, appends: Vec<(PartitionKey, Body, Reply)>) {
         if appends.is_empty() {
             return;
         }
         let started = Instant::now();
-        if let Some(reason) = self.shared.progress.lock().expect("progress lock poisoned").fatal {
+        if let Some(reason) = self
+            .shared
+            .progress
+            .lock()
+            .expect("progress lock poisoned")
+            .fatal
+        {
             for (_, _, reply) in appends {
-                let _ = reply.send(Err(AppendError::Fatal { dir: self.shared.dir_display.clone(), reason: reason.into() }));
+                let _ = reply.send(Err(AppendError::Fatal {
+                    dir: self.shared.dir_display.clone(),
+                    reason: reason.into(),
+                }));
             }
             return;
         }
-        let mark = (self.writer.position(), self.next_index, self.next_offsets.clone());
+        let mark = (
+            self.writer.position(),
+            self.next_index,
+            self.next_offsets.clone(),
+        );
         let mut staged = Vec::with_capacity(appends.len());
         let mut result = Ok(());
         let time = now_ms().max(self.last_time);
         for (key, body, reply) in appends {
             match self.stage(key, &body, time) {
-                Ok(Some((appended, commit))) => staged.push(Staged { reply, appended, commit }),
+                Ok(Some((appended, commit))) => staged.push(StagedReply {
+                    reply,
+                    appended,
+                    commit,
+                }),
                 Ok(None) => {
                     let len = HEADER_LEN + body_len(&body);
-                    let _ = reply.send(Err(AppendError::TooLarge { len, segment_bytes: self.shared.config.segment_bytes }));
+                    let _ = reply.send(Err(AppendError::TooLarge {
+                        len,
+                        segment_bytes: self.shared.config.segment_bytes,
+                    }));
                 }
                 Err(e) => {
                     let _ = reply.send(Err(self.io_error(&e)));
@@ -655,13 +858,24 @@ impl Appender {
                 // disk's contents are unknown until recovery re-reads them (PostgreSQL's
                 // "fsyncgate"). Refuse further writes.
                 tracing::error!(dir = %self.shared.dir_display, error = %e, "fsync failed: the log group refuses writes until restart");
-                self.shared.progress.lock().expect("progress lock poisoned").fatal = Some("fsync failed");
-                AppendError::Fatal { dir: self.shared.dir_display.clone(), reason: e.to_string() }
+                self.shared
+                    .progress
+                    .lock()
+                    .expect("progress lock poisoned")
+                    .fatal = Some("fsync failed");
+                AppendError::Fatal {
+                    dir: self.shared.dir_display.clone(),
+                    reason: e.to_string(),
+                }
             } else {
                 tracing::warn!(dir = %self.shared.dir_display, error = %e, "journal write failed: the appends were not stored");
                 if let Err(cut) = self.writer.rewind(&self.shared.journal, mark.0) {
                     tracing::error!(dir = %self.shared.dir_display, error = %cut, "could not cut a failed write: the log group refuses writes until restart");
-                    self.shared.progress.lock().expect("progress lock poisoned").fatal = Some("failed write could not be cut");
+                    self.shared
+                        .progress
+                        .lock()
+                        .expect("progress lock poisoned")
+                        .fatal = Some("failed write could not be cut");
                 }
                 (self.next_index, self.next_offsets) = (mark.1, mark.2);
                 self.io_error(&e)
@@ -689,25 +903,37 @@ impl Appender {
         }
         self.shared.progress_changed.notify_all();
         metrics::histogram!("meridian_group_commit_records").record(staged.len() as f64);
-        metrics::histogram!("meridian_group_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("meridian_group_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
         for s in staged {
             let _ = s.reply.send(Ok(s.appended));
         }
     }
 
     /// Encodes one append into the writer's buffer; `None` if it can never fit a segment.
-    fn stage(&mut self, key: PartitionKey, body: &Body, time: i64) -> io::Result<Option<(Appended, Option<(OffsetKey, u64)>)>> {
+    fn stage(&mut self, key: PartitionKey, body: &Body, time: i64) -> io::Result<Option<Staged>> {
         let len = HEADER_LEN + body_len(body);
-        if len as u64 + record::SEGMENT_END_LEN > self.shared.config.segment_bytes || len > u32::MAX as usize - 1 {
+        if len as u64 + record::SEGMENT_END_LEN > self.shared.config.segment_bytes
+            || len > u32::MAX as usize - 1
+        {
             return Ok(None);
         }
         let next = match self.next_offsets.get(&key) {
             Some(&n) => n,
-            None => self.shared.index(key).map(|i| i.lock().expect("index lock poisoned").end()).unwrap_or(0),
+            None => self
+                .shared
+                .index(key)
+                .map(|i| i.lock().expect("index lock poisoned").end())
+                .unwrap_or(0),
         };
         let (kind, count, base_offset, commit_payload) = match body {
             Body::Batch { count, .. } => (RecordKind::Batch, *count, next, None),
-            Body::Commit { group, offset } => (RecordKind::OffsetCommit, 0, *offset, Some(record::encode_offset_commit(group, *offset))),
+            Body::Commit { group, offset } => (
+                RecordKind::OffsetCommit,
+                0,
+                *offset,
+                Some(record::encode_offset_commit(group, *offset)),
+            ),
         };
         let header = RecordHeader {
             len: len as u32,
@@ -723,7 +949,9 @@ impl Appender {
         let (position, buf) = self.writer.stage(&self.shared.journal, len)?;
         match body {
             Body::Batch { payload, .. } => record::encode(buf, &header, payload),
-            Body::Commit { .. } => record::encode(buf, &header, commit_payload.as_deref().unwrap_or_default()),
+            Body::Commit { .. } => {
+                record::encode(buf, &header, commit_payload.as_deref().unwrap_or_default())
+            }
         }
         self.next_index += 1;
         let commit = match body {
@@ -733,15 +961,27 @@ impl Appender {
             }
             Body::Commit { group, offset } => Some(((group.clone(), key.0, key.1), *offset)),
         };
-        Ok(Some((Appended { base_offset, position, append_time_ms: time }, commit)))
+        Ok(Some((
+            Appended {
+                base_offset,
+                position,
+                append_time_ms: time,
+            },
+            commit,
+        )))
     }
 
     fn io_error(&self, e: &io::Error) -> AppendError {
         if e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == io::ErrorKind::StorageFull {
             metrics::counter!("meridian_append_disk_full_total").increment(1);
-            AppendError::DiskFull { dir: self.shared.dir_display.clone() }
+            AppendError::DiskFull {
+                dir: self.shared.dir_display.clone(),
+            }
         } else {
-            AppendError::Io { dir: self.shared.dir_display.clone(), reason: e.to_string() }
+            AppendError::Io {
+                dir: self.shared.dir_display.clone(),
+                reason: e.to_string(),
+            }
         }
     }
 
@@ -751,12 +991,18 @@ impl Appender {
         if position > end || position < shared.journal.start() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("cannot truncate to {position}: the journal holds {}..{end}", shared.journal.start()),
+                format!(
+                    "cannot truncate to {position}: the journal holds {}..{end}",
+                    shared.journal.start()
+                ),
             ));
         }
         if position < end {
             shared.journal.read(position).map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidInput, format!("cannot truncate to {position}: not a record boundary ({e})"))
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("cannot truncate to {position}: not a record boundary ({e})"),
+                )
             })?;
         }
         let _indexing = shared.indexing.lock().expect("indexing lock poisoned");
@@ -766,7 +1012,12 @@ impl Appender {
         intent.store(&shared.dir)?;
         shared.journal.cut(position)?;
         self.writer = Writer::new(&shared.journal, position)?;
-        for index in shared.indexes.read().expect("indexes lock poisoned").values() {
+        for index in shared
+            .indexes
+            .read()
+            .expect("indexes lock poisoned")
+            .values()
+        {
             let mut index = index.lock().expect("index lock poisoned");
             let keep = index.first_at_position(index.earliest(), position)?;
             index.truncate(keep)?;
@@ -774,14 +1025,16 @@ impl Appender {
         self.next_offsets.clear();
         let mut last_index = 0;
         let mut offsets = HashMap::new();
-        shared.journal.walk(shared.journal.start(), position, |pos, h, payload| {
-            last_index = h.index;
-            if h.kind == RecordKind::OffsetCommit
-                && let Some((group, offset)) = record::decode_offset_commit(payload)
-            {
-                offsets.insert((group, h.topic_id, h.partition), (offset, pos));
-            }
-        });
+        shared
+            .journal
+            .walk(shared.journal.start(), position, |pos, h, payload| {
+                last_index = h.index;
+                if h.kind == RecordKind::OffsetCommit
+                    && let Some((group, offset)) = record::decode_offset_commit(payload)
+                {
+                    offsets.insert((group, h.topic_id, h.partition), (offset, pos));
+                }
+            });
         self.next_index = last_index + 1;
         *shared.offsets.lock().expect("offsets lock poisoned") = offsets;
         {
@@ -790,7 +1043,11 @@ impl Appender {
             progress.synced = position;
             progress.indexed = progress.indexed.min(position);
         }
-        let indexed = shared.progress.lock().expect("progress lock poisoned").indexed;
+        let indexed = shared
+            .progress
+            .lock()
+            .expect("progress lock poisoned")
+            .indexed;
         shared.flush_and_checkpoint(position, indexed)?;
         shared.visible.send_replace(indexed);
         tracing::info!(dir = %shared.dir_display, position, "journal truncated");
@@ -815,7 +1072,12 @@ struct Indexer {
 
 impl Indexer {
     fn new(shared: Arc<Shared>, tx: mpsc::Sender<Command>) -> Indexer {
-        Indexer { shared, tx, last_flush: Instant::now(), last_retention: Instant::now() }
+        Indexer {
+            shared,
+            tx,
+            last_flush: Instant::now(),
+            last_retention: Instant::now(),
+        }
     }
 
     fn run(mut self) {
@@ -824,12 +1086,23 @@ impl Indexer {
             let stopping = self.shared.stop.load(Ordering::SeqCst);
             let durable = {
                 let progress = self.shared.progress.lock().expect("progress lock poisoned");
-                let durable = |p: &Progress| if config.flush == FlushPolicy::Fsync { p.synced } else { p.written };
-                let wait = config.flush_interval.saturating_sub(self.last_flush.elapsed()).max(Duration::from_millis(1));
+                let durable = |p: &Progress| {
+                    if config.flush == FlushPolicy::Fsync {
+                        p.synced
+                    } else {
+                        p.written
+                    }
+                };
+                let wait = config
+                    .flush_interval
+                    .saturating_sub(self.last_flush.elapsed())
+                    .max(Duration::from_millis(1));
                 let (progress, _) = self
                     .shared
                     .progress_changed
-                    .wait_timeout_while(progress, wait, |p| durable(p) <= p.indexed && !self.shared.stop.load(Ordering::SeqCst))
+                    .wait_timeout_while(progress, wait, |p| {
+                        durable(p) <= p.indexed && !self.shared.stop.load(Ordering::SeqCst)
+                    })
                     .expect("progress lock poisoned");
                 durable(&progress)
             };
@@ -862,14 +1135,22 @@ impl Indexer {
         // Truncation may have moved the end back while we waited for the lock.
         let (from, to) = {
             let p = self.shared.progress.lock().expect("progress lock poisoned");
-            let durable = durable.min(if self.shared.config.flush == FlushPolicy::Fsync { p.synced } else { p.written });
+            let durable = durable.min(if self.shared.config.flush == FlushPolicy::Fsync {
+                p.synced
+            } else {
+                p.written
+            });
             (p.indexed, durable)
         };
         if to <= from {
             return Ok(());
         }
         self.shared.index_range(from, to)?;
-        self.shared.progress.lock().expect("progress lock poisoned").indexed = to;
+        self.shared
+            .progress
+            .lock()
+            .expect("progress lock poisoned")
+            .indexed = to;
         self.shared.visible.send_replace(to);
         Ok(())
     }
@@ -880,11 +1161,18 @@ impl Indexer {
             let p = self.shared.progress.lock().expect("progress lock poisoned");
             (p.written, p.indexed)
         };
-        let mut synced = self.shared.progress.lock().expect("progress lock poisoned").synced;
+        let mut synced = self
+            .shared
+            .progress
+            .lock()
+            .expect("progress lock poisoned")
+            .synced;
         if self.shared.config.flush == FlushPolicy::Async && synced < written {
             let mut pos = synced.max(self.shared.journal.start());
             while pos < written {
-                let Some(seg) = self.shared.journal.segment_for(pos) else { break };
+                let Some(seg) = self.shared.journal.segment_for(pos) else {
+                    break;
+                };
                 seg.sync()?;
                 pos = seg.end();
             }

@@ -63,18 +63,27 @@ pub(crate) struct PartitionIndex {
 impl PartitionIndex {
     /// Opens the index in `dir`, keeping only its first `trusted` entries (those the last
     /// checkpoint vouches for); creates the directory if needed.
-    pub(crate) fn open(dir: &Path, entries_per_file: u64, trusted: u64) -> io::Result<PartitionIndex> {
+    pub(crate) fn open(
+        dir: &Path,
+        entries_per_file: u64,
+        trusted: u64,
+    ) -> io::Result<PartitionIndex> {
         std::fs::create_dir_all(dir)?;
         let mut files = BTreeMap::new();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
             let name = entry.file_name();
-            let Some(first) = name.to_str().and_then(parse_file_name) else { continue };
+            let Some(first) = name.to_str().and_then(parse_file_name) else {
+                continue;
+            };
             if first >= trusted {
                 std::fs::remove_file(entry.path())?;
                 continue;
             }
-            let file = OpenOptions::new().read(true).write(true).open(entry.path())?;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(entry.path())?;
             files.insert(first, file);
         }
         let mut index = PartitionIndex {
@@ -95,7 +104,10 @@ impl PartitionIndex {
             if have < trusted - first {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("index {} holds fewer entries than its checkpoint ({trusted})", dir.display()),
+                    format!(
+                        "index {} holds fewer entries than its checkpoint ({trusted})",
+                        dir.display()
+                    ),
                 ));
             }
         }
@@ -116,7 +128,11 @@ impl PartitionIndex {
     /// Adds the entry for offset `offset`; offsets may skip ahead only on an empty index.
     pub(crate) fn push(&mut self, offset: u64, entry: Entry) {
         if offset != self.end() {
-            assert!(self.end() == self.earliest, "index gap: entry {offset} after {}", self.end());
+            assert!(
+                self.end() == self.earliest,
+                "index gap: entry {offset} after {}",
+                self.end()
+            );
             self.written = offset;
             self.earliest = offset;
             self.pending.clear();
@@ -148,7 +164,8 @@ impl PartitionIndex {
             return Ok(());
         }
         if end >= self.written {
-            self.pending.truncate((end - self.written) as usize * ENTRY_LEN);
+            self.pending
+                .truncate((end - self.written) as usize * ENTRY_LEN);
         } else {
             self.pending.clear();
             self.truncate_files(end)?;
@@ -179,7 +196,10 @@ impl PartitionIndex {
             let room = (first + self.entries_per_file - offset) as usize * ENTRY_LEN;
             let n = room.min(self.pending.len() - at);
             self.file(first)?;
-            self.files[&first].write_all_at(&self.pending[at..at + n], (offset - first) * ENTRY_LEN as u64)?;
+            self.files[&first].write_all_at(
+                &self.pending[at..at + n],
+                (offset - first) * ENTRY_LEN as u64,
+            )?;
             at += n;
             self.dirty = true;
         }
@@ -229,7 +249,11 @@ impl PartitionIndex {
         let first = self.file_start(offset);
         let Some(file) = self.files.get(&first) else {
             // A hole before the first rebuilt entry reads as position zero.
-            return Ok(Entry { position: 0, size: 0, append_time_ms: i64::MIN });
+            return Ok(Entry {
+                position: 0,
+                size: 0,
+                append_time_ms: i64::MIN,
+            });
         };
         let mut buf = [0u8; ENTRY_LEN];
         file.read_exact_at(&mut buf, (offset - first) * ENTRY_LEN as u64)?;
@@ -272,7 +296,8 @@ fn file_name(first: u64) -> String {
 
 fn parse_file_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(".idx")?;
-    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok())?
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())?
 }
 
 #[cfg(test)]
@@ -280,7 +305,11 @@ mod tests {
     use super::*;
 
     fn e(position: u64, t: i64) -> Entry {
-        Entry { position, size: 10, append_time_ms: t }
+        Entry {
+            position,
+            size: 10,
+            append_time_ms: t,
+        }
     }
 
     #[test]

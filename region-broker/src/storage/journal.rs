@@ -43,7 +43,9 @@ impl Journal {
             let name = entry.file_name();
             match name.to_str().and_then(segment::parse_file_name) {
                 Some(start) => starts.push((start, entry.path())),
-                None => tracing::warn!(file = %entry.path().display(), "ignoring unknown file in journal directory"),
+                None => {
+                    tracing::warn!(file = %entry.path().display(), "ignoring unknown file in journal directory")
+                }
             }
         }
         starts.sort();
@@ -67,7 +69,11 @@ impl Journal {
         if segments.is_empty() {
             segments.push(Arc::new(Segment::create(dir, 0, segment_bytes)?));
         }
-        Ok(Journal { dir: dir.to_owned(), segment_bytes, segments: RwLock::new(segments) })
+        Ok(Journal {
+            dir: dir.to_owned(),
+            segment_bytes,
+            segments: RwLock::new(segments),
+        })
     }
 
     /// Position of the first retained byte.
@@ -95,14 +101,20 @@ impl Journal {
 
     /// Reads the record at `pos`, which must be a record boundary.
     pub(crate) fn read(&self, pos: u64) -> Result<(RecordHeader, Bytes), ReadFailure> {
-        let seg = self.segment_for(pos).ok_or(ReadFailure::Gone { position: pos })?;
+        let seg = self
+            .segment_for(pos)
+            .ok_or(ReadFailure::Gone { position: pos })?;
         let tail = seg.tail(pos - seg.start);
         match record::parse(&tail) {
             Parsed::Record(h) => Ok((h, tail.slice(record::HEADER_LEN..h.len as usize))),
-            Parsed::Invalid(reason) => Err(ReadFailure::Corrupt { position: pos, reason }),
-            Parsed::SegmentEnd | Parsed::Empty => {
-                Err(ReadFailure::Corrupt { position: pos, reason: "no record at an indexed position" })
-            }
+            Parsed::Invalid(reason) => Err(ReadFailure::Corrupt {
+                position: pos,
+                reason,
+            }),
+            Parsed::SegmentEnd | Parsed::Empty => Err(ReadFailure::Corrupt {
+                position: pos,
+                reason: "no record at an indexed position",
+            }),
         }
     }
 
@@ -167,7 +179,10 @@ impl Journal {
     }
 
     /// Deletes the oldest segment if there is more than one and `keep` says not to keep it.
-    pub(crate) fn drop_first_if(&self, keep: impl FnOnce(&Segment, &Segment) -> bool) -> io::Result<Option<u64>> {
+    pub(crate) fn drop_first_if(
+        &self,
+        keep: impl FnOnce(&Segment, &Segment) -> bool,
+    ) -> io::Result<Option<u64>> {
         let mut segments = self.segments.write().expect("journal lock poisoned");
         if segments.len() < 2 || keep(&segments[0], &segments[1]) {
             return Ok(None);
@@ -191,12 +206,18 @@ impl Journal {
     }
 
     fn last(&self) -> Arc<Segment> {
-        self.read_segments().last().expect("a journal always has a segment").clone()
+        self.read_segments()
+            .last()
+            .expect("a journal always has a segment")
+            .clone()
     }
 
     fn push_segment(&self, start: u64) -> io::Result<Arc<Segment>> {
         let seg = Arc::new(Segment::create(&self.dir, start, self.segment_bytes)?);
-        self.segments.write().expect("journal lock poisoned").push(seg.clone());
+        self.segments
+            .write()
+            .expect("journal lock poisoned")
+            .push(seg.clone());
         Ok(seg)
     }
 }
@@ -235,9 +256,22 @@ impl Writer {
     /// A writer that appends at `end`, the journal's recovered end.
     pub(crate) fn new(journal: &Journal, end: u64) -> io::Result<Writer> {
         let last = journal.last();
-        let seg = if end == last.end() { journal.push_segment(end)? } else { last };
-        assert!(seg.start <= end && end < seg.end(), "journal end {end} outside the last segment");
-        Ok(Writer { pos: end, seg, buf: Vec::new(), buf_start: end, filled: Vec::new() })
+        let seg = if end == last.end() {
+            journal.push_segment(end)?
+        } else {
+            last
+        };
+        assert!(
+            seg.start <= end && end < seg.end(),
+            "journal end {end} outside the last segment"
+        );
+        Ok(Writer {
+            pos: end,
+            seg,
+            buf: Vec::new(),
+            buf_start: end,
+            filled: Vec::new(),
+        })
     }
 
     /// Position of the next record.
@@ -247,9 +281,16 @@ impl Writer {
 
     /// Stages a record of `len` bytes: returns its position and the buffer to encode it into.
     /// Rolls to a new segment first if the record does not fit in this one.
-    pub(crate) fn stage(&mut self, journal: &Journal, len: usize) -> io::Result<(u64, &mut Vec<u8>)> {
+    pub(crate) fn stage(
+        &mut self,
+        journal: &Journal,
+        len: usize,
+    ) -> io::Result<(u64, &mut Vec<u8>)> {
         let len = len as u64;
-        assert!(len + SEGMENT_END_LEN <= journal.segment_bytes, "record larger than a segment");
+        assert!(
+            len + SEGMENT_END_LEN <= journal.segment_bytes,
+            "record larger than a segment"
+        );
         if self.pos + len + SEGMENT_END_LEN > self.seg.end() {
             self.buf.extend_from_slice(&record::segment_end_marker());
             self.write_buffer()?;
@@ -288,7 +329,8 @@ impl Writer {
 
     fn write_buffer(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
-            self.seg.write_at(self.buf_start - self.seg.start, &self.buf)?;
+            self.seg
+                .write_at(self.buf_start - self.seg.start, &self.buf)?;
             self.buf_start += self.buf.len() as u64;
             self.buf.clear();
         }

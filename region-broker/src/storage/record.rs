@@ -114,7 +114,11 @@ pub fn parse(buf: &[u8]) -> Parsed {
 /// skips the check below the last checkpoint, where every record was verified before.
 pub fn parse_checked(buf: &[u8], verify: bool) -> Parsed {
     if buf.len() < 4 {
-        return if buf.iter().all(|&b| b == 0) { Parsed::Empty } else { Parsed::Invalid("short tail") };
+        return if buf.iter().all(|&b| b == 0) {
+            Parsed::Empty
+        } else {
+            Parsed::Invalid("short tail")
+        };
     }
     let len = u32_at(buf, 0);
     if len == SEGMENT_END {
@@ -179,8 +183,15 @@ pub fn encode_offset_commit(group: &str, offset: u64) -> Vec<u8> {
 /// Decodes an offset-commit payload.
 pub fn decode_offset_commit(payload: &Bytes) -> Option<(String, u64)> {
     let group_len = usize::from(u16::from_le_bytes(payload.get(..2)?.try_into().ok()?));
-    let group = std::str::from_utf8(payload.get(2..2 + group_len)?).ok()?.to_owned();
-    let offset = u64::from_le_bytes(payload.get(2 + group_len..2 + group_len + 8)?.try_into().ok()?);
+    let group = std::str::from_utf8(payload.get(2..2 + group_len)?)
+        .ok()?
+        .to_owned();
+    let offset = u64::from_le_bytes(
+        payload
+            .get(2 + group_len..2 + group_len + 8)?
+            .try_into()
+            .ok()?,
+    );
     Some((group, offset))
 }
 
@@ -236,10 +247,16 @@ mod tests {
         assert_eq!(parse(&[0; 100]), Parsed::Empty);
         assert_eq!(parse(&[0; 2]), Parsed::Empty);
         assert_eq!(parse(&segment_end_marker()), Parsed::SegmentEnd);
-        assert_eq!(parse(&segment_end_marker()[..6]), Parsed::Invalid("torn segment-end marker"));
+        assert_eq!(
+            parse(&segment_end_marker()[..6]),
+            Parsed::Invalid("torn segment-end marker")
+        );
         let mut torn = vec![0; 64];
         torn[20] = 1;
-        assert_eq!(parse(&torn), Parsed::Invalid("zero length with data after it"));
+        assert_eq!(
+            parse(&torn),
+            Parsed::Invalid("zero length with data after it")
+        );
         let commit = Bytes::from(encode_offset_commit("billing", 12));
         assert_eq!(decode_offset_commit(&commit), Some(("billing".into(), 12)));
         assert_eq!(decode_offset_commit(&commit.slice(..5)), None);

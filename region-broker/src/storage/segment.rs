@@ -45,7 +45,11 @@ impl Segment {
     /// Creates and preallocates a new segment of `size` bytes.
     pub(crate) fn create(dir: &Path, start: u64, size: u64) -> io::Result<Segment> {
         let path = dir.join(file_name(start));
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
         if let Err(e) = preallocate(&file, size) {
             // Leave no half-made segment behind: the journal would have to recover it.
             drop(file);
@@ -66,14 +70,23 @@ impl Segment {
     fn map(path: PathBuf, file: File, start: u64) -> io::Result<Segment> {
         let size = file.metadata()?.len();
         if size == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "segment file is empty"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "segment file is empty",
+            ));
         }
         // SAFETY: the file is only ever written through `write_at` of this process and never
         // shrunk while mapped (truncation zeroes bytes; whole files are unlinked, which keeps
         // the mapping valid), so the mapped memory stays valid for the map's lifetime.
         let map = unsafe { Mmap::map(&file)? };
         let bytes = Bytes::from_owner(MapOwner(Arc::new(map)));
-        Ok(Segment { start, size, path, file, bytes })
+        Ok(Segment {
+            start,
+            size,
+            path,
+            file,
+            bytes,
+        })
     }
 
     /// Global position one past the segment's last byte.

@@ -17,12 +17,24 @@ const PARTITIONS: u32 = 2;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { partition: usize, size: usize, count: u32 },
-    Commit { partition: usize, group: u8, offset: u64 },
+    Append {
+        partition: usize,
+        size: usize,
+        count: u32,
+    },
+    Commit {
+        partition: usize,
+        group: u8,
+        offset: u64,
+    },
     /// Truncate after the record at this fraction of the acknowledged records.
     Truncate { at: f64 },
     /// Crash and reopen.
-    Crash { cut: f64, garbage: bool, index_cut: f64 },
+    Crash {
+        cut: f64,
+        garbage: bool,
+        index_cut: f64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -35,7 +47,10 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn partitions() -> Vec<(PartitionKey, String)> {
-    TOPICS.iter().flat_map(|&(id, name)| (0..PARTITIONS).map(move |p| ((id, p), name.to_owned()))).collect()
+    TOPICS
+        .iter()
+        .flat_map(|&(id, name)| (0..PARTITIONS).map(move |p| ((id, p), name.to_owned())))
+        .collect()
 }
 
 fn config(flush: FlushPolicy) -> GroupConfig {
@@ -62,41 +77,93 @@ struct Rec {
 
 #[derive(Debug, Clone)]
 enum RecKind {
-    Batch { payload: Bytes, base: u64, count: u32 },
-    Commit { group: String, offset: u64 },
+    Batch {
+        payload: Bytes,
+        base: u64,
+        count: u32,
+    },
+    Commit {
+        group: String,
+        offset: u64,
+    },
 }
 
 fn payload(seed: usize, size: usize) -> Bytes {
-    Bytes::from((0..size).map(|i| (seed * 31 + i * 7) as u8).collect::<Vec<_>>())
+    Bytes::from(
+        (0..size)
+            .map(|i| (seed * 31 + i * 7) as u8)
+            .collect::<Vec<_>>(),
+    )
 }
 
 fn run(ops: Vec<Op>, flush: FlushPolicy) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let tmp = tempfile::tempdir_in(if Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" }).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tmp = tempfile::tempdir_in(if Path::new("/dev/shm").is_dir() {
+        "/dev/shm"
+    } else {
+        "/tmp"
+    })
+    .unwrap();
     let dir = tmp.path().join("group-0");
     let keys: Vec<PartitionKey> = partitions().into_iter().map(|(k, _)| k).collect();
     let mut group = LogGroup::open(&dir, config(flush), &partitions()).unwrap();
     let mut model: Vec<Rec> = Vec::new();
     for (n, op) in ops.into_iter().enumerate() {
         match op {
-            Op::Append { partition, size, count } => {
+            Op::Append {
+                partition,
+                size,
+                count,
+            } => {
                 let key = keys[partition];
                 let data = payload(n, size);
                 let appended = rt.block_on(group.append(key, data.clone(), count)).unwrap();
-                let base = model.iter().rev().find_map(|r| match (&r.kind, r.key == key) {
-                    (RecKind::Batch { base, count, .. }, true) => Some(base + u64::from(*count)),
-                    _ => None,
-                });
+                let base = model
+                    .iter()
+                    .rev()
+                    .find_map(|r| match (&r.kind, r.key == key) {
+                        (RecKind::Batch { base, count, .. }, true) => {
+                            Some(base + u64::from(*count))
+                        }
+                        _ => None,
+                    });
                 prop_assert_eq!(appended.base_offset, base.unwrap_or(0));
                 let end = appended.position + (super::record::HEADER_LEN + size) as u64;
-                model.push(Rec { key, position: appended.position, end, kind: RecKind::Batch { payload: data, base: appended.base_offset, count } });
+                model.push(Rec {
+                    key,
+                    position: appended.position,
+                    end,
+                    kind: RecKind::Batch {
+                        payload: data,
+                        base: appended.base_offset,
+                        count,
+                    },
+                });
             }
-            Op::Commit { partition, group: g, offset } => {
+            Op::Commit {
+                partition,
+                group: g,
+                offset,
+            } => {
                 let key = keys[partition];
                 let name = format!("group-{g}");
-                let appended = rt.block_on(group.commit_offset(&name, key, offset)).unwrap();
-                let end = appended.position + (super::record::HEADER_LEN + 2 + name.len() + 8) as u64;
-                model.push(Rec { key, position: appended.position, end, kind: RecKind::Commit { group: name, offset } });
+                let appended = rt
+                    .block_on(group.commit_offset(&name, key, offset))
+                    .unwrap();
+                let end =
+                    appended.position + (super::record::HEADER_LEN + 2 + name.len() + 8) as u64;
+                model.push(Rec {
+                    key,
+                    position: appended.position,
+                    end,
+                    kind: RecKind::Commit {
+                        group: name,
+                        offset,
+                    },
+                });
             }
             Op::Truncate { at } => {
                 if model.is_empty() {
@@ -107,7 +174,11 @@ fn run(ops: Vec<Op>, flush: FlushPolicy) -> Result<(), TestCaseError> {
                 rt.block_on(group.truncate_after(position)).unwrap();
                 model.truncate(i.min(model.len() - 1));
             }
-            Op::Crash { cut, garbage, index_cut } => {
+            Op::Crash {
+                cut,
+                garbage,
+                index_cut,
+            } => {
                 let (_, written, synced, _) = group.positions();
                 group.crash();
                 drop(group);
@@ -143,7 +214,9 @@ fn tear_journal(dir: &Path, at: u64, written: u64, garbage: bool, seed: usize) {
         let (from, to) = (at.max(start), (written + 64).min(start + size));
         if from < to {
             let bytes: Vec<u8> = if garbage {
-                (0..to - from).map(|i| (seed as u64 * 131 + i * 17 + 1) as u8).collect()
+                (0..to - from)
+                    .map(|i| (seed as u64 * 131 + i * 17 + 1) as u8)
+                    .collect()
             } else {
                 vec![0; (to - from) as usize]
             };
@@ -155,12 +228,20 @@ fn tear_journal(dir: &Path, at: u64, written: u64, garbage: bool, seed: usize) {
 /// Cuts each index file somewhere past what the checkpoint vouches for, possibly leaving a
 /// partial entry: entries written after the last checkpoint may or may not have reached disk.
 fn shorten_indexes(dir: &Path, fraction: f64) {
-    let checkpoint = super::checkpoint::Checkpoint::load(dir).unwrap().unwrap_or_default();
-    let counts: HashMap<(u32, u32), u64> = checkpoint.counts.iter().map(|&(t, p, c)| ((t, p), c)).collect();
+    let checkpoint = super::checkpoint::Checkpoint::load(dir)
+        .unwrap()
+        .unwrap_or_default();
+    let counts: HashMap<(u32, u32), u64> = checkpoint
+        .counts
+        .iter()
+        .map(|&(t, p, c)| ((t, p), c))
+        .collect();
     for &(id, name) in &TOPICS {
         for p in 0..PARTITIONS {
             let pdir = dir.join("index").join(name).join(p.to_string());
-            let Ok(files) = std::fs::read_dir(&pdir) else { continue };
+            let Ok(files) = std::fs::read_dir(&pdir) else {
+                continue;
+            };
             let trusted = counts.get(&(id, p)).copied().unwrap_or(0);
             for f in files {
                 let path = f.unwrap().path();
@@ -169,31 +250,53 @@ fn shorten_indexes(dir: &Path, fraction: f64) {
                 let keep = trusted.saturating_sub(first).min(8) * 20;
                 if len > keep {
                     let new_len = keep + ((len - keep) as f64 * fraction) as u64;
-                    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(new_len).unwrap();
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .unwrap()
+                        .set_len(new_len)
+                        .unwrap();
                 }
             }
         }
     }
 }
 
-fn check(rt: &tokio::runtime::Runtime, group: &LogGroup, model: &[Rec], keys: &[PartitionKey]) -> Result<(), TestCaseError> {
+fn check(
+    rt: &tokio::runtime::Runtime,
+    group: &LogGroup,
+    model: &[Rec],
+    keys: &[PartitionKey],
+) -> Result<(), TestCaseError> {
     // Wait until everything durable is indexed.
     let (_, written, _, _) = group.positions();
     let mut visible = group.subscribe();
     rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(10), visible.wait_for(|&v| v >= written)).await.expect("indexing stalled").unwrap();
+        tokio::time::timeout(Duration::from_secs(10), visible.wait_for(|&v| v >= written))
+            .await
+            .expect("indexing stalled")
+            .unwrap();
     });
     for &key in keys {
         let expected: Vec<(u64, u32, Bytes)> = model
             .iter()
             .filter(|r| r.key == key)
             .filter_map(|r| match &r.kind {
-                RecKind::Batch { payload, base, count } => Some((*base, *count, payload.clone())),
+                RecKind::Batch {
+                    payload,
+                    base,
+                    count,
+                } => Some((*base, *count, payload.clone())),
                 RecKind::Commit { .. } => None,
             })
             .collect();
         let latest = expected.last().map_or(0, |(b, c, _)| b + u64::from(*c));
-        prop_assert_eq!(group.offsets(key).unwrap(), (0, latest), "offsets of {:?}", key);
+        prop_assert_eq!(
+            group.offsets(key).unwrap(),
+            (0, latest),
+            "offsets of {:?}",
+            key
+        );
         let mut got = Vec::new();
         let mut next = 0;
         while next < latest {
@@ -206,14 +309,26 @@ fn check(rt: &tokio::runtime::Runtime, group: &LogGroup, model: &[Rec], keys: &[
         }
         prop_assert_eq!(&got, &expected, "messages of {:?}", key);
         let past_end = group.read(key, latest + 1, 100);
-        prop_assert!(matches!(past_end, Err(ReadError::OffsetOutOfRange { .. })), "read past the end: {:?}", past_end);
+        prop_assert!(
+            matches!(past_end, Err(ReadError::OffsetOutOfRange { .. })),
+            "read past the end: {:?}",
+            past_end
+        );
         for g in 0..3u8 {
             let name = format!("group-{g}");
             let expected = model.iter().rev().find_map(|r| match &r.kind {
-                RecKind::Commit { group, offset } if r.key == key && *group == name => Some(*offset),
+                RecKind::Commit { group, offset } if r.key == key && *group == name => {
+                    Some(*offset)
+                }
                 _ => None,
             });
-            prop_assert_eq!(group.committed_offset(&name, key), expected, "offset of {} on {:?}", name, key);
+            prop_assert_eq!(
+                group.committed_offset(&name, key),
+                expected,
+                "offset of {} on {:?}",
+                name,
+                key
+            );
         }
     }
     Ok(())

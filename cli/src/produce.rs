@@ -1,0 +1,133 @@
+//! `meridian produce TOPIC [MESSAGE ...]`
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use meridian_client::{Client, ProducerConfig, Record};
+use meridian_proto::v1::Acks;
+use tokio::io::AsyncBufReadExt;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Topic to send to.
+    topic: String,
+    /// Messages to send; without any, each line of standard input is one message.
+    messages: Vec<String>,
+    /// Key of every message (messages with one key go to one partition, in order).
+    #[arg(long)]
+    key: Option<String>,
+    /// Partition to send to (default: by key, or spread without one).
+    #[arg(long)]
+    partition: Option<u32>,
+    /// What the broker waits for before acknowledging: leader, quorum or all.
+    #[arg(long, default_value = "quorum", value_parser = parse_acks)]
+    acks: Acks,
+}
+
+fn parse_acks(s: &str) -> Result<Acks, String> {
+    match s {
+        "leader" => Ok(Acks::Leader),
+        "quorum" => Ok(Acks::Quorum),
+        "all" => Ok(Acks::All),
+        _ => Err(format!("unknown acks {s:?}: use leader, quorum or all")),
+    }
+}
+
+/// Acknowledgments awaited at once, at most; keeps memory flat on endless input.
+const OUTSTANDING_MAX: usize = 20_000;
+
+pub(crate) async fn run(args: Args, broker: &str, json: bool) -> anyhow::Result<()> {
+    let client = Client::connect(broker).await?;
+    // Fail before reading any input if the topic is missing.
+    client
+        .describe_topic(&args.topic)
+        .await
+        .with_context(|| format!("producing to {}", args.topic))?;
+    let producer = client.producer(ProducerConfig {
+        acks: args.acks,
+        ..ProducerConfig::default()
+    });
+    let started = Instant::now();
+    let mut progress = Progress {
+        sent: 0,
+        acked: 0,
+        last_report: Instant::now(),
+    };
+    let mut outstanding = VecDeque::new();
+    let record = |value: String| {
+        let mut r = Record::new(args.topic.clone(), value);
+        if let Some(k) = &args.key {
+            r = r.key(k.clone());
+        }
+        if let Some(p) = args.partition {
+            r = r.partition(p);
+        }
+        r
+    };
+    if args.messages.is_empty() {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Some(line) = lines.next_line().await.context("reading standard input")? {
+            outstanding.push_back(producer.send(record(line)).await);
+            progress.sent += 1;
+            while outstanding.len() > OUTSTANDING_MAX {
+                outstanding
+                    .pop_front()
+                    .expect("non-empty")
+                    .await
+                    .map_err(|e| progress.failed(e))?;
+                progress.acked += 1;
+            }
+            progress.report();
+        }
+    } else {
+        for m in &args.messages {
+            outstanding.push_back(producer.send(record(m.clone())).await);
+            progress.sent += 1;
+        }
+    }
+    let mut last = None;
+    for f in outstanding {
+        last = Some(f.await.map_err(|e| progress.failed(e))?);
+        progress.acked += 1;
+        progress.report();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "topic": args.topic, "acknowledged": progress.acked, "seconds": elapsed })
+        );
+    } else {
+        let at = last
+            .map(|m| format!(" (last at partition {} offset {})", m.partition, m.offset))
+            .unwrap_or_default();
+        eprintln!(
+            "produced {} messages to {}{at} in {elapsed:.2}s",
+            progress.acked, args.topic
+        );
+    }
+    Ok(())
+}
+
+struct Progress {
+    sent: u64,
+    acked: u64,
+    last_report: Instant,
+}
+
+impl Progress {
+    fn report(&mut self) {
+        if self.last_report.elapsed() >= Duration::from_secs(2) {
+            eprintln!("... {} sent, {} acknowledged", self.sent, self.acked);
+            self.last_report = Instant::now();
+        }
+    }
+
+    fn failed(&self, e: meridian_client::ClientError) -> anyhow::Error {
+        anyhow::anyhow!(
+            "{e} ({} messages were acknowledged before this failure)",
+            self.acked
+        )
+    }
+}

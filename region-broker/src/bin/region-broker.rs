@@ -1,0 +1,171 @@
+//! The `region-broker` daemon: reads its configuration, recovers its log groups, serves the
+//! gRPC API and `/metrics`, and shuts down cleanly on SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use meridian_region_broker::broker::Broker;
+use meridian_region_broker::config::Config;
+use meridian_region_broker::grpc::GrpcService;
+use meridian_region_broker::storage::{self, FlushPolicy};
+use tracing_subscriber::EnvFilter;
+
+/// Meridian's region broker.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML configuration file; flags override its values.
+    #[arg(long, env = "MERIDIAN_BROKER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (log groups and topic catalog).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address of the gRPC API.
+    #[arg(long)]
+    grpc_listen: Option<SocketAddr>,
+    /// Address of the Prometheus /metrics endpoint.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// This broker's id.
+    #[arg(long)]
+    broker_id: Option<u32>,
+    /// Log groups to host.
+    #[arg(long)]
+    log_groups: Option<u32>,
+    /// Flush policy: fsync (group commit before ack) or async.
+    #[arg(long, value_parser = parse_flush)]
+    flush: Option<FlushPolicy>,
+    /// Journal segment size in bytes.
+    #[arg(long)]
+    segment_bytes: Option<u64>,
+    /// Largest produce batch in bytes.
+    #[arg(long)]
+    batch_bytes_max: Option<usize>,
+    /// Largest message in bytes.
+    #[arg(long)]
+    message_bytes_max: Option<usize>,
+    /// Segment retention (7d, 12h, none).
+    #[arg(long)]
+    retention: Option<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn parse_flush(s: &str) -> Result<FlushPolicy, String> {
+    match s {
+        "fsync" => Ok(FlushPolicy::Fsync),
+        "async" => Ok(FlushPolicy::Async),
+        _ => Err(format!("unknown flush policy {s:?}: use fsync or async")),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_env("MERIDIAN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .init();
+    }
+    let config = config(&args)?;
+    config.validate().context("invalid configuration")?;
+    storage::raise_open_file_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(run(config))
+}
+
+fn config(args: &Args) -> anyhow::Result<Config> {
+    let mut c = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(v) = &args.data_dir {
+        c.data_dir = v.clone();
+    }
+    if let Some(v) = args.grpc_listen {
+        c.grpc_listen = v;
+    }
+    if let Some(v) = args.metrics_listen {
+        c.metrics_listen = v;
+    }
+    if let Some(v) = args.broker_id {
+        c.broker_id = v;
+    }
+    if let Some(v) = args.log_groups {
+        c.log_groups = v;
+    }
+    if let Some(v) = args.flush {
+        c.storage.flush = v;
+    }
+    if let Some(v) = args.segment_bytes {
+        c.storage.segment_bytes = v;
+    }
+    if let Some(v) = args.batch_bytes_max {
+        c.batch_bytes_max = v;
+    }
+    if let Some(v) = args.message_bytes_max {
+        c.message_bytes_max = v;
+    }
+    if let Some(v) = &args.retention {
+        c.storage.retention = v.clone();
+    }
+    Ok(c)
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(config.metrics_listen)
+        .install()
+        .with_context(|| format!("starting the metrics endpoint on {}", config.metrics_listen))?;
+    let grpc_listen = config.grpc_listen;
+    let listener = tokio::net::TcpListener::bind(grpc_listen)
+        .await
+        .with_context(|| {
+            format!("binding the gRPC API to {grpc_listen}: is another broker running there?")
+        })?;
+    let data_dir = config.data_dir.clone();
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+        .await?
+        .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
+    let broker = Arc::new(broker);
+    tracing::info!(grpc = %grpc_listen, data = %data_dir.display(), groups = broker.groups().len(), topics = broker.topics().len(), "region-broker ready");
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let served = tonic::transport::Server::builder()
+        .add_service(GrpcService::server(broker.clone()))
+        .serve_with_incoming_shutdown(incoming, shutdown())
+        .await;
+    tracing::info!("draining: flushing indexes and writing checkpoints");
+    let closing = broker.clone();
+    tokio::task::spawn_blocking(move || closing.close()).await?;
+    served.context("serving gRPC")?;
+    tracing::info!("region-broker stopped");
+    Ok(())
+}
+
+async fn shutdown() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+    }
+}

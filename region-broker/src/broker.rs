@@ -1,0 +1,493 @@
+//! The broker core: topics and their partitions on a set of log groups, produce, fetch,
+//! offsets. Protocol adapters (gRPC today; Kafka and MQTT later) call into this and map
+//! [`BrokerError`] to their own error codes.
+
+mod catalog;
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use meridian_proto::batch::{self, Message};
+use meridian_proto::names;
+
+pub use catalog::{Catalog, Topic};
+
+use crate::config::Config;
+use crate::storage::{AppendError, LogGroup, PartitionKey, ReadError};
+
+/// Limits on header names and counts, beyond the byte limits of the config.
+const HEADERS_MAX: usize = 1024;
+const HEADER_NAME_BYTES_MAX: usize = 1024;
+
+/// One broker's topics and log groups.
+#[derive(Debug)]
+pub struct Broker {
+    config: Config,
+    groups: Vec<Arc<LogGroup>>,
+    catalog: RwLock<Catalog>,
+}
+
+/// Why a request failed; each adapter maps these to its protocol's codes.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// A name or value in the request is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+    /// The topic does not exist.
+    #[error("unknown topic {0:?}: create it first (meridian topic create {0})")]
+    UnknownTopic(String),
+    /// The topic exists but not the partition.
+    #[error("topic {topic:?} has partitions 0..{partitions}; there is no partition {partition}")]
+    UnknownPartition {
+        /// Topic name.
+        topic: String,
+        /// Partition asked for.
+        partition: u32,
+        /// Partitions the topic has.
+        partitions: u32,
+    },
+    /// Creating a topic that exists.
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    /// A message or batch over the configured limit.
+    #[error("{what} is {size} bytes; the limit is {limit} bytes")]
+    TooLarge {
+        /// What was too large.
+        what: &'static str,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A fetch or seek outside the retained offsets.
+    #[error(
+        "offset {offset} is out of range for {topic}/{partition}: valid offsets are {earliest}..={latest}"
+    )]
+    OffsetOutOfRange {
+        /// Topic name.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// Offset asked for.
+        offset: u64,
+        /// First retained offset.
+        earliest: u64,
+        /// Log end offset.
+        latest: u64,
+    },
+    /// Storage refused the append.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    /// Storage failed to read.
+    #[error("read failed: {0}")]
+    Read(ReadError),
+    /// The catalog or a group's files could not be changed.
+    #[error("storage error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One message as fetched, with its offset and append time.
+#[derive(Debug, Clone)]
+pub struct FetchedMessage {
+    /// Partition offset.
+    pub offset: u64,
+    /// The message.
+    pub message: Message,
+    /// Broker time of its append.
+    pub append_time_ms: i64,
+}
+
+/// Which offset [`Broker::list_offset`] looks up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetQuery {
+    /// The first retained offset.
+    Earliest,
+    /// One past the last message.
+    Latest,
+    /// The first message appended at or after this time (ms since the epoch).
+    Time(i64),
+}
+
+impl Broker {
+    /// Opens (recovering) every log group under the config's data directory.
+    pub fn open(config: Config) -> Result<Broker, BrokerError> {
+        let data = config.data_dir.clone();
+        std::fs::create_dir_all(&data)?;
+        let catalog = Catalog::load(&data)?;
+        let mut groups = Vec::new();
+        for g in 0..config.log_groups {
+            let partitions: Vec<(PartitionKey, String)> = catalog
+                .topics()
+                .flat_map(|t| {
+                    t.groups
+                        .iter()
+                        .enumerate()
+                        .filter(move |(_, grp)| **grp == g)
+                        .map(move |(p, _)| ((t.id, p as u32), t.name.clone()))
+                })
+                .collect();
+            let dir = group_dir(&data, g);
+            let group = LogGroup::open(&dir, config.group_config(), &partitions).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("opening log group {}: {e}", dir.display()),
+                )
+            })?;
+            groups.push(Arc::new(group));
+        }
+        if let Some(t) = catalog
+            .topics()
+            .find(|t| t.groups.iter().any(|&g| g >= config.log_groups))
+        {
+            return Err(BrokerError::Invalid(format!(
+                "topic {:?} has partitions on log group {} but log_groups is {}: restore the old log_groups value",
+                t.name,
+                t.groups.iter().max().copied().unwrap_or(0),
+                config.log_groups
+            )));
+        }
+        Ok(Broker {
+            config,
+            groups,
+            catalog: RwLock::new(catalog),
+        })
+    }
+
+    /// The configuration the broker runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The log groups, by number.
+    pub fn groups(&self) -> &[Arc<LogGroup>] {
+        &self.groups
+    }
+
+    /// Creates a topic with `partitions` partitions (0: the default), spread round-robin
+    /// over the log groups.
+    pub fn create_topic(&self, name: &str, partitions: u32) -> Result<Topic, BrokerError> {
+        names::validate("topic", name).map_err(|e| BrokerError::Invalid(e.to_string()))?;
+        let partitions = if partitions == 0 {
+            self.config.default_partitions
+        } else {
+            partitions
+        };
+        if partitions > self.config.partitions_max {
+            return Err(BrokerError::Invalid(format!(
+                "{partitions} partitions requested; this broker allows at most {} (partitions_max)",
+                self.config.partitions_max
+            )));
+        }
+        let mut catalog = self.catalog.write().expect("catalog lock poisoned");
+        if catalog.get(name).is_some() {
+            return Err(BrokerError::TopicExists(name.to_owned()));
+        }
+        let id = catalog.next_id();
+        let n = self.groups.len() as u32;
+        let groups: Vec<u32> = (0..partitions).map(|p| (id + p) % n).collect();
+        // Indexes first, catalog last: a crash in between leaves index directories that the
+        // next start removes because no topic owns them.
+        for (p, &g) in groups.iter().enumerate() {
+            self.groups[g as usize].add_partition((id, p as u32), name)?;
+        }
+        let topic = Topic {
+            name: name.to_owned(),
+            id,
+            groups,
+            created_ms: now_ms(),
+        };
+        catalog.insert(topic.clone())?;
+        tracing::info!(topic = name, id, partitions, "topic created");
+        Ok(topic)
+    }
+
+    /// Deletes a topic: its partitions become unreadable at once; its records leave the
+    /// disk with the segments that hold them.
+    pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        let mut catalog = self.catalog.write().expect("catalog lock poisoned");
+        let topic = catalog
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BrokerError::UnknownTopic(name.to_owned()))?;
+        catalog.remove(name)?;
+        let mut used: Vec<u32> = topic.groups.clone();
+        used.sort_unstable();
+        used.dedup();
+        for g in used {
+            self.groups[g as usize].remove_topic(topic.id, name)?;
+        }
+        tracing::info!(topic = name, "topic deleted");
+        Ok(())
+    }
+
+    /// Every topic, by name.
+    pub fn topics(&self) -> Vec<Topic> {
+        self.catalog
+            .read()
+            .expect("catalog lock poisoned")
+            .topics()
+            .cloned()
+            .collect()
+    }
+
+    /// One topic.
+    pub fn topic(&self, name: &str) -> Result<Topic, BrokerError> {
+        self.catalog
+            .read()
+            .expect("catalog lock poisoned")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BrokerError::UnknownTopic(name.to_owned()))
+    }
+
+    /// `(earliest, latest)` of one partition.
+    pub fn partition_offsets(
+        &self,
+        topic: &Topic,
+        partition: u32,
+    ) -> Result<(u64, u64), BrokerError> {
+        let (group, key) = self.locate(topic, partition)?;
+        group.offsets(key).map_err(BrokerError::Read)
+    }
+
+    /// Appends messages to a partition; returns the first message's offset and the append
+    /// time once the batch is durable.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        mut messages: Vec<Message>,
+    ) -> Result<(u64, i64), BrokerError> {
+        let topic = self.topic(topic)?;
+        let (group, key) = self.locate(&topic, partition)?;
+        if messages.is_empty() {
+            return Err(BrokerError::Invalid(
+                "a produce request needs at least one message".into(),
+            ));
+        }
+        let now = now_ms();
+        let mut size = 0;
+        for m in &mut messages {
+            self.validate_message(m)?;
+            if m.timestamp_ms == 0 {
+                m.timestamp_ms = now;
+            }
+            size += m.encoded_len();
+        }
+        if size > self.config.batch_bytes_max {
+            return Err(BrokerError::TooLarge {
+                what: "the batch",
+                size,
+                limit: self.config.batch_bytes_max,
+            });
+        }
+        let count = messages.len() as u32;
+        let payload = Bytes::from(batch::encode_batch(&messages));
+        let appended = group.append(key, payload, count).await?;
+        metrics::counter!("meridian_produce_messages_total").increment(u64::from(count));
+        metrics::counter!("meridian_produce_bytes_total").increment(size as u64);
+        Ok((appended.base_offset, appended.append_time_ms))
+    }
+
+    /// Reads messages from `offset` on (at most about `max_bytes`, at least one message when
+    /// any is available), waiting up to `max_wait` for the first one to arrive.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<(Vec<FetchedMessage>, (u64, u64)), BrokerError> {
+        let topic = self.topic(topic)?;
+        let (group, key) = self.locate(&topic, partition)?;
+        let max_wait = max_wait.min(Duration::from_millis(self.config.fetch_wait_max_ms));
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let mut visible = group.subscribe();
+        loop {
+            visible.borrow_and_update();
+            let batches = group
+                .read(key, offset, max_bytes.max(1))
+                .map_err(|e| self.read_error(&topic, partition, e))?;
+            if !batches.is_empty() || tokio::time::Instant::now() >= deadline {
+                let messages = decode(batches, offset, max_bytes)?;
+                metrics::counter!("meridian_fetch_messages_total").increment(messages.len() as u64);
+                let range = group.offsets(key).map_err(BrokerError::Read)?;
+                return Ok((messages, range));
+            }
+            // Long poll: wake when the group makes new records visible, or at the deadline.
+            if tokio::time::timeout_at(deadline, visible.changed())
+                .await
+                .is_ok_and(|r| r.is_err())
+            {
+                return Err(BrokerError::Append(AppendError::Closed));
+            }
+        }
+    }
+
+    /// Looks up an offset of a partition; with a time, also returns the append time found.
+    pub fn list_offset(
+        &self,
+        topic: &str,
+        partition: u32,
+        query: OffsetQuery,
+    ) -> Result<(u64, Option<i64>), BrokerError> {
+        let topic = self.topic(topic)?;
+        let (group, key) = self.locate(&topic, partition)?;
+        let (earliest, latest) = group.offsets(key).map_err(BrokerError::Read)?;
+        Ok(match query {
+            OffsetQuery::Earliest => (earliest, None),
+            OffsetQuery::Latest => (latest, None),
+            OffsetQuery::Time(t) => {
+                match group.offset_for_time(key, t).map_err(BrokerError::Read)? {
+                    Some((offset, time)) => (offset, Some(time)),
+                    None => (latest, None),
+                }
+            }
+        })
+    }
+
+    /// Commits a consumer group's position in a partition (through the journal).
+    pub async fn commit_offset(
+        &self,
+        group_name: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), BrokerError> {
+        names::validate("group", group_name).map_err(|e| BrokerError::Invalid(e.to_string()))?;
+        let topic = self.topic(topic)?;
+        let (group, key) = self.locate(&topic, partition)?;
+        group.commit_offset(group_name, key, offset).await?;
+        Ok(())
+    }
+
+    /// A consumer group's committed position in a partition.
+    pub fn committed_offset(
+        &self,
+        group_name: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<u64>, BrokerError> {
+        names::validate("group", group_name).map_err(|e| BrokerError::Invalid(e.to_string()))?;
+        let topic = self.topic(topic)?;
+        let (group, key) = self.locate(&topic, partition)?;
+        Ok(group.committed_offset(group_name, key))
+    }
+
+    /// Flushes and stops every log group.
+    pub fn close(&self) {
+        for g in &self.groups {
+            g.close();
+        }
+    }
+
+    fn locate(
+        &self,
+        topic: &Topic,
+        partition: u32,
+    ) -> Result<(&LogGroup, PartitionKey), BrokerError> {
+        let g =
+            topic
+                .groups
+                .get(partition as usize)
+                .ok_or_else(|| BrokerError::UnknownPartition {
+                    topic: topic.name.clone(),
+                    partition,
+                    partitions: topic.groups.len() as u32,
+                })?;
+        Ok((&self.groups[*g as usize], (topic.id, partition)))
+    }
+
+    fn validate_message(&self, m: &Message) -> Result<(), BrokerError> {
+        let size = m.encoded_len();
+        if size > self.config.message_bytes_max {
+            return Err(BrokerError::TooLarge {
+                what: "a message",
+                size,
+                limit: self.config.message_bytes_max,
+            });
+        }
+        if m.headers.len() > HEADERS_MAX {
+            return Err(BrokerError::Invalid(format!(
+                "a message has {} headers; the limit is {HEADERS_MAX}",
+                m.headers.len()
+            )));
+        }
+        if let Some((name, _)) = m
+            .headers
+            .iter()
+            .find(|(n, _)| n.len() > HEADER_NAME_BYTES_MAX)
+        {
+            return Err(BrokerError::Invalid(format!(
+                "header name of {} bytes; the limit is {HEADER_NAME_BYTES_MAX}",
+                name.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn read_error(&self, topic: &Topic, partition: u32, e: ReadError) -> BrokerError {
+        match e {
+            ReadError::OffsetOutOfRange {
+                offset,
+                earliest,
+                latest,
+            } => BrokerError::OffsetOutOfRange {
+                topic: topic.name.clone(),
+                partition,
+                offset,
+                earliest,
+                latest,
+            },
+            other => BrokerError::Read(other),
+        }
+    }
+}
+
+/// Decodes fetched batches, dropping messages before `offset` and stopping near `max_bytes`
+/// (but always returning the first message).
+fn decode(
+    batches: Vec<crate::storage::ReadBatch>,
+    offset: u64,
+    max_bytes: usize,
+) -> Result<Vec<FetchedMessage>, BrokerError> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for b in batches {
+        let messages = batch::decode_batch(&b.payload, b.count as usize).map_err(|e| {
+            BrokerError::Invalid(format!(
+                "stored batch at offset {} does not decode: {e}",
+                b.base_offset
+            ))
+        })?;
+        for (i, message) in messages.into_iter().enumerate() {
+            let o = b.base_offset + i as u64;
+            if o < offset {
+                continue;
+            }
+            bytes += message.encoded_len();
+            if !out.is_empty() && bytes > max_bytes {
+                return Ok(out);
+            }
+            out.push(FetchedMessage {
+                offset: o,
+                message,
+                append_time_ms: b.append_time_ms,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn group_dir(data: &Path, group: u32) -> std::path::PathBuf {
+    data.join("groups").join(group.to_string())
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,92 @@
+//! The topic catalog of a broker: names, ids and the log group of each partition.
+//!
+//! Stored as `topics.json` in the data directory, replaced atomically on every change. It is
+//! metadata, not data: the control plane takes it over in a later issue. Topic ids are never
+//! reused, so records of a deleted topic can never be mistaken for a new topic's.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A topic as the broker knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topic {
+    /// Its name.
+    pub name: String,
+    /// Never-reused id stamped on its journal records.
+    pub id: u32,
+    /// The log group of each partition.
+    pub groups: Vec<u32>,
+    /// Creation time, ms since the epoch.
+    pub created_ms: i64,
+}
+
+/// All topics of a broker.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Catalog {
+    #[serde(skip)]
+    path: PathBuf,
+    next_id: u32,
+    topics: BTreeMap<String, Topic>,
+}
+
+impl Catalog {
+    /// Loads the catalog of `data_dir`, or an empty one.
+    pub fn load(data_dir: &Path) -> io::Result<Catalog> {
+        let path = data_dir.join("topics.json");
+        let mut catalog: Catalog = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", path.display()),
+                )
+            })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Catalog {
+                next_id: 1,
+                ..Catalog::default()
+            },
+            Err(e) => return Err(e),
+        };
+        catalog.path = path;
+        Ok(catalog)
+    }
+
+    /// Topics by name.
+    pub fn topics(&self) -> impl Iterator<Item = &Topic> {
+        self.topics.values()
+    }
+
+    /// One topic.
+    pub fn get(&self, name: &str) -> Option<&Topic> {
+        self.topics.get(name)
+    }
+
+    /// The id the next topic gets.
+    pub fn next_id(&self) -> u32 {
+        self.next_id
+    }
+
+    /// Adds a topic and saves.
+    pub fn insert(&mut self, topic: Topic) -> io::Result<()> {
+        self.next_id = self.next_id.max(topic.id + 1);
+        self.topics.insert(topic.name.clone(), topic);
+        self.save()
+    }
+
+    /// Removes a topic and saves.
+    pub fn remove(&mut self, name: &str) -> io::Result<()> {
+        self.topics.remove(name);
+        self.save()
+    }
+
+    fn save(&self) -> io::Result<()> {
+        let tmp = self.path.with_extension("json.tmp");
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&serde_json::to_vec_pretty(self).map_err(io::Error::other)?)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &self.path)?;
+        std::fs::File::open(self.path.parent().unwrap_or(Path::new(".")))?.sync_all()
+    }
+}

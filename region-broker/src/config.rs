@@ -1,0 +1,259 @@
+//! The broker's configuration: a TOML file, overridden by command-line flags, validated
+//! once at start-up. Cores receive the validated struct; only `main` reads files.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::storage::{FlushPolicy, GroupConfig};
+
+/// Everything a `region-broker` needs to run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This broker's id within its region.
+    pub broker_id: u32,
+    /// The region this broker belongs to.
+    pub region: String,
+    /// Where log groups and the topic catalog live.
+    pub data_dir: PathBuf,
+    /// Address of the native gRPC API.
+    pub grpc_listen: SocketAddr,
+    /// Address of the Prometheus `/metrics` endpoint.
+    pub metrics_listen: SocketAddr,
+    /// Log groups this broker hosts; partitions are spread over them.
+    pub log_groups: u32,
+    /// Partitions of a topic created without a count.
+    pub default_partitions: u32,
+    /// Partitions one topic may have at most.
+    pub partitions_max: u32,
+    /// Largest single message (key, value and headers), in bytes.
+    pub message_bytes_max: usize,
+    /// Largest produce batch, in bytes.
+    pub batch_bytes_max: usize,
+    /// Longest a fetch may wait for data.
+    pub fetch_wait_max_ms: u64,
+    /// Storage settings shared by every log group.
+    pub storage: StorageConfig,
+}
+
+/// The `[storage]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Size of each preallocated journal segment.
+    pub segment_bytes: u64,
+    /// `fsync` (group commit before the ack) or `async` (periodic fsync).
+    pub flush: FlushPolicy,
+    /// How often indexes are flushed (and, with `async`, the journal synced).
+    pub flush_interval_ms: u64,
+    /// Delete segments older than this (humantime: `7d`, `12h`); `none` keeps them.
+    pub retention: String,
+    /// Delete the oldest segments while a group's journal exceeds this; 0 means no limit.
+    pub retention_bytes: u64,
+    /// How often retention runs.
+    pub retention_check_interval_ms: u64,
+    /// Entries per queue-index file.
+    pub index_entries_per_file: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            broker_id: 1,
+            region: "local".into(),
+            data_dir: PathBuf::from("meridian-data/broker-1"),
+            grpc_listen: "127.0.0.1:7070".parse().expect("valid address"),
+            metrics_listen: "127.0.0.1:9464".parse().expect("valid address"),
+            log_groups: 4,
+            default_partitions: 3,
+            partitions_max: 1024,
+            message_bytes_max: 1 << 20,
+            batch_bytes_max: 8 << 20,
+            fetch_wait_max_ms: 30_000,
+            storage: StorageConfig::default(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        let group = GroupConfig::default();
+        StorageConfig {
+            segment_bytes: group.segment_bytes,
+            flush: group.flush,
+            flush_interval_ms: group.flush_interval.as_millis() as u64,
+            retention: "7d".into(),
+            retention_bytes: 0,
+            retention_check_interval_ms: group.retention_check_interval.as_millis() as u64,
+            index_entries_per_file: group.index_entries_per_file,
+        }
+    }
+}
+
+/// A configuration value that cannot work, named with what to do instead.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this config.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the key and line).
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid {key} = {value}: {why}")]
+    Invalid {
+        /// The setting.
+        key: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong and what would work.
+        why: String,
+    },
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks every value; the broker refuses to start on the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(
+            key: &'static str,
+            value: impl ToString,
+            why: impl Into<String>,
+        ) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                key,
+                value: value.to_string(),
+                why: why.into(),
+            })
+        }
+        let s = &self.storage;
+        if !(1..=256).contains(&self.log_groups) {
+            return invalid("log_groups", self.log_groups, "must be 1 to 256");
+        }
+        if self.default_partitions == 0 || self.default_partitions > self.partitions_max {
+            return invalid(
+                "default_partitions",
+                self.default_partitions,
+                format!("must be 1 to partitions_max ({})", self.partitions_max),
+            );
+        }
+        if !(4096..=(1 << 40)).contains(&s.segment_bytes) {
+            return invalid(
+                "storage.segment_bytes",
+                s.segment_bytes,
+                "must be 4 KiB to 1 TiB",
+            );
+        }
+        if self.message_bytes_max == 0 || self.message_bytes_max > self.batch_bytes_max {
+            return invalid(
+                "message_bytes_max",
+                self.message_bytes_max,
+                "must be at least 1 and at most batch_bytes_max",
+            );
+        }
+        if self.batch_bytes_max as u64 + 1024 > s.segment_bytes {
+            return invalid(
+                "batch_bytes_max",
+                self.batch_bytes_max,
+                format!(
+                    "a batch must fit in a segment: raise storage.segment_bytes ({}) or lower batch_bytes_max",
+                    s.segment_bytes
+                ),
+            );
+        }
+        if s.flush_interval_ms == 0 {
+            return invalid("storage.flush_interval_ms", 0, "must be at least 1");
+        }
+        if s.index_entries_per_file < 16 {
+            return invalid(
+                "storage.index_entries_per_file",
+                s.index_entries_per_file,
+                "must be at least 16",
+            );
+        }
+        if let Err(why) = self.retention() {
+            return invalid("storage.retention", &s.retention, why);
+        }
+        if self.region.is_empty() {
+            return invalid("region", "\"\"", "must not be empty");
+        }
+        Ok(())
+    }
+
+    /// The storage settings of each log group.
+    pub fn group_config(&self) -> GroupConfig {
+        let s = &self.storage;
+        GroupConfig {
+            segment_bytes: s.segment_bytes,
+            index_entries_per_file: s.index_entries_per_file,
+            flush: s.flush,
+            flush_interval: Duration::from_millis(s.flush_interval_ms),
+            retention: self.retention().unwrap_or_default(),
+            retention_bytes: (s.retention_bytes > 0).then_some(s.retention_bytes),
+            retention_check_interval: Duration::from_millis(s.retention_check_interval_ms.max(1)),
+            ..GroupConfig::default()
+        }
+    }
+
+    fn retention(&self) -> Result<Option<Duration>, String> {
+        match self.storage.retention.as_str() {
+            "none" | "" => Ok(None),
+            text => humantime::parse_duration(text)
+                .map(Some)
+                .map_err(|e| format!("{e}: use a duration like 7d, 12h or 30m, or none")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_named() {
+        Config::default().validate().unwrap();
+        let mut c = Config::default();
+        c.storage.segment_bytes = 1 << 20;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("batch_bytes_max") && e.contains("segment_bytes"),
+            "{e}"
+        );
+        let mut c = Config::default();
+        c.storage.retention = "7 weeks".into();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("storage.retention")
+        );
+        let e = toml::from_str::<Config>("log_group = 3")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `log_group`"), "{e}");
+    }
+}

@@ -1,0 +1,235 @@
+//! The native gRPC API: a thin adapter from `meridian.v1.Broker` to [`Broker`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_proto::batch::Message;
+use meridian_proto::v1::{self, broker_server};
+use tonic::{Request, Response, Status};
+
+use crate::broker::{Broker, BrokerError, OffsetQuery, Topic};
+use crate::storage::AppendError;
+
+/// Serves the broker over gRPC.
+#[derive(Debug, Clone)]
+pub struct GrpcService {
+    broker: Arc<Broker>,
+}
+
+impl GrpcService {
+    /// The tonic service, with message limits derived from the broker's batch limit.
+    pub fn server(broker: Arc<Broker>) -> broker_server::BrokerServer<GrpcService> {
+        let limit = broker.config().batch_bytes_max + (1 << 20);
+        broker_server::BrokerServer::new(GrpcService { broker })
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(usize::MAX)
+    }
+}
+
+/// Maps broker errors to gRPC status codes, keeping the broker's message for the user.
+pub fn status(e: BrokerError) -> Status {
+    let code = match &e {
+        BrokerError::Invalid(_) | BrokerError::TooLarge { .. } => tonic::Code::InvalidArgument,
+        BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => {
+            tonic::Code::NotFound
+        }
+        BrokerError::TopicExists(_) => tonic::Code::AlreadyExists,
+        BrokerError::OffsetOutOfRange { .. } => tonic::Code::OutOfRange,
+        BrokerError::Append(AppendError::DiskFull { .. }) => tonic::Code::ResourceExhausted,
+        BrokerError::Append(AppendError::TooLarge { .. }) => tonic::Code::InvalidArgument,
+        BrokerError::Append(AppendError::Closed) => tonic::Code::Unavailable,
+        BrokerError::Append(_) | BrokerError::Read(_) | BrokerError::Io(_) => tonic::Code::Internal,
+    };
+    metrics::counter!("meridian_grpc_errors_total", "code" => format!("{code:?}")).increment(1);
+    Status::new(code, e.to_string())
+}
+
+fn topic_info(broker: &Broker, t: &Topic) -> Result<v1::TopicInfo, Status> {
+    let mut partitions = Vec::with_capacity(t.groups.len());
+    for (p, &g) in t.groups.iter().enumerate() {
+        let (earliest, latest) = broker.partition_offsets(t, p as u32).map_err(status)?;
+        partitions.push(v1::PartitionInfo {
+            partition: p as u32,
+            log_group: g,
+            earliest_offset: earliest,
+            latest_offset: latest,
+        });
+    }
+    Ok(v1::TopicInfo {
+        name: t.name.clone(),
+        topic_id: t.id,
+        partitions,
+        created_ms: t.created_ms,
+    })
+}
+
+#[tonic::async_trait]
+impl broker_server::Broker for GrpcService {
+    async fn create_topic(
+        &self,
+        request: Request<v1::CreateTopicRequest>,
+    ) -> Result<Response<v1::TopicInfo>, Status> {
+        let r = request.into_inner();
+        let topic = self
+            .broker
+            .create_topic(&r.name, r.partitions)
+            .map_err(status)?;
+        Ok(Response::new(topic_info(&self.broker, &topic)?))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<v1::DeleteTopicRequest>,
+    ) -> Result<Response<v1::DeleteTopicResponse>, Status> {
+        self.broker
+            .delete_topic(&request.into_inner().name)
+            .map_err(status)?;
+        Ok(Response::new(v1::DeleteTopicResponse {}))
+    }
+
+    async fn list_topics(
+        &self,
+        _: Request<v1::ListTopicsRequest>,
+    ) -> Result<Response<v1::ListTopicsResponse>, Status> {
+        let topics = self
+            .broker
+            .topics()
+            .iter()
+            .map(|t| topic_info(&self.broker, t))
+            .collect::<Result<_, _>>()?;
+        Ok(Response::new(v1::ListTopicsResponse { topics }))
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<v1::DescribeTopicRequest>,
+    ) -> Result<Response<v1::TopicInfo>, Status> {
+        let topic = self
+            .broker
+            .topic(&request.into_inner().name)
+            .map_err(status)?;
+        Ok(Response::new(topic_info(&self.broker, &topic)?))
+    }
+
+    async fn produce(
+        &self,
+        request: Request<v1::ProduceRequest>,
+    ) -> Result<Response<v1::ProduceResponse>, Status> {
+        let r = request.into_inner();
+        // One replica per group for now: leader, quorum and all are the same durable write.
+        v1::Acks::try_from(r.acks)
+            .map_err(|_| Status::invalid_argument(format!("unknown acks value {}", r.acks)))?;
+        let messages = r
+            .messages
+            .into_iter()
+            .map(|m| Message {
+                key: m.key,
+                value: m.value,
+                headers: m.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+                timestamp_ms: m.timestamp_ms,
+            })
+            .collect();
+        let (base_offset, append_time_ms) = self
+            .broker
+            .produce(&r.topic, r.partition, messages)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::ProduceResponse {
+            base_offset,
+            append_time_ms,
+        }))
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<v1::FetchRequest>,
+    ) -> Result<Response<v1::FetchResponse>, Status> {
+        let r = request.into_inner();
+        let max_bytes = if r.max_bytes == 0 {
+            1 << 20
+        } else {
+            r.max_bytes as usize
+        };
+        let (messages, (earliest, latest)) = self
+            .broker
+            .fetch(
+                &r.topic,
+                r.partition,
+                r.offset,
+                max_bytes,
+                Duration::from_millis(u64::from(r.max_wait_ms)),
+            )
+            .await
+            .map_err(status)?;
+        let messages = messages
+            .into_iter()
+            .map(|f| v1::FetchedMessage {
+                offset: f.offset,
+                key: f.message.key,
+                value: f.message.value,
+                headers: f
+                    .message
+                    .headers
+                    .into_iter()
+                    .map(|(key, value)| v1::Header { key, value })
+                    .collect(),
+                timestamp_ms: f.message.timestamp_ms,
+                append_time_ms: f.append_time_ms,
+            })
+            .collect();
+        Ok(Response::new(v1::FetchResponse {
+            messages,
+            earliest_offset: earliest,
+            latest_offset: latest,
+        }))
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<v1::ListOffsetsRequest>,
+    ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
+        let r = request.into_inner();
+        let query = match v1::OffsetSpec::try_from(r.spec) {
+            Ok(v1::OffsetSpec::Earliest) => OffsetQuery::Earliest,
+            Ok(v1::OffsetSpec::Latest) => OffsetQuery::Latest,
+            Ok(v1::OffsetSpec::Time) => OffsetQuery::Time(r.timestamp_ms),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "spec must be EARLIEST, LATEST or TIME",
+                ));
+            }
+        };
+        let (offset, timestamp_ms) = self
+            .broker
+            .list_offset(&r.topic, r.partition, query)
+            .map_err(status)?;
+        Ok(Response::new(v1::ListOffsetsResponse {
+            offset,
+            timestamp_ms,
+        }))
+    }
+
+    async fn commit_offset(
+        &self,
+        request: Request<v1::CommitOffsetRequest>,
+    ) -> Result<Response<v1::CommitOffsetResponse>, Status> {
+        let r = request.into_inner();
+        self.broker
+            .commit_offset(&r.group, &r.topic, r.partition, r.offset)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::CommitOffsetResponse {}))
+    }
+
+    async fn fetch_offset(
+        &self,
+        request: Request<v1::FetchOffsetRequest>,
+    ) -> Result<Response<v1::FetchOffsetResponse>, Status> {
+        let r = request.into_inner();
+        let offset = self
+            .broker
+            .committed_offset(&r.group, &r.topic, r.partition)
+            .map_err(status)?;
+        Ok(Response::new(v1::FetchOffsetResponse { offset }))
+    }
+}

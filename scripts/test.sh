@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs every check and test of Meridian: formatting, clippy, unit, property and
+# cross-process tests. Installs what the tests need on a fresh Debian machine first.
+# `.ci/run` calls this; so should you.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# One target directory outside the checkout, so a fresh clone (CI) reuses earlier builds.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/meridian-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
+
+# Debian packages the tests need: protoc checks the committed gRPC code is fresh.
+packages=(protobuf-compiler)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq || die "apt-get update failed: cannot install ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null ||
+    die "apt-get install ${missing[*]} failed: install them by hand and rerun"
+fi
+command -v protoc >/dev/null || die "protoc not found after installing protobuf-compiler"
+cargo fmt --version >/dev/null 2>&1 || die "rustfmt is missing: rustup component add rustfmt"
+cargo clippy --version >/dev/null 2>&1 || die "clippy is missing: rustup component add clippy"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo build (binaries the cross-process tests start)"
+cargo build --workspace --locked --bins
+
+step "cargo test"
+cargo test --workspace --locked
