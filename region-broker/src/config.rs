@@ -244,7 +244,7 @@ mod tests {
             "{e}"
         );
         let mut c = Config::default();
-        c.storage.retention = "7 weeks".into();
+        c.storage.retention = "seven days".into();
         assert!(
             c.validate()
                 .unwrap_err()

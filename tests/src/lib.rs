@@ -1,1 +1,234 @@
-//! placeholder
+//! Harness for cross-process tests: starts the real `region-broker` and `meridian` binaries
+//! on free 127.0.0.1 ports in temporary directories, and breaks them for real (`kill -9`,
+//! `SIGSTOP`, `SIGTERM`). Each broker's log is kept in its directory and printed when a
+//! test fails while the broker is alive.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use meridian_client::Client;
+
+/// The directory holding the workspace's built binaries.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test> → target/debug
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target directory")
+        .to_owned()
+}
+
+/// Path of a workspace binary; panics with what to run when it was not built.
+pub fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the tests",
+        path.display()
+    );
+    path
+}
+
+/// A free port on 127.0.0.1.
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free local port")
+}
+
+/// One `region-broker` process.
+#[derive(Debug)]
+pub struct BrokerProcess {
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// gRPC address.
+    pub addr: SocketAddr,
+    /// /metrics address.
+    pub metrics: SocketAddr,
+    /// Extra flags it was started with (kept for restarts).
+    pub flags: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl BrokerProcess {
+    /// Starts a broker on fresh ports in `data_dir` with extra `flags`, and waits until it
+    /// serves requests.
+    pub async fn start(data_dir: &Path, flags: &[&str]) -> anyhow::Result<BrokerProcess> {
+        let mut b = BrokerProcess {
+            data_dir: data_dir.to_owned(),
+            addr: free_addr(),
+            metrics: free_addr(),
+            flags: flags.iter().map(|s| s.to_string()).collect(),
+            log: data_dir.with_extension("log"),
+            child: None,
+        };
+        b.restart().await?;
+        Ok(b)
+    }
+
+    /// Starts the process again on the same directory and ports.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        assert!(self.child.is_none(), "broker is still running");
+        std::fs::create_dir_all(&self.data_dir)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(binary("region-broker"))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args([
+                "--grpc-listen",
+                &self.addr.to_string(),
+                "--metrics-listen",
+                &self.metrics.to_string(),
+            ])
+            .args(&self.flags)
+            .env("MERIDIAN_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting region-broker")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().expect("just set").try_wait()? {
+                self.child = None;
+                bail!(
+                    "region-broker exited during start-up ({status}); log:\n{}",
+                    self.log_text()
+                );
+            }
+            if let Ok(c) = Client::connect(&self.addr.to_string()).await
+                && c.list_topics().await.is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "region-broker not ready after 30s; log:\n{}",
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A client of this broker.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.addr.to_string())
+            .await
+            .expect("connect to test broker")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("broker running").id() as i32
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling a child process this harness started.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill({}, {signal}) failed", self.pid());
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.take().expect("broker running").wait();
+    }
+
+    /// SIGTERM, then waits for the exit; returns its status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let mut child = self.child.take().expect("broker running");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for broker") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "region-broker ignored SIGTERM for 30s; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the broker logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling our own child; it may be stopped, so continue it too.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGCONT);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            if std::thread::panicking() {
+                eprintln!(
+                    "--- region-broker log ({}) ---\n{}",
+                    self.log.display(),
+                    self.log_text()
+                );
+            }
+        }
+    }
+}
+
+/// Runs the `meridian` CLI against a broker; returns (exit code, stdout, stderr).
+pub fn meridian(broker: SocketAddr, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(binary("meridian"))
+        .arg("--broker")
+        .arg(broker.to_string())
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start meridian");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("meridian output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A plain HTTP GET over a TCP socket (enough for /metrics; avoids an HTTP client crate).
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await?;
+    Ok(body)
+}

@@ -347,3 +347,52 @@ proptest! {
         run(ops, FlushPolicy::Async)?;
     }
 }
+
+#[test]
+fn retention_deletes_whole_segments_trims_indexes_and_keeps_committed_offsets() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("group-0");
+    let config = GroupConfig {
+        retention_bytes: Some(4 * 4096),
+        ..config(FlushPolicy::Fsync)
+    };
+    let group = LogGroup::open(&dir, config.clone(), &partitions()).unwrap();
+    let key = (1, 0);
+    rt.block_on(group.commit_offset("early", key, 3)).unwrap();
+    for i in 0..200 {
+        rt.block_on(group.append(key, payload(i, 200), 1)).unwrap();
+    }
+    let (_, written, _, _) = group.positions();
+    rt.block_on(async {
+        let mut visible = group.subscribe();
+        visible.wait_for(|&v| v >= written).await.unwrap();
+    });
+    assert!(group.journal_size().1 > 4);
+    group.apply_retention().unwrap();
+    let (bytes, segments) = group.journal_size();
+    assert!(
+        bytes <= 5 * 4096 && segments <= 5,
+        "{bytes} bytes in {segments} segments after retention"
+    );
+    let (earliest, latest) = group.offsets(key).unwrap();
+    assert!(earliest > 0 && latest == 200, "{earliest}..{latest}");
+    assert!(matches!(
+        group.read(key, earliest - 1, 10),
+        Err(ReadError::OffsetOutOfRange { .. })
+    ));
+    let first = group.read(key, earliest, 10).unwrap();
+    assert_eq!(first[0].base_offset, earliest);
+    assert_eq!(first[0].payload, payload(earliest as usize, 200));
+    // The commit's record was in a deleted segment: it was carried forward.
+    assert_eq!(group.committed_offset("early", key), Some(3));
+    group.close();
+    drop(group);
+    let group = LogGroup::open(&dir, config, &partitions()).unwrap();
+    assert_eq!(group.offsets(key).unwrap(), (earliest, 200));
+    assert_eq!(group.committed_offset("early", key), Some(3));
+    group.close();
+}
