@@ -1,1 +1,398 @@
-fn main() {}
+//! One program, one run, every figure beside its anchor on the same machine:
+//!
+//! (a) the disk itself: sequential writes of the journal's own group-commit size, each
+//!     followed by fdatasync (and, for the async rows, without the sync);
+//! (b) journal appends through `LogGroup` with group commit (fsync) and with async flush,
+//!     100 B and 1 KiB messages, into 1 and 1,000 topics;
+//! (c) gRPC produce and fetch against one in-process broker over loopback TCP, with
+//!     p50/p99 latency.
+//!
+//! Figures are printed as a Markdown table with ratios to (a); bench/README.md holds the
+//! last run. Absolute numbers on a shared 2-core machine are noisy: read the ratios.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Parser;
+use hdrhistogram::Histogram;
+use meridian_proto::batch::{Message, encode_batch};
+use meridian_proto::v1;
+use meridian_region_broker::broker::Broker;
+use meridian_region_broker::config::Config;
+use meridian_region_broker::grpc::GrpcService;
+use meridian_region_broker::storage::{FlushPolicy, GroupConfig, LogGroup, PartitionKey};
+
+#[derive(Debug, Parser)]
+#[command(about = "Meridian benchmarks: disk anchor, journal appends, gRPC produce/fetch")]
+struct Args {
+    /// Directory on the disk to measure (not tmpfs).
+    #[arg(long, default_value = "/var/tmp")]
+    dir: PathBuf,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Appends in flight at once (concurrent producers).
+    #[arg(long, default_value_t = 256)]
+    in_flight: usize,
+}
+
+struct Row {
+    name: String,
+    mb_s: f64,
+    msgs_s: f64,
+    anchor_mb_s: f64,
+    note: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    meridian_region_broker::storage::raise_open_file_limit();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let base = tempfile::tempdir_in(&args.dir)
+        .with_context(|| format!("creating a directory in {}", args.dir.display()))?;
+    let mut rows = Vec::new();
+    let duration = Duration::from_secs_f64(args.seconds);
+
+    for &size in &[100usize, 1024] {
+        for &topics in &[1u32, 1000] {
+            for &flush in &[FlushPolicy::Fsync, FlushPolicy::Async] {
+                let dir = base
+                    .path()
+                    .join(format!("journal-{size}-{topics}-{flush:?}"));
+                let r = rt.block_on(journal_append(
+                    &dir,
+                    size,
+                    topics,
+                    flush,
+                    args.in_flight,
+                    duration,
+                ))?;
+                let commit_bytes = (r.bytes_per_commit as usize).max(4096);
+                let anchor = raw_disk(
+                    &base.path().join("raw"),
+                    commit_bytes,
+                    flush == FlushPolicy::Fsync,
+                    duration,
+                )?;
+                eprintln!(
+                    "journal {size} B x {topics} topics {flush:?}: {:.1} MB/s, raw {anchor:.1} MB/s",
+                    r.mb_s
+                );
+                rows.push(Row {
+                    name: format!(
+                        "(b) journal append, {size} B, {topics} topic{}, {}",
+                        if topics > 1 { "s" } else { "" },
+                        flush_name(flush)
+                    ),
+                    mb_s: r.mb_s,
+                    msgs_s: r.msgs_s,
+                    anchor_mb_s: anchor,
+                    note: format!(
+                        "{:.0} records ({:.0} KiB) per commit; anchor: {} KiB writes{}",
+                        r.records_per_commit,
+                        r.bytes_per_commit / 1024.0,
+                        commit_bytes / 1024,
+                        if flush == FlushPolicy::Fsync {
+                            " + fdatasync"
+                        } else {
+                            ", no sync"
+                        }
+                    ),
+                });
+            }
+        }
+    }
+    let anchor = raw_disk(&base.path().join("raw"), 256 << 10, true, duration)?;
+    for r in rt.block_on(grpc(base.path(), duration))? {
+        rows.push(Row {
+            anchor_mb_s: anchor,
+            note: format!("{}; anchor: 256 KiB writes + fdatasync", r.note),
+            ..r
+        });
+    }
+    print_table(&rows, &args);
+    Ok(())
+}
+
+fn flush_name(f: FlushPolicy) -> &'static str {
+    match f {
+        FlushPolicy::Fsync => "fsync (group commit)",
+        FlushPolicy::Async => "async flush",
+    }
+}
+
+/// Sequential writes of `chunk` bytes to a preallocated file, each followed by fdatasync
+/// when `sync`; returns MB/s.
+fn raw_disk(dir: &Path, chunk: usize, sync: bool, duration: Duration) -> anyhow::Result<f64> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("raw.dat");
+    let _ = std::fs::remove_file(&path);
+    let file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)?;
+    let size: u64 = 1 << 30;
+    file.set_len(size)?;
+    let buf = vec![0xA5u8; chunk];
+    let started = Instant::now();
+    let mut written = 0u64;
+    while started.elapsed() < duration {
+        file.write_all_at(&buf, written % (size - chunk as u64))?;
+        if sync {
+            file.sync_data()?;
+        }
+        written += chunk as u64;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok(written as f64 / secs / 1e6)
+}
+
+struct AppendResult {
+    mb_s: f64,
+    msgs_s: f64,
+    records_per_commit: f64,
+    bytes_per_commit: f64,
+}
+
+async fn journal_append(
+    dir: &Path,
+    size: usize,
+    topics: u32,
+    flush: FlushPolicy,
+    in_flight: usize,
+    duration: Duration,
+) -> anyhow::Result<AppendResult> {
+    let partitions: Vec<(PartitionKey, String)> = (0..topics)
+        .map(|t| ((t + 1, 0), format!("topic-{t}")))
+        .collect();
+    let config = GroupConfig {
+        flush,
+        retention: None,
+        ..GroupConfig::default()
+    };
+    let group = Arc::new(LogGroup::open(dir, config, &partitions)?);
+    let payload = Bytes::from(encode_batch(&[Message {
+        value: Bytes::from(vec![7u8; size - 24]),
+        timestamp_ms: 1,
+        ..Message::default()
+    }]));
+    let appended = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for w in 0..in_flight {
+        let group = group.clone();
+        let payload = payload.clone();
+        let appended = appended.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = w as u32;
+            while Instant::now() < deadline {
+                let key = (i % topics + 1, 0);
+                group.append(key, payload.clone(), 1).await.expect("append");
+                appended.fetch_add(1, Ordering::Relaxed);
+                i = i.wrapping_add(in_flight as u32);
+            }
+        }));
+    }
+    let started = Instant::now();
+    for t in tasks {
+        t.await?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let n = appended.load(Ordering::Relaxed) as f64;
+    let (commits, bytes) = group.commit_stats();
+    let g = group.clone();
+    tokio::task::spawn_blocking(move || g.close()).await?;
+    std::fs::remove_dir_all(dir)?;
+    Ok(AppendResult {
+        mb_s: n * size as f64 / secs / 1e6,
+        msgs_s: n / secs,
+        records_per_commit: n / commits.max(1) as f64,
+        bytes_per_commit: bytes as f64 / commits.max(1) as f64,
+    })
+}
+
+/// gRPC produce (batches of 100 x 1 KiB, 8 in flight) then fetch of everything produced.
+async fn grpc(dir: &Path, duration: Duration) -> anyhow::Result<Vec<Row>> {
+    let config = Config {
+        data_dir: dir.join("broker"),
+        log_groups: 4,
+        ..Config::default()
+    };
+    let broker = Arc::new(tokio::task::spawn_blocking(move || Broker::open(config)).await??);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tonic::transport::Server::builder()
+        .add_service(GrpcService::server(broker.clone()))
+        .serve_with_incoming(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        );
+    let server = tokio::spawn(server);
+    broker.create_topic("bench", 4)?;
+    let client = v1::broker_client::BrokerClient::connect(format!("http://{addr}"))
+        .await?
+        .max_decoding_message_size(usize::MAX);
+
+    let batch: Vec<v1::Message> = (0..100)
+        .map(|_| v1::Message {
+            value: Bytes::from(vec![3u8; 1000]),
+            ..v1::Message::default()
+        })
+        .collect();
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for w in 0..8u32 {
+        let mut client = client.clone();
+        let batch = batch.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new(3).expect("histogram");
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let r = v1::ProduceRequest {
+                    topic: "bench".into(),
+                    partition: w % 4,
+                    messages: batch.clone(),
+                    acks: v1::Acks::Quorum as i32,
+                };
+                client.produce(r).await.expect("produce");
+                hist.record(t.elapsed().as_micros() as u64).expect("record");
+                n += 100;
+            }
+            (n, hist)
+        }));
+    }
+    let started = Instant::now();
+    let mut produced = 0;
+    let mut produce_hist = Histogram::<u64>::new(3)?;
+    for t in tasks {
+        let (n, h) = t.await?;
+        produced += n;
+        produce_hist.add(h)?;
+    }
+    let produce_secs = started.elapsed().as_secs_f64();
+
+    // Fetch everything back, one task per partition.
+    let mut tasks = Vec::new();
+    for p in 0..4u32 {
+        let mut client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new(3).expect("histogram");
+            let (mut offset, mut n) = (0u64, 0u64);
+            loop {
+                let t = Instant::now();
+                let r = v1::FetchRequest {
+                    topic: "bench".into(),
+                    partition: p,
+                    offset,
+                    max_bytes: 1 << 20,
+                    max_wait_ms: 0,
+                };
+                let got = client.fetch(r).await.expect("fetch").into_inner();
+                hist.record(t.elapsed().as_micros() as u64).expect("record");
+                match got.messages.last() {
+                    Some(last) => {
+                        offset = last.offset + 1;
+                        n += got.messages.len() as u64;
+                    }
+                    None => return (n, hist),
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    let mut fetched = 0;
+    let mut fetch_hist = Histogram::<u64>::new(3)?;
+    for t in tasks {
+        let (n, h) = t.await?;
+        fetched += n;
+        fetch_hist.add(h)?;
+    }
+    let fetch_secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        fetched == produced,
+        "fetched {fetched} of {produced} messages"
+    );
+    server.abort();
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.close()).await?;
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    Ok(vec![
+        Row {
+            name: "(c) gRPC produce, 100 x 1 KiB per request, 8 in flight, fsync".into(),
+            mb_s: produced as f64 * 1000.0 / produce_secs / 1e6,
+            msgs_s: produced as f64 / produce_secs,
+            anchor_mb_s: 0.0,
+            note: format!(
+                "latency per request p50 {:.2} ms, p99 {:.2} ms",
+                ms(&produce_hist, 0.5),
+                ms(&produce_hist, 0.99)
+            ),
+        },
+        Row {
+            name: "(c) gRPC fetch, 1 MiB per request, 4 partitions".into(),
+            mb_s: fetched as f64 * 1000.0 / fetch_secs / 1e6,
+            msgs_s: fetched as f64 / fetch_secs,
+            anchor_mb_s: 0.0,
+            note: format!(
+                "latency per request p50 {:.2} ms, p99 {:.2} ms",
+                ms(&fetch_hist, 0.5),
+                ms(&fetch_hist, 0.99)
+            ),
+        },
+    ])
+}
+
+fn print_table(rows: &[Row], args: &Args) {
+    println!("| measurement | MB/s | messages/s | anchor (a) MB/s | ratio to (a) | notes |");
+    println!("| --- | ---: | ---: | ---: | ---: | --- |");
+    for r in rows {
+        println!(
+            "| {} | {:.1} | {:.0} | {:.1} | {:.2} | {} |",
+            r.name,
+            r.mb_s,
+            r.msgs_s,
+            r.anchor_mb_s,
+            r.mb_s / r.anchor_mb_s,
+            r.note
+        );
+    }
+    let find = |s: &str| rows.iter().find(|r| r.name == s).map(|r| r.mb_s);
+    for size in [100, 1024] {
+        for flush in [FlushPolicy::Fsync, FlushPolicy::Async] {
+            let one = find(&format!(
+                "(b) journal append, {size} B, 1 topic, {}",
+                flush_name(flush)
+            ));
+            let many = find(&format!(
+                "(b) journal append, {size} B, 1000 topics, {}",
+                flush_name(flush)
+            ));
+            if let (Some(one), Some(many)) = (one, many) {
+                println!(
+                    "\n1,000 topics vs 1 topic, {size} B, {}: {:.2}",
+                    flush_name(flush),
+                    many / one
+                );
+            }
+        }
+    }
+    println!(
+        "\n({} s per measurement, {} appends in flight, directory {})",
+        args.seconds,
+        args.in_flight,
+        args.dir.display()
+    );
+}

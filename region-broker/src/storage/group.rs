@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -86,6 +86,9 @@ struct Shared {
     stop: AtomicBool,
     /// Tests set this to stop the threads the way a crash would: no final flush.
     crashed: AtomicBool,
+    /// Group commits done, and the journal bytes they wrote.
+    commits: AtomicU64,
+    commit_bytes: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -157,6 +160,8 @@ impl LogGroup {
             visible,
             stop: AtomicBool::new(false),
             crashed: AtomicBool::new(false),
+            commits: AtomicU64::new(0),
+            commit_bytes: AtomicU64::new(0),
         });
         let (end, last_index, last_time) = shared.recover(&checkpoint, partitions)?;
         let writer = Writer::new(&shared.journal, end)?;
@@ -382,6 +387,14 @@ impl LogGroup {
         (
             self.shared.journal.disk_bytes(),
             self.shared.journal.segment_count(),
+        )
+    }
+
+    /// Group commits done since open, and the journal bytes they wrote.
+    pub fn commit_stats(&self) -> (u64, u64) {
+        (
+            self.shared.commits.load(Ordering::Relaxed),
+            self.shared.commit_bytes.load(Ordering::Relaxed),
         )
     }
 
@@ -894,6 +907,11 @@ impl Appender {
                 }
             }
         }
+        self.shared.commits.fetch_add(1, Ordering::Relaxed);
+        self.shared.commit_bytes.fetch_add(
+            self.writer.position().saturating_sub(mark.0),
+            Ordering::Relaxed,
+        );
         {
             let mut progress = self.shared.progress.lock().expect("progress lock poisoned");
             progress.written = self.writer.position();
@@ -1037,21 +1055,40 @@ impl Appender {
             });
         self.next_index = last_index + 1;
         *shared.offsets.lock().expect("offsets lock poisoned") = offsets;
-        {
-            let mut progress = shared.progress.lock().expect("progress lock poisoned");
-            progress.written = position;
-            progress.synced = position;
-            progress.indexed = progress.indexed.min(position);
-        }
+        // Index what the indexer had not reached yet: the writer takes the next offset of a
+        // partition it has not written since from the index's end, so that must be current.
         let indexed = shared
             .progress
             .lock()
             .expect("progress lock poisoned")
             .indexed;
-        shared.flush_and_checkpoint(position, indexed)?;
-        shared.visible.send_replace(indexed);
+        let synced = shared
+            .progress
+            .lock()
+            .expect("progress lock poisoned")
+            .synced;
+        shared.journal.sync_range(synced.min(position), position)?;
+        if indexed < position {
+            shared.index_range(indexed, position)?;
+        }
+        {
+            let mut progress = shared.progress.lock().expect("progress lock poisoned");
+            progress.written = position;
+            progress.synced = position;
+            progress.indexed = position;
+        }
+        shared.flush_and_checkpoint(position, position)?;
+        shared.visible.send_replace(position);
         tracing::info!(dir = %shared.dir_display, position, "journal truncated");
         Ok(())
+    }
+}
+
+/// The position below which records may be indexed (made visible) under `flush`.
+fn durable_position(p: &Progress, flush: FlushPolicy) -> u64 {
+    match flush {
+        FlushPolicy::Fsync => p.synced,
+        FlushPolicy::Async => p.written,
     }
 }
 
@@ -1084,32 +1121,25 @@ impl Indexer {
         let config = self.shared.config.clone();
         loop {
             let stopping = self.shared.stop.load(Ordering::SeqCst);
-            let durable = {
+            {
                 let progress = self.shared.progress.lock().expect("progress lock poisoned");
-                let durable = |p: &Progress| {
-                    if config.flush == FlushPolicy::Fsync {
-                        p.synced
-                    } else {
-                        p.written
-                    }
-                };
                 let wait = config
                     .flush_interval
                     .saturating_sub(self.last_flush.elapsed())
                     .max(Duration::from_millis(1));
-                let (progress, _) = self
+                let _ = self
                     .shared
                     .progress_changed
                     .wait_timeout_while(progress, wait, |p| {
-                        durable(p) <= p.indexed && !self.shared.stop.load(Ordering::SeqCst)
+                        durable_position(p, config.flush) <= p.indexed
+                            && !self.shared.stop.load(Ordering::SeqCst)
                     })
                     .expect("progress lock poisoned");
-                durable(&progress)
-            };
+            }
             if self.shared.crashed.load(Ordering::SeqCst) {
                 return;
             }
-            if let Err(e) = self.index_to(durable) {
+            if let Err(e) = self.index_to() {
                 tracing::error!(dir = %self.shared.dir_display, error = %e, "indexing failed");
             }
             if stopping || self.last_flush.elapsed() >= config.flush_interval {
@@ -1130,17 +1160,14 @@ impl Indexer {
         }
     }
 
-    fn index_to(&self, durable: u64) -> io::Result<()> {
+    /// Indexes every record below the durable position. The position is read under the
+    /// indexing lock, never from an earlier snapshot: a truncation may have moved the end
+    /// back (and appends moved it on again) since, and the end must be a record boundary.
+    fn index_to(&self) -> io::Result<()> {
         let _indexing = self.shared.indexing.lock().expect("indexing lock poisoned");
-        // Truncation may have moved the end back while we waited for the lock.
         let (from, to) = {
             let p = self.shared.progress.lock().expect("progress lock poisoned");
-            let durable = durable.min(if self.shared.config.flush == FlushPolicy::Fsync {
-                p.synced
-            } else {
-                p.written
-            });
-            (p.indexed, durable)
+            (p.indexed, durable_position(&p, self.shared.config.flush))
         };
         if to <= from {
             return Ok(());
@@ -1168,6 +1195,7 @@ impl Indexer {
             .expect("progress lock poisoned")
             .synced;
         if self.shared.config.flush == FlushPolicy::Async && synced < written {
+            self.shared.journal.sync_range(synced, written)?;
             let mut pos = synced.max(self.shared.journal.start());
             while pos < written {
                 let Some(seg) = self.shared.journal.segment_for(pos) else {

@@ -161,6 +161,19 @@ impl Journal {
         WalkEnd::Clean(pos)
     }
 
+    /// Syncs every segment holding bytes of `[from, to)`.
+    pub(crate) fn sync_range(&self, from: u64, to: u64) -> io::Result<()> {
+        let mut pos = from.max(self.start());
+        while pos < to {
+            let Some(seg) = self.segment_for(pos) else {
+                break;
+            };
+            seg.sync()?;
+            pos = seg.end();
+        }
+        Ok(())
+    }
+
     /// Makes `pos` the end of the journal: zeroes everything after it in its segment and
     /// deletes every later segment (last first, so a crash midway leaves a contiguous journal).
     pub(crate) fn cut(&self, pos: u64) -> io::Result<()> {

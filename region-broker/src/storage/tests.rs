@@ -97,6 +97,10 @@ fn payload(seed: usize, size: usize) -> Bytes {
 }
 
 fn run(ops: Vec<Op>, flush: FlushPolicy) -> Result<(), TestCaseError> {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("warn")
+        .try_init();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -179,14 +183,16 @@ fn run(ops: Vec<Op>, flush: FlushPolicy) -> Result<(), TestCaseError> {
                 garbage,
                 index_cut,
             } => {
-                let (_, written, synced, _) = group.positions();
                 group.crash();
+                // Read after the threads stopped: the indexer may sync until the very end.
+                let (_, written, synced, _) = group.positions();
                 drop(group);
                 let at = synced + ((written - synced) as f64 * cut) as u64;
-                tear_journal(&dir, at, written, garbage, n);
+                let changed = tear_journal(&dir, at, written, garbage, n);
                 shorten_indexes(&dir, index_cut);
-                // Records wholly before the cut survive; the rest were never synced.
-                model.retain(|r| r.end <= at);
+                // Records wholly before the first changed byte survive; recovery cuts the
+                // rest (a torn write may leave a record's bytes as they were meant to be).
+                model.retain(|r| r.end <= changed);
                 group = LogGroup::open(&dir, config(flush), &partitions()).unwrap();
             }
         }
@@ -204,12 +210,18 @@ fn run(ops: Vec<Op>, flush: FlushPolicy) -> Result<(), TestCaseError> {
 }
 
 /// Simulates a crash's effect on the journal: bytes from `at` to `written` are lost (zeroed),
-/// and with `garbage` the last write is torn into random bytes instead.
-fn tear_journal(dir: &Path, at: u64, written: u64, garbage: bool, seed: usize) {
+/// and with `garbage` the last write is torn into random bytes instead. Returns the first
+/// position whose byte changed (`u64::MAX` if none did).
+fn tear_journal(dir: &Path, at: u64, written: u64, garbage: bool, seed: usize) -> u64 {
+    let mut first_changed = u64::MAX;
     for entry in std::fs::read_dir(dir.join("journal")).unwrap() {
         let path = entry.unwrap().path();
         let start: u64 = path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
-        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
         let size = file.metadata().unwrap().len();
         let (from, to) = (at.max(start), (written + 64).min(start + size));
         if from < to {
@@ -220,9 +232,15 @@ fn tear_journal(dir: &Path, at: u64, written: u64, garbage: bool, seed: usize) {
             } else {
                 vec![0; (to - from) as usize]
             };
+            let mut before = vec![0; bytes.len()];
+            file.read_exact_at(&mut before, from - start).unwrap();
+            if let Some(i) = before.iter().zip(&bytes).position(|(a, b)| a != b) {
+                first_changed = first_changed.min(from + i as u64);
+            }
             file.write_all_at(&bytes, from - start).unwrap();
         }
     }
+    first_changed
 }
 
 /// Cuts each index file somewhere past what the checkpoint vouches for, possibly leaving a
