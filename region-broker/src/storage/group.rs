@@ -646,10 +646,17 @@ impl Shared {
     fn flush_and_checkpoint(&self, synced: u64, indexed: u64) -> io::Result<()> {
         let indexes = self.indexes.read().expect("indexes lock poisoned");
         let mut counts = Vec::with_capacity(indexes.len());
+        let mut written = false;
         for (key, index) in indexes.iter() {
             let mut index = index.lock().expect("index lock poisoned");
-            index.flush()?;
+            written |= index.write_pending()?;
             counts.push((key.0, key.1, index.end()));
+        }
+        if written {
+            // One syncfs instead of an fsync per index file: with thousands of partitions,
+            // per-file fsyncs cost more disk time than the journal itself. It also flushes
+            // other dirty data on the filesystem, which on a broker's data disk is its own.
+            super::segment::sync_filesystem(&self.dir)?;
         }
         counts.sort_unstable();
         Checkpoint {

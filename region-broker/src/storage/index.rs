@@ -187,8 +187,9 @@ impl PartitionIndex {
         Ok(())
     }
 
-    /// Writes pending entries to the files and syncs every file written since the last flush.
-    pub(crate) fn flush(&mut self) -> io::Result<()> {
+    /// Writes pending entries to the files (the page cache) without syncing; returns whether
+    /// anything was written since the last call. The group syncs every index at once.
+    pub(crate) fn write_pending(&mut self) -> io::Result<bool> {
         let mut at = 0;
         while at < self.pending.len() {
             let offset = self.written + (at / ENTRY_LEN) as u64;
@@ -205,13 +206,7 @@ impl PartitionIndex {
         }
         self.written = self.end();
         self.pending.clear();
-        if self.dirty {
-            for file in self.files.values() {
-                file.sync_data()?;
-            }
-            self.dirty = false;
-        }
-        Ok(())
+        Ok(std::mem::take(&mut self.dirty))
     }
 
     /// Deletes the index from disk.
@@ -320,7 +315,7 @@ mod tests {
             idx.push(o, e(o * 100, 1000 + o as i64 * 10));
         }
         assert_eq!(idx.get(3).unwrap(), Some(e(300, 1030)));
-        idx.flush().unwrap();
+        idx.write_pending().unwrap();
         assert_eq!(idx.get(9).unwrap(), Some(e(900, 1090)));
         assert_eq!(idx.first_at_time(1045).unwrap(), 5);
         assert_eq!(idx.first_at_position(0, 450).unwrap(), 5);
@@ -347,7 +342,7 @@ mod tests {
         let mut idx = PartitionIndex::open(dir.path(), 4, 0).unwrap();
         idx.push(6, e(5000, 1));
         idx.push(7, e(5100, 2));
-        idx.flush().unwrap();
+        idx.write_pending().unwrap();
         assert_eq!(idx.earliest(), 6);
         assert_eq!(idx.get(5).unwrap(), None);
         assert_eq!(idx.first_at_position(0, 5000).unwrap(), 6);

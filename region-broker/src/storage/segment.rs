@@ -150,6 +150,18 @@ fn preallocate(file: &File, size: u64) -> io::Result<()> {
     }
 }
 
+/// Flushes every dirty page of the filesystem holding `path` (`syncfs(2)`).
+pub(crate) fn sync_filesystem(path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = File::open(path)?;
+    // SAFETY: plain syscall on an owned, open descriptor.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Makes a directory's entries (created, renamed or removed files) durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

@@ -414,3 +414,48 @@ fn retention_deletes_whole_segments_trims_indexes_and_keeps_committed_offsets() 
     assert_eq!(group.committed_offset("early", key), Some(3));
     group.close();
 }
+
+#[test]
+fn a_truncation_interrupted_after_its_intent_is_finished_by_recovery() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("group-0");
+    let group = LogGroup::open(&dir, config(FlushPolicy::Fsync), &partitions()).unwrap();
+    let key = (2, 1);
+    let mut positions = Vec::new();
+    for i in 0..40 {
+        positions.push(
+            rt.block_on(group.append(key, payload(i, 150), 2))
+                .unwrap()
+                .position,
+        );
+    }
+    rt.block_on(group.commit_offset("g", key, 10)).unwrap();
+    let cut = positions[25];
+    rt.block_on(group.commit_offset("g", key, 60)).unwrap();
+    group.close();
+    drop(group);
+    // The process died right after recording the intent: nothing else was done.
+    let mut checkpoint = super::checkpoint::Checkpoint::load(&dir).unwrap().unwrap();
+    checkpoint.truncate_to = Some(cut);
+    checkpoint.store(&dir).unwrap();
+
+    let group = LogGroup::open(&dir, config(FlushPolicy::Fsync), &partitions()).unwrap();
+    assert_eq!(group.offsets(key).unwrap(), (0, 50));
+    assert_eq!(group.positions().1, cut);
+    // Both commits were after the cut.
+    assert_eq!(group.committed_offset("g", key), None);
+    let next = rt.block_on(group.append(key, payload(99, 10), 1)).unwrap();
+    assert_eq!((next.base_offset, next.position), (50, cut));
+    assert!(
+        super::checkpoint::Checkpoint::load(&dir)
+            .unwrap()
+            .unwrap()
+            .truncate_to
+            .is_none()
+    );
+    group.close();
+}
