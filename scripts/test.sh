@@ -40,4 +40,12 @@ step "cargo build (binaries the cross-process tests start)"
 cargo build --workspace --locked --bins
 
 step "cargo test"
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+# One closing line over every test binary (cargo prints one per binary, the last often a
+# doc-test run with nothing in it).
+read -r passed failed < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { print p + 0, f + 0 }' "$log")
+[ "${passed:-0}" -gt 0 ] || die "no test ran"
+echo
+echo "tests: ${passed} passed, ${failed} failed"

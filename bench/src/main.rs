@@ -275,13 +275,7 @@ async fn grpc(dir: &Path, duration: Duration) -> anyhow::Result<Vec<Row>> {
         }));
     }
     let started = Instant::now();
-    let mut produced = 0;
-    let mut produce_hist = Histogram::<u64>::new(3)?;
-    for t in tasks {
-        let (n, h) = t.await?;
-        produced += n;
-        produce_hist.add(h)?;
-    }
+    let (produced, produce_hist) = join_counts(tasks).await?;
     let produce_secs = started.elapsed().as_secs_f64();
 
     // Fetch everything back, one task per partition.
@@ -313,13 +307,7 @@ async fn grpc(dir: &Path, duration: Duration) -> anyhow::Result<Vec<Row>> {
         }));
     }
     let started = Instant::now();
-    let mut fetched = 0;
-    let mut fetch_hist = Histogram::<u64>::new(3)?;
-    for t in tasks {
-        let (n, h) = t.await?;
-        fetched += n;
-        fetch_hist.add(h)?;
-    }
+    let (fetched, fetch_hist) = join_counts(tasks).await?;
     let fetch_secs = started.elapsed().as_secs_f64();
     anyhow::ensure!(
         fetched == produced,
@@ -353,6 +341,20 @@ async fn grpc(dir: &Path, duration: Duration) -> anyhow::Result<Vec<Row>> {
             ),
         },
     ])
+}
+
+/// Waits for tasks that each return a message count and a latency histogram; sums both.
+async fn join_counts(
+    tasks: Vec<tokio::task::JoinHandle<(u64, Histogram<u64>)>>,
+) -> anyhow::Result<(u64, Histogram<u64>)> {
+    let mut total = 0;
+    let mut hist = Histogram::<u64>::new(3)?;
+    for t in tasks {
+        let (n, h) = t.await?;
+        total += n;
+        hist.add(h)?;
+    }
+    Ok((total, hist))
 }
 
 fn print_table(rows: &[Row], args: &Args) {

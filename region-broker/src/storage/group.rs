@@ -878,11 +878,7 @@ impl Appender {
                 // disk's contents are unknown until recovery re-reads them (PostgreSQL's
                 // "fsyncgate"). Refuse further writes.
                 tracing::error!(dir = %self.shared.dir_display, error = %e, "fsync failed: the log group refuses writes until restart");
-                self.shared
-                    .progress
-                    .lock()
-                    .expect("progress lock poisoned")
-                    .fatal = Some("fsync failed");
+                self.set_fatal("fsync failed");
                 AppendError::Fatal {
                     dir: self.shared.dir_display.clone(),
                     reason: e.to_string(),
@@ -891,11 +887,7 @@ impl Appender {
                 tracing::warn!(dir = %self.shared.dir_display, error = %e, "journal write failed: the appends were not stored");
                 if let Err(cut) = self.writer.rewind(&self.shared.journal, mark.0) {
                     tracing::error!(dir = %self.shared.dir_display, error = %cut, "could not cut a failed write: the log group refuses writes until restart");
-                    self.shared
-                        .progress
-                        .lock()
-                        .expect("progress lock poisoned")
-                        .fatal = Some("failed write could not be cut");
+                    self.set_fatal("failed write could not be cut");
                 }
                 (self.next_index, self.next_offsets) = (mark.1, mark.2);
                 self.io_error(&e)
@@ -994,6 +986,15 @@ impl Appender {
             },
             commit,
         )))
+    }
+
+    /// Makes the group refuse writes until restart.
+    fn set_fatal(&self, reason: &'static str) {
+        self.shared
+            .progress
+            .lock()
+            .expect("progress lock poisoned")
+            .fatal = Some(reason);
     }
 
     fn io_error(&self, e: &io::Error) -> AppendError {

@@ -46,6 +46,13 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 fn partitions() -> Vec<(PartitionKey, String)> {
     TOPICS
         .iter()
@@ -101,10 +108,7 @@ fn run(ops: Vec<Op>, flush: FlushPolicy) -> Result<(), TestCaseError> {
         .with_test_writer()
         .with_env_filter("warn")
         .try_init();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let tmp = tempfile::tempdir_in(if Path::new("/dev/shm").is_dir() {
         "/dev/shm"
     } else {
@@ -368,10 +372,7 @@ proptest! {
 
 #[test]
 fn retention_deletes_whole_segments_trims_indexes_and_keeps_committed_offsets() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("group-0");
     let config = GroupConfig {
@@ -417,10 +418,7 @@ fn retention_deletes_whole_segments_trims_indexes_and_keeps_committed_offsets() 
 
 #[test]
 fn a_truncation_interrupted_after_its_intent_is_finished_by_recovery() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("group-0");
     let group = LogGroup::open(&dir, config(FlushPolicy::Fsync), &partitions()).unwrap();
