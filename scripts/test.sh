@@ -39,6 +39,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo build (binaries the cross-process tests start)"
 cargo build --workspace --locked --bins
 
+step "fuzz targets (coverage-guided, 20 s each)"
+bash fuzz/run.sh 20
+
 step "cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

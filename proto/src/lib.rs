@@ -1,18 +1,20 @@
 //! Wire types shared by every Meridian crate.
 //!
-//! Two kinds of thing live here: the generated gRPC API (`v1`), and pure codecs over bytes
-//! (`batch`: the message batch that a journal record carries). Nothing in this crate does I/O
-//! or depends on a runtime; codecs take and return buffers and are property-tested and fuzzed
-//! on their own.
+//! Two kinds of thing live here: the generated gRPC API (`v1`, behind the default `grpc`
+//! feature), and pure codecs over bytes (`record`: the journal record; `batch`: the message
+//! batch a record carries). Nothing in this crate does I/O or depends on a runtime; codecs
+//! take and return buffers and are property-tested and fuzzed (`fuzz/`) on their own.
 #![warn(missing_docs)]
 
 pub mod batch;
 pub mod names;
+pub mod record;
 
 /// The native gRPC API, generated from `proto/meridian.proto` by `tonic-prost-build`.
 ///
 /// The generated file is committed so that building Meridian needs no `protoc`; the
 /// `codegen_is_fresh` test regenerates it and fails when the committed copy is stale.
+#[cfg(feature = "grpc")]
 #[allow(missing_docs, unreachable_pub, unused_qualifications, clippy::all)]
 pub mod v1 {
     include!("generated/meridian.v1.rs");

@@ -9,7 +9,6 @@ mod checkpoint;
 mod group;
 mod index;
 mod journal;
-pub mod record;
 mod segment;
 #[cfg(test)]
 mod tests;
@@ -18,6 +17,7 @@ use std::time::Duration;
 
 pub use group::{Appended, LogGroup, ReadBatch};
 pub use journal::ReadFailure;
+pub use meridian_proto::record;
 
 /// Identifies a partition inside a group: `(topic_id, partition)`.
 pub type PartitionKey = (u32, u32);

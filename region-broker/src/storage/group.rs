@@ -29,8 +29,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::checkpoint::Checkpoint;
 use super::index::{Entry, PartitionIndex};
 use super::journal::{Journal, WalkEnd, Writer};
-use super::record::{self, HEADER_LEN, RecordHeader, RecordKind};
 use super::{AppendError, FlushPolicy, GroupConfig, PartitionKey, ReadError};
+use meridian_proto::record::{self, HEADER_LEN, RecordHeader, RecordKind};
 
 /// What an acknowledged append got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

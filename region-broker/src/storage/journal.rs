@@ -12,8 +12,8 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 
-use super::record::{self, Parsed, RecordHeader, SEGMENT_END_LEN};
 use super::segment::{self, Segment};
+use meridian_proto::record::{self, Parsed, RecordHeader, SEGMENT_END_LEN};
 
 /// The segments of one journal. Readers clone segment handles under a short read lock; the
 /// single writer ([`Writer`]) and retention take the write lock only to add or drop a segment.

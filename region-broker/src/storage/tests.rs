@@ -139,7 +139,7 @@ fn run(ops: Vec<Op>, flush: FlushPolicy) -> Result<(), TestCaseError> {
                         _ => None,
                     });
                 prop_assert_eq!(appended.base_offset, base.unwrap_or(0));
-                let end = appended.position + (super::record::HEADER_LEN + size) as u64;
+                let end = appended.position + (meridian_proto::record::HEADER_LEN + size) as u64;
                 model.push(Rec {
                     key,
                     position: appended.position,
@@ -161,8 +161,8 @@ fn run(ops: Vec<Op>, flush: FlushPolicy) -> Result<(), TestCaseError> {
                 let appended = rt
                     .block_on(group.commit_offset(&name, key, offset))
                     .unwrap();
-                let end =
-                    appended.position + (super::record::HEADER_LEN + 2 + name.len() + 8) as u64;
+                let end = appended.position
+                    + (meridian_proto::record::HEADER_LEN + 2 + name.len() + 8) as u64;
                 model.push(Rec {
                     key,
                     position: appended.position,

@@ -1,4 +1,5 @@
-//! The journal record: a fixed header followed by a payload, checksummed as one.
+//! The journal record: a fixed header followed by a payload, checksummed as one. The storage
+//! engine writes and reads it; it lives here as a pure codec so it can be fuzzed alone.
 //!
 //! ```text
 //! 0   len             u32   whole record, header included
