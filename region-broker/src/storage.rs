@@ -15,7 +15,7 @@ mod tests;
 
 use std::time::Duration;
 
-pub use group::{Appended, LogGroup, ReadBatch};
+pub use group::{Appended, LogGroup, ReadBatch, RecordChunk};
 pub use journal::ReadFailure;
 pub use meridian_proto::record;
 
@@ -56,6 +56,10 @@ pub struct GroupConfig {
     pub commit_bytes_max: usize,
     /// Leadership term stamped on records (replication sets it; a single broker uses 1).
     pub term: u64,
+    /// Whether a replication layer decides what is committed ([`LogGroup::set_watermark`]):
+    /// then only committed records are indexed and visible. Without it, every durable
+    /// record is.
+    pub replicated: bool,
 }
 
 impl Default for GroupConfig {
@@ -71,6 +75,7 @@ impl Default for GroupConfig {
             append_queue_max: 4096,
             commit_bytes_max: 4 << 20,
             term: 1,
+            replicated: false,
         }
     }
 }
@@ -103,6 +108,15 @@ pub enum AppendError {
         /// The group's directory.
         dir: String,
         /// The first error.
+        reason: String,
+    },
+    /// A replicated record does not continue this replica's history (wrong index, offset
+    /// or position): the replica must truncate to where it agrees with the leader.
+    #[error("replica {dir} diverged from the leader: {reason}")]
+    Diverged {
+        /// The group's directory.
+        dir: String,
+        /// What does not match.
         reason: String,
     },
     /// The group is shutting down.

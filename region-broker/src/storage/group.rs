@@ -43,6 +43,17 @@ pub struct Appended {
     pub append_time_ms: i64,
 }
 
+/// Whole records of one segment, as a replica pulls them.
+#[derive(Debug, Clone)]
+pub struct RecordChunk {
+    /// Journal position of the first record.
+    pub position: u64,
+    /// The records, byte for byte.
+    pub records: Bytes,
+    /// Where the next read starts.
+    pub next: u64,
+}
+
 /// One batch returned by a read.
 #[derive(Debug, Clone)]
 pub struct ReadBatch {
@@ -99,8 +110,52 @@ struct Progress {
     synced: u64,
     /// End of records in the indexes.
     indexed: u64,
+    /// With replication: the end of committed records (what enough replicas hold). Only
+    /// records below it are indexed and visible.
+    watermark: u64,
     /// Set once a sync failed: the group takes no more writes.
     fatal: Option<&'static str>,
+}
+
+/// What a walk over the journal restores: consumer offsets, each partition's next offset,
+/// and the last record's index and time. Recovery and truncation both build one, so the
+/// writer's offsets never depend on how far the indexer got.
+#[derive(Debug, Default)]
+struct Scan {
+    last_index: u64,
+    last_time: i64,
+    offsets: HashMap<OffsetKey, (u64, u64)>,
+    next_offsets: HashMap<PartitionKey, u64>,
+    /// Where the sequence of record indexes broke, if it did.
+    broken_at: Option<u64>,
+}
+
+impl Scan {
+    fn visit(&mut self, pos: u64, h: &RecordHeader, payload: &Bytes) {
+        if self.broken_at.is_some() {
+            return;
+        }
+        if self.last_index != 0 && h.index != self.last_index + 1 {
+            self.broken_at = Some(pos);
+            return;
+        }
+        self.last_index = h.index;
+        self.last_time = h.append_time_ms;
+        match h.kind {
+            RecordKind::OffsetCommit => {
+                if let Some((group, offset)) = record::decode_offset_commit(payload) {
+                    self.offsets
+                        .insert((group, h.topic_id, h.partition), (offset, pos));
+                }
+            }
+            RecordKind::Batch => {
+                self.next_offsets.insert(
+                    (h.topic_id, h.partition),
+                    h.base_offset + u64::from(h.count),
+                );
+            }
+        }
+    }
 }
 
 enum Command {
@@ -117,8 +172,20 @@ enum Command {
 }
 
 enum Body {
-    Batch { payload: Bytes, count: u32 },
-    Commit { group: String, offset: u64 },
+    Batch {
+        payload: Bytes,
+        count: u32,
+    },
+    Commit {
+        group: String,
+        offset: u64,
+    },
+    /// A record copied from another replica, to be written at `position` unchanged.
+    Verbatim {
+        position: u64,
+        header: RecordHeader,
+        bytes: Bytes,
+    },
 }
 
 impl LogGroup {
@@ -153,6 +220,7 @@ impl LogGroup {
                 written: 0,
                 synced: 0,
                 indexed: 0,
+                watermark: 0,
                 fatal: None,
             }),
             progress_changed: Condvar::new(),
@@ -163,7 +231,7 @@ impl LogGroup {
             commits: AtomicU64::new(0),
             commit_bytes: AtomicU64::new(0),
         });
-        let (end, last_index, last_time) = shared.recover(&checkpoint, partitions)?;
+        let (end, scan) = shared.recover(&checkpoint, partitions)?;
         let writer = Writer::new(&shared.journal, end)?;
         let (tx, rx) = mpsc::channel(shared.config.append_queue_max);
         let mut threads = Vec::new();
@@ -175,9 +243,10 @@ impl LogGroup {
             shared: shared.clone(),
             writer,
             rx,
-            next_index: last_index + 1,
-            last_time,
-            next_offsets: HashMap::new(),
+            next_index: scan.last_index + 1,
+            last_time: scan.last_time,
+            next_offsets: scan.next_offsets,
+            undo: Vec::new(),
         };
         threads.push(
             std::thread::Builder::new()
@@ -390,6 +459,78 @@ impl LogGroup {
         )
     }
 
+    /// Sets the commit watermark of a replicated group: records below `position` are
+    /// committed, and become visible once durable here. It never moves back.
+    pub fn set_watermark(&self, position: u64) {
+        let mut p = self.shared.progress.lock().expect("progress lock poisoned");
+        p.watermark = p.watermark.max(position);
+        drop(p);
+        self.shared.progress_changed.notify_all();
+    }
+
+    /// Reads whole records from `from` (a record boundary), for a replica pulling by
+    /// position: only records durable here, from one segment, about `max_bytes` (at least one
+    /// record when any is available).
+    pub fn read_records(&self, from: u64, max_bytes: usize) -> Result<RecordChunk, ReadError> {
+        let durable = {
+            let p = self.shared.progress.lock().expect("progress lock poisoned");
+            match self.shared.config.flush {
+                FlushPolicy::Fsync => p.synced,
+                FlushPolicy::Async => p.written,
+            }
+        };
+        let (position, records, next) = self.shared.journal.read_chunk(from, durable, max_bytes)?;
+        Ok(RecordChunk {
+            position,
+            records,
+            next,
+        })
+    }
+
+    /// Appends records read from another replica ([`LogGroup::read_records`]) byte for byte
+    /// (same term, index, offsets and times) at the same journal position; resolves with the
+    /// end position once they are durable here. Records that do not continue this replica's
+    /// history are refused with [`AppendError::Diverged`].
+    pub async fn append_records(&self, chunk: &RecordChunk) -> Result<u64, AppendError> {
+        let mut waits = Vec::new();
+        let mut at = 0usize;
+        while at < chunk.records.len() {
+            let header = match record::parse(&chunk.records[at..]) {
+                record::Parsed::Record(h) => h,
+                other => {
+                    return Err(AppendError::Diverged {
+                        dir: self.shared.dir_display.clone(),
+                        reason: format!(
+                            "byte {at} of the replicated chunk is not a record: {other:?}"
+                        ),
+                    });
+                }
+            };
+            let len = header.len as usize;
+            let body = Body::Verbatim {
+                position: chunk.position + at as u64,
+                header,
+                bytes: chunk.records.slice(at..at + len),
+            };
+            let (reply, rx) = oneshot::channel();
+            self.tx
+                .send(Command::Append {
+                    key: (header.topic_id, header.partition),
+                    body,
+                    reply,
+                })
+                .await
+                .map_err(|_| AppendError::Closed)?;
+            waits.push(rx);
+            at += len;
+        }
+        for rx in waits {
+            rx.await.map_err(|_| AppendError::Closed)??;
+        }
+        // Every record landed where the leader has it (checked as each was staged).
+        Ok(chunk.position + chunk.records.len() as u64)
+    }
+
     /// Group commits done since open, and the journal bytes they wrote.
     pub fn commit_stats(&self) -> (u64, u64) {
         (
@@ -477,35 +618,17 @@ impl Shared {
         &self,
         checkpoint: &Checkpoint,
         partitions: &[(PartitionKey, String)],
-    ) -> io::Result<(u64, u64, i64)> {
+    ) -> io::Result<(u64, Scan)> {
         let started = Instant::now();
         let start = self.journal.start();
-        let mut last_index = 0;
-        let mut last_time = 0;
-        let mut broken_order = None;
-        let mut offsets = HashMap::new();
+        let mut scan = Scan::default();
         let walk_end = self.journal.walk_verified_from(
             start,
             u64::MAX,
             checkpoint.journal_synced,
-            |pos, h, payload| {
-                if broken_order.is_some() {
-                    return;
-                }
-                if last_index != 0 && h.index != last_index + 1 {
-                    broken_order = Some(pos);
-                    return;
-                }
-                last_index = h.index;
-                last_time = h.append_time_ms;
-                if h.kind == RecordKind::OffsetCommit
-                    && let Some((group, offset)) = record::decode_offset_commit(payload)
-                {
-                    offsets.insert((group, h.topic_id, h.partition), (offset, pos));
-                }
-            },
+            |pos, h, payload| scan.visit(pos, h, payload),
         );
-        let end = match (broken_order, &walk_end) {
+        let end = match (scan.broken_at, &walk_end) {
             (Some(pos), _) => {
                 tracing::warn!(dir = %self.dir_display, position = pos, "record sequence breaks: cutting the journal there");
                 pos
@@ -518,11 +641,7 @@ impl Shared {
         };
         // The walk stopped at the first bad record; what follows it was never acknowledged.
         self.journal.cut(end)?;
-        if broken_order.is_some() {
-            // Offsets past the cut must not survive it.
-            offsets.retain(|_, &mut (_, pos)| pos < end);
-        }
-        *self.offsets.lock().expect("offsets lock poisoned") = offsets;
+        *self.offsets.lock().expect("offsets lock poisoned") = std::mem::take(&mut scan.offsets);
 
         // Indexes: keep what the checkpoint vouches for (and the journal still holds), then
         // rebuild the rest from the journal.
@@ -561,20 +680,28 @@ impl Shared {
             indexes.insert(*key, Arc::new(Mutex::new(index)));
         }
         *self.indexes.write().expect("indexes lock poisoned") = indexes;
-        let rebuilt = self.index_range(rebuild_from, end)?;
-        self.flush_and_checkpoint(end, end)?;
+        // A replicated group indexes only what was committed when it last checkpointed; the
+        // leader announces the watermark again. Otherwise everything durable is visible.
+        let visible = if self.config.replicated {
+            checkpoint.indexed.min(end)
+        } else {
+            end
+        };
+        let rebuilt = self.index_range(rebuild_from.min(visible), visible)?;
+        self.flush_and_checkpoint(end, visible)?;
         *self.progress.lock().expect("progress lock poisoned") = Progress {
             written: end,
             synced: end,
-            indexed: end,
+            indexed: visible,
+            watermark: visible,
             fatal: None,
         };
-        self.visible.send_replace(end);
+        self.visible.send_replace(visible);
         tracing::info!(
             dir = %self.dir_display, start, end, records_reindexed = rebuilt,
             elapsed_ms = started.elapsed().as_millis() as u64, "log group recovered"
         );
-        Ok((end, last_index, last_time))
+        Ok((end, scan))
     }
 
     /// Adds index entries for the records in `[from, to)`; returns how many records it
@@ -767,8 +894,11 @@ struct Appender {
     rx: mpsc::Receiver<Command>,
     next_index: u64,
     last_time: i64,
-    /// Next offset of each partition written since start (others: the index's end).
+    /// Next offset of each partition with records in the journal (others: the index's end,
+    /// for partitions whose records retention deleted).
     next_offsets: HashMap<PartitionKey, u64>,
+    /// Previous values of `next_offsets` changed by the commit in progress, to undo it.
+    undo: Vec<(PartitionKey, Option<u64>)>,
 }
 
 struct StagedReply {
@@ -837,27 +967,20 @@ impl Appender {
             }
             return;
         }
-        let mark = (
-            self.writer.position(),
-            self.next_index,
-            self.next_offsets.clone(),
-        );
+        self.undo.clear();
+        let mark = (self.writer.position(), self.next_index);
         let mut staged = Vec::with_capacity(appends.len());
         let mut result = Ok(());
         let time = now_ms().max(self.last_time);
         for (key, body, reply) in appends {
             match self.stage(key, &body, time) {
-                Ok(Some((appended, commit))) => staged.push(StagedReply {
+                Ok(Ok((appended, commit))) => staged.push(StagedReply {
                     reply,
                     appended,
                     commit,
                 }),
-                Ok(None) => {
-                    let len = HEADER_LEN + body_len(&body);
-                    let _ = reply.send(Err(AppendError::TooLarge {
-                        len,
-                        segment_bytes: self.shared.config.segment_bytes,
-                    }));
+                Ok(Err(refused)) => {
+                    let _ = reply.send(Err(refused));
                 }
                 Err(e) => {
                     let _ = reply.send(Err(self.io_error(&e)));
@@ -889,7 +1012,13 @@ impl Appender {
                     tracing::error!(dir = %self.shared.dir_display, error = %cut, "could not cut a failed write: the log group refuses writes until restart");
                     self.set_fatal("failed write could not be cut");
                 }
-                (self.next_index, self.next_offsets) = (mark.1, mark.2);
+                self.next_index = mark.1;
+                for (key, old) in self.undo.drain(..).rev() {
+                    match old {
+                        Some(v) => self.next_offsets.insert(key, v),
+                        None => self.next_offsets.remove(&key),
+                    };
+                }
                 self.io_error(&e)
             };
             for s in staged {
@@ -897,7 +1026,7 @@ impl Appender {
             }
             return;
         }
-        self.last_time = time;
+        self.last_time = self.last_time.max(time);
         {
             let mut offsets = self.shared.offsets.lock().expect("offsets lock poisoned");
             for s in &staged {
@@ -928,12 +1057,22 @@ impl Appender {
     }
 
     /// Encodes one append into the writer's buffer; `None` if it can never fit a segment.
-    fn stage(&mut self, key: PartitionKey, body: &Body, time: i64) -> io::Result<Option<Staged>> {
+    /// Encodes one append into the writer's buffer. The inner error refuses this append
+    /// alone; the outer one is an I/O failure that fails the whole group commit.
+    fn stage(
+        &mut self,
+        key: PartitionKey,
+        body: &Body,
+        time: i64,
+    ) -> io::Result<Result<Staged, AppendError>> {
         let len = HEADER_LEN + body_len(body);
         if len as u64 + record::SEGMENT_END_LEN > self.shared.config.segment_bytes
             || len > u32::MAX as usize - 1
         {
-            return Ok(None);
+            return Ok(Err(AppendError::TooLarge {
+                len,
+                segment_bytes: self.shared.config.segment_bytes,
+            }));
         }
         let next = match self.next_offsets.get(&key) {
             Some(&n) => n,
@@ -943,16 +1082,68 @@ impl Appender {
                 .map(|i| i.lock().expect("index lock poisoned").end())
                 .unwrap_or(0),
         };
-        let (kind, count, base_offset, commit_payload) = match body {
-            Body::Batch { count, .. } => (RecordKind::Batch, *count, next, None),
-            Body::Commit { group, offset } => (
-                RecordKind::OffsetCommit,
-                0,
-                *offset,
-                Some(record::encode_offset_commit(group, *offset)),
-            ),
+        let header = match body {
+            Body::Batch { count, .. } => {
+                self.header(key, len, RecordKind::Batch, *count, next, time)
+            }
+            Body::Commit { offset, .. } => {
+                self.header(key, len, RecordKind::OffsetCommit, 0, *offset, time)
+            }
+            Body::Verbatim {
+                position, header, ..
+            } => {
+                if let Err(reason) = self.check_verbatim(header, next, *position, len) {
+                    return Ok(Err(AppendError::Diverged {
+                        dir: self.shared.dir_display.clone(),
+                        reason,
+                    }));
+                }
+                *header
+            }
         };
-        let header = RecordHeader {
+        let (position, buf) = self.writer.stage(&self.shared.journal, len)?;
+        match body {
+            Body::Batch { payload, .. } => record::encode(buf, &header, payload),
+            Body::Commit { group, offset } => {
+                record::encode(buf, &header, &record::encode_offset_commit(group, *offset))
+            }
+            // Byte for byte what the leader wrote; its checksum was verified on parsing.
+            Body::Verbatim { bytes, .. } => buf.extend_from_slice(bytes),
+        }
+        self.next_index += 1;
+        if header.kind == RecordKind::Batch {
+            let old = self
+                .next_offsets
+                .insert(key, header.base_offset + u64::from(header.count));
+            self.undo.push((key, old));
+        }
+        self.last_time = self.last_time.max(header.append_time_ms);
+        let commit = match body {
+            Body::Commit { group, offset } => Some(((group.clone(), key.0, key.1), *offset)),
+            Body::Verbatim { bytes, .. } if header.kind == RecordKind::OffsetCommit => {
+                record::decode_offset_commit(&bytes.slice(HEADER_LEN..))
+                    .map(|(g, o)| ((g, key.0, key.1), o))
+            }
+            _ => None,
+        };
+        let appended = Appended {
+            base_offset: header.base_offset,
+            position,
+            append_time_ms: header.append_time_ms,
+        };
+        Ok(Ok((appended, commit)))
+    }
+
+    fn header(
+        &self,
+        key: PartitionKey,
+        len: usize,
+        kind: RecordKind,
+        count: u32,
+        base_offset: u64,
+        time: i64,
+    ) -> RecordHeader {
+        RecordHeader {
             len: len as u32,
             kind,
             topic_id: key.0,
@@ -962,30 +1153,37 @@ impl Appender {
             index: self.next_index,
             append_time_ms: time,
             base_offset,
-        };
-        let (position, buf) = self.writer.stage(&self.shared.journal, len)?;
-        match body {
-            Body::Batch { payload, .. } => record::encode(buf, &header, payload),
-            Body::Commit { .. } => {
-                record::encode(buf, &header, commit_payload.as_deref().unwrap_or_default())
-            }
         }
-        self.next_index += 1;
-        let commit = match body {
-            Body::Batch { count, .. } => {
-                self.next_offsets.insert(key, next + u64::from(*count));
-                None
-            }
-            Body::Commit { group, offset } => Some(((group.clone(), key.0, key.1), *offset)),
-        };
-        Ok(Some((
-            Appended {
-                base_offset,
-                position,
-                append_time_ms: time,
-            },
-            commit,
-        )))
+    }
+
+    /// A replicated record must continue this replica's history exactly: the next record
+    /// index, the partition's next offset, and the same journal position as on the leader.
+    fn check_verbatim(
+        &self,
+        h: &RecordHeader,
+        next_offset: u64,
+        position: u64,
+        len: usize,
+    ) -> Result<(), String> {
+        if h.index != self.next_index {
+            return Err(format!(
+                "record index {} arrived but this replica expects {}",
+                h.index, self.next_index
+            ));
+        }
+        if h.kind == RecordKind::Batch && h.base_offset != next_offset {
+            return Err(format!(
+                "partition {}/{} record starts at offset {} but this replica's next offset is {next_offset}",
+                h.topic_id, h.partition, h.base_offset
+            ));
+        }
+        let here = self.writer.next_position(len);
+        if here != position {
+            return Err(format!(
+                "record lands at position {here} here but at {position} on the leader: are the segment sizes the same?"
+            ));
+        }
+        Ok(())
     }
 
     /// Makes the group refuse writes until restart.
@@ -1012,24 +1210,35 @@ impl Appender {
     }
 
     fn truncate(&mut self, position: u64) -> io::Result<()> {
-        let shared = &self.shared;
+        let shared = self.shared.clone();
         let end = self.writer.position();
-        if position > end || position < shared.journal.start() {
-            return Err(io::Error::new(
+        let invalid = |why: String| {
+            io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!(
-                    "cannot truncate to {position}: the journal holds {}..{end}",
-                    shared.journal.start()
-                ),
-            ));
+                format!("cannot truncate to {position}: {why}"),
+            )
+        };
+        if position > end || position < shared.journal.start() {
+            return Err(invalid(format!(
+                "the journal holds {}..{end}",
+                shared.journal.start()
+            )));
         }
         if position < end {
-            shared.journal.read(position).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("cannot truncate to {position}: not a record boundary ({e})"),
-                )
-            })?;
+            shared
+                .journal
+                .read(position)
+                .map_err(|e| invalid(format!("not a record boundary ({e})")))?;
+        }
+        let watermark = shared
+            .progress
+            .lock()
+            .expect("progress lock poisoned")
+            .watermark;
+        if shared.config.replicated && position < watermark {
+            return Err(invalid(format!(
+                "records up to {watermark} are committed and must never be truncated"
+            )));
         }
         let _indexing = shared.indexing.lock().expect("indexing lock poisoned");
         // Record the intent first: if we crash midway, recovery finishes the truncation.
@@ -1048,55 +1257,57 @@ impl Appender {
             let keep = index.first_at_position(index.earliest(), position)?;
             index.truncate(keep)?;
         }
-        self.next_offsets.clear();
-        let mut last_index = 0;
-        let mut offsets = HashMap::new();
+        let mut scan = Scan::default();
         shared
             .journal
             .walk(shared.journal.start(), position, |pos, h, payload| {
-                last_index = h.index;
-                if h.kind == RecordKind::OffsetCommit
-                    && let Some((group, offset)) = record::decode_offset_commit(payload)
-                {
-                    offsets.insert((group, h.topic_id, h.partition), (offset, pos));
-                }
+                scan.visit(pos, h, payload)
             });
-        self.next_index = last_index + 1;
-        *shared.offsets.lock().expect("offsets lock poisoned") = offsets;
-        // Index what the indexer had not reached yet: the writer takes the next offset of a
-        // partition it has not written since from the index's end, so that must be current.
-        let indexed = shared
-            .progress
-            .lock()
-            .expect("progress lock poisoned")
-            .indexed;
+        self.next_index = scan.last_index + 1;
+        self.next_offsets = scan.next_offsets;
+        *shared.offsets.lock().expect("offsets lock poisoned") = scan.offsets;
+        // What remains below `position` becomes durable now, and visible up to the limit.
         let synced = shared
             .progress
             .lock()
             .expect("progress lock poisoned")
             .synced;
         shared.journal.sync_range(synced.min(position), position)?;
-        if indexed < position {
-            shared.index_range(indexed, position)?;
+        let (indexed, limit) = {
+            let mut p = shared.progress.lock().expect("progress lock poisoned");
+            p.written = position;
+            p.synced = position;
+            p.indexed = p.indexed.min(position);
+            p.watermark = p.watermark.min(position);
+            (p.indexed, visible_limit(&p, &shared.config))
+        };
+        if indexed < limit {
+            shared.index_range(indexed, limit)?;
         }
-        {
-            let mut progress = shared.progress.lock().expect("progress lock poisoned");
-            progress.written = position;
-            progress.synced = position;
-            progress.indexed = position;
-        }
-        shared.flush_and_checkpoint(position, position)?;
-        shared.visible.send_replace(position);
+        shared
+            .progress
+            .lock()
+            .expect("progress lock poisoned")
+            .indexed = limit.max(indexed);
+        let indexed = limit.max(indexed);
+        shared.flush_and_checkpoint(position, indexed)?;
+        shared.visible.send_replace(indexed);
         tracing::info!(dir = %shared.dir_display, position, "journal truncated");
         Ok(())
     }
 }
 
-/// The position below which records may be indexed (made visible) under `flush`.
-fn durable_position(p: &Progress, flush: FlushPolicy) -> u64 {
-    match flush {
+/// The position below which records may be indexed (made visible): durable per the flush
+/// policy and, in a replicated group, committed.
+fn visible_limit(p: &Progress, config: &GroupConfig) -> u64 {
+    let durable = match config.flush {
         FlushPolicy::Fsync => p.synced,
         FlushPolicy::Async => p.written,
+    };
+    if config.replicated {
+        durable.min(p.watermark)
+    } else {
+        durable
     }
 }
 
@@ -1104,6 +1315,7 @@ fn body_len(body: &Body) -> usize {
     match body {
         Body::Batch { payload, .. } => payload.len(),
         Body::Commit { group, .. } => 2 + group.len() + 8,
+        Body::Verbatim { bytes, .. } => bytes.len() - HEADER_LEN,
     }
 }
 
@@ -1139,7 +1351,7 @@ impl Indexer {
                     .shared
                     .progress_changed
                     .wait_timeout_while(progress, wait, |p| {
-                        durable_position(p, config.flush) <= p.indexed
+                        visible_limit(p, &config) <= p.indexed
                             && !self.shared.stop.load(Ordering::SeqCst)
                     })
                     .expect("progress lock poisoned");
@@ -1175,7 +1387,7 @@ impl Indexer {
         let _indexing = self.shared.indexing.lock().expect("indexing lock poisoned");
         let (from, to) = {
             let p = self.shared.progress.lock().expect("progress lock poisoned");
-            (p.indexed, durable_position(&p, self.shared.config.flush))
+            (p.indexed, visible_limit(&p, &self.shared.config))
         };
         if to <= from {
             return Ok(());

@@ -174,6 +174,53 @@ impl Journal {
         Ok(())
     }
 
+    /// Whole records from `from` up to `to`, from one segment, about `max_bytes` (at least
+    /// one record): `(position of the first, bytes, next read position)`. An end-of-segment
+    /// marker at `from` is stepped over.
+    pub(crate) fn read_chunk(
+        &self,
+        from: u64,
+        to: u64,
+        max_bytes: usize,
+    ) -> Result<(u64, Bytes, u64), ReadFailure> {
+        let mut start = from;
+        loop {
+            if start >= to {
+                return Ok((start, Bytes::new(), start));
+            }
+            let seg = self
+                .segment_for(start)
+                .ok_or(ReadFailure::Gone { position: start })?;
+            let tail = seg.tail(start - seg.start);
+            let mut at = 0usize;
+            let mut segment_end = false;
+            while start + (at as u64) < to && (at == 0 || at < max_bytes) {
+                match record::parse(&tail[at..]) {
+                    Parsed::Record(h) => at += h.len as usize,
+                    Parsed::SegmentEnd => {
+                        segment_end = true;
+                        break;
+                    }
+                    Parsed::Empty => break,
+                    Parsed::Invalid(reason) => {
+                        return Err(ReadFailure::Corrupt {
+                            position: start + at as u64,
+                            reason,
+                        });
+                    }
+                }
+            }
+            if at == 0 {
+                if segment_end {
+                    start = seg.end();
+                    continue;
+                }
+                return Ok((start, Bytes::new(), start));
+            }
+            return Ok((start, tail.slice(..at), start + at as u64));
+        }
+    }
+
     /// Makes `pos` the end of the journal: zeroes everything after it in its segment and
     /// deletes every later segment (last first, so a crash midway leaves a contiguous journal).
     pub(crate) fn cut(&self, pos: u64) -> io::Result<()> {
@@ -290,6 +337,15 @@ impl Writer {
     /// Position of the next record.
     pub(crate) fn position(&self) -> u64 {
         self.pos
+    }
+
+    /// Where a record of `len` bytes would be staged.
+    pub(crate) fn next_position(&self, len: usize) -> u64 {
+        if self.pos + len as u64 + SEGMENT_END_LEN > self.seg.end() {
+            self.seg.end()
+        } else {
+            self.pos
+        }
     }
 
     /// Stages a record of `len` bytes: returns its position and the buffer to encode it into.

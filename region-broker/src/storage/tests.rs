@@ -457,3 +457,144 @@ fn a_truncation_interrupted_after_its_intent_is_finished_by_recovery() {
     );
     group.close();
 }
+
+/// Pulls everything durable on `leader` into `follower`, from `from`; returns the end.
+fn pull(
+    rt: &tokio::runtime::Runtime,
+    leader: &LogGroup,
+    follower: &LogGroup,
+    mut from: u64,
+) -> Result<u64, super::AppendError> {
+    loop {
+        let chunk = leader.read_records(from, 700).unwrap();
+        if chunk.records.is_empty() && chunk.next == from {
+            return Ok(from);
+        }
+        let end = rt.block_on(follower.append_records(&chunk))?;
+        assert_eq!(end, chunk.next);
+        from = chunk.next;
+    }
+}
+
+fn wait_visible(rt: &tokio::runtime::Runtime, group: &LogGroup, position: u64) {
+    let mut visible = group.subscribe();
+    rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            visible.wait_for(|&v| v >= position),
+        )
+        .await
+        .expect("not visible")
+        .unwrap();
+    });
+}
+
+#[test]
+fn a_replica_pulls_records_by_position_and_shows_only_committed_ones() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = GroupConfig {
+        replicated: true,
+        ..config(FlushPolicy::Fsync)
+    };
+    let leader = LogGroup::open(&tmp.path().join("leader"), config.clone(), &partitions()).unwrap();
+    let follower =
+        LogGroup::open(&tmp.path().join("follower"), config.clone(), &partitions()).unwrap();
+    let keys: Vec<PartitionKey> = partitions().into_iter().map(|(k, _)| k).collect();
+    let mut records = Vec::new();
+    for i in 0..120 {
+        let key = keys[i % keys.len()];
+        let appended = rt
+            .block_on(leader.append(key, payload(i, 50 + i % 200), 1))
+            .unwrap();
+        records.push((key, appended));
+        if i % 10 == 0 {
+            rt.block_on(leader.commit_offset("g", key, i as u64))
+                .unwrap();
+        }
+    }
+    // Durable but not committed: invisible.
+    assert_eq!(leader.offsets(keys[0]).unwrap(), (0, 0));
+    let written = leader.positions().1;
+    assert_eq!(pull(&rt, &leader, &follower, 0).unwrap(), written);
+    assert_eq!(
+        follower.positions().1,
+        written,
+        "replicas must hold records at the same positions"
+    );
+    assert!(
+        leader.journal_size().1 > 3,
+        "the test must cross segment boundaries"
+    );
+
+    // Commit the first 60 records on both: exactly those become visible.
+    let half = records[60].1.position;
+    for g in [&leader, &follower] {
+        g.set_watermark(half);
+        wait_visible(&rt, g, half);
+        let visible: u64 = keys.iter().map(|&k| g.offsets(k).unwrap().1).sum();
+        assert_eq!(visible, 60);
+    }
+    for g in [&leader, &follower] {
+        g.set_watermark(written);
+        wait_visible(&rt, g, written);
+    }
+    for &(key, appended) in &records {
+        let batch = &follower.read(key, appended.base_offset, 1).unwrap()[0];
+        let leader_batch = &leader.read(key, appended.base_offset, 1).unwrap()[0];
+        assert_eq!(batch.payload, leader_batch.payload);
+        assert_eq!(batch.append_time_ms, leader_batch.append_time_ms);
+    }
+    assert_eq!(
+        follower.committed_offset("g", keys[0]),
+        leader.committed_offset("g", keys[0])
+    );
+    assert!(follower.committed_offset("g", keys[0]).is_some());
+
+    // The same chunk twice does not continue the history: refused, nothing written.
+    let chunk = leader.read_records(0, 700).unwrap();
+    assert!(matches!(
+        rt.block_on(follower.append_records(&chunk)),
+        Err(super::AppendError::Diverged { .. })
+    ));
+    // Committed records are never truncated.
+    assert!(rt.block_on(follower.truncate_after(half)).is_err());
+
+    // A divergent uncommitted tail (an old leader's) is cut back to where the replicas agree.
+    rt.block_on(follower.append(keys[1], payload(1000, 30), 2))
+        .unwrap();
+    for i in 0..5 {
+        rt.block_on(leader.append(keys[2], payload(2000 + i, 40), 1))
+            .unwrap();
+    }
+    assert!(matches!(
+        pull(&rt, &leader, &follower, written),
+        Err(super::AppendError::Diverged { .. })
+    ));
+    rt.block_on(follower.truncate_after(written)).unwrap();
+    let end = pull(&rt, &leader, &follower, written).unwrap();
+    assert_eq!(
+        (end, follower.positions().1),
+        (leader.positions().1, leader.positions().1)
+    );
+    for g in [&leader, &follower] {
+        g.set_watermark(end);
+        wait_visible(&rt, g, end);
+    }
+    assert_eq!(
+        follower.offsets(keys[2]).unwrap(),
+        leader.offsets(keys[2]).unwrap()
+    );
+    assert_eq!(
+        follower.offsets(keys[1]).unwrap(),
+        leader.offsets(keys[1]).unwrap()
+    );
+    leader.close();
+    follower.close();
+
+    // After a restart a replica shows what was committed at its last checkpoint.
+    let follower = LogGroup::open(&tmp.path().join("follower"), config, &partitions()).unwrap();
+    assert_eq!(follower.positions().1, end);
+    assert_eq!(follower.positions().3, end);
+    follower.close();
+}
