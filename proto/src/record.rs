@@ -4,7 +4,8 @@
 //! ```text
 //! 0   len             u32   whole record, header included
 //! 4   crc             u32   CRC32C of bytes 8..len
-//! 8   kind            u8    1 = message batch, 2 = consumer-offset commit
+//! 8   kind            u8    1 = message batch, 2 = consumer-offset commit, 3 = blank,
+//!                           4 = membership (replication entries)
 //! 9   flags           u8    0 (reserved)
 //! 10  reserved        u16   0
 //! 12  topic_id        u32
@@ -38,6 +39,10 @@ pub enum RecordKind {
     /// A consumer group's committed offset for one partition; payload is
     /// `group_len u16, group, offset u64`.
     OffsetCommit = 2,
+    /// A replication entry with no data (a new raft leader's first entry).
+    Blank = 3,
+    /// A replica-set membership change; payload is the replication layer's encoding.
+    Membership = 4,
 }
 
 /// The decoded fixed header of a record.
@@ -149,6 +154,8 @@ pub fn parse_checked(buf: &[u8], verify: bool) -> Parsed {
     let kind = match buf[8] {
         1 => RecordKind::Batch,
         2 => RecordKind::OffsetCommit,
+        3 => RecordKind::Blank,
+        4 => RecordKind::Membership,
         _ => return Parsed::Invalid("unknown record kind"),
     };
     Parsed::Record(RecordHeader {

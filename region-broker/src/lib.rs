@@ -5,9 +5,12 @@
 //! offsets on top of a set of log groups, and [`grpc`] serves them. The binary in
 //! `src/bin/region-broker.rs` reads configuration and wires it all up.
 //!
-//! Not here yet: replication (every group has one replica) and the Kafka and MQTT listeners.
+//! [`replication`] holds the raft storage over the journal (the raft log *is* the journal);
+//! the raft network, master-slave replication and multi-broker regions are not wired yet,
+//! nor the Kafka and MQTT listeners.
 
 pub mod broker;
 pub mod config;
 pub mod grpc;
+pub mod replication;
 pub mod storage;

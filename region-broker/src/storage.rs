@@ -15,7 +15,7 @@ mod tests;
 
 use std::time::Duration;
 
-pub use group::{Appended, LogGroup, ReadBatch, RecordChunk};
+pub use group::{Appended, LogGroup, RaftRecord, ReadBatch, RecordChunk};
 pub use journal::ReadFailure;
 pub use meridian_proto::record;
 

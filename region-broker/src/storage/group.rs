@@ -41,6 +41,29 @@ pub struct Appended {
     pub position: u64,
     /// Broker time stamped on the record.
     pub append_time_ms: i64,
+    /// The record's index in the group's sequence (the raft log index, when replicated).
+    pub index: u64,
+    /// The record's length in bytes.
+    pub len: u32,
+}
+
+/// A record the replication layer writes with its own term and index (a raft entry).
+#[derive(Debug, Clone)]
+pub struct RaftRecord {
+    /// Leadership term.
+    pub term: u64,
+    /// Log index; must follow the last record's (any index on an empty journal).
+    pub index: u64,
+    /// What the record holds.
+    pub kind: RecordKind,
+    /// Partition (`(0, 0)` for blank and membership entries).
+    pub key: PartitionKey,
+    /// Messages in a batch.
+    pub count: u32,
+    /// For offset commits, the committed offset; batches get the partition's next offset.
+    pub base_offset: u64,
+    /// The payload, as for the record kind.
+    pub payload: Bytes,
 }
 
 /// Whole records of one segment, as a replica pulls them.
@@ -93,6 +116,8 @@ struct Shared {
     progress_changed: Condvar,
     /// Held by the indexer while it changes indexes, so truncation can stop it.
     indexing: Mutex<()>,
+    /// Record index → journal position.
+    records: Mutex<RecordPositions>,
     visible: watch::Sender<u64>,
     stop: AtomicBool,
     /// Tests set this to stop the threads the way a crash would: no final flush.
@@ -122,8 +147,10 @@ struct Progress {
 /// writer's offsets never depend on how far the indexer got.
 #[derive(Debug, Default)]
 struct Scan {
-    last_index: u64,
+    last_index: Option<u64>,
     last_time: i64,
+    /// Position and length of every record, by record index.
+    records: RecordPositions,
     offsets: HashMap<OffsetKey, (u64, u64)>,
     next_offsets: HashMap<PartitionKey, u64>,
     /// Where the sequence of record indexes broke, if it did.
@@ -135,11 +162,12 @@ impl Scan {
         if self.broken_at.is_some() {
             return;
         }
-        if self.last_index != 0 && h.index != self.last_index + 1 {
+        if self.last_index.is_some_and(|last| h.index != last + 1) {
             self.broken_at = Some(pos);
             return;
         }
-        self.last_index = h.index;
+        self.last_index = Some(h.index);
+        self.records.push(h.index, pos, h.len);
         self.last_time = h.append_time_ms;
         match h.kind {
             RecordKind::OffsetCommit => {
@@ -154,6 +182,49 @@ impl Scan {
                     h.base_offset + u64::from(h.count),
                 );
             }
+            RecordKind::Blank | RecordKind::Membership => {}
+        }
+    }
+}
+
+/// Where each record is, by record index: `(position, length)` from `first_index` on. The
+/// replication layer addresses records by index (the raft log index); this maps an index to
+/// the journal without a scan, at twelve bytes per record.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RecordPositions {
+    first_index: u64,
+    entries: std::collections::VecDeque<(u64, u32)>,
+}
+
+impl RecordPositions {
+    fn push(&mut self, index: u64, position: u64, len: u32) {
+        if self.entries.is_empty() {
+            self.first_index = index;
+        }
+        debug_assert_eq!(index, self.first_index + self.entries.len() as u64);
+        self.entries.push_back((position, len));
+    }
+
+    fn get(&self, index: u64) -> Option<(u64, u32)> {
+        let i = index.checked_sub(self.first_index)?;
+        self.entries.get(usize::try_from(i).ok()?).copied()
+    }
+
+    /// `(first, last)` record index held.
+    fn bounds(&self) -> Option<(u64, u64)> {
+        (!self.entries.is_empty()).then(|| {
+            (
+                self.first_index,
+                self.first_index + self.entries.len() as u64 - 1,
+            )
+        })
+    }
+
+    /// Forgets records that start below `position` (deleted by retention).
+    fn drop_below(&mut self, position: u64) {
+        while self.entries.front().is_some_and(|&(p, _)| p < position) {
+            self.entries.pop_front();
+            self.first_index += 1;
         }
     }
 }
@@ -166,6 +237,8 @@ enum Command {
     },
     Truncate {
         position: u64,
+        /// Allow cutting committed records (raft guarantees they are not committed).
+        force: bool,
         reply: oneshot::Sender<io::Result<()>>,
     },
     Stop,
@@ -179,6 +252,10 @@ enum Body {
     Commit {
         group: String,
         offset: u64,
+    },
+    /// A record whose term and index the replication layer chose (a raft log entry).
+    Raft {
+        entry: RaftRecord,
     },
     /// A record copied from another replica, to be written at `position` unchanged.
     Verbatim {
@@ -225,6 +302,7 @@ impl LogGroup {
             }),
             progress_changed: Condvar::new(),
             indexing: Mutex::new(()),
+            records: Mutex::new(RecordPositions::default()),
             visible,
             stop: AtomicBool::new(false),
             crashed: AtomicBool::new(false),
@@ -243,7 +321,7 @@ impl LogGroup {
             shared: shared.clone(),
             writer,
             rx,
-            next_index: scan.last_index + 1,
+            last_index: scan.last_index,
             last_time: scan.last_time,
             next_offsets: scan.next_offsets,
             undo: Vec::new(),
@@ -437,12 +515,101 @@ impl LogGroup {
     /// Rolls the journal back so that `position` (a record boundary) is its end, together
     /// with every index entry and consumer offset derived from what is cut; crash-safe.
     pub async fn truncate_after(&self, position: u64) -> io::Result<()> {
+        self.truncate(position, false).await
+    }
+
+    async fn truncate(&self, position: u64, force: bool) -> io::Result<()> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Truncate { position, reply })
+            .send(Command::Truncate {
+                position,
+                force,
+                reply,
+            })
             .await
             .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
+    }
+
+    /// Appends records whose term and index the replication layer chose (raft entries);
+    /// resolves when all are durable. A batch gets its partition's next offset.
+    pub async fn append_raft(
+        &self,
+        entries: Vec<RaftRecord>,
+    ) -> Result<Vec<Appended>, AppendError> {
+        let mut waits = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let (reply, rx) = oneshot::channel();
+            let key = entry.key;
+            self.tx
+                .send(Command::Append {
+                    key,
+                    body: Body::Raft { entry },
+                    reply,
+                })
+                .await
+                .map_err(|_| AppendError::Closed)?;
+            waits.push(rx);
+        }
+        let mut out = Vec::with_capacity(waits.len());
+        for rx in waits {
+            out.push(rx.await.map_err(|_| AppendError::Closed)??);
+        }
+        Ok(out)
+    }
+
+    /// The record with this index, if the journal holds it.
+    pub fn record_by_index(&self, index: u64) -> Result<Option<(RecordHeader, Bytes)>, ReadError> {
+        let Some((position, _)) = self
+            .shared
+            .records
+            .lock()
+            .expect("records lock poisoned")
+            .get(index)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(self.shared.journal.read(position)?))
+    }
+
+    /// The first and last record index the journal holds.
+    pub fn record_bounds(&self) -> Option<(u64, u64)> {
+        self.shared
+            .records
+            .lock()
+            .expect("records lock poisoned")
+            .bounds()
+    }
+
+    /// The journal position just past the record with this index.
+    pub fn end_of_record(&self, index: u64) -> Option<u64> {
+        self.shared
+            .records
+            .lock()
+            .expect("records lock poisoned")
+            .get(index)
+            .map(|(p, len)| p + u64::from(len))
+    }
+
+    /// Removes every record after the one with index `index` (every record, with `None`):
+    /// raft's log truncation. Raft guarantees no committed record is among them, so this
+    /// may cut below the watermark (which follows it down).
+    pub async fn truncate_after_index(&self, index: Option<u64>) -> io::Result<()> {
+        let position = {
+            let records = self.shared.records.lock().expect("records lock poisoned");
+            let Some((first, last)) = records.bounds() else {
+                return Ok(());
+            };
+            match index {
+                Some(i) if i >= last => return Ok(()),
+                Some(i) if i >= first => records.get(i + 1).map(|(p, _)| p),
+                _ => records.get(first).map(|(p, _)| p),
+            }
+        };
+        match position {
+            Some(position) => self.truncate(position, true).await,
+            None => Ok(()),
+        }
     }
 
     /// Journal positions: `(start, written end, durable end, visible end)`.
@@ -642,6 +809,7 @@ impl Shared {
         // The walk stopped at the first bad record; what follows it was never acknowledged.
         self.journal.cut(end)?;
         *self.offsets.lock().expect("offsets lock poisoned") = std::mem::take(&mut scan.offsets);
+        *self.records.lock().expect("records lock poisoned") = std::mem::take(&mut scan.records);
 
         // Indexes: keep what the checkpoint vouches for (and the journal still holds), then
         // rebuild the rest from the journal.
@@ -835,6 +1003,10 @@ impl Shared {
                 return Ok(());
             };
             metrics::counter!("meridian_journal_segments_deleted_total").increment(1);
+            self.records
+                .lock()
+                .expect("records lock poisoned")
+                .drop_below(start);
             tracing::info!(dir = %self.dir_display, start, "retention deleted the oldest journal segment");
             for index in self.indexes.read().expect("indexes lock poisoned").values() {
                 let mut index = index.lock().expect("index lock poisoned");
@@ -892,7 +1064,8 @@ struct Appender {
     shared: Arc<Shared>,
     writer: Writer,
     rx: mpsc::Receiver<Command>,
-    next_index: u64,
+    /// Index of the last record written, if any.
+    last_index: Option<u64>,
     last_time: i64,
     /// Next offset of each partition with records in the journal (others: the index's end,
     /// for partitions whose records retention deleted).
@@ -932,9 +1105,13 @@ impl Appender {
             for command in queue.drain(..) {
                 match command {
                     Command::Append { key, body, reply } => appends.push((key, body, reply)),
-                    Command::Truncate { position, reply } => {
+                    Command::Truncate {
+                        position,
+                        force,
+                        reply,
+                    } => {
                         self.commit(std::mem::take(&mut appends));
-                        let _ = reply.send(self.truncate(position));
+                        let _ = reply.send(self.truncate(position, force));
                     }
                     Command::Stop => {
                         self.commit(std::mem::take(&mut appends));
@@ -968,7 +1145,7 @@ impl Appender {
             return;
         }
         self.undo.clear();
-        let mark = (self.writer.position(), self.next_index);
+        let mark = (self.writer.position(), self.last_index);
         let mut staged = Vec::with_capacity(appends.len());
         let mut result = Ok(());
         let time = now_ms().max(self.last_time);
@@ -1012,7 +1189,7 @@ impl Appender {
                     tracing::error!(dir = %self.shared.dir_display, error = %cut, "could not cut a failed write: the log group refuses writes until restart");
                     self.set_fatal("failed write could not be cut");
                 }
-                self.next_index = mark.1;
+                self.last_index = mark.1;
                 for (key, old) in self.undo.drain(..).rev() {
                     match old {
                         Some(v) => self.next_offsets.insert(key, v),
@@ -1051,6 +1228,12 @@ impl Appender {
         metrics::histogram!("meridian_group_commit_records").record(staged.len() as f64);
         metrics::histogram!("meridian_group_commit_seconds")
             .record(started.elapsed().as_secs_f64());
+        {
+            let mut records = self.shared.records.lock().expect("records lock poisoned");
+            for s in &staged {
+                records.push(s.appended.index, s.appended.position, s.appended.len);
+            }
+        }
         for s in staged {
             let _ = s.reply.send(Ok(s.appended));
         }
@@ -1089,6 +1272,30 @@ impl Appender {
             Body::Commit { offset, .. } => {
                 self.header(key, len, RecordKind::OffsetCommit, 0, *offset, time)
             }
+            Body::Raft { entry, .. } => {
+                if let Err(reason) = self.check_index(entry.index) {
+                    return Ok(Err(AppendError::Diverged {
+                        dir: self.shared.dir_display.clone(),
+                        reason,
+                    }));
+                }
+                let base_offset = if entry.kind == RecordKind::Batch {
+                    next
+                } else {
+                    entry.base_offset
+                };
+                RecordHeader {
+                    len: len as u32,
+                    kind: entry.kind,
+                    topic_id: key.0,
+                    partition: key.1,
+                    count: entry.count,
+                    term: entry.term,
+                    index: entry.index,
+                    append_time_ms: time,
+                    base_offset,
+                }
+            }
             Body::Verbatim {
                 position, header, ..
             } => {
@@ -1107,10 +1314,11 @@ impl Appender {
             Body::Commit { group, offset } => {
                 record::encode(buf, &header, &record::encode_offset_commit(group, *offset))
             }
+            Body::Raft { entry, .. } => record::encode(buf, &header, &entry.payload),
             // Byte for byte what the leader wrote; its checksum was verified on parsing.
             Body::Verbatim { bytes, .. } => buf.extend_from_slice(bytes),
         }
-        self.next_index += 1;
+        self.last_index = Some(header.index);
         if header.kind == RecordKind::Batch {
             let old = self
                 .next_offsets
@@ -1124,12 +1332,17 @@ impl Appender {
                 record::decode_offset_commit(&bytes.slice(HEADER_LEN..))
                     .map(|(g, o)| ((g, key.0, key.1), o))
             }
+            Body::Raft { entry, .. } if header.kind == RecordKind::OffsetCommit => {
+                record::decode_offset_commit(&entry.payload).map(|(g, o)| ((g, key.0, key.1), o))
+            }
             _ => None,
         };
         let appended = Appended {
             base_offset: header.base_offset,
             position,
             append_time_ms: header.append_time_ms,
+            index: header.index,
+            len: header.len,
         };
         Ok(Ok((appended, commit)))
     }
@@ -1150,7 +1363,7 @@ impl Appender {
             partition: key.1,
             count,
             term: self.shared.config.term,
-            index: self.next_index,
+            index: self.last_index.map_or(1, |last| last + 1),
             append_time_ms: time,
             base_offset,
         }
@@ -1165,12 +1378,7 @@ impl Appender {
         position: u64,
         len: usize,
     ) -> Result<(), String> {
-        if h.index != self.next_index {
-            return Err(format!(
-                "record index {} arrived but this replica expects {}",
-                h.index, self.next_index
-            ));
-        }
+        self.check_index(h.index)?;
         if h.kind == RecordKind::Batch && h.base_offset != next_offset {
             return Err(format!(
                 "partition {}/{} record starts at offset {} but this replica's next offset is {next_offset}",
@@ -1184,6 +1392,17 @@ impl Appender {
             ));
         }
         Ok(())
+    }
+
+    /// Record indexes are contiguous; the first record of an empty journal may take any.
+    fn check_index(&self, index: u64) -> Result<(), String> {
+        match self.last_index {
+            Some(last) if index != last + 1 => Err(format!(
+                "record index {index} arrived but the next record index here is {}",
+                last + 1
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Makes the group refuse writes until restart.
@@ -1209,7 +1428,9 @@ impl Appender {
         }
     }
 
-    fn truncate(&mut self, position: u64) -> io::Result<()> {
+    /// Cuts the journal at `position`. Without `force`, a replicated group refuses to cut
+    /// committed records; raft (`force`) guarantees that itself.
+    fn truncate(&mut self, position: u64, force: bool) -> io::Result<()> {
         let shared = self.shared.clone();
         let end = self.writer.position();
         let invalid = |why: String| {
@@ -1235,7 +1456,7 @@ impl Appender {
             .lock()
             .expect("progress lock poisoned")
             .watermark;
-        if shared.config.replicated && position < watermark {
+        if shared.config.replicated && position < watermark && !force {
             return Err(invalid(format!(
                 "records up to {watermark} are committed and must never be truncated"
             )));
@@ -1263,8 +1484,9 @@ impl Appender {
             .walk(shared.journal.start(), position, |pos, h, payload| {
                 scan.visit(pos, h, payload)
             });
-        self.next_index = scan.last_index + 1;
+        self.last_index = scan.last_index;
         self.next_offsets = scan.next_offsets;
+        *shared.records.lock().expect("records lock poisoned") = scan.records;
         *shared.offsets.lock().expect("offsets lock poisoned") = scan.offsets;
         // What remains below `position` becomes durable now, and visible up to the limit.
         let synced = shared
@@ -1316,6 +1538,7 @@ fn body_len(body: &Body) -> usize {
         Body::Batch { payload, .. } => payload.len(),
         Body::Commit { group, .. } => 2 + group.len() + 8,
         Body::Verbatim { bytes, .. } => bytes.len() - HEADER_LEN,
+        Body::Raft { entry } => entry.payload.len(),
     }
 }
 

@@ -1,0 +1,562 @@
+//! openraft storage over the journal: the raft log *is* the log group's journal, so every
+//! message is written once.
+//!
+//! A raft entry maps to one journal record with the entry's term and index in the record
+//! header: `Normal(Command::Batch)` is a message-batch record, `Normal(Command::Commit)` an
+//! offset-commit record, `Blank` and `Membership` records of their own kinds. The log store
+//! keeps beside the journal only what raft needs that is not log data: the vote, the
+//! committed log id and the purged log id (`raft-state.json`, replaced atomically and
+//! fsynced). The state machine is the group's commit watermark: applying an entry moves the
+//! watermark past its record, which is what makes its messages visible to consumers; its
+//! own state (last applied, membership) is `raft-sm.json`.
+//!
+//! Leader ids are openraft's standard ones (one leader per term), so a log id is exactly
+//! `(term, index)`, which the record header holds.
+//!
+//! Not here yet: snapshots that ship journal segments to a replica behind the retained log
+//! (a snapshot today carries the state machine's metadata only), and retention bounded by
+//! the purged log id.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use meridian_proto::record::{self, RecordHeader, RecordKind};
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftLogReader, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+
+use crate::storage::{LogGroup, PartitionKey, RaftRecord};
+
+openraft::declare_raft_types!(
+    /// Raft types of a log group.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
+);
+
+/// A log id: `(term, index)`.
+pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
+type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
+/// What a snapshot carries (the state machine's metadata, JSON).
+pub type SnapshotData = io::Cursor<Vec<u8>>;
+
+/// What a client asks raft to replicate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Append a batch of encoded messages (`meridian_proto::batch`) to a partition.
+    Batch {
+        /// Topic id.
+        topic_id: u32,
+        /// Partition.
+        partition: u32,
+        /// Messages in the batch.
+        count: u32,
+        /// The encoded messages.
+        payload: Bytes,
+    },
+    /// Commit a consumer group's offset.
+    Commit {
+        /// Consumer group.
+        group: String,
+        /// Topic id.
+        topic_id: u32,
+        /// Partition.
+        partition: u32,
+        /// The committed offset.
+        offset: u64,
+    },
+}
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Batch {
+                topic_id,
+                partition,
+                count,
+                payload,
+            } => {
+                write!(
+                    f,
+                    "batch of {count} ({} bytes) for {topic_id}/{partition}",
+                    payload.len()
+                )
+            }
+            Command::Commit {
+                group,
+                topic_id,
+                partition,
+                offset,
+            } => {
+                write!(f, "commit {group} at {offset} on {topic_id}/{partition}")
+            }
+        }
+    }
+}
+
+/// What applying a command produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// Offset of a batch's first message.
+    pub base_offset: Option<u64>,
+}
+
+/// Raft state that is not log data: vote, committed and purged log ids.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct HardState {
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+    purged: Option<LogId>,
+}
+
+/// The raft log store of one log group.
+#[derive(Debug, Clone)]
+pub struct JournalLogStore {
+    group: Arc<LogGroup>,
+    state: Arc<Mutex<HardState>>,
+    path: PathBuf,
+}
+
+impl JournalLogStore {
+    /// The log store of `group`, keeping its hard state in `dir`.
+    pub fn open(group: Arc<LogGroup>, dir: &Path) -> io::Result<JournalLogStore> {
+        let path = dir.join("raft-state.json");
+        let state = load_json(&path)?.unwrap_or_default();
+        Ok(JournalLogStore {
+            group,
+            state: Arc::new(Mutex::new(state)),
+            path,
+        })
+    }
+
+    fn update(&self, f: impl FnOnce(&mut HardState)) -> io::Result<()> {
+        let mut state = self.state.lock().expect("raft state lock poisoned");
+        let mut next = state.clone();
+        f(&mut next);
+        store_json(&self.path, &next)?;
+        *state = next;
+        Ok(())
+    }
+
+    fn purged(&self) -> Option<LogId> {
+        self.state.lock().expect("raft state lock poisoned").purged
+    }
+
+    fn entry(&self, index: u64) -> io::Result<Option<Entry>> {
+        let Some((h, payload)) = self
+            .group
+            .record_by_index(index)
+            .map_err(io::Error::other)?
+        else {
+            return Ok(None);
+        };
+        entry_from_record(&h, payload).map(Some)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for JournalLogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let Some((first, last)) = self.group.record_bounds() else {
+            return Ok(Vec::new());
+        };
+        let first = first.max(self.purged().map_or(0, |p| p.index + 1));
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i + 1,
+            Bound::Unbounded => 0,
+        }
+        .max(first);
+        let end = match range.end_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => match i.checked_sub(1) {
+                Some(i) => i,
+                None => return Ok(Vec::new()),
+            },
+            Bound::Unbounded => last,
+        }
+        .min(last);
+        let mut out = Vec::new();
+        for index in start..=end {
+            if start > end {
+                break;
+            }
+            match self.entry(index)? {
+                Some(e) => out.push(e),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.state.lock().expect("raft state lock poisoned").vote)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for JournalLogStore {
+    type LogReader = JournalLogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let purged = self.purged();
+        let last = match self.group.record_bounds() {
+            Some((_, last)) if purged.is_none_or(|p| last > p.index) => {
+                let (h, _) = self
+                    .group
+                    .record_by_index(last)
+                    .map_err(io::Error::other)?
+                    .ok_or_else(|| io::Error::other("last record vanished"))?;
+                Some(LogId::new_term_index(h.term, h.index))
+            }
+            _ => purged,
+        };
+        Ok(LogState {
+            last_purged_log_id: purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        self.update(|s| s.vote = Some(*vote))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        self.update(|s| s.committed = committed)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self
+            .state
+            .lock()
+            .expect("raft state lock poisoned")
+            .committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let records = entries
+            .into_iter()
+            .map(record_from_entry)
+            .collect::<io::Result<Vec<_>>>()?;
+        let result = self
+            .group
+            .append_raft(records)
+            .await
+            .map(|_| ())
+            .map_err(io::Error::other);
+        let reply = result
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| io::Error::new(e.kind(), e.to_string()));
+        callback.io_completed(reply);
+        result
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        self.group
+            .truncate_after_index(last_log_id.map(|l| l.index))
+            .await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        self.update(|s| s.purged = Some(log_id))?;
+        // Entries up to `log_id` are applied and may go; when none remain, the journal must
+        // be empty so that the next entry (log_id + 1) starts a contiguous journal.
+        if self
+            .group
+            .record_bounds()
+            .is_some_and(|(_, last)| last <= log_id.index)
+        {
+            self.group.truncate_after_index(None).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The state machine of one log group: the commit watermark, and raft's applied state.
+#[derive(Debug, Clone)]
+pub struct JournalStateMachine {
+    group: Arc<LogGroup>,
+    state: Arc<Mutex<AppliedState>>,
+    snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
+    path: PathBuf,
+}
+
+/// The last snapshot built or installed: its metadata and data.
+type StoredSnapshot = (SnapshotMeta, Vec<u8>);
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct AppliedState {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+impl JournalStateMachine {
+    /// The state machine of `group`, keeping its applied state in `dir`.
+    pub fn open(group: Arc<LogGroup>, dir: &Path) -> io::Result<JournalStateMachine> {
+        let path = dir.join("raft-sm.json");
+        let state: AppliedState = load_json(&path)?.unwrap_or_default();
+        if let Some(applied) = state.last_applied
+            && let Some(end) = group.end_of_record(applied.index)
+        {
+            group.set_watermark(end);
+        }
+        Ok(JournalStateMachine {
+            group,
+            state: Arc::new(Mutex::new(state)),
+            snapshot: Arc::default(),
+            path,
+        })
+    }
+
+    fn save(&self, state: &AppliedState) -> io::Result<()> {
+        store_json(&self.path, state)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for JournalStateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = JournalStateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let state = self.state.lock().expect("state machine lock poisoned");
+        Ok((state.last_applied, state.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<openraft::storage::EntryResponder<TypeConfig>, io::Error>>
+            + Unpin
+            + OptionalSend,
+    {
+        let mut state = self
+            .state
+            .lock()
+            .expect("state machine lock poisoned")
+            .clone();
+        let mut watermark = None;
+        let mut responses = Vec::new();
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            state.last_applied = Some(entry.log_id);
+            let mut result = CommandResult::default();
+            match &entry.payload {
+                EntryPayload::Membership(m) => {
+                    state.membership = StoredMembership::new(Some(entry.log_id), m.clone())
+                }
+                EntryPayload::Normal(Command::Batch { .. }) => {
+                    if let Some((h, _)) = self
+                        .group
+                        .record_by_index(entry.log_id.index)
+                        .map_err(io::Error::other)?
+                    {
+                        result.base_offset = Some(h.base_offset);
+                    }
+                }
+                EntryPayload::Normal(Command::Commit { .. }) | EntryPayload::Blank => {}
+            }
+            // Applying an entry commits its record: consumers may now read it.
+            if let Some(end) = self.group.end_of_record(entry.log_id.index) {
+                watermark = Some(end);
+            }
+            if let Some(r) = responder {
+                responses.push((r, result));
+            }
+        }
+        if let Some(end) = watermark {
+            self.group.set_watermark(end);
+        }
+        self.save(&state)?;
+        *self.state.lock().expect("state machine lock poisoned") = state;
+        for (r, result) in responses {
+            r.send(result);
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
+        let data = snapshot.into_inner();
+        let installed: AppliedState = serde_json::from_slice(&data).map_err(io::Error::other)?;
+        if installed.last_applied != meta.last_log_id {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "snapshot data does not match its metadata",
+            ));
+        }
+        self.save(&installed)?;
+        *self.state.lock().expect("state machine lock poisoned") = installed;
+        *self.snapshot.lock().expect("snapshot lock poisoned") = Some((meta.clone(), data));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let current = self
+            .snapshot
+            .lock()
+            .expect("snapshot lock poisoned")
+            .clone();
+        Ok(current.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: io::Cursor::new(data),
+        }))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for JournalStateMachine {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let state = self
+            .state
+            .lock()
+            .expect("state machine lock poisoned")
+            .clone();
+        let data = serde_json::to_vec(&state).map_err(io::Error::other)?;
+        let meta = SnapshotMeta {
+            last_log_id: state.last_applied,
+            last_membership: state.membership.clone(),
+        };
+        *self.snapshot.lock().expect("snapshot lock poisoned") = Some((meta.clone(), data.clone()));
+        Ok(Snapshot {
+            meta,
+            snapshot: io::Cursor::new(data),
+        })
+    }
+}
+
+fn record_from_entry(entry: Entry) -> io::Result<RaftRecord> {
+    let (term, index) = (entry.log_id.leader_id.term, entry.log_id.index);
+    let blank = |kind, payload| RaftRecord {
+        term,
+        index,
+        kind,
+        key: (0, 0),
+        count: 0,
+        base_offset: 0,
+        payload,
+    };
+    Ok(match entry.payload {
+        EntryPayload::Blank => blank(RecordKind::Blank, Bytes::new()),
+        EntryPayload::Membership(m) => blank(
+            RecordKind::Membership,
+            Bytes::from(serde_json::to_vec(&m).map_err(io::Error::other)?),
+        ),
+        EntryPayload::Normal(Command::Batch {
+            topic_id,
+            partition,
+            count,
+            payload,
+        }) => RaftRecord {
+            term,
+            index,
+            kind: RecordKind::Batch,
+            key: (topic_id, partition),
+            count,
+            base_offset: 0,
+            payload,
+        },
+        EntryPayload::Normal(Command::Commit {
+            group,
+            topic_id,
+            partition,
+            offset,
+        }) => RaftRecord {
+            term,
+            index,
+            kind: RecordKind::OffsetCommit,
+            key: (topic_id, partition),
+            count: 0,
+            base_offset: offset,
+            payload: Bytes::from(record::encode_offset_commit(&group, offset)),
+        },
+    })
+}
+
+fn entry_from_record(h: &RecordHeader, payload: Bytes) -> io::Result<Entry> {
+    let log_id = LogId::new_term_index(h.term, h.index);
+    let key: PartitionKey = (h.topic_id, h.partition);
+    let payload = match h.kind {
+        RecordKind::Blank => EntryPayload::Blank,
+        RecordKind::Membership => {
+            EntryPayload::Membership(serde_json::from_slice(&payload).map_err(io::Error::other)?)
+        }
+        RecordKind::Batch => EntryPayload::Normal(Command::Batch {
+            topic_id: key.0,
+            partition: key.1,
+            count: h.count,
+            payload,
+        }),
+        RecordKind::OffsetCommit => {
+            let (group, offset) = record::decode_offset_commit(&payload).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "malformed offset-commit record")
+            })?;
+            EntryPayload::Normal(Command::Commit {
+                group,
+                topic_id: key.0,
+                partition: key.1,
+                offset,
+            })
+        }
+    };
+    Ok(Entry { log_id, payload })
+}
+
+fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces a small file atomically and durably.
+fn store_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("json.tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(&serde_json::to_vec(value).map_err(io::Error::other)?)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
+}
+
+#[cfg(test)]
+mod tests;
