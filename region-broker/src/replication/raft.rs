@@ -559,4 +559,6 @@ fn store_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
 }
 
 #[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
 mod tests;
