@@ -1,5 +1,7 @@
-//! Replication of log groups. Today: the raft storage layer over the journal ([`raft`]),
-//! checked by openraft's storage test suite. The raft network, elections across brokers,
-//! master-slave pull replication and acks by quorum come next (issue 3).
+//! Replication of log groups: the raft storage layer over the journal ([`raft`]) and the
+//! inter-broker raft transport over gRPC ([`transport`]). Not wired into the broker's produce
+//! path yet; master-slave pull replication, acks by quorum and multi-broker regions come next
+//! (issue 3).
 
 pub mod raft;
+pub mod transport;

@@ -45,10 +45,13 @@ openraft::declare_raft_types!(
 /// A log id: `(term, index)`.
 pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
 type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
-type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+/// A raft vote.
+pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
 type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
-type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
-type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
+/// A snapshot's metadata.
+pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+/// A snapshot.
+pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
 /// What a snapshot carries (the state machine's metadata, JSON).
 pub type SnapshotData = io::Cursor<Vec<u8>>;
 

@@ -1,7 +1,8 @@
-//! Three raft nodes over three real journals in one process: election, replication, a
-//! leader that stops, a follower recovered from disk that catches up, and membership change.
-//! Only the network is in-process (a router of direct calls that can mark a node down); the
-//! cross-broker gRPC network and the multi-process failure tests come with the broker wiring.
+//! Three raft nodes over three real journals: election, replication, a leader that stops, a
+//! node recovered from disk that catches up, and membership change. The scenario runs twice:
+//! over an in-process router of direct calls, and over the real gRPC transport on
+//! 127.0.0.1 ports (a stopped node's server is shut down). The multi-process failure tests
+//! (kill -9, SIGSTOP) come with the broker wiring.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
@@ -10,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{
@@ -19,6 +21,7 @@ use openraft::{BasicNode, Config, Raft};
 use tempfile::TempDir;
 
 use super::{Command, JournalLogStore, JournalStateMachine, Snapshot, TypeConfig, Vote};
+use crate::replication::transport::{GrpcNetwork, Peers, RaftTransportService};
 use crate::storage::{GroupConfig, LogGroup, PartitionKey};
 
 type Node = Raft<TypeConfig, JournalStateMachine>;
@@ -118,38 +121,121 @@ fn raft_config() -> Arc<Config> {
     Arc::new(config.validate().expect("valid raft config"))
 }
 
-async fn start(router: &Router, id: u64, dir: &Path) -> Member {
-    let config = GroupConfig {
-        segment_bytes: 1 << 14,
-        replicated: true,
-        ..GroupConfig::default()
-    };
-    let group = Arc::new(
-        LogGroup::open(&dir.join("group"), config, &[(KEY, "orders".to_owned())]).unwrap(),
-    );
-    let store = JournalLogStore::open(group.clone(), dir).unwrap();
-    let sm = JournalStateMachine::open(group.clone(), dir).unwrap();
-    let raft = Raft::new(id, raft_config(), router.clone(), store, sm)
-        .await
-        .unwrap();
-    router.nodes.lock().unwrap().insert(id, raft.clone());
-    router.down.lock().unwrap().remove(&id);
-    Member {
-        dir: dir.to_owned(),
-        group,
-        raft,
-    }
+/// How the three nodes talk: direct calls, or gRPC over loopback.
+#[derive(Default)]
+struct Cluster {
+    router: Router,
+    grpc: Option<Grpc>,
 }
 
-async fn stop(router: &Router, id: u64, member: Member) -> PathBuf {
-    router.down.lock().unwrap().insert(id);
-    router.nodes.lock().unwrap().remove(&id);
-    member.raft.shutdown().await.unwrap();
-    let group = member.group;
-    tokio::task::spawn_blocking(move || group.close())
-        .await
-        .unwrap();
-    member.dir
+#[derive(Default)]
+struct Grpc {
+    peers: Peers,
+    addrs: HashMap<u64, std::net::SocketAddr>,
+    servers: HashMap<
+        u64,
+        (
+            tokio::sync::oneshot::Sender<()>,
+            tokio::task::JoinHandle<()>,
+        ),
+    >,
+}
+
+impl Cluster {
+    fn grpc() -> Cluster {
+        Cluster {
+            router: Router::default(),
+            grpc: Some(Grpc::default()),
+        }
+    }
+
+    fn node(&mut self, id: u64) -> BasicNode {
+        match &mut self.grpc {
+            None => BasicNode::default(),
+            Some(g) => {
+                let addr = *g.addrs.entry(id).or_insert_with(|| {
+                    std::net::TcpListener::bind("127.0.0.1:0")
+                        .and_then(|l| l.local_addr())
+                        .expect("free port")
+                });
+                BasicNode {
+                    addr: addr.to_string(),
+                }
+            }
+        }
+    }
+
+    async fn start(&mut self, id: u64, dir: &Path) -> Member {
+        let config = GroupConfig {
+            segment_bytes: 1 << 14,
+            replicated: true,
+            ..GroupConfig::default()
+        };
+        let group = Arc::new(
+            LogGroup::open(&dir.join("group"), config, &[(KEY, "orders".to_owned())]).unwrap(),
+        );
+        let store = JournalLogStore::open(group.clone(), dir).unwrap();
+        let sm = JournalStateMachine::open(group.clone(), dir).unwrap();
+        let raft = match &self.grpc {
+            None => {
+                let raft = Raft::new(id, raft_config(), self.router.clone(), store, sm)
+                    .await
+                    .unwrap();
+                self.router.nodes.lock().unwrap().insert(id, raft.clone());
+                self.router.down.lock().unwrap().remove(&id);
+                raft
+            }
+            Some(g) => Raft::new(
+                id,
+                raft_config(),
+                GrpcNetwork::new(0, g.peers.clone()),
+                store,
+                sm,
+            )
+            .await
+            .unwrap(),
+        };
+        if self.grpc.is_some() {
+            let addr: std::net::SocketAddr = self.node(id).addr.parse().unwrap();
+            let service = RaftTransportService::default();
+            service.register(0, raft.clone());
+            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(async move {
+                tonic::transport::Server::builder()
+                    .add_service(service.server())
+                    .serve_with_incoming_shutdown(
+                        tonic::transport::server::TcpIncoming::from(listener),
+                        async {
+                            let _ = rx.await;
+                        },
+                    )
+                    .await
+                    .unwrap();
+            });
+            self.grpc.as_mut().unwrap().servers.insert(id, (tx, server));
+        }
+        Member {
+            dir: dir.to_owned(),
+            group,
+            raft,
+        }
+    }
+
+    async fn stop(&mut self, id: u64, member: Member) -> PathBuf {
+        self.router.down.lock().unwrap().insert(id);
+        self.router.nodes.lock().unwrap().remove(&id);
+        if let Some((tx, server)) = self.grpc.as_mut().and_then(|g| g.servers.remove(&id)) {
+            let _ = tx.send(());
+            server.await.unwrap();
+        }
+        member.raft.shutdown().await.unwrap();
+        let group = member.group;
+        tokio::task::spawn_blocking(move || group.close())
+            .await
+            .unwrap();
+        member.dir
+    }
 }
 
 async fn leader(members: &BTreeMap<u64, Member>) -> u64 {
@@ -167,7 +253,9 @@ async fn leader(members: &BTreeMap<u64, Member>) -> u64 {
     panic!("no leader elected");
 }
 
-async fn write(raft: &Node, n: usize, tag: &str) -> Vec<u64> {
+/// Writes `n` messages through whichever node leads, retrying a write that was refused
+/// before being proposed (not leader, or a leader whose lease lapsed), as a client would.
+async fn write(members: &BTreeMap<u64, Member>, n: usize, tag: &str) -> Vec<u64> {
     let mut offsets = Vec::new();
     for i in 0..n {
         let message = meridian_proto::batch::Message {
@@ -176,15 +264,26 @@ async fn write(raft: &Node, n: usize, tag: &str) -> Vec<u64> {
             ..Default::default()
         };
         let payload = Bytes::from(meridian_proto::batch::encode_batch(&[message]));
-        let resp = raft
-            .client_write(Command::Batch {
-                topic_id: KEY.0,
-                partition: KEY.1,
-                count: 1,
-                payload,
-            })
-            .await
-            .unwrap();
+        let command = Command::Batch {
+            topic_id: KEY.0,
+            partition: KEY.1,
+            count: 1,
+            payload,
+        };
+        let mut attempts = 0;
+        let resp = loop {
+            let l = leader(members).await;
+            match members[&l].raft.client_write(command.clone()).await {
+                Ok(resp) => break resp,
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))
+                    if attempts < 100 =>
+                {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("write {tag}-{i} failed: {e}"),
+            }
+        };
         offsets.push(resp.data.base_offset.expect("a batch has a base offset"));
     }
     offsets
@@ -219,20 +318,32 @@ async fn values(group: &LogGroup, count: u64) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_elect_replicate_fail_over_and_recover() {
+    scenario(Cluster::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_over_the_grpc_transport() {
+    scenario(Cluster::grpc()).await;
+}
+
+async fn scenario(mut cluster: Cluster) {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("warn,openraft=warn")
+        .try_init();
     let tmp = TempDir::new().unwrap();
-    let router = Router::default();
     let mut members = BTreeMap::new();
     for id in 1..=3u64 {
         members.insert(
             id,
-            start(&router, id, &tmp.path().join(format!("n{id}"))).await,
+            cluster.start(id, &tmp.path().join(format!("n{id}"))).await,
         );
     }
-    let nodes: BTreeMap<u64, BasicNode> = (1..=3).map(|id| (id, BasicNode::default())).collect();
+    let nodes: BTreeMap<u64, BasicNode> = (1..=3).map(|id| (id, cluster.node(id))).collect();
     members[&1].raft.initialize(nodes).await.unwrap();
 
     let first = leader(&members).await;
-    let offsets = write(&members[&first].raft, 50, "a").await;
+    let offsets = write(&members, 50, "a").await;
     assert_eq!(
         offsets,
         (0..50).collect::<Vec<_>>(),
@@ -245,13 +356,13 @@ async fn three_replicas_elect_replicate_fail_over_and_recover() {
 
     // The leader stops; the other two elect a new one and keep accepting writes.
     let old = members.remove(&first).unwrap();
-    let old_dir = stop(&router, first, old).await;
+    let old_dir = cluster.stop(first, old).await;
     let second = leader(&members).await;
     assert_ne!(second, first);
-    write(&members[&second].raft, 30, "b").await;
+    write(&members, 30, "b").await;
 
     // The old leader restarts from its journal (recovery) and catches up.
-    members.insert(first, start(&router, first, &old_dir).await);
+    members.insert(first, cluster.start(first, &old_dir).await);
     let expected: Vec<String> = (0..50)
         .map(|i| format!("a-{i}"))
         .chain((0..30).map(|i| format!("b-{i}")))
@@ -277,11 +388,11 @@ async fn three_replicas_elect_replicate_fail_over_and_recover() {
         .change_membership(keep.clone(), false)
         .await
         .unwrap();
-    write(&members[&leader_id].raft, 10, "c").await;
+    write(&members, 10, "c").await;
     for id in &keep {
         assert_eq!(values(&members[id].group, 90).await.len(), 90);
     }
     for (id, m) in std::mem::take(&mut members) {
-        stop(&router, id, m).await;
+        cluster.stop(id, m).await;
     }
 }

@@ -1,0 +1,263 @@
+//! The inter-broker raft transport over gRPC: a client ([`GrpcNetwork`]) implementing
+//! openraft's network for every log group, and a server ([`RaftTransportService`]) that
+//! hands each request to the group's raft. Requests and responses travel as openraft's own
+//! serde types in JSON.
+//!
+//! All groups between two brokers share one tonic channel (one HTTP/2 connection), so their
+//! heartbeats share a connection though not yet a message.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use meridian_proto::v1::raft_transport_client::RaftTransportClient;
+use meridian_proto::v1::{RaftRpc, raft_transport_server};
+use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::v2::RaftNetworkV2;
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Raft};
+use serde::{Deserialize, Serialize};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use super::raft::{JournalStateMachine, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
+
+/// One log group's raft on this broker.
+pub type GroupRaft = Raft<TypeConfig, JournalStateMachine>;
+
+/// Connections to peer brokers, shared by every group's network.
+#[derive(Debug, Clone, Default)]
+pub struct Peers {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Peers {
+    fn channel(&self, addr: &str) -> Result<Channel, Unreachable<TypeConfig>> {
+        let mut channels = self.channels.lock().expect("peers lock poisoned");
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Unreachable::from_string(format!("bad peer address {addr}: {e}")))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true);
+        let channel = endpoint.connect_lazy();
+        channels.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// openraft's network factory for one log group.
+#[derive(Debug, Clone)]
+pub struct GrpcNetwork {
+    group: u32,
+    peers: Peers,
+}
+
+impl GrpcNetwork {
+    /// The network of log group `group`, over shared peer connections.
+    pub fn new(group: u32, peers: Peers) -> GrpcNetwork {
+        GrpcNetwork { group, peers }
+    }
+}
+
+/// A connection from one group's raft to the same group on a peer.
+#[derive(Debug)]
+pub struct GrpcConnection {
+    group: u32,
+    addr: String,
+    peers: Peers,
+}
+
+impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
+    type Network = GrpcConnection;
+
+    async fn new_client(&mut self, _target: u64, node: &BasicNode) -> GrpcConnection {
+        GrpcConnection {
+            group: self.group,
+            addr: node.addr.clone(),
+            peers: self.peers.clone(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+struct SnapshotRequest {
+    vote: Vote,
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+impl GrpcConnection {
+    async fn call<Req: Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        kind: Rpc,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, Unreachable<TypeConfig>> {
+        let payload = serde_json::to_vec(request).map_err(|e| Unreachable::new(&e))?;
+        let mut client = RaftTransportClient::new(self.peers.channel(&self.addr)?)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        let mut req = Request::new(RaftRpc {
+            group: self.group,
+            payload: Bytes::from(payload),
+        });
+        req.set_timeout(timeout);
+        let response = match kind {
+            Rpc::Append => client.append_entries(req).await,
+            Rpc::Vote => client.vote(req).await,
+            Rpc::Snapshot => client.install_snapshot(req).await,
+        }
+        .map_err(|s| {
+            Unreachable::from_string(format!("{}: {} ({:?})", self.addr, s.message(), s.code()))
+        })?;
+        serde_json::from_slice(&response.into_inner().payload).map_err(|e| Unreachable::new(&e))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Rpc {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl RaftNetworkV2<TypeConfig> for GrpcConnection {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        Ok(self.call(Rpc::Append, &rpc, option.hard_ttl()).await?)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        Ok(self.call(Rpc::Vote, &rpc, option.hard_ttl()).await?)
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        _cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let request = SnapshotRequest {
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot.into_inner(),
+        };
+        Ok(self
+            .call(Rpc::Snapshot, &request, option.hard_ttl())
+            .await?)
+    }
+}
+
+/// Serves the raft transport for every group this broker hosts.
+#[derive(Debug, Clone, Default)]
+pub struct RaftTransportService {
+    groups: Arc<RwLock<HashMap<u32, GroupRaft>>>,
+}
+
+impl RaftTransportService {
+    /// Routes requests for `group` to `raft`.
+    pub fn register(&self, group: u32, raft: GroupRaft) {
+        self.groups
+            .write()
+            .expect("groups lock poisoned")
+            .insert(group, raft);
+    }
+
+    /// Stops routing requests for `group`.
+    pub fn unregister(&self, group: u32) {
+        self.groups
+            .write()
+            .expect("groups lock poisoned")
+            .remove(&group);
+    }
+
+    /// The tonic service.
+    pub fn server(self) -> raft_transport_server::RaftTransportServer<RaftTransportService> {
+        raft_transport_server::RaftTransportServer::new(self)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX)
+    }
+
+    fn raft(&self, group: u32) -> Result<GroupRaft, Status> {
+        self.groups
+            .read()
+            .expect("groups lock poisoned")
+            .get(&group)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("this broker hosts no log group {group}")))
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(rpc: &RaftRpc) -> Result<T, Status> {
+    serde_json::from_slice(&rpc.payload)
+        .map_err(|e| Status::invalid_argument(format!("malformed raft request: {e}")))
+}
+
+fn encode<T: Serialize>(group: u32, value: &T) -> Result<Response<RaftRpc>, Status> {
+    let payload = serde_json::to_vec(value).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftRpc {
+        group,
+        payload: Bytes::from(payload),
+    }))
+}
+
+#[tonic::async_trait]
+impl raft_transport_server::RaftTransport for RaftTransportService {
+    async fn append_entries(&self, request: Request<RaftRpc>) -> Result<Response<RaftRpc>, Status> {
+        let rpc = request.into_inner();
+        let raft = self.raft(rpc.group)?;
+        let req: AppendEntriesRequest<TypeConfig> = decode(&rpc)?;
+        let resp = raft
+            .append_entries(req)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        encode(rpc.group, &resp)
+    }
+
+    async fn vote(&self, request: Request<RaftRpc>) -> Result<Response<RaftRpc>, Status> {
+        let rpc = request.into_inner();
+        let raft = self.raft(rpc.group)?;
+        let req: VoteRequest<TypeConfig> = decode(&rpc)?;
+        let resp = raft
+            .vote(req)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        encode(rpc.group, &resp)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftRpc>,
+    ) -> Result<Response<RaftRpc>, Status> {
+        let rpc = request.into_inner();
+        let raft = self.raft(rpc.group)?;
+        let req: SnapshotRequest = decode(&rpc)?;
+        let snapshot = Snapshot {
+            meta: req.meta,
+            snapshot: std::io::Cursor::new(req.data),
+        };
+        let resp = raft
+            .install_full_snapshot(req.vote, snapshot)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        encode(rpc.group, &resp)
+    }
+}
