@@ -118,6 +118,9 @@ struct Shared {
     indexing: Mutex<()>,
     /// Record index → journal position.
     records: Mutex<RecordPositions>,
+    /// Topics deleted here: their records index nowhere. In a replicated group a record of
+    /// any other unknown topic holds the indexer until the topic is added or retired.
+    retired_topics: RwLock<std::collections::HashSet<u32>>,
     visible: watch::Sender<u64>,
     stop: AtomicBool,
     /// Tests set this to stop the threads the way a crash would: no final flush.
@@ -135,11 +138,22 @@ struct Progress {
     synced: u64,
     /// End of records in the indexes.
     indexed: u64,
+    /// The indexer stopped at a record of a partition it does not know yet.
+    index_waiting: bool,
     /// With replication: the end of committed records (what enough replicas hold). Only
     /// records below it are indexed and visible.
     watermark: u64,
     /// Set once a sync failed: the group takes no more writes.
     fatal: Option<&'static str>,
+}
+
+/// What indexing one record did.
+enum Indexed {
+    Added,
+    /// Not a batch, or already indexed.
+    Skipped,
+    /// A batch of a partition the group does not hold.
+    Unknown,
 }
 
 /// What a walk over the journal restores: consumer offsets, each partition's next offset,
@@ -297,12 +311,14 @@ impl LogGroup {
                 written: 0,
                 synced: 0,
                 indexed: 0,
+                index_waiting: false,
                 watermark: 0,
                 fatal: None,
             }),
             progress_changed: Condvar::new(),
             indexing: Mutex::new(()),
             records: Mutex::new(RecordPositions::default()),
+            retired_topics: RwLock::new(std::collections::HashSet::new()),
             visible,
             stop: AtomicBool::new(false),
             crashed: AtomicBool::new(false),
@@ -477,7 +493,28 @@ impl LogGroup {
             .write()
             .expect("indexes lock poisoned")
             .insert(key, Arc::new(Mutex::new(index)));
+        self.wake_indexer();
         Ok(())
+    }
+
+    /// Marks a topic deleted: its records index nowhere (in a replicated group the indexer
+    /// otherwise waits for an unknown topic to be added).
+    pub fn retire_topic(&self, topic_id: u32) {
+        self.shared
+            .retired_topics
+            .write()
+            .expect("retired lock poisoned")
+            .insert(topic_id);
+        self.wake_indexer();
+    }
+
+    fn wake_indexer(&self) {
+        self.shared
+            .progress
+            .lock()
+            .expect("progress lock poisoned")
+            .index_waiting = false;
+        self.shared.progress_changed.notify_all();
     }
 
     /// Removes every partition of a topic and its committed offsets. Its records stay in the
@@ -509,6 +546,7 @@ impl LogGroup {
             .lock()
             .expect("offsets lock poisoned")
             .retain(|k, _| k.1 != topic_id);
+        self.retire_topic(topic_id);
         Ok(())
     }
 
@@ -861,6 +899,7 @@ impl Shared {
             written: end,
             synced: end,
             indexed: visible,
+            index_waiting: false,
             watermark: visible,
             fatal: None,
         };
@@ -875,16 +914,37 @@ impl Shared {
     /// Adds index entries for the records in `[from, to)`; returns how many records it
     /// indexed. Records already indexed are skipped, so this is safe to repeat.
     fn index_range(&self, from: u64, to: u64) -> io::Result<u64> {
+        self.index_range_until_unknown(from, to, false)
+            .map(|(n, _)| n)
+    }
+
+    /// Adds index entries for the records in `[from, to)`, skipping records already indexed;
+    /// returns how many records it indexed and how far it got. With `wait_for_unknown`, it
+    /// stops at a record of a partition the group does not know yet (in a replicated group
+    /// the topic's creation may not have been applied here yet) unless its topic is retired.
+    fn index_range_until_unknown(
+        &self,
+        from: u64,
+        to: u64,
+        wait_for_unknown: bool,
+    ) -> io::Result<(u64, u64)> {
         let indexes = self.indexes.read().expect("indexes lock poisoned");
+        let retired = self.retired_topics.read().expect("retired lock poisoned");
         let mut n = 0;
         let mut failure = None;
+        let mut waiting_at = None;
         let walk_end = self.journal.walk(from, to, |pos, h, _| {
-            if failure.is_none() {
-                match Shared::index_record(&indexes, pos, h) {
-                    Ok(true) => n += 1,
-                    Ok(false) => {}
-                    Err(e) => failure = Some(e),
+            if failure.is_some() || waiting_at.is_some() {
+                return;
+            }
+            match Shared::index_record(&indexes, pos, h) {
+                Ok(Indexed::Added) => n += 1,
+                Ok(Indexed::Skipped) => {}
+                Ok(Indexed::Unknown) if wait_for_unknown && !retired.contains(&h.topic_id) => {
+                    waiting_at = Some(pos)
                 }
+                Ok(Indexed::Unknown) => {}
+                Err(e) => failure = Some(e),
             }
         });
         if let Some(e) = failure {
@@ -895,7 +955,7 @@ impl Shared {
                 io::ErrorKind::InvalidData,
                 format!("corrupt journal record at {pos} below the durable end {to}: {reason}"),
             )),
-            WalkEnd::Clean(_) => Ok(n),
+            WalkEnd::Clean(_) => Ok((n, waiting_at.unwrap_or(to))),
         }
     }
 
@@ -903,18 +963,18 @@ impl Shared {
         indexes: &HashMap<PartitionKey, Arc<Mutex<PartitionIndex>>>,
         pos: u64,
         h: &RecordHeader,
-    ) -> io::Result<bool> {
+    ) -> io::Result<Indexed> {
         if h.kind != RecordKind::Batch {
-            return Ok(false);
+            return Ok(Indexed::Skipped);
         }
         // Records of deleted topics stay in the journal until retention; they index nowhere.
         let Some(index) = indexes.get(&(h.topic_id, h.partition)) else {
-            return Ok(false);
+            return Ok(Indexed::Unknown);
         };
         let mut index = index.lock().expect("index lock poisoned");
         let end = index.end();
         if h.base_offset + u64::from(h.count) <= end {
-            return Ok(false);
+            return Ok(Indexed::Skipped);
         }
         if h.base_offset != end && end != index.earliest() {
             return Err(io::Error::new(
@@ -933,7 +993,7 @@ impl Shared {
         for offset in h.base_offset..h.base_offset + u64::from(h.count) {
             index.push(offset, entry);
         }
-        Ok(true)
+        Ok(Indexed::Added)
     }
 
     /// Flushes every index and records, durably, that the journal is synced to `synced` and
@@ -1615,13 +1675,17 @@ impl Indexer {
         if to <= from {
             return Ok(());
         }
-        self.shared.index_range(from, to)?;
-        self.shared
-            .progress
-            .lock()
-            .expect("progress lock poisoned")
-            .indexed = to;
-        self.shared.visible.send_replace(to);
+        let (_, reached) =
+            self.shared
+                .index_range_until_unknown(from, to, self.shared.config.replicated)?;
+        {
+            let mut p = self.shared.progress.lock().expect("progress lock poisoned");
+            p.indexed = reached;
+            p.index_waiting = reached < to;
+        }
+        if reached > from {
+            self.shared.visible.send_replace(reached);
+        }
         Ok(())
     }
 

@@ -598,3 +598,40 @@ fn a_replica_pulls_records_by_position_and_shows_only_committed_ones() {
     assert_eq!(follower.positions().3, end);
     follower.close();
 }
+
+#[test]
+fn a_replicated_group_waits_for_a_topic_it_does_not_know_yet() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = GroupConfig {
+        replicated: true,
+        ..config(FlushPolicy::Fsync)
+    };
+    let group = LogGroup::open(&tmp.path().join("g"), config, &[]).unwrap();
+    // Records of topic 7 arrive before this replica applied the topic's creation, then
+    // records of topic 8, which was deleted.
+    rt.block_on(group.append((7, 0), payload(1, 20), 2))
+        .unwrap();
+    rt.block_on(group.append((8, 0), payload(2, 20), 1))
+        .unwrap();
+    let end = rt
+        .block_on(group.append((7, 0), payload(3, 20), 1))
+        .unwrap();
+    let written = group.positions().1;
+    group.set_watermark(written);
+    std::thread::sleep(Duration::from_millis(50));
+    // Nothing past the first unknown record is visible yet: skipping it would lose it.
+    assert_eq!(group.positions().3, 0);
+    group.add_partition((7, 0), "late").unwrap();
+    // Now the indexer moves on to the deleted topic's record and waits there.
+    wait_visible(&rt, &group, 1);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        group.positions().3 < end.position,
+        "passed a record of an unknown topic"
+    );
+    group.retire_topic(8);
+    wait_visible(&rt, &group, written);
+    assert_eq!(group.offsets((7, 0)).unwrap(), (0, 3));
+    group.close();
+}
