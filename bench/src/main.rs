@@ -240,7 +240,7 @@ async fn grpc(dir: &Path, duration: Duration) -> anyhow::Result<Vec<Row>> {
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
         );
     let server = tokio::spawn(server);
-    broker.create_topic("bench", 4)?;
+    broker.create_topic("bench", 4).await?;
     let client = v1::broker_client::BrokerClient::connect(format!("http://{addr}"))
         .await?
         .max_decoding_message_size(usize::MAX);

@@ -200,7 +200,7 @@ impl Consumer {
     async fn fetch_all(&mut self, wait: Duration) -> Result<Vec<ConsumedMessage>, ClientError> {
         let mut set = JoinSet::new();
         for ((topic, partition), &offset) in &self.positions {
-            let mut rpc = self.client.rpc();
+            let client = self.client.clone();
             let request = v1::FetchRequest {
                 topic: topic.clone(),
                 partition: *partition,
@@ -212,7 +212,12 @@ impl Consumer {
                 (
                     request.topic.clone(),
                     request.partition,
-                    rpc.fetch(request).await,
+                    client
+                        .call(|mut c| {
+                            let r = request.clone();
+                            async move { c.fetch(r).await }
+                        })
+                        .await,
                 )
             });
         }
@@ -220,7 +225,7 @@ impl Consumer {
         while let Some(joined) = set.join_next().await {
             let (topic, partition, result) =
                 joined.map_err(|e| ClientError::Usage(format!("fetch task failed: {e}")))?;
-            let messages = result?.into_inner().messages;
+            let messages = result?.messages;
             if let Some(last) = messages.last() {
                 self.positions
                     .insert((topic.clone(), partition), last.offset + 1);

@@ -4,13 +4,18 @@
 //! [`Producer`] (async send with batching and linger, a future per message) and
 //! [`Consumer`] (subscribe or assign, poll, commit, seek by offset or time).
 //!
-//! Not here yet: routing through the control plane to the nearest region and following a
-//! moved partition leader; consumer-group membership (a subscribing consumer reads every
-//! partition of its topics).
+//! A client follows a log group's leader: a broker that does not lead answers with the
+//! leader's address and the client retries there.
+//!
+//! Not here yet: routing through the control plane to the nearest region; consumer-group
+//! membership (a subscribing consumer reads every partition of its topics).
 
 mod consumer;
 mod error;
 mod producer;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use meridian_proto::v1::{self, broker_client::BrokerClient};
 use tonic::transport::{Channel, Endpoint};
@@ -20,11 +25,23 @@ pub use error::ClientError;
 pub use meridian_proto::v1::TopicInfo;
 pub use producer::{Producer, ProducerConfig, Record, RecordMetadata, SendFuture};
 
-/// A connection to one broker. Cheap to clone; clones share the connection.
+/// A connection to a region's brokers. Cheap to clone; clones share connections.
+///
+/// Requests go to the first reachable bootstrap broker; a broker that does not lead the
+/// partition's log group answers with the leader's address, and the client retries there.
 #[derive(Debug, Clone)]
 pub struct Client {
-    rpc: BrokerClient<Channel>,
+    /// The broker requests go to first; moves on redirects and failures.
+    current: Arc<Mutex<BrokerClient<Channel>>>,
+    bootstrap: Arc<Vec<String>>,
+    connections: Arc<Mutex<HashMap<String, BrokerClient<Channel>>>>,
 }
+
+/// The response header naming the leader on a "not leader" error (the broker's
+/// `grpc::LEADER_HEADER`).
+const LEADER_HEADER: &str = "x-meridian-leader";
+/// Redirects and retries a request takes at most.
+const ATTEMPTS_MAX: usize = 20;
 
 /// Which offset of a partition to look up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,28 +55,137 @@ pub enum OffsetSpec {
 }
 
 impl Client {
-    /// Connects to a broker at `addr` (`host:port` or `http://host:port`).
-    pub async fn connect(addr: &str) -> Result<Client, ClientError> {
-        let uri = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("http://{addr}")
-        };
-        let endpoint = Endpoint::from_shared(uri.clone())
-            .map_err(|e| ClientError::Connect {
-                addr: addr.to_owned(),
-                reason: e.to_string(),
-            })?
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .tcp_nodelay(true);
-        let channel = endpoint.connect().await.map_err(|e| ClientError::Connect {
-            addr: addr.to_owned(),
-            reason: error::source_chain(&e),
-        })?;
-        let rpc = BrokerClient::new(channel)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
-        Ok(Client { rpc })
+    /// Connects to a region through `addrs`: one broker (`host:port`) or several, comma
+    /// separated; the first that answers is used, the others when it fails.
+    pub async fn connect(addrs: &str) -> Result<Client, ClientError> {
+        let bootstrap: Vec<String> = addrs
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let mut last = None;
+        for addr in &bootstrap {
+            match connect_one(addr).await {
+                Ok(rpc) => {
+                    return Ok(Client {
+                        current: Arc::new(Mutex::new(rpc)),
+                        bootstrap: Arc::new(bootstrap.clone()),
+                        connections: Arc::default(),
+                    });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Usage("no broker address given".into())))
+    }
+
+    /// Runs `request` against the broker that can serve it: follows "not leader" answers to
+    /// the named leader, waits out elections, and moves to another bootstrap broker when one
+    /// is unreachable.
+    pub(crate) async fn call<T, F, Fut>(&self, request: F) -> Result<T, ClientError>
+    where
+        F: FnMut(BrokerClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call_with(true, request).await
+    }
+
+    /// [`Client::call`]; with `retry_unavailable` false, a request that may have reached a
+    /// broker that then failed is not sent again (a produce could otherwise be stored twice).
+    /// "Not leader" answers are always followed: the request was not carried out.
+    pub(crate) async fn call_with<T, F, Fut>(
+        &self,
+        retry_unavailable: bool,
+        mut request: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut(BrokerClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut rpc = self.current.lock().expect("client lock poisoned").clone();
+        let mut next_bootstrap = 0;
+        let mut last = None;
+        for _ in 0..ATTEMPTS_MAX {
+            match request(rpc.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                    let leader = status
+                        .metadata()
+                        .get(LEADER_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    last = Some(ClientError::from(status));
+                    match leader {
+                        Some(addr) => match self.connection(&addr).await {
+                            Ok(c) => {
+                                *self.current.lock().expect("client lock poisoned") = c.clone();
+                                rpc = c;
+                            }
+                            Err(e) => last = Some(e),
+                        },
+                        // An election is under way.
+                        None => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+                    }
+                }
+                Err(status)
+                    if retry_unavailable
+                        && (status.code() == tonic::Code::Unavailable
+                            || status.code() == tonic::Code::Unknown) =>
+                {
+                    last = Some(ClientError::from(status));
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    let addr = &self.bootstrap[next_bootstrap % self.bootstrap.len()];
+                    next_bootstrap += 1;
+                    if let Ok(c) = self.connection(addr).await {
+                        *self.current.lock().expect("client lock poisoned") = c.clone();
+                        rpc = c;
+                    }
+                }
+                Err(status) => {
+                    if status.code() == tonic::Code::Unavailable
+                        || status.code() == tonic::Code::Unknown
+                    {
+                        // Not retried, but the next request tries another broker.
+                        self.rotate().await;
+                    }
+                    return Err(status.into());
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Usage("request failed".into())))
+    }
+
+    /// Points the client at the next reachable bootstrap broker.
+    async fn rotate(&self) {
+        for addr in self.bootstrap.iter() {
+            if let Ok(c) = self.connection(addr).await
+                && c.clone()
+                    .list_topics(v1::ListTopicsRequest {})
+                    .await
+                    .is_ok()
+            {
+                *self.current.lock().expect("client lock poisoned") = c;
+                return;
+            }
+        }
+    }
+
+    async fn connection(&self, addr: &str) -> Result<BrokerClient<Channel>, ClientError> {
+        if let Some(c) = self
+            .connections
+            .lock()
+            .expect("connections lock poisoned")
+            .get(addr)
+        {
+            return Ok(c.clone());
+        }
+        let c = connect_one(addr).await?;
+        self.connections
+            .lock()
+            .expect("connections lock poisoned")
+            .insert(addr.to_owned(), c.clone());
+        Ok(c)
     }
 
     /// Creates a topic; `partitions` 0 takes the broker's default.
@@ -72,41 +198,44 @@ impl Client {
             name: name.to_owned(),
             partitions,
         };
-        Ok(self.rpc.clone().create_topic(r).await?.into_inner())
+        self.call(|mut c| {
+            let r = r.clone();
+            async move { c.create_topic(r).await }
+        })
+        .await
     }
 
     /// Deletes a topic.
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
-        self.rpc
-            .clone()
-            .delete_topic(v1::DeleteTopicRequest {
-                name: name.to_owned(),
-            })
-            .await?;
+        let r = v1::DeleteTopicRequest {
+            name: name.to_owned(),
+        };
+        self.call(|mut c| {
+            let r = r.clone();
+            async move { c.delete_topic(r).await }
+        })
+        .await?;
         Ok(())
     }
 
     /// Every topic.
     pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, ClientError> {
         Ok(self
-            .rpc
-            .clone()
-            .list_topics(v1::ListTopicsRequest {})
+            .call(|mut c| async move { c.list_topics(v1::ListTopicsRequest {}).await })
             .await?
-            .into_inner()
             .topics)
     }
 
     /// One topic, with the offsets of each partition.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo, ClientError> {
-        Ok(self
-            .rpc
-            .clone()
-            .describe_topic(v1::DescribeTopicRequest {
-                name: name.to_owned(),
-            })
-            .await?
-            .into_inner())
+        let r = v1::DescribeTopicRequest {
+            name: name.to_owned(),
+        };
+        self.call(|mut c| {
+            let r = r.clone();
+            async move { c.describe_topic(r).await }
+        })
+        .await
     }
 
     /// Looks up an offset; with [`OffsetSpec::Time`], `None` time means no message is that
@@ -128,7 +257,12 @@ impl Client {
             spec: spec as i32,
             timestamp_ms,
         };
-        let r = self.rpc.clone().list_offsets(r).await?.into_inner();
+        let r = self
+            .call(|mut c| {
+                let r = r.clone();
+                async move { c.list_offsets(r).await }
+            })
+            .await?;
         Ok((r.offset, r.timestamp_ms))
     }
 
@@ -144,7 +278,13 @@ impl Client {
             topic: topic.to_owned(),
             partition,
         };
-        Ok(self.rpc.clone().fetch_offset(r).await?.into_inner().offset)
+        Ok(self
+            .call(|mut c| {
+                let r = r.clone();
+                async move { c.fetch_offset(r).await }
+            })
+            .await?
+            .offset)
     }
 
     /// Commits a consumer group's offset of a partition.
@@ -161,7 +301,11 @@ impl Client {
             partition,
             offset,
         };
-        self.rpc.clone().commit_offset(r).await?;
+        self.call(|mut c| {
+            let r = r.clone();
+            async move { c.commit_offset(r).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -174,8 +318,26 @@ impl Client {
     pub fn consumer(&self, config: ConsumerConfig) -> Consumer {
         Consumer::new(self.clone(), config)
     }
+}
 
-    pub(crate) fn rpc(&self) -> BrokerClient<Channel> {
-        self.rpc.clone()
-    }
+async fn connect_one(addr: &str) -> Result<BrokerClient<Channel>, ClientError> {
+    let uri = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    let endpoint = Endpoint::from_shared(uri)
+        .map_err(|e| ClientError::Connect {
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        })?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .tcp_nodelay(true);
+    let channel = endpoint.connect().await.map_err(|e| ClientError::Connect {
+        addr: addr.to_owned(),
+        reason: error::source_chain(&e),
+    })?;
+    Ok(BrokerClient::new(channel)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX))
 }

@@ -289,7 +289,7 @@ impl Batcher {
     /// Sends a batch after the partition's previous batch is acknowledged, keeping order.
     fn send_batch(&mut self, key: (String, u32), batch: Batch) {
         let previous = self.in_flight.remove(&key);
-        let mut rpc = self.client.rpc();
+        let client = self.client.clone();
         let acks = self.config.acks;
         let (topic, partition) = key.clone();
         let handle = tokio::spawn(async move {
@@ -316,9 +316,14 @@ impl Batcher {
                 messages,
                 acks: acks as i32,
             };
-            match rpc.produce(request).await {
-                Ok(response) => {
-                    let r = response.into_inner();
+            let sent = client
+                .call_with(false, |mut c| {
+                    let r = request.clone();
+                    async move { c.produce(r).await }
+                })
+                .await;
+            match sent {
+                Ok(r) => {
                     for (i, reply) in batch.replies.into_iter().enumerate() {
                         let _ = reply.send(Ok(RecordMetadata {
                             topic: topic.clone(),
@@ -328,8 +333,7 @@ impl Batcher {
                         }));
                     }
                 }
-                Err(status) => {
-                    let e = ClientError::from(status);
+                Err(e) => {
                     for reply in batch.replies {
                         let _ = reply.send(Err(e.clone()));
                     }

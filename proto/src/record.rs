@@ -5,7 +5,7 @@
 //! 0   len             u32   whole record, header included
 //! 4   crc             u32   CRC32C of bytes 8..len
 //! 8   kind            u8    1 = message batch, 2 = consumer-offset commit, 3 = blank,
-//!                           4 = membership (replication entries)
+//!                           4 = membership, 5 = metadata (replication entries)
 //! 9   flags           u8    0 (reserved)
 //! 10  reserved        u16   0
 //! 12  topic_id        u32
@@ -43,6 +43,8 @@ pub enum RecordKind {
     Blank = 3,
     /// A replica-set membership change; payload is the replication layer's encoding.
     Membership = 4,
+    /// Metadata the replication layer carries (topic catalog changes); JSON payload.
+    Metadata = 5,
 }
 
 /// The decoded fixed header of a record.
@@ -156,6 +158,7 @@ pub fn parse_checked(buf: &[u8], verify: bool) -> Parsed {
         2 => RecordKind::OffsetCommit,
         3 => RecordKind::Blank,
         4 => RecordKind::Membership,
+        5 => RecordKind::Metadata,
         _ => return Parsed::Invalid("unknown record kind"),
     };
     Parsed::Record(RecordHeader {

@@ -3,6 +3,7 @@
 //! [`BrokerError`] to their own error codes.
 
 mod catalog;
+mod replicated;
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -27,6 +28,10 @@ pub struct Broker {
     config: Config,
     groups: Vec<Arc<LogGroup>>,
     catalog: RwLock<Catalog>,
+    /// One raft per log group, in raft mode (peers configured).
+    rafts: std::sync::OnceLock<Vec<crate::replication::transport::GroupRaft>>,
+    /// Serializes catalog changes proposed by this broker.
+    catalog_writes: tokio::sync::Mutex<()>,
 }
 
 /// Why a request failed; each adapter maps these to its protocol's codes.
@@ -77,6 +82,22 @@ pub enum BrokerError {
         /// Log end offset.
         latest: u64,
     },
+    /// This broker does not lead the log group; retry at the leader.
+    #[error("this broker does not lead log group {group}; {}", match (leader_id, leader) {
+        (Some(id), Some(addr)) => format!("broker {id} at {addr} does: retry there"),
+        _ => "no leader is known yet: retry shortly".to_owned(),
+    })]
+    NotLeader {
+        /// The log group.
+        group: u32,
+        /// The leader's broker id, when known.
+        leader_id: Option<u32>,
+        /// The leader's gRPC address, when known.
+        leader: Option<String>,
+    },
+    /// Replication failed (no quorum, shutting down).
+    #[error("replication failed: {0}")]
+    Replication(String),
     /// Storage refused the append.
     #[error(transparent)]
     Append(#[from] AppendError),
@@ -148,10 +169,17 @@ impl Broker {
                 config.log_groups
             )));
         }
+        for g in &groups {
+            for &id in catalog.retired() {
+                g.retire_topic(id);
+            }
+        }
         Ok(Broker {
             config,
             groups,
             catalog: RwLock::new(catalog),
+            rafts: std::sync::OnceLock::new(),
+            catalog_writes: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -166,8 +194,9 @@ impl Broker {
     }
 
     /// Creates a topic with `partitions` partitions (0: the default), spread round-robin
-    /// over the log groups.
-    pub fn create_topic(&self, name: &str, partitions: u32) -> Result<Topic, BrokerError> {
+    /// over the log groups. In raft mode the change goes through log group 0 and every
+    /// broker applies it.
+    pub async fn create_topic(&self, name: &str, partitions: u32) -> Result<Topic, BrokerError> {
         names::validate("topic", name).map_err(|e| BrokerError::Invalid(e.to_string()))?;
         let partitions = if partitions == 0 {
             self.config.default_partitions
@@ -180,32 +209,61 @@ impl Broker {
                 self.config.partitions_max
             )));
         }
-        let mut catalog = self.catalog.write().expect("catalog lock poisoned");
-        if catalog.get(name).is_some() {
-            return Err(BrokerError::TopicExists(name.to_owned()));
+        if self.rafts.get().is_some() {
+            return self.create_topic_replicated(name, partitions).await;
         }
-        let id = catalog.next_id();
-        let n = self.groups.len() as u32;
-        let groups: Vec<u32> = (0..partitions).map(|p| (id + p) % n).collect();
-        // Indexes first, catalog last: a crash in between leaves index directories that the
-        // next start removes because no topic owns them.
-        for (p, &g) in groups.iter().enumerate() {
-            self.groups[g as usize].add_partition((id, p as u32), name)?;
-        }
+        let _serial = self.catalog_writes.lock().await;
+        let id = {
+            let catalog = self.catalog.read().expect("catalog lock poisoned");
+            if catalog.get(name).is_some() {
+                return Err(BrokerError::TopicExists(name.to_owned()));
+            }
+            catalog.next_id()
+        };
         let topic = Topic {
             name: name.to_owned(),
             id,
-            groups,
+            groups: self.spread(id, partitions),
             created_ms: now_ms(),
         };
-        catalog.insert(topic.clone())?;
-        tracing::info!(topic = name, id, partitions, "topic created");
+        self.create_topic_local(topic.clone())?;
         Ok(topic)
+    }
+
+    /// The log group of each partition of a new topic.
+    fn spread(&self, id: u32, partitions: u32) -> Vec<u32> {
+        let n = self.groups.len() as u32;
+        (0..partitions).map(|p| (id + p) % n).collect()
+    }
+
+    /// Adds a topic to this broker: indexes first, catalog last, so a crash in between
+    /// leaves index directories the next start removes because no topic owns them.
+    fn create_topic_local(&self, topic: Topic) -> Result<(), BrokerError> {
+        let mut catalog = self.catalog.write().expect("catalog lock poisoned");
+        for (p, &g) in topic.groups.iter().enumerate() {
+            let group = self.groups.get(g as usize).ok_or_else(|| {
+                BrokerError::Invalid(format!(
+                    "topic {:?} names log group {g}, which this broker does not have",
+                    topic.name
+                ))
+            })?;
+            group.add_partition((topic.id, p as u32), &topic.name)?;
+        }
+        tracing::info!(topic = %topic.name, id = topic.id, partitions = topic.groups.len(), "topic created");
+        catalog.insert(topic)?;
+        Ok(())
     }
 
     /// Deletes a topic: its partitions become unreadable at once; its records leave the
     /// disk with the segments that hold them.
-    pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+    pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        if self.rafts.get().is_some() {
+            return self.delete_topic_replicated(name).await;
+        }
+        self.delete_topic_local(name)
+    }
+
+    fn delete_topic_local(&self, name: &str) -> Result<(), BrokerError> {
         let mut catalog = self.catalog.write().expect("catalog lock poisoned");
         let topic = catalog
             .get(name)
@@ -285,10 +343,17 @@ impl Broker {
         }
         let count = messages.len() as u32;
         let payload = Bytes::from(batch::encode_batch(&messages));
-        let appended = group.append(key, payload, count).await?;
+        let (base_offset, append_time_ms) = if self.rafts.get().is_some() {
+            let g = topic.groups[partition as usize];
+            self.append_replicated(g, key.0, key.1, count, payload)
+                .await?
+        } else {
+            let appended = group.append(key, payload, count).await?;
+            (appended.base_offset, appended.append_time_ms)
+        };
         metrics::counter!("meridian_produce_messages_total").increment(u64::from(count));
         metrics::counter!("meridian_produce_bytes_total").increment(size as u64);
-        Ok((appended.base_offset, appended.append_time_ms))
+        Ok((base_offset, append_time_ms))
     }
 
     /// Reads messages from `offset` on (at most about `max_bytes`, at least one message when
@@ -303,6 +368,8 @@ impl Broker {
     ) -> Result<(Vec<FetchedMessage>, (u64, u64)), BrokerError> {
         let topic = self.topic(topic)?;
         let (group, key) = self.locate(&topic, partition)?;
+        self.require_leader(topic.groups[partition as usize])
+            .await?;
         let max_wait = max_wait.min(Duration::from_millis(self.config.fetch_wait_max_ms));
         let deadline = tokio::time::Instant::now() + max_wait;
         let mut visible = group.subscribe();
@@ -328,7 +395,7 @@ impl Broker {
     }
 
     /// Looks up an offset of a partition; with a time, also returns the append time found.
-    pub fn list_offset(
+    pub async fn list_offset(
         &self,
         topic: &str,
         partition: u32,
@@ -336,6 +403,8 @@ impl Broker {
     ) -> Result<(u64, Option<i64>), BrokerError> {
         let topic = self.topic(topic)?;
         let (group, key) = self.locate(&topic, partition)?;
+        self.require_leader(topic.groups[partition as usize])
+            .await?;
         let (earliest, latest) = group.offsets(key).map_err(BrokerError::Read)?;
         Ok(match query {
             OffsetQuery::Earliest => (earliest, None),
@@ -360,12 +429,24 @@ impl Broker {
         names::validate("group", group_name).map_err(|e| BrokerError::Invalid(e.to_string()))?;
         let topic = self.topic(topic)?;
         let (group, key) = self.locate(&topic, partition)?;
-        group.commit_offset(group_name, key, offset).await?;
+        if self.rafts.get().is_some() {
+            let g = topic.groups[partition as usize];
+            self.require_leader(g).await?;
+            let command = crate::replication::raft::Command::Commit {
+                group: group_name.to_owned(),
+                topic_id: key.0,
+                partition: key.1,
+                offset,
+            };
+            self.replicate(g, command).await?;
+        } else {
+            group.commit_offset(group_name, key, offset).await?;
+        }
         Ok(())
     }
 
     /// A consumer group's committed position in a partition.
-    pub fn committed_offset(
+    pub async fn committed_offset(
         &self,
         group_name: &str,
         topic: &str,
@@ -374,6 +455,8 @@ impl Broker {
         names::validate("group", group_name).map_err(|e| BrokerError::Invalid(e.to_string()))?;
         let topic = self.topic(topic)?;
         let (group, key) = self.locate(&topic, partition)?;
+        self.require_leader(topic.groups[partition as usize])
+            .await?;
         Ok(group.committed_offset(group_name, key))
     }
 

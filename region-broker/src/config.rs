@@ -37,6 +37,54 @@ pub struct Config {
     pub fetch_wait_max_ms: u64,
     /// Storage settings shared by every log group.
     pub storage: StorageConfig,
+    /// The region's brokers, when this broker is one of several.
+    pub replication: ReplicationConfig,
+}
+
+/// The `[replication]` section: a static description of the region's brokers. With peers, every
+/// log group is a raft group over all of them (replication factor = number of brokers).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// Address of the inter-broker raft transport.
+    pub raft_listen: Option<SocketAddr>,
+    /// Every broker of the region, this one included; empty: this broker runs alone.
+    pub peers: Vec<Peer>,
+}
+
+/// One broker of the region.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// Its broker id.
+    pub id: u32,
+    /// Its raft transport address.
+    pub raft: String,
+    /// Its gRPC API address (where clients are redirected).
+    pub grpc: String,
+}
+
+impl Peer {
+    /// Parses `ID=RAFT_ADDR,GRPC_ADDR`.
+    pub fn parse(text: &str) -> Result<Peer, String> {
+        let usage = || {
+            format!(
+                "{text:?} is not ID=RAFT_ADDR,GRPC_ADDR (example: 2=127.0.0.1:7172,127.0.0.1:7072)"
+            )
+        };
+        let (id, addrs) = text.split_once('=').ok_or_else(usage)?;
+        let (raft, grpc) = addrs.split_once(',').ok_or_else(usage)?;
+        let id = id.parse().map_err(|_| usage())?;
+        for a in [raft, grpc] {
+            a.parse::<SocketAddr>()
+                .map_err(|e| format!("{a:?} in {text:?}: {e}"))?;
+        }
+        Ok(Peer {
+            id,
+            raft: raft.to_owned(),
+            grpc: grpc.to_owned(),
+        })
+    }
 }
 
 /// The `[storage]` section.
@@ -74,6 +122,7 @@ impl Default for Config {
             batch_bytes_max: 8 << 20,
             fetch_wait_max_ms: 30_000,
             storage: StorageConfig::default(),
+            replication: ReplicationConfig::default(),
         }
     }
 }
@@ -198,6 +247,32 @@ impl Config {
         if let Err(why) = self.retention() {
             return invalid("storage.retention", &s.retention, why);
         }
+        let peers = &self.replication.peers;
+        if !peers.is_empty() {
+            if !peers.iter().any(|p| p.id == self.broker_id) {
+                return invalid(
+                    "replication.peers",
+                    format!("{} peers", peers.len()),
+                    format!("must include this broker (broker_id {})", self.broker_id),
+                );
+            }
+            let mut ids: Vec<u32> = peers.iter().map(|p| p.id).collect();
+            ids.sort_unstable();
+            if ids.windows(2).any(|w| w[0] == w[1]) {
+                return invalid(
+                    "replication.peers",
+                    format!("{ids:?}"),
+                    "broker ids must be unique",
+                );
+            }
+            if self.replication.raft_listen.is_none() {
+                return invalid(
+                    "replication.raft_listen",
+                    "unset",
+                    "a broker with peers needs an address for the raft transport",
+                );
+            }
+        }
         if self.region.is_empty() {
             return invalid("region", "\"\"", "must not be empty");
         }
@@ -215,6 +290,7 @@ impl Config {
             retention: self.retention().unwrap_or_default(),
             retention_bytes: (s.retention_bytes > 0).then_some(s.retention_bytes),
             retention_check_interval: Duration::from_millis(s.retention_check_interval_ms.max(1)),
+            replicated: !self.replication.peers.is_empty(),
             ..GroupConfig::default()
         }
     }

@@ -10,6 +10,10 @@ use tonic::{Request, Response, Status};
 use crate::broker::{Broker, BrokerError, OffsetQuery, Topic};
 use crate::storage::AppendError;
 
+/// The response header that names the leader's address on a `FailedPrecondition` (not
+/// leader) error.
+pub const LEADER_HEADER: &str = "x-meridian-leader";
+
 /// Serves the broker over gRPC.
 #[derive(Debug, Clone)]
 pub struct GrpcService {
@@ -37,11 +41,23 @@ pub fn status(e: BrokerError) -> Status {
         BrokerError::OffsetOutOfRange { .. } => tonic::Code::OutOfRange,
         BrokerError::Append(AppendError::DiskFull { .. }) => tonic::Code::ResourceExhausted,
         BrokerError::Append(AppendError::TooLarge { .. }) => tonic::Code::InvalidArgument,
-        BrokerError::Append(AppendError::Closed) => tonic::Code::Unavailable,
+        BrokerError::Append(AppendError::Closed) | BrokerError::Replication(_) => {
+            tonic::Code::Unavailable
+        }
+        BrokerError::NotLeader { .. } => tonic::Code::FailedPrecondition,
         BrokerError::Append(_) | BrokerError::Read(_) | BrokerError::Io(_) => tonic::Code::Internal,
     };
     metrics::counter!("meridian_grpc_errors_total", "code" => format!("{code:?}")).increment(1);
-    Status::new(code, e.to_string())
+    let mut status = Status::new(code, e.to_string());
+    // Clients follow a leader change without parsing the message.
+    if let BrokerError::NotLeader {
+        leader: Some(addr), ..
+    } = &e
+        && let Ok(value) = addr.parse()
+    {
+        status.metadata_mut().insert(LEADER_HEADER, value);
+    }
+    status
 }
 
 fn topic_info(broker: &Broker, t: &Topic) -> Result<v1::TopicInfo, Status> {
@@ -73,6 +89,7 @@ impl broker_server::Broker for GrpcService {
         let topic = self
             .broker
             .create_topic(&r.name, r.partitions)
+            .await
             .map_err(status)?;
         Ok(Response::new(topic_info(&self.broker, &topic)?))
     }
@@ -83,6 +100,7 @@ impl broker_server::Broker for GrpcService {
     ) -> Result<Response<v1::DeleteTopicResponse>, Status> {
         self.broker
             .delete_topic(&request.into_inner().name)
+            .await
             .map_err(status)?;
         Ok(Response::new(v1::DeleteTopicResponse {}))
     }
@@ -202,6 +220,7 @@ impl broker_server::Broker for GrpcService {
         let (offset, timestamp_ms) = self
             .broker
             .list_offset(&r.topic, r.partition, query)
+            .await
             .map_err(status)?;
         Ok(Response::new(v1::ListOffsetsResponse {
             offset,
@@ -229,6 +248,7 @@ impl broker_server::Broker for GrpcService {
         let offset = self
             .broker
             .committed_offset(&r.group, &r.topic, r.partition)
+            .await
             .map_err(status)?;
         Ok(Response::new(v1::FetchOffsetResponse { offset }))
     }

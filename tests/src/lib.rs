@@ -58,9 +58,18 @@ impl BrokerProcess {
     /// Starts a broker on fresh ports in `data_dir` with extra `flags`, and waits until it
     /// serves requests.
     pub async fn start(data_dir: &Path, flags: &[&str]) -> anyhow::Result<BrokerProcess> {
+        BrokerProcess::start_at(data_dir, free_addr(), flags).await
+    }
+
+    /// [`BrokerProcess::start`] with a chosen gRPC address.
+    pub async fn start_at(
+        data_dir: &Path,
+        addr: SocketAddr,
+        flags: &[&str],
+    ) -> anyhow::Result<BrokerProcess> {
         let mut b = BrokerProcess {
             data_dir: data_dir.to_owned(),
-            addr: free_addr(),
+            addr,
             metrics: free_addr(),
             flags: flags.iter().map(|s| s.to_string()).collect(),
             log: data_dir.with_extension("log"),
@@ -187,6 +196,85 @@ impl Drop for BrokerProcess {
                 );
             }
         }
+    }
+}
+
+/// A region of brokers replicating every log group by raft (`--peer` flags).
+#[derive(Debug)]
+pub struct Region {
+    /// The brokers, by id - 1.
+    pub brokers: Vec<BrokerProcess>,
+}
+
+impl Region {
+    /// Starts `n` brokers with data under `dir` and extra `flags`.
+    pub async fn start(dir: &Path, n: u32, flags: &[&str]) -> anyhow::Result<Region> {
+        let addrs: Vec<(SocketAddr, SocketAddr)> =
+            (0..n).map(|_| (free_addr(), free_addr())).collect();
+        let peers: Vec<String> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, (grpc, raft))| format!("{}={raft},{grpc}", i + 1))
+            .collect();
+        let mut brokers = Vec::new();
+        for (i, (grpc, raft)) in addrs.iter().enumerate() {
+            let mut all: Vec<String> = vec![
+                "--broker-id".into(),
+                (i + 1).to_string(),
+                "--raft-listen".into(),
+                raft.to_string(),
+            ];
+            for p in &peers {
+                all.push("--peer".into());
+                all.push(p.clone());
+            }
+            all.extend(flags.iter().map(|f| f.to_string()));
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            brokers.push(
+                BrokerProcess::start_at(&dir.join(format!("broker-{}", i + 1)), *grpc, &all)
+                    .await?,
+            );
+        }
+        Ok(Region { brokers })
+    }
+
+    /// Every broker's gRPC address, comma separated (a client's bootstrap list).
+    pub fn bootstrap(&self) -> String {
+        self.brokers
+            .iter()
+            .map(|b| b.addr.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A client that knows every broker.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.bootstrap())
+            .await
+            .expect("connect to the region")
+    }
+
+    /// The index of the broker that leads the log group of `topic`/`partition`, asking each
+    /// broker directly (a follower answers "not leader").
+    pub async fn leader_of(&self, topic: &str, partition: u32) -> Option<usize> {
+        use meridian_proto::v1;
+        for (i, b) in self.brokers.iter().enumerate() {
+            let Ok(mut c) =
+                v1::broker_client::BrokerClient::connect(format!("http://{}", b.addr)).await
+            else {
+                continue;
+            };
+            let r = v1::ListOffsetsRequest {
+                topic: topic.into(),
+                partition,
+                spec: v1::OffsetSpec::Latest as i32,
+                timestamp_ms: 0,
+            };
+            if c.list_offsets(r).await.is_ok() {
+                return Some(i);
+            }
+        }
+        None
     }
 }
 

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use meridian_region_broker::broker::Broker;
-use meridian_region_broker::config::Config;
+use meridian_region_broker::config::{Config, Peer};
 use meridian_region_broker::grpc::GrpcService;
+use meridian_region_broker::replication::transport::RaftTransportService;
 use meridian_region_broker::storage::{self, FlushPolicy};
 use tracing_subscriber::EnvFilter;
 
@@ -50,6 +51,13 @@ struct Args {
     /// Segment retention (7d, 12h, none).
     #[arg(long)]
     retention: Option<String>,
+    /// Address of the inter-broker raft transport (with --peer).
+    #[arg(long)]
+    raft_listen: Option<SocketAddr>,
+    /// A broker of this region, this one included: ID=RAFT_ADDR,GRPC_ADDR (repeat for each).
+    /// With peers, every log group is replicated by raft over all of them.
+    #[arg(long = "peer", value_parser = Peer::parse)]
+    peers: Vec<Peer>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -122,6 +130,12 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     if let Some(v) = &args.retention {
         c.storage.retention = v.clone();
     }
+    if let Some(v) = args.raft_listen {
+        c.replication.raft_listen = Some(v);
+    }
+    if !args.peers.is_empty() {
+        c.replication.peers = args.peers.clone();
+    }
     Ok(c)
 }
 
@@ -141,12 +155,42 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await?
         .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
     let broker = Arc::new(broker);
+    let raft_server = match broker
+        .config()
+        .replication
+        .raft_listen
+        .filter(|_| !broker.config().replication.peers.is_empty())
+    {
+        Some(raft_listen) => {
+            let transport = RaftTransportService::default();
+            let listener = tokio::net::TcpListener::bind(raft_listen)
+                .await
+                .with_context(|| format!("binding the raft transport to {raft_listen}"))?;
+            broker
+                .start_replication(&transport)
+                .await
+                .context("starting replication")?;
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            tracing::info!(raft = %raft_listen, peers = broker.config().replication.peers.len(), "raft replication running");
+            Some(tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(transport.server())
+                    .serve_with_incoming(incoming),
+            ))
+        }
+        None => None,
+    };
     tracing::info!(grpc = %grpc_listen, data = %data_dir.display(), groups = broker.groups().len(), topics = broker.topics().len(), "region-broker ready");
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let served = tonic::transport::Server::builder()
         .add_service(GrpcService::server(broker.clone()))
         .serve_with_incoming_shutdown(incoming, shutdown())
         .await;
+    broker.stop_replication().await;
+    if let Some(server) = raft_server {
+        server.abort();
+    }
     tracing::info!("draining: flushing indexes and writing checkpoints");
     let closing = broker.clone();
     tokio::task::spawn_blocking(move || closing.close()).await?;

@@ -30,6 +30,9 @@ pub struct Catalog {
     path: PathBuf,
     next_id: u32,
     topics: BTreeMap<String, Topic>,
+    /// Ids of deleted topics: their records, still in journals, index nowhere.
+    #[serde(default)]
+    retired: Vec<u32>,
 }
 
 impl Catalog {
@@ -75,10 +78,17 @@ impl Catalog {
         self.save()
     }
 
-    /// Removes a topic and saves.
+    /// Removes a topic (keeping its id as retired) and saves.
     pub fn remove(&mut self, name: &str) -> io::Result<()> {
-        self.topics.remove(name);
+        if let Some(t) = self.topics.remove(name) {
+            self.retired.push(t.id);
+        }
         self.save()
+    }
+
+    /// Ids of deleted topics.
+    pub fn retired(&self) -> &[u32] {
+        &self.retired
     }
 
     fn save(&self) -> io::Result<()> {

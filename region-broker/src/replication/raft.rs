@@ -69,6 +69,8 @@ pub enum Command {
         /// The encoded messages.
         payload: Bytes,
     },
+    /// Change the region's topic catalog (carried in log group 0).
+    Catalog(CatalogChange),
     /// Commit a consumer group's offset.
     Commit {
         /// Consumer group.
@@ -81,6 +83,34 @@ pub enum Command {
         offset: u64,
     },
 }
+
+/// A change to the topic catalog, applied by every broker of the region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CatalogChange {
+    /// A topic was created.
+    CreateTopic {
+        /// Name.
+        name: String,
+        /// Never-reused id.
+        id: u32,
+        /// Log group of each partition.
+        groups: Vec<u32>,
+        /// Creation time.
+        created_ms: i64,
+    },
+    /// A topic was deleted.
+    DeleteTopic {
+        /// Name.
+        name: String,
+        /// Its id.
+        id: u32,
+    },
+}
+
+/// Called with every command a state machine applies, in log order (the broker applies
+/// catalog changes through it). It must be idempotent: entries may be applied again after
+/// a restart.
+pub type ApplyHook = Arc<dyn Fn(&Command) -> io::Result<()> + Send + Sync>;
 
 impl std::fmt::Display for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,6 +135,7 @@ impl std::fmt::Display for Command {
             } => {
                 write!(f, "commit {group} at {offset} on {topic_id}/{partition}")
             }
+            Command::Catalog(change) => write!(f, "catalog change {change:?}"),
         }
     }
 }
@@ -114,6 +145,8 @@ impl std::fmt::Display for Command {
 pub struct CommandResult {
     /// Offset of a batch's first message.
     pub base_offset: Option<u64>,
+    /// Append time stamped on a batch.
+    pub append_time_ms: Option<i64>,
 }
 
 /// Raft state that is not log data: vote, committed and purged log ids.
@@ -302,12 +335,22 @@ impl RaftLogStorage<TypeConfig> for JournalLogStore {
 }
 
 /// The state machine of one log group: the commit watermark, and raft's applied state.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct JournalStateMachine {
     group: Arc<LogGroup>,
     state: Arc<Mutex<AppliedState>>,
     snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
     path: PathBuf,
+    hook: Option<ApplyHook>,
+}
+
+impl Debug for JournalStateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalStateMachine")
+            .field("path", &self.path)
+            .field("hook", &self.hook.is_some())
+            .finish()
+    }
 }
 
 /// The last snapshot built or installed: its metadata and data.
@@ -334,7 +377,14 @@ impl JournalStateMachine {
             state: Arc::new(Mutex::new(state)),
             snapshot: Arc::default(),
             path,
+            hook: None,
         })
+    }
+
+    /// Calls `hook` with every command applied from now on.
+    pub fn with_hook(mut self, hook: ApplyHook) -> JournalStateMachine {
+        self.hook = Some(hook);
+        self
     }
 
     fn save(&self, state: &AppliedState) -> io::Result<()> {
@@ -379,9 +429,15 @@ impl RaftStateMachine<TypeConfig> for JournalStateMachine {
                         .map_err(io::Error::other)?
                     {
                         result.base_offset = Some(h.base_offset);
+                        result.append_time_ms = Some(h.append_time_ms);
                     }
                 }
                 EntryPayload::Normal(Command::Commit { .. }) | EntryPayload::Blank => {}
+                EntryPayload::Normal(command @ Command::Catalog(_)) => {
+                    if let Some(hook) = &self.hook {
+                        hook(command)?;
+                    }
+                }
             }
             // Applying an entry commits its record: consumers may now read it.
             if let Some(end) = self.group.end_of_record(entry.log_id.index) {
@@ -491,6 +547,10 @@ fn record_from_entry(entry: Entry) -> io::Result<RaftRecord> {
             base_offset: 0,
             payload,
         },
+        EntryPayload::Normal(command @ Command::Catalog(_)) => blank(
+            RecordKind::Metadata,
+            Bytes::from(serde_json::to_vec(&command).map_err(io::Error::other)?),
+        ),
         EntryPayload::Normal(Command::Commit {
             group,
             topic_id,
@@ -515,6 +575,9 @@ fn entry_from_record(h: &RecordHeader, payload: Bytes) -> io::Result<Entry> {
         RecordKind::Blank => EntryPayload::Blank,
         RecordKind::Membership => {
             EntryPayload::Membership(serde_json::from_slice(&payload).map_err(io::Error::other)?)
+        }
+        RecordKind::Metadata => {
+            EntryPayload::Normal(serde_json::from_slice(&payload).map_err(io::Error::other)?)
         }
         RecordKind::Batch => EntryPayload::Normal(Command::Batch {
             topic_id: key.0,

@@ -196,7 +196,7 @@ impl Scan {
                     h.base_offset + u64::from(h.count),
                 );
             }
-            RecordKind::Blank | RecordKind::Membership => {}
+            RecordKind::Blank | RecordKind::Membership | RecordKind::Metadata => {}
         }
     }
 }

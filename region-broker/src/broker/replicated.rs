@@ -1,0 +1,285 @@
+//! The broker's raft mode: with peers configured, every log group is a raft group over all
+//! the region's brokers. Produce and offset commits go through the group's raft (an append
+//! is acknowledged once a quorum holds it); the topic catalog travels as commands in log
+//! group 0's raft and every broker applies them; a request for a group this broker does not
+//! lead is answered with [`BrokerError::NotLeader`] naming the leader's address.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Raft};
+
+use super::{Broker, BrokerError, Topic, group_dir, now_ms};
+use crate::replication::raft::{
+    CatalogChange, Command, CommandResult, JournalLogStore, JournalStateMachine,
+};
+use crate::replication::transport::{GroupRaft, GrpcNetwork, Peers, RaftTransportService};
+
+impl Broker {
+    /// Starts one raft per log group, registered with `transport`. The broker with the
+    /// lowest id initializes the groups' membership (all peers) on its first start.
+    pub async fn start_replication(
+        self: &Arc<Self>,
+        transport: &RaftTransportService,
+    ) -> Result<(), BrokerError> {
+        let config = &self.config;
+        let node_id = u64::from(config.broker_id);
+        let raft_config = openraft::Config {
+            cluster_name: format!("meridian-{}", config.region),
+            heartbeat_interval: 100,
+            election_timeout_min: 600,
+            election_timeout_max: 1200,
+            ..openraft::Config::default()
+        };
+        let raft_config = Arc::new(
+            raft_config
+                .validate()
+                .map_err(|e| BrokerError::Invalid(format!("raft configuration: {e}")))?,
+        );
+        let peers = Peers::default();
+        let mut rafts = Vec::with_capacity(self.groups.len());
+        for (g, group) in self.groups.iter().enumerate() {
+            let dir = group_dir(&config.data_dir, g as u32);
+            let store = JournalLogStore::open(group.clone(), &dir)?;
+            let mut sm = JournalStateMachine::open(group.clone(), &dir)?;
+            if g == 0 {
+                let broker = Arc::downgrade(self);
+                sm = sm.with_hook(Arc::new(move |command: &Command| {
+                    match (broker.upgrade(), command) {
+                        (Some(broker), Command::Catalog(change)) => {
+                            broker.apply_catalog(change).map_err(io::Error::other)
+                        }
+                        _ => Ok(()),
+                    }
+                }));
+            }
+            let network = GrpcNetwork::new(g as u32, peers.clone());
+            let raft = Raft::new(node_id, raft_config.clone(), network, store, sm)
+                .await
+                .map_err(|e| {
+                    BrokerError::Replication(format!("starting raft for log group {g}: {e}"))
+                })?;
+            transport.register(g as u32, raft.clone());
+            rafts.push(raft);
+        }
+        let members: BTreeMap<u64, BasicNode> = config
+            .replication
+            .peers
+            .iter()
+            .map(|p| {
+                (
+                    u64::from(p.id),
+                    BasicNode {
+                        addr: p.raft.clone(),
+                    },
+                )
+            })
+            .collect();
+        if members.keys().next() == Some(&node_id) {
+            for (g, raft) in rafts.iter().enumerate() {
+                match raft.initialize(members.clone()).await {
+                    Ok(()) => {
+                        tracing::info!(group = g, "initialized the log group's raft membership")
+                    }
+                    // Already initialized on an earlier start: nothing to do.
+                    Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {}
+                    Err(e) => {
+                        return Err(BrokerError::Replication(format!(
+                            "initializing log group {g}: {e}"
+                        )));
+                    }
+                }
+            }
+        }
+        if self.rafts.set(rafts).is_err() {
+            return Err(BrokerError::Replication(
+                "replication already started".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Stops every group's raft.
+    pub async fn stop_replication(&self) {
+        if let Some(rafts) = self.rafts.get() {
+            for raft in rafts {
+                let _ = raft.shutdown().await;
+            }
+        }
+    }
+
+    pub(super) fn raft(&self, group: u32) -> Option<&GroupRaft> {
+        self.rafts.get().map(|r| &r[group as usize])
+    }
+
+    /// Fails with `NotLeader` unless this broker leads `group`.
+    pub(super) async fn require_leader(&self, group: u32) -> Result<(), BrokerError> {
+        let Some(raft) = self.raft(group) else {
+            return Ok(());
+        };
+        let leader = raft.current_leader().await;
+        if leader == Some(u64::from(self.config.broker_id)) {
+            return Ok(());
+        }
+        Err(self.not_leader(group, leader))
+    }
+
+    fn not_leader(&self, group: u32, leader: Option<u64>) -> BrokerError {
+        let leader = leader.and_then(|id| {
+            self.config
+                .replication
+                .peers
+                .iter()
+                .find(|p| u64::from(p.id) == id)
+        });
+        BrokerError::NotLeader {
+            group,
+            leader_id: leader.map(|p| p.id),
+            leader: leader.map(|p| p.grpc.clone()),
+        }
+    }
+
+    /// Replicates a command through `group`'s raft; returns once a quorum holds it and it is
+    /// applied here.
+    pub(super) async fn replicate(
+        &self,
+        group: u32,
+        command: Command,
+    ) -> Result<CommandResult, BrokerError> {
+        let raft = self
+            .raft(group)
+            .ok_or_else(|| BrokerError::Replication("replication is not running".into()))?;
+        match raft.client_write(command).await {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(self.not_leader(group, f.leader_id))
+            }
+            Err(e) => Err(BrokerError::Replication(format!("log group {group}: {e}"))),
+        }
+    }
+
+    /// Creates a topic through log group 0's raft.
+    pub(super) async fn create_topic_replicated(
+        &self,
+        name: &str,
+        partitions: u32,
+    ) -> Result<Topic, BrokerError> {
+        let _serial = self.catalog_writes.lock().await;
+        self.require_leader(0).await?;
+        if let Some(raft) = self.raft(0) {
+            // Every committed catalog change is applied here before the next id is chosen.
+            raft.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+                .await
+                .map_err(|e| BrokerError::Replication(format!("log group 0: {e}")))?;
+        }
+        let (id, groups) = {
+            let catalog = self.catalog.read().expect("catalog lock poisoned");
+            if catalog.get(name).is_some() {
+                return Err(BrokerError::TopicExists(name.to_owned()));
+            }
+            let id = catalog.next_id();
+            (id, self.spread(id, partitions))
+        };
+        let change = CatalogChange::CreateTopic {
+            name: name.to_owned(),
+            id,
+            groups,
+            created_ms: now_ms(),
+        };
+        self.replicate(0, Command::Catalog(change)).await?;
+        self.topic(name)
+    }
+
+    /// Deletes a topic through log group 0's raft.
+    pub(super) async fn delete_topic_replicated(&self, name: &str) -> Result<(), BrokerError> {
+        let _serial = self.catalog_writes.lock().await;
+        self.require_leader(0).await?;
+        let topic = self.topic(name)?;
+        self.replicate(
+            0,
+            Command::Catalog(CatalogChange::DeleteTopic {
+                name: name.to_owned(),
+                id: topic.id,
+            }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Applies a catalog change from log group 0 (on every broker, the leader included).
+    /// Idempotent: entries are applied again after a restart.
+    fn apply_catalog(&self, change: &CatalogChange) -> Result<(), BrokerError> {
+        match change {
+            CatalogChange::CreateTopic {
+                name,
+                id,
+                groups,
+                created_ms,
+            } => {
+                match self
+                    .catalog
+                    .read()
+                    .expect("catalog lock poisoned")
+                    .get(name)
+                {
+                    Some(t) if t.id == *id => return Ok(()),
+                    Some(t) => {
+                        tracing::warn!(topic = %name, id, existing = t.id, "ignoring a catalog entry for a name already in use");
+                        return Ok(());
+                    }
+                    None => {}
+                }
+                self.create_topic_local(Topic {
+                    name: name.clone(),
+                    id: *id,
+                    groups: groups.clone(),
+                    created_ms: *created_ms,
+                })?;
+            }
+            CatalogChange::DeleteTopic { name, id } => {
+                let current = self
+                    .catalog
+                    .read()
+                    .expect("catalog lock poisoned")
+                    .get(name)
+                    .map(|t| t.id);
+                if current == Some(*id) {
+                    self.delete_topic_local(name)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends a batch through the partition's group raft.
+    pub(super) async fn append_replicated(
+        &self,
+        group: u32,
+        topic_id: u32,
+        partition: u32,
+        count: u32,
+        payload: Bytes,
+    ) -> Result<(u64, i64), BrokerError> {
+        self.require_leader(group).await?;
+        let result = self
+            .replicate(
+                group,
+                Command::Batch {
+                    topic_id,
+                    partition,
+                    count,
+                    payload,
+                },
+            )
+            .await?;
+        match (result.base_offset, result.append_time_ms) {
+            (Some(offset), Some(time)) => Ok((offset, time)),
+            _ => Err(BrokerError::Replication(
+                "the replicated batch left no record".into(),
+            )),
+        }
+    }
+}
