@@ -1,9 +1,11 @@
 //! `meridian up`: starts a local deployment and keeps it running until Ctrl-C or SIGTERM.
 //!
-//! Today a deployment is one region with one broker: replication, the control plane, mirrors
-//! and the console arrive with their issues, and `up` grows with them.
+//! Today a deployment is one region of three brokers replicating every log group by raft
+//! (`--brokers-per-region 1` starts a single unreplicated broker). The control plane,
+//! mirrors between regions and the console arrive with their issues, and `up` grows with
+//! them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -19,23 +21,38 @@ pub(crate) struct Args {
     /// Regions to start (only 1 until mirroring lands).
     #[arg(long, default_value_t = 1)]
     regions: u32,
-    /// Brokers per region (only 1 until replication lands).
-    #[arg(long, default_value_t = 1)]
+    /// Brokers per region; with more than one, every log group is replicated by raft.
+    #[arg(long, default_value_t = 3)]
     brokers_per_region: u32,
-    /// Address of the broker's gRPC API.
-    #[arg(long, default_value = endpoint::DEFAULT_BROKER)]
-    listen: String,
-    /// Address of the broker's /metrics endpoint.
-    #[arg(long, default_value = "127.0.0.1:9464")]
-    metrics_listen: String,
+    /// gRPC port of the first broker; broker N listens on this + N - 1.
+    #[arg(long, default_value_t = 7070)]
+    grpc_port: u16,
+    /// Raft transport port of the first broker.
+    #[arg(long, default_value_t = 7170)]
+    raft_port: u16,
+    /// /metrics port of the first broker.
+    #[arg(long, default_value_t = 9464)]
+    metrics_port: u16,
+}
+
+struct Running {
+    id: u32,
+    grpc: String,
+    metrics: String,
+    log: PathBuf,
+    child: tokio::process::Child,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    if args.regions != 1 || args.brokers_per_region != 1 {
+    if args.regions != 1 {
         bail!(
-            "this build starts one region with one broker (asked for {} regions x {} brokers): \
-             multi-broker regions and mirroring are not built yet",
-            args.regions,
+            "this build starts one region (asked for {}): mirroring between regions is not built yet",
+            args.regions
+        );
+    }
+    if !(1..=9).contains(&args.brokers_per_region) {
+        bail!(
+            "--brokers-per-region must be 1 to 9, not {}",
             args.brokers_per_region
         );
     }
@@ -47,34 +64,54 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             broker_bin.display()
         );
     }
-    let data = args.data.join("local").join("broker-1");
-    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
-    let log_path = args.data.join("local").join("broker-1.log");
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("creating {}", log_path.display()))?;
-    let mut child = tokio::process::Command::new(&broker_bin)
-        .arg("--data-dir")
-        .arg(&data)
-        .args([
-            "--grpc-listen",
-            &args.listen,
-            "--metrics-listen",
-            &args.metrics_listen,
-        ])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", broker_bin.display()))?;
-    eprintln!("starting region-broker (logs: {}) ...", log_path.display());
-    let client = wait_ready(&args.listen, &mut child, &log_path).await?;
-    drop(client);
-    let endpoints =
-        endpoint::record(&args.listen).context("recording the endpoints for the CLI")?;
-    println!("Meridian is up: 1 region (local), 1 broker");
-    println!("  broker (gRPC):  {}", args.listen);
-    println!("  metrics:        http://{}/metrics", args.metrics_listen);
+    let n = args.brokers_per_region;
+    let addr = |base: u16, id: u32| format!("127.0.0.1:{}", u32::from(base) + id - 1);
+    let peers: Vec<String> = (1..=n)
+        .map(|id| {
+            format!(
+                "{id}={},{}",
+                addr(args.raft_port, id),
+                addr(args.grpc_port, id)
+            )
+        })
+        .collect();
+    let mut brokers = Vec::new();
+    for id in 1..=n {
+        let b = spawn(
+            &broker_bin,
+            &args,
+            id,
+            &addr,
+            if n > 1 { &peers } else { &[] },
+        )
+        .await?;
+        brokers.push(b);
+    }
+    eprintln!(
+        "starting {n} region-broker(s) (logs in {}) ...",
+        args.data.join("local").display()
+    );
+    for b in &mut brokers {
+        wait_ready(b).await?;
+    }
+    let bootstrap = brokers
+        .iter()
+        .map(|b| b.grpc.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let endpoints = endpoint::record(&bootstrap).context("recording the endpoints for the CLI")?;
+    let replication = if n > 1 {
+        "every log group replicated by raft over all brokers"
+    } else {
+        "no replication"
+    };
+    println!("Meridian is up: 1 region (local), {n} broker(s), {replication}");
+    for b in &brokers {
+        println!(
+            "  broker {} (gRPC):  {}    metrics: http://{}/metrics",
+            b.id, b.grpc, b.metrics
+        );
+    }
     println!("  console:        not built yet (it arrives with the console issue)");
     println!("  data:           {}", args.data.display());
     println!(
@@ -89,37 +126,90 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     println!();
     println!("Ctrl-C stops the platform.");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        status = child.wait() => {
-            bail!("region-broker exited unexpectedly ({}); see {}", status?, log_path.display());
+    let exited = {
+        let waits: Vec<_> = brokers
+            .iter_mut()
+            .map(|b| Box::pin(b.child.wait()))
+            .collect();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => None,
+            _ = term.recv() => None,
+            (status, _, _) = futures_util::future::select_all(waits) => Some(status),
+        }
+    };
+    if let Some(status) = exited {
+        let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+        eprintln!("a region-broker exited unexpectedly ({status}); stopping the others");
+    }
+    eprintln!("stopping the region-brokers ...");
+    for b in &brokers {
+        if let Some(pid) = b.child.id() {
+            // SAFETY: sending a signal to our own child process by pid.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
         }
     }
-    eprintln!("stopping region-broker ...");
-    if let Some(pid) = child.id() {
-        // SAFETY: sending a signal to our own child process by pid.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-    }
-    match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
-        Ok(status) => eprintln!("region-broker stopped ({})", status?),
-        Err(_) => {
-            child.kill().await?;
-            eprintln!("region-broker did not stop within 30s and was killed");
+    for b in &mut brokers {
+        match tokio::time::timeout(Duration::from_secs(30), b.child.wait()).await {
+            Ok(status) => eprintln!("region-broker {} stopped ({})", b.id, status?),
+            Err(_) => {
+                b.child.kill().await?;
+                eprintln!(
+                    "region-broker {} did not stop within 30s and was killed",
+                    b.id
+                );
+            }
         }
     }
     Ok(())
 }
 
-async fn wait_ready(
-    addr: &str,
-    child: &mut tokio::process::Child,
-    log: &std::path::Path,
-) -> anyhow::Result<meridian_client::Client> {
+async fn spawn(
+    bin: &Path,
+    args: &Args,
+    id: u32,
+    addr: &dyn Fn(u16, u32) -> String,
+    peers: &[String],
+) -> anyhow::Result<Running> {
+    let dir = args.data.join("local");
+    let data = dir.join(format!("broker-{id}"));
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    let log_path = dir.join(format!("broker-{id}.log"));
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    let (grpc, metrics) = (addr(args.grpc_port, id), addr(args.metrics_port, id));
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.arg("--broker-id")
+        .arg(id.to_string())
+        .arg("--data-dir")
+        .arg(&data);
+    cmd.args(["--grpc-listen", &grpc, "--metrics-listen", &metrics]);
+    if !peers.is_empty() {
+        cmd.args(["--raft-listen", &addr(args.raft_port, id)]);
+        for p in peers {
+            cmd.args(["--peer", p]);
+        }
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    Ok(Running {
+        id,
+        grpc,
+        metrics,
+        log: log_path,
+        child,
+    })
+}
+
+async fn wait_ready(b: &mut Running) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(status) = child.try_wait()? {
-            let tail = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(status) = b.child.try_wait()? {
+            let tail = std::fs::read_to_string(&b.log).unwrap_or_default();
             let last = tail
                 .lines()
                 .rev()
@@ -129,17 +219,22 @@ async fn wait_ready(
                 .rev()
                 .collect::<Vec<_>>()
                 .join("\n");
-            bail!("region-broker exited during start-up ({status}):\n{last}");
+            bail!(
+                "region-broker {} exited during start-up ({status}):\n{last}",
+                b.id
+            );
         }
-        if let Ok(client) = meridian_client::Client::connect(addr).await
+        if let Ok(client) = meridian_client::Client::connect(&b.grpc).await
             && client.list_topics().await.is_ok()
         {
-            return Ok(client);
+            return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
             bail!(
-                "region-broker did not answer on {addr} within 60s; see {}",
-                log.display()
+                "region-broker {} did not answer on {} within 60s; see {}",
+                b.id,
+                b.grpc,
+                b.log.display()
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -150,6 +150,11 @@ impl BrokerProcess {
     /// `kill -9` and reap.
     pub fn kill9(&mut self) {
         self.signal(libc::SIGKILL);
+        self.kill9_reap();
+    }
+
+    /// Reaps a process already sent SIGKILL (to kill several at the same instant).
+    pub fn kill9_reap(&mut self) {
         let _ = self.child.take().expect("broker running").wait();
     }
 

@@ -32,6 +32,10 @@ impl Broker {
             heartbeat_interval: 100,
             election_timeout_min: 600,
             election_timeout_max: 1200,
+            // Snapshots do not ship journal segments yet: a replica that needed one would
+            // get the state machine's metadata without the messages. So raft never builds
+            // snapshots or purges its log, and lagging replicas catch up from the log.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             ..openraft::Config::default()
         };
         let raft_config = Arc::new(
