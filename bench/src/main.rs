@@ -40,6 +40,9 @@ struct Args {
     /// Appends in flight at once (concurrent producers).
     #[arg(long, default_value_t = 256)]
     in_flight: usize,
+    /// Run only the replication rows (d).
+    #[arg(long)]
+    only_replication: bool,
 }
 
 struct Row {
@@ -62,7 +65,11 @@ fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let duration = Duration::from_secs_f64(args.seconds);
 
-    for &size in &[100usize, 1024] {
+    for &size in if args.only_replication {
+        &[][..]
+    } else {
+        &[100usize, 1024][..]
+    } {
         for &topics in &[1u32, 1000] {
             for &flush in &[FlushPolicy::Fsync, FlushPolicy::Async] {
                 let dir = base
@@ -112,7 +119,26 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let anchor = raw_disk(&base.path().join("raw"), 256 << 10, true, duration)?;
-    for r in rt.block_on(grpc(base.path(), duration))? {
+    let grpc_rows = if args.only_replication {
+        Vec::new()
+    } else {
+        rt.block_on(grpc(base.path(), duration))?
+    };
+    for r in grpc_rows {
+        rows.push(Row {
+            anchor_mb_s: anchor,
+            note: format!("{}; anchor: 256 KiB writes + fdatasync", r.note),
+            ..r
+        });
+    }
+    for (brokers, flush) in [
+        (1u32, FlushPolicy::Fsync),
+        (3, FlushPolicy::Fsync),
+        (3, FlushPolicy::Async),
+    ] {
+        let dir = base.path().join(format!("region-{brokers}-{flush:?}"));
+        let r = rt.block_on(replicated_produce(&dir, brokers, flush, duration))?;
+        eprintln!("{}: {:.1} MB/s", r.name, r.mb_s);
         rows.push(Row {
             anchor_mb_s: anchor,
             note: format!("{}; anchor: 256 KiB writes + fdatasync", r.note),
@@ -341,6 +367,162 @@ async fn grpc(dir: &Path, duration: Duration) -> anyhow::Result<Vec<Row>> {
             ),
         },
     ])
+}
+
+/// gRPC produce (100 x 1 KiB per request, 8 in flight) against a region of `brokers`
+/// in-process brokers (raft over loopback gRPC when more than one), each on its own ports
+/// and data directory.
+async fn replicated_produce(
+    dir: &Path,
+    brokers: u32,
+    flush: FlushPolicy,
+    duration: Duration,
+) -> anyhow::Result<Row> {
+    use meridian_region_broker::config::Peer;
+    use meridian_region_broker::replication::transport::RaftTransportService;
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
+    let addrs: Vec<(std::net::SocketAddr, std::net::SocketAddr)> = (0..brokers)
+        .map(|_| Ok((free()?, free()?)))
+        .collect::<std::io::Result<_>>()?;
+    let peers: Vec<Peer> = if brokers > 1 {
+        addrs
+            .iter()
+            .enumerate()
+            .map(|(i, (g, r))| Peer {
+                id: i as u32 + 1,
+                raft: r.to_string(),
+                grpc: g.to_string(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut running = Vec::new();
+    let mut servers = Vec::new();
+    for (i, (grpc_addr, raft_addr)) in addrs.iter().enumerate() {
+        let mut config = Config {
+            broker_id: i as u32 + 1,
+            data_dir: dir.join(format!("b{}", i + 1)),
+            log_groups: 4,
+            ..Config::default()
+        };
+        config.storage.flush = flush;
+        config.replication.raft_listen = Some(*raft_addr);
+        config.replication.peers = peers.clone();
+        let broker = Arc::new(tokio::task::spawn_blocking(move || Broker::open(config)).await??);
+        if brokers > 1 {
+            let transport = RaftTransportService::default();
+            let listener = tokio::net::TcpListener::bind(raft_addr).await?;
+            broker.start_replication(&transport).await?;
+            servers.push(tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(transport.server())
+                    .serve_with_incoming(
+                        tonic::transport::server::TcpIncoming::from(listener)
+                            .with_nodelay(Some(true)),
+                    ),
+            ));
+        }
+        let listener = tokio::net::TcpListener::bind(grpc_addr).await?;
+        servers.push(tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(GrpcService::server(broker.clone()))
+                .serve_with_incoming(
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                ),
+        ));
+        running.push(broker);
+    }
+    let bootstrap = addrs
+        .iter()
+        .map(|(g, _)| g.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let client = meridian_client::Client::connect(&bootstrap).await?;
+    client.create_topic("bench", 4).await?;
+    // Each partition's leader, found by asking every broker.
+    let batch: Vec<v1::Message> = (0..100)
+        .map(|_| v1::Message {
+            value: Bytes::from(vec![3u8; 1000]),
+            ..v1::Message::default()
+        })
+        .collect();
+    let mut leaders = Vec::new();
+    for p in 0..4u32 {
+        let mut found = None;
+        for _ in 0..100 {
+            for (g, _) in &addrs {
+                let mut c = v1::broker_client::BrokerClient::connect(format!("http://{g}")).await?;
+                let r = v1::ProduceRequest {
+                    topic: "bench".into(),
+                    partition: p,
+                    messages: batch[..1].to_vec(),
+                    acks: 0,
+                };
+                if c.produce(r).await.is_ok() {
+                    found = Some(c);
+                    break;
+                }
+            }
+            if found.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        leaders.push(found.ok_or_else(|| anyhow::anyhow!("no leader for partition {p}"))?);
+    }
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for w in 0..8u32 {
+        let mut client = leaders[(w % 4) as usize].clone();
+        let batch = batch.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new(3).expect("histogram");
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let r = v1::ProduceRequest {
+                    topic: "bench".into(),
+                    partition: w % 4,
+                    messages: batch.clone(),
+                    acks: v1::Acks::Quorum as i32,
+                };
+                client.produce(r).await.expect("produce");
+                hist.record(t.elapsed().as_micros() as u64).expect("record");
+                n += 100;
+            }
+            (n, hist)
+        }));
+    }
+    let started = Instant::now();
+    let (produced, hist) = join_counts(tasks).await?;
+    let secs = started.elapsed().as_secs_f64();
+    for b in &running {
+        b.stop_replication().await;
+    }
+    for s in servers {
+        s.abort();
+    }
+    for b in running {
+        tokio::task::spawn_blocking(move || b.close()).await?;
+    }
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    let what = if brokers > 1 {
+        format!("replication factor {brokers} (raft)")
+    } else {
+        "replication factor 1".to_owned()
+    };
+    Ok(Row {
+        name: format!("(d) gRPC produce, {what}, {}", flush_name(flush)),
+        mb_s: produced as f64 * 1000.0 / secs / 1e6,
+        msgs_s: produced as f64 / secs,
+        anchor_mb_s: 0.0,
+        note: format!(
+            "100 x 1 KiB per request, 8 in flight; latency p50 {:.2} ms, p99 {:.2} ms",
+            ms(0.5),
+            ms(0.99)
+        ),
+    })
 }
 
 /// Waits for tasks that each return a message count and a latency histogram; sums both.

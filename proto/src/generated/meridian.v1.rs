@@ -1161,7 +1161,7 @@ pub mod raft_transport_client {
     use tonic::codegen::*;
     use tonic::codegen::http::Uri;
     /// Inter-broker raft transport: one service for every log group a broker hosts, on the
-    /// broker's replication port. Payloads are openraft's requests and responses (JSON); all
+    /// broker's replication port. Payloads are openraft's requests and responses (MessagePack); all
     /// groups between two brokers share one HTTP/2 connection.
     #[derive(Debug, Clone)]
     pub struct RaftTransportClient<T> {
@@ -1335,7 +1335,7 @@ pub mod raft_transport_server {
         ) -> std::result::Result<tonic::Response<super::RaftRpc>, tonic::Status>;
     }
     /// Inter-broker raft transport: one service for every log group a broker hosts, on the
-    /// broker's replication port. Payloads are openraft's requests and responses (JSON); all
+    /// broker's replication port. Payloads are openraft's requests and responses (MessagePack); all
     /// groups between two brokers share one HTTP/2 connection.
     #[derive(Debug)]
     pub struct RaftTransportServer<T> {

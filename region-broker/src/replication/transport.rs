@@ -1,7 +1,8 @@
 //! The inter-broker raft transport over gRPC: a client ([`GrpcNetwork`]) implementing
 //! openraft's network for every log group, and a server ([`RaftTransportService`]) that
 //! hands each request to the group's raft. Requests and responses travel as openraft's own
-//! serde types in JSON.
+//! serde types in MessagePack (binary, so message payloads stay bytes; JSON would spell
+//! every byte as a number).
 //!
 //! All groups between two brokers share one tonic channel (one HTTP/2 connection), so their
 //! heartbeats share a connection though not yet a message.
@@ -101,7 +102,7 @@ impl GrpcConnection {
         request: &Req,
         timeout: Duration,
     ) -> Result<Resp, Unreachable<TypeConfig>> {
-        let payload = serde_json::to_vec(request).map_err(|e| Unreachable::new(&e))?;
+        let payload = rmp_serde::to_vec_named(request).map_err(|e| Unreachable::new(&e))?;
         let mut client = RaftTransportClient::new(self.peers.channel(&self.addr)?)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
@@ -118,7 +119,7 @@ impl GrpcConnection {
         .map_err(|s| {
             Unreachable::from_string(format!("{}: {} ({:?})", self.addr, s.message(), s.code()))
         })?;
-        serde_json::from_slice(&response.into_inner().payload).map_err(|e| Unreachable::new(&e))
+        rmp_serde::from_slice(&response.into_inner().payload).map_err(|e| Unreachable::new(&e))
     }
 }
 
@@ -207,12 +208,12 @@ impl RaftTransportService {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(rpc: &RaftRpc) -> Result<T, Status> {
-    serde_json::from_slice(&rpc.payload)
+    rmp_serde::from_slice(&rpc.payload)
         .map_err(|e| Status::invalid_argument(format!("malformed raft request: {e}")))
 }
 
 fn encode<T: Serialize>(group: u32, value: &T) -> Result<Response<RaftRpc>, Status> {
-    let payload = serde_json::to_vec(value).map_err(|e| Status::internal(e.to_string()))?;
+    let payload = rmp_serde::to_vec_named(value).map_err(|e| Status::internal(e.to_string()))?;
     Ok(Response::new(RaftRpc {
         group,
         payload: Bytes::from(payload),
