@@ -74,7 +74,8 @@ fn check(stored: &BTreeMap<u32, Vec<(u64, String)>>, acked: &[(u32, u64, String)
 
 /// Four producers, one per partition, each sending `per_producer` messages; every
 /// acknowledgment is recorded. Failed sends are not retried (that could store a message
-/// twice); they are simply not acknowledged.
+/// twice); they are simply not acknowledged, and the producer backs off before going on,
+/// as an application would, so that a failover does not burn through its messages.
 fn spawn_producers(
     client: &Client,
     per_producer: u32,
@@ -98,23 +99,22 @@ fn spawn_producers(
                             .await,
                         value,
                     ));
-                    if pending.len() >= 200 {
+                    if pending.len() >= 200 || i + 1 == per_producer {
+                        let mut failed = false;
                         for (f, value) in pending.drain(..) {
-                            if let Ok(meta) = f.await {
-                                acked
-                                    .lock()
-                                    .unwrap()
-                                    .push((meta.partition, meta.offset, value));
+                            match f.await {
+                                Ok(meta) => {
+                                    acked
+                                        .lock()
+                                        .unwrap()
+                                        .push((meta.partition, meta.offset, value))
+                                }
+                                Err(_) => failed = true,
                             }
                         }
-                    }
-                }
-                for (f, value) in pending {
-                    if let Ok(meta) = f.await {
-                        acked
-                            .lock()
-                            .unwrap()
-                            .push((meta.partition, meta.offset, value));
+                        if failed {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
                     }
                 }
             })
