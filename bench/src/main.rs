@@ -277,31 +277,8 @@ async fn grpc(dir: &Path, duration: Duration) -> anyhow::Result<Vec<Row>> {
             ..v1::Message::default()
         })
         .collect();
-    let deadline = Instant::now() + duration;
-    let mut tasks = Vec::new();
-    for w in 0..8u32 {
-        let mut client = client.clone();
-        let batch = batch.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new(3).expect("histogram");
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                let r = v1::ProduceRequest {
-                    topic: "bench".into(),
-                    partition: w % 4,
-                    messages: batch.clone(),
-                    acks: v1::Acks::Quorum as i32,
-                };
-                client.produce(r).await.expect("produce");
-                hist.record(t.elapsed().as_micros() as u64).expect("record");
-                n += 100;
-            }
-            (n, hist)
-        }));
-    }
     let started = Instant::now();
-    let (produced, produce_hist) = join_counts(tasks).await?;
+    let (produced, produce_hist) = produce_load(vec![client.clone(); 4], &batch, duration).await?;
     let produce_secs = started.elapsed().as_secs_f64();
 
     // Fetch everything back, one task per partition.
@@ -471,31 +448,8 @@ async fn replicated_produce(
         }
         leaders.push(found.ok_or_else(|| anyhow::anyhow!("no leader for partition {p}"))?);
     }
-    let deadline = Instant::now() + duration;
-    let mut tasks = Vec::new();
-    for w in 0..8u32 {
-        let mut client = leaders[(w % 4) as usize].clone();
-        let batch = batch.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new(3).expect("histogram");
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                let r = v1::ProduceRequest {
-                    topic: "bench".into(),
-                    partition: w % 4,
-                    messages: batch.clone(),
-                    acks: v1::Acks::Quorum as i32,
-                };
-                client.produce(r).await.expect("produce");
-                hist.record(t.elapsed().as_micros() as u64).expect("record");
-                n += 100;
-            }
-            (n, hist)
-        }));
-    }
     let started = Instant::now();
-    let (produced, hist) = join_counts(tasks).await?;
+    let (produced, hist) = produce_load(leaders, &batch, duration).await?;
     let secs = started.elapsed().as_secs_f64();
     for b in &running {
         b.stop_replication().await;
@@ -523,6 +477,40 @@ async fn replicated_produce(
             ms(0.99)
         ),
     })
+}
+
+/// Eight concurrent producers, two per partition, sending `batch` to partition p through
+/// `clients[p]` for `duration`; returns messages sent and request latencies.
+async fn produce_load(
+    clients: Vec<v1::broker_client::BrokerClient<tonic::transport::Channel>>,
+    batch: &[v1::Message],
+    duration: Duration,
+) -> anyhow::Result<(u64, Histogram<u64>)> {
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for w in 0..8u32 {
+        let partition = w % clients.len() as u32;
+        let mut client = clients[partition as usize].clone();
+        let batch = batch.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new(3).expect("histogram");
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let r = v1::ProduceRequest {
+                    topic: "bench".into(),
+                    partition,
+                    messages: batch.clone(),
+                    acks: v1::Acks::Quorum as i32,
+                };
+                client.produce(r).await.expect("produce");
+                hist.record(t.elapsed().as_micros() as u64).expect("record");
+                n += batch.len() as u64;
+            }
+            (n, hist)
+        }));
+    }
+    join_counts(tasks).await
 }
 
 /// Waits for tasks that each return a message count and a latency histogram; sums both.

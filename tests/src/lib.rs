@@ -283,6 +283,62 @@ impl Region {
     }
 }
 
+/// Reads every message of `topic` from the beginning through `client`:
+/// partition → [(offset, value)].
+pub async fn read_all(
+    client: &Client,
+    topic: &str,
+) -> std::collections::BTreeMap<u32, Vec<(u64, Vec<u8>)>> {
+    use meridian_client::{ConsumerConfig, StartFrom};
+    let mut consumer = client.consumer(ConsumerConfig {
+        start: StartFrom::Beginning,
+        ..ConsumerConfig::default()
+    });
+    consumer.subscribe(topic).await.expect("subscribe");
+    let info = client.describe_topic(topic).await.expect("describe");
+    let total: u64 = info
+        .partitions
+        .iter()
+        .map(|p| p.latest_offset - p.earliest_offset)
+        .sum();
+    let mut out: std::collections::BTreeMap<u32, Vec<(u64, Vec<u8>)>> = Default::default();
+    let mut seen = 0;
+    while seen < total {
+        let batch = consumer.poll(Duration::from_secs(5)).await.expect("poll");
+        assert!(
+            !batch.is_empty(),
+            "consumer stalled after {seen} of {total} messages"
+        );
+        for m in batch {
+            out.entry(m.partition)
+                .or_default()
+                .push((m.offset, m.value.to_vec()));
+            seen += 1;
+        }
+    }
+    out
+}
+
+/// Waits until the broker behind `client` holds `count` messages of `topic` (summed log end
+/// offsets, this broker's own view), failing after `limit`.
+pub async fn wait_until_held(client: &Client, topic: &str, count: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let held: u64 = match client.describe_topic(topic).await {
+            Ok(info) => info.partitions.iter().map(|p| p.latest_offset).sum(),
+            Err(_) => 0,
+        };
+        if held == count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the broker holds {held} of {count} messages after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Runs the `meridian` CLI against a broker; returns (exit code, stdout, stderr).
 pub fn meridian(broker: SocketAddr, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
     use std::io::Write;

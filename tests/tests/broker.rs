@@ -7,36 +7,8 @@ use std::time::Duration;
 use meridian_client::{ClientError, ConsumerConfig, ProducerConfig, Record, StartFrom};
 use meridian_tests::{BrokerProcess, http_get, meridian};
 
-/// Reads every message of every partition from the beginning: partition → [(offset, value)].
 async fn read_all(b: &BrokerProcess, topic: &str) -> BTreeMap<u32, Vec<(u64, Vec<u8>)>> {
-    let client = b.client().await;
-    let mut consumer = client.consumer(ConsumerConfig {
-        start: StartFrom::Beginning,
-        ..ConsumerConfig::default()
-    });
-    consumer.subscribe(topic).await.unwrap();
-    let info = client.describe_topic(topic).await.unwrap();
-    let total: u64 = info
-        .partitions
-        .iter()
-        .map(|p| p.latest_offset - p.earliest_offset)
-        .sum();
-    let mut out: BTreeMap<u32, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
-    let mut seen = 0;
-    while seen < total {
-        let batch = consumer.poll(Duration::from_secs(5)).await.unwrap();
-        assert!(
-            !batch.is_empty(),
-            "consumer stalled after {seen} of {total} messages"
-        );
-        for m in batch {
-            out.entry(m.partition)
-                .or_default()
-                .push((m.offset, m.value.to_vec()));
-            seen += 1;
-        }
-    }
-    out
+    meridian_tests::read_all(&b.client().await, topic).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

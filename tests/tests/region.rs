@@ -4,38 +4,34 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use meridian_client::{Client, ConsumerConfig, ProducerConfig, Record, StartFrom};
+use meridian_client::{Client, ProducerConfig, Record};
 use meridian_tests::Region;
 
-/// Reads every message of `topic` from the beginning: partition → [(offset, value)].
+/// Reads every message of `topic` with values as text.
 async fn read_all(client: &Client, topic: &str) -> BTreeMap<u32, Vec<(u64, String)>> {
-    let mut consumer = client.consumer(ConsumerConfig {
-        start: StartFrom::Beginning,
-        ..ConsumerConfig::default()
-    });
-    consumer.subscribe(topic).await.unwrap();
-    let info = client.describe_topic(topic).await.unwrap();
-    let total: u64 = info
-        .partitions
-        .iter()
-        .map(|p| p.latest_offset - p.earliest_offset)
-        .sum();
-    let mut out: BTreeMap<u32, Vec<(u64, String)>> = BTreeMap::new();
-    let mut seen = 0;
-    while seen < total {
-        let batch = consumer.poll(Duration::from_secs(5)).await.unwrap();
-        assert!(
-            !batch.is_empty(),
-            "consumer stalled after {seen} of {total} messages"
-        );
-        for m in batch {
-            out.entry(m.partition)
-                .or_default()
-                .push((m.offset, String::from_utf8(m.value.to_vec()).unwrap()));
-            seen += 1;
-        }
-    }
-    out
+    meridian_tests::read_all(client, topic)
+        .await
+        .into_iter()
+        .map(|(p, m)| {
+            (
+                p,
+                m.into_iter()
+                    .map(|(o, v)| (o, String::from_utf8(v).unwrap()))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// Starts three brokers with `log_groups` groups each and creates the 4-partition topic
+/// "orders".
+async fn region_with_orders(dir: &std::path::Path, log_groups: u32) -> (Region, Client) {
+    let region = Region::start(dir, 3, &["--log-groups", &log_groups.to_string()])
+        .await
+        .unwrap();
+    let client = region.client().await;
+    client.create_topic("orders", 4).await.unwrap();
+    (region, client)
 }
 
 /// Checks that every acknowledged message is stored exactly once, at its offset, and that
@@ -125,11 +121,7 @@ fn spawn_producers(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_of_the_leader_loses_nothing_acknowledged_and_a_new_leader_serves() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut region = Region::start(tmp.path(), 3, &["--log-groups", "2"])
-        .await
-        .unwrap();
-    let client = region.client().await;
-    client.create_topic("orders", 4).await.unwrap();
+    let (mut region, client) = region_with_orders(tmp.path(), 2).await;
 
     let acked: Arc<Mutex<Vec<(u32, u64, String)>>> = Arc::default();
     let producers = spawn_producers(&client, 50_000, acked.clone());
@@ -167,11 +159,7 @@ async fn kill9_of_the_leader_loses_nothing_acknowledged_and_a_new_leader_serves(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_follower_does_not_stop_writes_and_catches_up() {
     let tmp = tempfile::tempdir().unwrap();
-    let region = Region::start(tmp.path(), 3, &["--log-groups", "1"])
-        .await
-        .unwrap();
-    let client = region.client().await;
-    client.create_topic("orders", 4).await.unwrap();
+    let (region, client) = region_with_orders(tmp.path(), 1).await;
     let leader = region.leader_of("orders", 0).await.expect("a leader");
     let follower = (leader + 1) % 3;
     region.brokers[follower].signal(libc::SIGSTOP);
@@ -192,30 +180,15 @@ async fn a_stopped_follower_does_not_stop_writes_and_catches_up() {
     let follower_client = Client::connect(&region.brokers[follower].addr.to_string())
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let info = follower_client.describe_topic("orders").await.unwrap();
-        let held: u64 = info.partitions.iter().map(|p| p.latest_offset).sum();
-        if held == 4_000 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the follower holds {held} of 4000 messages after 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    meridian_tests::wait_until_held(&follower_client, "orders", 4_000, Duration::from_secs(30))
+        .await;
     check(&read_all(&client, "orders").await, &acked);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_data_is_wiped_is_rebuilt_from_its_peers() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut region = Region::start(tmp.path(), 3, &["--log-groups", "2"])
-        .await
-        .unwrap();
-    let client = region.client().await;
-    client.create_topic("orders", 4).await.unwrap();
+    let (mut region, client) = region_with_orders(tmp.path(), 2).await;
     let acked: Arc<Mutex<Vec<(u32, u64, String)>>> = Arc::default();
     for p in spawn_producers(&client, 500, acked.clone()) {
         p.await.unwrap();
@@ -230,21 +203,7 @@ async fn a_replica_whose_data_is_wiped_is_rebuilt_from_its_peers() {
     let wiped = Client::connect(&region.brokers[victim].addr.to_string())
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let held: u64 = match wiped.describe_topic("orders").await {
-            Ok(info) => info.partitions.iter().map(|p| p.latest_offset).sum(),
-            Err(_) => 0,
-        };
-        if held == 2_000 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the wiped broker holds {held} of 2000 messages after 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    meridian_tests::wait_until_held(&wiped, "orders", 2_000, Duration::from_secs(60)).await;
     // Kill the leader: the rebuilt broker is now one of the two that must serve everything.
     let acked = acked.lock().unwrap().clone();
     let old_leader = region.leader_of("orders", 0).await.expect("a leader");
@@ -255,11 +214,7 @@ async fn a_replica_whose_data_is_wiped_is_rebuilt_from_its_peers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_brokers_killed_at_once_lose_nothing_acknowledged() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut region = Region::start(tmp.path(), 3, &["--log-groups", "2"])
-        .await
-        .unwrap();
-    let client = region.client().await;
-    client.create_topic("orders", 4).await.unwrap();
+    let (mut region, client) = region_with_orders(tmp.path(), 2).await;
     let acked: Arc<Mutex<Vec<(u32, u64, String)>>> = Arc::default();
     let producers = spawn_producers(&client, 20_000, acked.clone());
     while acked.lock().unwrap().len() < 10_000 {
