@@ -120,6 +120,22 @@ pub struct FetchedMessage {
     pub append_time_ms: i64,
 }
 
+/// What a produce waits for before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Acks {
+    /// The leader holds it. In a raft region this is answered at quorum for now.
+    Leader,
+    /// A quorum of replicas holds it (the default).
+    #[default]
+    Quorum,
+    /// Every replica of the group holds it; fails if one does not within
+    /// [`ACKS_ALL_WAIT`] (the batch is still committed at quorum).
+    All,
+}
+
+/// How long a produce with [`Acks::All`] waits for the last replicas.
+pub const ACKS_ALL_WAIT: Duration = Duration::from_secs(5);
+
 /// Which offset [`Broker::list_offset`] looks up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffsetQuery {
@@ -317,6 +333,7 @@ impl Broker {
         topic: &str,
         partition: u32,
         mut messages: Vec<Message>,
+        acks: Acks,
     ) -> Result<(u64, i64), BrokerError> {
         let topic = self.topic(topic)?;
         let (group, key) = self.locate(&topic, partition)?;
@@ -345,7 +362,7 @@ impl Broker {
         let payload = Bytes::from(batch::encode_batch(&messages));
         let (base_offset, append_time_ms) = if self.rafts.get().is_some() {
             let g = topic.groups[partition as usize];
-            self.append_replicated(g, key.0, key.1, count, payload)
+            self.append_replicated(g, key.0, key.1, count, payload, acks)
                 .await?
         } else {
             let appended = group.append(key, payload, count).await?;

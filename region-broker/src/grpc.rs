@@ -134,9 +134,15 @@ impl broker_server::Broker for GrpcService {
         request: Request<v1::ProduceRequest>,
     ) -> Result<Response<v1::ProduceResponse>, Status> {
         let r = request.into_inner();
-        // One replica per group for now: leader, quorum and all are the same durable write.
-        v1::Acks::try_from(r.acks)
-            .map_err(|_| Status::invalid_argument(format!("unknown acks value {}", r.acks)))?;
+        // Without replication all three are the same durable write; in a raft region
+        // `leader` is answered at quorum for now and `all` waits for every replica.
+        let acks = match v1::Acks::try_from(r.acks)
+            .map_err(|_| Status::invalid_argument(format!("unknown acks value {}", r.acks)))?
+        {
+            v1::Acks::Leader => crate::broker::Acks::Leader,
+            v1::Acks::All => crate::broker::Acks::All,
+            v1::Acks::Quorum | v1::Acks::Unspecified => crate::broker::Acks::Quorum,
+        };
         let messages = r
             .messages
             .into_iter()
@@ -149,7 +155,7 @@ impl broker_server::Broker for GrpcService {
             .collect();
         let (base_offset, append_time_ms) = self
             .broker
-            .produce(&r.topic, r.partition, messages)
+            .produce(&r.topic, r.partition, messages, acks)
             .await
             .map_err(status)?;
         Ok(Response::new(v1::ProduceResponse {

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use meridian_client::{Client, ProducerConfig, Record};
+use meridian_proto::v1::Acks;
 use meridian_tests::Region;
 
 /// Reads every message of `topic` with values as text.
@@ -162,7 +163,24 @@ async fn a_stopped_follower_does_not_stop_writes_and_catches_up() {
     let (region, client) = region_with_orders(tmp.path(), 1).await;
     let leader = region.leader_of("orders", 0).await.expect("a leader");
     let follower = (leader + 1) % 3;
+    // acks=all: acknowledged once every replica holds the batch.
+    client.create_topic("audit", 1).await.unwrap();
+    let all = client.producer(ProducerConfig {
+        acks: Acks::All,
+        ..ProducerConfig::default()
+    });
+    all.send(Record::new("audit", "everyone has this"))
+        .await
+        .await
+        .unwrap();
     region.brokers[follower].signal(libc::SIGSTOP);
+    // With a replica stopped, acks=all fails and says why; quorum writes go on.
+    let e = all
+        .send(Record::new("audit", "a replica lacks this"))
+        .await
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("acks=all: not every replica"), "{e}");
 
     let acked: Arc<Mutex<Vec<(u32, u64, String)>>> = Arc::default();
     for p in spawn_producers(&client, 1_000, acked.clone()) {

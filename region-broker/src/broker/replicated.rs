@@ -12,7 +12,7 @@ use bytes::Bytes;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft};
 
-use super::{Broker, BrokerError, Topic, group_dir, now_ms};
+use super::{ACKS_ALL_WAIT, Acks, Broker, BrokerError, Topic, group_dir, now_ms};
 use crate::replication::raft::{
     CatalogChange, Command, CommandResult, JournalLogStore, JournalStateMachine,
 };
@@ -153,16 +153,50 @@ impl Broker {
         group: u32,
         command: Command,
     ) -> Result<CommandResult, BrokerError> {
+        self.replicate_indexed(group, command).await.map(|(r, _)| r)
+    }
+
+    /// [`Broker::replicate`], also returning the entry's log index.
+    async fn replicate_indexed(
+        &self,
+        group: u32,
+        command: Command,
+    ) -> Result<(CommandResult, u64), BrokerError> {
         let raft = self
             .raft(group)
             .ok_or_else(|| BrokerError::Replication("replication is not running".into()))?;
         match raft.client_write(command).await {
-            Ok(resp) => Ok(resp.data),
+            Ok(resp) => Ok((resp.data, resp.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(self.not_leader(group, f.leader_id))
             }
             Err(e) => Err(BrokerError::Replication(format!("log group {group}: {e}"))),
         }
+    }
+
+    /// Waits until every voter of `group` holds the entry at `index`.
+    async fn wait_all_replicas(&self, group: u32, index: u64) -> Result<(), BrokerError> {
+        let raft = self
+            .raft(group)
+            .ok_or_else(|| BrokerError::Replication("replication is not running".into()))?;
+        let all_hold = move |m: &openraft::RaftMetrics<crate::replication::raft::TypeConfig>| {
+            let Some(replication) = &m.replication else {
+                return false;
+            };
+            m.membership_config.voter_ids().all(|id| {
+                id == m.id
+                    || replication
+                        .get(&id)
+                        .is_some_and(|matched| matched.is_some_and(|l| l.index >= index))
+            })
+        };
+        raft.wait(Some(ACKS_ALL_WAIT)).metrics(all_hold, "every replica holds the entry").await.map_err(|_| {
+            BrokerError::Replication(format!(
+                "acks=all: not every replica of log group {group} acknowledged within {} s (the batch is committed at quorum)",
+                ACKS_ALL_WAIT.as_secs()
+            ))
+        })?;
+        Ok(())
     }
 
     /// Creates a topic through log group 0's raft.
@@ -266,19 +300,19 @@ impl Broker {
         partition: u32,
         count: u32,
         payload: Bytes,
+        acks: Acks,
     ) -> Result<(u64, i64), BrokerError> {
         self.require_leader(group).await?;
-        let result = self
-            .replicate(
-                group,
-                Command::Batch {
-                    topic_id,
-                    partition,
-                    count,
-                    payload,
-                },
-            )
-            .await?;
+        let command = Command::Batch {
+            topic_id,
+            partition,
+            count,
+            payload,
+        };
+        let (result, index) = self.replicate_indexed(group, command).await?;
+        if acks == Acks::All {
+            self.wait_all_replicas(group, index).await?;
+        }
         match (result.base_offset, result.append_time_ms) {
             (Some(offset), Some(time)) => Ok((offset, time)),
             _ => Err(BrokerError::Replication(
