@@ -1028,6 +1028,13 @@ impl Shared {
         if config.retention.is_none() && config.retention_bytes.is_none() {
             return Ok(());
         }
+        if config.replicated {
+            // The records are also the replication log: a lagging replica may still need any
+            // of them, and snapshots cannot ship segments yet. Until they can, a replicated
+            // group keeps its whole journal.
+            tracing::debug!(dir = %self.dir_display, "retention skipped: replicated groups keep their journal");
+            return Ok(());
+        }
         loop {
             let indexed = self
                 .progress

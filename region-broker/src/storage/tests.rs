@@ -635,3 +635,28 @@ fn a_replicated_group_waits_for_a_topic_it_does_not_know_yet() {
     assert_eq!(group.offsets((7, 0)).unwrap(), (0, 3));
     group.close();
 }
+
+#[test]
+fn a_replicated_group_keeps_its_journal_despite_retention() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = GroupConfig {
+        replicated: true,
+        retention_bytes: Some(4096),
+        ..config(FlushPolicy::Fsync)
+    };
+    let group = LogGroup::open(&tmp.path().join("g"), config, &partitions()).unwrap();
+    for i in 0..100 {
+        rt.block_on(group.append((1, 0), payload(i, 200), 1))
+            .unwrap();
+    }
+    let before = group.journal_size();
+    assert!(before.1 > 2);
+    group.apply_retention().unwrap();
+    assert_eq!(
+        group.journal_size(),
+        before,
+        "a lagging replica may still need every record"
+    );
+    group.close();
+}
