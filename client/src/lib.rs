@@ -128,11 +128,7 @@ impl Client {
                         None => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
                     }
                 }
-                Err(status)
-                    if retry_unavailable
-                        && (status.code() == tonic::Code::Unavailable
-                            || status.code() == tonic::Code::Unknown) =>
-                {
+                Err(status) if retry_unavailable && (broker_failed(&status)) => {
                     last = Some(ClientError::from(status));
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                     let addr = &self.bootstrap[next_bootstrap % self.bootstrap.len()];
@@ -143,9 +139,7 @@ impl Client {
                     }
                 }
                 Err(status) => {
-                    if status.code() == tonic::Code::Unavailable
-                        || status.code() == tonic::Code::Unknown
-                    {
+                    if broker_failed(&status) {
                         // Not retried, but the next request tries another broker.
                         self.rotate().await;
                     }
@@ -318,6 +312,16 @@ impl Client {
     pub fn consumer(&self, config: ConsumerConfig) -> Consumer {
         Consumer::new(self.clone(), config)
     }
+}
+
+/// Whether a status means the broker (or the connection to it) failed rather than refused:
+/// worth another broker for idempotent requests.
+fn broker_failed(status: &tonic::Status) -> bool {
+    // A connection that drops mid-request surfaces as Cancelled.
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    )
 }
 
 async fn connect_one(addr: &str) -> Result<BrokerClient<Channel>, ClientError> {

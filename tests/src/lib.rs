@@ -147,6 +147,36 @@ impl BrokerProcess {
         assert_eq!(rc, 0, "kill({}, {signal}) failed", self.pid());
     }
 
+    /// SIGSTOP, then waits until every thread of the process is really stopped (the signal
+    /// is delivered asynchronously; a thread running on another core can still work a little).
+    pub fn stop(&self) {
+        self.signal(libc::SIGSTOP);
+        let tasks = format!("/proc/{}/task", self.pid());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let all_stopped = std::fs::read_dir(&tasks).map(|d| {
+                d.filter_map(Result::ok).all(|t| {
+                    std::fs::read_to_string(t.path().join("stat"))
+                        .ok()
+                        .and_then(|stat| {
+                            stat.rsplit_once(')')
+                                .map(|(_, rest)| rest.trim_start().starts_with('T'))
+                        })
+                        .unwrap_or(true)
+                })
+            });
+            if all_stopped.unwrap_or(false) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker {} did not stop within 10 s of SIGSTOP",
+                self.pid()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// `kill -9` and reap.
     pub fn kill9(&mut self) {
         self.signal(libc::SIGKILL);

@@ -173,7 +173,7 @@ async fn a_stopped_follower_does_not_stop_writes_and_catches_up() {
         .await
         .await
         .unwrap();
-    region.brokers[follower].signal(libc::SIGSTOP);
+    region.brokers[follower].stop();
     // With a replica stopped, acks=all fails and says why; quorum writes go on.
     let e = all
         .send(Record::new("audit", "a replica lacks this"))
