@@ -435,6 +435,7 @@ async fn replicated_produce(
                     partition: p,
                     messages: batch[..1].to_vec(),
                     acks: 0,
+                    epoch: 0,
                 };
                 if c.produce(r).await.is_ok() {
                     found = Some(c);
@@ -502,6 +503,7 @@ async fn produce_load(
                     partition,
                     messages: batch.clone(),
                     acks: v1::Acks::Quorum as i32,
+                    epoch: 0,
                 };
                 client.produce(r).await.expect("produce");
                 hist.record(t.elapsed().as_micros() as u64).expect("record");

@@ -315,6 +315,7 @@ impl Batcher {
                 partition,
                 messages,
                 acks: acks as i32,
+                epoch: 0,
             };
             let sent = client
                 .call_with(false, |mut c| {

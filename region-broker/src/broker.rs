@@ -83,17 +83,32 @@ pub enum BrokerError {
         latest: u64,
     },
     /// This broker does not lead the log group; retry at the leader.
-    #[error("this broker does not lead log group {group}; {}", match (leader_id, leader) {
+    #[error("this broker does not lead log group {group} (epoch {epoch}); {}", match (leader_id, leader) {
         (Some(id), Some(addr)) => format!("broker {id} at {addr} does: retry there"),
         _ => "no leader is known yet: retry shortly".to_owned(),
     })]
     NotLeader {
         /// The log group.
         group: u32,
+        /// The group's leadership epoch as this broker knows it.
+        epoch: u64,
         /// The leader's broker id, when known.
         leader_id: Option<u32>,
         /// The leader's gRPC address, when known.
         leader: Option<String>,
+    },
+    /// The request carried a leadership epoch this log group has moved past: the producer
+    /// talks to a leader it should no longer trust. Refresh and retry.
+    #[error(
+        "epoch {epoch} is stale: log group {group} is at epoch {current}; refresh the partition's leader and retry"
+    )]
+    StaleEpoch {
+        /// The log group.
+        group: u32,
+        /// The epoch the request carried.
+        epoch: u64,
+        /// The group's current epoch.
+        current: u64,
     },
     /// Replication failed (no quorum, shutting down).
     #[error("replication failed: {0}")]
@@ -118,6 +133,17 @@ pub struct FetchedMessage {
     pub message: Message,
     /// Broker time of its append.
     pub append_time_ms: i64,
+}
+
+/// What an acknowledged produce got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Produced {
+    /// Offset of the batch's first message.
+    pub base_offset: u64,
+    /// Broker time stamped on the batch.
+    pub append_time_ms: i64,
+    /// The log group's leadership epoch (raft term; 0 without replication).
+    pub epoch: u64,
 }
 
 /// What a produce waits for before it is acknowledged.
@@ -334,7 +360,8 @@ impl Broker {
         partition: u32,
         mut messages: Vec<Message>,
         acks: Acks,
-    ) -> Result<(u64, i64), BrokerError> {
+        epoch: u64,
+    ) -> Result<Produced, BrokerError> {
         let topic = self.topic(topic)?;
         let (group, key) = self.locate(&topic, partition)?;
         if messages.is_empty() {
@@ -360,17 +387,21 @@ impl Broker {
         }
         let count = messages.len() as u32;
         let payload = Bytes::from(batch::encode_batch(&messages));
-        let (base_offset, append_time_ms) = if self.rafts.get().is_some() {
+        let produced = if self.rafts.get().is_some() {
             let g = topic.groups[partition as usize];
-            self.append_replicated(g, key.0, key.1, count, payload, acks)
+            self.append_replicated(g, (key, count, payload), acks, epoch)
                 .await?
         } else {
             let appended = group.append(key, payload, count).await?;
-            (appended.base_offset, appended.append_time_ms)
+            Produced {
+                base_offset: appended.base_offset,
+                append_time_ms: appended.append_time_ms,
+                epoch: 0,
+            }
         };
         metrics::counter!("meridian_produce_messages_total").increment(u64::from(count));
         metrics::counter!("meridian_produce_bytes_total").increment(size as u64);
-        Ok((base_offset, append_time_ms))
+        Ok(produced)
     }
 
     /// Reads messages from `offset` on (at most about `max_bytes`, at least one message when

@@ -45,6 +45,8 @@ pub fn status(e: BrokerError) -> Status {
             tonic::Code::Unavailable
         }
         BrokerError::NotLeader { .. } => tonic::Code::FailedPrecondition,
+        // Kafka's FENCED_LEADER_EPOCH: not retried as is; the client must refresh.
+        BrokerError::StaleEpoch { .. } => tonic::Code::Aborted,
         BrokerError::Append(_) | BrokerError::Read(_) | BrokerError::Io(_) => tonic::Code::Internal,
     };
     metrics::counter!("meridian_grpc_errors_total", "code" => format!("{code:?}")).increment(1);
@@ -153,14 +155,15 @@ impl broker_server::Broker for GrpcService {
                 timestamp_ms: m.timestamp_ms,
             })
             .collect();
-        let (base_offset, append_time_ms) = self
+        let produced = self
             .broker
-            .produce(&r.topic, r.partition, messages, acks)
+            .produce(&r.topic, r.partition, messages, acks, r.epoch)
             .await
             .map_err(status)?;
         Ok(Response::new(v1::ProduceResponse {
-            base_offset,
-            append_time_ms,
+            base_offset: produced.base_offset,
+            append_time_ms: produced.append_time_ms,
+            epoch: produced.epoch,
         }))
     }
 

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use meridian_client::{Client, ProducerConfig, Record};
-use meridian_proto::v1::Acks;
+use meridian_proto::v1::{self, Acks};
 use meridian_tests::Region;
 
 /// Reads every message of `topic` with values as text.
@@ -145,6 +145,44 @@ async fn kill9_of_the_leader_loses_nothing_acknowledged_and_a_new_leader_serves(
     for p in producers {
         p.await.unwrap();
     }
+    // Epochs: the new leader answers with the group's epoch, which the failover moved on; a
+    // producer still holding an older epoch is fenced.
+    let new_leader = region
+        .leader_of("orders", 0)
+        .await
+        .expect("a leader after the failover");
+    let mut raw = v1::broker_client::BrokerClient::connect(format!(
+        "http://{}",
+        region.brokers[new_leader].addr
+    ))
+    .await
+    .unwrap();
+    let probe = |epoch, n: u32| v1::ProduceRequest {
+        topic: "orders".into(),
+        partition: 0,
+        messages: vec![v1::Message {
+            value: format!("p0-m{n}").into(),
+            ..v1::Message::default()
+        }],
+        acks: 0,
+        epoch,
+    };
+    let epoch = raw
+        .produce(probe(0, 1_000_001))
+        .await
+        .unwrap()
+        .into_inner()
+        .epoch;
+    assert!(epoch >= 2, "a failover moves the epoch on (got {epoch})");
+    raw.produce(probe(epoch, 1_000_002)).await.unwrap();
+    let fenced = raw.produce(probe(epoch - 1, 1_000_003)).await.unwrap_err();
+    assert_eq!(fenced.code(), tonic::Code::Aborted, "{fenced:?}");
+    assert!(
+        fenced.message().contains("is stale"),
+        "{}",
+        fenced.message()
+    );
+
     let acked = acked.lock().unwrap().clone();
     check(&read_all(&client, "orders").await, &acked);
 

@@ -90,6 +90,10 @@ pub struct ProduceRequest {
     pub messages: ::prost::alloc::vec::Vec<Message>,
     #[prost(enumeration = "Acks", tag = "4")]
     pub acks: i32,
+    /// The log group's leadership epoch the producer last saw (ProduceResponse.epoch); a
+    /// request with an older epoch is fenced (ABORTED). 0 means "do not fence".
+    #[prost(uint64, tag = "5")]
+    pub epoch: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -99,6 +103,9 @@ pub struct ProduceResponse {
     pub base_offset: u64,
     #[prost(int64, tag = "2")]
     pub append_time_ms: i64,
+    /// The log group's leadership epoch (raft term; 0 on an unreplicated broker).
+    #[prost(uint64, tag = "3")]
+    pub epoch: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

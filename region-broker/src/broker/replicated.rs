@@ -12,7 +12,7 @@ use bytes::Bytes;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft};
 
-use super::{ACKS_ALL_WAIT, Acks, Broker, BrokerError, Topic, group_dir, now_ms};
+use super::{ACKS_ALL_WAIT, Acks, Broker, BrokerError, Produced, Topic, group_dir, now_ms};
 use crate::replication::raft::{
     CatalogChange, Command, CommandResult, JournalLogStore, JournalStateMachine,
 };
@@ -141,9 +141,17 @@ impl Broker {
         });
         BrokerError::NotLeader {
             group,
+            epoch: self.epoch(group),
             leader_id: leader.map(|p| p.id),
             leader: leader.map(|p| p.grpc.clone()),
         }
+    }
+
+    /// The group's leadership epoch: its current raft term.
+    pub(super) fn epoch(&self, group: u32) -> u64 {
+        use openraft::type_config::async_runtime::WatchReceiver;
+        self.raft(group)
+            .map_or(0, |raft| raft.metrics().borrow_watched().current_term)
     }
 
     /// Replicates a command through `group`'s raft; returns once a quorum holds it and it is
@@ -293,19 +301,27 @@ impl Broker {
     }
 
     /// Appends a batch through the partition's group raft.
+    /// Appends a batch `(partition, count, payload)` through the partition's group raft,
+    /// fencing a producer whose `epoch` (when not 0) is older than the group's.
     pub(super) async fn append_replicated(
         &self,
         group: u32,
-        topic_id: u32,
-        partition: u32,
-        count: u32,
-        payload: Bytes,
+        (key, count, payload): (crate::storage::PartitionKey, u32, Bytes),
         acks: Acks,
-    ) -> Result<(u64, i64), BrokerError> {
+        epoch: u64,
+    ) -> Result<Produced, BrokerError> {
         self.require_leader(group).await?;
+        let current = self.epoch(group);
+        if epoch != 0 && epoch < current {
+            return Err(BrokerError::StaleEpoch {
+                group,
+                epoch,
+                current,
+            });
+        }
         let command = Command::Batch {
-            topic_id,
-            partition,
+            topic_id: key.0,
+            partition: key.1,
             count,
             payload,
         };
@@ -314,7 +330,11 @@ impl Broker {
             self.wait_all_replicas(group, index).await?;
         }
         match (result.base_offset, result.append_time_ms) {
-            (Some(offset), Some(time)) => Ok((offset, time)),
+            (Some(base_offset), Some(append_time_ms)) => Ok(Produced {
+                base_offset,
+                append_time_ms,
+                epoch: current,
+            }),
             _ => Err(BrokerError::Replication(
                 "the replicated batch left no record".into(),
             )),
