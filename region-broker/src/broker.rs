@@ -416,8 +416,7 @@ impl Broker {
     ) -> Result<(Vec<FetchedMessage>, (u64, u64)), BrokerError> {
         let topic = self.topic(topic)?;
         let (group, key) = self.locate(&topic, partition)?;
-        self.require_leader(topic.groups[partition as usize])
-            .await?;
+        self.require_leader(topic.groups[partition as usize])?;
         let max_wait = max_wait.min(Duration::from_millis(self.config.fetch_wait_max_ms));
         let deadline = tokio::time::Instant::now() + max_wait;
         let mut visible = group.subscribe();
@@ -451,8 +450,7 @@ impl Broker {
     ) -> Result<(u64, Option<i64>), BrokerError> {
         let topic = self.topic(topic)?;
         let (group, key) = self.locate(&topic, partition)?;
-        self.require_leader(topic.groups[partition as usize])
-            .await?;
+        self.require_leader(topic.groups[partition as usize])?;
         let (earliest, latest) = group.offsets(key).map_err(BrokerError::Read)?;
         Ok(match query {
             OffsetQuery::Earliest => (earliest, None),
@@ -479,7 +477,6 @@ impl Broker {
         let (group, key) = self.locate(&topic, partition)?;
         if self.rafts.get().is_some() {
             let g = topic.groups[partition as usize];
-            self.require_leader(g).await?;
             let command = crate::replication::raft::Command::Commit {
                 group: group_name.to_owned(),
                 topic_id: key.0,
@@ -503,8 +500,7 @@ impl Broker {
         names::validate("group", group_name).map_err(|e| BrokerError::Invalid(e.to_string()))?;
         let topic = self.topic(topic)?;
         let (group, key) = self.locate(&topic, partition)?;
-        self.require_leader(topic.groups[partition as usize])
-            .await?;
+        self.require_leader(topic.groups[partition as usize])?;
         Ok(group.committed_offset(group_name, key))
     }
 

@@ -119,12 +119,14 @@ impl Broker {
         self.rafts.get().map(|r| &r[group as usize])
     }
 
-    /// Fails with `NotLeader` unless this broker leads `group`.
-    pub(super) async fn require_leader(&self, group: u32) -> Result<(), BrokerError> {
+    /// Fails with `NotLeader` unless this broker leads `group`. Reads raft's published
+    /// metrics rather than asking the raft task, so it costs no round trip.
+    pub(super) fn require_leader(&self, group: u32) -> Result<(), BrokerError> {
+        use openraft::type_config::async_runtime::WatchReceiver;
         let Some(raft) = self.raft(group) else {
             return Ok(());
         };
-        let leader = raft.current_leader().await;
+        let leader = raft.metrics().borrow_watched().current_leader;
         if leader == Some(u64::from(self.config.broker_id)) {
             return Ok(());
         }
@@ -214,7 +216,7 @@ impl Broker {
         partitions: u32,
     ) -> Result<Topic, BrokerError> {
         let _serial = self.catalog_writes.lock().await;
-        self.require_leader(0).await?;
+        self.require_leader(0)?;
         if let Some(raft) = self.raft(0) {
             // Every committed catalog change is applied here before the next id is chosen.
             raft.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
@@ -242,7 +244,7 @@ impl Broker {
     /// Deletes a topic through log group 0's raft.
     pub(super) async fn delete_topic_replicated(&self, name: &str) -> Result<(), BrokerError> {
         let _serial = self.catalog_writes.lock().await;
-        self.require_leader(0).await?;
+        self.require_leader(0)?;
         let topic = self.topic(name)?;
         self.replicate(
             0,
@@ -310,7 +312,8 @@ impl Broker {
         acks: Acks,
         epoch: u64,
     ) -> Result<Produced, BrokerError> {
-        self.require_leader(group).await?;
+        // No leadership check here: a follower's raft refuses the write with ForwardToLeader,
+        // which `replicate` turns into NotLeader.
         let current = self.epoch(group);
         if epoch != 0 && epoch < current {
             return Err(BrokerError::StaleEpoch {

@@ -4,11 +4,13 @@
 //! A raft entry maps to one journal record with the entry's term and index in the record
 //! header: `Normal(Command::Batch)` is a message-batch record, `Normal(Command::Commit)` an
 //! offset-commit record, `Blank` and `Membership` records of their own kinds. The log store
-//! keeps beside the journal only what raft needs that is not log data: the vote, the
-//! committed log id and the purged log id (`raft-state.json`, replaced atomically and
-//! fsynced). The state machine is the group's commit watermark: applying an entry moves the
-//! watermark past its record, which is what makes its messages visible to consumers; its
-//! own state (last applied, membership) is `raft-sm.json`.
+//! keeps beside the journal only what raft needs that is not log data: the vote and the purged
+//! log id (`raft-state.json`, replaced atomically and fsynced), and the committed log id
+//! (`raft-committed.json`, a hint written without fsync: losing it only makes raft re-apply
+//! more on restart). The state machine is the group's commit watermark: applying an entry
+//! moves the watermark past its record, which is what makes its messages visible to
+//! consumers; its own state (last applied, membership) is `raft-sm.json`, also a hint
+//! without fsync, since applying again is idempotent and the log is never purged.
 //!
 //! Leader ids are openraft's standard ones (one leader per term), so a log id is exactly
 //! `(term, index)`, which the record header holds.
@@ -149,11 +151,10 @@ pub struct CommandResult {
     pub append_time_ms: Option<i64>,
 }
 
-/// Raft state that is not log data: vote, committed and purged log ids.
+/// Raft state that is not log data and must survive a crash: the vote and the purged log id.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct HardState {
     vote: Option<Vote>,
-    committed: Option<LogId>,
     purged: Option<LogId>,
 }
 
@@ -163,6 +164,8 @@ pub struct JournalLogStore {
     group: Arc<LogGroup>,
     state: Arc<Mutex<HardState>>,
     path: PathBuf,
+    committed: Arc<Mutex<Option<LogId>>>,
+    committed_path: PathBuf,
 }
 
 impl JournalLogStore {
@@ -170,10 +173,14 @@ impl JournalLogStore {
     pub fn open(group: Arc<LogGroup>, dir: &Path) -> io::Result<JournalLogStore> {
         let path = dir.join("raft-state.json");
         let state = load_json(&path)?.unwrap_or_default();
+        let committed_path = dir.join("raft-committed.json");
+        let committed = load_hint(&committed_path).flatten();
         Ok(JournalLogStore {
             group,
             state: Arc::new(Mutex::new(state)),
             path,
+            committed: Arc::new(Mutex::new(committed)),
+            committed_path,
         })
     }
 
@@ -181,7 +188,7 @@ impl JournalLogStore {
         let mut state = self.state.lock().expect("raft state lock poisoned");
         let mut next = state.clone();
         f(&mut next);
-        store_json(&self.path, &next)?;
+        store_json(&self.path, &next, true)?;
         *state = next;
         Ok(())
     }
@@ -275,15 +282,14 @@ impl RaftLogStorage<TypeConfig> for JournalLogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        self.update(|s| s.committed = committed)
+        // Called on every commit advance: a hint, so no fsync on the produce path.
+        store_json(&self.committed_path, &committed, false)?;
+        *self.committed.lock().expect("committed lock poisoned") = committed;
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self
-            .state
-            .lock()
-            .expect("raft state lock poisoned")
-            .committed)
+        Ok(*self.committed.lock().expect("committed lock poisoned"))
     }
 
     async fn append<I>(
@@ -366,7 +372,7 @@ impl JournalStateMachine {
     /// The state machine of `group`, keeping its applied state in `dir`.
     pub fn open(group: Arc<LogGroup>, dir: &Path) -> io::Result<JournalStateMachine> {
         let path = dir.join("raft-sm.json");
-        let state: AppliedState = load_json(&path)?.unwrap_or_default();
+        let state: AppliedState = load_hint(&path).unwrap_or_default();
         if let Some(applied) = state.last_applied
             && let Some(end) = group.end_of_record(applied.index)
         {
@@ -387,8 +393,9 @@ impl JournalStateMachine {
         self
     }
 
+    /// Saves the applied state after every apply, without fsync (see the module docs).
     fn save(&self, state: &AppliedState) -> io::Result<()> {
-        store_json(&self.path, state)
+        store_json(&self.path, state, false)
     }
 }
 
@@ -423,9 +430,9 @@ impl RaftStateMachine<TypeConfig> for JournalStateMachine {
                     state.membership = StoredMembership::new(Some(entry.log_id), m.clone())
                 }
                 EntryPayload::Normal(Command::Batch { .. }) => {
-                    if let Some((h, _)) = self
+                    if let Some(h) = self
                         .group
-                        .record_by_index(entry.log_id.index)
+                        .record_header_by_index(entry.log_id.index)
                         .map_err(io::Error::other)?
                     {
                         result.base_offset = Some(h.base_offset);
@@ -613,15 +620,29 @@ fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T
     }
 }
 
-/// Replaces a small file atomically and durably.
-fn store_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+/// Replaces a small file atomically; with `durable`, also fsyncs it and its directory.
+fn store_json<T: Serialize>(path: &Path, value: &T, durable: bool) -> io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("json.tmp");
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(&serde_json::to_vec(value).map_err(io::Error::other)?)?;
-    file.sync_all()?;
+    if durable {
+        file.sync_all()?;
+    }
     std::fs::rename(&tmp, path)?;
-    std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
+    if durable {
+        std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Loads a file written without fsync: a crash may have left it empty or stale, which only
+/// means raft re-applies or re-commits more entries, so an unreadable file counts as absent.
+fn load_hint<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    load_json(path).unwrap_or_else(|e| {
+        tracing::warn!(file = %path.display(), error = %e, "ignoring an unreadable replication hint file");
+        None
+    })
 }
 
 #[cfg(test)]

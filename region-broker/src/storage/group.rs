@@ -610,6 +610,21 @@ impl LogGroup {
         Ok(Some(self.shared.journal.read(position)?))
     }
 
+    /// The header of the record with this index, without reading (or checksumming) its
+    /// payload: what applying a raft entry needs.
+    pub fn record_header_by_index(&self, index: u64) -> Result<Option<RecordHeader>, ReadError> {
+        let Some((position, _)) = self
+            .shared
+            .records
+            .lock()
+            .expect("records lock poisoned")
+            .get(index)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(self.shared.journal.read_header(position)?))
+    }
+
     /// The first and last record index the journal holds.
     pub fn record_bounds(&self) -> Option<(u64, u64)> {
         self.shared

@@ -118,6 +118,24 @@ impl Journal {
         }
     }
 
+    /// The header of the record at `pos` (a record boundary), its payload unread.
+    pub(crate) fn read_header(&self, pos: u64) -> Result<RecordHeader, ReadFailure> {
+        let seg = self
+            .segment_for(pos)
+            .ok_or(ReadFailure::Gone { position: pos })?;
+        match record::parse_checked(&seg.tail(pos - seg.start), false) {
+            Parsed::Record(h) => Ok(h),
+            Parsed::Invalid(reason) => Err(ReadFailure::Corrupt {
+                position: pos,
+                reason,
+            }),
+            Parsed::SegmentEnd | Parsed::Empty => Err(ReadFailure::Corrupt {
+                position: pos,
+                reason: "no record at an indexed position",
+            }),
+        }
+    }
+
     /// Calls `f` with every record from `from` (a record boundary) up to `to`, and says where
     /// the walk stopped: at `to`, at the end of written data, or at an invalid record.
     pub(crate) fn walk(
