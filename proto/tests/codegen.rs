@@ -3,11 +3,15 @@
 //!
 //! Refresh with `MERIDIAN_UPDATE_CODEGEN=1 cargo test -p meridian-proto --test codegen`.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 #[test]
 fn codegen_is_fresh() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The directory at run time, not the one baked in at compile time: CI builds in a fresh
+    // clone elsewhere but may reuse a test binary compiled from another checkout.
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let root = root.as_path();
     let out = tempfile::tempdir().unwrap();
     tonic_prost_build::configure()
         .out_dir(out.path())
