@@ -7,6 +7,7 @@
 
 mod consume;
 mod endpoint;
+mod log_group;
 mod produce;
 mod topic;
 mod up;
@@ -37,6 +38,9 @@ enum Command {
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(topic::Command),
+    /// Log groups' replication state; fail a master-slave group over.
+    #[command(subcommand, name = "log-group")]
+    LogGroup(log_group::Command),
     /// Send messages: from arguments, or one per line of standard input.
     Produce(produce::Args),
     /// Read messages and print one value per line.
@@ -58,6 +62,7 @@ fn main() {
         match cli.command {
             Command::Up(args) => up::run(args).await,
             Command::Topic(cmd) => topic::run(cmd, &broker, cli.json).await,
+            Command::LogGroup(cmd) => log_group::run(cmd, &broker, cli.json).await,
             Command::Produce(args) => produce::run(args, &broker, cli.json).await,
             Command::Consume(args) => consume::run(args, &broker, cli.json).await,
         }

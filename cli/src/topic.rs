@@ -13,6 +13,9 @@ pub(crate) enum Command {
         /// Partitions (default: the broker's default).
         #[arg(long, default_value_t = 0)]
         partitions: u32,
+        /// How its log groups replicate: raft or master-slave.
+        #[arg(long, default_value = "raft", value_parser = ["raft", "master-slave"])]
+        replication: String,
     },
     /// List topics.
     List,
@@ -31,18 +34,23 @@ pub(crate) enum Command {
 pub(crate) async fn run(cmd: Command, broker: &str, json: bool) -> anyhow::Result<()> {
     let client = Client::connect(broker).await?;
     match cmd {
-        Command::Create { name, partitions } => {
+        Command::Create {
+            name,
+            partitions,
+            replication,
+        } => {
             let t = client
-                .create_topic(&name, partitions)
+                .create_topic_with(&name, partitions, &replication)
                 .await
                 .with_context(|| format!("creating topic {name}"))?;
             if json {
                 println!("{}", to_json(&t));
             } else {
                 println!(
-                    "created topic {} with {} partitions",
+                    "created topic {} with {} partitions ({} replication)",
                     t.name,
-                    t.partitions.len()
+                    t.partitions.len(),
+                    t.replication
                 );
             }
         }
@@ -73,7 +81,10 @@ pub(crate) async fn run(cmd: Command, broker: &str, json: bool) -> anyhow::Resul
             if json {
                 println!("{}", to_json(&t));
             } else {
-                println!("topic {} (id {})", t.name, t.topic_id);
+                println!(
+                    "topic {} (id {}, {} replication)",
+                    t.name, t.topic_id, t.replication
+                );
                 println!(
                     "{:>9} {:>9} {:>14} {:>14}",
                     "PARTITION", "LOG GROUP", "EARLIEST", "LATEST"
@@ -106,6 +117,7 @@ fn to_json(t: &TopicInfo) -> serde_json::Value {
         "name": t.name,
         "topic_id": t.topic_id,
         "created_ms": t.created_ms,
+        "replication": t.replication,
         "partitions": t.partitions.iter().map(|p| serde_json::json!({
             "partition": p.partition,
             "log_group": p.log_group,

@@ -1,7 +1,8 @@
 //! `meridian up`: starts a local deployment and keeps it running until Ctrl-C or SIGTERM.
 //!
-//! Today a deployment is one region of three brokers replicating every log group by raft
-//! (`--brokers-per-region 1` starts a single unreplicated broker). The control plane,
+//! Today a deployment is one region of three brokers: log groups 0 and 1 replicated by
+//! raft, 2 and 3 master-slave (topics choose with `--replication`); `--brokers-per-region 1`
+//! starts a single unreplicated broker. The control plane,
 //! mirrors between regions and the console arrive with their issues, and `up` grows with
 //! them.
 
@@ -21,7 +22,8 @@ pub(crate) struct Args {
     /// Regions to start (only 1 until mirroring lands).
     #[arg(long, default_value_t = 1)]
     regions: u32,
-    /// Brokers per region; with more than one, every log group is replicated by raft.
+    /// Brokers per region; with more than one, log groups 0-1 replicate by raft and 2-3
+    /// master-slave.
     #[arg(long, default_value_t = 3)]
     brokers_per_region: u32,
     /// gRPC port of the first broker; broker N listens on this + N - 1.
@@ -101,9 +103,16 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .join(",");
     let endpoints = endpoint::record(&bootstrap).context("recording the endpoints for the CLI")?;
     let replication = if n > 1 {
-        "every log group replicated by raft over all brokers"
+        let ms: Vec<String> = master_slave_groups(n)
+            .iter()
+            .map(|(g, m)| format!("{g} (master: broker {m})"))
+            .collect();
+        format!(
+            "log groups 0-1 replicated by raft, {} master-slave",
+            ms.join(" and ")
+        )
     } else {
-        "no replication"
+        "no replication".to_owned()
     };
     println!("Meridian is up: 1 region (local), {n} broker(s), {replication}");
     for b in &brokers {
@@ -121,6 +130,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     println!();
     println!("Try it:");
     println!("  meridian topic create orders --partitions 3");
+    if n > 1 {
+        println!("  meridian topic create payments --replication master-slave");
+        println!("  meridian log-group list");
+    }
     println!("  meridian produce orders --key customer-1 'first order'");
     println!("  meridian consume orders --from beginning --max 1");
     println!();
@@ -188,6 +201,11 @@ async fn spawn(
         for p in peers {
             cmd.args(["--peer", p]);
         }
+        // Groups 2 and 3 (of the default 4) are master-slave, their masters spread.
+        let n = peers.len() as u32;
+        for (group, master) in master_slave_groups(n) {
+            cmd.args(["--master-slave", &format!("{group}={master}")]);
+        }
     }
     let child = cmd
         .stdin(Stdio::null())
@@ -203,6 +221,11 @@ async fn spawn(
         log: log_path,
         child,
     })
+}
+
+/// The master-slave log groups of a local region of `n` brokers, with their masters.
+fn master_slave_groups(n: u32) -> Vec<(u32, u32)> {
+    [2, 3].into_iter().map(|g| (g, g % n + 1)).collect()
 }
 
 async fn wait_ready(b: &mut Running) -> anyhow::Result<()> {

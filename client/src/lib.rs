@@ -10,6 +10,7 @@
 //! Not here yet: routing through the control plane to the nearest region; consumer-group
 //! membership (a subscribing consumer reads every partition of its topics).
 
+mod admin;
 mod consumer;
 mod error;
 mod producer;
@@ -20,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use meridian_proto::v1::{self, broker_client::BrokerClient};
 use tonic::transport::{Channel, Endpoint};
 
+pub use admin::{BrokerLogGroups, FailoverReport, LogGroupInfo};
 pub use consumer::{ConsumedMessage, Consumer, ConsumerConfig, StartFrom};
 pub use error::ClientError;
 pub use meridian_proto::v1::TopicInfo;
@@ -188,15 +190,7 @@ impl Client {
         name: &str,
         partitions: u32,
     ) -> Result<TopicInfo, ClientError> {
-        let r = v1::CreateTopicRequest {
-            name: name.to_owned(),
-            partitions,
-        };
-        self.call(|mut c| {
-            let r = r.clone();
-            async move { c.create_topic(r).await }
-        })
-        .await
+        self.create_topic_with(name, partitions, "").await
     }
 
     /// Deletes a topic.

@@ -5,6 +5,8 @@
 mod catalog;
 mod replicated;
 
+pub use replicated::LogGroupState;
+
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -13,7 +15,7 @@ use bytes::Bytes;
 use meridian_proto::batch::{self, Message};
 use meridian_proto::names;
 
-pub use catalog::{Catalog, Topic};
+pub use catalog::{Catalog, Strategy, Topic};
 
 use crate::config::Config;
 use crate::storage::{AppendError, LogGroup, PartitionKey, ReadError};
@@ -28,8 +30,13 @@ pub struct Broker {
     config: Config,
     groups: Vec<Arc<LogGroup>>,
     catalog: RwLock<Catalog>,
-    /// One raft per log group, in raft mode (peers configured).
-    rafts: std::sync::OnceLock<Vec<crate::replication::transport::GroupRaft>>,
+    /// In a region (peers configured): the raft of each log group, `None` for the groups
+    /// replicated master-slave.
+    rafts: std::sync::OnceLock<Vec<Option<crate::replication::transport::GroupRaft>>>,
+    /// The master-slave log groups, by group number.
+    master_slave: std::sync::OnceLock<
+        std::collections::HashMap<u32, Arc<crate::replication::master_slave::MasterSlaveGroup>>,
+    >,
     /// Serializes catalog changes proposed by this broker.
     catalog_writes: tokio::sync::Mutex<()>,
 }
@@ -221,6 +228,7 @@ impl Broker {
             groups,
             catalog: RwLock::new(catalog),
             rafts: std::sync::OnceLock::new(),
+            master_slave: std::sync::OnceLock::new(),
             catalog_writes: tokio::sync::Mutex::new(()),
         })
     }
@@ -235,10 +243,21 @@ impl Broker {
         &self.groups
     }
 
-    /// Creates a topic with `partitions` partitions (0: the default), spread round-robin
-    /// over the log groups. In raft mode the change goes through log group 0 and every
-    /// broker applies it.
+    /// Creates a raft-replicated topic; see [`Broker::create_topic_with`].
     pub async fn create_topic(&self, name: &str, partitions: u32) -> Result<Topic, BrokerError> {
+        self.create_topic_with(name, partitions, Strategy::Raft)
+            .await
+    }
+
+    /// Creates a topic with `partitions` partitions (0: the default), spread round-robin
+    /// over the log groups of its replication strategy. In a region the change goes through
+    /// log group 0's raft and every broker applies it.
+    pub async fn create_topic_with(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication: Strategy,
+    ) -> Result<Topic, BrokerError> {
         names::validate("topic", name).map_err(|e| BrokerError::Invalid(e.to_string()))?;
         let partitions = if partitions == 0 {
             self.config.default_partitions
@@ -251,8 +270,16 @@ impl Broker {
                 self.config.partitions_max
             )));
         }
+        if self.strategy_groups(replication).is_empty() {
+            return Err(BrokerError::Invalid(format!(
+                "this region has no {} log groups: start its brokers with --master-slave GROUP=MASTER_ID (or [[replication.master_slave]] in the config)",
+                replication.as_str()
+            )));
+        }
         if self.rafts.get().is_some() {
-            return self.create_topic_replicated(name, partitions).await;
+            return self
+                .create_topic_replicated(name, partitions, replication)
+                .await;
         }
         let _serial = self.catalog_writes.lock().await;
         let id = {
@@ -265,17 +292,36 @@ impl Broker {
         let topic = Topic {
             name: name.to_owned(),
             id,
-            groups: self.spread(id, partitions),
+            groups: self.spread(id, partitions, replication),
             created_ms: now_ms(),
+            replication,
         };
         self.create_topic_local(topic.clone())?;
         Ok(topic)
     }
 
-    /// The log group of each partition of a new topic.
-    fn spread(&self, id: u32, partitions: u32) -> Vec<u32> {
-        let n = self.groups.len() as u32;
-        (0..partitions).map(|p| (id + p) % n).collect()
+    /// The log group of each partition of a new topic: round-robin over the groups of its
+    /// strategy.
+    fn spread(&self, id: u32, partitions: u32, replication: Strategy) -> Vec<u32> {
+        let groups = self.strategy_groups(replication);
+        let n = groups.len() as u32;
+        (0..partitions)
+            .map(|p| groups[((id + p) % n) as usize])
+            .collect()
+    }
+
+    /// The log groups of a replication strategy. A broker running alone replicates
+    /// nothing, so every group serves either strategy.
+    fn strategy_groups(&self, replication: Strategy) -> Vec<u32> {
+        let all = 0..self.groups.len() as u32;
+        if self.config.replication.peers.is_empty() {
+            return all.collect();
+        }
+        all.filter(|&g| {
+            let ms = self.config.master_slave_master(g).is_some();
+            ms == (replication == Strategy::MasterSlave)
+        })
+        .collect()
     }
 
     /// Adds a topic to this broker: indexes first, catalog last, so a crash in between
@@ -387,8 +433,11 @@ impl Broker {
         }
         let count = messages.len() as u32;
         let payload = Bytes::from(batch::encode_batch(&messages));
-        let produced = if self.rafts.get().is_some() {
-            let g = topic.groups[partition as usize];
+        let g = topic.groups[partition as usize];
+        let produced = if self.master_slave_group(g).is_some() {
+            self.append_master_slave(g, (key, count, payload), acks, epoch)
+                .await?
+        } else if self.rafts.get().is_some() {
             self.append_replicated(g, (key, count, payload), acks, epoch)
                 .await?
         } else {
@@ -475,8 +524,11 @@ impl Broker {
         names::validate("group", group_name).map_err(|e| BrokerError::Invalid(e.to_string()))?;
         let topic = self.topic(topic)?;
         let (group, key) = self.locate(&topic, partition)?;
-        if self.rafts.get().is_some() {
-            let g = topic.groups[partition as usize];
+        let g = topic.groups[partition as usize];
+        if self.master_slave_group(g).is_some() {
+            self.commit_offset_master_slave(g, group_name, key, offset)
+                .await?;
+        } else if self.rafts.get().is_some() {
             let command = crate::replication::raft::Command::Commit {
                 group: group_name.to_owned(),
                 topic_id: key.0,

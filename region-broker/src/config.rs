@@ -43,13 +43,53 @@ pub struct Config {
 
 /// The `[replication]` section: a static description of the region's brokers. With peers, every
 /// log group is a raft group over all of them (replication factor = number of brokers).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReplicationConfig {
     /// Address of the inter-broker raft transport.
     pub raft_listen: Option<SocketAddr>,
     /// Every broker of the region, this one included; empty: this broker runs alone.
     pub peers: Vec<Peer>,
+    /// Log groups replicated master-slave instead of raft, each with its initial master
+    /// (the epoch and master then live in the group's `master-slave.json`; a controlled
+    /// failover moves them). Log group 0 carries the topic catalog and is always raft.
+    pub master_slave: Vec<MasterSlaveGroup>,
+    /// Slaves that must hold a record before a master-slave group commits it (quorum acks
+    /// wait for this many).
+    pub sync_replicas: u32,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            raft_listen: None,
+            peers: Vec::new(),
+            master_slave: Vec::new(),
+            sync_replicas: 1,
+        }
+    }
+}
+
+/// A log group replicated master-slave, and the broker that is its master at first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MasterSlaveGroup {
+    /// The log group.
+    pub group: u32,
+    /// Broker id of its initial master.
+    pub master: u32,
+}
+
+impl MasterSlaveGroup {
+    /// Parses `GROUP=MASTER_ID`.
+    pub fn parse(text: &str) -> Result<MasterSlaveGroup, String> {
+        let usage = || format!("{text:?} is not GROUP=MASTER_BROKER_ID (example: 2=1)");
+        let (group, master) = text.split_once('=').ok_or_else(usage)?;
+        Ok(MasterSlaveGroup {
+            group: group.trim().parse().map_err(|_| usage())?,
+            master: master.trim().parse().map_err(|_| usage())?,
+        })
+    }
 }
 
 /// One broker of the region.
@@ -272,11 +312,70 @@ impl Config {
                     "a broker with peers needs an address for the raft transport",
                 );
             }
+            let slaves = peers.len() as u32 - 1;
+            if self.replication.sync_replicas > slaves {
+                return invalid(
+                    "replication.sync_replicas",
+                    self.replication.sync_replicas,
+                    format!(
+                        "a master-slave group of {} brokers has {slaves} slaves",
+                        peers.len()
+                    ),
+                );
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for ms in &self.replication.master_slave {
+            let value = format!("{}={}", ms.group, ms.master);
+            if peers.is_empty() {
+                return invalid(
+                    "replication.master_slave",
+                    value,
+                    "master-slave groups need the region's brokers (replication.peers)",
+                );
+            }
+            if ms.group == 0 {
+                return invalid(
+                    "replication.master_slave",
+                    value,
+                    "log group 0 carries the topic catalog and is always raft: name another group",
+                );
+            }
+            if ms.group >= self.log_groups {
+                return invalid(
+                    "replication.master_slave",
+                    value,
+                    format!("there are only log groups 0..{}", self.log_groups),
+                );
+            }
+            if !peers.iter().any(|p| p.id == ms.master) {
+                return invalid(
+                    "replication.master_slave",
+                    value,
+                    "the master must be one of replication.peers",
+                );
+            }
+            if !seen.insert(ms.group) {
+                return invalid(
+                    "replication.master_slave",
+                    value,
+                    "each group is named once",
+                );
+            }
         }
         if self.region.is_empty() {
             return invalid("region", "\"\"", "must not be empty");
         }
         Ok(())
+    }
+
+    /// The initial master of `group` when it is replicated master-slave.
+    pub fn master_slave_master(&self, group: u32) -> Option<u32> {
+        self.replication
+            .master_slave
+            .iter()
+            .find(|m| m.group == group)
+            .map(|m| m.master)
     }
 
     /// The storage settings of each log group.
@@ -312,6 +411,38 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_bad_values_are_named() {
         Config::default().validate().unwrap();
+        let mut c = Config::default();
+        c.replication.master_slave = vec![MasterSlaveGroup::parse("1=1").unwrap()];
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("replication.master_slave") && e.contains("peers"),
+            "{e}"
+        );
+        c.replication.raft_listen = Some("127.0.0.1:1".parse().unwrap());
+        c.replication.peers = vec![
+            Peer::parse("1=127.0.0.1:1,127.0.0.1:2").unwrap(),
+            Peer::parse("2=127.0.0.1:3,127.0.0.1:4").unwrap(),
+        ];
+        c.validate().unwrap();
+        c.replication.master_slave = vec![MasterSlaveGroup::parse("0=1").unwrap()];
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("always raft"), "{e}");
+        c.replication.master_slave = vec![MasterSlaveGroup::parse("1=3").unwrap()];
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("must be one of")
+        );
+        c.replication.master_slave = vec![];
+        c.replication.sync_replicas = 2;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("sync_replicas")
+        );
+        assert!(MasterSlaveGroup::parse("two=1").is_err());
         let mut c = Config::default();
         c.storage.segment_bytes = 1 << 20;
         let e = c.validate().unwrap_err().to_string();

@@ -7,7 +7,7 @@ use meridian_proto::batch::Message;
 use meridian_proto::v1::{self, broker_server};
 use tonic::{Request, Response, Status};
 
-use crate::broker::{Broker, BrokerError, OffsetQuery, Topic};
+use crate::broker::{Broker, BrokerError, LogGroupState, OffsetQuery, Strategy, Topic};
 use crate::storage::AppendError;
 
 /// The response header that names the leader's address on a `FailedPrecondition` (not
@@ -78,7 +78,30 @@ fn topic_info(broker: &Broker, t: &Topic) -> Result<v1::TopicInfo, Status> {
         topic_id: t.id,
         partitions,
         created_ms: t.created_ms,
+        replication: t.replication.as_str().to_owned(),
     })
+}
+
+fn log_group_info(s: LogGroupState) -> v1::LogGroupInfo {
+    v1::LogGroupInfo {
+        group: s.group,
+        strategy: s.strategy.to_owned(),
+        epoch: s.epoch,
+        leader: s.leader,
+        end_position: s.end_position,
+        last_index: s.last_index,
+        last_term: s.last_term,
+        watermark: s.watermark,
+        replicas: s
+            .replicas
+            .into_iter()
+            .map(|(broker_id, position)| v1::ReplicaProgress {
+                broker_id,
+                position,
+            })
+            .collect(),
+        sync_replicas: s.sync_replicas,
+    }
 }
 
 #[tonic::async_trait]
@@ -88,9 +111,10 @@ impl broker_server::Broker for GrpcService {
         request: Request<v1::CreateTopicRequest>,
     ) -> Result<Response<v1::TopicInfo>, Status> {
         let r = request.into_inner();
+        let replication = Strategy::parse(&r.replication).map_err(Status::invalid_argument)?;
         let topic = self
             .broker
-            .create_topic(&r.name, r.partitions)
+            .create_topic_with(&r.name, r.partitions, replication)
             .await
             .map_err(status)?;
         Ok(Response::new(topic_info(&self.broker, &topic)?))
@@ -260,5 +284,55 @@ impl broker_server::Broker for GrpcService {
             .await
             .map_err(status)?;
         Ok(Response::new(v1::FetchOffsetResponse { offset }))
+    }
+
+    async fn log_groups(
+        &self,
+        _: Request<v1::LogGroupsRequest>,
+    ) -> Result<Response<v1::LogGroupsResponse>, Status> {
+        let config = self.broker.config();
+        let mut brokers: Vec<v1::BrokerAddress> = config
+            .replication
+            .peers
+            .iter()
+            .map(|p| v1::BrokerAddress {
+                id: p.id,
+                grpc: p.grpc.clone(),
+            })
+            .collect();
+        if brokers.is_empty() {
+            brokers.push(v1::BrokerAddress {
+                id: config.broker_id,
+                grpc: config.grpc_listen.to_string(),
+            });
+        }
+        Ok(Response::new(v1::LogGroupsResponse {
+            broker_id: config.broker_id,
+            groups: self
+                .broker
+                .log_groups_info()
+                .into_iter()
+                .map(log_group_info)
+                .collect(),
+            brokers,
+        }))
+    }
+
+    async fn set_master(
+        &self,
+        request: Request<v1::SetMasterRequest>,
+    ) -> Result<Response<v1::LogGroupInfo>, Status> {
+        let r = request.into_inner();
+        self.broker
+            .set_master(r.group, r.epoch, r.master)
+            .await
+            .map_err(status)?;
+        let state = self
+            .broker
+            .log_groups_info()
+            .into_iter()
+            .find(|s| s.group == r.group)
+            .ok_or_else(|| Status::not_found(format!("no log group {}", r.group)))?;
+        Ok(Response::new(log_group_info(state)))
     }
 }

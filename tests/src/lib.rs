@@ -289,6 +289,21 @@ impl Region {
             .expect("connect to the region")
     }
 
+    /// What broker `i` reports of log group `group` (`None` if it does not answer).
+    pub async fn log_group(&self, i: usize, group: u32) -> Option<meridian_client::LogGroupInfo> {
+        use meridian_proto::v1;
+        let mut c =
+            v1::broker_client::BrokerClient::connect(format!("http://{}", self.brokers[i].addr))
+                .await
+                .ok()?;
+        let r = c
+            .log_groups(v1::LogGroupsRequest {})
+            .await
+            .ok()?
+            .into_inner();
+        r.groups.into_iter().find(|g| g.group == group)
+    }
+
     /// The index of the broker that leads the log group of `topic`/`partition`, asking each
     /// broker directly (a follower answers "not leader").
     pub async fn leader_of(&self, topic: &str, partition: u32) -> Option<usize> {

@@ -7,6 +7,9 @@ pub struct CreateTopicRequest {
     /// 0 means the broker's default.
     #[prost(uint32, tag = "2")]
     pub partitions: u32,
+    /// How its log groups replicate: "raft" (the default when empty) or "master-slave".
+    #[prost(string, tag = "3")]
+    pub replication: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -43,6 +46,9 @@ pub struct TopicInfo {
     pub partitions: ::prost::alloc::vec::Vec<PartitionInfo>,
     #[prost(int64, tag = "4")]
     pub created_ms: i64,
+    /// "raft" or "master-slave".
+    #[prost(string, tag = "5")]
+    pub replication: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -201,6 +207,78 @@ pub struct FetchOffsetRequest {
 pub struct FetchOffsetResponse {
     #[prost(uint64, optional, tag = "1")]
     pub offset: ::core::option::Option<u64>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LogGroupsRequest {}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct LogGroupsResponse {
+    #[prost(uint32, tag = "1")]
+    pub broker_id: u32,
+    #[prost(message, repeated, tag = "2")]
+    pub groups: ::prost::alloc::vec::Vec<LogGroupInfo>,
+    /// Every broker of the region (this one included).
+    #[prost(message, repeated, tag = "3")]
+    pub brokers: ::prost::alloc::vec::Vec<BrokerAddress>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BrokerAddress {
+    #[prost(uint32, tag = "1")]
+    pub id: u32,
+    #[prost(string, tag = "2")]
+    pub grpc: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct LogGroupInfo {
+    #[prost(uint32, tag = "1")]
+    pub group: u32,
+    /// "raft", "master-slave", or "none" (an unreplicated broker).
+    #[prost(string, tag = "2")]
+    pub strategy: ::prost::alloc::string::String,
+    /// Leadership epoch: the raft term, or the master-slave epoch.
+    #[prost(uint64, tag = "3")]
+    pub epoch: u64,
+    /// The leader (master) as this broker knows it.
+    #[prost(uint32, optional, tag = "4")]
+    pub leader: ::core::option::Option<u32>,
+    /// End of this replica's journal, and its last record's index and term.
+    #[prost(uint64, tag = "5")]
+    pub end_position: u64,
+    #[prost(uint64, tag = "6")]
+    pub last_index: u64,
+    #[prost(uint64, tag = "7")]
+    pub last_term: u64,
+    /// Commit watermark on this replica: records below it are committed.
+    #[prost(uint64, tag = "8")]
+    pub watermark: u64,
+    /// On the leader: how far each follower holds the journal.
+    #[prost(message, repeated, tag = "9")]
+    pub replicas: ::prost::alloc::vec::Vec<ReplicaProgress>,
+    /// Master-slave: slaves that must hold a record before it is committed.
+    #[prost(uint32, tag = "10")]
+    pub sync_replicas: u32,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReplicaProgress {
+    #[prost(uint32, tag = "1")]
+    pub broker_id: u32,
+    #[prost(uint64, tag = "2")]
+    pub position: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetMasterRequest {
+    #[prost(uint32, tag = "1")]
+    pub group: u32,
+    #[prost(uint64, tag = "2")]
+    pub epoch: u64,
+    /// Absent: fenced (no master at this epoch yet).
+    #[prost(uint32, optional, tag = "3")]
+    pub master: ::core::option::Option<u32>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -574,6 +652,55 @@ pub mod broker_client {
                 .insert(GrpcMethod::new("meridian.v1.Broker", "FetchOffset"));
             self.inner.unary(req, path, codec).await
         }
+        /// The replication state of every log group this broker hosts, and the region's brokers.
+        pub async fn log_groups(
+            &mut self,
+            request: impl tonic::IntoRequest<super::LogGroupsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::LogGroupsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.Broker/LogGroups",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.Broker", "LogGroups"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Master-slave groups: sets the group's epoch and master on this broker (a controlled
+        /// failover fences every replica with a new epoch and no master, then names the master).
+        /// Refused for an epoch older than the broker's, or the same epoch with another master.
+        pub async fn set_master(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SetMasterRequest>,
+        ) -> std::result::Result<tonic::Response<super::LogGroupInfo>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.Broker/SetMaster",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.Broker", "SetMaster"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -640,6 +767,21 @@ pub mod broker_server {
             tonic::Response<super::FetchOffsetResponse>,
             tonic::Status,
         >;
+        /// The replication state of every log group this broker hosts, and the region's brokers.
+        async fn log_groups(
+            &self,
+            request: tonic::Request<super::LogGroupsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::LogGroupsResponse>,
+            tonic::Status,
+        >;
+        /// Master-slave groups: sets the group's epoch and master on this broker (a controlled
+        /// failover fences every replica with a new epoch and no master, then names the master).
+        /// Refused for an epoch older than the broker's, or the same epoch with another master.
+        async fn set_master(
+            &self,
+            request: tonic::Request<super::SetMasterRequest>,
+        ) -> std::result::Result<tonic::Response<super::LogGroupInfo>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct BrokerServer<T> {
@@ -1116,6 +1258,92 @@ pub mod broker_server {
                     };
                     Box::pin(fut)
                 }
+                "/meridian.v1.Broker/LogGroups" => {
+                    #[allow(non_camel_case_types)]
+                    struct LogGroupsSvc<T: Broker>(pub Arc<T>);
+                    impl<T: Broker> tonic::server::UnaryService<super::LogGroupsRequest>
+                    for LogGroupsSvc<T> {
+                        type Response = super::LogGroupsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::LogGroupsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Broker>::log_groups(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = LogGroupsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.Broker/SetMaster" => {
+                    #[allow(non_camel_case_types)]
+                    struct SetMasterSvc<T: Broker>(pub Arc<T>);
+                    impl<T: Broker> tonic::server::UnaryService<super::SetMasterRequest>
+                    for SetMasterSvc<T> {
+                        type Response = super::LogGroupInfo;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SetMasterRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Broker>::set_master(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SetMasterSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
                 _ => {
                     Box::pin(async move {
                         let mut response = http::Response::new(
@@ -1313,6 +1541,28 @@ pub mod raft_transport_client {
                 .insert(GrpcMethod::new("meridian.v1.RaftTransport", "InstallSnapshot"));
             self.inner.unary(req, path, codec).await
         }
+        /// Master-slave replication: slaves pull records, replicas ask each other's role.
+        pub async fn master_slave(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RaftRpc>,
+        ) -> std::result::Result<tonic::Response<super::RaftRpc>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.RaftTransport/MasterSlave",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.RaftTransport", "MasterSlave"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1337,6 +1587,11 @@ pub mod raft_transport_server {
             request: tonic::Request<super::RaftRpc>,
         ) -> std::result::Result<tonic::Response<super::RaftRpc>, tonic::Status>;
         async fn install_snapshot(
+            &self,
+            request: tonic::Request<super::RaftRpc>,
+        ) -> std::result::Result<tonic::Response<super::RaftRpc>, tonic::Status>;
+        /// Master-slave replication: slaves pull records, replicas ask each other's role.
+        async fn master_slave(
             &self,
             request: tonic::Request<super::RaftRpc>,
         ) -> std::result::Result<tonic::Response<super::RaftRpc>, tonic::Status>;
@@ -1535,6 +1790,49 @@ pub mod raft_transport_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = InstallSnapshotSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.RaftTransport/MasterSlave" => {
+                    #[allow(non_camel_case_types)]
+                    struct MasterSlaveSvc<T: RaftTransport>(pub Arc<T>);
+                    impl<T: RaftTransport> tonic::server::UnaryService<super::RaftRpc>
+                    for MasterSlaveSvc<T> {
+                        type Response = super::RaftRpc;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RaftRpc>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as RaftTransport>::master_slave(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = MasterSlaveSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use meridian_region_broker::broker::Broker;
-use meridian_region_broker::config::{Config, Peer};
+use meridian_region_broker::config::{Config, MasterSlaveGroup, Peer};
 use meridian_region_broker::grpc::GrpcService;
 use meridian_region_broker::replication::transport::RaftTransportService;
 use meridian_region_broker::storage::{self, FlushPolicy};
@@ -58,6 +58,13 @@ struct Args {
     /// With peers, every log group is replicated by raft over all of them.
     #[arg(long = "peer", value_parser = Peer::parse)]
     peers: Vec<Peer>,
+    /// Replicate log group GROUP master-slave, with broker MASTER_ID its first master:
+    /// GROUP=MASTER_ID (repeat for each such group; the others use raft).
+    #[arg(long = "master-slave", value_parser = MasterSlaveGroup::parse)]
+    master_slave: Vec<MasterSlaveGroup>,
+    /// Slaves that must hold a record before a master-slave group commits it.
+    #[arg(long)]
+    sync_replicas: Option<u32>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -136,6 +143,12 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     if !args.peers.is_empty() {
         c.replication.peers = args.peers.clone();
     }
+    if !args.master_slave.is_empty() {
+        c.replication.master_slave = args.master_slave.clone();
+    }
+    if let Some(v) = args.sync_replicas {
+        c.replication.sync_replicas = v;
+    }
     Ok(c)
 }
 
@@ -172,7 +185,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 .context("starting replication")?;
             let incoming =
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            tracing::info!(raft = %raft_listen, peers = broker.config().replication.peers.len(), "raft replication running");
+            tracing::info!(raft = %raft_listen, peers = broker.config().replication.peers.len(), master_slave_groups = broker.config().replication.master_slave.len(), "replication running");
             Some(tokio::spawn(
                 tonic::transport::Server::builder()
                     .add_service(transport.server())

@@ -21,6 +21,42 @@ pub struct Topic {
     pub groups: Vec<u32>,
     /// Creation time, ms since the epoch.
     pub created_ms: i64,
+    /// How its log groups replicate.
+    #[serde(default)]
+    pub replication: Strategy,
+}
+
+/// How a topic's log groups replicate (a topic's partitions are placed on groups of its
+/// strategy).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// openraft over the journal.
+    #[default]
+    Raft,
+    /// A named master; slaves pull by journal position.
+    MasterSlave,
+}
+
+impl Strategy {
+    /// Parses the user's spelling; empty is the default.
+    pub fn parse(text: &str) -> Result<Strategy, String> {
+        match text {
+            "" | "raft" => Ok(Strategy::Raft),
+            "master-slave" => Ok(Strategy::MasterSlave),
+            other => Err(format!(
+                "unknown replication strategy {other:?}: use raft or master-slave"
+            )),
+        }
+    }
+
+    /// The user's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Raft => "raft",
+            Strategy::MasterSlave => "master-slave",
+        }
+    }
 }
 
 /// All topics of a broker.

@@ -12,7 +12,10 @@ use bytes::Bytes;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft};
 
-use super::{ACKS_ALL_WAIT, Acks, Broker, BrokerError, Produced, Topic, group_dir, now_ms};
+use super::{
+    ACKS_ALL_WAIT, Acks, Broker, BrokerError, Produced, Strategy, Topic, group_dir, now_ms,
+};
+use crate::replication::master_slave::{MasterSlaveGroup, Role, WaitError};
 use crate::replication::raft::{
     CatalogChange, Command, CommandResult, JournalLogStore, JournalStateMachine,
 };
@@ -45,8 +48,23 @@ impl Broker {
         );
         let peers = Peers::default();
         let mut rafts = Vec::with_capacity(self.groups.len());
+        let mut master_slave = std::collections::HashMap::new();
         for (g, group) in self.groups.iter().enumerate() {
             let dir = group_dir(&config.data_dir, g as u32);
+            if config.master_slave_master(g as u32).is_some() {
+                let replica = MasterSlaveGroup::open(
+                    g as u32,
+                    group.clone(),
+                    &dir,
+                    config,
+                    peers.master_slave_call(),
+                )?;
+                transport.register_master_slave(g as u32, replica.clone());
+                tokio::spawn(replica.clone().run());
+                master_slave.insert(g as u32, replica);
+                rafts.push(None);
+                continue;
+            }
             let store = JournalLogStore::open(group.clone(), &dir)?;
             let mut sm = JournalStateMachine::open(group.clone(), &dir)?;
             if g == 0 {
@@ -67,8 +85,9 @@ impl Broker {
                     BrokerError::Replication(format!("starting raft for log group {g}: {e}"))
                 })?;
             transport.register(g as u32, raft.clone());
-            rafts.push(raft);
+            rafts.push(Some(raft));
         }
+        let _ = self.master_slave.set(master_slave);
         let members: BTreeMap<u64, BasicNode> = config
             .replication
             .peers
@@ -84,6 +103,7 @@ impl Broker {
             .collect();
         if members.keys().next() == Some(&node_id) {
             for (g, raft) in rafts.iter().enumerate() {
+                let Some(raft) = raft else { continue };
                 match raft.initialize(members.clone()).await {
                     Ok(()) => {
                         tracing::info!(group = g, "initialized the log group's raft membership")
@@ -106,23 +126,41 @@ impl Broker {
         Ok(())
     }
 
-    /// Stops every group's raft.
+    /// Stops every group's raft and master-slave task.
     pub async fn stop_replication(&self) {
         if let Some(rafts) = self.rafts.get() {
-            for raft in rafts {
+            for raft in rafts.iter().flatten() {
                 let _ = raft.shutdown().await;
             }
+        }
+        for replica in self.master_slave.get().into_iter().flat_map(|m| m.values()) {
+            replica.stop();
         }
     }
 
     pub(super) fn raft(&self, group: u32) -> Option<&GroupRaft> {
-        self.rafts.get().map(|r| &r[group as usize])
+        self.rafts
+            .get()
+            .and_then(|r| r.get(group as usize))
+            .and_then(Option::as_ref)
+    }
+
+    /// The master-slave replica of `group`, if it is replicated that way.
+    pub(super) fn master_slave_group(&self, group: u32) -> Option<&Arc<MasterSlaveGroup>> {
+        self.master_slave.get().and_then(|m| m.get(&group))
     }
 
     /// Fails with `NotLeader` unless this broker leads `group`. Reads raft's published
     /// metrics rather than asking the raft task, so it costs no round trip.
     pub(super) fn require_leader(&self, group: u32) -> Result<(), BrokerError> {
         use openraft::type_config::async_runtime::WatchReceiver;
+        if let Some(ms) = self.master_slave_group(group) {
+            let role = ms.role();
+            if role.master == Some(self.config.broker_id) {
+                return Ok(());
+            }
+            return Err(self.not_leader(group, role.master.map(u64::from)));
+        }
         let Some(raft) = self.raft(group) else {
             return Ok(());
         };
@@ -152,6 +190,9 @@ impl Broker {
     /// The group's leadership epoch: its current raft term.
     pub(super) fn epoch(&self, group: u32) -> u64 {
         use openraft::type_config::async_runtime::WatchReceiver;
+        if let Some(ms) = self.master_slave_group(group) {
+            return ms.role().epoch;
+        }
         self.raft(group)
             .map_or(0, |raft| raft.metrics().borrow_watched().current_term)
     }
@@ -214,6 +255,7 @@ impl Broker {
         &self,
         name: &str,
         partitions: u32,
+        replication: Strategy,
     ) -> Result<Topic, BrokerError> {
         let _serial = self.catalog_writes.lock().await;
         self.require_leader(0)?;
@@ -229,13 +271,14 @@ impl Broker {
                 return Err(BrokerError::TopicExists(name.to_owned()));
             }
             let id = catalog.next_id();
-            (id, self.spread(id, partitions))
+            (id, self.spread(id, partitions, replication))
         };
         let change = CatalogChange::CreateTopic {
             name: name.to_owned(),
             id,
             groups,
             created_ms: now_ms(),
+            replication,
         };
         self.replicate(0, Command::Catalog(change)).await?;
         self.topic(name)
@@ -266,6 +309,7 @@ impl Broker {
                 id,
                 groups,
                 created_ms,
+                replication,
             } => {
                 match self
                     .catalog
@@ -285,6 +329,7 @@ impl Broker {
                     id: *id,
                     groups: groups.clone(),
                     created_ms: *created_ms,
+                    replication: *replication,
                 })?;
             }
             CatalogChange::DeleteTopic { name, id } => {
@@ -302,7 +347,6 @@ impl Broker {
         Ok(())
     }
 
-    /// Appends a batch through the partition's group raft.
     /// Appends a batch `(partition, count, payload)` through the partition's group raft,
     /// fencing a producer whose `epoch` (when not 0) is older than the group's.
     pub(super) async fn append_replicated(
@@ -343,4 +387,222 @@ impl Broker {
             )),
         }
     }
+}
+
+/// How long a quorum produce on a master-slave group waits for its slaves.
+const MASTER_SLAVE_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Broker {
+    /// Appends a batch on a master-slave group's master and waits for `acks`.
+    pub(super) async fn append_master_slave(
+        &self,
+        group: u32,
+        (key, count, payload): (crate::storage::PartitionKey, u32, Bytes),
+        acks: Acks,
+        epoch: u64,
+    ) -> Result<Produced, BrokerError> {
+        let role = self.master_role(group)?;
+        if epoch != 0 && epoch < role.epoch {
+            return Err(BrokerError::StaleEpoch {
+                group,
+                epoch,
+                current: role.epoch,
+            });
+        }
+        let appended = self.groups[group as usize]
+            .append(key, payload, count)
+            .await?;
+        self.wait_master_slave(
+            group,
+            appended.position + u64::from(appended.len),
+            role,
+            acks,
+        )
+        .await?;
+        Ok(Produced {
+            base_offset: appended.base_offset,
+            append_time_ms: appended.append_time_ms,
+            epoch: role.epoch,
+        })
+    }
+
+    /// Commits a consumer group's offset through a master-slave group's journal.
+    pub(super) async fn commit_offset_master_slave(
+        &self,
+        group: u32,
+        group_name: &str,
+        key: crate::storage::PartitionKey,
+        offset: u64,
+    ) -> Result<(), BrokerError> {
+        let role = self.master_role(group)?;
+        let appended = self.groups[group as usize]
+            .commit_offset(group_name, key, offset)
+            .await?;
+        self.wait_master_slave(
+            group,
+            appended.position + u64::from(appended.len),
+            role,
+            Acks::Quorum,
+        )
+        .await
+    }
+
+    /// The group's role, if this broker is its master; `NotLeader` otherwise.
+    fn master_role(&self, group: u32) -> Result<Role, BrokerError> {
+        let ms = self.master_slave_group(group).ok_or_else(|| {
+            BrokerError::Replication(format!("log group {group} is not master-slave"))
+        })?;
+        let role = ms.role();
+        if role.master != Some(self.config.broker_id) {
+            return Err(self.not_leader(group, role.master.map(u64::from)));
+        }
+        Ok(role)
+    }
+
+    /// Waits until a record ending at `end`, written at `role`, satisfies `acks`.
+    async fn wait_master_slave(
+        &self,
+        group: u32,
+        end: u64,
+        role: Role,
+        acks: Acks,
+    ) -> Result<(), BrokerError> {
+        let ms = self.master_slave_group(group).ok_or_else(|| {
+            BrokerError::Replication(format!("log group {group} is not master-slave"))
+        })?;
+        let failed = |e: WaitError, what: &str| match e {
+            WaitError::RoleChanged(now) => BrokerError::Replication(format!(
+                "log group {group} failed over (epoch {}, master {:?}) before the batch was committed: it may or may not be stored",
+                now.epoch, now.master
+            )),
+            WaitError::Timeout => BrokerError::Replication(what.to_owned()),
+            WaitError::Closed => BrokerError::Append(crate::storage::AppendError::Closed),
+        };
+        match acks {
+            Acks::Leader => {
+                ms.advance_watermark();
+                Ok(())
+            }
+            Acks::Quorum | Acks::All => {
+                ms.wait_committed(end, role.epoch, MASTER_SLAVE_COMMIT_WAIT)
+                    .await
+                    .map_err(|e| {
+                        failed(
+                            e,
+                            &format!(
+                                "fewer than {} slave(s) of log group {group} acknowledged within {} s: the batch is not committed yet (it may still be); check the group's slaves",
+                                ms.sync_replicas(),
+                                MASTER_SLAVE_COMMIT_WAIT.as_secs()
+                            ),
+                        )
+                    })?;
+                if acks == Acks::All {
+                    ms.wait_all(end, role.epoch, ACKS_ALL_WAIT).await.map_err(|e| {
+                        failed(
+                            e,
+                            &format!(
+                                "acks=all: not every replica of log group {group} acknowledged within {} s (the batch is committed at quorum)",
+                                ACKS_ALL_WAIT.as_secs()
+                            ),
+                        )
+                    })?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Sets a master-slave group's epoch and master on this broker (a failover step).
+    pub async fn set_master(
+        &self,
+        group: u32,
+        epoch: u64,
+        master: Option<u32>,
+    ) -> Result<(), BrokerError> {
+        let ms = self.master_slave_group(group).ok_or_else(|| {
+            BrokerError::Invalid(format!(
+                "log group {group} is not replicated master-slave on this broker"
+            ))
+        })?;
+        ms.set_role(Role { epoch, master })
+            .await
+            .map(|_| ())
+            .map_err(BrokerError::Invalid)
+    }
+
+    /// The replication state of every log group on this broker.
+    pub fn log_groups_info(&self) -> Vec<LogGroupState> {
+        use openraft::type_config::async_runtime::WatchReceiver;
+        (0..self.groups.len() as u32)
+            .map(|g| {
+                let group = &self.groups[g as usize];
+                let (last_index, last_term) = group.last_record().unwrap_or((0, 0));
+                let mut state = LogGroupState {
+                    group: g,
+                    strategy: "none",
+                    epoch: 0,
+                    leader: None,
+                    end_position: group.positions().1,
+                    last_index,
+                    last_term,
+                    watermark: group.watermark(),
+                    replicas: Vec::new(),
+                    sync_replicas: 0,
+                };
+                if let Some(ms) = self.master_slave_group(g) {
+                    let role = ms.role();
+                    state.strategy = "master-slave";
+                    state.epoch = role.epoch;
+                    state.leader = role.master;
+                    state.sync_replicas = ms.sync_replicas() as u32;
+                    if ms.is_master() {
+                        state.replicas = ms.slave_positions();
+                    }
+                } else if let Some(raft) = self.raft(g) {
+                    let m = raft.metrics().borrow_watched().clone();
+                    state.strategy = "raft";
+                    state.epoch = m.current_term;
+                    state.leader = m.current_leader.map(|l| l as u32);
+                    if let Some(replication) = &m.replication {
+                        state.replicas = replication
+                            .iter()
+                            .filter(|(id, _)| **id != m.id)
+                            .map(|(id, matched)| {
+                                let position = matched
+                                    .and_then(|l| group.end_of_record(l.index))
+                                    .unwrap_or(0);
+                                (*id as u32, position)
+                            })
+                            .collect();
+                    }
+                }
+                state
+            })
+            .collect()
+    }
+}
+
+/// One log group's replication state on this broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogGroupState {
+    /// The group.
+    pub group: u32,
+    /// `raft`, `master-slave` or `none`.
+    pub strategy: &'static str,
+    /// Raft term or master-slave epoch.
+    pub epoch: u64,
+    /// The leader (master) as known here.
+    pub leader: Option<u32>,
+    /// End of this replica's journal.
+    pub end_position: u64,
+    /// Index of its last record.
+    pub last_index: u64,
+    /// Term of its last record.
+    pub last_term: u64,
+    /// Commit watermark here.
+    pub watermark: u64,
+    /// On the leader: each follower's journal end.
+    pub replicas: Vec<(u32, u64)>,
+    /// Master-slave: slaves a commit needs.
+    pub sync_replicas: u32,
 }

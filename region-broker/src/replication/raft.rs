@@ -99,6 +99,9 @@ pub enum CatalogChange {
         groups: Vec<u32>,
         /// Creation time.
         created_ms: i64,
+        /// How its groups replicate (absent in entries written before strategies existed).
+        #[serde(default)]
+        replication: crate::broker::Strategy,
     },
     /// A topic was deleted.
     DeleteTopic {
@@ -607,7 +610,7 @@ fn entry_from_record(h: &RecordHeader, payload: Bytes) -> io::Result<Entry> {
     Ok(Entry { log_id, payload })
 }
 
-fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+pub(crate) fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
             io::Error::new(
@@ -621,7 +624,7 @@ fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T
 }
 
 /// Replaces a small file atomically; with `durable`, also fsyncs it and its directory.
-fn store_json<T: Serialize>(path: &Path, value: &T, durable: bool) -> io::Result<()> {
+pub(crate) fn store_json<T: Serialize>(path: &Path, value: &T, durable: bool) -> io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("json.tmp");
     let mut file = std::fs::File::create(&tmp)?;

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use super::master_slave::{MasterSlaveGroup, MsRequest, MsResponse, PeerCall};
 use super::raft::{JournalStateMachine, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 
 /// One log group's raft on this broker.
@@ -50,6 +51,37 @@ impl Peers {
         let channel = endpoint.connect_lazy();
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
+    }
+}
+
+impl Peers {
+    /// The client side of master-slave replication: sends a request to the replication
+    /// port at an address, for a group.
+    pub fn master_slave_call(&self) -> PeerCall {
+        let peers = self.clone();
+        Arc::new(
+            move |addr: String, group: u32, request: MsRequest, timeout: Duration| {
+                let peers = peers.clone();
+                Box::pin(async move {
+                    let payload = rmp_serde::to_vec_named(&request).map_err(|e| e.to_string())?;
+                    let channel = peers.channel(&addr).map_err(|e| e.to_string())?;
+                    let mut client = RaftTransportClient::new(channel)
+                        .max_decoding_message_size(usize::MAX)
+                        .max_encoding_message_size(usize::MAX);
+                    let mut req = Request::new(RaftRpc {
+                        group,
+                        payload: Bytes::from(payload),
+                    });
+                    req.set_timeout(timeout);
+                    let response = client
+                        .master_slave(req)
+                        .await
+                        .map_err(|s| format!("{addr}: {} ({:?})", s.message(), s.code()))?;
+                    rmp_serde::from_slice::<MsResponse>(&response.into_inner().payload)
+                        .map_err(|e| format!("{addr}: malformed master-slave answer: {e}"))
+                })
+            },
+        )
     }
 }
 
@@ -171,6 +203,7 @@ impl RaftNetworkV2<TypeConfig> for GrpcConnection {
 #[derive(Debug, Clone, Default)]
 pub struct RaftTransportService {
     groups: Arc<RwLock<HashMap<u32, GroupRaft>>>,
+    master_slave: Arc<RwLock<HashMap<u32, Arc<MasterSlaveGroup>>>>,
 }
 
 impl RaftTransportService {
@@ -180,6 +213,14 @@ impl RaftTransportService {
             .write()
             .expect("groups lock poisoned")
             .insert(group, raft);
+    }
+
+    /// Routes master-slave requests for `group` to `replica`.
+    pub fn register_master_slave(&self, group: u32, replica: Arc<MasterSlaveGroup>) {
+        self.master_slave
+            .write()
+            .expect("groups lock poisoned")
+            .insert(group, replica);
     }
 
     /// Stops routing requests for `group`.
@@ -259,6 +300,25 @@ impl raft_transport_server::RaftTransport for RaftTransportService {
             .install_full_snapshot(req.vote, snapshot)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
+        encode(rpc.group, &resp)
+    }
+
+    async fn master_slave(&self, request: Request<RaftRpc>) -> Result<Response<RaftRpc>, Status> {
+        let rpc = request.into_inner();
+        let replica = self
+            .master_slave
+            .read()
+            .expect("groups lock poisoned")
+            .get(&rpc.group)
+            .cloned()
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "this broker hosts no master-slave log group {}",
+                    rpc.group
+                ))
+            })?;
+        let req: MsRequest = decode(&rpc)?;
+        let resp = replica.handle(req).await;
         encode(rpc.group, &resp)
     }
 }

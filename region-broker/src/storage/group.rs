@@ -122,6 +122,12 @@ struct Shared {
     /// any other unknown topic holds the indexer until the topic is added or retired.
     retired_topics: RwLock<std::collections::HashSet<u32>>,
     visible: watch::Sender<u64>,
+    /// The end of records a replica may pull (durable per the flush policy); changes on
+    /// every group commit and truncation.
+    pullable: watch::Sender<u64>,
+    /// Leadership term stamped on records this group writes itself (not raft entries or
+    /// copies, which carry their own).
+    term: AtomicU64,
     stop: AtomicBool,
     /// Tests set this to stop the threads the way a crash would: no final flush.
     crashed: AtomicBool,
@@ -300,6 +306,8 @@ impl LogGroup {
             journal.cut(position)?;
         }
         let (visible, _) = watch::channel(0);
+        let (pullable, _) = watch::channel(0);
+        let term = AtomicU64::new(config.term);
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
             dir_display: dir.display().to_string(),
@@ -320,12 +328,15 @@ impl LogGroup {
             records: Mutex::new(RecordPositions::default()),
             retired_topics: RwLock::new(std::collections::HashSet::new()),
             visible,
+            pullable,
+            term,
             stop: AtomicBool::new(false),
             crashed: AtomicBool::new(false),
             commits: AtomicU64::new(0),
             commit_bytes: AtomicU64::new(0),
         });
         let (end, scan) = shared.recover(&checkpoint, partitions)?;
+        shared.pullable.send_replace(end);
         let writer = Writer::new(&shared.journal, end)?;
         let (tx, rx) = mpsc::channel(shared.config.append_queue_max);
         let mut threads = Vec::new();
@@ -677,6 +688,65 @@ impl LogGroup {
             self.shared.journal.disk_bytes(),
             self.shared.journal.segment_count(),
         )
+    }
+
+    /// When appends are made durable.
+    pub fn flush_policy(&self) -> FlushPolicy {
+        self.shared.config.flush
+    }
+
+    /// A receiver of the end of records a replica may pull ([`LogGroup::read_records`]):
+    /// changes on every group commit and truncation.
+    pub fn subscribe_pullable(&self) -> watch::Receiver<u64> {
+        self.shared.pullable.subscribe()
+    }
+
+    /// Sets the leadership term stamped on the records this group writes itself (a
+    /// master-slave group's epoch).
+    pub fn set_term(&self, term: u64) {
+        self.shared.term.store(term, Ordering::SeqCst);
+    }
+
+    /// The commit watermark of a replicated group.
+    pub fn watermark(&self) -> u64 {
+        self.shared
+            .progress
+            .lock()
+            .expect("progress lock poisoned")
+            .watermark
+    }
+
+    /// The index and term of the last record, if any: where a replica's history ends.
+    pub fn last_record(&self) -> Option<(u64, u64)> {
+        let (_, last) = self.record_bounds()?;
+        let header = self.record_header_by_index(last).ok()??;
+        Some((last, header.term))
+    }
+
+    /// The last record index whose term is at most `term` (terms never decrease along the
+    /// journal, so this is a binary search): where a replica whose history ends in `term`
+    /// stops agreeing with this one. `None` when no held record qualifies.
+    pub fn last_index_of_term_at_most(&self, term: u64) -> Result<Option<u64>, ReadError> {
+        let Some((first, last)) = self.record_bounds() else {
+            return Ok(None);
+        };
+        let term_of = |i: u64| -> Result<u64, ReadError> {
+            Ok(self.record_header_by_index(i)?.map_or(u64::MAX, |h| h.term))
+        };
+        if term_of(first)? > term {
+            return Ok(None);
+        }
+        // Invariant: term_of(lo) <= term; answer in lo..=hi.
+        let (mut lo, mut hi) = (first, last);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if term_of(mid)? <= term {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        Ok(Some(lo))
     }
 
     /// Sets the commit watermark of a replicated group: records below `position` are
@@ -1306,6 +1376,7 @@ impl Appender {
                 progress.synced = progress.written;
             }
         }
+        self.shared.pullable.send_replace(self.writer.position());
         self.shared.progress_changed.notify_all();
         metrics::histogram!("meridian_group_commit_records").record(staged.len() as f64);
         metrics::histogram!("meridian_group_commit_seconds")
@@ -1444,7 +1515,7 @@ impl Appender {
             topic_id: key.0,
             partition: key.1,
             count,
-            term: self.shared.config.term,
+            term: self.shared.term.load(Ordering::SeqCst),
             index: self.last_index.map_or(1, |last| last + 1),
             append_time_ms: time,
             base_offset,
@@ -1596,6 +1667,7 @@ impl Appender {
         let indexed = limit.max(indexed);
         shared.flush_and_checkpoint(position, indexed)?;
         shared.visible.send_replace(indexed);
+        shared.pullable.send_replace(position);
         tracing::info!(dir = %shared.dir_display, position, "journal truncated");
         Ok(())
     }

@@ -1,0 +1,125 @@
+//! `meridian log-group ...`: the replication state of a region's log groups, and the
+//! controlled failover of a master-slave group.
+
+use anyhow::Context;
+use clap::Subcommand;
+use meridian_client::Client;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Every log group on every broker of the region: strategy, leader, epoch, journal end,
+    /// watermark.
+    List,
+    /// Fail a master-slave log group over to its most caught-up slave (new epoch; the old
+    /// master, if it returns, truncates what it alone held).
+    Failover {
+        /// The log group.
+        group: u32,
+        /// Fail over even when slaves that may hold committed records do not answer
+        /// (what only they hold is lost).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub(crate) async fn run(cmd: Command, broker: &str, json: bool) -> anyhow::Result<()> {
+    let client = Client::connect(broker).await?;
+    match cmd {
+        Command::List => {
+            let brokers = client
+                .region_log_groups()
+                .await
+                .context("reading the region's log groups")?;
+            if json {
+                let value: Vec<serde_json::Value> = brokers
+                    .iter()
+                    .map(|b| {
+                        serde_json::json!({
+                            "broker_id": b.broker_id,
+                            "addr": b.addr,
+                            "error": b.groups.as_ref().err().map(|e| e.to_string()),
+                            "groups": b.groups.as_ref().map(|g| g.iter().map(|i| serde_json::json!({
+                                "group": i.group,
+                                "strategy": i.strategy,
+                                "epoch": i.epoch,
+                                "leader": i.leader,
+                                "end_position": i.end_position,
+                                "last_index": i.last_index,
+                                "last_term": i.last_term,
+                                "watermark": i.watermark,
+                                "replicas": i.replicas.iter().map(|r| serde_json::json!({"broker_id": r.broker_id, "position": r.position})).collect::<Vec<_>>(),
+                            })).collect::<Vec<_>>()).unwrap_or_default(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(value));
+                return Ok(());
+            }
+            println!(
+                "{:>6} {:>5} {:<13} {:>6} {:>6} {:>14} {:>14} {:>10}",
+                "BROKER", "GROUP", "STRATEGY", "EPOCH", "LEADER", "END", "WATERMARK", "LAST"
+            );
+            for b in &brokers {
+                match &b.groups {
+                    Err(e) => println!("{:>6} unreachable at {}: {e}", b.broker_id, b.addr),
+                    Ok(groups) => {
+                        for i in groups {
+                            println!(
+                                "{:>6} {:>5} {:<13} {:>6} {:>6} {:>14} {:>14} {:>10}",
+                                b.broker_id,
+                                i.group,
+                                i.strategy,
+                                i.epoch,
+                                i.leader.map_or("-".to_owned(), |l| l.to_string()),
+                                i.end_position,
+                                i.watermark,
+                                format!("{}@{}", i.last_index, i.last_term),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Command::Failover { group, force } => {
+            let r = client
+                .failover_log_group(group, force)
+                .await
+                .with_context(|| format!("failing over log group {group}"))?;
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "group": r.group,
+                        "epoch": r.epoch,
+                        "old_master": r.old_master,
+                        "new_master": r.new_master,
+                        "committed": r.committed,
+                        "replicas": r.replicas.iter().map(|(id, end)| serde_json::json!({"broker_id": id, "end_position": end})).collect::<Vec<_>>(),
+                    })
+                );
+            } else {
+                println!(
+                    "log group {}: broker {} is master at epoch {} (was {}); committed up to journal position {}",
+                    r.group,
+                    r.new_master,
+                    r.epoch,
+                    r.old_master
+                        .map_or("none".to_owned(), |m| format!("broker {m}")),
+                    r.committed
+                );
+                for (id, end) in &r.replicas {
+                    match end {
+                        Some(end) => println!("  broker {id}: journal ends at {end}"),
+                        None => println!(
+                            "  broker {id}: did not answer (learns the new epoch when it returns)"
+                        ),
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

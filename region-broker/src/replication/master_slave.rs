@@ -1,0 +1,616 @@
+//! Master-slave replication of one log group: a named master writes the journal; slaves
+//! pull whole records from it by journal position with long-poll and write them byte for
+//! byte; the master commits (moves the watermark) once `sync_replicas` slaves hold a record.
+//!
+//! **Roles and epochs.** A group's role is `(epoch, master)`, kept in
+//! `groups/<g>/master-slave.json` (fsynced, atomically replaced) and at first taken from
+//! the configuration. Records the master writes carry its epoch as their term. A controlled
+//! failover (driven from outside: `meridian log-group failover`, later the control plane)
+//! first *fences* every reachable replica with a new epoch and no master — slaves stop
+//! pulling, so the old master can commit nothing more — then names the most caught-up
+//! replica master at that epoch. A replica that missed the change (a restarted old master)
+//! learns it by asking its peers.
+//!
+//! **Divergence.** Each pull names the slave's last record `(index, term)`. If the master
+//! holds the same record ending at the same position, the histories agree (as in raft, a
+//! term has one writer, so equal index and term mean equal prefixes). Otherwise the master
+//! answers with the last index whose term is at most the slave's, and the slave truncates
+//! after it — Kafka's leader-epoch truncation. A truncation never cuts below the slave's
+//! watermark: committed records are never removed.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::config::{Config, Peer};
+use crate::storage::{FlushPolicy, LogGroup, RecordChunk};
+
+/// How long a pull waits for new records on the master.
+const PULL_WAIT: Duration = Duration::from_millis(500);
+/// Bytes of records one pull returns at most (at least one record).
+const PULL_BYTES: u32 = 4 << 20;
+/// A master that no slave has pulled from for this long asks its peers whether a newer
+/// epoch exists (it may have been failed over while it was down).
+const PROBE_AFTER: Duration = Duration::from_secs(2);
+/// Pause after a failed pull.
+const BACKOFF: Duration = Duration::from_millis(200);
+
+/// Who is master at which epoch. `master: None` is a fenced group: a failover is naming
+/// a new master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Role {
+    /// Bumped by every failover; stamped as the term on the master's records.
+    pub epoch: u64,
+    /// The master's broker id.
+    pub master: Option<u32>,
+}
+
+/// A request between replicas of a master-slave group.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum MsRequest {
+    /// A slave pulls records.
+    Pull(PullRequest),
+    /// What role does this replica hold?
+    Role,
+}
+
+/// A slave's pull: where its journal ends and what it knows.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PullRequest {
+    /// The slave's broker id.
+    pub follower: u32,
+    /// The epoch the slave follows.
+    pub epoch: u64,
+    /// The end of the slave's journal: where the records it wants start.
+    pub from: u64,
+    /// The slave's last record `(index, term)`; `None` on an empty journal.
+    pub last: Option<(u64, u64)>,
+    /// The watermark the slave knows (the master answers at once when its own is higher).
+    pub watermark: u64,
+    /// Bytes of records wanted at most.
+    pub max_bytes: u32,
+}
+
+/// The master's answer to a pull, or a replica's role.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum MsResponse {
+    /// Records from `position` (possibly none) and the master's watermark.
+    Records {
+        /// Journal position of the first record.
+        position: u64,
+        /// Whole records, byte for byte.
+        records: Bytes,
+        /// Where the next pull starts.
+        next: u64,
+        /// The master's commit watermark.
+        watermark: u64,
+    },
+    /// The slave's history diverges: keep records up to this index (none with `None`).
+    Truncate {
+        /// The last index to keep.
+        after_index: Option<u64>,
+    },
+    /// This replica is not master at the slave's epoch.
+    NotMaster {
+        /// Its role.
+        role: Role,
+    },
+    /// The role, answering [`MsRequest::Role`].
+    Role {
+        /// Its role.
+        role: Role,
+    },
+}
+
+/// What the rest of the group looks like from here.
+#[derive(Debug, Clone, Copy)]
+struct View {
+    role: Role,
+    watermark: u64,
+}
+
+/// Why a produce on a master-slave group was not acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitError {
+    /// The role changed while the record waited: it may or may not be committed.
+    RoleChanged(Role),
+    /// Not enough slaves held it in time.
+    Timeout,
+    /// The group is shutting down.
+    Closed,
+}
+
+/// Sends a request to a peer's replication port; the broker supplies it.
+pub type PeerCall = Arc<
+    dyn Fn(
+            String,
+            u32,
+            MsRequest,
+            Duration,
+        ) -> futures_util::future::BoxFuture<'static, Result<MsResponse, String>>
+        + Send
+        + Sync,
+>;
+
+/// One master-slave log group on this broker.
+pub struct MasterSlaveGroup {
+    id: u32,
+    me: u32,
+    group: Arc<LogGroup>,
+    path: PathBuf,
+    sync_replicas: usize,
+    /// The other brokers of the region.
+    others: Vec<Peer>,
+    view: watch::Sender<View>,
+    /// On the master: each slave's journal end (what it holds) at this epoch, and when it
+    /// last pulled.
+    slaves: Mutex<HashMap<u32, (u64, Instant)>>,
+    /// Held while a role changes or a pulled chunk is appended, so a role change waits for
+    /// an append of the old epoch to finish and no such append starts after it.
+    apply: tokio::sync::Mutex<()>,
+    stop: AtomicBool,
+    call: PeerCall,
+}
+
+impl std::fmt::Debug for MasterSlaveGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterSlaveGroup")
+            .field("id", &self.id)
+            .field("me", &self.me)
+            .field("role", &self.role())
+            .finish_non_exhaustive()
+    }
+}
+
+const FILE: &str = "master-slave.json";
+
+impl MasterSlaveGroup {
+    /// Opens the group's role (from its file, else epoch 1 with the configured master)
+    /// and sets the term of the records the group writes.
+    pub fn open(
+        id: u32,
+        group: Arc<LogGroup>,
+        dir: &Path,
+        config: &Config,
+        call: PeerCall,
+    ) -> io::Result<Arc<MasterSlaveGroup>> {
+        let me = config.broker_id;
+        let initial_master = config.master_slave_master(id).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("log group {id} is not configured master-slave"),
+            )
+        })?;
+        let sync_replicas = config.replication.sync_replicas as usize;
+        let peers = &config.replication.peers;
+        let path = dir.join(FILE);
+        let role = match super::raft::load_json::<Role>(&path)? {
+            Some(role) => role,
+            None => {
+                // Epochs are terms, which never decrease along a journal: a group that held
+                // records before (say, under raft) starts at its last term.
+                let epoch = group.last_record().map_or(1, |(_, term)| term.max(1));
+                let role = Role {
+                    epoch,
+                    master: Some(initial_master),
+                };
+                super::raft::store_json(&path, &role, true)?;
+                role
+            }
+        };
+        group.set_term(role.epoch);
+        let watermark = group.watermark();
+        let (view, _) = watch::channel(View { role, watermark });
+        tracing::info!(group = id, epoch = role.epoch, master = ?role.master, "master-slave group opened");
+        Ok(Arc::new(MasterSlaveGroup {
+            id,
+            me,
+            group,
+            path,
+            sync_replicas,
+            others: peers.iter().filter(|p| p.id != me).cloned().collect(),
+            view,
+            slaves: Mutex::new(HashMap::new()),
+            apply: tokio::sync::Mutex::new(()),
+            stop: AtomicBool::new(false),
+            call,
+        }))
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.view.borrow().role
+    }
+
+    /// Whether this broker is the master now.
+    pub fn is_master(&self) -> bool {
+        self.role().master == Some(self.me)
+    }
+
+    /// Slaves that must hold a record before it is committed.
+    pub fn sync_replicas(&self) -> usize {
+        self.sync_replicas
+    }
+
+    /// On the master: each slave's journal end, by broker id.
+    pub fn slave_positions(&self) -> Vec<(u32, u64)> {
+        let mut v: Vec<(u32, u64)> = self
+            .slaves
+            .lock()
+            .expect("slaves lock poisoned")
+            .iter()
+            .map(|(&id, &(p, _))| (id, p))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Adopts `new` if it is newer: a higher epoch, or the same epoch naming a master where
+    /// this replica is fenced. Persists it before answering. Returns the role now held.
+    pub async fn set_role(&self, new: Role) -> Result<Role, String> {
+        let _apply = self.apply.lock().await;
+        let current = self.role();
+        if new == current {
+            return Ok(current);
+        }
+        if new.epoch < current.epoch {
+            return Err(format!(
+                "epoch {} is stale: log group {} is at epoch {}",
+                new.epoch, self.id, current.epoch
+            ));
+        }
+        if new.epoch == current.epoch && current.master.is_some() {
+            return Err(format!(
+                "log group {} already has master {:?} at epoch {}: use a higher epoch",
+                self.id, current.master, current.epoch
+            ));
+        }
+        if let Some(m) = new.master
+            && m != self.me
+            && !self.others.iter().any(|p| p.id == m)
+        {
+            return Err(format!(
+                "broker {m} is not a broker of this region: it cannot be master"
+            ));
+        }
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || super::raft::store_json(&path, &new, true))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("storing the role of log group {}: {e}", self.id))?;
+        self.slaves.lock().expect("slaves lock poisoned").clear();
+        if new.master == Some(self.me) {
+            self.group.set_term(new.epoch);
+        }
+        self.view.send_modify(|v| v.role = new);
+        tracing::info!(group = self.id, epoch = new.epoch, master = ?new.master, previous_epoch = current.epoch, previous_master = ?current.master, "master-slave role changed");
+        metrics::counter!("meridian_master_slave_role_changes_total").increment(1);
+        Ok(new)
+    }
+
+    /// Serves a request from a peer.
+    pub async fn handle(&self, request: MsRequest) -> MsResponse {
+        match request {
+            MsRequest::Role => MsResponse::Role { role: self.role() },
+            MsRequest::Pull(pull) => self.serve_pull(pull).await,
+        }
+    }
+
+    async fn serve_pull(&self, req: PullRequest) -> MsResponse {
+        let role = self.role();
+        if role.master != Some(self.me) || req.epoch != role.epoch {
+            return MsResponse::NotMaster { role };
+        }
+        if let Some((index, term)) = req.last {
+            let agrees = matches!(self.group.record_header_by_index(index), Ok(Some(h)) if h.term == term)
+                && self.group.end_of_record(index) == Some(req.from);
+            if !agrees {
+                let mut after = match self.group.last_index_of_term_at_most(term) {
+                    Ok(a) => a.map(|a| a.min(index)),
+                    Err(e) => {
+                        tracing::warn!(group = self.id, error = %e, "reading the journal for a divergence check");
+                        return MsResponse::NotMaster { role };
+                    }
+                };
+                if after == Some(index) {
+                    // Same index and term, other position: a damaged replica; step back.
+                    after = index.checked_sub(1);
+                }
+                tracing::info!(group = self.id, slave = req.follower, last = index, term, keep_to = ?after, "a slave's history diverges: it truncates");
+                return MsResponse::Truncate { after_index: after };
+            }
+        } else if req.from > self.group.positions().0 {
+            // An empty slave journal must start where ours does.
+            return MsResponse::Truncate { after_index: None };
+        }
+        self.slaves
+            .lock()
+            .expect("slaves lock poisoned")
+            .insert(req.follower, (req.from, Instant::now()));
+        self.advance_watermark();
+
+        let mut pullable = self.group.subscribe_pullable();
+        let mut view = self.view.subscribe();
+        let deadline = tokio::time::Instant::now() + PULL_WAIT;
+        loop {
+            pullable.borrow_and_update();
+            let v = *view.borrow_and_update();
+            if v.role != role {
+                return MsResponse::NotMaster { role: v.role };
+            }
+            let chunk = match self.group.read_records(req.from, req.max_bytes as usize) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(group = self.id, from = req.from, error = %e, "serving a pull");
+                    return MsResponse::NotMaster { role };
+                }
+            };
+            if !chunk.records.is_empty()
+                || v.watermark > req.watermark
+                || tokio::time::Instant::now() >= deadline
+            {
+                return MsResponse::Records {
+                    position: chunk.position,
+                    records: chunk.records,
+                    next: chunk.next,
+                    watermark: v.watermark,
+                };
+            }
+            tokio::select! {
+                _ = pullable.changed() => {}
+                _ = view.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// Where the master's own durable records end.
+    fn durable_end(&self) -> u64 {
+        let (_, written, synced, _) = self.group.positions();
+        match self.group.flush_policy() {
+            FlushPolicy::Fsync => synced,
+            FlushPolicy::Async => written,
+        }
+    }
+
+    /// On the master: commits what `sync_replicas` slaves hold (and the master too).
+    pub fn advance_watermark(&self) {
+        if !self.is_master() {
+            return;
+        }
+        let durable = self.durable_end();
+        let candidate = if self.sync_replicas == 0 {
+            durable
+        } else {
+            let mut held: Vec<u64> = self
+                .slaves
+                .lock()
+                .expect("slaves lock poisoned")
+                .values()
+                .map(|&(p, _)| p)
+                .collect();
+            if held.len() < self.sync_replicas {
+                return;
+            }
+            held.sort_unstable_by(|a, b| b.cmp(a));
+            held[self.sync_replicas - 1].min(durable)
+        };
+        if candidate > self.view.borrow().watermark {
+            self.group.set_watermark(candidate);
+            self.view
+                .send_modify(|v| v.watermark = v.watermark.max(candidate));
+        }
+    }
+
+    /// On the master: waits until the watermark passes `end` (a record written at `epoch`).
+    pub async fn wait_committed(
+        &self,
+        end: u64,
+        epoch: u64,
+        limit: Duration,
+    ) -> Result<(), WaitError> {
+        self.advance_watermark();
+        self.wait_for(limit, |v| {
+            if v.role.epoch != epoch || v.role.master != Some(self.me) {
+                return Some(Err(WaitError::RoleChanged(v.role)));
+            }
+            (v.watermark >= end).then_some(Ok(()))
+        })
+        .await
+    }
+
+    /// On the master: waits until every slave holds the journal up to `end`.
+    pub async fn wait_all(&self, end: u64, epoch: u64, limit: Duration) -> Result<(), WaitError> {
+        self.wait_for(limit, |v| {
+            if v.role.epoch != epoch || v.role.master != Some(self.me) {
+                return Some(Err(WaitError::RoleChanged(v.role)));
+            }
+            let slaves = self.slaves.lock().expect("slaves lock poisoned");
+            let all = self
+                .others
+                .iter()
+                .all(|p| slaves.get(&p.id).is_some_and(|&(held, _)| held >= end));
+            all.then_some(Ok(()))
+        })
+        .await
+    }
+
+    async fn wait_for(
+        &self,
+        limit: Duration,
+        mut done: impl FnMut(&View) -> Option<Result<(), WaitError>>,
+    ) -> Result<(), WaitError> {
+        let mut view = self.view.subscribe();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let v = *view.borrow_and_update();
+            if let Some(result) = done(&v) {
+                return result;
+            }
+            // Slave positions move without a view change; look again at least every 50 ms.
+            match tokio::time::timeout_at(
+                deadline.min(tokio::time::Instant::now() + Duration::from_millis(50)),
+                view.changed(),
+            )
+            .await
+            {
+                Ok(Err(_)) => return Err(WaitError::Closed),
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(WaitError::Timeout);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Stops [`MasterSlaveGroup::run`].
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.view.send_modify(|_| {});
+    }
+
+    /// The group's replication task: as a slave, pulls from the master; as master or while
+    /// fenced, watches for a newer role among its peers.
+    pub async fn run(self: Arc<Self>) {
+        let mut view = self.view.subscribe();
+        let mut probed = false;
+        while !self.stop.load(Ordering::SeqCst) {
+            let role = *view.borrow_and_update();
+            let role = role.role;
+            match role.master {
+                Some(m) if m != self.me => {
+                    if let Err(e) = self.pull_once(m, role).await {
+                        tracing::debug!(group = self.id, master = m, error = %e, "pull failed");
+                        tokio::time::sleep(BACKOFF).await;
+                    }
+                }
+                _ => {
+                    let idle = role.master.is_none()
+                        || self
+                            .slaves
+                            .lock()
+                            .expect("slaves lock poisoned")
+                            .values()
+                            .all(|&(_, at)| at.elapsed() > PROBE_AFTER);
+                    if idle || !probed {
+                        probed = true;
+                        self.probe().await;
+                    }
+                    let _ = tokio::time::timeout(Duration::from_secs(1), view.changed()).await;
+                }
+            }
+        }
+    }
+
+    /// Asks every peer for its role and adopts a newer one.
+    async fn probe(&self) {
+        let mut best = self.role();
+        for peer in &self.others {
+            let answer = (self.call)(
+                peer.raft.clone(),
+                self.id,
+                MsRequest::Role,
+                Duration::from_secs(1),
+            )
+            .await;
+            if let Ok(MsResponse::Role { role }) = answer
+                && role.master.is_some()
+                && (role.epoch > best.epoch || (role.epoch == best.epoch && best.master.is_none()))
+            {
+                best = role;
+            }
+        }
+        if best != self.role() {
+            tracing::info!(group = self.id, epoch = best.epoch, master = ?best.master, "a peer holds a newer role: adopting it");
+            if let Err(e) = self.set_role(best).await {
+                tracing::warn!(group = self.id, error = %e, "adopting a peer's role");
+            }
+        }
+    }
+
+    /// One pull from the master, applied.
+    async fn pull_once(&self, master: u32, role: Role) -> Result<(), String> {
+        let addr = self
+            .others
+            .iter()
+            .find(|p| p.id == master)
+            .map(|p| p.raft.clone())
+            .ok_or_else(|| format!("master {master} is not a peer"))?;
+        let request = PullRequest {
+            follower: self.me,
+            epoch: role.epoch,
+            from: self.group.positions().1,
+            last: self.group.last_record(),
+            watermark: self.group.watermark(),
+            max_bytes: PULL_BYTES,
+        };
+        let answer = (self.call)(
+            addr,
+            self.id,
+            MsRequest::Pull(request),
+            PULL_WAIT + Duration::from_secs(5),
+        )
+        .await?;
+        let _apply = self.apply.lock().await;
+        if self.role() != role {
+            return Ok(());
+        }
+        match answer {
+            MsResponse::Records {
+                position,
+                records,
+                next,
+                watermark,
+            } => {
+                if !records.is_empty() {
+                    self.group
+                        .append_records(&RecordChunk {
+                            position,
+                            records,
+                            next,
+                        })
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                let end = self.group.positions().1;
+                let watermark = watermark.min(end);
+                self.group.set_watermark(watermark);
+                self.view
+                    .send_modify(|v| v.watermark = v.watermark.max(watermark));
+                Ok(())
+            }
+            MsResponse::Truncate { after_index } => {
+                let position = match after_index {
+                    Some(i) => self.group.end_of_record(i),
+                    None => Some(self.group.positions().0),
+                }
+                .ok_or_else(|| format!("record {after_index:?} is not held here"))?;
+                tracing::warn!(group = self.id, master, position, keep_to = ?after_index, "truncating a divergent tail to follow the master");
+                metrics::counter!("meridian_master_slave_truncations_total").increment(1);
+                self.group.truncate_after(position).await.map_err(|e| {
+                    tracing::error!(group = self.id, position, error = %e, "cannot truncate to follow the master");
+                    format!("truncating log group {}: {e}", self.id)
+                })
+            }
+            MsResponse::NotMaster { role: theirs } | MsResponse::Role { role: theirs } => {
+                drop(_apply);
+                if theirs.epoch > role.epoch && theirs.master.is_some() {
+                    self.set_role(theirs).await?;
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "broker {master} is not master at epoch {} (it holds epoch {}, master {:?})",
+                        role.epoch, theirs.epoch, theirs.master
+                    ))
+                }
+            }
+        }
+    }
+}
