@@ -23,7 +23,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use meridian_proto::batch::{Message, encode_batch};
 use meridian_proto::v1;
-use meridian_region_broker::broker::Broker;
+use meridian_region_broker::broker::{Broker, Strategy};
 use meridian_region_broker::config::Config;
 use meridian_region_broker::grpc::GrpcService;
 use meridian_region_broker::storage::{FlushPolicy, GroupConfig, LogGroup, PartitionKey};
@@ -131,13 +131,17 @@ fn main() -> anyhow::Result<()> {
             ..r
         });
     }
-    for (brokers, flush) in [
-        (1u32, FlushPolicy::Fsync),
-        (3, FlushPolicy::Fsync),
-        (3, FlushPolicy::Async),
+    for (brokers, strategy, flush) in [
+        (1u32, Strategy::Raft, FlushPolicy::Fsync),
+        (3, Strategy::Raft, FlushPolicy::Fsync),
+        (3, Strategy::Raft, FlushPolicy::Async),
+        (3, Strategy::MasterSlave, FlushPolicy::Fsync),
+        (3, Strategy::MasterSlave, FlushPolicy::Async),
     ] {
-        let dir = base.path().join(format!("region-{brokers}-{flush:?}"));
-        let r = rt.block_on(replicated_produce(&dir, brokers, flush, duration))?;
+        let dir = base
+            .path()
+            .join(format!("region-{brokers}-{strategy:?}-{flush:?}"));
+        let r = rt.block_on(replicated_produce(&dir, brokers, strategy, flush, duration))?;
         eprintln!("{}: {:.1} MB/s", r.name, r.mb_s);
         rows.push(Row {
             anchor_mb_s: anchor,
@@ -352,11 +356,13 @@ async fn grpc(dir: &Path, duration: Duration) -> anyhow::Result<Vec<Row>> {
 async fn replicated_produce(
     dir: &Path,
     brokers: u32,
+    strategy: Strategy,
     flush: FlushPolicy,
     duration: Duration,
 ) -> anyhow::Result<Row> {
-    use meridian_region_broker::config::Peer;
+    use meridian_region_broker::config::{MasterSlaveGroup, Peer};
     use meridian_region_broker::replication::transport::RaftTransportService;
+    let master_slave = strategy == Strategy::MasterSlave && brokers > 1;
     let free = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
     let addrs: Vec<(std::net::SocketAddr, std::net::SocketAddr)> = (0..brokers)
         .map(|_| Ok((free()?, free()?)))
@@ -380,12 +386,22 @@ async fn replicated_produce(
         let mut config = Config {
             broker_id: i as u32 + 1,
             data_dir: dir.join(format!("b{}", i + 1)),
-            log_groups: 4,
+            // Master-slave: groups 1-4 (group 0, the catalog's, is always raft), so the
+            // topic's four partitions get four groups as under raft.
+            log_groups: if master_slave { 5 } else { 4 },
             ..Config::default()
         };
         config.storage.flush = flush;
         config.replication.raft_listen = Some(*raft_addr);
         config.replication.peers = peers.clone();
+        if master_slave {
+            config.replication.master_slave = (1..5)
+                .map(|group| MasterSlaveGroup {
+                    group,
+                    master: group % brokers + 1,
+                })
+                .collect();
+        }
         let broker = Arc::new(tokio::task::spawn_blocking(move || Broker::open(config)).await??);
         if brokers > 1 {
             let transport = RaftTransportService::default();
@@ -416,7 +432,9 @@ async fn replicated_produce(
         .collect::<Vec<_>>()
         .join(",");
     let client = meridian_client::Client::connect(&bootstrap).await?;
-    client.create_topic("bench", 4).await?;
+    client
+        .create_topic_with("bench", 4, strategy.as_str())
+        .await?;
     // Each partition's leader, found by asking every broker.
     let batch: Vec<v1::Message> = (0..100)
         .map(|_| v1::Message {
@@ -463,7 +481,7 @@ async fn replicated_produce(
     }
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     let what = if brokers > 1 {
-        format!("replication factor {brokers} (raft)")
+        format!("replication factor {brokers} ({})", strategy.as_str())
     } else {
         "replication factor 1".to_owned()
     };
