@@ -156,7 +156,9 @@ pub struct Produced {
 /// What a produce waits for before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Acks {
-    /// The leader holds it. In a raft region this is answered at quorum for now.
+    /// The leader holds it durably (per its flush policy); replication goes on in the
+    /// background, so a leader failure before a quorum holds it may lose it (Kafka's
+    /// acks=1). Consumers see it once it is committed.
     Leader,
     /// A quorum of replicas holds it (the default).
     #[default]

@@ -160,8 +160,8 @@ impl broker_server::Broker for GrpcService {
         request: Request<v1::ProduceRequest>,
     ) -> Result<Response<v1::ProduceResponse>, Status> {
         let r = request.into_inner();
-        // Without replication all three are the same durable write; in a raft region
-        // `leader` is answered at quorum for now and `all` waits for every replica.
+        // Without replication all three are the same durable write; in a region `leader`
+        // answers once the leader holds the batch and `all` waits for every replica.
         let acks = match v1::Acks::try_from(r.acks)
             .map_err(|_| Status::invalid_argument(format!("unknown acks value {}", r.acks)))?
         {

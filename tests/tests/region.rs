@@ -239,6 +239,51 @@ async fn a_stopped_follower_does_not_stop_writes_and_catches_up() {
     meridian_tests::wait_until_held(&follower_client, "orders", 4_000, Duration::from_secs(30))
         .await;
     check(&read_all(&client, "orders").await, &acked);
+
+    // acks=leader answers once the leader holds the batch, even with both followers
+    // stopped (no quorum); the batch commits, and becomes visible, when they return.
+    let leader = region.leader_of("audit", 0).await.expect("a leader");
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    for &o in &others {
+        region.brokers[o].stop();
+    }
+    let at_leader = region.brokers[leader].client().await;
+    let leader_only = at_leader.producer(ProducerConfig {
+        acks: Acks::Leader,
+        ..ProducerConfig::default()
+    });
+    let meta = tokio::time::timeout(
+        Duration::from_secs(10),
+        leader_only
+            .send(Record::new("audit", "only the leader has this"))
+            .await,
+    )
+    .await
+    .expect("acks=leader answers without a quorum")
+    .unwrap();
+    let (latest, _) = at_leader
+        .list_offset("audit", 0, meridian_client::OffsetSpec::Latest)
+        .await
+        .unwrap();
+    assert!(latest <= meta.offset, "visible before it is committed");
+    for &o in &others {
+        region.brokers[o].signal(libc::SIGCONT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let audit = read_all(&at_leader, "audit").await;
+        if audit[&0]
+            .iter()
+            .any(|(o, v)| *o == meta.offset && v == "only the leader has this")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the acks=leader batch never committed: {audit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::replication::master_slave::{MasterSlaveGroup, Role, WaitError};
 use crate::replication::raft::{
-    CatalogChange, Command, CommandResult, JournalLogStore, JournalStateMachine,
+    CatalogChange, Command, CommandResult, JournalLogStore, JournalStateMachine, LocalAck,
 };
 use crate::replication::transport::{GroupRaft, GrpcNetwork, Peers, RaftTransportService};
 
@@ -366,11 +366,17 @@ impl Broker {
                 current,
             });
         }
+        if acks == Acks::Leader {
+            return self
+                .append_replicated_leader_only(group, (key, count, payload), current)
+                .await;
+        }
         let command = Command::Batch {
             topic_id: key.0,
             partition: key.1,
             count,
             payload,
+            local_ack: LocalAck::default(),
         };
         let (result, index) = self.replicate_indexed(group, command).await?;
         if acks == Acks::All {
@@ -385,6 +391,56 @@ impl Broker {
             _ => Err(BrokerError::Replication(
                 "the replicated batch left no record".into(),
             )),
+        }
+    }
+}
+
+impl Broker {
+    /// acks=leader on a raft group: proposes the batch and answers as soon as the leader's
+    /// own journal holds it, while raft replicates and commits it in the background. Like
+    /// Kafka's acks=1, a leader that fails before a quorum holds the batch may lose it.
+    async fn append_replicated_leader_only(
+        &self,
+        group: u32,
+        (key, count, payload): (crate::storage::PartitionKey, u32, Bytes),
+        epoch: u64,
+    ) -> Result<Produced, BrokerError> {
+        let raft = self
+            .raft(group)
+            .ok_or_else(|| BrokerError::Replication("replication is not running".into()))?
+            .clone();
+        let (local_ack, appended) = LocalAck::new();
+        let command = Command::Batch {
+            topic_id: key.0,
+            partition: key.1,
+            count,
+            payload,
+            local_ack,
+        };
+        let write = tokio::spawn(async move { raft.client_write(command).await });
+        match appended.await {
+            Ok(a) => {
+                tokio::spawn(async move {
+                    if let Ok(Err(e)) = write.await {
+                        tracing::debug!(group, error = %e, "an acks=leader batch was not committed");
+                    }
+                });
+                Ok(Produced {
+                    base_offset: a.base_offset,
+                    append_time_ms: a.append_time_ms,
+                    epoch,
+                })
+            }
+            // Never appended here: the write failed; say why.
+            Err(_) => match write.await {
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                    Err(self.not_leader(group, f.leader_id))
+                }
+                Ok(Err(e)) => Err(BrokerError::Replication(format!("log group {group}: {e}"))),
+                Ok(Ok(_)) | Err(_) => Err(BrokerError::Replication(format!(
+                    "log group {group}: the batch was not appended on the leader"
+                ))),
+            },
         }
     }
 }

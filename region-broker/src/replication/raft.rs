@@ -70,6 +70,10 @@ pub enum Command {
         count: u32,
         /// The encoded messages.
         payload: Bytes,
+        /// With acks=leader: told when the leader's own journal holds the batch. Never
+        /// serialized, so followers and entries read back from the journal have none.
+        #[serde(skip)]
+        local_ack: LocalAck,
     },
     /// Change the region's topic catalog (carried in log group 0).
     Catalog(CatalogChange),
@@ -112,6 +116,49 @@ pub enum CatalogChange {
     },
 }
 
+/// A one-shot notice, attached by the leader to a batch it proposes with acks=leader, that
+/// its own journal holds the batch durably (raft has not committed it yet: Kafka's acks=1).
+/// Equality ignores it: it is not part of the command's content.
+#[derive(Clone, Default)]
+pub struct LocalAck(
+    Option<Arc<Mutex<Option<tokio::sync::oneshot::Sender<crate::storage::Appended>>>>>,
+);
+
+impl LocalAck {
+    /// A notice, and the receiver it fires.
+    pub fn new() -> (
+        LocalAck,
+        tokio::sync::oneshot::Receiver<crate::storage::Appended>,
+    ) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (LocalAck(Some(Arc::new(Mutex::new(Some(tx))))), rx)
+    }
+
+    fn fire(&self, appended: crate::storage::Appended) {
+        if let Some(tx) = self
+            .0
+            .as_ref()
+            .and_then(|m| m.lock().expect("local ack lock poisoned").take())
+        {
+            let _ = tx.send(appended);
+        }
+    }
+}
+
+impl PartialEq for LocalAck {
+    fn eq(&self, _: &LocalAck) -> bool {
+        true
+    }
+}
+
+impl Eq for LocalAck {}
+
+impl Debug for LocalAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "LocalAck" } else { "-" })
+    }
+}
+
 /// Called with every command a state machine applies, in log order (the broker applies
 /// catalog changes through it). It must be idempotent: entries may be applied again after
 /// a restart.
@@ -125,6 +172,7 @@ impl std::fmt::Display for Command {
                 partition,
                 count,
                 payload,
+                ..
             } => {
                 write!(
                     f,
@@ -304,15 +352,27 @@ impl RaftLogStorage<TypeConfig> for JournalLogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let mut acks = Vec::new();
         let records = entries
             .into_iter()
-            .map(record_from_entry)
+            .map(|entry| {
+                if let EntryPayload::Normal(Command::Batch { local_ack, .. }) = &entry.payload {
+                    acks.push((entry.log_id.index, local_ack.clone()));
+                }
+                record_from_entry(entry)
+            })
             .collect::<io::Result<Vec<_>>>()?;
         let result = self
             .group
             .append_raft(records)
             .await
-            .map(|_| ())
+            .map(|appended| {
+                for (index, ack) in acks {
+                    if let Some(a) = appended.iter().find(|a| a.index == index) {
+                        ack.fire(*a);
+                    }
+                }
+            })
             .map_err(io::Error::other);
         let reply = result
             .as_ref()
@@ -548,6 +608,7 @@ fn record_from_entry(entry: Entry) -> io::Result<RaftRecord> {
             partition,
             count,
             payload,
+            ..
         }) => RaftRecord {
             term,
             index,
@@ -594,6 +655,7 @@ fn entry_from_record(h: &RecordHeader, payload: Bytes) -> io::Result<Entry> {
             partition: key.1,
             count: h.count,
             payload,
+            local_ack: LocalAck::default(),
         }),
         RecordKind::OffsetCommit => {
             let (group, offset) = record::decode_offset_commit(&payload).ok_or_else(|| {
