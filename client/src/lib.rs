@@ -126,8 +126,16 @@ impl Client {
                             }
                             Err(e) => last = Some(e),
                         },
-                        // An election is under way.
-                        None => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+                        // An election is under way, or this broker is behind: wait, then ask
+                        // the next bootstrap broker.
+                        None => {
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                            let addr = &self.bootstrap[next_bootstrap % self.bootstrap.len()];
+                            next_bootstrap += 1;
+                            if let Ok(c) = self.connection(addr).await {
+                                rpc = c;
+                            }
+                        }
                     }
                 }
                 Err(status) if retry_unavailable && (broker_failed(&status)) => {
@@ -295,6 +303,20 @@ impl Client {
         })
         .await?;
         Ok(())
+    }
+
+    /// Sends one produce request to the partition's leader, following redirects but never
+    /// resending a request that may have reached a broker that then failed (it could be
+    /// stored twice).
+    pub(crate) async fn produce_once(
+        &self,
+        request: &v1::ProduceRequest,
+    ) -> Result<v1::ProduceResponse, ClientError> {
+        self.call_with(false, |mut c| {
+            let r = request.clone();
+            async move { c.produce(r).await }
+        })
+        .await
     }
 
     /// A producer with its own batching task.

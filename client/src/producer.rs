@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -148,6 +149,7 @@ impl Producer {
             batches: HashMap::new(),
             in_flight: HashMap::new(),
             round_robin: 0,
+            epochs: Arc::default(),
         };
         tokio::spawn(batcher.run());
         Producer { tx }
@@ -189,6 +191,10 @@ struct Batcher {
     batches: HashMap<(String, u32), Batch>,
     in_flight: HashMap<(String, u32), JoinHandle<()>>,
     round_robin: u32,
+    /// The leadership epoch each partition's group last answered with; sent with the next
+    /// batch, so a broker that fell behind (a replaced leader) refuses it rather than
+    /// acknowledging it.
+    epochs: Arc<Mutex<HashMap<(String, u32), u64>>>,
 }
 
 impl Batcher {
@@ -291,6 +297,7 @@ impl Batcher {
         let previous = self.in_flight.remove(&key);
         let client = self.client.clone();
         let acks = self.config.acks;
+        let epochs = self.epochs.clone();
         let (topic, partition) = key.clone();
         let handle = tokio::spawn(async move {
             if let Some(previous) = previous {
@@ -310,19 +317,38 @@ impl Batcher {
                     timestamp_ms: r.timestamp_ms,
                 })
                 .collect();
-            let request = v1::ProduceRequest {
+            let epoch_key = (topic.clone(), partition);
+            let known = epochs
+                .lock()
+                .expect("epochs lock poisoned")
+                .get(&epoch_key)
+                .copied()
+                .unwrap_or(0);
+            let mut request = v1::ProduceRequest {
                 topic: topic.clone(),
                 partition,
                 messages,
                 acks: acks as i32,
-                epoch: 0,
+                epoch: known,
             };
-            let sent = client
-                .call_with(false, |mut c| {
-                    let r = request.clone();
-                    async move { c.produce(r).await }
-                })
-                .await;
+            let mut sent = client.produce_once(&request).await;
+            if sent
+                .as_ref()
+                .is_err_and(|e| e.code() == Some(tonic::Code::Aborted))
+            {
+                // The group moved to a newer epoch than this producer saw (a failover): the
+                // batch was refused, not stored, so it is safe to send again, unfenced; the
+                // answer carries the new epoch.
+                request.epoch = 0;
+                sent = client.produce_once(&request).await;
+            }
+            if let Ok(r) = &sent
+                && r.epoch > 0
+            {
+                let mut epochs = epochs.lock().expect("epochs lock poisoned");
+                let e = epochs.entry(epoch_key).or_default();
+                *e = (*e).max(r.epoch);
+            }
             match sent {
                 Ok(r) => {
                     for (i, reply) in batch.replies.into_iter().enumerate() {

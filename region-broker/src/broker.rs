@@ -117,6 +117,20 @@ pub enum BrokerError {
         /// The group's current epoch.
         current: u64,
     },
+    /// The request carried a leadership epoch newer than this broker knows for the group:
+    /// this broker is behind (a leader that was replaced without knowing it). Retry at the
+    /// group's current leader.
+    #[error(
+        "log group {group} is at epoch {current} here but the request carries epoch {epoch}: this broker is not the current leader; retry at the leader"
+    )]
+    EpochAhead {
+        /// The log group.
+        group: u32,
+        /// The epoch the request carried.
+        epoch: u64,
+        /// The epoch this broker knows.
+        current: u64,
+    },
     /// Replication failed (no quorum, shutting down).
     #[error("replication failed: {0}")]
     Replication(String),

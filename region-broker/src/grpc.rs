@@ -13,6 +13,9 @@ use crate::storage::AppendError;
 /// The response header that names the leader's address on a `FailedPrecondition` (not
 /// leader) error.
 pub const LEADER_HEADER: &str = "x-meridian-leader";
+/// The response header that carries the group's current epoch on an `Aborted` (stale
+/// epoch) error.
+pub const EPOCH_HEADER: &str = "x-meridian-epoch";
 
 /// Serves the broker over gRPC.
 #[derive(Debug, Clone)]
@@ -44,7 +47,9 @@ pub fn status(e: BrokerError) -> Status {
         BrokerError::Append(AppendError::Closed) | BrokerError::Replication(_) => {
             tonic::Code::Unavailable
         }
-        BrokerError::NotLeader { .. } => tonic::Code::FailedPrecondition,
+        BrokerError::NotLeader { .. } | BrokerError::EpochAhead { .. } => {
+            tonic::Code::FailedPrecondition
+        }
         // Kafka's FENCED_LEADER_EPOCH: not retried as is; the client must refresh.
         BrokerError::StaleEpoch { .. } => tonic::Code::Aborted,
         BrokerError::Append(_) | BrokerError::Read(_) | BrokerError::Io(_) => tonic::Code::Internal,
@@ -58,6 +63,11 @@ pub fn status(e: BrokerError) -> Status {
         && let Ok(value) = addr.parse()
     {
         status.metadata_mut().insert(LEADER_HEADER, value);
+    }
+    if let BrokerError::StaleEpoch { current, .. } = &e
+        && let Ok(value) = current.to_string().parse()
+    {
+        status.metadata_mut().insert(EPOCH_HEADER, value);
     }
     status
 }

@@ -182,6 +182,15 @@ async fn kill9_of_the_leader_loses_nothing_acknowledged_and_a_new_leader_serves(
         "{}",
         fenced.message()
     );
+    // A request carrying a newer epoch than the broker knows says the broker is behind (a
+    // replaced leader): refused, never acknowledged.
+    let ahead = raw.produce(probe(epoch + 5, 1_000_004)).await.unwrap_err();
+    assert_eq!(ahead.code(), tonic::Code::FailedPrecondition, "{ahead:?}");
+    assert!(
+        ahead.message().contains("not the current leader"),
+        "{}",
+        ahead.message()
+    );
 
     let acked = acked.lock().unwrap().clone();
     check(&read_all(&client, "orders").await, &acked);

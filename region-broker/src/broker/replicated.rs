@@ -359,13 +359,7 @@ impl Broker {
         // No leadership check here: a follower's raft refuses the write with ForwardToLeader,
         // which `replicate` turns into NotLeader.
         let current = self.epoch(group);
-        if epoch != 0 && epoch < current {
-            return Err(BrokerError::StaleEpoch {
-                group,
-                epoch,
-                current,
-            });
-        }
+        check_epoch(group, epoch, current)?;
         if acks == Acks::Leader {
             return self
                 .append_replicated_leader_only(group, (key, count, payload), current)
@@ -445,6 +439,26 @@ impl Broker {
     }
 }
 
+/// Fences a produce by the epoch it carries (0: not fenced): an older epoch means the
+/// producer is behind, a newer one that this broker is.
+fn check_epoch(group: u32, epoch: u64, current: u64) -> Result<(), BrokerError> {
+    if epoch == 0 || epoch == current {
+        Ok(())
+    } else if epoch < current {
+        Err(BrokerError::StaleEpoch {
+            group,
+            epoch,
+            current,
+        })
+    } else {
+        Err(BrokerError::EpochAhead {
+            group,
+            epoch,
+            current,
+        })
+    }
+}
+
 /// How long a quorum produce on a master-slave group waits for its slaves.
 const MASTER_SLAVE_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -458,13 +472,7 @@ impl Broker {
         epoch: u64,
     ) -> Result<Produced, BrokerError> {
         let role = self.master_role(group)?;
-        if epoch != 0 && epoch < role.epoch {
-            return Err(BrokerError::StaleEpoch {
-                group,
-                epoch,
-                current: role.epoch,
-            });
-        }
+        check_epoch(group, epoch, role.epoch)?;
         let appended = self.groups[group as usize]
             .append(key, payload, count)
             .await?;
