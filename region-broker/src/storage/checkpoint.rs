@@ -25,6 +25,10 @@ pub(crate) struct Checkpoint {
     pub(crate) counts: Vec<(u32, u32, u64)>,
     /// A truncation that must be finished before the group opens.
     pub(crate) truncate_to: Option<u64>,
+    /// A reset (every record dropped, the journal restarting at this position) that must be
+    /// finished before the group opens.
+    #[serde(default)]
+    pub(crate) reset_to: Option<u64>,
 }
 
 impl Checkpoint {

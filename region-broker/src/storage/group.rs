@@ -125,6 +125,9 @@ struct Shared {
     /// The end of records a replica may pull (durable per the flush policy); changes on
     /// every group commit and truncation.
     pullable: watch::Sender<u64>,
+    /// Retention deletes only segments that end at or below this position: in a raft group,
+    /// the end of what raft has purged (what a snapshot covers).
+    retention_floor: AtomicU64,
     /// Leadership term stamped on records this group writes itself (not raft entries or
     /// copies, which carry their own).
     term: AtomicU64,
@@ -261,6 +264,11 @@ enum Command {
         force: bool,
         reply: oneshot::Sender<io::Result<()>>,
     },
+    Reset {
+        position: u64,
+        ends: HashMap<PartitionKey, u64>,
+        reply: oneshot::Sender<io::Result<()>>,
+    },
     Stop,
 }
 
@@ -301,6 +309,10 @@ impl LogGroup {
         std::fs::create_dir_all(dir.join("index"))?;
         let checkpoint = Checkpoint::load(dir)?.unwrap_or_default();
         let journal = Journal::open(&dir.join("journal"), config.segment_bytes)?;
+        if let Some(position) = checkpoint.reset_to {
+            tracing::info!(dir = %dir.display(), position, "finishing an interrupted journal reset");
+            journal.reset(position)?;
+        }
         if let Some(position) = checkpoint.truncate_to {
             tracing::info!(dir = %dir.display(), position, "finishing an interrupted truncation");
             journal.cut(position)?;
@@ -308,6 +320,7 @@ impl LogGroup {
         let (visible, _) = watch::channel(0);
         let (pullable, _) = watch::channel(0);
         let term = AtomicU64::new(config.term);
+        let retention_floor = AtomicU64::new(if config.replicated { 0 } else { u64::MAX });
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
             dir_display: dir.display().to_string(),
@@ -329,6 +342,7 @@ impl LogGroup {
             retired_topics: RwLock::new(std::collections::HashSet::new()),
             visible,
             pullable,
+            retention_floor,
             term,
             stop: AtomicBool::new(false),
             crashed: AtomicBool::new(false),
@@ -688,6 +702,58 @@ impl LogGroup {
             self.shared.journal.disk_bytes(),
             self.shared.journal.segment_count(),
         )
+    }
+
+    /// Lets retention delete segments that end at or below `position` (a replicated group
+    /// deletes nothing until told).
+    pub fn set_retention_floor(&self, position: u64) {
+        self.shared
+            .retention_floor
+            .fetch_max(position, Ordering::SeqCst);
+    }
+
+    /// Drops every record and restarts the journal empty at `position`, each partition's
+    /// next offset taken from `ends` (or kept): a replica whose journal ends before the
+    /// first record its source still retains starts over from there. Crash-safe: the intent
+    /// is checkpointed first and recovery finishes it.
+    pub async fn reset_to(
+        &self,
+        position: u64,
+        ends: HashMap<PartitionKey, u64>,
+    ) -> io::Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Reset {
+                position,
+                ends,
+                reply,
+            })
+            .await
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    /// Each partition's next offset as of journal position `position` (the first offset
+    /// whose record starts at or after it): what a replica restarting its journal there
+    /// needs for partitions it will receive no record of.
+    pub fn partition_ends_at(
+        &self,
+        position: u64,
+    ) -> Result<HashMap<PartitionKey, u64>, ReadError> {
+        let indexes: Vec<_> = self
+            .shared
+            .indexes
+            .read()
+            .expect("indexes lock poisoned")
+            .iter()
+            .map(|(k, i)| (*k, i.clone()))
+            .collect();
+        let mut out = HashMap::with_capacity(indexes.len());
+        for (key, index) in indexes {
+            let index = index.lock().expect("index lock poisoned");
+            out.insert(key, index.first_at_position(index.earliest(), position)?);
+        }
+        Ok(out)
     }
 
     /// When appends are made durable.
@@ -1104,6 +1170,7 @@ impl Shared {
             indexed,
             counts,
             truncate_to: None,
+            reset_to: None,
         }
         .store(&self.dir)
     }
@@ -1113,14 +1180,10 @@ impl Shared {
         if config.retention.is_none() && config.retention_bytes.is_none() {
             return Ok(());
         }
-        if config.replicated {
-            // The records are also the replication log: a lagging replica may still need any
-            // of them, and snapshots cannot ship segments yet. Until they can, a replicated
-            // group keeps its whole journal.
-            tracing::debug!(dir = %self.dir_display, "retention skipped: replicated groups keep their journal");
-            return Ok(());
-        }
         loop {
+            // In a raft group the records are also the raft log: only what a snapshot
+            // covers (raft purged) may go.
+            let floor = self.retention_floor.load(Ordering::SeqCst);
             let indexed = self
                 .progress
                 .lock()
@@ -1132,6 +1195,7 @@ impl Shared {
                 // Only delete what the indexes already cover, so no entry is rebuilt into a
                 // deleted segment.
                 next.start <= indexed
+                    && next.start <= floor
                     && (cutoff.is_some_and(|c| Journal::first_time(next).is_some_and(|t| t < c))
                         || config
                             .retention_bytes
@@ -1264,6 +1328,14 @@ impl Appender {
                     } => {
                         self.commit(std::mem::take(&mut appends));
                         let _ = reply.send(self.truncate(position, force));
+                    }
+                    Command::Reset {
+                        position,
+                        ends,
+                        reply,
+                    } => {
+                        self.commit(std::mem::take(&mut appends));
+                        let _ = reply.send(self.reset(position, &ends));
                     }
                     Command::Stop => {
                         self.commit(std::mem::take(&mut appends));
@@ -1452,6 +1524,15 @@ impl Appender {
             Body::Verbatim {
                 position, header, ..
             } => {
+                // After a reset (a journal restarted past the start), a partition's first
+                // record may start anywhere: its earlier records were deleted upstream.
+                let restarted = !self.next_offsets.contains_key(&key)
+                    && self.shared.journal.start() > 0
+                    && self.shared.index(key).is_ok_and(|i| {
+                        let i = i.lock().expect("index lock poisoned");
+                        i.end() == i.earliest()
+                    });
+                let next = (!restarted).then_some(next);
                 if let Err(reason) = self.check_verbatim(header, next, *position, len) {
                     return Ok(Err(AppendError::Diverged {
                         dir: self.shared.dir_display.clone(),
@@ -1527,12 +1608,15 @@ impl Appender {
     fn check_verbatim(
         &self,
         h: &RecordHeader,
-        next_offset: u64,
+        next_offset: Option<u64>,
         position: u64,
         len: usize,
     ) -> Result<(), String> {
         self.check_index(h.index)?;
-        if h.kind == RecordKind::Batch && h.base_offset != next_offset {
+        if let Some(next_offset) = next_offset
+            && h.kind == RecordKind::Batch
+            && h.base_offset != next_offset
+        {
             return Err(format!(
                 "partition {}/{} record starts at offset {} but this replica's next offset is {next_offset}",
                 h.topic_id, h.partition, h.base_offset
@@ -1556,6 +1640,55 @@ impl Appender {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// Drops every record and restarts the journal at `position` (see [`LogGroup::reset_to`]).
+    fn reset(&mut self, position: u64, ends: &HashMap<PartitionKey, u64>) -> io::Result<()> {
+        let shared = self.shared.clone();
+        let _indexing = shared.indexing.lock().expect("indexing lock poisoned");
+        // Indexes first (emptied, each at its next offset, durably), then the intent, then
+        // the journal: a crash before the intent leaves the old journal, whose indexes
+        // recovery rebuilds; after it, recovery finishes the reset.
+        let mut counts = Vec::new();
+        for (key, index) in shared.indexes.read().expect("indexes lock poisoned").iter() {
+            let mut index = index.lock().expect("index lock poisoned");
+            let end = ends.get(key).copied().unwrap_or(index.end());
+            index.reset_to(end)?;
+            counts.push((key.0, key.1, end));
+        }
+        counts.sort_unstable();
+        super::segment::sync_filesystem(&shared.dir)?;
+        Checkpoint {
+            journal_synced: position,
+            indexed: position,
+            counts,
+            truncate_to: None,
+            reset_to: Some(position),
+        }
+        .store(&shared.dir)?;
+        shared.journal.reset(position)?;
+        self.writer = Writer::new(&shared.journal, position)?;
+        self.last_index = None;
+        self.next_offsets.clear();
+        *shared.records.lock().expect("records lock poisoned") = RecordPositions::default();
+        shared
+            .offsets
+            .lock()
+            .expect("offsets lock poisoned")
+            .clear();
+        {
+            let mut p = shared.progress.lock().expect("progress lock poisoned");
+            p.written = position;
+            p.synced = position;
+            p.indexed = position;
+            p.index_waiting = false;
+            p.watermark = p.watermark.max(position);
+        }
+        shared.flush_and_checkpoint(position, position)?;
+        shared.visible.send_replace(position);
+        shared.pullable.send_replace(position);
+        tracing::warn!(dir = %shared.dir_display, position, "journal reset: every record dropped, restarting where the source's journal starts");
+        Ok(())
     }
 
     /// Makes the group refuse writes until restart.

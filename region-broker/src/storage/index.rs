@@ -175,6 +175,28 @@ impl PartitionIndex {
         Ok(())
     }
 
+    /// Empties the index and makes `end` its next offset (a replica whose journal restarts
+    /// past this partition's last record). The file that would hold offset `end - 1` is kept
+    /// as a hole, so a checkpoint counting `end` entries reopens; holes read as position 0,
+    /// below any restarted journal, and are trimmed on recovery.
+    pub(crate) fn reset_to(&mut self, end: u64) -> io::Result<()> {
+        for (first, _) in std::mem::take(&mut self.files) {
+            std::fs::remove_file(self.dir.join(file_name(first)))?;
+        }
+        self.pending.clear();
+        self.written = end;
+        self.earliest = end;
+        if end > 0 {
+            let first = self.file_start(end - 1);
+            self.file(first)?;
+            if let Some(file) = self.files.get(&first) {
+                file.set_len((end - first) * ENTRY_LEN as u64)?;
+            }
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
     /// Drops entries below `earliest`: whole files that hold nothing retained are deleted.
     pub(crate) fn trim_front(&mut self, earliest: u64) -> io::Result<()> {
         self.earliest = earliest.max(self.earliest);

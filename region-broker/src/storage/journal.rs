@@ -256,6 +256,23 @@ impl Journal {
         Ok(())
     }
 
+    /// Drops every segment and starts the journal afresh at `pos` (last segment first, so a
+    /// crash midway leaves a contiguous journal; the caller records the intent first).
+    pub(crate) fn reset(&self, pos: u64) -> io::Result<()> {
+        let mut segments = self.segments.write().expect("journal lock poisoned");
+        while let Some(seg) = segments.pop() {
+            std::fs::remove_file(&seg.path)?;
+            segment::sync_dir(&self.dir)?;
+        }
+        segments.push(Arc::new(Segment::create(
+            &self.dir,
+            pos,
+            self.segment_bytes,
+        )?));
+        segment::sync_dir(&self.dir)?;
+        Ok(())
+    }
+
     /// Deletes the oldest segment if there is more than one and `keep` says not to keep it.
     pub(crate) fn drop_first_if(
         &self,

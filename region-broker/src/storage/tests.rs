@@ -637,7 +637,7 @@ fn a_replicated_group_waits_for_a_topic_it_does_not_know_yet() {
 }
 
 #[test]
-fn a_replicated_group_keeps_its_journal_despite_retention() {
+fn a_replicated_group_deletes_only_below_its_retention_floor() {
     let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();
     let config = GroupConfig {
@@ -646,17 +646,109 @@ fn a_replicated_group_keeps_its_journal_despite_retention() {
         ..config(FlushPolicy::Fsync)
     };
     let group = LogGroup::open(&tmp.path().join("g"), config, &partitions()).unwrap();
+    let mut ends = Vec::new();
     for i in 0..100 {
-        rt.block_on(group.append((1, 0), payload(i, 200), 1))
+        let a = rt
+            .block_on(group.append((1, 0), payload(i, 200), 1))
             .unwrap();
+        ends.push(a.position + u64::from(a.len));
     }
+    let written = group.positions().1;
+    group.set_watermark(written);
+    wait_visible(&rt, &group, written);
     let before = group.journal_size();
-    assert!(before.1 > 2);
+    assert!(before.1 > 4);
     group.apply_retention().unwrap();
     assert_eq!(
         group.journal_size(),
         before,
-        "a lagging replica may still need every record"
+        "nothing is covered by a snapshot yet: a lagging replica may need every record"
     );
+    // Raft purged up to the 40th record: only segments wholly below it may go.
+    let floor = ends[39];
+    group.set_retention_floor(floor);
+    group.apply_retention().unwrap();
+    let (start, ..) = group.positions();
+    assert!(start > 0 && start <= floor, "start {start}, floor {floor}");
+    assert!(group.journal_size().1 < before.1);
     group.close();
+}
+
+#[test]
+fn a_replica_behind_the_retained_journal_resets_and_pulls_from_the_start() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let leader_config = GroupConfig {
+        retention_bytes: Some(3 * 4096),
+        ..config(FlushPolicy::Fsync)
+    };
+    let leader = LogGroup::open(&tmp.path().join("leader"), leader_config, &partitions()).unwrap();
+    // Partition (1, 0) gets records throughout; (1, 1) only early, so retention deletes
+    // all of its records and the replica must learn its next offset from the leader.
+    for i in 0..10 {
+        rt.block_on(leader.append((1, 1), payload(i, 100), 1))
+            .unwrap();
+    }
+    rt.block_on(leader.commit_offset("g", (1, 0), 7)).unwrap();
+    for i in 0..120 {
+        rt.block_on(leader.append((1, 0), payload(i, 200), 2))
+            .unwrap();
+    }
+    wait_visible(&rt, &leader, leader.positions().1);
+    leader.apply_retention().unwrap();
+    let start = leader.positions().0;
+    assert!(start > 0, "retention deleted nothing");
+    let follower_config = GroupConfig {
+        replicated: true,
+        ..config(FlushPolicy::Fsync)
+    };
+    let dir = tmp.path().join("follower");
+    let follower = LogGroup::open(&dir, follower_config.clone(), &partitions()).unwrap();
+    // An old record the follower had: the reset drops it.
+    rt.block_on(follower.append((2, 0), payload(1, 50), 1))
+        .unwrap();
+    let ends = leader.partition_ends_at(start).unwrap();
+    assert_eq!(ends[&(1, 1)], 10);
+    rt.block_on(follower.reset_to(start, ends)).unwrap();
+    assert_eq!(follower.positions().1, start);
+    let end = pull(&rt, &leader, &follower, start).unwrap();
+    follower.set_watermark(end);
+    wait_visible(&rt, &follower, end);
+    let check_same = |follower: &LogGroup| {
+        for key in [(1, 0), (1, 1), (2, 0)] {
+            assert_eq!(
+                follower.offsets(key).unwrap(),
+                leader.offsets(key).unwrap(),
+                "offsets of {key:?}"
+            );
+        }
+        let (earliest, _) = leader.offsets((1, 0)).unwrap();
+        let a = leader.read((1, 0), earliest, 1 << 20).unwrap();
+        let b = follower.read((1, 0), earliest, 1 << 20).unwrap();
+        assert_eq!(a.len(), b.len());
+        for (a, b) in a.iter().zip(&b) {
+            assert_eq!((a.base_offset, &a.payload), (b.base_offset, &b.payload));
+        }
+        assert_eq!(follower.committed_offset("g", (1, 0)), Some(7));
+    };
+    check_same(&follower);
+    // It goes on replicating, and a partition with no retained record continues at the
+    // leader's offset.
+    rt.block_on(leader.append((1, 1), payload(99, 100), 1))
+        .unwrap();
+    let end = pull(&rt, &leader, &follower, end).unwrap();
+    follower.set_watermark(end);
+    wait_visible(&rt, &follower, end);
+    assert_eq!(follower.offsets((1, 1)).unwrap(), (10, 11));
+    check_same(&follower);
+    // And it recovers as it was.
+    follower.close();
+    drop(follower);
+    let follower = LogGroup::open(&dir, follower_config, &partitions()).unwrap();
+    follower.set_watermark(end);
+    wait_visible(&rt, &follower, end);
+    check_same(&follower);
+    assert_eq!(follower.positions().0, start);
+    follower.close();
+    leader.close();
 }
