@@ -124,7 +124,12 @@ impl Client {
                                 *self.current.lock().expect("client lock poisoned") = c.clone();
                                 rpc = c;
                             }
-                            Err(e) => last = Some(e),
+                            // The named leader is unreachable (it may have just died):
+                            // wait for the others to elect a new one.
+                            Err(e) => {
+                                last = Some(e);
+                                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                            }
                         },
                         // An election is under way, or this broker is behind: wait, then ask
                         // the next bootstrap broker.

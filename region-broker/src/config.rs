@@ -57,6 +57,10 @@ pub struct ReplicationConfig {
     /// Slaves that must hold a record before a master-slave group commits it (quorum acks
     /// wait for this many).
     pub sync_replicas: u32,
+    /// A raft group snapshots after this many entries (0: never); what a snapshot covers,
+    /// retention may delete, and a replica behind it catches up by installing the snapshot
+    /// (the journal shipped from a peer).
+    pub snapshot_entries: u64,
 }
 
 impl Default for ReplicationConfig {
@@ -66,6 +70,7 @@ impl Default for ReplicationConfig {
             peers: Vec::new(),
             master_slave: Vec::new(),
             sync_replicas: 1,
+            snapshot_entries: 10_000,
         }
     }
 }

@@ -98,6 +98,7 @@ fn log_group_info(s: LogGroupState) -> v1::LogGroupInfo {
         strategy: s.strategy.to_owned(),
         epoch: s.epoch,
         leader: s.leader,
+        start_position: s.start_position,
         end_position: s.end_position,
         last_index: s.last_index,
         last_term: s.last_term,

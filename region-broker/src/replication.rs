@@ -3,5 +3,6 @@
 //! ([`master_slave`]).
 
 pub mod master_slave;
+pub mod pull;
 pub mod raft;
 pub mod transport;

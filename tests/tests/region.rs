@@ -477,3 +477,101 @@ async fn master_slave_kill9_of_the_master_and_a_controlled_failover_lose_nothing
         if truncated { "truncated a" } else { "had no" }
     );
 }
+
+/// Catch-up behind the retained log: a replica is wiped while the region writes on, raft
+/// snapshots and purges, and retention deletes the journal's first segments (the topic's
+/// creation among them). The replica, restarted, is sent a snapshot and ships the retained
+/// journal from a peer; it then holds the catalog and every retained message, and with
+/// the old leader killed it serves them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_the_retained_log_catches_up_through_a_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut region = Region::start(
+        tmp.path(),
+        3,
+        &[
+            "--log-groups",
+            "1",
+            "--segment-bytes",
+            "65536",
+            "--batch-bytes-max",
+            "32768",
+            "--message-bytes-max",
+            "16384",
+            "--snapshot-entries",
+            "50",
+            "--retention-bytes",
+            "262144",
+            "--retention-check-interval-ms",
+            "200",
+        ],
+    )
+    .await
+    .unwrap();
+    let client = region.client().await;
+    client.create_topic("orders", 4).await.unwrap();
+    let leader = region.leader_of("orders", 0).await.expect("a leader");
+    let victim = (leader + 1) % 3;
+    region.brokers[victim].kill9();
+    std::fs::remove_dir_all(&region.brokers[victim].data_dir).unwrap();
+
+    // One raft entry per message, so that snapshots (every 50 entries) come often.
+    let producer = client.producer(ProducerConfig {
+        batch_bytes: 1,
+        ..ProducerConfig::default()
+    });
+    let pad = "x".repeat(1000);
+    for i in 0..2_000u32 {
+        let f = producer
+            .send(Record::new("orders", format!("p{}-m{i}-{pad}", i % 4)).partition(i % 4))
+            .await;
+        if i % 100 == 99 {
+            f.await.unwrap();
+        }
+    }
+    producer.flush().await;
+    // Retention deletes what the snapshots cover.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = region.log_group(leader, 0).await.unwrap();
+        if info.start_position > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "retention never ran: {info:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = read_all(&client, "orders").await;
+    let earliest = client.describe_topic("orders").await.unwrap();
+    assert!(
+        earliest.partitions.iter().all(|p| p.earliest_offset > 0),
+        "retention left every partition whole: {earliest:?}"
+    );
+
+    region.brokers[victim].restart().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let l = region.log_group(leader, 0).await.unwrap();
+        let v = region.log_group(victim, 0).await;
+        if v.as_ref().is_some_and(|v| {
+            v.end_position == l.end_position && v.start_position > 0 && v.watermark == l.watermark
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the wiped replica did not catch up: {v:?} vs leader {l:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        region.brokers[victim]
+            .log_text()
+            .contains("shipped the journal for a snapshot"),
+        "the replica caught up without a snapshot"
+    );
+    // The catalog came with the snapshot; the messages with the shipped journal. Kill the
+    // leader: the rebuilt replica is one of the two that must serve everything.
+    region.brokers[leader].kill9();
+    let after = read_all(&client, "orders").await;
+    assert_eq!(after, before, "the rebuilt replica serves other messages");
+}

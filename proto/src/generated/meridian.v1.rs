@@ -260,6 +260,9 @@ pub struct LogGroupInfo {
     /// Master-slave: slaves that must hold a record before it is committed.
     #[prost(uint32, tag = "10")]
     pub sync_replicas: u32,
+    /// Where this replica's journal starts (retention moves it up).
+    #[prost(uint64, tag = "11")]
+    pub start_position: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

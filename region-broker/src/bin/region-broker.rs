@@ -65,6 +65,16 @@ struct Args {
     /// Slaves that must hold a record before a master-slave group commits it.
     #[arg(long)]
     sync_replicas: Option<u32>,
+    /// A raft group snapshots after this many entries (0: never); retention deletes only
+    /// what a snapshot covers.
+    #[arg(long)]
+    snapshot_entries: Option<u64>,
+    /// Delete the oldest segments while a group's journal exceeds this many bytes.
+    #[arg(long)]
+    retention_bytes: Option<u64>,
+    /// How often retention runs, in milliseconds.
+    #[arg(long)]
+    retention_check_interval_ms: Option<u64>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -148,6 +158,15 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.sync_replicas {
         c.replication.sync_replicas = v;
+    }
+    if let Some(v) = args.snapshot_entries {
+        c.replication.snapshot_entries = v;
+    }
+    if let Some(v) = args.retention_bytes {
+        c.storage.retention_bytes = v;
+    }
+    if let Some(v) = args.retention_check_interval_ms {
+        c.storage.retention_check_interval_ms = v;
     }
     Ok(c)
 }

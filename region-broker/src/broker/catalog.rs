@@ -59,6 +59,17 @@ impl Strategy {
     }
 }
 
+/// A catalog as a snapshot carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogSnapshot {
+    /// The id the next topic gets.
+    pub next_id: u32,
+    /// Every topic.
+    pub topics: Vec<Topic>,
+    /// Ids of deleted topics.
+    pub retired: Vec<u32>,
+}
+
 /// All topics of a broker.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Catalog {
@@ -125,6 +136,25 @@ impl Catalog {
     /// Ids of deleted topics.
     pub fn retired(&self) -> &[u32] {
         &self.retired
+    }
+
+    /// Records a deleted topic's id (from a snapshot) and saves.
+    pub fn retire(&mut self, id: u32) -> io::Result<()> {
+        if !self.retired.contains(&id) {
+            self.retired.push(id);
+            self.next_id = self.next_id.max(id + 1);
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// The whole catalog, for a snapshot.
+    pub fn snapshot(&self) -> CatalogSnapshot {
+        CatalogSnapshot {
+            next_id: self.next_id,
+            topics: self.topics.values().cloned().collect(),
+            retired: self.retired.clone(),
+        }
     }
 
     fn save(&self) -> io::Result<()> {

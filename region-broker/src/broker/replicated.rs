@@ -18,6 +18,7 @@ use super::{
 use crate::replication::master_slave::{MasterSlaveGroup, Role, WaitError};
 use crate::replication::raft::{
     CatalogChange, Command, CommandResult, JournalLogStore, JournalStateMachine, LocalAck,
+    Shipping, SnapshotHooks,
 };
 use crate::replication::transport::{GroupRaft, GrpcNetwork, Peers, RaftTransportService};
 
@@ -35,10 +36,19 @@ impl Broker {
             heartbeat_interval: 100,
             election_timeout_min: 600,
             election_timeout_max: 1200,
-            // Snapshots do not ship journal segments yet: a replica that needed one would
-            // get the state machine's metadata without the messages. So raft never builds
-            // snapshots or purges its log, and lagging replicas catch up from the log.
-            snapshot_policy: openraft::SnapshotPolicy::Never,
+            // A snapshot names a journal position; a follower installing it ships the journal
+            // up to there from a peer (`JournalStateMachine::ship`). What it covers, raft
+            // purges and retention may delete.
+            snapshot_policy: match config.replication.snapshot_entries {
+                0 => openraft::SnapshotPolicy::Never,
+                n => openraft::SnapshotPolicy::LogsSinceLast(n),
+            },
+            max_in_snapshot_log_to_keep: config.replication.snapshot_entries.clamp(1, 1000),
+            // A broker whose disk was replaced comes back with an empty journal: the leader
+            // starts its replication over (from a snapshot if the log was purged) rather
+            // than stopping. Raft's safety assumes a replica keeps what it acknowledged, so
+            // a wiped replica must not be one of a quorum that is also lost.
+            allow_log_reversion: Some(true),
             ..openraft::Config::default()
         };
         let raft_config = Arc::new(
@@ -51,6 +61,7 @@ impl Broker {
         let mut master_slave = std::collections::HashMap::new();
         for (g, group) in self.groups.iter().enumerate() {
             let dir = group_dir(&config.data_dir, g as u32);
+            transport.register_journal(g as u32, group.clone());
             if config.master_slave_master(g as u32).is_some() {
                 let replica = MasterSlaveGroup::open(
                     g as u32,
@@ -66,8 +77,35 @@ impl Broker {
                 continue;
             }
             let store = JournalLogStore::open(group.clone(), &dir)?;
-            let mut sm = JournalStateMachine::open(group.clone(), &dir)?;
+            let mut sm = JournalStateMachine::open(group.clone(), &dir)?.with_shipping(Shipping {
+                me: node_id,
+                group: g as u32,
+                call: peers.master_slave_call(),
+            });
             if g == 0 {
+                let save = Arc::downgrade(self);
+                let restore = Arc::downgrade(self);
+                sm = sm.with_snapshot_hooks(SnapshotHooks {
+                    save: Arc::new(move || {
+                        let broker = save
+                            .upgrade()
+                            .ok_or_else(|| io::Error::other("broker stopped"))?;
+                        let snapshot = broker
+                            .catalog
+                            .read()
+                            .expect("catalog lock poisoned")
+                            .snapshot();
+                        serde_json::to_value(snapshot).map_err(io::Error::other)
+                    }),
+                    restore: Arc::new(move |value| {
+                        let broker = restore
+                            .upgrade()
+                            .ok_or_else(|| io::Error::other("broker stopped"))?;
+                        let snapshot: super::catalog::CatalogSnapshot =
+                            serde_json::from_value(value.clone()).map_err(io::Error::other)?;
+                        broker.restore_catalog(&snapshot).map_err(io::Error::other)
+                    }),
+                });
                 let broker = Arc::downgrade(self);
                 sm = sm.with_hook(Arc::new(move |command: &Command| {
                     match (broker.upgrade(), command) {
@@ -297,6 +335,48 @@ impl Broker {
             }),
         )
         .await?;
+        Ok(())
+    }
+
+    /// Makes the local catalog the one a snapshot of log group 0 carries: topics it lacks
+    /// are created, topics it no longer has are deleted, retired ids are kept.
+    fn restore_catalog(
+        &self,
+        snapshot: &super::catalog::CatalogSnapshot,
+    ) -> Result<(), BrokerError> {
+        for local in self.topics() {
+            if !snapshot
+                .topics
+                .iter()
+                .any(|t| t.name == local.name && t.id == local.id)
+            {
+                self.delete_topic_local(&local.name)?;
+            }
+        }
+        for topic in &snapshot.topics {
+            let held = self
+                .catalog
+                .read()
+                .expect("catalog lock poisoned")
+                .get(&topic.name)
+                .map(|t| t.id);
+            if held != Some(topic.id) {
+                self.create_topic_local(topic.clone())?;
+            }
+        }
+        for &id in &snapshot.retired {
+            self.catalog
+                .write()
+                .expect("catalog lock poisoned")
+                .retire(id)?;
+            for g in &self.groups {
+                g.retire_topic(id);
+            }
+        }
+        tracing::info!(
+            topics = snapshot.topics.len(),
+            "topic catalog restored from a snapshot"
+        );
         Ok(())
     }
 
@@ -606,6 +686,7 @@ impl Broker {
                     strategy: "none",
                     epoch: 0,
                     leader: None,
+                    start_position: group.positions().0,
                     end_position: group.positions().1,
                     last_index,
                     last_term,
@@ -657,6 +738,8 @@ pub struct LogGroupState {
     pub epoch: u64,
     /// The leader (master) as known here.
     pub leader: Option<u32>,
+    /// Start of this replica's journal.
+    pub start_position: u64,
     /// End of this replica's journal.
     pub end_position: u64,
     /// Index of its last record.

@@ -25,12 +25,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::pull::{self, ReadAnswer, ReadRequest};
 use crate::config::{Config, Peer};
-use crate::storage::{FlushPolicy, LogGroup, RecordChunk};
+use crate::storage::{FlushPolicy, LogGroup};
 
 /// How long a pull waits for new records on the master.
 const PULL_WAIT: Duration = Duration::from_millis(500);
@@ -52,13 +52,16 @@ pub struct Role {
     pub master: Option<u32>,
 }
 
-/// A request between replicas of a master-slave group.
+/// A request between replicas (for master-slave groups; `Read` for any group).
 #[derive(Debug, Serialize, Deserialize)]
 pub enum MsRequest {
     /// A slave pulls records.
     Pull(PullRequest),
     /// What role does this replica hold?
     Role,
+    /// Read the journal, whatever the group's strategy (a raft follower installing a
+    /// snapshot ships the journal this way).
+    Read(ReadRequest),
 }
 
 /// A slave's pull: where its journal ends and what it knows.
@@ -68,34 +71,21 @@ pub struct PullRequest {
     pub follower: u32,
     /// The epoch the slave follows.
     pub epoch: u64,
-    /// The end of the slave's journal: where the records it wants start.
-    pub from: u64,
-    /// The slave's last record `(index, term)`; `None` on an empty journal.
-    pub last: Option<(u64, u64)>,
+    /// Where the slave's journal ends.
+    pub read: ReadRequest,
     /// The watermark the slave knows (the master answers at once when its own is higher).
     pub watermark: u64,
-    /// Bytes of records wanted at most.
-    pub max_bytes: u32,
 }
 
 /// The master's answer to a pull, or a replica's role.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum MsResponse {
-    /// Records from `position` (possibly none) and the master's watermark.
-    Records {
-        /// Journal position of the first record.
-        position: u64,
-        /// Whole records, byte for byte.
-        records: Bytes,
-        /// Where the next pull starts.
-        next: u64,
+    /// The journal's answer, and the master's commit watermark.
+    Read {
+        /// Records, or how to repair the slave's journal first.
+        answer: ReadAnswer,
         /// The master's commit watermark.
         watermark: u64,
-    },
-    /// The slave's history diverges: keep records up to this index (none with `None`).
-    Truncate {
-        /// The last index to keep.
-        after_index: Option<u64>,
     },
     /// This replica is not master at the slave's epoch.
     NotMaster {
@@ -106,6 +96,11 @@ pub enum MsResponse {
     Role {
         /// Its role.
         role: Role,
+    },
+    /// The request failed here.
+    Failed {
+        /// Why.
+        reason: String,
     },
 }
 
@@ -206,6 +201,9 @@ impl MasterSlaveGroup {
             }
         };
         group.set_term(role.epoch);
+        // A slave that falls behind the master's retained journal resets to it, so
+        // retention here needs no floor.
+        group.set_retention_floor(u64::MAX);
         let watermark = group.watermark();
         let (view, _) = watch::channel(View { role, watermark });
         tracing::info!(group = id, epoch = role.epoch, master = ?role.master, "master-slave group opened");
@@ -300,6 +298,10 @@ impl MasterSlaveGroup {
         match request {
             MsRequest::Role => MsResponse::Role { role: self.role() },
             MsRequest::Pull(pull) => self.serve_pull(pull).await,
+            // The transport serves reads for every group before it gets here.
+            MsRequest::Read(_) => MsResponse::Failed {
+                reason: "journal reads are served by the transport".into(),
+            },
         }
     }
 
@@ -308,58 +310,51 @@ impl MasterSlaveGroup {
         if role.master != Some(self.me) || req.epoch != role.epoch {
             return MsResponse::NotMaster { role };
         }
-        if let Some((index, term)) = req.last {
-            let agrees = matches!(self.group.record_header_by_index(index), Ok(Some(h)) if h.term == term)
-                && self.group.end_of_record(index) == Some(req.from);
-            if !agrees {
-                let mut after = match self.group.last_index_of_term_at_most(term) {
-                    Ok(a) => a.map(|a| a.min(index)),
-                    Err(e) => {
-                        tracing::warn!(group = self.id, error = %e, "reading the journal for a divergence check");
-                        return MsResponse::NotMaster { role };
-                    }
-                };
-                if after == Some(index) {
-                    // Same index and term, other position: a damaged replica; step back.
-                    after = index.checked_sub(1);
-                }
-                tracing::info!(group = self.id, slave = req.follower, last = index, term, keep_to = ?after, "a slave's history diverges: it truncates");
-                return MsResponse::Truncate { after_index: after };
-            }
-        } else if req.from > self.group.positions().0 {
-            // An empty slave journal must start where ours does.
-            return MsResponse::Truncate { after_index: None };
-        }
-        self.slaves
-            .lock()
-            .expect("slaves lock poisoned")
-            .insert(req.follower, (req.from, Instant::now()));
-        self.advance_watermark();
-
         let mut pullable = self.group.subscribe_pullable();
         let mut view = self.view.subscribe();
         let deadline = tokio::time::Instant::now() + PULL_WAIT;
+        let mut noted = false;
         loop {
             pullable.borrow_and_update();
             let v = *view.borrow_and_update();
             if v.role != role {
                 return MsResponse::NotMaster { role: v.role };
             }
-            let chunk = match self.group.read_records(req.from, req.max_bytes as usize) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(group = self.id, from = req.from, error = %e, "serving a pull");
-                    return MsResponse::NotMaster { role };
+            let answer = match pull::serve(&self.group, &req.read) {
+                Ok(a) => a,
+                Err(reason) => {
+                    tracing::warn!(group = self.id, slave = req.follower, %reason, "serving a pull");
+                    return MsResponse::Failed { reason };
                 }
             };
-            if !chunk.records.is_empty()
+            let ReadAnswer::Records { records, .. } = &answer else {
+                tracing::info!(
+                    group = self.id,
+                    slave = req.follower,
+                    ?answer,
+                    "a slave's journal needs repair first"
+                );
+                return MsResponse::Read {
+                    answer,
+                    watermark: v.watermark,
+                };
+            };
+            if !noted {
+                // Its history agrees with ours: it holds everything below `from`.
+                noted = true;
+                self.slaves
+                    .lock()
+                    .expect("slaves lock poisoned")
+                    .insert(req.follower, (req.read.from, Instant::now()));
+                self.advance_watermark();
+                continue;
+            }
+            if !records.is_empty()
                 || v.watermark > req.watermark
                 || tokio::time::Instant::now() >= deadline
             {
-                return MsResponse::Records {
-                    position: chunk.position,
-                    records: chunk.records,
-                    next: chunk.next,
+                return MsResponse::Read {
+                    answer,
                     watermark: v.watermark,
                 };
             }
@@ -546,10 +541,8 @@ impl MasterSlaveGroup {
         let request = PullRequest {
             follower: self.me,
             epoch: role.epoch,
-            from: self.group.positions().1,
-            last: self.group.last_record(),
+            read: ReadRequest::continuing(&self.group, PULL_BYTES),
             watermark: self.group.watermark(),
-            max_bytes: PULL_BYTES,
         };
         let answer = (self.call)(
             addr,
@@ -558,49 +551,23 @@ impl MasterSlaveGroup {
             PULL_WAIT + Duration::from_secs(5),
         )
         .await?;
-        let _apply = self.apply.lock().await;
+        let apply = self.apply.lock().await;
         if self.role() != role {
             return Ok(());
         }
         match answer {
-            MsResponse::Records {
-                position,
-                records,
-                next,
-                watermark,
-            } => {
-                if !records.is_empty() {
-                    self.group
-                        .append_records(&RecordChunk {
-                            position,
-                            records,
-                            next,
-                        })
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-                let end = self.group.positions().1;
+            MsResponse::Read { answer, watermark } => {
+                let end = pull::apply(&self.group, answer)
+                    .await
+                    .map_err(|e| format!("log group {}: {e}", self.id))?;
                 let watermark = watermark.min(end);
                 self.group.set_watermark(watermark);
                 self.view
                     .send_modify(|v| v.watermark = v.watermark.max(watermark));
                 Ok(())
             }
-            MsResponse::Truncate { after_index } => {
-                let position = match after_index {
-                    Some(i) => self.group.end_of_record(i),
-                    None => Some(self.group.positions().0),
-                }
-                .ok_or_else(|| format!("record {after_index:?} is not held here"))?;
-                tracing::warn!(group = self.id, master, position, keep_to = ?after_index, "truncating a divergent tail to follow the master");
-                metrics::counter!("meridian_master_slave_truncations_total").increment(1);
-                self.group.truncate_after(position).await.map_err(|e| {
-                    tracing::error!(group = self.id, position, error = %e, "cannot truncate to follow the master");
-                    format!("truncating log group {}: {e}", self.id)
-                })
-            }
             MsResponse::NotMaster { role: theirs } | MsResponse::Role { role: theirs } => {
-                drop(_apply);
+                drop(apply);
                 if theirs.epoch > role.epoch && theirs.master.is_some() {
                     self.set_role(theirs).await?;
                     Ok(())
@@ -611,6 +578,7 @@ impl MasterSlaveGroup {
                     ))
                 }
             }
+            MsResponse::Failed { reason } => Err(format!("broker {master}: {reason}")),
         }
     }
 }

@@ -223,9 +223,14 @@ impl JournalLogStore {
     /// The log store of `group`, keeping its hard state in `dir`.
     pub fn open(group: Arc<LogGroup>, dir: &Path) -> io::Result<JournalLogStore> {
         let path = dir.join("raft-state.json");
-        let state = load_json(&path)?.unwrap_or_default();
+        let state: HardState = load_json(&path)?.unwrap_or_default();
         let committed_path = dir.join("raft-committed.json");
         let committed = load_hint(&committed_path).flatten();
+        if let Some(purged) = state.purged
+            && let Some(end) = group.end_of_record(purged.index)
+        {
+            group.set_retention_floor(end);
+        }
         Ok(JournalLogStore {
             group,
             state: Arc::new(Mutex::new(state)),
@@ -390,12 +395,17 @@ impl RaftLogStorage<TypeConfig> for JournalLogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         self.update(|s| s.purged = Some(log_id))?;
-        // Entries up to `log_id` are applied and may go; when none remain, the journal must
-        // be empty so that the next entry (log_id + 1) starts a contiguous journal.
+        // What raft purged, a snapshot covers: retention may delete it.
+        if let Some(end) = self.group.end_of_record(log_id.index) {
+            self.group.set_retention_floor(end);
+        }
+        // A journal that does not reach the purged entry cannot be continued by the next
+        // one (log_id + 1): it must start empty. (A snapshot install ships the journal up to
+        // its last entry first, so this only happens without one.)
         if self
             .group
             .record_bounds()
-            .is_some_and(|(_, last)| last <= log_id.index)
+            .is_some_and(|(_, last)| last < log_id.index)
         {
             self.group.truncate_after_index(None).await?;
         }
@@ -411,6 +421,46 @@ pub struct JournalStateMachine {
     snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
     path: PathBuf,
     hook: Option<ApplyHook>,
+    snapshot_hooks: Option<SnapshotHooks>,
+    shipping: Option<Shipping>,
+}
+
+/// Replaces the broker's metadata with a snapshot's.
+pub type RestoreHook = Arc<dyn Fn(&serde_json::Value) -> io::Result<()> + Send + Sync>;
+
+/// Metadata the broker keeps beside a group's log (the topic catalog, for log group 0):
+/// saved into snapshots, restored from them, since retention may delete the entries that
+/// built it.
+#[derive(Clone)]
+pub struct SnapshotHooks {
+    /// The metadata now.
+    pub save: Arc<dyn Fn() -> io::Result<serde_json::Value> + Send + Sync>,
+    /// Replaces the metadata with a snapshot's.
+    pub restore: RestoreHook,
+}
+
+/// How an installing follower gets the journal a snapshot covers: from the other members,
+/// by the pull protocol ([`super::pull`]).
+#[derive(Clone)]
+pub struct Shipping {
+    /// This node's id (not a source).
+    pub me: u64,
+    /// The log group.
+    pub group: u32,
+    /// Sends a request to a member's replication port.
+    pub call: super::master_slave::PeerCall,
+}
+
+/// What a snapshot carries: the applied state, where the journal ends at its last entry,
+/// and the broker's metadata.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SnapshotState {
+    applied: AppliedState,
+    /// Journal position just past the last entry's record (the same on every replica).
+    #[serde(default)]
+    position: Option<u64>,
+    #[serde(default)]
+    metadata: Option<serde_json::Value>,
 }
 
 impl Debug for JournalStateMachine {
@@ -447,7 +497,92 @@ impl JournalStateMachine {
             snapshot: Arc::default(),
             path,
             hook: None,
+            snapshot_hooks: None,
+            shipping: None,
         })
+    }
+
+    /// Saves and restores the broker's metadata with snapshots.
+    pub fn with_snapshot_hooks(mut self, hooks: SnapshotHooks) -> JournalStateMachine {
+        self.snapshot_hooks = Some(hooks);
+        self
+    }
+
+    /// Ships the journal from other members when installing a snapshot.
+    pub fn with_shipping(mut self, shipping: Shipping) -> JournalStateMachine {
+        self.shipping = Some(shipping);
+        self
+    }
+
+    /// Whether the journal holds the entry `log_id`.
+    fn holds(&self, log_id: LogId) -> bool {
+        matches!(self.group.record_header_by_index(log_id.index), Ok(Some(h)) if h.term == log_id.leader_id.term)
+    }
+
+    /// Pulls the journal up to `until` (just past `last`'s record) from the snapshot's other
+    /// members, in turn, until it holds `last`.
+    async fn ship(&self, meta: &SnapshotMeta, last: LogId, until: u64) -> io::Result<()> {
+        use super::master_slave::{MsRequest, MsResponse};
+        use super::pull::{self, ReadAnswer, ReadRequest};
+        let Some(shipping) = &self.shipping else {
+            return Err(io::Error::other(
+                "this replica cannot ship a journal (no peers configured)",
+            ));
+        };
+        let sources: Vec<(u64, String)> = meta
+            .last_membership
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != shipping.me)
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect();
+        let mut errors = Vec::new();
+        for (id, addr) in sources {
+            let mut shipped = 0u64;
+            let result: Result<(), String> = async {
+                loop {
+                    if self.holds(last) {
+                        return Ok(());
+                    }
+                    let mut request = ReadRequest::continuing(&self.group, 4 << 20);
+                    request.until = Some(until);
+                    let answer = (shipping.call)(
+                        addr.clone(),
+                        shipping.group,
+                        MsRequest::Read(request),
+                        std::time::Duration::from_secs(30),
+                    )
+                    .await?;
+                    let answer = match answer {
+                        MsResponse::Read { answer, .. } => answer,
+                        MsResponse::Failed { reason } => return Err(reason),
+                        other => return Err(format!("unexpected answer {other:?}")),
+                    };
+                    if let ReadAnswer::Records { records, .. } = &answer {
+                        if records.is_empty() {
+                            return Err(format!(
+                                "it holds the journal only to {}, not to {until}",
+                                self.group.positions().1
+                            ));
+                        }
+                        shipped += records.len() as u64;
+                    }
+                    pull::apply(&self.group, answer).await?;
+                }
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    tracing::info!(group = shipping.group, source = id, bytes = shipped, last = %last, "shipped the journal for a snapshot");
+                    return Ok(());
+                }
+                Err(e) => errors.push(format!("broker {id} ({addr}): {e}")),
+            }
+        }
+        Err(io::Error::other(format!(
+            "no member could ship the journal up to entry {last}: {}",
+            errors.join("; ")
+        )))
     }
 
     /// Calls `hook` with every command applied from now on.
@@ -538,13 +673,31 @@ impl RaftStateMachine<TypeConfig> for JournalStateMachine {
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
         let data = snapshot.into_inner();
-        let installed: AppliedState = serde_json::from_slice(&data).map_err(io::Error::other)?;
-        if installed.last_applied != meta.last_log_id {
+        let snap: SnapshotState = serde_json::from_slice(&data).map_err(io::Error::other)?;
+        if snap.applied.last_applied != meta.last_log_id {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "snapshot data does not match its metadata",
             ));
         }
+        // Metadata first: the journal's records belong to topics it names.
+        if let (Some(metadata), Some(hooks)) = (&snap.metadata, &self.snapshot_hooks) {
+            (hooks.restore)(metadata)?;
+        }
+        if let Some(last) = meta.last_log_id {
+            if !self.holds(last) {
+                match (snap.position, &self.shipping) {
+                    (Some(until), Some(_)) => self.ship(meta, last, until).await?,
+                    // Nowhere to ship from (a replica without peers, as in the storage
+                    // conformance suite): the snapshot carries the state machine only.
+                    _ => tracing::warn!(last = %last, "installing a snapshot without its journal"),
+                }
+            }
+            if let Some(end) = self.group.end_of_record(last.index) {
+                self.group.set_watermark(end);
+            }
+        }
+        let installed = snap.applied;
         self.save(&installed)?;
         *self.state.lock().expect("state machine lock poisoned") = installed;
         *self.snapshot.lock().expect("snapshot lock poisoned") = Some((meta.clone(), data));
@@ -573,7 +726,20 @@ impl RaftSnapshotBuilder<TypeConfig> for JournalStateMachine {
             .lock()
             .expect("state machine lock poisoned")
             .clone();
-        let data = serde_json::to_vec(&state).map_err(io::Error::other)?;
+        // The metadata is read after the applied state, so it covers at least what was
+        // applied (applying again later is idempotent).
+        let metadata = match &self.snapshot_hooks {
+            Some(hooks) => Some((hooks.save)()?),
+            None => None,
+        };
+        let snapshot = SnapshotState {
+            position: state
+                .last_applied
+                .and_then(|l| self.group.end_of_record(l.index)),
+            applied: state.clone(),
+            metadata,
+        };
+        let data = serde_json::to_vec(&snapshot).map_err(io::Error::other)?;
         let meta = SnapshotMeta {
             last_log_id: state.last_applied,
             last_membership: state.membership.clone(),

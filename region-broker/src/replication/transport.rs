@@ -204,6 +204,7 @@ impl RaftNetworkV2<TypeConfig> for GrpcConnection {
 pub struct RaftTransportService {
     groups: Arc<RwLock<HashMap<u32, GroupRaft>>>,
     master_slave: Arc<RwLock<HashMap<u32, Arc<MasterSlaveGroup>>>>,
+    journals: Arc<RwLock<HashMap<u32, Arc<crate::storage::LogGroup>>>>,
 }
 
 impl RaftTransportService {
@@ -213,6 +214,14 @@ impl RaftTransportService {
             .write()
             .expect("groups lock poisoned")
             .insert(group, raft);
+    }
+
+    /// Serves journal reads ([`MsRequest::Read`]) of `group` from `journal`.
+    pub fn register_journal(&self, group: u32, journal: Arc<crate::storage::LogGroup>) {
+        self.journals
+            .write()
+            .expect("groups lock poisoned")
+            .insert(group, journal);
     }
 
     /// Routes master-slave requests for `group` to `replica`.
@@ -305,6 +314,26 @@ impl raft_transport_server::RaftTransport for RaftTransportService {
 
     async fn master_slave(&self, request: Request<RaftRpc>) -> Result<Response<RaftRpc>, Status> {
         let rpc = request.into_inner();
+        let req: MsRequest = decode(&rpc)?;
+        if let MsRequest::Read(read) = &req {
+            let journal = self
+                .journals
+                .read()
+                .expect("groups lock poisoned")
+                .get(&rpc.group)
+                .cloned()
+                .ok_or_else(|| {
+                    Status::not_found(format!("this broker hosts no log group {}", rpc.group))
+                })?;
+            let resp = match super::pull::serve(&journal, read) {
+                Ok(answer) => MsResponse::Read {
+                    answer,
+                    watermark: journal.watermark(),
+                },
+                Err(reason) => MsResponse::Failed { reason },
+            };
+            return encode(rpc.group, &resp);
+        }
         let replica = self
             .master_slave
             .read()
@@ -317,7 +346,6 @@ impl raft_transport_server::RaftTransport for RaftTransportService {
                     rpc.group
                 ))
             })?;
-        let req: MsRequest = decode(&rpc)?;
         let resp = replica.handle(req).await;
         encode(rpc.group, &resp)
     }

@@ -125,6 +125,9 @@ struct Shared {
     /// The end of records a replica may pull (durable per the flush policy); changes on
     /// every group commit and truncation.
     pullable: watch::Sender<u64>,
+    /// Next offsets, from a journal reset, of partitions this replica does not hold yet (their
+    /// topic's creation has not reached it): the index starts there when it is added.
+    pending_ends: Mutex<HashMap<PartitionKey, u64>>,
     /// Retention deletes only segments that end at or below this position: in a raft group,
     /// the end of what raft has purged (what a snapshot covers).
     retention_floor: AtomicU64,
@@ -342,6 +345,7 @@ impl LogGroup {
             retired_topics: RwLock::new(std::collections::HashSet::new()),
             visible,
             pullable,
+            pending_ends: Mutex::new(HashMap::new()),
             retention_floor,
             term,
             stop: AtomicBool::new(false),
@@ -512,7 +516,16 @@ impl LogGroup {
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }
-        let index = PartitionIndex::open(&dir, self.shared.config.index_entries_per_file, 0)?;
+        let mut index = PartitionIndex::open(&dir, self.shared.config.index_entries_per_file, 0)?;
+        if let Some(end) = self
+            .shared
+            .pending_ends
+            .lock()
+            .expect("pending ends lock poisoned")
+            .remove(&key)
+        {
+            index.reset_to(end)?;
+        }
         self.shared
             .indexes
             .write()
@@ -828,6 +841,16 @@ impl LogGroup {
     /// position: only records durable here, from one segment, about `max_bytes` (at least one
     /// record when any is available).
     pub fn read_records(&self, from: u64, max_bytes: usize) -> Result<RecordChunk, ReadError> {
+        self.read_records_until(from, None, max_bytes)
+    }
+
+    /// [`LogGroup::read_records`], sending no record that ends past `until`.
+    pub fn read_records_until(
+        &self,
+        from: u64,
+        until: Option<u64>,
+        max_bytes: usize,
+    ) -> Result<RecordChunk, ReadError> {
         let durable = {
             let p = self.shared.progress.lock().expect("progress lock poisoned");
             match self.shared.config.flush {
@@ -835,6 +858,7 @@ impl LogGroup {
                 FlushPolicy::Async => p.written,
             }
         };
+        let durable = until.map_or(durable, |u| durable.min(u));
         let (position, records, next) = self.shared.journal.read_chunk(from, durable, max_bytes)?;
         Ok(RecordChunk {
             position,
@@ -1036,6 +1060,17 @@ impl Shared {
             index.trim_front(earliest)?;
             indexes.insert(*key, Arc::new(Mutex::new(index)));
         }
+        {
+            let mut pending = self
+                .pending_ends
+                .lock()
+                .expect("pending ends lock poisoned");
+            for (key, &end) in &counts {
+                if !indexes.contains_key(key) && start > 0 {
+                    pending.insert(*key, end);
+                }
+            }
+        }
         *self.indexes.write().expect("indexes lock poisoned") = indexes;
         // A replicated group indexes only what was committed when it last checkpointed; the
         // leader announces the watermark again. Otherwise everything durable is visible.
@@ -1157,6 +1192,16 @@ impl Shared {
             let mut index = index.lock().expect("index lock poisoned");
             written |= index.write_pending()?;
             counts.push((key.0, key.1, index.end()));
+        }
+        for (key, &end) in self
+            .pending_ends
+            .lock()
+            .expect("pending ends lock poisoned")
+            .iter()
+        {
+            if !indexes.contains_key(key) {
+                counts.push((key.0, key.1, end));
+            }
         }
         if written {
             // One syncfs instead of an fsync per index file: with thousands of partitions,
@@ -1484,11 +1529,18 @@ impl Appender {
         }
         let next = match self.next_offsets.get(&key) {
             Some(&n) => n,
-            None => self
-                .shared
-                .index(key)
-                .map(|i| i.lock().expect("index lock poisoned").end())
-                .unwrap_or(0),
+            None => self.shared.index(key).map_or_else(
+                |_| {
+                    self.shared
+                        .pending_ends
+                        .lock()
+                        .expect("pending ends lock poisoned")
+                        .get(&key)
+                        .copied()
+                        .unwrap_or(0)
+                },
+                |i| i.lock().expect("index lock poisoned").end(),
+            ),
         };
         let header = match body {
             Body::Batch { count, .. } => {
@@ -1528,7 +1580,7 @@ impl Appender {
                 // record may start anywhere: its earlier records were deleted upstream.
                 let restarted = !self.next_offsets.contains_key(&key)
                     && self.shared.journal.start() > 0
-                    && self.shared.index(key).is_ok_and(|i| {
+                    && self.shared.index(key).map_or(true, |i| {
                         let i = i.lock().expect("index lock poisoned");
                         i.end() == i.earliest()
                     });
@@ -1650,11 +1702,25 @@ impl Appender {
         // the journal: a crash before the intent leaves the old journal, whose indexes
         // recovery rebuilds; after it, recovery finishes the reset.
         let mut counts = Vec::new();
-        for (key, index) in shared.indexes.read().expect("indexes lock poisoned").iter() {
-            let mut index = index.lock().expect("index lock poisoned");
-            let end = ends.get(key).copied().unwrap_or(index.end());
-            index.reset_to(end)?;
-            counts.push((key.0, key.1, end));
+        {
+            let indexes = shared.indexes.read().expect("indexes lock poisoned");
+            for (key, index) in indexes.iter() {
+                let mut index = index.lock().expect("index lock poisoned");
+                let end = ends.get(key).copied().unwrap_or(index.end());
+                index.reset_to(end)?;
+                counts.push((key.0, key.1, end));
+            }
+            let mut pending = shared
+                .pending_ends
+                .lock()
+                .expect("pending ends lock poisoned");
+            pending.clear();
+            for (key, &end) in ends {
+                if !indexes.contains_key(key) {
+                    pending.insert(*key, end);
+                    counts.push((key.0, key.1, end));
+                }
+            }
         }
         counts.sort_unstable();
         super::segment::sync_filesystem(&shared.dir)?;
