@@ -9,15 +9,16 @@
 //! (`raft-committed.json`, a hint written without fsync: losing it only makes raft re-apply
 //! more on restart). The state machine is the group's commit watermark: applying an entry
 //! moves the watermark past its record, which is what makes its messages visible to
-//! consumers; its own state (last applied, membership) is `raft-sm.json`, also a hint
-//! without fsync, since applying again is idempotent and the log is never purged.
+//! consumers; its own state (last applied, membership) is `raft-sm.json`, written without
+//! fsync on every apply since applying again is idempotent — and made durable before any
+//! purge, so the applied state never falls behind what the log no longer holds.
 //!
 //! Leader ids are openraft's standard ones (one leader per term), so a log id is exactly
 //! `(term, index)`, which the record header holds.
 //!
-//! Not here yet: snapshots that ship journal segments to a replica behind the retained log
-//! (a snapshot today carries the state machine's metadata only), and retention bounded by
-//! the purged log id.
+//! Snapshots name the journal position of their last entry (and carry log group 0's topic
+//! catalog); installing one ships the journal up to there from another member
+//! ([`super::pull`]). What raft purges becomes the group's retention floor.
 
 use std::fmt::Debug;
 use std::io;
@@ -394,6 +395,18 @@ impl RaftLogStorage<TypeConfig> for JournalLogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        // The applied state (a hint written without fsync) must not be lost behind what the
+        // log stops holding: make it durable first. It covers at least the snapshot being
+        // purged up to.
+        let sm_path = self.path.with_file_name(SM_FILE);
+        match std::fs::File::open(&sm_path) {
+            Ok(f) => {
+                f.sync_all()?;
+                std::fs::File::open(sm_path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
         self.update(|s| s.purged = Some(log_id))?;
         // What raft purged, a snapshot covers: retention may delete it.
         if let Some(end) = self.group.end_of_record(log_id.index) {
@@ -412,6 +425,9 @@ impl RaftLogStorage<TypeConfig> for JournalLogStore {
         Ok(())
     }
 }
+
+/// The state machine's applied state, beside the journal.
+const SM_FILE: &str = "raft-sm.json";
 
 /// The state machine of one log group: the commit watermark, and raft's applied state.
 #[derive(Clone)]
@@ -484,7 +500,7 @@ struct AppliedState {
 impl JournalStateMachine {
     /// The state machine of `group`, keeping its applied state in `dir`.
     pub fn open(group: Arc<LogGroup>, dir: &Path) -> io::Result<JournalStateMachine> {
-        let path = dir.join("raft-sm.json");
+        let path = dir.join(SM_FILE);
         let state: AppliedState = load_hint(&path).unwrap_or_default();
         if let Some(applied) = state.last_applied
             && let Some(end) = group.end_of_record(applied.index)
