@@ -622,3 +622,37 @@ async fn a_replica_behind_the_retained_log_catches_up_through_a_snapshot() {
         }
     }
 }
+
+/// Heartbeats of many groups to the same broker share messages: with 12 log groups led by
+/// one broker, each heartbeat message carries several groups' heartbeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_of_many_groups_share_messages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let region = Region::start(tmp.path(), 3, &["--log-groups", "12"])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let metric = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let mut heartbeats = 0.0;
+    let mut messages = 0.0;
+    for b in &region.brokers {
+        let text = meridian_tests::http_get(b.metrics, "/metrics")
+            .await
+            .unwrap();
+        heartbeats += metric(&text, "meridian_raft_heartbeats_per_message_sum");
+        messages += metric(&text, "meridian_raft_heartbeats_per_message_count");
+    }
+    assert!(messages > 0.0, "no heartbeat was sent");
+    let per_message = heartbeats / messages;
+    eprintln!("heartbeats: {heartbeats} in {messages} messages ({per_message:.1} per message)");
+    assert!(
+        per_message >= 2.0,
+        "heartbeats are not coalesced: {per_message:.2} per message"
+    );
+}

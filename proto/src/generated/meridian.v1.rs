@@ -1566,6 +1566,29 @@ pub mod raft_transport_client {
                 .insert(GrpcMethod::new("meridian.v1.RaftTransport", "MasterSlave"));
             self.inner.unary(req, path, codec).await
         }
+        /// Heartbeats (empty AppendEntries) of many groups to the same broker, coalesced into one
+        /// message: a list of (group, request) answered by a list of (group, response or error).
+        pub async fn heartbeats(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RaftRpc>,
+        ) -> std::result::Result<tonic::Response<super::RaftRpc>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.RaftTransport/Heartbeats",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.RaftTransport", "Heartbeats"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1595,6 +1618,12 @@ pub mod raft_transport_server {
         ) -> std::result::Result<tonic::Response<super::RaftRpc>, tonic::Status>;
         /// Master-slave replication: slaves pull records, replicas ask each other's role.
         async fn master_slave(
+            &self,
+            request: tonic::Request<super::RaftRpc>,
+        ) -> std::result::Result<tonic::Response<super::RaftRpc>, tonic::Status>;
+        /// Heartbeats (empty AppendEntries) of many groups to the same broker, coalesced into one
+        /// message: a list of (group, request) answered by a list of (group, response or error).
+        async fn heartbeats(
             &self,
             request: tonic::Request<super::RaftRpc>,
         ) -> std::result::Result<tonic::Response<super::RaftRpc>, tonic::Status>;
@@ -1836,6 +1865,49 @@ pub mod raft_transport_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = MasterSlaveSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.RaftTransport/Heartbeats" => {
+                    #[allow(non_camel_case_types)]
+                    struct HeartbeatsSvc<T: RaftTransport>(pub Arc<T>);
+                    impl<T: RaftTransport> tonic::server::UnaryService<super::RaftRpc>
+                    for HeartbeatsSvc<T> {
+                        type Response = super::RaftRpc;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RaftRpc>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as RaftTransport>::heartbeats(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = HeartbeatsSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
