@@ -43,6 +43,9 @@ struct Args {
     /// Run only the replication rows (d).
     #[arg(long)]
     only_replication: bool,
+    /// Run only the many-groups fsync rows (e).
+    #[arg(long)]
+    only_sync: bool,
 }
 
 struct Row {
@@ -65,6 +68,13 @@ fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let duration = Duration::from_secs_f64(args.seconds);
 
+    if args.only_sync {
+        for row in rt.block_on(many_groups_rows(base.path(), args.in_flight, duration))? {
+            rows.push(row);
+        }
+        print_table(&rows, &args);
+        return Ok(());
+    }
     for &size in if args.only_replication {
         &[][..]
     } else {
@@ -149,8 +159,117 @@ fn main() -> anyhow::Result<()> {
             ..r
         });
     }
+    if !args.only_replication {
+        rows.extend(rt.block_on(many_groups_rows(base.path(), args.in_flight, duration))?);
+    }
     print_table(&rows, &args);
     Ok(())
+}
+
+/// (e) 16 log groups appending at once with fsync: one fdatasync per group per commit vs
+/// the broker's sync batcher (one syncfs for every group waiting), in the same run.
+async fn many_groups_rows(
+    base: &Path,
+    in_flight: usize,
+    duration: Duration,
+) -> anyhow::Result<Vec<Row>> {
+    const GROUPS: u32 = 16;
+    let mut rows = Vec::new();
+    let mut per_group = 0.0;
+    for batched in [false, true] {
+        let dir = base.join(format!("groups-{batched}"));
+        let r = many_groups(&dir, GROUPS, in_flight, batched, duration).await?;
+        eprintln!(
+            "{GROUPS} groups, batched fsyncs {batched}: {:.1} MB/s",
+            r.mb_s
+        );
+        if !batched {
+            per_group = r.mb_s;
+        }
+        rows.push(Row {
+            name: format!(
+                "(e) journal append, 1024 B, {GROUPS} groups, fsync, {}",
+                if batched {
+                    "batched (one syncfs for all waiting groups)"
+                } else {
+                    "one fdatasync per group commit"
+                }
+            ),
+            mb_s: r.mb_s,
+            msgs_s: r.msgs_s,
+            anchor_mb_s: per_group,
+            note: format!(
+                "{:.0} records per group commit; anchor: the per-group row of this run",
+                r.records_per_commit
+            ),
+        });
+    }
+    Ok(rows)
+}
+
+async fn many_groups(
+    dir: &Path,
+    groups: u32,
+    in_flight: usize,
+    batched: bool,
+    duration: Duration,
+) -> anyhow::Result<AppendResult> {
+    std::fs::create_dir_all(dir)?;
+    let sync = batched
+        .then(|| meridian_region_broker::storage::SyncBatcher::start(dir))
+        .transpose()?;
+    let config = GroupConfig {
+        flush: FlushPolicy::Fsync,
+        retention: None,
+        sync,
+        ..GroupConfig::default()
+    };
+    let mut opened = Vec::new();
+    for g in 0..groups {
+        let partitions = vec![((1, g), "bench".to_owned())];
+        opened.push(Arc::new(LogGroup::open(
+            &dir.join(g.to_string()),
+            config.clone(),
+            &partitions,
+        )?));
+    }
+    let payload = Bytes::from(encode_batch(&[Message {
+        value: Bytes::from(vec![7u8; 1000]),
+        timestamp_ms: 1,
+        ..Message::default()
+    }]));
+    let appended = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for w in 0..in_flight {
+        let group = opened[w % opened.len()].clone();
+        let payload = payload.clone();
+        let appended = appended.clone();
+        let key = (1, (w % opened.len()) as u32);
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                group.append(key, payload.clone(), 1).await.expect("append");
+                appended.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let started = Instant::now();
+    for t in tasks {
+        t.await?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let n = appended.load(Ordering::Relaxed) as f64;
+    let commits: u64 = opened.iter().map(|g| g.commit_stats().0).sum();
+    for g in opened {
+        tokio::task::spawn_blocking(move || g.close()).await?;
+    }
+    std::fs::remove_dir_all(dir)?;
+    Ok(AppendResult {
+        mb_s: n * 1024.0 / secs / 1e6,
+        msgs_s: n / secs,
+        records_per_commit: n / commits.max(1) as f64,
+        bytes_per_commit: 0.0,
+    })
 }
 
 fn flush_name(f: FlushPolicy) -> &'static str {

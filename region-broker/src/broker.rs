@@ -33,6 +33,8 @@ pub struct Broker {
     /// In a region (peers configured): the raft of each log group, `None` for the groups
     /// replicated master-slave.
     rafts: std::sync::OnceLock<Vec<Option<crate::replication::transport::GroupRaft>>>,
+    /// Makes the groups' commits durable together (fsync policy, several groups).
+    sync: Option<Arc<crate::storage::SyncBatcher>>,
     /// The master-slave log groups, by group number.
     master_slave: std::sync::OnceLock<
         std::collections::HashMap<u32, Arc<crate::replication::master_slave::MasterSlaveGroup>>,
@@ -202,6 +204,13 @@ impl Broker {
         let data = config.data_dir.clone();
         std::fs::create_dir_all(&data)?;
         let catalog = Catalog::load(&data)?;
+        let mut group_config = config.group_config();
+        let sync = (config.storage.flush == crate::storage::FlushPolicy::Fsync
+            && config.storage.batch_fsyncs
+            && config.log_groups > 1)
+            .then(|| crate::storage::SyncBatcher::start(&data))
+            .transpose()?;
+        group_config.sync = sync.clone();
         let mut groups = Vec::new();
         for g in 0..config.log_groups {
             let partitions: Vec<(PartitionKey, String)> = catalog
@@ -215,7 +224,7 @@ impl Broker {
                 })
                 .collect();
             let dir = group_dir(&data, g);
-            let group = LogGroup::open(&dir, config.group_config(), &partitions).map_err(|e| {
+            let group = LogGroup::open(&dir, group_config.clone(), &partitions).map_err(|e| {
                 std::io::Error::new(
                     e.kind(),
                     format!("opening log group {}: {e}", dir.display()),
@@ -245,6 +254,7 @@ impl Broker {
             catalog: RwLock::new(catalog),
             rafts: std::sync::OnceLock::new(),
             master_slave: std::sync::OnceLock::new(),
+            sync,
             catalog_writes: tokio::sync::Mutex::new(()),
         })
     }
@@ -576,6 +586,9 @@ impl Broker {
     pub fn close(&self) {
         for g in &self.groups {
             g.close();
+        }
+        if let Some(sync) = &self.sync {
+            sync.stop();
         }
     }
 

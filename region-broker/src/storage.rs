@@ -10,6 +10,7 @@ mod group;
 mod index;
 mod journal;
 mod segment;
+mod sync;
 #[cfg(test)]
 mod tests;
 
@@ -18,6 +19,7 @@ use std::time::Duration;
 pub use group::{Appended, LogGroup, RaftRecord, ReadBatch, RecordChunk};
 pub use journal::ReadFailure;
 pub use meridian_proto::record;
+pub use sync::SyncBatcher;
 
 /// Identifies a partition inside a group: `(topic_id, partition)`.
 pub type PartitionKey = (u32, u32);
@@ -56,6 +58,9 @@ pub struct GroupConfig {
     pub commit_bytes_max: usize,
     /// Leadership term stamped on records (replication sets it; a single broker uses 1).
     pub term: u64,
+    /// Makes group commits durable together with other groups' (one `syncfs` for many
+    /// groups); `None`: each group fsyncs its own segments.
+    pub sync: Option<std::sync::Arc<SyncBatcher>>,
     /// Whether a replication layer decides what is committed ([`LogGroup::set_watermark`]):
     /// then only committed records are indexed and visible. Without it, every durable
     /// record is.
@@ -75,6 +80,7 @@ impl Default for GroupConfig {
             append_queue_max: 4096,
             commit_bytes_max: 4 << 20,
             term: 1,
+            sync: None,
             replicated: false,
         }
     }

@@ -1437,7 +1437,12 @@ impl Appender {
         }
         let result = result.and_then(|()| self.writer.write());
         let synced = match (&result, self.shared.config.flush) {
-            (Ok(()), FlushPolicy::Fsync) => self.writer.sync().map_err(|e| (e, true)),
+            (Ok(()), FlushPolicy::Fsync) => match &self.shared.config.sync {
+                Some(batcher) => batcher
+                    .sync(self.writer.take_unsynced())
+                    .map_err(|e| (e, true)),
+                None => self.writer.sync().map_err(|e| (e, true)),
+            },
             (Ok(()), FlushPolicy::Async) => Ok(()),
             (Err(e), _) => Err((io::Error::new(e.kind(), e.to_string()), false)),
         };

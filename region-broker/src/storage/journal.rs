@@ -421,6 +421,14 @@ impl Writer {
         self.seg.sync()
     }
 
+    /// The segments written since the last sync (for a [`super::sync::SyncBatcher`]); the
+    /// caller makes them durable.
+    pub(crate) fn take_unsynced(&mut self) -> Vec<Arc<Segment>> {
+        let mut segments: Vec<Arc<Segment>> = self.filled.drain(..).collect();
+        segments.push(self.seg.clone());
+        segments
+    }
+
     /// Forgets what was staged or written since `mark` after a failed write, cutting the
     /// journal back to `mark` so no partial record survives.
     pub(crate) fn rewind(&mut self, journal: &Journal, mark: u64) -> io::Result<()> {

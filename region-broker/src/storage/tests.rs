@@ -752,3 +752,71 @@ fn a_replica_behind_the_retained_journal_resets_and_pulls_from_the_start() {
     follower.close();
     leader.close();
 }
+
+#[test]
+fn groups_sharing_a_sync_batcher_append_concurrently_and_recover() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let batcher = super::SyncBatcher::start(tmp.path()).unwrap();
+    let config = GroupConfig {
+        sync: Some(batcher.clone()),
+        ..config(FlushPolicy::Fsync)
+    };
+    let groups: Vec<std::sync::Arc<LogGroup>> = (0..4)
+        .map(|g| {
+            std::sync::Arc::new(
+                LogGroup::open(
+                    &tmp.path().join(format!("g{g}")),
+                    config.clone(),
+                    &partitions(),
+                )
+                .unwrap(),
+            )
+        })
+        .collect();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for (g, group) in groups.iter().enumerate() {
+            for p in 0..2u32 {
+                let group = group.clone();
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..50 {
+                        group
+                            .append((1, p), payload(g * 1000 + i, 300), 1)
+                            .await
+                            .unwrap();
+                    }
+                }));
+            }
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    // Every append was acknowledged after the shared sync; the groups reopen with all.
+    for group in &groups {
+        group.crash();
+    }
+    drop(groups);
+    for g in 0..4 {
+        let group = LogGroup::open(
+            &tmp.path().join(format!("g{g}")),
+            config.clone(),
+            &partitions(),
+        )
+        .unwrap();
+        for p in 0..2u32 {
+            assert_eq!(
+                group.offsets((1, p)).unwrap(),
+                (0, 50),
+                "group {g} partition {p}"
+            );
+        }
+        group.close();
+    }
+    batcher.stop();
+}
