@@ -10,6 +10,22 @@ pub(crate) enum Command {
     /// Every log group on every broker of the region: strategy, leader, epoch, journal end,
     /// watermark.
     List,
+    /// Make a broker a voting replica of a raft log group (it catches up first).
+    AddReplica {
+        /// The log group.
+        group: u32,
+        /// The broker id.
+        #[arg(value_name = "BROKER_ID")]
+        broker_id: u32,
+    },
+    /// Stop a broker from replicating a raft log group.
+    RemoveReplica {
+        /// The log group.
+        group: u32,
+        /// The broker id.
+        #[arg(value_name = "BROKER_ID")]
+        broker_id: u32,
+    },
     /// Fail a master-slave log group over to its most caught-up slave (new epoch; the old
     /// master, if it returns, truncates what it alone held).
     Failover {
@@ -47,6 +63,7 @@ pub(crate) async fn run(cmd: Command, broker: &str, json: bool) -> anyhow::Resul
                                 "last_index": i.last_index,
                                 "last_term": i.last_term,
                                 "watermark": i.watermark,
+                                "voters": i.voters,
                                 "replicas": i.replicas.iter().map(|r| serde_json::json!({"broker_id": r.broker_id, "position": r.position})).collect::<Vec<_>>(),
                             })).collect::<Vec<_>>()).unwrap_or_default(),
                         })
@@ -56,7 +73,7 @@ pub(crate) async fn run(cmd: Command, broker: &str, json: bool) -> anyhow::Resul
                 return Ok(());
             }
             println!(
-                "{:>6} {:>5} {:<13} {:>6} {:>6} {:>14} {:>14} {:>10}",
+                "{:>6} {:>5} {:<13} {:>6} {:>6} {:>14} {:>14} {:>10} VOTERS",
                 "BROKER", "GROUP", "STRATEGY", "EPOCH", "LEADER", "END", "WATERMARK", "LAST"
             );
             for b in &brokers {
@@ -64,8 +81,9 @@ pub(crate) async fn run(cmd: Command, broker: &str, json: bool) -> anyhow::Resul
                     Err(e) => println!("{:>6} unreachable at {}: {e}", b.broker_id, b.addr),
                     Ok(groups) => {
                         for i in groups {
+                            let voters: Vec<String> = i.voters.iter().map(u32::to_string).collect();
                             println!(
-                                "{:>6} {:>5} {:<13} {:>6} {:>6} {:>14} {:>14} {:>10}",
+                                "{:>6} {:>5} {:<13} {:>6} {:>6} {:>14} {:>14} {:>10} {}",
                                 b.broker_id,
                                 i.group,
                                 i.strategy,
@@ -74,10 +92,44 @@ pub(crate) async fn run(cmd: Command, broker: &str, json: bool) -> anyhow::Resul
                                 i.end_position,
                                 i.watermark,
                                 format!("{}@{}", i.last_index, i.last_term),
+                                voters.join(","),
                             );
                         }
                     }
                 }
+            }
+        }
+        Command::AddReplica {
+            group,
+            broker_id: broker,
+        }
+        | Command::RemoveReplica {
+            group,
+            broker_id: broker,
+        } => {
+            let adding = matches!(cmd, Command::AddReplica { .. });
+            let (add, remove) = if adding {
+                (vec![broker], vec![])
+            } else {
+                (vec![], vec![broker])
+            };
+            let info = client
+                .change_replicas(group, &add, &remove)
+                .await
+                .with_context(|| {
+                    format!(
+                        "{} broker {broker} {} log group {group}",
+                        if adding { "adding" } else { "removing" },
+                        if adding { "to" } else { "from" }
+                    )
+                })?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"group": group, "voters": info.voters})
+                );
+            } else {
+                println!("log group {group}: replicas are brokers {:?}", info.voters);
             }
         }
         Command::Failover { group, force } => {

@@ -66,6 +66,25 @@ impl Client {
         .await
     }
 
+    /// Adds and removes voting replicas (broker ids) of a raft log group, at its leader.
+    pub async fn change_replicas(
+        &self,
+        group: u32,
+        add: &[u32],
+        remove: &[u32],
+    ) -> Result<LogGroupInfo, ClientError> {
+        let r = v1::ChangeReplicasRequest {
+            group,
+            add: add.to_vec(),
+            remove: remove.to_vec(),
+        };
+        self.call(|mut c| {
+            let r = r.clone();
+            async move { c.change_replicas(r).await }
+        })
+        .await
+    }
+
     /// Every broker of the region (learned from the first that answers) and its log
     /// groups, each broker asked directly.
     pub async fn region_log_groups(&self) -> Result<Vec<BrokerLogGroups>, ClientError> {

@@ -112,6 +112,7 @@ fn log_group_info(s: LogGroupState) -> v1::LogGroupInfo {
             })
             .collect(),
         sync_replicas: s.sync_replicas,
+        voters: s.voters,
     }
 }
 
@@ -336,6 +337,24 @@ impl broker_server::Broker for GrpcService {
         let r = request.into_inner();
         self.broker
             .set_master(r.group, r.epoch, r.master)
+            .await
+            .map_err(status)?;
+        let state = self
+            .broker
+            .log_groups_info()
+            .into_iter()
+            .find(|s| s.group == r.group)
+            .ok_or_else(|| Status::not_found(format!("no log group {}", r.group)))?;
+        Ok(Response::new(log_group_info(state)))
+    }
+
+    async fn change_replicas(
+        &self,
+        request: Request<v1::ChangeReplicasRequest>,
+    ) -> Result<Response<v1::LogGroupInfo>, Status> {
+        let r = request.into_inner();
+        self.broker
+            .change_replicas(r.group, &r.add, &r.remove)
             .await
             .map_err(status)?;
         let state = self

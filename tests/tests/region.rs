@@ -69,6 +69,30 @@ fn check(stored: &BTreeMap<u32, Vec<(u64, String)>>, acked: &[(u32, u64, String)
     );
 }
 
+/// A gRPC client of broker `i`, without the SDK's leader following.
+async fn raw_client(
+    region: &Region,
+    i: usize,
+) -> v1::broker_client::BrokerClient<tonic::transport::Channel> {
+    v1::broker_client::BrokerClient::connect(format!("http://{}", region.brokers[i].addr))
+        .await
+        .unwrap()
+}
+
+/// A one-message produce to orders/0 carrying `epoch` (0: unfenced), value "p0-m{n}".
+fn probe(epoch: u64, n: u32) -> v1::ProduceRequest {
+    v1::ProduceRequest {
+        topic: "orders".into(),
+        partition: 0,
+        messages: vec![v1::Message {
+            value: format!("p0-m{n}").into(),
+            ..v1::Message::default()
+        }],
+        acks: 0,
+        epoch,
+    }
+}
+
 /// Four producers, one per partition, each sending `per_producer` messages; every
 /// acknowledgment is recorded. Failed sends are not retried (that could store a message
 /// twice); they are simply not acknowledged, and the producer backs off before going on,
@@ -151,22 +175,7 @@ async fn kill9_of_the_leader_loses_nothing_acknowledged_and_a_new_leader_serves(
         .leader_of("orders", 0)
         .await
         .expect("a leader after the failover");
-    let mut raw = v1::broker_client::BrokerClient::connect(format!(
-        "http://{}",
-        region.brokers[new_leader].addr
-    ))
-    .await
-    .unwrap();
-    let probe = |epoch, n: u32| v1::ProduceRequest {
-        topic: "orders".into(),
-        partition: 0,
-        messages: vec![v1::Message {
-            value: format!("p0-m{n}").into(),
-            ..v1::Message::default()
-        }],
-        acks: 0,
-        epoch,
-    };
+    let mut raw = raw_client(&region, new_leader).await;
     let epoch = raw
         .produce(probe(0, 1_000_001))
         .await
@@ -412,22 +421,7 @@ async fn master_slave_kill9_of_the_master_and_a_controlled_failover_lose_nothing
     assert_ne!(new_master, 0);
 
     // Epochs: the new master answers with epoch 2; a producer holding epoch 1 is fenced.
-    let mut raw = v1::broker_client::BrokerClient::connect(format!(
-        "http://{}",
-        region.brokers[new_master].addr
-    ))
-    .await
-    .unwrap();
-    let probe = |epoch, n: u32| v1::ProduceRequest {
-        topic: "orders".into(),
-        partition: 0,
-        messages: vec![v1::Message {
-            value: format!("p0-m{n}").into(),
-            ..v1::Message::default()
-        }],
-        acks: 0,
-        epoch,
-    };
+    let mut raw = raw_client(&region, new_master).await;
     let answer = raw.produce(probe(0, 1_000_001)).await.unwrap().into_inner();
     assert_eq!(answer.epoch, 2);
     let fenced = raw.produce(probe(1, 1_000_002)).await.unwrap_err();
@@ -654,5 +648,68 @@ async fn heartbeats_of_many_groups_share_messages() {
     assert!(
         per_message >= 2.0,
         "heartbeats are not coalesced: {per_message:.2} per message"
+    );
+}
+
+/// Membership change from the CLI: a removed replica no longer counts (acks=all succeeds
+/// with it stopped); added back, it catches up and counts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_are_removed_and_added_from_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (region, _client) = region_with_orders(tmp.path(), 1).await;
+    let leader = region.leader_of("orders", 0).await.expect("a leader");
+    let out = (leader + 1) % 3;
+    let out_id = (out + 1).to_string();
+    let (code, stdout, stderr) = meridian_tests::meridian(
+        region.brokers[leader].addr,
+        &["log-group", "remove-replica", "0", &out_id],
+        None,
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("replicas are brokers"), "{stdout}");
+    let voters = region.log_group(leader, 0).await.unwrap().voters;
+    assert_eq!(voters.len(), 2, "{voters:?}");
+    assert!(!voters.contains(&((out + 1) as u32)));
+
+    // With the removed broker stopped, acks=all needs only the two replicas left.
+    region.brokers[out].stop();
+    let at_leader = region.brokers[leader].client().await;
+    let all_at_leader = at_leader.producer(ProducerConfig {
+        acks: Acks::All,
+        ..ProducerConfig::default()
+    });
+    all_at_leader
+        .send(Record::new("orders", "p0-m1").partition(0))
+        .await
+        .await
+        .expect("acks=all with the removed replica stopped");
+    region.brokers[out].signal(libc::SIGCONT);
+
+    // Added back, it catches up and acks=all includes it again.
+    let (code, stdout, stderr) = meridian_tests::meridian(
+        region.brokers[leader].addr,
+        &["log-group", "add-replica", "0", &out_id],
+        None,
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(region.log_group(leader, 0).await.unwrap().voters.len(), 3);
+    all_at_leader
+        .send(Record::new("orders", "p0-m2").partition(0))
+        .await
+        .await
+        .expect("acks=all with the replica back");
+    let rejoined = region.brokers[out].client().await;
+    meridian_tests::wait_until_held(&rejoined, "orders", 2, Duration::from_secs(30)).await;
+
+    // A broker outside the region is refused by name.
+    let (code, _, stderr) = meridian_tests::meridian(
+        region.brokers[leader].addr,
+        &["log-group", "add-replica", "0", "9"],
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("broker 9 is not a broker of this region"),
+        "{stderr}"
     );
 }

@@ -263,6 +263,19 @@ pub struct LogGroupInfo {
     /// Where this replica's journal starts (retention moves it up).
     #[prost(uint64, tag = "11")]
     pub start_position: u64,
+    /// Raft: the voting replicas (broker ids) as this broker knows them.
+    #[prost(uint32, repeated, tag = "12")]
+    pub voters: ::prost::alloc::vec::Vec<u32>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ChangeReplicasRequest {
+    #[prost(uint32, tag = "1")]
+    pub group: u32,
+    #[prost(uint32, repeated, tag = "2")]
+    pub add: ::prost::alloc::vec::Vec<u32>,
+    #[prost(uint32, repeated, tag = "3")]
+    pub remove: ::prost::alloc::vec::Vec<u32>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -704,6 +717,29 @@ pub mod broker_client {
                 .insert(GrpcMethod::new("meridian.v1.Broker", "SetMaster"));
             self.inner.unary(req, path, codec).await
         }
+        /// Raft groups: adds and removes voting replicas (served by the group's leader; an added
+        /// broker first catches up as a learner).
+        pub async fn change_replicas(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ChangeReplicasRequest>,
+        ) -> std::result::Result<tonic::Response<super::LogGroupInfo>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.Broker/ChangeReplicas",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.Broker", "ChangeReplicas"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -784,6 +820,12 @@ pub mod broker_server {
         async fn set_master(
             &self,
             request: tonic::Request<super::SetMasterRequest>,
+        ) -> std::result::Result<tonic::Response<super::LogGroupInfo>, tonic::Status>;
+        /// Raft groups: adds and removes voting replicas (served by the group's leader; an added
+        /// broker first catches up as a learner).
+        async fn change_replicas(
+            &self,
+            request: tonic::Request<super::ChangeReplicasRequest>,
         ) -> std::result::Result<tonic::Response<super::LogGroupInfo>, tonic::Status>;
     }
     #[derive(Debug)]
@@ -1332,6 +1374,51 @@ pub mod broker_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = SetMasterSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.Broker/ChangeReplicas" => {
+                    #[allow(non_camel_case_types)]
+                    struct ChangeReplicasSvc<T: Broker>(pub Arc<T>);
+                    impl<
+                        T: Broker,
+                    > tonic::server::UnaryService<super::ChangeReplicasRequest>
+                    for ChangeReplicasSvc<T> {
+                        type Response = super::LogGroupInfo;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ChangeReplicasRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Broker>::change_replicas(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ChangeReplicasSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -256,10 +256,7 @@ impl Broker {
             .ok_or_else(|| BrokerError::Replication("replication is not running".into()))?;
         match raft.client_write(command).await {
             Ok(resp) => Ok((resp.data, resp.log_id.index)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(self.not_leader(group, f.leader_id))
-            }
-            Err(e) => Err(BrokerError::Replication(format!("log group {group}: {e}"))),
+            Err(e) => Err(self.raft_error(group, e)),
         }
     }
 
@@ -674,6 +671,83 @@ impl Broker {
             .map_err(BrokerError::Invalid)
     }
 
+    /// Adds and removes voting replicas of a raft group (on its leader). An added broker is
+    /// first a learner and catches up; it votes once it has.
+    pub async fn change_replicas(
+        &self,
+        group: u32,
+        add: &[u32],
+        remove: &[u32],
+    ) -> Result<(), BrokerError> {
+        use openraft::type_config::async_runtime::WatchReceiver;
+        let raft = self.raft(group).ok_or_else(|| {
+            BrokerError::Invalid(format!(
+                "log group {group} is not replicated by raft here: replicas of master-slave groups are fixed by configuration"
+            ))
+        })?;
+        self.require_leader(group)?;
+        let peer = |id: u32| {
+            self.config
+                .replication
+                .peers
+                .iter()
+                .find(|p| p.id == id)
+                .ok_or_else(|| {
+                    BrokerError::Invalid(format!(
+                        "broker {id} is not a broker of this region (replication.peers)"
+                    ))
+                })
+        };
+        let metrics = raft.metrics().borrow_watched().clone();
+        let mut voters: std::collections::BTreeSet<u64> =
+            metrics.membership_config.voter_ids().collect();
+        for &id in add {
+            let p = peer(id)?;
+            if !voters.contains(&u64::from(id)) {
+                raft.add_learner(
+                    u64::from(id),
+                    BasicNode {
+                        addr: p.raft.clone(),
+                    },
+                    true,
+                )
+                .await
+                .map_err(|e| self.raft_error(group, e))?;
+                voters.insert(u64::from(id));
+            }
+        }
+        for &id in remove {
+            peer(id)?;
+            voters.remove(&u64::from(id));
+        }
+        if voters.is_empty() {
+            return Err(BrokerError::Invalid(format!(
+                "log group {group} needs at least one replica"
+            )));
+        }
+        raft.change_membership(voters.clone(), false)
+            .await
+            .map_err(|e| self.raft_error(group, e))?;
+        tracing::info!(group, ?voters, "log group replicas changed");
+        Ok(())
+    }
+
+    fn raft_error(
+        &self,
+        group: u32,
+        e: RaftError<
+            crate::replication::raft::TypeConfig,
+            ClientWriteError<crate::replication::raft::TypeConfig>,
+        >,
+    ) -> BrokerError {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                self.not_leader(group, f.leader_id)
+            }
+            e => BrokerError::Replication(format!("log group {group}: {e}")),
+        }
+    }
+
     /// The replication state of every log group on this broker.
     pub fn log_groups_info(&self) -> Vec<LogGroupState> {
         use openraft::type_config::async_runtime::WatchReceiver;
@@ -693,6 +767,7 @@ impl Broker {
                     watermark: group.watermark(),
                     replicas: Vec::new(),
                     sync_replicas: 0,
+                    voters: Vec::new(),
                 };
                 if let Some(ms) = self.master_slave_group(g) {
                     let role = ms.role();
@@ -708,6 +783,7 @@ impl Broker {
                     state.strategy = "raft";
                     state.epoch = m.current_term;
                     state.leader = m.current_leader.map(|l| l as u32);
+                    state.voters = m.membership_config.voter_ids().map(|v| v as u32).collect();
                     if let Some(replication) = &m.replication {
                         state.replicas = replication
                             .iter()
@@ -752,4 +828,6 @@ pub struct LogGroupState {
     pub replicas: Vec<(u32, u64)>,
     /// Master-slave: slaves a commit needs.
     pub sync_replicas: u32,
+    /// Raft: the voting replicas.
+    pub voters: Vec<u32>,
 }
