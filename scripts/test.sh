@@ -12,8 +12,10 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 step() { printf '\n==> %s\n' "$*"; }
 die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 
-# Debian packages the tests need: protoc checks the committed gRPC code is fresh.
-packages=(protobuf-compiler)
+# Debian packages the tests need: protoc checks the committed gRPC code is fresh (and
+# etcd-client's build runs it); etcd-server is the real etcd the control-plane store tests
+# start on a free loopback port (never as a service).
+packages=(protobuf-compiler etcd-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -27,6 +29,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     die "apt-get install ${missing[*]} failed: install them by hand and rerun"
 fi
 command -v protoc >/dev/null || die "protoc not found after installing protobuf-compiler"
+command -v etcd >/dev/null || die "etcd not found after installing etcd-server"
 cargo fmt --version >/dev/null 2>&1 || die "rustfmt is missing: rustup component add rustfmt"
 cargo clippy --version >/dev/null 2>&1 || die "clippy is missing: rustup component add clippy"
 
