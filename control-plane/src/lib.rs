@@ -1,5 +1,9 @@
 //! Meridian's control plane. Today: the metadata store ([`store`]) with its two
 //! implementations, etcd and an embedded single-file store, behind one trait and one
-//! conformance suite. Placement, leases of brokers, routing and the admin API build on it.
+//! conformance suite; the typed, validated records it keeps ([`metadata`]); and placement
+//! of partitions and log-group replicas ([`placement`]). The control-plane daemon, broker
+//! leases, routing and the admin API build on these.
 
+pub mod metadata;
+pub mod placement;
 pub mod store;

@@ -1,0 +1,379 @@
+//! What the control plane stores, under `/meridian/` (DESIGN.md, "Control plane store"):
+//! typed records stored as JSON, the keys they live at, and the validation every write goes
+//! through, with errors that name the field, the value and what would work.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+/// The layout version of the records below; written once, checked on start.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The keys of the store, all under `/meridian/`.
+pub mod keys {
+    /// The layout version.
+    pub const SCHEMA: &str = "/meridian/schema";
+    /// The control plane's own leader election.
+    pub const LEADER: &str = "/meridian/leader";
+    /// The routing epoch, bumped on every routing change.
+    pub const ROUTING_EPOCH: &str = "/meridian/routing/epoch";
+    /// Every region.
+    pub const REGIONS: &str = "/meridian/regions/";
+    /// Every topic.
+    pub const TOPICS: &str = "/meridian/topics/";
+
+    /// A region.
+    pub fn region(name: &str) -> String {
+        format!("{REGIONS}{name}")
+    }
+
+    /// The brokers of a region (prefix).
+    pub fn brokers(region: &str) -> String {
+        format!("/meridian/brokers/{region}/")
+    }
+
+    /// A broker, under its lease.
+    pub fn broker(region: &str, id: u32) -> String {
+        format!("/meridian/brokers/{region}/{id}")
+    }
+
+    /// A topic.
+    pub fn topic(name: &str) -> String {
+        format!("{TOPICS}{name}")
+    }
+
+    /// The log groups of a region (prefix).
+    pub fn groups(region: &str) -> String {
+        format!("/meridian/groups/{region}/")
+    }
+
+    /// A log group of a region.
+    pub fn group(region: &str, id: u32) -> String {
+        format!("/meridian/groups/{region}/{id}")
+    }
+
+    /// A topic's partition → log group assignments in a region (prefix).
+    pub fn assignments(region: &str, topic: &str) -> String {
+        format!("/meridian/assignments/{region}/{topic}/")
+    }
+
+    /// One partition's assignment in a region.
+    pub fn assignment(region: &str, topic: &str, partition: u32) -> String {
+        format!("/meridian/assignments/{region}/{topic}/{partition}")
+    }
+}
+
+/// A region: a failure domain with its own brokers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Region {
+    /// Its name.
+    pub name: String,
+    /// Whether clients are routed to it.
+    pub state: RegionState,
+}
+
+/// Whether a region takes traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegionState {
+    /// Serving.
+    Up,
+    /// Failed over (all brokers lost their leases, or an operator failed it).
+    Down,
+}
+
+/// A live broker, registered under its lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Broker {
+    /// Its id within the region.
+    pub id: u32,
+    /// Its region.
+    pub region: String,
+    /// Its gRPC API address.
+    pub grpc: String,
+    /// Its inter-broker replication address.
+    pub raft: String,
+}
+
+/// How a topic's log groups replicate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// openraft over the journal.
+    Raft,
+    /// A named master; slaves pull.
+    MasterSlave,
+}
+
+/// A topic as an operator defines it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topic {
+    /// Its name.
+    pub name: String,
+    /// Partitions, in every region it spans.
+    pub partitions: u32,
+    /// How its log groups replicate.
+    pub replication: Strategy,
+    /// Replicas of each of its log groups.
+    pub replication_factor: u32,
+    /// The regions it spans (mirrored active-active between them).
+    pub regions: Vec<String>,
+    /// With strict ordering, the one region that accepts writes.
+    pub home: Option<String>,
+    /// How long messages are kept, humantime (`7d`), or `none`.
+    pub retention: String,
+}
+
+/// A log group of a region: its strategy and replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    /// Its id within the region.
+    pub id: u32,
+    /// How it replicates.
+    pub strategy: Strategy,
+    /// The brokers holding a replica.
+    pub replicas: Vec<u32>,
+}
+
+/// Limits a topic must respect.
+pub const PARTITIONS_MAX: u32 = 1024;
+
+/// Why a record was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field} = {value}: {why}")]
+pub struct Invalid {
+    /// The field.
+    pub field: &'static str,
+    /// Its value.
+    pub value: String,
+    /// What is wrong and what would work.
+    pub why: String,
+}
+
+fn invalid(field: &'static str, value: impl ToString, why: impl Into<String>) -> Invalid {
+    Invalid {
+        field,
+        value: value.to_string(),
+        why: why.into(),
+    }
+}
+
+/// Names of topics and regions: 1 to 249 characters of letters, digits, `.`, `_`, `-`
+/// (Kafka's rule, so every topic is also a valid Kafka topic).
+pub fn validate_name(field: &'static str, name: &str) -> Result<(), Invalid> {
+    if name.is_empty() || name.len() > 249 {
+        return Err(invalid(
+            field,
+            format!("{name:?}"),
+            "must be 1 to 249 characters",
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(invalid(field, format!("{name:?}"), "must not be . or .."));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(invalid(
+            field,
+            format!("{name:?}"),
+            format!("{c:?} is not allowed: use letters, digits, '.', '_' and '-'"),
+        ));
+    }
+    Ok(())
+}
+
+impl Topic {
+    /// Checks the topic against the regions that exist and the live brokers of each
+    /// (`brokers(region)`).
+    pub fn validate(
+        &self,
+        regions: &BTreeSet<String>,
+        brokers: impl Fn(&str) -> usize,
+    ) -> Result<(), Invalid> {
+        validate_name("name", &self.name)?;
+        if !(1..=PARTITIONS_MAX).contains(&self.partitions) {
+            return Err(invalid(
+                "partitions",
+                self.partitions,
+                format!("must be 1 to {PARTITIONS_MAX}"),
+            ));
+        }
+        if self.regions.is_empty() {
+            return Err(invalid(
+                "regions",
+                "[]",
+                "a topic spans at least one region",
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for r in &self.regions {
+            if !seen.insert(r) {
+                return Err(invalid("regions", r, "is named twice"));
+            }
+            if !regions.contains(r) {
+                return Err(invalid(
+                    "regions",
+                    r,
+                    format!(
+                        "no such region; the regions are {}",
+                        regions.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+        if self.replication_factor == 0 {
+            return Err(invalid("replication_factor", 0, "must be at least 1"));
+        }
+        if self.replication == Strategy::MasterSlave && self.replication_factor < 2 {
+            return Err(invalid(
+                "replication_factor",
+                self.replication_factor,
+                "master-slave needs a master and at least one slave: use 2 or more",
+            ));
+        }
+        for r in &self.regions {
+            let live = brokers(r);
+            if self.replication_factor as usize > live {
+                return Err(invalid(
+                    "replication_factor",
+                    self.replication_factor,
+                    format!("region {r} has {live} live broker(s): lower it or add brokers"),
+                ));
+            }
+        }
+        if let Some(home) = &self.home
+            && !self.regions.contains(home)
+        {
+            return Err(invalid(
+                "home",
+                home,
+                "the home region of a strictly ordered topic must be one of its regions",
+            ));
+        }
+        if self.retention != "none" && humantime::parse_duration(&self.retention).is_err() {
+            return Err(invalid(
+                "retention",
+                format!("{:?}", self.retention),
+                "use a duration like 7d, 12h or 30m, or none",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic() -> Topic {
+        Topic {
+            name: "orders".into(),
+            partitions: 3,
+            replication: Strategy::Raft,
+            replication_factor: 3,
+            regions: vec!["eu".into(), "us".into()],
+            home: None,
+            retention: "7d".into(),
+        }
+    }
+
+    fn regions() -> BTreeSet<String> {
+        ["eu", "us"].iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_good_topic_passes_and_each_bad_field_is_named() {
+        topic().validate(&regions(), |_| 3).unwrap();
+        let check = |t: Topic, field: &str, says: &str| {
+            let e = t
+                .validate(&regions(), |r| if r == "us" { 2 } else { 3 })
+                .unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.to_string().contains(says), "{e}");
+        };
+        check(
+            Topic {
+                name: "bad/name".into(),
+                ..topic()
+            },
+            "name",
+            "'/' is not allowed",
+        );
+        check(
+            Topic {
+                partitions: 0,
+                ..topic()
+            },
+            "partitions",
+            "1 to 1024",
+        );
+        check(
+            Topic {
+                regions: vec!["mars".into()],
+                ..topic()
+            },
+            "regions",
+            "no such region",
+        );
+        check(
+            Topic {
+                regions: vec!["eu".into(), "eu".into()],
+                ..topic()
+            },
+            "regions",
+            "twice",
+        );
+        check(
+            topic(),
+            "replication_factor",
+            "region us has 2 live broker(s)",
+        );
+        check(
+            Topic {
+                replication: Strategy::MasterSlave,
+                replication_factor: 1,
+                ..topic()
+            },
+            "replication_factor",
+            "master-slave",
+        );
+        check(
+            Topic {
+                home: Some("ap".into()),
+                regions: vec!["eu".into()],
+                replication_factor: 1,
+                ..topic()
+            },
+            "home",
+            "one of its regions",
+        );
+        check(
+            Topic {
+                retention: "forever".into(),
+                replication_factor: 1,
+                ..topic()
+            },
+            "retention",
+            "7d",
+        );
+    }
+
+    #[test]
+    fn records_round_trip_as_json_and_refuse_unknown_fields() {
+        let t = topic();
+        let text = serde_json::to_string(&t).unwrap();
+        assert_eq!(serde_json::from_str::<Topic>(&text).unwrap(), t);
+        let e = serde_json::from_str::<Topic>(&text.replace("\"name\"", "\"nmae\"")).unwrap_err();
+        assert!(e.to_string().contains("nmae"), "{e}");
+        assert_eq!(
+            keys::assignment("eu", "orders", 2),
+            "/meridian/assignments/eu/orders/2"
+        );
+    }
+}

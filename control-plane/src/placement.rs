@@ -1,0 +1,177 @@
+//! Placement: which log groups a new topic's partitions go to in a region, and which brokers
+//! hold the replicas of any log group it needs created. Pure functions over the region's
+//! state, so they are tested exhaustively without a store.
+//!
+//! Rules: a partition goes to a group of the topic's strategy and replication factor whose
+//! replicas are all live; a region keeps at least as many such groups as the topic has
+//! partitions, up to one per live broker, so partitions (and raft leaders) spread over the
+//! brokers; partitions go to the group with the fewest partitions; a new group's replicas
+//! are the live brokers holding the fewest replicas, the first of them its preferred leader
+//! (a master-slave group's master).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::metadata::{Group, Strategy};
+
+/// What placing a topic in one region decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// Log groups to create first.
+    pub new_groups: Vec<Group>,
+    /// The log group of each partition.
+    pub partitions: Vec<u32>,
+}
+
+/// Places `partitions` partitions needing `strategy` groups of `replication_factor`
+/// replicas, given the region's live `brokers`, its `groups`, and how many partitions each
+/// group holds (`load`). `None` when the region has too few live brokers.
+pub fn place(
+    partitions: u32,
+    strategy: Strategy,
+    replication_factor: u32,
+    brokers: &BTreeSet<u32>,
+    groups: &[Group],
+    load: &BTreeMap<u32, usize>,
+) -> Option<Placement> {
+    let rf = replication_factor as usize;
+    if rf == 0 || rf > brokers.len() {
+        return None;
+    }
+    let usable = |g: &Group| {
+        g.strategy == strategy
+            && g.replicas.len() == rf
+            && g.replicas.iter().all(|b| brokers.contains(b))
+    };
+    let mut candidates: Vec<u32> = groups.iter().filter(|g| usable(g)).map(|g| g.id).collect();
+    // Replicas each live broker holds, for choosing new groups' replicas.
+    let mut replicas: BTreeMap<u32, usize> = brokers.iter().map(|&b| (b, 0)).collect();
+    for g in groups {
+        for b in &g.replicas {
+            if let Some(n) = replicas.get_mut(b) {
+                *n += 1;
+            }
+        }
+    }
+    let wanted = (partitions as usize).min(brokers.len()).max(1);
+    let mut next_id = groups.iter().map(|g| g.id + 1).max().unwrap_or(0);
+    let mut new_groups = Vec::new();
+    while candidates.len() < wanted {
+        let mut by_load: Vec<(usize, u32)> = replicas.iter().map(|(&b, &n)| (n, b)).collect();
+        by_load.sort_unstable();
+        let chosen: Vec<u32> = by_load.iter().take(rf).map(|&(_, b)| b).collect();
+        for b in &chosen {
+            *replicas.get_mut(b).expect("a live broker") += 1;
+        }
+        new_groups.push(Group {
+            id: next_id,
+            strategy,
+            replicas: chosen,
+        });
+        candidates.push(next_id);
+        next_id += 1;
+    }
+    let mut assigned: BTreeMap<u32, usize> = candidates
+        .iter()
+        .map(|g| (*g, load.get(g).copied().unwrap_or(0)))
+        .collect();
+    let mut out = Vec::with_capacity(partitions as usize);
+    for _ in 0..partitions {
+        let (&group, _) = assigned
+            .iter()
+            .min_by_key(|&(&g, &n)| (n, g))
+            .expect("at least one candidate group");
+        *assigned.get_mut(&group).expect("listed") += 1;
+        out.push(group);
+    }
+    Some(Placement {
+        new_groups,
+        partitions: out,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::Strategy;
+    use proptest::prelude::{any, prop_assert, prop_assert_eq, proptest};
+
+    fn apply(groups: &mut Vec<Group>, load: &mut BTreeMap<u32, usize>, p: &Placement) {
+        groups.extend(p.new_groups.iter().cloned());
+        for g in &p.partitions {
+            *load.entry(*g).or_default() += 1;
+        }
+    }
+
+    #[test]
+    fn too_few_brokers_is_refused() {
+        let brokers: BTreeSet<u32> = [1, 2].into();
+        assert_eq!(
+            place(3, Strategy::Raft, 3, &brokers, &[], &BTreeMap::new()),
+            None
+        );
+    }
+
+    #[test]
+    fn a_dead_brokers_groups_are_not_used() {
+        let groups = vec![Group {
+            id: 0,
+            strategy: Strategy::Raft,
+            replicas: vec![1, 2, 9],
+        }];
+        let brokers: BTreeSet<u32> = [1, 2, 3].into();
+        let p = place(1, Strategy::Raft, 3, &brokers, &groups, &BTreeMap::new()).unwrap();
+        assert_eq!(p.new_groups.len(), 1);
+        assert_eq!(p.partitions, vec![1]);
+    }
+
+    proptest! {
+        /// Topics placed one after another: every group has distinct live replicas of the
+        /// right count, partitions of each kind spread within one of each other over the
+        /// groups of that kind, and replicas within one of each other over the brokers.
+        #[test]
+        fn placements_stay_valid_and_balanced(
+            brokers in 1u32..7,
+            topics in proptest::collection::vec((1u32..12, any::<bool>(), 1u32..4), 1..8),
+        ) {
+            let live: BTreeSet<u32> = (1..=brokers).collect();
+            let mut groups = Vec::new();
+            let mut load = BTreeMap::new();
+            for (partitions, ms, rf) in topics {
+                let strategy = if ms { Strategy::MasterSlave } else { Strategy::Raft };
+                match place(partitions, strategy, rf, &live, &groups, &load) {
+                    None => prop_assert!(rf > brokers),
+                    Some(p) => {
+                        prop_assert_eq!(p.partitions.len(), partitions as usize);
+                        for g in &p.new_groups {
+                            let distinct: BTreeSet<u32> = g.replicas.iter().copied().collect();
+                            prop_assert_eq!(distinct.len(), rf as usize);
+                            prop_assert!(distinct.is_subset(&live));
+                        }
+                        apply(&mut groups, &mut load, &p);
+                        for g in &p.partitions {
+                            let group = groups.iter().find(|x| x.id == *g).unwrap();
+                            prop_assert_eq!(group.strategy, strategy);
+                            prop_assert_eq!(group.replicas.len(), rf as usize);
+                        }
+                    }
+                }
+            }
+            let mut kinds: BTreeMap<(Strategy, usize), Vec<usize>> = BTreeMap::new();
+            for g in &groups {
+                kinds.entry((g.strategy, g.replicas.len())).or_default().push(load.get(&g.id).copied().unwrap_or(0));
+            }
+            for loads in kinds.values() {
+                let (min, max) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
+                prop_assert!(max - min <= 1, "partition loads {:?}", loads);
+            }
+            let mut per_broker: BTreeMap<u32, usize> = live.iter().map(|&b| (b, 0)).collect();
+            for g in &groups {
+                for b in &g.replicas {
+                    *per_broker.get_mut(b).unwrap() += 1;
+                }
+            }
+            let (min, max) = (per_broker.values().min().unwrap(), per_broker.values().max().unwrap());
+            prop_assert!(max - min <= 1, "replicas per broker {:?}", per_broker);
+        }
+    }
+}
