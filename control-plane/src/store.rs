@@ -81,14 +81,16 @@ pub trait Store: Send + Sync {
         lease: Option<LeaseId>,
     ) -> BoxFuture<'a, Result<u64, StoreError>>;
 
-    /// Sets the key only if its version is `expected` (`None`: only if it does not exist).
-    /// `Ok(Ok(revision))` when set; `Ok(Err(current))` when the key has moved on (`current`
-    /// is what it holds now, `None` if absent).
+    /// Sets the key only if its version is `expected` (`None`: only if it does not exist),
+    /// under `lease` if given (else keeping the key's lease). `Ok(Ok(revision))` when set;
+    /// `Ok(Err(current))` when the key has moved on (`current` is what it holds now, `None`
+    /// if absent).
     fn compare_and_swap<'a>(
         &'a self,
         key: &'a str,
         expected: Option<u64>,
         value: Vec<u8>,
+        lease: Option<LeaseId>,
     ) -> BoxFuture<'a, Result<Result<u64, Option<KeyValue>>, StoreError>>;
 
     /// Deletes the key; whether it existed.

@@ -45,12 +45,12 @@ async fn kv(store: &dyn Store, root: &str) {
 async fn compare_and_swap(store: &dyn Store, root: &str) {
     let key = format!("{root}cas/leader");
     let v1 = store
-        .compare_and_swap(&key, None, b"broker-1".to_vec())
+        .compare_and_swap(&key, None, b"broker-1".to_vec(), None)
         .await
         .unwrap()
         .expect("creating an absent key");
     let lost = store
-        .compare_and_swap(&key, None, b"broker-2".to_vec())
+        .compare_and_swap(&key, None, b"broker-2".to_vec(), None)
         .await
         .unwrap()
         .expect_err("creating an existing key must fail");
@@ -60,20 +60,20 @@ async fn compare_and_swap(store: &dyn Store, root: &str) {
         (&b"broker-1"[..], v1)
     );
     let v2 = store
-        .compare_and_swap(&key, Some(v1), b"broker-3".to_vec())
+        .compare_and_swap(&key, Some(v1), b"broker-3".to_vec(), None)
         .await
         .unwrap()
         .expect("swapping at the current version");
     assert!(v2 > v1);
     let stale = store
-        .compare_and_swap(&key, Some(v1), b"broker-4".to_vec())
+        .compare_and_swap(&key, Some(v1), b"broker-4".to_vec(), None)
         .await
         .unwrap()
         .expect_err("a stale version must fail");
     assert_eq!(stale.map(|c| c.value), Some(b"broker-3".to_vec()));
     store.delete(&key).await.unwrap();
     let gone = store
-        .compare_and_swap(&key, Some(v2), b"x".to_vec())
+        .compare_and_swap(&key, Some(v2), b"x".to_vec(), None)
         .await
         .unwrap()
         .expect_err("swapping a deleted key must fail");
@@ -162,7 +162,7 @@ async fn leases(store: &dyn Store, root: &str) {
     // A swap keeps the lease.
     let v = store.get(&key).await.unwrap().unwrap().version;
     store
-        .compare_and_swap(&key, Some(v), b"still alive".to_vec())
+        .compare_and_swap(&key, Some(v), b"still alive".to_vec(), None)
         .await
         .unwrap()
         .unwrap();

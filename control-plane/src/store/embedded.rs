@@ -182,8 +182,19 @@ impl EmbeddedStore {
         key: &str,
         expected: Option<u64>,
         value: &[u8],
+        new_lease: Option<LeaseId>,
     ) -> Result<Result<u64, Option<KeyValue>>, StoreError> {
         self.write(|tx, revision| {
+            if let Some(id) = new_lease {
+                let leases = tx.open_table(LEASES).map_err(backend)?;
+                let alive = leases
+                    .get(id)
+                    .map_err(backend)?
+                    .is_some_and(|v| v.value().0 > now_ms());
+                if !alive {
+                    return Err(StoreError::LeaseNotFound(id));
+                }
+            }
             let mut kv = tx.open_table(KV).map_err(backend)?;
             let current = match kv.get(key).map_err(backend)? {
                 Some(v) => Some(decode(key, v.value())?),
@@ -197,8 +208,8 @@ impl EmbeddedStore {
             if !matches {
                 return Ok((Err(current.map(|(c, _)| c)), Vec::new(), false));
             }
-            // A swap keeps the key's lease.
-            let lease = current.map_or(0, |(_, l)| l);
+            // Without a new lease, a swap keeps the key's lease.
+            let lease = new_lease.unwrap_or_else(|| current.map_or(0, |(_, l)| l));
             kv.insert(key, encode(revision, lease, value).as_slice())
                 .map_err(backend)?;
             let event = WatchEvent::Put(KeyValue {
@@ -368,9 +379,10 @@ impl Store for EmbeddedStore {
         key: &'a str,
         expected: Option<u64>,
         value: Vec<u8>,
+        lease: Option<LeaseId>,
     ) -> BoxFuture<'a, Result<Result<u64, Option<KeyValue>>, StoreError>> {
         let key = key.to_owned();
-        self.blocking(move |s| s.cas_sync(&key, expected, &value))
+        self.blocking(move |s| s.cas_sync(&key, expected, &value, lease))
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {

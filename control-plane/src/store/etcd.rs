@@ -104,25 +104,29 @@ impl Store for EtcdStore {
         key: &'a str,
         expected: Option<u64>,
         value: Vec<u8>,
+        lease: Option<LeaseId>,
     ) -> BoxFuture<'a, Result<Result<u64, Option<KeyValue>>, StoreError>> {
         let mut c = self.client.clone();
         async move {
-            // A swap keeps the key's lease, as the embedded store does; a creation has none.
-            let (compare, put) = match expected {
-                None => (
-                    Compare::create_revision(key, CompareOp::Equal, 0),
-                    TxnOp::put(key, value, None),
-                ),
-                Some(v) => (
-                    Compare::mod_revision(key, CompareOp::Equal, v as i64),
-                    TxnOp::put(key, value, Some(PutOptions::new().with_ignore_lease())),
-                ),
+            // Without a new lease a swap keeps the key's lease, as the embedded store does.
+            let options = match (lease, expected) {
+                (Some(l), _) => Some(PutOptions::new().with_lease(l)),
+                (None, None) => None,
+                (None, Some(_)) => Some(PutOptions::new().with_ignore_lease()),
             };
+            let compare = match expected {
+                None => Compare::create_revision(key, CompareOp::Equal, 0),
+                Some(v) => Compare::mod_revision(key, CompareOp::Equal, v as i64),
+            };
+            let put = TxnOp::put(key, value, options);
             let txn = Txn::new()
                 .when([compare])
                 .and_then([put])
                 .or_else([TxnOp::get(key, None)]);
-            let resp = c.txn(txn).await.map_err(unavailable)?;
+            let resp = c.txn(txn).await.map_err(|e| match lease {
+                Some(l) => lease_error(e, l),
+                None => unavailable(e),
+            })?;
             if resp.succeeded() {
                 return Ok(Ok(resp.header().map_or(0, |h| h.revision() as u64)));
             }
