@@ -4,6 +4,8 @@
 //! of partitions and log-group replicas ([`placement`]). The control-plane daemon, broker
 //! leases, routing and the admin API build on these.
 
+pub mod api;
+pub mod election;
 pub mod metadata;
 pub mod placement;
 pub mod store;

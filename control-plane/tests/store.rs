@@ -1,8 +1,11 @@
 //! The store conformance suite against both implementations: the embedded file store, and
 //! a real etcd server started for the test on free loopback ports.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::{free_port, start_etcd};
 
 use meridian_control_plane::store::{EmbeddedStore, EtcdStore, Store, conformance};
 
@@ -26,52 +29,6 @@ async fn the_embedded_store_conforms() {
     assert_eq!((kv.value.as_slice(), kv.version), (&b"kept"[..], version));
     let next = store.put(key, b"again".to_vec(), None).await.unwrap();
     assert!(next > version, "revisions go on after a reopen");
-}
-
-/// A single-member etcd on free loopback ports, stopped (by pid) when dropped.
-struct Etcd {
-    child: Child,
-    endpoint: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn start_etcd() -> Etcd {
-    let dir = tempfile::tempdir().unwrap();
-    let (client, peer) = (free_port(), free_port());
-    let endpoint = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let child = Command::new("etcd")
-        .args(["--name", "test", "--data-dir"])
-        .arg(dir.path().join("etcd"))
-        .args(["--listen-client-urls", &endpoint])
-        .args(["--advertise-client-urls", &endpoint])
-        .args(["--listen-peer-urls", &peer_url])
-        .args(["--initial-advertise-peer-urls", &peer_url])
-        .args(["--initial-cluster", &format!("test={peer_url}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting etcd: install Debian's etcd-server (scripts/test.sh does)");
-    Etcd {
-        child,
-        endpoint,
-        _dir: dir,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,221 @@
+//! The `control-plane` daemon: opens the metadata store (embedded file or etcd), takes part
+//! in the leader election, serves the ControlPlane API and `/metrics`, and stops cleanly on
+//! SIGTERM (a leader hands over at once by revoking its lease).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use meridian_control_plane::api::ControlService;
+use meridian_control_plane::election::{self, Leader};
+use meridian_control_plane::metadata::{SCHEMA_VERSION, keys};
+use meridian_control_plane::store::{EmbeddedStore, EtcdStore, Store};
+use serde::Deserialize;
+use tracing_subscriber::EnvFilter;
+
+/// Meridian's control plane.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML configuration file (keys as the flags, with underscores); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// This process's id (unique among the control-plane processes).
+    #[arg(long)]
+    id: Option<String>,
+    /// Address of the ControlPlane gRPC API.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Address of the Prometheus /metrics endpoint.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// The metadata store: embedded:PATH (one file, one process) or etcd:URL[,URL...].
+    #[arg(long)]
+    store: Option<String>,
+    /// Leader lease: how long a dead leader keeps the office, in milliseconds.
+    #[arg(long)]
+    leader_lease_ms: Option<u64>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    id: String,
+    listen: SocketAddr,
+    metrics_listen: SocketAddr,
+    store: String,
+    leader_lease_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            id: "control-1".into(),
+            listen: "127.0.0.1:7300".parse().expect("valid address"),
+            metrics_listen: "127.0.0.1:9300".parse().expect("valid address"),
+            store: "embedded:meridian-data/control.redb".into(),
+            leader_lease_ms: 3000,
+        }
+    }
+}
+
+fn config(args: &Args) -> anyhow::Result<Config> {
+    let mut c = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?
+        }
+        None => Config::default(),
+    };
+    if let Some(v) = &args.id {
+        c.id = v.clone();
+    }
+    if let Some(v) = args.listen {
+        c.listen = v;
+    }
+    if let Some(v) = args.metrics_listen {
+        c.metrics_listen = v;
+    }
+    if let Some(v) = &args.store {
+        c.store = v.clone();
+    }
+    if let Some(v) = args.leader_lease_ms {
+        c.leader_lease_ms = v;
+    }
+    if c.id.is_empty() {
+        bail!("invalid id = \"\": give each control-plane process a name");
+    }
+    if !(1000..=60_000).contains(&c.leader_lease_ms) {
+        bail!(
+            "invalid leader_lease_ms = {}: must be 1000 to 60000 (etcd grants leases in whole seconds)",
+            c.leader_lease_ms
+        );
+    }
+    Ok(c)
+}
+
+async fn open_store(spec: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(path) = spec.strip_prefix("embedded:") {
+        return Ok(Arc::new(EmbeddedStore::open(std::path::Path::new(path))?));
+    }
+    if let Some(urls) = spec.strip_prefix("etcd:") {
+        // etcd may start after us (a reboot, a deployment): keep trying for a while.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match EtcdStore::connect(urls).await {
+                Ok(store) if store.list(keys::SCHEMA).await.is_ok() => return Ok(Arc::new(store)),
+                Ok(_) | Err(_) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(etcd = urls, "etcd does not answer yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Ok(store) => return Ok(Arc::new(store)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    bail!("invalid store = {spec:?}: use embedded:PATH or etcd:http://HOST:PORT[,...]")
+}
+
+/// Writes the schema version on a new store, and refuses a store of another layout.
+async fn check_schema(store: &dyn Store) -> anyhow::Result<()> {
+    let version = SCHEMA_VERSION.to_string().into_bytes();
+    match store
+        .compare_and_swap(keys::SCHEMA, None, version.clone(), None)
+        .await?
+    {
+        Ok(_) => tracing::info!(version = SCHEMA_VERSION, "new metadata store initialized"),
+        Err(Some(kv)) if kv.value == version => {}
+        Err(current) => bail!(
+            "the metadata store holds schema version {:?}; this control plane uses {SCHEMA_VERSION}: upgrade or point it at another store",
+            current.map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+        ),
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_env("MERIDIAN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .init();
+    }
+    let config = config(&args).context("invalid configuration")?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(config.metrics_listen)
+        .install()
+        .with_context(|| format!("starting the metrics endpoint on {}", config.metrics_listen))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding the control-plane API to {}", config.listen))?;
+    let store = open_store(&config.store)
+        .await
+        .with_context(|| format!("opening the metadata store {}", config.store))?;
+    check_schema(store.as_ref()).await?;
+    let me = Leader {
+        id: config.id.clone(),
+        addr: config.listen.to_string(),
+    };
+    let (leader_tx, leader_rx) = tokio::sync::watch::channel(None);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let election = tokio::spawn(election::run(
+        store.clone(),
+        me.clone(),
+        Duration::from_millis(config.leader_lease_ms),
+        leader_tx,
+        stop_rx,
+    ));
+    tracing::info!(id = %config.id, api = %config.listen, store = %config.store, "control plane ready");
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let served = tonic::transport::Server::builder()
+        .add_service(ControlService::server(
+            store,
+            me,
+            leader_rx,
+            config.store.clone(),
+        ))
+        .serve_with_incoming_shutdown(incoming, shutdown())
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
+    served.context("serving the control-plane API")?;
+    tracing::info!("control plane stopped");
+    Ok(())
+}
+
+async fn shutdown() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+    }
+}
