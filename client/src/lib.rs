@@ -43,7 +43,10 @@ pub struct Client {
 /// `grpc::LEADER_HEADER`).
 const LEADER_HEADER: &str = "x-meridian-leader";
 /// Redirects and retries a request takes at most.
-const ATTEMPTS_MAX: usize = 20;
+const ATTEMPTS_MAX: usize = 200;
+/// How long a request keeps following redirects and waiting out elections: a leader's death
+/// is noticed after an election timeout, longer on a loaded machine.
+const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Which offset of a partition to look up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +111,11 @@ impl Client {
         let mut rpc = self.current.lock().expect("client lock poisoned").clone();
         let mut next_bootstrap = 0;
         let mut last = None;
+        let deadline = tokio::time::Instant::now() + RETRY_FOR;
         for _ in 0..ATTEMPTS_MAX {
+            if tokio::time::Instant::now() > deadline {
+                break;
+            }
             match request(rpc.clone()).await {
                 Ok(response) => return Ok(response.into_inner()),
                 Err(status) if status.code() == tonic::Code::FailedPrecondition => {

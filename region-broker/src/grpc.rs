@@ -116,6 +116,19 @@ fn log_group_info(s: LogGroupState) -> v1::LogGroupInfo {
     }
 }
 
+impl GrpcService {
+    /// One log group's state on this broker.
+    fn group_info(&self, group: u32) -> Result<Response<v1::LogGroupInfo>, Status> {
+        let state = self
+            .broker
+            .log_groups_info()
+            .into_iter()
+            .find(|s| s.group == group)
+            .ok_or_else(|| Status::not_found(format!("no log group {group}")))?;
+        Ok(Response::new(log_group_info(state)))
+    }
+}
+
 #[tonic::async_trait]
 impl broker_server::Broker for GrpcService {
     async fn create_topic(
@@ -339,13 +352,7 @@ impl broker_server::Broker for GrpcService {
             .set_master(r.group, r.epoch, r.master)
             .await
             .map_err(status)?;
-        let state = self
-            .broker
-            .log_groups_info()
-            .into_iter()
-            .find(|s| s.group == r.group)
-            .ok_or_else(|| Status::not_found(format!("no log group {}", r.group)))?;
-        Ok(Response::new(log_group_info(state)))
+        self.group_info(r.group)
     }
 
     async fn change_replicas(
@@ -357,12 +364,6 @@ impl broker_server::Broker for GrpcService {
             .change_replicas(r.group, &r.add, &r.remove)
             .await
             .map_err(status)?;
-        let state = self
-            .broker
-            .log_groups_info()
-            .into_iter()
-            .find(|s| s.group == r.group)
-            .ok_or_else(|| Status::not_found(format!("no log group {}", r.group)))?;
-        Ok(Response::new(log_group_info(state)))
+        self.group_info(r.group)
     }
 }

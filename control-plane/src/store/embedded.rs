@@ -53,6 +53,20 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Fails with [`StoreError::LeaseNotFound`] unless the lease exists and has not expired.
+fn require_alive(tx: &redb::WriteTransaction, id: LeaseId) -> Result<(), StoreError> {
+    let leases = tx.open_table(LEASES).map_err(backend)?;
+    let alive = leases
+        .get(id)
+        .map_err(backend)?
+        .is_some_and(|v| v.value().0 > now_ms());
+    if alive {
+        Ok(())
+    } else {
+        Err(StoreError::LeaseNotFound(id))
+    }
+}
+
 fn encode(version: u64, lease: LeaseId, value: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + value.len());
     out.extend_from_slice(&version.to_le_bytes());
@@ -155,14 +169,7 @@ impl EmbeddedStore {
     fn put_sync(&self, key: &str, value: &[u8], lease: Option<LeaseId>) -> Result<u64, StoreError> {
         self.write(|tx, revision| {
             if let Some(id) = lease {
-                let leases = tx.open_table(LEASES).map_err(backend)?;
-                let alive = leases
-                    .get(id)
-                    .map_err(backend)?
-                    .is_some_and(|v| v.value().0 > now_ms());
-                if !alive {
-                    return Err(StoreError::LeaseNotFound(id));
-                }
+                require_alive(tx, id)?;
             }
             tx.open_table(KV)
                 .map_err(backend)?
@@ -186,14 +193,7 @@ impl EmbeddedStore {
     ) -> Result<Result<u64, Option<KeyValue>>, StoreError> {
         self.write(|tx, revision| {
             if let Some(id) = new_lease {
-                let leases = tx.open_table(LEASES).map_err(backend)?;
-                let alive = leases
-                    .get(id)
-                    .map_err(backend)?
-                    .is_some_and(|v| v.value().0 > now_ms());
-                if !alive {
-                    return Err(StoreError::LeaseNotFound(id));
-                }
+                require_alive(tx, id)?;
             }
             let mut kv = tx.open_table(KV).map_err(backend)?;
             let current = match kv.get(key).map_err(backend)? {
