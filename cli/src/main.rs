@@ -9,6 +9,7 @@ mod consume;
 mod endpoint;
 mod log_group;
 mod produce;
+mod region;
 mod topic;
 mod up;
 
@@ -24,6 +25,9 @@ struct Cli {
     /// Broker to talk to (HOST:PORT).
     #[arg(long, global = true, env = "MERIDIAN_BROKER")]
     broker: Option<String>,
+    /// Control plane to talk to (HOST:PORT), for region commands.
+    #[arg(long, global = true, env = "MERIDIAN_CONTROL", default_value = region::DEFAULT_CONTROL)]
+    control: String,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -41,6 +45,9 @@ enum Command {
     /// Log groups' replication state; fail a master-slave group over.
     #[command(subcommand, name = "log-group")]
     LogGroup(log_group::Command),
+    /// List and create regions (through the control plane).
+    #[command(subcommand)]
+    Region(region::Command),
     /// Send messages: from arguments, or one per line of standard input.
     Produce(produce::Args),
     /// Read messages and print one value per line.
@@ -63,6 +70,7 @@ fn main() {
             Command::Up(args) => up::run(args).await,
             Command::Topic(cmd) => topic::run(cmd, &broker, cli.json).await,
             Command::LogGroup(cmd) => log_group::run(cmd, &broker, cli.json).await,
+            Command::Region(cmd) => region::run(cmd, &cli.control, cli.json).await,
             Command::Produce(args) => produce::run(args, &broker, cli.json).await,
             Command::Consume(args) => consume::run(args, &broker, cli.json).await,
         }

@@ -1,0 +1,73 @@
+//! The `meridian region` commands against a real control-plane process (embedded store).
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use meridian_tests::{binary, free_addr};
+
+/// Runs `meridian --control ADDR ARGS`; returns (exit code, stdout, stderr).
+fn meridian(control: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(binary("meridian"))
+        .args(["--control", control])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run meridian");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn regions_are_created_and_listed_through_the_control_plane() {
+    let tmp = tempfile::tempdir().unwrap();
+    let addr = free_addr().to_string();
+    let mut child = Command::new(binary("control-plane"))
+        .args(["--id", "cp-test", "--listen", &addr])
+        .args(["--metrics-listen", &free_addr().to_string()])
+        .arg("--store")
+        .arg(format!(
+            "embedded:{}",
+            tmp.path().join("control.redb").display()
+        ))
+        .args(["--leader-lease-ms", "2000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start control-plane");
+    // Until it is up and has elected itself, creating answers with an error.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let created = loop {
+        let (code, out, err) = meridian(&addr, &["region", "create", "eu"]);
+        if code == 0 {
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "region create kept failing: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(created.contains("created region eu (up)"), "{created}");
+    let (code, _, err) = meridian(&addr, &["region", "create", "eu"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("region \"eu\" already exists"), "{err}");
+    let (code, _, err) = meridian(&addr, &["region", "create", "e/u"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid region"), "{err}");
+    let (code, out, _) = meridian(&addr, &["--json", "region", "list"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), r#"[{"name":"eu","state":"up"}]"#);
+    // SAFETY: signalling our own child by pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(
+        child.wait().unwrap().success(),
+        "control-plane exits cleanly on SIGTERM"
+    );
+    let (code, _, err) = meridian(&addr, &["region", "list"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot connect to the control plane"), "{err}");
+}
