@@ -3,6 +3,7 @@
 //! `x-meridian-leader` header clients follow, as with brokers).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use meridian_proto::v1::{self, control_plane_server};
 use tokio::sync::watch;
@@ -10,7 +11,9 @@ use tonic::{Request, Response, Status};
 
 use crate::election::Leader;
 use crate::metadata::{self, Region, RegionState, keys};
+use crate::state;
 use crate::store::{Store, StoreError};
+use crate::topics;
 
 /// The response header naming the leader's address on a `FailedPrecondition`.
 pub const LEADER_HEADER: &str = "x-meridian-leader";
@@ -21,7 +24,15 @@ pub struct ControlService {
     me: Leader,
     leader: watch::Receiver<Option<Leader>>,
     store_name: String,
+    broker_lease: Duration,
+    /// Topic changes, one at a time.
+    topic_writes: tokio::sync::Mutex<()>,
 }
+
+/// How long `CreateTopic` and `AlterTopic` wait for the brokers to open the topic's groups.
+const TOPIC_READY_WAIT: Duration = Duration::from_secs(20);
+/// The longest a `WatchRegion` long poll waits.
+const WATCH_WAIT_MAX: Duration = Duration::from_secs(30);
 
 impl ControlService {
     /// The tonic service.
@@ -30,13 +41,60 @@ impl ControlService {
         me: Leader,
         leader: watch::Receiver<Option<Leader>>,
         store_name: String,
+        broker_lease: Duration,
     ) -> control_plane_server::ControlPlaneServer<ControlService> {
         control_plane_server::ControlPlaneServer::new(ControlService {
             store,
             me,
             leader,
             store_name,
+            broker_lease,
+            topic_writes: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Waits until, in every region of `topic`, each of its log groups has a leader and
+    /// every live broker has applied a view at least as new as the topic's records.
+    async fn wait_ready(&self, topic: &metadata::Topic) -> Result<(), Status> {
+        let deadline = tokio::time::Instant::now() + TOPIC_READY_WAIT;
+        let version = state::topics(&*self.store)
+            .await?
+            .topics
+            .get(&topic.name)
+            .map_or(0, |(_, v)| *v);
+        loop {
+            let mut waiting = None;
+            for r in &topic.regions {
+                let region = state::region(&*self.store, r).await?;
+                let groups = region.partition_groups(topic).unwrap_or_default();
+                if let Some(g) = groups.iter().find(|g| region.leader(**g).is_none()) {
+                    waiting = Some(format!("log group {g} of region {r} has no leader yet"));
+                    break;
+                }
+                if let Some(b) = region
+                    .brokers
+                    .values()
+                    .find(|b| b.applied_version < version)
+                {
+                    waiting = Some(format!(
+                        "broker {} of region {r} has not applied the change yet",
+                        b.id
+                    ));
+                    break;
+                }
+            }
+            let Some(why) = waiting else {
+                return Ok(());
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::unavailable(format!(
+                    "topic {:?} is stored, but after {} s {why}: check the region's brokers (meridian broker list)",
+                    topic.name,
+                    TOPIC_READY_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     fn require_leader(&self) -> Result<(), Status> {
@@ -130,5 +188,282 @@ impl control_plane_server::ControlPlane for ControlService {
             regions.push(region_info(&region));
         }
         Ok(Response::new(v1::ListRegionsResponse { regions }))
+    }
+
+    async fn register_broker(
+        &self,
+        request: Request<v1::RegisterBrokerRequest>,
+    ) -> Result<Response<v1::RegisterBrokerResponse>, Status> {
+        let b = request
+            .into_inner()
+            .broker
+            .ok_or_else(|| Status::invalid_argument("the request names no broker"))?;
+        metadata::validate_name("region", &b.region)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if self
+            .store
+            .get(&keys::region(&b.region))
+            .await
+            .map_err(store_status)?
+            .is_none()
+        {
+            return Err(Status::not_found(format!(
+                "unknown region {:?}: create it first (meridian region create {0})",
+                b.region
+            )));
+        }
+        if b.grpc.parse::<std::net::SocketAddr>().is_err()
+            || b.raft.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(Status::invalid_argument(format!(
+                "broker {} gives addresses {:?} and {:?}: both must be IP:PORT",
+                b.id, b.grpc, b.raft
+            )));
+        }
+        let lease = self
+            .store
+            .grant_lease(self.broker_lease)
+            .await
+            .map_err(store_status)?;
+        let record = metadata::Broker {
+            id: b.id,
+            region: b.region.clone(),
+            grpc: b.grpc,
+            raft: b.raft,
+            leading: Default::default(),
+            applied_version: 0,
+        };
+        self.store
+            .put(
+                &keys::broker(&b.region, b.id),
+                serde_json::to_vec(&record).map_err(|e| Status::internal(e.to_string()))?,
+                Some(lease),
+            )
+            .await
+            .map_err(store_status)?;
+        tracing::info!(region = %b.region, broker = b.id, grpc = %record.grpc, "broker registered");
+        Ok(Response::new(v1::RegisterBrokerResponse {
+            lease,
+            ttl_ms: self.broker_lease.as_millis() as u64,
+        }))
+    }
+
+    async fn broker_heartbeat(
+        &self,
+        request: Request<v1::BrokerHeartbeatRequest>,
+    ) -> Result<Response<v1::BrokerHeartbeatResponse>, Status> {
+        let r = request.into_inner();
+        match self.store.keep_alive(r.lease).await {
+            Ok(()) => {}
+            Err(StoreError::LeaseNotFound(_)) => {
+                return Err(Status::not_found(format!(
+                    "broker {} of region {}: its lease expired; register again",
+                    r.id, r.region
+                )));
+            }
+            Err(e) => return Err(store_status(e)),
+        }
+        let key = keys::broker(&r.region, r.id);
+        let Some(kv) = self.store.get(&key).await.map_err(store_status)? else {
+            return Err(Status::not_found(format!(
+                "broker {} of region {} is not registered; register again",
+                r.id, r.region
+            )));
+        };
+        let mut record: metadata::Broker = state::decode(&kv)?;
+        let leading = r.leading.iter().map(|l| (l.group, l.epoch)).collect();
+        if record.leading != leading || record.applied_version != r.applied_version {
+            record.leading = leading;
+            record.applied_version = r.applied_version;
+            let value = serde_json::to_vec(&record).map_err(|e| Status::internal(e.to_string()))?;
+            // Only while the record is the one of this lease: a broker that re-registered
+            // meanwhile owns the key.
+            let _ = self
+                .store
+                .compare_and_swap(&key, Some(kv.version), value, Some(r.lease))
+                .await
+                .map_err(store_status)?;
+        }
+        Ok(Response::new(v1::BrokerHeartbeatResponse {}))
+    }
+
+    async fn list_brokers(
+        &self,
+        request: Request<v1::ListBrokersRequest>,
+    ) -> Result<Response<v1::ListBrokersResponse>, Status> {
+        let region = request.into_inner().region;
+        let prefix = if region.is_empty() {
+            keys::BROKERS.to_owned()
+        } else {
+            keys::brokers(&region)
+        };
+        let mut brokers = Vec::new();
+        for kv in self.store.list(&prefix).await.map_err(store_status)? {
+            let b: metadata::Broker = state::decode(&kv)?;
+            brokers.push(state::endpoint(&b));
+        }
+        Ok(Response::new(v1::ListBrokersResponse { brokers }))
+    }
+
+    async fn watch_region(
+        &self,
+        request: Request<v1::WatchRegionRequest>,
+    ) -> Result<Response<v1::RegionView>, Status> {
+        let r = request.into_inner();
+        let wait = Duration::from_millis(u64::from(r.wait_ms)).min(WATCH_WAIT_MAX);
+        let deadline = tokio::time::Instant::now() + wait;
+        // Watch first, then read: a change between the two is seen by the watch.
+        let mut changes = self.store.watch("/meridian/").await.map_err(store_status)?;
+        loop {
+            let region = state::region(&*self.store, &r.region).await?;
+            if region.record.is_none() {
+                return Err(Status::not_found(format!(
+                    "unknown region {:?}: create it first (meridian region create {0})",
+                    r.region
+                )));
+            }
+            let view = state::view(&region, &state::topics(&*self.store).await?);
+            if view.hash != r.known_hash || tokio::time::Instant::now() >= deadline {
+                return Ok(Response::new(view));
+            }
+            match tokio::time::timeout_at(deadline, changes.recv()).await {
+                Ok(Some(_)) => {
+                    // Take every change already queued before reading again.
+                    while changes.try_recv().is_ok() {}
+                }
+                Ok(None) => return Err(Status::unavailable("the metadata store went away")),
+                Err(_) => {}
+            }
+        }
+    }
+
+    async fn create_topic(
+        &self,
+        request: Request<v1::ControlCreateTopicRequest>,
+    ) -> Result<Response<v1::TopicDescription>, Status> {
+        let spec = request
+            .into_inner()
+            .spec
+            .ok_or_else(|| Status::invalid_argument("the request has no topic spec"))?;
+        self.require_leader()?;
+        let topic = {
+            let _one_at_a_time = self.topic_writes.lock().await;
+            topics::create(&*self.store, &spec).await?
+        };
+        self.wait_ready(&topic).await?;
+        Ok(Response::new(topics::describe_topic(&*self.store, &topic).await?))
+    }
+
+    async fn list_topics(
+        &self,
+        _: Request<v1::ControlListTopicsRequest>,
+    ) -> Result<Response<v1::ControlListTopicsResponse>, Status> {
+        let mut out = Vec::new();
+        for (topic, _) in state::topics(&*self.store).await?.topics.values() {
+            out.push(topics::describe_topic(&*self.store, topic).await?);
+        }
+        Ok(Response::new(v1::ControlListTopicsResponse { topics: out }))
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<v1::TopicNameRequest>,
+    ) -> Result<Response<v1::TopicDescription>, Status> {
+        Ok(Response::new(
+            topics::describe(&*self.store, &request.into_inner().name).await?,
+        ))
+    }
+
+    async fn alter_topic(
+        &self,
+        request: Request<v1::AlterTopicRequest>,
+    ) -> Result<Response<v1::TopicDescription>, Status> {
+        let request = request.into_inner();
+        self.require_leader()?;
+        let topic = {
+            let _one_at_a_time = self.topic_writes.lock().await;
+            topics::alter(&*self.store, &request).await?
+        };
+        self.wait_ready(&topic).await?;
+        Ok(Response::new(topics::describe_topic(&*self.store, &topic).await?))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<v1::TopicNameRequest>,
+    ) -> Result<Response<v1::ControlDeleteTopicResponse>, Status> {
+        let name = request.into_inner().name;
+        self.require_leader()?;
+        let _one_at_a_time = self.topic_writes.lock().await;
+        topics::delete(&*self.store, &name).await?;
+        Ok(Response::new(v1::ControlDeleteTopicResponse {}))
+    }
+
+    async fn list_log_groups(
+        &self,
+        request: Request<v1::ListLogGroupsRequest>,
+    ) -> Result<Response<v1::ListLogGroupsResponse>, Status> {
+        let wanted = request.into_inner().region;
+        let mut groups = Vec::new();
+        for name in state::regions(&*self.store).await?.keys() {
+            if !wanted.is_empty() && *name != wanted {
+                continue;
+            }
+            let region = state::region(&*self.store, name).await?;
+            groups.extend(region.groups.values().map(|(g, _)| region.group_placement(g)));
+        }
+        Ok(Response::new(v1::ListLogGroupsResponse { groups }))
+    }
+
+    async fn route(
+        &self,
+        request: Request<v1::RouteRequest>,
+    ) -> Result<Response<v1::RouteResponse>, Status> {
+        let r = request.into_inner();
+        let regions: Vec<String> = if r.topic.is_empty() {
+            state::regions(&*self.store).await?.into_keys().collect()
+        } else {
+            match state::topics(&*self.store).await?.topics.get(&r.topic) {
+                Some((t, _)) => t.regions.clone(),
+                None => {
+                    return Err(Status::not_found(format!(
+                        "unknown topic {:?}: create it first (meridian topic create {0})",
+                        r.topic
+                    )));
+                }
+            }
+        };
+        if !r.region.is_empty() && !regions.contains(&r.region) {
+            return Err(Status::invalid_argument(format!(
+                "topic {:?} does not span region {:?}; it spans {}",
+                r.topic,
+                r.region,
+                regions.join(", ")
+            )));
+        }
+        let mut routes = Vec::new();
+        for name in &regions {
+            let region = state::region(&*self.store, name).await?;
+            routes.push(v1::RegionRoute {
+                region: name.clone(),
+                healthy: region.healthy(),
+                brokers: region.brokers.values().map(state::endpoint).collect(),
+            });
+        }
+        // The named region first when it is healthy; the client measures the others.
+        routes.sort_by_key(|x| (!x.healthy, x.region != r.region));
+        let routing_epoch = match self
+            .store
+            .get(keys::ROUTING_EPOCH)
+            .await
+            .map_err(store_status)?
+        {
+            Some(kv) => state::decode(&kv)?,
+            None => 0,
+        };
+        Ok(Response::new(v1::RouteResponse {
+            regions: routes,
+            routing_epoch,
+        }))
     }
 }

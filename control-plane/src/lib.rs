@@ -8,4 +8,7 @@ pub mod api;
 pub mod election;
 pub mod metadata;
 pub mod placement;
+pub mod reconcile;
+pub mod state;
 pub mod store;
+pub mod topics;

@@ -21,6 +21,18 @@ pub mod keys {
     pub const REGIONS: &str = "/meridian/regions/";
     /// Every topic.
     pub const TOPICS: &str = "/meridian/topics/";
+    /// The id the next topic gets (topic ids are never reused).
+    pub const TOPIC_IDS: &str = "/meridian/topic-ids";
+    /// Ids of deleted topics (their records, still in journals, must never be read as a
+    /// new topic's).
+    pub const RETIRED: &str = "/meridian/retired/";
+    /// Every broker of every region.
+    pub const BROKERS: &str = "/meridian/brokers/";
+
+    /// A deleted topic's id.
+    pub fn retired(id: u32) -> String {
+        format!("{RETIRED}{id}")
+    }
 
     /// A region.
     pub fn region(name: &str) -> String {
@@ -95,6 +107,12 @@ pub struct Broker {
     pub grpc: String,
     /// Its inter-broker replication address.
     pub raft: String,
+    /// The log groups it leads, with their epochs, as it last reported.
+    #[serde(default)]
+    pub leading: std::collections::BTreeMap<u32, u64>,
+    /// The version of the last region view it applied.
+    #[serde(default)]
+    pub applied_version: u64,
 }
 
 /// How a topic's log groups replicate.
@@ -113,6 +131,12 @@ pub enum Strategy {
 pub struct Topic {
     /// Its name.
     pub name: String,
+    /// Never-reused id its records carry (0 until the control plane assigns one).
+    #[serde(default)]
+    pub id: u32,
+    /// Creation time, ms since the epoch.
+    #[serde(default)]
+    pub created_ms: i64,
     /// Partitions, in every region it spans.
     pub partitions: u32,
     /// How its log groups replicate.
@@ -135,8 +159,17 @@ pub struct Group {
     pub id: u32,
     /// How it replicates.
     pub strategy: Strategy,
-    /// The brokers holding a replica.
+    /// The brokers holding a replica; the first is the preferred leader (a master-slave
+    /// group's master).
     pub replicas: Vec<u32>,
+    /// How many times the replicas changed since creation (0: the first replica
+    /// initializes the group's raft membership).
+    #[serde(default)]
+    pub changes: u32,
+    /// A replacement under way: `(dead broker, new broker)`; the new broker is already a
+    /// replica here, the dead one leaves once raft has changed the membership.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacing: Option<(u32, u32)>,
 }
 
 /// Limits a topic must respect.
@@ -274,6 +307,8 @@ mod tests {
     fn topic() -> Topic {
         Topic {
             name: "orders".into(),
+            id: 1,
+            created_ms: 0,
             partitions: 3,
             replication: Strategy::Raft,
             replication_factor: 3,

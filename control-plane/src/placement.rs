@@ -66,6 +66,8 @@ pub fn place(
             id: next_id,
             strategy,
             replicas: chosen,
+            changes: 0,
+            replacing: None,
         });
         candidates.push(next_id);
         next_id += 1;
@@ -117,6 +119,8 @@ mod tests {
             id: 0,
             strategy: Strategy::Raft,
             replicas: vec![1, 2, 9],
+            changes: 0,
+            replacing: None,
         }];
         let brokers: BTreeSet<u32> = [1, 2, 3].into();
         let p = place(1, Strategy::Raft, 3, &brokers, &groups, &BTreeMap::new()).unwrap();

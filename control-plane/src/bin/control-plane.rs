@@ -11,7 +11,8 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use meridian_control_plane::api::ControlService;
 use meridian_control_plane::election::{self, Leader};
-use meridian_control_plane::metadata::{SCHEMA_VERSION, keys};
+use meridian_control_plane::metadata::{Region, RegionState, SCHEMA_VERSION, keys};
+use meridian_control_plane::reconcile;
 use meridian_control_plane::store::{EmbeddedStore, EtcdStore, Store};
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
@@ -38,6 +39,13 @@ struct Args {
     /// Leader lease: how long a dead leader keeps the office, in milliseconds.
     #[arg(long)]
     leader_lease_ms: Option<u64>,
+    /// Broker lease: how long a broker that stops renewing stays registered, in
+    /// milliseconds; its log groups are repaired after that.
+    #[arg(long)]
+    broker_lease_ms: Option<u64>,
+    /// Regions to create at start if they do not exist (repeatable).
+    #[arg(long = "region")]
+    regions: Vec<String>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -51,6 +59,8 @@ struct Config {
     metrics_listen: SocketAddr,
     store: String,
     leader_lease_ms: u64,
+    broker_lease_ms: u64,
+    regions: Vec<String>,
 }
 
 impl Default for Config {
@@ -61,6 +71,8 @@ impl Default for Config {
             metrics_listen: "127.0.0.1:9300".parse().expect("valid address"),
             store: "embedded:meridian-data/control.redb".into(),
             leader_lease_ms: 3000,
+            broker_lease_ms: 9000,
+            regions: Vec::new(),
         }
     }
 }
@@ -88,6 +100,21 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.leader_lease_ms {
         c.leader_lease_ms = v;
+    }
+    if let Some(v) = args.broker_lease_ms {
+        c.broker_lease_ms = v;
+    }
+    if !args.regions.is_empty() {
+        c.regions = args.regions.clone();
+    }
+    for r in &c.regions {
+        meridian_control_plane::metadata::validate_name("region", r)?;
+    }
+    if !(1000..=120_000).contains(&c.broker_lease_ms) {
+        bail!(
+            "invalid broker_lease_ms = {}: must be 1000 to 120000 (etcd grants leases in whole seconds)",
+            c.broker_lease_ms
+        );
     }
     if c.id.is_empty() {
         bail!("invalid id = \"\": give each control-plane process a name");
@@ -174,6 +201,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening the metadata store {}", config.store))?;
     check_schema(store.as_ref()).await?;
+    for name in &config.regions {
+        let region = Region {
+            name: name.clone(),
+            state: RegionState::Up,
+        };
+        let value = serde_json::to_vec(&region)?;
+        if store
+            .compare_and_swap(&keys::region(name), None, value, None)
+            .await?
+            .is_ok()
+        {
+            tracing::info!(region = %name, "region created");
+        }
+    }
     let me = Leader {
         id: config.id.clone(),
         addr: config.listen.to_string(),
@@ -187,6 +228,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         leader_tx,
         stop_rx,
     ));
+    let repair = tokio::spawn(reconcile::run(
+        store.clone(),
+        me.clone(),
+        leader_rx.clone(),
+        Duration::from_millis(config.broker_lease_ms),
+    ));
     tracing::info!(id = %config.id, api = %config.listen, store = %config.store, "control plane ready");
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let served = tonic::transport::Server::builder()
@@ -195,9 +242,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
             me,
             leader_rx,
             config.store.clone(),
+            Duration::from_millis(config.broker_lease_ms),
         ))
         .serve_with_incoming_shutdown(incoming, shutdown())
         .await;
+    repair.abort();
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
     served.context("serving the control-plane API")?;

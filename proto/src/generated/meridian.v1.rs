@@ -347,6 +347,266 @@ pub struct ListRegionsResponse {
     pub regions: ::prost::alloc::vec::Vec<RegionInfo>,
 }
 #[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BrokerEndpoint {
+    #[prost(uint32, tag = "1")]
+    pub id: u32,
+    #[prost(string, tag = "2")]
+    pub region: ::prost::alloc::string::String,
+    /// Its gRPC API address.
+    #[prost(string, tag = "3")]
+    pub grpc: ::prost::alloc::string::String,
+    /// Its inter-broker replication address.
+    #[prost(string, tag = "4")]
+    pub raft: ::prost::alloc::string::String,
+    /// Whether its lease is held.
+    #[prost(bool, tag = "5")]
+    pub live: bool,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RegisterBrokerRequest {
+    #[prost(message, optional, tag = "1")]
+    pub broker: ::core::option::Option<BrokerEndpoint>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RegisterBrokerResponse {
+    #[prost(int64, tag = "1")]
+    pub lease: i64,
+    #[prost(uint64, tag = "2")]
+    pub ttl_ms: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GroupLeadership {
+    #[prost(uint32, tag = "1")]
+    pub group: u32,
+    #[prost(uint64, tag = "2")]
+    pub epoch: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct BrokerHeartbeatRequest {
+    #[prost(string, tag = "1")]
+    pub region: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub id: u32,
+    #[prost(int64, tag = "3")]
+    pub lease: i64,
+    /// The log groups this broker leads (raft leader or master) and their epochs.
+    #[prost(message, repeated, tag = "4")]
+    pub leading: ::prost::alloc::vec::Vec<GroupLeadership>,
+    /// The version of the last region view it applied.
+    #[prost(uint64, tag = "5")]
+    pub applied_version: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BrokerHeartbeatResponse {}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListBrokersRequest {
+    #[prost(string, tag = "1")]
+    pub region: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListBrokersResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub brokers: ::prost::alloc::vec::Vec<BrokerEndpoint>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LogGroupPlacement {
+    #[prost(string, tag = "1")]
+    pub region: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub id: u32,
+    /// "raft" or "master-slave".
+    #[prost(string, tag = "3")]
+    pub strategy: ::prost::alloc::string::String,
+    /// Replica brokers; the first is the preferred leader (a master-slave group's master).
+    #[prost(uint32, repeated, tag = "4")]
+    pub replicas: ::prost::alloc::vec::Vec<u32>,
+    /// How many times the replicas changed since the group was created.
+    #[prost(uint32, tag = "5")]
+    pub changes: u32,
+    /// The leader as its brokers last reported, and its epoch.
+    #[prost(uint32, optional, tag = "6")]
+    pub leader: ::core::option::Option<u32>,
+    #[prost(uint64, tag = "7")]
+    pub epoch: u64,
+    /// Partitions placed on it.
+    #[prost(uint32, tag = "8")]
+    pub partitions: u32,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TopicInRegion {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub id: u32,
+    /// The log group of each partition.
+    #[prost(uint32, repeated, tag = "3")]
+    pub groups: ::prost::alloc::vec::Vec<u32>,
+    #[prost(string, tag = "4")]
+    pub strategy: ::prost::alloc::string::String,
+    #[prost(int64, tag = "5")]
+    pub created_ms: i64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RegionView {
+    #[prost(string, tag = "1")]
+    pub region: ::prost::alloc::string::String,
+    /// Highest store revision of the region's groups, topics and assignments.
+    #[prost(uint64, tag = "2")]
+    pub version: u64,
+    /// Changes whenever anything below does (leaders and brokers included).
+    #[prost(uint64, tag = "3")]
+    pub hash: u64,
+    #[prost(message, repeated, tag = "4")]
+    pub brokers: ::prost::alloc::vec::Vec<BrokerEndpoint>,
+    #[prost(message, repeated, tag = "5")]
+    pub groups: ::prost::alloc::vec::Vec<LogGroupPlacement>,
+    #[prost(message, repeated, tag = "6")]
+    pub topics: ::prost::alloc::vec::Vec<TopicInRegion>,
+    /// Ids of deleted topics.
+    #[prost(uint32, repeated, tag = "7")]
+    pub retired: ::prost::alloc::vec::Vec<u32>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WatchRegionRequest {
+    #[prost(string, tag = "1")]
+    pub region: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "2")]
+    pub known_hash: u64,
+    #[prost(uint32, tag = "3")]
+    pub wait_ms: u32,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TopicSpec {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub partitions: u32,
+    /// "raft" (default) or "master-slave".
+    #[prost(string, tag = "3")]
+    pub replication: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "4")]
+    pub replication_factor: u32,
+    /// Empty: every region.
+    #[prost(string, repeated, tag = "5")]
+    pub regions: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Strict ordering: the one region accepting writes.
+    #[prost(string, optional, tag = "6")]
+    pub home: ::core::option::Option<::prost::alloc::string::String>,
+    /// humantime ("7d") or "none"; empty: 7d.
+    #[prost(string, tag = "7")]
+    pub retention: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct TopicRegionPlacement {
+    #[prost(string, tag = "1")]
+    pub region: ::prost::alloc::string::String,
+    /// The log group of each partition.
+    #[prost(uint32, repeated, tag = "2")]
+    pub partition_groups: ::prost::alloc::vec::Vec<u32>,
+    #[prost(message, repeated, tag = "3")]
+    pub groups: ::prost::alloc::vec::Vec<LogGroupPlacement>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct TopicDescription {
+    #[prost(message, optional, tag = "1")]
+    pub spec: ::core::option::Option<TopicSpec>,
+    #[prost(uint32, tag = "2")]
+    pub id: u32,
+    #[prost(int64, tag = "3")]
+    pub created_ms: i64,
+    #[prost(message, repeated, tag = "4")]
+    pub placements: ::prost::alloc::vec::Vec<TopicRegionPlacement>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ControlCreateTopicRequest {
+    #[prost(message, optional, tag = "1")]
+    pub spec: ::core::option::Option<TopicSpec>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ControlListTopicsRequest {}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ControlListTopicsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub topics: ::prost::alloc::vec::Vec<TopicDescription>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TopicNameRequest {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AlterTopicRequest {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// More partitions (never fewer).
+    #[prost(uint32, optional, tag = "2")]
+    pub partitions: ::core::option::Option<u32>,
+    #[prost(string, optional, tag = "3")]
+    pub retention: ::core::option::Option<::prost::alloc::string::String>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ControlDeleteTopicResponse {}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListLogGroupsRequest {
+    #[prost(string, tag = "1")]
+    pub region: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListLogGroupsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub groups: ::prost::alloc::vec::Vec<LogGroupPlacement>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RouteRequest {
+    #[prost(string, tag = "1")]
+    pub topic: ::prost::alloc::string::String,
+    /// The client's region; empty: every healthy region of the topic.
+    #[prost(string, tag = "2")]
+    pub region: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RegionRoute {
+    #[prost(string, tag = "1")]
+    pub region: ::prost::alloc::string::String,
+    #[prost(bool, tag = "2")]
+    pub healthy: bool,
+    #[prost(message, repeated, tag = "3")]
+    pub brokers: ::prost::alloc::vec::Vec<BrokerEndpoint>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RouteResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub regions: ::prost::alloc::vec::Vec<RegionRoute>,
+    #[prost(uint64, tag = "2")]
+    pub routing_epoch: u64,
+}
+#[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum Acks {
@@ -2256,6 +2516,274 @@ pub mod control_plane_client {
                 .insert(GrpcMethod::new("meridian.v1.ControlPlane", "ListRegions"));
             self.inner.unary(req, path, codec).await
         }
+        /// A broker announces itself; it stays registered while it renews the lease (any
+        /// control-plane process answers).
+        pub async fn register_broker(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RegisterBrokerRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RegisterBrokerResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.ControlPlane/RegisterBroker",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.ControlPlane", "RegisterBroker"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Renews a broker's lease and reports the groups it leads and the view it has applied.
+        pub async fn broker_heartbeat(
+            &mut self,
+            request: impl tonic::IntoRequest<super::BrokerHeartbeatRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::BrokerHeartbeatResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.ControlPlane/BrokerHeartbeat",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.ControlPlane", "BrokerHeartbeat"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Registered brokers (of one region, or all).
+        pub async fn list_brokers(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListBrokersRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListBrokersResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.ControlPlane/ListBrokers",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.ControlPlane", "ListBrokers"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// What a region's brokers must host: long-polls until the view differs from the one the
+        /// caller holds (known_hash) or wait_ms passes.
+        pub async fn watch_region(
+            &mut self,
+            request: impl tonic::IntoRequest<super::WatchRegionRequest>,
+        ) -> std::result::Result<tonic::Response<super::RegionView>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.ControlPlane/WatchRegion",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.ControlPlane", "WatchRegion"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Topics: created, altered and deleted by the leader, placed on log groups in each region.
+        pub async fn create_topic(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ControlCreateTopicRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TopicDescription>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.ControlPlane/CreateTopic",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.ControlPlane", "CreateTopic"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn list_topics(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ControlListTopicsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ControlListTopicsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.ControlPlane/ListTopics",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.ControlPlane", "ListTopics"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn describe_topic(
+            &mut self,
+            request: impl tonic::IntoRequest<super::TopicNameRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TopicDescription>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.ControlPlane/DescribeTopic",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.ControlPlane", "DescribeTopic"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn alter_topic(
+            &mut self,
+            request: impl tonic::IntoRequest<super::AlterTopicRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TopicDescription>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.ControlPlane/AlterTopic",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.ControlPlane", "AlterTopic"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn delete_topic(
+            &mut self,
+            request: impl tonic::IntoRequest<super::TopicNameRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ControlDeleteTopicResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.ControlPlane/DeleteTopic",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.ControlPlane", "DeleteTopic"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Log groups (of one region, or all) with replicas and leaders.
+        pub async fn list_log_groups(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListLogGroupsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListLogGroupsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.ControlPlane/ListLogGroups",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.ControlPlane", "ListLogGroups"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// The regions serving a topic, with their brokers: the one named, or every healthy one
+        /// (the client measures which is nearest).
+        pub async fn route(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RouteRequest>,
+        ) -> std::result::Result<tonic::Response<super::RouteResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.ControlPlane/Route",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.ControlPlane", "Route"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -2292,6 +2820,87 @@ pub mod control_plane_server {
             tonic::Response<super::ListRegionsResponse>,
             tonic::Status,
         >;
+        /// A broker announces itself; it stays registered while it renews the lease (any
+        /// control-plane process answers).
+        async fn register_broker(
+            &self,
+            request: tonic::Request<super::RegisterBrokerRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RegisterBrokerResponse>,
+            tonic::Status,
+        >;
+        /// Renews a broker's lease and reports the groups it leads and the view it has applied.
+        async fn broker_heartbeat(
+            &self,
+            request: tonic::Request<super::BrokerHeartbeatRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::BrokerHeartbeatResponse>,
+            tonic::Status,
+        >;
+        /// Registered brokers (of one region, or all).
+        async fn list_brokers(
+            &self,
+            request: tonic::Request<super::ListBrokersRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListBrokersResponse>,
+            tonic::Status,
+        >;
+        /// What a region's brokers must host: long-polls until the view differs from the one the
+        /// caller holds (known_hash) or wait_ms passes.
+        async fn watch_region(
+            &self,
+            request: tonic::Request<super::WatchRegionRequest>,
+        ) -> std::result::Result<tonic::Response<super::RegionView>, tonic::Status>;
+        /// Topics: created, altered and deleted by the leader, placed on log groups in each region.
+        async fn create_topic(
+            &self,
+            request: tonic::Request<super::ControlCreateTopicRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TopicDescription>,
+            tonic::Status,
+        >;
+        async fn list_topics(
+            &self,
+            request: tonic::Request<super::ControlListTopicsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ControlListTopicsResponse>,
+            tonic::Status,
+        >;
+        async fn describe_topic(
+            &self,
+            request: tonic::Request<super::TopicNameRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TopicDescription>,
+            tonic::Status,
+        >;
+        async fn alter_topic(
+            &self,
+            request: tonic::Request<super::AlterTopicRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TopicDescription>,
+            tonic::Status,
+        >;
+        async fn delete_topic(
+            &self,
+            request: tonic::Request<super::TopicNameRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ControlDeleteTopicResponse>,
+            tonic::Status,
+        >;
+        /// Log groups (of one region, or all) with replicas and leaders.
+        async fn list_log_groups(
+            &self,
+            request: tonic::Request<super::ListLogGroupsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListLogGroupsResponse>,
+            tonic::Status,
+        >;
+        /// The regions serving a topic, with their brokers: the one named, or every healthy one
+        /// (the client measures which is nearest).
+        async fn route(
+            &self,
+            request: tonic::Request<super::RouteRequest>,
+        ) -> std::result::Result<tonic::Response<super::RouteResponse>, tonic::Status>;
     }
     /// The control plane's API (served by every control-plane process; writes by the leader).
     #[derive(Debug)]
@@ -2490,6 +3099,500 @@ pub mod control_plane_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListRegionsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.ControlPlane/RegisterBroker" => {
+                    #[allow(non_camel_case_types)]
+                    struct RegisterBrokerSvc<T: ControlPlane>(pub Arc<T>);
+                    impl<
+                        T: ControlPlane,
+                    > tonic::server::UnaryService<super::RegisterBrokerRequest>
+                    for RegisterBrokerSvc<T> {
+                        type Response = super::RegisterBrokerResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RegisterBrokerRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ControlPlane>::register_broker(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RegisterBrokerSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.ControlPlane/BrokerHeartbeat" => {
+                    #[allow(non_camel_case_types)]
+                    struct BrokerHeartbeatSvc<T: ControlPlane>(pub Arc<T>);
+                    impl<
+                        T: ControlPlane,
+                    > tonic::server::UnaryService<super::BrokerHeartbeatRequest>
+                    for BrokerHeartbeatSvc<T> {
+                        type Response = super::BrokerHeartbeatResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::BrokerHeartbeatRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ControlPlane>::broker_heartbeat(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = BrokerHeartbeatSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.ControlPlane/ListBrokers" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListBrokersSvc<T: ControlPlane>(pub Arc<T>);
+                    impl<
+                        T: ControlPlane,
+                    > tonic::server::UnaryService<super::ListBrokersRequest>
+                    for ListBrokersSvc<T> {
+                        type Response = super::ListBrokersResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListBrokersRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ControlPlane>::list_brokers(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListBrokersSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.ControlPlane/WatchRegion" => {
+                    #[allow(non_camel_case_types)]
+                    struct WatchRegionSvc<T: ControlPlane>(pub Arc<T>);
+                    impl<
+                        T: ControlPlane,
+                    > tonic::server::UnaryService<super::WatchRegionRequest>
+                    for WatchRegionSvc<T> {
+                        type Response = super::RegionView;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::WatchRegionRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ControlPlane>::watch_region(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = WatchRegionSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.ControlPlane/CreateTopic" => {
+                    #[allow(non_camel_case_types)]
+                    struct CreateTopicSvc<T: ControlPlane>(pub Arc<T>);
+                    impl<
+                        T: ControlPlane,
+                    > tonic::server::UnaryService<super::ControlCreateTopicRequest>
+                    for CreateTopicSvc<T> {
+                        type Response = super::TopicDescription;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ControlCreateTopicRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ControlPlane>::create_topic(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CreateTopicSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.ControlPlane/ListTopics" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListTopicsSvc<T: ControlPlane>(pub Arc<T>);
+                    impl<
+                        T: ControlPlane,
+                    > tonic::server::UnaryService<super::ControlListTopicsRequest>
+                    for ListTopicsSvc<T> {
+                        type Response = super::ControlListTopicsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ControlListTopicsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ControlPlane>::list_topics(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListTopicsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.ControlPlane/DescribeTopic" => {
+                    #[allow(non_camel_case_types)]
+                    struct DescribeTopicSvc<T: ControlPlane>(pub Arc<T>);
+                    impl<
+                        T: ControlPlane,
+                    > tonic::server::UnaryService<super::TopicNameRequest>
+                    for DescribeTopicSvc<T> {
+                        type Response = super::TopicDescription;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::TopicNameRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ControlPlane>::describe_topic(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DescribeTopicSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.ControlPlane/AlterTopic" => {
+                    #[allow(non_camel_case_types)]
+                    struct AlterTopicSvc<T: ControlPlane>(pub Arc<T>);
+                    impl<
+                        T: ControlPlane,
+                    > tonic::server::UnaryService<super::AlterTopicRequest>
+                    for AlterTopicSvc<T> {
+                        type Response = super::TopicDescription;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::AlterTopicRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ControlPlane>::alter_topic(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = AlterTopicSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.ControlPlane/DeleteTopic" => {
+                    #[allow(non_camel_case_types)]
+                    struct DeleteTopicSvc<T: ControlPlane>(pub Arc<T>);
+                    impl<
+                        T: ControlPlane,
+                    > tonic::server::UnaryService<super::TopicNameRequest>
+                    for DeleteTopicSvc<T> {
+                        type Response = super::ControlDeleteTopicResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::TopicNameRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ControlPlane>::delete_topic(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DeleteTopicSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.ControlPlane/ListLogGroups" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListLogGroupsSvc<T: ControlPlane>(pub Arc<T>);
+                    impl<
+                        T: ControlPlane,
+                    > tonic::server::UnaryService<super::ListLogGroupsRequest>
+                    for ListLogGroupsSvc<T> {
+                        type Response = super::ListLogGroupsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListLogGroupsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ControlPlane>::list_log_groups(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListLogGroupsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.ControlPlane/Route" => {
+                    #[allow(non_camel_case_types)]
+                    struct RouteSvc<T: ControlPlane>(pub Arc<T>);
+                    impl<
+                        T: ControlPlane,
+                    > tonic::server::UnaryService<super::RouteRequest> for RouteSvc<T> {
+                        type Response = super::RouteResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RouteRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ControlPlane>::route(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RouteSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -1,0 +1,236 @@
+//! The leader's repair loop: when a broker's lease has been gone for a grace period, every
+//! raft log group it held gets a replacement replica on the least-loaded live broker that
+//! does not hold one, so the group is back at its replication factor.
+//!
+//! A replacement is three steps, each safe to repeat: (1) the group record gains the new
+//! broker and notes `replacing = (dead, new)` — the new broker, watching its region, opens
+//! the group; (2) the group's raft leader adds the new broker (as a learner until it has
+//! caught up, then a voter) and removes the dead one, through the broker's
+//! `ChangeReplicas`; (3) the record drops the dead broker and the note. A leader that dies
+//! between steps leaves the note, and its successor finishes the same replacement.
+//!
+//! Master-slave groups are not repaired here: their replica sets are fixed when created
+//! (failover is `meridian log-group failover`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_proto::v1;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::election::Leader;
+use crate::metadata::{Group, Strategy, keys};
+use crate::state::{self, RegionState};
+use crate::store::Store;
+
+/// How often the loop looks.
+const TICK: Duration = Duration::from_millis(500);
+/// How long `ChangeReplicas` may take (the new replica catches up first).
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs the loop while this process leads; `grace` is how long a broker must have been
+/// gone (counted from when this process took office at the earliest) before it is replaced.
+pub async fn run(
+    store: Arc<dyn Store>,
+    me: Leader,
+    mut leader: watch::Receiver<Option<Leader>>,
+    grace: Duration,
+) {
+    let mut gone_since: BTreeMap<(String, u32), Instant> = BTreeMap::new();
+    let mut leading_since: Option<Instant> = None;
+    loop {
+        let leads = leader.borrow().as_ref().is_some_and(|l| l.id == me.id);
+        if !leads {
+            leading_since = None;
+            gone_since.clear();
+            if leader.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let since = *leading_since.get_or_insert_with(Instant::now);
+        if let Err(e) = tick(&*store, since, grace, &mut gone_since).await {
+            tracing::warn!(error = %e, "repairing log groups");
+        }
+        tokio::time::sleep(TICK).await;
+    }
+}
+
+async fn tick(
+    store: &dyn Store,
+    since: Instant,
+    grace: Duration,
+    gone_since: &mut BTreeMap<(String, u32), Instant>,
+) -> Result<(), String> {
+    let now = Instant::now();
+    for name in state::regions(store)
+        .await
+        .map_err(|e| e.to_string())?
+        .keys()
+    {
+        let region = state::region(store, name)
+            .await
+            .map_err(|e| e.to_string())?;
+        gone_since.retain(|(r, b), _| r != name || !region.brokers.contains_key(b));
+        for (group, version) in region.groups.values() {
+            if group.strategy != Strategy::Raft {
+                continue;
+            }
+            if let Some((dead, new)) = group.replacing {
+                finish(store, &region, group, *version, dead, new).await?;
+                continue;
+            }
+            let Some(&dead) = group
+                .replicas
+                .iter()
+                .find(|b| !region.brokers.contains_key(b))
+            else {
+                continue;
+            };
+            let first = (*gone_since.entry((name.clone(), dead)).or_insert(now)).max(since);
+            if now.duration_since(first) < grace {
+                continue;
+            }
+            let load = state::replicas_per_broker(&region);
+            let Some((&new, _)) = load
+                .iter()
+                .filter(|(b, _)| !group.replicas.contains(b))
+                .min_by_key(|&(b, n)| (*n, *b))
+            else {
+                tracing::debug!(region = %name, group = group.id, dead, "no spare live broker to restore the log group's replication factor");
+                continue;
+            };
+            let mut record = group.clone();
+            record.replicas.push(new);
+            record.changes += 1;
+            record.replacing = Some((dead, new));
+            let written = store
+                .compare_and_swap(
+                    &keys::group(name, group.id),
+                    Some(*version),
+                    json(&record),
+                    None,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let Ok(version) = written else {
+                continue;
+            };
+            tracing::info!(region = %name, group = group.id, dead, new, "replacing a lost replica");
+            finish(store, &region, &record, version, dead, new).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Steps 2 and 3 of a replacement.
+async fn finish(
+    store: &dyn Store,
+    region: &RegionState,
+    group: &Group,
+    version: u64,
+    dead: u32,
+    new: u32,
+) -> Result<(), String> {
+    if !region.brokers.contains_key(&new) {
+        // The new broker died too: take it out and let the next tick choose again.
+        let mut record = group.clone();
+        record.replicas.retain(|b| *b != new);
+        record.replacing = None;
+        record.changes += 1;
+        let _ = store
+            .compare_and_swap(
+                &keys::group(&region.name, group.id),
+                Some(version),
+                json(&record),
+                None,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(());
+    }
+    change_replicas(region, group.id, new, dead).await?;
+    let mut record = group.clone();
+    record.replicas.retain(|b| *b != dead);
+    record.replacing = None;
+    record.changes += 1;
+    let _ = store
+        .compare_and_swap(
+            &keys::group(&region.name, group.id),
+            Some(version),
+            json(&record),
+            None,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(region = %region.name, group = group.id, dead, new, replicas = ?record.replicas, "log group back at its replication factor");
+    Ok(())
+}
+
+/// Asks the group's leader (as reported, else any live replica, following its redirect) to
+/// add `new` and remove `dead`.
+async fn change_replicas(
+    region: &RegionState,
+    group: u32,
+    new: u32,
+    dead: u32,
+) -> Result<(), String> {
+    let mut targets: Vec<String> = Vec::new();
+    if let Some((leader, _)) = region.leader(group)
+        && let Some(b) = region.brokers.get(&leader)
+    {
+        targets.push(b.grpc.clone());
+    }
+    targets.extend(region.brokers.values().map(|b| b.grpc.clone()));
+    let mut last = String::from("no live broker");
+    for _ in 0..2 {
+        let Some(addr) = targets.first().cloned() else {
+            break;
+        };
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(CHANGE_TIMEOUT);
+        let channel = match endpoint.connect().await {
+            Ok(c) => c,
+            Err(e) => {
+                last = format!("{addr}: {e}");
+                targets.remove(0);
+                continue;
+            }
+        };
+        let answer = v1::broker_client::BrokerClient::new(channel)
+            .change_replicas(v1::ChangeReplicasRequest {
+                group,
+                add: vec![new],
+                remove: vec![dead],
+            })
+            .await;
+        match answer {
+            Ok(_) => return Ok(()),
+            Err(status) => {
+                last = format!("{addr}: {}", status.message());
+                match status
+                    .metadata()
+                    .get("x-meridian-leader")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    Some(leader) => targets.insert(0, leader.to_owned()),
+                    None => {
+                        targets.remove(0);
+                    }
+                }
+            }
+        }
+    }
+    Err(format!(
+        "changing the replicas of log group {group} in region {} (+{new} -{dead}): {last}",
+        region.name
+    ))
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("metadata records serialize")
+}

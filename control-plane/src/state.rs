@@ -1,0 +1,284 @@
+//! The control plane's picture of the cluster, read from the store: regions, live brokers,
+//! log groups, topics and assignments, and from them the *region view* a broker applies
+//! (what it must host) and its version and hash.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+
+use meridian_proto::v1;
+use serde::de::DeserializeOwned;
+
+use crate::metadata::{Broker, Group, Region, RegionState as Health, Strategy, Topic, keys};
+use crate::store::{KeyValue, Store, StoreError};
+
+/// Why the cluster could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored record does not parse (written by something else, or a newer version).
+    #[error("stored record {key} does not parse: {why}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// The parse error.
+        why: String,
+    },
+}
+
+impl From<StateError> for tonic::Status {
+    fn from(e: StateError) -> tonic::Status {
+        match e {
+            StateError::Store(e) => tonic::Status::unavailable(e.to_string()),
+            e @ StateError::Corrupt { .. } => tonic::Status::internal(e.to_string()),
+        }
+    }
+}
+
+/// Decodes one stored JSON record.
+pub fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, StateError> {
+    serde_json::from_slice(&kv.value).map_err(|e| StateError::Corrupt {
+        key: kv.key.clone(),
+        why: e.to_string(),
+    })
+}
+
+/// One region as stored.
+#[derive(Debug, Clone, Default)]
+pub struct RegionState {
+    /// Its name.
+    pub name: String,
+    /// Whether it takes traffic (absent: the region record is missing).
+    pub record: Option<Region>,
+    /// Live brokers (their lease holds), by id.
+    pub brokers: BTreeMap<u32, Broker>,
+    /// Log groups, by id, with their store versions.
+    pub groups: BTreeMap<u32, (Group, u64)>,
+    /// Assignments: topic → partition → (group, version).
+    pub assignments: BTreeMap<String, BTreeMap<u32, (u32, u64)>>,
+}
+
+/// Topics and deleted ids, as stored.
+#[derive(Debug, Clone, Default)]
+pub struct Topics {
+    /// Topics by name with their store versions.
+    pub topics: BTreeMap<String, (Topic, u64)>,
+    /// Deleted topic ids with the versions of their keys.
+    pub retired: BTreeMap<u32, u64>,
+}
+
+/// Reads every region record.
+pub async fn regions(store: &dyn Store) -> Result<BTreeMap<String, Region>, StateError> {
+    let mut out = BTreeMap::new();
+    for kv in store.list(keys::REGIONS).await? {
+        let r: Region = decode(&kv)?;
+        out.insert(r.name.clone(), r);
+    }
+    Ok(out)
+}
+
+/// Reads one region.
+pub async fn region(store: &dyn Store, name: &str) -> Result<RegionState, StateError> {
+    let mut state = RegionState {
+        name: name.to_owned(),
+        record: match store.get(&keys::region(name)).await? {
+            Some(kv) => Some(decode(&kv)?),
+            None => None,
+        },
+        ..RegionState::default()
+    };
+    for kv in store.list(&keys::brokers(name)).await? {
+        let b: Broker = decode(&kv)?;
+        state.brokers.insert(b.id, b);
+    }
+    for kv in store.list(&keys::groups(name)).await? {
+        let g: Group = decode(&kv)?;
+        state.groups.insert(g.id, (g, kv.version));
+    }
+    let prefix = format!("/meridian/assignments/{name}/");
+    for kv in store.list(&prefix).await? {
+        let rest = &kv.key[prefix.len()..];
+        let Some((topic, partition)) = rest.rsplit_once('/') else {
+            continue;
+        };
+        let partition: u32 = partition.parse().map_err(|_| StateError::Corrupt {
+            key: kv.key.clone(),
+            why: "the partition is not a number".into(),
+        })?;
+        let group: u32 = decode(&kv)?;
+        state
+            .assignments
+            .entry(topic.to_owned())
+            .or_default()
+            .insert(partition, (group, kv.version));
+    }
+    Ok(state)
+}
+
+/// Reads every topic and deleted id.
+pub async fn topics(store: &dyn Store) -> Result<Topics, StateError> {
+    let mut out = Topics::default();
+    for kv in store.list(keys::TOPICS).await? {
+        let t: Topic = decode(&kv)?;
+        out.topics.insert(t.name.clone(), (t, kv.version));
+    }
+    for kv in store.list(keys::RETIRED).await? {
+        if let Ok(id) = kv.key[keys::RETIRED.len()..].parse() {
+            out.retired.insert(id, kv.version);
+        }
+    }
+    Ok(out)
+}
+
+impl RegionState {
+    /// The leader of `group` as its live brokers report it: the highest epoch claimed.
+    pub fn leader(&self, group: u32) -> Option<(u32, u64)> {
+        self.brokers
+            .values()
+            .filter_map(|b| b.leading.get(&group).map(|&epoch| (b.id, epoch)))
+            .max_by_key(|&(id, epoch)| (epoch, std::cmp::Reverse(id)))
+    }
+
+    /// Partitions placed on each group.
+    pub fn load(&self) -> BTreeMap<u32, usize> {
+        let mut load = BTreeMap::new();
+        for partitions in self.assignments.values() {
+            for (group, _) in partitions.values() {
+                *load.entry(*group).or_default() += 1;
+            }
+        }
+        load
+    }
+
+    /// Whether clients may be routed here: marked up, with at least one live broker.
+    pub fn healthy(&self) -> bool {
+        self.record.as_ref().is_some_and(|r| r.state == Health::Up) && !self.brokers.is_empty()
+    }
+
+    /// The log group of each partition of `topic` here, when every partition is assigned.
+    pub fn partition_groups(&self, topic: &Topic) -> Option<Vec<u32>> {
+        let assigned = self.assignments.get(&topic.name)?;
+        (0..topic.partitions)
+            .map(|p| assigned.get(&p).map(|(g, _)| *g))
+            .collect()
+    }
+
+    /// A log group as the API shows it.
+    pub fn group_placement(&self, group: &Group) -> v1::LogGroupPlacement {
+        let leader = self.leader(group.id);
+        v1::LogGroupPlacement {
+            region: self.name.clone(),
+            id: group.id,
+            strategy: strategy_name(group.strategy).into(),
+            replicas: group.replicas.clone(),
+            changes: group.changes,
+            leader: leader.map(|(id, _)| id),
+            epoch: leader.map_or(0, |(_, e)| e),
+            partitions: self.load().get(&group.id).copied().unwrap_or(0) as u32,
+        }
+    }
+}
+
+/// The API's spelling of a strategy.
+pub fn strategy_name(s: Strategy) -> &'static str {
+    match s {
+        Strategy::Raft => "raft",
+        Strategy::MasterSlave => "master-slave",
+    }
+}
+
+/// A broker as the API shows it.
+pub fn endpoint(b: &Broker) -> v1::BrokerEndpoint {
+    v1::BrokerEndpoint {
+        id: b.id,
+        region: b.region.clone(),
+        grpc: b.grpc.clone(),
+        raft: b.raft.clone(),
+        live: true,
+    }
+}
+
+/// What the brokers of `region` must host: its live brokers, its log groups (with reported
+/// leaders), the topics spanning it whose every partition is assigned, and deleted ids.
+pub fn view(region: &RegionState, topics: &Topics) -> v1::RegionView {
+    let mut version = 0;
+    let groups: Vec<v1::LogGroupPlacement> = region
+        .groups
+        .values()
+        .map(|(g, v)| {
+            version = version.max(*v);
+            region.group_placement(g)
+        })
+        .collect();
+    let mut in_region = Vec::new();
+    for (topic, v) in topics.topics.values() {
+        if !topic.regions.contains(&region.name) {
+            continue;
+        }
+        let Some(partition_groups) = region.partition_groups(topic) else {
+            continue;
+        };
+        version = version.max(*v);
+        for (_, av) in region.assignments[&topic.name].values() {
+            version = version.max(*av);
+        }
+        in_region.push(v1::TopicInRegion {
+            name: topic.name.clone(),
+            id: topic.id,
+            groups: partition_groups,
+            strategy: strategy_name(topic.replication).into(),
+            created_ms: topic.created_ms,
+        });
+    }
+    for v in topics.retired.values() {
+        version = version.max(*v);
+    }
+    let mut view = v1::RegionView {
+        region: region.name.clone(),
+        version,
+        hash: 0,
+        brokers: region.brokers.values().map(endpoint).collect(),
+        groups,
+        topics: in_region,
+        retired: topics.retired.keys().copied().collect(),
+    };
+    view.hash = view_hash(&view);
+    view
+}
+
+/// A hash of everything a view holds but its hash (stable across processes: the std hasher
+/// with its fixed default keys).
+fn view_hash(view: &v1::RegionView) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    view.version.hash(&mut h);
+    for b in &view.brokers {
+        (b.id, &b.grpc, &b.raft).hash(&mut h);
+    }
+    for g in &view.groups {
+        (g.id, &g.strategy, &g.replicas, g.changes, g.leader, g.epoch).hash(&mut h);
+    }
+    for t in &view.topics {
+        (&t.name, t.id, &t.groups, &t.strategy).hash(&mut h);
+    }
+    view.retired.hash(&mut h);
+    h.finish()
+}
+
+/// Replicas each live broker of the region holds.
+pub fn replicas_per_broker(region: &RegionState) -> BTreeMap<u32, usize> {
+    let mut n: BTreeMap<u32, usize> = region.brokers.keys().map(|&b| (b, 0)).collect();
+    for (g, _) in region.groups.values() {
+        for b in &g.replicas {
+            if let Some(c) = n.get_mut(b) {
+                *c += 1;
+            }
+        }
+    }
+    n
+}
+
+/// The live broker ids of a region.
+pub fn live(region: &RegionState) -> BTreeSet<u32> {
+    region.brokers.keys().copied().collect()
+}

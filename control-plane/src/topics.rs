@@ -1,0 +1,344 @@
+//! Topics through the control plane: create (validate, allocate a never-reused id, place the
+//! partitions on log groups in every region the topic spans), alter (more partitions,
+//! retention), delete, describe. The leader runs these one at a time.
+//!
+//! Write order makes a half-done change invisible: new log groups first, then the
+//! partitions' assignments, then the topic record last. A region view lists a topic only
+//! when its record exists and every partition is assigned, so brokers never see a topic
+//! whose groups do not exist.
+
+use std::collections::BTreeMap;
+
+use meridian_proto::v1;
+use tonic::Status;
+
+use crate::metadata::{Invalid, Region, Strategy, Topic, keys};
+use crate::placement;
+use crate::state::{self, StateError, decode, strategy_name};
+use crate::store::Store;
+
+/// Replicas per log group when the request names none (capped by the live brokers).
+pub const DEFAULT_REPLICATION_FACTOR: u32 = 3;
+/// Partitions when the request names none.
+pub const DEFAULT_PARTITIONS: u32 = 3;
+/// Retention when the request names none.
+pub const DEFAULT_RETENTION: &str = "7d";
+
+fn invalid(e: Invalid) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("metadata records serialize")
+}
+
+/// Turns a request's spec into a topic record, filling defaults, and validates it against
+/// the regions and their live brokers.
+pub async fn topic_from_spec(store: &dyn Store, spec: &v1::TopicSpec) -> Result<Topic, Status> {
+    let regions: BTreeMap<String, Region> = state::regions(store).await?;
+    if regions.is_empty() {
+        return Err(Status::failed_precondition(
+            "there are no regions yet: create one first (meridian region create NAME)",
+        ));
+    }
+    let names: Vec<String> = if spec.regions.is_empty() {
+        regions.keys().cloned().collect()
+    } else {
+        spec.regions.clone()
+    };
+    let mut live = BTreeMap::new();
+    for r in names.iter().filter(|r| regions.contains_key(*r)) {
+        live.insert(r.clone(), state::region(store, r).await?.brokers.len());
+    }
+    let replication = match spec.replication.as_str() {
+        "" | "raft" => Strategy::Raft,
+        "master-slave" => Strategy::MasterSlave,
+        other => {
+            return Err(invalid(Invalid {
+                field: "replication",
+                value: format!("{other:?}"),
+                why: "use raft or master-slave".into(),
+            }));
+        }
+    };
+    let replication_factor = match spec.replication_factor {
+        0 => DEFAULT_REPLICATION_FACTOR
+            .min(live.values().copied().min().unwrap_or(1) as u32)
+            .max(if replication == Strategy::MasterSlave {
+                2
+            } else {
+                1
+            }),
+        n => n,
+    };
+    let topic = Topic {
+        name: spec.name.clone(),
+        id: 0,
+        created_ms: now_ms(),
+        partitions: match spec.partitions {
+            0 => DEFAULT_PARTITIONS,
+            n => n,
+        },
+        replication,
+        replication_factor,
+        regions: names,
+        home: spec.home.clone().filter(|h| !h.is_empty()),
+        retention: if spec.retention.is_empty() {
+            DEFAULT_RETENTION.into()
+        } else {
+            spec.retention.clone()
+        },
+    };
+    let known = regions.keys().cloned().collect();
+    topic
+        .validate(&known, |r| live.get(r).copied().unwrap_or(0))
+        .map_err(invalid)?;
+    Ok(topic)
+}
+
+/// The id the next topic gets, taken by compare-and-swap so two leaders (one stale) can
+/// never hand out the same one.
+async fn next_topic_id(store: &dyn Store) -> Result<u32, Status> {
+    loop {
+        let current = store
+            .get(keys::TOPIC_IDS)
+            .await
+            .map_err(StateError::from)?;
+        let (next, version) = match &current {
+            Some(kv) => (decode::<u32>(kv)?, Some(kv.version)),
+            None => (1, None),
+        };
+        if store
+            .compare_and_swap(keys::TOPIC_IDS, version, json(&(next + 1)), None)
+            .await
+            .map_err(StateError::from)?
+            .is_ok()
+        {
+            return Ok(next);
+        }
+    }
+}
+
+/// Places `count` more partitions of `topic` (numbered from `first`) in every region it
+/// spans, writing new groups and the assignments.
+async fn place_partitions(
+    store: &dyn Store,
+    topic: &Topic,
+    first: u32,
+    count: u32,
+) -> Result<(), Status> {
+    for r in &topic.regions {
+        let region = state::region(store, r).await?;
+        let groups: Vec<_> = region.groups.values().map(|(g, _)| g.clone()).collect();
+        let placed = placement::place(
+            count,
+            topic.replication,
+            topic.replication_factor,
+            &state::live(&region),
+            &groups,
+            &region.load(),
+        )
+        .ok_or_else(|| {
+            invalid(Invalid {
+                field: "replication_factor",
+                value: topic.replication_factor.to_string(),
+                why: format!(
+                    "region {r} has {} live broker(s): lower it or add brokers",
+                    region.brokers.len()
+                ),
+            })
+        })?;
+        for g in &placed.new_groups {
+            let created = store
+                .compare_and_swap(&keys::group(r, g.id), None, json(g), None)
+                .await
+                .map_err(StateError::from)?;
+            if created.is_err() {
+                return Err(Status::aborted(format!(
+                    "log group {} of region {r} was created concurrently: retry",
+                    g.id
+                )));
+            }
+            tracing::info!(region = %r, group = g.id, replicas = ?g.replicas, strategy = strategy_name(g.strategy), "log group created");
+        }
+        for (i, group) in placed.partitions.iter().enumerate() {
+            store
+                .put(
+                    &keys::assignment(r, &topic.name, first + i as u32),
+                    json(group),
+                    None,
+                )
+                .await
+                .map_err(StateError::from)?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates a topic; returns it with its id.
+pub async fn create(store: &dyn Store, spec: &v1::TopicSpec) -> Result<Topic, Status> {
+    let mut topic = topic_from_spec(store, spec).await?;
+    if store
+        .get(&keys::topic(&topic.name))
+        .await
+        .map_err(StateError::from)?
+        .is_some()
+    {
+        return Err(Status::already_exists(format!(
+            "topic {:?} already exists: describe it with meridian topic describe {0}, or pick another name",
+            topic.name
+        )));
+    }
+    topic.id = next_topic_id(store).await?;
+    place_partitions(store, &topic, 0, topic.partitions).await?;
+    let created = store
+        .compare_and_swap(&keys::topic(&topic.name), None, json(&topic), None)
+        .await
+        .map_err(StateError::from)?;
+    if created.is_err() {
+        return Err(Status::already_exists(format!(
+            "topic {:?} already exists",
+            topic.name
+        )));
+    }
+    tracing::info!(topic = %topic.name, id = topic.id, partitions = topic.partitions, regions = ?topic.regions, "topic created");
+    Ok(topic)
+}
+
+async fn load(store: &dyn Store, name: &str) -> Result<(Topic, u64), Status> {
+    match store
+        .get(&keys::topic(name))
+        .await
+        .map_err(StateError::from)?
+    {
+        Some(kv) => Ok((decode(&kv)?, kv.version)),
+        None => Err(Status::not_found(format!(
+            "unknown topic {name:?}: list topics with meridian topic list"
+        ))),
+    }
+}
+
+/// Alters a topic: more partitions (placed like new ones), a new retention.
+pub async fn alter(store: &dyn Store, request: &v1::AlterTopicRequest) -> Result<Topic, Status> {
+    let (mut topic, version) = load(store, &request.name).await?;
+    if let Some(retention) = &request.retention {
+        let candidate = Topic {
+            retention: retention.clone(),
+            ..topic.clone()
+        };
+        if retention != "none" && humantime::parse_duration(retention).is_err() {
+            return Err(invalid(Invalid {
+                field: "retention",
+                value: format!("{retention:?}"),
+                why: "use a duration like 7d, 12h or 30m, or none".into(),
+            }));
+        }
+        topic = candidate;
+    }
+    if let Some(partitions) = request.partitions {
+        if partitions < topic.partitions {
+            return Err(invalid(Invalid {
+                field: "partitions",
+                value: partitions.to_string(),
+                why: format!(
+                    "topic {:?} has {} partitions; partitions can be added, never removed",
+                    topic.name, topic.partitions
+                ),
+            }));
+        }
+        if partitions > crate::metadata::PARTITIONS_MAX {
+            return Err(invalid(Invalid {
+                field: "partitions",
+                value: partitions.to_string(),
+                why: format!("must be at most {}", crate::metadata::PARTITIONS_MAX),
+            }));
+        }
+        if partitions > topic.partitions {
+            place_partitions(store, &topic, topic.partitions, partitions - topic.partitions)
+                .await?;
+            topic.partitions = partitions;
+        }
+    }
+    let written = store
+        .compare_and_swap(&keys::topic(&topic.name), Some(version), json(&topic), None)
+        .await
+        .map_err(StateError::from)?;
+    if written.is_err() {
+        return Err(Status::aborted(format!(
+            "topic {:?} changed while being altered: retry",
+            topic.name
+        )));
+    }
+    tracing::info!(topic = %topic.name, partitions = topic.partitions, retention = %topic.retention, "topic altered");
+    Ok(topic)
+}
+
+/// Deletes a topic: its id is retired first (so no replica ever reads its records as
+/// another topic's), then the record goes (brokers drop it), then its assignments.
+pub async fn delete(store: &dyn Store, name: &str) -> Result<(), Status> {
+    let (topic, _) = load(store, name).await?;
+    let e = StateError::from;
+    store
+        .put(&keys::retired(topic.id), json(&topic.name), None)
+        .await
+        .map_err(e)?;
+    store.delete(&keys::topic(name)).await.map_err(e)?;
+    for r in &topic.regions {
+        for kv in store
+            .list(&keys::assignments(r, name))
+            .await
+            .map_err(e)?
+        {
+            store.delete(&kv.key).await.map_err(e)?;
+        }
+    }
+    tracing::info!(topic = name, id = topic.id, "topic deleted");
+    Ok(())
+}
+
+/// A topic as the API shows it, with its placement in each region.
+pub async fn describe_topic(store: &dyn Store, topic: &Topic) -> Result<v1::TopicDescription, Status> {
+    let mut placements = Vec::new();
+    for r in &topic.regions {
+        let region = state::region(store, r).await?;
+        let partition_groups = region.partition_groups(topic).unwrap_or_default();
+        let mut used: Vec<u32> = partition_groups.clone();
+        used.sort_unstable();
+        used.dedup();
+        placements.push(v1::TopicRegionPlacement {
+            region: r.clone(),
+            groups: used
+                .iter()
+                .filter_map(|g| region.groups.get(g))
+                .map(|(g, _)| region.group_placement(g))
+                .collect(),
+            partition_groups,
+        });
+    }
+    Ok(v1::TopicDescription {
+        spec: Some(v1::TopicSpec {
+            name: topic.name.clone(),
+            partitions: topic.partitions,
+            replication: strategy_name(topic.replication).into(),
+            replication_factor: topic.replication_factor,
+            regions: topic.regions.clone(),
+            home: topic.home.clone(),
+            retention: topic.retention.clone(),
+        }),
+        id: topic.id,
+        created_ms: topic.created_ms,
+        placements,
+    })
+}
+
+/// Describes a topic by name.
+pub async fn describe(store: &dyn Store, name: &str) -> Result<v1::TopicDescription, Status> {
+    let (topic, _) = load(store, name).await?;
+    describe_topic(store, &topic).await
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
