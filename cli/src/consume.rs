@@ -9,7 +9,7 @@ use meridian_client::{Client, ConsumerConfig, StartFrom};
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Topic to read.
-    topic: String,
+    pub(crate) topic: String,
     /// Consumer group: resume from, and commit, its offsets.
     #[arg(long)]
     group: Option<String>,

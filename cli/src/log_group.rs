@@ -38,8 +38,18 @@ pub(crate) enum Command {
     },
 }
 
-pub(crate) async fn run(cmd: Command, broker: &str, json: bool) -> anyhow::Result<()> {
-    let client = Client::connect(broker).await?;
+pub(crate) async fn run(
+    cmd: Command,
+    broker: &str,
+    control: Option<&str>,
+    region: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let brokers = match control {
+        Some(c) => crate::control::region_brokers(c, region).await?,
+        None => broker.to_owned(),
+    };
+    let client = Client::connect(&brokers).await?;
     match cmd {
         Command::List => {
             let brokers = client

@@ -1,11 +1,16 @@
 //! `meridian`: the command-line tool. Admin commands, produce and consume, and `meridian up`,
 //! which starts a local deployment.
 //!
-//! Every command takes `--broker HOST:PORT` (or `MERIDIAN_BROKER`); without either it uses
-//! the endpoint `meridian up` recorded, then `127.0.0.1:7070`. Tables by default, JSON with
-//! `--json`; failures exit non-zero with a one-line reason.
+//! Endpoints: `--control HOST:PORT` (or `MERIDIAN_CONTROL`) for the control plane,
+//! `--broker HOST:PORT` (or `MERIDIAN_BROKER`) for a broker; without either, what `meridian
+//! up` recorded. Topic commands go to the control plane when one is known; produce and
+//! consume are routed by it to `--region` (or the nearest healthy region) unless a broker is
+//! named. Tables by default, JSON with `--json`; failures exit non-zero with a one-line
+//! reason.
 
+mod broker;
 mod consume;
+mod control;
 mod endpoint;
 mod log_group;
 mod produce;
@@ -13,6 +18,7 @@ mod region;
 mod topic;
 mod up;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -25,9 +31,12 @@ struct Cli {
     /// Broker to talk to (HOST:PORT).
     #[arg(long, global = true, env = "MERIDIAN_BROKER")]
     broker: Option<String>,
-    /// Control plane to talk to (HOST:PORT), for region commands.
-    #[arg(long, global = true, env = "MERIDIAN_CONTROL", default_value = region::DEFAULT_CONTROL)]
-    control: String,
+    /// Control plane to talk to (HOST:PORT[,HOST:PORT...]).
+    #[arg(long, global = true, env = "MERIDIAN_CONTROL")]
+    control: Option<String>,
+    /// Region to use (produce and consume are routed there; default: the nearest healthy).
+    #[arg(long, global = true, env = "MERIDIAN_REGION")]
+    region: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -48,6 +57,9 @@ enum Command {
     /// List and create regions (through the control plane).
     #[command(subcommand)]
     Region(region::Command),
+    /// Brokers registered with the control plane.
+    #[command(subcommand)]
+    Broker(broker::Command),
     /// Send messages: from arguments, or one per line of standard input.
     Produce(produce::Args),
     /// Read messages and print one value per line.
@@ -65,14 +77,53 @@ fn main() {
         Err(e) => fail(&anyhow::anyhow!("cannot start the async runtime: {e}")),
     };
     let result = runtime.block_on(async {
+        // A broker named explicitly wins; otherwise the control plane, when one is known.
+        let control = match (&cli.broker, &cli.control) {
+            (_, Some(c)) => Some(c.clone()),
+            (Some(_), None) => None,
+            (None, None) => control::resolve(None),
+        };
+        let control_or_default = control
+            .clone()
+            .unwrap_or_else(|| control::DEFAULT_CONTROL.to_owned());
         let broker = endpoint::resolve(cli.broker.as_deref());
+        let region = cli.region.as_deref();
+        // Produce and consume: the named broker, else the routed region's brokers.
+        let data_brokers = |topic: String| {
+            let control = control.clone();
+            let explicit = cli.broker.clone();
+            let region = cli.region.clone();
+            async move {
+                match (explicit, control) {
+                    (Some(b), _) => Ok(b),
+                    (None, Some(c)) => {
+                        let route = meridian_client::route(&c, &topic, region.as_deref())
+                            .await
+                            .with_context(|| {
+                                format!("routing topic {topic} through the control plane at {c}")
+                            })?;
+                        Ok(route.brokers.join(","))
+                    }
+                    (None, None) => Ok(endpoint::resolve(None)),
+                }
+            }
+        };
         match cli.command {
             Command::Up(args) => up::run(args).await,
-            Command::Topic(cmd) => topic::run(cmd, &broker, cli.json).await,
-            Command::LogGroup(cmd) => log_group::run(cmd, &broker, cli.json).await,
-            Command::Region(cmd) => region::run(cmd, &cli.control, cli.json).await,
-            Command::Produce(args) => produce::run(args, &broker, cli.json).await,
-            Command::Consume(args) => consume::run(args, &broker, cli.json).await,
+            Command::Topic(cmd) => topic::run(cmd, &broker, control.as_deref(), cli.json).await,
+            Command::LogGroup(cmd) => {
+                log_group::run(cmd, &broker, control.as_deref(), region, cli.json).await
+            }
+            Command::Region(cmd) => region::run(cmd, &control_or_default, cli.json).await,
+            Command::Broker(cmd) => broker::run(cmd, &control_or_default, region, cli.json).await,
+            Command::Produce(args) => {
+                let brokers: anyhow::Result<String> = data_brokers(args.topic.clone()).await;
+                produce::run(args, &brokers?, cli.json).await
+            }
+            Command::Consume(args) => {
+                let brokers: anyhow::Result<String> = data_brokers(args.topic.clone()).await;
+                consume::run(args, &brokers?, cli.json).await
+            }
         }
     });
     if let Err(e) = result {

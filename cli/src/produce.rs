@@ -11,7 +11,7 @@ use tokio::io::AsyncBufReadExt;
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Topic to send to.
-    topic: String,
+    pub(crate) topic: String,
     /// Messages to send; without any, each line of standard input is one message.
     messages: Vec<String>,
     /// Key of every message (messages with one key go to one partition, in order).

@@ -1,8 +1,12 @@
-//! `meridian topic ...`
+//! `meridian topic ...`: through the control plane when one is known (`--control`,
+//! `MERIDIAN_CONTROL`, or the endpoints file of `meridian up`), else against a broker.
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Subcommand;
 use meridian_client::{Client, TopicInfo};
+use meridian_proto::v1;
+
+use crate::control;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
@@ -10,12 +14,39 @@ pub(crate) enum Command {
     Create {
         /// Topic name: letters, digits, '.', '_' and '-'.
         name: String,
-        /// Partitions (default: the broker's default).
+        /// Partitions (default: 3 through the control plane, else the broker's default).
         #[arg(long, default_value_t = 0)]
         partitions: u32,
         /// How its log groups replicate: raft or master-slave.
         #[arg(long, default_value = "raft", value_parser = ["raft", "master-slave"])]
         replication: String,
+        /// Replicas of each of its log groups (default: 3, or fewer when a region has fewer
+        /// live brokers). Control plane only.
+        #[arg(long, default_value_t = 0)]
+        replicas: u32,
+        /// Regions it spans, comma-separated (default: every region). Control plane only.
+        #[arg(long, value_delimiter = ',')]
+        regions: Vec<String>,
+        /// `strict`: one home region accepts writes (the first of --regions unless --home).
+        #[arg(long, value_parser = ["strict"])]
+        ordering: Option<String>,
+        /// The home region of a strictly ordered topic.
+        #[arg(long)]
+        home: Option<String>,
+        /// How long messages are kept (7d, 12h, 30m) or none; default 7d.
+        #[arg(long)]
+        retention: Option<String>,
+    },
+    /// Add partitions or change retention (control plane only).
+    Alter {
+        /// Topic name.
+        name: String,
+        /// The new partition count (more than now).
+        #[arg(long)]
+        partitions: Option<u32>,
+        /// The new retention.
+        #[arg(long)]
+        retention: Option<String>,
     },
     /// List topics.
     List,
@@ -31,13 +62,42 @@ pub(crate) enum Command {
     },
 }
 
-pub(crate) async fn run(cmd: Command, broker: &str, json: bool) -> anyhow::Result<()> {
+pub(crate) async fn run(
+    cmd: Command,
+    broker: &str,
+    control: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    if let Some(control) = control {
+        return run_managed(cmd, control, json).await;
+    }
     let client = Client::connect(broker).await?;
     match cmd {
+        Command::Alter { .. } => {
+            bail!("altering a topic needs the control plane: pass --control HOST:PORT")
+        }
+        Command::Create {
+            replicas,
+            regions,
+            ordering,
+            home,
+            retention,
+            ..
+        } if replicas != 0
+            || !regions.is_empty()
+            || ordering.is_some()
+            || home.is_some()
+            || retention.is_some() =>
+        {
+            bail!(
+                "--replicas, --regions, --ordering, --home and --retention need the control plane: pass --control HOST:PORT"
+            )
+        }
         Command::Create {
             name,
             partitions,
             replication,
+            ..
         } => {
             let t = client
                 .create_topic_with(&name, partitions, &replication)
@@ -123,6 +183,213 @@ fn to_json(t: &TopicInfo) -> serde_json::Value {
             "log_group": p.log_group,
             "earliest_offset": p.earliest_offset,
             "latest_offset": p.latest_offset,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        Command::Create {
+            name,
+            partitions,
+            replication,
+            replicas,
+            regions,
+            ordering,
+            home,
+            retention,
+        } => {
+            if home.is_some() && ordering.is_none() {
+                bail!(
+                    "--home names the home region of a strictly ordered topic: add --ordering strict"
+                );
+            }
+            let home = match (&ordering, home) {
+                (Some(_), Some(h)) => Some(h),
+                (Some(_), None) => match regions.first() {
+                    Some(r) => Some(r.clone()),
+                    None => bail!(
+                        "--ordering strict needs a home region: pass --home REGION or --regions"
+                    ),
+                },
+                (None, _) => None,
+            };
+            let request = v1::ControlCreateTopicRequest {
+                spec: Some(v1::TopicSpec {
+                    name: name.clone(),
+                    partitions,
+                    replication,
+                    replication_factor: replicas,
+                    regions,
+                    home,
+                    retention: retention.unwrap_or_default(),
+                }),
+            };
+            let t = control::on_leader(control, &format!("creating topic {name}"), |mut c| {
+                let request = request.clone();
+                async move { c.create_topic(request).await }
+            })
+            .await?;
+            if json {
+                println!("{}", description_json(&t));
+            } else {
+                let spec = t.spec.clone().unwrap_or_default();
+                println!(
+                    "created topic {} (id {}) with {} partitions, {} replication x{}, in {}",
+                    spec.name,
+                    t.id,
+                    spec.partitions,
+                    spec.replication,
+                    spec.replication_factor,
+                    spec.regions.join(", ")
+                );
+            }
+        }
+        Command::Alter {
+            name,
+            partitions,
+            retention,
+        } => {
+            if partitions.is_none() && retention.is_none() {
+                bail!("nothing to alter: pass --partitions N and/or --retention D");
+            }
+            let request = v1::AlterTopicRequest {
+                name: name.clone(),
+                partitions,
+                retention,
+            };
+            let t = control::on_leader(control, &format!("altering topic {name}"), |mut c| {
+                let request = request.clone();
+                async move { c.alter_topic(request).await }
+            })
+            .await?;
+            if json {
+                println!("{}", description_json(&t));
+            } else {
+                let spec = t.spec.clone().unwrap_or_default();
+                println!(
+                    "altered topic {}: {} partitions, retention {}",
+                    spec.name, spec.partitions, spec.retention
+                );
+            }
+        }
+        Command::List => {
+            let topics = control::read(control, "listing topics", |mut c| async move {
+                c.list_topics(v1::ControlListTopicsRequest {}).await
+            })
+            .await?
+            .topics;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::Value::Array(topics.iter().map(description_json).collect())
+                );
+            } else {
+                println!(
+                    "{:<32} {:>10} {:<12} {:>8} {:<24} RETENTION",
+                    "TOPIC", "PARTITIONS", "REPLICATION", "REPLICAS", "REGIONS"
+                );
+                for t in &topics {
+                    let s = t.spec.clone().unwrap_or_default();
+                    println!(
+                        "{:<32} {:>10} {:<12} {:>8} {:<24} {}",
+                        s.name,
+                        s.partitions,
+                        s.replication,
+                        s.replication_factor,
+                        s.regions.join(","),
+                        s.retention
+                    );
+                }
+            }
+        }
+        Command::Describe { name } => {
+            let request = v1::TopicNameRequest { name: name.clone() };
+            let t = control::read(
+                control,
+                &format!("describing topic {name}"),
+                |mut c| async move { c.describe_topic(request).await },
+            )
+            .await?;
+            if json {
+                println!("{}", description_json(&t));
+            } else {
+                let s = t.spec.clone().unwrap_or_default();
+                println!(
+                    "topic {} (id {}): {} partitions, {} replication x{}, retention {}{}",
+                    s.name,
+                    t.id,
+                    s.partitions,
+                    s.replication,
+                    s.replication_factor,
+                    s.retention,
+                    s.home
+                        .map(|h| format!(", strictly ordered, home {h}"))
+                        .unwrap_or_default()
+                );
+                for p in &t.placements {
+                    println!("region {}:", p.region);
+                    println!("  {:>9} {:>9}", "PARTITION", "LOG GROUP");
+                    for (i, g) in p.partition_groups.iter().enumerate() {
+                        println!("  {i:>9} {g:>9}");
+                    }
+                    println!(
+                        "  {:>9} {:<12} {:<16} {:>6} {:>6}",
+                        "LOG GROUP", "STRATEGY", "REPLICAS", "LEADER", "EPOCH"
+                    );
+                    for g in &p.groups {
+                        println!(
+                            "  {:>9} {:<12} {:<16} {:>6} {:>6}",
+                            g.id,
+                            g.strategy,
+                            g.replicas
+                                .iter()
+                                .map(u32::to_string)
+                                .collect::<Vec<_>>()
+                                .join(","),
+                            g.leader.map_or("-".to_owned(), |l| l.to_string()),
+                            g.epoch
+                        );
+                    }
+                }
+            }
+        }
+        Command::Delete { name } => {
+            let request = v1::TopicNameRequest { name: name.clone() };
+            control::on_leader(control, &format!("deleting topic {name}"), |mut c| {
+                let request = request.clone();
+                async move { c.delete_topic(request).await }
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::json!({ "deleted": name }));
+            } else {
+                println!("deleted topic {name}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn description_json(t: &v1::TopicDescription) -> serde_json::Value {
+    let s = t.spec.clone().unwrap_or_default();
+    serde_json::json!({
+        "name": s.name,
+        "id": t.id,
+        "created_ms": t.created_ms,
+        "partitions": s.partitions,
+        "replication": s.replication,
+        "replication_factor": s.replication_factor,
+        "regions": s.regions,
+        "home": s.home,
+        "retention": s.retention,
+        "placements": t.placements.iter().map(|p| serde_json::json!({
+            "region": p.region,
+            "partition_groups": p.partition_groups,
+            "log_groups": p.groups.iter().map(|g| serde_json::json!({
+                "id": g.id, "strategy": g.strategy, "replicas": g.replicas,
+                "leader": g.leader, "epoch": g.epoch, "partitions": g.partitions,
+            })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
 }

@@ -1,54 +1,72 @@
-//! `meridian up`: starts a local deployment and keeps it running until Ctrl-C or SIGTERM.
+//! `meridian up`: starts a local platform and keeps it running until Ctrl-C or SIGTERM.
 //!
-//! Today a deployment is one region of three brokers: log groups 0 and 1 replicated by
-//! raft, 2 and 3 master-slave (topics choose with `--replication`); `--brokers-per-region 1`
-//! starts a single unreplicated broker. The control plane,
-//! mirrors between regions and the console arrive with their issues, and `up` grows with
-//! them.
+//! The control plane (embedded single-file store under the data directory, or `--etcd`)
+//! and two regions of three managed brokers each, on loopback. Topics are created through
+//! the control plane, which places them on log groups in each region. The data directory is
+//! kept, so a second `meridian up` resumes where the first stopped. Mirrors between regions
+//! and the console join when their issues land.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use meridian_proto::v1;
 
-use crate::endpoint;
+use crate::{control, endpoint};
+
+/// Names of the local regions, in order.
+const REGION_NAMES: [&str; 5] = ["us-east", "eu-west", "ap-south", "sa-east", "af-south"];
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Data directory of the deployment.
+    /// Data directory of the platform (kept across runs).
     #[arg(long, default_value = "meridian-data")]
     data: PathBuf,
-    /// Regions to start (only 1 until mirroring lands).
-    #[arg(long, default_value_t = 1)]
+    /// Regions to start (1 to 5).
+    #[arg(long, default_value_t = 2)]
     regions: u32,
-    /// Brokers per region; with more than one, log groups 0-1 replicate by raft and 2-3
-    /// master-slave.
+    /// Brokers per region (1 to 9).
     #[arg(long, default_value_t = 3)]
     brokers_per_region: u32,
-    /// gRPC port of the first broker; broker N listens on this + N - 1.
+    /// Keep the metadata in this etcd (http://HOST:PORT[,...]) instead of the embedded
+    /// store.
+    #[arg(long)]
+    etcd: Option<String>,
+    /// Port of the control plane's API.
+    #[arg(long, default_value_t = 7300)]
+    control_port: u16,
+    /// gRPC port of the first broker; broker N of region R (from 0) listens on this +
+    /// 10 R + N - 1.
     #[arg(long, default_value_t = 7070)]
     grpc_port: u16,
-    /// Raft transport port of the first broker.
+    /// Raft transport port of the first broker (numbered the same way).
     #[arg(long, default_value_t = 7170)]
     raft_port: u16,
-    /// /metrics port of the first broker.
+    /// /metrics port of the first broker (numbered the same way; the control plane's is
+    /// 9300).
     #[arg(long, default_value_t = 9464)]
     metrics_port: u16,
 }
 
 struct Running {
-    id: u32,
-    grpc: String,
-    metrics: String,
+    name: String,
     log: PathBuf,
     child: tokio::process::Child,
 }
 
+struct BrokerAddrs {
+    region: String,
+    id: u32,
+    grpc: String,
+    metrics: String,
+}
+
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    if args.regions != 1 {
+    if !(1..=REGION_NAMES.len() as u32).contains(&args.regions) {
         bail!(
-            "this build starts one region (asked for {}): mirroring between regions is not built yet",
+            "--regions must be 1 to {}, not {}",
+            REGION_NAMES.len(),
             args.regions
         );
     }
@@ -59,205 +77,266 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let exe = std::env::current_exe().context("locating the meridian executable")?;
-    let broker_bin = exe.with_file_name("region-broker");
-    if !broker_bin.exists() {
-        bail!(
-            "{} not found: build every binary with `cargo build --release --workspace` and run meridian from the same directory",
-            broker_bin.display()
-        );
+    let binary = |name: &str| -> anyhow::Result<PathBuf> {
+        let path = exe.with_file_name(name);
+        if !path.exists() {
+            bail!(
+                "{} not found: build every binary with `cargo build --release --workspace` and run meridian from the same directory",
+                path.display()
+            );
+        }
+        Ok(path)
+    };
+    let (control_bin, broker_bin) = (binary("control-plane")?, binary("region-broker")?);
+    let regions: Vec<&str> = REGION_NAMES[..args.regions as usize].to_vec();
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("creating the data directory {}", args.data.display()))?;
+    let data = std::fs::canonicalize(&args.data)?;
+    let control_addr = format!("127.0.0.1:{}", args.control_port);
+    let store = match &args.etcd {
+        Some(urls) => format!("etcd:{urls}"),
+        None => format!(
+            "embedded:{}",
+            data.join("control").join("control.redb").display()
+        ),
+    };
+    std::fs::create_dir_all(data.join("control"))?;
+    let mut processes = Vec::new();
+    let mut cmd = tokio::process::Command::new(&control_bin);
+    cmd.args(["--id", "control-1", "--listen", &control_addr])
+        .args(["--metrics-listen", "127.0.0.1:9300", "--store", &store]);
+    for r in &regions {
+        cmd.args(["--region", r]);
     }
-    let n = args.brokers_per_region;
-    let addr = |base: u16, id: u32| format!("127.0.0.1:{}", u32::from(base) + id - 1);
-    let peers: Vec<String> = (1..=n)
-        .map(|id| {
-            format!(
-                "{id}={},{}",
-                addr(args.raft_port, id),
-                addr(args.grpc_port, id)
-            )
-        })
-        .collect();
+    eprintln!("starting the control plane ({store}) ...");
+    processes.push(spawn(
+        cmd,
+        "control-plane",
+        &data.join("control").join("control-plane.log"),
+    )?);
+    wait_control(&mut processes[0], &control_addr).await?;
+
     let mut brokers = Vec::new();
-    for id in 1..=n {
-        let b = spawn(
-            &broker_bin,
-            &args,
-            id,
-            &addr,
-            if n > 1 { &peers } else { &[] },
-        )
-        .await?;
-        brokers.push(b);
+    for (r, region) in regions.iter().enumerate() {
+        for id in 1..=args.brokers_per_region {
+            let port =
+                |base: u16| format!("127.0.0.1:{}", u32::from(base) + 10 * r as u32 + id - 1);
+            let dir = data.join(region).join(format!("broker-{id}"));
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let b = BrokerAddrs {
+                region: region.to_string(),
+                id,
+                grpc: port(args.grpc_port),
+                metrics: port(args.metrics_port),
+            };
+            let mut cmd = tokio::process::Command::new(&broker_bin);
+            cmd.args(["--broker-id", &id.to_string(), "--region", region])
+                .arg("--data-dir")
+                .arg(&dir)
+                .args(["--grpc-listen", &b.grpc, "--metrics-listen", &b.metrics])
+                .args([
+                    "--raft-listen",
+                    &port(args.raft_port),
+                    "--control",
+                    &control_addr,
+                ]);
+            let log = data.join(region).join(format!("broker-{id}.log"));
+            processes.push(spawn(cmd, &format!("region-broker {region}/{id}"), &log)?);
+            brokers.push(b);
+        }
     }
     eprintln!(
-        "starting {n} region-broker(s) (logs in {}) ...",
-        args.data.join("local").display()
+        "starting {} region-brokers in {} regions (logs under {}) ...",
+        brokers.len(),
+        regions.len(),
+        data.display()
     );
-    for b in &mut brokers {
-        wait_ready(b).await?;
-    }
-    let bootstrap = brokers
-        .iter()
-        .map(|b| b.grpc.clone())
-        .collect::<Vec<_>>()
-        .join(",");
-    let endpoints = endpoint::record(&bootstrap).context("recording the endpoints for the CLI")?;
-    let replication = if n > 1 {
-        let ms: Vec<String> = master_slave_groups(n)
+    let result = async {
+        wait_registered(&mut processes, &control_addr, brokers.len()).await?;
+        let per_region: serde_json::Map<String, serde_json::Value> = regions
             .iter()
-            .map(|(g, m)| format!("{g} (master: broker {m})"))
+            .map(|r| {
+                let addrs: Vec<&str> = brokers
+                    .iter()
+                    .filter(|b| b.region == *r)
+                    .map(|b| b.grpc.as_str())
+                    .collect();
+                (r.to_string(), serde_json::Value::from(addrs.join(",")))
+            })
             .collect();
-        format!(
-            "log groups 0-1 replicated by raft, {} master-slave",
-            ms.join(" and ")
-        )
-    } else {
-        "no replication".to_owned()
-    };
-    println!("Meridian is up: 1 region (local), {n} broker(s), {replication}");
-    for b in &brokers {
+        let endpoints = endpoint::record(&serde_json::json!({
+            "control": control_addr,
+            "broker": brokers[0].grpc,
+            "regions": per_region,
+        }))
+        .context("recording the endpoints for the CLI")?;
         println!(
-            "  broker {} (gRPC):  {}    metrics: http://{}/metrics",
-            b.id, b.grpc, b.metrics
+            "Meridian is up: {} regions ({}), {} brokers each, control plane on {}",
+            regions.len(),
+            regions.join(", "),
+            args.brokers_per_region,
+            match &args.etcd {
+                Some(u) => format!("etcd {u}"),
+                None => "the embedded store".to_owned(),
+            }
         );
+        println!("  control plane:  {control_addr}    metrics: http://127.0.0.1:9300/metrics");
+        for b in &brokers {
+            println!(
+                "  {:<9} broker {}:  gRPC {}    metrics: http://{}/metrics",
+                b.region, b.id, b.grpc, b.metrics
+            );
+        }
+        println!("  console:        not built yet (it arrives with the console issue)");
+        println!("  mirrors:        not built yet (regions are not linked until the mirror issue)");
+        println!("  data:           {}", data.display());
+        println!(
+            "  endpoints file: {} (the CLI reads it)",
+            endpoints.display()
+        );
+        println!();
+        println!("Try it:");
+        println!("  meridian broker list");
+        println!(
+            "  meridian topic create orders --partitions 3 --regions {}",
+            regions[0]
+        );
+        println!("  meridian topic describe orders");
+        println!(
+            "  meridian produce orders --region {} --key customer-1 'first order'",
+            regions[0]
+        );
+        println!(
+            "  meridian consume orders --region {} --from beginning --max 1",
+            regions[0]
+        );
+        println!();
+        println!("Ctrl-C stops the platform.");
+        anyhow::Ok(())
     }
-    println!("  console:        not built yet (it arrives with the console issue)");
-    println!("  data:           {}", args.data.display());
-    println!(
-        "  endpoints file: {} (the CLI reads it)",
-        endpoints.display()
-    );
-    println!();
-    println!("Try it:");
-    println!("  meridian topic create orders --partitions 3");
-    if n > 1 {
-        println!("  meridian topic create payments --replication master-slave");
-        println!("  meridian log-group list");
+    .await;
+    if let Err(e) = result {
+        stop(&mut processes).await;
+        return Err(e);
     }
-    println!("  meridian produce orders --key customer-1 'first order'");
-    println!("  meridian consume orders --from beginning --max 1");
-    println!();
-    println!("Ctrl-C stops the platform.");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let exited = {
-        let waits: Vec<_> = brokers
+        let waits: Vec<_> = processes
             .iter_mut()
-            .map(|b| Box::pin(b.child.wait()))
+            .map(|p| Box::pin(p.child.wait()))
             .collect();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => None,
             _ = term.recv() => None,
-            (status, _, _) = futures_util::future::select_all(waits) => Some(status),
+            (status, i, _) = futures_util::future::select_all(waits) => Some((status, i)),
         }
     };
-    if let Some(status) = exited {
+    if let Some((status, i)) = exited {
         let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
-        eprintln!("a region-broker exited unexpectedly ({status}); stopping the others");
+        eprintln!(
+            "{} exited unexpectedly ({status}; see {}); stopping the others",
+            processes[i].name,
+            processes[i].log.display()
+        );
     }
-    eprintln!("stopping the region-brokers ...");
-    for b in &brokers {
-        if let Some(pid) = b.child.id() {
-            // SAFETY: sending a signal to our own child process by pid.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-        }
-    }
-    for b in &mut brokers {
-        match tokio::time::timeout(Duration::from_secs(30), b.child.wait()).await {
-            Ok(status) => eprintln!("region-broker {} stopped ({})", b.id, status?),
-            Err(_) => {
-                b.child.kill().await?;
-                eprintln!(
-                    "region-broker {} did not stop within 30s and was killed",
-                    b.id
-                );
-            }
-        }
-    }
+    stop(&mut processes).await;
     Ok(())
 }
 
-async fn spawn(
-    bin: &Path,
-    args: &Args,
-    id: u32,
-    addr: &dyn Fn(u16, u32) -> String,
-    peers: &[String],
-) -> anyhow::Result<Running> {
-    let dir = args.data.join("local");
-    let data = dir.join(format!("broker-{id}"));
-    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
-    let log_path = dir.join(format!("broker-{id}.log"));
-    let log = std::fs::File::create(&log_path)
+fn spawn(mut cmd: tokio::process::Command, name: &str, log_path: &Path) -> anyhow::Result<Running> {
+    let log = std::fs::File::create(log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
-    let (grpc, metrics) = (addr(args.grpc_port, id), addr(args.metrics_port, id));
-    let mut cmd = tokio::process::Command::new(bin);
-    cmd.arg("--broker-id")
-        .arg(id.to_string())
-        .arg("--data-dir")
-        .arg(&data);
-    cmd.args(["--grpc-listen", &grpc, "--metrics-listen", &metrics]);
-    if !peers.is_empty() {
-        cmd.args(["--raft-listen", &addr(args.raft_port, id)]);
-        for p in peers {
-            cmd.args(["--peer", p]);
-        }
-        // Groups 2 and 3 (of the default 4) are master-slave, their masters spread.
-        let n = peers.len() as u32;
-        for (group, master) in master_slave_groups(n) {
-            cmd.args(["--master-slave", &format!("{group}={master}")]);
-        }
-    }
     let child = cmd
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
+        .with_context(|| format!("starting {name}"))?;
     Ok(Running {
-        id,
-        grpc,
-        metrics,
-        log: log_path,
+        name: name.to_owned(),
+        log: log_path.to_owned(),
         child,
     })
 }
 
-/// The master-slave log groups of a local region of `n` brokers, with their masters.
-fn master_slave_groups(n: u32) -> Vec<(u32, u32)> {
-    [2, 3].into_iter().map(|g| (g, g % n + 1)).collect()
+/// Brokers first (SIGTERM, 30 s each at most), then the control plane.
+async fn stop(processes: &mut [Running]) {
+    eprintln!("stopping the platform ...");
+    let (control, brokers) = processes.split_at_mut(1);
+    for group in [brokers, control] {
+        for p in group.iter() {
+            if let Some(pid) = p.child.id() {
+                // SAFETY: sending a signal to our own child process by pid.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+            }
+        }
+        for p in group.iter_mut() {
+            match tokio::time::timeout(Duration::from_secs(30), p.child.wait()).await {
+                Ok(Ok(status)) => eprintln!("{} stopped ({status})", p.name),
+                Ok(Err(e)) => eprintln!("{}: {e}", p.name),
+                Err(_) => {
+                    let _ = p.child.kill().await;
+                    eprintln!("{} did not stop within 30s and was killed", p.name);
+                }
+            }
+        }
+    }
 }
 
-async fn wait_ready(b: &mut Running) -> anyhow::Result<()> {
+fn exited_early(p: &mut Running) -> anyhow::Result<()> {
+    if let Some(status) = p.child.try_wait()? {
+        let tail = std::fs::read_to_string(&p.log).unwrap_or_default();
+        let lines: Vec<&str> = tail.lines().collect();
+        let last = lines[lines.len().saturating_sub(5)..].join("\n");
+        bail!("{} exited during start-up ({status}):\n{last}", p.name);
+    }
+    Ok(())
+}
+
+async fn wait_control(p: &mut Running, addr: &str) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(status) = b.child.try_wait()? {
-            let tail = std::fs::read_to_string(&b.log).unwrap_or_default();
-            let last = tail
-                .lines()
-                .rev()
-                .take(5)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n");
-            bail!(
-                "region-broker {} exited during start-up ({status}):\n{last}",
-                b.id
-            );
-        }
-        if let Ok(client) = meridian_client::Client::connect(&b.grpc).await
-            && client.list_topics().await.is_ok()
+        exited_early(p)?;
+        if let Ok(mut c) = control::connect(addr).await
+            && let Ok(s) = c.status(v1::ControlStatusRequest {}).await
+            && s.into_inner().leader_id.is_some()
         {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
             bail!(
-                "region-broker {} did not answer on {} within 60s; see {}",
-                b.id,
-                b.grpc,
-                b.log.display()
+                "the control plane did not elect a leader on {addr} within 60s; see {}",
+                p.log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_registered(
+    processes: &mut [Running],
+    control_addr: &str,
+    count: usize,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        for p in processes.iter_mut() {
+            exited_early(p)?;
+        }
+        let live = match control::connect(control_addr).await {
+            Ok(mut c) => c
+                .list_brokers(v1::ListBrokersRequest::default())
+                .await
+                .map_or(0, |r| r.into_inner().brokers.len()),
+            Err(_) => 0,
+        };
+        if live >= count {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "only {live} of {count} brokers registered with the control plane within 60s; see the logs under the data directory"
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

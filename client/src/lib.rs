@@ -7,13 +7,18 @@
 //! A client follows a log group's leader: a broker that does not lead answers with the
 //! leader's address and the client retries there.
 //!
-//! Not here yet: routing through the control plane to the nearest region; consumer-group
-//! membership (a subscribing consumer reads every partition of its topics).
+//! [`route`] asks the control plane which region serves a topic, naming the client's region
+//! or measuring the round trip to each healthy one; [`Client::connect_routed`] connects
+//! there.
+//!
+//! Not here yet: consumer-group membership (a subscribing consumer reads every partition of
+//! its topics).
 
 mod admin;
 mod consumer;
 mod error;
 mod producer;
+mod route;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,6 +31,7 @@ pub use consumer::{ConsumedMessage, Consumer, ConsumerConfig, StartFrom};
 pub use error::ClientError;
 pub use meridian_proto::v1::TopicInfo;
 pub use producer::{Producer, ProducerConfig, Record, RecordMetadata, SendFuture};
+pub use route::{Route, route};
 
 /// A connection to a region's brokers. Cheap to clone; clones share connections.
 ///

@@ -351,7 +351,9 @@ impl control_plane_server::ControlPlane for ControlService {
             topics::create(&*self.store, &spec).await?
         };
         self.wait_ready(&topic).await?;
-        Ok(Response::new(topics::describe_topic(&*self.store, &topic).await?))
+        Ok(Response::new(
+            topics::describe_topic(&*self.store, &topic).await?,
+        ))
     }
 
     async fn list_topics(
@@ -385,7 +387,9 @@ impl control_plane_server::ControlPlane for ControlService {
             topics::alter(&*self.store, &request).await?
         };
         self.wait_ready(&topic).await?;
-        Ok(Response::new(topics::describe_topic(&*self.store, &topic).await?))
+        Ok(Response::new(
+            topics::describe_topic(&*self.store, &topic).await?,
+        ))
     }
 
     async fn delete_topic(
@@ -410,7 +414,12 @@ impl control_plane_server::ControlPlane for ControlService {
                 continue;
             }
             let region = state::region(&*self.store, name).await?;
-            groups.extend(region.groups.values().map(|(g, _)| region.group_placement(g)));
+            groups.extend(
+                region
+                    .groups
+                    .values()
+                    .map(|(g, _)| region.group_placement(g)),
+            );
         }
         Ok(Response::new(v1::ListLogGroupsResponse { groups }))
     }

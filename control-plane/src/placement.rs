@@ -52,13 +52,24 @@ pub fn place(
             }
         }
     }
+    // Groups each live broker is the preferred leader of (the first replica).
+    let mut leads: BTreeMap<u32, usize> = brokers.iter().map(|&b| (b, 0)).collect();
+    for g in groups {
+        if let Some(n) = g.replicas.first().and_then(|b| leads.get_mut(b)) {
+            *n += 1;
+        }
+    }
     let wanted = (partitions as usize).min(brokers.len()).max(1);
     let mut next_id = groups.iter().map(|g| g.id + 1).max().unwrap_or(0);
     let mut new_groups = Vec::new();
     while candidates.len() < wanted {
         let mut by_load: Vec<(usize, u32)> = replicas.iter().map(|(&b, &n)| (n, b)).collect();
         by_load.sort_unstable();
-        let chosen: Vec<u32> = by_load.iter().take(rf).map(|&(_, b)| b).collect();
+        let mut chosen: Vec<u32> = by_load.iter().take(rf).map(|&(_, b)| b).collect();
+        // The preferred leader: the chosen broker leading the fewest groups, so leaders
+        // (and the produce load they carry) spread as replicas do.
+        chosen.sort_by_key(|b| (leads[b], replicas[b], *b));
+        *leads.get_mut(&chosen[0]).expect("a live broker") += 1;
         for b in &chosen {
             *replicas.get_mut(b).expect("a live broker") += 1;
         }
@@ -126,6 +137,14 @@ mod tests {
         let p = place(1, Strategy::Raft, 3, &brokers, &groups, &BTreeMap::new()).unwrap();
         assert_eq!(p.new_groups.len(), 1);
         assert_eq!(p.partitions, vec![1]);
+    }
+
+    #[test]
+    fn preferred_leaders_spread_over_the_brokers() {
+        let brokers: BTreeSet<u32> = [1, 2, 3].into();
+        let p = place(3, Strategy::Raft, 3, &brokers, &[], &BTreeMap::new()).unwrap();
+        let leaders: BTreeSet<u32> = p.new_groups.iter().map(|g| g.replicas[0]).collect();
+        assert_eq!(leaders, brokers, "{:?}", p.new_groups);
     }
 
     proptest! {

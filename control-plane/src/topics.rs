@@ -100,10 +100,7 @@ pub async fn topic_from_spec(store: &dyn Store, spec: &v1::TopicSpec) -> Result<
 /// never hand out the same one.
 async fn next_topic_id(store: &dyn Store) -> Result<u32, Status> {
     loop {
-        let current = store
-            .get(keys::TOPIC_IDS)
-            .await
-            .map_err(StateError::from)?;
+        let current = store.get(keys::TOPIC_IDS).await.map_err(StateError::from)?;
         let (next, version) = match &current {
             Some(kv) => (decode::<u32>(kv)?, Some(kv.version)),
             None => (1, None),
@@ -254,8 +251,13 @@ pub async fn alter(store: &dyn Store, request: &v1::AlterTopicRequest) -> Result
             }));
         }
         if partitions > topic.partitions {
-            place_partitions(store, &topic, topic.partitions, partitions - topic.partitions)
-                .await?;
+            place_partitions(
+                store,
+                &topic,
+                topic.partitions,
+                partitions - topic.partitions,
+            )
+            .await?;
             topic.partitions = partitions;
         }
     }
@@ -284,11 +286,7 @@ pub async fn delete(store: &dyn Store, name: &str) -> Result<(), Status> {
         .map_err(e)?;
     store.delete(&keys::topic(name)).await.map_err(e)?;
     for r in &topic.regions {
-        for kv in store
-            .list(&keys::assignments(r, name))
-            .await
-            .map_err(e)?
-        {
+        for kv in store.list(&keys::assignments(r, name)).await.map_err(e)? {
             store.delete(&kv.key).await.map_err(e)?;
         }
     }
@@ -297,7 +295,10 @@ pub async fn delete(store: &dyn Store, name: &str) -> Result<(), Status> {
 }
 
 /// A topic as the API shows it, with its placement in each region.
-pub async fn describe_topic(store: &dyn Store, topic: &Topic) -> Result<v1::TopicDescription, Status> {
+pub async fn describe_topic(
+    store: &dyn Store,
+    topic: &Topic,
+) -> Result<v1::TopicDescription, Status> {
     let mut placements = Vec::new();
     for r in &topic.regions {
         let region = state::region(store, r).await?;

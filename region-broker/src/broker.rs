@@ -3,10 +3,12 @@
 //! [`BrokerError`] to their own error codes.
 
 mod catalog;
+mod managed;
 mod replicated;
 
 pub use replicated::LogGroupState;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -28,17 +30,25 @@ const HEADER_NAME_BYTES_MAX: usize = 1024;
 #[derive(Debug)]
 pub struct Broker {
     config: Config,
-    groups: Vec<Arc<LogGroup>>,
+    /// The log groups this broker hosts, by id: all of `0..log_groups` standing alone or
+    /// in a statically configured region; those the control plane assigns it when managed.
+    groups: RwLock<BTreeMap<u32, Arc<LogGroup>>>,
+    /// How log groups are opened (kept to open more later).
+    group_config: crate::storage::GroupConfig,
     catalog: RwLock<Catalog>,
-    /// In a region (peers configured): the raft of each log group, `None` for the groups
-    /// replicated master-slave.
-    rafts: std::sync::OnceLock<Vec<Option<crate::replication::transport::GroupRaft>>>,
+    /// In a region: the raft of each raft-replicated log group hosted here.
+    rafts: RwLock<BTreeMap<u32, crate::replication::transport::GroupRaft>>,
     /// Makes the groups' commits durable together (fsync policy, several groups).
     sync: Option<Arc<crate::storage::SyncBatcher>>,
-    /// The master-slave log groups, by group number.
-    master_slave: std::sync::OnceLock<
-        std::collections::HashMap<u32, Arc<crate::replication::master_slave::MasterSlaveGroup>>,
-    >,
+    /// The master-slave log groups hosted here, by id.
+    master_slave: RwLock<BTreeMap<u32, Arc<crate::replication::master_slave::MasterSlaveGroup>>>,
+    /// What replication needs to start more groups; set once replication runs.
+    replication: std::sync::OnceLock<replicated::Replication>,
+    /// The region's brokers (id → addresses): from `replication.peers`, or from the
+    /// control plane's view when managed.
+    directory: RwLock<BTreeMap<u32, crate::config::Peer>>,
+    /// Managed: the control plane's view (leaders of groups not hosted here, version).
+    view: RwLock<managed::ViewState>,
     /// Serializes catalog changes proposed by this broker.
     catalog_writes: tokio::sync::Mutex<()>,
 }
@@ -211,52 +221,92 @@ impl Broker {
             .then(|| crate::storage::SyncBatcher::start(&data))
             .transpose()?;
         group_config.sync = sync.clone();
-        let mut groups = Vec::new();
-        for g in 0..config.log_groups {
-            let partitions: Vec<(PartitionKey, String)> = catalog
-                .topics()
-                .flat_map(|t| {
-                    t.groups
-                        .iter()
-                        .enumerate()
-                        .filter(move |(_, grp)| **grp == g)
-                        .map(move |(p, _)| ((t.id, p as u32), t.name.clone()))
-                })
-                .collect();
-            let dir = group_dir(&data, g);
-            let group = LogGroup::open(&dir, group_config.clone(), &partitions).map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("opening log group {}: {e}", dir.display()),
-                )
-            })?;
-            groups.push(Arc::new(group));
-        }
-        if let Some(t) = catalog
-            .topics()
-            .find(|t| t.groups.iter().any(|&g| g >= config.log_groups))
-        {
-            return Err(BrokerError::Invalid(format!(
-                "topic {:?} has partitions on log group {} but log_groups is {}: restore the old log_groups value",
-                t.name,
-                t.groups.iter().max().copied().unwrap_or(0),
-                config.log_groups
-            )));
-        }
-        for g in &groups {
-            for &id in catalog.retired() {
-                g.retire_topic(id);
-            }
-        }
-        Ok(Broker {
-            config,
-            groups,
+        let directory = config
+            .replication
+            .peers
+            .iter()
+            .map(|p| (p.id, p.clone()))
+            .collect();
+        let broker = Broker {
+            groups: RwLock::new(BTreeMap::new()),
+            group_config,
             catalog: RwLock::new(catalog),
-            rafts: std::sync::OnceLock::new(),
-            master_slave: std::sync::OnceLock::new(),
+            rafts: RwLock::new(BTreeMap::new()),
+            master_slave: RwLock::new(BTreeMap::new()),
+            replication: std::sync::OnceLock::new(),
+            directory: RwLock::new(directory),
+            view: RwLock::new(managed::ViewState::default()),
             sync,
             catalog_writes: tokio::sync::Mutex::new(()),
-        })
+            config,
+        };
+        if broker.config.control.is_empty() {
+            for g in 0..broker.config.log_groups {
+                broker.open_log_group(g)?;
+            }
+            let catalog = broker.catalog.read().expect("catalog lock poisoned");
+            if let Some(t) = catalog
+                .topics()
+                .find(|t| t.groups.iter().any(|&g| g >= broker.config.log_groups))
+            {
+                return Err(BrokerError::Invalid(format!(
+                    "topic {:?} has partitions on log group {} but log_groups is {}: restore the old log_groups value",
+                    t.name,
+                    t.groups.iter().max().copied().unwrap_or(0),
+                    broker.config.log_groups
+                )));
+            }
+        }
+        Ok(broker)
+    }
+
+    /// Opens (recovering) log group `g` with the partitions the catalog places on it, and
+    /// hosts it.
+    fn open_log_group(&self, g: u32) -> Result<Arc<LogGroup>, BrokerError> {
+        if let Some(group) = self.group(g) {
+            return Ok(group);
+        }
+        let catalog = self.catalog.read().expect("catalog lock poisoned");
+        let partitions: Vec<(PartitionKey, String)> = catalog
+            .topics()
+            .flat_map(|t| {
+                t.groups
+                    .iter()
+                    .enumerate()
+                    .filter(move |(_, grp)| **grp == g)
+                    .map(move |(p, _)| ((t.id, p as u32), t.name.clone()))
+            })
+            .collect();
+        let dir = group_dir(&self.config.data_dir, g);
+        let group = LogGroup::open(&dir, self.group_config.clone(), &partitions).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("opening log group {}: {e}", dir.display()),
+            )
+        })?;
+        for &id in catalog.retired() {
+            group.retire_topic(id);
+        }
+        let group = Arc::new(group);
+        self.groups
+            .write()
+            .expect("groups lock poisoned")
+            .insert(g, group.clone());
+        Ok(group)
+    }
+
+    /// Log group `g`, if hosted here.
+    pub fn group(&self, g: u32) -> Option<Arc<LogGroup>> {
+        self.groups
+            .read()
+            .expect("groups lock poisoned")
+            .get(&g)
+            .cloned()
+    }
+
+    /// Whether the log groups replicate (a region, static or managed).
+    fn is_replicated(&self) -> bool {
+        self.replication.get().is_some()
     }
 
     /// The configuration the broker runs with.
@@ -264,9 +314,14 @@ impl Broker {
         &self.config
     }
 
-    /// The log groups, by number.
-    pub fn groups(&self) -> &[Arc<LogGroup>] {
-        &self.groups
+    /// The log groups hosted here, by id.
+    pub fn groups(&self) -> Vec<(u32, Arc<LogGroup>)> {
+        self.groups
+            .read()
+            .expect("groups lock poisoned")
+            .iter()
+            .map(|(g, group)| (*g, group.clone()))
+            .collect()
     }
 
     /// Creates a raft-replicated topic; see [`Broker::create_topic_with`].
@@ -296,13 +351,18 @@ impl Broker {
                 self.config.partitions_max
             )));
         }
+        if !self.config.control.is_empty() {
+            return Err(BrokerError::Invalid(
+                "this region's topics are managed by the control plane: create topics there (meridian topic create --control ADDR)".into(),
+            ));
+        }
         if self.strategy_groups(replication).is_empty() {
             return Err(BrokerError::Invalid(format!(
                 "this region has no {} log groups: start its brokers with --master-slave GROUP=MASTER_ID (or [[replication.master_slave]] in the config)",
                 replication.as_str()
             )));
         }
-        if self.rafts.get().is_some() {
+        if self.is_replicated() {
             return self
                 .create_topic_replicated(name, partitions, replication)
                 .await;
@@ -339,7 +399,14 @@ impl Broker {
     /// The log groups of a replication strategy. A broker running alone replicates
     /// nothing, so every group serves either strategy.
     fn strategy_groups(&self, replication: Strategy) -> Vec<u32> {
-        let all = 0..self.groups.len() as u32;
+        let all = self
+            .groups
+            .read()
+            .expect("groups lock poisoned")
+            .keys()
+            .copied()
+            .collect::<Vec<_>>()
+            .into_iter();
         if self.config.replication.peers.is_empty() {
             return all.collect();
         }
@@ -350,18 +417,27 @@ impl Broker {
         .collect()
     }
 
-    /// Adds a topic to this broker: indexes first, catalog last, so a crash in between
-    /// leaves index directories the next start removes because no topic owns them.
+    /// Adds a topic to this broker (or partitions to a topic it has): indexes first,
+    /// catalog last, so a crash in between leaves index directories the next start removes
+    /// because no topic owns them. Partitions on groups hosted elsewhere (a managed region)
+    /// are only recorded; a group opened later picks them up from the catalog.
     fn create_topic_local(&self, topic: Topic) -> Result<(), BrokerError> {
         let mut catalog = self.catalog.write().expect("catalog lock poisoned");
-        for (p, &g) in topic.groups.iter().enumerate() {
-            let group = self.groups.get(g as usize).ok_or_else(|| {
-                BrokerError::Invalid(format!(
-                    "topic {:?} names log group {g}, which this broker does not have",
-                    topic.name
-                ))
-            })?;
-            group.add_partition((topic.id, p as u32), &topic.name)?;
+        let held = catalog
+            .get(&topic.name)
+            .filter(|t| t.id == topic.id)
+            .map_or(0, |t| t.groups.len());
+        for (p, &g) in topic.groups.iter().enumerate().skip(held) {
+            match self.group(g) {
+                Some(group) => group.add_partition((topic.id, p as u32), &topic.name)?,
+                None if !self.config.control.is_empty() => {}
+                None => {
+                    return Err(BrokerError::Invalid(format!(
+                        "topic {:?} names log group {g}, which this broker does not have",
+                        topic.name
+                    )));
+                }
+            }
         }
         tracing::info!(topic = %topic.name, id = topic.id, partitions = topic.groups.len(), "topic created");
         catalog.insert(topic)?;
@@ -371,7 +447,12 @@ impl Broker {
     /// Deletes a topic: its partitions become unreadable at once; its records leave the
     /// disk with the segments that hold them.
     pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
-        if self.rafts.get().is_some() {
+        if !self.config.control.is_empty() {
+            return Err(BrokerError::Invalid(
+                "this region's topics are managed by the control plane: delete topics there (meridian topic delete --control ADDR)".into(),
+            ));
+        }
+        if self.is_replicated() {
             return self.delete_topic_replicated(name).await;
         }
         self.delete_topic_local(name)
@@ -388,7 +469,9 @@ impl Broker {
         used.sort_unstable();
         used.dedup();
         for g in used {
-            self.groups[g as usize].remove_topic(topic.id, name)?;
+            if let Some(group) = self.group(g) {
+                group.remove_topic(topic.id, name)?;
+            }
         }
         tracing::info!(topic = name, "topic deleted");
         Ok(())
@@ -463,7 +546,7 @@ impl Broker {
         let produced = if self.master_slave_group(g).is_some() {
             self.append_master_slave(g, (key, count, payload), acks, epoch)
                 .await?
-        } else if self.rafts.get().is_some() {
+        } else if self.is_replicated() {
             self.append_replicated(g, (key, count, payload), acks, epoch)
                 .await?
         } else {
@@ -554,7 +637,7 @@ impl Broker {
         if self.master_slave_group(g).is_some() {
             self.commit_offset_master_slave(g, group_name, key, offset)
                 .await?;
-        } else if self.rafts.get().is_some() {
+        } else if self.is_replicated() {
             let command = crate::replication::raft::Command::Commit {
                 group: group_name.to_owned(),
                 topic_id: key.0,
@@ -584,7 +667,7 @@ impl Broker {
 
     /// Flushes and stops every log group.
     pub fn close(&self) {
-        for g in &self.groups {
+        for (_, g) in self.groups() {
             g.close();
         }
         if let Some(sync) = &self.sync {
@@ -596,9 +679,9 @@ impl Broker {
         &self,
         topic: &Topic,
         partition: u32,
-    ) -> Result<(&LogGroup, PartitionKey), BrokerError> {
+    ) -> Result<(Arc<LogGroup>, PartitionKey), BrokerError> {
         let g =
-            topic
+            *topic
                 .groups
                 .get(partition as usize)
                 .ok_or_else(|| BrokerError::UnknownPartition {
@@ -606,7 +689,11 @@ impl Broker {
                     partition,
                     partitions: topic.groups.len() as u32,
                 })?;
-        Ok((&self.groups[*g as usize], (topic.id, partition)))
+        match self.group(g) {
+            Some(group) => Ok((group, (topic.id, partition))),
+            // Managed: the group lives on other brokers; name its leader.
+            None => Err(self.not_leader(g, self.reported_leader(g).map(u64::from))),
+        }
     }
 
     fn validate_message(&self, m: &Message) -> Result<(), BrokerError> {

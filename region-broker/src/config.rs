@@ -39,6 +39,10 @@ pub struct Config {
     pub storage: StorageConfig,
     /// The region's brokers, when this broker is one of several.
     pub replication: ReplicationConfig,
+    /// Control-plane addresses (`HOST:PORT`). With them the broker is *managed*: it
+    /// registers under a lease, and hosts the log groups and topics the control plane
+    /// assigns it (no `replication.peers`, `master_slave` or `log_groups` then).
+    pub control: Vec<String>,
 }
 
 /// The `[replication]` section: a static description of the region's brokers. With peers, every
@@ -167,6 +171,7 @@ impl Default for Config {
             grpc_listen: "127.0.0.1:7070".parse().expect("valid address"),
             metrics_listen: "127.0.0.1:9464".parse().expect("valid address"),
             log_groups: 4,
+            control: Vec::new(),
             default_partitions: 3,
             partitions_max: 1024,
             message_bytes_max: 1 << 20,
@@ -377,6 +382,29 @@ impl Config {
         }
         if self.region.is_empty() {
             return invalid("region", "\"\"", "must not be empty");
+        }
+        if !self.control.is_empty() {
+            if !peers.is_empty() || !self.replication.master_slave.is_empty() {
+                return invalid(
+                    "control",
+                    self.control.join(","),
+                    "a managed broker learns its peers and groups from the control plane: drop replication.peers and replication.master_slave",
+                );
+            }
+            if self.replication.raft_listen.is_none() {
+                return invalid(
+                    "control",
+                    self.control.join(","),
+                    "a managed broker replicates: set replication.raft_listen (--raft-listen)",
+                );
+            }
+            if let Some(bad) = self
+                .control
+                .iter()
+                .find(|a| a.parse::<SocketAddr>().is_err())
+            {
+                return invalid("control", bad, "each address must be IP:PORT");
+            }
         }
         Ok(())
     }

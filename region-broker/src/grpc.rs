@@ -316,9 +316,9 @@ impl broker_server::Broker for GrpcService {
         _: Request<v1::LogGroupsRequest>,
     ) -> Result<Response<v1::LogGroupsResponse>, Status> {
         let config = self.broker.config();
-        let mut brokers: Vec<v1::BrokerAddress> = config
-            .replication
-            .peers
+        let mut brokers: Vec<v1::BrokerAddress> = self
+            .broker
+            .directory()
             .iter()
             .map(|p| v1::BrokerAddress {
                 id: p.id,

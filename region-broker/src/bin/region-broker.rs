@@ -58,6 +58,13 @@ struct Args {
     /// With peers, every log group is replicated by raft over all of them.
     #[arg(long = "peer", value_parser = Peer::parse)]
     peers: Vec<Peer>,
+    /// Control-plane address(es), comma-separated: the broker registers there and hosts
+    /// what it is assigned (instead of --peer).
+    #[arg(long, value_delimiter = ',')]
+    control: Vec<String>,
+    /// The region this broker belongs to.
+    #[arg(long)]
+    region: Option<String>,
     /// Replicate log group GROUP master-slave, with broker MASTER_ID its first master:
     /// GROUP=MASTER_ID (repeat for each such group; the others use raft).
     #[arg(long = "master-slave", value_parser = MasterSlaveGroup::parse)]
@@ -153,6 +160,12 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     if !args.peers.is_empty() {
         c.replication.peers = args.peers.clone();
     }
+    if !args.control.is_empty() {
+        c.control = args.control.clone();
+    }
+    if let Some(v) = &args.region {
+        c.region = v.clone();
+    }
     if !args.master_slave.is_empty() {
         c.replication.master_slave = args.master_slave.clone();
     }
@@ -187,12 +200,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await?
         .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
     let broker = Arc::new(broker);
-    let raft_server = match broker
-        .config()
-        .replication
-        .raft_listen
-        .filter(|_| !broker.config().replication.peers.is_empty())
-    {
+    let raft_server = match broker.config().replication.raft_listen.filter(|_| {
+        !broker.config().replication.peers.is_empty() || !broker.config().control.is_empty()
+    }) {
         Some(raft_listen) => {
             let transport = RaftTransportService::default();
             let listener = tokio::net::TcpListener::bind(raft_listen)
@@ -204,6 +214,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 .context("starting replication")?;
             let incoming =
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            if !broker.config().control.is_empty() {
+                broker
+                    .apply_saved_view()
+                    .await
+                    .context("applying the saved region view")?;
+                tokio::spawn(broker.clone().run_managed());
+            }
             tracing::info!(raft = %raft_listen, peers = broker.config().replication.peers.len(), master_slave_groups = broker.config().replication.master_slave.len(), "replication running");
             Some(tokio::spawn(
                 tonic::transport::Server::builder()

@@ -23,8 +23,41 @@ use crate::replication::raft::{
 use crate::replication::transport::{GroupRaft, GrpcNetwork, Peers, RaftTransportService};
 
 impl Broker {
-    /// Starts one raft per log group, registered with `transport`. The broker with the
-    /// lowest id initializes the groups' membership (all peers) on its first start.
+    /// Log group `group`, hosted here, or `NotLeader` naming its leader.
+    pub(super) fn hosted(&self, group: u32) -> Result<Arc<crate::storage::LogGroup>, BrokerError> {
+        self.group(group)
+            .ok_or_else(|| self.not_leader(group, self.reported_leader(group).map(u64::from)))
+    }
+}
+
+/// What replication needs to open more groups after start.
+#[derive(Debug)]
+pub(super) struct Replication {
+    node_id: u64,
+    raft_config: Arc<openraft::Config>,
+    peers: Peers,
+    transport: RaftTransportService,
+}
+
+/// How one log group replicates on this broker.
+#[derive(Debug, Clone)]
+pub(super) enum GroupRole {
+    /// By raft; `initialize` names the first members when this broker sets them up.
+    Raft {
+        initialize: Option<BTreeMap<u64, BasicNode>>,
+    },
+    /// Master-slave with this initial master and these other replicas.
+    MasterSlave {
+        master: u32,
+        others: Vec<crate::config::Peer>,
+    },
+}
+
+impl Broker {
+    /// Starts replication. A statically configured region starts one raft per log group
+    /// (the broker with the lowest id initializes their membership, all peers, on its first
+    /// start) or a master-slave replica for the groups configured so; a managed broker
+    /// starts the groups its region view assigns it, later.
     pub async fn start_replication(
         self: &Arc<Self>,
         transport: &RaftTransportService,
@@ -56,76 +89,17 @@ impl Broker {
                 .validate()
                 .map_err(|e| BrokerError::Invalid(format!("raft configuration: {e}")))?,
         );
-        let peers = Peers::default();
-        let mut rafts = Vec::with_capacity(self.groups.len());
-        let mut master_slave = std::collections::HashMap::new();
-        for (g, group) in self.groups.iter().enumerate() {
-            let dir = group_dir(&config.data_dir, g as u32);
-            transport.register_journal(g as u32, group.clone());
-            if config.master_slave_master(g as u32).is_some() {
-                let replica = MasterSlaveGroup::open(
-                    g as u32,
-                    group.clone(),
-                    &dir,
-                    config,
-                    peers.master_slave_call(),
-                )?;
-                transport.register_master_slave(g as u32, replica.clone());
-                tokio::spawn(replica.clone().run());
-                master_slave.insert(g as u32, replica);
-                rafts.push(None);
-                continue;
-            }
-            let store = JournalLogStore::open(group.clone(), &dir)?;
-            let mut sm = JournalStateMachine::open(group.clone(), &dir)?.with_shipping(Shipping {
-                me: node_id,
-                group: g as u32,
-                call: peers.master_slave_call(),
-            });
-            if g == 0 {
-                let save = Arc::downgrade(self);
-                let restore = Arc::downgrade(self);
-                sm = sm.with_snapshot_hooks(SnapshotHooks {
-                    save: Arc::new(move || {
-                        let broker = save
-                            .upgrade()
-                            .ok_or_else(|| io::Error::other("broker stopped"))?;
-                        let snapshot = broker
-                            .catalog
-                            .read()
-                            .expect("catalog lock poisoned")
-                            .snapshot();
-                        serde_json::to_value(snapshot).map_err(io::Error::other)
-                    }),
-                    restore: Arc::new(move |value| {
-                        let broker = restore
-                            .upgrade()
-                            .ok_or_else(|| io::Error::other("broker stopped"))?;
-                        let snapshot: super::catalog::CatalogSnapshot =
-                            serde_json::from_value(value.clone()).map_err(io::Error::other)?;
-                        broker.restore_catalog(&snapshot).map_err(io::Error::other)
-                    }),
-                });
-                let broker = Arc::downgrade(self);
-                sm = sm.with_hook(Arc::new(move |command: &Command| {
-                    match (broker.upgrade(), command) {
-                        (Some(broker), Command::Catalog(change)) => {
-                            broker.apply_catalog(change).map_err(io::Error::other)
-                        }
-                        _ => Ok(()),
-                    }
-                }));
-            }
-            let network = GrpcNetwork::new(g as u32, peers.clone());
-            let raft = Raft::new(node_id, raft_config.clone(), network, store, sm)
-                .await
-                .map_err(|e| {
-                    BrokerError::Replication(format!("starting raft for log group {g}: {e}"))
-                })?;
-            transport.register(g as u32, raft.clone());
-            rafts.push(Some(raft));
+        self.replication
+            .set(Replication {
+                node_id,
+                raft_config,
+                peers: Peers::default(),
+                transport: transport.clone(),
+            })
+            .map_err(|_| BrokerError::Replication("replication already started".into()))?;
+        if !config.control.is_empty() {
+            return Ok(());
         }
-        let _ = self.master_slave.set(master_slave);
         let members: BTreeMap<u64, BasicNode> = config
             .replication
             .peers
@@ -139,53 +113,217 @@ impl Broker {
                 )
             })
             .collect();
-        if members.keys().next() == Some(&node_id) {
-            for (g, raft) in rafts.iter().enumerate() {
-                let Some(raft) = raft else { continue };
-                match raft.initialize(members.clone()).await {
-                    Ok(()) => {
-                        tracing::info!(group = g, "initialized the log group's raft membership")
-                    }
-                    // Already initialized on an earlier start: nothing to do.
-                    Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {}
-                    Err(e) => {
-                        return Err(BrokerError::Replication(format!(
-                            "initializing log group {g}: {e}"
-                        )));
-                    }
-                }
-            }
-        }
-        if self.rafts.set(rafts).is_err() {
-            return Err(BrokerError::Replication(
-                "replication already started".into(),
-            ));
+        let initializes = members.keys().next() == Some(&node_id);
+        for (g, _) in self.groups() {
+            let role = match config.master_slave_master(g) {
+                Some(master) => GroupRole::MasterSlave {
+                    master,
+                    others: config
+                        .replication
+                        .peers
+                        .iter()
+                        .filter(|p| p.id != config.broker_id)
+                        .cloned()
+                        .collect(),
+                },
+                None => GroupRole::Raft {
+                    initialize: initializes.then(|| members.clone()),
+                },
+            };
+            self.start_group(g, role).await?;
         }
         Ok(())
     }
 
-    /// Stops every group's raft and master-slave task.
-    pub async fn stop_replication(&self) {
-        if let Some(rafts) = self.rafts.get() {
-            for raft in rafts.iter().flatten() {
-                let _ = raft.shutdown().await;
+    /// Opens log group `g` (if not open) and starts its replication in `role`.
+    pub(super) async fn start_group(
+        self: &Arc<Self>,
+        g: u32,
+        role: GroupRole,
+    ) -> Result<(), BrokerError> {
+        let r = self
+            .replication
+            .get()
+            .ok_or_else(|| BrokerError::Replication("replication is not running".into()))?;
+        let group = self.open_log_group(g)?;
+        let dir = group_dir(&self.config.data_dir, g);
+        r.transport.register_journal(g, group.clone());
+        match role {
+            GroupRole::MasterSlave { master, others } => {
+                let replica = MasterSlaveGroup::open_with(
+                    g,
+                    group,
+                    &dir,
+                    (self.config.broker_id, master),
+                    self.config.replication.sync_replicas as usize,
+                    others,
+                    r.peers.master_slave_call(),
+                )?;
+                r.transport.register_master_slave(g, replica.clone());
+                tokio::spawn(replica.clone().run());
+                self.master_slave
+                    .write()
+                    .expect("groups lock poisoned")
+                    .insert(g, replica);
+            }
+            GroupRole::Raft { initialize } => {
+                let store = JournalLogStore::open(group.clone(), &dir)?;
+                let mut sm =
+                    JournalStateMachine::open(group.clone(), &dir)?.with_shipping(Shipping {
+                        me: r.node_id,
+                        group: g,
+                        call: r.peers.master_slave_call(),
+                    });
+                // In a statically configured region log group 0 carries the catalog.
+                if g == 0 && self.config.control.is_empty() {
+                    sm = self.with_catalog_hooks(sm);
+                }
+                let network = GrpcNetwork::new(g, r.peers.clone());
+                let raft = Raft::new(r.node_id, r.raft_config.clone(), network, store, sm)
+                    .await
+                    .map_err(|e| {
+                        BrokerError::Replication(format!("starting raft for log group {g}: {e}"))
+                    })?;
+                r.transport.register(g, raft.clone());
+                self.rafts
+                    .write()
+                    .expect("groups lock poisoned")
+                    .insert(g, raft.clone());
+                if let Some(members) = initialize {
+                    match raft.initialize(members).await {
+                        Ok(()) => {
+                            tracing::info!(group = g, "initialized the log group's raft membership")
+                        }
+                        // Already initialized on an earlier start: nothing to do.
+                        Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(
+                            _,
+                        ))) => {}
+                        Err(e) => {
+                            return Err(BrokerError::Replication(format!(
+                                "initializing log group {g}: {e}"
+                            )));
+                        }
+                    }
+                }
             }
         }
-        for replica in self.master_slave.get().into_iter().flat_map(|m| m.values()) {
+        Ok(())
+    }
+
+    /// Stops hosting log group `g`: its replication stops, the group closes, and with
+    /// `delete` its directory goes (the group's replicas are elsewhere now).
+    pub(super) async fn stop_group(&self, g: u32, delete: bool) -> Result<(), BrokerError> {
+        if let Some(r) = self.replication.get() {
+            r.transport.unregister(g);
+        }
+        let raft = self.rafts.write().expect("groups lock poisoned").remove(&g);
+        if let Some(raft) = raft {
+            let _ = raft.shutdown().await;
+        }
+        let ms = self
+            .master_slave
+            .write()
+            .expect("groups lock poisoned")
+            .remove(&g);
+        if let Some(ms) = ms {
+            ms.stop();
+        }
+        let group = self
+            .groups
+            .write()
+            .expect("groups lock poisoned")
+            .remove(&g);
+        if let Some(group) = group {
+            tokio::task::spawn_blocking(move || group.close())
+                .await
+                .map_err(|e| BrokerError::Replication(format!("closing log group {g}: {e}")))?;
+        }
+        if delete {
+            let dir = group_dir(&self.config.data_dir, g);
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        tracing::info!(group = g, deleted = delete, "stopped hosting the log group");
+        Ok(())
+    }
+
+    /// Log group 0's state machine in a static region: applies catalog changes, and puts
+    /// the catalog in snapshots.
+    fn with_catalog_hooks(self: &Arc<Self>, sm: JournalStateMachine) -> JournalStateMachine {
+        let save = Arc::downgrade(self);
+        let restore = Arc::downgrade(self);
+        let broker = Arc::downgrade(self);
+        sm.with_snapshot_hooks(SnapshotHooks {
+            save: Arc::new(move || {
+                let broker = save
+                    .upgrade()
+                    .ok_or_else(|| io::Error::other("broker stopped"))?;
+                let snapshot = broker
+                    .catalog
+                    .read()
+                    .expect("catalog lock poisoned")
+                    .snapshot();
+                serde_json::to_value(snapshot).map_err(io::Error::other)
+            }),
+            restore: Arc::new(move |value| {
+                let broker = restore
+                    .upgrade()
+                    .ok_or_else(|| io::Error::other("broker stopped"))?;
+                let snapshot: super::catalog::CatalogSnapshot =
+                    serde_json::from_value(value.clone()).map_err(io::Error::other)?;
+                broker.restore_catalog(&snapshot).map_err(io::Error::other)
+            }),
+        })
+        .with_hook(Arc::new(move |command: &Command| {
+            match (broker.upgrade(), command) {
+                (Some(broker), Command::Catalog(change)) => {
+                    broker.apply_catalog(change).map_err(io::Error::other)
+                }
+                _ => Ok(()),
+            }
+        }))
+    }
+
+    /// Stops every group's raft and master-slave task.
+    pub async fn stop_replication(&self) {
+        let rafts: Vec<GroupRaft> = self
+            .rafts
+            .read()
+            .expect("groups lock poisoned")
+            .values()
+            .cloned()
+            .collect();
+        for raft in rafts {
+            let _ = raft.shutdown().await;
+        }
+        for replica in self
+            .master_slave
+            .read()
+            .expect("groups lock poisoned")
+            .values()
+        {
             replica.stop();
         }
     }
 
-    pub(super) fn raft(&self, group: u32) -> Option<&GroupRaft> {
+    pub(super) fn raft(&self, group: u32) -> Option<GroupRaft> {
         self.rafts
-            .get()
-            .and_then(|r| r.get(group as usize))
-            .and_then(Option::as_ref)
+            .read()
+            .expect("groups lock poisoned")
+            .get(&group)
+            .cloned()
     }
 
     /// The master-slave replica of `group`, if it is replicated that way.
-    pub(super) fn master_slave_group(&self, group: u32) -> Option<&Arc<MasterSlaveGroup>> {
-        self.master_slave.get().and_then(|m| m.get(&group))
+    pub(super) fn master_slave_group(&self, group: u32) -> Option<Arc<MasterSlaveGroup>> {
+        self.master_slave
+            .read()
+            .expect("groups lock poisoned")
+            .get(&group)
+            .cloned()
     }
 
     /// Fails with `NotLeader` unless this broker leads `group`. Reads raft's published
@@ -209,20 +347,34 @@ impl Broker {
         Err(self.not_leader(group, leader))
     }
 
-    fn not_leader(&self, group: u32, leader: Option<u64>) -> BrokerError {
-        let leader = leader.and_then(|id| {
-            self.config
-                .replication
-                .peers
-                .iter()
-                .find(|p| u64::from(p.id) == id)
-        });
+    pub(super) fn not_leader(&self, group: u32, leader: Option<u64>) -> BrokerError {
+        let leader = leader.and_then(|id| self.peer(u32::try_from(id).ok()?));
         BrokerError::NotLeader {
             group,
             epoch: self.epoch(group),
-            leader_id: leader.map(|p| p.id),
-            leader: leader.map(|p| p.grpc.clone()),
+            leader_id: leader.as_ref().map(|p| p.id),
+            leader: leader.map(|p| p.grpc),
         }
+    }
+
+    /// The region's brokers as this broker knows them (configured peers, or the control
+    /// plane's view).
+    pub fn directory(&self) -> Vec<crate::config::Peer> {
+        self.directory
+            .read()
+            .expect("directory lock poisoned")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// A broker of the region, from the directory.
+    pub(super) fn peer(&self, id: u32) -> Option<crate::config::Peer> {
+        self.directory
+            .read()
+            .expect("directory lock poisoned")
+            .get(&id)
+            .cloned()
     }
 
     /// The group's leadership epoch: its current raft term.
@@ -366,7 +518,7 @@ impl Broker {
                 .write()
                 .expect("catalog lock poisoned")
                 .retire(id)?;
-            for g in &self.groups {
+            for (_, g) in self.groups() {
                 g.retire_topic(id);
             }
         }
@@ -478,8 +630,7 @@ impl Broker {
     ) -> Result<Produced, BrokerError> {
         let raft = self
             .raft(group)
-            .ok_or_else(|| BrokerError::Replication("replication is not running".into()))?
-            .clone();
+            .ok_or_else(|| BrokerError::Replication("replication is not running".into()))?;
         let (local_ack, appended) = LocalAck::new();
         let command = Command::Batch {
             topic_id: key.0,
@@ -550,9 +701,7 @@ impl Broker {
     ) -> Result<Produced, BrokerError> {
         let role = self.master_role(group)?;
         check_epoch(group, epoch, role.epoch)?;
-        let appended = self.groups[group as usize]
-            .append(key, payload, count)
-            .await?;
+        let appended = self.hosted(group)?.append(key, payload, count).await?;
         self.wait_master_slave(
             group,
             appended.position + u64::from(appended.len),
@@ -576,7 +725,8 @@ impl Broker {
         offset: u64,
     ) -> Result<(), BrokerError> {
         let role = self.master_role(group)?;
-        let appended = self.groups[group as usize]
+        let appended = self
+            .hosted(group)?
             .commit_offset(group_name, key, offset)
             .await?;
         self.wait_master_slave(
@@ -687,16 +837,9 @@ impl Broker {
         })?;
         self.require_leader(group)?;
         let peer = |id: u32| {
-            self.config
-                .replication
-                .peers
-                .iter()
-                .find(|p| p.id == id)
-                .ok_or_else(|| {
-                    BrokerError::Invalid(format!(
-                        "broker {id} is not a broker of this region (replication.peers)"
-                    ))
-                })
+            self.peer(id).ok_or_else(|| {
+                BrokerError::Invalid(format!("broker {id} is not a known broker of this region"))
+            })
         };
         let metrics = raft.metrics().borrow_watched().clone();
         let mut voters: std::collections::BTreeSet<u64> =
@@ -751,9 +894,9 @@ impl Broker {
     /// The replication state of every log group on this broker.
     pub fn log_groups_info(&self) -> Vec<LogGroupState> {
         use openraft::type_config::async_runtime::WatchReceiver;
-        (0..self.groups.len() as u32)
-            .map(|g| {
-                let group = &self.groups[g as usize];
+        self.groups()
+            .into_iter()
+            .map(|(g, group)| {
                 let (last_index, last_term) = group.last_record().unwrap_or((0, 0));
                 let mut state = LogGroupState {
                     group: g,

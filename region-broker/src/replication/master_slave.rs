@@ -183,8 +183,35 @@ impl MasterSlaveGroup {
                 format!("log group {id} is not configured master-slave"),
             )
         })?;
-        let sync_replicas = config.replication.sync_replicas as usize;
-        let peers = &config.replication.peers;
+        let others = config
+            .replication
+            .peers
+            .iter()
+            .filter(|p| p.id != me)
+            .cloned()
+            .collect();
+        Self::open_with(
+            id,
+            group,
+            dir,
+            (me, initial_master),
+            config.replication.sync_replicas as usize,
+            others,
+            call,
+        )
+    }
+
+    /// [`MasterSlaveGroup::open`] with the values spelled out: `(me, initial master)`,
+    /// the slaves a commit needs, and the group's other replicas.
+    pub fn open_with(
+        id: u32,
+        group: Arc<LogGroup>,
+        dir: &Path,
+        (me, initial_master): (u32, u32),
+        sync_replicas: usize,
+        others: Vec<Peer>,
+        call: PeerCall,
+    ) -> io::Result<Arc<MasterSlaveGroup>> {
         let path = dir.join(FILE);
         let role = match super::raft::load_json::<Role>(&path)? {
             Some(role) => role,
@@ -213,7 +240,7 @@ impl MasterSlaveGroup {
             group,
             path,
             sync_replicas,
-            others: peers.iter().filter(|p| p.id != me).cloned().collect(),
+            others,
             view,
             slaves: Mutex::new(HashMap::new()),
             apply: tokio::sync::Mutex::new(()),

@@ -417,6 +417,14 @@ impl RaftTransportService {
             .write()
             .expect("groups lock poisoned")
             .remove(&group);
+        self.master_slave
+            .write()
+            .expect("groups lock poisoned")
+            .remove(&group);
+        self.journals
+            .write()
+            .expect("groups lock poisoned")
+            .remove(&group);
     }
 
     /// The tonic service.

@@ -1,0 +1,118 @@
+//! Talking to the control plane: where it is (`--control`, `MERIDIAN_CONTROL`, the file
+//! `meridian up` writes), connecting to the first process that answers, and sending writes
+//! to the leader (a follower's refusal names it in `x-meridian-leader`).
+
+use anyhow::{Context, bail};
+use meridian_proto::v1::control_plane_client::ControlPlaneClient;
+use tonic::transport::Channel;
+
+/// The default control-plane address of a local deployment.
+pub(crate) const DEFAULT_CONTROL: &str = "127.0.0.1:7300";
+
+/// The control plane named by the flag (or `MERIDIAN_CONTROL`), else by the endpoints file.
+pub(crate) fn resolve(flag: Option<&str>) -> Option<String> {
+    if let Some(c) = flag {
+        return Some(c.to_owned());
+    }
+    crate::endpoint::recorded("control")
+}
+
+/// A client of the first control-plane process in `addrs` (comma-separated) that answers.
+pub(crate) async fn connect(addrs: &str) -> anyhow::Result<ControlPlaneClient<Channel>> {
+    let mut last = None;
+    for addr in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        let uri = if addr.contains("://") {
+            addr.to_owned()
+        } else {
+            format!("http://{addr}")
+        };
+        match ControlPlaneClient::connect(uri).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some((addr.to_owned(), e)),
+        }
+    }
+    match last {
+        Some((addr, e)) => Err(e).with_context(|| {
+            format!("cannot connect to the control plane at {addr} (is it running? pass --control HOST:PORT)")
+        }),
+        None => bail!("no control-plane address given: pass --control HOST:PORT"),
+    }
+}
+
+/// Runs a write on the leader: the first answering process, then the leader it names.
+pub(crate) async fn on_leader<T, F, Fut>(addrs: &str, what: &str, mut call: F) -> anyhow::Result<T>
+where
+    F: FnMut(ControlPlaneClient<Channel>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut client = connect(addrs).await?;
+    for _ in 0..3 {
+        match call(client.clone()).await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                match s
+                    .metadata()
+                    .get("x-meridian-leader")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    Some(leader) => client = connect(leader).await?,
+                    None => bail!("{what}: {}", s.message()),
+                }
+            }
+            Err(s) if s.code() == tonic::Code::Unavailable => {
+                // No leader yet (an election is under way): wait a little.
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                client = connect(addrs).await?;
+            }
+            Err(s) => bail!("{what}: {}", s.message()),
+        }
+    }
+    bail!("{what}: the control-plane leader kept moving; retry")
+}
+
+/// Runs a read on any process.
+pub(crate) async fn read<T, F, Fut>(addrs: &str, what: &str, call: F) -> anyhow::Result<T>
+where
+    F: FnOnce(ControlPlaneClient<Channel>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let client = connect(addrs).await?;
+    call(client)
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|s| anyhow::anyhow!("{what}: {}", s.message()))
+}
+
+/// The gRPC addresses of the live brokers of `region` (which may be omitted when there is
+/// only one region), comma-separated.
+pub(crate) async fn region_brokers(addrs: &str, region: Option<&str>) -> anyhow::Result<String> {
+    let request = meridian_proto::v1::ListBrokersRequest {
+        region: region.unwrap_or("").to_owned(),
+    };
+    let brokers = read(addrs, "listing brokers", |mut c| async move {
+        c.list_brokers(request).await
+    })
+    .await?
+    .brokers;
+    let mut regions: Vec<&str> = brokers.iter().map(|b| b.region.as_str()).collect();
+    regions.dedup();
+    if regions.len() > 1 {
+        bail!(
+            "the platform has several regions ({}): pass --region",
+            regions.join(", ")
+        );
+    }
+    if brokers.is_empty() {
+        bail!(
+            "no live broker{}: check meridian broker list",
+            region
+                .map(|r| format!(" in region {r}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(brokers
+        .iter()
+        .map(|b| b.grpc.clone())
+        .collect::<Vec<_>>()
+        .join(","))
+}

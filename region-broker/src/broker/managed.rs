@@ -1,0 +1,355 @@
+//! A managed broker (`control` configured): it registers with the control plane under a
+//! lease, renews it with heartbeats that report the log groups it leads, and long-polls its
+//! region's *view* — the region's brokers, log groups with replicas and leaders, topics and
+//! deleted topic ids — which it applies: it starts the groups it is a replica of (the first
+//! replica of a new raft group initializes its membership), stops and deletes the groups it
+//! no longer is a replica of, and brings its topic catalog in line.
+//!
+//! The view is kept on disk (`region-view.pb`) and applied at start before serving, so a
+//! broker restarted while no control plane is up serves what it served before. Nothing on
+//! the data path asks the control plane anything.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_proto::v1;
+use openraft::BasicNode;
+use prost::Message;
+
+use super::replicated::GroupRole;
+use super::{Broker, BrokerError, Strategy, Topic};
+use crate::config::Peer;
+
+/// What the broker holds of the control plane's view.
+#[derive(Debug, Default)]
+pub(super) struct ViewState {
+    hash: u64,
+    version: u64,
+    /// Leader of each group of the region, as reported.
+    leaders: BTreeMap<u32, u32>,
+}
+
+const VIEW_FILE: &str = "region-view.pb";
+/// How long one `WatchRegion` long poll waits.
+const WATCH_WAIT_MS: u32 = 10_000;
+/// How often the heartbeat task looks for a change worth reporting at once.
+const REPORT_POLL: Duration = Duration::from_millis(100);
+
+impl Broker {
+    /// The leader of `group` as the control plane last reported it.
+    pub(super) fn reported_leader(&self, group: u32) -> Option<u32> {
+        self.view
+            .read()
+            .expect("view lock poisoned")
+            .leaders
+            .get(&group)
+            .copied()
+    }
+
+    /// The log groups this broker leads now (raft leader or master), with their epochs.
+    pub fn leading(&self) -> Vec<(u32, u64)> {
+        use openraft::type_config::async_runtime::WatchReceiver;
+        let me = self.config.broker_id;
+        let mut out = Vec::new();
+        for (g, raft) in self.rafts.read().expect("groups lock poisoned").iter() {
+            let m = raft.metrics().borrow_watched().clone();
+            if m.current_leader == Some(u64::from(me)) {
+                out.push((*g, m.current_term));
+            }
+        }
+        for (g, ms) in self
+            .master_slave
+            .read()
+            .expect("groups lock poisoned")
+            .iter()
+        {
+            let role = ms.role();
+            if role.master == Some(me) {
+                out.push((*g, role.epoch));
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    /// `(hash, version)` of the region view applied last.
+    pub fn applied_view(&self) -> (u64, u64) {
+        let v = self.view.read().expect("view lock poisoned");
+        (v.hash, v.version)
+    }
+
+    /// Applies the view saved by an earlier run, if any (before serving).
+    pub async fn apply_saved_view(self: &Arc<Self>) -> Result<(), BrokerError> {
+        let path = self.config.data_dir.join(VIEW_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let view = v1::RegionView::decode(bytes.as_slice()).map_err(|e| {
+            BrokerError::Invalid(format!(
+                "{} does not decode ({e}): delete it and the broker fetches a fresh view",
+                path.display()
+            ))
+        })?;
+        tracing::info!(
+            version = view.version,
+            "applying the region view saved by the last run"
+        );
+        self.apply_view(&view).await
+    }
+
+    /// Brings this broker in line with `view` (see the module's doc), then saves it.
+    pub async fn apply_view(self: &Arc<Self>, view: &v1::RegionView) -> Result<(), BrokerError> {
+        let me = self.config.broker_id;
+        {
+            let mut directory = self.directory.write().expect("directory lock poisoned");
+            for b in &view.brokers {
+                directory.insert(
+                    b.id,
+                    Peer {
+                        id: b.id,
+                        raft: b.raft.clone(),
+                        grpc: b.grpc.clone(),
+                    },
+                );
+            }
+        }
+        // Deleted ids first, so no group ever indexes a dead topic's records as unknown.
+        for &id in &view.retired {
+            let retired = self
+                .catalog
+                .read()
+                .expect("catalog lock poisoned")
+                .retired()
+                .contains(&id);
+            if !retired {
+                self.catalog
+                    .write()
+                    .expect("catalog lock poisoned")
+                    .retire(id)?;
+                for (_, g) in self.groups() {
+                    g.retire_topic(id);
+                }
+            }
+        }
+        // Topics before groups: a group opened below picks its partitions from the catalog.
+        let wanted: BTreeMap<&str, &v1::TopicInRegion> =
+            view.topics.iter().map(|t| (t.name.as_str(), t)).collect();
+        for local in self.topics() {
+            match wanted.get(local.name.as_str()) {
+                Some(t) if t.id == local.id => {}
+                _ => self.delete_topic_local(&local.name)?,
+            }
+        }
+        for t in &view.topics {
+            let held = self.topic(&t.name).ok();
+            if held.as_ref().is_some_and(|h| h.groups == t.groups) {
+                continue;
+            }
+            self.create_topic_local(Topic {
+                name: t.name.clone(),
+                id: t.id,
+                groups: t.groups.clone(),
+                created_ms: t.created_ms,
+                replication: Strategy::parse(&t.strategy).map_err(BrokerError::Invalid)?,
+            })?;
+        }
+        let hosted: BTreeSet<u32> = self.groups().into_iter().map(|(g, _)| g).collect();
+        for g in &view.groups {
+            let mine = g.replicas.contains(&me);
+            let running = self.raft(g.id).is_some() || self.master_slave_group(g.id).is_some();
+            if mine && !running {
+                let role = self.role_of(g)?;
+                tracing::info!(group = g.id, replicas = ?g.replicas, strategy = %g.strategy, "hosting a log group the control plane assigned");
+                self.start_group(g.id, role).await?;
+            } else if !mine && hosted.contains(&g.id) {
+                // Raft has moved the group's membership past this broker: its copy is stale.
+                self.stop_group(g.id, true).await?;
+            }
+        }
+        {
+            let mut state = self.view.write().expect("view lock poisoned");
+            state.hash = view.hash;
+            state.version = view.version;
+            state.leaders = view
+                .groups
+                .iter()
+                .filter_map(|g| g.leader.map(|l| (g.id, l)))
+                .collect();
+        }
+        let path = self.config.data_dir.join(VIEW_FILE);
+        let tmp = path.with_extension("pb.tmp");
+        std::fs::write(&tmp, view.encode_to_vec())?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    }
+
+    /// How this broker replicates `group`.
+    fn role_of(&self, group: &v1::LogGroupPlacement) -> Result<GroupRole, BrokerError> {
+        let me = self.config.broker_id;
+        let peer = |id: u32| {
+            self.peer(id).ok_or_else(|| {
+                BrokerError::Replication(format!(
+                    "log group {} names broker {id}, which the region view does not list",
+                    group.id
+                ))
+            })
+        };
+        match Strategy::parse(&group.strategy).map_err(BrokerError::Invalid)? {
+            Strategy::MasterSlave => Ok(GroupRole::MasterSlave {
+                master: group.replicas.first().copied().unwrap_or(me),
+                others: group
+                    .replicas
+                    .iter()
+                    .filter(|&&b| b != me)
+                    .map(|&b| peer(b))
+                    .collect::<Result<_, _>>()?,
+            }),
+            Strategy::Raft => {
+                let initialize = if group.changes == 0 && group.replicas.first() == Some(&me) {
+                    let mut members = BTreeMap::new();
+                    for &b in &group.replicas {
+                        members.insert(
+                            u64::from(b),
+                            BasicNode {
+                                addr: peer(b)?.raft,
+                            },
+                        );
+                    }
+                    Some(members)
+                } else {
+                    None
+                };
+                Ok(GroupRole::Raft { initialize })
+            }
+        }
+    }
+
+    /// Keeps this broker registered and its view current, until the process stops. Every
+    /// failure is logged and retried; the data path never waits on any of it.
+    pub async fn run_managed(self: Arc<Self>) {
+        let control = self.config.control.clone();
+        let mut next = 0;
+        loop {
+            let addr = &control[next % control.len()];
+            if let Err(e) = self.session(addr).await {
+                tracing::warn!(control = %addr, error = %e, "control plane session ended; retrying");
+                next += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    /// One registration: heartbeats and view watches until something fails.
+    async fn session(self: &Arc<Self>, addr: &str) -> Result<(), String> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| format!("connecting: {e}"))?;
+        let mut client = v1::control_plane_client::ControlPlaneClient::new(channel);
+        let c = &self.config;
+        let registered = client
+            .register_broker(v1::RegisterBrokerRequest {
+                broker: Some(v1::BrokerEndpoint {
+                    id: c.broker_id,
+                    region: c.region.clone(),
+                    grpc: c.grpc_listen.to_string(),
+                    raft: c
+                        .replication
+                        .raft_listen
+                        .map(|a| a.to_string())
+                        .unwrap_or_default(),
+                    live: true,
+                }),
+            })
+            .await
+            .map_err(|s| format!("registering: {}", s.message()))?
+            .into_inner();
+        tracing::info!(control = %addr, region = %c.region, lease = registered.lease, "registered with the control plane");
+        let heartbeat = tokio::spawn(heartbeats(
+            self.clone(),
+            client.clone(),
+            registered.lease,
+            Duration::from_millis(registered.ttl_ms / 3).max(REPORT_POLL),
+        ));
+        let result = async {
+            loop {
+                let (hash, _) = self.applied_view();
+                let view = client
+                    .watch_region(v1::WatchRegionRequest {
+                        region: c.region.clone(),
+                        known_hash: hash,
+                        wait_ms: WATCH_WAIT_MS,
+                    })
+                    .await
+                    .map_err(|s| format!("watching the region: {}", s.message()))?
+                    .into_inner();
+                if view.hash != hash {
+                    self.apply_view(&view)
+                        .await
+                        .map_err(|e| format!("applying region view {}: {e}", view.version))?;
+                }
+                if heartbeat.is_finished() {
+                    return Err::<(), String>("the lease was lost".into());
+                }
+            }
+        }
+        .await;
+        heartbeat.abort();
+        result
+    }
+}
+
+/// Renews the lease every `interval`, and at once when what this broker leads or the view it
+/// applied changes. Ends when the lease is lost or the control plane stops answering.
+async fn heartbeats(
+    broker: Arc<Broker>,
+    mut client: v1::control_plane_client::ControlPlaneClient<tonic::transport::Channel>,
+    lease: i64,
+    interval: Duration,
+) {
+    let mut reported = None;
+    let mut last_sent = tokio::time::Instant::now();
+    loop {
+        let now = (broker.leading(), broker.applied_view().1);
+        if reported.as_ref() == Some(&now) && last_sent.elapsed() < interval {
+            tokio::time::sleep(REPORT_POLL).await;
+            continue;
+        }
+        let request = v1::BrokerHeartbeatRequest {
+            region: broker.config.region.clone(),
+            id: broker.config.broker_id,
+            lease,
+            leading: now
+                .0
+                .iter()
+                .map(|&(group, epoch)| v1::GroupLeadership { group, epoch })
+                .collect(),
+            applied_version: now.1,
+        };
+        match tokio::time::timeout(
+            interval.max(Duration::from_secs(1)),
+            client.broker_heartbeat(request),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {
+                reported = Some(now);
+                last_sent = tokio::time::Instant::now();
+            }
+            Ok(Err(status)) => {
+                tracing::warn!(error = %status.message(), "heartbeat refused");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!("heartbeat timed out");
+                return;
+            }
+        }
+    }
+}
