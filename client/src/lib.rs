@@ -156,7 +156,13 @@ impl Client {
                         }
                     }
                 }
-                Err(status) if retry_unavailable && (broker_failed(&status)) => {
+                // Unsent requests go to the next broker, but only while some broker could
+                // still take them: when no bootstrap broker accepts a connection, the
+                // region is down and the caller hears it at once.
+                Err(status)
+                    if (retry_unavailable && broker_failed(&status))
+                        || (never_sent(&status) && self.any_reachable().await) =>
+                {
                     last = Some(ClientError::from(status));
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                     let addr = &self.bootstrap[next_bootstrap % self.bootstrap.len()];
@@ -176,6 +182,22 @@ impl Client {
             }
         }
         Err(last.unwrap_or_else(|| ClientError::Usage("request failed".into())))
+    }
+
+    /// Whether any bootstrap broker accepts a TCP connection now.
+    async fn any_reachable(&self) -> bool {
+        for addr in self.bootstrap.iter() {
+            let addr = addr.trim_start_matches("http://");
+            if let Ok(Ok(_)) = tokio::time::timeout(
+                std::time::Duration::from_millis(500),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
+            {
+                return true;
+            }
+        }
+        false
     }
 
     /// Points the client at the next reachable bootstrap broker.
@@ -350,6 +372,21 @@ impl Client {
 
 /// Whether a status means the broker (or the connection to it) failed rather than refused:
 /// worth another broker for idempotent requests.
+/// The request never reached a broker: the connection could not be made (a dead broker's
+/// port refuses). Safe to send elsewhere even when a resend could otherwise duplicate.
+fn never_sent(status: &tonic::Status) -> bool {
+    use std::error::Error;
+    status.code() == tonic::Code::Unavailable && {
+        let mut source: Option<&(dyn Error + 'static)> = status.source();
+        let mut connect = status.message().contains("tcp connect error");
+        while let Some(e) = source {
+            connect |= e.to_string().contains("tcp connect error");
+            source = e.source();
+        }
+        connect
+    }
+}
+
 fn broker_failed(status: &tonic::Status) -> bool {
     // A connection that drops mid-request surfaces as Cancelled.
     matches!(

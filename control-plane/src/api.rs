@@ -190,6 +190,54 @@ impl control_plane_server::ControlPlane for ControlService {
         Ok(Response::new(v1::ListRegionsResponse { regions }))
     }
 
+    async fn delete_region(
+        &self,
+        request: Request<v1::DeleteRegionRequest>,
+    ) -> Result<Response<v1::DeleteRegionResponse>, Status> {
+        let name = request.into_inner().name;
+        self.require_leader()?;
+        let _one_at_a_time = self.topic_writes.lock().await;
+        let region = state::region(&*self.store, &name).await?;
+        if region.record.is_none() {
+            return Err(Status::not_found(format!(
+                "unknown region {name:?}: list regions with meridian region list"
+            )));
+        }
+        let spanning: Vec<String> = state::topics(&*self.store)
+            .await?
+            .topics
+            .into_values()
+            .filter(|(t, _)| t.regions.contains(&name))
+            .map(|(t, _)| t.name)
+            .collect();
+        if !spanning.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "region {name} still holds topics {}: delete them first",
+                spanning.join(", ")
+            )));
+        }
+        if !region.brokers.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "region {name} has {} registered broker(s): stop them first",
+                region.brokers.len()
+            )));
+        }
+        for kv in self
+            .store
+            .list(&keys::groups(&name))
+            .await
+            .map_err(store_status)?
+        {
+            self.store.delete(&kv.key).await.map_err(store_status)?;
+        }
+        self.store
+            .delete(&keys::region(&name))
+            .await
+            .map_err(store_status)?;
+        tracing::info!(region = %name, "region deleted");
+        Ok(Response::new(v1::DeleteRegionResponse {}))
+    }
+
     async fn register_broker(
         &self,
         request: Request<v1::RegisterBrokerRequest>,
@@ -242,6 +290,7 @@ impl control_plane_server::ControlPlane for ControlService {
             .await
             .map_err(store_status)?;
         tracing::info!(region = %b.region, broker = b.id, grpc = %record.grpc, "broker registered");
+        metrics::counter!("meridian_control_broker_registrations_total").increment(1);
         Ok(Response::new(v1::RegisterBrokerResponse {
             lease,
             ttl_ms: self.broker_lease.as_millis() as u64,
@@ -350,6 +399,7 @@ impl control_plane_server::ControlPlane for ControlService {
             let _one_at_a_time = self.topic_writes.lock().await;
             topics::create(&*self.store, &spec).await?
         };
+        metrics::counter!("meridian_control_topics_created_total").increment(1);
         self.wait_ready(&topic).await?;
         Ok(Response::new(
             topics::describe_topic(&*self.store, &topic).await?,
@@ -400,6 +450,7 @@ impl control_plane_server::ControlPlane for ControlService {
         self.require_leader()?;
         let _one_at_a_time = self.topic_writes.lock().await;
         topics::delete(&*self.store, &name).await?;
+        metrics::counter!("meridian_control_topics_deleted_total").increment(1);
         Ok(Response::new(v1::ControlDeleteTopicResponse {}))
     }
 

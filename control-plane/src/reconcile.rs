@@ -42,6 +42,7 @@ pub async fn run(
     let mut leading_since: Option<Instant> = None;
     loop {
         let leads = leader.borrow().as_ref().is_some_and(|l| l.id == me.id);
+        metrics::gauge!("meridian_control_leader").set(if leads { 1.0 } else { 0.0 });
         if !leads {
             leading_since = None;
             gone_since.clear();
@@ -166,6 +167,7 @@ async fn finish(
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(region = %region.name, group = group.id, dead, new, replicas = ?record.replicas, "log group back at its replication factor");
+    metrics::counter!("meridian_control_replicas_replaced_total").increment(1);
     Ok(())
 }
 

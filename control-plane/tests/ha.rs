@@ -2,103 +2,11 @@
 //! leader; kill -9 the leader and another takes over within seconds; writes go to the
 //! leader only; the embedded store keeps its regions across a restart.
 
-mod common;
-
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{free_port, start_etcd};
-use meridian_proto::v1::{self, control_plane_client::ControlPlaneClient};
-
-/// One control-plane process, stopped (by pid) when dropped.
-struct ControlPlane {
-    child: Option<Child>,
-    id: String,
-    addr: String,
-    args: Vec<String>,
-}
-
-impl ControlPlane {
-    fn start(id: &str, store: &str) -> ControlPlane {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let args = vec![
-            "--id".into(),
-            id.into(),
-            "--listen".into(),
-            addr.clone(),
-            "--metrics-listen".into(),
-            format!("127.0.0.1:{}", free_port()),
-            "--store".into(),
-            store.into(),
-            "--leader-lease-ms".into(),
-            "2000".into(),
-        ];
-        let mut cp = ControlPlane {
-            child: None,
-            id: id.into(),
-            addr,
-            args,
-        };
-        cp.spawn();
-        cp
-    }
-
-    fn spawn(&mut self) {
-        self.child = Some(
-            Command::new(env!("CARGO_BIN_EXE_control-plane"))
-                .args(&self.args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start control-plane"),
-        );
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn terminate(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: signalling our own child by pid.
-            unsafe { libc_kill(c.id() as i32, 15) };
-            let _ = c.wait();
-        }
-    }
-
-    async fn status(&self) -> Option<v1::ControlStatusResponse> {
-        let mut c = ControlPlaneClient::connect(format!("http://{}", self.addr))
-            .await
-            .ok()?;
-        Some(
-            c.status(v1::ControlStatusRequest {})
-                .await
-                .ok()?
-                .into_inner(),
-        )
-    }
-
-    async fn client(&self) -> ControlPlaneClient<tonic::transport::Channel> {
-        ControlPlaneClient::connect(format!("http://{}", self.addr))
-            .await
-            .expect("connect to the control plane")
-    }
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
+use meridian_proto::v1;
+use meridian_tests::platform::{ControlPlaneProcess as ControlPlane, free_port, start_etcd};
 
 /// Waits until every running process in `cps` names the same leader, other than
 /// `not`; returns its id.
@@ -126,6 +34,7 @@ async fn agreed_leader(cps: &[&ControlPlane], not: Option<&str>, limit: Duration
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_control_planes_on_etcd_fail_over_when_the_leader_is_killed() {
     let etcd = start_etcd();
+    let logs = tempfile::tempdir().unwrap();
     let store = format!("etcd:{}", etcd.endpoint);
     let deadline = Instant::now() + Duration::from_secs(30);
     while meridian_control_plane::store::EtcdStore::connect(&etcd.endpoint)
@@ -136,7 +45,7 @@ async fn three_control_planes_on_etcd_fail_over_when_the_leader_is_killed() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let mut cps: Vec<ControlPlane> = (1..=3)
-        .map(|i| ControlPlane::start(&format!("cp-{i}"), &store))
+        .map(|i| ControlPlane::start(&format!("cp-{i}"), &store, logs.path(), &[]))
         .collect();
     let leader = agreed_leader(
         &cps.iter().collect::<Vec<_>>(),
@@ -255,7 +164,7 @@ async fn three_control_planes_on_etcd_fail_over_when_the_leader_is_killed() {
 async fn the_embedded_store_keeps_regions_across_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let store = format!("embedded:{}", tmp.path().join("control.redb").display());
-    let mut cp = ControlPlane::start("solo", &store);
+    let mut cp = ControlPlane::start("solo", &store, tmp.path(), &[]);
     agreed_leader(&[&cp], None, Duration::from_secs(20)).await;
     cp.client()
         .await

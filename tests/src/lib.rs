@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use meridian_client::Client;
 
+pub mod platform;
+
 /// The directory holding the workspace's built binaries.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -133,6 +135,11 @@ impl BrokerProcess {
         Client::connect(&self.addr.to_string())
             .await
             .expect("connect to test broker")
+    }
+
+    /// Whether the process runs (it was not killed or stopped by the test).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// The process id.

@@ -3,22 +3,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use meridian_tests::platform::meridian_control as meridian;
 use meridian_tests::{binary, free_addr};
-
-/// Runs `meridian --control ADDR ARGS`; returns (exit code, stdout, stderr).
-fn meridian(control: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(binary("meridian"))
-        .args(["--control", control])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run meridian");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn regions_are_created_and_listed_through_the_control_plane() {

@@ -338,6 +338,15 @@ pub struct RegionInfo {
     pub state: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DeleteRegionRequest {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DeleteRegionResponse {}
+#[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ListRegionsRequest {}
 #[allow(clippy::all)]
@@ -2516,6 +2525,31 @@ pub mod control_plane_client {
                 .insert(GrpcMethod::new("meridian.v1.ControlPlane", "ListRegions"));
             self.inner.unary(req, path, codec).await
         }
+        /// Deletes a region no topic spans and no broker is registered in (leader only).
+        pub async fn delete_region(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DeleteRegionRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DeleteRegionResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.ControlPlane/DeleteRegion",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.ControlPlane", "DeleteRegion"));
+            self.inner.unary(req, path, codec).await
+        }
         /// A broker announces itself; it stays registered while it renews the lease (any
         /// control-plane process answers).
         pub async fn register_broker(
@@ -2820,6 +2854,14 @@ pub mod control_plane_server {
             tonic::Response<super::ListRegionsResponse>,
             tonic::Status,
         >;
+        /// Deletes a region no topic spans and no broker is registered in (leader only).
+        async fn delete_region(
+            &self,
+            request: tonic::Request<super::DeleteRegionRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DeleteRegionResponse>,
+            tonic::Status,
+        >;
         /// A broker announces itself; it stays registered while it renews the lease (any
         /// control-plane process answers).
         async fn register_broker(
@@ -3099,6 +3141,51 @@ pub mod control_plane_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListRegionsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.ControlPlane/DeleteRegion" => {
+                    #[allow(non_camel_case_types)]
+                    struct DeleteRegionSvc<T: ControlPlane>(pub Arc<T>);
+                    impl<
+                        T: ControlPlane,
+                    > tonic::server::UnaryService<super::DeleteRegionRequest>
+                    for DeleteRegionSvc<T> {
+                        type Response = super::DeleteRegionResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DeleteRegionRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ControlPlane>::delete_region(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DeleteRegionSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -838,7 +838,7 @@ impl Broker {
         self.require_leader(group)?;
         let peer = |id: u32| {
             self.peer(id).ok_or_else(|| {
-                BrokerError::Invalid(format!("broker {id} is not a known broker of this region"))
+                BrokerError::Invalid(format!("broker {id} is not a broker of this region"))
             })
         };
         let metrics = raft.metrics().borrow_watched().clone();

@@ -1,0 +1,348 @@
+//! The platform as real processes: a real etcd, control-plane daemons, and regions of
+//! managed brokers (registered with the control plane, hosting what it assigns).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use meridian_client::Client;
+use meridian_proto::v1::{self, control_plane_client::ControlPlaneClient};
+
+use crate::{BrokerProcess, binary, free_addr};
+
+/// A free port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    free_addr().port()
+}
+
+/// A single-member etcd on free loopback ports, stopped (by pid) when dropped.
+pub struct Etcd {
+    child: Child,
+    /// Its client URL.
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts an etcd (Debian's `etcd-server`, which the test script installs).
+pub fn start_etcd() -> Etcd {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (client, peer) = (free_port(), free_port());
+    let endpoint = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let child = Command::new("etcd")
+        .args(["--name", "test", "--data-dir"])
+        .arg(dir.path().join("etcd"))
+        .args(["--listen-client-urls", &endpoint])
+        .args(["--advertise-client-urls", &endpoint])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("test={peer_url}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting etcd: install Debian's etcd-server (scripts/test.sh does)");
+    Etcd {
+        child,
+        endpoint,
+        _dir: dir,
+    }
+}
+
+/// One control-plane process, stopped (by pid) when dropped.
+pub struct ControlPlaneProcess {
+    /// Its id.
+    pub id: String,
+    /// Its API address.
+    pub addr: String,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl ControlPlaneProcess {
+    /// Starts one on free ports with `store` (`embedded:PATH` or `etcd:URL`), a 2 s leader
+    /// lease, its log in `log_dir`, and extra `flags`.
+    pub fn start(id: &str, store: &str, log_dir: &Path, flags: &[&str]) -> ControlPlaneProcess {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut args: Vec<String> = vec![
+            "--id".into(),
+            id.into(),
+            "--listen".into(),
+            addr.clone(),
+            "--metrics-listen".into(),
+            format!("127.0.0.1:{}", free_port()),
+            "--store".into(),
+            store.into(),
+            "--leader-lease-ms".into(),
+            "2000".into(),
+        ];
+        args.extend(flags.iter().map(|f| f.to_string()));
+        let mut cp = ControlPlaneProcess {
+            id: id.into(),
+            addr,
+            args,
+            log: log_dir.join(format!("{id}.log")),
+            child: None,
+        };
+        cp.spawn();
+        cp
+    }
+
+    /// Starts the process (again) with the same arguments.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "control plane {} is running", self.id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open the control plane's log");
+        self.child = Some(
+            Command::new(binary("control-plane"))
+                .args(&self.args)
+                .env("MERIDIAN_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log handle"))
+                .stderr(log)
+                .spawn()
+                .expect("start control-plane"),
+        );
+    }
+
+    /// Whether the process runs.
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        match self.child.take() {
+            Some(mut c) => {
+                // SAFETY: signalling our own child by pid.
+                unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+                c.wait().is_ok_and(|s| s.success())
+            }
+            None => true,
+        }
+    }
+
+    /// What it answers to `Status`, if it answers.
+    pub async fn status(&self) -> Option<v1::ControlStatusResponse> {
+        let mut c = ControlPlaneClient::connect(format!("http://{}", self.addr))
+            .await
+            .ok()?;
+        Some(
+            c.status(v1::ControlStatusRequest {})
+                .await
+                .ok()?
+                .into_inner(),
+        )
+    }
+
+    /// A client of this process.
+    pub async fn client(&self) -> ControlPlaneClient<tonic::transport::Channel> {
+        ControlPlaneClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect to the control plane")
+    }
+
+    /// Waits until this process knows a leader.
+    pub async fn wait_leader(&self, limit: Duration) -> String {
+        self.wait_leader_other_than(None, limit).await
+    }
+
+    /// Waits until this process knows a leader other than `not`.
+    pub async fn wait_leader_other_than(&self, not: Option<&str>, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.status().await
+                && let Some(l) = s.leader_id
+                && Some(l.as_str()) != not
+            {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "control plane {} knows no leader after {limit:?}; log:\n{}",
+                self.id,
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What it logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ControlPlaneProcess {
+    fn drop(&mut self) {
+        if self.child.is_some() && std::thread::panicking() {
+            eprintln!("--- control-plane {} log ---\n{}", self.id, self.log_text());
+        }
+        self.kill9();
+    }
+}
+
+/// A region of managed brokers.
+#[derive(Debug)]
+pub struct ManagedRegion {
+    /// Its name.
+    pub name: String,
+    /// The brokers, by id - 1.
+    pub brokers: Vec<BrokerProcess>,
+    dir: PathBuf,
+    control: String,
+    flags: Vec<String>,
+}
+
+impl ManagedRegion {
+    /// Starts `n` brokers of region `name` registering with `control` (comma-separated
+    /// addresses), data under `dir`, extra `flags`; waits until all are registered.
+    pub async fn start(
+        dir: &Path,
+        name: &str,
+        n: u32,
+        control: &str,
+        flags: &[&str],
+    ) -> anyhow::Result<ManagedRegion> {
+        let mut region = ManagedRegion {
+            name: name.into(),
+            brokers: Vec::new(),
+            dir: dir.to_owned(),
+            control: control.into(),
+            flags: flags.iter().map(|f| f.to_string()).collect(),
+        };
+        for _ in 0..n {
+            region.add_broker().await?;
+        }
+        Ok(region)
+    }
+
+    /// Starts one more broker; returns its id.
+    pub async fn add_broker(&mut self) -> anyhow::Result<u32> {
+        let id = self.brokers.len() as u32 + 1;
+        let raft = free_addr().to_string();
+        let id_text = id.to_string();
+        let mut flags: Vec<&str> = vec![
+            "--broker-id",
+            &id_text,
+            "--region",
+            &self.name,
+            "--raft-listen",
+            &raft,
+            "--control",
+            &self.control,
+        ];
+        flags.extend(self.flags.iter().map(String::as_str));
+        let dir = self.dir.join(format!("{}-broker-{id}", self.name));
+        self.brokers
+            .push(BrokerProcess::start_at(&dir, free_addr(), &flags).await?);
+        self.wait_registered(id).await?;
+        Ok(id)
+    }
+
+    /// Waits until broker `id` holds a lease.
+    async fn wait_registered(&self, id: u32) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.live().await.contains(&id) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "broker {id} of {} did not register within 30 s; log:\n{}",
+                    self.name,
+                    self.brokers[id as usize - 1].log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The ids of the region's brokers the control plane lists as live.
+    pub async fn live(&self) -> Vec<u32> {
+        for addr in self.control.split(',') {
+            let Ok(mut c) = ControlPlaneClient::connect(format!("http://{addr}")).await else {
+                continue;
+            };
+            if let Ok(r) = c
+                .list_brokers(v1::ListBrokersRequest {
+                    region: self.name.clone(),
+                })
+                .await
+            {
+                return r.into_inner().brokers.iter().map(|b| b.id).collect();
+            }
+        }
+        Vec::new()
+    }
+
+    /// The region's log groups as the control plane places them.
+    pub async fn groups(&self) -> Vec<v1::LogGroupPlacement> {
+        for addr in self.control.split(',') {
+            let Ok(mut c) = ControlPlaneClient::connect(format!("http://{addr}")).await else {
+                continue;
+            };
+            if let Ok(r) = c
+                .list_log_groups(v1::ListLogGroupsRequest {
+                    region: self.name.clone(),
+                })
+                .await
+            {
+                return r.into_inner().groups;
+            }
+        }
+        Vec::new()
+    }
+
+    /// The gRPC addresses of the running brokers, comma-separated.
+    pub fn bootstrap(&self) -> String {
+        self.brokers
+            .iter()
+            .filter(|b| b.running())
+            .map(|b| b.addr.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A client of the running brokers.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.bootstrap())
+            .await
+            .expect("connect to the region")
+    }
+}
+
+/// Runs `meridian --control CONTROL ARGS`; returns (exit code, stdout, stderr).
+pub fn meridian_control(control: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(binary("meridian"))
+        .args(["--control", control])
+        .args(args)
+        .env("XDG_CONFIG_HOME", "/nonexistent-meridian-test")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run meridian");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

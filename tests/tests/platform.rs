@@ -1,0 +1,485 @@
+//! The platform with its control plane, as real processes: managed brokers registering
+//! under leases, topics placed through the control plane, bad metadata refused, a broker
+//! killed under load replaced with nothing acknowledged lost, and the data plane serving
+//! while the control plane's leader is killed (and while no control plane runs at all).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use meridian_client::{Client, ConsumerConfig, ProducerConfig, Record, StartFrom};
+use meridian_proto::v1;
+use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control, start_etcd};
+use meridian_tests::read_all;
+
+/// Creates a topic through the CLI; panics with its error.
+fn create_topic(control: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json", "topic", "create"];
+    all.extend_from_slice(args);
+    let (code, out, err) = meridian_control(control, &all);
+    assert_eq!(code, 0, "topic create {args:?}: {err}");
+    serde_json::from_str(&out).expect("JSON")
+}
+
+/// The error line of a CLI call that must fail.
+fn refused(control: &str, args: &[&str]) -> String {
+    let (code, out, err) = meridian_control(control, args);
+    assert_eq!(code, 1, "{args:?} should fail; printed {out}");
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn topics_are_placed_through_the_control_plane_and_bad_metadata_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = format!("embedded:{}", tmp.path().join("control.redb").display());
+    let cp = ControlPlaneProcess::start(
+        "cp-1",
+        &store,
+        tmp.path(),
+        &["--region", "eu", "--region", "us"],
+    );
+    cp.wait_leader(Duration::from_secs(30)).await;
+    let control = cp.addr.clone();
+    let eu = ManagedRegion::start(tmp.path(), "eu", 3, &control, &[])
+        .await
+        .unwrap();
+    let _us = ManagedRegion::start(tmp.path(), "us", 1, &control, &[])
+        .await
+        .unwrap();
+
+    // Placed in every region it spans, replicas on distinct live brokers, leaders elected.
+    let t = create_topic(
+        &control,
+        &["orders", "--partitions", "4", "--regions", "eu"],
+    );
+    assert_eq!(t["partitions"], 4);
+    assert_eq!(t["replication_factor"], 3);
+    let placement = &t["placements"][0];
+    assert_eq!(placement["region"], "eu");
+    assert_eq!(placement["partition_groups"].as_array().unwrap().len(), 4);
+    let groups = placement["log_groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 3, "one group per broker: {placement}");
+    let mut leaders = BTreeSet::new();
+    for g in groups {
+        let replicas: BTreeSet<u64> = g["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_u64().unwrap())
+            .collect();
+        assert_eq!(replicas, [1, 2, 3].into(), "{g}");
+        leaders.insert(g["leader"].as_u64().expect("a leader"));
+    }
+    assert_eq!(
+        leaders.len(),
+        3,
+        "leaders spread over the brokers: {groups:?}"
+    );
+
+    // The data path: produce and consume through the routed region.
+    let (client, route) = Client::connect_routed(&control, "orders", Some("eu"))
+        .await
+        .unwrap();
+    assert_eq!(route.region, "eu");
+    let producer = client.producer(ProducerConfig::default());
+    for i in 0..40 {
+        producer
+            .send(Record::new("orders", format!("m{i}")).key(format!("k{}", i % 7)))
+            .await
+            .await
+            .expect("acknowledged");
+    }
+    let all = read_all(&client, "orders").await;
+    assert_eq!(all.values().map(Vec::len).sum::<usize>(), 40);
+    // Every broker serves the topic, the ones not hosting a partition by naming its leader.
+    for b in &eu.brokers {
+        let info = b.client().await.describe_topic("orders").await.unwrap();
+        assert_eq!(info.partitions.len(), 4);
+    }
+    // A managed broker leaves topic changes to the control plane.
+    let e = eu.brokers[0]
+        .client()
+        .await
+        .create_topic("direct", 1)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("managed by the control plane"),
+        "{e}"
+    );
+
+    // Bad metadata, each refused with the field and what would work.
+    let cases: [(&[&str], &str); 8] = [
+        (
+            &["topic", "create", "orders"],
+            "topic \"orders\" already exists",
+        ),
+        (
+            &["topic", "create", "x", "--regions", "mars"],
+            "no such region; the regions are eu, us",
+        ),
+        (
+            &["topic", "create", "y", "--regions", "us", "--replicas", "3"],
+            "region us has 1 live broker(s): lower it or add brokers",
+        ),
+        (&["topic", "create", "bad/name"], "invalid name"),
+        (
+            &["topic", "create", "z", "--retention", "forever"],
+            "invalid retention",
+        ),
+        (
+            &["topic", "create", "p", "--partitions", "5000"],
+            "must be 1 to 1024",
+        ),
+        (
+            &[
+                "topic",
+                "create",
+                "h",
+                "--regions",
+                "eu",
+                "--ordering",
+                "strict",
+                "--home",
+                "us",
+            ],
+            "home region of a strictly ordered topic must be one of its regions",
+        ),
+        (
+            &["topic", "alter", "orders", "--partitions", "2"],
+            "partitions can be added, never removed",
+        ),
+    ];
+    for (args, says) in cases {
+        let err = refused(&control, args);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let err = refused(&control, &["topic", "describe", "nope"]);
+    assert!(err.contains("unknown topic \"nope\""), "{err}");
+
+    // More partitions: placed like new ones, and writable at once.
+    let (code, _, err) =
+        meridian_control(&control, &["topic", "alter", "orders", "--partitions", "6"]);
+    assert_eq!(code, 0, "{err}");
+    let info = client.describe_topic("orders").await.unwrap();
+    assert_eq!(info.partitions.len(), 6);
+    producer
+        .send(Record::new("orders", "late").partition(5))
+        .await
+        .await
+        .expect("the new partition takes writes");
+
+    // Delete: gone from every broker of the region.
+    let (code, _, err) = meridian_control(&control, &["topic", "delete", "orders"]);
+    assert_eq!(code, 0, "{err}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for b in &eu.brokers {
+        while b.client().await.describe_topic("orders").await.is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "broker still has the deleted topic"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let (code, out, _) = meridian_control(&control, &["--json", "broker", "list"]);
+    assert_eq!(code, 0);
+    let brokers: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(brokers.as_array().unwrap().len(), 4, "{brokers}");
+}
+
+/// Sends messages until `stop`, one at a time per key; records what was acknowledged.
+fn produce_until(
+    client: Client,
+    topic: &'static str,
+    stop: Arc<AtomicBool>,
+    failures: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<BTreeMap<u32, Vec<(u64, String)>>> {
+    tokio::spawn(async move {
+        let producer = client.producer(ProducerConfig::default());
+        let mut acked: BTreeMap<u32, Vec<(u64, String)>> = BTreeMap::new();
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let mut pending = Vec::new();
+            for _ in 0..20 {
+                let value = format!("v{i}");
+                i += 1;
+                let f = producer
+                    .send(Record::new(topic, value.clone()).key(format!("k{}", i % 11)))
+                    .await;
+                pending.push((value, f));
+            }
+            for (value, f) in pending {
+                match f.await {
+                    Ok(m) => acked
+                        .entry(m.partition)
+                        .or_default()
+                        .push((m.offset, value)),
+                    Err(e) => {
+                        if failures.fetch_add(1, Ordering::Relaxed).is_multiple_of(500) {
+                            eprintln!("send failed: {e}");
+                        }
+                    }
+                }
+            }
+        }
+        acked
+    })
+}
+
+/// Every acknowledged message is in `held` at its offset.
+fn assert_all_held(
+    acked: &BTreeMap<u32, Vec<(u64, String)>>,
+    held: &BTreeMap<u32, Vec<(u64, Vec<u8>)>>,
+) {
+    for (p, messages) in acked {
+        let stored: BTreeMap<u64, &[u8]> = held
+            .get(p)
+            .map(|v| v.iter().map(|(o, m)| (*o, m.as_slice())).collect())
+            .unwrap_or_default();
+        for (offset, value) in messages {
+            assert_eq!(
+                stored.get(offset).copied(),
+                Some(value.as_bytes()),
+                "acknowledged message {value} at {p}/{offset} is missing"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_killed_under_load_is_replaced_and_nothing_acknowledged_is_lost() {
+    let etcd = start_etcd();
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = ControlPlaneProcess::start(
+        "cp-1",
+        &format!("etcd:{}", etcd.endpoint),
+        tmp.path(),
+        &["--region", "eu", "--broker-lease-ms", "2000"],
+    );
+    cp.wait_leader(Duration::from_secs(60)).await;
+    let control = cp.addr.clone();
+    let mut eu = ManagedRegion::start(tmp.path(), "eu", 4, &control, &[])
+        .await
+        .unwrap();
+    create_topic(&control, &["load", "--partitions", "2", "--replicas", "3"]);
+    let client = eu.client().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicU64::new(0));
+    let producing = produce_until(client.clone(), "load", stop.clone(), failures.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Kill the leader of a group that has a spare broker to move to.
+    let groups = eu.groups().await;
+    let victim_group = groups
+        .iter()
+        .find(|g| g.leader.is_some())
+        .expect("a led group")
+        .clone();
+    let victim = victim_group.leader.unwrap();
+    eu.brokers[victim as usize - 1].kill9();
+    let killed_at = Instant::now();
+
+    // Every group it held gets a replacement: three live replicas again, the dead one out.
+    let held_by_victim: Vec<u32> = groups
+        .iter()
+        .filter(|g| g.replicas.contains(&victim))
+        .map(|g| g.id)
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = eu.groups().await;
+        let restored = held_by_victim.iter().all(|id| {
+            now.iter().find(|g| g.id == *id).is_some_and(|g| {
+                g.replicas.len() == 3 && !g.replicas.contains(&victim) && g.leader.is_some()
+            })
+        });
+        if restored {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "log groups {held_by_victim:?} not restored 60 s after broker {victim} died: {now:?}\ncontrol plane log:\n{}",
+            cp.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "replication restored {:?} after the kill",
+        killed_at.elapsed()
+    );
+    // The raft membership agrees with the record: the new replica votes.
+    let placed = eu.groups().await;
+    for id in &held_by_victim {
+        let g = placed.iter().find(|g| g.id == *id).unwrap();
+        let leader = &eu.brokers[g.leader.unwrap() as usize - 1];
+        let mut c = v1::broker_client::BrokerClient::connect(format!("http://{}", leader.addr))
+            .await
+            .unwrap();
+        let info = c
+            .log_groups(v1::LogGroupsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .groups
+            .into_iter()
+            .find(|x| x.group == *id)
+            .unwrap();
+        let voters: BTreeSet<u32> = info.voters.into_iter().collect();
+        let replicas: BTreeSet<u32> = g.replicas.iter().copied().collect();
+        assert_eq!(voters, replicas, "log group {id}");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = producing.await.unwrap();
+    let total: usize = acked.values().map(Vec::len).sum();
+    assert!(total > 100, "only {total} messages acknowledged");
+    let held = read_all(&eu.client().await, "load").await;
+    assert_all_held(&acked, &held);
+    eprintln!(
+        "{total} acknowledged, all held; {} sends failed while the leader changed",
+        failures.load(Ordering::Relaxed)
+    );
+    // The dead broker returns: no longer a replica of what was moved, it drops its copies.
+    eu.brokers[victim as usize - 1].restart().await.unwrap();
+    let dir = eu.brokers[victim as usize - 1].data_dir.join("groups");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in &held_by_victim {
+        while dir.join(id.to_string()).exists() {
+            assert!(
+                Instant::now() < deadline,
+                "broker {victim} kept its stale copy of log group {id}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn produce_and_consume_never_stop_while_the_control_plane_leader_is_killed() {
+    let etcd = start_etcd();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = format!("etcd:{}", etcd.endpoint);
+    let mut cps: Vec<ControlPlaneProcess> = (1..=3)
+        .map(|i| {
+            ControlPlaneProcess::start(
+                &format!("cp-{i}"),
+                &store,
+                tmp.path(),
+                &["--region", "eu", "--broker-lease-ms", "4000"],
+            )
+        })
+        .collect();
+    let leader = cps[0].wait_leader(Duration::from_secs(60)).await;
+    let control: String = cps
+        .iter()
+        .map(|c| c.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut eu = ManagedRegion::start(tmp.path(), "eu", 3, &control, &[])
+        .await
+        .unwrap();
+    create_topic(&control, &["steady", "--partitions", "3"]);
+    let client = eu.client().await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicU64::new(0));
+    let producing = produce_until(client.clone(), "steady", stop.clone(), failures.clone());
+    let consumed = Arc::new(AtomicU64::new(0));
+    let consuming = {
+        let (client, stop, consumed) = (client.clone(), stop.clone(), consumed.clone());
+        tokio::spawn(async move {
+            let mut consumer = client.consumer(ConsumerConfig {
+                start: StartFrom::Beginning,
+                ..ConsumerConfig::default()
+            });
+            consumer.subscribe("steady").await.expect("subscribe");
+            let mut seen: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+            while !stop.load(Ordering::Relaxed) {
+                let batch = consumer
+                    .poll(Duration::from_millis(500))
+                    .await
+                    .expect("poll never fails");
+                for m in batch {
+                    seen.entry(m.partition).or_default().push(m.offset);
+                    consumed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            seen
+        })
+    };
+    // Progress over `window`: both counters move.
+    let progress = |what: &'static str| {
+        let consumed = consumed.clone();
+        let failures = failures.clone();
+        async move {
+            let (before, failed) = (
+                consumed.load(Ordering::Relaxed),
+                failures.load(Ordering::Relaxed),
+            );
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let after = consumed.load(Ordering::Relaxed);
+            assert!(after > before, "consumption stalled while {what}");
+            assert_eq!(
+                failures.load(Ordering::Relaxed),
+                failed,
+                "a produce failed while {what}"
+            );
+        }
+    };
+    progress("the control plane is up").await;
+
+    let li = cps.iter().position(|c| c.id == leader).unwrap();
+    cps[li].kill9();
+    progress("the control-plane leader was killed").await;
+    cps[(li + 1) % 3]
+        .wait_leader_other_than(Some(&leader), Duration::from_secs(30))
+        .await;
+
+    // No control plane at all: the data plane serves from what it holds; a broker restarted
+    // meanwhile serves from its saved view.
+    for c in &mut cps {
+        c.kill9();
+    }
+    progress("no control plane runs").await;
+    eu.brokers[2].terminate();
+    eu.brokers[2].restart().await.unwrap();
+    let info = eu.brokers[2]
+        .client()
+        .await
+        .describe_topic("steady")
+        .await
+        .unwrap();
+    assert_eq!(info.partitions.len(), 3);
+    progress("a broker restarted without a control plane").await;
+
+    // The control plane returns; brokers register again and nothing was lost.
+    for c in &mut cps {
+        c.spawn();
+    }
+    cps[0].wait_leader(Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while eu.live().await.len() < 3 {
+        assert!(Instant::now() < deadline, "brokers did not register again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    progress("the control plane came back").await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = producing.await.unwrap();
+    let seen = consuming.await.unwrap();
+    // The consumer saw each partition's offsets in order, without gaps or repeats.
+    for (p, offsets) in &seen {
+        for w in offsets.windows(2) {
+            assert_eq!(
+                w[1],
+                w[0] + 1,
+                "partition {p}: offsets {} then {}",
+                w[0],
+                w[1]
+            );
+        }
+    }
+    let held = read_all(&eu.client().await, "steady").await;
+    assert_all_held(&acked, &held);
+}
