@@ -36,6 +36,9 @@ pub(crate) struct Args {
     /// Port of the control plane's API.
     #[arg(long, default_value_t = 7300)]
     control_port: u16,
+    /// Port of the control plane's /metrics endpoint.
+    #[arg(long, default_value_t = 9300)]
+    control_metrics_port: u16,
     /// gRPC port of the first broker; broker N of region R (from 0) listens on this +
     /// 10 R + N - 1.
     #[arg(long, default_value_t = 7070)]
@@ -43,8 +46,7 @@ pub(crate) struct Args {
     /// Raft transport port of the first broker (numbered the same way).
     #[arg(long, default_value_t = 7170)]
     raft_port: u16,
-    /// /metrics port of the first broker (numbered the same way; the control plane's is
-    /// 9300).
+    /// /metrics port of the first broker (numbered the same way).
     #[arg(long, default_value_t = 9464)]
     metrics_port: u16,
 }
@@ -103,8 +105,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(data.join("control"))?;
     let mut processes = Vec::new();
     let mut cmd = tokio::process::Command::new(&control_bin);
+    let control_metrics = format!("127.0.0.1:{}", args.control_metrics_port);
     cmd.args(["--id", "control-1", "--listen", &control_addr])
-        .args(["--metrics-listen", "127.0.0.1:9300", "--store", &store]);
+        .args(["--metrics-listen", &control_metrics, "--store", &store]);
     for r in &regions {
         cmd.args(["--region", r]);
     }
@@ -152,7 +155,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         data.display()
     );
     let result = async {
-        wait_registered(&mut processes, &control_addr, brokers.len()).await?;
+        wait_registered(&mut processes, &control_addr, &brokers).await?;
         let per_region: serde_json::Map<String, serde_json::Value> = regions
             .iter()
             .map(|r| {
@@ -180,7 +183,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 None => "the embedded store".to_owned(),
             }
         );
-        println!("  control plane:  {control_addr}    metrics: http://127.0.0.1:9300/metrics");
+        println!("  control plane:  {control_addr}    metrics: http://{control_metrics}/metrics");
         for b in &brokers {
             println!(
                 "  {:<9} broker {}:  gRPC {}    metrics: http://{}/metrics",
@@ -246,6 +249,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
 fn spawn(mut cmd: tokio::process::Command, name: &str, log_path: &Path) -> anyhow::Result<Running> {
     let log = std::fs::File::create(log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
+    // An error's causes are what helps here, not the frames that reported it.
+    cmd.env("RUST_LIB_BACKTRACE", "0");
     let child = cmd
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -287,8 +292,13 @@ async fn stop(processes: &mut [Running]) {
 fn exited_early(p: &mut Running) -> anyhow::Result<()> {
     if let Some(status) = p.child.try_wait()? {
         let tail = std::fs::read_to_string(&p.log).unwrap_or_default();
-        let lines: Vec<&str> = tail.lines().collect();
-        let last = lines[lines.len().saturating_sub(5)..].join("\n");
+        // The error and its causes, without a backtrace's frames.
+        let lines: Vec<&str> = tail
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .take_while(|l| !l.starts_with("Stack backtrace") && !l.starts_with("stack backtrace"))
+            .collect();
+        let last = lines[lines.len().saturating_sub(6)..].join("\n");
         bail!("{} exited during start-up ({status}):\n{last}", p.name);
     }
     Ok(())
@@ -314,24 +324,36 @@ async fn wait_control(p: &mut Running, addr: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Waits until every broker started here is registered at its address (a broker of an
+/// earlier run may still hold a lease under its old address).
 async fn wait_registered(
     processes: &mut [Running],
     control_addr: &str,
-    count: usize,
+    brokers: &[BrokerAddrs],
 ) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let count = brokers.len();
     loop {
         for p in processes.iter_mut() {
             exited_early(p)?;
         }
-        let live = match control::connect(control_addr).await {
+        let registered = match control::connect(control_addr).await {
             Ok(mut c) => c
                 .list_brokers(v1::ListBrokersRequest::default())
                 .await
-                .map_or(0, |r| r.into_inner().brokers.len()),
-            Err(_) => 0,
+                .map(|r| r.into_inner().brokers)
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
         };
-        if live >= count {
+        let live = brokers
+            .iter()
+            .filter(|b| {
+                registered
+                    .iter()
+                    .any(|r| r.region == b.region && r.id == b.id && r.grpc == b.grpc)
+            })
+            .count();
+        if live == count {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {

@@ -297,6 +297,19 @@ impl control_plane_server::ControlPlane for ControlService {
         }))
     }
 
+    async fn deregister_broker(
+        &self,
+        request: Request<v1::DeregisterBrokerRequest>,
+    ) -> Result<Response<v1::DeregisterBrokerResponse>, Status> {
+        let r = request.into_inner();
+        match self.store.revoke_lease(r.lease).await {
+            Ok(()) | Err(StoreError::LeaseNotFound(_)) => {}
+            Err(e) => return Err(store_status(e)),
+        }
+        tracing::info!(region = %r.region, broker = r.id, "broker deregistered (clean stop)");
+        Ok(Response::new(v1::DeregisterBrokerResponse {}))
+    }
+
     async fn broker_heartbeat(
         &self,
         request: Request<v1::BrokerHeartbeatRequest>,

@@ -9,8 +9,12 @@
 //! `ChangeReplicas`; (3) the record drops the dead broker and the note. A leader that dies
 //! between steps leaves the note, and its successor finishes the same replacement.
 //!
-//! Master-slave groups are not repaired here: their replica sets are fixed when created
-//! (failover is `meridian log-group failover`).
+//! When nothing needs repair, the same steps move one replica at a time from the broker
+//! holding the most to the one holding the fewest (two or more apart), so a new or
+//! returning broker takes load gradually.
+//!
+//! Master-slave groups are not repaired or moved here: their replica sets are fixed when
+//! created (failover is `meridian log-group failover`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -65,7 +69,6 @@ async fn tick(
     grace: Duration,
     gone_since: &mut BTreeMap<(String, u32), Instant>,
 ) -> Result<(), String> {
-    let now = Instant::now();
     for name in state::regions(store)
         .await
         .map_err(|e| e.to_string())?
@@ -74,13 +77,87 @@ async fn tick(
         let region = state::region(store, name)
             .await
             .map_err(|e| e.to_string())?;
+        if !repair(store, &region, since, grace, gone_since).await? {
+            // Nothing to repair: let an idle broker take a replica, one at a time.
+            let region = state::region(store, name)
+                .await
+                .map_err(|e| e.to_string())?;
+            rebalance(store, &region).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Moves one raft replica from the broker holding the most to the one holding the fewest,
+/// when they differ by two or more: a new (or returning) broker takes load gradually, one
+/// group at a time, each move a full replacement (the new replica catches up before the
+/// old one leaves).
+async fn rebalance(store: &dyn Store, region: &RegionState) -> Result<(), String> {
+    let load = state::replicas_per_broker(region);
+    let (Some((&most, &high)), Some((&fewest, &low))) = (
+        load.iter()
+            .max_by_key(|&(b, n)| (*n, std::cmp::Reverse(*b))),
+        load.iter().min_by_key(|&(b, n)| (*n, *b)),
+    ) else {
+        return Ok(());
+    };
+    if high < low + 2 {
+        return Ok(());
+    }
+    // A group `most` holds and `fewest` does not; rather one `most` does not lead.
+    let Some((group, version)) = region
+        .groups
+        .values()
+        .filter(|(g, _)| {
+            g.strategy == Strategy::Raft
+                && g.replicas.contains(&most)
+                && !g.replicas.contains(&fewest)
+        })
+        .min_by_key(|(g, _)| region.leader(g.id).map(|(l, _)| l) == Some(most))
+    else {
+        return Ok(());
+    };
+    let mut record = group.clone();
+    record.replicas.push(fewest);
+    record.changes += 1;
+    record.replacing = Some((most, fewest));
+    let written = store
+        .compare_and_swap(
+            &keys::group(&region.name, group.id),
+            Some(*version),
+            json(&record),
+            None,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let Ok(version) = written else {
+        return Ok(());
+    };
+    tracing::info!(region = %region.name, group = group.id, from = most, to = fewest, "moving a replica to a less loaded broker");
+    finish(store, region, &record, version, most, fewest).await
+}
+
+/// Replaces the replicas of brokers gone longer than `grace`; whether anything needed
+/// repair (or a replacement was under way).
+async fn repair(
+    store: &dyn Store,
+    region: &RegionState,
+    since: Instant,
+    grace: Duration,
+    gone_since: &mut BTreeMap<(String, u32), Instant>,
+) -> Result<bool, String> {
+    let now = Instant::now();
+    let name = &region.name;
+    let mut busy = false;
+    {
         gone_since.retain(|(r, b), _| r != name || !region.brokers.contains_key(b));
         for (group, version) in region.groups.values() {
             if group.strategy != Strategy::Raft {
                 continue;
             }
             if let Some((dead, new)) = group.replacing {
-                finish(store, &region, group, *version, dead, new).await?;
+                busy = true;
+                finish(store, region, group, *version, dead, new).await?;
                 continue;
             }
             let Some(&dead) = group
@@ -90,11 +167,12 @@ async fn tick(
             else {
                 continue;
             };
+            busy = true;
             let first = (*gone_since.entry((name.clone(), dead)).or_insert(now)).max(since);
             if now.duration_since(first) < grace {
                 continue;
             }
-            let load = state::replicas_per_broker(&region);
+            let load = state::replicas_per_broker(region);
             let Some((&new, _)) = load
                 .iter()
                 .filter(|(b, _)| !group.replicas.contains(b))
@@ -120,10 +198,10 @@ async fn tick(
                 continue;
             };
             tracing::info!(region = %name, group = group.id, dead, new, "replacing a lost replica");
-            finish(store, &region, &record, version, dead, new).await?;
+            finish(store, region, &record, version, dead, new).await?;
         }
     }
-    Ok(())
+    Ok(busy)
 }
 
 /// Steps 2 and 3 of a replacement.
@@ -166,7 +244,7 @@ async fn finish(
         )
         .await
         .map_err(|e| e.to_string())?;
-    tracing::info!(region = %region.name, group = group.id, dead, new, replicas = ?record.replicas, "log group back at its replication factor");
+    tracing::info!(region = %region.name, group = group.id, old = dead, new, replicas = ?record.replicas, "log group replicas changed");
     metrics::counter!("meridian_control_replicas_replaced_total").increment(1);
     Ok(())
 }

@@ -341,19 +341,48 @@ async fn a_broker_killed_under_load_is_replaced_and_nothing_acknowledged_is_lost
         "{total} acknowledged, all held; {} sends failed while the leader changed",
         failures.load(Ordering::Relaxed)
     );
-    // The dead broker returns: no longer a replica of what was moved, it drops its copies.
+    // The dead broker returns: no longer a replica of what was moved, it drops its stale
+    // copies; then, holding nothing, it takes load gradually — a replica moves to it (the
+    // new copy catching up before the old one leaves) until the replicas are balanced.
     eu.brokers[victim as usize - 1].restart().await.unwrap();
-    let dir = eu.brokers[victim as usize - 1].data_dir.join("groups");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let load = replicas_per_broker(&eu.groups().await);
+        let (min, max) = (load.values().min().copied(), load.values().max().copied());
+        if load.get(&victim).copied().unwrap_or(0) > 0
+            && max.zip(min).is_some_and(|(a, b)| a - b <= 1)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "broker {victim} took no load within 60 s: {load:?}\ncontrol plane log:\n{}",
+            cp.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = eu.brokers[victim as usize - 1].log_text();
     for id in &held_by_victim {
-        while dir.join(id.to_string()).exists() {
-            assert!(
-                Instant::now() < deadline,
-                "broker {victim} kept its stale copy of log group {id}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            log.contains(&format!(
+                "stopped hosting the log group group={id} deleted=true"
+            )),
+            "broker {victim} kept its stale copy of log group {id}"
+        );
+    }
+    let held = read_all(&eu.client().await, "load").await;
+    assert_all_held(&acked, &held);
+}
+
+/// Replicas each broker holds, by the control plane's placement.
+fn replicas_per_broker(groups: &[v1::LogGroupPlacement]) -> BTreeMap<u32, usize> {
+    let mut n = BTreeMap::new();
+    for g in groups {
+        for b in &g.replicas {
+            *n.entry(*b).or_default() += 1;
         }
     }
+    n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

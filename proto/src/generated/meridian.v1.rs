@@ -387,6 +387,19 @@ pub struct RegisterBrokerResponse {
     pub ttl_ms: u64,
 }
 #[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DeregisterBrokerRequest {
+    #[prost(string, tag = "1")]
+    pub region: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub id: u32,
+    #[prost(int64, tag = "3")]
+    pub lease: i64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DeregisterBrokerResponse {}
+#[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GroupLeadership {
     #[prost(uint32, tag = "1")]
@@ -2576,6 +2589,31 @@ pub mod control_plane_client {
                 .insert(GrpcMethod::new("meridian.v1.ControlPlane", "RegisterBroker"));
             self.inner.unary(req, path, codec).await
         }
+        /// A broker stopping cleanly gives its lease up: it leaves the routes at once.
+        pub async fn deregister_broker(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DeregisterBrokerRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DeregisterBrokerResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.ControlPlane/DeregisterBroker",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.ControlPlane", "DeregisterBroker"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Renews a broker's lease and reports the groups it leads and the view it has applied.
         pub async fn broker_heartbeat(
             &mut self,
@@ -2869,6 +2907,14 @@ pub mod control_plane_server {
             request: tonic::Request<super::RegisterBrokerRequest>,
         ) -> std::result::Result<
             tonic::Response<super::RegisterBrokerResponse>,
+            tonic::Status,
+        >;
+        /// A broker stopping cleanly gives its lease up: it leaves the routes at once.
+        async fn deregister_broker(
+            &self,
+            request: tonic::Request<super::DeregisterBrokerRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DeregisterBrokerResponse>,
             tonic::Status,
         >;
         /// Renews a broker's lease and reports the groups it leads and the view it has applied.
@@ -3231,6 +3277,52 @@ pub mod control_plane_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RegisterBrokerSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.ControlPlane/DeregisterBroker" => {
+                    #[allow(non_camel_case_types)]
+                    struct DeregisterBrokerSvc<T: ControlPlane>(pub Arc<T>);
+                    impl<
+                        T: ControlPlane,
+                    > tonic::server::UnaryService<super::DeregisterBrokerRequest>
+                    for DeregisterBrokerSvc<T> {
+                        type Response = super::DeregisterBrokerResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DeregisterBrokerRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ControlPlane>::deregister_broker(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DeregisterBrokerSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

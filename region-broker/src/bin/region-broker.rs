@@ -236,6 +236,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .add_service(GrpcService::server(broker.clone()))
         .serve_with_incoming_shutdown(incoming, shutdown())
         .await;
+    broker.deregister().await;
     broker.stop_replication().await;
     if let Some(server) = raft_server {
         server.abort();

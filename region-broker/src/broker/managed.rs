@@ -26,6 +26,10 @@ use crate::config::Peer;
 pub(super) struct ViewState {
     hash: u64,
     version: u64,
+    /// The control plane that granted the lease, and the lease.
+    lease: Option<(String, i64)>,
+    /// Stopping cleanly: register no more.
+    stopping: bool,
     /// Leader of each group of the region, as reported.
     leaders: BTreeMap<u32, u32>,
 }
@@ -114,6 +118,10 @@ impl Broker {
                         grpc: b.grpc.clone(),
                     },
                 );
+                // Raft reaches a broker where it is now, whatever its membership entry says.
+                if let Some(r) = self.replication.get() {
+                    r.peers.set_address(u64::from(b.id), b.raft.clone());
+                }
             }
         }
         // Deleted ids first, so no group ever indexes a dead topic's records as unknown.
@@ -160,10 +168,17 @@ impl Broker {
         for g in &view.groups {
             let mine = g.replicas.contains(&me);
             let running = self.raft(g.id).is_some() || self.master_slave_group(g.id).is_some();
+            // One group failing to start (a peer not known yet, say) does not keep the others
+            // from starting; the next view tries it again.
             if mine && !running {
-                let role = self.role_of(g)?;
                 tracing::info!(group = g.id, replicas = ?g.replicas, strategy = %g.strategy, "hosting a log group the control plane assigned");
-                self.start_group(g.id, role).await?;
+                let started = match self.role_of(g) {
+                    Ok(role) => self.start_group(g.id, role).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = started {
+                    tracing::warn!(group = g.id, error = %e, "cannot start the log group yet");
+                }
             } else if !mine && hosted.contains(&g.id) {
                 // Raft has moved the group's membership past this broker: its copy is stale.
                 self.stop_group(g.id, true).await?;
@@ -179,9 +194,23 @@ impl Broker {
                 .filter_map(|g| g.leader.map(|l| (g.id, l)))
                 .collect();
         }
+        // Saved with every broker ever known (not only the live ones), so a restart can
+        // reach the replicas of its groups before the control plane answers.
+        let mut saved = view.clone();
+        saved.brokers = self
+            .directory()
+            .into_iter()
+            .map(|p| v1::BrokerEndpoint {
+                id: p.id,
+                region: self.config.region.clone(),
+                grpc: p.grpc,
+                raft: p.raft,
+                live: view.brokers.iter().any(|b| b.id == p.id),
+            })
+            .collect();
         let path = self.config.data_dir.join(VIEW_FILE);
         let tmp = path.with_extension("pb.tmp");
-        std::fs::write(&tmp, view.encode_to_vec())?;
+        std::fs::write(&tmp, saved.encode_to_vec())?;
         std::fs::rename(&tmp, &path)?;
         Ok(())
     }
@@ -233,6 +262,9 @@ impl Broker {
         let control = self.config.control.clone();
         let mut next = 0;
         loop {
+            if self.view.read().expect("view lock poisoned").stopping {
+                return;
+            }
             let addr = &control[next % control.len()];
             if let Err(e) = self.session(addr).await {
                 tracing::warn!(control = %addr, error = %e, "control plane session ended; retrying");
@@ -271,6 +303,8 @@ impl Broker {
             .map_err(|s| format!("registering: {}", s.message()))?
             .into_inner();
         tracing::info!(control = %addr, region = %c.region, lease = registered.lease, "registered with the control plane");
+        self.view.write().expect("view lock poisoned").lease =
+            Some((addr.to_owned(), registered.lease));
         let heartbeat = tokio::spawn(heartbeats(
             self.clone(),
             client.clone(),
@@ -302,6 +336,41 @@ impl Broker {
         .await;
         heartbeat.abort();
         result
+    }
+}
+
+impl Broker {
+    /// Gives the lease up (a clean stop), so routes drop this broker at once. Best effort:
+    /// without an answer within a second the lease simply expires.
+    pub async fn deregister(&self) {
+        let lease = {
+            let mut view = self.view.write().expect("view lock poisoned");
+            view.stopping = true;
+            view.lease.take()
+        };
+        let Some((addr, lease)) = lease else {
+            return;
+        };
+        let request = v1::DeregisterBrokerRequest {
+            region: self.config.region.clone(),
+            id: self.config.broker_id,
+            lease,
+        };
+        let call = async {
+            let mut client =
+                v1::control_plane_client::ControlPlaneClient::connect(format!("http://{addr}"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            client
+                .deregister_broker(request)
+                .await
+                .map_err(|s| s.message().to_owned())
+        };
+        match tokio::time::timeout(Duration::from_secs(1), call).await {
+            Ok(Ok(_)) => tracing::info!("deregistered from the control plane"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "deregistering; the lease will expire"),
+            Err(_) => tracing::warn!("deregistering timed out; the lease will expire"),
+        }
     }
 }
 

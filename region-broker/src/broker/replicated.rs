@@ -35,7 +35,7 @@ impl Broker {
 pub(super) struct Replication {
     node_id: u64,
     raft_config: Arc<openraft::Config>,
-    peers: Peers,
+    pub(super) peers: Peers,
     transport: RaftTransportService,
 }
 

@@ -63,11 +63,32 @@ type HeartbeatAnswer = (u32, Result<AppendEntriesResponse<TypeConfig>, String>);
 /// Connections to peer brokers, shared by every group's network.
 #[derive(Debug, Clone, Default)]
 pub struct Peers {
+    /// Raft addresses by broker id, newer than the ones raft memberships hold (a broker
+    /// that moved to another address); set from the control plane's view.
+    addresses: Arc<Mutex<HashMap<u64, String>>>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     heartbeats: Arc<Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<PendingHeartbeat>>>>,
 }
 
 impl Peers {
+    /// Records where broker `id`'s replication listens now.
+    pub fn set_address(&self, id: u64, raft: String) {
+        self.addresses
+            .lock()
+            .expect("peers lock poisoned")
+            .insert(id, raft);
+    }
+
+    /// Where broker `id` listens: the recorded address, else `fallback` (the membership's).
+    fn address(&self, id: u64, fallback: &str) -> String {
+        self.addresses
+            .lock()
+            .expect("peers lock poisoned")
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| fallback.to_owned())
+    }
+
     fn channel(&self, addr: &str) -> Result<Channel, Unreachable<TypeConfig>> {
         let mut channels = self.channels.lock().expect("peers lock poisoned");
         if let Some(c) = channels.get(addr) {
@@ -229,6 +250,8 @@ impl GrpcNetwork {
 #[derive(Debug)]
 pub struct GrpcConnection {
     group: u32,
+    /// The peer's broker id and the address its membership entry names.
+    target: u64,
     addr: String,
     peers: Peers,
     /// The next empty AppendEntries is a heartbeat (a one-request stream from openraft's
@@ -239,9 +262,10 @@ pub struct GrpcConnection {
 impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
     type Network = GrpcConnection;
 
-    async fn new_client(&mut self, _target: u64, node: &BasicNode) -> GrpcConnection {
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> GrpcConnection {
         GrpcConnection {
             group: self.group,
+            target,
             addr: node.addr.clone(),
             peers: self.peers.clone(),
             heartbeat_next: false,
@@ -265,7 +289,8 @@ impl GrpcConnection {
         timeout: Duration,
     ) -> Result<Resp, Unreachable<TypeConfig>> {
         let payload = rmp_serde::to_vec_named(request).map_err(|e| Unreachable::new(&e))?;
-        let mut client = RaftTransportClient::new(self.peers.channel(&self.addr)?)
+        let addr = self.peers.address(self.target, &self.addr);
+        let mut client = RaftTransportClient::new(self.peers.channel(&addr)?)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
         let mut req = Request::new(RaftRpc {
@@ -279,7 +304,7 @@ impl GrpcConnection {
             Rpc::Snapshot => client.install_snapshot(req).await,
         }
         .map_err(|s| {
-            Unreachable::from_string(format!("{}: {} ({:?})", self.addr, s.message(), s.code()))
+            Unreachable::from_string(format!("{addr}: {} ({:?})", s.message(), s.code()))
         })?;
         rmp_serde::from_slice(&response.into_inner().payload).map_err(|e| Unreachable::new(&e))
     }
@@ -302,9 +327,10 @@ impl RaftNetworkV2<TypeConfig> for GrpcConnection {
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         if rpc.entries.is_empty() && std::mem::take(&mut self.heartbeat_next) {
             // A heartbeat: coalesced with other groups' heartbeats to the same broker.
+            let addr = self.peers.address(self.target, &self.addr);
             return self
                 .peers
-                .heartbeat(&self.addr, self.group, rpc)
+                .heartbeat(&addr, self.group, rpc)
                 .await
                 .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)));
         }

@@ -1,0 +1,221 @@
+//! `meridian up` as a user runs it: the embedded store and then a real etcd, two regions
+//! of three brokers, every endpoint printed, a topic created, produced and consumed through
+//! the CLI, a clean stop on Ctrl-C (SIGINT), and the data kept across a restart.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use meridian_tests::binary;
+use meridian_tests::platform::start_etcd;
+
+/// A base port with `span` free ports above it, below the kernel's ephemeral range (from
+/// 32768), where outgoing connections never take one of them between the check and the
+/// bind. `salt` keeps tests running at once in different blocks.
+fn free_range(span: u16, salt: u16) -> u16 {
+    let blocks = 12_000 / span;
+    let first = (std::process::id() as u16).wrapping_add(salt.wrapping_mul(97)) % blocks;
+    for i in 0..blocks {
+        let base = 20_000 + ((first + i) % blocks) * span;
+        let free = (0..span).all(|p| std::net::TcpListener::bind(("127.0.0.1", base + p)).is_ok());
+        if free {
+            return base;
+        }
+    }
+    panic!("no range of {span} free ports between 20000 and 32000");
+}
+
+struct Up {
+    child: Child,
+    /// Where its standard output and error go.
+    log: std::path::PathBuf,
+    printed: String,
+    config: std::path::PathBuf,
+}
+
+impl Up {
+    fn start(data: &Path, config: &Path, extra: &[&str], salt: u16) -> Up {
+        let ports = free_range(64, salt);
+        let port = |offset: u16| (ports + offset).to_string();
+        std::fs::create_dir_all(config).unwrap();
+        let log = config.join(format!("up-{ports}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(binary("meridian"))
+            .arg("up")
+            .arg("--data")
+            .arg(data)
+            .args([
+                "--control-port",
+                &port(0),
+                "--control-metrics-port",
+                &port(1),
+            ])
+            .args([
+                "--grpc-port",
+                &port(2),
+                "--raft-port",
+                &port(22),
+                "--metrics-port",
+                &port(42),
+            ])
+            .args(extra)
+            .env("XDG_CONFIG_HOME", config)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start meridian up");
+        Up {
+            child,
+            log,
+            printed: String::new(),
+            config: config.to_owned(),
+        }
+    }
+
+    /// Waits until the output contains `text`.
+    fn wait_for(&mut self, text: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.printed = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if self.printed.contains(text) {
+                return;
+            }
+            let exited = self.child.try_wait().unwrap();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "meridian up never printed {text:?} (exit: {exited:?}); it printed:\n{}",
+                self.printed
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    /// Runs the CLI with the endpoints this `up` recorded.
+    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(binary("meridian"))
+            .args(args)
+            .env("XDG_CONFIG_HOME", &self.config)
+            .env_remove("MERIDIAN_CONTROL")
+            .env_remove("MERIDIAN_BROKER")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run meridian");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Ctrl-C; waits for a clean exit.
+    fn interrupt(mut self) -> String {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = self.child.wait().expect("wait for meridian up");
+        self.printed = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(
+            status.success(),
+            "meridian up exited with {status}:\n{}",
+            self.printed
+        );
+        std::mem::take(&mut self.printed)
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: signalling our own child by pid.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn run_platform(extra: &[&str], store_says: &str, salt: u16) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, config) = (tmp.path().join("data"), tmp.path().join("config"));
+    let mut up = Up::start(&data, &config, extra, salt);
+    up.wait_for("Ctrl-C stops the platform.", Duration::from_secs(120));
+    assert!(
+        up.printed.contains(&format!("Meridian is up: 2 regions (us-east, eu-west), 3 brokers each, control plane on {store_says}")),
+        "{}",
+        up.printed
+    );
+    let brokers_printed = up
+        .printed
+        .lines()
+        .filter(|l| l.contains(" broker ") && l.contains("gRPC 127.0.0.1:"))
+        .count();
+    assert_eq!(brokers_printed, 6, "{}", up.printed);
+
+    let (code, out, err) = up.cli(&["--json", "broker", "list"]);
+    assert_eq!(code, 0, "{err}");
+    let brokers: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(brokers.as_array().unwrap().len(), 6);
+    let (code, _, err) = up.cli(&["topic", "create", "orders", "--partitions", "3"]);
+    assert_eq!(code, 0, "{err}");
+    for region in ["us-east", "eu-west"] {
+        let (code, _, err) = up.cli(&[
+            "produce",
+            "orders",
+            "--region",
+            region,
+            "--key",
+            "k",
+            &format!("hello {region}"),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let (code, out, err) = up.cli(&[
+            "consume",
+            "orders",
+            "--region",
+            region,
+            "--from",
+            "beginning",
+            "--max",
+            "1",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out.trim(), format!("hello {region}"));
+    }
+    let printed = up.interrupt();
+    assert!(
+        printed.contains("control-plane stopped (exit status: 0)"),
+        "{printed}"
+    );
+    assert_eq!(
+        printed.matches("stopped (exit status: 0)").count(),
+        7,
+        "{printed}"
+    );
+
+    // Started again on the same data: the topic and its messages are still there.
+    let mut up = Up::start(&data, &config, extra, salt + 1);
+    up.wait_for("Ctrl-C stops the platform.", Duration::from_secs(120));
+    let (code, out, err) = up.cli(&[
+        "consume",
+        "orders",
+        "--region",
+        "eu-west",
+        "--from",
+        "beginning",
+        "--max",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "hello eu-west");
+    up.interrupt();
+}
+
+#[test]
+fn meridian_up_runs_two_regions_on_the_embedded_store() {
+    run_platform(&[], "the embedded store", 0);
+}
+
+#[test]
+fn meridian_up_runs_two_regions_on_a_real_etcd() {
+    let etcd = start_etcd();
+    let extra = ["--etcd", etcd.endpoint.as_str()];
+    run_platform(&extra, &format!("etcd {}", etcd.endpoint), 10);
+}
