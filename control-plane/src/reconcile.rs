@@ -117,20 +117,7 @@ async fn rebalance(store: &dyn Store, region: &RegionState) -> Result<(), String
     else {
         return Ok(());
     };
-    let mut record = group.clone();
-    record.replicas.push(fewest);
-    record.changes += 1;
-    record.replacing = Some((most, fewest));
-    let written = store
-        .compare_and_swap(
-            &keys::group(&region.name, group.id),
-            Some(*version),
-            json(&record),
-            None,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let Ok(version) = written else {
+    let Some((record, version)) = begin(store, region, group, *version, most, fewest).await? else {
         return Ok(());
     };
     tracing::info!(region = %region.name, group = group.id, from = most, to = fewest, "moving a replica to a less loaded broker");
@@ -181,20 +168,8 @@ async fn repair(
                 tracing::debug!(region = %name, group = group.id, dead, "no spare live broker to restore the log group's replication factor");
                 continue;
             };
-            let mut record = group.clone();
-            record.replicas.push(new);
-            record.changes += 1;
-            record.replacing = Some((dead, new));
-            let written = store
-                .compare_and_swap(
-                    &keys::group(name, group.id),
-                    Some(*version),
-                    json(&record),
-                    None,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            let Ok(version) = written else {
+            let Some((record, version)) = begin(store, region, group, *version, dead, new).await?
+            else {
                 continue;
             };
             tracing::info!(region = %name, group = group.id, dead, new, "replacing a lost replica");
@@ -215,38 +190,64 @@ async fn finish(
 ) -> Result<(), String> {
     if !region.brokers.contains_key(&new) {
         // The new broker died too: take it out and let the next tick choose again.
-        let mut record = group.clone();
-        record.replicas.retain(|b| *b != new);
-        record.replacing = None;
-        record.changes += 1;
-        let _ = store
-            .compare_and_swap(
-                &keys::group(&region.name, group.id),
-                Some(version),
-                json(&record),
-                None,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+        write(store, region, group.without(new), version).await?;
         return Ok(());
     }
     change_replicas(region, group.id, new, dead).await?;
+    let record = group.without(dead);
+    write(store, region, record.clone(), version).await?;
+    tracing::info!(region = %region.name, group = group.id, old = dead, new, replicas = ?record.replicas, "log group replicas changed");
+    metrics::counter!("meridian_control_replicas_replaced_total").increment(1);
+    Ok(())
+}
+
+/// Step 1: the record gains `new` and notes the replacement of `old`; `None` when the
+/// record moved on meanwhile (the next tick looks again).
+async fn begin(
+    store: &dyn Store,
+    region: &RegionState,
+    group: &Group,
+    version: u64,
+    old: u32,
+    new: u32,
+) -> Result<Option<(Group, u64)>, String> {
     let mut record = group.clone();
-    record.replicas.retain(|b| *b != dead);
-    record.replacing = None;
+    record.replicas.push(new);
     record.changes += 1;
-    let _ = store
+    record.replacing = Some((old, new));
+    let written = write(store, region, record.clone(), version).await?;
+    Ok(written.map(|v| (record, v)))
+}
+
+/// Writes a group record if it is still at `version`; its new version, `None` if it moved
+/// on.
+async fn write(
+    store: &dyn Store,
+    region: &RegionState,
+    record: Group,
+    version: u64,
+) -> Result<Option<u64>, String> {
+    Ok(store
         .compare_and_swap(
-            &keys::group(&region.name, group.id),
+            &keys::group(&region.name, record.id),
             Some(version),
             json(&record),
             None,
         )
         .await
-        .map_err(|e| e.to_string())?;
-    tracing::info!(region = %region.name, group = group.id, old = dead, new, replicas = ?record.replicas, "log group replicas changed");
-    metrics::counter!("meridian_control_replicas_replaced_total").increment(1);
-    Ok(())
+        .map_err(|e| e.to_string())?
+        .ok())
+}
+
+impl Group {
+    /// This record with `broker` out of its replicas and no replacement under way.
+    fn without(&self, broker: u32) -> Group {
+        let mut record = self.clone();
+        record.replicas.retain(|b| *b != broker);
+        record.replacing = None;
+        record.changes += 1;
+        record
+    }
 }
 
 /// Asks the group's leader (as reported, else any live replica, following its redirect) to

@@ -37,14 +37,21 @@ async fn topics_are_placed_through_the_control_plane_and_bad_metadata_is_refused
         "cp-1",
         &store,
         tmp.path(),
-        &["--region", "eu", "--region", "us"],
+        &[
+            "--region",
+            "eu",
+            "--region",
+            "us",
+            "--broker-lease-ms",
+            "2000",
+        ],
     );
     cp.wait_leader(Duration::from_secs(30)).await;
     let control = cp.addr.clone();
     let eu = ManagedRegion::start(tmp.path(), "eu", 3, &control, &[])
         .await
         .unwrap();
-    let _us = ManagedRegion::start(tmp.path(), "us", 1, &control, &[])
+    let mut us = ManagedRegion::start(tmp.path(), "us", 1, &control, &[])
         .await
         .unwrap();
 
@@ -187,6 +194,39 @@ async fn topics_are_placed_through_the_control_plane_and_bad_metadata_is_refused
     assert_eq!(code, 0);
     let brokers: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(brokers.as_array().unwrap().len(), 4, "{brokers}");
+
+    // Routing: with no region named, the client measures each healthy region's round trip
+    // and takes the nearest; a named region is used while it is healthy, and when it loses
+    // its last broker the client is sent to one that is.
+    create_topic(&control, &["both", "--regions", "eu,us", "--replicas", "1"]);
+    let nearest = meridian_client::route(&control, "both", None)
+        .await
+        .unwrap();
+    assert!(nearest.rtt.is_some(), "{nearest:?}");
+    assert!(
+        ["eu", "us"].contains(&nearest.region.as_str()),
+        "{nearest:?}"
+    );
+    let named = meridian_client::route(&control, "both", Some("us"))
+        .await
+        .unwrap();
+    assert_eq!(named.region, "us");
+    assert_eq!(named.brokers, vec![us.brokers[0].addr.to_string()]);
+    us.brokers[0].kill9();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = meridian_client::route(&control, "both", Some("us"))
+            .await
+            .unwrap();
+        if r.region == "eu" {
+            assert_eq!(r.brokers.len(), 3);
+            break;
+        }
+        assert!(Instant::now() < deadline, "still routed to us: {r:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let err = refused(&control, &["region", "delete", "us"]);
+    assert!(err.contains("region us still holds topics both"), "{err}");
 }
 
 /// Sends messages until `stop`, one at a time per key; records what was acknowledged.
