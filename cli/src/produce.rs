@@ -20,9 +20,10 @@ pub(crate) struct Args {
     /// Partition to send to (default: by key, or spread without one).
     #[arg(long)]
     partition: Option<u32>,
-    /// What the broker waits for before acknowledging: leader, quorum or all.
-    #[arg(long, default_value = "quorum", value_parser = parse_acks)]
-    acks: Acks,
+    /// What the broker waits for before acknowledging: leader, quorum or all (default: the
+    /// topic's).
+    #[arg(long, value_parser = parse_acks)]
+    acks: Option<Acks>,
 }
 
 fn parse_acks(s: &str) -> Result<Acks, String> {
@@ -45,7 +46,7 @@ pub(crate) async fn run(args: Args, broker: &str, json: bool) -> anyhow::Result<
         .await
         .with_context(|| format!("producing to {}", args.topic))?;
     let producer = client.producer(ProducerConfig {
-        acks: args.acks,
+        acks: args.acks.unwrap_or(Acks::Unspecified),
         ..ProducerConfig::default()
     });
     let started = Instant::now();

@@ -36,6 +36,9 @@ pub(crate) enum Command {
         /// How long messages are kept (7d, 12h, 30m) or none; default 7d.
         #[arg(long)]
         retention: Option<String>,
+        /// What a produce naming no acks waits for: leader, quorum (default) or all.
+        #[arg(long, value_parser = ["leader", "quorum", "all"])]
+        acks: Option<String>,
     },
     /// Add partitions or change retention (control plane only).
     Alter {
@@ -47,6 +50,9 @@ pub(crate) enum Command {
         /// The new retention.
         #[arg(long)]
         retention: Option<String>,
+        /// The new default acks.
+        #[arg(long, value_parser = ["leader", "quorum", "all"])]
+        acks: Option<String>,
     },
     /// List topics.
     List,
@@ -82,15 +88,17 @@ pub(crate) async fn run(
             ordering,
             home,
             retention,
+            acks,
             ..
         } if replicas != 0
             || !regions.is_empty()
             || ordering.is_some()
             || home.is_some()
-            || retention.is_some() =>
+            || retention.is_some()
+            || acks.is_some() =>
         {
             bail!(
-                "--replicas, --regions, --ordering, --home and --retention need the control plane: pass --control HOST:PORT"
+                "--replicas, --regions, --ordering, --home, --retention and --acks need the control plane: pass --control HOST:PORT"
             )
         }
         Command::Create {
@@ -198,6 +206,7 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
             ordering,
             home,
             retention,
+            acks,
         } => {
             if home.is_some() && ordering.is_none() {
                 bail!(
@@ -223,6 +232,7 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
                     regions,
                     home,
                     retention: retention.unwrap_or_default(),
+                    acks: acks.unwrap_or_default(),
                 }),
             };
             let t = control::on_leader(control, &format!("creating topic {name}"), |mut c| {
@@ -249,14 +259,16 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
             name,
             partitions,
             retention,
+            acks,
         } => {
-            if partitions.is_none() && retention.is_none() {
-                bail!("nothing to alter: pass --partitions N and/or --retention D");
+            if partitions.is_none() && retention.is_none() && acks.is_none() {
+                bail!("nothing to alter: pass --partitions N, --retention D or --acks A");
             }
             let request = v1::AlterTopicRequest {
                 name: name.clone(),
                 partitions,
                 retention,
+                acks,
             };
             let t = control::on_leader(control, &format!("altering topic {name}"), |mut c| {
                 let request = request.clone();
@@ -268,8 +280,8 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
             } else {
                 let spec = t.spec.clone().unwrap_or_default();
                 println!(
-                    "altered topic {}: {} partitions, retention {}",
-                    spec.name, spec.partitions, spec.retention
+                    "altered topic {}: {} partitions, retention {}, acks {}",
+                    spec.name, spec.partitions, spec.retention, spec.acks
                 );
             }
         }
@@ -316,12 +328,13 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
             } else {
                 let s = t.spec.clone().unwrap_or_default();
                 println!(
-                    "topic {} (id {}): {} partitions, {} replication x{}, retention {}{}",
+                    "topic {} (id {}): {} partitions, {} replication x{}, acks {}, retention {}{}",
                     s.name,
                     t.id,
                     s.partitions,
                     s.replication,
                     s.replication_factor,
+                    s.acks,
                     s.retention,
                     s.home
                         .map(|h| format!(", strictly ordered, home {h}"))
@@ -383,6 +396,7 @@ fn description_json(t: &v1::TopicDescription) -> serde_json::Value {
         "regions": s.regions,
         "home": s.home,
         "retention": s.retention,
+        "acks": s.acks,
         "placements": t.placements.iter().map(|p| serde_json::json!({
             "region": p.region,
             "partition_groups": p.partition_groups,

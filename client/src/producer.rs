@@ -27,7 +27,8 @@ pub struct ProducerConfig {
     pub batch_bytes: usize,
     /// Records queued for the batching task, at most; `send` waits beyond it.
     pub queue_records_max: usize,
-    /// What the broker waits for before acknowledging.
+    /// What the broker waits for before acknowledging; `Unspecified` (the default): the
+    /// topic's setting (quorum unless the topic says otherwise).
     pub acks: v1::Acks,
 }
 
@@ -37,7 +38,7 @@ impl Default for ProducerConfig {
             linger: Duration::from_millis(5),
             batch_bytes: 256 << 10,
             queue_records_max: 10_000,
-            acks: v1::Acks::Quorum,
+            acks: v1::Acks::Unspecified,
         }
     }
 }

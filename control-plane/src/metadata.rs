@@ -149,6 +149,47 @@ pub struct Topic {
     pub home: Option<String>,
     /// How long messages are kept, humantime (`7d`), or `none`.
     pub retention: String,
+    /// What a produce naming no acks waits for.
+    #[serde(default)]
+    pub acks: Acks,
+}
+
+/// What a produce waits for before it is acknowledged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Acks {
+    /// The leader holds it.
+    Leader,
+    /// A quorum of replicas holds it.
+    #[default]
+    Quorum,
+    /// Every replica holds it.
+    All,
+}
+
+impl Acks {
+    /// Parses the user's spelling; empty is the default.
+    pub fn parse(text: &str) -> Result<Acks, Invalid> {
+        match text {
+            "leader" => Ok(Acks::Leader),
+            "" | "quorum" => Ok(Acks::Quorum),
+            "all" => Ok(Acks::All),
+            other => Err(invalid(
+                "acks",
+                format!("{other:?}"),
+                "use leader, quorum or all",
+            )),
+        }
+    }
+
+    /// The user's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Acks::Leader => "leader",
+            Acks::Quorum => "quorum",
+            Acks::All => "all",
+        }
+    }
 }
 
 /// A log group of a region: its strategy and replicas.
@@ -315,6 +356,7 @@ mod tests {
             regions: vec!["eu".into(), "us".into()],
             home: None,
             retention: "7d".into(),
+            acks: Acks::Quorum,
         }
     }
 

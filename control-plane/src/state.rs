@@ -229,6 +229,7 @@ pub fn view(region: &RegionState, topics: &Topics) -> v1::RegionView {
             groups: partition_groups,
             strategy: strategy_name(topic.replication).into(),
             created_ms: topic.created_ms,
+            acks: topic.acks.as_str().into(),
         });
     }
     for v in topics.retired.values() {
@@ -259,7 +260,7 @@ fn view_hash(view: &v1::RegionView) -> u64 {
         (g.id, &g.strategy, &g.replicas, g.changes, g.leader, g.epoch).hash(&mut h);
     }
     for t in &view.topics {
-        (&t.name, t.id, &t.groups, &t.strategy).hash(&mut h);
+        (&t.name, t.id, &t.groups, &t.strategy, &t.acks).hash(&mut h);
     }
     view.retired.hash(&mut h);
     h.finish()

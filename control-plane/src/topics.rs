@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use meridian_proto::v1;
 use tonic::Status;
 
-use crate::metadata::{Invalid, Region, Strategy, Topic, keys};
+use crate::metadata::{Acks, Invalid, Region, Strategy, Topic, keys};
 use crate::placement;
 use crate::state::{self, StateError, decode, strategy_name};
 use crate::store::Store;
@@ -88,6 +88,7 @@ pub async fn topic_from_spec(store: &dyn Store, spec: &v1::TopicSpec) -> Result<
         } else {
             spec.retention.clone()
         },
+        acks: Acks::parse(&spec.acks).map_err(invalid)?,
     };
     let known = regions.keys().cloned().collect();
     topic
@@ -232,6 +233,9 @@ pub async fn alter(store: &dyn Store, request: &v1::AlterTopicRequest) -> Result
         }
         topic = candidate;
     }
+    if let Some(acks) = &request.acks {
+        topic.acks = Acks::parse(acks).map_err(invalid)?;
+    }
     if let Some(partitions) = request.partitions {
         if partitions < topic.partitions {
             return Err(invalid(Invalid {
@@ -325,6 +329,7 @@ pub async fn describe_topic(
             regions: topic.regions.clone(),
             home: topic.home.clone(),
             retention: topic.retention.clone(),
+            acks: topic.acks.as_str().into(),
         }),
         id: topic.id,
         created_ms: topic.created_ms,

@@ -179,8 +179,10 @@ pub struct Produced {
     pub epoch: u64,
 }
 
-/// What a produce waits for before it is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What a produce waits for before it is acknowledged (a topic's default when the
+/// request names none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Acks {
     /// The leader holds it durably (per its flush policy); replication goes on in the
     /// background, so a leader failure before a quorum holds it may lose it (Kafka's
@@ -192,6 +194,27 @@ pub enum Acks {
     /// Every replica of the group holds it; fails if one does not within
     /// [`ACKS_ALL_WAIT`] (the batch is still committed at quorum).
     All,
+}
+
+impl Acks {
+    /// Parses the user's spelling; empty is the default.
+    pub fn parse(text: &str) -> Result<Acks, String> {
+        match text {
+            "leader" => Ok(Acks::Leader),
+            "" | "quorum" => Ok(Acks::Quorum),
+            "all" => Ok(Acks::All),
+            other => Err(format!("unknown acks {other:?}: use leader, quorum or all")),
+        }
+    }
+
+    /// The user's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Acks::Leader => "leader",
+            Acks::Quorum => "quorum",
+            Acks::All => "all",
+        }
+    }
 }
 
 /// How long a produce with [`Acks::All`] waits for the last replicas.
@@ -381,6 +404,7 @@ impl Broker {
             groups: self.spread(id, partitions, replication),
             created_ms: now_ms(),
             replication,
+            acks: Acks::default(),
         };
         self.create_topic_local(topic.clone())?;
         Ok(topic)
@@ -514,10 +538,11 @@ impl Broker {
         topic: &str,
         partition: u32,
         mut messages: Vec<Message>,
-        acks: Acks,
+        acks: Option<Acks>,
         epoch: u64,
     ) -> Result<Produced, BrokerError> {
         let topic = self.topic(topic)?;
+        let acks = acks.unwrap_or(topic.acks);
         let (group, key) = self.locate(&topic, partition)?;
         if messages.is_empty() {
             return Err(BrokerError::Invalid(

@@ -190,9 +190,11 @@ impl broker_server::Broker for GrpcService {
         let acks = match v1::Acks::try_from(r.acks)
             .map_err(|_| Status::invalid_argument(format!("unknown acks value {}", r.acks)))?
         {
-            v1::Acks::Leader => crate::broker::Acks::Leader,
-            v1::Acks::All => crate::broker::Acks::All,
-            v1::Acks::Quorum | v1::Acks::Unspecified => crate::broker::Acks::Quorum,
+            v1::Acks::Leader => Some(crate::broker::Acks::Leader),
+            v1::Acks::All => Some(crate::broker::Acks::All),
+            v1::Acks::Quorum => Some(crate::broker::Acks::Quorum),
+            // The topic's default.
+            v1::Acks::Unspecified => None,
         };
         let messages = r
             .messages

@@ -116,6 +116,56 @@ async fn topics_are_placed_through_the_control_plane_and_bad_metadata_is_refused
         "{e}"
     );
 
+    // A topic's acks is what a produce naming none waits for: with `all`, a stopped
+    // follower fails the produce; altered to `quorum`, the same produce succeeds.
+    let t = create_topic(
+        &control,
+        &[
+            "audit",
+            "--partitions",
+            "1",
+            "--regions",
+            "eu",
+            "--acks",
+            "all",
+        ],
+    );
+    assert_eq!(t["acks"], "all");
+    let group = t["placements"][0]["log_groups"][0].clone();
+    let leader = group["leader"].as_u64().unwrap() as u32;
+    let follower = group["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_u64().unwrap() as u32)
+        .find(|r| *r != leader)
+        .unwrap();
+    eu.brokers[follower as usize - 1].stop();
+    let e = producer
+        .send(Record::new("audit", "needs every replica"))
+        .await
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("acks=all"), "{e}");
+    let (code, _, err) =
+        meridian_control(&control, &["topic", "alter", "audit", "--acks", "quorum"]);
+    assert_eq!(code, 0, "{err}");
+    producer
+        .send(Record::new("audit", "a quorum is enough"))
+        .await
+        .await
+        .expect("acks=quorum with one follower stopped");
+    eu.brokers[follower as usize - 1].signal(libc::SIGCONT);
+    // Stopped longer than its lease, it registers again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while eu.live().await.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "broker {follower} did not register again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // Bad metadata, each refused with the field and what would work.
     let cases: [(&[&str], &str); 8] = [
         (

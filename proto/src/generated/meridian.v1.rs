@@ -477,6 +477,9 @@ pub struct TopicInRegion {
     pub strategy: ::prost::alloc::string::String,
     #[prost(int64, tag = "5")]
     pub created_ms: i64,
+    /// What a produce naming no acks waits for: "leader", "quorum" or "all".
+    #[prost(string, tag = "6")]
+    pub acks: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -530,6 +533,9 @@ pub struct TopicSpec {
     /// humantime ("7d") or "none"; empty: 7d.
     #[prost(string, tag = "7")]
     pub retention: ::prost::alloc::string::String,
+    /// What a produce naming no acks waits for: "leader", "quorum" (default) or "all".
+    #[prost(string, tag = "8")]
+    pub acks: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -585,6 +591,8 @@ pub struct AlterTopicRequest {
     pub partitions: ::core::option::Option<u32>,
     #[prost(string, optional, tag = "3")]
     pub retention: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "4")]
+    pub acks: ::core::option::Option<::prost::alloc::string::String>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

@@ -24,6 +24,9 @@ pub struct Topic {
     /// How its log groups replicate.
     #[serde(default)]
     pub replication: Strategy,
+    /// What a produce naming no acks waits for.
+    #[serde(default)]
+    pub acks: super::Acks,
 }
 
 /// How a topic's log groups replicate (a topic's partitions are placed on groups of its

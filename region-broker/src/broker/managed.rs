@@ -18,7 +18,7 @@ use openraft::BasicNode;
 use prost::Message;
 
 use super::replicated::GroupRole;
-use super::{Broker, BrokerError, Strategy, Topic};
+use super::{Acks, Broker, BrokerError, Strategy, Topic};
 use crate::config::Peer;
 
 /// What the broker holds of the control plane's view.
@@ -152,8 +152,12 @@ impl Broker {
             }
         }
         for t in &view.topics {
+            let acks = Acks::parse(&t.acks).map_err(BrokerError::Invalid)?;
             let held = self.topic(&t.name).ok();
-            if held.as_ref().is_some_and(|h| h.groups == t.groups) {
+            if held
+                .as_ref()
+                .is_some_and(|h| h.groups == t.groups && h.acks == acks)
+            {
                 continue;
             }
             self.create_topic_local(Topic {
@@ -162,6 +166,7 @@ impl Broker {
                 groups: t.groups.clone(),
                 created_ms: t.created_ms,
                 replication: Strategy::parse(&t.strategy).map_err(BrokerError::Invalid)?,
+                acks,
             })?;
         }
         let hosted: BTreeSet<u32> = self.groups().into_iter().map(|(g, _)| g).collect();

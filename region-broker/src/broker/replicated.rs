@@ -559,6 +559,7 @@ impl Broker {
                     groups: groups.clone(),
                     created_ms: *created_ms,
                     replication: *replication,
+                    acks: Acks::default(),
                 })?;
             }
             CatalogChange::DeleteTopic { name, id } => {
