@@ -48,6 +48,8 @@ pub struct Client {
 /// The response header naming the leader on a "not leader" error (the broker's
 /// `grpc::LEADER_HEADER`).
 const LEADER_HEADER: &str = "x-meridian-leader";
+/// The longest one request may take.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
 /// Redirects and retries a request takes at most.
 const ATTEMPTS_MAX: usize = 200;
 /// How long a request keeps following redirects and waiting out elections: a leader's death
@@ -407,6 +409,13 @@ async fn connect_one(addr: &str) -> Result<BrokerClient<Channel>, ClientError> {
             reason: e.to_string(),
         })?
         .connect_timeout(std::time::Duration::from_secs(5))
+        // A broker that stops answering (a hung or SIGSTOPped process keeps its TCP
+        // connections open) is noticed by HTTP/2 pings, and no request waits forever:
+        // longer than the longest long poll (30 s), like Kafka's request.timeout.ms.
+        .http2_keep_alive_interval(std::time::Duration::from_secs(5))
+        .keep_alive_timeout(std::time::Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .timeout(REQUEST_TIMEOUT)
         .tcp_nodelay(true);
     let channel = endpoint.connect().await.map_err(|e| ClientError::Connect {
         addr: addr.to_owned(),
