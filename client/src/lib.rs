@@ -17,6 +17,7 @@
 mod admin;
 mod consumer;
 mod error;
+mod mirror;
 mod producer;
 mod route;
 
@@ -30,6 +31,7 @@ pub use admin::{BrokerLogGroups, FailoverReport, LogGroupInfo};
 pub use consumer::{ConsumedMessage, Consumer, ConsumerConfig, StartFrom};
 pub use error::ClientError;
 pub use meridian_proto::v1::TopicInfo;
+pub use mirror::LocalBatch;
 pub use producer::{Producer, ProducerConfig, Record, RecordMetadata, SendFuture};
 pub use route::{Route, route};
 
@@ -217,7 +219,10 @@ impl Client {
         }
     }
 
-    async fn connection(&self, addr: &str) -> Result<BrokerClient<Channel>, ClientError> {
+    pub(crate) async fn connection(
+        &self,
+        addr: &str,
+    ) -> Result<BrokerClient<Channel>, ClientError> {
         if let Some(c) = self
             .connections
             .lock()
@@ -412,8 +417,8 @@ async fn connect_one(addr: &str) -> Result<BrokerClient<Channel>, ClientError> {
         // A broker that stops answering (a hung or SIGSTOPped process keeps its TCP
         // connections open) is noticed by HTTP/2 pings, and no request waits forever:
         // longer than the longest long poll (30 s), like Kafka's request.timeout.ms.
-        .http2_keep_alive_interval(std::time::Duration::from_secs(5))
-        .keep_alive_timeout(std::time::Duration::from_secs(5))
+        .http2_keep_alive_interval(std::time::Duration::from_secs(10))
+        .keep_alive_timeout(std::time::Duration::from_secs(20))
         .keep_alive_while_idle(true)
         .timeout(REQUEST_TIMEOUT)
         .tcp_nodelay(true);

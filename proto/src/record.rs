@@ -6,7 +6,8 @@
 //! 4   crc             u32   CRC32C of bytes 8..len
 //! 8   kind            u8    1 = message batch, 2 = consumer-offset commit, 3 = blank,
 //!                           4 = membership, 5 = metadata (replication entries)
-//! 9   flags           u8    0 (reserved)
+//! 9   flags           u8    bit 0: the payload starts with an origin (a mirrored batch,
+//!                           `crate::origin`); other bits 0
 //! 10  reserved        u16   0
 //! 12  topic_id        u32
 //! 16  partition       u32
@@ -29,6 +30,9 @@ pub const HEADER_LEN: usize = 56;
 pub const SEGMENT_END: u32 = u32::MAX;
 /// Bytes the end-of-segment marker takes; a segment always keeps room for it.
 pub const SEGMENT_END_LEN: u64 = 8;
+
+/// Flag: a batch whose payload starts with its origin (`crate::origin::Origin`).
+pub const FLAG_ORIGIN: u8 = 1;
 
 /// What a record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +58,8 @@ pub struct RecordHeader {
     pub len: u32,
     /// What the record holds.
     pub kind: RecordKind,
+    /// [`FLAG_ORIGIN`] or 0.
+    pub flags: u8,
     /// The catalog's id of the topic (never reused, unlike names).
     pub topic_id: u32,
     /// Partition within the topic.
@@ -97,7 +103,7 @@ pub fn encode(buf: &mut Vec<u8>, header: &RecordHeader, payload: &[u8]) {
     buf.put_u32_le(header.len);
     buf.put_u32_le(0);
     buf.put_u8(header.kind as u8);
-    buf.put_u8(0);
+    buf.put_u8(header.flags);
     buf.put_u16_le(0);
     buf.put_u32_le(header.topic_id);
     buf.put_u32_le(header.partition);
@@ -161,9 +167,14 @@ pub fn parse_checked(buf: &[u8], verify: bool) -> Parsed {
         5 => RecordKind::Metadata,
         _ => return Parsed::Invalid("unknown record kind"),
     };
+    let flags = buf[9];
+    if flags & !FLAG_ORIGIN != 0 || (flags != 0 && kind != RecordKind::Batch) {
+        return Parsed::Invalid("unknown record flags");
+    }
     Parsed::Record(RecordHeader {
         len: len as u32,
         kind,
+        flags,
         topic_id: u32_at(buf, 12),
         partition: u32_at(buf, 16),
         count: u32_at(buf, 20),
@@ -223,6 +234,7 @@ mod tests {
         RecordHeader {
             len: (HEADER_LEN + payload.len()) as u32,
             kind: RecordKind::Batch,
+            flags: 0,
             topic_id: 7,
             partition: 3,
             count: 2,

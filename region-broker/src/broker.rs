@@ -4,8 +4,10 @@
 
 mod catalog;
 mod managed;
+mod mirror;
 mod replicated;
 
+pub use mirror::{LocalBatch, MirrorAppended};
 pub use replicated::LogGroupState;
 
 use std::collections::BTreeMap;
@@ -51,6 +53,12 @@ pub struct Broker {
     view: RwLock<managed::ViewState>,
     /// Serializes catalog changes proposed by this broker.
     catalog_writes: tokio::sync::Mutex<()>,
+    /// Serializes the mirrored appends of one origin to one group (log group, origin
+    /// region, origin group).
+    #[allow(clippy::type_complexity)]
+    mirror_locks: std::sync::Mutex<
+        std::collections::HashMap<(u32, String, u32), Arc<tokio::sync::Mutex<()>>>,
+    >,
 }
 
 /// Why a request failed; each adapter maps these to its protocol's codes.
@@ -261,6 +269,7 @@ impl Broker {
             view: RwLock::new(managed::ViewState::default()),
             sync,
             catalog_writes: tokio::sync::Mutex::new(()),
+            mirror_locks: std::sync::Mutex::default(),
             config,
         };
         if broker.config.control.is_empty() {

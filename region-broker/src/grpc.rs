@@ -368,4 +368,76 @@ impl broker_server::Broker for GrpcService {
             .map_err(status)?;
         self.group_info(r.group)
     }
+
+    async fn append_mirrored(
+        &self,
+        request: Request<v1::AppendMirroredRequest>,
+    ) -> Result<Response<v1::AppendMirroredResponse>, Status> {
+        let r = request.into_inner();
+        let origin = meridian_proto::origin::Origin {
+            region: r.origin_region,
+            group: r.origin_group,
+            seq: r.seq,
+            through: r.through,
+        };
+        let appended = self
+            .broker
+            .append_mirrored(r.topic_id, r.partition, origin, r.count, r.payload)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::AppendMirroredResponse {
+            duplicate: appended.duplicate,
+            base_offset: appended.base_offset,
+        }))
+    }
+
+    async fn mirror_marks(
+        &self,
+        request: Request<v1::MirrorMarksRequest>,
+    ) -> Result<Response<v1::MirrorMarksResponse>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(v1::MirrorMarksResponse {
+            marks: self
+                .broker
+                .mirror_marks(&r.origin_region, r.origin_group)
+                .into_iter()
+                .map(|(group, seq, through)| v1::MirrorMark {
+                    group,
+                    seq,
+                    through,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn read_local(
+        &self,
+        request: Request<v1::ReadLocalRequest>,
+    ) -> Result<Response<v1::ReadLocalResponse>, Status> {
+        let r = request.into_inner();
+        let (batches, next_seq) = self
+            .broker
+            .read_local(
+                r.group,
+                r.from_seq,
+                (r.max_bytes as usize).clamp(1, 16 << 20),
+                Duration::from_millis(u64::from(r.max_wait_ms)),
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::ReadLocalResponse {
+            batches: batches
+                .into_iter()
+                .map(|b| v1::LocalBatch {
+                    seq: b.seq,
+                    topic_id: b.topic_id,
+                    partition: b.partition,
+                    count: b.count,
+                    append_time_ms: b.append_time_ms,
+                    payload: b.payload,
+                })
+                .collect(),
+            next_seq,
+        }))
+    }
 }

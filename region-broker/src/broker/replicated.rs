@@ -600,6 +600,7 @@ impl Broker {
             partition: key.1,
             count,
             payload,
+            mirrored: false,
             local_ack: LocalAck::default(),
         };
         let (result, index) = self.replicate_indexed(group, command).await?;
@@ -638,6 +639,7 @@ impl Broker {
             partition: key.1,
             count,
             payload,
+            mirrored: false,
             local_ack,
         };
         let write = tokio::spawn(async move { raft.client_write(command).await });

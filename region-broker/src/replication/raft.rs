@@ -69,8 +69,12 @@ pub enum Command {
         partition: u32,
         /// Messages in the batch.
         count: u32,
-        /// The encoded messages.
+        /// The encoded messages; for a mirrored batch, preceded by its origin
+        /// (`meridian_proto::origin`).
         payload: Bytes,
+        /// A mirrored batch: its record carries `FLAG_ORIGIN`.
+        #[serde(default)]
+        mirrored: bool,
         /// With acks=leader: told when the leader's own journal holds the batch. Never
         /// serialized, so followers and entries read back from the journal have none.
         #[serde(skip)]
@@ -774,6 +778,7 @@ fn record_from_entry(entry: Entry) -> io::Result<RaftRecord> {
         term,
         index,
         kind,
+        flags: 0,
         key: (0, 0),
         count: 0,
         base_offset: 0,
@@ -790,11 +795,13 @@ fn record_from_entry(entry: Entry) -> io::Result<RaftRecord> {
             partition,
             count,
             payload,
+            mirrored,
             ..
         }) => RaftRecord {
             term,
             index,
             kind: RecordKind::Batch,
+            flags: if mirrored { record::FLAG_ORIGIN } else { 0 },
             key: (topic_id, partition),
             count,
             base_offset: 0,
@@ -813,6 +820,7 @@ fn record_from_entry(entry: Entry) -> io::Result<RaftRecord> {
             term,
             index,
             kind: RecordKind::OffsetCommit,
+            flags: 0,
             key: (topic_id, partition),
             count: 0,
             base_offset: offset,
@@ -837,6 +845,7 @@ fn entry_from_record(h: &RecordHeader, payload: Bytes) -> io::Result<Entry> {
             partition: key.1,
             count: h.count,
             payload,
+            mirrored: h.flags & record::FLAG_ORIGIN != 0,
             local_ack: LocalAck::default(),
         }),
         RecordKind::OffsetCommit => {

@@ -30,6 +30,7 @@ use super::checkpoint::Checkpoint;
 use super::index::{Entry, PartitionIndex};
 use super::journal::{Journal, WalkEnd, Writer};
 use super::{AppendError, FlushPolicy, GroupConfig, PartitionKey, ReadError};
+use meridian_proto::origin::Origin;
 use meridian_proto::record::{self, HEADER_LEN, RecordHeader, RecordKind};
 
 /// What an acknowledged append got.
@@ -56,6 +57,8 @@ pub struct RaftRecord {
     pub index: u64,
     /// What the record holds.
     pub kind: RecordKind,
+    /// [`record::FLAG_ORIGIN`] for a mirrored batch (its payload starts with the origin).
+    pub flags: u8,
     /// Partition (`(0, 0)` for blank and membership entries).
     pub key: PartitionKey,
     /// Messages in a batch.
@@ -88,6 +91,16 @@ pub struct ReadBatch {
     pub append_time_ms: i64,
     /// The encoded messages (see `meridian_proto::batch`), a slice of the segment's map.
     pub payload: Bytes,
+    /// Where a mirrored batch was first written; `None` for a local one.
+    pub origin: Option<Origin>,
+}
+
+/// A mirrored batch's record payload: the origin, then the messages.
+pub fn mirrored_payload(origin: &Origin, batch: &[u8]) -> Bytes {
+    let mut buf = Vec::with_capacity(origin.encoded_len() + batch.len());
+    origin.encode(&mut buf);
+    buf.extend_from_slice(batch);
+    Bytes::from(buf)
 }
 
 /// A log group's storage. Cheap to share behind an `Arc`; [`LogGroup::close`] stops it.
@@ -101,7 +114,7 @@ pub struct LogGroup {
 type OffsetKey = (String, u32, u32);
 type Reply = oneshot::Sender<Result<Appended, AppendError>>;
 /// What staging an append produced: its acknowledgment, and the offset commit it carries.
-type Staged = (Appended, Option<(OffsetKey, u64)>);
+type Staged = (Appended, Vec<(OffsetKey, u64)>);
 
 #[derive(Debug)]
 struct Shared {
@@ -207,9 +220,47 @@ impl Scan {
                     (h.topic_id, h.partition),
                     h.base_offset + u64::from(h.count),
                 );
+                for (key, value) in durable_positions(h, payload) {
+                    self.offsets.insert(key, (value, pos));
+                }
             }
             RecordKind::Blank | RecordKind::Membership | RecordKind::Metadata => {}
         }
+    }
+}
+
+/// The prefix of the pseudo consumer groups that keep mirror marks. Real group names are
+/// letters, digits, `.`, `_` and `-` (`meridian_proto::names`), so none can start with it.
+const MARK_PREFIX: char = '\u{1}';
+
+/// The two pseudo offset keys of an origin's mirror marks: the highest seq held, and the
+/// highest `through`. Kept as consumer offsets are — restored from the journal, rebuilt on
+/// truncation, carried forward before retention deletes their record — so a mark lives in
+/// the same record as the data it describes.
+fn mark_keys(region: &str, group: u32) -> (OffsetKey, OffsetKey) {
+    (
+        (format!("{MARK_PREFIX}seq/{group}/{region}"), 0, 0),
+        (format!("{MARK_PREFIX}through/{group}/{region}"), 0, 0),
+    )
+}
+
+/// The offset-like values a record carries: a consumer offset commit's offset, a mirrored
+/// batch's marks.
+fn durable_positions(h: &RecordHeader, payload: &Bytes) -> Vec<(OffsetKey, u64)> {
+    if h.kind == RecordKind::OffsetCommit {
+        return record::decode_offset_commit(payload)
+            .map(|(g, o)| vec![((g, h.topic_id, h.partition), o)])
+            .unwrap_or_default();
+    }
+    if h.kind != RecordKind::Batch || h.flags & record::FLAG_ORIGIN == 0 {
+        return Vec::new();
+    }
+    match Origin::split(payload) {
+        Ok((origin, _)) => {
+            let (seq, through) = mark_keys(&origin.region, origin.group);
+            vec![(seq, origin.seq), (through, origin.through)]
+        }
+        Err(_) => Vec::new(),
     }
 }
 
@@ -276,9 +327,11 @@ enum Command {
 }
 
 enum Body {
+    /// A batch; with [`record::FLAG_ORIGIN`] the payload starts with its origin.
     Batch {
         payload: Bytes,
         count: u32,
+        flags: u8,
     },
     Commit {
         group: String,
@@ -398,7 +451,46 @@ impl LogGroup {
         payload: Bytes,
         count: u32,
     ) -> Result<Appended, AppendError> {
-        self.send(key, Body::Batch { payload, count }).await
+        self.send(
+            key,
+            Body::Batch {
+                payload,
+                count,
+                flags: 0,
+            },
+        )
+        .await
+    }
+
+    /// Appends a mirrored batch: `payload` (the messages) written after its `origin`, whose
+    /// marks the group keeps ([`LogGroup::mirror_mark`]).
+    pub async fn append_mirrored(
+        &self,
+        key: PartitionKey,
+        origin: &Origin,
+        payload: &[u8],
+        count: u32,
+    ) -> Result<Appended, AppendError> {
+        self.send(
+            key,
+            Body::Batch {
+                payload: mirrored_payload(origin, payload),
+                count,
+                flags: record::FLAG_ORIGIN,
+            },
+        )
+        .await
+    }
+
+    /// `(highest seq, highest through)` of the mirrored batches of origin `(region, group)`
+    /// this group holds.
+    pub fn mirror_mark(&self, region: &str, group: u32) -> Option<(u64, u64)> {
+        let (seq, through) = mark_keys(region, group);
+        let offsets = self.shared.offsets.lock().expect("offsets lock poisoned");
+        Some((
+            offsets.get(&seq)?.0,
+            offsets.get(&through).map_or(0, |v| v.0),
+        ))
     }
 
     /// Commits a consumer group's offset for a partition through the journal.
@@ -431,6 +523,7 @@ impl LogGroup {
         let offsets = self.shared.offsets.lock().expect("offsets lock poisoned");
         offsets
             .iter()
+            .filter(|((group, _, _), _)| !group.starts_with(MARK_PREFIX))
             .map(|((g, t, p), &(o, _))| (g.clone(), *t, *p, o))
             .collect()
     }
@@ -473,11 +566,23 @@ impl LogGroup {
             }
             bytes += payload.len();
             next = h.base_offset + u64::from(h.count);
+            let (origin, payload) = if h.flags & record::FLAG_ORIGIN != 0 {
+                let (origin, batch) = Origin::split(&payload).map_err(|_| {
+                    ReadError::Journal(super::ReadFailure::Corrupt {
+                        position: entry.position,
+                        reason: "a mirrored batch's origin does not decode",
+                    })
+                })?;
+                (Some(origin), batch)
+            } else {
+                (None, payload)
+            };
             out.push(ReadBatch {
                 base_offset: h.base_offset,
                 count: h.count,
                 append_time_ms: h.append_time_ms,
                 payload,
+                origin,
             });
         }
         Ok(out)
@@ -1338,7 +1443,7 @@ struct Appender {
 struct StagedReply {
     reply: oneshot::Sender<Result<Appended, AppendError>>,
     appended: Appended,
-    commit: Option<(OffsetKey, u64)>,
+    commit: Vec<(OffsetKey, u64)>,
 }
 
 impl Appender {
@@ -1481,7 +1586,7 @@ impl Appender {
         {
             let mut offsets = self.shared.offsets.lock().expect("offsets lock poisoned");
             for s in &staged {
-                if let Some((key, offset)) = &s.commit {
+                for (key, offset) in &s.commit {
                     offsets.insert(key.clone(), (*offset, s.appended.position));
                 }
             }
@@ -1548,8 +1653,10 @@ impl Appender {
             ),
         };
         let header = match body {
-            Body::Batch { count, .. } => {
-                self.header(key, len, RecordKind::Batch, *count, next, time)
+            Body::Batch { count, flags, .. } => {
+                let mut h = self.header(key, len, RecordKind::Batch, *count, next, time);
+                h.flags = *flags;
+                h
             }
             Body::Commit { offset, .. } => {
                 self.header(key, len, RecordKind::OffsetCommit, 0, *offset, time)
@@ -1569,6 +1676,7 @@ impl Appender {
                 RecordHeader {
                     len: len as u32,
                     kind: entry.kind,
+                    flags: entry.flags,
                     topic_id: key.0,
                     partition: key.1,
                     count: entry.count,
@@ -1618,15 +1726,10 @@ impl Appender {
         }
         self.last_time = self.last_time.max(header.append_time_ms);
         let commit = match body {
-            Body::Commit { group, offset } => Some(((group.clone(), key.0, key.1), *offset)),
-            Body::Verbatim { bytes, .. } if header.kind == RecordKind::OffsetCommit => {
-                record::decode_offset_commit(&bytes.slice(HEADER_LEN..))
-                    .map(|(g, o)| ((g, key.0, key.1), o))
-            }
-            Body::Raft { entry, .. } if header.kind == RecordKind::OffsetCommit => {
-                record::decode_offset_commit(&entry.payload).map(|(g, o)| ((g, key.0, key.1), o))
-            }
-            _ => None,
+            Body::Commit { group, offset } => vec![((group.clone(), key.0, key.1), *offset)],
+            Body::Verbatim { bytes, .. } => durable_positions(&header, &bytes.slice(HEADER_LEN..)),
+            Body::Raft { entry, .. } => durable_positions(&header, &entry.payload),
+            Body::Batch { payload, .. } => durable_positions(&header, payload),
         };
         let appended = Appended {
             base_offset: header.base_offset,
@@ -1650,6 +1753,7 @@ impl Appender {
         RecordHeader {
             len: len as u32,
             kind,
+            flags: 0,
             topic_id: key.0,
             partition: key.1,
             count,

@@ -820,3 +820,78 @@ fn groups_sharing_a_sync_batcher_append_concurrently_and_recover() {
     }
     batcher.stop();
 }
+
+/// A mirrored batch reads back with its origin and without the prefix; the group keeps the
+/// origin's marks, which survive a restart, a truncation (rebuilt from what is left) and
+/// retention deleting the record that set them (carried forward like offsets), and never
+/// show as consumer offsets.
+#[test]
+fn mirrored_batches_keep_their_origin_and_marks() {
+    use meridian_proto::origin::Origin;
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("group-0");
+    let config = GroupConfig {
+        retention_bytes: Some(4 * 4096),
+        ..config(FlushPolicy::Fsync)
+    };
+    let group = LogGroup::open(&dir, config.clone(), &partitions()).unwrap();
+    let key = (1, 0);
+    let origin = |seq: u64| Origin {
+        region: "us-east".into(),
+        group: 4,
+        seq,
+        through: seq - 1,
+    };
+    rt.block_on(group.append(key, payload(0, 50), 1)).unwrap();
+    rt.block_on(group.append_mirrored(key, &origin(10), &payload(1, 60), 1))
+        .unwrap();
+    let mid = rt
+        .block_on(group.append_mirrored(key, &origin(12), &payload(2, 70), 1))
+        .unwrap();
+    let (_, written, _, _) = group.positions();
+    wait_visible(&rt, &group, written);
+    let read = group.read(key, 0, 1 << 20).unwrap();
+    assert_eq!(read.len(), 3);
+    assert_eq!(
+        (read[0].origin.as_ref(), &read[0].payload),
+        (None, &payload(0, 50))
+    );
+    assert_eq!(read[1].origin, Some(origin(10)));
+    assert_eq!(read[1].payload, payload(1, 60));
+    assert_eq!(read[2].origin, Some(origin(12)));
+    assert_eq!(group.mirror_mark("us-east", 4), Some((12, 11)));
+    assert_eq!(group.mirror_mark("us-east", 5), None);
+    assert!(group.committed_offsets().is_empty());
+
+    // Recovery restores the marks from the journal.
+    group.close();
+    drop(group);
+    let group = LogGroup::open(&dir, config.clone(), &partitions()).unwrap();
+    assert_eq!(group.mirror_mark("us-east", 4), Some((12, 11)));
+    // A truncation removing the last mirrored batch takes its mark back.
+    rt.block_on(group.truncate_after(mid.position)).unwrap();
+    assert_eq!(group.mirror_mark("us-east", 4), Some((10, 9)));
+
+    // Retention deletes the segment holding the marks' record: they are carried forward.
+    for i in 0..200 {
+        rt.block_on(group.append((1, 1), payload(i, 200), 1))
+            .unwrap();
+    }
+    let (_, written, _, _) = group.positions();
+    wait_visible(&rt, &group, written);
+    group.apply_retention().unwrap();
+    assert!(
+        matches!(
+            group.read(key, 0, 10),
+            Err(ReadError::OffsetOutOfRange { .. })
+        ),
+        "the mirrored batch's segment is gone"
+    );
+    assert_eq!(group.mirror_mark("us-east", 4), Some((10, 9)));
+    group.close();
+    drop(group);
+    let group = LogGroup::open(&dir, config, &partitions()).unwrap();
+    assert_eq!(group.mirror_mark("us-east", 4), Some((10, 9)));
+    group.close();
+}

@@ -269,6 +269,7 @@ async fn write(members: &BTreeMap<u64, Member>, n: usize, tag: &str) -> Vec<u64>
             partition: KEY.1,
             count: 1,
             payload,
+            mirrored: false,
             local_ack: Default::default(),
         };
         let mut attempts = 0;

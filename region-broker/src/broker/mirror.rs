@@ -1,0 +1,223 @@
+//! What mirrors need of a broker: the committed local-origin batches of a log group in
+//! record order (what an origin region ships), an idempotent append of a batch that came
+//! from another region (what a target region receives), and the marks that say how far an
+//! origin's batches are held.
+//!
+//! Idempotence: a mirrored batch carries its origin `(region, group, seq, through)` in the
+//! record itself, and the group keeps, per origin, the highest seq and `through` it holds
+//! (`LogGroup::mirror_mark`, restored from the journal like consumer offsets). The leader
+//! serializes the appends of one origin, makes sure everything in its log is applied
+//! (a linearizable read), and writes a batch only if its seq is above the mark: a batch
+//! sent again after a lost answer or a restarted link is acknowledged as a duplicate, never
+//! written twice. Batches of one origin reach a target group in seq order, so "above the
+//! mark" is exactly "not held yet".
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use meridian_proto::origin::Origin;
+use meridian_proto::record::{FLAG_ORIGIN, RecordKind};
+
+use super::{Broker, BrokerError, Topic};
+use crate::replication::raft::{Command, LocalAck};
+use crate::storage::mirrored_payload;
+
+/// The answer to a mirrored append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MirrorAppended {
+    /// The batch was already held (its seq is at or below the origin's mark).
+    pub duplicate: bool,
+    /// Offset of its first message, when written now.
+    pub base_offset: Option<u64>,
+}
+
+/// A committed, local-origin batch of a log group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalBatch {
+    /// Its record index: the seq it is shipped under.
+    pub seq: u64,
+    /// Topic id.
+    pub topic_id: u32,
+    /// Partition.
+    pub partition: u32,
+    /// Messages.
+    pub count: u32,
+    /// When it was appended.
+    pub append_time_ms: i64,
+    /// The encoded messages.
+    pub payload: Bytes,
+}
+
+impl Broker {
+    fn topic_by_id(&self, id: u32) -> Result<Topic, BrokerError> {
+        self.catalog
+            .read()
+            .expect("catalog lock poisoned")
+            .topics()
+            .find(|t| t.id == id)
+            .cloned()
+            .ok_or_else(|| {
+                BrokerError::Invalid(format!(
+                    "no topic with id {id} here: the topic is not (yet) in this region"
+                ))
+            })
+    }
+
+    /// Appends a batch mirrored from `origin` to `topic_id`/`partition`, unless held.
+    pub async fn append_mirrored(
+        &self,
+        topic_id: u32,
+        partition: u32,
+        origin: Origin,
+        count: u32,
+        payload: Bytes,
+    ) -> Result<MirrorAppended, BrokerError> {
+        if origin.region == self.config.region {
+            return Err(BrokerError::Invalid(format!(
+                "a batch of origin {} cannot be mirrored into its own region",
+                origin.region
+            )));
+        }
+        if origin.region.is_empty() || origin.region.len() > meridian_proto::origin::REGION_MAX {
+            return Err(BrokerError::Invalid(
+                "the origin region name must be 1 to 249 bytes".into(),
+            ));
+        }
+        let topic = self.topic_by_id(topic_id)?;
+        let (group, key) = self.locate(&topic, partition)?;
+        let g = topic.groups[partition as usize];
+        let raft = self.raft(g).ok_or_else(|| {
+            BrokerError::Invalid(format!(
+                "log group {g} is not replicated by raft: mirroring into master-slave topics is not supported yet"
+            ))
+        })?;
+        self.require_leader(g)?;
+        meridian_proto::batch::decode_batch(&payload, count as usize).map_err(|e| {
+            BrokerError::Invalid(format!("the mirrored batch does not decode: {e}"))
+        })?;
+        let lock = self.mirror_lock(g, &origin);
+        let _one_at_a_time = lock.lock().await;
+        // Everything this leader's log holds is applied, so the mark counts it all.
+        raft.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+            .await
+            .map_err(|e| BrokerError::Replication(format!("log group {g}: {e}")))?;
+        if let Some((seq, _)) = group.mirror_mark(&origin.region, origin.group)
+            && origin.seq <= seq
+        {
+            return Ok(MirrorAppended {
+                duplicate: true,
+                base_offset: None,
+            });
+        }
+        let command = Command::Batch {
+            topic_id: key.0,
+            partition: key.1,
+            count,
+            payload: mirrored_payload(&origin, &payload),
+            mirrored: true,
+            local_ack: LocalAck::default(),
+        };
+        let result = self.replicate(g, command).await?;
+        metrics::counter!("meridian_mirror_in_messages_total").increment(u64::from(count));
+        Ok(MirrorAppended {
+            duplicate: false,
+            base_offset: result.base_offset,
+        })
+    }
+
+    fn mirror_lock(&self, group: u32, origin: &Origin) -> Arc<tokio::sync::Mutex<()>> {
+        self.mirror_locks
+            .lock()
+            .expect("mirror locks poisoned")
+            .entry((group, origin.region.clone(), origin.group))
+            .or_default()
+            .clone()
+    }
+
+    /// For each log group this broker leads: how far origin `(region, group)` is held —
+    /// `(log group, highest seq, highest through)`.
+    pub fn mirror_marks(&self, region: &str, origin_group: u32) -> Vec<(u32, u64, u64)> {
+        self.groups()
+            .into_iter()
+            .filter(|(g, _)| self.require_leader(*g).is_ok())
+            .filter_map(|(g, group)| {
+                group
+                    .mirror_mark(region, origin_group)
+                    .map(|(seq, through)| (g, seq, through))
+            })
+            .collect()
+    }
+
+    /// The committed local-origin batches of log group `g` from record index `from` on,
+    /// about `max_bytes`, waiting up to `max_wait` for one; also the index to read from next.
+    /// Served by the group's leader.
+    pub async fn read_local(
+        &self,
+        g: u32,
+        from: u64,
+        max_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<(Vec<LocalBatch>, u64), BrokerError> {
+        let group = self.hosted(g)?;
+        self.require_leader(g)?;
+        let deadline = tokio::time::Instant::now() + max_wait.min(Duration::from_secs(30));
+        let mut visible = group.subscribe();
+        loop {
+            visible.borrow_and_update();
+            let (batches, next) = local_batches(&group, from.max(1), max_bytes)?;
+            if !batches.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok((batches, next));
+            }
+            if tokio::time::timeout_at(deadline, visible.changed())
+                .await
+                .is_ok_and(|r| r.is_err())
+            {
+                return Err(BrokerError::Append(crate::storage::AppendError::Closed));
+            }
+        }
+    }
+}
+
+/// Committed local-origin batches from record index `from`: skips other records and
+/// mirrored batches; stops at the commit watermark, at `max_bytes` (after one batch), or
+/// at the journal's end.
+fn local_batches(
+    group: &crate::storage::LogGroup,
+    from: u64,
+    max_bytes: usize,
+) -> Result<(Vec<LocalBatch>, u64), BrokerError> {
+    let Some((first, last)) = group.record_bounds() else {
+        return Ok((Vec::new(), from));
+    };
+    if from < first {
+        return Err(BrokerError::Invalid(format!(
+            "record {from} was deleted by retention: the journal starts at record {first}"
+        )));
+    }
+    let watermark = group.watermark();
+    let (mut out, mut bytes, mut next) = (Vec::new(), 0, from);
+    while next <= last && (out.is_empty() || bytes < max_bytes) {
+        match group.end_of_record(next) {
+            Some(end) if end <= watermark => {}
+            _ => break,
+        }
+        let Some((h, payload)) = group.record_by_index(next).map_err(BrokerError::Read)? else {
+            break;
+        };
+        next += 1;
+        if h.kind != RecordKind::Batch || h.flags & FLAG_ORIGIN != 0 {
+            continue;
+        }
+        bytes += payload.len();
+        out.push(LocalBatch {
+            seq: h.index,
+            topic_id: h.topic_id,
+            partition: h.partition,
+            count: h.count,
+            append_time_ms: h.append_time_ms,
+            payload,
+        });
+    }
+    Ok((out, next))
+}

@@ -1,0 +1,150 @@
+//! The brokers' side of mirroring, as real processes in two regions: the committed
+//! local-origin batches of a log group are read in record order; appended into the other
+//! region they keep their origin and are idempotent on it — sent twice, or again after the
+//! target group's leader was killed, they are held once; a region's own mirrored batches
+//! are never read back as local (so nothing loops).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use meridian_client::{Client, ProducerConfig, Record};
+use meridian_proto::origin::Origin;
+use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control};
+use meridian_tests::read_all;
+
+/// Ships every committed local batch of `from`'s log groups into `to`, as a mirror does
+/// (one group at a time, in record order); returns how many batches were duplicates.
+async fn ship(from: &ManagedRegion, from_client: &Client, to: &Client) -> (usize, usize) {
+    let (mut written, mut duplicates) = (0, 0);
+    for g in from.groups().await {
+        let mut next = 1;
+        loop {
+            let (batches, after) = from_client
+                .read_local(g.id, next, 1 << 20, Duration::ZERO)
+                .await
+                .expect("read local batches");
+            if batches.is_empty() {
+                break;
+            }
+            for b in batches {
+                let origin = Origin {
+                    region: from.name.clone(),
+                    group: g.id,
+                    seq: b.seq,
+                    through: b.seq,
+                };
+                let duplicate = to
+                    .append_mirrored(b.topic_id, b.partition, &origin, b.count, b.payload)
+                    .await
+                    .expect("append mirrored");
+                if duplicate {
+                    duplicates += 1;
+                } else {
+                    written += 1;
+                }
+            }
+            next = after;
+        }
+    }
+    (written, duplicates)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mirrored_batches_keep_their_origin_are_idempotent_and_never_loop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = format!("embedded:{}", tmp.path().join("control.redb").display());
+    let cp = ControlPlaneProcess::start(
+        "cp-1",
+        &store,
+        tmp.path(),
+        &["--region", "eu", "--region", "us"],
+    );
+    cp.wait_leader(Duration::from_secs(30)).await;
+    let control = cp.addr.clone();
+    let eu = ManagedRegion::start(tmp.path(), "eu", 3, &control, &[])
+        .await
+        .unwrap();
+    let mut us = ManagedRegion::start(tmp.path(), "us", 3, &control, &[])
+        .await
+        .unwrap();
+    let (code, _, err) = meridian_control(
+        &control,
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "3",
+            "--regions",
+            "eu,us",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (eu_client, us_client) = (eu.client().await, us.client().await);
+    let producer = eu_client.producer(ProducerConfig::default());
+    for i in 0..60 {
+        producer
+            .send(Record::new("orders", format!("eu-{i}")).key(format!("k{}", i % 5)))
+            .await
+            .await
+            .unwrap();
+    }
+    let (written, duplicates) = ship(&eu, &eu_client, &us_client).await;
+    assert!(
+        written > 0 && duplicates == 0,
+        "{written} written, {duplicates} duplicates"
+    );
+    let in_eu = read_all(&eu_client, "orders").await;
+    let in_us = read_all(&us_client, "orders").await;
+    let values = |m: &BTreeMap<u32, Vec<(u64, Vec<u8>)>>| -> BTreeMap<u32, Vec<Vec<u8>>> {
+        m.iter()
+            .map(|(p, v)| (*p, v.iter().map(|(_, m)| m.clone()).collect()))
+            .collect()
+    };
+    assert_eq!(
+        values(&in_us),
+        values(&in_eu),
+        "same messages, same order per partition"
+    );
+
+    // Everything again: all duplicates, nothing written twice.
+    assert_eq!(ship(&eu, &eu_client, &us_client).await, (0, written));
+    assert_eq!(
+        values(&read_all(&us_client, "orders").await),
+        values(&in_eu)
+    );
+
+    // us never reads the batches it mirrored in as its own: shipping back writes nothing.
+    assert_eq!(ship(&us, &us_client, &eu_client).await, (0, 0));
+
+    // The marks survive the target leader's death: kill -9 every us group's leader once
+    // more, resend, still all duplicates.
+    let leaders: Vec<u32> = us.groups().await.iter().filter_map(|g| g.leader).collect();
+    let victim = leaders[0];
+    us.brokers[victim as usize - 1].kill9();
+    let us_client = us.client().await;
+    assert_eq!(ship(&eu, &eu_client, &us_client).await, (0, written));
+    let mark = us_client
+        .mirror_mark("eu", eu.groups().await[0].id)
+        .await
+        .unwrap();
+    assert!(mark.is_some(), "the target region holds eu's batches");
+
+    // A batch claiming to come from the region it is sent to is refused.
+    let e = us_client
+        .append_mirrored(
+            1,
+            0,
+            &Origin {
+                region: "us".into(),
+                group: 0,
+                seq: 1,
+                through: 1,
+            },
+            1,
+            bytes::Bytes::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("own region"), "{e}");
+}
