@@ -383,15 +383,20 @@ impl Client {
 /// port refuses). Safe to send elsewhere even when a resend could otherwise duplicate.
 fn never_sent(status: &tonic::Status) -> bool {
     use std::error::Error;
-    status.code() == tonic::Code::Unavailable && {
-        let mut source: Option<&(dyn Error + 'static)> = status.source();
-        let mut connect = status.message().contains("tcp connect error");
-        while let Some(e) = source {
-            connect |= e.to_string().contains("tcp connect error");
-            source = e.source();
-        }
-        connect
+    if status.code() != tonic::Code::Unavailable {
+        return false;
     }
+    // The transport keeps the refused connect's `io::Error` at the end of the chain.
+    let mut source: Option<&(dyn Error + 'static)> = status.source();
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 fn broker_failed(status: &tonic::Status) -> bool {

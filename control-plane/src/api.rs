@@ -57,11 +57,12 @@ impl ControlService {
     /// every live broker has applied a view at least as new as the topic's records.
     async fn wait_ready(&self, topic: &metadata::Topic) -> Result<(), Status> {
         let deadline = tokio::time::Instant::now() + TOPIC_READY_WAIT;
-        let version = state::topics(&*self.store)
-            .await?
-            .topics
-            .get(&topic.name)
-            .map_or(0, |(_, v)| *v);
+        let version = self
+            .store
+            .get(&keys::topic(&topic.name))
+            .await
+            .map_err(store_status)?
+            .map_or(0, |kv| kv.version);
         loop {
             let mut waiting = None;
             for r in &topic.regions {
@@ -155,25 +156,15 @@ impl control_plane_server::ControlPlane for ControlService {
         metadata::validate_name("region", &name)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.require_leader()?;
-        let region = Region {
-            name: name.clone(),
-            state: RegionState::Up,
-        };
-        let value = serde_json::to_vec(&region).map_err(|e| Status::internal(e.to_string()))?;
-        match self
-            .store
-            .compare_and_swap(&keys::region(&name), None, value, None)
-            .await
-            .map_err(store_status)?
-        {
-            Ok(_) => {
-                tracing::info!(region = %name, "region created");
-                Ok(Response::new(region_info(&region)))
-            }
-            Err(_) => Err(Status::already_exists(format!(
+        if !state::create_region(&*self.store, &name).await? {
+            return Err(Status::already_exists(format!(
                 "region {name:?} already exists"
-            ))),
+            )));
         }
+        Ok(Response::new(region_info(&Region {
+            name,
+            state: RegionState::Up,
+        })))
     }
 
     async fn list_regions(

@@ -330,15 +330,20 @@ impl Topic {
                 "the home region of a strictly ordered topic must be one of its regions",
             ));
         }
-        if self.retention != "none" && humantime::parse_duration(&self.retention).is_err() {
-            return Err(invalid(
-                "retention",
-                format!("{:?}", self.retention),
-                "use a duration like 7d, 12h or 30m, or none",
-            ));
-        }
-        Ok(())
+        validate_retention(&self.retention)
     }
+}
+
+/// A topic's retention: a duration (`7d`, `12h`) or `none`.
+pub fn validate_retention(retention: &str) -> Result<(), Invalid> {
+    if retention != "none" && humantime::parse_duration(retention).is_err() {
+        return Err(invalid(
+            "retention",
+            format!("{retention:?}"),
+            "use a duration like 7d, 12h or 30m, or none",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -68,6 +68,23 @@ pub struct Topics {
     pub retired: BTreeMap<u32, u64>,
 }
 
+/// Creates region `name` (up) unless it exists; whether it was created.
+pub async fn create_region(store: &dyn Store, name: &str) -> Result<bool, StateError> {
+    let region = Region {
+        name: name.to_owned(),
+        state: Health::Up,
+    };
+    let value = serde_json::to_vec(&region).expect("metadata records serialize");
+    let created = store
+        .compare_and_swap(&keys::region(name), None, value, None)
+        .await?
+        .is_ok();
+    if created {
+        tracing::info!(region = %name, "region created");
+    }
+    Ok(created)
+}
+
 /// Reads every region record.
 pub async fn regions(store: &dyn Store) -> Result<BTreeMap<String, Region>, StateError> {
     let mut out = BTreeMap::new();

@@ -220,18 +220,8 @@ async fn load(store: &dyn Store, name: &str) -> Result<(Topic, u64), Status> {
 pub async fn alter(store: &dyn Store, request: &v1::AlterTopicRequest) -> Result<Topic, Status> {
     let (mut topic, version) = load(store, &request.name).await?;
     if let Some(retention) = &request.retention {
-        let candidate = Topic {
-            retention: retention.clone(),
-            ..topic.clone()
-        };
-        if retention != "none" && humantime::parse_duration(retention).is_err() {
-            return Err(invalid(Invalid {
-                field: "retention",
-                value: format!("{retention:?}"),
-                why: "use a duration like 7d, 12h or 30m, or none".into(),
-            }));
-        }
-        topic = candidate;
+        crate::metadata::validate_retention(retention).map_err(invalid)?;
+        topic.retention = retention.clone();
     }
     if let Some(acks) = &request.acks {
         topic.acks = Acks::parse(acks).map_err(invalid)?;

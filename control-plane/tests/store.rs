@@ -1,11 +1,9 @@
 //! The store conformance suite against both implementations: the embedded file store, and
 //! a real etcd server started for the test on free loopback ports.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{free_port, start_etcd};
+use meridian_tests::platform::{free_port, start_etcd};
 
 use meridian_control_plane::store::{EmbeddedStore, EtcdStore, Store, conformance};
 

@@ -723,11 +723,8 @@ impl Broker {
                     partition,
                     partitions: topic.groups.len() as u32,
                 })?;
-        match self.group(g) {
-            Some(group) => Ok((group, (topic.id, partition))),
-            // Managed: the group lives on other brokers; name its leader.
-            None => Err(self.not_leader(g, self.reported_leader(g).map(u64::from))),
-        }
+        // Managed: a group hosted elsewhere is answered by naming its leader.
+        Ok((self.hosted(g)?, (topic.id, partition)))
     }
 
     fn validate_message(&self, m: &Message) -> Result<(), BrokerError> {

@@ -280,20 +280,14 @@ impl Region {
         Ok(Region { brokers })
     }
 
-    /// Every broker's gRPC address, comma separated (a client's bootstrap list).
+    /// The running brokers' gRPC addresses, comma separated (a client's bootstrap list).
     pub fn bootstrap(&self) -> String {
-        self.brokers
-            .iter()
-            .map(|b| b.addr.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
+        bootstrap(&self.brokers)
     }
 
-    /// A client that knows every broker.
+    /// A client of the running brokers.
     pub async fn client(&self) -> Client {
-        Client::connect(&self.bootstrap())
-            .await
-            .expect("connect to the region")
+        client_of(&self.brokers).await
     }
 
     /// What broker `i` reports of log group `group` (`None` if it does not answer).
@@ -333,6 +327,23 @@ impl Region {
         }
         None
     }
+}
+
+/// The gRPC addresses of the running brokers among `brokers`, comma separated.
+pub fn bootstrap(brokers: &[BrokerProcess]) -> String {
+    brokers
+        .iter()
+        .filter(|b| b.running())
+        .map(|b| b.addr.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A client of the running brokers among `brokers`.
+pub async fn client_of(brokers: &[BrokerProcess]) -> Client {
+    Client::connect(&bootstrap(brokers))
+        .await
+        .expect("connect to the region")
 }
 
 /// Reads every message of `topic` from the beginning through `client`:

@@ -96,6 +96,14 @@ impl ControlPlaneProcess {
         cp
     }
 
+    /// One process on an embedded store in `dir` (its only process), once it leads.
+    pub async fn embedded(dir: &Path, flags: &[&str]) -> ControlPlaneProcess {
+        let store = format!("embedded:{}", dir.join("control.redb").display());
+        let cp = ControlPlaneProcess::start("cp-1", &store, dir, flags);
+        cp.wait_leader(Duration::from_secs(30)).await;
+        cp
+    }
+
     /// Starts the process (again) with the same arguments.
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "control plane {} is running", self.id);
@@ -315,19 +323,12 @@ impl ManagedRegion {
 
     /// The gRPC addresses of the running brokers, comma-separated.
     pub fn bootstrap(&self) -> String {
-        self.brokers
-            .iter()
-            .filter(|b| b.running())
-            .map(|b| b.addr.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
+        crate::bootstrap(&self.brokers)
     }
 
     /// A client of the running brokers.
     pub async fn client(&self) -> Client {
-        Client::connect(&self.bootstrap())
-            .await
-            .expect("connect to the region")
+        crate::client_of(&self.brokers).await
     }
 }
 

@@ -52,14 +52,7 @@ async fn ship(from: &ManagedRegion, from_client: &Client, to: &Client) -> (usize
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mirrored_batches_keep_their_origin_are_idempotent_and_never_loop() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = format!("embedded:{}", tmp.path().join("control.redb").display());
-    let cp = ControlPlaneProcess::start(
-        "cp-1",
-        &store,
-        tmp.path(),
-        &["--region", "eu", "--region", "us"],
-    );
-    cp.wait_leader(Duration::from_secs(30)).await;
+    let cp = ControlPlaneProcess::embedded(tmp.path(), &["--region", "eu", "--region", "us"]).await;
     let control = cp.addr.clone();
     let eu = ManagedRegion::start(tmp.path(), "eu", 3, &control, &[])
         .await

@@ -32,10 +32,7 @@ fn refused(control: &str, args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn topics_are_placed_through_the_control_plane_and_bad_metadata_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = format!("embedded:{}", tmp.path().join("control.redb").display());
-    let cp = ControlPlaneProcess::start(
-        "cp-1",
-        &store,
+    let cp = ControlPlaneProcess::embedded(
         tmp.path(),
         &[
             "--region",
@@ -45,8 +42,8 @@ async fn topics_are_placed_through_the_control_plane_and_bad_metadata_is_refused
             "--broker-lease-ms",
             "2000",
         ],
-    );
-    cp.wait_leader(Duration::from_secs(30)).await;
+    )
+    .await;
     let control = cp.addr.clone();
     let eu = ManagedRegion::start(tmp.path(), "eu", 3, &control, &[])
         .await

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use meridian_control_plane::api::ControlService;
 use meridian_control_plane::election::{self, Leader};
-use meridian_control_plane::metadata::{Region, RegionState, SCHEMA_VERSION, keys};
+use meridian_control_plane::metadata::{SCHEMA_VERSION, keys};
 use meridian_control_plane::reconcile;
 use meridian_control_plane::store::{EmbeddedStore, EtcdStore, Store};
 use serde::Deserialize;
@@ -202,18 +202,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("opening the metadata store {}", config.store))?;
     check_schema(store.as_ref()).await?;
     for name in &config.regions {
-        let region = Region {
-            name: name.clone(),
-            state: RegionState::Up,
-        };
-        let value = serde_json::to_vec(&region)?;
-        if store
-            .compare_and_swap(&keys::region(name), None, value, None)
-            .await?
-            .is_ok()
-        {
-            tracing::info!(region = %name, "region created");
-        }
+        meridian_control_plane::state::create_region(store.as_ref(), name).await?;
     }
     let me = Leader {
         id: config.id.clone(),

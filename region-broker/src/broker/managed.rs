@@ -57,7 +57,10 @@ impl Broker {
         let me = self.config.broker_id;
         let mut out = Vec::new();
         for (g, raft) in self.rafts.read().expect("groups lock poisoned").iter() {
-            let m = raft.metrics().borrow_watched().clone();
+            // Polled every 100 ms by the heartbeat task: read in place, no copy of the
+            // metrics (they hold every follower's progress).
+            let metrics = raft.metrics();
+            let m = metrics.borrow_watched();
             if m.current_leader == Some(u64::from(me)) {
                 out.push((*g, m.current_term));
             }
