@@ -736,6 +736,8 @@ fn a_replica_behind_the_retained_journal_resets_and_pulls_from_the_start() {
     // leader's offset.
     rt.block_on(leader.append((1, 1), payload(99, 100), 1))
         .unwrap();
+    // The leader indexes asynchronously: compare once its index shows the record too.
+    wait_visible(&rt, &leader, leader.positions().1);
     let end = pull(&rt, &leader, &follower, end).unwrap();
     follower.set_watermark(end);
     wait_visible(&rt, &follower, end);
