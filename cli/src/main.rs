@@ -9,6 +9,7 @@
 //! reason.
 
 mod broker;
+mod certs;
 mod consume;
 mod control;
 mod endpoint;
@@ -60,6 +61,8 @@ enum Command {
     /// Brokers registered with the control plane.
     #[command(subcommand)]
     Broker(broker::Command),
+    /// Issue the TLS certificates mirrors authenticate each other with.
+    Certs(certs::Args),
     /// Send messages: from arguments, or one per line of standard input.
     Produce(produce::Args),
     /// Read messages and print one value per line.
@@ -110,6 +113,7 @@ fn main() {
         };
         match cli.command {
             Command::Up(args) => up::run(args).await,
+            Command::Certs(args) => certs::run(args),
             Command::Topic(cmd) => topic::run(cmd, &broker, control.as_deref(), cli.json).await,
             Command::LogGroup(cmd) => {
                 log_group::run(cmd, &broker, control.as_deref(), region, cli.json).await
@@ -138,4 +142,13 @@ fn fail(e: &anyhow::Error) -> ! {
     }
     eprintln!("{line}");
     std::process::exit(1);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_command_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

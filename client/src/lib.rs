@@ -33,7 +33,7 @@ pub use error::ClientError;
 pub use meridian_proto::v1::TopicInfo;
 pub use mirror::LocalBatch;
 pub use producer::{Producer, ProducerConfig, Record, RecordMetadata, SendFuture};
-pub use route::{Route, route};
+pub use route::{Route, connect_control, route};
 
 /// A connection to a region's brokers. Cheap to clone; clones share connections.
 ///

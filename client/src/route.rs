@@ -80,24 +80,15 @@ impl Client {
 async fn ask(control: &str, topic: &str, region: &str) -> Result<v1::RouteResponse, ClientError> {
     let mut last = ClientError::Usage("no control-plane address given".into());
     for addr in control.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-        let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
-            Ok(e) => e.connect_timeout(Duration::from_secs(2)),
-            Err(e) => {
-                last = ClientError::Usage(format!("bad control-plane address {addr:?}: {e}"));
-                continue;
-            }
-        };
-        let channel = match endpoint.connect().await {
+        let client = match control_at(addr).await {
             Ok(c) => c,
             Err(e) => {
-                last = ClientError::Connect {
-                    addr: addr.to_owned(),
-                    reason: crate::error::source_chain(&e),
-                };
+                last = e;
                 continue;
             }
         };
-        match ControlPlaneClient::new(channel)
+        match client
+            .clone()
             .route(v1::RouteRequest {
                 topic: topic.to_owned(),
                 region: region.to_owned(),
@@ -110,6 +101,34 @@ async fn ask(control: &str, topic: &str, region: &str) -> Result<v1::RouteRespon
         }
     }
     Err(last)
+}
+
+/// A client of the first control-plane process of `control` (one or more comma-separated
+/// `HOST:PORT`) that accepts a connection. Any process answers reads.
+pub async fn connect_control(
+    control: &str,
+) -> Result<ControlPlaneClient<tonic::transport::Channel>, ClientError> {
+    let mut last = ClientError::Usage("no control-plane address given".into());
+    for addr in control.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        match control_at(addr).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+async fn control_at(
+    addr: &str,
+) -> Result<ControlPlaneClient<tonic::transport::Channel>, ClientError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| ClientError::Usage(format!("bad control-plane address {addr:?}: {e}")))?
+        .connect_timeout(Duration::from_secs(2));
+    let channel = endpoint.connect().await.map_err(|e| ClientError::Connect {
+        addr: addr.to_owned(),
+        reason: crate::error::source_chain(&e),
+    })?;
+    Ok(ControlPlaneClient::new(channel))
 }
 
 /// The fastest TCP connect to any of the region's brokers: a handshake is one round trip.

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use meridian_client::Client;
 
+pub mod link_proxy;
+pub mod mirror;
 pub mod platform;
 
 /// The directory holding the workspace's built binaries.

@@ -1,0 +1,40 @@
+//! `meridian certs`: a CA and one certificate per region's mirror (valid for
+//! `mirror.REGION.meridian`), for the mutual TLS of the links between regions.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Directory to write into (ca.pem, ca.key, REGION.pem, REGION.key). An existing CA
+    /// there signs the new certificates; existing region certificates are kept.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Regions to issue a mirror certificate for, comma separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    regions: Vec<String>,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+    for r in &args.regions {
+        if r.is_empty()
+            || !r
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            bail!("invalid region {r:?}: use lowercase letters, digits and '-'");
+        }
+    }
+    let written = meridian_mirror::tls::issue(&args.dir, &args.regions)?;
+    if written.is_empty() {
+        println!(
+            "every certificate asked for already exists in {}",
+            args.dir.display()
+        );
+    }
+    for path in written {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}

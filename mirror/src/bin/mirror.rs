@@ -1,0 +1,175 @@
+//! The `mirror` daemon: one per region. Ships this region's local-origin messages of
+//! multi-region topics to every peer region and appends theirs, over QUIC with mutual TLS;
+//! serves `/metrics`; stops cleanly on SIGTERM (closes its links, which peers redial later).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use meridian_mirror::config::{Config, Congestion};
+use meridian_mirror::{receiver, sender, tls, views};
+use tracing_subscriber::EnvFilter;
+
+/// Meridian's mirror agent.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML configuration file (keys as the flags, with underscores); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// This mirror's region.
+    #[arg(long)]
+    region: Option<String>,
+    /// Control-plane addresses, comma separated.
+    #[arg(long)]
+    control: Option<String>,
+    /// UDP address of the QUIC endpoint other regions' mirrors connect to.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Address of the Prometheus /metrics endpoint.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// A region to ship to: REGION=HOST:PORT (repeatable).
+    #[arg(long = "peer")]
+    peers: Vec<String>,
+    /// CA certificate (PEM).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// This mirror's certificate (PEM).
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// This mirror's private key (PEM).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Unacknowledged bytes per stream before the sender waits.
+    #[arg(long)]
+    window_bytes: Option<u64>,
+    /// Bytes read per frame (about).
+    #[arg(long)]
+    batch_bytes: Option<u32>,
+    /// A silent link is dead after this many milliseconds.
+    #[arg(long)]
+    idle_timeout_ms: Option<u64>,
+    /// Keep-alive interval in milliseconds.
+    #[arg(long)]
+    keep_alive_ms: Option<u64>,
+    /// Round trip assumed before one is measured, in milliseconds.
+    #[arg(long)]
+    initial_rtt_ms: Option<u64>,
+    /// Congestion control: bbr or cubic.
+    #[arg(long)]
+    congestion: Option<Congestion>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn config(args: &Args) -> anyhow::Result<Config> {
+    let mut c = Config::load(args.config.as_deref())?;
+    macro_rules! set {
+        ($($field:ident),*) => {$(
+            if let Some(v) = &args.$field {
+                c.$field = v.clone().into();
+            }
+        )*};
+    }
+    set!(
+        region,
+        control,
+        listen,
+        metrics_listen,
+        ca,
+        cert,
+        key,
+        window_bytes,
+        batch_bytes
+    );
+    set!(idle_timeout_ms, keep_alive_ms, initial_rtt_ms, congestion);
+    if !args.peers.is_empty() {
+        c.peers = args.peers.clone();
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_env("MERIDIAN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .init();
+    }
+    let config = config(&args).context("invalid configuration")?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(config.metrics_listen)
+        .install()
+        .with_context(|| format!("starting the metrics endpoint on {}", config.metrics_listen))?;
+    let identity = tls::Identity::load(&config.ca, &config.cert, &config.key)?;
+    let transport = tls::transport(&config)?;
+    let mut endpoint =
+        quinn::Endpoint::server(identity.server_config(transport.clone())?, config.listen)
+            .with_context(|| format!("binding the QUIC endpoint to udp {}", config.listen))?;
+    endpoint.set_default_client_config(identity.client_config(transport)?);
+    let peers = config.peers()?;
+    let config = Arc::new(config);
+    let views = views::watch_views(
+        config.control.clone(),
+        config.region.clone(),
+        peers.iter().map(|p| p.region.clone()).collect(),
+        Duration::from_secs(2),
+    );
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(receiver::serve(
+        endpoint.clone(),
+        config.region.clone(),
+        views.clone(),
+        stop.clone(),
+    ));
+    for peer in peers {
+        tasks.spawn(sender::run_link(
+            endpoint.clone(),
+            config.clone(),
+            peer,
+            views.clone(),
+            stop.clone(),
+        ));
+    }
+    tracing::info!(
+        region = %config.region, listen = %config.listen, peers = ?config.peers,
+        congestion = ?config.congestion, "mirror started"
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
+    }
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    endpoint.close(0u32.into(), b"mirror stopping");
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    tracing::info!("mirror stopped");
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! Reading and writing `meridian_proto::mirror` frames on a QUIC stream.
+
+use bytes::Bytes;
+use meridian_proto::mirror::{FRAME_MAX, Frame, FrameError};
+
+/// Why a stream stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The QUIC stream or connection failed.
+    #[error("link: {0}")]
+    Read(#[from] quinn::ReadExactError),
+    /// Writing failed.
+    #[error("link: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// The other side sent bytes that are not a frame.
+    #[error("the peer sent a bad frame: {0}")]
+    Frame(#[from] FrameError),
+    /// A frame out of place.
+    #[error("the peer broke the protocol: {0}")]
+    Protocol(String),
+    /// The other side refused the stream.
+    #[error("the peer refused the stream: {0}")]
+    Refused(String),
+}
+
+/// Reads one frame: `Ok(None)` when the stream ended cleanly between frames. The length is
+/// checked before anything is buffered, so a peer cannot make us allocate more than a frame.
+pub async fn read(recv: &mut quinn::RecvStream) -> Result<Option<Frame>, StreamError> {
+    let mut len = [0u8; 4];
+    match recv.read_exact(&mut len).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let body = u32::from_le_bytes(len) as usize;
+    if body + 4 > FRAME_MAX {
+        return Err(FrameError::TooLarge(body + 4).into());
+    }
+    let mut buf = vec![0u8; 4 + body];
+    buf[..4].copy_from_slice(&len);
+    recv.read_exact(&mut buf[4..]).await?;
+    match Frame::decode(&Bytes::from(buf))? {
+        Some((frame, _)) => Ok(Some(frame)),
+        None => Err(StreamError::Protocol(
+            "a frame shorter than its length".into(),
+        )),
+    }
+}
+
+/// Writes one frame.
+pub async fn write(send: &mut quinn::SendStream, frame: &Frame) -> Result<(), StreamError> {
+    let mut buf = Vec::new();
+    frame.encode(&mut buf);
+    send.write_all(&buf).await?;
+    Ok(())
+}

@@ -1,0 +1,310 @@
+//! The shipping side: one QUIC connection per peer region, one stream per log group of this
+//! region. A stream says which group it ships (`Hello`), learns where the peer wants it to
+//! start (`Resume`: one past the highest seq the peer region holds of this origin), then
+//! reads the group's committed local-origin batches from this region's brokers and sends
+//! those of topics the peer holds (`Records`), keeping at most `window_bytes` unacknowledged.
+//! A lost connection is redialled with backoff; every stream resumes where the peer says.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use meridian_proto::mirror::{Entry, Frame, VERSION};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, Peer};
+use crate::frames::{self, StreamError};
+use crate::views::Snapshot;
+
+/// The longest wait between two attempts to dial a peer or reopen a stream.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long one read from the brokers waits for new batches.
+const READ_WAIT: Duration = Duration::from_secs(1);
+
+/// Ships this region's local-origin batches to `peer` until `stop` turns true.
+pub async fn run_link(
+    endpoint: quinn::Endpoint,
+    config: Arc<Config>,
+    peer: Peer,
+    views: watch::Receiver<Arc<Snapshot>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let labels = [("peer", peer.region.clone())];
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let conn = tokio::select! {
+            c = dial(&endpoint, &peer) => c,
+            _ = stop.changed() => return,
+        };
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                metrics::gauge!("meridian_mirror_link_up", &labels).set(0.0);
+                tracing::warn!(peer = %peer.region, addr = %peer.addr, error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "cannot reach the peer's mirror");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return,
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        metrics::gauge!("meridian_mirror_link_up", &labels).set(1.0);
+        metrics::counter!("meridian_mirror_connects_total", &labels).increment(1);
+        tracing::info!(peer = %peer.region, addr = %peer.addr, "link up");
+        let reason = serve_connection(&conn, &config, &peer, views.clone(), &mut stop).await;
+        metrics::gauge!("meridian_mirror_link_up", &labels).set(0.0);
+        match reason {
+            None => {
+                conn.close(0u32.into(), b"mirror stopping");
+                return;
+            }
+            Some(e) => tracing::warn!(peer = %peer.region, error = %e, "link down; redialling"),
+        }
+    }
+}
+
+async fn dial(endpoint: &quinn::Endpoint, peer: &Peer) -> anyhow::Result<quinn::Connection> {
+    let addr: SocketAddr = tokio::net::lookup_host(&peer.addr)
+        .await?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{} resolves to no address", peer.addr))?;
+    let connecting = endpoint.connect(addr, &crate::tls::server_name(&peer.region))?;
+    Ok(tokio::time::timeout(Duration::from_secs(10), connecting)
+        .await
+        .map_err(|_| anyhow::anyhow!("no QUIC handshake within 10 s"))??)
+}
+
+/// Runs one stream per log group of this region on `conn` until the connection fails (its
+/// error) or `stop` turns true (`None`).
+async fn serve_connection(
+    conn: &quinn::Connection,
+    config: &Arc<Config>,
+    peer: &Peer,
+    mut views: watch::Receiver<Arc<Snapshot>>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<quinn::ConnectionError> {
+    let mut streams: HashMap<u32, JoinHandle<()>> = HashMap::new();
+    let result = loop {
+        let groups = views.borrow_and_update().groups(&config.region);
+        streams.retain(|g, task| {
+            let keep = groups.contains(g) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for g in groups {
+            streams.entry(g).or_insert_with(|| {
+                tokio::spawn(ship_group(
+                    conn.clone(),
+                    config.clone(),
+                    peer.region.clone(),
+                    g,
+                    views.clone(),
+                ))
+            });
+        }
+        tokio::select! {
+            e = conn.closed() => break Some(e),
+            _ = views.changed() => {}
+            _ = stop.changed() => break None,
+        }
+    };
+    for task in streams.into_values() {
+        task.abort();
+    }
+    result
+}
+
+/// Ships group `g`, reopening the stream after a failure while the connection lives.
+async fn ship_group(
+    conn: quinn::Connection,
+    config: Arc<Config>,
+    peer: String,
+    g: u32,
+    views: watch::Receiver<Arc<Snapshot>>,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match ship_stream(&conn, &config, &peer, g, views.clone()).await {
+            Ok(()) => return,
+            Err(e) => {
+                if conn.close_reason().is_some() {
+                    return;
+                }
+                tracing::warn!(peer = %peer, group = g, error = %e, retry_in_ms = backoff.as_millis() as u64, "mirror stream stopped");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// Unacknowledged frames of a stream: the seq each covers through, and its window share.
+type InFlight = Arc<Mutex<VecDeque<(u64, u32)>>>;
+
+async fn ship_stream(
+    conn: &quinn::Connection,
+    config: &Config,
+    peer: &str,
+    g: u32,
+    mut views: watch::Receiver<Arc<Snapshot>>,
+) -> Result<(), StreamError> {
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| StreamError::Write(e.into()))?;
+    frames::write(
+        &mut send,
+        &Frame::Hello {
+            version: VERSION,
+            region: config.region.clone(),
+            group: g,
+        },
+    )
+    .await?;
+    let next = match frames::read(&mut recv).await? {
+        Some(Frame::Resume { from }) => from.max(1),
+        Some(Frame::Refuse { reason }) => return Err(StreamError::Refused(reason)),
+        Some(other) => {
+            return Err(StreamError::Protocol(format!(
+                "expected Resume, got {other:?}"
+            )));
+        }
+        None => {
+            return Err(StreamError::Protocol(
+                "the stream ended before Resume".into(),
+            ));
+        }
+    };
+    tracing::info!(peer = %peer, group = g, from = next, "shipping");
+    let labels = [("peer", peer.to_owned()), ("group", g.to_string())];
+    let window = Arc::new(Semaphore::new(config.window_bytes as usize));
+    let in_flight: InFlight = Arc::default();
+    let stream = Stream {
+        config,
+        peer,
+        g,
+        window,
+        in_flight,
+        labels,
+    };
+    tokio::select! {
+        r = stream.read_acks(&mut recv) => r,
+        r = stream.ship(&mut send, next, &mut views) => r,
+    }
+}
+
+/// One shipping stream's state, shared by its two halves.
+struct Stream<'a> {
+    config: &'a Config,
+    peer: &'a str,
+    g: u32,
+    window: Arc<Semaphore>,
+    in_flight: InFlight,
+    labels: [(&'static str, String); 2],
+}
+
+impl Stream<'_> {
+    /// Frees window space as the peer acknowledges.
+    async fn read_acks(&self, recv: &mut quinn::RecvStream) -> Result<(), StreamError> {
+        loop {
+            match frames::read(recv).await? {
+                Some(Frame::Ack { through }) => {
+                    let mut q = self.in_flight.lock().expect("in-flight lock poisoned");
+                    while q.front().is_some_and(|(t, _)| *t <= through) {
+                        let (_, permits) = q.pop_front().expect("checked");
+                        self.window.add_permits(permits as usize);
+                    }
+                    metrics::gauge!("meridian_mirror_acked_seq", &self.labels).set(through as f64);
+                }
+                Some(Frame::Refuse { reason }) => return Err(StreamError::Refused(reason)),
+                Some(other) => {
+                    return Err(StreamError::Protocol(format!(
+                        "expected Ack, got {other:?}"
+                    )));
+                }
+                None => return Err(StreamError::Protocol("the peer closed the stream".into())),
+            }
+        }
+    }
+
+    /// Reads the group's committed local batches from `next` on and sends those the peer
+    /// holds topics of, within the window.
+    async fn ship(
+        &self,
+        send: &mut quinn::SendStream,
+        mut next: u64,
+        views: &mut watch::Receiver<Arc<Snapshot>>,
+    ) -> Result<(), StreamError> {
+        let (g, labels) = (self.g, &self.labels);
+        loop {
+            let snapshot = views.borrow_and_update().clone();
+            let (Some(client), Some(wanted)) =
+                (snapshot.client.clone(), snapshot.topics(self.peer))
+            else {
+                let _ = tokio::time::timeout(READ_WAIT, views.changed()).await;
+                continue;
+            };
+            let (batches, after) = match client
+                .read_local(g, next, self.config.batch_bytes, READ_WAIT)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(group = g, from = next, error = %e, "reading local batches failed; retrying");
+                    metrics::counter!("meridian_mirror_read_errors_total", labels).increment(1);
+                    tokio::time::sleep(READ_WAIT).await;
+                    continue;
+                }
+            };
+            if after <= next {
+                continue;
+            }
+            let entries: Vec<Entry> = batches
+                .into_iter()
+                .filter(|b| wanted.contains(&b.topic_id))
+                .map(|b| Entry {
+                    seq: b.seq,
+                    topic_id: b.topic_id,
+                    partition: b.partition,
+                    count: b.count,
+                    append_time_ms: b.append_time_ms,
+                    payload: b.payload,
+                })
+                .collect();
+            let through = after - 1;
+            next = after;
+            if entries.is_empty() {
+                continue;
+            }
+            let n = entries.len() as u64;
+            let messages: u64 = entries.iter().map(|e| u64::from(e.count)).sum();
+            let mut buf = Vec::new();
+            Frame::Records { through, entries }.encode(&mut buf);
+            let share = (buf.len() as u64).min(self.config.window_bytes) as u32;
+            self.window
+                .acquire_many(share)
+                .await
+                .expect("the window is never closed")
+                .forget();
+            self.in_flight
+                .lock()
+                .expect("in-flight lock poisoned")
+                .push_back((through, share));
+            send.write_all(&buf).await?;
+            metrics::counter!("meridian_mirror_shipped_batches_total", labels).increment(n);
+            metrics::counter!("meridian_mirror_shipped_messages_total", labels).increment(messages);
+            metrics::counter!("meridian_mirror_shipped_bytes_total", labels)
+                .increment(buf.len() as u64);
+            metrics::gauge!("meridian_mirror_shipped_seq", labels).set(through as f64);
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! What a mirror knows of the platform, refreshed from the control plane: its own region's
+//! brokers and log groups (what it ships, and where it appends), and which topics each peer
+//! region holds (a topic is shipped to a region only if it spans it). The last good answer
+//! is kept while the control plane is unreachable: mirroring does not stop with it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_client::Client;
+use meridian_proto::v1;
+use tokio::sync::watch;
+
+/// One refresh's answer.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    /// Each known region's view (this mirror's and its peers').
+    pub views: HashMap<String, v1::RegionView>,
+    /// A client of this region's brokers, once one answered.
+    pub client: Option<Client>,
+}
+
+impl Snapshot {
+    /// The log groups of `region`.
+    pub fn groups(&self, region: &str) -> Vec<u32> {
+        self.views
+            .get(region)
+            .map(|v| v.groups.iter().map(|g| g.id).collect())
+            .unwrap_or_default()
+    }
+
+    /// Ids of the topics `region` holds; `None` until its view is known.
+    pub fn topics(&self, region: &str) -> Option<HashSet<u32>> {
+        self.views
+            .get(region)
+            .map(|v| v.topics.iter().map(|t| t.id).collect())
+    }
+}
+
+/// Refreshes the snapshot every `every` until the sender side is dropped; the receiver it
+/// returns always holds the latest.
+pub fn watch_views(
+    control: String,
+    own: String,
+    peers: Vec<String>,
+    every: Duration,
+) -> watch::Receiver<Arc<Snapshot>> {
+    let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+    tokio::spawn(async move {
+        let mut brokers: Vec<String> = Vec::new();
+        loop {
+            let mut next = (**tx.borrow()).clone();
+            match fetch(&control, &own, &peers).await {
+                Ok(views) => {
+                    let live: Vec<String> = views
+                        .get(&own)
+                        .map(|v| {
+                            v.brokers
+                                .iter()
+                                .filter(|b| b.live)
+                                .map(|b| b.grpc.clone())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    if (live != brokers || next.client.is_none()) && !live.is_empty() {
+                        match Client::connect(&live.join(",")).await {
+                            Ok(c) => {
+                                next.client = Some(c);
+                                brokers = live;
+                            }
+                            Err(e) => {
+                                tracing::warn!(region = %own, error = %e, "no broker of this region answers")
+                            }
+                        }
+                    }
+                    next.views = views;
+                    metrics::gauge!("meridian_mirror_control_reachable").set(1.0);
+                }
+                Err(e) => {
+                    metrics::gauge!("meridian_mirror_control_reachable").set(0.0);
+                    tracing::warn!(control = %control, error = %e, "control plane unreachable; mirroring on with the last view");
+                }
+            }
+            if tx.send(Arc::new(next)).is_err() {
+                return;
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+    rx
+}
+
+async fn fetch(
+    control: &str,
+    own: &str,
+    peers: &[String],
+) -> Result<HashMap<String, v1::RegionView>, meridian_client::ClientError> {
+    let mut client = meridian_client::connect_control(control).await?;
+    let mut views = HashMap::new();
+    for region in std::iter::once(own).chain(peers.iter().map(String::as_str)) {
+        let view = client
+            .watch_region(v1::WatchRegionRequest {
+                region: region.to_owned(),
+                known_hash: 0,
+                wait_ms: 0,
+            })
+            .await?
+            .into_inner();
+        views.insert(region.to_owned(), view);
+    }
+    Ok(views)
+}
