@@ -3,8 +3,9 @@
 //! The control plane (embedded single-file store under the data directory, or `--etcd`)
 //! and two regions of three managed brokers each, on loopback. Topics are created through
 //! the control plane, which places them on log groups in each region. The data directory is
-//! kept, so a second `meridian up` resumes where the first stopped. Mirrors between regions
-//! and the console join when their issues land.
+//! kept, so a second `meridian up` resumes where the first stopped. One mirror per region
+//! links it with every other region over QUIC, with certificates issued into the data
+//! directory (`certs/`) on the first run. The console joins when its issue lands.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -49,12 +50,27 @@ pub(crate) struct Args {
     /// /metrics port of the first broker (numbered the same way).
     #[arg(long, default_value_t = 9464)]
     metrics_port: u16,
+    /// UDP (QUIC) port of the first region's mirror; region R's listens on this + R.
+    #[arg(long, default_value_t = 7700)]
+    mirror_port: u16,
+    /// /metrics port of the first region's mirror (numbered the same way).
+    #[arg(long, default_value_t = 9700)]
+    mirror_metrics_port: u16,
 }
 
 struct Running {
     name: String,
+    /// Stopped in decreasing order: mirrors, then brokers, then the control plane.
+    stage: Stage,
     log: PathBuf,
     child: tokio::process::Child,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Control,
+    Broker,
+    Mirror,
 }
 
 struct BrokerAddrs {
@@ -89,7 +105,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         }
         Ok(path)
     };
-    let (control_bin, broker_bin) = (binary("control-plane")?, binary("region-broker")?);
+    let (control_bin, broker_bin, mirror_bin) = (
+        binary("control-plane")?,
+        binary("region-broker")?,
+        binary("mirror")?,
+    );
     let regions: Vec<&str> = REGION_NAMES[..args.regions as usize].to_vec();
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating the data directory {}", args.data.display()))?;
@@ -115,6 +135,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     processes.push(spawn(
         cmd,
         "control-plane",
+        Stage::Control,
         &data.join("control").join("control-plane.log"),
     )?);
     wait_control(&mut processes[0], &control_addr).await?;
@@ -144,7 +165,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                     &control_addr,
                 ]);
             let log = data.join(region).join(format!("broker-{id}.log"));
-            processes.push(spawn(cmd, &format!("region-broker {region}/{id}"), &log)?);
+            processes.push(spawn(
+                cmd,
+                &format!("region-broker {region}/{id}"),
+                Stage::Broker,
+                &log,
+            )?);
             brokers.push(b);
         }
     }
@@ -154,6 +180,46 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         regions.len(),
         data.display()
     );
+    let certs = data.join("certs");
+    let owned: Vec<String> = regions.iter().map(|r| r.to_string()).collect();
+    meridian_mirror::tls::issue(&certs, &owned)
+        .with_context(|| format!("issuing the mirrors' certificates into {}", certs.display()))?;
+    let mirror_addr = |r: usize, base: u16| format!("127.0.0.1:{}", u32::from(base) + r as u32);
+    let mut mirrors = Vec::new();
+    if regions.len() > 1 {
+        for (r, region) in regions.iter().enumerate() {
+            let (ca, cert, key) = meridian_mirror::tls::files(&certs, region);
+            let mut cmd = tokio::process::Command::new(&mirror_bin);
+            let (listen, metrics) = (
+                mirror_addr(r, args.mirror_port),
+                mirror_addr(r, args.mirror_metrics_port),
+            );
+            cmd.args(["--region", region, "--control", &control_addr])
+                .args(["--listen", &listen, "--metrics-listen", &metrics])
+                .arg("--ca")
+                .arg(&ca)
+                .arg("--cert")
+                .arg(&cert)
+                .arg("--key")
+                .arg(&key);
+            for (p, peer) in regions.iter().enumerate() {
+                if p != r {
+                    cmd.args([
+                        "--peer",
+                        &format!("{peer}={}", mirror_addr(p, args.mirror_port)),
+                    ]);
+                }
+            }
+            let log = data.join(region).join("mirror.log");
+            processes.push(spawn(
+                cmd,
+                &format!("mirror {region}"),
+                Stage::Mirror,
+                &log,
+            )?);
+            mirrors.push((region.to_string(), listen, metrics));
+        }
+    }
     let result = async {
         wait_registered(&mut processes, &control_addr, &brokers).await?;
         let per_region: serde_json::Map<String, serde_json::Value> = regions
@@ -190,8 +256,19 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 b.region, b.id, b.grpc, b.metrics
             );
         }
+        for (region, listen, metrics) in &mirrors {
+            println!(
+                "  {region:<9} mirror:    QUIC udp {listen}    metrics: http://{metrics}/metrics"
+            );
+        }
+        if mirrors.is_empty() {
+            println!("  mirrors:        none (one region)");
+        }
+        println!(
+            "  certificates:   {} (mutual TLS between mirrors)",
+            certs.display()
+        );
         println!("  console:        not built yet (it arrives with the console issue)");
-        println!("  mirrors:        not built yet (regions are not linked until the mirror issue)");
         println!("  data:           {}", data.display());
         println!(
             "  endpoints file: {} (the CLI reads it)",
@@ -200,10 +277,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         println!();
         println!("Try it:");
         println!("  meridian broker list");
-        println!(
-            "  meridian topic create orders --partitions 3 --regions {}",
-            regions[0]
-        );
+        println!("  meridian topic create orders --partitions 3");
         println!("  meridian topic describe orders");
         println!(
             "  meridian produce orders --region {} --key customer-1 'first order'",
@@ -211,8 +285,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         );
         println!(
             "  meridian consume orders --region {} --from beginning --max 1",
-            regions[0]
+            regions[regions.len() - 1]
         );
+        if regions.len() > 1 {
+            println!(
+                "  (a message produced in {} is mirrored to every region the topic spans)",
+                regions[0]
+            );
+        }
         println!();
         println!("Ctrl-C stops the platform.");
         anyhow::Ok(())
@@ -246,7 +326,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spawn(mut cmd: tokio::process::Command, name: &str, log_path: &Path) -> anyhow::Result<Running> {
+fn spawn(
+    mut cmd: tokio::process::Command,
+    name: &str,
+    stage: Stage,
+    log_path: &Path,
+) -> anyhow::Result<Running> {
     let log = std::fs::File::create(log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
     // An error's causes are what helps here, not the frames that reported it.
@@ -260,16 +345,18 @@ fn spawn(mut cmd: tokio::process::Command, name: &str, log_path: &Path) -> anyho
         .with_context(|| format!("starting {name}"))?;
     Ok(Running {
         name: name.to_owned(),
+        stage,
         log: log_path.to_owned(),
         child,
     })
 }
 
-/// Brokers first (SIGTERM, 30 s each at most), then the control plane.
+/// Mirrors first, then brokers, then the control plane (SIGTERM, 30 s each at most).
 async fn stop(processes: &mut [Running]) {
     eprintln!("stopping the platform ...");
-    let (control, brokers) = processes.split_at_mut(1);
-    for group in [brokers, control] {
+    for stage in [Stage::Mirror, Stage::Broker, Stage::Control] {
+        let mut group: Vec<&mut Running> =
+            processes.iter_mut().filter(|p| p.stage == stage).collect();
         for p in group.iter() {
             if let Some(pid) = p.child.id() {
                 // SAFETY: sending a signal to our own child process by pid.

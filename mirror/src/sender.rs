@@ -247,8 +247,7 @@ impl Stream<'_> {
         let (g, labels) = (self.g, &self.labels);
         loop {
             let snapshot = views.borrow_and_update().clone();
-            let (Some(client), Some(wanted)) =
-                (snapshot.client.clone(), snapshot.topics(self.peer))
+            let (Some(client), Some(_)) = (snapshot.client.clone(), snapshot.topics(self.peer))
             else {
                 let _ = tokio::time::timeout(READ_WAIT, views.changed()).await;
                 continue;
@@ -268,20 +267,13 @@ impl Stream<'_> {
             if after <= next {
                 continue;
             }
-            let entries: Vec<Entry> = batches
-                .into_iter()
-                .filter(|b| wanted.contains(&b.topic_id))
-                .map(|b| Entry {
-                    seq: b.seq,
-                    topic_id: b.topic_id,
-                    partition: b.partition,
-                    count: b.count,
-                    append_time_ms: b.append_time_ms,
-                    payload: b.payload,
-                })
-                .collect();
-            let through = after - 1;
-            next = after;
+            let (entries, through, stale) =
+                select(batches, after, &snapshot, self.config, self.peer);
+            next = through + 1;
+            if stale {
+                // A topic newer than our views: wait for the next refresh, never skip it.
+                let _ = tokio::time::timeout(READ_WAIT * 3, views.changed()).await;
+            }
             if entries.is_empty() {
                 continue;
             }
@@ -306,5 +298,113 @@ impl Stream<'_> {
                 .increment(buf.len() as u64);
             metrics::gauge!("meridian_mirror_shipped_seq", labels).set(through as f64);
         }
+    }
+}
+
+/// The batches of `batches` (read up to record `after - 1`) to ship to `peer`: those of
+/// topics the peer holds. A topic this region holds but the peer does not is skipped, as is
+/// a deleted one. A topic unknown to our views (created since they were fetched) stops the
+/// selection before it: returns the entries, the last record covered, and whether it
+/// stopped so. The views are fetched own region first, then the peers, and the control
+/// plane writes a topic's record after its placement in every region: a topic in our own
+/// view is therefore in every view fetched after it that it spans.
+fn select(
+    batches: Vec<meridian_client::LocalBatch>,
+    after: u64,
+    snapshot: &Snapshot,
+    config: &Config,
+    peer: &str,
+) -> (Vec<Entry>, u64, bool) {
+    let wanted = snapshot.topics(peer).unwrap_or_default();
+    let own = snapshot.topics(&config.region).unwrap_or_default();
+    let retired = snapshot.retired(&config.region);
+    let mut entries = Vec::new();
+    for b in batches {
+        if !wanted.contains(&b.topic_id) {
+            if own.contains(&b.topic_id) || retired.contains(&b.topic_id) {
+                continue;
+            }
+            return (entries, b.seq - 1, true);
+        }
+        entries.push(Entry {
+            seq: b.seq,
+            topic_id: b.topic_id,
+            partition: b.partition,
+            count: b.count,
+            append_time_ms: b.append_time_ms,
+            payload: b.payload,
+        });
+    }
+    (entries, after - 1, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use meridian_proto::v1;
+
+    use super::*;
+
+    fn view(region: &str, topics: &[u32], retired: &[u32]) -> v1::RegionView {
+        v1::RegionView {
+            region: region.into(),
+            topics: topics
+                .iter()
+                .map(|id| v1::TopicInRegion {
+                    id: *id,
+                    ..Default::default()
+                })
+                .collect(),
+            retired: retired.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn batch(seq: u64, topic_id: u32) -> meridian_client::LocalBatch {
+        meridian_client::LocalBatch {
+            seq,
+            topic_id,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ships_what_the_peer_holds_skips_what_it_does_not_and_waits_on_new_topics() {
+        let config = Config {
+            region: "us".into(),
+            ..Config::default()
+        };
+        let mut snapshot = Snapshot::default();
+        // Topic 1 spans both, 2 only us, 3 was deleted; 4 is newer than the views.
+        snapshot
+            .views
+            .insert("us".into(), view("us", &[1, 2], &[3]));
+        snapshot.views.insert("eu".into(), view("eu", &[1], &[3]));
+        let seqs = |e: &[Entry]| e.iter().map(|e| e.seq).collect::<Vec<_>>();
+        let (e, through, stale) = select(
+            vec![batch(5, 1), batch(6, 2), batch(7, 3), batch(8, 1)],
+            10,
+            &snapshot,
+            &config,
+            "eu",
+        );
+        assert_eq!((seqs(&e), through, stale), (vec![5, 8], 9, false));
+        let (e, through, stale) = select(
+            vec![batch(5, 1), batch(6, 4), batch(7, 1)],
+            10,
+            &snapshot,
+            &config,
+            "eu",
+        );
+        assert_eq!((seqs(&e), through, stale), (vec![5], 5, true));
+        // Once the views know topic 4 (spanning eu), it ships.
+        snapshot
+            .views
+            .insert("us".into(), view("us", &[1, 2, 4], &[3]));
+        snapshot
+            .views
+            .insert("eu".into(), view("eu", &[1, 4], &[3]));
+        let (e, through, stale) =
+            select(vec![batch(6, 4), batch(7, 1)], 8, &snapshot, &config, "eu");
+        assert_eq!((seqs(&e), through, stale), (vec![6, 7], 7, false));
     }
 }

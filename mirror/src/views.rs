@@ -35,6 +35,14 @@ impl Snapshot {
             .get(region)
             .map(|v| v.topics.iter().map(|t| t.id).collect())
     }
+
+    /// Ids of deleted topics, as `region`'s view lists them.
+    pub fn retired(&self, region: &str) -> HashSet<u32> {
+        self.views
+            .get(region)
+            .map(|v| v.retired.iter().copied().collect())
+            .unwrap_or_default()
+    }
 }
 
 /// Refreshes the snapshot every `every` until the sender side is dropped; the receiver it

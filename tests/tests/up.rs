@@ -1,6 +1,7 @@
 //! `meridian up` as a user runs it: the embedded store and then a real etcd, two regions
-//! of three brokers, every endpoint printed, a topic created, produced and consumed through
-//! the CLI, a clean stop on Ctrl-C (SIGINT), and the data kept across a restart.
+//! of three brokers linked by mirrors, every endpoint printed, a topic created, produced in
+//! one region and consumed in the other through the CLI, a clean stop on Ctrl-C (SIGINT),
+//! and the data kept across a restart.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -58,6 +59,12 @@ impl Up {
                 "--metrics-port",
                 &port(42),
             ])
+            .args([
+                "--mirror-port",
+                &port(60),
+                "--mirror-metrics-port",
+                &port(62),
+            ])
             .args(extra)
             .env("XDG_CONFIG_HOME", config)
             .stdin(Stdio::null())
@@ -105,6 +112,33 @@ impl Up {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// The first `n` messages of `orders` in `region`, waiting up to 60 s for them (they
+    /// may still be crossing between regions).
+    fn consume(&self, region: &str, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let max = n.to_string();
+            let (code, out, err) = self.cli(&[
+                "consume",
+                "orders",
+                "--region",
+                region,
+                "--from",
+                "beginning",
+                "--max",
+                &max,
+                "--idle-exit-ms",
+                "1000",
+            ]);
+            assert_eq!(code, 0, "{err}");
+            let got: Vec<String> = out.lines().map(str::to_owned).collect();
+            if got.len() >= n || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Ctrl-C; waits for a clean exit.
@@ -155,7 +189,8 @@ fn run_platform(extra: &[&str], store_says: &str, salt: u16) {
     assert_eq!(brokers.as_array().unwrap().len(), 6);
     let (code, _, err) = up.cli(&["topic", "create", "orders", "--partitions", "3"]);
     assert_eq!(code, 0, "{err}");
-    for region in ["us-east", "eu-west"] {
+    // Produced in one region, read in the other: the mirrors carry it; then the other way.
+    let produce = |region: &str| {
         let (code, _, err) = up.cli(&[
             "produce",
             "orders",
@@ -166,18 +201,16 @@ fn run_platform(extra: &[&str], store_says: &str, salt: u16) {
             &format!("hello {region}"),
         ]);
         assert_eq!(code, 0, "{err}");
-        let (code, out, err) = up.cli(&[
-            "consume",
-            "orders",
-            "--region",
-            region,
-            "--from",
-            "beginning",
-            "--max",
-            "1",
-        ]);
-        assert_eq!(code, 0, "{err}");
-        assert_eq!(out.trim(), format!("hello {region}"));
+    };
+    produce("us-east");
+    assert_eq!(up.consume("eu-west", 1), ["hello us-east"]);
+    produce("eu-west");
+    for region in ["us-east", "eu-west"] {
+        assert_eq!(
+            up.consume(region, 2),
+            ["hello us-east", "hello eu-west"],
+            "{region} holds both, in the order they reached it"
+        );
     }
     let printed = up.interrupt();
     assert!(
@@ -186,25 +219,14 @@ fn run_platform(extra: &[&str], store_says: &str, salt: u16) {
     );
     assert_eq!(
         printed.matches("stopped (exit status: 0)").count(),
-        7,
+        9,
         "{printed}"
     );
 
     // Started again on the same data: the topic and its messages are still there.
     let mut up = Up::start(&data, &config, extra, salt + 1);
     up.wait_for("Ctrl-C stops the platform.", Duration::from_secs(120));
-    let (code, out, err) = up.cli(&[
-        "consume",
-        "orders",
-        "--region",
-        "eu-west",
-        "--from",
-        "beginning",
-        "--max",
-        "1",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(out.trim(), "hello eu-west");
+    assert_eq!(up.consume("eu-west", 2), ["hello us-east", "hello eu-west"]);
     up.interrupt();
 }
 
