@@ -24,6 +24,17 @@ pub(crate) enum Command {
         /// Region name.
         name: String,
     },
+    /// Fail a region over: clients move to the next-nearest healthy region; it stays down
+    /// until restored.
+    Fail {
+        /// Region name.
+        name: String,
+    },
+    /// Route clients to a failed region again (its mirrors have caught it up meanwhile).
+    Restore {
+        /// Region name.
+        name: String,
+    },
 }
 
 pub(crate) async fn run(cmd: Command, control: &str, json: bool) -> anyhow::Result<()> {
@@ -35,15 +46,12 @@ pub(crate) async fn run(cmd: Command, control: &str, json: bool) -> anyhow::Resu
             .await?
             .regions;
             if json {
-                let v: Vec<serde_json::Value> = regions
-                    .iter()
-                    .map(|r| serde_json::json!({"name": r.name, "state": r.state}))
-                    .collect();
+                let v: Vec<serde_json::Value> = regions.iter().map(region_json).collect();
                 println!("{}", serde_json::Value::Array(v));
             } else {
-                println!("{:<24} STATE", "REGION");
+                println!("{:<24} {:<6} REASON", "REGION", "STATE");
                 for r in &regions {
-                    println!("{:<24} {}", r.name, r.state);
+                    println!("{:<24} {:<6} {}", r.name, r.state, r.reason);
                 }
             }
         }
@@ -61,6 +69,38 @@ pub(crate) async fn run(cmd: Command, control: &str, json: bool) -> anyhow::Resu
             }
         }
         Command::Describe { name } => describe(control, &name, json).await?,
+        Command::Fail { name } => {
+            let request = v1::RegionNameRequest { name: name.clone() };
+            let r = control::on_leader(control, &format!("failing region {name} over"), |mut c| {
+                let request = request.clone();
+                async move { c.fail_region(request).await }
+            })
+            .await?;
+            if json {
+                println!("{}", region_json(&r));
+            } else {
+                println!(
+                    "region {} is {}: clients are routed to other regions",
+                    r.name, r.state
+                );
+            }
+        }
+        Command::Restore { name } => {
+            let request = v1::RegionNameRequest { name: name.clone() };
+            let r = control::on_leader(control, &format!("restoring region {name}"), |mut c| {
+                let request = request.clone();
+                async move { c.restore_region(request).await }
+            })
+            .await?;
+            if json {
+                println!("{}", region_json(&r));
+            } else {
+                println!(
+                    "region {} is {}: clients are routed to it again",
+                    r.name, r.state
+                );
+            }
+        }
         Command::Delete { name } => {
             let request = v1::DeleteRegionRequest { name: name.clone() };
             control::on_leader(control, &format!("deleting region {name}"), |mut c| {
@@ -76,6 +116,12 @@ pub(crate) async fn run(cmd: Command, control: &str, json: bool) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+fn region_json(r: &v1::RegionInfo) -> serde_json::Value {
+    serde_json::json!({
+        "name": r.name, "state": r.state, "reason": r.reason, "by_operator": r.by_operator,
+    })
 }
 
 async fn describe(control: &str, name: &str, json: bool) -> anyhow::Result<()> {

@@ -43,8 +43,11 @@ pub use route::{Route, connect_control, route};
 pub struct Client {
     /// The broker requests go to first; moves on redirects and failures.
     current: Arc<Mutex<BrokerClient<Channel>>>,
-    bootstrap: Arc<Vec<String>>,
+    bootstrap: Arc<Mutex<Arc<Vec<String>>>>,
     connections: Arc<Mutex<HashMap<String, BrokerClient<Channel>>>>,
+    /// Set for a client the control plane routes ([`Client::connect_routed`]): it moves to
+    /// another region when its region fails.
+    routing: Option<Arc<route::Routing>>,
 }
 
 /// The response header naming the leader on a "not leader" error (the broker's
@@ -85,8 +88,9 @@ impl Client {
                 Ok(rpc) => {
                     return Ok(Client {
                         current: Arc::new(Mutex::new(rpc)),
-                        bootstrap: Arc::new(bootstrap.clone()),
+                        bootstrap: Arc::new(Mutex::new(Arc::new(bootstrap.clone()))),
                         connections: Arc::default(),
+                        routing: None,
                     });
                 }
                 Err(e) => last = Some(e),
@@ -152,7 +156,8 @@ impl Client {
                         // the next bootstrap broker.
                         None => {
                             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                            let addr = &self.bootstrap[next_bootstrap % self.bootstrap.len()];
+                            let bootstrap = self.bootstrap();
+                            let addr = &bootstrap[next_bootstrap % bootstrap.len()];
                             next_bootstrap += 1;
                             if let Ok(c) = self.connection(addr).await {
                                 rpc = c;
@@ -169,17 +174,34 @@ impl Client {
                 {
                     last = Some(ClientError::from(status));
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    let addr = &self.bootstrap[next_bootstrap % self.bootstrap.len()];
+                    if !self.any_reachable().await && self.fail_over().await {
+                        // The whole region is gone and the client moved to another.
+                        rpc = self.current.lock().expect("client lock poisoned").clone();
+                        continue;
+                    }
+                    let bootstrap = self.bootstrap();
+                    let addr = &bootstrap[next_bootstrap % bootstrap.len()];
                     next_bootstrap += 1;
                     if let Ok(c) = self.connection(addr).await {
                         *self.current.lock().expect("client lock poisoned") = c.clone();
                         rpc = c;
                     }
                 }
+                // Never sent, and no broker of the region accepts connections: a routed
+                // client moves to another region and sends it there.
+                Err(status) if never_sent(&status) && self.fail_over().await => {
+                    last = Some(ClientError::from(status));
+                    rpc = self.current.lock().expect("client lock poisoned").clone();
+                }
                 Err(status) => {
                     if broker_failed(&status) {
-                        // Not retried, but the next request tries another broker.
-                        self.rotate().await;
+                        // Not retried, but the next request tries another broker (another
+                        // region when this one is gone).
+                        if !self.any_reachable().await {
+                            self.fail_over().await;
+                        } else {
+                            self.rotate().await;
+                        }
                     }
                     return Err(status.into());
                 }
@@ -188,9 +210,34 @@ impl Client {
         Err(last.unwrap_or_else(|| ClientError::Usage("request failed".into())))
     }
 
+    /// The brokers the client starts from (its region's).
+    fn bootstrap(&self) -> Arc<Vec<String>> {
+        self.bootstrap
+            .lock()
+            .expect("bootstrap lock poisoned")
+            .clone()
+    }
+
+    /// Points the client at another region's brokers.
+    pub(crate) async fn switch_to(&self, brokers: &[String]) -> Result<(), ClientError> {
+        let mut last = ClientError::Usage("the route names no broker".into());
+        for addr in brokers {
+            match self.connection(addr).await {
+                Ok(c) => {
+                    *self.bootstrap.lock().expect("bootstrap lock poisoned") =
+                        Arc::new(brokers.to_vec());
+                    *self.current.lock().expect("client lock poisoned") = c;
+                    return Ok(());
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
     /// Whether any bootstrap broker accepts a TCP connection now.
     async fn any_reachable(&self) -> bool {
-        for addr in self.bootstrap.iter() {
+        for addr in self.bootstrap().iter() {
             let addr = addr.trim_start_matches("http://");
             if let Ok(Ok(_)) = tokio::time::timeout(
                 std::time::Duration::from_millis(500),
@@ -206,7 +253,7 @@ impl Client {
 
     /// Points the client at the next reachable bootstrap broker.
     async fn rotate(&self) {
-        for addr in self.bootstrap.iter() {
+        for addr in self.bootstrap().iter() {
             if let Ok(c) = self.connection(addr).await
                 && c.clone()
                     .list_topics(v1::ListTopicsRequest {})

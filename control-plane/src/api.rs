@@ -130,6 +130,36 @@ fn region_info(r: &Region) -> v1::RegionInfo {
             RegionState::Down => "down",
         }
         .into(),
+        reason: r
+            .down
+            .as_ref()
+            .map(|d| d.reason.clone())
+            .unwrap_or_default(),
+        by_operator: r.down.as_ref().is_some_and(|d| d.by_operator),
+    }
+}
+
+impl ControlService {
+    /// Marks a region down by an operator, or up; answers with its record.
+    async fn set_down(
+        &self,
+        name: &str,
+        down: Option<metadata::Down>,
+    ) -> Result<v1::RegionInfo, Status> {
+        self.require_leader()?;
+        if state::region(&*self.store, name).await?.record.is_none() {
+            return Err(Status::not_found(format!(
+                "unknown region {name:?}: list regions with meridian region list"
+            )));
+        }
+        state::set_region_down(&*self.store, name, down).await?;
+        let region = state::region(&*self.store, name).await?;
+        Ok(region_info(
+            region
+                .record
+                .as_ref()
+                .expect("checked above; regions are not deleted here"),
+        ))
     }
 }
 
@@ -164,7 +194,29 @@ impl control_plane_server::ControlPlane for ControlService {
         Ok(Response::new(region_info(&Region {
             name,
             state: RegionState::Up,
+            down: None,
         })))
+    }
+
+    async fn fail_region(
+        &self,
+        request: Request<v1::RegionNameRequest>,
+    ) -> Result<Response<v1::RegionInfo>, Status> {
+        let name = request.into_inner().name;
+        let down = metadata::Down {
+            by_operator: true,
+            reason: "failed over by an operator".into(),
+            since_ms: metadata::now_ms(),
+        };
+        Ok(Response::new(self.set_down(&name, Some(down)).await?))
+    }
+
+    async fn restore_region(
+        &self,
+        request: Request<v1::RegionNameRequest>,
+    ) -> Result<Response<v1::RegionInfo>, Status> {
+        let name = request.into_inner().name;
+        Ok(Response::new(self.set_down(&name, None).await?))
     }
 
     async fn list_regions(

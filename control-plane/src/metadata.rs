@@ -83,6 +83,29 @@ pub struct Region {
     pub name: String,
     /// Whether clients are routed to it.
     pub state: RegionState,
+    /// Why it is down, and whether an operator failed it (then only an operator restores
+    /// it; a region the control plane marked down rejoins by itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down: Option<Down>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Why a region is down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Down {
+    /// Failed by an operator (`meridian region fail`), not by lost leases.
+    pub by_operator: bool,
+    /// What happened, for people.
+    pub reason: String,
+    /// Since when (ms since the epoch).
+    pub since_ms: i64,
 }
 
 /// Whether a region takes traffic.

@@ -77,12 +77,55 @@ async fn tick(
         let region = state::region(store, name)
             .await
             .map_err(|e| e.to_string())?;
+        health(store, &region, since, grace).await?;
         if !repair(store, &region, since, grace, gone_since).await? {
             // Nothing to repair: let an idle broker take a replica, one at a time.
             let region = state::region(store, name)
                 .await
                 .map_err(|e| e.to_string())?;
             rebalance(store, &region).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Fails a region over when it holds log groups and none of its brokers holds a lease (their
+/// leases ran out: the region is dead or cut off), once this process has led for `grace`
+/// (a new leader first lets brokers renew); brings a region it failed back once every
+/// log group there has a leader again. A region an operator failed stays down until an
+/// operator restores it.
+async fn health(
+    store: &dyn Store,
+    region: &RegionState,
+    since: Instant,
+    grace: Duration,
+) -> Result<(), String> {
+    let Some(record) = &region.record else {
+        return Ok(());
+    };
+    if record.down.as_ref().is_some_and(|d| d.by_operator) {
+        return Ok(());
+    }
+    let up = record.state == crate::metadata::RegionState::Up;
+    if up && region.brokers.is_empty() && !region.groups.is_empty() && since.elapsed() >= grace {
+        let down = crate::metadata::Down {
+            by_operator: false,
+            reason: "every broker of the region lost its lease".into(),
+            since_ms: crate::metadata::now_ms(),
+        };
+        state::set_region_down(store, &region.name, Some(down))
+            .await
+            .map_err(|e| e.to_string())?;
+    } else if !up && !region.brokers.is_empty() {
+        let led: std::collections::BTreeSet<u32> = region
+            .brokers
+            .values()
+            .flat_map(|b| b.leading.keys().copied())
+            .collect();
+        if region.groups.keys().all(|g| led.contains(g)) {
+            state::set_region_down(store, &region.name, None)
+                .await
+                .map_err(|e| e.to_string())?;
         }
     }
     Ok(())

@@ -73,6 +73,7 @@ pub async fn create_region(store: &dyn Store, name: &str) -> Result<bool, StateE
     let region = Region {
         name: name.to_owned(),
         state: Health::Up,
+        down: None,
     };
     let value = serde_json::to_vec(&region).expect("metadata records serialize");
     let created = store
@@ -83,6 +84,66 @@ pub async fn create_region(store: &dyn Store, name: &str) -> Result<bool, StateE
         tracing::info!(region = %name, "region created");
     }
     Ok(created)
+}
+
+/// Marks region `name` up (`down` None) or down, unless it already is; whether it
+/// changed. A change moves the routing epoch, so clients know to route again.
+pub async fn set_region_down(
+    store: &dyn Store,
+    name: &str,
+    down: Option<crate::metadata::Down>,
+) -> Result<bool, StateError> {
+    loop {
+        let Some(kv) = store.get(&keys::region(name)).await? else {
+            return Err(StateError::Corrupt {
+                key: keys::region(name),
+                why: "the region does not exist".into(),
+            });
+        };
+        let mut region: Region = decode(&kv)?;
+        let state = if down.is_some() {
+            Health::Down
+        } else {
+            Health::Up
+        };
+        if region.state == state
+            && region.down.as_ref().map(|d| d.by_operator) == down.as_ref().map(|d| d.by_operator)
+        {
+            return Ok(false);
+        }
+        region.state = state;
+        region.down = down.clone();
+        let value = serde_json::to_vec(&region).expect("metadata records serialize");
+        if store
+            .compare_and_swap(&keys::region(name), Some(kv.version), value, None)
+            .await?
+            .is_ok()
+        {
+            let epoch = bump_routing_epoch(store).await?;
+            tracing::warn!(region = %name, state = ?state, reason = ?down.as_ref().map(|d| &d.reason), routing_epoch = epoch, "region state changed");
+            return Ok(true);
+        }
+    }
+}
+
+/// Moves the routing epoch on by one; returns the new epoch.
+pub async fn bump_routing_epoch(store: &dyn Store) -> Result<u64, StateError> {
+    loop {
+        let current = store.get(keys::ROUTING_EPOCH).await?;
+        let (epoch, version) = match &current {
+            Some(kv) => (decode::<u64>(kv)?, Some(kv.version)),
+            None => (0, None),
+        };
+        let next = epoch + 1;
+        let value = serde_json::to_vec(&next).expect("a number serializes");
+        if store
+            .compare_and_swap(keys::ROUTING_EPOCH, version, value, None)
+            .await?
+            .is_ok()
+        {
+            return Ok(next);
+        }
+    }
 }
 
 /// Reads every region record.

@@ -74,7 +74,7 @@ pub async fn topic_from_spec(store: &dyn Store, spec: &v1::TopicSpec) -> Result<
     let topic = Topic {
         name: spec.name.clone(),
         id: 0,
-        created_ms: now_ms(),
+        created_ms: crate::metadata::now_ms(),
         partitions: match spec.partitions {
             0 => DEFAULT_PARTITIONS,
             n => n,
@@ -331,10 +331,4 @@ pub async fn describe_topic(
 pub async fn describe(store: &dyn Store, name: &str) -> Result<v1::TopicDescription, Status> {
     let (topic, _) = load(store, name).await?;
     describe_topic(store, &topic).await
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

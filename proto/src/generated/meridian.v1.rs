@@ -427,6 +427,19 @@ pub struct RegionInfo {
     /// "up" or "down".
     #[prost(string, tag = "2")]
     pub state: ::prost::alloc::string::String,
+    /// Why it is down.
+    #[prost(string, tag = "3")]
+    pub reason: ::prost::alloc::string::String,
+    /// Failed by an operator: stays down until restored. Otherwise the control plane marked
+    /// it down when every broker lost its lease, and it rejoins once its groups have leaders.
+    #[prost(bool, tag = "4")]
+    pub by_operator: bool,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RegionNameRequest {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -2898,6 +2911,50 @@ pub mod control_plane_client {
                 .insert(GrpcMethod::new("meridian.v1.ControlPlane", "DeleteRegion"));
             self.inner.unary(req, path, codec).await
         }
+        /// Fails a region over: clients are routed elsewhere until it is restored (leader only).
+        pub async fn fail_region(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RegionNameRequest>,
+        ) -> std::result::Result<tonic::Response<super::RegionInfo>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.ControlPlane/FailRegion",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.ControlPlane", "FailRegion"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Routes clients to a region again (leader only).
+        pub async fn restore_region(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RegionNameRequest>,
+        ) -> std::result::Result<tonic::Response<super::RegionInfo>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.ControlPlane/RestoreRegion",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.ControlPlane", "RestoreRegion"));
+            self.inner.unary(req, path, codec).await
+        }
         /// A broker announces itself; it stays registered while it renews the lease (any
         /// control-plane process answers).
         pub async fn register_broker(
@@ -3235,6 +3292,16 @@ pub mod control_plane_server {
             tonic::Response<super::DeleteRegionResponse>,
             tonic::Status,
         >;
+        /// Fails a region over: clients are routed elsewhere until it is restored (leader only).
+        async fn fail_region(
+            &self,
+            request: tonic::Request<super::RegionNameRequest>,
+        ) -> std::result::Result<tonic::Response<super::RegionInfo>, tonic::Status>;
+        /// Routes clients to a region again (leader only).
+        async fn restore_region(
+            &self,
+            request: tonic::Request<super::RegionNameRequest>,
+        ) -> std::result::Result<tonic::Response<super::RegionInfo>, tonic::Status>;
         /// A broker announces itself; it stays registered while it renews the lease (any
         /// control-plane process answers).
         async fn register_broker(
@@ -3567,6 +3634,96 @@ pub mod control_plane_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = DeleteRegionSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.ControlPlane/FailRegion" => {
+                    #[allow(non_camel_case_types)]
+                    struct FailRegionSvc<T: ControlPlane>(pub Arc<T>);
+                    impl<
+                        T: ControlPlane,
+                    > tonic::server::UnaryService<super::RegionNameRequest>
+                    for FailRegionSvc<T> {
+                        type Response = super::RegionInfo;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RegionNameRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ControlPlane>::fail_region(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = FailRegionSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.ControlPlane/RestoreRegion" => {
+                    #[allow(non_camel_case_types)]
+                    struct RestoreRegionSvc<T: ControlPlane>(pub Arc<T>);
+                    impl<
+                        T: ControlPlane,
+                    > tonic::server::UnaryService<super::RegionNameRequest>
+                    for RestoreRegionSvc<T> {
+                        type Response = super::RegionInfo;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RegionNameRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ControlPlane>::restore_region(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RestoreRegionSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
