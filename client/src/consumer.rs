@@ -1,6 +1,13 @@
 //! The consumer: partitions are assigned explicitly or by subscribing to topics; `poll`
 //! fetches from every assigned partition, long-polling when none has data; `commit` stores
 //! the positions for the consumer group through the broker's journal.
+//!
+//! Besides each partition's offset, the consumer keeps what it has seen of each origin
+//! region (the highest origin position per region) and commits it with the offset. Offsets
+//! are a region's own; origin positions mean the same in every region. So a consumer whose
+//! client moves to another region (its region failed), or a group that resumes in another
+//! region, starts at the first offset there holding a message it has not seen, and skips
+//! the ones it has: no loss, no duplicate.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,7 +16,7 @@ use bytes::Bytes;
 use meridian_proto::v1;
 use tokio::task::JoinSet;
 
-use crate::{Client, ClientError, OffsetSpec};
+use crate::{Client, ClientError, OffsetSpec, Positions};
 
 /// Where a partition without a committed offset starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +71,19 @@ pub struct ConsumedMessage {
     pub timestamp_ms: i64,
     /// Broker append time.
     pub append_time_ms: i64,
+    /// The region that first wrote it.
+    pub origin_region: String,
+    /// Its position there (`meridian_proto::origin::position`).
+    pub origin_position: u64,
+}
+
+/// An assigned partition's place.
+#[derive(Debug, Clone, Default)]
+struct Place {
+    /// Next offset to read in the client's region.
+    offset: u64,
+    /// What has been seen of each origin region.
+    seen: Positions,
 }
 
 /// A consumer of assigned partitions.
@@ -71,16 +91,20 @@ pub struct ConsumedMessage {
 pub struct Consumer {
     client: Client,
     config: ConsumerConfig,
-    /// Next offset to read, per assigned partition.
-    positions: BTreeMap<(String, u32), u64>,
+    /// Where each assigned partition stands.
+    positions: BTreeMap<(String, u32), Place>,
+    /// The client's region moves when the offsets were last valid.
+    moves: u64,
 }
 
 impl Consumer {
     pub(crate) fn new(client: Client, config: ConsumerConfig) -> Consumer {
+        let moves = client.moves();
         Consumer {
             client,
             config,
             positions: BTreeMap::new(),
+            moves,
         }
     }
 
@@ -95,15 +119,16 @@ impl Consumer {
     /// offset or, without one, at the configured start.
     pub async fn assign(&mut self, topic: &str, partitions: &[u32]) -> Result<(), ClientError> {
         for &p in partitions {
-            let committed = match &self.config.group {
-                Some(g) => self.client.committed_offset(g, topic, p).await?,
-                None => None,
+            let (committed, seen) = match &self.config.group {
+                Some(g) => self.client.committed(g, topic, p).await?,
+                None => (None, Positions::new()),
             };
             let offset = match committed {
                 Some(o) => o,
                 None => self.resolve(topic, p, self.config.start).await?,
             };
-            self.positions.insert((topic.to_owned(), p), offset);
+            self.positions
+                .insert((topic.to_owned(), p), Place { offset, seen });
         }
         Ok(())
     }
@@ -112,7 +137,14 @@ impl Consumer {
     pub fn positions(&self) -> impl Iterator<Item = (&str, u32, u64)> {
         self.positions
             .iter()
-            .map(|((t, p), o)| (t.as_str(), *p, *o))
+            .map(|((t, p), place)| (t.as_str(), *p, place.offset))
+    }
+
+    /// What has been seen of each origin region in an assigned partition.
+    pub fn origin_positions(&self, topic: &str, partition: u32) -> Option<&Positions> {
+        self.positions
+            .get(&(topic.to_owned(), partition))
+            .map(|place| &place.seen)
     }
 
     /// Moves an assigned partition to `offset`.
@@ -125,7 +157,11 @@ impl Consumer {
                     "partition {topic}/{partition} is not assigned to this consumer"
                 ))
             })?;
-        *position = offset;
+        // A seek is a new start: what was seen no longer says what to skip.
+        *position = Place {
+            offset,
+            seen: Positions::new(),
+        };
         Ok(())
     }
 
@@ -134,8 +170,36 @@ impl Consumer {
         let keys: Vec<_> = self.positions.keys().cloned().collect();
         for (topic, p) in keys {
             let offset = self.resolve(&topic, p, start).await?;
-            self.positions.insert((topic, p), offset);
+            self.positions.insert(
+                (topic, p),
+                Place {
+                    offset,
+                    seen: Positions::new(),
+                },
+            );
         }
+        Ok(())
+    }
+
+    /// After the client moved to another region: each partition resumes at the first
+    /// offset there holding a message it has not seen (offsets are per region; origin
+    /// positions are not). A partition with nothing seen starts as configured.
+    async fn reposition(&mut self) -> Result<(), ClientError> {
+        let moves = self.client.moves();
+        let keys: Vec<_> = self.positions.keys().cloned().collect();
+        for (topic, p) in keys {
+            let seen = self.positions[&(topic.clone(), p)].seen.clone();
+            let offset = if seen.is_empty() {
+                self.resolve(&topic, p, self.config.start).await?
+            } else {
+                self.client.offset_for_positions(&topic, p, &seen).await?
+            };
+            self.positions
+                .get_mut(&(topic, p))
+                .expect("listed above")
+                .offset = offset;
+        }
+        self.moves = moves;
         Ok(())
     }
 
@@ -146,6 +210,9 @@ impl Consumer {
             return Err(ClientError::Usage(
                 "poll on a consumer with no assigned partitions: subscribe or assign first".into(),
             ));
+        }
+        if self.client.moves() != self.moves {
+            self.reposition().await?;
         }
         let first = self.fetch_all(Duration::ZERO).await?;
         if !first.is_empty() || max_wait.is_zero() {
@@ -161,8 +228,10 @@ impl Consumer {
             .group
             .as_deref()
             .ok_or_else(|| ClientError::Usage("commit needs a consumer group".into()))?;
-        for ((topic, p), offset) in &self.positions {
-            self.client.commit_offset(group, topic, *p, *offset).await?;
+        for ((topic, p), place) in &self.positions {
+            self.client
+                .commit_positions(group, topic, *p, place.offset, &place.seen)
+                .await?;
         }
         Ok(())
     }
@@ -198,8 +267,10 @@ impl Consumer {
 
     /// Fetches every partition at once; with a wait, returns as soon as one has data.
     async fn fetch_all(&mut self, wait: Duration) -> Result<Vec<ConsumedMessage>, ClientError> {
+        let moves = self.client.moves();
         let mut set = JoinSet::new();
-        for ((topic, partition), &offset) in &self.positions {
+        for ((topic, partition), place) in &self.positions {
+            let offset = place.offset;
             let client = self.client.clone();
             let request = v1::FetchRequest {
                 topic: topic.clone(),
@@ -221,28 +292,56 @@ impl Consumer {
                 )
             });
         }
-        let mut out = Vec::new();
+        let mut fetched = Vec::new();
         while let Some(joined) = set.join_next().await {
             let (topic, partition, result) =
                 joined.map_err(|e| ClientError::Usage(format!("fetch task failed: {e}")))?;
             let messages = result?.messages;
-            if let Some(last) = messages.last() {
-                self.positions
-                    .insert((topic.clone(), partition), last.offset + 1);
-            }
-            out.extend(messages.into_iter().map(|m| ConsumedMessage {
-                topic: topic.clone(),
-                partition,
-                offset: m.offset,
-                key: m.key,
-                value: m.value,
-                headers: m.headers.into_iter().map(|h| (h.key, h.value)).collect(),
-                timestamp_ms: m.timestamp_ms,
-                append_time_ms: m.append_time_ms,
-            }));
-            if !wait.is_zero() && !out.is_empty() {
+            let any = !messages.is_empty();
+            fetched.push((topic, partition, messages));
+            if !wait.is_zero() && any {
                 set.abort_all();
                 break;
+            }
+        }
+        if self.client.moves() != moves {
+            // The client moved to another region during the fetch: its answers may be at
+            // the old region's offsets. Drop them; the next poll repositions.
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for (topic, partition, messages) in fetched {
+            let place = self
+                .positions
+                .get_mut(&(topic.clone(), partition))
+                .expect("fetched partitions are assigned");
+            for m in messages {
+                place.offset = m.offset + 1;
+                if !m.origin_region.is_empty() {
+                    if place
+                        .seen
+                        .get(&m.origin_region)
+                        .is_some_and(|&seen| seen >= m.origin_position)
+                    {
+                        // Seen in another region before the move.
+                        continue;
+                    }
+                    place
+                        .seen
+                        .insert(m.origin_region.clone(), m.origin_position);
+                }
+                out.push(ConsumedMessage {
+                    topic: topic.clone(),
+                    partition,
+                    offset: m.offset,
+                    key: m.key,
+                    value: m.value,
+                    headers: m.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+                    timestamp_ms: m.timestamp_ms,
+                    append_time_ms: m.append_time_ms,
+                    origin_region: m.origin_region,
+                    origin_position: m.origin_position,
+                });
             }
         }
         Ok(out)

@@ -31,7 +31,7 @@ pub use admin::{BrokerLogGroups, FailoverReport, LogGroupInfo};
 pub use consumer::{ConsumedMessage, Consumer, ConsumerConfig, StartFrom};
 pub use error::ClientError;
 pub use meridian_proto::v1::TopicInfo;
-pub use mirror::LocalBatch;
+pub use mirror::{LocalBatch, LocalCommit};
 pub use producer::{Producer, ProducerConfig, Record, RecordMetadata, SendFuture};
 pub use route::{Route, connect_control, route};
 
@@ -60,6 +60,27 @@ const ATTEMPTS_MAX: usize = 200;
 /// How long a request keeps following redirects and waiting out elections: a leader's death
 /// is noticed after an election timeout, longer on a loaded machine.
 const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Origin positions: region → the highest position seen there
+/// (`meridian_proto::origin::position`).
+pub type Positions = std::collections::BTreeMap<String, u64>;
+
+pub(crate) fn to_wire(positions: &Positions) -> Vec<v1::OriginPosition> {
+    positions
+        .iter()
+        .map(|(region, position)| v1::OriginPosition {
+            region: region.clone(),
+            position: *position,
+        })
+        .collect()
+}
+
+pub(crate) fn from_wire(positions: Vec<v1::OriginPosition>) -> Positions {
+    positions
+        .into_iter()
+        .map(|p| (p.region, p.position))
+        .collect()
+}
 
 /// Which offset of a partition to look up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,7 +195,10 @@ impl Client {
                 {
                     last = Some(ClientError::from(status));
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    if !self.any_reachable().await && self.fail_over().await {
+                    if self.routing.is_some()
+                        && !self.any_reachable().await
+                        && self.fail_over().await
+                    {
                         // The whole region is gone and the client moved to another.
                         rpc = self.current.lock().expect("client lock poisoned").clone();
                         continue;
@@ -197,10 +221,10 @@ impl Client {
                     if broker_failed(&status) {
                         // Not retried, but the next request tries another broker (another
                         // region when this one is gone).
-                        if !self.any_reachable().await {
-                            self.fail_over().await;
-                        } else {
+                        if self.routing.is_none() || self.any_reachable().await {
                             self.rotate().await;
+                        } else {
+                            self.fail_over().await;
                         }
                     }
                     return Err(status.into());
@@ -363,15 +387,47 @@ impl Client {
         topic: &str,
         partition: u32,
     ) -> Result<Option<u64>, ClientError> {
+        Ok(self.committed(group, topic, partition).await?.0)
+    }
+
+    /// A consumer group's committed position of a partition: where to resume in this
+    /// region, and the origin positions it has seen (committed here or in another region).
+    pub async fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(Option<u64>, Positions), ClientError> {
         let r = v1::FetchOffsetRequest {
             group: group.to_owned(),
             topic: topic.to_owned(),
             partition,
         };
-        Ok(self
+        let answer = self
             .call(|mut c| {
                 let r = r.clone();
                 async move { c.fetch_offset(r).await }
+            })
+            .await?;
+        Ok((answer.offset, from_wire(answer.positions)))
+    }
+
+    /// The first offset of a partition holding a message `positions` do not cover.
+    pub async fn offset_for_positions(
+        &self,
+        topic: &str,
+        partition: u32,
+        positions: &Positions,
+    ) -> Result<u64, ClientError> {
+        let r = v1::OffsetForPositionsRequest {
+            topic: topic.to_owned(),
+            partition,
+            positions: to_wire(positions),
+        };
+        Ok(self
+            .call(|mut c| {
+                let r = r.clone();
+                async move { c.offset_for_positions(r).await }
             })
             .await?
             .offset)
@@ -385,11 +441,26 @@ impl Client {
         partition: u32,
         offset: u64,
     ) -> Result<(), ClientError> {
+        self.commit_positions(group, topic, partition, offset, &Positions::new())
+            .await
+    }
+
+    /// Commits a consumer group's offset of a partition with the origin positions seen
+    /// below it (what lets the group resume in another region).
+    pub async fn commit_positions(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        positions: &Positions,
+    ) -> Result<(), ClientError> {
         let r = v1::CommitOffsetRequest {
             group: group.to_owned(),
             topic: topic.to_owned(),
             partition,
             offset,
+            positions: to_wire(positions),
         };
         self.call(|mut c| {
             let r = r.clone();

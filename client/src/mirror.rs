@@ -10,7 +10,7 @@ use meridian_proto::v1;
 
 use crate::{Client, ClientError};
 
-pub use meridian_proto::v1::LocalBatch;
+pub use meridian_proto::v1::{LocalBatch, LocalCommit};
 
 impl Client {
     /// Committed local-origin batches of log group `group` from record index `from` on
@@ -22,6 +22,21 @@ impl Client {
         max_bytes: u32,
         wait: Duration,
     ) -> Result<(Vec<LocalBatch>, u64), ClientError> {
+        let (batches, _, next) = self
+            .read_local_records(group, from, max_bytes, wait)
+            .await?;
+        Ok((batches, next))
+    }
+
+    /// [`Client::read_local`], with the consumer commits carrying origin positions among
+    /// the records read.
+    pub async fn read_local_records(
+        &self,
+        group: u32,
+        from: u64,
+        max_bytes: u32,
+        wait: Duration,
+    ) -> Result<(Vec<LocalBatch>, Vec<LocalCommit>, u64), ClientError> {
         let r = v1::ReadLocalRequest {
             group,
             from_seq: from,
@@ -31,7 +46,31 @@ impl Client {
         let answer = self
             .call(|mut c| async move { c.read_local(r).await })
             .await?;
-        Ok((answer.batches, answer.next_seq))
+        Ok((answer.batches, answer.commits, answer.next_seq))
+    }
+
+    /// Merges a consumer group's origin positions committed in another region into this
+    /// region's; whether anything moved forward.
+    pub async fn merge_positions(
+        &self,
+        group: &str,
+        topic_id: u32,
+        partition: u32,
+        positions: &crate::Positions,
+    ) -> Result<bool, ClientError> {
+        let r = v1::MergePositionsRequest {
+            group: group.to_owned(),
+            topic_id,
+            partition,
+            positions: crate::to_wire(positions),
+        };
+        Ok(self
+            .call(|mut c| {
+                let r = r.clone();
+                async move { c.merge_positions(r).await }
+            })
+            .await?
+            .changed)
     }
 
     /// Appends a batch first written at `origin`, unless its partition already holds it:

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use meridian_client::Client;
-use meridian_proto::mirror::{Entry, Frame, VERSION};
+use meridian_proto::mirror::{Commit, Entry, Frame, VERSION};
 use meridian_proto::origin::Origin;
 use tokio::sync::watch;
 
@@ -191,9 +191,23 @@ async fn serve_stream(
                 frames::write(send, &Frame::Ack { through }).await?;
                 metrics::gauge!("meridian_mirror_applied_seq", &labels).set(through as f64);
             }
+            Some(Frame::Commits { through, commits }) => {
+                if let Some(c) = views.borrow().client.clone() {
+                    client = c;
+                }
+                for c in commits {
+                    tokio::select! {
+                        _ = merge(&client, &origin, c, &labels) => {}
+                        _ = cancelled.changed() => {
+                            return Err(StreamError::Protocol("a newer stream for the same origin replaced this one".into()));
+                        }
+                    }
+                }
+                frames::write(send, &Frame::Ack { through }).await?;
+            }
             Some(other) => {
                 return Err(StreamError::Protocol(format!(
-                    "expected Records, got {other:?}"
+                    "expected Records or Commits, got {other:?}"
                 )));
             }
             None => return Ok(()),
@@ -242,6 +256,34 @@ async fn apply(
                     origin, group, seq = e.seq, topic_id = e.topic_id, partition = e.partition,
                     error = %err, retry_in_ms = backoff.as_millis() as u64,
                     "appending a mirrored batch failed; retrying (the stream waits: nothing is skipped)"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Merges a consumer group's positions committed in the origin region, retrying until the
+/// region takes them (merging is idempotent: a resent commit changes nothing).
+async fn merge(client: &Client, origin: &str, c: Commit, labels: &[(&'static str, String); 2]) {
+    let positions: meridian_client::Positions = c.positions.into_iter().collect();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match client
+            .merge_positions(&c.group, c.topic_id, c.partition, &positions)
+            .await
+        {
+            Ok(_) => {
+                metrics::counter!("meridian_mirror_applied_commits_total", labels).increment(1);
+                return;
+            }
+            Err(err) => {
+                metrics::counter!("meridian_mirror_apply_errors_total", labels).increment(1);
+                tracing::warn!(
+                    origin, group = %c.group, topic_id = c.topic_id, partition = c.partition,
+                    error = %err, retry_in_ms = backoff.as_millis() as u64,
+                    "merging a consumer group's positions failed; retrying"
                 );
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use meridian_proto::mirror::{Entry, Frame, VERSION};
+use meridian_proto::mirror::{Commit, Entry, Frame, VERSION};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
@@ -252,8 +252,8 @@ impl Stream<'_> {
                 let _ = tokio::time::timeout(READ_WAIT, views.changed()).await;
                 continue;
             };
-            let (batches, after) = match client
-                .read_local(g, next, self.config.batch_bytes, READ_WAIT)
+            let (batches, commits, after) = match client
+                .read_local_records(g, next, self.config.batch_bytes, READ_WAIT)
                 .await
             {
                 Ok(r) => r,
@@ -274,30 +274,64 @@ impl Stream<'_> {
                 // A topic newer than our views: wait for the next refresh, never skip it.
                 let _ = tokio::time::timeout(READ_WAIT * 3, views.changed()).await;
             }
+            let wanted = snapshot.topics(self.peer).unwrap_or_default();
+            let commits: Vec<Commit> = commits
+                .into_iter()
+                .filter(|c| c.seq <= through && wanted.contains(&c.topic_id))
+                .map(|c| Commit {
+                    seq: c.seq,
+                    topic_id: c.topic_id,
+                    partition: c.partition,
+                    group: c.group,
+                    positions: c
+                        .positions
+                        .into_iter()
+                        .map(|p| (p.region, p.position))
+                        .collect(),
+                })
+                .collect();
+            if !commits.is_empty() {
+                let n = commits.len() as u64;
+                self.send_frame(send, through, Frame::Commits { through, commits })
+                    .await?;
+                metrics::counter!("meridian_mirror_shipped_commits_total", labels).increment(n);
+            }
             if entries.is_empty() {
                 continue;
             }
             let n = entries.len() as u64;
             let messages: u64 = entries.iter().map(|e| u64::from(e.count)).sum();
-            let mut buf = Vec::new();
-            Frame::Records { through, entries }.encode(&mut buf);
-            let share = (buf.len() as u64).min(self.config.window_bytes) as u32;
-            self.window
-                .acquire_many(share)
-                .await
-                .expect("the window is never closed")
-                .forget();
-            self.in_flight
-                .lock()
-                .expect("in-flight lock poisoned")
-                .push_back((through, share));
-            send.write_all(&buf).await?;
+            let bytes = self
+                .send_frame(send, through, Frame::Records { through, entries })
+                .await?;
             metrics::counter!("meridian_mirror_shipped_batches_total", labels).increment(n);
             metrics::counter!("meridian_mirror_shipped_messages_total", labels).increment(messages);
-            metrics::counter!("meridian_mirror_shipped_bytes_total", labels)
-                .increment(buf.len() as u64);
+            metrics::counter!("meridian_mirror_shipped_bytes_total", labels).increment(bytes);
             metrics::gauge!("meridian_mirror_shipped_seq", labels).set(through as f64);
         }
+    }
+
+    /// Sends one frame once the window has room for it; returns its size.
+    async fn send_frame(
+        &self,
+        send: &mut quinn::SendStream,
+        through: u64,
+        frame: Frame,
+    ) -> Result<u64, StreamError> {
+        let mut buf = Vec::new();
+        frame.encode(&mut buf);
+        let share = (buf.len() as u64).min(self.config.window_bytes) as u32;
+        self.window
+            .acquire_many(share)
+            .await
+            .expect("the window is never closed")
+            .forget();
+        self.in_flight
+            .lock()
+            .expect("in-flight lock poisoned")
+            .push_back((through, share));
+        send.write_all(&buf).await?;
+        Ok(buf.len() as u64)
     }
 }
 

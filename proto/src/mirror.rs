@@ -12,7 +12,14 @@
 //!                   append_time_ms i64, payload_len u32, payload (a message batch)
 //! 4 Ack      through u64: every seq up to it is held by the target  receiver → sender
 //! 5 Refuse   reason (u16 len + UTF-8)                               either way, then close
+//! 6 Commits  through u64, n u32, n × commit                         sender → receiver
+//!            commit: seq u64, topic_id u32, partition u32, group (u16 len + UTF-8),
+//!                    k u16, k × (region (u16 len + UTF-8), position u64)
 //! ```
+//!
+//! `through` of Records and Commits: the frame covers the origin's records up to it (those
+//! not listed are not shipped to this region); the receiver acknowledges it once all of the
+//! frame is held.
 //!
 //! Integers are little-endian. A frame is at most [`FRAME_MAX`] bytes; a decoder refuses a
 //! longer length before buffering it.
@@ -20,7 +27,7 @@
 use bytes::{BufMut, Bytes};
 
 /// The protocol version a sender announces.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Largest frame (length field included).
 pub const FRAME_MAX: usize = 16 << 20;
 
@@ -39,6 +46,21 @@ pub struct Entry {
     pub append_time_ms: i64,
     /// The encoded messages (`crate::batch`).
     pub payload: Bytes,
+}
+
+/// A consumer group's commit with origin positions, shipped so the group can move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    /// The commit record's index in its origin group.
+    pub seq: u64,
+    /// Topic id.
+    pub topic_id: u32,
+    /// Partition.
+    pub partition: u32,
+    /// Consumer group.
+    pub group: String,
+    /// Origin region → highest position seen.
+    pub positions: Vec<(String, u64)>,
 }
 
 /// A frame of the link.
@@ -74,6 +96,13 @@ pub enum Frame {
     Refuse {
         /// Why.
         reason: String,
+    },
+    /// Consumer commits with origin positions.
+    Commits {
+        /// The frame covers the origin's records up to this.
+        through: u64,
+        /// The commits.
+        commits: Vec<Commit>,
     },
 }
 
@@ -137,6 +166,22 @@ impl Frame {
             Frame::Refuse { reason } => {
                 buf.put_u8(5);
                 put_str(buf, reason);
+            }
+            Frame::Commits { through, commits } => {
+                buf.put_u8(6);
+                buf.put_u64_le(*through);
+                buf.put_u32_le(commits.len() as u32);
+                for c in commits {
+                    buf.put_u64_le(c.seq);
+                    buf.put_u32_le(c.topic_id);
+                    buf.put_u32_le(c.partition);
+                    put_str(buf, &c.group);
+                    buf.put_u16_le(c.positions.len().min(u16::MAX as usize) as u16);
+                    for (region, position) in c.positions.iter().take(u16::MAX as usize) {
+                        put_str(buf, region);
+                        buf.put_u64_le(*position);
+                    }
+                }
             }
         }
         let len = (buf.len() - start - 4) as u32;
@@ -207,6 +252,38 @@ impl Frame {
             5 => Frame::Refuse {
                 reason: r.str("refuse")?,
             },
+            6 => {
+                let through = r.u64("commits")?;
+                let n = r.u32("commits")? as usize;
+                // Each commit takes at least 20 bytes.
+                if n > (len - r.at) / 20 {
+                    return Err(FrameError::Malformed {
+                        kind: "commits",
+                        why: "more commits than bytes",
+                    });
+                }
+                let mut commits = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let seq = r.u64("commits")?;
+                    let topic_id = r.u32("commits")?;
+                    let partition = r.u32("commits")?;
+                    let group = r.str("commits")?;
+                    let k = usize::from(r.u16("commits")?);
+                    let mut positions = Vec::with_capacity(k.min((len - r.at) / 10));
+                    for _ in 0..k {
+                        let region = r.str("commits")?;
+                        positions.push((region, r.u64("commits")?));
+                    }
+                    commits.push(Commit {
+                        seq,
+                        topic_id,
+                        partition,
+                        group,
+                        positions,
+                    });
+                }
+                Frame::Commits { through, commits }
+            }
             other => return Err(FrameError::UnknownKind(other)),
         };
         if r.at != len {
@@ -225,6 +302,7 @@ impl Frame {
             Frame::Records { .. } => "records",
             Frame::Ack { .. } => "ack",
             Frame::Refuse { .. } => "refuse",
+            Frame::Commits { .. } => "commits",
         }
     }
 }
@@ -305,6 +383,23 @@ mod tests {
             )
     }
 
+    fn commit() -> impl Strategy<Value = Commit> {
+        (
+            any::<u64>(),
+            any::<u32>(),
+            any::<u32>(),
+            "[a-z]{1,10}",
+            proptest::collection::vec(("[a-z-]{1,8}", any::<u64>()), 0..4),
+        )
+            .prop_map(|(seq, topic_id, partition, group, positions)| Commit {
+                seq,
+                topic_id,
+                partition,
+                group,
+                positions,
+            })
+    }
+
     fn frame() -> impl Strategy<Value = Frame> {
         prop_oneof![
             ("[a-z-]{0,20}", any::<u32>(), any::<u16>()).prop_map(|(region, group, version)| {
@@ -319,6 +414,8 @@ mod tests {
                 .prop_map(|(through, entries)| Frame::Records { through, entries }),
             any::<u64>().prop_map(|through| Frame::Ack { through }),
             "[ -~]{0,30}".prop_map(|reason| Frame::Refuse { reason }),
+            (any::<u64>(), proptest::collection::vec(commit(), 0..4))
+                .prop_map(|(through, commits)| Frame::Commits { through, commits }),
         ]
     }
 

@@ -16,6 +16,16 @@ use bytes::{BufMut, Bytes};
 /// Longest region name (the control plane's name rule).
 pub const REGION_MAX: usize = 249;
 
+/// Bits of a message's index within its batch in an origin position.
+pub const INDEX_BITS: u32 = 24;
+
+/// A message's position in its origin region: the record index of its batch there, then
+/// its index in the batch. Positions of one origin grow in the order the origin wrote, in
+/// every region holding the messages; a consumer's "seen up to" per origin is one of them.
+pub fn position(seq: u64, index: u32) -> u64 {
+    (seq << INDEX_BITS) | u64::from(index & ((1 << INDEX_BITS) - 1))
+}
+
 /// Where a mirrored batch was first written.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Origin {

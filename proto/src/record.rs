@@ -195,11 +195,51 @@ pub fn segment_end_marker() -> [u8; SEGMENT_END_LEN as usize] {
 
 /// Encodes an offset-commit payload.
 pub fn encode_offset_commit(group: &str, offset: u64) -> Vec<u8> {
+    encode_commit(group, offset, &[])
+}
+
+/// Encodes an offset-commit payload with origin positions after the offset:
+/// `n u16, n × (region len u16, region, position u64)`. A commit without positions is the
+/// plain offset commit.
+pub fn encode_commit(group: &str, offset: u64, positions: &[(String, u64)]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(2 + group.len() + 8);
     buf.put_u16_le(group.len() as u16);
     buf.put_slice(group.as_bytes());
     buf.put_u64_le(offset);
+    if !positions.is_empty() {
+        buf.put_u16_le(positions.len() as u16);
+        for (region, position) in positions {
+            buf.put_u16_le(region.len() as u16);
+            buf.put_slice(region.as_bytes());
+            buf.put_u64_le(*position);
+        }
+    }
     buf
+}
+
+/// The origin positions of an offset-commit payload (none for a plain commit, or when the
+/// tail does not decode).
+pub fn decode_commit_positions(payload: &Bytes) -> Vec<(String, u64)> {
+    fn parse(buf: &[u8]) -> Option<Vec<(String, u64)>> {
+        let group_len = usize::from(u16::from_le_bytes(buf.get(..2)?.try_into().ok()?));
+        let mut at = 2 + group_len + 8;
+        let Some(n) = buf.get(at..at + 2) else {
+            return Some(Vec::new());
+        };
+        let n = u16::from_le_bytes(n.try_into().ok()?);
+        at += 2;
+        let mut out = Vec::with_capacity(usize::from(n));
+        for _ in 0..n {
+            let len = usize::from(u16::from_le_bytes(buf.get(at..at + 2)?.try_into().ok()?));
+            let region = std::str::from_utf8(buf.get(at + 2..at + 2 + len)?).ok()?;
+            at += 2 + len;
+            let position = u64::from_le_bytes(buf.get(at..at + 8)?.try_into().ok()?);
+            at += 8;
+            out.push((region.to_owned(), position));
+        }
+        Some(out)
+    }
+    parse(payload).unwrap_or_default()
 }
 
 /// Decodes an offset-commit payload.
@@ -283,5 +323,11 @@ mod tests {
         let commit = Bytes::from(encode_offset_commit("billing", 12));
         assert_eq!(decode_offset_commit(&commit), Some(("billing".into(), 12)));
         assert_eq!(decode_offset_commit(&commit.slice(..5)), None);
+        assert!(decode_commit_positions(&commit).is_empty());
+        let positions = vec![("eu".to_owned(), 77), ("us-east".to_owned(), 1 << 40)];
+        let commit = Bytes::from(encode_commit("billing", 12, &positions));
+        assert_eq!(decode_offset_commit(&commit), Some(("billing".into(), 12)));
+        assert_eq!(decode_commit_positions(&commit), positions);
+        assert!(decode_commit_positions(&commit.slice(..commit.len() - 1)).is_empty());
     }
 }

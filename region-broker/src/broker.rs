@@ -10,7 +10,7 @@ mod replicated;
 pub use mirror::{LocalBatch, MirrorAppended};
 pub use replicated::LogGroupState;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -56,9 +56,7 @@ pub struct Broker {
     /// Serializes the mirrored appends of one origin to one group (log group, origin
     /// region, origin group).
     #[allow(clippy::type_complexity)]
-    mirror_locks: std::sync::Mutex<
-        std::collections::HashMap<(u32, String, u32), Arc<tokio::sync::Mutex<()>>>,
-    >,
+    mirror_locks: std::sync::Mutex<HashMap<(u32, String, u32), Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Why a request failed; each adapter maps these to its protocol's codes.
@@ -174,6 +172,23 @@ pub struct FetchedMessage {
     pub message: Message,
     /// Broker time of its append.
     pub append_time_ms: i64,
+    /// The region that first wrote it.
+    pub origin_region: String,
+    /// Its position there (`meridian_proto::origin::position`).
+    pub origin_position: u64,
+}
+
+/// Origin positions: region → the highest position seen.
+pub type Positions = Vec<(String, u64)>;
+
+/// What a consumer group committed: where to resume here, and what it has seen of each
+/// origin region.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// The offset to resume at (`None`: nothing committed).
+    pub offset: Option<u64>,
+    /// Origin positions (multi-region topics).
+    pub positions: Positions,
 }
 
 /// What an acknowledged produce got.
@@ -618,7 +633,7 @@ impl Broker {
                 .read(key, offset, max_bytes.max(1))
                 .map_err(|e| self.read_error(&topic, partition, e))?;
             if !batches.is_empty() || tokio::time::Instant::now() >= deadline {
-                let messages = decode(batches, offset, max_bytes)?;
+                let messages = decode(batches, offset, max_bytes, &self.config.region)?;
                 metrics::counter!("meridian_fetch_messages_total").increment(messages.len() as u64);
                 let range = group.offsets(key).map_err(BrokerError::Read)?;
                 return Ok((messages, range));
@@ -656,19 +671,46 @@ impl Broker {
         })
     }
 
-    /// Commits a consumer group's position in a partition (through the journal).
+    /// Commits a consumer group's position in a partition (through the journal), with the
+    /// origin positions it has seen below it.
     pub async fn commit_offset(
         &self,
         group_name: &str,
         topic: &str,
         partition: u32,
         offset: u64,
+        positions: Positions,
     ) -> Result<(), BrokerError> {
+        if offset == crate::storage::POSITIONS_ONLY {
+            return Err(BrokerError::Invalid(format!(
+                "offset {offset} is reserved: commit the offset of the next message to read"
+            )));
+        }
+        validate_positions(&positions)?;
         names::validate("group", group_name).map_err(|e| BrokerError::Invalid(e.to_string()))?;
         let topic = self.topic(topic)?;
         let (group, key) = self.locate(&topic, partition)?;
         let g = topic.groups[partition as usize];
+        self.write_commit(g, &group, group_name, key, offset, positions)
+            .await
+    }
+
+    /// Writes a commit record the way the group replicates.
+    pub(crate) async fn write_commit(
+        &self,
+        g: u32,
+        group: &LogGroup,
+        group_name: &str,
+        key: PartitionKey,
+        offset: u64,
+        positions: Positions,
+    ) -> Result<(), BrokerError> {
         if self.master_slave_group(g).is_some() {
+            if !positions.is_empty() {
+                return Err(BrokerError::Invalid(format!(
+                    "log group {g} is master-slave: origin positions are kept by raft groups only"
+                )));
+            }
             self.commit_offset_master_slave(g, group_name, key, offset)
                 .await?;
         } else if self.is_replicated() {
@@ -677,10 +719,13 @@ impl Broker {
                 topic_id: key.0,
                 partition: key.1,
                 offset,
+                positions,
             };
             self.replicate(g, command).await?;
         } else {
-            group.commit_offset(group_name, key, offset).await?;
+            group
+                .commit_positions(group_name, key, offset, positions)
+                .await?;
         }
         Ok(())
     }
@@ -691,12 +736,67 @@ impl Broker {
         group_name: &str,
         topic: &str,
         partition: u32,
-    ) -> Result<Option<u64>, BrokerError> {
+    ) -> Result<Committed, BrokerError> {
         names::validate("group", group_name).map_err(|e| BrokerError::Invalid(e.to_string()))?;
         let topic = self.topic(topic)?;
         let (group, key) = self.locate(&topic, partition)?;
         self.require_leader(topic.groups[partition as usize])?;
-        Ok(group.committed_offset(group_name, key))
+        let positions = group.committed_positions(group_name, key);
+        let offset = match group.committed_offset(group_name, key) {
+            Some(crate::storage::POSITIONS_ONLY) => Some(self.offset_in(&group, key, &positions)?),
+            other => other,
+        };
+        Ok(Committed { offset, positions })
+    }
+
+    /// The first offset of a partition holding a message that `positions` do not cover:
+    /// where a consumer that read elsewhere resumes here.
+    pub async fn offset_for_positions(
+        &self,
+        topic: &str,
+        partition: u32,
+        positions: &Positions,
+    ) -> Result<u64, BrokerError> {
+        validate_positions(positions)?;
+        let topic = self.topic(topic)?;
+        let (group, key) = self.locate(&topic, partition)?;
+        self.require_leader(topic.groups[partition as usize])?;
+        self.offset_in(&group, key, positions)
+    }
+
+    /// Walks the partition from its earliest message to the first one not covered.
+    fn offset_in(
+        &self,
+        group: &LogGroup,
+        key: PartitionKey,
+        positions: &Positions,
+    ) -> Result<u64, BrokerError> {
+        use meridian_proto::origin::position;
+        let seen: HashMap<&str, u64> = positions.iter().map(|(r, p)| (r.as_str(), *p)).collect();
+        let (mut next, latest) = group.offsets(key).map_err(BrokerError::Read)?;
+        while next < latest {
+            let batches = group.read(key, next, 1 << 20).map_err(BrokerError::Read)?;
+            if batches.is_empty() {
+                break;
+            }
+            for b in batches {
+                let (region, seq) = match &b.origin {
+                    Some(o) => (o.region.as_str(), o.seq),
+                    None => (self.config.region.as_str(), b.index),
+                };
+                let first = position(seq, 0);
+                let unseen = match seen.get(region) {
+                    None => 0,
+                    Some(&limit) if limit < first => 0,
+                    Some(&limit) => limit - first + 1,
+                };
+                if unseen < u64::from(b.count) {
+                    return Ok((b.base_offset + unseen).max(next));
+                }
+                next = b.base_offset + u64::from(b.count);
+            }
+        }
+        Ok(next.max(latest))
     }
 
     /// Flushes and stops every log group.
@@ -779,6 +879,7 @@ fn decode(
     batches: Vec<crate::storage::ReadBatch>,
     offset: u64,
     max_bytes: usize,
+    region: &str,
 ) -> Result<Vec<FetchedMessage>, BrokerError> {
     let mut out = Vec::new();
     let mut bytes = 0;
@@ -798,14 +899,38 @@ fn decode(
             if !out.is_empty() && bytes > max_bytes {
                 return Ok(out);
             }
+            let (origin_region, seq) = match &b.origin {
+                Some(origin) => (origin.region.clone(), origin.seq),
+                None => (region.to_owned(), b.index),
+            };
             out.push(FetchedMessage {
                 offset: o,
                 message,
                 append_time_ms: b.append_time_ms,
+                origin_region,
+                origin_position: meridian_proto::origin::position(seq, i as u32),
             });
         }
     }
     Ok(out)
+}
+
+/// Refuses origin positions a commit cannot carry.
+pub(crate) fn validate_positions(positions: &Positions) -> Result<(), BrokerError> {
+    if positions.len() > 64 {
+        return Err(BrokerError::Invalid(format!(
+            "{} origin positions: at most 64 regions",
+            positions.len()
+        )));
+    }
+    for (region, _) in positions {
+        if region.is_empty() || region.len() > meridian_proto::origin::REGION_MAX {
+            return Err(BrokerError::Invalid(
+                "an origin position's region must be 1 to 249 bytes".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn group_dir(data: &Path, group: u32) -> std::path::PathBuf {

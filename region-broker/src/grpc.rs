@@ -253,6 +253,8 @@ impl broker_server::Broker for GrpcService {
                     .collect(),
                 timestamp_ms: f.message.timestamp_ms,
                 append_time_ms: f.append_time_ms,
+                origin_region: f.origin_region,
+                origin_position: f.origin_position,
             })
             .collect();
         Ok(Response::new(v1::FetchResponse {
@@ -294,7 +296,13 @@ impl broker_server::Broker for GrpcService {
     ) -> Result<Response<v1::CommitOffsetResponse>, Status> {
         let r = request.into_inner();
         self.broker
-            .commit_offset(&r.group, &r.topic, r.partition, r.offset)
+            .commit_offset(
+                &r.group,
+                &r.topic,
+                r.partition,
+                r.offset,
+                from_positions(r.positions),
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(v1::CommitOffsetResponse {}))
@@ -305,12 +313,46 @@ impl broker_server::Broker for GrpcService {
         request: Request<v1::FetchOffsetRequest>,
     ) -> Result<Response<v1::FetchOffsetResponse>, Status> {
         let r = request.into_inner();
-        let offset = self
+        let committed = self
             .broker
             .committed_offset(&r.group, &r.topic, r.partition)
             .await
             .map_err(status)?;
-        Ok(Response::new(v1::FetchOffsetResponse { offset }))
+        Ok(Response::new(v1::FetchOffsetResponse {
+            offset: committed.offset,
+            positions: to_positions(committed.positions),
+        }))
+    }
+
+    async fn merge_positions(
+        &self,
+        request: Request<v1::MergePositionsRequest>,
+    ) -> Result<Response<v1::MergePositionsResponse>, Status> {
+        let r = request.into_inner();
+        let changed = self
+            .broker
+            .merge_positions(
+                &r.group,
+                r.topic_id,
+                r.partition,
+                from_positions(r.positions),
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::MergePositionsResponse { changed }))
+    }
+
+    async fn offset_for_positions(
+        &self,
+        request: Request<v1::OffsetForPositionsRequest>,
+    ) -> Result<Response<v1::OffsetForPositionsResponse>, Status> {
+        let r = request.into_inner();
+        let offset = self
+            .broker
+            .offset_for_positions(&r.topic, r.partition, &from_positions(r.positions))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::OffsetForPositionsResponse { offset }))
     }
 
     async fn log_groups(
@@ -415,7 +457,7 @@ impl broker_server::Broker for GrpcService {
         request: Request<v1::ReadLocalRequest>,
     ) -> Result<Response<v1::ReadLocalResponse>, Status> {
         let r = request.into_inner();
-        let (batches, next_seq) = self
+        let found = self
             .broker
             .read_local(
                 r.group,
@@ -426,7 +468,8 @@ impl broker_server::Broker for GrpcService {
             .await
             .map_err(status)?;
         Ok(Response::new(v1::ReadLocalResponse {
-            batches: batches
+            batches: found
+                .batches
                 .into_iter()
                 .map(|b| v1::LocalBatch {
                     seq: b.seq,
@@ -437,7 +480,32 @@ impl broker_server::Broker for GrpcService {
                     payload: b.payload,
                 })
                 .collect(),
-            next_seq,
+            next_seq: found.next,
+            commits: found
+                .commits
+                .into_iter()
+                .map(|c| v1::LocalCommit {
+                    seq: c.seq,
+                    group: c.group,
+                    topic_id: c.topic_id,
+                    partition: c.partition,
+                    positions: to_positions(c.positions),
+                })
+                .collect(),
         }))
     }
+}
+
+fn from_positions(positions: Vec<v1::OriginPosition>) -> crate::broker::Positions {
+    positions
+        .into_iter()
+        .map(|p| (p.region, p.position))
+        .collect()
+}
+
+fn to_positions(positions: crate::broker::Positions) -> Vec<v1::OriginPosition> {
+    positions
+        .into_iter()
+        .map(|(region, position)| v1::OriginPosition { region, position })
+        .collect()
 }

@@ -16,7 +16,9 @@ mod tests;
 
 use std::time::Duration;
 
-pub use group::{Appended, LogGroup, RaftRecord, ReadBatch, RecordChunk, mirrored_payload};
+pub use group::{
+    Appended, LogGroup, POSITIONS_ONLY, RaftRecord, ReadBatch, RecordChunk, mirrored_payload,
+};
 pub use journal::ReadFailure;
 pub use meridian_proto::record;
 pub use sync::SyncBatcher;

@@ -18,11 +18,13 @@ pub mod platform;
 /// The directory holding the workspace's built binaries.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/debug/deps/<test> → target/debug
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target directory")
-        .to_owned()
+    let dir = exe.parent().expect("the executable's directory");
+    // A program beside the binaries (a benchmark in target/release) uses its own directory;
+    // a test in target/debug/deps/ the one above.
+    if dir.join("region-broker").exists() {
+        return dir.to_owned();
+    }
+    dir.parent().expect("target directory").to_owned()
 }
 
 /// Path of a workspace binary; panics with what to run when it was not built.

@@ -44,9 +44,29 @@ fn regions_are_created_and_listed_through_the_control_plane() {
     let (code, _, err) = meridian(&addr, &["region", "create", "e/u"]);
     assert_eq!(code, 1);
     assert!(err.contains("invalid region"), "{err}");
-    let (code, out, _) = meridian(&addr, &["--json", "region", "list"]);
-    assert_eq!(code, 0);
-    assert_eq!(out.trim(), r#"[{"name":"eu","state":"up"}]"#);
+    let list = || {
+        let (code, out, err) = meridian(&addr, &["--json", "region", "list"]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    assert_eq!(
+        list(),
+        serde_json::json!([{"name": "eu", "state": "up", "reason": "", "by_operator": false}])
+    );
+    // An operator fails the region over and restores it.
+    let (code, out, err) = meridian(&addr, &["region", "fail", "eu"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("region eu is down"), "{out}");
+    assert_eq!(
+        list(),
+        serde_json::json!([{"name": "eu", "state": "down", "reason": "failed over by an operator", "by_operator": true}])
+    );
+    let (code, out, err) = meridian(&addr, &["region", "restore", "eu"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("region eu is up"), "{out}");
+    let (code, _, err) = meridian(&addr, &["region", "fail", "mars"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown region \"mars\""), "{err}");
     // SAFETY: signalling our own child by pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(

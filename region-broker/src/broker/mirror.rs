@@ -32,6 +32,33 @@ pub struct MirrorAppended {
     pub base_offset: Option<u64>,
 }
 
+/// A consumer group's commit with origin positions, made in this region: shipped so the
+/// group can move to another region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalCommit {
+    /// Its record index.
+    pub seq: u64,
+    /// Consumer group.
+    pub group: String,
+    /// Topic id.
+    pub topic_id: u32,
+    /// Partition.
+    pub partition: u32,
+    /// What the group has seen of each origin.
+    pub positions: super::Positions,
+}
+
+/// What a read of local records found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalRecords {
+    /// Committed local-origin batches.
+    pub batches: Vec<LocalBatch>,
+    /// Consumer commits with origin positions.
+    pub commits: Vec<LocalCommit>,
+    /// The record index to read from next.
+    pub next: u64,
+}
+
 /// A committed, local-origin batch of a log group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalBatch {
@@ -126,6 +153,62 @@ impl Broker {
         })
     }
 
+    /// Merges a consumer group's origin positions committed in another region into this
+    /// region's: each origin's highest. Written (as a commit whose offset is derived from
+    /// the positions) only when something moved forward; whether it did. Merging is
+    /// idempotent, so a commit shipped twice changes nothing the second time.
+    pub async fn merge_positions(
+        &self,
+        group_name: &str,
+        topic_id: u32,
+        partition: u32,
+        positions: super::Positions,
+    ) -> Result<bool, BrokerError> {
+        meridian_proto::names::validate("group", group_name)
+            .map_err(|e| BrokerError::Invalid(e.to_string()))?;
+        super::validate_positions(&positions)?;
+        let topic = self.topic_by_id(topic_id)?;
+        let (group, key) = self.locate(&topic, partition)?;
+        let g = topic.groups[partition as usize];
+        let raft = self.raft(g).ok_or_else(|| {
+            BrokerError::Invalid(format!(
+                "log group {g} is not replicated by raft: origin positions are kept by raft groups only"
+            ))
+        })?;
+        self.require_leader(g)?;
+        let lock = self
+            .mirror_locks
+            .lock()
+            .expect("mirror locks poisoned")
+            .entry((g, format!("positions/{group_name}"), partition))
+            .or_default()
+            .clone();
+        let _one_at_a_time = lock.lock().await;
+        raft.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+            .await
+            .map_err(|e| BrokerError::Replication(format!("log group {g}: {e}")))?;
+        let current = group.committed_positions(group_name, key);
+        let mut merged: std::collections::BTreeMap<String, u64> = current.iter().cloned().collect();
+        for (region, position) in positions {
+            let p = merged.entry(region).or_insert(0);
+            *p = (*p).max(position);
+        }
+        let merged: super::Positions = merged.into_iter().collect();
+        if merged == current {
+            return Ok(false);
+        }
+        self.write_commit(
+            g,
+            &group,
+            group_name,
+            key,
+            crate::storage::POSITIONS_ONLY,
+            merged,
+        )
+        .await?;
+        Ok(true)
+    }
+
     fn mirror_lock(&self, group: u32, origin: &Origin) -> Arc<tokio::sync::Mutex<()>> {
         self.mirror_locks
             .lock()
@@ -158,16 +241,19 @@ impl Broker {
         from: u64,
         max_bytes: usize,
         max_wait: Duration,
-    ) -> Result<(Vec<LocalBatch>, u64), BrokerError> {
+    ) -> Result<LocalRecords, BrokerError> {
         let group = self.hosted(g)?;
         self.require_leader(g)?;
         let deadline = tokio::time::Instant::now() + max_wait.min(Duration::from_secs(30));
         let mut visible = group.subscribe();
         loop {
             visible.borrow_and_update();
-            let (batches, next) = local_batches(&group, from.max(1), max_bytes)?;
-            if !batches.is_empty() || tokio::time::Instant::now() >= deadline {
-                return Ok((batches, next));
+            let found = local_records(&group, from.max(1), max_bytes)?;
+            if !found.batches.is_empty()
+                || !found.commits.is_empty()
+                || tokio::time::Instant::now() >= deadline
+            {
+                return Ok(found);
             }
             if tokio::time::timeout_at(deadline, visible.changed())
                 .await
@@ -179,16 +265,20 @@ impl Broker {
     }
 }
 
-/// Committed local-origin batches from record index `from`: skips other records and
-/// mirrored batches; stops at the commit watermark, at `max_bytes` (after one batch), or
-/// at the journal's end.
-fn local_batches(
+/// Committed local-origin batches (and consumer commits with positions) from record index
+/// `from`: skips other records, mirrored batches and positions merged from elsewhere;
+/// stops at the commit watermark, at `max_bytes` (after one batch), or at the journal's
+/// end.
+fn local_records(
     group: &crate::storage::LogGroup,
     from: u64,
     max_bytes: usize,
-) -> Result<(Vec<LocalBatch>, u64), BrokerError> {
+) -> Result<LocalRecords, BrokerError> {
     let Some((first, last)) = group.record_bounds() else {
-        return Ok((Vec::new(), from));
+        return Ok(LocalRecords {
+            next: from,
+            ..LocalRecords::default()
+        });
     };
     if from < first {
         return Err(BrokerError::Invalid(format!(
@@ -196,7 +286,7 @@ fn local_batches(
         )));
     }
     let watermark = group.watermark();
-    let (mut out, mut bytes, mut next) = (Vec::new(), 0, from);
+    let (mut out, mut commits, mut bytes, mut next) = (Vec::new(), Vec::new(), 0, from);
     while next <= last && (out.is_empty() || bytes < max_bytes) {
         match group.end_of_record(next) {
             Some(end) if end <= watermark => {}
@@ -206,6 +296,23 @@ fn local_batches(
             break;
         };
         next += 1;
+        if h.kind == RecordKind::OffsetCommit {
+            let positions = meridian_proto::record::decode_commit_positions(&payload);
+            if let Some((group_name, offset)) =
+                meridian_proto::record::decode_offset_commit(&payload)
+                && offset != crate::storage::POSITIONS_ONLY
+                && !positions.is_empty()
+            {
+                commits.push(LocalCommit {
+                    seq: h.index,
+                    group: group_name,
+                    topic_id: h.topic_id,
+                    partition: h.partition,
+                    positions,
+                });
+            }
+            continue;
+        }
         if h.kind != RecordKind::Batch || h.flags & FLAG_ORIGIN != 0 {
             continue;
         }
@@ -219,5 +326,9 @@ fn local_batches(
             payload,
         });
     }
-    Ok((out, next))
+    Ok(LocalRecords {
+        batches: out,
+        commits,
+        next,
+    })
 }

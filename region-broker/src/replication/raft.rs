@@ -92,6 +92,9 @@ pub enum Command {
         partition: u32,
         /// The committed offset.
         offset: u64,
+        /// Origin positions seen below it (multi-region topics).
+        #[serde(default)]
+        positions: Vec<(String, u64)>,
     },
 }
 
@@ -190,6 +193,7 @@ impl std::fmt::Display for Command {
                 topic_id,
                 partition,
                 offset,
+                ..
             } => {
                 write!(f, "commit {group} at {offset} on {topic_id}/{partition}")
             }
@@ -816,6 +820,7 @@ fn record_from_entry(entry: Entry) -> io::Result<RaftRecord> {
             topic_id,
             partition,
             offset,
+            positions,
         }) => RaftRecord {
             term,
             index,
@@ -824,7 +829,7 @@ fn record_from_entry(entry: Entry) -> io::Result<RaftRecord> {
             key: (topic_id, partition),
             count: 0,
             base_offset: offset,
-            payload: Bytes::from(record::encode_offset_commit(&group, offset)),
+            payload: Bytes::from(record::encode_commit(&group, offset, &positions)),
         },
     })
 }
@@ -857,6 +862,7 @@ fn entry_from_record(h: &RecordHeader, payload: Bytes) -> io::Result<Entry> {
                 topic_id: key.0,
                 partition: key.1,
                 offset,
+                positions: record::decode_commit_positions(&payload),
             })
         }
     };

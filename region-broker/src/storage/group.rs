@@ -93,6 +93,8 @@ pub struct ReadBatch {
     pub payload: Bytes,
     /// Where a mirrored batch was first written; `None` for a local one.
     pub origin: Option<Origin>,
+    /// The record's index in this group (a local batch's origin seq).
+    pub index: u64,
 }
 
 /// A mirrored batch's record payload: the origin, then the messages.
@@ -210,9 +212,8 @@ impl Scan {
         self.last_time = h.append_time_ms;
         match h.kind {
             RecordKind::OffsetCommit => {
-                if let Some((group, offset)) = record::decode_offset_commit(payload) {
-                    self.offsets
-                        .insert((group, h.topic_id, h.partition), (offset, pos));
+                for (key, value) in durable_positions(h, payload) {
+                    self.offsets.insert(key, (value, pos));
                 }
             }
             RecordKind::Batch => {
@@ -227,6 +228,29 @@ impl Scan {
             RecordKind::Blank | RecordKind::Membership | RecordKind::Metadata => {}
         }
     }
+}
+
+/// The committed offset of a group whose positions came from another region: the offset
+/// here is derived from the positions when asked.
+pub const POSITIONS_ONLY: u64 = u64::MAX;
+
+/// The values a commit record sets: the group's offset, and one pseudo offset per origin
+/// position (`\u{1}p/{group}/{region}`), kept, truncated and carried past retention as
+/// offsets are.
+fn commit_values(
+    group: &str,
+    key: PartitionKey,
+    offset: u64,
+    positions: &[(String, u64)],
+) -> Vec<(OffsetKey, u64)> {
+    let mut out = vec![((group.to_owned(), key.0, key.1), offset)];
+    for (region, position) in positions {
+        out.push((
+            (format!("{MARK_PREFIX}p/{group}/{region}"), key.0, key.1),
+            *position,
+        ));
+    }
+    out
 }
 
 /// The prefix of the pseudo consumer groups that keep mirror marks. Real group names are
@@ -249,7 +273,10 @@ fn mark_keys(region: &str, group: u32) -> (OffsetKey, OffsetKey) {
 fn durable_positions(h: &RecordHeader, payload: &Bytes) -> Vec<(OffsetKey, u64)> {
     if h.kind == RecordKind::OffsetCommit {
         return record::decode_offset_commit(payload)
-            .map(|(g, o)| vec![((g, h.topic_id, h.partition), o)])
+            .map(|(g, o)| {
+                let positions = record::decode_commit_positions(payload);
+                commit_values(&g, (h.topic_id, h.partition), o, &positions)
+            })
             .unwrap_or_default();
     }
     if h.kind != RecordKind::Batch || h.flags & record::FLAG_ORIGIN == 0 {
@@ -336,11 +363,11 @@ enum Body {
     Commit {
         group: String,
         offset: u64,
+        /// Origin positions (multi-region topics), kept beside the offset.
+        positions: Vec<(String, u64)>,
     },
     /// A record whose term and index the replication layer chose (a raft log entry).
-    Raft {
-        entry: RaftRecord,
-    },
+    Raft { entry: RaftRecord },
     /// A record copied from another replica, to be written at `position` unchanged.
     Verbatim {
         position: u64,
@@ -500,14 +527,40 @@ impl LogGroup {
         key: PartitionKey,
         offset: u64,
     ) -> Result<Appended, AppendError> {
+        self.commit_positions(group, key, offset, Vec::new()).await
+    }
+
+    /// Commits a consumer group's offset with the origin positions it has seen below it
+    /// (`offset` [`POSITIONS_ONLY`]: positions merged from another region, no local offset).
+    pub async fn commit_positions(
+        &self,
+        group: &str,
+        key: PartitionKey,
+        offset: u64,
+        positions: Vec<(String, u64)>,
+    ) -> Result<Appended, AppendError> {
         self.send(
             key,
             Body::Commit {
                 group: group.to_owned(),
                 offset,
+                positions,
             },
         )
         .await
+    }
+
+    /// The origin positions a consumer group last committed for a partition.
+    pub fn committed_positions(&self, group: &str, key: PartitionKey) -> Vec<(String, u64)> {
+        let prefix = format!("{MARK_PREFIX}p/{group}/");
+        let offsets = self.shared.offsets.lock().expect("offsets lock poisoned");
+        let mut out: Vec<(String, u64)> = offsets
+            .iter()
+            .filter(|((g, t, p), _)| (*t, *p) == key && g.starts_with(&prefix))
+            .map(|((g, _, _), &(position, _))| (g[prefix.len()..].to_owned(), position))
+            .collect();
+        out.sort();
+        out
     }
 
     /// The offset a consumer group last committed for a partition.
@@ -583,6 +636,7 @@ impl LogGroup {
                 append_time_ms: h.append_time_ms,
                 payload,
                 origin,
+                index: h.index,
             });
         }
         Ok(out)
@@ -1395,7 +1449,11 @@ impl Shared {
         };
         for ((group, topic_id, partition), offset) in old {
             let (reply, rx) = oneshot::channel();
-            let body = Body::Commit { group, offset };
+            let body = Body::Commit {
+                group,
+                offset,
+                positions: Vec::new(),
+            };
             tx.blocking_send(Command::Append {
                 key: (topic_id, partition),
                 body,
@@ -1710,9 +1768,15 @@ impl Appender {
         let (position, buf) = self.writer.stage(&self.shared.journal, len)?;
         match body {
             Body::Batch { payload, .. } => record::encode(buf, &header, payload),
-            Body::Commit { group, offset } => {
-                record::encode(buf, &header, &record::encode_offset_commit(group, *offset))
-            }
+            Body::Commit {
+                group,
+                offset,
+                positions,
+            } => record::encode(
+                buf,
+                &header,
+                &record::encode_commit(group, *offset, positions),
+            ),
             Body::Raft { entry, .. } => record::encode(buf, &header, &entry.payload),
             // Byte for byte what the leader wrote; its checksum was verified on parsing.
             Body::Verbatim { bytes, .. } => buf.extend_from_slice(bytes),
@@ -1726,7 +1790,11 @@ impl Appender {
         }
         self.last_time = self.last_time.max(header.append_time_ms);
         let commit = match body {
-            Body::Commit { group, offset } => vec![((group.clone(), key.0, key.1), *offset)],
+            Body::Commit {
+                group,
+                offset,
+                positions,
+            } => commit_values(group, key, *offset, positions),
             Body::Verbatim { bytes, .. } => durable_positions(&header, &bytes.slice(HEADER_LEN..)),
             Body::Raft { entry, .. } => durable_positions(&header, &entry.payload),
             Body::Batch { payload, .. } => durable_positions(&header, payload),
@@ -1998,7 +2066,17 @@ fn visible_limit(p: &Progress, config: &GroupConfig) -> u64 {
 fn body_len(body: &Body) -> usize {
     match body {
         Body::Batch { payload, .. } => payload.len(),
-        Body::Commit { group, .. } => 2 + group.len() + 8,
+        Body::Commit {
+            group, positions, ..
+        } => {
+            2 + group.len()
+                + 8
+                + if positions.is_empty() { 0 } else { 2 }
+                + positions
+                    .iter()
+                    .map(|(r, _)| 2 + r.len() + 8)
+                    .sum::<usize>()
+        }
         Body::Verbatim { bytes, .. } => bytes.len() - HEADER_LEN,
         Body::Raft { entry } => entry.payload.len(),
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use proptest::prelude::*;
 
-use super::{FlushPolicy, GroupConfig, LogGroup, PartitionKey, ReadError};
+use super::{FlushPolicy, GroupConfig, LogGroup, POSITIONS_ONLY, PartitionKey, ReadError};
 
 const TOPICS: [(u32, &str); 3] = [(1, "orders"), (2, "payments"), (5, "audit.log")];
 const PARTITIONS: u32 = 2;
@@ -895,5 +895,62 @@ fn mirrored_batches_keep_their_origin_and_marks() {
     drop(group);
     let group = LogGroup::open(&dir, config, &partitions()).unwrap();
     assert_eq!(group.mirror_mark("us-east", 4), Some((10, 9)));
+    group.close();
+}
+
+#[test]
+fn commits_keep_origin_positions_through_recovery_and_retention() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("group-0");
+    let config = GroupConfig {
+        retention_bytes: Some(4 * 4096),
+        ..config(FlushPolicy::Fsync)
+    };
+    let group = LogGroup::open(&dir, config.clone(), &partitions()).unwrap();
+    let key = (1, 0);
+    let positions = vec![("eu".to_owned(), 5 << 24), ("us".to_owned(), (9 << 24) | 3)];
+    rt.block_on(group.append(key, payload(0, 50), 1)).unwrap();
+    rt.block_on(group.commit_positions("billing", key, 1, positions.clone()))
+        .unwrap();
+    // Another group's and another partition's positions are their own.
+    rt.block_on(group.commit_positions("audit", key, 1, vec![("eu".to_owned(), 1 << 24)]))
+        .unwrap();
+    assert_eq!(group.committed_positions("billing", key), positions);
+    assert_eq!(group.committed_positions("billing", (1, 1)), vec![]);
+    assert_eq!(group.committed_offset("billing", key), Some(1));
+    // The pseudo offsets never show as consumer groups.
+    let mut groups: Vec<String> = group
+        .committed_offsets()
+        .into_iter()
+        .map(|(g, ..)| g)
+        .collect();
+    groups.sort();
+    assert_eq!(groups, ["audit", "billing"]);
+
+    // Positions merged from another region: no local offset.
+    let merged = vec![("eu".to_owned(), 7 << 24), ("us".to_owned(), (9 << 24) | 3)];
+    rt.block_on(group.commit_positions("billing", key, POSITIONS_ONLY, merged.clone()))
+        .unwrap();
+    group.close();
+    drop(group);
+    let group = LogGroup::open(&dir, config.clone(), &partitions()).unwrap();
+    assert_eq!(group.committed_positions("billing", key), merged);
+    assert_eq!(group.committed_offset("billing", key), Some(POSITIONS_ONLY));
+
+    // Retention deletes the commit's segment: offset and positions are carried forward.
+    for i in 0..200 {
+        rt.block_on(group.append((1, 1), payload(i, 200), 1))
+            .unwrap();
+    }
+    let (_, written, _, _) = group.positions();
+    wait_visible(&rt, &group, written);
+    group.apply_retention().unwrap();
+    assert!(group.positions().0 > 0, "retention deleted a segment");
+    group.close();
+    drop(group);
+    let group = LogGroup::open(&dir, config, &partitions()).unwrap();
+    assert_eq!(group.committed_positions("billing", key), merged);
+    assert_eq!(group.committed_offset("billing", key), Some(POSITIONS_ONLY));
     group.close();
 }
