@@ -53,6 +53,11 @@ pub(crate) enum Command {
         /// The new default acks.
         #[arg(long, value_parser = ["leader", "quorum", "all"])]
         acks: Option<String>,
+        /// A strictly ordered topic's new home region: the old home stops taking writes
+        /// (all its brokers confirm) before the new one starts. Messages the old home wrote
+        /// and its mirror has not shipped yet arrive later, after the new home's first ones.
+        #[arg(long)]
+        home: Option<String>,
     },
     /// List topics.
     List,
@@ -260,15 +265,19 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
             partitions,
             retention,
             acks,
+            home,
         } => {
-            if partitions.is_none() && retention.is_none() && acks.is_none() {
-                bail!("nothing to alter: pass --partitions N, --retention D or --acks A");
+            if partitions.is_none() && retention.is_none() && acks.is_none() && home.is_none() {
+                bail!(
+                    "nothing to alter: pass --partitions N, --retention D, --acks A or --home REGION"
+                );
             }
             let request = v1::AlterTopicRequest {
                 name: name.clone(),
                 partitions,
                 retention,
                 acks,
+                home,
             };
             let t = control::on_leader(control, &format!("altering topic {name}"), |mut c| {
                 let request = request.clone();
@@ -280,8 +289,12 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
             } else {
                 let spec = t.spec.clone().unwrap_or_default();
                 println!(
-                    "altered topic {}: {} partitions, retention {}, acks {}",
-                    spec.name, spec.partitions, spec.retention, spec.acks
+                    "altered topic {}: {} partitions, retention {}, acks {}{}",
+                    spec.name,
+                    spec.partitions,
+                    spec.retention,
+                    spec.acks,
+                    spec.home.map(|h| format!(", home {h}")).unwrap_or_default()
                 );
             }
         }

@@ -486,12 +486,20 @@ impl control_plane_server::ControlPlane for ControlService {
         &self,
         request: Request<v1::AlterTopicRequest>,
     ) -> Result<Response<v1::TopicDescription>, Status> {
-        let request = request.into_inner();
+        let mut request = request.into_inner();
         self.require_leader()?;
-        let topic = {
-            let _one_at_a_time = self.topic_writes.lock().await;
-            topics::alter(&*self.store, &request).await?
-        };
+        let _one_at_a_time = self.topic_writes.lock().await;
+        if let Some(home) = request.home.take() {
+            let (current, _) = topics::load(&*self.store, &request.name).await?;
+            if current.home.as_deref() != Some(home.as_str()) || current.home_closed {
+                // Fence the old home first: no broker takes writes once all applied this.
+                let closed = topics::move_home(&*self.store, &request.name, &home, false).await?;
+                self.wait_ready(&closed).await?;
+                let opened = topics::move_home(&*self.store, &request.name, &home, true).await?;
+                self.wait_ready(&opened).await?;
+            }
+        }
+        let topic = topics::alter(&*self.store, &request).await?;
         self.wait_ready(&topic).await?;
         Ok(Response::new(
             topics::describe_topic(&*self.store, &topic).await?,

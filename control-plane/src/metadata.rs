@@ -170,6 +170,12 @@ pub struct Topic {
     pub regions: Vec<String>,
     /// With strict ordering, the one region that accepts writes.
     pub home: Option<String>,
+    /// Moves with every change of home (1 at creation of a strictly ordered topic).
+    #[serde(default)]
+    pub home_epoch: u64,
+    /// A home move under way: no region accepts writes.
+    #[serde(default)]
+    pub home_closed: bool,
     /// How long messages are kept, humantime (`7d`), or `none`.
     pub retention: String,
     /// What a produce naming no acks waits for.
@@ -383,6 +389,8 @@ mod tests {
             replication_factor: 3,
             regions: vec!["eu".into(), "us".into()],
             home: None,
+            home_epoch: 0,
+            home_closed: false,
             retention: "7d".into(),
             acks: Acks::Quorum,
         }

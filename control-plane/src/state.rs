@@ -308,6 +308,9 @@ pub fn view(region: &RegionState, topics: &Topics) -> v1::RegionView {
             strategy: strategy_name(topic.replication).into(),
             created_ms: topic.created_ms,
             acks: topic.acks.as_str().into(),
+            home: topic.home.clone().unwrap_or_default(),
+            home_epoch: topic.home_epoch,
+            home_closed: topic.home_closed,
         });
     }
     for v in topics.retired.values() {

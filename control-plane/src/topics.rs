@@ -83,6 +83,8 @@ pub async fn topic_from_spec(store: &dyn Store, spec: &v1::TopicSpec) -> Result<
         replication_factor,
         regions: names,
         home: spec.home.clone().filter(|h| !h.is_empty()),
+        home_epoch: u64::from(spec.home.as_ref().is_some_and(|h| !h.is_empty())),
+        home_closed: false,
         retention: if spec.retention.is_empty() {
             DEFAULT_RETENTION.into()
         } else {
@@ -203,7 +205,7 @@ pub async fn create(store: &dyn Store, spec: &v1::TopicSpec) -> Result<Topic, St
     Ok(topic)
 }
 
-async fn load(store: &dyn Store, name: &str) -> Result<(Topic, u64), Status> {
+pub(crate) async fn load(store: &dyn Store, name: &str) -> Result<(Topic, u64), Status> {
     match store
         .get(&keys::topic(name))
         .await
@@ -266,6 +268,56 @@ pub async fn alter(store: &dyn Store, request: &v1::AlterTopicRequest) -> Result
         )));
     }
     tracing::info!(topic = %topic.name, partitions = topic.partitions, retention = %topic.retention, "topic altered");
+    Ok(topic)
+}
+
+/// One step of moving a strictly ordered topic's home to `new_home`: without `open`, closes
+/// the old home (no region accepts writes; the caller then waits until every live broker
+/// applied that); with `open`, names the new home and opens it. Each step moves the home
+/// epoch.
+pub async fn move_home(
+    store: &dyn Store,
+    name: &str,
+    new_home: &str,
+    open: bool,
+) -> Result<Topic, Status> {
+    let (mut topic, version) = load(store, name).await?;
+    let Some(old) = topic.home.clone() else {
+        return Err(invalid(Invalid {
+            field: "home",
+            value: new_home.to_owned(),
+            why: format!(
+                "topic {name:?} is not strictly ordered: every region it spans accepts writes"
+            ),
+        }));
+    };
+    if !topic.regions.iter().any(|r| r == new_home) {
+        return Err(invalid(Invalid {
+            field: "home",
+            value: new_home.to_owned(),
+            why: format!(
+                "the home must be one of the topic's regions: {}",
+                topic.regions.join(", ")
+            ),
+        }));
+    }
+    if open {
+        topic.home = Some(new_home.to_owned());
+        topic.home_closed = false;
+    } else {
+        topic.home_closed = true;
+    }
+    topic.home_epoch += 1;
+    let written = store
+        .compare_and_swap(&keys::topic(&topic.name), Some(version), json(&topic), None)
+        .await
+        .map_err(StateError::from)?;
+    if written.is_err() {
+        return Err(Status::aborted(format!(
+            "topic {name:?} changed while its home was being moved: retry"
+        )));
+    }
+    tracing::warn!(topic = %name, from = %old, to = %new_home, epoch = topic.home_epoch, open, "home of a strictly ordered topic moving");
     Ok(topic)
 }
 

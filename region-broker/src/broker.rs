@@ -65,6 +65,9 @@ pub enum BrokerError {
     /// A name or value in the request is not acceptable.
     #[error("{0}")]
     Invalid(String),
+    /// A write of a strictly ordered topic outside its open home region.
+    #[error("{0}")]
+    NotHome(String),
     /// The topic does not exist.
     #[error("unknown topic {0:?}: create it first (meridian topic create {0})")]
     UnknownTopic(String),
@@ -429,6 +432,7 @@ impl Broker {
             created_ms: now_ms(),
             replication,
             acks: Acks::default(),
+            home: None,
         };
         self.create_topic_local(topic.clone())?;
         Ok(topic)
@@ -568,6 +572,9 @@ impl Broker {
         let topic = self.topic(topic)?;
         let acks = acks.unwrap_or(topic.acks);
         let (group, key) = self.locate(&topic, partition)?;
+        if let Some(home) = &topic.home {
+            self.check_home(&topic.name, home)?;
+        }
         if messages.is_empty() {
             return Err(BrokerError::Invalid(
                 "a produce request needs at least one message".into(),
@@ -646,6 +653,33 @@ impl Broker {
                 return Err(BrokerError::Append(AppendError::Closed));
             }
         }
+    }
+
+    /// A strictly ordered topic takes writes only in its open home region, and only on a
+    /// broker sure the control plane has not moved the home meanwhile.
+    fn check_home(&self, topic: &str, home: &catalog::Home) -> Result<(), BrokerError> {
+        let why = if home.closed {
+            format!(
+                "its home is moving away from {} (epoch {})",
+                home.region, home.epoch
+            )
+        } else if home.region != self.config.region {
+            format!(
+                "only its home region {} accepts writes (epoch {})",
+                home.region, home.epoch
+            )
+        } else {
+            match self.may_write_home() {
+                Ok(()) => return Ok(()),
+                Err(e) => format!(
+                    "this broker of home region {} cannot take writes: {e}",
+                    home.region
+                ),
+            }
+        };
+        Err(BrokerError::NotHome(format!(
+            "topic {topic} is strictly ordered: {why}; produce in its home region (meridian topic describe {topic})"
+        )))
     }
 
     /// Looks up an offset of a partition; with a time, also returns the append time found.

@@ -37,6 +37,7 @@ impl GrpcService {
 pub fn status(e: BrokerError) -> Status {
     let code = match &e {
         BrokerError::Invalid(_) | BrokerError::TooLarge { .. } => tonic::Code::InvalidArgument,
+        BrokerError::NotHome(_) => tonic::Code::PermissionDenied,
         BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => {
             tonic::Code::NotFound
         }

@@ -660,6 +660,15 @@ pub struct TopicInRegion {
     /// What a produce naming no acks waits for: "leader", "quorum" or "all".
     #[prost(string, tag = "6")]
     pub acks: ::prost::alloc::string::String,
+    /// Strictly ordered: the one region accepting writes (empty: every region accepts).
+    #[prost(string, tag = "7")]
+    pub home: ::prost::alloc::string::String,
+    /// Moves with every change of home: a broker acts only on the newest it has applied.
+    #[prost(uint64, tag = "8")]
+    pub home_epoch: u64,
+    /// The home is being moved: no region accepts writes until the new home opens.
+    #[prost(bool, tag = "9")]
+    pub home_closed: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -773,6 +782,10 @@ pub struct AlterTopicRequest {
     pub retention: ::core::option::Option<::prost::alloc::string::String>,
     #[prost(string, optional, tag = "4")]
     pub acks: ::core::option::Option<::prost::alloc::string::String>,
+    /// A strictly ordered topic's new home: the old home is fenced (its brokers confirm they
+    /// stopped taking writes) before the new one opens.
+    #[prost(string, optional, tag = "5")]
+    pub home: ::core::option::Option<::prost::alloc::string::String>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

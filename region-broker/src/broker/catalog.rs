@@ -27,6 +27,21 @@ pub struct Topic {
     /// What a produce naming no acks waits for.
     #[serde(default)]
     pub acks: super::Acks,
+    /// Strictly ordered: the one region accepting writes, its epoch, and whether it is
+    /// closed (a home move under way).
+    #[serde(default)]
+    pub home: Option<Home>,
+}
+
+/// The home region of a strictly ordered topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Home {
+    /// The region.
+    pub region: String,
+    /// Moves with every change of home.
+    pub epoch: u64,
+    /// No region accepts writes (a move under way).
+    pub closed: bool,
 }
 
 /// How a topic's log groups replicate (a topic's partitions are placed on groups of its

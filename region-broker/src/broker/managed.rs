@@ -32,6 +32,12 @@ pub(super) struct ViewState {
     stopping: bool,
     /// Leader of each group of the region, as reported.
     leaders: BTreeMap<u32, u32>,
+    /// Until when the lease surely holds: the last renewal's send time plus the lease time.
+    /// Past it the control plane may have given this broker up and moved a strictly
+    /// ordered topic's home: such writes are refused.
+    lease_until: Option<tokio::time::Instant>,
+    /// A view from the control plane (not only the saved one) was applied.
+    fresh: bool,
 }
 
 const VIEW_FILE: &str = "region-view.pb";
@@ -41,6 +47,19 @@ const WATCH_WAIT_MS: u32 = 10_000;
 const REPORT_POLL: Duration = Duration::from_millis(100);
 
 impl Broker {
+    /// Whether this broker may take writes of a strictly ordered topic homed in its region:
+    /// it applied a view from the control plane and its lease surely still holds.
+    pub(super) fn may_write_home(&self) -> Result<(), String> {
+        let view = self.view.read().expect("view lock poisoned");
+        if !view.fresh {
+            return Err("it has not heard from the control plane since it started".into());
+        }
+        match view.lease_until {
+            Some(until) if tokio::time::Instant::now() < until => Ok(()),
+            _ => Err("its control-plane lease may have lapsed".into()),
+        }
+    }
+
     /// The leader of `group` as the control plane last reported it.
     pub(super) fn reported_leader(&self, group: u32) -> Option<u32> {
         self.view
@@ -156,10 +175,15 @@ impl Broker {
         }
         for t in &view.topics {
             let acks = Acks::parse(&t.acks).map_err(BrokerError::Invalid)?;
+            let home = (!t.home.is_empty()).then(|| super::catalog::Home {
+                region: t.home.clone(),
+                epoch: t.home_epoch,
+                closed: t.home_closed,
+            });
             let held = self.topic(&t.name).ok();
             if held
                 .as_ref()
-                .is_some_and(|h| h.groups == t.groups && h.acks == acks)
+                .is_some_and(|h| h.groups == t.groups && h.acks == acks && h.home == home)
             {
                 continue;
             }
@@ -170,6 +194,7 @@ impl Broker {
                 created_ms: t.created_ms,
                 replication: Strategy::parse(&t.strategy).map_err(BrokerError::Invalid)?,
                 acks,
+                home,
             })?;
         }
         let hosted: BTreeSet<u32> = self.groups().into_iter().map(|(g, _)| g).collect();
@@ -313,11 +338,13 @@ impl Broker {
         tracing::info!(control = %addr, region = %c.region, lease = registered.lease, "registered with the control plane");
         self.view.write().expect("view lock poisoned").lease =
             Some((addr.to_owned(), registered.lease));
+        let ttl = Duration::from_millis(registered.ttl_ms);
+        self.view.write().expect("view lock poisoned").lease_until = None;
         let heartbeat = tokio::spawn(heartbeats(
             self.clone(),
             client.clone(),
             registered.lease,
-            Duration::from_millis(registered.ttl_ms / 3).max(REPORT_POLL),
+            ttl,
         ));
         let result = async {
             loop {
@@ -336,6 +363,7 @@ impl Broker {
                         .await
                         .map_err(|e| format!("applying region view {}: {e}", view.version))?;
                 }
+                self.view.write().expect("view lock poisoned").fresh = true;
                 if heartbeat.is_finished() {
                     return Err::<(), String>("the lease was lost".into());
                 }
@@ -388,8 +416,9 @@ async fn heartbeats(
     broker: Arc<Broker>,
     mut client: v1::control_plane_client::ControlPlaneClient<tonic::transport::Channel>,
     lease: i64,
-    interval: Duration,
+    ttl: Duration,
 ) {
+    let interval = (ttl / 3).max(REPORT_POLL);
     let mut reported = None;
     let mut last_sent = tokio::time::Instant::now();
     loop {
@@ -409,6 +438,7 @@ async fn heartbeats(
                 .collect(),
             applied_version: now.1,
         };
+        let sent = tokio::time::Instant::now();
         match tokio::time::timeout(
             interval.max(Duration::from_secs(1)),
             client.broker_heartbeat(request),
@@ -418,6 +448,8 @@ async fn heartbeats(
             Ok(Ok(_)) => {
                 reported = Some(now);
                 last_sent = tokio::time::Instant::now();
+                // Renewed no earlier than it was sent: it holds at least a lease from then.
+                broker.view.write().expect("view lock poisoned").lease_until = Some(sent + ttl);
             }
             Ok(Err(status)) => {
                 tracing::warn!(error = %status.message(), "heartbeat refused");

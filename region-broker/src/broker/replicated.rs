@@ -560,6 +560,7 @@ impl Broker {
                     created_ms: *created_ms,
                     replication: *replication,
                     acks: Acks::default(),
+                    home: None,
                 })?;
             }
             CatalogChange::DeleteTopic { name, id } => {
