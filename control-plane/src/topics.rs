@@ -257,16 +257,7 @@ pub async fn alter(store: &dyn Store, request: &v1::AlterTopicRequest) -> Result
             topic.partitions = partitions;
         }
     }
-    let written = store
-        .compare_and_swap(&keys::topic(&topic.name), Some(version), json(&topic), None)
-        .await
-        .map_err(StateError::from)?;
-    if written.is_err() {
-        return Err(Status::aborted(format!(
-            "topic {:?} changed while being altered: retry",
-            topic.name
-        )));
-    }
+    replace(store, &topic, version, "being altered").await?;
     tracing::info!(topic = %topic.name, partitions = topic.partitions, retention = %topic.retention, "topic altered");
     Ok(topic)
 }
@@ -308,17 +299,29 @@ pub async fn move_home(
         topic.home_closed = true;
     }
     topic.home_epoch += 1;
+    replace(store, &topic, version, "its home was being moved").await?;
+    tracing::warn!(topic = %name, from = %old, to = %new_home, epoch = topic.home_epoch, open, "home of a strictly ordered topic moving");
+    Ok(topic)
+}
+
+/// Writes `topic` over the record read at `version`; refused (retry) if it changed since.
+async fn replace(
+    store: &dyn Store,
+    topic: &Topic,
+    version: u64,
+    doing: &str,
+) -> Result<(), Status> {
     let written = store
-        .compare_and_swap(&keys::topic(&topic.name), Some(version), json(&topic), None)
+        .compare_and_swap(&keys::topic(&topic.name), Some(version), json(topic), None)
         .await
         .map_err(StateError::from)?;
     if written.is_err() {
         return Err(Status::aborted(format!(
-            "topic {name:?} changed while its home was being moved: retry"
+            "topic {:?} changed while {doing}: retry",
+            topic.name
         )));
     }
-    tracing::warn!(topic = %name, from = %old, to = %new_home, epoch = topic.home_epoch, open, "home of a strictly ordered topic moving");
-    Ok(topic)
+    Ok(())
 }
 
 /// Deletes a topic: its id is retired first (so no replica ever reads its records as

@@ -12,6 +12,91 @@ use anyhow::{Context, bail};
 use meridian_client::Client;
 
 pub mod link_proxy;
+
+/// A daemon the tests start from a workspace binary with its output in a log file, and
+/// stop by pid (`kill -9` when dropped; its log is printed when a test fails meanwhile).
+#[derive(Debug)]
+pub struct Daemon {
+    binary: &'static str,
+    name: String,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Starts `binary` with `args`, logging to `log`; `name` says which one in messages.
+    pub fn start(binary: &'static str, name: &str, args: Vec<String>, log: PathBuf) -> Daemon {
+        let mut d = Daemon {
+            binary,
+            name: name.to_owned(),
+            args,
+            log,
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    /// Starts the process (again) with the same arguments.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "{} is running", self.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open the daemon's log");
+        self.child = Some(
+            Command::new(binary(self.binary))
+                .args(&self.args)
+                .env("MERIDIAN_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log handle"))
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {}: {e}", self.name)),
+        );
+    }
+
+    /// Whether the process runs.
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        match self.child.take() {
+            Some(mut c) => {
+                // SAFETY: signalling our own child by pid.
+                unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+                c.wait().is_ok_and(|s| s.success())
+            }
+            None => true,
+        }
+    }
+
+    /// What it logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() && std::thread::panicking() {
+            eprintln!("--- {} log ---\n{}", self.name, self.log_text());
+        }
+        self.kill9();
+    }
+}
 pub mod mirror;
 pub mod platform;
 

@@ -1,8 +1,8 @@
 //! Mirror agents as real processes, with certificates issued by the real CLI.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
 use crate::binary;
 
@@ -36,9 +36,7 @@ pub struct MirrorProcess {
     pub listen: SocketAddr,
     /// Its /metrics address.
     pub metrics: SocketAddr,
-    args: Vec<String>,
-    log: PathBuf,
-    child: Option<Child>,
+    daemon: crate::Daemon,
 }
 
 impl MirrorProcess {
@@ -75,61 +73,37 @@ impl MirrorProcess {
             args.push(format!("{r}={a}"));
         }
         args.extend(flags.iter().map(|f| f.to_string()));
-        let mut m = MirrorProcess {
+        MirrorProcess {
             region: region.into(),
             listen,
             metrics,
-            args,
-            log: dir.join(format!("mirror-{region}.log")),
-            child: None,
-        };
-        m.spawn();
-        m
+            daemon: crate::Daemon::start(
+                "mirror",
+                &format!("mirror {region}"),
+                args,
+                dir.join(format!("mirror-{region}.log")),
+            ),
+        }
     }
 
     /// Starts the process (again) with the same arguments.
     pub fn spawn(&mut self) {
-        assert!(self.child.is_none(), "mirror {} is running", self.region);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("open the mirror's log");
-        self.child = Some(
-            Command::new(binary("mirror"))
-                .args(&self.args)
-                .env("MERIDIAN_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log handle"))
-                .stderr(log)
-                .spawn()
-                .expect("start mirror"),
-        );
+        self.daemon.spawn();
     }
 
     /// `kill -9` and reap.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.daemon.kill9();
     }
 
     /// SIGTERM and wait; whether it exited cleanly.
     pub fn terminate(&mut self) -> bool {
-        match self.child.take() {
-            Some(mut c) => {
-                // SAFETY: signalling our own child by pid.
-                unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-                c.wait().is_ok_and(|s| s.success())
-            }
-            None => true,
-        }
+        self.daemon.terminate()
     }
 
     /// What it logged so far.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.daemon.log_text()
     }
 
     /// The sum of a metric's samples (all label sets) on its /metrics page.
@@ -144,14 +118,5 @@ impl MirrorProcess {
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
-    }
-}
-
-impl Drop for MirrorProcess {
-    fn drop(&mut self) {
-        if self.child.is_some() && std::thread::panicking() {
-            eprintln!("--- mirror {} log ---\n{}", self.region, self.log_text());
-        }
-        self.kill9();
     }
 }

@@ -62,9 +62,7 @@ pub struct ControlPlaneProcess {
     pub id: String,
     /// Its API address.
     pub addr: String,
-    args: Vec<String>,
-    log: PathBuf,
-    child: Option<Child>,
+    daemon: crate::Daemon,
 }
 
 impl ControlPlaneProcess {
@@ -85,15 +83,16 @@ impl ControlPlaneProcess {
             "2000".into(),
         ];
         args.extend(flags.iter().map(|f| f.to_string()));
-        let mut cp = ControlPlaneProcess {
+        ControlPlaneProcess {
             id: id.into(),
             addr,
-            args,
-            log: log_dir.join(format!("{id}.log")),
-            child: None,
-        };
-        cp.spawn();
-        cp
+            daemon: crate::Daemon::start(
+                "control-plane",
+                &format!("control-plane {id}"),
+                args,
+                log_dir.join(format!("{id}.log")),
+            ),
+        }
     }
 
     /// One process on an embedded store in `dir` (its only process), once it leads.
@@ -106,47 +105,22 @@ impl ControlPlaneProcess {
 
     /// Starts the process (again) with the same arguments.
     pub fn spawn(&mut self) {
-        assert!(self.child.is_none(), "control plane {} is running", self.id);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("open the control plane's log");
-        self.child = Some(
-            Command::new(binary("control-plane"))
-                .args(&self.args)
-                .env("MERIDIAN_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log handle"))
-                .stderr(log)
-                .spawn()
-                .expect("start control-plane"),
-        );
+        self.daemon.spawn();
     }
 
     /// Whether the process runs.
     pub fn running(&self) -> bool {
-        self.child.is_some()
+        self.daemon.running()
     }
 
     /// `kill -9` and reap.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.daemon.kill9();
     }
 
     /// SIGTERM and wait; whether it exited cleanly.
     pub fn terminate(&mut self) -> bool {
-        match self.child.take() {
-            Some(mut c) => {
-                // SAFETY: signalling our own child by pid.
-                unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-                c.wait().is_ok_and(|s| s.success())
-            }
-            None => true,
-        }
+        self.daemon.terminate()
     }
 
     /// What it answers to `Status`, if it answers.
@@ -196,16 +170,7 @@ impl ControlPlaneProcess {
 
     /// What it logged so far.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for ControlPlaneProcess {
-    fn drop(&mut self) {
-        if self.child.is_some() && std::thread::panicking() {
-            eprintln!("--- control-plane {} log ---\n{}", self.id, self.log_text());
-        }
-        self.kill9();
+        self.daemon.log_text()
     }
 }
 
