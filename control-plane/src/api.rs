@@ -340,6 +340,79 @@ impl control_plane_server::ControlPlane for ControlService {
         }))
     }
 
+    async fn claim_mirror_link(
+        &self,
+        request: Request<v1::ClaimMirrorLinkRequest>,
+    ) -> Result<Response<v1::ClaimMirrorLinkResponse>, Status> {
+        let r = request.into_inner();
+        for (field, name) in [("from", &r.from), ("to", &r.to)] {
+            metadata::validate_name("region", name)
+                .map_err(|e| Status::invalid_argument(format!("{field}: {e}")))?;
+        }
+        if r.holder.is_empty() {
+            return Err(Status::invalid_argument("the claim names no holder"));
+        }
+        if !(1000..=60_000).contains(&r.ttl_ms) {
+            return Err(Status::invalid_argument(format!(
+                "ttl_ms = {}: must be 1000 to 60000",
+                r.ttl_ms
+            )));
+        }
+        let key = keys::mirror_link(&r.from, &r.to);
+        loop {
+            if let Some(kv) = self.store.get(&key).await.map_err(store_status)? {
+                let held: metadata::MirrorLink = state::decode(&kv)?;
+                if held.holder != r.holder {
+                    return Ok(Response::new(v1::ClaimMirrorLinkResponse {
+                        granted: false,
+                        holder: held.holder,
+                    }));
+                }
+                match self.store.keep_alive(held.lease).await {
+                    Ok(()) => {
+                        return Ok(Response::new(v1::ClaimMirrorLinkResponse {
+                            granted: true,
+                            holder: held.holder,
+                        }));
+                    }
+                    // Expired between the read and the renewal: its key goes with it.
+                    Err(StoreError::LeaseNotFound(_)) => {
+                        let _ = self.store.delete(&key).await;
+                        continue;
+                    }
+                    Err(e) => return Err(store_status(e)),
+                }
+            }
+            let lease = self
+                .store
+                .grant_lease(Duration::from_millis(u64::from(r.ttl_ms)))
+                .await
+                .map_err(store_status)?;
+            let record = metadata::MirrorLink {
+                holder: r.holder.clone(),
+                lease,
+            };
+            let value = serde_json::to_vec(&record).expect("metadata records serialize");
+            match self
+                .store
+                .compare_and_swap(&key, None, value, Some(lease))
+                .await
+                .map_err(store_status)?
+            {
+                Ok(_) => {
+                    tracing::info!(from = %r.from, to = %r.to, holder = %r.holder, "mirror link claimed");
+                    return Ok(Response::new(v1::ClaimMirrorLinkResponse {
+                        granted: true,
+                        holder: r.holder,
+                    }));
+                }
+                Err(_) => {
+                    let _ = self.store.revoke_lease(lease).await;
+                }
+            }
+        }
+    }
+
     async fn deregister_broker(
         &self,
         request: Request<v1::DeregisterBrokerRequest>,

@@ -44,6 +44,11 @@ pub mod keys {
         format!("/meridian/brokers/{region}/")
     }
 
+    /// The link from one region's mirrors to another's: who ships it.
+    pub fn mirror_link(from: &str, to: &str) -> String {
+        format!("/meridian/mirrors/{from}/{to}")
+    }
+
     /// A broker, under its lease.
     pub fn broker(region: &str, id: u32) -> String {
         format!("/meridian/brokers/{region}/{id}")
@@ -87,6 +92,16 @@ pub struct Region {
     /// it; a region the control plane marked down rejoins by itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub down: Option<Down>,
+}
+
+/// Which mirror of the origin region ships a link (under its lease).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorLink {
+    /// The holding mirror's id.
+    pub holder: String,
+    /// Its lease.
+    pub lease: i64,
 }
 
 /// Milliseconds since the Unix epoch.

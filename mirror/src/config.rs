@@ -30,27 +30,31 @@ impl std::str::FromStr for Congestion {
     }
 }
 
-/// Another region's mirror this one ships to.
+/// Another region's mirrors this one ships to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     /// Its region.
     pub region: String,
-    /// Its QUIC address (`HOST:PORT`, resolved at each connect).
-    pub addr: String,
+    /// Its mirrors' QUIC addresses (`HOST:PORT`, resolved at each connect), tried in turn.
+    pub addrs: Vec<String>,
 }
 
 impl std::str::FromStr for Peer {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> anyhow::Result<Self> {
-        let Some((region, addr)) = s.split_once('=') else {
-            bail!("invalid peer {s:?}: write REGION=HOST:PORT, e.g. eu-west=10.0.2.7:7700");
+        let usage = || {
+            anyhow::anyhow!(
+                "invalid peer {s:?}: write REGION=HOST:PORT[,HOST:PORT...], e.g. eu-west=10.0.2.7:7700"
+            )
         };
-        if region.is_empty() || !addr.contains(':') {
-            bail!("invalid peer {s:?}: write REGION=HOST:PORT, e.g. eu-west=10.0.2.7:7700");
+        let (region, addrs) = s.split_once('=').ok_or_else(usage)?;
+        let addrs: Vec<String> = addrs.split(',').map(|a| a.trim().to_owned()).collect();
+        if region.is_empty() || addrs.iter().any(|a| !a.contains(':')) {
+            return Err(usage());
         }
         Ok(Peer {
             region: region.to_owned(),
-            addr: addr.to_owned(),
+            addrs,
         })
     }
 }
@@ -61,6 +65,12 @@ impl std::str::FromStr for Peer {
 pub struct Config {
     /// This mirror's region.
     pub region: String,
+    /// This mirror's id among its region's mirrors (default `REGION@LISTEN`): the holder
+    /// name of the links it claims.
+    pub id: String,
+    /// How long a claimed link stays this mirror's without renewal, in milliseconds: when
+    /// it dies, another mirror of the region takes the link after this.
+    pub claim_ttl_ms: u64,
     /// Control-plane addresses, comma separated.
     pub control: String,
     /// UDP address the QUIC endpoint binds: other regions' mirrors connect here.
@@ -93,6 +103,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             region: String::new(),
+            id: String::new(),
+            claim_ttl_ms: 6000,
             control: "127.0.0.1:7300".into(),
             listen: "127.0.0.1:7700".parse().expect("valid address"),
             metrics_listen: "127.0.0.1:9700".parse().expect("valid address"),
@@ -139,9 +151,15 @@ impl Config {
                 bail!(
                     "invalid peer {}={}: a mirror does not ship to its own region",
                     p.region,
-                    p.addr
+                    p.addrs.join(",")
                 );
             }
+        }
+        if !(1000..=60_000).contains(&self.claim_ttl_ms) {
+            bail!(
+                "invalid claim_ttl_ms = {}: must be 1000 to 60000",
+                self.claim_ttl_ms
+            );
         }
         for (name, path) in [("ca", &self.ca), ("cert", &self.cert), ("key", &self.key)] {
             if path.as_os_str().is_empty() {
@@ -183,6 +201,15 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// This mirror's id.
+    pub fn id(&self) -> String {
+        if self.id.is_empty() {
+            format!("{}@{}", self.region, self.listen)
+        } else {
+            self.id.clone()
+        }
     }
 
     /// The idle timeout.

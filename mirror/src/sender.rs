@@ -45,7 +45,7 @@ pub async fn run_link(
             Ok(c) => c,
             Err(e) => {
                 metrics::gauge!("meridian_mirror_link_up", &labels).set(0.0);
-                tracing::warn!(peer = %peer.region, addr = %peer.addr, error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "cannot reach the peer's mirror");
+                tracing::warn!(peer = %peer.region, addrs = ?peer.addrs, error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "cannot reach the peer's mirrors");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stop.changed() => return,
@@ -57,7 +57,7 @@ pub async fn run_link(
         backoff = Duration::from_millis(100);
         metrics::gauge!("meridian_mirror_link_up", &labels).set(1.0);
         metrics::counter!("meridian_mirror_connects_total", &labels).increment(1);
-        tracing::info!(peer = %peer.region, addr = %peer.addr, "link up");
+        tracing::info!(peer = %peer.region, remote = %conn.remote_address(), "link up");
         let reason = serve_connection(&conn, &config, &peer, views.clone(), &mut stop).await;
         metrics::gauge!("meridian_mirror_link_up", &labels).set(0.0);
         match reason {
@@ -70,15 +70,123 @@ pub async fn run_link(
     }
 }
 
+/// Connects to the first of the peer region's mirrors that answers.
 async fn dial(endpoint: &quinn::Endpoint, peer: &Peer) -> anyhow::Result<quinn::Connection> {
-    let addr: SocketAddr = tokio::net::lookup_host(&peer.addr)
+    let mut last = anyhow::anyhow!("no address for region {}", peer.region);
+    for host in &peer.addrs {
+        match dial_one(endpoint, peer, host).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = e.context(host.clone()),
+        }
+    }
+    Err(last)
+}
+
+async fn dial_one(
+    endpoint: &quinn::Endpoint,
+    peer: &Peer,
+    host: &str,
+) -> anyhow::Result<quinn::Connection> {
+    let addr: SocketAddr = tokio::net::lookup_host(host)
         .await?
         .next()
-        .ok_or_else(|| anyhow::anyhow!("{} resolves to no address", peer.addr))?;
+        .ok_or_else(|| anyhow::anyhow!("{host} resolves to no address"))?;
     let connecting = endpoint.connect(addr, &crate::tls::server_name(&peer.region))?;
     Ok(tokio::time::timeout(Duration::from_secs(10), connecting)
         .await
         .map_err(|_| anyhow::anyhow!("no QUIC handshake within 10 s"))??)
+}
+
+/// Ships to `peer` while this mirror holds the link: claims it from the control plane
+/// every third of the claim's lease, starts shipping when granted and stops when another
+/// mirror of the region holds it (this one's claim lapsed: it was presumed dead). When the
+/// control plane does not answer it keeps doing what it does: a second sender for a while
+/// costs bandwidth, never correctness (appends are idempotent), and no sender would cost
+/// the link.
+pub async fn run_claimed(
+    endpoint: quinn::Endpoint,
+    config: Arc<Config>,
+    peer: Peer,
+    views: watch::Receiver<Arc<Snapshot>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let labels = [("peer", peer.region.clone())];
+    let ttl = Duration::from_millis(config.claim_ttl_ms);
+    let id = config.id();
+    let mut link: Option<(watch::Sender<bool>, JoinHandle<()>)> = None;
+    let mut holder = String::new();
+    loop {
+        let granted = match claim(&config, &peer.region, &id, ttl).await {
+            Ok((granted, by)) => {
+                if !granted && by != holder {
+                    tracing::info!(peer = %peer.region, holder = %by, "another mirror of this region ships the link");
+                }
+                holder = by;
+                granted
+            }
+            Err(e) => {
+                tracing::warn!(peer = %peer.region, error = %e, "cannot claim the link from the control plane; carrying on as before");
+                link.is_some()
+            }
+        };
+        match (granted, link.is_some()) {
+            (true, false) => {
+                tracing::info!(peer = %peer.region, id = %id, "this mirror holds the link");
+                let (tx, rx) = watch::channel(false);
+                let task = tokio::spawn(run_link(
+                    endpoint.clone(),
+                    config.clone(),
+                    peer.clone(),
+                    views.clone(),
+                    rx,
+                ));
+                link = Some((tx, task));
+            }
+            (false, true) => {
+                if let Some((tx, task)) = link.take() {
+                    let _ = tx.send(true);
+                    let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+                }
+            }
+            _ => {}
+        }
+        metrics::gauge!("meridian_mirror_link_held", &labels)
+            .set(f64::from(u8::from(link.is_some())));
+        tokio::select! {
+            _ = tokio::time::sleep(ttl / 3) => {}
+            _ = stop.changed() => {
+                if let Some((tx, task)) = link.take() {
+                    let _ = tx.send(true);
+                    let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+async fn claim(
+    config: &Config,
+    peer: &str,
+    id: &str,
+    ttl: Duration,
+) -> Result<(bool, String), meridian_client::ClientError> {
+    let mut control = meridian_client::connect_control(&config.control).await?;
+    let answer = tokio::time::timeout(
+        ttl / 3,
+        control.claim_mirror_link(meridian_proto::v1::ClaimMirrorLinkRequest {
+            from: config.region.clone(),
+            to: peer.to_owned(),
+            holder: id.to_owned(),
+            ttl_ms: ttl.as_millis() as u32,
+        }),
+    )
+    .await
+    .map_err(|_| {
+        meridian_client::ClientError::Usage("the control plane did not answer in time".into())
+    })??
+    .into_inner();
+    Ok((answer.granted, answer.holder))
 }
 
 /// Runs one stream per log group of this region on `conn` until the connection fails (its

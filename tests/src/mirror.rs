@@ -81,7 +81,7 @@ impl MirrorProcess {
                 "mirror",
                 &format!("mirror {region}"),
                 args,
-                dir.join(format!("mirror-{region}.log")),
+                dir.join(format!("mirror-{region}-{}.log", listen.port())),
             ),
         }
     }

@@ -299,3 +299,137 @@ async fn three_regions_converge_through_cuts_and_mirror_kills() {
     }
     drop(mesh.regions);
 }
+
+/// Two mirrors in one region share its link through a lease: one ships; when it is killed
+/// mid-stream the other takes the link over, and the peer region's mirror, given both
+/// addresses, reaches the survivor. Every message arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_mirror_takes_over_the_link_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    issue_certs(&certs, &["x", "y"]);
+    let cp = ControlPlaneProcess::embedded(tmp.path(), &["--region", "x", "--region", "y"]).await;
+    let x = ManagedRegion::start(tmp.path(), "x", 1, &cp.addr, &[])
+        .await
+        .unwrap();
+    let y = ManagedRegion::start(tmp.path(), "y", 1, &cp.addr, &[])
+        .await
+        .unwrap();
+    let (code, _, err) = meridian_control(
+        &cp.addr,
+        &[
+            "topic",
+            "create",
+            "ha",
+            "--partitions",
+            "2",
+            "--replicas",
+            "1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (lx1, lx2, ly) = (free_udp_addr(), free_udp_addr(), free_udp_addr());
+    let flags = [
+        "--idle-timeout-ms",
+        "3000",
+        "--keep-alive-ms",
+        "500",
+        "--claim-ttl-ms",
+        "2000",
+    ];
+    let mut xs: Vec<MirrorProcess> = [lx1, lx2]
+        .iter()
+        .map(|l| {
+            MirrorProcess::start(
+                tmp.path(),
+                "x",
+                &cp.addr,
+                *l,
+                &[("y".into(), ly)],
+                &certs,
+                &flags,
+            )
+        })
+        .collect();
+    let peers_of_y = format!("x={lx1},{lx2}");
+    let mut y_flags: Vec<&str> = flags.to_vec();
+    y_flags.extend(["--peer", &peers_of_y]);
+    let _ym = MirrorProcess::start(tmp.path(), "y", &cp.addr, ly, &[], &certs, &y_flags);
+    let holder = async |xs: &[MirrorProcess]| -> Option<usize> {
+        let mut held = Vec::new();
+        for (i, m) in xs.iter().enumerate() {
+            if m.metric("meridian_mirror_link_held").await == 1.0 {
+                held.push(i);
+            }
+        }
+        (held.len() == 1).then(|| held[0])
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let first = loop {
+        if let Some(h) = holder(&xs).await {
+            break h;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no single mirror of x holds the link"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (cx, cy) = (x.client().await, y.client().await);
+    let produce = |client: Client, prefix: &'static str, n: usize| {
+        tokio::spawn(async move {
+            let producer = client.producer(ProducerConfig::default());
+            let mut acked = Vec::new();
+            for i in 0..n {
+                let v = format!("{prefix}-{i}");
+                producer
+                    .send(Record::new("ha", v.clone()).key(format!("k{}", i % 3)))
+                    .await
+                    .await
+                    .expect("produce");
+                acked.push(v);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            acked
+        })
+    };
+    let (px, py) = (produce(cx.clone(), "x", 500), produce(cy.clone(), "y", 300));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    xs[first].kill9();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let other = 1 - first;
+    while xs[other].metric("meridian_mirror_link_held").await != 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the surviving mirror never took the link"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut sent: Vec<String> = px.await.unwrap();
+    sent.extend(py.await.unwrap());
+    let want: HashSet<String> = sent.iter().cloned().collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (name, client) in [("x", &cx), ("y", &cy)] {
+        loop {
+            let values: Vec<String> = read_all(client, "ha")
+                .await
+                .into_values()
+                .flatten()
+                .map(|(_, v)| String::from_utf8(v).unwrap())
+                .collect();
+            let set: HashSet<String> = values.iter().cloned().collect();
+            assert_eq!(set.len(), values.len(), "{name} holds duplicates");
+            if set == want {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} holds {} of {} messages",
+                set.intersection(&want).count(),
+                want.len()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    xs.clear();
+}

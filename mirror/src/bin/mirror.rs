@@ -23,6 +23,12 @@ struct Args {
     /// This mirror's region.
     #[arg(long)]
     region: Option<String>,
+    /// This mirror's id among its region's mirrors (default REGION@LISTEN).
+    #[arg(long)]
+    id: Option<String>,
+    /// How long a claimed link stays this mirror's without renewal, in milliseconds.
+    #[arg(long)]
+    claim_ttl_ms: Option<u64>,
     /// Control-plane addresses, comma separated.
     #[arg(long)]
     control: Option<String>,
@@ -32,7 +38,7 @@ struct Args {
     /// Address of the Prometheus /metrics endpoint.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
-    /// A region to ship to: REGION=HOST:PORT (repeatable).
+    /// A region to ship to: REGION=HOST:PORT[,HOST:PORT...] (its mirrors; repeatable).
     #[arg(long = "peer")]
     peers: Vec<String>,
     /// CA certificate (PEM).
@@ -87,7 +93,14 @@ fn config(args: &Args) -> anyhow::Result<Config> {
         window_bytes,
         batch_bytes
     );
-    set!(idle_timeout_ms, keep_alive_ms, initial_rtt_ms, congestion);
+    set!(
+        idle_timeout_ms,
+        keep_alive_ms,
+        initial_rtt_ms,
+        congestion,
+        id,
+        claim_ttl_ms
+    );
     if !args.peers.is_empty() {
         c.peers = args.peers.clone();
     }
@@ -145,7 +158,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         stop.clone(),
     ));
     for peer in peers {
-        tasks.spawn(sender::run_link(
+        tasks.spawn(sender::run_claimed(
             endpoint.clone(),
             config.clone(),
             peer,
@@ -154,7 +167,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ));
     }
     tracing::info!(
-        region = %config.region, listen = %config.listen, peers = ?config.peers,
+        region = %config.region, id = %config.id(), listen = %config.listen, peers = ?config.peers,
         congestion = ?config.congestion, "mirror started"
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

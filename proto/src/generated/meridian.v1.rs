@@ -472,6 +472,30 @@ pub struct RaftRpc {
     pub payload: ::prost::bytes::Bytes,
 }
 #[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ClaimMirrorLinkRequest {
+    #[prost(string, tag = "1")]
+    pub from: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub to: ::prost::alloc::string::String,
+    /// The claiming mirror's id.
+    #[prost(string, tag = "3")]
+    pub holder: ::prost::alloc::string::String,
+    /// How long the claim lasts without renewal.
+    #[prost(uint32, tag = "4")]
+    pub ttl_ms: u32,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ClaimMirrorLinkResponse {
+    /// The link is the caller's until the lease lapses.
+    #[prost(bool, tag = "1")]
+    pub granted: bool,
+    /// Who holds it.
+    #[prost(string, tag = "2")]
+    pub holder: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ControlStatusRequest {}
 #[allow(clippy::all)]
@@ -3497,6 +3521,32 @@ pub mod control_plane_client {
                 .insert(GrpcMethod::new("meridian.v1.ControlPlane", "Route"));
             self.inner.unary(req, path, codec).await
         }
+        /// Mirrors: takes or renews the link from one region to another for one mirror of the
+        /// origin region (under a lease: when its holder dies, another mirror takes it).
+        pub async fn claim_mirror_link(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ClaimMirrorLinkRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ClaimMirrorLinkResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.ControlPlane/ClaimMirrorLink",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.ControlPlane", "ClaimMirrorLink"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -3640,6 +3690,15 @@ pub mod control_plane_server {
             &self,
             request: tonic::Request<super::RouteRequest>,
         ) -> std::result::Result<tonic::Response<super::RouteResponse>, tonic::Status>;
+        /// Mirrors: takes or renews the link from one region to another for one mirror of the
+        /// origin region (under a lease: when its holder dies, another mirror takes it).
+        async fn claim_mirror_link(
+            &self,
+            request: tonic::Request<super::ClaimMirrorLinkRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ClaimMirrorLinkResponse>,
+            tonic::Status,
+        >;
     }
     /// The control plane's API (served by every control-plane process; writes by the leader).
     #[derive(Debug)]
@@ -4513,6 +4572,52 @@ pub mod control_plane_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RouteSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.ControlPlane/ClaimMirrorLink" => {
+                    #[allow(non_camel_case_types)]
+                    struct ClaimMirrorLinkSvc<T: ControlPlane>(pub Arc<T>);
+                    impl<
+                        T: ControlPlane,
+                    > tonic::server::UnaryService<super::ClaimMirrorLinkRequest>
+                    for ClaimMirrorLinkSvc<T> {
+                        type Response = super::ClaimMirrorLinkResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ClaimMirrorLinkRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ControlPlane>::claim_mirror_link(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ClaimMirrorLinkSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
