@@ -14,8 +14,9 @@ die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 
 # Debian packages the tests need: protoc checks the committed gRPC code is fresh (and
 # etcd-client's build runs it); etcd-server is the real etcd the control-plane store tests
-# start on a free loopback port (never as a service).
-packages=(protobuf-compiler etcd-server)
+# start on a free loopback port (never as a service); kcat is the third-party Kafka client the
+# Kafka listener's tests drive.
+packages=(protobuf-compiler etcd-server kcat)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -30,6 +31,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 command -v protoc >/dev/null || die "protoc not found after installing protobuf-compiler"
 command -v etcd >/dev/null || die "etcd not found after installing etcd-server"
+command -v kcat >/dev/null || die "kcat not found after installing kcat (the Kafka client tests use it)"
 cargo fmt --version >/dev/null 2>&1 || die "rustfmt is missing: rustup component add rustfmt"
 cargo clippy --version >/dev/null 2>&1 || die "clippy is missing: rustup component add clippy"
 

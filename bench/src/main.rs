@@ -494,6 +494,7 @@ async fn replicated_produce(
                 id: i as u32 + 1,
                 raft: r.to_string(),
                 grpc: g.to_string(),
+                kafka: None,
             })
             .collect()
     } else {

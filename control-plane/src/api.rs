@@ -321,6 +321,7 @@ impl control_plane_server::ControlPlane for ControlService {
             region: b.region.clone(),
             grpc: b.grpc,
             raft: b.raft,
+            kafka: b.kafka,
             leading: Default::default(),
             applied_version: 0,
         };

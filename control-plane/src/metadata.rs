@@ -145,6 +145,9 @@ pub struct Broker {
     pub grpc: String,
     /// Its inter-broker replication address.
     pub raft: String,
+    /// Its Kafka listener, when it serves one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kafka: String,
     /// The log groups it leads, with their epochs, as it last reported.
     #[serde(default)]
     pub leading: std::collections::BTreeMap<u32, u64>,

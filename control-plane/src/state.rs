@@ -274,6 +274,7 @@ pub fn endpoint(b: &Broker) -> v1::BrokerEndpoint {
         grpc: b.grpc.clone(),
         raft: b.raft.clone(),
         live: true,
+        kafka: b.kafka.clone(),
     }
 }
 

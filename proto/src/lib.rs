@@ -8,6 +8,8 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod mirror;
 pub mod names;
 pub mod origin;

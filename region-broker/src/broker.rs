@@ -655,6 +655,31 @@ impl Broker {
         }
     }
 
+    /// The broker leading log group `g`, as far as this broker knows.
+    pub fn leader_id(&self, g: u32) -> Option<u32> {
+        match self.hosted(g).and_then(|_| self.require_leader(g)) {
+            Ok(()) => Some(self.config.broker_id),
+            Err(BrokerError::NotLeader { leader_id, .. }) => leader_id,
+            Err(_) => None,
+        }
+    }
+
+    /// The region's brokers serving Kafka, with their Kafka addresses (this broker's own;
+    /// the others' once the directory carries them).
+    pub fn kafka_brokers(&self) -> Vec<(u32, std::net::SocketAddr)> {
+        let mut out: Vec<(u32, std::net::SocketAddr)> = self
+            .directory()
+            .into_iter()
+            .filter(|p| p.id != self.config.broker_id)
+            .filter_map(|p| Some((p.id, p.kafka?.parse().ok()?)))
+            .collect();
+        if let Some(me) = self.config.kafka_listen {
+            out.push((self.config.broker_id, me));
+        }
+        out.sort();
+        out
+    }
+
     /// A strictly ordered topic takes writes only in its open home region, and only on a
     /// broker sure the control plane has not moved the home meanwhile.
     fn check_home(&self, topic: &str, home: &catalog::Home) -> Result<(), BrokerError> {

@@ -21,6 +21,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Address of the native gRPC API.
     pub grpc_listen: SocketAddr,
+    /// Address of the Kafka wire-protocol listener (none: not served).
+    pub kafka_listen: Option<SocketAddr>,
     /// Address of the Prometheus `/metrics` endpoint.
     pub metrics_listen: SocketAddr,
     /// Log groups this broker hosts; partitions are spread over them.
@@ -111,10 +113,13 @@ pub struct Peer {
     pub raft: String,
     /// Its gRPC API address (where clients are redirected).
     pub grpc: String,
+    /// Its Kafka listener, when known (Kafka clients are told to go there).
+    #[serde(default)]
+    pub kafka: Option<String>,
 }
 
 impl Peer {
-    /// Parses `ID=RAFT_ADDR,GRPC_ADDR`.
+    /// Parses `ID=RAFT_ADDR,GRPC_ADDR[,KAFKA_ADDR]`.
     pub fn parse(text: &str) -> Result<Peer, String> {
         let usage = || {
             format!(
@@ -122,9 +127,13 @@ impl Peer {
             )
         };
         let (id, addrs) = text.split_once('=').ok_or_else(usage)?;
-        let (raft, grpc) = addrs.split_once(',').ok_or_else(usage)?;
+        let (raft, rest) = addrs.split_once(',').ok_or_else(usage)?;
+        let (grpc, kafka) = match rest.split_once(',') {
+            Some((g, k)) => (g, Some(k)),
+            None => (rest, None),
+        };
         let id = id.parse().map_err(|_| usage())?;
-        for a in [raft, grpc] {
+        for a in [raft, grpc].into_iter().chain(kafka) {
             a.parse::<SocketAddr>()
                 .map_err(|e| format!("{a:?} in {text:?}: {e}"))?;
         }
@@ -132,6 +141,7 @@ impl Peer {
             id,
             raft: raft.to_owned(),
             grpc: grpc.to_owned(),
+            kafka: kafka.map(str::to_owned),
         })
     }
 }
@@ -169,6 +179,7 @@ impl Default for Config {
             region: "local".into(),
             data_dir: PathBuf::from("meridian-data/broker-1"),
             grpc_listen: "127.0.0.1:7070".parse().expect("valid address"),
+            kafka_listen: None,
             metrics_listen: "127.0.0.1:9464".parse().expect("valid address"),
             log_groups: 4,
             control: Vec::new(),

@@ -12,5 +12,6 @@
 pub mod broker;
 pub mod config;
 pub mod grpc;
+pub mod kafka;
 pub mod replication;
 pub mod storage;

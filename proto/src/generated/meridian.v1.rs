@@ -575,6 +575,9 @@ pub struct BrokerEndpoint {
     /// Whether its lease is held.
     #[prost(bool, tag = "5")]
     pub live: bool,
+    /// Its Kafka listener, when it serves one.
+    #[prost(string, tag = "6")]
+    pub kafka: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

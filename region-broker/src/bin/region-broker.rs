@@ -27,6 +27,9 @@ struct Args {
     /// Address of the gRPC API.
     #[arg(long)]
     grpc_listen: Option<SocketAddr>,
+    /// Address of the Kafka protocol listener (Kafka clients and tools connect here).
+    #[arg(long)]
+    kafka_listen: Option<SocketAddr>,
     /// Address of the Prometheus /metrics endpoint.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
@@ -127,6 +130,9 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     if let Some(v) = &args.data_dir {
         c.data_dir = v.clone();
     }
+    if let Some(v) = args.kafka_listen {
+        c.kafka_listen = Some(v);
+    }
     if let Some(v) = args.grpc_listen {
         c.grpc_listen = v;
     }
@@ -195,6 +201,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| {
             format!("binding the gRPC API to {grpc_listen}: is another broker running there?")
         })?;
+    let kafka = match config.kafka_listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("binding the Kafka listener to {addr}: is another broker running there?")
+        })?),
+        None => None,
+    };
     let data_dir = config.data_dir.clone();
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
         .await?
@@ -230,12 +242,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let kafka_server = kafka.map(|listener| {
+        tracing::info!(kafka = ?broker.config().kafka_listen, "Kafka listener running");
+        tokio::spawn(meridian_region_broker::kafka::serve(
+            broker.clone(),
+            listener,
+        ))
+    });
     tracing::info!(grpc = %grpc_listen, data = %data_dir.display(), groups = broker.groups().len(), topics = broker.topics().len(), "region-broker ready");
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let served = tonic::transport::Server::builder()
         .add_service(GrpcService::server(broker.clone()))
         .serve_with_incoming_shutdown(incoming, shutdown())
         .await;
+    if let Some(k) = kafka_server {
+        k.abort();
+    }
     broker.deregister().await;
     broker.stop_replication().await;
     if let Some(server) = raft_server {

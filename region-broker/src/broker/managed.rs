@@ -138,6 +138,7 @@ impl Broker {
                         id: b.id,
                         raft: b.raft.clone(),
                         grpc: b.grpc.clone(),
+                        kafka: (!b.kafka.is_empty()).then(|| b.kafka.clone()),
                     },
                 );
                 // Raft reaches a broker where it is now, whatever its membership entry says.
@@ -239,6 +240,7 @@ impl Broker {
                 grpc: p.grpc,
                 raft: p.raft,
                 live: view.brokers.iter().any(|b| b.id == p.id),
+                kafka: p.kafka.unwrap_or_default(),
             })
             .collect();
         let path = self.config.data_dir.join(VIEW_FILE);
@@ -330,6 +332,7 @@ impl Broker {
                         .map(|a| a.to_string())
                         .unwrap_or_default(),
                     live: true,
+                    kafka: c.kafka_listen.map(|a| a.to_string()).unwrap_or_default(),
                 }),
             })
             .await

@@ -378,7 +378,7 @@ impl Broker {
     }
 
     /// The group's leadership epoch: its current raft term.
-    pub(super) fn epoch(&self, group: u32) -> u64 {
+    pub fn epoch(&self, group: u32) -> u64 {
         use openraft::type_config::async_runtime::WatchReceiver;
         if let Some(ms) = self.master_slave_group(group) {
             return ms.role().epoch;

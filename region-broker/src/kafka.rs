@@ -1,0 +1,449 @@
+//! The Kafka wire protocol, so existing Kafka clients and tools talk to a broker unchanged.
+//! Request and response codecs and record batches come from the `kafka-protocol` crate;
+//! this module maps them onto the broker: a Kafka topic is a Meridian topic, a partition's
+//! leader is its log group's leader, offsets are the same offsets.
+//!
+//! Served so far: ApiVersions, Metadata, Produce (record batch v2; none, gzip, snappy, lz4
+//! and zstd; acks 0, 1 and -1), Fetch (long poll, max bytes), ListOffsets (earliest, latest, by time). Other
+//! APIs are not advertised; a request for one closes the connection, as Kafka does for an
+//! API it does not know.
+//!
+//! Each connection handles one request at a time (Kafka clients pipeline; answers go back in
+//! order), and a frame is refused before it is buffered when its length is over
+//! [`FRAME_MAX`]: per-connection memory is bounded. Decoding (`meridian_proto::kafka`,
+//! fuzzed) turns bytes no decoder expected into an error that closes the connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+    RequestKind, ResponseHeader, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use meridian_proto::kafka::kafka_protocol;
+use meridian_proto::kafka::{RequestError, SUPPORTED, decode_records, decode_request};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::broker::{Acks, Broker, BrokerError, OffsetQuery};
+
+/// The largest request accepted (Kafka's `socket.request.max.bytes` is 100 MiB; ours is the
+/// broker's batch limit with room for the request around it).
+pub const FRAME_MAX: usize = 64 << 20;
+
+/// Kafka error codes used here (`org.apache.kafka.common.protocol.Errors`).
+mod code {
+    pub(super) const NONE: i16 = 0;
+    pub(super) const UNKNOWN_SERVER_ERROR: i16 = -1;
+    pub(super) const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub(super) const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub(super) const LEADER_NOT_AVAILABLE: i16 = 5;
+    pub(super) const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub(super) const REQUEST_TIMED_OUT: i16 = 7;
+    pub(super) const MESSAGE_TOO_LARGE: i16 = 10;
+    pub(super) const UNSUPPORTED_VERSION: i16 = 35;
+    pub(super) const POLICY_VIOLATION: i16 = 44;
+    pub(super) const KAFKA_STORAGE_ERROR: i16 = 56;
+}
+
+/// The Kafka error code for a broker error, so clients retry as they do against Kafka.
+fn error_code(e: &BrokerError) -> i16 {
+    match e {
+        BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => {
+            code::UNKNOWN_TOPIC_OR_PARTITION
+        }
+        BrokerError::NotLeader {
+            leader_id: None, ..
+        } => code::LEADER_NOT_AVAILABLE,
+        BrokerError::NotLeader { .. } | BrokerError::StaleEpoch { .. } => {
+            code::NOT_LEADER_OR_FOLLOWER
+        }
+        BrokerError::TooLarge { .. } => code::MESSAGE_TOO_LARGE,
+        BrokerError::OffsetOutOfRange { .. } => code::OFFSET_OUT_OF_RANGE,
+        BrokerError::Invalid(_) => meridian_proto::kafka::CORRUPT_MESSAGE,
+        BrokerError::NotHome(_) => code::POLICY_VIOLATION,
+        BrokerError::Append(crate::storage::AppendError::DiskFull { .. }) => {
+            code::KAFKA_STORAGE_ERROR
+        }
+        BrokerError::Replication(_) => code::REQUEST_TIMED_OUT,
+        _ => code::UNKNOWN_SERVER_ERROR,
+    }
+}
+
+/// Accepts Kafka connections on `listener` until the task is dropped.
+pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a Kafka connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            metrics::gauge!("meridian_kafka_connections").increment(1.0);
+            if let Err(e) = connection(&broker, stream).await {
+                tracing::debug!(%peer, error = %e, "Kafka connection closed");
+            }
+            metrics::gauge!("meridian_kafka_connections").decrement(1.0);
+        });
+    }
+}
+
+/// Why a connection was closed.
+#[derive(Debug, thiserror::Error)]
+enum Closed {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("a frame of {0} bytes is over the {FRAME_MAX}-byte limit")]
+    TooLarge(usize),
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("unsupported API {key} version {version}")]
+    Unsupported { key: i16, version: i16 },
+}
+
+async fn connection(broker: &Broker, mut stream: TcpStream) -> Result<(), Closed> {
+    loop {
+        let mut len = [0u8; 4];
+        match stream.read_exact(&mut len).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        // Kafka frames are big-endian.
+        let len = (&len[..]).get_i32();
+        if len < 8 || len as usize > FRAME_MAX {
+            metrics::counter!("meridian_kafka_bad_frames_total").increment(1);
+            return Err(Closed::TooLarge(len.max(0) as usize));
+        }
+        let mut body = vec![0u8; len as usize];
+        stream.read_exact(&mut body).await?;
+        let (header, request) = decode_request(Bytes::from(body)).map_err(|e| match e {
+            RequestError::Unsupported { key, version } => Closed::Unsupported { key, version },
+            other => Closed::Malformed(other.to_string()),
+        })?;
+        let Ok(key) = ApiKey::try_from(header.request_api_key) else {
+            return Err(Closed::Unsupported {
+                key: header.request_api_key,
+                version: header.request_api_version,
+            });
+        };
+        let version = header.request_api_version;
+        let (response, version) = match request {
+            Some(request) => match handle(broker, request).await {
+                Some(r) => (r, version),
+                // acks=0: Kafka sends no answer.
+                None => continue,
+            },
+            // An ApiVersions request newer than ours: answered at version 0 with the
+            // versions we support, as Kafka does, so the client can pick.
+            None => (
+                ResponseKind::ApiVersions(api_versions(code::UNSUPPORTED_VERSION)),
+                0,
+            ),
+        };
+        metrics::counter!("meridian_kafka_requests_total", "api" => format!("{key:?}"))
+            .increment(1);
+        let mut out = BytesMut::new();
+        out.put_i32(0);
+        let mut h = ResponseHeader::default();
+        h.correlation_id = header.correlation_id;
+        // ApiVersions answers always use header v0 (so a client can read an error).
+        let header_version = if key == ApiKey::ApiVersions {
+            0
+        } else {
+            key.response_header_version(version)
+        };
+        h.encode(&mut out, header_version)
+            .map_err(|e| Closed::Malformed(format!("encoding the response header: {e}")))?;
+        response
+            .encode(&mut out, version)
+            .map_err(|e| Closed::Malformed(format!("encoding the response: {e}")))?;
+        let n = (out.len() - 4) as i32;
+        (&mut out[..4]).put_i32(n);
+        stream.write_all(&out).await?;
+    }
+}
+
+async fn handle(broker: &Broker, request: RequestKind) -> Option<ResponseKind> {
+    Some(match request {
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(code::NONE)),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata(broker, r)),
+        RequestKind::Produce(r) => ResponseKind::Produce(produce(broker, r).await?),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch(broker, r).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets(broker, r).await),
+        // Not advertised: `decode` refused it already.
+        _ => return None,
+    })
+}
+
+fn api_versions(error: i16) -> ApiVersionsResponse {
+    let mut r = ApiVersionsResponse::default();
+    r.error_code = error;
+    r.api_keys = SUPPORTED
+        .iter()
+        .map(|&(key, min, max)| {
+            let mut v = kafka_protocol::messages::api_versions_response::ApiVersion::default();
+            v.api_key = key as i16;
+            v.min_version = min;
+            v.max_version = max;
+            v
+        })
+        .collect();
+    r
+}
+
+fn str(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_owned())
+}
+
+/// Metadata: this broker's region — its brokers with a Kafka address, and each partition's
+/// leader (its log group's).
+fn metadata(broker: &Broker, r: MetadataRequest) -> MetadataResponse {
+    use kafka_protocol::messages::metadata_response::{
+        MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+    };
+    let config = broker.config();
+    let me = config.broker_id as i32;
+    let mut out = MetadataResponse::default();
+    out.cluster_id = Some(str(&format!("meridian-{}", config.region)));
+    out.controller_id = BrokerId(me);
+    for (id, addr) in broker.kafka_brokers() {
+        let mut b = MetadataResponseBroker::default();
+        b.node_id = BrokerId(id as i32);
+        b.host = str(&addr.ip().to_string());
+        b.port = i32::from(addr.port());
+        out.brokers.push(b);
+    }
+    let names: Vec<String> = match r.topics {
+        Some(topics) if !topics.is_empty() => topics
+            .into_iter()
+            .filter_map(|t| t.name.map(|n| n.0.to_string()))
+            .collect(),
+        _ => broker.topics().into_iter().map(|t| t.name).collect(),
+    };
+    for name in names {
+        let mut t = MetadataResponseTopic::default();
+        t.name = Some(TopicName(str(&name)));
+        match broker.topic(&name) {
+            Ok(topic) => {
+                for (p, &g) in topic.groups.iter().enumerate() {
+                    let mut part = MetadataResponsePartition::default();
+                    part.partition_index = p as i32;
+                    match broker.leader_id(g) {
+                        Some(leader) => {
+                            part.leader_id = BrokerId(leader as i32);
+                            part.leader_epoch = broker.epoch(g) as i32;
+                            part.replica_nodes = vec![BrokerId(leader as i32)];
+                            part.isr_nodes = vec![BrokerId(leader as i32)];
+                        }
+                        None => {
+                            part.error_code = code::LEADER_NOT_AVAILABLE;
+                            part.leader_id = BrokerId(-1);
+                        }
+                    }
+                    t.partitions.push(part);
+                }
+            }
+            Err(_) => t.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+        }
+        out.topics.push(t);
+    }
+    out
+}
+
+/// Produce: every partition's record batches become one Meridian batch.
+async fn produce(broker: &Broker, r: ProduceRequest) -> Option<ProduceResponse> {
+    use kafka_protocol::messages::produce_response::{
+        PartitionProduceResponse, TopicProduceResponse,
+    };
+    let acks = match r.acks {
+        -1 => Some(Acks::All),
+        _ => Some(Acks::Leader),
+    };
+    let mut out = ProduceResponse::default();
+    for topic in r.topic_data {
+        let name = topic.name.0.to_string();
+        let mut t = TopicProduceResponse::default();
+        t.name = topic.name.clone();
+        for part in topic.partition_data {
+            let mut p = PartitionProduceResponse::default();
+            p.index = part.index;
+            p.base_offset = -1;
+            p.log_append_time_ms = -1;
+            p.log_start_offset = -1;
+            match decode_records(part.records) {
+                Err(e) => {
+                    p.error_code = e.code;
+                    p.error_message = Some(str(&e.message));
+                }
+                Ok(messages) => {
+                    match broker
+                        .produce(&name, part.index.max(0) as u32, messages, acks, 0)
+                        .await
+                    {
+                        Ok(produced) => p.base_offset = produced.base_offset as i64,
+                        Err(e) => {
+                            p.error_code = error_code(&e);
+                            p.error_message = Some(str(&e.to_string()));
+                        }
+                    }
+                }
+            }
+            metrics::counter!("meridian_kafka_produce_partitions_total").increment(1);
+            t.partition_responses.push(p);
+        }
+        out.responses.push(t);
+    }
+    (r.acks != 0).then_some(out)
+}
+
+/// Fetch: each partition from its offset; when nothing is available anywhere, waits up to
+/// `max_wait_ms` on the first partition for data.
+async fn fetch(broker: &Broker, r: FetchRequest) -> FetchResponse {
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    let max_wait = Duration::from_millis(r.max_wait_ms.clamp(0, 30_000) as u64);
+    let mut out = FetchResponse::default();
+    let mut budget = r.max_bytes.max(1) as usize;
+    let mut any = false;
+    for pass in 0..2 {
+        out.responses.clear();
+        for topic in &r.topics {
+            let name = topic.topic.0.to_string();
+            let mut t = FetchableTopicResponse::default();
+            t.topic = topic.topic.clone();
+            for part in &topic.partitions {
+                let wait =
+                    if pass == 1 && !any && out.responses.is_empty() && t.partitions.is_empty() {
+                        max_wait
+                    } else {
+                        Duration::ZERO
+                    };
+                let mut p = PartitionData::default();
+                p.partition_index = part.partition;
+                p.high_watermark = -1;
+                p.last_stable_offset = -1;
+                p.log_start_offset = -1;
+                p.preferred_read_replica = BrokerId(-1);
+                let max = (part.partition_max_bytes.max(1) as usize).min(budget.max(1));
+                match broker
+                    .fetch(
+                        &name,
+                        part.partition.max(0) as u32,
+                        part.fetch_offset.max(0) as u64,
+                        max,
+                        wait,
+                    )
+                    .await
+                {
+                    Ok((messages, (earliest, latest))) => {
+                        p.high_watermark = latest as i64;
+                        p.last_stable_offset = latest as i64;
+                        p.log_start_offset = earliest as i64;
+                        if !messages.is_empty() {
+                            any = true;
+                            let records = encode_records(&messages);
+                            budget = budget.saturating_sub(records.len());
+                            p.records = Some(records);
+                        } else {
+                            p.records = Some(Bytes::new());
+                        }
+                    }
+                    Err(e) => p.error_code = error_code(&e),
+                }
+                t.partitions.push(p);
+            }
+            out.responses.push(t);
+        }
+        if any || max_wait.is_zero() {
+            break;
+        }
+    }
+    out
+}
+
+fn encode_records(messages: &[crate::broker::FetchedMessage]) -> Bytes {
+    let records: Vec<Record> = messages
+        .iter()
+        .map(|m| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: m.offset as i64,
+            sequence: -1,
+            timestamp: m.message.timestamp_ms,
+            key: m.message.key.clone(),
+            value: Some(m.message.value.clone()),
+            headers: m
+                .message
+                .headers
+                .iter()
+                .map(|(k, v)| (str(k), Some(v.clone())))
+                .collect(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    match RecordBatchEncoder::encode(&mut buf, records.iter(), &options) {
+        Ok(()) => buf.freeze(),
+        Err(e) => {
+            tracing::error!(error = %e, "encoding a Kafka record batch failed");
+            Bytes::new()
+        }
+    }
+}
+
+/// ListOffsets: -2 earliest, -1 latest, else the first offset at or after the time.
+async fn list_offsets(broker: &Broker, r: ListOffsetsRequest) -> ListOffsetsResponse {
+    use kafka_protocol::messages::list_offsets_response::{
+        ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+    };
+    let mut out = ListOffsetsResponse::default();
+    for topic in r.topics {
+        let name = topic.name.0.to_string();
+        let mut t = ListOffsetsTopicResponse::default();
+        t.name = topic.name.clone();
+        for part in topic.partitions {
+            let mut p = ListOffsetsPartitionResponse::default();
+            p.partition_index = part.partition_index;
+            p.timestamp = -1;
+            p.offset = -1;
+            p.leader_epoch = -1;
+            let query = match part.timestamp {
+                -2 => OffsetQuery::Earliest,
+                -1 => OffsetQuery::Latest,
+                t => OffsetQuery::Time(t),
+            };
+            match broker
+                .list_offset(&name, part.partition_index.max(0) as u32, query)
+                .await
+            {
+                Ok((offset, time)) => {
+                    p.offset = offset as i64;
+                    p.timestamp = time.unwrap_or(-1);
+                }
+                Err(e) => p.error_code = error_code(&e),
+            }
+            t.partitions.push(p);
+        }
+        out.topics.push(t);
+    }
+    out
+}
