@@ -155,6 +155,11 @@ mod tests {
             vec![0, 18, 0, 3, 0, 0, 0, 1, 0xff, 0xff, 0x7f],
             vec![0xff; 64],
             vec![0, 0, 0, 9, 0, 0, 0, 1, 0, 5],
+            // A Metadata request declaring 0x30000030 topics in 14 bytes: refused, not a
+            // 58 GB allocation (the fuzzer's first find; third_party/kafka-protocol).
+            vec![0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0x30, 0, 0, 0x30],
+            // The same with a compact array (Metadata v9+, flexible).
+            vec![0, 3, 0, 9, 0, 0, 0, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0x0f],
         ] {
             assert!(decode_request(Bytes::from(body)).is_err());
         }
