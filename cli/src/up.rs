@@ -50,6 +50,10 @@ pub(crate) struct Args {
     /// /metrics port of the first broker (numbered the same way).
     #[arg(long, default_value_t = 9464)]
     metrics_port: u16,
+    /// Kafka port of the first broker (numbered as the gRPC ports): Kafka clients and
+    /// tools connect here.
+    #[arg(long, default_value_t = 9092)]
+    kafka_port: u16,
     /// UDP (QUIC) port of the first region's mirror; region R's listens on this + R.
     #[arg(long, default_value_t = 7700)]
     mirror_port: u16,
@@ -78,6 +82,7 @@ struct BrokerAddrs {
     id: u32,
     grpc: String,
     metrics: String,
+    kafka: String,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
@@ -152,12 +157,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 id,
                 grpc: port(args.grpc_port),
                 metrics: port(args.metrics_port),
+                kafka: port(args.kafka_port),
             };
             let mut cmd = tokio::process::Command::new(&broker_bin);
             cmd.args(["--broker-id", &id.to_string(), "--region", region])
                 .arg("--data-dir")
                 .arg(&dir)
                 .args(["--grpc-listen", &b.grpc, "--metrics-listen", &b.metrics])
+                .args(["--kafka-listen", &b.kafka])
                 .args([
                     "--raft-listen",
                     &port(args.raft_port),
@@ -252,8 +259,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         println!("  control plane:  {control_addr}    metrics: http://{control_metrics}/metrics");
         for b in &brokers {
             println!(
-                "  {:<9} broker {}:  gRPC {}    metrics: http://{}/metrics",
-                b.region, b.id, b.grpc, b.metrics
+                "  {:<9} broker {}:  gRPC {}    Kafka {}    metrics: http://{}/metrics",
+                b.region, b.id, b.grpc, b.kafka, b.metrics
             );
         }
         for (region, listen, metrics) in &mirrors {

@@ -493,11 +493,17 @@ pub async fn wait_until_held(client: &Client, topic: &str, count: u64, limit: Du
 
 /// Runs the `meridian` CLI against a broker; returns (exit code, stdout, stderr).
 pub fn meridian(broker: SocketAddr, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut cmd = Command::new(binary("meridian"));
+    cmd.arg("--broker").arg(broker.to_string()).args(args);
+    run(cmd, stdin.map(str::as_bytes))
+}
+
+/// Runs a command to its end, feeding it `stdin` (none: /dev/null); returns (exit code,
+/// stdout, stderr).
+pub fn run(mut cmd: Command, stdin: Option<&[u8]>) -> (i32, String, String) {
     use std::io::Write;
-    let mut child = Command::new(binary("meridian"))
-        .arg("--broker")
-        .arg(broker.to_string())
-        .args(args)
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -506,16 +512,16 @@ pub fn meridian(broker: SocketAddr, args: &[&str], stdin: Option<&str>) -> (i32,
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start meridian");
+        .unwrap_or_else(|e| panic!("start {program}: {e}"));
     if let Some(input) = stdin {
         child
             .stdin
             .take()
             .expect("piped")
-            .write_all(input.as_bytes())
+            .write_all(input)
             .expect("write stdin");
     }
-    let out = child.wait_with_output().expect("meridian output");
+    let out = child.wait_with_output().expect("the command's output");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -7,34 +7,17 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use meridian_client::{ProducerConfig, Record};
 use meridian_tests::{BrokerProcess, free_addr};
 
-/// Runs kcat with `args` against `kafka`, feeding `stdin`; (exit code, stdout, stderr).
+/// Runs kcat (Debian's kcat, which the test script installs) with `args` against `kafka`,
+/// feeding `stdin`; (exit code, stdout, stderr).
 fn kcat(kafka: SocketAddr, args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
-    let mut child = Command::new("kcat")
-        .args(["-b", &kafka.to_string()])
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kcat: install Debian's kcat (scripts/test.sh does)");
-    if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut cmd = Command::new("kcat");
+    cmd.args(["-b", &kafka.to_string()]).args(args);
+    meridian_tests::run(cmd, stdin)
 }
 
 fn consume(kafka: SocketAddr, topic: &str, format: &str) -> Vec<String> {

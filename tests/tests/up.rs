@@ -32,6 +32,8 @@ struct Up {
     log: std::path::PathBuf,
     printed: String,
     config: std::path::PathBuf,
+    /// Kafka address of the first broker.
+    kafka: String,
 }
 
 impl Up {
@@ -59,6 +61,7 @@ impl Up {
                 "--metrics-port",
                 &port(42),
             ])
+            .args(["--kafka-port", &port(48)])
             .args([
                 "--mirror-port",
                 &port(60),
@@ -77,6 +80,7 @@ impl Up {
             log,
             printed: String::new(),
             config: config.to_owned(),
+            kafka: format!("127.0.0.1:{}", port(48)),
         }
     }
 
@@ -189,6 +193,20 @@ fn run_platform(extra: &[&str], store_says: &str, salt: u16) {
     assert_eq!(brokers.as_array().unwrap().len(), 6);
     let (code, _, err) = up.cli(&["topic", "create", "orders", "--partitions", "3"]);
     assert_eq!(code, 0, "{err}");
+    // Kafka tools see the region: its three brokers (each registered its Kafka address)
+    // and the topic's partitions with their leaders.
+    let out = Command::new("kcat")
+        .args(["-L", "-b", &up.kafka])
+        .output()
+        .expect("kcat: the test script installs it");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{listing}");
+    assert!(listing.contains(" 3 brokers:"), "{listing}");
+    assert!(
+        listing.contains("topic \"orders\" with 3 partitions"),
+        "{listing}"
+    );
+
     // Produced in one region, read in the other: the mirrors carry it; then the other way.
     let produce = |region: &str| {
         let (code, _, err) = up.cli(&[
