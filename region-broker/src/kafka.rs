@@ -4,9 +4,11 @@
 //! leader is its log group's leader, offsets are the same offsets.
 //!
 //! Served so far: ApiVersions, Metadata, Produce (record batch v2; none, gzip, snappy, lz4
-//! and zstd; acks 0, 1 and -1), Fetch (long poll, max bytes), ListOffsets (earliest, latest, by time). Other
-//! APIs are not advertised; a request for one closes the connection, as Kafka does for an
-//! API it does not know.
+//! and zstd; acks 0, 1 and -1), Fetch (long poll, max bytes), ListOffsets (earliest, latest,
+//! by time), consumer groups (FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup:
+//! `groups.rs`) and their offsets (OffsetCommit, OffsetFetch: the broker's offset commits,
+//! so a group's position is the same over gRPC and Kafka). Other APIs are not advertised; a
+//! request for one closes the connection, as Kafka does for an API it does not know.
 //!
 //! Each connection handles one request at a time (Kafka clients pipeline; answers go back in
 //! order), and a frame is refused before it is buffered when its length is over
@@ -32,6 +34,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::broker::{Acks, Broker, BrokerError, OffsetQuery};
+
+mod groups;
 
 /// The largest request accepted (Kafka's `socket.request.max.bytes` is 100 MiB; ours is the
 /// broker's batch limit with room for the request around it).
@@ -78,6 +82,8 @@ fn error_code(e: &BrokerError) -> i16 {
 
 /// Accepts Kafka connections on `listener` until the task is dropped.
 pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
+    let groups = Arc::new(groups::Coordinator::default());
+    groups.start();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -88,10 +94,10 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let broker = broker.clone();
+        let (broker, groups) = (broker.clone(), groups.clone());
         tokio::spawn(async move {
             metrics::gauge!("meridian_kafka_connections").increment(1.0);
-            if let Err(e) = connection(&broker, stream).await {
+            if let Err(e) = connection(&broker, &groups, stream).await {
                 tracing::debug!(%peer, error = %e, "Kafka connection closed");
             }
             metrics::gauge!("meridian_kafka_connections").decrement(1.0);
@@ -112,7 +118,11 @@ enum Closed {
     Unsupported { key: i16, version: i16 },
 }
 
-async fn connection(broker: &Broker, mut stream: TcpStream) -> Result<(), Closed> {
+async fn connection(
+    broker: &Broker,
+    groups: &Arc<groups::Coordinator>,
+    mut stream: TcpStream,
+) -> Result<(), Closed> {
     loop {
         let mut len = [0u8; 4];
         match stream.read_exact(&mut len).await {
@@ -140,7 +150,7 @@ async fn connection(broker: &Broker, mut stream: TcpStream) -> Result<(), Closed
         };
         let version = header.request_api_version;
         let (response, version) = match request {
-            Some(request) => match handle(broker, request).await {
+            Some(request) => match handle(broker, groups, &header, request).await {
                 Some(r) => (r, version),
                 // acks=0: Kafka sends no answer.
                 None => continue,
@@ -175,8 +185,27 @@ async fn connection(broker: &Broker, mut stream: TcpStream) -> Result<(), Closed
     }
 }
 
-async fn handle(broker: &Broker, request: RequestKind) -> Option<ResponseKind> {
+async fn handle(
+    broker: &Broker,
+    groups: &Arc<groups::Coordinator>,
+    header: &kafka_protocol::messages::RequestHeader,
+    request: RequestKind,
+) -> Option<ResponseKind> {
+    let version = header.request_api_version;
     Some(match request {
+        RequestKind::FindCoordinator(_) => ResponseKind::FindCoordinator(find_coordinator(broker)),
+        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offset_commit(broker, r).await),
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(offset_fetch(broker, r).await),
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(join_group(groups, header, r, version).await)
+        }
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(sync_group(groups, r).await),
+        RequestKind::Heartbeat(r) => {
+            let mut out = kafka_protocol::messages::HeartbeatResponse::default();
+            out.error_code = groups.heartbeat(&r.group_id.0, &r.member_id, r.generation_id);
+            ResponseKind::Heartbeat(out)
+        }
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(leave_group(groups, r, version)),
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(code::NONE)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata(broker, r)),
         RequestKind::Produce(r) => ResponseKind::Produce(produce(broker, r).await?),
@@ -444,6 +473,227 @@ async fn list_offsets(broker: &Broker, r: ListOffsetsRequest) -> ListOffsetsResp
             t.partitions.push(p);
         }
         out.topics.push(t);
+    }
+    out
+}
+
+/// FindCoordinator: this broker coordinates the groups its clients use.
+fn find_coordinator(broker: &Broker) -> kafka_protocol::messages::FindCoordinatorResponse {
+    let mut out = kafka_protocol::messages::FindCoordinatorResponse::default();
+    let config = broker.config();
+    match config.kafka_listen {
+        Some(addr) => {
+            out.node_id = BrokerId(config.broker_id as i32);
+            out.host = str(&addr.ip().to_string());
+            out.port = i32::from(addr.port());
+        }
+        None => {
+            out.error_code = 15; // COORDINATOR_NOT_AVAILABLE
+            out.node_id = BrokerId(-1);
+        }
+    }
+    out
+}
+
+/// OffsetCommit: the broker's offset commits (the same a gRPC consumer makes).
+async fn offset_commit(
+    broker: &Broker,
+    r: kafka_protocol::messages::OffsetCommitRequest,
+) -> kafka_protocol::messages::OffsetCommitResponse {
+    use kafka_protocol::messages::offset_commit_response::{
+        OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+    };
+    let group = r.group_id.0.to_string();
+    let mut out = kafka_protocol::messages::OffsetCommitResponse::default();
+    for topic in r.topics {
+        let name = topic.name.0.to_string();
+        let mut t = OffsetCommitResponseTopic::default();
+        t.name = topic.name.clone();
+        for part in topic.partitions {
+            let mut p = OffsetCommitResponsePartition::default();
+            p.partition_index = part.partition_index;
+            if part.committed_offset < 0 {
+                p.error_code = code::OFFSET_OUT_OF_RANGE;
+            } else if let Err(e) = broker
+                .commit_offset(
+                    &group,
+                    &name,
+                    part.partition_index.max(0) as u32,
+                    part.committed_offset as u64,
+                    Vec::new(),
+                )
+                .await
+            {
+                p.error_code = match e {
+                    BrokerError::Invalid(_) => 24, // INVALID_GROUP_ID
+                    other => error_code(&other),
+                };
+            }
+            t.partitions.push(p);
+        }
+        out.topics.push(t);
+    }
+    out
+}
+
+/// OffsetFetch: what the group committed (-1 where nothing); every partition with a commit
+/// when the request names no topics.
+async fn offset_fetch(
+    broker: &Broker,
+    r: kafka_protocol::messages::OffsetFetchRequest,
+) -> kafka_protocol::messages::OffsetFetchResponse {
+    use kafka_protocol::messages::offset_fetch_response::{
+        OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+    };
+    let group = r.group_id.0.to_string();
+    let all = r.topics.is_none();
+    let wanted: Vec<(TopicName, Vec<i32>)> = match r.topics {
+        Some(topics) => topics
+            .into_iter()
+            .map(|t| (t.name, t.partition_indexes))
+            .collect(),
+        None => broker
+            .topics()
+            .into_iter()
+            .map(|t| {
+                let n = t.groups.len() as i32;
+                (TopicName(str(&t.name)), (0..n).collect())
+            })
+            .collect(),
+    };
+    let mut out = kafka_protocol::messages::OffsetFetchResponse::default();
+    for (name, partitions) in wanted {
+        let mut t = OffsetFetchResponseTopic::default();
+        t.name = name.clone();
+        for p in partitions {
+            let mut part = OffsetFetchResponsePartition::default();
+            part.partition_index = p;
+            part.committed_leader_epoch = -1;
+            part.metadata = Some(str(""));
+            part.committed_offset = -1;
+            match broker
+                .committed_offset(&group, &name.0, p.max(0) as u32)
+                .await
+            {
+                Ok(c) => match c.offset {
+                    Some(o) => part.committed_offset = o as i64,
+                    None if all => continue,
+                    None => {}
+                },
+                Err(e) => part.error_code = error_code(&e),
+            }
+            t.partitions.push(part);
+        }
+        if !(all && t.partitions.is_empty()) {
+            out.topics.push(t);
+        }
+    }
+    out
+}
+
+async fn join_group(
+    groups: &Arc<groups::Coordinator>,
+    header: &kafka_protocol::messages::RequestHeader,
+    r: kafka_protocol::messages::JoinGroupRequest,
+    version: i16,
+) -> kafka_protocol::messages::JoinGroupResponse {
+    use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+    let session = Duration::from_millis(r.session_timeout_ms.max(0) as u64);
+    let rebalance = if version >= 1 {
+        Duration::from_millis(r.rebalance_timeout_ms.max(0) as u64)
+    } else {
+        session
+    };
+    let joined = groups
+        .join(groups::Join {
+            group: r.group_id.0.to_string(),
+            member_id: r.member_id.to_string(),
+            client_id: header
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "kafka".into()),
+            protocol_type: r.protocol_type.to_string(),
+            protocols: r
+                .protocols
+                .into_iter()
+                .map(|p| (p.name.to_string(), p.metadata))
+                .collect(),
+            session,
+            rebalance,
+            require_known_id: version >= 4,
+        })
+        .await;
+    let mut out = kafka_protocol::messages::JoinGroupResponse::default();
+    out.error_code = joined.error;
+    out.generation_id = if joined.error == 0 {
+        joined.generation
+    } else {
+        -1
+    };
+    out.protocol_name = Some(str(&joined.protocol));
+    if version >= 7 {
+        out.protocol_type = Some(r.protocol_type.clone());
+    }
+    out.leader = str(&joined.leader);
+    out.member_id = str(&joined.member_id);
+    out.members = joined
+        .members
+        .into_iter()
+        .map(|(id, metadata)| {
+            let mut m = JoinGroupResponseMember::default();
+            m.member_id = str(&id);
+            m.metadata = metadata;
+            m
+        })
+        .collect();
+    out
+}
+
+async fn sync_group(
+    groups: &groups::Coordinator,
+    r: kafka_protocol::messages::SyncGroupRequest,
+) -> kafka_protocol::messages::SyncGroupResponse {
+    let assignments = r
+        .assignments
+        .into_iter()
+        .map(|a| (a.member_id.to_string(), a.assignment))
+        .collect();
+    let (error, assignment) = groups
+        .sync(&r.group_id.0, &r.member_id, r.generation_id, assignments)
+        .await;
+    let mut out = kafka_protocol::messages::SyncGroupResponse::default();
+    out.error_code = error;
+    out.assignment = assignment;
+    out
+}
+
+fn leave_group(
+    groups: &Arc<groups::Coordinator>,
+    r: kafka_protocol::messages::LeaveGroupRequest,
+    version: i16,
+) -> kafka_protocol::messages::LeaveGroupResponse {
+    use kafka_protocol::messages::leave_group_response::MemberResponse;
+    let members: Vec<String> = if version >= 3 {
+        r.members.iter().map(|m| m.member_id.to_string()).collect()
+    } else {
+        vec![r.member_id.to_string()]
+    };
+    let codes = groups.leave(&r.group_id.0, &members);
+    let mut out = kafka_protocol::messages::LeaveGroupResponse::default();
+    if version >= 3 {
+        out.members = members
+            .iter()
+            .zip(&codes)
+            .map(|(id, c)| {
+                let mut m = MemberResponse::default();
+                m.member_id = str(id);
+                m.error_code = *c;
+                m
+            })
+            .collect();
+    } else {
+        out.error_code = codes.first().copied().unwrap_or(0);
     }
     out
 }

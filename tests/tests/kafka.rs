@@ -196,3 +196,140 @@ async fn kcat_lists_produces_and_consumes_through_the_kafka_listener() {
     assert!(out.contains("orders"));
     assert!(broker.running(), "the broker survived garbage");
 }
+
+/// A kcat (librdkafka) consumer group of two members: the partitions are split between
+/// them, every message is read once, and a member started later resumes from the offsets
+/// the group committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_consumer_group_splits_partitions_and_resumes_from_its_commits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kafka = free_addr();
+    let kafka_flag = kafka.to_string();
+    let broker = BrokerProcess::start(tmp.path(), &["--kafka-listen", &kafka_flag])
+        .await
+        .unwrap();
+    broker.client().await.create_topic("jobs", 4).await.unwrap();
+    let first: String = (0..400).map(|i| format!("k{i}:job-{i}\n")).collect();
+    let (code, _, err) = kcat(
+        kafka,
+        &["-P", "-t", "jobs", "-K", ":"],
+        Some(first.as_bytes()),
+    );
+    assert_eq!(code, 0, "{err}");
+
+    let member = |out: &std::path::Path| {
+        Command::new("kcat")
+            .args([
+                "-b",
+                &kafka_flag,
+                "-G",
+                "workers",
+                "-f",
+                "%p %s\n",
+                "-q",
+                "-u",
+            ])
+            .args([
+                "-X",
+                "auto.offset.reset=earliest",
+                "-X",
+                "auto.commit.interval.ms=100",
+            ])
+            .arg("jobs")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(out).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("kcat")
+    };
+    let (out_a, out_b) = (tmp.path().join("a.out"), tmp.path().join("b.out"));
+    let mut a = member(&out_a);
+    let mut b = member(&out_b);
+    let read = |p: &std::path::Path| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while read(&out_a).len() + read(&out_b).len() < 400 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the group read {} of 400",
+            read(&out_a).len() + read(&out_b).len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Let the last commits go out, then stop both (SIGINT: kcat closes the consumer).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    for child in [&mut a, &mut b] {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let _ = child.wait();
+    }
+    let (ra, rb) = (read(&out_a), read(&out_b));
+    let partitions = |lines: &[String]| -> std::collections::BTreeSet<String> {
+        lines
+            .iter()
+            .filter_map(|l| l.split(' ').next().map(str::to_owned))
+            .collect()
+    };
+    assert!(
+        !ra.is_empty() && !rb.is_empty(),
+        "both members got partitions: {} and {} messages",
+        ra.len(),
+        rb.len()
+    );
+    assert!(
+        partitions(&ra).is_disjoint(&partitions(&rb)),
+        "the members split the partitions: {:?} / {:?}",
+        partitions(&ra),
+        partitions(&rb)
+    );
+    let values: std::collections::BTreeSet<String> = ra
+        .iter()
+        .chain(&rb)
+        .map(|l| l.split_once(' ').unwrap().1.to_owned())
+        .collect();
+    assert_eq!(values.len(), 400, "every message once");
+    assert_eq!(ra.len() + rb.len(), 400, "no message twice");
+
+    // More messages; a member started now reads only those: the group's commits hold.
+    let more: String = (400..450).map(|i| format!("k{i}:job-{i}\n")).collect();
+    let (code, _, err) = kcat(
+        kafka,
+        &["-P", "-t", "jobs", "-K", ":"],
+        Some(more.as_bytes()),
+    );
+    assert_eq!(code, 0, "{err}");
+    let out_c = tmp.path().join("c.out");
+    let mut c = member(&out_c);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while read(&out_c).len() < 50 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the late member read {}",
+            read(&out_c).len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // SAFETY: signalling our own child by pid.
+    unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+    let _ = c.wait();
+    let rc = read(&out_c);
+    assert_eq!(
+        rc.len(),
+        50,
+        "only the new messages: {:?}",
+        &rc[..rc.len().min(5)]
+    );
+    let number = |l: &String| -> u32 {
+        l.split_once(' ').unwrap().1["job-".len()..]
+            .parse()
+            .unwrap()
+    };
+    assert!(rc.iter().all(|l| number(l) >= 400), "{rc:?}");
+    assert!(broker.running());
+}

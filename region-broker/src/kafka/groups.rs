@@ -1,0 +1,493 @@
+//! The Kafka group coordinator (the classic, client-assigned protocol): members join, the
+//! coordinator waits until every known member has rejoined (or its rebalance timeout
+//! passes), names a leader and a protocol, the leader assigns partitions (range,
+//! round-robin, cooperative-sticky: whatever the clients agree on) and SyncGroup hands each
+//! member its share; heartbeats keep members in and tell them of a rebalance; a member
+//! whose session lapses is removed. State is in memory: after a broker restart members
+//! rejoin (their committed offsets are in the journal).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+/// Kafka error codes of the group protocol.
+pub(crate) mod code {
+    pub(crate) const ILLEGAL_GENERATION: i16 = 22;
+    pub(crate) const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+    pub(crate) const UNKNOWN_MEMBER_ID: i16 = 25;
+    pub(crate) const INVALID_SESSION_TIMEOUT: i16 = 26;
+    pub(crate) const REBALANCE_IN_PROGRESS: i16 = 27;
+    pub(crate) const MEMBER_ID_REQUIRED: i16 = 79;
+}
+
+/// How long a new group waits for more members before its first generation (Kafka's
+/// `group.initial.rebalance.delay.ms` is 3 s; a short one keeps tests and demos quick).
+const INITIAL_DELAY: Duration = Duration::from_millis(300);
+/// The longest a rebalance waits for members to rejoin.
+const REBALANCE_MAX: Duration = Duration::from_secs(30);
+
+/// A join's outcome.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Joined {
+    pub(crate) error: i16,
+    pub(crate) generation: i32,
+    pub(crate) protocol: String,
+    pub(crate) leader: String,
+    pub(crate) member_id: String,
+    /// For the leader: every member with its metadata for the chosen protocol.
+    pub(crate) members: Vec<(String, Bytes)>,
+}
+
+/// A sync's outcome: an error code and the member's assignment.
+pub(crate) type Synced = (i16, Bytes);
+
+#[derive(Debug)]
+struct Member {
+    protocols: Vec<(String, Bytes)>,
+    session: Duration,
+    rebalance: Duration,
+    last_seen: Instant,
+    assignment: Bytes,
+    rejoined: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Empty,
+    Joining,
+    Syncing,
+    Stable,
+}
+
+#[derive(Debug)]
+struct Group {
+    state: State,
+    generation: i32,
+    protocol_type: String,
+    protocol: String,
+    leader: String,
+    members: BTreeMap<String, Member>,
+    joiners: Vec<(String, oneshot::Sender<Joined>)>,
+    syncers: Vec<(String, oneshot::Sender<Synced>)>,
+    /// Bumped at every rebalance start, so a stale timer does nothing.
+    round: u64,
+}
+
+impl Group {
+    fn new() -> Group {
+        Group {
+            state: State::Empty,
+            generation: 0,
+            protocol_type: String::new(),
+            protocol: String::new(),
+            leader: String::new(),
+            members: BTreeMap::new(),
+            joiners: Vec::new(),
+            syncers: Vec::new(),
+            round: 0,
+        }
+    }
+
+    /// Starts a rebalance (members learn of it by heartbeat and rejoin); returns the
+    /// round and how long to wait for them at most.
+    fn start_rebalance(&mut self) -> (u64, Duration) {
+        self.state = State::Joining;
+        self.round += 1;
+        for m in self.members.values_mut() {
+            m.rejoined = false;
+        }
+        for (_, tx) in self.syncers.drain(..) {
+            let _ = tx.send((code::REBALANCE_IN_PROGRESS, Bytes::new()));
+        }
+        let wait = self
+            .members
+            .values()
+            .map(|m| m.rebalance)
+            .max()
+            .unwrap_or(INITIAL_DELAY)
+            .min(REBALANCE_MAX);
+        (self.round, wait)
+    }
+
+    /// Ends the join phase: members that did not rejoin leave, the generation moves, a
+    /// leader and a protocol are chosen and every waiting join is answered.
+    fn complete_join(&mut self) {
+        self.members.retain(|_, m| m.rejoined);
+        if self.members.is_empty() {
+            self.state = State::Empty;
+            self.joiners.clear();
+            return;
+        }
+        self.generation += 1;
+        if !self.members.contains_key(&self.leader) {
+            self.leader = self
+                .joiners
+                .first()
+                .map(|(id, _)| id.clone())
+                .unwrap_or_else(|| self.members.keys().next().cloned().unwrap_or_default());
+        }
+        // The first protocol of the leader's list that every member supports.
+        let leader = &self.members[&self.leader];
+        self.protocol = leader
+            .protocols
+            .iter()
+            .map(|(name, _)| name.clone())
+            .find(|name| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(n, _)| n == name))
+            })
+            .unwrap_or_default();
+        self.state = State::Syncing;
+        let all: Vec<(String, Bytes)> = self
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let meta = m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| *n == self.protocol)
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default();
+                (id.clone(), meta)
+            })
+            .collect();
+        for (id, tx) in self.joiners.drain(..) {
+            let _ = tx.send(Joined {
+                error: 0,
+                generation: self.generation,
+                protocol: self.protocol.clone(),
+                leader: self.leader.clone(),
+                members: if id == self.leader {
+                    all.clone()
+                } else {
+                    Vec::new()
+                },
+                member_id: id,
+            });
+        }
+    }
+}
+
+/// Every group this broker coordinates.
+#[derive(Debug, Default)]
+pub(crate) struct Coordinator {
+    groups: Mutex<HashMap<String, Group>>,
+    next_member: std::sync::atomic::AtomicU64,
+}
+
+/// What a JoinGroup asks.
+pub(crate) struct Join {
+    pub(crate) group: String,
+    pub(crate) member_id: String,
+    pub(crate) client_id: String,
+    pub(crate) protocol_type: String,
+    pub(crate) protocols: Vec<(String, Bytes)>,
+    pub(crate) session: Duration,
+    pub(crate) rebalance: Duration,
+    /// JoinGroup v4+: a member without an id gets one and must join again with it.
+    pub(crate) require_known_id: bool,
+}
+
+impl Coordinator {
+    /// Starts the task that removes members whose session lapsed.
+    pub(crate) fn start(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let Some(c) = weak.upgrade() else {
+                    return;
+                };
+                c.expire();
+            }
+        });
+    }
+
+    fn expire(self: &Arc<Self>) {
+        let mut timers = Vec::new();
+        {
+            let mut groups = self.groups.lock().expect("groups lock poisoned");
+            let now = Instant::now();
+            for (name, g) in groups.iter_mut() {
+                let before = g.members.len();
+                g.members.retain(|id, m| {
+                    let alive = now.duration_since(m.last_seen) < m.session;
+                    if !alive {
+                        tracing::info!(group = %name, member = %id, "Kafka group member's session expired");
+                    }
+                    alive
+                });
+                if g.members.len() < before && g.state != State::Joining {
+                    if g.members.is_empty() {
+                        g.state = State::Empty;
+                    } else {
+                        timers.push((name.clone(), g.start_rebalance()));
+                    }
+                }
+            }
+        }
+        for (name, (round, wait)) in timers {
+            self.complete_after(name, round, wait);
+        }
+    }
+
+    /// Completes round `round` of `group`'s join after `wait` unless it completed before.
+    fn complete_after(self: &Arc<Self>, group: String, round: u64, wait: Duration) {
+        let c = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let mut groups = c.groups.lock().expect("groups lock poisoned");
+            if let Some(g) = groups.get_mut(&group)
+                && g.state == State::Joining
+                && g.round == round
+            {
+                g.complete_join();
+            }
+        });
+    }
+
+    pub(crate) async fn join(self: &Arc<Self>, j: Join) -> Joined {
+        let fail = |error, member_id: String| Joined {
+            error,
+            member_id,
+            ..Joined::default()
+        };
+        if j.session < Duration::from_millis(1000) || j.session > Duration::from_secs(300) {
+            return fail(code::INVALID_SESSION_TIMEOUT, j.member_id);
+        }
+        let rx = {
+            let mut groups = self.groups.lock().expect("groups lock poisoned");
+            let g = groups.entry(j.group.clone()).or_insert_with(Group::new);
+            let member_id = if j.member_id.is_empty() {
+                let n = self
+                    .next_member
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let id = format!("{}-{n}", j.client_id);
+                if j.require_known_id {
+                    return fail(code::MEMBER_ID_REQUIRED, id);
+                }
+                id
+            } else {
+                j.member_id.clone()
+            };
+            if !g.members.is_empty() && g.protocol_type != j.protocol_type {
+                return fail(code::INCONSISTENT_GROUP_PROTOCOL, member_id);
+            }
+            g.protocol_type = j.protocol_type.clone();
+            let known = g.members.contains_key(&member_id);
+            let unchanged =
+                known && g.state == State::Stable && g.members[&member_id].protocols == j.protocols;
+            if unchanged && g.leader != member_id {
+                // A follower rejoining with nothing new: answer with the current generation.
+                let m = g.members.get_mut(&member_id).expect("known");
+                m.last_seen = Instant::now();
+                return Joined {
+                    error: 0,
+                    generation: g.generation,
+                    protocol: g.protocol.clone(),
+                    leader: g.leader.clone(),
+                    member_id,
+                    members: Vec::new(),
+                };
+            }
+            let was_empty = g.state == State::Empty;
+            g.members.insert(
+                member_id.clone(),
+                Member {
+                    protocols: j.protocols,
+                    session: j.session,
+                    rebalance: j.rebalance,
+                    last_seen: Instant::now(),
+                    assignment: Bytes::new(),
+                    rejoined: true,
+                },
+            );
+            if g.state != State::Joining {
+                let (round, wait) = g.start_rebalance();
+                g.members.get_mut(&member_id).expect("inserted").rejoined = true;
+                let wait = if was_empty { INITIAL_DELAY } else { wait };
+                self.complete_after(j.group.clone(), round, wait);
+            }
+            let (tx, rx) = oneshot::channel();
+            g.joiners.push((member_id, tx));
+            if !was_empty && g.members.values().all(|m| m.rejoined) {
+                g.complete_join();
+            }
+            rx
+        };
+        rx.await
+            .unwrap_or_else(|_| fail(code::REBALANCE_IN_PROGRESS, j.member_id))
+    }
+
+    pub(crate) async fn sync(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+    ) -> Synced {
+        let rx = {
+            let mut groups = self.groups.lock().expect("groups lock poisoned");
+            let Some(g) = groups.get_mut(group) else {
+                return (code::UNKNOWN_MEMBER_ID, Bytes::new());
+            };
+            if !g.members.contains_key(member_id) {
+                return (code::UNKNOWN_MEMBER_ID, Bytes::new());
+            }
+            if generation != g.generation {
+                return (code::ILLEGAL_GENERATION, Bytes::new());
+            }
+            if g.state == State::Joining {
+                return (code::REBALANCE_IN_PROGRESS, Bytes::new());
+            }
+            g.members.get_mut(member_id).expect("checked").last_seen = Instant::now();
+            if member_id == g.leader && g.state == State::Syncing {
+                for (id, a) in assignments {
+                    if let Some(m) = g.members.get_mut(&id) {
+                        m.assignment = a;
+                    }
+                }
+                g.state = State::Stable;
+                for (id, tx) in g.syncers.drain(..) {
+                    let a = g.members.get(&id).map(|m| m.assignment.clone());
+                    let _ = tx.send(match a {
+                        Some(a) => (0, a),
+                        None => (code::UNKNOWN_MEMBER_ID, Bytes::new()),
+                    });
+                }
+            }
+            if g.state == State::Stable {
+                return (0, g.members[member_id].assignment.clone());
+            }
+            let (tx, rx) = oneshot::channel();
+            g.syncers.push((member_id.to_owned(), tx));
+            rx
+        };
+        rx.await
+            .unwrap_or((code::REBALANCE_IN_PROGRESS, Bytes::new()))
+    }
+
+    pub(crate) fn heartbeat(&self, group: &str, member_id: &str, generation: i32) -> i16 {
+        let mut groups = self.groups.lock().expect("groups lock poisoned");
+        let Some(g) = groups.get_mut(group) else {
+            return code::UNKNOWN_MEMBER_ID;
+        };
+        let Some(m) = g.members.get_mut(member_id) else {
+            return code::UNKNOWN_MEMBER_ID;
+        };
+        m.last_seen = Instant::now();
+        if g.state == State::Joining {
+            return code::REBALANCE_IN_PROGRESS;
+        }
+        if generation != g.generation {
+            return code::ILLEGAL_GENERATION;
+        }
+        0
+    }
+
+    /// Removes members; the others rebalance. Returns each member's error code.
+    pub(crate) fn leave(self: &Arc<Self>, group: &str, members: &[String]) -> Vec<i16> {
+        let (codes, timer) = {
+            let mut groups = self.groups.lock().expect("groups lock poisoned");
+            let Some(g) = groups.get_mut(group) else {
+                return vec![code::UNKNOWN_MEMBER_ID; members.len()];
+            };
+            let codes: Vec<i16> = members
+                .iter()
+                .map(|id| {
+                    if g.members.remove(id).is_some() {
+                        0
+                    } else {
+                        code::UNKNOWN_MEMBER_ID
+                    }
+                })
+                .collect();
+            let timer = if g.members.is_empty() {
+                g.state = State::Empty;
+                g.joiners.clear();
+                None
+            } else if g.state != State::Joining {
+                Some(g.start_rebalance())
+            } else {
+                None
+            };
+            (codes, timer)
+        };
+        if let Some((round, wait)) = timer {
+            self.complete_after(group.to_owned(), round, wait);
+        }
+        codes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn join(group: &str, member: &str) -> Join {
+        Join {
+            group: group.into(),
+            member_id: member.into(),
+            client_id: "c".into(),
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
+            session: Duration::from_secs(10),
+            rebalance: Duration::from_secs(2),
+            require_known_id: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn two_members_join_sync_and_one_leaves() {
+        let c = Arc::new(Coordinator::default());
+        c.start();
+        let (a, b) = tokio::join!(c.join(join("g", "")), c.join(join("g", "")));
+        assert_eq!((a.error, b.error), (0, 0));
+        assert_eq!(a.generation, b.generation);
+        assert_eq!(a.leader, b.leader);
+        let (leader, follower) = if a.member_id == a.leader {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        assert_eq!(leader.members.len(), 2);
+        assert!(follower.members.is_empty());
+        assert_eq!(leader.protocol, "range");
+        let assignments = vec![
+            (leader.member_id.clone(), Bytes::from_static(b"p0")),
+            (follower.member_id.clone(), Bytes::from_static(b"p1")),
+        ];
+        let (fs, ls) = tokio::join!(
+            c.sync("g", &follower.member_id, follower.generation, Vec::new()),
+            c.sync("g", &leader.member_id, leader.generation, assignments)
+        );
+        assert_eq!(fs, (0, Bytes::from_static(b"p1")));
+        assert_eq!(ls, (0, Bytes::from_static(b"p0")));
+        assert_eq!(
+            c.heartbeat("g", &follower.member_id, follower.generation),
+            0
+        );
+        // The leader leaves: the follower hears of a rebalance and rejoins alone.
+        assert_eq!(
+            c.leave("g", std::slice::from_ref(&leader.member_id)),
+            vec![0]
+        );
+        assert_eq!(
+            c.heartbeat("g", &follower.member_id, follower.generation),
+            code::REBALANCE_IN_PROGRESS
+        );
+        let again = c.join(join("g", &follower.member_id)).await;
+        assert_eq!(again.error, 0);
+        assert_eq!(again.generation, follower.generation + 1);
+        assert_eq!(again.leader, follower.member_id);
+        assert_eq!(
+            c.heartbeat("g", "nobody", again.generation),
+            code::UNKNOWN_MEMBER_ID
+        );
+    }
+}
