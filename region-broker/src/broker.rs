@@ -717,6 +717,8 @@ impl Broker {
         let topic = self.topic(topic)?;
         let (group, key) = self.locate(&topic, partition)?;
         self.require_leader(topic.groups[partition as usize])?;
+        // Read your writes: what was acknowledged before this call is in the answer.
+        group.caught_up(Duration::from_secs(1)).await;
         let (earliest, latest) = group.offsets(key).map_err(BrokerError::Read)?;
         Ok(match query {
             OffsetQuery::Earliest => (earliest, None),

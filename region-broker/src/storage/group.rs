@@ -663,6 +663,18 @@ impl LogGroup {
         Ok(index.get(offset)?.map(|e| (offset, e.append_time_ms)))
     }
 
+    /// Waits, `limit` at most, until every record that may be visible now is: the indexer
+    /// makes a record visible a moment after it is durable (and committed), so a read made
+    /// right after an acknowledged append waits here to see it.
+    pub async fn caught_up(&self, limit: Duration) {
+        let target = {
+            let p = self.shared.progress.lock().expect("progress lock poisoned");
+            visible_limit(&p, &self.shared.config)
+        };
+        let mut visible = self.subscribe();
+        let _ = tokio::time::timeout(limit, visible.wait_for(|&v| v >= target)).await;
+    }
+
     /// A receiver of the visible journal position; it changes whenever new records become
     /// readable, which is what long-polling fetches wait for.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
