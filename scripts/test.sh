@@ -35,6 +35,14 @@ command -v kcat >/dev/null || die "kcat not found after installing kcat (the Kaf
 cargo fmt --version >/dev/null 2>&1 || die "rustfmt is missing: rustup component add rustfmt"
 cargo clippy --version >/dev/null 2>&1 || die "clippy is missing: rustup component add clippy"
 
+# The Python Kafka client the Kafka listener's tests drive (confluent-kafka: librdkafka),
+# in a venv of the checkout, pinned.
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import confluent_kafka' 2>/dev/null; then
+  step "creating .venv with confluent-kafka"
+  python3 -m venv .venv || die "python3 -m venv failed: install python3-venv"
+  .venv/bin/pip install -q confluent-kafka==2.16.1 || die "pip install confluent-kafka==2.16.1 failed"
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

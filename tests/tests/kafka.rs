@@ -333,3 +333,34 @@ async fn a_kafka_consumer_group_splits_partitions_and_resumes_from_its_commits()
     assert!(rc.iter().all(|l| number(l) >= 400), "{rc:?}");
     assert!(broker.running());
 }
+
+/// The Python confluent-kafka client (librdkafka), from the venv the test script builds:
+/// produce with keys, headers and timestamps; a two-member group splitting partitions and
+/// resuming from its commits; offsets by time; an oversized message; an unknown topic
+/// (`tests/kafka_clients/confluent_test.py`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_confluent_kafka_client_works_unchanged() {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test.sh creates the venv with confluent-kafka",
+        python.display()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let kafka = free_addr();
+    let kafka_flag = kafka.to_string();
+    let broker = BrokerProcess::start(tmp.path(), &["--kafka-listen", &kafka_flag])
+        .await
+        .unwrap();
+    broker.client().await.create_topic("py", 4).await.unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka_clients/confluent_test.py");
+    let mut cmd = Command::new(&python);
+    cmd.arg(&script).arg(&kafka_flag).arg("py");
+    let (code, out, err) = tokio::task::spawn_blocking(move || meridian_tests::run(cmd, None))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "confluent_test.py failed:\n{out}\n{err}");
+    assert!(out.contains("OK"), "{out}");
+    assert!(broker.running());
+}

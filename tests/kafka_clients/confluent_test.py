@@ -1,0 +1,135 @@
+"""The Python confluent-kafka client (librdkafka) against a Meridian broker's Kafka listener.
+
+Usage: confluent_test.py BOOTSTRAP TOPIC  (TOPIC exists with 4 partitions and is empty)
+Exits non-zero with the failed check named. Run by tests/tests/kafka.rs.
+"""
+import sys
+import threading
+import time
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+BOOTSTRAP, TOPIC = sys.argv[1], sys.argv[2]
+N = 2000
+
+
+def check(cond, what):
+    if not cond:
+        print(f"FAILED: {what}", flush=True)
+        sys.exit(1)
+
+
+def produce(values, **extra):
+    errors = []
+    p = Producer({"bootstrap.servers": BOOTSTRAP, "linger.ms": 5, **extra})
+    for i, v in values:
+        p.produce(
+            TOPIC,
+            key=f"k{i % 10}",
+            value=v,
+            headers=[("idx", str(i).encode())],
+            timestamp=1_800_000_000_000 + i,
+            on_delivery=lambda err, msg: errors.append(err) if err else None,
+        )
+        p.poll(0)
+    check(p.flush(30) == 0, "every message delivered within 30 s")
+    return errors
+
+
+def consumer(group, **extra):
+    return Consumer(
+        {
+            "bootstrap.servers": BOOTSTRAP,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            **extra,
+        }
+    )
+
+
+# Produce: keys, headers, producer timestamps; acks=all (the default).
+errors = produce([(i, f"v{i}".encode()) for i in range(N)])
+check(not errors, f"no delivery error: {errors[:3]}")
+
+# A group of two members splits the partitions and reads everything once.
+seen = {}
+lock = threading.Lock()
+stop = threading.Event()
+
+
+def member(name):
+    c = consumer("py-group")
+    c.subscribe([TOPIC])
+    while not stop.is_set():
+        m = c.poll(0.2)
+        if m is None or m.error():
+            continue
+        with lock:
+            seen.setdefault(name, []).append(m)
+        c.commit(message=m, asynchronous=False)
+    c.close()
+
+
+threads = [threading.Thread(target=member, args=(n,)) for n in ("a", "b")]
+for t in threads:
+    t.start()
+deadline = time.time() + 60
+while time.time() < deadline:
+    with lock:
+        if sum(len(v) for v in seen.values()) >= N:
+            break
+    time.sleep(0.2)
+stop.set()
+for t in threads:
+    t.join()
+got = [m for ms in seen.values() for m in ms]
+check(len(got) == N, f"the group read {len(got)} of {N}")
+check(len({m.value() for m in got}) == N, "no message twice")
+parts = {name: {m.partition() for m in ms} for name, ms in seen.items()}
+check(len(parts) == 2 and not (parts["a"] & parts["b"]), f"the members split the partitions: {parts}")
+first = got[0]
+check(first.key().startswith(b"k"), "keys kept")
+check(dict(first.headers())["idx"] == first.value()[1:], "headers kept")
+check(first.timestamp()[1] == 1_800_000_000_000 + int(first.value()[1:]), "timestamps kept")
+# Order per partition follows the producer's order per key.
+for ms in seen.values():
+    by_part = {}
+    for m in ms:
+        by_part.setdefault(m.partition(), []).append(int(m.value()[1:]))
+    for p, vs in by_part.items():
+        check(vs == sorted(vs), f"partition {p} in order")
+
+# A new member of the same group resumes after the committed offsets: only new messages.
+errors = produce([(i, f"v{i}".encode()) for i in range(N, N + 100)])
+check(not errors, "second batch delivered")
+c = consumer("py-group")
+c.subscribe([TOPIC])
+late = []
+deadline = time.time() + 30
+while len(late) < 100 and time.time() < deadline:
+    m = c.poll(0.5)
+    if m is not None and not m.error():
+        late.append(int(m.value()[1:]))
+c.close()
+check(sorted(late) == list(range(N, N + 100)), f"resumed from the commits: {sorted(late)[:5]}...")
+
+# Offsets by timestamp.
+c = consumer("py-times")
+found = c.offsets_for_times([TopicPartition(TOPIC, p, 1_800_000_000_000 + N) for p in range(4)], 10)
+check(all(tp.error is None for tp in found), f"offsets_for_times answered: {found}")
+check(sum(1 for tp in found if tp.offset >= 0) >= 1, "some partition has messages after the time")
+c.close()
+
+# An oversized message is refused by the broker.
+errors = produce([(0, b"x" * 2_000_000)], **{"message.max.bytes": 10_000_000})
+check(errors and errors[0].code() == KafkaError.MSG_SIZE_TOO_LARGE, f"oversized refused: {errors}")
+
+# An unknown topic is reported.
+p = Producer({"bootstrap.servers": BOOTSTRAP, "message.timeout.ms": 5000})
+errs = []
+p.produce("no-such-topic", b"x", on_delivery=lambda err, msg: errs.append(err))
+p.flush(10)
+check(errs and errs[0] is not None, f"unknown topic reported: {errs}")
+
+print("OK", flush=True)
