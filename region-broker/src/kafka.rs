@@ -5,7 +5,8 @@
 //!
 //! Served so far: ApiVersions, Metadata, Produce (record batch v2; none, gzip, snappy, lz4
 //! and zstd; acks 0, 1 and -1), Fetch (long poll, max bytes), ListOffsets (earliest, latest,
-//! by time), consumer groups (FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup:
+//! by time), CreateTopics and DeleteTopics (a region without a control plane; a managed
+//! region refuses them, naming the control plane), consumer groups (FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup:
 //! `groups.rs`) and their offsets (OffsetCommit, OffsetFetch: the broker's offset commits,
 //! so a group's position is the same over gRPC and Kafka). Other APIs are not advertised; a
 //! request for one closes the connection, as Kafka does for an API it does not know.
@@ -206,6 +207,10 @@ async fn handle(
             ResponseKind::Heartbeat(out)
         }
         RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(leave_group(groups, r, version)),
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(create_topics(broker, r, version).await)
+        }
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics(broker, r).await),
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(code::NONE)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata(broker, r)),
         RequestKind::Produce(r) => ResponseKind::Produce(produce(broker, r).await?),
@@ -694,6 +699,95 @@ fn leave_group(
             .collect();
     } else {
         out.error_code = codes.first().copied().unwrap_or(0);
+    }
+    out
+}
+
+/// The Kafka error code of a refused topic creation or deletion.
+fn admin_error(e: &BrokerError) -> i16 {
+    match e {
+        BrokerError::TopicExists(_) => 36, // TOPIC_ALREADY_EXISTS
+        BrokerError::UnknownTopic(_) => code::UNKNOWN_TOPIC_OR_PARTITION,
+        BrokerError::Invalid(m) if m.contains("control plane") => code::POLICY_VIOLATION,
+        BrokerError::Invalid(m) if m.contains("partitions") => 37, // INVALID_PARTITIONS
+        BrokerError::Invalid(_) => 17,                             // INVALID_TOPIC_EXCEPTION
+        other => error_code(other),
+    }
+}
+
+/// CreateTopics: a topic made over Kafka is the same topic over gRPC (raft-replicated,
+/// spread over the broker's log groups). The replication factor is the region's: a request
+/// asking for another one is refused.
+async fn create_topics(
+    broker: &Broker,
+    r: kafka_protocol::messages::CreateTopicsRequest,
+    version: i16,
+) -> kafka_protocol::messages::CreateTopicsResponse {
+    use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+    let mut out = kafka_protocol::messages::CreateTopicsResponse::default();
+    let replicas = broker.config().replication.peers.len().max(1) as i16;
+    for t in r.topics {
+        let mut res = CreatableTopicResult::default();
+        res.name = t.name.clone();
+        let partitions = if t.num_partitions < 0 {
+            0
+        } else {
+            t.num_partitions as u32
+        };
+        let result = if t.num_partitions == 0 {
+            Err((37, "a topic needs at least one partition".to_owned()))
+        } else if t.replication_factor > 0 && t.replication_factor != replicas {
+            Err((
+                38, // INVALID_REPLICATION_FACTOR
+                format!(
+                    "replication factor {} asked; this region replicates every log group {replicas} times",
+                    t.replication_factor
+                ),
+            ))
+        } else if r.validate_only {
+            Ok(partitions)
+        } else {
+            broker
+                .create_topic(&t.name.0, partitions)
+                .await
+                .map(|topic| topic.groups.len() as u32)
+                .map_err(|e| (admin_error(&e), e.to_string()))
+        };
+        match result {
+            Ok(n) => {
+                if version >= 5 {
+                    res.num_partitions = n as i32;
+                    res.replication_factor = replicas;
+                }
+            }
+            Err((c, message)) => {
+                res.error_code = c;
+                res.error_message = Some(str(&message));
+                if version >= 5 {
+                    res.num_partitions = -1;
+                    res.replication_factor = -1;
+                }
+            }
+        }
+        out.topics.push(res);
+    }
+    out
+}
+
+/// DeleteTopics: by name.
+async fn delete_topics(
+    broker: &Broker,
+    r: kafka_protocol::messages::DeleteTopicsRequest,
+) -> kafka_protocol::messages::DeleteTopicsResponse {
+    use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+    let mut out = kafka_protocol::messages::DeleteTopicsResponse::default();
+    for name in r.topic_names {
+        let mut res = DeletableTopicResult::default();
+        res.name = Some(name.clone());
+        if let Err(e) = broker.delete_topic(&name.0).await {
+            res.error_code = admin_error(&e);
+        }
+        out.responses.push(res);
     }
     out
 }

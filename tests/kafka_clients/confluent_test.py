@@ -1,4 +1,5 @@
-"""The Python confluent-kafka client (librdkafka) against a Meridian broker's Kafka listener.
+"""The Python confluent-kafka client (librdkafka) against a Meridian broker's Kafka listener:
+produce, a consumer group, offsets by time, errors, and topic administration.
 
 Usage: confluent_test.py BOOTSTRAP TOPIC  (TOPIC exists with 4 partitions and is empty)
 Exits non-zero with the failed check named. Run by tests/tests/kafka.rs.
@@ -7,7 +8,8 @@ import sys
 import threading
 import time
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 BOOTSTRAP, TOPIC = sys.argv[1], sys.argv[2]
 N = 2000
@@ -131,5 +133,21 @@ errs = []
 p.produce("no-such-topic", b"x", on_delivery=lambda err, msg: errs.append(err))
 p.flush(10)
 check(errs and errs[0] is not None, f"unknown topic reported: {errs}")
+
+# Admin: create, see, refuse a second create, delete.
+admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+for topic, fut in admin.create_topics([NewTopic("py-admin", num_partitions=3)]).items():
+    fut.result(15)
+meta = admin.list_topics(timeout=10)
+check("py-admin" in meta.topics and len(meta.topics["py-admin"].partitions) == 3, "created topic listed with 3 partitions")
+try:
+    admin.create_topics([NewTopic("py-admin", num_partitions=3)])["py-admin"].result(15)
+    check(False, "a second create is refused")
+except KafkaException as e:
+    check(e.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS, f"TOPIC_ALREADY_EXISTS: {e}")
+for topic, fut in admin.delete_topics(["py-admin"]).items():
+    fut.result(15)
+meta = admin.list_topics(timeout=10)
+check("py-admin" not in meta.topics, "deleted topic gone")
 
 print("OK", flush=True)
