@@ -2,7 +2,7 @@
 //! `meridian up` writes), connecting to the first process that answers, and sending writes
 //! to the leader (a follower's refusal names it in `x-meridian-leader`).
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use meridian_proto::v1::control_plane_client::ControlPlaneClient;
 use tonic::transport::Channel;
 
@@ -19,23 +19,16 @@ pub(crate) fn resolve(flag: Option<&str>) -> Option<String> {
 
 /// A client of the first control-plane process in `addrs` (comma-separated) that answers.
 pub(crate) async fn connect(addrs: &str) -> anyhow::Result<ControlPlaneClient<Channel>> {
-    let mut last = None;
-    for addr in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-        let uri = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("http://{addr}")
-        };
-        match ControlPlaneClient::connect(uri).await {
-            Ok(c) => return Ok(c),
-            Err(e) => last = Some((addr.to_owned(), e)),
+    use meridian_client::ClientError;
+    match meridian_client::connect_control(addrs).await {
+        Ok(c) => Ok(c),
+        Err(ClientError::Connect { addr, reason }) => bail!(
+            "cannot connect to the control plane at {addr}: {reason} (is it running? pass --control HOST:PORT)"
+        ),
+        Err(ClientError::Usage(why)) if addrs.trim().is_empty() => {
+            bail!("no control-plane address given: pass --control HOST:PORT ({why})")
         }
-    }
-    match last {
-        Some((addr, e)) => Err(e).with_context(|| {
-            format!("cannot connect to the control plane at {addr} (is it running? pass --control HOST:PORT)")
-        }),
-        None => bail!("no control-plane address given: pass --control HOST:PORT"),
+        Err(e) => bail!("the control plane at {addrs}: {e}"),
     }
 }
 

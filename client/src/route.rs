@@ -287,7 +287,12 @@ pub async fn connect_control(
 async fn control_at(
     addr: &str,
 ) -> Result<ControlPlaneClient<tonic::transport::Channel>, ClientError> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    let uri = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(uri)
         .map_err(|e| ClientError::Usage(format!("bad control-plane address {addr:?}: {e}")))?
         .connect_timeout(Duration::from_secs(2));
     let channel = endpoint.connect().await.map_err(|e| ClientError::Connect {

@@ -491,8 +491,13 @@ impl control_plane_server::ControlPlane for ControlService {
         let r = request.into_inner();
         let wait = Duration::from_millis(u64::from(r.wait_ms)).min(WATCH_WAIT_MAX);
         let deadline = tokio::time::Instant::now() + wait;
-        // Watch first, then read: a change between the two is seen by the watch.
-        let mut changes = self.store.watch("/meridian/").await.map_err(store_status)?;
+        // Watch first, then read: a change between the two is seen by the watch. A caller
+        // that will not wait (a mirror polling the views) needs no watch.
+        let mut changes = if wait.is_zero() {
+            None
+        } else {
+            Some(self.store.watch("/meridian/").await.map_err(store_status)?)
+        };
         loop {
             let region = state::region(&*self.store, &r.region).await?;
             if region.record.is_none() {
@@ -502,7 +507,10 @@ impl control_plane_server::ControlPlane for ControlService {
                 )));
             }
             let view = state::view(&region, &state::topics(&*self.store).await?);
-            if view.hash != r.known_hash || tokio::time::Instant::now() >= deadline {
+            let Some(changes) = changes.as_mut().filter(|_| view.hash == r.known_hash) else {
+                return Ok(Response::new(view));
+            };
+            if tokio::time::Instant::now() >= deadline {
                 return Ok(Response::new(view));
             }
             match tokio::time::timeout_at(deadline, changes.recv()).await {

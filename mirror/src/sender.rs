@@ -115,8 +115,9 @@ pub async fn run_claimed(
     let id = config.id();
     let mut link: Option<(watch::Sender<bool>, JoinHandle<()>)> = None;
     let mut holder = String::new();
+    let mut control = crate::views::Control::new(&config.control);
     loop {
-        let granted = match claim(&config, &peer.region, &id, ttl).await {
+        let granted = match claim(&mut control, &config, &peer.region, &id, ttl).await {
             Ok((granted, by)) => {
                 if !granted && by != holder {
                     tracing::info!(peer = %peer.region, holder = %by, "another mirror of this region ships the link");
@@ -166,27 +167,31 @@ pub async fn run_claimed(
 }
 
 async fn claim(
+    control: &mut crate::views::Control,
     config: &Config,
     peer: &str,
     id: &str,
     ttl: Duration,
 ) -> Result<(bool, String), meridian_client::ClientError> {
-    let mut control = meridian_client::connect_control(&config.control).await?;
-    let answer = tokio::time::timeout(
-        ttl / 3,
-        control.claim_mirror_link(meridian_proto::v1::ClaimMirrorLinkRequest {
-            from: config.region.clone(),
-            to: peer.to_owned(),
-            holder: id.to_owned(),
-            ttl_ms: ttl.as_millis() as u32,
-        }),
-    )
-    .await
-    .map_err(|_| {
-        meridian_client::ClientError::Usage("the control plane did not answer in time".into())
-    })??
-    .into_inner();
-    Ok((answer.granted, answer.holder))
+    let request = meridian_proto::v1::ClaimMirrorLinkRequest {
+        from: config.region.clone(),
+        to: peer.to_owned(),
+        holder: id.to_owned(),
+        ttl_ms: ttl.as_millis() as u32,
+    };
+    control
+        .call(|mut client| async move {
+            let answer = tokio::time::timeout(ttl / 3, client.claim_mirror_link(request))
+                .await
+                .map_err(|_| {
+                    meridian_client::ClientError::Usage(
+                        "the control plane did not answer in time".into(),
+                    )
+                })??
+                .into_inner();
+            Ok((answer.granted, answer.holder))
+        })
+        .await
 }
 
 /// Runs one stream per log group of this region on `conn` until the connection fails (its

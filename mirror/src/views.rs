@@ -7,9 +7,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_client::Client;
+use meridian_client::{Client, ClientError};
 use meridian_proto::v1;
+use meridian_proto::v1::control_plane_client::ControlPlaneClient;
 use tokio::sync::watch;
+use tonic::transport::Channel;
 
 /// One refresh's answer.
 #[derive(Debug, Default, Clone)]
@@ -45,6 +47,45 @@ impl Snapshot {
     }
 }
 
+/// A connection to the control plane kept across calls: made on first use, dropped after a
+/// failed call so the next one reconnects (possibly to another process).
+#[derive(Debug)]
+pub struct Control {
+    addrs: String,
+    client: Option<ControlPlaneClient<Channel>>,
+}
+
+impl Control {
+    /// Not connected yet; `addrs` comma separated.
+    pub fn new(addrs: &str) -> Control {
+        Control {
+            addrs: addrs.to_owned(),
+            client: None,
+        }
+    }
+
+    /// Runs `call` on the connection, connecting first when there is none.
+    pub async fn call<T, F, Fut>(&mut self, call: F) -> Result<T, ClientError>
+    where
+        F: FnOnce(ControlPlaneClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let client = match &self.client {
+            Some(c) => c.clone(),
+            None => {
+                let c = meridian_client::connect_control(&self.addrs).await?;
+                self.client = Some(c.clone());
+                c
+            }
+        };
+        let result = call(client).await;
+        if result.is_err() {
+            self.client = None;
+        }
+        result
+    }
+}
+
 /// Refreshes the snapshot every `every` until the sender side is dropped; the receiver it
 /// returns always holds the latest.
 pub fn watch_views(
@@ -56,9 +97,10 @@ pub fn watch_views(
     let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
     tokio::spawn(async move {
         let mut brokers: Vec<String> = Vec::new();
+        let mut link = Control::new(&control);
         loop {
             let mut next = (**tx.borrow()).clone();
-            match fetch(&control, &own, &peers).await {
+            match fetch(&mut link, &own, &peers).await {
                 Ok(views) => {
                     let live: Vec<String> = views
                         .get(&own)
@@ -99,22 +141,28 @@ pub fn watch_views(
 }
 
 async fn fetch(
-    control: &str,
+    control: &mut Control,
     own: &str,
     peers: &[String],
-) -> Result<HashMap<String, v1::RegionView>, meridian_client::ClientError> {
-    let mut client = meridian_client::connect_control(control).await?;
-    let mut views = HashMap::new();
-    for region in std::iter::once(own).chain(peers.iter().map(String::as_str)) {
-        let view = client
-            .watch_region(v1::WatchRegionRequest {
-                region: region.to_owned(),
-                known_hash: 0,
-                wait_ms: 0,
-            })
-            .await?
-            .into_inner();
-        views.insert(region.to_owned(), view);
-    }
-    Ok(views)
+) -> Result<HashMap<String, v1::RegionView>, ClientError> {
+    let regions: Vec<String> = std::iter::once(own.to_owned())
+        .chain(peers.iter().cloned())
+        .collect();
+    control
+        .call(|mut client| async move {
+            let mut views = HashMap::new();
+            for region in regions {
+                let view = client
+                    .watch_region(v1::WatchRegionRequest {
+                        region: region.clone(),
+                        known_hash: 0,
+                        wait_ms: 0,
+                    })
+                    .await?
+                    .into_inner();
+                views.insert(region, view);
+            }
+            Ok(views)
+        })
+        .await
 }
