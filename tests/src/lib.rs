@@ -125,9 +125,28 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// A free port on 127.0.0.1.
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free local port")
+    free_port_where(|port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+}
+
+/// A port on 127.0.0.1 that `is_free` accepts, below the kernel's ephemeral range (32768
+/// and up): a port the kernel hands out for `:0` can be taken by any outgoing connection
+/// between the pick and the process binding it (a broker then fails to start). Ports come
+/// in turn from a base that differs per test process, so the tests of one binary never get
+/// the same port twice.
+pub fn free_port_where(is_free: impl Fn(u16) -> bool) -> SocketAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let base = std::process::id().wrapping_mul(131) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (base + n) % SPAN) as u16;
+        if is_free(port) {
+            return SocketAddr::from(([127, 0, 0, 1], port));
+        }
+    }
+    panic!("no free port between {LOW} and {}", LOW + SPAN)
 }
 
 /// One `region-broker` process.

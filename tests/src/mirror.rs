@@ -6,11 +6,9 @@ use std::process::Command;
 
 use crate::binary;
 
-/// A free UDP port on 127.0.0.1 (QUIC listens on UDP).
+/// A free UDP port on 127.0.0.1 (QUIC listens on UDP), as [`crate::free_addr`] picks them.
 pub fn free_udp_addr() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free local UDP port")
+    crate::free_port_where(|port| std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok())
 }
 
 /// Issues a CA and a mirror certificate per region into `dir` with `meridian certs`.
