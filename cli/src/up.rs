@@ -229,6 +229,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     }
     let result = async {
         wait_registered(&mut processes, &control_addr, &brokers).await?;
+        let held_down = wait_regions_up(&mut processes, &control_addr, &regions).await?;
         let per_region: serde_json::Map<String, serde_json::Value> = regions
             .iter()
             .map(|r| {
@@ -270,6 +271,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         }
         if mirrors.is_empty() {
             println!("  mirrors:        none (one region)");
+        }
+        for (region, reason) in &held_down {
+            println!(
+                "  {region:<9} is DOWN: failed by an operator ({reason}); `meridian region restore {region}` brings it back"
+            );
         }
         println!(
             "  certificates:   {} (mutual TLS between mirrors)",
@@ -396,6 +402,50 @@ fn exited_early(p: &mut Running) -> anyhow::Result<()> {
         bail!("{} exited during start-up ({status}):\n{last}", p.name);
     }
     Ok(())
+}
+
+/// Waits until every region serves: a region the control plane marked down (every broker
+/// lost its lease, as when the platform last stopped) rejoins once all its log groups have
+/// leaders again. Regions an operator failed stay down until restored; they are returned
+/// with the reason so the banner can say so.
+async fn wait_regions_up(
+    processes: &mut [Running],
+    control_addr: &str,
+    regions: &[&str],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        for p in processes.iter_mut() {
+            exited_early(p)?;
+        }
+        let listed = match control::connect(control_addr).await {
+            Ok(mut c) => c
+                .list_regions(v1::ListRegionsRequest {})
+                .await
+                .map(|r| r.into_inner().regions)
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let mut held_down = Vec::new();
+        let mut waiting = Vec::new();
+        for name in regions {
+            match listed.iter().find(|r| r.name == *name) {
+                Some(r) if r.state == "up" => {}
+                Some(r) if r.by_operator => held_down.push((r.name.clone(), r.reason.clone())),
+                _ => waiting.push(*name),
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(held_down);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "region(s) {} did not come up within 60s (their log groups have no leaders); see the broker logs under the data directory",
+                waiting.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn wait_control(p: &mut Running, addr: &str) -> anyhow::Result<()> {
