@@ -33,34 +33,15 @@ pub(crate) async fn connect(addrs: &str) -> anyhow::Result<ControlPlaneClient<Ch
 }
 
 /// Runs a write on the leader: the first answering process, then the leader it names.
-pub(crate) async fn on_leader<T, F, Fut>(addrs: &str, what: &str, mut call: F) -> anyhow::Result<T>
+pub(crate) async fn on_leader<T, F, Fut>(addrs: &str, what: &str, call: F) -> anyhow::Result<T>
 where
     F: FnMut(ControlPlaneClient<Channel>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    let mut client = connect(addrs).await?;
-    for _ in 0..3 {
-        match call(client.clone()).await {
-            Ok(r) => return Ok(r.into_inner()),
-            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-                match s
-                    .metadata()
-                    .get("x-meridian-leader")
-                    .and_then(|v| v.to_str().ok())
-                {
-                    Some(leader) => client = connect(leader).await?,
-                    None => bail!("{what}: {}", s.message()),
-                }
-            }
-            Err(s) if s.code() == tonic::Code::Unavailable => {
-                // No leader yet (an election is under way): wait a little.
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                client = connect(addrs).await?;
-            }
-            Err(s) => bail!("{what}: {}", s.message()),
-        }
-    }
-    bail!("{what}: the control-plane leader kept moving; retry")
+    let client = connect(addrs).await?;
+    meridian_client::on_control_leader(client, addrs, call)
+        .await
+        .map_err(|s| anyhow::anyhow!("{what}: {}", s.message()))
 }
 
 /// Runs a read on any process.

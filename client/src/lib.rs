@@ -33,7 +33,7 @@ pub use error::ClientError;
 pub use meridian_proto::v1::TopicInfo;
 pub use mirror::{LocalBatch, LocalCommit};
 pub use producer::{Producer, ProducerConfig, Record, RecordMetadata, SendFuture};
-pub use route::{Route, connect_control, route};
+pub use route::{Route, connect_control, on_control_leader, route};
 
 /// A connection to a region's brokers. Cheap to clone; clones share connections.
 ///

@@ -269,6 +269,50 @@ async fn ask(control: &str, topic: &str, region: &str) -> Result<v1::RouteRespon
     Err(last)
 }
 
+/// Runs a control-plane write on its leader: on `client` first, then on the leader a
+/// follower's refusal names (`x-meridian-leader`), waiting a second while no leader is
+/// elected; three tries. Errors are the control plane's own (connection failures become
+/// `Unavailable`).
+pub async fn on_control_leader<T, F, Fut>(
+    mut client: ControlPlaneClient<tonic::transport::Channel>,
+    control: &str,
+    mut call: F,
+) -> Result<T, tonic::Status>
+where
+    F: FnMut(ControlPlaneClient<tonic::transport::Channel>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let reconnect = |addrs: String| async move {
+        connect_control(&addrs)
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))
+    };
+    for _ in 0..3 {
+        match call(client.clone()).await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                match s
+                    .metadata()
+                    .get(crate::LEADER_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    Some(leader) => client = reconnect(leader.to_owned()).await?,
+                    None => return Err(s),
+                }
+            }
+            Err(s) if s.code() == tonic::Code::Unavailable => {
+                // No leader yet (an election is under way): wait a little.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                client = reconnect(control.to_owned()).await?;
+            }
+            Err(s) => return Err(s),
+        }
+    }
+    Err(tonic::Status::unavailable(
+        "the control-plane leader kept moving; retry",
+    ))
+}
+
 /// A client of the first control-plane process of `control` (one or more comma-separated
 /// `HOST:PORT`) that accepts a connection. Any process answers reads.
 pub async fn connect_control(

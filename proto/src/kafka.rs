@@ -26,8 +26,16 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 4),
     (ApiKey::SyncGroup, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
     (ApiKey::CreateTopics, 2, 5),
     (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::ApiVersions, 0, 3),
 ];
 
@@ -104,9 +112,33 @@ pub const INVALID_REQUEST: i16 = 42;
 /// UNSUPPORTED_COMPRESSION_TYPE.
 pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
 
-/// The messages of a partition's record batches (control records dropped; a null value is
-/// stored empty).
-pub fn decode_records(records: Option<Bytes>) -> Result<Vec<Message>, RecordsError> {
+/// Who wrote an idempotent producer's batch, and the sequence numbers it spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerBatch {
+    /// The producer id (InitProducerId gave it).
+    pub id: i64,
+    /// The producer epoch.
+    pub epoch: i16,
+    /// The sequence number of the first record.
+    pub first_sequence: i32,
+    /// The sequence number of the last record.
+    pub last_sequence: i32,
+}
+
+/// A partition's records as a produce carries them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Records {
+    /// The messages (control records dropped; a null value is stored empty).
+    pub messages: Vec<Message>,
+    /// Set when an idempotent producer wrote them (producer id 0 or more).
+    pub producer: Option<ProducerBatch>,
+    /// Written inside a transaction.
+    pub transactional: bool,
+}
+
+/// The messages of a partition's record batches, and the idempotent producer that wrote
+/// them. Several batches must come from one producer with consecutive sequences.
+pub fn decode_records(records: Option<Bytes>) -> Result<Records, RecordsError> {
     let err = |code, message: String| RecordsError { code, message };
     let Some(mut records) = records else {
         return Err(err(INVALID_REQUEST, "no records".into()));
@@ -127,8 +159,36 @@ pub fn decode_records(records: Option<Bytes>) -> Result<Vec<Message>, RecordsErr
         }
     })?;
     let mut out = Vec::new();
+    let mut producer: Option<ProducerBatch> = None;
+    let mut transactional = false;
     for set in sets {
         for record in set.records {
+            transactional |= record.transactional;
+            if record.producer_id >= 0 {
+                match &mut producer {
+                    None => {
+                        producer = Some(ProducerBatch {
+                            id: record.producer_id,
+                            epoch: record.producer_epoch,
+                            first_sequence: record.sequence,
+                            last_sequence: record.sequence,
+                        })
+                    }
+                    Some(p)
+                        if p.id == record.producer_id
+                            && p.epoch == record.producer_epoch
+                            && record.sequence == p.last_sequence.wrapping_add(1) & i32::MAX =>
+                    {
+                        p.last_sequence = record.sequence
+                    }
+                    Some(_) => {
+                        return Err(err(
+                            INVALID_REQUEST,
+                            "the batches of one partition come from different producers or skip sequence numbers".into(),
+                        ));
+                    }
+                }
+            }
             if record.control {
                 continue;
             }
@@ -147,7 +207,11 @@ pub fn decode_records(records: Option<Bytes>) -> Result<Vec<Message>, RecordsErr
     if out.is_empty() {
         return Err(err(INVALID_REQUEST, "the batch holds no record".into()));
     }
-    Ok(out)
+    Ok(Records {
+        messages: out,
+        producer,
+        transactional,
+    })
 }
 
 #[cfg(test)]
@@ -174,5 +238,70 @@ mod tests {
         }
         assert!(decode_records(Some(Bytes::from_static(&[0xff; 70]))).is_err());
         assert!(decode_records(None).is_err());
+    }
+
+    fn batch(producer_id: i64, sequences: std::ops::Range<i32>) -> bytes::BytesMut {
+        use kafka_protocol::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let records: Vec<Record> = sequences
+            .clone()
+            .map(|seq| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id,
+                producer_epoch: if producer_id >= 0 { 2 } else { -1 },
+                timestamp_type: TimestampType::Creation,
+                offset: i64::from(seq - sequences.start),
+                sequence: if producer_id >= 0 { seq } else { -1 },
+                timestamp: 1,
+                key: None,
+                value: Some(Bytes::from(format!("v{seq}"))),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = bytes::BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, records.iter(), &options).unwrap();
+        buf
+    }
+
+    /// An idempotent producer's batch carries its id, epoch and sequence span; a plain
+    /// batch none.
+    #[test]
+    fn producer_sequences_are_read_from_the_batch() {
+        let records = decode_records(Some(batch(42, 5..8).freeze())).unwrap();
+        assert_eq!(records.messages.len(), 3);
+        assert_eq!(
+            records.producer,
+            Some(ProducerBatch {
+                id: 42,
+                epoch: 2,
+                first_sequence: 5,
+                last_sequence: 7
+            })
+        );
+        assert!(!records.transactional);
+        let plain = decode_records(Some(batch(-1, 0..2).freeze())).unwrap();
+        assert_eq!(plain.producer, None);
+        // Two batches of one producer must follow each other.
+        let mut two = batch(42, 0..2);
+        two.extend_from_slice(&batch(42, 2..4));
+        let both = decode_records(Some(two.freeze())).unwrap();
+        assert_eq!(
+            both.producer.map(|p| (p.first_sequence, p.last_sequence)),
+            Some((0, 3))
+        );
+        let mut gap = batch(42, 0..2);
+        gap.extend_from_slice(&batch(42, 5..6));
+        assert_eq!(
+            decode_records(Some(gap.freeze())).unwrap_err().code,
+            INVALID_REQUEST
+        );
     }
 }

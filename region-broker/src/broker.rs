@@ -438,6 +438,48 @@ impl Broker {
         Ok(topic)
     }
 
+    /// Grows a topic to `partitions` partitions (never fewer; Kafka's CreatePartitions).
+    /// Existing partitions keep their log groups; new ones are spread like a new topic's.
+    pub async fn add_partitions(&self, name: &str, partitions: u32) -> Result<Topic, BrokerError> {
+        if !self.config.control.is_empty() {
+            return Err(BrokerError::Invalid(
+                "this region's topics are managed by the control plane: add partitions there (meridian topic alter --partitions N)".into(),
+            ));
+        }
+        if self.is_replicated() {
+            return self.grow_topic_replicated(name, partitions).await;
+        }
+        let _serial = self.catalog_writes.lock().await;
+        let mut topic = self.topic(name)?;
+        topic.groups = self.grown_groups(&topic, partitions)?;
+        self.create_topic_local(topic.clone())?;
+        Ok(topic)
+    }
+
+    /// The log groups of `topic` grown to `partitions` partitions.
+    fn grown_groups(&self, topic: &Topic, partitions: u32) -> Result<Vec<u32>, BrokerError> {
+        let held = topic.groups.len() as u32;
+        if partitions <= held {
+            return Err(BrokerError::Invalid(format!(
+                "topic {:?} has {held} partitions; asked for {partitions}: partitions can only be added",
+                topic.name
+            )));
+        }
+        if partitions > self.config.partitions_max {
+            return Err(BrokerError::Invalid(format!(
+                "{partitions} partitions requested; this broker allows at most {} (partitions_max)",
+                self.config.partitions_max
+            )));
+        }
+        let mut groups = topic.groups.clone();
+        groups.extend(
+            self.spread(topic.id, partitions, topic.replication)
+                .into_iter()
+                .skip(held as usize),
+        );
+        Ok(groups)
+    }
+
     /// The log group of each partition of a new topic: round-robin over the groups of its
     /// strategy.
     fn spread(&self, id: u32, partitions: u32, replication: Strategy) -> Vec<u32> {

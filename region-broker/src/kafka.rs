@@ -36,7 +36,16 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::broker::{Acks, Broker, BrokerError, OffsetQuery};
 
+mod admin;
 mod groups;
+mod producers;
+
+/// What every Kafka connection of a broker shares.
+pub(crate) struct Kafka {
+    broker: Arc<Broker>,
+    groups: Arc<groups::Coordinator>,
+    producers: producers::Producers,
+}
 
 /// The largest request accepted (Kafka's `socket.request.max.bytes` is 100 MiB; ours is the
 /// broker's batch limit with room for the request around it).
@@ -85,6 +94,11 @@ fn error_code(e: &BrokerError) -> i16 {
 pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
     let groups = Arc::new(groups::Coordinator::default());
     groups.start();
+    let kafka = Arc::new(Kafka {
+        producers: producers::Producers::new(broker.config().broker_id),
+        broker,
+        groups,
+    });
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -95,10 +109,10 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (broker, groups) = (broker.clone(), groups.clone());
+        let kafka = kafka.clone();
         tokio::spawn(async move {
             metrics::gauge!("meridian_kafka_connections").increment(1.0);
-            if let Err(e) = connection(&broker, &groups, stream).await {
+            if let Err(e) = connection(&kafka, stream).await {
                 tracing::debug!(%peer, error = %e, "Kafka connection closed");
             }
             metrics::gauge!("meridian_kafka_connections").decrement(1.0);
@@ -119,11 +133,7 @@ enum Closed {
     Unsupported { key: i16, version: i16 },
 }
 
-async fn connection(
-    broker: &Broker,
-    groups: &Arc<groups::Coordinator>,
-    mut stream: TcpStream,
-) -> Result<(), Closed> {
+async fn connection(kafka: &Kafka, mut stream: TcpStream) -> Result<(), Closed> {
     loop {
         let mut len = [0u8; 4];
         match stream.read_exact(&mut len).await {
@@ -151,7 +161,7 @@ async fn connection(
         };
         let version = header.request_api_version;
         let (response, version) = match request {
-            Some(request) => match handle(broker, groups, &header, request).await {
+            Some(request) => match handle(kafka, &header, request).await {
                 Some(r) => (r, version),
                 // acks=0: Kafka sends no answer.
                 None => continue,
@@ -187,12 +197,12 @@ async fn connection(
 }
 
 async fn handle(
-    broker: &Broker,
-    groups: &Arc<groups::Coordinator>,
+    kafka: &Kafka,
     header: &kafka_protocol::messages::RequestHeader,
     request: RequestKind,
 ) -> Option<ResponseKind> {
     let version = header.request_api_version;
+    let (broker, groups) = (&*kafka.broker, &kafka.groups);
     Some(match request {
         RequestKind::FindCoordinator(_) => ResponseKind::FindCoordinator(find_coordinator(broker)),
         RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offset_commit(broker, r).await),
@@ -207,13 +217,33 @@ async fn handle(
             ResponseKind::Heartbeat(out)
         }
         RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(leave_group(groups, r, version)),
-        RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(create_topics(broker, r, version).await)
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(describe_groups(groups, r, version))
         }
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics(broker, r).await),
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups(groups, r)),
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(kafka.create_topics(r, version).await)
+        }
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(kafka.delete_topics(r).await),
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(kafka.create_partitions(r).await)
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(kafka.describe_configs(r, version).await)
+        }
+        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(kafka.alter_configs(r).await),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(kafka.incremental_alter_configs(r).await)
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(init_producer_id(&kafka.producers, r))
+        }
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(describe_cluster(broker, r))
+        }
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(code::NONE)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata(broker, r)),
-        RequestKind::Produce(r) => ResponseKind::Produce(produce(broker, r).await?),
+        RequestKind::Produce(r) => ResponseKind::Produce(produce(kafka, r).await?),
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch(broker, r).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets(broker, r).await),
         // Not advertised: `decode` refused it already.
@@ -278,8 +308,13 @@ fn metadata(broker: &Broker, r: MetadataRequest) -> MetadataResponse {
                         Some(leader) => {
                             part.leader_id = BrokerId(leader as i32);
                             part.leader_epoch = broker.epoch(g) as i32;
-                            part.replica_nodes = vec![BrokerId(leader as i32)];
-                            part.isr_nodes = vec![BrokerId(leader as i32)];
+                            // Raft commits on a quorum, so every voter counts as in sync.
+                            part.replica_nodes = broker
+                                .replicas_of(g)
+                                .into_iter()
+                                .map(|b| BrokerId(b as i32))
+                                .collect();
+                            part.isr_nodes = part.replica_nodes.clone();
                         }
                         None => {
                             part.error_code = code::LEADER_NOT_AVAILABLE;
@@ -296,8 +331,10 @@ fn metadata(broker: &Broker, r: MetadataRequest) -> MetadataResponse {
     out
 }
 
-/// Produce: every partition's record batches become one Meridian batch.
-async fn produce(broker: &Broker, r: ProduceRequest) -> Option<ProduceResponse> {
+/// Produce: every partition's record batches become one Meridian batch. An idempotent
+/// producer's batch is checked against the sequences it sent before (`producers.rs`): a
+/// retry is answered with the offset it was first written at.
+async fn produce(kafka: &Kafka, r: ProduceRequest) -> Option<ProduceResponse> {
     use kafka_protocol::messages::produce_response::{
         PartitionProduceResponse, TopicProduceResponse,
     };
@@ -316,22 +353,11 @@ async fn produce(broker: &Broker, r: ProduceRequest) -> Option<ProduceResponse> 
             p.base_offset = -1;
             p.log_append_time_ms = -1;
             p.log_start_offset = -1;
-            match decode_records(part.records) {
-                Err(e) => {
-                    p.error_code = e.code;
-                    p.error_message = Some(str(&e.message));
-                }
-                Ok(messages) => {
-                    match broker
-                        .produce(&name, part.index.max(0) as u32, messages, acks, 0)
-                        .await
-                    {
-                        Ok(produced) => p.base_offset = produced.base_offset as i64,
-                        Err(e) => {
-                            p.error_code = error_code(&e);
-                            p.error_message = Some(str(&e.to_string()));
-                        }
-                    }
+            match produce_partition(kafka, &name, part.index, part.records, acks).await {
+                Ok(offset) => p.base_offset = offset,
+                Err((code, message)) => {
+                    p.error_code = code;
+                    p.error_message = Some(str(&message));
                 }
             }
             metrics::counter!("meridian_kafka_produce_partitions_total").increment(1);
@@ -340,6 +366,56 @@ async fn produce(broker: &Broker, r: ProduceRequest) -> Option<ProduceResponse> 
         out.responses.push(t);
     }
     (r.acks != 0).then_some(out)
+}
+
+/// One partition's records: written (or found written, for an idempotent retry) at the
+/// returned base offset.
+async fn produce_partition(
+    kafka: &Kafka,
+    topic: &str,
+    partition: i32,
+    records: Option<Bytes>,
+    acks: Option<Acks>,
+) -> Result<i64, (i16, String)> {
+    let records = decode_records(records).map_err(|e| (e.code, e.message))?;
+    if records.transactional {
+        return Err((
+            48, // INVALID_TXN_STATE
+            "transactions are not served over the Kafka protocol; use Meridian's two-phase transactions over gRPC".into(),
+        ));
+    }
+    let mut sequences = match &records.producer {
+        Some(batch) => {
+            let state = kafka.producers.lock(batch.id, topic, partition).await;
+            match state.check(batch) {
+                producers::Check::Write => Some(state),
+                producers::Check::Duplicate(offset) => {
+                    metrics::counter!("meridian_kafka_duplicate_batches_total").increment(1);
+                    return Ok(offset);
+                }
+                producers::Check::Refuse(code) => {
+                    return Err((
+                        code,
+                        format!(
+                            "producer {} epoch {} sequence {}..{} does not follow what this partition last received from it",
+                            batch.id, batch.epoch, batch.first_sequence, batch.last_sequence
+                        ),
+                    ));
+                }
+            }
+        }
+        None => None,
+    };
+    let produced = kafka
+        .broker
+        .produce(topic, partition.max(0) as u32, records.messages, acks, 0)
+        .await
+        .map_err(|e| (error_code(&e), e.to_string()))?;
+    let offset = produced.base_offset as i64;
+    if let (Some(state), Some(batch)) = (&mut sequences, &records.producer) {
+        state.record(batch, offset);
+    }
+    Ok(offset)
 }
 
 /// Fetch: each partition from its offset; when nothing is available anywhere, waits up to
@@ -703,91 +779,112 @@ fn leave_group(
     out
 }
 
-/// The Kafka error code of a refused topic creation or deletion.
-fn admin_error(e: &BrokerError) -> i16 {
-    match e {
-        BrokerError::TopicExists(_) => 36, // TOPIC_ALREADY_EXISTS
-        BrokerError::UnknownTopic(_) => code::UNKNOWN_TOPIC_OR_PARTITION,
-        BrokerError::Invalid(m) if m.contains("control plane") => code::POLICY_VIOLATION,
-        BrokerError::Invalid(m) if m.contains("partitions") => 37, // INVALID_PARTITIONS
-        BrokerError::Invalid(_) => 17,                             // INVALID_TOPIC_EXCEPTION
-        other => error_code(other),
+/// InitProducerId: a new idempotent producer id (epoch 0), or the same id with the next
+/// epoch for a producer that asks again with its id (KIP-360). Transactional ids are
+/// refused: Kafka transactions are not served.
+fn init_producer_id(
+    producers: &producers::Producers,
+    r: kafka_protocol::messages::InitProducerIdRequest,
+) -> kafka_protocol::messages::InitProducerIdResponse {
+    let mut out = kafka_protocol::messages::InitProducerIdResponse::default();
+    if r.transactional_id.is_some() {
+        out.error_code = 42; // INVALID_REQUEST
+        out.producer_id = kafka_protocol::messages::ProducerId(-1);
+        out.producer_epoch = -1;
+        return out;
     }
+    if r.producer_id.0 >= 0 && r.producer_epoch >= 0 && r.producer_epoch < i16::MAX {
+        out.producer_id = r.producer_id;
+        out.producer_epoch = r.producer_epoch + 1;
+    } else {
+        out.producer_id = kafka_protocol::messages::ProducerId(producers.next_id());
+        out.producer_epoch = 0;
+    }
+    metrics::counter!("meridian_kafka_producer_ids_total").increment(1);
+    out
 }
 
-/// CreateTopics: a topic made over Kafka is the same topic over gRPC (raft-replicated,
-/// spread over the broker's log groups). The replication factor is the region's: a request
-/// asking for another one is refused.
-async fn create_topics(
+/// DescribeCluster: the region's brokers (as Metadata lists them).
+fn describe_cluster(
     broker: &Broker,
-    r: kafka_protocol::messages::CreateTopicsRequest,
-    version: i16,
-) -> kafka_protocol::messages::CreateTopicsResponse {
-    use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
-    let mut out = kafka_protocol::messages::CreateTopicsResponse::default();
-    let replicas = broker.config().replication.peers.len().max(1) as i16;
-    for t in r.topics {
-        let mut res = CreatableTopicResult::default();
-        res.name = t.name.clone();
-        let partitions = if t.num_partitions < 0 {
-            0
-        } else {
-            t.num_partitions as u32
-        };
-        let result = if t.num_partitions == 0 {
-            Err((37, "a topic needs at least one partition".to_owned()))
-        } else if t.replication_factor > 0 && t.replication_factor != replicas {
-            Err((
-                38, // INVALID_REPLICATION_FACTOR
-                format!(
-                    "replication factor {} asked; this region replicates every log group {replicas} times",
-                    t.replication_factor
-                ),
-            ))
-        } else if r.validate_only {
-            Ok(partitions)
-        } else {
-            broker
-                .create_topic(&t.name.0, partitions)
-                .await
-                .map(|topic| topic.groups.len() as u32)
-                .map_err(|e| (admin_error(&e), e.to_string()))
-        };
-        match result {
-            Ok(n) => {
-                if version >= 5 {
-                    res.num_partitions = n as i32;
-                    res.replication_factor = replicas;
-                }
-            }
-            Err((c, message)) => {
-                res.error_code = c;
-                res.error_message = Some(str(&message));
-                if version >= 5 {
-                    res.num_partitions = -1;
-                    res.replication_factor = -1;
-                }
-            }
-        }
-        out.topics.push(res);
+    _r: kafka_protocol::messages::DescribeClusterRequest,
+) -> kafka_protocol::messages::DescribeClusterResponse {
+    use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+    let config = broker.config();
+    let mut out = kafka_protocol::messages::DescribeClusterResponse::default();
+    out.cluster_id = str(&format!("meridian-{}", config.region));
+    out.controller_id = BrokerId(config.broker_id as i32);
+    out.endpoint_type = 1;
+    out.cluster_authorized_operations = i32::MIN;
+    for (id, addr) in broker.kafka_brokers() {
+        let mut b = DescribeClusterBroker::default();
+        b.broker_id = BrokerId(id as i32);
+        b.host = str(&addr.ip().to_string());
+        b.port = i32::from(addr.port());
+        out.brokers.push(b);
     }
     out
 }
 
-/// DeleteTopics: by name.
-async fn delete_topics(
-    broker: &Broker,
-    r: kafka_protocol::messages::DeleteTopicsRequest,
-) -> kafka_protocol::messages::DeleteTopicsResponse {
-    use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-    let mut out = kafka_protocol::messages::DeleteTopicsResponse::default();
-    for name in r.topic_names {
-        let mut res = DeletableTopicResult::default();
-        res.name = Some(name.clone());
-        if let Err(e) = broker.delete_topic(&name.0).await {
-            res.error_code = admin_error(&e);
+/// DescribeGroups: state, protocol and members of groups this broker coordinates; a group
+/// it does not know is "Dead", as Kafka answers.
+fn describe_groups(
+    groups: &groups::Coordinator,
+    r: kafka_protocol::messages::DescribeGroupsRequest,
+    version: i16,
+) -> kafka_protocol::messages::DescribeGroupsResponse {
+    use kafka_protocol::messages::describe_groups_response::{
+        DescribedGroup, DescribedGroupMember,
+    };
+    let mut out = kafka_protocol::messages::DescribeGroupsResponse::default();
+    for id in r.groups {
+        let mut g = DescribedGroup::default();
+        g.group_id = id.clone();
+        if version >= 3 {
+            g.authorized_operations = i32::MIN;
         }
-        out.responses.push(res);
+        match groups.describe(&id.0) {
+            Some(d) => {
+                g.group_state = str(d.state);
+                g.protocol_type = str(&d.protocol_type);
+                g.protocol_data = str(&d.protocol);
+                g.members = d
+                    .members
+                    .into_iter()
+                    .map(|(member, client, metadata, assignment)| {
+                        let mut m = DescribedGroupMember::default();
+                        m.member_id = str(&member);
+                        m.client_id = str(&client);
+                        m.client_host = str("");
+                        m.member_metadata = metadata;
+                        m.member_assignment = assignment;
+                        m
+                    })
+                    .collect();
+            }
+            None => g.group_state = str("Dead"),
+        }
+        out.groups.push(g);
+    }
+    out
+}
+
+/// ListGroups: the groups this broker coordinates (filtered by state, v4+).
+fn list_groups(
+    groups: &groups::Coordinator,
+    r: kafka_protocol::messages::ListGroupsRequest,
+) -> kafka_protocol::messages::ListGroupsResponse {
+    use kafka_protocol::messages::list_groups_response::ListedGroup;
+    let mut out = kafka_protocol::messages::ListGroupsResponse::default();
+    for (name, protocol_type, state) in groups.list() {
+        if !r.states_filter.is_empty() && !r.states_filter.iter().any(|s| s.as_str() == state) {
+            continue;
+        }
+        let mut g = ListedGroup::default();
+        g.group_id = kafka_protocol::messages::GroupId(str(&name));
+        g.protocol_type = str(&protocol_type);
+        g.group_state = str(state);
+        out.groups.push(g);
     }
     out
 }

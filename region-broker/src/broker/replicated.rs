@@ -471,6 +471,28 @@ impl Broker {
         self.topic(name)
     }
 
+    /// Adds partitions to a topic through log group 0's raft: the same entry as a creation,
+    /// with the same id and more groups (every broker adds what it does not hold).
+    pub(super) async fn grow_topic_replicated(
+        &self,
+        name: &str,
+        partitions: u32,
+    ) -> Result<Topic, BrokerError> {
+        let _serial = self.catalog_writes.lock().await;
+        self.require_leader(0)?;
+        let topic = self.topic(name)?;
+        let groups = self.grown_groups(&topic, partitions)?;
+        let change = CatalogChange::CreateTopic {
+            name: name.to_owned(),
+            id: topic.id,
+            groups,
+            created_ms: topic.created_ms,
+            replication: topic.replication,
+        };
+        self.replicate(0, Command::Catalog(change)).await?;
+        self.topic(name)
+    }
+
     /// Deletes a topic through log group 0's raft.
     pub(super) async fn delete_topic_replicated(&self, name: &str) -> Result<(), BrokerError> {
         let _serial = self.catalog_writes.lock().await;
@@ -508,8 +530,8 @@ impl Broker {
                 .read()
                 .expect("catalog lock poisoned")
                 .get(&topic.name)
-                .map(|t| t.id);
-            if held != Some(topic.id) {
+                .map(|t| (t.id, t.groups.len()));
+            if held.is_none_or(|(id, n)| id != topic.id || n < topic.groups.len()) {
                 self.create_topic_local(topic.clone())?;
             }
         }
@@ -546,7 +568,14 @@ impl Broker {
                     .expect("catalog lock poisoned")
                     .get(name)
                 {
-                    Some(t) if t.id == *id => return Ok(()),
+                    Some(t) if t.id == *id && t.groups.len() >= groups.len() => return Ok(()),
+                    // Partitions added: the same topic with more groups.
+                    Some(t) if t.id == *id => {
+                        let mut grown = t.clone();
+                        grown.groups = groups.clone();
+                        self.create_topic_local(grown)?;
+                        return Ok(());
+                    }
                     Some(t) => {
                         tracing::warn!(topic = %name, id, existing = t.id, "ignoring a catalog entry for a name already in use");
                         return Ok(());
@@ -893,6 +922,20 @@ impl Broker {
             }
             e => BrokerError::Replication(format!("log group {group}: {e}")),
         }
+    }
+
+    /// The brokers holding log group `g`, as far as this broker knows: raft's voters where
+    /// it hosts the group, else the leader alone (empty when it knows none).
+    pub fn replicas_of(&self, g: u32) -> Vec<u32> {
+        use openraft::type_config::async_runtime::WatchReceiver;
+        if let Some(raft) = self.raft(g) {
+            let m = raft.metrics().borrow_watched().clone();
+            let voters: Vec<u32> = m.membership_config.voter_ids().map(|v| v as u32).collect();
+            if !voters.is_empty() {
+                return voters;
+            }
+        }
+        self.leader_id(g).into_iter().collect()
     }
 
     /// The replication state of every log group on this broker.

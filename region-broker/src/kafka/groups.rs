@@ -47,6 +47,7 @@ pub(crate) type Synced = (i16, Bytes);
 
 #[derive(Debug)]
 struct Member {
+    client_id: String,
     protocols: Vec<(String, Bytes)>,
     session: Duration,
     rebalance: Duration,
@@ -173,6 +174,28 @@ impl Group {
     }
 }
 
+/// A group as DescribeGroups shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Described {
+    /// Kafka's state names: Empty, PreparingRebalance, CompletingRebalance, Stable.
+    pub(crate) state: &'static str,
+    pub(crate) protocol_type: String,
+    pub(crate) protocol: String,
+    /// Member id, client id, its metadata for the chosen protocol, its assignment.
+    pub(crate) members: Vec<(String, String, Bytes, Bytes)>,
+}
+
+impl State {
+    fn kafka_name(self) -> &'static str {
+        match self {
+            State::Empty => "Empty",
+            State::Joining => "PreparingRebalance",
+            State::Syncing => "CompletingRebalance",
+            State::Stable => "Stable",
+        }
+    }
+}
+
 /// Every group this broker coordinates.
 #[derive(Debug, Default)]
 pub(crate) struct Coordinator {
@@ -194,6 +217,41 @@ pub(crate) struct Join {
 }
 
 impl Coordinator {
+    /// A group's state and members; `None` when this broker knows no such group.
+    pub(crate) fn describe(&self, group: &str) -> Option<Described> {
+        let groups = self.groups.lock().expect("groups lock poisoned");
+        let g = groups.get(group)?;
+        Some(Described {
+            state: g.state.kafka_name(),
+            protocol_type: g.protocol_type.clone(),
+            protocol: g.protocol.clone(),
+            members: g
+                .members
+                .iter()
+                .map(|(id, m)| {
+                    let meta = m
+                        .protocols
+                        .iter()
+                        .find(|(n, _)| *n == g.protocol)
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_default();
+                    (id.clone(), m.client_id.clone(), meta, m.assignment.clone())
+                })
+                .collect(),
+        })
+    }
+
+    /// Every group with its protocol type and state.
+    pub(crate) fn list(&self) -> Vec<(String, String, &'static str)> {
+        let groups = self.groups.lock().expect("groups lock poisoned");
+        let mut out: Vec<_> = groups
+            .iter()
+            .map(|(name, g)| (name.clone(), g.protocol_type.clone(), g.state.kafka_name()))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Starts the task that removes members whose session lapsed.
     pub(crate) fn start(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
@@ -299,6 +357,7 @@ impl Coordinator {
             g.members.insert(
                 member_id.clone(),
                 Member {
+                    client_id: j.client_id.clone(),
                     protocols: j.protocols,
                     session: j.session,
                     rebalance: j.rebalance,
@@ -468,6 +527,45 @@ mod tests {
         );
         assert_eq!(fs, (0, Bytes::from_static(b"p1")));
         assert_eq!(ls, (0, Bytes::from_static(b"p0")));
+        let described = c.describe("g").expect("the group is known");
+        assert_eq!(
+            (described.state, described.protocol.as_str()),
+            ("Stable", "range")
+        );
+        let mut members: Vec<_> = described
+            .members
+            .iter()
+            .map(|(id, client, meta, assignment)| {
+                (
+                    id.clone(),
+                    client.as_str(),
+                    meta.clone(),
+                    assignment.clone(),
+                )
+            })
+            .collect();
+        members.sort();
+        let mut expected = vec![
+            (
+                leader.member_id.clone(),
+                "c",
+                Bytes::from_static(b"meta"),
+                Bytes::from_static(b"p0"),
+            ),
+            (
+                follower.member_id.clone(),
+                "c",
+                Bytes::from_static(b"meta"),
+                Bytes::from_static(b"p1"),
+            ),
+        ];
+        expected.sort();
+        assert_eq!(members, expected);
+        assert_eq!(
+            c.list(),
+            vec![("g".to_owned(), "consumer".to_owned(), "Stable")]
+        );
+        assert!(c.describe("other").is_none());
         assert_eq!(
             c.heartbeat("g", &follower.member_id, follower.generation),
             0
