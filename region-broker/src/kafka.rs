@@ -3,13 +3,19 @@
 //! this module maps them onto the broker: a Kafka topic is a Meridian topic, a partition's
 //! leader is its log group's leader, offsets are the same offsets.
 //!
-//! Served so far: ApiVersions, Metadata, Produce (record batch v2; none, gzip, snappy, lz4
-//! and zstd; acks 0, 1 and -1), Fetch (long poll, max bytes), ListOffsets (earliest, latest,
-//! by time), CreateTopics and DeleteTopics (a region without a control plane; a managed
-//! region refuses them, naming the control plane), consumer groups (FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup:
-//! `groups.rs`) and their offsets (OffsetCommit, OffsetFetch: the broker's offset commits,
-//! so a group's position is the same over gRPC and Kafka). Other APIs are not advertised; a
-//! request for one closes the connection, as Kafka does for an API it does not know.
+//! Served: ApiVersions, Metadata (the region's brokers; raft voters as replicas and ISR),
+//! Produce (record batch v2; none, gzip, snappy, lz4 and zstd; acks 0, 1 and -1;
+//! idempotent producers: `producers.rs`), Fetch (long poll, max bytes), ListOffsets
+//! (earliest, latest, by time), consumer groups (FindCoordinator, JoinGroup, SyncGroup,
+//! Heartbeat, LeaveGroup, DescribeGroups, ListGroups: `groups.rs`; each group is
+//! coordinated by the leader of the log group its name hashes to) and their offsets
+//! (OffsetCommit, OffsetFetch: the broker's offset commits, forwarded to the partition's
+//! leader, so a group's position is the same over gRPC and Kafka), InitProducerId,
+//! DescribeCluster, and the admin APIs (`admin.rs`: CreateTopics, DeleteTopics,
+//! CreatePartitions, DescribeConfigs, AlterConfigs, IncrementalAlterConfigs — through the
+//! control plane in a managed region). Other APIs (transactions, ACLs, quotas) are not
+//! advertised; a request for one closes the connection, as Kafka does for an API it does
+//! not know.
 //!
 //! Each connection handles one request at a time (Kafka clients pipeline; answers go back in
 //! order), and a frame is refused before it is buffered when its length is over
@@ -45,6 +51,55 @@ pub(crate) struct Kafka {
     broker: Arc<Broker>,
     groups: Arc<groups::Coordinator>,
     producers: producers::Producers,
+    /// A client of the region (through this broker's own gRPC listener) for offset
+    /// commits and lookups of partitions whose log group another broker leads.
+    region: tokio::sync::OnceCell<meridian_client::Client>,
+}
+
+impl Kafka {
+    async fn region(&self) -> Result<&meridian_client::Client, meridian_client::ClientError> {
+        self.region
+            .get_or_try_init(|| {
+                let own = self.broker.config().grpc_listen.to_string();
+                async move { meridian_client::Client::connect(&own).await }
+            })
+            .await
+    }
+
+    /// The broker coordinating `group`, and its Kafka address: the leader of the log group
+    /// the group's name hashes to (Kafka places a group on the leader of a
+    /// `__consumer_offsets` partition the same way), so every broker names the same one
+    /// and the group moves with that leader. COORDINATOR_NOT_AVAILABLE while none leads.
+    fn coordinator(&self, group: &str) -> Result<(u32, std::net::SocketAddr), i16> {
+        let groups = self.broker.region_groups();
+        if groups.is_empty() {
+            return Err(code::COORDINATOR_NOT_AVAILABLE);
+        }
+        // FNV-1a: the same on every broker (std's hasher is seeded per process).
+        let hash = group.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let g = groups[(hash % groups.len() as u64) as usize];
+        let leader = self
+            .broker
+            .leader_id(g)
+            .ok_or(code::COORDINATOR_NOT_AVAILABLE)?;
+        self.broker
+            .kafka_brokers()
+            .into_iter()
+            .find(|(id, _)| *id == leader)
+            .ok_or(code::COORDINATOR_NOT_AVAILABLE)
+    }
+
+    /// NOT_COORDINATOR when another broker coordinates `group` (the client looks it up
+    /// again), else NONE.
+    fn check_coordinator(&self, group: &str) -> i16 {
+        match self.coordinator(group) {
+            Ok((id, _)) if id == self.broker.config().broker_id => code::NONE,
+            Ok(_) => code::NOT_COORDINATOR,
+            Err(c) => c,
+        }
+    }
 }
 
 /// The largest request accepted (Kafka's `socket.request.max.bytes` is 100 MiB; ours is the
@@ -62,6 +117,8 @@ mod code {
     pub(super) const REQUEST_TIMED_OUT: i16 = 7;
     pub(super) const MESSAGE_TOO_LARGE: i16 = 10;
     pub(super) const UNSUPPORTED_VERSION: i16 = 35;
+    pub(super) const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub(super) const NOT_COORDINATOR: i16 = 16;
     pub(super) const POLICY_VIOLATION: i16 = 44;
     pub(super) const KAFKA_STORAGE_ERROR: i16 = 56;
 }
@@ -90,12 +147,23 @@ fn error_code(e: &BrokerError) -> i16 {
     }
 }
 
+/// The Kafka error code for a failed call to another broker of the region.
+fn client_error_code(e: &meridian_client::ClientError) -> i16 {
+    match e {
+        meridian_client::ClientError::Broker { code: c, .. } if *c == tonic::Code::NotFound => {
+            code::UNKNOWN_TOPIC_OR_PARTITION
+        }
+        _ => code::REQUEST_TIMED_OUT,
+    }
+}
+
 /// Accepts Kafka connections on `listener` until the task is dropped.
 pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
     let groups = Arc::new(groups::Coordinator::default());
     groups.start();
     let kafka = Arc::new(Kafka {
         producers: producers::Producers::new(broker.config().broker_id),
+        region: tokio::sync::OnceCell::new(),
         broker,
         groups,
     });
@@ -204,21 +272,43 @@ async fn handle(
     let version = header.request_api_version;
     let (broker, groups) = (&*kafka.broker, &kafka.groups);
     Some(match request {
-        RequestKind::FindCoordinator(_) => ResponseKind::FindCoordinator(find_coordinator(broker)),
-        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offset_commit(broker, r).await),
-        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(offset_fetch(broker, r).await),
-        RequestKind::JoinGroup(r) => {
-            ResponseKind::JoinGroup(join_group(groups, header, r, version).await)
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(find_coordinator(kafka, r))
         }
-        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(sync_group(groups, r).await),
+        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offset_commit(kafka, r).await),
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(offset_fetch(kafka, r).await),
+        RequestKind::JoinGroup(r) => {
+            let refused = kafka.check_coordinator(&r.group_id.0);
+            ResponseKind::JoinGroup(if refused == code::NONE {
+                join_group(groups, header, r, version).await
+            } else {
+                let mut out = kafka_protocol::messages::JoinGroupResponse::default();
+                out.error_code = refused;
+                out.generation_id = -1;
+                out
+            })
+        }
+        RequestKind::SyncGroup(r) => {
+            let refused = kafka.check_coordinator(&r.group_id.0);
+            ResponseKind::SyncGroup(if refused == code::NONE {
+                sync_group(groups, r).await
+            } else {
+                let mut out = kafka_protocol::messages::SyncGroupResponse::default();
+                out.error_code = refused;
+                out
+            })
+        }
         RequestKind::Heartbeat(r) => {
             let mut out = kafka_protocol::messages::HeartbeatResponse::default();
-            out.error_code = groups.heartbeat(&r.group_id.0, &r.member_id, r.generation_id);
+            out.error_code = match kafka.check_coordinator(&r.group_id.0) {
+                code::NONE => groups.heartbeat(&r.group_id.0, &r.member_id, r.generation_id),
+                refused => refused,
+            };
             ResponseKind::Heartbeat(out)
         }
         RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(leave_group(groups, r, version)),
         RequestKind::DescribeGroups(r) => {
-            ResponseKind::DescribeGroups(describe_groups(groups, r, version))
+            ResponseKind::DescribeGroups(describe_groups(kafka, r, version))
         }
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups(groups, r)),
         RequestKind::CreateTopics(r) => {
@@ -559,18 +649,27 @@ async fn list_offsets(broker: &Broker, r: ListOffsetsRequest) -> ListOffsetsResp
 }
 
 /// FindCoordinator: this broker coordinates the groups its clients use.
-fn find_coordinator(broker: &Broker) -> kafka_protocol::messages::FindCoordinatorResponse {
+fn find_coordinator(
+    kafka: &Kafka,
+    r: kafka_protocol::messages::FindCoordinatorRequest,
+) -> kafka_protocol::messages::FindCoordinatorResponse {
     let mut out = kafka_protocol::messages::FindCoordinatorResponse::default();
-    let config = broker.config();
-    match config.kafka_listen {
-        Some(addr) => {
-            out.node_id = BrokerId(config.broker_id as i32);
+    // Key type 1 is a transactional id: transactions are not served over Kafka.
+    let found = if r.key_type == 0 {
+        kafka.coordinator(&r.key)
+    } else {
+        Err(code::COORDINATOR_NOT_AVAILABLE)
+    };
+    match found {
+        Ok((id, addr)) => {
+            out.node_id = BrokerId(id as i32);
             out.host = str(&addr.ip().to_string());
             out.port = i32::from(addr.port());
         }
-        None => {
-            out.error_code = 15; // COORDINATOR_NOT_AVAILABLE
+        Err(c) => {
+            out.error_code = c;
             out.node_id = BrokerId(-1);
+            out.port = -1;
         }
     }
     out
@@ -578,9 +677,10 @@ fn find_coordinator(broker: &Broker) -> kafka_protocol::messages::FindCoordinato
 
 /// OffsetCommit: the broker's offset commits (the same a gRPC consumer makes).
 async fn offset_commit(
-    broker: &Broker,
+    kafka: &Kafka,
     r: kafka_protocol::messages::OffsetCommitRequest,
 ) -> kafka_protocol::messages::OffsetCommitResponse {
+    let broker = &*kafka.broker;
     use kafka_protocol::messages::offset_commit_response::{
         OffsetCommitResponsePartition, OffsetCommitResponseTopic,
     };
@@ -593,21 +693,26 @@ async fn offset_commit(
         for part in topic.partitions {
             let mut p = OffsetCommitResponsePartition::default();
             p.partition_index = part.partition_index;
+            let partition = part.partition_index.max(0) as u32;
+            let offset = part.committed_offset as u64;
             if part.committed_offset < 0 {
                 p.error_code = code::OFFSET_OUT_OF_RANGE;
-            } else if let Err(e) = broker
-                .commit_offset(
-                    &group,
-                    &name,
-                    part.partition_index.max(0) as u32,
-                    part.committed_offset as u64,
-                    Vec::new(),
-                )
-                .await
-            {
-                p.error_code = match e {
-                    BrokerError::Invalid(_) => 24, // INVALID_GROUP_ID
-                    other => error_code(&other),
+            } else {
+                let local = broker
+                    .commit_offset(&group, &name, partition, offset, Vec::new())
+                    .await;
+                p.error_code = match local {
+                    Ok(()) => code::NONE,
+                    // The partition's log group is led elsewhere: the commit goes there.
+                    Err(BrokerError::NotLeader { .. }) => match kafka.region().await {
+                        Ok(client) => client
+                            .commit_offset(&group, &name, partition, offset)
+                            .await
+                            .map_or_else(|e| client_error_code(&e), |()| code::NONE),
+                        Err(e) => client_error_code(&e),
+                    },
+                    Err(BrokerError::Invalid(_)) => 24, // INVALID_GROUP_ID
+                    Err(other) => error_code(&other),
                 };
             }
             t.partitions.push(p);
@@ -620,9 +725,10 @@ async fn offset_commit(
 /// OffsetFetch: what the group committed (-1 where nothing); every partition with a commit
 /// when the request names no topics.
 async fn offset_fetch(
-    broker: &Broker,
+    kafka: &Kafka,
     r: kafka_protocol::messages::OffsetFetchRequest,
 ) -> kafka_protocol::messages::OffsetFetchResponse {
+    let broker = &*kafka.broker;
     use kafka_protocol::messages::offset_fetch_response::{
         OffsetFetchResponsePartition, OffsetFetchResponseTopic,
     };
@@ -652,16 +758,24 @@ async fn offset_fetch(
             part.committed_leader_epoch = -1;
             part.metadata = Some(str(""));
             part.committed_offset = -1;
-            match broker
-                .committed_offset(&group, &name.0, p.max(0) as u32)
-                .await
-            {
-                Ok(c) => match c.offset {
-                    Some(o) => part.committed_offset = o as i64,
-                    None if all => continue,
-                    None => {}
+            let partition = p.max(0) as u32;
+            let committed = match broker.committed_offset(&group, &name.0, partition).await {
+                Ok(c) => Ok(c.offset),
+                // The partition's log group is led elsewhere: ask there.
+                Err(BrokerError::NotLeader { .. }) => match kafka.region().await {
+                    Ok(client) => client
+                        .committed_offset(&group, &name.0, partition)
+                        .await
+                        .map_err(|e| client_error_code(&e)),
+                    Err(e) => Err(client_error_code(&e)),
                 },
-                Err(e) => part.error_code = error_code(&e),
+                Err(e) => Err(error_code(&e)),
+            };
+            match committed {
+                Ok(Some(o)) => part.committed_offset = o as i64,
+                Ok(None) if all => continue,
+                Ok(None) => {}
+                Err(c) => part.error_code = c,
             }
             t.partitions.push(part);
         }
@@ -829,7 +943,7 @@ fn describe_cluster(
 /// DescribeGroups: state, protocol and members of groups this broker coordinates; a group
 /// it does not know is "Dead", as Kafka answers.
 fn describe_groups(
-    groups: &groups::Coordinator,
+    kafka: &Kafka,
     r: kafka_protocol::messages::DescribeGroupsRequest,
     version: i16,
 ) -> kafka_protocol::messages::DescribeGroupsResponse {
@@ -843,7 +957,13 @@ fn describe_groups(
         if version >= 3 {
             g.authorized_operations = i32::MIN;
         }
-        match groups.describe(&id.0) {
+        let refused = kafka.check_coordinator(&id.0);
+        if refused != code::NONE {
+            g.error_code = refused;
+            out.groups.push(g);
+            continue;
+        }
+        match kafka.groups.describe(&id.0) {
             Some(d) => {
                 g.group_state = str(d.state);
                 g.protocol_type = str(&d.protocol_type);

@@ -181,6 +181,8 @@ pub struct ManagedRegion {
     pub name: String,
     /// The brokers, by id - 1.
     pub brokers: Vec<BrokerProcess>,
+    /// Their Kafka addresses, by id - 1, when started with `--kafka-listen auto`.
+    pub kafka: Vec<String>,
     dir: PathBuf,
     control: String,
     flags: Vec<String>,
@@ -199,6 +201,7 @@ impl ManagedRegion {
         let mut region = ManagedRegion {
             name: name.into(),
             brokers: Vec::new(),
+            kafka: Vec::new(),
             dir: dir.to_owned(),
             control: control.into(),
             flags: flags.iter().map(|f| f.to_string()).collect(),
@@ -224,7 +227,20 @@ impl ManagedRegion {
             "--control",
             &self.control,
         ];
-        flags.extend(self.flags.iter().map(String::as_str));
+        // `--kafka-listen auto`: a free address for each broker.
+        let kafka = free_addr().to_string();
+        let mut auto = false;
+        for f in &self.flags {
+            if f == "auto" && flags.last() == Some(&"--kafka-listen") {
+                flags.push(&kafka);
+                auto = true;
+            } else {
+                flags.push(f);
+            }
+        }
+        if auto {
+            self.kafka.push(kafka.clone());
+        }
         let dir = self.dir.join(format!("{}-broker-{id}", self.name));
         self.brokers
             .push(BrokerProcess::start_at(&dir, free_addr(), &flags).await?);

@@ -364,3 +364,224 @@ async fn the_python_confluent_kafka_client_works_unchanged() {
     assert!(out.contains("OK"), "{out}");
     assert!(broker.running());
 }
+
+/// One request on a raw Kafka connection (the codecs are `kafka-protocol`'s); the response
+/// body after its header.
+fn kafka_call<R: kafka_protocol::protocol::Encodable>(
+    stream: &mut std::net::TcpStream,
+    key: kafka_protocol::messages::ApiKey,
+    version: i16,
+    request: &R,
+) -> bytes::Bytes {
+    use bytes::{Buf, BufMut};
+    use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use std::io::Read;
+    let mut header = RequestHeader::default();
+    header.request_api_key = key as i16;
+    header.request_api_version = version;
+    header.correlation_id = 7;
+    header.client_id = Some(StrBytes::from_static_str("raw-test"));
+    let mut body = bytes::BytesMut::new();
+    header
+        .encode(&mut body, key.request_header_version(version))
+        .unwrap();
+    request.encode(&mut body, version).unwrap();
+    let mut frame = bytes::BytesMut::new();
+    frame.put_i32(body.len() as i32);
+    frame.extend_from_slice(&body);
+    stream.write_all(&frame).unwrap();
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).unwrap();
+    let mut answer = vec![0u8; (&len[..]).get_i32() as usize];
+    stream.read_exact(&mut answer).unwrap();
+    let mut answer = bytes::Bytes::from(answer);
+    let header = ResponseHeader::decode(&mut answer, key.response_header_version(version)).unwrap();
+    assert_eq!(header.correlation_id, 7);
+    answer
+}
+
+/// A batch of an idempotent producer: `sequences` numbered records.
+fn idempotent_batch(producer: i64, epoch: i16, sequences: std::ops::Range<i32>) -> bytes::Bytes {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let records: Vec<Record> = sequences
+        .clone()
+        .map(|seq| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: producer,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i64::from(seq - sequences.start),
+            sequence: seq,
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(bytes::Bytes::from(format!("seq {seq}"))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, records.iter(), &options).unwrap();
+    buf.freeze()
+}
+
+/// An idempotent producer's retried batch is not written twice: the broker answers it with
+/// the offset of the first write. A gap in the sequence and a fenced epoch are refused
+/// with Kafka's codes. Driven on a raw connection, so the retry is exactly a retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_producers_retry_is_written_once() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
+        TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    let tmp = tempfile::tempdir().unwrap();
+    let kafka = free_addr();
+    let kafka_flag = kafka.to_string();
+    let broker = BrokerProcess::start(tmp.path(), &["--kafka-listen", &kafka_flag])
+        .await
+        .unwrap();
+    broker.client().await.create_topic("idem", 1).await.unwrap();
+    let consumed = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(kafka).unwrap();
+        let mut init = InitProducerIdRequest::default();
+        init.transactional_id = None;
+        init.transaction_timeout_ms = 60_000;
+        let mut answer = kafka_call(&mut stream, ApiKey::InitProducerId, 2, &init);
+        let id = InitProducerIdResponse::decode(&mut answer, 2).unwrap();
+        assert_eq!(id.error_code, 0);
+        assert!(id.producer_id.0 >= 0);
+        let (pid, epoch) = (id.producer_id.0, id.producer_epoch);
+        let produce = |stream: &mut std::net::TcpStream, batch: bytes::Bytes| {
+            let mut part = PartitionProduceData::default();
+            part.index = 0;
+            part.records = Some(batch);
+            let mut topic = TopicProduceData::default();
+            topic.name = TopicName(StrBytes::from_static_str("idem"));
+            topic.partition_data = vec![part];
+            let mut request = ProduceRequest::default();
+            request.acks = -1;
+            request.timeout_ms = 10_000;
+            request.topic_data = vec![topic];
+            let mut answer = kafka_call(stream, ApiKey::Produce, 7, &request);
+            let response = ProduceResponse::decode(&mut answer, 7).unwrap();
+            let p = &response.responses[0].partition_responses[0];
+            (p.error_code, p.base_offset)
+        };
+        assert_eq!(
+            produce(&mut stream, idempotent_batch(pid, epoch, 0..3)),
+            (0, 0)
+        );
+        // The same batch again (its answer "lost"): the first offset, nothing written.
+        assert_eq!(
+            produce(&mut stream, idempotent_batch(pid, epoch, 0..3)),
+            (0, 0)
+        );
+        assert_eq!(
+            produce(&mut stream, idempotent_batch(pid, epoch, 3..5)),
+            (0, 3)
+        );
+        assert_eq!(
+            produce(&mut stream, idempotent_batch(pid, epoch, 0..3)),
+            (0, 0)
+        );
+        // A gap: OUT_OF_ORDER_SEQUENCE_NUMBER.
+        assert_eq!(
+            produce(&mut stream, idempotent_batch(pid, epoch, 9..10)).0,
+            45
+        );
+        // The producer re-initialised with its id: a new epoch, and the old one fenced.
+        let mut again = InitProducerIdRequest::default();
+        again.transactional_id = None;
+        again.producer_id = id.producer_id;
+        again.producer_epoch = epoch;
+        let mut answer = kafka_call(&mut stream, ApiKey::InitProducerId, 3, &again);
+        let bumped = InitProducerIdResponse::decode(&mut answer, 3).unwrap();
+        assert_eq!(
+            (bumped.producer_id.0, bumped.producer_epoch),
+            (pid, epoch + 1)
+        );
+        assert_eq!(
+            produce(&mut stream, idempotent_batch(pid, epoch + 1, 0..1)),
+            (0, 5)
+        );
+        // INVALID_PRODUCER_EPOCH.
+        assert_eq!(
+            produce(&mut stream, idempotent_batch(pid, epoch, 5..6)).0,
+            47
+        );
+        consume(kafka, "idem", "%s\n")
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        consumed,
+        ["seq 0", "seq 1", "seq 2", "seq 3", "seq 4", "seq 0"],
+        "each batch once"
+    );
+    assert!(broker.running());
+}
+
+/// In a region managed by a control plane, Kafka admin requests are the control plane's
+/// topic operations: a topic the Python admin client creates, configures and grows is the
+/// topic `meridian topic describe` shows, and one the CLI creates is one Kafka deletes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_admin_in_a_managed_region_goes_through_the_control_plane() {
+    use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control};
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test.sh creates the venv with confluent-kafka",
+        python.display()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = ControlPlaneProcess::embedded(tmp.path(), &["--region", "k"]).await;
+    let region = ManagedRegion::start(tmp.path(), "k", 3, &cp.addr, &["--kafka-listen", "auto"])
+        .await
+        .unwrap();
+    let bootstrap = region.kafka.join(",");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka_clients/confluent_admin.py");
+    let phase = |phase: &'static str| {
+        let mut cmd = Command::new(&python);
+        cmd.arg(&script).arg(&bootstrap).arg(phase);
+        async move {
+            let (code, out, err) =
+                tokio::task::spawn_blocking(move || meridian_tests::run(cmd, None))
+                    .await
+                    .unwrap();
+            assert_eq!(code, 0, "confluent_admin.py {phase} failed:\n{out}\n{err}");
+        }
+    };
+    phase("create").await;
+    let (code, out, err) = meridian_control(&cp.addr, &["--json", "topic", "describe", "kadmin"]);
+    assert_eq!(code, 0, "{err}");
+    let topic: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(topic["partitions"], 4, "{out}");
+    assert_eq!(topic["replication_factor"], 3, "{out}");
+    assert_eq!(topic["retention"], "1h", "{out}");
+    let (code, _, err) = meridian_control(
+        &cp.addr,
+        &["topic", "create", "grpc-made", "--partitions", "2"],
+    );
+    assert_eq!(code, 0, "{err}");
+    phase("delete").await;
+    let (code, out, err) = meridian_control(&cp.addr, &["--json", "topic", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains("kadmin") && !out.contains("grpc-made"),
+        "{out}"
+    );
+    for b in &region.brokers {
+        assert!(b.running());
+    }
+}

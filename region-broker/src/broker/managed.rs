@@ -32,6 +32,8 @@ pub(super) struct ViewState {
     stopping: bool,
     /// Leader of each group of the region, as reported.
     leaders: BTreeMap<u32, u32>,
+    /// Every log group of the region, led or not.
+    groups: Vec<u32>,
     /// Until when the lease surely holds: the last renewal's send time plus the lease time.
     /// Past it the control plane may have given this broker up and moved a strictly
     /// ordered topic's home: such writes are refused.
@@ -68,6 +70,17 @@ impl Broker {
             .leaders
             .get(&group)
             .copied()
+    }
+
+    /// Every log group of the region, sorted: the control plane's in a managed region,
+    /// else this broker's (a static region's brokers all hold every group).
+    pub fn region_groups(&self) -> Vec<u32> {
+        if !self.config.control.is_empty() {
+            return self.view.read().expect("view lock poisoned").groups.clone();
+        }
+        let mut groups: Vec<u32> = self.groups().into_iter().map(|(g, _)| g).collect();
+        groups.sort_unstable();
+        groups
     }
 
     /// The log groups this broker leads now (raft leader or master), with their epochs.
@@ -227,6 +240,8 @@ impl Broker {
                 .iter()
                 .filter_map(|g| g.leader.map(|l| (g.id, l)))
                 .collect();
+            state.groups = view.groups.iter().map(|g| g.id).collect();
+            state.groups.sort_unstable();
         }
         // Saved with every broker ever known (not only the live ones), so a restart can
         // reach the replicas of its groups before the control plane answers.

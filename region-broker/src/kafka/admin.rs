@@ -512,7 +512,10 @@ impl Kafka {
             retention = Some(match value.as_deref().map(str::parse::<i64>) {
                 None => "7d".to_owned(),
                 Some(Ok(-1)) => "none".to_owned(),
-                Some(Ok(ms)) if ms > 0 => format!("{ms}ms"),
+                Some(Ok(ms)) if ms > 0 => {
+                    humantime::format_duration(std::time::Duration::from_millis(ms as u64))
+                        .to_string()
+                }
                 _ => {
                     return Err((
                         admin_code::INVALID_CONFIG,
