@@ -201,67 +201,132 @@ enum Closed {
     Unsupported { key: i16, version: i16 },
 }
 
+/// Requests of one connection in flight at once.
+const PIPELINE: usize = 32;
+
+/// One connection. Kafka clients pipeline requests (librdkafka keeps many produce requests
+/// in flight): requests are read and started in the order they come — each one runs up to
+/// where it waits (a produce has enqueued its appends by then, so one partition's batches
+/// are written in request order) — and answered in that order as they complete, so a
+/// produce waiting for its fsync or its quorum does not hold up the ones behind it.
+/// Memory is bounded: at most [`PIPELINE`] requests and [`FRAME_MAX`] bytes of request
+/// frames are held at once.
 async fn connection(kafka: &Kafka, mut stream: TcpStream) -> Result<(), Closed> {
-    loop {
-        let mut len = [0u8; 4];
-        match stream.read_exact(&mut len).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e.into()),
-        }
-        // Kafka frames are big-endian.
-        let len = (&len[..]).get_i32();
-        if len < 8 || len as usize > FRAME_MAX {
-            metrics::counter!("meridian_kafka_bad_frames_total").increment(1);
-            return Err(Closed::TooLarge(len.max(0) as usize));
-        }
-        let mut body = vec![0u8; len as usize];
-        stream.read_exact(&mut body).await?;
-        let (header, request) = decode_request(Bytes::from(body)).map_err(|e| match e {
-            RequestError::Unsupported { key, version } => Closed::Unsupported { key, version },
-            other => Closed::Malformed(other.to_string()),
-        })?;
-        let Ok(key) = ApiKey::try_from(header.request_api_key) else {
-            return Err(Closed::Unsupported {
-                key: header.request_api_key,
-                version: header.request_api_version,
+    use futures_util::StreamExt;
+    use std::future::Future;
+    use std::pin::Pin;
+    type Answer<'a> = Pin<Box<dyn Future<Output = Result<Option<BytesMut>, Closed>> + Send + 'a>>;
+    let (mut rd, mut wr) = stream.split();
+    let budget = Arc::new(tokio::sync::Semaphore::new(FRAME_MAX));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Answer<'_>>(PIPELINE);
+    // Owns the sender: when it ends, the writer answers what was read, then ends.
+    let reader = async move {
+        loop {
+            let mut len = [0u8; 4];
+            match rd.read_exact(&mut len).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(Closed::from(e)),
+            }
+            // Kafka frames are big-endian.
+            let len = (&len[..]).get_i32();
+            if len < 8 || len as usize > FRAME_MAX {
+                metrics::counter!("meridian_kafka_bad_frames_total").increment(1);
+                return Err(Closed::TooLarge(len.max(0) as usize));
+            }
+            let permit = budget
+                .clone()
+                .acquire_many_owned(len as u32)
+                .await
+                .expect("the budget is never closed");
+            let mut body = vec![0u8; len as usize];
+            rd.read_exact(&mut body).await?;
+            let (header, request) = decode_request(Bytes::from(body)).map_err(|e| match e {
+                RequestError::Unsupported { key, version } => Closed::Unsupported { key, version },
+                other => Closed::Malformed(other.to_string()),
+            })?;
+            let mut answer: Answer<'_> = Box::pin(async move {
+                let answer = respond(kafka, header, request).await;
+                drop(permit);
+                answer
             });
-        };
-        let version = header.request_api_version;
-        let (response, version) = match request {
-            Some(request) => match handle(kafka, &header, request).await {
-                Some(r) => (r, version),
-                // acks=0: Kafka sends no answer.
-                None => continue,
-            },
-            // An ApiVersions request newer than ours: answered at version 0 with the
-            // versions we support, as Kafka does, so the client can pick.
-            None => (
-                ResponseKind::ApiVersions(api_versions(code::UNSUPPORTED_VERSION)),
-                0,
-            ),
-        };
-        metrics::counter!("meridian_kafka_requests_total", "api" => format!("{key:?}"))
-            .increment(1);
-        let mut out = BytesMut::new();
-        out.put_i32(0);
-        let mut h = ResponseHeader::default();
-        h.correlation_id = header.correlation_id;
-        // ApiVersions answers always use header v0 (so a client can read an error).
-        let header_version = if key == ApiKey::ApiVersions {
-            0
-        } else {
-            key.response_header_version(version)
-        };
-        h.encode(&mut out, header_version)
-            .map_err(|e| Closed::Malformed(format!("encoding the response header: {e}")))?;
-        response
-            .encode(&mut out, version)
-            .map_err(|e| Closed::Malformed(format!("encoding the response: {e}")))?;
-        let n = (out.len() - 4) as i32;
-        (&mut out[..4]).put_i32(n);
-        stream.write_all(&out).await?;
-    }
+            // Run it up to its first wait now, in arrival order.
+            let first =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(answer.as_mut().poll(cx))).await;
+            if let std::task::Poll::Ready(done) = first {
+                answer = Box::pin(std::future::ready(done));
+            }
+            if tx.send(answer).await.is_err() {
+                return Ok(());
+            }
+        }
+    };
+    let writer = async {
+        let mut in_flight = futures_util::stream::FuturesOrdered::new();
+        let mut reading = true;
+        loop {
+            tokio::select! {
+                next = rx.recv(), if reading => match next {
+                    Some(answer) => in_flight.push_back(answer),
+                    None => reading = false,
+                },
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    if let Some(out) = done? {
+                        wr.write_all(&out).await?;
+                    }
+                }
+                else => return Ok::<(), Closed>(()),
+            }
+        }
+    };
+    tokio::try_join!(reader, writer).map(drop)
+}
+
+/// Handles one request; its response frame, or none (acks=0 produce).
+async fn respond(
+    kafka: &Kafka,
+    header: kafka_protocol::messages::RequestHeader,
+    request: Option<RequestKind>,
+) -> Result<Option<BytesMut>, Closed> {
+    let Ok(key) = ApiKey::try_from(header.request_api_key) else {
+        return Err(Closed::Unsupported {
+            key: header.request_api_key,
+            version: header.request_api_version,
+        });
+    };
+    let version = header.request_api_version;
+    let (response, version) = match request {
+        Some(request) => match handle(kafka, &header, request).await {
+            Some(r) => (r, version),
+            // acks=0: Kafka sends no answer.
+            None => return Ok(None),
+        },
+        // An ApiVersions request newer than ours: answered at version 0 with the
+        // versions we support, as Kafka does, so the client can pick.
+        None => (
+            ResponseKind::ApiVersions(api_versions(code::UNSUPPORTED_VERSION)),
+            0,
+        ),
+    };
+    metrics::counter!("meridian_kafka_requests_total", "api" => format!("{key:?}")).increment(1);
+    let mut out = BytesMut::new();
+    out.put_i32(0);
+    let mut h = ResponseHeader::default();
+    h.correlation_id = header.correlation_id;
+    // ApiVersions answers always use header v0 (so a client can read an error).
+    let header_version = if key == ApiKey::ApiVersions {
+        0
+    } else {
+        key.response_header_version(version)
+    };
+    h.encode(&mut out, header_version)
+        .map_err(|e| Closed::Malformed(format!("encoding the response header: {e}")))?;
+    response
+        .encode(&mut out, version)
+        .map_err(|e| Closed::Malformed(format!("encoding the response: {e}")))?;
+    let n = (out.len() - 4) as i32;
+    (&mut out[..4]).put_i32(n);
+    Ok(Some(out))
 }
 
 async fn handle(
@@ -432,9 +497,21 @@ async fn produce(kafka: &Kafka, r: ProduceRequest) -> Option<ProduceResponse> {
         -1 => Some(Acks::All),
         _ => Some(Acks::Leader),
     };
+    // Every partition's append starts at once, in request order (`join_all` polls them in
+    // turn), and the answer waits for the slowest.
+    let mut parts = Vec::new();
+    for topic in &r.topic_data {
+        for part in &topic.partition_data {
+            parts.push((topic.name.0.to_string(), part.index, part.records.clone()));
+        }
+    }
+    let results = futures_util::future::join_all(parts.iter().map(|(name, index, records)| {
+        produce_partition(kafka, name, *index, records.clone(), acks)
+    }))
+    .await;
+    let mut results = results.into_iter();
     let mut out = ProduceResponse::default();
     for topic in r.topic_data {
-        let name = topic.name.0.to_string();
         let mut t = TopicProduceResponse::default();
         t.name = topic.name.clone();
         for part in topic.partition_data {
@@ -443,7 +520,7 @@ async fn produce(kafka: &Kafka, r: ProduceRequest) -> Option<ProduceResponse> {
             p.base_offset = -1;
             p.log_append_time_ms = -1;
             p.log_start_offset = -1;
-            match produce_partition(kafka, &name, part.index, part.records, acks).await {
+            match results.next().expect("one result per partition") {
                 Ok(offset) => p.base_offset = offset,
                 Err((code, message)) => {
                     p.error_code = code;

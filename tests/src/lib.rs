@@ -354,26 +354,49 @@ impl Drop for BrokerProcess {
 pub struct Region {
     /// The brokers, by id - 1.
     pub brokers: Vec<BrokerProcess>,
+    /// Their Kafka listeners, by id - 1 (empty unless started with them).
+    pub kafka: Vec<SocketAddr>,
 }
 
 impl Region {
     /// Starts `n` brokers with data under `dir` and extra `flags`.
     pub async fn start(dir: &Path, n: u32, flags: &[&str]) -> anyhow::Result<Region> {
-        let addrs: Vec<(SocketAddr, SocketAddr)> =
-            (0..n).map(|_| (free_addr(), free_addr())).collect();
+        Region::start_with(dir, n, false, flags).await
+    }
+
+    /// [`Region::start`] with a Kafka listener on every broker (each knows the others'
+    /// Kafka addresses, so Metadata lists the whole region).
+    pub async fn start_with_kafka(dir: &Path, n: u32, flags: &[&str]) -> anyhow::Result<Region> {
+        Region::start_with(dir, n, true, flags).await
+    }
+
+    async fn start_with(dir: &Path, n: u32, kafka: bool, flags: &[&str]) -> anyhow::Result<Region> {
+        let addrs: Vec<(SocketAddr, SocketAddr, SocketAddr)> = (0..n)
+            .map(|_| (free_addr(), free_addr(), free_addr()))
+            .collect();
         let peers: Vec<String> = addrs
             .iter()
             .enumerate()
-            .map(|(i, (grpc, raft))| format!("{}={raft},{grpc}", i + 1))
+            .map(|(i, (grpc, raft, k))| {
+                if kafka {
+                    format!("{}={raft},{grpc},{k}", i + 1)
+                } else {
+                    format!("{}={raft},{grpc}", i + 1)
+                }
+            })
             .collect();
         let mut brokers = Vec::new();
-        for (i, (grpc, raft)) in addrs.iter().enumerate() {
+        for (i, (grpc, raft, k)) in addrs.iter().enumerate() {
             let mut all: Vec<String> = vec![
                 "--broker-id".into(),
                 (i + 1).to_string(),
                 "--raft-listen".into(),
                 raft.to_string(),
             ];
+            if kafka {
+                all.push("--kafka-listen".into());
+                all.push(k.to_string());
+            }
             for p in &peers {
                 all.push("--peer".into());
                 all.push(p.clone());
@@ -385,7 +408,14 @@ impl Region {
                     .await?,
             );
         }
-        Ok(Region { brokers })
+        Ok(Region {
+            brokers,
+            kafka: if kafka {
+                addrs.iter().map(|a| a.2).collect()
+            } else {
+                Vec::new()
+            },
+        })
     }
 
     /// The running brokers' gRPC addresses, comma separated (a client's bootstrap list).

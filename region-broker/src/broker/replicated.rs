@@ -672,11 +672,16 @@ impl Broker {
             mirrored: false,
             local_ack,
         };
-        let write = tokio::spawn(async move { raft.client_write(command).await });
+        // Proposed here, in the caller's order (a Kafka connection's pipelined produces of
+        // one partition must be appended in the order they came), not from a spawned task.
+        let (responder, committed) = openraft::impls::ProgressResponder::complete_only();
+        raft.client_write_ff(command, Some(responder))
+            .await
+            .map_err(|e| BrokerError::Replication(format!("log group {group}: {e}")))?;
         match appended.await {
             Ok(a) => {
                 tokio::spawn(async move {
-                    if let Ok(Err(e)) = write.await {
+                    if let Ok(Err(e)) = committed.await {
                         tracing::debug!(group, error = %e, "an acks=leader batch was not committed");
                     }
                 });
@@ -687,8 +692,8 @@ impl Broker {
                 })
             }
             // Never appended here: the write failed; say why.
-            Err(_) => match write.await {
-                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+            Err(_) => match committed.await {
+                Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
                     Err(self.not_leader(group, f.leader_id))
                 }
                 Ok(Err(e)) => Err(BrokerError::Replication(format!("log group {group}: {e}"))),

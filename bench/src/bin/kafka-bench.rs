@@ -1,0 +1,320 @@
+//! The Kafka-protocol benchmark: Meridian brokers driven by third-party Kafka clients, set
+//! beside Apache Kafka 3.9's figures measured on this kind of machine (issue 6).
+//!
+//! - **produce throughput**: kcat (librdkafka, Debian's package) producing `--records`
+//!   records of 100 B or 1 KiB from a file (prepared before the clock starts) into a topic of
+//!   3 partitions, acks=1 or acks=all, librdkafka's default batching; the time from start to
+//!   kcat's exit (it waits for every delivery report). Every record is then counted back.
+//! - **consume throughput**: kcat reading the same topic from the beginning to its end.
+//! - **latency**: the Python confluent-kafka client (librdkafka) producing 1 KiB or 100 B
+//!   records at a steady `--rate` for `--latency-seconds` with linger.ms=0; per record, the
+//!   time from `produce()` to its delivery report (p50, p99).
+//!
+//! Clusters: one broker (replication factor 1), and a region of three brokers replicating
+//! every log group by raft (replication factor 3), all on loopback, each broker with its own
+//! data directory under `--dir`.
+//!
+//! `cargo build --release --workspace && target/release/kafka-bench --python .venv/bin/python`
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use clap::Parser;
+use meridian_tests::{BrokerProcess, Region, free_addr};
+
+#[derive(Debug, Parser)]
+#[command(about = "Kafka-protocol throughput and latency with kcat and confluent-kafka")]
+struct Args {
+    /// Records per produce run.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    /// Records per second of the latency runs.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Seconds of each latency run.
+    #[arg(long, default_value_t = 5)]
+    latency_seconds: u64,
+    /// Where the brokers keep their data and the record files go.
+    #[arg(long, default_value = "/var/tmp")]
+    dir: PathBuf,
+    /// The Python with confluent-kafka (scripts/test.sh makes `.venv`).
+    #[arg(long, default_value = ".venv/bin/python")]
+    python: PathBuf,
+    /// Broker flush policy: fsync (group commit before the ack) or async.
+    #[arg(long, default_value = "fsync")]
+    flush: String,
+    /// Only the one-broker cluster.
+    #[arg(long)]
+    one_node_only: bool,
+}
+
+/// Apache Kafka 3.9, this kind of machine (2 cores, client on the same machine, Kafka's
+/// ProducerPerformance, 1M records, 3 partitions; noisy ±40%): records/s.
+fn kafka_reference(nodes: u32, size: usize, acks: &str) -> Option<f64> {
+    match (nodes, size, acks) {
+        (1, 1024, "all") => Some(207_000.0),
+        (1, 100, "all") => Some(675_000.0),
+        (3, 1024, "all") => Some(43_000.0),
+        _ => None,
+    }
+}
+
+/// Kafka's p99 at a steady 10k records/s of 1 KiB on one node: 16–20 ms.
+const KAFKA_P99_10K_MS: f64 = 18.0;
+
+struct Row {
+    nodes: u32,
+    size: usize,
+    acks: &'static str,
+    produce_rps: f64,
+    consume_rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    latency_rate: f64,
+}
+
+fn records_file(dir: &Path, size: usize, n: u64) -> anyhow::Result<PathBuf> {
+    let path = dir.join(format!("kafka-bench-{size}-{n}.txt"));
+    if path
+        .metadata()
+        .is_ok_and(|m| m.len() == (size as u64 + 1) * n)
+    {
+        return Ok(path);
+    }
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+    let mut line = vec![b'x'; size];
+    line.push(b'\n');
+    for i in 0..n {
+        // A distinct prefix per record, so no two are the same bytes.
+        let tag = format!("{i:010}");
+        line[..tag.len().min(size)].copy_from_slice(&tag.as_bytes()[..tag.len().min(size)]);
+        out.write_all(&line)?;
+    }
+    out.flush()?;
+    Ok(path)
+}
+
+fn kcat_produce(bootstrap: &str, topic: &str, acks: &str, file: &Path) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let out = Command::new("kcat")
+        .args(["-P", "-b", bootstrap, "-t", topic])
+        .args(["-X", &format!("acks={acks}")])
+        .arg("-l")
+        .arg(file)
+        .stdin(Stdio::null())
+        .output()?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let err = String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(
+        out.status.success() && !err.contains("ailed"),
+        "kcat -P failed ({}): {err}",
+        out.status
+    );
+    Ok(elapsed)
+}
+
+/// Reads `topic` from the beginning to its end; (records, seconds).
+fn kcat_consume(bootstrap: &str, topic: &str) -> anyhow::Result<(u64, f64)> {
+    let start = Instant::now();
+    let mut child = Command::new("kcat")
+        .args([
+            "-C",
+            "-b",
+            bootstrap,
+            "-t",
+            topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ])
+        .args(["-f", "%p\n"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut n = 0;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, stdout);
+    let mut line = Vec::new();
+    while reader.read_until(b'\n', &mut line)? > 0 {
+        n += 1;
+        line.clear();
+    }
+    let status = child.wait()?;
+    anyhow::ensure!(status.success(), "kcat -C failed ({status})");
+    Ok((n, start.elapsed().as_secs_f64()))
+}
+
+fn latency(
+    args: &Args,
+    bootstrap: &str,
+    topic: &str,
+    size: usize,
+    acks: &str,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka_latency.py");
+    let out = Command::new(&args.python)
+        .arg(&script)
+        .args([bootstrap, topic, &size.to_string(), acks])
+        .args([args.rate.to_string(), args.latency_seconds.to_string()])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "kafka_latency.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let get = |key: &str| -> f64 {
+        text.split(&format!("\"{key}\": "))
+            .nth(1)
+            .and_then(|rest| rest.split([',', '}']).next())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    anyhow::ensure!(
+        text.contains("\"errors\": []"),
+        "delivery errors in the latency run: {text}"
+    );
+    Ok((get("p50_ms"), get("p99_ms"), get("rate")))
+}
+
+async fn cluster_rows(args: &Args, nodes: u32, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir_in(&args.dir)?;
+    let flags = ["--flush", args.flush.as_str()];
+    let (bootstrap, client, _one, _region) = if nodes == 1 {
+        let kafka: SocketAddr = free_addr();
+        let listen = kafka.to_string();
+        let mut all = vec!["--kafka-listen", listen.as_str()];
+        all.extend(flags);
+        let broker = BrokerProcess::start(&dir.path().join("broker"), &all).await?;
+        let client = broker.client().await;
+        (kafka.to_string(), client, Some(broker), None)
+    } else {
+        let region = Region::start_with_kafka(dir.path(), nodes, &flags).await?;
+        let bootstrap = region
+            .kafka
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let client = region.client().await;
+        (bootstrap, client, None, Some(region))
+    };
+    for size in [100usize, 1024] {
+        let file = records_file(&args.dir, size, args.records)?;
+        for acks in ["1", "all"] {
+            let topic = format!("bench-{size}-{acks}");
+            create_topic(&client, &topic).await?;
+            eprintln!(
+                "{nodes} node(s), {size} B, acks={acks}: producing {} records with kcat ...",
+                args.records
+            );
+            let produce = kcat_produce(&bootstrap, &topic, acks, &file)?;
+            eprintln!("  consuming them back ...");
+            let (n, consume) = kcat_consume(&bootstrap, &topic)?;
+            anyhow::ensure!(
+                n == args.records,
+                "{topic}: {n} records read back of {} produced",
+                args.records
+            );
+            eprintln!("  latency at {} records/s ...", args.rate);
+            let lat_topic = format!("lat-{size}-{acks}");
+            create_topic(&client, &lat_topic).await?;
+            let (p50, p99, rate) = latency(args, &bootstrap, &lat_topic, size, acks)?;
+            rows.push(Row {
+                nodes,
+                size,
+                acks,
+                produce_rps: args.records as f64 / produce,
+                consume_rps: n as f64 / consume,
+                p50_ms: p50,
+                p99_ms: p99,
+                latency_rate: rate,
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn create_topic(client: &meridian_client::Client, topic: &str) -> anyhow::Result<()> {
+    for attempt in 0.. {
+        match client.create_topic(topic, 3).await {
+            Ok(_) => return Ok(()),
+            // A region electing its first leaders.
+            Err(e) if attempt < 50 => {
+                eprintln!("  creating {topic}: {e}; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    unreachable!()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.python.exists(),
+        "{} not found: pass --python with confluent-kafka installed (scripts/test.sh builds .venv)",
+        args.python.display()
+    );
+    let mut rows = Vec::new();
+    cluster_rows(&args, 1, &mut rows).await?;
+    if !args.one_node_only {
+        cluster_rows(&args, 3, &mut rows).await?;
+    }
+    println!(
+        "| cluster | record | acks | produce records/s | MB/s | Kafka 3.9 records/s | ratio | consume records/s | p50 / p99 ms at {} records/s |",
+        args.rate
+    );
+    println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for r in &rows {
+        let reference = kafka_reference(r.nodes, r.size, r.acks);
+        let cluster = if r.nodes == 1 {
+            "1 broker, RF 1".to_owned()
+        } else {
+            format!("{} brokers, RF {}", r.nodes, r.nodes)
+        };
+        println!(
+            "| {cluster} | {} B | {} | {:.0} | {:.1} | {} | {} | {:.0} | {:.2} / {:.2}{} |",
+            r.size,
+            r.acks,
+            r.produce_rps,
+            r.produce_rps * r.size as f64 / 1e6,
+            reference.map_or("—".to_owned(), |k| format!("{k:.0}")),
+            reference.map_or("—".to_owned(), |k| format!("{:.2}", r.produce_rps / k)),
+            r.consume_rps,
+            r.p50_ms,
+            r.p99_ms,
+            if (r.latency_rate - args.rate as f64).abs() > args.rate as f64 * 0.05 {
+                format!(" (reached {:.0}/s)", r.latency_rate)
+            } else {
+                String::new()
+            }
+        );
+    }
+    if let Some(r) = rows
+        .iter()
+        .find(|r| r.nodes == 1 && r.size == 1024 && r.acks == "all")
+        && args.rate == 10_000
+    {
+        println!();
+        println!(
+            "p99 at 10k records/s of 1 KiB, one node, acks=all: {:.2} ms; Kafka 3.9: 16–20 ms; ratio (Kafka / Meridian) {:.2}",
+            r.p99_ms,
+            KAFKA_P99_10K_MS / r.p99_ms
+        );
+    }
+    println!(
+        "\n({} records per produce run, flush {}, data under {})",
+        args.records,
+        args.flush,
+        args.dir.display()
+    );
+    Ok(())
+}
