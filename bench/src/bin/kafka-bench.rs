@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use clap::Parser;
-use meridian_tests::{BrokerProcess, Region, free_addr};
+use meridian_tests::{BrokerProcess, Region, free_addr, wait_until_held};
 
 #[derive(Debug, Parser)]
 #[command(about = "Kafka-protocol throughput and latency with kcat and confluent-kafka")]
@@ -74,6 +74,8 @@ struct Row {
     p50_ms: f64,
     p99_ms: f64,
     latency_rate: f64,
+    /// Seconds from kcat's last acknowledgement until every record was readable.
+    settle: f64,
 }
 
 fn records_file(dir: &Path, size: usize, n: u64) -> anyhow::Result<PathBuf> {
@@ -214,6 +216,17 @@ async fn cluster_rows(args: &Args, nodes: u32, rows: &mut Vec<Row>) -> anyhow::R
                 args.records
             );
             let produce = kcat_produce(&bootstrap, &topic, acks, &file)?;
+            // acks=1 answers before replication: consumers see records once a quorum
+            // holds them (the high watermark), as with Kafka.
+            let settle = Instant::now();
+            wait_until_held(
+                &client,
+                &topic,
+                args.records,
+                std::time::Duration::from_secs(300),
+            )
+            .await;
+            let settle = settle.elapsed().as_secs_f64();
             eprintln!("  consuming them back ...");
             let (n, consume) = kcat_consume(&bootstrap, &topic)?;
             anyhow::ensure!(
@@ -231,6 +244,7 @@ async fn cluster_rows(args: &Args, nodes: u32, rows: &mut Vec<Row>) -> anyhow::R
                 acks,
                 produce_rps: args.records as f64 / produce,
                 consume_rps: n as f64 / consume,
+                settle,
                 p50_ms: p50,
                 p99_ms: p99,
                 latency_rate: rate,
@@ -269,10 +283,10 @@ async fn main() -> anyhow::Result<()> {
         cluster_rows(&args, 3, &mut rows).await?;
     }
     println!(
-        "| cluster | record | acks | produce records/s | MB/s | Kafka 3.9 records/s | ratio | consume records/s | p50 / p99 ms at {} records/s |",
+        "| cluster | record | acks | produce records/s | MB/s | Kafka 3.9 records/s | ratio | all readable after | consume records/s | p50 / p99 ms at {} records/s |",
         args.rate
     );
-    println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in &rows {
         let reference = kafka_reference(r.nodes, r.size, r.acks);
         let cluster = if r.nodes == 1 {
@@ -281,13 +295,14 @@ async fn main() -> anyhow::Result<()> {
             format!("{} brokers, RF {}", r.nodes, r.nodes)
         };
         println!(
-            "| {cluster} | {} B | {} | {:.0} | {:.1} | {} | {} | {:.0} | {:.2} / {:.2}{} |",
+            "| {cluster} | {} B | {} | {:.0} | {:.1} | {} | {} | {:.2} s | {:.0} | {:.2} / {:.2}{} |",
             r.size,
             r.acks,
             r.produce_rps,
             r.produce_rps * r.size as f64 / 1e6,
             reference.map_or("—".to_owned(), |k| format!("{k:.0}")),
             reference.map_or("—".to_owned(), |k| format!("{:.2}", r.produce_rps / k)),
+            r.settle,
             r.consume_rps,
             r.p50_ms,
             r.p99_ms,

@@ -82,6 +82,9 @@ impl Broker {
             // than stopping. Raft's safety assumes a replica keeps what it acknowledged, so
             // a wiped replica must not be one of a quorum that is also lost.
             allow_log_reversion: Some(true),
+            // Entries are whole produce batches (up to batch_bytes_max each): keep one
+            // append RPC to a bounded size.
+            max_payload_entries: 32,
             ..openraft::Config::default()
         };
         let raft_config = Arc::new(

@@ -281,6 +281,9 @@ struct SnapshotRequest {
     data: Vec<u8>,
 }
 
+/// The slowest transfer rate a raft RPC's timeout allows for (20 MB/s).
+const APPEND_BYTES_PER_MS: u64 = 20_000;
+
 impl GrpcConnection {
     async fn call<Req: Serialize, Resp: serde::de::DeserializeOwned>(
         &self,
@@ -289,6 +292,12 @@ impl GrpcConnection {
         timeout: Duration,
     ) -> Result<Resp, Unreachable<TypeConfig>> {
         let payload = rmp_serde::to_vec_named(request).map_err(|e| Unreachable::new(&e))?;
+        // openraft allows an append one heartbeat interval; entries of megabytes (a Kafka
+        // producer's batches) cannot cross in that, and a timed-out append is sent again
+        // whole, forever. Give each megabyte time at a pessimistic 20 MB/s.
+        let timeout = timeout.max(Duration::from_millis(
+            250 + payload.len() as u64 / APPEND_BYTES_PER_MS,
+        ));
         let addr = self.peers.address(self.target, &self.addr);
         let mut client = RaftTransportClient::new(self.peers.channel(&addr)?)
             .max_decoding_message_size(usize::MAX)
