@@ -15,8 +15,8 @@ die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 # Debian packages the tests need: protoc checks the committed gRPC code is fresh (and
 # etcd-client's build runs it); etcd-server is the real etcd the control-plane store tests
 # start on a free loopback port (never as a service); kcat is the third-party Kafka client the
-# Kafka listener's tests drive.
-packages=(protobuf-compiler etcd-server kcat)
+# Kafka listener's tests drive; chromium and chromium-driver run the console's browser tests.
+packages=(protobuf-compiler etcd-server kcat chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -32,6 +32,8 @@ fi
 command -v protoc >/dev/null || die "protoc not found after installing protobuf-compiler"
 command -v etcd >/dev/null || die "etcd not found after installing etcd-server"
 command -v kcat >/dev/null || die "kcat not found after installing kcat (the Kafka client tests use it)"
+[ -x /usr/bin/chromium ] || die "/usr/bin/chromium not found after installing chromium (the console's browser tests use it)"
+command -v chromedriver >/dev/null || die "chromedriver not found after installing chromium-driver"
 cargo fmt --version >/dev/null 2>&1 || die "rustfmt is missing: rustup component add rustfmt"
 cargo clippy --version >/dev/null 2>&1 || die "clippy is missing: rustup component add clippy"
 

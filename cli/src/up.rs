@@ -5,7 +5,8 @@
 //! the control plane, which places them on log groups in each region. The data directory is
 //! kept, so a second `meridian up` resumes where the first stopped. One mirror per region
 //! links it with every other region over QUIC, with certificates issued into the data
-//! directory (`certs/`) on the first run. The console joins when its issue lands.
+//! directory (`certs/`) on the first run. The web console starts last; its first admin's
+//! password is made on the first run and kept under `console/` in the data directory.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -60,6 +61,9 @@ pub(crate) struct Args {
     /// /metrics port of the first region's mirror (numbered the same way).
     #[arg(long, default_value_t = 9700)]
     mirror_metrics_port: u16,
+    /// Port of the web console.
+    #[arg(long, default_value_t = 7800)]
+    console_port: u16,
 }
 
 struct Running {
@@ -75,6 +79,7 @@ enum Stage {
     Control,
     Broker,
     Mirror,
+    Console,
 }
 
 struct BrokerAddrs {
@@ -110,10 +115,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         }
         Ok(path)
     };
-    let (control_bin, broker_bin, mirror_bin) = (
+    let (control_bin, broker_bin, mirror_bin, console_bin) = (
         binary("control-plane")?,
         binary("region-broker")?,
         binary("mirror")?,
+        binary("meridian-console")?,
     );
     let regions: Vec<&str> = REGION_NAMES[..args.regions as usize].to_vec();
     std::fs::create_dir_all(&args.data)
@@ -227,6 +233,23 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             mirrors.push((region.to_string(), listen, metrics));
         }
     }
+    let console_url = format!("http://127.0.0.1:{}", args.console_port);
+    let (console_config, admin_password) = console_config(&data.join("console"))?;
+    {
+        let mut cmd = tokio::process::Command::new(&console_bin);
+        cmd.arg("--config")
+            .arg(&console_config)
+            .args(["--listen", &format!("127.0.0.1:{}", args.console_port)])
+            .args(["--control", &control_addr])
+            .arg("--audit-log")
+            .arg(data.join("console").join("audit.log"));
+        processes.push(spawn(
+            cmd,
+            "console",
+            Stage::Console,
+            &data.join("console").join("console.log"),
+        )?);
+    }
     let result = async {
         wait_registered(&mut processes, &control_addr, &brokers).await?;
         let held_down = wait_regions_up(&mut processes, &control_addr, &regions).await?;
@@ -281,7 +304,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             "  certificates:   {} (mutual TLS between mirrors)",
             certs.display()
         );
-        println!("  console:        not built yet (it arrives with the console issue)");
+        println!(
+            "  console:        {console_url}    (user admin, password {admin_password})"
+        );
         println!("  data:           {}", data.display());
         println!(
             "  endpoints file: {} (the CLI reads it)",
@@ -367,7 +392,7 @@ fn spawn(
 /// Mirrors first, then brokers, then the control plane (SIGTERM, 30 s each at most).
 async fn stop(processes: &mut [Running]) {
     eprintln!("stopping the platform ...");
-    for stage in [Stage::Mirror, Stage::Broker, Stage::Control] {
+    for stage in [Stage::Console, Stage::Mirror, Stage::Broker, Stage::Control] {
         let mut group: Vec<&mut Running> =
             processes.iter_mut().filter(|p| p.stage == stage).collect();
         for p in group.iter() {
@@ -402,6 +427,41 @@ fn exited_early(p: &mut Running) -> anyhow::Result<()> {
         bail!("{} exited during start-up ({status}):\n{last}", p.name);
     }
     Ok(())
+}
+
+/// The console's configuration under `dir`, made on the first run with one admin whose
+/// password is random (kept beside it, readable by this user only, so every start can
+/// print it); the configuration file and the password.
+fn console_config(dir: &Path) -> anyhow::Result<(PathBuf, String)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (config, secret) = (dir.join("console.toml"), dir.join("admin-password"));
+    if config.exists() && secret.exists() {
+        let password = std::fs::read_to_string(&secret)
+            .with_context(|| format!("reading {}", secret.display()))?;
+        return Ok((config, password.trim().to_owned()));
+    }
+    let password = meridian_console::auth::random_hex(8);
+    let hash = meridian_console::auth::hash_password(&password)?;
+    let write = |path: &Path, text: &str| -> anyhow::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        std::io::Write::write_all(&mut f, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))
+    };
+    write(&secret, &format!("{password}\n"))?;
+    write(
+        &config,
+        &format!(
+            "# Users of the console (roles: viewer, operator, admin). Hash a password with\n# `meridian-console hash-password`.\n[[users]]\nname = \"admin\"\nrole = \"admin\"\npassword_hash = \"{hash}\"\n"
+        ),
+    )?;
+    Ok((config, password))
 }
 
 /// Waits until every region serves: a region the control plane marked down (every broker

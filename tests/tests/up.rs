@@ -34,6 +34,8 @@ struct Up {
     config: std::path::PathBuf,
     /// Kafka address of the first broker.
     kafka: String,
+    /// The console's address.
+    console: std::net::SocketAddr,
 }
 
 impl Up {
@@ -62,6 +64,7 @@ impl Up {
                 &port(42),
             ])
             .args(["--kafka-port", &port(48)])
+            .args(["--console-port", &port(61)])
             .args([
                 "--mirror-port",
                 &port(60),
@@ -81,6 +84,7 @@ impl Up {
             printed: String::new(),
             config: config.to_owned(),
             kafka: format!("127.0.0.1:{}", port(48)),
+            console: format!("127.0.0.1:{}", port(61)).parse().unwrap(),
         }
     }
 
@@ -170,6 +174,21 @@ impl Drop for Up {
     }
 }
 
+/// A form POST; the whole answer.
+fn http_post(addr: std::net::SocketAddr, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("the console listens");
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+}
+
 fn run_platform(extra: &[&str], store_says: &str, salt: u16) {
     let tmp = tempfile::tempdir().unwrap();
     let (data, config) = (tmp.path().join("data"), tmp.path().join("config"));
@@ -186,6 +205,32 @@ fn run_platform(extra: &[&str], store_says: &str, salt: u16) {
         .filter(|l| l.contains(" broker ") && l.contains("gRPC 127.0.0.1:"))
         .count();
     assert_eq!(brokers_printed, 6, "{}", up.printed);
+    // The console's URL and its first admin's credentials; they let one in.
+    let console_line = up
+        .printed
+        .lines()
+        .find(|l| l.contains("console:"))
+        .unwrap_or_else(|| panic!("no console line:\n{}", up.printed));
+    assert!(
+        console_line.contains(&format!("http://{}", up.console)),
+        "{console_line}"
+    );
+    let password = console_line
+        .split("password ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .expect("the admin's password is printed");
+    let login = http_post(
+        up.console,
+        "/login",
+        &format!("name=admin&password={password}"),
+    );
+    assert!(
+        login.contains(" 303 ") && login.contains("meridian_session="),
+        "{login}"
+    );
+    let wrong = http_post(up.console, "/login", "name=admin&password=wrong");
+    assert!(wrong.contains(" 401 "), "{wrong}");
 
     let (code, out, err) = up.cli(&["--json", "broker", "list"]);
     assert_eq!(code, 0, "{err}");
@@ -237,7 +282,7 @@ fn run_platform(extra: &[&str], store_says: &str, salt: u16) {
     );
     assert_eq!(
         printed.matches("stopped (exit status: 0)").count(),
-        9,
+        10,
         "{printed}"
     );
 

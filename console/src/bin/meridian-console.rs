@@ -1,0 +1,181 @@
+//! The console daemon: `meridian-console --control ADDR --users FILE`, or
+//! `meridian-console hash-password` to make a user's password hash.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use meridian_console::auth::{Auth, User};
+use meridian_console::{Console, audit::Audit};
+use serde::Deserialize;
+use tracing_subscriber::EnvFilter;
+
+/// Meridian's web console.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// TOML configuration file (keys as the flags, with underscores, and [[users]]); flags
+    /// override it.
+    #[arg(long, env = "MERIDIAN_CONSOLE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address of the web console.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Address of the Prometheus /metrics endpoint (also served at /metrics on --listen).
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// Control-plane address(es), comma-separated.
+    #[arg(long)]
+    control: Option<String>,
+    /// The audit log (JSON lines).
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Reads a password on standard input; prints its hash for a [[users]] entry.
+    HashPassword,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    listen: SocketAddr,
+    metrics_listen: Option<SocketAddr>,
+    control: String,
+    audit_log: PathBuf,
+    users: Vec<User>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:7800".parse().expect("valid address"),
+            metrics_listen: None,
+            control: "127.0.0.1:7300".into(),
+            audit_log: PathBuf::from("meridian-console-audit.log"),
+            users: Vec::new(),
+        }
+    }
+}
+
+fn config(args: &Args) -> anyhow::Result<Config> {
+    let mut c = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?
+        }
+        None => Config::default(),
+    };
+    if let Some(l) = args.listen {
+        c.listen = l;
+    }
+    if let Some(m) = args.metrics_listen {
+        c.metrics_listen = Some(m);
+    }
+    if let Some(control) = &args.control {
+        c.control = control.clone();
+    }
+    if let Some(a) = &args.audit_log {
+        c.audit_log = a.clone();
+    }
+    anyhow::ensure!(
+        !c.control.trim().is_empty(),
+        "control is empty: pass --control HOST:PORT (the control plane's address)"
+    );
+    Ok(c)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(Command::HashPassword) = args.command {
+        let mut password = String::new();
+        std::io::stdin()
+            .read_line(&mut password)
+            .context("reading the password")?;
+        let password = password.trim_end_matches(['\n', '\r']);
+        anyhow::ensure!(!password.is_empty(), "the password is empty");
+        println!("{}", meridian_console::auth::hash_password(password)?);
+        return Ok(());
+    }
+    let filter = EnvFilter::try_from_env("MERIDIAN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .init();
+    }
+    let config = config(&args).context("invalid configuration")?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let mut builder = metrics_exporter_prometheus::PrometheusBuilder::new();
+    if let Some(m) = config.metrics_listen {
+        builder = builder.with_http_listener(m);
+    }
+    let handle = if config.metrics_listen.is_some() {
+        builder.install().context("starting the metrics endpoint")?;
+        None
+    } else {
+        Some(
+            builder
+                .install_recorder()
+                .context("installing the metrics recorder")?,
+        )
+    };
+    let auth = Auth::new(config.users).context("users")?;
+    let audit = Audit::open(config.audit_log.clone())?;
+    let app = Arc::new(Console {
+        control: config.control.clone(),
+        auth,
+        audit,
+        throughput: Default::default(),
+        metrics: handle,
+    });
+    let sampler = tokio::spawn(meridian_console::charts::sample(app.clone()));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding the console to {}", config.listen))?;
+    tracing::info!(listen = %config.listen, control = %config.control, audit = %config.audit_log.display(), "console ready");
+    axum::serve(listener, meridian_console::router(app))
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("serving the console")?;
+    sampler.abort();
+    tracing::info!("console stopped");
+    Ok(())
+}
+
+async fn shutdown() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+    }
+}

@@ -1,0 +1,695 @@
+//! What the console shows and changes, from the control plane (regions, brokers, log
+//! groups, topics, failover) and the brokers of a region (offsets, messages, consumer
+//! group commits). Pages and the JSON API both use these, so they always agree.
+
+use std::time::Duration;
+
+use meridian_client::{Client, ConsumerConfig, OffsetSpec, StartFrom};
+use meridian_proto::v1;
+use serde::Serialize;
+
+/// An error to show: what failed, in the words of whoever refused.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct Failed(pub String);
+
+impl Failed {
+    fn of(what: &str, e: impl std::fmt::Display) -> Failed {
+        Failed(format!("{what}: {e}"))
+    }
+}
+
+type Control = v1::control_plane_client::ControlPlaneClient<tonic::transport::Channel>;
+
+async fn control(addrs: &str) -> Result<Control, Failed> {
+    meridian_client::connect_control(addrs)
+        .await
+        .map_err(|e| Failed::of("reaching the control plane", e))
+}
+
+/// Runs a control-plane write on its leader.
+async fn on_leader<T, F, Fut>(addrs: &str, what: &str, call: F) -> Result<T, Failed>
+where
+    F: FnMut(Control) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let client = control(addrs).await?;
+    meridian_client::on_control_leader(client, addrs, call)
+        .await
+        .map_err(|s| Failed::of(what, s.message()))
+}
+
+/// A broker as the console lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Broker {
+    pub id: u32,
+    pub grpc: String,
+    pub kafka: String,
+    pub live: bool,
+    /// Log groups it is a replica of, and how many of them it leads.
+    pub replicas: usize,
+    pub leads: usize,
+}
+
+/// A log group of a region.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogGroup {
+    pub id: u32,
+    pub strategy: String,
+    pub replicas: Vec<u32>,
+    pub leader: Option<u32>,
+    pub epoch: u64,
+    pub partitions: u32,
+}
+
+/// A region with its brokers and log groups.
+#[derive(Debug, Clone, Serialize)]
+pub struct Region {
+    pub name: String,
+    pub up: bool,
+    pub reason: String,
+    pub by_operator: bool,
+    pub brokers: Vec<Broker>,
+    pub groups: Vec<LogGroup>,
+    pub live_brokers: usize,
+    pub leaderless_groups: usize,
+}
+
+/// Every region, with brokers and log groups.
+pub async fn regions(addrs: &str) -> Result<Vec<Region>, Failed> {
+    let mut c = control(addrs).await?;
+    let listed = c
+        .list_regions(v1::ListRegionsRequest {})
+        .await
+        .map_err(|s| Failed::of("listing regions", s.message()))?
+        .into_inner()
+        .regions;
+    let brokers = c
+        .list_brokers(v1::ListBrokersRequest::default())
+        .await
+        .map_err(|s| Failed::of("listing brokers", s.message()))?
+        .into_inner()
+        .brokers;
+    let mut out = Vec::new();
+    for r in listed {
+        let groups: Vec<LogGroup> = c
+            .list_log_groups(v1::ListLogGroupsRequest {
+                region: r.name.clone(),
+            })
+            .await
+            .map_err(|s| Failed::of("listing log groups", s.message()))?
+            .into_inner()
+            .groups
+            .into_iter()
+            .map(|g| LogGroup {
+                id: g.id,
+                strategy: g.strategy,
+                replicas: g.replicas,
+                leader: g.leader,
+                epoch: g.epoch,
+                partitions: g.partitions,
+            })
+            .collect();
+        let mut bs: Vec<Broker> = brokers
+            .iter()
+            .filter(|b| b.region == r.name)
+            .map(|b| Broker {
+                id: b.id,
+                grpc: b.grpc.clone(),
+                kafka: b.kafka.clone(),
+                live: b.live,
+                replicas: groups.iter().filter(|g| g.replicas.contains(&b.id)).count(),
+                leads: groups.iter().filter(|g| g.leader == Some(b.id)).count(),
+            })
+            .collect();
+        bs.sort_by_key(|b| b.id);
+        out.push(Region {
+            up: r.state == "up",
+            live_brokers: bs.iter().filter(|b| b.live).count(),
+            leaderless_groups: groups.iter().filter(|g| g.leader.is_none()).count(),
+            name: r.name,
+            reason: r.reason,
+            by_operator: r.by_operator,
+            brokers: bs,
+            groups,
+        });
+    }
+    Ok(out)
+}
+
+/// A topic as the list shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Topic {
+    pub name: String,
+    pub id: u32,
+    pub partitions: u32,
+    pub replication: String,
+    pub replication_factor: u32,
+    pub regions: Vec<String>,
+    pub home: Option<String>,
+    pub retention: String,
+    pub acks: String,
+    pub created_ms: i64,
+}
+
+fn topic_row(d: &v1::TopicDescription) -> Topic {
+    let spec = d.spec.clone().unwrap_or_default();
+    Topic {
+        name: spec.name,
+        id: d.id,
+        partitions: spec.partitions,
+        replication: spec.replication,
+        replication_factor: spec.replication_factor,
+        regions: spec.regions,
+        home: spec.home.filter(|h| !h.is_empty()),
+        retention: spec.retention,
+        acks: spec.acks,
+        created_ms: d.created_ms,
+    }
+}
+
+/// Every topic, those whose name contains `query` (case-insensitive) when one is given.
+pub async fn topics(addrs: &str, query: &str) -> Result<Vec<Topic>, Failed> {
+    let mut c = control(addrs).await?;
+    let q = query.to_lowercase();
+    let mut out: Vec<Topic> = c
+        .list_topics(v1::ControlListTopicsRequest {})
+        .await
+        .map_err(|s| Failed::of("listing topics", s.message()))?
+        .into_inner()
+        .topics
+        .iter()
+        .map(topic_row)
+        .filter(|t| t.name.to_lowercase().contains(&q))
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// One partition of a topic in one region.
+#[derive(Debug, Clone, Serialize)]
+pub struct Partition {
+    pub partition: u32,
+    pub log_group: u32,
+    pub replicas: Vec<u32>,
+    pub leader: Option<u32>,
+    pub epoch: u64,
+    pub earliest: Option<u64>,
+    pub latest: Option<u64>,
+}
+
+/// A topic in one region.
+#[derive(Debug, Clone, Serialize)]
+pub struct Placement {
+    pub region: String,
+    pub partitions: Vec<Partition>,
+    /// Why offsets are missing, when the region's brokers did not answer.
+    pub offsets_error: Option<String>,
+}
+
+/// A topic with its placement in every region and each partition's offsets.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicDetail {
+    pub topic: Topic,
+    pub placements: Vec<Placement>,
+}
+
+/// Describes a topic.
+pub async fn topic(addrs: &str, name: &str) -> Result<TopicDetail, Failed> {
+    let mut c = control(addrs).await?;
+    let d = c
+        .describe_topic(v1::TopicNameRequest {
+            name: name.to_owned(),
+        })
+        .await
+        .map_err(|s| Failed::of(&format!("describing topic {name}"), s.message()))?
+        .into_inner();
+    let mut placements = Vec::new();
+    for p in &d.placements {
+        let mut partitions: Vec<Partition> = p
+            .partition_groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let group = p.groups.iter().find(|lg| lg.id == *g);
+                Partition {
+                    partition: i as u32,
+                    log_group: *g,
+                    replicas: group.map(|lg| lg.replicas.clone()).unwrap_or_default(),
+                    leader: group.and_then(|lg| lg.leader),
+                    epoch: group.map_or(0, |lg| lg.epoch),
+                    earliest: None,
+                    latest: None,
+                }
+            })
+            .collect();
+        let offsets_error = match region_client(addrs, name, &p.region).await {
+            Ok(client) => {
+                let mut error = None;
+                for part in &mut partitions {
+                    match offsets(&client, name, part.partition).await {
+                        Ok((e, l)) => (part.earliest, part.latest) = (Some(e), Some(l)),
+                        Err(e) => error = Some(e.0),
+                    }
+                }
+                error
+            }
+            Err(e) => Some(e.0),
+        };
+        placements.push(Placement {
+            region: p.region.clone(),
+            partitions,
+            offsets_error,
+        });
+    }
+    Ok(TopicDetail {
+        topic: topic_row(&d),
+        placements,
+    })
+}
+
+async fn offsets(client: &Client, topic: &str, partition: u32) -> Result<(u64, u64), Failed> {
+    let what = || format!("offsets of {topic}/{partition}");
+    let (earliest, _) = client
+        .list_offset(topic, partition, OffsetSpec::Earliest)
+        .await
+        .map_err(|e| Failed::of(&what(), e))?;
+    let (latest, _) = client
+        .list_offset(topic, partition, OffsetSpec::Latest)
+        .await
+        .map_err(|e| Failed::of(&what(), e))?;
+    Ok((earliest, latest))
+}
+
+/// A client of the brokers of `region` serving `topic` (the region must be healthy).
+async fn region_client(addrs: &str, topic: &str, region: &str) -> Result<Client, Failed> {
+    let (client, route) = Client::connect_routed(addrs, topic, Some(region))
+        .await
+        .map_err(|e| Failed::of(&format!("reaching region {region}"), e))?;
+    if route.region != region {
+        return Err(Failed(format!(
+            "region {region} is not healthy (the control plane routes to {} instead)",
+            route.region
+        )));
+    }
+    Ok(client)
+}
+
+/// What the create form asks.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct NewTopic {
+    pub name: String,
+    #[serde(default)]
+    pub partitions: String,
+    /// Comma-separated; empty: every region.
+    #[serde(default)]
+    pub regions: String,
+    #[serde(default)]
+    pub replication: String,
+    #[serde(default)]
+    pub replication_factor: String,
+    /// "strict" for a strictly ordered topic.
+    #[serde(default)]
+    pub ordering: String,
+    #[serde(default)]
+    pub home: String,
+    #[serde(default)]
+    pub retention: String,
+}
+
+fn number(field: &str, text: &str) -> Result<u32, Failed> {
+    if text.trim().is_empty() {
+        return Ok(0);
+    }
+    text.trim()
+        .parse()
+        .map_err(|_| Failed(format!("{field}: {text:?} is not a whole number")))
+}
+
+/// Creates a topic; the control plane validates it (its message names the field).
+pub async fn create_topic(addrs: &str, t: &NewTopic) -> Result<Topic, Failed> {
+    let strict = t.ordering == "strict";
+    if strict && t.home.trim().is_empty() {
+        return Err(Failed(
+            "home: a strictly ordered topic needs a home region (the one region that accepts its writes)".into(),
+        ));
+    }
+    let spec = v1::TopicSpec {
+        name: t.name.trim().to_owned(),
+        partitions: number("partitions", &t.partitions)?,
+        replication: t.replication.trim().to_owned(),
+        replication_factor: number("replication factor", &t.replication_factor)?,
+        regions: t
+            .regions
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        home: strict.then(|| t.home.trim().to_owned()),
+        retention: t.retention.trim().to_owned(),
+        acks: String::new(),
+    };
+    let created = on_leader(addrs, "creating the topic", |mut c| {
+        let spec = spec.clone();
+        async move {
+            c.create_topic(v1::ControlCreateTopicRequest { spec: Some(spec) })
+                .await
+        }
+    })
+    .await?;
+    Ok(topic_row(&created))
+}
+
+/// Grows a topic's partitions and/or changes its retention.
+pub async fn alter_topic(
+    addrs: &str,
+    name: &str,
+    partitions: Option<u32>,
+    retention: Option<String>,
+) -> Result<Topic, Failed> {
+    let altered = on_leader(addrs, "altering the topic", |mut c| {
+        let request = v1::AlterTopicRequest {
+            name: name.to_owned(),
+            partitions,
+            retention: retention.clone(),
+            ..Default::default()
+        };
+        async move { c.alter_topic(request).await }
+    })
+    .await?;
+    Ok(topic_row(&altered))
+}
+
+/// Deletes a topic.
+pub async fn delete_topic(addrs: &str, name: &str) -> Result<(), Failed> {
+    on_leader(addrs, "deleting the topic", |mut c| {
+        let name = name.to_owned();
+        async move { c.delete_topic(v1::TopicNameRequest { name }).await }
+    })
+    .await
+    .map(drop)
+}
+
+/// Fails a region over (`fail`) or restores it.
+pub async fn set_region(addrs: &str, name: &str, fail: bool) -> Result<(), Failed> {
+    let what = if fail {
+        "failing the region over"
+    } else {
+        "restoring the region"
+    };
+    on_leader(addrs, what, |mut c| {
+        let name = name.to_owned();
+        async move {
+            let r = v1::RegionNameRequest { name };
+            if fail {
+                c.fail_region(r).await
+            } else {
+                c.restore_region(r).await
+            }
+        }
+    })
+    .await
+    .map(drop)
+}
+
+/// What failing a region over costs, for the confirmation page.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailoverCost {
+    pub region: String,
+    /// Healthy regions clients move to.
+    pub others: Vec<String>,
+    /// Topics whose writes it takes (spanning it).
+    pub topics: Vec<String>,
+    /// Strictly ordered topics homed there: their writes stop until their home moves.
+    pub homed: Vec<String>,
+    /// Topics that live only there: unreadable until it is restored.
+    pub only_here: Vec<String>,
+}
+
+/// What failing `region` over would cost.
+pub async fn failover_cost(addrs: &str, region: &str) -> Result<FailoverCost, Failed> {
+    let regions = regions(addrs).await?;
+    let topics = topics(addrs, "").await?;
+    let all: Vec<String> = regions.iter().map(|r| r.name.clone()).collect();
+    let spans = |t: &Topic| t.regions.iter().any(|r| r == region) || t.regions.is_empty();
+    Ok(FailoverCost {
+        region: region.to_owned(),
+        others: regions
+            .iter()
+            .filter(|r| r.up && r.name != region)
+            .map(|r| r.name.clone())
+            .collect(),
+        topics: topics
+            .iter()
+            .filter(|t| spans(t))
+            .map(|t| t.name.clone())
+            .collect(),
+        homed: topics
+            .iter()
+            .filter(|t| t.home.as_deref() == Some(region))
+            .map(|t| t.name.clone())
+            .collect(),
+        only_here: topics
+            .iter()
+            .filter(|t| {
+                let named = if t.regions.is_empty() {
+                    &all
+                } else {
+                    &t.regions
+                };
+                named.len() == 1 && named[0] == region
+            })
+            .map(|t| t.name.clone())
+            .collect(),
+    })
+}
+
+/// A message as the browser shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub time: String,
+    pub key: String,
+    pub value: String,
+    pub headers: String,
+    pub origin_region: String,
+}
+
+/// Where the browser starts reading.
+#[derive(Debug, Clone)]
+pub enum From {
+    Offset(u64),
+    Time(i64),
+    Beginning,
+}
+
+impl From {
+    /// `beginning`, an offset, or an RFC 3339 time.
+    pub fn parse(text: &str) -> Result<From, Failed> {
+        let t = text.trim();
+        if t.is_empty() || t == "beginning" {
+            return Ok(From::Beginning);
+        }
+        if let Ok(o) = t.parse() {
+            return Ok(From::Offset(o));
+        }
+        humantime::parse_rfc3339_weak(t)
+            .map(|time| {
+                From::Time(
+                    time.duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64),
+                )
+            })
+            .map_err(|_| {
+                Failed(format!(
+                    "from: {t:?} is not an offset, \"beginning\" or a time like 2026-12-01T10:00:00Z"
+                ))
+            })
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    let s = String::from_utf8_lossy(b);
+    if s.chars().count() > 300 {
+        format!("{}…", s.chars().take(300).collect::<String>())
+    } else {
+        s.into_owned()
+    }
+}
+
+/// Up to `max` messages of one partition of `topic` in `region`, from `from` on.
+pub async fn messages(
+    addrs: &str,
+    topic: &str,
+    region: &str,
+    partition: u32,
+    from: From,
+    max: usize,
+) -> Result<Vec<Message>, Failed> {
+    let client = region_client(addrs, topic, region).await?;
+    let mut consumer = client.consumer(ConsumerConfig {
+        group: None,
+        start: match from {
+            From::Beginning => StartFrom::Beginning,
+            From::Offset(o) => StartFrom::Offset(o),
+            From::Time(t) => StartFrom::Time(t),
+        },
+        fetch_bytes_max: 1 << 20,
+    });
+    consumer
+        .assign(topic, &[partition])
+        .await
+        .map_err(|e| Failed::of(&format!("reading {topic}/{partition}"), e))?;
+    let mut out = Vec::new();
+    for _ in 0..5 {
+        let got = consumer
+            .poll(Duration::from_millis(200))
+            .await
+            .map_err(|e| Failed::of(&format!("reading {topic}/{partition}"), e))?;
+        if got.is_empty() {
+            break;
+        }
+        for m in got {
+            if out.len() >= max {
+                break;
+            }
+            out.push(Message {
+                partition: m.partition,
+                offset: m.offset,
+                timestamp_ms: m.timestamp_ms,
+                time: humantime::format_rfc3339_millis(
+                    std::time::UNIX_EPOCH + Duration::from_millis(m.timestamp_ms.max(0) as u64),
+                )
+                .to_string(),
+                key: m.key.as_deref().map(text).unwrap_or_default(),
+                value: text(&m.value),
+                headers: m
+                    .headers
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", text(v)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                origin_region: m.origin_region,
+            });
+        }
+        if out.len() >= max {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// A consumer group's place on one partition.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupPartition {
+    pub partition: u32,
+    pub committed: Option<u64>,
+    pub earliest: u64,
+    pub latest: u64,
+    /// Messages not yet consumed (latest - committed; all retained ones without a commit).
+    pub lag: u64,
+    /// Where a reset would move it (the preview), when one was asked.
+    pub reset_to: Option<u64>,
+}
+
+/// Where a reset moves a group.
+#[derive(Debug, Clone)]
+pub enum ResetTo {
+    Beginning,
+    End,
+    Offset(u64),
+    Time(i64),
+}
+
+impl ResetTo {
+    /// `beginning`, `end`, an offset, or an RFC 3339 time.
+    pub fn parse(text: &str) -> Result<ResetTo, Failed> {
+        match text.trim() {
+            "beginning" => Ok(ResetTo::Beginning),
+            "end" => Ok(ResetTo::End),
+            t => match From::parse(t)? {
+                From::Offset(o) => Ok(ResetTo::Offset(o)),
+                From::Time(ms) => Ok(ResetTo::Time(ms)),
+                From::Beginning => {
+                    Err(Failed("to: say beginning, end, an offset or a time".into()))
+                }
+            },
+        }
+    }
+}
+
+/// A group's committed offsets and lag on every partition of `topic` in `region`; with
+/// `reset`, where a reset would move each partition (nothing is changed).
+pub async fn group(
+    addrs: &str,
+    group: &str,
+    topic: &str,
+    region: &str,
+    reset: Option<&ResetTo>,
+) -> Result<Vec<GroupPartition>, Failed> {
+    meridian_proto::names::validate("group", group).map_err(|e| Failed(e.to_string()))?;
+    let client = region_client(addrs, topic, region).await?;
+    let info = client
+        .describe_topic(topic)
+        .await
+        .map_err(|e| Failed::of(&format!("describing {topic}"), e))?;
+    let mut out = Vec::new();
+    for p in 0..info.partitions.len() as u32 {
+        let committed = client
+            .committed_offset(group, topic, p)
+            .await
+            .map_err(|e| Failed::of(&format!("the commit of {group} on {topic}/{p}"), e))?;
+        let (earliest, latest) = offsets(&client, topic, p).await?;
+        let reset_to = match reset {
+            None => None,
+            Some(ResetTo::Beginning) => Some(earliest),
+            Some(ResetTo::End) => Some(latest),
+            Some(ResetTo::Offset(o)) => Some((*o).clamp(earliest, latest)),
+            Some(ResetTo::Time(t)) => Some(
+                client
+                    .list_offset(topic, p, OffsetSpec::Time(*t))
+                    .await
+                    .map_err(|e| Failed::of("finding the offset of that time", e))?
+                    .0,
+            ),
+        };
+        out.push(GroupPartition {
+            partition: p,
+            committed,
+            earliest,
+            latest,
+            lag: latest.saturating_sub(committed.unwrap_or(earliest).max(earliest)),
+            reset_to,
+        });
+    }
+    Ok(out)
+}
+
+/// Resets a group on every partition of `topic` in `region`; the plan it applied.
+pub async fn reset_group(
+    addrs: &str,
+    group_name: &str,
+    topic: &str,
+    region: &str,
+    to: &ResetTo,
+) -> Result<Vec<GroupPartition>, Failed> {
+    let plan = group(addrs, group_name, topic, region, Some(to)).await?;
+    let client = region_client(addrs, topic, region).await?;
+    for p in &plan {
+        if let Some(offset) = p.reset_to {
+            client
+                .commit_offset(group_name, topic, p.partition, offset)
+                .await
+                .map_err(|e| {
+                    Failed::of(
+                        &format!("committing {offset} on {topic}/{}", p.partition),
+                        e,
+                    )
+                })?;
+        }
+    }
+    Ok(plan)
+}

@@ -1,0 +1,893 @@
+//! The HTML pages. Reads are GETs any logged-in user may make; every change is a POST
+//! that checks the session's CSRF token and role before anything else, and is audited.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use crate::auth::{COOKIE, Role};
+use crate::data::{self, Failed};
+use crate::{App, Me, Refused};
+
+/// The page routes.
+pub fn routes() -> axum::Router<App> {
+    axum::Router::new()
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/", get(overview))
+        .route("/brokers", get(brokers))
+        .route("/topics", get(topics).post(create_topic))
+        .route("/topics/{name}", get(topic))
+        .route("/topics/{name}/alter", post(alter_topic))
+        .route("/topics/{name}/delete", post(delete_topic))
+        .route(
+            "/regions/{name}/{action}",
+            get(confirm_region).post(change_region),
+        )
+        .route("/messages", get(messages))
+        .route("/groups", get(groups))
+        .route("/groups/reset", post(reset_group))
+        .route("/audit", get(audit))
+}
+
+/// What the page header shows.
+#[derive(Debug, Clone, Default)]
+pub struct Nav {
+    pub title: String,
+    pub user: String,
+    pub role: &'static str,
+    pub csrf: String,
+    pub can_operate: bool,
+    pub is_admin: bool,
+}
+
+impl Nav {
+    fn of(me: &Me, title: &str) -> Nav {
+        Nav {
+            title: title.to_owned(),
+            user: me.session.user.clone(),
+            role: me.session.role.as_str(),
+            csrf: me.session.csrf.clone(),
+            can_operate: me.session.role >= Role::Operator,
+            is_admin: me.session.role >= Role::Admin,
+        }
+    }
+}
+
+fn render(t: &impl Template) -> Response {
+    match t.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering a page failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "rendering the page failed",
+            )
+                .into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    nav: Nav,
+    heading: &'a str,
+    message: &'a str,
+}
+
+/// A page saying what went wrong.
+pub fn error_page(heading: &str, message: &str) -> Html<String> {
+    let page = ErrorPage {
+        nav: Nav {
+            title: heading.to_owned(),
+            ..Nav::default()
+        },
+        heading,
+        message,
+    };
+    Html(page.render().unwrap_or_else(|_| message.to_owned()))
+}
+
+fn failed(e: Failed) -> Response {
+    (
+        StatusCode::BAD_GATEWAY,
+        error_page("The platform refused", &e.0),
+    )
+        .into_response()
+}
+
+/// Percent-encodes a URL component.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+// ---- login ----
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct Login {
+    nav: Nav,
+    error: String,
+    next: String,
+}
+
+#[derive(Deserialize)]
+struct Next {
+    #[serde(default)]
+    next: String,
+}
+
+async fn login_page(Query(q): Query<Next>) -> Response {
+    render(&Login {
+        nav: Nav {
+            title: "Log in".into(),
+            ..Nav::default()
+        },
+        error: String::new(),
+        next: q.next,
+    })
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    name: String,
+    password: String,
+    #[serde(default)]
+    next: String,
+}
+
+async fn login(State(app): State<App>, Form(f): Form<LoginForm>) -> Response {
+    match app.auth.login(&f.name, &f.password) {
+        Some((id, session)) => {
+            app.audit.record(&session, "login", "", "ok");
+            // Only a path on this site: never an address elsewhere.
+            let next = if f.next.starts_with('/') && !f.next.starts_with("//") {
+                f.next
+            } else {
+                "/".into()
+            };
+            (
+                [(
+                    header::SET_COOKIE,
+                    format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/"),
+                )],
+                Redirect::to(&next),
+            )
+                .into_response()
+        }
+        None => {
+            app.audit
+                .record_as(&f.name, "", "login", "", "refused: wrong name or password");
+            let page = Login {
+                nav: Nav {
+                    title: "Log in".into(),
+                    ..Nav::default()
+                },
+                error: "Wrong name or password.".into(),
+                next: f.next,
+            };
+            (StatusCode::UNAUTHORIZED, render(&page)).into_response()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfOnly {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(
+    State(app): State<App>,
+    me: Me,
+    headers: HeaderMap,
+    Form(f): Form<CsrfOnly>,
+) -> Response {
+    if let Err(r) = me.check_csrf(&app, &f.csrf, "logout", "") {
+        return r.into_response();
+    }
+    if let Some(id) = headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::auth::cookie_value)
+    {
+        app.auth.logout(id);
+    }
+    app.audit.record(&me.session, "logout", "", "ok");
+    (
+        [(
+            header::SET_COOKIE,
+            format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+        )],
+        Redirect::to("/login"),
+    )
+        .into_response()
+}
+
+// ---- overview, brokers ----
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct Overview {
+    nav: Nav,
+    regions: Vec<data::Region>,
+    topics: usize,
+    notice: String,
+    chart: String,
+}
+
+#[derive(Deserialize, Default)]
+struct Notice {
+    #[serde(default)]
+    notice: String,
+}
+
+async fn overview(State(app): State<App>, me: Me, Query(n): Query<Notice>) -> Response {
+    let regions = match data::regions(&app.control).await {
+        Ok(r) => r,
+        Err(e) => return failed(e),
+    };
+    let topics = data::topics(&app.control, "").await.map_or(0, |t| t.len());
+    render(&Overview {
+        nav: Nav::of(&me, "Overview"),
+        regions,
+        topics,
+        notice: n.notice,
+        chart: crate::charts::svg(&app.throughput.rates()),
+    })
+}
+
+#[derive(Template)]
+#[template(path = "brokers.html")]
+struct Brokers {
+    nav: Nav,
+    regions: Vec<data::Region>,
+}
+
+async fn brokers(State(app): State<App>, me: Me) -> Response {
+    match data::regions(&app.control).await {
+        Ok(regions) => render(&Brokers {
+            nav: Nav::of(&me, "Brokers"),
+            regions,
+        }),
+        Err(e) => failed(e),
+    }
+}
+
+// ---- topics ----
+
+#[derive(Template)]
+#[template(path = "topics.html")]
+struct Topics {
+    nav: Nav,
+    q: String,
+    topics: Vec<data::Topic>,
+    error: String,
+    notice: String,
+    form: data::NewTopic,
+}
+
+#[derive(Deserialize, Default)]
+struct Search {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    notice: String,
+}
+
+async fn topics(State(app): State<App>, me: Me, Query(s): Query<Search>) -> Response {
+    match data::topics(&app.control, &s.q).await {
+        Ok(topics) => render(&Topics {
+            nav: Nav::of(&me, "Topics"),
+            q: s.q,
+            topics,
+            error: String::new(),
+            notice: s.notice,
+            form: data::NewTopic::default(),
+        }),
+        Err(e) => failed(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct CreateForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(flatten)]
+    topic: data::NewTopic,
+}
+
+async fn create_topic(State(app): State<App>, me: Me, Form(f): Form<CreateForm>) -> Response {
+    let name = f.topic.name.clone();
+    if let Err(r) = me
+        .check_csrf(&app, &f.csrf, "create topic", &name)
+        .and_then(|()| me.require(&app, Role::Operator, "create topic", &name))
+    {
+        return r.into_response();
+    }
+    match data::create_topic(&app.control, &f.topic).await {
+        Ok(t) => {
+            app.audit.record(&me.session, "create topic", &name, "ok");
+            Redirect::to(&format!(
+                "/topics?notice={}",
+                url_encode(&format!(
+                    "Created topic {} with {} partitions.",
+                    t.name, t.partitions
+                ))
+            ))
+            .into_response()
+        }
+        Err(e) => {
+            app.audit
+                .record(&me.session, "create topic", &name, &format!("failed: {e}"));
+            let topics = data::topics(&app.control, "").await.unwrap_or_default();
+            let page = Topics {
+                nav: Nav::of(&me, "Topics"),
+                q: String::new(),
+                topics,
+                error: e.0,
+                notice: String::new(),
+                form: f.topic,
+            };
+            (StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "topic.html")]
+struct TopicPage {
+    nav: Nav,
+    d: data::TopicDetail,
+    notice: String,
+    error: String,
+}
+
+async fn topic(
+    State(app): State<App>,
+    me: Me,
+    Path(name): Path<String>,
+    Query(n): Query<Notice>,
+) -> Response {
+    match data::topic(&app.control, &name).await {
+        Ok(d) => render(&TopicPage {
+            nav: Nav::of(&me, &format!("Topic {name}")),
+            d,
+            notice: n.notice,
+            error: String::new(),
+        }),
+        Err(e) => failed(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct AlterForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    partitions: String,
+    #[serde(default)]
+    retention: String,
+}
+
+async fn alter_topic(
+    State(app): State<App>,
+    me: Me,
+    Path(name): Path<String>,
+    Form(f): Form<AlterForm>,
+) -> Response {
+    if let Err(r) = me
+        .check_csrf(&app, &f.csrf, "alter topic", &name)
+        .and_then(|()| me.require(&app, Role::Operator, "alter topic", &name))
+    {
+        return r.into_response();
+    }
+    let partitions = match f.partitions.trim() {
+        "" => None,
+        p => match p.parse() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                return failed(Failed(format!("partitions: {p:?} is not a whole number")));
+            }
+        },
+    };
+    let retention = Some(f.retention.trim().to_owned()).filter(|r| !r.is_empty());
+    match data::alter_topic(&app.control, &name, partitions, retention).await {
+        Ok(t) => {
+            app.audit.record(&me.session, "alter topic", &name, "ok");
+            Redirect::to(&format!(
+                "/topics/{}?notice={}",
+                url_encode(&name),
+                url_encode(&format!(
+                    "Altered: {} partitions, retention {}.",
+                    t.partitions, t.retention
+                ))
+            ))
+            .into_response()
+        }
+        Err(e) => {
+            app.audit
+                .record(&me.session, "alter topic", &name, &format!("failed: {e}"));
+            failed(e)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct DeleteForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+async fn delete_topic(
+    State(app): State<App>,
+    me: Me,
+    Path(name): Path<String>,
+    Form(f): Form<DeleteForm>,
+) -> Response {
+    if let Err(r) = me
+        .check_csrf(&app, &f.csrf, "delete topic", &name)
+        .and_then(|()| me.require(&app, Role::Admin, "delete topic", &name))
+    {
+        return r.into_response();
+    }
+    if f.confirm.trim() != name {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            error_page(
+                "Not deleted",
+                &format!("Type the topic's name ({name}) in the confirmation box to delete it."),
+            ),
+        )
+            .into_response();
+    }
+    match data::delete_topic(&app.control, &name).await {
+        Ok(()) => {
+            app.audit.record(&me.session, "delete topic", &name, "ok");
+            Redirect::to(&format!(
+                "/topics?notice={}",
+                url_encode(&format!("Deleted topic {name}."))
+            ))
+            .into_response()
+        }
+        Err(e) => {
+            app.audit
+                .record(&me.session, "delete topic", &name, &format!("failed: {e}"));
+            failed(e)
+        }
+    }
+}
+
+// ---- failover ----
+
+#[derive(Template)]
+#[template(path = "confirm.html")]
+struct Confirm {
+    nav: Nav,
+    heading: String,
+    cost: Vec<String>,
+    action: String,
+    button: String,
+    back: String,
+}
+
+fn names(list: &[String]) -> String {
+    if list.is_empty() {
+        "none".into()
+    } else {
+        list.join(", ")
+    }
+}
+
+async fn confirm_region(
+    State(app): State<App>,
+    me: Me,
+    Path((name, action)): Path<(String, String)>,
+) -> Response {
+    let cost = match data::failover_cost(&app.control, &name).await {
+        Ok(c) => c,
+        Err(e) => return failed(e),
+    };
+    let (heading, lines, button) = match action.as_str() {
+        "fail" => (
+            format!("Fail region {name} over"),
+            vec![
+                format!(
+                    "Clients routed to {name} move to the nearest healthy region ({}); consumers resume there from their portable positions.",
+                    names(&cost.others)
+                ),
+                format!(
+                    "Messages written in {name} and not yet mirrored stay there until it is restored (topics it takes writes for: {}).",
+                    names(&cost.topics)
+                ),
+                format!(
+                    "Strictly ordered topics homed in {name} stop taking writes until their home moves: {}.",
+                    names(&cost.homed)
+                ),
+                format!(
+                    "Topics that live only in {name} become unavailable: {}.",
+                    names(&cost.only_here)
+                ),
+                format!("{name} stays down until an operator restores it."),
+            ],
+            format!("Fail {name} over"),
+        ),
+        "restore" => (
+            format!("Restore region {name}"),
+            vec![
+                format!(
+                    "Routing sends {name}'s clients back to it once its log groups have leaders."
+                ),
+                format!(
+                    "Its mirrors bring it what the other regions took meanwhile; until they catch up, readers there may not see the newest messages."
+                ),
+            ],
+            format!("Restore {name}"),
+        ),
+        other => {
+            return (
+                StatusCode::NOT_FOUND,
+                error_page("No such action", &format!("{other}: say fail or restore")),
+            )
+                .into_response();
+        }
+    };
+    render(&Confirm {
+        nav: Nav::of(&me, &heading),
+        heading,
+        cost: lines,
+        action: format!("/regions/{}/{action}", url_encode(&name)),
+        button,
+        back: "/".into(),
+    })
+}
+
+#[derive(Deserialize)]
+struct ConfirmForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+async fn change_region(
+    State(app): State<App>,
+    me: Me,
+    Path((name, action)): Path<(String, String)>,
+    Form(f): Form<ConfirmForm>,
+) -> Response {
+    let what = format!("{action} region");
+    if let Err(r) = me
+        .check_csrf(&app, &f.csrf, &what, &name)
+        .and_then(|()| me.require(&app, Role::Operator, &what, &name))
+    {
+        return r.into_response();
+    }
+    let fail = match action.as_str() {
+        "fail" => true,
+        "restore" => false,
+        other => {
+            return (
+                StatusCode::NOT_FOUND,
+                error_page("No such action", &format!("{other}: say fail or restore")),
+            )
+                .into_response();
+        }
+    };
+    if f.confirm != "yes" {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            error_page("Not done", "Tick “I understand” to confirm."),
+        )
+            .into_response();
+    }
+    match data::set_region(&app.control, &name, fail).await {
+        Ok(()) => {
+            app.audit.record(&me.session, &what, &name, "ok");
+            let done = if fail { "failed over" } else { "restored" };
+            Redirect::to(&format!(
+                "/?notice={}",
+                url_encode(&format!("Region {name} {done}."))
+            ))
+            .into_response()
+        }
+        Err(e) => {
+            app.audit
+                .record(&me.session, &what, &name, &format!("failed: {e}"));
+            failed(e)
+        }
+    }
+}
+
+// ---- messages ----
+
+#[derive(Template)]
+#[template(path = "messages.html")]
+struct Messages {
+    nav: Nav,
+    regions: Vec<String>,
+    topic: String,
+    region: String,
+    partition: String,
+    from: String,
+    max: String,
+    messages: Vec<data::Message>,
+    error: String,
+}
+
+/// The query of the message browser (also the API's).
+#[derive(Deserialize, Default)]
+pub struct MessagesQuery {
+    #[serde(default)]
+    pub topic: String,
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub partition: String,
+    #[serde(default)]
+    pub from: String,
+    #[serde(default)]
+    pub max: String,
+}
+
+/// Reads what a message query asks; the region defaults to the first one listed.
+pub async fn read_messages(
+    app: &crate::Console,
+    q: &MessagesQuery,
+    regions: &[String],
+) -> Result<Vec<data::Message>, Failed> {
+    let partition: u32 = match q.partition.trim() {
+        "" => 0,
+        p => p
+            .parse()
+            .map_err(|_| Failed(format!("partition: {p:?} is not a partition number")))?,
+    };
+    let max: usize = match q.max.trim() {
+        "" => 50,
+        m => m
+            .parse::<usize>()
+            .map_err(|_| Failed(format!("max: {m:?} is not a count")))?
+            .clamp(1, 1000),
+    };
+    let region = if q.region.is_empty() {
+        regions.first().cloned().unwrap_or_default()
+    } else {
+        q.region.clone()
+    };
+    let from = data::From::parse(&q.from)?;
+    data::messages(&app.control, &q.topic, &region, partition, from, max).await
+}
+
+async fn messages(State(app): State<App>, me: Me, Query(q): Query<MessagesQuery>) -> Response {
+    let regions: Vec<String> = match data::regions(&app.control).await {
+        Ok(r) => r.into_iter().map(|r| r.name).collect(),
+        Err(e) => return failed(e),
+    };
+    let (messages, error) = if q.topic.is_empty() {
+        (Vec::new(), String::new())
+    } else {
+        match read_messages(&app, &q, &regions).await {
+            Ok(m) => (m, String::new()),
+            Err(e) => (Vec::new(), e.0),
+        }
+    };
+    let region = if q.region.is_empty() {
+        regions.first().cloned().unwrap_or_default()
+    } else {
+        q.region.clone()
+    };
+    render(&Messages {
+        nav: Nav::of(&me, "Messages"),
+        regions,
+        region,
+        partition: if q.partition.is_empty() {
+            "0".into()
+        } else {
+            q.partition
+        },
+        from: q.from,
+        max: if q.max.is_empty() { "50".into() } else { q.max },
+        topic: q.topic,
+        messages,
+        error,
+    })
+}
+
+// ---- consumer groups ----
+
+#[derive(Template)]
+#[template(path = "groups.html")]
+struct Groups {
+    nav: Nav,
+    regions: Vec<String>,
+    group: String,
+    topic: String,
+    region: String,
+    partitions: Vec<data::GroupPartition>,
+    preview: bool,
+    applied: bool,
+    to: String,
+    notice: String,
+    error: String,
+}
+
+#[derive(Deserialize, Default)]
+struct GroupQuery {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    topic: String,
+    #[serde(default)]
+    region: String,
+    #[serde(default)]
+    notice: String,
+}
+
+async fn groups(State(app): State<App>, me: Me, Query(q): Query<GroupQuery>) -> Response {
+    let regions: Vec<String> = match data::regions(&app.control).await {
+        Ok(r) => r.into_iter().map(|r| r.name).collect(),
+        Err(e) => return failed(e),
+    };
+    let region = if q.region.is_empty() {
+        regions.first().cloned().unwrap_or_default()
+    } else {
+        q.region.clone()
+    };
+    let (partitions, error) = if q.group.is_empty() || q.topic.is_empty() {
+        (Vec::new(), String::new())
+    } else {
+        match data::group(&app.control, &q.group, &q.topic, &region, None).await {
+            Ok(p) => (p, String::new()),
+            Err(e) => (Vec::new(), e.0),
+        }
+    };
+    render(&Groups {
+        nav: Nav::of(&me, "Consumer groups"),
+        regions,
+        group: q.group,
+        topic: q.topic,
+        region,
+        partitions,
+        preview: false,
+        applied: false,
+        to: String::new(),
+        notice: q.notice,
+        error,
+    })
+}
+
+#[derive(Deserialize)]
+struct ResetForm {
+    #[serde(default)]
+    csrf: String,
+    group: String,
+    topic: String,
+    region: String,
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    dry_run: String,
+}
+
+async fn reset_group(State(app): State<App>, me: Me, Form(f): Form<ResetForm>) -> Response {
+    let target = format!("{} on {} in {}", f.group, f.topic, f.region);
+    let dry_run = f.dry_run == "yes";
+    let action = if dry_run {
+        "preview group reset"
+    } else {
+        "reset group"
+    };
+    if let Err(r) = me
+        .check_csrf(&app, &f.csrf, action, &target)
+        .and_then(|()| me.require(&app, Role::Operator, action, &target))
+    {
+        return r.into_response();
+    }
+    let regions: Vec<String> = data::regions(&app.control)
+        .await
+        .map(|r| r.into_iter().map(|r| r.name).collect())
+        .unwrap_or_default();
+    let outcome = match data::ResetTo::parse(&f.to) {
+        Ok(to) if dry_run => {
+            data::group(&app.control, &f.group, &f.topic, &f.region, Some(&to)).await
+        }
+        Ok(to) => match data::reset_group(&app.control, &f.group, &f.topic, &f.region, &to).await {
+            // Show where the group stands now.
+            Ok(_) => data::group(&app.control, &f.group, &f.topic, &f.region, None).await,
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    let (partitions, error, notice) = match outcome {
+        Ok(p) => {
+            if !dry_run {
+                app.audit
+                    .record(&me.session, action, &target, &format!("ok: to {}", f.to));
+            }
+            let notice = if dry_run {
+                "Preview: nothing changed yet. Untick “preview only” and reset again to apply."
+                    .to_owned()
+            } else {
+                format!("Reset {} to {}.", f.group, f.to)
+            };
+            (p, String::new(), notice)
+        }
+        Err(e) => {
+            app.audit
+                .record(&me.session, action, &target, &format!("failed: {e}"));
+            (Vec::new(), e.0, String::new())
+        }
+    };
+    render(&Groups {
+        nav: Nav::of(&me, "Consumer groups"),
+        regions,
+        group: f.group,
+        topic: f.topic,
+        region: f.region,
+        preview: dry_run,
+        applied: !dry_run,
+        partitions,
+        to: f.to,
+        notice,
+        error,
+    })
+}
+
+// ---- audit ----
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    nav: Nav,
+    path: String,
+    lines: Vec<(String, String, String, String, String, String)>,
+}
+
+async fn audit(State(app): State<App>, me: Me) -> Response {
+    let field = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
+    let lines = app
+        .audit
+        .tail(200)
+        .iter()
+        .map(|v| {
+            let ms = v["time_ms"].as_u64().unwrap_or(0);
+            let time = humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+            )
+            .to_string();
+            (
+                time,
+                field(v, "user"),
+                field(v, "role"),
+                field(v, "action"),
+                field(v, "target"),
+                field(v, "outcome"),
+            )
+        })
+        .collect();
+    render(&AuditPage {
+        nav: Nav::of(&me, "Audit log"),
+        path: app.audit.path().display().to_string(),
+        lines,
+    })
+}
+
+impl From<Failed> for Refused {
+    fn from(e: Failed) -> Refused {
+        Refused(e.0)
+    }
+}

@@ -1,0 +1,423 @@
+//! The web console in a real browser: Debian's chromium, headless, driven over WebDriver
+//! (chromedriver) by fantoccini, against a platform the test starts (control plane, two
+//! regions of one broker, the console). An admin logs in, creates a topic and sees it,
+//! sees messages produced with the CLI in the message browser, previews and applies a
+//! consumer-group reset, fails a region over and restores it; a viewer sees no forms, and
+//! the server refuses the viewer's POST even when sent by hand. Screenshots of the main
+//! pages are kept under the target directory (`console-screenshots/`).
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control};
+use meridian_tests::{Daemon, free_addr, http_get};
+
+/// chromedriver on a loopback port, killed when dropped.
+struct Chromedriver(Child);
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn browser(profile: &std::path::Path) -> (Chromedriver, Client) {
+    let port = free_addr().port();
+    let driver = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver: scripts/test.sh installs chromium-driver");
+    let driver = Chromedriver(driver);
+    let caps: serde_json::Map<String, serde_json::Value> = serde_json::from_value(serde_json::json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1280,1000",
+                format!("--user-data-dir={}", profile.display()),
+            ]
+        }
+    }))
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(c) => return (driver, c),
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("no WebDriver session from chromedriver: {e}"),
+        }
+    }
+}
+
+fn hash(password: &str) -> String {
+    let mut cmd = Command::new(meridian_tests::binary("meridian-console"));
+    cmd.arg("hash-password");
+    let (code, out, err) = meridian_tests::run(cmd, Some(format!("{password}\n").as_bytes()));
+    assert_eq!(code, 0, "{err}");
+    out.trim().to_owned()
+}
+
+async fn shot(b: &Client, name: &str) {
+    let dir = meridian_tests::bin_dir().join("console-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = b.screenshot().await.expect("screenshot");
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+async fn text_of(b: &Client, css: &str) -> String {
+    b.wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| {
+            panic!("no {css} on the page: {e}");
+        })
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn log_in(b: &Client, console: SocketAddr, name: &str, password: &str) {
+    b.goto(&format!("http://{console}/")).await.unwrap();
+    // Not logged in: the console sends the browser to its login page.
+    let login = b
+        .wait()
+        .for_element(Locator::Css("#name"))
+        .await
+        .expect("the login page");
+    login.send_keys(name).await.unwrap();
+    b.find(Locator::Css("#password"))
+        .await
+        .unwrap()
+        .send_keys(password)
+        .await
+        .unwrap();
+    b.find(Locator::Css("#login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(text_of(b, "h1").await, "Overview");
+}
+
+async fn fill(b: &Client, css: &str, value: &str) {
+    let e = b.find(Locator::Css(css)).await.unwrap();
+    e.clear().await.unwrap();
+    e.send_keys(value).await.unwrap();
+}
+
+async fn click(b: &Client, css: &str) {
+    b.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// A form POST by hand (as a script or another site would send it); the status code.
+async fn post(console: SocketAddr, path: &str, cookie: &str, body: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(console).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.0\r\nHost: {console}\r\nCookie: meridian_session={cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sre_operates_the_platform_from_a_browser() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cp =
+        ControlPlaneProcess::embedded(tmp.path(), &["--region", "east", "--region", "west"]).await;
+    let _east = ManagedRegion::start(tmp.path(), "east", 1, &cp.addr, &[])
+        .await
+        .unwrap();
+    let _west = ManagedRegion::start(tmp.path(), "west", 1, &cp.addr, &[])
+        .await
+        .unwrap();
+
+    let config = tmp.path().join("console.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[users]]\nname = \"ada\"\nrole = \"admin\"\npassword_hash = \"{}\"\n\n[[users]]\nname = \"vic\"\nrole = \"viewer\"\npassword_hash = \"{}\"\n",
+            hash("ada-pass"),
+            hash("vic-pass")
+        ),
+    )
+    .unwrap();
+    let console = free_addr();
+    let audit_log = tmp.path().join("audit.log");
+    let mut daemon = Daemon::start(
+        "meridian-console",
+        "console",
+        vec![
+            "--config".into(),
+            config.display().to_string(),
+            "--listen".into(),
+            console.to_string(),
+            "--control".into(),
+            cp.addr.clone(),
+            "--audit-log".into(),
+            audit_log.display().to_string(),
+        ],
+        tmp.path().join("console.log"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http_get(console, "/login")
+        .await
+        .is_ok_and(|r| r.starts_with("HTTP/1.0 200") || r.starts_with("HTTP/1.1 200"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the console never answered:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let profile = tmp.path().join("chromium-profile");
+    let (_driver, b) = browser(&profile).await;
+
+    // An admin logs in and sees both regions up.
+    log_in(&b, console, "ada", "ada-pass").await;
+    assert!(text_of(&b, "#region-east").await.contains("up"));
+    assert!(text_of(&b, "#region-west").await.contains("up"));
+    shot(&b, "overview").await;
+
+    // Creates a topic; a bad name first, refused with the field named.
+    b.goto(&format!("http://{console}/topics")).await.unwrap();
+    fill(&b, "#new-name", "bad name").await;
+    click(&b, "#create-topic").await;
+    let error = text_of(&b, "#error").await;
+    assert!(error.contains("name"), "{error}");
+    fill(&b, "#new-name", "web-orders").await;
+    fill(&b, "#new-partitions", "2").await;
+    click(&b, "#create-topic").await;
+    let notice = text_of(&b, "#notice").await;
+    assert!(
+        notice.contains("Created topic web-orders with 2 partitions"),
+        "{notice}"
+    );
+    assert!(text_of(&b, "#topics").await.contains("web-orders"));
+    shot(&b, "topics").await;
+
+    // Messages produced with the CLI show in the message browser.
+    for i in 0..3 {
+        let (code, _, err) = meridian_control(
+            &cp.addr,
+            &[
+                "produce",
+                "web-orders",
+                "--region",
+                "east",
+                "--key",
+                "same",
+                &format!("order {i}"),
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+    let mut seen = Vec::new();
+    for p in 0..2 {
+        b.goto(&format!(
+            "http://{console}/messages?topic=web-orders&region=east&partition={p}&from=beginning"
+        ))
+        .await
+        .unwrap();
+        b.wait()
+            .for_element(Locator::Css("#messages"))
+            .await
+            .unwrap();
+        for cell in b.find_all(Locator::Css("td.value")).await.unwrap() {
+            seen.push(cell.text().await.unwrap());
+        }
+        if !seen.is_empty() {
+            shot(&b, "messages").await;
+        }
+    }
+    assert_eq!(seen, ["order 0", "order 1", "order 2"]);
+    b.goto(&format!("http://{console}/topics/web-orders"))
+        .await
+        .unwrap();
+    assert!(text_of(&b, "h1").await.contains("web-orders"));
+    shot(&b, "topic").await;
+
+    // A consumer group reset to the end: previewed first (nothing changes), then applied.
+    b.goto(&format!(
+        "http://{console}/groups?group=web-group&topic=web-orders&region=east"
+    ))
+    .await
+    .unwrap();
+    b.wait().for_element(Locator::Css("#group")).await.unwrap();
+    fill(&b, "#reset-to", "end").await;
+    click(&b, "#reset").await;
+    assert!(text_of(&b, "#notice").await.contains("Preview"));
+    let after: Vec<String> = {
+        let mut v = Vec::new();
+        for c in b.find_all(Locator::Css("td.reset-to")).await.unwrap() {
+            v.push(c.text().await.unwrap());
+        }
+        v
+    };
+    let mut sorted = after.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["0", "3"], "the preview shows each partition's end");
+    let (code, out, err) =
+        meridian_control(&cp.addr, &["--json", "topic", "describe", "web-orders"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("web-orders"));
+    click(&b, "#dry-run").await;
+    click(&b, "#reset").await;
+    assert!(
+        text_of(&b, "#notice")
+            .await
+            .contains("Reset web-group to end")
+    );
+    shot(&b, "groups").await;
+    let client = meridian_client::Client::connect_routed(&cp.addr, "web-orders", Some("east"))
+        .await
+        .unwrap()
+        .0;
+    let mut committed = Vec::new();
+    for p in 0..2 {
+        committed.push(
+            client
+                .committed_offset("web-group", "web-orders", p)
+                .await
+                .unwrap(),
+        );
+    }
+    committed.sort();
+    assert_eq!(committed, [Some(0), Some(3)], "the reset was committed");
+
+    // Fails region west over, with the cost stated first, then restores it.
+    b.goto(&format!("http://{console}/regions/west/fail"))
+        .await
+        .unwrap();
+    assert!(
+        text_of(&b, "#cost")
+            .await
+            .contains("Clients routed to west move")
+    );
+    shot(&b, "failover").await;
+    click(&b, "#confirm").await;
+    click(&b, "#do-it").await;
+    assert!(
+        text_of(&b, "#notice")
+            .await
+            .contains("Region west failed over")
+    );
+    assert!(text_of(&b, "#region-west").await.contains("down"));
+    let (_, regions, _) = meridian_control(&cp.addr, &["--json", "region", "list"]);
+    assert!(regions.contains("\"down\""), "{regions}");
+    b.goto(&format!("http://{console}/regions/west/restore"))
+        .await
+        .unwrap();
+    click(&b, "#confirm").await;
+    click(&b, "#do-it").await;
+    assert!(
+        text_of(&b, "#notice")
+            .await
+            .contains("Region west restored")
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        b.goto(&format!("http://{console}/")).await.unwrap();
+        if text_of(&b, "#region-west").await.contains("up") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "west did not come back up");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    click(&b, "#logout").await;
+
+    // A viewer sees no forms, and the server refuses a viewer's POST sent by hand.
+    log_in(&b, console, "vic", "vic-pass").await;
+    assert!(
+        b.find(Locator::Css("#fail-east")).await.is_err(),
+        "no failover link"
+    );
+    b.goto(&format!("http://{console}/topics")).await.unwrap();
+    b.wait().for_element(Locator::Css("#topics")).await.unwrap();
+    assert!(
+        b.find(Locator::Css("#create-topic")).await.is_err(),
+        "no create form"
+    );
+    let cookie = b
+        .get_named_cookie("meridian_session")
+        .await
+        .expect("the session cookie")
+        .value()
+        .to_owned();
+    let csrf = b
+        .find(Locator::Css("input[name=csrf]"))
+        .await
+        .unwrap()
+        .attr("value")
+        .await
+        .unwrap()
+        .expect("the session's CSRF token");
+    let status = post(
+        console,
+        "/topics",
+        &cookie,
+        &format!("csrf={csrf}&name=viewer-topic&partitions=1"),
+    )
+    .await;
+    assert_eq!(status, 403, "a viewer's create is refused");
+    let status = post(
+        console,
+        "/regions/east/fail",
+        &cookie,
+        &format!("csrf={csrf}&confirm=yes"),
+    )
+    .await;
+    assert_eq!(status, 403, "a viewer's failover is refused");
+    // And anyone's POST without the session's token.
+    let status = post(console, "/topics", &cookie, "csrf=forged&name=x").await;
+    assert_eq!(status, 403, "a forged form is refused");
+    let (_, topics, _) = meridian_control(&cp.addr, &["--json", "topic", "list"]);
+    assert!(!topics.contains("viewer-topic"), "{topics}");
+    b.goto(&format!("http://{console}/audit")).await.unwrap();
+    let audit = text_of(&b, "#audit").await;
+    assert!(audit.contains("refused: role"), "{audit}");
+    assert!(audit.contains("create topic"), "{audit}");
+    shot(&b, "audit").await;
+    b.close().await.unwrap();
+
+    // The audit log on disk has every action as a JSON line.
+    let lines = std::fs::read_to_string(&audit_log).unwrap();
+    assert!(
+        lines
+            .lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+    );
+    assert!(lines.contains("\"fail region\"") && lines.contains("\"reset group\""));
+    assert!(daemon.terminate(), "the console stops cleanly on SIGTERM");
+}
