@@ -243,6 +243,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             .args(["--control", &control_addr])
             .arg("--audit-log")
             .arg(data.join("console").join("audit.log"));
+        for (region, _, metrics) in &mirrors {
+            cmd.args(["--mirror", &format!("{region}={metrics}")]);
+        }
         processes.push(spawn(
             cmd,
             "console",

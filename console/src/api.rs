@@ -20,6 +20,7 @@ pub fn routes() -> axum::Router<App> {
         .route("/messages", get(messages))
         .route("/groups", get(group))
         .route("/throughput", get(throughput))
+        .route("/mirrors", get(mirrors))
         .route("/audit", get(audit))
         .route("/me", get(me))
 }
@@ -98,6 +99,14 @@ async fn group(State(app): State<App>, _: ApiUser, Query(q): Query<GroupQuery>) 
 
 async fn throughput(State(app): State<App>, _: ApiUser) -> Response {
     Json(app.throughput.rates()).into_response()
+}
+
+async fn mirrors(State(app): State<App>, _: ApiUser) -> Response {
+    Json(serde_json::json!({
+        "links": app.mirrors.now(),
+        "lag_p99_ms": app.mirrors.lag_p99(),
+    }))
+    .into_response()
 }
 
 async fn audit(State(app): State<App>, _: ApiUser) -> Response {

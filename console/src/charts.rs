@@ -14,11 +14,11 @@ pub const EVERY: Duration = Duration::from_secs(5);
 /// Samples kept (ten minutes).
 const KEPT: usize = 120;
 
-/// One region's rate at one time.
+/// One value of a series at one time.
 #[derive(Debug, Clone, Serialize)]
 pub struct Point {
     pub time_ms: i64,
-    pub messages_per_second: f64,
+    pub value: f64,
 }
 
 /// The samples taken so far.
@@ -51,7 +51,7 @@ impl Throughput {
                 if let Some(before) = a.get(region).filter(|before| **before <= *now) {
                     out.entry(region.clone()).or_default().push(Point {
                         time_ms: *t1,
-                        messages_per_second: (now - before) as f64 / secs,
+                        value: (now - before) as f64 / secs,
                     });
                 }
             }
@@ -105,8 +105,8 @@ async fn held(control: &str) -> Result<BTreeMap<String, u64>, crate::data::Faile
     Ok(out)
 }
 
-/// The rates as an SVG line chart, one line per region.
-pub fn svg(rates: &BTreeMap<String, Vec<Point>>) -> String {
+/// Series as an SVG line chart, one line per series, values labelled with `unit`.
+pub fn svg(rates: &BTreeMap<String, Vec<Point>>, unit: &str) -> String {
     const W: f64 = 720.0;
     const H: f64 = 180.0;
     const PAD: f64 = 36.0;
@@ -124,18 +124,14 @@ pub fn svg(rates: &BTreeMap<String, Vec<Point>>) -> String {
         .max()
         .unwrap_or(0)
         .max(t0 + 1);
-    let top = points
-        .iter()
-        .map(|p| p.messages_per_second)
-        .fold(1.0_f64, f64::max)
-        * 1.1;
+    let top = points.iter().map(|p| p.value).fold(1.0_f64, f64::max) * 1.1;
     let x = |t: i64| PAD + (t - t0) as f64 / (t1 - t0) as f64 * (W - 2.0 * PAD);
     let y = |v: f64| H - PAD + 10.0 - v / top * (H - PAD - 10.0);
     let mut out = format!(
         "<svg id=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" style=\"background:#fff;border:1px solid #d9dde3\">"
     );
     out += &format!(
-        "<line x1=\"{PAD}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"#999\"/><text x=\"4\" y=\"14\" font-size=\"11\">{top:.0}/s</text><text x=\"4\" y=\"{b}\" font-size=\"11\">0</text>",
+        "<line x1=\"{PAD}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"#999\"/><text x=\"4\" y=\"14\" font-size=\"11\">{top:.0}{unit}</text><text x=\"4\" y=\"{b}\" font-size=\"11\">0</text>",
         b = H - PAD + 10.0,
         r = W - PAD
     );
@@ -143,18 +139,26 @@ pub fn svg(rates: &BTreeMap<String, Vec<Point>>) -> String {
         let color = COLORS[i % COLORS.len()];
         let line: Vec<String> = pts
             .iter()
-            .map(|p| format!("{:.1},{:.1}", x(p.time_ms), y(p.messages_per_second)))
+            .map(|p| format!("{:.1},{:.1}", x(p.time_ms), y(p.value)))
             .collect();
         out += &format!(
             "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
             line.join(" ")
         );
+        // The latest value as a dot (a series of one sample has no line).
+        if let Some(p) = pts.last() {
+            out += &format!(
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{color}\"/>",
+                x(p.time_ms),
+                y(p.value)
+            );
+        }
         out += &format!(
-            "<text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"{color}\">{} {:.0}/s</text>",
-            PAD + 150.0 * i as f64,
+            "<text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"{color}\">{} {:.0}{unit}</text>",
+            PAD + 170.0 * i as f64,
             H - 6.0,
             escape(region),
-            pts.last().map_or(0.0, |p| p.messages_per_second)
+            pts.last().map_or(0.0, |p| p.value)
         );
     }
     out + "</svg>"
@@ -185,12 +189,12 @@ mod tests {
             BTreeMap::from([("a".to_owned(), 600), ("b".to_owned(), 60)]),
         );
         let r = t.rates();
-        let a: Vec<f64> = r["a"].iter().map(|p| p.messages_per_second).collect();
+        let a: Vec<f64> = r["a"].iter().map(|p| p.value).collect();
         assert_eq!(a, [100.0, 0.0]);
-        let b: Vec<f64> = r["b"].iter().map(|p| p.messages_per_second).collect();
+        let b: Vec<f64> = r["b"].iter().map(|p| p.value).collect();
         assert_eq!(b, [10.0]);
-        let chart = svg(&r);
+        let chart = svg(&r, "/s");
         assert!(chart.starts_with("<svg") && chart.contains("polyline") && chart.contains(">a "));
-        assert!(svg(&BTreeMap::new()).contains("No samples"));
+        assert!(svg(&BTreeMap::new(), "/s").contains("No samples"));
     }
 }

@@ -49,6 +49,8 @@ pub struct Broker {
     /// Log groups it is a replica of, and how many of them it leads.
     pub replicas: usize,
     pub leads: usize,
+    /// Bytes of journal it holds over its groups (disk use), when it answered.
+    pub journal_bytes: Option<u64>,
 }
 
 /// A log group of a region.
@@ -60,6 +62,11 @@ pub struct LogGroup {
     pub leader: Option<u32>,
     pub epoch: u64,
     pub partitions: u32,
+    /// From its leader: the commit watermark and journal end (positions), and how many
+    /// bytes of journal each follower is behind the end.
+    pub watermark: Option<u64>,
+    pub end: Option<u64>,
+    pub follower_lag: Vec<(u32, u64)>,
 }
 
 /// A region with its brokers and log groups.
@@ -108,8 +115,49 @@ pub async fn regions(addrs: &str) -> Result<Vec<Region>, Failed> {
                 leader: g.leader,
                 epoch: g.epoch,
                 partitions: g.partitions,
+                watermark: None,
+                end: None,
+                follower_lag: Vec::new(),
             })
             .collect();
+        let mut groups = groups;
+        // What the brokers themselves say (watermarks, follower progress, disk use): asked
+        // of each live broker directly; a broker that does not answer leaves its cells empty.
+        let live: Vec<String> = brokers
+            .iter()
+            .filter(|b| b.region == r.name && b.live)
+            .map(|b| b.grpc.clone())
+            .collect();
+        let mut held: std::collections::HashMap<u32, u64> = Default::default();
+        if !live.is_empty()
+            && let Ok(client) = Client::connect(&live.join(",")).await
+            && let Ok(reports) = client.region_log_groups().await
+        {
+            for report in reports {
+                let Ok(infos) = report.groups else { continue };
+                held.insert(
+                    report.broker_id,
+                    infos
+                        .iter()
+                        .map(|i| i.end_position.saturating_sub(i.start_position))
+                        .sum(),
+                );
+                for info in infos {
+                    if info.leader != Some(report.broker_id) {
+                        continue;
+                    }
+                    if let Some(g) = groups.iter_mut().find(|g| g.id == info.group) {
+                        g.watermark = Some(info.watermark);
+                        g.end = Some(info.end_position);
+                        g.follower_lag = info
+                            .replicas
+                            .iter()
+                            .map(|p| (p.broker_id, info.end_position.saturating_sub(p.position)))
+                            .collect();
+                    }
+                }
+            }
+        }
         let mut bs: Vec<Broker> = brokers
             .iter()
             .filter(|b| b.region == r.name)
@@ -120,6 +168,7 @@ pub async fn regions(addrs: &str) -> Result<Vec<Region>, Failed> {
                 live: b.live,
                 replicas: groups.iter().filter(|g| g.replicas.contains(&b.id)).count(),
                 leads: groups.iter().filter(|g| g.leader == Some(b.id)).count(),
+                journal_bytes: held.get(&b.id).copied(),
             })
             .collect();
         bs.sort_by_key(|b| b.id);
@@ -379,6 +428,20 @@ pub async fn alter_topic(
     })
     .await?;
     Ok(topic_row(&altered))
+}
+
+/// Moves a strictly ordered topic's home (the old home is fenced first).
+pub async fn move_home(addrs: &str, name: &str, to: &str) -> Result<(), Failed> {
+    on_leader(addrs, "moving the home", |mut c| {
+        let request = v1::AlterTopicRequest {
+            name: name.to_owned(),
+            home: Some(to.to_owned()),
+            ..Default::default()
+        };
+        async move { c.alter_topic(request).await }
+    })
+    .await
+    .map(drop)
 }
 
 /// Deletes a topic.

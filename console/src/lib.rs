@@ -5,7 +5,8 @@
 //! - [`data`]: what the pages and the API show, read from the control plane and brokers;
 //! - [`pages`]: the HTML pages and their forms; [`api`]: the same as JSON;
 //! - [`audit`]: every action, allowed or refused, as a JSON line;
-//! - [`charts`]: append rates over time, sampled in the background, drawn as SVG.
+//! - [`charts`]: append rates over time, sampled in the background, drawn as SVG;
+//! - [`mirrors`]: the links between regions, from the mirrors' metrics.
 //!
 //! Every change is a POST carrying the session's CSRF token; the server checks the role
 //! of the session for each one (a viewer's POST is refused whatever page sent it).
@@ -15,6 +16,7 @@ pub mod audit;
 pub mod auth;
 pub mod charts;
 pub mod data;
+pub mod mirrors;
 pub mod pages;
 
 use std::sync::Arc;
@@ -38,6 +40,8 @@ pub struct Console {
     pub audit: audit::Audit,
     /// Append rates over time, for the charts.
     pub throughput: charts::Throughput,
+    /// The mirror links, from the mirrors' metrics.
+    pub mirrors: mirrors::Mirrors,
     /// Rendered Prometheus metrics of this process, when installed.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }

@@ -32,6 +32,8 @@ pub fn routes() -> axum::Router<App> {
         .route("/groups", get(groups))
         .route("/groups/reset", post(reset_group))
         .route("/audit", get(audit))
+        .route("/mirrors", get(mirrors))
+        .route("/topics/{name}/home", get(confirm_home).post(move_home))
 }
 
 /// What the page header shows.
@@ -226,6 +228,8 @@ struct Overview {
     topics: usize,
     notice: String,
     chart: String,
+    /// Each mirror link at a glance: (name, up, lag p99).
+    links: Vec<(String, bool, String)>,
 }
 
 #[derive(Deserialize, Default)]
@@ -245,7 +249,19 @@ async fn overview(State(app): State<App>, me: Me, Query(n): Query<Notice>) -> Re
         regions,
         topics,
         notice: n.notice,
-        chart: crate::charts::svg(&app.throughput.rates()),
+        chart: crate::charts::svg(&app.throughput.rates(), "/s"),
+        links: app
+            .mirrors
+            .now()
+            .into_iter()
+            .map(|l| {
+                (
+                    format!("{} → {}", l.from, l.to),
+                    l.up == Some(true),
+                    show(&l.lag_p99_ms, " ms"),
+                )
+            })
+            .collect(),
     })
 }
 
@@ -523,7 +539,24 @@ async fn confirm_region(
                     names(&cost.only_here)
                 ),
                 format!("{name} stays down until an operator restores it."),
-            ],
+            ]
+            .into_iter()
+            .chain(app.mirrors.now().iter().filter(|l| l.from == name).map(|l| {
+                format!(
+                    "Link {} → {}: {}; {} batches shipped and not yet acknowledged (they reach {} only after {name} returns); lag p99 {}.",
+                    l.from,
+                    l.to,
+                    match l.up {
+                        Some(true) => "up",
+                        Some(false) => "down",
+                        None => "its mirror does not answer",
+                    },
+                    l.unacked_batches.map_or("an unknown number of".to_owned(), |n| n.to_string()),
+                    l.to,
+                    l.lag_p99_ms.map_or("unknown".to_owned(), |v| format!("{v:.0} ms")),
+                )
+            }))
+            .collect(),
             format!("Fail {name} over"),
         ),
         "restore" => (
@@ -889,5 +922,159 @@ async fn audit(State(app): State<App>, me: Me) -> Response {
 impl From<Failed> for Refused {
     fn from(e: Failed) -> Refused {
         Refused(e.0)
+    }
+}
+
+// ---- mirror links ----
+
+#[derive(Template)]
+#[template(path = "mirrors.html")]
+struct MirrorsPage {
+    nav: Nav,
+    configured: bool,
+    links: Vec<LinkRow>,
+    chart: String,
+}
+
+/// A link as the page shows it.
+struct LinkRow {
+    name: String,
+    up: Option<bool>,
+    rate: String,
+    p50: String,
+    p99: String,
+    unacked: String,
+}
+
+async fn mirrors(State(app): State<App>, me: Me) -> Response {
+    let links = app
+        .mirrors
+        .now()
+        .into_iter()
+        .map(|l| LinkRow {
+            name: format!("{} → {}", l.from, l.to),
+            up: l.up,
+            rate: show(&l.messages_per_second, ""),
+            p50: show(&l.lag_p50_ms, " ms"),
+            p99: show(&l.lag_p99_ms, " ms"),
+            unacked: l
+                .unacked_batches
+                .map_or("–".to_owned(), |n| format!("{n} batches")),
+        })
+        .collect();
+    render(&MirrorsPage {
+        nav: Nav::of(&me, "Mirror links"),
+        configured: app.mirrors.configured(),
+        links,
+        chart: crate::charts::svg(&app.mirrors.lag_p99(), " ms"),
+    })
+}
+
+/// Shows an optional number with a unit, or a dash.
+pub fn show(v: &Option<f64>, unit: &str) -> String {
+    v.map_or("–".to_owned(), |v| format!("{v:.0}{unit}"))
+}
+
+// ---- a strictly ordered topic's home ----
+
+#[derive(Deserialize)]
+struct HomeQuery {
+    #[serde(default)]
+    to: String,
+}
+
+async fn confirm_home(
+    State(app): State<App>,
+    me: Me,
+    Path(name): Path<String>,
+    Query(q): Query<HomeQuery>,
+) -> Response {
+    let d = match data::topic(&app.control, &name).await {
+        Ok(d) => d,
+        Err(e) => return failed(e),
+    };
+    let Some(from) = d.topic.home.clone() else {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            error_page(
+                "Not strictly ordered",
+                &format!("{name} is ordered per partition: it has no home to move"),
+            ),
+        )
+            .into_response();
+    };
+    let to = q.to.trim().to_owned();
+    let lag = app
+        .mirrors
+        .now()
+        .into_iter()
+        .find(|l| l.from == from && l.to == to);
+    let cost = vec![
+        format!(
+            "{from} stops taking writes for {name} first (its brokers confirm), then {to} opens: producers of {name} get refusals until they reach {to}."
+        ),
+        match lag {
+            Some(l) => format!(
+                "Messages written in {from} and not yet in {to} arrive there with the mirror: link {from} → {to} is {}, lag p99 {}, {} batches shipped and not yet acknowledged.",
+                match l.up {
+                    Some(true) => "up",
+                    Some(false) => "down",
+                    None => "unknown",
+                },
+                show(&l.lag_p99_ms, " ms"),
+                l.unacked_batches
+                    .map_or("an unknown number of".to_owned(), |n| n.to_string()),
+            ),
+            None => format!(
+                "Messages written in {from} and not yet in {to} arrive there with the mirror (no mirror metrics are configured to say how many)."
+            ),
+        },
+    ];
+    render(&Confirm {
+        nav: Nav::of(&me, "Move a home"),
+        heading: format!("Move {name}'s home from {from} to {to}"),
+        cost,
+        action: format!("/topics/{}/home?to={}", url_encode(&name), url_encode(&to)),
+        button: format!("Move the home to {to}"),
+        back: format!("/topics/{}", url_encode(&name)),
+    })
+}
+
+async fn move_home(
+    State(app): State<App>,
+    me: Me,
+    Path(name): Path<String>,
+    Query(q): Query<HomeQuery>,
+    Form(f): Form<ConfirmForm>,
+) -> Response {
+    let target = format!("{name} to {}", q.to);
+    if let Err(r) = me
+        .check_csrf(&app, &f.csrf, "move home", &target)
+        .and_then(|()| me.require(&app, Role::Operator, "move home", &target))
+    {
+        return r.into_response();
+    }
+    if f.confirm != "yes" {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            error_page("Not done", "Tick “I understand” to confirm."),
+        )
+            .into_response();
+    }
+    match data::move_home(&app.control, &name, q.to.trim()).await {
+        Ok(()) => {
+            app.audit.record(&me.session, "move home", &target, "ok");
+            Redirect::to(&format!(
+                "/topics/{}?notice={}",
+                url_encode(&name),
+                url_encode(&format!("{name}'s home is now {}.", q.to.trim()))
+            ))
+            .into_response()
+        }
+        Err(e) => {
+            app.audit
+                .record(&me.session, "move home", &target, &format!("failed: {e}"));
+            failed(e)
+        }
     }
 }

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use meridian_tests::mirror::{MirrorProcess, free_udp_addr, issue_certs};
 use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control};
 use meridian_tests::{Daemon, free_addr, http_get};
 
@@ -79,17 +80,30 @@ async fn shot(b: &Client, name: &str) {
     std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
 }
 
-async fn text_of(b: &Client, css: &str) -> String {
-    b.wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| {
-            panic!("no {css} on the page: {e}");
-        })
-        .text()
-        .await
-        .unwrap()
+/// The text of the first element matching `css`, empty when there is none (yet).
+async fn read(b: &Client, css: &str) -> String {
+    match b.find(Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The text of the first element matching `css` once it contains `expect`. After a click
+/// the browser may still show the page before: this reads again (a stale element is read
+/// again too) for up to 30 s.
+async fn see(b: &Client, css: &str, expect: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = read(b, css).await;
+        if text.contains(expect) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css} never said {expect:?}; it says {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn log_in(b: &Client, console: SocketAddr, name: &str, password: &str) {
@@ -113,7 +127,7 @@ async fn log_in(b: &Client, console: SocketAddr, name: &str, password: &str) {
         .click()
         .await
         .unwrap();
-    assert_eq!(text_of(b, "h1").await, "Overview");
+    see(b, "h1", "Overview").await;
 }
 
 async fn fill(b: &Client, css: &str, value: &str) {
@@ -160,6 +174,30 @@ async fn an_sre_operates_the_platform_from_a_browser() {
     let _west = ManagedRegion::start(tmp.path(), "west", 1, &cp.addr, &[])
         .await
         .unwrap();
+    // A mirror per region, linking them; the console reads their metrics.
+    let certs = tmp.path().join("certs");
+    issue_certs(&certs, &["east", "west"]);
+    let (east_udp, west_udp) = (free_udp_addr(), free_udp_addr());
+    let mirrors = [
+        MirrorProcess::start(
+            tmp.path(),
+            "east",
+            &cp.addr,
+            east_udp,
+            &[("west".into(), west_udp)],
+            &certs,
+            &[],
+        ),
+        MirrorProcess::start(
+            tmp.path(),
+            "west",
+            &cp.addr,
+            west_udp,
+            &[("east".into(), east_udp)],
+            &certs,
+            &[],
+        ),
+    ];
 
     let config = tmp.path().join("console.toml");
     std::fs::write(
@@ -185,6 +223,10 @@ async fn an_sre_operates_the_platform_from_a_browser() {
             cp.addr.clone(),
             "--audit-log".into(),
             audit_log.display().to_string(),
+            "--mirror".into(),
+            format!("east={}", mirrors[0].metrics),
+            "--mirror".into(),
+            format!("west={}", mirrors[1].metrics),
         ],
         tmp.path().join("console.log"),
     );
@@ -206,25 +248,29 @@ async fn an_sre_operates_the_platform_from_a_browser() {
 
     // An admin logs in and sees both regions up.
     log_in(&b, console, "ada", "ada-pass").await;
-    assert!(text_of(&b, "#region-east").await.contains("up"));
-    assert!(text_of(&b, "#region-west").await.contains("up"));
+    assert!(see(&b, "#region-east h2", "up").await.contains("up"));
+    assert!(see(&b, "#region-west h2", "up").await.contains("up"));
     shot(&b, "overview").await;
 
     // Creates a topic; a bad name first, refused with the field named.
     b.goto(&format!("http://{console}/topics")).await.unwrap();
     fill(&b, "#new-name", "bad name").await;
     click(&b, "#create-topic").await;
-    let error = text_of(&b, "#error").await;
+    let error = see(&b, "#error", "name").await;
     assert!(error.contains("name"), "{error}");
     fill(&b, "#new-name", "web-orders").await;
     fill(&b, "#new-partitions", "2").await;
     click(&b, "#create-topic").await;
-    let notice = text_of(&b, "#notice").await;
+    let notice = see(&b, "#notice", "Created topic").await;
     assert!(
         notice.contains("Created topic web-orders with 2 partitions"),
         "{notice}"
     );
-    assert!(text_of(&b, "#topics").await.contains("web-orders"));
+    assert!(
+        see(&b, "#topics", "web-orders")
+            .await
+            .contains("web-orders")
+    );
     shot(&b, "topics").await;
 
     // Messages produced with the CLI show in the message browser.
@@ -265,8 +311,69 @@ async fn an_sre_operates_the_platform_from_a_browser() {
     b.goto(&format!("http://{console}/topics/web-orders"))
         .await
         .unwrap();
-    assert!(text_of(&b, "h1").await.contains("web-orders"));
+    assert!(see(&b, "h1", "web-orders").await.contains("web-orders"));
     shot(&b, "topic").await;
+    b.goto(&format!("http://{console}/brokers")).await.unwrap();
+    see(&b, "table.groups", "raft").await;
+    shot(&b, "brokers").await;
+
+    // The mirror links: both up, and east → west carried the three messages with a lag.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        b.goto(&format!("http://{console}/mirrors")).await.unwrap();
+        let links = read(&b, "#links").await;
+        let east_west = links
+            .lines()
+            .find(|l| l.contains("east → west"))
+            .unwrap_or_default()
+            .to_owned();
+        if east_west.contains("up") && east_west.contains(" ms") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no live east → west link with a lag:\n{links}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    shot(&b, "mirrors").await;
+
+    // A strictly ordered topic's home moves, after a confirmation that says what it costs.
+    let (code, _, err) = meridian_control(
+        &cp.addr,
+        &[
+            "topic",
+            "create",
+            "ledger",
+            "--partitions",
+            "1",
+            "--ordering",
+            "strict",
+            "--home",
+            "east",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    b.goto(&format!("http://{console}/topics/ledger"))
+        .await
+        .unwrap();
+    fill(&b, "#home-to", "west").await;
+    click(&b, "#move-home").await;
+    let cost = see(&b, "#cost", "stops taking writes").await;
+    assert!(
+        cost.contains("east stops taking writes for ledger first"),
+        "{cost}"
+    );
+    assert!(cost.contains("link east → west is up"), "{cost}");
+    click(&b, "#confirm").await;
+    click(&b, "#do-it").await;
+    assert!(
+        see(&b, "#notice", "ledger's home is now west")
+            .await
+            .contains("ledger's home is now west")
+    );
+    let (_, ledger, _) = meridian_control(&cp.addr, &["--json", "topic", "describe", "ledger"]);
+    assert!(ledger.contains("\"home\":\"west\""), "{ledger}");
 
     // A consumer group reset to the end: previewed first (nothing changes), then applied.
     b.goto(&format!(
@@ -277,7 +384,7 @@ async fn an_sre_operates_the_platform_from_a_browser() {
     b.wait().for_element(Locator::Css("#group")).await.unwrap();
     fill(&b, "#reset-to", "end").await;
     click(&b, "#reset").await;
-    assert!(text_of(&b, "#notice").await.contains("Preview"));
+    assert!(see(&b, "#notice", "Preview").await.contains("Preview"));
     let after: Vec<String> = {
         let mut v = Vec::new();
         for c in b.find_all(Locator::Css("td.reset-to")).await.unwrap() {
@@ -295,7 +402,7 @@ async fn an_sre_operates_the_platform_from_a_browser() {
     click(&b, "#dry-run").await;
     click(&b, "#reset").await;
     assert!(
-        text_of(&b, "#notice")
+        see(&b, "#notice", "Reset web-group to end")
             .await
             .contains("Reset web-group to end")
     );
@@ -321,7 +428,7 @@ async fn an_sre_operates_the_platform_from_a_browser() {
         .await
         .unwrap();
     assert!(
-        text_of(&b, "#cost")
+        see(&b, "#cost", "Clients routed to west move")
             .await
             .contains("Clients routed to west move")
     );
@@ -329,11 +436,11 @@ async fn an_sre_operates_the_platform_from_a_browser() {
     click(&b, "#confirm").await;
     click(&b, "#do-it").await;
     assert!(
-        text_of(&b, "#notice")
+        see(&b, "#notice", "Region west failed over")
             .await
             .contains("Region west failed over")
     );
-    assert!(text_of(&b, "#region-west").await.contains("down"));
+    assert!(see(&b, "#region-west h2", "down").await.contains("down"));
     let (_, regions, _) = meridian_control(&cp.addr, &["--json", "region", "list"]);
     assert!(regions.contains("\"down\""), "{regions}");
     b.goto(&format!("http://{console}/regions/west/restore"))
@@ -342,14 +449,14 @@ async fn an_sre_operates_the_platform_from_a_browser() {
     click(&b, "#confirm").await;
     click(&b, "#do-it").await;
     assert!(
-        text_of(&b, "#notice")
+        see(&b, "#notice", "Region west restored")
             .await
             .contains("Region west restored")
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         b.goto(&format!("http://{console}/")).await.unwrap();
-        if text_of(&b, "#region-west").await.contains("up") {
+        if read(&b, "#region-west h2").await.contains("up") {
             break;
         }
         assert!(Instant::now() < deadline, "west did not come back up");
@@ -405,7 +512,7 @@ async fn an_sre_operates_the_platform_from_a_browser() {
     let (_, topics, _) = meridian_control(&cp.addr, &["--json", "topic", "list"]);
     assert!(!topics.contains("viewer-topic"), "{topics}");
     b.goto(&format!("http://{console}/audit")).await.unwrap();
-    let audit = text_of(&b, "#audit").await;
+    let audit = see(&b, "#audit", "refused: role").await;
     assert!(audit.contains("refused: role"), "{audit}");
     assert!(audit.contains("create topic"), "{audit}");
     shot(&b, "audit").await;
@@ -419,5 +526,6 @@ async fn an_sre_operates_the_platform_from_a_browser() {
             .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
     );
     assert!(lines.contains("\"fail region\"") && lines.contains("\"reset group\""));
+    assert!(lines.contains("\"move home\""));
     assert!(daemon.terminate(), "the console stops cleanly on SIGTERM");
 }

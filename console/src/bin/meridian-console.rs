@@ -10,7 +10,6 @@ use clap::Parser;
 use meridian_console::auth::{Auth, User};
 use meridian_console::{Console, audit::Audit};
 use serde::Deserialize;
-use tracing_subscriber::EnvFilter;
 
 /// Meridian's web console.
 #[derive(Debug, Parser)]
@@ -34,6 +33,9 @@ struct Args {
     /// The audit log (JSON lines).
     #[arg(long)]
     audit_log: Option<PathBuf>,
+    /// A region's mirror, by its metrics address: REGION=HOST:PORT (repeat for each).
+    #[arg(long = "mirror")]
+    mirrors: Vec<String>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -52,6 +54,7 @@ struct Config {
     metrics_listen: Option<SocketAddr>,
     control: String,
     audit_log: PathBuf,
+    mirrors: Vec<String>,
     users: Vec<User>,
 }
 
@@ -62,6 +65,7 @@ impl Default for Config {
             metrics_listen: None,
             control: "127.0.0.1:7300".into(),
             audit_log: PathBuf::from("meridian-console-audit.log"),
+            mirrors: Vec::new(),
             users: Vec::new(),
         }
     }
@@ -88,6 +92,9 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     if let Some(a) = &args.audit_log {
         c.audit_log = a.clone();
     }
+    if !args.mirrors.is_empty() {
+        c.mirrors = args.mirrors.clone();
+    }
     anyhow::ensure!(
         !c.control.trim().is_empty(),
         "control is empty: pass --control HOST:PORT (the control plane's address)"
@@ -107,18 +114,7 @@ fn main() -> anyhow::Result<()> {
         println!("{}", meridian_console::auth::hash_password(password)?);
         return Ok(());
     }
-    let filter = EnvFilter::try_from_env("MERIDIAN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    if args.log_json {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .json()
-            .init();
-    } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(false)
-            .init();
-    }
+    meridian_daemon::init_logs(args.log_json);
     let config = config(&args).context("invalid configuration")?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -144,38 +140,27 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     let auth = Auth::new(config.users).context("users")?;
     let audit = Audit::open(config.audit_log.clone())?;
+    let mirrors = meridian_console::mirrors::Mirrors::new(&config.mirrors).context("mirrors")?;
     let app = Arc::new(Console {
         control: config.control.clone(),
         auth,
         audit,
         throughput: Default::default(),
+        mirrors,
         metrics: handle,
     });
     let sampler = tokio::spawn(meridian_console::charts::sample(app.clone()));
+    let mirror_sampler = tokio::spawn(meridian_console::mirrors::sample(app.clone()));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the console to {}", config.listen))?;
     tracing::info!(listen = %config.listen, control = %config.control, audit = %config.audit_log.display(), "console ready");
     axum::serve(listener, meridian_console::router(app))
-        .with_graceful_shutdown(shutdown())
+        .with_graceful_shutdown(meridian_daemon::stop_requested())
         .await
         .context("serving the console")?;
     sampler.abort();
+    mirror_sampler.abort();
     tracing::info!("console stopped");
     Ok(())
-}
-
-async fn shutdown() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM; stop with Ctrl-C");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
-    }
 }

@@ -15,7 +15,6 @@ use meridian_control_plane::metadata::{SCHEMA_VERSION, keys};
 use meridian_control_plane::reconcile;
 use meridian_control_plane::store::{EmbeddedStore, EtcdStore, Store};
 use serde::Deserialize;
-use tracing_subscriber::EnvFilter;
 
 /// Meridian's control plane.
 #[derive(Debug, Parser)]
@@ -169,18 +168,7 @@ async fn check_schema(store: &dyn Store) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = EnvFilter::try_from_env("MERIDIAN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    if args.log_json {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .json()
-            .init();
-    } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(false)
-            .init();
-    }
+    meridian_daemon::init_logs(args.log_json);
     let config = config(&args).context("invalid configuration")?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -233,7 +221,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             config.store.clone(),
             Duration::from_millis(config.broker_lease_ms),
         ))
-        .serve_with_incoming_shutdown(incoming, shutdown())
+        .serve_with_incoming_shutdown(incoming, meridian_daemon::stop_requested())
         .await;
     repair.abort();
     let _ = stop_tx.send(true);
@@ -241,19 +229,4 @@ async fn run(config: Config) -> anyhow::Result<()> {
     served.context("serving the control-plane API")?;
     tracing::info!("control plane stopped");
     Ok(())
-}
-
-async fn shutdown() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM; stop with Ctrl-C");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
-    }
 }

@@ -11,7 +11,6 @@ use anyhow::Context;
 use clap::Parser;
 use meridian_mirror::config::{Config, Congestion};
 use meridian_mirror::{receiver, sender, tls, views};
-use tracing_subscriber::EnvFilter;
 
 /// Meridian's mirror agent.
 #[derive(Debug, Parser)]
@@ -110,18 +109,7 @@ fn config(args: &Args) -> anyhow::Result<Config> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = EnvFilter::try_from_env("MERIDIAN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    if args.log_json {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .json()
-            .init();
-    } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(false)
-            .init();
-    }
+    meridian_daemon::init_logs(args.log_json);
     let config = config(&args).context("invalid configuration")?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -170,12 +158,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         region = %config.region, id = %config.id(), listen = %config.listen, peers = ?config.peers,
         congestion = ?config.congestion, "mirror started"
     );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: stopping"),
-    }
+    meridian_daemon::stop_requested().await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         while tasks.join_next().await.is_some() {}

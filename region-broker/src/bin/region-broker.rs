@@ -12,7 +12,6 @@ use meridian_region_broker::config::{Config, MasterSlaveGroup, Peer};
 use meridian_region_broker::grpc::GrpcService;
 use meridian_region_broker::replication::transport::RaftTransportService;
 use meridian_region_broker::storage::{self, FlushPolicy};
-use tracing_subscriber::EnvFilter;
 
 /// Meridian's region broker.
 #[derive(Debug, Parser)]
@@ -100,18 +99,7 @@ fn parse_flush(s: &str) -> Result<FlushPolicy, String> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = EnvFilter::try_from_env("MERIDIAN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    if args.log_json {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .json()
-            .init();
-    } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(false)
-            .init();
-    }
+    meridian_daemon::init_logs(args.log_json);
     let config = config(&args)?;
     config.validate().context("invalid configuration")?;
     storage::raise_open_file_limit();
@@ -253,7 +241,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let served = tonic::transport::Server::builder()
         .add_service(GrpcService::server(broker.clone()))
-        .serve_with_incoming_shutdown(incoming, shutdown())
+        .serve_with_incoming_shutdown(incoming, meridian_daemon::stop_requested())
         .await;
     if let Some(k) = kafka_server {
         k.abort();
@@ -269,19 +257,4 @@ async fn run(config: Config) -> anyhow::Result<()> {
     served.context("serving gRPC")?;
     tracing::info!("region-broker stopped");
     Ok(())
-}
-
-async fn shutdown() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM; stop with Ctrl-C");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
-    }
 }
