@@ -19,6 +19,7 @@ pub fn routes() -> axum::Router<App> {
         .route("/topics/{name}", get(topic))
         .route("/messages", get(messages))
         .route("/groups", get(group))
+        .route("/kafka-groups", get(kafka_groups))
         .route("/throughput", get(throughput))
         .route("/mirrors", get(mirrors))
         .route("/audit", get(audit))
@@ -95,6 +96,10 @@ async fn group(State(app): State<App>, _: ApiUser, Query(q): Query<GroupQuery>) 
     }
     .await;
     answer(result)
+}
+
+async fn kafka_groups(State(app): State<App>, _: ApiUser) -> Response {
+    answer(data::kafka_groups(&app.control).await)
 }
 
 async fn throughput(State(app): State<App>, _: ApiUser) -> Response {

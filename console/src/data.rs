@@ -645,6 +645,76 @@ pub async fn messages(
     Ok(out)
 }
 
+/// A Kafka consumer group as its coordinator knows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct KafkaGroup {
+    pub region: String,
+    pub name: String,
+    pub state: String,
+    pub protocol: String,
+    /// The broker coordinating it.
+    pub coordinator: u32,
+    /// Member id, client id, and its assignment as `topic: partitions` lines.
+    pub members: Vec<(String, String, Vec<String>)>,
+    /// The topics its members are assigned.
+    pub topics: Vec<String>,
+}
+
+/// The Kafka consumer groups of every region, asked of each live broker (a group lives on
+/// its coordinator).
+pub async fn kafka_groups(addrs: &str) -> Result<Vec<KafkaGroup>, Failed> {
+    let mut out = Vec::new();
+    for region in regions(addrs).await? {
+        for b in region.brokers.iter().filter(|b| b.live) {
+            let Ok(mut c) =
+                v1::broker_client::BrokerClient::connect(format!("http://{}", b.grpc)).await
+            else {
+                continue;
+            };
+            let Ok(answer) = c
+                .list_consumer_groups(v1::ListConsumerGroupsRequest {})
+                .await
+            else {
+                continue;
+            };
+            for g in answer.into_inner().groups {
+                let mut topics: Vec<String> = g
+                    .members
+                    .iter()
+                    .flat_map(|m| m.assignment.iter().map(|a| a.topic.clone()))
+                    .collect();
+                topics.sort();
+                topics.dedup();
+                out.push(KafkaGroup {
+                    region: region.name.clone(),
+                    name: g.name,
+                    state: g.state,
+                    protocol: g.protocol,
+                    coordinator: b.id,
+                    members: g
+                        .members
+                        .into_iter()
+                        .map(|m| {
+                            let assigned = m
+                                .assignment
+                                .iter()
+                                .map(|a| {
+                                    let parts: Vec<String> =
+                                        a.partitions.iter().map(u32::to_string).collect();
+                                    format!("{}: {}", a.topic, parts.join(", "))
+                                })
+                                .collect();
+                            (m.member_id, m.client_id, assigned)
+                        })
+                        .collect(),
+                    topics,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A consumer group's place on one partition.
 #[derive(Debug, Clone, Serialize)]
 pub struct GroupPartition {

@@ -746,6 +746,8 @@ async fn messages(State(app): State<App>, me: Me, Query(q): Query<MessagesQuery>
 #[template(path = "groups.html")]
 struct Groups {
     nav: Nav,
+    /// The Kafka groups coordinated in every region.
+    kafka: Vec<data::KafkaGroup>,
     regions: Vec<String>,
     group: String,
     topic: String,
@@ -790,6 +792,7 @@ async fn groups(State(app): State<App>, me: Me, Query(q): Query<GroupQuery>) -> 
     };
     render(&Groups {
         nav: Nav::of(&me, "Consumer groups"),
+        kafka: data::kafka_groups(&app.control).await.unwrap_or_default(),
         regions,
         group: q.group,
         topic: q.topic,
@@ -867,6 +870,7 @@ async fn reset_group(State(app): State<App>, me: Me, Form(f): Form<ResetForm>) -
     };
     render(&Groups {
         nav: Nav::of(&me, "Consumer groups"),
+        kafka: data::kafka_groups(&app.control).await.unwrap_or_default(),
         regions,
         group: f.group,
         topic: f.topic,

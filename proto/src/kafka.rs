@@ -96,6 +96,32 @@ pub fn decode_request(body: Bytes) -> Result<(RequestHeader, Option<RequestKind>
     })
 }
 
+/// The partitions a consumer-group member was assigned, from the bytes its leader sent in
+/// SyncGroup (Kafka's consumer protocol, `ConsumerProtocolAssignment` v0–3); `None` when
+/// they are not in that format (another protocol type, or garbage).
+pub fn decode_assignment(bytes: &[u8]) -> Option<Vec<(String, Vec<i32>)>> {
+    use kafka_protocol::messages::ConsumerProtocolAssignment;
+    if bytes.len() < 2 {
+        return None;
+    }
+    std::panic::catch_unwind(|| {
+        let mut buf = Bytes::copy_from_slice(bytes);
+        let version = buf.get_i16();
+        if !(0..=3).contains(&version) {
+            return None;
+        }
+        let a = ConsumerProtocolAssignment::decode(&mut buf, version).ok()?;
+        Some(
+            a.assigned_partitions
+                .into_iter()
+                .map(|tp| (tp.topic.0.to_string(), tp.partitions))
+                .collect(),
+        )
+    })
+    .ok()
+    .flatten()
+}
+
 /// Why a produce's records are refused: a Kafka error code and a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordsError {

@@ -51,6 +51,8 @@ pub struct Broker {
     directory: RwLock<BTreeMap<u32, crate::config::Peer>>,
     /// Managed: the control plane's view (leaders of groups not hosted here, version).
     view: RwLock<managed::ViewState>,
+    /// The Kafka listener's group coordinator, once it serves.
+    kafka_groups: std::sync::OnceLock<Arc<crate::kafka::groups::Coordinator>>,
     /// Serializes catalog changes proposed by this broker.
     catalog_writes: tokio::sync::Mutex<()>,
     /// Serializes the mirrored appends of one origin to one group (log group, origin
@@ -285,6 +287,7 @@ impl Broker {
             replication: std::sync::OnceLock::new(),
             directory: RwLock::new(directory),
             view: RwLock::new(managed::ViewState::default()),
+            kafka_groups: std::sync::OnceLock::new(),
             sync,
             catalog_writes: tokio::sync::Mutex::new(()),
             mirror_locks: std::sync::Mutex::default(),
@@ -695,6 +698,52 @@ impl Broker {
                 return Err(BrokerError::Append(AppendError::Closed));
             }
         }
+    }
+
+    /// The Kafka consumer groups this broker coordinates (none without a Kafka listener).
+    pub fn kafka_groups(&self) -> Vec<meridian_proto::v1::ConsumerGroupInfo> {
+        use meridian_proto::v1;
+        let Some(c) = self.kafka_groups.get() else {
+            return Vec::new();
+        };
+        c.list()
+            .into_iter()
+            .filter_map(|(name, _, _)| {
+                let d = c.describe(&name)?;
+                Some(v1::ConsumerGroupInfo {
+                    name,
+                    state: d.state.to_owned(),
+                    protocol_type: d.protocol_type,
+                    protocol: d.protocol,
+                    members: d
+                        .members
+                        .into_iter()
+                        .map(
+                            |(member_id, client_id, _, assignment)| v1::ConsumerGroupMember {
+                                member_id,
+                                client_id,
+                                assignment: meridian_proto::kafka::decode_assignment(&assignment)
+                                    .unwrap_or_default()
+                                    .into_iter()
+                                    .map(|(topic, partitions)| v1::TopicPartitions {
+                                        topic,
+                                        partitions: partitions
+                                            .into_iter()
+                                            .filter_map(|p| u32::try_from(p).ok())
+                                            .collect(),
+                                    })
+                                    .collect(),
+                            },
+                        )
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// Makes the Kafka listener's group coordinator visible to `kafka_groups`.
+    pub(crate) fn set_kafka_groups(&self, c: Arc<crate::kafka::groups::Coordinator>) {
+        let _ = self.kafka_groups.set(c);
     }
 
     /// The broker leading log group `g`, as far as this broker knows.

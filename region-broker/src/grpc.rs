@@ -356,6 +356,16 @@ impl broker_server::Broker for GrpcService {
         Ok(Response::new(v1::OffsetForPositionsResponse { offset }))
     }
 
+    async fn list_consumer_groups(
+        &self,
+        _: Request<v1::ListConsumerGroupsRequest>,
+    ) -> Result<Response<v1::ListConsumerGroupsResponse>, Status> {
+        Ok(Response::new(v1::ListConsumerGroupsResponse {
+            broker_id: self.broker.config().broker_id,
+            groups: self.broker.kafka_groups(),
+        }))
+    }
+
     async fn log_groups(
         &self,
         _: Request<v1::LogGroupsRequest>,

@@ -43,7 +43,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::broker::{Acks, Broker, BrokerError, OffsetQuery};
 
 mod admin;
-mod groups;
+pub(crate) mod groups;
 mod producers;
 
 /// What every Kafka connection of a broker shares.
@@ -161,6 +161,7 @@ fn client_error_code(e: &meridian_client::ClientError) -> i16 {
 pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
     let groups = Arc::new(groups::Coordinator::default());
     groups.start();
+    broker.set_kafka_groups(groups.clone());
     let kafka = Arc::new(Kafka {
         producers: producers::Producers::new(broker.config().broker_id),
         region: tokio::sync::OnceCell::new(),

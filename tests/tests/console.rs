@@ -15,17 +15,17 @@ use meridian_tests::mirror::{MirrorProcess, free_udp_addr, issue_certs};
 use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control};
 use meridian_tests::{Daemon, free_addr, http_get};
 
-/// chromedriver on a loopback port, killed when dropped.
-struct Chromedriver(Child);
+/// A child process killed when dropped.
+struct KillOnDrop(Child);
 
-impl Drop for Chromedriver {
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
-async fn browser(profile: &std::path::Path) -> (Chromedriver, Client) {
+async fn browser(profile: &std::path::Path) -> (KillOnDrop, Client) {
     let port = free_addr().port();
     let driver = Command::new("chromedriver")
         .arg(format!("--port={port}"))
@@ -33,7 +33,7 @@ async fn browser(profile: &std::path::Path) -> (Chromedriver, Client) {
         .stderr(Stdio::null())
         .spawn()
         .expect("chromedriver: scripts/test.sh installs chromium-driver");
-    let driver = Chromedriver(driver);
+    let driver = KillOnDrop(driver);
     let caps: serde_json::Map<String, serde_json::Value> = serde_json::from_value(serde_json::json!({
         "browserName": "chrome",
         "goog:chromeOptions": {
@@ -168,7 +168,7 @@ async fn an_sre_operates_the_platform_from_a_browser() {
     let tmp = tempfile::tempdir().unwrap();
     let cp =
         ControlPlaneProcess::embedded(tmp.path(), &["--region", "east", "--region", "west"]).await;
-    let _east = ManagedRegion::start(tmp.path(), "east", 1, &cp.addr, &[])
+    let east = ManagedRegion::start(tmp.path(), "east", 1, &cp.addr, &["--kafka-listen", "auto"])
         .await
         .unwrap();
     let _west = ManagedRegion::start(tmp.path(), "west", 1, &cp.addr, &[])
@@ -422,6 +422,37 @@ async fn an_sre_operates_the_platform_from_a_browser() {
     }
     committed.sort();
     assert_eq!(committed, [Some(0), Some(3)], "the reset was committed");
+
+    // A Kafka consumer group with a live member (kcat): the groups page shows its state,
+    // member and assignment, as its coordinator knows them.
+    let mut member = KillOnDrop(
+        Command::new("kcat")
+            .args(["-b", &east.kafka[0], "-G", "web-kafka", "web-orders"])
+            .args(["-X", "client.id=web-kcat"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kcat: the test script installs it"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        b.goto(&format!("http://{console}/groups")).await.unwrap();
+        let groups = read(&b, "#kafka-groups").await;
+        if groups.contains("web-kafka")
+            && groups.contains("Stable")
+            && groups.contains("web-orders: 0, 1")
+        {
+            assert!(groups.contains("web-kcat"), "{groups}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no stable web-kafka group with its member:\n{groups}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    shot(&b, "kafka-groups").await;
+    let _ = member.0.kill();
 
     // Fails region west over, with the cost stated first, then restores it.
     b.goto(&format!("http://{console}/regions/west/fail"))

@@ -340,12 +340,6 @@ async fn a_kafka_consumer_group_splits_partitions_and_resumes_from_its_commits()
 /// (`tests/kafka_clients/confluent_test.py`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_confluent_kafka_client_works_unchanged() {
-    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: scripts/test.sh creates the venv with confluent-kafka",
-        python.display()
-    );
     let tmp = tempfile::tempdir().unwrap();
     let kafka = free_addr();
     let kafka_flag = kafka.to_string();
@@ -353,16 +347,29 @@ async fn the_python_confluent_kafka_client_works_unchanged() {
         .await
         .unwrap();
     broker.client().await.create_topic("py", 4).await.unwrap();
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka_clients/confluent_test.py");
+    python_script("confluent_test.py", vec![kafka_flag.clone(), "py".into()]).await;
+    assert!(broker.running());
+}
+
+/// Runs one of the Python client scripts (`tests/kafka_clients/SCRIPT`) with the venv the
+/// test script builds; fails the test with its output unless it exits 0 having printed OK.
+async fn python_script(script: &'static str, args: Vec<String>) {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test.sh creates the venv with confluent-kafka",
+        python.display()
+    );
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("kafka_clients")
+        .join(script);
     let mut cmd = Command::new(&python);
-    cmd.arg(&script).arg(&kafka_flag).arg("py");
+    cmd.arg(&path).args(&args);
     let (code, out, err) = tokio::task::spawn_blocking(move || meridian_tests::run(cmd, None))
         .await
         .unwrap();
-    assert_eq!(code, 0, "confluent_test.py failed:\n{out}\n{err}");
-    assert!(out.contains("OK"), "{out}");
-    assert!(broker.running());
+    assert_eq!(code, 0, "{script} {args:?} failed:\n{out}\n{err}");
+    assert!(out.contains("OK"), "{script} {args:?}: {out}");
 }
 
 /// One request on a raw Kafka connection (the codecs are `kafka-protocol`'s); the response
@@ -537,31 +544,14 @@ async fn an_idempotent_producers_retry_is_written_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_admin_in_a_managed_region_goes_through_the_control_plane() {
     use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control};
-    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: scripts/test.sh creates the venv with confluent-kafka",
-        python.display()
-    );
     let tmp = tempfile::tempdir().unwrap();
     let cp = ControlPlaneProcess::embedded(tmp.path(), &["--region", "k"]).await;
     let region = ManagedRegion::start(tmp.path(), "k", 3, &cp.addr, &["--kafka-listen", "auto"])
         .await
         .unwrap();
     let bootstrap = region.kafka.join(",");
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kafka_clients/confluent_admin.py");
-    let phase = |phase: &'static str| {
-        let mut cmd = Command::new(&python);
-        cmd.arg(&script).arg(&bootstrap).arg(phase);
-        async move {
-            let (code, out, err) =
-                tokio::task::spawn_blocking(move || meridian_tests::run(cmd, None))
-                    .await
-                    .unwrap();
-            assert_eq!(code, 0, "confluent_admin.py {phase} failed:\n{out}\n{err}");
-        }
-    };
+    let phase =
+        |phase: &str| python_script("confluent_admin.py", vec![bootstrap.clone(), phase.into()]);
     phase("create").await;
     let (code, out, err) = meridian_control(&cp.addr, &["--json", "topic", "describe", "kadmin"]);
     assert_eq!(code, 0, "{err}");
