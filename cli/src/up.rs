@@ -436,7 +436,6 @@ fn exited_early(p: &mut Running) -> anyhow::Result<()> {
 /// password is random (kept beside it, readable by this user only, so every start can
 /// print it); the configuration file and the password.
 fn console_config(dir: &Path) -> anyhow::Result<(PathBuf, String)> {
-    use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let (config, secret) = (dir.join("console.toml"), dir.join("admin-password"));
     if config.exists() && secret.exists() {
@@ -446,17 +445,7 @@ fn console_config(dir: &Path) -> anyhow::Result<(PathBuf, String)> {
     }
     let password = meridian_console::auth::random_hex(8);
     let hash = meridian_console::auth::hash_password(&password)?;
-    let write = |path: &Path, text: &str| -> anyhow::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        std::io::Write::write_all(&mut f, text.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))
-    };
+    let write = meridian_mirror::tls::write_private;
     write(&secret, &format!("{password}\n"))?;
     write(
         &config,

@@ -233,8 +233,8 @@ pub fn issue(dir: &Path, regions: &[String]) -> anyhow::Result<Vec<std::path::Pa
     Ok(written)
 }
 
-/// Writes a private key readable by its owner only.
-fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
+/// Writes a secret (a private key, a password) readable by its owner only.
+pub fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()

@@ -56,6 +56,17 @@ struct Member {
     rejoined: bool,
 }
 
+impl Member {
+    /// What the member said with `protocol` when it joined (empty if it did not offer it).
+    fn metadata(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(n, _)| n == protocol)
+            .map(|(_, b)| b.clone())
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Empty,
@@ -147,15 +158,7 @@ impl Group {
         let all: Vec<(String, Bytes)> = self
             .members
             .iter()
-            .map(|(id, m)| {
-                let meta = m
-                    .protocols
-                    .iter()
-                    .find(|(n, _)| *n == self.protocol)
-                    .map(|(_, b)| b.clone())
-                    .unwrap_or_default();
-                (id.clone(), meta)
-            })
+            .map(|(id, m)| (id.clone(), m.metadata(&self.protocol)))
             .collect();
         for (id, tx) in self.joiners.drain(..) {
             let _ = tx.send(Joined {
@@ -229,13 +232,12 @@ impl Coordinator {
                 .members
                 .iter()
                 .map(|(id, m)| {
-                    let meta = m
-                        .protocols
-                        .iter()
-                        .find(|(n, _)| *n == g.protocol)
-                        .map(|(_, b)| b.clone())
-                        .unwrap_or_default();
-                    (id.clone(), m.client_id.clone(), meta, m.assignment.clone())
+                    (
+                        id.clone(),
+                        m.client_id.clone(),
+                        m.metadata(&g.protocol),
+                        m.assignment.clone(),
+                    )
                 })
                 .collect(),
         })
