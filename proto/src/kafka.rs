@@ -297,6 +297,31 @@ mod tests {
         buf
     }
 
+    /// A group member's assignment as Kafka's consumer protocol encodes it (a version,
+    /// then the message) decodes to its topics and partitions; other bytes to nothing.
+    #[test]
+    fn assignments_are_decoded_and_garbage_is_not() {
+        use bytes::BufMut;
+        use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
+        use kafka_protocol::messages::{ConsumerProtocolAssignment, TopicName};
+        use kafka_protocol::protocol::{Encodable, StrBytes};
+        let mut tp = TopicPartition::default();
+        tp.topic = TopicName(StrBytes::from_static_str("orders"));
+        tp.partitions = vec![0, 2];
+        let mut a = ConsumerProtocolAssignment::default();
+        a.assigned_partitions = vec![tp];
+        let mut buf = bytes::BytesMut::new();
+        buf.put_i16(1);
+        a.encode(&mut buf, 1).unwrap();
+        assert_eq!(
+            decode_assignment(&buf),
+            Some(vec![("orders".to_owned(), vec![0, 2])])
+        );
+        assert_eq!(decode_assignment(&[]), None);
+        assert_eq!(decode_assignment(&[0, 9, 1, 2]), None);
+        assert_eq!(decode_assignment(&[0, 1, 0xff, 0xff, 0xff]), None);
+    }
+
     /// An idempotent producer's batch carries its id, epoch and sequence span; a plain
     /// batch none.
     #[test]
