@@ -103,6 +103,16 @@ fn failed(e: Failed) -> Response {
         .into_response()
 }
 
+/// Whether `next` is a path on this site (where a login may send the browser back to):
+/// never `//host` or `/\host`, which browsers read as another site, nor a control
+/// character.
+fn local_path(next: &str) -> bool {
+    let mut chars = next.chars();
+    chars.next() == Some('/')
+        && !matches!(chars.next(), Some('/' | '\\'))
+        && !next.chars().any(|c| c.is_control())
+}
+
 /// Percent-encodes a URL component.
 pub fn url_encode(s: &str) -> String {
     s.bytes()
@@ -154,8 +164,7 @@ async fn login(State(app): State<App>, Form(f): Form<LoginForm>) -> Response {
     match app.auth.login(&f.name, &f.password) {
         Some((id, session)) => {
             app.audit.record(&session, "login", "", "ok");
-            // Only a path on this site: never an address elsewhere.
-            let next = if f.next.starts_with('/') && !f.next.starts_with("//") {
+            let next = if local_path(&f.next) {
                 f.next
             } else {
                 "/".into()
@@ -921,6 +930,27 @@ async fn audit(State(app): State<App>, me: Me) -> Response {
         path: app.audit.path().display().to_string(),
         lines,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_login_returns_only_to_a_path_of_this_site() {
+        for ok in ["/", "/topics?q=a", "/topics/orders"] {
+            assert!(super::local_path(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "/a\nb",
+            "topics",
+        ] {
+            assert!(!super::local_path(bad), "{bad}");
+        }
+        assert_eq!(super::url_encode("/topics?q=a b"), "/topics%3Fq%3Da%20b");
+    }
 }
 
 impl From<Failed> for Refused {
