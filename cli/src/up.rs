@@ -256,6 +256,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let result = async {
         wait_registered(&mut processes, &control_addr, &brokers).await?;
         let held_down = wait_regions_up(&mut processes, &control_addr, &regions).await?;
+        wait_listening(&mut processes, "console", &format!("127.0.0.1:{}", args.console_port))
+            .await?;
         let per_region: serde_json::Map<String, serde_json::Value> = regions
             .iter()
             .map(|r| {
@@ -497,6 +499,26 @@ async fn wait_regions_up(
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the process named `name` accepts connections on `addr` (the banner then
+/// prints an address that answers).
+async fn wait_listening(processes: &mut [Running], name: &str, addr: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        for p in processes.iter_mut() {
+            exited_early(p)?;
+        }
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "the {name} did not listen on {addr} within 30s; see its log under the data directory"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
