@@ -139,8 +139,16 @@ async fn run(
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 65536];
                     let mut shaper = Shaper::new(client.port() as u64);
-                    while let Ok(n) = up.recv(&mut buf).await {
-                        shaper.admit(&settings, &counters, &back_tx, &buf[..n]);
+                    loop {
+                        match up.recv(&mut buf).await {
+                            Ok(n) => shaper.admit(&settings, &counters, &back_tx, &buf[..n]),
+                            // A datagram sent before the target bound its port comes back
+                            // as ICMP "port unreachable", which a connected UDP socket
+                            // reports on its next receive. The path works as soon as the
+                            // target listens, as a real one would: keep reading.
+                            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                            Err(_) => return,
+                        }
                     }
                 });
                 upstreams.insert(client, tx.clone());
@@ -313,5 +321,45 @@ mod tests {
         }
         // Each datagram crosses twice: about a quarter come back.
         assert!((20..=90).contains(&answered), "{answered} of 200 answered");
+    }
+
+    /// A client that sends before the target listens (the kernel answers "port
+    /// unreachable") is served once the target comes up, as over a real path.
+    #[tokio::test]
+    async fn a_target_that_comes_up_late_is_reached() {
+        let target = {
+            let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap()
+        };
+        let proxy = LinkProxy::start(target, Impairment::default())
+            .await
+            .unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.connect(proxy.addr).await.unwrap();
+        client.send(b"too early").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let echo = UdpSocket::bind(target).await.unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = echo.recv_from(&mut buf).await {
+                let _ = echo.send_to(&buf[..n], from).await;
+            }
+        });
+        let mut buf = [0u8; 64];
+        let mut answered = false;
+        for _ in 0..20 {
+            client.send(b"ping").await.unwrap();
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(100), client.recv(&mut buf)).await
+            {
+                assert_eq!(&buf[..n], b"ping");
+                answered = true;
+                break;
+            }
+        }
+        assert!(
+            answered,
+            "the proxy's return path died with the early datagram"
+        );
     }
 }
