@@ -42,7 +42,13 @@ async fn me(ApiUser(s): ApiUser) -> Response {
 }
 
 async fn regions(State(app): State<App>, _: ApiUser) -> Response {
-    answer(data::regions(&app.control).await)
+    let result = async {
+        let mut regions = data::regions(&app.control).await?;
+        data::add_broker_reports(&mut regions).await;
+        Ok(regions)
+    }
+    .await;
+    answer(result)
 }
 
 #[derive(Deserialize, Default)]
@@ -99,7 +105,12 @@ async fn group(State(app): State<App>, _: ApiUser, Query(q): Query<GroupQuery>) 
 }
 
 async fn kafka_groups(State(app): State<App>, _: ApiUser) -> Response {
-    answer(data::kafka_groups(&app.control).await)
+    let result = async {
+        let regions = data::regions(&app.control).await?;
+        Ok(data::kafka_groups(&regions).await)
+    }
+    .await;
+    answer(result)
 }
 
 async fn throughput(State(app): State<App>, _: ApiUser) -> Response {

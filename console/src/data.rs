@@ -82,7 +82,8 @@ pub struct Region {
     pub leaderless_groups: usize,
 }
 
-/// Every region, with brokers and log groups.
+/// Every region, with its brokers and log groups, as the control plane knows them (see
+/// [`add_broker_reports`] for what the brokers report).
 pub async fn regions(addrs: &str) -> Result<Vec<Region>, Failed> {
     let mut c = control(addrs).await?;
     let listed = c
@@ -120,44 +121,6 @@ pub async fn regions(addrs: &str) -> Result<Vec<Region>, Failed> {
                 follower_lag: Vec::new(),
             })
             .collect();
-        let mut groups = groups;
-        // What the brokers themselves say (watermarks, follower progress, disk use): asked
-        // of each live broker directly; a broker that does not answer leaves its cells empty.
-        let live: Vec<String> = brokers
-            .iter()
-            .filter(|b| b.region == r.name && b.live)
-            .map(|b| b.grpc.clone())
-            .collect();
-        let mut held: std::collections::HashMap<u32, u64> = Default::default();
-        if !live.is_empty()
-            && let Ok(client) = Client::connect(&live.join(",")).await
-            && let Ok(reports) = client.region_log_groups().await
-        {
-            for report in reports {
-                let Ok(infos) = report.groups else { continue };
-                held.insert(
-                    report.broker_id,
-                    infos
-                        .iter()
-                        .map(|i| i.end_position.saturating_sub(i.start_position))
-                        .sum(),
-                );
-                for info in infos {
-                    if info.leader != Some(report.broker_id) {
-                        continue;
-                    }
-                    if let Some(g) = groups.iter_mut().find(|g| g.id == info.group) {
-                        g.watermark = Some(info.watermark);
-                        g.end = Some(info.end_position);
-                        g.follower_lag = info
-                            .replicas
-                            .iter()
-                            .map(|p| (p.broker_id, info.end_position.saturating_sub(p.position)))
-                            .collect();
-                    }
-                }
-            }
-        }
         let mut bs: Vec<Broker> = brokers
             .iter()
             .filter(|b| b.region == r.name)
@@ -168,7 +131,7 @@ pub async fn regions(addrs: &str) -> Result<Vec<Region>, Failed> {
                 live: b.live,
                 replicas: groups.iter().filter(|g| g.replicas.contains(&b.id)).count(),
                 leads: groups.iter().filter(|g| g.leader == Some(b.id)).count(),
-                journal_bytes: held.get(&b.id).copied(),
+                journal_bytes: None,
             })
             .collect();
         bs.sort_by_key(|b| b.id);
@@ -184,6 +147,51 @@ pub async fn regions(addrs: &str) -> Result<Vec<Region>, Failed> {
         });
     }
     Ok(out)
+}
+
+/// Adds what the brokers themselves say to `regions` (watermarks, follower progress, disk
+/// use), asked of each live broker; a broker that does not answer leaves its cells empty.
+/// Only the pages that show these pay for the round trips.
+pub async fn add_broker_reports(regions: &mut [Region]) {
+    for r in regions {
+        let live: Vec<&str> = r
+            .brokers
+            .iter()
+            .filter(|b| b.live)
+            .map(|b| b.grpc.as_str())
+            .collect();
+        if live.is_empty() {
+            continue;
+        }
+        let Ok(client) = Client::connect(&live.join(",")).await else {
+            continue;
+        };
+        let Ok(reports) = client.region_log_groups().await else {
+            continue;
+        };
+        for report in reports {
+            let Ok(infos) = report.groups else { continue };
+            if let Some(b) = r.brokers.iter_mut().find(|b| b.id == report.broker_id) {
+                b.journal_bytes = Some(
+                    infos
+                        .iter()
+                        .map(|i| i.end_position.saturating_sub(i.start_position))
+                        .sum(),
+                );
+            }
+            for info in infos.iter().filter(|i| i.leader == Some(report.broker_id)) {
+                if let Some(g) = r.groups.iter_mut().find(|g| g.id == info.group) {
+                    g.watermark = Some(info.watermark);
+                    g.end = Some(info.end_position);
+                    g.follower_lag = info
+                        .replicas
+                        .iter()
+                        .map(|p| (p.broker_id, info.end_position.saturating_sub(p.position)))
+                        .collect();
+                }
+            }
+        }
+    }
 }
 
 /// A topic as the list shows it.
@@ -662,9 +670,9 @@ pub struct KafkaGroup {
 
 /// The Kafka consumer groups of every region, asked of each live broker (a group lives on
 /// its coordinator).
-pub async fn kafka_groups(addrs: &str) -> Result<Vec<KafkaGroup>, Failed> {
+pub async fn kafka_groups(regions: &[Region]) -> Vec<KafkaGroup> {
     let mut out = Vec::new();
-    for region in regions(addrs).await? {
+    for region in regions {
         for b in region.brokers.iter().filter(|b| b.live) {
             let Ok(mut c) =
                 v1::broker_client::BrokerClient::connect(format!("http://{}", b.grpc)).await
@@ -712,7 +720,7 @@ pub async fn kafka_groups(addrs: &str) -> Result<Vec<KafkaGroup>, Failed> {
             }
         }
     }
-    Ok(out)
+    out
 }
 
 /// A consumer group's place on one partition.

@@ -95,6 +95,19 @@ impl Me {
         )))
     }
 
+    /// What every change checks first: the form's CSRF token, then the role.
+    pub fn permit(
+        &self,
+        app: &Console,
+        token: &str,
+        role: Role,
+        action: &str,
+        target: &str,
+    ) -> Result<(), Refused> {
+        self.check_csrf(app, token, action, target)?;
+        self.require(app, role, action, target)
+    }
+
     /// Refuses a form whose CSRF token is not the session's.
     pub fn check_csrf(
         &self,

@@ -283,10 +283,13 @@ struct Brokers {
 
 async fn brokers(State(app): State<App>, me: Me) -> Response {
     match data::regions(&app.control).await {
-        Ok(regions) => render(&Brokers {
-            nav: Nav::of(&me, "Brokers"),
-            regions,
-        }),
+        Ok(mut regions) => {
+            data::add_broker_reports(&mut regions).await;
+            render(&Brokers {
+                nav: Nav::of(&me, "Brokers"),
+                regions,
+            })
+        }
         Err(e) => failed(e),
     }
 }
@@ -336,10 +339,7 @@ struct CreateForm {
 
 async fn create_topic(State(app): State<App>, me: Me, Form(f): Form<CreateForm>) -> Response {
     let name = f.topic.name.clone();
-    if let Err(r) = me
-        .check_csrf(&app, &f.csrf, "create topic", &name)
-        .and_then(|()| me.require(&app, Role::Operator, "create topic", &name))
-    {
+    if let Err(r) = me.permit(&app, &f.csrf, Role::Operator, "create topic", &name) {
         return r.into_response();
     }
     match data::create_topic(&app.control, &f.topic).await {
@@ -413,10 +413,7 @@ async fn alter_topic(
     Path(name): Path<String>,
     Form(f): Form<AlterForm>,
 ) -> Response {
-    if let Err(r) = me
-        .check_csrf(&app, &f.csrf, "alter topic", &name)
-        .and_then(|()| me.require(&app, Role::Operator, "alter topic", &name))
-    {
+    if let Err(r) = me.permit(&app, &f.csrf, Role::Operator, "alter topic", &name) {
         return r.into_response();
     }
     let partitions = match f.partitions.trim() {
@@ -464,10 +461,7 @@ async fn delete_topic(
     Path(name): Path<String>,
     Form(f): Form<DeleteForm>,
 ) -> Response {
-    if let Err(r) = me
-        .check_csrf(&app, &f.csrf, "delete topic", &name)
-        .and_then(|()| me.require(&app, Role::Admin, "delete topic", &name))
-    {
+    if let Err(r) = me.permit(&app, &f.csrf, Role::Admin, "delete topic", &name) {
         return r.into_response();
     }
     if f.confirm.trim() != name {
@@ -613,10 +607,7 @@ async fn change_region(
     Form(f): Form<ConfirmForm>,
 ) -> Response {
     let what = format!("{action} region");
-    if let Err(r) = me
-        .check_csrf(&app, &f.csrf, &what, &name)
-        .and_then(|()| me.require(&app, Role::Operator, &what, &name))
-    {
+    if let Err(r) = me.permit(&app, &f.csrf, Role::Operator, &what, &name) {
         return r.into_response();
     }
     let fail = match action.as_str() {
@@ -782,10 +773,12 @@ struct GroupQuery {
 }
 
 async fn groups(State(app): State<App>, me: Me, Query(q): Query<GroupQuery>) -> Response {
-    let regions: Vec<String> = match data::regions(&app.control).await {
-        Ok(r) => r.into_iter().map(|r| r.name).collect(),
+    let listed = match data::regions(&app.control).await {
+        Ok(r) => r,
         Err(e) => return failed(e),
     };
+    let kafka = data::kafka_groups(&listed).await;
+    let regions: Vec<String> = listed.into_iter().map(|r| r.name).collect();
     let region = if q.region.is_empty() {
         regions.first().cloned().unwrap_or_default()
     } else {
@@ -801,7 +794,7 @@ async fn groups(State(app): State<App>, me: Me, Query(q): Query<GroupQuery>) -> 
     };
     render(&Groups {
         nav: Nav::of(&me, "Consumer groups"),
-        kafka: data::kafka_groups(&app.control).await.unwrap_or_default(),
+        kafka,
         regions,
         group: q.group,
         topic: q.topic,
@@ -836,16 +829,9 @@ async fn reset_group(State(app): State<App>, me: Me, Form(f): Form<ResetForm>) -
     } else {
         "reset group"
     };
-    if let Err(r) = me
-        .check_csrf(&app, &f.csrf, action, &target)
-        .and_then(|()| me.require(&app, Role::Operator, action, &target))
-    {
+    if let Err(r) = me.permit(&app, &f.csrf, Role::Operator, action, &target) {
         return r.into_response();
     }
-    let regions: Vec<String> = data::regions(&app.control)
-        .await
-        .map(|r| r.into_iter().map(|r| r.name).collect())
-        .unwrap_or_default();
     let outcome = match data::ResetTo::parse(&f.to) {
         Ok(to) if dry_run => {
             data::group(&app.control, &f.group, &f.topic, &f.region, Some(&to)).await
@@ -877,10 +863,11 @@ async fn reset_group(State(app): State<App>, me: Me, Form(f): Form<ResetForm>) -
             (Vec::new(), e.0, String::new())
         }
     };
+    let listed = data::regions(&app.control).await.unwrap_or_default();
     render(&Groups {
         nav: Nav::of(&me, "Consumer groups"),
-        kafka: data::kafka_groups(&app.control).await.unwrap_or_default(),
-        regions,
+        kafka: data::kafka_groups(&listed).await,
+        regions: listed.into_iter().map(|r| r.name).collect(),
         group: f.group,
         topic: f.topic,
         region: f.region,
@@ -1082,10 +1069,7 @@ async fn move_home(
     Form(f): Form<ConfirmForm>,
 ) -> Response {
     let target = format!("{name} to {}", q.to);
-    if let Err(r) = me
-        .check_csrf(&app, &f.csrf, "move home", &target)
-        .and_then(|()| me.require(&app, Role::Operator, "move home", &target))
-    {
+    if let Err(r) = me.permit(&app, &f.csrf, Role::Operator, "move home", &target) {
         return r.into_response();
     }
     if f.confirm != "yes" {
