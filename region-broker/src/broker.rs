@@ -700,45 +700,9 @@ impl Broker {
         }
     }
 
-    /// The Kafka consumer groups this broker coordinates (none without a Kafka listener).
-    pub fn kafka_groups(&self) -> Vec<meridian_proto::v1::ConsumerGroupInfo> {
-        use meridian_proto::v1;
-        let Some(c) = self.kafka_groups.get() else {
-            return Vec::new();
-        };
-        c.list()
-            .into_iter()
-            .filter_map(|(name, _, _)| {
-                let d = c.describe(&name)?;
-                Some(v1::ConsumerGroupInfo {
-                    name,
-                    state: d.state.to_owned(),
-                    protocol_type: d.protocol_type,
-                    protocol: d.protocol,
-                    members: d
-                        .members
-                        .into_iter()
-                        .map(
-                            |(member_id, client_id, _, assignment)| v1::ConsumerGroupMember {
-                                member_id,
-                                client_id,
-                                assignment: meridian_proto::kafka::decode_assignment(&assignment)
-                                    .unwrap_or_default()
-                                    .into_iter()
-                                    .map(|(topic, partitions)| v1::TopicPartitions {
-                                        topic,
-                                        partitions: partitions
-                                            .into_iter()
-                                            .filter_map(|p| u32::try_from(p).ok())
-                                            .collect(),
-                                    })
-                                    .collect(),
-                            },
-                        )
-                        .collect(),
-                })
-            })
-            .collect()
+    /// The Kafka listener's group coordinator (none without a Kafka listener).
+    pub(crate) fn kafka_groups(&self) -> Option<&Arc<crate::kafka::groups::Coordinator>> {
+        self.kafka_groups.get()
     }
 
     /// Makes the Kafka listener's group coordinator visible to `kafka_groups`.

@@ -362,7 +362,11 @@ impl broker_server::Broker for GrpcService {
     ) -> Result<Response<v1::ListConsumerGroupsResponse>, Status> {
         Ok(Response::new(v1::ListConsumerGroupsResponse {
             broker_id: self.broker.config().broker_id,
-            groups: self.broker.kafka_groups(),
+            groups: self
+                .broker
+                .kafka_groups()
+                .map(|c| consumer_groups(c))
+                .unwrap_or_default(),
         }))
     }
 
@@ -518,5 +522,43 @@ fn to_positions(positions: crate::broker::Positions) -> Vec<v1::OriginPosition> 
     positions
         .into_iter()
         .map(|(region, position)| v1::OriginPosition { region, position })
+        .collect()
+}
+
+/// The groups a Kafka coordinator holds, as the gRPC API describes them (assignments decoded
+/// from Kafka's consumer protocol).
+fn consumer_groups(c: &crate::kafka::groups::Coordinator) -> Vec<v1::ConsumerGroupInfo> {
+    c.list()
+        .into_iter()
+        .filter_map(|(name, _, _)| {
+            let d = c.describe(&name)?;
+            Some(v1::ConsumerGroupInfo {
+                name,
+                state: d.state.to_owned(),
+                protocol_type: d.protocol_type,
+                protocol: d.protocol,
+                members: d
+                    .members
+                    .into_iter()
+                    .map(
+                        |(member_id, client_id, _, assignment)| v1::ConsumerGroupMember {
+                            member_id,
+                            client_id,
+                            assignment: meridian_proto::kafka::decode_assignment(&assignment)
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|(topic, partitions)| v1::TopicPartitions {
+                                    topic,
+                                    partitions: partitions
+                                        .into_iter()
+                                        .filter_map(|p| u32::try_from(p).ok())
+                                        .collect(),
+                                })
+                                .collect(),
+                        },
+                    )
+                    .collect(),
+            })
+        })
         .collect()
 }
