@@ -51,6 +51,9 @@ pub(crate) struct Kafka {
     broker: Arc<Broker>,
     groups: Arc<groups::Coordinator>,
     producers: producers::Producers,
+    /// `meridian_kafka_requests_total` of each served API, registered once (not a label
+    /// string made per request).
+    requests: std::collections::HashMap<i16, metrics::Counter>,
     /// A client of the region (through this broker's own gRPC listener) for offset
     /// commits and lookups of partitions whose log group another broker leads.
     region: tokio::sync::OnceCell<meridian_client::Client>,
@@ -165,6 +168,16 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
     let kafka = Arc::new(Kafka {
         producers: producers::Producers::new(broker.config().broker_id),
         region: tokio::sync::OnceCell::new(),
+        requests: SUPPORTED
+            .iter()
+            .map(|&(key, ..)| {
+                let api = format!("{key:?}");
+                (
+                    key as i16,
+                    metrics::counter!("meridian_kafka_requests_total", "api" => api),
+                )
+            })
+            .collect(),
         broker,
         groups,
     });
@@ -309,7 +322,9 @@ async fn respond(
             0,
         ),
     };
-    metrics::counter!("meridian_kafka_requests_total", "api" => format!("{key:?}")).increment(1);
+    if let Some(c) = kafka.requests.get(&header.request_api_key) {
+        c.increment(1);
+    }
     let mut out = BytesMut::new();
     out.put_i32(0);
     let mut h = ResponseHeader::default();
@@ -500,14 +515,10 @@ async fn produce(kafka: &Kafka, r: ProduceRequest) -> Option<ProduceResponse> {
     };
     // Every partition's append starts at once, in request order (`join_all` polls them in
     // turn), and the answer waits for the slowest.
-    let mut parts = Vec::new();
-    for topic in &r.topic_data {
-        for part in &topic.partition_data {
-            parts.push((topic.name.0.to_string(), part.index, part.records.clone()));
-        }
-    }
-    let results = futures_util::future::join_all(parts.iter().map(|(name, index, records)| {
-        produce_partition(kafka, name, *index, records.clone(), acks)
+    let results = futures_util::future::join_all(r.topic_data.iter().flat_map(|topic| {
+        topic.partition_data.iter().map(move |part| {
+            produce_partition(kafka, &topic.name.0, part.index, part.records.clone(), acks)
+        })
     }))
     .await;
     let mut results = results.into_iter();

@@ -331,6 +331,14 @@ async fn a_kafka_consumer_group_splits_partitions_and_resumes_from_its_commits()
             .unwrap()
     };
     assert!(rc.iter().all(|l| number(l) >= 400), "{rc:?}");
+    // Requests are counted per API on the broker's /metrics.
+    let metrics = meridian_tests::http_get(broker.metrics, "/metrics")
+        .await
+        .unwrap();
+    for api in ["Produce", "Fetch", "JoinGroup", "OffsetCommit"] {
+        let line = format!("meridian_kafka_requests_total{{api=\"{api}\"}}");
+        assert!(metrics.contains(&line), "no {line} in:\n{metrics}");
+    }
     assert!(broker.running());
 }
 
