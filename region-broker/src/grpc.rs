@@ -7,7 +7,8 @@ use meridian_proto::batch::Message;
 use meridian_proto::v1::{self, broker_server};
 use tonic::{Request, Response, Status};
 
-use crate::broker::{Broker, BrokerError, LogGroupState, OffsetQuery, Strategy, Topic};
+use crate::broker::{Acks, Broker, BrokerError, LogGroupState, OffsetQuery, Strategy, Topic};
+use crate::kafka::groups::Coordinator;
 use crate::storage::AppendError;
 
 /// The response header that names the leader's address on a `FailedPrecondition` (not
@@ -21,15 +22,25 @@ pub const EPOCH_HEADER: &str = "x-meridian-epoch";
 #[derive(Debug, Clone)]
 pub struct GrpcService {
     broker: Arc<Broker>,
+    /// The Kafka listener's consumer-group coordinator (ListConsumerGroups), when the
+    /// broker serves Kafka.
+    consumer_groups: Option<Arc<Coordinator>>,
 }
 
 impl GrpcService {
-    /// The tonic service, with message limits derived from the broker's batch limit.
-    pub fn server(broker: Arc<Broker>) -> broker_server::BrokerServer<GrpcService> {
+    /// The tonic service, with message limits derived from the broker's batch limit;
+    /// `consumer_groups` is the Kafka listener's coordinator, when there is one.
+    pub fn server(
+        broker: Arc<Broker>,
+        consumer_groups: Option<Arc<Coordinator>>,
+    ) -> broker_server::BrokerServer<GrpcService> {
         let limit = broker.config().batch_bytes_max + (1 << 20);
-        broker_server::BrokerServer::new(GrpcService { broker })
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(usize::MAX)
+        broker_server::BrokerServer::new(GrpcService {
+            broker,
+            consumer_groups,
+        })
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(usize::MAX)
     }
 }
 
@@ -95,7 +106,7 @@ fn topic_info(broker: &Broker, t: &Topic) -> Result<v1::TopicInfo, Status> {
 
 fn log_group_info(s: LogGroupState) -> v1::LogGroupInfo {
     v1::LogGroupInfo {
-        group: s.group,
+        group: s.log_group,
         strategy: s.strategy.to_owned(),
         epoch: s.epoch,
         leader: s.leader,
@@ -124,7 +135,7 @@ impl GrpcService {
             .broker
             .log_groups_info()
             .into_iter()
-            .find(|s| s.group == group)
+            .find(|s| s.log_group == group)
             .ok_or_else(|| Status::not_found(format!("no log group {group}")))?;
         Ok(Response::new(log_group_info(state)))
     }
@@ -137,7 +148,8 @@ impl broker_server::Broker for GrpcService {
         request: Request<v1::CreateTopicRequest>,
     ) -> Result<Response<v1::TopicInfo>, Status> {
         let r = request.into_inner();
-        let replication = Strategy::parse(&r.replication).map_err(Status::invalid_argument)?;
+        let replication =
+            Strategy::parse(&r.replication).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let topic = self
             .broker
             .create_topic_with(&r.name, r.partitions, replication)
@@ -191,9 +203,9 @@ impl broker_server::Broker for GrpcService {
         let acks = match v1::Acks::try_from(r.acks)
             .map_err(|_| Status::invalid_argument(format!("unknown acks value {}", r.acks)))?
         {
-            v1::Acks::Leader => Some(crate::broker::Acks::Leader),
-            v1::Acks::All => Some(crate::broker::Acks::All),
-            v1::Acks::Quorum => Some(crate::broker::Acks::Quorum),
+            v1::Acks::Leader => Some(Acks::Leader),
+            v1::Acks::All => Some(Acks::All),
+            v1::Acks::Quorum => Some(Acks::Quorum),
             // The topic's default.
             v1::Acks::Unspecified => None,
         };
@@ -363,9 +375,9 @@ impl broker_server::Broker for GrpcService {
         Ok(Response::new(v1::ListConsumerGroupsResponse {
             broker_id: self.broker.config().broker_id,
             groups: self
-                .broker
-                .kafka_groups()
-                .map(|c| consumer_groups(c))
+                .consumer_groups
+                .as_deref()
+                .map(consumer_groups)
                 .unwrap_or_default(),
         }))
     }
@@ -527,7 +539,7 @@ fn to_positions(positions: crate::broker::Positions) -> Vec<v1::OriginPosition> 
 
 /// The groups a Kafka coordinator holds, as the gRPC API describes them (assignments decoded
 /// from Kafka's consumer protocol).
-fn consumer_groups(c: &crate::kafka::groups::Coordinator) -> Vec<v1::ConsumerGroupInfo> {
+fn consumer_groups(c: &Coordinator) -> Vec<v1::ConsumerGroupInfo> {
     c.list()
         .into_iter()
         .filter_map(|(name, _, _)| {

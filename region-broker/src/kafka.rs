@@ -43,13 +43,13 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::broker::{Acks, Broker, BrokerError, OffsetQuery};
 
 mod admin;
-pub(crate) mod groups;
+pub mod groups;
 mod producers;
 
 /// What every Kafka connection of a broker shares.
 pub(crate) struct Kafka {
     broker: Arc<Broker>,
-    groups: Arc<groups::Coordinator>,
+    consumer_groups: Arc<groups::Coordinator>,
     producers: producers::Producers,
     /// `meridian_kafka_requests_total` of each served API, registered once (not a label
     /// string made per request).
@@ -74,15 +74,15 @@ impl Kafka {
     /// `__consumer_offsets` partition the same way), so every broker names the same one
     /// and the group moves with that leader. COORDINATOR_NOT_AVAILABLE while none leads.
     fn coordinator(&self, group: &str) -> Result<(u32, std::net::SocketAddr), i16> {
-        let groups = self.broker.region_groups();
-        if groups.is_empty() {
+        let log_groups = self.broker.region_log_groups();
+        if log_groups.is_empty() {
             return Err(code::COORDINATOR_NOT_AVAILABLE);
         }
         // FNV-1a: the same on every broker (std's hasher is seeded per process).
         let hash = group.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
-        let g = groups[(hash % groups.len() as u64) as usize];
+        let g = log_groups[(hash % log_groups.len() as u64) as usize];
         let leader = self
             .broker
             .leader_id(g)
@@ -160,11 +160,14 @@ fn client_error_code(e: &meridian_client::ClientError) -> i16 {
     }
 }
 
-/// Accepts Kafka connections on `listener` until the task is dropped.
-pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
-    let groups = Arc::new(groups::Coordinator::default());
-    groups.start();
-    broker.set_kafka_groups(groups.clone());
+/// Accepts Kafka connections on `listener` until the task is dropped, coordinating
+/// consumer groups with `consumer_groups` (shared with the gRPC service, which lists them).
+pub async fn serve(
+    broker: Arc<Broker>,
+    consumer_groups: Arc<groups::Coordinator>,
+    listener: TcpListener,
+) {
+    consumer_groups.start();
     let kafka = Arc::new(Kafka {
         producers: producers::Producers::new(broker.config().broker_id),
         region: tokio::sync::OnceCell::new(),
@@ -179,7 +182,7 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
             })
             .collect(),
         broker,
-        groups,
+        consumer_groups,
     });
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -351,7 +354,7 @@ async fn handle(
     request: RequestKind,
 ) -> Option<ResponseKind> {
     let version = header.request_api_version;
-    let (broker, groups) = (&*kafka.broker, &kafka.groups);
+    let (broker, groups) = (&*kafka.broker, &kafka.consumer_groups);
     Some(match request {
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(find_coordinator(kafka, r))
@@ -1052,7 +1055,7 @@ fn describe_groups(
             out.groups.push(g);
             continue;
         }
-        match kafka.groups.describe(&id.0) {
+        match kafka.consumer_groups.describe(&id.0) {
             Some(d) => {
                 g.group_state = str(d.state);
                 g.protocol_type = str(&d.protocol_type);

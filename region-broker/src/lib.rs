@@ -1,17 +1,27 @@
-//! Meridian's data plane: the storage engine and the `region-broker` daemon.
+//! Meridian's data plane: the storage engine and the `region-broker` daemon, in layers that
+//! depend only downwards:
 //!
-//! [`storage`] is a self-contained engine (journal, queue indexes, recovery, retention) with
-//! no knowledge of networks or protocols. [`broker`] puts topics, partitions and consumer
-//! offsets on top of a set of log groups, and [`grpc`] serves them. The binary in
-//! `src/bin/region-broker.rs` reads configuration and wires it all up.
+//! - protocol adapters: [`grpc`] (the Broker gRPC service) and [`kafka`] (the Kafka
+//!   listener and its consumer-group coordinator);
+//! - the broker core, [`broker`]: one map of hosted log groups, the topic catalog, the
+//!   region's directory and view, routing of requests to partitions;
+//! - the log-group layer, [`log_group`]: one hosted log group's storage and replication
+//!   strategy, and every per-group operation;
+//! - [`replication`]: raft over the journal, master-slave, the pull protocol and the
+//!   inter-broker transport;
+//! - [`storage`]: the journal engine (journal, queue indexes, recovery, retention), with no
+//!   knowledge of networks or protocols.
 //!
-//! [`replication`] holds the raft storage over the journal (the raft log *is* the journal);
-//! the raft network, master-slave replication and multi-broker regions are not wired yet,
-//! nor the Kafka and MQTT listeners.
+//! [`config`] is read by every layer. The binary in `src/bin/region-broker.rs` reads the
+//! configuration and wires the layers together; `layers_tests.rs` checks the direction.
 
 pub mod broker;
 pub mod config;
 pub mod grpc;
 pub mod kafka;
+pub mod log_group;
 pub mod replication;
 pub mod storage;
+
+#[cfg(test)]
+mod layers_tests;

@@ -10,6 +10,7 @@ use clap::Parser;
 use meridian_region_broker::broker::Broker;
 use meridian_region_broker::config::{Config, MasterSlaveGroup, Peer};
 use meridian_region_broker::grpc::GrpcService;
+use meridian_region_broker::kafka::groups::Coordinator;
 use meridian_region_broker::replication::transport::RaftTransportService;
 use meridian_region_broker::storage::{self, FlushPolicy};
 
@@ -230,17 +231,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let kafka_server = kafka.map(|listener| {
-        tracing::info!(kafka = ?broker.config().kafka_listen, "Kafka listener running");
-        tokio::spawn(meridian_region_broker::kafka::serve(
-            broker.clone(),
-            listener,
-        ))
-    });
-    tracing::info!(grpc = %grpc_listen, data = %data_dir.display(), groups = broker.groups().len(), topics = broker.topics().len(), "region-broker ready");
+    // The Kafka listener's consumer groups, created beside it and shared with the gRPC
+    // service (which lists them).
+    let consumer_groups = kafka.as_ref().map(|_| Arc::new(Coordinator::default()));
+    let kafka_server = kafka
+        .zip(consumer_groups.clone())
+        .map(|(listener, groups)| {
+            tracing::info!(kafka = ?broker.config().kafka_listen, "Kafka listener running");
+            tokio::spawn(meridian_region_broker::kafka::serve(
+                broker.clone(),
+                groups,
+                listener,
+            ))
+        });
+    tracing::info!(grpc = %grpc_listen, data = %data_dir.display(), log_groups = broker.log_groups().len(), topics = broker.topics().len(), "region-broker ready");
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let served = tonic::transport::Server::builder()
-        .add_service(GrpcService::server(broker.clone()))
+        .add_service(GrpcService::server(broker.clone(), consumer_groups))
         .serve_with_incoming_shutdown(incoming, meridian_daemon::stop_requested())
         .await;
     if let Some(k) = kafka_server {

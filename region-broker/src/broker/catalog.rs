@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::log_group::{Acks, Strategy};
+
 /// A topic as the broker knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topic {
@@ -26,7 +28,7 @@ pub struct Topic {
     pub replication: Strategy,
     /// What a produce naming no acks waits for.
     #[serde(default)]
-    pub acks: super::Acks,
+    pub acks: Acks,
     /// Strictly ordered: the one region accepting writes, its epoch, and whether it is
     /// closed (a home move under way).
     #[serde(default)]
@@ -42,39 +44,6 @@ pub struct Home {
     pub epoch: u64,
     /// No region accepts writes (a move under way).
     pub closed: bool,
-}
-
-/// How a topic's log groups replicate (a topic's partitions are placed on groups of its
-/// strategy).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Strategy {
-    /// openraft over the journal.
-    #[default]
-    Raft,
-    /// A named master; slaves pull by journal position.
-    MasterSlave,
-}
-
-impl Strategy {
-    /// Parses the user's spelling; empty is the default.
-    pub fn parse(text: &str) -> Result<Strategy, String> {
-        match text {
-            "" | "raft" => Ok(Strategy::Raft),
-            "master-slave" => Ok(Strategy::MasterSlave),
-            other => Err(format!(
-                "unknown replication strategy {other:?}: use raft or master-slave"
-            )),
-        }
-    }
-
-    /// The user's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::Raft => "raft",
-            Strategy::MasterSlave => "master-slave",
-        }
-    }
 }
 
 /// A catalog as a snapshot carries it.

@@ -74,42 +74,24 @@ impl Broker {
 
     /// Every log group of the region, sorted: the control plane's in a managed region,
     /// else this broker's (a static region's brokers all hold every group).
-    pub fn region_groups(&self) -> Vec<u32> {
+    pub fn region_log_groups(&self) -> Vec<u32> {
         if !self.config.control.is_empty() {
             return self.view.read().expect("view lock poisoned").groups.clone();
         }
-        let mut groups: Vec<u32> = self.groups().into_iter().map(|(g, _)| g).collect();
+        let mut groups: Vec<u32> = self.log_groups().into_iter().map(|(g, _)| g).collect();
         groups.sort_unstable();
         groups
     }
 
     /// The log groups this broker leads now (raft leader or master), with their epochs.
     pub fn leading(&self) -> Vec<(u32, u64)> {
-        use openraft::type_config::async_runtime::WatchReceiver;
-        let me = self.config.broker_id;
-        let mut out = Vec::new();
-        for (g, raft) in self.rafts.read().expect("groups lock poisoned").iter() {
-            // Polled every 100 ms by the heartbeat task: read in place, no copy of the
-            // metrics (they hold every follower's progress).
-            let metrics = raft.metrics();
-            let m = metrics.borrow_watched();
-            if m.current_leader == Some(u64::from(me)) {
-                out.push((*g, m.current_term));
-            }
-        }
-        for (g, ms) in self
-            .master_slave
+        // Polled every 100 ms by the heartbeat task.
+        self.log_groups
             .read()
-            .expect("groups lock poisoned")
+            .expect("log groups lock poisoned")
             .iter()
-        {
-            let role = ms.role();
-            if role.master == Some(me) {
-                out.push((*g, role.epoch));
-            }
-        }
-        out.sort_unstable();
-        out
+            .filter_map(|(g, group)| Some((*g, group.leading()?)))
+            .collect()
     }
 
     /// `(hash, version)` of the region view applied last.
@@ -173,8 +155,8 @@ impl Broker {
                     .write()
                     .expect("catalog lock poisoned")
                     .retire(id)?;
-                for (_, g) in self.groups() {
-                    g.retire_topic(id);
+                for (_, g) in self.log_groups() {
+                    g.storage().retire_topic(id);
                 }
             }
         }
@@ -188,7 +170,7 @@ impl Broker {
             }
         }
         for t in &view.topics {
-            let acks = Acks::parse(&t.acks).map_err(BrokerError::Invalid)?;
+            let acks = Acks::parse(&t.acks).map_err(|e| BrokerError::Invalid(e.to_string()))?;
             let home = (!t.home.is_empty()).then(|| super::catalog::Home {
                 region: t.home.clone(),
                 epoch: t.home_epoch,
@@ -206,15 +188,16 @@ impl Broker {
                 id: t.id,
                 groups: t.groups.clone(),
                 created_ms: t.created_ms,
-                replication: Strategy::parse(&t.strategy).map_err(BrokerError::Invalid)?,
+                replication: Strategy::parse(&t.strategy)
+                    .map_err(|e| BrokerError::Invalid(e.to_string()))?,
                 acks,
                 home,
             })?;
         }
-        let hosted: BTreeSet<u32> = self.groups().into_iter().map(|(g, _)| g).collect();
+        let hosted: BTreeSet<u32> = self.log_groups().into_iter().map(|(g, _)| g).collect();
         for g in &view.groups {
             let mine = g.replicas.contains(&me);
-            let running = self.raft(g.id).is_some() || self.master_slave_group(g.id).is_some();
+            let running = self.log_group(g.id).is_some_and(|h| h.is_replicating());
             // One group failing to start (a peer not known yet, say) does not keep the others
             // from starting; the next view tries it again.
             if mine && !running {
@@ -276,7 +259,7 @@ impl Broker {
                 ))
             })
         };
-        match Strategy::parse(&group.strategy).map_err(BrokerError::Invalid)? {
+        match Strategy::parse(&group.strategy).map_err(|e| BrokerError::Invalid(e.to_string()))? {
             Strategy::MasterSlave => Ok(GroupRole::MasterSlave {
                 master: group.replicas.first().copied().unwrap_or(me),
                 others: group

@@ -20,8 +20,6 @@ use meridian_proto::origin::Origin;
 use meridian_proto::record::{FLAG_ORIGIN, RecordKind};
 
 use super::{Broker, BrokerError, Topic};
-use crate::replication::raft::{Command, LocalAck};
-use crate::storage::mirrored_payload;
 
 /// The answer to a mirrored append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,44 +111,33 @@ impl Broker {
         }
         let topic = self.topic_by_id(topic_id)?;
         let (group, key) = self.locate(&topic, partition)?;
-        let g = topic.groups[partition as usize];
-        let raft = self.raft(g).ok_or_else(|| {
-            BrokerError::Invalid(format!(
-                "log group {g} is not replicated by raft: mirroring into master-slave topics is not supported yet"
-            ))
-        })?;
+        let g = group.id();
+        group
+            .require_raft("mirroring into master-slave topics is not supported yet")
+            .map_err(|e| self.group_error(e))?;
         self.require_leader(g)?;
         meridian_proto::batch::decode_batch(&payload, count as usize).map_err(|e| {
             BrokerError::Invalid(format!("the mirrored batch does not decode: {e}"))
         })?;
         let lock = self.mirror_lock(g, &origin);
         let _one_at_a_time = lock.lock().await;
-        // Everything this leader's log holds is applied, so the mark counts it all.
-        raft.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+        match group
+            .append_mirrored(key, &origin, count, &payload)
             .await
-            .map_err(|e| BrokerError::Replication(format!("log group {g}: {e}")))?;
-        if let Some((seq, _)) = group.mirror_mark(&origin.region, origin.group)
-            && origin.seq <= seq
+            .map_err(|e| self.group_error(e))?
         {
-            return Ok(MirrorAppended {
+            None => Ok(MirrorAppended {
                 duplicate: true,
                 base_offset: None,
-            });
+            }),
+            Some(base_offset) => {
+                metrics::counter!("meridian_mirror_in_messages_total").increment(u64::from(count));
+                Ok(MirrorAppended {
+                    duplicate: false,
+                    base_offset,
+                })
+            }
         }
-        let command = Command::Batch {
-            topic_id: key.0,
-            partition: key.1,
-            count,
-            payload: mirrored_payload(&origin, &payload),
-            mirrored: true,
-            local_ack: LocalAck::default(),
-        };
-        let result = self.replicate(g, command).await?;
-        metrics::counter!("meridian_mirror_in_messages_total").increment(u64::from(count));
-        Ok(MirrorAppended {
-            duplicate: false,
-            base_offset: result.base_offset,
-        })
     }
 
     /// Merges a consumer group's origin positions committed in another region into this
@@ -159,35 +146,34 @@ impl Broker {
     /// idempotent, so a commit shipped twice changes nothing the second time.
     pub async fn merge_positions(
         &self,
-        group_name: &str,
+        consumer_group: &str,
         topic_id: u32,
         partition: u32,
         positions: super::Positions,
     ) -> Result<bool, BrokerError> {
-        meridian_proto::names::validate("group", group_name)
+        meridian_proto::names::validate("group", consumer_group)
             .map_err(|e| BrokerError::Invalid(e.to_string()))?;
         super::validate_positions(&positions)?;
         let topic = self.topic_by_id(topic_id)?;
         let (group, key) = self.locate(&topic, partition)?;
-        let g = topic.groups[partition as usize];
-        let raft = self.raft(g).ok_or_else(|| {
-            BrokerError::Invalid(format!(
-                "log group {g} is not replicated by raft: origin positions are kept by raft groups only"
-            ))
-        })?;
+        let g = group.id();
+        group
+            .require_raft("origin positions are kept by raft groups only")
+            .map_err(|e| self.group_error(e))?;
         self.require_leader(g)?;
         let lock = self
             .mirror_locks
             .lock()
             .expect("mirror locks poisoned")
-            .entry((g, format!("positions/{group_name}"), partition))
+            .entry((g, format!("positions/{consumer_group}"), partition))
             .or_default()
             .clone();
         let _one_at_a_time = lock.lock().await;
-        raft.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+        group
+            .ensure_applied()
             .await
-            .map_err(|e| BrokerError::Replication(format!("log group {g}: {e}")))?;
-        let current = group.committed_positions(group_name, key);
+            .map_err(|e| self.group_error(e))?;
+        let current = group.storage().committed_positions(consumer_group, key);
         let mut merged: std::collections::BTreeMap<String, u64> = current.iter().cloned().collect();
         for (region, position) in positions {
             let p = merged.entry(region).or_insert(0);
@@ -198,9 +184,8 @@ impl Broker {
             return Ok(false);
         }
         self.write_commit(
-            g,
             &group,
-            group_name,
+            consumer_group,
             key,
             crate::storage::POSITIONS_ONLY,
             merged,
@@ -221,11 +206,12 @@ impl Broker {
     /// For each log group this broker leads: how far origin `(region, group)` is held —
     /// `(log group, highest seq, highest through)`.
     pub fn mirror_marks(&self, region: &str, origin_group: u32) -> Vec<(u32, u64, u64)> {
-        self.groups()
+        self.log_groups()
             .into_iter()
             .filter(|(g, _)| self.require_leader(*g).is_ok())
             .filter_map(|(g, group)| {
                 group
+                    .storage()
                     .mirror_mark(region, origin_group)
                     .map(|(seq, through)| (g, seq, through))
             })
@@ -244,11 +230,12 @@ impl Broker {
     ) -> Result<LocalRecords, BrokerError> {
         let group = self.hosted(g)?;
         self.require_leader(g)?;
+        let group = group.storage();
         let deadline = tokio::time::Instant::now() + max_wait.min(Duration::from_secs(30));
         let mut visible = group.subscribe();
         loop {
             visible.borrow_and_update();
-            let found = local_records(&group, from.max(1), max_bytes)?;
+            let found = local_records(group, from.max(1), max_bytes)?;
             if !found.batches.is_empty()
                 || !found.commits.is_empty()
                 || tokio::time::Instant::now() >= deadline

@@ -199,9 +199,9 @@ impl State {
     }
 }
 
-/// Every group this broker coordinates.
+/// The Kafka consumer groups this broker coordinates (membership, generations, rebalances).
 #[derive(Debug, Default)]
-pub(crate) struct Coordinator {
+pub struct Coordinator {
     groups: Mutex<HashMap<String, Group>>,
     next_member: std::sync::atomic::AtomicU64,
 }

@@ -113,7 +113,7 @@ pub enum CatalogChange {
         created_ms: i64,
         /// How its groups replicate (absent in entries written before strategies existed).
         #[serde(default)]
-        replication: crate::broker::Strategy,
+        replication: super::Strategy,
     },
     /// A topic was deleted.
     DeleteTopic {

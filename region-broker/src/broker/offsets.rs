@@ -1,0 +1,167 @@
+//! Offsets: listing a partition's offsets, consumer groups' committed offsets (written
+//! through the partition's log group, with the origin positions a multi-region consumer
+//! has seen) and the offset a consumer that read elsewhere resumes at here.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use meridian_proto::names;
+
+use super::{Broker, BrokerError, Committed, HostedGroup, OffsetQuery, Positions};
+use crate::storage::{LogGroup, PartitionKey};
+
+impl Broker {
+    /// Looks up an offset of a partition; with a time, also returns the append time found.
+    pub async fn list_offset(
+        &self,
+        topic: &str,
+        partition: u32,
+        query: OffsetQuery,
+    ) -> Result<(u64, Option<i64>), BrokerError> {
+        let topic = self.topic(topic)?;
+        let (group, key) = self.locate(&topic, partition)?;
+        self.require_leader(topic.groups[partition as usize])?;
+        let group = group.storage();
+        // Read your writes: what was acknowledged before this call is in the answer.
+        group.caught_up(Duration::from_secs(1)).await;
+        let (earliest, latest) = group.offsets(key).map_err(BrokerError::Read)?;
+        Ok(match query {
+            OffsetQuery::Earliest => (earliest, None),
+            OffsetQuery::Latest => (latest, None),
+            OffsetQuery::Time(t) => {
+                match group.offset_for_time(key, t).map_err(BrokerError::Read)? {
+                    Some((offset, time)) => (offset, Some(time)),
+                    None => (latest, None),
+                }
+            }
+        })
+    }
+
+    /// Commits a consumer group's position in a partition (through the journal), with the
+    /// origin positions it has seen below it.
+    pub async fn commit_offset(
+        &self,
+        consumer_group: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        positions: Positions,
+    ) -> Result<(), BrokerError> {
+        if offset == crate::storage::POSITIONS_ONLY {
+            return Err(BrokerError::Invalid(format!(
+                "offset {offset} is reserved: commit the offset of the next message to read"
+            )));
+        }
+        validate_positions(&positions)?;
+        names::validate("group", consumer_group)
+            .map_err(|e| BrokerError::Invalid(e.to_string()))?;
+        let topic = self.topic(topic)?;
+        let (group, key) = self.locate(&topic, partition)?;
+        self.write_commit(&group, consumer_group, key, offset, positions)
+            .await
+    }
+
+    /// Writes a commit record the way the log group replicates.
+    pub(super) async fn write_commit(
+        &self,
+        group: &HostedGroup,
+        consumer_group: &str,
+        key: PartitionKey,
+        offset: u64,
+        positions: Positions,
+    ) -> Result<(), BrokerError> {
+        group
+            .commit_offset(consumer_group, key, offset, positions)
+            .await
+            .map_err(|e| self.group_error(e))
+    }
+
+    /// A consumer group's committed position in a partition.
+    pub async fn committed_offset(
+        &self,
+        consumer_group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Committed, BrokerError> {
+        names::validate("group", consumer_group)
+            .map_err(|e| BrokerError::Invalid(e.to_string()))?;
+        let topic = self.topic(topic)?;
+        let (group, key) = self.locate(&topic, partition)?;
+        self.require_leader(topic.groups[partition as usize])?;
+        let group = group.storage();
+        let positions = group.committed_positions(consumer_group, key);
+        let offset = match group.committed_offset(consumer_group, key) {
+            Some(crate::storage::POSITIONS_ONLY) => Some(self.offset_in(group, key, &positions)?),
+            other => other,
+        };
+        Ok(Committed { offset, positions })
+    }
+
+    /// The first offset of a partition holding a message that `positions` do not cover:
+    /// where a consumer that read elsewhere resumes here.
+    pub async fn offset_for_positions(
+        &self,
+        topic: &str,
+        partition: u32,
+        positions: &Positions,
+    ) -> Result<u64, BrokerError> {
+        validate_positions(positions)?;
+        let topic = self.topic(topic)?;
+        let (group, key) = self.locate(&topic, partition)?;
+        self.require_leader(topic.groups[partition as usize])?;
+        self.offset_in(group.storage(), key, positions)
+    }
+
+    /// Walks the partition from its earliest message to the first one not covered.
+    fn offset_in(
+        &self,
+        group: &LogGroup,
+        key: PartitionKey,
+        positions: &Positions,
+    ) -> Result<u64, BrokerError> {
+        use meridian_proto::origin::position;
+        let seen: HashMap<&str, u64> = positions.iter().map(|(r, p)| (r.as_str(), *p)).collect();
+        let (mut next, latest) = group.offsets(key).map_err(BrokerError::Read)?;
+        while next < latest {
+            let batches = group.read(key, next, 1 << 20).map_err(BrokerError::Read)?;
+            if batches.is_empty() {
+                break;
+            }
+            for b in batches {
+                let (region, seq) = match &b.origin {
+                    Some(o) => (o.region.as_str(), o.seq),
+                    None => (self.config.region.as_str(), b.index),
+                };
+                let first = position(seq, 0);
+                let unseen = match seen.get(region) {
+                    None => 0,
+                    Some(&limit) if limit < first => 0,
+                    Some(&limit) => limit - first + 1,
+                };
+                if unseen < u64::from(b.count) {
+                    return Ok((b.base_offset + unseen).max(next));
+                }
+                next = b.base_offset + u64::from(b.count);
+            }
+        }
+        Ok(next.max(latest))
+    }
+}
+
+/// Refuses origin positions a commit cannot carry.
+pub(super) fn validate_positions(positions: &Positions) -> Result<(), BrokerError> {
+    if positions.len() > 64 {
+        return Err(BrokerError::Invalid(format!(
+            "{} origin positions: at most 64 regions",
+            positions.len()
+        )));
+    }
+    for (region, _) in positions {
+        if region.is_empty() || region.len() > meridian_proto::origin::REGION_MAX {
+            return Err(BrokerError::Invalid(
+                "an origin position's region must be 1 to 249 bytes".into(),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! Produce and fetch: a produce is validated and encoded here and appended by the
+//! partition's log group at the request's ack level; a fetch long-polls the group's storage
+//! for committed records and decodes them.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use meridian_proto::batch::{self, Message};
+
+use super::{Acks, Broker, BrokerError, FetchedMessage, Produced, Topic, catalog, now_ms};
+use crate::storage::{AppendError, ReadError};
+
+/// Limits on header names and counts, beyond the byte limits of the config.
+const HEADERS_MAX: usize = 1024;
+const HEADER_NAME_BYTES_MAX: usize = 1024;
+
+impl Broker {
+    /// Appends messages to a partition; returns the first message's offset and the append
+    /// time once the batch is durable.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        mut messages: Vec<Message>,
+        acks: Option<Acks>,
+        epoch: u64,
+    ) -> Result<Produced, BrokerError> {
+        let topic = self.topic(topic)?;
+        let acks = acks.unwrap_or(topic.acks);
+        let (group, key) = self.locate(&topic, partition)?;
+        if let Some(home) = &topic.home {
+            self.check_home(&topic.name, home)?;
+        }
+        if messages.is_empty() {
+            return Err(BrokerError::Invalid(
+                "a produce request needs at least one message".into(),
+            ));
+        }
+        let now = now_ms();
+        let mut size = 0;
+        for m in &mut messages {
+            self.validate_message(m)?;
+            if m.timestamp_ms == 0 {
+                m.timestamp_ms = now;
+            }
+            size += m.encoded_len();
+        }
+        if size > self.config.batch_bytes_max {
+            return Err(BrokerError::TooLarge {
+                what: "the batch",
+                size,
+                limit: self.config.batch_bytes_max,
+            });
+        }
+        let count = messages.len() as u32;
+        let payload = Bytes::from(batch::encode_batch(&messages));
+        let produced = group
+            .append((key, count, payload), acks, epoch)
+            .await
+            .map_err(|e| self.group_error(e))?;
+        metrics::counter!("meridian_produce_messages_total").increment(u64::from(count));
+        metrics::counter!("meridian_produce_bytes_total").increment(size as u64);
+        Ok(produced)
+    }
+
+    /// Reads messages from `offset` on (at most about `max_bytes`, at least one message when
+    /// any is available), waiting up to `max_wait` for the first one to arrive.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<(Vec<FetchedMessage>, (u64, u64)), BrokerError> {
+        let topic = self.topic(topic)?;
+        let (group, key) = self.locate(&topic, partition)?;
+        self.require_leader(topic.groups[partition as usize])?;
+        let max_wait = max_wait.min(Duration::from_millis(self.config.fetch_wait_max_ms));
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let group = group.storage();
+        let mut visible = group.subscribe();
+        loop {
+            visible.borrow_and_update();
+            let batches = group
+                .read(key, offset, max_bytes.max(1))
+                .map_err(|e| self.read_error(&topic, partition, e))?;
+            if !batches.is_empty() || tokio::time::Instant::now() >= deadline {
+                let messages = decode(batches, offset, max_bytes, &self.config.region)?;
+                metrics::counter!("meridian_fetch_messages_total").increment(messages.len() as u64);
+                let range = group.offsets(key).map_err(BrokerError::Read)?;
+                return Ok((messages, range));
+            }
+            // Long poll: wake when the group makes new records visible, or at the deadline.
+            if tokio::time::timeout_at(deadline, visible.changed())
+                .await
+                .is_ok_and(|r| r.is_err())
+            {
+                return Err(BrokerError::Append(AppendError::Closed));
+            }
+        }
+    }
+
+    /// A strictly ordered topic takes writes only in its open home region, and only on a
+    /// broker sure the control plane has not moved the home meanwhile.
+    fn check_home(&self, topic: &str, home: &catalog::Home) -> Result<(), BrokerError> {
+        let why = if home.closed {
+            format!(
+                "its home is moving away from {} (epoch {})",
+                home.region, home.epoch
+            )
+        } else if home.region != self.config.region {
+            format!(
+                "only its home region {} accepts writes (epoch {})",
+                home.region, home.epoch
+            )
+        } else {
+            match self.may_write_home() {
+                Ok(()) => return Ok(()),
+                Err(e) => format!(
+                    "this broker of home region {} cannot take writes: {e}",
+                    home.region
+                ),
+            }
+        };
+        Err(BrokerError::NotHome(format!(
+            "topic {topic} is strictly ordered: {why}; produce in its home region (meridian topic describe {topic})"
+        )))
+    }
+
+    fn validate_message(&self, m: &Message) -> Result<(), BrokerError> {
+        let size = m.encoded_len();
+        if size > self.config.message_bytes_max {
+            return Err(BrokerError::TooLarge {
+                what: "a message",
+                size,
+                limit: self.config.message_bytes_max,
+            });
+        }
+        if m.headers.len() > HEADERS_MAX {
+            return Err(BrokerError::Invalid(format!(
+                "a message has {} headers; the limit is {HEADERS_MAX}",
+                m.headers.len()
+            )));
+        }
+        if let Some((name, _)) = m
+            .headers
+            .iter()
+            .find(|(n, _)| n.len() > HEADER_NAME_BYTES_MAX)
+        {
+            return Err(BrokerError::Invalid(format!(
+                "header name of {} bytes; the limit is {HEADER_NAME_BYTES_MAX}",
+                name.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn read_error(&self, topic: &Topic, partition: u32, e: ReadError) -> BrokerError {
+        match e {
+            ReadError::OffsetOutOfRange {
+                offset,
+                earliest,
+                latest,
+            } => BrokerError::OffsetOutOfRange {
+                topic: topic.name.clone(),
+                partition,
+                offset,
+                earliest,
+                latest,
+            },
+            other => BrokerError::Read(other),
+        }
+    }
+}
+
+/// Decodes fetched batches, dropping messages before `offset` and stopping near `max_bytes`
+/// (but always returning the first message).
+fn decode(
+    batches: Vec<crate::storage::ReadBatch>,
+    offset: u64,
+    max_bytes: usize,
+    region: &str,
+) -> Result<Vec<FetchedMessage>, BrokerError> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for b in batches {
+        let messages = batch::decode_batch(&b.payload, b.count as usize).map_err(|e| {
+            BrokerError::Invalid(format!(
+                "stored batch at offset {} does not decode: {e}",
+                b.base_offset
+            ))
+        })?;
+        for (i, message) in messages.into_iter().enumerate() {
+            let o = b.base_offset + i as u64;
+            if o < offset {
+                continue;
+            }
+            bytes += message.encoded_len();
+            if !out.is_empty() && bytes > max_bytes {
+                return Ok(out);
+            }
+            let (origin_region, seq) = match &b.origin {
+                Some(origin) => (origin.region.clone(), origin.seq),
+                None => (region.to_owned(), b.index),
+            };
+            out.push(FetchedMessage {
+                offset: o,
+                message,
+                append_time_ms: b.append_time_ms,
+                origin_region,
+                origin_position: meridian_proto::origin::position(seq, i as u32),
+            });
+        }
+    }
+    Ok(out)
+}

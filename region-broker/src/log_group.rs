@@ -1,0 +1,812 @@
+//! The log-group layer: one [`HostedGroup`] per log group this broker hosts, owning the
+//! group's storage ([`storage::LogGroup`]) and its replication ([`Replication`]: standalone,
+//! raft or master-slave), and carrying every per-group operation — append at each ack
+//! level, the epoch check, waiting for replicas, offset commits, mirrored appends,
+//! failover, membership changes, its reported state, stop. Each operation chooses what to
+//! do by the group's replication in one `match` here; the broker core above never asks
+//! which kind of group it holds.
+//!
+//! Errors are [`LogGroupError`]s naming leaders by broker id; the broker turns them into
+//! its own errors (adding the leader's address from its directory).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use meridian_proto::origin::Origin;
+use openraft::BasicNode;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::type_config::async_runtime::WatchReceiver;
+
+use crate::replication::master_slave::{MasterSlaveGroup, Role, WaitError};
+use crate::replication::raft::{Command, CommandResult, LocalAck, TypeConfig};
+use crate::replication::transport::GroupRaft;
+use crate::storage::{self, AppendError, PartitionKey};
+
+pub use crate::replication::{Strategy, UnknownStrategy};
+
+/// What a produce waits for before it is acknowledged (a topic's default when the
+/// request names none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Acks {
+    /// The leader holds it durably (per its flush policy); replication goes on in the
+    /// background, so a leader failure before a quorum holds it may lose it (Kafka's
+    /// acks=1). Consumers see it once it is committed.
+    Leader,
+    /// A quorum of replicas holds it (the default).
+    #[default]
+    Quorum,
+    /// Every replica of the group holds it; fails if one does not within
+    /// [`ACKS_ALL_WAIT`] (the batch is still committed at quorum).
+    All,
+}
+
+/// An acks spelling that is none of `leader`, `quorum`, `all`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown acks {0:?}: use leader, quorum or all")]
+pub struct UnknownAcks(pub String);
+
+impl Acks {
+    /// Parses the user's spelling; empty is the default.
+    pub fn parse(text: &str) -> Result<Acks, UnknownAcks> {
+        match text {
+            "leader" => Ok(Acks::Leader),
+            "" | "quorum" => Ok(Acks::Quorum),
+            "all" => Ok(Acks::All),
+            other => Err(UnknownAcks(other.to_owned())),
+        }
+    }
+
+    /// The user's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Acks::Leader => "leader",
+            Acks::Quorum => "quorum",
+            Acks::All => "all",
+        }
+    }
+}
+
+/// How long a produce with [`Acks::All`] waits for the last replicas.
+pub const ACKS_ALL_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a quorum produce on a master-slave group waits for its slaves.
+const MASTER_SLAVE_COMMIT_WAIT: Duration = Duration::from_secs(10);
+
+/// What an acknowledged produce got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Produced {
+    /// Offset of the batch's first message.
+    pub base_offset: u64,
+    /// Broker time stamped on the batch.
+    pub append_time_ms: i64,
+    /// The log group's leadership epoch (raft term; 0 without replication).
+    pub epoch: u64,
+}
+
+/// Why an operation on a log group failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogGroupError {
+    /// This broker does not lead the group.
+    #[error("this broker does not lead log group {group}")]
+    NotLeader {
+        /// The log group.
+        group: u32,
+        /// The leader's broker id, when known.
+        leader: Option<u64>,
+    },
+    /// The request carried an epoch the group has moved past.
+    #[error("epoch {epoch} is stale: log group {group} is at epoch {current}")]
+    StaleEpoch {
+        /// The log group.
+        group: u32,
+        /// The epoch the request carried.
+        epoch: u64,
+        /// The group's current epoch.
+        current: u64,
+    },
+    /// The request carried an epoch newer than this broker knows for the group.
+    #[error("log group {group} is at epoch {current} here but the request carries {epoch}")]
+    EpochAhead {
+        /// The log group.
+        group: u32,
+        /// The epoch the request carried.
+        epoch: u64,
+        /// The epoch this broker knows.
+        current: u64,
+    },
+    /// The operation does not apply to this group.
+    #[error("{0}")]
+    Invalid(String),
+    /// Replication failed (no quorum, not running, shutting down).
+    #[error("replication failed: {0}")]
+    Replication(String),
+    /// Storage refused the append.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+}
+
+/// How one hosted log group replicates on this broker.
+#[derive(Debug, Clone)]
+pub enum Replication {
+    /// Not at all: a broker running alone.
+    Standalone,
+    /// The broker replicates, but this group's replication has not started (or failed to
+    /// start): writes fail until it runs.
+    Starting,
+    /// By raft over the region's brokers.
+    Raft(GroupRaft),
+    /// A master and slaves pulling from it.
+    MasterSlave(Arc<MasterSlaveGroup>),
+}
+
+/// One log group's replication state on this broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogGroupState {
+    /// The log group.
+    pub log_group: u32,
+    /// `raft`, `master-slave` or `none`.
+    pub strategy: &'static str,
+    /// Raft term or master-slave epoch.
+    pub epoch: u64,
+    /// The leader (master) as known here.
+    pub leader: Option<u32>,
+    /// Start of this replica's journal.
+    pub start_position: u64,
+    /// End of this replica's journal.
+    pub end_position: u64,
+    /// Index of its last record.
+    pub last_index: u64,
+    /// Term of its last record.
+    pub last_term: u64,
+    /// Commit watermark here.
+    pub watermark: u64,
+    /// On the leader: each follower's journal end.
+    pub replicas: Vec<(u32, u64)>,
+    /// Master-slave: slaves a commit needs.
+    pub sync_replicas: u32,
+    /// Raft: the voting replicas.
+    pub voters: Vec<u32>,
+}
+
+/// A log group hosted by this broker: its storage and how it replicates.
+#[derive(Debug)]
+pub struct HostedGroup {
+    id: u32,
+    /// This broker's id (what "leading" means here).
+    me: u32,
+    storage: Arc<storage::LogGroup>,
+    replication: Replication,
+}
+
+/// Fences a produce by the epoch it carries (0: not fenced): an older epoch means the
+/// producer is behind, a newer one that this broker is.
+pub fn check_epoch(group: u32, epoch: u64, current: u64) -> Result<(), LogGroupError> {
+    if epoch == 0 || epoch == current {
+        Ok(())
+    } else if epoch < current {
+        Err(LogGroupError::StaleEpoch {
+            group,
+            epoch,
+            current,
+        })
+    } else {
+        Err(LogGroupError::EpochAhead {
+            group,
+            epoch,
+            current,
+        })
+    }
+}
+
+fn not_running() -> LogGroupError {
+    LogGroupError::Replication("replication is not running".into())
+}
+
+impl HostedGroup {
+    /// Log group `id` of broker `me`, over `storage`, replicating as `replication`.
+    pub fn new(
+        id: u32,
+        me: u32,
+        storage: Arc<storage::LogGroup>,
+        replication: Replication,
+    ) -> HostedGroup {
+        HostedGroup {
+            id,
+            me,
+            storage,
+            replication,
+        }
+    }
+
+    /// The same group and storage, replicating as `replication` now.
+    pub fn with_replication(&self, replication: Replication) -> HostedGroup {
+        HostedGroup::new(self.id, self.me, self.storage.clone(), replication)
+    }
+
+    /// The log group's id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Its storage.
+    pub fn storage(&self) -> &Arc<storage::LogGroup> {
+        &self.storage
+    }
+
+    /// How it replicates.
+    pub fn replication(&self) -> &Replication {
+        &self.replication
+    }
+
+    /// Whether its replication (raft or master-slave) runs.
+    pub fn is_replicating(&self) -> bool {
+        matches!(
+            self.replication,
+            Replication::Raft(_) | Replication::MasterSlave(_)
+        )
+    }
+
+    /// Its raft, when replicated by raft.
+    pub fn raft(&self) -> Option<&GroupRaft> {
+        match &self.replication {
+            Replication::Raft(raft) => Some(raft),
+            _ => None,
+        }
+    }
+
+    /// Fails with `NotLeader` unless this broker leads the group (a group that does not
+    /// replicate is led here). Reads raft's published metrics rather than asking the raft
+    /// task, so it costs no round trip.
+    pub fn check_leader(&self) -> Result<(), LogGroupError> {
+        let leader = match &self.replication {
+            Replication::Standalone | Replication::Starting => return Ok(()),
+            Replication::MasterSlave(ms) => ms.role().master.map(u64::from),
+            Replication::Raft(raft) => raft.metrics().borrow_watched().current_leader,
+        };
+        if leader == Some(u64::from(self.me)) {
+            return Ok(());
+        }
+        Err(LogGroupError::NotLeader {
+            group: self.id,
+            leader,
+        })
+    }
+
+    /// The group's leadership epoch: its raft term or master-slave epoch (0 otherwise).
+    pub fn epoch(&self) -> u64 {
+        match &self.replication {
+            Replication::Standalone | Replication::Starting => 0,
+            Replication::MasterSlave(ms) => ms.role().epoch,
+            Replication::Raft(raft) => raft.metrics().borrow_watched().current_term,
+        }
+    }
+
+    /// The epoch, when this broker leads the replicated group now (polled often: raft's
+    /// metrics are read in place, not copied).
+    pub fn leading(&self) -> Option<u64> {
+        match &self.replication {
+            Replication::Standalone | Replication::Starting => None,
+            Replication::MasterSlave(ms) => {
+                let role = ms.role();
+                (role.master == Some(self.me)).then_some(role.epoch)
+            }
+            Replication::Raft(raft) => {
+                let metrics = raft.metrics();
+                let m = metrics.borrow_watched();
+                (m.current_leader == Some(u64::from(self.me))).then_some(m.current_term)
+            }
+        }
+    }
+
+    /// The brokers holding the group as raft knows them (its voters); empty otherwise.
+    pub fn voters(&self) -> Vec<u32> {
+        match &self.replication {
+            Replication::Raft(raft) => raft
+                .metrics()
+                .borrow_watched()
+                .membership_config
+                .voter_ids()
+                .map(|v| v as u32)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Appends a batch `(partition, count, payload)` and waits for `acks`, fencing a
+    /// producer whose `epoch` (when not 0) differs from the group's.
+    pub async fn append(
+        &self,
+        (key, count, payload): (PartitionKey, u32, Bytes),
+        acks: Acks,
+        epoch: u64,
+    ) -> Result<Produced, LogGroupError> {
+        match &self.replication {
+            Replication::Standalone => {
+                let appended = self.storage.append(key, payload, count).await?;
+                Ok(Produced {
+                    base_offset: appended.base_offset,
+                    append_time_ms: appended.append_time_ms,
+                    epoch: 0,
+                })
+            }
+            Replication::Starting => {
+                check_epoch(self.id, epoch, 0)?;
+                Err(not_running())
+            }
+            Replication::MasterSlave(ms) => {
+                let role = self.master_role(ms)?;
+                check_epoch(self.id, epoch, role.epoch)?;
+                let appended = self.storage.append(key, payload, count).await?;
+                self.wait_master_slave(ms, appended.position + u64::from(appended.len), role, acks)
+                    .await?;
+                Ok(Produced {
+                    base_offset: appended.base_offset,
+                    append_time_ms: appended.append_time_ms,
+                    epoch: role.epoch,
+                })
+            }
+            Replication::Raft(raft) => {
+                // No leadership check here: a follower's raft refuses the write with
+                // ForwardToLeader, which becomes NotLeader.
+                let current = self.epoch();
+                check_epoch(self.id, epoch, current)?;
+                if acks == Acks::Leader {
+                    return self
+                        .append_raft_leader_only(raft, (key, count, payload), current)
+                        .await;
+                }
+                let command = Command::Batch {
+                    topic_id: key.0,
+                    partition: key.1,
+                    count,
+                    payload,
+                    mirrored: false,
+                    local_ack: LocalAck::default(),
+                };
+                let (result, index) = self.replicate_indexed(command).await?;
+                if acks == Acks::All {
+                    self.wait_all_voters(raft, index).await?;
+                }
+                match (result.base_offset, result.append_time_ms) {
+                    (Some(base_offset), Some(append_time_ms)) => Ok(Produced {
+                        base_offset,
+                        append_time_ms,
+                        epoch: current,
+                    }),
+                    _ => Err(LogGroupError::Replication(
+                        "the replicated batch left no record".into(),
+                    )),
+                }
+            }
+        }
+    }
+
+    /// acks=leader on a raft group: proposes the batch and answers as soon as the leader's
+    /// own journal holds it, while raft replicates and commits it in the background. Like
+    /// Kafka's acks=1, a leader that fails before a quorum holds the batch may lose it.
+    async fn append_raft_leader_only(
+        &self,
+        raft: &GroupRaft,
+        (key, count, payload): (PartitionKey, u32, Bytes),
+        epoch: u64,
+    ) -> Result<Produced, LogGroupError> {
+        let group = self.id;
+        let (local_ack, appended) = LocalAck::new();
+        let command = Command::Batch {
+            topic_id: key.0,
+            partition: key.1,
+            count,
+            payload,
+            mirrored: false,
+            local_ack,
+        };
+        // Proposed here, in the caller's order (a Kafka connection's pipelined produces of
+        // one partition must be appended in the order they came), not from a spawned task.
+        let (responder, committed) = openraft::impls::ProgressResponder::complete_only();
+        raft.client_write_ff(command, Some(responder))
+            .await
+            .map_err(|e| LogGroupError::Replication(format!("log group {group}: {e}")))?;
+        match appended.await {
+            Ok(a) => {
+                tokio::spawn(async move {
+                    if let Ok(Err(e)) = committed.await {
+                        tracing::debug!(group, error = %e, "an acks=leader batch was not committed");
+                    }
+                });
+                Ok(Produced {
+                    base_offset: a.base_offset,
+                    append_time_ms: a.append_time_ms,
+                    epoch,
+                })
+            }
+            // Never appended here: the write failed; say why.
+            Err(_) => match committed.await {
+                Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(LogGroupError::NotLeader {
+                    group,
+                    leader: f.leader_id,
+                }),
+                Ok(Err(e)) => Err(LogGroupError::Replication(format!(
+                    "log group {group}: {e}"
+                ))),
+                Ok(Ok(_)) | Err(_) => Err(LogGroupError::Replication(format!(
+                    "log group {group}: the batch was not appended on the leader"
+                ))),
+            },
+        }
+    }
+
+    /// Commits a consumer group's position in a partition (with the origin positions it
+    /// has seen) the way the log group replicates.
+    pub async fn commit_offset(
+        &self,
+        consumer_group: &str,
+        key: PartitionKey,
+        offset: u64,
+        positions: Vec<(String, u64)>,
+    ) -> Result<(), LogGroupError> {
+        match &self.replication {
+            Replication::Standalone => {
+                self.storage
+                    .commit_positions(consumer_group, key, offset, positions)
+                    .await?;
+                Ok(())
+            }
+            Replication::MasterSlave(ms) => {
+                if !positions.is_empty() {
+                    return Err(LogGroupError::Invalid(format!(
+                        "log group {} is master-slave: origin positions are kept by raft groups only",
+                        self.id
+                    )));
+                }
+                let role = self.master_role(ms)?;
+                let appended = self
+                    .storage
+                    .commit_offset(consumer_group, key, offset)
+                    .await?;
+                self.wait_master_slave(
+                    ms,
+                    appended.position + u64::from(appended.len),
+                    role,
+                    Acks::Quorum,
+                )
+                .await
+            }
+            Replication::Starting | Replication::Raft(_) => {
+                let command = Command::Commit {
+                    group: consumer_group.to_owned(),
+                    topic_id: key.0,
+                    partition: key.1,
+                    offset,
+                    positions,
+                };
+                self.replicate(command).await.map(|_| ())
+            }
+        }
+    }
+
+    /// The group's raft, or `Invalid` saying `why_not` for a group raft does not replicate.
+    pub fn require_raft(&self, why_not: &str) -> Result<&GroupRaft, LogGroupError> {
+        self.raft().ok_or_else(|| {
+            LogGroupError::Invalid(format!(
+                "log group {} is not replicated by raft: {why_not}",
+                self.id
+            ))
+        })
+    }
+
+    /// Waits until everything this leader's raft log holds is applied here (a linearizable
+    /// read); a group raft does not replicate has nothing to wait for.
+    pub async fn ensure_applied(&self) -> Result<(), LogGroupError> {
+        if let Replication::Raft(raft) = &self.replication {
+            raft.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+                .await
+                .map_err(|e| LogGroupError::Replication(format!("log group {}: {e}", self.id)))?;
+        }
+        Ok(())
+    }
+
+    /// Appends a batch mirrored from `origin` unless the group holds it already (its seq is
+    /// at or below the origin's mark); `None` for a duplicate, else the first offset
+    /// written. The caller serializes the appends of one origin.
+    pub async fn append_mirrored(
+        &self,
+        key: PartitionKey,
+        origin: &Origin,
+        count: u32,
+        payload: &Bytes,
+    ) -> Result<Option<Option<u64>>, LogGroupError> {
+        self.require_raft("mirroring into master-slave topics is not supported yet")?;
+        // Everything this leader's log holds is applied, so the mark counts it all.
+        self.ensure_applied().await?;
+        if let Some((seq, _)) = self.storage.mirror_mark(&origin.region, origin.group)
+            && origin.seq <= seq
+        {
+            return Ok(None);
+        }
+        let command = Command::Batch {
+            topic_id: key.0,
+            partition: key.1,
+            count,
+            payload: storage::mirrored_payload(origin, payload),
+            mirrored: true,
+            local_ack: LocalAck::default(),
+        };
+        let result = self.replicate(command).await?;
+        Ok(Some(result.base_offset))
+    }
+
+    /// Replicates a command through the group's raft; returns once a quorum holds it and
+    /// it is applied here.
+    pub async fn replicate(&self, command: Command) -> Result<CommandResult, LogGroupError> {
+        self.replicate_indexed(command).await.map(|(r, _)| r)
+    }
+
+    /// [`HostedGroup::replicate`], also returning the entry's log index.
+    async fn replicate_indexed(
+        &self,
+        command: Command,
+    ) -> Result<(CommandResult, u64), LogGroupError> {
+        let raft = self.raft().ok_or_else(not_running)?;
+        match raft.client_write(command).await {
+            Ok(resp) => Ok((resp.data, resp.log_id.index)),
+            Err(e) => Err(self.raft_error(e)),
+        }
+    }
+
+    fn raft_error(&self, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> LogGroupError {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => LogGroupError::NotLeader {
+                group: self.id,
+                leader: f.leader_id,
+            },
+            e => LogGroupError::Replication(format!("log group {}: {e}", self.id)),
+        }
+    }
+
+    /// Waits until every voter holds the raft entry at `index`.
+    async fn wait_all_voters(&self, raft: &GroupRaft, index: u64) -> Result<(), LogGroupError> {
+        let all_hold = move |m: &openraft::RaftMetrics<TypeConfig>| {
+            let Some(replication) = &m.replication else {
+                return false;
+            };
+            m.membership_config.voter_ids().all(|id| {
+                id == m.id
+                    || replication
+                        .get(&id)
+                        .is_some_and(|matched| matched.is_some_and(|l| l.index >= index))
+            })
+        };
+        raft.wait(Some(ACKS_ALL_WAIT)).metrics(all_hold, "every replica holds the entry").await.map_err(|_| {
+            LogGroupError::Replication(format!(
+                "acks=all: not every replica of log group {} acknowledged within {} s (the batch is committed at quorum)",
+                self.id,
+                ACKS_ALL_WAIT.as_secs()
+            ))
+        })?;
+        Ok(())
+    }
+
+    /// The master-slave group's role, if this broker is its master; `NotLeader` otherwise.
+    fn master_role(&self, ms: &MasterSlaveGroup) -> Result<Role, LogGroupError> {
+        let role = ms.role();
+        if role.master != Some(self.me) {
+            return Err(LogGroupError::NotLeader {
+                group: self.id,
+                leader: role.master.map(u64::from),
+            });
+        }
+        Ok(role)
+    }
+
+    /// Waits until a master-slave record ending at `end`, written at `role`, satisfies
+    /// `acks`.
+    async fn wait_master_slave(
+        &self,
+        ms: &MasterSlaveGroup,
+        end: u64,
+        role: Role,
+        acks: Acks,
+    ) -> Result<(), LogGroupError> {
+        let group = self.id;
+        let failed = |e: WaitError, what: &str| match e {
+            WaitError::RoleChanged(now) => LogGroupError::Replication(format!(
+                "log group {group} failed over (epoch {}, master {:?}) before the batch was committed: it may or may not be stored",
+                now.epoch, now.master
+            )),
+            WaitError::Timeout => LogGroupError::Replication(what.to_owned()),
+            WaitError::Closed => LogGroupError::Append(AppendError::Closed),
+        };
+        match acks {
+            Acks::Leader => {
+                ms.advance_watermark();
+                Ok(())
+            }
+            Acks::Quorum | Acks::All => {
+                ms.wait_committed(end, role.epoch, MASTER_SLAVE_COMMIT_WAIT)
+                    .await
+                    .map_err(|e| {
+                        failed(
+                            e,
+                            &format!(
+                                "fewer than {} slave(s) of log group {group} acknowledged within {} s: the batch is not committed yet (it may still be); check the group's slaves",
+                                ms.sync_replicas(),
+                                MASTER_SLAVE_COMMIT_WAIT.as_secs()
+                            ),
+                        )
+                    })?;
+                if acks == Acks::All {
+                    ms.wait_all(end, role.epoch, ACKS_ALL_WAIT).await.map_err(|e| {
+                        failed(
+                            e,
+                            &format!(
+                                "acks=all: not every replica of log group {group} acknowledged within {} s (the batch is committed at quorum)",
+                                ACKS_ALL_WAIT.as_secs()
+                            ),
+                        )
+                    })?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Sets a master-slave group's epoch and master on this broker (a failover step).
+    pub async fn set_master(&self, epoch: u64, master: Option<u32>) -> Result<(), LogGroupError> {
+        let Replication::MasterSlave(ms) = &self.replication else {
+            return Err(LogGroupError::Invalid(format!(
+                "log group {} is not replicated master-slave on this broker",
+                self.id
+            )));
+        };
+        ms.set_role(Role { epoch, master })
+            .await
+            .map(|_| ())
+            .map_err(|e| LogGroupError::Invalid(e.to_string()))
+    }
+
+    /// Makes `add` (broker id, raft address) and the current voters but `remove` the
+    /// group's voting replicas (on its raft leader). An added broker is first a learner
+    /// and catches up; it votes once it has. The new voters.
+    pub async fn change_replicas(
+        &self,
+        add: &[(u32, String)],
+        remove: &[u32],
+    ) -> Result<Vec<u64>, LogGroupError> {
+        let raft =
+            self.require_raft("replicas of master-slave groups are fixed by configuration")?;
+        let metrics = raft.metrics().borrow_watched().clone();
+        let mut voters: std::collections::BTreeSet<u64> =
+            metrics.membership_config.voter_ids().collect();
+        for (id, addr) in add {
+            let id = u64::from(*id);
+            if !voters.contains(&id) {
+                raft.add_learner(id, BasicNode { addr: addr.clone() }, true)
+                    .await
+                    .map_err(|e| self.raft_error(e))?;
+                voters.insert(id);
+            }
+        }
+        for &id in remove {
+            voters.remove(&u64::from(id));
+        }
+        if voters.is_empty() {
+            return Err(LogGroupError::Invalid(format!(
+                "log group {} needs at least one replica",
+                self.id
+            )));
+        }
+        raft.change_membership(voters.clone(), false)
+            .await
+            .map_err(|e| self.raft_error(e))?;
+        Ok(voters.into_iter().collect())
+    }
+
+    /// The group's replication state on this broker.
+    pub fn state(&self) -> LogGroupState {
+        let storage = &self.storage;
+        let (last_index, last_term) = storage.last_record().unwrap_or((0, 0));
+        let (start_position, end_position, ..) = storage.positions();
+        let mut state = LogGroupState {
+            log_group: self.id,
+            strategy: "none",
+            epoch: 0,
+            leader: None,
+            start_position,
+            end_position,
+            last_index,
+            last_term,
+            watermark: storage.watermark(),
+            replicas: Vec::new(),
+            sync_replicas: 0,
+            voters: Vec::new(),
+        };
+        match &self.replication {
+            Replication::Standalone | Replication::Starting => {}
+            Replication::MasterSlave(ms) => {
+                let role = ms.role();
+                state.strategy = "master-slave";
+                state.epoch = role.epoch;
+                state.leader = role.master;
+                state.sync_replicas = ms.sync_replicas() as u32;
+                if ms.is_master() {
+                    state.replicas = ms.slave_positions();
+                }
+            }
+            Replication::Raft(raft) => {
+                let m = raft.metrics().borrow_watched().clone();
+                state.strategy = "raft";
+                state.epoch = m.current_term;
+                state.leader = m.current_leader.map(|l| l as u32);
+                state.voters = m.membership_config.voter_ids().map(|v| v as u32).collect();
+                if let Some(replication) = &m.replication {
+                    state.replicas = replication
+                        .iter()
+                        .filter(|(id, _)| **id != m.id)
+                        .map(|(id, matched)| {
+                            let position = matched
+                                .and_then(|l| storage.end_of_record(l.index))
+                                .unwrap_or(0);
+                            (*id as u32, position)
+                        })
+                        .collect();
+                }
+            }
+        }
+        state
+    }
+
+    /// Stops the group's replication (its raft or master-slave task); the storage stays
+    /// open.
+    pub async fn stop_replication(&self) {
+        match &self.replication {
+            Replication::Standalone | Replication::Starting => {}
+            Replication::Raft(raft) => {
+                let _ = raft.shutdown().await;
+            }
+            Replication::MasterSlave(ms) => ms.stop(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_epoch_is_checked_against_the_groups() {
+        assert!(check_epoch(3, 0, 7).is_ok(), "0 is not fenced");
+        assert!(check_epoch(3, 7, 7).is_ok());
+        assert!(matches!(
+            check_epoch(3, 6, 7),
+            Err(LogGroupError::StaleEpoch {
+                group: 3,
+                epoch: 6,
+                current: 7
+            })
+        ));
+        assert!(matches!(
+            check_epoch(3, 8, 7),
+            Err(LogGroupError::EpochAhead {
+                group: 3,
+                epoch: 8,
+                current: 7
+            })
+        ));
+    }
+
+    #[test]
+    fn acks_and_strategies_parse_their_spellings_only() {
+        for acks in [Acks::Leader, Acks::Quorum, Acks::All] {
+            assert_eq!(Acks::parse(acks.as_str()), Ok(acks));
+        }
+        assert_eq!(Acks::parse(""), Ok(Acks::Quorum));
+        assert_eq!(Acks::parse("one"), Err(UnknownAcks("one".into())));
+        for s in [Strategy::Raft, Strategy::MasterSlave] {
+            assert_eq!(Strategy::parse(s.as_str()), Ok(s));
+        }
+        assert_eq!(Strategy::parse(""), Ok(Strategy::Raft));
+        assert!(Strategy::parse("paxos").is_err());
+    }
+}
