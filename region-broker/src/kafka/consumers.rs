@@ -1,0 +1,366 @@
+//! Consumer-group requests: where a group is coordinated (the leader of the log group its
+//! name hashes to), membership (JoinGroup, SyncGroup, LeaveGroup; heartbeats are answered
+//! in `handle`), DescribeGroups and ListGroups from the
+//! [`Coordinator`](groups::Coordinator), and a group's
+//! offsets (OffsetCommit, OffsetFetch), forwarded to the partition's leader when another
+//! broker leads it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::{BrokerId, TopicName};
+
+use super::groups;
+use super::{Kafka, client_error_code, code, error_code, str};
+use crate::broker::BrokerError;
+
+impl Kafka {
+    /// The broker coordinating `group`, and its Kafka address: the leader of the log group
+    /// the group's name hashes to (Kafka places a group on the leader of a
+    /// `__consumer_offsets` partition the same way), so every broker names the same one
+    /// and the group moves with that leader. COORDINATOR_NOT_AVAILABLE while none leads.
+    pub(super) fn coordinator(&self, group: &str) -> Result<(u32, std::net::SocketAddr), i16> {
+        let log_groups = self.broker.region_log_groups();
+        if log_groups.is_empty() {
+            return Err(code::COORDINATOR_NOT_AVAILABLE);
+        }
+        // FNV-1a: the same on every broker (std's hasher is seeded per process).
+        let hash = group.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let g = log_groups[(hash % log_groups.len() as u64) as usize];
+        let leader = self
+            .broker
+            .leader_id(g)
+            .ok_or(code::COORDINATOR_NOT_AVAILABLE)?;
+        self.broker
+            .kafka_brokers()
+            .into_iter()
+            .find(|(id, _)| *id == leader)
+            .ok_or(code::COORDINATOR_NOT_AVAILABLE)
+    }
+
+    /// NOT_COORDINATOR when another broker coordinates `group` (the client looks it up
+    /// again), else NONE.
+    pub(super) fn check_coordinator(&self, group: &str) -> i16 {
+        match self.coordinator(group) {
+            Ok((id, _)) if id == self.broker.config().broker_id => code::NONE,
+            Ok(_) => code::NOT_COORDINATOR,
+            Err(c) => c,
+        }
+    }
+}
+
+/// FindCoordinator: this broker coordinates the groups its clients use.
+pub(super) fn find_coordinator(
+    kafka: &Kafka,
+    r: kafka_protocol::messages::FindCoordinatorRequest,
+) -> kafka_protocol::messages::FindCoordinatorResponse {
+    let mut out = kafka_protocol::messages::FindCoordinatorResponse::default();
+    // Key type 1 is a transactional id: transactions are not served over Kafka.
+    let found = if r.key_type == 0 {
+        kafka.coordinator(&r.key)
+    } else {
+        Err(code::COORDINATOR_NOT_AVAILABLE)
+    };
+    match found {
+        Ok((id, addr)) => {
+            out.node_id = BrokerId(id as i32);
+            out.host = str(&addr.ip().to_string());
+            out.port = i32::from(addr.port());
+        }
+        Err(c) => {
+            out.error_code = c;
+            out.node_id = BrokerId(-1);
+            out.port = -1;
+        }
+    }
+    out
+}
+
+/// OffsetCommit: the broker's offset commits (the same a gRPC consumer makes).
+pub(super) async fn offset_commit(
+    kafka: &Kafka,
+    r: kafka_protocol::messages::OffsetCommitRequest,
+) -> kafka_protocol::messages::OffsetCommitResponse {
+    let broker = &*kafka.broker;
+    use kafka_protocol::messages::offset_commit_response::{
+        OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+    };
+    let group = r.group_id.0.to_string();
+    let mut out = kafka_protocol::messages::OffsetCommitResponse::default();
+    for topic in r.topics {
+        let name = topic.name.0.to_string();
+        let mut t = OffsetCommitResponseTopic::default();
+        t.name = topic.name.clone();
+        for part in topic.partitions {
+            let mut p = OffsetCommitResponsePartition::default();
+            p.partition_index = part.partition_index;
+            let partition = part.partition_index.max(0) as u32;
+            let offset = part.committed_offset as u64;
+            if part.committed_offset < 0 {
+                p.error_code = code::OFFSET_OUT_OF_RANGE;
+            } else {
+                let local = broker
+                    .commit_offset(&group, &name, partition, offset, Vec::new())
+                    .await;
+                p.error_code = match local {
+                    Ok(()) => code::NONE,
+                    // The partition's log group is led elsewhere: the commit goes there.
+                    Err(BrokerError::NotLeader { .. }) => match kafka.region().await {
+                        Ok(client) => client
+                            .commit_offset(&group, &name, partition, offset)
+                            .await
+                            .map_or_else(|e| client_error_code(&e), |()| code::NONE),
+                        Err(e) => client_error_code(&e),
+                    },
+                    Err(BrokerError::Invalid(_)) => 24, // INVALID_GROUP_ID
+                    Err(other) => error_code(&other),
+                };
+            }
+            t.partitions.push(p);
+        }
+        out.topics.push(t);
+    }
+    out
+}
+
+/// OffsetFetch: what the group committed (-1 where nothing); every partition with a commit
+/// when the request names no topics.
+pub(super) async fn offset_fetch(
+    kafka: &Kafka,
+    r: kafka_protocol::messages::OffsetFetchRequest,
+) -> kafka_protocol::messages::OffsetFetchResponse {
+    let broker = &*kafka.broker;
+    use kafka_protocol::messages::offset_fetch_response::{
+        OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+    };
+    let group = r.group_id.0.to_string();
+    let all = r.topics.is_none();
+    let wanted: Vec<(TopicName, Vec<i32>)> = match r.topics {
+        Some(topics) => topics
+            .into_iter()
+            .map(|t| (t.name, t.partition_indexes))
+            .collect(),
+        None => broker
+            .topics()
+            .into_iter()
+            .map(|t| {
+                let n = t.groups.len() as i32;
+                (TopicName(str(&t.name)), (0..n).collect())
+            })
+            .collect(),
+    };
+    let mut out = kafka_protocol::messages::OffsetFetchResponse::default();
+    for (name, partitions) in wanted {
+        let mut t = OffsetFetchResponseTopic::default();
+        t.name = name.clone();
+        for p in partitions {
+            let mut part = OffsetFetchResponsePartition::default();
+            part.partition_index = p;
+            part.committed_leader_epoch = -1;
+            part.metadata = Some(str(""));
+            part.committed_offset = -1;
+            let partition = p.max(0) as u32;
+            let committed = match broker.committed_offset(&group, &name.0, partition).await {
+                Ok(c) => Ok(c.offset),
+                // The partition's log group is led elsewhere: ask there.
+                Err(BrokerError::NotLeader { .. }) => match kafka.region().await {
+                    Ok(client) => client
+                        .committed_offset(&group, &name.0, partition)
+                        .await
+                        .map_err(|e| client_error_code(&e)),
+                    Err(e) => Err(client_error_code(&e)),
+                },
+                Err(e) => Err(error_code(&e)),
+            };
+            match committed {
+                Ok(Some(o)) => part.committed_offset = o as i64,
+                Ok(None) if all => continue,
+                Ok(None) => {}
+                Err(c) => part.error_code = c,
+            }
+            t.partitions.push(part);
+        }
+        if !(all && t.partitions.is_empty()) {
+            out.topics.push(t);
+        }
+    }
+    out
+}
+
+pub(super) async fn join_group(
+    groups: &Arc<groups::Coordinator>,
+    header: &kafka_protocol::messages::RequestHeader,
+    r: kafka_protocol::messages::JoinGroupRequest,
+    version: i16,
+) -> kafka_protocol::messages::JoinGroupResponse {
+    use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+    let session = Duration::from_millis(r.session_timeout_ms.max(0) as u64);
+    let rebalance = if version >= 1 {
+        Duration::from_millis(r.rebalance_timeout_ms.max(0) as u64)
+    } else {
+        session
+    };
+    let joined = groups
+        .join(groups::Join {
+            group: r.group_id.0.to_string(),
+            member_id: r.member_id.to_string(),
+            client_id: header
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "kafka".into()),
+            protocol_type: r.protocol_type.to_string(),
+            protocols: r
+                .protocols
+                .into_iter()
+                .map(|p| (p.name.to_string(), p.metadata))
+                .collect(),
+            session,
+            rebalance,
+            require_known_id: version >= 4,
+        })
+        .await;
+    let mut out = kafka_protocol::messages::JoinGroupResponse::default();
+    out.error_code = joined.error;
+    out.generation_id = if joined.error == 0 {
+        joined.generation
+    } else {
+        -1
+    };
+    out.protocol_name = Some(str(&joined.protocol));
+    if version >= 7 {
+        out.protocol_type = Some(r.protocol_type.clone());
+    }
+    out.leader = str(&joined.leader);
+    out.member_id = str(&joined.member_id);
+    out.members = joined
+        .members
+        .into_iter()
+        .map(|(id, metadata)| {
+            let mut m = JoinGroupResponseMember::default();
+            m.member_id = str(&id);
+            m.metadata = metadata;
+            m
+        })
+        .collect();
+    out
+}
+
+pub(super) async fn sync_group(
+    groups: &groups::Coordinator,
+    r: kafka_protocol::messages::SyncGroupRequest,
+) -> kafka_protocol::messages::SyncGroupResponse {
+    let assignments = r
+        .assignments
+        .into_iter()
+        .map(|a| (a.member_id.to_string(), a.assignment))
+        .collect();
+    let (error, assignment) = groups
+        .sync(&r.group_id.0, &r.member_id, r.generation_id, assignments)
+        .await;
+    let mut out = kafka_protocol::messages::SyncGroupResponse::default();
+    out.error_code = error;
+    out.assignment = assignment;
+    out
+}
+
+pub(super) fn leave_group(
+    groups: &Arc<groups::Coordinator>,
+    r: kafka_protocol::messages::LeaveGroupRequest,
+    version: i16,
+) -> kafka_protocol::messages::LeaveGroupResponse {
+    use kafka_protocol::messages::leave_group_response::MemberResponse;
+    let members: Vec<String> = if version >= 3 {
+        r.members.iter().map(|m| m.member_id.to_string()).collect()
+    } else {
+        vec![r.member_id.to_string()]
+    };
+    let codes = groups.leave(&r.group_id.0, &members);
+    let mut out = kafka_protocol::messages::LeaveGroupResponse::default();
+    if version >= 3 {
+        out.members = members
+            .iter()
+            .zip(&codes)
+            .map(|(id, c)| {
+                let mut m = MemberResponse::default();
+                m.member_id = str(id);
+                m.error_code = *c;
+                m
+            })
+            .collect();
+    } else {
+        out.error_code = codes.first().copied().unwrap_or(0);
+    }
+    out
+}
+
+/// DescribeGroups: state, protocol and members of groups this broker coordinates; a group
+/// it does not know is "Dead", as Kafka answers.
+pub(super) fn describe_groups(
+    kafka: &Kafka,
+    r: kafka_protocol::messages::DescribeGroupsRequest,
+    version: i16,
+) -> kafka_protocol::messages::DescribeGroupsResponse {
+    use kafka_protocol::messages::describe_groups_response::{
+        DescribedGroup, DescribedGroupMember,
+    };
+    let mut out = kafka_protocol::messages::DescribeGroupsResponse::default();
+    for id in r.groups {
+        let mut g = DescribedGroup::default();
+        g.group_id = id.clone();
+        if version >= 3 {
+            g.authorized_operations = i32::MIN;
+        }
+        let refused = kafka.check_coordinator(&id.0);
+        if refused != code::NONE {
+            g.error_code = refused;
+            out.groups.push(g);
+            continue;
+        }
+        match kafka.consumer_groups.describe(&id.0) {
+            Some(d) => {
+                g.group_state = str(d.state);
+                g.protocol_type = str(&d.protocol_type);
+                g.protocol_data = str(&d.protocol);
+                g.members = d
+                    .members
+                    .into_iter()
+                    .map(|(member, client, metadata, assignment)| {
+                        let mut m = DescribedGroupMember::default();
+                        m.member_id = str(&member);
+                        m.client_id = str(&client);
+                        m.client_host = str("");
+                        m.member_metadata = metadata;
+                        m.member_assignment = assignment;
+                        m
+                    })
+                    .collect();
+            }
+            None => g.group_state = str("Dead"),
+        }
+        out.groups.push(g);
+    }
+    out
+}
+
+/// ListGroups: the groups this broker coordinates (filtered by state, v4+).
+pub(super) fn list_groups(
+    groups: &groups::Coordinator,
+    r: kafka_protocol::messages::ListGroupsRequest,
+) -> kafka_protocol::messages::ListGroupsResponse {
+    use kafka_protocol::messages::list_groups_response::ListedGroup;
+    let mut out = kafka_protocol::messages::ListGroupsResponse::default();
+    for (name, protocol_type, state) in groups.list() {
+        if !r.states_filter.is_empty() && !r.states_filter.iter().any(|s| s.as_str() == state) {
+            continue;
+        }
+        let mut g = ListedGroup::default();
+        g.group_id = kafka_protocol::messages::GroupId(str(&name));
+        g.protocol_type = str(&protocol_type);
+        g.group_state = str(state);
+        out.groups.push(g);
+    }
+    out
+}
