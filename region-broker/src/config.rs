@@ -93,8 +93,8 @@ pub struct MasterSlaveGroup {
 
 impl MasterSlaveGroup {
     /// Parses `GROUP=MASTER_ID`.
-    pub fn parse(text: &str) -> Result<MasterSlaveGroup, String> {
-        let usage = || format!("{text:?} is not GROUP=MASTER_BROKER_ID (example: 2=1)");
+    pub fn parse(text: &str) -> Result<MasterSlaveGroup, ValueError> {
+        let usage = || ValueError::MasterSlave(text.to_owned());
         let (group, master) = text.split_once('=').ok_or_else(usage)?;
         Ok(MasterSlaveGroup {
             group: group.trim().parse().map_err(|_| usage())?,
@@ -120,12 +120,8 @@ pub struct Peer {
 
 impl Peer {
     /// Parses `ID=RAFT_ADDR,GRPC_ADDR[,KAFKA_ADDR]`.
-    pub fn parse(text: &str) -> Result<Peer, String> {
-        let usage = || {
-            format!(
-                "{text:?} is not ID=RAFT_ADDR,GRPC_ADDR (example: 2=127.0.0.1:7172,127.0.0.1:7072)"
-            )
-        };
+    pub fn parse(text: &str) -> Result<Peer, ValueError> {
+        let usage = || ValueError::Peer(text.to_owned());
         let (id, addrs) = text.split_once('=').ok_or_else(usage)?;
         let (raft, rest) = addrs.split_once(',').ok_or_else(usage)?;
         let (grpc, kafka) = match rest.split_once(',') {
@@ -135,7 +131,11 @@ impl Peer {
         let id = id.parse().map_err(|_| usage())?;
         for a in [raft, grpc].into_iter().chain(kafka) {
             a.parse::<SocketAddr>()
-                .map_err(|e| format!("{a:?} in {text:?}: {e}"))?;
+                .map_err(|e| ValueError::PeerAddress {
+                    address: a.to_owned(),
+                    peer: text.to_owned(),
+                    source: e,
+                })?;
         }
         Ok(Peer {
             id,
@@ -208,6 +208,33 @@ impl Default for StorageConfig {
             batch_fsyncs: false,
         }
     }
+}
+
+/// A value (a command-line flag's or a setting's) that does not parse, with what would.
+#[derive(Debug, thiserror::Error)]
+pub enum ValueError {
+    /// Not `GROUP=MASTER_ID`.
+    #[error("{0:?} is not GROUP=MASTER_BROKER_ID (example: 2=1)")]
+    MasterSlave(String),
+    /// Not `ID=RAFT_ADDR,GRPC_ADDR[,KAFKA_ADDR]`.
+    #[error("{0:?} is not ID=RAFT_ADDR,GRPC_ADDR (example: 2=127.0.0.1:7172,127.0.0.1:7072)")]
+    Peer(String),
+    /// An address of a peer is not `IP:PORT`.
+    #[error("{address:?} in {peer:?}: {source}")]
+    PeerAddress {
+        /// The address.
+        address: String,
+        /// The whole peer value.
+        peer: String,
+        /// Why it does not parse.
+        source: std::net::AddrParseError,
+    },
+    /// A retention that is not a duration.
+    #[error("{0}: use a duration like 7d, 12h or 30m, or none")]
+    Retention(humantime::DurationError),
+    /// A flush policy other than `fsync` and `async`.
+    #[error("unknown flush policy {0:?}: use fsync or async")]
+    Flush(String),
 }
 
 /// A configuration value that cannot work, named with what to do instead.
@@ -313,7 +340,7 @@ impl Config {
             );
         }
         if let Err(why) = self.retention() {
-            return invalid("storage.retention", &s.retention, why);
+            return invalid("storage.retention", &s.retention, why.to_string());
         }
         let peers = &self.replication.peers;
         if !peers.is_empty() {
@@ -445,12 +472,12 @@ impl Config {
         }
     }
 
-    fn retention(&self) -> Result<Option<Duration>, String> {
+    fn retention(&self) -> Result<Option<Duration>, ValueError> {
         match self.storage.retention.as_str() {
             "none" | "" => Ok(None),
             text => humantime::parse_duration(text)
                 .map(Some)
-                .map_err(|e| format!("{e}: use a duration like 7d, 12h or 30m, or none")),
+                .map_err(ValueError::Retention),
         }
     }
 }

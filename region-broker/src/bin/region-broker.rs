@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use meridian_region_broker::broker::Broker;
-use meridian_region_broker::config::{Config, MasterSlaveGroup, Peer};
+use meridian_region_broker::config::{Config, MasterSlaveGroup, Peer, ValueError};
 use meridian_region_broker::grpc::GrpcService;
 use meridian_region_broker::kafka::groups::Coordinator;
 use meridian_region_broker::replication::transport::RaftTransportService;
@@ -90,11 +90,11 @@ struct Args {
     log_json: bool,
 }
 
-fn parse_flush(s: &str) -> Result<FlushPolicy, String> {
+fn parse_flush(s: &str) -> Result<FlushPolicy, ValueError> {
     match s {
         "fsync" => Ok(FlushPolicy::Fsync),
         "async" => Ok(FlushPolicy::Async),
-        _ => Err(format!("unknown flush policy {s:?}: use fsync or async")),
+        _ => Err(ValueError::Flush(s.to_owned())),
     }
 }
 

@@ -42,6 +42,37 @@ pub(super) struct ViewState {
     fresh: bool,
 }
 
+/// Why this broker may not take writes of a strictly ordered topic homed in its region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(super) enum HomeRefused {
+    /// No view from the control plane since start.
+    #[error("it has not heard from the control plane since it started")]
+    NotHeard,
+    /// The lease may have expired.
+    #[error("its control-plane lease may have lapsed")]
+    LeaseLapsed,
+}
+
+/// Why a control-plane session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("{0}")]
+    Address(tonic::transport::Error),
+    #[error("connecting: {0}")]
+    Connect(tonic::transport::Error),
+    #[error("registering: {}", .0.message())]
+    Register(tonic::Status),
+    #[error("watching the region: {}", .0.message())]
+    Watch(tonic::Status),
+    #[error("applying region view {version}: {source}")]
+    Apply {
+        version: u64,
+        source: Box<BrokerError>,
+    },
+    #[error("the lease was lost")]
+    LeaseLost,
+}
+
 const VIEW_FILE: &str = "region-view.pb";
 /// How long one `WatchRegion` long poll waits.
 const WATCH_WAIT_MS: u32 = 10_000;
@@ -51,14 +82,14 @@ const REPORT_POLL: Duration = Duration::from_millis(100);
 impl Broker {
     /// Whether this broker may take writes of a strictly ordered topic homed in its region:
     /// it applied a view from the control plane and its lease surely still holds.
-    pub(super) fn may_write_home(&self) -> Result<(), String> {
+    pub(super) fn may_write_home(&self) -> Result<(), HomeRefused> {
         let view = self.view.read().expect("view lock poisoned");
         if !view.fresh {
-            return Err("it has not heard from the control plane since it started".into());
+            return Err(HomeRefused::NotHeard);
         }
         match view.lease_until {
             Some(until) if tokio::time::Instant::now() < until => Ok(()),
-            _ => Err("its control-plane lease may have lapsed".into()),
+            _ => Err(HomeRefused::LeaseLapsed),
         }
     }
 
@@ -308,14 +339,14 @@ impl Broker {
     }
 
     /// One registration: heartbeats and view watches until something fails.
-    async fn session(self: &Arc<Self>, addr: &str) -> Result<(), String> {
+    async fn session(self: &Arc<Self>, addr: &str) -> Result<(), SessionError> {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| e.to_string())?
+            .map_err(SessionError::Address)?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .connect()
             .await
-            .map_err(|e| format!("connecting: {e}"))?;
+            .map_err(SessionError::Connect)?;
         let mut client = v1::control_plane_client::ControlPlaneClient::new(channel);
         let c = &self.config;
         let registered = client
@@ -334,7 +365,7 @@ impl Broker {
                 }),
             })
             .await
-            .map_err(|s| format!("registering: {}", s.message()))?
+            .map_err(SessionError::Register)?
             .into_inner();
         tracing::info!(control = %addr, region = %c.region, lease = registered.lease, "registered with the control plane");
         self.view.write().expect("view lock poisoned").lease =
@@ -357,16 +388,19 @@ impl Broker {
                         wait_ms: WATCH_WAIT_MS,
                     })
                     .await
-                    .map_err(|s| format!("watching the region: {}", s.message()))?
+                    .map_err(SessionError::Watch)?
                     .into_inner();
                 if view.hash != hash {
                     self.apply_view(&view)
                         .await
-                        .map_err(|e| format!("applying region view {}: {e}", view.version))?;
+                        .map_err(|e| SessionError::Apply {
+                            version: view.version,
+                            source: Box::new(e),
+                        })?;
                 }
                 self.view.write().expect("view lock poisoned").fresh = true;
                 if heartbeat.is_finished() {
-                    return Err::<(), String>("the lease was lost".into());
+                    return Err(SessionError::LeaseLost);
                 }
             }
         }
