@@ -21,7 +21,7 @@ pub mod grpc;
 pub mod kafka;
 pub mod log_group;
 pub mod replication;
-pub mod storage;
+pub use meridian_storage as storage;
 
 #[cfg(test)]
 mod layers_tests;

@@ -1,9 +1,11 @@
-//! The storage engine: one journal per log group, a queue index per partition.
+//! Meridian's storage engine: one journal per log group, a queue index per partition.
 //!
-//! Knows nothing of raft, protocols or the network. The unit is the [`LogGroup`]: it owns a
+//! Knows nothing of raft, protocols or the network, and depends on nothing of Meridian's
+//! but `meridian-proto` (the record format). The unit is the [`LogGroup`]: it owns a
 //! journal (segment files shared by every partition it holds), the partitions' queue
-//! indexes, and the consumer offsets committed through the journal. See `ARCHITECTURE.md`
-//! for the data path and the recovery argument.
+//! indexes, and the consumer offsets committed through the journal. The region-broker
+//! re-exports this crate as `meridian_region_broker::storage`. See `ARCHITECTURE.md` for the
+//! data path and the recovery argument.
 
 mod checkpoint;
 mod group;
