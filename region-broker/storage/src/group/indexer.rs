@@ -1,0 +1,270 @@
+//! The indexer thread and indexing: durable (and, when replicated, committed) records become
+//! queue-index entries and visible; indexes are flushed and the checkpoint written every
+//! `flush_interval` (with the `async` policy the journal is synced then too); retention runs
+//! every `retention_check_interval`. Recovery and truncation share the indexing code.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use meridian_proto::record::{RecordHeader, RecordKind};
+use tokio::sync::mpsc;
+
+use super::{Command, Shared, visible_limit};
+use crate::checkpoint::Checkpoint;
+use crate::index::{Entry, PartitionIndex};
+use crate::journal::WalkEnd;
+use crate::{FlushPolicy, PartitionKey};
+
+/// What indexing one record did.
+enum Indexed {
+    Added,
+    /// Not a batch, or already indexed.
+    Skipped,
+    /// A batch of a partition the group does not hold.
+    Unknown,
+}
+
+impl Shared {
+    /// Adds index entries for the records in `[from, to)`; returns how many records it
+    /// indexed. Records already indexed are skipped, so this is safe to repeat.
+    pub(super) fn index_range(&self, from: u64, to: u64) -> io::Result<u64> {
+        self.index_range_until_unknown(from, to, false)
+            .map(|(n, _)| n)
+    }
+
+    /// Adds index entries for the records in `[from, to)`, skipping records already indexed;
+    /// returns how many records it indexed and how far it got. With `wait_for_unknown`, it
+    /// stops at a record of a partition the group does not know yet (in a replicated group
+    /// the topic's creation may not have been applied here yet) unless its topic is retired.
+    pub(super) fn index_range_until_unknown(
+        &self,
+        from: u64,
+        to: u64,
+        wait_for_unknown: bool,
+    ) -> io::Result<(u64, u64)> {
+        let indexes = self.indexes.read().expect("indexes lock poisoned");
+        let retired = self.retired_topics.read().expect("retired lock poisoned");
+        let mut n = 0;
+        let mut failure = None;
+        let mut waiting_at = None;
+        let walk_end = self.journal.walk(from, to, |pos, h, _| {
+            if failure.is_some() || waiting_at.is_some() {
+                return;
+            }
+            match Shared::index_record(&indexes, pos, h) {
+                Ok(Indexed::Added) => n += 1,
+                Ok(Indexed::Skipped) => {}
+                Ok(Indexed::Unknown) if wait_for_unknown && !retired.contains(&h.topic_id) => {
+                    waiting_at = Some(pos)
+                }
+                Ok(Indexed::Unknown) => {}
+                Err(e) => failure = Some(e),
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        match walk_end {
+            WalkEnd::Invalid(pos, reason) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("corrupt journal record at {pos} below the durable end {to}: {reason}"),
+            )),
+            WalkEnd::Clean(_) => Ok((n, waiting_at.unwrap_or(to))),
+        }
+    }
+
+    fn index_record(
+        indexes: &HashMap<PartitionKey, Arc<Mutex<PartitionIndex>>>,
+        pos: u64,
+        h: &RecordHeader,
+    ) -> io::Result<Indexed> {
+        if h.kind != RecordKind::Batch {
+            return Ok(Indexed::Skipped);
+        }
+        // Records of deleted topics stay in the journal until retention; they index nowhere.
+        let Some(index) = indexes.get(&(h.topic_id, h.partition)) else {
+            return Ok(Indexed::Unknown);
+        };
+        let mut index = index.lock().expect("index lock poisoned");
+        let end = index.end();
+        if h.base_offset + u64::from(h.count) <= end {
+            return Ok(Indexed::Skipped);
+        }
+        if h.base_offset != end && end != index.earliest() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "record at {pos} of partition {}/{} starts at offset {} but the index ends at {end}",
+                    h.topic_id, h.partition, h.base_offset
+                ),
+            ));
+        }
+        let entry = Entry {
+            position: pos,
+            size: h.len,
+            append_time_ms: h.append_time_ms,
+        };
+        for offset in h.base_offset..h.base_offset + u64::from(h.count) {
+            index.push(offset, entry);
+        }
+        Ok(Indexed::Added)
+    }
+
+    /// Flushes every index and records, durably, that the journal is synced to `synced` and
+    /// indexed to `indexed`.
+    pub(super) fn flush_and_checkpoint(&self, synced: u64, indexed: u64) -> io::Result<()> {
+        let indexes = self.indexes.read().expect("indexes lock poisoned");
+        let mut counts = Vec::with_capacity(indexes.len());
+        let mut written = false;
+        for (key, index) in indexes.iter() {
+            let mut index = index.lock().expect("index lock poisoned");
+            written |= index.write_pending()?;
+            counts.push((key.0, key.1, index.end()));
+        }
+        for (key, &end) in self
+            .pending_ends
+            .lock()
+            .expect("pending ends lock poisoned")
+            .iter()
+        {
+            if !indexes.contains_key(key) {
+                counts.push((key.0, key.1, end));
+            }
+        }
+        if written {
+            // One syncfs instead of an fsync per index file: with thousands of partitions,
+            // per-file fsyncs cost more disk time than the journal itself. It also flushes
+            // other dirty data on the filesystem, which on a broker's data disk is its own.
+            crate::segment::sync_filesystem(&self.dir)?;
+        }
+        counts.sort_unstable();
+        Checkpoint {
+            journal_synced: synced,
+            indexed,
+            counts,
+            truncate_to: None,
+            reset_to: None,
+        }
+        .store(&self.dir)
+    }
+}
+
+/// The indexer thread: indexes durable records, flushes, checkpoints, applies retention.
+pub(super) struct Indexer {
+    pub(super) shared: Arc<Shared>,
+    pub(super) tx: mpsc::Sender<Command>,
+    pub(super) last_flush: Instant,
+    pub(super) last_retention: Instant,
+}
+
+impl Indexer {
+    pub(super) fn new(shared: Arc<Shared>, tx: mpsc::Sender<Command>) -> Indexer {
+        Indexer {
+            shared,
+            tx,
+            last_flush: Instant::now(),
+            last_retention: Instant::now(),
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        let config = self.shared.config.clone();
+        loop {
+            let stopping = self.shared.stop.load(Ordering::SeqCst);
+            {
+                let progress = self.shared.progress.lock().expect("progress lock poisoned");
+                let wait = config
+                    .flush_interval
+                    .saturating_sub(self.last_flush.elapsed())
+                    .max(Duration::from_millis(1));
+                let _ = self
+                    .shared
+                    .progress_changed
+                    .wait_timeout_while(progress, wait, |p| {
+                        visible_limit(p, &config) <= p.indexed
+                            && !self.shared.stop.load(Ordering::SeqCst)
+                    })
+                    .expect("progress lock poisoned");
+            }
+            if self.shared.crashed.load(Ordering::SeqCst) {
+                return;
+            }
+            if let Err(e) = self.index_to() {
+                tracing::error!(dir = %self.shared.dir_display, error = %e, "indexing failed");
+            }
+            if stopping || self.last_flush.elapsed() >= config.flush_interval {
+                if let Err(e) = self.flush() {
+                    tracing::error!(dir = %self.shared.dir_display, error = %e, "index flush failed");
+                }
+                self.last_flush = Instant::now();
+            }
+            if stopping {
+                return;
+            }
+            if self.last_retention.elapsed() >= config.retention_check_interval {
+                if let Err(e) = self.shared.apply_retention(&self.tx) {
+                    tracing::error!(dir = %self.shared.dir_display, error = %e, "retention failed");
+                }
+                self.last_retention = Instant::now();
+            }
+        }
+    }
+
+    /// Indexes every record below the durable position. The position is read under the
+    /// indexing lock, never from an earlier snapshot: a truncation may have moved the end
+    /// back (and appends moved it on again) since, and the end must be a record boundary.
+    fn index_to(&self) -> io::Result<()> {
+        let _indexing = self.shared.indexing.lock().expect("indexing lock poisoned");
+        let (from, to) = {
+            let p = self.shared.progress.lock().expect("progress lock poisoned");
+            (p.indexed, visible_limit(&p, &self.shared.config))
+        };
+        if to <= from {
+            return Ok(());
+        }
+        let (_, reached) =
+            self.shared
+                .index_range_until_unknown(from, to, self.shared.config.replicated)?;
+        {
+            let mut p = self.shared.progress.lock().expect("progress lock poisoned");
+            p.indexed = reached;
+            p.index_waiting = reached < to;
+        }
+        if reached > from {
+            self.shared.visible.send_replace(reached);
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        let _indexing = self.shared.indexing.lock().expect("indexing lock poisoned");
+        let (written, indexed) = {
+            let p = self.shared.progress.lock().expect("progress lock poisoned");
+            (p.written, p.indexed)
+        };
+        let mut synced = self
+            .shared
+            .progress
+            .lock()
+            .expect("progress lock poisoned")
+            .synced;
+        if self.shared.config.flush == FlushPolicy::Async && synced < written {
+            self.shared.journal.sync_range(synced, written)?;
+            let mut pos = synced.max(self.shared.journal.start());
+            while pos < written {
+                let Some(seg) = self.shared.journal.segment_for(pos) else {
+                    break;
+                };
+                seg.sync()?;
+                pos = seg.end();
+            }
+            let mut p = self.shared.progress.lock().expect("progress lock poisoned");
+            p.synced = p.synced.max(written);
+            synced = p.synced;
+        }
+        self.shared.flush_and_checkpoint(synced, indexed)
+    }
+}

@@ -1,0 +1,105 @@
+//! Retention: delete the oldest segment while it is expired (by age or by the journal's
+//! size), only below what the indexes cover and, in a raft group, below what raft purged;
+//! live consumer offsets whose commit record would go are re-appended first.
+
+use std::io;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Body, Command, Shared, closed, now_ms};
+use crate::journal::Journal;
+
+impl Shared {
+    pub(super) fn apply_retention(&self, tx: &mpsc::Sender<Command>) -> io::Result<()> {
+        let config = &self.config;
+        if config.retention.is_none() && config.retention_bytes.is_none() {
+            return Ok(());
+        }
+        loop {
+            // In a raft group the records are also the raft log: only what a snapshot
+            // covers (raft purged) may go.
+            let floor = self.retention_floor.load(Ordering::SeqCst);
+            let indexed = self
+                .progress
+                .lock()
+                .expect("progress lock poisoned")
+                .indexed;
+            let cutoff = config.retention.map(|r| now_ms() - r.as_millis() as i64);
+            let disk = self.journal.disk_bytes();
+            let expired = |first: &crate::segment::Segment, next: &crate::segment::Segment| {
+                // Only delete what the indexes already cover, so no entry is rebuilt into a
+                // deleted segment.
+                next.start <= indexed
+                    && next.start <= floor
+                    && (cutoff.is_some_and(|c| Journal::first_time(next).is_some_and(|t| t < c))
+                        || config
+                            .retention_bytes
+                            .is_some_and(|max| disk - first.size >= max))
+            };
+            let Some(boundary) = self
+                .journal
+                .segment_for(self.journal.start())
+                .and_then(|first| {
+                    let next = self.journal.segment_for(first.end())?;
+                    expired(&first, &next).then_some(next.start)
+                })
+            else {
+                return Ok(());
+            };
+            self.carry_offsets_forward(boundary, tx)?;
+            let Some(start) = self
+                .journal
+                .drop_first_if(|first, next| !expired(first, next))?
+            else {
+                return Ok(());
+            };
+            metrics::counter!("meridian_journal_segments_deleted_total").increment(1);
+            self.records
+                .lock()
+                .expect("records lock poisoned")
+                .drop_below(start);
+            tracing::info!(dir = %self.dir_display, start, "retention deleted the oldest journal segment");
+            for index in self.indexes.read().expect("indexes lock poisoned").values() {
+                let mut index = index.lock().expect("index lock poisoned");
+                let earliest = index.first_at_position(index.earliest(), start)?;
+                index.trim_front(earliest)?;
+            }
+        }
+    }
+
+    /// Re-appends every live offset commit whose record sits below `boundary`, so deleting
+    /// the segments below it loses no committed offset (the journal stays the only store).
+    pub(super) fn carry_offsets_forward(
+        &self,
+        boundary: u64,
+        tx: &mpsc::Sender<Command>,
+    ) -> io::Result<()> {
+        let old: Vec<_> = {
+            let offsets = self.offsets.lock().expect("offsets lock poisoned");
+            offsets
+                .iter()
+                .filter(|(_, (_, pos))| *pos < boundary)
+                .map(|(k, (o, _))| (k.clone(), *o))
+                .collect()
+        };
+        for ((group, topic_id, partition), offset) in old {
+            let (reply, rx) = oneshot::channel();
+            let body = Body::Commit {
+                group,
+                offset,
+                positions: Vec::new(),
+            };
+            tx.blocking_send(Command::Append {
+                key: (topic_id, partition),
+                body,
+                reply,
+            })
+            .map_err(|_| closed())?;
+            rx.blocking_recv()
+                .map_err(|_| closed())?
+                .map_err(io::Error::other)?;
+        }
+        Ok(())
+    }
+}

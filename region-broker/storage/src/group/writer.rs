@@ -1,0 +1,450 @@
+//! The writer thread, which owns the journal tail: it gathers every queued append (up to
+//! `commit_bytes_max`), stages each record, writes them with one `pwrite`, syncs once (with
+//! the `fsync` policy, or through a [`crate::SyncBatcher`]), then acknowledges them all
+//! (group commit). A failed write is cut and the appends refused; a failed sync makes the
+//! group refuse writes until it is reopened. Truncation and reset run here too
+//! (`truncation.rs`), between group commits.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use meridian_proto::record::{self, HEADER_LEN, RecordHeader, RecordKind};
+use tokio::sync::{mpsc, oneshot};
+
+use super::offsets::{commit_values, durable_positions};
+use super::{Body, Command, OffsetKey, Reply, Shared, Staged, now_ms};
+use crate::journal::Writer;
+use crate::{AppendError, Appended, FlushPolicy, PartitionKey};
+
+/// The writer thread: group commit.
+pub(super) struct Appender {
+    pub(super) shared: Arc<Shared>,
+    pub(super) writer: Writer,
+    pub(super) rx: mpsc::Receiver<Command>,
+    /// Index of the last record written, if any.
+    pub(super) last_index: Option<u64>,
+    pub(super) last_time: i64,
+    /// Next offset of each partition with records in the journal (others: the index's end,
+    /// for partitions whose records retention deleted).
+    pub(super) next_offsets: HashMap<PartitionKey, u64>,
+    /// Previous values of `next_offsets` changed by the commit in progress, to undo it.
+    pub(super) undo: Vec<(PartitionKey, Option<u64>)>,
+}
+
+struct StagedReply {
+    reply: oneshot::Sender<Result<Appended, AppendError>>,
+    appended: Appended,
+    commit: Vec<(OffsetKey, u64)>,
+}
+
+impl Appender {
+    pub(super) fn run(mut self) {
+        let mut queue = Vec::new();
+        while let Some(first) = self.rx.blocking_recv() {
+            queue.push(first);
+            let mut bytes = 0;
+            while bytes < self.shared.config.commit_bytes_max {
+                match self.rx.try_recv() {
+                    Ok(c) => {
+                        if let Command::Append {
+                            body: Body::Batch { payload, .. },
+                            ..
+                        } = &c
+                        {
+                            bytes += payload.len();
+                        }
+                        queue.push(c);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let mut appends = Vec::new();
+            for command in queue.drain(..) {
+                match command {
+                    Command::Append { key, body, reply } => appends.push((key, body, reply)),
+                    Command::Truncate {
+                        position,
+                        force,
+                        reply,
+                    } => {
+                        self.commit(std::mem::take(&mut appends));
+                        let _ = reply.send(self.truncate(position, force));
+                    }
+                    Command::Reset {
+                        position,
+                        ends,
+                        reply,
+                    } => {
+                        self.commit(std::mem::take(&mut appends));
+                        let _ = reply.send(self.reset(position, &ends));
+                    }
+                    Command::Stop => {
+                        self.commit(std::mem::take(&mut appends));
+                        return;
+                    }
+                }
+            }
+            self.commit(appends);
+        }
+    }
+
+    /// Writes a group of appends with one write and one sync, then acknowledges them.
+    fn commit(&mut self, appends: Vec<(PartitionKey, Body, Reply)>) {
+        if appends.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        if let Some(reason) = self
+            .shared
+            .progress
+            .lock()
+            .expect("progress lock poisoned")
+            .fatal
+        {
+            for (_, _, reply) in appends {
+                let _ = reply.send(Err(AppendError::Fatal {
+                    dir: self.shared.dir_display.clone(),
+                    reason: reason.into(),
+                }));
+            }
+            return;
+        }
+        self.undo.clear();
+        let mark = (self.writer.position(), self.last_index);
+        let mut staged = Vec::with_capacity(appends.len());
+        let mut result = Ok(());
+        let time = now_ms().max(self.last_time);
+        for (key, body, reply) in appends {
+            match self.stage(key, &body, time) {
+                Ok(Ok((appended, commit))) => staged.push(StagedReply {
+                    reply,
+                    appended,
+                    commit,
+                }),
+                Ok(Err(refused)) => {
+                    let _ = reply.send(Err(refused));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(self.io_error(&e)));
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let result = result.and_then(|()| self.writer.write());
+        let synced = match (&result, self.shared.config.flush) {
+            (Ok(()), FlushPolicy::Fsync) => match &self.shared.config.sync {
+                Some(batcher) => batcher
+                    .sync(self.writer.take_unsynced())
+                    .map_err(|e| (e, true)),
+                None => self.writer.sync().map_err(|e| (e, true)),
+            },
+            (Ok(()), FlushPolicy::Async) => Ok(()),
+            (Err(e), _) => Err((io::Error::new(e.kind(), e.to_string()), false)),
+        };
+        if let Err((e, sync_failed)) = synced {
+            let error = if sync_failed {
+                // After a failed fsync the page cache may have dropped the dirty pages: the
+                // disk's contents are unknown until recovery re-reads them (PostgreSQL's
+                // "fsyncgate"). Refuse further writes.
+                tracing::error!(dir = %self.shared.dir_display, error = %e, "fsync failed: the log group refuses writes until restart");
+                self.set_fatal("fsync failed");
+                AppendError::Fatal {
+                    dir: self.shared.dir_display.clone(),
+                    reason: e.to_string(),
+                }
+            } else {
+                tracing::warn!(dir = %self.shared.dir_display, error = %e, "journal write failed: the appends were not stored");
+                if let Err(cut) = self.writer.rewind(&self.shared.journal, mark.0) {
+                    tracing::error!(dir = %self.shared.dir_display, error = %cut, "could not cut a failed write: the log group refuses writes until restart");
+                    self.set_fatal("failed write could not be cut");
+                }
+                self.last_index = mark.1;
+                for (key, old) in self.undo.drain(..).rev() {
+                    match old {
+                        Some(v) => self.next_offsets.insert(key, v),
+                        None => self.next_offsets.remove(&key),
+                    };
+                }
+                self.io_error(&e)
+            };
+            for s in staged {
+                let _ = s.reply.send(Err(error.clone()));
+            }
+            return;
+        }
+        self.last_time = self.last_time.max(time);
+        {
+            let mut offsets = self.shared.offsets.lock().expect("offsets lock poisoned");
+            for s in &staged {
+                for (key, offset) in &s.commit {
+                    offsets.insert(key.clone(), (*offset, s.appended.position));
+                }
+            }
+        }
+        self.shared.commits.fetch_add(1, Ordering::Relaxed);
+        self.shared.commit_bytes.fetch_add(
+            self.writer.position().saturating_sub(mark.0),
+            Ordering::Relaxed,
+        );
+        {
+            let mut progress = self.shared.progress.lock().expect("progress lock poisoned");
+            progress.written = self.writer.position();
+            if self.shared.config.flush == FlushPolicy::Fsync {
+                progress.synced = progress.written;
+            }
+        }
+        self.shared.pullable.send_replace(self.writer.position());
+        self.shared.progress_changed.notify_all();
+        metrics::histogram!("meridian_group_commit_records").record(staged.len() as f64);
+        metrics::histogram!("meridian_group_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        {
+            let mut records = self.shared.records.lock().expect("records lock poisoned");
+            for s in &staged {
+                records.push(s.appended.index, s.appended.position, s.appended.len);
+            }
+        }
+        for s in staged {
+            let _ = s.reply.send(Ok(s.appended));
+        }
+    }
+
+    /// Encodes one append into the writer's buffer. The inner error refuses this append
+    /// alone; the outer one is an I/O failure that fails the whole group commit.
+    fn stage(
+        &mut self,
+        key: PartitionKey,
+        body: &Body,
+        time: i64,
+    ) -> io::Result<Result<Staged, AppendError>> {
+        let len = HEADER_LEN + body_len(body);
+        if len as u64 + record::SEGMENT_END_LEN > self.shared.config.segment_bytes
+            || len > u32::MAX as usize - 1
+        {
+            return Ok(Err(AppendError::TooLarge {
+                len,
+                segment_bytes: self.shared.config.segment_bytes,
+            }));
+        }
+        let next = match self.next_offsets.get(&key) {
+            Some(&n) => n,
+            None => self.shared.index(key).map_or_else(
+                |_| {
+                    self.shared
+                        .pending_ends
+                        .lock()
+                        .expect("pending ends lock poisoned")
+                        .get(&key)
+                        .copied()
+                        .unwrap_or(0)
+                },
+                |i| i.lock().expect("index lock poisoned").end(),
+            ),
+        };
+        let header = match body {
+            Body::Batch { count, flags, .. } => {
+                let mut h = self.header(key, len, RecordKind::Batch, *count, next, time);
+                h.flags = *flags;
+                h
+            }
+            Body::Commit { offset, .. } => {
+                self.header(key, len, RecordKind::OffsetCommit, 0, *offset, time)
+            }
+            Body::Raft { entry, .. } => {
+                if let Err(reason) = self.check_index(entry.index) {
+                    return Ok(Err(AppendError::Diverged {
+                        dir: self.shared.dir_display.clone(),
+                        reason,
+                    }));
+                }
+                let base_offset = if entry.kind == RecordKind::Batch {
+                    next
+                } else {
+                    entry.base_offset
+                };
+                RecordHeader {
+                    len: len as u32,
+                    kind: entry.kind,
+                    flags: entry.flags,
+                    topic_id: key.0,
+                    partition: key.1,
+                    count: entry.count,
+                    term: entry.term,
+                    index: entry.index,
+                    append_time_ms: time,
+                    base_offset,
+                }
+            }
+            Body::Verbatim {
+                position, header, ..
+            } => {
+                // After a reset (a journal restarted past the start), a partition's first
+                // record may start anywhere: its earlier records were deleted upstream.
+                let restarted = !self.next_offsets.contains_key(&key)
+                    && self.shared.journal.start() > 0
+                    && self.shared.index(key).map_or(true, |i| {
+                        let i = i.lock().expect("index lock poisoned");
+                        i.end() == i.earliest()
+                    });
+                let next = (!restarted).then_some(next);
+                if let Err(reason) = self.check_verbatim(header, next, *position, len) {
+                    return Ok(Err(AppendError::Diverged {
+                        dir: self.shared.dir_display.clone(),
+                        reason,
+                    }));
+                }
+                *header
+            }
+        };
+        let (position, buf) = self.writer.stage(&self.shared.journal, len)?;
+        match body {
+            Body::Batch { payload, .. } => record::encode(buf, &header, payload),
+            Body::Commit {
+                group,
+                offset,
+                positions,
+            } => record::encode(
+                buf,
+                &header,
+                &record::encode_commit(group, *offset, positions),
+            ),
+            Body::Raft { entry, .. } => record::encode(buf, &header, &entry.payload),
+            // Byte for byte what the leader wrote; its checksum was verified on parsing.
+            Body::Verbatim { bytes, .. } => buf.extend_from_slice(bytes),
+        }
+        self.last_index = Some(header.index);
+        if header.kind == RecordKind::Batch {
+            let old = self
+                .next_offsets
+                .insert(key, header.base_offset + u64::from(header.count));
+            self.undo.push((key, old));
+        }
+        self.last_time = self.last_time.max(header.append_time_ms);
+        let commit = match body {
+            Body::Commit {
+                group,
+                offset,
+                positions,
+            } => commit_values(group, key, *offset, positions),
+            Body::Verbatim { bytes, .. } => durable_positions(&header, &bytes.slice(HEADER_LEN..)),
+            Body::Raft { entry, .. } => durable_positions(&header, &entry.payload),
+            Body::Batch { payload, .. } => durable_positions(&header, payload),
+        };
+        let appended = Appended {
+            base_offset: header.base_offset,
+            position,
+            append_time_ms: header.append_time_ms,
+            index: header.index,
+            len: header.len,
+        };
+        Ok(Ok((appended, commit)))
+    }
+
+    fn header(
+        &self,
+        key: PartitionKey,
+        len: usize,
+        kind: RecordKind,
+        count: u32,
+        base_offset: u64,
+        time: i64,
+    ) -> RecordHeader {
+        RecordHeader {
+            len: len as u32,
+            kind,
+            flags: 0,
+            topic_id: key.0,
+            partition: key.1,
+            count,
+            term: self.shared.term.load(Ordering::SeqCst),
+            index: self.last_index.map_or(1, |last| last + 1),
+            append_time_ms: time,
+            base_offset,
+        }
+    }
+
+    /// A replicated record must continue this replica's history exactly: the next record
+    /// index, the partition's next offset, and the same journal position as on the leader.
+    fn check_verbatim(
+        &self,
+        h: &RecordHeader,
+        next_offset: Option<u64>,
+        position: u64,
+        len: usize,
+    ) -> Result<(), String> {
+        self.check_index(h.index)?;
+        if let Some(next_offset) = next_offset
+            && h.kind == RecordKind::Batch
+            && h.base_offset != next_offset
+        {
+            return Err(format!(
+                "partition {}/{} record starts at offset {} but this replica's next offset is {next_offset}",
+                h.topic_id, h.partition, h.base_offset
+            ));
+        }
+        let here = self.writer.next_position(len);
+        if here != position {
+            return Err(format!(
+                "record lands at position {here} here but at {position} on the leader: are the segment sizes the same?"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Record indexes are contiguous; the first record of an empty journal may take any.
+    fn check_index(&self, index: u64) -> Result<(), String> {
+        match self.last_index {
+            Some(last) if index != last + 1 => Err(format!(
+                "record index {index} arrived but the next record index here is {}",
+                last + 1
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Makes the group refuse writes until restart.
+    fn set_fatal(&self, reason: &'static str) {
+        self.shared
+            .progress
+            .lock()
+            .expect("progress lock poisoned")
+            .fatal = Some(reason);
+    }
+
+    fn io_error(&self, e: &io::Error) -> AppendError {
+        if e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == io::ErrorKind::StorageFull {
+            metrics::counter!("meridian_append_disk_full_total").increment(1);
+            AppendError::DiskFull {
+                dir: self.shared.dir_display.clone(),
+            }
+        } else {
+            AppendError::Io {
+                dir: self.shared.dir_display.clone(),
+                reason: e.to_string(),
+            }
+        }
+    }
+}
+
+fn body_len(body: &Body) -> usize {
+    match body {
+        Body::Batch { payload, .. } => payload.len(),
+        Body::Commit {
+            group, positions, ..
+        } => {
+            2 + group.len()
+                + 8
+                + if positions.is_empty() { 0 } else { 2 }
+                + positions
+                    .iter()
+                    .map(|(r, _)| 2 + r.len() + 8)
+                    .sum::<usize>()
+        }
+        Body::Verbatim { bytes, .. } => bytes.len() - HEADER_LEN,
+        Body::Raft { entry } => entry.payload.len(),
+    }
+}
