@@ -53,6 +53,6 @@ impl Checkpoint {
         file.write_all(&serde_json::to_vec(self).map_err(io::Error::other)?)?;
         file.sync_all()?;
         std::fs::rename(&tmp, dir.join(FILE))?;
-        super::segment::sync_dir(dir)
+        super::backend::sync_dir(dir)
     }
 }

@@ -252,7 +252,7 @@ impl PartitionIndex {
                 .create(true)
                 .truncate(false)
                 .open(self.dir.join(file_name(first)))?;
-            super::segment::sync_dir(&self.dir)?;
+            super::backend::sync_dir(&self.dir)?;
             self.files.insert(first, file);
         }
         Ok(())

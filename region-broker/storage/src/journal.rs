@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 
+use super::backend::Backend;
 use super::segment::{self, Segment};
 use meridian_proto::record::{self, Parsed, RecordHeader, SEGMENT_END_LEN};
 
@@ -19,6 +20,7 @@ use meridian_proto::record::{self, Parsed, RecordHeader, SEGMENT_END_LEN};
 /// single writer ([`Writer`]) and retention take the write lock only to add or drop a segment.
 #[derive(Debug)]
 pub(crate) struct Journal {
+    backend: Arc<dyn Backend>,
     dir: PathBuf,
     segment_bytes: u64,
     segments: RwLock<Vec<Arc<Segment>>>,
@@ -34,24 +36,27 @@ pub(crate) enum WalkEnd {
 }
 
 impl Journal {
-    /// Opens the journal in `dir`, creating the first segment if there is none.
-    pub(crate) fn open(dir: &Path, segment_bytes: u64) -> io::Result<Journal> {
-        std::fs::create_dir_all(dir)?;
+    /// Opens the journal in `dir` of `backend`, creating the first segment if there is none.
+    pub(crate) fn open(
+        backend: Arc<dyn Backend>,
+        dir: &Path,
+        segment_bytes: u64,
+    ) -> io::Result<Journal> {
+        backend.create_dir_all(dir)?;
         let mut starts = Vec::new();
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            match name.to_str().and_then(segment::parse_file_name) {
-                Some(start) => starts.push((start, entry.path())),
+        for path in backend.list(dir)? {
+            let name = path.file_name().and_then(|n| n.to_str());
+            match name.and_then(segment::parse_file_name) {
+                Some(start) => starts.push((start, path)),
                 None => {
-                    tracing::warn!(file = %entry.path().display(), "ignoring unknown file in journal directory")
+                    tracing::warn!(file = %path.display(), "ignoring unknown file in journal directory")
                 }
             }
         }
         starts.sort();
         let mut segments = Vec::with_capacity(starts.len());
         for (start, path) in starts {
-            segments.push(Arc::new(Segment::open(path, start)?));
+            segments.push(Arc::new(Segment::open(&*backend, path, start)?));
         }
         for pair in segments.windows(2) {
             if pair[0].end() != pair[1].start {
@@ -67,9 +72,10 @@ impl Journal {
             }
         }
         if segments.is_empty() {
-            segments.push(Arc::new(Segment::create(dir, 0, segment_bytes)?));
+            segments.push(Arc::new(Segment::create(&*backend, dir, 0, segment_bytes)?));
         }
         Ok(Journal {
+            backend,
             dir: dir.to_owned(),
             segment_bytes,
             segments: RwLock::new(segments),
@@ -245,8 +251,8 @@ impl Journal {
         let mut segments = self.segments.write().expect("journal lock poisoned");
         while segments.len() > 1 && segments.last().is_some_and(|s| s.start > pos) {
             let seg = segments.pop().expect("checked non-empty");
-            std::fs::remove_file(&seg.path)?;
-            segment::sync_dir(&self.dir)?;
+            self.backend.remove(&seg.path)?;
+            self.backend.sync_dir(&self.dir)?;
         }
         if let Some(seg) = segments.last()
             && pos < seg.end()
@@ -261,15 +267,16 @@ impl Journal {
     pub(crate) fn reset(&self, pos: u64) -> io::Result<()> {
         let mut segments = self.segments.write().expect("journal lock poisoned");
         while let Some(seg) = segments.pop() {
-            std::fs::remove_file(&seg.path)?;
-            segment::sync_dir(&self.dir)?;
+            self.backend.remove(&seg.path)?;
+            self.backend.sync_dir(&self.dir)?;
         }
         segments.push(Arc::new(Segment::create(
+            &*self.backend,
             &self.dir,
             pos,
             self.segment_bytes,
         )?));
-        segment::sync_dir(&self.dir)?;
+        self.backend.sync_dir(&self.dir)?;
         Ok(())
     }
 
@@ -283,8 +290,8 @@ impl Journal {
             return Ok(None);
         }
         let seg = segments.remove(0);
-        std::fs::remove_file(&seg.path)?;
-        segment::sync_dir(&self.dir)?;
+        self.backend.remove(&seg.path)?;
+        self.backend.sync_dir(&self.dir)?;
         Ok(Some(segments[0].start))
     }
 
@@ -308,7 +315,12 @@ impl Journal {
     }
 
     fn push_segment(&self, start: u64) -> io::Result<Arc<Segment>> {
-        let seg = Arc::new(Segment::create(&self.dir, start, self.segment_bytes)?);
+        let seg = Arc::new(Segment::create(
+            &*self.backend,
+            &self.dir,
+            start,
+            self.segment_bytes,
+        )?);
         self.segments
             .write()
             .expect("journal lock poisoned")

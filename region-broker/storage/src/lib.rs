@@ -7,6 +7,7 @@
 //! re-exports this crate as `meridian_region_broker::storage`. See `ARCHITECTURE.md` for the
 //! data path and the recovery argument.
 
+pub mod backend;
 mod checkpoint;
 mod group;
 mod index;
@@ -69,6 +70,9 @@ pub struct GroupConfig {
     /// then only committed records are indexed and visible. Without it, every durable
     /// record is.
     pub replicated: bool,
+    /// Where the journal's segment files live: [`backend::FileBackend`] (real files, the
+    /// default), or a memory or fault-injecting backend in tests.
+    pub backend: std::sync::Arc<dyn backend::Backend>,
 }
 
 impl Default for GroupConfig {
@@ -86,6 +90,7 @@ impl Default for GroupConfig {
             term: 1,
             sync: None,
             replicated: false,
+            backend: std::sync::Arc::new(backend::FileBackend),
         }
     }
 }

@@ -1,18 +1,18 @@
-//! One journal segment file: preallocated, written with `pwrite`, read through a shared
-//! memory map.
+//! One journal segment file: preallocated, written and synced through its [`BackendFile`],
+//! read through the file's view (on the file backend, a shared memory map).
 //!
-//! Writes go through the file descriptor rather than the map so that a full disk surfaces as
-//! an `ENOSPC` error on the write (or on preallocation) instead of a `SIGBUS`. Reads share the
-//! page cache with those writes, so a read sees every completed write.
+//! On the file backend, writes go through the file descriptor rather than the map so that a
+//! full disk surfaces as an `ENOSPC` error on the write (or on preallocation) instead of a
+//! `SIGBUS`. Reads share the page cache with those writes, so a read sees every completed
+//! write.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use memmap2::Mmap;
+
+use crate::backend::{Backend, BackendFile};
 
 /// A segment of the journal.
 #[derive(Debug)]
@@ -22,9 +22,7 @@ pub(crate) struct Segment {
     /// Bytes the file holds (its preallocated size).
     pub(crate) size: u64,
     pub(crate) path: PathBuf,
-    file: File,
-    /// The whole file, mapped; slices of it are handed out without copying.
-    bytes: Bytes,
+    file: Arc<dyn BackendFile>,
 }
 
 /// The file name of the segment starting at `start`.
@@ -43,49 +41,36 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
 
 impl Segment {
     /// Creates and preallocates a new segment of `size` bytes.
-    pub(crate) fn create(dir: &Path, start: u64, size: u64) -> io::Result<Segment> {
+    pub(crate) fn create(
+        backend: &dyn Backend,
+        dir: &Path,
+        start: u64,
+        size: u64,
+    ) -> io::Result<Segment> {
         let path = dir.join(file_name(start));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        if let Err(e) = preallocate(&file, size) {
-            // Leave no half-made segment behind: the journal would have to recover it.
-            drop(file);
-            let _ = std::fs::remove_file(&path);
-            return Err(e);
-        }
-        file.sync_all()?;
-        sync_dir(dir)?;
-        Segment::map(path, file, start)
+        let file = backend.create(&path, size)?;
+        Segment::with_file(path, file, start)
     }
 
     /// Opens an existing segment.
-    pub(crate) fn open(path: PathBuf, start: u64) -> io::Result<Segment> {
-        let file = OpenOptions::new().read(true).write(true).open(&path)?;
-        Segment::map(path, file, start)
+    pub(crate) fn open(backend: &dyn Backend, path: PathBuf, start: u64) -> io::Result<Segment> {
+        let file = backend.open(&path)?;
+        Segment::with_file(path, file, start)
     }
 
-    fn map(path: PathBuf, file: File, start: u64) -> io::Result<Segment> {
-        let size = file.metadata()?.len();
+    fn with_file(path: PathBuf, file: Arc<dyn BackendFile>, start: u64) -> io::Result<Segment> {
+        let size = file.len();
         if size == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "segment file is empty",
             ));
         }
-        // SAFETY: the file is only ever written through `write_at` of this process and never
-        // shrunk while mapped (truncation zeroes bytes; whole files are unlinked, which keeps
-        // the mapping valid), so the mapped memory stays valid for the map's lifetime.
-        let map = unsafe { Mmap::map(&file)? };
-        let bytes = Bytes::from_owner(MapOwner(Arc::new(map)));
         Ok(Segment {
             start,
             size,
             path,
             file,
-            bytes,
         })
     }
 
@@ -97,7 +82,7 @@ impl Segment {
     /// Writes `buf` at the segment-relative offset `at`.
     pub(crate) fn write_at(&self, at: u64, buf: &[u8]) -> io::Result<()> {
         debug_assert!(at + buf.len() as u64 <= self.size);
-        self.file.write_all_at(buf, at)
+        self.file.write_at(at, buf)
     }
 
     /// Flushes written data to the disk.
@@ -105,9 +90,15 @@ impl Segment {
         self.file.sync_data()
     }
 
-    /// The bytes from segment-relative offset `at` to the end of the segment.
+    /// Whether a `syncfs` of the data filesystem makes this segment durable.
+    pub(crate) fn on_filesystem(&self) -> bool {
+        self.file.on_filesystem()
+    }
+
+    /// The bytes from segment-relative offset `at` to the end of the segment (on the file
+    /// backend, a slice of the map: no copy).
     pub(crate) fn tail(&self, at: u64) -> Bytes {
-        self.bytes.slice(at as usize..)
+        self.file.view().slice(at as usize..)
     }
 
     /// Zeroes `[at, end)` wherever it is not zero already, then syncs. Used to cut a torn or
@@ -116,13 +107,13 @@ impl Segment {
         const CHUNK: usize = 64 * 1024;
         let zeros = vec![0u8; CHUNK];
         let mut pos = at as usize;
-        let data = &self.bytes;
+        let data = self.file.view();
         while pos < data.len() {
             let end = (pos + CHUNK).min(data.len());
             // Slice comparison is a memcmp: scanning a mostly empty 128 MiB segment at open
             // stays cheap even in an unoptimized build.
             if data[pos..end] != zeros[..end - pos] {
-                self.file.write_all_at(&zeros[..end - pos], pos as u64)?;
+                self.file.write_at(pos as u64, &zeros[..end - pos])?;
             }
             pos = end;
         }
@@ -130,48 +121,10 @@ impl Segment {
     }
 }
 
-struct MapOwner(Arc<Mmap>);
-
-impl AsRef<[u8]> for MapOwner {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-/// Reserves `size` bytes on disk so that the disk filling up shows when a segment is made,
-/// not in the middle of a write. Falls back to a sparse file where the filesystem cannot
-/// preallocate.
-fn preallocate(file: &File, size: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: plain syscall on an owned, open descriptor.
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
-    match rc {
-        0 => Ok(()),
-        libc::EOPNOTSUPP | libc::EINVAL => file.set_len(size),
-        errno => Err(io::Error::from_raw_os_error(errno)),
-    }
-}
-
-/// Flushes every dirty page of the filesystem holding `path` (`syncfs(2)`).
-pub(crate) fn sync_filesystem(path: &Path) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let dir = File::open(path)?;
-    // SAFETY: plain syscall on an owned, open descriptor.
-    if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Makes a directory's entries (created, renamed or removed files) durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::FileBackend;
 
     #[test]
     fn names() {
@@ -184,13 +137,13 @@ mod tests {
     #[test]
     fn write_read_zero() {
         let dir = tempfile::tempdir().unwrap();
-        let seg = Segment::create(dir.path(), 4096, 8192).unwrap();
+        let seg = Segment::create(&FileBackend, dir.path(), 4096, 8192).unwrap();
         seg.write_at(100, b"hello").unwrap();
         assert_eq!(&seg.tail(100)[..5], b"hello");
         assert_eq!(seg.end(), 4096 + 8192);
         seg.zero_from(102).unwrap();
         assert_eq!(&seg.tail(100)[..5], b"he\0\0\0");
-        let again = Segment::open(seg.path.clone(), 4096).unwrap();
+        let again = Segment::open(&FileBackend, seg.path.clone(), 4096).unwrap();
         assert_eq!(&again.tail(100)[..3], b"he\0");
     }
 }

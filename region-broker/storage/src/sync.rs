@@ -110,7 +110,13 @@ fn run(dir: &Path, state: &(Mutex<State>, Condvar)) {
             Ok(fs) if batch.len() > 1 => {
                 // SAFETY: plain syscall on an owned, open descriptor.
                 if unsafe { libc::syncfs(fs.as_raw_fd()) } == 0 {
-                    Ok(())
+                    // Segments of another backend than real files are not on the
+                    // filesystem: each syncs itself.
+                    batch
+                        .iter()
+                        .flat_map(|r| &r.segments)
+                        .filter(|s| !s.on_filesystem())
+                        .try_for_each(|s| s.sync())
                 } else {
                     Err(io::Error::last_os_error())
                 }

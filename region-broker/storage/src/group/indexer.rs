@@ -138,7 +138,7 @@ impl Shared {
             // One syncfs instead of an fsync per index file: with thousands of partitions,
             // per-file fsyncs cost more disk time than the journal itself. It also flushes
             // other dirty data on the filesystem, which on a broker's data disk is its own.
-            crate::segment::sync_filesystem(&self.dir)?;
+            crate::backend::sync_filesystem(&self.dir)?;
         }
         counts.sort_unstable();
         Checkpoint {

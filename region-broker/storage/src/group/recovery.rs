@@ -86,7 +86,11 @@ impl LogGroup {
         );
         std::fs::create_dir_all(dir.join("index"))?;
         let checkpoint = Checkpoint::load(dir)?.unwrap_or_default();
-        let journal = Journal::open(&dir.join("journal"), config.segment_bytes)?;
+        let journal = Journal::open(
+            config.backend.clone(),
+            &dir.join("journal"),
+            config.segment_bytes,
+        )?;
         if let Some(position) = checkpoint.reset_to {
             tracing::info!(dir = %dir.display(), position, "finishing an interrupted journal reset");
             journal.reset(position)?;

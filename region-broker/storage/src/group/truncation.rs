@@ -48,7 +48,7 @@ impl Appender {
             }
         }
         counts.sort_unstable();
-        crate::segment::sync_filesystem(&shared.dir)?;
+        crate::backend::sync_filesystem(&shared.dir)?;
         Checkpoint {
             journal_synced: position,
             indexed: position,
