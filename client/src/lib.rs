@@ -31,7 +31,7 @@ pub use admin::{BrokerLogGroups, FailoverReport, LogGroupInfo};
 pub use consumer::{ConsumedMessage, Consumer, ConsumerConfig, StartFrom};
 pub use error::ClientError;
 pub use meridian_proto::v1::TopicInfo;
-pub use mirror::{LocalBatch, LocalCommit};
+pub use mirror::{LocalCommit, ShippedBatch};
 pub use producer::{Producer, ProducerConfig, Record, RecordMetadata, SendFuture};
 pub use route::{Route, connect_control, on_control_leader, route};
 

@@ -10,7 +10,8 @@ use meridian_proto::v1;
 
 use crate::{Client, ClientError};
 
-pub use meridian_proto::v1::{LocalBatch, LocalCommit};
+pub use meridian_proto::mirror::ShippedBatch;
+pub use meridian_proto::v1::LocalCommit;
 
 impl Client {
     /// Committed local-origin batches of log group `group` from record index `from` on
@@ -21,7 +22,7 @@ impl Client {
         from: u64,
         max_bytes: u32,
         wait: Duration,
-    ) -> Result<(Vec<LocalBatch>, u64), ClientError> {
+    ) -> Result<(Vec<ShippedBatch>, u64), ClientError> {
         let (batches, _, next) = self
             .read_local_records(group, from, max_bytes, wait)
             .await?;
@@ -36,7 +37,7 @@ impl Client {
         from: u64,
         max_bytes: u32,
         wait: Duration,
-    ) -> Result<(Vec<LocalBatch>, Vec<LocalCommit>, u64), ClientError> {
+    ) -> Result<(Vec<ShippedBatch>, Vec<LocalCommit>, u64), ClientError> {
         let r = v1::ReadLocalRequest {
             group,
             from_seq: from,
@@ -46,7 +47,11 @@ impl Client {
         let answer = self
             .call(|mut c| async move { c.read_local(r).await })
             .await?;
-        Ok((answer.batches, answer.commits, answer.next_seq))
+        Ok((
+            answer.batches.into_iter().map(ShippedBatch::from).collect(),
+            answer.commits,
+            answer.next_seq,
+        ))
     }
 
     /// Merges a consumer group's origin positions committed in another region into this

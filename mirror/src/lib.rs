@@ -8,10 +8,13 @@
 //! - [`views`]: what the control plane says of this region and the peers (brokers, log
 //!   groups, which topics each region holds).
 //! - [`tls`]: certificates (issued with rcgen) and the QUIC transport settings.
+//! - [`link`]: the link protocol as state machines without I/O, which `sender` and
+//!   `receiver` drive.
 //! - [`frames`]: the link protocol's frames (`meridian_proto::mirror`) on a QUIC stream.
 
 pub mod config;
 pub mod frames;
+pub mod link;
 pub mod receiver;
 pub mod sender;
 pub mod tls;

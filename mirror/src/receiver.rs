@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use meridian_client::Client;
-use meridian_proto::mirror::{Commit, Entry, Frame, VERSION};
+use meridian_proto::mirror::{Commit, Frame, ShippedBatch, VERSION};
 use meridian_proto::origin::Origin;
 use tokio::sync::watch;
 
@@ -222,7 +222,7 @@ async fn apply(
     origin: &str,
     group: u32,
     through: u64,
-    e: Entry,
+    e: ShippedBatch,
     labels: &[(&'static str, String); 2],
 ) {
     let o = Origin {

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use meridian_proto::mirror::{Commit, Entry, Frame, VERSION};
+use meridian_proto::mirror::{Commit, Frame, ShippedBatch, VERSION};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
@@ -456,12 +456,12 @@ impl Stream<'_> {
 /// plane writes a topic's record after its placement in every region: a topic in our own
 /// view is therefore in every view fetched after it that it spans.
 fn select(
-    batches: Vec<meridian_client::LocalBatch>,
+    batches: Vec<ShippedBatch>,
     after: u64,
     snapshot: &Snapshot,
     config: &Config,
     peer: &str,
-) -> (Vec<Entry>, u64, bool) {
+) -> (Vec<ShippedBatch>, u64, bool) {
     let wanted = snapshot.topics(peer).unwrap_or_default();
     let own = snapshot.topics(&config.region).unwrap_or_default();
     let retired = snapshot.retired(&config.region);
@@ -473,14 +473,7 @@ fn select(
             }
             return (entries, b.seq - 1, true);
         }
-        entries.push(Entry {
-            seq: b.seq,
-            topic_id: b.topic_id,
-            partition: b.partition,
-            count: b.count,
-            append_time_ms: b.append_time_ms,
-            payload: b.payload,
-        });
+        entries.push(b);
     }
     (entries, after - 1, false)
 }
@@ -506,8 +499,8 @@ mod tests {
         }
     }
 
-    fn batch(seq: u64, topic_id: u32) -> meridian_client::LocalBatch {
-        meridian_client::LocalBatch {
+    fn batch(seq: u64, topic_id: u32) -> ShippedBatch {
+        ShippedBatch {
             seq,
             topic_id,
             ..Default::default()
@@ -526,7 +519,7 @@ mod tests {
             .views
             .insert("us".into(), view("us", &[1, 2], &[3]));
         snapshot.views.insert("eu".into(), view("eu", &[1], &[3]));
-        let seqs = |e: &[Entry]| e.iter().map(|e| e.seq).collect::<Vec<_>>();
+        let seqs = |e: &[ShippedBatch]| e.iter().map(|e| e.seq).collect::<Vec<_>>();
         let (e, through, stale) = select(
             vec![batch(5, 1), batch(6, 2), batch(7, 3), batch(8, 1)],
             10,

@@ -31,10 +31,13 @@ pub const VERSION: u16 = 2;
 /// Largest frame (length field included).
 pub const FRAME_MAX: usize = 16 << 20;
 
-/// One record shipped: a committed batch of the origin group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// The record's index in its origin group.
+/// A shipped batch: a committed, local-origin batch of a log group, as the origin region's
+/// brokers read it (`read_local`), the mirror ships it (an entry of [`Frame::Records`]) and
+/// the target region appends it. The one Rust type for it; the gRPC message
+/// [`crate::v1::LocalBatch`] is its wire form, converted by the `From`s below.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShippedBatch {
+    /// The record's index in its origin group: the seq it is shipped under.
     pub seq: u64,
     /// Topic id (the same in every region).
     pub topic_id: u32,
@@ -46,6 +49,32 @@ pub struct Entry {
     pub append_time_ms: i64,
     /// The encoded messages (`crate::batch`).
     pub payload: Bytes,
+}
+
+impl From<crate::v1::LocalBatch> for ShippedBatch {
+    fn from(b: crate::v1::LocalBatch) -> Self {
+        ShippedBatch {
+            seq: b.seq,
+            topic_id: b.topic_id,
+            partition: b.partition,
+            count: b.count,
+            append_time_ms: b.append_time_ms,
+            payload: b.payload,
+        }
+    }
+}
+
+impl From<ShippedBatch> for crate::v1::LocalBatch {
+    fn from(b: ShippedBatch) -> Self {
+        crate::v1::LocalBatch {
+            seq: b.seq,
+            topic_id: b.topic_id,
+            partition: b.partition,
+            count: b.count,
+            append_time_ms: b.append_time_ms,
+            payload: b.payload,
+        }
+    }
 }
 
 /// A consumer group's commit with origin positions, shipped so the group can move.
@@ -85,7 +114,7 @@ pub enum Frame {
         /// Every seq up to this is held by the target (acknowledged earlier).
         through: u64,
         /// The records.
-        entries: Vec<Entry>,
+        entries: Vec<ShippedBatch>,
     },
     /// Records held by the target.
     Ack {
@@ -235,7 +264,7 @@ impl Frame {
                     let append_time_ms = r.u64("records")? as i64;
                     let payload_len = r.u32("records")? as usize;
                     let payload = r.bytes(payload_len, "records")?;
-                    entries.push(Entry {
+                    entries.push(ShippedBatch {
                         seq,
                         topic_id,
                         partition,
@@ -295,7 +324,8 @@ impl Frame {
         Ok(Some((frame, 4 + len)))
     }
 
-    fn name(&self) -> &'static str {
+    /// The frame's kind, in lower case (for messages).
+    pub fn name(&self) -> &'static str {
         match self {
             Frame::Hello { .. } => "hello",
             Frame::Resume { .. } => "resume",
@@ -362,7 +392,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn entry() -> impl Strategy<Value = Entry> {
+    fn entry() -> impl Strategy<Value = ShippedBatch> {
         (
             any::<u64>(),
             any::<u32>(),
@@ -371,16 +401,16 @@ mod tests {
             any::<i64>(),
             proptest::collection::vec(any::<u8>(), 0..40),
         )
-            .prop_map(
-                |(seq, topic_id, partition, count, append_time_ms, p)| Entry {
+            .prop_map(|(seq, topic_id, partition, count, append_time_ms, p)| {
+                ShippedBatch {
                     seq,
                     topic_id,
                     partition,
                     count,
                     append_time_ms,
                     payload: Bytes::from(p),
-                },
-            )
+                }
+            })
     }
 
     fn commit() -> impl Strategy<Value = Commit> {

@@ -498,14 +498,7 @@ impl broker_server::Broker for GrpcService {
             batches: found
                 .batches
                 .into_iter()
-                .map(|b| v1::LocalBatch {
-                    seq: b.seq,
-                    topic_id: b.topic_id,
-                    partition: b.partition,
-                    count: b.count,
-                    append_time_ms: b.append_time_ms,
-                    payload: b.payload,
-                })
+                .map(v1::LocalBatch::from)
                 .collect(),
             next_seq: found.next,
             commits: found

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use meridian_proto::mirror::ShippedBatch;
 use meridian_proto::origin::Origin;
 use meridian_proto::record::{FLAG_ORIGIN, RecordKind};
 
@@ -50,29 +51,15 @@ pub struct LocalCommit {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LocalRecords {
     /// Committed local-origin batches.
-    pub batches: Vec<LocalBatch>,
+    pub batches: Vec<ShippedBatch>,
     /// Consumer commits with origin positions.
     pub commits: Vec<LocalCommit>,
     /// The record index to read from next.
     pub next: u64,
 }
 
-/// A committed, local-origin batch of a log group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalBatch {
-    /// Its record index: the seq it is shipped under.
-    pub seq: u64,
-    /// Topic id.
-    pub topic_id: u32,
-    /// Partition.
-    pub partition: u32,
-    /// Messages.
-    pub count: u32,
-    /// When it was appended.
-    pub append_time_ms: i64,
-    /// The encoded messages.
-    pub payload: Bytes,
-}
+/// The broker's name for [`ShippedBatch`] until `broker.rs` re-exports that name.
+pub use meridian_proto::mirror::ShippedBatch as LocalBatch;
 
 impl Broker {
     fn topic_by_id(&self, id: u32) -> Result<Topic, BrokerError> {
@@ -304,7 +291,7 @@ fn local_records(
             continue;
         }
         bytes += payload.len();
-        out.push(LocalBatch {
+        out.push(ShippedBatch {
             seq: h.index,
             topic_id: h.topic_id,
             partition: h.partition,

@@ -1,0 +1,487 @@
+//! The receiving side: every inbound stream of a region, as one state machine.
+//!
+//! A stream opens with `Hello` (origin region and group). The receiver refuses a version it
+//! does not speak, its own region, or a region the caller's certificate does not name;
+//! otherwise it asks for the origin group's mark ([`Action::ReadMark`]: the highest seq of
+//! that origin any log group here holds) and answers `Resume` one past it. From then on
+//! each `Records` frame's batches are appended one at a time, in order
+//! ([`Action::Append`], then [`Receiver::done`]), each `Commits` frame's commits merged
+//! likewise, and the frame acknowledged once all of it is held.
+//!
+//! Why nothing is lost or stored twice: appends are idempotent on the origin seq (a target
+//! log group writes a batch only if its seq is above its mark for that origin), and a
+//! stream appends a batch only after the one before it is held, so "the highest seq held"
+//! means "everything before it is held": a stream resuming one past it skips nothing, and
+//! anything resent is a duplicate the append recognises. A newer stream for the same
+//! origin group (a peer that redialled may leave a half-dead stream behind) replaces the
+//! older one once it has its mark: the older is closed ([`LinkError::Replaced`]).
+
+use std::collections::{HashMap, VecDeque};
+
+use meridian_proto::mirror::{Commit, Frame, ShippedBatch, VERSION};
+use meridian_proto::origin::Origin;
+
+use super::{LinkError, Refusal};
+
+/// Names an inbound stream (chosen by the shell, unique while the stream lives).
+pub type StreamId = u64;
+
+/// Something for the shell to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Write a frame on a stream.
+    Send {
+        /// The stream.
+        stream: StreamId,
+        /// The frame.
+        frame: Frame,
+    },
+    /// Find the highest seq of `origin`'s group `group` held here, then call
+    /// [`Receiver::mark`].
+    ReadMark {
+        /// The stream waiting for it.
+        stream: StreamId,
+        /// Origin region.
+        origin: String,
+        /// Origin log group.
+        group: u32,
+    },
+    /// Append a shipped batch (idempotently, retrying until held), then call
+    /// [`Receiver::done`].
+    Append {
+        /// The stream it came on.
+        stream: StreamId,
+        /// Where it was first written.
+        origin: Origin,
+        /// The batch.
+        batch: ShippedBatch,
+    },
+    /// Merge a consumer group's commit (idempotently, retrying until taken), then call
+    /// [`Receiver::done`].
+    Merge {
+        /// The stream it came on.
+        stream: StreamId,
+        /// Origin region.
+        origin: String,
+        /// The commit.
+        commit: Commit,
+    },
+    /// Close a stream (after the frames sent before this): it is forgotten here.
+    Close {
+        /// The stream.
+        stream: StreamId,
+        /// Why.
+        error: LinkError,
+    },
+}
+
+#[derive(Debug)]
+enum Work {
+    Append(ShippedBatch, u64),
+    Merge(Commit),
+    Ack(u64),
+}
+
+#[derive(Debug)]
+enum Inbound {
+    AwaitingHello,
+    AwaitingMark {
+        origin: String,
+        group: u32,
+    },
+    Receiving {
+        origin: String,
+        group: u32,
+        work: VecDeque<Work>,
+        busy: bool,
+    },
+}
+
+/// The protocol state of a region's inbound streams.
+#[derive(Debug)]
+pub struct Receiver {
+    region: String,
+    streams: HashMap<StreamId, Inbound>,
+    /// The newest stream of each origin `(region, group)`.
+    current: HashMap<(String, u32), StreamId>,
+    actions: VecDeque<Action>,
+}
+
+impl Receiver {
+    /// The receiver of region `region`.
+    pub fn new(region: &str) -> Self {
+        Receiver {
+            region: region.to_owned(),
+            streams: HashMap::new(),
+            current: HashMap::new(),
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// A peer opened stream `stream`.
+    pub fn accept(&mut self, stream: StreamId) {
+        self.streams.insert(stream, Inbound::AwaitingHello);
+    }
+
+    /// A frame arrived on `stream`; `certified` says whether the caller's certificate
+    /// names a region.
+    pub fn handle(&mut self, stream: StreamId, frame: Frame, certified: impl Fn(&str) -> bool) {
+        let Some(state) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        match (state, frame) {
+            (
+                state @ Inbound::AwaitingHello,
+                Frame::Hello {
+                    version,
+                    region,
+                    group,
+                },
+            ) => {
+                let refusal = if version != VERSION {
+                    Some(Refusal::Version {
+                        version,
+                        ours: VERSION,
+                    })
+                } else if region == self.region {
+                    Some(Refusal::OwnRegion(region.clone()))
+                } else if !certified(&region) {
+                    Some(Refusal::NotCertified(region.clone()))
+                } else {
+                    None
+                };
+                if let Some(refusal) = refusal {
+                    self.actions.push_back(Action::Send {
+                        stream,
+                        frame: Frame::Refuse {
+                            reason: refusal.to_string(),
+                        },
+                    });
+                    self.close(stream, LinkError::Refusing(refusal));
+                    return;
+                }
+                self.actions.push_back(Action::ReadMark {
+                    stream,
+                    origin: region.clone(),
+                    group,
+                });
+                *state = Inbound::AwaitingMark {
+                    origin: region,
+                    group,
+                };
+            }
+            (Inbound::AwaitingHello, f) => self.close(
+                stream,
+                LinkError::Unexpected {
+                    expected: "Hello",
+                    got: f.name(),
+                },
+            ),
+            (Inbound::AwaitingMark { .. }, f) => self.close(
+                stream,
+                LinkError::Unexpected {
+                    expected: "nothing before Resume",
+                    got: f.name(),
+                },
+            ),
+            (Inbound::Receiving { work, .. }, Frame::Records { through, entries }) => {
+                work.extend(entries.into_iter().map(|e| Work::Append(e, through)));
+                work.push_back(Work::Ack(through));
+                self.drive(stream);
+            }
+            (Inbound::Receiving { work, .. }, Frame::Commits { through, commits }) => {
+                work.extend(commits.into_iter().map(Work::Merge));
+                work.push_back(Work::Ack(through));
+                self.drive(stream);
+            }
+            (Inbound::Receiving { .. }, Frame::Refuse { reason }) => {
+                self.close(stream, LinkError::Refused(reason))
+            }
+            (Inbound::Receiving { .. }, f) => self.close(
+                stream,
+                LinkError::Unexpected {
+                    expected: "Records or Commits",
+                    got: f.name(),
+                },
+            ),
+        }
+    }
+
+    /// The origin group's mark, asked for by [`Action::ReadMark`]: `None` when nothing of
+    /// it is held. The stream becomes the origin group's current one and resumes.
+    pub fn mark(&mut self, stream: StreamId, mark: Option<u64>) {
+        let Some(Inbound::AwaitingMark { origin, group }) = self.streams.remove(&stream) else {
+            return;
+        };
+        if let Some(older) = self.current.insert((origin.clone(), group), stream)
+            && older != stream
+            && self.streams.remove(&older).is_some()
+        {
+            self.actions.push_back(Action::Close {
+                stream: older,
+                error: LinkError::Replaced,
+            });
+        }
+        self.streams.insert(
+            stream,
+            Inbound::Receiving {
+                origin,
+                group,
+                work: VecDeque::new(),
+                busy: false,
+            },
+        );
+        self.actions.push_back(Action::Send {
+            stream,
+            frame: Frame::Resume {
+                from: mark.map_or(1, |m| m + 1),
+            },
+        });
+    }
+
+    /// The append or merge last asked of `stream` is done: the next one goes.
+    pub fn done(&mut self, stream: StreamId) {
+        if let Some(Inbound::Receiving { busy, .. }) = self.streams.get_mut(&stream) {
+            *busy = false;
+            self.drive(stream);
+        }
+    }
+
+    /// The peer ended `stream` (cleanly or not); the shell closes it.
+    pub fn ended(&mut self, stream: StreamId) {
+        self.forget(stream);
+    }
+
+    /// The next thing to do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Streams open.
+    pub fn streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    fn drive(&mut self, stream: StreamId) {
+        let Some(Inbound::Receiving {
+            origin,
+            group,
+            work,
+            busy,
+        }) = self.streams.get_mut(&stream)
+        else {
+            return;
+        };
+        while !*busy {
+            match work.pop_front() {
+                None => return,
+                Some(Work::Ack(through)) => self.actions.push_back(Action::Send {
+                    stream,
+                    frame: Frame::Ack { through },
+                }),
+                Some(Work::Append(batch, through)) => {
+                    *busy = true;
+                    self.actions.push_back(Action::Append {
+                        stream,
+                        origin: Origin {
+                            region: origin.clone(),
+                            group: *group,
+                            seq: batch.seq,
+                            through,
+                        },
+                        batch,
+                    });
+                }
+                Some(Work::Merge(commit)) => {
+                    *busy = true;
+                    self.actions.push_back(Action::Merge {
+                        stream,
+                        origin: origin.clone(),
+                        commit,
+                    });
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, stream: StreamId, error: LinkError) {
+        self.forget(stream);
+        self.actions.push_back(Action::Close { stream, error });
+    }
+
+    fn forget(&mut self, stream: StreamId) {
+        if let Some(
+            Inbound::AwaitingMark { origin, group } | Inbound::Receiving { origin, group, .. },
+        ) = self.streams.remove(&stream)
+        {
+            let key = (origin, group);
+            if self.current.get(&key) == Some(&stream) {
+                self.current.remove(&key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn hello(region: &str, group: u32) -> Frame {
+        Frame::Hello {
+            version: VERSION,
+            region: region.into(),
+            group,
+        }
+    }
+
+    fn drain(r: &mut Receiver) -> Vec<Action> {
+        std::iter::from_fn(|| r.poll_action()).collect()
+    }
+
+    fn batch(seq: u64) -> ShippedBatch {
+        ShippedBatch {
+            seq,
+            payload: Bytes::from_static(b"x"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn resumes_one_past_the_mark_appends_in_order_then_acks() {
+        let mut r = Receiver::new("eu");
+        r.accept(1);
+        r.handle(1, hello("us", 7), |_| true);
+        assert_eq!(
+            drain(&mut r),
+            [Action::ReadMark {
+                stream: 1,
+                origin: "us".into(),
+                group: 7
+            }]
+        );
+        r.mark(1, Some(41));
+        assert_eq!(
+            drain(&mut r),
+            [Action::Send {
+                stream: 1,
+                frame: Frame::Resume { from: 42 }
+            }]
+        );
+        r.handle(
+            1,
+            Frame::Records {
+                through: 45,
+                entries: vec![batch(42), batch(44)],
+            },
+            |_| true,
+        );
+        let a = drain(&mut r);
+        assert!(
+            matches!(&a[..], [Action::Append { origin, .. }] if origin.seq == 42 && origin.through == 45)
+        );
+        r.done(1);
+        let a = drain(&mut r);
+        assert!(matches!(&a[..], [Action::Append { origin, .. }] if origin.seq == 44));
+        r.done(1);
+        assert_eq!(
+            drain(&mut r),
+            [Action::Send {
+                stream: 1,
+                frame: Frame::Ack { through: 45 }
+            }]
+        );
+    }
+
+    #[test]
+    fn refuses_other_versions_itself_and_uncertified_regions() {
+        let mut r = Receiver::new("eu");
+        for (id, frame, certified) in [
+            (
+                1,
+                Frame::Hello {
+                    version: VERSION + 1,
+                    region: "us".into(),
+                    group: 1,
+                },
+                true,
+            ),
+            (2, hello("eu", 1), true),
+            (3, hello("us", 1), false),
+        ] {
+            r.accept(id);
+            r.handle(id, frame, |_| certified);
+            let a = drain(&mut r);
+            assert!(
+                matches!(
+                    &a[..],
+                    [
+                        Action::Send {
+                            frame: Frame::Refuse { .. },
+                            ..
+                        },
+                        Action::Close {
+                            error: LinkError::Refusing(_),
+                            ..
+                        }
+                    ]
+                ),
+                "{a:?}"
+            );
+        }
+        assert_eq!(r.streams(), 0);
+    }
+
+    #[test]
+    fn a_newer_stream_replaces_the_older_once_it_has_its_mark() {
+        let mut r = Receiver::new("eu");
+        r.accept(1);
+        r.handle(1, hello("us", 7), |_| true);
+        r.mark(1, None);
+        r.accept(2);
+        r.handle(2, hello("us", 7), |_| true);
+        drain(&mut r);
+        r.mark(2, Some(3));
+        assert_eq!(
+            drain(&mut r),
+            [
+                Action::Close {
+                    stream: 1,
+                    error: LinkError::Replaced
+                },
+                Action::Send {
+                    stream: 2,
+                    frame: Frame::Resume { from: 4 }
+                }
+            ]
+        );
+        // The replaced stream's late frames are ignored.
+        r.handle(
+            1,
+            Frame::Records {
+                through: 9,
+                entries: vec![batch(9)],
+            },
+            |_| true,
+        );
+        assert!(drain(&mut r).is_empty());
+    }
+
+    #[test]
+    fn frames_out_of_place_close_the_stream() {
+        let mut r = Receiver::new("eu");
+        r.accept(1);
+        r.handle(1, Frame::Ack { through: 1 }, |_| true);
+        assert_eq!(
+            drain(&mut r),
+            [Action::Close {
+                stream: 1,
+                error: LinkError::Unexpected {
+                    expected: "Hello",
+                    got: "ack"
+                }
+            }]
+        );
+    }
+}
