@@ -26,7 +26,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             bail!("invalid region {r:?}: use lowercase letters, digits and '-'");
         }
     }
-    let written = meridian_mirror::tls::issue(&args.dir, &args.regions)?;
+    let written = meridian_security::certs::issue(&args.dir, &args.regions)?;
     if written.is_empty() {
         println!(
             "every certificate asked for already exists in {}",

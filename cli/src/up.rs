@@ -195,13 +195,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     );
     let certs = data.join("certs");
     let owned: Vec<String> = regions.iter().map(|r| r.to_string()).collect();
-    meridian_mirror::tls::issue(&certs, &owned)
+    meridian_security::certs::issue(&certs, &owned)
         .with_context(|| format!("issuing the mirrors' certificates into {}", certs.display()))?;
     let mirror_addr = |r: usize, base: u16| format!("127.0.0.1:{}", u32::from(base) + r as u32);
     let mut mirrors = Vec::new();
     if regions.len() > 1 {
         for (r, region) in regions.iter().enumerate() {
-            let (ca, cert, key) = meridian_mirror::tls::files(&certs, region);
+            let (ca, cert, key) = meridian_security::certs::files(&certs, region);
             let mut cmd = tokio::process::Command::new(&mirror_bin);
             let (listen, metrics) = (
                 mirror_addr(r, args.mirror_port),
@@ -445,9 +445,9 @@ fn console_config(dir: &Path) -> anyhow::Result<(PathBuf, String)> {
             .with_context(|| format!("reading {}", secret.display()))?;
         return Ok((config, password.trim().to_owned()));
     }
-    let password = meridian_console::auth::random_hex(8);
-    let hash = meridian_console::auth::hash_password(&password)?;
-    let write = meridian_mirror::tls::write_private;
+    let password = meridian_security::password::random_hex(8);
+    let hash = meridian_security::password::hash_password(&password)?;
+    let write = meridian_security::certs::write_private;
     write(&secret, &format!("{password}\n"))?;
     write(
         &config,

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use serde::Deserialize;
 
 /// What a user may do. Ordered: each role may do everything of the ones below it.
@@ -44,23 +43,7 @@ pub struct User {
     pub password_hash: String,
 }
 
-/// Hashes a password for the configuration file (argon2id, random salt).
-pub fn hash_password(password: &str) -> anyhow::Result<String> {
-    let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).map_err(|e| anyhow::anyhow!("no randomness for a salt: {e}"))?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
-    Ok(argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|e| anyhow::anyhow!("hashing: {e}"))?
-        .to_string())
-}
-
-/// `n` random bytes as hex: session ids, CSRF tokens, generated passwords.
-pub fn random_hex(n: usize) -> String {
-    let mut bytes = vec![0u8; n];
-    getrandom::fill(&mut bytes).expect("the OS gives random bytes");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use meridian_security::password::{hash_password, random_hex};
 
 /// A logged-in user.
 #[derive(Debug, Clone)]
@@ -91,9 +74,9 @@ impl Auth {
     /// Checks every user's hash parses, so a bad file fails at start, not at login.
     pub fn new(users: Vec<User>) -> anyhow::Result<Auth> {
         for u in &users {
-            PasswordHash::new(&u.password_hash).map_err(|e| {
+            meridian_security::password::check_hash(&u.password_hash).map_err(|e| {
                 anyhow::anyhow!(
-                    "user {:?}: password_hash is not an argon2 PHC string ({e}); make one with `meridian-console hash-password`",
+                    "user {:?}: password_hash is {e}; make one with `meridian-console hash-password`",
                     u.name
                 )
             })?;
@@ -112,10 +95,9 @@ impl Auth {
     /// same answer for both).
     pub fn login(&self, name: &str, password: &str) -> Option<(String, Session)> {
         let user = self.users.iter().find(|u| u.name == name)?;
-        let hash = PasswordHash::new(&user.password_hash).ok()?;
-        argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .ok()?;
+        if !meridian_security::password::verify_password(password, &user.password_hash) {
+            return None;
+        }
         let session = Session {
             user: user.name.clone(),
             role: user.role,

@@ -1,0 +1,123 @@
+//! The mirrors' certificates: one CA signs every region's mirror certificate, valid for the
+//! DNS name [`server_name`] of its region and for both server and client authentication
+//! (the links use mutual TLS). [`issue`] writes such a set with rcgen (`meridian certs`,
+//! `meridian up`); the mirror loads and checks them (`meridian_mirror::tls`).
+
+use std::path::Path;
+
+use anyhow::Context;
+
+/// The name a region's mirror certificate is valid for.
+pub fn server_name(region: &str) -> String {
+    format!("mirror.{region}.meridian")
+}
+
+/// File names [`issue`] writes in its directory.
+pub fn files(
+    dir: &Path,
+    region: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    (
+        dir.join("ca.pem"),
+        dir.join(format!("{region}.pem")),
+        dir.join(format!("{region}.key")),
+    )
+}
+
+/// Writes a certificate and key for each region's mirror into `dir`, signed by the CA in
+/// `dir` (`ca.pem`, `ca.key`), which is created first when it is not there. Existing
+/// region certificates are kept. Returns the files written.
+pub fn issue(dir: &Path, regions: &[String]) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (ca_pem, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    let mut written = Vec::new();
+    let ca_params = || {
+        let mut p = rcgen::CertificateParams::default();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "Meridian mirror CA");
+        p.not_before = rcgen::date_time_ymd(2025, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2045, 1, 1);
+        p
+    };
+    let key = if ca_key.exists() {
+        let pem = std::fs::read_to_string(&ca_key)
+            .with_context(|| format!("reading {}", ca_key.display()))?;
+        rcgen::KeyPair::from_pem(&pem)
+            .with_context(|| format!("{} is not a key", ca_key.display()))?
+    } else {
+        let key = rcgen::KeyPair::generate().context("generating the CA key")?;
+        let cert = ca_params().self_signed(&key).context("signing the CA")?;
+        write_private(&ca_key, &key.serialize_pem())?;
+        std::fs::write(&ca_pem, cert.pem())
+            .with_context(|| format!("writing {}", ca_pem.display()))?;
+        written.extend([ca_pem.clone(), ca_key.clone()]);
+        key
+    };
+    let issuer = rcgen::Issuer::new(ca_params(), key);
+    for region in regions {
+        let (_, cert_path, key_path) = files(dir, region);
+        if cert_path.exists() && key_path.exists() {
+            continue;
+        }
+        let mut p = rcgen::CertificateParams::new(vec![server_name(region)])
+            .with_context(|| format!("region {region:?} does not make a DNS name"))?;
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, server_name(region));
+        p.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        p.not_before = rcgen::date_time_ymd(2025, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2045, 1, 1);
+        let key = rcgen::KeyPair::generate().context("generating a key")?;
+        let cert = p
+            .signed_by(&key, &issuer)
+            .context("signing a certificate")?;
+        write_private(&key_path, &key.serialize_pem())?;
+        std::fs::write(&cert_path, cert.pem())
+            .with_context(|| format!("writing {}", cert_path.display()))?;
+        written.extend([cert_path, key_path]);
+    }
+    Ok(written)
+}
+
+/// Writes a secret (a private key, a password) readable by its owner only.
+pub fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(pem.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_keeps_what_exists_and_signs_new_regions_with_the_same_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let regions = vec!["us-east".to_owned(), "eu-west".to_owned()];
+        assert_eq!(issue(dir.path(), &regions).unwrap().len(), 6);
+        let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+        assert!(issue(dir.path(), &regions).unwrap().is_empty());
+        assert_eq!(issue(dir.path(), &["ap".to_owned()]).unwrap().len(), 2);
+        assert_eq!(std::fs::read(dir.path().join("ca.pem")).unwrap(), ca);
+        let (_, _, key) = files(dir.path(), "ap");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
