@@ -1,7 +1,10 @@
-//! Reading and writing `meridian_proto::mirror` frames on a QUIC stream.
+//! Reading and writing `meridian_proto::mirror` frames on a QUIC stream, and why a
+//! stream stopped ([`StreamError`]).
 
 use bytes::Bytes;
 use meridian_proto::mirror::{FRAME_MAX, Frame, FrameError};
+
+use crate::link::LinkError;
 
 /// Why a stream stopped.
 #[derive(Debug, thiserror::Error)]
@@ -15,12 +18,10 @@ pub enum StreamError {
     /// The other side sent bytes that are not a frame.
     #[error("the peer sent a bad frame: {0}")]
     Frame(#[from] FrameError),
-    /// A frame out of place.
-    #[error("the peer broke the protocol: {0}")]
-    Protocol(String),
-    /// The other side refused the stream.
-    #[error("the peer refused the stream: {0}")]
-    Refused(String),
+    /// The link protocol ended the stream (a refusal, a frame out of place, the peer
+    /// closing it, a newer stream replacing it).
+    #[error(transparent)]
+    Link(#[from] LinkError),
 }
 
 /// Reads one frame: `Ok(None)` when the stream ended cleanly between frames. The length is
@@ -41,9 +42,11 @@ pub async fn read(recv: &mut quinn::RecvStream) -> Result<Option<Frame>, StreamE
     recv.read_exact(&mut buf[4..]).await?;
     match Frame::decode(&Bytes::from(buf))? {
         Some((frame, _)) => Ok(Some(frame)),
-        None => Err(StreamError::Protocol(
-            "a frame shorter than its length".into(),
-        )),
+        None => Err(FrameError::Malformed {
+            kind: "any",
+            why: "shorter than its length",
+        }
+        .into()),
     }
 }
 

@@ -1,23 +1,75 @@
-//! The receiving side: accepts other regions' mirrors (mutual TLS: the caller's certificate
-//! must name the region its `Hello` claims), answers each stream with where to resume (one
-//! past the highest seq of that origin group any log group here holds), then appends every
-//! shipped batch through this region's brokers, one at a time and in order, acknowledging
-//! each frame once all of it is held. Appends are idempotent on the origin, so a resent
-//! frame or a second stream for the same origin never stores a batch twice; and since a
-//! batch is appended only after the one before it, "the highest seq held" means "everything
-//! before it is held".
+//! The receiving side's shell: accepts other regions' mirrors (mutual TLS: the caller's
+//! certificate must name the region its `Hello` claims) and carries out what the protocol
+//! core, [`crate::link::receiver::Receiver`], asks: it feeds the core every frame of every
+//! inbound stream, reads the marks (where a stream resumes: one past the highest seq of
+//! the origin group any log group here holds), appends shipped batches and merges commits
+//! through this region's brokers, one at a time per stream and in order, writes the
+//! frames the core makes and closes the streams it closes. Appends are idempotent on the
+//! origin, so a resent frame or a second stream for the same origin never stores a batch
+//! twice (the argument is in [`crate::link::receiver`]).
+//!
+//! One task owns the core; each stream has a task reading its frames and one writing
+//! them, and each mark read, append or merge runs in a task of its own that reports back.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use meridian_client::Client;
-use meridian_proto::mirror::{Commit, Frame, ShippedBatch, VERSION};
+use meridian_proto::mirror::{Commit, Frame, ShippedBatch};
 use meridian_proto::origin::Origin;
-use tokio::sync::watch;
+use rustls::pki_types::CertificateDer;
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
 
 use crate::frames::{self, StreamError};
+use crate::link::LinkError;
+use crate::link::receiver::{Action, Receiver, StreamId};
 use crate::views::Snapshot;
+
+/// What the streams' tasks tell the task that owns the core.
+enum Input {
+    /// A peer opened a stream.
+    Opened {
+        stream: StreamId,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        chain: Arc<Vec<CertificateDer<'static>>>,
+        remote: SocketAddr,
+    },
+    /// A frame arrived.
+    Frame { stream: StreamId, frame: Frame },
+    /// The stream ended: cleanly between frames (`None`) or not.
+    Ended {
+        stream: StreamId,
+        error: Option<StreamError>,
+    },
+    /// The mark asked for.
+    Mark { stream: StreamId, mark: Option<u64> },
+    /// The append or merge asked for is done.
+    Done { stream: StreamId },
+}
+
+/// What the core's task keeps of a stream.
+struct Inbound {
+    writer: mpsc::UnboundedSender<Frame>,
+    chain: Arc<Vec<CertificateDer<'static>>>,
+    remote: SocketAddr,
+    /// The origin region and group, once `Hello` named them.
+    origin: Option<(String, u32)>,
+    /// The stream's reader and writer tasks and its mark read, append or merge under way.
+    tasks: Vec<AbortHandle>,
+}
+
+impl Drop for Inbound {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
 
 /// Accepts links until `stop` turns true.
 pub async fn serve(
@@ -26,45 +78,49 @@ pub async fn serve(
     views: watch::Receiver<Arc<Snapshot>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let streams: Streams = Arc::default();
+    let ids = Arc::new(AtomicU64::new(1));
+    let (inputs, mut input) = mpsc::unbounded_channel();
+    let mut core = Receiver::new(&region);
+    let mut streams: HashMap<StreamId, Inbound> = HashMap::new();
     loop {
-        let incoming = tokio::select! {
-            i = endpoint.accept() => i,
-            _ = stop.changed() => return,
-        };
-        let Some(incoming) = incoming else {
-            return;
-        };
-        let (region, views, streams) = (region.clone(), views.clone(), streams.clone());
-        tokio::spawn(async move {
-            let remote = incoming.remote_address();
-            match incoming.await {
-                Ok(conn) => serve_connection(conn, region, views, streams).await,
-                Err(e) => tracing::warn!(%remote, error = %e, "a mirror link failed its handshake"),
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else {
+                    return;
+                };
+                let (ids, inputs) = (ids.clone(), inputs.clone());
+                tokio::spawn(async move {
+                    let remote = incoming.remote_address();
+                    match incoming.await {
+                        Ok(conn) => serve_connection(conn, ids, inputs).await,
+                        Err(e) => tracing::warn!(%remote, error = %e, "a mirror link failed its handshake"),
+                    }
+                });
             }
-        });
+            Some(i) = input.recv() => {
+                on_input(&mut core, &mut streams, i, &inputs);
+                while let Some(action) = core.poll_action() {
+                    act(&mut streams, action, &views, &inputs);
+                }
+            }
+            _ = stop.changed() => return,
+        }
     }
 }
 
-/// The newest stream of each origin `(region, group)`: a newer one ends the older (a peer
-/// that redialled may leave a half-dead stream behind).
-type Streams = Arc<Mutex<HashMap<(String, u32), watch::Sender<()>>>>;
-
+/// Hands every stream the peer opens on `conn` to the core's task.
 async fn serve_connection(
     conn: quinn::Connection,
-    region: String,
-    views: watch::Receiver<Arc<Snapshot>>,
-    streams: Streams,
+    ids: Arc<AtomicU64>,
+    inputs: mpsc::UnboundedSender<Input>,
 ) {
     let remote = conn.remote_address();
-    let chain: Vec<rustls::pki_types::CertificateDer<'static>> = conn
-        .peer_identity()
-        .and_then(|id| {
-            id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-                .ok()
-        })
-        .map(|b| *b)
-        .unwrap_or_default();
+    let chain: Arc<Vec<CertificateDer<'static>>> = Arc::new(
+        conn.peer_identity()
+            .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+            .map(|b| *b)
+            .unwrap_or_default(),
+    );
     tracing::info!(%remote, "peer mirror connected");
     loop {
         let (send, recv) = match conn.accept_bi().await {
@@ -74,167 +130,232 @@ async fn serve_connection(
                 return;
             }
         };
-        let (region, views, streams, chain) = (
-            region.clone(),
-            views.clone(),
-            streams.clone(),
-            chain.clone(),
-        );
-        tokio::spawn(async move {
-            let mut send = send;
-            if let Err(e) = serve_stream(&mut send, recv, &region, views, streams, &chain).await {
-                tracing::warn!(%remote, error = %e, "inbound mirror stream stopped");
-                if let StreamError::Refused(reason) = &e {
-                    let _ = frames::write(
-                        &mut send,
-                        &Frame::Refuse {
-                            reason: reason.clone(),
-                        },
-                    )
-                    .await;
-                    let _ = send.finish();
-                }
-            }
-        });
+        let stream = ids.fetch_add(1, Ordering::Relaxed);
+        let opened = Input::Opened {
+            stream,
+            send,
+            recv,
+            chain: chain.clone(),
+            remote,
+        };
+        if inputs.send(opened).is_err() {
+            return;
+        }
     }
 }
 
-async fn serve_stream(
-    send: &mut quinn::SendStream,
-    mut recv: quinn::RecvStream,
-    region: &str,
-    mut views: watch::Receiver<Arc<Snapshot>>,
-    streams: Streams,
-    chain: &[rustls::pki_types::CertificateDer<'static>],
-) -> Result<(), StreamError> {
-    let (origin, group) = match frames::read(&mut recv).await? {
-        Some(Frame::Hello {
-            version,
-            region: origin,
+fn on_input(
+    core: &mut Receiver,
+    streams: &mut HashMap<StreamId, Inbound>,
+    input: Input,
+    inputs: &mpsc::UnboundedSender<Input>,
+) {
+    match input {
+        Input::Opened {
+            stream,
+            mut send,
+            mut recv,
+            chain,
+            remote,
+        } => {
+            let (writer, mut frames_out) = mpsc::unbounded_channel::<Frame>();
+            let write = tokio::spawn(async move {
+                while let Some(frame) = frames_out.recv().await {
+                    if frames::write(&mut send, &frame).await.is_err() {
+                        return;
+                    }
+                }
+                // The core closed the stream: what it sent before goes out, then the end.
+                let _ = send.finish();
+                let _ = send.stopped().await;
+            });
+            let to_core = inputs.clone();
+            let read = tokio::spawn(async move {
+                loop {
+                    let (input, more) = match frames::read(&mut recv).await {
+                        Ok(Some(frame)) => (Input::Frame { stream, frame }, true),
+                        Ok(None) => (
+                            Input::Ended {
+                                stream,
+                                error: None,
+                            },
+                            false,
+                        ),
+                        Err(e) => (
+                            Input::Ended {
+                                stream,
+                                error: Some(e),
+                            },
+                            false,
+                        ),
+                    };
+                    if to_core.send(input).is_err() || !more {
+                        return;
+                    }
+                }
+            });
+            core.accept(stream);
+            streams.insert(
+                stream,
+                Inbound {
+                    writer,
+                    chain,
+                    remote,
+                    origin: None,
+                    // The writer is not aborted: it finishes the stream once the core's
+                    // last frames are written.
+                    tasks: vec![read.abort_handle()],
+                },
+            );
+            drop(write);
+        }
+        Input::Frame { stream, frame } => {
+            let Some(s) = streams.get(&stream) else {
+                return;
+            };
+            let chain = s.chain.clone();
+            core.handle(stream, frame, |region| {
+                crate::tls::certifies_region(&chain, region)
+            });
+        }
+        Input::Ended { stream, error } => {
+            if let (Some(s), Some(e)) = (streams.get(&stream), error) {
+                tracing::warn!(remote = %s.remote, error = %e, "inbound mirror stream stopped");
+            }
+            core.ended(stream);
+            streams.remove(&stream);
+        }
+        Input::Mark { stream, mark } => core.mark(stream, mark),
+        Input::Done { stream } => core.done(stream),
+    }
+}
+
+/// Carries out one of the core's actions.
+fn act(
+    streams: &mut HashMap<StreamId, Inbound>,
+    action: Action,
+    views: &watch::Receiver<Arc<Snapshot>>,
+    inputs: &mpsc::UnboundedSender<Input>,
+) {
+    match action {
+        Action::Send { stream, frame } => {
+            let Some(s) = streams.get(&stream) else {
+                return;
+            };
+            if let Some((origin, group)) = &s.origin {
+                match &frame {
+                    Frame::Resume { from } => {
+                        tracing::info!(origin = %origin, group, from, "receiving");
+                    }
+                    Frame::Ack { through } => {
+                        let labels = [("origin", origin.clone()), ("group", group.to_string())];
+                        metrics::gauge!("meridian_mirror_applied_seq", &labels)
+                            .set(*through as f64);
+                    }
+                    _ => {}
+                }
+            }
+            let _ = s.writer.send(frame);
+        }
+        Action::ReadMark {
+            stream,
+            origin,
             group,
-        }) => {
-            if version != VERSION {
-                return Err(StreamError::Refused(format!(
-                    "link protocol version {version} is not supported (this mirror speaks {VERSION}): upgrade the older mirror"
-                )));
-            }
-            if origin == region {
-                return Err(StreamError::Refused(format!(
-                    "region {origin} cannot ship to itself"
-                )));
-            }
-            if !crate::tls::certifies_region(chain, &origin) {
-                return Err(StreamError::Refused(format!(
-                    "the certificate presented is not region {origin}'s mirror certificate"
-                )));
-            }
-            (origin, group)
+        } => {
+            let Some(s) = streams.get_mut(&stream) else {
+                return;
+            };
+            s.origin = Some((origin.clone(), group));
+            let (views, inputs) = (views.clone(), inputs.clone());
+            let task = tokio::spawn(async move {
+                let mark = read_mark(views, &origin, group).await;
+                let _ = inputs.send(Input::Mark { stream, mark });
+            });
+            s.tasks.push(task.abort_handle());
         }
-        Some(other) => {
-            return Err(StreamError::Protocol(format!(
-                "expected Hello, got {other:?}"
-            )));
+        Action::Append {
+            stream,
+            origin,
+            batch,
+        } => {
+            let Some(s) = streams.get_mut(&stream) else {
+                return;
+            };
+            let (views, inputs) = (views.clone(), inputs.clone());
+            let task = tokio::spawn(async move {
+                let client = client(views).await;
+                apply(&client, &origin, batch).await;
+                let _ = inputs.send(Input::Done { stream });
+            });
+            s.tasks.retain(|t| !t.is_finished());
+            s.tasks.push(task.abort_handle());
         }
-        None => return Ok(()),
-    };
-    let mut client = loop {
+        Action::Merge {
+            stream,
+            origin,
+            commit,
+        } => {
+            let Some(s) = streams.get_mut(&stream) else {
+                return;
+            };
+            let (views, inputs) = (views.clone(), inputs.clone());
+            let group = s.origin.as_ref().map_or(0, |(_, g)| *g);
+            let task = tokio::spawn(async move {
+                let client = client(views).await;
+                let labels = [("origin", origin.clone()), ("group", group.to_string())];
+                merge(&client, &origin, commit, &labels).await;
+                let _ = inputs.send(Input::Done { stream });
+            });
+            s.tasks.retain(|t| !t.is_finished());
+            s.tasks.push(task.abort_handle());
+        }
+        Action::Close { stream, error } => {
+            if let Some(s) = streams.remove(&stream) {
+                match &error {
+                    LinkError::Closed => {}
+                    e => {
+                        tracing::warn!(remote = %s.remote, error = %e, "inbound mirror stream stopped")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// This region's brokers, once the views know them.
+async fn client(mut views: watch::Receiver<Arc<Snapshot>>) -> Client {
+    loop {
         if let Some(c) = views.borrow_and_update().client.clone() {
-            break c;
+            return c;
         }
         let _ = views.changed().await;
-    };
-    // Where to resume: ask until the region answers (a lower answer would only mean
-    // duplicates the appends skip, but no answer means no safe start at all).
-    let mark = loop {
-        match client.mirror_mark(&origin, group).await {
-            Ok(m) => break m,
+    }
+}
+
+/// Where to resume: asks until the region answers (a lower answer would only mean
+/// duplicates the appends skip, but no answer means no safe start at all).
+async fn read_mark(views: watch::Receiver<Arc<Snapshot>>, origin: &str, group: u32) -> Option<u64> {
+    let client = client(views).await;
+    loop {
+        match client.mirror_mark(origin, group).await {
+            Ok(m) => return m,
             Err(e) => {
                 tracing::warn!(origin = %origin, group, error = %e, "cannot read the mirror marks; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-        }
-    };
-    let from = mark.map_or(1, |m| m + 1);
-    let (cancel, mut cancelled) = watch::channel(());
-    if let Some(older) = streams
-        .lock()
-        .expect("streams lock poisoned")
-        .insert((origin.clone(), group), cancel)
-    {
-        let _ = older.send(());
-    }
-    cancelled.borrow_and_update();
-    frames::write(send, &Frame::Resume { from }).await?;
-    tracing::info!(origin = %origin, group, from, "receiving");
-    let labels = [("origin", origin.clone()), ("group", group.to_string())];
-    loop {
-        let frame = tokio::select! {
-            f = frames::read(&mut recv) => f?,
-            _ = cancelled.changed() => {
-                return Err(StreamError::Protocol("a newer stream for the same origin replaced this one".into()));
-            }
-        };
-        match frame {
-            Some(Frame::Records { through, entries }) => {
-                // The region's brokers may have changed since the last frame.
-                if let Some(c) = views.borrow().client.clone() {
-                    client = c;
-                }
-                for e in entries {
-                    tokio::select! {
-                        _ = apply(&client, &origin, group, through, e, &labels) => {}
-                        _ = cancelled.changed() => {
-                            return Err(StreamError::Protocol("a newer stream for the same origin replaced this one".into()));
-                        }
-                    }
-                }
-                frames::write(send, &Frame::Ack { through }).await?;
-                metrics::gauge!("meridian_mirror_applied_seq", &labels).set(through as f64);
-            }
-            Some(Frame::Commits { through, commits }) => {
-                if let Some(c) = views.borrow().client.clone() {
-                    client = c;
-                }
-                for c in commits {
-                    tokio::select! {
-                        _ = merge(&client, &origin, c, &labels) => {}
-                        _ = cancelled.changed() => {
-                            return Err(StreamError::Protocol("a newer stream for the same origin replaced this one".into()));
-                        }
-                    }
-                }
-                frames::write(send, &Frame::Ack { through }).await?;
-            }
-            Some(other) => {
-                return Err(StreamError::Protocol(format!(
-                    "expected Records or Commits, got {other:?}"
-                )));
-            }
-            None => return Ok(()),
         }
     }
 }
 
 /// Appends one shipped batch, retrying until the region holds it: a batch is never skipped
 /// (a stalled stream shows as lag; a skipped batch would be lost).
-async fn apply(
-    client: &Client,
-    origin: &str,
-    group: u32,
-    through: u64,
-    e: ShippedBatch,
-    labels: &[(&'static str, String); 2],
-) {
-    let o = Origin {
-        region: origin.to_owned(),
-        group,
-        seq: e.seq,
-        through,
-    };
+async fn apply(client: &Client, o: &Origin, e: ShippedBatch) {
+    let (origin, group) = (o.region.as_str(), o.group);
+    let labels = &[("origin", origin.to_owned()), ("group", group.to_string())];
     let mut backoff = Duration::from_millis(50);
     loop {
         match client
-            .append_mirrored(e.topic_id, e.partition, &o, e.count, e.payload.clone())
+            .append_mirrored(e.topic_id, e.partition, o, e.count, e.payload.clone())
             .await
         {
             Ok(duplicate) => {

@@ -1,21 +1,25 @@
-//! The shipping side: one QUIC connection per peer region, one stream per log group of this
-//! region. A stream says which group it ships (`Hello`), learns where the peer wants it to
-//! start (`Resume`: one past the highest seq the peer region holds of this origin), then
-//! reads the group's committed local-origin batches from this region's brokers and sends
-//! those of topics the peer holds (`Records`), keeping at most `window_bytes` unacknowledged.
-//! A lost connection is redialled with backoff; every stream resumes where the peer says.
+//! The shipping side's shell: one QUIC connection per peer region (claimed from the control
+//! plane so that one mirror of the region ships it), one stream per log group of this
+//! region. The protocol of a stream (`Hello`, `Resume`, the window, acknowledgements) is
+//! [`crate::link::sender::ShipStream`]'s; this carries it out: it writes the frames the
+//! core makes and reads the group's committed local-origin batches from this region's
+//! brokers where the core asks, keeping those of topics the peer holds (`select`). A lost
+//! connection is redialled with backoff; every stream resumes where the peer says.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_proto::mirror::{Commit, Frame, ShippedBatch, VERSION};
-use tokio::sync::{Semaphore, watch};
+use meridian_proto::mirror::{Commit, ShippedBatch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, Peer};
 use crate::frames::{self, StreamError};
+use crate::link::sender::{Event, ShipStream};
 use crate::views::Snapshot;
 
 /// The longest wait between two attempts to dial a peer or reopen a stream.
@@ -260,191 +264,162 @@ async fn ship_group(
     }
 }
 
-/// Unacknowledged frames of a stream: the seq each covers through, and its window share.
-type InFlight = Arc<Mutex<VecDeque<(u64, u32)>>>;
-
+/// Ships group `g` on one stream: the protocol is [`ShipStream`]'s; this carries out its
+/// transmits and reads. Frames from the peer are read by a task of their own (a read is
+/// not cancel-safe), so acknowledgements are taken while a read of the brokers waits.
 async fn ship_stream(
     conn: &quinn::Connection,
     config: &Config,
     peer: &str,
     g: u32,
-    mut views: watch::Receiver<Arc<Snapshot>>,
+    views: watch::Receiver<Arc<Snapshot>>,
 ) -> Result<(), StreamError> {
     let (mut send, mut recv) = conn
         .open_bi()
         .await
         .map_err(|e| StreamError::Write(e.into()))?;
-    frames::write(
-        &mut send,
-        &Frame::Hello {
-            version: VERSION,
-            region: config.region.clone(),
-            group: g,
-        },
-    )
-    .await?;
-    let next = match frames::read(&mut recv).await? {
-        Some(Frame::Resume { from }) => from.max(1),
-        Some(Frame::Refuse { reason }) => return Err(StreamError::Refused(reason)),
-        Some(other) => {
-            return Err(StreamError::Protocol(format!(
-                "expected Resume, got {other:?}"
+    let (frames_in, mut incoming) = mpsc::channel(16);
+    let reader = tokio::spawn(async move {
+        loop {
+            let frame = frames::read(&mut recv).await;
+            let more = matches!(frame, Ok(Some(_)));
+            if frames_in.send(frame).await.is_err() || !more {
+                return;
+            }
+        }
+    });
+    let _reader = AbortOnDrop(reader);
+    let mut core = ShipStream::new(&config.region, g, config.window_bytes);
+    let labels = [("peer", peer.to_owned()), ("group", g.to_string())];
+    let mut read: Option<Pin<Box<dyn Future<Output = Read> + Send + '_>>> = None;
+    loop {
+        while let Some(t) = core.poll_transmit() {
+            send.write_all(&t.bytes).await?;
+            let labels = &labels;
+            if t.commits > 0 {
+                metrics::counter!("meridian_mirror_shipped_commits_total", labels)
+                    .increment(t.commits);
+            }
+            if t.batches > 0 {
+                metrics::counter!("meridian_mirror_shipped_batches_total", labels)
+                    .increment(t.batches);
+                metrics::counter!("meridian_mirror_shipped_messages_total", labels)
+                    .increment(t.messages);
+                metrics::counter!("meridian_mirror_shipped_bytes_total", labels)
+                    .increment(t.bytes.len() as u64);
+                if let Some(through) = t.through {
+                    metrics::gauge!("meridian_mirror_shipped_seq", labels).set(through as f64);
+                }
+            }
+        }
+        if read.is_none()
+            && let Some(from) = core.poll_read()
+        {
+            read = Some(Box::pin(read_next(
+                config,
+                peer,
+                g,
+                from,
+                views.clone(),
+                labels.clone(),
             )));
         }
-        None => {
-            return Err(StreamError::Protocol(
-                "the stream ended before Resume".into(),
-            ));
-        }
-    };
-    tracing::info!(peer = %peer, group = g, from = next, "shipping");
-    let labels = [("peer", peer.to_owned()), ("group", g.to_string())];
-    let window = Arc::new(Semaphore::new(config.window_bytes as usize));
-    let in_flight: InFlight = Arc::default();
-    let stream = Stream {
-        config,
-        peer,
-        g,
-        window,
-        in_flight,
-        labels,
-    };
-    tokio::select! {
-        r = stream.read_acks(&mut recv) => r,
-        r = stream.ship(&mut send, next, &mut views) => r,
-    }
-}
-
-/// One shipping stream's state, shared by its two halves.
-struct Stream<'a> {
-    config: &'a Config,
-    peer: &'a str,
-    g: u32,
-    window: Arc<Semaphore>,
-    in_flight: InFlight,
-    labels: [(&'static str, String); 2],
-}
-
-impl Stream<'_> {
-    /// Frees window space as the peer acknowledges.
-    async fn read_acks(&self, recv: &mut quinn::RecvStream) -> Result<(), StreamError> {
-        loop {
-            match frames::read(recv).await? {
-                Some(Frame::Ack { through }) => {
-                    let mut q = self.in_flight.lock().expect("in-flight lock poisoned");
-                    while q.front().is_some_and(|(t, _)| *t <= through) {
-                        let (_, permits) = q.pop_front().expect("checked");
-                        self.window.add_permits(permits as usize);
+        tokio::select! {
+            frame = incoming.recv() => {
+                let frame = match frame {
+                    Some(Ok(Some(frame))) => frame,
+                    Some(Err(e)) => return Err(e),
+                    Some(Ok(None)) | None => return Err(core.ended().into()),
+                };
+                match core.handle(frame)? {
+                    Event::Resumed { from } => tracing::info!(peer = %peer, group = g, from, "shipping"),
+                    Event::Acked { through } => {
+                        metrics::gauge!("meridian_mirror_acked_seq", &labels).set(through as f64);
                     }
-                    metrics::gauge!("meridian_mirror_acked_seq", &self.labels).set(through as f64);
                 }
-                Some(Frame::Refuse { reason }) => return Err(StreamError::Refused(reason)),
-                Some(other) => {
-                    return Err(StreamError::Protocol(format!(
-                        "expected Ack, got {other:?}"
-                    )));
-                }
-                None => return Err(StreamError::Protocol("the peer closed the stream".into())),
+            }
+            r = async { read.as_mut().expect("checked").await }, if read.is_some() => {
+                read = None;
+                core.read_done(r.batches, r.commits, r.through);
             }
         }
     }
+}
 
-    /// Reads the group's committed local batches from `next` on and sends those the peer
-    /// holds topics of, within the window.
-    async fn ship(
-        &self,
-        send: &mut quinn::SendStream,
-        mut next: u64,
-        views: &mut watch::Receiver<Arc<Snapshot>>,
-    ) -> Result<(), StreamError> {
-        let (g, labels) = (self.g, &self.labels);
-        loop {
-            let snapshot = views.borrow_and_update().clone();
-            let (Some(client), Some(_)) = (snapshot.client.clone(), snapshot.topics(self.peer))
-            else {
-                let _ = tokio::time::timeout(READ_WAIT, views.changed()).await;
-                continue;
-            };
-            let (batches, commits, after) = match client
-                .read_local_records(g, next, self.config.batch_bytes, READ_WAIT)
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(group = g, from = next, error = %e, "reading local batches failed; retrying");
-                    metrics::counter!("meridian_mirror_read_errors_total", labels).increment(1);
-                    tokio::time::sleep(READ_WAIT).await;
-                    continue;
-                }
-            };
-            if after <= next {
-                continue;
-            }
-            let (entries, through, stale) =
-                select(batches, after, &snapshot, self.config, self.peer);
-            next = through + 1;
-            if stale {
-                // A topic newer than our views: wait for the next refresh, never skip it.
-                let _ = tokio::time::timeout(READ_WAIT * 3, views.changed()).await;
-            }
-            let wanted = snapshot.topics(self.peer).unwrap_or_default();
-            let commits: Vec<Commit> = commits
-                .into_iter()
-                .filter(|c| c.seq <= through && wanted.contains(&c.topic_id))
-                .map(|c| Commit {
-                    seq: c.seq,
-                    topic_id: c.topic_id,
-                    partition: c.partition,
-                    group: c.group,
-                    positions: c
-                        .positions
-                        .into_iter()
-                        .map(|p| (p.region, p.position))
-                        .collect(),
-                })
-                .collect();
-            if !commits.is_empty() {
-                let n = commits.len() as u64;
-                self.send_frame(send, through, Frame::Commits { through, commits })
-                    .await?;
-                metrics::counter!("meridian_mirror_shipped_commits_total", labels).increment(n);
-            }
-            if entries.is_empty() {
-                continue;
-            }
-            let n = entries.len() as u64;
-            let messages: u64 = entries.iter().map(|e| u64::from(e.count)).sum();
-            let bytes = self
-                .send_frame(send, through, Frame::Records { through, entries })
-                .await?;
-            metrics::counter!("meridian_mirror_shipped_batches_total", labels).increment(n);
-            metrics::counter!("meridian_mirror_shipped_messages_total", labels).increment(messages);
-            metrics::counter!("meridian_mirror_shipped_bytes_total", labels).increment(bytes);
-            metrics::gauge!("meridian_mirror_shipped_seq", labels).set(through as f64);
-        }
+/// Aborts a task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
+}
 
-    /// Sends one frame once the window has room for it; returns its size.
-    async fn send_frame(
-        &self,
-        send: &mut quinn::SendStream,
-        through: u64,
-        frame: Frame,
-    ) -> Result<u64, StreamError> {
-        let mut buf = Vec::new();
-        frame.encode(&mut buf);
-        let share = (buf.len() as u64).min(self.config.window_bytes) as u32;
-        self.window
-            .acquire_many(share)
+/// What one read of the origin group found to ship.
+struct Read {
+    batches: Vec<ShippedBatch>,
+    commits: Vec<Commit>,
+    through: u64,
+}
+
+/// Reads the group's committed local batches from `next` on, until there is something
+/// new, and keeps those (and the commits) of topics the peer holds. Read errors are
+/// retried: a batch is never skipped.
+async fn read_next(
+    config: &Config,
+    peer: &str,
+    g: u32,
+    next: u64,
+    mut views: watch::Receiver<Arc<Snapshot>>,
+    labels: [(&'static str, String); 2],
+) -> Read {
+    loop {
+        let snapshot = views.borrow_and_update().clone();
+        let (Some(client), Some(_)) = (snapshot.client.clone(), snapshot.topics(peer)) else {
+            let _ = tokio::time::timeout(READ_WAIT, views.changed()).await;
+            continue;
+        };
+        let (batches, commits, after) = match client
+            .read_local_records(g, next, config.batch_bytes, READ_WAIT)
             .await
-            .expect("the window is never closed")
-            .forget();
-        self.in_flight
-            .lock()
-            .expect("in-flight lock poisoned")
-            .push_back((through, share));
-        send.write_all(&buf).await?;
-        Ok(buf.len() as u64)
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(group = g, from = next, error = %e, "reading local batches failed; retrying");
+                metrics::counter!("meridian_mirror_read_errors_total", &labels).increment(1);
+                tokio::time::sleep(READ_WAIT).await;
+                continue;
+            }
+        };
+        if after <= next {
+            continue;
+        }
+        let (batches, through, stale) = select(batches, after, &snapshot, config, peer);
+        if stale {
+            // A topic newer than our views: wait for the next refresh, never skip it.
+            let _ = tokio::time::timeout(READ_WAIT * 3, views.changed()).await;
+        }
+        let wanted = snapshot.topics(peer).unwrap_or_default();
+        let commits = commits
+            .into_iter()
+            .filter(|c| c.seq <= through && wanted.contains(&c.topic_id))
+            .map(|c| Commit {
+                seq: c.seq,
+                topic_id: c.topic_id,
+                partition: c.partition,
+                group: c.group,
+                positions: c
+                    .positions
+                    .into_iter()
+                    .map(|p| (p.region, p.position))
+                    .collect(),
+            })
+            .collect();
+        return Read {
+            batches,
+            commits,
+            through,
+        };
     }
 }
 

@@ -272,13 +272,13 @@ impl Sim {
     /// Lets the sender side of every stream write and read as its core allows.
     fn pump_senders(&mut self) {
         let now = self.clock();
-        for r in 0..REGIONS.len() {
+        for (r, name) in REGIONS.iter().enumerate() {
             for g in 0..GROUPS {
                 let slot = &mut self.regions[r].slots[g as usize];
                 if slot.stream.is_none() && now >= slot.reopen_at {
                     let id = self.next_stream;
                     self.next_stream += 1;
-                    slot.stream = Some((id, ShipStream::new(REGIONS[r], g, 600)));
+                    slot.stream = Some((id, ShipStream::new(name, g, 600)));
                     let peer = 1 - r;
                     self.links.insert(
                         id,
