@@ -355,6 +355,10 @@ struct Faults {
     fail_sync: AtomicU64,
     /// Every write and create fails with `ENOSPC`.
     disk_full: AtomicBool,
+    /// Failures injected so far.
+    failed_writes: AtomicU64,
+    failed_syncs: AtomicU64,
+    refused: AtomicU64,
 }
 
 impl FaultyBackend {
@@ -380,6 +384,21 @@ impl FaultyBackend {
         self.faults.disk_full.store(full, Ordering::SeqCst);
     }
 
+    /// Whether a write or sync failure is armed and has not happened yet.
+    pub fn armed(&self) -> bool {
+        self.faults.fail_write.load(Ordering::SeqCst) != 0
+            || self.faults.fail_sync.load(Ordering::SeqCst) != 0
+    }
+
+    /// Injected failures so far: `(writes, syncs, writes or creates refused as disk full)`.
+    pub fn injected(&self) -> (u64, u64, u64) {
+        (
+            self.faults.failed_writes.load(Ordering::SeqCst),
+            self.faults.failed_syncs.load(Ordering::SeqCst),
+            self.faults.refused.load(Ordering::SeqCst),
+        )
+    }
+
     /// Disarms every fault.
     pub fn clear_faults(&self) {
         self.faults.fail_write.store(0, Ordering::SeqCst);
@@ -403,18 +422,20 @@ impl FaultyBackend {
 impl Faults {
     fn disk_full(&self) -> io::Result<()> {
         if self.disk_full.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
         Ok(())
     }
 
     /// Counts a call; fails it if it is the armed one.
-    fn count(count: &AtomicU64, fail_at: &AtomicU64) -> io::Result<()> {
+    fn count(count: &AtomicU64, fail_at: &AtomicU64, failed: &AtomicU64) -> io::Result<()> {
         let n = count.fetch_add(1, Ordering::SeqCst) + 1;
         if fail_at
             .compare_exchange(n, 0, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
         {
+            failed.fetch_add(1, Ordering::SeqCst);
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
         Ok(())
@@ -462,12 +483,20 @@ impl BackendFile for FaultyFile {
 
     fn write_at(&self, at: u64, buf: &[u8]) -> io::Result<()> {
         self.faults.disk_full()?;
-        Faults::count(&self.faults.writes, &self.faults.fail_write)?;
+        Faults::count(
+            &self.faults.writes,
+            &self.faults.fail_write,
+            &self.faults.failed_writes,
+        )?;
         self.inner.write_at(at, buf)
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        Faults::count(&self.faults.syncs, &self.faults.fail_sync)?;
+        Faults::count(
+            &self.faults.syncs,
+            &self.faults.fail_sync,
+            &self.faults.failed_syncs,
+        )?;
         self.inner.sync_data()
     }
 

@@ -15,6 +15,8 @@ mod journal;
 mod segment;
 mod sync;
 #[cfg(test)]
+mod fault_tests;
+#[cfg(test)]
 mod tests;
 
 use std::time::Duration;

@@ -199,6 +199,14 @@ impl Shared {
         };
         // The walk stopped at the first bad record; what follows it was never acknowledged.
         self.journal.cut(end)?;
+        // What the walk found past the last checkpointed sync may be only in the page cache
+        // (written, then the process stopped, or its sync failed). It is about to count as
+        // durable and visible, and new records will follow it: sync it now, or a power cut
+        // could drop it from under records acknowledged later (found by the fault tests:
+        // an unsynced segment-end marker vanished, and recovery cut the acknowledged records
+        // after it).
+        self.journal
+            .sync_range(checkpoint.journal_synced.min(end), end)?;
         *self.offsets.lock().expect("offsets lock poisoned") = std::mem::take(&mut scan.offsets);
         *self.records.lock().expect("records lock poisoned") = std::mem::take(&mut scan.records);
 

@@ -117,7 +117,12 @@ impl Appender {
         let mut staged = Vec::with_capacity(appends.len());
         let mut result = Ok(());
         let time = now_ms().max(self.last_time);
-        for (key, body, reply) in appends {
+        // Appends not stored because staging failed: answered with the commit's error once
+        // the failed write is cut (not before, so the group's state is settled by then, and
+        // not by dropping them, which a caller would see as the group closing).
+        let mut unstored = Vec::new();
+        let mut appends = appends.into_iter();
+        for (key, body, reply) in appends.by_ref() {
             match self.stage(key, &body, time) {
                 Ok(Ok((appended, commit))) => staged.push(StagedReply {
                     reply,
@@ -128,12 +133,13 @@ impl Appender {
                     let _ = reply.send(Err(refused));
                 }
                 Err(e) => {
-                    let _ = reply.send(Err(self.io_error(&e)));
+                    unstored.push(reply);
                     result = Err(e);
                     break;
                 }
             }
         }
+        unstored.extend(appends.map(|(_, _, reply)| reply));
         let result = result.and_then(|()| self.writer.write());
         let synced = match (&result, self.shared.config.flush) {
             (Ok(()), FlushPolicy::Fsync) => match &self.shared.config.sync {
@@ -173,6 +179,9 @@ impl Appender {
             };
             for s in staged {
                 let _ = s.reply.send(Err(error.clone()));
+            }
+            for reply in unstored {
+                let _ = reply.send(Err(error.clone()));
             }
             return;
         }
