@@ -3,7 +3,8 @@
 //! Recovery trusts the journal up to `journal_synced` and each partition index up to its
 //! count here, verifies the journal from `journal_synced` on, and rebuilds index entries from
 //! `indexed` on. A pending `truncate_to` is a truncation that had started when the process
-//! stopped: recovery finishes it before anything else, so a truncated record never reappears.
+//! stopped, a pending `reset_to` a reset: recovery finishes it before anything else, so a
+//! truncated record never reappears.
 //!
 //! The file is small and written by replacement (write, fsync, rename, fsync the directory),
 //! so it is always either the old or the new checkpoint.

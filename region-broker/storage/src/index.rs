@@ -6,9 +6,10 @@
 //! may begin with a zeroed hole when the index was rebuilt from a journal whose head had been
 //! deleted; [`PartitionIndex::earliest`] is the first retained offset.
 //!
-//! New entries collect in memory and reach the files on [`PartitionIndex::flush`], which the
-//! group's background task calls periodically: the index is derived state that recovery
-//! rebuilds from the journal, so it is never on the produce path.
+//! New entries collect in memory and reach the files on [`PartitionIndex::write_pending`],
+//! which the group's indexer thread calls every `flush_interval` before one `syncfs` and the
+//! checkpoint: the index is derived state that recovery rebuilds from the journal, so it is
+//! never on the produce path. Index files are real files (not behind [`crate::backend`]).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};

@@ -3,19 +3,21 @@
 //! Knows nothing of raft, protocols or the network, and depends on nothing of Meridian's
 //! but `meridian-proto` (the record format). The unit is the [`LogGroup`]: it owns a
 //! journal (segment files shared by every partition it holds), the partitions' queue
-//! indexes, and the consumer offsets committed through the journal. The region-broker
+//! indexes, and the consumer offsets committed through the journal. Segment files are
+//! reached through [`backend::Backend`] (real files by default; in memory or with injected
+//! faults in tests). The region-broker
 //! re-exports this crate as `meridian_region_broker::storage`. See `ARCHITECTURE.md` for the
 //! data path and the recovery argument.
 
 pub mod backend;
 mod checkpoint;
+#[cfg(test)]
+mod fault_tests;
 mod group;
 mod index;
 mod journal;
 mod segment;
 mod sync;
-#[cfg(test)]
-mod fault_tests;
 #[cfg(test)]
 mod tests;
 

@@ -267,7 +267,7 @@ impl Appender {
                 if let Err(reason) = self.check_index(entry.index) {
                     return Ok(Err(AppendError::Diverged {
                         dir: self.shared.dir_display.clone(),
-                        reason,
+                        reason: reason.to_string(),
                     }));
                 }
                 let base_offset = if entry.kind == RecordKind::Batch {
@@ -303,7 +303,7 @@ impl Appender {
                 if let Err(reason) = self.check_verbatim(header, next, *position, len) {
                     return Ok(Err(AppendError::Diverged {
                         dir: self.shared.dir_display.clone(),
-                        reason,
+                        reason: reason.to_string(),
                     }));
                 }
                 *header
@@ -384,33 +384,36 @@ impl Appender {
         next_offset: Option<u64>,
         position: u64,
         len: usize,
-    ) -> Result<(), String> {
+    ) -> Result<(), Divergence> {
         self.check_index(h.index)?;
         if let Some(next_offset) = next_offset
             && h.kind == RecordKind::Batch
             && h.base_offset != next_offset
         {
-            return Err(format!(
-                "partition {}/{} record starts at offset {} but this replica's next offset is {next_offset}",
-                h.topic_id, h.partition, h.base_offset
-            ));
+            return Err(Divergence::Offset {
+                topic_id: h.topic_id,
+                partition: h.partition,
+                base_offset: h.base_offset,
+                next_offset,
+            });
         }
         let here = self.writer.next_position(len);
         if here != position {
-            return Err(format!(
-                "record lands at position {here} here but at {position} on the leader: are the segment sizes the same?"
-            ));
+            return Err(Divergence::Position {
+                here,
+                leader: position,
+            });
         }
         Ok(())
     }
 
     /// Record indexes are contiguous; the first record of an empty journal may take any.
-    fn check_index(&self, index: u64) -> Result<(), String> {
+    fn check_index(&self, index: u64) -> Result<(), Divergence> {
         match self.last_index {
-            Some(last) if index != last + 1 => Err(format!(
-                "record index {index} arrived but the next record index here is {}",
-                last + 1
-            )),
+            Some(last) if index != last + 1 => Err(Divergence::Index {
+                index,
+                next: last + 1,
+            }),
             _ => Ok(()),
         }
     }
@@ -456,4 +459,28 @@ fn body_len(body: &Body) -> usize {
         Body::Verbatim { bytes, .. } => bytes.len() - HEADER_LEN,
         Body::Raft { entry } => entry.payload.len(),
     }
+}
+
+/// How a replicated record fails to continue this replica's history (the reason of an
+/// [`AppendError::Diverged`]).
+#[derive(Debug, thiserror::Error)]
+enum Divergence {
+    /// The record index is not the next one.
+    #[error("record index {index} arrived but the next record index here is {next}")]
+    Index { index: u64, next: u64 },
+    /// A batch does not start at its partition's next offset.
+    #[error(
+        "partition {topic_id}/{partition} record starts at offset {base_offset} but this replica's next offset is {next_offset}"
+    )]
+    Offset {
+        topic_id: u32,
+        partition: u32,
+        base_offset: u64,
+        next_offset: u64,
+    },
+    /// The record would land at another journal position than on the leader.
+    #[error(
+        "record lands at position {here} here but at {leader} on the leader: are the segment sizes the same?"
+    )]
+    Position { here: u64, leader: u64 },
 }
