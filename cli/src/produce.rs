@@ -26,12 +26,17 @@ pub(crate) struct Args {
     acks: Option<Acks>,
 }
 
-fn parse_acks(s: &str) -> Result<Acks, String> {
+/// An `--acks` value that names no level.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown acks {0:?}: use leader, quorum or all")]
+struct UnknownAcks(String);
+
+fn parse_acks(s: &str) -> Result<Acks, UnknownAcks> {
     match s {
         "leader" => Ok(Acks::Leader),
         "quorum" => Ok(Acks::Quorum),
         "all" => Ok(Acks::All),
-        _ => Err(format!("unknown acks {s:?}: use leader, quorum or all")),
+        _ => Err(UnknownAcks(s.to_owned())),
     }
 }
 

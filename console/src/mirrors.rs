@@ -83,27 +83,33 @@ pub fn parse(text: &str) -> Vec<Sample> {
     out
 }
 
-async fn scrape(addr: &str) -> Result<String, String> {
+/// Why a mirror's metrics could not be read.
+#[derive(Debug, thiserror::Error)]
+enum ScrapeError {
+    /// Connecting, asking or reading failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The mirror did not answer in time.
+    #[error("{0}: no answer within 2 s")]
+    Timeout(String),
+}
+
+async fn scrape(addr: &str) -> Result<String, ScrapeError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let fetch = async {
-        let mut s = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
         s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let mut body = String::new();
-        s.read_to_string(&mut body)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<String, String>(
+        s.read_to_string(&mut body).await?;
+        Ok::<String, ScrapeError>(
             body.split_once("\r\n\r\n")
                 .map_or(body.clone(), |(_, b)| b.to_owned()),
         )
     };
     tokio::time::timeout(Duration::from_secs(2), fetch)
         .await
-        .map_err(|_| format!("{addr}: no answer within 2 s"))?
+        .map_err(|_| ScrapeError::Timeout(addr.to_owned()))?
 }
 
 impl Mirrors {
