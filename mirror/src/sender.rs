@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, Peer};
 use crate::frames::{self, StreamError};
+use crate::link::Backoff;
 use crate::link::sender::{Event, ShipStream};
 use crate::views::Snapshot;
 
@@ -248,7 +249,7 @@ async fn ship_group(
     g: u32,
     views: watch::Receiver<Arc<Snapshot>>,
 ) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), BACKOFF_MAX);
     loop {
         match ship_stream(&conn, &config, &peer, g, views.clone()).await {
             Ok(()) => return,
@@ -256,9 +257,9 @@ async fn ship_group(
                 if conn.close_reason().is_some() {
                     return;
                 }
-                tracing::warn!(peer = %peer, group = g, error = %e, retry_in_ms = backoff.as_millis() as u64, "mirror stream stopped");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                tracing::warn!(peer = %peer, group = g, error = %e, retry_in_ms = backoff.wait().as_millis() as u64, "mirror stream stopped");
+                let at = backoff.failed(tokio::time::Instant::now().into_std());
+                tokio::time::sleep_until(at.into()).await;
             }
         }
     }
