@@ -17,6 +17,10 @@
 //! answers with the last index whose term is at most the slave's, and the slave truncates
 //! after it — Kafka's leader-epoch truncation. A truncation never cuts below the slave's
 //! watermark: committed records are never removed.
+//!
+//! The decisions (the watermark, which roles are accepted or adopted, when a pull is
+//! served and answered, where a slave truncates) are pure functions in [`decide`], tested
+//! by their outputs; this file is the runtime: the role file, the pull loop and the RPCs.
 
 use std::collections::HashMap;
 use std::io;
@@ -28,9 +32,14 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::pull::{self, ReadAnswer, ReadRequest};
+use super::pull::{self, PullError, ReadAnswer, ReadRequest};
 use crate::config::{Config, Peer};
 use crate::storage::{FlushPolicy, LogGroup};
+
+mod decide;
+
+pub use decide::RoleRefused;
+pub(crate) use decide::truncation_point;
 
 /// How long a pull waits for new records on the master.
 const PULL_WAIT: Duration = Duration::from_millis(500);
@@ -52,9 +61,10 @@ pub struct Role {
     pub master: Option<u32>,
 }
 
-/// A request between replicas (for master-slave groups; `Read` for any group).
+/// A request between replicas of a log group, on the replication port: a master-slave
+/// slave's pull and role question, and (for any strategy) a journal read.
 #[derive(Debug, Serialize, Deserialize)]
-pub enum MsRequest {
+pub enum ReplicaRequest {
     /// A slave pulls records.
     Pull(PullRequest),
     /// What role does this replica hold?
@@ -77,9 +87,9 @@ pub struct PullRequest {
     pub watermark: u64,
 }
 
-/// The master's answer to a pull, or a replica's role.
+/// A replica's answer to a [`ReplicaRequest`]: records, a refusal, its role or a failure.
 #[derive(Debug, Serialize, Deserialize)]
-pub enum MsResponse {
+pub enum ReplicaResponse {
     /// The journal's answer, and the master's commit watermark.
     Read {
         /// Records, or how to repair the slave's journal first.
@@ -92,7 +102,7 @@ pub enum MsResponse {
         /// Its role.
         role: Role,
     },
-    /// The role, answering [`MsRequest::Role`].
+    /// The role, answering [`ReplicaRequest::Role`].
     Role {
         /// Its role.
         role: Role,
@@ -122,14 +132,78 @@ pub enum WaitError {
     Closed,
 }
 
+/// Why a role change was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum RoleError {
+    /// The role is refused (stale, taken, or an unknown master).
+    #[error(transparent)]
+    Refused(#[from] RoleRefused),
+    /// The role file could not be written.
+    #[error("storing the role of log group {group}: {source}")]
+    Store {
+        /// The log group.
+        group: u32,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The task writing the role file failed.
+    #[error("storing the role of log group {group}: {source}")]
+    Task {
+        /// The log group.
+        group: u32,
+        /// The task's failure.
+        source: tokio::task::JoinError,
+    },
+}
+
+/// Why a slave's pull from its master failed (it backs off and tries again).
+#[derive(Debug, thiserror::Error)]
+enum FollowError {
+    /// The master is not one of the group's other brokers.
+    #[error("master {0} is not a peer")]
+    NotAPeer(u32),
+    /// The request did not reach the master, or its answer did not come back.
+    #[error("{0}")]
+    Call(String),
+    /// The master's answer could not be applied here.
+    #[error("log group {group}: {source}")]
+    Apply {
+        /// The log group.
+        group: u32,
+        /// Why.
+        source: PullError,
+    },
+    /// A newer role could not be adopted.
+    #[error(transparent)]
+    Role(#[from] RoleError),
+    /// The master is not master at the slave's epoch, and names no newer master.
+    #[error("broker {master} is not master at epoch {epoch} (it holds epoch {}, master {:?})", theirs.epoch, theirs.master)]
+    NotMaster {
+        /// The broker asked.
+        master: u32,
+        /// The epoch the slave follows.
+        epoch: u64,
+        /// The broker's role.
+        theirs: Role,
+    },
+    /// The master failed the request.
+    #[error("broker {master}: {reason}")]
+    Failed {
+        /// The broker asked.
+        master: u32,
+        /// Its reason.
+        reason: String,
+    },
+}
+
 /// Sends a request to a peer's replication port; the broker supplies it.
 pub type PeerCall = Arc<
     dyn Fn(
             String,
             u32,
-            MsRequest,
+            ReplicaRequest,
             Duration,
-        ) -> futures_util::future::BoxFuture<'static, Result<MsResponse, String>>
+        ) -> futures_util::future::BoxFuture<'static, Result<ReplicaResponse, String>>
         + Send
         + Sync,
 >;
@@ -279,37 +353,25 @@ impl MasterSlaveGroup {
 
     /// Adopts `new` if it is newer: a higher epoch, or the same epoch naming a master where
     /// this replica is fenced. Persists it before answering. Returns the role now held.
-    pub async fn set_role(&self, new: Role) -> Result<Role, String> {
+    pub async fn set_role(&self, new: Role) -> Result<Role, RoleError> {
         let _apply = self.apply.lock().await;
         let current = self.role();
-        if new == current {
+        if !decide::accept_role(self.id, current, new, self.me, |m| {
+            self.others.iter().any(|p| p.id == m)
+        })? {
             return Ok(current);
-        }
-        if new.epoch < current.epoch {
-            return Err(format!(
-                "epoch {} is stale: log group {} is at epoch {}",
-                new.epoch, self.id, current.epoch
-            ));
-        }
-        if new.epoch == current.epoch && current.master.is_some() {
-            return Err(format!(
-                "log group {} already has master {:?} at epoch {}: use a higher epoch",
-                self.id, current.master, current.epoch
-            ));
-        }
-        if let Some(m) = new.master
-            && m != self.me
-            && !self.others.iter().any(|p| p.id == m)
-        {
-            return Err(format!(
-                "broker {m} is not a broker of this region: it cannot be master"
-            ));
         }
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || super::raft::store_json(&path, &new, true))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("storing the role of log group {}: {e}", self.id))?;
+            .map_err(|source| RoleError::Task {
+                group: self.id,
+                source,
+            })?
+            .map_err(|source| RoleError::Store {
+                group: self.id,
+                source,
+            })?;
         self.slaves.lock().expect("slaves lock poisoned").clear();
         if new.master == Some(self.me) {
             self.group.set_term(new.epoch);
@@ -321,21 +383,21 @@ impl MasterSlaveGroup {
     }
 
     /// Serves a request from a peer.
-    pub async fn handle(&self, request: MsRequest) -> MsResponse {
+    pub async fn handle(&self, request: ReplicaRequest) -> ReplicaResponse {
         match request {
-            MsRequest::Role => MsResponse::Role { role: self.role() },
-            MsRequest::Pull(pull) => self.serve_pull(pull).await,
+            ReplicaRequest::Role => ReplicaResponse::Role { role: self.role() },
+            ReplicaRequest::Pull(pull) => self.serve_pull(pull).await,
             // The transport serves reads for every group before it gets here.
-            MsRequest::Read(_) => MsResponse::Failed {
+            ReplicaRequest::Read(_) => ReplicaResponse::Failed {
                 reason: "journal reads are served by the transport".into(),
             },
         }
     }
 
-    async fn serve_pull(&self, req: PullRequest) -> MsResponse {
+    async fn serve_pull(&self, req: PullRequest) -> ReplicaResponse {
         let role = self.role();
-        if role.master != Some(self.me) || req.epoch != role.epoch {
-            return MsResponse::NotMaster { role };
+        if !decide::serves_pull(role, self.me, req.epoch) {
+            return ReplicaResponse::NotMaster { role };
         }
         let mut pullable = self.group.subscribe_pullable();
         let mut view = self.view.subscribe();
@@ -345,13 +407,15 @@ impl MasterSlaveGroup {
             pullable.borrow_and_update();
             let v = *view.borrow_and_update();
             if v.role != role {
-                return MsResponse::NotMaster { role: v.role };
+                return ReplicaResponse::NotMaster { role: v.role };
             }
             let answer = match pull::serve(&self.group, &req.read) {
                 Ok(a) => a,
-                Err(reason) => {
-                    tracing::warn!(group = self.id, slave = req.follower, %reason, "serving a pull");
-                    return MsResponse::Failed { reason };
+                Err(e) => {
+                    tracing::warn!(group = self.id, slave = req.follower, error = %e, "serving a pull");
+                    return ReplicaResponse::Failed {
+                        reason: e.to_string(),
+                    };
                 }
             };
             let ReadAnswer::Records { records, .. } = &answer else {
@@ -361,7 +425,7 @@ impl MasterSlaveGroup {
                     ?answer,
                     "a slave's journal needs repair first"
                 );
-                return MsResponse::Read {
+                return ReplicaResponse::Read {
                     answer,
                     watermark: v.watermark,
                 };
@@ -376,11 +440,13 @@ impl MasterSlaveGroup {
                 self.advance_watermark();
                 continue;
             }
-            if !records.is_empty()
-                || v.watermark > req.watermark
-                || tokio::time::Instant::now() >= deadline
-            {
-                return MsResponse::Read {
+            if decide::pull_answered(
+                !records.is_empty(),
+                v.watermark,
+                req.watermark,
+                tokio::time::Instant::now() >= deadline,
+            ) {
+                return ReplicaResponse::Read {
                     answer,
                     watermark: v.watermark,
                 };
@@ -407,22 +473,16 @@ impl MasterSlaveGroup {
         if !self.is_master() {
             return;
         }
-        let durable = self.durable_end();
-        let candidate = if self.sync_replicas == 0 {
-            durable
-        } else {
-            let mut held: Vec<u64> = self
-                .slaves
-                .lock()
-                .expect("slaves lock poisoned")
-                .values()
-                .map(|&(p, _)| p)
-                .collect();
-            if held.len() < self.sync_replicas {
-                return;
-            }
-            held.sort_unstable_by(|a, b| b.cmp(a));
-            held[self.sync_replicas - 1].min(durable)
+        let held: Vec<u64> = self
+            .slaves
+            .lock()
+            .expect("slaves lock poisoned")
+            .values()
+            .map(|&(p, _)| p)
+            .collect();
+        let Some(candidate) = decide::commit_point(self.durable_end(), self.sync_replicas, &held)
+        else {
+            return;
         };
         if candidate > self.view.borrow().watermark {
             self.group.set_watermark(candidate);
@@ -440,10 +500,7 @@ impl MasterSlaveGroup {
     ) -> Result<(), WaitError> {
         self.advance_watermark();
         self.wait_for(limit, |v| {
-            if v.role.epoch != epoch || v.role.master != Some(self.me) {
-                return Some(Err(WaitError::RoleChanged(v.role)));
-            }
-            (v.watermark >= end).then_some(Ok(()))
+            decide::commit_wait(v.role, v.watermark, self.me, epoch, end)
         })
         .await
     }
@@ -451,8 +508,8 @@ impl MasterSlaveGroup {
     /// On the master: waits until every slave holds the journal up to `end`.
     pub async fn wait_all(&self, end: u64, epoch: u64, limit: Duration) -> Result<(), WaitError> {
         self.wait_for(limit, |v| {
-            if v.role.epoch != epoch || v.role.master != Some(self.me) {
-                return Some(Err(WaitError::RoleChanged(v.role)));
+            if let Err(changed) = decide::still_master(v.role, self.me, epoch) {
+                return Some(Err(changed));
             }
             let slaves = self.slaves.lock().expect("slaves lock poisoned");
             let all = self
@@ -514,14 +571,13 @@ impl MasterSlaveGroup {
                     }
                 }
                 _ => {
-                    let idle = role.master.is_none()
-                        || self
-                            .slaves
-                            .lock()
-                            .expect("slaves lock poisoned")
-                            .values()
-                            .all(|&(_, at)| at.elapsed() > PROBE_AFTER);
-                    if idle || !probed {
+                    let idle = self
+                        .slaves
+                        .lock()
+                        .expect("slaves lock poisoned")
+                        .values()
+                        .all(|&(_, at)| at.elapsed() > PROBE_AFTER);
+                    if decide::should_probe(role, probed, idle) {
                         probed = true;
                         self.probe().await;
                     }
@@ -533,22 +589,20 @@ impl MasterSlaveGroup {
 
     /// Asks every peer for its role and adopts a newer one.
     async fn probe(&self) {
-        let mut best = self.role();
+        let mut answers = Vec::new();
         for peer in &self.others {
             let answer = (self.call)(
                 peer.raft.clone(),
                 self.id,
-                MsRequest::Role,
+                ReplicaRequest::Role,
                 Duration::from_secs(1),
             )
             .await;
-            if let Ok(MsResponse::Role { role }) = answer
-                && role.master.is_some()
-                && (role.epoch > best.epoch || (role.epoch == best.epoch && best.master.is_none()))
-            {
-                best = role;
+            if let Ok(ReplicaResponse::Role { role }) = answer {
+                answers.push(role);
             }
         }
+        let best = decide::newest_role(self.role(), answers);
         if best != self.role() {
             tracing::info!(group = self.id, epoch = best.epoch, master = ?best.master, "a peer holds a newer role: adopting it");
             if let Err(e) = self.set_role(best).await {
@@ -558,13 +612,13 @@ impl MasterSlaveGroup {
     }
 
     /// One pull from the master, applied.
-    async fn pull_once(&self, master: u32, role: Role) -> Result<(), String> {
+    async fn pull_once(&self, master: u32, role: Role) -> Result<(), FollowError> {
         let addr = self
             .others
             .iter()
             .find(|p| p.id == master)
             .map(|p| p.raft.clone())
-            .ok_or_else(|| format!("master {master} is not a peer"))?;
+            .ok_or(FollowError::NotAPeer(master))?;
         let request = PullRequest {
             follower: self.me,
             epoch: role.epoch,
@@ -574,38 +628,45 @@ impl MasterSlaveGroup {
         let answer = (self.call)(
             addr,
             self.id,
-            MsRequest::Pull(request),
+            ReplicaRequest::Pull(request),
             PULL_WAIT + Duration::from_secs(5),
         )
-        .await?;
+        .await
+        .map_err(FollowError::Call)?;
         let apply = self.apply.lock().await;
         if self.role() != role {
             return Ok(());
         }
         match answer {
-            MsResponse::Read { answer, watermark } => {
-                let end = pull::apply(&self.group, answer)
-                    .await
-                    .map_err(|e| format!("log group {}: {e}", self.id))?;
+            ReplicaResponse::Read { answer, watermark } => {
+                let end = pull::apply(&self.group, answer).await.map_err(|source| {
+                    FollowError::Apply {
+                        group: self.id,
+                        source,
+                    }
+                })?;
                 let watermark = watermark.min(end);
                 self.group.set_watermark(watermark);
                 self.view
                     .send_modify(|v| v.watermark = v.watermark.max(watermark));
                 Ok(())
             }
-            MsResponse::NotMaster { role: theirs } | MsResponse::Role { role: theirs } => {
+            ReplicaResponse::NotMaster { role: theirs }
+            | ReplicaResponse::Role { role: theirs } => {
                 drop(apply);
-                if theirs.epoch > role.epoch && theirs.master.is_some() {
-                    self.set_role(theirs).await?;
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "broker {master} is not master at epoch {} (it holds epoch {}, master {:?})",
-                        role.epoch, theirs.epoch, theirs.master
-                    ))
+                match decide::after_refusal(role, theirs) {
+                    Some(newer) => {
+                        self.set_role(newer).await?;
+                        Ok(())
+                    }
+                    None => Err(FollowError::NotMaster {
+                        master,
+                        epoch: role.epoch,
+                        theirs,
+                    }),
                 }
             }
-            MsResponse::Failed { reason } => Err(format!("broker {master}: {reason}")),
+            ReplicaResponse::Failed { reason } => Err(FollowError::Failed { master, reason }),
         }
     }
 }

@@ -19,7 +19,43 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::storage::{LogGroup, RecordChunk};
+use crate::storage::{AppendError, LogGroup, ReadError, RecordChunk};
+
+/// Why a journal read could not be served or its answer applied.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// Reading the partitions' next offsets at the journal's start failed.
+    #[error("reading partition offsets: {0}")]
+    PartitionEnds(#[source] ReadError),
+    /// Looking up the last record of a term failed.
+    #[error("reading the journal for a divergence check: {0}")]
+    DivergenceCheck(#[source] ReadError),
+    /// Reading the records failed.
+    #[error("reading records from {from}: {source}")]
+    Records {
+        /// Where the read started.
+        from: u64,
+        /// Why.
+        source: ReadError,
+    },
+    /// Appending the records here failed.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    /// The source says to truncate after a record this replica does not hold.
+    #[error("record {0:?} is not held here")]
+    NotHeld(Option<u64>),
+    /// Truncating the divergent tail failed.
+    #[error("truncating: {0}")]
+    Truncate(#[source] std::io::Error),
+    /// Starting over at the source's first position failed.
+    #[error("resetting the journal to {start}: {source}")]
+    Reset {
+        /// The position to start at.
+        start: u64,
+        /// Why.
+        source: std::io::Error,
+    },
+}
 
 /// Where a replica's journal ends, and how much it wants.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,12 +110,12 @@ pub enum ReadAnswer {
 }
 
 /// Answers a replica from `group`'s journal, without waiting.
-pub fn serve(group: &LogGroup, req: &ReadRequest) -> Result<ReadAnswer, String> {
+pub fn serve(group: &LogGroup, req: &ReadRequest) -> Result<ReadAnswer, PullError> {
     let start = group.positions().0;
     if req.from < start || (req.last.is_none() && req.from != start) {
         let ends = group
             .partition_ends_at(start)
-            .map_err(|e| format!("reading partition offsets: {e}"))?;
+            .map_err(PullError::PartitionEnds)?;
         let mut ends: Vec<(u32, u32, u64)> =
             ends.into_iter().map(|((t, p), o)| (t, p, o)).collect();
         ends.sort_unstable();
@@ -89,20 +125,20 @@ pub fn serve(group: &LogGroup, req: &ReadRequest) -> Result<ReadAnswer, String> 
         let agrees = matches!(group.record_header_by_index(index), Ok(Some(h)) if h.term == term)
             && group.end_of_record(index) == Some(req.from);
         if !agrees {
-            let mut after = group
+            let last_of_term = group
                 .last_index_of_term_at_most(term)
-                .map_err(|e| format!("reading the journal for a divergence check: {e}"))?
-                .map(|a| a.min(index));
-            if after == Some(index) {
-                // Same index and term at another position: a damaged replica; step back.
-                after = index.checked_sub(1);
-            }
-            return Ok(ReadAnswer::Truncate { after_index: after });
+                .map_err(PullError::DivergenceCheck)?;
+            return Ok(ReadAnswer::Truncate {
+                after_index: super::master_slave::truncation_point(last_of_term, index),
+            });
         }
     }
     let chunk = group
         .read_records_until(req.from, req.until, req.max_bytes as usize)
-        .map_err(|e| format!("reading records from {}: {e}", req.from))?;
+        .map_err(|source| PullError::Records {
+            from: req.from,
+            source,
+        })?;
     Ok(ReadAnswer::Records {
         position: chunk.position,
         records: chunk.records,
@@ -111,7 +147,7 @@ pub fn serve(group: &LogGroup, req: &ReadRequest) -> Result<ReadAnswer, String> 
 }
 
 /// Applies a source's answer to `group`; returns the journal end afterwards.
-pub async fn apply(group: &LogGroup, answer: ReadAnswer) -> Result<u64, String> {
+pub async fn apply(group: &LogGroup, answer: ReadAnswer) -> Result<u64, PullError> {
     match answer {
         ReadAnswer::Records {
             position,
@@ -125,8 +161,7 @@ pub async fn apply(group: &LogGroup, answer: ReadAnswer) -> Result<u64, String> 
                         records,
                         next,
                     })
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
             }
         }
         ReadAnswer::Truncate { after_index } => {
@@ -134,12 +169,12 @@ pub async fn apply(group: &LogGroup, answer: ReadAnswer) -> Result<u64, String> 
                 Some(i) => group.end_of_record(i),
                 None => Some(group.positions().0),
             }
-            .ok_or_else(|| format!("record {after_index:?} is not held here"))?;
+            .ok_or(PullError::NotHeld(after_index))?;
             tracing::warn!(position, keep_to = ?after_index, "truncating a divergent tail to follow the source");
             metrics::counter!("meridian_replica_truncations_total").increment(1);
             group.truncate_after(position).await.map_err(|e| {
                 tracing::error!(position, error = %e, "cannot truncate to follow the source");
-                format!("truncating: {e}")
+                PullError::Truncate(e)
             })?;
         }
         ReadAnswer::Reset { start, ends } => {
@@ -148,7 +183,7 @@ pub async fn apply(group: &LogGroup, answer: ReadAnswer) -> Result<u64, String> 
             group
                 .reset_to(start, ends)
                 .await
-                .map_err(|e| format!("resetting the journal to {start}: {e}"))?;
+                .map_err(|source| PullError::Reset { start, source })?;
         }
     }
     Ok(group.positions().1)

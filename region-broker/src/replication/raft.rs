@@ -546,7 +546,7 @@ impl JournalStateMachine {
     /// Pulls the journal up to `until` (just past `last`'s record) from the snapshot's other
     /// members, in turn, until it holds `last`.
     async fn ship(&self, meta: &SnapshotMeta, last: LogId, until: u64) -> io::Result<()> {
-        use super::master_slave::{MsRequest, MsResponse};
+        use super::master_slave::{ReplicaRequest, ReplicaResponse};
         use super::pull::{self, ReadAnswer, ReadRequest};
         let Some(shipping) = &self.shipping else {
             return Err(io::Error::other(
@@ -563,7 +563,7 @@ impl JournalStateMachine {
         let mut errors = Vec::new();
         for (id, addr) in sources {
             let mut shipped = 0u64;
-            let result: Result<(), String> = async {
+            let result: Result<(), ShipError> = async {
                 loop {
                     if self.holds(last) {
                         return Ok(());
@@ -573,21 +573,24 @@ impl JournalStateMachine {
                     let answer = (shipping.call)(
                         addr.clone(),
                         shipping.group,
-                        MsRequest::Read(request),
+                        ReplicaRequest::Read(request),
                         std::time::Duration::from_secs(30),
                     )
-                    .await?;
+                    .await
+                    .map_err(ShipError::Call)?;
                     let answer = match answer {
-                        MsResponse::Read { answer, .. } => answer,
-                        MsResponse::Failed { reason } => return Err(reason),
-                        other => return Err(format!("unexpected answer {other:?}")),
+                        ReplicaResponse::Read { answer, .. } => answer,
+                        ReplicaResponse::Failed { reason } => {
+                            return Err(ShipError::Failed(reason));
+                        }
+                        other => return Err(ShipError::Unexpected(format!("{other:?}"))),
                     };
                     if let ReadAnswer::Records { records, .. } = &answer {
                         if records.is_empty() {
-                            return Err(format!(
-                                "it holds the journal only to {}, not to {until}",
-                                self.group.positions().1
-                            ));
+                            return Err(ShipError::Short {
+                                held: self.group.positions().1,
+                                until,
+                            });
                         }
                         shipped += records.len() as u64;
                     }
@@ -909,5 +912,31 @@ fn load_hint<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
 
 #[cfg(test)]
 mod cluster_tests;
+
+/// Why one member could not ship the journal for a snapshot (the next member is tried).
+#[derive(Debug, thiserror::Error)]
+enum ShipError {
+    /// The request did not reach the member, or its answer did not come back.
+    #[error("{0}")]
+    Call(String),
+    /// The member failed the read.
+    #[error("{0}")]
+    Failed(String),
+    /// The member answered something other than records.
+    #[error("unexpected answer {0}")]
+    Unexpected(String),
+    /// The member's journal ends before the snapshot's position.
+    #[error("it holds the journal only to {held}, not to {until}")]
+    Short {
+        /// Where its journal ends.
+        held: u64,
+        /// Where the snapshot needs it to reach.
+        until: u64,
+    },
+    /// Its records could not be applied here.
+    #[error(transparent)]
+    Apply(#[from] super::pull::PullError),
+}
+
 #[cfg(test)]
 mod tests;

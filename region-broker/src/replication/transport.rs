@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-use super::master_slave::{MasterSlaveGroup, MsRequest, MsResponse, PeerCall};
+use super::master_slave::{MasterSlaveGroup, PeerCall, ReplicaRequest, ReplicaResponse};
 use super::raft::{JournalStateMachine, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 
 /// One log group's raft on this broker.
@@ -207,7 +207,7 @@ impl Peers {
     pub fn master_slave_call(&self) -> PeerCall {
         let peers = self.clone();
         Arc::new(
-            move |addr: String, group: u32, request: MsRequest, timeout: Duration| {
+            move |addr: String, group: u32, request: ReplicaRequest, timeout: Duration| {
                 let peers = peers.clone();
                 Box::pin(async move {
                     let payload = rmp_serde::to_vec_named(&request).map_err(|e| e.to_string())?;
@@ -224,7 +224,7 @@ impl Peers {
                         .master_slave(req)
                         .await
                         .map_err(|s| format!("{addr}: {} ({:?})", s.message(), s.code()))?;
-                    rmp_serde::from_slice::<MsResponse>(&response.into_inner().payload)
+                    rmp_serde::from_slice::<ReplicaResponse>(&response.into_inner().payload)
                         .map_err(|e| format!("{addr}: malformed master-slave answer: {e}"))
                 })
             },
@@ -430,7 +430,7 @@ impl RaftTransportService {
             .insert(group, raft);
     }
 
-    /// Serves journal reads ([`MsRequest::Read`]) of `group` from `journal`.
+    /// Serves journal reads ([`ReplicaRequest::Read`]) of `group` from `journal`.
     pub fn register_journal(&self, group: u32, journal: Arc<crate::storage::LogGroup>) {
         self.journals
             .write()
@@ -553,8 +553,8 @@ impl raft_transport_server::RaftTransport for RaftTransportService {
 
     async fn master_slave(&self, request: Request<RaftRpc>) -> Result<Response<RaftRpc>, Status> {
         let rpc = request.into_inner();
-        let req: MsRequest = decode(&rpc)?;
-        if let MsRequest::Read(read) = &req {
+        let req: ReplicaRequest = decode(&rpc)?;
+        if let ReplicaRequest::Read(read) = &req {
             let journal = self
                 .journals
                 .read()
@@ -565,11 +565,13 @@ impl raft_transport_server::RaftTransport for RaftTransportService {
                     Status::not_found(format!("this broker hosts no log group {}", rpc.group))
                 })?;
             let resp = match super::pull::serve(&journal, read) {
-                Ok(answer) => MsResponse::Read {
+                Ok(answer) => ReplicaResponse::Read {
                     answer,
                     watermark: journal.watermark(),
                 },
-                Err(reason) => MsResponse::Failed { reason },
+                Err(e) => ReplicaResponse::Failed {
+                    reason: e.to_string(),
+                },
             };
             return encode(rpc.group, &resp);
         }
