@@ -163,8 +163,8 @@ enum FollowError {
     #[error("master {0} is not a peer")]
     NotAPeer(u32),
     /// The request did not reach the master, or its answer did not come back.
-    #[error("{0}")]
-    Call(String),
+    #[error(transparent)]
+    Call(#[from] CallError),
     /// The master's answer could not be applied here.
     #[error("log group {group}: {source}")]
     Apply {
@@ -196,6 +196,33 @@ enum FollowError {
     },
 }
 
+/// Why a request to a peer's replication port got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The request could not be encoded.
+    #[error("encoding the request: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    /// No connection to the peer.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The peer's replication port refused or failed the call.
+    #[error("{addr}: {} ({:?})", status.message(), status.code())]
+    Status {
+        /// The peer.
+        addr: String,
+        /// Its answer.
+        status: tonic::Status,
+    },
+    /// The answer did not decode.
+    #[error("{addr}: malformed master-slave answer: {source}")]
+    Malformed {
+        /// The peer.
+        addr: String,
+        /// Why.
+        source: rmp_serde::decode::Error,
+    },
+}
+
 /// Sends a request to a peer's replication port; the broker supplies it.
 pub type PeerCall = Arc<
     dyn Fn(
@@ -203,7 +230,7 @@ pub type PeerCall = Arc<
             u32,
             ReplicaRequest,
             Duration,
-        ) -> futures_util::future::BoxFuture<'static, Result<ReplicaResponse, String>>
+        ) -> futures_util::future::BoxFuture<'static, Result<ReplicaResponse, CallError>>
         + Send
         + Sync,
 >;
@@ -631,8 +658,7 @@ impl MasterSlaveGroup {
             ReplicaRequest::Pull(request),
             PULL_WAIT + Duration::from_secs(5),
         )
-        .await
-        .map_err(FollowError::Call)?;
+        .await?;
         let apply = self.apply.lock().await;
         if self.role() != role {
             return Ok(());

@@ -576,8 +576,7 @@ impl JournalStateMachine {
                         ReplicaRequest::Read(request),
                         std::time::Duration::from_secs(30),
                     )
-                    .await
-                    .map_err(ShipError::Call)?;
+                    .await?;
                     let answer = match answer {
                         ReplicaResponse::Read { answer, .. } => answer,
                         ReplicaResponse::Failed { reason } => {
@@ -917,8 +916,8 @@ mod cluster_tests;
 #[derive(Debug, thiserror::Error)]
 enum ShipError {
     /// The request did not reach the member, or its answer did not come back.
-    #[error("{0}")]
-    Call(String),
+    #[error(transparent)]
+    Call(#[from] super::master_slave::CallError),
     /// The member failed the read.
     #[error("{0}")]
     Failed(String),

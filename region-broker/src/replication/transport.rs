@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-use super::master_slave::{MasterSlaveGroup, PeerCall, ReplicaRequest, ReplicaResponse};
+use super::master_slave::{CallError, MasterSlaveGroup, PeerCall, ReplicaRequest, ReplicaResponse};
 use super::raft::{JournalStateMachine, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 
 /// One log group's raft on this broker.
@@ -210,8 +210,10 @@ impl Peers {
             move |addr: String, group: u32, request: ReplicaRequest, timeout: Duration| {
                 let peers = peers.clone();
                 Box::pin(async move {
-                    let payload = rmp_serde::to_vec_named(&request).map_err(|e| e.to_string())?;
-                    let channel = peers.channel(&addr).map_err(|e| e.to_string())?;
+                    let payload = rmp_serde::to_vec_named(&request)?;
+                    let channel = peers
+                        .channel(&addr)
+                        .map_err(|e| CallError::Unreachable(e.to_string()))?;
                     let mut client = RaftTransportClient::new(channel)
                         .max_decoding_message_size(usize::MAX)
                         .max_encoding_message_size(usize::MAX);
@@ -220,12 +222,16 @@ impl Peers {
                         payload: Bytes::from(payload),
                     });
                     req.set_timeout(timeout);
-                    let response = client
-                        .master_slave(req)
-                        .await
-                        .map_err(|s| format!("{addr}: {} ({:?})", s.message(), s.code()))?;
+                    let response =
+                        client
+                            .master_slave(req)
+                            .await
+                            .map_err(|status| CallError::Status {
+                                addr: addr.clone(),
+                                status,
+                            })?;
                     rmp_serde::from_slice::<ReplicaResponse>(&response.into_inner().payload)
-                        .map_err(|e| format!("{addr}: malformed master-slave answer: {e}"))
+                        .map_err(|source| CallError::Malformed { addr, source })
                 })
             },
         )
