@@ -24,8 +24,12 @@ fn check_fresh(
     committed: &Path,
     outputs: &[&str],
 ) {
-    let fds = protox::compile(protos, [include])
-        .unwrap_or_else(|e| panic!("protox cannot compile {protos:?} under {}: {e}", include.display()));
+    let fds = protox::compile(protos, [include]).unwrap_or_else(|e| {
+        panic!(
+            "protox cannot compile {protos:?} under {}: {e}",
+            include.display()
+        )
+    });
     let out = tempfile::tempdir().unwrap();
     configure(tonic_prost_build::configure())
         // What `compile_protos` adds itself and `compile_fds` does not.
@@ -78,6 +82,12 @@ fn etcd_api_is_fresh() {
         ],
         |b| b.build_server(false),
         &etcd.join("src/generated"),
-        &["authpb.rs", "etcdserverpb.rs", "mvccpb.rs", "v3electionpb.rs", "v3lockpb.rs"],
+        &[
+            "authpb.rs",
+            "etcdserverpb.rs",
+            "mvccpb.rs",
+            "v3electionpb.rs",
+            "v3lockpb.rs",
+        ],
     );
 }

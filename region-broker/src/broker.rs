@@ -116,13 +116,13 @@ pub enum BrokerError {
         latest: u64,
     },
     /// This broker does not lead the log group; retry at the leader.
-    #[error("this broker does not lead log group {group} (epoch {epoch}); {}", match (leader_id, leader) {
+    #[error("this broker does not lead log group {log_group} (epoch {epoch}); {}", match (leader_id, leader) {
         (Some(id), Some(addr)) => format!("broker {id} at {addr} does: retry there"),
         _ => "no leader is known yet: retry shortly".to_owned(),
     })]
     NotLeader {
         /// The log group.
-        group: u32,
+        log_group: u32,
         /// The group's leadership epoch as this broker knows it.
         epoch: u64,
         /// The leader's broker id, when known.
@@ -133,11 +133,11 @@ pub enum BrokerError {
     /// The request carried a leadership epoch this log group has moved past: the producer
     /// talks to a leader it should no longer trust. Refresh and retry.
     #[error(
-        "epoch {epoch} is stale: log group {group} is at epoch {current}; refresh the partition's leader and retry"
+        "epoch {epoch} is stale: log group {log_group} is at epoch {current}; refresh the partition's leader and retry"
     )]
     StaleEpoch {
         /// The log group.
-        group: u32,
+        log_group: u32,
         /// The epoch the request carried.
         epoch: u64,
         /// The group's current epoch.
@@ -147,11 +147,11 @@ pub enum BrokerError {
     /// this broker is behind (a leader that was replaced without knowing it). Retry at the
     /// group's current leader.
     #[error(
-        "log group {group} is at epoch {current} here but the request carries epoch {epoch}: this broker is not the current leader; retry at the leader"
+        "log group {log_group} is at epoch {current} here but the request carries epoch {epoch}: this broker is not the current leader; retry at the leader"
     )]
     EpochAhead {
         /// The log group.
-        group: u32,
+        log_group: u32,
         /// The epoch the request carried.
         epoch: u64,
         /// The epoch this broker knows.
@@ -329,22 +329,22 @@ impl Broker {
     /// A log group's error as the broker reports it (a leader named by its address).
     fn group_error(&self, e: LogGroupError) -> BrokerError {
         match e {
-            LogGroupError::NotLeader { group, leader } => self.not_leader(group, leader),
+            LogGroupError::NotLeader { log_group, leader } => self.not_leader(log_group, leader),
             LogGroupError::StaleEpoch {
-                group,
+                log_group,
                 epoch,
                 current,
             } => BrokerError::StaleEpoch {
-                group,
+                log_group,
                 epoch,
                 current,
             },
             LogGroupError::EpochAhead {
-                group,
+                log_group,
                 epoch,
                 current,
             } => BrokerError::EpochAhead {
-                group,
+                log_group,
                 epoch,
                 current,
             },

@@ -89,28 +89,28 @@ pub struct Produced {
 #[derive(Debug, thiserror::Error)]
 pub enum LogGroupError {
     /// This broker does not lead the group.
-    #[error("this broker does not lead log group {group}")]
+    #[error("this broker does not lead log group {log_group}")]
     NotLeader {
         /// The log group.
-        group: u32,
+        log_group: u32,
         /// The leader's broker id, when known.
         leader: Option<u64>,
     },
     /// The request carried an epoch the group has moved past.
-    #[error("epoch {epoch} is stale: log group {group} is at epoch {current}")]
+    #[error("epoch {epoch} is stale: log group {log_group} is at epoch {current}")]
     StaleEpoch {
         /// The log group.
-        group: u32,
+        log_group: u32,
         /// The epoch the request carried.
         epoch: u64,
         /// The group's current epoch.
         current: u64,
     },
     /// The request carried an epoch newer than this broker knows for the group.
-    #[error("log group {group} is at epoch {current} here but the request carries {epoch}")]
+    #[error("log group {log_group} is at epoch {current} here but the request carries {epoch}")]
     EpochAhead {
         /// The log group.
-        group: u32,
+        log_group: u32,
         /// The epoch the request carried.
         epoch: u64,
         /// The epoch this broker knows.
@@ -182,18 +182,18 @@ pub struct HostedGroup {
 
 /// Fences a produce by the epoch it carries (0: not fenced): an older epoch means the
 /// producer is behind, a newer one that this broker is.
-pub fn check_epoch(group: u32, epoch: u64, current: u64) -> Result<(), LogGroupError> {
+pub fn check_epoch(log_group: u32, epoch: u64, current: u64) -> Result<(), LogGroupError> {
     if epoch == 0 || epoch == current {
         Ok(())
     } else if epoch < current {
         Err(LogGroupError::StaleEpoch {
-            group,
+            log_group,
             epoch,
             current,
         })
     } else {
         Err(LogGroupError::EpochAhead {
-            group,
+            log_group,
             epoch,
             current,
         })
@@ -269,7 +269,7 @@ impl HostedGroup {
             return Ok(());
         }
         Err(LogGroupError::NotLeader {
-            group: self.id,
+            log_group: self.id,
             leader,
         })
     }
@@ -424,7 +424,7 @@ impl HostedGroup {
             // Never appended here: the write failed; say why.
             Err(_) => match committed.await {
                 Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(LogGroupError::NotLeader {
-                    group,
+                    log_group: group,
                     leader: f.leader_id,
                 }),
                 Ok(Err(e)) => Err(LogGroupError::Replication(format!(
@@ -558,7 +558,7 @@ impl HostedGroup {
     fn raft_error(&self, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> LogGroupError {
         match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => LogGroupError::NotLeader {
-                group: self.id,
+                log_group: self.id,
                 leader: f.leader_id,
             },
             e => LogGroupError::Replication(format!("log group {}: {e}", self.id)),
@@ -593,7 +593,7 @@ impl HostedGroup {
         let role = ms.role();
         if role.master != Some(self.me) {
             return Err(LogGroupError::NotLeader {
-                group: self.id,
+                log_group: self.id,
                 leader: role.master.map(u64::from),
             });
         }
@@ -781,7 +781,7 @@ mod tests {
         assert!(matches!(
             check_epoch(3, 6, 7),
             Err(LogGroupError::StaleEpoch {
-                group: 3,
+                log_group: 3,
                 epoch: 6,
                 current: 7
             })
@@ -789,7 +789,7 @@ mod tests {
         assert!(matches!(
             check_epoch(3, 8, 7),
             Err(LogGroupError::EpochAhead {
-                group: 3,
+                log_group: 3,
                 epoch: 8,
                 current: 7
             })

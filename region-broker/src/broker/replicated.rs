@@ -253,11 +253,11 @@ impl Broker {
         }
     }
 
-    pub(super) fn not_leader(&self, group: u32, leader: Option<u64>) -> BrokerError {
+    pub(super) fn not_leader(&self, log_group: u32, leader: Option<u64>) -> BrokerError {
         let leader = leader.and_then(|id| self.peer(u32::try_from(id).ok()?));
         BrokerError::NotLeader {
-            group,
-            epoch: self.epoch(group),
+            log_group,
+            epoch: self.epoch(log_group),
             leader_id: leader.as_ref().map(|p| p.id),
             leader: leader.map(|p| p.grpc),
         }
