@@ -51,6 +51,7 @@ pub struct ShippedBatch {
     pub payload: Bytes,
 }
 
+#[cfg(feature = "grpc")]
 impl From<crate::v1::LocalBatch> for ShippedBatch {
     fn from(b: crate::v1::LocalBatch) -> Self {
         ShippedBatch {
@@ -64,6 +65,7 @@ impl From<crate::v1::LocalBatch> for ShippedBatch {
     }
 }
 
+#[cfg(feature = "grpc")]
 impl From<ShippedBatch> for crate::v1::LocalBatch {
     fn from(b: ShippedBatch) -> Self {
         crate::v1::LocalBatch {
