@@ -53,14 +53,13 @@ impl From<tonic::Status> for ClientError {
     }
 }
 
-/// The error and its sources, joined: transport errors hide the useful part in a source.
-pub(crate) fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
+impl From<meridian_region_client::RegionError> for ClientError {
+    fn from(e: meridian_region_client::RegionError) -> Self {
+        use meridian_region_client::RegionError;
+        match e {
+            RegionError::Connect { addr, reason } => ClientError::Connect { addr, reason },
+            RegionError::Broker { code, message } => ClientError::Broker { code, message },
+            other => ClientError::Usage(other.to_string()),
+        }
     }
-    out
 }

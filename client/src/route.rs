@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use meridian_proto::v1::{self, control_plane_client::ControlPlaneClient};
+use meridian_proto::v1;
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -157,8 +157,8 @@ impl Client {
     /// keep the route alive).
     fn clone_unrouted(&self) -> Client {
         Client {
+            region: self.region.clone(),
             routing: None,
-            ..self.clone()
         }
     }
 
@@ -232,7 +232,7 @@ impl Client {
         if route.region == from {
             return false;
         }
-        if self.switch_to(&route.brokers).await.is_err() {
+        if self.region.switch_to(&route.brokers).await.is_err() {
             return false;
         }
         *routing.current.lock().expect("routing lock poisoned") = (route.region, epoch);
@@ -246,10 +246,10 @@ impl Client {
 async fn ask(control: &str, topic: &str, region: &str) -> Result<v1::RouteResponse, ClientError> {
     let mut last = ClientError::Usage("no control-plane address given".into());
     for addr in control.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-        let client = match control_at(addr).await {
+        let client = match meridian_region_client::control::control_at(addr).await {
             Ok(c) => c,
             Err(e) => {
-                last = e;
+                last = e.into();
                 continue;
             }
         };
@@ -269,81 +269,12 @@ async fn ask(control: &str, topic: &str, region: &str) -> Result<v1::RouteRespon
     Err(last)
 }
 
-/// Runs a control-plane write on its leader: on `client` first, then on the leader a
-/// follower's refusal names (`x-meridian-leader`), waiting a second while no leader is
-/// elected; three tries. Errors are the control plane's own (connection failures become
-/// `Unavailable`).
-pub async fn on_control_leader<T, F, Fut>(
-    mut client: ControlPlaneClient<tonic::transport::Channel>,
-    control: &str,
-    mut call: F,
-) -> Result<T, tonic::Status>
-where
-    F: FnMut(ControlPlaneClient<tonic::transport::Channel>) -> Fut,
-    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-{
-    let reconnect = |addrs: String| async move {
-        connect_control(&addrs)
-            .await
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))
-    };
-    for _ in 0..3 {
-        match call(client.clone()).await {
-            Ok(r) => return Ok(r.into_inner()),
-            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-                match s
-                    .metadata()
-                    .get(crate::LEADER_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                {
-                    Some(leader) => client = reconnect(leader.to_owned()).await?,
-                    None => return Err(s),
-                }
-            }
-            Err(s) if s.code() == tonic::Code::Unavailable => {
-                // No leader yet (an election is under way): wait a little.
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                client = reconnect(control.to_owned()).await?;
-            }
-            Err(s) => return Err(s),
-        }
-    }
-    Err(tonic::Status::unavailable(
-        "the control-plane leader kept moving; retry",
-    ))
-}
-
 /// A client of the first control-plane process of `control` (one or more comma-separated
 /// `HOST:PORT`) that accepts a connection. Any process answers reads.
 pub async fn connect_control(
     control: &str,
-) -> Result<ControlPlaneClient<tonic::transport::Channel>, ClientError> {
-    let mut last = ClientError::Usage("no control-plane address given".into());
-    for addr in control.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-        match control_at(addr).await {
-            Ok(c) => return Ok(c),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
-async fn control_at(
-    addr: &str,
-) -> Result<ControlPlaneClient<tonic::transport::Channel>, ClientError> {
-    let uri = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    let endpoint = tonic::transport::Endpoint::from_shared(uri)
-        .map_err(|e| ClientError::Usage(format!("bad control-plane address {addr:?}: {e}")))?
-        .connect_timeout(Duration::from_secs(2));
-    let channel = endpoint.connect().await.map_err(|e| ClientError::Connect {
-        addr: addr.to_owned(),
-        reason: crate::error::source_chain(&e),
-    })?;
-    Ok(ControlPlaneClient::new(channel))
+) -> Result<v1::control_plane_client::ControlPlaneClient<tonic::transport::Channel>, ClientError> {
+    Ok(meridian_region_client::control::connect_control(control).await?)
 }
 
 /// The fastest TCP connect to any of the region's brokers: a handshake is one round trip.

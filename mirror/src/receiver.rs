@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use meridian_client::Client;
 use meridian_proto::mirror::{Commit, Frame, ShippedBatch};
 use meridian_proto::origin::Origin;
+use meridian_region_client::RegionClient;
 use rustls::pki_types::CertificateDer;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
@@ -323,7 +323,7 @@ fn act(
 }
 
 /// This region's brokers, once the views know them.
-async fn client(mut views: watch::Receiver<Arc<Snapshot>>) -> Client {
+async fn client(mut views: watch::Receiver<Arc<Snapshot>>) -> RegionClient {
     loop {
         if let Some(c) = views.borrow_and_update().client.clone() {
             return c;
@@ -349,7 +349,7 @@ async fn read_mark(views: watch::Receiver<Arc<Snapshot>>, origin: &str, group: u
 
 /// Appends one shipped batch, retrying until the region holds it: a batch is never skipped
 /// (a stalled stream shows as lag; a skipped batch would be lost).
-async fn apply(client: &Client, o: &Origin, e: ShippedBatch) {
+async fn apply(client: &RegionClient, o: &Origin, e: ShippedBatch) {
     let (origin, group) = (o.region.as_str(), o.group);
     let labels = &[("origin", origin.to_owned()), ("group", group.to_string())];
     let mut backoff = Duration::from_millis(50);
@@ -387,8 +387,13 @@ async fn apply(client: &Client, o: &Origin, e: ShippedBatch) {
 
 /// Merges a consumer group's positions committed in the origin region, retrying until the
 /// region takes them (merging is idempotent: a resent commit changes nothing).
-async fn merge(client: &Client, origin: &str, c: Commit, labels: &[(&'static str, String); 2]) {
-    let positions: meridian_client::Positions = c.positions.into_iter().collect();
+async fn merge(
+    client: &RegionClient,
+    origin: &str,
+    c: Commit,
+    labels: &[(&'static str, String); 2],
+) {
+    let positions: meridian_region_client::Positions = c.positions.into_iter().collect();
     let mut backoff = Duration::from_millis(50);
     loop {
         match client

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meridian_proto::mirror::{Commit, ShippedBatch};
+use meridian_region_client::RegionError;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -177,7 +178,7 @@ async fn claim(
     peer: &str,
     id: &str,
     ttl: Duration,
-) -> Result<(bool, String), meridian_client::ClientError> {
+) -> Result<(bool, String), RegionError> {
     let request = meridian_proto::v1::ClaimMirrorLinkRequest {
         from: config.region.clone(),
         to: peer.to_owned(),
@@ -188,11 +189,7 @@ async fn claim(
         .call(|mut client| async move {
             let answer = tokio::time::timeout(ttl / 3, client.claim_mirror_link(request))
                 .await
-                .map_err(|_| {
-                    meridian_client::ClientError::Usage(
-                        "the control plane did not answer in time".into(),
-                    )
-                })??
+                .map_err(|_| RegionError::NoAnswer("the control plane", ttl / 3))??
                 .into_inner();
             Ok((answer.granted, answer.holder))
         })

@@ -7,9 +7,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_client::{Client, ClientError};
 use meridian_proto::v1;
 use meridian_proto::v1::control_plane_client::ControlPlaneClient;
+use meridian_region_client::{RegionClient, RegionError};
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
@@ -19,7 +19,7 @@ pub struct Snapshot {
     /// Each known region's view (this mirror's and its peers').
     pub views: HashMap<String, v1::RegionView>,
     /// A client of this region's brokers, once one answered.
-    pub client: Option<Client>,
+    pub client: Option<RegionClient>,
 }
 
 impl Snapshot {
@@ -65,15 +65,15 @@ impl Control {
     }
 
     /// Runs `call` on the connection, connecting first when there is none.
-    pub async fn call<T, F, Fut>(&mut self, call: F) -> Result<T, ClientError>
+    pub async fn call<T, F, Fut>(&mut self, call: F) -> Result<T, RegionError>
     where
         F: FnOnce(ControlPlaneClient<Channel>) -> Fut,
-        Fut: Future<Output = Result<T, ClientError>>,
+        Fut: Future<Output = Result<T, RegionError>>,
     {
         let client = match &self.client {
             Some(c) => c.clone(),
             None => {
-                let c = meridian_client::connect_control(&self.addrs).await?;
+                let c = meridian_region_client::control::connect_control(&self.addrs).await?;
                 self.client = Some(c.clone());
                 c
             }
@@ -113,7 +113,7 @@ pub fn watch_views(
                         })
                         .unwrap_or_default();
                     if (live != brokers || next.client.is_none()) && !live.is_empty() {
-                        match Client::connect(&live.join(",")).await {
+                        match RegionClient::connect(&live.join(",")).await {
                             Ok(c) => {
                                 next.client = Some(c);
                                 brokers = live;
@@ -144,7 +144,7 @@ async fn fetch(
     control: &mut Control,
     own: &str,
     peers: &[String],
-) -> Result<HashMap<String, v1::RegionView>, ClientError> {
+) -> Result<HashMap<String, v1::RegionView>, RegionError> {
     let regions: Vec<String> = std::iter::once(own.to_owned())
         .chain(peers.iter().cloned())
         .collect();

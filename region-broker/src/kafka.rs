@@ -49,6 +49,8 @@ use crate::broker::{Acks, Broker, BrokerError, OffsetQuery};
 mod admin;
 mod consumers;
 
+use meridian_region_client::{RegionClient, RegionError};
+
 use consumers::{
     describe_groups, find_coordinator, join_group, leave_group, list_groups, offset_commit,
     offset_fetch, sync_group,
@@ -67,15 +69,15 @@ pub(crate) struct Kafka {
     requests: std::collections::HashMap<i16, metrics::Counter>,
     /// A client of the region (through this broker's own gRPC listener) for offset
     /// commits and lookups of partitions whose log group another broker leads.
-    region: tokio::sync::OnceCell<meridian_client::Client>,
+    region: tokio::sync::OnceCell<RegionClient>,
 }
 
 impl Kafka {
-    async fn region(&self) -> Result<&meridian_client::Client, meridian_client::ClientError> {
+    async fn region(&self) -> Result<&RegionClient, RegionError> {
         self.region
             .get_or_try_init(|| {
                 let own = self.broker.config().grpc_listen.to_string();
-                async move { meridian_client::Client::connect(&own).await }
+                async move { RegionClient::connect(&own).await }
             })
             .await
     }
@@ -127,9 +129,9 @@ fn error_code(e: &BrokerError) -> i16 {
 }
 
 /// The Kafka error code for a failed call to another broker of the region.
-fn client_error_code(e: &meridian_client::ClientError) -> i16 {
+fn client_error_code(e: &RegionError) -> i16 {
     match e {
-        meridian_client::ClientError::Broker { code: c, .. } if *c == tonic::Code::NotFound => {
+        RegionError::Broker { code: c, .. } if *c == tonic::Code::NotFound => {
             code::UNKNOWN_TOPIC_OR_PARTITION
         }
         _ => code::REQUEST_TIMED_OUT,

@@ -1,8 +1,9 @@
 //! Crate dependencies point one way. Reads the workspace's packages with `cargo metadata`
 //! and checks each one's `meridian-*` normal dependencies (not dev or build dependencies)
 //! against the table below: protocol adapters → broker core → log group → replication →
-//! storage inside `region-broker`, `proto` at the bottom, the SDK and the internal region
-//! client on `proto` only, the tools and daemons (cli, console, mirror) never on a daemon
+//! storage inside `region-broker`, `proto` at the bottom, the internal region client on
+//! `proto` only and the SDK on it (the mirror's internal RPCs are the region client's, never
+//! the SDK's), the broker and the mirror never on the SDK, the tools and daemons (cli, console, mirror) never on a daemon
 //! they talk to, and nothing but the tests and the benchmarks on a daemon or tool crate.
 //! A package missing from the table fails too: a new crate states its place here.
 
@@ -38,8 +39,8 @@ const ALLOWED: &[(&str, &[&str], &str)] = &[
     ),
     (
         "meridian-client",
-        &["meridian-proto"],
-        "the client SDK depends on proto only",
+        &["meridian-proto", "meridian-region-client"],
+        "the client SDK builds on proto and the region client's leader-following core",
     ),
     (
         "meridian-region-client",
@@ -58,13 +59,10 @@ const ALLOWED: &[(&str, &[&str], &str)] = &[
     ),
     (
         "meridian-region-broker",
-        // meridian-client: the Kafka listener still reaches other brokers through the SDK
-        // until the internal region client replaces it.
         &[
             "meridian-proto",
             "meridian-storage",
             "meridian-region-client",
-            "meridian-client",
             "meridian-daemon",
         ],
         "the region broker (adapters → core → log group → replication → storage) builds on storage, proto, the region client and the daemon plumbing",
@@ -78,12 +76,11 @@ const ALLOWED: &[(&str, &[&str], &str)] = &[
         "meridian-mirror",
         &[
             "meridian-proto",
-            "meridian-client",
             "meridian-region-client",
             "meridian-daemon",
             "meridian-security",
         ],
-        "the mirror reaches brokers and the control plane over the network: proto, the clients, the daemon plumbing and security",
+        "the mirror reaches brokers and the control plane through the internal region client (never the SDK): proto, the region client, the daemon plumbing and security",
     ),
     (
         "meridian-console",

@@ -7,14 +7,24 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use meridian_client::{Client, ProducerConfig, Record};
+use meridian_client::{ProducerConfig, Record};
 use meridian_proto::origin::Origin;
+use meridian_region_client::RegionClient;
 use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control};
 use meridian_tests::read_all;
 
+/// The platform's internal client of a region's running brokers (the one mirror agents
+/// use: the SDK does not offer the mirror's RPCs).
+async fn internal(region: &ManagedRegion) -> RegionClient {
+    RegionClient::connect(&region.bootstrap())
+        .await
+        .expect("connect to the region's brokers")
+}
+
 /// Ships every committed local batch of `from`'s log groups into `to`, as a mirror does
 /// (one group at a time, in record order); returns how many batches were duplicates.
-async fn ship(from: &ManagedRegion, from_client: &Client, to: &Client) -> (usize, usize) {
+async fn ship(from: &ManagedRegion, to: &ManagedRegion) -> (usize, usize) {
+    let (from_client, to) = (internal(from).await, internal(to).await);
     let (mut written, mut duplicates) = (0, 0);
     for g in from.groups().await {
         let mut next = 1;
@@ -82,7 +92,7 @@ async fn mirrored_batches_keep_their_origin_are_idempotent_and_never_loop() {
             .await
             .unwrap();
     }
-    let (written, duplicates) = ship(&eu, &eu_client, &us_client).await;
+    let (written, duplicates) = ship(&eu, &us).await;
     assert!(
         written > 0 && duplicates == 0,
         "{written} written, {duplicates} duplicates"
@@ -101,30 +111,30 @@ async fn mirrored_batches_keep_their_origin_are_idempotent_and_never_loop() {
     );
 
     // Everything again: all duplicates, nothing written twice.
-    assert_eq!(ship(&eu, &eu_client, &us_client).await, (0, written));
+    assert_eq!(ship(&eu, &us).await, (0, written));
     assert_eq!(
         values(&read_all(&us_client, "orders").await),
         values(&in_eu)
     );
 
     // us never reads the batches it mirrored in as its own: shipping back writes nothing.
-    assert_eq!(ship(&us, &us_client, &eu_client).await, (0, 0));
+    assert_eq!(ship(&us, &eu).await, (0, 0));
 
     // The marks survive the target leader's death: kill -9 every us group's leader once
     // more, resend, still all duplicates.
     let leaders: Vec<u32> = us.groups().await.iter().filter_map(|g| g.leader).collect();
     let victim = leaders[0];
     us.brokers[victim as usize - 1].kill9();
-    let us_client = us.client().await;
-    assert_eq!(ship(&eu, &eu_client, &us_client).await, (0, written));
-    let mark = us_client
+    assert_eq!(ship(&eu, &us).await, (0, written));
+    let us_internal = internal(&us).await;
+    let mark = us_internal
         .mirror_mark("eu", eu.groups().await[0].id)
         .await
         .unwrap();
     assert!(mark.is_some(), "the target region holds eu's batches");
 
     // A batch claiming to come from the region it is sent to is refused.
-    let e = us_client
+    let e = us_internal
         .append_mirrored(
             1,
             0,

@@ -77,10 +77,10 @@ impl Kafka {
         F: FnMut(v1::control_plane_client::ControlPlaneClient<tonic::transport::Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let client = meridian_client::connect_control(control)
+        let client = meridian_region_client::control::connect_control(control)
             .await
             .map_err(|e| (code::REQUEST_TIMED_OUT, e.to_string()))?;
-        meridian_client::on_control_leader(client, control, call)
+        meridian_region_client::control::on_control_leader(client, control, call)
             .await
             .map_err(control_refusal)
     }
@@ -311,7 +311,7 @@ impl Kafka {
     async fn retention_ms(&self, topic: &str) -> Result<i64, Refusal> {
         let text = match self.control() {
             Some(control) => {
-                let client = meridian_client::connect_control(&control)
+                let client = meridian_region_client::control::connect_control(&control)
                     .await
                     .map_err(|e| (code::REQUEST_TIMED_OUT, e.to_string()))?;
                 let mut client = client;

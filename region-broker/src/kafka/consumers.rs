@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::{BrokerId, TopicName};
+use meridian_region_client::Stay;
 
 use super::groups;
 use super::{Kafka, client_error_code, code, error_code, str};
@@ -109,7 +110,14 @@ pub(super) async fn offset_commit(
                     // The partition's log group is led elsewhere: the commit goes there.
                     Err(BrokerError::NotLeader { .. }) => match kafka.region().await {
                         Ok(client) => client
-                            .commit_offset(&group, &name, partition, offset)
+                            .commit_positions(
+                                &Stay,
+                                &group,
+                                &name,
+                                partition,
+                                offset,
+                                &Default::default(),
+                            )
                             .await
                             .map_or_else(|e| client_error_code(&e), |()| code::NONE),
                         Err(e) => client_error_code(&e),
@@ -167,8 +175,9 @@ pub(super) async fn offset_fetch(
                 // The partition's log group is led elsewhere: ask there.
                 Err(BrokerError::NotLeader { .. }) => match kafka.region().await {
                     Ok(client) => client
-                        .committed_offset(&group, &name.0, partition)
+                        .committed(&Stay, &group, &name.0, partition)
                         .await
+                        .map(|(offset, _)| offset)
                         .map_err(|e| client_error_code(&e)),
                     Err(e) => Err(client_error_code(&e)),
                 },

@@ -1,0 +1,141 @@
+//! What a mirror agent asks of a region's brokers: the committed local-origin batches of a
+//! log group, an idempotent append of a batch from another region, and how far an origin
+//! group's batches are held. Requests follow group leaders like every other call.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use meridian_proto::origin::Origin;
+use meridian_proto::v1;
+
+use crate::{Positions, RegionClient, RegionError, to_wire};
+
+pub use meridian_proto::mirror::ShippedBatch;
+pub use meridian_proto::v1::LocalCommit;
+
+impl RegionClient {
+    /// Committed local-origin batches of log group `group` from record index `from` on
+    /// (long poll up to `wait`), and where to read next.
+    pub async fn read_local(
+        &self,
+        group: u32,
+        from: u64,
+        max_bytes: u32,
+        wait: Duration,
+    ) -> Result<(Vec<ShippedBatch>, u64), RegionError> {
+        let (batches, _, next) = self
+            .read_local_records(group, from, max_bytes, wait)
+            .await?;
+        Ok((batches, next))
+    }
+
+    /// [`RegionClient::read_local`], with the consumer commits carrying origin positions among
+    /// the records read.
+    pub async fn read_local_records(
+        &self,
+        group: u32,
+        from: u64,
+        max_bytes: u32,
+        wait: Duration,
+    ) -> Result<(Vec<ShippedBatch>, Vec<LocalCommit>, u64), RegionError> {
+        let r = v1::ReadLocalRequest {
+            group,
+            from_seq: from,
+            max_bytes,
+            max_wait_ms: wait.as_millis() as u32,
+        };
+        let answer = self
+            .call(|mut c| async move { c.read_local(r).await })
+            .await?;
+        Ok((
+            answer.batches.into_iter().map(ShippedBatch::from).collect(),
+            answer.commits,
+            answer.next_seq,
+        ))
+    }
+
+    /// Merges a consumer group's origin positions committed in another region into this
+    /// region's; whether anything moved forward.
+    pub async fn merge_positions(
+        &self,
+        group: &str,
+        topic_id: u32,
+        partition: u32,
+        positions: &Positions,
+    ) -> Result<bool, RegionError> {
+        let r = v1::MergePositionsRequest {
+            group: group.to_owned(),
+            topic_id,
+            partition,
+            positions: to_wire(positions),
+        };
+        Ok(self
+            .call(|mut c| {
+                let r = r.clone();
+                async move { c.merge_positions(r).await }
+            })
+            .await?
+            .changed)
+    }
+
+    /// Appends a batch first written at `origin`, unless its partition already holds it:
+    /// `Ok(true)` when it was a duplicate. Not resent on a broker failure (the caller
+    /// resends: duplicates are detected).
+    pub async fn append_mirrored(
+        &self,
+        topic_id: u32,
+        partition: u32,
+        origin: &Origin,
+        count: u32,
+        payload: Bytes,
+    ) -> Result<bool, RegionError> {
+        let r = v1::AppendMirroredRequest {
+            topic_id,
+            partition,
+            origin_region: origin.region.clone(),
+            origin_group: origin.group,
+            seq: origin.seq,
+            through: origin.through,
+            count,
+            payload,
+        };
+        let answer = self
+            .call(|mut c| {
+                let r = r.clone();
+                async move { c.append_mirrored(r).await }
+            })
+            .await?;
+        Ok(answer.duplicate)
+    }
+
+    /// The highest seq of origin `(region, group)` any log group of the region holds, asking
+    /// every broker (each answers for the groups it leads); `None` when none holds any. A
+    /// broker that does not answer is skipped: a lower answer only means a resend, whose
+    /// duplicates are detected.
+    pub async fn mirror_mark(&self, region: &str, group: u32) -> Result<Option<u64>, RegionError> {
+        let brokers = self
+            .call(|mut c| async move { c.log_groups(v1::LogGroupsRequest {}).await })
+            .await?
+            .brokers;
+        let mut best: Option<u64> = None;
+        for b in brokers {
+            let Ok(mut c) = self.connection(&b.grpc).await else {
+                continue;
+            };
+            let Ok(answer) = c
+                .mirror_marks(v1::MirrorMarksRequest {
+                    origin_region: region.to_owned(),
+                    origin_group: group,
+                })
+                .await
+            else {
+                continue;
+            };
+            let marks = answer.into_inner().marks;
+            for m in marks {
+                best = Some(best.map_or(m.seq, |x| x.max(m.seq)));
+            }
+        }
+        Ok(best)
+    }
+}
