@@ -11,7 +11,7 @@
 //!   driving `link::receiver`.
 //! - [`views`]: what the control plane says of this region and the peers (brokers, log
 //!   groups, which topics each region holds).
-//! - [`tls`]: certificates (issued with rcgen) and the QUIC transport settings.
+//! - [`tls`]: certificates (issued by `meridian-security`) and the QUIC transport settings.
 //! - [`frames`]: the link protocol's frames (`meridian_proto::mirror`) on a QUIC stream,
 //!   and why a stream stopped.
 

@@ -18,7 +18,8 @@ mod produce;
 mod replicated;
 mod topics;
 
-pub use mirror::{LocalBatch, MirrorAppended};
+pub use meridian_proto::mirror::ShippedBatch;
+pub use mirror::MirrorAppended;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

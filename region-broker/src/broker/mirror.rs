@@ -58,9 +58,6 @@ pub struct LocalRecords {
     pub next: u64,
 }
 
-/// The broker's name for [`ShippedBatch`] until `broker.rs` re-exports that name.
-pub use meridian_proto::mirror::ShippedBatch as LocalBatch;
-
 impl Broker {
     fn topic_by_id(&self, id: u32) -> Result<Topic, BrokerError> {
         self.catalog
