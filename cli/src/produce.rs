@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use meridian_client::{Client, ProducerConfig, Record};
+use meridian_proto::settings::{self, UnknownAcks};
 use meridian_proto::v1::Acks;
 use tokio::io::AsyncBufReadExt;
 
@@ -26,18 +27,13 @@ pub(crate) struct Args {
     acks: Option<Acks>,
 }
 
-/// An `--acks` value that names no level.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown acks {0:?}: use leader, quorum or all")]
-struct UnknownAcks(String);
-
+/// An `--acks` value: leader, quorum or all (the topic's default when not given).
 fn parse_acks(s: &str) -> Result<Acks, UnknownAcks> {
-    match s {
-        "leader" => Ok(Acks::Leader),
-        "quorum" => Ok(Acks::Quorum),
-        "all" => Ok(Acks::All),
-        _ => Err(UnknownAcks(s.to_owned())),
+    if s.is_empty() {
+        // Empty would be the topic's default: say none instead of `--acks ""`.
+        return Err(UnknownAcks(s.to_owned()));
     }
+    Ok(settings::Acks::parse(s)?.into())
 }
 
 /// Acknowledgments awaited at once, at most; keeps memory flat on endless input.

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+pub use meridian_proto::settings::{Acks, Strategy};
 use serde::{Deserialize, Serialize};
 
 /// The layout version of the records below; written once, checked on start.
@@ -156,16 +157,6 @@ pub struct Broker {
     pub applied_version: u64,
 }
 
-/// How a topic's log groups replicate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Strategy {
-    /// openraft over the journal.
-    Raft,
-    /// A named master; slaves pull.
-    MasterSlave,
-}
-
 /// A topic as an operator defines it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,44 +190,6 @@ pub struct Topic {
     /// What a produce naming no acks waits for.
     #[serde(default)]
     pub acks: Acks,
-}
-
-/// What a produce waits for before it is acknowledged.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Acks {
-    /// The leader holds it.
-    Leader,
-    /// A quorum of replicas holds it.
-    #[default]
-    Quorum,
-    /// Every replica holds it.
-    All,
-}
-
-impl Acks {
-    /// Parses the user's spelling; empty is the default.
-    pub fn parse(text: &str) -> Result<Acks, Invalid> {
-        match text {
-            "leader" => Ok(Acks::Leader),
-            "" | "quorum" => Ok(Acks::Quorum),
-            "all" => Ok(Acks::All),
-            other => Err(invalid(
-                "acks",
-                format!("{other:?}"),
-                "use leader, quorum or all",
-            )),
-        }
-    }
-
-    /// The user's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Acks::Leader => "leader",
-            Acks::Quorum => "quorum",
-            Acks::All => "all",
-        }
-    }
 }
 
 /// A log group of a region: its strategy and replicas.

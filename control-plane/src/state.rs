@@ -8,7 +8,7 @@ use std::hash::{Hash, Hasher};
 use meridian_proto::v1;
 use serde::de::DeserializeOwned;
 
-use crate::metadata::{Broker, Group, Region, RegionState as Health, Strategy, Topic, keys};
+use crate::metadata::{Broker, Group, Region, RegionState as Health, Topic, keys};
 use crate::store::{KeyValue, Store, StoreError};
 
 /// Why the cluster could not be read.
@@ -248,21 +248,13 @@ impl RegionState {
         v1::LogGroupPlacement {
             region: self.name.clone(),
             id: group.id,
-            strategy: strategy_name(group.strategy).into(),
+            strategy: group.strategy.as_str().into(),
             replicas: group.replicas.clone(),
             changes: group.changes,
             leader: leader.map(|(id, _)| id),
             epoch: leader.map_or(0, |(_, e)| e),
             partitions: self.load().get(&group.id).copied().unwrap_or(0) as u32,
         }
-    }
-}
-
-/// The API's spelling of a strategy.
-pub fn strategy_name(s: Strategy) -> &'static str {
-    match s {
-        Strategy::Raft => "raft",
-        Strategy::MasterSlave => "master-slave",
     }
 }
 
@@ -306,7 +298,7 @@ pub fn view(region: &RegionState, topics: &Topics) -> v1::RegionView {
             name: topic.name.clone(),
             id: topic.id,
             groups: partition_groups,
-            strategy: strategy_name(topic.replication).into(),
+            strategy: topic.replication.as_str().into(),
             created_ms: topic.created_ms,
             acks: topic.acks.as_str().into(),
             home: topic.home.clone().unwrap_or_default(),

@@ -14,7 +14,7 @@ use tonic::Status;
 
 use crate::metadata::{Acks, Invalid, Region, Strategy, Topic, keys};
 use crate::placement;
-use crate::state::{self, StateError, decode, strategy_name};
+use crate::state::{self, StateError, decode};
 use crate::store::Store;
 
 /// Replicas per log group when the request names none (capped by the live brokers).
@@ -25,6 +25,11 @@ pub const DEFAULT_PARTITIONS: u32 = 3;
 pub const DEFAULT_RETENTION: &str = "7d";
 
 fn invalid(e: Invalid) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+/// A setting the request spells wrong (its error names it and what would work).
+fn refused(e: impl std::error::Error) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
@@ -50,17 +55,7 @@ pub async fn topic_from_spec(store: &dyn Store, spec: &v1::TopicSpec) -> Result<
     for r in names.iter().filter(|r| regions.contains_key(*r)) {
         live.insert(r.clone(), state::region(store, r).await?.brokers.len());
     }
-    let replication = match spec.replication.as_str() {
-        "" | "raft" => Strategy::Raft,
-        "master-slave" => Strategy::MasterSlave,
-        other => {
-            return Err(invalid(Invalid {
-                field: "replication",
-                value: format!("{other:?}"),
-                why: "use raft or master-slave".into(),
-            }));
-        }
-    };
+    let replication = Strategy::parse(&spec.replication).map_err(refused)?;
     let replication_factor = match spec.replication_factor {
         0 => DEFAULT_REPLICATION_FACTOR
             .min(live.values().copied().min().unwrap_or(1) as u32)
@@ -90,7 +85,7 @@ pub async fn topic_from_spec(store: &dyn Store, spec: &v1::TopicSpec) -> Result<
         } else {
             spec.retention.clone()
         },
-        acks: Acks::parse(&spec.acks).map_err(invalid)?,
+        acks: Acks::parse(&spec.acks).map_err(refused)?,
     };
     let known = regions.keys().cloned().collect();
     topic
@@ -159,7 +154,7 @@ async fn place_partitions(
                     g.id
                 )));
             }
-            tracing::info!(region = %r, group = g.id, replicas = ?g.replicas, strategy = strategy_name(g.strategy), "log group created");
+            tracing::info!(region = %r, group = g.id, replicas = ?g.replicas, strategy = g.strategy.as_str(), "log group created");
         }
         for (i, group) in placed.partitions.iter().enumerate() {
             store
@@ -226,7 +221,7 @@ pub async fn alter(store: &dyn Store, request: &v1::AlterTopicRequest) -> Result
         topic.retention = retention.clone();
     }
     if let Some(acks) = &request.acks {
-        topic.acks = Acks::parse(acks).map_err(invalid)?;
+        topic.acks = Acks::parse(acks).map_err(refused)?;
     }
     if let Some(partitions) = request.partitions {
         if partitions < topic.partitions {
@@ -369,7 +364,7 @@ pub async fn describe_topic(
         spec: Some(v1::TopicSpec {
             name: topic.name.clone(),
             partitions: topic.partitions,
-            replication: strategy_name(topic.replication).into(),
+            replication: topic.replication.as_str().into(),
             replication_factor: topic.replication_factor,
             regions: topic.regions.clone(),
             home: topic.home.clone(),

@@ -3,7 +3,8 @@
 //! Two kinds of thing live here: the generated gRPC API (`v1`, behind the default `grpc`
 //! feature), and pure codecs over bytes (`record`: the journal record; `batch`: the message
 //! batch a record carries; `origin`: where a mirrored batch was first written; `mirror`: the
-//! frames of the link between regions' mirrors). Nothing in this crate does I/O or depends on a runtime; codecs
+//! frames of the link between regions' mirrors; `settings`: a topic's acks and replication
+//! strategy, spelled one way everywhere). Nothing in this crate does I/O or depends on a runtime; codecs
 //! take and return buffers and are property-tested and fuzzed (`fuzz/`) on their own.
 #![warn(missing_docs)]
 
@@ -14,6 +15,7 @@ pub mod mirror;
 pub mod names;
 pub mod origin;
 pub mod record;
+pub mod settings;
 
 /// The native gRPC API, generated from `proto/meridian.proto` by `tonic-prost-build`.
 ///

@@ -25,48 +25,7 @@ use crate::storage::{self, AppendError, PartitionKey};
 
 pub use crate::replication::{Strategy, UnknownStrategy};
 
-/// What a produce waits for before it is acknowledged (a topic's default when the
-/// request names none).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Acks {
-    /// The leader holds it durably (per its flush policy); replication goes on in the
-    /// background, so a leader failure before a quorum holds it may lose it (Kafka's
-    /// acks=1). Consumers see it once it is committed.
-    Leader,
-    /// A quorum of replicas holds it (the default).
-    #[default]
-    Quorum,
-    /// Every replica of the group holds it; fails if one does not within
-    /// [`ACKS_ALL_WAIT`] (the batch is still committed at quorum).
-    All,
-}
-
-/// An acks spelling that is none of `leader`, `quorum`, `all`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown acks {0:?}: use leader, quorum or all")]
-pub struct UnknownAcks(pub String);
-
-impl Acks {
-    /// Parses the user's spelling; empty is the default.
-    pub fn parse(text: &str) -> Result<Acks, UnknownAcks> {
-        match text {
-            "leader" => Ok(Acks::Leader),
-            "" | "quorum" => Ok(Acks::Quorum),
-            "all" => Ok(Acks::All),
-            other => Err(UnknownAcks(other.to_owned())),
-        }
-    }
-
-    /// The user's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Acks::Leader => "leader",
-            Acks::Quorum => "quorum",
-            Acks::All => "all",
-        }
-    }
-}
+pub use meridian_proto::settings::{Acks, UnknownAcks};
 
 /// How long a produce with [`Acks::All`] waits for the last replicas.
 pub const ACKS_ALL_WAIT: Duration = Duration::from_secs(5);
@@ -794,19 +753,5 @@ mod tests {
                 current: 7
             })
         ));
-    }
-
-    #[test]
-    fn acks_and_strategies_parse_their_spellings_only() {
-        for acks in [Acks::Leader, Acks::Quorum, Acks::All] {
-            assert_eq!(Acks::parse(acks.as_str()), Ok(acks));
-        }
-        assert_eq!(Acks::parse(""), Ok(Acks::Quorum));
-        assert_eq!(Acks::parse("one"), Err(UnknownAcks("one".into())));
-        for s in [Strategy::Raft, Strategy::MasterSlave] {
-            assert_eq!(Strategy::parse(s.as_str()), Ok(s));
-        }
-        assert_eq!(Strategy::parse(""), Ok(Strategy::Raft));
-        assert!(Strategy::parse("paxos").is_err());
     }
 }
