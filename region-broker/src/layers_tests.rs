@@ -78,10 +78,9 @@ fn referenced_modules(module: &[String], line: &str) -> Vec<String> {
             continue;
         };
         let first_segments: Vec<&str> = if line[j..].starts_with('{') {
-            let end = line[j..].find('}').map_or(line.len(), |e| j + e);
-            line[j + 1..end]
-                .split(',')
-                .map(|p| p.trim().split("::").next().unwrap_or(""))
+            group_items(&line[j + 1..])
+                .into_iter()
+                .map(|p| p.trim().split(|c: char| !is_ident(c)).next().unwrap_or(""))
                 .collect()
         } else {
             vec![line[j..].split(|c: char| !is_ident(c)).next().unwrap_or("")]
@@ -97,6 +96,56 @@ fn referenced_modules(module: &[String], line: &str) -> Vec<String> {
     out
 }
 
+/// The top-level items of a `{…}` group whose opening brace is just before `text`: split
+/// at commas outside nested groups, up to the matching closing brace (`a::{b, c}, d}` →
+/// `a::{b, c}`, `d`).
+fn group_items(text: &str) -> Vec<&str> {
+    let mut items = Vec::new();
+    let (mut depth, mut start) = (0usize, 0);
+    for (i, c) in text.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => {
+                items.push(&text[start..i]);
+                return items;
+            }
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&text[start..]);
+    items
+}
+
+/// A file's statements as the scan reads them, each with its first line's number: a
+/// line, or, where a `{…}` group opens and does not close on its line (a `use` rustfmt
+/// spread over several lines), that line joined with the following ones up to the
+/// closing brace.
+fn logical_lines(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut lines = text.lines().enumerate();
+    while let Some((n, line)) = lines.next() {
+        let mut joined = line.to_owned();
+        let opens_group = line.contains("::{");
+        let open = |s: &str| s.matches('{').count() as i64 - s.matches('}').count() as i64;
+        let mut depth = open(line);
+        while opens_group && depth > 0 {
+            let Some((_, next)) = lines.next() else {
+                break;
+            };
+            joined.push(' ');
+            joined.push_str(next.trim());
+            depth += open(next);
+        }
+        out.push((n, joined));
+    }
+    out
+}
+
 /// Every reference in `files` (path relative to `src/`, text) from a module to a module
 /// of a higher layer, as `file:line: <module> (layer n) refers to <module> (layer m)`.
 fn violations(files: &[(PathBuf, String)]) -> Vec<String> {
@@ -108,8 +157,8 @@ fn violations(files: &[(PathBuf, String)]) -> Vec<String> {
         let Some(own) = module.first().and_then(|m| Some((m, layer(m)?))) else {
             continue;
         };
-        for (n, line) in text.lines().enumerate() {
-            for target in referenced_modules(&module, line) {
+        for (n, line) in logical_lines(text) {
+            for target in referenced_modules(&module, &line) {
                 if let Some(l) = layer(&target)
                     && l > own.1
                 {
@@ -175,13 +224,18 @@ fn a_reference_upwards_is_found_with_its_file_and_line() {
         file("grpc.rs", "use crate::kafka::groups::Coordinator;\n"),
         file("bin/region-broker.rs", "use crate::kafka::serve;\n"),
         file("broker/mirror.rs", "use super::{Broker, Topic};\n"),
+        // A group rustfmt spreads over lines, with a nested group before the offender.
+        file(
+            "log_group.rs",
+            "use crate::{\n    replication::{raft, pull},\n    config::Config,\n    broker::Broker,\n};\n",
+        ),
         file(
             "kafka.rs",
             "mod tests { use super::super::broker::Broker; }\n",
         ),
     ];
     let found = violations(&files);
-    assert_eq!(found.len(), 3, "{found:#?}");
+    assert_eq!(found.len(), 4, "{found:#?}");
     assert!(found[0].starts_with(
         "src/replication/raft.rs:3: replication (layer 2) refers to broker (layer 4)"
     ));
@@ -190,4 +244,7 @@ fn a_reference_upwards_is_found_with_its_file_and_line() {
         found[2]
             .starts_with("src/storage/group.rs:1: storage (layer 0) refers to config (layer 1)")
     );
+    assert!(found[3].starts_with(
+        "src/log_group.rs:1: log_group (layer 3) refers to broker (layer 4): use crate::{ replication::{raft, pull}, config::Config, broker::Broker, };"
+    ));
 }

@@ -52,7 +52,8 @@ impl Kafka {
     }
 }
 
-/// FindCoordinator: this broker coordinates the groups its clients use.
+/// FindCoordinator: the Kafka listener of the broker leading the log group a consumer
+/// group's name hashes to ([`Kafka::coordinator`]); transactional ids are refused.
 pub(super) fn find_coordinator(
     kafka: &Kafka,
     r: kafka_protocol::messages::FindCoordinatorRequest,
