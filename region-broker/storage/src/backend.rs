@@ -1,43 +1,70 @@
-//! The I/O seam of the journal: segment files are created, opened, listed and removed
-//! through a [`Backend`], and written, synced and read through the [`BackendFile`] it hands
-//! out.
+//! The I/O seam of a log group: every file it keeps (journal segments, queue-index files,
+//! the checkpoint) is created, opened, listed, renamed and removed through a [`Backend`], and
+//! written, synced and read through the [`BackendFile`] it hands out.
 //!
-//! - [`FileBackend`] is the real one: `pwrite`, `fdatasync`, and a read-only memory map
-//!   whose `Bytes` slices readers get without a copy.
-//! - [`MemoryBackend`] keeps files in memory, each with the image it had at its last sync.
-//! - [`FaultyBackend`] wraps a memory backend to inject faults: fail the Nth write or sync,
-//!   report a full disk, and cut the power (every file falls back to its synced image).
+//! Two kinds of file: a segment is made by [`Backend::create`], preallocated and never
+//! written past its end; index files and the checkpoint are opened with
+//! [`Backend::open_growable`], grow by writing and shrink with [`BackendFile::set_len`].
 //!
-//! Queue indexes and the checkpoint stay on the real filesystem: both are small, derived or
-//! replaced atomically, and recovery checks them against the journal.
+//! - [`FileBackend`] is the real one: `pwrite`, `fdatasync`, a read-only memory map of each
+//!   segment whose `Bytes` slices readers get without a copy, `pread` for growable files, and
+//!   one `syncfs` for [`Backend::sync_all`].
+//! - [`MemoryBackend`] keeps files in memory, each with the image it had at its last sync,
+//!   and directory entries as of their directory's last sync (`memory.rs`).
+//! - [`FaultyBackend`] wraps a memory backend to inject faults: fail the Nth write or sync
+//!   (of any file, or of files under a path), report a full disk, let the power fail at the
+//!   Nth durability point, and cut the power (`faulty.rs`).
+//!
+//! A group on a memory backend touches no real file: its directory need not exist.
 
-use std::collections::BTreeMap;
+mod faulty;
+mod memory;
+
 use std::fmt::Debug;
 use std::fs::OpenOptions;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use memmap2::Mmap;
 
-/// Where a journal's segment files live.
+pub use faulty::FaultyBackend;
+pub use memory::MemoryBackend;
+
+/// Where a log group's files live.
 pub trait Backend: Debug + Send + Sync {
     /// Creates `dir` and its parents if missing.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
-    /// The paths of the files directly in `dir`.
+    /// The paths of the entries (files and directories) directly in `dir`.
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
     /// Creates a new file of `size` zero bytes, reserved on disk, durable with its directory
     /// entry; fails if it exists. A failed create leaves no file behind.
     fn create(&self, path: &Path, size: u64) -> io::Result<Arc<dyn BackendFile>>;
-    /// Opens an existing file for reading and writing.
+    /// Opens an existing file made by [`Backend::create`] for reading and writing.
     fn open(&self, path: &Path) -> io::Result<Arc<dyn BackendFile>>;
+    /// Opens a growable file for reading and writing, creating it empty if missing (a new
+    /// entry is durable after [`Backend::sync_dir`]). It is neither preallocated nor mapped:
+    /// it grows by writing, changes size with [`BackendFile::set_len`], and is read with
+    /// [`BackendFile::read_at`].
+    fn open_growable(&self, path: &Path) -> io::Result<Arc<dyn BackendFile>>;
     /// Removes a file (durable after [`Backend::sync_dir`]).
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Removes `dir` and everything under it; a missing `dir` is no error (durable after a
+    /// [`Backend::sync_dir`] of its parent or a [`Backend::sync_all`] above it).
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Renames a file, atomically replacing `to` (durable after a [`Backend::sync_dir`] of
+    /// the directory: until then a power cut leaves the old names).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes `dir`'s entries durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Makes every file under `dir` durable, contents and directory entries, at once. On the
+    /// file backend one `syncfs(2)` of the filesystem holding `dir` (with thousands of index
+    /// files far cheaper than an fsync each; it also flushes the rest of that filesystem,
+    /// which on a broker's data disk is its own); on the others a sync of each file under it.
+    fn sync_all(&self, dir: &Path) -> io::Result<()>;
 }
 
 /// One open file of a [`Backend`].
@@ -48,12 +75,28 @@ pub trait BackendFile: Debug + Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Writes all of `buf` at byte `at` (inside the file: files never grow by writing).
+    /// Writes all of `buf` at byte `at`. A segment is never written past its end; a growable
+    /// file grows (a gap reads as zeros).
     fn write_at(&self, at: u64, buf: &[u8]) -> io::Result<()>;
-    /// Makes every completed write durable.
+    /// Fills `buf` from byte `at`; fails if the file ends first.
+    fn read_at(&self, at: u64, buf: &mut [u8]) -> io::Result<()> {
+        let view = self.view();
+        let at = usize::try_from(at).map_err(io::Error::other)?;
+        match view.get(at..at + buf.len()) {
+            Some(bytes) => {
+                buf.copy_from_slice(bytes);
+                Ok(())
+            }
+            None => Err(io::ErrorKind::UnexpectedEof.into()),
+        }
+    }
+    /// Truncates or zero-extends a growable file to `len` bytes (durable after
+    /// [`BackendFile::sync_data`]); segments keep their size and refuse.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes every completed write (and size change) durable.
     fn sync_data(&self) -> io::Result<()>;
-    /// The whole file's contents. On the file backend this is a map that later writes show
-    /// through, handed out without a copy; on the others a snapshot as of the call.
+    /// The whole file's contents. On the file backend a segment's view is a map that later
+    /// writes show through, handed out without a copy; otherwise a snapshot as of the call.
     fn view(&self) -> Bytes;
     /// Whether a `syncfs` of the data filesystem makes this file durable (true only for
     /// real files); a [`crate::SyncBatcher`] syncs the others one by one.
@@ -101,12 +144,87 @@ impl Backend for FileBackend {
         Ok(Arc::new(MappedFile::map(file)?))
     }
 
+    fn open_growable(&self, path: &Path) -> io::Result<Arc<dyn BackendFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let len = AtomicU64::new(file.metadata()?.len());
+        Ok(Arc::new(PlainFile { file, len }))
+    }
+
     fn remove(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)
     }
 
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         sync_dir(dir)
+    }
+
+    fn sync_all(&self, dir: &Path) -> io::Result<()> {
+        sync_filesystem(dir)
+    }
+}
+
+/// A real growable file (an index file, the checkpoint): `pwrite` and `pread`, no map.
+#[derive(Debug)]
+struct PlainFile {
+    file: std::fs::File,
+    /// Its length: only this process changes it, through this handle.
+    len: AtomicU64,
+}
+
+impl BackendFile for PlainFile {
+    fn len(&self) -> u64 {
+        self.len.load(Ordering::SeqCst)
+    }
+
+    fn write_at(&self, at: u64, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(buf, at)?;
+        self.len.fetch_max(at + buf.len() as u64, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn read_at(&self, at: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, at)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)?;
+        self.len.store(len, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn view(&self) -> Bytes {
+        let mut buf = vec![0; self.len() as usize];
+        match self.file.read_exact_at(&mut buf, 0) {
+            Ok(()) => Bytes::from(buf),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a whole file failed");
+                Bytes::new()
+            }
+        }
+    }
+
+    fn on_filesystem(&self) -> bool {
+        true
     }
 }
 
@@ -155,6 +273,14 @@ impl BackendFile for MappedFile {
         self.file.write_all_at(buf, at)
     }
 
+    fn set_len(&self, _len: u64) -> io::Result<()> {
+        // Shrinking a mapped file would turn reads of the map into SIGBUS.
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "a segment keeps its size",
+        ))
+    }
+
     fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
     }
@@ -183,7 +309,7 @@ fn preallocate(file: &std::fs::File, size: u64) -> io::Result<()> {
 }
 
 /// Flushes every dirty page of the filesystem holding `path` (`syncfs(2)`).
-pub(crate) fn sync_filesystem(path: &Path) -> io::Result<()> {
+fn sync_filesystem(path: &Path) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let dir = std::fs::File::open(path)?;
     // SAFETY: plain syscall on an owned, open descriptor.
@@ -195,312 +321,6 @@ pub(crate) fn sync_filesystem(path: &Path) -> io::Result<()> {
 }
 
 /// Makes a directory's entries (created, renamed or removed files) durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
-}
-
-/// Files in memory. Creating and removing a file is durable at once; a file's contents are
-/// durable as of its last [`BackendFile::sync_data`] (what [`MemoryBackend::power_cut`]
-/// keeps).
-#[derive(Debug, Default)]
-pub struct MemoryBackend {
-    files: Mutex<BTreeMap<PathBuf, Arc<MemoryFile>>>,
-}
-
-/// One file of a [`MemoryBackend`].
-#[derive(Debug)]
-struct MemoryFile {
-    state: Mutex<MemoryImage>,
-}
-
-#[derive(Debug)]
-struct MemoryImage {
-    /// What reads see.
-    current: Vec<u8>,
-    /// What survives a power cut.
-    synced: Vec<u8>,
-    /// A snapshot of `current`, until the next write.
-    view: Option<Bytes>,
-}
-
-impl MemoryBackend {
-    /// An empty backend.
-    pub fn new() -> Arc<MemoryBackend> {
-        Arc::new(MemoryBackend::default())
-    }
-
-    /// Simulates a power cut: every file loses the writes made since its last sync.
-    pub fn power_cut(&self) {
-        for file in self.files.lock().expect("files lock poisoned").values() {
-            let mut s = file.state.lock().expect("file lock poisoned");
-            s.current = s.synced.clone();
-            s.view = None;
-        }
-    }
-
-    fn file(&self, path: &Path) -> io::Result<Arc<MemoryFile>> {
-        self.files
-            .lock()
-            .expect("files lock poisoned")
-            .get(path)
-            .cloned()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, path.display().to_string()))
-    }
-}
-
-impl Backend for MemoryBackend {
-    fn create_dir_all(&self, _dir: &Path) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        Ok(self
-            .files
-            .lock()
-            .expect("files lock poisoned")
-            .keys()
-            .filter(|p| p.parent() == Some(dir))
-            .cloned()
-            .collect())
-    }
-
-    fn create(&self, path: &Path, size: u64) -> io::Result<Arc<dyn BackendFile>> {
-        let mut files = self.files.lock().expect("files lock poisoned");
-        if files.contains_key(path) {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                path.display().to_string(),
-            ));
-        }
-        let zeros = vec![0; usize::try_from(size).map_err(io::Error::other)?];
-        let file = Arc::new(MemoryFile {
-            state: Mutex::new(MemoryImage {
-                current: zeros.clone(),
-                synced: zeros,
-                view: None,
-            }),
-        });
-        files.insert(path.to_owned(), file.clone());
-        Ok(file)
-    }
-
-    fn open(&self, path: &Path) -> io::Result<Arc<dyn BackendFile>> {
-        Ok(self.file(path)?)
-    }
-
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.files
-            .lock()
-            .expect("files lock poisoned")
-            .remove(path)
-            .map(drop)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, path.display().to_string()))
-    }
-
-    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl BackendFile for MemoryFile {
-    fn len(&self) -> u64 {
-        self.state.lock().expect("file lock poisoned").current.len() as u64
-    }
-
-    fn write_at(&self, at: u64, buf: &[u8]) -> io::Result<()> {
-        let mut s = self.state.lock().expect("file lock poisoned");
-        let at = usize::try_from(at).map_err(io::Error::other)?;
-        let Some(range) = s.current.get_mut(at..at + buf.len()) else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "write past the end of a memory file",
-            ));
-        };
-        range.copy_from_slice(buf);
-        s.view = None;
-        Ok(())
-    }
-
-    fn sync_data(&self) -> io::Result<()> {
-        let mut s = self.state.lock().expect("file lock poisoned");
-        s.synced = s.current.clone();
-        Ok(())
-    }
-
-    fn view(&self) -> Bytes {
-        let mut s = self.state.lock().expect("file lock poisoned");
-        if s.view.is_none() {
-            s.view = Some(Bytes::from(s.current.clone()));
-        }
-        s.view.clone().expect("set above")
-    }
-}
-
-/// A [`MemoryBackend`] that fails on request: the Nth write or sync from now, every write
-/// and create while the disk is "full", and a power cut that drops unsynced writes.
-#[derive(Debug, Default)]
-pub struct FaultyBackend {
-    memory: MemoryBackend,
-    faults: Arc<Faults>,
-}
-
-/// The faults a [`FaultyBackend`] injects, shared with the files it hands out.
-#[derive(Debug, Default)]
-struct Faults {
-    /// File writes (`write_at`) so far, and the 1-based one that fails (0: none).
-    writes: AtomicU64,
-    fail_write: AtomicU64,
-    /// File syncs so far, and the 1-based one that fails (0: none).
-    syncs: AtomicU64,
-    fail_sync: AtomicU64,
-    /// Every write and create fails with `ENOSPC`.
-    disk_full: AtomicBool,
-    /// Failures injected so far.
-    failed_writes: AtomicU64,
-    failed_syncs: AtomicU64,
-    refused: AtomicU64,
-}
-
-impl FaultyBackend {
-    /// A backend with no fault armed.
-    pub fn new() -> Arc<FaultyBackend> {
-        Arc::new(FaultyBackend::default())
-    }
-
-    /// Makes the `n`th file write from now (1: the next) fail with `EIO`; it happens once.
-    pub fn fail_write_in(&self, n: u64) {
-        let now = self.faults.writes.load(Ordering::SeqCst);
-        self.faults.fail_write.store(now + n, Ordering::SeqCst);
-    }
-
-    /// Makes the `n`th file sync from now (1: the next) fail with `EIO`; it happens once.
-    pub fn fail_sync_in(&self, n: u64) {
-        let now = self.faults.syncs.load(Ordering::SeqCst);
-        self.faults.fail_sync.store(now + n, Ordering::SeqCst);
-    }
-
-    /// While `full`, every write and create fails with `ENOSPC`.
-    pub fn set_disk_full(&self, full: bool) {
-        self.faults.disk_full.store(full, Ordering::SeqCst);
-    }
-
-    /// Whether a write or sync failure is armed and has not happened yet.
-    pub fn armed(&self) -> bool {
-        self.faults.fail_write.load(Ordering::SeqCst) != 0
-            || self.faults.fail_sync.load(Ordering::SeqCst) != 0
-    }
-
-    /// Injected failures so far: `(writes, syncs, writes or creates refused as disk full)`.
-    pub fn injected(&self) -> (u64, u64, u64) {
-        (
-            self.faults.failed_writes.load(Ordering::SeqCst),
-            self.faults.failed_syncs.load(Ordering::SeqCst),
-            self.faults.refused.load(Ordering::SeqCst),
-        )
-    }
-
-    /// Disarms every fault.
-    pub fn clear_faults(&self) {
-        self.faults.fail_write.store(0, Ordering::SeqCst);
-        self.faults.fail_sync.store(0, Ordering::SeqCst);
-        self.set_disk_full(false);
-    }
-
-    /// Simulates a power cut: every file loses the writes made since its last sync.
-    pub fn power_cut(&self) {
-        self.memory.power_cut();
-    }
-
-    fn wrap(&self, file: Arc<dyn BackendFile>) -> Arc<dyn BackendFile> {
-        Arc::new(FaultyFile {
-            inner: file,
-            faults: self.faults.clone(),
-        })
-    }
-}
-
-impl Faults {
-    fn disk_full(&self) -> io::Result<()> {
-        if self.disk_full.load(Ordering::SeqCst) {
-            self.refused.fetch_add(1, Ordering::SeqCst);
-            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-        }
-        Ok(())
-    }
-
-    /// Counts a call; fails it if it is the armed one.
-    fn count(count: &AtomicU64, fail_at: &AtomicU64, failed: &AtomicU64) -> io::Result<()> {
-        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-        if fail_at
-            .compare_exchange(n, 0, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-        {
-            failed.fetch_add(1, Ordering::SeqCst);
-            return Err(io::Error::from_raw_os_error(libc::EIO));
-        }
-        Ok(())
-    }
-}
-
-impl Backend for FaultyBackend {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.memory.create_dir_all(dir)
-    }
-
-    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        self.memory.list(dir)
-    }
-
-    fn create(&self, path: &Path, size: u64) -> io::Result<Arc<dyn BackendFile>> {
-        self.faults.disk_full()?;
-        Ok(self.wrap(self.memory.create(path, size)?))
-    }
-
-    fn open(&self, path: &Path) -> io::Result<Arc<dyn BackendFile>> {
-        Ok(self.wrap(self.memory.open(path)?))
-    }
-
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.memory.remove(path)
-    }
-
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.memory.sync_dir(dir)
-    }
-}
-
-/// A file of a [`FaultyBackend`].
-#[derive(Debug)]
-struct FaultyFile {
-    inner: Arc<dyn BackendFile>,
-    faults: Arc<Faults>,
-}
-
-impl BackendFile for FaultyFile {
-    fn len(&self) -> u64 {
-        self.inner.len()
-    }
-
-    fn write_at(&self, at: u64, buf: &[u8]) -> io::Result<()> {
-        self.faults.disk_full()?;
-        Faults::count(
-            &self.faults.writes,
-            &self.faults.fail_write,
-            &self.faults.failed_writes,
-        )?;
-        self.inner.write_at(at, buf)
-    }
-
-    fn sync_data(&self) -> io::Result<()> {
-        Faults::count(
-            &self.faults.syncs,
-            &self.faults.fail_sync,
-            &self.faults.failed_syncs,
-        )?;
-        self.inner.sync_data()
-    }
-
-    fn view(&self) -> Bytes {
-        self.inner.view()
-    }
 }

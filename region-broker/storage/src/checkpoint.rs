@@ -6,15 +6,23 @@
 //! stopped, a pending `reset_to` a reset: recovery finishes it before anything else, so a
 //! truncated record never reappears.
 //!
-//! The file is small and written by replacement (write, fsync, rename, fsync the directory),
-//! so it is always either the old or the new checkpoint.
+//! The file is small and written by replacement through the group's [`Backend`] (write a
+//! temporary file, sync it, rename it over the checkpoint, sync the directory), so it is
+//! always either the old or the new checkpoint, whole: a power cut before the directory sync
+//! may leave the old one, which is sound because each checkpoint only vouches for what was
+//! durable when it was written, and everything it vouches for stays so until a later
+//! checkpoint (or a recorded truncation) says otherwise.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Backend;
+
 const FILE: &str = "checkpoint.json";
+/// The replacement being written.
+pub(crate) const TMP_FILE: &str = "checkpoint.json.tmp";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Checkpoint {
@@ -34,26 +42,32 @@ pub(crate) struct Checkpoint {
 
 impl Checkpoint {
     /// Reads the checkpoint, or `None` when the group has none yet.
-    pub(crate) fn load(dir: &Path) -> io::Result<Option<Checkpoint>> {
-        match std::fs::read(dir.join(FILE)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: {e}", dir.join(FILE).display()),
-                )
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+    pub(crate) fn load(backend: &dyn Backend, dir: &Path) -> io::Result<Option<Checkpoint>> {
+        let path = dir.join(FILE);
+        let file = match backend.open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut bytes = vec![0; usize::try_from(file.len()).map_err(io::Error::other)?];
+        file.read_at(0, &mut bytes)?;
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        })
     }
 
     /// Replaces the checkpoint durably.
-    pub(crate) fn store(&self, dir: &Path) -> io::Result<()> {
-        let tmp = dir.join("checkpoint.json.tmp");
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&serde_json::to_vec(self).map_err(io::Error::other)?)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, dir.join(FILE))?;
-        super::backend::sync_dir(dir)
+    pub(crate) fn store(&self, backend: &dyn Backend, dir: &Path) -> io::Result<()> {
+        let tmp = dir.join(TMP_FILE);
+        let bytes = serde_json::to_vec(self).map_err(io::Error::other)?;
+        let file = backend.open_growable(&tmp)?;
+        file.set_len(0)?;
+        file.write_at(0, &bytes)?;
+        file.sync_data()?;
+        backend.rename(&tmp, &dir.join(FILE))?;
+        backend.sync_dir(dir)
     }
 }

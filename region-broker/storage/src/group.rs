@@ -169,6 +169,12 @@ struct Shared {
     /// Group commits done, and the journal bytes they wrote.
     commits: AtomicU64,
     commit_bytes: AtomicU64,
+    /// Index files were written since their last successful sync: the next flush syncs them
+    /// before any checkpoint counts their entries (a failed sync is retried, never skipped).
+    indexes_unsynced: AtomicBool,
+    /// Indexes recovery found unusable (fewer entries than the checkpoint vouches for) and
+    /// rebuilt; a sound checkpoint never causes one.
+    indexes_rebuilt: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -404,10 +410,10 @@ impl LogGroup {
     /// Adds an empty partition (a new topic's) to the group.
     pub fn add_partition(&self, key: PartitionKey, topic: &str) -> io::Result<()> {
         let dir = self.shared.index_dir(topic, key.1);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
-        }
-        let mut index = PartitionIndex::open(&dir, self.shared.config.index_entries_per_file, 0)?;
+        let backend = self.shared.config.backend.clone();
+        backend.remove_dir_all(&dir)?;
+        let mut index =
+            PartitionIndex::open(backend, &dir, self.shared.config.index_entries_per_file, 0)?;
         if let Some(end) = self
             .shared
             .pending_ends
@@ -467,9 +473,7 @@ impl LogGroup {
             }
         }
         let dir = self.shared.dir.join("index").join(topic);
-        if dir.exists() {
-            std::fs::remove_dir_all(dir)?;
-        }
+        self.shared.config.backend.remove_dir_all(&dir)?;
         self.shared
             .offsets
             .lock()
@@ -548,6 +552,12 @@ impl LogGroup {
         for t in threads {
             let _ = t.join();
         }
+    }
+
+    /// Indexes recovery found unusable and rebuilt from the journal since open.
+    #[cfg(test)]
+    pub(crate) fn indexes_rebuilt(&self) -> u64 {
+        self.shared.indexes_rebuilt.load(Ordering::Relaxed)
     }
 
     /// Stops the threads as a crash would: nothing is flushed or checkpointed on the way.

@@ -9,13 +9,22 @@
 //! New entries collect in memory and reach the files on [`PartitionIndex::write_pending`],
 //! which the group's indexer thread calls every `flush_interval` before one `syncfs` and the
 //! checkpoint: the index is derived state that recovery rebuilds from the journal, so it is
-//! never on the produce path. Index files are real files (not behind [`crate::backend`]).
+//! never on the produce path.
+//!
+//! Index files are growable files of the group's [`Backend`] ([`Backend::open_growable`]):
+//! on the file backend plain files written with `pwrite` and read with `pread`, made durable
+//! together by the group's one [`Backend::sync_all`] per flush (a `syncfs`), never one by one;
+//! on the memory backends they live and fail like the journal's segments. A new file's
+//! directory entry is synced when it is created; removals are made durable by the next
+//! `sync_all` (a removed file that comes back after a power cut lies outside what the
+//! checkpoint vouches for, or below the journal's start, and recovery drops it again).
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::backend::{Backend, BackendFile};
 
 /// Bytes per entry: journal position u64, record size u32, append time i64.
 pub(crate) const ENTRY_LEN: usize = 20;
@@ -50,9 +59,10 @@ impl Entry {
 /// The index of one partition.
 #[derive(Debug)]
 pub(crate) struct PartitionIndex {
+    backend: Arc<dyn Backend>,
     dir: PathBuf,
     entries_per_file: u64,
-    files: BTreeMap<u64, File>,
+    files: BTreeMap<u64, Arc<dyn BackendFile>>,
     /// Encoded entries from offset `written` on, not yet in the files.
     pending: Vec<u8>,
     /// Entries in the files (the offset of the first pending entry).
@@ -65,29 +75,26 @@ impl PartitionIndex {
     /// Opens the index in `dir`, keeping only its first `trusted` entries (those the last
     /// checkpoint vouches for); creates the directory if needed.
     pub(crate) fn open(
+        backend: Arc<dyn Backend>,
         dir: &Path,
         entries_per_file: u64,
         trusted: u64,
     ) -> io::Result<PartitionIndex> {
-        std::fs::create_dir_all(dir)?;
+        backend.create_dir_all(dir)?;
         let mut files = BTreeMap::new();
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(first) = name.to_str().and_then(parse_file_name) else {
+        for path in backend.list(dir)? {
+            let name = path.file_name().and_then(|n| n.to_str());
+            let Some(first) = name.and_then(parse_file_name) else {
                 continue;
             };
             if first >= trusted {
-                std::fs::remove_file(entry.path())?;
+                backend.remove(&path)?;
                 continue;
             }
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(entry.path())?;
-            files.insert(first, file);
+            files.insert(first, backend.open_growable(&path)?);
         }
         let mut index = PartitionIndex {
+            backend,
             dir: dir.to_owned(),
             entries_per_file,
             files,
@@ -99,7 +106,7 @@ impl PartitionIndex {
         if trusted > 0 {
             let first = index.file_start(trusted - 1);
             let have = match index.files.get(&first) {
-                Some(f) => f.metadata()?.len() / ENTRY_LEN as u64,
+                Some(f) => f.len() / ENTRY_LEN as u64,
                 None => 0,
             };
             if have < trusted - first {
@@ -182,7 +189,7 @@ impl PartitionIndex {
     /// below any restarted journal, and are trimmed on recovery.
     pub(crate) fn reset_to(&mut self, end: u64) -> io::Result<()> {
         for (first, _) in std::mem::take(&mut self.files) {
-            std::fs::remove_file(self.dir.join(file_name(first)))?;
+            self.backend.remove(&self.dir.join(file_name(first)))?;
         }
         self.pending.clear();
         self.written = end;
@@ -205,7 +212,7 @@ impl PartitionIndex {
         let drop: Vec<u64> = self.files.range(..keep_from).map(|(k, _)| *k).collect();
         for first in drop {
             self.files.remove(&first);
-            std::fs::remove_file(self.dir.join(file_name(first)))?;
+            self.backend.remove(&self.dir.join(file_name(first)))?;
         }
         Ok(())
     }
@@ -220,9 +227,9 @@ impl PartitionIndex {
             let room = (first + self.entries_per_file - offset) as usize * ENTRY_LEN;
             let n = room.min(self.pending.len() - at);
             self.file(first)?;
-            self.files[&first].write_all_at(
-                &self.pending[at..at + n],
+            self.files[&first].write_at(
                 (offset - first) * ENTRY_LEN as u64,
+                &self.pending[at..at + n],
             )?;
             at += n;
             self.dirty = true;
@@ -235,10 +242,7 @@ impl PartitionIndex {
     /// Deletes the index from disk.
     pub(crate) fn remove(self) -> io::Result<()> {
         drop(self.files);
-        match std::fs::remove_dir_all(&self.dir) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        self.backend.remove_dir_all(&self.dir)
     }
 
     fn file_start(&self, offset: u64) -> u64 {
@@ -247,13 +251,10 @@ impl PartitionIndex {
 
     fn file(&mut self, first: u64) -> io::Result<()> {
         if !self.files.contains_key(&first) {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(self.dir.join(file_name(first)))?;
-            super::backend::sync_dir(&self.dir)?;
+            let file = self
+                .backend
+                .open_growable(&self.dir.join(file_name(first)))?;
+            self.backend.sync_dir(&self.dir)?;
             self.files.insert(first, file);
         }
         Ok(())
@@ -274,7 +275,7 @@ impl PartitionIndex {
             });
         };
         let mut buf = [0u8; ENTRY_LEN];
-        file.read_exact_at(&mut buf, (offset - first) * ENTRY_LEN as u64)?;
+        file.read_at((offset - first) * ENTRY_LEN as u64, &mut buf)?;
         Ok(Entry::decode(&buf))
     }
 
@@ -295,7 +296,7 @@ impl PartitionIndex {
         let drop: Vec<u64> = self.files.range(end..).map(|(k, _)| *k).collect();
         for first in drop {
             self.files.remove(&first);
-            std::fs::remove_file(self.dir.join(file_name(first)))?;
+            self.backend.remove(&self.dir.join(file_name(first)))?;
         }
         if end > 0 {
             let first = self.file_start(end - 1);
@@ -321,6 +322,11 @@ fn parse_file_name(name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::{FileBackend, MemoryBackend};
+
+    fn file_backend() -> Arc<dyn Backend> {
+        Arc::new(FileBackend)
+    }
 
     fn e(position: u64, t: i64) -> Entry {
         Entry {
@@ -330,10 +336,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn push_flush_reopen_truncate() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut idx = PartitionIndex::open(dir.path(), 4, 0).unwrap();
+    fn push_flush_reopen_truncate(backend: Arc<dyn Backend>, dir: &Path) {
+        let mut idx = PartitionIndex::open(backend.clone(), dir, 4, 0).unwrap();
         for o in 0..10 {
             idx.push(o, e(o * 100, 1000 + o as i64 * 10));
         }
@@ -346,7 +350,7 @@ mod tests {
         drop(idx);
 
         // Only flushed entries the checkpoint vouches for survive a reopen.
-        let mut idx = PartitionIndex::open(dir.path(), 4, 7).unwrap();
+        let mut idx = PartitionIndex::open(backend.clone(), dir, 4, 7).unwrap();
         assert_eq!(idx.end(), 7);
         assert_eq!(idx.get(7).unwrap(), None);
         idx.push(7, e(777, 3000));
@@ -355,14 +359,30 @@ mod tests {
         idx.trim_front(4).unwrap();
         assert_eq!(idx.get(3).unwrap(), None);
         assert_eq!(idx.get(4).unwrap(), Some(e(400, 1040)));
-        assert!(!dir.path().join(file_name(0)).exists());
-        assert!(PartitionIndex::open(dir.path(), 4, 9).is_err());
+        let files = backend.list(dir).unwrap();
+        assert_eq!(files, vec![dir.join(file_name(4))]);
+        assert!(PartitionIndex::open(backend.clone(), dir, 4, 9).is_err());
+        idx.remove().unwrap();
+        assert!(backend.list(dir).unwrap_or_default().is_empty());
+    }
+
+    #[test]
+    fn push_flush_reopen_truncate_on_files() {
+        let dir = tempfile::tempdir().unwrap();
+        push_flush_reopen_truncate(file_backend(), &dir.path().join("p"));
+        assert!(!dir.path().join("p").exists());
+    }
+
+    #[test]
+    fn push_flush_reopen_truncate_in_memory() {
+        push_flush_reopen_truncate(MemoryBackend::new(), Path::new("/nowhere/index/t/0"));
+        assert!(!Path::new("/nowhere").exists());
     }
 
     #[test]
     fn rebuilt_index_starts_with_a_hole() {
         let dir = tempfile::tempdir().unwrap();
-        let mut idx = PartitionIndex::open(dir.path(), 4, 0).unwrap();
+        let mut idx = PartitionIndex::open(file_backend(), dir.path(), 4, 0).unwrap();
         idx.push(6, e(5000, 1));
         idx.push(7, e(5100, 2));
         idx.write_pending().unwrap();

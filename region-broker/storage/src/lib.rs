@@ -3,9 +3,9 @@
 //! Knows nothing of raft, protocols or the network, and depends on nothing of Meridian's
 //! but `meridian-proto` (the record format). The unit is the [`LogGroup`]: it owns a
 //! journal (segment files shared by every partition it holds), the partitions' queue
-//! indexes, and the consumer offsets committed through the journal. Segment files are
-//! reached through [`backend::Backend`] (real files by default; in memory or with injected
-//! faults in tests). The region-broker
+//! indexes, and the consumer offsets committed through the journal. Every file of a group
+//! (segments, queue-index files, the checkpoint) is reached through [`backend::Backend`]
+//! (real files by default; in memory or with injected faults in tests). The region-broker
 //! re-exports this crate as `meridian_region_broker::storage`. See `ARCHITECTURE.md` for the
 //! data path and the recovery argument.
 
@@ -74,8 +74,9 @@ pub struct GroupConfig {
     /// then only committed records are indexed and visible. Without it, every durable
     /// record is.
     pub replicated: bool,
-    /// Where the journal's segment files live: [`backend::FileBackend`] (real files, the
-    /// default), or a memory or fault-injecting backend in tests.
+    /// Where the group's files (journal segments, queue indexes, checkpoint) live:
+    /// [`backend::FileBackend`] (real files, the default), or a memory or fault-injecting
+    /// backend in tests (then nothing is read or written on disk).
     pub backend: std::sync::Arc<dyn backend::Backend>,
 }
 

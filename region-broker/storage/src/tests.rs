@@ -250,7 +250,7 @@ fn tear_journal(dir: &Path, at: u64, written: u64, garbage: bool, seed: usize) -
 /// Cuts each index file somewhere past what the checkpoint vouches for, possibly leaving a
 /// partial entry: entries written after the last checkpoint may or may not have reached disk.
 fn shorten_indexes(dir: &Path, fraction: f64) {
-    let checkpoint = super::checkpoint::Checkpoint::load(dir)
+    let checkpoint = super::checkpoint::Checkpoint::load(&crate::backend::FileBackend, dir)
         .unwrap()
         .unwrap_or_default();
     let counts: HashMap<(u32, u32), u64> = checkpoint
@@ -437,9 +437,13 @@ fn a_truncation_interrupted_after_its_intent_is_finished_by_recovery() {
     group.close();
     drop(group);
     // The process died right after recording the intent: nothing else was done.
-    let mut checkpoint = super::checkpoint::Checkpoint::load(&dir).unwrap().unwrap();
+    let mut checkpoint = super::checkpoint::Checkpoint::load(&crate::backend::FileBackend, &dir)
+        .unwrap()
+        .unwrap();
     checkpoint.truncate_to = Some(cut);
-    checkpoint.store(&dir).unwrap();
+    checkpoint
+        .store(&crate::backend::FileBackend, &dir)
+        .unwrap();
 
     let group = LogGroup::open(&dir, config(FlushPolicy::Fsync), &partitions()).unwrap();
     assert_eq!(group.offsets(key).unwrap(), (0, 50));
@@ -449,7 +453,7 @@ fn a_truncation_interrupted_after_its_intent_is_finished_by_recovery() {
     let next = rt.block_on(group.append(key, payload(99, 10), 1)).unwrap();
     assert_eq!((next.base_offset, next.position), (50, cut));
     assert!(
-        super::checkpoint::Checkpoint::load(&dir)
+        super::checkpoint::Checkpoint::load(&crate::backend::FileBackend, &dir)
             .unwrap()
             .unwrap()
             .truncate_to

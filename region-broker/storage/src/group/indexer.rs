@@ -135,10 +135,15 @@ impl Shared {
             }
         }
         if written {
-            // One syncfs instead of an fsync per index file: with thousands of partitions,
-            // per-file fsyncs cost more disk time than the journal itself. It also flushes
-            // other dirty data on the filesystem, which on a broker's data disk is its own.
-            crate::backend::sync_filesystem(&self.dir)?;
+            self.indexes_unsynced.store(true, Ordering::SeqCst);
+        }
+        if self.indexes_unsynced.load(Ordering::SeqCst) {
+            // One sync of every index file at once (on real files one syncfs) instead of an
+            // fsync per file: with thousands of partitions, per-file fsyncs cost more disk
+            // time than the journal itself. Until it succeeds no checkpoint counts what was
+            // written: after a failed sync the next flush syncs again, even with nothing new.
+            self.config.backend.sync_all(&self.dir.join("index"))?;
+            self.indexes_unsynced.store(false, Ordering::SeqCst);
         }
         counts.sort_unstable();
         Checkpoint {
@@ -148,7 +153,7 @@ impl Shared {
             truncate_to: None,
             reset_to: None,
         }
-        .store(&self.dir)
+        .store(&*self.config.backend, &self.dir)
     }
 }
 

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Instant;
 
@@ -19,6 +19,7 @@ use super::offsets::durable_positions;
 use super::replica::RecordPositions;
 use super::writer::Appender;
 use super::{LogGroup, OffsetKey, Progress, Shared};
+use crate::backend::Backend;
 use crate::checkpoint::Checkpoint;
 use crate::index::PartitionIndex;
 use crate::journal::{Journal, WalkEnd, Writer};
@@ -84,8 +85,9 @@ impl LogGroup {
             config.segment_bytes >= 4096,
             "segment_bytes must be at least 4 KiB"
         );
-        std::fs::create_dir_all(dir.join("index"))?;
-        let checkpoint = Checkpoint::load(dir)?.unwrap_or_default();
+        let backend = config.backend.clone();
+        backend.create_dir_all(&dir.join("index"))?;
+        let checkpoint = Checkpoint::load(&*backend, dir)?.unwrap_or_default();
         let journal = Journal::open(
             config.backend.clone(),
             &dir.join("journal"),
@@ -131,6 +133,8 @@ impl LogGroup {
             crashed: AtomicBool::new(false),
             commits: AtomicU64::new(0),
             commit_bytes: AtomicU64::new(0),
+            indexes_unsynced: AtomicBool::new(false),
+            indexes_rebuilt: AtomicU64::new(0),
         });
         let (end, scan) = shared.recover(&checkpoint, partitions)?;
         shared.pullable.send_replace(end);
@@ -220,22 +224,21 @@ impl Shared {
         let mut rebuild_from = checkpoint.indexed.min(end);
         let wanted: std::collections::HashSet<String> =
             partitions.iter().map(|(_, t)| t.clone()).collect();
-        remove_stale_index_dirs(&self.dir.join("index"), &wanted)?;
+        remove_stale_index_dirs(&*self.config.backend, &self.dir.join("index"), &wanted)?;
         let mut indexes = HashMap::new();
         for (key, topic) in partitions {
             let dir = self.index_dir(topic, key.1);
             let trusted = counts.get(key).copied().unwrap_or(0);
-            let mut index = match PartitionIndex::open(
-                &dir,
-                self.config.index_entries_per_file,
-                trusted,
-            ) {
+            let backend = self.config.backend.clone();
+            let per_file = self.config.index_entries_per_file;
+            let mut index = match PartitionIndex::open(backend.clone(), &dir, per_file, trusted) {
                 Ok(index) => index,
                 Err(e) => {
                     tracing::warn!(dir = %dir.display(), error = %e, "queue index unusable: rebuilding it from the journal");
-                    std::fs::remove_dir_all(&dir)?;
+                    self.indexes_rebuilt.fetch_add(1, Ordering::Relaxed);
+                    backend.remove_dir_all(&dir)?;
                     rebuild_from = start;
-                    PartitionIndex::open(&dir, self.config.index_entries_per_file, 0)?
+                    PartitionIndex::open(backend, &dir, per_file, 0)?
                 }
             };
             if end < checkpoint.indexed {
@@ -285,15 +288,18 @@ impl Shared {
 }
 
 fn remove_stale_index_dirs(
+    backend: &dyn Backend,
     dir: &Path,
     wanted: &std::collections::HashSet<String>,
 ) -> io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for path in backend.list(dir)? {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if !wanted.contains(&name) {
-            tracing::info!(dir = %entry.path().display(), "removing the index of a deleted topic");
-            std::fs::remove_dir_all(entry.path())?;
+            tracing::info!(dir = %path.display(), "removing the index of a deleted topic");
+            backend.remove_dir_all(&path)?;
         }
     }
     Ok(())

@@ -48,7 +48,7 @@ impl Appender {
             }
         }
         counts.sort_unstable();
-        crate::backend::sync_filesystem(&shared.dir)?;
+        shared.config.backend.sync_all(&shared.dir.join("index"))?;
         Checkpoint {
             journal_synced: position,
             indexed: position,
@@ -56,7 +56,7 @@ impl Appender {
             truncate_to: None,
             reset_to: Some(position),
         }
-        .store(&shared.dir)?;
+        .store(&*shared.config.backend, &shared.dir)?;
         shared.journal.reset(position)?;
         self.writer = Writer::new(&shared.journal, position)?;
         self.last_index = None;
@@ -117,9 +117,10 @@ impl Appender {
         }
         let _indexing = shared.indexing.lock().expect("indexing lock poisoned");
         // Record the intent first: if we crash midway, recovery finishes the truncation.
-        let mut intent = Checkpoint::load(&shared.dir)?.unwrap_or_default();
+        let backend = &*shared.config.backend;
+        let mut intent = Checkpoint::load(backend, &shared.dir)?.unwrap_or_default();
         intent.truncate_to = Some(position);
-        intent.store(&shared.dir)?;
+        intent.store(backend, &shared.dir)?;
         shared.journal.cut(position)?;
         self.writer = Writer::new(&shared.journal, position)?;
         for index in shared
