@@ -161,6 +161,10 @@ pub enum BrokerError {
     /// Replication failed (no quorum, shutting down).
     #[error("replication failed: {0}")]
     Replication(String),
+    /// An `acks=all` produce found fewer replicas than `min_insync_replicas` asks for:
+    /// in sync before the write (nothing written), or holding the batch after it.
+    #[error(transparent)]
+    NotEnoughReplicas(LogGroupError),
     /// Storage refused the append.
     #[error(transparent)]
     Append(#[from] AppendError),
@@ -299,6 +303,7 @@ impl Broker {
             self.config.broker_id,
             Arc::new(group),
             replication,
+            self.config.replication.min_insync_replicas,
         ));
         self.host(group.clone());
         Ok(group)
@@ -306,6 +311,7 @@ impl Broker {
 
     /// Hosts `group` (in place of what was hosted under its id).
     fn host(&self, group: Arc<HostedGroup>) {
+        group.watch_in_sync();
         self.log_groups
             .write()
             .expect("log groups lock poisoned")
@@ -349,6 +355,10 @@ impl Broker {
                 epoch,
                 current,
             },
+            e @ (LogGroupError::NotEnoughReplicas { .. }
+            | LogGroupError::NotEnoughReplicasAfterAppend { .. }) => {
+                BrokerError::NotEnoughReplicas(e)
+            }
             LogGroupError::Invalid(why) => BrokerError::Invalid(why),
             LogGroupError::Replication(why) => BrokerError::Replication(why),
             LogGroupError::Append(e) => BrokerError::Append(e),

@@ -63,6 +63,10 @@ pub struct ReplicationConfig {
     /// Slaves that must hold a record before a master-slave group commits it (quorum acks
     /// wait for this many).
     pub sync_replicas: u32,
+    /// Replicas (the leader included) that must hold a batch before an `acks=all` produce
+    /// is answered, and that must be in sync for one to be written at all (Kafka's
+    /// `min.insync.replicas`); 0 or anything up to the commit quorum: the quorum.
+    pub min_insync_replicas: u32,
     /// A raft group snapshots after this many entries (0: never); what a snapshot covers,
     /// retention may delete, and a replica behind it catches up by installing the snapshot
     /// (the journal shipped from a peer).
@@ -76,6 +80,7 @@ impl Default for ReplicationConfig {
             peers: Vec::new(),
             master_slave: Vec::new(),
             sync_replicas: 1,
+            min_insync_replicas: 0,
             snapshot_entries: 10_000,
         }
     }
@@ -378,6 +383,18 @@ impl Config {
                     ),
                 );
             }
+        }
+        // A static region's groups have a replica on every peer (a managed region's
+        // placement is the control plane's, unknown here).
+        let replicas = peers.len().max(1) as u32;
+        if self.control.is_empty() && self.replication.min_insync_replicas > replicas {
+            return invalid(
+                "replication.min_insync_replicas",
+                self.replication.min_insync_replicas,
+                format!(
+                    "a log group here has at most {replicas} replica(s): no acks=all produce could ever be answered"
+                ),
+            );
         }
         let mut seen = std::collections::HashSet::new();
         for ms in &self.replication.master_slave {

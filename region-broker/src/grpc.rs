@@ -56,9 +56,9 @@ pub fn status(e: BrokerError) -> Status {
         BrokerError::OffsetOutOfRange { .. } => tonic::Code::OutOfRange,
         BrokerError::Append(AppendError::DiskFull { .. }) => tonic::Code::ResourceExhausted,
         BrokerError::Append(AppendError::TooLarge { .. }) => tonic::Code::InvalidArgument,
-        BrokerError::Append(AppendError::Closed) | BrokerError::Replication(_) => {
-            tonic::Code::Unavailable
-        }
+        BrokerError::Append(AppendError::Closed)
+        | BrokerError::Replication(_)
+        | BrokerError::NotEnoughReplicas(_) => tonic::Code::Unavailable,
         BrokerError::NotLeader { .. } | BrokerError::EpochAhead { .. } => {
             tonic::Code::FailedPrecondition
         }
@@ -212,13 +212,9 @@ impl broker_server::Broker for GrpcService {
         let messages = r
             .messages
             .into_iter()
-            .map(|m| Message {
-                key: m.key,
-                value: m.value,
-                headers: m.headers.into_iter().map(|h| (h.key, h.value)).collect(),
-                timestamp_ms: m.timestamp_ms,
-            })
-            .collect();
+            .map(Message::try_from)
+            .collect::<Result<_, _>>()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let produced = self
             .broker
             .produce(&r.topic, r.partition, messages, acks, r.epoch)
@@ -257,12 +253,13 @@ impl broker_server::Broker for GrpcService {
             .map(|f| v1::FetchedMessage {
                 offset: f.offset,
                 key: f.message.key,
-                value: f.message.value,
+                value_null: f.message.value.is_none(),
+                value: f.message.value.unwrap_or_default(),
                 headers: f
                     .message
                     .headers
                     .into_iter()
-                    .map(|(key, value)| v1::Header { key, value })
+                    .map(|(key, value)| v1::Header::from_pair(key, value))
                     .collect(),
                 timestamp_ms: f.message.timestamp_ms,
                 append_time_ms: f.append_time_ms,

@@ -45,6 +45,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::broker::{Acks, Broker, BrokerError, OffsetQuery};
+use crate::log_group::LogGroupError;
 
 mod admin;
 mod consumers;
@@ -97,6 +98,8 @@ mod code {
     pub(super) const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     pub(super) const REQUEST_TIMED_OUT: i16 = 7;
     pub(super) const MESSAGE_TOO_LARGE: i16 = 10;
+    pub(super) const NOT_ENOUGH_REPLICAS: i16 = 19;
+    pub(super) const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
     pub(super) const UNSUPPORTED_VERSION: i16 = 35;
     pub(super) const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub(super) const NOT_COORDINATOR: i16 = 16;
@@ -124,6 +127,10 @@ fn error_code(e: &BrokerError) -> i16 {
             code::KAFKA_STORAGE_ERROR
         }
         BrokerError::Replication(_) => code::REQUEST_TIMED_OUT,
+        BrokerError::NotEnoughReplicas(LogGroupError::NotEnoughReplicas { .. }) => {
+            code::NOT_ENOUGH_REPLICAS
+        }
+        BrokerError::NotEnoughReplicas(_) => code::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
         _ => code::UNKNOWN_SERVER_ERROR,
     }
 }
@@ -460,13 +467,16 @@ fn metadata(broker: &Broker, r: MetadataRequest) -> MetadataResponse {
                         Some(leader) => {
                             part.leader_id = BrokerId(leader as i32);
                             part.leader_epoch = broker.epoch(g) as i32;
-                            // Raft commits on a quorum, so every voter counts as in sync.
                             part.replica_nodes = broker
                                 .replicas_of(g)
                                 .into_iter()
                                 .map(|b| BrokerId(b as i32))
                                 .collect();
-                            part.isr_nodes = part.replica_nodes.clone();
+                            part.isr_nodes = broker
+                                .in_sync_replicas(g)
+                                .into_iter()
+                                .map(|b| BrokerId(b as i32))
+                                .collect();
                         }
                         None => {
                             part.error_code = code::LEADER_NOT_AVAILABLE;
@@ -657,12 +667,12 @@ fn encode_records(messages: &[crate::broker::FetchedMessage]) -> Bytes {
             sequence: -1,
             timestamp: m.message.timestamp_ms,
             key: m.message.key.clone(),
-            value: Some(m.message.value.clone()),
+            value: m.message.value.clone(),
             headers: m
                 .message
                 .headers
                 .iter()
-                .map(|(k, v)| (str(k), Some(v.clone())))
+                .map(|(k, v)| (str(k), v.clone()))
                 .collect(),
         })
         .collect();

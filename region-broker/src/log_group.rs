@@ -9,7 +9,7 @@
 //! Errors are [`LogGroupError`]s naming leaders by broker id; the broker turns them into
 //! its own errors (adding the leader's address from its directory).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +18,7 @@ use openraft::BasicNode;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::type_config::async_runtime::WatchReceiver;
 
+use crate::replication::in_sync::{self, InSync, acks_all_needs};
 use crate::replication::master_slave::{MasterSlaveGroup, Role, WaitError};
 use crate::replication::raft::{Command, CommandResult, LocalAck, TypeConfig};
 use crate::replication::transport::GroupRaft;
@@ -27,7 +28,16 @@ pub use crate::replication::{Strategy, UnknownStrategy};
 
 pub use meridian_proto::settings::{Acks, UnknownAcks};
 
-/// How long a produce with [`Acks::All`] waits for the last replicas.
+/// How long a follower may go without catching up with its leader's log end, or without
+/// answering it, before it is out of sync (Kafka's `replica.lag.time.max.ms`, shorter:
+/// acknowledgements must not stop for long when a follower does).
+pub const REPLICA_LAG: Duration = Duration::from_millis(1500);
+
+/// How often a leader observes its followers for the in-sync set.
+const OBSERVE_EVERY: Duration = Duration::from_millis(100);
+
+/// How long a produce with [`Acks::All`] waits for the replicas `min_insync_replicas`
+/// asks for beyond the commit quorum.
 pub const ACKS_ALL_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a quorum produce on a master-slave group waits for its slaves.
@@ -74,6 +84,31 @@ pub enum LogGroupError {
         epoch: u64,
         /// The epoch this broker knows.
         current: u64,
+    },
+    /// Fewer replicas are in sync than `min_insync_replicas` asks for: an `acks=all`
+    /// produce is refused before anything is written (Kafka's NOT_ENOUGH_REPLICAS).
+    #[error(
+        "log group {log_group} has {in_sync} in-sync replica(s), fewer than the {needed} min_insync_replicas asks for: nothing was written; retry once its replicas catch up"
+    )]
+    NotEnoughReplicas {
+        /// The log group.
+        log_group: u32,
+        /// Replicas in sync now, the leader included.
+        in_sync: usize,
+        /// Replicas an acks=all produce needs.
+        needed: usize,
+    },
+    /// The batch is committed, but fewer than `min_insync_replicas` replicas acknowledged
+    /// it in time (Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND).
+    #[error(
+        "log group {log_group}: the batch is committed, but fewer than the {needed} replicas min_insync_replicas asks for held it within {} s",
+        ACKS_ALL_WAIT.as_secs()
+    )]
+    NotEnoughReplicasAfterAppend {
+        /// The log group.
+        log_group: u32,
+        /// Replicas an acks=all produce needs.
+        needed: usize,
     },
     /// The operation does not apply to this group.
     #[error("{0}")]
@@ -137,6 +172,10 @@ pub struct HostedGroup {
     me: u32,
     storage: Arc<storage::LogGroup>,
     replication: Replication,
+    /// Replicas an `acks=all` produce needs at least (0: the commit quorum).
+    min_insync: u32,
+    /// Which replicas are in sync, as this broker sees them while it leads.
+    in_sync: Mutex<InSync>,
 }
 
 /// Fences a produce by the epoch it carries (0: not fenced): an older epoch means the
@@ -165,23 +204,130 @@ fn not_running() -> LogGroupError {
 
 impl HostedGroup {
     /// Log group `id` of broker `me`, over `storage`, replicating as `replication`.
+    /// An `acks=all` produce needs at least `min_insync` replicas (0: the commit quorum).
     pub fn new(
         id: u32,
         me: u32,
         storage: Arc<storage::LogGroup>,
         replication: Replication,
+        min_insync: u32,
     ) -> HostedGroup {
         HostedGroup {
             id,
             me,
             storage,
             replication,
+            min_insync,
+            in_sync: Mutex::new(InSync::new(REPLICA_LAG)),
         }
     }
 
     /// The same group and storage, replicating as `replication` now.
     pub fn with_replication(&self, replication: Replication) -> HostedGroup {
-        HostedGroup::new(self.id, self.me, self.storage.clone(), replication)
+        HostedGroup::new(
+            self.id,
+            self.me,
+            self.storage.clone(),
+            replication,
+            self.min_insync,
+        )
+    }
+
+    /// Keeps the in-sync tracker fed while the group is hosted and replicates: every
+    /// [`OBSERVE_EVERY`], what the leader knows of its followers (how far each holds the
+    /// log, when each last answered).
+    pub fn watch_in_sync(self: &Arc<Self>) {
+        if !self.is_replicating() {
+            return;
+        }
+        let group = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(OBSERVE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                let Some(group) = group.upgrade() else {
+                    return;
+                };
+                group.observe_in_sync();
+            }
+        });
+    }
+
+    /// Feeds the in-sync tracker one observation (a no-op unless this broker leads).
+    fn observe_in_sync(&self) {
+        let now = std::time::Instant::now();
+        let progress = match &self.replication {
+            Replication::Standalone | Replication::Starting => None,
+            Replication::MasterSlave(ms) => ms.replica_progress(),
+            Replication::Raft(raft) => {
+                let m = raft.metrics().borrow_watched().clone();
+                m.replication.as_ref().map(|replication| {
+                    // Acknowledgement times are the raft runtime's instants; the tracker's
+                    // are std's: carry the age across.
+                    use openraft::Instant as _;
+                    let followers = replication
+                        .iter()
+                        .filter(|(id, _)| **id != m.id)
+                        .map(|(id, matched)| in_sync::Follower {
+                            id: *id as u32,
+                            matched: matched.map(|l| l.index),
+                            last_ack: m
+                                .heartbeat
+                                .as_ref()
+                                .and_then(|h| h.get(id).copied().flatten())
+                                .and_then(|at| now.checked_sub(at.elapsed())),
+                        })
+                        .collect();
+                    (m.last_log_index.unwrap_or(0), followers)
+                })
+            }
+        };
+        let mut tracker = self.in_sync.lock().expect("in-sync lock poisoned");
+        match progress {
+            Some((end, followers)) => tracker.observe(now, end, &followers),
+            // Not leading: what it knew is stale by the time it leads again.
+            None => *tracker = InSync::new(REPLICA_LAG),
+        }
+    }
+
+    /// The replicas in sync (Kafka's ISR), the leader included, when this broker leads the
+    /// group; `None` elsewhere.
+    pub fn in_sync(&self) -> Option<Vec<u32>> {
+        let leads = match &self.replication {
+            Replication::Standalone => return Some(vec![self.me]),
+            Replication::Starting => false,
+            Replication::MasterSlave(ms) => ms.is_master(),
+            Replication::Raft(_) => self.leading().is_some(),
+        };
+        if !leads {
+            return None;
+        }
+        self.observe_in_sync();
+        Some(
+            self.in_sync
+                .lock()
+                .expect("in-sync lock poisoned")
+                .members(std::time::Instant::now(), self.me),
+        )
+    }
+
+    /// Refuses an `acks=all` produce before it is written when fewer replicas are in sync
+    /// than `min_insync_replicas` asks for.
+    fn check_min_insync(&self) -> Result<(), LogGroupError> {
+        if self.min_insync <= 1 {
+            return Ok(());
+        }
+        let in_sync = self.in_sync().map_or(0, |m| m.len());
+        let needed = self.min_insync as usize;
+        if in_sync < needed {
+            return Err(LogGroupError::NotEnoughReplicas {
+                log_group: self.id,
+                in_sync,
+                needed,
+            });
+        }
+        Ok(())
     }
 
     /// The log group's id.
@@ -297,6 +443,9 @@ impl HostedGroup {
             Replication::MasterSlave(ms) => {
                 let role = self.master_role(ms)?;
                 check_epoch(self.id, epoch, role.epoch)?;
+                if acks == Acks::All {
+                    self.check_min_insync()?;
+                }
                 let appended = self.storage.append(key, payload, count).await?;
                 self.wait_master_slave(ms, appended.position + u64::from(appended.len), role, acks)
                     .await?;
@@ -311,6 +460,9 @@ impl HostedGroup {
                 // ForwardToLeader, which becomes NotLeader.
                 let current = self.epoch();
                 check_epoch(self.id, epoch, current)?;
+                if acks == Acks::All {
+                    self.check_min_insync()?;
+                }
                 if acks == Acks::Leader {
                     return self
                         .append_raft_leader_only(raft, (key, count, payload), current)
@@ -326,7 +478,7 @@ impl HostedGroup {
                 };
                 let (result, index) = self.replicate_indexed(command).await?;
                 if acks == Acks::All {
-                    self.wait_all_voters(raft, index).await?;
+                    self.wait_raft_holders(raft, index).await?;
                 }
                 match (result.base_offset, result.append_time_ms) {
                     (Some(base_offset), Some(append_time_ms)) => Ok(Produced {
@@ -524,26 +676,32 @@ impl HostedGroup {
         }
     }
 
-    /// Waits until every voter holds the raft entry at `index`.
-    async fn wait_all_voters(&self, raft: &GroupRaft, index: u64) -> Result<(), LogGroupError> {
-        let all_hold = move |m: &openraft::RaftMetrics<TypeConfig>| {
+    /// acks=all on a raft group: the entry at `index` is committed (a quorum holds it);
+    /// waits on only when `min_insync_replicas` asks for more replicas than the quorum.
+    /// Never for every voter: a stopped follower must not stop acknowledgements.
+    async fn wait_raft_holders(&self, raft: &GroupRaft, index: u64) -> Result<(), LogGroupError> {
+        let voters = self.voters().len();
+        let needed = acks_all_needs(voters, voters / 2 + 1, self.min_insync);
+        if needed <= voters / 2 + 1 {
+            return Ok(());
+        }
+        let enough = move |m: &openraft::RaftMetrics<TypeConfig>| {
             let Some(replication) = &m.replication else {
                 return false;
             };
-            m.membership_config.voter_ids().all(|id| {
-                id == m.id
-                    || replication
-                        .get(&id)
-                        .is_some_and(|matched| matched.is_some_and(|l| l.index >= index))
-            })
+            let followers = replication
+                .iter()
+                .filter(|(id, matched)| **id != m.id && matched.is_some_and(|l| l.index >= index))
+                .count();
+            followers + 1 >= needed
         };
-        raft.wait(Some(ACKS_ALL_WAIT)).metrics(all_hold, "every replica holds the entry").await.map_err(|_| {
-            LogGroupError::Replication(format!(
-                "acks=all: not every replica of log group {} acknowledged within {} s (the batch is committed at quorum)",
-                self.id,
-                ACKS_ALL_WAIT.as_secs()
-            ))
-        })?;
+        raft.wait(Some(ACKS_ALL_WAIT))
+            .metrics(enough, "min_insync_replicas replicas hold the entry")
+            .await
+            .map_err(|_| LogGroupError::NotEnoughReplicasAfterAppend {
+                log_group: self.id,
+                needed,
+            })?;
         Ok(())
     }
 
@@ -595,16 +753,21 @@ impl HostedGroup {
                             ),
                         )
                     })?;
-                if acks == Acks::All {
-                    ms.wait_all(end, role.epoch, ACKS_ALL_WAIT).await.map_err(|e| {
-                        failed(
-                            e,
-                            &format!(
-                                "acks=all: not every replica of log group {group} acknowledged within {} s (the batch is committed at quorum)",
-                                ACKS_ALL_WAIT.as_secs()
-                            ),
-                        )
-                    })?;
+                // acks=all: committed (the master and `sync_replicas` slaves hold it), and
+                // as many replicas as min_insync_replicas asks for.
+                let replicas = ms.replica_count();
+                let committed = ms.sync_replicas() + 1;
+                let needed = acks_all_needs(replicas, committed, self.min_insync);
+                if acks == Acks::All && needed > committed {
+                    ms.wait_holders(end, role.epoch, needed - 1, ACKS_ALL_WAIT)
+                        .await
+                        .map_err(|e| match e {
+                            WaitError::Timeout => LogGroupError::NotEnoughReplicasAfterAppend {
+                                log_group: group,
+                                needed,
+                            },
+                            e => failed(e, ""),
+                        })?;
                 }
                 Ok(())
             }

@@ -45,9 +45,16 @@ async fn topics_are_placed_through_the_control_plane_and_bad_metadata_is_refused
     )
     .await;
     let control = cp.addr.clone();
-    let eu = ManagedRegion::start(tmp.path(), "eu", 3, &control, &[])
-        .await
-        .unwrap();
+    // acks=all produces in eu need every replica of three (Kafka's min.insync.replicas).
+    let eu = ManagedRegion::start(
+        tmp.path(),
+        "eu",
+        3,
+        &control,
+        &["--min-insync-replicas", "3"],
+    )
+    .await
+    .unwrap();
     let mut us = ManagedRegion::start(tmp.path(), "us", 1, &control, &[])
         .await
         .unwrap();
@@ -113,8 +120,9 @@ async fn topics_are_placed_through_the_control_plane_and_bad_metadata_is_refused
         "{e}"
     );
 
-    // A topic's acks is what a produce naming none waits for: with `all`, a stopped
-    // follower fails the produce; altered to `quorum`, the same produce succeeds.
+    // A topic's acks is what a produce naming none waits for: with `all` and
+    // min_insync_replicas 3, a stopped follower fails the produce (NOT_ENOUGH_REPLICAS);
+    // altered to `quorum`, the same produce succeeds.
     let t = create_topic(
         &control,
         &[
@@ -145,11 +153,11 @@ async fn topics_are_placed_through_the_control_plane_and_bad_metadata_is_refused
         .producer(ProducerConfig::default());
     eu.brokers[follower as usize - 1].stop();
     let e = at_leader
-        .send(Record::new("audit", "needs every replica"))
+        .send(Record::new("audit", "needs three replicas"))
         .await
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("acks=all"), "{e}");
+    assert!(e.to_string().contains("min_insync_replicas"), "{e}");
     let (code, _, err) =
         meridian_control(&control, &["topic", "alter", "audit", "--acks", "quorum"]);
     assert_eq!(code, 0, "{err}");

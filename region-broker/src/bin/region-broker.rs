@@ -75,6 +75,10 @@ struct Args {
     /// Slaves that must hold a record before a master-slave group commits it.
     #[arg(long)]
     sync_replicas: Option<u32>,
+    /// Replicas that must hold a batch before an acks=all produce is answered, and be in
+    /// sync for one to be written (Kafka's min.insync.replicas; default: the commit quorum).
+    #[arg(long)]
+    min_insync_replicas: Option<u32>,
     /// A raft group snapshots after this many entries (0: never); retention deletes only
     /// what a snapshot covers.
     #[arg(long)]
@@ -166,6 +170,9 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.sync_replicas {
         c.replication.sync_replicas = v;
+    }
+    if let Some(v) = args.min_insync_replicas {
+        c.replication.min_insync_replicas = v;
     }
     if let Some(v) = args.snapshot_entries {
         c.replication.snapshot_entries = v;

@@ -373,6 +373,15 @@ impl Broker {
         self.leader_id(g).into_iter().collect()
     }
 
+    /// The replicas of log group `g` in sync (Kafka's ISR): the leader's own view when this
+    /// broker leads the group; elsewhere every replica (a follower does not see its peers'
+    /// progress).
+    pub fn in_sync_replicas(&self, g: u32) -> Vec<u32> {
+        self.log_group(g)
+            .and_then(|group| group.in_sync())
+            .unwrap_or_else(|| self.replicas_of(g))
+    }
+
     /// The replication state of every log group on this broker.
     pub fn log_groups_info(&self) -> Vec<LogGroupState> {
         self.log_groups()

@@ -378,11 +378,16 @@ impl Kafka {
                     ("message.timestamp.type", "CreateTime".into(), true, 5, 2),
                     (
                         "min.insync.replicas",
-                        // A quorum of the topic's log group acknowledges acks=all.
-                        (topic
-                            .groups
-                            .first()
-                            .map_or(1, |&g| self.broker.replicas_of(g).len() / 2 + 1))
+                        // acks=all waits for the commit quorum of the topic's log group,
+                        // or for min_insync_replicas when that asks for more.
+                        (topic.groups.first().map_or(1, |&g| {
+                            let replicas = self.broker.replicas_of(g).len();
+                            crate::replication::in_sync::acks_all_needs(
+                                replicas,
+                                replicas / 2 + 1,
+                                self.broker.config().replication.min_insync_replicas,
+                            )
+                        }))
                         .to_string(),
                         true,
                         5,

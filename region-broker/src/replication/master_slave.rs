@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::in_sync;
 use super::pull::{self, PullError, ReadAnswer, ReadRequest};
 use crate::config::{Config, Peer};
 use crate::storage::{FlushPolicy, LogGroup};
@@ -360,6 +361,11 @@ impl MasterSlaveGroup {
         self.role().master == Some(self.me)
     }
 
+    /// Replicas of the group: the master and every other broker it names.
+    pub fn replica_count(&self) -> usize {
+        self.others.len() + 1
+    }
+
     /// Slaves that must hold a record before it is committed.
     pub fn sync_replicas(&self) -> usize {
         self.sync_replicas
@@ -532,20 +538,46 @@ impl MasterSlaveGroup {
         .await
     }
 
-    /// On the master: waits until every slave holds the journal up to `end`.
-    pub async fn wait_all(&self, end: u64, epoch: u64, limit: Duration) -> Result<(), WaitError> {
+    /// On the master: waits until at least `slaves` slaves hold the journal up to `end`
+    /// (an `acks=all` produce whose `min_insync_replicas` asks for more than the commit).
+    pub async fn wait_holders(
+        &self,
+        end: u64,
+        epoch: u64,
+        slaves: usize,
+        limit: Duration,
+    ) -> Result<(), WaitError> {
         self.wait_for(limit, |v| {
             if let Err(changed) = decide::still_master(v.role, self.me, epoch) {
                 return Some(Err(changed));
             }
-            let slaves = self.slaves.lock().expect("slaves lock poisoned");
-            let all = self
-                .others
-                .iter()
-                .all(|p| slaves.get(&p.id).is_some_and(|&(held, _)| held >= end));
-            all.then_some(Ok(()))
+            let held = self.slaves.lock().expect("slaves lock poisoned");
+            let holding = held.values().filter(|&&(p, _)| p >= end).count();
+            (holding >= slaves).then_some(Ok(()))
         })
         .await
+    }
+
+    /// On the master: its durable journal end and, per slave of the group, what it holds
+    /// and when it last pulled (what the in-sync tracker observes); `None` elsewhere.
+    pub fn replica_progress(&self) -> Option<(u64, Vec<in_sync::Follower>)> {
+        if !self.is_master() {
+            return None;
+        }
+        let held = self.slaves.lock().expect("slaves lock poisoned");
+        let followers = self
+            .others
+            .iter()
+            .map(|p| {
+                let known = held.get(&p.id);
+                in_sync::Follower {
+                    id: p.id,
+                    matched: known.map(|&(position, _)| position),
+                    last_ack: known.map(|&(_, at)| at),
+                }
+            })
+            .collect();
+        Some((self.durable_end(), followers))
     }
 
     async fn wait_for(
