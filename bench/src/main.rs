@@ -234,7 +234,7 @@ async fn many_groups(
         )?));
     }
     let payload = Bytes::from(encode_batch(&[Message {
-        value: Bytes::from(vec![7u8; 1000]),
+        value: Some(Bytes::from(vec![7u8; 1000])),
         timestamp_ms: 1,
         ..Message::default()
     }]));
@@ -334,7 +334,7 @@ async fn journal_append(
     };
     let group = Arc::new(LogGroup::open(dir, config, &partitions)?);
     let payload = Bytes::from(encode_batch(&[Message {
-        value: Bytes::from(vec![7u8; size - 24]),
+        value: Some(Bytes::from(vec![7u8; size - 24])),
         timestamp_ms: 1,
         ..Message::default()
     }]));

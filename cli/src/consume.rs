@@ -79,17 +79,26 @@ pub(crate) async fn run(args: Args, broker: &str, json: bool) -> anyhow::Result<
         }
         for (i, m) in batch.iter().enumerate() {
             if json {
+                let text = |b: &bytes::Bytes| String::from_utf8_lossy(b).into_owned();
+                // A null value or header value is JSON null, never "" (an empty one is "").
                 let line = serde_json::json!({
                     "partition": m.partition,
                     "offset": m.offset,
-                    "key": m.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
-                    "value": String::from_utf8_lossy(&m.value),
+                    "key": m.key.as_ref().map(text),
+                    "value": m.value.as_ref().map(text),
+                    "headers": m
+                        .headers
+                        .iter()
+                        .map(|(k, v)| serde_json::json!([k, v.as_ref().map(text)]))
+                        .collect::<Vec<_>>(),
                     "timestamp_ms": m.timestamp_ms,
                     "append_time_ms": m.append_time_ms,
                 });
                 writeln!(stdout, "{line}")?;
             } else {
-                stdout.write_all(&m.value)?;
+                // One line per value; a null value prints as an empty line (--json tells
+                // them apart).
+                stdout.write_all(m.value.as_deref().unwrap_or_default())?;
                 stdout.write_all(b"\n")?;
             }
             seen += 1;

@@ -63,10 +63,11 @@ pub struct ConsumedMessage {
     pub offset: u64,
     /// Key.
     pub key: Option<Bytes>,
-    /// Payload.
-    pub value: Bytes,
-    /// Headers.
-    pub headers: Vec<(String, Bytes)>,
+    /// Payload; `None` when it is null (a tombstone), which is not the same as empty.
+    pub value: Option<Bytes>,
+    /// Headers, in the order they were produced; a name may repeat and a value may be
+    /// null (`None`).
+    pub headers: Vec<(String, Option<Bytes>)>,
     /// Producer timestamp.
     pub timestamp_ms: i64,
     /// Broker append time.
@@ -335,8 +336,12 @@ impl Consumer {
                     partition,
                     offset: m.offset,
                     key: m.key,
-                    value: m.value,
-                    headers: m.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+                    value: (!m.value_null).then_some(m.value),
+                    headers: m
+                        .headers
+                        .into_iter()
+                        .map(|h| (h.key, (!h.value_null).then_some(h.value)))
+                        .collect(),
                     timestamp_ms: m.timestamp_ms,
                     append_time_ms: m.append_time_ms,
                     origin_region: m.origin_region,

@@ -52,10 +52,11 @@ pub struct Record {
     pub partition: Option<u32>,
     /// Optional key.
     pub key: Option<Bytes>,
-    /// Payload.
-    pub value: Bytes,
-    /// Headers.
-    pub headers: Vec<(String, Bytes)>,
+    /// Payload; `None` is a null value (a tombstone, as Kafka calls it), distinct from an
+    /// empty one.
+    pub value: Option<Bytes>,
+    /// Headers, in order; a name may repeat and a value may be null (`None`).
+    pub headers: Vec<(String, Option<Bytes>)>,
     /// Producer timestamp (ms since the epoch); 0 lets the broker stamp it.
     pub timestamp_ms: i64,
 }
@@ -65,7 +66,16 @@ impl Record {
     pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> Record {
         Record {
             topic: topic.into(),
-            value: value.into(),
+            value: Some(value.into()),
+            ..Record::default()
+        }
+    }
+
+    /// A record with a null value (a tombstone: "this key is deleted" to a compacting
+    /// reader) for a topic.
+    pub fn tombstone(topic: impl Into<String>) -> Record {
+        Record {
+            topic: topic.into(),
             ..Record::default()
         }
     }
@@ -82,19 +92,31 @@ impl Record {
         self
     }
 
-    /// Adds a header.
+    /// Adds a header (after those already added; a name may repeat).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Record {
-        self.headers.push((name.into(), value.into()));
+        self.headers.push((name.into(), Some(value.into())));
+        self
+    }
+
+    /// Adds a header with a null value.
+    pub fn null_header(mut self, name: impl Into<String>) -> Record {
+        self.headers.push((name.into(), None));
+        self
+    }
+
+    /// Sets the producer timestamp (ms since the epoch).
+    pub fn timestamp_ms(mut self, timestamp_ms: i64) -> Record {
+        self.timestamp_ms = timestamp_ms;
         self
     }
 
     fn size(&self) -> usize {
         24 + self.key.as_ref().map_or(0, Bytes::len)
-            + self.value.len()
+            + self.value.as_ref().map_or(0, Bytes::len)
             + self
                 .headers
                 .iter()
-                .map(|(k, v)| 6 + k.len() + v.len())
+                .map(|(k, v)| 6 + k.len() + v.as_ref().map_or(0, Bytes::len))
                 .sum::<usize>()
     }
 }
@@ -309,11 +331,12 @@ impl Batcher {
                 .into_iter()
                 .map(|r| v1::Message {
                     key: r.key,
-                    value: r.value,
+                    value_null: r.value.is_none(),
+                    value: r.value.unwrap_or_default(),
                     headers: r
                         .headers
                         .into_iter()
-                        .map(|(key, value)| v1::Header { key, value })
+                        .map(|(key, value)| v1::Header::from_pair(key, value))
                         .collect(),
                     timestamp_ms: r.timestamp_ms,
                 })

@@ -636,11 +636,15 @@ pub async fn messages(
                 )
                 .to_string(),
                 key: m.key.as_deref().map(text).unwrap_or_default(),
-                value: text(&m.value),
+                value: m.value.as_deref().map(text).unwrap_or_default(),
                 headers: m
                     .headers
                     .iter()
-                    .map(|(k, v)| format!("{k}={}", text(v)))
+                    // A null header value shows as the bare name, an empty one as `name=`.
+                    .map(|(k, v)| match v {
+                        Some(v) => format!("{k}={}", text(v)),
+                        None => k.clone(),
+                    })
                     .collect::<Vec<_>>()
                     .join(", "),
                 origin_region: m.origin_region,

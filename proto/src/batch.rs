@@ -7,26 +7,37 @@
 //! timestamp_ms  i64
 //! key_len       i32      -1 when the message has no key
 //! key           key_len bytes
-//! value_len     u32
+//! value_len     u32      0xFFFF_FFFF (NULL_LEN) when the value is null (a tombstone)
 //! value         value_len bytes
 //! header_count  u16
-//! header_count × { name_len u16, name (UTF-8), value_len u32, value }
+//! header_count × { name_len u16, name (UTF-8), value_len u32 (NULL_LEN: null), value }
 //! ```
+//!
+//! Null values and null header values were added later, compatibly: a length of
+//! `0xFFFF_FFFF` was never written (messages are limited far below 4 GiB), so every batch
+//! written before decodes as it did, and a batch without nulls is encoded byte for byte as
+//! before. A null is distinct from an empty value, as in Kafka, where a null value is a
+//! tombstone. (The journal record's flags were not used for this: the marker is needed per
+//! value, and a reader that does not know it fails on that one batch with a decode error
+//! rather than misreading it.)
 //!
 //! Decoding slices the input `Bytes`, so keys and values of a batch read from a memory map
 //! reach the network without a copy.
 
 use bytes::{BufMut, Bytes};
 
+/// The `value_len` of a null value or null header value.
+pub const NULL_LEN: u32 = u32::MAX;
+
 /// One message as producers send it and consumers receive it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Message {
     /// Partitioning and compaction key; `None` is distinct from an empty key.
     pub key: Option<Bytes>,
-    /// The payload.
-    pub value: Bytes,
-    /// Application headers, in order; names may repeat.
-    pub headers: Vec<(String, Bytes)>,
+    /// The payload; `None` (a tombstone in Kafka's terms) is distinct from an empty value.
+    pub value: Option<Bytes>,
+    /// Application headers, in order; names may repeat, and a value may be null (`None`).
+    pub headers: Vec<(String, Option<Bytes>)>,
     /// Producer timestamp, milliseconds since the Unix epoch.
     pub timestamp_ms: i64,
 }
@@ -56,12 +67,12 @@ impl Message {
         8 + 4
             + self.key.as_ref().map_or(0, Bytes::len)
             + 4
-            + self.value.len()
+            + self.value.as_ref().map_or(0, Bytes::len)
             + 2
             + self
                 .headers
                 .iter()
-                .map(|(k, v)| 2 + k.len() + 4 + v.len())
+                .map(|(k, v)| 2 + k.len() + 4 + v.as_ref().map_or(0, Bytes::len))
                 .sum::<usize>()
     }
 
@@ -69,8 +80,9 @@ impl Message {
     ///
     /// # Panics
     /// When a field exceeds what its length prefix can hold (a key or value of 2 GiB or more,
-    /// more than 65,535 headers, a header name over 65,535 bytes). Callers validate sizes
-    /// against far smaller limits before encoding.
+    /// more than 65,535 headers, a header name over 65,535 bytes, a header value of 4 GiB
+    /// less one byte or more). Callers validate sizes against far smaller limits before
+    /// encoding.
     pub fn encode(&self, buf: &mut impl BufMut) {
         buf.put_i64_le(self.timestamp_ms);
         match &self.key {
@@ -80,14 +92,12 @@ impl Message {
                 buf.put_slice(key);
             }
         }
-        buf.put_u32_le(u32::try_from(self.value.len()).expect("value length checked by caller"));
-        buf.put_slice(&self.value);
+        put_nullable(buf, self.value.as_ref());
         buf.put_u16_le(u16::try_from(self.headers.len()).expect("header count checked by caller"));
         for (name, value) in &self.headers {
             buf.put_u16_le(u16::try_from(name.len()).expect("header name checked by caller"));
             buf.put_slice(name.as_bytes());
-            buf.put_u32_le(u32::try_from(value.len()).expect("header value checked by caller"));
-            buf.put_slice(value);
+            put_nullable(buf, value.as_ref());
         }
     }
 
@@ -101,8 +111,7 @@ impl Message {
             n if n < 0 => return Err(r.invalid(4, "negative key length")),
             n => Some(r.bytes(n as usize)?),
         };
-        let value_len = u32::from_le_bytes(r.array()?) as usize;
-        let value = r.bytes(value_len)?;
+        let value = r.nullable()?;
         let header_count = u16::from_le_bytes(r.array()?);
         let mut headers = Vec::with_capacity(usize::from(header_count).min(64));
         for _ in 0..header_count {
@@ -115,8 +124,7 @@ impl Message {
                     reason: "header name is not UTF-8",
                 })?
                 .to_owned();
-            let value_len = u32::from_le_bytes(r.array()?) as usize;
-            headers.push((name, r.bytes(value_len)?));
+            headers.push((name, r.nullable()?));
         }
         Ok((
             Message {
@@ -127,6 +135,119 @@ impl Message {
             },
             r.pos,
         ))
+    }
+}
+
+/// A native API message or header marked null (`value_null`) that also carries bytes: the
+/// value would be ambiguous, so it is refused rather than read as one or the other.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} is marked null (value_null) but carries {len} bytes")]
+pub struct NullWithBytes {
+    /// "a message value" or "header NAME".
+    pub what: String,
+    /// The bytes it carries.
+    pub len: usize,
+}
+
+/// The native API's form of a nullable value: bytes and a null mark (`value_null`), the
+/// bytes empty when null.
+pub fn to_wire(value: Option<Bytes>) -> (Bytes, bool) {
+    match value {
+        Some(value) => (value, false),
+        None => (Bytes::new(), true),
+    }
+}
+
+/// A nullable value from the native API's bytes and null mark; `what` names it in the error
+/// when a null carries bytes.
+pub fn from_wire(
+    value: Bytes,
+    null: bool,
+    what: impl FnOnce() -> String,
+) -> Result<Option<Bytes>, NullWithBytes> {
+    match (null, value.is_empty()) {
+        (false, _) => Ok(Some(value)),
+        (true, true) => Ok(None),
+        (true, false) => Err(NullWithBytes {
+            what: what(),
+            len: value.len(),
+        }),
+    }
+}
+
+#[cfg(feature = "grpc")]
+mod native {
+    use bytes::Bytes;
+
+    use super::{Message, NullWithBytes, from_wire, to_wire};
+    use crate::v1;
+
+    impl v1::Header {
+        /// A header of the native API, null when `value` is `None`.
+        pub fn from_pair(key: String, value: Option<Bytes>) -> v1::Header {
+            let (value, value_null) = to_wire(value);
+            v1::Header {
+                key,
+                value,
+                value_null,
+            }
+        }
+
+        /// The header's name and value (`None` when null).
+        pub fn into_pair(self) -> Result<(String, Option<Bytes>), NullWithBytes> {
+            let key = self.key;
+            let value = from_wire(self.value, self.value_null, || format!("header {key:?}"))?;
+            Ok((key, value))
+        }
+    }
+
+    impl TryFrom<v1::Message> for Message {
+        type Error = NullWithBytes;
+
+        fn try_from(m: v1::Message) -> Result<Message, NullWithBytes> {
+            Ok(Message {
+                key: m.key,
+                value: from_wire(m.value, m.value_null, || "a message value".into())?,
+                headers: m
+                    .headers
+                    .into_iter()
+                    .map(v1::Header::into_pair)
+                    .collect::<Result<_, _>>()?,
+                timestamp_ms: m.timestamp_ms,
+            })
+        }
+    }
+
+    impl From<Message> for v1::Message {
+        fn from(m: Message) -> v1::Message {
+            let (value, value_null) = to_wire(m.value);
+            v1::Message {
+                key: m.key,
+                value,
+                value_null,
+                headers: m
+                    .headers
+                    .into_iter()
+                    .map(|(k, v)| v1::Header::from_pair(k, v))
+                    .collect(),
+                timestamp_ms: m.timestamp_ms,
+            }
+        }
+    }
+}
+
+/// A value's length (`NULL_LEN` when null) and bytes.
+fn put_nullable(buf: &mut impl BufMut, value: Option<&Bytes>) {
+    match value {
+        None => buf.put_u32_le(NULL_LEN),
+        Some(value) => {
+            let len = u32::try_from(value.len())
+                .ok()
+                .filter(|&n| n != NULL_LEN)
+                .expect("value length checked by caller");
+            buf.put_u32_le(len);
+            buf.put_slice(value);
+        }
     }
 }
 
@@ -197,6 +318,14 @@ impl Reader<'_> {
         Ok(self.buf.slice(at..at + n))
     }
 
+    /// A `value_len` and its bytes; `None` for `NULL_LEN`.
+    fn nullable(&mut self) -> Result<Option<Bytes>, DecodeError> {
+        match u32::from_le_bytes(self.array()?) {
+            NULL_LEN => Ok(None),
+            n => self.bytes(n as usize).map(Some),
+        }
+    }
+
     fn invalid(&self, back: usize, reason: &'static str) -> DecodeError {
         DecodeError::Invalid {
             offset: self.pos - back,
@@ -210,25 +339,53 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Messages with null and empty values and header values, and repeated header names
+    /// (names are drawn from three letters so that they often repeat).
     fn message() -> impl Strategy<Value = Message> {
         (
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
-            proptest::collection::vec(any::<u8>(), 0..200),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
             proptest::collection::vec(
-                ("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..16)),
-                0..4,
+                (
+                    "[a-c]{0,2}",
+                    proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16)),
+                ),
+                0..5,
             ),
             any::<i64>(),
         )
             .prop_map(|(key, value, headers, timestamp_ms)| Message {
                 key: key.map(Bytes::from),
-                value: Bytes::from(value),
+                value: value.map(Bytes::from),
                 headers: headers
                     .into_iter()
-                    .map(|(k, v)| (k, Bytes::from(v)))
+                    .map(|(k, v)| (k, v.map(Bytes::from)))
                     .collect(),
                 timestamp_ms,
             })
+    }
+
+    /// The encoder before null values existed (a null value could not be given to it).
+    fn encode_before_nulls(m: &Message, buf: &mut Vec<u8>) {
+        buf.put_i64_le(m.timestamp_ms);
+        match &m.key {
+            None => buf.put_i32_le(-1),
+            Some(key) => {
+                buf.put_i32_le(key.len() as i32);
+                buf.put_slice(key);
+            }
+        }
+        let value = m.value.as_ref().expect("no null value");
+        buf.put_u32_le(value.len() as u32);
+        buf.put_slice(value);
+        buf.put_u16_le(m.headers.len() as u16);
+        for (name, value) in &m.headers {
+            let value = value.as_ref().expect("no null header value");
+            buf.put_u16_le(name.len() as u16);
+            buf.put_slice(name.as_bytes());
+            buf.put_u32_le(value.len() as u32);
+            buf.put_slice(value);
+        }
     }
 
     proptest! {
@@ -237,6 +394,21 @@ mod tests {
             let buf = Bytes::from(encode_batch(&messages));
             prop_assert_eq!(buf.len(), messages.iter().map(Message::encoded_len).sum::<usize>());
             prop_assert_eq!(decode_batch(&buf, messages.len()).unwrap(), messages);
+        }
+
+        /// The extension is compatible: a message the old format could hold (no null value
+        /// or header value) is encoded byte for byte as before, so what was written before
+        /// decodes as it was and old readers read every batch without a null.
+        #[test]
+        fn messages_without_nulls_keep_the_old_encoding(mut m in message()) {
+            m.value.get_or_insert_with(Bytes::new);
+            for (_, v) in &mut m.headers {
+                v.get_or_insert_with(Bytes::new);
+            }
+            let mut old = Vec::new();
+            encode_before_nulls(&m, &mut old);
+            prop_assert_eq!(&encode_batch(std::slice::from_ref(&m)), &old);
+            prop_assert_eq!(decode_batch(&Bytes::from(old), 1).unwrap(), vec![m]);
         }
 
         #[test]
@@ -259,6 +431,79 @@ mod tests {
                 prop_assert!(is_incomplete);
             }
         }
+    }
+
+    /// Null stays null and empty stays empty, for the value and each header value; repeated
+    /// header names keep their order.
+    #[test]
+    fn null_is_not_empty() {
+        let m = Message {
+            key: Some(Bytes::new()),
+            value: None,
+            headers: vec![
+                ("k".into(), Some(Bytes::from_static(b"1"))),
+                ("k".into(), None),
+                ("e".into(), Some(Bytes::new())),
+                ("k".into(), Some(Bytes::from_static(b"2"))),
+            ],
+            timestamp_ms: 7,
+        };
+        let empty = Message {
+            value: Some(Bytes::new()),
+            ..m.clone()
+        };
+        let both = Bytes::from(encode_batch(&[m.clone(), empty.clone()]));
+        assert_eq!(decode_batch(&both, 2).unwrap(), vec![m.clone(), empty]);
+        let mut one = Vec::new();
+        m.encode(&mut one);
+        assert_eq!(
+            &one[12..16],
+            &NULL_LEN.to_le_bytes(),
+            "the null value's length"
+        );
+        assert_eq!(one.len(), m.encoded_len());
+    }
+
+    /// The native API's form round-trips nulls and empties, and refuses a null with bytes.
+    #[cfg(feature = "grpc")]
+    #[test]
+    fn native_messages_round_trip_nulls() {
+        let m = Message {
+            key: None,
+            value: None,
+            headers: vec![
+                ("h".into(), None),
+                ("h".into(), Some(Bytes::new())),
+                ("h".into(), Some(Bytes::from_static(b"x"))),
+            ],
+            timestamp_ms: 3,
+        };
+        for m in [
+            m.clone(),
+            Message {
+                value: Some(Bytes::new()),
+                ..m
+            },
+        ] {
+            let wire = crate::v1::Message::from(m.clone());
+            assert_eq!(wire.value_null, m.value.is_none());
+            assert_eq!(Message::try_from(wire).unwrap(), m);
+        }
+        let bad = crate::v1::Message {
+            value: Bytes::from_static(b"v"),
+            value_null: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            Message::try_from(bad).unwrap_err().to_string(),
+            "a message value is marked null (value_null) but carries 1 bytes"
+        );
+        let bad = crate::v1::Header {
+            key: "h".into(),
+            value: Bytes::from_static(b"v"),
+            value_null: true,
+        };
+        assert!(bad.into_pair().is_err());
     }
 
     #[test]

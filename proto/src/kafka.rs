@@ -154,7 +154,9 @@ pub struct ProducerBatch {
 /// A partition's records as a produce carries them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Records {
-    /// The messages (control records dropped; a null value is stored empty).
+    /// The messages as produced (control records dropped): a null value or header value
+    /// stays null, repeated header keys stay in order, the producer's timestamp is kept
+    /// (`-1`, Kafka's "none", becomes 0: the broker stamps it).
     pub messages: Vec<Message>,
     /// Set when an idempotent producer wrote them (producer id 0 or more).
     pub producer: Option<ProducerBatch>,
@@ -220,11 +222,11 @@ pub fn decode_records(records: Option<Bytes>) -> Result<Records, RecordsError> {
             }
             out.push(Message {
                 key: record.key,
-                value: record.value.unwrap_or_default(),
+                value: record.value,
                 headers: record
                     .headers
                     .into_iter()
-                    .map(|(k, v)| (k.to_string(), v.unwrap_or_default()))
+                    .map(|(k, v)| (k.to_string(), v))
                     .collect(),
                 timestamp_ms: record.timestamp.max(0),
             });
@@ -353,6 +355,71 @@ mod tests {
         assert_eq!(
             decode_records(Some(gap.freeze())).unwrap_err().code,
             INVALID_REQUEST
+        );
+    }
+
+    /// A record's content is stored as produced: repeated header keys in order, a null
+    /// header value and a null value (a tombstone) as null, an empty value as empty, the
+    /// producer's timestamp.
+    #[test]
+    fn records_keep_their_content() {
+        use kafka_protocol::protocol::StrBytes;
+        let mut b = bytes::BytesMut::new();
+        let headers = vec![
+            (
+                StrBytes::from_static_str("trace"),
+                Some(Bytes::from_static(b"a")),
+            ),
+            (StrBytes::from_static_str("none"), None),
+            (
+                StrBytes::from_static_str("trace"),
+                Some(Bytes::from_static(b"b")),
+            ),
+            (StrBytes::from_static_str("empty"), Some(Bytes::new())),
+        ];
+        let record = |offset, value: Option<Bytes>| kafka_protocol::records::Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            offset,
+            sequence: -1,
+            timestamp: 1_700_000_000_123 + offset,
+            key: Some(Bytes::from_static(b"k")),
+            value,
+            headers: headers.clone(),
+        };
+        let records = [record(0, None), record(1, Some(Bytes::new()))];
+        let options = kafka_protocol::records::RecordEncodeOptions {
+            version: 2,
+            compression: kafka_protocol::records::Compression::None,
+        };
+        kafka_protocol::records::RecordBatchEncoder::encode(&mut b, records.iter(), &options)
+            .unwrap();
+        let got = decode_records(Some(b.freeze())).unwrap().messages;
+        let want_headers: Vec<(String, Option<Bytes>)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                Message {
+                    key: Some(Bytes::from_static(b"k")),
+                    value: None,
+                    headers: want_headers.clone(),
+                    timestamp_ms: 1_700_000_000_123,
+                },
+                Message {
+                    key: Some(Bytes::from_static(b"k")),
+                    value: Some(Bytes::new()),
+                    headers: want_headers,
+                    timestamp_ms: 1_700_000_000_124,
+                },
+            ]
         );
     }
 }

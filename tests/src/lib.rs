@@ -513,7 +513,7 @@ pub async fn read_all(
         for m in batch {
             out.entry(m.partition)
                 .or_default()
-                .push((m.offset, m.value.to_vec()));
+                .push((m.offset, m.value.unwrap_or_default().to_vec()));
             seen += 1;
         }
     }

@@ -362,6 +362,11 @@ async fn the_python_confluent_kafka_client_works_unchanged() {
 /// Runs one of the Python client scripts (`tests/kafka_clients/SCRIPT`) with the venv the
 /// test script builds; fails the test with its output unless it exits 0 having printed OK.
 async fn python_script(script: &'static str, args: Vec<String>) {
+    python_output(script, args).await;
+}
+
+/// As `python_script`, returning what the script printed.
+async fn python_output(script: &'static str, args: Vec<String>) -> String {
     let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
     assert!(
         python.exists(),
@@ -378,6 +383,123 @@ async fn python_script(script: &'static str, args: Vec<String>) {
         .unwrap();
     assert_eq!(code, 0, "{script} {args:?} failed:\n{out}\n{err}");
     assert!(out.contains("OK"), "{script} {args:?}: {out}");
+    out
+}
+
+/// A record's content is what was produced, whoever reads it: confluent-kafka produces
+/// records with repeated header keys, null and empty header values, a null value (a
+/// tombstone), an empty value and explicit timestamps (`kafka_clients/confluent_content.py`,
+/// which reads them back and checks them itself); kcat (`-J`) and the Rust SDK over gRPC
+/// read the same records: null stays null, repeated keys keep their order, timestamps are
+/// the producer's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_content_is_the_same_for_every_client() {
+    use serde_json::{Value, json};
+    let tmp = tempfile::tempdir().unwrap();
+    let kafka = free_addr();
+    let kafka_flag = kafka.to_string();
+    let broker = BrokerProcess::start(tmp.path(), &["--kafka-listen", &kafka_flag])
+        .await
+        .unwrap();
+    let client = broker.client().await;
+    client.create_topic("content", 1).await.unwrap();
+    let out = python_output("confluent_content.py", vec![kafka_flag, "content".into()]).await;
+    let python: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let want = json!([
+        {"key": "k1", "value": "v1", "timestamp": 1_600_000_000_001_i64, "headers":
+            [["dup", "1"], ["nul", null], ["dup", "2"], ["empty", ""], ["dup", "3"]]},
+        {"key": "k1", "value": null, "timestamp": 1_600_000_000_002_i64, "headers":
+            [["dup", "a"], ["dup", null]]},
+        {"key": "k2", "value": "", "timestamp": 1_600_000_000_003_i64, "headers": []},
+        {"key": null, "value": null, "timestamp": 1234, "headers": [["only", null]]},
+    ]);
+    assert_eq!(python, want, "confluent-kafka");
+
+    // kcat's JSON: headers are a flat list of name, value, name, value...
+    let (code, out, err) = kcat(
+        kafka,
+        &[
+            "-C",
+            "-t",
+            "content",
+            "-p",
+            "0",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-J",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let kcat_read: Vec<Value> = out
+        .lines()
+        .map(|line| {
+            let r: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(r["tstype"], "create", "{line}");
+            let flat = r["headers"].as_array().cloned().unwrap_or_default();
+            let headers: Vec<Value> = flat.chunks(2).map(|h| json!([h[0], h[1]])).collect();
+            json!({"key": r["key"], "value": r["payload"], "timestamp": r["ts"], "headers": headers})
+        })
+        .collect();
+    assert_eq!(Value::from(kcat_read), want, "kcat");
+
+    // The SDK, over gRPC.
+    let mut consumer = client.consumer(meridian_client::ConsumerConfig {
+        start: meridian_client::StartFrom::Beginning,
+        ..Default::default()
+    });
+    consumer.assign("content", &[0]).await.unwrap();
+    let mut sdk = Vec::new();
+    while sdk.len() < 4 {
+        let got = consumer
+            .poll(std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(!got.is_empty(), "the SDK read {} of 4 records", sdk.len());
+        sdk.extend(got);
+    }
+    let text =
+        |b: &Option<bytes::Bytes>| b.as_ref().map(|b| String::from_utf8(b.to_vec()).unwrap());
+    let sdk: Vec<Value> = sdk
+        .iter()
+        .map(|m| {
+            let headers: Vec<Value> = m.headers.iter().map(|(k, v)| json!([k, text(v)])).collect();
+            json!({"key": text(&m.key), "value": text(&m.value), "timestamp": m.timestamp_ms, "headers": headers})
+        })
+        .collect();
+    assert_eq!(Value::from(sdk), want, "the Rust SDK");
+
+    // And the other way: the SDK's tombstone with a null header is null to kcat.
+    let producer = client.producer(ProducerConfig::default());
+    let record = Record::tombstone("content")
+        .partition(0)
+        .key("k3")
+        .null_header("h")
+        .header("h", "x")
+        .timestamp_ms(99);
+    producer.send(record).await.await.unwrap();
+    let (code, out, err) = kcat(
+        kafka,
+        &[
+            "-C", "-t", "content", "-p", "0", "-o", "4", "-e", "-q", "-J",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let r: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (&r["key"], &r["payload"], &r["headers"], &r["ts"]),
+        (
+            &json!("k3"),
+            &Value::Null,
+            &json!(["h", null, "h", "x"]),
+            &json!(99)
+        ),
+        "{out}"
+    );
+    assert!(broker.running());
 }
 
 /// One request on a raw Kafka connection (the codecs are `kafka-protocol`'s); the response

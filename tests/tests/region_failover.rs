@@ -161,7 +161,7 @@ async fn a_killed_region_fails_over_and_rejoins_with_nothing_lost_or_doubled() {
                         seen.lock().unwrap().extend(
                             batch
                                 .into_iter()
-                                .map(|m| String::from_utf8(m.value.to_vec()).unwrap()),
+                                .map(|m| String::from_utf8(m.value.unwrap().to_vec()).unwrap()),
                         );
                         if consumer.commit().await.is_err() {
                             errors += 1;
@@ -303,7 +303,7 @@ async fn a_killed_region_fails_over_and_rejoins_with_nothing_lost_or_doubled() {
         rest.extend(
             batch
                 .into_iter()
-                .map(|m| String::from_utf8(m.value.to_vec()).unwrap()),
+                .map(|m| String::from_utf8(m.value.unwrap().to_vec()).unwrap()),
         );
     }
     for v in &rest {

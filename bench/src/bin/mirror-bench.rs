@@ -166,7 +166,7 @@ async fn lag(p: &Platform, args: &Args) -> anyhow::Result<(f64, f64, u64)> {
                     let now = Instant::now();
                     let mut arrived = arrived.lock().unwrap();
                     for m in batch {
-                        arrived.insert(key_of(&m.value), now);
+                        arrived.insert(key_of(m.value.as_deref().unwrap_or_default()), now);
                     }
                 }
             }

@@ -264,6 +264,7 @@ pub struct PartitionInfo {
     #[prost(uint64, tag = "4")]
     pub latest_offset: u64,
 }
+/// A message's headers are a list: a key may repeat, and order is kept.
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Header {
@@ -271,6 +272,11 @@ pub struct Header {
     pub key: ::prost::alloc::string::String,
     #[prost(bytes = "bytes", tag = "2")]
     pub value: ::prost::bytes::Bytes,
+    /// The value is null (Kafka's null header value), not empty; `value` is then empty.
+    /// (A field of its own rather than `optional bytes value`, which would turn the empty
+    /// values of clients from before it into nulls.)
+    #[prost(bool, tag = "3")]
+    pub value_null: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -285,6 +291,10 @@ pub struct Message {
     /// Producer timestamp in milliseconds since the Unix epoch; 0 lets the broker stamp it.
     #[prost(int64, tag = "4")]
     pub timestamp_ms: i64,
+    /// The value is null (a tombstone, Kafka's null value), not empty; `value` must then be
+    /// empty. Clients that predate it send and see an empty value.
+    #[prost(bool, tag = "5")]
+    pub value_null: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -350,6 +360,9 @@ pub struct FetchedMessage {
     pub origin_region: ::prost::alloc::string::String,
     #[prost(uint64, tag = "8")]
     pub origin_position: u64,
+    /// The value is null (a tombstone), not empty; `value` is then empty.
+    #[prost(bool, tag = "9")]
+    pub value_null: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]

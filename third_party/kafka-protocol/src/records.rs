@@ -42,7 +42,6 @@ use anyhow::{anyhow, bail, Result};
 use bytes::{Bytes, BytesMut};
 use crc::{Crc, CRC_32_ISO_HDLC};
 use crc32c::crc32c;
-use indexmap::IndexMap;
 
 use crate::protocol::{
     buf::{gap, ByteBuf, ByteBufMut},
@@ -180,8 +179,12 @@ pub struct Record {
     pub key: Option<Bytes>,
     /// The payload of the record.
     pub value: Option<Bytes>,
-    /// Headers associated with the record's payload.
-    pub headers: IndexMap<StrBytes, Option<Bytes>>,
+    /// Headers associated with the record's payload, in wire order.
+    ///
+    /// MERIDIAN PATCH: a list, not upstream's `IndexMap`. Kafka headers are an ordered list in
+    /// which a key may repeat (Java's `Headers.add`, librdkafka's `headers_add`); a map kept
+    /// only the last value of a repeated key and moved it to the first one's place.
+    pub headers: Vec<(StrBytes, Option<Bytes>)>,
 }
 
 const MAGIC_BYTE_OFFSET: usize = 16;
@@ -895,7 +898,7 @@ impl Record {
         let num_headers = num_headers as usize;
 
         // MERIDIAN PATCH: the count is untrusted; each header takes at least one byte.
-        let mut headers = IndexMap::with_capacity(num_headers.min(bytes::Buf::remaining(buf)));
+        let mut headers = Vec::with_capacity(num_headers.min(bytes::Buf::remaining(buf)));
         for _ in 0..num_headers {
             // Key len
             let key_len: i32 = types::VarInt.decode(buf)?;
@@ -918,7 +921,8 @@ impl Record {
                 Ordering::Greater => Some(buf.try_get_bytes(value_len as usize)?),
             };
 
-            headers.insert(key, value);
+            // MERIDIAN PATCH: every header is kept, in order (see `Record::headers`).
+            headers.push((key, value));
         }
 
         Ok(Self {
@@ -1031,9 +1035,10 @@ mod tests {
             Bytes::from("some-value"),
             record
                 .headers
-                // This relies on `impl Borrow<[u8]> for StrBytes`
-                .get("some-key".as_bytes())
+                .iter()
+                .find(|(k, _)| k.as_bytes() == b"some-key")
                 .expect("key exists in headers")
+                .1
                 .as_ref()
                 .expect("value is present")
         );
@@ -1089,5 +1094,44 @@ mod tests {
             2,
         )
         .expect("decode works");
+    }
+
+    // MERIDIAN PATCH: repeated header keys and null header values come back as sent.
+    #[test]
+    fn repeated_header_keys_keep_their_order() {
+        let headers: Vec<(StrBytes, Option<Bytes>)> = vec![
+            ("k".into(), Some(Bytes::from("1"))),
+            ("other".into(), None),
+            ("k".into(), Some(Bytes::from("2"))),
+            ("k".into(), None),
+        ];
+        let mut record = make_record();
+        record.headers = headers.clone();
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, [&record], &options).unwrap();
+        let decoded = RecordBatchDecoder::decode(&mut buf.freeze()).unwrap();
+        assert_eq!(decoded.records[0].headers, headers);
+    }
+
+    fn make_record() -> Record {
+        Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+            producer_id: NO_PRODUCER_ID,
+            producer_epoch: NO_PRODUCER_EPOCH,
+            sequence: 0,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            timestamp: 0,
+            key: None,
+            value: None,
+            headers: Vec::new(),
+        }
     }
 }

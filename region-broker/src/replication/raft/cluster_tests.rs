@@ -259,7 +259,7 @@ async fn write(members: &BTreeMap<u64, Member>, n: usize, tag: &str) -> Vec<u64>
     let mut offsets = Vec::new();
     for i in 0..n {
         let message = meridian_proto::batch::Message {
-            value: Bytes::from(format!("{tag}-{i}")),
+            value: Some(Bytes::from(format!("{tag}-{i}"))),
             timestamp_ms: 1,
             ..Default::default()
         };
@@ -310,7 +310,7 @@ async fn values(group: &LogGroup, count: u64) -> Vec<String> {
     while next < count {
         for b in group.read(KEY, next, 1 << 20).unwrap() {
             for m in meridian_proto::batch::decode_batch(&b.payload, b.count as usize).unwrap() {
-                out.push(String::from_utf8(m.value.to_vec()).unwrap());
+                out.push(String::from_utf8(m.value.unwrap().to_vec()).unwrap());
             }
             next = b.base_offset + u64::from(b.count);
         }
