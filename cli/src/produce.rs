@@ -15,7 +15,8 @@ pub(crate) struct Args {
     pub(crate) topic: String,
     /// Messages to send; without any, each line of standard input is one message.
     messages: Vec<String>,
-    /// Key of every message (messages with one key go to one partition, in order).
+    /// Key of every message (messages with one key go to one partition, in order: the one
+    /// Kafka's Java client, or librdkafka with partitioner=murmur2_random, picks for it).
     #[arg(long)]
     key: Option<String>,
     /// Partition to send to (default: by key, or spread without one).

@@ -5,13 +5,14 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use meridian_proto::v1;
+use meridian_proto::{partition, v1};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -48,7 +49,9 @@ impl Default for ProducerConfig {
 pub struct Record {
     /// Destination topic.
     pub topic: String,
-    /// Destination partition; `None` picks one by key hash, or round-robin without a key.
+    /// Destination partition; `None` picks one by key with Kafka's partitioner
+    /// (`meridian_proto::partition::for_key`: murmur2, as the Java client and librdkafka's
+    /// `murmur2_random`), or round-robin without a key.
     pub partition: Option<u32>,
     /// Optional key.
     pub key: Option<Bytes>,
@@ -210,7 +213,7 @@ struct Batcher {
     client: Client,
     config: ProducerConfig,
     rx: mpsc::Receiver<Command>,
-    partitions: HashMap<String, u32>,
+    partitions: HashMap<String, NonZeroU32>,
     batches: HashMap<(String, u32), Batch>,
     in_flight: HashMap<(String, u32), JoinHandle<()>>,
     round_robin: u32,
@@ -262,10 +265,11 @@ impl Batcher {
             Some(p) => p,
             None => match self.partition_count(&record.topic).await {
                 Ok(n) => match &record.key {
-                    Some(key) => (fnv1a(key) % u64::from(n)) as u32,
+                    // Kafka's partitioner, so Kafka clients put the key on the same partition.
+                    Some(key) => partition::for_key(key, n),
                     None => {
                         self.round_robin = self.round_robin.wrapping_add(1);
-                        self.round_robin % n
+                        self.round_robin % n.get()
                     }
                 },
                 Err(e) => {
@@ -292,12 +296,12 @@ impl Batcher {
         }
     }
 
-    async fn partition_count(&mut self, topic: &str) -> Result<u32, ClientError> {
+    async fn partition_count(&mut self, topic: &str) -> Result<NonZeroU32, ClientError> {
         if let Some(&n) = self.partitions.get(topic) {
             return Ok(n);
         }
         let info = self.client.describe_topic(topic).await?;
-        let n = (info.partitions.len() as u32).max(1);
+        let n = NonZeroU32::new(info.partitions.len() as u32).unwrap_or(NonZeroU32::MIN);
         self.partitions.insert(topic.to_owned(), n);
         Ok(n)
     }
@@ -393,12 +397,4 @@ impl Batcher {
         });
         self.in_flight.insert(key, handle);
     }
-}
-
-/// FNV-1a: a stable key hash, so a key maps to the same partition across client versions
-/// (std's hasher is not stable). Three lines, not worth a crate.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }

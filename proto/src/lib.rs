@@ -14,6 +14,7 @@ pub mod kafka;
 pub mod mirror;
 pub mod names;
 pub mod origin;
+pub mod partition;
 pub mod record;
 pub mod settings;
 

@@ -502,6 +502,74 @@ async fn record_content_is_the_same_for_every_client() {
     assert!(broker.running());
 }
 
+/// One partitioner: a key lands on the same partition from the Rust SDK, the `meridian`
+/// command (through the SDK) and a Kafka client placing keys like Kafka's Java client
+/// (confluent-kafka with `partitioner=murmur2_random`, `kafka_clients/confluent_partitioner.py`),
+/// and that partition is `meridian_proto::partition::for_key`'s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_lands_on_the_same_partition_from_every_client() {
+    const PARTITIONS: u32 = 12;
+    let tmp = tempfile::tempdir().unwrap();
+    let kafka = free_addr();
+    let kafka_flag = kafka.to_string();
+    let broker = BrokerProcess::start(tmp.path(), &["--kafka-listen", &kafka_flag])
+        .await
+        .unwrap();
+    let client = broker.client().await;
+    client.create_topic("placed", PARTITIONS).await.unwrap();
+    let mut keys: Vec<String> = (0..60).map(|i| format!("key-{i}")).collect();
+    keys.extend(["a", "ab", "abc", "user:42", "21", "foobar", "ünïcödé"].map(String::from));
+
+    let mut args = vec![kafka_flag.clone(), "placed".into()];
+    args.extend(keys.iter().cloned());
+    let out = python_output("confluent_partitioner.py", args).await;
+    let kafka_placed: std::collections::BTreeMap<String, u32> =
+        serde_json::from_str(out.lines().next().unwrap()).unwrap();
+
+    let producer = client.producer(ProducerConfig::default());
+    let mut sdk_placed = std::collections::BTreeMap::new();
+    for key in &keys {
+        let sent = producer
+            .send(Record::new("placed", "v").key(key.clone()))
+            .await
+            .await
+            .unwrap();
+        sdk_placed.insert(key.clone(), sent.partition);
+    }
+    assert_eq!(
+        sdk_placed, kafka_placed,
+        "the SDK and confluent-kafka (murmur2_random)"
+    );
+    let partitions = std::num::NonZeroU32::new(PARTITIONS).unwrap();
+    for (key, &p) in &sdk_placed {
+        assert_eq!(
+            meridian_proto::partition::for_key(key.as_bytes(), partitions),
+            p,
+            "{key}"
+        );
+    }
+    assert!(
+        sdk_placed
+            .values()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            > 6,
+        "keys spread over partitions: {sdk_placed:?}"
+    );
+
+    for key in ["key-7", "user:42", "ünïcödé"] {
+        let (code, _, err) = meridian_tests::meridian(
+            broker.addr,
+            &["produce", "placed", "--key", key, "from the cli"],
+            None,
+        );
+        assert_eq!(code, 0, "{err}");
+        let want = format!("(last at partition {} ", kafka_placed[key]);
+        assert!(err.contains(&want), "meridian produce --key {key}: {err}");
+    }
+    assert!(broker.running());
+}
+
 /// One request on a raw Kafka connection (the codecs are `kafka-protocol`'s); the response
 /// body after its header.
 fn kafka_call<R: kafka_protocol::protocol::Encodable>(
