@@ -2,7 +2,8 @@
 //!
 //! Two kinds of thing live here: the generated gRPC API (`v1`, behind the default `grpc`
 //! feature), and pure codecs over bytes (`record`: the journal record; `batch`: the message
-//! batch a record carries; `origin`: where a mirrored batch was first written; `mirror`: the
+//! batch a record carries; `origin`: where a mirrored batch was first written; `producer`: the
+//! idempotent producer of a batch; `mirror`: the
 //! frames of the link between regions' mirrors; `settings`: a topic's acks and replication
 //! strategy, spelled one way everywhere). Nothing in this crate does I/O or depends on a runtime; codecs
 //! take and return buffers and are property-tested and fuzzed (`fuzz/`) on their own.
@@ -15,6 +16,7 @@ pub mod mirror;
 pub mod names;
 pub mod origin;
 pub mod partition;
+pub mod producer;
 pub mod record;
 pub mod settings;
 

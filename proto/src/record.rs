@@ -7,7 +7,9 @@
 //! 8   kind            u8    1 = message batch, 2 = consumer-offset commit, 3 = blank,
 //!                           4 = membership, 5 = metadata (replication entries)
 //! 9   flags           u8    bit 0: the payload starts with an origin (a mirrored batch,
-//!                           `crate::origin`); other bits 0
+//!                           `crate::origin`); bit 1: the payload starts with the
+//!                           idempotent producer of the batch (`crate::producer`, before
+//!                           an origin); other bits 0 (batches only)
 //! 10  reserved        u16   0
 //! 12  topic_id        u32
 //! 16  partition       u32
@@ -24,6 +26,9 @@
 
 use bytes::{BufMut, Bytes};
 
+use crate::origin::{Origin, OriginError};
+use crate::producer::{PREFIX_LEN, ProducerBatch, ProducerError};
+
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 56;
 /// A `len` value that says "continue in the next segment".
@@ -33,6 +38,12 @@ pub const SEGMENT_END_LEN: u64 = 8;
 
 /// Flag: a batch whose payload starts with its origin (`crate::origin::Origin`).
 pub const FLAG_ORIGIN: u8 = 1;
+/// Flag: a batch whose payload starts with its idempotent producer
+/// (`crate::producer::ProducerBatch`, [`crate::producer::PREFIX_LEN`] bytes), before the
+/// origin when it has both. Brokers older than this flag refuse such records as corrupt.
+pub const FLAG_PRODUCER: u8 = 2;
+/// Every flag a record may carry.
+const FLAGS_KNOWN: u8 = FLAG_ORIGIN | FLAG_PRODUCER;
 
 /// What a record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +69,7 @@ pub struct RecordHeader {
     pub len: u32,
     /// What the record holds.
     pub kind: RecordKind,
-    /// [`FLAG_ORIGIN`] or 0.
+    /// [`FLAG_ORIGIN`], [`FLAG_PRODUCER`], both or 0.
     pub flags: u8,
     /// The catalog's id of the topic (never reused, unlike names).
     pub topic_id: u32,
@@ -98,7 +109,16 @@ impl RecordHeader {
 
 /// Encodes a record into `buf`.
 pub fn encode(buf: &mut Vec<u8>, header: &RecordHeader, payload: &[u8]) {
-    debug_assert_eq!(header.len as usize, HEADER_LEN + payload.len());
+    encode_parts(buf, header, &[payload]);
+}
+
+/// Encodes a record whose payload is `parts` one after the other (a prefix and a batch,
+/// written without joining them first).
+pub fn encode_parts(buf: &mut Vec<u8>, header: &RecordHeader, parts: &[&[u8]]) {
+    debug_assert_eq!(
+        header.len as usize,
+        HEADER_LEN + parts.iter().map(|p| p.len()).sum::<usize>()
+    );
     let start = buf.len();
     buf.put_u32_le(header.len);
     buf.put_u32_le(0);
@@ -112,7 +132,9 @@ pub fn encode(buf: &mut Vec<u8>, header: &RecordHeader, payload: &[u8]) {
     buf.put_u64_le(header.index);
     buf.put_i64_le(header.append_time_ms);
     buf.put_u64_le(header.base_offset);
-    buf.put_slice(payload);
+    for part in parts {
+        buf.put_slice(part);
+    }
     let crc = crc32c::crc32c(&buf[start + 8..]);
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
@@ -168,8 +190,16 @@ pub fn parse_checked(buf: &[u8], verify: bool) -> Parsed {
         _ => return Parsed::Invalid("unknown record kind"),
     };
     let flags = buf[9];
-    if flags & !FLAG_ORIGIN != 0 || (flags != 0 && kind != RecordKind::Batch) {
+    if flags & !FLAGS_KNOWN != 0 || (flags != 0 && kind != RecordKind::Batch) {
         return Parsed::Invalid("unknown record flags");
+    }
+    let prefix = if flags & FLAG_PRODUCER != 0 {
+        PREFIX_LEN
+    } else {
+        0
+    };
+    if len - HEADER_LEN < prefix {
+        return Parsed::Invalid("payload shorter than its producer prefix");
     }
     Parsed::Record(RecordHeader {
         len: len as u32,
@@ -182,6 +212,51 @@ pub fn parse_checked(buf: &[u8], verify: bool) -> Parsed {
         index: u64_at(buf, 32),
         append_time_ms: u64_at(buf, 40) as i64,
         base_offset: u64_at(buf, 48),
+    })
+}
+
+/// A batch record's payload taken apart: its prefixes, and the encoded messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchPayload {
+    /// The idempotent producer that wrote it ([`FLAG_PRODUCER`]).
+    pub producer: Option<ProducerBatch>,
+    /// Where a mirrored batch was first written ([`FLAG_ORIGIN`]).
+    pub origin: Option<Origin>,
+    /// The encoded messages (`crate::batch`): a slice of the payload, never a copy.
+    pub batch: Bytes,
+}
+
+/// Why a batch record's prefixes do not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixError {
+    /// The producer prefix.
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
+    /// The origin prefix.
+    #[error(transparent)]
+    Origin(#[from] OriginError),
+}
+
+/// Splits a batch record's payload (with the record's `flags`) into its producer, its
+/// origin and its messages: the one reader of the prefixes every reader of batch payloads
+/// goes through.
+pub fn split_batch(flags: u8, payload: &Bytes) -> Result<BatchPayload, PrefixError> {
+    let (producer, rest) = if flags & FLAG_PRODUCER != 0 {
+        let (p, rest) = ProducerBatch::split(payload)?;
+        (Some(p), rest)
+    } else {
+        (None, payload.clone())
+    };
+    let (origin, batch) = if flags & FLAG_ORIGIN != 0 {
+        let (o, batch) = Origin::split(&rest)?;
+        (Some(o), batch)
+    } else {
+        (None, rest)
+    };
+    Ok(BatchPayload {
+        producer,
+        origin,
+        batch,
     })
 }
 
@@ -300,9 +375,69 @@ mod tests {
         }
 
         #[test]
+        fn prefixed_batches_parse_and_split(
+            producer in proptest::option::of((0..i64::MAX, 0..i16::MAX, 0..i32::MAX, 0..i32::MAX)),
+            origin in proptest::option::of(("[a-z]{1,8}", any::<u32>(), any::<u64>(), any::<u64>())),
+            batch in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let producer = producer.map(|(id, epoch, first_sequence, last_sequence)| ProducerBatch {
+                id, epoch, first_sequence, last_sequence,
+            });
+            let origin = origin.map(|(region, group, seq, through)| Origin { region, group, seq, through });
+            let mut prefix = Vec::new();
+            let mut flags = 0;
+            if let Some(p) = &producer {
+                p.encode_into(&mut prefix);
+                flags |= FLAG_PRODUCER;
+            }
+            if let Some(o) = &origin {
+                o.encode(&mut prefix);
+                flags |= FLAG_ORIGIN;
+            }
+            let mut h = header(&[]);
+            h.flags = flags;
+            h.len = (HEADER_LEN + prefix.len() + batch.len()) as u32;
+            let mut buf = Vec::new();
+            encode_parts(&mut buf, &h, &[&prefix, &batch]);
+            prop_assert_eq!(parse(&buf), Parsed::Record(h));
+            let payload = Bytes::from(buf).slice(HEADER_LEN..);
+            let split = split_batch(flags, &payload).unwrap();
+            prop_assert_eq!(split.producer, producer);
+            prop_assert_eq!(split.origin, origin);
+            prop_assert_eq!(split.batch.as_ref(), batch.as_slice());
+        }
+
+        #[test]
+        fn split_batch_never_panics(flags in 0u8..4, bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let _ = split_batch(flags, &Bytes::from(bytes));
+        }
+
+        #[test]
         fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = parse(&bytes);
         }
+    }
+
+    #[test]
+    fn flags_are_checked() {
+        let mut h = header(&[0; 4]);
+        h.flags = FLAG_PRODUCER;
+        let mut buf = Vec::new();
+        encode(&mut buf, &h, &[0; 4]);
+        assert_eq!(
+            parse(&buf),
+            Parsed::Invalid("payload shorter than its producer prefix")
+        );
+        h.flags = 4;
+        let mut buf = Vec::new();
+        encode(&mut buf, &h, &[0; 4]);
+        assert_eq!(parse(&buf), Parsed::Invalid("unknown record flags"));
+        h.flags = FLAG_PRODUCER;
+        h.kind = RecordKind::OffsetCommit;
+        h.len = (HEADER_LEN + PREFIX_LEN) as u32;
+        let mut buf = Vec::new();
+        encode(&mut buf, &h, &[0; PREFIX_LEN]);
+        assert_eq!(parse(&buf), Parsed::Invalid("unknown record flags"));
     }
 
     #[test]
