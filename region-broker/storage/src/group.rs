@@ -21,6 +21,7 @@
 
 mod indexer;
 mod offsets;
+mod producers;
 mod recovery;
 mod replica;
 mod retention;
@@ -42,9 +43,11 @@ use super::index::PartitionIndex;
 use super::journal::Journal;
 use super::{AppendError, FlushPolicy, GroupConfig, PartitionKey, ReadError};
 use meridian_proto::origin::Origin;
+use meridian_proto::producer::ProducerBatch;
 use meridian_proto::record::{self, RecordHeader, RecordKind};
 
 pub use offsets::POSITIONS_ONLY;
+pub use producers::{BATCHES_KEPT, SeqCheck, SeqRefusal};
 use replica::RecordPositions;
 
 /// What an acknowledged append got.
@@ -72,7 +75,11 @@ pub struct RaftRecord {
     /// What the record holds.
     pub kind: RecordKind,
     /// [`record::FLAG_ORIGIN`] for a mirrored batch (its payload starts with the origin).
+    /// [`record::FLAG_PRODUCER`] is set by the writer when `producer` is.
     pub flags: u8,
+    /// An idempotent producer's batch: written before the payload as its prefix
+    /// ([`meridian_proto::producer`]).
+    pub producer: Option<ProducerBatch>,
     /// Partition (`(0, 0)` for blank and membership entries).
     pub key: PartitionKey,
     /// Messages in a batch.
@@ -129,8 +136,9 @@ pub struct LogGroup {
 
 type OffsetKey = (String, u32, u32);
 type Reply = oneshot::Sender<Result<Appended, AppendError>>;
-/// What staging an append produced: its acknowledgment, and the offset commit it carries.
-type Staged = (Appended, Vec<(OffsetKey, u64)>);
+/// What staging an append produced: its acknowledgment, the offset commit it carries, and
+/// the idempotent producer of a batch.
+type Staged = (Appended, Vec<(OffsetKey, u64)>, Option<ProducerBatch>);
 
 #[derive(Debug)]
 struct Shared {
@@ -141,6 +149,8 @@ struct Shared {
     indexes: RwLock<HashMap<PartitionKey, Arc<Mutex<PartitionIndex>>>>,
     /// Committed consumer offsets and the journal position of the commit record.
     offsets: Mutex<HashMap<OffsetKey, (u64, u64)>>,
+    /// Idempotent producers' recent batches (`producers.rs`).
+    producers: Mutex<producers::Producers>,
     progress: Mutex<Progress>,
     progress_changed: Condvar,
     /// Held by the indexer while it changes indexes, so truncation can stop it.
@@ -215,11 +225,13 @@ enum Command {
 }
 
 enum Body {
-    /// A batch; with [`record::FLAG_ORIGIN`] the payload starts with its origin.
+    /// A batch; with [`record::FLAG_ORIGIN`] the payload starts with its origin. An
+    /// idempotent producer's batch is written after its producer prefix.
     Batch {
         payload: Bytes,
         count: u32,
         flags: u8,
+        producer: Option<ProducerBatch>,
     },
     Commit {
         group: String,
@@ -252,6 +264,29 @@ impl LogGroup {
                 payload,
                 count,
                 flags: 0,
+                producer: None,
+            },
+        )
+        .await
+    }
+
+    /// Appends an idempotent producer's batch: the record carries `producer`, and the
+    /// group's producer state ([`LogGroup::check_producer`]) counts it once written. The
+    /// caller checks the batch first and serializes a producer's appends to a partition.
+    pub async fn append_producer(
+        &self,
+        key: PartitionKey,
+        payload: Bytes,
+        count: u32,
+        producer: ProducerBatch,
+    ) -> Result<Appended, AppendError> {
+        self.send(
+            key,
+            Body::Batch {
+                payload,
+                count,
+                flags: 0,
+                producer: Some(producer),
             },
         )
         .await
@@ -272,6 +307,7 @@ impl LogGroup {
                 payload: mirrored_payload(origin, payload),
                 count,
                 flags: record::FLAG_ORIGIN,
+                producer: None,
             },
         )
         .await
@@ -345,23 +381,18 @@ impl LogGroup {
             }
             bytes += payload.len();
             next = h.base_offset + u64::from(h.count);
-            let (origin, payload) = if h.flags & record::FLAG_ORIGIN != 0 {
-                let (origin, batch) = Origin::split(&payload).map_err(|_| {
-                    ReadError::Journal(crate::ReadFailure::Corrupt {
-                        position: entry.position,
-                        reason: "a mirrored batch's origin does not decode",
-                    })
-                })?;
-                (Some(origin), batch)
-            } else {
-                (None, payload)
-            };
+            let split = record::split_batch(h.flags, &payload).map_err(|_| {
+                ReadError::Journal(crate::ReadFailure::Corrupt {
+                    position: entry.position,
+                    reason: "a batch's producer or origin prefix does not decode",
+                })
+            })?;
             out.push(ReadBatch {
                 base_offset: h.base_offset,
                 count: h.count,
                 append_time_ms: h.append_time_ms,
-                payload,
-                origin,
+                payload: split.batch,
+                origin: split.origin,
                 index: h.index,
             });
         }
@@ -479,6 +510,11 @@ impl LogGroup {
             .lock()
             .expect("offsets lock poisoned")
             .retain(|k, _| k.1 != topic_id);
+        self.shared
+            .producers
+            .lock()
+            .expect("producers lock poisoned")
+            .remove_topic(topic_id);
         self.retire_topic(topic_id);
         Ok(())
     }

@@ -24,7 +24,8 @@ mod tests;
 use std::time::Duration;
 
 pub use group::{
-    Appended, LogGroup, POSITIONS_ONLY, RaftRecord, ReadBatch, RecordChunk, mirrored_payload,
+    Appended, BATCHES_KEPT, LogGroup, POSITIONS_ONLY, RaftRecord, ReadBatch, RecordChunk, SeqCheck,
+    SeqRefusal, mirrored_payload,
 };
 pub use journal::ReadFailure;
 pub use meridian_proto::record;
@@ -74,6 +75,13 @@ pub struct GroupConfig {
     /// then only committed records are indexed and visible. Without it, every durable
     /// record is.
     pub replicated: bool,
+    /// Idempotent producer states (per partition and producer id) kept at most; beyond it
+    /// the least recently written is forgotten (its next batch is accepted at any sequence).
+    pub producers_max: usize,
+    /// A producer state is forgotten once a later producer batch is appended this long
+    /// after its last one, by the records' own append times (Kafka's
+    /// `producer.id.expiration.ms`, 24 h by default).
+    pub producer_expiry: Duration,
     /// Where the group's files (journal segments, queue indexes, checkpoint) live:
     /// [`backend::FileBackend`] (real files, the default), or a memory or fault-injecting
     /// backend in tests (then nothing is read or written on disk).
@@ -95,6 +103,8 @@ impl Default for GroupConfig {
             term: 1,
             sync: None,
             replicated: false,
+            producers_max: 20_000,
+            producer_expiry: Duration::from_secs(24 * 3600),
             backend: std::sync::Arc::new(backend::FileBackend),
         }
     }

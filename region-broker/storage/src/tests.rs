@@ -1,5 +1,6 @@
 //! Property tests of a log group against an in-memory model: random appends and offset
-//! commits across many partitions, truncations, crashes at random points (unsynced bytes
+//! commits across many partitions (some batches from idempotent producers, whose state
+//! must follow what survives), truncations, crashes at random points (unsynced bytes
 //! dropped, the last write torn, index files cut short), reopen, compare.
 
 use std::collections::HashMap;
@@ -10,7 +11,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use proptest::prelude::*;
 
-use super::{FlushPolicy, GroupConfig, LogGroup, POSITIONS_ONLY, PartitionKey, ReadError};
+use super::{
+    FlushPolicy, GroupConfig, LogGroup, POSITIONS_ONLY, PartitionKey, ReadError, SeqCheck,
+};
+use meridian_proto::producer::{PREFIX_LEN, ProducerBatch};
 
 const TOPICS: [(u32, &str); 3] = [(1, "orders"), (2, "payments"), (5, "audit.log")];
 const PARTITIONS: u32 = 2;
@@ -21,6 +25,8 @@ enum Op {
         partition: usize,
         size: usize,
         count: u32,
+        /// Written by this idempotent producer.
+        producer: Option<i64>,
     },
     Commit {
         partition: usize,
@@ -39,7 +45,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        12 => (0..6usize, 0..300usize, 1..4u32).prop_map(|(partition, size, count)| Op::Append { partition, size, count }),
+        12 => (0..6usize, 0..300usize, 1..4u32, proptest::option::of(0..3i64)).prop_map(|(partition, size, count, producer)| Op::Append { partition, size, count, producer }),
         2 => (0..6usize, 0..3u8, 0..50u64).prop_map(|(partition, group, offset)| Op::Commit { partition, group, offset }),
         1 => (0.0..1.0f64).prop_map(|at| Op::Truncate { at }),
         2 => (0.0..1.0f64, any::<bool>(), 0.0..1.0f64).prop_map(|(cut, garbage, index_cut)| Op::Crash { cut, garbage, index_cut }),
@@ -88,6 +94,7 @@ enum RecKind {
         payload: Bytes,
         base: u64,
         count: u32,
+        producer: Option<ProducerBatch>,
     },
     Commit {
         group: String,
@@ -125,10 +132,31 @@ fn run(ops: Vec<Op>, flush: FlushPolicy) -> Result<(), TestCaseError> {
                 partition,
                 size,
                 count,
+                producer,
             } => {
                 let key = keys[partition];
                 let data = payload(n, size);
-                let appended = rt.block_on(group.append(key, data.clone(), count)).unwrap();
+                // A producer continues after its last batch that survived; without one
+                // here it may start anywhere.
+                let producer = producer.map(|id| {
+                    let first = last_producer_batches(&model, key, id)
+                        .last()
+                        .map_or(1000, |(p, _)| p.last_sequence + 1);
+                    ProducerBatch {
+                        id,
+                        epoch: 0,
+                        first_sequence: first,
+                        last_sequence: first + count as i32 - 1,
+                    }
+                });
+                let appended = match producer {
+                    Some(p) => {
+                        prop_assert_eq!(group.check_producer(key, &p), SeqCheck::Write);
+                        rt.block_on(group.append_producer(key, data.clone(), count, p))
+                            .unwrap()
+                    }
+                    None => rt.block_on(group.append(key, data.clone(), count)).unwrap(),
+                };
                 let base = model
                     .iter()
                     .rev()
@@ -139,7 +167,10 @@ fn run(ops: Vec<Op>, flush: FlushPolicy) -> Result<(), TestCaseError> {
                         _ => None,
                     });
                 prop_assert_eq!(appended.base_offset, base.unwrap_or(0));
-                let end = appended.position + (meridian_proto::record::HEADER_LEN + size) as u64;
+                let prefix = if producer.is_some() { PREFIX_LEN } else { 0 };
+                let end =
+                    appended.position + (meridian_proto::record::HEADER_LEN + prefix + size) as u64;
+                prop_assert_eq!(end, appended.position + u64::from(appended.len));
                 model.push(Rec {
                     key,
                     position: appended.position,
@@ -148,6 +179,7 @@ fn run(ops: Vec<Op>, flush: FlushPolicy) -> Result<(), TestCaseError> {
                         payload: data,
                         base: appended.base_offset,
                         count,
+                        producer,
                     },
                 });
             }
@@ -211,6 +243,23 @@ fn run(ops: Vec<Op>, flush: FlushPolicy) -> Result<(), TestCaseError> {
     check(&rt, &group, &model, &keys)?;
     group.close();
     Ok(())
+}
+
+/// The batches of producer `id` on `key` the model holds, oldest first, with their base
+/// offsets.
+fn last_producer_batches(model: &[Rec], key: PartitionKey, id: i64) -> Vec<(ProducerBatch, u64)> {
+    model
+        .iter()
+        .filter(|r| r.key == key)
+        .filter_map(|r| match &r.kind {
+            RecKind::Batch {
+                producer: Some(p),
+                base,
+                ..
+            } if p.id == id => Some((*p, *base)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Simulates a crash's effect on the journal: bytes from `at` to `written` are lost (zeroed),
@@ -308,6 +357,7 @@ fn check(
                     payload,
                     base,
                     count,
+                    ..
                 } => Some((*base, *count, payload.clone())),
                 RecKind::Commit { .. } => None,
             })
@@ -336,6 +386,41 @@ fn check(
             "read past the end: {:?}",
             past_end
         );
+        // Each producer's last five surviving batches are duplicates, the one before them
+        // is out of order, its next batch follows; a producer with none may start anywhere.
+        for id in 0..3i64 {
+            let batches = last_producer_batches(model, key, id);
+            let any = ProducerBatch {
+                id,
+                epoch: 0,
+                first_sequence: 7,
+                last_sequence: 7,
+            };
+            let Some((last, _)) = batches.last() else {
+                prop_assert_eq!(group.check_producer(key, &any), SeqCheck::Write);
+                continue;
+            };
+            let next = ProducerBatch {
+                first_sequence: last.last_sequence + 1,
+                last_sequence: last.last_sequence + 1,
+                ..*last
+            };
+            prop_assert_eq!(group.check_producer(key, &next), SeqCheck::Write);
+            for (i, (p, base)) in batches.iter().rev().enumerate() {
+                let got = group.check_producer(key, p);
+                if i < super::BATCHES_KEPT {
+                    prop_assert!(
+                        matches!(got, SeqCheck::Duplicate { base_offset, .. } if base_offset == *base),
+                        "{:?} of {:?}: {:?}",
+                        p,
+                        key,
+                        got
+                    );
+                } else {
+                    prop_assert!(matches!(got, SeqCheck::Refuse(_)), "{:?}: {:?}", p, got);
+                }
+            }
+        }
         for g in 0..3u8 {
             let name = format!("group-{g}");
             let expected = model.iter().rev().find_map(|r| match &r.kind {
@@ -957,4 +1042,84 @@ fn commits_keep_origin_positions_through_recovery_and_retention() {
     assert_eq!(group.committed_positions("billing", key), merged);
     assert_eq!(group.committed_offset("billing", key), Some(POSITIONS_ONLY));
     group.close();
+}
+
+#[test]
+fn producer_state_is_the_same_on_replicas_after_recovery_retention_and_reset() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let leader_config = GroupConfig {
+        retention_bytes: Some(3 * 4096),
+        ..config(FlushPolicy::Fsync)
+    };
+    let leader_dir = tmp.path().join("leader");
+    let leader = LogGroup::open(&leader_dir, leader_config.clone(), &partitions()).unwrap();
+    let batch = |id, first| ProducerBatch {
+        id,
+        epoch: 0,
+        first_sequence: first,
+        last_sequence: first + 1,
+    };
+    // Producer 1 writes early only (retention will delete its records), producer 2 throughout.
+    for i in 0..6 {
+        rt.block_on(leader.append_producer((1, 1), payload(i, 100), 2, batch(1, i as i32 * 2)))
+            .unwrap();
+    }
+    for i in 0..120 {
+        rt.block_on(leader.append_producer((1, 0), payload(i, 200), 2, batch(2, i as i32 * 2)))
+            .unwrap();
+    }
+    assert_eq!(leader.producer_states(), 2);
+    let follower_config = GroupConfig {
+        replicated: true,
+        ..config(FlushPolicy::Fsync)
+    };
+    let follower_dir = tmp.path().join("follower");
+    let follower = LogGroup::open(&follower_dir, follower_config.clone(), &partitions()).unwrap();
+    // A slave's verbatim copies carry the producers: the same state.
+    let end = pull(&rt, &leader, &follower, 0).unwrap();
+    assert!(follower.producers_equal(&leader));
+    assert!(matches!(
+        follower.check_producer((1, 1), &batch(1, 10)),
+        SeqCheck::Duplicate {
+            base_offset: 10,
+            ..
+        }
+    ));
+    // A truncation rebuilds it from what is left: the last batch is new again.
+    let last = follower.record_header_by_index(126).unwrap().unwrap();
+    assert_eq!(last.flags, meridian_proto::record::FLAG_PRODUCER);
+    let cut = follower.end_of_record(125).unwrap();
+    rt.block_on(follower.truncate_after(cut)).unwrap();
+    assert_eq!(
+        follower.check_producer((1, 0), &batch(2, 238)),
+        SeqCheck::Write
+    );
+    pull(&rt, &leader, &follower, cut).unwrap();
+    assert!(follower.producers_equal(&leader));
+    // Recovery after a crash restores it.
+    follower.crash();
+    drop(follower);
+    let follower = LogGroup::open(&follower_dir, follower_config, &partitions()).unwrap();
+    assert!(follower.producers_equal(&leader));
+    // Retention forgets the batches it deleted, as a recovery from the new start would.
+    follower.set_watermark(end);
+    wait_visible(&rt, &leader, end);
+    leader.apply_retention().unwrap();
+    let start = leader.positions().0;
+    assert!(start > 0, "retention deleted nothing");
+    assert_eq!(leader.producer_states(), 1);
+    assert_eq!(leader.check_producer((1, 1), &batch(1, 0)), SeqCheck::Write);
+    leader.close();
+    drop(leader);
+    let leader = LogGroup::open(&leader_dir, leader_config, &partitions()).unwrap();
+    assert_eq!(leader.producer_states(), 1);
+    // A reset drops it all; pulling again rebuilds the leader's.
+    let ends = leader.partition_ends_at(start).unwrap();
+    rt.block_on(follower.reset_to(start, ends)).unwrap();
+    assert_eq!(follower.producer_states(), 0);
+    pull(&rt, &leader, &follower, start).unwrap();
+    assert!(follower.producers_equal(&leader));
+    follower.close();
+    leader.close();
 }

@@ -3,7 +3,6 @@
 //! carried forward before retention deletes their record), and the group's queries of them.
 
 use bytes::Bytes;
-use meridian_proto::origin::Origin;
 use meridian_proto::record::{self, RecordHeader, RecordKind};
 
 use super::{LogGroup, OffsetKey};
@@ -61,12 +60,15 @@ pub(super) fn durable_positions(h: &RecordHeader, payload: &Bytes) -> Vec<(Offse
     if h.kind != RecordKind::Batch || h.flags & record::FLAG_ORIGIN == 0 {
         return Vec::new();
     }
-    match Origin::split(payload) {
-        Ok((origin, _)) => {
+    match record::split_batch(h.flags, payload) {
+        Ok(record::BatchPayload {
+            origin: Some(origin),
+            ..
+        }) => {
             let (seq, through) = mark_keys(&origin.region, origin.group);
             vec![(seq, origin.seq), (through, origin.through)]
         }
-        Err(_) => Vec::new(),
+        _ => Vec::new(),
     }
 }
 

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::indexer::Indexer;
 use super::offsets::durable_positions;
+use super::producers::Producers;
 use super::replica::RecordPositions;
 use super::writer::Appender;
 use super::{LogGroup, OffsetKey, Progress, Shared};
@@ -25,10 +26,11 @@ use crate::index::PartitionIndex;
 use crate::journal::{Journal, WalkEnd, Writer};
 use crate::{GroupConfig, PartitionKey};
 
-/// What a walk over the journal restores: consumer offsets, each partition's next offset,
-/// and the last record's index and time. Recovery and truncation both build one, so the
-/// writer's offsets never depend on how far the indexer got.
-#[derive(Debug, Default)]
+/// What a walk over the journal restores: consumer offsets, idempotent producers' state,
+/// each partition's next offset, and the last record's index and time. Recovery and
+/// truncation both build one, so the writer's offsets never depend on how far the indexer
+/// got.
+#[derive(Debug)]
 pub(super) struct Scan {
     pub(super) last_index: Option<u64>,
     pub(super) last_time: i64,
@@ -36,11 +38,24 @@ pub(super) struct Scan {
     pub(super) records: RecordPositions,
     pub(super) offsets: HashMap<OffsetKey, (u64, u64)>,
     pub(super) next_offsets: HashMap<PartitionKey, u64>,
+    pub(super) producers: Producers,
     /// Where the sequence of record indexes broke, if it did.
     pub(super) broken_at: Option<u64>,
 }
 
 impl Scan {
+    pub(super) fn new(config: &GroupConfig) -> Scan {
+        Scan {
+            last_index: None,
+            last_time: 0,
+            records: RecordPositions::default(),
+            offsets: HashMap::new(),
+            next_offsets: HashMap::new(),
+            producers: Producers::new(config.producers_max, config.producer_expiry),
+            broken_at: None,
+        }
+    }
+
     pub(super) fn visit(&mut self, pos: u64, h: &RecordHeader, payload: &Bytes) {
         if self.broken_at.is_some() {
             return;
@@ -66,6 +81,7 @@ impl Scan {
                 for (key, value) in durable_positions(h, payload) {
                     self.offsets.insert(key, (value, pos));
                 }
+                self.producers.visit(h, payload);
             }
             RecordKind::Blank | RecordKind::Membership | RecordKind::Metadata => {}
         }
@@ -105,6 +121,7 @@ impl LogGroup {
         let (pullable, _) = watch::channel(0);
         let term = AtomicU64::new(config.term);
         let retention_floor = AtomicU64::new(if config.replicated { 0 } else { u64::MAX });
+        let producers = Producers::new(config.producers_max, config.producer_expiry);
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
             dir_display: dir.display().to_string(),
@@ -112,6 +129,7 @@ impl LogGroup {
             journal,
             indexes: RwLock::new(HashMap::new()),
             offsets: Mutex::new(HashMap::new()),
+            producers: Mutex::new(producers),
             progress: Mutex::new(Progress {
                 written: 0,
                 synced: 0,
@@ -183,7 +201,7 @@ impl Shared {
     ) -> io::Result<(u64, Scan)> {
         let started = Instant::now();
         let start = self.journal.start();
-        let mut scan = Scan::default();
+        let mut scan = Scan::new(&self.config);
         let walk_end = self.journal.walk_verified_from(
             start,
             u64::MAX,
@@ -213,6 +231,10 @@ impl Shared {
             .sync_range(checkpoint.journal_synced.min(end), end)?;
         *self.offsets.lock().expect("offsets lock poisoned") = std::mem::take(&mut scan.offsets);
         *self.records.lock().expect("records lock poisoned") = std::mem::take(&mut scan.records);
+        *self.producers.lock().expect("producers lock poisoned") = std::mem::replace(
+            &mut scan.producers,
+            Producers::new(self.config.producers_max, self.config.producer_expiry),
+        );
 
         // Indexes: keep what the checkpoint vouches for (and the journal still holds), then
         // rebuild the rest from the journal.

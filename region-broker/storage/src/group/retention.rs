@@ -55,10 +55,18 @@ impl Shared {
                 return Ok(());
             };
             metrics::counter!("meridian_journal_segments_deleted_total").increment(1);
-            self.records
-                .lock()
-                .expect("records lock poisoned")
-                .drop_below(start);
+            let first_index = {
+                let mut records = self.records.lock().expect("records lock poisoned");
+                records.drop_below(start);
+                records.bounds().map(|(first, _)| first)
+            };
+            // Producers keep only batches whose records remain: what recovery would rebuild.
+            let mut producers = self.producers.lock().expect("producers lock poisoned");
+            match first_index {
+                Some(first) => producers.drop_below(first),
+                None => producers.clear(),
+            }
+            drop(producers);
             tracing::info!(dir = %self.dir_display, start, "retention deleted the oldest journal segment");
             for index in self.indexes.read().expect("indexes lock poisoned").values() {
                 let mut index = index.lock().expect("index lock poisoned");

@@ -67,6 +67,11 @@ impl Appender {
             .lock()
             .expect("offsets lock poisoned")
             .clear();
+        shared
+            .producers
+            .lock()
+            .expect("producers lock poisoned")
+            .clear();
         {
             let mut p = shared.progress.lock().expect("progress lock poisoned");
             p.written = position;
@@ -133,7 +138,7 @@ impl Appender {
             let keep = index.first_at_position(index.earliest(), position)?;
             index.truncate(keep)?;
         }
-        let mut scan = Scan::default();
+        let mut scan = Scan::new(&shared.config);
         shared
             .journal
             .walk(shared.journal.start(), position, |pos, h, payload| {
@@ -143,6 +148,7 @@ impl Appender {
         self.next_offsets = scan.next_offsets;
         *shared.records.lock().expect("records lock poisoned") = scan.records;
         *shared.offsets.lock().expect("offsets lock poisoned") = scan.offsets;
+        *shared.producers.lock().expect("producers lock poisoned") = scan.producers;
         // What remains below `position` becomes durable now, and visible up to the limit.
         let synced = shared
             .progress

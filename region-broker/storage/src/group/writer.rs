@@ -11,10 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use meridian_proto::producer::{self, ProducerBatch};
 use meridian_proto::record::{self, HEADER_LEN, RecordHeader, RecordKind};
 use tokio::sync::{mpsc, oneshot};
 
 use super::offsets::{commit_values, durable_positions};
+use super::producers::producer_of;
 use super::{Body, Command, OffsetKey, Reply, Shared, Staged, now_ms};
 use crate::journal::Writer;
 use crate::{AppendError, Appended, FlushPolicy, PartitionKey};
@@ -36,8 +38,11 @@ pub(super) struct Appender {
 
 struct StagedReply {
     reply: oneshot::Sender<Result<Appended, AppendError>>,
+    key: PartitionKey,
     appended: Appended,
     commit: Vec<(OffsetKey, u64)>,
+    /// The idempotent producer of a batch record.
+    producer: Option<ProducerBatch>,
 }
 
 impl Appender {
@@ -124,10 +129,12 @@ impl Appender {
         let mut appends = appends.into_iter();
         for (key, body, reply) in appends.by_ref() {
             match self.stage(key, &body, time) {
-                Ok(Ok((appended, commit))) => staged.push(StagedReply {
+                Ok(Ok((appended, commit, producer))) => staged.push(StagedReply {
                     reply,
+                    key,
                     appended,
                     commit,
+                    producer,
                 }),
                 Ok(Err(refused)) => {
                     let _ = reply.send(Err(refused));
@@ -194,6 +201,26 @@ impl Appender {
                 }
             }
         }
+        {
+            // Producers' batches count once written, in record order, as a scan of the
+            // journal counts them.
+            let mut producers = self
+                .shared
+                .producers
+                .lock()
+                .expect("producers lock poisoned");
+            for s in &staged {
+                if let Some(p) = &s.producer {
+                    producers.record(
+                        s.key,
+                        p,
+                        s.appended.base_offset,
+                        s.appended.index,
+                        s.appended.append_time_ms,
+                    );
+                }
+            }
+        }
         self.shared.commits.fetch_add(1, Ordering::Relaxed);
         self.shared.commit_bytes.fetch_add(
             self.writer.position().saturating_sub(mark.0),
@@ -255,9 +282,14 @@ impl Appender {
             ),
         };
         let header = match body {
-            Body::Batch { count, flags, .. } => {
+            Body::Batch {
+                count,
+                flags,
+                producer,
+                ..
+            } => {
                 let mut h = self.header(key, len, RecordKind::Batch, *count, next, time);
-                h.flags = *flags;
+                h.flags = *flags | producer_flag(producer);
                 h
             }
             Body::Commit { offset, .. } => {
@@ -278,7 +310,7 @@ impl Appender {
                 RecordHeader {
                     len: len as u32,
                     kind: entry.kind,
-                    flags: entry.flags,
+                    flags: entry.flags | producer_flag(&entry.producer),
                     topic_id: key.0,
                     partition: key.1,
                     count: entry.count,
@@ -310,8 +342,15 @@ impl Appender {
             }
         };
         let (position, buf) = self.writer.stage(&self.shared.journal, len)?;
+        let prefix = |p: &Option<ProducerBatch>| p.map(|p| p.encode()).unwrap_or_default();
         match body {
-            Body::Batch { payload, .. } => record::encode(buf, &header, payload),
+            Body::Batch {
+                payload, producer, ..
+            } => {
+                let prefix = prefix(producer);
+                let prefix = &prefix[..producer_len(producer)];
+                record::encode_parts(buf, &header, &[prefix, payload]);
+            }
             Body::Commit {
                 group,
                 offset,
@@ -321,7 +360,11 @@ impl Appender {
                 &header,
                 &record::encode_commit(group, *offset, positions),
             ),
-            Body::Raft { entry, .. } => record::encode(buf, &header, &entry.payload),
+            Body::Raft { entry, .. } => {
+                let prefix = prefix(&entry.producer);
+                let prefix = &prefix[..producer_len(&entry.producer)];
+                record::encode_parts(buf, &header, &[prefix, &entry.payload]);
+            }
             // Byte for byte what the leader wrote; its checksum was verified on parsing.
             Body::Verbatim { bytes, .. } => buf.extend_from_slice(bytes),
         }
@@ -333,15 +376,33 @@ impl Appender {
             self.undo.push((key, old));
         }
         self.last_time = self.last_time.max(header.append_time_ms);
-        let commit = match body {
+        let (commit, producer) = match body {
             Body::Commit {
                 group,
                 offset,
                 positions,
-            } => commit_values(group, key, *offset, positions),
-            Body::Verbatim { bytes, .. } => durable_positions(&header, &bytes.slice(HEADER_LEN..)),
-            Body::Raft { entry, .. } => durable_positions(&header, &entry.payload),
-            Body::Batch { payload, .. } => durable_positions(&header, payload),
+            } => (commit_values(group, key, *offset, positions), None),
+            Body::Verbatim { bytes, .. } => {
+                let payload = bytes.slice(HEADER_LEN..);
+                (
+                    durable_positions(&header, &payload),
+                    producer_of(&header, &payload),
+                )
+            }
+            // Origin marks are read from a payload without the producer prefix: the flags
+            // say so (the prefix is written apart from the payload).
+            Body::Raft { entry, .. } => {
+                let mut h = header;
+                h.flags &= !record::FLAG_PRODUCER;
+                (durable_positions(&h, &entry.payload), entry.producer)
+            }
+            Body::Batch {
+                payload, producer, ..
+            } => {
+                let mut h = header;
+                h.flags &= !record::FLAG_PRODUCER;
+                (durable_positions(&h, payload), *producer)
+            }
         };
         let appended = Appended {
             base_offset: header.base_offset,
@@ -350,7 +411,7 @@ impl Appender {
             index: header.index,
             len: header.len,
         };
-        Ok(Ok((appended, commit)))
+        Ok(Ok((appended, commit, producer)))
     }
 
     fn header(
@@ -442,9 +503,29 @@ impl Appender {
     }
 }
 
+/// The record flag of an idempotent producer's batch.
+fn producer_flag(producer: &Option<ProducerBatch>) -> u8 {
+    if producer.is_some() {
+        record::FLAG_PRODUCER
+    } else {
+        0
+    }
+}
+
+/// Bytes of a batch's producer prefix.
+fn producer_len(producer: &Option<ProducerBatch>) -> usize {
+    if producer.is_some() {
+        producer::PREFIX_LEN
+    } else {
+        0
+    }
+}
+
 fn body_len(body: &Body) -> usize {
     match body {
-        Body::Batch { payload, .. } => payload.len(),
+        Body::Batch {
+            payload, producer, ..
+        } => producer_len(producer) + payload.len(),
         Body::Commit {
             group, positions, ..
         } => {
@@ -457,7 +538,7 @@ fn body_len(body: &Body) -> usize {
                     .sum::<usize>()
         }
         Body::Verbatim { bytes, .. } => bytes.len() - HEADER_LEN,
-        Body::Raft { entry } => entry.payload.len(),
+        Body::Raft { entry } => producer_len(&entry.producer) + entry.payload.len(),
     }
 }
 
