@@ -1,7 +1,8 @@
 //! What every Meridian daemon (`region-broker`, `control-plane`, `mirror`,
 //! `meridian-console`) does the same way, so operators meet one behaviour: logs through
-//! `tracing`, filtered by `MERIDIAN_LOG` (default `info`), as text or as JSON lines; and a
-//! clean stop on SIGTERM or Ctrl-C.
+//! `tracing`, filtered by `MERIDIAN_LOG` (default `info`), as text or as JSON lines; every
+//! exit with its reason in the log ([`run`]: a panic's message and location, a fatal
+//! error's causes); and a clean stop on SIGTERM or Ctrl-C.
 
 use tracing_subscriber::EnvFilter;
 
@@ -18,6 +19,52 @@ pub fn init_logs(json: bool) {
             .with_env_filter(filter)
             .with_ansi(false)
             .init();
+    }
+}
+
+/// Runs a daemon: installs its logs ([`init_logs`]) and a panic hook that logs every panic
+/// (any thread or task: message, location, thread) before the default report, then runs
+/// `body`. An error `body` returns is logged as the reason the daemon exits, with its
+/// causes, and the exit code is 1. So no exit
+/// leaves the log without its reason (a kill -9 or the kernel's OOM killer aside, which no
+/// process can log).
+pub fn run<E: std::fmt::Display>(
+    name: &'static str,
+    json: bool,
+    body: impl FnOnce() -> Result<(), E>,
+) -> std::process::ExitCode {
+    init_logs(json);
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(not a string)".to_owned());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        tracing::error!(
+            daemon = name,
+            panic = %message,
+            %location,
+            thread = thread.name().unwrap_or("unnamed"),
+            "panicked (a bug: please report it with this line)"
+        );
+        default_hook(info);
+    }));
+    match body() {
+        // The daemon logs its own clean stop.
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` shows an anyhow error's causes on one line.
+            tracing::error!(daemon = name, error = %format!("{e:#}"), "exiting on a fatal error");
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 

@@ -102,25 +102,37 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     Ok(c)
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
     if let Some(Command::HashPassword) = args.command {
-        let mut password = String::new();
-        std::io::stdin()
-            .read_line(&mut password)
-            .context("reading the password")?;
-        let password = password.trim_end_matches(['\n', '\r']);
-        anyhow::ensure!(!password.is_empty(), "the password is empty");
-        println!("{}", meridian_console::auth::hash_password(password)?);
-        return Ok(());
+        return match hash_password() {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("meridian-console hash-password: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
     }
-    meridian_daemon::init_logs(args.log_json);
-    let config = config(&args).context("invalid configuration")?;
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?
-        .block_on(run(config))
+    meridian_daemon::run("meridian-console", args.log_json, || {
+        let config = config(&args).context("invalid configuration")?;
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?
+            .block_on(run(config))
+    })
+}
+
+/// `meridian-console hash-password`: reads a password on stdin, prints its hash.
+fn hash_password() -> anyhow::Result<()> {
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .context("reading the password")?;
+    let password = password.trim_end_matches(['\n', '\r']);
+    anyhow::ensure!(!password.is_empty(), "the password is empty");
+    println!("{}", meridian_console::auth::hash_password(password)?);
+    Ok(())
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

@@ -166,15 +166,16 @@ async fn check_schema(store: &dyn Store) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    meridian_daemon::init_logs(args.log_json);
-    let config = config(&args).context("invalid configuration")?;
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?
-        .block_on(run(config))
+    meridian_daemon::run("control-plane", args.log_json, || {
+        let config = config(&args).context("invalid configuration")?;
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?
+            .block_on(run(config))
+    })
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

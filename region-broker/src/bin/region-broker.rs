@@ -102,17 +102,18 @@ fn parse_flush(s: &str) -> Result<FlushPolicy, ValueError> {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    meridian_daemon::init_logs(args.log_json);
-    let config = config(&args)?;
-    config.validate().context("invalid configuration")?;
-    storage::raise_open_file_limit();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    runtime.block_on(run(config))
+    meridian_daemon::run("region-broker", args.log_json, || {
+        let config = config(&args)?;
+        config.validate().context("invalid configuration")?;
+        storage::raise_open_file_limit();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?;
+        runtime.block_on(run(config))
+    })
 }
 
 fn config(args: &Args) -> anyhow::Result<Config> {
