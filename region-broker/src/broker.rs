@@ -165,6 +165,10 @@ pub enum BrokerError {
     /// in sync before the write (nothing written), or holding the batch after it.
     #[error(transparent)]
     NotEnoughReplicas(LogGroupError),
+    /// An idempotent producer's batch was refused by its sequence or epoch
+    /// (`LogGroupError::Sequence`): nothing was written.
+    #[error(transparent)]
+    Sequence(LogGroupError),
     /// Storage refused the append.
     #[error(transparent)]
     Append(#[from] AppendError),
@@ -359,6 +363,7 @@ impl Broker {
             | LogGroupError::NotEnoughReplicasAfterAppend { .. }) => {
                 BrokerError::NotEnoughReplicas(e)
             }
+            e @ LogGroupError::Sequence { .. } => BrokerError::Sequence(e),
             LogGroupError::Invalid(why) => BrokerError::Invalid(why),
             LogGroupError::Replication(why) => BrokerError::Replication(why),
             LogGroupError::Append(e) => BrokerError::Append(e),

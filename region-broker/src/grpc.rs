@@ -59,9 +59,9 @@ pub fn status(e: BrokerError) -> Status {
         BrokerError::Append(AppendError::Closed)
         | BrokerError::Replication(_)
         | BrokerError::NotEnoughReplicas(_) => tonic::Code::Unavailable,
-        BrokerError::NotLeader { .. } | BrokerError::EpochAhead { .. } => {
-            tonic::Code::FailedPrecondition
-        }
+        BrokerError::NotLeader { .. }
+        | BrokerError::EpochAhead { .. }
+        | BrokerError::Sequence(_) => tonic::Code::FailedPrecondition,
         // Kafka's FENCED_LEADER_EPOCH: not retried as is; the client must refresh.
         BrokerError::StaleEpoch { .. } => tonic::Code::Aborted,
         BrokerError::Append(_) | BrokerError::Read(_) | BrokerError::Io(_) => tonic::Code::Internal,

@@ -9,11 +9,14 @@
 //! Errors are [`LogGroupError`]s naming leaders by broker id; the broker turns them into
 //! its own errors (adding the leader's address from its directory).
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use meridian_proto::origin::Origin;
+use meridian_proto::producer::ProducerBatch;
 use openraft::BasicNode;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::type_config::async_runtime::WatchReceiver;
@@ -22,7 +25,7 @@ use crate::replication::in_sync::{self, InSync, acks_all_needs};
 use crate::replication::master_slave::{MasterSlaveGroup, Role, WaitError};
 use crate::replication::raft::{Command, CommandResult, LocalAck, TypeConfig};
 use crate::replication::transport::GroupRaft;
-use crate::storage::{self, AppendError, PartitionKey};
+use crate::storage::{self, AppendError, PartitionKey, SeqCheck, SeqRefusal};
 
 pub use crate::replication::{Strategy, UnknownStrategy};
 
@@ -42,6 +45,10 @@ pub const ACKS_ALL_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a quorum produce on a master-slave group waits for its slaves.
 const MASTER_SLAVE_COMMIT_WAIT: Duration = Duration::from_secs(10);
+
+/// How long an idempotent producer's retry waits for the first write of its batch to be
+/// committed before it is answered with that write's offset.
+const DUPLICATE_COMMIT_WAIT: Duration = Duration::from_secs(10);
 
 /// What an acknowledged produce got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +126,15 @@ pub enum LogGroupError {
     /// Storage refused the append.
     #[error(transparent)]
     Append(#[from] AppendError),
+    /// An idempotent producer's batch does not fit what the partition holds of it (an
+    /// older epoch, or a sequence gap): nothing was written.
+    #[error("log group {log_group}: {refusal}")]
+    Sequence {
+        /// The log group.
+        log_group: u32,
+        /// Why.
+        refusal: SeqRefusal,
+    },
 }
 
 /// How one hosted log group replicates on this broker.
@@ -176,6 +192,12 @@ pub struct HostedGroup {
     min_insync: u32,
     /// Which replicas are in sync, as this broker sees them while it leads.
     in_sync: Mutex<InSync>,
+    /// Serializes an idempotent producer's appends to one partition: check, write, answer.
+    #[allow(clippy::type_complexity)]
+    producer_locks: Mutex<HashMap<(PartitionKey, i64), Arc<tokio::sync::Mutex<()>>>>,
+    /// The raft term in which this broker, leading, last made sure its storage holds and
+    /// has applied the whole log (so the producer state covers it); 0: not yet.
+    producers_ready: AtomicU64,
 }
 
 /// Fences a produce by the epoch it carries (0: not fenced): an older epoch means the
@@ -219,6 +241,8 @@ impl HostedGroup {
             replication,
             min_insync,
             in_sync: Mutex::new(InSync::new(REPLICA_LAG)),
+            producer_locks: Mutex::new(HashMap::new()),
+            producers_ready: AtomicU64::new(0),
         }
     }
 
@@ -423,13 +447,125 @@ impl HostedGroup {
     /// producer whose `epoch` (when not 0) differs from the group's.
     pub async fn append(
         &self,
-        (key, count, payload): (PartitionKey, u32, Bytes),
+        batch: (PartitionKey, u32, Bytes),
         acks: Acks,
         epoch: u64,
     ) -> Result<Produced, LogGroupError> {
+        self.append_batch(batch, None, acks, epoch).await
+    }
+
+    /// Appends an idempotent producer's batch exactly once: under a lock per partition and
+    /// producer id, checks it against the producer's state (which every replica keeps from
+    /// the journal, so it covers batches a previous leader wrote, and batches committed but
+    /// answered with an error): a batch written before is answered with its first offset
+    /// once its record is committed, a refused one is `Sequence`, a new one is appended.
+    /// The second value says whether it was a duplicate.
+    pub async fn append_idempotent(
+        &self,
+        batch: (PartitionKey, u32, Bytes),
+        producer: ProducerBatch,
+        acks: Acks,
+        epoch: u64,
+    ) -> Result<(Produced, bool), LogGroupError> {
+        let key = batch.0;
+        let lock = {
+            let mut locks = self.producer_locks.lock().expect("producer locks poisoned");
+            locks.entry((key, producer.id)).or_default().clone()
+        };
+        let guard = lock.lock().await;
+        let result = self.append_checked(batch, producer, acks, epoch).await;
+        drop(guard);
+        let mut locks = self.producer_locks.lock().expect("producer locks poisoned");
+        // Only the map and this call hold it: nobody waits, forget it (the map stays as
+        // small as the appends in flight).
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(&(key, producer.id));
+        }
+        result
+    }
+
+    async fn append_checked(
+        &self,
+        batch: (PartitionKey, u32, Bytes),
+        producer: ProducerBatch,
+        acks: Acks,
+        epoch: u64,
+    ) -> Result<(Produced, bool), LogGroupError> {
+        self.check_leader()?;
+        check_epoch(self.id, epoch, self.epoch())?;
+        if let Replication::Raft(_) = &self.replication {
+            // A new leader first makes sure it holds and applied the whole log, so the
+            // producer state it checks covers every batch written before it led.
+            let term = self.epoch();
+            if self.producers_ready.load(Ordering::SeqCst) != term {
+                self.ensure_applied().await?;
+                self.producers_ready.store(term, Ordering::SeqCst);
+            }
+        }
+        match self.storage.check_producer(batch.0, &producer) {
+            SeqCheck::Write => Ok((
+                self.append_batch(batch, Some(producer), acks, epoch)
+                    .await?,
+                false,
+            )),
+            SeqCheck::Duplicate { base_offset, index } => {
+                let append_time_ms = self.wait_committed(index).await?;
+                Ok((
+                    Produced {
+                        base_offset,
+                        append_time_ms,
+                        epoch: self.epoch(),
+                    },
+                    true,
+                ))
+            }
+            SeqCheck::Refuse(refusal) => Err(LogGroupError::Sequence {
+                log_group: self.id,
+                refusal,
+            }),
+        }
+    }
+
+    /// Waits until the record with this index is committed (visible); its append time.
+    async fn wait_committed(&self, index: u64) -> Result<i64, LogGroupError> {
+        let not_yet = || {
+            LogGroupError::Replication(format!(
+                "log group {}: the first write of this batch (record {index}) is not committed yet; retry",
+                self.id
+            ))
+        };
+        let end = self.storage.end_of_record(index).ok_or_else(not_yet)?;
+        let mut visible = self.storage.subscribe();
+        tokio::time::timeout(DUPLICATE_COMMIT_WAIT, visible.wait_for(|&v| v >= end))
+            .await
+            .map_err(|_| not_yet())?
+            .map_err(|_| LogGroupError::Append(AppendError::Closed))?;
+        let header = self
+            .storage
+            .record_header_by_index(index)
+            .map_err(|e| LogGroupError::Replication(e.to_string()))?
+            .ok_or_else(not_yet)?;
+        Ok(header.append_time_ms)
+    }
+
+    /// [`HostedGroup::append`], writing `producer` (an idempotent producer's batch, checked
+    /// by the caller) into the record.
+    async fn append_batch(
+        &self,
+        (key, count, payload): (PartitionKey, u32, Bytes),
+        producer: Option<ProducerBatch>,
+        acks: Acks,
+        epoch: u64,
+    ) -> Result<Produced, LogGroupError> {
+        let store = |payload| async move {
+            match producer {
+                Some(p) => self.storage.append_producer(key, payload, count, p).await,
+                None => self.storage.append(key, payload, count).await,
+            }
+        };
         match &self.replication {
             Replication::Standalone => {
-                let appended = self.storage.append(key, payload, count).await?;
+                let appended = store(payload).await?;
                 Ok(Produced {
                     base_offset: appended.base_offset,
                     append_time_ms: appended.append_time_ms,
@@ -446,7 +582,7 @@ impl HostedGroup {
                 if acks == Acks::All {
                     self.check_min_insync()?;
                 }
-                let appended = self.storage.append(key, payload, count).await?;
+                let appended = store(payload).await?;
                 self.wait_master_slave(ms, appended.position + u64::from(appended.len), role, acks)
                     .await?;
                 Ok(Produced {
@@ -465,7 +601,7 @@ impl HostedGroup {
                 }
                 if acks == Acks::Leader {
                     return self
-                        .append_raft_leader_only(raft, (key, count, payload), current)
+                        .append_raft_leader_only(raft, (key, count, payload), producer, current)
                         .await;
                 }
                 let command = Command::Batch {
@@ -474,6 +610,7 @@ impl HostedGroup {
                     count,
                     payload,
                     mirrored: false,
+                    producer,
                     local_ack: LocalAck::default(),
                 };
                 let (result, index) = self.replicate_indexed(command).await?;
@@ -501,6 +638,7 @@ impl HostedGroup {
         &self,
         raft: &GroupRaft,
         (key, count, payload): (PartitionKey, u32, Bytes),
+        producer: Option<ProducerBatch>,
         epoch: u64,
     ) -> Result<Produced, LogGroupError> {
         let group = self.id;
@@ -511,6 +649,7 @@ impl HostedGroup {
             count,
             payload,
             mirrored: false,
+            producer,
             local_ack,
         };
         // Proposed here, in the caller's order (a Kafka connection's pipelined produces of
@@ -642,6 +781,7 @@ impl HostedGroup {
             count,
             payload: storage::mirrored_payload(origin, payload),
             mirrored: true,
+            producer: None,
             local_ack: LocalAck::default(),
         };
         let result = self.replicate(command).await?;

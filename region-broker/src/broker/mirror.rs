@@ -287,6 +287,15 @@ fn local_records(
         if h.kind != RecordKind::Batch || h.flags & FLAG_ORIGIN != 0 {
             continue;
         }
+        // An idempotent producer's prefix stays here: what ships is the messages alone.
+        let payload = meridian_proto::record::split_batch(h.flags, &payload)
+            .map_err(|e| {
+                BrokerError::Invalid(format!(
+                    "record {} of the journal does not decode: {e}",
+                    h.index
+                ))
+            })?
+            .batch;
         bytes += payload.len();
         out.push(ShippedBatch {
             seq: h.index,

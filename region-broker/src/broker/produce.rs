@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use meridian_proto::batch::{self, Message};
+use meridian_proto::producer::ProducerBatch;
 
 use super::{Acks, Broker, BrokerError, FetchedMessage, Produced, Topic, catalog, now_ms};
 use crate::storage::{AppendError, ReadError};
@@ -21,10 +22,38 @@ impl Broker {
         &self,
         topic: &str,
         partition: u32,
-        mut messages: Vec<Message>,
+        messages: Vec<Message>,
         acks: Option<Acks>,
         epoch: u64,
     ) -> Result<Produced, BrokerError> {
+        self.produce_batch(topic, partition, messages, acks, epoch, None)
+            .await
+            .map(|(produced, _)| produced)
+    }
+
+    /// Appends an idempotent producer's batch exactly once (`HostedGroup::append_idempotent`):
+    /// a batch written before is answered with its first offset, and `true`.
+    pub async fn produce_idempotent(
+        &self,
+        topic: &str,
+        partition: u32,
+        messages: Vec<Message>,
+        acks: Option<Acks>,
+        producer: ProducerBatch,
+    ) -> Result<(Produced, bool), BrokerError> {
+        self.produce_batch(topic, partition, messages, acks, 0, Some(producer))
+            .await
+    }
+
+    async fn produce_batch(
+        &self,
+        topic: &str,
+        partition: u32,
+        mut messages: Vec<Message>,
+        acks: Option<Acks>,
+        epoch: u64,
+        producer: Option<ProducerBatch>,
+    ) -> Result<(Produced, bool), BrokerError> {
         let topic = self.topic(topic)?;
         let acks = acks.unwrap_or(topic.acks);
         let (group, key) = self.locate(&topic, partition)?;
@@ -54,13 +83,26 @@ impl Broker {
         }
         let count = messages.len() as u32;
         let payload = Bytes::from(batch::encode_batch(&messages));
-        let produced = group
-            .append((key, count, payload), acks, epoch)
-            .await
-            .map_err(|e| self.group_error(e))?;
-        metrics::counter!("meridian_produce_messages_total").increment(u64::from(count));
-        metrics::counter!("meridian_produce_bytes_total").increment(size as u64);
-        Ok(produced)
+        let (produced, duplicate) = match producer {
+            Some(p) => group
+                .append_idempotent((key, count, payload), p, acks, epoch)
+                .await
+                .map_err(|e| self.group_error(e))?,
+            None => (
+                group
+                    .append((key, count, payload), acks, epoch)
+                    .await
+                    .map_err(|e| self.group_error(e))?,
+                false,
+            ),
+        };
+        if duplicate {
+            metrics::counter!("meridian_produce_duplicate_batches_total").increment(1);
+        } else {
+            metrics::counter!("meridian_produce_messages_total").increment(u64::from(count));
+            metrics::counter!("meridian_produce_bytes_total").increment(size as u64);
+        }
+        Ok((produced, duplicate))
     }
 
     /// Reads messages from `offset` on (at most about `max_bytes`, at least one message when

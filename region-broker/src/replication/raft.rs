@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use meridian_proto::producer::ProducerBatch;
 use meridian_proto::record::{self, RecordHeader, RecordKind};
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftLogReader, RaftSnapshotBuilder};
@@ -75,6 +76,11 @@ pub enum Command {
         /// A mirrored batch: its record carries `FLAG_ORIGIN`.
         #[serde(default)]
         mirrored: bool,
+        /// An idempotent producer's batch: its record carries the producer
+        /// (`FLAG_PRODUCER`), so every replica keeps the producer's state. Absent in
+        /// entries of brokers before idempotent producers were replicated.
+        #[serde(default)]
+        producer: Option<ProducerBatch>,
         /// With acks=leader: told when the leader's own journal holds the batch. Never
         /// serialized, so followers and entries read back from the journal have none.
         #[serde(skip)]
@@ -785,6 +791,7 @@ fn record_from_entry(entry: Entry) -> io::Result<RaftRecord> {
         index,
         kind,
         flags: 0,
+        producer: None,
         key: (0, 0),
         count: 0,
         base_offset: 0,
@@ -802,12 +809,14 @@ fn record_from_entry(entry: Entry) -> io::Result<RaftRecord> {
             count,
             payload,
             mirrored,
+            producer,
             ..
         }) => RaftRecord {
             term,
             index,
             kind: RecordKind::Batch,
             flags: if mirrored { record::FLAG_ORIGIN } else { 0 },
+            producer,
             key: (topic_id, partition),
             count,
             base_offset: 0,
@@ -828,6 +837,7 @@ fn record_from_entry(entry: Entry) -> io::Result<RaftRecord> {
             index,
             kind: RecordKind::OffsetCommit,
             flags: 0,
+            producer: None,
             key: (topic_id, partition),
             count: 0,
             base_offset: offset,
@@ -847,14 +857,30 @@ fn entry_from_record(h: &RecordHeader, payload: Bytes) -> io::Result<Entry> {
         RecordKind::Metadata => {
             EntryPayload::Normal(serde_json::from_slice(&payload).map_err(io::Error::other)?)
         }
-        RecordKind::Batch => EntryPayload::Normal(Command::Batch {
-            topic_id: key.0,
-            partition: key.1,
-            count: h.count,
-            payload,
-            mirrored: h.flags & record::FLAG_ORIGIN != 0,
-            local_ack: LocalAck::default(),
-        }),
+        RecordKind::Batch => {
+            // The producer prefix goes back into the command (the writer writes it again);
+            // a mirrored batch's origin stays at the front of the payload.
+            let (producer, payload) = if h.flags & record::FLAG_PRODUCER != 0 {
+                let (p, rest) = ProducerBatch::split(&payload).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("record {}: {e}", h.index),
+                    )
+                })?;
+                (Some(p), rest)
+            } else {
+                (None, payload)
+            };
+            EntryPayload::Normal(Command::Batch {
+                topic_id: key.0,
+                partition: key.1,
+                count: h.count,
+                payload,
+                mirrored: h.flags & record::FLAG_ORIGIN != 0,
+                producer,
+                local_ack: LocalAck::default(),
+            })
+        }
         RecordKind::OffsetCommit => {
             let (group, offset) = record::decode_offset_commit(&payload).ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidData, "malformed offset-commit record")

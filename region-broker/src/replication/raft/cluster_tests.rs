@@ -270,6 +270,7 @@ async fn write(members: &BTreeMap<u64, Member>, n: usize, tag: &str) -> Vec<u64>
             count: 1,
             payload,
             mirrored: false,
+            producer: None,
             local_ack: Default::default(),
         };
         let mut attempts = 0;
