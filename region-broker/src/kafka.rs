@@ -131,6 +131,9 @@ fn error_code(e: &BrokerError) -> i16 {
             code::NOT_ENOUGH_REPLICAS
         }
         BrokerError::NotEnoughReplicas(_) => code::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        BrokerError::Sequence(LogGroupError::Sequence { refusal, .. }) => {
+            producers::refusal_code(refusal)
+        }
         _ => code::UNKNOWN_SERVER_ERROR,
     }
 }
@@ -554,38 +557,35 @@ async fn produce_partition(
             "transactions are not served over the Kafka protocol; use Meridian's two-phase transactions over gRPC".into(),
         ));
     }
-    let mut sequences = match &records.producer {
+    // An idempotent producer's batch is checked and written by the partition's log group
+    // against the producer state every replica keeps from the journal: a retry (even one
+    // crossing a leader change, or of a batch committed but answered with an error) gets
+    // the offset of the first write.
+    let produced = match records.producer {
         Some(batch) => {
-            let state = kafka.producers.lock(batch.id, topic, partition).await;
-            match state.check(batch) {
-                producers::Check::Write => Some(state),
-                producers::Check::Duplicate(offset) => {
-                    metrics::counter!("meridian_kafka_duplicate_batches_total").increment(1);
-                    return Ok(offset);
-                }
-                producers::Check::Refuse(code) => {
-                    return Err((
-                        code,
-                        format!(
-                            "producer {} epoch {} sequence {}..{} does not follow what this partition last received from it",
-                            batch.id, batch.epoch, batch.first_sequence, batch.last_sequence
-                        ),
-                    ));
-                }
+            let (produced, duplicate) = kafka
+                .broker
+                .produce_idempotent(
+                    topic,
+                    partition.max(0) as u32,
+                    records.messages,
+                    acks,
+                    batch.into(),
+                )
+                .await
+                .map_err(|e| (error_code(&e), e.to_string()))?;
+            if duplicate {
+                metrics::counter!("meridian_kafka_duplicate_batches_total").increment(1);
             }
+            produced
         }
-        None => None,
+        None => kafka
+            .broker
+            .produce(topic, partition.max(0) as u32, records.messages, acks, 0)
+            .await
+            .map_err(|e| (error_code(&e), e.to_string()))?,
     };
-    let produced = kafka
-        .broker
-        .produce(topic, partition.max(0) as u32, records.messages, acks, 0)
-        .await
-        .map_err(|e| (error_code(&e), e.to_string()))?;
-    let offset = produced.base_offset as i64;
-    if let (Some(state), Some(batch)) = (&mut sequences, &records.producer) {
-        state.record(batch, offset);
-    }
-    Ok(offset)
+    Ok(produced.base_offset as i64)
 }
 
 /// Fetch: each partition from its offset; when nothing is available anywhere, waits up to
