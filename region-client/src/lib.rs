@@ -13,6 +13,7 @@
 
 pub mod control;
 mod error;
+mod keyed;
 pub mod mirror;
 mod offsets;
 
@@ -24,6 +25,7 @@ use meridian_proto::v1::{self, broker_client::BrokerClient};
 use tonic::transport::{Channel, Endpoint};
 
 pub use error::{RegionError, source_chain};
+pub use keyed::Leading;
 
 /// The response header naming the leader on a "not leader" error (the broker's
 /// `grpc::LEADER_HEADER`, and the control plane's).
@@ -95,6 +97,9 @@ pub struct RegionClient {
     bootstrap: Arc<Mutex<Arc<Vec<String>>>>,
     /// One connection per broker address; bounded by the brokers the region names.
     connections: Arc<Mutex<HashMap<String, BrokerClient<Channel>>>>,
+    /// The broker that last served each log group or partition ([`Leading`]); at most
+    /// 65,536 entries (cleared past it: each is only a hint).
+    leaders: Arc<Mutex<HashMap<Leading, String>>>,
 }
 
 impl RegionClient {
@@ -115,6 +120,7 @@ impl RegionClient {
                         current: Arc::new(Mutex::new(rpc)),
                         bootstrap: Arc::new(Mutex::new(Arc::new(bootstrap.clone()))),
                         connections: Arc::default(),
+                        leaders: Arc::default(),
                     });
                 }
                 Err(e) => last = Some(e),

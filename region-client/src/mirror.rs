@@ -8,7 +8,11 @@ use bytes::Bytes;
 use meridian_proto::origin::Origin;
 use meridian_proto::v1;
 
-use crate::{Positions, RegionClient, RegionError, to_wire};
+use crate::{Leading, Positions, RegionClient, RegionError, to_wire};
+
+/// How long one attempt of a mirror request may go unanswered beyond its own long poll
+/// before it moves to another broker (the leader may be stalled; another may lead by now).
+const ATTEMPT: Duration = Duration::from_secs(5);
 
 pub use meridian_proto::mirror::ShippedBatch;
 pub use meridian_proto::v1::LocalCommit;
@@ -45,7 +49,11 @@ impl RegionClient {
             max_wait_ms: wait.as_millis() as u32,
         };
         let answer = self
-            .call(|mut c| async move { c.read_local(r).await })
+            .call_at_leader(
+                Leading::LogGroup(group),
+                wait + ATTEMPT,
+                |mut c| async move { c.read_local(r).await },
+            )
             .await?;
         Ok((
             answer.batches.into_iter().map(ShippedBatch::from).collect(),
@@ -70,7 +78,7 @@ impl RegionClient {
             positions: to_wire(positions),
         };
         Ok(self
-            .call(|mut c| {
+            .call_at_leader(Leading::Partition(topic_id, partition), ATTEMPT, |mut c| {
                 let r = r.clone();
                 async move { c.merge_positions(r).await }
             })
@@ -79,8 +87,8 @@ impl RegionClient {
     }
 
     /// Appends a batch first written at `origin`, unless its partition already holds it:
-    /// `Ok(true)` when it was a duplicate. Not resent on a broker failure (the caller
-    /// resends: duplicates are detected).
+    /// `Ok(true)` when it was a duplicate. Resent freely (to the partition's leader, after a
+    /// failure or an attempt without an answer): duplicates are detected.
     pub async fn append_mirrored(
         &self,
         topic_id: u32,
@@ -100,21 +108,27 @@ impl RegionClient {
             payload,
         };
         let answer = self
-            .call(|mut c| {
-                let r = r.clone();
-                async move { c.append_mirrored(r).await }
-            })
+            .call_at_leader(
+                Leading::Partition(topic_id, partition),
+                ATTEMPT * 2,
+                |mut c| {
+                    let r = r.clone();
+                    async move { c.append_mirrored(r).await }
+                },
+            )
             .await?;
         Ok(answer.duplicate)
     }
 
     /// The highest seq of origin `(region, group)` any log group of the region holds, asking
     /// every broker (each answers for the groups it leads); `None` when none holds any. A
-    /// broker that does not answer is skipped: a lower answer only means a resend, whose
-    /// duplicates are detected.
+    /// broker that does not answer (within a few seconds: it may be stalled) is skipped: a
+    /// lower answer only means a resend, whose duplicates are detected.
     pub async fn mirror_mark(&self, region: &str, group: u32) -> Result<Option<u64>, RegionError> {
         let brokers = self
-            .call(|mut c| async move { c.log_groups(v1::LogGroupsRequest {}).await })
+            .call_at_leader(Leading::AnyBroker, ATTEMPT, |mut c| async move {
+                c.log_groups(v1::LogGroupsRequest {}).await
+            })
             .await?
             .brokers;
         let mut best: Option<u64> = None;
@@ -122,12 +136,14 @@ impl RegionClient {
             let Ok(mut c) = self.connection(&b.grpc).await else {
                 continue;
             };
-            let Ok(answer) = c
-                .mirror_marks(v1::MirrorMarksRequest {
+            let Ok(Ok(answer)) = tokio::time::timeout(
+                ATTEMPT,
+                c.mirror_marks(v1::MirrorMarksRequest {
                     origin_region: region.to_owned(),
                     origin_group: group,
-                })
-                .await
+                }),
+            )
+            .await
             else {
                 continue;
             };
