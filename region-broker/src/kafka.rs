@@ -107,6 +107,12 @@ mod code {
     pub(super) const KAFKA_STORAGE_ERROR: i16 = 56;
 }
 
+/// A partition index from a Kafka request. A negative one names no partition: it is refused
+/// with UNKNOWN_TOPIC_OR_PARTITION (as Kafka does), never read as another partition.
+fn partition_index(index: i32) -> Result<u32, i16> {
+    u32::try_from(index).map_err(|_| code::UNKNOWN_TOPIC_OR_PARTITION)
+}
+
 /// The Kafka error code for a broker error, so clients retry as they do against Kafka.
 fn error_code(e: &BrokerError) -> i16 {
     match e {
@@ -550,6 +556,8 @@ async fn produce_partition(
     records: Option<Bytes>,
     acks: Option<Acks>,
 ) -> Result<i64, (i16, String)> {
+    let index = partition_index(partition)
+        .map_err(|code| (code, format!("{topic} has no partition {partition}")))?;
     let records = decode_records(records).map_err(|e| (e.code, e.message))?;
     if records.transactional {
         return Err((
@@ -565,13 +573,7 @@ async fn produce_partition(
         Some(batch) => {
             let (produced, duplicate) = kafka
                 .broker
-                .produce_idempotent(
-                    topic,
-                    partition.max(0) as u32,
-                    records.messages,
-                    acks,
-                    batch.into(),
-                )
+                .produce_idempotent(topic, index, records.messages, acks, batch.into())
                 .await
                 .map_err(|e| (error_code(&e), e.to_string()))?;
             if duplicate {
@@ -581,7 +583,7 @@ async fn produce_partition(
         }
         None => kafka
             .broker
-            .produce(topic, partition.max(0) as u32, records.messages, acks, 0)
+            .produce(topic, index, records.messages, acks, 0)
             .await
             .map_err(|e| (error_code(&e), e.to_string()))?,
     };
@@ -616,16 +618,21 @@ async fn fetch(broker: &Broker, r: FetchRequest) -> FetchResponse {
                 p.log_start_offset = -1;
                 p.preferred_read_replica = BrokerId(-1);
                 let max = (part.partition_max_bytes.max(1) as usize).min(budget.max(1));
-                match broker
-                    .fetch(
-                        &name,
-                        part.partition.max(0) as u32,
-                        part.fetch_offset.max(0) as u64,
-                        max,
-                        wait,
-                    )
-                    .await
-                {
+                let index = match partition_index(part.partition) {
+                    Ok(index) => index,
+                    Err(code) => {
+                        p.error_code = code;
+                        t.partitions.push(p);
+                        continue;
+                    }
+                };
+                // A negative offset is before every offset: out of range, never offset 0.
+                let Ok(offset) = u64::try_from(part.fetch_offset) else {
+                    p.error_code = code::OFFSET_OUT_OF_RANGE;
+                    t.partitions.push(p);
+                    continue;
+                };
+                match broker.fetch(&name, index, offset, max, wait).await {
                     Ok((messages, (earliest, latest))) => {
                         p.high_watermark = latest as i64;
                         p.last_stable_offset = latest as i64;
@@ -711,10 +718,15 @@ async fn list_offsets(broker: &Broker, r: ListOffsetsRequest) -> ListOffsetsResp
                 -1 => OffsetQuery::Latest,
                 t => OffsetQuery::Time(t),
             };
-            match broker
-                .list_offset(&name, part.partition_index.max(0) as u32, query)
-                .await
-            {
+            let index = match partition_index(part.partition_index) {
+                Ok(index) => index,
+                Err(code) => {
+                    p.error_code = code;
+                    t.partitions.push(p);
+                    continue;
+                }
+            };
+            match broker.list_offset(&name, index, query).await {
                 Ok((offset, time)) => {
                     p.offset = offset as i64;
                     p.timestamp = time.unwrap_or(-1);

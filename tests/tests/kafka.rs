@@ -736,6 +736,136 @@ async fn an_idempotent_producers_retry_is_written_once() {
     assert!(broker.running());
 }
 
+/// A negative partition names no partition: produce, fetch, list offsets, offset commit and
+/// offset fetch answer UNKNOWN_TOPIC_OR_PARTITION (3) for it, and nothing is written to, read
+/// from or committed on partition 0 in its place (it used to be clamped to 0). A negative
+/// fetch offset is OFFSET_OUT_OF_RANGE (1), not offset 0. Driven on a raw connection, since
+/// clients do not send such requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_negative_partition_is_refused_never_read_as_partition_0() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        ApiKey, FetchRequest, FetchResponse, GroupId, ListOffsetsRequest, ListOffsetsResponse,
+        OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+        ProduceRequest, ProduceResponse, TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    let tmp = tempfile::tempdir().unwrap();
+    let kafka = free_addr();
+    let kafka_flag = kafka.to_string();
+    let broker = BrokerProcess::start(tmp.path(), &["--kafka-listen", &kafka_flag])
+        .await
+        .unwrap();
+    broker.client().await.create_topic("neg", 2).await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let topic = || TopicName(StrBytes::from_static_str("neg"));
+        let mut stream = std::net::TcpStream::connect(kafka).unwrap();
+        let produce = |stream: &mut std::net::TcpStream, partition: i32| {
+            let mut part = PartitionProduceData::default();
+            part.index = partition;
+            part.records = Some(idempotent_batch(-1, -1, 0..1));
+            let mut t = TopicProduceData::default();
+            t.name = topic();
+            t.partition_data = vec![part];
+            let mut request = ProduceRequest::default();
+            request.acks = -1;
+            request.timeout_ms = 10_000;
+            request.topic_data = vec![t];
+            let mut answer = kafka_call(stream, ApiKey::Produce, 7, &request);
+            let response = ProduceResponse::decode(&mut answer, 7).unwrap();
+            let p = &response.responses[0].partition_responses[0];
+            (p.index, p.error_code, p.base_offset)
+        };
+        let fetch = |stream: &mut std::net::TcpStream, partition: i32, offset: i64| {
+            let mut part = FetchPartition::default();
+            part.partition = partition;
+            part.fetch_offset = offset;
+            part.partition_max_bytes = 1 << 20;
+            let mut t = FetchTopic::default();
+            t.topic = topic();
+            t.partitions = vec![part];
+            let mut request = FetchRequest::default();
+            request.max_wait_ms = 0;
+            request.max_bytes = 1 << 20;
+            request.topics = vec![t];
+            let mut answer = kafka_call(stream, ApiKey::Fetch, 11, &request);
+            let response = FetchResponse::decode(&mut answer, 11).unwrap();
+            let p = &response.responses[0].partitions[0];
+            (p.partition_index, p.error_code)
+        };
+        let latest = |stream: &mut std::net::TcpStream, partition: i32| {
+            let mut part = ListOffsetsPartition::default();
+            part.partition_index = partition;
+            part.timestamp = -1;
+            let mut t = ListOffsetsTopic::default();
+            t.name = topic();
+            t.partitions = vec![part];
+            let mut request = ListOffsetsRequest::default();
+            request.topics = vec![t];
+            let mut answer = kafka_call(stream, ApiKey::ListOffsets, 5, &request);
+            let response = ListOffsetsResponse::decode(&mut answer, 5).unwrap();
+            let p = &response.topics[0].partitions[0];
+            (p.partition_index, p.error_code, p.offset)
+        };
+        let commit = |stream: &mut std::net::TcpStream, partition: i32| {
+            let mut part = OffsetCommitRequestPartition::default();
+            part.partition_index = partition;
+            part.committed_offset = 5;
+            let mut t = OffsetCommitRequestTopic::default();
+            t.name = topic();
+            t.partitions = vec![part];
+            let mut request = OffsetCommitRequest::default();
+            request.group_id = GroupId(StrBytes::from_static_str("neg-group"));
+            request.generation_id_or_member_epoch = -1;
+            request.topics = vec![t];
+            let mut answer = kafka_call(stream, ApiKey::OffsetCommit, 8, &request);
+            let response = OffsetCommitResponse::decode(&mut answer, 8).unwrap();
+            let p = &response.topics[0].partitions[0];
+            (p.partition_index, p.error_code)
+        };
+        let committed = |stream: &mut std::net::TcpStream, partition: i32| {
+            let mut t = OffsetFetchRequestTopic::default();
+            t.name = topic();
+            t.partition_indexes = vec![partition];
+            let mut request = OffsetFetchRequest::default();
+            request.group_id = GroupId(StrBytes::from_static_str("neg-group"));
+            request.topics = Some(vec![t]);
+            let mut answer = kafka_call(stream, ApiKey::OffsetFetch, 7, &request);
+            let response = OffsetFetchResponse::decode(&mut answer, 7).unwrap();
+            let p = &response.topics[0].partitions[0];
+            (p.partition_index, p.error_code, p.committed_offset)
+        };
+
+        for partition in [-1, i32::MIN] {
+            assert_eq!(produce(&mut stream, partition), (partition, 3, -1));
+            assert_eq!(fetch(&mut stream, partition, 0), (partition, 3));
+            assert_eq!(latest(&mut stream, partition), (partition, 3, -1));
+            assert_eq!(commit(&mut stream, partition), (partition, 3));
+            assert_eq!(committed(&mut stream, partition), (partition, 3, -1));
+        }
+        // Nothing reached partition 0: its log is empty, its first write is offset 0, and the
+        // group has no offset committed there.
+        assert_eq!(latest(&mut stream, 0), (0, 0, 0));
+        assert_eq!(committed(&mut stream, 0), (0, 0, -1));
+        assert_eq!(produce(&mut stream, 0), (0, 0, 0));
+        assert_eq!(latest(&mut stream, 0), (0, 0, 1));
+        // A negative fetch offset is out of range, not offset 0; a partition past the last
+        // is unknown.
+        assert_eq!(fetch(&mut stream, 0, -5), (0, 1));
+        assert_eq!(fetch(&mut stream, 0, 0), (0, 0));
+        assert_eq!(produce(&mut stream, 2), (2, 3, -1));
+    })
+    .await
+    .unwrap();
+    assert!(broker.running());
+}
+
 /// In a region managed by a control plane, Kafka admin requests are the control plane's
 /// topic operations: a topic the Python admin client creates, configures and grows is the
 /// topic `meridian topic describe` shows, and one the CLI creates is one Kafka deletes.

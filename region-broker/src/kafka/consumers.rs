@@ -12,7 +12,7 @@ use kafka_protocol::messages::{BrokerId, TopicName};
 use meridian_region_client::Stay;
 
 use super::groups;
-use super::{Kafka, client_error_code, code, error_code, str};
+use super::{Kafka, client_error_code, code, error_code, partition_index, str};
 use crate::broker::BrokerError;
 
 impl Kafka {
@@ -98,7 +98,14 @@ pub(super) async fn offset_commit(
         for part in topic.partitions {
             let mut p = OffsetCommitResponsePartition::default();
             p.partition_index = part.partition_index;
-            let partition = part.partition_index.max(0) as u32;
+            let partition = match partition_index(part.partition_index) {
+                Ok(partition) => partition,
+                Err(c) => {
+                    p.error_code = c;
+                    t.partitions.push(p);
+                    continue;
+                }
+            };
             let offset = part.committed_offset as u64;
             if part.committed_offset < 0 {
                 p.error_code = code::OFFSET_OUT_OF_RANGE;
@@ -170,7 +177,14 @@ pub(super) async fn offset_fetch(
             part.committed_leader_epoch = -1;
             part.metadata = Some(str(""));
             part.committed_offset = -1;
-            let partition = p.max(0) as u32;
+            let partition = match partition_index(p) {
+                Ok(partition) => partition,
+                Err(c) => {
+                    part.error_code = c;
+                    t.partitions.push(part);
+                    continue;
+                }
+            };
             let committed = match broker.committed_offset(&group, &name.0, partition).await {
                 Ok(c) => Ok(c.offset),
                 // The partition's log group is led elsewhere: ask there.
