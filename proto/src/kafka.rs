@@ -133,6 +133,8 @@ pub struct RecordsError {
 
 /// CORRUPT_MESSAGE.
 pub const CORRUPT_MESSAGE: i16 = 2;
+/// Kafka's MESSAGE_TOO_LARGE.
+pub const MESSAGE_TOO_LARGE: i16 = 10;
 /// INVALID_REQUEST.
 pub const INVALID_REQUEST: i16 = 42;
 /// UNSUPPORTED_COMPRESSION_TYPE.
@@ -164,20 +166,39 @@ pub struct Records {
     pub transactional: bool,
 }
 
-/// The messages of a partition's record batches, and the idempotent producer that wrote
-/// them. Several batches must come from one producer with consecutive sequences.
+/// What a compressed batch may inflate to when the caller names no limit
+/// ([`decode_records_within`]): the largest frame a Kafka listener takes.
+pub const INFLATED_MAX: usize = 64 << 20;
+
+/// [`decode_records_within`] [`INFLATED_MAX`].
 pub fn decode_records(records: Option<Bytes>) -> Result<Records, RecordsError> {
+    decode_records_within(records, INFLATED_MAX)
+}
+
+/// The messages of a partition's record batches, and the idempotent producer that wrote
+/// them. Several batches must come from one producer with consecutive sequences. A
+/// compressed batch that would inflate past `inflated_max` bytes is refused
+/// (MESSAGE_TOO_LARGE) while it is decompressed, before the bytes past the limit exist: a
+/// small batch cannot make the broker allocate gigabytes.
+pub fn decode_records_within(
+    records: Option<Bytes>,
+    inflated_max: usize,
+) -> Result<Records, RecordsError> {
     let err = |code, message: String| RecordsError { code, message };
     let Some(mut records) = records else {
         return Err(err(INVALID_REQUEST, "no records".into()));
     };
     let sets = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        RecordBatchDecoder::decode_all(&mut records)
+        kafka_protocol::compression::with_decompressed_limit(inflated_max, || {
+            RecordBatchDecoder::decode_all(&mut records)
+        })
     }))
     .map_err(|_| err(CORRUPT_MESSAGE, "the record batch does not decode".into()))?
     .map_err(|e| {
-        let text = e.to_string();
-        if text.contains("ompression") || text.contains("not supported") {
+        let text = format!("{e:#}");
+        if text.contains("inflates past") {
+            err(MESSAGE_TOO_LARGE, text)
+        } else if text.contains("ompression") || text.contains("not supported") {
             err(
                 UNSUPPORTED_COMPRESSION_TYPE,
                 format!("{text}: use none, gzip, snappy, lz4 or zstd"),
@@ -266,6 +287,62 @@ mod tests {
         }
         assert!(decode_records(Some(Bytes::from_static(&[0xff; 70]))).is_err());
         assert!(decode_records(None).is_err());
+    }
+
+    /// One record of `value` in a batch compressed with `compression`.
+    fn compressed(value: Bytes, compression: kafka_protocol::records::Compression) -> Bytes {
+        use kafka_protocol::records::{
+            Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let record = Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 1,
+            key: None,
+            value: Some(value),
+            headers: Default::default(),
+        };
+        let mut buf = bytes::BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression,
+        };
+        RecordBatchEncoder::encode(&mut buf, [record].iter(), &options).unwrap();
+        buf.freeze()
+    }
+
+    /// A decompression bomb — a small batch inflating to 16 MiB of zeros — is refused as
+    /// MESSAGE_TOO_LARGE under a 1 MiB limit with every codec, and decodes under a limit it
+    /// fits.
+    #[test]
+    fn a_batch_inflating_past_the_limit_is_refused_with_every_codec() {
+        use kafka_protocol::records::Compression;
+        let bomb = Bytes::from(vec![0u8; 16 << 20]);
+        for compression in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let batch = compressed(bomb.clone(), compression);
+            assert!(
+                batch.len() < 1 << 20,
+                "{compression:?}: {} bytes",
+                batch.len()
+            );
+            let e = decode_records_within(Some(batch.clone()), 1 << 20).unwrap_err();
+            assert_eq!(e.code, MESSAGE_TOO_LARGE, "{compression:?}: {}", e.message);
+            assert!(e.message.contains("1048576-byte limit"), "{}", e.message);
+            let ok = decode_records_within(Some(batch), 32 << 20).unwrap();
+            assert_eq!(ok.messages.len(), 1, "{compression:?}");
+        }
     }
 
     fn batch(producer_id: i64, sequences: std::ops::Range<i32>) -> bytes::BytesMut {

@@ -26,6 +26,49 @@ pub use snappy::Snappy;
 #[cfg(feature = "zstd")]
 pub use zstd::Zstd;
 
+// MERIDIAN PATCH (3): a limit on what a compressed batch may inflate to, checked while
+// decompressing, so a small batch declaring or producing gigabytes is refused before they
+// are allocated (a decompression bomb). The limit is the caller's, per thread, for the
+// duration of a decode: see `with_decompressed_limit`.
+thread_local! {
+    static DECOMPRESSED_LIMIT: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+/// Runs `f` (a decode) with decompression refusing to produce more than `limit` bytes per
+/// compressed batch: it fails with an error naming the limit instead.
+pub fn with_decompressed_limit<R>(limit: usize, f: impl FnOnce() -> R) -> R {
+    let before = DECOMPRESSED_LIMIT.with(|l| l.replace(limit));
+    let result = f();
+    DECOMPRESSED_LIMIT.with(|l| l.set(before));
+    result
+}
+
+/// The limit in force on this thread.
+#[allow(dead_code)]
+pub(crate) fn decompressed_limit() -> usize {
+    DECOMPRESSED_LIMIT.with(|l| l.get())
+}
+
+/// The error of a batch that inflates past the limit.
+#[allow(dead_code)]
+pub(crate) fn too_large(limit: usize) -> anyhow::Error {
+    anyhow::anyhow!("the compressed batch inflates past the {limit}-byte limit")
+}
+
+/// Reads `reader` to its end, failing once it yields more than the limit.
+#[allow(dead_code)]
+pub(crate) fn read_limited(reader: impl std::io::Read, out: &mut Vec<u8>) -> Result<()> {
+    use std::io::Read as _;
+    let limit = decompressed_limit();
+    let read = reader
+        .take((limit as u64).saturating_add(1))
+        .read_to_end(out)?;
+    if read > limit {
+        return Err(too_large(limit));
+    }
+    Ok(())
+}
+
 /// A trait for record compression algorithms.
 pub trait Compressor<B: ByteBufMut> {
     /// Target buffer type for compression.

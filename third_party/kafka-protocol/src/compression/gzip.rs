@@ -39,14 +39,12 @@ impl<B: ByteBuf> Decompressor<B> for Gzip {
     where
         F: FnOnce(&mut Self::Buf) -> Result<R>,
     {
-        let mut tmp = BytesMut::new();
-
-        // Decompress directly from the input buffer
-        let mut d = GzDecoder::new((&mut tmp).writer());
-        d.write_all(&buf.copy_to_bytes(buf.remaining()))
+        // MERIDIAN PATCH (3): read through a limit instead of writing without one.
+        let input = buf.copy_to_bytes(buf.remaining());
+        let mut tmp = Vec::new();
+        super::read_limited(flate2::read::GzDecoder::new(&input[..]), &mut tmp)
             .context("Failed to decompress gzip")?;
-        d.finish().context("Failed to decompress gzip")?;
 
-        f(&mut tmp.into())
+        f(&mut Bytes::from(tmp))
     }
 }

@@ -42,15 +42,14 @@ impl<B: ByteBuf> Decompressor<B> for Lz4 {
     where
         F: FnOnce(&mut Self::Buf) -> Result<R>,
     {
-        let mut tmp = BytesMut::new().writer();
-
-        // Allocate a temporary buffer to hold the uncompressed bytes
         let buf = buf.copy_to_bytes(buf.remaining());
 
-        let mut decoder = Decoder::new(buf.reader()).context("Failed to decompress lz4")?;
-        io::copy(&mut decoder, &mut tmp).context("Failed to decompress lz4")?;
+        let decoder = Decoder::new(buf.reader()).context("Failed to decompress lz4")?;
+        // MERIDIAN PATCH (3): read through a limit instead of copying without one.
+        let mut tmp = Vec::new();
+        super::read_limited(decoder, &mut tmp).context("Failed to decompress lz4")?;
 
-        f(&mut tmp.into_inner().into())
+        f(&mut Bytes::from(tmp))
     }
 }
 

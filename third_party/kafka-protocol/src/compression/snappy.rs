@@ -81,6 +81,10 @@ impl<B: ByteBuf> Decompressor<B> for Snappy {
         {
             let compressed = compressed.copy_to_bytes(compressed.remaining());
             let actual_len = decompress_len(&compressed).context("failed to read snappy header")?;
+            // MERIDIAN PATCH (3): the declared length is untrusted: check it first.
+            if actual_len > super::decompressed_limit() {
+                return Err(super::too_large(super::decompressed_limit()));
+            }
             let mut tmp = BytesMut::zeroed(actual_len);
             Decoder::new()
                 .decompress(&compressed, &mut tmp)
@@ -105,6 +109,12 @@ impl<B: ByteBuf> Decompressor<B> for Snappy {
             let uncompressed_block_length = decompress_len(&compressed_block)
                 .context("failed to get snappy uncompressed length")?;
             let uncompressed_block_start = uncompressed.len();
+            // MERIDIAN PATCH (3): the declared lengths are untrusted: check their sum first.
+            if uncompressed_block_start.saturating_add(uncompressed_block_length)
+                > super::decompressed_limit()
+            {
+                return Err(super::too_large(super::decompressed_limit()));
+            }
             uncompressed.resize(
                 uncompressed_block_start.saturating_add(uncompressed_block_length),
                 0,
