@@ -574,6 +574,7 @@ async fn replicated_produce(
                     messages: batch[..1].to_vec(),
                     acks: 0,
                     epoch: 0,
+                    producer: None,
                 };
                 if c.produce(r).await.is_ok() {
                     found = Some(c);
@@ -642,6 +643,7 @@ async fn produce_load(
                     messages: batch.clone(),
                     acks: v1::Acks::Quorum as i32,
                     epoch: 0,
+                    producer: None,
                 };
                 client.produce(r).await.expect("produce");
                 hist.record(t.elapsed().as_micros() as u64).expect("record");

@@ -4,12 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meridian_proto::batch::Message;
+use meridian_proto::producer::ProducerBatch;
 use meridian_proto::v1::{self, broker_server};
 use tonic::{Request, Response, Status};
 
 use crate::broker::{Acks, Broker, BrokerError, LogGroupState, OffsetQuery, Strategy, Topic};
 use crate::kafka::groups::Coordinator;
-use crate::storage::AppendError;
+use crate::log_group::LogGroupError;
+use crate::storage::{AppendError, SeqRefusal};
 
 /// The response header that names the leader's address on a `FailedPrecondition` (not
 /// leader) error.
@@ -17,6 +19,11 @@ pub const LEADER_HEADER: &str = "x-meridian-leader";
 /// The response header that carries the group's current epoch on an `Aborted` (stale
 /// epoch) error.
 pub const EPOCH_HEADER: &str = "x-meridian-epoch";
+
+/// The response header that says why an idempotent producer's batch was refused, on an
+/// `OutOfRange` error: `fenced` (a newer epoch of the producer wrote to the partition) or
+/// `out-of-order` (a sequence gap, or a new epoch not starting at 0). Nothing was written.
+pub const SEQUENCE_HEADER: &str = "x-meridian-sequence";
 
 /// Serves the broker over gRPC.
 #[derive(Debug, Clone)]
@@ -59,9 +66,12 @@ pub fn status(e: BrokerError) -> Status {
         BrokerError::Append(AppendError::Closed)
         | BrokerError::Replication(_)
         | BrokerError::NotEnoughReplicas(_) => tonic::Code::Unavailable,
-        BrokerError::NotLeader { .. }
-        | BrokerError::EpochAhead { .. }
-        | BrokerError::Sequence(_) => tonic::Code::FailedPrecondition,
+        BrokerError::NotLeader { .. } | BrokerError::EpochAhead { .. } => {
+            tonic::Code::FailedPrecondition
+        }
+        // Not FailedPrecondition: clients read that as "not leader" and follow the leader;
+        // a sequence refusal is final for the batch (with SEQUENCE_HEADER saying why).
+        BrokerError::Sequence(_) => tonic::Code::OutOfRange,
         // Kafka's FENCED_LEADER_EPOCH: not retried as is; the client must refresh.
         BrokerError::StaleEpoch { .. } => tonic::Code::Aborted,
         BrokerError::Append(_) | BrokerError::Read(_) | BrokerError::Io(_) => tonic::Code::Internal,
@@ -76,12 +86,46 @@ pub fn status(e: BrokerError) -> Status {
     {
         status.metadata_mut().insert(LEADER_HEADER, value);
     }
+    if let BrokerError::Sequence(LogGroupError::Sequence { refusal, .. }) = &e {
+        let why = match refusal {
+            SeqRefusal::Fenced { .. } => "fenced",
+            SeqRefusal::NewEpochNotAtZero { .. } | SeqRefusal::OutOfOrder { .. } => "out-of-order",
+        };
+        status.metadata_mut().insert(
+            SEQUENCE_HEADER,
+            tonic::metadata::MetadataValue::from_static(why),
+        );
+    }
     if let BrokerError::StaleEpoch { current, .. } = &e
         && let Ok(value) = current.to_string().parse()
     {
         status.metadata_mut().insert(EPOCH_HEADER, value);
     }
     status
+}
+
+/// The producer batch of a request's `producer` and its `count` messages: the last
+/// sequence is the first + count - 1, wrapping past `i32::MAX` to 0 as Kafka's do.
+fn producer_batch(p: &v1::ProducerSequence, count: usize) -> Result<ProducerBatch, Status> {
+    let epoch = i16::try_from(p.epoch).ok().filter(|e| *e >= 0);
+    let (Some(epoch), true, true) = (epoch, p.id >= 0, p.first_sequence >= 0) else {
+        return Err(Status::invalid_argument(format!(
+            "producer id {}, epoch {}, first sequence {}: the id and the first sequence must be 0 or more, the epoch 0 to {}",
+            p.id,
+            p.epoch,
+            p.first_sequence,
+            i16::MAX
+        )));
+    };
+    // An empty request is refused by the broker; count - 1 stays 0 for it here.
+    let span = (count.max(1) - 1) as i64;
+    let last = ((i64::from(p.first_sequence) + span) & i64::from(i32::MAX)) as i32;
+    Ok(ProducerBatch {
+        id: p.id,
+        epoch,
+        first_sequence: p.first_sequence,
+        last_sequence: last,
+    })
 }
 
 fn topic_info(broker: &Broker, t: &Topic) -> Result<v1::TopicInfo, Status> {
@@ -209,21 +253,34 @@ impl broker_server::Broker for GrpcService {
             // The topic's default.
             v1::Acks::Unspecified => None,
         };
-        let messages = r
+        let messages: Vec<Message> = r
             .messages
             .into_iter()
             .map(Message::try_from)
             .collect::<Result<_, _>>()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let produced = self
-            .broker
-            .produce(&r.topic, r.partition, messages, acks, r.epoch)
-            .await
-            .map_err(status)?;
+        let (produced, duplicate) = match r.producer {
+            // An idempotent producer's batch: stored once however often it is sent.
+            Some(p) => {
+                let producer = producer_batch(&p, messages.len())?;
+                self.broker
+                    .produce_idempotent_at(&r.topic, r.partition, messages, acks, producer, r.epoch)
+                    .await
+                    .map_err(status)?
+            }
+            None => (
+                self.broker
+                    .produce(&r.topic, r.partition, messages, acks, r.epoch)
+                    .await
+                    .map_err(status)?,
+                false,
+            ),
+        };
         Ok(Response::new(v1::ProduceResponse {
             base_offset: produced.base_offset,
             append_time_ms: produced.append_time_ms,
             epoch: produced.epoch,
+            duplicate,
         }))
     }
 
@@ -563,4 +620,62 @@ fn consumer_groups(c: &Coordinator) -> Vec<v1::ConsumerGroupInfo> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seq(id: i64, epoch: i32, first: i32) -> v1::ProducerSequence {
+        v1::ProducerSequence {
+            id,
+            epoch,
+            first_sequence: first,
+        }
+    }
+
+    #[test]
+    fn a_request_producer_spans_its_messages_and_wraps() {
+        let p = producer_batch(&seq(1 << 62, 3, 10), 5).unwrap();
+        assert_eq!((p.id, p.epoch), (1 << 62, 3));
+        assert_eq!((p.first_sequence, p.last_sequence), (10, 14));
+        let p = producer_batch(&seq(7, 0, i32::MAX - 1), 4).unwrap();
+        assert_eq!((p.first_sequence, p.last_sequence), (i32::MAX - 1, 1));
+        for bad in [
+            seq(-1, 0, 0),
+            seq(1, -1, 0),
+            seq(1, 40_000, 0),
+            seq(1, 0, -5),
+        ] {
+            let e = producer_batch(&bad, 1).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sequence_refusals_are_out_of_range_with_their_reason() {
+        let refused = |refusal| {
+            status(BrokerError::Sequence(LogGroupError::Sequence {
+                log_group: 1,
+                refusal,
+            }))
+        };
+        let fenced = refused(SeqRefusal::Fenced {
+            id: 1,
+            epoch: 0,
+            current: 1,
+        });
+        assert_eq!(fenced.code(), tonic::Code::OutOfRange);
+        assert_eq!(fenced.metadata().get(SEQUENCE_HEADER).unwrap(), "fenced");
+        let gap = refused(SeqRefusal::OutOfOrder {
+            id: 1,
+            epoch: 0,
+            first: 9,
+            last: 9,
+            expected: 5,
+        });
+        assert_eq!(gap.code(), tonic::Code::OutOfRange);
+        assert_eq!(gap.metadata().get(SEQUENCE_HEADER).unwrap(), "out-of-order");
+        assert!(gap.metadata().get(LEADER_HEADER).is_none());
+    }
 }

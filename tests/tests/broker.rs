@@ -240,6 +240,7 @@ async fn bad_input_gets_precise_errors_and_never_kills_the_broker() {
         messages,
         acks: 0,
         epoch: 0,
+        producer: None,
     };
 
     let cases: Vec<(v1::ProduceRequest, tonic::Code, &str)> = vec![

@@ -311,6 +311,30 @@ pub struct ProduceRequest {
     /// request with an older epoch is fenced (ABORTED). 0 means "do not fence".
     #[prost(uint64, tag = "5")]
     pub epoch: u64,
+    /// An idempotent producer's batch: the partition stores it once however often it is sent
+    /// (a resend of one of the producer's last five batches on the partition is answered with
+    /// the offset of its first write, `duplicate` set). Absent: stored as often as it is sent.
+    #[prost(message, optional, tag = "6")]
+    pub producer: ::core::option::Option<ProducerSequence>,
+}
+/// Who sends an idempotent batch and the sequence number of its first message; its last
+/// message has first_sequence + messages - 1 (wrapping past 2^31 - 1 to 0). The same rules
+/// as Kafka's: per partition and producer id, a batch must start right after the previous
+/// one of its epoch, a new epoch at 0; a gap or an older epoch is refused with OUT_OF_RANGE
+/// and the `x-meridian-sequence` header (`out-of-order` or `fenced`), nothing written.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ProducerSequence {
+    /// 0 or more, chosen by the producer, unique to it: the Kafka listener hands out ids
+    /// below 2^62 (time-based), the Rust SDK picks random ones at or above 2^62.
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    /// 0 to 32767.
+    #[prost(int32, tag = "2")]
+    pub epoch: i32,
+    /// 0 to 2^31 - 1.
+    #[prost(int32, tag = "3")]
+    pub first_sequence: i32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -323,6 +347,10 @@ pub struct ProduceResponse {
     /// The log group's leadership epoch (raft term; 0 on an unreplicated broker).
     #[prost(uint64, tag = "3")]
     pub epoch: u64,
+    /// The request's producer batch was stored before (a resend): nothing was written, and
+    /// base_offset is where its first write is.
+    #[prost(bool, tag = "4")]
+    pub duplicate: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

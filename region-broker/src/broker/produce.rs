@@ -41,7 +41,22 @@ impl Broker {
         acks: Option<Acks>,
         producer: ProducerBatch,
     ) -> Result<(Produced, bool), BrokerError> {
-        self.produce_batch(topic, partition, messages, acks, 0, Some(producer))
+        self.produce_idempotent_at(topic, partition, messages, acks, producer, 0)
+            .await
+    }
+
+    /// [`Broker::produce_idempotent`] fenced by the log group's leadership `epoch` the
+    /// producer last saw, as [`Broker::produce`] is (0: not fenced).
+    pub async fn produce_idempotent_at(
+        &self,
+        topic: &str,
+        partition: u32,
+        messages: Vec<Message>,
+        acks: Option<Acks>,
+        producer: ProducerBatch,
+        epoch: u64,
+    ) -> Result<(Produced, bool), BrokerError> {
+        self.produce_batch(topic, partition, messages, acks, epoch, Some(producer))
             .await
     }
 
