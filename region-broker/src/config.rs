@@ -23,6 +23,8 @@ pub struct Config {
     pub grpc_listen: SocketAddr,
     /// Address of the Kafka wire-protocol listener (none: not served).
     pub kafka_listen: Option<SocketAddr>,
+    /// The Kafka listener's bounds (`[kafka]`).
+    pub kafka: KafkaLimits,
     /// Address of the Prometheus `/metrics` endpoint.
     pub metrics_listen: SocketAddr,
     /// Log groups this broker hosts; partitions are spread over them.
@@ -45,6 +47,40 @@ pub struct Config {
     /// registers under a lease, and hosts the log groups and topics the control plane
     /// assigns it (no `replication.peers`, `master_slave` or `log_groups` then).
     pub control: Vec<String>,
+}
+
+/// The largest Kafka request frame accepted (Kafka's `socket.request.max.bytes` is 100 MiB;
+/// ours is the broker's batch limit with room for the request around it).
+pub const KAFKA_FRAME_MAX: usize = 64 << 20;
+
+/// The `[kafka]` section: what the Kafka listener holds at most.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaLimits {
+    /// Open connections at once; past it a new connection is closed at once (Kafka's
+    /// `max.connections`).
+    pub connections_max: usize,
+    /// Open connections from one client address (Kafka's `max.connections.per.ip`).
+    pub connections_per_address_max: usize,
+    /// A connection with no request in flight and nothing received for this long is
+    /// closed (Kafka's `connections.max.idle.ms`); a request whose bytes stop arriving
+    /// half-way is given the same time to finish.
+    pub idle_timeout_ms: u64,
+    /// Bytes of request frames all connections together hold at once (Kafka's
+    /// `queued.max.request.bytes`); a connection past it waits before reading on. At least
+    /// the largest frame (64 MiB).
+    pub request_memory_max: usize,
+}
+
+impl Default for KafkaLimits {
+    fn default() -> Self {
+        KafkaLimits {
+            connections_max: 4096,
+            connections_per_address_max: 1024,
+            idle_timeout_ms: 600_000,
+            request_memory_max: 256 << 20,
+        }
+    }
 }
 
 /// The `[replication]` section: a static description of the region's brokers. With peers, every
@@ -185,6 +221,7 @@ impl Default for Config {
             data_dir: PathBuf::from("meridian-data/broker-1"),
             grpc_listen: "127.0.0.1:7070".parse().expect("valid address"),
             kafka_listen: None,
+            kafka: KafkaLimits::default(),
             metrics_listen: "127.0.0.1:9464".parse().expect("valid address"),
             log_groups: 4,
             control: Vec::new(),
@@ -298,6 +335,28 @@ impl Config {
                 value: value.to_string(),
                 why: why.into(),
             })
+        }
+        let k = &self.kafka;
+        if k.request_memory_max < KAFKA_FRAME_MAX {
+            return invalid(
+                "kafka.request_memory_max",
+                k.request_memory_max,
+                format!("must hold at least one largest frame ({KAFKA_FRAME_MAX} bytes)"),
+            );
+        }
+        if k.connections_max == 0 || k.connections_per_address_max == 0 {
+            return invalid(
+                "kafka.connections_max",
+                format!("{}/{}", k.connections_max, k.connections_per_address_max),
+                "connections_max and connections_per_address_max must be at least 1",
+            );
+        }
+        if k.idle_timeout_ms < 1000 {
+            return invalid(
+                "kafka.idle_timeout_ms",
+                k.idle_timeout_ms,
+                "must be at least 1000 (clients keep idle connections for metadata)",
+            );
         }
         let s = &self.storage;
         if !(1..=256).contains(&self.log_groups) {

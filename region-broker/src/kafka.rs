@@ -23,7 +23,11 @@
 //!
 //! Each connection pipelines requests: each starts in arrival order and answers go back in
 //! order as they complete; a frame is refused before it is buffered when its length is over
-//! [`FRAME_MAX`]: per-connection memory is bounded. Decoding (`meridian_proto::kafka`,
+//! [`FRAME_MAX`]: per-connection memory is bounded, and all connections together hold at
+//! most `kafka.request_memory_max` bytes of frames. Connections are admitted up to
+//! `kafka.connections_max` in all and `kafka.connections_per_address_max` per client
+//! address (`admission.rs`); an idle connection, or a request whose bytes stop arriving,
+//! is closed after `kafka.idle_timeout_ms`. Decoding (`meridian_proto::kafka`,
 //! fuzzed) turns bytes no decoder expected into an error that closes the connection.
 
 use std::sync::Arc;
@@ -40,7 +44,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use meridian_proto::kafka::kafka_protocol;
-use meridian_proto::kafka::{RequestError, SUPPORTED, decode_records, decode_request};
+use meridian_proto::kafka::{RequestError, SUPPORTED, decode_records_within, decode_request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -48,6 +52,7 @@ use crate::broker::{Acks, Broker, BrokerError, OffsetQuery};
 use crate::log_group::LogGroupError;
 
 mod admin;
+mod admission;
 mod consumers;
 
 use meridian_region_client::{RegionClient, RegionError};
@@ -71,6 +76,11 @@ pub(crate) struct Kafka {
     /// A client of the region (through this broker's own gRPC listener) for offset
     /// commits and lookups of partitions whose log group another broker leads.
     region: tokio::sync::OnceCell<RegionClient>,
+    /// Bytes of request frames every connection together may hold
+    /// (`kafka.request_memory_max`).
+    request_memory: Arc<tokio::sync::Semaphore>,
+    /// How long a connection may be idle, or a request half-sent.
+    idle_timeout: Duration,
 }
 
 impl Kafka {
@@ -84,9 +94,8 @@ impl Kafka {
     }
 }
 
-/// The largest request accepted (Kafka's `socket.request.max.bytes` is 100 MiB; ours is the
-/// broker's batch limit with room for the request around it).
-pub const FRAME_MAX: usize = 64 << 20;
+/// The largest request accepted ([`crate::config::KAFKA_FRAME_MAX`]).
+pub const FRAME_MAX: usize = crate::config::KAFKA_FRAME_MAX;
 
 /// Kafka error codes used here (`org.apache.kafka.common.protocol.Errors`).
 mod code {
@@ -162,9 +171,14 @@ pub async fn serve(
     listener: TcpListener,
 ) {
     consumer_groups.start();
+    let limits = broker.config().kafka.clone();
+    let admission =
+        admission::Admission::new(limits.connections_max, limits.connections_per_address_max);
     let kafka = Arc::new(Kafka {
         producers: producers::Producers::new(broker.config().broker_id),
         region: tokio::sync::OnceCell::new(),
+        request_memory: Arc::new(tokio::sync::Semaphore::new(limits.request_memory_max)),
+        idle_timeout: Duration::from_millis(limits.idle_timeout_ms),
         requests: SUPPORTED
             .iter()
             .map(|&(key, ..)| {
@@ -178,12 +192,22 @@ pub async fn serve(
         broker,
         consumer_groups,
     });
+    let mut refusals = Refusals::default();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "accepting a Kafka connection failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let ticket = match admission.admit(peer.ip()) {
+            Ok(t) => t,
+            Err(refused) => {
+                // Closed at once: Kafka has no refusal frame before a request.
+                metrics::counter!("meridian_kafka_connections_refused_total").increment(1);
+                refusals.note(&peer, &refused);
                 continue;
             }
         };
@@ -195,6 +219,7 @@ pub async fn serve(
                 tracing::debug!(%peer, error = %e, "Kafka connection closed");
             }
             metrics::gauge!("meridian_kafka_connections").decrement(1.0);
+            drop(ticket);
         });
     }
 }
@@ -210,6 +235,30 @@ enum Closed {
     Malformed(String),
     #[error("unsupported API {key} version {version}")]
     Unsupported { key: i16, version: i16 },
+    #[error("a request stopped arriving half-way: {0} of {1} bytes in {2:?}")]
+    HalfSent(usize, usize, Duration),
+}
+
+/// Logs refused connections at most once a second (a flood must not flood the log), with
+/// how many were refused since the last line.
+#[derive(Default)]
+struct Refusals {
+    last: Option<std::time::Instant>,
+    since: u64,
+}
+
+impl Refusals {
+    fn note(&mut self, peer: &std::net::SocketAddr, why: &admission::Refused) {
+        self.since += 1;
+        if self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            tracing::warn!(%peer, refused = self.since, "refused a Kafka connection: {why}");
+            self.last = Some(std::time::Instant::now());
+            self.since = 0;
+        }
+    }
 }
 
 /// Requests of one connection in flight at once.
@@ -234,10 +283,15 @@ async fn connection(kafka: &Kafka, mut stream: TcpStream) -> Result<(), Closed> 
     let reader = async move {
         loop {
             let mut len = [0u8; 4];
-            match rd.read_exact(&mut len).await {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Err(e) => return Err(Closed::from(e)),
+            match tokio::time::timeout(kafka.idle_timeout, rd.read_exact(&mut len)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Ok(Err(e)) => return Err(Closed::from(e)),
+                // Idle (Kafka's connections.max.idle.ms): closed; clients reconnect.
+                Err(_) => {
+                    metrics::counter!("meridian_kafka_idle_closed_total").increment(1);
+                    return Ok(());
+                }
             }
             // Kafka frames are big-endian.
             let len = (&len[..]).get_i32();
@@ -250,8 +304,31 @@ async fn connection(kafka: &Kafka, mut stream: TcpStream) -> Result<(), Closed> 
                 .acquire_many_owned(len as u32)
                 .await
                 .expect("the budget is never closed");
+            // The broker-wide budget too: past it this connection waits (and its client
+            // with it) before the frame is read.
+            let shared = kafka
+                .request_memory
+                .clone()
+                .acquire_many_owned(len as u32)
+                .await
+                .expect("the budget is never closed");
+            let permit = (permit, shared);
             let mut body = vec![0u8; len as usize];
-            rd.read_exact(&mut body).await?;
+            let mut read = 0;
+            let deadline = tokio::time::Instant::now() + kafka.idle_timeout;
+            while read < body.len() {
+                match tokio::time::timeout_at(deadline, rd.read(&mut body[read..])).await {
+                    Ok(Ok(0)) => {
+                        return Err(Closed::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                    }
+                    Ok(Ok(n)) => read += n,
+                    Ok(Err(e)) => return Err(Closed::from(e)),
+                    Err(_) => {
+                        metrics::counter!("meridian_kafka_idle_closed_total").increment(1);
+                        return Err(Closed::HalfSent(read, body.len(), kafka.idle_timeout));
+                    }
+                }
+            }
             let (header, request) = decode_request(Bytes::from(body)).map_err(|e| match e {
                 RequestError::Unsupported { key, version } => Closed::Unsupported { key, version },
                 other => Closed::Malformed(other.to_string()),
@@ -558,7 +635,10 @@ async fn produce_partition(
 ) -> Result<i64, (i16, String)> {
     let index = partition_index(partition)
         .map_err(|code| (code, format!("{topic} has no partition {partition}")))?;
-    let records = decode_records(records).map_err(|e| (e.code, e.message))?;
+    // A compressed batch inflates at most to the broker's batch limit: past it, it is
+    // refused while it is decompressed (a decompression bomb never allocates more).
+    let records = decode_records_within(records, kafka.broker.config().batch_bytes_max)
+        .map_err(|e| (e.code, e.message))?;
     if records.transactional {
         return Err((
             48, // INVALID_TXN_STATE

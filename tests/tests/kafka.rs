@@ -1177,3 +1177,86 @@ async fn an_idempotent_kafka_producer_is_exactly_once_and_in_order_across_a_lead
         eprintln!("broker {}: {duplicates}", b.addr);
     }
 }
+
+/// The broker's peak resident memory (VmHWM) in bytes.
+fn peak_rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM in /proc/PID/status")
+        * 1024
+}
+
+/// A decompression bomb — a gzip batch of a few hundred KiB inflating to 256 MiB of zeros —
+/// is refused with MESSAGE_TOO_LARGE while it is inflated, past the broker's batch limit
+/// (8 MiB), never after: the broker's peak memory stays far below the bomb's size, and the
+/// broker goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decompression_bomb_is_refused_before_it_inflates() {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let kafka = free_addr();
+    let kafka_flag = kafka.to_string();
+    let broker = BrokerProcess::start(tmp.path(), &["--kafka-listen", &kafka_flag])
+        .await
+        .unwrap();
+    broker.client().await.create_topic("bomb", 1).await.unwrap();
+    let pid = broker.pid();
+    let inflated: usize = 256 << 20;
+    let bomb = tokio::task::spawn_blocking(move || {
+        let record = Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(bytes::Bytes::from(vec![0u8; inflated])),
+            headers: Default::default(),
+        };
+        let mut buf = bytes::BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::Gzip,
+        };
+        RecordBatchEncoder::encode(&mut buf, [record].iter(), &options).unwrap();
+        buf.freeze()
+    })
+    .await
+    .unwrap();
+    assert!(
+        bomb.len() < 2 << 20,
+        "the bomb is small: {} bytes",
+        bomb.len()
+    );
+    let before = peak_rss(pid);
+    let answer = tokio::task::spawn_blocking(move || produce_raw(kafka, "bomb", 0, bomb))
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.map(|(code, _)| code),
+        Some(10),
+        "MESSAGE_TOO_LARGE for a batch inflating past the limit"
+    );
+    let after = peak_rss(pid);
+    assert!(
+        after < before + (128 << 20),
+        "the broker's peak memory grew from {before} to {after} bytes for a {inflated}-byte bomb"
+    );
+    // Still serving, and nothing of the bomb was written.
+    let ok = tokio::task::spawn_blocking(move || {
+        produce_raw(kafka, "bomb", 0, idempotent_batch(-1, -1, 0..1))
+    })
+    .await
+    .unwrap();
+    assert_eq!(ok, Some((0, 0)), "the next batch is the partition's first");
+}

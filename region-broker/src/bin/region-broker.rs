@@ -30,6 +30,15 @@ struct Args {
     /// Address of the Kafka protocol listener (Kafka clients and tools connect here).
     #[arg(long)]
     kafka_listen: Option<SocketAddr>,
+    /// Kafka connections open at once, at most.
+    #[arg(long)]
+    kafka_connections_max: Option<usize>,
+    /// Kafka connections from one client address, at most.
+    #[arg(long)]
+    kafka_connections_per_address_max: Option<usize>,
+    /// Close a Kafka connection idle (or a request half-sent) this long.
+    #[arg(long)]
+    kafka_idle_timeout_ms: Option<u64>,
     /// Address of the Prometheus /metrics endpoint.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
@@ -123,6 +132,15 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     };
     if let Some(v) = &args.data_dir {
         c.data_dir = v.clone();
+    }
+    if let Some(v) = args.kafka_connections_max {
+        c.kafka.connections_max = v;
+    }
+    if let Some(v) = args.kafka_connections_per_address_max {
+        c.kafka.connections_per_address_max = v;
+    }
+    if let Some(v) = args.kafka_idle_timeout_ms {
+        c.kafka.idle_timeout_ms = v;
     }
     if let Some(v) = args.kafka_listen {
         c.kafka_listen = Some(v);

@@ -1,0 +1,133 @@
+//! The Kafka listener's bounds, against a real broker: connections per client address and
+//! in all are limited (a connection past a limit is closed at once, the others go on being
+//! served), idle connections and requests whose bytes stop arriving half-way are closed
+//! after the idle timeout, and the broker serves new clients throughout.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use meridian_tests::{BrokerProcess, free_addr};
+
+/// A connection to `to` from the local address `from` (127.0.0.x), as a blocking stream.
+fn connect_bound(from: [u8; 4], to: SocketAddr) -> TcpStream {
+    tokio::runtime::Handle::current().block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(SocketAddr::from((from, 0)))
+            .expect("binding a loopback address");
+        let stream = socket
+            .connect(to)
+            .await
+            .expect("connecting to the Kafka listener");
+        let stream = stream.into_std().unwrap();
+        stream.set_nonblocking(false).unwrap();
+        stream
+    })
+}
+
+/// Whether the broker closed `stream` (a read sees EOF or a reset within `wait`).
+fn closed_by_broker(stream: &mut TcpStream, wait: Duration) -> bool {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+    }
+}
+
+/// An ApiVersions request answered on `stream`: the broker serves this connection.
+fn api_versions_answered(stream: &mut TcpStream) -> bool {
+    use bytes::{Buf, BufMut};
+    // ApiVersions v0: length, api key 18, version 0, correlation id 1, client id "t".
+    let mut frame = bytes::BytesMut::new();
+    frame.put_i32(2 + 2 + 4 + 2 + 1);
+    frame.put_i16(18);
+    frame.put_i16(0);
+    frame.put_i32(1);
+    frame.put_i16(1);
+    frame.put_slice(b"t");
+    if stream.write_all(&frame).is_err() {
+        return false;
+    }
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut len = [0u8; 4];
+    if stream.read_exact(&mut len).is_err() {
+        return false;
+    }
+    let mut answer = vec![0u8; (&len[..]).get_i32() as usize];
+    stream.read_exact(&mut answer).is_ok() && (&answer[..4]).get_i32() == 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_connections_are_bounded_and_idle_ones_closed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kafka = free_addr();
+    let kafka_flag = kafka.to_string();
+    let _broker = BrokerProcess::start(
+        tmp.path(),
+        &[
+            "--kafka-listen",
+            &kafka_flag,
+            "--kafka-connections-per-address-max",
+            "20",
+            "--kafka-connections-max",
+            "30",
+            "--kafka-idle-timeout-ms",
+            "2000",
+        ],
+    )
+    .await
+    .unwrap();
+    tokio::task::spawn_blocking(move || {
+        // Twenty from one address are served; the twenty-first is closed at once.
+        let mut first: Vec<TcpStream> = (0..20)
+            .map(|_| connect_bound([127, 0, 0, 1], kafka))
+            .collect();
+        assert!(api_versions_answered(&mut first[19]));
+        let mut over = connect_bound([127, 0, 0, 1], kafka);
+        assert!(
+            closed_by_broker(&mut over, Duration::from_secs(5)),
+            "a connection past the per-address limit is closed"
+        );
+        // Another address is served: ten more fill the listener's thirty.
+        let mut second: Vec<TcpStream> = (0..10)
+            .map(|_| connect_bound([127, 0, 0, 2], kafka))
+            .collect();
+        assert!(api_versions_answered(&mut second[9]));
+        let mut third = connect_bound([127, 0, 0, 3], kafka);
+        assert!(
+            closed_by_broker(&mut third, Duration::from_secs(5)),
+            "a connection past the listener's limit is closed"
+        );
+        // A request whose bytes stop half-way is closed after the idle timeout.
+        let mut half = second.pop().unwrap();
+        half.write_all(&[0, 0, 0, 100]).unwrap();
+        half.write_all(&[0u8; 10]).unwrap();
+        assert!(
+            closed_by_broker(&mut half, Duration::from_secs(10)),
+            "a half-sent request is closed"
+        );
+        // Idle connections are closed after the idle timeout, and give their places back:
+        // a new client from the first address is served.
+        for s in first.iter_mut().chain(second.iter_mut()) {
+            assert!(
+                closed_by_broker(s, Duration::from_secs(10)),
+                "an idle connection is closed"
+            );
+        }
+        let mut again = connect_bound([127, 0, 0, 1], kafka);
+        assert!(
+            api_versions_answered(&mut again),
+            "served again once the idle ones closed"
+        );
+    })
+    .await
+    .unwrap();
+}
