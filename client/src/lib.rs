@@ -1,7 +1,8 @@
 //! Meridian's Rust SDK.
 //!
 //! [`Client`] wraps the broker's native gRPC API: topic administration, offsets, and the
-//! [`Producer`] (async send with batching and linger, a future per message) and
+//! [`Producer`] (async send with batching and linger, a future per message; idempotent by
+//! default: a batch resent across failures and leader changes is stored once) and
 //! [`Consumer`] (subscribe or assign, poll, commit, seek by offset or time).
 //!
 //! A client follows a log group's leader: a broker that does not lead answers with the
@@ -262,6 +263,35 @@ impl Client {
                 async move { c.produce(r).await }
             })
             .await?)
+    }
+
+    /// Sends an idempotent producer's request (it carries `producer`) to the partition's
+    /// leader, following redirects and resending it as is when a broker fails or does not
+    /// answer within `attempt` (the partition stores it once however often it arrives), for
+    /// at most `limit`. A broker that does not answer within `attempt` (a stalled process
+    /// keeps its connections open) counts as failed: the request moves to another broker
+    /// instead of waiting for the transport's 45 s request timeout.
+    pub(crate) async fn produce_idempotent(
+        &self,
+        request: &v1::ProduceRequest,
+        attempt: std::time::Duration,
+        limit: std::time::Duration,
+    ) -> Result<v1::ProduceResponse, meridian_region_client::RegionError> {
+        let routed = Routed(self);
+        let call = self.region.call_routed(&routed, true, |mut c| {
+            let r = request.clone();
+            async move {
+                match tokio::time::timeout(attempt, c.produce(r)).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(tonic::Status::unavailable(format!(
+                        "no answer from the broker within {attempt:?}"
+                    ))),
+                }
+            }
+        });
+        tokio::time::timeout(limit, call)
+            .await
+            .unwrap_or(Err(meridian_region_client::RegionError::GaveUp(limit)))
     }
 
     /// A producer with its own batching task.

@@ -2,6 +2,22 @@
 //! background task gathers records per partition into batches, sent when they reach
 //! `batch_bytes` or have waited `linger`. Batches of one partition are sent one after the
 //! other, so a partition's messages keep the order they were sent in.
+//!
+//! **Idempotence** (on by default, [`ProducerConfig::idempotent`]): each producer has an id
+//! (random, in a range Kafka's producer ids never reach) and, per partition, an epoch and a
+//! sequence; a batch's request carries them, so the partition stores it once however often
+//! it arrives — whichever broker leads when it does. A batch is resent as is (same producer,
+//! same sequences) to the partition's current leader when a broker fails, goes away or does
+//! not answer within [`ProducerConfig::request_timeout`], until
+//! [`ProducerConfig::delivery_timeout`]; its future gets the offset where it is stored.
+//!
+//! One batch of a partition is in flight at a time (the next is sent once the previous is
+//! acknowledged or failed for good), so sequences never need renumbering and order is kept
+//! without relying on the broker refusing gaps. A batch's sequence is taken when its turn
+//! comes. When a batch fails for good (its outcome may be unknown: a timeout), that
+//! partition's epoch moves on and its sequence restarts at 0: the following batches go on
+//! (they are not failed), and a late copy of the failed one can no longer be written after
+//! them (the broker fences the older epoch).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,6 +33,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use meridian_region_client::RegionError;
+
 use crate::{Client, ClientError};
 
 /// Producer settings.
@@ -31,6 +49,19 @@ pub struct ProducerConfig {
     /// What the broker waits for before acknowledging; `Unspecified` (the default): the
     /// topic's setting (quorum unless the topic says otherwise).
     pub acks: v1::Acks,
+    /// Exactly once per batch (the default): batches carry the producer's id and sequences,
+    /// and are resent after failures and timeouts until `delivery_timeout`. Off, a batch is
+    /// sent once (redirects to the leader aside): a failure after it may have reached a
+    /// broker fails its records, since resending could store them twice.
+    pub idempotent: bool,
+    /// Idempotent mode: how long a batch keeps being resent before its records fail
+    /// (Kafka's `delivery.timeout.ms`).
+    pub delivery_timeout: Duration,
+    /// Idempotent mode: how long one attempt waits for an answer before the batch is resent
+    /// (to the leader, or another broker): the broker's own longest wait for replicas
+    /// (5 s with acks=all) and 5 s more, well below the transport's 45 s, so a stalled
+    /// leader does not hold the partition's batches for long.
+    pub request_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -40,7 +71,91 @@ impl Default for ProducerConfig {
             batch_bytes: 256 << 10,
             queue_records_max: 10_000,
             acks: v1::Acks::Unspecified,
+            idempotent: true,
+            delivery_timeout: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+/// A new idempotent producer id: 62 random bits with bit 62 set, so every id is at least
+/// 2^62. Kafka's producer ids (the Kafka listener's: the time in ms above ten bits of the
+/// broker id) stay far below it, and the journal takes only ids of 0 or more (the top bit
+/// stays clear). Random from std's `RandomState` (randomly keyed per process) over the
+/// time, the process id and a counter.
+pub(crate) fn new_producer_id() -> i64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    h.write_u128(now);
+    h.write_u32(std::process::id());
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    ((h.finish() >> 2) | (1 << 62)) as i64
+}
+
+/// One partition's idempotent producer state: who writes, in which epoch, and the sequence
+/// of the next batch's first record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sequences {
+    id: i64,
+    epoch: i16,
+    next: i32,
+}
+
+impl Sequences {
+    pub(crate) fn new(id: i64) -> Sequences {
+        Sequences {
+            id,
+            epoch: 0,
+            next: 0,
+        }
+    }
+
+    /// The producer of the next batch, of `count` records, and moves past it (sequences
+    /// wrap past `i32::MAX` to 0, as Kafka's and the broker's do).
+    pub(crate) fn assign(&mut self, count: usize) -> v1::ProducerSequence {
+        let first = self.next;
+        self.next = ((i64::from(first) + count as i64) & i64::from(i32::MAX)) as i32;
+        v1::ProducerSequence {
+            id: self.id,
+            epoch: i32::from(self.epoch),
+            first_sequence: first,
+        }
+    }
+
+    /// A batch failed for good: the next one starts a new epoch at sequence 0 (the broker
+    /// then fences any late copy of the failed one). Past the last epoch, a new id.
+    pub(crate) fn failed(&mut self) {
+        if self.epoch == i16::MAX {
+            self.id = new_producer_id();
+            self.epoch = 0;
+        } else {
+            self.epoch += 1;
+        }
+        self.next = 0;
+    }
+}
+
+/// Whether an idempotent batch's failed attempt is worth another: the broker failed, went
+/// away, did not answer, or the partition is between leaders. Refusals (unknown topic, a
+/// batch too large, a sequence refusal, a full disk) are final.
+fn retriable(e: &RegionError) -> bool {
+    match e {
+        RegionError::Connect { .. } | RegionError::GaveUp(_) | RegionError::NoAnswer(..) => true,
+        RegionError::Broker { code, .. } => matches!(
+            code,
+            tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Cancelled
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::FailedPrecondition
+                | tonic::Code::Aborted
+        ),
+        RegionError::BadAddress { .. } | RegionError::NoAddress(_) => false,
     }
 }
 
@@ -176,6 +291,8 @@ impl Producer {
             in_flight: HashMap::new(),
             round_robin: 0,
             epochs: Arc::default(),
+            producer_id: new_producer_id(),
+            sequences: Arc::default(),
         };
         tokio::spawn(batcher.run());
         Producer { tx }
@@ -221,6 +338,10 @@ struct Batcher {
     /// batch, so a broker that fell behind (a replaced leader) refuses it rather than
     /// acknowledging it.
     epochs: Arc<Mutex<HashMap<(String, u32), u64>>>,
+    /// Idempotent mode: this producer's id.
+    producer_id: i64,
+    /// Idempotent mode: each partition's epoch and next sequence.
+    sequences: Arc<Mutex<HashMap<(String, u32), Sequences>>>,
 }
 
 impl Batcher {
@@ -319,18 +440,23 @@ impl Batcher {
         }
     }
 
-    /// Sends a batch after the partition's previous batch is acknowledged, keeping order.
+    /// Sends a batch after the partition's previous batch is acknowledged (or failed for
+    /// good), keeping order.
     fn send_batch(&mut self, key: (String, u32), batch: Batch) {
         let previous = self.in_flight.remove(&key);
         let client = self.client.clone();
-        let acks = self.config.acks;
+        let config = self.config.clone();
         let epochs = self.epochs.clone();
+        let sequences = self.config.idempotent.then(|| {
+            let id = self.producer_id;
+            (self.sequences.clone(), id)
+        });
         let (topic, partition) = key.clone();
         let handle = tokio::spawn(async move {
             if let Some(previous) = previous {
                 let _ = previous.await;
             }
-            let messages = batch
+            let messages: Vec<v1::Message> = batch
                 .records
                 .into_iter()
                 .map(|r| v1::Message {
@@ -352,24 +478,38 @@ impl Batcher {
                 .get(&epoch_key)
                 .copied()
                 .unwrap_or(0);
-            let mut request = v1::ProduceRequest {
+            // The partition's previous batch is settled: this one takes the next sequence.
+            let producer = sequences.as_ref().map(|(sequences, id)| {
+                sequences
+                    .lock()
+                    .expect("sequences lock poisoned")
+                    .entry(epoch_key.clone())
+                    .or_insert_with(|| Sequences::new(*id))
+                    .assign(messages.len())
+            });
+            let request = v1::ProduceRequest {
                 topic: topic.clone(),
                 partition,
                 messages,
-                acks: acks as i32,
+                acks: config.acks as i32,
                 epoch: known,
+                producer,
             };
-            let mut sent = client.produce_once(&request).await;
-            if sent
-                .as_ref()
-                .is_err_and(|e| e.code() == Some(tonic::Code::Aborted))
-            {
-                // The group moved to a newer epoch than this producer saw (a failover): the
-                // batch was refused, not stored, so it is safe to send again, unfenced; the
-                // answer carries the new epoch.
-                request.epoch = 0;
-                sent = client.produce_once(&request).await;
-            }
+            let sent = if request.producer.is_some() {
+                let sent = send_idempotent(&client, request, &config).await;
+                if sent.is_err()
+                    && let Some((sequences, _)) = &sequences
+                    && let Some(s) = sequences
+                        .lock()
+                        .expect("sequences lock poisoned")
+                        .get_mut(&epoch_key)
+                {
+                    s.failed();
+                }
+                sent
+            } else {
+                send_once(&client, request).await
+            };
             if let Ok(r) = &sent
                 && r.epoch > 0
             {
@@ -396,5 +536,143 @@ impl Batcher {
             }
         });
         self.in_flight.insert(key, handle);
+    }
+}
+
+/// Sends a batch without a producer: once, following redirects, never resent after it may
+/// have reached a broker that then failed (it could be stored twice).
+async fn send_once(
+    client: &Client,
+    mut request: v1::ProduceRequest,
+) -> Result<v1::ProduceResponse, ClientError> {
+    let mut sent = client.produce_once(&request).await;
+    if sent
+        .as_ref()
+        .is_err_and(|e| e.code() == Some(tonic::Code::Aborted))
+    {
+        // The group moved to a newer epoch than this producer saw (a failover): the batch
+        // was refused, not stored, so it is safe to send again, unfenced; the answer
+        // carries the new epoch.
+        request.epoch = 0;
+        sent = client.produce_once(&request).await;
+    }
+    sent
+}
+
+/// Sends an idempotent batch until it is stored or `delivery_timeout` passes: resent as is
+/// (same producer, same sequences) after failures, to whichever broker leads the partition.
+async fn send_idempotent(
+    client: &Client,
+    mut request: v1::ProduceRequest,
+    config: &ProducerConfig,
+) -> Result<v1::ProduceResponse, ClientError> {
+    let give_up = Instant::now() + config.delivery_timeout;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let left = give_up.saturating_duration_since(Instant::now());
+        let e = match client
+            .produce_idempotent(&request, config.request_timeout.min(left), left)
+            .await
+        {
+            Ok(r) => return Ok(r),
+            Err(e) => e,
+        };
+        if e.code() == Some(tonic::Code::Aborted) && request.epoch != 0 {
+            // The group moved to a newer leadership epoch than this producer saw: refused,
+            // not stored; sent again unfenced (the answer carries the new epoch).
+            request.epoch = 0;
+            continue;
+        }
+        if !retriable(&e) || Instant::now() + pause >= give_up {
+            return Err(e.into());
+        }
+        tracing::debug!(
+            topic = %request.topic,
+            partition = request.partition,
+            error = %e,
+            "resending an idempotent batch"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequences_follow_each_batch_and_wrap() {
+        let mut s = Sequences::new(1 << 62);
+        let a = s.assign(3);
+        assert_eq!((a.id, a.epoch, a.first_sequence), (1 << 62, 0, 0));
+        let b = s.assign(5);
+        assert_eq!(b.first_sequence, 3);
+        assert_eq!(s.assign(1).first_sequence, 8);
+        s.next = i32::MAX - 1;
+        assert_eq!(s.assign(4).first_sequence, i32::MAX - 1);
+        // Past i32::MAX the sequence goes on at 0: the batch's last was 1.
+        assert_eq!(s.assign(1).first_sequence, 2);
+    }
+
+    #[test]
+    fn a_failed_batch_starts_a_new_epoch_at_zero() {
+        let mut s = Sequences::new(5 << 60);
+        s.assign(10);
+        s.failed();
+        let next = s.assign(2);
+        assert_eq!((next.id, next.epoch, next.first_sequence), (5 << 60, 1, 0));
+        assert_eq!(s.assign(1).first_sequence, 2);
+        // Past the last epoch: a new id, epoch 0.
+        s.epoch = i16::MAX;
+        s.failed();
+        let fresh = s.assign(1);
+        assert_ne!(fresh.id, 5 << 60);
+        assert_eq!((fresh.epoch, fresh.first_sequence), (0, 0));
+    }
+
+    #[test]
+    fn producer_ids_are_distinct_and_above_kafkas() {
+        let ids: std::collections::HashSet<i64> = (0..1000).map(|_| new_producer_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(ids.iter().all(|&id| id >= 1 << 62), "{ids:?}");
+        // The Kafka listener's ids: the time in ms above ten bits, far below 2^62.
+        let kafka_now = (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64)
+            << 10;
+        assert!(kafka_now < 1 << 52);
+    }
+
+    #[test]
+    fn only_failures_of_the_broker_or_the_path_are_retried() {
+        let broker = |code| RegionError::Broker {
+            code,
+            message: String::new(),
+        };
+        for code in [
+            tonic::Code::Unavailable,
+            tonic::Code::Cancelled,
+            tonic::Code::DeadlineExceeded,
+            tonic::Code::FailedPrecondition,
+            tonic::Code::Aborted,
+        ] {
+            assert!(retriable(&broker(code)), "{code:?}");
+        }
+        for code in [
+            tonic::Code::OutOfRange,
+            tonic::Code::InvalidArgument,
+            tonic::Code::NotFound,
+            tonic::Code::ResourceExhausted,
+            tonic::Code::PermissionDenied,
+        ] {
+            assert!(!retriable(&broker(code)), "{code:?}");
+        }
+        assert!(retriable(&RegionError::GaveUp(Duration::from_secs(1))));
+        assert!(retriable(&RegionError::Connect {
+            addr: "a".into(),
+            reason: "refused".into(),
+        }));
     }
 }
