@@ -2,7 +2,11 @@
 //! `meridian-console`) does the same way, so operators meet one behaviour: logs through
 //! `tracing`, filtered by `MERIDIAN_LOG` (default `info`), as text or as JSON lines; every
 //! exit with its reason in the log ([`run`]: a panic's message and location, a fatal
-//! error's causes); and a clean stop on SIGTERM or Ctrl-C.
+//! error's causes); a clean stop on SIGTERM or Ctrl-C; and their listeners' bounds
+//! ([`listener`]: connections admitted in all and per client address, idle connections
+//! closed).
+
+pub mod listener;
 
 use tracing_subscriber::EnvFilter;
 

@@ -25,6 +25,8 @@ pub struct Config {
     pub kafka_listen: Option<SocketAddr>,
     /// The Kafka listener's bounds (`[kafka]`).
     pub kafka: KafkaLimits,
+    /// The gRPC API's bounds (`[grpc]`).
+    pub grpc: GrpcLimits,
     /// Address of the Prometheus `/metrics` endpoint.
     pub metrics_listen: SocketAddr,
     /// Log groups this broker hosts; partitions are spread over them.
@@ -79,6 +81,44 @@ impl Default for KafkaLimits {
             connections_per_address_max: 1024,
             idle_timeout_ms: 600_000,
             request_memory_max: 256 << 20,
+        }
+    }
+}
+
+/// The `[grpc]` section: what the gRPC API's listener holds at most (tonic limits neither
+/// connections nor idle time; `meridian_daemon::listener::grpc` does).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcLimits {
+    /// Open connections at once; past it a new connection's requests are answered
+    /// `RESOURCE_EXHAUSTED` naming this key, and it is closed.
+    pub connections_max: usize,
+    /// Open connections from one client address.
+    pub connections_per_address_max: usize,
+    /// A connection with no request in flight this long is closed (gRPC's
+    /// `MAX_CONNECTION_IDLE`); a request whose body stops arriving this long fails with
+    /// `DEADLINE_EXCEEDED`. Long polls (fetch waits at most `fetch_wait_max_ms`) are
+    /// requests in flight, never idle.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for GrpcLimits {
+    fn default() -> Self {
+        GrpcLimits {
+            connections_max: 4096,
+            connections_per_address_max: 1024,
+            idle_timeout_ms: 600_000,
+        }
+    }
+}
+
+impl GrpcLimits {
+    /// The listener's limits as `meridian_daemon::listener::grpc` takes them.
+    pub fn limits(&self) -> meridian_daemon::listener::grpc::Limits {
+        meridian_daemon::listener::grpc::Limits {
+            connections_max: self.connections_max,
+            connections_per_address_max: self.connections_per_address_max,
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
         }
     }
 }
@@ -222,6 +262,7 @@ impl Default for Config {
             grpc_listen: "127.0.0.1:7070".parse().expect("valid address"),
             kafka_listen: None,
             kafka: KafkaLimits::default(),
+            grpc: GrpcLimits::default(),
             metrics_listen: "127.0.0.1:9464".parse().expect("valid address"),
             log_groups: 4,
             control: Vec::new(),
@@ -356,6 +397,20 @@ impl Config {
                 "kafka.idle_timeout_ms",
                 k.idle_timeout_ms,
                 "must be at least 1000 (clients keep idle connections for metadata)",
+            );
+        }
+        let g = &self.grpc;
+        if g.connections_max == 0 {
+            return invalid("grpc.connections_max", 0, "must be at least 1");
+        }
+        if g.connections_per_address_max == 0 {
+            return invalid("grpc.connections_per_address_max", 0, "must be at least 1");
+        }
+        if g.idle_timeout_ms < 1000 {
+            return invalid(
+                "grpc.idle_timeout_ms",
+                g.idle_timeout_ms,
+                "must be at least 1000 (clients keep idle connections between calls)",
             );
         }
         let s = &self.storage;
@@ -612,6 +667,20 @@ mod tests {
                 .to_string()
                 .contains("storage.retention")
         );
+        let mut c = Config::default();
+        c.grpc.idle_timeout_ms = 10;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("grpc.idle_timeout_ms = 10"), "{e}");
+        let mut c = Config::default();
+        c.grpc.connections_per_address_max = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("grpc.connections_per_address_max"), "{e}");
+        let c: Config = toml::from_str(
+            "[grpc]\nconnections_max = 9\nidle_timeout_ms = 5000\n[kafka]\nidle_timeout_ms = 7000\n",
+        )
+        .unwrap();
+        assert_eq!((c.grpc.connections_max, c.grpc.idle_timeout_ms), (9, 5000));
+        assert_eq!(c.kafka.idle_timeout_ms, 7000);
         let e = toml::from_str::<Config>("log_group = 3")
             .unwrap_err()
             .to_string();

@@ -26,8 +26,9 @@
 //! [`FRAME_MAX`]: per-connection memory is bounded, and all connections together hold at
 //! most `kafka.request_memory_max` bytes of frames. Connections are admitted up to
 //! `kafka.connections_max` in all and `kafka.connections_per_address_max` per client
-//! address (`admission.rs`); an idle connection, or a request whose bytes stop arriving,
-//! is closed after `kafka.idle_timeout_ms`. Decoding (`meridian_proto::kafka`,
+//! address (`meridian_daemon::listener::Admission`, shared with the gRPC listeners); an
+//! idle connection, or a request whose bytes stop arriving, is closed after
+//! `kafka.idle_timeout_ms`. Decoding (`meridian_proto::kafka`,
 //! fuzzed) turns bytes no decoder expected into an error that closes the connection.
 
 use std::sync::Arc;
@@ -48,11 +49,12 @@ use meridian_proto::kafka::{RequestError, SUPPORTED, decode_records_within, deco
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use meridian_daemon::listener::{Admission, Refusals};
+
 use crate::broker::{Acks, Broker, BrokerError, OffsetQuery};
 use crate::log_group::LogGroupError;
 
 mod admin;
-mod admission;
 mod consumers;
 
 use meridian_region_client::{RegionClient, RegionError};
@@ -172,8 +174,12 @@ pub async fn serve(
 ) {
     consumer_groups.start();
     let limits = broker.config().kafka.clone();
-    let admission =
-        admission::Admission::new(limits.connections_max, limits.connections_per_address_max);
+    let admission = Admission::new(
+        "Kafka",
+        "kafka.",
+        limits.connections_max,
+        limits.connections_per_address_max,
+    );
     let kafka = Arc::new(Kafka {
         producers: producers::Producers::new(broker.config().broker_id),
         region: tokio::sync::OnceCell::new(),
@@ -192,7 +198,7 @@ pub async fn serve(
         broker,
         consumer_groups,
     });
-    let mut refusals = Refusals::default();
+    let mut refusals = Refusals::new("Kafka");
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -237,28 +243,6 @@ enum Closed {
     Unsupported { key: i16, version: i16 },
     #[error("a request stopped arriving half-way: {0} of {1} bytes in {2:?}")]
     HalfSent(usize, usize, Duration),
-}
-
-/// Logs refused connections at most once a second (a flood must not flood the log), with
-/// how many were refused since the last line.
-#[derive(Default)]
-struct Refusals {
-    last: Option<std::time::Instant>,
-    since: u64,
-}
-
-impl Refusals {
-    fn note(&mut self, peer: &std::net::SocketAddr, why: &admission::Refused) {
-        self.since += 1;
-        if self
-            .last
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
-        {
-            tracing::warn!(%peer, refused = self.since, "refused a Kafka connection: {why}");
-            self.last = Some(std::time::Instant::now());
-            self.since = 0;
-        }
-    }
 }
 
 /// Requests of one connection in flight at once.

@@ -14,6 +14,7 @@ use meridian_control_plane::election::{self, Leader};
 use meridian_control_plane::metadata::{SCHEMA_VERSION, keys};
 use meridian_control_plane::reconcile;
 use meridian_control_plane::store::{EmbeddedStore, EtcdStore, Store};
+use meridian_daemon::listener::grpc;
 use serde::Deserialize;
 
 /// Meridian's control plane.
@@ -42,6 +43,17 @@ struct Args {
     /// milliseconds; its log groups are repaired after that.
     #[arg(long)]
     broker_lease_ms: Option<u64>,
+    /// API connections open at once, at most (past it a connection's calls are answered
+    /// RESOURCE_EXHAUSTED).
+    #[arg(long)]
+    connections_max: Option<usize>,
+    /// API connections from one client address, at most.
+    #[arg(long)]
+    connections_per_address_max: Option<usize>,
+    /// Close an API connection with no call in flight (or fail a call whose body stops
+    /// arriving) after this long, in milliseconds.
+    #[arg(long)]
+    idle_timeout_ms: Option<u64>,
     /// Regions to create at start if they do not exist (repeatable).
     #[arg(long = "region")]
     regions: Vec<String>,
@@ -60,6 +72,9 @@ struct Config {
     leader_lease_ms: u64,
     broker_lease_ms: u64,
     regions: Vec<String>,
+    connections_max: usize,
+    connections_per_address_max: usize,
+    idle_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -72,6 +87,9 @@ impl Default for Config {
             leader_lease_ms: 3000,
             broker_lease_ms: 9000,
             regions: Vec::new(),
+            connections_max: 4096,
+            connections_per_address_max: 1024,
+            idle_timeout_ms: 600_000,
         }
     }
 }
@@ -103,6 +121,15 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     if let Some(v) = args.broker_lease_ms {
         c.broker_lease_ms = v;
     }
+    if let Some(v) = args.connections_max {
+        c.connections_max = v;
+    }
+    if let Some(v) = args.connections_per_address_max {
+        c.connections_per_address_max = v;
+    }
+    if let Some(v) = args.idle_timeout_ms {
+        c.idle_timeout_ms = v;
+    }
     if !args.regions.is_empty() {
         c.regions = args.regions.clone();
     }
@@ -113,6 +140,19 @@ fn config(args: &Args) -> anyhow::Result<Config> {
         bail!(
             "invalid broker_lease_ms = {}: must be 1000 to 120000 (etcd grants leases in whole seconds)",
             c.broker_lease_ms
+        );
+    }
+    if c.connections_max == 0 || c.connections_per_address_max == 0 {
+        bail!(
+            "invalid connections_max = {} / connections_per_address_max = {}: each must be at least 1",
+            c.connections_max,
+            c.connections_per_address_max
+        );
+    }
+    if c.idle_timeout_ms < 1000 {
+        bail!(
+            "invalid idle_timeout_ms = {}: must be at least 1000 (brokers and tools keep idle connections between calls)",
+            c.idle_timeout_ms
         );
     }
     if c.id.is_empty() {
@@ -213,16 +253,27 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Duration::from_millis(config.broker_lease_ms),
     ));
     tracing::info!(id = %config.id, api = %config.listen, store = %config.store, "control plane ready");
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let served = tonic::transport::Server::builder()
-        .add_service(ControlService::server(
-            store,
-            me,
-            leader_rx,
-            config.store.clone(),
-            Duration::from_millis(config.broker_lease_ms),
-        ))
-        .serve_with_incoming_shutdown(incoming, meridian_daemon::stop_requested())
+    // Bounded as the brokers' listeners are: connections admitted in all and per client
+    // address, idle ones closed, half-sent calls failed.
+    let limits = grpc::Limits {
+        connections_max: config.connections_max,
+        connections_per_address_max: config.connections_per_address_max,
+        idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+    };
+    let routes = tonic::service::Routes::new(ControlService::server(
+        store,
+        me,
+        leader_rx,
+        config.store.clone(),
+        Duration::from_millis(config.broker_lease_ms),
+    ))
+    .prepare();
+    let served = grpc::server()
+        .serve_with_incoming_shutdown(
+            grpc::Bounded::new(routes, &limits),
+            grpc::incoming(listener, "", limits),
+            meridian_daemon::stop_requested(),
+        )
         .await;
     repair.abort();
     let _ = stop_tx.send(true);

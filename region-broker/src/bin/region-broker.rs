@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use meridian_daemon::listener::grpc;
 use meridian_region_broker::broker::Broker;
 use meridian_region_broker::config::{Config, MasterSlaveGroup, Peer, ValueError};
 use meridian_region_broker::grpc::GrpcService;
@@ -39,6 +40,16 @@ struct Args {
     /// Close a Kafka connection idle (or a request half-sent) this long.
     #[arg(long)]
     kafka_idle_timeout_ms: Option<u64>,
+    /// gRPC connections open at once, at most.
+    #[arg(long)]
+    grpc_connections_max: Option<usize>,
+    /// gRPC connections from one client address, at most.
+    #[arg(long)]
+    grpc_connections_per_address_max: Option<usize>,
+    /// Close a gRPC connection with no request in flight (or fail a request whose body
+    /// stops arriving) after this long.
+    #[arg(long)]
+    grpc_idle_timeout_ms: Option<u64>,
     /// Address of the Prometheus /metrics endpoint.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
@@ -141,6 +152,15 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.kafka_idle_timeout_ms {
         c.kafka.idle_timeout_ms = v;
+    }
+    if let Some(v) = args.grpc_connections_max {
+        c.grpc.connections_max = v;
+    }
+    if let Some(v) = args.grpc_connections_per_address_max {
+        c.grpc.connections_per_address_max = v;
+    }
+    if let Some(v) = args.grpc_idle_timeout_ms {
+        c.grpc.idle_timeout_ms = v;
     }
     if let Some(v) = args.kafka_listen {
         c.kafka_listen = Some(v);
@@ -271,10 +291,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
             ))
         });
     tracing::info!(grpc = %grpc_listen, data = %data_dir.display(), log_groups = broker.log_groups().len(), topics = broker.topics().len(), "region-broker ready");
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let served = tonic::transport::Server::builder()
-        .add_service(GrpcService::server(broker.clone(), consumer_groups))
-        .serve_with_incoming_shutdown(incoming, meridian_daemon::stop_requested())
+    // Bounded as the Kafka listener is (`[grpc]`): connections admitted in all and per
+    // client address, idle ones closed, half-sent requests failed.
+    let limits = broker.config().grpc.limits();
+    let incoming = grpc::incoming(listener, "grpc.", limits);
+    let routes =
+        tonic::service::Routes::new(GrpcService::server(broker.clone(), consumer_groups)).prepare();
+    let served = grpc::server()
+        .serve_with_incoming_shutdown(
+            grpc::Bounded::new(routes, &limits),
+            incoming,
+            meridian_daemon::stop_requested(),
+        )
         .await;
     if let Some(k) = kafka_server {
         k.abort();

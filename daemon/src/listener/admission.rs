@@ -1,7 +1,9 @@
-//! Which Kafka connections the listener takes: at most `connections_max` open at once and
+//! Which connections a listener takes: at most `connections_max` open at once and
 //! `connections_per_address_max` from one client address (Kafka's `max.connections` and
 //! `max.connections.per.ip`). A decision on counts, without I/O: the listener asks before it
-//! serves a connection and holds the [`Ticket`] while it does.
+//! serves a connection and holds the [`Ticket`] while it does. The Kafka listener and the
+//! daemons' gRPC listeners share it; each names its own configuration keys, so a
+//! refusal says which key to raise.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -9,7 +11,11 @@ use std::sync::{Arc, Mutex};
 
 /// Open connections, in all and by client address.
 #[derive(Debug)]
-pub(crate) struct Admission {
+pub struct Admission {
+    /// The listener, as refusals name it (`Kafka`, `gRPC`).
+    listener: &'static str,
+    /// Its configuration keys' prefix (`kafka.`, `grpc.`, or none).
+    prefix: &'static str,
     max: usize,
     per_address_max: usize,
     open: Mutex<Open>,
@@ -24,25 +30,53 @@ struct Open {
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum Refused {
-    #[error("{0} Kafka connections are open, the listener's limit (kafka.connections_max)")]
-    Listener(usize),
+pub enum Refused {
+    /// The listener has `count` connections open, its limit.
     #[error(
-        "{count} Kafka connections are open from {address}, the limit per client address (kafka.connections_per_address_max)"
+        "{count} {listener} connections are open, the listener's limit ({prefix}connections_max)"
     )]
-    Address { address: IpAddr, count: usize },
+    Listener {
+        /// The listener (`Kafka`, `gRPC`).
+        listener: &'static str,
+        /// Its configuration keys' prefix.
+        prefix: &'static str,
+        /// Connections open.
+        count: usize,
+    },
+    /// `address` has `count` connections open, the limit per address.
+    #[error(
+        "{count} {listener} connections are open from {address}, the limit per client address ({prefix}connections_per_address_max)"
+    )]
+    Address {
+        /// The listener (`Kafka`, `gRPC`).
+        listener: &'static str,
+        /// Its configuration keys' prefix.
+        prefix: &'static str,
+        /// The client address.
+        address: IpAddr,
+        /// Connections open from it.
+        count: usize,
+    },
 }
 
 /// A served connection's place in the counts, given back when dropped.
 #[derive(Debug)]
-pub(crate) struct Ticket {
+pub struct Ticket {
     admission: Arc<Admission>,
     address: IpAddr,
 }
 
 impl Admission {
-    pub(crate) fn new(max: usize, per_address_max: usize) -> Arc<Admission> {
+    /// Counts for `listener` (as refusals name it) configured by keys starting `prefix`.
+    pub fn new(
+        listener: &'static str,
+        prefix: &'static str,
+        max: usize,
+        per_address_max: usize,
+    ) -> Arc<Admission> {
         Arc::new(Admission {
+            listener,
+            prefix,
             max,
             per_address_max,
             open: Mutex::default(),
@@ -50,14 +84,24 @@ impl Admission {
     }
 
     /// A ticket for one more connection from `address`, or why not.
-    pub(crate) fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Ticket, Refused> {
+    pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Ticket, Refused> {
+        let (listener, prefix) = (self.listener, self.prefix);
         let mut open = self.open.lock().expect("admission lock poisoned");
         if open.total >= self.max {
-            return Err(Refused::Listener(open.total));
+            return Err(Refused::Listener {
+                listener,
+                prefix,
+                count: open.total,
+            });
         }
         let count = open.by_address.get(&address).copied().unwrap_or(0);
         if count >= self.per_address_max {
-            return Err(Refused::Address { address, count });
+            return Err(Refused::Address {
+                listener,
+                prefix,
+                address,
+                count,
+            });
         }
         open.total += 1;
         *open.by_address.entry(address).or_insert(0) += 1;
@@ -68,8 +112,7 @@ impl Admission {
     }
 
     /// Open connections now.
-    #[cfg(test)]
-    pub(crate) fn open(&self) -> usize {
+    pub fn open(&self) -> usize {
         self.open.lock().expect("admission lock poisoned").total
     }
 }
@@ -97,12 +140,14 @@ mod tests {
 
     #[test]
     fn one_address_gets_its_share_and_others_the_rest() {
-        let a = Admission::new(5, 2);
+        let a = Admission::new("Kafka", "kafka.", 5, 2);
         let t1 = a.admit(ip(1)).unwrap();
         let _t2 = a.admit(ip(1)).unwrap();
         assert_eq!(
             a.admit(ip(1)).unwrap_err(),
             Refused::Address {
+                listener: "Kafka",
+                prefix: "kafka.",
                 address: ip(1),
                 count: 2
             }
@@ -116,9 +161,13 @@ mod tests {
 
     #[test]
     fn the_listener_limit_holds_across_addresses() {
-        let a = Admission::new(3, 3);
+        let a = Admission::new("gRPC", "grpc.", 3, 3);
         let tickets: Vec<Ticket> = (1..=3).map(|i| a.admit(ip(i)).unwrap()).collect();
-        assert_eq!(a.admit(ip(9)).unwrap_err(), Refused::Listener(3));
+        let refused = a.admit(ip(9)).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "3 gRPC connections are open, the listener's limit (grpc.connections_max)"
+        );
         drop(tickets);
         assert_eq!(a.open(), 0);
         assert!(

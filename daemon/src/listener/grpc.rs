@@ -1,0 +1,494 @@
+//! A daemon's gRPC listener, bounded as the Kafka listener is. tonic limits neither
+//! connections nor how long one may sit idle, so the daemon serves it with
+//! `serve_with_incoming` over [`incoming`], an accept loop that:
+//!
+//! - admits at most `connections_max` connections in all and `connections_per_address_max`
+//!   from one client address ([`Admission`]). A refused connection is answered, not just
+//!   closed: each request on it gets `RESOURCE_EXHAUSTED` saying which limit and which key
+//!   to raise, and it is closed within [`REFUSED_LINGER`] (at most [`REFUSED_ANSWERED_MAX`]
+//!   refused connections are answered at once; past that they are closed at once);
+//! - closes a connection with no request in flight for `idle_timeout` (gRPC's
+//!   `MAX_CONNECTION_IDLE`; HTTP/2 pings do not keep a connection busy, so a client that
+//!   pings while idle is closed too — its channel reconnects on its next call).
+//!
+//! [`Bounded`] wraps the service: it counts each connection's requests in flight (until its
+//! response body is done) and fails a request whose body stops arriving for `idle_timeout`
+//! (`DEADLINE_EXCEEDED`). A request whose headers stop half-way is not in flight yet: its
+//! connection is idle and closed. [`server`] adds HTTP/2 keepalive pings, so a dead peer's
+//! connection is closed even while a long poll is in flight on it. Message sizes are the
+//! services' own (`max_decoding_message_size`).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::Stream;
+use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+use tonic::body::Body;
+use tonic::codegen::{Bytes, Service, http};
+use tonic::transport::server::Connected;
+
+use super::{Admission, Refusals, Refused, Ticket};
+
+/// A gRPC listener's bounds (the broker's `[grpc]` section).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections open at once.
+    pub connections_max: usize,
+    /// Connections open from one client address.
+    pub connections_per_address_max: usize,
+    /// A connection with no request in flight this long is closed; a request whose body
+    /// stops arriving this long fails.
+    pub idle_timeout: Duration,
+}
+
+/// Refused connections answered at once; past it a refused connection is closed unanswered.
+pub const REFUSED_ANSWERED_MAX: usize = 64;
+/// How long a refused connection is kept to answer its requests with the refusal.
+pub const REFUSED_LINGER: Duration = Duration::from_secs(2);
+/// HTTP/2 pings sent this often find a dead peer under a request in flight...
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// ...when it does not answer one within this.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A tonic server with the keepalive every bounded listener uses.
+pub fn server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+}
+
+/// The connections accepted on `listener`, admitted within `limits` (refusals and timeouts
+/// name the configuration keys, which start with `prefix`: `grpc.` in the broker), for
+/// tonic's `serve_with_incoming`.
+pub fn incoming(
+    listener: TcpListener,
+    prefix: &'static str,
+    limits: Limits,
+) -> impl Stream<Item = Result<Connection, Infallible>> + Send + 'static {
+    struct State {
+        listener: TcpListener,
+        admission: Arc<Admission>,
+        refusals: Refusals,
+        answering: Arc<Semaphore>,
+    }
+    let state = State {
+        listener,
+        admission: Admission::new(
+            "gRPC",
+            prefix,
+            limits.connections_max,
+            limits.connections_per_address_max,
+        ),
+        refusals: Refusals::new("gRPC"),
+        answering: Arc::new(Semaphore::new(REFUSED_ANSWERED_MAX)),
+    };
+    futures_util::stream::unfold(state, move |mut s| async move {
+        loop {
+            let (stream, peer) = match s.listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a gRPC connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let connection = match s.admission.admit(peer.ip()) {
+                Ok(ticket) => Connection::new(
+                    stream,
+                    peer,
+                    prefix,
+                    limits.idle_timeout,
+                    Place::Admitted(ticket),
+                ),
+                Err(why) => {
+                    metrics::counter!("meridian_grpc_connections_refused_total").increment(1);
+                    s.refusals.note(&peer, &why);
+                    // Dropped (closed) unanswered when too many are being answered.
+                    let Ok(permit) = s.answering.clone().try_acquire_owned() else {
+                        continue;
+                    };
+                    Connection::new(
+                        stream,
+                        peer,
+                        prefix,
+                        REFUSED_LINGER,
+                        Place::Refused(permit, Arc::new(why)),
+                    )
+                }
+            };
+            return Some((Ok(connection), s));
+        }
+    })
+}
+
+/// Why a connection is served: its place in the counts, or a refusal to answer with.
+#[derive(Debug)]
+enum Place {
+    Admitted(#[allow(dead_code)] Ticket),
+    Refused(#[allow(dead_code)] OwnedSemaphorePermit, Arc<Refused>),
+}
+
+/// An accepted connection: the socket, closed by its reads once idle (or, refused, once
+/// [`REFUSED_LINGER`] has passed).
+#[derive(Debug)]
+pub struct Connection {
+    stream: TcpStream,
+    info: ConnectionInfo,
+    idle_timeout: Duration,
+    /// A refused connection is closed by then whatever it does.
+    close_by: Option<Instant>,
+    timer: Pin<Box<Sleep>>,
+    _place: Place,
+}
+
+/// What a request learns of its connection (tonic puts it in the request's extensions).
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// The configuration keys' prefix.
+    prefix: &'static str,
+    refused: Option<Arc<Refused>>,
+    activity: Arc<Activity>,
+}
+
+/// A connection's requests in flight and when that count last changed.
+#[derive(Debug)]
+struct Activity(Mutex<(usize, Instant)>);
+
+/// One request in flight: counted until dropped (its response body done or dropped).
+#[derive(Debug)]
+struct InFlight(Arc<Activity>);
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> InFlight {
+        let mut a = self.0.lock().expect("activity lock poisoned");
+        *a = (a.0 + 1, Instant::now());
+        InFlight(self.clone())
+    }
+
+    fn now(&self) -> (usize, Instant) {
+        *self.0.lock().expect("activity lock poisoned")
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut a = self.0.0.lock().expect("activity lock poisoned");
+        *a = (a.0 - 1, Instant::now());
+    }
+}
+
+/// When a connection is to be closed: `idle_timeout` after the last request ended (or it
+/// was accepted) when none is in flight, never while one is — and a refused connection by
+/// `close_by` whatever it does. `None`: not now, look again later.
+fn close_at(
+    in_flight: usize,
+    last_change: Instant,
+    idle_timeout: Duration,
+    close_by: Option<Instant>,
+) -> Option<Instant> {
+    let idle = (in_flight == 0).then(|| last_change + idle_timeout);
+    match (idle, close_by) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl Connection {
+    fn new(
+        stream: TcpStream,
+        remote: SocketAddr,
+        prefix: &'static str,
+        idle_timeout: Duration,
+        place: Place,
+    ) -> Connection {
+        let now = Instant::now();
+        let refused = match &place {
+            Place::Refused(_, why) => Some(why.clone()),
+            Place::Admitted(_) => None,
+        };
+        let close_by = refused.as_ref().map(|_| now + REFUSED_LINGER);
+        if refused.is_none() {
+            metrics::gauge!("meridian_grpc_connections").increment(1.0);
+        }
+        Connection {
+            stream,
+            info: ConnectionInfo {
+                remote,
+                prefix,
+                refused,
+                activity: Arc::new(Activity(Mutex::new((0, now)))),
+            },
+            idle_timeout,
+            close_by,
+            timer: Box::pin(tokio::time::sleep_until(now + idle_timeout)),
+            _place: place,
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.info.refused.is_none() {
+            metrics::gauge!("meridian_grpc_connections").decrement(1.0);
+        }
+    }
+}
+
+impl Connected for Connection {
+    type ConnectInfo = ConnectionInfo;
+
+    fn connect_info(&self) -> ConnectionInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Poll::Ready(read) = Pin::new(&mut this.stream).poll_read(cx, buf) {
+            return Poll::Ready(read);
+        }
+        // Nothing to read: the server waits on this socket for as long as it is open, so
+        // this is where an idle connection is found and closed (the error ends it).
+        loop {
+            let now = Instant::now();
+            let (in_flight, last_change) = this.info.activity.now();
+            let close = close_at(in_flight, last_change, this.idle_timeout, this.close_by);
+            if close.is_some_and(|at| at <= now) {
+                if this.info.refused.is_none() {
+                    metrics::counter!("meridian_grpc_idle_closed_total").increment(1);
+                    tracing::debug!(peer = %this.info.remote, "closing an idle gRPC connection");
+                }
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no request for {:?} ({}idle_timeout_ms)",
+                        this.idle_timeout, this.info.prefix
+                    ),
+                )));
+            }
+            // While a request is in flight, look again a whole timeout later (its end wakes
+            // the connection's task anyway, to send the answer).
+            this.timer
+                .as_mut()
+                .reset(close.unwrap_or(now + this.idle_timeout));
+            if this.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// The service of a bounded listener: answers a refused connection's requests with the
+/// refusal, counts every other request in flight on its connection until its answer is
+/// sent, and fails a request whose body stops arriving for `idle_timeout`.
+#[derive(Debug, Clone)]
+pub struct Bounded<S> {
+    inner: S,
+    idle_timeout: Duration,
+}
+
+impl<S> Bounded<S> {
+    /// `inner` (tonic's `Routes`) with the bounds of [`incoming`]'s `limits`.
+    pub fn new(inner: S, limits: &Limits) -> Bounded<S> {
+        Bounded {
+            inner,
+            idle_timeout: limits.idle_timeout,
+        }
+    }
+}
+
+impl<S> Service<http::Request<Body>> for Bounded<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let info = request.extensions().get::<ConnectionInfo>().cloned();
+        if let Some(why) = info.as_ref().and_then(|i| i.refused.clone()) {
+            let (parts, ()) = tonic::Status::resource_exhausted(why.to_string())
+                .into_http::<()>()
+                .into_parts();
+            return Box::pin(async move { Ok(http::Response::from_parts(parts, Body::empty())) });
+        }
+        let in_flight = info.as_ref().map(|i| i.activity.begin());
+        let prefix = info.as_ref().map_or("", |i| i.prefix);
+        let timeout = self.idle_timeout;
+        let request = request.map(|body| {
+            Body::new(HalfSent {
+                inner: body,
+                timeout,
+                prefix,
+                timer: Box::pin(tokio::time::sleep(timeout)),
+            })
+        });
+        // The clone that was made ready is the one called (tower's contract).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let response = inner.call(request).await?;
+            Ok(response.map(|body| {
+                Body::new(Answering {
+                    inner: body,
+                    _in_flight: in_flight,
+                })
+            }))
+        })
+    }
+}
+
+/// A request body that fails once its frames stop arriving for `timeout`.
+struct HalfSent {
+    inner: Body,
+    timeout: Duration,
+    prefix: &'static str,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl http_body::Body for HalfSent {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.timer.as_mut().reset(Instant::now() + this.timeout);
+                Poll::Ready(frame)
+            }
+            Poll::Pending if this.timer.as_mut().poll(cx).is_ready() => {
+                metrics::counter!("meridian_grpc_half_sent_total").increment(1);
+                Poll::Ready(Some(Err(tonic::Status::deadline_exceeded(format!(
+                    "the request's bytes stopped arriving for {:?} ({}idle_timeout_ms)",
+                    this.timeout, this.prefix
+                )))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that keeps its request counted in flight until it is done.
+struct Answering {
+    inner: Body,
+    _in_flight: Option<InFlight>,
+}
+
+impl http_body::Body for Answering {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(600);
+
+    #[test]
+    fn an_idle_connection_closes_a_timeout_after_its_last_request() {
+        let last = Instant::now();
+        assert_eq!(close_at(0, last, T, None), Some(last + T));
+    }
+
+    #[test]
+    fn a_connection_with_a_request_in_flight_is_never_idle() {
+        let last = Instant::now() - 2 * T;
+        assert_eq!(close_at(1, last, T, None), None);
+    }
+
+    #[test]
+    fn a_refused_connection_closes_by_its_linger_whatever_it_does() {
+        let now = Instant::now();
+        let by = now + REFUSED_LINGER;
+        assert_eq!(close_at(3, now, REFUSED_LINGER, Some(by)), Some(by));
+        assert_eq!(
+            close_at(0, now - REFUSED_LINGER, REFUSED_LINGER, Some(by)),
+            Some(now)
+        );
+    }
+}
