@@ -72,6 +72,12 @@ pub struct KafkaLimits {
     /// `queued.max.request.bytes`); a connection past it waits before reading on. At least
     /// the largest frame (64 MiB).
     pub request_memory_max: usize,
+    /// A consumer group with no members this long is forgotten by its coordinator (its
+    /// committed offsets stay in the journal; Kafka drops an empty group's metadata too).
+    pub empty_group_expiry_ms: u64,
+    /// Consumer groups a broker coordinates at once; a JoinGroup for a new group past it is
+    /// answered COORDINATOR_NOT_AVAILABLE (retried by clients) until empty ones expire.
+    pub groups_max: usize,
 }
 
 impl Default for KafkaLimits {
@@ -81,6 +87,8 @@ impl Default for KafkaLimits {
             connections_per_address_max: 1024,
             idle_timeout_ms: 600_000,
             request_memory_max: 256 << 20,
+            empty_group_expiry_ms: 600_000,
+            groups_max: 10_000,
         }
     }
 }
@@ -399,6 +407,16 @@ impl Config {
                 "must be at least 1000 (clients keep idle connections for metadata)",
             );
         }
+        if k.empty_group_expiry_ms < 1000 {
+            return invalid(
+                "kafka.empty_group_expiry_ms",
+                k.empty_group_expiry_ms,
+                "must be at least 1000 (a group's members rejoin within a rebalance)",
+            );
+        }
+        if k.groups_max == 0 {
+            return invalid("kafka.groups_max", 0, "must be at least 1");
+        }
         let g = &self.grpc;
         if g.connections_max == 0 {
             return invalid("grpc.connections_max", 0, "must be at least 1");
@@ -675,12 +693,20 @@ mod tests {
         c.grpc.connections_per_address_max = 0;
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("grpc.connections_per_address_max"), "{e}");
+        let mut c = Config::default();
+        c.kafka.groups_max = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("kafka.groups_max"), "{e}");
+        let mut c = Config::default();
+        c.kafka.empty_group_expiry_ms = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("kafka.empty_group_expiry_ms"), "{e}");
         let c: Config = toml::from_str(
-            "[grpc]\nconnections_max = 9\nidle_timeout_ms = 5000\n[kafka]\nidle_timeout_ms = 7000\n",
+            "[grpc]\nconnections_max = 9\nidle_timeout_ms = 5000\n[kafka]\ngroups_max = 7\n",
         )
         .unwrap();
         assert_eq!((c.grpc.connections_max, c.grpc.idle_timeout_ms), (9, 5000));
-        assert_eq!(c.kafka.idle_timeout_ms, 7000);
+        assert_eq!(c.kafka.groups_max, 7);
         let e = toml::from_str::<Config>("log_group = 3")
             .unwrap_err()
             .to_string();

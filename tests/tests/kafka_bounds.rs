@@ -131,3 +131,102 @@ async fn kafka_connections_are_bounded_and_idle_ones_closed() {
     .await
     .unwrap();
 }
+
+/// The consumer groups a broker's coordinator knows, by name and state (gRPC
+/// ListConsumerGroups).
+async fn groups(broker: &BrokerProcess) -> Vec<(String, String)> {
+    let mut client =
+        meridian_proto::v1::broker_client::BrokerClient::connect(format!("http://{}", broker.addr))
+            .await
+            .unwrap();
+    let mut out: Vec<(String, String)> = client
+        .list_consumer_groups(meridian_proto::v1::ListConsumerGroupsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .groups
+        .into_iter()
+        .map(|g| (g.name, g.state))
+        .collect();
+    out.sort();
+    out
+}
+
+/// A kcat consumer of `topic` in `group`, its output thrown away.
+fn kcat_member(kafka: SocketAddr, group: &str, topic: &str) -> std::process::Child {
+    std::process::Command::new("kcat")
+        .args(["-b", &kafka.to_string(), "-G", group, "-q", topic])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kcat")
+}
+
+/// Waits (up to 30 s) until the broker's groups are `want`.
+async fn until_groups(broker: &BrokerProcess, want: &[(&str, &str)]) {
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = groups(broker).await;
+        if now == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "groups {now:?}, expected {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The coordinator's memory is bounded: past `kafka.groups_max` a new group is refused
+/// (COORDINATOR_NOT_AVAILABLE, which a client retries), and a group whose last member left
+/// is forgotten after `kafka.empty_group_expiry_ms`, making room for the waiting one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_kafka_groups_are_forgotten_and_groups_are_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kafka = free_addr();
+    let kafka_flag = kafka.to_string();
+    let broker = BrokerProcess::start(
+        tmp.path(),
+        &[
+            "--kafka-listen",
+            &kafka_flag,
+            "--kafka-groups-max",
+            "1",
+            "--kafka-empty-group-expiry-ms",
+            "1000",
+        ],
+    )
+    .await
+    .unwrap();
+    broker.client().await.create_topic("jobs", 2).await.unwrap();
+    let mut first = kcat_member(kafka, "first", "jobs");
+    until_groups(&broker, &[("first", "Stable")]).await;
+    // The limit is reached: the second group is refused and keeps asking.
+    let mut second = kcat_member(kafka, "second", "jobs");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        groups(&broker).await,
+        vec![("first".to_owned(), "Stable".to_owned())],
+        "a group past kafka.groups_max is refused"
+    );
+    assert!(
+        broker
+            .log_text()
+            .contains("refused a new Kafka consumer group"),
+        "the refusal is logged"
+    );
+    // The first member leaves (SIGINT: kcat closes its consumer): the group is forgotten
+    // after the expiry, and the second group gets its place.
+    // SAFETY: signalling our own child by pid.
+    unsafe { libc::kill(first.id() as i32, libc::SIGINT) };
+    let _ = first.wait();
+    until_groups(&broker, &[("second", "Stable")]).await;
+    let _ = second.kill();
+    let _ = second.wait();
+}

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -11,7 +12,7 @@ use meridian_daemon::listener::grpc;
 use meridian_region_broker::broker::Broker;
 use meridian_region_broker::config::{Config, MasterSlaveGroup, Peer, ValueError};
 use meridian_region_broker::grpc::GrpcService;
-use meridian_region_broker::kafka::groups::Coordinator;
+use meridian_region_broker::kafka::groups::{Coordinator, GroupLimits};
 use meridian_region_broker::replication::transport::RaftTransportService;
 use meridian_region_broker::storage::{self, FlushPolicy};
 
@@ -40,6 +41,12 @@ struct Args {
     /// Close a Kafka connection idle (or a request half-sent) this long.
     #[arg(long)]
     kafka_idle_timeout_ms: Option<u64>,
+    /// Forget a Kafka consumer group with no members for this long.
+    #[arg(long)]
+    kafka_empty_group_expiry_ms: Option<u64>,
+    /// Kafka consumer groups this broker coordinates at once, at most.
+    #[arg(long)]
+    kafka_groups_max: Option<usize>,
     /// gRPC connections open at once, at most.
     #[arg(long)]
     grpc_connections_max: Option<usize>,
@@ -152,6 +159,12 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.kafka_idle_timeout_ms {
         c.kafka.idle_timeout_ms = v;
+    }
+    if let Some(v) = args.kafka_empty_group_expiry_ms {
+        c.kafka.empty_group_expiry_ms = v;
+    }
+    if let Some(v) = args.kafka_groups_max {
+        c.kafka.groups_max = v;
     }
     if let Some(v) = args.grpc_connections_max {
         c.grpc.connections_max = v;
@@ -279,7 +292,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     // The Kafka listener's consumer groups, created beside it and shared with the gRPC
     // service (which lists them).
-    let consumer_groups = kafka.as_ref().map(|_| Arc::new(Coordinator::default()));
+    let group_limits = GroupLimits {
+        empty_group_expiry: Duration::from_millis(broker.config().kafka.empty_group_expiry_ms),
+        groups_max: broker.config().kafka.groups_max,
+    };
+    let consumer_groups = kafka
+        .as_ref()
+        .map(|_| Arc::new(Coordinator::new(group_limits)));
     let kafka_server = kafka
         .zip(consumer_groups.clone())
         .map(|(listener, groups)| {

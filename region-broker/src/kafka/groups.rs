@@ -5,6 +5,14 @@
 //! member its share; heartbeats keep members in and tell them of a rebalance; a member
 //! whose session lapses is removed. State is in memory: after a broker restart members
 //! rejoin (their committed offsets are in the journal).
+//!
+//! Memory is bounded: a group with no members for `kafka.empty_group_expiry_ms` is
+//! forgotten (Kafka drops an empty group's metadata the same way; its committed offsets
+//! stay in the journal, they are not the coordinator's), and at most `kafka.groups_max`
+//! groups are known at once: a JoinGroup for a new group past it is answered
+//! COORDINATOR_NOT_AVAILABLE, which clients retry (a limit that frees itself as empty groups
+//! expire must not be fatal to a consumer, as GROUP_MAX_SIZE_REACHED is — and that code
+//! speaks of members in one group, not of groups).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -16,6 +24,7 @@ use tokio::time::Instant;
 
 /// Kafka error codes of the group protocol.
 pub(crate) mod code {
+    pub(crate) const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub(crate) const ILLEGAL_GENERATION: i16 = 22;
     pub(crate) const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
     pub(crate) const UNKNOWN_MEMBER_ID: i16 = 25;
@@ -87,11 +96,26 @@ struct Group {
     syncers: Vec<(String, oneshot::Sender<Synced>)>,
     /// Bumped at every rebalance start, so a stale timer does nothing.
     round: u64,
+    /// When the group last became empty (made, or its last member gone).
+    empty_since: Instant,
+}
+
+/// Whether a group is forgotten now: empty (no member, none joining) for `expiry` since
+/// `empty_since`.
+fn forgotten(
+    state: State,
+    members: usize,
+    empty_since: Instant,
+    now: Instant,
+    expiry: Duration,
+) -> bool {
+    state == State::Empty && members == 0 && now.saturating_duration_since(empty_since) >= expiry
 }
 
 impl Group {
     fn new() -> Group {
         Group {
+            empty_since: Instant::now(),
             state: State::Empty,
             generation: 0,
             protocol_type: String::new(),
@@ -102,6 +126,13 @@ impl Group {
             syncers: Vec::new(),
             round: 0,
         }
+    }
+
+    /// No member is left: the group is Empty from now on.
+    fn become_empty(&mut self) {
+        self.state = State::Empty;
+        self.joiners.clear();
+        self.empty_since = Instant::now();
     }
 
     /// Starts a rebalance (members learn of it by heartbeat and rejoin); returns the
@@ -130,8 +161,7 @@ impl Group {
     fn complete_join(&mut self) {
         self.members.retain(|_, m| m.rejoined);
         if self.members.is_empty() {
-            self.state = State::Empty;
-            self.joiners.clear();
+            self.become_empty();
             return;
         }
         self.generation += 1;
@@ -200,10 +230,37 @@ impl State {
 }
 
 /// The Kafka consumer groups this broker coordinates (membership, generations, rebalances).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Coordinator {
     groups: Mutex<HashMap<String, Group>>,
     next_member: std::sync::atomic::AtomicU64,
+    limits: GroupLimits,
+    /// When a new group was last refused for `groups_max` (logged at most once a second).
+    refused_logged: Mutex<Option<Instant>>,
+}
+
+/// How many groups a [`Coordinator`] knows at most, and how long an empty one is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupLimits {
+    /// A group with no members this long is forgotten (`kafka.empty_group_expiry_ms`).
+    pub empty_group_expiry: Duration,
+    /// Groups known at once (`kafka.groups_max`).
+    pub groups_max: usize,
+}
+
+impl Default for GroupLimits {
+    fn default() -> Self {
+        GroupLimits {
+            empty_group_expiry: Duration::from_secs(600),
+            groups_max: 10_000,
+        }
+    }
+}
+
+impl Default for Coordinator {
+    fn default() -> Self {
+        Coordinator::new(GroupLimits::default())
+    }
 }
 
 /// What a JoinGroup asks.
@@ -220,6 +277,16 @@ pub(crate) struct Join {
 }
 
 impl Coordinator {
+    /// A coordinator bounded by `limits`.
+    pub fn new(limits: GroupLimits) -> Coordinator {
+        Coordinator {
+            groups: Mutex::default(),
+            next_member: Default::default(),
+            limits,
+            refused_logged: Mutex::default(),
+        }
+    }
+
     /// A group's state and members; `None` when this broker knows no such group.
     pub(crate) fn describe(&self, group: &str) -> Option<Described> {
         let groups = self.groups.lock().expect("groups lock poisoned");
@@ -254,7 +321,8 @@ impl Coordinator {
         out
     }
 
-    /// Starts the task that removes members whose session lapsed.
+    /// Starts the task that removes members whose session lapsed and forgets groups empty
+    /// for `empty_group_expiry`.
     pub(crate) fn start(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -284,12 +352,21 @@ impl Coordinator {
                 });
                 if g.members.len() < before && g.state != State::Joining {
                     if g.members.is_empty() {
-                        g.state = State::Empty;
+                        g.become_empty();
                     } else {
                         timers.push((name.clone(), g.start_rebalance()));
                     }
                 }
             }
+            let expiry = self.limits.empty_group_expiry;
+            groups.retain(|name, g| {
+                let forget = forgotten(g.state, g.members.len(), g.empty_since, now, expiry);
+                if forget {
+                    tracing::debug!(group = %name, "forgetting an empty Kafka group");
+                }
+                !forget
+            });
+            metrics::gauge!("meridian_kafka_groups").set(groups.len() as f64);
         }
         for (name, (round, wait)) in timers {
             self.complete_after(name, round, wait);
@@ -322,6 +399,10 @@ impl Coordinator {
         }
         let rx = {
             let mut groups = self.groups.lock().expect("groups lock poisoned");
+            if !groups.contains_key(&j.group) && groups.len() >= self.limits.groups_max {
+                self.refuse_new_group(&j.group, groups.len());
+                return fail(code::COORDINATOR_NOT_AVAILABLE, j.member_id);
+            }
             let g = groups.entry(j.group.clone()).or_insert_with(Group::new);
             let member_id = if j.member_id.is_empty() {
                 let n = self
@@ -451,6 +532,20 @@ impl Coordinator {
         0
     }
 
+    /// Counts and logs (at most once a second) a new group refused for `groups_max`.
+    fn refuse_new_group(&self, group: &str, known: usize) {
+        metrics::counter!("meridian_kafka_groups_refused_total").increment(1);
+        let mut last = self.refused_logged.lock().expect("log lock poisoned");
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            tracing::warn!(
+                group,
+                known,
+                "refused a new Kafka consumer group: {known} groups are known, the limit (kafka.groups_max); empty groups are forgotten after kafka.empty_group_expiry_ms"
+            );
+            *last = Some(Instant::now());
+        }
+    }
+
     /// Removes members; the others rebalance. Returns each member's error code.
     pub(crate) fn leave(self: &Arc<Self>, group: &str, members: &[String]) -> Vec<i16> {
         let (codes, timer) = {
@@ -469,8 +564,7 @@ impl Coordinator {
                 })
                 .collect();
             let timer = if g.members.is_empty() {
-                g.state = State::Empty;
-                g.joiners.clear();
+                g.become_empty();
                 None
             } else if g.state != State::Joining {
                 Some(g.start_rebalance())
@@ -489,6 +583,58 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_group_empty_for_the_whole_expiry_is_forgotten() {
+        let expiry = Duration::from_secs(600);
+        let t = Instant::now();
+        let later = t + expiry;
+        assert!(forgotten(State::Empty, 0, t, later, expiry));
+        assert!(!forgotten(
+            State::Empty,
+            0,
+            t,
+            later - Duration::from_millis(1),
+            expiry
+        ));
+        // Members, or a rebalance under way, keep a group however old.
+        assert!(!forgotten(State::Stable, 2, t, later + expiry, expiry));
+        assert!(!forgotten(State::Joining, 0, t, later, expiry));
+        assert!(!forgotten(State::Empty, 1, t, later, expiry));
+        // A clock that seems to go back forgets nothing.
+        assert!(!forgotten(State::Empty, 0, later, t, expiry));
+    }
+
+    #[tokio::test]
+    async fn an_empty_group_is_forgotten_and_groups_are_bounded() {
+        let c = Arc::new(Coordinator::new(GroupLimits {
+            empty_group_expiry: Duration::from_secs(1),
+            groups_max: 2,
+        }));
+        c.start();
+        let a = c.join(join("a", "")).await;
+        assert_eq!(a.error, 0);
+        assert_eq!(c.join(join("b", "")).await.error, 0);
+        // A third group is refused while two are known; the known ones go on.
+        assert_eq!(
+            c.join(join("c", "")).await.error,
+            code::COORDINATOR_NOT_AVAILABLE
+        );
+        assert_eq!(c.join(join("a", &a.member_id)).await.error, 0);
+        assert_eq!(c.leave("a", std::slice::from_ref(&a.member_id)), vec![0]);
+        assert_eq!(c.list().len(), 2, "empty for less than the expiry: kept");
+        let names = || -> Vec<String> { c.list().into_iter().map(|(n, ..)| n).collect() };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while names().len() == 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            names(),
+            vec!["b".to_owned()],
+            "a is forgotten, b has a member"
+        );
+        assert_eq!(c.join(join("c", "")).await.error, 0, "room for a new group");
+    }
 
     fn join(group: &str, member: &str) -> Join {
         Join {
