@@ -33,7 +33,8 @@ use proptest::prelude::*;
 
 use crate::backend::{Backend, FaultyBackend, MemoryBackend};
 use crate::checkpoint::TMP_FILE;
-use crate::{AppendError, FlushPolicy, GroupConfig, LogGroup, PartitionKey};
+use crate::record::RecordKind;
+use crate::{AppendError, FlushPolicy, GroupConfig, LogGroup, PartitionKey, RaftRecord};
 
 const KEYS: [PartitionKey; 2] = [(1, 0), (1, 1)];
 
@@ -587,4 +588,161 @@ fn a_group_in_memory_creates_no_file() {
     assert!(paths.contains(&dir.join("checkpoint.json")), "{paths:?}");
     assert!(has("journal", "log") && has("index/orders/0", "idx") && has("index/fresh/0", "idx"));
     assert!(!paths.iter().any(|p| p.starts_with(dir.join("index/audit"))));
+}
+
+/// Sets or clears the kind of full disk asked for: every write and create refused, or only
+/// new files (the journal fills its preallocated segment, then cannot get the next one).
+fn fill(backend: &FaultyBackend, new_files_only: bool, full: bool) {
+    if new_files_only {
+        backend.set_no_room_for_new_files(full);
+    } else {
+        backend.set_disk_full(full);
+    }
+}
+
+/// A full disk refuses appends with `DiskFull` and never poisons the group: once space
+/// returns, appends succeed again without reopening it, and nothing acknowledged is lost
+/// (checked after a crash and a power cut).
+#[test]
+fn a_full_disk_refuses_appends_until_space_returns_then_they_succeed() {
+    let rt = runtime();
+    let dir = PathBuf::from("/nonexistent/fault-tests/group");
+    for new_files_only in [false, true] {
+        let backend = FaultyBackend::new();
+        let mut model = Model::default();
+        let group = LogGroup::open(&dir, config(&backend), &partitions()).unwrap();
+        append_acked(&rt, &group, &mut model, 5);
+        fill(&backend, new_files_only, true);
+        // 300-byte batches, 4 KiB segments: the segment being written fills within 13.
+        let mut refused = 0;
+        for i in 0..40 {
+            let key = KEYS[i % 2];
+            let data = payload(1000 + i, 300);
+            match rt.block_on(group.append(key, data.clone(), 1)) {
+                Ok(appended) => model.acked.push(Batch {
+                    key,
+                    index: Some(appended.index),
+                    base: appended.base_offset,
+                    payload: data,
+                }),
+                Err(AppendError::DiskFull { .. }) => refused += 1,
+                Err(e) => panic!("a full disk refused an append otherwise: {e}"),
+            }
+        }
+        assert!(
+            refused >= 25,
+            "only {refused} of 40 appends refused on a full disk (new files only: {new_files_only})"
+        );
+        fill(&backend, new_files_only, false);
+        // Several segments more: the next segment is preallocated now.
+        append_acked(&rt, &group, &mut model, 30);
+        group.crash();
+        backend.power_cut();
+        drop(group);
+        let group = LogGroup::open(&dir, config(&backend), &partitions()).unwrap();
+        check(&group, &mut model).unwrap();
+        append_acked(&rt, &group, &mut model, 3);
+        group.close();
+    }
+}
+
+/// The replica paths heal too: verbatim copies of a leader's records (master-slave pulls,
+/// snapshot shipping) and raft entries are refused while the replica's disk is full, a raft
+/// batch possibly in part (what was stored before the disk filled stays), and go on from
+/// where the replica's journal ends once space returns. The replica ends up with the
+/// leader's records, each once.
+#[test]
+fn replica_appends_refused_on_a_full_disk_resume_once_space_returns() {
+    let rt = runtime();
+    let leader_backend = FaultyBackend::new();
+    let leader_dir = PathBuf::from("/nonexistent/fault-tests/leader");
+    let leader = LogGroup::open(&leader_dir, config(&leader_backend), &partitions()).unwrap();
+    let mut model = Model::default();
+    append_acked(&rt, &leader, &mut model, 60);
+    let leader_end = leader.positions().1;
+    for new_files_only in [false, true] {
+        // Verbatim copies.
+        let backend = FaultyBackend::new();
+        let dir = PathBuf::from("/nonexistent/fault-tests/replica");
+        let replica = LogGroup::open(&dir, config(&backend), &partitions()).unwrap();
+        let copy = |replica: &LogGroup| -> Result<bool, AppendError> {
+            let from = replica.positions().1;
+            let chunk = leader.read_records(from, 1024).unwrap();
+            if chunk.records.is_empty() {
+                return Ok(false);
+            }
+            rt.block_on(replica.append_records(&chunk))?;
+            Ok(true)
+        };
+        for _ in 0..5 {
+            copy(&replica).unwrap();
+        }
+        fill(&backend, new_files_only, true);
+        let mut refused = 0;
+        for _ in 0..20 {
+            match copy(&replica) {
+                Ok(_) => {}
+                Err(AppendError::DiskFull { .. }) => refused += 1,
+                Err(e) => panic!("a full disk refused a copy otherwise: {e}"),
+            }
+        }
+        assert!(refused >= 5, "only {refused} copies refused on a full disk");
+        fill(&backend, new_files_only, false);
+        while copy(&replica).unwrap() {}
+        assert_eq!(replica.positions().1, leader_end);
+        let (a, b) = (
+            leader.read_records(0, 1 << 20).unwrap(),
+            replica.read_records(0, 1 << 20).unwrap(),
+        );
+        assert_eq!(
+            a.records, b.records,
+            "the replica's journal is the leader's"
+        );
+        replica.close();
+        drop(replica);
+        let replica = LogGroup::open(&dir, config(&backend), &partitions()).unwrap();
+        check(&replica, &mut model).unwrap();
+        replica.close();
+
+        // Raft entries, retried from the first one the journal does not hold.
+        let backend = FaultyBackend::new();
+        let dir = PathBuf::from("/nonexistent/fault-tests/raft");
+        let replica = LogGroup::open(&dir, config(&backend), &partitions()).unwrap();
+        let entry = |index: u64| RaftRecord {
+            term: 3,
+            index,
+            kind: RecordKind::Batch,
+            flags: 0,
+            producer: None,
+            key: KEYS[index as usize % 2],
+            count: 1,
+            base_offset: 0,
+            payload: payload(index as usize, 300),
+        };
+        let append =
+            |from: u64, to: u64| rt.block_on(replica.append_raft((from..to).map(entry).collect()));
+        append(1, 6).unwrap();
+        fill(&backend, new_files_only, true);
+        let mut refused = 0;
+        for _ in 0..5 {
+            let next = replica.last_record().map_or(1, |(i, _)| i + 1);
+            match append(next, 40) {
+                Ok(_) => panic!("40 entries appended on a full disk"),
+                Err(AppendError::DiskFull { .. }) => refused += 1,
+                Err(e) => panic!("a full disk refused raft entries otherwise: {e}"),
+            }
+        }
+        assert_eq!(refused, 5);
+        fill(&backend, new_files_only, false);
+        let next = replica.last_record().map_or(1, |(i, _)| i + 1);
+        append(next, 40).unwrap();
+        for index in 1..40 {
+            let (h, payload_read) = replica.record_by_index(index).unwrap().unwrap();
+            assert_eq!((h.index, h.term), (index, 3));
+            assert!(payload_read.ends_with(&entry(index).payload));
+        }
+        assert_eq!(replica.last_record(), Some((39, 3)));
+        replica.close();
+    }
+    leader.close();
 }

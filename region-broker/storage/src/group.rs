@@ -576,6 +576,16 @@ impl LogGroup {
         self.shared.apply_retention(&self.tx)
     }
 
+    /// The group's directory, as its errors and log lines name it.
+    pub fn dir_display(&self) -> &str {
+        &self.shared.dir_display
+    }
+
+    /// Whether the group was closed (its writer takes no more appends).
+    pub fn is_closed(&self) -> bool {
+        self.shared.stop.load(Ordering::SeqCst) || self.tx.is_closed()
+    }
+
     /// Stops the threads after flushing indexes and writing a final checkpoint.
     pub fn close(&self) {
         let _ = self

@@ -20,6 +20,7 @@ mod segment;
 mod sync;
 #[cfg(test)]
 mod tests;
+mod throttle;
 
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ pub use group::{
 pub use journal::ReadFailure;
 pub use meridian_proto::record;
 pub use sync::SyncBatcher;
+pub use throttle::{LOG_EVERY, LogThrottle};
 
 /// Identifies a partition inside a group: `(topic_id, partition)`.
 pub type PartitionKey = (u32, u32);

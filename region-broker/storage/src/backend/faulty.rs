@@ -57,6 +57,8 @@ struct Armed {
 struct Faults {
     armed: Vec<Armed>,
     disk_full: bool,
+    /// Only new files are refused: a full disk under preallocated segments.
+    no_new_files: bool,
     /// Durability points until the power fails (0: no failure armed).
     power_fails_in: u64,
     /// The memory backend's flag that the power has failed.
@@ -84,6 +86,15 @@ impl Faults {
         if fail {
             self.injected.push((kind, path.to_owned()));
             return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        Ok(())
+    }
+
+    /// Refuses a new file while only new files are refused.
+    fn check_create(&mut self, path: &Path) -> io::Result<()> {
+        if self.no_new_files {
+            self.injected.push((Kind::Refused, path.to_owned()));
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
         Ok(())
     }
@@ -145,6 +156,14 @@ impl FaultyBackend {
         self.faults().disk_full = full;
     }
 
+    /// While `full`, creating a file (preallocating a segment, a new index file, the
+    /// checkpoint's temporary file) fails with `ENOSPC`, but writes to existing files
+    /// succeed: a real full disk under preallocated segments, where the journal fills its
+    /// current segment and then cannot get the next one.
+    pub fn set_no_room_for_new_files(&self, full: bool) {
+        self.faults().no_new_files = full;
+    }
+
     /// The power fails just before the `n`th durability point from now (1: the next): a file
     /// or directory sync, a `sync_all`, a rename or a create. From then on every call still
     /// succeeds but nothing more becomes durable; [`FaultyBackend::power_cut`] then brings
@@ -195,6 +214,7 @@ impl FaultyBackend {
         let mut faults = self.faults();
         faults.armed.clear();
         faults.disk_full = false;
+        faults.no_new_files = false;
         faults.power_fails_in = 0;
     }
 
@@ -232,6 +252,7 @@ impl Backend for FaultyBackend {
     }
 
     fn create(&self, path: &Path, size: u64) -> io::Result<Arc<dyn BackendFile>> {
+        self.faults().check_create(path)?;
         self.faults().check(Kind::Write, path)?;
         self.durability_point();
         Ok(self.wrap(path, self.memory.create(path, size)?))
@@ -243,6 +264,7 @@ impl Backend for FaultyBackend {
 
     fn open_growable(&self, path: &Path) -> io::Result<Arc<dyn BackendFile>> {
         if !self.memory.exists(path) {
+            self.faults().check_create(path)?;
             self.faults().check(Kind::Write, path)?;
         }
         Ok(self.wrap(path, self.memory.open_growable(path)?))

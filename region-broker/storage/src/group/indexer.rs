@@ -16,7 +16,7 @@ use super::{Command, Shared, visible_limit};
 use crate::checkpoint::Checkpoint;
 use crate::index::{Entry, PartitionIndex};
 use crate::journal::WalkEnd;
-use crate::{FlushPolicy, PartitionKey};
+use crate::{FlushPolicy, LogThrottle, PartitionKey};
 
 /// What indexing one record did.
 enum Indexed {
@@ -163,6 +163,9 @@ pub(super) struct Indexer {
     pub(super) tx: mpsc::Sender<Command>,
     pub(super) last_flush: Instant,
     pub(super) last_retention: Instant,
+    /// Rate limits of the failures' log lines: indexing, flushing, retention. A full disk
+    /// fails every flush until space returns; each is retried on the next round.
+    failures: [LogThrottle; 3],
 }
 
 impl Indexer {
@@ -172,6 +175,7 @@ impl Indexer {
             tx,
             last_flush: Instant::now(),
             last_retention: Instant::now(),
+            failures: Default::default(),
         }
     }
 
@@ -197,23 +201,39 @@ impl Indexer {
             if self.shared.crashed.load(Ordering::SeqCst) {
                 return;
             }
-            if let Err(e) = self.index_to() {
-                tracing::error!(dir = %self.shared.dir_display, error = %e, "indexing failed");
-            }
+            let indexed = self.index_to();
+            self.report(0, "indexing", indexed);
             if stopping || self.last_flush.elapsed() >= config.flush_interval {
-                if let Err(e) = self.flush() {
-                    tracing::error!(dir = %self.shared.dir_display, error = %e, "index flush failed");
-                }
+                let flushed = self.flush();
+                self.report(1, "index flush", flushed);
                 self.last_flush = Instant::now();
             }
             if stopping {
                 return;
             }
             if self.last_retention.elapsed() >= config.retention_check_interval {
-                if let Err(e) = self.shared.apply_retention(&self.tx) {
-                    tracing::error!(dir = %self.shared.dir_display, error = %e, "retention failed");
-                }
+                let applied = self.shared.apply_retention(&self.tx);
+                self.report(2, "retention", applied);
                 self.last_retention = Instant::now();
+            }
+        }
+    }
+
+    /// Logs the outcome of one of the indexer's tasks, at most once per interval while it
+    /// keeps failing (with how many failures were not logged), and once when it succeeds
+    /// again.
+    fn report(&mut self, task: usize, what: &'static str, result: io::Result<()>) {
+        let dir = &self.shared.dir_display;
+        match result {
+            Ok(()) => {
+                if let Some((failures, took)) = self.failures[task].succeeded() {
+                    tracing::info!(dir = %dir, failures, seconds = took.as_secs(), "{what} succeeds again");
+                }
+            }
+            Err(e) => {
+                if let Some(suppressed) = self.failures[task].failed() {
+                    tracing::error!(dir = %dir, error = %e, suppressed, "{what} failed (retried every round)");
+                }
             }
         }
     }

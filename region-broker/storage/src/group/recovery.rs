@@ -171,6 +171,8 @@ impl LogGroup {
             last_time: scan.last_time,
             next_offsets: scan.next_offsets,
             undo: Vec::new(),
+            pending_cut: None,
+            failures: Default::default(),
         };
         threads.push(
             std::thread::Builder::new()

@@ -4,6 +4,16 @@
 //! (group commit). A failed write is cut and the appends refused; a failed sync makes the
 //! group refuse writes until it is reopened. Truncation and reset run here too
 //! (`truncation.rs`), between group commits.
+//!
+//! **A full disk heals by itself.** `ENOSPC` on a write, or on preallocating the next
+//! segment, refuses that commit's appends (`AppendError::DiskFull`) and cuts what it wrote;
+//! if even the cut cannot be written (it zeroes the failed bytes), it is retried before the
+//! next commit, truncation or reset, and appends are refused until it succeeds. Nothing of a
+//! full disk makes the group refuse writes for good: the next commit after space returns
+//! succeeds. A failed *sync* (`EIO` on `fdatasync`, also of a cut) is different: the page
+//! cache may have dropped the dirty pages, so what the disk holds is unknown and nothing
+//! written since the last good sync may be reported as durable; the group refuses writes
+//! (`AppendError::Fatal`) until it is reopened and recovery re-reads the disk.
 
 use std::collections::HashMap;
 use std::io;
@@ -19,7 +29,7 @@ use super::offsets::{commit_values, durable_positions};
 use super::producers::producer_of;
 use super::{Body, Command, OffsetKey, Reply, Shared, Staged, now_ms};
 use crate::journal::Writer;
-use crate::{AppendError, Appended, FlushPolicy, PartitionKey};
+use crate::{AppendError, Appended, FlushPolicy, LogThrottle, PartitionKey};
 
 /// The writer thread: group commit.
 pub(super) struct Appender {
@@ -34,6 +44,12 @@ pub(super) struct Appender {
     pub(super) next_offsets: HashMap<PartitionKey, u64>,
     /// Previous values of `next_offsets` changed by the commit in progress, to undo it.
     pub(super) undo: Vec<(PartitionKey, Option<u64>)>,
+    /// Where the journal must be cut back to before anything more is written: a failed
+    /// write whose cut failed too (the disk was full), retried before the next commit.
+    pub(super) pending_cut: Option<u64>,
+    /// Rate limit of the failed-write warning (a full disk fails every commit until space
+    /// returns).
+    pub(super) failures: LogThrottle,
 }
 
 struct StagedReply {
@@ -76,7 +92,10 @@ impl Appender {
                         reply,
                     } => {
                         self.commit(std::mem::take(&mut appends));
-                        let _ = reply.send(self.truncate(position, force));
+                        let done = self
+                            .settle_cut()
+                            .and_then(|()| self.truncate(position, force));
+                        let _ = reply.send(done);
                     }
                     Command::Reset {
                         position,
@@ -84,7 +103,8 @@ impl Appender {
                         reply,
                     } => {
                         self.commit(std::mem::take(&mut appends));
-                        let _ = reply.send(self.reset(position, &ends));
+                        let done = self.settle_cut().and_then(|()| self.reset(position, &ends));
+                        let _ = reply.send(done);
                     }
                     Command::Stop => {
                         self.commit(std::mem::take(&mut appends));
@@ -114,6 +134,13 @@ impl Appender {
                     dir: self.shared.dir_display.clone(),
                     reason: reason.into(),
                 }));
+            }
+            return;
+        }
+        if let Err(e) = self.settle_cut() {
+            let error = self.io_error(&e);
+            for (_, _, reply) in appends {
+                let _ = reply.send(Err(error.clone()));
             }
             return;
         }
@@ -170,10 +197,14 @@ impl Appender {
                     reason: e.to_string(),
                 }
             } else {
-                tracing::warn!(dir = %self.shared.dir_display, error = %e, "journal write failed: the appends were not stored");
-                if let Err(cut) = self.writer.rewind(&self.shared.journal, mark.0) {
-                    tracing::error!(dir = %self.shared.dir_display, error = %cut, "could not cut a failed write: the log group refuses writes until restart");
-                    self.set_fatal("failed write could not be cut");
+                // A full disk fails every commit until space returns: say so once per
+                // interval, with how many failed since.
+                if let Some(suppressed) = self.failures.failed() {
+                    tracing::warn!(dir = %self.shared.dir_display, error = %e, suppressed, "journal write failed: the appends were not stored (retried with the next commit)");
+                }
+                self.pending_cut = Some(mark.0);
+                if let Err(cut) = self.settle_cut() {
+                    tracing::warn!(dir = %self.shared.dir_display, error = %cut, "could not cut a failed write yet: appends are refused until the cut succeeds");
                 }
                 self.last_index = mark.1;
                 for (key, old) in self.undo.drain(..).rev() {
@@ -191,6 +222,9 @@ impl Appender {
                 let _ = reply.send(Err(error.clone()));
             }
             return;
+        }
+        if let Some((failures, took)) = self.failures.succeeded() {
+            tracing::info!(dir = %self.shared.dir_display, failures, seconds = took.as_secs(), "journal writes succeed again");
         }
         self.last_time = self.last_time.max(time);
         {
@@ -479,6 +513,28 @@ impl Appender {
         }
     }
 
+    /// Cuts the journal back to where a failed write began, if that is still to do. A cut
+    /// that fails for want of space (zeroing a failed record is a write) is retried later,
+    /// and the group refuses appends until then; one that fails otherwise (a failed sync of
+    /// the zeroed bytes) makes the group refuse writes until restart, as a failed sync does.
+    fn settle_cut(&mut self) -> io::Result<()> {
+        let Some(mark) = self.pending_cut else {
+            return Ok(());
+        };
+        match self.writer.rewind(&self.shared.journal, mark) {
+            Ok(()) => {
+                self.pending_cut = None;
+                Ok(())
+            }
+            Err(e) if is_disk_full(&e) => Err(e),
+            Err(e) => {
+                tracing::error!(dir = %self.shared.dir_display, error = %e, "could not cut a failed write: the log group refuses writes until restart");
+                self.set_fatal("failed write could not be cut");
+                Err(e)
+            }
+        }
+    }
+
     /// Makes the group refuse writes until restart.
     fn set_fatal(&self, reason: &'static str) {
         self.shared
@@ -489,7 +545,7 @@ impl Appender {
     }
 
     fn io_error(&self, e: &io::Error) -> AppendError {
-        if e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == io::ErrorKind::StorageFull {
+        if is_disk_full(e) {
             metrics::counter!("meridian_append_disk_full_total").increment(1);
             AppendError::DiskFull {
                 dir: self.shared.dir_display.clone(),
@@ -501,6 +557,11 @@ impl Appender {
             }
         }
     }
+}
+
+/// Whether an I/O error says the disk has no room (`ENOSPC`): it passes once space returns.
+pub(crate) fn is_disk_full(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == io::ErrorKind::StorageFull
 }
 
 /// The record flag of an idempotent producer's batch.
