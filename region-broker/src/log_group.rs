@@ -1025,12 +1025,26 @@ impl HostedGroup {
         match &self.replication {
             Replication::Standalone | Replication::Starting => {}
             Replication::Raft(raft) => {
-                let _ = raft.shutdown().await;
+                // A raft waiting for space on a full disk (`replication::raft`'s
+                // `while_disk_full`) finishes no storage write, so it would not stop: give up
+                // on it after a while; closing the storage then ends its wait.
+                if tokio::time::timeout(RAFT_SHUTDOWN_WAIT, raft.shutdown())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        group = self.id,
+                        "raft did not stop within {RAFT_SHUTDOWN_WAIT:?} (waiting for disk space?): closing the group's storage under it"
+                    );
+                }
             }
             Replication::MasterSlave(ms) => ms.stop(),
         }
     }
 }
+
+/// How long stopping a group's raft waits for it.
+const RAFT_SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use super::in_sync;
 use super::pull::{self, PullError, ReadAnswer, ReadRequest};
 use crate::config::{Config, Peer};
-use crate::storage::{FlushPolicy, LogGroup};
+use crate::storage::{AppendError, FlushPolicy, LogGroup};
 
 mod decide;
 
@@ -51,6 +51,8 @@ const PULL_BYTES: u32 = 4 << 20;
 const PROBE_AFTER: Duration = Duration::from_secs(2);
 /// Pause after a failed pull.
 const BACKOFF: Duration = Duration::from_millis(200);
+/// Pause after a pull whose records found no room here.
+const DISK_FULL_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Who is master at which epoch. `master: None` is a fenced group: a failover is naming
 /// a new master.
@@ -619,16 +621,39 @@ impl MasterSlaveGroup {
     pub async fn run(self: Arc<Self>) {
         let mut view = self.view.subscribe();
         let mut probed = false;
+        // A full disk fails every pull until space returns: warned about at most once per
+        // interval, and the pulls go on (from where the journal ends) once it has room.
+        let mut disk_full = crate::storage::LogThrottle::default();
         while !self.stop.load(Ordering::SeqCst) {
             let role = *view.borrow_and_update();
             let role = role.role;
             match role.master {
-                Some(m) if m != self.me => {
-                    if let Err(e) = self.pull_once(m, role).await {
+                Some(m) if m != self.me => match self.pull_once(m, role).await {
+                    Err(FollowError::Apply {
+                        source: PullError::Append(e @ AppendError::DiskFull { .. }),
+                        ..
+                    }) => {
+                        if let Some(suppressed) = disk_full.failed() {
+                            tracing::warn!(group = self.id, master = m, error = %e, suppressed, "disk full: this slave stops copying until space returns, then catches up");
+                        }
+                        tokio::time::sleep(DISK_FULL_BACKOFF).await;
+                    }
+                    Err(e) => {
                         tracing::debug!(group = self.id, master = m, error = %e, "pull failed");
                         tokio::time::sleep(BACKOFF).await;
                     }
-                }
+                    Ok(()) => {
+                        if let Some((failures, took)) = disk_full.succeeded() {
+                            tracing::info!(
+                                group = self.id,
+                                master = m,
+                                failures,
+                                seconds = took.as_secs(),
+                                "space returned: this slave copies again"
+                            );
+                        }
+                    }
+                },
                 _ => {
                     let idle = self
                         .slaves

@@ -19,8 +19,23 @@
 //! Snapshots name the journal position of their last entry (and carry log group 0's topic
 //! catalog); installing one ships the journal up to there from another member
 //! ([`super::pull`]). What raft purges becomes the group's retention floor.
+//!
+//! **A full disk is waited out, never reported to raft.** openraft treats any error of its
+//! storage as fatal: the raft node stops for good, and the replica (or the leader) takes no
+//! entry until the process restarts. So a write that fails for want of space (`ENOSPC`: the
+//! journal's `AppendError::DiskFull`, or a state file that cannot be written) is retried
+//! here, with a backoff of up to a second and a warning at most every
+//! [`crate::storage::LOG_EVERY`], until space returns ([`while_disk_full`]): raft's I/O on
+//! this replica pauses meanwhile — a follower stops acknowledging (the leader goes on with
+//! the others and the in-sync set drops it), a leader stops heartbeating and loses its
+//! leadership — and resumes where it stopped. An append is retried from the first entry the
+//! journal does not hold (a batch may have been stored in part). The committed-id hint is
+//! only skipped while it cannot be written. Every other error, a failed fsync above all,
+//! still goes to raft as before: after a failed fsync the disk's contents are unknown, the
+//! group refuses writes (`AppendError::Fatal`) and only a restart recovers it.
 
 use std::fmt::Debug;
+use std::future::Future;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
@@ -34,7 +49,7 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftLogReader, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::storage::{LogGroup, PartitionKey, RaftRecord};
+use crate::storage::{AppendError, LogGroup, LogThrottle, PartitionKey, RaftRecord};
 
 openraft::declare_raft_types!(
     /// Raft types of a log group.
@@ -232,6 +247,8 @@ pub struct JournalLogStore {
     path: PathBuf,
     committed: Arc<Mutex<Option<LogId>>>,
     committed_path: PathBuf,
+    /// Rate limit of the warning that the committed hint cannot be saved (disk full).
+    hint_failures: Arc<Mutex<LogThrottle>>,
 }
 
 impl JournalLogStore {
@@ -252,7 +269,17 @@ impl JournalLogStore {
             path,
             committed: Arc::new(Mutex::new(committed)),
             committed_path,
+            hint_failures: Arc::default(),
         })
+    }
+
+    /// [`JournalLogStore::update`], waiting out a full disk.
+    async fn update_durably(
+        &self,
+        what: &'static str,
+        f: impl Fn(&mut HardState),
+    ) -> io::Result<()> {
+        while_disk_full(&self.group, what, || async { self.update(&f) }).await
     }
 
     fn update(&self, f: impl FnOnce(&mut HardState)) -> io::Result<()> {
@@ -262,6 +289,19 @@ impl JournalLogStore {
         store_json(&self.path, &next, true)?;
         *state = next;
         Ok(())
+    }
+
+    /// Where the journal holds the record with this index, as its append answered.
+    fn appended_of(&self, index: u64) -> Option<crate::storage::Appended> {
+        let h = self.group.record_header_by_index(index).ok()??;
+        let end = self.group.end_of_record(index)?;
+        Some(crate::storage::Appended {
+            base_offset: h.base_offset,
+            position: end - u64::from(h.len),
+            append_time_ms: h.append_time_ms,
+            index,
+            len: h.len,
+        })
     }
 
     fn purged(&self) -> Option<LogId> {
@@ -349,12 +389,28 @@ impl RaftLogStorage<TypeConfig> for JournalLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.update(|s| s.vote = Some(*vote))
+        let vote = *vote;
+        self.update_durably("saving the raft vote", |s| s.vote = Some(vote))
+            .await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        // Called on every commit advance: a hint, so no fsync on the produce path.
-        store_json(&self.committed_path, &committed, false)?;
+        // Called on every commit advance: a hint, so no fsync on the produce path. On a full
+        // disk it is not written (losing it only makes raft re-apply more on restart).
+        if let Err(e) = store_json(&self.committed_path, &committed, false) {
+            if !is_disk_full(&e) {
+                return Err(e);
+            }
+            let mut throttle = self.hint_failures.lock().expect("throttle lock poisoned");
+            if let Some(suppressed) = throttle.failed() {
+                tracing::warn!(file = %self.committed_path.display(), error = %e, suppressed, "disk full: the committed-entry hint is not saved until space returns");
+            }
+        } else {
+            self.hint_failures
+                .lock()
+                .expect("throttle lock poisoned")
+                .succeeded();
+        }
         *self.committed.lock().expect("committed lock poisoned") = committed;
         Ok(())
     }
@@ -382,18 +438,46 @@ impl RaftLogStorage<TypeConfig> for JournalLogStore {
                 record_from_entry(entry)
             })
             .collect::<io::Result<Vec<_>>>()?;
-        let result = self
-            .group
-            .append_raft(records)
-            .await
-            .map(|appended| {
-                for (index, ack) in acks {
-                    if let Some(a) = appended.iter().find(|a| a.index == index) {
-                        ack.fire(*a);
+        let first = records.first().map(|r| r.index);
+        let appended = Mutex::new(Vec::new());
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let result = while_disk_full(&self.group, "appending raft entries", || async {
+            let rest: Vec<RaftRecord> =
+                if attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+                    records.clone()
+                } else {
+                    // Again after a full disk: from the first entry the journal does not
+                    // hold (the writer may have stored the batch in part before it filled).
+                    let held = self.group.last_record().map(|(last, _)| last);
+                    let mut appended = appended.lock().expect("appended lock poisoned");
+                    for r in &records {
+                        if first.is_some_and(|f| r.index >= f) && held.is_some_and(|h| r.index <= h)
+                        {
+                            appended.extend(self.appended_of(r.index));
+                        }
                     }
+                    records
+                        .iter()
+                        .filter(|r| held.is_none_or(|h| r.index > h))
+                        .cloned()
+                        .collect()
+                };
+            let done = self.group.append_raft(rest).await.map_err(append_error)?;
+            appended
+                .lock()
+                .expect("appended lock poisoned")
+                .extend(done);
+            Ok(())
+        })
+        .await
+        .map(|()| {
+            let appended = appended.into_inner().expect("appended lock poisoned");
+            for (index, ack) in acks {
+                if let Some(a) = appended.iter().find(|a| a.index == index) {
+                    ack.fire(*a);
                 }
-            })
-            .map_err(io::Error::other);
+            }
+        });
         let reply = result
             .as_ref()
             .map(|_| ())
@@ -403,9 +487,13 @@ impl RaftLogStorage<TypeConfig> for JournalLogStore {
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
-        self.group
-            .truncate_after_index(last_log_id.map(|l| l.index))
-            .await
+        // A truncation records its intent in the checkpoint first: on a full disk it is
+        // tried again (it is idempotent) until space returns.
+        while_disk_full(&self.group, "truncating the raft log", || {
+            self.group
+                .truncate_after_index(last_log_id.map(|l| l.index))
+        })
+        .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
@@ -421,7 +509,8 @@ impl RaftLogStorage<TypeConfig> for JournalLogStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        self.update(|s| s.purged = Some(log_id))?;
+        self.update_durably("saving the purged raft log id", |s| s.purged = Some(log_id))
+            .await?;
         // What raft purged, a snapshot covers: retention may delete it.
         if let Some(end) = self.group.end_of_record(log_id.index) {
             self.group.set_retention_floor(end);
@@ -434,9 +523,63 @@ impl RaftLogStorage<TypeConfig> for JournalLogStore {
             .record_bounds()
             .is_some_and(|(_, last)| last < log_id.index)
         {
-            self.group.truncate_after_index(None).await?;
+            while_disk_full(&self.group, "emptying the raft log", || {
+                self.group.truncate_after_index(None)
+            })
+            .await?;
         }
         Ok(())
+    }
+}
+
+/// Whether an error says the disk has no room (`ENOSPC`, or the journal's
+/// [`AppendError::DiskFull`] carried in an `io::Error`): it passes once space returns.
+pub(crate) fn is_disk_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull
+        || e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<AppendError>())
+            .is_some_and(|a| matches!(a, AppendError::DiskFull { .. }))
+}
+
+/// An append's error as raft's `io::Error`, keeping the [`AppendError`] inside.
+fn append_error(e: AppendError) -> io::Error {
+    io::Error::other(e)
+}
+
+/// Runs a write of raft's storage again and again while it fails for want of space (see
+/// the module docs), until it succeeds, fails otherwise, or the group closes; warns at most
+/// every [`crate::storage::LOG_EVERY`] while it waits and says when it goes on.
+pub(crate) async fn while_disk_full<T, F, Fut>(
+    group: &LogGroup,
+    what: &'static str,
+    mut write: F,
+) -> io::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = io::Result<T>>,
+{
+    const FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+    const LAST_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+    let mut throttle = LogThrottle::default();
+    let mut delay = FIRST_RETRY;
+    loop {
+        match write().await {
+            Ok(v) => {
+                if let Some((failures, took)) = throttle.succeeded() {
+                    tracing::info!(dir = %group.dir_display(), failures, seconds = took.as_secs(), "{what}: space returned, raft goes on");
+                }
+                return Ok(v);
+            }
+            Err(e) if is_disk_full(&e) && !group.is_closed() => {
+                metrics::counter!("meridian_raft_disk_full_retries_total").increment(1);
+                if let Some(suppressed) = throttle.failed() {
+                    tracing::warn!(dir = %group.dir_display(), error = %e, suppressed, "{what}: disk full; raft waits for space on this replica and retries");
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(LAST_RETRY);
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -687,7 +830,11 @@ impl RaftStateMachine<TypeConfig> for JournalStateMachine {
         if let Some(end) = watermark {
             self.group.set_watermark(end);
         }
-        self.save(&state)?;
+        // Waited out on a full disk: a purge relies on this file covering what it purges.
+        while_disk_full(&self.group, "saving the applied state", || async {
+            self.save(&state)
+        })
+        .await?;
         *self.state.lock().expect("state machine lock poisoned") = state;
         for (r, result) in responses {
             r.send(result);
@@ -730,7 +877,10 @@ impl RaftStateMachine<TypeConfig> for JournalStateMachine {
             }
         }
         let installed = snap.applied;
-        self.save(&installed)?;
+        while_disk_full(&self.group, "saving the applied state", || async {
+            self.save(&installed)
+        })
+        .await?;
         *self.state.lock().expect("state machine lock poisoned") = installed;
         *self.snapshot.lock().expect("snapshot lock poisoned") = Some((meta.clone(), data));
         Ok(())
