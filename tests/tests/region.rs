@@ -731,3 +731,202 @@ async fn replicas_are_removed_and_added_from_the_cli() {
         "{stderr}"
     );
 }
+
+/// Mounts a `size` tmpfs on `dir` (created); unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "mounting a small tmpfs on {} failed: this test needs root (CI runs as root)",
+            dir.display()
+        );
+        SmallDisk(dir.to_owned())
+    }
+
+    /// Fills the disk with one file: writes until `ENOSPC`.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        for chunk in [1 << 20, 4096, 1] {
+            let buf = vec![0x5a_u8; chunk];
+            while file.write_all(&buf).is_ok() {}
+        }
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A follower whose disk fills heals by itself once space returns, without a restart: each
+/// broker's data directory is its own 64 MiB tmpfs (a real full disk: `ENOSPC` from the
+/// kernel; CI runs as root, which mounting needs). While one follower's disk is full, the
+/// partition goes on with acks=all on the other two and the full follower logs its trouble
+/// a few times, not every 100 ms. Then the third broker is stopped and the space freed:
+/// acks=all writes now need the healed follower, so accepting them again proves it resumed
+/// replicating; and once the leader is stopped too, the healed follower — the only one with
+/// the whole log — is elected and serves every acknowledged record, each once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_whose_disk_filled_recovers_without_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Mounted before the brokers start and unmounted after they stop (dropped last).
+    let disks: Vec<SmallDisk> = (1..=3)
+        .map(|i| SmallDisk::mount(&tmp.path().join(format!("broker-{i}")), "64m"))
+        .collect();
+    let region = Region::start(
+        tmp.path(),
+        3,
+        &[
+            "--log-groups",
+            "1",
+            "--segment-bytes",
+            "1048576",
+            "--batch-bytes-max",
+            "262144",
+            "--message-bytes-max",
+            "65536",
+        ],
+    )
+    .await
+    .unwrap();
+    let client = region.client().await;
+    client.create_topic("full", 1).await.unwrap();
+    let producer = client.producer(ProducerConfig {
+        acks: Acks::All,
+        ..ProducerConfig::default()
+    });
+    let mut acked: Vec<(u64, String)> = Vec::new();
+    let value = |n: usize| format!("{n:08}-{}", "x".repeat(8000));
+    for n in 0..100 {
+        let meta = producer
+            .send(Record::new("full", value(n)))
+            .await
+            .await
+            .expect("acks=all on a healthy region");
+        acked.push((meta.offset, value(n)));
+    }
+    let leader = region.leader_of("full", 0).await.expect("a leader");
+    let follower = (leader + 1) % 3;
+    let third = (leader + 2) % 3;
+
+    // The follower's disk fills: the partition goes on with the other two.
+    let log_before = region.brokers[follower].log_text().len();
+    let filler = disks[follower].fill();
+    let full_since = Instant::now();
+    // 300 batches of 8 KB: well past the follower's preallocated segment.
+    for n in 100..400 {
+        let meta = producer
+            .send(Record::new("full", value(n)))
+            .await
+            .await
+            .expect("acks=all with one follower's disk full");
+        acked.push((meta.offset, value(n)));
+    }
+    // Long enough for repeated failures to show in the log.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let full_for = full_since.elapsed();
+    let log = region.brokers[follower].log_text();
+    let troubles: Vec<&str> = log[log_before..]
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    assert!(
+        troubles
+            .iter()
+            .any(|l| l.contains("disk full") || l.contains("No space")),
+        "the full follower never said its disk is full:\n{}",
+        &log[log_before..]
+    );
+    // A line every 100 ms would be 10 a second.
+    assert!(
+        (troubles.len() as f64) < 10.0 + full_for.as_secs_f64(),
+        "{} warnings and errors in {full_for:?} of a full disk:\n{}",
+        troubles.len(),
+        troubles.join("\n")
+    );
+
+    // Space returns with the third broker stopped: acks=all needs the follower now.
+    region.brokers[third].stop();
+    std::fs::remove_file(&filler).unwrap();
+    let freed = Instant::now();
+    let first = producer
+        .send(Record::new("full", value(400)))
+        .await
+        .await
+        .expect("acks=all once the follower's disk has room again (the SDK retries for 120 s)");
+    acked.push((first.offset, value(400)));
+    let recovered_in = freed.elapsed();
+    assert!(
+        recovered_in < Duration::from_secs(60),
+        "the follower took {recovered_in:?} to take writes again"
+    );
+    for n in 401..500 {
+        let meta = producer
+            .send(Record::new("full", value(n)))
+            .await
+            .await
+            .expect("acks=all with the healed follower");
+        acked.push((meta.offset, value(n)));
+    }
+
+    // Only the healed follower holds the whole log: with the leader stopped it is elected,
+    // and everything acknowledged is read from it.
+    region.brokers[third].signal(libc::SIGCONT);
+    region.brokers[leader].stop();
+    let at_follower = region.brokers[follower].client().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut raw = raw_client(&region, follower).await;
+    while raw
+        .list_offsets(v1::ListOffsetsRequest {
+            topic: "full".into(),
+            partition: 0,
+            spec: v1::OffsetSpec::Latest as i32,
+            timestamp_ms: 0,
+        })
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the healed follower was not elected with the leader stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stored = read_all(&at_follower, "full").await;
+    let got = &stored[&0];
+    assert_eq!(got.len(), acked.len(), "every acknowledged record, once");
+    for ((o, v), (ao, av)) in got.iter().zip(&acked) {
+        assert_eq!((o, v), (ao, av));
+    }
+    region.brokers[leader].signal(libc::SIGCONT);
+    eprintln!(
+        "the full follower's warnings and errors:\n{}",
+        troubles.join("\n")
+    );
+    eprintln!(
+        "disk full: {} acknowledged, all held once by the follower; it took writes again {:.2} s after space returned; {} warnings/errors in {:.0} s of a full disk",
+        acked.len(),
+        recovered_in.as_secs_f64(),
+        troubles.len(),
+        full_for.as_secs_f64()
+    );
+    drop(region);
+    drop(disks);
+}
