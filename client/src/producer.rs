@@ -324,6 +324,9 @@ struct Batch {
     replies: Vec<Reply>,
     bytes: usize,
     deadline: Instant,
+    /// When its first record was queued: its delivery timeout counts from here, as Kafka's
+    /// `delivery.timeout.ms` does (time spent behind the partition's earlier batches counts).
+    created: Instant,
 }
 
 struct Batcher {
@@ -407,6 +410,7 @@ impl Batcher {
             replies: Vec::new(),
             bytes: 0,
             deadline: Instant::now() + linger,
+            created: Instant::now(),
         });
         batch.records.push(record);
         batch.replies.push(reply);
@@ -496,7 +500,8 @@ impl Batcher {
                 producer,
             };
             let sent = if request.producer.is_some() {
-                let sent = send_idempotent(&client, request, &config).await;
+                let give_up = batch.created + config.delivery_timeout;
+                let sent = send_idempotent(&client, request, &config, give_up).await;
                 if sent.is_err()
                     && let Some((sequences, _)) = &sequences
                     && let Some(s) = sequences
@@ -559,17 +564,48 @@ async fn send_once(
     sent
 }
 
-/// Sends an idempotent batch until it is stored or `delivery_timeout` passes: resent as is
-/// (same producer, same sequences) after failures, to whichever broker leads the partition.
+/// Sends an idempotent batch until it is stored or `give_up` (its delivery timeout) passes:
+/// resent as is (same producer, same sequences) after failures, to whichever broker leads
+/// the partition. A routed client's batch stays in the region it was first sent to: when
+/// the client moved to another region meanwhile, the batch fails (it may be stored in the
+/// region it left, whose mirror ships it later; sent again here it could be stored twice).
 async fn send_idempotent(
     client: &Client,
     mut request: v1::ProduceRequest,
     config: &ProducerConfig,
+    give_up: Instant,
 ) -> Result<v1::ProduceResponse, ClientError> {
-    let give_up = Instant::now() + config.delivery_timeout;
+    let region = client.region();
     let mut pause = Duration::from_millis(50);
+    let mut last: Option<RegionError> = None;
     loop {
         let left = give_up.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ClientError::Broker {
+                code: tonic::Code::DeadlineExceeded,
+                message: match &last {
+                    Some(e) => format!(
+                        "not acknowledged within the delivery timeout ({:?}); last error: {e}",
+                        config.delivery_timeout
+                    ),
+                    None => format!(
+                        "not sent within the delivery timeout ({:?})",
+                        config.delivery_timeout
+                    ),
+                },
+            });
+        }
+        if last.is_some() && client.region() != region {
+            return Err(ClientError::Broker {
+                code: tonic::Code::Unavailable,
+                message: format!(
+                    "the client moved from region {} to {} before the batch was acknowledged; it may be stored there, so it is not sent again here; last error: {}",
+                    region.as_deref().unwrap_or("?"),
+                    client.region().as_deref().unwrap_or("?"),
+                    last.as_ref().map(ToString::to_string).unwrap_or_default()
+                ),
+            });
+        }
         let e = match client
             .produce_idempotent(&request, config.request_timeout.min(left), left)
             .await
@@ -581,9 +617,10 @@ async fn send_idempotent(
             // The group moved to a newer leadership epoch than this producer saw: refused,
             // not stored; sent again unfenced (the answer carries the new epoch).
             request.epoch = 0;
+            last = Some(e);
             continue;
         }
-        if !retriable(&e) || Instant::now() + pause >= give_up {
+        if !retriable(&e) {
             return Err(e.into());
         }
         tracing::debug!(
@@ -592,7 +629,11 @@ async fn send_idempotent(
             error = %e,
             "resending an idempotent batch"
         );
-        tokio::time::sleep(pause).await;
+        // The limit's own expiry says nothing new: keep the broker's last word.
+        if !matches!(e, RegionError::GaveUp(_)) || last.is_none() {
+            last = Some(e);
+        }
+        tokio::time::sleep(pause.min(give_up.saturating_duration_since(Instant::now()))).await;
         pause = (pause * 2).min(Duration::from_secs(1));
     }
 }

@@ -509,7 +509,17 @@ impl HostedGroup {
                 false,
             )),
             SeqCheck::Duplicate { base_offset, index } => {
+                // A retry is answered as its first write would have been: with acks=all,
+                // refused while too few replicas are in sync, and only once the replicas
+                // min_insync_replicas asks for hold it (Kafka checks its ISR before it
+                // looks for duplicates too).
+                if acks == Acks::All {
+                    self.check_min_insync()?;
+                }
                 let append_time_ms = self.wait_committed(index).await?;
+                if acks == Acks::All {
+                    self.wait_duplicate_holders(index).await?;
+                }
                 Ok((
                     Produced {
                         base_offset,
@@ -523,6 +533,20 @@ impl HostedGroup {
                 log_group: self.id,
                 refusal,
             }),
+        }
+    }
+
+    /// acks=all for a batch found written before (record `index`): as many replicas hold
+    /// it as a first write would wait for.
+    async fn wait_duplicate_holders(&self, index: u64) -> Result<(), LogGroupError> {
+        match &self.replication {
+            Replication::Standalone | Replication::Starting => Ok(()),
+            Replication::Raft(raft) => self.wait_raft_holders(raft, index).await,
+            Replication::MasterSlave(ms) => {
+                let role = self.master_role(ms)?;
+                let end = self.storage.end_of_record(index).unwrap_or(0);
+                self.wait_master_slave(ms, end, role, Acks::All).await
+            }
         }
     }
 

@@ -150,7 +150,11 @@ async fn topics_are_placed_through_the_control_plane_and_bad_metadata_is_refused
     let at_leader = eu.brokers[leader as usize - 1]
         .client()
         .await
-        .producer(ProducerConfig::default());
+        .producer(ProducerConfig {
+            // NOT_ENOUGH_REPLICAS is retried (replicas may catch up): give up soon.
+            delivery_timeout: Duration::from_secs(10),
+            ..ProducerConfig::default()
+        });
     eu.brokers[follower as usize - 1].stop();
     let e = at_leader
         .send(Record::new("audit", "needs three replicas"))
