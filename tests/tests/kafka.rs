@@ -1079,8 +1079,9 @@ async fn an_idempotent_retry_across_a_leader_kill_is_written_once() {
 /// partition 0 is killed with SIGKILL, and restarted once another broker leads. Read back:
 /// every acknowledged record is there, none twice, each partition in sequence order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idempotent_kafka_producer_is_exactly_once_and_in_order_across_a_leader_kill() {
-    const COUNT: usize = 20_000;
+async fn an_idempotent_kafka_producer_is_exactly_once_and_in_order_across_a_leader_kill_and_a_stalled_follower()
+ {
+    const COUNT: usize = 100_000;
     const PARTITIONS: u32 = 3;
     let tmp = tempfile::tempdir().unwrap();
     let mut region = meridian_tests::Region::start_with_kafka(tmp.path(), 3, &[])
@@ -1115,9 +1116,17 @@ async fn an_idempotent_kafka_producer_is_exactly_once_and_in_order_across_a_lead
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let victim = region.leader_of("exact", 0).await.unwrap();
+    let killed_at = std::time::Instant::now();
     region.brokers[victim].kill9();
     new_leader(&region, "exact", 0, victim).await;
     region.brokers[victim].restart().await.unwrap();
+    // Then a follower stalls (SIGSTOP) for 3 s: acks=all goes on without it.
+    let leader = region.leader_of("exact", 1).await.unwrap();
+    let follower = (leader + 1) % region.brokers.len();
+    let stalled_at = killed_at.elapsed();
+    region.brokers[follower].stop();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    region.brokers[follower].signal(libc::SIGCONT);
     let out = producer.await.unwrap();
     let report: serde_json::Value =
         serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
@@ -1158,10 +1167,18 @@ async fn an_idempotent_kafka_producer_is_exactly_once_and_in_order_across_a_lead
         read_total += seqs.len();
     }
     eprintln!(
-        "{acked_total} of {COUNT} acknowledged, {read_total} read back; errors {}",
-        report["errors"]
+        "{acked_total} of {COUNT} acknowledged, {read_total} read back; errors {}; longest time without an acknowledgement {:.2} s, ending {:.2} s after the leader's kill (a follower was stopped {:.2} s after it)",
+        report["errors"],
+        report["max_gap_s"].as_f64().unwrap_or(0.0),
+        report["max_gap_ended_s"].as_f64().unwrap_or(0.0),
+        stalled_at.as_secs_f64()
     );
     assert_eq!(acked_total, COUNT, "every record acknowledged: {report}");
+    // Acknowledgements stop only for the election after the kill (about 2 s here; 9-11 s
+    // before acks=all stopped waiting for every voter and retries were recognized). A
+    // generous bound: this machine is shared; bench/README.md has the measurement.
+    let gap = report["max_gap_s"].as_f64().unwrap_or(f64::MAX);
+    assert!(gap < 8.0, "{gap:.2} s without an acknowledgement");
     assert_eq!(read_total, COUNT);
     // How many retried batches the brokers recognized (informative: whether a batch was
     // in flight at the kill is up to timing).
