@@ -63,22 +63,6 @@ impl Failover for Routed<'_> {
     }
 }
 
-/// A routed client's move for an idempotent produce: the client moves when its region is
-/// gone, but the request is never sent again in the new region within the call (it may be
-/// stored in the region left; the producer decides, see `producer::send_idempotent`).
-struct Pinned<'a>(&'a Client);
-
-impl Failover for Pinned<'_> {
-    fn routed(&self) -> bool {
-        self.0.routing.is_some()
-    }
-
-    async fn fail_over(&self) -> bool {
-        self.0.fail_over().await;
-        false
-    }
-}
-
 /// Which offset of a partition to look up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffsetSpec {
@@ -293,7 +277,7 @@ impl Client {
         attempt: std::time::Duration,
         limit: std::time::Duration,
     ) -> Result<v1::ProduceResponse, meridian_region_client::RegionError> {
-        let routed = Pinned(self);
+        let routed = Routed(self);
         // Failures come back to the caller (`send_idempotent`), which resends with its own
         // backoff and keeps what the broker said; redirects are followed here.
         let call = self.region.call_routed(&routed, false, |mut c| {

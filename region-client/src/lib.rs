@@ -38,6 +38,8 @@ const ATTEMPTS_MAX: usize = 200;
 /// How long a request keeps following redirects and waiting out elections: a leader's death
 /// is noticed after an election timeout, longer on a loaded machine.
 const RETRY_FOR: Duration = Duration::from_secs(15);
+/// How long [`RegionClient::rotate`] waits for a broker to answer before trying the next.
+const ROTATE_PROBE: Duration = Duration::from_secs(5);
 /// The pause before a retry at another broker.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
@@ -297,14 +299,17 @@ impl RegionClient {
         false
     }
 
-    /// Points the client at the next reachable bootstrap broker.
+    /// Points the client at the next reachable bootstrap broker (one that answers within
+    /// `ROTATE_PROBE`: a stalled broker keeps its connections open and would hold the probe
+    /// for the transport's 45 s).
     async fn rotate(&self) {
         for addr in self.bootstrap().iter() {
             if let Ok(c) = self.connection(addr).await
-                && c.clone()
-                    .list_topics(v1::ListTopicsRequest {})
-                    .await
-                    .is_ok()
+                && let Ok(Ok(_)) = tokio::time::timeout(
+                    ROTATE_PROBE,
+                    c.clone().list_topics(v1::ListTopicsRequest {}),
+                )
+                .await
             {
                 self.set_current(c);
                 return;
