@@ -29,6 +29,8 @@ use crate::storage::{self, AppendError, PartitionKey, SeqCheck, SeqRefusal};
 
 pub use crate::replication::{Strategy, UnknownStrategy};
 
+mod idempotent;
+
 pub use meridian_proto::settings::{Acks, UnknownAcks};
 
 /// How long a follower may go without catching up with its leader's log end, or without
@@ -452,124 +454,6 @@ impl HostedGroup {
         epoch: u64,
     ) -> Result<Produced, LogGroupError> {
         self.append_batch(batch, None, acks, epoch).await
-    }
-
-    /// Appends an idempotent producer's batch exactly once: under a lock per partition and
-    /// producer id, checks it against the producer's state (which every replica keeps from
-    /// the journal, so it covers batches a previous leader wrote, and batches committed but
-    /// answered with an error): a batch written before is answered with its first offset
-    /// once its record is committed, a refused one is `Sequence`, a new one is appended.
-    /// The second value says whether it was a duplicate.
-    pub async fn append_idempotent(
-        &self,
-        batch: (PartitionKey, u32, Bytes),
-        producer: ProducerBatch,
-        acks: Acks,
-        epoch: u64,
-    ) -> Result<(Produced, bool), LogGroupError> {
-        let key = batch.0;
-        let lock = {
-            let mut locks = self.producer_locks.lock().expect("producer locks poisoned");
-            locks.entry((key, producer.id)).or_default().clone()
-        };
-        let guard = lock.lock().await;
-        let result = self.append_checked(batch, producer, acks, epoch).await;
-        drop(guard);
-        let mut locks = self.producer_locks.lock().expect("producer locks poisoned");
-        // Only the map and this call hold it: nobody waits, forget it (the map stays as
-        // small as the appends in flight).
-        if Arc::strong_count(&lock) == 2 {
-            locks.remove(&(key, producer.id));
-        }
-        result
-    }
-
-    async fn append_checked(
-        &self,
-        batch: (PartitionKey, u32, Bytes),
-        producer: ProducerBatch,
-        acks: Acks,
-        epoch: u64,
-    ) -> Result<(Produced, bool), LogGroupError> {
-        self.check_leader()?;
-        check_epoch(self.id, epoch, self.epoch())?;
-        if let Replication::Raft(_) = &self.replication {
-            // A new leader first makes sure it holds and applied the whole log, so the
-            // producer state it checks covers every batch written before it led.
-            let term = self.epoch();
-            if self.producers_ready.load(Ordering::SeqCst) != term {
-                self.ensure_applied().await?;
-                self.producers_ready.store(term, Ordering::SeqCst);
-            }
-        }
-        match self.storage.check_producer(batch.0, &producer) {
-            SeqCheck::Write => Ok((
-                self.append_batch(batch, Some(producer), acks, epoch)
-                    .await?,
-                false,
-            )),
-            SeqCheck::Duplicate { base_offset, index } => {
-                // A retry is answered as its first write would have been: with acks=all,
-                // refused while too few replicas are in sync, and only once the replicas
-                // min_insync_replicas asks for hold it (Kafka checks its ISR before it
-                // looks for duplicates too).
-                if acks == Acks::All {
-                    self.check_min_insync()?;
-                }
-                let append_time_ms = self.wait_committed(index).await?;
-                if acks == Acks::All {
-                    self.wait_duplicate_holders(index).await?;
-                }
-                Ok((
-                    Produced {
-                        base_offset,
-                        append_time_ms,
-                        epoch: self.epoch(),
-                    },
-                    true,
-                ))
-            }
-            SeqCheck::Refuse(refusal) => Err(LogGroupError::Sequence {
-                log_group: self.id,
-                refusal,
-            }),
-        }
-    }
-
-    /// acks=all for a batch found written before (record `index`): as many replicas hold
-    /// it as a first write would wait for.
-    async fn wait_duplicate_holders(&self, index: u64) -> Result<(), LogGroupError> {
-        match &self.replication {
-            Replication::Standalone | Replication::Starting => Ok(()),
-            Replication::Raft(raft) => self.wait_raft_holders(raft, index).await,
-            Replication::MasterSlave(ms) => {
-                let role = self.master_role(ms)?;
-                let end = self.storage.end_of_record(index).unwrap_or(0);
-                self.wait_master_slave(ms, end, role, Acks::All).await
-            }
-        }
-    }
-
-    /// Waits until the record with this index is committed (visible); its append time.
-    async fn wait_committed(&self, index: u64) -> Result<i64, LogGroupError> {
-        let not_yet = || {
-            LogGroupError::Replication(format!(
-                "log group {}: the first write of this batch (record {index}) is not committed yet; retry",
-                self.id
-            ))
-        };
-        let end = self.storage.end_of_record(index).ok_or_else(not_yet)?;
-        let mut visible = self.storage.subscribe();
-        tokio::time::timeout(DUPLICATE_COMMIT_WAIT, visible.wait_for(|&v| v >= end))
-            .await
-            .map_err(|_| not_yet())?
-            .map_err(|_| LogGroupError::Append(AppendError::Closed))?;
-        let header = self
-            .storage
-            .record_header_by_index(index)
-            .map_err(|e| LogGroupError::Replication(e.to_string()))?
-            .ok_or_else(not_yet)?;
-        Ok(header.append_time_ms)
     }
 
     /// [`HostedGroup::append`], writing `producer` (an idempotent producer's batch, checked
