@@ -72,6 +72,15 @@ pub fn run<E: std::fmt::Display>(
     }
 }
 
+/// Runs a daemon's main future on a multi-threaded runtime (every daemon runs the same
+/// kind); an error only when the runtime cannot be built.
+pub fn block_on<T>(main: impl Future<Output = T>) -> std::io::Result<T> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(main))
+}
+
 /// Returns when the process is asked to stop: SIGTERM or Ctrl-C (SIGINT). Without a SIGTERM
 /// handler (it could not be installed) only Ctrl-C stops it, and the log says so.
 pub async fn stop_requested() {

@@ -210,11 +210,7 @@ fn main() -> std::process::ExitCode {
     let args = Args::parse();
     meridian_daemon::run("control-plane", args.log_json, || {
         let config = config(&args).context("invalid configuration")?;
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the runtime")?
-            .block_on(run(config))
+        meridian_daemon::block_on(run(config)).context("starting the runtime")?
     })
 }
 

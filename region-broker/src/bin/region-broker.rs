@@ -135,11 +135,7 @@ fn main() -> std::process::ExitCode {
         let config = config(&args)?;
         config.validate().context("invalid configuration")?;
         storage::raise_open_file_limit();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the runtime")?;
-        runtime.block_on(run(config))
+        meridian_daemon::block_on(run(config)).context("starting the runtime")?
     })
 }
 
