@@ -251,8 +251,10 @@ impl Broker {
             config,
         };
         if broker.config.control.is_empty() {
+            // Statically configured: the groups replicate when the config names peers.
+            let replicated = !broker.config.replication.peers.is_empty();
             for g in 0..broker.config.log_groups {
-                broker.open_log_group(g)?;
+                broker.open_log_group(g, replicated)?;
             }
             let catalog = broker.catalog.read().expect("catalog lock poisoned");
             if let Some(t) = catalog
@@ -271,8 +273,10 @@ impl Broker {
     }
 
     /// Opens (recovering) log group `g` with the partitions the catalog places on it, and
-    /// hosts it.
-    fn open_log_group(&self, g: u32) -> Result<Arc<HostedGroup>, BrokerError> {
+    /// hosts it. A `replicated` group makes records visible only once committed (below the
+    /// watermark its replication sets), never truncates committed records and keeps what
+    /// replicas may still pull from retention.
+    fn open_log_group(&self, g: u32, replicated: bool) -> Result<Arc<HostedGroup>, BrokerError> {
         if let Some(group) = self.log_group(g) {
             return Ok(group);
         }
@@ -288,7 +292,11 @@ impl Broker {
             })
             .collect();
         let dir = group_dir(&self.config.data_dir, g);
-        let group = LogGroup::open(&dir, self.group_config.clone(), &partitions).map_err(|e| {
+        let config = crate::storage::GroupConfig {
+            replicated,
+            ..self.group_config.clone()
+        };
+        let group = LogGroup::open(&dir, config, &partitions).map_err(|e| {
             std::io::Error::new(
                 e.kind(),
                 format!("opening log group {}: {e}", dir.display()),

@@ -616,7 +616,8 @@ impl Config {
             retention: self.retention().unwrap_or_default(),
             retention_bytes: (s.retention_bytes > 0).then_some(s.retention_bytes),
             retention_check_interval: Duration::from_millis(s.retention_check_interval_ms.max(1)),
-            replicated: !self.replication.peers.is_empty(),
+            // Decided per group when it opens (see `Broker::open_log_group`).
+            replicated: false,
             ..GroupConfig::default()
         }
     }

@@ -622,3 +622,83 @@ async fn produce_and_consume_never_stop_while_the_control_plane_leader_is_killed
     let held = read_all(&eu.client().await, "steady").await;
     assert_all_held(&acked, &held);
 }
+
+/// A managed region's raft groups keep Kafka's high watermark: a batch only the leader
+/// holds (acknowledged at acks=leader while both followers are stopped) is not readable
+/// until a quorum holds it, and then it is. (Managed brokers learn their peers from the
+/// control plane; their groups once opened as unreplicated, so consumers and mirrors read
+/// records raft had not committed, and the mirror's reads woke only on their timeout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_only_the_leader_holds_is_not_readable_until_a_quorum_holds_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = ControlPlaneProcess::embedded(tmp.path(), &["--region", "eu"]).await;
+    let eu = ManagedRegion::start(tmp.path(), "eu", 3, &cp.addr, &[])
+        .await
+        .unwrap();
+    create_topic(&cp.addr, &["hw", "--partitions", "1", "--replicas", "3"]);
+    let client = eu.client().await;
+    let first = client
+        .producer(ProducerConfig::default())
+        .send(Record::new("hw", "committed"))
+        .await
+        .await
+        .unwrap();
+    let g = client.describe_topic("hw").await.unwrap().partitions[0].log_group;
+    let leader = eu
+        .groups()
+        .await
+        .into_iter()
+        .find(|p| p.id == g)
+        .and_then(|p| p.leader)
+        .expect("the topic's group has a leader");
+    let at_leader = eu.brokers[leader as usize - 1].client().await;
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader as usize - 1).collect();
+    for &f in &followers {
+        eu.brokers[f].stop();
+    }
+    let meta = tokio::time::timeout(
+        Duration::from_secs(10),
+        at_leader
+            .producer(ProducerConfig {
+                acks: v1::Acks::Leader,
+                ..ProducerConfig::default()
+            })
+            .send(Record::new("hw", "only the leader has this"))
+            .await,
+    )
+    .await
+    .expect("acks=leader answers without a quorum")
+    .unwrap();
+    assert_eq!(meta.offset, first.offset + 1);
+    // Long enough for the indexer to have published it, were it not waiting for the commit.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (latest, _) = at_leader
+        .list_offset("hw", 0, meridian_client::OffsetSpec::Latest)
+        .await
+        .unwrap();
+    assert_eq!(latest, meta.offset, "readable before a quorum holds it");
+    let read = read_all(&at_leader, "hw").await;
+    assert_eq!(
+        read[&0].len(),
+        1,
+        "a consumer read an uncommitted batch: {read:?}"
+    );
+    for &f in &followers {
+        eu.brokers[f].signal(libc::SIGCONT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (latest, _) = at_leader
+            .list_offset("hw", 0, meridian_client::OffsetSpec::Latest)
+            .await
+            .unwrap();
+        if latest == meta.offset + 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the acks=leader batch never became readable"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -143,7 +143,9 @@ impl Broker {
             .replication
             .get()
             .ok_or_else(|| BrokerError::Replication("replication is not running".into()))?;
-        let hosted = self.open_log_group(g)?;
+        // Replicated however the broker was configured: a managed broker learns its peers
+        // from the control plane, not from its config.
+        let hosted = self.open_log_group(g, true)?;
         let group = hosted.storage().clone();
         let dir = group_dir(&self.config.data_dir, g);
         r.transport.register_journal(g, group.clone());
