@@ -198,8 +198,9 @@ pub struct HostedGroup {
     #[allow(clippy::type_complexity)]
     producer_locks: Mutex<HashMap<(PartitionKey, i64), Arc<tokio::sync::Mutex<()>>>>,
     /// The raft term in which this broker, leading, last made sure its storage holds and
-    /// has applied the whole log (so the producer state covers it); 0: not yet.
-    producers_ready: AtomicU64,
+    /// has applied the whole log (so producer sequences and mirror marks cover it); 0: not
+    /// yet, or a write failed since (its entry may still apply).
+    applied_in_term: AtomicU64,
 }
 
 /// Fences a produce by the epoch it carries (0: not fenced): an older epoch means the
@@ -244,7 +245,7 @@ impl HostedGroup {
             min_insync,
             in_sync: Mutex::new(InSync::new(REPLICA_LAG)),
             producer_locks: Mutex::new(HashMap::new()),
-            producers_ready: AtomicU64::new(0),
+            applied_in_term: AtomicU64::new(0),
         }
     }
 
@@ -665,6 +666,27 @@ impl HostedGroup {
         Ok(())
     }
 
+    /// [`HostedGroup::ensure_applied`] once per term of this broker's leadership: within a
+    /// term every entry is written by this leader and applied before its write returns, so
+    /// one linearizable read (a heartbeat round to a quorum) covers the whole term. Without
+    /// this, every mirrored append waited for a heartbeat round.
+    pub(crate) async fn ensure_applied_in_term(&self) -> Result<(), LogGroupError> {
+        if let Replication::Raft(_) = &self.replication {
+            let term = self.epoch();
+            if self.applied_in_term.load(Ordering::SeqCst) != term {
+                self.ensure_applied().await?;
+                self.applied_in_term.store(term, Ordering::SeqCst);
+            }
+        }
+        Ok(())
+    }
+
+    /// After a write that failed: its entry may still be applied later, so the next check
+    /// against applied state reads linearizably again.
+    pub(crate) fn forget_applied(&self) {
+        self.applied_in_term.store(0, Ordering::SeqCst);
+    }
+
     /// Appends a batch mirrored from `origin` unless the group holds it already (its seq is
     /// at or below the origin's mark); `None` for a duplicate, else the first offset
     /// written. The caller serializes the appends of one origin.
@@ -677,7 +699,7 @@ impl HostedGroup {
     ) -> Result<Option<Option<u64>>, LogGroupError> {
         self.require_raft("mirroring into master-slave topics is not supported yet")?;
         // Everything this leader's log holds is applied, so the mark counts it all.
-        self.ensure_applied().await?;
+        self.ensure_applied_in_term().await?;
         if let Some((seq, _)) = self.storage.mirror_mark(&origin.region, origin.group)
             && origin.seq <= seq
         {
@@ -692,7 +714,10 @@ impl HostedGroup {
             producer: None,
             local_ack: LocalAck::default(),
         };
-        let result = self.replicate(command).await?;
+        let result = self
+            .replicate(command)
+            .await
+            .inspect_err(|_| self.forget_applied())?;
         Ok(Some(result.base_offset))
     }
 

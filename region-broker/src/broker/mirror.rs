@@ -154,7 +154,7 @@ impl Broker {
             .clone();
         let _one_at_a_time = lock.lock().await;
         group
-            .ensure_applied()
+            .ensure_applied_in_term()
             .await
             .map_err(|e| self.group_error(e))?;
         let current = group.storage().committed_positions(consumer_group, key);
@@ -174,7 +174,8 @@ impl Broker {
             crate::storage::POSITIONS_ONLY,
             merged,
         )
-        .await?;
+        .await
+        .inspect_err(|_| group.forget_applied())?;
         Ok(true)
     }
 

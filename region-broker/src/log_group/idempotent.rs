@@ -46,19 +46,14 @@ impl HostedGroup {
     ) -> Result<(Produced, bool), LogGroupError> {
         self.check_leader()?;
         check_epoch(self.id, epoch, self.epoch())?;
-        if let Replication::Raft(_) = &self.replication {
-            // A new leader first makes sure it holds and applied the whole log, so the
-            // producer state it checks covers every batch written before it led.
-            let term = self.epoch();
-            if self.producers_ready.load(Ordering::SeqCst) != term {
-                self.ensure_applied().await?;
-                self.producers_ready.store(term, Ordering::SeqCst);
-            }
-        }
+        // A new leader first makes sure it holds and applied the whole log, so the
+        // producer state it checks covers every batch written before it led.
+        self.ensure_applied_in_term().await?;
         match self.storage.check_producer(batch.0, &producer) {
             SeqCheck::Write => Ok((
                 self.append_batch(batch, Some(producer), acks, epoch)
-                    .await?,
+                    .await
+                    .inspect_err(|_| self.forget_applied())?,
                 false,
             )),
             SeqCheck::Duplicate { base_offset, index } => {
