@@ -353,6 +353,7 @@ async fn apply(client: &RegionClient, o: &Origin, e: ShippedBatch) {
     let (origin, group) = (o.region.as_str(), o.group);
     let labels = &[("origin", origin.to_owned()), ("group", group.to_string())];
     let mut backoff = Duration::from_millis(50);
+    let started = std::time::Instant::now();
     loop {
         match client
             .append_mirrored(e.topic_id, e.partition, o, e.count, e.payload.clone())
@@ -365,6 +366,8 @@ async fn apply(client: &RegionClient, o: &Origin, e: ShippedBatch) {
                     metrics::counter!("meridian_mirror_applied_batches_total", labels).increment(1);
                     metrics::counter!("meridian_mirror_applied_messages_total", labels)
                         .increment(u64::from(e.count));
+                    metrics::histogram!("meridian_mirror_append_seconds", &labels[..1])
+                        .record(started.elapsed().as_secs_f64());
                     let lag_ms = now_ms().saturating_sub(e.append_time_ms).max(0);
                     metrics::histogram!("meridian_mirror_lag_seconds", &labels[..1])
                         .record(lag_ms as f64 / 1000.0);
@@ -418,7 +421,7 @@ async fn merge(
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -392,6 +392,12 @@ async fn read_next(
         if after <= next {
             continue;
         }
+        let now = super::receiver::now_ms();
+        for b in &batches {
+            let ms = now.saturating_sub(b.append_time_ms).max(0);
+            metrics::histogram!("meridian_mirror_read_lag_seconds", &labels[..1])
+                .record(ms as f64 / 1000.0);
+        }
         let (batches, through, stale) = select(batches, after, &snapshot, config, peer);
         if stale {
             // A topic newer than our views: wait for the next refresh, never skip it.

@@ -48,6 +48,12 @@ struct Args {
     /// Messages in the drain burst.
     #[arg(long, default_value_t = 30_000)]
     burst: usize,
+    /// Brokers per region (3 makes every log group a raft group, as `meridian up` does).
+    #[arg(long, default_value_t = 1)]
+    brokers: u32,
+    /// Only the loopback rows (the anchor), not the impaired link.
+    #[arg(long)]
+    only_loopback: bool,
 }
 
 struct Platform {
@@ -59,7 +65,11 @@ struct Platform {
     _dir: tempfile::TempDir,
 }
 
-async fn platform(impairment: Option<Impairment>, congestion: &str) -> anyhow::Result<Platform> {
+async fn platform(
+    impairment: Option<Impairment>,
+    congestion: &str,
+    brokers: u32,
+) -> anyhow::Result<Platform> {
     let dir = tempfile::tempdir()?;
     let certs = dir.path().join("certs");
     issue_certs(&certs, &["a", "b"]);
@@ -77,7 +87,7 @@ async fn platform(impairment: Option<Impairment>, congestion: &str) -> anyhow::R
     .await;
     let mut regions = Vec::new();
     for r in ["a", "b"] {
-        regions.push(ManagedRegion::start(dir.path(), r, 1, &cp.addr, &[]).await?);
+        regions.push(ManagedRegion::start(dir.path(), r, brokers, &cp.addr, &[]).await?);
     }
     let (code, _, err) = meridian_control(
         &cp.addr,
@@ -88,7 +98,7 @@ async fn platform(impairment: Option<Impairment>, congestion: &str) -> anyhow::R
             "--partitions",
             "4",
             "--replicas",
-            "1",
+            &brokers.to_string(),
         ],
     );
     anyhow::ensure!(code == 0, "topic create: {err}");
@@ -148,18 +158,22 @@ async fn held(client: &Client) -> u64 {
         .unwrap_or(0)
 }
 
-/// Steady load in a, consumer in b: (p50, p99) of ack-in-a → arrival-in-b, in ms.
-async fn lag(p: &Platform, args: &Args) -> anyhow::Result<(f64, f64, u64)> {
-    let (a, b) = (p.regions[0].client().await, p.regions[1].client().await);
+/// A consumer from the end of `TOPIC` in `region`, noting when each message arrives.
+async fn arrivals(
+    region: &Client,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<(
+    Arc<Mutex<HashMap<u64, Instant>>>,
+    tokio::task::JoinHandle<()>,
+)> {
     let arrived: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let consuming = {
-        let (arrived, stop) = (arrived.clone(), stop.clone());
-        let mut consumer = b.consumer(ConsumerConfig {
-            start: StartFrom::End,
-            ..ConsumerConfig::default()
-        });
-        consumer.subscribe(TOPIC).await?;
+    let mut consumer = region.consumer(ConsumerConfig {
+        start: StartFrom::End,
+        ..ConsumerConfig::default()
+    });
+    consumer.subscribe(TOPIC).await?;
+    let task = {
+        let arrived = arrived.clone();
         tokio::spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 if let Ok(batch) = consumer.poll(Duration::from_millis(200)).await {
@@ -172,10 +186,43 @@ async fn lag(p: &Platform, args: &Args) -> anyhow::Result<(f64, f64, u64)> {
             }
         })
     };
+    Ok((arrived, task))
+}
+
+/// (p50, p99) in ms of acknowledgement → arrival, over every acknowledged message.
+fn lag_quantiles(
+    acked: &HashMap<u64, Instant>,
+    arrived: &HashMap<u64, Instant>,
+) -> anyhow::Result<(f64, f64)> {
+    let mut h = hdrhistogram::Histogram::<u64>::new(3)?;
+    for (k, t) in acked.iter() {
+        if let Some(r) = arrived.get(k) {
+            h.record(r.saturating_duration_since(*t).as_micros() as u64)?;
+        }
+    }
+    anyhow::ensure!(
+        h.len() == acked.len() as u64,
+        "{} of {} messages arrived",
+        h.len(),
+        acked.len()
+    );
+    Ok((
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+    ))
+}
+
+/// Steady load in a, a consumer in a (the anchor: local delivery) and one in b: (p50, p99)
+/// of ack-in-a → arrival, in ms, in b and in a.
+async fn lag(p: &Platform, args: &Args) -> anyhow::Result<((f64, f64), (f64, f64))> {
+    let (a, b) = (p.regions[0].client().await, p.regions[1].client().await);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (in_b, consuming_b) = arrivals(&b, stop.clone()).await?;
+    let (in_a, consuming_a) = arrivals(&a, stop.clone()).await?;
     let producer = a.producer(ProducerConfig::default());
     let acked: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
     let total = args.rate * args.seconds;
-    let tick = Duration::from_millis(10);
+    let tick = Duration::from_millis(10).max(Duration::from_secs(1) / args.rate.max(1) as u32);
     let per_tick = (args.rate / 100).max(1);
     let mut waits = Vec::new();
     let start = Instant::now();
@@ -201,28 +248,19 @@ async fn lag(p: &Platform, args: &Args) -> anyhow::Result<(f64, f64, u64)> {
         w.await?;
     }
     let deadline = Instant::now() + Duration::from_secs(120);
-    while arrived.lock().unwrap().len() < acked.lock().unwrap().len() && Instant::now() < deadline {
+    let all_in = |arrived: &Arc<Mutex<HashMap<u64, Instant>>>| {
+        arrived.lock().unwrap().len() >= acked.lock().unwrap().len()
+    };
+    while !(all_in(&in_a) && all_in(&in_b)) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    consuming.await?;
-    let mut h = hdrhistogram::Histogram::<u64>::new(3)?;
-    let (acked, arrived) = (acked.lock().unwrap(), arrived.lock().unwrap());
-    for (k, t) in acked.iter() {
-        if let Some(r) = arrived.get(k) {
-            h.record(r.saturating_duration_since(*t).as_micros() as u64)?;
-        }
-    }
-    anyhow::ensure!(
-        h.len() == acked.len() as u64,
-        "{} of {} messages arrived",
-        h.len(),
-        acked.len()
-    );
+    consuming_a.await?;
+    consuming_b.await?;
+    let acked = acked.lock().unwrap();
     Ok((
-        h.value_at_quantile(0.5) as f64 / 1000.0,
-        h.value_at_quantile(0.99) as f64 / 1000.0,
-        total,
+        lag_quantiles(&acked, &in_b.lock().unwrap())?,
+        lag_quantiles(&acked, &in_a.lock().unwrap())?,
     ))
 }
 
@@ -288,7 +326,9 @@ async fn failover(mut p: Platform, args: &Args) -> anyhow::Result<(usize, f64, D
     };
     tokio::time::sleep(Duration::from_secs(5)).await;
     let killed = Instant::now();
-    p.regions[0].brokers[0].kill9();
+    for b in &mut p.regions[0].brokers {
+        b.kill9();
+    }
     p.mirrors[0].kill9();
     let deadline = killed + Duration::from_secs(60);
     let rto = loop {
@@ -346,19 +386,22 @@ async fn main() -> anyhow::Result<()> {
         args.loss_percent
     );
     println!(
-        "| link | congestion | lag p50 ms | lag p99 ms | at msg/s | burst acked in a MB/s | burst held in b MB/s | ratio b/a |"
+        "| link | congestion | lag p50 ms | lag p99 ms | local p50 / p99 ms | at msg/s | burst acked in a MB/s | burst held in b MB/s | ratio b/a |"
     );
-    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (name, imp, cc) in [
         ("loopback (anchor)", None, "bbr"),
         (link.as_str(), Some(wan), "bbr"),
         (link.as_str(), Some(wan), "cubic"),
     ] {
-        let p = platform(imp, cc).await?;
-        let (p50, p99, _) = lag(&p, &args).await?;
+        if args.only_loopback && imp.is_some() {
+            continue;
+        }
+        let p = platform(imp, cc, args.brokers).await?;
+        let ((p50, p99), (l50, l99)) = lag(&p, &args).await?;
         let (a_mbs, b_mbs) = drain(&p, &args).await?;
         println!(
-            "| {name} | {cc} | {p50:.1} | {p99:.1} | {} | {a_mbs:.1} | {b_mbs:.1} | {:.2} |",
+            "| {name} | {cc} | {p50:.1} | {p99:.1} | {l50:.1} / {l99:.1} | {} | {a_mbs:.1} | {b_mbs:.1} | {:.2} |",
             args.rate,
             b_mbs / a_mbs
         );
@@ -367,7 +410,10 @@ async fn main() -> anyhow::Result<()> {
     println!("| link | RPO messages | RPO ms of writes | RTO ms | at msg/s |");
     println!("| --- | ---: | ---: | ---: | ---: |");
     for (name, imp) in [("loopback (anchor)", None), (link.as_str(), Some(wan))] {
-        let p = platform(imp, "bbr").await?;
+        if args.only_loopback && imp.is_some() {
+            continue;
+        }
+        let p = platform(imp, "bbr", args.brokers).await?;
         let (rpo, rpo_ms, rto) = failover(p, &args).await?;
         println!(
             "| {name} | {rpo} | {rpo_ms:.0} | {:.0} | {} |",
@@ -376,8 +422,8 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "\n({} B messages, 4 partitions, 1 broker per region; lag over {} s at {} msg/s; burst of {} messages)",
-        args.size, args.seconds, args.rate, args.burst
+        "\n({} B messages, 4 partitions, {} broker(s) per region and replicas; lag over {} s at {} msg/s; burst of {} messages)",
+        args.size, args.brokers, args.seconds, args.rate, args.burst
     );
     Ok(())
 }
