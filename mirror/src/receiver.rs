@@ -273,18 +273,14 @@ fn act(
             });
             s.tasks.push(task.abort_handle());
         }
-        Action::Append {
-            stream,
-            origin,
-            batch,
-        } => {
+        Action::Append { stream, batches } => {
             let Some(s) = streams.get_mut(&stream) else {
                 return;
             };
             let (views, inputs) = (views.clone(), inputs.clone());
             let task = tokio::spawn(async move {
                 let client = client(views).await;
-                apply(&client, &origin, batch).await;
+                apply(&client, batches).await;
                 let _ = inputs.send(Input::Done { stream });
             });
             s.tasks.retain(|t| !t.is_finished());
@@ -347,37 +343,44 @@ async fn read_mark(views: watch::Receiver<Arc<Snapshot>>, origin: &str, group: u
     }
 }
 
-/// Appends one shipped batch, retrying until the region holds it: a batch is never skipped
-/// (a stalled stream shows as lag; a skipped batch would be lost).
-async fn apply(client: &RegionClient, o: &Origin, e: ShippedBatch) {
-    let (origin, group) = (o.region.as_str(), o.group);
-    let labels = &[("origin", origin.to_owned()), ("group", group.to_string())];
+/// Appends shipped batches in order, retrying until the region holds them all: a batch is
+/// never skipped (a stalled stream shows as lag; a skipped batch would be lost). Each call
+/// appends the leading run the first batch's log group takes; the rest go again.
+async fn apply(client: &RegionClient, batches: Vec<(Origin, ShippedBatch)>) {
+    let Some((first, _)) = batches.first() else {
+        return;
+    };
+    let (origin, group) = (first.region.clone(), first.group);
+    let labels = &[("origin", origin.clone()), ("group", group.to_string())];
+    let mut rest = &batches[..];
     let mut backoff = Duration::from_millis(50);
     let started = std::time::Instant::now();
-    loop {
-        match client
-            .append_mirrored(e.topic_id, e.partition, o, e.count, e.payload.clone())
-            .await
-        {
-            Ok(duplicate) => {
-                if duplicate {
-                    metrics::counter!("meridian_mirror_duplicates_total", labels).increment(1);
-                } else {
+    while !rest.is_empty() {
+        match client.append_mirrored(rest).await {
+            Ok(duplicates) => {
+                let (done, left) = rest.split_at(duplicates.len());
+                rest = left;
+                backoff = Duration::from_millis(50);
+                metrics::histogram!("meridian_mirror_append_batches").record(done.len() as f64);
+                let now = now_ms();
+                for ((_, e), duplicate) in done.iter().zip(duplicates) {
+                    if duplicate {
+                        metrics::counter!("meridian_mirror_duplicates_total", labels).increment(1);
+                        continue;
+                    }
                     metrics::counter!("meridian_mirror_applied_batches_total", labels).increment(1);
                     metrics::counter!("meridian_mirror_applied_messages_total", labels)
                         .increment(u64::from(e.count));
-                    metrics::histogram!("meridian_mirror_append_seconds", &labels[..1])
-                        .record(started.elapsed().as_secs_f64());
-                    let lag_ms = now_ms().saturating_sub(e.append_time_ms).max(0);
+                    let lag_ms = now.saturating_sub(e.append_time_ms).max(0);
                     metrics::histogram!("meridian_mirror_lag_seconds", &labels[..1])
                         .record(lag_ms as f64 / 1000.0);
                 }
-                return;
             }
             Err(err) => {
+                let (o, e) = &rest[0];
                 metrics::counter!("meridian_mirror_apply_errors_total", labels).increment(1);
                 tracing::warn!(
-                    origin, group, seq = e.seq, topic_id = e.topic_id, partition = e.partition,
+                    origin, group, seq = o.seq, topic_id = e.topic_id, partition = e.partition,
                     error = %err, retry_in_ms = backoff.as_millis() as u64,
                     "appending a mirrored batch failed; retrying (the stream waits: nothing is skipped)"
                 );
@@ -386,6 +389,8 @@ async fn apply(client: &RegionClient, o: &Origin, e: ShippedBatch) {
             }
         }
     }
+    metrics::histogram!("meridian_mirror_append_seconds", &labels[..1])
+        .record(started.elapsed().as_secs_f64());
 }
 
 /// Merges a consumer group's positions committed in the origin region, retrying until the

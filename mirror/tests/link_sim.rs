@@ -180,7 +180,9 @@ enum Pending {
 
 #[derive(Debug, PartialEq)]
 enum Work {
-    Append(Origin, ShippedBatch),
+    /// A run of batches of one stream, in order: applied as a target broker does, the
+    /// leading batches in the first one's log group per call, the rest in later calls.
+    Append(Vec<(Origin, ShippedBatch)>),
     Merge(Commit),
 }
 
@@ -352,12 +354,8 @@ impl Sim {
                         },
                     ));
                 }
-                Action::Append {
-                    stream,
-                    origin,
-                    batch,
-                } => {
-                    let o = region_index(&origin.region);
+                Action::Append { stream, batches } => {
+                    let o = region_index(&batches[0].0.region);
                     self.pending.push((
                         late,
                         Pending::Apply {
@@ -365,7 +363,7 @@ impl Sim {
                             epoch,
                             stream,
                             origin: o,
-                            work: Work::Append(origin, batch),
+                            work: Work::Append(batches),
                         },
                     ));
                 }
@@ -555,13 +553,50 @@ impl Sim {
                     ));
                     return;
                 }
-                let reg = &mut self.regions[region];
-                match &work {
-                    Work::Append(o, b) => reg.append(origin, o, b),
+                match work {
+                    Work::Append(mut batches) => {
+                        let group = dest_group(batches[0].1.topic_id, batches[0].1.partition);
+                        let run = batches
+                            .iter()
+                            .take_while(|(_, b)| dest_group(b.topic_id, b.partition) == group)
+                            .count();
+                        // With faults, raft may have committed only a prefix of the run
+                        // when the call fails.
+                        let (held, failed) = if self.faults && self.rng.chance(20) {
+                            (self.rng.below(run as u64 + 1) as usize, true)
+                        } else {
+                            (run, false)
+                        };
+                        for (o, b) in batches.drain(..held) {
+                            self.regions[region].append(origin, &o, &b);
+                        }
+                        if failed {
+                            self.count("runs failed after a prefix");
+                        }
+                        if !batches.is_empty() {
+                            // The shell sends the rest (again).
+                            self.count("runs continued");
+                            let at = self.now + 1;
+                            self.pending.push((
+                                at,
+                                Pending::Apply {
+                                    region,
+                                    epoch,
+                                    stream,
+                                    origin,
+                                    work: Work::Append(batches),
+                                },
+                            ));
+                            return;
+                        }
+                    }
                     Work::Merge(c) => {
-                        reg.merged.insert((origin, c.topic_id, c.seq));
+                        self.regions[region]
+                            .merged
+                            .insert((origin, c.topic_id, c.seq));
                     }
                 }
+                let reg = &mut self.regions[region];
                 if reg.epoch == epoch {
                     reg.receiver.done(stream);
                     self.pump_receiver(region);

@@ -19,7 +19,7 @@ mod replicated;
 mod topics;
 
 pub use meridian_proto::mirror::ShippedBatch;
-pub use mirror::MirrorAppended;
+pub use mirror::{MirrorAppended, MirroredIn};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

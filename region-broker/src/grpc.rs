@@ -497,20 +497,31 @@ impl broker_server::Broker for GrpcService {
         request: Request<v1::AppendMirroredRequest>,
     ) -> Result<Response<v1::AppendMirroredResponse>, Status> {
         let r = request.into_inner();
-        let origin = meridian_proto::origin::Origin {
-            region: r.origin_region,
-            group: r.origin_group,
-            seq: r.seq,
-            through: r.through,
-        };
-        let appended = self
-            .broker
-            .append_mirrored(r.topic_id, r.partition, origin, r.count, r.payload)
-            .await
-            .map_err(status)?;
+        let batches = r
+            .batches
+            .into_iter()
+            .map(|b| crate::broker::MirroredIn {
+                topic_id: b.topic_id,
+                partition: b.partition,
+                origin: meridian_proto::origin::Origin {
+                    region: r.origin_region.clone(),
+                    group: r.origin_group,
+                    seq: b.seq,
+                    through: b.through,
+                },
+                count: b.count,
+                payload: b.payload,
+            })
+            .collect();
+        let appended = self.broker.append_mirrored(batches).await.map_err(status)?;
         Ok(Response::new(v1::AppendMirroredResponse {
-            duplicate: appended.duplicate,
-            base_offset: appended.base_offset,
+            results: appended
+                .into_iter()
+                .map(|a| v1::MirroredResult {
+                    duplicate: a.duplicate,
+                    base_offset: a.base_offset,
+                })
+                .collect(),
         }))
     }
 

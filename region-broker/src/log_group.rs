@@ -203,6 +203,19 @@ pub struct HostedGroup {
     applied_in_term: AtomicU64,
 }
 
+/// A batch mirrored from another region, for [`HostedGroup::append_mirrored`].
+#[derive(Debug, Clone)]
+pub struct MirroredBatch {
+    /// Its partition here.
+    pub key: PartitionKey,
+    /// Where it was first written.
+    pub origin: Origin,
+    /// Messages in it.
+    pub count: u32,
+    /// The encoded message batch, as the origin stored it.
+    pub payload: Bytes,
+}
+
 /// Fences a produce by the epoch it carries (0: not fenced): an older epoch means the
 /// producer is behind, a newer one that this broker is.
 pub fn check_epoch(log_group: u32, epoch: u64, current: u64) -> Result<(), LogGroupError> {
@@ -687,38 +700,90 @@ impl HostedGroup {
         self.applied_in_term.store(0, Ordering::SeqCst);
     }
 
-    /// Appends a batch mirrored from `origin` unless the group holds it already (its seq is
-    /// at or below the origin's mark); `None` for a duplicate, else the first offset
-    /// written. The caller serializes the appends of one origin.
+    /// Appends batches mirrored from one origin group, in the origin's order (increasing
+    /// seq), each unless the group holds it already (its seq is at or below the origin's
+    /// mark); per batch `None` for a duplicate, else the first offset written. The entries
+    /// go to raft in one submission, so a run costs one replication round, not one per
+    /// batch; raft commits a prefix of them, so "the highest seq held" still means
+    /// "everything before it is held". The caller serializes the appends of one origin.
     pub async fn append_mirrored(
         &self,
-        key: PartitionKey,
-        origin: &Origin,
-        count: u32,
-        payload: &Bytes,
-    ) -> Result<Option<Option<u64>>, LogGroupError> {
+        origin: (&str, u32),
+        batches: Vec<MirroredBatch>,
+    ) -> Result<Vec<Option<Option<u64>>>, LogGroupError> {
         self.require_raft("mirroring into master-slave topics is not supported yet")?;
         // Everything this leader's log holds is applied, so the mark counts it all.
         self.ensure_applied_in_term().await?;
-        if let Some((seq, _)) = self.storage.mirror_mark(&origin.region, origin.group)
-            && origin.seq <= seq
-        {
-            return Ok(None);
+        let mut held = self
+            .storage
+            .mirror_mark(origin.0, origin.1)
+            .map_or(0, |(seq, _)| seq);
+        let mut out = Vec::with_capacity(batches.len());
+        let mut commands = Vec::new();
+        for b in batches {
+            if b.origin.seq <= held {
+                out.push(None);
+                continue;
+            }
+            held = b.origin.seq;
+            out.push(Some(None));
+            commands.push((
+                out.len() - 1,
+                Command::Batch {
+                    topic_id: b.key.0,
+                    partition: b.key.1,
+                    count: b.count,
+                    payload: storage::mirrored_payload(&b.origin, &b.payload),
+                    mirrored: true,
+                    producer: None,
+                    local_ack: LocalAck::default(),
+                },
+            ));
         }
-        let command = Command::Batch {
-            topic_id: key.0,
-            partition: key.1,
-            count,
-            payload: storage::mirrored_payload(origin, payload),
-            mirrored: true,
-            producer: None,
-            local_ack: LocalAck::default(),
-        };
-        let result = self
-            .replicate(command)
+        if commands.is_empty() {
+            return Ok(out);
+        }
+        let (at, commands): (Vec<usize>, Vec<Command>) = commands.into_iter().unzip();
+        let results = self
+            .replicate_many(commands)
             .await
             .inspect_err(|_| self.forget_applied())?;
-        Ok(Some(result.base_offset))
+        for (i, result) in at.into_iter().zip(results) {
+            out[i] = Some(result.base_offset);
+        }
+        Ok(out)
+    }
+
+    /// Replicates commands through the group's raft in one submission, in order; returns
+    /// once a quorum holds them all and they are applied here (an error when any failed:
+    /// raft keeps order, so what did commit is a prefix).
+    pub async fn replicate_many(
+        &self,
+        commands: Vec<Command>,
+    ) -> Result<Vec<CommandResult>, LogGroupError> {
+        use futures_util::StreamExt;
+        let raft = self.raft().ok_or_else(not_running)?;
+        let n = commands.len();
+        let mut results = raft
+            .client_write_many(commands)
+            .await
+            .map_err(|e| self.raft_error(RaftError::Fatal(e)))?;
+        let mut out = Vec::with_capacity(n);
+        while let Some(result) = results.next().await {
+            match result {
+                Ok(Ok(resp)) => out.push(resp.response),
+                Ok(Err(e)) => return Err(self.raft_error(RaftError::APIError(e))),
+                Err(fatal) => return Err(self.raft_error(RaftError::Fatal(fatal))),
+            }
+        }
+        if out.len() != n {
+            return Err(LogGroupError::Replication(format!(
+                "log group {}: raft answered {} of {n} writes",
+                self.id,
+                out.len()
+            )));
+        }
+        Ok(out)
     }
 
     /// Replicates a command through the group's raft; returns once a quorum holds it and

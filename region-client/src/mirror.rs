@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use meridian_proto::origin::Origin;
 use meridian_proto::v1;
 
@@ -86,30 +85,35 @@ impl RegionClient {
             .changed)
     }
 
-    /// Appends a batch first written at `origin`, unless its partition already holds it:
-    /// `Ok(true)` when it was a duplicate. Resent freely (to the partition's leader, after a
-    /// failure or an attempt without an answer): duplicates are detected.
+    /// Appends batches of one origin group, in the origin's order, each unless held
+    /// (idempotent on the origin). The broker appends the leading run of them in the first
+    /// one's log group; the answer says, for each batch of that run, whether it was held
+    /// already. Send the rest again.
     pub async fn append_mirrored(
         &self,
-        topic_id: u32,
-        partition: u32,
-        origin: &Origin,
-        count: u32,
-        payload: Bytes,
-    ) -> Result<bool, RegionError> {
+        batches: &[(Origin, ShippedBatch)],
+    ) -> Result<Vec<bool>, RegionError> {
+        let Some((first, head)) = batches.first() else {
+            return Ok(Vec::new());
+        };
         let r = v1::AppendMirroredRequest {
-            topic_id,
-            partition,
-            origin_region: origin.region.clone(),
-            origin_group: origin.group,
-            seq: origin.seq,
-            through: origin.through,
-            count,
-            payload,
+            origin_region: first.region.clone(),
+            origin_group: first.group,
+            batches: batches
+                .iter()
+                .map(|(o, b)| v1::MirroredBatch {
+                    topic_id: b.topic_id,
+                    partition: b.partition,
+                    seq: o.seq,
+                    through: o.through,
+                    count: b.count,
+                    payload: b.payload.clone(),
+                })
+                .collect(),
         };
         let answer = self
             .call_at_leader(
-                Leading::Partition(topic_id, partition),
+                Leading::Partition(head.topic_id, head.partition),
                 ATTEMPT * 2,
                 |mut c| {
                     let r = r.clone();
@@ -117,7 +121,17 @@ impl RegionClient {
                 },
             )
             .await?;
-        Ok(answer.duplicate)
+        if answer.results.is_empty() || answer.results.len() > batches.len() {
+            return Err(RegionError::Broker {
+                code: tonic::Code::Internal,
+                message: format!(
+                    "the broker answered {} results for {} mirrored batches",
+                    answer.results.len(),
+                    batches.len()
+                ),
+            });
+        }
+        Ok(answer.results.iter().map(|r| r.duplicate).collect())
     }
 
     /// The highest seq of origin `(region, group)` any log group of the region holds, asking

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use meridian_client::{ProducerConfig, Record};
+use meridian_proto::mirror::ShippedBatch;
 use meridian_proto::origin::Origin;
 use meridian_region_client::RegionClient;
 use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control};
@@ -36,22 +37,32 @@ async fn ship(from: &ManagedRegion, to: &ManagedRegion) -> (usize, usize) {
             if batches.is_empty() {
                 break;
             }
-            for b in batches {
-                let origin = Origin {
-                    region: from.name.clone(),
-                    group: g.id,
-                    seq: b.seq,
-                    through: b.seq,
-                };
-                let duplicate = to
-                    .append_mirrored(b.topic_id, b.partition, &origin, b.count, b.payload)
-                    .await
-                    .expect("append mirrored");
-                if duplicate {
-                    duplicates += 1;
-                } else {
-                    written += 1;
+            // Shipped as the mirror does: all of a read in one call, the rest again when
+            // the broker's run ends at another log group.
+            let batches: Vec<(Origin, ShippedBatch)> = batches
+                .into_iter()
+                .map(|b| {
+                    let origin = Origin {
+                        region: from.name.clone(),
+                        group: g.id,
+                        seq: b.seq,
+                        through: b.seq,
+                    };
+                    (origin, b)
+                })
+                .collect();
+            let mut rest = &batches[..];
+            while !rest.is_empty() {
+                let answered = to.append_mirrored(rest).await.expect("append mirrored");
+                assert!(!answered.is_empty() && answered.len() <= rest.len());
+                for duplicate in &answered {
+                    if *duplicate {
+                        duplicates += 1;
+                    } else {
+                        written += 1;
+                    }
                 }
+                rest = &rest[answered.len()..];
             }
             next = after;
         }
@@ -133,21 +144,35 @@ async fn mirrored_batches_keep_their_origin_are_idempotent_and_never_loop() {
         .unwrap();
     assert!(mark.is_some(), "the target region holds eu's batches");
 
-    // A batch claiming to come from the region it is sent to is refused.
-    let e = us_internal
-        .append_mirrored(
-            1,
-            0,
-            &Origin {
-                region: "us".into(),
+    // A batch claiming to come from the region it is sent to is refused, as are batches
+    // out of seq order and a first batch that does not decode.
+    let bad = |region: &str, seq: u64, payload: &'static [u8]| {
+        (
+            Origin {
+                region: region.into(),
                 group: 0,
-                seq: 1,
-                through: 1,
+                seq,
+                through: seq,
             },
-            1,
-            bytes::Bytes::new(),
+            ShippedBatch {
+                topic_id: 1,
+                partition: 0,
+                seq,
+                count: 1,
+                payload: bytes::Bytes::from_static(payload),
+                ..ShippedBatch::default()
+            },
         )
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("own region"), "{e}");
+    };
+    for (batches, says) in [
+        (vec![bad("us", 1, b"")], "own region"),
+        (
+            vec![bad("eu", 1 << 40, b""), bad("eu", 1 << 39, b"")],
+            "increasing seq",
+        ),
+        (vec![bad("eu", 1 << 40, b"\xff\xff")], "does not decode"),
+    ] {
+        let e = us_internal.append_mirrored(&batches).await.unwrap_err();
+        assert!(e.to_string().contains(says), "{e}");
+    }
 }

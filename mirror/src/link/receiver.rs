@@ -4,8 +4,8 @@
 //! does not speak, its own region, or a region the caller's certificate does not name;
 //! otherwise it asks for the origin group's mark ([`Action::ReadMark`]: the highest seq of
 //! that origin any log group here holds) and answers `Resume` one past it. From then on
-//! each `Records` frame's batches are appended one at a time, in order
-//! ([`Action::Append`], then [`Receiver::done`]), each `Commits` frame's commits merged
+//! each `Records` frame's batches are appended in order, a run of consecutive ones at a
+//! time ([`Action::Append`], then [`Receiver::done`]), each `Commits` frame's commits merged
 //! likewise, and the frame acknowledged once all of it is held.
 //!
 //! Why nothing is lost or stored twice: appends are idempotent on the origin seq (a target
@@ -22,6 +22,13 @@ use meridian_proto::mirror::{Commit, Frame, ShippedBatch, VERSION};
 use meridian_proto::origin::Origin;
 
 use super::{LinkError, Refusal};
+
+/// Most batches one [`Action::Append`] carries.
+pub const APPEND_BATCHES_MAX: usize = 256;
+
+/// Most payload bytes one [`Action::Append`] carries (beyond its first batch): well
+/// under a broker's gRPC message limit.
+pub const APPEND_BYTES_MAX: usize = 2 << 20;
 
 /// Names an inbound stream (chosen by the shell, unique while the stream lives).
 pub type StreamId = u64;
@@ -46,15 +53,15 @@ pub enum Action {
         /// Origin log group.
         group: u32,
     },
-    /// Append a shipped batch (idempotently, retrying until held), then call
-    /// [`Receiver::done`].
+    /// Append shipped batches, in this order (idempotently, retrying until all are held),
+    /// then call [`Receiver::done`]. Consecutive batches of a frame go together, up to
+    /// [`APPEND_BATCHES_MAX`] and [`APPEND_BYTES_MAX`], so a target group can take them in
+    /// one replication round.
     Append {
-        /// The stream it came on.
+        /// The stream they came on.
         stream: StreamId,
-        /// Where it was first written.
-        origin: Origin,
-        /// The batch.
-        batch: ShippedBatch,
+        /// Each batch with where it was first written.
+        batches: Vec<(Origin, ShippedBatch)>,
     },
     /// Merge a consumer group's commit (idempotently, retrying until taken), then call
     /// [`Receiver::done`].
@@ -281,16 +288,23 @@ impl Receiver {
                 }),
                 Some(Work::Append(batch, through)) => {
                     *busy = true;
-                    self.actions.push_back(Action::Append {
-                        stream,
-                        origin: Origin {
-                            region: origin.clone(),
-                            group: *group,
-                            seq: batch.seq,
-                            through,
-                        },
-                        batch,
-                    });
+                    let origin_of = |batch: &ShippedBatch, through| Origin {
+                        region: origin.clone(),
+                        group: *group,
+                        seq: batch.seq,
+                        through,
+                    };
+                    let mut bytes = batch.payload.len();
+                    let mut batches = vec![(origin_of(&batch, through), batch)];
+                    while batches.len() < APPEND_BATCHES_MAX
+                        && matches!(work.front(), Some(Work::Append(next, _))
+                            if bytes + next.payload.len() <= APPEND_BYTES_MAX)
+                        && let Some(Work::Append(next, through)) = work.pop_front()
+                    {
+                        bytes += next.payload.len();
+                        batches.push((origin_of(&next, through), next));
+                    }
+                    self.actions.push_back(Action::Append { stream, batches });
                 }
                 Some(Work::Merge(commit)) => {
                     *busy = true;
@@ -377,21 +391,90 @@ mod tests {
             },
             |_| true,
         );
-        let a = drain(&mut r);
-        assert!(
-            matches!(&a[..], [Action::Append { origin, .. }] if origin.seq == 42 && origin.through == 45)
+        r.handle(
+            1,
+            Frame::Records {
+                through: 47,
+                entries: vec![batch(47)],
+            },
+            |_| true,
         );
+        // One frame's batches go as one run; the next frame's wait for its ack.
+        assert_eq!(seqs(&drain(&mut r)), [vec![(42, 45), (44, 45)]]);
         r.done(1);
         let a = drain(&mut r);
-        assert!(matches!(&a[..], [Action::Append { origin, .. }] if origin.seq == 44));
+        assert_eq!(
+            a[0],
+            Action::Send {
+                stream: 1,
+                frame: Frame::Ack { through: 45 }
+            }
+        );
+        assert_eq!(seqs(&a[1..]), [vec![(47, 47)]]);
+        assert!(drain(&mut r).is_empty(), "one run at a time");
         r.done(1);
         assert_eq!(
             drain(&mut r),
             [Action::Send {
                 stream: 1,
-                frame: Frame::Ack { through: 45 }
+                frame: Frame::Ack { through: 47 }
             }]
         );
+    }
+
+    /// The (seq, through) of each append's batches.
+    fn seqs(actions: &[Action]) -> Vec<Vec<(u64, u64)>> {
+        actions
+            .iter()
+            .map(|a| match a {
+                Action::Append { batches, .. } => {
+                    batches.iter().map(|(o, _)| (o.seq, o.through)).collect()
+                }
+                other => panic!("expected an append, got {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_run_is_bounded_in_batches_and_bytes() {
+        let mut r = Receiver::new("eu");
+        r.accept(1);
+        r.handle(1, hello("us", 7), |_| true);
+        r.mark(1, None);
+        drain(&mut r);
+        let n = APPEND_BATCHES_MAX as u64 + 3;
+        let mut entries: Vec<ShippedBatch> = (1..=n).map(batch).collect();
+        let big = ShippedBatch {
+            seq: n + 1,
+            payload: Bytes::from(vec![0; APPEND_BYTES_MAX]),
+            ..Default::default()
+        };
+        entries.push(big);
+        entries.push(batch(n + 2));
+        r.handle(
+            1,
+            Frame::Records {
+                through: n + 2,
+                entries,
+            },
+            |_| true,
+        );
+        let mut runs = Vec::new();
+        loop {
+            let a = drain(&mut r);
+            let appends: Vec<Action> = a
+                .into_iter()
+                .filter(|a| matches!(a, Action::Append { .. }))
+                .collect();
+            if appends.is_empty() {
+                break;
+            }
+            runs.extend(seqs(&appends).into_iter().map(|run| run.len()));
+            r.done(1);
+        }
+        // 256 batches; 3 more (the big one would pass the byte bound); the big one alone
+        // (a run always takes its first); the last.
+        assert_eq!(runs, [APPEND_BATCHES_MAX, 3, 1, 1]);
     }
 
     #[test]

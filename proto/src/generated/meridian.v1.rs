@@ -106,30 +106,46 @@ pub struct LocalCommit {
     #[prost(message, repeated, tag = "5")]
     pub positions: ::prost::alloc::vec::Vec<OriginPosition>,
 }
+/// Batches of one origin group, in the origin's order (increasing seq). The broker appends
+/// the leading run of them in the first one's log group (one raft round for the run), each
+/// unless held, and answers for that run; the caller sends the rest again.
 #[allow(clippy::all)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AppendMirroredRequest {
-    #[prost(uint32, tag = "1")]
-    pub topic_id: u32,
-    #[prost(uint32, tag = "2")]
-    pub partition: u32,
     #[prost(string, tag = "3")]
     pub origin_region: ::prost::alloc::string::String,
     #[prost(uint32, tag = "4")]
     pub origin_group: u32,
-    #[prost(uint64, tag = "5")]
+    #[prost(message, repeated, tag = "9")]
+    pub batches: ::prost::alloc::vec::Vec<MirroredBatch>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MirroredBatch {
+    #[prost(uint32, tag = "1")]
+    pub topic_id: u32,
+    #[prost(uint32, tag = "2")]
+    pub partition: u32,
+    #[prost(uint64, tag = "3")]
     pub seq: u64,
-    #[prost(uint64, tag = "6")]
+    #[prost(uint64, tag = "4")]
     pub through: u64,
-    #[prost(uint32, tag = "7")]
+    #[prost(uint32, tag = "5")]
     pub count: u32,
     /// The encoded message batch, as the origin stored it.
-    #[prost(bytes = "bytes", tag = "8")]
+    #[prost(bytes = "bytes", tag = "6")]
     pub payload: ::prost::bytes::Bytes,
+}
+/// One result per batch appended, in order: fewer than sent when the run ended early.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct AppendMirroredResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub results: ::prost::alloc::vec::Vec<MirroredResult>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct AppendMirroredResponse {
+pub struct MirroredResult {
     /// Already held: nothing was written.
     #[prost(bool, tag = "1")]
     pub duplicate: bool,
@@ -1380,8 +1396,8 @@ pub mod broker_client {
                 .insert(GrpcMethod::new("meridian.v1.Broker", "ChangeReplicas"));
             self.inner.unary(req, path, codec).await
         }
-        /// Mirrors: appends a batch first written in another region, unless the partition's group
-        /// already holds it (idempotent on its origin; served by the group's leader).
+        /// Mirrors: appends batches first written in another region, each unless the partition's
+        /// group already holds it (idempotent on its origin; served by the group's leader).
         pub async fn append_mirrored(
             &mut self,
             request: impl tonic::IntoRequest<super::AppendMirroredRequest>,
@@ -1621,8 +1637,8 @@ pub mod broker_server {
             &self,
             request: tonic::Request<super::ChangeReplicasRequest>,
         ) -> std::result::Result<tonic::Response<super::LogGroupInfo>, tonic::Status>;
-        /// Mirrors: appends a batch first written in another region, unless the partition's group
-        /// already holds it (idempotent on its origin; served by the group's leader).
+        /// Mirrors: appends batches first written in another region, each unless the partition's
+        /// group already holds it (idempotent on its origin; served by the group's leader).
         async fn append_mirrored(
             &self,
             request: tonic::Request<super::AppendMirroredRequest>,

@@ -22,6 +22,21 @@ use meridian_proto::record::{FLAG_ORIGIN, RecordKind};
 
 use super::{Broker, BrokerError, Topic};
 
+/// A batch another region's mirror ships here, for [`Broker::append_mirrored`].
+#[derive(Debug, Clone)]
+pub struct MirroredIn {
+    /// Its topic here.
+    pub topic_id: u32,
+    /// Its partition.
+    pub partition: u32,
+    /// Where it was first written.
+    pub origin: Origin,
+    /// Messages in it.
+    pub count: u32,
+    /// The encoded message batch, as the origin stored it.
+    pub payload: Bytes,
+}
+
 /// The answer to a mirrored append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MirrorAppended {
@@ -73,55 +88,106 @@ impl Broker {
             })
     }
 
-    /// Appends a batch mirrored from `origin` to `topic_id`/`partition`, unless held.
+    /// Appends batches mirrored from one origin group, in its order, each unless held.
+    /// Appends the leading run of them that lies in the first one's log group (at least
+    /// that one) and answers for that run: the caller sends the rest again. A batch that
+    /// does not decode ends the run before it, or is refused when it is the first.
     pub async fn append_mirrored(
         &self,
-        topic_id: u32,
-        partition: u32,
-        origin: Origin,
-        count: u32,
-        payload: Bytes,
-    ) -> Result<MirrorAppended, BrokerError> {
-        if origin.region == self.config.region {
+        batches: Vec<MirroredIn>,
+    ) -> Result<Vec<MirrorAppended>, BrokerError> {
+        let Some(first) = batches.first() else {
+            return Ok(Vec::new());
+        };
+        let (region, origin_group) = (first.origin.region.clone(), first.origin.group);
+        if region == self.config.region {
             return Err(BrokerError::Invalid(format!(
-                "a batch of origin {} cannot be mirrored into its own region",
-                origin.region
+                "a batch of origin {region} cannot be mirrored into its own region"
             )));
         }
-        if origin.region.is_empty() || origin.region.len() > meridian_proto::origin::REGION_MAX {
+        if region.is_empty() || region.len() > meridian_proto::origin::REGION_MAX {
             return Err(BrokerError::Invalid(
                 "the origin region name must be 1 to 249 bytes".into(),
             ));
         }
-        let topic = self.topic_by_id(topic_id)?;
-        let (group, key) = self.locate(&topic, partition)?;
+        let topic = self.topic_by_id(first.topic_id)?;
+        let (group, _) = self.locate(&topic, first.partition)?;
         let g = group.id();
         group
             .require_raft("mirroring into master-slave topics is not supported yet")
             .map_err(|e| self.group_error(e))?;
         self.require_leader(g)?;
-        meridian_proto::batch::decode_batch(&payload, count as usize).map_err(|e| {
-            BrokerError::Invalid(format!("the mirrored batch does not decode: {e}"))
-        })?;
-        let lock = self.mirror_lock(g, &origin);
-        let _one_at_a_time = lock.lock().await;
-        match group
-            .append_mirrored(key, &origin, count, &payload)
-            .await
-            .map_err(|e| self.group_error(e))?
-        {
-            None => Ok(MirrorAppended {
-                duplicate: true,
-                base_offset: None,
-            }),
-            Some(base_offset) => {
-                metrics::counter!("meridian_mirror_in_messages_total").increment(u64::from(count));
-                Ok(MirrorAppended {
-                    duplicate: false,
-                    base_offset,
-                })
+        let mut last_seq = 0;
+        for b in &batches {
+            if b.origin.region != region || b.origin.group != origin_group {
+                return Err(BrokerError::Invalid(format!(
+                    "one call appends batches of one origin group ({region}/{origin_group}), not of {}/{}",
+                    b.origin.region, b.origin.group
+                )));
             }
+            if b.origin.seq <= last_seq {
+                return Err(BrokerError::Invalid(format!(
+                    "mirrored batches must come in increasing seq: {} after {last_seq}",
+                    b.origin.seq
+                )));
+            }
+            last_seq = b.origin.seq;
         }
+        let mut run = Vec::with_capacity(batches.len());
+        for b in batches {
+            let in_group = self
+                .topic_by_id(b.topic_id)
+                .and_then(|t| self.locate(&t, b.partition))
+                .ok()
+                .filter(|(gr, _)| gr.id() == g);
+            let decodes = || {
+                meridian_proto::batch::decode_batch(&b.payload, b.count as usize).map_err(|e| {
+                    BrokerError::Invalid(format!("the mirrored batch does not decode: {e}"))
+                })
+            };
+            let key = match in_group {
+                Some((_, key)) if decodes().is_ok() => key,
+                _ if run.is_empty() => {
+                    decodes()?;
+                    return Err(BrokerError::Invalid(format!(
+                        "topic {} partition {} is not in log group {g}",
+                        b.topic_id, b.partition
+                    )));
+                }
+                _ => break,
+            };
+            run.push(crate::log_group::MirroredBatch {
+                key,
+                origin: b.origin,
+                count: b.count,
+                payload: b.payload,
+            });
+        }
+        let lock = self.mirror_lock(g, &run[0].origin);
+        let _one_at_a_time = lock.lock().await;
+        let counts: Vec<u32> = run.iter().map(|b| b.count).collect();
+        let written = group
+            .append_mirrored((region.as_str(), origin_group), run)
+            .await
+            .map_err(|e| self.group_error(e))?;
+        Ok(written
+            .into_iter()
+            .zip(counts)
+            .map(|(w, count)| match w {
+                None => MirrorAppended {
+                    duplicate: true,
+                    base_offset: None,
+                },
+                Some(base_offset) => {
+                    metrics::counter!("meridian_mirror_in_messages_total")
+                        .increment(u64::from(count));
+                    MirrorAppended {
+                        duplicate: false,
+                        base_offset,
+                    }
+                }
+            })
+            .collect())
     }
 
     /// Merges a consumer group's origin positions committed in another region into this
