@@ -10,8 +10,6 @@
 //! Figures are printed as a Markdown table with ratios to (a); bench/README.md holds the
 //! last run. Absolute numbers on a shared 2-core machine are noisy: read the ratios.
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +19,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
 use hdrhistogram::Histogram;
+use meridian_bench::raw_disk;
 use meridian_proto::batch::{Message, encode_batch};
 use meridian_proto::v1;
 use meridian_region_broker::broker::{Broker, Strategy};
@@ -277,36 +276,6 @@ fn flush_name(f: FlushPolicy) -> &'static str {
         FlushPolicy::Fsync => "fsync (group commit)",
         FlushPolicy::Async => "async flush",
     }
-}
-
-/// Sequential writes of `chunk` bytes to a preallocated file, each followed by fdatasync
-/// when `sync`; returns MB/s.
-fn raw_disk(dir: &Path, chunk: usize, sync: bool, duration: Duration) -> anyhow::Result<f64> {
-    std::fs::create_dir_all(dir)?;
-    let path = dir.join("raw.dat");
-    let _ = std::fs::remove_file(&path);
-    let file = OpenOptions::new()
-        .create(true)
-        .read(true)
-        .write(true)
-        .truncate(true)
-        .open(&path)?;
-    let size: u64 = 1 << 30;
-    file.set_len(size)?;
-    let buf = vec![0xA5u8; chunk];
-    let started = Instant::now();
-    let mut written = 0u64;
-    while started.elapsed() < duration {
-        file.write_all_at(&buf, written % (size - chunk as u64))?;
-        if sync {
-            file.sync_data()?;
-        }
-        written += chunk as u64;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    drop(file);
-    std::fs::remove_file(&path)?;
-    Ok(written as f64 / secs / 1e6)
 }
 
 struct AppendResult {

@@ -10,6 +10,12 @@
 //!   records at a steady `--rate` for `--latency-seconds` with linger.ms=0; per record, the
 //!   time from `produce()` to its delivery report (p50, p99).
 //!
+//! - **the disk anchor**: after each produce run, the brokers' mean journal write per group
+//!   commit (`meridian_group_commit_bytes` from their /metrics) is written to a file under
+//!   `--dir` with an fdatasync after each write, for 3 s; each row's MB/s is printed as a
+//!   ratio to that (Apache Kafka cannot be installed here, so the disk is the anchor that runs
+//!   beside us; Kafka's recorded figures are printed too).
+//!
 //! Clusters: one broker (replication factor 1), and a region of three brokers replicating
 //! every log group by raft (replication factor 3), all on loopback, each broker with its own
 //! data directory under `--dir`.
@@ -76,6 +82,33 @@ struct Row {
     latency_rate: f64,
     /// Seconds from kcat's last acknowledgement until every record was readable.
     settle: f64,
+    /// The brokers' mean journal write per group commit during the produce run.
+    write_bytes: f64,
+    /// The disk's write+fdatasync MB/s at that write size, measured after the run.
+    disk_mbs: f64,
+}
+
+/// The sum and count of `meridian_group_commit_bytes` over the brokers at `metrics`.
+async fn commit_bytes(metrics: &[SocketAddr]) -> (f64, f64) {
+    let (mut sum, mut count) = (0.0, 0.0);
+    for addr in metrics {
+        let Ok(text) = meridian_tests::http_get(*addr, "/metrics").await else {
+            continue;
+        };
+        for line in text.lines() {
+            let mut parts = line.split_whitespace();
+            let (Some(name), Some(value)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let value: f64 = value.parse().unwrap_or(0.0);
+            match name {
+                "meridian_group_commit_bytes_sum" => sum += value,
+                "meridian_group_commit_bytes_count" => count += value,
+                _ => {}
+            }
+        }
+    }
+    (sum, count)
 }
 
 fn records_file(dir: &Path, size: usize, n: u64) -> anyhow::Result<PathBuf> {
@@ -187,7 +220,7 @@ fn latency(
 async fn cluster_rows(args: &Args, nodes: u32, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let dir = tempfile::tempdir_in(&args.dir)?;
     let flags = ["--flush", args.flush.as_str()];
-    let (bootstrap, client, _one, _region) = if nodes == 1 {
+    let (bootstrap, client, one, region) = if nodes == 1 {
         let kafka: SocketAddr = free_addr();
         let listen = kafka.to_string();
         let mut all = vec!["--kafka-listen", listen.as_str()];
@@ -206,6 +239,11 @@ async fn cluster_rows(args: &Args, nodes: u32, rows: &mut Vec<Row>) -> anyhow::R
         let client = region.client().await;
         (bootstrap, client, None, Some(region))
     };
+    let metrics: Vec<SocketAddr> = one
+        .iter()
+        .chain(region.iter().flat_map(|r| r.brokers.iter()))
+        .map(|b| b.metrics)
+        .collect();
     for size in [100usize, 1024] {
         let file = records_file(&args.dir, size, args.records)?;
         for acks in ["1", "all"] {
@@ -215,7 +253,20 @@ async fn cluster_rows(args: &Args, nodes: u32, rows: &mut Vec<Row>) -> anyhow::R
                 "{nodes} node(s), {size} B, acks={acks}: producing {} records with kcat ...",
                 args.records
             );
+            let before = commit_bytes(&metrics).await;
             let produce = kcat_produce(&bootstrap, &topic, acks, &file)?;
+            let after = commit_bytes(&metrics).await;
+            let write_bytes = (after.0 - before.0) / (after.1 - before.1).max(1.0);
+            eprintln!(
+                "  the disk alone at {:.1} KiB writes + fdatasync ...",
+                write_bytes / 1024.0
+            );
+            let disk_mbs = meridian_bench::raw_disk(
+                &dir.path().join("anchor"),
+                (write_bytes as usize).max(512),
+                true,
+                std::time::Duration::from_secs(3),
+            )?;
             // acks=1 answers before replication: consumers see records once a quorum
             // holds them (the high watermark), as with Kafka.
             let settle = Instant::now();
@@ -248,6 +299,8 @@ async fn cluster_rows(args: &Args, nodes: u32, rows: &mut Vec<Row>) -> anyhow::R
                 p50_ms: p50,
                 p99_ms: p99,
                 latency_rate: rate,
+                write_bytes,
+                disk_mbs,
             });
         }
     }
@@ -283,10 +336,12 @@ async fn main() -> anyhow::Result<()> {
         cluster_rows(&args, 3, &mut rows).await?;
     }
     println!(
-        "| cluster | record | acks | produce records/s | MB/s | Kafka 3.9 records/s | ratio | all readable after | consume records/s | p50 / p99 ms at {} records/s |",
+        "| cluster | record | acks | produce records/s | MB/s | write per commit KiB | disk MB/s at that write + fdatasync | ratio to disk | Kafka 3.9 records/s | ratio to Kafka | all readable after | consume records/s | p50 / p99 ms at {} records/s |",
         args.rate
     );
-    println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     for r in &rows {
         let reference = kafka_reference(r.nodes, r.size, r.acks);
         let cluster = if r.nodes == 1 {
@@ -295,11 +350,14 @@ async fn main() -> anyhow::Result<()> {
             format!("{} brokers, RF {}", r.nodes, r.nodes)
         };
         println!(
-            "| {cluster} | {} B | {} | {:.0} | {:.1} | {} | {} | {:.2} s | {:.0} | {:.2} / {:.2}{} |",
+            "| {cluster} | {} B | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {} | {:.2} s | {:.0} | {:.2} / {:.2}{} |",
             r.size,
             r.acks,
             r.produce_rps,
             r.produce_rps * r.size as f64 / 1e6,
+            r.write_bytes / 1024.0,
+            r.disk_mbs,
+            r.produce_rps * r.size as f64 / 1e6 / r.disk_mbs,
             reference.map_or("—".to_owned(), |k| format!("{k:.0}")),
             reference.map_or("—".to_owned(), |k| format!("{:.2}", r.produce_rps / k)),
             r.settle,
