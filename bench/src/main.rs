@@ -45,6 +45,9 @@ struct Args {
     /// Run only the many-groups fsync rows (e).
     #[arg(long)]
     only_sync: bool,
+    /// Run only the journal rows (b) of this message size (100 or 1024).
+    #[arg(long)]
+    only_journal: Option<usize>,
 }
 
 struct Row {
@@ -74,11 +77,12 @@ fn main() -> anyhow::Result<()> {
         print_table(&rows, &args);
         return Ok(());
     }
-    for &size in if args.only_replication {
-        &[][..]
-    } else {
-        &[100usize, 1024][..]
-    } {
+    let sizes = match (args.only_replication, args.only_journal) {
+        (true, _) => vec![],
+        (false, Some(size)) => vec![size],
+        (false, None) => vec![100usize, 1024],
+    };
+    for &size in &sizes {
         for &topics in &[1u32, 1000] {
             for &flush in &[FlushPolicy::Fsync, FlushPolicy::Async] {
                 let dir = base
@@ -126,6 +130,10 @@ fn main() -> anyhow::Result<()> {
                 });
             }
         }
+    }
+    if args.only_journal.is_some() {
+        print_table(&rows, &args);
+        return Ok(());
     }
     let anchor = raw_disk(&base.path().join("raw"), 256 << 10, true, duration)?;
     let grpc_rows = if args.only_replication {
