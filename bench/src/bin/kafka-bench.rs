@@ -55,6 +55,9 @@ struct Args {
     /// Only the one-broker cluster.
     #[arg(long)]
     one_node_only: bool,
+    /// Only the three-broker cluster.
+    #[arg(long, conflicts_with = "one_node_only")]
+    three_nodes_only: bool,
 }
 
 /// Apache Kafka 3.9, this kind of machine (2 cores, client on the same machine, Kafka's
@@ -331,7 +334,9 @@ async fn main() -> anyhow::Result<()> {
         args.python.display()
     );
     let mut rows = Vec::new();
-    cluster_rows(&args, 1, &mut rows).await?;
+    if !args.three_nodes_only {
+        cluster_rows(&args, 1, &mut rows).await?;
+    }
     if !args.one_node_only {
         cluster_rows(&args, 3, &mut rows).await?;
     }
