@@ -466,13 +466,20 @@ async fn a_broker_killed_under_load_is_replaced_and_nothing_acknowledged_is_lost
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // A group the balancing gave back to it before it learnt it had lost it may keep its
+    // old copy (raft truncates what diverged and catches it up); any other it dropped.
     let log = eu.brokers[victim as usize - 1].log_text();
+    let placed = eu.groups().await;
     for id in &held_by_victim {
+        let given_back = placed
+            .iter()
+            .any(|g| g.id == *id && g.replicas.contains(&victim));
         assert!(
-            log.contains(&format!(
-                "stopped hosting the log group group={id} deleted=true"
-            )),
-            "broker {victim} kept its stale copy of log group {id}"
+            given_back
+                || log.contains(&format!(
+                    "stopped hosting the log group group={id} deleted=true"
+                )),
+            "broker {victim} kept its stale copy of log group {id}: {placed:?}"
         );
     }
     let held = read_all(&eu.client().await, "load").await;
