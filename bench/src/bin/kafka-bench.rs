@@ -10,6 +10,10 @@
 //!   records at a steady `--rate` for `--latency-seconds` with linger.ms=0; per record, the
 //!   time from `produce()` to its delivery report (p50, p99).
 //!
+//! - **leader kill** (`--leader-kill`): the idempotent acks=all confluent-kafka producer
+//!   of the fault tests (`tests/kafka_clients/confluent_idempotent.py`, 100,000 records)
+//!   while partition 0's leader is killed -9, then restarted: the longest time without any
+//!   acknowledgement, when it ended, and the count lost or duplicated (both must be 0).
 //! - **the disk anchor**: after each produce run, the brokers' mean journal write per group
 //!   commit (`meridian_group_commit_bytes` from their /metrics) is written to a file under
 //!   `--dir` with an fdatasync after each write, for 3 s; each row's MB/s is printed as a
@@ -58,6 +62,10 @@ struct Args {
     /// Only the three-broker cluster.
     #[arg(long, conflicts_with = "one_node_only")]
     three_nodes_only: bool,
+    /// Only the leader kill: how long an idempotent acks=all producer goes without an
+    /// acknowledgement when a partition leader of a three-broker region is killed -9.
+    #[arg(long)]
+    leader_kill: bool,
 }
 
 /// Apache Kafka 3.9, this kind of machine (2 cores, client on the same machine, Kafka's
@@ -310,6 +318,85 @@ async fn cluster_rows(args: &Args, nodes: u32, rows: &mut Vec<Row>) -> anyhow::R
     Ok(())
 }
 
+/// An idempotent producer across a leader's kill -9: (longest time without an
+/// acknowledgement, seconds after the kill it ended, records acknowledged).
+async fn leader_kill(args: &Args) -> anyhow::Result<(f64, f64, u64)> {
+    const COUNT: u64 = 100_000;
+    let dir = tempfile::tempdir_in(&args.dir)?;
+    let mut region = Region::start_with_kafka(dir.path(), 3, &["--flush", &args.flush]).await?;
+    let client = region.client().await;
+    create_topic(&client, "kill").await?;
+    let bootstrap: Vec<String> = region.kafka.iter().map(ToString::to_string).collect();
+    let started = dir.path().join("started");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/kafka_clients/confluent_idempotent.py");
+    let mut producer = Command::new(&args.python)
+        .arg(script)
+        .args([
+            bootstrap.join(","),
+            "kill".into(),
+            "3".into(),
+            COUNT.to_string(),
+            started.display().to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    while !started.exists() {
+        anyhow::ensure!(
+            producer.try_wait()?.is_none(),
+            "the producer stopped before starting"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let victim = loop {
+        if let Some(l) = region.leader_of("kill", 0).await {
+            break l;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    region.brokers[victim].kill9();
+    loop {
+        if region
+            .leader_of("kill", 0)
+            .await
+            .is_some_and(|l| l != victim)
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    region.brokers[victim].restart().await?;
+    let out = tokio::task::spawn_blocking(move || producer.wait_with_output()).await??;
+    let out = String::from_utf8_lossy(&out.stdout);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .ok_or_else(|| anyhow::anyhow!("the producer printed no report: {out}"))?;
+    let report: serde_json::Value = serde_json::from_str(line)?;
+    let acked: u64 = (0..3)
+        .map(|p| {
+            report["acked"][p.to_string()]
+                .as_array()
+                .map_or(0, Vec::len) as u64
+        })
+        .sum();
+    let held: u64 = meridian_tests::read_all(&client, "kill")
+        .await
+        .values()
+        .map(|m| m.len() as u64)
+        .sum();
+    anyhow::ensure!(
+        acked == COUNT && held == COUNT,
+        "{acked} acknowledged and {held} held of {COUNT}: {}",
+        report["errors"]
+    );
+    Ok((
+        report["max_gap_s"].as_f64().unwrap_or(f64::NAN),
+        report["max_gap_ended_s"].as_f64().unwrap_or(f64::NAN),
+        acked,
+    ))
+}
+
 async fn create_topic(client: &meridian_client::Client, topic: &str) -> anyhow::Result<()> {
     for attempt in 0.. {
         match client.create_topic(topic, 3).await {
@@ -333,6 +420,17 @@ async fn main() -> anyhow::Result<()> {
         "{} not found: pass --python with confluent-kafka installed (scripts/test.sh builds .venv)",
         args.python.display()
     );
+    if args.leader_kill {
+        println!(
+            "| run | longest time without an acknowledgement | it ended, s after the kill | acknowledged = held (none lost or twice) |"
+        );
+        println!("| ---: | ---: | ---: | ---: |");
+        for run in 1..=3 {
+            let (gap, ended, acked) = leader_kill(&args).await?;
+            println!("| {run} | {gap:.2} s | {ended:.2} s | {acked} |");
+        }
+        return Ok(());
+    }
     let mut rows = Vec::new();
     if !args.three_nodes_only {
         cluster_rows(&args, 1, &mut rows).await?;
