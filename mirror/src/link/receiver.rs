@@ -26,8 +26,9 @@ use super::{LinkError, Refusal};
 /// Most batches one [`Action::Append`] carries.
 pub const APPEND_BATCHES_MAX: usize = 256;
 
-/// Most payload bytes one [`Action::Append`] carries (beyond its first batch): well
-/// under a broker's gRPC message limit.
+/// Most payload bytes one [`Action::Append`] carries, unless its first batch alone is
+/// larger (it then goes alone, as any batch the origin accepted fits a broker's gRPC
+/// message limit, which is the batch limit and 1 MiB).
 pub const APPEND_BYTES_MAX: usize = 2 << 20;
 
 /// Names an inbound stream (chosen by the shell, unique while the stream lives).
