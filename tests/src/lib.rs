@@ -588,3 +588,14 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     s.read_to_string(&mut body).await?;
     Ok(body)
 }
+
+/// A process's peak resident memory (VmHWM) in bytes.
+pub fn peak_rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM in /proc/PID/status")
+        * 1024
+}

@@ -1195,17 +1195,6 @@ async fn an_idempotent_kafka_producer_is_exactly_once_and_in_order_across_a_lead
     }
 }
 
-/// The broker's peak resident memory (VmHWM) in bytes.
-fn peak_rss(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmHWM in /proc/PID/status")
-        * 1024
-}
-
 /// A decompression bomb — a gzip batch of a few hundred KiB inflating to 256 MiB of zeros —
 /// is refused with MESSAGE_TOO_LARGE while it is inflated, past the broker's batch limit
 /// (8 MiB), never after: the broker's peak memory stays far below the bomb's size, and the
@@ -1255,7 +1244,7 @@ async fn a_decompression_bomb_is_refused_before_it_inflates() {
         "the bomb is small: {} bytes",
         bomb.len()
     );
-    let before = peak_rss(pid);
+    let before = meridian_tests::peak_rss(pid);
     let answer = tokio::task::spawn_blocking(move || produce_raw(kafka, "bomb", 0, bomb))
         .await
         .unwrap();
@@ -1264,7 +1253,7 @@ async fn a_decompression_bomb_is_refused_before_it_inflates() {
         Some(10),
         "MESSAGE_TOO_LARGE for a batch inflating past the limit"
     );
-    let after = peak_rss(pid);
+    let after = meridian_tests::peak_rss(pid);
     assert!(
         after < before + (128 << 20),
         "the broker's peak memory grew from {before} to {after} bytes for a {inflated}-byte bomb"

@@ -1,7 +1,8 @@
 //! The Kafka listener's bounds, against a real broker: connections per client address and
 //! in all are limited (a connection past a limit is closed at once, the others go on being
 //! served), idle connections and requests whose bytes stop arriving half-way are closed
-//! after the idle timeout, and the broker serves new clients throughout.
+//! after the idle timeout, and the broker serves new clients throughout; all connections
+//! together hold at most `kafka.request_memory_max` bytes of request frames.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -229,4 +230,91 @@ async fn empty_kafka_groups_are_forgotten_and_groups_are_bounded() {
     until_groups(&broker, &[("second", "Stable")]).await;
     let _ = second.kill();
     let _ = second.wait();
+}
+
+/// Request memory has a broker-wide cap, not only a per-connection one: eight connections
+/// each sending half of a 60 MiB frame (240 MiB in all; before the cap they added 262 MB
+/// to the broker) add at most `kafka.request_memory_max` (64 MiB here): past it a
+/// connection waits, before its frame is read, for what the others release. Once they are
+/// gone, the broker serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_memory_is_capped_across_all_kafka_connections() {
+    const FRAME: usize = 60 << 20;
+    const SENT: usize = 30 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("broker.toml");
+    std::fs::write(
+        &config,
+        format!("[kafka]\nrequest_memory_max = {}\n", 64 << 20),
+    )
+    .unwrap();
+    let kafka = free_addr();
+    let kafka_flag = kafka.to_string();
+    let broker = BrokerProcess::start(
+        &tmp.path().join("broker"),
+        &[
+            "--kafka-listen",
+            &kafka_flag,
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    )
+    .await
+    .unwrap();
+    let pid = broker.pid();
+    let before = meridian_tests::peak_rss(pid);
+    let held: Vec<TcpStream> = tokio::task::spawn_blocking(move || {
+        let senders: Vec<std::thread::JoinHandle<TcpStream>> = (0..8u8)
+            .map(|i| {
+                let mut s = connect_bound([127, 0, 0, 10 + i], kafka);
+                std::thread::spawn(move || {
+                    use bytes::BufMut;
+                    let mut head = bytes::BytesMut::new();
+                    head.put_i32(FRAME as i32);
+                    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let _ = s.write_all(&head);
+                    let chunk = vec![0x5au8; 1 << 20];
+                    for _ in 0..SENT / chunk.len() {
+                        // A connection past the budget is not read: its writes time out.
+                        if s.write_all(&chunk).is_err() {
+                            break;
+                        }
+                    }
+                    s
+                })
+            })
+            .collect();
+        senders.into_iter().map(|t| t.join().unwrap()).collect()
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let added = meridian_tests::peak_rss(pid).saturating_sub(before);
+    eprintln!(
+        "8 connections sent {} MiB of frames; the broker's peak memory grew {} MiB",
+        (8 * SENT) >> 20,
+        added >> 20
+    );
+    assert!(
+        added < 100 << 20,
+        "request frames added {} MiB, past the 64 MiB cap",
+        added >> 20
+    );
+    drop(held);
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut fresh = connect_bound([127, 0, 0, 1], kafka);
+            if api_versions_answered(&mut fresh) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the broker did not serve again once the senders left"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+    .await
+    .unwrap();
 }
