@@ -202,3 +202,66 @@ async fn grpc_connections_are_bounded_and_idle_ones_closed() {
         .await
         .expect("the broker serves others throughout");
 }
+
+/// The raft transport's port is bounded by the same `[grpc]` limits as the API: anyone who
+/// reaches it can connect, not only peers. A connection past the per-address limit is
+/// answered RESOURCE_EXHAUSTED naming the key, and the broker goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raft_transport_port_is_bounded_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (grpc, raft) = (meridian_tests::free_addr(), meridian_tests::free_addr());
+    let (raft_flag, peer) = (raft.to_string(), format!("1={raft},{grpc}"));
+    let broker = BrokerProcess::start_at(
+        tmp.path(),
+        grpc,
+        &[
+            "--broker-id",
+            "1",
+            "--raft-listen",
+            &raft_flag,
+            "--peer",
+            &peer,
+            "--sync-replicas",
+            "0",
+            "--grpc-connections-per-address-max",
+            "3",
+        ],
+    )
+    .await
+    .unwrap();
+    let silent: Vec<TcpStream> = (0..3).map(|_| silent_from([127, 0, 0, 9], raft)).collect();
+    let over = channel_from([127, 0, 0, 9], raft).await;
+    let mut call = tonic::client::Grpc::new(over);
+    call.ready().await.unwrap();
+    let refused = call
+        .unary::<ListTopicsRequest, ListTopicsResponse, _>(
+            tonic::Request::new(ListTopicsRequest {}),
+            tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/meridian.v1.RaftTransport/Append",
+            ),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .message()
+            .contains("grpc.connections_per_address_max"),
+        "{refused:?}"
+    );
+    // The broker's raft group of one goes on committing: a topic is created and written.
+    let client = broker.client().await;
+    client.create_topic("bounded", 1).await.unwrap();
+    client
+        .producer(meridian_client::ProducerConfig::default())
+        .send(meridian_client::Record::new("bounded", "still served"))
+        .await
+        .await
+        .unwrap();
+    drop(silent);
+}

@@ -268,8 +268,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 .start_replication(&transport)
                 .await
                 .context("starting replication")?;
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            // Bounded by the same `[grpc]` limits as the API: anyone who reaches the port
+            // can connect, not only peers.
+            let raft_limits = broker.config().grpc.limits();
+            let incoming = grpc::incoming(listener, "grpc.", raft_limits);
             if !broker.config().control.is_empty() {
                 broker
                     .apply_saved_view()
@@ -278,11 +280,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 tokio::spawn(broker.clone().run_managed());
             }
             tracing::info!(raft = %raft_listen, peers = broker.config().replication.peers.len(), master_slave_groups = broker.config().replication.master_slave.len(), "replication running");
-            Some(tokio::spawn(
-                tonic::transport::Server::builder()
-                    .add_service(transport.server())
-                    .serve_with_incoming(incoming),
-            ))
+            let routes = tonic::service::Routes::new(transport.server()).prepare();
+            Some(tokio::spawn(grpc::server().serve_with_incoming(
+                grpc::Bounded::new(routes, &raft_limits),
+                incoming,
+            )))
         }
         None => None,
     };
