@@ -249,6 +249,8 @@ pub struct JournalLogStore {
     committed_path: PathBuf,
     /// Rate limit of the warning that the committed hint cannot be saved (disk full).
     hint_failures: Arc<Mutex<LogThrottle>>,
+    /// When the committed hint was last written.
+    hint_written: Arc<Mutex<Option<std::time::Instant>>>,
 }
 
 impl JournalLogStore {
@@ -270,6 +272,7 @@ impl JournalLogStore {
             committed: Arc::new(Mutex::new(committed)),
             committed_path,
             hint_failures: Arc::default(),
+            hint_written: Arc::default(),
         })
     }
 
@@ -395,8 +398,17 @@ impl RaftLogStorage<TypeConfig> for JournalLogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        // Called on every commit advance: a hint, so no fsync on the produce path. On a full
-        // disk it is not written (losing it only makes raft re-apply more on restart).
+        *self.committed.lock().expect("committed lock poisoned") = committed;
+        // Called on every commit advance: a hint, so written without fsync and at most every
+        // `HINT_EVERY` (a create and a rename per round cost raft milliseconds). On a full
+        // disk it is not written. A stale hint only makes raft re-apply more on restart.
+        {
+            let mut written = self.hint_written.lock().expect("hint lock poisoned");
+            if written.is_some_and(|at| at.elapsed() < HINT_EVERY) {
+                return Ok(());
+            }
+            *written = Some(std::time::Instant::now());
+        }
         if let Err(e) = store_json(&self.committed_path, &committed, false) {
             if !is_disk_full(&e) {
                 return Err(e);
@@ -411,7 +423,6 @@ impl RaftLogStorage<TypeConfig> for JournalLogStore {
                 .expect("throttle lock poisoned")
                 .succeeded();
         }
-        *self.committed.lock().expect("committed lock poisoned") = committed;
         Ok(())
     }
 
@@ -714,6 +725,9 @@ pub(crate) fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Resu
 }
 
 /// Replaces a small file atomically; with `durable`, also fsyncs it and its directory.
+/// How often the committed-entry hint is rewritten at most.
+const HINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
 pub(crate) fn store_json<T: Serialize>(path: &Path, value: &T, durable: bool) -> io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("json.tmp");
