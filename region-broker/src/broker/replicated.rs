@@ -75,10 +75,6 @@ impl Broker {
             // Entries are whole produce batches (up to batch_bytes_max each): keep one
             // append RPC to a bounded size.
             max_payload_entries: 32,
-            // The log store's `append` returns once entries are readable and writes them
-            // behind (`raft::write_behind`): send them to followers at once, while the
-            // leader's own write is under way.
-            broadcast_submitted_on_append: Some(true),
             ..openraft::Config::default()
         };
         let raft_config = Arc::new(
@@ -172,11 +168,12 @@ impl Broker {
             }
             GroupRole::Raft { initialize } => {
                 let store = JournalLogStore::open(group.clone(), &dir)?;
-                let mut sm = JournalStateMachine::open(&store, &dir)?.with_shipping(Shipping {
-                    me: r.node_id,
-                    group: g,
-                    call: r.peers.master_slave_call(),
-                });
+                let mut sm =
+                    JournalStateMachine::open(group.clone(), &dir)?.with_shipping(Shipping {
+                        me: r.node_id,
+                        group: g,
+                        call: r.peers.master_slave_call(),
+                    });
                 // In a statically configured region log group 0 carries the catalog.
                 if g == 0 && self.config.control.is_empty() {
                     sm = self.with_catalog_hooks(sm);

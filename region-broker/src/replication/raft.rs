@@ -251,10 +251,6 @@ pub struct JournalLogStore {
     hint_failures: Arc<Mutex<LogThrottle>>,
     /// When the committed hint was last written.
     hint_written: Arc<Mutex<Option<std::time::Instant>>>,
-    /// The most recent entries, written or not ([`write_behind`]).
-    tail: write_behind::SharedTail,
-    /// The queue to the task that writes appended entries, started by the first append.
-    flusher: Arc<std::sync::OnceLock<write_behind::Flusher>>,
 }
 
 impl JournalLogStore {
@@ -263,15 +259,7 @@ impl JournalLogStore {
         let path = dir.join("raft-state.json");
         let state: HardState = load_json(&path)?.unwrap_or_default();
         let committed_path = dir.join("raft-committed.json");
-        let mut committed: Option<LogId> = load_hint(&committed_path).flatten();
-        // The hint may name an entry the journal lost: raft commits what a quorum holds,
-        // before this replica's own write of it (`write_behind`), and a crash loses what
-        // was queued. Re-applying on start reads the log, so it may go only as far as the
-        // journal holds.
-        let held = journal_last(&group, state.purged)?;
-        if committed.is_some_and(|c| held.is_none_or(|h| c.index > h.index)) {
-            committed = held;
-        }
+        let committed = load_hint(&committed_path).flatten();
         if let Some(purged) = state.purged
             && let Some(end) = group.end_of_record(purged.index)
         {
@@ -285,70 +273,7 @@ impl JournalLogStore {
             committed_path,
             hint_failures: Arc::default(),
             hint_written: Arc::default(),
-            tail: Arc::default(),
-            flusher: Arc::default(),
         })
-    }
-
-    fn tail(&self) -> std::sync::MutexGuard<'_, write_behind::Tail> {
-        self.tail.lock().expect("raft log tail lock poisoned")
-    }
-
-    /// The flusher, started on first use (on the runtime raft runs on). Its task holds a
-    /// handle without the flusher, so it ends once raft drops every handle of the store.
-    fn flusher(&self) -> &write_behind::Flusher {
-        self.flusher.get_or_init(|| {
-            let mut writer = self.clone();
-            writer.flusher = Arc::default();
-            write_behind::Flusher::start(writer)
-        })
-    }
-
-    /// Writes `records` to the journal, waiting out a full disk (from the first record the
-    /// journal does not hold on each retry: the writer may have stored a run in part), then
-    /// fires the acks=leader notices of the batches among them.
-    async fn write_records(
-        &self,
-        records: Vec<RaftRecord>,
-        acks: Vec<(u64, LocalAck)>,
-    ) -> io::Result<()> {
-        let first = records.first().map(|r| r.index);
-        let appended = Mutex::new(Vec::new());
-        let attempts = std::sync::atomic::AtomicU32::new(0);
-        while_disk_full(&self.group, "appending raft entries", || async {
-            let rest: Vec<RaftRecord> =
-                if attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
-                    records.clone()
-                } else {
-                    let held = self.group.last_record().map(|(last, _)| last);
-                    let mut appended = appended.lock().expect("appended lock poisoned");
-                    for r in &records {
-                        if first.is_some_and(|f| r.index >= f) && held.is_some_and(|h| r.index <= h)
-                        {
-                            appended.extend(self.appended_of(r.index));
-                        }
-                    }
-                    records
-                        .iter()
-                        .filter(|r| held.is_none_or(|h| r.index > h))
-                        .cloned()
-                        .collect()
-                };
-            let done = self.group.append_raft(rest).await.map_err(append_error)?;
-            appended
-                .lock()
-                .expect("appended lock poisoned")
-                .extend(done);
-            Ok(())
-        })
-        .await?;
-        let appended = appended.into_inner().expect("appended lock poisoned");
-        for (index, ack) in acks {
-            if let Some(a) = appended.iter().find(|a| a.index == index) {
-                ack.fire(*a);
-            }
-        }
-        Ok(())
     }
 
     /// [`JournalLogStore::update`], waiting out a full disk.
@@ -403,16 +328,16 @@ impl RaftLogReader<TypeConfig> for JournalLogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        let journal = self.group.record_bounds();
-        let Some(last) = journal.map(|(_, l)| l).max(self.tail().last()) else {
+        let Some((first, last)) = self.group.record_bounds() else {
             return Ok(Vec::new());
         };
+        let first = first.max(self.purged().map_or(0, |p| p.index + 1));
         let start = match range.start_bound() {
             Bound::Included(&i) => i,
             Bound::Excluded(&i) => i + 1,
             Bound::Unbounded => 0,
         }
-        .max(self.purged().map_or(0, |p| p.index + 1));
+        .max(first);
         let end = match range.end_bound() {
             Bound::Included(&i) => i,
             Bound::Excluded(&i) => match i.checked_sub(1) {
@@ -422,20 +347,16 @@ impl RaftLogReader<TypeConfig> for JournalLogStore {
             Bound::Unbounded => last,
         }
         .min(last);
-        if start > end {
-            return Ok(Vec::new());
-        }
-        // The recent part from memory, what is older from the journal.
-        let (tail_from, recent) = self.tail().range(start, end);
         let mut out = Vec::new();
-        let from_journal = start.max(journal.map_or(start, |(first, _)| first));
-        for index in from_journal..tail_from {
+        for index in start..=end {
+            if start > end {
+                break;
+            }
             match self.entry(index)? {
                 Some(e) => out.push(e),
-                None => return Ok(out),
+                None => break,
             }
         }
-        out.extend(recent);
         Ok(out)
     }
 
@@ -449,15 +370,20 @@ impl RaftLogStorage<TypeConfig> for JournalLogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let purged = self.purged();
-        if let Some(last) = self.tail().last_log_id() {
-            return Ok(LogState {
-                last_purged_log_id: purged,
-                last_log_id: Some(last),
-            });
-        }
+        let last = match self.group.record_bounds() {
+            Some((_, last)) if purged.is_none_or(|p| last > p.index) => {
+                let (h, _) = self
+                    .group
+                    .record_by_index(last)
+                    .map_err(io::Error::other)?
+                    .ok_or_else(|| io::Error::other("last record vanished"))?;
+                Some(LogId::new_term_index(h.term, h.index))
+            }
+            _ => purged,
+        };
         Ok(LogState {
             last_purged_log_id: purged,
-            last_log_id: journal_last(&self.group, purged)?,
+            last_log_id: last,
         })
     }
 
@@ -466,12 +392,6 @@ impl RaftLogStorage<TypeConfig> for JournalLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        // In raft's order after the appends queued before it: once the vote is saved raft
-        // counts everything submitted before it as flushed (one I/O watermark for votes and
-        // entries), so a reply for an entry still queued would claim a write not made.
-        if let Some(flusher) = self.flusher.get() {
-            flusher.barrier().await?;
-        }
         let vote = *vote;
         self.update_durably("saving the raft vote", |s| s.vote = Some(vote))
             .await
@@ -519,17 +439,65 @@ impl RaftLogStorage<TypeConfig> for JournalLogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // Readable at once from the tail; written and reported durable by the flusher.
-        let entries: Vec<Entry> = entries.into_iter().collect();
-        self.tail().push(&entries);
-        self.flusher().append(entries, callback).await
+        let mut acks = Vec::new();
+        let records = entries
+            .into_iter()
+            .map(|entry| {
+                if let EntryPayload::Normal(Command::Batch { local_ack, .. }) = &entry.payload {
+                    acks.push((entry.log_id.index, local_ack.clone()));
+                }
+                record_from_entry(entry)
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let first = records.first().map(|r| r.index);
+        let appended = Mutex::new(Vec::new());
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let result = while_disk_full(&self.group, "appending raft entries", || async {
+            let rest: Vec<RaftRecord> =
+                if attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+                    records.clone()
+                } else {
+                    // Again after a full disk: from the first entry the journal does not
+                    // hold (the writer may have stored the batch in part before it filled).
+                    let held = self.group.last_record().map(|(last, _)| last);
+                    let mut appended = appended.lock().expect("appended lock poisoned");
+                    for r in &records {
+                        if first.is_some_and(|f| r.index >= f) && held.is_some_and(|h| r.index <= h)
+                        {
+                            appended.extend(self.appended_of(r.index));
+                        }
+                    }
+                    records
+                        .iter()
+                        .filter(|r| held.is_none_or(|h| r.index > h))
+                        .cloned()
+                        .collect()
+                };
+            let done = self.group.append_raft(rest).await.map_err(append_error)?;
+            appended
+                .lock()
+                .expect("appended lock poisoned")
+                .extend(done);
+            Ok(())
+        })
+        .await
+        .map(|()| {
+            let appended = appended.into_inner().expect("appended lock poisoned");
+            for (index, ack) in acks {
+                if let Some(a) = appended.iter().find(|a| a.index == index) {
+                    ack.fire(*a);
+                }
+            }
+        });
+        let reply = result
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| io::Error::new(e.kind(), e.to_string()));
+        callback.io_completed(reply);
+        result
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
-        // After what is queued before it; the tail forgets the entries at once.
-        self.flusher().barrier().await?;
-        self.tail()
-            .remove_from(last_log_id.map_or(0, |l| l.index + 1));
         // A truncation records its intent in the checkpoint first: on a full disk it is
         // tried again (it is idempotent) until space returns.
         while_disk_full(&self.group, "truncating the raft log", || {
@@ -540,8 +508,6 @@ impl RaftLogStorage<TypeConfig> for JournalLogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        self.flusher().barrier().await?;
-        self.tail().remove_through(log_id.index);
         // The applied state (a hint written without fsync) must not be lost behind what the
         // log stops holding: make it durable first. It covers at least the snapshot being
         // purged up to.
@@ -628,22 +594,7 @@ where
     }
 }
 
-/// The log id of the last entry the journal holds after `purged`, or `purged`.
-fn journal_last(group: &LogGroup, purged: Option<LogId>) -> io::Result<Option<LogId>> {
-    match group.record_bounds() {
-        Some((_, last)) if purged.is_none_or(|p| last > p.index) => {
-            let (h, _) = group
-                .record_by_index(last)
-                .map_err(io::Error::other)?
-                .ok_or_else(|| io::Error::other("last record vanished"))?;
-            Ok(Some(LogId::new_term_index(h.term, h.index)))
-        }
-        _ => Ok(purged),
-    }
-}
-
 mod state_machine;
-mod write_behind;
 use state_machine::SM_FILE;
 pub use state_machine::{JournalStateMachine, RestoreHook, Shipping, SnapshotHooks};
 

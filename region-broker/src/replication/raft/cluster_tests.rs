@@ -175,7 +175,7 @@ impl Cluster {
             LogGroup::open(&dir.join("group"), config, &[(KEY, "orders".to_owned())]).unwrap(),
         );
         let store = JournalLogStore::open(group.clone(), dir).unwrap();
-        let sm = JournalStateMachine::open(&store, dir).unwrap();
+        let sm = JournalStateMachine::open(group.clone(), dir).unwrap();
         let raft = match &self.grpc {
             None => {
                 let raft = Raft::new(id, raft_config(), self.router.clone(), store, sm)

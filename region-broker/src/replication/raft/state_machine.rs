@@ -18,10 +18,6 @@ pub struct JournalStateMachine {
     hook: Option<ApplyHook>,
     snapshot_hooks: Option<SnapshotHooks>,
     shipping: Option<Shipping>,
-    /// The log store's tail: which entries it holds and has not written yet.
-    log_tail: write_behind::SharedTail,
-    /// The log store's flusher, drained before a snapshot install rewrites the journal.
-    log_flusher: Arc<std::sync::OnceLock<write_behind::Flusher>>,
     /// What the file holds and when it was written (apply and the snapshot builder both
     /// write it).
     saved: Arc<Mutex<SavedState>>,
@@ -96,9 +92,8 @@ struct AppliedState {
 }
 
 impl JournalStateMachine {
-    /// The state machine of `log`'s group, keeping its applied state in `dir`.
-    pub fn open(log: &JournalLogStore, dir: &Path) -> io::Result<JournalStateMachine> {
-        let group = log.group.clone();
+    /// The state machine of `group`, keeping its applied state in `dir`.
+    pub fn open(group: Arc<LogGroup>, dir: &Path) -> io::Result<JournalStateMachine> {
         let path = dir.join(SM_FILE);
         let state: AppliedState = load_hint(&path).unwrap_or_default();
         if let Some(applied) = state.last_applied
@@ -114,8 +109,6 @@ impl JournalStateMachine {
             hook: None,
             snapshot_hooks: None,
             shipping: None,
-            log_tail: log.tail.clone(),
-            log_flusher: log.flusher.clone(),
             saved: Arc::default(),
         })
     }
@@ -130,36 +123,6 @@ impl JournalStateMachine {
     pub fn with_shipping(mut self, shipping: Shipping) -> JournalStateMachine {
         self.shipping = Some(shipping);
         self
-    }
-
-    /// Waits until the journal holds entry `index` if the log store holds it unwritten
-    /// (raft applies what a quorum holds, which need not include this replica's journal).
-    async fn wait_written(&self, index: u64) -> io::Result<()> {
-        loop {
-            let unwritten = self
-                .log_tail
-                .lock()
-                .expect("raft log tail lock poisoned")
-                .unwritten(index);
-            match unwritten {
-                write_behind::Unwritten::No => return Ok(()),
-                write_behind::Unwritten::Failed => {
-                    return Err(io::Error::other(format!(
-                        "raft entry {index} cannot be applied: writing it to the journal failed"
-                    )));
-                }
-                write_behind::Unwritten::Yes => {}
-            }
-            // The timeout looks at the tail again: a truncation or a failed write.
-            if let Ok(held) = tokio::time::timeout(
-                std::time::Duration::from_millis(100),
-                self.group.wait_for_index(index),
-            )
-            .await
-            {
-                return held.map_err(io::Error::other);
-            }
-        }
     }
 
     /// Whether the journal holds the entry `log_id`.
@@ -288,8 +251,6 @@ impl RaftStateMachine<TypeConfig> for JournalStateMachine {
         let mut membership_changed = false;
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
-            // Committed by a quorum, maybe before this replica's own write finished.
-            self.wait_written(entry.log_id.index).await?;
             state.last_applied = Some(entry.log_id);
             let mut result = CommandResult::default();
             match &entry.payload {
@@ -356,11 +317,6 @@ impl RaftStateMachine<TypeConfig> for JournalStateMachine {
                 io::ErrorKind::InvalidData,
                 "snapshot data does not match its metadata",
             ));
-        }
-        // The log store's queued writes first: shipping the journal writes and cuts it, and
-        // raft queues the install without waiting for the appends before it.
-        if let Some(flusher) = self.log_flusher.get() {
-            flusher.barrier().await?;
         }
         // Metadata first: the journal's records belong to topics it names.
         if let (Some(metadata), Some(hooks)) = (&snap.metadata, &self.snapshot_hooks) {

@@ -122,24 +122,6 @@ impl LogGroup {
             .bounds()
     }
 
-    /// Waits until the journal holds the record with this index: a raft entry whose write
-    /// is still in flight when raft applies it (an entry a quorum of followers committed
-    /// before the leader's own write finished). Fails if the group closes first.
-    pub async fn wait_for_index(&self, index: u64) -> Result<(), AppendError> {
-        let mut written = self.shared.pullable.subscribe();
-        loop {
-            if self.record_bounds().is_some_and(|(_, last)| last >= index) {
-                return Ok(());
-            }
-            if self.is_closed() {
-                return Err(AppendError::Closed);
-            }
-            // The timeout re-checks for a close, which does not touch the watch.
-            let _ = tokio::time::timeout(std::time::Duration::from_millis(100), written.changed())
-                .await;
-        }
-    }
-
     /// The journal position just past the record with this index.
     pub fn end_of_record(&self, index: u64) -> Option<u64> {
         self.shared

@@ -255,14 +255,6 @@ impl Appender {
                 }
             }
         }
-        // Indexed before the pullable watch fires: a waiter for a record index
-        // (`LogGroup::wait_for_index`) finds it when woken.
-        {
-            let mut records = self.shared.records.lock().expect("records lock poisoned");
-            for s in &staged {
-                records.push(s.appended.index, s.appended.position, s.appended.len);
-            }
-        }
         let written = self.writer.position().saturating_sub(mark.0);
         self.shared.commits.fetch_add(1, Ordering::Relaxed);
         self.shared
@@ -282,6 +274,12 @@ impl Appender {
         metrics::histogram!("meridian_group_commit_bytes").record(written as f64);
         metrics::histogram!("meridian_group_commit_seconds")
             .record(started.elapsed().as_secs_f64());
+        {
+            let mut records = self.shared.records.lock().expect("records lock poisoned");
+            for s in &staged {
+                records.push(s.appended.index, s.appended.position, s.appended.len);
+            }
+        }
         for s in staged {
             let _ = s.reply.send(Ok(s.appended));
         }
