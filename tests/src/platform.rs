@@ -49,11 +49,26 @@ pub fn start_etcd() -> Etcd {
         .stderr(Stdio::null())
         .spawn()
         .expect("starting etcd: install Debian's etcd-server (scripts/test.sh does)");
-    Etcd {
+    let mut etcd = Etcd {
         child,
         endpoint,
         _dir: dir,
+    };
+    // Its ports are only picked, not held, until etcd binds them: return once both listen,
+    // so a port picked next (by this test or `meridian up`'s range) cannot be one of them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listening = |port: u16| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+    while !(listening(client) && listening(peer)) {
+        if let Ok(Some(status)) = etcd.child.try_wait() {
+            panic!("etcd exited during start-up ({status}) on ports {client} and {peer}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "etcd did not listen on 127.0.0.1:{client} and :{peer} within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
+    etcd
 }
 
 /// One control-plane process, stopped (by pid) when dropped.
