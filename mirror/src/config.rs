@@ -97,6 +97,10 @@ pub struct Config {
     pub initial_rtt_ms: u64,
     /// Congestion control: bbr or cubic.
     pub congestion: Congestion,
+    /// Most peer connections the QUIC listener holds at once (past it, refused).
+    pub connections_max: usize,
+    /// Most peer connections from one address.
+    pub connections_per_address_max: usize,
 }
 
 impl Default for Config {
@@ -118,6 +122,8 @@ impl Default for Config {
             keep_alive_ms: 2_000,
             initial_rtt_ms: 100,
             congestion: Congestion::Bbr,
+            connections_max: 256,
+            connections_per_address_max: 64,
         }
     }
 }
@@ -192,6 +198,19 @@ impl Config {
                 "invalid keep_alive_ms = {}: must be above 0 and below idle_timeout_ms ({})",
                 self.keep_alive_ms,
                 self.idle_timeout_ms
+            );
+        }
+        if !(1..=65_536).contains(&self.connections_max) {
+            bail!(
+                "invalid connections_max = {}: must be 1 to 65536",
+                self.connections_max
+            );
+        }
+        if !(1..=self.connections_max).contains(&self.connections_per_address_max) {
+            bail!(
+                "invalid connections_per_address_max = {}: must be 1 to connections_max ({})",
+                self.connections_per_address_max,
+                self.connections_max
             );
         }
         if !(1..=10_000).contains(&self.initial_rtt_ms) {

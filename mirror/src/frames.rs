@@ -27,6 +27,13 @@ pub enum StreamError {
 /// Reads one frame: `Ok(None)` when the stream ended cleanly between frames. The length is
 /// checked before anything is buffered, so a peer cannot make us allocate more than a frame.
 pub async fn read(recv: &mut quinn::RecvStream) -> Result<Option<Frame>, StreamError> {
+    Ok(read_sized(recv).await?.map(|(frame, _)| frame))
+}
+
+/// [`read`], with the frame's size in bytes as read.
+pub async fn read_sized(
+    recv: &mut quinn::RecvStream,
+) -> Result<Option<(Frame, usize)>, StreamError> {
     let mut len = [0u8; 4];
     match recv.read_exact(&mut len).await {
         Ok(()) => {}
@@ -41,7 +48,7 @@ pub async fn read(recv: &mut quinn::RecvStream) -> Result<Option<Frame>, StreamE
     buf[..4].copy_from_slice(&len);
     recv.read_exact(&mut buf[4..]).await?;
     match Frame::decode(&Bytes::from(buf))? {
-        Some((frame, _)) => Ok(Some(frame)),
+        Some((frame, _)) => Ok(Some((frame, 4 + body))),
         None => Err(FrameError::Malformed {
             kind: "any",
             why: "shorter than its length",

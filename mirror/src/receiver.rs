@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use meridian_daemon::listener::{Admission, Refusals};
 use meridian_proto::mirror::{Commit, Frame, ShippedBatch};
 use meridian_proto::origin::Origin;
 use meridian_region_client::RegionClient;
@@ -39,8 +40,12 @@ enum Input {
         chain: Arc<Vec<CertificateDer<'static>>>,
         remote: SocketAddr,
     },
-    /// A frame arrived.
-    Frame { stream: StreamId, frame: Frame },
+    /// A frame of `bytes` arrived.
+    Frame {
+        stream: StreamId,
+        frame: Frame,
+        bytes: usize,
+    },
     /// The stream ended: cleanly between frames (`None`) or not.
     Ended {
         stream: StreamId,
@@ -55,6 +60,8 @@ enum Input {
 /// What the core's task keeps of a stream.
 struct Inbound {
     writer: mpsc::UnboundedSender<Frame>,
+    /// Whether the reader may read on (the core pauses a stream holding too much).
+    reading: watch::Sender<bool>,
     chain: Arc<Vec<CertificateDer<'static>>>,
     remote: SocketAddr,
     /// The origin region and group, once `Hello` named them.
@@ -71,13 +78,16 @@ impl Drop for Inbound {
     }
 }
 
-/// Accepts links until `stop` turns true.
+/// Accepts links until `stop` turns true: as many connections as `admission` admits (one
+/// past it is refused before its handshake, counted and logged at most once a second).
 pub async fn serve(
     endpoint: quinn::Endpoint,
     region: String,
     views: watch::Receiver<Arc<Snapshot>>,
+    admission: Arc<Admission>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut refusals = Refusals::new("mirror");
     let ids = Arc::new(AtomicU64::new(1));
     let (inputs, mut input) = mpsc::unbounded_channel();
     let mut core = Receiver::new(&region);
@@ -88,9 +98,19 @@ pub async fn serve(
                 let Some(incoming) = incoming else {
                     return;
                 };
+                let remote = incoming.remote_address();
+                let ticket = match admission.admit(remote.ip()) {
+                    Ok(ticket) => ticket,
+                    Err(why) => {
+                        incoming.refuse();
+                        metrics::counter!("meridian_mirror_connections_refused_total").increment(1);
+                        refusals.note(&remote, &why);
+                        continue;
+                    }
+                };
                 let (ids, inputs) = (ids.clone(), inputs.clone());
                 tokio::spawn(async move {
-                    let remote = incoming.remote_address();
+                    let _ticket = ticket;
                     match incoming.await {
                         Ok(conn) => serve_connection(conn, ids, inputs).await,
                         Err(e) => tracing::warn!(%remote, error = %e, "a mirror link failed its handshake"),
@@ -170,10 +190,22 @@ fn on_input(
                 let _ = send.stopped().await;
             });
             let to_core = inputs.clone();
+            let (reading, mut may_read) = watch::channel(true);
             let read = tokio::spawn(async move {
                 loop {
-                    let (input, more) = match frames::read(&mut recv).await {
-                        Ok(Some(frame)) => (Input::Frame { stream, frame }, true),
+                    // Paused: QUIC's flow control holds the peer back meanwhile.
+                    if may_read.wait_for(|on| *on).await.is_err() {
+                        return;
+                    }
+                    let (input, more) = match frames::read_sized(&mut recv).await {
+                        Ok(Some((frame, bytes))) => (
+                            Input::Frame {
+                                stream,
+                                frame,
+                                bytes,
+                            },
+                            true,
+                        ),
                         Ok(None) => (
                             Input::Ended {
                                 stream,
@@ -199,6 +231,7 @@ fn on_input(
                 stream,
                 Inbound {
                     writer,
+                    reading,
                     chain,
                     remote,
                     origin: None,
@@ -209,12 +242,16 @@ fn on_input(
             );
             drop(write);
         }
-        Input::Frame { stream, frame } => {
+        Input::Frame {
+            stream,
+            frame,
+            bytes,
+        } => {
             let Some(s) = streams.get(&stream) else {
                 return;
             };
             let chain = s.chain.clone();
-            core.handle(stream, frame, |region| {
+            core.handle(stream, frame, bytes, |region| {
                 crate::tls::certifies_region(&chain, region)
             });
         }
@@ -304,6 +341,15 @@ fn act(
             });
             s.tasks.retain(|t| !t.is_finished());
             s.tasks.push(task.abort_handle());
+        }
+        Action::Pause { stream } | Action::Resume { stream } => {
+            if let Some(s) = streams.get(&stream) {
+                let on = matches!(action, Action::Resume { .. });
+                if !on {
+                    tracing::debug!(remote = %s.remote, stream, "inbound mirror stream paused: it holds too much unacknowledged");
+                }
+                s.reading.send_replace(on);
+            }
         }
         Action::Close { stream, error } => {
             if let Some(s) = streams.remove(&stream) {

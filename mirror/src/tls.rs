@@ -20,6 +20,9 @@ use crate::config::{Config, Congestion};
 /// ALPN of the link protocol (`meridian_proto::mirror`).
 pub const ALPN: &[u8] = b"meridian-mirror/1";
 
+/// Connection attempts the QUIC endpoint queues before the receiver admits or refuses them.
+pub const INCOMING_MAX: usize = 1024;
+
 // Issuing lives in meridian-security, which the `meridian` command uses without the mirror.
 pub use meridian_security::certs::{files, issue, server_name, write_private};
 
@@ -85,6 +88,9 @@ impl Identity {
             .context("a QUIC server configuration")?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         config.transport_config(transport);
+        // Connection attempts not yet accepted or refused (quinn's default is 65,536); each
+        // buffers at most 10 MiB of early data and all of them 100 MiB (quinn's defaults).
+        config.max_incoming(INCOMING_MAX);
         Ok(config)
     }
 

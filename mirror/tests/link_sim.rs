@@ -384,6 +384,10 @@ impl Sim {
                         },
                     ));
                 }
+                // The simulated frames are far below the read-ahead bound: never paused.
+                Action::Pause { .. } | Action::Resume { .. } => {
+                    self.count("streams paused or resumed");
+                }
                 Action::Close { stream, .. } => {
                     self.count("streams closed by the receiver");
                     if let Some(l) = self.links.get_mut(&stream) {
@@ -429,7 +433,7 @@ impl Sim {
             match m.msg {
                 Msg::Frame(b) => {
                     let (frame, _) = Frame::decode(&b).expect("a frame").expect("whole");
-                    rx.handle(m.stream, frame, |_| true);
+                    rx.handle(m.stream, frame, b.len(), |_| true);
                 }
                 Msg::End => {
                     link.receiver_alive = false;

@@ -4,6 +4,9 @@
 //! region — once each — without waiting minutes for the stalled broker. (In one run it also
 //! passed against the earlier client that sent every group's reads through one current
 //! broker: it guards the property, it does not reproduce the reported multi-minute stall.)
+//!
+//! And the mirror's QUIC listener is bounded: connections past its limits, in all and per
+//! address, are refused while the admitted ones are served.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -185,4 +188,142 @@ async fn a_stalled_broker_stalls_only_the_mirroring_of_its_own_log_groups() {
         );
     }
     let _ = &mut x;
+}
+
+/// A peer mirror of region `region` dialling from `local` (an address on loopback).
+fn peer_endpoint(certs: &std::path::Path, region: &str, local: &str) -> quinn::Endpoint {
+    let identity = meridian_mirror::tls::Identity::load(
+        &certs.join("ca.pem"),
+        &certs.join(format!("{region}.pem")),
+        &certs.join(format!("{region}.key")),
+    )
+    .unwrap();
+    let transport = meridian_mirror::tls::transport(&Default::default()).unwrap();
+    let mut endpoint = quinn::Endpoint::client(format!("{local}:0").parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(identity.client_config(transport).unwrap());
+    endpoint
+}
+
+async fn dial(
+    endpoint: &quinn::Endpoint,
+    to: std::net::SocketAddr,
+) -> Result<quinn::Connection, quinn::ConnectionError> {
+    let name = meridian_mirror::tls::server_name("y");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        endpoint.connect(to, &name).unwrap(),
+    )
+    .await
+    .expect("a refused or admitted connection is answered at once")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mirror_listener_refuses_connections_past_its_limits_and_serves_the_rest() {
+    use meridian_proto::mirror::{Frame, VERSION};
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    issue_certs(&certs, &["x", "y"]);
+    let listen = free_udp_addr();
+    // No control plane: the listener serves (and refuses) without one.
+    let control = meridian_tests::free_addr().to_string();
+    let mirror = MirrorProcess::start(
+        tmp.path(),
+        "y",
+        &control,
+        listen,
+        &[],
+        &certs,
+        &[
+            "--connections-max",
+            "3",
+            "--connections-per-address-max",
+            "2",
+        ],
+    );
+    let (one, two, three) = (
+        peer_endpoint(&certs, "x", "127.0.0.1"),
+        peer_endpoint(&certs, "x", "127.0.0.2"),
+        peer_endpoint(&certs, "x", "127.0.0.3"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        match dial(&one, listen).await {
+            Ok(c) => break c,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "the mirror never took a connection: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let second = dial(&one, listen).await.expect("a second from one address");
+    let refused = dial(&one, listen).await;
+    assert!(
+        matches!(refused, Err(quinn::ConnectionError::ConnectionClosed(_))),
+        "a third from one address is refused: {refused:?}"
+    );
+    let other = dial(&two, listen)
+        .await
+        .expect("another address still gets in");
+    // Refusals are logged at most once a second: this one gets its own line.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let refused = dial(&three, listen).await;
+    assert!(refused.is_err(), "a fourth in all is refused: {refused:?}");
+    assert_eq!(
+        mirror
+            .metric("meridian_mirror_connections_refused_total")
+            .await,
+        2.0
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = mirror.log_text();
+        if log.contains("the limit per client address (connections_per_address_max)")
+            && log.contains("the listener's limit (connections_max)")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "each refusal names the key to raise: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The admitted connections are served: a stream claiming the mirror's own region is
+    // answered with a refusal frame, as the protocol says.
+    let (mut send, mut recv) = other.open_bi().await.unwrap();
+    let hello = Frame::Hello {
+        version: VERSION,
+        region: "y".into(),
+        group: 1,
+    };
+    meridian_mirror::frames::write(&mut send, &hello)
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        meridian_mirror::frames::read(&mut recv),
+    )
+    .await
+    .expect("answered");
+    assert!(
+        matches!(answer, Ok(Some(Frame::Refuse { .. }))),
+        "{answer:?}"
+    );
+
+    // A closed connection gives its place back.
+    first.close(0u32.into(), b"done");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let again = loop {
+        match dial(&one, listen).await {
+            Ok(c) => break c,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "the closed connection's place never came back: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    drop((second, again, other));
 }

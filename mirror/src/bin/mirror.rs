@@ -67,6 +67,12 @@ struct Args {
     /// Congestion control: bbr or cubic.
     #[arg(long)]
     congestion: Option<Congestion>,
+    /// Most peer connections held at once.
+    #[arg(long)]
+    connections_max: Option<usize>,
+    /// Most peer connections from one address.
+    #[arg(long)]
+    connections_per_address_max: Option<usize>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -98,7 +104,9 @@ fn config(args: &Args) -> anyhow::Result<Config> {
         initial_rtt_ms,
         congestion,
         id,
-        claim_ttl_ms
+        claim_ttl_ms,
+        connections_max,
+        connections_per_address_max
     );
     if !args.peers.is_empty() {
         c.peers = args.peers.clone();
@@ -136,10 +144,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    let admission = meridian_daemon::listener::Admission::new(
+        "mirror",
+        "",
+        config.connections_max,
+        config.connections_per_address_max,
+    );
     tasks.spawn(receiver::serve(
         endpoint.clone(),
         config.region.clone(),
         views.clone(),
+        admission,
         stop.clone(),
     ));
     for peer in peers {

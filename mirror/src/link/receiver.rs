@@ -15,6 +15,11 @@
 //! anything resent is a duplicate the append recognises. A newer stream for the same
 //! origin group (a peer that redialled may leave a half-dead stream behind) replaces the
 //! older one once it has its mark: the older is closed ([`LinkError::Replaced`]).
+//!
+//! Memory is bounded whatever the peer's window: a stream holding more than
+//! [`READ_AHEAD_BYTES_MAX`] of frames read and not yet acknowledged is paused
+//! ([`Action::Pause`]: the shell stops reading it, so QUIC's flow control holds the peer
+//! back) until its appends bring it under ([`Action::Resume`]).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -30,6 +35,12 @@ pub const APPEND_BATCHES_MAX: usize = 256;
 /// larger (it then goes alone, as any batch the origin accepted fits a broker's gRPC
 /// message limit, which is the batch limit and 1 MiB).
 pub const APPEND_BYTES_MAX: usize = 2 << 20;
+
+/// Bytes of frames one stream may hold read and not yet acknowledged before the shell stops
+/// reading it (the frame that crosses it is kept: at most this plus one frame, 16 MiB).
+/// Above the default sender window (16 MiB) less QUIC's stream window (16 MiB), so a
+/// well-behaved peer is never paused.
+pub const READ_AHEAD_BYTES_MAX: usize = 8 << 20;
 
 /// Names an inbound stream (chosen by the shell, unique while the stream lives).
 pub type StreamId = u64;
@@ -74,6 +85,16 @@ pub enum Action {
         /// The commit.
         commit: Commit,
     },
+    /// Stop reading a stream: it holds [`READ_AHEAD_BYTES_MAX`] unacknowledged.
+    Pause {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// Read a paused stream again.
+    Resume {
+        /// The stream.
+        stream: StreamId,
+    },
     /// Close a stream (after the frames sent before this): it is forgotten here.
     Close {
         /// The stream.
@@ -87,7 +108,11 @@ pub enum Action {
 enum Work {
     Append(ShippedBatch, u64),
     Merge(Commit),
-    Ack(u64),
+    /// The end of a frame: acknowledge through this seq, and release its bytes.
+    Ack {
+        through: u64,
+        bytes: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -102,6 +127,10 @@ enum Inbound {
         group: u32,
         work: VecDeque<Work>,
         busy: bool,
+        /// Bytes of frames read and not yet acknowledged.
+        held: usize,
+        /// Whether the shell was told to stop reading.
+        paused: bool,
     },
 }
 
@@ -133,7 +162,15 @@ impl Receiver {
 
     /// A frame arrived on `stream`; `certified` says whether the caller's certificate
     /// names a region.
-    pub fn handle(&mut self, stream: StreamId, frame: Frame, certified: impl Fn(&str) -> bool) {
+    /// A frame of `bytes` bytes (as read) arrived on `stream`; `certified` tells whether the
+    /// caller's certificate names a region.
+    pub fn handle(
+        &mut self,
+        stream: StreamId,
+        frame: Frame,
+        bytes: usize,
+        certified: impl Fn(&str) -> bool,
+    ) {
         let Some(state) = self.streams.get_mut(&stream) else {
             return;
         };
@@ -192,14 +229,40 @@ impl Receiver {
                     got: f.name(),
                 },
             ),
-            (Inbound::Receiving { work, .. }, Frame::Records { through, entries }) => {
+            (
+                Inbound::Receiving {
+                    work, held, paused, ..
+                },
+                Frame::Records { through, entries },
+            ) => {
                 work.extend(entries.into_iter().map(|e| Work::Append(e, through)));
-                work.push_back(Work::Ack(through));
+                hold(
+                    &mut self.actions,
+                    stream,
+                    work,
+                    held,
+                    paused,
+                    through,
+                    bytes,
+                );
                 self.drive(stream);
             }
-            (Inbound::Receiving { work, .. }, Frame::Commits { through, commits }) => {
+            (
+                Inbound::Receiving {
+                    work, held, paused, ..
+                },
+                Frame::Commits { through, commits },
+            ) => {
                 work.extend(commits.into_iter().map(Work::Merge));
-                work.push_back(Work::Ack(through));
+                hold(
+                    &mut self.actions,
+                    stream,
+                    work,
+                    held,
+                    paused,
+                    through,
+                    bytes,
+                );
                 self.drive(stream);
             }
             (Inbound::Receiving { .. }, Frame::Refuse { reason }) => {
@@ -237,6 +300,8 @@ impl Receiver {
                 group,
                 work: VecDeque::new(),
                 busy: false,
+                held: 0,
+                paused: false,
             },
         );
         self.actions.push_back(Action::Send {
@@ -276,6 +341,8 @@ impl Receiver {
             group,
             work,
             busy,
+            held,
+            paused,
         }) = self.streams.get_mut(&stream)
         else {
             return;
@@ -283,10 +350,17 @@ impl Receiver {
         while !*busy {
             match work.pop_front() {
                 None => return,
-                Some(Work::Ack(through)) => self.actions.push_back(Action::Send {
-                    stream,
-                    frame: Frame::Ack { through },
-                }),
+                Some(Work::Ack { through, bytes }) => {
+                    self.actions.push_back(Action::Send {
+                        stream,
+                        frame: Frame::Ack { through },
+                    });
+                    *held -= bytes;
+                    if *paused && *held <= READ_AHEAD_BYTES_MAX {
+                        *paused = false;
+                        self.actions.push_back(Action::Resume { stream });
+                    }
+                }
                 Some(Work::Append(batch, through)) => {
                     *busy = true;
                     let origin_of = |batch: &ShippedBatch, through| Origin {
@@ -337,6 +411,25 @@ impl Receiver {
     }
 }
 
+/// A frame of `bytes` through `through` is queued: acknowledge it after its work, and pause
+/// the stream if it now holds too much.
+fn hold(
+    actions: &mut VecDeque<Action>,
+    stream: StreamId,
+    work: &mut VecDeque<Work>,
+    held: &mut usize,
+    paused: &mut bool,
+    through: u64,
+    bytes: usize,
+) {
+    work.push_back(Work::Ack { through, bytes });
+    *held += bytes;
+    if *held > READ_AHEAD_BYTES_MAX && !*paused {
+        *paused = true;
+        actions.push_back(Action::Pause { stream });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -367,7 +460,7 @@ mod tests {
     fn resumes_one_past_the_mark_appends_in_order_then_acks() {
         let mut r = Receiver::new("eu");
         r.accept(1);
-        r.handle(1, hello("us", 7), |_| true);
+        r.handle(1, hello("us", 7), 0, |_| true);
         assert_eq!(
             drain(&mut r),
             [Action::ReadMark {
@@ -390,6 +483,7 @@ mod tests {
                 through: 45,
                 entries: vec![batch(42), batch(44)],
             },
+            0,
             |_| true,
         );
         r.handle(
@@ -398,6 +492,7 @@ mod tests {
                 through: 47,
                 entries: vec![batch(47)],
             },
+            0,
             |_| true,
         );
         // One frame's batches go as one run; the next frame's wait for its ack.
@@ -440,7 +535,7 @@ mod tests {
     fn a_run_is_bounded_in_batches_and_bytes() {
         let mut r = Receiver::new("eu");
         r.accept(1);
-        r.handle(1, hello("us", 7), |_| true);
+        r.handle(1, hello("us", 7), 0, |_| true);
         r.mark(1, None);
         drain(&mut r);
         let n = APPEND_BATCHES_MAX as u64 + 3;
@@ -458,6 +553,7 @@ mod tests {
                 through: n + 2,
                 entries,
             },
+            0,
             |_| true,
         );
         let mut runs = Vec::new();
@@ -495,7 +591,7 @@ mod tests {
             (3, hello("us", 1), false),
         ] {
             r.accept(id);
-            r.handle(id, frame, |_| certified);
+            r.handle(id, frame, 0, |_| certified);
             let a = drain(&mut r);
             assert!(
                 matches!(
@@ -521,10 +617,10 @@ mod tests {
     fn a_newer_stream_replaces_the_older_once_it_has_its_mark() {
         let mut r = Receiver::new("eu");
         r.accept(1);
-        r.handle(1, hello("us", 7), |_| true);
+        r.handle(1, hello("us", 7), 0, |_| true);
         r.mark(1, None);
         r.accept(2);
-        r.handle(2, hello("us", 7), |_| true);
+        r.handle(2, hello("us", 7), 0, |_| true);
         drain(&mut r);
         r.mark(2, Some(3));
         assert_eq!(
@@ -547,6 +643,7 @@ mod tests {
                 through: 9,
                 entries: vec![batch(9)],
             },
+            0,
             |_| true,
         );
         assert!(drain(&mut r).is_empty());
@@ -556,7 +653,7 @@ mod tests {
     fn frames_out_of_place_close_the_stream() {
         let mut r = Receiver::new("eu");
         r.accept(1);
-        r.handle(1, Frame::Ack { through: 1 }, |_| true);
+        r.handle(1, Frame::Ack { through: 1 }, 0, |_| true);
         assert_eq!(
             drain(&mut r),
             [Action::Close {
@@ -567,5 +664,64 @@ mod tests {
                 }
             }]
         );
+    }
+
+    #[test]
+    fn a_stream_holding_too_much_is_paused_until_its_appends_catch_up() {
+        let mut r = Receiver::new("eu");
+        r.accept(1);
+        r.handle(1, hello("us", 7), 0, |_| true);
+        r.mark(1, None);
+        drain(&mut r);
+        let frame = |seq: u64| Frame::Records {
+            through: seq,
+            entries: vec![batch(seq)],
+        };
+        // Four frames of a third of the bound each: the fourth crosses it.
+        let third = READ_AHEAD_BYTES_MAX / 3;
+        let mut actions = Vec::new();
+        for seq in 1..=4 {
+            r.handle(1, frame(seq), third, |_| true);
+            actions.extend(drain(&mut r));
+        }
+        let pauses = |a: &[Action]| {
+            a.iter()
+                .filter(|a| matches!(a, Action::Pause { .. }))
+                .count()
+        };
+        assert_eq!(pauses(&actions), 1, "{actions:?}");
+        assert_eq!(actions.last(), Some(&Action::Pause { stream: 1 }));
+        // A fifth frame already read is kept (nothing read is dropped), with no second pause.
+        r.handle(1, frame(5), third, |_| true);
+        assert!(drain(&mut r).is_empty());
+        // The first append done: its ack releases a third, still above the bound.
+        r.done(1);
+        let a = drain(&mut r);
+        assert!(!a.contains(&Action::Resume { stream: 1 }), "{a:?}");
+        // The second done: back under the bound, reading resumes, once.
+        r.done(1);
+        let a = drain(&mut r);
+        assert_eq!(
+            a.iter()
+                .filter(|a| **a == Action::Resume { stream: 1 })
+                .count(),
+            1,
+            "{a:?}"
+        );
+        // Every frame is still appended and acknowledged in order.
+        let mut acks = Vec::new();
+        for _ in 0..5 {
+            r.done(1);
+            for a in drain(&mut r) {
+                if let Action::Send {
+                    frame: Frame::Ack { through },
+                    ..
+                } = a
+                {
+                    acks.push(through);
+                }
+            }
+        }
+        assert_eq!(acks, [3, 4, 5]);
     }
 }
