@@ -606,6 +606,31 @@ fn kafka_call<R: kafka_protocol::protocol::Encodable>(
     answer
 }
 
+/// Partition `partition` of `topic`'s ISR as the Kafka listener at `addr` reports it.
+fn isr_of(addr: SocketAddr, topic: &str, partition: i32) -> Vec<i32> {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, TopicName};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut t = MetadataRequestTopic::default();
+    t.name = Some(TopicName(StrBytes::from_string(topic.to_owned())));
+    let mut request = MetadataRequest::default();
+    request.topics = Some(vec![t]);
+    let mut answer = kafka_call(&mut stream, ApiKey::Metadata, 9, &request);
+    let response = MetadataResponse::decode(&mut answer, 9).unwrap();
+    let part = response.topics[0]
+        .partitions
+        .iter()
+        .find(|p| p.partition_index == partition)
+        .expect("the partition");
+    let mut isr: Vec<i32> = part.isr_nodes.iter().map(|b| b.0).collect();
+    isr.sort();
+    isr
+}
+
 /// A batch of an idempotent producer: `sequences` numbered records.
 fn idempotent_batch(producer: i64, epoch: i16, sequences: std::ops::Range<i32>) -> bytes::Bytes {
     use kafka_protocol::records::{
@@ -1125,9 +1150,39 @@ async fn an_idempotent_kafka_producer_is_exactly_once_and_in_order_across_a_lead
     let follower = (leader + 1) % region.brokers.len();
     let stalled_at = killed_at.elapsed();
     region.brokers[follower].stop();
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    // Out of the ISR on the leader and on the other follower (which learns the leader's
+    // set from its heartbeats), while the stalled one is not caught up.
+    let stalled_id = follower as i32 + 1;
+    let alive: Vec<usize> = (0..region.brokers.len())
+        .filter(|&b| b != follower)
+        .collect();
+    for &b in &alive {
+        let isr = isr_of(region.kafka[b], "exact", 1);
+        assert!(
+            !isr.contains(&stalled_id) && isr.contains(&(leader as i32 + 1)),
+            "broker {} reports partition 1's ISR as {isr:?} with broker {stalled_id} stopped",
+            b + 1
+        );
+    }
     region.brokers[follower].signal(libc::SIGCONT);
     let out = producer.await.unwrap();
+    // Back in once caught up, as every broker reports it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    for b in 0..region.brokers.len() {
+        loop {
+            let isr = isr_of(region.kafka[b], "exact", 1);
+            if isr.len() == 3 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "broker {} still reports partition 1's ISR as {isr:?}",
+                b + 1
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
     let report: serde_json::Value =
         serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
     let read = meridian_tests::read_all(&region.client().await, "exact").await;

@@ -82,11 +82,14 @@ impl Broker {
                 .validate()
                 .map_err(|e| BrokerError::Invalid(format!("raft configuration: {e}")))?,
         );
+        let peers = Peers::default();
+        let broker = Arc::downgrade(self);
+        peers.set_in_sync_source(Arc::new(move |g| broker.upgrade()?.log_group(g)?.in_sync()));
         self.replication
             .set(Replicator {
                 node_id,
                 raft_config,
-                peers: Peers::default(),
+                peers,
                 transport: transport.clone(),
             })
             .map_err(|_| BrokerError::Replication("replication already started".into()))?;
@@ -376,11 +379,16 @@ impl Broker {
     }
 
     /// The replicas of log group `g` in sync (Kafka's ISR): the leader's own view when this
-    /// broker leads the group; elsewhere every replica (a follower does not see its peers'
-    /// progress).
+    /// broker leads the group; on a raft follower what the leader last announced with its
+    /// heartbeats (for [`ANNOUNCED_FOR`](crate::replication::in_sync::ANNOUNCED_FOR));
+    /// otherwise every replica.
     pub fn in_sync_replicas(&self, g: u32) -> Vec<u32> {
         self.log_group(g)
             .and_then(|group| group.in_sync())
+            .or_else(|| {
+                let r = self.replication.get()?;
+                r.transport.announced().get(g, std::time::Instant::now())
+            })
             .unwrap_or_else(|| self.replicas_of(g))
     }
 

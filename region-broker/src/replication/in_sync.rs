@@ -116,6 +116,46 @@ pub fn acks_all_needs(replicas: usize, commit_quorum: usize, min_insync: u32) ->
     commit_quorum.max(min_insync as usize).min(replicas.max(1))
 }
 
+/// How long a follower trusts the in-sync set its leader last announced.
+pub const ANNOUNCED_FOR: Duration = Duration::from_secs(3);
+
+/// The in-sync sets leaders announced to this broker, by log group: a leader sends its set
+/// with each heartbeat, so a follower answers Kafka's Metadata with the leader's ISR rather
+/// than every replica. One entry per log group this broker hosts (forgotten when it stops
+/// hosting one).
+#[derive(Debug, Clone, Default)]
+pub struct Announced {
+    sets: std::sync::Arc<std::sync::Mutex<HashMap<u32, AnnouncedSet>>>,
+}
+
+/// A leader's in-sync set and when it arrived.
+type AnnouncedSet = (Vec<u32>, Instant);
+
+impl Announced {
+    /// Log group `group`'s leader announced `members` at `now`.
+    pub fn announce(&self, group: u32, members: Vec<u32>, now: Instant) {
+        self.sets
+            .lock()
+            .expect("announced lock poisoned")
+            .insert(group, (members, now));
+    }
+
+    /// What `group`'s leader announced last, unless that is older than [`ANNOUNCED_FOR`].
+    pub fn get(&self, group: u32, now: Instant) -> Option<Vec<u32>> {
+        let sets = self.sets.lock().expect("announced lock poisoned");
+        let (members, at) = sets.get(&group)?;
+        (now.saturating_duration_since(*at) <= ANNOUNCED_FOR).then(|| members.clone())
+    }
+
+    /// This broker no longer hosts `group`.
+    pub fn forget(&self, group: u32) {
+        self.sets
+            .lock()
+            .expect("announced lock poisoned")
+            .remove(&group);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,5 +291,22 @@ mod tests {
         assert_eq!(acks_all_needs(3, 2, 5), 3);
         // A broker alone.
         assert_eq!(acks_all_needs(1, 1, 2), 1);
+    }
+
+    #[test]
+    fn an_announced_set_is_trusted_for_a_while_then_forgotten() {
+        let board = Announced::default();
+        let t0 = Instant::now();
+        assert_eq!(board.get(4, t0), None);
+        board.announce(4, vec![1, 3], t0);
+        assert_eq!(board.get(4, t0 + ANNOUNCED_FOR), Some(vec![1, 3]));
+        assert_eq!(
+            board.get(4, t0 + ANNOUNCED_FOR + Duration::from_millis(1)),
+            None
+        );
+        board.announce(4, vec![1], t0 + Duration::from_secs(1));
+        assert_eq!(board.get(4, t0 + Duration::from_secs(2)), Some(vec![1]));
+        board.forget(4);
+        assert_eq!(board.get(4, t0 + Duration::from_secs(2)), None);
     }
 }

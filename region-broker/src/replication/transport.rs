@@ -11,6 +11,9 @@
 //! that window go as one `Heartbeats` call. With a 100 ms heartbeat interval a broker sends
 //! at most four heartbeat messages per peer per interval, however many groups it leads;
 //! heartbeats arrive up to 25 ms later, against election timeouts of 600 ms or more.
+//!
+//! A leader's heartbeat also carries its in-sync set of the group (Kafka's ISR), which the
+//! follower keeps ([`Announced`]) to answer Metadata as the leader would.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use super::in_sync::Announced;
 use super::master_slave::{CallError, MasterSlaveGroup, PeerCall, ReplicaRequest, ReplicaResponse};
 use super::raft::{JournalStateMachine, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 
@@ -57,6 +61,12 @@ type PendingHeartbeat = (
     tokio::sync::oneshot::Sender<Result<AppendEntriesResponse<TypeConfig>, String>>,
 );
 
+/// One group's heartbeat in a `Heartbeats` call, with the leader's in-sync set.
+type HeartbeatRequest<R> = (u32, R, Option<Vec<u32>>);
+
+/// The leader's in-sync set of a log group, `None` where this broker does not lead it.
+pub type InSyncSource = Arc<dyn Fn(u32) -> Option<Vec<u32>> + Send + Sync>;
+
 /// The answer to one group's heartbeat in a `Heartbeats` call.
 type HeartbeatAnswer = (u32, Result<AppendEntriesResponse<TypeConfig>, String>);
 
@@ -68,9 +78,25 @@ pub struct Peers {
     addresses: Arc<Mutex<HashMap<u64, String>>>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     heartbeats: Arc<Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<PendingHeartbeat>>>>,
+    /// Where heartbeats find the in-sync sets they carry.
+    in_sync: Arc<std::sync::OnceLock<InSyncSourceCell>>,
+}
+
+/// [`InSyncSource`] in a `Debug` type.
+struct InSyncSourceCell(InSyncSource);
+
+impl std::fmt::Debug for InSyncSourceCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InSyncSource")
+    }
 }
 
 impl Peers {
+    /// Heartbeats carry the in-sync sets `source` gives (set once; later calls are ignored).
+    pub fn set_in_sync_source(&self, source: InSyncSource) {
+        let _ = self.in_sync.set(InSyncSourceCell(source));
+    }
+
     /// Records where broker `id`'s replication listens now.
     pub fn set_address(&self, id: u64, raft: String) {
         self.addresses
@@ -162,8 +188,9 @@ impl Peers {
 
     async fn send_heartbeats(&self, addr: &str, batch: Vec<PendingHeartbeat>) {
         metrics::histogram!("meridian_raft_heartbeats_per_message").record(batch.len() as f64);
-        let requests: Vec<(u32, &AppendEntriesRequest<TypeConfig>)> =
-            batch.iter().map(|(g, r, _)| (*g, r)).collect();
+        let in_sync = |g: u32| self.in_sync.get().and_then(|source| (source.0)(g));
+        let requests: Vec<HeartbeatRequest<&AppendEntriesRequest<TypeConfig>>> =
+            batch.iter().map(|(g, r, _)| (*g, r, in_sync(*g))).collect();
         let result: Result<Vec<HeartbeatAnswer>, String> = async {
             let payload = rmp_serde::to_vec_named(&requests).map_err(|e| e.to_string())?;
             let channel = self.channel(addr).map_err(|e| e.to_string())?;
@@ -425,6 +452,7 @@ pub struct RaftTransportService {
     groups: Arc<RwLock<HashMap<u32, GroupRaft>>>,
     master_slave: Arc<RwLock<HashMap<u32, Arc<MasterSlaveGroup>>>>,
     journals: Arc<RwLock<HashMap<u32, Arc<crate::storage::LogGroup>>>>,
+    announced: Announced,
 }
 
 impl RaftTransportService {
@@ -452,8 +480,14 @@ impl RaftTransportService {
             .insert(group, replica);
     }
 
+    /// The in-sync sets leaders announced with their heartbeats.
+    pub fn announced(&self) -> &Announced {
+        &self.announced
+    }
+
     /// Stops routing requests for `group`.
     pub fn unregister(&self, group: u32) {
+        self.announced.forget(group);
         self.groups
             .write()
             .expect("groups lock poisoned")
@@ -542,18 +576,26 @@ impl raft_transport_server::RaftTransport for RaftTransportService {
 
     async fn heartbeats(&self, request: Request<RaftRpc>) -> Result<Response<RaftRpc>, Status> {
         let rpc = request.into_inner();
-        let requests: Vec<(u32, AppendEntriesRequest<TypeConfig>)> = decode(&rpc)?;
-        let answers = futures_util::future::join_all(requests.into_iter().map(|(group, req)| {
-            let raft = self.raft(group);
-            async move {
-                let answer = match raft {
-                    Ok(raft) => raft.append_entries(req).await.map_err(|e| e.to_string()),
-                    Err(status) => Err(status.message().to_owned()),
-                };
-                (group, answer)
-            }
-        }))
-        .await;
+        let requests: Vec<HeartbeatRequest<AppendEntriesRequest<TypeConfig>>> = decode(&rpc)?;
+        let answers =
+            futures_util::future::join_all(requests.into_iter().map(|(group, req, in_sync)| {
+                let raft = self.raft(group);
+                async move {
+                    let answer = match raft {
+                        Ok(raft) => raft.append_entries(req).await.map_err(|e| e.to_string()),
+                        Err(status) => Err(status.message().to_owned()),
+                    };
+                    // Kept only from a leader this replica follows (not a deposed one).
+                    if let (Ok(r), Some(members)) = (&answer, in_sync)
+                        && !matches!(r, AppendEntriesResponse::HigherVote(_))
+                    {
+                        self.announced
+                            .announce(group, members, std::time::Instant::now());
+                    }
+                    (group, answer)
+                }
+            }))
+            .await;
         encode(rpc.group, &answers)
     }
 
