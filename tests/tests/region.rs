@@ -834,6 +834,9 @@ async fn a_follower_whose_disk_filled_recovers_without_a_restart() {
     let log_before = region.brokers[follower].log_text().len();
     let filler = disks[follower].fill();
     let full_since = Instant::now();
+    // A topic created now: its catalog entry (log group 0 carries the catalog) still fits
+    // the follower's preallocated segment, but applying it writes files there, and fails.
+    client.create_topic("born-full", 1).await.unwrap();
     // 300 batches of 8 KB: well past the follower's preallocated segment.
     for n in 100..400 {
         let meta = producer
@@ -889,6 +892,12 @@ async fn a_follower_whose_disk_filled_recovers_without_a_restart() {
             .expect("acks=all with the healed follower");
         acked.push((meta.offset, value(n)));
     }
+    // The catalog change it could not apply while full is applied now.
+    let born = producer
+        .send(Record::new("born-full", "after the disk freed"))
+        .await
+        .await
+        .expect("acks=all to the topic created while the follower's disk was full");
 
     // Only the healed follower holds the whole log: with the leader stopped it is elected,
     // and everything acknowledged is read from it.
@@ -913,6 +922,12 @@ async fn a_follower_whose_disk_filled_recovers_without_a_restart() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let born_held = read_all(&at_follower, "born-full").await;
+    assert_eq!(
+        born_held[&0],
+        [(born.offset, "after the disk freed".to_owned())],
+        "the topic created while the follower's disk was full, on the follower"
+    );
     let stored = read_all(&at_follower, "full").await;
     let got = &stored[&0];
     assert_eq!(got.len(), acked.len(), "every acknowledged record, once");

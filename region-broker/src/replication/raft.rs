@@ -546,10 +546,27 @@ impl RaftLogStorage<TypeConfig> for JournalLogStore {
 /// Whether an error says the disk has no room (`ENOSPC`, or the journal's
 /// [`AppendError::DiskFull`] carried in an `io::Error`): it passes once space returns.
 pub(crate) fn is_disk_full(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::StorageFull
-        || e.get_ref()
-            .and_then(|inner| inner.downcast_ref::<AppendError>())
-            .is_some_and(|a| matches!(a, AppendError::DiskFull { .. }))
+    // Anywhere in the chain: a hook's error wraps the write's (`BrokerError::Io` in an
+    // `io::Error`, say).
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<io::Error>()
+            && io.kind() == io::ErrorKind::StorageFull
+        {
+            return true;
+        }
+        if let Some(AppendError::DiskFull { .. }) = c.downcast_ref::<AppendError>() {
+            return true;
+        }
+        cause = match c.downcast_ref::<io::Error>() {
+            // An `io::Error`'s wrapped error is its inner one, not always its `source`.
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => c.source(),
+        };
+    }
+    false
 }
 
 /// An append's error as raft's `io::Error`, keeping the [`AppendError`] inside.
@@ -777,7 +794,7 @@ enum ShipError {
     },
     /// Its records could not be applied here.
     #[error(transparent)]
-    Apply(#[from] super::pull::PullError),
+    Apply(io::Error),
 }
 
 #[cfg(test)]

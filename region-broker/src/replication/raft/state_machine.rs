@@ -180,7 +180,22 @@ impl JournalStateMachine {
                         }
                         shipped += records.len() as u64;
                     }
-                    pull::apply(&self.group, answer).await?;
+                    // A full disk here waits for space, as raft's own writes do.
+                    let answer = &answer;
+                    while_disk_full(
+                        &self.group,
+                        "shipping the journal for a snapshot",
+                        || async {
+                            pull::apply(&self.group, answer.clone())
+                                .await
+                                .map_err(|e| match e {
+                                    pull::PullError::Append(a) => append_error(a),
+                                    other => io::Error::other(other),
+                                })
+                        },
+                    )
+                    .await
+                    .map_err(ShipError::Apply)?;
                 }
             }
             .await;
@@ -271,7 +286,12 @@ impl RaftStateMachine<TypeConfig> for JournalStateMachine {
                 EntryPayload::Normal(Command::Commit { .. }) | EntryPayload::Blank => {}
                 EntryPayload::Normal(command @ Command::Catalog(_)) => {
                     if let Some(hook) = &self.hook {
-                        hook(command)?;
+                        // The hook writes the catalog and the new partitions' indexes
+                        // (applying again is a no-op for what was done).
+                        while_disk_full(&self.group, "applying a catalog change", || async {
+                            hook(command)
+                        })
+                        .await?;
                     }
                 }
             }
@@ -320,7 +340,10 @@ impl RaftStateMachine<TypeConfig> for JournalStateMachine {
         }
         // Metadata first: the journal's records belong to topics it names.
         if let (Some(metadata), Some(hooks)) = (&snap.metadata, &self.snapshot_hooks) {
-            (hooks.restore)(metadata)?;
+            while_disk_full(&self.group, "restoring a snapshot's catalog", || async {
+                (hooks.restore)(metadata)
+            })
+            .await?;
         }
         if let Some(last) = meta.last_log_id {
             if !self.holds(last) {
@@ -383,7 +406,10 @@ impl RaftSnapshotBuilder<TypeConfig> for JournalStateMachine {
         let data = serde_json::to_vec(&snapshot).map_err(io::Error::other)?;
         // The applied-state file covers the snapshot: the purge that follows it makes the
         // file durable and relies on that (applying saves it only now and then).
-        self.save(&state)?;
+        while_disk_full(&self.group, "saving the applied state", || async {
+            self.save(&state)
+        })
+        .await?;
         let meta = SnapshotMeta {
             last_log_id: state.last_applied,
             last_membership: state.membership.clone(),

@@ -34,3 +34,25 @@ impl StoreBuilder<TypeConfig, JournalLogStore, JournalStateMachine, tempfile::Te
 async fn journal_store_passes_openraft_storage_suite() -> Result<(), StorageError<TypeConfig>> {
     Suite::test_all(Builder).await
 }
+
+#[test]
+fn a_full_disk_is_recognised_through_the_errors_wrapping_it() {
+    use std::io;
+    #[derive(Debug, thiserror::Error)]
+    enum Hook {
+        #[error("storage error: {0}")]
+        Io(#[from] io::Error),
+    }
+    let full = || io::Error::from(io::ErrorKind::StorageFull);
+    assert!(super::is_disk_full(&full()));
+    assert!(super::is_disk_full(&io::Error::other(Hook::Io(full()))));
+    assert!(super::is_disk_full(&io::Error::other(io::Error::other(
+        Hook::Io(full())
+    ))));
+    assert!(!super::is_disk_full(&io::Error::other(Hook::Io(
+        io::Error::from(io::ErrorKind::PermissionDenied)
+    ))));
+    assert!(!super::is_disk_full(&io::Error::other(
+        "no space left, says a string"
+    )));
+}
