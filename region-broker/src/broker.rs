@@ -324,6 +324,7 @@ impl Broker {
     /// Hosts `group` (in place of what was hosted under its id).
     fn host(&self, group: Arc<HostedGroup>) {
         group.watch_in_sync();
+        group.keep_offsets_through_retention();
         self.log_groups
             .write()
             .expect("log groups lock poisoned")

@@ -30,6 +30,7 @@ use crate::storage::{self, AppendError, PartitionKey, SeqCheck, SeqRefusal};
 pub use crate::replication::{Strategy, UnknownStrategy};
 
 mod idempotent;
+mod retention;
 
 pub use meridian_proto::settings::{Acks, UnknownAcks};
 

@@ -165,6 +165,11 @@ pub struct BrokerProcess {
 }
 
 impl BrokerProcess {
+    /// The sum of a metric's samples on its /metrics page.
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric(self.metrics, name).await
+    }
+
     /// Starts a broker on fresh ports in `data_dir` with extra `flags`, and waits until it
     /// serves requests.
     pub async fn start(data_dir: &Path, flags: &[&str]) -> anyhow::Result<BrokerProcess> {
@@ -576,6 +581,19 @@ pub fn run(mut cmd: Command, stdin: Option<&[u8]>) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The sum of a metric's samples (all label sets) on the /metrics page at `addr` (0 when
+/// the page or the metric is missing).
+pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let page = http_get(addr, "/metrics").await.unwrap_or_default();
+    page.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// A plain HTTP GET over a TCP socket (enough for /metrics; avoids an HTTP client crate).

@@ -106,15 +106,6 @@ impl MirrorProcess {
 
     /// The sum of a metric's samples (all label sets) on its /metrics page.
     pub async fn metric(&self, name: &str) -> f64 {
-        let page = crate::http_get(self.metrics, "/metrics")
-            .await
-            .unwrap_or_default();
-        page.lines()
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        crate::metric(self.metrics, name).await
     }
 }

@@ -530,6 +530,13 @@ async fn a_replica_behind_the_retained_log_catches_up_through_a_snapshot() {
     let victim = (leader + 1) % 3;
     region.brokers[victim].kill9();
     std::fs::remove_dir_all(&region.brokers[victim].data_dir).unwrap();
+    // A consumer group's offset committed before the load: its commit record lands in the
+    // first segments, which retention deletes — the offset must outlive them, and carrying
+    // it must not break raft (storage once re-appended it with an index raft used next).
+    client
+        .commit_offset("idle-readers", "orders", 0, 0)
+        .await
+        .unwrap();
 
     // One raft entry per message, so that snapshots (every 50 entries) come often.
     let producer = client.producer(ProducerConfig {
@@ -562,6 +569,26 @@ async fn a_replica_behind_the_retained_log_catches_up_through_a_snapshot() {
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    assert_eq!(
+        client
+            .committed_offset("idle-readers", "orders", 0)
+            .await
+            .unwrap(),
+        Some(0),
+        "the offset committed before retention ran"
+    );
+    assert!(
+        region.brokers[leader]
+            .metric("meridian_retention_offsets_carried_total")
+            .await
+            >= 1.0,
+        "the leader committed the offset again above the deleted segments"
+    );
+    producer
+        .send(Record::new("orders", "after retention").partition(0))
+        .await
+        .await
+        .expect("raft takes writes after retention carried an offset");
     let before = read_all(&client, "orders").await;
     let earliest = client.describe_topic("orders").await.unwrap();
     assert!(

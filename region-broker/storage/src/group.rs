@@ -140,6 +140,9 @@ type Reply = oneshot::Sender<Result<Appended, AppendError>>;
 /// the idempotent producer of a batch.
 type Staged = (Appended, Vec<(OffsetKey, u64)>, Option<ProducerBatch>);
 
+/// A live offset whose commit record retention would delete: `(name, partition, offset)`.
+pub type HeldOffset = (String, PartitionKey, u64);
+
 #[derive(Debug)]
 struct Shared {
     dir: PathBuf,
@@ -170,6 +173,9 @@ struct Shared {
     /// Retention deletes only segments that end at or below this position: in a raft group,
     /// the end of what raft has purged (what a snapshot covers).
     retention_floor: AtomicU64,
+    /// In a replicated group, the offsets retention waits to see committed again above the
+    /// segment it would delete (`retention.rs`); at most one per live offset.
+    held_back: Mutex<Vec<HeldOffset>>,
     /// Leadership term stamped on records this group writes itself (not raft entries or
     /// copies, which carry their own).
     term: AtomicU64,

@@ -1123,3 +1123,81 @@ fn producer_state_is_the_same_on_replicas_after_recovery_retention_and_reset() {
     follower.close();
     leader.close();
 }
+
+/// Retention in a raft group never writes a record raft did not choose: a consumer's offset
+/// committed below the deleted segments is kept by the replication layer (through raft),
+/// not re-appended by storage with an index raft will use next.
+#[test]
+fn retention_in_a_replicated_group_keeps_raft_indexes_to_raft() {
+    use crate::RaftRecord;
+    use crate::record::RecordKind;
+    use meridian_proto::record;
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = GroupConfig {
+        replicated: true,
+        retention_bytes: Some(4096),
+        ..config(FlushPolicy::Fsync)
+    };
+    let group = LogGroup::open(&tmp.path().join("g"), config, &partitions()).unwrap();
+    let key = partitions()[0].0;
+    let batch = |index: u64| RaftRecord {
+        term: 1,
+        index,
+        kind: RecordKind::Batch,
+        flags: 0,
+        producer: None,
+        key,
+        count: 1,
+        base_offset: 0,
+        payload: payload(index as usize, 200),
+    };
+    let commit = RaftRecord {
+        term: 1,
+        index: 1,
+        kind: RecordKind::OffsetCommit,
+        flags: 0,
+        producer: None,
+        key,
+        count: 0,
+        base_offset: 3,
+        payload: Bytes::from(record::encode_commit("readers", 3, &[])),
+    };
+    rt.block_on(group.append_raft(vec![commit.clone()]))
+        .unwrap();
+    let mut ends = Vec::new();
+    for index in 2..=100 {
+        let a = rt.block_on(group.append_raft(vec![batch(index)])).unwrap();
+        ends.push(a[0].position + u64::from(a[0].len));
+    }
+    let written = group.positions().1;
+    group.set_watermark(written);
+    wait_visible(&rt, &group, written);
+    group.set_retention_floor(ends[60]);
+    let size = group.journal_size();
+    group.apply_retention().unwrap();
+    // Nothing written, nothing deleted: the commit's segment waits for the layer above.
+    assert_eq!(group.journal_size(), size);
+    assert_eq!(group.last_record().map(|(i, _)| i), Some(100));
+    assert_eq!(
+        group.offsets_held_back(),
+        [("readers".to_owned(), key, 3)],
+        "the offset to commit again"
+    );
+    // Raft's next entry is 101, whatever retention did: here the commit again.
+    let again = RaftRecord {
+        index: 101,
+        ..commit.clone()
+    };
+    rt.block_on(group.append_raft(vec![again]))
+        .expect("raft's next index is still free");
+    let written = group.positions().1;
+    group.set_watermark(written);
+    wait_visible(&rt, &group, written);
+    group.apply_retention().unwrap();
+    assert!(group.journal_size().1 < size.1, "retention goes on");
+    assert!(group.offsets_held_back().is_empty());
+    assert_eq!(group.committed_offset("readers", key), Some(3));
+    assert_eq!(group.last_record().map(|(i, _)| i), Some(101));
+    group.close();
+}

@@ -146,6 +146,7 @@ impl LogGroup {
             pullable,
             pending_ends: Mutex::new(HashMap::new()),
             retention_floor,
+            held_back: Mutex::new(Vec::new()),
             term,
             stop: AtomicBool::new(false),
             crashed: AtomicBool::new(false),

@@ -1,13 +1,17 @@
 //! Retention: delete the oldest segment while it is expired (by age or by the journal's
 //! size), only below what the indexes cover and, in a raft group, below what raft purged;
-//! live consumer offsets whose commit record would go are re-appended first.
+//! live consumer offsets whose commit record would go are re-appended first. A replicated
+//! group never writes a record of its own (raft, or the master, chooses every record and
+//! its index): it holds the segment back and lists those offsets
+//! ([`LogGroup::offsets_held_back`]) for the replication layer to commit again through the
+//! group's log.
 
 use std::io;
 use std::sync::atomic::Ordering;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Body, Command, Shared, closed, now_ms};
+use super::{Body, Command, HeldOffset, LogGroup, Shared, closed, now_ms};
 use crate::journal::Journal;
 
 impl Shared {
@@ -45,9 +49,22 @@ impl Shared {
                     expired(&first, &next).then_some(next.start)
                 })
             else {
+                self.held_back
+                    .lock()
+                    .expect("held-back lock poisoned")
+                    .clear();
                 return Ok(());
             };
-            self.carry_offsets_forward(boundary, tx)?;
+            if config.replicated {
+                let held = self.offsets_below(boundary);
+                let waiting = !held.is_empty();
+                *self.held_back.lock().expect("held-back lock poisoned") = held;
+                if waiting {
+                    return Ok(());
+                }
+            } else {
+                self.carry_offsets_forward(boundary, tx)?;
+            }
             let Some(start) = self
                 .journal
                 .drop_first_if(|first, next| !expired(first, next))?
@@ -83,15 +100,7 @@ impl Shared {
         boundary: u64,
         tx: &mpsc::Sender<Command>,
     ) -> io::Result<()> {
-        let old: Vec<_> = {
-            let offsets = self.offsets.lock().expect("offsets lock poisoned");
-            offsets
-                .iter()
-                .filter(|(_, (_, pos))| *pos < boundary)
-                .map(|(k, (o, _))| (k.clone(), *o))
-                .collect()
-        };
-        for ((group, topic_id, partition), offset) in old {
+        for (group, (topic_id, partition), offset) in self.offsets_below(boundary) {
             let (reply, rx) = oneshot::channel();
             let body = Body::Commit {
                 group,
@@ -109,5 +118,32 @@ impl Shared {
                 .map_err(io::Error::other)?;
         }
         Ok(())
+    }
+
+    /// Every live offset (consumer offsets and marks alike) whose commit record sits below
+    /// `boundary`.
+    fn offsets_below(&self, boundary: u64) -> Vec<HeldOffset> {
+        let offsets = self.offsets.lock().expect("offsets lock poisoned");
+        let mut held: Vec<HeldOffset> = offsets
+            .iter()
+            .filter(|(_, (_, pos))| *pos < boundary)
+            .map(|((group, t, p), (o, _))| (group.clone(), (*t, *p), *o))
+            .collect();
+        held.sort();
+        held
+    }
+}
+
+impl LogGroup {
+    /// In a replicated group, the offsets whose commit records keep retention from deleting
+    /// the oldest expired segment: `(name, partition, offset)`, to be committed again
+    /// through the group's log by its leader (names include marks, committed as they are).
+    /// Empty when retention is not waiting on any.
+    pub fn offsets_held_back(&self) -> Vec<HeldOffset> {
+        self.shared
+            .held_back
+            .lock()
+            .expect("held-back lock poisoned")
+            .clone()
     }
 }

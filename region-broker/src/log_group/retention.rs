@@ -1,0 +1,60 @@
+//! Offsets kept through retention in a replicated group. Storage deletes a journal segment
+//! only once no live offset's commit record sits in it, and in a replicated group it never
+//! writes a record itself (raft, or the master, chooses every record and its index). So the
+//! leader commits such offsets again through the group's log — as a consumer's commit would
+//! travel — and every replica then holds them above the segment, which retention deletes.
+
+use std::sync::Weak;
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// How often the leader looks for offsets retention is waiting on.
+const CARRY_EVERY: Duration = Duration::from_secs(5);
+
+impl HostedGroup {
+    /// Spawns the task committing again, on the leader, the offsets retention waits on.
+    pub fn keep_offsets_through_retention(self: &Arc<Self>) {
+        if !self.is_replicating() {
+            return;
+        }
+        let group = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CARRY_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                if !carry_held_back_offsets(&group).await {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// One round: `false` once the group is gone.
+async fn carry_held_back_offsets(group: &Weak<HostedGroup>) -> bool {
+    let Some(group) = group.upgrade() else {
+        return false;
+    };
+    if group.leading().is_none() {
+        return true;
+    }
+    for (name, key, offset) in group.storage.offsets_held_back() {
+        // Committed again only as it stands: a newer commit since the list was made has
+        // moved it already (and must not be overwritten with the older offset).
+        if group.storage.committed_offset(&name, key) != Some(offset) {
+            continue;
+        }
+        match group.commit_offset(&name, key, offset, Vec::new()).await {
+            Ok(()) => {
+                metrics::counter!("meridian_retention_offsets_carried_total").increment(1);
+            }
+            Err(e) => {
+                tracing::warn!(log_group = group.id, name = %name, error = %e, "committing an offset again before retention deletes its segment");
+                return true;
+            }
+        }
+    }
+    true
+}
