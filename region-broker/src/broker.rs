@@ -17,6 +17,7 @@ mod offsets;
 mod produce;
 mod replicated;
 mod topics;
+pub mod transactions;
 
 pub use meridian_proto::mirror::ShippedBatch;
 pub use mirror::{MirrorAppended, MirroredIn};
