@@ -21,6 +21,7 @@ mod sync;
 #[cfg(test)]
 mod tests;
 mod throttle;
+pub mod transactions;
 
 use std::time::Duration;
 

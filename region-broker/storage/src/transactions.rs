@@ -1,0 +1,254 @@
+//! What a partition's journal says of transactions: which producers have a transaction open
+//! in it (from the first offset of their first transactional batch until their commit or
+//! abort marker), and which offset ranges were aborted. From these, a read of committed
+//! data stops at the *last stable offset* (the first offset of the oldest open
+//! transaction) and skips aborted batches, as Kafka's `read_committed` does.
+//!
+//! Decisions only, without I/O: the group feeds it every committed batch and marker of the
+//! partition in offset order — as it indexes them, and again when recovery walks the
+//! journal — so every replica derives the same state. Each call is guarded by offset, so
+//! feeding a range twice (recovery re-indexing what was indexed) changes nothing.
+
+use std::collections::{BTreeMap, HashMap};
+
+/// A producer id.
+pub type ProducerId = i64;
+
+/// An aborted transaction's range in one partition: Kafka's `AbortedTransaction` (a reader
+/// skips the producer's transactional batches from `first_offset` up to its abort marker
+/// at `marker_offset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Aborted {
+    /// The producer.
+    pub producer_id: ProducerId,
+    /// Its first transactional offset in the partition.
+    pub first_offset: u64,
+    /// The offset of the abort marker.
+    pub marker_offset: u64,
+}
+
+/// How a transaction ended, as its marker says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    /// Committed.
+    Commit,
+    /// Aborted.
+    Abort,
+}
+
+/// One partition's open transactions and aborted ranges.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionTxns {
+    /// Open transactions: producer → its first offset.
+    open: HashMap<ProducerId, u64>,
+    /// Aborted ranges by marker offset (ascending, so trimming the front is cheap).
+    aborted: BTreeMap<u64, Aborted>,
+    /// One past the last offset fed: anything below is already accounted for.
+    next: u64,
+}
+
+impl PartitionTxns {
+    /// A batch at `first..=last` by `producer_id`, transactional or not.
+    pub fn batch(&mut self, producer_id: ProducerId, transactional: bool, first: u64, last: u64) {
+        if last < self.next {
+            return;
+        }
+        if transactional {
+            self.open.entry(producer_id).or_insert(first);
+        }
+        self.next = last + 1;
+    }
+
+    /// `producer_id`'s marker at `offset`: its open transaction (if any) ends.
+    pub fn marker(&mut self, producer_id: ProducerId, marker: Marker, offset: u64) {
+        if offset < self.next {
+            return;
+        }
+        self.next = offset + 1;
+        let Some(first_offset) = self.open.remove(&producer_id) else {
+            return;
+        };
+        if marker == Marker::Abort {
+            self.aborted.insert(
+                offset,
+                Aborted {
+                    producer_id,
+                    first_offset,
+                    marker_offset: offset,
+                },
+            );
+        }
+    }
+
+    /// The last stable offset with `end` the partition's committed end: the first offset
+    /// of its oldest open transaction, or `end` when none is open.
+    pub fn last_stable(&self, end: u64) -> u64 {
+        self.open
+            .values()
+            .copied()
+            .min()
+            .map_or(end, |f| f.min(end))
+    }
+
+    /// Whether a producer has a transaction open here.
+    pub fn is_open(&self, producer_id: ProducerId) -> bool {
+        self.open.contains_key(&producer_id)
+    }
+
+    /// The aborted ranges a read of `from..to` must know: those whose range overlaps it.
+    pub fn aborted_in(&self, from: u64, to: u64) -> Vec<Aborted> {
+        self.aborted
+            .range(from..)
+            .map(|(_, a)| *a)
+            .filter(|a| a.first_offset < to)
+            .collect()
+    }
+
+    /// Whether the batch of `producer_id` at `offset` (transactional) was aborted.
+    pub fn is_aborted(&self, producer_id: ProducerId, offset: u64) -> bool {
+        self.aborted.range(offset..).any(|(_, a)| {
+            a.producer_id == producer_id && a.first_offset <= offset && offset < a.marker_offset
+        })
+    }
+
+    /// Retention moved the partition's earliest offset to `earliest`: ranges wholly below
+    /// it are gone; an open transaction that began below it now begins there.
+    pub fn trim_front(&mut self, earliest: u64) {
+        self.aborted = self.aborted.split_off(&earliest);
+        for first in self.open.values_mut() {
+            *first = (*first).max(earliest);
+        }
+    }
+
+    /// Truncation cut the partition back to end before `offset`: what was fed from there
+    /// is forgotten (the caller feeds the surviving tail again from the journal when a
+    /// transaction's start lies below the cut).
+    pub fn truncate(&mut self, offset: u64) {
+        self.open.retain(|_, first| *first < offset);
+        let _ = self.aborted.split_off(&offset);
+        self.next = self.next.min(offset);
+    }
+
+    /// Open transactions and aborted ranges held (for bounds and metrics).
+    pub fn len(&self) -> (usize, usize) {
+        (self.open.len(), self.aborted.len())
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty() && self.aborted.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn the_last_stable_offset_waits_for_the_oldest_open_transaction() {
+        let mut p = PartitionTxns::default();
+        p.batch(1, false, 0, 4);
+        assert_eq!(p.last_stable(5), 5);
+        p.batch(7, true, 5, 9);
+        p.batch(8, true, 10, 11);
+        p.batch(1, false, 12, 12);
+        assert_eq!(p.last_stable(13), 5, "held at 7's first offset");
+        p.marker(7, Marker::Commit, 13);
+        assert_eq!(p.last_stable(14), 10, "then at 8's");
+        p.marker(8, Marker::Abort, 14);
+        assert_eq!(p.last_stable(15), 15);
+        assert_eq!(
+            p.aborted_in(0, 15),
+            [Aborted {
+                producer_id: 8,
+                first_offset: 10,
+                marker_offset: 14
+            }]
+        );
+        assert!(p.is_aborted(8, 10) && p.is_aborted(8, 11));
+        assert!(!p.is_aborted(7, 5) && !p.is_aborted(8, 14) && !p.is_aborted(1, 12));
+        assert!(p.aborted_in(15, 20).is_empty());
+    }
+
+    #[test]
+    fn feeding_again_what_was_fed_changes_nothing() {
+        let mut p = PartitionTxns::default();
+        p.batch(3, true, 0, 1);
+        p.marker(3, Marker::Abort, 2);
+        let once = p.clone();
+        p.batch(3, true, 0, 1);
+        p.marker(3, Marker::Abort, 2);
+        assert_eq!(p, once);
+    }
+
+    #[test]
+    fn retention_and_truncation_keep_what_remains() {
+        let mut p = PartitionTxns::default();
+        p.batch(1, true, 0, 0);
+        p.marker(1, Marker::Abort, 1);
+        p.batch(2, true, 2, 5);
+        p.batch(3, true, 6, 6);
+        p.trim_front(3);
+        assert!(
+            p.aborted_in(0, 10).is_empty(),
+            "the abort wholly below is gone"
+        );
+        assert_eq!(
+            p.last_stable(7),
+            3,
+            "2's transaction begins at the new earliest"
+        );
+        p.truncate(6);
+        assert!(!p.is_open(3) && p.is_open(2));
+        p.batch(3, true, 6, 7);
+        assert!(p.is_open(3), "the tail is fed again after the cut");
+    }
+
+    proptest! {
+        /// Against a model that re-reads the whole partition: the last stable offset is the
+        /// first offset of the oldest transaction without a marker, and a transactional
+        /// batch is aborted exactly when its transaction's marker says abort.
+        #[test]
+        fn matches_a_model_that_rereads_everything(
+            ops in proptest::collection::vec((0..4i64, 0..3u8, 1..4u64), 1..60)
+        ) {
+            let mut p = PartitionTxns::default();
+            // (producer, kind 0 plain / 1 transactional / 2 marker, first, last, abort?)
+            let mut log: Vec<(i64, u8, u64, u64, bool)> = Vec::new();
+            let mut next = 0u64;
+            for (i, (producer, kind, len)) in ops.into_iter().enumerate() {
+                match kind {
+                    2 => {
+                        let abort = i % 2 == 0;
+                        p.marker(producer, if abort { Marker::Abort } else { Marker::Commit }, next);
+                        log.push((producer, 2, next, next, abort));
+                        next += 1;
+                    }
+                    k => {
+                        p.batch(producer, k == 1, next, next + len - 1);
+                        log.push((producer, k, next, next + len - 1, false));
+                        next += len;
+                    }
+                }
+            }
+            // The model: walk forward, keep each producer's open start.
+            let mut open: HashMap<i64, u64> = HashMap::new();
+            let mut ranges: Vec<(i64, u64, u64, bool)> = Vec::new();
+            for &(producer, kind, first, _, abort) in &log {
+                match kind {
+                    1 => { open.entry(producer).or_insert(first); }
+                    2 => if let Some(f) = open.remove(&producer) { ranges.push((producer, f, first, abort)); },
+                    _ => {}
+                }
+            }
+            prop_assert_eq!(p.last_stable(next), open.values().copied().min().unwrap_or(next));
+            for &(producer, kind, first, last, _) in &log {
+                if kind != 1 { continue; }
+                let aborted = ranges.iter().any(|&(rp, f, m, abort)| abort && rp == producer && f <= first && last < m);
+                prop_assert_eq!(p.is_aborted(producer, first), aborted, "batch {}..={} of {}", first, last, producer);
+            }
+        }
+    }
+}
