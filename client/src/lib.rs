@@ -63,6 +63,24 @@ impl Failover for Routed<'_> {
     }
 }
 
+/// Moves a routed client off a region that is gone, but says it did not: the request at
+/// hand is not sent in the new region (a resend of a batch the old region may hold).
+struct MoveWithout<'a>(&'a Client);
+
+impl Failover for MoveWithout<'_> {
+    fn routed(&self) -> bool {
+        self.0.routing.is_some()
+    }
+
+    fn fail_over(&self) -> impl Future<Output = bool> + Send {
+        let client = self.0;
+        async move {
+            client.fail_over().await;
+            false
+        }
+    }
+}
+
 /// Which offset of a partition to look up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffsetSpec {
@@ -270,17 +288,20 @@ impl Client {
     /// answer within `attempt` (the partition stores it once however often it arrives), for
     /// at most `limit`. A broker that does not answer within `attempt` (a stalled process
     /// keeps its connections open) counts as failed: the request moves to another broker
-    /// instead of waiting for the transport's 45 s request timeout.
+    /// instead of waiting for the transport's 45 s request timeout. Only with `may_move`
+    /// does a routed client carry a never-sent request to another region when its own is
+    /// gone; without, the client still moves but the request fails (a resend must not go
+    /// along: the region it left may hold the batch, and ships it later).
     pub(crate) async fn produce_idempotent(
         &self,
         request: &v1::ProduceRequest,
         attempt: std::time::Duration,
         limit: std::time::Duration,
+        may_move: bool,
     ) -> Result<v1::ProduceResponse, meridian_region_client::RegionError> {
-        let routed = Routed(self);
         // Failures come back to the caller (`send_idempotent`), which resends with its own
         // backoff and keeps what the broker said; redirects are followed here.
-        let call = self.region.call_routed(&routed, false, |mut c| {
+        let call = |mut c: BrokerClient<Channel>| {
             let r = request.clone();
             async move {
                 match tokio::time::timeout(attempt, c.produce(r)).await {
@@ -290,8 +311,17 @@ impl Client {
                     ))),
                 }
             }
-        });
-        tokio::time::timeout(limit, call)
+        };
+        let sent = async {
+            if may_move {
+                self.region.call_routed(&Routed(self), false, call).await
+            } else {
+                self.region
+                    .call_routed(&MoveWithout(self), false, call)
+                    .await
+            }
+        };
+        tokio::time::timeout(limit, sent)
             .await
             .unwrap_or(Err(meridian_region_client::RegionError::GaveUp(limit)))
     }

@@ -607,7 +607,15 @@ async fn send_idempotent(
             });
         }
         let e = match client
-            .produce_idempotent(&request, config.request_timeout.min(left), left)
+            // Only a first attempt may follow the client to another region (inside the
+            // call, and only for a request never sent): a resend may find the client about
+            // to move, and must not carry the batch along (checked above, then raced).
+            .produce_idempotent(
+                &request,
+                config.request_timeout.min(left),
+                left,
+                last.is_none(),
+            )
             .await
         {
             Ok(r) => return Ok(r),
