@@ -22,6 +22,9 @@ fuzz_target!(|data: &[u8]| {
                     split.producer.is_some(),
                     h.flags & record::FLAG_PRODUCER != 0
                 );
+                if h.flags & record::FLAG_CONTROL != 0 {
+                    let _ = record::TxnMarker::decode(&split.batch);
+                }
             }
         }
     }

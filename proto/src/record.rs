@@ -42,8 +42,72 @@ pub const FLAG_ORIGIN: u8 = 1;
 /// (`crate::producer::ProducerBatch`, [`crate::producer::PREFIX_LEN`] bytes), before the
 /// origin when it has both. Brokers older than this flag refuse such records as corrupt.
 pub const FLAG_PRODUCER: u8 = 2;
+/// Flag: a batch written inside its producer's transaction (with [`FLAG_PRODUCER`]):
+/// readers of committed data see it only once its producer's commit marker follows it.
+pub const FLAG_TRANSACTIONAL: u8 = 4;
+/// Flag: a transaction marker (with [`FLAG_PRODUCER`], `count` 1): the payload after the
+/// producer prefix is a [`TxnMarker`]. It takes an offset, as Kafka's control records do.
+pub const FLAG_CONTROL: u8 = 8;
 /// Every flag a record may carry.
-const FLAGS_KNOWN: u8 = FLAG_ORIGIN | FLAG_PRODUCER;
+const FLAGS_KNOWN: u8 = FLAG_ORIGIN | FLAG_PRODUCER | FLAG_TRANSACTIONAL | FLAG_CONTROL;
+
+/// Bytes a [`TxnMarker`] takes.
+pub const MARKER_LEN: usize = 8;
+
+/// A transaction marker: how its producer's transaction in this partition ended. Encoded
+/// with the fields of Kafka's control record key (version `i16` 0, type `i16`: 0 abort,
+/// 1 commit) and the coordinator's epoch (`i32`), little-endian as the journal is (the Kafka
+/// listener writes Kafka's own big-endian form on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnMarker {
+    /// Committed (else aborted).
+    pub commit: bool,
+    /// The coordinator's epoch when it wrote the marker.
+    pub coordinator_epoch: i32,
+}
+
+/// Why marker bytes do not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MarkerError {
+    /// Not [`MARKER_LEN`] bytes.
+    #[error("a transaction marker is {MARKER_LEN} bytes, not {0}")]
+    Length(usize),
+    /// A version this broker does not read.
+    #[error("transaction marker version {0} is not known here")]
+    Version(i16),
+    /// Neither commit nor abort.
+    #[error("transaction marker type {0} is neither abort (0) nor commit (1)")]
+    Type(i16),
+}
+
+impl TxnMarker {
+    /// Appends its encoding to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&0i16.to_le_bytes());
+        out.extend_from_slice(&i16::from(self.commit).to_le_bytes());
+        out.extend_from_slice(&self.coordinator_epoch.to_le_bytes());
+    }
+
+    /// Decodes exactly one marker.
+    pub fn decode(bytes: &[u8]) -> Result<TxnMarker, MarkerError> {
+        let b: &[u8; MARKER_LEN] = bytes
+            .try_into()
+            .map_err(|_| MarkerError::Length(bytes.len()))?;
+        let version = i16::from_le_bytes([b[0], b[1]]);
+        if version != 0 {
+            return Err(MarkerError::Version(version));
+        }
+        let commit = match i16::from_le_bytes([b[2], b[3]]) {
+            0 => false,
+            1 => true,
+            other => return Err(MarkerError::Type(other)),
+        };
+        Ok(TxnMarker {
+            commit,
+            coordinator_epoch: i32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+        })
+    }
+}
 
 /// What a record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +256,12 @@ pub fn parse_checked(buf: &[u8], verify: bool) -> Parsed {
     let flags = buf[9];
     if flags & !FLAGS_KNOWN != 0 || (flags != 0 && kind != RecordKind::Batch) {
         return Parsed::Invalid("unknown record flags");
+    }
+    if flags & (FLAG_TRANSACTIONAL | FLAG_CONTROL) != 0 && flags & FLAG_PRODUCER == 0 {
+        return Parsed::Invalid("a transactional record without its producer");
+    }
+    if flags & FLAG_CONTROL != 0 && u32_at(buf, 20) != 1 {
+        return Parsed::Invalid("a transaction marker counting other than one message");
     }
     let prefix = if flags & FLAG_PRODUCER != 0 {
         PREFIX_LEN
@@ -428,7 +498,8 @@ mod tests {
             parse(&buf),
             Parsed::Invalid("payload shorter than its producer prefix")
         );
-        h.flags = 4;
+        // The first flag no broker knows yet.
+        h.flags = 16;
         let mut buf = Vec::new();
         encode(&mut buf, &h, &[0; 4]);
         assert_eq!(parse(&buf), Parsed::Invalid("unknown record flags"));
@@ -464,5 +535,88 @@ mod tests {
         assert_eq!(decode_offset_commit(&commit), Some(("billing".into(), 12)));
         assert_eq!(decode_commit_positions(&commit), positions);
         assert!(decode_commit_positions(&commit.slice(..commit.len() - 1)).is_empty());
+    }
+
+    #[test]
+    fn markers_round_trip_and_bad_ones_are_named() {
+        for marker in [
+            TxnMarker {
+                commit: true,
+                coordinator_epoch: 7,
+            },
+            TxnMarker {
+                commit: false,
+                coordinator_epoch: -1,
+            },
+        ] {
+            let mut buf = Vec::new();
+            marker.encode(&mut buf);
+            assert_eq!(buf.len(), MARKER_LEN);
+            assert_eq!(TxnMarker::decode(&buf), Ok(marker));
+        }
+        // Version 0, type 1 (commit).
+        let mut commit = Vec::new();
+        TxnMarker {
+            commit: true,
+            coordinator_epoch: 0,
+        }
+        .encode(&mut commit);
+        assert_eq!(&commit[..4], &[0, 0, 1, 0]);
+        assert_eq!(TxnMarker::decode(&commit[..7]), Err(MarkerError::Length(7)));
+        assert_eq!(
+            TxnMarker::decode(&[1, 0, 1, 0, 0, 0, 0, 0]),
+            Err(MarkerError::Version(1))
+        );
+        assert_eq!(
+            TxnMarker::decode(&[0, 0, 2, 0, 0, 0, 0, 0]),
+            Err(MarkerError::Type(2))
+        );
+    }
+
+    #[test]
+    fn transactional_flags_need_their_producer_and_a_marker_counts_one() {
+        let producer = ProducerBatch {
+            id: 5,
+            epoch: 1,
+            first_sequence: 0,
+            last_sequence: 0,
+        };
+        let record = |flags: u8, count: u32| {
+            let mut payload = Vec::new();
+            if flags & FLAG_PRODUCER != 0 {
+                producer.encode_into(&mut payload);
+            }
+            TxnMarker {
+                commit: true,
+                coordinator_epoch: 0,
+            }
+            .encode(&mut payload);
+            let mut h = header(&payload);
+            h.flags = flags;
+            h.count = count;
+            let mut buf = Vec::new();
+            encode(&mut buf, &h, &payload);
+            parse(&buf)
+        };
+        assert!(matches!(
+            record(FLAG_PRODUCER | FLAG_TRANSACTIONAL, 3),
+            Parsed::Record(_)
+        ));
+        assert!(matches!(
+            record(FLAG_PRODUCER | FLAG_CONTROL, 1),
+            Parsed::Record(_)
+        ));
+        assert_eq!(
+            record(FLAG_TRANSACTIONAL, 3),
+            Parsed::Invalid("a transactional record without its producer")
+        );
+        assert_eq!(
+            record(FLAG_CONTROL, 1),
+            Parsed::Invalid("a transactional record without its producer")
+        );
+        assert_eq!(
+            record(FLAG_PRODUCER | FLAG_CONTROL, 2),
+            Parsed::Invalid("a transaction marker counting other than one message")
+        );
     }
 }
