@@ -278,19 +278,31 @@ impl HostedGroup {
     /// [`OBSERVE_EVERY`], what the leader knows of its followers (how far each holds the
     /// log, when each last answered).
     pub fn watch_in_sync(self: &Arc<Self>) {
+        self.every(OBSERVE_EVERY, |group| async move {
+            group.observe_in_sync();
+        });
+    }
+
+    /// Runs `round` every `period` while the group is hosted and replicates (the task holds
+    /// it weakly and ends once it is dropped); a late round is skipped, not run twice.
+    pub(crate) fn every<F, Fut>(self: &Arc<Self>, period: Duration, round: F)
+    where
+        F: Fn(Arc<HostedGroup>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
         if !self.is_replicating() {
             return;
         }
         let group = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(OBSERVE_EVERY);
+            let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 tick.tick().await;
                 let Some(group) = group.upgrade() else {
                     return;
                 };
-                group.observe_in_sync();
+                round(group).await;
             }
         });
     }

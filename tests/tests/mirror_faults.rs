@@ -217,6 +217,22 @@ async fn dial(
     .expect("a refused or admitted connection is answered at once")
 }
 
+/// Dials until a connection is taken (20 s at most, else fails saying `never`).
+async fn dial_until(
+    endpoint: &quinn::Endpoint,
+    to: std::net::SocketAddr,
+    never: &str,
+) -> quinn::Connection {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match dial(endpoint, to).await {
+            Ok(c) => return c,
+            Err(e) => assert!(Instant::now() < deadline, "{never}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mirror_listener_refuses_connections_past_its_limits_and_serves_the_rest() {
     use meridian_proto::mirror::{Frame, VERSION};
@@ -245,17 +261,7 @@ async fn the_mirror_listener_refuses_connections_past_its_limits_and_serves_the_
         peer_endpoint(&certs, "x", "127.0.0.2"),
         peer_endpoint(&certs, "x", "127.0.0.3"),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let first = loop {
-        match dial(&one, listen).await {
-            Ok(c) => break c,
-            Err(e) => assert!(
-                Instant::now() < deadline,
-                "the mirror never took a connection: {e}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let first = dial_until(&one, listen, "the mirror never took a connection").await;
     let second = dial(&one, listen).await.expect("a second from one address");
     let refused = dial(&one, listen).await;
     assert!(
@@ -314,16 +320,11 @@ async fn the_mirror_listener_refuses_connections_past_its_limits_and_serves_the_
 
     // A closed connection gives its place back.
     first.close(0u32.into(), b"done");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let again = loop {
-        match dial(&one, listen).await {
-            Ok(c) => break c,
-            Err(e) => assert!(
-                Instant::now() < deadline,
-                "the closed connection's place never came back: {e}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let again = dial_until(
+        &one,
+        listen,
+        "the closed connection's place never came back",
+    )
+    .await;
     drop((second, again, other));
 }

@@ -233,48 +233,30 @@ impl Receiver {
                 Inbound::Receiving {
                     work, held, paused, ..
                 },
-                Frame::Records { through, entries },
-            ) => {
-                work.extend(entries.into_iter().map(|e| Work::Append(e, through)));
-                hold(
-                    &mut self.actions,
+                frame,
+            ) => match work_of(frame) {
+                Ok((through, items)) => {
+                    work.extend(items);
+                    hold(
+                        &mut self.actions,
+                        stream,
+                        work,
+                        held,
+                        paused,
+                        through,
+                        bytes,
+                    );
+                    self.drive(stream);
+                }
+                Err(Frame::Refuse { reason }) => self.close(stream, LinkError::Refused(reason)),
+                Err(f) => self.close(
                     stream,
-                    work,
-                    held,
-                    paused,
-                    through,
-                    bytes,
-                );
-                self.drive(stream);
-            }
-            (
-                Inbound::Receiving {
-                    work, held, paused, ..
-                },
-                Frame::Commits { through, commits },
-            ) => {
-                work.extend(commits.into_iter().map(Work::Merge));
-                hold(
-                    &mut self.actions,
-                    stream,
-                    work,
-                    held,
-                    paused,
-                    through,
-                    bytes,
-                );
-                self.drive(stream);
-            }
-            (Inbound::Receiving { .. }, Frame::Refuse { reason }) => {
-                self.close(stream, LinkError::Refused(reason))
-            }
-            (Inbound::Receiving { .. }, f) => self.close(
-                stream,
-                LinkError::Unexpected {
-                    expected: "Records or Commits",
-                    got: f.name(),
-                },
-            ),
+                    LinkError::Unexpected {
+                        expected: "Records or Commits",
+                        got: f.name(),
+                    },
+                ),
+            },
         }
     }
 
@@ -408,6 +390,24 @@ impl Receiver {
                 self.current.remove(&key);
             }
         }
+    }
+}
+
+/// A receiving stream's frame as the work it queues and the seq it acknowledges through;
+/// any other frame back as it came.
+fn work_of(frame: Frame) -> Result<(u64, Vec<Work>), Frame> {
+    match frame {
+        Frame::Records { through, entries } => Ok((
+            through,
+            entries
+                .into_iter()
+                .map(|e| Work::Append(e, through))
+                .collect(),
+        )),
+        Frame::Commits { through, commits } => {
+            Ok((through, commits.into_iter().map(Work::Merge).collect()))
+        }
+        other => Err(other),
     }
 }
 

@@ -4,8 +4,6 @@
 //! leader commits such offsets again through the group's log — as a consumer's commit would
 //! travel — and every replica then holds them above the segment, which retention deletes.
 
-use std::sync::Weak;
-
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
@@ -15,30 +13,16 @@ const CARRY_EVERY: Duration = Duration::from_secs(5);
 impl HostedGroup {
     /// Spawns the task committing again, on the leader, the offsets retention waits on.
     pub fn keep_offsets_through_retention(self: &Arc<Self>) {
-        if !self.is_replicating() {
-            return;
-        }
-        let group = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(CARRY_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                tick.tick().await;
-                if !carry_held_back_offsets(&group).await {
-                    return;
-                }
-            }
+        self.every(CARRY_EVERY, |group| async move {
+            carry_held_back_offsets(&group).await;
         });
     }
 }
 
-/// One round: `false` once the group is gone.
-async fn carry_held_back_offsets(group: &Weak<HostedGroup>) -> bool {
-    let Some(group) = group.upgrade() else {
-        return false;
-    };
+/// One round, on the leader: each held-back offset committed again as it stands.
+async fn carry_held_back_offsets(group: &HostedGroup) {
     if group.leading().is_none() {
-        return true;
+        return;
     }
     for (name, key, offset) in group.storage.offsets_held_back() {
         // Committed again only as it stands: a newer commit since the list was made has
@@ -52,9 +36,8 @@ async fn carry_held_back_offsets(group: &Weak<HostedGroup>) -> bool {
             }
             Err(e) => {
                 tracing::warn!(log_group = group.id, name = %name, error = %e, "committing an offset again before retention deletes its segment");
-                return true;
+                return;
             }
         }
     }
-    true
 }
