@@ -626,7 +626,7 @@ async fn produce_partition(
     if records.transactional {
         return Err((
             48, // INVALID_TXN_STATE
-            "transactions are not served over the Kafka protocol; use Meridian's two-phase transactions over gRPC".into(),
+            "this broker does not serve transactions yet: nothing was written; produce without transactional.id (an idempotent producer is exactly once per partition)".into(),
         ));
     }
     // An idempotent producer's batch is checked and written by the partition's log group
