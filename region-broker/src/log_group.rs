@@ -546,6 +546,7 @@ impl HostedGroup {
                     payload,
                     mirrored: false,
                     producer,
+                    transaction: None,
                     local_ack: LocalAck::default(),
                 };
                 let (result, index) = self.replicate_indexed(command).await?;
@@ -585,6 +586,7 @@ impl HostedGroup {
             payload,
             mirrored: false,
             producer,
+            transaction: None,
             local_ack,
         };
         // Proposed here, in the caller's order (a Kafka connection's pipelined produces of
@@ -749,6 +751,7 @@ impl HostedGroup {
                     payload: storage::mirrored_payload(&b.origin, &b.payload),
                     mirrored: true,
                     producer: None,
+                    transaction: None,
                     local_ack: LocalAck::default(),
                 },
             ));

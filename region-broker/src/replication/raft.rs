@@ -74,6 +74,36 @@ pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, Snapsho
 /// What a snapshot carries (the state machine's metadata, JSON).
 pub type SnapshotData = io::Cursor<Vec<u8>>;
 
+/// How a batch entry takes part in its producer's transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnPart {
+    /// Messages written inside the transaction.
+    Batch,
+    /// The transaction's commit or abort marker (its payload a `record::TxnMarker`).
+    Marker,
+}
+
+impl TxnPart {
+    /// The record flag it sets.
+    fn flag(self) -> u8 {
+        match self {
+            TxnPart::Batch => record::FLAG_TRANSACTIONAL,
+            TxnPart::Marker => record::FLAG_CONTROL,
+        }
+    }
+
+    /// What a record's flags say.
+    fn of(flags: u8) -> Option<TxnPart> {
+        if flags & record::FLAG_CONTROL != 0 {
+            Some(TxnPart::Marker)
+        } else if flags & record::FLAG_TRANSACTIONAL != 0 {
+            Some(TxnPart::Batch)
+        } else {
+            None
+        }
+    }
+}
+
 /// What a client asks raft to replicate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -96,6 +126,11 @@ pub enum Command {
         /// entries of brokers before idempotent producers were replicated.
         #[serde(default)]
         producer: Option<ProducerBatch>,
+        /// Part of its producer's transaction: a transactional batch
+        /// (`FLAG_TRANSACTIONAL`) or a transaction marker (`FLAG_CONTROL`); needs
+        /// `producer`. Absent in entries of brokers before transactions.
+        #[serde(default)]
+        transaction: Option<TxnPart>,
         /// With acks=leader: told when the leader's own journal holds the batch. Never
         /// serialized, so followers and entries read back from the journal have none.
         #[serde(skip)]
@@ -641,12 +676,14 @@ fn record_from_entry(entry: Entry) -> io::Result<RaftRecord> {
             payload,
             mirrored,
             producer,
+            transaction,
             ..
         }) => RaftRecord {
             term,
             index,
             kind: RecordKind::Batch,
-            flags: if mirrored { record::FLAG_ORIGIN } else { 0 },
+            flags: if mirrored { record::FLAG_ORIGIN } else { 0 }
+                | transaction.map_or(0, TxnPart::flag),
             producer,
             key: (topic_id, partition),
             count,
@@ -709,6 +746,7 @@ fn entry_from_record(h: &RecordHeader, payload: Bytes) -> io::Result<Entry> {
                 payload,
                 mirrored: h.flags & record::FLAG_ORIGIN != 0,
                 producer,
+                transaction: TxnPart::of(h.flags),
                 local_ack: LocalAck::default(),
             })
         }

@@ -271,6 +271,7 @@ async fn write(members: &BTreeMap<u64, Member>, n: usize, tag: &str) -> Vec<u64>
             payload,
             mirrored: false,
             producer: None,
+            transaction: None,
             local_ack: Default::default(),
         };
         let mut attempts = 0;
