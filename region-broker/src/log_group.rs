@@ -21,7 +21,7 @@ use openraft::BasicNode;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::type_config::async_runtime::WatchReceiver;
 
-use crate::replication::in_sync::{self, InSync, acks_all_needs};
+use crate::replication::in_sync::{InSync, acks_all_needs};
 use crate::replication::master_slave::{MasterSlaveGroup, Role, WaitError};
 use crate::replication::raft::{Command, CommandResult, LocalAck, TypeConfig};
 use crate::replication::transport::GroupRaft;
@@ -30,6 +30,8 @@ use crate::storage::{self, AppendError, PartitionKey, SeqCheck, SeqRefusal};
 pub use crate::replication::{Strategy, UnknownStrategy};
 
 mod idempotent;
+mod in_sync_set;
+mod mirrored;
 mod retention;
 
 pub use meridian_proto::settings::{Acks, UnknownAcks};
@@ -274,15 +276,6 @@ impl HostedGroup {
         )
     }
 
-    /// Keeps the in-sync tracker fed while the group is hosted and replicates: every
-    /// [`OBSERVE_EVERY`], what the leader knows of its followers (how far each holds the
-    /// log, when each last answered).
-    pub fn watch_in_sync(self: &Arc<Self>) {
-        self.every(OBSERVE_EVERY, |group| async move {
-            group.observe_in_sync();
-        });
-    }
-
     /// Runs `round` every `period` while the group is hosted and replicates (the task holds
     /// it weakly and ends once it is dropped); a late round is skipped, not run twice.
     pub(crate) fn every<F, Fut>(self: &Arc<Self>, period: Duration, round: F)
@@ -305,82 +298,6 @@ impl HostedGroup {
                 round(group).await;
             }
         });
-    }
-
-    /// Feeds the in-sync tracker one observation (a no-op unless this broker leads).
-    fn observe_in_sync(&self) {
-        let now = std::time::Instant::now();
-        let progress = match &self.replication {
-            Replication::Standalone | Replication::Starting => None,
-            Replication::MasterSlave(ms) => ms.replica_progress(),
-            Replication::Raft(raft) => {
-                let m = raft.metrics().borrow_watched().clone();
-                m.replication.as_ref().map(|replication| {
-                    // Acknowledgement times are the raft runtime's instants; the tracker's
-                    // are std's: carry the age across.
-                    use openraft::Instant as _;
-                    let followers = replication
-                        .iter()
-                        .filter(|(id, _)| **id != m.id)
-                        .map(|(id, matched)| in_sync::Follower {
-                            id: *id as u32,
-                            matched: matched.map(|l| l.index),
-                            last_ack: m
-                                .heartbeat
-                                .as_ref()
-                                .and_then(|h| h.get(id).copied().flatten())
-                                .and_then(|at| now.checked_sub(at.elapsed())),
-                        })
-                        .collect();
-                    (m.last_log_index.unwrap_or(0), followers)
-                })
-            }
-        };
-        let mut tracker = self.in_sync.lock().expect("in-sync lock poisoned");
-        match progress {
-            Some((end, followers)) => tracker.observe(now, end, &followers),
-            // Not leading: what it knew is stale by the time it leads again.
-            None => *tracker = InSync::new(REPLICA_LAG),
-        }
-    }
-
-    /// The replicas in sync (Kafka's ISR), the leader included, when this broker leads the
-    /// group; `None` elsewhere.
-    pub fn in_sync(&self) -> Option<Vec<u32>> {
-        let leads = match &self.replication {
-            Replication::Standalone => return Some(vec![self.me]),
-            Replication::Starting => false,
-            Replication::MasterSlave(ms) => ms.is_master(),
-            Replication::Raft(_) => self.leading().is_some(),
-        };
-        if !leads {
-            return None;
-        }
-        self.observe_in_sync();
-        Some(
-            self.in_sync
-                .lock()
-                .expect("in-sync lock poisoned")
-                .members(std::time::Instant::now(), self.me),
-        )
-    }
-
-    /// Refuses an `acks=all` produce before it is written when fewer replicas are in sync
-    /// than `min_insync_replicas` asks for.
-    fn check_min_insync(&self) -> Result<(), LogGroupError> {
-        if self.min_insync <= 1 {
-            return Ok(());
-        }
-        let in_sync = self.in_sync().map_or(0, |m| m.len());
-        let needed = self.min_insync as usize;
-        if in_sync < needed {
-            return Err(LogGroupError::NotEnoughReplicas {
-                log_group: self.id,
-                in_sync,
-                needed,
-            });
-        }
-        Ok(())
     }
 
     /// The log group's id.
@@ -713,61 +630,6 @@ impl HostedGroup {
     /// against applied state reads linearizably again.
     pub(crate) fn forget_applied(&self) {
         self.applied_in_term.store(0, Ordering::SeqCst);
-    }
-
-    /// Appends batches mirrored from one origin group, in the origin's order (increasing
-    /// seq), each unless the group holds it already (its seq is at or below the origin's
-    /// mark); per batch `None` for a duplicate, else the first offset written. The entries
-    /// go to raft in one submission, so a run costs one replication round, not one per
-    /// batch; raft commits a prefix of them, so "the highest seq held" still means
-    /// "everything before it is held". The caller serializes the appends of one origin.
-    pub async fn append_mirrored(
-        &self,
-        origin: (&str, u32),
-        batches: Vec<MirroredBatch>,
-    ) -> Result<Vec<Option<Option<u64>>>, LogGroupError> {
-        self.require_raft("mirroring into master-slave topics is not supported yet")?;
-        // Everything this leader's log holds is applied, so the mark counts it all.
-        self.ensure_applied_in_term().await?;
-        let mut held = self
-            .storage
-            .mirror_mark(origin.0, origin.1)
-            .map_or(0, |(seq, _)| seq);
-        let mut out = Vec::with_capacity(batches.len());
-        let mut commands = Vec::new();
-        for b in batches {
-            if b.origin.seq <= held {
-                out.push(None);
-                continue;
-            }
-            held = b.origin.seq;
-            out.push(Some(None));
-            commands.push((
-                out.len() - 1,
-                Command::Batch {
-                    topic_id: b.key.0,
-                    partition: b.key.1,
-                    count: b.count,
-                    payload: storage::mirrored_payload(&b.origin, &b.payload),
-                    mirrored: true,
-                    producer: None,
-                    transaction: None,
-                    local_ack: LocalAck::default(),
-                },
-            ));
-        }
-        if commands.is_empty() {
-            return Ok(out);
-        }
-        let (at, commands): (Vec<usize>, Vec<Command>) = commands.into_iter().unzip();
-        let results = self
-            .replicate_many(commands)
-            .await
-            .inspect_err(|_| self.forget_applied())?;
-        for (i, result) in at.into_iter().zip(results) {
-            out[i] = Some(result.base_offset);
-        }
-        Ok(out)
     }
 
     /// Replicates commands through the group's raft in one submission, in order; returns

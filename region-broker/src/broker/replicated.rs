@@ -84,7 +84,9 @@ impl Broker {
         );
         let peers = Peers::default();
         let broker = Arc::downgrade(self);
-        peers.set_in_sync_source(Arc::new(move |g| broker.upgrade()?.log_group(g)?.in_sync()));
+        peers.set_in_sync_source(Arc::new(move |g| {
+            broker.upgrade()?.log_group(g)?.in_sync_as_observed()
+        }));
         self.replication
             .set(Replicator {
                 node_id,

@@ -725,16 +725,21 @@ fn a_replicated_group_waits_for_a_topic_it_does_not_know_yet() {
     group.close();
 }
 
-#[test]
-fn a_replicated_group_deletes_only_below_its_retention_floor() {
-    let rt = runtime();
-    let tmp = tempfile::tempdir().unwrap();
+/// A replicated group in `dir` whose retention keeps 4 KiB.
+fn replicated_with_retention(dir: &Path) -> LogGroup {
     let config = GroupConfig {
         replicated: true,
         retention_bytes: Some(4096),
         ..config(FlushPolicy::Fsync)
     };
-    let group = LogGroup::open(&tmp.path().join("g"), config, &partitions()).unwrap();
+    LogGroup::open(&dir.join("g"), config, &partitions()).unwrap()
+}
+
+#[test]
+fn a_replicated_group_deletes_only_below_its_retention_floor() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let group = replicated_with_retention(tmp.path());
     let mut ends = Vec::new();
     for i in 0..100 {
         let a = rt
@@ -1134,12 +1139,7 @@ fn retention_in_a_replicated_group_keeps_raft_indexes_to_raft() {
     use meridian_proto::record;
     let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();
-    let config = GroupConfig {
-        replicated: true,
-        retention_bytes: Some(4096),
-        ..config(FlushPolicy::Fsync)
-    };
-    let group = LogGroup::open(&tmp.path().join("g"), config, &partitions()).unwrap();
+    let group = replicated_with_retention(tmp.path());
     let key = partitions()[0].0;
     let batch = |index: u64| RaftRecord {
         term: 1,
