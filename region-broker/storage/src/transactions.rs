@@ -128,16 +128,6 @@ impl PartitionTxns {
         let _ = self.aborted.split_off(&offset);
         self.next = self.next.min(offset);
     }
-
-    /// Open transactions and aborted ranges held (for bounds and metrics).
-    pub fn len(&self) -> (usize, usize) {
-        (self.open.len(), self.aborted.len())
-    }
-
-    /// Whether it holds nothing.
-    pub fn is_empty(&self) -> bool {
-        self.open.is_empty() && self.aborted.is_empty()
-    }
 }
 
 #[cfg(test)]
