@@ -181,6 +181,28 @@ pub enum BrokerError {
     Io(#[from] std::io::Error),
 }
 
+/// Which records a fetch returns (Kafka's isolation level).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Everything visible, transactions open or aborted included (`read_uncommitted`).
+    Uncommitted,
+    /// Up to the last stable offset, aborted transactions left out (`read_committed`).
+    Committed,
+}
+
+/// What [`Broker::fetch_batches`] read, with the partition's offsets.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// Batches and transaction markers, in offset order.
+    pub batches: Vec<crate::storage::ReadBatch>,
+    /// The earliest offset.
+    pub earliest: u64,
+    /// One past the last visible offset (Kafka's high watermark).
+    pub latest: u64,
+    /// The last stable offset.
+    pub last_stable: u64,
+}
+
 /// One message as fetched, with its offset and append time.
 #[derive(Debug, Clone)]
 pub struct FetchedMessage {

@@ -25,6 +25,7 @@ use crate::replication::in_sync::{InSync, acks_all_needs};
 use crate::replication::master_slave::{MasterSlaveGroup, Role, WaitError};
 use crate::replication::raft::{Command, CommandResult, LocalAck, TypeConfig};
 use crate::replication::transport::GroupRaft;
+use crate::storage::transactions::TxnPart;
 use crate::storage::{self, AppendError, PartitionKey, SeqCheck, SeqRefusal};
 
 pub use crate::replication::{Strategy, UnknownStrategy};
@@ -400,18 +401,47 @@ impl HostedGroup {
         self.append_batch(batch, None, acks, epoch).await
     }
 
+    /// Writes a transaction marker (`commit` or abort) for `producer` into a partition:
+    /// its open transaction there ends, and readers of committed data move past it. A
+    /// marker carries no sequence of its own; writing one twice is harmless (the second
+    /// ends nothing).
+    pub async fn append_marker(
+        &self,
+        key: PartitionKey,
+        producer: (i64, i16),
+        marker: meridian_proto::record::TxnMarker,
+        acks: Acks,
+    ) -> Result<Produced, LogGroupError> {
+        self.check_leader()?;
+        let p = ProducerBatch {
+            id: producer.0,
+            epoch: producer.1,
+            first_sequence: 0,
+            last_sequence: 0,
+        };
+        let mut payload = Vec::with_capacity(meridian_proto::record::MARKER_LEN);
+        marker.encode(&mut payload);
+        let payload = Bytes::from(payload);
+        self.append_batch((key, 1, payload), Some((p, Some(TxnPart::Marker))), acks, 0)
+            .await
+    }
+
     /// [`HostedGroup::append`], writing `producer` (an idempotent producer's batch, checked
     /// by the caller) into the record.
     async fn append_batch(
         &self,
         (key, count, payload): (PartitionKey, u32, Bytes),
-        producer: Option<ProducerBatch>,
+        producer: Option<(ProducerBatch, Option<TxnPart>)>,
         acks: Acks,
         epoch: u64,
     ) -> Result<Produced, LogGroupError> {
         let store = |payload| async move {
             match producer {
-                Some(p) => self.storage.append_producer(key, payload, count, p).await,
+                Some((p, txn)) => {
+                    self.storage
+                        .append_producer(key, payload, count, p, txn)
+                        .await
+                }
                 None => self.storage.append(key, payload, count).await,
             }
         };
@@ -462,8 +492,8 @@ impl HostedGroup {
                     count,
                     payload,
                     mirrored: false,
-                    producer,
-                    transaction: None,
+                    producer: producer.map(|p| p.0),
+                    transaction: producer.and_then(|p| p.1),
                     local_ack: LocalAck::default(),
                 };
                 let (result, index) = self.replicate_indexed(command).await?;
@@ -491,7 +521,7 @@ impl HostedGroup {
         &self,
         raft: &GroupRaft,
         (key, count, payload): (PartitionKey, u32, Bytes),
-        producer: Option<ProducerBatch>,
+        producer: Option<(ProducerBatch, Option<TxnPart>)>,
         epoch: u64,
     ) -> Result<Produced, LogGroupError> {
         let group = self.id;
@@ -502,8 +532,8 @@ impl HostedGroup {
             count,
             payload,
             mirrored: false,
-            producer,
-            transaction: None,
+            producer: producer.map(|p| p.0),
+            transaction: producer.and_then(|p| p.1),
             local_ack,
         };
         // Proposed here, in the caller's order (a Kafka connection's pipelined produces of

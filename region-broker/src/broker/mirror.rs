@@ -351,7 +351,11 @@ fn local_records(
             }
             continue;
         }
-        if h.kind != RecordKind::Batch || h.flags & FLAG_ORIGIN != 0 {
+        // Mirrored batches go back nowhere; transaction markers are not messages (mirroring
+        // transactions as transactions is issue 14's third part).
+        if h.kind != RecordKind::Batch
+            || h.flags & (FLAG_ORIGIN | meridian_proto::record::FLAG_CONTROL) != 0
+        {
             continue;
         }
         // An idempotent producer's prefix stays here: what ships is the messages alone.

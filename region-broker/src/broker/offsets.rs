@@ -128,6 +128,10 @@ impl Broker {
                 break;
             }
             for b in batches {
+                if b.is_marker() {
+                    next = b.base_offset + u64::from(b.count);
+                    continue;
+                }
                 let (region, seq) = match &b.origin {
                     Some(o) => (o.region.as_str(), o.seq),
                     None => (self.config.region.as_str(), b.index),

@@ -8,8 +8,11 @@ use bytes::Bytes;
 use meridian_proto::batch::{self, Message};
 use meridian_proto::producer::ProducerBatch;
 
-use super::{Acks, Broker, BrokerError, FetchedMessage, Produced, Topic, catalog, now_ms};
-use crate::storage::{AppendError, ReadError};
+use super::{
+    Acks, Broker, BrokerError, Fetched, FetchedMessage, Isolation, Produced, Topic, catalog, now_ms,
+};
+use crate::storage::transactions::{Aborted, TxnPart};
+use crate::storage::{AppendError, LogGroup, PartitionKey, ReadBatch, ReadError};
 
 /// Limits on header names and counts, beyond the byte limits of the config.
 const HEADERS_MAX: usize = 1024;
@@ -56,7 +59,29 @@ impl Broker {
         producer: ProducerBatch,
         epoch: u64,
     ) -> Result<(Produced, bool), BrokerError> {
-        self.produce_batch(topic, partition, messages, acks, epoch, Some(producer))
+        self.produce_batch(
+            topic,
+            partition,
+            messages,
+            acks,
+            epoch,
+            Some((producer, false)),
+        )
+        .await
+    }
+
+    /// [`Broker::produce_idempotent`] for a batch inside its producer's open transaction:
+    /// readers of committed data see it once its commit marker is written, never if its
+    /// abort marker is.
+    pub async fn produce_transactional(
+        &self,
+        topic: &str,
+        partition: u32,
+        messages: Vec<Message>,
+        acks: Option<Acks>,
+        producer: ProducerBatch,
+    ) -> Result<(Produced, bool), BrokerError> {
+        self.produce_batch(topic, partition, messages, acks, 0, Some((producer, true)))
             .await
     }
 
@@ -67,7 +92,7 @@ impl Broker {
         mut messages: Vec<Message>,
         acks: Option<Acks>,
         epoch: u64,
-        producer: Option<ProducerBatch>,
+        producer: Option<(ProducerBatch, bool)>,
     ) -> Result<(Produced, bool), BrokerError> {
         let topic = self.topic(topic)?;
         let acks = acks.unwrap_or(topic.acks);
@@ -99,8 +124,8 @@ impl Broker {
         let count = messages.len() as u32;
         let payload = Bytes::from(batch::encode_batch(&messages));
         let (produced, duplicate) = match producer {
-            Some(p) => group
-                .append_idempotent((key, count, payload), p, acks, epoch)
+            Some((p, transactional)) => group
+                .append_idempotent((key, count, payload), p, transactional, acks, epoch)
                 .await
                 .map_err(|e| self.group_error(e))?,
             None => (
@@ -121,7 +146,8 @@ impl Broker {
     }
 
     /// Reads messages from `offset` on (at most about `max_bytes`, at least one message when
-    /// any is available), waiting up to `max_wait` for the first one to arrive.
+    /// any is available), waiting up to `max_wait` for the first one to arrive. Native
+    /// consumers read committed data: nothing of an open or aborted transaction.
     pub async fn fetch(
         &self,
         topic: &str,
@@ -130,6 +156,32 @@ impl Broker {
         max_bytes: usize,
         max_wait: Duration,
     ) -> Result<(Vec<FetchedMessage>, (u64, u64)), BrokerError> {
+        let fetched = self
+            .fetch_batches(
+                topic,
+                partition,
+                (offset, max_bytes),
+                max_wait,
+                Isolation::Committed,
+            )
+            .await?;
+        let messages = decode(fetched.batches, offset, max_bytes, &self.config.region)?;
+        metrics::counter!("meridian_fetch_messages_total").increment(messages.len() as u64);
+        Ok((messages, (fetched.earliest, fetched.latest)))
+    }
+
+    /// Reads the batches (and transaction markers) from `offset` on, at most about
+    /// `max_bytes` (at least one batch when any is available), waiting up to `max_wait`
+    /// for one to arrive. With [`Isolation::Committed`], stops at the last stable offset and
+    /// leaves out aborted transactions' batches.
+    pub async fn fetch_batches(
+        &self,
+        topic: &str,
+        partition: u32,
+        (offset, max_bytes): (u64, usize),
+        max_wait: Duration,
+        isolation: Isolation,
+    ) -> Result<Fetched, BrokerError> {
         let topic = self.topic(topic)?;
         let (group, key) = self.locate(&topic, partition)?;
         self.require_leader(topic.groups[partition as usize])?;
@@ -139,14 +191,17 @@ impl Broker {
         let mut visible = group.subscribe();
         loop {
             visible.borrow_and_update();
-            let batches = group
-                .read(key, offset, max_bytes.max(1))
+            let batches = read_isolated(group, key, offset, max_bytes.max(1), isolation)
                 .map_err(|e| self.read_error(&topic, partition, e))?;
             if !batches.is_empty() || tokio::time::Instant::now() >= deadline {
-                let messages = decode(batches, offset, max_bytes, &self.config.region)?;
-                metrics::counter!("meridian_fetch_messages_total").increment(messages.len() as u64);
-                let range = group.offsets(key).map_err(BrokerError::Read)?;
-                return Ok((messages, range));
+                let (earliest, latest) = group.offsets(key).map_err(BrokerError::Read)?;
+                let last_stable = group.last_stable(key).map_err(BrokerError::Read)?;
+                return Ok(Fetched {
+                    batches,
+                    earliest,
+                    latest,
+                    last_stable,
+                });
             }
             // Long poll: wake when the group makes new records visible, or at the deadline.
             if tokio::time::timeout_at(deadline, visible.changed())
@@ -231,10 +286,55 @@ impl Broker {
     }
 }
 
-/// Decodes fetched batches, dropping messages before `offset` and stopping near `max_bytes`
-/// (but always returning the first message).
+/// Reads batches from `offset`, as [`Broker::fetch_batches`] returns them: with
+/// [`Isolation::Committed`] only below the last stable offset and without aborted
+/// transactions' batches, reading on while all it read was left out.
+fn read_isolated(
+    group: &LogGroup,
+    key: PartitionKey,
+    offset: u64,
+    max_bytes: usize,
+    isolation: Isolation,
+) -> Result<Vec<ReadBatch>, ReadError> {
+    let limit = match isolation {
+        Isolation::Committed => group.last_stable(key)?,
+        Isolation::Uncommitted => u64::MAX,
+    };
+    let mut aborted: Option<Vec<Aborted>> = None;
+    let (mut out, mut next) = (Vec::new(), offset);
+    while out.is_empty() && next < limit {
+        let batches = group.read(key, next, max_bytes)?;
+        if batches.is_empty() {
+            break;
+        }
+        for b in batches {
+            if b.base_offset >= limit {
+                return Ok(out);
+            }
+            next = b.base_offset + u64::from(b.count);
+            if isolation == Isolation::Committed
+                && b.txn == Some(TxnPart::Batch)
+                && let Some(p) = b.producer
+            {
+                let aborted = aborted.get_or_insert_with(|| group.aborted_in(key, offset, limit));
+                if aborted.iter().any(|a| {
+                    a.producer_id == p.id
+                        && a.first_offset <= b.base_offset
+                        && b.base_offset < a.marker_offset
+                }) {
+                    continue;
+                }
+            }
+            out.push(b);
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes fetched batches, dropping messages before `offset` and transaction markers, and
+/// stopping near `max_bytes` (but always returning the first message).
 fn decode(
-    batches: Vec<crate::storage::ReadBatch>,
+    batches: Vec<ReadBatch>,
     offset: u64,
     max_bytes: usize,
     region: &str,
@@ -242,6 +342,9 @@ fn decode(
     let mut out = Vec::new();
     let mut bytes = 0;
     for b in batches {
+        if b.is_marker() {
+            continue;
+        }
         let messages = batch::decode_batch(&b.payload, b.count as usize).map_err(|e| {
             BrokerError::Invalid(format!(
                 "stored batch at offset {} does not decode: {e}",

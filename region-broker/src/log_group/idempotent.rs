@@ -12,11 +12,13 @@ impl HostedGroup {
     /// the journal, so it covers batches a previous leader wrote, and batches committed but
     /// answered with an error): a batch written before is answered with its first offset
     /// once its record is committed, a refused one is `Sequence`, a new one is appended.
-    /// The second value says whether it was a duplicate.
+    /// The second value says whether it was a duplicate. `transactional`: the batch is
+    /// part of the producer's open transaction.
     pub async fn append_idempotent(
         &self,
         batch: (PartitionKey, u32, Bytes),
         producer: ProducerBatch,
+        transactional: bool,
         acks: Acks,
         epoch: u64,
     ) -> Result<(Produced, bool), LogGroupError> {
@@ -26,7 +28,10 @@ impl HostedGroup {
             locks.entry((key, producer.id)).or_default().clone()
         };
         let guard = lock.lock().await;
-        let result = self.append_checked(batch, producer, acks, epoch).await;
+        let txn = transactional.then_some(TxnPart::Batch);
+        let result = self
+            .append_checked(batch, (producer, txn), acks, epoch)
+            .await;
         drop(guard);
         let mut locks = self.producer_locks.lock().expect("producer locks poisoned");
         // Only the map and this call hold it: nobody waits, forget it (the map stays as
@@ -40,7 +45,7 @@ impl HostedGroup {
     async fn append_checked(
         &self,
         batch: (PartitionKey, u32, Bytes),
-        producer: ProducerBatch,
+        (producer, txn): (ProducerBatch, Option<TxnPart>),
         acks: Acks,
         epoch: u64,
     ) -> Result<(Produced, bool), LogGroupError> {
@@ -51,7 +56,7 @@ impl HostedGroup {
         self.ensure_applied_in_term().await?;
         match self.storage.check_producer(batch.0, &producer) {
             SeqCheck::Write => Ok((
-                self.append_batch(batch, Some(producer), acks, epoch)
+                self.append_batch(batch, Some((producer, txn)), acks, epoch)
                     .await
                     .inspect_err(|_| self.forget_applied())?,
                 false,

@@ -49,6 +49,7 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftLogReader, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
+pub use crate::storage::transactions::TxnPart;
 use crate::storage::{AppendError, LogGroup, LogThrottle, PartitionKey, RaftRecord};
 
 openraft::declare_raft_types!(
@@ -73,36 +74,6 @@ pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>
 pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
 /// What a snapshot carries (the state machine's metadata, JSON).
 pub type SnapshotData = io::Cursor<Vec<u8>>;
-
-/// How a batch entry takes part in its producer's transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TxnPart {
-    /// Messages written inside the transaction.
-    Batch,
-    /// The transaction's commit or abort marker (its payload a `record::TxnMarker`).
-    Marker,
-}
-
-impl TxnPart {
-    /// The record flag it sets.
-    fn flag(self) -> u8 {
-        match self {
-            TxnPart::Batch => record::FLAG_TRANSACTIONAL,
-            TxnPart::Marker => record::FLAG_CONTROL,
-        }
-    }
-
-    /// What a record's flags say.
-    fn of(flags: u8) -> Option<TxnPart> {
-        if flags & record::FLAG_CONTROL != 0 {
-            Some(TxnPart::Marker)
-        } else if flags & record::FLAG_TRANSACTIONAL != 0 {
-            Some(TxnPart::Batch)
-        } else {
-            None
-        }
-    }
-}
 
 /// What a client asks raft to replicate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -42,6 +42,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::index::PartitionIndex;
 use super::journal::Journal;
 use super::{AppendError, FlushPolicy, GroupConfig, PartitionKey, ReadError};
+use crate::transactions::{Aborted, PartitionTxns, TxnEvent, TxnPart};
 use meridian_proto::origin::Origin;
 use meridian_proto::producer::ProducerBatch;
 use meridian_proto::record::{self, RecordHeader, RecordKind};
@@ -116,6 +117,18 @@ pub struct ReadBatch {
     pub origin: Option<Origin>,
     /// The record's index in this group (a local batch's origin seq).
     pub index: u64,
+    /// An idempotent producer's batch: its producer.
+    pub producer: Option<ProducerBatch>,
+    /// Part of its producer's transaction: a transactional batch, or a marker (whose
+    /// `payload` is a [`record::TxnMarker`], not messages).
+    pub txn: Option<TxnPart>,
+}
+
+impl ReadBatch {
+    /// Whether it is a transaction marker rather than messages.
+    pub fn is_marker(&self) -> bool {
+        self.txn == Some(TxnPart::Marker)
+    }
 }
 
 /// A mirrored batch's record payload: the origin, then the messages.
@@ -138,7 +151,12 @@ type OffsetKey = (String, u32, u32);
 type Reply = oneshot::Sender<Result<Appended, AppendError>>;
 /// What staging an append produced: its acknowledgment, the offset commit it carries, and
 /// the idempotent producer of a batch.
-type Staged = (Appended, Vec<(OffsetKey, u64)>, Option<ProducerBatch>);
+type Staged = (
+    Appended,
+    Vec<(OffsetKey, u64)>,
+    Option<ProducerBatch>,
+    Option<TxnEvent>,
+);
 
 /// A live offset whose commit record retention would delete: `(name, partition, offset)`.
 pub type HeldOffset = (String, PartitionKey, u64);
@@ -154,6 +172,9 @@ struct Shared {
     offsets: Mutex<HashMap<OffsetKey, (u64, u64)>>,
     /// Idempotent producers' recent batches (`producers.rs`).
     producers: Mutex<producers::Producers>,
+    /// Each partition's open transactions and aborted ranges, from every transactional
+    /// batch and marker written (`transactions.rs`); one per partition that has had any.
+    txns: Mutex<HashMap<PartitionKey, PartitionTxns>>,
     progress: Mutex<Progress>,
     progress_changed: Condvar,
     /// Held by the indexer while it changes indexes, so truncation can stop it.
@@ -279,19 +300,23 @@ impl LogGroup {
     /// Appends an idempotent producer's batch: the record carries `producer`, and the
     /// group's producer state ([`LogGroup::check_producer`]) counts it once written. The
     /// caller checks the batch first and serializes a producer's appends to a partition.
+    /// With `txn`, the batch is part of the producer's transaction (a marker's `payload`
+    /// is its [`record::TxnMarker`] and `count` 1), which the partition's transaction
+    /// state ([`LogGroup::last_stable`]) follows.
     pub async fn append_producer(
         &self,
         key: PartitionKey,
         payload: Bytes,
         count: u32,
         producer: ProducerBatch,
+        txn: Option<TxnPart>,
     ) -> Result<Appended, AppendError> {
         self.send(
             key,
             Body::Batch {
                 payload,
                 count,
-                flags: 0,
+                flags: txn.map_or(0, TxnPart::flag),
                 producer: Some(producer),
             },
         )
@@ -400,6 +425,8 @@ impl LogGroup {
                 payload: split.batch,
                 origin: split.origin,
                 index: h.index,
+                producer: split.producer,
+                txn: TxnPart::of(h.flags),
             });
         }
         Ok(out)
@@ -411,6 +438,39 @@ impl LogGroup {
         let index = self.shared.index(key)?;
         let index = index.lock().expect("index lock poisoned");
         Ok((index.earliest(), index.end()))
+    }
+
+    /// A partition's last stable offset: where readers of committed data stop, the first
+    /// offset of its oldest open transaction, or its visible end when none is open.
+    pub fn last_stable(&self, key: PartitionKey) -> Result<u64, ReadError> {
+        let (_, end) = self.offsets(key)?;
+        Ok(self
+            .shared
+            .txns
+            .lock()
+            .expect("transactions lock poisoned")
+            .get(&key)
+            .map_or(end, |t| t.last_stable(end)))
+    }
+
+    /// The aborted transactions whose batches a read of `from..to` may meet.
+    pub fn aborted_in(&self, key: PartitionKey, from: u64, to: u64) -> Vec<Aborted> {
+        self.shared
+            .txns
+            .lock()
+            .expect("transactions lock poisoned")
+            .get(&key)
+            .map_or_else(Vec::new, |t| t.aborted_in(from, to))
+    }
+
+    /// Producers with a transaction open in a partition, with its first offset.
+    pub fn open_transactions(&self, key: PartitionKey) -> Vec<(i64, u64)> {
+        self.shared
+            .txns
+            .lock()
+            .expect("transactions lock poisoned")
+            .get(&key)
+            .map_or_else(Vec::new, PartitionTxns::open)
     }
 
     /// The first offset appended at or after `time_ms`, with its append time; `None` when
@@ -521,6 +581,11 @@ impl LogGroup {
             .lock()
             .expect("producers lock poisoned")
             .remove_topic(topic_id);
+        self.shared
+            .txns
+            .lock()
+            .expect("transactions lock poisoned")
+            .retain(|k, _| k.0 != topic_id);
         self.retire_topic(topic_id);
         Ok(())
     }

@@ -21,6 +21,8 @@ mod sync;
 #[cfg(test)]
 mod tests;
 mod throttle;
+#[cfg(test)]
+mod transaction_tests;
 pub mod transactions;
 
 use std::time::Duration;

@@ -152,7 +152,7 @@ fn run(ops: Vec<Op>, flush: FlushPolicy) -> Result<(), TestCaseError> {
                 let appended = match producer {
                     Some(p) => {
                         prop_assert_eq!(group.check_producer(key, &p), SeqCheck::Write);
-                        rt.block_on(group.append_producer(key, data.clone(), count, p))
+                        rt.block_on(group.append_producer(key, data.clone(), count, p, None))
                             .unwrap()
                     }
                     None => rt.block_on(group.append(key, data.clone(), count)).unwrap(),
@@ -1067,12 +1067,24 @@ fn producer_state_is_the_same_on_replicas_after_recovery_retention_and_reset() {
     };
     // Producer 1 writes early only (retention will delete its records), producer 2 throughout.
     for i in 0..6 {
-        rt.block_on(leader.append_producer((1, 1), payload(i, 100), 2, batch(1, i as i32 * 2)))
-            .unwrap();
+        rt.block_on(leader.append_producer(
+            (1, 1),
+            payload(i, 100),
+            2,
+            batch(1, i as i32 * 2),
+            None,
+        ))
+        .unwrap();
     }
     for i in 0..120 {
-        rt.block_on(leader.append_producer((1, 0), payload(i, 200), 2, batch(2, i as i32 * 2)))
-            .unwrap();
+        rt.block_on(leader.append_producer(
+            (1, 0),
+            payload(i, 200),
+            2,
+            batch(2, i as i32 * 2),
+            None,
+        ))
+        .unwrap();
     }
     assert_eq!(leader.producer_states(), 2);
     let follower_config = GroupConfig {

@@ -11,8 +11,106 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use meridian_proto::producer::ProducerBatch;
+use meridian_proto::record::{self, RecordHeader, RecordKind, TxnMarker};
+use serde::{Deserialize, Serialize};
+
 /// A producer id.
 pub type ProducerId = i64;
+
+/// How a producer's batch takes part in its transaction; the record's flags say which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnPart {
+    /// Messages written inside the transaction ([`record::FLAG_TRANSACTIONAL`]).
+    Batch,
+    /// The transaction's commit or abort marker ([`record::FLAG_CONTROL`]; its payload a
+    /// [`TxnMarker`], one offset).
+    Marker,
+}
+
+impl TxnPart {
+    /// The record flag it sets.
+    pub fn flag(self) -> u8 {
+        match self {
+            TxnPart::Batch => record::FLAG_TRANSACTIONAL,
+            TxnPart::Marker => record::FLAG_CONTROL,
+        }
+    }
+
+    /// What a record's flags say.
+    pub fn of(flags: u8) -> Option<TxnPart> {
+        if flags & record::FLAG_CONTROL != 0 {
+            Some(TxnPart::Marker)
+        } else if flags & record::FLAG_TRANSACTIONAL != 0 {
+            Some(TxnPart::Batch)
+        } else {
+            None
+        }
+    }
+}
+
+/// What one record tells a partition's transaction state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnEvent {
+    /// A transactional batch at `first..=last`.
+    Batch {
+        /// Its producer.
+        producer_id: ProducerId,
+        /// Its first offset.
+        first: u64,
+        /// Its last offset.
+        last: u64,
+    },
+    /// A marker at `offset`.
+    Marker {
+        /// Its producer.
+        producer_id: ProducerId,
+        /// Commit or abort.
+        marker: Marker,
+        /// Its offset.
+        offset: u64,
+    },
+}
+
+impl TxnEvent {
+    /// What a batch record (`h`, with the flags as written, and `payload` after any
+    /// producer prefix) of `producer` says; `None` for a batch outside transactions or a
+    /// marker that does not decode (the writer never writes one).
+    pub fn of(h: &RecordHeader, producer: &ProducerBatch, payload: &[u8]) -> Option<TxnEvent> {
+        if h.kind != RecordKind::Batch {
+            return None;
+        }
+        match TxnPart::of(h.flags)? {
+            TxnPart::Batch => Some(TxnEvent::Batch {
+                producer_id: producer.id,
+                first: h.base_offset,
+                last: h.base_offset + u64::from(h.count.max(1)) - 1,
+            }),
+            TxnPart::Marker => {
+                let m = TxnMarker::decode(payload).ok()?;
+                Some(TxnEvent::Marker {
+                    producer_id: producer.id,
+                    marker: if m.commit {
+                        Marker::Commit
+                    } else {
+                        Marker::Abort
+                    },
+                    offset: h.base_offset,
+                })
+            }
+        }
+    }
+
+    /// What a whole batch record (its payload starting with the producer prefix) says.
+    pub fn of_record(h: &RecordHeader, payload: &[u8]) -> Option<TxnEvent> {
+        if h.flags & record::FLAG_PRODUCER == 0 {
+            return None;
+        }
+        let producer = ProducerBatch::decode(payload).ok()?;
+        let rest = payload.get(meridian_proto::producer::PREFIX_LEN..)?;
+        TxnEvent::of(h, &producer, rest)
+    }
+}
 
 /// An aborted transaction's range in one partition: Kafka's `AbortedTransaction` (a reader
 /// skips the producer's transactional batches from `first_offset` up to its abort marker
@@ -48,6 +146,22 @@ pub struct PartitionTxns {
 }
 
 impl PartitionTxns {
+    /// Feeds one record's event.
+    pub fn apply(&mut self, event: TxnEvent) {
+        match event {
+            TxnEvent::Batch {
+                producer_id,
+                first,
+                last,
+            } => self.batch(producer_id, true, first, last),
+            TxnEvent::Marker {
+                producer_id,
+                marker,
+                offset,
+            } => self.marker(producer_id, marker, offset),
+        }
+    }
+
     /// A batch at `first..=last` by `producer_id`, transactional or not.
     pub fn batch(&mut self, producer_id: ProducerId, transactional: bool, first: u64, last: u64) {
         if last < self.next {
@@ -88,6 +202,13 @@ impl PartitionTxns {
             .copied()
             .min()
             .map_or(end, |f| f.min(end))
+    }
+
+    /// The producers with a transaction open, with its first offset, by first offset.
+    pub fn open(&self) -> Vec<(ProducerId, u64)> {
+        let mut out: Vec<_> = self.open.iter().map(|(p, f)| (*p, *f)).collect();
+        out.sort_by_key(|&(p, f)| (f, p));
+        out
     }
 
     /// Whether a producer has a transaction open here.

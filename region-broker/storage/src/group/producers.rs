@@ -317,12 +317,18 @@ impl PartialEq for Producers {
     }
 }
 
-/// The producer a batch record carries, if any.
+/// The producer a batch record carries, if any; none for a transaction marker, which
+/// carries its producer but no sequence of its own (as Kafka's control batches do not).
 pub(super) fn producer_of(h: &RecordHeader, payload: &[u8]) -> Option<ProducerBatch> {
-    if h.kind != RecordKind::Batch || h.flags & record::FLAG_PRODUCER == 0 {
+    if h.kind != RecordKind::Batch || h.flags & record::FLAG_PRODUCER == 0 || is_marker(h) {
         return None;
     }
     ProducerBatch::decode(payload).ok()
+}
+
+/// Whether a record is a transaction marker.
+pub(super) fn is_marker(h: &RecordHeader) -> bool {
+    h.flags & record::FLAG_CONTROL != 0
 }
 
 impl LogGroup {

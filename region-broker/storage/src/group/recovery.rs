@@ -24,6 +24,7 @@ use crate::backend::Backend;
 use crate::checkpoint::Checkpoint;
 use crate::index::PartitionIndex;
 use crate::journal::{Journal, WalkEnd, Writer};
+use crate::transactions::{PartitionTxns, TxnEvent};
 use crate::{GroupConfig, PartitionKey};
 
 /// What a walk over the journal restores: consumer offsets, idempotent producers' state,
@@ -39,6 +40,8 @@ pub(super) struct Scan {
     pub(super) offsets: HashMap<OffsetKey, (u64, u64)>,
     pub(super) next_offsets: HashMap<PartitionKey, u64>,
     pub(super) producers: Producers,
+    /// Each partition's transactions.
+    pub(super) txns: HashMap<PartitionKey, PartitionTxns>,
     /// Where the sequence of record indexes broke, if it did.
     pub(super) broken_at: Option<u64>,
 }
@@ -52,6 +55,7 @@ impl Scan {
             offsets: HashMap::new(),
             next_offsets: HashMap::new(),
             producers: Producers::new(config.producers_max, config.producer_expiry),
+            txns: HashMap::new(),
             broken_at: None,
         }
     }
@@ -82,6 +86,12 @@ impl Scan {
                     self.offsets.insert(key, (value, pos));
                 }
                 self.producers.visit(h, payload);
+                if let Some(event) = TxnEvent::of_record(h, payload) {
+                    self.txns
+                        .entry((h.topic_id, h.partition))
+                        .or_default()
+                        .apply(event);
+                }
             }
             RecordKind::Blank | RecordKind::Membership | RecordKind::Metadata => {}
         }
@@ -130,6 +140,7 @@ impl LogGroup {
             indexes: RwLock::new(HashMap::new()),
             offsets: Mutex::new(HashMap::new()),
             producers: Mutex::new(producers),
+            txns: Mutex::new(HashMap::new()),
             progress: Mutex::new(Progress {
                 written: 0,
                 synced: 0,
@@ -238,6 +249,7 @@ impl Shared {
             &mut scan.producers,
             Producers::new(self.config.producers_max, self.config.producer_expiry),
         );
+        *self.txns.lock().expect("transactions lock poisoned") = std::mem::take(&mut scan.txns);
 
         // Indexes: keep what the checkpoint vouches for (and the journal still holds), then
         // rebuild the rest from the journal.

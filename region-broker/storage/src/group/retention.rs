@@ -85,10 +85,18 @@ impl Shared {
             }
             drop(producers);
             tracing::info!(dir = %self.dir_display, start, "retention deleted the oldest journal segment");
-            for index in self.indexes.read().expect("indexes lock poisoned").values() {
+            for (key, index) in self.indexes.read().expect("indexes lock poisoned").iter() {
                 let mut index = index.lock().expect("index lock poisoned");
                 let earliest = index.first_at_position(index.earliest(), start)?;
                 index.trim_front(earliest)?;
+                if let Some(txns) = self
+                    .txns
+                    .lock()
+                    .expect("transactions lock poisoned")
+                    .get_mut(key)
+                {
+                    txns.trim_front(earliest);
+                }
             }
         }
     }

@@ -72,6 +72,11 @@ impl Appender {
             .lock()
             .expect("producers lock poisoned")
             .clear();
+        shared
+            .txns
+            .lock()
+            .expect("transactions lock poisoned")
+            .clear();
         {
             let mut p = shared.progress.lock().expect("progress lock poisoned");
             p.written = position;
@@ -149,6 +154,7 @@ impl Appender {
         *shared.records.lock().expect("records lock poisoned") = scan.records;
         *shared.offsets.lock().expect("offsets lock poisoned") = scan.offsets;
         *shared.producers.lock().expect("producers lock poisoned") = scan.producers;
+        *shared.txns.lock().expect("transactions lock poisoned") = scan.txns;
         // What remains below `position` becomes durable now, and visible up to the limit.
         let synced = shared
             .progress

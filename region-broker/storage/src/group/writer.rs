@@ -26,9 +26,10 @@ use meridian_proto::record::{self, HEADER_LEN, RecordHeader, RecordKind};
 use tokio::sync::{mpsc, oneshot};
 
 use super::offsets::{commit_values, durable_positions};
-use super::producers::producer_of;
+use super::producers::{is_marker, producer_of};
 use super::{Body, Command, OffsetKey, Reply, Shared, Staged, now_ms};
 use crate::journal::Writer;
+use crate::transactions::TxnEvent;
 use crate::{AppendError, Appended, FlushPolicy, LogThrottle, PartitionKey};
 
 /// The writer thread: group commit.
@@ -59,6 +60,8 @@ struct StagedReply {
     commit: Vec<(OffsetKey, u64)>,
     /// The idempotent producer of a batch record.
     producer: Option<ProducerBatch>,
+    /// What a transactional batch or marker tells its partition's transactions.
+    txn: Option<TxnEvent>,
 }
 
 impl Appender {
@@ -156,12 +159,13 @@ impl Appender {
         let mut appends = appends.into_iter();
         for (key, body, reply) in appends.by_ref() {
             match self.stage(key, &body, time) {
-                Ok(Ok((appended, commit, producer))) => staged.push(StagedReply {
+                Ok(Ok((appended, commit, producer, txn))) => staged.push(StagedReply {
                     reply,
                     key,
                     appended,
                     commit,
                     producer,
+                    txn,
                 }),
                 Ok(Err(refused)) => {
                     let _ = reply.send(Err(refused));
@@ -243,7 +247,11 @@ impl Appender {
                 .producers
                 .lock()
                 .expect("producers lock poisoned");
+            let mut txns = self.shared.txns.lock().expect("transactions lock poisoned");
             for s in &staged {
+                if let Some(event) = s.txn {
+                    txns.entry(s.key).or_default().apply(event);
+                }
                 if let Some(p) = &s.producer {
                     producers.record(
                         s.key,
@@ -412,17 +420,21 @@ impl Appender {
             self.undo.push((key, old));
         }
         self.last_time = self.last_time.max(header.append_time_ms);
-        let (commit, producer) = match body {
+        let txn_of = |producer: &Option<ProducerBatch>, payload: &[u8]| {
+            producer.and_then(|p| TxnEvent::of(&header, &p, payload))
+        };
+        let (commit, producer, txn) = match body {
             Body::Commit {
                 group,
                 offset,
                 positions,
-            } => (commit_values(group, key, *offset, positions), None),
+            } => (commit_values(group, key, *offset, positions), None, None),
             Body::Verbatim { bytes, .. } => {
                 let payload = bytes.slice(HEADER_LEN..);
                 (
                     durable_positions(&header, &payload),
                     producer_of(&header, &payload),
+                    TxnEvent::of_record(&header, &payload),
                 )
             }
             // Origin marks are read from a payload without the producer prefix: the flags
@@ -430,14 +442,22 @@ impl Appender {
             Body::Raft { entry, .. } => {
                 let mut h = header;
                 h.flags &= !record::FLAG_PRODUCER;
-                (durable_positions(&h, &entry.payload), entry.producer)
+                (
+                    durable_positions(&h, &entry.payload),
+                    entry.producer.filter(|_| !is_marker(&header)),
+                    txn_of(&entry.producer, &entry.payload),
+                )
             }
             Body::Batch {
                 payload, producer, ..
             } => {
                 let mut h = header;
                 h.flags &= !record::FLAG_PRODUCER;
-                (durable_positions(&h, payload), *producer)
+                (
+                    durable_positions(&h, payload),
+                    producer.filter(|_| !is_marker(&header)),
+                    txn_of(producer, payload),
+                )
             }
         };
         let appended = Appended {
@@ -447,7 +467,7 @@ impl Appender {
             index: header.index,
             len: header.len,
         };
-        Ok(Ok((appended, commit, producer)))
+        Ok(Ok((appended, commit, producer, txn)))
     }
 
     fn header(
