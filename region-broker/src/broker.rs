@@ -64,6 +64,8 @@ pub struct Broker {
     /// region, origin group).
     #[allow(clippy::type_complexity)]
     mirror_locks: std::sync::Mutex<HashMap<(u32, String, u32), Arc<tokio::sync::Mutex<()>>>>,
+    /// The transaction coordinators of the groups this broker leads.
+    transactions: transactions::Transactions,
 }
 
 /// Why a request failed; each adapter maps these to its protocol's codes.
@@ -271,6 +273,7 @@ impl Broker {
             sync,
             catalog_writes: tokio::sync::Mutex::new(()),
             mirror_locks: std::sync::Mutex::default(),
+            transactions: transactions::Transactions::default(),
             config,
         };
         if broker.config.control.is_empty() {
@@ -304,6 +307,11 @@ impl Broker {
             return Ok(group);
         }
         let catalog = self.catalog.read().expect("catalog lock poisoned");
+        // Every group holds its transaction coordinator's state partition.
+        let state = (
+            transactions::STATE_KEY,
+            transactions::STATE_TOPIC.to_owned(),
+        );
         let partitions: Vec<(PartitionKey, String)> = catalog
             .topics()
             .flat_map(|t| {
@@ -313,6 +321,7 @@ impl Broker {
                     .filter(move |(_, grp)| **grp == g)
                     .map(move |(p, _)| ((t.id, p as u32), t.name.clone()))
             })
+            .chain(std::iter::once(state))
             .collect();
         let dir = group_dir(&self.config.data_dir, g);
         let config = crate::storage::GroupConfig {

@@ -422,6 +422,29 @@ impl broker_server::Broker for GrpcService {
         Ok(Response::new(v1::OffsetForPositionsResponse { offset }))
     }
 
+    async fn write_txn_marker(
+        &self,
+        request: Request<v1::WriteTxnMarkerRequest>,
+    ) -> Result<Response<v1::WriteTxnMarkerResponse>, Status> {
+        let r = request.into_inner();
+        let epoch = i16::try_from(r.producer_epoch)
+            .map_err(|_| Status::invalid_argument("producer_epoch must fit 16 bits"))?;
+        let offset = self
+            .broker
+            .write_marker(
+                &r.topic,
+                r.partition,
+                (r.producer_id, epoch),
+                meridian_proto::record::TxnMarker {
+                    commit: r.commit,
+                    coordinator_epoch: r.coordinator_epoch,
+                },
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::WriteTxnMarkerResponse { offset }))
+    }
+
     async fn list_consumer_groups(
         &self,
         _: Request<v1::ListConsumerGroupsRequest>,

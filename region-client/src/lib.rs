@@ -16,6 +16,7 @@ mod error;
 mod keyed;
 pub mod mirror;
 mod offsets;
+mod transactions;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

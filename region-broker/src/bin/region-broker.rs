@@ -288,6 +288,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // Transaction coordinators: timeouts and unfinished markers of the groups led here.
+    tokio::spawn(broker.clone().run_transactions());
     // The Kafka listener's consumer groups, created beside it and shared with the gRPC
     // service (which lists them).
     let group_limits = GroupLimits {

@@ -352,9 +352,11 @@ fn local_records(
             continue;
         }
         // Mirrored batches go back nowhere; transaction markers are not messages (mirroring
-        // transactions as transactions is issue 14's third part).
+        // transactions as transactions is issue 14's third part), and a coordinator's
+        // records are its region's own.
         if h.kind != RecordKind::Batch
             || h.flags & (FLAG_ORIGIN | meridian_proto::record::FLAG_CONTROL) != 0
+            || h.topic_id == super::transactions::STATE_TOPIC_ID
         {
             continue;
         }

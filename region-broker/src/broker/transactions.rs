@@ -12,6 +12,426 @@
 //! the configured default outcome.
 //!
 //! [`coordinator`] is the coordinator's decision core: requests and the clock in, records
-//! to write and actions out, no I/O; it is what every replica replays from the log.
+//! to write and actions out, no I/O; it is what every replica replays from the log. This
+//! file is its shell: where an id is coordinated (the leader of the log group the id hashes
+//! to, as consumer groups are placed), where its records live (the group's own partition
+//! [`STATE_TOPIC`], outside the catalog: Kafka's `__transaction_state`, one partition per
+//! log group), loading them when a broker starts leading the group, and carrying out the
+//! actions: markers written at each participant's leader, offsets committed, timeouts.
 
 pub mod coordinator;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use meridian_proto::batch::{self, Message};
+use meridian_proto::record::TxnMarker;
+
+use super::{Acks, Broker, BrokerError, HostedGroup, now_ms};
+use crate::storage::PartitionKey;
+use coordinator::{Action, Answer, Coordinator, Limits, Outcome, Participant, Request, TxnError};
+use coordinator::{Transaction, TxnRecord};
+
+/// The id of every log group's transaction-state partition; the catalog never gives it.
+pub const STATE_TOPIC_ID: u32 = u32::MAX;
+/// Its name (its index directory).
+pub const STATE_TOPIC: &str = "__transaction_state";
+/// Its partition key in each log group.
+pub const STATE_KEY: PartitionKey = (STATE_TOPIC_ID, 0);
+/// How often timeouts and unfinished markers are looked at.
+const TICK: Duration = Duration::from_secs(1);
+
+/// The coordinators of the log groups this broker leads.
+#[derive(Debug, Default)]
+pub struct Transactions {
+    limits: Limits,
+    /// Per log group: its coordinator as loaded in a leadership epoch; the lock serializes
+    /// its decisions with their writes.
+    loaded: std::sync::Mutex<HashMap<u32, Arc<tokio::sync::Mutex<Loaded>>>>,
+    /// To the region's other brokers (markers for partitions they lead).
+    region: tokio::sync::OnceCell<meridian_region_client::RegionClient>,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    /// The group's leadership epoch it was loaded in (`None`: not loaded).
+    epoch: Option<u64>,
+    coordinator: Coordinator,
+}
+
+/// Why a transaction request was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum TxnRequestError {
+    /// The coordinator refused it.
+    #[error(transparent)]
+    Refused(#[from] TxnError),
+    /// The coordinator could not act (not the coordinator here, its log group failing).
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+impl Request {
+    /// The transactional id it is about.
+    fn id(&self) -> &str {
+        match self {
+            Request::Init { id, .. }
+            | Request::Add { id, .. }
+            | Request::AddOffsets { id, .. }
+            | Request::CommitOffsets { id, .. }
+            | Request::End { id, .. } => id,
+        }
+    }
+}
+
+impl Broker {
+    /// The log group coordinating `key` (a consumer group or a transactional id): the one
+    /// the key hashes to, the same on every broker of the region (Kafka places groups and
+    /// transactional ids on `__consumer_offsets` and `__transaction_state` partitions the
+    /// same way). Changing the region's log groups moves keys.
+    pub fn coordinator_group(&self, key: &str) -> Option<u32> {
+        let groups = self.region_log_groups();
+        if groups.is_empty() {
+            return None;
+        }
+        // FNV-1a: the same on every broker (std's hasher is seeded per process).
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        Some(groups[(hash % groups.len() as u64) as usize])
+    }
+
+    /// Carries out a transaction request at the id's coordinator (this broker, or
+    /// `NotLeader` naming the one): decides it, writes the record it makes before it takes
+    /// effect, writes the markers of an outcome it decides, and answers.
+    pub async fn transaction(&self, request: Request) -> Result<Answer, TxnRequestError> {
+        let g = self
+            .coordinator_group(request.id())
+            .ok_or_else(|| BrokerError::Replication("this region has no log groups yet".into()))?;
+        let group = self.hosted(g)?;
+        let mut loaded = self.coordinator(&group).await?;
+        let decision = loaded.coordinator.decide(request, now_ms())?;
+        let mut actions = Vec::new();
+        if let Some(record) = decision.write {
+            write_record(&group, &record).await?;
+            actions = loaded.coordinator.apply(record);
+        }
+        drop(loaded);
+        for action in actions {
+            self.act(&group, action).await;
+        }
+        Ok(decision.answer?)
+    }
+
+    /// A transactional id's state at its coordinator (`NotLeader` elsewhere).
+    pub async fn describe_transaction(&self, id: &str) -> Result<Option<Transaction>, BrokerError> {
+        let g = self
+            .coordinator_group(id)
+            .ok_or_else(|| BrokerError::Replication("this region has no log groups yet".into()))?;
+        let group = self.hosted(g)?;
+        let loaded = self.coordinator(&group).await?;
+        Ok(loaded.coordinator.get(id).cloned())
+    }
+
+    /// Every transaction the coordinators on this broker know.
+    pub async fn list_transactions(&self) -> Vec<Transaction> {
+        let mut out = Vec::new();
+        for (_, group) in self.log_groups() {
+            if group.check_leader().is_err() {
+                continue;
+            }
+            if let Ok(loaded) = self.coordinator(&group).await {
+                out.extend(loaded.coordinator.list().into_iter().cloned());
+            }
+        }
+        out
+    }
+
+    /// Writes a transaction marker into a partition this broker leads (the coordinator's
+    /// request, local or over `WriteTxnMarker`); its offset.
+    pub async fn write_marker(
+        &self,
+        topic: &str,
+        partition: u32,
+        producer: (i64, i16),
+        marker: TxnMarker,
+    ) -> Result<u64, BrokerError> {
+        let topic = self.topic(topic)?;
+        let (group, key) = self.locate(&topic, partition)?;
+        let written = group
+            .append_marker(key, producer, marker, Acks::All)
+            .await
+            .map_err(|e| self.group_error(e))?;
+        Ok(written.base_offset)
+    }
+
+    /// The coordinator of `group`, loaded from its state partition if this broker has not
+    /// loaded it in the group's current leadership epoch; locked.
+    async fn coordinator(
+        &self,
+        group: &HostedGroup,
+    ) -> Result<tokio::sync::OwnedMutexGuard<Loaded>, BrokerError> {
+        group.check_leader().map_err(|e| self.group_error(e))?;
+        let cell = self
+            .transactions
+            .loaded
+            .lock()
+            .expect("coordinators lock poisoned")
+            .entry(group.id())
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Mutex::new(Loaded {
+                    epoch: None,
+                    coordinator: Coordinator::new(self.transactions.limits.clone()),
+                }))
+            })
+            .clone();
+        let mut loaded = cell.lock_owned().await;
+        let epoch = group.epoch();
+        if loaded.epoch != Some(epoch) {
+            // A new leader first holds and applies every record written before it led.
+            group
+                .ensure_applied()
+                .await
+                .map_err(|e| self.group_error(e))?;
+            group.storage().caught_up(Duration::from_secs(1)).await;
+            loaded.coordinator = load(group, self.transactions.limits.clone())?;
+            loaded.epoch = Some(epoch);
+            tracing::info!(
+                log_group = group.id(),
+                epoch,
+                transactions = loaded.coordinator.list().len(),
+                "transaction coordinator loaded"
+            );
+        }
+        Ok(loaded)
+    }
+
+    /// Carries out one of the coordinator's actions; what fails is left for the next tick
+    /// (markers are written again until every participant holds them).
+    async fn act(&self, group: &HostedGroup, action: Action) {
+        let mut queue = vec![action];
+        while let Some(action) = queue.pop() {
+            match action {
+                Action::WriteMarkers { txn, outcome } => {
+                    if let Err(e) = self.finish(group, &txn, outcome).await {
+                        tracing::warn!(id = %txn.id, error = %e, "transaction markers not all written yet; retried");
+                        continue;
+                    }
+                    let Ok(mut loaded) = self.coordinator(group).await else {
+                        continue;
+                    };
+                    let done = loaded.coordinator.markers_written(
+                        &txn.id,
+                        txn.producer_id,
+                        txn.epoch,
+                        now_ms(),
+                    );
+                    if let Some(record) = done
+                        && write_record(group, &record).await.is_ok()
+                    {
+                        queue.extend(loaded.coordinator.apply(record));
+                    }
+                }
+                Action::Write(record) => {
+                    let Ok(mut loaded) = self.coordinator(group).await else {
+                        continue;
+                    };
+                    if let Err(e) = write_record(group, &record).await {
+                        tracing::warn!(error = %e, "a transaction record was not written; retried");
+                        continue;
+                    }
+                    queue.extend(loaded.coordinator.apply(record));
+                }
+                Action::CheckBack {
+                    id,
+                    group: producers,
+                    ..
+                } => {
+                    tracing::info!(%id, producer_group = %producers, "transaction in doubt: check-back is not served yet");
+                }
+            }
+        }
+    }
+
+    /// Writes `outcome`'s marker into every participant (and, on commit, the offsets the
+    /// transaction committed).
+    async fn finish(
+        &self,
+        group: &HostedGroup,
+        txn: &Transaction,
+        outcome: Outcome,
+    ) -> Result<(), BrokerError> {
+        let marker = TxnMarker {
+            commit: outcome == Outcome::Commit,
+            coordinator_epoch: i32::try_from(group.epoch()).unwrap_or(i32::MAX),
+        };
+        if outcome == Outcome::Commit {
+            for ((consumer_group, p), offset) in &txn.offsets {
+                self.commit_anywhere(consumer_group, p, *offset).await?;
+            }
+        }
+        for p in &txn.participants {
+            self.marker_anywhere(p, (txn.producer_id, txn.epoch), marker)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A marker at the partition's leader, wherever it is; a partition deleted since needs
+    /// none.
+    async fn marker_anywhere(
+        &self,
+        p: &Participant,
+        producer: (i64, i16),
+        marker: TxnMarker,
+    ) -> Result<(), BrokerError> {
+        match self
+            .write_marker(&p.topic, p.partition, producer, marker)
+            .await
+        {
+            Ok(_) | Err(BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. }) => {
+                Ok(())
+            }
+            Err(BrokerError::NotLeader { .. }) => {
+                let region = self.region().await?;
+                region
+                    .write_txn_marker(
+                        &p.topic,
+                        p.partition,
+                        producer,
+                        marker.commit,
+                        marker.coordinator_epoch,
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| BrokerError::Replication(e.to_string()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A consumer group's offset committed at the partition's leader, wherever it is.
+    async fn commit_anywhere(
+        &self,
+        consumer_group: &str,
+        p: &Participant,
+        offset: u64,
+    ) -> Result<(), BrokerError> {
+        match self
+            .commit_offset(consumer_group, &p.topic, p.partition, offset, Vec::new())
+            .await
+        {
+            Ok(()) | Err(BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. }) => {
+                Ok(())
+            }
+            Err(BrokerError::NotLeader { .. }) => {
+                let region = self.region().await?;
+                region
+                    .commit_positions(
+                        &meridian_region_client::Stay,
+                        consumer_group,
+                        &p.topic,
+                        p.partition,
+                        offset,
+                        &Default::default(),
+                    )
+                    .await
+                    .map_err(|e| BrokerError::Replication(e.to_string()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn region(&self) -> Result<&meridian_region_client::RegionClient, BrokerError> {
+        self.transactions
+            .region
+            .get_or_try_init(|| {
+                let own = self.config.grpc_listen.to_string();
+                async move { meridian_region_client::RegionClient::connect(&own).await }
+            })
+            .await
+            .map_err(|e| BrokerError::Replication(e.to_string()))
+    }
+
+    /// Runs the coordinators of the groups this broker leads: every second, their
+    /// timeouts, check-backs, expiries and unfinished markers (a new leader's first tick
+    /// finishes what the old one left).
+    pub async fn run_transactions(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for (_, group) in self.log_groups() {
+                if group.check_leader().is_err() {
+                    continue;
+                }
+                let actions = match self.coordinator(&group).await {
+                    Ok(loaded) => {
+                        let mut a = loaded.coordinator.due(now_ms());
+                        a.extend(loaded.coordinator.pending_markers());
+                        a
+                    }
+                    Err(_) => continue,
+                };
+                for action in actions {
+                    self.act(&group, action).await;
+                }
+            }
+        }
+    }
+}
+
+/// Writes a coordinator record into the group's state partition (acks=all): a message
+/// keyed by the transactional id, the record as JSON.
+async fn write_record(group: &HostedGroup, record: &TxnRecord) -> Result<(), BrokerError> {
+    let id = match record {
+        TxnRecord::Put(t) => t.id.as_str(),
+        TxnRecord::Forget { id, .. } => id.as_str(),
+    };
+    let value = serde_json::to_vec(record).map_err(|e| BrokerError::Invalid(e.to_string()))?;
+    let message = Message {
+        key: Some(Bytes::copy_from_slice(id.as_bytes())),
+        value: Some(Bytes::from(value)),
+        headers: Vec::new(),
+        timestamp_ms: now_ms(),
+    };
+    let payload = Bytes::from(batch::encode_batch(&[message]));
+    group
+        .append((STATE_KEY, 1, payload), Acks::All, 0)
+        .await
+        .map_err(|e| BrokerError::Replication(format!("writing a transaction record: {e}")))?;
+    Ok(())
+}
+
+/// A coordinator rebuilt from every record of the group's state partition.
+fn load(group: &HostedGroup, limits: Limits) -> Result<Coordinator, BrokerError> {
+    let storage = group.storage();
+    let mut coordinator = Coordinator::new(limits);
+    let (mut next, end) = storage.offsets(STATE_KEY).map_err(BrokerError::Read)?;
+    while next < end {
+        let batches = storage
+            .read(STATE_KEY, next, 1 << 20)
+            .map_err(BrokerError::Read)?;
+        if batches.is_empty() {
+            break;
+        }
+        for b in batches {
+            next = b.base_offset + u64::from(b.count);
+            let messages = batch::decode_batch(&b.payload, b.count as usize)
+                .map_err(|e| BrokerError::Invalid(format!("transaction state: {e}")))?;
+            for m in messages {
+                let Some(value) = m.value else { continue };
+                match serde_json::from_slice::<TxnRecord>(&value) {
+                    Ok(record) => {
+                        coordinator.apply(record);
+                    }
+                    Err(e) => {
+                        tracing::warn!(log_group = group.id(), error = %e, "a transaction record does not decode; skipped")
+                    }
+                }
+            }
+        }
+    }
+    Ok(coordinator)
+}

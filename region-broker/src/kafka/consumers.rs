@@ -21,15 +21,10 @@ impl Kafka {
     /// `__consumer_offsets` partition the same way), so every broker names the same one
     /// and the group moves with that leader. COORDINATOR_NOT_AVAILABLE while none leads.
     pub(super) fn coordinator(&self, group: &str) -> Result<(u32, std::net::SocketAddr), i16> {
-        let log_groups = self.broker.region_log_groups();
-        if log_groups.is_empty() {
-            return Err(code::COORDINATOR_NOT_AVAILABLE);
-        }
-        // FNV-1a: the same on every broker (std's hasher is seeded per process).
-        let hash = group.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        let g = log_groups[(hash % log_groups.len() as u64) as usize];
+        let g = self
+            .broker
+            .coordinator_group(group)
+            .ok_or(code::COORDINATOR_NOT_AVAILABLE)?;
         let leader = self
             .broker
             .leader_id(g)

@@ -24,7 +24,7 @@
 //! up to `check_back_attempts` times, with backoff, then `default_outcome` is applied and
 //! recorded as such.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -126,6 +126,11 @@ pub struct Transaction {
     pub participants: BTreeSet<Participant>,
     /// Consumer groups whose offsets it commits (Kafka's `AddOffsetsToTxn`).
     pub offset_groups: BTreeSet<String>,
+    /// Consumer offsets committed in the transaction (Kafka's `TxnOffsetCommit`): made the
+    /// groups' committed offsets when it commits, dropped when it aborts. Keyed by group
+    /// and partition.
+    #[serde(default)]
+    pub offsets: BTreeMap<(String, Participant), u64>,
     /// How long it may stay open, in milliseconds.
     pub timeout_ms: Ms,
     /// When the open transaction started.
@@ -243,6 +248,20 @@ pub enum Request {
         epoch: Epoch,
         /// The consumer group.
         group: String,
+    },
+    /// Commits consumer offsets inside the open transaction: Kafka's `TxnOffsetCommit`
+    /// (the group must have been added with [`Request::AddOffsets`]).
+    CommitOffsets {
+        /// The transactional id.
+        id: String,
+        /// The producer asking.
+        producer_id: ProducerId,
+        /// Its epoch.
+        epoch: Epoch,
+        /// The consumer group.
+        group: String,
+        /// Each partition's offset (the next to read).
+        offsets: Vec<(Participant, u64)>,
     },
     /// Ends the open transaction: Kafka's `EndTxn`, or a native commit or rollback (which
     /// names only the id: `producer` is `None`).
@@ -457,6 +476,35 @@ impl Coordinator {
                 next.offset_groups.insert(group);
                 Ok(write_if_changed(txn, next))
             }
+            Request::CommitOffsets {
+                id,
+                producer_id,
+                epoch,
+                group,
+                offsets,
+            } => {
+                let txn = self.producer_of(&id, Some((producer_id, epoch)))?;
+                if txn.phase != Phase::Ongoing || !txn.offset_groups.contains(&group) {
+                    return Err(TxnError::InvalidState {
+                        id,
+                        phase: txn.phase,
+                        why: "offsets are committed in a transaction only after the group is added to it (AddOffsetsToTxn)",
+                    });
+                }
+                let mut next = txn.clone();
+                next.updated_ms = now;
+                for (p, offset) in offsets {
+                    next.offsets.insert((group.clone(), p), offset);
+                }
+                if next.offsets.len() > self.limits.participants_max {
+                    return Err(TxnError::TooManyParticipants {
+                        id,
+                        count: next.offsets.len(),
+                        max: self.limits.participants_max,
+                    });
+                }
+                Ok(write_if_changed(txn, next))
+            }
             Request::End {
                 id,
                 producer,
@@ -494,6 +542,7 @@ impl Coordinator {
                     number: 0,
                     participants: BTreeSet::new(),
                     offset_groups: BTreeSet::new(),
+                    offsets: BTreeMap::new(),
                     timeout_ms,
                     started_ms: None,
                     updated_ms: now,
@@ -523,6 +572,7 @@ impl Coordinator {
                     next.phase = Phase::Empty;
                     next.participants.clear();
                     next.offset_groups.clear();
+                    next.offsets.clear();
                     next.timeout_ms = timeout_ms;
                     next.producer_group = producer_group;
                     next.started_ms = None;
@@ -633,6 +683,7 @@ impl Coordinator {
                 next.number += 1;
                 next.participants.clear();
                 next.offset_groups.clear();
+                next.offsets.clear();
                 next.started_ms = Some(now);
                 next.check_backs = 0;
                 next.next_check_ms = None;
