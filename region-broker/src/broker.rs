@@ -15,6 +15,7 @@ mod managed;
 mod mirror;
 mod offsets;
 mod produce;
+mod producer_ids;
 mod replicated;
 mod topics;
 pub mod transactions;
@@ -66,6 +67,8 @@ pub struct Broker {
     mirror_locks: std::sync::Mutex<HashMap<(u32, String, u32), Arc<tokio::sync::Mutex<()>>>>,
     /// The transaction coordinators of the groups this broker leads.
     transactions: transactions::Transactions,
+    /// Hands out producer ids.
+    producer_ids: producer_ids::ProducerIds,
 }
 
 /// Why a request failed; each adapter maps these to its protocol's codes.
@@ -242,6 +245,9 @@ pub enum OffsetQuery {
     Latest,
     /// The first message appended at or after this time (ms since the epoch).
     Time(i64),
+    /// The last stable offset: where readers of committed data are held by the oldest
+    /// open transaction (the latest offset when none is open).
+    LastStable,
 }
 
 impl Broker {
@@ -274,6 +280,7 @@ impl Broker {
             catalog_writes: tokio::sync::Mutex::new(()),
             mirror_locks: std::sync::Mutex::default(),
             transactions: transactions::Transactions::default(),
+            producer_ids: producer_ids::ProducerIds::new(config.broker_id),
             config,
         };
         if broker.config.control.is_empty() {

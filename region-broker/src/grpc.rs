@@ -422,6 +422,29 @@ impl broker_server::Broker for GrpcService {
         Ok(Response::new(v1::OffsetForPositionsResponse { offset }))
     }
 
+    async fn transaction(
+        &self,
+        request: Request<v1::TransactionRequest>,
+    ) -> Result<Response<v1::TransactionResponse>, Status> {
+        use crate::broker::transactions::{TxnRequestError, coordinator::Answer, wire};
+        let fresh = self.broker.next_producer_id();
+        let request = wire::request_from_wire(request.into_inner(), fresh)
+            .map_err(Status::invalid_argument)?;
+        match self.broker.transaction(request).await {
+            Ok(Answer::Producer { producer_id, epoch }) => {
+                Ok(Response::new(v1::TransactionResponse {
+                    producer_id,
+                    producer_epoch: i32::from(epoch),
+                }))
+            }
+            Ok(Answer::Done) => Ok(Response::new(v1::TransactionResponse::default())),
+            Err(TxnRequestError::Refused(e)) => {
+                Err(Status::new(wire::refusal_code(&e), e.to_string()))
+            }
+            Err(TxnRequestError::Broker(e)) => Err(status(e)),
+        }
+    }
+
     async fn write_txn_marker(
         &self,
         request: Request<v1::WriteTxnMarkerRequest>,

@@ -36,14 +36,11 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest,
-    ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
-    RequestKind, ResponseHeader, ResponseKind, TopicName,
+    ApiKey, ApiVersionsResponse, BrokerId, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestKind,
+    ResponseHeader, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use meridian_proto::kafka::kafka_protocol;
 use meridian_proto::kafka::{RequestError, SUPPORTED, decode_records_within, decode_request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -56,6 +53,7 @@ use crate::log_group::LogGroupError;
 
 mod admin;
 mod consumers;
+mod fetch;
 
 use meridian_region_client::{RegionClient, RegionError};
 
@@ -66,12 +64,12 @@ use consumers::{
 
 pub mod groups;
 mod producers;
+mod transactions;
 
 /// What every Kafka connection of a broker shares.
 pub(crate) struct Kafka {
     broker: Arc<Broker>,
     consumer_groups: Arc<groups::Coordinator>,
-    producers: producers::Producers,
     /// `meridian_kafka_requests_total` of each served API, registered once (not a label
     /// string made per request).
     requests: std::collections::HashMap<i16, metrics::Counter>,
@@ -116,6 +114,8 @@ mod code {
     pub(super) const NOT_COORDINATOR: i16 = 16;
     pub(super) const POLICY_VIOLATION: i16 = 44;
     pub(super) const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub(super) const INVALID_REQUEST: i16 = 42;
+    pub(super) const INVALID_RECORD: i16 = 87;
 }
 
 /// A partition index from a Kafka request. A negative one names no partition: it is refused
@@ -181,7 +181,6 @@ pub async fn serve(
         limits.connections_per_address_max,
     );
     let kafka = Arc::new(Kafka {
-        producers: producers::Producers::new(broker.config().broker_id),
         region: tokio::sync::OnceCell::new(),
         request_memory: Arc::new(tokio::sync::Semaphore::new(limits.request_memory_max)),
         idle_timeout: Duration::from_millis(limits.idle_timeout_ms),
@@ -465,15 +464,25 @@ async fn handle(
             ResponseKind::IncrementalAlterConfigs(kafka.incremental_alter_configs(r).await)
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(init_producer_id(&kafka.producers, r))
+            ResponseKind::InitProducerId(transactions::init_producer_id(kafka, r).await)
         }
+        RequestKind::AddPartitionsToTxn(r) => {
+            ResponseKind::AddPartitionsToTxn(transactions::add_partitions_to_txn(kafka, r).await)
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            ResponseKind::AddOffsetsToTxn(transactions::add_offsets_to_txn(kafka, r).await)
+        }
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(transactions::txn_offset_commit(kafka, r).await)
+        }
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(transactions::end_txn(kafka, r).await),
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(describe_cluster(broker, r))
         }
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(code::NONE)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata(broker, r)),
         RequestKind::Produce(r) => ResponseKind::Produce(produce(kafka, r).await?),
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch(broker, r).await),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(broker, r).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets(broker, r).await),
         // Not advertised: `decode` refused it already.
         _ => return None,
@@ -623,27 +632,35 @@ async fn produce_partition(
     // refused while it is decompressed (a decompression bomb never allocates more).
     let records = decode_records_within(records, kafka.broker.config().batch_bytes_max)
         .map_err(|e| (e.code, e.message))?;
-    if records.transactional {
-        return Err((
-            48, // INVALID_TXN_STATE
-            "this broker does not serve transactions yet: nothing was written; produce without transactional.id (an idempotent producer is exactly once per partition)".into(),
-        ));
-    }
     // An idempotent producer's batch is checked and written by the partition's log group
     // against the producer state every replica keeps from the journal: a retry (even one
     // crossing a leader change, or of a batch committed but answered with an error) gets
-    // the offset of the first write.
+    // the offset of the first write. A transactional batch is one too, written inside its
+    // producer's transaction (readers of committed data see it once it commits).
     let produced = match records.producer {
         Some(batch) => {
-            let (produced, duplicate) = kafka
-                .broker
-                .produce_idempotent(topic, index, records.messages, acks, batch.into())
-                .await
-                .map_err(|e| (error_code(&e), e.to_string()))?;
+            let (produced, duplicate) = if records.transactional {
+                kafka
+                    .broker
+                    .produce_transactional(topic, index, records.messages, acks, batch.into())
+                    .await
+            } else {
+                kafka
+                    .broker
+                    .produce_idempotent(topic, index, records.messages, acks, batch.into())
+                    .await
+            }
+            .map_err(|e| (error_code(&e), e.to_string()))?;
             if duplicate {
                 metrics::counter!("meridian_kafka_duplicate_batches_total").increment(1);
             }
             produced
+        }
+        None if records.transactional => {
+            return Err((
+                code::INVALID_RECORD,
+                "a transactional batch needs its producer id, epoch and sequence: nothing was written".into(),
+            ));
         }
         None => kafka
             .broker
@@ -652,113 +669,6 @@ async fn produce_partition(
             .map_err(|e| (error_code(&e), e.to_string()))?,
     };
     Ok(produced.base_offset as i64)
-}
-
-/// Fetch: each partition from its offset; when nothing is available anywhere, waits up to
-/// `max_wait_ms` on the first partition for data.
-async fn fetch(broker: &Broker, r: FetchRequest) -> FetchResponse {
-    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-    let max_wait = Duration::from_millis(r.max_wait_ms.clamp(0, 30_000) as u64);
-    let mut out = FetchResponse::default();
-    let mut budget = r.max_bytes.max(1) as usize;
-    let mut any = false;
-    for pass in 0..2 {
-        out.responses.clear();
-        for topic in &r.topics {
-            let name = topic.topic.0.to_string();
-            let mut t = FetchableTopicResponse::default();
-            t.topic = topic.topic.clone();
-            for part in &topic.partitions {
-                let wait =
-                    if pass == 1 && !any && out.responses.is_empty() && t.partitions.is_empty() {
-                        max_wait
-                    } else {
-                        Duration::ZERO
-                    };
-                let mut p = PartitionData::default();
-                p.partition_index = part.partition;
-                p.high_watermark = -1;
-                p.last_stable_offset = -1;
-                p.log_start_offset = -1;
-                p.preferred_read_replica = BrokerId(-1);
-                let max = (part.partition_max_bytes.max(1) as usize).min(budget.max(1));
-                let index = match partition_index(part.partition) {
-                    Ok(index) => index,
-                    Err(code) => {
-                        p.error_code = code;
-                        t.partitions.push(p);
-                        continue;
-                    }
-                };
-                // A negative offset is before every offset: out of range, never offset 0.
-                let Ok(offset) = u64::try_from(part.fetch_offset) else {
-                    p.error_code = code::OFFSET_OUT_OF_RANGE;
-                    t.partitions.push(p);
-                    continue;
-                };
-                match broker.fetch(&name, index, offset, max, wait).await {
-                    Ok((messages, (earliest, latest))) => {
-                        p.high_watermark = latest as i64;
-                        p.last_stable_offset = latest as i64;
-                        p.log_start_offset = earliest as i64;
-                        if !messages.is_empty() {
-                            any = true;
-                            let records = encode_records(&messages);
-                            budget = budget.saturating_sub(records.len());
-                            p.records = Some(records);
-                        } else {
-                            p.records = Some(Bytes::new());
-                        }
-                    }
-                    Err(e) => p.error_code = error_code(&e),
-                }
-                t.partitions.push(p);
-            }
-            out.responses.push(t);
-        }
-        if any || max_wait.is_zero() {
-            break;
-        }
-    }
-    out
-}
-
-fn encode_records(messages: &[crate::broker::FetchedMessage]) -> Bytes {
-    let records: Vec<Record> = messages
-        .iter()
-        .map(|m| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: m.offset as i64,
-            sequence: -1,
-            timestamp: m.message.timestamp_ms,
-            key: m.message.key.clone(),
-            value: m.message.value.clone(),
-            headers: m
-                .message
-                .headers
-                .iter()
-                .map(|(k, v)| (str(k), v.clone()))
-                .collect(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    match RecordBatchEncoder::encode(&mut buf, records.iter(), &options) {
-        Ok(()) => buf.freeze(),
-        Err(e) => {
-            tracing::error!(error = %e, "encoding a Kafka record batch failed");
-            Bytes::new()
-        }
-    }
 }
 
 /// ListOffsets: -2 earliest, -1 latest, else the first offset at or after the time.
@@ -779,6 +689,8 @@ async fn list_offsets(broker: &Broker, r: ListOffsetsRequest) -> ListOffsetsResp
             p.leader_epoch = -1;
             let query = match part.timestamp {
                 -2 => OffsetQuery::Earliest,
+                // A read_committed consumer's end is the last stable offset.
+                -1 if r.isolation_level == 1 => OffsetQuery::LastStable,
                 -1 => OffsetQuery::Latest,
                 t => OffsetQuery::Time(t),
             };
@@ -801,31 +713,6 @@ async fn list_offsets(broker: &Broker, r: ListOffsetsRequest) -> ListOffsetsResp
         }
         out.topics.push(t);
     }
-    out
-}
-
-/// InitProducerId: a new idempotent producer id (epoch 0), or the same id with the next
-/// epoch for a producer that asks again with its id (KIP-360). Transactional ids are
-/// refused: Kafka transactions are not served.
-fn init_producer_id(
-    producers: &producers::Producers,
-    r: kafka_protocol::messages::InitProducerIdRequest,
-) -> kafka_protocol::messages::InitProducerIdResponse {
-    let mut out = kafka_protocol::messages::InitProducerIdResponse::default();
-    if r.transactional_id.is_some() {
-        out.error_code = 42; // INVALID_REQUEST
-        out.producer_id = kafka_protocol::messages::ProducerId(-1);
-        out.producer_epoch = -1;
-        return out;
-    }
-    if r.producer_id.0 >= 0 && r.producer_epoch >= 0 && r.producer_epoch < i16::MAX {
-        out.producer_id = r.producer_id;
-        out.producer_epoch = r.producer_epoch + 1;
-    } else {
-        out.producer_id = kafka_protocol::messages::ProducerId(producers.next_id());
-        out.producer_epoch = 0;
-    }
-    metrics::counter!("meridian_kafka_producer_ids_total").increment(1);
     out
 }
 

@@ -34,3 +34,17 @@ impl RegionClient {
         Ok(answer.offset)
     }
 }
+
+impl RegionClient {
+    /// One request to a transactional id's coordinator, wherever it is.
+    pub async fn transaction(
+        &self,
+        request: &v1::TransactionRequest,
+    ) -> Result<v1::TransactionResponse, RegionError> {
+        self.call_routed(&Stay, false, |mut c| {
+            let r = request.clone();
+            async move { c.transaction(r).await }
+        })
+        .await
+    }
+}

@@ -617,3 +617,26 @@ pub fn peak_rss(pid: i32) -> u64 {
         .expect("VmHWM in /proc/PID/status")
         * 1024
 }
+
+/// Runs one of the Python client scripts (`tests/kafka_clients/SCRIPT`) with the venv the
+/// test script builds; fails the test with its output unless it exits 0 having printed OK.
+/// What the script printed.
+pub async fn python_output(script: &'static str, args: Vec<String>) -> String {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test.sh creates the venv with confluent-kafka",
+        python.display()
+    );
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("kafka_clients")
+        .join(script);
+    let mut cmd = Command::new(&python);
+    cmd.arg(&path).args(&args);
+    let (code, out, err) = tokio::task::spawn_blocking(move || run(cmd, None))
+        .await
+        .expect("the script's thread");
+    assert_eq!(code, 0, "{script} {args:?} failed:\n{out}\n{err}");
+    assert!(out.contains("OK"), "{script} {args:?}: {out}");
+    out
+}

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 
 use meridian_client::{ProducerConfig, Record};
-use meridian_tests::{BrokerProcess, free_addr};
+use meridian_tests::{BrokerProcess, free_addr, python_output};
 
 /// Runs kcat (Debian's kcat, which the test script installs) with `args` against `kafka`,
 /// feeding `stdin`; (exit code, stdout, stderr).
@@ -363,27 +363,6 @@ async fn the_python_confluent_kafka_client_works_unchanged() {
 /// test script builds; fails the test with its output unless it exits 0 having printed OK.
 async fn python_script(script: &'static str, args: Vec<String>) {
     python_output(script, args).await;
-}
-
-/// As `python_script`, returning what the script printed.
-async fn python_output(script: &'static str, args: Vec<String>) -> String {
-    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: scripts/test.sh creates the venv with confluent-kafka",
-        python.display()
-    );
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("kafka_clients")
-        .join(script);
-    let mut cmd = Command::new(&python);
-    cmd.arg(&path).args(&args);
-    let (code, out, err) = tokio::task::spawn_blocking(move || meridian_tests::run(cmd, None))
-        .await
-        .unwrap();
-    assert_eq!(code, 0, "{script} {args:?} failed:\n{out}\n{err}");
-    assert!(out.contains("OK"), "{script} {args:?}: {out}");
-    out
 }
 
 /// A record's content is what was produced, whoever reads it: confluent-kafka produces

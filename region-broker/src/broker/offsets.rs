@@ -28,6 +28,7 @@ impl Broker {
         Ok(match query {
             OffsetQuery::Earliest => (earliest, None),
             OffsetQuery::Latest => (latest, None),
+            OffsetQuery::LastStable => (group.last_stable(key).map_err(BrokerError::Read)?, None),
             OffsetQuery::Time(t) => {
                 match group.offset_for_time(key, t).map_err(BrokerError::Read)? {
                     Some((offset, time)) => (offset, Some(time)),

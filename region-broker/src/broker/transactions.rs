@@ -20,6 +20,7 @@
 //! actions: markers written at each participant's leader, offsets committed, timeouts.
 
 pub mod coordinator;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -267,8 +268,9 @@ impl Broker {
             coordinator_epoch: i32::try_from(group.epoch()).unwrap_or(i32::MAX),
         };
         if outcome == Outcome::Commit {
-            for ((consumer_group, p), offset) in &txn.offsets {
-                self.commit_anywhere(consumer_group, p, *offset).await?;
+            for o in &txn.offsets {
+                self.commit_anywhere(&o.group, &o.partition, o.offset)
+                    .await?;
             }
         }
         for p in &txn.participants {

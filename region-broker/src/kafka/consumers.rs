@@ -48,17 +48,17 @@ impl Kafka {
 }
 
 /// FindCoordinator: the Kafka listener of the broker leading the log group a consumer
-/// group's name hashes to ([`Kafka::coordinator`]); transactional ids are refused.
+/// group's name or a transactional id hashes to ([`Kafka::coordinator`]).
 pub(super) fn find_coordinator(
     kafka: &Kafka,
     r: kafka_protocol::messages::FindCoordinatorRequest,
 ) -> kafka_protocol::messages::FindCoordinatorResponse {
     let mut out = kafka_protocol::messages::FindCoordinatorResponse::default();
-    // Key type 1 is a transactional id: transactions are not served over Kafka.
-    let found = if r.key_type == 0 {
-        kafka.coordinator(&r.key)
-    } else {
-        Err(code::COORDINATOR_NOT_AVAILABLE)
+    // Key type 0 is a consumer group, 1 a transactional id: both are placed the same way
+    // (`Broker::coordinator_group`).
+    let found = match r.key_type {
+        0 | 1 => kafka.coordinator(&r.key),
+        _ => Err(code::INVALID_REQUEST),
     };
     match found {
         Ok((id, addr)) => {

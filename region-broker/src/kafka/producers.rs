@@ -1,13 +1,11 @@
-//! Idempotent produce (Kafka's `enable.idempotence`): InitProducerId hands out producer ids,
-//! and a sequence refusal becomes Kafka's error code.
+//! Idempotent produce (Kafka's `enable.idempotence`): a sequence refusal becomes Kafka's
+//! error code (producer ids come from [`crate::broker::Broker::next_producer_id`]).
 //!
 //! The producers' state is not kept here: every replica of a log group keeps it from the
 //! journal (`meridian_storage`'s `group/producers.rs`: a batch record carries its producer),
 //! and the log-group layer checks each batch against it (`HostedGroup::append_idempotent`),
 //! so a retry is answered with the offset of the first write whichever broker leads when it
 //! arrives, as Kafka does by rebuilding the state from its log.
-
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use crate::storage::SeqRefusal;
 
@@ -23,43 +21,6 @@ pub(crate) fn refusal_code(refusal: &SeqRefusal) -> i16 {
         SeqRefusal::Fenced { .. } => code::INVALID_PRODUCER_EPOCH,
         SeqRefusal::NewEpochNotAtZero { .. } | SeqRefusal::OutOfOrder { .. } => {
             code::OUT_OF_ORDER_SEQUENCE_NUMBER
-        }
-    }
-}
-
-/// Hands out producer ids.
-#[derive(Debug)]
-pub(crate) struct Producers {
-    broker_id: u32,
-    last_id: AtomicI64,
-}
-
-impl Producers {
-    pub(crate) fn new(broker_id: u32) -> Producers {
-        Producers {
-            broker_id,
-            last_id: AtomicI64::new(0),
-        }
-    }
-
-    /// A producer id no broker of the region gave before: the time in ms above ten bits of
-    /// this broker's id, moving forward at least by 1024 per id (so ids stay unique across
-    /// restarts and brokers without asking anyone).
-    pub(crate) fn next_id(&self) -> i64 {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        let candidate = (now << 10) | i64::from(self.broker_id % 1024);
-        let mut last = self.last_id.load(Ordering::Relaxed);
-        loop {
-            let id = candidate.max(last + 1024);
-            match self
-                .last_id
-                .compare_exchange(last, id, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => return id,
-                Err(now) => last = now,
-            }
         }
     }
 }
@@ -90,16 +51,5 @@ mod tests {
             first: 3,
         };
         assert_eq!(refusal_code(&new_epoch), code::OUT_OF_ORDER_SEQUENCE_NUMBER);
-    }
-
-    #[test]
-    fn producer_ids_are_unique_and_carry_the_broker() {
-        let p = Producers::new(3);
-        let ids: Vec<i64> = (0..1000).map(|_| p.next_id()).collect();
-        let mut sorted = ids.clone();
-        sorted.dedup();
-        assert_eq!(sorted.len(), ids.len());
-        assert!(ids.windows(2).all(|w| w[0] < w[1]));
-        assert!(ids.iter().all(|id| id % 1024 == 3 && *id > 0));
     }
 }

@@ -24,7 +24,7 @@
 //! up to `check_back_attempts` times, with backoff, then `default_outcome` is applied and
 //! recorded as such.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +42,17 @@ pub struct Participant {
     pub topic: String,
     /// Partition.
     pub partition: u32,
+}
+
+/// A consumer group's offset committed inside a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingOffset {
+    /// The consumer group.
+    pub group: String,
+    /// The partition.
+    pub partition: Participant,
+    /// The offset (the next to read).
+    pub offset: u64,
 }
 
 /// Where a transaction stands.
@@ -126,11 +137,11 @@ pub struct Transaction {
     pub participants: BTreeSet<Participant>,
     /// Consumer groups whose offsets it commits (Kafka's `AddOffsetsToTxn`).
     pub offset_groups: BTreeSet<String>,
-    /// Consumer offsets committed in the transaction (Kafka's `TxnOffsetCommit`): made the
-    /// groups' committed offsets when it commits, dropped when it aborts. Keyed by group
-    /// and partition.
+    /// Consumer offsets committed in the transaction (Kafka's `TxnOffsetCommit`), one per
+    /// group and partition: made the groups' committed offsets when it commits, dropped
+    /// when it aborts.
     #[serde(default)]
-    pub offsets: BTreeMap<(String, Participant), u64>,
+    pub offsets: Vec<PendingOffset>,
     /// How long it may stay open, in milliseconds.
     pub timeout_ms: Ms,
     /// When the open transaction started.
@@ -493,8 +504,14 @@ impl Coordinator {
                 }
                 let mut next = txn.clone();
                 next.updated_ms = now;
-                for (p, offset) in offsets {
-                    next.offsets.insert((group.clone(), p), offset);
+                for (partition, offset) in offsets {
+                    next.offsets
+                        .retain(|o| o.group != group || o.partition != partition);
+                    next.offsets.push(PendingOffset {
+                        group: group.clone(),
+                        partition,
+                        offset,
+                    });
                 }
                 if next.offsets.len() > self.limits.participants_max {
                     return Err(TxnError::TooManyParticipants {
@@ -542,7 +559,7 @@ impl Coordinator {
                     number: 0,
                     participants: BTreeSet::new(),
                     offset_groups: BTreeSet::new(),
-                    offsets: BTreeMap::new(),
+                    offsets: Vec::new(),
                     timeout_ms,
                     started_ms: None,
                     updated_ms: now,

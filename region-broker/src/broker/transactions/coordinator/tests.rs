@@ -39,7 +39,10 @@ impl Log {
         }
     }
 
+    /// Writes a record as the shell stores it (JSON) and applies what is read back.
     fn write(&mut self, record: TxnRecord) {
+        let stored = serde_json::to_vec(&record).expect("a record serializes");
+        let record: TxnRecord = serde_json::from_slice(&stored).expect("and reads back");
         self.records.push(record.clone());
         self.actions.extend(self.c.apply(record));
     }
@@ -481,6 +484,56 @@ fn adding_what_is_already_added_writes_nothing() {
     .unwrap();
     assert_eq!(log.records.len(), written + 1);
     assert!(log.c.get("t").unwrap().offset_groups.contains("readers"));
+}
+
+#[test]
+fn offsets_committed_in_a_transaction_need_their_group_and_keep_the_last_per_partition() {
+    let mut log = Log::new();
+    let p = log.init("t", None, 0);
+    log.add("t", p, &[part("out", 0)], 1);
+    let commit = |group: &str, offset| Request::CommitOffsets {
+        id: "t".into(),
+        producer_id: p.0,
+        epoch: p.1,
+        group: group.into(),
+        offsets: vec![(part("in", 2), offset)],
+    };
+    let refused = log.ask(commit("readers", 5), 2).unwrap_err();
+    assert!(
+        matches!(refused, TxnError::InvalidState { .. }),
+        "{refused}"
+    );
+    log.ask(
+        Request::AddOffsets {
+            id: "t".into(),
+            producer_id: p.0,
+            epoch: p.1,
+            group: "readers".into(),
+        },
+        3,
+    )
+    .unwrap();
+    log.ask(commit("readers", 5), 4).unwrap();
+    log.ask(commit("readers", 9), 5).unwrap();
+    let offsets = &log.c.get("t").unwrap().offsets;
+    assert_eq!(
+        offsets,
+        &[PendingOffset {
+            group: "readers".into(),
+            partition: part("in", 2),
+            offset: 9
+        }]
+    );
+    // They go with the commit's markers, and the next transaction starts without them.
+    log.end("t", Some(p), Outcome::Commit, 6).unwrap();
+    let Some(Action::WriteMarkers { txn, .. }) = log.actions.last() else {
+        panic!("no markers to write: {:?}", log.actions);
+    };
+    assert_eq!(txn.offsets.len(), 1);
+    log.finish_markers(7);
+    log.add("t", p, &[part("out", 0)], 8);
+    assert!(log.c.get("t").unwrap().offsets.is_empty());
+    assert_eq!(log.replayed().get("t"), log.c.get("t"));
 }
 
 #[derive(Debug, Clone)]

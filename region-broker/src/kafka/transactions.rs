@@ -1,0 +1,315 @@
+//! Kafka transactions on the broker's transaction coordinators
+//! ([`crate::broker::transactions`]): InitProducerId (idempotent, or registering a
+//! `transactional.id` and fencing its older producers by epoch), AddPartitionsToTxn,
+//! AddOffsetsToTxn, TxnOffsetCommit and EndTxn. A request reaches the id's coordinator
+//! (FindCoordinator with key type 1 names it); elsewhere it is answered NOT_COORDINATOR, as
+//! Kafka does, except TxnOffsetCommit, which goes to the consumer group's coordinator and
+//! is forwarded from there to the transaction's.
+
+use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, EndTxnRequest, EndTxnResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ProducerId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+};
+use meridian_region_client::RegionError;
+
+use super::{Kafka, code, kafka_protocol, partition_index};
+use crate::broker::BrokerError;
+use crate::broker::transactions::TxnRequestError;
+use crate::broker::transactions::coordinator::{Answer, Outcome, Participant, Request, TxnError};
+
+/// Kafka's error codes of transactions.
+mod txn_code {
+    pub(super) const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+    pub(super) const INVALID_PRODUCER_EPOCH: i16 = 47;
+    pub(super) const INVALID_TXN_STATE: i16 = 48;
+    pub(super) const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
+    pub(super) const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
+    pub(super) const CONCURRENT_TRANSACTIONS: i16 = 51;
+    pub(super) const OPERATION_NOT_ATTEMPTED: i16 = 55;
+    pub(super) const PRODUCER_FENCED: i16 = 90;
+}
+
+/// The Kafka error code of a refused or failed transaction request.
+fn txn_error_code(e: &TxnRequestError) -> i16 {
+    match e {
+        TxnRequestError::Refused(refused) => match refused {
+            TxnError::Unknown { .. } | TxnError::WrongProducer { .. } => {
+                txn_code::INVALID_PRODUCER_ID_MAPPING
+            }
+            TxnError::Fenced { .. } => txn_code::PRODUCER_FENCED,
+            TxnError::Concurrent { .. } => txn_code::CONCURRENT_TRANSACTIONS,
+            TxnError::InvalidState { .. }
+            | TxnError::TooManyParticipants { .. }
+            | TxnError::TooManyTransactions { .. } => txn_code::INVALID_TXN_STATE,
+            TxnError::InvalidTimeout { .. } => txn_code::INVALID_TRANSACTION_TIMEOUT,
+        },
+        TxnRequestError::Broker(BrokerError::NotLeader { .. }) => code::NOT_COORDINATOR,
+        // Retriable: the coordinator is loading, electing or cannot write yet.
+        TxnRequestError::Broker(_) => txn_code::COORDINATOR_LOAD_IN_PROGRESS,
+    }
+}
+
+/// A failed transaction request as it is logged (the client sees only the code).
+fn log_refusal(api: &'static str, e: &TxnRequestError) {
+    tracing::debug!(api, error = %e, "transaction request refused");
+}
+
+/// InitProducerId: without a transactional id, a new idempotent producer id (epoch 0), or
+/// the same id with the next epoch for a producer that asks again with its id (KIP-360);
+/// with one, the id's producer from its coordinator (a new epoch fences the older ones;
+/// a transaction an older producer left open is aborted first: CONCURRENT_TRANSACTIONS
+/// until it is, which the client retries).
+pub(super) async fn init_producer_id(
+    kafka: &Kafka,
+    r: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let mut out = InitProducerIdResponse::default();
+    out.producer_id = ProducerId(-1);
+    out.producer_epoch = -1;
+    let Some(id) = r.transactional_id.as_ref().map(|t| t.0.to_string()) else {
+        if r.producer_id.0 >= 0 && r.producer_epoch >= 0 && r.producer_epoch < i16::MAX {
+            out.producer_id = r.producer_id;
+            out.producer_epoch = r.producer_epoch + 1;
+        } else {
+            out.producer_id = ProducerId(kafka.broker.next_producer_id());
+            out.producer_epoch = 0;
+        }
+        metrics::counter!("meridian_kafka_producer_ids_total").increment(1);
+        return out;
+    };
+    let request = Request::Init {
+        id,
+        timeout_ms: i64::from(r.transaction_timeout_ms),
+        producer_group: None,
+        fresh_producer_id: kafka.broker.next_producer_id(),
+    };
+    match kafka.broker.transaction(request).await {
+        Ok(Answer::Producer { producer_id, epoch }) => {
+            out.producer_id = ProducerId(producer_id);
+            out.producer_epoch = epoch;
+        }
+        Ok(Answer::Done) => out.error_code = code::UNKNOWN_SERVER_ERROR,
+        Err(e) => {
+            log_refusal("InitProducerId", &e);
+            out.error_code = txn_error_code(&e);
+        }
+    }
+    out
+}
+
+/// AddPartitionsToTxn (versions 0-3, one transaction per request): the partitions join
+/// the producer's transaction, opening it. Every partition gets the same answer; a
+/// partition of an unknown topic fails the request (the others OPERATION_NOT_ATTEMPTED).
+pub(super) async fn add_partitions_to_txn(
+    kafka: &Kafka,
+    r: AddPartitionsToTxnRequest,
+) -> AddPartitionsToTxnResponse {
+    use kafka_protocol::messages::add_partitions_to_txn_response::{
+        AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    };
+    let mut participants = Vec::new();
+    let mut unknown = Vec::new();
+    for topic in &r.v3_and_below_topics {
+        let name = topic.name.0.to_string();
+        let known = kafka.broker.topic(&name).ok();
+        for &p in &topic.partitions {
+            let fits = known
+                .as_ref()
+                .zip(partition_index(p).ok())
+                .filter(|(t, index)| (*index as usize) < t.groups.len());
+            match fits {
+                Some((_, partition)) => participants.push(Participant {
+                    topic: name.clone(),
+                    partition,
+                }),
+                None => unknown.push((name.clone(), p)),
+            }
+        }
+    }
+    let code_of = |name: &str, p: i32| -> i16 {
+        if unknown.is_empty() {
+            return code::NONE;
+        }
+        if unknown.iter().any(|(n, q)| n == name && *q == p) {
+            code::UNKNOWN_TOPIC_OR_PARTITION
+        } else {
+            txn_code::OPERATION_NOT_ATTEMPTED
+        }
+    };
+    let answer = if unknown.is_empty() {
+        let request = Request::Add {
+            id: r.v3_and_below_transactional_id.0.to_string(),
+            producer_id: r.v3_and_below_producer_id.0,
+            epoch: r.v3_and_below_producer_epoch,
+            participants,
+        };
+        match kafka.broker.transaction(request).await {
+            Ok(_) => code::NONE,
+            Err(e) => {
+                log_refusal("AddPartitionsToTxn", &e);
+                txn_error_code(&e)
+            }
+        }
+    } else {
+        code::NONE
+    };
+    let mut out = AddPartitionsToTxnResponse::default();
+    for topic in r.v3_and_below_topics {
+        let mut t = AddPartitionsToTxnTopicResult::default();
+        t.name = topic.name.clone();
+        for p in topic.partitions {
+            let mut result = AddPartitionsToTxnPartitionResult::default();
+            result.partition_index = p;
+            result.partition_error_code = match code_of(&topic.name.0, p) {
+                code::NONE => answer,
+                c => c,
+            };
+            t.results_by_partition.push(result);
+        }
+        out.results_by_topic_v3_and_below.push(t);
+    }
+    out
+}
+
+/// AddOffsetsToTxn: the consumer group's offsets will be committed in the transaction.
+pub(super) async fn add_offsets_to_txn(
+    kafka: &Kafka,
+    r: AddOffsetsToTxnRequest,
+) -> AddOffsetsToTxnResponse {
+    let request = Request::AddOffsets {
+        id: r.transactional_id.0.to_string(),
+        producer_id: r.producer_id.0,
+        epoch: r.producer_epoch,
+        group: r.group_id.0.to_string(),
+    };
+    let mut out = AddOffsetsToTxnResponse::default();
+    if let Err(e) = kafka.broker.transaction(request).await {
+        log_refusal("AddOffsetsToTxn", &e);
+        out.error_code = txn_error_code(&e);
+    }
+    out
+}
+
+/// TxnOffsetCommit: offsets committed inside the transaction, made the group's committed
+/// offsets only if it commits. Sent to the group's coordinator; carried out by the
+/// transaction's (forwarded when that is another broker).
+pub(super) async fn txn_offset_commit(
+    kafka: &Kafka,
+    r: TxnOffsetCommitRequest,
+) -> TxnOffsetCommitResponse {
+    use kafka_protocol::messages::txn_offset_commit_response::{
+        TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+    };
+    let mut offsets = Vec::new();
+    let mut invalid = false;
+    for topic in &r.topics {
+        for p in &topic.partitions {
+            match (
+                partition_index(p.partition_index),
+                u64::try_from(p.committed_offset),
+            ) {
+                (Ok(partition), Ok(offset)) => offsets.push((
+                    Participant {
+                        topic: topic.name.0.to_string(),
+                        partition,
+                    },
+                    offset,
+                )),
+                _ => invalid = true,
+            }
+        }
+    }
+    let answer = if invalid {
+        code::OFFSET_OUT_OF_RANGE
+    } else {
+        let request = Request::CommitOffsets {
+            id: r.transactional_id.0.to_string(),
+            producer_id: r.producer_id.0,
+            epoch: r.producer_epoch,
+            group: r.group_id.0.to_string(),
+            offsets,
+        };
+        match kafka.broker.transaction(request.clone()).await {
+            Ok(_) => code::NONE,
+            Err(TxnRequestError::Broker(BrokerError::NotLeader { .. })) => {
+                forward(kafka, request).await
+            }
+            Err(e) => {
+                log_refusal("TxnOffsetCommit", &e);
+                txn_error_code(&e)
+            }
+        }
+    };
+    let mut out = TxnOffsetCommitResponse::default();
+    for topic in r.topics {
+        let mut t = TxnOffsetCommitResponseTopic::default();
+        t.name = topic.name.clone();
+        for p in topic.partitions {
+            let mut result = TxnOffsetCommitResponsePartition::default();
+            result.partition_index = p.partition_index;
+            result.error_code = answer;
+            t.partitions.push(result);
+        }
+        out.topics.push(t);
+    }
+    out
+}
+
+/// A request the transaction's coordinator on another broker carries out.
+async fn forward(kafka: &Kafka, request: Request) -> i16 {
+    let region = match kafka.region().await {
+        Ok(region) => region,
+        Err(_) => return code::COORDINATOR_NOT_AVAILABLE,
+    };
+    match region.transaction(&request.into()).await {
+        Ok(_) => code::NONE,
+        Err(e) => {
+            tracing::debug!(error = %e, "a forwarded transaction request failed");
+            forwarded_code(&e)
+        }
+    }
+}
+
+/// The Kafka code of a transaction request refused by another broker (its gRPC status
+/// code says which refusal: `crate::grpc`'s mapping).
+fn forwarded_code(e: &RegionError) -> i16 {
+    match e {
+        RegionError::Broker { code: c, .. } => match *c {
+            tonic::Code::NotFound => txn_code::INVALID_PRODUCER_ID_MAPPING,
+            tonic::Code::PermissionDenied => txn_code::PRODUCER_FENCED,
+            tonic::Code::Aborted => txn_code::CONCURRENT_TRANSACTIONS,
+            tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted => {
+                txn_code::INVALID_TXN_STATE
+            }
+            _ => txn_code::COORDINATOR_LOAD_IN_PROGRESS,
+        },
+        _ => txn_code::COORDINATOR_LOAD_IN_PROGRESS,
+    }
+}
+
+/// EndTxn: commits or aborts the producer's transaction; answered once the outcome is
+/// recorded and its markers written (or left to the coordinator to finish).
+pub(super) async fn end_txn(kafka: &Kafka, r: EndTxnRequest) -> EndTxnResponse {
+    let request = Request::End {
+        id: r.transactional_id.0.to_string(),
+        producer: Some((r.producer_id.0, r.producer_epoch)),
+        outcome: if r.committed {
+            Outcome::Commit
+        } else {
+            Outcome::Abort
+        },
+    };
+    let mut out = EndTxnResponse::default();
+    out.producer_id = ProducerId(-1);
+    out.producer_epoch = -1;
+    if let Err(e) = kafka.broker.transaction(request).await {
+        log_refusal("EndTxn", &e);
+        out.error_code = match txn_error_code(&e) {
+            // EndTxn's versions before 2 know only the older name of fencing.
+            txn_code::PRODUCER_FENCED => txn_code::INVALID_PRODUCER_EPOCH,
+            c => c,
+        };
+    }
+    out
+}
