@@ -279,7 +279,7 @@ impl Broker {
             sync,
             catalog_writes: tokio::sync::Mutex::new(()),
             mirror_locks: std::sync::Mutex::default(),
-            transactions: transactions::Transactions::default(),
+            transactions: transactions::Transactions::new((&config.transactions).into()),
             producer_ids: producer_ids::ProducerIds::new(config.broker_id),
             config,
         };

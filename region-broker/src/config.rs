@@ -27,6 +27,8 @@ pub struct Config {
     pub kafka: KafkaLimits,
     /// The gRPC API's bounds (`[grpc]`).
     pub grpc: GrpcLimits,
+    /// The transaction coordinators' bounds and policy (`[transactions]`).
+    pub transactions: TransactionsConfig,
     /// Address of the Prometheus `/metrics` endpoint.
     pub metrics_listen: SocketAddr,
     /// Log groups this broker hosts; partitions are spread over them.
@@ -89,6 +91,45 @@ impl Default for KafkaLimits {
             request_memory_max: 256 << 20,
             empty_group_expiry_ms: 600_000,
             groups_max: 10_000,
+        }
+    }
+}
+
+/// The `[transactions]` section: what a log group's transaction coordinator holds at most,
+/// and how it settles a native transaction left in doubt.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransactionsConfig {
+    /// Transactional ids one coordinator knows at once (open and recently ended).
+    pub transactions_max: usize,
+    /// Partitions one transaction may write (and consumer offsets it may commit).
+    pub participants_max: usize,
+    /// The longest timeout a producer may ask for (Kafka's `transaction.max.timeout.ms`).
+    pub timeout_max_ms: i64,
+    /// Check-backs of an in-doubt native transaction before the default outcome applies.
+    pub check_back_attempts: u32,
+    /// Wait before the second check-back, doubling up to `check_back_backoff_max_ms`.
+    pub check_back_backoff_ms: i64,
+    /// The longest wait between check-backs.
+    pub check_back_backoff_max_ms: i64,
+    /// What a native transaction nobody answers for becomes: `rollback` or `commit`.
+    pub default_outcome: String,
+    /// How long an ended transactional id is remembered without a new transaction (Kafka's
+    /// `transactional.id.expiration.ms`).
+    pub ended_kept_ms: i64,
+}
+
+impl Default for TransactionsConfig {
+    fn default() -> Self {
+        TransactionsConfig {
+            transactions_max: 100_000,
+            participants_max: 1_000,
+            timeout_max_ms: 15 * 60 * 1000,
+            check_back_attempts: 5,
+            check_back_backoff_ms: 1_000,
+            check_back_backoff_max_ms: 60_000,
+            default_outcome: "rollback".into(),
+            ended_kept_ms: 7 * 24 * 3600 * 1000,
         }
     }
 }
@@ -271,6 +312,7 @@ impl Default for Config {
             kafka_listen: None,
             kafka: KafkaLimits::default(),
             grpc: GrpcLimits::default(),
+            transactions: TransactionsConfig::default(),
             metrics_listen: "127.0.0.1:9464".parse().expect("valid address"),
             log_groups: 4,
             control: Vec::new(),
@@ -384,6 +426,31 @@ impl Config {
                 value: value.to_string(),
                 why: why.into(),
             })
+        }
+        let t = &self.transactions;
+        if !matches!(t.default_outcome.as_str(), "rollback" | "commit") {
+            return invalid(
+                "transactions.default_outcome",
+                &t.default_outcome,
+                "must be rollback or commit",
+            );
+        }
+        if t.transactions_max == 0 || t.participants_max == 0 || t.timeout_max_ms < 1 {
+            return invalid(
+                "transactions.transactions_max",
+                format!(
+                    "{}/{}/{}",
+                    t.transactions_max, t.participants_max, t.timeout_max_ms
+                ),
+                "transactions_max, participants_max and timeout_max_ms must be at least 1",
+            );
+        }
+        if t.check_back_backoff_ms < 1 || t.check_back_backoff_max_ms < t.check_back_backoff_ms {
+            return invalid(
+                "transactions.check_back_backoff_ms",
+                t.check_back_backoff_ms,
+                "must be at least 1 and at most check_back_backoff_max_ms",
+            );
         }
         let k = &self.kafka;
         if k.request_memory_max < KAFKA_FRAME_MAX {

@@ -260,6 +260,14 @@ impl broker_server::Broker for GrpcService {
             .collect::<Result<_, _>>()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (produced, duplicate) = match r.producer {
+            // A transactional batch: idempotent too, inside the producer's transaction.
+            Some(p) if r.transactional => {
+                let producer = producer_batch(&p, messages.len())?;
+                self.broker
+                    .produce_transactional(&r.topic, r.partition, messages, acks, producer)
+                    .await
+                    .map_err(status)?
+            }
             // An idempotent producer's batch: stored once however often it is sent.
             Some(p) => {
                 let producer = producer_batch(&p, messages.len())?;
@@ -267,6 +275,11 @@ impl broker_server::Broker for GrpcService {
                     .produce_idempotent_at(&r.topic, r.partition, messages, acks, producer, r.epoch)
                     .await
                     .map_err(status)?
+            }
+            None if r.transactional => {
+                return Err(Status::invalid_argument(
+                    "a transactional batch needs its producer (id, epoch, first sequence), as the transaction's begin answered",
+                ));
             }
             None => (
                 self.broker
@@ -443,6 +456,69 @@ impl broker_server::Broker for GrpcService {
             }
             Err(TxnRequestError::Broker(e)) => Err(status(e)),
         }
+    }
+
+    async fn list_transactions(
+        &self,
+        _: Request<v1::ListTransactionsRequest>,
+    ) -> Result<Response<v1::ListTransactionsResponse>, Status> {
+        use crate::broker::transactions::wire;
+        let transactions = self.broker.list_transactions().await;
+        Ok(Response::new(v1::ListTransactionsResponse {
+            broker_id: self.broker.config().broker_id,
+            transactions: transactions.iter().map(wire::transaction_info).collect(),
+        }))
+    }
+
+    type CheckBackStream = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<v1::CheckBackQuery, Status>> + Send>,
+    >;
+
+    async fn check_back(
+        &self,
+        request: Request<tonic::Streaming<v1::CheckBackReply>>,
+    ) -> Result<Response<Self::CheckBackStream>, Status> {
+        use crate::broker::transactions::coordinator::Outcome;
+        use v1::check_back_reply::Msg;
+        let mut replies = request.into_inner();
+        let group = match replies.message().await? {
+            Some(v1::CheckBackReply {
+                msg: Some(Msg::RegisterGroup(group)),
+            }) => group,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a check-back stream starts with register_group, naming its producer group",
+                ));
+            }
+        };
+        meridian_proto::names::validate("group", &group)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (id, queries) = self
+            .broker
+            .check_backs()
+            .register(&group)
+            .map_err(|e| Status::resource_exhausted(e.to_string()))?;
+        tracing::info!(producer_group = %group, "a check-back stream opened");
+        // Answers come back on the request stream until the producer closes it.
+        let broker = self.broker.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(reply)) = replies.message().await {
+                if let Some(Msg::Answer(a)) = reply.msg {
+                    let outcome = match v1::CheckBackOutcome::try_from(a.outcome) {
+                        Ok(v1::CheckBackOutcome::CheckBackCommit) => Some(Outcome::Commit),
+                        Ok(v1::CheckBackOutcome::CheckBackRollback) => Some(Outcome::Abort),
+                        _ => None,
+                    };
+                    broker.check_backs().answer(a.query, outcome);
+                }
+            }
+            broker.check_backs().unregister(&group, id);
+            tracing::info!(producer_group = %group, "a check-back stream closed");
+        });
+        let stream = futures_util::stream::unfold(queries, |mut queries| async move {
+            queries.recv().await.map(|q| (Ok(q), queries))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn write_txn_marker(

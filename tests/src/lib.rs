@@ -470,6 +470,38 @@ impl Region {
         }
         None
     }
+
+    /// The broker leading `topic`/`partition`, once one other than `not` does (waits up to
+    /// a minute; `usize::MAX` for any).
+    pub async fn new_leader(&self, topic: &str, partition: u32, not: usize) -> usize {
+        for _ in 0..600 {
+            if let Some(i) = self.leader_of(topic, partition).await
+                && i != not
+            {
+                return i;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no new leader of {topic}/{partition}");
+    }
+
+    /// The region's log group ids, sorted, as the first broker hosts them (in a static
+    /// region every broker hosts every group).
+    pub async fn log_group_ids(&self) -> Vec<u32> {
+        use meridian_proto::v1;
+        let mut c =
+            v1::broker_client::BrokerClient::connect(format!("http://{}", self.brokers[0].addr))
+                .await
+                .expect("broker 1 answers");
+        let r = c
+            .log_groups(v1::LogGroupsRequest {})
+            .await
+            .expect("its log groups")
+            .into_inner();
+        let mut ids: Vec<u32> = r.groups.iter().map(|g| g.group).collect();
+        ids.sort_unstable();
+        ids
+    }
 }
 
 /// The gRPC addresses of the running brokers among `brokers`, comma separated.

@@ -955,24 +955,6 @@ fn init_producer_id(kafka: SocketAddr) -> (i64, i16) {
     (id.producer_id.0, id.producer_epoch)
 }
 
-/// Waits for a leader of `topic`/`partition` other than broker `not` (by index); its index.
-async fn new_leader(
-    region: &meridian_tests::Region,
-    topic: &str,
-    partition: u32,
-    not: usize,
-) -> usize {
-    for _ in 0..600 {
-        if let Some(i) = region.leader_of(topic, partition).await
-            && i != not
-        {
-            return i;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("no new leader of {topic}/{partition}");
-}
-
 /// Sends `batch` to whichever broker leads `topic`/`partition` until one answers without
 /// an error (an election in progress answers NOT_LEADER or a timeout); the base offset.
 async fn produce_until_written(
@@ -984,7 +966,7 @@ async fn produce_until_written(
 ) -> i64 {
     let mut last = None;
     for _ in 0..100 {
-        let leader = new_leader(region, topic, partition, not).await;
+        let leader = region.new_leader(topic, partition, not).await;
         let kafka = region.kafka[leader];
         let batch = batch.clone();
         let answer =
@@ -1017,7 +999,7 @@ async fn an_idempotent_retry_across_a_leader_kill_is_written_once() {
         .create_topic("idem-kill", 1)
         .await
         .unwrap();
-    let leader = new_leader(&region, "idem-kill", 0, usize::MAX).await;
+    let leader = region.new_leader("idem-kill", 0, usize::MAX).await;
     let (pid, epoch) = {
         let kafka = region.kafka[leader];
         tokio::task::spawn_blocking(move || init_producer_id(kafka))
@@ -1052,7 +1034,7 @@ async fn an_idempotent_retry_across_a_leader_kill_is_written_once() {
         5
     );
     // A gap is still refused by the new leader (OUT_OF_ORDER_SEQUENCE_NUMBER).
-    let leader = new_leader(&region, "idem-kill", 0, old).await;
+    let leader = region.new_leader("idem-kill", 0, old).await;
     let kafka = region.kafka[leader];
     let gap = tokio::task::spawn_blocking(move || {
         produce_raw(kafka, "idem-kill", 0, idempotent_batch(pid, epoch, 9..10))
@@ -1098,7 +1080,7 @@ async fn an_idempotent_kafka_producer_is_exactly_once_and_in_order_across_a_lead
         .await
         .unwrap();
     for p in 0..PARTITIONS {
-        new_leader(&region, "exact", p, usize::MAX).await;
+        region.new_leader("exact", p, usize::MAX).await;
     }
     let bootstrap: Vec<String> = region.kafka.iter().map(|a| a.to_string()).collect();
     let started = tmp.path().join("started");
@@ -1122,11 +1104,11 @@ async fn an_idempotent_kafka_producer_is_exactly_once_and_in_order_across_a_lead
     let victim = region.leader_of("exact", 0).await.unwrap();
     let killed_at = std::time::Instant::now();
     region.brokers[victim].kill9();
-    new_leader(&region, "exact", 0, victim).await;
+    region.new_leader("exact", 0, victim).await;
     region.brokers[victim].restart().await.unwrap();
     // Then a follower stalls (SIGSTOP) for 3 s: acks=all goes on without it. Partition 1
     // may have been led by the victim too, and be electing still.
-    let leader = new_leader(&region, "exact", 1, usize::MAX).await;
+    let leader = region.new_leader("exact", 1, usize::MAX).await;
     let follower = (leader + 1) % region.brokers.len();
     let stalled_at = killed_at.elapsed();
     region.brokers[follower].stop();

@@ -72,3 +72,81 @@ async fn read_native(client: &meridian_client::Client, topic: &str, expect: usiz
         }
     }
 }
+
+/// Kill -9 mid-transaction: transaction 1's records are prepared (written, not ended) when
+/// the leader of partition 0 — which is also the transaction's coordinator: its id is
+/// chosen to hash to partition 0's log group — is killed and restarted; transaction 2's
+/// when partition 1's leader is. Neither is visible to `read_committed` readers before it
+/// ends; then the committed one is visible exactly once and the aborted one never
+/// (`kafka_clients/confluent_txn_kill.py` counts every record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_survives_kill9_of_its_coordinator_and_a_partition_leader() {
+    const PARTITIONS: u32 = 3;
+    const PER_PARTITION: usize = 300;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut region = meridian_tests::Region::start_with_kafka(tmp.path(), 3, &[])
+        .await
+        .unwrap();
+    let client = region.client().await;
+    client.create_topic("txk", PARTITIONS).await.unwrap();
+    let info = client.describe_topic("txk").await.unwrap();
+    let group0 = info.partitions[0].log_group;
+    let groups = region.log_group_ids().await;
+    let id = (0..)
+        .map(|n| format!("kill-{n}"))
+        .find(|id| groups[(fnv1a(id) % groups.len() as u64) as usize] == group0)
+        .unwrap();
+    let bootstrap: Vec<String> = region.kafka.iter().map(|a| a.to_string()).collect();
+    let dir = tmp.path().join("signals");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = tokio::spawn(python_output(
+        "confluent_txn_kill.py",
+        vec![
+            bootstrap.join(","),
+            "txk".into(),
+            PARTITIONS.to_string(),
+            id.clone(),
+            PER_PARTITION.to_string(),
+            dir.display().to_string(),
+        ],
+    ));
+    for (round, partition) in [(1, 0), (2, 1)] {
+        let prepared = dir.join(format!("prepared{round}"));
+        while !prepared.exists() {
+            assert!(
+                !script.is_finished(),
+                "the script stopped before round {round}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let victim = region.new_leader("txk", partition, usize::MAX).await;
+        region.brokers[victim].kill9();
+        region.new_leader("txk", partition, victim).await;
+        region.brokers[victim].restart().await.unwrap();
+        eprintln!(
+            "round {round}: killed and restarted broker {} (led partition {partition})",
+            victim + 1
+        );
+        std::fs::write(dir.join(format!("go{round}")), b"").unwrap();
+    }
+    let out = script.await.unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    eprintln!("{report}");
+    let total = PER_PARTITION * PARTITIONS as usize;
+    assert_eq!(report["committed"], total);
+    assert_eq!(report["committed_distinct"], total);
+    assert_eq!(report["uncommitted"], 2 * total);
+    assert_eq!(report["committed_visible_before_end1"], 0);
+    // The native reader agrees.
+    let values = read_native(&client, "txk", total).await;
+    assert_eq!(values.len(), total);
+    assert!(values.iter().all(|v| v.starts_with("t1-")));
+}
+
+/// FNV-1a, as brokers place coordinators (`Broker::coordinator_group`).
+fn fnv1a(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

@@ -47,6 +47,17 @@ struct Args {
     /// Kafka consumer groups this broker coordinates at once, at most.
     #[arg(long)]
     kafka_groups_max: Option<usize>,
+    /// Check-backs of an in-doubt native transaction before its default outcome applies
+    /// (`transactions.check_back_attempts`).
+    #[arg(long)]
+    txn_check_back_attempts: Option<u32>,
+    /// Wait before the second check-back, doubling (`transactions.check_back_backoff_ms`).
+    #[arg(long)]
+    txn_check_back_backoff_ms: Option<i64>,
+    /// What an in-doubt native transaction nobody answers for becomes: rollback or commit
+    /// (`transactions.default_outcome`).
+    #[arg(long)]
+    txn_default_outcome: Option<String>,
     /// gRPC connections open at once, at most.
     #[arg(long)]
     grpc_connections_max: Option<usize>,
@@ -161,6 +172,16 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.kafka_groups_max {
         c.kafka.groups_max = v;
+    }
+    if let Some(v) = args.txn_check_back_attempts {
+        c.transactions.check_back_attempts = v;
+    }
+    if let Some(v) = args.txn_check_back_backoff_ms {
+        c.transactions.check_back_backoff_ms = v;
+        c.transactions.check_back_backoff_max_ms = c.transactions.check_back_backoff_max_ms.max(v);
+    }
+    if let Some(v) = &args.txn_default_outcome {
+        c.transactions.default_outcome = v.clone();
     }
     if let Some(v) = args.grpc_connections_max {
         c.grpc.connections_max = v;

@@ -296,6 +296,14 @@ fn read_isolated(
     max_bytes: usize,
     isolation: Isolation,
 ) -> Result<Vec<ReadBatch>, ReadError> {
+    let (earliest, latest) = group.offsets(key)?;
+    if offset < earliest || offset > latest {
+        return Err(ReadError::OffsetOutOfRange {
+            offset,
+            earliest,
+            latest,
+        });
+    }
     let limit = match isolation {
         Isolation::Committed => group.last_stable(key)?,
         Isolation::Uncommitted => u64::MAX,

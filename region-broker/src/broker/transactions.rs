@@ -19,6 +19,7 @@
 //! log group), loading them when a broker starts leading the group, and carrying out the
 //! actions: markers written at each participant's leader, offsets committed, timeouts.
 
+pub mod check_back;
 pub mod coordinator;
 pub mod wire;
 
@@ -45,7 +46,7 @@ pub const STATE_KEY: PartitionKey = (STATE_TOPIC_ID, 0);
 const TICK: Duration = Duration::from_secs(1);
 
 /// The coordinators of the log groups this broker leads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Transactions {
     limits: Limits,
     /// Per log group: its coordinator as loaded in a leadership epoch; the lock serializes
@@ -53,6 +54,63 @@ pub struct Transactions {
     loaded: std::sync::Mutex<HashMap<u32, Arc<tokio::sync::Mutex<Loaded>>>>,
     /// To the region's other brokers (markers for partitions they lead).
     region: tokio::sync::OnceCell<meridian_region_client::RegionClient>,
+    /// Transactions (log group, id) whose markers are being written: one writer each, so
+    /// a late duplicate marker never lands after the producer began its next transaction
+    /// in that partition (it would end that one). Bounded by the transactions known.
+    finishing: std::sync::Mutex<std::collections::HashSet<(u32, String)>>,
+    /// Transactions (log group, id) being checked back: one check-back at a time each.
+    asking: std::sync::Mutex<std::collections::HashSet<(u32, String)>>,
+    /// The producer groups' check-back streams.
+    check_backs: check_back::CheckBacks,
+}
+
+impl Transactions {
+    /// Coordinators with these limits and policy.
+    pub fn new(limits: Limits) -> Transactions {
+        Transactions {
+            limits,
+            loaded: Default::default(),
+            region: Default::default(),
+            finishing: Default::default(),
+            asking: Default::default(),
+            check_backs: Default::default(),
+        }
+    }
+}
+
+/// A transaction checked back later: (id, producer group, (producer id, epoch, number)).
+type CheckBackJob = (String, String, (i64, i16, u64));
+
+/// Holds a transaction's place in one of [`Transactions`]' claim sets while a task works
+/// on it (its markers, its check-back).
+struct Claim<'a> {
+    set: &'a std::sync::Mutex<std::collections::HashSet<(u32, String)>>,
+    key: (u32, String),
+}
+
+impl<'a> Claim<'a> {
+    /// The place, unless another task holds it.
+    fn take(
+        set: &'a std::sync::Mutex<std::collections::HashSet<(u32, String)>>,
+        log_group: u32,
+        id: &str,
+    ) -> Option<Claim<'a>> {
+        let key = (log_group, id.to_owned());
+        let taken = set
+            .lock()
+            .expect("claims lock poisoned")
+            .insert(key.clone());
+        taken.then_some(Claim { set, key })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .expect("claims lock poisoned")
+            .remove(&self.key);
+    }
 }
 
 #[derive(Debug)]
@@ -120,7 +178,8 @@ impl Broker {
         }
         drop(loaded);
         for action in actions {
-            self.act(&group, action).await;
+            // A request's own actions are markers and records, never check-backs.
+            let _ = self.act(&group, action).await;
         }
         Ok(decision.answer?)
     }
@@ -209,12 +268,29 @@ impl Broker {
     }
 
     /// Carries out one of the coordinator's actions; what fails is left for the next tick
-    /// (markers are written again until every participant holds them).
-    async fn act(&self, group: &HostedGroup, action: Action) {
+    /// (markers are written again until every participant holds them). Check-backs wait
+    /// for producers' answers: they are returned, to run apart.
+    async fn act(&self, group: &HostedGroup, action: Action) -> Vec<CheckBackJob> {
+        let mut later = Vec::new();
         let mut queue = vec![action];
         while let Some(action) = queue.pop() {
             match action {
                 Action::WriteMarkers { txn, outcome } => {
+                    // Another task is writing them (the tick, or a request's own end).
+                    let Some(_writing) =
+                        Claim::take(&self.transactions.finishing, group.id(), &txn.id)
+                    else {
+                        continue;
+                    };
+                    // And only while it is still this transaction, prepared: once it is
+                    // complete, its producer may have begun another in these partitions.
+                    let current = match self.coordinator(group).await {
+                        Ok(loaded) => loaded.coordinator.get(&txn.id).cloned(),
+                        Err(_) => continue,
+                    };
+                    if current.as_ref() != Some(&txn) {
+                        continue;
+                    }
                     if let Err(e) = self.finish(group, &txn, outcome).await {
                         tracing::warn!(id = %txn.id, error = %e, "transaction markers not all written yet; retried");
                         continue;
@@ -247,12 +323,50 @@ impl Broker {
                 Action::CheckBack {
                     id,
                     group: producers,
-                    ..
-                } => {
-                    tracing::info!(%id, producer_group = %producers, "transaction in doubt: check-back is not served yet");
-                }
+                    producer_id,
+                    epoch,
+                    number,
+                } => later.push((id, producers, (producer_id, epoch, number))),
             }
         }
+        later
+    }
+
+    /// Asks a live producer of the transaction's group how it ended, and records the
+    /// answer's outcome (none: the next attempt, or the default, will decide).
+    async fn check_back(self: Arc<Self>, group: Arc<HostedGroup>, job: CheckBackJob) {
+        let (id, producers, key) = job;
+        let Some(_asking) = Claim::take(&self.transactions.asking, group.id(), &id) else {
+            return;
+        };
+        let txn = match self.coordinator(&group).await {
+            Ok(loaded) => loaded.coordinator.get(&id).cloned(),
+            Err(_) => return,
+        };
+        let Some(txn) = txn else { return };
+        let answer = self.transactions.check_backs.ask(&producers, &txn).await;
+        let answered = if answer.is_some() { "yes" } else { "no" };
+        metrics::counter!("meridian_check_backs_total", "answered" => answered).increment(1);
+        tracing::info!(%id, producer_group = %producers, attempt = txn.check_backs, answer = ?answer, "checked back an in-doubt transaction");
+        let Ok(mut loaded) = self.coordinator(&group).await else {
+            return;
+        };
+        let Some(record) = loaded.coordinator.checked_back(&id, key, answer, now_ms()) else {
+            return;
+        };
+        if write_record(&group, &record).await.is_err() {
+            return;
+        }
+        let actions = loaded.coordinator.apply(record);
+        drop(loaded);
+        for action in actions {
+            let _ = self.act(&group, action).await;
+        }
+    }
+
+    /// The producer groups' check-back streams.
+    pub fn check_backs(&self) -> &check_back::CheckBacks {
+        &self.transactions.check_backs
     }
 
     /// Writes `outcome`'s marker into every participant (and, on commit, the offsets the
@@ -377,7 +491,9 @@ impl Broker {
                     Err(_) => continue,
                 };
                 for action in actions {
-                    self.act(&group, action).await;
+                    for job in self.act(&group, action).await {
+                        tokio::spawn(self.clone().check_back(group.clone(), job));
+                    }
                 }
             }
         }

@@ -210,15 +210,26 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
+        Limits::from(&crate::config::TransactionsConfig::default())
+    }
+}
+
+impl From<&crate::config::TransactionsConfig> for Limits {
+    /// The `[transactions]` section's limits (validated by `Config::validate`).
+    fn from(c: &crate::config::TransactionsConfig) -> Limits {
         Limits {
-            transactions_max: 100_000,
-            participants_max: 1_000,
-            timeout_max_ms: 15 * 60 * 1000,
-            check_back_attempts: 5,
-            check_back_backoff_ms: 1_000,
-            check_back_backoff_max_ms: 60_000,
-            default_outcome: Outcome::Abort,
-            ended_kept_ms: 7 * 24 * 3600 * 1000,
+            transactions_max: c.transactions_max,
+            participants_max: c.participants_max,
+            timeout_max_ms: c.timeout_max_ms,
+            check_back_attempts: c.check_back_attempts,
+            check_back_backoff_ms: c.check_back_backoff_ms,
+            check_back_backoff_max_ms: c.check_back_backoff_max_ms,
+            default_outcome: if c.default_outcome == "commit" {
+                Outcome::Commit
+            } else {
+                Outcome::Abort
+            },
+            ended_kept_ms: c.ended_kept_ms,
         }
     }
 }

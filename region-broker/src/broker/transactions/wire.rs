@@ -3,7 +3,7 @@
 
 use meridian_proto::v1;
 
-use super::coordinator::{Outcome, Participant, Request, TxnError};
+use super::coordinator::{DecidedBy, Outcome, Participant, Phase, Request, Transaction, TxnError};
 
 impl From<Request> for v1::TransactionRequest {
     fn from(request: Request) -> v1::TransactionRequest {
@@ -178,6 +178,46 @@ pub fn refusal_code(e: &TxnError) -> tonic::Code {
         | TxnError::TooManyParticipants { .. }
         | TxnError::TooManyTransactions { .. }
         | TxnError::InvalidTimeout { .. } => tonic::Code::InvalidArgument,
+    }
+}
+
+/// A transaction as `ListTransactions` shows it.
+pub fn transaction_info(t: &Transaction) -> v1::TransactionInfo {
+    v1::TransactionInfo {
+        id: t.id.clone(),
+        producer_id: t.producer_id,
+        producer_epoch: i32::from(t.epoch),
+        phase: match t.phase {
+            Phase::Empty => "empty",
+            Phase::Ongoing => "ongoing",
+            Phase::PrepareCommit => "prepare-commit",
+            Phase::PrepareAbort => "prepare-abort",
+            Phase::CompleteCommit => "complete-commit",
+            Phase::CompleteAbort => "complete-abort",
+        }
+        .into(),
+        participants: t
+            .participants
+            .iter()
+            .map(|p| v1::TxnPartition {
+                topic: p.topic.clone(),
+                partition: p.partition,
+            })
+            .collect(),
+        started_ms: t.started_ms,
+        updated_ms: t.updated_ms,
+        timeout_ms: t.timeout_ms,
+        producer_group: t.producer_group.clone(),
+        check_backs: t.check_backs,
+        decided_by: match t.decided_by {
+            None => "",
+            Some(DecidedBy::Producer) => "producer",
+            Some(DecidedBy::CheckBack) => "check-back",
+            Some(DecidedBy::Timeout) => "timeout",
+            Some(DecidedBy::Default) => "default",
+        }
+        .into(),
+        number: t.number,
     }
 }
 
