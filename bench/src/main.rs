@@ -552,6 +552,7 @@ async fn replicated_produce(
                     acks: 0,
                     epoch: 0,
                     producer: None,
+                    transactional: false,
                 };
                 if c.produce(r).await.is_ok() {
                     found = Some(c);
@@ -621,6 +622,7 @@ async fn produce_load(
                     acks: v1::Acks::Quorum as i32,
                     epoch: 0,
                     producer: None,
+                    transactional: false,
                 };
                 client.produce(r).await.expect("produce");
                 hist.record(t.elapsed().as_micros() as u64).expect("record");

@@ -17,6 +17,7 @@ mod log_group;
 mod produce;
 mod region;
 mod topic;
+mod txn;
 mod up;
 
 use anyhow::Context;
@@ -67,6 +68,10 @@ enum Command {
     Produce(produce::Args),
     /// Read messages and print one value per line.
     Consume(consume::Args),
+    /// Transactions: list, describe, commit or roll back by id, send half messages, answer
+    /// check-backs.
+    #[command(subcommand)]
+    Txn(txn::Command),
 }
 
 fn main() {
@@ -128,6 +133,7 @@ fn main() {
                 let brokers: anyhow::Result<String> = data_brokers(args.topic.clone()).await;
                 consume::run(args, &brokers?, cli.json).await
             }
+            Command::Txn(cmd) => txn::run(cmd, &broker, cli.json).await,
         }
     });
     if let Err(e) = result {

@@ -20,6 +20,7 @@ mod consumer;
 mod error;
 mod producer;
 mod route;
+mod transaction;
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ pub use meridian_region_client::Positions;
 pub use meridian_region_client::control::on_control_leader;
 pub use producer::{Producer, ProducerConfig, Record, RecordMetadata, SendFuture};
 pub use route::{Route, connect_control, route};
+pub use transaction::{CheckBackServer, Transaction, TransactionConfig};
 
 /// A connection to a region's brokers. Cheap to clone; clones share connections.
 ///

@@ -228,6 +228,21 @@ impl Record {
         self
     }
 
+    /// The record as the wire carries it.
+    pub(crate) fn into_message(self) -> v1::Message {
+        v1::Message {
+            key: self.key,
+            value_null: self.value.is_none(),
+            value: self.value.unwrap_or_default(),
+            headers: self
+                .headers
+                .into_iter()
+                .map(|(key, value)| v1::Header::from_pair(key, value))
+                .collect(),
+            timestamp_ms: self.timestamp_ms,
+        }
+    }
+
     fn size(&self) -> usize {
         24 + self.key.as_ref().map_or(0, Bytes::len)
             + self.value.as_ref().map_or(0, Bytes::len)
@@ -463,17 +478,7 @@ impl Batcher {
             let messages: Vec<v1::Message> = batch
                 .records
                 .into_iter()
-                .map(|r| v1::Message {
-                    key: r.key,
-                    value_null: r.value.is_none(),
-                    value: r.value.unwrap_or_default(),
-                    headers: r
-                        .headers
-                        .into_iter()
-                        .map(|(key, value)| v1::Header::from_pair(key, value))
-                        .collect(),
-                    timestamp_ms: r.timestamp_ms,
-                })
+                .map(Record::into_message)
                 .collect();
             let epoch_key = (topic.clone(), partition);
             let known = epochs
@@ -498,6 +503,7 @@ impl Batcher {
                 acks: config.acks as i32,
                 epoch: known,
                 producer,
+                transactional: false,
             };
             let sent = if request.producer.is_some() {
                 let give_up = batch.created + config.delivery_timeout;
@@ -569,7 +575,7 @@ async fn send_once(
 /// the partition. A routed client's batch stays in the region it was first sent to: when
 /// the client moved to another region meanwhile, the batch fails (it may be stored in the
 /// region it left, whose mirror ships it later; sent again here it could be stored twice).
-async fn send_idempotent(
+pub(crate) async fn send_idempotent(
     client: &Client,
     mut request: v1::ProduceRequest,
     config: &ProducerConfig,

@@ -241,6 +241,7 @@ async fn bad_input_gets_precise_errors_and_never_kills_the_broker() {
         acks: 0,
         epoch: 0,
         producer: None,
+        transactional: false,
     };
 
     let cases: Vec<(v1::ProduceRequest, tonic::Code, &str)> = vec![
@@ -284,6 +285,18 @@ async fn bad_input_gets_precise_errors_and_never_kills_the_broker() {
             status.message()
         );
     }
+    // A transactional batch names its producer (as the transaction's begin answered).
+    let anonymous_txn = v1::ProduceRequest {
+        transactional: true,
+        ..produce("t", 0, vec![msg(1)])
+    };
+    let refused = rpc.produce(anonymous_txn).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("needs its producer"),
+        "{}",
+        refused.message()
+    );
     let bad_acks = v1::ProduceRequest {
         acks: 42,
         ..produce("t", 0, vec![msg(1)])

@@ -91,6 +91,7 @@ fn probe(epoch: u64, n: u32) -> v1::ProduceRequest {
         acks: 0,
         epoch,
         producer: None,
+        transactional: false,
     }
 }
 

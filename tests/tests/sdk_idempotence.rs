@@ -30,6 +30,7 @@ fn idempotent_request(id: i64, epoch: i32, first: i32) -> v1::ProduceRequest {
             epoch,
             first_sequence: first,
         }),
+        transactional: false,
     }
 }
 

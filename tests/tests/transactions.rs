@@ -150,3 +150,183 @@ fn fnv1a(key: &str) -> u64 {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
+
+/// A long-running `meridian txn` process, killed with SIGKILL when dropped; its stdout
+/// lines as they come.
+struct Cli {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Cli {
+    fn start(broker: &str, args: &[&str]) -> Cli {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(meridian_tests::binary("meridian"))
+            .arg("--broker")
+            .arg(broker)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("meridian starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Cli { child, lines }
+    }
+
+    /// The next line it prints (within 30 s).
+    fn line(&self) -> String {
+        self.lines
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("a line from meridian")
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A transaction as `meridian txn describe --json` shows it.
+fn describe(broker: std::net::SocketAddr, id: &str) -> serde_json::Value {
+    let (code, out, err) =
+        meridian_tests::meridian(broker, &["--json", "txn", "describe", id], None);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Waits until `id`'s phase is `phase` (30 s at most); its description.
+async fn wait_phase(broker: std::net::SocketAddr, id: &str, phase: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let t = describe(broker, id);
+        if t["phase"] == phase {
+            return t;
+        }
+        assert!(std::time::Instant::now() < deadline, "{id} stays {t}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Native two-phase messages with check-back: a producer sends half messages and is killed
+/// with SIGKILL before committing; past the transaction's timeout the broker checks back
+/// with another producer of its group (`meridian txn answer`), whose commit decides. With no
+/// producer of the group alive, the configured default (rollback) is applied after the
+/// configured attempts and recorded as such; a commit after that is refused, a rollback is
+/// done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_half_message_is_decided_by_check_back_or_the_default() {
+    let tmp = tempfile::tempdir().unwrap();
+    let region = meridian_tests::Region::start(
+        tmp.path(),
+        3,
+        &[
+            "--txn-check-back-attempts",
+            "3",
+            "--txn-check-back-backoff-ms",
+            "300",
+        ],
+    )
+    .await
+    .unwrap();
+    let client = region.client().await;
+    client.create_topic("orders", 2).await.unwrap();
+    let broker = region.brokers[0].addr;
+    let bootstrap = meridian_tests::bootstrap(&region.brokers);
+    let half = |id: &str| {
+        Cli::start(
+            &bootstrap,
+            &[
+                "txn",
+                "produce",
+                "--id",
+                id,
+                "--producer-group",
+                "payments",
+                "--timeout-ms",
+                "5000",
+                "--end",
+                "open",
+                "orders",
+                &format!("{id}-a"),
+                &format!("{id}-b"),
+                &format!("{id}-c"),
+            ],
+        )
+    };
+
+    // A producer of the group that answers "commit"; the sender dies before committing.
+    let answering = Cli::start(
+        &bootstrap,
+        &[
+            "txn",
+            "answer",
+            "--producer-group",
+            "payments",
+            "--outcome",
+            "commit",
+        ],
+    );
+    let mut sender = half("pay-1");
+    let prepared: serde_json::Value = serde_json::from_str(&sender.line()).unwrap();
+    assert_eq!(prepared["prepared"], 3);
+    assert_eq!(describe(broker, "pay-1")["phase"], "ongoing");
+    assert!(
+        read_native(&client, "orders", 0).await.is_empty(),
+        "half messages are invisible"
+    );
+    sender.kill9();
+    let t = wait_phase(broker, "pay-1", "complete-commit").await;
+    assert_eq!(t["decided_by"], "check-back", "{t}");
+    let asked: serde_json::Value = serde_json::from_str(&answering.line()).unwrap();
+    assert_eq!(asked["check_back"], "pay-1");
+    let mut values = read_native(&client, "orders", 3).await;
+    values.sort();
+    assert_eq!(values, ["pay-1-a", "pay-1-b", "pay-1-c"]);
+    drop(answering);
+
+    // Nobody of the group is alive: three check-backs, then the default, rollback.
+    let mut sender = half("pay-2");
+    sender.line();
+    sender.kill9();
+    let t = wait_phase(broker, "pay-2", "complete-abort").await;
+    assert_eq!(t["decided_by"], "default", "{t}");
+    assert_eq!(t["check_backs"], 3, "{t}");
+    let values = read_native(&client, "orders", 3).await;
+    assert_eq!(
+        values.len(),
+        3,
+        "the rolled-back half messages stay invisible: {values:?}"
+    );
+    let (code, _, err) = meridian_tests::meridian(broker, &["txn", "commit", "pay-2"], None);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("a commit after the transaction was rolled back is refused"),
+        "{err}"
+    );
+    let (code, _, err) = meridian_tests::meridian(broker, &["txn", "rollback", "pay-2"], None);
+    assert_eq!(code, 0, "rolling back again is done: {err}");
+    let (code, out, err) = meridian_tests::meridian(broker, &["txn", "list"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("pay-1") && out.contains("complete-abort"),
+        "{out}"
+    );
+}
