@@ -476,6 +476,15 @@ async fn handle(
             ResponseKind::TxnOffsetCommit(transactions::txn_offset_commit(kafka, r).await)
         }
         RequestKind::EndTxn(r) => ResponseKind::EndTxn(transactions::end_txn(kafka, r).await),
+        RequestKind::ListTransactions(r) => {
+            ResponseKind::ListTransactions(transactions::list_transactions(kafka, r).await)
+        }
+        RequestKind::DescribeTransactions(r) => {
+            ResponseKind::DescribeTransactions(transactions::describe_transactions(kafka, r).await)
+        }
+        RequestKind::DescribeProducers(r) => {
+            ResponseKind::DescribeProducers(transactions::describe_producers(kafka, r).await)
+        }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(describe_cluster(broker, r))
         }

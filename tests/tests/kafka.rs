@@ -10,6 +10,9 @@ use std::net::SocketAddr;
 use std::process::Command;
 
 use meridian_client::{ProducerConfig, Record};
+#[path = "support/kafka_raw.rs"]
+mod kafka_raw;
+use kafka_raw::kafka_call;
 use meridian_tests::{BrokerProcess, free_addr, python_output};
 
 /// Runs kcat (Debian's kcat, which the test script installs) with `args` against `kafka`,
@@ -547,42 +550,6 @@ async fn a_key_lands_on_the_same_partition_from_every_client() {
         assert!(err.contains(&want), "meridian produce --key {key}: {err}");
     }
     assert!(broker.running());
-}
-
-/// One request on a raw Kafka connection (the codecs are `kafka-protocol`'s); the response
-/// body after its header.
-fn kafka_call<R: kafka_protocol::protocol::Encodable>(
-    stream: &mut std::net::TcpStream,
-    key: kafka_protocol::messages::ApiKey,
-    version: i16,
-    request: &R,
-) -> bytes::Bytes {
-    use bytes::{Buf, BufMut};
-    use kafka_protocol::messages::{RequestHeader, ResponseHeader};
-    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-    use std::io::Read;
-    let mut header = RequestHeader::default();
-    header.request_api_key = key as i16;
-    header.request_api_version = version;
-    header.correlation_id = 7;
-    header.client_id = Some(StrBytes::from_static_str("raw-test"));
-    let mut body = bytes::BytesMut::new();
-    header
-        .encode(&mut body, key.request_header_version(version))
-        .unwrap();
-    request.encode(&mut body, version).unwrap();
-    let mut frame = bytes::BytesMut::new();
-    frame.put_i32(body.len() as i32);
-    frame.extend_from_slice(&body);
-    stream.write_all(&frame).unwrap();
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len).unwrap();
-    let mut answer = vec![0u8; (&len[..]).get_i32() as usize];
-    stream.read_exact(&mut answer).unwrap();
-    let mut answer = bytes::Bytes::from(answer);
-    let header = ResponseHeader::decode(&mut answer, key.response_header_version(version)).unwrap();
-    assert_eq!(header.correlation_id, 7);
-    answer
 }
 
 /// Partition `partition` of `topic`'s ISR as the Kafka listener at `addr` reports it.

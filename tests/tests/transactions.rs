@@ -39,6 +39,35 @@ async fn kafka_transactions_commit_abort_and_hold_read_committed_readers() {
     assert_eq!(report["out_committed"], 60);
     assert_eq!(report["out_uncommitted"], 90);
     assert_eq!(report["zombie_fenced"], true);
+    // The admin APIs: the ids are listed once each, the committed one described at its
+    // coordinator (NOT_COORDINATOR, 16, at the others), and partition 0's producers known at
+    // its leader, none with a transaction open.
+    let admin = kafka_transactions_admin(&region.kafka, "meridian-txn-ctp", "txn");
+    eprintln!("{admin}");
+    let listed = admin["listed"].as_array().unwrap();
+    assert_eq!(
+        listed.iter().filter(|t| t[0] == "meridian-txn-ctp").count(),
+        1,
+        "{admin}"
+    );
+    assert!(
+        listed.contains(&serde_json::json!(["meridian-txn-ctp", "CompleteAbort"])),
+        "{admin}"
+    );
+    let described = admin["described"].as_array().unwrap();
+    assert_eq!(
+        described.iter().filter(|d| d["error"] == 0).count(),
+        1,
+        "{admin}"
+    );
+    assert_eq!(
+        described.iter().filter(|d| d["error"] == 16).count(),
+        2,
+        "{admin}"
+    );
+    let producers = admin["producers"].as_array().unwrap();
+    assert_eq!(producers.len(), 1, "one leader answers: {admin}");
+    assert!(!producers[0].as_array().unwrap().is_empty(), "{admin}");
     // The native reader reads committed data: the same 90 records.
     let values = read_native(&client, "txn", 90).await;
     assert_eq!(values.len(), 90, "{values:?}");
@@ -329,4 +358,81 @@ async fn an_abandoned_half_message_is_decided_by_check_back_or_the_default() {
         out.contains("pay-1") && out.contains("complete-abort"),
         "{out}"
     );
+}
+
+#[path = "support/kafka_raw.rs"]
+mod kafka_raw;
+
+/// What the Kafka admin APIs of transactions say of a region's transactions: ListTransactions
+/// (at each broker, the ids it coordinates), DescribeTransactions (at an id's
+/// coordinator: state, producer, partitions; NOT_COORDINATOR elsewhere), DescribeProducers
+/// (at a partition's leader: its producers and where their open transaction starts).
+fn kafka_transactions_admin(
+    kafka: &[std::net::SocketAddr],
+    id: &str,
+    topic: &str,
+) -> serde_json::Value {
+    use kafka_protocol::messages::{
+        ApiKey, DescribeProducersRequest, DescribeProducersResponse, DescribeTransactionsRequest,
+        DescribeTransactionsResponse, ListTransactionsRequest, ListTransactionsResponse, TopicName,
+        TransactionalId, describe_producers_request::TopicRequest,
+    };
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    let mut listed = Vec::new();
+    let mut described = Vec::new();
+    let mut producers = Vec::new();
+    for &addr in kafka {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let mut body = kafka_raw::kafka_call(
+            &mut s,
+            ApiKey::ListTransactions,
+            1,
+            &ListTransactionsRequest::default().with_duration_filter(-1),
+        );
+        let list = ListTransactionsResponse::decode(&mut body, 1).unwrap();
+        for t in list.transaction_states {
+            listed.push(serde_json::json!([
+                t.transactional_id.0.to_string(),
+                t.transaction_state.to_string()
+            ]));
+        }
+        let mut body = kafka_raw::kafka_call(
+            &mut s,
+            ApiKey::DescribeTransactions,
+            0,
+            &DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(
+                StrBytes::from_string(id.to_owned()),
+            )]),
+        );
+        let d = DescribeTransactionsResponse::decode(&mut body, 0).unwrap();
+        for t in d.transaction_states {
+            described.push(serde_json::json!({
+                "error": t.error_code,
+                "state": t.transaction_state.to_string(),
+                "topics": t.topics.iter().map(|t| (t.topic.0.to_string(), t.partitions.clone())).collect::<Vec<_>>(),
+            }));
+        }
+        let mut body = kafka_raw::kafka_call(
+            &mut s,
+            ApiKey::DescribeProducers,
+            0,
+            &DescribeProducersRequest::default().with_topics(vec![
+                TopicRequest::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                    .with_partition_indexes(vec![0]),
+            ]),
+        );
+        let p = DescribeProducersResponse::decode(&mut body, 0).unwrap();
+        for part in &p.topics[0].partitions {
+            if part.error_code == 0 {
+                producers.push(serde_json::json!(
+                    part.active_producers
+                        .iter()
+                        .map(|a| a.current_txn_start_offset)
+                        .collect::<Vec<_>>()
+                ));
+            }
+        }
+    }
+    serde_json::json!({ "listed": listed, "described": described, "producers": producers })
 }

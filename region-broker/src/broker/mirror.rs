@@ -21,6 +21,7 @@ use meridian_proto::origin::Origin;
 use meridian_proto::record::{FLAG_ORIGIN, RecordKind};
 
 use super::{Broker, BrokerError, Topic};
+use crate::storage::transactions::TxnStatus;
 
 /// A batch another region's mirror ships here, for [`Broker::append_mirrored`].
 #[derive(Debug, Clone)]
@@ -333,6 +334,21 @@ fn local_records(
         let Some((h, payload)) = group.record_by_index(next).map_err(BrokerError::Read)? else {
             break;
         };
+        // A transaction's batches ship once it commits (as plain batches), never once it
+        // aborts; shipping waits at the first batch of one still open, keeping order.
+        if h.kind == RecordKind::Batch
+            && h.flags & meridian_proto::record::FLAG_TRANSACTIONAL != 0
+            && let Ok(p) = meridian_proto::producer::ProducerBatch::decode(&payload)
+        {
+            match group.transaction_status((h.topic_id, h.partition), p.id, h.base_offset) {
+                TxnStatus::Open => break,
+                TxnStatus::Aborted => {
+                    next += 1;
+                    continue;
+                }
+                TxnStatus::Committed => {}
+            }
+        }
         next += 1;
         if h.kind == RecordKind::OffsetCommit {
             let positions = meridian_proto::record::decode_commit_positions(&payload);
@@ -351,9 +367,9 @@ fn local_records(
             }
             continue;
         }
-        // Mirrored batches go back nowhere; transaction markers are not messages (mirroring
-        // transactions as transactions is issue 14's third part), and a coordinator's
-        // records are its region's own.
+        // Mirrored batches go back nowhere; transaction markers are not messages (a
+        // committed transaction's batches ship as plain ones), and a coordinator's records
+        // are its region's own.
         if h.kind != RecordKind::Batch
             || h.flags & (FLAG_ORIGIN | meridian_proto::record::FLAG_CONTROL) != 0
             || h.topic_id == super::transactions::STATE_TOPIC_ID

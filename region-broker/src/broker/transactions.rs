@@ -208,6 +208,25 @@ impl Broker {
         out
     }
 
+    /// The idempotent producers a partition this broker leads knows, each with the first
+    /// offset of its open transaction there (Kafka's DescribeProducers).
+    pub fn describe_producers(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Vec<(crate::storage::ProducerState, Option<u64>)>, BrokerError> {
+        let topic = self.topic(topic)?;
+        let (group, key) = self.locate(&topic, partition)?;
+        group.check_leader().map_err(|e| self.group_error(e))?;
+        let storage = group.storage();
+        let open: HashMap<i64, u64> = storage.open_transactions(key).into_iter().collect();
+        Ok(storage
+            .producers_of(key)
+            .into_iter()
+            .map(|p| (p, open.get(&p.id).copied()))
+            .collect())
+    }
+
     /// Writes a transaction marker into a partition this broker leads (the coordinator's
     /// request, local or over `WriteTxnMarker`); its offset.
     pub async fn write_marker(

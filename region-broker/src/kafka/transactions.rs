@@ -8,15 +8,20 @@
 
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
-    AddPartitionsToTxnResponse, EndTxnRequest, EndTxnResponse, InitProducerIdRequest,
-    InitProducerIdResponse, ProducerId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    AddPartitionsToTxnResponse, DescribeProducersRequest, DescribeProducersResponse,
+    DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ListTransactionsRequest,
+    ListTransactionsResponse, ProducerId, TopicName, TransactionalId, TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse,
 };
 use meridian_region_client::RegionError;
 
-use super::{Kafka, code, kafka_protocol, partition_index};
+use super::{Kafka, code, error_code, kafka_protocol, partition_index, str};
 use crate::broker::BrokerError;
 use crate::broker::transactions::TxnRequestError;
-use crate::broker::transactions::coordinator::{Answer, Outcome, Participant, Request, TxnError};
+use crate::broker::transactions::coordinator::{
+    Answer, Outcome, Participant, Phase, Request, Transaction, TxnError,
+};
 
 /// Kafka's error codes of transactions.
 mod txn_code {
@@ -310,6 +315,167 @@ pub(super) async fn end_txn(kafka: &Kafka, r: EndTxnRequest) -> EndTxnResponse {
             txn_code::PRODUCER_FENCED => txn_code::INVALID_PRODUCER_EPOCH,
             c => c,
         };
+    }
+    out
+}
+
+/// A transaction's state as Kafka names it.
+fn state_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Empty => "Empty",
+        Phase::Ongoing => "Ongoing",
+        Phase::PrepareCommit => "PrepareCommit",
+        Phase::PrepareAbort => "PrepareAbort",
+        Phase::CompleteCommit => "CompleteCommit",
+        Phase::CompleteAbort => "CompleteAbort",
+    }
+}
+
+/// ListTransactions: the transactions this broker coordinates, filtered by state, producer
+/// id and (v1) time open at least `duration_filter` ms; an unknown state filter is listed
+/// back, as Kafka does.
+pub(super) async fn list_transactions(
+    kafka: &Kafka,
+    r: ListTransactionsRequest,
+) -> ListTransactionsResponse {
+    use kafka_protocol::messages::list_transactions_response::TransactionState;
+    const STATES: [&str; 6] = [
+        "Empty",
+        "Ongoing",
+        "PrepareCommit",
+        "PrepareAbort",
+        "CompleteCommit",
+        "CompleteAbort",
+    ];
+    let mut out = ListTransactionsResponse::default();
+    let states: Vec<String> = r.state_filters.iter().map(|s| s.to_string()).collect();
+    out.unknown_state_filters = r
+        .state_filters
+        .iter()
+        .filter(|s| !STATES.contains(&s.as_str()))
+        .cloned()
+        .collect();
+    let now = crate::broker::now_ms();
+    for t in kafka.broker.list_transactions().await {
+        let name = state_name(t.phase);
+        let open_for = t.started_ms.map_or(0, |s| now - s);
+        if (!states.is_empty() && !states.iter().any(|s| s == name))
+            || (!r.producer_id_filters.is_empty()
+                && !r.producer_id_filters.iter().any(|p| p.0 == t.producer_id))
+            || (r.duration_filter >= 0 && t.in_flight() && open_for < r.duration_filter)
+            || (r.duration_filter > 0 && !t.in_flight())
+        {
+            continue;
+        }
+        let mut s = TransactionState::default();
+        s.transactional_id = TransactionalId(str(&t.id));
+        s.producer_id = ProducerId(t.producer_id);
+        s.transaction_state = str(name);
+        out.transaction_states.push(s);
+    }
+    out
+}
+
+/// DescribeTransactions: each id's state at its coordinator (NOT_COORDINATOR elsewhere,
+/// TRANSACTIONAL_ID_NOT_FOUND for an id it does not know).
+pub(super) async fn describe_transactions(
+    kafka: &Kafka,
+    r: DescribeTransactionsRequest,
+) -> DescribeTransactionsResponse {
+    use kafka_protocol::messages::describe_transactions_response::TransactionState;
+    const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
+    let mut out = DescribeTransactionsResponse::default();
+    for id in r.transactional_ids {
+        let mut s = TransactionState::default();
+        s.transactional_id = id.clone();
+        s.producer_id = ProducerId(-1);
+        s.producer_epoch = -1;
+        s.transaction_start_time_ms = -1;
+        match kafka.broker.describe_transaction(&id.0).await {
+            Ok(Some(t)) => fill(&mut s, &t),
+            Ok(None) => s.error_code = TRANSACTIONAL_ID_NOT_FOUND,
+            Err(BrokerError::NotLeader { .. }) => s.error_code = code::NOT_COORDINATOR,
+            Err(e) => s.error_code = error_code(&e),
+        }
+        out.transaction_states.push(s);
+    }
+    out
+}
+
+/// A described transaction: its state, timeout, start, producer and partitions by topic.
+fn fill(
+    s: &mut kafka_protocol::messages::describe_transactions_response::TransactionState,
+    t: &Transaction,
+) {
+    use kafka_protocol::messages::describe_transactions_response::TopicData;
+    s.transaction_state = str(state_name(t.phase));
+    s.transaction_timeout_ms = i32::try_from(t.timeout_ms).unwrap_or(i32::MAX);
+    s.transaction_start_time_ms = t.started_ms.unwrap_or(-1);
+    s.producer_id = ProducerId(t.producer_id);
+    s.producer_epoch = t.epoch;
+    let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
+    for p in &t.participants {
+        by_topic
+            .entry(p.topic.as_str())
+            .or_default()
+            .push(p.partition as i32);
+    }
+    s.topics = by_topic
+        .into_iter()
+        .map(|(name, partitions)| {
+            let mut d = TopicData::default();
+            d.topic = TopicName(str(name));
+            d.partitions = partitions;
+            d
+        })
+        .collect();
+}
+
+/// DescribeProducers: each partition's idempotent producers (at its leader), with the start
+/// of the transaction each has open there.
+pub(super) async fn describe_producers(
+    kafka: &Kafka,
+    r: DescribeProducersRequest,
+) -> DescribeProducersResponse {
+    use kafka_protocol::messages::describe_producers_response::{
+        PartitionResponse, ProducerState, TopicResponse,
+    };
+    let mut out = DescribeProducersResponse::default();
+    for topic in r.topics {
+        let mut t = TopicResponse::default();
+        t.name = topic.name.clone();
+        for index in topic.partition_indexes {
+            let mut p = PartitionResponse::default();
+            p.partition_index = index;
+            let found = partition_index(index)
+                .map_err(|c| (c, String::new()))
+                .and_then(|i| {
+                    kafka
+                        .broker
+                        .describe_producers(&topic.name.0, i)
+                        .map_err(|e| (error_code(&e), e.to_string()))
+                });
+            match found {
+                Ok(producers) => {
+                    for (producer, open) in producers {
+                        let mut s = ProducerState::default();
+                        s.producer_id = ProducerId(producer.id);
+                        s.producer_epoch = i32::from(producer.epoch);
+                        s.last_sequence = producer.last_sequence;
+                        s.last_timestamp = producer.last_time_ms;
+                        s.coordinator_epoch = -1;
+                        s.current_txn_start_offset = open.map_or(-1, |o| o as i64);
+                        p.active_producers.push(s);
+                    }
+                }
+                Err((c, message)) => {
+                    p.error_code = c;
+                    p.error_message = (!message.is_empty()).then(|| str(&message));
+                }
+            }
+            t.partitions.push(p);
+        }
+        out.topics.push(t);
     }
     out
 }

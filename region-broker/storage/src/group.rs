@@ -42,13 +42,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::index::PartitionIndex;
 use super::journal::Journal;
 use super::{AppendError, FlushPolicy, GroupConfig, PartitionKey, ReadError};
-use crate::transactions::{Aborted, PartitionTxns, TxnEvent, TxnPart};
+use crate::transactions::{Aborted, PartitionTxns, TxnEvent, TxnPart, TxnStatus};
 use meridian_proto::origin::Origin;
 use meridian_proto::producer::ProducerBatch;
 use meridian_proto::record::{self, RecordHeader, RecordKind};
 
 pub use offsets::POSITIONS_ONLY;
-pub use producers::{BATCHES_KEPT, SeqCheck, SeqRefusal};
+pub use producers::{BATCHES_KEPT, ProducerState, SeqCheck, SeqRefusal};
 use replica::RecordPositions;
 
 /// What an acknowledged append got.
@@ -461,6 +461,21 @@ impl LogGroup {
             .expect("transactions lock poisoned")
             .get(&key)
             .map_or_else(Vec::new, |t| t.aborted_in(from, to))
+    }
+
+    /// Where the transaction of `producer_id`'s transactional batch at `offset` stands.
+    pub fn transaction_status(
+        &self,
+        key: PartitionKey,
+        producer_id: i64,
+        offset: u64,
+    ) -> TxnStatus {
+        self.shared
+            .txns
+            .lock()
+            .expect("transactions lock poisoned")
+            .get(&key)
+            .map_or(TxnStatus::Open, |t| t.status(producer_id, offset))
     }
 
     /// Producers with a transaction open in a partition, with its first offset.

@@ -134,6 +134,17 @@ pub enum Marker {
     Abort,
 }
 
+/// Where a transactional batch's transaction stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnStatus {
+    /// Not ended yet.
+    Open,
+    /// Ended by an abort marker.
+    Aborted,
+    /// Ended by a commit marker.
+    Committed,
+}
+
 /// One partition's open transactions and aborted ranges.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartitionTxns {
@@ -225,6 +236,15 @@ impl PartitionTxns {
             .collect()
     }
 
+    /// Where the transaction of `producer_id`'s transactional batch at `offset` stands.
+    pub fn status(&self, producer_id: ProducerId, offset: u64) -> TxnStatus {
+        match self.open.get(&producer_id) {
+            Some(&first) if first <= offset => TxnStatus::Open,
+            _ if self.is_aborted(producer_id, offset) => TxnStatus::Aborted,
+            _ => TxnStatus::Committed,
+        }
+    }
+
     /// Whether the batch of `producer_id` at `offset` (transactional) was aborted.
     pub fn is_aborted(&self, producer_id: ProducerId, offset: u64) -> bool {
         self.aborted.range(offset..).any(|(_, a)| {
@@ -281,6 +301,15 @@ mod tests {
         assert!(p.is_aborted(8, 10) && p.is_aborted(8, 11));
         assert!(!p.is_aborted(7, 5) && !p.is_aborted(8, 14) && !p.is_aborted(1, 12));
         assert!(p.aborted_in(15, 20).is_empty());
+        assert_eq!(p.status(7, 5), TxnStatus::Committed);
+        assert_eq!(p.status(8, 10), TxnStatus::Aborted);
+        p.batch(7, true, 15, 15);
+        assert_eq!(p.status(7, 15), TxnStatus::Open);
+        assert_eq!(
+            p.status(7, 5),
+            TxnStatus::Committed,
+            "an earlier transaction of 7"
+        );
     }
 
     #[test]

@@ -98,6 +98,19 @@ struct Written {
     index: u64,
 }
 
+/// What a partition knows of one of its idempotent producers (Kafka's DescribeProducers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerState {
+    /// The producer id.
+    pub id: i64,
+    /// Its epoch.
+    pub epoch: i16,
+    /// The sequence of its last message here.
+    pub last_sequence: i32,
+    /// When its last batch here was appended.
+    pub last_time_ms: i64,
+}
+
 /// One producer's state on one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct State {
@@ -285,6 +298,23 @@ impl Producers {
         self.by_last.clear();
     }
 
+    /// The producers of one partition: (id, epoch, last sequence, last append time).
+    pub(crate) fn of_partition(&self, key: PartitionKey) -> Vec<ProducerState> {
+        let mut out: Vec<ProducerState> = self
+            .states
+            .iter()
+            .filter(|((k, _), _)| *k == key)
+            .map(|((_, id), s)| ProducerState {
+                id: *id,
+                epoch: s.epoch,
+                last_sequence: s.batches.back().map_or(-1, |b| b.last_sequence),
+                last_time_ms: s.last_time_ms,
+            })
+            .collect();
+        out.sort_by_key(|p| p.id);
+        out
+    }
+
     /// Producer states held.
     pub(crate) fn len(&self) -> usize {
         self.states.len()
@@ -341,6 +371,15 @@ impl LogGroup {
             .lock()
             .expect("producers lock poisoned")
             .check(key, p)
+    }
+
+    /// The idempotent producers a partition knows.
+    pub fn producers_of(&self, key: PartitionKey) -> Vec<ProducerState> {
+        self.shared
+            .producers
+            .lock()
+            .expect("producers lock poisoned")
+            .of_partition(key)
     }
 
     /// Idempotent producer states held (per partition and producer id).
