@@ -342,6 +342,12 @@ async fn a_replica_whose_data_is_wiped_is_rebuilt_from_its_peers() {
         .await
         .unwrap();
     meridian_tests::wait_until_held(&wiped, "orders", 2_000, Duration::from_secs(60)).await;
+    // Every broker has applied the catalog and the messages (a follower may lag on a loaded
+    // machine, and one that does not know the topic yet answers "unknown topic").
+    for b in &region.brokers {
+        let only = Client::connect(&b.addr.to_string()).await.unwrap();
+        meridian_tests::wait_until_held(&only, "orders", 2_000, Duration::from_secs(60)).await;
+    }
     // Kill the leader: the rebuilt broker is now one of the two that must serve everything.
     let acked = acked.lock().unwrap().clone();
     let old_leader = region.leader_of("orders", 0).await.expect("a leader");

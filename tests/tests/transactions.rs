@@ -436,3 +436,128 @@ fn kafka_transactions_admin(
     }
     serde_json::json!({ "listed": listed, "described": described, "producers": producers })
 }
+
+/// Across regions, through real mirror processes: a transaction committed in region x is
+/// read in region y, one rolled back never is, and while one is open in x, y sees none of
+/// it — nor what x stored after its first batch (shipping waits there, keeping order) —
+/// until it commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_is_mirrored_once_committed_and_never_once_rolled_back() {
+    use meridian_client::{Record, TransactionConfig};
+    use meridian_tests::mirror::{MirrorProcess, free_udp_addr, issue_certs};
+    use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control};
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    issue_certs(&certs, &["x", "y"]);
+    let cp = ControlPlaneProcess::embedded(tmp.path(), &["--region", "x", "--region", "y"]).await;
+    let x = ManagedRegion::start(tmp.path(), "x", 1, &cp.addr, &[])
+        .await
+        .unwrap();
+    let y = ManagedRegion::start(tmp.path(), "y", 1, &cp.addr, &[])
+        .await
+        .unwrap();
+    let (code, _, err) = meridian_control(
+        &cp.addr,
+        &[
+            "topic",
+            "create",
+            "ledger",
+            "--partitions",
+            "2",
+            "--replicas",
+            "1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (lx, ly) = (free_udp_addr(), free_udp_addr());
+    let _mx = MirrorProcess::start(
+        tmp.path(),
+        "x",
+        &cp.addr,
+        lx,
+        &[("y".into(), ly)],
+        &certs,
+        &[],
+    );
+    let peers_of_y = format!("x={lx}");
+    let _my = MirrorProcess::start(
+        tmp.path(),
+        "y",
+        &cp.addr,
+        ly,
+        &[],
+        &certs,
+        &["--peer", &peers_of_y],
+    );
+    let (cx, cy) = (x.client().await, y.client().await);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while cx.describe_topic("ledger").await.is_err() || cy.describe_topic("ledger").await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the topic never reached both regions"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let send_all = async |txn: &mut meridian_client::Transaction, tag: &str| {
+        for i in 0..4u32 {
+            txn.send(Record::new("ledger", format!("{tag}-{i}")).partition(i % 2))
+                .await
+                .unwrap();
+        }
+    };
+    let config = |id: &str| TransactionConfig::new(id, "ledger-writers");
+    let mut committed = cx.begin_transaction(config("mirror-1")).await.unwrap();
+    send_all(&mut committed, "committed").await;
+    committed.commit().await.unwrap();
+    let mut rolled_back = cx.begin_transaction(config("mirror-2")).await.unwrap();
+    send_all(&mut rolled_back, "rolled-back").await;
+    rolled_back.rollback().await.unwrap();
+    let mut open = cx.begin_transaction(config("mirror-3")).await.unwrap();
+    send_all(&mut open, "late").await;
+    // A plain message stored after the open transaction's first batch.
+    let producer = cx.producer(meridian_client::ProducerConfig::default());
+    producer
+        .send(Record::new("ledger", "plain-after").partition(0))
+        .await
+        .await
+        .unwrap();
+
+    // In x itself, read_committed readers see the committed transaction only (the plain
+    // message waits behind the open transaction on partition 0).
+    assert_eq!(
+        sorted(read_native(&cx, "ledger", 4).await),
+        (0..4).map(|i| format!("committed-{i}")).collect::<Vec<_>>()
+    );
+    let seen = wait_values(&cy, "ledger", 4).await;
+    let mut expected: Vec<String> = (0..4).map(|i| format!("committed-{i}")).collect();
+    assert_eq!(sorted(seen.clone()), expected, "y while mirror-3 is open");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        sorted(read_native(&cy, "ledger", 4).await),
+        expected,
+        "still held"
+    );
+
+    open.commit().await.unwrap();
+    expected.extend((0..4).map(|i| format!("late-{i}")));
+    expected.push("plain-after".into());
+    let seen = wait_values(&cy, "ledger", 9).await;
+    assert_eq!(sorted(seen), sorted(expected), "y after mirror-3 committed");
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// Reads `topic` in a region until at least `n` values are there (60 s at most).
+async fn wait_values(client: &meridian_client::Client, topic: &str, n: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let values = read_native(client, topic, n).await;
+        if values.len() >= n || std::time::Instant::now() > deadline {
+            return values;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
