@@ -133,7 +133,7 @@ fn main() {
                 let brokers: anyhow::Result<String> = data_brokers(args.topic.clone()).await;
                 consume::run(args, &brokers?, cli.json).await
             }
-            Command::Txn(cmd) => txn::run(cmd, &broker, cli.json).await,
+            Command::Txn(cmd) => txn::run(cmd, &broker, control.as_deref(), region, cli.json).await,
         }
     });
     if let Err(e) = result {

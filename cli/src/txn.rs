@@ -62,10 +62,22 @@ pub(crate) enum Command {
     },
 }
 
-pub(crate) async fn run(cmd: Command, broker: &str, json: bool) -> anyhow::Result<()> {
-    let client = Client::connect(broker)
+/// Runs against `broker`, or, through the control plane, the brokers of `region` (the
+/// only one when it is not named).
+pub(crate) async fn run(
+    cmd: Command,
+    broker: &str,
+    control: Option<&str>,
+    region: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let brokers = match control {
+        Some(c) => crate::control::region_brokers(c, region).await?,
+        None => broker.to_owned(),
+    };
+    let client = Client::connect(&brokers)
         .await
-        .with_context(|| format!("connecting to {broker}"))?;
+        .with_context(|| format!("connecting to {brokers}"))?;
     match cmd {
         Command::List => {
             let all = client

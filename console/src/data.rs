@@ -657,6 +657,70 @@ pub async fn messages(
     Ok(out)
 }
 
+/// A transaction as the console lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TxnRow {
+    pub region: String,
+    pub id: String,
+    pub phase: String,
+    /// Open past its timeout, not decided yet.
+    pub in_doubt: bool,
+    pub age: String,
+    pub producer: String,
+    pub producer_group: String,
+    pub check_backs: u32,
+    pub decided_by: String,
+    pub participants: String,
+}
+
+/// Every region's transactions, asked of each live broker (a transaction lives on its
+/// coordinator).
+pub async fn transactions(regions: &[Region]) -> Vec<TxnRow> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut out = Vec::new();
+    for region in regions {
+        for b in region.brokers.iter().filter(|b| b.live) {
+            let Ok(mut c) =
+                v1::broker_client::BrokerClient::connect(format!("http://{}", b.grpc)).await
+            else {
+                continue;
+            };
+            let Ok(answer) = c.list_transactions(v1::ListTransactionsRequest {}).await else {
+                continue;
+            };
+            for t in answer.into_inner().transactions {
+                let since = t.started_ms.unwrap_or(t.updated_ms);
+                let open = t.phase == "ongoing";
+                out.push(TxnRow {
+                    region: region.name.clone(),
+                    in_doubt: open && now >= since.saturating_add(t.timeout_ms),
+                    age: format!("{:.1} s", (now - since).max(0) as f64 / 1000.0),
+                    producer: format!("{} ({})", t.producer_id, t.producer_epoch),
+                    producer_group: t.producer_group.clone().unwrap_or_else(|| "–".into()),
+                    check_backs: t.check_backs,
+                    decided_by: if t.decided_by.is_empty() {
+                        "–".into()
+                    } else {
+                        t.decided_by.clone()
+                    },
+                    participants: t
+                        .participants
+                        .iter()
+                        .map(|p| format!("{}/{}", p.topic, p.partition))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    id: t.id,
+                    phase: t.phase,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.region, &a.id).cmp(&(&b.region, &b.id)));
+    out
+}
+
 /// A Kafka consumer group as its coordinator knows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct KafkaGroup {

@@ -15,6 +15,7 @@ use crate::{App, Me, Refused};
 
 /// The page routes.
 mod regions;
+mod transactions;
 
 use regions::{change_region, confirm_home, confirm_region, move_home};
 
@@ -37,6 +38,7 @@ pub fn routes() -> axum::Router<App> {
         .route("/groups/reset", post(reset_group))
         .route("/audit", get(audit))
         .route("/mirrors", get(mirrors))
+        .route("/transactions", get(transactions::transactions))
         .route("/topics/{name}/home", get(confirm_home).post(move_home))
 }
 

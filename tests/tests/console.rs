@@ -338,6 +338,58 @@ async fn an_sre_operates_the_platform_from_a_browser() {
     }
     shot(&b, "mirrors").await;
 
+    // An open native transaction (its half message sent, its producer waiting) shows with
+    // its phase, producer group and partition.
+    let (code, _, err) = meridian_control(
+        &cp.addr,
+        &["topic", "create", "web-payments", "--partitions", "1"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let mut half = Command::new(meridian_tests::binary("meridian"))
+        .args([
+            "--control",
+            &cp.addr,
+            "--region",
+            "east",
+            "txn",
+            "produce",
+            "--id",
+            "web-txn",
+            "--producer-group",
+            "web-shop",
+            "--end",
+            "open",
+            "web-payments",
+            "half payment",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(half.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("\"prepared\":1"), "{line}");
+    }
+    b.goto(&format!("http://{console}/transactions"))
+        .await
+        .unwrap();
+    let txns = see(&b, "#transactions", "web-txn").await;
+    let row = txns
+        .lines()
+        .find(|l| l.contains("web-txn"))
+        .unwrap_or_default();
+    assert!(
+        row.contains("ongoing") && row.contains("web-shop") && row.contains("web-payments/0"),
+        "{txns}"
+    );
+    shot(&b, "transactions").await;
+    let _ = half.kill();
+    let _ = half.wait();
+
     // A strictly ordered topic's home moves, after a confirmation that says what it costs.
     let (code, _, err) = meridian_control(
         &cp.addr,
