@@ -118,6 +118,22 @@ impl Client {
             .await?)
     }
 
+    /// A topic's partition count, from `cache`, else asked once and kept there.
+    pub(crate) async fn partition_count(
+        &self,
+        cache: &mut std::collections::HashMap<String, std::num::NonZeroU32>,
+        topic: &str,
+    ) -> Result<std::num::NonZeroU32, ClientError> {
+        if let Some(&n) = cache.get(topic) {
+            return Ok(n);
+        }
+        let info = self.describe_topic(topic).await?;
+        let n = std::num::NonZeroU32::new(info.partitions.len() as u32)
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        cache.insert(topic.to_owned(), n);
+        Ok(n)
+    }
+
     /// The connection to the broker at `addr`.
     pub(crate) async fn connection(
         &self,

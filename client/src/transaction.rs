@@ -339,12 +339,8 @@ impl Transaction {
     }
 
     async fn partition_count(&mut self, topic: &str) -> Result<NonZeroU32, ClientError> {
-        if let Some(&n) = self.partitions.get(topic) {
-            return Ok(n);
-        }
-        let info = self.client.describe_topic(topic).await?;
-        let n = NonZeroU32::new(info.partitions.len() as u32).unwrap_or(NonZeroU32::MIN);
-        self.partitions.insert(topic.to_owned(), n);
-        Ok(n)
+        self.client
+            .partition_count(&mut self.partitions, topic)
+            .await
     }
 }

@@ -657,6 +657,28 @@ pub async fn messages(
     Ok(out)
 }
 
+/// A connection to every live broker of `regions` that accepts one, with its region's name
+/// and its id.
+async fn live_brokers(
+    regions: &[Region],
+) -> Vec<(
+    String,
+    u32,
+    v1::broker_client::BrokerClient<tonic::transport::Channel>,
+)> {
+    let mut out = Vec::new();
+    for region in regions {
+        for b in region.brokers.iter().filter(|b| b.live) {
+            if let Ok(c) =
+                v1::broker_client::BrokerClient::connect(format!("http://{}", b.grpc)).await
+            {
+                out.push((region.name.clone(), b.id, c));
+            }
+        }
+    }
+    out
+}
+
 /// A transaction as the console lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct TxnRow {
@@ -680,41 +702,34 @@ pub async fn transactions(regions: &[Region]) -> Vec<TxnRow> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     let mut out = Vec::new();
-    for region in regions {
-        for b in region.brokers.iter().filter(|b| b.live) {
-            let Ok(mut c) =
-                v1::broker_client::BrokerClient::connect(format!("http://{}", b.grpc)).await
-            else {
-                continue;
-            };
-            let Ok(answer) = c.list_transactions(v1::ListTransactionsRequest {}).await else {
-                continue;
-            };
-            for t in answer.into_inner().transactions {
-                let since = t.started_ms.unwrap_or(t.updated_ms);
-                let open = t.phase == "ongoing";
-                out.push(TxnRow {
-                    region: region.name.clone(),
-                    in_doubt: open && now >= since.saturating_add(t.timeout_ms),
-                    age: format!("{:.1} s", (now - since).max(0) as f64 / 1000.0),
-                    producer: format!("{} ({})", t.producer_id, t.producer_epoch),
-                    producer_group: t.producer_group.clone().unwrap_or_else(|| "–".into()),
-                    check_backs: t.check_backs,
-                    decided_by: if t.decided_by.is_empty() {
-                        "–".into()
-                    } else {
-                        t.decided_by.clone()
-                    },
-                    participants: t
-                        .participants
-                        .iter()
-                        .map(|p| format!("{}/{}", p.topic, p.partition))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    id: t.id,
-                    phase: t.phase,
-                });
-            }
+    for (region, _, mut c) in live_brokers(regions).await {
+        let Ok(answer) = c.list_transactions(v1::ListTransactionsRequest {}).await else {
+            continue;
+        };
+        for t in answer.into_inner().transactions {
+            let since = t.started_ms.unwrap_or(t.updated_ms);
+            let open = t.phase == "ongoing";
+            out.push(TxnRow {
+                region: region.clone(),
+                in_doubt: open && now >= since.saturating_add(t.timeout_ms),
+                age: format!("{:.1} s", (now - since).max(0) as f64 / 1000.0),
+                producer: format!("{} ({})", t.producer_id, t.producer_epoch),
+                producer_group: t.producer_group.clone().unwrap_or_else(|| "–".into()),
+                check_backs: t.check_backs,
+                decided_by: if t.decided_by.is_empty() {
+                    "–".into()
+                } else {
+                    t.decided_by.clone()
+                },
+                participants: t
+                    .participants
+                    .iter()
+                    .map(|p| format!("{}/{}", p.topic, p.partition))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                id: t.id,
+                phase: t.phase,
+            });
         }
     }
     out.sort_by(|a, b| (&a.region, &a.id).cmp(&(&b.region, &b.id)));
@@ -740,52 +755,45 @@ pub struct KafkaGroup {
 /// its coordinator).
 pub async fn kafka_groups(regions: &[Region]) -> Vec<KafkaGroup> {
     let mut out = Vec::new();
-    for region in regions {
-        for b in region.brokers.iter().filter(|b| b.live) {
-            let Ok(mut c) =
-                v1::broker_client::BrokerClient::connect(format!("http://{}", b.grpc)).await
-            else {
-                continue;
-            };
-            let Ok(answer) = c
-                .list_consumer_groups(v1::ListConsumerGroupsRequest {})
-                .await
-            else {
-                continue;
-            };
-            for g in answer.into_inner().groups {
-                let mut topics: Vec<String> = g
+    for (region, broker, mut c) in live_brokers(regions).await {
+        let Ok(answer) = c
+            .list_consumer_groups(v1::ListConsumerGroupsRequest {})
+            .await
+        else {
+            continue;
+        };
+        for g in answer.into_inner().groups {
+            let mut topics: Vec<String> = g
+                .members
+                .iter()
+                .flat_map(|m| m.assignment.iter().map(|a| a.topic.clone()))
+                .collect();
+            topics.sort();
+            topics.dedup();
+            out.push(KafkaGroup {
+                region: region.clone(),
+                name: g.name,
+                state: g.state,
+                protocol: g.protocol,
+                coordinator: broker,
+                members: g
                     .members
-                    .iter()
-                    .flat_map(|m| m.assignment.iter().map(|a| a.topic.clone()))
-                    .collect();
-                topics.sort();
-                topics.dedup();
-                out.push(KafkaGroup {
-                    region: region.name.clone(),
-                    name: g.name,
-                    state: g.state,
-                    protocol: g.protocol,
-                    coordinator: b.id,
-                    members: g
-                        .members
-                        .into_iter()
-                        .map(|m| {
-                            let assigned = m
-                                .assignment
-                                .iter()
-                                .map(|a| {
-                                    let parts: Vec<String> =
-                                        a.partitions.iter().map(u32::to_string).collect();
-                                    format!("{}: {}", a.topic, parts.join(", "))
-                                })
-                                .collect();
-                            (m.member_id, m.client_id, assigned)
-                        })
-                        .collect(),
-                    topics,
-                });
-            }
+                    .into_iter()
+                    .map(|m| {
+                        let assigned = m
+                            .assignment
+                            .iter()
+                            .map(|a| {
+                                let parts: Vec<String> =
+                                    a.partitions.iter().map(u32::to_string).collect();
+                                format!("{}: {}", a.topic, parts.join(", "))
+                            })
+                            .collect();
+                        (m.member_id, m.client_id, assigned)
+                    })
+                    .collect(),
+                topics,
+            });
         }
     }
     out

@@ -24,6 +24,8 @@ import time
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
+import txn_readers
+
 BOOTSTRAP, TOPIC, OUT, PARTITIONS = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 PER_TXN = 10 * PARTITIONS
 
@@ -58,33 +60,8 @@ def send_transaction(p, tag, end):
         p.abort_transaction(30)
 
 
-def read_all(topic, isolation, expect, group=None, timeout=20):
-    """Reads `topic` from the start until `expect` records arrived and then 2 s pass with
-    nothing new (or `timeout`); the values read."""
-    c = Consumer(
-        {
-            "bootstrap.servers": BOOTSTRAP,
-            "group.id": group or f"reader-{isolation}-{time.monotonic_ns()}",
-            "isolation.level": isolation,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
-    values, deadline, quiet_since = [], time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        m = c.poll(0.2)
-        if m is None:
-            if len(values) >= expect:
-                quiet_since = quiet_since or time.monotonic()
-                if time.monotonic() - quiet_since > 2:
-                    break
-            continue
-        check(m.error() is None, f"consumer error {m.error()}")
-        values.append(m.value().decode())
-        quiet_since = None
-    c.close()
-    return values
+def read_all(topic, isolation, expect, timeout=20):
+    return txn_readers.read_all(BOOTSTRAP, topic, PARTITIONS, isolation, expect, timeout)
 
 
 def ends(topic, isolation="read_uncommitted"):

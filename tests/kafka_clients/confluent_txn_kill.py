@@ -17,7 +17,9 @@ import os
 import sys
 import time
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
+
+import txn_readers
 
 BOOTSTRAP, TOPIC = sys.argv[1], sys.argv[2]
 PARTITIONS, TID, N, DIR = int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6]
@@ -43,30 +45,7 @@ def touch(name):
 
 
 def read_all(isolation, expect, timeout=30):
-    c = Consumer(
-        {
-            "bootstrap.servers": BOOTSTRAP,
-            "group.id": f"reader-{time.monotonic_ns()}",
-            "isolation.level": isolation,
-            "enable.auto.commit": False,
-        }
-    )
-    c.assign([TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)])
-    values, deadline, quiet_since = [], time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        m = c.poll(0.2)
-        if m is None:
-            if len(values) >= expect:
-                quiet_since = quiet_since or time.monotonic()
-                if time.monotonic() - quiet_since > 2:
-                    break
-            continue
-        if m.error():
-            continue  # a leader change while reading: librdkafka retries
-        values.append(m.value().decode())
-        quiet_since = None
-    c.close()
-    return values
+    return txn_readers.read_all(BOOTSTRAP, TOPIC, PARTITIONS, isolation, expect, timeout)
 
 
 p = Producer(

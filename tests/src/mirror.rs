@@ -109,3 +109,18 @@ impl MirrorProcess {
         crate::metric(self.metrics, name).await
     }
 }
+
+/// Mirrors linking regions `x` and `y` both ways: `x`'s dials `y`'s, which knows `x`'s as
+/// a peer (as `meridian up` links two regions).
+pub fn link_pair(
+    dir: &Path,
+    control: &str,
+    (x, y): (&str, &str),
+    certs: &Path,
+) -> (MirrorProcess, MirrorProcess) {
+    let (lx, ly) = (free_udp_addr(), free_udp_addr());
+    let mx = MirrorProcess::start(dir, x, control, lx, &[(y.into(), ly)], certs, &[]);
+    let peers_of_y = format!("{x}={lx}");
+    let my = MirrorProcess::start(dir, y, control, ly, &[], certs, &["--peer", &peers_of_y]);
+    (mx, my)
+}

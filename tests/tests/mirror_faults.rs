@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use meridian_client::{Client, ProducerConfig, Record};
-use meridian_tests::mirror::{MirrorProcess, free_udp_addr, issue_certs};
+use meridian_tests::mirror::{MirrorProcess, free_udp_addr, issue_certs, link_pair};
 use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control};
 use meridian_tests::read_all;
 
@@ -60,26 +60,7 @@ async fn a_stalled_broker_stalls_only_the_mirroring_of_its_own_log_groups() {
         ],
     );
     assert_eq!(code, 0, "{err}");
-    let (lx, ly) = (free_udp_addr(), free_udp_addr());
-    let _mx = MirrorProcess::start(
-        tmp.path(),
-        "x",
-        &cp.addr,
-        lx,
-        &[("y".into(), ly)],
-        &certs,
-        &[],
-    );
-    let peers_of_y = format!("x={lx}");
-    let _my = MirrorProcess::start(
-        tmp.path(),
-        "y",
-        &cp.addr,
-        ly,
-        &[],
-        &certs,
-        &["--peer", &peers_of_y],
-    );
+    let _mirrors = link_pair(tmp.path(), &cp.addr, ("x", "y"), &certs);
 
     let cx = x.client().await;
     // The topic's groups elect their leaders right after it is created.

@@ -444,7 +444,7 @@ fn kafka_transactions_admin(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_is_mirrored_once_committed_and_never_once_rolled_back() {
     use meridian_client::{Record, TransactionConfig};
-    use meridian_tests::mirror::{MirrorProcess, free_udp_addr, issue_certs};
+    use meridian_tests::mirror::{issue_certs, link_pair};
     use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control};
     let tmp = tempfile::tempdir().unwrap();
     let certs = tmp.path().join("certs");
@@ -469,26 +469,7 @@ async fn a_transaction_is_mirrored_once_committed_and_never_once_rolled_back() {
         ],
     );
     assert_eq!(code, 0, "{err}");
-    let (lx, ly) = (free_udp_addr(), free_udp_addr());
-    let _mx = MirrorProcess::start(
-        tmp.path(),
-        "x",
-        &cp.addr,
-        lx,
-        &[("y".into(), ly)],
-        &certs,
-        &[],
-    );
-    let peers_of_y = format!("x={lx}");
-    let _my = MirrorProcess::start(
-        tmp.path(),
-        "y",
-        &cp.addr,
-        ly,
-        &[],
-        &certs,
-        &["--peer", &peers_of_y],
-    );
+    let _mirrors = link_pair(tmp.path(), &cp.addr, ("x", "y"), &certs);
     let (cx, cy) = (x.client().await, y.client().await);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while cx.describe_topic("ledger").await.is_err() || cy.describe_topic("ledger").await.is_err() {

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use clap::Parser;
-use meridian_tests::Region;
+use meridian_tests::{BrokerProcess, Region, free_addr};
 
 #[derive(Debug, Parser)]
 #[command(about = "Kafka transactions: throughput, latency and commit cost with confluent-kafka")]
@@ -54,11 +54,26 @@ fn main() -> anyhow::Result<()> {
     for nodes in [1u32, 3] {
         let tmp = tempfile::tempdir_in(&args.dir)?;
         let result: serde_json::Value = rt.block_on(async {
-            let region = Region::start_with_kafka(tmp.path(), nodes, &["--flush", "fsync"]).await?;
-            let client = region.client().await;
+            // One broker alone, or a region of three replicating every group by raft.
+            let (bootstrap, client, _one, _region) = if nodes == 1 {
+                let kafka = free_addr();
+                let listen = kafka.to_string();
+                let broker = BrokerProcess::start(
+                    &tmp.path().join("broker"),
+                    &["--kafka-listen", &listen, "--flush", "fsync"],
+                )
+                .await?;
+                let client = broker.client().await;
+                (vec![listen], client, Some(broker), None)
+            } else {
+                let region =
+                    Region::start_with_kafka(tmp.path(), nodes, &["--flush", "fsync"]).await?;
+                let client = region.client().await;
+                let bootstrap: Vec<String> = region.kafka.iter().map(|a| a.to_string()).collect();
+                (bootstrap, client, None, Some(region))
+            };
             client.create_topic("txn-bench", 3).await?;
             client.create_topic("txn-wide", 100).await?;
-            let bootstrap: Vec<String> = region.kafka.iter().map(|a| a.to_string()).collect();
             let out = Command::new(&args.python)
                 .arg(&script)
                 .args([

@@ -339,6 +339,16 @@ fn read_isolated(
     Ok(out)
 }
 
+/// The messages of a stored batch (not a transaction marker).
+pub(crate) fn messages_of(b: &ReadBatch) -> Result<Vec<Message>, BrokerError> {
+    batch::decode_batch(&b.payload, b.count as usize).map_err(|e| {
+        BrokerError::Invalid(format!(
+            "stored batch at offset {} does not decode: {e}",
+            b.base_offset
+        ))
+    })
+}
+
 /// Decodes fetched batches, dropping messages before `offset` and transaction markers, and
 /// stopping near `max_bytes` (but always returning the first message).
 fn decode(
@@ -353,13 +363,7 @@ fn decode(
         if b.is_marker() {
             continue;
         }
-        let messages = batch::decode_batch(&b.payload, b.count as usize).map_err(|e| {
-            BrokerError::Invalid(format!(
-                "stored batch at offset {} does not decode: {e}",
-                b.base_offset
-            ))
-        })?;
-        for (i, message) in messages.into_iter().enumerate() {
+        for (i, message) in messages_of(&b)?.into_iter().enumerate() {
             let o = b.base_offset + i as u64;
             if o < offset {
                 continue;

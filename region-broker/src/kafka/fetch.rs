@@ -11,11 +11,10 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use meridian_proto::batch;
 use meridian_proto::record::TxnMarker;
 
 use super::{code, error_code, kafka_protocol, partition_index, str};
-use crate::broker::{Broker, BrokerError, Isolation};
+use crate::broker::{Broker, BrokerError, Isolation, messages_of};
 use crate::storage::ReadBatch;
 use crate::storage::transactions::TxnPart;
 
@@ -127,13 +126,7 @@ fn encode_batches(
             }
             continue;
         }
-        let messages = batch::decode_batch(&b.payload, b.count as usize).map_err(|e| {
-            BrokerError::Invalid(format!(
-                "stored batch at offset {} does not decode: {e}",
-                b.base_offset
-            ))
-        })?;
-        for (i, m) in messages.into_iter().enumerate() {
+        for (i, m) in messages_of(b)?.into_iter().enumerate() {
             let o = b.base_offset + i as u64;
             if o < offset {
                 continue;

@@ -133,14 +133,7 @@ impl CheckBacks {
                 producer_id: txn.producer_id,
                 producer_epoch: i32::from(txn.epoch),
                 number: txn.number,
-                participants: txn
-                    .participants
-                    .iter()
-                    .map(|p| v1::TxnPartition {
-                        topic: p.topic.clone(),
-                        partition: p.partition,
-                    })
-                    .collect(),
+                participants: super::wire::partitions_to_wire(&txn.participants),
                 started_ms: txn.started_ms,
             });
             let answer = match sent {

@@ -31,13 +31,7 @@ impl From<Request> for v1::TransactionRequest {
                 id,
                 Some((producer_id, epoch)),
                 Op::AddPartitions(v1::TxnPartitions {
-                    partitions: participants
-                        .into_iter()
-                        .map(|p| v1::TxnPartition {
-                            topic: p.topic,
-                            partition: p.partition,
-                        })
-                        .collect(),
+                    partitions: partitions_to_wire(&participants),
                 }),
             ),
             Request::AddOffsets {
@@ -181,6 +175,19 @@ pub fn refusal_code(e: &TxnError) -> tonic::Code {
     }
 }
 
+/// Partitions in their gRPC form.
+pub fn partitions_to_wire<'a>(
+    partitions: impl IntoIterator<Item = &'a Participant>,
+) -> Vec<v1::TxnPartition> {
+    partitions
+        .into_iter()
+        .map(|p| v1::TxnPartition {
+            topic: p.topic.clone(),
+            partition: p.partition,
+        })
+        .collect()
+}
+
 /// A transaction as `ListTransactions` shows it.
 pub fn transaction_info(t: &Transaction) -> v1::TransactionInfo {
     v1::TransactionInfo {
@@ -196,14 +203,7 @@ pub fn transaction_info(t: &Transaction) -> v1::TransactionInfo {
             Phase::CompleteAbort => "complete-abort",
         }
         .into(),
-        participants: t
-            .participants
-            .iter()
-            .map(|p| v1::TxnPartition {
-                topic: p.topic.clone(),
-                partition: p.partition,
-            })
-            .collect(),
+        participants: partitions_to_wire(&t.participants),
         started_ms: t.started_ms,
         updated_ms: t.updated_ms,
         timeout_ms: t.timeout_ms,
