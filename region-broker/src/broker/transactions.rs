@@ -42,6 +42,8 @@ pub const STATE_TOPIC_ID: u32 = u32::MAX;
 pub const STATE_TOPIC: &str = "__transaction_state";
 /// Its partition key in each log group.
 pub const STATE_KEY: PartitionKey = (STATE_TOPIC_ID, 0);
+/// Markers of one transaction written at once.
+const MARKERS_IN_FLIGHT: usize = 64;
 /// How often timeouts and unfinished markers are looked at.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -406,9 +408,17 @@ impl Broker {
                     .await?;
             }
         }
-        for p in &txn.participants {
-            self.marker_anywhere(p, (txn.producer_id, txn.epoch), marker)
-                .await?;
+        // Every participant's marker at once (a commit waits for the slowest, not the sum),
+        // [`MARKERS_IN_FLIGHT`] at a time.
+        let participants: Vec<&Participant> = txn.participants.iter().collect();
+        for chunk in participants.chunks(MARKERS_IN_FLIGHT) {
+            let written = futures_util::future::join_all(
+                chunk
+                    .iter()
+                    .map(|p| self.marker_anywhere(p, (txn.producer_id, txn.epoch), marker)),
+            )
+            .await;
+            written.into_iter().collect::<Result<Vec<()>, _>>()?;
         }
         Ok(())
     }
