@@ -225,3 +225,47 @@ fn retention_forgets_aborted_ranges_it_deleted() {
     assert_eq!(group.last_stable(KEY).unwrap(), 11);
     group.close();
 }
+
+#[test]
+fn a_marker_fences_its_producers_older_epochs_here_through_recovery() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let group = LogGroup::open(tmp.path(), config(), &partitions()).unwrap();
+    let data = Bytes::from_static(b"messages");
+    let at = |epoch: i16, first: i32| ProducerBatch {
+        id: 9,
+        epoch,
+        first_sequence: first,
+        last_sequence: first + 1,
+    };
+    rt.block_on(group.append_producer(KEY, data.clone(), 2, at(0, 0), Some(TxnPart::Batch)))
+        .unwrap();
+    // The coordinator timed the transaction out: its abort marker carries epoch 1.
+    rt.block_on(group.append_producer(KEY, marker(false), 1, at(1, 0), Some(TxnPart::Marker)))
+        .unwrap();
+    let zombie = at(0, 2);
+    let fenced = |g: &LogGroup| {
+        matches!(
+            g.check_producer(KEY, &zombie),
+            crate::SeqCheck::Refuse(crate::SeqRefusal::Fenced { current: 1, .. })
+        )
+    };
+    assert!(fenced(&group), "{:?}", group.check_producer(KEY, &zombie));
+    // The producer, initialized again (epoch 2), starts over at sequence 0.
+    assert_eq!(group.check_producer(KEY, &at(2, 0)), crate::SeqCheck::Write);
+    // A producer this partition never saw is fenced by its marker too.
+    let other = ProducerBatch { id: 10, ..at(3, 0) };
+    rt.block_on(group.append_producer((1, 1), marker(true), 1, other, Some(TxnPart::Marker)))
+        .unwrap();
+    assert!(matches!(
+        group.check_producer((1, 1), &ProducerBatch { id: 10, ..at(2, 5) }),
+        crate::SeqCheck::Refuse(crate::SeqRefusal::Fenced { .. })
+    ));
+    // Recovery rebuilds the fence from the journal.
+    settle(&rt, &group);
+    group.crash();
+    drop(group);
+    let group = LogGroup::open(tmp.path(), config(), &partitions()).unwrap();
+    assert!(fenced(&group));
+    group.close();
+}

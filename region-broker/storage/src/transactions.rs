@@ -65,6 +65,9 @@ pub enum TxnEvent {
     Marker {
         /// Its producer.
         producer_id: ProducerId,
+        /// The producer epoch the coordinator wrote it with: older epochs are fenced here
+        /// from then on (a timed-out producer's zombie cannot open a transaction again).
+        epoch: i16,
         /// Commit or abort.
         marker: Marker,
         /// Its offset.
@@ -90,6 +93,7 @@ impl TxnEvent {
                 let m = TxnMarker::decode(payload).ok()?;
                 Some(TxnEvent::Marker {
                     producer_id: producer.id,
+                    epoch: producer.epoch,
                     marker: if m.commit {
                         Marker::Commit
                     } else {
@@ -169,6 +173,7 @@ impl PartitionTxns {
                 producer_id,
                 marker,
                 offset,
+                ..
             } => self.marker(producer_id, marker, offset),
         }
     }

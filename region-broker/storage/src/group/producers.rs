@@ -115,7 +115,8 @@ pub struct ProducerState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct State {
     epoch: i16,
-    /// Oldest first, [`BATCHES_KEPT`] at most, never empty.
+    /// Oldest first, [`BATCHES_KEPT`] at most; empty only after a marker fenced an older
+    /// epoch ([`Producers::fence`]).
     batches: VecDeque<Written>,
     /// Index and append time of its last record.
     last_index: u64,
@@ -248,6 +249,51 @@ impl Producers {
         self.expire(time_ms);
     }
 
+    /// A transaction marker of producer `id` written with `epoch` (record `index`, at
+    /// `time_ms`): from now on a batch of an older epoch is fenced, as Kafka's marker bumps
+    /// the partition's producer epoch. A producer this partition has no state for gets one
+    /// without batches (any sequence may start its next epoch).
+    pub(crate) fn fence(
+        &mut self,
+        key: PartitionKey,
+        id: i64,
+        epoch: i16,
+        index: u64,
+        time_ms: i64,
+    ) {
+        let state_id = (key, id);
+        match self.states.get_mut(&state_id) {
+            Some(state) => {
+                if epoch > state.epoch {
+                    state.epoch = epoch;
+                    state.batches.clear();
+                }
+                self.by_last.remove(&state.last_index);
+                state.last_index = index;
+                state.last_time_ms = time_ms;
+            }
+            None => {
+                while self.states.len() >= self.max {
+                    let Some((_, oldest)) = self.by_last.pop_first() else {
+                        break;
+                    };
+                    self.states.remove(&oldest);
+                    metrics::counter!("meridian_producer_states_evicted_total").increment(1);
+                }
+                self.states.insert(
+                    state_id,
+                    State {
+                        epoch,
+                        batches: VecDeque::new(),
+                        last_index: index,
+                        last_time_ms: time_ms,
+                    },
+                );
+            }
+        }
+        self.by_last.insert(index, state_id);
+    }
+
     /// Drops the states whose last batch was appended before `time_ms` − expiry.
     fn expire(&mut self, time_ms: i64) {
         let cutoff = time_ms.saturating_sub(self.expiry_ms);
@@ -271,7 +317,8 @@ impl Producers {
         let by_last = &mut self.by_last;
         self.states.retain(|_, state| {
             state.batches.retain(|b| b.index >= first_index);
-            if state.batches.is_empty() {
+            // A marker's fence lives as long as its record.
+            if state.batches.is_empty() && state.last_index < first_index {
                 by_last.remove(&state.last_index);
                 false
             } else {
@@ -320,8 +367,21 @@ impl Producers {
         self.states.len()
     }
 
-    /// Records what a committed record says of its producer, if it has one.
+    /// Records what a committed record says of its producer, if it has one (a marker
+    /// fences the producer's older epochs).
     pub(crate) fn visit(&mut self, h: &RecordHeader, payload: &Bytes) {
+        if let Some(crate::transactions::TxnEvent::Marker {
+            producer_id, epoch, ..
+        }) = crate::transactions::TxnEvent::of_record(h, payload)
+        {
+            self.fence(
+                (h.topic_id, h.partition),
+                producer_id,
+                epoch,
+                h.index,
+                h.append_time_ms,
+            );
+        }
         if let Some(p) = producer_of(h, payload) {
             self.record(
                 (h.topic_id, h.partition),

@@ -251,6 +251,18 @@ impl Appender {
             for s in &staged {
                 if let Some(event) = s.txn {
                     txns.entry(s.key).or_default().apply(event);
+                    if let TxnEvent::Marker {
+                        producer_id, epoch, ..
+                    } = event
+                    {
+                        producers.fence(
+                            s.key,
+                            producer_id,
+                            epoch,
+                            s.appended.index,
+                            s.appended.append_time_ms,
+                        );
+                    }
                 }
                 if let Some(p) = &s.producer {
                     producers.record(
