@@ -543,8 +543,23 @@ impl Config {
                 "must be at least 16",
             );
         }
-        if let Err(why) = self.retention() {
-            return invalid("storage.retention", &s.retention, why.to_string());
+        match self.retention() {
+            Err(why) => return invalid("storage.retention", &s.retention, why.to_string()),
+            // A transaction's coordinator records and batches live in the journal: they
+            // must outlive the longest transaction (retention deletes by age).
+            Ok(Some(keep))
+                if keep.as_millis() < u128::try_from(t.timeout_max_ms).unwrap_or(u128::MAX) =>
+            {
+                return invalid(
+                    "storage.retention",
+                    &s.retention,
+                    format!(
+                        "must be at least transactions.timeout_max_ms ({} ms): an open transaction's records must outlive it; lower timeout_max_ms or keep messages longer",
+                        t.timeout_max_ms
+                    ),
+                );
+            }
+            Ok(_) => {}
         }
         let peers = &self.replication.peers;
         if !peers.is_empty() {
@@ -753,6 +768,15 @@ mod tests {
                 .to_string()
                 .contains("storage.retention")
         );
+        // Shorter than the longest transaction: its records could go before it ends.
+        c.storage.retention = "10m".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("transactions.timeout_max_ms"), "{e}");
+        c.transactions.timeout_max_ms = 5 * 60 * 1000;
+        c.validate().unwrap();
+        c.transactions.default_outcome = "maybe".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("transactions.default_outcome"), "{e}");
         let mut c = Config::default();
         c.grpc.idle_timeout_ms = 10;
         let e = c.validate().unwrap_err().to_string();

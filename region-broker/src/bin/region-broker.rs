@@ -145,6 +145,14 @@ fn main() -> std::process::ExitCode {
     meridian_daemon::run("region-broker", args.log_json, || {
         let config = config(&args)?;
         config.validate().context("invalid configuration")?;
+        if config.storage.retention_bytes > 0 {
+            // Retention by size may delete a transaction coordinator's records while the
+            // transaction is live (by age it may not: retention outlives timeout_max_ms).
+            tracing::warn!(
+                retention_bytes = config.storage.retention_bytes,
+                "storage.retention_bytes is set: a log group that fills it may delete live transaction records; use retention by age where transactions are used"
+            );
+        }
         storage::raise_open_file_limit();
         meridian_daemon::block_on(run(config)).context("starting the runtime")?
     })
