@@ -227,14 +227,7 @@ impl Producers {
                 state.last_time_ms = time_ms;
             }
             None => {
-                while self.states.len() >= self.max {
-                    let Some((_, oldest)) = self.by_last.pop_first() else {
-                        break;
-                    };
-                    self.states.remove(&oldest);
-                    metrics::counter!("meridian_producer_states_evicted_total").increment(1);
-                }
-                self.states.insert(
+                self.insert_new(
                     id,
                     State {
                         epoch: p.epoch,
@@ -273,14 +266,7 @@ impl Producers {
                 state.last_time_ms = time_ms;
             }
             None => {
-                while self.states.len() >= self.max {
-                    let Some((_, oldest)) = self.by_last.pop_first() else {
-                        break;
-                    };
-                    self.states.remove(&oldest);
-                    metrics::counter!("meridian_producer_states_evicted_total").increment(1);
-                }
-                self.states.insert(
+                self.insert_new(
                     state_id,
                     State {
                         epoch,
@@ -292,6 +278,19 @@ impl Producers {
             }
         }
         self.by_last.insert(index, state_id);
+    }
+
+    /// Adds a producer's first state here, evicting the least recently written ones past
+    /// the bound (the caller indexes it in `by_last`).
+    fn insert_new(&mut self, id: (PartitionKey, i64), state: State) {
+        while self.states.len() >= self.max {
+            let Some((_, oldest)) = self.by_last.pop_first() else {
+                break;
+            };
+            self.states.remove(&oldest);
+            metrics::counter!("meridian_producer_states_evicted_total").increment(1);
+        }
+        self.states.insert(id, state);
     }
 
     /// Drops the states whose last batch was appended before `time_ms` − expiry.
