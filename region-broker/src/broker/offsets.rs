@@ -28,7 +28,10 @@ impl Broker {
         Ok(match query {
             OffsetQuery::Earliest => (earliest, None),
             OffsetQuery::Latest => (latest, None),
-            OffsetQuery::LastStable => (group.last_stable(key).map_err(BrokerError::Read)?, None),
+            OffsetQuery::LastStable => (
+                group.stable_offsets(key).map_err(BrokerError::Read)?.2,
+                None,
+            ),
             OffsetQuery::Time(t) => {
                 match group.offset_for_time(key, t).map_err(BrokerError::Read)? {
                     Some((offset, time)) => (offset, Some(time)),

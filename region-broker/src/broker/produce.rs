@@ -191,11 +191,10 @@ impl Broker {
         let mut visible = group.subscribe();
         loop {
             visible.borrow_and_update();
-            let batches = read_isolated(group, key, offset, max_bytes.max(1), isolation)
-                .map_err(|e| self.read_error(&topic, partition, e))?;
+            let (batches, (earliest, latest, last_stable)) =
+                read_isolated(group, key, offset, max_bytes.max(1), isolation)
+                    .map_err(|e| self.read_error(&topic, partition, e))?;
             if !batches.is_empty() || tokio::time::Instant::now() >= deadline {
-                let (earliest, latest) = group.offsets(key).map_err(BrokerError::Read)?;
-                let last_stable = group.last_stable(key).map_err(BrokerError::Read)?;
                 return Ok(Fetched {
                     batches,
                     earliest,
@@ -288,15 +287,17 @@ impl Broker {
 
 /// Reads batches from `offset`, as [`Broker::fetch_batches`] returns them: with
 /// [`Isolation::Committed`] only below the last stable offset and without aborted
-/// transactions' batches, reading on while all it read was left out.
+/// transactions' batches, reading on while all it read was left out. Also the partition's
+/// `(earliest, latest, last stable)` offsets, read once before the batches.
+#[allow(clippy::type_complexity)]
 fn read_isolated(
     group: &LogGroup,
     key: PartitionKey,
     offset: u64,
     max_bytes: usize,
     isolation: Isolation,
-) -> Result<Vec<ReadBatch>, ReadError> {
-    let (earliest, latest) = group.offsets(key)?;
+) -> Result<(Vec<ReadBatch>, (u64, u64, u64)), ReadError> {
+    let ends @ (earliest, latest, last_stable) = group.stable_offsets(key)?;
     if offset < earliest || offset > latest {
         return Err(ReadError::OffsetOutOfRange {
             offset,
@@ -304,9 +305,10 @@ fn read_isolated(
             latest,
         });
     }
+    // What is returned never passes the offsets returned with it.
     let limit = match isolation {
-        Isolation::Committed => group.last_stable(key)?,
-        Isolation::Uncommitted => u64::MAX,
+        Isolation::Committed => last_stable,
+        Isolation::Uncommitted => latest,
     };
     let mut aborted: Option<Vec<Aborted>> = None;
     let (mut out, mut next) = (Vec::new(), offset);
@@ -317,7 +319,7 @@ fn read_isolated(
         }
         for b in batches {
             if b.base_offset >= limit {
-                return Ok(out);
+                return Ok((out, ends));
             }
             next = b.base_offset + u64::from(b.count);
             if isolation == Isolation::Committed
@@ -325,18 +327,14 @@ fn read_isolated(
                 && let Some(p) = b.producer
             {
                 let aborted = aborted.get_or_insert_with(|| group.aborted_in(key, offset, limit));
-                if aborted.iter().any(|a| {
-                    a.producer_id == p.id
-                        && a.first_offset <= b.base_offset
-                        && b.base_offset < a.marker_offset
-                }) {
+                if aborted.iter().any(|a| a.covers(p.id, b.base_offset)) {
                     continue;
                 }
             }
             out.push(b);
         }
     }
-    Ok(out)
+    Ok((out, ends))
 }
 
 /// The messages of a stored batch (not a transaction marker).

@@ -440,17 +440,19 @@ impl LogGroup {
         Ok((index.earliest(), index.end()))
     }
 
-    /// A partition's last stable offset: where readers of committed data stop, the first
-    /// offset of its oldest open transaction, or its visible end when none is open.
-    pub fn last_stable(&self, key: PartitionKey) -> Result<u64, ReadError> {
-        let (_, end) = self.offsets(key)?;
-        Ok(self
+    /// A partition's `(earliest, latest, last stable)` offsets, read together: the last
+    /// stable offset is where readers of committed data stop, the first offset of its oldest
+    /// open transaction, or the visible end when none is open.
+    pub fn stable_offsets(&self, key: PartitionKey) -> Result<(u64, u64, u64), ReadError> {
+        let (earliest, end) = self.offsets(key)?;
+        let stable = self
             .shared
             .txns
             .lock()
             .expect("transactions lock poisoned")
             .get(&key)
-            .map_or(end, |t| t.last_stable(end)))
+            .map_or(end, |t| t.last_stable(end));
+        Ok((earliest, end, stable))
     }
 
     /// The aborted transactions whose batches a read of `from..to` may meet.

@@ -65,7 +65,7 @@ fn settle(rt: &tokio::runtime::Runtime, group: &LogGroup) {
 /// The group's whole transaction state for [`KEY`], as a reader sees it.
 fn state(group: &LogGroup) -> (u64, Vec<Aborted>, Vec<(i64, u64)>) {
     (
-        group.last_stable(KEY).unwrap(),
+        group.stable_offsets(KEY).unwrap().2,
         group.aborted_in(KEY, 0, u64::MAX),
         group.open_transactions(KEY),
     )
@@ -215,14 +215,14 @@ fn retention_forgets_aborted_ranges_it_deleted() {
             .unwrap();
     }
     settle(&rt, &group);
-    assert_eq!(group.last_stable(KEY).unwrap(), 11);
+    assert_eq!(group.stable_offsets(KEY).unwrap().2, 11);
     assert_eq!(group.aborted_in(KEY, 0, u64::MAX).len(), 1);
     group.apply_retention().unwrap();
     let (earliest, latest) = group.offsets(KEY).unwrap();
     assert!(earliest > 7, "retention kept offset {earliest}");
     assert_eq!(latest, 11);
     assert!(group.aborted_in(KEY, 0, u64::MAX).is_empty());
-    assert_eq!(group.last_stable(KEY).unwrap(), 11);
+    assert_eq!(group.stable_offsets(KEY).unwrap().2, 11);
     group.close();
 }
 

@@ -129,6 +129,15 @@ pub struct Aborted {
     pub marker_offset: u64,
 }
 
+impl Aborted {
+    /// Whether `producer_id`'s transactional batch at `offset` is in this range.
+    pub fn covers(&self, producer_id: ProducerId, offset: u64) -> bool {
+        self.producer_id == producer_id
+            && self.first_offset <= offset
+            && offset < self.marker_offset
+    }
+}
+
 /// How a transaction ended, as its marker says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Marker {
@@ -252,9 +261,9 @@ impl PartitionTxns {
 
     /// Whether the batch of `producer_id` at `offset` (transactional) was aborted.
     pub fn is_aborted(&self, producer_id: ProducerId, offset: u64) -> bool {
-        self.aborted.range(offset..).any(|(_, a)| {
-            a.producer_id == producer_id && a.first_offset <= offset && offset < a.marker_offset
-        })
+        self.aborted
+            .range(offset..)
+            .any(|(_, a)| a.covers(producer_id, offset))
     }
 
     /// Retention moved the partition's earliest offset to `earliest`: ranges wholly below
