@@ -57,6 +57,23 @@ where
         .map_err(|s| anyhow::anyhow!("{what}: {}", s.message()))
 }
 
+/// A client of `broker`, or, through the control plane when one is known, of `region`'s
+/// live brokers (what the commands about one region's brokers talk to).
+pub(crate) async fn region_client(
+    broker: &str,
+    control: Option<&str>,
+    region: Option<&str>,
+) -> anyhow::Result<meridian_client::Client> {
+    let brokers = match control {
+        Some(c) => region_brokers(c, region).await?,
+        None => broker.to_owned(),
+    };
+    use anyhow::Context;
+    meridian_client::Client::connect(&brokers)
+        .await
+        .with_context(|| format!("connecting to {brokers}"))
+}
+
 /// The gRPC addresses of the live brokers of `region` (which may be omitted when there is
 /// only one region), comma-separated.
 pub(crate) async fn region_brokers(addrs: &str, region: Option<&str>) -> anyhow::Result<String> {

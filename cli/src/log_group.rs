@@ -3,7 +3,6 @@
 
 use anyhow::Context;
 use clap::Subcommand;
-use meridian_client::Client;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
@@ -45,11 +44,7 @@ pub(crate) async fn run(
     region: Option<&str>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let brokers = match control {
-        Some(c) => crate::control::region_brokers(c, region).await?,
-        None => broker.to_owned(),
-    };
-    let client = Client::connect(&brokers).await?;
+    let client = crate::control::region_client(broker, control, region).await?;
     match cmd {
         Command::List => {
             let brokers = client

@@ -71,13 +71,7 @@ pub(crate) async fn run(
     region: Option<&str>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let brokers = match control {
-        Some(c) => crate::control::region_brokers(c, region).await?,
-        None => broker.to_owned(),
-    };
-    let client = Client::connect(&brokers)
-        .await
-        .with_context(|| format!("connecting to {brokers}"))?;
+    let client = crate::control::region_client(broker, control, region).await?;
     match cmd {
         Command::List => {
             let all = client

@@ -70,6 +70,8 @@ pub struct Broker {
     transactions: transactions::Transactions,
     /// Hands out producer ids.
     producer_ids: producer_ids::ProducerIds,
+    /// A client of the region through this broker's own gRPC listener, made on first use.
+    region_client: tokio::sync::OnceCell<meridian_region_client::RegionClient>,
 }
 
 /// Why a request failed; each adapter maps these to its protocol's codes.
@@ -282,6 +284,7 @@ impl Broker {
             mirror_locks: std::sync::Mutex::default(),
             transactions: transactions::Transactions::new((&config.transactions).into()),
             producer_ids: producer_ids::ProducerIds::new(config.broker_id),
+            region_client: tokio::sync::OnceCell::new(),
             config,
         };
         if broker.config.control.is_empty() {
@@ -422,6 +425,20 @@ impl Broker {
     /// Whether the log groups replicate (a region, static or managed).
     fn is_replicated(&self) -> bool {
         self.replication.get().is_some()
+    }
+
+    /// A client of the region through this broker's own gRPC listener (it follows each
+    /// partition's and group's leader): for what another broker must serve (offset commits
+    /// forwarded by the Kafka listener, transaction markers, forwarded transaction requests).
+    pub(crate) async fn region_client(
+        &self,
+    ) -> Result<&meridian_region_client::RegionClient, meridian_region_client::RegionError> {
+        self.region_client
+            .get_or_try_init(|| {
+                let own = self.config.grpc_listen.to_string();
+                async move { meridian_region_client::RegionClient::connect(&own).await }
+            })
+            .await
     }
 
     /// The configuration the broker runs with.

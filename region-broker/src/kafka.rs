@@ -73,9 +73,6 @@ pub(crate) struct Kafka {
     /// `meridian_kafka_requests_total` of each served API, registered once (not a label
     /// string made per request).
     requests: std::collections::HashMap<i16, metrics::Counter>,
-    /// A client of the region (through this broker's own gRPC listener) for offset
-    /// commits and lookups of partitions whose log group another broker leads.
-    region: tokio::sync::OnceCell<RegionClient>,
     /// Bytes of request frames every connection together may hold
     /// (`kafka.request_memory_max`).
     request_memory: Arc<tokio::sync::Semaphore>,
@@ -84,13 +81,9 @@ pub(crate) struct Kafka {
 }
 
 impl Kafka {
+    /// The broker's client of its region, for partitions another broker leads.
     async fn region(&self) -> Result<&RegionClient, RegionError> {
-        self.region
-            .get_or_try_init(|| {
-                let own = self.broker.config().grpc_listen.to_string();
-                async move { RegionClient::connect(&own).await }
-            })
-            .await
+        self.broker.region_client().await
     }
 }
 
@@ -181,7 +174,6 @@ pub async fn serve(
         limits.connections_per_address_max,
     );
     let kafka = Arc::new(Kafka {
-        region: tokio::sync::OnceCell::new(),
         request_memory: Arc::new(tokio::sync::Semaphore::new(limits.request_memory_max)),
         idle_timeout: Duration::from_millis(limits.idle_timeout_ms),
         requests: SUPPORTED

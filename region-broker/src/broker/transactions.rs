@@ -54,8 +54,6 @@ pub struct Transactions {
     /// Per log group: its coordinator as loaded in a leadership epoch; the lock serializes
     /// its decisions with their writes.
     loaded: std::sync::Mutex<HashMap<u32, Arc<tokio::sync::Mutex<Loaded>>>>,
-    /// To the region's other brokers (markers for partitions they lead).
-    region: tokio::sync::OnceCell<meridian_region_client::RegionClient>,
     /// Transactions (log group, id) whose markers are being written: one writer each, so
     /// a late duplicate marker never lands after the producer began its next transaction
     /// in that partition (it would end that one). Bounded by the transactions known.
@@ -72,7 +70,6 @@ impl Transactions {
         Transactions {
             limits,
             loaded: Default::default(),
-            region: Default::default(),
             finishing: Default::default(),
             asking: Default::default(),
             check_backs: Default::default(),
@@ -489,12 +486,7 @@ impl Broker {
     }
 
     async fn region(&self) -> Result<&meridian_region_client::RegionClient, BrokerError> {
-        self.transactions
-            .region
-            .get_or_try_init(|| {
-                let own = self.config.grpc_listen.to_string();
-                async move { meridian_region_client::RegionClient::connect(&own).await }
-            })
+        self.region_client()
             .await
             .map_err(|e| BrokerError::Replication(e.to_string()))
     }

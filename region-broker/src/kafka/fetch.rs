@@ -18,6 +18,10 @@ use crate::broker::{Broker, BrokerError, Isolation, messages_of};
 use crate::storage::ReadBatch;
 use crate::storage::transactions::TxnPart;
 
+/// What a control batch adds to a fetch's size: a record batch header (61 bytes) and its
+/// one small record.
+const CONTROL_BATCH_BYTES: usize = 80;
+
 /// Fetch: each partition from its offset; when nothing is available anywhere, waits up to
 /// `max_wait_ms` on the first partition for data.
 pub(super) async fn fetch(broker: &Broker, r: FetchRequest) -> FetchResponse {
@@ -122,7 +126,7 @@ fn encode_batches(
             })?;
             if b.base_offset >= offset {
                 records.push(control_record(b, marker, (producer_id, producer_epoch)));
-                bytes += 64;
+                bytes += CONTROL_BATCH_BYTES;
             }
             continue;
         }

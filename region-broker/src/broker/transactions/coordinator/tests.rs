@@ -114,6 +114,19 @@ impl Log {
         }
     }
 
+    fn add_offsets(&mut self, id: &str, p: (ProducerId, Epoch), group: &str, now: Ms) {
+        self.ask(
+            Request::AddOffsets {
+                id: id.into(),
+                producer_id: p.0,
+                epoch: p.1,
+                group: group.into(),
+            },
+            now,
+        )
+        .unwrap();
+    }
+
     fn phase(&self, id: &str) -> Phase {
         self.c.get(id).expect("known").phase
     }
@@ -472,16 +485,7 @@ fn adding_what_is_already_added_writes_nothing() {
     let written = log.records.len();
     log.add("t", p, &[part("a", 0)], 2);
     assert_eq!(log.records.len(), written);
-    log.ask(
-        Request::AddOffsets {
-            id: "t".into(),
-            producer_id: p.0,
-            epoch: p.1,
-            group: "readers".into(),
-        },
-        3,
-    )
-    .unwrap();
+    log.add_offsets("t", p, "readers", 3);
     assert_eq!(log.records.len(), written + 1);
     assert!(log.c.get("t").unwrap().offset_groups.contains("readers"));
 }
@@ -503,16 +507,7 @@ fn offsets_committed_in_a_transaction_need_their_group_and_keep_the_last_per_par
         matches!(refused, TxnError::InvalidState { .. }),
         "{refused}"
     );
-    log.ask(
-        Request::AddOffsets {
-            id: "t".into(),
-            producer_id: p.0,
-            epoch: p.1,
-            group: "readers".into(),
-        },
-        3,
-    )
-    .unwrap();
+    log.add_offsets("t", p, "readers", 3);
     log.ask(commit("readers", 5), 4).unwrap();
     log.ask(commit("readers", 9), 5).unwrap();
     let offsets = &log.c.get("t").unwrap().offsets;
