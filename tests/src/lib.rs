@@ -650,10 +650,8 @@ pub fn peak_rss(pid: i32) -> u64 {
         * 1024
 }
 
-/// Runs one of the Python client scripts (`tests/kafka_clients/SCRIPT`) with the venv the
-/// test script builds; fails the test with its output unless it exits 0 having printed OK.
-/// What the script printed.
-pub async fn python_output(script: &'static str, args: Vec<String>) -> String {
+/// The venv's Python running `kafka_clients/<script>` with `args`, not started.
+pub fn python_command(script: &str, args: &[String]) -> Command {
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
     assert!(
         python.exists(),
@@ -664,7 +662,15 @@ pub async fn python_output(script: &'static str, args: Vec<String>) -> String {
         .join("kafka_clients")
         .join(script);
     let mut cmd = Command::new(&python);
-    cmd.arg(&path).args(&args);
+    cmd.arg(&path).args(args);
+    cmd
+}
+
+/// Runs one of the Python client scripts (`tests/kafka_clients/SCRIPT`) with the venv the
+/// test script builds; fails the test with its output unless it exits 0 having printed OK.
+/// What the script printed.
+pub async fn python_output(script: &'static str, args: Vec<String>) -> String {
+    let cmd = python_command(script, &args);
     let (code, out, err) = tokio::task::spawn_blocking(move || run(cmd, None))
         .await
         .expect("the script's thread");

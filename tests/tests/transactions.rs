@@ -542,3 +542,130 @@ async fn wait_values(client: &meridian_client::Client, topic: &str, n: usize) ->
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
+
+/// A consume-transform-produce loop (confluent-kafka: read_committed consumer, transactional
+/// producer, `send_offsets_to_transaction`) fails over to another region mid-stream: killed
+/// -9 in region x after part of the input, then — once x's committed work has reached y —
+/// started again in y with the same group. Input offsets differ between the regions (an
+/// aborted transaction takes offsets in x only), so y resumes by the group's portable
+/// position, not by offset. Every input has exactly one output, counted in both regions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consume_transform_produce_loop_fails_over_to_another_region_exactly_once() {
+    use meridian_tests::mirror::{issue_certs, link_pair};
+    use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control};
+    use std::io::BufRead;
+    const INPUTS: usize = 1500;
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    issue_certs(&certs, &["x", "y"]);
+    let cp = ControlPlaneProcess::embedded(tmp.path(), &["--region", "x", "--region", "y"]).await;
+    let kafka = ["--kafka-listen", "auto"];
+    let rx = ManagedRegion::start(tmp.path(), "x", 1, &cp.addr, &kafka)
+        .await
+        .unwrap();
+    let ry = ManagedRegion::start(tmp.path(), "y", 1, &cp.addr, &kafka)
+        .await
+        .unwrap();
+    for topic in ["in", "out"] {
+        let args = [
+            "topic",
+            "create",
+            topic,
+            "--partitions",
+            "3",
+            "--replicas",
+            "1",
+        ];
+        let (code, _, err) = meridian_control(&cp.addr, &args);
+        assert_eq!(code, 0, "{err}");
+    }
+    let _mirrors = link_pair(tmp.path(), &cp.addr, ("x", "y"), &certs);
+    let (cx, cy) = (rx.client().await, ry.client().await);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for topic in ["in", "out"] {
+        while cx.describe_topic(topic).await.is_err() || cy.describe_topic(topic).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{topic} never reached both regions"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    let (x, y) = (rx.kafka[0].clone(), ry.kafka[0].clone());
+    let step = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    python_output(
+        "ctp_failover.py",
+        step(&["prefill", &x, &INPUTS.to_string()]),
+    )
+    .await;
+
+    // The loop in x, killed -9 in the middle of a transaction (its records written, its
+    // offsets not yet sent) once it has committed 40% of the input.
+    let mut cmd =
+        meridian_tests::python_command("ctp_failover.py", &step(&["run", &x, "30", "0.2"]));
+    cmd.stdout(std::process::Stdio::piped());
+    let (done_in_x, killed_at) = tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().expect("the loop starts");
+        let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut done = 0;
+        for line in lines.map_while(Result::ok) {
+            if let Some(n) = line.strip_prefix("committed ") {
+                done = n.parse::<usize>().unwrap();
+            } else if line.starts_with("open ") && done >= INPUTS * 2 / 5 {
+                break;
+            }
+        }
+        child.kill().unwrap();
+        let killed_at = std::time::Instant::now();
+        child.wait().unwrap();
+        (done, killed_at)
+    })
+    .await
+    .unwrap();
+    assert!(
+        done_in_x < INPUTS,
+        "the loop in x finished before it was killed"
+    );
+
+    // Failing over: once y holds x's committed output and the group's position in y covers
+    // exactly the inputs that output came from (x's open transaction aborts on its timeout).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let state = loop {
+        let out = python_output("ctp_failover.py", step(&["state", &x, &y])).await;
+        let state: serde_json::Value =
+            serde_json::from_str(out.lines().next().unwrap()).expect("state is JSON");
+        let (x_out, y_out, y_committed) = (
+            state["x_out"].as_u64().unwrap(),
+            state["y_out"].as_u64().unwrap(),
+            state["y_committed"].as_u64().unwrap(),
+        );
+        if x_out >= done_in_x as u64 && x_out == y_out && y_out == y_committed {
+            break state;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "y never caught up with x's committed work: {state}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    let drained = killed_at.elapsed();
+    let resumed = python_output("ctp_failover.py", step(&["run", &y, "6", "0"])).await;
+    eprintln!(
+        "ctp failover: {done_in_x} inputs committed in x before kill -9, {state} when y \
+         resumed {drained:?} after the kill; y: {}",
+        resumed.lines().last().unwrap_or_default()
+    );
+    let verified = python_output(
+        "ctp_failover.py",
+        step(&["verify", &y, &INPUTS.to_string()]),
+    )
+    .await;
+    eprintln!("y: {verified}");
+    // y's output travels back: x holds every output once too.
+    let verified = python_output(
+        "ctp_failover.py",
+        step(&["verify", &x, &INPUTS.to_string()]),
+    )
+    .await;
+    eprintln!("x: {verified}");
+}

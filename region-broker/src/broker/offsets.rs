@@ -2,7 +2,7 @@
 //! through the partition's log group, with the origin positions a multi-region consumer
 //! has seen) and the offset a consumer that read elsewhere resumes at here.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use meridian_proto::names;
@@ -61,6 +61,20 @@ impl Broker {
             .map_err(|e| BrokerError::Invalid(e.to_string()))?;
         let topic = self.topic(topic)?;
         let (group, key) = self.locate(&topic, partition)?;
+        // A commit that names no positions (a Kafka client's, a transaction's offsets) is
+        // made portable here, where the messages are: another region resumes it by them.
+        let positions = if positions.is_empty() {
+            self.require_leader(group.id())?;
+            positions_before(
+                group.storage(),
+                &self.config.region,
+                consumer_group,
+                key,
+                offset,
+            )?
+        } else {
+            positions
+        };
         self.write_commit(&group, consumer_group, key, offset, positions)
             .await
     }
@@ -154,6 +168,56 @@ impl Broker {
         }
         Ok(next.max(latest))
     }
+}
+
+/// The origin positions of a partition's messages before `offset` (`region`: this one's):
+/// per origin, the
+/// position of its last message there — what a consumer that read up to `offset` has
+/// seen.
+/// Walks from the group's previous commit when that lies at or below `offset` (a commit
+/// costs the messages read since the last one), else from the earliest message.
+fn positions_before(
+    group: &LogGroup,
+    region: &str,
+    consumer_group: &str,
+    key: PartitionKey,
+    offset: u64,
+) -> Result<Positions, BrokerError> {
+    use meridian_proto::origin::position;
+    let (earliest, latest) = group.offsets(key).map_err(BrokerError::Read)?;
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    let mut next = earliest;
+    if let Some(previous) = group.committed_offset(consumer_group, key)
+        && previous != crate::storage::POSITIONS_ONLY
+        && (earliest..=offset).contains(&previous)
+    {
+        next = previous;
+        seen.extend(group.committed_positions(consumer_group, key));
+    }
+    let end = offset.min(latest);
+    'walk: while next < end {
+        let batches = group.read(key, next, 1 << 20).map_err(BrokerError::Read)?;
+        if batches.is_empty() {
+            break;
+        }
+        for b in batches {
+            if b.base_offset >= end {
+                break 'walk;
+            }
+            let before = (end - b.base_offset).min(u64::from(b.count));
+            if !b.is_marker() && before > 0 {
+                let (region, seq) = match b.origin {
+                    Some(o) => (o.region, o.seq),
+                    None => (region.to_string(), b.index),
+                };
+                let p = position(seq, (before - 1) as u32);
+                let held = seen.entry(region).or_insert(0);
+                *held = (*held).max(p);
+            }
+            next = b.base_offset + u64::from(b.count);
+        }
+    }
+    Ok(seen.into_iter().collect())
 }
 
 /// Refuses origin positions a commit cannot carry.
