@@ -496,6 +496,7 @@ impl Sim {
                             count: 1,
                             append_time_ms: seq as i64,
                             payload: Bytes::from(vec![seq as u8; 100]),
+                            txn: None,
                         }),
                         Rec::Commit {
                             topic_id,

@@ -9,7 +9,10 @@
 //! 2 Resume   from u64: the first seq the receiver wants             receiver → sender
 //! 3 Records  through u64, n u32, n × entry                          sender → receiver
 //!            entry: seq u64, topic_id u32, partition u32, count u32,
-//!                   append_time_ms i64, payload_len u32, payload (a message batch)
+//!                   append_time_ms i64, payload_len u32, payload (a message batch),
+//!                   txn u8 (0 none, 1 a transaction's batch, 2 its commit marker);
+//!                   unless 0: producer_id i64, epoch i16, first_sequence i32,
+//!                   last_sequence i32
 //! 4 Ack      through u64: every seq up to it is held by the target  receiver → sender
 //! 5 Refuse   reason (u16 len + UTF-8)                               either way, then close
 //! 6 Commits  through u64, n u32, n × commit                         sender → receiver
@@ -27,7 +30,7 @@
 use bytes::{BufMut, Bytes};
 
 /// The protocol version a sender announces.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Largest frame (length field included).
 pub const FRAME_MAX: usize = 16 << 20;
 
@@ -47,8 +50,49 @@ pub struct ShippedBatch {
     pub count: u32,
     /// When the origin region appended it.
     pub append_time_ms: i64,
-    /// The encoded messages (`crate::batch`).
+    /// The encoded messages (`crate::batch`); a commit marker's bytes
+    /// (`crate::record::TxnMarker`) when `txn` says it is one.
     pub payload: Bytes,
+    /// A committed transaction's batch or commit marker: mirrored as a transaction, so a
+    /// `read_committed` reader of the target region sees all of it in a partition or none.
+    pub txn: Option<ShippedTxn>,
+}
+
+/// A shipped batch's part in its producer's (committed) transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShippedTxn {
+    /// The commit marker, not messages.
+    pub marker: bool,
+    /// The producer as the origin wrote it (id, epoch, sequences).
+    pub producer: crate::producer::ProducerBatch,
+}
+
+#[cfg(feature = "grpc")]
+impl From<crate::v1::MirroredTxn> for ShippedTxn {
+    fn from(t: crate::v1::MirroredTxn) -> Self {
+        ShippedTxn {
+            marker: t.marker,
+            producer: crate::producer::ProducerBatch {
+                id: t.producer_id,
+                epoch: i16::try_from(t.producer_epoch).unwrap_or(-1),
+                first_sequence: t.first_sequence,
+                last_sequence: t.last_sequence,
+            },
+        }
+    }
+}
+
+#[cfg(feature = "grpc")]
+impl From<ShippedTxn> for crate::v1::MirroredTxn {
+    fn from(t: ShippedTxn) -> Self {
+        crate::v1::MirroredTxn {
+            marker: t.marker,
+            producer_id: t.producer.id,
+            producer_epoch: i32::from(t.producer.epoch),
+            first_sequence: t.producer.first_sequence,
+            last_sequence: t.producer.last_sequence,
+        }
+    }
 }
 
 #[cfg(feature = "grpc")]
@@ -61,6 +105,7 @@ impl From<crate::v1::LocalBatch> for ShippedBatch {
             count: b.count,
             append_time_ms: b.append_time_ms,
             payload: b.payload,
+            txn: b.txn.map(ShippedTxn::from),
         }
     }
 }
@@ -75,6 +120,7 @@ impl From<ShippedBatch> for crate::v1::LocalBatch {
             count: b.count,
             append_time_ms: b.append_time_ms,
             payload: b.payload,
+            txn: b.txn.map(crate::v1::MirroredTxn::from),
         }
     }
 }
@@ -188,6 +234,16 @@ impl Frame {
                     buf.put_i64_le(e.append_time_ms);
                     buf.put_u32_le(e.payload.len() as u32);
                     buf.put_slice(&e.payload);
+                    match &e.txn {
+                        None => buf.put_u8(0),
+                        Some(t) => {
+                            buf.put_u8(if t.marker { 2 } else { 1 });
+                            buf.put_i64_le(t.producer.id);
+                            buf.put_i16_le(t.producer.epoch);
+                            buf.put_i32_le(t.producer.first_sequence);
+                            buf.put_i32_le(t.producer.last_sequence);
+                        }
+                    }
                 }
             }
             Frame::Ack { through } => {
@@ -250,8 +306,8 @@ impl Frame {
             3 => {
                 let through = r.u64("records")?;
                 let n = r.u32("records")? as usize;
-                // Each entry takes at least 32 bytes: refuse counts the body cannot hold.
-                if n > (len - r.at) / 32 {
+                // Each entry takes at least 33 bytes: refuse counts the body cannot hold.
+                if n > (len - r.at) / 33 {
                     return Err(FrameError::Malformed {
                         kind: "records",
                         why: "more entries than bytes",
@@ -266,6 +322,24 @@ impl Frame {
                     let append_time_ms = r.u64("records")? as i64;
                     let payload_len = r.u32("records")? as usize;
                     let payload = r.bytes(payload_len, "records")?;
+                    let txn = match r.u8("records")? {
+                        0 => None,
+                        part @ (1 | 2) => Some(ShippedTxn {
+                            marker: part == 2,
+                            producer: crate::producer::ProducerBatch {
+                                id: r.u64("records")? as i64,
+                                epoch: r.u16("records")? as i16,
+                                first_sequence: r.u32("records")? as i32,
+                                last_sequence: r.u32("records")? as i32,
+                            },
+                        }),
+                        _ => {
+                            return Err(FrameError::Malformed {
+                                kind: "records",
+                                why: "unknown transaction part",
+                            });
+                        }
+                    };
                     entries.push(ShippedBatch {
                         seq,
                         topic_id,
@@ -273,6 +347,7 @@ impl Frame {
                         count,
                         append_time_ms,
                         payload,
+                        txn,
                     });
                 }
                 Frame::Records { through, entries }
@@ -367,6 +442,10 @@ impl Reader<'_> {
         Ok(self.bytes(N, kind)?.as_ref().try_into().expect("N bytes"))
     }
 
+    fn u8(&mut self, kind: &'static str) -> Result<u8, FrameError> {
+        Ok(self.fixed::<1>(kind)?[0])
+    }
+
     fn u16(&mut self, kind: &'static str) -> Result<u16, FrameError> {
         Ok(u16::from_le_bytes(self.fixed(kind)?))
     }
@@ -402,17 +481,27 @@ mod tests {
             any::<u32>(),
             any::<i64>(),
             proptest::collection::vec(any::<u8>(), 0..40),
+            proptest::option::of((any::<bool>(), any::<(i64, i16, i32, i32)>())),
         )
-            .prop_map(|(seq, topic_id, partition, count, append_time_ms, p)| {
-                ShippedBatch {
+            .prop_map(
+                |(seq, topic_id, partition, count, append_time_ms, p, txn)| ShippedBatch {
                     seq,
                     topic_id,
                     partition,
                     count,
                     append_time_ms,
                     payload: Bytes::from(p),
-                }
-            })
+                    txn: txn.map(|(marker, (id, epoch, first, last))| ShippedTxn {
+                        marker,
+                        producer: crate::producer::ProducerBatch {
+                            id,
+                            epoch,
+                            first_sequence: first,
+                            last_sequence: last,
+                        },
+                    }),
+                },
+            )
     }
 
     fn commit() -> impl Strategy<Value = Commit> {

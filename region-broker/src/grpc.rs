@@ -633,6 +633,7 @@ impl broker_server::Broker for GrpcService {
                 },
                 count: b.count,
                 payload: b.payload,
+                txn: b.txn.map(Into::into),
             })
             .collect();
         let appended = self.broker.append_mirrored(batches).await.map_err(status)?;

@@ -218,6 +218,8 @@ pub struct MirroredBatch {
     pub count: u32,
     /// The encoded message batch, as the origin stored it.
     pub payload: Bytes,
+    /// A committed transaction's batch or commit marker: its producer here, and which.
+    pub txn: Option<(ProducerBatch, TxnPart)>,
 }
 
 /// Fences a produce by the epoch it carries (0: not fenced): an older epoch means the

@@ -108,6 +108,7 @@ impl RegionClient {
                     through: o.through,
                     count: b.count,
                     payload: b.payload.clone(),
+                    txn: b.txn.map(Into::into),
                 })
                 .collect(),
         };

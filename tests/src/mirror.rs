@@ -115,12 +115,25 @@ impl MirrorProcess {
 pub fn link_pair(
     dir: &Path,
     control: &str,
-    (x, y): (&str, &str),
+    pair: (&str, &str),
     certs: &Path,
 ) -> (MirrorProcess, MirrorProcess) {
+    link_pair_with(dir, control, pair, certs, &[])
+}
+
+/// [`link_pair`], both mirrors started with extra `flags`.
+pub fn link_pair_with(
+    dir: &Path,
+    control: &str,
+    (x, y): (&str, &str),
+    certs: &Path,
+    flags: &[&str],
+) -> (MirrorProcess, MirrorProcess) {
     let (lx, ly) = (free_udp_addr(), free_udp_addr());
-    let mx = MirrorProcess::start(dir, x, control, lx, &[(y.into(), ly)], certs, &[]);
+    let mx = MirrorProcess::start(dir, x, control, lx, &[(y.into(), ly)], certs, flags);
     let peers_of_y = format!("{x}={lx}");
-    let my = MirrorProcess::start(dir, y, control, ly, &[], certs, &["--peer", &peers_of_y]);
+    let mut flags_of_y = vec!["--peer", &peers_of_y];
+    flags_of_y.extend_from_slice(flags);
+    let my = MirrorProcess::start(dir, y, control, ly, &[], certs, &flags_of_y);
     (mx, my)
 }

@@ -669,3 +669,130 @@ async fn a_consume_transform_produce_loop_fails_over_to_another_region_exactly_o
     .await;
     eprintln!("x: {verified}");
 }
+
+/// A committed transaction reaches the other region as a transaction: while its batches
+/// arrive (frames of 4 KiB here, so about a hundred of them), `read_committed` readers of y
+/// see none of it — the last stable offset stays before it although its messages are
+/// stored — and then all of it at once, when its commit marker arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_transaction_appears_whole_in_the_other_region() {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse, TopicName};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    use meridian_client::{Record, TransactionConfig};
+    use meridian_tests::mirror::{issue_certs, link_pair_with};
+    use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control};
+    const RECORDS: u32 = 120;
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    issue_certs(&certs, &["x", "y"]);
+    let cp = ControlPlaneProcess::embedded(tmp.path(), &["--region", "x", "--region", "y"]).await;
+    let x = ManagedRegion::start(tmp.path(), "x", 1, &cp.addr, &[])
+        .await
+        .unwrap();
+    let y = ManagedRegion::start(tmp.path(), "y", 1, &cp.addr, &["--kafka-listen", "auto"])
+        .await
+        .unwrap();
+    let args = [
+        "topic",
+        "create",
+        "whole",
+        "--partitions",
+        "2",
+        "--replicas",
+        "1",
+    ];
+    let (code, _, err) = meridian_control(&cp.addr, &args);
+    assert_eq!(code, 0, "{err}");
+    let _mirrors = link_pair_with(
+        tmp.path(),
+        &cp.addr,
+        ("x", "y"),
+        &certs,
+        &["--batch-bytes", "4096"],
+    );
+    let (cx, cy) = (x.client().await, y.client().await);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while cx.describe_topic("whole").await.is_err() || cy.describe_topic("whole").await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the topic never reached both regions"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // y's stable and high offsets of a partition: ListOffsets (latest) at read_committed
+    // and at read_uncommitted.
+    let kafka_y = y.kafka[0].clone();
+    let offsets = move |partition: i32| {
+        let mut s = std::net::TcpStream::connect(&kafka_y).unwrap();
+        let mut at = |isolation: i8| {
+            let mut part = ListOffsetsPartition::default();
+            part.partition_index = partition;
+            part.timestamp = -1;
+            let mut t = ListOffsetsTopic::default();
+            t.name = TopicName(StrBytes::from_static_str("whole"));
+            t.partitions = vec![part];
+            let mut request = ListOffsetsRequest::default();
+            request.isolation_level = isolation;
+            request.topics = vec![t];
+            let mut answer = kafka_raw::kafka_call(&mut s, ApiKey::ListOffsets, 5, &request);
+            let response = ListOffsetsResponse::decode(&mut answer, 5).unwrap();
+            let p = &response.topics[0].partitions[0];
+            assert_eq!(p.error_code, 0, "ListOffsets of whole/{partition} in y");
+            p.offset
+        };
+        (at(1), at(0))
+    };
+    // Watch y while x commits a transaction of RECORDS messages of 8 KiB over both
+    // partitions: each is its own batch, then one commit marker per partition. A stable
+    // offset past the messages (at the marker: it is stored, not yet committed) shows all.
+    let messages = i64::from(RECORDS / 2);
+    let watcher = tokio::task::spawn_blocking(move || {
+        let (mut seen, mut mid_transfer) = (Vec::new(), 0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let now = [offsets(0), offsets(1)];
+            for &(stable, high) in &now {
+                if 0 < stable && stable < messages {
+                    seen.push(stable);
+                }
+                if stable == 0 && high > 0 {
+                    mid_transfer += 1;
+                }
+            }
+            if now.iter().all(|&(stable, _)| stable >= messages) {
+                return (seen, mid_transfer);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "y never showed the transaction: {now:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    });
+    let mut txn = cx
+        .begin_transaction(TransactionConfig::new("whole-1", "whole-writers"))
+        .await
+        .unwrap();
+    for i in 0..RECORDS {
+        let value = format!("{i:08}").repeat(1024);
+        txn.send(Record::new("whole", value).partition(i % 2))
+            .await
+            .unwrap();
+    }
+    txn.commit().await.unwrap();
+    let (partial, mid_transfer) = watcher.await.unwrap();
+    assert!(
+        partial.is_empty(),
+        "read_committed readers of y saw part of the transaction: stable offsets {partial:?}"
+    );
+    assert!(
+        mid_transfer > 0,
+        "the watch never caught the transaction on its way (stored in y, not yet stable)"
+    );
+    let values = read_native(&cy, "whole", RECORDS as usize).await;
+    assert_eq!(values.len(), RECORDS as usize);
+    eprintln!(
+        "whole: {mid_transfer} looks at y while the transaction was on its way, all before it"
+    );
+}

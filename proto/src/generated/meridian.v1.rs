@@ -344,6 +344,9 @@ pub struct MirroredBatch {
     /// The encoded message batch, as the origin stored it.
     #[prost(bytes = "bytes", tag = "6")]
     pub payload: ::prost::bytes::Bytes,
+    /// Set for a committed transaction's batch or commit marker.
+    #[prost(message, optional, tag = "7")]
+    pub txn: ::core::option::Option<MirroredTxn>,
 }
 /// One result per batch appended, in order: fewer than sent when the run ended early.
 #[allow(clippy::all)]
@@ -412,6 +415,26 @@ pub struct LocalBatch {
     pub append_time_ms: i64,
     #[prost(bytes = "bytes", tag = "6")]
     pub payload: ::prost::bytes::Bytes,
+    /// Set for a committed transaction's batch or commit marker: mirrored as such.
+    #[prost(message, optional, tag = "7")]
+    pub txn: ::core::option::Option<MirroredTxn>,
+}
+/// A committed transaction's part, shipped to another region: its messages (written there
+/// inside a transaction of the same producer) or its commit marker (`payload` then the
+/// marker's bytes, `count` 1), which ends the transaction there.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MirroredTxn {
+    #[prost(bool, tag = "1")]
+    pub marker: bool,
+    #[prost(int64, tag = "2")]
+    pub producer_id: i64,
+    #[prost(int32, tag = "3")]
+    pub producer_epoch: i32,
+    #[prost(int32, tag = "4")]
+    pub first_sequence: i32,
+    #[prost(int32, tag = "5")]
+    pub last_sequence: i32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]

@@ -16,12 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use meridian_proto::mirror::ShippedBatch;
+use meridian_proto::mirror::{ShippedBatch, ShippedTxn};
 use meridian_proto::origin::Origin;
 use meridian_proto::record::{FLAG_ORIGIN, RecordKind};
 
 use super::{Broker, BrokerError, Topic};
-use crate::storage::transactions::TxnStatus;
+use crate::storage::transactions::{TxnPart, TxnStatus};
 
 /// A batch another region's mirror ships here, for [`Broker::append_mirrored`].
 #[derive(Debug, Clone)]
@@ -34,8 +34,22 @@ pub struct MirroredIn {
     pub origin: Origin,
     /// Messages in it.
     pub count: u32,
-    /// The encoded message batch, as the origin stored it.
+    /// The encoded message batch, as the origin stored it (a commit marker's bytes when
+    /// `txn` says it is one).
     pub payload: Bytes,
+    /// A committed transaction's batch or commit marker, with its producer in the origin.
+    pub txn: Option<ShippedTxn>,
+}
+
+/// The producer id a transaction of `origin`'s producer `id` has in this region: bit 62
+/// set (a local id, milliseconds above ten bits of broker id, stays below 2^52 until the
+/// year 2100), ten bits of the origin's name above the origin's id, so producers of
+/// different regions, and this region's own, never share one.
+fn mirrored_producer_id(origin: &str, id: i64) -> i64 {
+    let region = origin.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    }) & 0x3ff;
+    (1 << 62) | ((region as i64) << 52) | (id & ((1 << 52) - 1))
 }
 
 /// The answer to a mirrored append.
@@ -141,10 +155,26 @@ impl Broker {
                 .and_then(|t| self.locate(&t, b.partition))
                 .ok()
                 .filter(|(gr, _)| gr.id() == g);
-            let decodes = || {
-                meridian_proto::batch::decode_batch(&b.payload, b.count as usize).map_err(|e| {
-                    BrokerError::Invalid(format!("the mirrored batch does not decode: {e}"))
-                })
+            let decodes = || match b.txn {
+                Some(ShippedTxn { marker: true, .. }) => {
+                    match meridian_proto::record::TxnMarker::decode(&b.payload) {
+                        Ok(m) if m.commit && b.count == 1 => Ok(()),
+                        Ok(_) => Err(BrokerError::Invalid(
+                            "a mirrored transaction marker must be one commit marker".into(),
+                        )),
+                        Err(e) => Err(BrokerError::Invalid(format!(
+                            "the mirrored transaction marker does not decode: {e}"
+                        ))),
+                    }
+                }
+                Some(t) if !t.producer.is_valid() => Err(BrokerError::Invalid(
+                    "a mirrored transaction's producer has a negative id, epoch or sequence".into(),
+                )),
+                _ => meridian_proto::batch::decode_batch(&b.payload, b.count as usize)
+                    .map(|_| ())
+                    .map_err(|e| {
+                        BrokerError::Invalid(format!("the mirrored batch does not decode: {e}"))
+                    }),
             };
             let key = match in_group {
                 Some((_, key)) if decodes().is_ok() => key,
@@ -157,11 +187,24 @@ impl Broker {
                 }
                 _ => break,
             };
+            let txn = b.txn.map(|t| {
+                let producer = meridian_proto::producer::ProducerBatch {
+                    id: mirrored_producer_id(&region, t.producer.id),
+                    ..t.producer
+                };
+                let part = if t.marker {
+                    TxnPart::Marker
+                } else {
+                    TxnPart::Batch
+                };
+                (producer, part)
+            });
             run.push(crate::log_group::MirroredBatch {
                 key,
                 origin: b.origin,
                 count: b.count,
                 payload: b.payload,
+                txn,
             });
         }
         let lock = self.mirror_lock(g, &run[0].origin);
@@ -334,10 +377,12 @@ fn local_records(
         let Some((h, payload)) = group.record_by_index(next).map_err(BrokerError::Read)? else {
             break;
         };
-        // A transaction's batches ship once it commits (as plain batches), never once it
-        // aborts; shipping waits at the first batch of one still open, keeping order.
+        // A transaction's batches ship once it commits, never once it aborts; shipping
+        // waits at the first batch of one still open, keeping order. (One mirrored here
+        // ships nowhere: waiting for its marker from afar must not hold this region's own.)
         if h.kind == RecordKind::Batch
             && h.flags & meridian_proto::record::FLAG_TRANSACTIONAL != 0
+            && h.flags & FLAG_ORIGIN == 0
             && let Ok(p) = meridian_proto::producer::ProducerBatch::decode(&payload)
         {
             match group.transaction_status((h.topic_id, h.partition), p.id, h.base_offset) {
@@ -367,24 +412,38 @@ fn local_records(
             }
             continue;
         }
-        // Mirrored batches go back nowhere; transaction markers are not messages (a
-        // committed transaction's batches ship as plain ones), and a coordinator's records
-        // are its region's own.
+        // Mirrored batches go back nowhere, and a coordinator's records are its region's
+        // own.
         if h.kind != RecordKind::Batch
-            || h.flags & (FLAG_ORIGIN | meridian_proto::record::FLAG_CONTROL) != 0
+            || h.flags & FLAG_ORIGIN != 0
             || h.topic_id == super::transactions::STATE_TOPIC_ID
         {
             continue;
         }
-        // An idempotent producer's prefix stays here: what ships is the messages alone.
-        let payload = meridian_proto::record::split_batch(h.flags, &payload)
-            .map_err(|e| {
-                BrokerError::Invalid(format!(
-                    "record {} of the journal does not decode: {e}",
-                    h.index
-                ))
-            })?
-            .batch;
+        let parts = meridian_proto::record::split_batch(h.flags, &payload).map_err(|e| {
+            BrokerError::Invalid(format!(
+                "record {} of the journal does not decode: {e}",
+                h.index
+            ))
+        })?;
+        // A committed transaction ships as one: its batches, then its commit marker, with
+        // their producer (an abort marker never ships, nor its batches, skipped above).
+        // Otherwise an idempotent producer's prefix stays here: the messages alone ship.
+        let txn = match (TxnPart::of(h.flags), parts.producer) {
+            (None, _) => None,
+            (Some(part), Some(producer)) => {
+                let marker = part == TxnPart::Marker;
+                if marker
+                    && !meridian_proto::record::TxnMarker::decode(&parts.batch)
+                        .is_ok_and(|m| m.commit)
+                {
+                    continue;
+                }
+                Some(ShippedTxn { marker, producer })
+            }
+            (Some(_), None) => continue,
+        };
+        let payload = parts.batch;
         bytes += payload.len();
         out.push(ShippedBatch {
             seq: h.index,
@@ -393,6 +452,7 @@ fn local_records(
             count: h.count,
             append_time_ms: h.append_time_ms,
             payload,
+            txn,
         });
     }
     Ok(LocalRecords {
@@ -400,4 +460,29 @@ fn local_records(
         commits,
         next,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mirrored_producer_id;
+
+    #[test]
+    fn mirrored_producer_ids_are_apart_from_local_ones_and_other_regions() {
+        // A local id: milliseconds since the epoch above ten bits of broker id.
+        let local = (1_780_000_000_000_i64 << 10) | 3;
+        let (x, y) = (
+            mirrored_producer_id("x", local),
+            mirrored_producer_id("y", local),
+        );
+        assert!(x > 0 && y > 0, "valid producer ids are not negative");
+        assert_ne!(x, y);
+        assert_ne!(x, local);
+        assert!(x >= 1 << 62 && local < 1 << 52);
+        assert_eq!(x & ((1 << 52) - 1), local, "the origin's id is kept");
+        assert_eq!(
+            mirrored_producer_id("x", local),
+            x,
+            "the same in every call"
+        );
+    }
 }

@@ -40,8 +40,8 @@ impl HostedGroup {
                     count: b.count,
                     payload: storage::mirrored_payload(&b.origin, &b.payload),
                     mirrored: true,
-                    producer: None,
-                    transaction: None,
+                    producer: b.txn.map(|(p, _)| p),
+                    transaction: b.txn.map(|(_, part)| part),
                     local_ack: LocalAck::default(),
                 },
             ));

@@ -269,3 +269,57 @@ fn a_marker_fences_its_producers_older_epochs_here_through_recovery() {
     assert!(fenced(&group));
     group.close();
 }
+
+/// A marker mirrored from another region (its origin before the marker, as the raft path
+/// writes it) ends the transaction as a local one does.
+#[test]
+fn a_mirrored_marker_is_read_past_its_origin() {
+    use meridian_proto::origin::Origin;
+    use meridian_proto::record::{self, RecordHeader, RecordKind};
+
+    use crate::transactions::{Marker, TxnEvent};
+    let mut payload = Vec::new();
+    Origin {
+        region: "far".into(),
+        group: 3,
+        seq: 9,
+        through: 9,
+    }
+    .encode(&mut payload);
+    TxnMarker {
+        commit: true,
+        coordinator_epoch: 2,
+    }
+    .encode(&mut payload);
+    let header = |flags| RecordHeader {
+        len: 0,
+        kind: RecordKind::Batch,
+        flags,
+        topic_id: 1,
+        partition: 0,
+        count: 1,
+        term: 1,
+        index: 5,
+        append_time_ms: 0,
+        base_offset: 40,
+    };
+    let producer = ProducerBatch {
+        id: 7,
+        epoch: 1,
+        first_sequence: 0,
+        last_sequence: 0,
+    };
+    let mirrored = header(record::FLAG_CONTROL | record::FLAG_ORIGIN | record::FLAG_PRODUCER);
+    assert_eq!(
+        TxnEvent::of(&mirrored, &producer, &payload),
+        Some(TxnEvent::Marker {
+            producer_id: 7,
+            epoch: 1,
+            marker: Marker::Commit,
+            offset: 40,
+        })
+    );
+    // Without the flag the origin is not skipped: not a marker.
+    let local = header(record::FLAG_CONTROL | record::FLAG_PRODUCER);
+    assert_eq!(TxnEvent::of(&local, &producer, &payload), None);
+}

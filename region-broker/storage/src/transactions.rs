@@ -11,6 +11,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use bytes::Bytes;
+
 use meridian_proto::producer::ProducerBatch;
 use meridian_proto::record::{self, RecordHeader, RecordKind, TxnMarker};
 use serde::{Deserialize, Serialize};
@@ -77,7 +79,7 @@ pub enum TxnEvent {
 
 impl TxnEvent {
     /// What a batch record (`h`, with the flags as written, and `payload` after any
-    /// producer prefix) of `producer` says; `None` for a batch outside transactions or a
+    /// producer prefix, the origin's included) of `producer` says; `None` for a batch outside transactions or a
     /// marker that does not decode (the writer never writes one).
     pub fn of(h: &RecordHeader, producer: &ProducerBatch, payload: &[u8]) -> Option<TxnEvent> {
         if h.kind != RecordKind::Batch {
@@ -90,7 +92,15 @@ impl TxnEvent {
                 last: h.base_offset + u64::from(h.count.max(1)) - 1,
             }),
             TxnPart::Marker => {
-                let m = TxnMarker::decode(payload).ok()?;
+                // A marker mirrored from another region carries its origin first (a
+                // marker is a few dozen bytes: copying it costs nothing).
+                let m = if h.flags & record::FLAG_ORIGIN != 0 {
+                    let whole = Bytes::copy_from_slice(payload);
+                    let (_, rest) = meridian_proto::origin::Origin::split(&whole).ok()?;
+                    TxnMarker::decode(&rest).ok()?
+                } else {
+                    TxnMarker::decode(payload).ok()?
+                };
                 Some(TxnEvent::Marker {
                     producer_id: producer.id,
                     epoch: producer.epoch,
