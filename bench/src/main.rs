@@ -553,6 +553,7 @@ async fn replicated_produce(
                     epoch: 0,
                     producer: None,
                     transactional: false,
+                    transactional_id: String::new(),
                 };
                 if c.produce(r).await.is_ok() {
                     found = Some(c);
@@ -623,6 +624,7 @@ async fn produce_load(
                     epoch: 0,
                     producer: None,
                     transactional: false,
+                    transactional_id: String::new(),
                 };
                 client.produce(r).await.expect("produce");
                 hist.record(t.elapsed().as_micros() as u64).expect("record");

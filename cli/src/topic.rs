@@ -39,6 +39,10 @@ pub(crate) enum Command {
         /// What a produce naming no acks waits for: leader, quorum (default) or all.
         #[arg(long, value_parser = ["leader", "quorum", "all"])]
         acks: Option<String>,
+        /// How a native transaction on it ends when no producer answers its check-backs:
+        /// commit or rollback (default: the brokers' `[transactions] default_outcome`).
+        #[arg(long, value_parser = ["commit", "rollback"])]
+        txn_default: Option<String>,
     },
     /// Add partitions or change retention (control plane only).
     Alter {
@@ -53,6 +57,10 @@ pub(crate) enum Command {
         /// The new default acks.
         #[arg(long, value_parser = ["leader", "quorum", "all"])]
         acks: Option<String>,
+        /// The new default outcome of unanswered check-backs: commit, rollback, or broker
+        /// (the brokers' default again).
+        #[arg(long, value_parser = ["commit", "rollback", "broker"])]
+        txn_default: Option<String>,
         /// A strictly ordered topic's new home region: the old home stops taking writes
         /// (all its brokers confirm) before the new one starts. Messages the old home wrote
         /// and its mirror has not shipped yet arrive later, after the new home's first ones.
@@ -94,16 +102,18 @@ pub(crate) async fn run(
             home,
             retention,
             acks,
+            txn_default,
             ..
         } if replicas != 0
             || !regions.is_empty()
             || ordering.is_some()
             || home.is_some()
             || retention.is_some()
-            || acks.is_some() =>
+            || acks.is_some()
+            || txn_default.is_some() =>
         {
             bail!(
-                "--replicas, --regions, --ordering, --home, --retention and --acks need the control plane: pass --control HOST:PORT"
+                "--replicas, --regions, --ordering, --home, --retention, --acks and --txn-default need the control plane: pass --control HOST:PORT"
             )
         }
         Command::Create {
@@ -212,6 +222,7 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
             home,
             retention,
             acks,
+            txn_default,
         } => {
             if home.is_some() && ordering.is_none() {
                 bail!(
@@ -238,6 +249,7 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
                     home,
                     retention: retention.unwrap_or_default(),
                     acks: acks.unwrap_or_default(),
+                    txn_default: txn_default.unwrap_or_default(),
                 }),
             };
             let t = control::on_leader(control, &format!("creating topic {name}"), |mut c| {
@@ -266,10 +278,16 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
             retention,
             acks,
             home,
+            txn_default,
         } => {
-            if partitions.is_none() && retention.is_none() && acks.is_none() && home.is_none() {
+            if partitions.is_none()
+                && retention.is_none()
+                && acks.is_none()
+                && home.is_none()
+                && txn_default.is_none()
+            {
                 bail!(
-                    "nothing to alter: pass --partitions N, --retention D, --acks A or --home REGION"
+                    "nothing to alter: pass --partitions N, --retention D, --acks A, --home REGION or --txn-default D"
                 );
             }
             let request = v1::AlterTopicRequest {
@@ -278,6 +296,7 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
                 retention,
                 acks,
                 home,
+                txn_default,
             };
             let t = control::on_leader(control, &format!("altering topic {name}"), |mut c| {
                 let request = request.clone();
@@ -341,7 +360,7 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
             } else {
                 let s = t.spec.clone().unwrap_or_default();
                 println!(
-                    "topic {} (id {}): {} partitions, {} replication x{}, acks {}, retention {}{}",
+                    "topic {} (id {}): {} partitions, {} replication x{}, acks {}, retention {}, unanswered transactions {}{}",
                     s.name,
                     t.id,
                     s.partitions,
@@ -349,6 +368,11 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
                     s.replication_factor,
                     s.acks,
                     s.retention,
+                    if s.txn_default.is_empty() {
+                        "as the brokers' default"
+                    } else {
+                        s.txn_default.as_str()
+                    },
                     s.home
                         .map(|h| format!(", strictly ordered, home {h}"))
                         .unwrap_or_default()
@@ -410,6 +434,7 @@ fn description_json(t: &v1::TopicDescription) -> serde_json::Value {
         "home": s.home,
         "retention": s.retention,
         "acks": s.acks,
+        "txn_default": s.txn_default,
         "placements": t.placements.iter().map(|p| serde_json::json!({
             "region": p.region,
             "partition_groups": p.partition_groups,

@@ -500,6 +500,7 @@ impl Batcher {
                 epoch: known,
                 producer,
                 transactional: false,
+                transactional_id: String::new(),
             };
             let sent = if request.producer.is_some() {
                 let give_up = batch.created + config.delivery_timeout;

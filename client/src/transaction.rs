@@ -308,6 +308,7 @@ impl Transaction {
                 first_sequence: *sequence,
             }),
             transactional: true,
+            transactional_id: self.config.id.clone(),
         };
         let give_up = Instant::now() + self.config.producer.delivery_timeout;
         let r = send_idempotent(&self.client, request, &self.config.producer, give_up).await?;

@@ -406,6 +406,7 @@ pub async fn create_topic(addrs: &str, t: &NewTopic) -> Result<Topic, Failed> {
         home: strict.then(|| t.home.trim().to_owned()),
         retention: t.retention.trim().to_owned(),
         acks: String::new(),
+        txn_default: String::new(),
     };
     let created = on_leader(addrs, "creating the topic", |mut c| {
         let spec = spec.clone();

@@ -190,6 +190,10 @@ pub struct Topic {
     /// What a produce naming no acks waits for.
     #[serde(default)]
     pub acks: Acks,
+    /// How a native transaction on it ends when its check-backs go unanswered: `commit`,
+    /// `rollback`, or empty for the brokers' `[transactions] default_outcome`.
+    #[serde(default)]
+    pub txn_default: String,
 }
 
 /// A log group of a region: its strategy and replicas.
@@ -330,7 +334,15 @@ impl Topic {
                 "the home region of a strictly ordered topic must be one of its regions",
             ));
         }
-        validate_retention(&self.retention)
+        validate_retention(&self.retention)?;
+        if !matches!(self.txn_default.as_str(), "" | "commit" | "rollback") {
+            return Err(invalid(
+                "txn_default",
+                format!("{:?}", self.txn_default),
+                "use commit or rollback (or leave it out for the brokers' default)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -364,6 +376,7 @@ mod tests {
             home_closed: false,
             retention: "7d".into(),
             acks: Acks::Quorum,
+            txn_default: String::new(),
         }
     }
 

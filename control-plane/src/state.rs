@@ -304,6 +304,7 @@ pub fn view(region: &RegionState, topics: &Topics) -> v1::RegionView {
             home: topic.home.clone().unwrap_or_default(),
             home_epoch: topic.home_epoch,
             home_closed: topic.home_closed,
+            txn_default: topic.txn_default.clone(),
         });
     }
     for v in topics.retired.values() {
@@ -334,7 +335,15 @@ fn view_hash(view: &v1::RegionView) -> u64 {
         (g.id, &g.strategy, &g.replicas, g.changes, g.leader, g.epoch).hash(&mut h);
     }
     for t in &view.topics {
-        (&t.name, t.id, &t.groups, &t.strategy, &t.acks).hash(&mut h);
+        (
+            &t.name,
+            t.id,
+            &t.groups,
+            &t.strategy,
+            &t.acks,
+            &t.txn_default,
+        )
+            .hash(&mut h);
     }
     view.retired.hash(&mut h);
     h.finish()

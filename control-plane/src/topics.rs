@@ -86,6 +86,7 @@ pub async fn topic_from_spec(store: &dyn Store, spec: &v1::TopicSpec) -> Result<
             spec.retention.clone()
         },
         acks: Acks::parse(&spec.acks).map_err(refused)?,
+        txn_default: spec.txn_default.clone(),
     };
     let known = regions.keys().cloned().collect();
     topic
@@ -222,6 +223,19 @@ pub async fn alter(store: &dyn Store, request: &v1::AlterTopicRequest) -> Result
     }
     if let Some(acks) = &request.acks {
         topic.acks = Acks::parse(acks).map_err(refused)?;
+    }
+    if let Some(default) = &request.txn_default {
+        topic.txn_default = match default.as_str() {
+            "broker" => String::new(),
+            "commit" | "rollback" => default.clone(),
+            other => {
+                return Err(invalid(Invalid {
+                    field: "txn_default",
+                    value: format!("{other:?}"),
+                    why: "use commit, rollback or broker (the brokers' default)".into(),
+                }));
+            }
+        };
     }
     if let Some(partitions) = request.partitions {
         if partitions < topic.partitions {
@@ -370,6 +384,7 @@ pub async fn describe_topic(
             home: topic.home.clone(),
             retention: topic.retention.clone(),
             acks: topic.acks.as_str().into(),
+            txn_default: topic.txn_default.clone(),
         }),
         id: topic.id,
         created_ms: topic.created_ms,

@@ -170,6 +170,16 @@ pub enum BrokerError {
     /// Replication failed (no quorum, shutting down).
     #[error("replication failed: {0}")]
     Replication(String),
+    /// A transactional batch whose partition is not in its producer's open transaction
+    /// (never added, or the transaction ended), or whose producer an newer epoch fenced:
+    /// nothing was written.
+    #[error("{message}")]
+    NotInTransaction {
+        /// The coordinator's refusal.
+        message: String,
+        /// Refused because a newer producer epoch fenced it.
+        fenced: bool,
+    },
     /// An `acks=all` produce found fewer replicas than `min_insync_replicas` asks for:
     /// in sync before the write (nothing written), or holding the batch after it.
     #[error(transparent)]

@@ -55,7 +55,10 @@ impl GrpcService {
 pub fn status(e: BrokerError) -> Status {
     let code = match &e {
         BrokerError::Invalid(_) | BrokerError::TooLarge { .. } => tonic::Code::InvalidArgument,
-        BrokerError::NotHome(_) => tonic::Code::PermissionDenied,
+        BrokerError::NotHome(_) | BrokerError::NotInTransaction { fenced: true, .. } => {
+            tonic::Code::PermissionDenied
+        }
+        BrokerError::NotInTransaction { .. } => tonic::Code::InvalidArgument,
         BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => {
             tonic::Code::NotFound
         }
@@ -263,8 +266,19 @@ impl broker_server::Broker for GrpcService {
             // A transactional batch: idempotent too, inside the producer's transaction.
             Some(p) if r.transactional => {
                 let producer = producer_batch(&p, messages.len())?;
+                if r.transactional_id.is_empty() {
+                    return Err(Status::invalid_argument(
+                        "a transactional batch names its transactional_id (the transaction's id)",
+                    ));
+                }
                 self.broker
-                    .produce_transactional(&r.topic, r.partition, messages, acks, producer)
+                    .produce_transactional(
+                        &r.transactional_id,
+                        (&r.topic, r.partition),
+                        messages,
+                        acks,
+                        producer,
+                    )
                     .await
                     .map_err(status)?
             }

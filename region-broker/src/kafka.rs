@@ -106,6 +106,8 @@ mod code {
     pub(super) const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub(super) const NOT_COORDINATOR: i16 = 16;
     pub(super) const POLICY_VIOLATION: i16 = 44;
+    pub(super) const INVALID_PRODUCER_EPOCH: i16 = 47;
+    pub(super) const INVALID_TXN_STATE: i16 = 48;
     pub(super) const KAFKA_STORAGE_ERROR: i16 = 56;
     pub(super) const INVALID_REQUEST: i16 = 42;
     pub(super) const INVALID_RECORD: i16 = 87;
@@ -133,6 +135,8 @@ fn error_code(e: &BrokerError) -> i16 {
         BrokerError::OffsetOutOfRange { .. } => code::OFFSET_OUT_OF_RANGE,
         BrokerError::Invalid(_) => meridian_proto::kafka::CORRUPT_MESSAGE,
         BrokerError::NotHome(_) => code::POLICY_VIOLATION,
+        BrokerError::NotInTransaction { fenced: true, .. } => code::INVALID_PRODUCER_EPOCH,
+        BrokerError::NotInTransaction { .. } => code::INVALID_TXN_STATE,
         BrokerError::Append(crate::storage::AppendError::DiskFull { .. }) => {
             code::KAFKA_STORAGE_ERROR
         }
@@ -586,9 +590,16 @@ async fn produce(kafka: &Kafka, r: ProduceRequest) -> Option<ProduceResponse> {
     };
     // Every partition's append starts at once, in request order (`join_all` polls them in
     // turn), and the answer waits for the slowest.
+    let txn_id = r.transactional_id.as_ref().map(|t| t.0.as_str());
     let results = futures_util::future::join_all(r.topic_data.iter().flat_map(|topic| {
         topic.partition_data.iter().map(move |part| {
-            produce_partition(kafka, &topic.name.0, part.index, part.records.clone(), acks)
+            produce_partition(
+                kafka,
+                (&topic.name.0, part.index),
+                part.records.clone(),
+                acks,
+                txn_id,
+            )
         })
     }))
     .await;
@@ -622,10 +633,10 @@ async fn produce(kafka: &Kafka, r: ProduceRequest) -> Option<ProduceResponse> {
 /// returned base offset.
 async fn produce_partition(
     kafka: &Kafka,
-    topic: &str,
-    partition: i32,
+    (topic, partition): (&str, i32),
     records: Option<Bytes>,
     acks: Option<Acks>,
+    transactional_id: Option<&str>,
 ) -> Result<i64, (i16, String)> {
     let index = partition_index(partition)
         .map_err(|code| (code, format!("{topic} has no partition {partition}")))?;
@@ -641,9 +652,15 @@ async fn produce_partition(
     let produced = match records.producer {
         Some(batch) => {
             let (produced, duplicate) = if records.transactional {
+                let Some(id) = transactional_id else {
+                    return Err((
+                        code::INVALID_TXN_STATE,
+                        "a transactional batch comes in a produce request naming its transactional id: nothing was written".into(),
+                    ));
+                };
                 kafka
                     .broker
-                    .produce_transactional(topic, index, records.messages, acks, batch.into())
+                    .produce_transactional(id, (topic, index), records.messages, acks, batch.into())
                     .await
             } else {
                 kafka

@@ -242,6 +242,7 @@ async fn bad_input_gets_precise_errors_and_never_kills_the_broker() {
         epoch: 0,
         producer: None,
         transactional: false,
+        transactional_id: String::new(),
     };
 
     let cases: Vec<(v1::ProduceRequest, tonic::Code, &str)> = vec![

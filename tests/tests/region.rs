@@ -92,6 +92,7 @@ fn probe(epoch: u64, n: u32) -> v1::ProduceRequest {
         epoch,
         producer: None,
         transactional: false,
+        transactional_id: String::new(),
     }
 }
 

@@ -31,6 +31,7 @@ fn idempotent_request(id: i64, epoch: i32, first: i32) -> v1::ProduceRequest {
             first_sequence: first,
         }),
         transactional: false,
+        transactional_id: String::new(),
     }
 }
 

@@ -796,3 +796,226 @@ async fn a_committed_transaction_appears_whole_in_the_other_region() {
         "whole: {mid_transfer} looks at y while the transaction was on its way, all before it"
     );
 }
+
+/// A transactional batch for a partition its transaction never added (so no marker would
+/// ever end it there, holding read_committed readers forever) is refused with
+/// INVALID_TXN_STATE, as Kafka's verification (KIP-890) does, and nothing is written; so is
+/// one after its transaction ended, and one naming an id with no producer. Raw Kafka
+/// requests: real clients always add first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_for_a_partition_never_added_is_refused_and_holds_no_reader() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, EndTxnRequest,
+        EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest,
+        ProduceResponse, TopicName, TransactionalId,
+        add_partitions_to_txn_request::AddPartitionsToTxnTopic,
+    };
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let kafka = meridian_tests::free_addr();
+    let flag = kafka.to_string();
+    let broker = meridian_tests::BrokerProcess::start(tmp.path(), &["--kafka-listen", &flag])
+        .await
+        .unwrap();
+    broker
+        .client()
+        .await
+        .create_topic("stray", 2)
+        .await
+        .unwrap();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(kafka).unwrap();
+        let txn_id = || TransactionalId(StrBytes::from_static_str("stray-writer"));
+        let mut init = InitProducerIdRequest::default();
+        init.transactional_id = Some(txn_id());
+        init.transaction_timeout_ms = 60_000;
+        let mut answer = kafka_raw::kafka_call(&mut s, ApiKey::InitProducerId, 2, &init);
+        let id = InitProducerIdResponse::decode(&mut answer, 2).unwrap();
+        assert_eq!(id.error_code, 0);
+        let (pid, epoch) = (id.producer_id.0, id.producer_epoch);
+        let mut add = AddPartitionsToTxnRequest::default();
+        add.v3_and_below_transactional_id = txn_id();
+        add.v3_and_below_producer_id = id.producer_id;
+        add.v3_and_below_producer_epoch = epoch;
+        add.v3_and_below_topics = vec![
+            AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("stray")))
+                .with_partitions(vec![0]),
+        ];
+        let mut answer = kafka_raw::kafka_call(&mut s, ApiKey::AddPartitionsToTxn, 3, &add);
+        let added = AddPartitionsToTxnResponse::decode(&mut answer, 3).unwrap();
+        assert_eq!(
+            added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+            0
+        );
+        let mut sequences = [0i32; 2];
+        let mut produce = |s: &mut std::net::TcpStream, id: &'static str, partition: i32| {
+            let seq = &mut sequences[partition as usize];
+            let record = Record {
+                transactional: true,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: pid,
+                producer_epoch: epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: 0,
+                sequence: *seq,
+                timestamp: 1_700_000_000_000,
+                key: None,
+                value: Some(bytes::Bytes::from_static(b"stray")),
+                headers: Default::default(),
+            };
+            let mut buf = bytes::BytesMut::new();
+            let options = RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            };
+            RecordBatchEncoder::encode(&mut buf, [record].iter(), &options).unwrap();
+            let mut request = ProduceRequest::default();
+            request.transactional_id = Some(TransactionalId(StrBytes::from_static_str(id)));
+            request.acks = -1;
+            request.timeout_ms = 10_000;
+            request.topic_data = vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str("stray")))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(partition)
+                            .with_records(Some(buf.freeze())),
+                    ]),
+            ];
+            let mut answer = kafka_raw::kafka_call(s, ApiKey::Produce, 8, &request);
+            let r = ProduceResponse::decode(&mut answer, 8).unwrap();
+            let code = r.responses[0].partition_responses[0].error_code;
+            if code == 0 {
+                *seq += 1;
+            }
+            code
+        };
+        let mut codes = vec![
+            produce(&mut s, "stray-writer", 1),
+            produce(&mut s, "stray-writer", 0),
+            produce(&mut s, "nobody", 1),
+        ];
+        let mut end = EndTxnRequest::default();
+        end.transactional_id = txn_id();
+        end.producer_id = id.producer_id;
+        end.producer_epoch = epoch;
+        end.committed = true;
+        let mut answer = kafka_raw::kafka_call(&mut s, ApiKey::EndTxn, 3, &end);
+        assert_eq!(
+            EndTxnResponse::decode(&mut answer, 3).unwrap().error_code,
+            0
+        );
+        codes.push(produce(&mut s, "stray-writer", 0));
+        codes
+    })
+    .await
+    .unwrap();
+    // Refused (48), written, refused, refused once the transaction ended.
+    assert_eq!(outcome, vec![48, 0, 48, 48]);
+    // Nothing of the refused batches is stored; the committed one is readable.
+    let client = broker.client().await;
+    let values = read_native(&client, "stray", 1).await;
+    assert_eq!(values, vec!["stray".to_string()]);
+    let (latest, _) = client
+        .list_offset("stray", 1, meridian_client::OffsetSpec::Latest)
+        .await
+        .unwrap();
+    assert_eq!(latest, 0, "partition 1 holds nothing");
+}
+
+/// A topic's own default outcome (`topic create --txn-default commit`, set through the
+/// control plane) decides a native transaction nobody answers for, over the brokers'
+/// default (rollback); `topic alter --txn-default broker` gives the decision back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topics_default_outcome_decides_an_unanswered_transaction() {
+    use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control};
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = ControlPlaneProcess::embedded(tmp.path(), &["--region", "r"]).await;
+    let flags = [
+        "--txn-check-back-attempts",
+        "1",
+        "--txn-check-back-backoff-ms",
+        "100",
+    ];
+    let region = ManagedRegion::start(tmp.path(), "r", 1, &cp.addr, &flags)
+        .await
+        .unwrap();
+    let create = [
+        "topic",
+        "create",
+        "ledger",
+        "--partitions",
+        "1",
+        "--replicas",
+        "1",
+    ];
+    let (code, _, err) = meridian_control(
+        &cp.addr,
+        &[&create[..], &["--txn-default", "commit"]].concat(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = meridian_control(&cp.addr, &["--json", "topic", "describe", "ledger"]);
+    assert_eq!(code, 0, "{err}");
+    let described: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(described["txn_default"], "commit", "{described}");
+    let (code, _, err) = meridian_control(
+        &cp.addr,
+        &["topic", "alter", "ledger", "--txn-default", "maybe"],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("commit") && err.contains("rollback"), "{err}");
+    let client = region.client().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while client.describe_topic("ledger").await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the topic never reached its broker"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let broker = region.brokers[0].addr;
+    let bootstrap = region.bootstrap();
+    let abandon = |id: &str| {
+        let args = [
+            "txn",
+            "produce",
+            "--id",
+            id,
+            "--producer-group",
+            "nobody-home",
+            "--timeout-ms",
+            "1000",
+            "--end",
+            "open",
+            "ledger",
+            "half",
+        ];
+        let mut sender = Cli::start(&bootstrap, &args);
+        sender.line();
+        sender.kill9();
+    };
+    abandon("led-1");
+    let t = wait_phase(broker, "led-1", "complete-commit").await;
+    assert_eq!(t["decided_by"], "default", "{t}");
+    assert_eq!(read_native(&client, "ledger", 1).await, ["half"]);
+
+    let (code, _, err) = meridian_control(
+        &cp.addr,
+        &["topic", "alter", "ledger", "--txn-default", "broker"],
+    );
+    assert_eq!(code, 0, "{err}");
+    // The broker applies the view within a second or two; a transaction begun after it has
+    // timed out and run out of check-backs well after that.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    abandon("led-2");
+    let t = wait_phase(broker, "led-2", "complete-abort").await;
+    assert_eq!(t["decided_by"], "default", "{t}");
+    assert_eq!(read_native(&client, "ledger", 1).await, ["half"]);
+}

@@ -104,7 +104,7 @@ pub struct TransactionRequest {
     pub producer_id: ::core::option::Option<i64>,
     #[prost(int32, tag = "3")]
     pub producer_epoch: i32,
-    #[prost(oneof = "transaction_request::Op", tags = "4, 5, 6, 7, 8")]
+    #[prost(oneof = "transaction_request::Op", tags = "4, 5, 6, 7, 8, 9")]
     pub op: ::core::option::Option<transaction_request::Op>,
 }
 /// Nested message and enum types in `TransactionRequest`.
@@ -122,6 +122,10 @@ pub mod transaction_request {
         CommitOffsets(super::TxnOffsets),
         #[prost(message, tag = "8")]
         End(super::TxnEnd),
+        /// Whether the partition is in the producer's open transaction: asked by a partition's
+        /// leader before a transaction's first batch there (nothing is written).
+        #[prost(message, tag = "9")]
+        VerifyPartition(super::TxnPartition),
     }
 }
 #[allow(clippy::all)]
@@ -568,6 +572,10 @@ pub struct ProduceRequest {
     /// committed data until the transaction commits, never visible if it rolls back.
     #[prost(bool, tag = "7")]
     pub transactional: bool,
+    /// The transaction's id (needed with `transactional`): a transaction's first batch in a
+    /// partition is written only if its coordinator says the partition was added to it.
+    #[prost(string, tag = "8")]
+    pub transactional_id: ::prost::alloc::string::String,
 }
 /// Who sends an idempotent batch and the sequence number of its first message; its last
 /// message has first_sequence + messages - 1 (wrapping past 2^31 - 1 to 0). The same rules
@@ -1036,6 +1044,10 @@ pub struct TopicInRegion {
     /// The home is being moved: no region accepts writes until the new home opens.
     #[prost(bool, tag = "9")]
     pub home_closed: bool,
+    /// How a native transaction on it ends when its check-backs go unanswered: "commit",
+    /// "rollback", or empty for the broker's `\[transactions\] default_outcome`.
+    #[prost(string, tag = "10")]
+    pub txn_default: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -1092,6 +1104,10 @@ pub struct TopicSpec {
     /// What a produce naming no acks waits for: "leader", "quorum" (default) or "all".
     #[prost(string, tag = "8")]
     pub acks: ::prost::alloc::string::String,
+    /// How a native transaction on it ends when its check-backs go unanswered: "commit",
+    /// "rollback", or empty for the brokers' `\[transactions\] default_outcome`.
+    #[prost(string, tag = "9")]
+    pub txn_default: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -1153,6 +1169,9 @@ pub struct AlterTopicRequest {
     /// stopped taking writes) before the new one opens.
     #[prost(string, optional, tag = "5")]
     pub home: ::core::option::Option<::prost::alloc::string::String>,
+    /// "commit", "rollback", or "broker" (the brokers' default again).
+    #[prost(string, optional, tag = "6")]
+    pub txn_default: ::core::option::Option<::prost::alloc::string::String>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

@@ -33,6 +33,10 @@ pub struct Topic {
     /// closed (a home move under way).
     #[serde(default)]
     pub home: Option<Home>,
+    /// How a native transaction on its partitions ends when no producer of the group
+    /// answers its check-backs; `None`: the broker's `[transactions] default_outcome`.
+    #[serde(default)]
+    pub txn_default: Option<super::transactions::coordinator::Outcome>,
 }
 
 /// The home region of a strictly ordered topic.

@@ -207,11 +207,16 @@ impl Broker {
                 epoch: t.home_epoch,
                 closed: t.home_closed,
             });
+            let txn_default =
+                super::transactions::coordinator::Outcome::parse_default(&t.txn_default)
+                    .map_err(BrokerError::Invalid)?;
             let held = self.topic(&t.name).ok();
-            if held
-                .as_ref()
-                .is_some_and(|h| h.groups == t.groups && h.acks == acks && h.home == home)
-            {
+            if held.as_ref().is_some_and(|h| {
+                h.groups == t.groups
+                    && h.acks == acks
+                    && h.home == home
+                    && h.txn_default == txn_default
+            }) {
                 continue;
             }
             self.create_topic_local(Topic {
@@ -223,6 +228,7 @@ impl Broker {
                     .map_err(|e| BrokerError::Invalid(e.to_string()))?,
                 acks,
                 home,
+                txn_default,
             })?;
         }
         let hosted: BTreeSet<u32> = self.log_groups().into_iter().map(|(g, _)| g).collect();

@@ -42,9 +42,11 @@ pub struct MirroredIn {
 }
 
 /// The producer id a transaction of `origin`'s producer `id` has in this region: bit 62
-/// set (a local id, milliseconds above ten bits of broker id, stays below 2^52 until the
-/// year 2100), ten bits of the origin's name above the origin's id, so producers of
-/// different regions, and this region's own, never share one.
+/// set (a transactional producer's id, milliseconds above ten bits of broker id, stays
+/// below 2^52 until the year 2100), ten bits of the origin's name above the origin's id, so
+/// transactional producers of different regions, and this region's own, never share one.
+/// (The SDK's idempotent producers pick random ids at or above 2^62: one of them meets one
+/// of these with odds of 2^-62 each, and they write outside transactions.)
 fn mirrored_producer_id(origin: &str, id: i64) -> i64 {
     let region = origin.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)

@@ -70,17 +70,29 @@ impl Broker {
         .await
     }
 
-    /// [`Broker::produce_idempotent`] for a batch inside its producer's open transaction:
-    /// readers of committed data see it once its commit marker is written, never if its
-    /// abort marker is.
+    /// [`Broker::produce_idempotent`] for a batch inside the open transaction of
+    /// `transactional_id`'s producer: readers of committed data see it once its commit
+    /// marker is written, never if its abort marker is. The transaction's first batch in
+    /// the partition is written only once its coordinator says the partition was added to
+    /// it (no marker would ever end it here otherwise, holding readers forever).
     pub async fn produce_transactional(
         &self,
-        topic: &str,
-        partition: u32,
+        transactional_id: &str,
+        (topic, partition): (&str, u32),
         messages: Vec<Message>,
         acks: Option<Acks>,
         producer: ProducerBatch,
     ) -> Result<(Produced, bool), BrokerError> {
+        let (group, key) = self.locate(&self.topic(topic)?, partition)?;
+        let open_here = group
+            .storage()
+            .open_transactions(key)
+            .iter()
+            .any(|&(id, _)| id == producer.id);
+        if !open_here {
+            self.verify_in_transaction(transactional_id, &producer, topic, partition)
+                .await?;
+        }
         self.produce_batch(topic, partition, messages, acks, 0, Some((producer, true)))
             .await
     }

@@ -72,6 +72,7 @@ impl Broker {
             replication,
             acks: Acks::default(),
             home: None,
+            txn_default: None,
         };
         self.create_topic_local(topic.clone())?;
         Ok(topic)
@@ -393,6 +394,7 @@ impl Broker {
                     replication: *replication,
                     acks: Acks::default(),
                     home: None,
+                    txn_default: None,
                 })?;
             }
             CatalogChange::DeleteTopic { name, id } => {

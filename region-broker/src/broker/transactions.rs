@@ -138,6 +138,7 @@ impl Request {
             | Request::Add { id, .. }
             | Request::AddOffsets { id, .. }
             | Request::CommitOffsets { id, .. }
+            | Request::Verify { id, .. }
             | Request::End { id, .. } => id,
         }
     }
@@ -181,6 +182,59 @@ impl Broker {
             let _ = self.act(&group, action).await;
         }
         Ok(decision.answer?)
+    }
+
+    /// Whether `topic`/`partition` is in the open transaction of `id`'s `producer`, asked of
+    /// the id's coordinator wherever it is: `NotInTransaction` when it is not (or the
+    /// producer was fenced), `Replication` when the coordinator cannot be asked.
+    pub(super) async fn verify_in_transaction(
+        &self,
+        id: &str,
+        producer: &meridian_proto::producer::ProducerBatch,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(), BrokerError> {
+        let request = Request::Verify {
+            id: id.to_owned(),
+            producer_id: producer.id,
+            epoch: producer.epoch,
+            participant: Participant {
+                topic: topic.to_owned(),
+                partition,
+            },
+        };
+        let refused = |message: String, fenced: bool| BrokerError::NotInTransaction {
+            message: format!(
+                "transactional id {id:?} cannot write to {topic}/{partition}: {message}"
+            ),
+            fenced,
+        };
+        match self.transaction(request.clone()).await {
+            Ok(_) => Ok(()),
+            Err(TxnRequestError::Refused(e)) => {
+                let fenced = matches!(e, TxnError::Fenced { .. });
+                Err(refused(e.to_string(), fenced))
+            }
+            Err(TxnRequestError::Broker(BrokerError::NotLeader { .. })) => {
+                match self.region().await?.transaction(&request.into()).await {
+                    Ok(_) => Ok(()),
+                    Err(meridian_region_client::RegionError::Broker { code, message })
+                        if matches!(
+                            code,
+                            tonic::Code::NotFound
+                                | tonic::Code::PermissionDenied
+                                | tonic::Code::InvalidArgument
+                        ) =>
+                    {
+                        Err(refused(message, code == tonic::Code::PermissionDenied))
+                    }
+                    Err(e) => Err(BrokerError::Replication(format!(
+                        "the coordinator of transactional id {id:?} did not answer: {e}"
+                    ))),
+                }
+            }
+            Err(TxnRequestError::Broker(e)) => Err(e),
+        }
     }
 
     /// A transactional id's state at its coordinator (`NotLeader` elsewhere).
@@ -505,7 +559,9 @@ impl Broker {
                 }
                 let actions = match self.coordinator(&group).await {
                     Ok(loaded) => {
-                        let mut a = loaded.coordinator.due(now_ms());
+                        let mut a = loaded.coordinator.due(now_ms(), |topic| {
+                            self.topic(topic).ok().and_then(|t| t.txn_default)
+                        });
                         a.extend(loaded.coordinator.pending_markers());
                         a
                     }

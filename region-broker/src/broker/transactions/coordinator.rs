@@ -106,6 +106,20 @@ pub enum Outcome {
     Abort,
 }
 
+impl Outcome {
+    /// A configured default outcome: "commit", "rollback", or empty for none.
+    pub fn parse_default(s: &str) -> Result<Option<Outcome>, String> {
+        match s {
+            "" => Ok(None),
+            "commit" => Ok(Some(Outcome::Commit)),
+            "rollback" => Ok(Some(Outcome::Abort)),
+            other => Err(format!(
+                "unknown default outcome {other:?}: commit or rollback"
+            )),
+        }
+    }
+}
+
 /// Who decided a transaction's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DecidedBy {
@@ -224,11 +238,10 @@ impl From<&crate::config::TransactionsConfig> for Limits {
             check_back_attempts: c.check_back_attempts,
             check_back_backoff_ms: c.check_back_backoff_ms,
             check_back_backoff_max_ms: c.check_back_backoff_max_ms,
-            default_outcome: if c.default_outcome == "commit" {
-                Outcome::Commit
-            } else {
-                Outcome::Abort
-            },
+            default_outcome: Outcome::parse_default(&c.default_outcome)
+                .ok()
+                .flatten()
+                .unwrap_or(Outcome::Abort),
             ended_kept_ms: c.ended_kept_ms,
         }
     }
@@ -284,6 +297,20 @@ pub enum Request {
         group: String,
         /// Each partition's offset (the next to read).
         offsets: Vec<(Participant, u64)>,
+    },
+    /// Whether `participant` is in the producer's open transaction: asked by a partition's
+    /// leader before writing a transaction's first batch there, so a batch for a partition
+    /// never added (no marker would ever end it there) is refused, not left open forever
+    /// (Kafka's KIP-890 verification). Writes nothing.
+    Verify {
+        /// The transactional id.
+        id: String,
+        /// The producer writing.
+        producer_id: ProducerId,
+        /// Its epoch.
+        epoch: Epoch,
+        /// The partition it writes.
+        participant: Participant,
     },
     /// Ends the open transaction: Kafka's `EndTxn`, or a native commit or rollback (which
     /// names only the id: `producer` is `None`).
@@ -486,6 +513,25 @@ impl Coordinator {
                     });
                 }
                 Ok(write_if_changed(txn, next))
+            }
+            Request::Verify {
+                id,
+                producer_id,
+                epoch,
+                participant,
+            } => {
+                let txn = self.producer_of(&id, Some((producer_id, epoch)))?;
+                if txn.phase != Phase::Ongoing || !txn.participants.contains(&participant) {
+                    return Err(TxnError::InvalidState {
+                        id,
+                        phase: txn.phase,
+                        why: "a transaction writes only to partitions added to it (AddPartitionsToTxn) while it is open; nothing was written",
+                    });
+                }
+                Ok(Decision {
+                    write: None,
+                    answer: Ok(Answer::Done),
+                })
             }
             Request::AddOffsets {
                 id,
@@ -795,10 +841,34 @@ impl Coordinator {
         Some(TxnRecord::Put(next))
     }
 
+    /// The outcome `txn` gets when its check-backs ran out: commit only when every
+    /// participant's topic commits by default (its own, else the broker's).
+    fn default_outcome(
+        &self,
+        txn: &Transaction,
+        topic_default: &impl Fn(&str) -> Option<Outcome>,
+    ) -> Outcome {
+        let of = |topic: &str| topic_default(topic).unwrap_or(self.limits.default_outcome);
+        if txn.participants.is_empty() {
+            return self.limits.default_outcome;
+        }
+        if txn
+            .participants
+            .iter()
+            .all(|p| of(&p.topic) == Outcome::Commit)
+        {
+            Outcome::Commit
+        } else {
+            Outcome::Abort
+        }
+    }
+
     /// What is due at `now`: open transactions past their timeout (aborted, or checked back
     /// for a native one), the default outcome once check-backs ran out, and ended ids
-    /// forgotten. Each record is written and applied before the next tick.
-    pub fn due(&self, now: Ms) -> Vec<Action> {
+    /// forgotten. Each record is written and applied before the next tick. A topic's own
+    /// default outcome (`topic_default`; the broker's where it has none) decides for its
+    /// partitions: a transaction commits by default only when every participant's does.
+    pub fn due(&self, now: Ms, topic_default: impl Fn(&str) -> Option<Outcome>) -> Vec<Action> {
         let mut out = Vec::new();
         for txn in self.list() {
             match txn.phase {
@@ -820,7 +890,7 @@ impl Coordinator {
                                 continue;
                             }
                             if txn.check_backs >= self.limits.check_back_attempts {
-                                let outcome = self.limits.default_outcome;
+                                let outcome = self.default_outcome(txn, &topic_default);
                                 let mut next = txn.clone();
                                 next.phase = Phase::prepare(outcome);
                                 next.updated_ms = now;

@@ -61,6 +61,19 @@ impl From<Request> for v1::TransactionRequest {
                         .collect(),
                 }),
             ),
+            Request::Verify {
+                id,
+                producer_id,
+                epoch,
+                participant,
+            } => (
+                id,
+                Some((producer_id, epoch)),
+                Op::VerifyPartition(v1::TxnPartition {
+                    topic: participant.topic,
+                    partition: participant.partition,
+                }),
+            ),
             Request::End {
                 id,
                 producer,
@@ -148,6 +161,18 @@ pub fn request_from_wire(
                         )
                     })
                     .collect(),
+            }
+        }
+        Op::VerifyPartition(p) => {
+            let (producer_id, epoch) = producer()?;
+            Request::Verify {
+                id: r.id,
+                producer_id,
+                epoch,
+                participant: Participant {
+                    topic: p.topic,
+                    partition: p.partition,
+                },
             }
         }
         Op::End(e) => Request::End {
@@ -249,6 +274,12 @@ mod tests {
                 producer_id: 42,
                 epoch: 1,
                 group: "readers".into(),
+            },
+            Request::Verify {
+                id: "t".into(),
+                producer_id: 42,
+                epoch: 1,
+                participant: p.clone(),
             },
             Request::CommitOffsets {
                 id: "t".into(),

@@ -280,8 +280,8 @@ fn a_kafka_transaction_past_its_timeout_is_aborted_and_its_producer_fenced() {
     let mut log = Log::new();
     let p = log.init("slow", None, 0);
     log.add("slow", p, &[part("t", 0)], 100);
-    assert!(log.c.due(1_099).is_empty(), "not yet");
-    let due = log.c.due(1_100);
+    assert!(log.c.due(1_099, |_| None).is_empty(), "not yet");
+    let due = log.c.due(1_100, |_| None);
     let [Action::Write(abort)] = due.as_slice() else {
         panic!("{due:?}")
     };
@@ -305,7 +305,7 @@ fn an_in_doubt_native_transaction_is_checked_back_then_decided_by_the_answer() {
     let p = log.init("svc-a", Some("svc"), 0);
     log.add("svc-a", p, &[part("orders", 0)], 0);
     // Timeout 1 s: the group is asked, the attempt recorded first.
-    let due = log.c.due(1_000);
+    let due = log.c.due(1_000, |_| None);
     assert!(
         matches!(due.as_slice(), [Action::Write(_), Action::CheckBack { group, .. }] if group == "svc"),
         "{due:?}"
@@ -316,7 +316,7 @@ fn an_in_doubt_native_transaction_is_checked_back_then_decided_by_the_answer() {
     });
     assert_eq!(log.c.get("svc-a").unwrap().check_backs, 1);
     assert!(
-        log.c.due(1_050).is_empty(),
+        log.c.due(1_050, |_| None).is_empty(),
         "the next attempt waits for its backoff"
     );
     // "I don't know it": nothing decided; the next attempt comes after the backoff.
@@ -356,7 +356,7 @@ fn unanswered_check_backs_end_in_the_default_outcome_recorded_as_such() {
     let mut asked = Vec::new();
     let mut now = 1_000;
     loop {
-        let due = log.c.due(now);
+        let due = log.c.due(now, |_| None);
         for a in due {
             match a {
                 Action::Write(r) => log.write(r),
@@ -379,6 +379,39 @@ fn unanswered_check_backs_end_in_the_default_outcome_recorded_as_such() {
     );
     assert_eq!(now, 1_550);
     assert_eq!(log.replayed().get("svc-b"), log.c.get("svc-b"));
+}
+
+/// A topic's own default outcome decides for its partitions: a transaction on topics that
+/// all commit by default commits; one topic that rolls back (its own, or the broker's where
+/// it sets none) rolls the transaction back.
+#[test]
+fn the_participants_topics_choose_the_default_outcome() {
+    let decided = |topics: &[&str]| {
+        let mut log = Log::new();
+        let p = log.init("svc-t", Some("svc"), 0);
+        let parts: Vec<Participant> = topics.iter().map(|t| part(t, 0)).collect();
+        log.add("svc-t", p, &parts, 0);
+        let defaults = |topic: &str| match topic {
+            "ledger" | "audit" => Some(Outcome::Commit),
+            "orders" => Some(Outcome::Abort),
+            _ => None,
+        };
+        let mut now = 1_000;
+        while log.phase("svc-t") == Phase::Ongoing {
+            for a in log.c.due(now, defaults) {
+                if let Action::Write(r) = a {
+                    log.write(r);
+                }
+            }
+            now += 10;
+            assert!(now < 10_000, "never decided");
+        }
+        log.phase("svc-t")
+    };
+    assert_eq!(decided(&["ledger", "audit"]), Phase::PrepareCommit);
+    assert_eq!(decided(&["ledger", "orders"]), Phase::PrepareAbort);
+    // "misc" sets none: the broker's (abort in these limits) applies to it.
+    assert_eq!(decided(&["ledger", "misc"]), Phase::PrepareAbort);
 }
 
 #[test]
@@ -467,7 +500,7 @@ fn bounds_are_refused_with_nothing_written() {
         Err(TxnError::TooManyTransactions { max: 3 })
     ));
     // Ended ids are forgotten after `ended_kept_ms`, making room.
-    let due = log.c.due(10_001);
+    let due = log.c.due(10_001, |_| None);
     assert_eq!(due.len(), 3, "{due:?}");
     for a in due {
         let Action::Write(r) = a else { panic!() };
@@ -475,6 +508,47 @@ fn bounds_are_refused_with_nothing_written() {
     }
     assert!(log.c.list().is_empty());
     log.init("four", None, 10_002);
+}
+
+#[test]
+fn a_first_batch_is_verified_against_the_partitions_added_and_nothing_is_written() {
+    let mut log = Log::new();
+    let p = log.init("t", None, 0);
+    let verify = |partition: Participant, producer: (ProducerId, Epoch)| Request::Verify {
+        id: "t".into(),
+        producer_id: producer.0,
+        epoch: producer.1,
+        participant: partition,
+    };
+    // No transaction open yet: nothing is in it.
+    assert!(matches!(
+        log.ask(verify(part("a", 0), p), 1),
+        Err(TxnError::InvalidState { .. })
+    ));
+    log.add("t", p, &[part("a", 0)], 2);
+    let written = log.records.len();
+    assert_eq!(log.ask(verify(part("a", 0), p), 3), Ok(Answer::Done));
+    assert!(matches!(
+        log.ask(verify(part("a", 1), p), 4),
+        Err(TxnError::InvalidState { .. })
+    ));
+    // An older epoch is fenced, an unknown id has no producer.
+    assert!(matches!(
+        log.ask(verify(part("a", 0), (p.0, p.1 - 1)), 5),
+        Err(TxnError::Fenced { .. })
+    ));
+    let mut unknown = verify(part("a", 0), p);
+    if let Request::Verify { id, .. } = &mut unknown {
+        *id = "nobody".into();
+    }
+    assert!(matches!(log.ask(unknown, 6), Err(TxnError::Unknown { .. })));
+    assert_eq!(log.records.len(), written, "verifying writes nothing");
+    // Once ended, a late batch's partition is no longer in an open transaction.
+    log.end("t", Some(p), Outcome::Commit, 7).unwrap();
+    assert!(matches!(
+        log.ask(verify(part("a", 0), p), 8),
+        Err(TxnError::InvalidState { .. })
+    ));
 }
 
 #[test]
@@ -601,7 +675,7 @@ proptest::proptest! {
                 Step::Markers => log.finish_markers(now),
                 Step::Tick(dt) => {
                     now += dt;
-                    for a in log.c.due(now) {
+                    for a in log.c.due(now, |_| None) {
                         if let Action::Write(r) = a {
                             log.write(r);
                         }
