@@ -191,8 +191,9 @@ pub struct Topic {
     #[serde(default)]
     pub acks: Acks,
     /// How a native transaction on it ends when its check-backs go unanswered: `commit`,
-    /// `rollback`, or empty for the brokers' `[transactions] default_outcome`.
-    #[serde(default)]
+    /// `rollback`, or empty for the brokers' `[transactions] default_outcome` (then not
+    /// stored: a control plane from before it reads the record).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub txn_default: String,
 }
 

@@ -268,7 +268,7 @@ impl broker_server::Broker for GrpcService {
                 let producer = producer_batch(&p, messages.len())?;
                 if r.transactional_id.is_empty() {
                     return Err(Status::invalid_argument(
-                        "a transactional batch names its transactional_id (the transaction's id)",
+                        "a transactional batch names its transactional_id (the transaction's id; an SDK from before it does not: upgrade it)",
                     ));
                 }
                 self.broker

@@ -198,7 +198,8 @@ pub struct HostedGroup {
     min_insync: u32,
     /// Which replicas are in sync, as this broker sees them while it leads.
     in_sync: Mutex<InSync>,
-    /// Serializes an idempotent producer's appends to one partition: check, write, answer.
+    /// Serializes an idempotent producer's appends and transaction markers on one
+    /// partition (check, write, answer): [`HostedGroup::lock_producer`].
     #[allow(clippy::type_complexity)]
     producer_locks: Mutex<HashMap<(PartitionKey, i64), Arc<tokio::sync::Mutex<()>>>>,
     /// The raft term in which this broker, leading, last made sure its storage holds and
@@ -415,6 +416,9 @@ impl HostedGroup {
         acks: Acks,
     ) -> Result<Produced, LogGroupError> {
         self.check_leader()?;
+        // In the producer's turn: a transaction's first batch, verified in the open
+        // transaction under it, is written before this marker, never after.
+        let _turn = self.lock_producer(key, producer.0).await;
         let p = ProducerBatch {
             id: producer.0,
             epoch: producer.1,

@@ -61,17 +61,23 @@ impl Broker {
             .map_err(|e| BrokerError::Invalid(e.to_string()))?;
         let topic = self.topic(topic)?;
         let (group, key) = self.locate(&topic, partition)?;
-        // A commit that names no positions (a Kafka client's, a transaction's offsets) is
-        // made portable here, where the messages are: another region resumes it by them.
-        let positions = if positions.is_empty() {
+        // A commit that names no positions (a Kafka client's, a transaction's offsets) to a
+        // raft group (the multi-region kind) is made portable here, where the messages
+        // are: another region resumes it by them. The leader first holds and applied
+        // everything written before it led, so the walk sees every message below.
+        let positions = if positions.is_empty() && group.raft().is_some() {
             self.require_leader(group.id())?;
-            positions_before(
-                group.storage(),
-                &self.config.region,
-                consumer_group,
-                key,
-                offset,
-            )?
+            group
+                .ensure_applied_in_term()
+                .await
+                .map_err(|e| self.group_error(e))?;
+            let (storage, region) = (group.storage().clone(), self.config.region.clone());
+            let consumer_group = consumer_group.to_owned();
+            tokio::task::spawn_blocking(move || {
+                positions_before(&storage, &region, &consumer_group, key, offset)
+            })
+            .await
+            .map_err(|e| BrokerError::Replication(format!("the position walk failed: {e}")))??
         } else {
             positions
         };
@@ -175,7 +181,8 @@ impl Broker {
 /// position of its last message there — what a consumer that read up to `offset` has
 /// seen.
 /// Walks from the group's previous commit when that lies at or below `offset` (a commit
-/// costs the messages read since the last one), else from the earliest message.
+/// costs the messages read since the last one), else — a group's first commit here, or one
+/// below the previous — from the earliest message.
 fn positions_before(
     group: &LogGroup,
     region: &str,
@@ -189,9 +196,11 @@ fn positions_before(
     let mut next = earliest;
     if let Some(previous) = group.committed_offset(consumer_group, key)
         && previous != crate::storage::POSITIONS_ONLY
-        && (earliest..=offset).contains(&previous)
+        && previous <= offset
     {
-        next = previous;
+        // Below the earliest, retention deleted what lay between: its positions are in
+        // the previous commit's already.
+        next = previous.max(earliest);
         seen.extend(group.committed_positions(consumer_group, key));
     }
     let end = offset.min(latest);

@@ -65,7 +65,7 @@ impl Broker {
             messages,
             acks,
             epoch,
-            Some((producer, false)),
+            Some((producer, None)),
         )
         .await
     }
@@ -83,17 +83,8 @@ impl Broker {
         acks: Option<Acks>,
         producer: ProducerBatch,
     ) -> Result<(Produced, bool), BrokerError> {
-        let (group, key) = self.locate(&self.topic(topic)?, partition)?;
-        let open_here = group
-            .storage()
-            .open_transactions(key)
-            .iter()
-            .any(|&(id, _)| id == producer.id);
-        if !open_here {
-            self.verify_in_transaction(transactional_id, &producer, topic, partition)
-                .await?;
-        }
-        self.produce_batch(topic, partition, messages, acks, 0, Some((producer, true)))
+        let producer = Some((producer, Some(transactional_id)));
+        self.produce_batch(topic, partition, messages, acks, 0, producer)
             .await
     }
 
@@ -104,7 +95,7 @@ impl Broker {
         mut messages: Vec<Message>,
         acks: Option<Acks>,
         epoch: u64,
-        producer: Option<(ProducerBatch, bool)>,
+        producer: Option<(ProducerBatch, Option<&str>)>,
     ) -> Result<(Produced, bool), BrokerError> {
         let topic = self.topic(topic)?;
         let acks = acks.unwrap_or(topic.acks);
@@ -136,10 +127,26 @@ impl Broker {
         let count = messages.len() as u32;
         let payload = Bytes::from(batch::encode_batch(&messages));
         let (produced, duplicate) = match producer {
-            Some((p, transactional)) => group
-                .append_idempotent((key, count, payload), p, transactional, acks, epoch)
-                .await
-                .map_err(|e| self.group_error(e))?,
+            Some((p, txn)) => {
+                let turn = group.lock_producer(key, p.id).await;
+                // A transaction's first batch here: only if its coordinator says the
+                // partition is in the open transaction — asked in the producer's turn, so
+                // its marker cannot be written between the answer and the batch.
+                if let Some(id) = txn
+                    && !group
+                        .storage()
+                        .open_transactions(key)
+                        .iter()
+                        .any(|&(open, _)| open == p.id)
+                {
+                    self.verify_in_transaction(id, &p, &topic.name, partition)
+                        .await?;
+                }
+                group
+                    .append_idempotent(&turn, (key, count, payload), p, txn.is_some(), acks, epoch)
+                    .await
+                    .map_err(|e| self.group_error(e))?
+            }
             None => (
                 group
                     .append((key, count, payload), acks, epoch)

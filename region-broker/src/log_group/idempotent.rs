@@ -6,9 +6,50 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
+/// A producer's turn on one partition ([`HostedGroup::lock_producer`]): its appends and
+/// markers there happen one at a time while it is held.
+pub struct ProducerTurn<'a> {
+    group: &'a HostedGroup,
+    id: (PartitionKey, i64),
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for ProducerTurn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut locks = self
+            .group
+            .producer_locks
+            .lock()
+            .expect("producer locks poisoned");
+        // Only the map holds it now: nobody waits, forget it (the map stays as small as the
+        // appends in flight).
+        if locks
+            .get(&self.id)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            locks.remove(&self.id);
+        }
+    }
+}
+
 impl HostedGroup {
-    /// Appends an idempotent producer's batch exactly once: under a lock per partition and
-    /// producer id, checks it against the producer's state (which every replica keeps from
+    /// Waits for producer `id`'s turn on partition `key`: its idempotent appends and its
+    /// transaction markers there are serialized by it (check, write, answer).
+    pub async fn lock_producer(&self, key: PartitionKey, id: i64) -> ProducerTurn<'_> {
+        let lock = {
+            let mut locks = self.producer_locks.lock().expect("producer locks poisoned");
+            locks.entry((key, id)).or_default().clone()
+        };
+        ProducerTurn {
+            group: self,
+            id: (key, id),
+            guard: Some(lock.lock_owned().await),
+        }
+    }
+
+    /// Appends an idempotent producer's batch exactly once, in the producer's `turn` on the
+    /// partition: checks it against the producer's state (which every replica keeps from
     /// the journal, so it covers batches a previous leader wrote, and batches committed but
     /// answered with an error): a batch written before is answered with its first offset
     /// once its record is committed, a refused one is `Sequence`, a new one is appended.
@@ -16,30 +57,16 @@ impl HostedGroup {
     /// part of the producer's open transaction.
     pub async fn append_idempotent(
         &self,
+        _turn: &ProducerTurn<'_>,
         batch: (PartitionKey, u32, Bytes),
         producer: ProducerBatch,
         transactional: bool,
         acks: Acks,
         epoch: u64,
     ) -> Result<(Produced, bool), LogGroupError> {
-        let key = batch.0;
-        let lock = {
-            let mut locks = self.producer_locks.lock().expect("producer locks poisoned");
-            locks.entry((key, producer.id)).or_default().clone()
-        };
-        let guard = lock.lock().await;
         let txn = transactional.then_some(TxnPart::Batch);
-        let result = self
-            .append_checked(batch, (producer, txn), acks, epoch)
-            .await;
-        drop(guard);
-        let mut locks = self.producer_locks.lock().expect("producer locks poisoned");
-        // Only the map and this call hold it: nobody waits, forget it (the map stays as
-        // small as the appends in flight).
-        if Arc::strong_count(&lock) == 2 {
-            locks.remove(&(key, producer.id));
-        }
-        result
+        self.append_checked(batch, (producer, txn), acks, epoch)
+            .await
     }
 
     async fn append_checked(
