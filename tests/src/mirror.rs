@@ -137,3 +137,70 @@ pub fn link_pair_with(
     let my = MirrorProcess::start(dir, y, control, ly, &[], certs, &flags_of_y);
     (mx, my)
 }
+
+/// Regions `x` and `y` of one broker each (with extra broker flags each) under an embedded
+/// control plane, and the certificates of their mirrors in `dir/certs`: the set-up of the
+/// tests that link two regions.
+pub struct TwoRegions {
+    /// The mirrors' certificates.
+    pub certs: std::path::PathBuf,
+    /// The control plane.
+    pub control: crate::platform::ControlPlaneProcess,
+    /// Region x.
+    pub x: crate::platform::ManagedRegion,
+    /// Region y.
+    pub y: crate::platform::ManagedRegion,
+}
+
+impl TwoRegions {
+    /// Starts them under `dir`.
+    pub async fn start(dir: &Path, x_flags: &[&str], y_flags: &[&str]) -> TwoRegions {
+        use crate::platform::{ControlPlaneProcess, ManagedRegion};
+        let certs = dir.join("certs");
+        issue_certs(&certs, &["x", "y"]);
+        let control = ControlPlaneProcess::embedded(dir, &["--region", "x", "--region", "y"]).await;
+        let x = ManagedRegion::start(dir, "x", 1, &control.addr, x_flags)
+            .await
+            .expect("region x starts");
+        let y = ManagedRegion::start(dir, "y", 1, &control.addr, y_flags)
+            .await
+            .expect("region y starts");
+        TwoRegions {
+            certs,
+            control,
+            x,
+            y,
+        }
+    }
+
+    /// Creates `topic` with `partitions` (one replica) in both regions through the control
+    /// plane, and waits until both regions' brokers have it (30 s at most).
+    pub async fn create_topic(&self, topic: &str, partitions: u32) {
+        let n = partitions.to_string();
+        let args = [
+            "topic",
+            "create",
+            topic,
+            "--partitions",
+            &n,
+            "--replicas",
+            "1",
+        ];
+        let (code, _, err) = crate::platform::meridian_control(&self.control.addr, &args);
+        assert_eq!(code, 0, "{err}");
+        let (cx, cy) = (self.x.client().await, self.y.client().await);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while cx.describe_topic(topic).await.is_err() || cy.describe_topic(topic).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{topic} never reached both regions"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Mirrors linking them both ways, started with extra `flags`.
+    pub fn link(&self, dir: &Path, flags: &[&str]) -> (MirrorProcess, MirrorProcess) {
+        link_pair_with(dir, &self.control.addr, ("x", "y"), &self.certs, flags)
+    }
+}

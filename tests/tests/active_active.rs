@@ -306,28 +306,9 @@ async fn three_regions_converge_through_cuts_and_mirror_kills() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_second_mirror_takes_over_the_link_exactly_once() {
     let tmp = tempfile::tempdir().unwrap();
-    let certs = tmp.path().join("certs");
-    issue_certs(&certs, &["x", "y"]);
-    let cp = ControlPlaneProcess::embedded(tmp.path(), &["--region", "x", "--region", "y"]).await;
-    let x = ManagedRegion::start(tmp.path(), "x", 1, &cp.addr, &[])
-        .await
-        .unwrap();
-    let y = ManagedRegion::start(tmp.path(), "y", 1, &cp.addr, &[])
-        .await
-        .unwrap();
-    let (code, _, err) = meridian_control(
-        &cp.addr,
-        &[
-            "topic",
-            "create",
-            "ha",
-            "--partitions",
-            "2",
-            "--replicas",
-            "1",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
+    let regions = meridian_tests::mirror::TwoRegions::start(tmp.path(), &[], &[]).await;
+    regions.create_topic("ha", 2).await;
+    let (cp, certs, x, y) = (&regions.control, &regions.certs, &regions.x, &regions.y);
     let (lx1, lx2, ly) = (free_udp_addr(), free_udp_addr(), free_udp_addr());
     let flags = [
         "--idle-timeout-ms",
@@ -346,7 +327,7 @@ async fn a_second_mirror_takes_over_the_link_exactly_once() {
                 &cp.addr,
                 *l,
                 &[("y".into(), ly)],
-                &certs,
+                certs,
                 &flags,
             )
         })
@@ -354,7 +335,7 @@ async fn a_second_mirror_takes_over_the_link_exactly_once() {
     let peers_of_y = format!("x={lx1},{lx2}");
     let mut y_flags: Vec<&str> = flags.to_vec();
     y_flags.extend(["--peer", &peers_of_y]);
-    let _ym = MirrorProcess::start(tmp.path(), "y", &cp.addr, ly, &[], &certs, &y_flags);
+    let _ym = MirrorProcess::start(tmp.path(), "y", &cp.addr, ly, &[], certs, &y_flags);
     let holder = async |xs: &[MirrorProcess]| -> Option<usize> {
         let mut held = Vec::new();
         for (i, m) in xs.iter().enumerate() {

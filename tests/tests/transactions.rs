@@ -444,41 +444,11 @@ fn kafka_transactions_admin(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_is_mirrored_once_committed_and_never_once_rolled_back() {
     use meridian_client::{Record, TransactionConfig};
-    use meridian_tests::mirror::{issue_certs, link_pair};
-    use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control};
     let tmp = tempfile::tempdir().unwrap();
-    let certs = tmp.path().join("certs");
-    issue_certs(&certs, &["x", "y"]);
-    let cp = ControlPlaneProcess::embedded(tmp.path(), &["--region", "x", "--region", "y"]).await;
-    let x = ManagedRegion::start(tmp.path(), "x", 1, &cp.addr, &[])
-        .await
-        .unwrap();
-    let y = ManagedRegion::start(tmp.path(), "y", 1, &cp.addr, &[])
-        .await
-        .unwrap();
-    let (code, _, err) = meridian_control(
-        &cp.addr,
-        &[
-            "topic",
-            "create",
-            "ledger",
-            "--partitions",
-            "2",
-            "--replicas",
-            "1",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
-    let _mirrors = link_pair(tmp.path(), &cp.addr, ("x", "y"), &certs);
-    let (cx, cy) = (x.client().await, y.client().await);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while cx.describe_topic("ledger").await.is_err() || cy.describe_topic("ledger").await.is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the topic never reached both regions"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    let regions = meridian_tests::mirror::TwoRegions::start(tmp.path(), &[], &[]).await;
+    regions.create_topic("ledger", 2).await;
+    let _mirrors = regions.link(tmp.path(), &[]);
+    let (cx, cy) = (regions.x.client().await, regions.y.client().await);
     let send_all = async |txn: &mut meridian_client::Transaction, tag: &str| {
         for i in 0..4u32 {
             txn.send(Record::new("ledger", format!("{tag}-{i}")).partition(i % 2))
@@ -551,47 +521,15 @@ async fn wait_values(client: &meridian_client::Client, topic: &str, n: usize) ->
 /// position, not by offset. Every input has exactly one output, counted in both regions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consume_transform_produce_loop_fails_over_to_another_region_exactly_once() {
-    use meridian_tests::mirror::{issue_certs, link_pair};
-    use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control};
     use std::io::BufRead;
     const INPUTS: usize = 1500;
     let tmp = tempfile::tempdir().unwrap();
-    let certs = tmp.path().join("certs");
-    issue_certs(&certs, &["x", "y"]);
-    let cp = ControlPlaneProcess::embedded(tmp.path(), &["--region", "x", "--region", "y"]).await;
     let kafka = ["--kafka-listen", "auto"];
-    let rx = ManagedRegion::start(tmp.path(), "x", 1, &cp.addr, &kafka)
-        .await
-        .unwrap();
-    let ry = ManagedRegion::start(tmp.path(), "y", 1, &cp.addr, &kafka)
-        .await
-        .unwrap();
-    for topic in ["in", "out"] {
-        let args = [
-            "topic",
-            "create",
-            topic,
-            "--partitions",
-            "3",
-            "--replicas",
-            "1",
-        ];
-        let (code, _, err) = meridian_control(&cp.addr, &args);
-        assert_eq!(code, 0, "{err}");
-    }
-    let _mirrors = link_pair(tmp.path(), &cp.addr, ("x", "y"), &certs);
-    let (cx, cy) = (rx.client().await, ry.client().await);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    for topic in ["in", "out"] {
-        while cx.describe_topic(topic).await.is_err() || cy.describe_topic(topic).await.is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{topic} never reached both regions"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-    }
-    let (x, y) = (rx.kafka[0].clone(), ry.kafka[0].clone());
+    let regions = meridian_tests::mirror::TwoRegions::start(tmp.path(), &kafka, &kafka).await;
+    regions.create_topic("in", 3).await;
+    regions.create_topic("out", 3).await;
+    let _mirrors = regions.link(tmp.path(), &[]);
+    let (x, y) = (regions.x.kafka[0].clone(), regions.y.kafka[0].clone());
     let step = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     python_output(
         "ctp_failover.py",
@@ -680,49 +618,16 @@ async fn a_committed_transaction_appears_whole_in_the_other_region() {
     use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse, TopicName};
     use kafka_protocol::protocol::{Decodable, StrBytes};
     use meridian_client::{Record, TransactionConfig};
-    use meridian_tests::mirror::{issue_certs, link_pair_with};
-    use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control};
     const RECORDS: u32 = 120;
     let tmp = tempfile::tempdir().unwrap();
-    let certs = tmp.path().join("certs");
-    issue_certs(&certs, &["x", "y"]);
-    let cp = ControlPlaneProcess::embedded(tmp.path(), &["--region", "x", "--region", "y"]).await;
-    let x = ManagedRegion::start(tmp.path(), "x", 1, &cp.addr, &[])
-        .await
-        .unwrap();
-    let y = ManagedRegion::start(tmp.path(), "y", 1, &cp.addr, &["--kafka-listen", "auto"])
-        .await
-        .unwrap();
-    let args = [
-        "topic",
-        "create",
-        "whole",
-        "--partitions",
-        "2",
-        "--replicas",
-        "1",
-    ];
-    let (code, _, err) = meridian_control(&cp.addr, &args);
-    assert_eq!(code, 0, "{err}");
-    let _mirrors = link_pair_with(
-        tmp.path(),
-        &cp.addr,
-        ("x", "y"),
-        &certs,
-        &["--batch-bytes", "4096"],
-    );
-    let (cx, cy) = (x.client().await, y.client().await);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while cx.describe_topic("whole").await.is_err() || cy.describe_topic("whole").await.is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the topic never reached both regions"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    let kafka = ["--kafka-listen", "auto"];
+    let regions = meridian_tests::mirror::TwoRegions::start(tmp.path(), &[], &kafka).await;
+    regions.create_topic("whole", 2).await;
+    let _mirrors = regions.link(tmp.path(), &["--batch-bytes", "4096"]);
+    let (cx, cy) = (regions.x.client().await, regions.y.client().await);
     // y's stable and high offsets of a partition: ListOffsets (latest) at read_committed
     // and at read_uncommitted.
-    let kafka_y = y.kafka[0].clone();
+    let kafka_y = regions.y.kafka[0].clone();
     let offsets = move |partition: i32| {
         let mut s = std::net::TcpStream::connect(&kafka_y).unwrap();
         let mut at = |isolation: i8| {
