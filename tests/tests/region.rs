@@ -491,6 +491,16 @@ async fn master_slave_kill9_of_the_master_and_a_controlled_failover_lose_nothing
     assert_eq!(code, 0, "second failover failed: {out}{err}");
     assert!(out.contains("master at epoch 3"), "{out}");
     check(&read_all(&client, "orders").await, &acked);
+    // A commit naming no origin positions (as a Kafka client's) is kept on the
+    // master-slave group as on the raft one: positions are derived for raft groups only.
+    for p in 0..4 {
+        client
+            .commit_offset("ms-readers", "orders", p, 1)
+            .await
+            .unwrap_or_else(|e| panic!("commit on orders/{p}: {e}"));
+        let committed = client.committed_offset("ms-readers", "orders", p).await;
+        assert_eq!(committed.unwrap(), Some(1), "orders/{p}");
+    }
     let truncated = region.brokers[0]
         .log_text()
         .contains("truncating a divergent tail");
