@@ -383,25 +383,8 @@ fn local_records(
         let Some((h, payload)) = group.record_by_index(next).map_err(BrokerError::Read)? else {
             break;
         };
-        // A transaction's batches ship once it commits, never once it aborts; shipping
-        // waits at the first batch of one still open, keeping order. (One mirrored here
-        // ships nowhere: waiting for its marker from afar must not hold this region's own.)
-        if h.kind == RecordKind::Batch
-            && h.flags & meridian_proto::record::FLAG_TRANSACTIONAL != 0
-            && h.flags & FLAG_ORIGIN == 0
-            && let Ok(p) = meridian_proto::producer::ProducerBatch::decode(&payload)
-        {
-            match group.transaction_status((h.topic_id, h.partition), p.id, h.base_offset) {
-                TxnStatus::Open => break,
-                TxnStatus::Aborted => {
-                    next += 1;
-                    continue;
-                }
-                TxnStatus::Committed => {}
-            }
-        }
-        next += 1;
         if h.kind == RecordKind::OffsetCommit {
+            next += 1;
             let positions = meridian_proto::record::decode_commit_positions(&payload);
             if let Some((group_name, offset)) =
                 meridian_proto::record::decode_offset_commit(&payload)
@@ -418,12 +401,13 @@ fn local_records(
             }
             continue;
         }
-        // Mirrored batches go back nowhere, and a coordinator's records are its region's
-        // own.
+        // Mirrored batches go back nowhere (waiting for the marker of one from afar must
+        // not hold this region's own), and a coordinator's records are its region's own.
         if h.kind != RecordKind::Batch
             || h.flags & FLAG_ORIGIN != 0
             || h.topic_id == super::transactions::STATE_TOPIC_ID
         {
+            next += 1;
             continue;
         }
         let parts = meridian_proto::record::split_batch(h.flags, &payload).map_err(|e| {
@@ -433,22 +417,40 @@ fn local_records(
             ))
         })?;
         // A committed transaction ships as one: its batches, then its commit marker, with
-        // their producer (an abort marker never ships, nor its batches, skipped above).
-        // Otherwise an idempotent producer's prefix stays here: the messages alone ship.
+        // their producer. Shipping waits at the first batch of one still open, keeping
+        // order; an aborted one never ships, nor does an abort marker. Otherwise an
+        // idempotent producer's prefix stays here: the messages alone ship.
         let txn = match (TxnPart::of(h.flags), parts.producer) {
             (None, _) => None,
             (Some(part), Some(producer)) => {
-                let marker = part == TxnPart::Marker;
-                if marker
-                    && !meridian_proto::record::TxnMarker::decode(&parts.batch)
-                        .is_ok_and(|m| m.commit)
-                {
+                let ships = match part {
+                    TxnPart::Batch => {
+                        let key = (h.topic_id, h.partition);
+                        match group.transaction_status(key, producer.id, h.base_offset) {
+                            TxnStatus::Open => break,
+                            TxnStatus::Aborted => false,
+                            TxnStatus::Committed => true,
+                        }
+                    }
+                    TxnPart::Marker => meridian_proto::record::TxnMarker::decode(&parts.batch)
+                        .is_ok_and(|m| m.commit),
+                };
+                if !ships {
+                    next += 1;
                     continue;
                 }
-                Some(ShippedTxn { marker, producer })
+                Some(ShippedTxn {
+                    marker: part == TxnPart::Marker,
+                    producer,
+                })
             }
-            (Some(_), None) => continue,
+            // The writer never stores a transaction's record without its producer.
+            (Some(_), None) => {
+                next += 1;
+                continue;
+            }
         };
+        next += 1;
         let payload = parts.batch;
         // What the entry takes in a frame besides its payload (55 bytes at most), so a
         // read of many small ones (markers are 8 bytes) stays within a frame.

@@ -133,11 +133,7 @@ impl Broker {
                 // partition is in the open transaction — asked in the producer's turn, so
                 // its marker cannot be written between the answer and the batch.
                 if let Some(id) = txn
-                    && !group
-                        .storage()
-                        .open_transactions(key)
-                        .iter()
-                        .any(|&(open, _)| open == p.id)
+                    && !group.storage().has_open_transaction(key, p.id)
                 {
                     self.verify_in_transaction(id, &p, &topic.name, partition)
                         .await?;

@@ -480,6 +480,17 @@ impl LogGroup {
             .map_or(TxnStatus::Open, |t| t.status(producer_id, offset))
     }
 
+    /// Whether `producer_id` has a transaction open in a partition (no allocation: asked
+    /// for every transactional batch).
+    pub fn has_open_transaction(&self, key: PartitionKey, producer_id: i64) -> bool {
+        self.shared
+            .txns
+            .lock()
+            .expect("transactions lock poisoned")
+            .get(&key)
+            .is_some_and(|t| t.is_open(producer_id))
+    }
+
     /// Producers with a transaction open in a partition, with its first offset.
     pub fn open_transactions(&self, key: PartitionKey) -> Vec<(i64, u64)> {
         self.shared

@@ -64,10 +64,17 @@ fn settle(rt: &tokio::runtime::Runtime, group: &LogGroup) {
 
 /// The group's whole transaction state for [`KEY`], as a reader sees it.
 fn state(group: &LogGroup) -> (u64, Vec<Aborted>, Vec<(i64, u64)>) {
+    let open = group.open_transactions(KEY);
+    // The produce path's question agrees with the list.
+    assert!(
+        open.iter()
+            .all(|&(p, _)| group.has_open_transaction(KEY, p))
+    );
+    assert!(!group.has_open_transaction(KEY, i64::MAX));
     (
         group.stable_offsets(KEY).unwrap().2,
         group.aborted_in(KEY, 0, u64::MAX),
-        group.open_transactions(KEY),
+        open,
     )
 }
 
