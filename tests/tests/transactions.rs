@@ -67,7 +67,12 @@ async fn kafka_transactions_commit_abort_and_hold_read_committed_readers() {
     );
     let producers = admin["producers"].as_array().unwrap();
     assert_eq!(producers.len(), 1, "one leader answers: {admin}");
-    assert!(!producers[0].as_array().unwrap().is_empty(), "{admin}");
+    let open_at = producers[0].as_array().unwrap();
+    assert!(!open_at.is_empty(), "{admin}");
+    assert!(
+        open_at.iter().all(|o| o == -1),
+        "no transaction is open: {admin}"
+    );
     // The native reader reads committed data: the same 90 records.
     let values = read_native(&client, "txn", 90).await;
     assert_eq!(values.len(), 90, "{values:?}");
@@ -488,6 +493,17 @@ async fn a_transaction_is_mirrored_once_committed_and_never_once_rolled_back() {
         expected,
         "still held"
     );
+    // Not merely hidden from committed reads: y's log holds mirror-1 alone (two messages
+    // and a commit marker per partition), nothing of the rolled-back or the open one.
+    let ends: Vec<u64> = cy
+        .describe_topic("ledger")
+        .await
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| p.latest_offset)
+        .collect();
+    assert_eq!(ends, [3, 3], "y's log ends while mirror-3 is open");
 
     open.commit().await.unwrap();
     expected.extend((0..4).map(|i| format!("late-{i}")));
