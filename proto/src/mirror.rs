@@ -238,10 +238,7 @@ impl Frame {
                         None => buf.put_u8(0),
                         Some(t) => {
                             buf.put_u8(if t.marker { 2 } else { 1 });
-                            buf.put_i64_le(t.producer.id);
-                            buf.put_i16_le(t.producer.epoch);
-                            buf.put_i32_le(t.producer.first_sequence);
-                            buf.put_i32_le(t.producer.last_sequence);
+                            t.producer.encode_into(buf);
                         }
                     }
                 }
@@ -326,12 +323,15 @@ impl Frame {
                         0 => None,
                         part @ (1 | 2) => Some(ShippedTxn {
                             marker: part == 2,
-                            producer: crate::producer::ProducerBatch {
-                                id: r.u64("records")? as i64,
-                                epoch: r.u16("records")? as i16,
-                                first_sequence: r.u32("records")? as i32,
-                                last_sequence: r.u32("records")? as i32,
-                            },
+                            producer: crate::producer::ProducerBatch::decode(&r.fixed::<
+                                { crate::producer::PREFIX_LEN },
+                            >(
+                                "records"
+                            )?)
+                            .map_err(|_| FrameError::Malformed {
+                                kind: "records",
+                                why: "a transaction's producer has a negative id, epoch or sequence",
+                            })?,
                         }),
                         _ => {
                             return Err(FrameError::Malformed {
@@ -481,7 +481,10 @@ mod tests {
             any::<u32>(),
             any::<i64>(),
             proptest::collection::vec(any::<u8>(), 0..40),
-            proptest::option::of((any::<bool>(), any::<(i64, i16, i32, i32)>())),
+            proptest::option::of((
+                any::<bool>(),
+                (0..i64::MAX, 0..i16::MAX, 0..i32::MAX, 0..i32::MAX),
+            )),
         )
             .prop_map(
                 |(seq, topic_id, partition, count, append_time_ms, p, txn)| ShippedBatch {

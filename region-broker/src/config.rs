@@ -428,6 +428,7 @@ impl Config {
             })
         }
         let t = &self.transactions;
+        // The names `Outcome::parse_default` reads (config sits below the broker layer).
         if !matches!(t.default_outcome.as_str(), "rollback" | "commit") {
             return invalid(
                 "transactions.default_outcome",

@@ -103,11 +103,17 @@ mod code {
     pub(super) const NOT_ENOUGH_REPLICAS: i16 = 19;
     pub(super) const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
     pub(super) const UNSUPPORTED_VERSION: i16 = 35;
+    pub(super) const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
     pub(super) const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub(super) const NOT_COORDINATOR: i16 = 16;
     pub(super) const POLICY_VIOLATION: i16 = 44;
     pub(super) const INVALID_PRODUCER_EPOCH: i16 = 47;
     pub(super) const INVALID_TXN_STATE: i16 = 48;
+    pub(super) const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
+    pub(super) const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
+    pub(super) const CONCURRENT_TRANSACTIONS: i16 = 51;
+    pub(super) const OPERATION_NOT_ATTEMPTED: i16 = 55;
+    pub(super) const PRODUCER_FENCED: i16 = 90;
     pub(super) const KAFKA_STORAGE_ERROR: i16 = 56;
     pub(super) const INVALID_REQUEST: i16 = 42;
     pub(super) const INVALID_RECORD: i16 = 87;

@@ -164,6 +164,26 @@ async fn mirrored_batches_keep_their_origin_are_idempotent_and_never_loop() {
             },
         )
     };
+    let bad_marker = {
+        let mut marker = Vec::new();
+        meridian_proto::record::TxnMarker {
+            commit: true,
+            coordinator_epoch: 0,
+        }
+        .encode(&mut marker);
+        let (origin, mut batch) = bad("eu", 1 << 40, b"");
+        batch.payload = marker.into();
+        batch.txn = Some(meridian_proto::mirror::ShippedTxn {
+            marker: true,
+            producer: meridian_proto::producer::ProducerBatch {
+                id: -5,
+                epoch: 0,
+                first_sequence: 0,
+                last_sequence: 0,
+            },
+        });
+        (origin, batch)
+    };
     for (batches, says) in [
         (vec![bad("us", 1, b"")], "own region"),
         (
@@ -171,6 +191,8 @@ async fn mirrored_batches_keep_their_origin_are_idempotent_and_never_loop() {
             "increasing seq",
         ),
         (vec![bad("eu", 1 << 40, b"\xff\xff")], "does not decode"),
+        // A well-formed commit marker whose producer is negative: refused, not written.
+        (vec![bad_marker], "negative id"),
     ] {
         let e = us_internal.append_mirrored(&batches).await.unwrap_err();
         assert!(e.to_string().contains(says), "{e}");

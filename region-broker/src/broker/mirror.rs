@@ -162,6 +162,10 @@ impl Broker {
                 .ok()
                 .filter(|(gr, _)| gr.id() == g);
             let decodes = || match b.txn {
+                // Checked first: a marker carries its producer too.
+                Some(t) if !t.producer.is_valid() => Err(BrokerError::Invalid(
+                    "a mirrored transaction's producer has a negative id, epoch or sequence".into(),
+                )),
                 Some(ShippedTxn { marker: true, .. }) => {
                     match meridian_proto::record::TxnMarker::decode(&b.payload) {
                         Ok(m) if m.commit && b.count == 1 => Ok(()),
@@ -173,9 +177,6 @@ impl Broker {
                         ))),
                     }
                 }
-                Some(t) if !t.producer.is_valid() => Err(BrokerError::Invalid(
-                    "a mirrored transaction's producer has a negative id, epoch or sequence".into(),
-                )),
                 _ => meridian_proto::batch::decode_batch(&b.payload, b.count as usize)
                     .map(|_| ())
                     .map_err(|e| {
@@ -383,8 +384,9 @@ fn local_records(
         let Some((h, payload)) = group.record_by_index(next).map_err(BrokerError::Read)? else {
             break;
         };
+        // Past this record, unless it waits for its transaction (below).
+        next += 1;
         if h.kind == RecordKind::OffsetCommit {
-            next += 1;
             let positions = meridian_proto::record::decode_commit_positions(&payload);
             if let Some((group_name, offset)) =
                 meridian_proto::record::decode_offset_commit(&payload)
@@ -407,7 +409,6 @@ fn local_records(
             || h.flags & FLAG_ORIGIN != 0
             || h.topic_id == super::transactions::STATE_TOPIC_ID
         {
-            next += 1;
             continue;
         }
         let parts = meridian_proto::record::split_batch(h.flags, &payload).map_err(|e| {
@@ -427,7 +428,10 @@ fn local_records(
                     TxnPart::Batch => {
                         let key = (h.topic_id, h.partition);
                         match group.transaction_status(key, producer.id, h.base_offset) {
-                            TxnStatus::Open => break,
+                            TxnStatus::Open => {
+                                next -= 1;
+                                break;
+                            }
                             TxnStatus::Aborted => false,
                             TxnStatus::Committed => true,
                         }
@@ -436,7 +440,6 @@ fn local_records(
                         .is_ok_and(|m| m.commit),
                 };
                 if !ships {
-                    next += 1;
                     continue;
                 }
                 Some(ShippedTxn {
@@ -445,16 +448,12 @@ fn local_records(
                 })
             }
             // The writer never stores a transaction's record without its producer.
-            (Some(_), None) => {
-                next += 1;
-                continue;
-            }
+            (Some(_), None) => continue,
         };
-        next += 1;
         let payload = parts.batch;
-        // What the entry takes in a frame besides its payload (55 bytes at most), so a
+        // What the entry takes in a frame besides its payload (51 bytes at most), so a
         // read of many small ones (markers are 8 bytes) stays within a frame.
-        bytes += 55;
+        bytes += 51;
         bytes += payload.len();
         out.push(ShippedBatch {
             seq: h.index,

@@ -119,6 +119,15 @@ struct Loaded {
     coordinator: Coordinator,
 }
 
+/// Why [`Broker::transaction_anywhere`] did not carry out a request.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// This broker's coordinator refused it or could not act.
+    Here(TxnRequestError),
+    /// The coordinator on another broker refused it, or could not be reached.
+    There(meridian_region_client::RegionError),
+}
+
 /// Why a transaction request was not carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum TxnRequestError {
@@ -209,31 +218,44 @@ impl Broker {
             ),
             fenced,
         };
-        match self.transaction(request.clone()).await {
-            Ok(_) => Ok(()),
-            Err(TxnRequestError::Refused(e)) => {
+        match self.transaction_anywhere(request).await {
+            Ok(()) => Ok(()),
+            Err(Refusal::Here(TxnRequestError::Refused(e))) => {
                 let fenced = matches!(e, TxnError::Fenced { .. });
                 Err(refused(e.to_string(), fenced))
             }
-            Err(TxnRequestError::Broker(BrokerError::NotLeader { .. })) => {
-                match self.region().await?.transaction(&request.into()).await {
-                    Ok(_) => Ok(()),
-                    Err(meridian_region_client::RegionError::Broker { code, message })
-                        if matches!(
-                            code,
-                            tonic::Code::NotFound
-                                | tonic::Code::PermissionDenied
-                                | tonic::Code::InvalidArgument
-                        ) =>
-                    {
-                        Err(refused(message, code == tonic::Code::PermissionDenied))
-                    }
-                    Err(e) => Err(BrokerError::Replication(format!(
-                        "the coordinator of transactional id {id:?} did not answer: {e}"
-                    ))),
-                }
+            Err(Refusal::Here(TxnRequestError::Broker(e))) => Err(e),
+            Err(Refusal::There(meridian_region_client::RegionError::Broker { code, message }))
+                if matches!(
+                    code,
+                    tonic::Code::NotFound
+                        | tonic::Code::PermissionDenied
+                        | tonic::Code::InvalidArgument
+                ) =>
+            {
+                Err(refused(message, code == tonic::Code::PermissionDenied))
             }
-            Err(TxnRequestError::Broker(e)) => Err(e),
+            Err(Refusal::There(e)) => Err(BrokerError::Replication(format!(
+                "the coordinator of transactional id {id:?} did not answer: {e}"
+            ))),
+        }
+    }
+
+    /// Carries out `request` at the transactional id's coordinator: here when this broker
+    /// leads its log group, else forwarded to the coordinator over gRPC (whose status code
+    /// says which refusal, as the gRPC service maps them).
+    pub(crate) async fn transaction_anywhere(&self, request: Request) -> Result<(), Refusal> {
+        match self.transaction(request.clone()).await {
+            Ok(_) => Ok(()),
+            Err(TxnRequestError::Broker(BrokerError::NotLeader { .. })) => {
+                let region = self.region_client().await.map_err(Refusal::There)?;
+                region
+                    .transaction(&request.into())
+                    .await
+                    .map(|_| ())
+                    .map_err(Refusal::There)
+            }
+            Err(e) => Err(Refusal::Here(e)),
         }
     }
 

@@ -18,40 +18,28 @@ use meridian_region_client::RegionError;
 
 use super::{Kafka, code, error_code, kafka_protocol, partition_index, str};
 use crate::broker::BrokerError;
-use crate::broker::transactions::TxnRequestError;
 use crate::broker::transactions::coordinator::{
     Answer, Outcome, Participant, Phase, Request, Transaction, TxnError,
 };
-
-/// Kafka's error codes of transactions.
-mod txn_code {
-    pub(super) const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-    pub(super) const INVALID_PRODUCER_EPOCH: i16 = 47;
-    pub(super) const INVALID_TXN_STATE: i16 = 48;
-    pub(super) const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
-    pub(super) const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
-    pub(super) const CONCURRENT_TRANSACTIONS: i16 = 51;
-    pub(super) const OPERATION_NOT_ATTEMPTED: i16 = 55;
-    pub(super) const PRODUCER_FENCED: i16 = 90;
-}
+use crate::broker::transactions::{Refusal, TxnRequestError};
 
 /// The Kafka error code of a refused or failed transaction request.
 fn txn_error_code(e: &TxnRequestError) -> i16 {
     match e {
         TxnRequestError::Refused(refused) => match refused {
             TxnError::Unknown { .. } | TxnError::WrongProducer { .. } => {
-                txn_code::INVALID_PRODUCER_ID_MAPPING
+                code::INVALID_PRODUCER_ID_MAPPING
             }
-            TxnError::Fenced { .. } => txn_code::PRODUCER_FENCED,
-            TxnError::Concurrent { .. } => txn_code::CONCURRENT_TRANSACTIONS,
+            TxnError::Fenced { .. } => code::PRODUCER_FENCED,
+            TxnError::Concurrent { .. } => code::CONCURRENT_TRANSACTIONS,
             TxnError::InvalidState { .. }
             | TxnError::TooManyParticipants { .. }
-            | TxnError::TooManyTransactions { .. } => txn_code::INVALID_TXN_STATE,
-            TxnError::InvalidTimeout { .. } => txn_code::INVALID_TRANSACTION_TIMEOUT,
+            | TxnError::TooManyTransactions { .. } => code::INVALID_TXN_STATE,
+            TxnError::InvalidTimeout { .. } => code::INVALID_TRANSACTION_TIMEOUT,
         },
         TxnRequestError::Broker(BrokerError::NotLeader { .. }) => code::NOT_COORDINATOR,
         // Retriable: the coordinator is loading, electing or cannot write yet.
-        TxnRequestError::Broker(_) => txn_code::COORDINATOR_LOAD_IN_PROGRESS,
+        TxnRequestError::Broker(_) => code::COORDINATOR_LOAD_IN_PROGRESS,
     }
 }
 
@@ -139,7 +127,7 @@ pub(super) async fn add_partitions_to_txn(
         if unknown.iter().any(|(n, q)| n == name && *q == p) {
             code::UNKNOWN_TOPIC_OR_PARTITION
         } else {
-            txn_code::OPERATION_NOT_ATTEMPTED
+            code::OPERATION_NOT_ATTEMPTED
         }
     };
     let answer = if unknown.is_empty() {
@@ -235,14 +223,15 @@ pub(super) async fn txn_offset_commit(
             group: r.group_id.0.to_string(),
             offsets,
         };
-        match kafka.broker.transaction(request.clone()).await {
-            Ok(_) => code::NONE,
-            Err(TxnRequestError::Broker(BrokerError::NotLeader { .. })) => {
-                forward(kafka, request).await
-            }
-            Err(e) => {
+        match kafka.broker.transaction_anywhere(request).await {
+            Ok(()) => code::NONE,
+            Err(Refusal::Here(e)) => {
                 log_refusal("TxnOffsetCommit", &e);
                 txn_error_code(&e)
+            }
+            Err(Refusal::There(e)) => {
+                tracing::debug!(error = %e, "a forwarded transaction request failed");
+                forwarded_code(&e)
             }
         }
     };
@@ -261,35 +250,20 @@ pub(super) async fn txn_offset_commit(
     out
 }
 
-/// A request the transaction's coordinator on another broker carries out.
-async fn forward(kafka: &Kafka, request: Request) -> i16 {
-    let region = match kafka.region().await {
-        Ok(region) => region,
-        Err(_) => return code::COORDINATOR_NOT_AVAILABLE,
-    };
-    match region.transaction(&request.into()).await {
-        Ok(_) => code::NONE,
-        Err(e) => {
-            tracing::debug!(error = %e, "a forwarded transaction request failed");
-            forwarded_code(&e)
-        }
-    }
-}
-
 /// The Kafka code of a transaction request refused by another broker (its gRPC status
 /// code says which refusal: `crate::grpc`'s mapping).
 fn forwarded_code(e: &RegionError) -> i16 {
     match e {
         RegionError::Broker { code: c, .. } => match *c {
-            tonic::Code::NotFound => txn_code::INVALID_PRODUCER_ID_MAPPING,
-            tonic::Code::PermissionDenied => txn_code::PRODUCER_FENCED,
-            tonic::Code::Aborted => txn_code::CONCURRENT_TRANSACTIONS,
+            tonic::Code::NotFound => code::INVALID_PRODUCER_ID_MAPPING,
+            tonic::Code::PermissionDenied => code::PRODUCER_FENCED,
+            tonic::Code::Aborted => code::CONCURRENT_TRANSACTIONS,
             tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted => {
-                txn_code::INVALID_TXN_STATE
+                code::INVALID_TXN_STATE
             }
-            _ => txn_code::COORDINATOR_LOAD_IN_PROGRESS,
+            _ => code::COORDINATOR_LOAD_IN_PROGRESS,
         },
-        _ => txn_code::COORDINATOR_LOAD_IN_PROGRESS,
+        _ => code::COORDINATOR_LOAD_IN_PROGRESS,
     }
 }
 
@@ -312,7 +286,7 @@ pub(super) async fn end_txn(kafka: &Kafka, r: EndTxnRequest) -> EndTxnResponse {
         log_refusal("EndTxn", &e);
         out.error_code = match txn_error_code(&e) {
             // EndTxn's versions before 2 know only the older name of fencing.
-            txn_code::PRODUCER_FENCED => txn_code::INVALID_PRODUCER_EPOCH,
+            code::PRODUCER_FENCED => code::INVALID_PRODUCER_EPOCH,
             c => c,
         };
     }
