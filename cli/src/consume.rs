@@ -10,11 +10,19 @@ use meridian_client::{Client, ConsumerConfig, StartFrom};
 pub(crate) struct Args {
     /// Topic to read.
     pub(crate) topic: String,
-    /// Consumer group: resume from, and commit, its offsets.
+    /// Consumer group: join it (its members split the partitions; with --partition, read
+    /// that one outside membership), resume from and commit its offsets.
     #[arg(long)]
     group: Option<String>,
+    /// How the group spreads partitions when this member founds it.
+    #[arg(long, default_value = "sticky", value_parser = ["range", "round-robin", "sticky"])]
+    assignor: String,
+    /// How long the group keeps this member's partitions without a heartbeat.
+    #[arg(long, default_value_t = 10_000)]
+    session_timeout_ms: u64,
     /// Where to start: beginning, end, an offset, or an RFC 3339 time. Without it, a group
-    /// resumes from its committed offsets and otherwise reading starts at the end.
+    /// resumes from its committed offsets and otherwise reading starts at the end. A
+    /// group's member starts here only in partitions the group has no offset for.
     #[arg(long)]
     from: Option<String>,
     /// Stop after this many messages.
@@ -51,6 +59,8 @@ pub(crate) async fn run(args: Args, broker: &str, json: bool) -> anyhow::Result<
     let config = ConsumerConfig {
         group: args.group.clone(),
         start: from.unwrap_or(StartFrom::End),
+        assignor: args.assignor.clone(),
+        session_timeout: Duration::from_millis(args.session_timeout_ms),
         ..ConsumerConfig::default()
     };
     let mut consumer = client.consumer(config);
@@ -71,13 +81,19 @@ pub(crate) async fn run(args: Args, broker: &str, json: bool) -> anyhow::Result<
     let mut seen = 0u64;
     let mut stdout = std::io::stdout().lock();
     let idle = args.idle_exit_ms.map(Duration::from_millis);
-    'outer: loop {
+    // Since when nothing came (a member's poll returns early while the group settles).
+    let mut idle_since: Option<std::time::Instant> = None;
+    loop {
         let wait = idle.unwrap_or(Duration::from_secs(10));
-        let batch = consumer.poll(wait).await.with_context(context)?;
-        if batch.is_empty() && idle.is_some() {
-            break;
-        }
-        for (i, m) in batch.iter().enumerate() {
+        let left = args.max.map_or(usize::MAX, |max| (max - seen) as usize);
+        let started = std::time::Instant::now();
+        // At most what --max leaves: positions move only past what is printed, so the
+        // group's commit covers exactly that (and its origin positions stay exact).
+        let batch = consumer
+            .poll_up_to(wait, left)
+            .await
+            .with_context(context)?;
+        for m in &batch {
             if json {
                 let text = |b: &bytes::Bytes| String::from_utf8_lossy(b).into_owned();
                 // A null value or header value is JSON null, never "" (an empty one is "").
@@ -102,27 +118,23 @@ pub(crate) async fn run(args: Args, broker: &str, json: bool) -> anyhow::Result<
                 stdout.write_all(b"\n")?;
             }
             seen += 1;
-            if args.max.is_some_and(|max| seen >= max) {
-                // Position every partition just past what was printed, so a committing group
-                // skips nothing that was fetched but not shown.
-                consumer.seek(&m.topic, m.partition, m.offset + 1)?;
-                let mut rewound = std::collections::HashSet::new();
-                for rest in &batch[i + 1..] {
-                    if rest.partition != m.partition && rewound.insert(rest.partition) {
-                        consumer.seek(&rest.topic, rest.partition, rest.offset)?;
-                    }
-                }
-                stdout.flush()?;
-                if args.group.is_some() {
-                    consumer.commit().await.with_context(context)?;
-                }
-                break 'outer;
-            }
         }
         stdout.flush()?;
-        if args.group.is_some() {
+        if args.group.is_some() && !batch.is_empty() {
             consumer.commit().await.with_context(context)?;
         }
+        if args.max.is_some_and(|max| seen >= max) {
+            break;
+        }
+        if batch.is_empty() {
+            let since = *idle_since.get_or_insert(started);
+            if idle.is_some_and(|idle| since.elapsed() >= idle) {
+                break;
+            }
+        } else {
+            idle_since = None;
+        }
     }
+    consumer.close().await.with_context(context)?;
     Ok(())
 }

@@ -76,6 +76,15 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    // The SDK's warnings (a consumer's membership lost, say) on stderr, beside the
+    // command's own output; MERIDIAN_LOG sets the level (default warn).
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

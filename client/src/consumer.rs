@@ -1,6 +1,13 @@
-//! The consumer: partitions are assigned explicitly or by subscribing to topics; `poll`
+//! The consumer: partitions are assigned explicitly, or by subscribing to topics; `poll`
 //! fetches from every assigned partition, long-polling when none has data; `commit` stores
 //! the positions for the consumer group through the broker's journal.
+//!
+//! A consumer with a group that subscribes is a member of the group ([`crate::membership`]):
+//! the group's coordinator spreads the topics' partitions over its members, and each
+//! `poll` first follows the coordinator's assignment: a partition taken away is committed
+//! (everything returned by earlier polls counts as processed) and given up, a new one
+//! starts at the group's committed offset. Its commits are refused once the partition is
+//! another member's.
 //!
 //! Besides each partition's offset, the consumer keeps what it has seen of each origin
 //! region (the highest origin position per region) and commits it with the offset. Offsets
@@ -9,13 +16,14 @@
 //! region, starts at the first offset there holding a message it has not seen, and skips
 //! the ones it has: no loss, no duplicate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
 use meridian_proto::v1;
 use tokio::task::JoinSet;
 
+use crate::membership::Member;
 use crate::{Client, ClientError, OffsetSpec, Positions};
 
 /// Where a partition without a committed offset starts.
@@ -40,6 +48,12 @@ pub struct ConsumerConfig {
     pub start: StartFrom,
     /// Bytes per partition per fetch, about.
     pub fetch_bytes_max: u32,
+    /// A member's session: how long the coordinator keeps its partitions without a
+    /// heartbeat (1 s to 5 min).
+    pub session_timeout: Duration,
+    /// How the group spreads partitions when this member founds it: range, round-robin or
+    /// sticky.
+    pub assignor: String,
 }
 
 impl Default for ConsumerConfig {
@@ -48,6 +62,8 @@ impl Default for ConsumerConfig {
             group: None,
             start: StartFrom::End,
             fetch_bytes_max: 1 << 20,
+            session_timeout: Duration::from_secs(10),
+            assignor: "sticky".to_owned(),
         }
     }
 }
@@ -96,6 +112,14 @@ pub struct Consumer {
     positions: BTreeMap<(String, u32), Place>,
     /// The client's region moves when the offsets were last valid.
     moves: u64,
+    /// Its membership of the group, once it subscribed with one.
+    member: Option<Member>,
+    /// The topics it subscribes to.
+    topics: BTreeSet<String>,
+    /// What it had seen of partitions it dropped when its membership was lost (its lease
+    /// ran out, or its client moved region): if the group gives one back, it resumes past
+    /// both the group's commit and what it read itself.
+    forgotten: BTreeMap<(String, u32), Positions>,
 }
 
 impl Consumer {
@@ -106,14 +130,121 @@ impl Consumer {
             config,
             positions: BTreeMap::new(),
             moves,
+            member: None,
+            topics: BTreeSet::new(),
+            forgotten: BTreeMap::new(),
         }
     }
 
-    /// Assigns every partition of `topic`.
+    /// Subscribes to `topic`: with a group, joins it (the group's coordinator assigns this
+    /// member its share of the partitions, from the next `poll` on); without one, assigns
+    /// every partition.
     pub async fn subscribe(&mut self, topic: &str) -> Result<(), ClientError> {
-        let info = self.client.describe_topic(topic).await?;
-        let partitions: Vec<u32> = info.partitions.iter().map(|p| p.partition).collect();
-        self.assign(topic, &partitions).await
+        let Some(group) = self.config.group.clone() else {
+            let info = self.client.describe_topic(topic).await?;
+            let partitions: Vec<u32> = info.partitions.iter().map(|p| p.partition).collect();
+            return self.assign(topic, &partitions).await;
+        };
+        if !self.topics.insert(topic.to_owned()) {
+            return Ok(());
+        }
+        // A new set of topics: join again with all of them, after committing and leaving.
+        if let Some(member) = self.member.take() {
+            self.commit().await?;
+            self.positions.clear();
+            member.leave().await?;
+        }
+        self.member = Some(
+            Member::join(
+                self.client.clone(),
+                &group,
+                self.topics.clone(),
+                &self.config.assignor,
+                self.config.session_timeout,
+            )
+            .await?,
+        );
+        Ok(())
+    }
+
+    /// Commits, then leaves the group (its partitions move to the other members at once).
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        if let Some(member) = self.member.take() {
+            if member.holds_lease() {
+                self.commit_as(Some(&member)).await?;
+            }
+            member.leave().await?;
+        }
+        Ok(())
+    }
+
+    /// Follows the group's assignment: commits and drops partitions taken away, starts
+    /// new ones at their committed offsets; drops everything when membership was lost.
+    async fn follow_assignment(&mut self) -> Result<(), ClientError> {
+        let Some(mut member) = self.member.take() else {
+            return Ok(());
+        };
+        let result = self.follow(&mut member).await;
+        self.member = Some(member);
+        result
+    }
+
+    async fn follow(&mut self, member: &mut Member) -> Result<(), ClientError> {
+        // The client moved to another region: the group there has its own coordinator,
+        // which does not know this member. Join it at once (offsets are per region; what
+        // was read is kept by origin positions, below).
+        let moves = self.client.moves();
+        let changes = if moves != self.moves {
+            self.moves = moves;
+            member.rejoin_now().await?
+        } else {
+            member.changes().await?
+        };
+        if changes.lost {
+            let group = self.config.group.clone().unwrap_or_default();
+            for (tp, place) in std::mem::take(&mut self.positions) {
+                // What it read stays the group's (a commit past both the group's and what it
+                // read, never behind either), so whichever member gets the partition skips
+                // it. One that fails leaves those messages to be read again, never lost.
+                if !place.seen.is_empty()
+                    && let Err(e) = self
+                        .client
+                        .commit_seen(&group, &tp.0, tp.1, &place.seen)
+                        .await
+                {
+                    tracing::warn!(group = %group, topic = %tp.0, partition = tp.1, error = %e, "what this consumer read could not be committed for its group; another member may read it again");
+                }
+                let kept = self.forgotten.entry(tp).or_default();
+                merge(kept, &place.seen);
+            }
+            return Ok(());
+        }
+        if !changes.revoked.is_empty() {
+            for tp in &changes.revoked {
+                if let Some(place) = self.positions.get(tp) {
+                    let (id, epoch) = member.id();
+                    self.client
+                        .commit_member(
+                            self.config.group.as_deref().unwrap_or_default(),
+                            (&id, epoch),
+                            &tp.0,
+                            tp.1,
+                            place.offset,
+                            &place.seen,
+                        )
+                        .await?;
+                }
+                self.positions.remove(tp);
+                member.own(tp, false);
+            }
+            // Say so now: the partitions go on to their new members at once.
+            member.beat_now().await?;
+        }
+        for tp in changes.added {
+            self.assign(&tp.0, &[tp.1]).await?;
+            member.own(&tp, true);
+        }
+        Ok(())
     }
 
     /// Assigns the given partitions of `topic`, each starting at the group's committed
@@ -124,10 +255,18 @@ impl Consumer {
                 Some(g) => self.client.committed(g, topic, p).await?,
                 None => (None, Positions::new()),
             };
-            let offset = match committed {
+            let mut offset = match committed {
                 Some(o) => o,
                 None => self.resolve(topic, p, self.config.start).await?,
             };
+            let mut seen = seen;
+            if let Some(own) = self.forgotten.remove(&(topic.to_owned(), p))
+                && !own.is_empty()
+            {
+                // Past what the group committed and what this consumer read itself.
+                merge(&mut seen, &own);
+                offset = offset.max(self.client.offset_for_positions(topic, p, &seen).await?);
+            }
             self.positions
                 .insert((topic.to_owned(), p), Place { offset, seen });
         }
@@ -207,32 +346,86 @@ impl Consumer {
     /// Fetches what is available from every assigned partition; when nothing is, waits up
     /// to `max_wait` for the first message to arrive anywhere.
     pub async fn poll(&mut self, max_wait: Duration) -> Result<Vec<ConsumedMessage>, ClientError> {
-        if self.positions.is_empty() {
-            return Err(ClientError::Usage(
-                "poll on a consumer with no assigned partitions: subscribe or assign first".into(),
-            ));
-        }
-        if self.client.moves() != self.moves {
-            self.reposition().await?;
-        }
-        let first = self.fetch_all(Duration::ZERO).await?;
-        if !first.is_empty() || max_wait.is_zero() {
-            return Ok(first);
-        }
-        self.fetch_all(max_wait).await
+        self.poll_up_to(max_wait, usize::MAX).await
     }
 
-    /// Commits the current positions of every assigned partition for the group.
+    /// [`Consumer::poll`], returning at most `max` messages: the positions move only past
+    /// those returned, so a commit after it covers exactly them.
+    pub async fn poll_up_to(
+        &mut self,
+        max_wait: Duration,
+        max: usize,
+    ) -> Result<Vec<ConsumedMessage>, ClientError> {
+        if self.member.is_none() {
+            if self.positions.is_empty() {
+                return Err(ClientError::Usage(
+                    "poll on a consumer with no assigned partitions: subscribe or assign first"
+                        .into(),
+                ));
+            }
+            if self.client.moves() != self.moves {
+                self.reposition().await?;
+            }
+            let first = self.fetch_all(Duration::ZERO, max).await?;
+            if !first.is_empty() || max_wait.is_zero() {
+                return Ok(first);
+            }
+            return self.fetch_all(max_wait, max).await;
+        }
+        // A member: follows the group's assignment at least every half second while it
+        // waits (its partitions may change meanwhile).
+        let deadline = tokio::time::Instant::now() + max_wait;
+        loop {
+            self.follow_assignment().await?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if self.positions.is_empty() {
+                // Nothing assigned yet (or any more): wait for the group.
+                if left.is_zero() {
+                    return Ok(Vec::new());
+                }
+                tokio::time::sleep(left.min(Duration::from_millis(100))).await;
+                continue;
+            }
+            let got = self
+                .fetch_all(left.min(Duration::from_millis(500)), max)
+                .await?;
+            if !got.is_empty() || left.is_zero() {
+                return Ok(got);
+            }
+        }
+    }
+
+    /// Commits the current positions of every assigned partition for the group (a member
+    /// as one: refused for a partition that is another member's now).
     pub async fn commit(&self) -> Result<(), ClientError> {
+        self.commit_as(self.member.as_ref()).await
+    }
+
+    async fn commit_as(&self, member: Option<&Member>) -> Result<(), ClientError> {
         let group = self
             .config
             .group
             .as_deref()
             .ok_or_else(|| ClientError::Usage("commit needs a consumer group".into()))?;
+        if member.is_some_and(|m| !m.holds_lease()) {
+            return Err(ClientError::Usage(format!(
+                "not committed: this consumer's membership of group {group:?} lapsed (its partitions may be another member's); the next poll joins again"
+            )));
+        }
         for ((topic, p), place) in &self.positions {
-            self.client
-                .commit_positions(group, topic, *p, place.offset, &place.seen)
-                .await?;
+            match member {
+                Some(m) => {
+                    let (id, epoch) = m.id();
+                    self.client
+                        .commit_member(group, (&id, epoch), topic, *p, place.offset, &place.seen)
+                        .await?
+                }
+                None => {
+                    self.client
+                        .commit_positions(group, topic, *p, place.offset, &place.seen)
+                        .await?
+                }
+            }
         }
         Ok(())
     }
@@ -267,8 +460,11 @@ impl Consumer {
     }
 
     /// Fetches every partition at once; with a wait, returns as soon as one has data.
-    async fn fetch_all(&mut self, wait: Duration) -> Result<Vec<ConsumedMessage>, ClientError> {
-        let moves = self.client.moves();
+    async fn fetch_all(
+        &mut self,
+        wait: Duration,
+        max: usize,
+    ) -> Result<Vec<ConsumedMessage>, ClientError> {
         let mut set = JoinSet::new();
         for ((topic, partition), place) in &self.positions {
             let offset = place.offset;
@@ -305,18 +501,27 @@ impl Consumer {
                 break;
             }
         }
-        if self.client.moves() != moves {
-            // The client moved to another region during the fetch: its answers may be at
-            // the old region's offsets. Drop them; the next poll repositions.
+        if self.client.moves() != self.moves {
+            // The client moved to another region since its positions were last made
+            // valid (a move during the fetch, or during the calls that placed them): its
+            // answers may be at the old region's offsets. Drop them; the next poll
+            // repositions (a member joins the group there).
+            return Ok(Vec::new());
+        }
+        if self.member.as_ref().is_some_and(|m| !m.holds_lease()) {
+            // The lease ran out while fetching: these partitions may be another's now.
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        for (topic, partition, messages) in fetched {
+        'partitions: for (topic, partition, messages) in fetched {
             let place = self
                 .positions
                 .get_mut(&(topic.clone(), partition))
                 .expect("fetched partitions are assigned");
             for m in messages {
+                if out.len() >= max {
+                    break 'partitions;
+                }
                 place.offset = m.offset + 1;
                 if !m.origin_region.is_empty() {
                     if place
@@ -350,5 +555,13 @@ impl Consumer {
             }
         }
         Ok(out)
+    }
+}
+
+/// Raises each origin's position in `into` to `from`'s where higher.
+fn merge(into: &mut Positions, from: &Positions) {
+    for (region, &p) in from {
+        let e = into.entry(region.clone()).or_default();
+        *e = (*e).max(p);
     }
 }

@@ -18,6 +18,7 @@
 mod admin;
 mod consumer;
 mod error;
+mod membership;
 mod producer;
 mod route;
 mod transaction;
@@ -84,6 +85,15 @@ impl Failover for MoveWithout<'_> {
 }
 
 /// Which offset of a partition to look up.
+/// What a producer needs to know of a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TopicShape {
+    /// Its partition count.
+    pub(crate) partitions: std::num::NonZeroU32,
+    /// Strictly ordered: a producer stops at a partition's first failed batch.
+    pub(crate) strict_order: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffsetSpec {
     /// The first retained message.
@@ -118,20 +128,24 @@ impl Client {
             .await?)
     }
 
-    /// A topic's partition count, from `cache`, else asked once and kept there.
-    pub(crate) async fn partition_count(
+    /// A topic's partition count and ordering, from `cache`, else asked once and kept
+    /// there.
+    pub(crate) async fn topic_shape(
         &self,
-        cache: &mut std::collections::HashMap<String, std::num::NonZeroU32>,
+        cache: &mut std::collections::HashMap<String, TopicShape>,
         topic: &str,
-    ) -> Result<std::num::NonZeroU32, ClientError> {
-        if let Some(&n) = cache.get(topic) {
-            return Ok(n);
+    ) -> Result<TopicShape, ClientError> {
+        if let Some(&shape) = cache.get(topic) {
+            return Ok(shape);
         }
         let info = self.describe_topic(topic).await?;
-        let n = std::num::NonZeroU32::new(info.partitions.len() as u32)
-            .unwrap_or(std::num::NonZeroU32::MIN);
-        cache.insert(topic.to_owned(), n);
-        Ok(n)
+        let shape = TopicShape {
+            partitions: std::num::NonZeroU32::new(info.partitions.len() as u32)
+                .unwrap_or(std::num::NonZeroU32::MIN),
+            strict_order: info.strict_order,
+        };
+        cache.insert(topic.to_owned(), shape);
+        Ok(shape)
     }
 
     /// The connection to the broker at `addr`.
@@ -283,6 +297,59 @@ impl Client {
             .region
             .commit_positions(&Routed(self), group, topic, partition, offset, positions)
             .await?)
+    }
+
+    /// Makes what a consumer of `group` read in a partition (`seen`, origin positions)
+    /// the group's, without membership: a commit past both the group's commit and `seen`,
+    /// with the positions of both (each origin's highest). For a consumer that lost its
+    /// membership (its lease ran out, its client moved region) before it could commit: the
+    /// commit ships to the other regions as every commit does.
+    pub(crate) async fn commit_seen(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        seen: &Positions,
+    ) -> Result<(), ClientError> {
+        let (committed, mut positions) = self.committed(group, topic, partition).await?;
+        for (region, &p) in seen {
+            let e = positions.entry(region.clone()).or_default();
+            *e = (*e).max(p);
+        }
+        let past_seen = self
+            .offset_for_positions(topic, partition, &positions)
+            .await?;
+        let offset = committed.unwrap_or(0).max(past_seen);
+        self.commit_positions(group, topic, partition, offset, &positions)
+            .await
+    }
+
+    /// Commits as `member` (id, epoch) of `group`: at the group's coordinator, which
+    /// refuses it once the partition is another member's.
+    pub async fn commit_member(
+        &self,
+        group: &str,
+        member: (&str, i32),
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        positions: &Positions,
+    ) -> Result<(), ClientError> {
+        let r = v1::CommitOffsetRequest {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            positions: meridian_region_client::to_wire(positions),
+            member_id: member.0.to_owned(),
+            member_epoch: member.1,
+        };
+        self.call(|mut c| {
+            let r = r.clone();
+            async move { c.commit_offset(r).await }
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Sends one produce request to the partition's leader, following redirects but never

@@ -21,7 +21,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -301,7 +300,8 @@ impl Producer {
             client,
             config,
             rx,
-            partitions: HashMap::new(),
+            topics: HashMap::new(),
+            stopped: Arc::default(),
             batches: HashMap::new(),
             in_flight: HashMap::new(),
             round_robin: 0,
@@ -342,13 +342,18 @@ struct Batch {
     /// When its first record was queued: its delivery timeout counts from here, as Kafka's
     /// `delivery.timeout.ms` does (time spent behind the partition's earlier batches counts).
     created: Instant,
+    /// Its topic is strictly ordered.
+    strict_order: bool,
 }
 
 struct Batcher {
     client: Client,
     config: ProducerConfig,
     rx: mpsc::Receiver<Command>,
-    partitions: HashMap<String, NonZeroU32>,
+    topics: HashMap<String, crate::TopicShape>,
+    /// Partitions of strictly ordered topics where a batch failed, with why: nothing more
+    /// is sent there (the next batch would land before the failed one's messages).
+    stopped: Arc<Mutex<HashMap<(String, u32), String>>>,
     batches: HashMap<(String, u32), Batch>,
     in_flight: HashMap<(String, u32), JoinHandle<()>>,
     round_robin: u32,
@@ -400,20 +405,25 @@ impl Batcher {
     }
 
     async fn add(&mut self, record: Record, reply: Reply) {
+        let shape = match self
+            .client
+            .topic_shape(&mut self.topics, &record.topic)
+            .await
+        {
+            Ok(shape) => shape,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
         let partition = match record.partition {
             Some(p) => p,
-            None => match self.partition_count(&record.topic).await {
-                Ok(n) => match &record.key {
-                    // Kafka's partitioner, so Kafka clients put the key on the same partition.
-                    Some(key) => partition::for_key(key, n),
-                    None => {
-                        self.round_robin = self.round_robin.wrapping_add(1);
-                        self.round_robin % n.get()
-                    }
-                },
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                    return;
+            None => match &record.key {
+                // Kafka's partitioner, so Kafka clients put the key on the same partition.
+                Some(key) => partition::for_key(key, shape.partitions),
+                None => {
+                    self.round_robin = self.round_robin.wrapping_add(1);
+                    self.round_robin % shape.partitions.get()
                 }
             },
         };
@@ -426,6 +436,7 @@ impl Batcher {
             bytes: 0,
             deadline: Instant::now() + linger,
             created: Instant::now(),
+            strict_order: shape.strict_order,
         });
         batch.records.push(record);
         batch.replies.push(reply);
@@ -434,12 +445,6 @@ impl Batcher {
             let batch = self.batches.remove(&key).expect("just inserted");
             self.send_batch(key, batch);
         }
-    }
-
-    async fn partition_count(&mut self, topic: &str) -> Result<NonZeroU32, ClientError> {
-        self.client
-            .partition_count(&mut self.partitions, topic)
-            .await
     }
 
     fn send_due(&mut self, now: Instant) {
@@ -467,9 +472,29 @@ impl Batcher {
             (self.sequences.clone(), id)
         });
         let (topic, partition) = key.clone();
+        let stopped = self.stopped.clone();
+        let (topic_key, partition_key) = key.clone();
         let handle = tokio::spawn(async move {
             if let Some(previous) = previous {
                 let _ = previous.await;
+            }
+            // A strictly ordered partition whose earlier batch failed takes nothing more
+            // from this producer: sending on would reorder it.
+            let stop = batch.strict_order.then(|| {
+                stopped
+                    .lock()
+                    .expect("stopped lock poisoned")
+                    .get(&key)
+                    .cloned()
+            });
+            if let Some(Some(why)) = stop {
+                let e = ClientError::Usage(format!(
+                    "not sent: an earlier batch to {topic}/{partition} failed ({why}); the topic is strictly ordered, so this producer sends nothing more there (deal with the failed messages, then use a new producer)"
+                ));
+                for reply in batch.replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                return;
             }
             let messages: Vec<v1::Message> = batch
                 .records
@@ -537,13 +562,20 @@ impl Batcher {
                     }
                 }
                 Err(e) => {
+                    if batch.strict_order {
+                        stopped
+                            .lock()
+                            .expect("stopped lock poisoned")
+                            .entry(key)
+                            .or_insert_with(|| e.to_string());
+                    }
                     for reply in batch.replies {
                         let _ = reply.send(Err(e.clone()));
                     }
                 }
             }
         });
-        self.in_flight.insert(key, handle);
+        self.in_flight.insert((topic_key, partition_key), handle);
     }
 }
 

@@ -60,7 +60,7 @@ pub struct Transaction {
     sequences: HashMap<(String, u32), i32>,
     /// Partitions added to the transaction.
     added: HashSet<(String, u32)>,
-    partitions: HashMap<String, NonZeroU32>,
+    partitions: HashMap<String, crate::TopicShape>,
     round_robin: u32,
 }
 
@@ -340,8 +340,10 @@ impl Transaction {
     }
 
     async fn partition_count(&mut self, topic: &str) -> Result<NonZeroU32, ClientError> {
-        self.client
-            .partition_count(&mut self.partitions, topic)
-            .await
+        Ok(self
+            .client
+            .topic_shape(&mut self.partitions, topic)
+            .await?
+            .partitions)
     }
 }

@@ -609,7 +609,7 @@ pub async fn messages(
             From::Offset(o) => StartFrom::Offset(o),
             From::Time(t) => StartFrom::Time(t),
         },
-        fetch_bytes_max: 1 << 20,
+        ..ConsumerConfig::default()
     });
     consumer
         .assign(topic, &[partition])

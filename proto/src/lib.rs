@@ -29,3 +29,29 @@ pub mod settings;
 pub mod v1 {
     include!("generated/meridian.v1.rs");
 }
+
+#[cfg(feature = "grpc")]
+impl v1::TopicPartitions {
+    /// `(topic, partition)` pairs, sorted by topic, grouped one entry per topic.
+    pub fn group<'a>(tps: impl IntoIterator<Item = &'a (String, u32)>) -> Vec<v1::TopicPartitions> {
+        let mut out: Vec<v1::TopicPartitions> = Vec::new();
+        for (topic, p) in tps {
+            match out.last_mut() {
+                Some(last) if last.topic == *topic => last.partitions.push(*p),
+                _ => out.push(v1::TopicPartitions {
+                    topic: topic.clone(),
+                    partitions: vec![*p],
+                }),
+            }
+        }
+        out
+    }
+
+    /// The `(topic, partition)` pairs.
+    pub fn pairs(list: Vec<v1::TopicPartitions>) -> impl Iterator<Item = (String, u32)> {
+        list.into_iter().flat_map(|t| {
+            let topic = t.topic;
+            t.partitions.into_iter().map(move |p| (topic.clone(), p))
+        })
+    }
+}

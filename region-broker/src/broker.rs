@@ -11,6 +11,8 @@
 //! group replicates.
 
 mod catalog;
+pub mod consumer_groups;
+mod coordinator_state;
 mod managed;
 mod mirror;
 mod offsets;
@@ -41,6 +43,10 @@ use crate::config::Config;
 use crate::log_group::{LogGroupError, Replication};
 use crate::storage::{AppendError, LogGroup, PartitionKey, ReadError};
 
+/// Topic ids from here up are the coordinators' state partitions in every log group
+/// (outside the catalog, never mirrored): consumer groups, then transactions.
+pub const INTERNAL_TOPIC_ID_MIN: u32 = consumer_groups::STATE_TOPIC_ID;
+
 /// One broker's topics and log groups.
 #[derive(Debug)]
 pub struct Broker {
@@ -68,6 +74,8 @@ pub struct Broker {
     mirror_locks: std::sync::Mutex<HashMap<(u32, String, u32), Arc<tokio::sync::Mutex<()>>>>,
     /// The transaction coordinators of the groups this broker leads.
     transactions: transactions::Transactions,
+    /// The consumer-group coordinators of the groups this broker leads.
+    consumer_groups: consumer_groups::ConsumerGroups,
     /// Hands out producer ids.
     producer_ids: producer_ids::ProducerIds,
     /// A client of the region through this broker's own gRPC listener, made on first use.
@@ -180,6 +188,9 @@ pub enum BrokerError {
         /// Refused because a newer producer epoch fenced it.
         fenced: bool,
     },
+    /// A consumer group's coordinator refused a heartbeat or a member's commit.
+    #[error(transparent)]
+    Group(#[from] consumer_groups::membership::GroupError),
     /// An `acks=all` produce found fewer replicas than `min_insync_replicas` asks for:
     /// in sync before the write (nothing written), or holding the batch after it.
     #[error(transparent)]
@@ -293,6 +304,7 @@ impl Broker {
             catalog_writes: tokio::sync::Mutex::new(()),
             mirror_locks: std::sync::Mutex::default(),
             transactions: transactions::Transactions::new((&config.transactions).into()),
+            consumer_groups: consumer_groups::ConsumerGroups::default(),
             producer_ids: producer_ids::ProducerIds::new(config.broker_id),
             region_client: tokio::sync::OnceCell::new(),
             config,
@@ -328,11 +340,18 @@ impl Broker {
             return Ok(group);
         }
         let catalog = self.catalog.read().expect("catalog lock poisoned");
-        // Every group holds its transaction coordinator's state partition.
-        let state = (
-            transactions::STATE_KEY,
-            transactions::STATE_TOPIC.to_owned(),
-        );
+        // Every group holds its transaction and consumer-group coordinators' state
+        // partitions.
+        let state = [
+            (
+                transactions::STATE_KEY,
+                transactions::STATE_TOPIC.to_owned(),
+            ),
+            (
+                consumer_groups::STATE_KEY,
+                consumer_groups::STATE_TOPIC.to_owned(),
+            ),
+        ];
         let partitions: Vec<(PartitionKey, String)> = catalog
             .topics()
             .flat_map(|t| {
@@ -342,7 +361,7 @@ impl Broker {
                     .filter(move |(_, grp)| **grp == g)
                     .map(move |(p, _)| ((t.id, p as u32), t.name.clone()))
             })
-            .chain(std::iter::once(state))
+            .chain(state)
             .collect();
         let dir = group_dir(&self.config.data_dir, g);
         let config = crate::storage::GroupConfig {

@@ -8,6 +8,7 @@ use meridian_proto::producer::ProducerBatch;
 use meridian_proto::v1::{self, broker_server};
 use tonic::{Request, Response, Status};
 
+use crate::broker::consumer_groups::membership::Heartbeat;
 use crate::broker::{Acks, Broker, BrokerError, LogGroupState, OffsetQuery, Strategy, Topic};
 use crate::kafka::groups::Coordinator;
 use crate::log_group::LogGroupError;
@@ -59,6 +60,16 @@ pub fn status(e: BrokerError) -> Status {
             tonic::Code::PermissionDenied
         }
         BrokerError::NotInTransaction { .. } => tonic::Code::InvalidArgument,
+        BrokerError::Group(e) => {
+            use crate::broker::consumer_groups::membership::GroupError;
+            match e {
+                GroupError::UnknownMember { .. } => tonic::Code::NotFound,
+                GroupError::FencedEpoch { .. } => tonic::Code::Aborted,
+                GroupError::NotAssigned { .. } => tonic::Code::PermissionDenied,
+                GroupError::Invalid(_) => tonic::Code::InvalidArgument,
+                GroupError::Full(_) => tonic::Code::ResourceExhausted,
+            }
+        }
         BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => {
             tonic::Code::NotFound
         }
@@ -148,6 +159,7 @@ fn topic_info(broker: &Broker, t: &Topic) -> Result<v1::TopicInfo, Status> {
         partitions,
         created_ms: t.created_ms,
         replication: t.replication.as_str().to_owned(),
+        strict_order: t.home.is_some(),
     })
 }
 
@@ -389,16 +401,24 @@ impl broker_server::Broker for GrpcService {
         request: Request<v1::CommitOffsetRequest>,
     ) -> Result<Response<v1::CommitOffsetResponse>, Status> {
         let r = request.into_inner();
-        self.broker
-            .commit_offset(
-                &r.group,
-                &r.topic,
-                r.partition,
-                r.offset,
-                from_positions(r.positions),
-            )
-            .await
-            .map_err(status)?;
+        let positions = from_positions(r.positions);
+        if r.member_id.is_empty() {
+            self.broker
+                .commit_offset(&r.group, &r.topic, r.partition, r.offset, positions)
+                .await
+        } else {
+            self.broker
+                .commit_as_member(
+                    &r.group,
+                    (&r.member_id, r.member_epoch),
+                    &r.topic,
+                    r.partition,
+                    r.offset,
+                    positions,
+                )
+                .await
+        }
+        .map_err(status)?;
         Ok(Response::new(v1::CommitOffsetResponse {}))
     }
 
@@ -562,13 +582,46 @@ impl broker_server::Broker for GrpcService {
         &self,
         _: Request<v1::ListConsumerGroupsRequest>,
     ) -> Result<Response<v1::ListConsumerGroupsResponse>, Status> {
+        let mut groups = self
+            .consumer_groups
+            .as_deref()
+            .map(consumer_groups)
+            .unwrap_or_default();
+        groups.extend(
+            self.broker
+                .native_groups()
+                .await
+                .into_iter()
+                .map(native_group),
+        );
         Ok(Response::new(v1::ListConsumerGroupsResponse {
             broker_id: self.broker.config().broker_id,
-            groups: self
-                .consumer_groups
-                .as_deref()
-                .map(consumer_groups)
-                .unwrap_or_default(),
+            groups,
+        }))
+    }
+
+    async fn consumer_heartbeat(
+        &self,
+        request: Request<v1::ConsumerHeartbeatRequest>,
+    ) -> Result<Response<v1::ConsumerHeartbeatResponse>, Status> {
+        let r = request.into_inner();
+        let joining = r.member_id.is_empty();
+        let hb = Heartbeat {
+            group: r.group,
+            member_id: r.member_id,
+            member_epoch: r.member_epoch,
+            client_id: r.client_id,
+            topics: (joining || !r.topics.is_empty()).then(|| r.topics.into_iter().collect()),
+            owned: Some(v1::TopicPartitions::pairs(r.owned).collect()),
+            assignor: r.assignor,
+            session_ms: r.session_timeout_ms,
+        };
+        let answer = self.broker.consumer_heartbeat(hb).await.map_err(status)?;
+        Ok(Response::new(v1::ConsumerHeartbeatResponse {
+            member_id: answer.member_id,
+            member_epoch: answer.member_epoch,
+            assignment: v1::TopicPartitions::group(&answer.assignment),
+            heartbeat_interval_ms: self.broker.heartbeat_interval_ms(),
         }))
     }
 
@@ -734,6 +787,30 @@ fn to_positions(positions: crate::broker::Positions) -> Vec<v1::OriginPosition> 
 
 /// The groups a Kafka coordinator holds, as the gRPC API describes them (assignments decoded
 /// from Kafka's consumer protocol).
+/// A native group as the listing shows it (protocol type `meridian`).
+fn native_group(g: crate::broker::consumer_groups::membership::Group) -> v1::ConsumerGroupInfo {
+    v1::ConsumerGroupInfo {
+        name: g.name.clone(),
+        state: if g.is_stable() {
+            "Stable"
+        } else {
+            "Reconciling"
+        }
+        .to_owned(),
+        protocol_type: "meridian".to_owned(),
+        protocol: g.assignor.name().to_owned(),
+        members: g
+            .members
+            .values()
+            .map(|m| v1::ConsumerGroupMember {
+                member_id: m.id.clone(),
+                client_id: m.client_id.clone(),
+                assignment: v1::TopicPartitions::group(&m.assigned),
+            })
+            .collect(),
+    }
+}
+
 fn consumer_groups(c: &Coordinator) -> Vec<v1::ConsumerGroupInfo> {
     c.list()
         .into_iter()

@@ -49,6 +49,7 @@ impl RegionClient {
             partition,
             offset,
             positions: to_wire(positions),
+            ..Default::default()
         };
         self.call_routed(failover, true, |mut c| {
             let r = r.clone();

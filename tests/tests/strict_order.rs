@@ -79,6 +79,20 @@ async fn writes_go_to_the_home_region_and_a_home_move_fences_the_old_one_first()
     produce(&ca, "ledger", "one").await.unwrap();
     let e = produce(&cb, "ledger", "two").await.unwrap_err();
     assert!(e.contains("only its home region a accepts writes"), "{e}");
+    // A producer whose batch to a strictly ordered partition failed sends nothing more
+    // there, even once writes would be taken (the next would land before the failed one).
+    let stopped = cb.producer(ProducerConfig::default());
+    let send = |value: &'static str| {
+        let stopped = stopped.clone();
+        async move {
+            let sent = stopped
+                .send(Record::new("ledger", value).partition(0))
+                .await;
+            sent.await.map(|_| ()).map_err(|e| e.to_string())
+        }
+    };
+    let e = send("refused").await.unwrap_err();
+    assert!(e.contains("only its home region a accepts writes"), "{e}");
     produce(&cb, "chatter", "anywhere").await.unwrap();
 
     // Move the home to b: a stops first, then b opens.
@@ -88,6 +102,11 @@ async fn writes_go_to_the_home_region_and_a_home_move_fences_the_old_one_first()
     let e = produce(&ca, "ledger", "three").await.unwrap_err();
     assert!(e.contains("only its home region b accepts writes"), "{e}");
     eventually_produces(&cb, "ledger", Duration::from_secs(10)).await;
+    let e = send("after").await.unwrap_err();
+    assert!(
+        e.contains("an earlier batch to ledger/0 failed") && e.contains("strictly ordered"),
+        "{e}"
+    );
     let (code, _, err) =
         meridian_control(&cp.addr, &["topic", "alter", "ledger", "--home", "mars"]);
     assert_eq!(code, 1);

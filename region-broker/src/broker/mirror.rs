@@ -407,7 +407,7 @@ fn local_records(
         // not hold this region's own), and a coordinator's records are its region's own.
         if h.kind != RecordKind::Batch
             || h.flags & FLAG_ORIGIN != 0
-            || h.topic_id == super::transactions::STATE_TOPIC_ID
+            || h.topic_id >= super::INTERNAL_TOPIC_ID_MIN
         {
             continue;
         }

@@ -85,6 +85,41 @@ impl Broker {
             .await
     }
 
+    /// A consumer group's offset committed at the partition's leader, wherever it is (a
+    /// commit the caller has checked: a coordinator's).
+    pub(super) async fn commit_anywhere(
+        &self,
+        consumer_group: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        positions: Positions,
+    ) -> Result<(), BrokerError> {
+        match self
+            .commit_offset(consumer_group, topic, partition, offset, positions.clone())
+            .await
+        {
+            Err(BrokerError::NotLeader { .. }) => {
+                let region = self
+                    .region_client()
+                    .await
+                    .map_err(|e| BrokerError::Replication(e.to_string()))?;
+                region
+                    .commit_positions(
+                        &meridian_region_client::Stay,
+                        consumer_group,
+                        topic,
+                        partition,
+                        offset,
+                        &positions.into_iter().collect(),
+                    )
+                    .await
+                    .map_err(|e| BrokerError::Replication(e.to_string()))
+            }
+            other => other,
+        }
+    }
+
     /// Writes a commit record the way the log group replicates.
     pub(super) async fn write_commit(
         &self,

@@ -27,8 +27,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use meridian_proto::batch::{self, Message};
 use meridian_proto::record::TxnMarker;
 
 use super::{Acks, Broker, BrokerError, HostedGroup, now_ms};
@@ -477,8 +475,20 @@ impl Broker {
         };
         if outcome == Outcome::Commit {
             for o in &txn.offsets {
-                self.commit_anywhere(&o.group, &o.partition, o.offset)
-                    .await?;
+                match self
+                    .commit_anywhere(
+                        &o.group,
+                        &o.partition.topic,
+                        o.partition.partition,
+                        o.offset,
+                        Vec::new(),
+                    )
+                    .await
+                {
+                    Ok(())
+                    | Err(BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. }) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         // Every participant's marker at once (a commit waits for the slowest, not the sum),
@@ -529,38 +539,6 @@ impl Broker {
         }
     }
 
-    /// A consumer group's offset committed at the partition's leader, wherever it is.
-    async fn commit_anywhere(
-        &self,
-        consumer_group: &str,
-        p: &Participant,
-        offset: u64,
-    ) -> Result<(), BrokerError> {
-        match self
-            .commit_offset(consumer_group, &p.topic, p.partition, offset, Vec::new())
-            .await
-        {
-            Ok(()) | Err(BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. }) => {
-                Ok(())
-            }
-            Err(BrokerError::NotLeader { .. }) => {
-                let region = self.region().await?;
-                region
-                    .commit_positions(
-                        &meridian_region_client::Stay,
-                        consumer_group,
-                        &p.topic,
-                        p.partition,
-                        offset,
-                        &Default::default(),
-                    )
-                    .await
-                    .map_err(|e| BrokerError::Replication(e.to_string()))
-            }
-            Err(e) => Err(e),
-        }
-    }
-
     async fn region(&self) -> Result<&meridian_region_client::RegionClient, BrokerError> {
         self.region_client()
             .await
@@ -599,56 +577,20 @@ impl Broker {
     }
 }
 
-/// Writes a coordinator record into the group's state partition (acks=all): a message
-/// keyed by the transactional id, the record as JSON.
+/// Writes a coordinator record, keyed by the transactional id.
 async fn write_record(group: &HostedGroup, record: &TxnRecord) -> Result<(), BrokerError> {
     let id = match record {
         TxnRecord::Put(t) => t.id.as_str(),
         TxnRecord::Forget { id, .. } => id.as_str(),
     };
-    let value = serde_json::to_vec(record).map_err(|e| BrokerError::Invalid(e.to_string()))?;
-    let message = Message {
-        key: Some(Bytes::copy_from_slice(id.as_bytes())),
-        value: Some(Bytes::from(value)),
-        headers: Vec::new(),
-        timestamp_ms: now_ms(),
-    };
-    let payload = Bytes::from(batch::encode_batch(&[message]));
-    group
-        .append((STATE_KEY, 1, payload), Acks::All, 0)
-        .await
-        .map_err(|e| BrokerError::Replication(format!("writing a transaction record: {e}")))?;
-    Ok(())
+    super::coordinator_state::write(group, STATE_KEY, id, record).await
 }
 
 /// A coordinator rebuilt from every record of the group's state partition.
 fn load(group: &HostedGroup, limits: Limits) -> Result<Coordinator, BrokerError> {
-    let storage = group.storage();
     let mut coordinator = Coordinator::new(limits);
-    let (mut next, end) = storage.offsets(STATE_KEY).map_err(BrokerError::Read)?;
-    while next < end {
-        let batches = storage
-            .read(STATE_KEY, next, 1 << 20)
-            .map_err(BrokerError::Read)?;
-        if batches.is_empty() {
-            break;
-        }
-        for b in batches {
-            next = b.base_offset + u64::from(b.count);
-            let messages = batch::decode_batch(&b.payload, b.count as usize)
-                .map_err(|e| BrokerError::Invalid(format!("transaction state: {e}")))?;
-            for m in messages {
-                let Some(value) = m.value else { continue };
-                match serde_json::from_slice::<TxnRecord>(&value) {
-                    Ok(record) => {
-                        coordinator.apply(record);
-                    }
-                    Err(e) => {
-                        tracing::warn!(log_group = group.id(), error = %e, "a transaction record does not decode; skipped")
-                    }
-                }
-            }
-        }
-    }
+    super::coordinator_state::replay(group, STATE_KEY, |r: TxnRecord| {
+        coordinator.apply(r);
+    })?;
     Ok(coordinator)
 }

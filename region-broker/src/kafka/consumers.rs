@@ -86,6 +86,17 @@ pub(super) async fn offset_commit(
     };
     let group = r.group_id.0.to_string();
     let mut out = kafka_protocol::messages::OffsetCommitResponse::default();
+    // Fenced at the group's coordinator: a commit naming a member or generation is
+    // checked against the group; one naming neither only where the group has no members.
+    let fenced = match kafka.check_coordinator(&group) {
+        code::NONE => kafka.consumer_groups.check_commit(
+            &group,
+            r.member_id.as_str(),
+            r.generation_id_or_member_epoch,
+        ),
+        _ if r.generation_id_or_member_epoch < 0 && r.member_id.is_empty() => code::NONE,
+        c => c,
+    };
     for topic in r.topics {
         let name = topic.name.0.to_string();
         let mut t = OffsetCommitResponseTopic::default();
@@ -102,7 +113,9 @@ pub(super) async fn offset_commit(
                 }
             };
             let offset = part.committed_offset as u64;
-            if part.committed_offset < 0 {
+            if fenced != code::NONE {
+                p.error_code = fenced;
+            } else if part.committed_offset < 0 {
                 p.error_code = code::OFFSET_OUT_OF_RANGE;
             } else {
                 let local = broker

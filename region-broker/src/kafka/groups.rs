@@ -514,6 +514,39 @@ impl Coordinator {
             .unwrap_or((code::REBALANCE_IN_PROGRESS, Bytes::new()))
     }
 
+    /// Whether an OffsetCommit by `member_id` at `generation` is the group's (Kafka's
+    /// classic fencing): a member of the current generation, or, with no generation (-1),
+    /// a group with no members (one that only stores offsets here). A member of an older
+    /// generation (a zombie, or one that missed a rebalance) is refused
+    /// ILLEGAL_GENERATION, one the group does not know UNKNOWN_MEMBER_ID, and a commit
+    /// while the group waits for its assignment REBALANCE_IN_PROGRESS.
+    pub(crate) fn check_commit(&self, group: &str, member_id: &str, generation: i32) -> i16 {
+        let groups = self.groups.lock().expect("groups lock poisoned");
+        // A group this coordinator does not know (its state is in memory: it restarted,
+        // or just became the coordinator) cannot fence: the commit stands, and the
+        // members' next heartbeat tells them to rejoin.
+        let Some(g) = groups.get(group) else {
+            return 0;
+        };
+        if generation < 0 && member_id.is_empty() {
+            return if g.members.is_empty() {
+                0
+            } else {
+                code::UNKNOWN_MEMBER_ID
+            };
+        }
+        if !g.members.contains_key(member_id) {
+            return code::UNKNOWN_MEMBER_ID;
+        }
+        if generation != g.generation {
+            return code::ILLEGAL_GENERATION;
+        }
+        if g.state == State::Syncing {
+            return code::REBALANCE_IN_PROGRESS;
+        }
+        0
+    }
+
     pub(crate) fn heartbeat(&self, group: &str, member_id: &str, generation: i32) -> i16 {
         let mut groups = self.groups.lock().expect("groups lock poisoned");
         let Some(g) = groups.get_mut(group) else {
@@ -718,6 +751,20 @@ mod tests {
             c.heartbeat("g", &follower.member_id, follower.generation),
             0
         );
+        // Commits are fenced: the current generation's members only; no simple commits
+        // into a group with members; any commit where the group is unknown here.
+        let generation = follower.generation;
+        assert_eq!(c.check_commit("g", &follower.member_id, generation), 0);
+        assert_eq!(
+            c.check_commit("g", &follower.member_id, generation - 1),
+            code::ILLEGAL_GENERATION
+        );
+        assert_eq!(
+            c.check_commit("g", "zombie", generation),
+            code::UNKNOWN_MEMBER_ID
+        );
+        assert_eq!(c.check_commit("g", "", -1), code::UNKNOWN_MEMBER_ID);
+        assert_eq!(c.check_commit("unknown", "", -1), 0);
         // The leader leaves: the follower hears of a rebalance and rejoins alone.
         assert_eq!(
             c.leave("g", std::slice::from_ref(&leader.member_id)),
@@ -730,6 +777,12 @@ mod tests {
         let again = c.join(join("g", &follower.member_id)).await;
         assert_eq!(again.error, 0);
         assert_eq!(again.generation, follower.generation + 1);
+        // The leader that left, and the old generation, commit nothing more.
+        assert_eq!(
+            c.check_commit("g", &leader.member_id, again.generation),
+            code::UNKNOWN_MEMBER_ID
+        );
+        assert_ne!(c.check_commit("g", &follower.member_id, generation), 0);
         assert_eq!(again.leader, follower.member_id);
         assert_eq!(
             c.heartbeat("g", "nobody", again.generation),

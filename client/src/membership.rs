@@ -1,0 +1,282 @@
+//! A consumer's membership in its group: it joins at the group's coordinator, heartbeats
+//! in the background with the partitions it owns, and learns which it may own now.
+//!
+//! The partitions it owns are a lease: the coordinator gives a silent member's partitions
+//! to another once its session (counted from when the coordinator last heard it) lapses.
+//! So the member counts its lease from when it *sent* its last answered heartbeat, which
+//! is no later than when the coordinator heard it: once that lease runs out it stops
+//! reading and committing before anyone else can have its partitions. A process paused
+//! past its session (SIGSTOP) that wakes up finds its lease gone, drops everything and
+//! joins again.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use meridian_proto::v1;
+use tokio::time::Instant;
+
+use crate::{Client, ClientError};
+
+/// A partition: topic and index.
+pub(crate) type TopicPartition = (String, u32);
+
+/// What the member and its heartbeat task share.
+#[derive(Debug)]
+struct State {
+    member_id: String,
+    epoch: i32,
+    /// What the coordinator last said the member may own.
+    assignment: BTreeSet<TopicPartition>,
+    /// What the member owns (reads and commits) now.
+    owned: BTreeSet<TopicPartition>,
+    /// Until when the partitions are surely the member's.
+    lease_until: Instant,
+    /// The coordinator no longer knows the member.
+    lost: bool,
+}
+
+/// A member of a consumer group.
+#[derive(Debug)]
+pub(crate) struct Member {
+    client: Client,
+    group: String,
+    topics: BTreeSet<String>,
+    assignor: String,
+    session: Duration,
+    state: Arc<Mutex<State>>,
+    heartbeats: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What a member must do to match its assignment.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    /// Stop reading these (commit them first: they are still the member's).
+    pub(crate) revoked: Vec<TopicPartition>,
+    /// Start reading these.
+    pub(crate) added: Vec<TopicPartition>,
+    /// The lease ran out or the coordinator forgot the member: everything owned is gone
+    /// (another member may have it: do not commit it).
+    pub(crate) lost: bool,
+}
+
+impl Member {
+    /// Joins `group` subscribing to `topics`.
+    pub(crate) async fn join(
+        client: Client,
+        group: &str,
+        topics: BTreeSet<String>,
+        assignor: &str,
+        session: Duration,
+    ) -> Result<Member, ClientError> {
+        let state = Arc::new(Mutex::new(State {
+            member_id: String::new(),
+            epoch: 0,
+            assignment: BTreeSet::new(),
+            owned: BTreeSet::new(),
+            lease_until: Instant::now(),
+            lost: false,
+        }));
+        let mut member = Member {
+            client,
+            group: group.to_owned(),
+            topics,
+            assignor: assignor.to_owned(),
+            session,
+            state,
+            heartbeats: None,
+        };
+        member.rejoin().await?;
+        Ok(member)
+    }
+
+    /// Joins afresh, owning nothing, and (re)starts the heartbeats.
+    async fn rejoin(&mut self) -> Result<(), ClientError> {
+        if let Some(h) = self.heartbeats.take() {
+            h.abort();
+        }
+        {
+            let mut s = self.state.lock().expect("member lock poisoned");
+            s.member_id.clear();
+            s.epoch = 0;
+            s.assignment.clear();
+            s.owned.clear();
+            s.lost = false;
+        }
+        let interval = beat(
+            &self.client,
+            &self.group,
+            &self.topics,
+            &self.assignor,
+            self.session,
+            &self.state,
+        )
+        .await?;
+        let (client, group, state, session) = (
+            self.client.clone(),
+            self.group.clone(),
+            self.state.clone(),
+            self.session,
+        );
+        self.heartbeats = Some(tokio::spawn(async move {
+            let mut interval = interval;
+            loop {
+                tokio::time::sleep(interval).await;
+                match beat(&client, &group, &BTreeSet::new(), "", session, &state).await {
+                    Ok(next) => interval = next,
+                    Err(e) if e.code() == Some(tonic::Code::NotFound) => {
+                        state.lock().expect("member lock poisoned").lost = true;
+                        return;
+                    }
+                    // The coordinator moves or is down a while: keep trying; the lease
+                    // runs out meanwhile if this lasts.
+                    Err(e) => tracing::debug!(error = %e, "a heartbeat failed; retrying"),
+                }
+            }
+        }));
+        Ok(())
+    }
+
+    /// Sends a heartbeat now (after giving partitions up, so they move on at once).
+    pub(crate) async fn beat_now(&self) -> Result<(), ClientError> {
+        beat(
+            &self.client,
+            &self.group,
+            &BTreeSet::new(),
+            "",
+            self.session,
+            &self.state,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Drops everything and joins again (the client moved to another region).
+    pub(crate) async fn rejoin_now(&mut self) -> Result<Changes, ClientError> {
+        self.rejoin().await?;
+        Ok(Changes {
+            lost: true,
+            ..Changes::default()
+        })
+    }
+
+    /// What the member must do now; with `lost`, it has already dropped everything and
+    /// joined again.
+    pub(crate) async fn changes(&mut self) -> Result<Changes, ClientError> {
+        let lost = {
+            let s = self.state.lock().expect("member lock poisoned");
+            s.lost || Instant::now() >= s.lease_until
+        };
+        if lost {
+            tracing::warn!(group = %self.group, "group membership lost (session lapsed): dropping every partition and joining again");
+            self.rejoin().await?;
+            return Ok(Changes {
+                lost: true,
+                ..Changes::default()
+            });
+        }
+        let s = self.state.lock().expect("member lock poisoned");
+        Ok(Changes {
+            revoked: s.owned.difference(&s.assignment).cloned().collect(),
+            added: s.assignment.difference(&s.owned).cloned().collect(),
+            lost: false,
+        })
+    }
+
+    /// Records that the member owns `tp` now (`true`) or no longer (`false`).
+    pub(crate) fn own(&self, tp: &TopicPartition, owns: bool) {
+        let mut s = self.state.lock().expect("member lock poisoned");
+        if owns {
+            s.owned.insert(tp.clone());
+        } else {
+            s.owned.remove(tp);
+        }
+    }
+
+    /// Whether the lease still holds (so reading and committing are the member's).
+    pub(crate) fn holds_lease(&self) -> bool {
+        let s = self.state.lock().expect("member lock poisoned");
+        !s.lost && Instant::now() < s.lease_until
+    }
+
+    /// The member's id and epoch, for its commits.
+    pub(crate) fn id(&self) -> (String, i32) {
+        let s = self.state.lock().expect("member lock poisoned");
+        (s.member_id.clone(), s.epoch)
+    }
+
+    /// Leaves the group: its partitions move on at once.
+    pub(crate) async fn leave(mut self) -> Result<(), ClientError> {
+        if let Some(h) = self.heartbeats.take() {
+            h.abort();
+        }
+        let (member_id, _) = self.id();
+        let r = v1::ConsumerHeartbeatRequest {
+            group: self.group.clone(),
+            member_id,
+            member_epoch: -1,
+            ..Default::default()
+        };
+        self.client
+            .call(|mut c| {
+                let r = r.clone();
+                async move { c.consumer_heartbeat(r).await }
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(h) = self.heartbeats.take() {
+            h.abort();
+        }
+    }
+}
+
+/// One heartbeat (a join when the state has no member id): records the answer and the
+/// lease it gives; the interval until the next.
+async fn beat(
+    client: &Client,
+    group: &str,
+    topics: &BTreeSet<String>,
+    assignor: &str,
+    session: Duration,
+    state: &Mutex<State>,
+) -> Result<Duration, ClientError> {
+    let r = {
+        let s = state.lock().expect("member lock poisoned");
+        v1::ConsumerHeartbeatRequest {
+            group: group.to_owned(),
+            member_id: s.member_id.clone(),
+            member_epoch: s.epoch,
+            client_id: "meridian-sdk".to_owned(),
+            topics: topics.iter().cloned().collect(),
+            owned: v1::TopicPartitions::group(&s.owned),
+            assignor: assignor.to_owned(),
+            session_timeout_ms: session.as_millis().min(u128::from(u32::MAX)) as u32,
+        }
+    };
+    let sent = Instant::now();
+    let answer = client
+        .call(|mut c| {
+            let r = r.clone();
+            async move { c.consumer_heartbeat(r).await }
+        })
+        .await?;
+    let mut s = state.lock().expect("member lock poisoned");
+    // An answer to an older member (this one rejoined meanwhile) is not this one's.
+    if !s.member_id.is_empty() && s.member_id != answer.member_id {
+        return Ok(Duration::from_millis(
+            answer.heartbeat_interval_ms.max(100).into(),
+        ));
+    }
+    s.member_id = answer.member_id;
+    s.epoch = answer.member_epoch;
+    s.assignment = v1::TopicPartitions::pairs(answer.assignment).collect();
+    s.lease_until = sent + session;
+    Ok(Duration::from_millis(
+        answer.heartbeat_interval_ms.clamp(100, 10_000).into(),
+    ))
+}

@@ -1,0 +1,219 @@
+//! Native consumer groups with membership: the shell around [`membership`], the decision
+//! core. A group is coordinated by the leader of the log group its name hashes to (as a
+//! transactional id is); its state is written, before it takes effect, to that log
+//! group's own partition [`STATE_TOPIC`] (outside the catalog, never mirrored), one record
+//! holding the whole group per change, and loaded from there when a broker starts leading
+//! the log group. Heartbeats that change nothing write nothing.
+//!
+//! A member's commit is checked here, under the coordinator's lock, and written at the
+//! partition's leader while the lock is held: the group cannot hand the partition to
+//! another member between the check and the write.
+
+pub mod assign;
+pub mod membership;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_proto::names;
+
+use super::{Broker, BrokerError, HostedGroup, Positions, now_ms};
+use crate::storage::PartitionKey;
+use membership::{Answer, GroupRecord, Heartbeat, Limits, Membership};
+
+/// The id of every log group's consumer-group state partition; the catalog never gives it.
+pub const STATE_TOPIC_ID: u32 = u32::MAX - 1;
+/// Its name (its index directory).
+pub const STATE_TOPIC: &str = "__consumer_groups";
+/// Its partition key in each log group.
+pub const STATE_KEY: PartitionKey = (STATE_TOPIC_ID, 0);
+/// How often silent members are looked for.
+const TICK: Duration = Duration::from_millis(500);
+
+/// The coordinators of the log groups this broker leads.
+#[derive(Debug, Default)]
+pub struct ConsumerGroups {
+    limits: Limits,
+    /// Per log group: its coordinator as loaded in a leadership epoch; the lock serializes
+    /// its decisions with their writes (and a member's commit with its check).
+    loaded: std::sync::Mutex<HashMap<u32, Arc<tokio::sync::Mutex<Loaded>>>>,
+}
+
+#[derive(Debug, Default)]
+struct Loaded {
+    /// The log group's leadership epoch it was loaded in (`None`: not loaded).
+    epoch: Option<u64>,
+    membership: Membership,
+}
+
+impl Broker {
+    /// One heartbeat (join, beat, leave) at the group's coordinator: this broker, or
+    /// `NotLeader` naming the one.
+    pub async fn consumer_heartbeat(&self, hb: Heartbeat) -> Result<Answer, BrokerError> {
+        names::validate("group", &hb.group).map_err(|e| BrokerError::Invalid(e.to_string()))?;
+        let group = self.group_coordinator(&hb.group)?;
+        let mut loaded = self.membership(&group).await?;
+        // The partition counts of the topics it names and the group's.
+        let mut topics: BTreeSet<String> = hb.topics.clone().unwrap_or_default();
+        if let Some(g) = loaded.membership.get(&hb.group) {
+            topics.extend(g.members.values().flat_map(|m| m.topics.iter().cloned()));
+        }
+        let mut partitions = BTreeMap::new();
+        for t in topics {
+            match self.topic(&t) {
+                Ok(topic) => {
+                    partitions.insert(t, topic.groups.len() as u32);
+                }
+                // A topic named now must exist; one deleted since a member named it is
+                // simply not assigned.
+                Err(e) if hb.topics.as_ref().is_some_and(|n| n.contains(&t)) => return Err(e),
+                Err(_) => {}
+            }
+        }
+        let decision = loaded
+            .membership
+            .heartbeat(hb, &partitions, now_ms() as u64);
+        if let Some(record) = decision.write {
+            write_record(&group, &record).await?;
+            loaded.membership.apply(record);
+        }
+        Ok(decision.answer?)
+    }
+
+    /// How often the group's coordinator asks members to heartbeat.
+    pub fn heartbeat_interval_ms(&self) -> u32 {
+        self.consumer_groups.limits.heartbeat_ms
+    }
+
+    /// A member's commit: checked at the group's coordinator (this broker, or `NotLeader`
+    /// naming it) and written at the partition's leader under the coordinator's lock.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn commit_as_member(
+        &self,
+        consumer_group: &str,
+        member: (&str, i32),
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        positions: Positions,
+    ) -> Result<(), BrokerError> {
+        let group = self.group_coordinator(consumer_group)?;
+        let loaded = self.membership(&group).await?;
+        loaded.membership.check_commit(
+            consumer_group,
+            member.0,
+            member.1,
+            &(topic.to_owned(), partition),
+        )?;
+        self.commit_anywhere(consumer_group, topic, partition, offset, positions)
+            .await
+    }
+
+    /// The native groups this broker coordinates.
+    pub async fn native_groups(&self) -> Vec<membership::Group> {
+        // Only of the log groups it leads now (a coordinator it was keeps its old state).
+        let cells: Vec<_> = self
+            .consumer_groups
+            .loaded
+            .lock()
+            .expect("consumer groups lock poisoned")
+            .iter()
+            .filter(|(g, _)| self.hosted(**g).is_ok_and(|h| h.check_leader().is_ok()))
+            .map(|(_, cell)| cell.clone())
+            .collect();
+        let mut out = Vec::new();
+        for cell in cells {
+            let loaded = cell.lock().await;
+            if loaded.epoch.is_some() {
+                out.extend(loaded.membership.groups().cloned());
+            }
+        }
+        out
+    }
+
+    /// The log group coordinating `consumer_group`, hosted here.
+    fn group_coordinator(&self, consumer_group: &str) -> Result<Arc<HostedGroup>, BrokerError> {
+        let g = self
+            .coordinator_group(consumer_group)
+            .ok_or_else(|| BrokerError::Replication("this region has no log groups yet".into()))?;
+        self.hosted(g)
+    }
+
+    /// The coordinator of `group`, loaded from its state partition if this broker has not
+    /// loaded it in the group's current leadership epoch; locked.
+    async fn membership(
+        &self,
+        group: &HostedGroup,
+    ) -> Result<tokio::sync::OwnedMutexGuard<Loaded>, BrokerError> {
+        group.check_leader().map_err(|e| self.group_error(e))?;
+        let cell = self
+            .consumer_groups
+            .loaded
+            .lock()
+            .expect("consumer groups lock poisoned")
+            .entry(group.id())
+            .or_default()
+            .clone();
+        let mut loaded = cell.lock_owned().await;
+        let epoch = group.epoch();
+        if loaded.epoch != Some(epoch) {
+            // A new leader first holds and applies every record written before it led.
+            group
+                .ensure_applied()
+                .await
+                .map_err(|e| self.group_error(e))?;
+            group.storage().caught_up(Duration::from_secs(1)).await;
+            loaded.membership = load(group, self.consumer_groups.limits.clone())?;
+            loaded.epoch = Some(epoch);
+            tracing::info!(
+                log_group = group.id(),
+                epoch,
+                groups = loaded.membership.groups().count(),
+                "consumer group coordinator loaded"
+            );
+        }
+        Ok(loaded)
+    }
+
+    /// Removes silent members of the groups this broker coordinates, twice a second.
+    pub async fn run_consumer_groups(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for (_, group) in self.log_groups() {
+                if group.check_leader().is_err() {
+                    continue;
+                }
+                let Ok(mut loaded) = self.membership(&group).await else {
+                    continue;
+                };
+                for record in loaded.membership.expire(now_ms() as u64) {
+                    if let GroupRecord::Put(g) = &record {
+                        tracing::info!(group = %g.name, epoch = g.epoch, members = g.members.len(), "consumer group member's session lapsed; rebalancing");
+                    }
+                    match write_record(&group, &record).await {
+                        Ok(()) => loaded.membership.apply(record),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "a consumer group record was not written; retried");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes a coordinator record, keyed by the group's name.
+async fn write_record(group: &HostedGroup, record: &GroupRecord) -> Result<(), BrokerError> {
+    super::coordinator_state::write(group, STATE_KEY, record.name(), record).await
+}
+
+/// A coordinator rebuilt from every record of the log group's state partition.
+fn load(group: &HostedGroup, limits: Limits) -> Result<Membership, BrokerError> {
+    let mut membership = Membership::new(limits);
+    super::coordinator_state::replay(group, STATE_KEY, |r| membership.apply(r))?;
+    Ok(membership)
+}

@@ -1,0 +1,263 @@
+use super::*;
+
+const SESSION: u32 = 3_000;
+
+/// A coordinator and a replica that applies only what the coordinator wrote: every
+/// decision is checked to be rebuilt from the log.
+struct Harness {
+    c: Membership,
+    replica: Membership,
+    partitions: BTreeMap<String, u32>,
+}
+
+impl Harness {
+    fn new(partitions: u32) -> Harness {
+        Harness {
+            c: Membership::new(Limits::default()),
+            replica: Membership::new(Limits::default()),
+            partitions: [("t".to_string(), partitions)].into(),
+        }
+    }
+
+    fn send(&mut self, hb: Heartbeat, now: u64) -> Result<Answer, GroupError> {
+        let d = self.c.heartbeat(hb, &self.partitions, now);
+        if let Some(r) = d.write {
+            // The replica applies the record as the log holds it: JSON.
+            let json = serde_json::to_vec(&r).expect("a record encodes");
+            self.replica
+                .apply(serde_json::from_slice(&json).expect("a record decodes"));
+            self.c.apply(r);
+        }
+        assert_eq!(
+            self.c.groups, self.replica.groups,
+            "the log rebuilds the state"
+        );
+        self.assert_no_partition_twice();
+        d.answer
+    }
+
+    fn join(&mut self, client: &str, now: u64) -> Answer {
+        self.send(
+            Heartbeat {
+                group: "g".into(),
+                client_id: client.into(),
+                topics: Some(["t".to_string()].into()),
+                session_ms: SESSION,
+                ..Heartbeat::default()
+            },
+            now,
+        )
+        .unwrap()
+    }
+
+    /// A heartbeat saying it owns exactly what it was last given.
+    fn beat(&mut self, a: &Answer, now: u64) -> Result<Answer, GroupError> {
+        self.send(
+            Heartbeat {
+                group: "g".into(),
+                member_id: a.member_id.clone(),
+                member_epoch: a.member_epoch,
+                owned: Some(a.assignment.clone()),
+                ..Heartbeat::default()
+            },
+            now,
+        )
+    }
+
+    fn assert_no_partition_twice(&self) {
+        for g in self.c.groups.values() {
+            let mut held = BTreeSet::new();
+            for m in g.members.values() {
+                for tp in m.assigned.iter().chain(&m.revoking) {
+                    assert!(held.insert(tp.clone()), "{tp:?} held twice in {g:?}");
+                }
+            }
+        }
+    }
+}
+
+fn tp(p: u32) -> TopicPartition {
+    ("t".to_string(), p)
+}
+
+#[test]
+fn two_members_split_the_partitions_and_a_third_gets_its_share_only_once_released() {
+    let mut h = Harness::new(6);
+    let a = h.join("a", 0);
+    assert_eq!(a.assignment.len(), 6, "alone, a has everything");
+    let b = h.join("b", 10);
+    assert!(b.assignment.is_empty(), "b waits until a gives some up");
+    // a hears of the rebalance: it keeps three and stops owning three.
+    let a = h.beat(&a, 20).unwrap();
+    assert_eq!(a.assignment.len(), 3);
+    // b's share is still revoking at a (a has not said it gave them up): nothing yet.
+    assert!(h.beat(&b, 30).unwrap().assignment.is_empty());
+    // a says it owns only its three now; b gets the rest.
+    let a = h.beat(&a, 40).unwrap();
+    let b = h.beat(&b, 50).unwrap();
+    assert_eq!(b.assignment.len(), 3);
+    assert!(a.assignment.is_disjoint(&b.assignment));
+    assert!(h.c.get("g").unwrap().is_stable());
+
+    // A third joins: a and b each give up one, and keep the other two.
+    let c = h.join("c", 60);
+    let a2 = h.beat(&a, 70).unwrap();
+    let b2 = h.beat(&b, 80).unwrap();
+    assert_eq!((a2.assignment.len(), b2.assignment.len()), (2, 2));
+    assert!(
+        a2.assignment.is_subset(&a.assignment),
+        "a keeps what it keeps"
+    );
+    assert!(b2.assignment.is_subset(&b.assignment));
+    let (a2, b2) = (h.beat(&a2, 90).unwrap(), h.beat(&b2, 95).unwrap());
+    let c = h.beat(&c, 100).unwrap();
+    assert_eq!(c.assignment.len(), 2);
+    let all: BTreeSet<_> = a2
+        .assignment
+        .iter()
+        .chain(&b2.assignment)
+        .chain(&c.assignment)
+        .cloned()
+        .collect();
+    assert_eq!(all, (0..6).map(tp).collect());
+}
+
+#[test]
+fn a_revoking_partition_may_be_committed_until_given_up_and_then_not() {
+    let mut h = Harness::new(2);
+    let a = h.join("a", 0);
+    let _b = h.join("b", 1);
+    let a2 = h.beat(&a, 2).unwrap();
+    let gone = a
+        .assignment
+        .difference(&a2.assignment)
+        .next()
+        .unwrap()
+        .clone();
+    h.c.check_commit("g", &a.member_id, a2.member_epoch, &gone)
+        .expect("a may still commit what it is giving up");
+    h.beat(&a2, 3).unwrap();
+    let e =
+        h.c.check_commit("g", &a.member_id, a2.member_epoch, &gone)
+            .unwrap_err();
+    assert!(matches!(e, GroupError::NotAssigned { .. }), "{e}");
+}
+
+#[test]
+fn a_silent_member_is_removed_its_partitions_move_and_its_commits_are_refused() {
+    let mut h = Harness::new(4);
+    let a = h.join("a", 0);
+    let b = h.join("b", 0);
+    let a = h.beat(&a, 10).unwrap();
+    let a = h.beat(&a, 11).unwrap();
+    let b = h.beat(&b, 12).unwrap();
+    assert_eq!((a.assignment.len(), b.assignment.len()), (2, 2));
+    // a goes quiet (SIGSTOP); b keeps beating.
+    let mut now = 12;
+    let mut b = b;
+    while now < 12 + u64::from(SESSION) + 1_000 {
+        now += 500;
+        b = h.beat(&b, now).unwrap();
+        for r in h.c.expire(now) {
+            h.c.apply(r.clone());
+            h.replica.apply(r);
+        }
+    }
+    b = h.beat(&b, now + 1).unwrap();
+    assert_eq!(b.assignment.len(), 4, "b has a's partitions");
+    for p in a.assignment.iter() {
+        let e =
+            h.c.check_commit("g", &a.member_id, a.member_epoch, p)
+                .unwrap_err();
+        assert!(matches!(e, GroupError::UnknownMember { .. }), "{e}");
+    }
+    let e = h.beat(&a, now + 2).unwrap_err();
+    assert!(matches!(e, GroupError::UnknownMember { .. }), "{e}");
+}
+
+#[test]
+fn a_member_leaving_hands_its_partitions_on_and_the_last_deletes_the_group() {
+    let mut h = Harness::new(3);
+    let a = h.join("a", 0);
+    let b = h.join("b", 0);
+    let a = h.beat(&a, 1).unwrap();
+    let a = h.beat(&a, 2).unwrap();
+    let b = h.beat(&b, 3).unwrap();
+    let left = h
+        .send(
+            Heartbeat {
+                group: "g".into(),
+                member_id: a.member_id.clone(),
+                member_epoch: -1,
+                ..Heartbeat::default()
+            },
+            4,
+        )
+        .unwrap();
+    assert_eq!(left.member_epoch, -1);
+    assert_eq!(h.beat(&b, 5).unwrap().assignment.len(), 3);
+    h.send(
+        Heartbeat {
+            group: "g".into(),
+            member_id: b.member_id.clone(),
+            member_epoch: -1,
+            ..Heartbeat::default()
+        },
+        6,
+    )
+    .unwrap();
+    assert!(h.c.get("g").is_none());
+}
+
+#[test]
+fn bad_joins_and_epochs_are_refused() {
+    let mut h = Harness::new(1);
+    let join = |session_ms, assignor: &str, topics: &[&str]| Heartbeat {
+        group: "g".into(),
+        client_id: "x".into(),
+        topics: Some(topics.iter().map(|t| t.to_string()).collect()),
+        session_ms,
+        assignor: assignor.into(),
+        ..Heartbeat::default()
+    };
+    for (hb, says) in [
+        (join(10, "", &["t"]), "session timeout"),
+        (join(SESSION, "fastest", &["t"]), "unknown assignor"),
+        (join(SESSION, "", &[]), "at least one topic"),
+    ] {
+        let e = h.send(hb, 0).unwrap_err();
+        assert!(e.to_string().contains(says), "{e}");
+    }
+    let a = h.join("a", 0);
+    let e = h
+        .beat(
+            &Answer {
+                member_epoch: a.member_epoch + 5,
+                ..a.clone()
+            },
+            1,
+        )
+        .unwrap_err();
+    assert!(matches!(e, GroupError::FencedEpoch { .. }), "{e}");
+    let mut full = Membership::new(Limits {
+        groups_max: 1,
+        ..Limits::default()
+    });
+    let d = full.heartbeat(join(SESSION, "", &["t"]), &h.partitions, 0);
+    full.apply(d.write.unwrap());
+    let mut other = join(SESSION, "", &["t"]);
+    other.group = "h".into();
+    let d = full.heartbeat(other, &h.partitions, 0);
+    assert!(matches!(d.answer, Err(GroupError::Full(_))));
+    assert!(d.write.is_none());
+}
+
+#[test]
+fn more_partitions_rebalance_the_group() {
+    let mut h = Harness::new(2);
+    let a = h.join("a", 0);
+    assert_eq!(a.assignment.len(), 2);
+    h.partitions.insert("t".into(), 4);
+    let a = h.beat(&a, 1).unwrap();
+    assert_eq!(a.assignment.len(), 4);
+}

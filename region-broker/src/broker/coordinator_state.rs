@@ -1,0 +1,68 @@
+//! The coordinators' state partitions (transactions, consumer groups): one per
+//! coordinator kind in every log group, outside the catalog and never mirrored. A
+//! coordinator writes each record, keyed by what it is about, as a JSON message with
+//! acks=all before acting on it, and a new leader replays every record to rebuild it.
+
+use bytes::Bytes;
+use meridian_proto::batch::{self, Message};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Acks, BrokerError, HostedGroup, now_ms};
+use crate::storage::PartitionKey;
+
+/// Writes `record` about `key_name` into the state partition `state` (acks=all).
+pub(super) async fn write<R: Serialize>(
+    group: &HostedGroup,
+    state: PartitionKey,
+    key_name: &str,
+    record: &R,
+) -> Result<(), BrokerError> {
+    let value = serde_json::to_vec(record).map_err(|e| BrokerError::Invalid(e.to_string()))?;
+    let message = Message {
+        key: Some(Bytes::copy_from_slice(key_name.as_bytes())),
+        value: Some(Bytes::from(value)),
+        headers: Vec::new(),
+        timestamp_ms: now_ms(),
+    };
+    let payload = Bytes::from(batch::encode_batch(&[message]));
+    group
+        .append((state, 1, payload), Acks::All, 0)
+        .await
+        .map_err(|e| BrokerError::Replication(format!("writing a coordinator record: {e}")))?;
+    Ok(())
+}
+
+/// Hands every record of the state partition `state` to `apply`, in order (one that does
+/// not decode is logged and skipped).
+pub(super) fn replay<R: DeserializeOwned>(
+    group: &HostedGroup,
+    state: PartitionKey,
+    mut apply: impl FnMut(R),
+) -> Result<(), BrokerError> {
+    let storage = group.storage();
+    let (mut next, end) = storage.offsets(state).map_err(BrokerError::Read)?;
+    while next < end {
+        let batches = storage
+            .read(state, next, 1 << 20)
+            .map_err(BrokerError::Read)?;
+        if batches.is_empty() {
+            break;
+        }
+        for b in batches {
+            next = b.base_offset + u64::from(b.count);
+            let messages = batch::decode_batch(&b.payload, b.count as usize)
+                .map_err(|e| BrokerError::Invalid(format!("coordinator state: {e}")))?;
+            for m in messages {
+                let Some(value) = m.value else { continue };
+                match serde_json::from_slice::<R>(&value) {
+                    Ok(record) => apply(record),
+                    Err(e) => {
+                        tracing::warn!(log_group = group.id(), partition = ?state, error = %e, "a coordinator record does not decode; skipped")
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,273 @@
+//! Native consumer groups with membership, across real processes: `meridian consume
+//! --group` members split a topic's partitions, a member joining takes its share with
+//! nothing lost or read twice, and a member paused past its session (SIGSTOP) loses its
+//! partitions to another, reads nothing of theirs when it wakes, and its old membership's
+//! commits are refused.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use meridian_proto::v1;
+use meridian_tests::{Region, binary, meridian};
+
+const PARTITIONS: u32 = 6;
+
+/// A `meridian consume` member of `group` writing what it reads to `dir/name`.
+fn member(region: &Region, group: &str, dir: &Path, name: &str, idle_exit_ms: u64) -> Child {
+    Command::new(binary("meridian"))
+        .args(["--broker", &region.bootstrap(), "consume", "work"])
+        .args(["--group", group, "--from", "beginning"])
+        .args(["--session-timeout-ms", "3000"])
+        .args(["--idle-exit-ms", &idle_exit_ms.to_string()])
+        .stdout(std::fs::File::create(dir.join(name)).unwrap())
+        .stderr(std::fs::File::create(dir.join(format!("{name}.err"))).unwrap())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start meridian consume")
+}
+
+/// Waits for a member to exit by itself (its idle exit), at most `limit`.
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("a member did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Produces `values` to "work" (no key: spread over the partitions).
+fn produce(region: &Region, values: std::ops::Range<u32>) {
+    let lines: String = values.map(|i| format!("m{i}\n")).collect();
+    let (code, _, err) = meridian(region.brokers[0].addr, &["produce", "work"], Some(&lines));
+    assert_eq!(code, 0, "{err}");
+}
+
+/// Every line a member printed.
+fn lines(dir: &Path, name: &str) -> Vec<String> {
+    std::fs::read_to_string(dir.join(name))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Asserts that the members' outputs together hold `m0..m{n}` exactly once each.
+fn assert_exactly_once(outputs: &[Vec<String>], n: u32) {
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for out in outputs {
+        for l in out {
+            *count.entry(l.as_str()).or_default() += 1;
+        }
+    }
+    let duplicates: Vec<_> = count.iter().filter(|(_, c)| **c > 1).collect();
+    let expected: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|v| !count.contains_key(v.as_str()))
+        .collect();
+    assert!(
+        duplicates.is_empty() && missing.is_empty() && count.len() == n as usize,
+        "{} read twice ({:?}…), {} missing ({:?}…), {} distinct of {n}",
+        duplicates.len(),
+        &duplicates[..duplicates.len().min(5)],
+        missing.len(),
+        &missing[..missing.len().min(5)],
+        count.len()
+    );
+}
+
+/// The native group `group` as the broker coordinating it lists it, and that broker.
+async fn described(region: &Region, group: &str) -> Option<(usize, v1::ConsumerGroupInfo)> {
+    for (i, b) in region.brokers.iter().enumerate() {
+        let Ok(mut raw) =
+            v1::broker_client::BrokerClient::connect(format!("http://{}", b.addr)).await
+        else {
+            continue;
+        };
+        let Ok(listed) = raw
+            .list_consumer_groups(v1::ListConsumerGroupsRequest {})
+            .await
+        else {
+            continue;
+        };
+        if let Some(g) = listed
+            .into_inner()
+            .groups
+            .into_iter()
+            .find(|g| g.name == group && g.protocol_type == "meridian")
+        {
+            return Some((i, g));
+        }
+    }
+    None
+}
+
+/// Waits until `group` is stable with `members` members, each owning some partitions.
+async fn wait_stable(
+    region: &Region,
+    group: &str,
+    members: usize,
+) -> (usize, v1::ConsumerGroupInfo) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some((i, g)) = described(region, group).await
+            && g.state == "Stable"
+            && g.members.len() == members
+            && g.members.iter().all(|m| !m.assignment.is_empty())
+        {
+            return (i, g);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group {group} not stable with {members} members: {:?}",
+            described(region, group).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_split_the_partitions_and_a_third_joining_loses_and_repeats_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let region = Region::start(tmp.path(), 3, &[]).await.unwrap();
+    let client = region.client().await;
+    client.create_topic("work", PARTITIONS).await.unwrap();
+    produce(&region, 0..600);
+
+    let mut a = member(&region, "g", tmp.path(), "a", 5_000);
+    let mut b = member(&region, "g", tmp.path(), "b", 5_000);
+    let (_, g) = wait_stable(&region, "g", 2).await;
+    let shares: Vec<usize> = g
+        .members
+        .iter()
+        .map(|m| m.assignment.iter().map(|t| t.partitions.len()).sum())
+        .collect();
+    assert_eq!(shares, [3, 3], "two members split six partitions: {g:?}");
+
+    // More messages while a third member joins: each keeps some partitions, gives one up.
+    produce(&region, 600..1_200);
+    let mut c = member(&region, "g", tmp.path(), "c", 5_000);
+    let (_, g) = wait_stable(&region, "g", 3).await;
+    let shares: Vec<usize> = g
+        .members
+        .iter()
+        .map(|m| m.assignment.iter().map(|t| t.partitions.len()).sum())
+        .collect();
+    assert_eq!(shares, [2, 2, 2], "{g:?}");
+    produce(&region, 1_200..1_800);
+
+    for (name, child) in [("a", &mut a), ("b", &mut b), ("c", &mut c)] {
+        let status = wait_exit(child, Duration::from_secs(60));
+        assert!(
+            status.success(),
+            "member {name}: {}",
+            std::fs::read_to_string(tmp.path().join(format!("{name}.err"))).unwrap()
+        );
+    }
+    let outputs: Vec<Vec<String>> = ["a", "b", "c"]
+        .iter()
+        .map(|n| lines(tmp.path(), n))
+        .collect();
+    assert!(
+        outputs.iter().all(|o| !o.is_empty()),
+        "every member read some: {:?}",
+        outputs.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert_exactly_once(&outputs, 1_800);
+    // Everyone left: the group is gone from its coordinator.
+    assert!(described(&region, "g").await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_paused_past_its_session_loses_its_partitions_and_cannot_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let region = Region::start(tmp.path(), 3, &[]).await.unwrap();
+    let client = region.client().await;
+    client.create_topic("work", PARTITIONS).await.unwrap();
+    produce(&region, 0..300);
+
+    // The first member reads everything and commits it.
+    let mut zombie = member(&region, "z", tmp.path(), "zombie", 60_000);
+    let (_, g) = wait_stable(&region, "z", 1).await;
+    let old = g.members[0].clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lines(tmp.path(), "zombie").len() < 300 {
+        assert!(
+            Instant::now() < deadline,
+            "the first member did not read all"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Paused (SIGSTOP) past its 3 s session: a successor gets every partition.
+    let pid = zombie.id() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let mut successor = member(&region, "z", tmp.path(), "successor", 6_000);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let coordinator = loop {
+        let (coordinator, g) = wait_stable(&region, "z", 1).await;
+        if g.members[0].member_id != old.member_id {
+            break coordinator;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the paused member kept its partitions"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    produce(&region, 300..600);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lines(tmp.path(), "successor").len() < 300 {
+        assert!(Instant::now() < deadline, "the successor did not read on");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The old membership's commit is refused, whichever partition it names.
+    let mut raw = v1::broker_client::BrokerClient::connect(format!(
+        "http://{}",
+        region.brokers[coordinator].addr
+    ))
+    .await
+    .unwrap();
+    for t in &old.assignment {
+        for &p in &t.partitions {
+            let refused = raw
+                .commit_offset(v1::CommitOffsetRequest {
+                    group: "z".into(),
+                    topic: t.topic.clone(),
+                    partition: p,
+                    offset: 0,
+                    member_id: old.member_id.clone(),
+                    member_epoch: 1,
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
+            assert!(refused.message().contains("join again"), "{refused:?}");
+        }
+    }
+
+    // The zombie wakes: it finds its lease gone, reads nothing the successor read, joins
+    // again and shares what comes next.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    wait_stable(&region, "z", 2).await;
+    produce(&region, 600..900);
+    let status = wait_exit(&mut successor, Duration::from_secs(60));
+    assert!(status.success());
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    zombie.wait().unwrap();
+    let outputs = [lines(tmp.path(), "zombie"), lines(tmp.path(), "successor")];
+    assert_exactly_once(&outputs, 900);
+    let err = std::fs::read_to_string(tmp.path().join("zombie.err")).unwrap();
+    assert!(err.contains("membership lost"), "{err}");
+}
