@@ -13,6 +13,7 @@ mod certs;
 mod consume;
 mod control;
 mod endpoint;
+mod group;
 mod log_group;
 mod produce;
 mod region;
@@ -72,6 +73,9 @@ enum Command {
     /// check-backs.
     #[command(subcommand)]
     Txn(txn::Command),
+    /// Consumer groups: list, describe (members, offsets, lag), reset offsets.
+    #[command(subcommand)]
+    Group(group::Command),
 }
 
 fn main() {
@@ -143,6 +147,9 @@ fn main() {
                 consume::run(args, &brokers?, cli.json).await
             }
             Command::Txn(cmd) => txn::run(cmd, &broker, control.as_deref(), region, cli.json).await,
+            Command::Group(cmd) => {
+                group::run(cmd, &broker, control.as_deref(), region, cli.json).await
+            }
         }
     });
     if let Err(e) = result {

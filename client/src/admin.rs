@@ -10,7 +10,7 @@ use crate::{Client, ClientError};
 pub use meridian_proto::v1::LogGroupInfo;
 
 /// How long one broker may take to answer an admin request.
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const ADMIN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// One broker's view of the region's log groups, or why it did not answer.
 #[derive(Debug, Clone)]

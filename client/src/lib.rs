@@ -18,6 +18,7 @@
 mod admin;
 mod consumer;
 mod error;
+mod groups;
 mod membership;
 mod producer;
 mod route;
@@ -32,6 +33,7 @@ use tonic::transport::Channel;
 pub use admin::{BrokerLogGroups, FailoverReport, LogGroupInfo};
 pub use consumer::{ConsumedMessage, Consumer, ConsumerConfig, StartFrom};
 pub use error::ClientError;
+pub use groups::{GroupInfo, GroupMember, GroupPartition, ResetTo};
 pub use meridian_proto::v1::TopicInfo;
 pub use meridian_region_client::Positions;
 pub use meridian_region_client::control::on_control_leader;

@@ -96,7 +96,7 @@ async fn group(State(app): State<App>, _: ApiUser, Query(q): Query<GroupQuery>) 
     let result = async {
         let reset = match q.preview_reset.as_str() {
             "" => None,
-            t => Some(data::ResetTo::parse(t)?),
+            t => Some(data::parse_reset(t)?),
         };
         data::group(&app.control, &q.group, &q.topic, &q.region, reset.as_ref()).await
     }

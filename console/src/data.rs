@@ -813,29 +813,32 @@ pub struct GroupPartition {
     pub reset_to: Option<u64>,
 }
 
-/// Where a reset moves a group.
-#[derive(Debug, Clone)]
-pub enum ResetTo {
-    Beginning,
-    End,
-    Offset(u64),
-    Time(i64),
+impl std::convert::From<meridian_client::GroupPartition> for GroupPartition {
+    fn from(p: meridian_client::GroupPartition) -> GroupPartition {
+        GroupPartition {
+            partition: p.partition,
+            committed: p.committed,
+            earliest: p.earliest,
+            latest: p.latest,
+            lag: p.lag,
+            reset_to: p.reset_to,
+        }
+    }
 }
 
-impl ResetTo {
-    /// `beginning`, `end`, an offset, or an RFC 3339 time.
-    pub fn parse(text: &str) -> Result<ResetTo, Failed> {
-        match text.trim() {
-            "beginning" => Ok(ResetTo::Beginning),
-            "end" => Ok(ResetTo::End),
-            t => match From::parse(t)? {
-                From::Offset(o) => Ok(ResetTo::Offset(o)),
-                From::Time(ms) => Ok(ResetTo::Time(ms)),
-                From::Beginning => {
-                    Err(Failed("to: say beginning, end, an offset or a time".into()))
-                }
-            },
-        }
+/// Where a reset moves a group (the SDK's).
+pub use meridian_client::ResetTo;
+
+/// `beginning`, `end`, an offset, or an RFC 3339 time: where a reset moves a group.
+pub fn parse_reset(text: &str) -> Result<ResetTo, Failed> {
+    match text.trim() {
+        "beginning" => Ok(ResetTo::Beginning),
+        "end" => Ok(ResetTo::End),
+        t => match From::parse(t)? {
+            From::Offset(o) => Ok(ResetTo::Offset(o)),
+            From::Time(ms) => Ok(ResetTo::Time(ms)),
+            From::Beginning => Err(Failed("to: say beginning, end, an offset or a time".into())),
+        },
     }
 }
 
@@ -848,42 +851,12 @@ pub async fn group(
     region: &str,
     reset: Option<&ResetTo>,
 ) -> Result<Vec<GroupPartition>, Failed> {
-    meridian_proto::names::validate("group", group).map_err(|e| Failed(e.to_string()))?;
     let client = region_client(addrs, topic, region).await?;
-    let info = client
-        .describe_topic(topic)
+    let plan = client
+        .group_partitions(group, topic, reset.copied())
         .await
-        .map_err(|e| Failed::of(&format!("describing {topic}"), e))?;
-    let mut out = Vec::new();
-    for p in 0..info.partitions.len() as u32 {
-        let committed = client
-            .committed_offset(group, topic, p)
-            .await
-            .map_err(|e| Failed::of(&format!("the commit of {group} on {topic}/{p}"), e))?;
-        let (earliest, latest) = offsets(&client, topic, p).await?;
-        let reset_to = match reset {
-            None => None,
-            Some(ResetTo::Beginning) => Some(earliest),
-            Some(ResetTo::End) => Some(latest),
-            Some(ResetTo::Offset(o)) => Some((*o).clamp(earliest, latest)),
-            Some(ResetTo::Time(t)) => Some(
-                client
-                    .list_offset(topic, p, OffsetSpec::Time(*t))
-                    .await
-                    .map_err(|e| Failed::of("finding the offset of that time", e))?
-                    .0,
-            ),
-        };
-        out.push(GroupPartition {
-            partition: p,
-            committed,
-            earliest,
-            latest,
-            lag: latest.saturating_sub(committed.unwrap_or(earliest).max(earliest)),
-            reset_to,
-        });
-    }
-    Ok(out)
+        .map_err(|e| Failed::of(&format!("the offsets of group {group} on {topic}"), e))?;
+    Ok(plan.into_iter().map(GroupPartition::from).collect())
 }
 
 /// Resets a group on every partition of `topic` in `region`; the plan it applied.
@@ -894,20 +867,10 @@ pub async fn reset_group(
     region: &str,
     to: &ResetTo,
 ) -> Result<Vec<GroupPartition>, Failed> {
-    let plan = group(addrs, group_name, topic, region, Some(to)).await?;
     let client = region_client(addrs, topic, region).await?;
-    for p in &plan {
-        if let Some(offset) = p.reset_to {
-            client
-                .commit_offset(group_name, topic, p.partition, offset)
-                .await
-                .map_err(|e| {
-                    Failed::of(
-                        &format!("committing {offset} on {topic}/{}", p.partition),
-                        e,
-                    )
-                })?;
-        }
-    }
-    Ok(plan)
+    let plan = client
+        .reset_group(group_name, topic, *to)
+        .await
+        .map_err(|e| Failed::of(&format!("resetting group {group_name} on {topic}"), e))?;
+    Ok(plan.into_iter().map(GroupPartition::from).collect())
 }

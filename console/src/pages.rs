@@ -696,7 +696,7 @@ async fn reset_group(State(app): State<App>, me: Me, Form(f): Form<ResetForm>) -
     if let Err(r) = me.permit(&app, &f.csrf, Role::Operator, action, &target) {
         return r.into_response();
     }
-    let outcome = match data::ResetTo::parse(&f.to) {
+    let outcome = match data::parse_reset(&f.to) {
         Ok(to) if dry_run => {
             data::group(&app.control, &f.group, &f.topic, &f.region, Some(&to)).await
         }

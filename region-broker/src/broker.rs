@@ -43,6 +43,11 @@ use crate::config::Config;
 use crate::log_group::{LogGroupError, Replication};
 use crate::storage::{AppendError, LogGroup, PartitionKey, ReadError};
 
+/// How far ahead of the broker's clock a producer may stamp a message (Kafka's
+/// `message.timestamp.after.max.ms` default, one hour): what bounds a search by producer
+/// timestamp through the append-time index.
+pub const TIMESTAMP_AHEAD_MAX_MS: i64 = 3_600_000;
+
 /// Topic ids from here up are the coordinators' state partitions in every log group
 /// (outside the catalog, never mirrored): consumer groups, then transactions.
 pub const INTERNAL_TOPIC_ID_MIN: u32 = consumer_groups::STATE_TOPIC_ID;
@@ -188,6 +193,9 @@ pub enum BrokerError {
         /// Refused because a newer producer epoch fenced it.
         fenced: bool,
     },
+    /// A message stamped too far ahead of the broker's clock.
+    #[error("{0}")]
+    InvalidTimestamp(String),
     /// A consumer group's coordinator refused a heartbeat or a member's commit.
     #[error(transparent)]
     Group(#[from] consumer_groups::membership::GroupError),

@@ -55,7 +55,9 @@ impl GrpcService {
 /// Maps broker errors to gRPC status codes, keeping the broker's message for the user.
 pub fn status(e: BrokerError) -> Status {
     let code = match &e {
-        BrokerError::Invalid(_) | BrokerError::TooLarge { .. } => tonic::Code::InvalidArgument,
+        BrokerError::Invalid(_)
+        | BrokerError::TooLarge { .. }
+        | BrokerError::InvalidTimestamp(_) => tonic::Code::InvalidArgument,
         BrokerError::NotHome(_) | BrokerError::NotInTransaction { fenced: true, .. } => {
             tonic::Code::PermissionDenied
         }

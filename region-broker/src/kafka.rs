@@ -102,6 +102,7 @@ mod code {
     pub(super) const MESSAGE_TOO_LARGE: i16 = 10;
     pub(super) const NOT_ENOUGH_REPLICAS: i16 = 19;
     pub(super) const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
+    pub(super) const INVALID_TIMESTAMP: i16 = 32;
     pub(super) const UNSUPPORTED_VERSION: i16 = 35;
     pub(super) const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
     pub(super) const COORDINATOR_NOT_AVAILABLE: i16 = 15;
@@ -141,6 +142,7 @@ fn error_code(e: &BrokerError) -> i16 {
         BrokerError::OffsetOutOfRange { .. } => code::OFFSET_OUT_OF_RANGE,
         BrokerError::Invalid(_) => meridian_proto::kafka::CORRUPT_MESSAGE,
         BrokerError::NotHome(_) => code::POLICY_VIOLATION,
+        BrokerError::InvalidTimestamp(_) => code::INVALID_TIMESTAMP,
         BrokerError::NotInTransaction { fenced: true, .. } => code::INVALID_PRODUCER_EPOCH,
         BrokerError::NotInTransaction { .. } => code::INVALID_TXN_STATE,
         BrokerError::Append(crate::storage::AppendError::DiskFull { .. }) => {
@@ -451,6 +453,12 @@ async fn handle(
             ResponseKind::DescribeGroups(describe_groups(kafka, r, version))
         }
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups(groups, r)),
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            let client_id = header.client_id.as_deref().unwrap_or("kafka").to_owned();
+            ResponseKind::ConsumerGroupHeartbeat(
+                consumers::consumer_group_heartbeat(kafka, &client_id, r).await,
+            )
+        }
         RequestKind::CreateTopics(r) => {
             ResponseKind::CreateTopics(kafka.create_topics(r, version).await)
         }
@@ -550,6 +558,7 @@ fn metadata(broker: &Broker, r: MetadataRequest) -> MetadataResponse {
         t.name = Some(TopicName(str(&name)));
         match broker.topic(&name) {
             Ok(topic) => {
+                t.topic_id = consumers::kafka_topic_id(&topic);
                 for (p, &g) in topic.groups.iter().enumerate() {
                     let mut part = MetadataResponsePartition::default();
                     part.partition_index = p as i32;

@@ -271,3 +271,141 @@ async fn a_member_paused_past_its_session_loses_its_partitions_and_cannot_commit
     let err = std::fs::read_to_string(tmp.path().join("zombie.err")).unwrap();
     assert!(err.contains("membership lost"), "{err}");
 }
+
+/// `meridian consume work --group g` until idle: the values it printed.
+fn consume_all(region: &Region, group: &str) -> Vec<String> {
+    let (code, out, err) = meridian(
+        region.brokers[0].addr,
+        &[
+            "consume",
+            "work",
+            "--group",
+            group,
+            "--from",
+            "beginning",
+            "--idle-exit-ms",
+            "1500",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    out.lines().map(str::to_owned).collect()
+}
+
+/// `meridian group ARGS`: its stdout, asserting success.
+fn group_cli(region: &Region, args: &[&str]) -> String {
+    let mut all = vec!["group"];
+    all.extend_from_slice(args);
+    let (code, out, err) = meridian(region.brokers[0].addr, &all, None);
+    assert_eq!(code, 0, "meridian {all:?}: {err}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_reset_target_makes_the_group_read_from_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let region = Region::start(tmp.path(), 3, &[]).await.unwrap();
+    let client = region.client().await;
+    client.create_topic("work", 2).await.unwrap();
+    produce(&region, 0..10);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let between = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    produce(&region, 10..16);
+    assert_eq!(consume_all(&region, "g").len(), 16);
+    assert!(
+        consume_all(&region, "g").is_empty(),
+        "the group resumes at its end"
+    );
+    let described = group_cli(&region, &["describe", "g"]);
+    assert!(described.contains("no active members"), "{described}");
+    assert!(
+        described.contains("work/0") && described.contains("work/1"),
+        "{described}"
+    );
+
+    // A dry run changes nothing.
+    let out = group_cli(
+        &region,
+        &[
+            "reset",
+            "g",
+            "--topic",
+            "work",
+            "--to",
+            "beginning",
+            "--dry-run",
+        ],
+    );
+    assert!(out.contains("dry run: nothing changed"), "{out}");
+    assert!(consume_all(&region, "g").is_empty());
+
+    // Back to the beginning: everything again (a reset clears what the group had seen).
+    group_cli(
+        &region,
+        &["reset", "g", "--topic", "work", "--to", "beginning"],
+    );
+    let mut again = consume_all(&region, "g");
+    again.sort();
+    let mut all: Vec<String> = (0..16).map(|i| format!("m{i}")).collect();
+    all.sort();
+    assert_eq!(again, all);
+
+    // To the end: nothing until new messages come.
+    group_cli(&region, &["reset", "g", "--topic", "work", "--to", "0"]);
+    group_cli(&region, &["reset", "g", "--topic", "work", "--to", "end"]);
+    assert!(consume_all(&region, "g").is_empty());
+    produce(&region, 16..19);
+    assert_eq!(consume_all(&region, "g").len(), 3);
+
+    // To an offset: each partition from there.
+    let latest: u64 = client
+        .describe_topic("work")
+        .await
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| p.latest_offset.min(2))
+        .sum();
+    group_cli(&region, &["reset", "g", "--topic", "work", "--to", "2"]);
+    assert_eq!(consume_all(&region, "g").len() as u64, 19 - latest);
+
+    // To a time: the messages appended from then on.
+    group_cli(
+        &region,
+        &["reset", "g", "--topic", "work", "--to", &between],
+    );
+    let mut from_then = consume_all(&region, "g");
+    from_then.sort();
+    let mut expected: Vec<String> = (10..19).map(|i| format!("m{i}")).collect();
+    expected.sort();
+    assert_eq!(from_then, expected);
+
+    // Refused while the group has a member; listed with it.
+    let mut m = member(&region, "g", tmp.path(), "m", 20_000);
+    wait_stable(&region, "g", 1).await;
+    let listed = group_cli(&region, &["list"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("g ") && l.contains("meridian")),
+        "{listed}"
+    );
+    let (code, _, err) = meridian(
+        region.brokers[0].addr,
+        &[
+            "group",
+            "reset",
+            "g",
+            "--topic",
+            "work",
+            "--to",
+            "beginning",
+        ],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("active member"), "{err}");
+    m.kill().unwrap();
+    m.wait().unwrap();
+}

@@ -1250,3 +1250,101 @@ async fn a_decompression_bomb_is_refused_before_it_inflates() {
     .unwrap();
     assert_eq!(ok, Some((0, 0)), "the next batch is the partition's first");
 }
+
+/// Replay by the producer's timestamp (CreateTime), not the broker's append time: records
+/// written now with 2017 timestamps are found by those (confluent-kafka's
+/// `offsets_for_times`, kcat's `-o s@TS`, `meridian consume --from TIME`), an out-of-order
+/// timestamp counts where it is (the first record at or after the time, as Kafka answers),
+/// and a timestamp over an hour ahead of the broker is refused (INVALID_TIMESTAMP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_by_the_producers_timestamp_with_every_client() {
+    use serde_json::Value;
+    let tmp = tempfile::tempdir().unwrap();
+    let kafka = free_addr();
+    let kafka_flag = kafka.to_string();
+    let broker = BrokerProcess::start(tmp.path(), &["--kafka-listen", &kafka_flag])
+        .await
+        .unwrap();
+    let client = broker.client().await;
+    client.create_topic("stamped", 1).await.unwrap();
+    let out = python_output(
+        "confluent_create_time.py",
+        vec![kafka_flag, "stamped".into()],
+    )
+    .await;
+    let found: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(found["at_10_5"], 11, "{out}");
+    assert_eq!(found["at_4_5"], 3, "record 3 is stamped 4.7 s: {out}");
+    assert_eq!(found["future_error"], "INVALID_TIMESTAMP", "{out}");
+
+    let ts = (1_500_000_000_000_i64 + 10_500).to_string();
+    let (code, out, err) = kcat(
+        kafka,
+        &[
+            "-C",
+            "-t",
+            "stamped",
+            "-p",
+            "0",
+            "-o",
+            &format!("s@{ts}"),
+            "-c",
+            "1",
+            "-f",
+            "%o %s\n",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "11 v11\n");
+    let (code, out, err) = meridian_tests::meridian(
+        broker.addr,
+        &[
+            "consume",
+            "stamped",
+            "--from",
+            "2017-07-14T02:40:10.5Z",
+            "--max",
+            "1",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "v11\n");
+}
+
+/// A Kafka 4 consumer speaking KIP-848 (`group.protocol=consumer`): the broker's
+/// coordinator assigns (it used to be silently assigned nothing), two members read every
+/// message once between them, and the group resumes at what they committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kip_848_consumer_group_consumes() {
+    use serde_json::Value;
+    let tmp = tempfile::tempdir().unwrap();
+    let kafka = free_addr();
+    let kafka_flag = kafka.to_string();
+    let broker = BrokerProcess::start(tmp.path(), &["--kafka-listen", &kafka_flag])
+        .await
+        .unwrap();
+    let client = broker.client().await;
+    client.create_topic("kip848", 4).await.unwrap();
+    let producer = client.producer(ProducerConfig::default());
+    let mut acks = Vec::new();
+    for i in 0..400 {
+        acks.push(producer.send(Record::new("kip848", format!("m{i}"))).await);
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    let out = python_output(
+        "confluent_kip848.py",
+        vec![kafka_flag, "kip848".into(), "400".into()],
+    )
+    .await;
+    let counts: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(counts["after"], 0, "{out}");
+    assert_eq!(
+        counts["a"].as_u64().unwrap() + counts["b"].as_u64().unwrap(),
+        400,
+        "{out}"
+    );
+}

@@ -110,6 +110,18 @@ impl Broker {
             .await
     }
 
+    /// Whether `consumer_group` is a group with membership here (its coordinator is this
+    /// broker and knows it).
+    pub async fn has_native_group(&self, consumer_group: &str) -> bool {
+        let Ok(group) = self.group_coordinator(consumer_group) else {
+            return false;
+        };
+        match self.membership(&group).await {
+            Ok(loaded) => loaded.membership.get(consumer_group).is_some(),
+            Err(_) => false,
+        }
+    }
+
     /// The native groups this broker coordinates.
     pub async fn native_groups(&self) -> Vec<membership::Group> {
         // Only of the log groups it leads now (a coordinator it was keeps its old state).

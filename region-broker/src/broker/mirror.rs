@@ -387,7 +387,13 @@ fn local_records(
         // Past this record, unless it waits for its transaction (below).
         next += 1;
         if h.kind == RecordKind::OffsetCommit {
-            let positions = meridian_proto::record::decode_commit_positions(&payload);
+            // A cleared origin (a reset back) does not ship: the other regions keep each
+            // origin's highest, so a reset holds only where it was made.
+            let positions: Vec<(String, u64)> =
+                meridian_proto::record::decode_commit_positions(&payload)
+                    .into_iter()
+                    .filter(|(_, p)| *p != crate::storage::POSITION_CLEARED)
+                    .collect();
             if let Some((group_name, offset)) =
                 meridian_proto::record::decode_offset_commit(&payload)
                 && offset != crate::storage::POSITIONS_ONLY

@@ -33,10 +33,11 @@ impl Broker {
                 None,
             ),
             OffsetQuery::Time(t) => {
-                match group.offset_for_time(key, t).map_err(BrokerError::Read)? {
-                    Some((offset, time)) => (offset, Some(time)),
-                    None => (latest, None),
-                }
+                let storage = group.clone();
+                tokio::task::spawn_blocking(move || first_at_create_time(&storage, key, t))
+                    .await
+                    .map_err(|e| BrokerError::Replication(format!("the time search failed: {e}")))??
+                    .map_or((latest, None), |(offset, time)| (offset, Some(time)))
             }
         })
     }
@@ -65,22 +66,33 @@ impl Broker {
         // raft group (the multi-region kind) is made portable here, where the messages
         // are: another region resumes it by them. The leader first holds and applied
         // everything written before it led, so the walk sees every message below.
-        let positions = if positions.is_empty() && group.raft().is_some() {
+        let named = !positions.is_empty();
+        let mut positions = if !named && group.raft().is_some() {
             self.require_leader(group.id())?;
             group
                 .ensure_applied_in_term()
                 .await
                 .map_err(|e| self.group_error(e))?;
             let (storage, region) = (group.storage().clone(), self.config.region.clone());
-            let consumer_group = consumer_group.to_owned();
+            let name = consumer_group.to_owned();
             tokio::task::spawn_blocking(move || {
-                positions_before(&storage, &region, &consumer_group, key, offset)
+                positions_before(&storage, &region, &name, key, offset)
             })
             .await
             .map_err(|e| BrokerError::Replication(format!("the position walk failed: {e}")))??
         } else {
             positions
         };
+        if !named {
+            // A commit naming no positions says where the group is, whatever it saw before:
+            // an origin it had seen that lies wholly above the offset (a reset back) is
+            // cleared, or its consumers would skip those messages as seen.
+            for (origin, _) in group.storage().committed_positions(consumer_group, key) {
+                if !positions.iter().any(|(r, _)| *r == origin) {
+                    positions.push((origin, crate::storage::POSITION_CLEARED));
+                }
+            }
+        }
         self.write_commit(&group, consumer_group, key, offset, positions)
             .await
     }
@@ -262,6 +274,54 @@ fn positions_before(
         }
     }
     Ok(seen.into_iter().collect())
+}
+
+/// The first message of a partition whose producer timestamp (Kafka's CreateTime) is at
+/// or after `t`, and that timestamp — what Kafka's ListOffsets by time answers. Producer
+/// timestamps need not grow with offsets, so the append-time index only bounds the search:
+/// no message is stamped more than [`super::TIMESTAMP_AHEAD_MAX_MS`] after its append (the
+/// produce path refuses it), so none appended before `t` minus that bound can qualify; the
+/// messages from there on are read in order.
+fn first_at_create_time(
+    group: &LogGroup,
+    key: PartitionKey,
+    t: i64,
+) -> Result<Option<(u64, i64)>, BrokerError> {
+    let bound = t.saturating_sub(super::TIMESTAMP_AHEAD_MAX_MS);
+    let Some((mut next, _)) = group
+        .offset_for_time(key, bound)
+        .map_err(BrokerError::Read)?
+    else {
+        return Ok(None);
+    };
+    let (_, latest) = group.offsets(key).map_err(BrokerError::Read)?;
+    while next < latest {
+        let batches = group.read(key, next, 1 << 20).map_err(BrokerError::Read)?;
+        if batches.is_empty() {
+            break;
+        }
+        for b in batches {
+            next = b.base_offset + u64::from(b.count);
+            if b.is_marker() {
+                continue;
+            }
+            let messages = meridian_proto::batch::decode_batch(&b.payload, b.count as usize)
+                .map_err(|e| {
+                    BrokerError::Invalid(format!(
+                        "stored batch at offset {} does not decode: {e}",
+                        b.base_offset
+                    ))
+                })?;
+            if let Some((i, m)) = messages
+                .iter()
+                .enumerate()
+                .find(|(_, m)| m.timestamp_ms >= t)
+            {
+                return Ok(Some((b.base_offset + i as u64, m.timestamp_ms)));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Refuses origin positions a commit cannot carry.

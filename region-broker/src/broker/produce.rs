@@ -115,6 +115,13 @@ impl Broker {
             if m.timestamp_ms == 0 {
                 m.timestamp_ms = now;
             }
+            if m.timestamp_ms > now.saturating_add(super::TIMESTAMP_AHEAD_MAX_MS) {
+                return Err(BrokerError::InvalidTimestamp(format!(
+                    "a message is stamped {} ms since the epoch, more than {} ms after this broker's clock ({now}): check the producer's clock (Kafka's message.timestamp.after.max.ms)",
+                    m.timestamp_ms,
+                    super::TIMESTAMP_AHEAD_MAX_MS
+                )));
+            }
             size += m.encoded_len();
         }
         if size > self.config.batch_bytes_max {

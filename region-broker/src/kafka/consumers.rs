@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::{BrokerId, TopicName};
+use meridian_proto::v1;
 use meridian_region_client::Stay;
 
 use super::groups;
@@ -97,6 +98,11 @@ pub(super) async fn offset_commit(
         _ if r.generation_id_or_member_epoch < 0 && r.member_id.is_empty() => code::NONE,
         c => c,
     };
+    // A KIP-848 member (ConsumerGroupHeartbeat) commits as a member of the native group:
+    // refused once the partition is another's or the member is gone.
+    let member =
+        (fenced == code::NONE && !r.member_id.is_empty() && broker.has_native_group(&group).await)
+            .then(|| (r.member_id.to_string(), r.generation_id_or_member_epoch));
     for topic in r.topics {
         let name = topic.name.0.to_string();
         let mut t = OffsetCommitResponseTopic::default();
@@ -117,6 +123,19 @@ pub(super) async fn offset_commit(
                 p.error_code = fenced;
             } else if part.committed_offset < 0 {
                 p.error_code = code::OFFSET_OUT_OF_RANGE;
+            } else if let Some((id, epoch)) = &member {
+                use crate::broker::consumer_groups::membership::GroupError;
+                p.error_code = match broker
+                    .commit_as_member(&group, (id, *epoch), &name, partition, offset, Vec::new())
+                    .await
+                {
+                    Ok(()) => code::NONE,
+                    Err(BrokerError::Group(GroupError::UnknownMember { .. })) => {
+                        groups::code::UNKNOWN_MEMBER_ID
+                    }
+                    Err(BrokerError::Group(_)) => groups::code::ILLEGAL_GENERATION,
+                    Err(other) => error_code(&other),
+                };
             } else {
                 let local = broker
                     .commit_offset(&group, &name, partition, offset, Vec::new())
@@ -395,4 +414,134 @@ pub(super) fn list_groups(
         out.groups.push(g);
     }
     out
+}
+
+/// Kafka's id of a topic (Metadata v10+, KIP-848 assignments): made from the catalog's
+/// topic id and creation time, so every broker gives the same one and a topic deleted
+/// and made again gets another.
+pub(super) fn kafka_topic_id(topic: &crate::broker::Topic) -> uuid::Uuid {
+    let mut b = [0u8; 16];
+    b[..4].copy_from_slice(&topic.id.to_le_bytes());
+    b[4..12].copy_from_slice(&topic.created_ms.to_le_bytes());
+    b[12..].copy_from_slice(b"mrdn");
+    uuid::Uuid::from_bytes(b)
+}
+
+/// ConsumerGroupHeartbeat (KIP-848, the consumer protocol Kafka 4 clients speak with
+/// `group.protocol=consumer`): served by the native group coordinator
+/// (`broker/consumer_groups`), whose protocol is KIP-848's — the coordinator assigns,
+/// partitions move cooperatively, a member epoch fences. Kafka groups of this protocol and
+/// native groups share names, members and assignment. A member's session is Kafka's
+/// default `group.consumer.session.timeout.ms` (45 s).
+pub(super) async fn consumer_group_heartbeat(
+    kafka: &Kafka,
+    client_id: &str,
+    r: kafka_protocol::messages::ConsumerGroupHeartbeatRequest,
+) -> kafka_protocol::messages::ConsumerGroupHeartbeatResponse {
+    use crate::broker::consumer_groups::membership::{GroupError, Heartbeat};
+    use kafka_protocol::messages::consumer_group_heartbeat_response::{
+        Assignment, TopicPartitions,
+    };
+    let mut out = kafka_protocol::messages::ConsumerGroupHeartbeatResponse::default();
+    let group = r.group_id.0.to_string();
+    let refuse = |mut out: kafka_protocol::messages::ConsumerGroupHeartbeatResponse,
+                  code: i16,
+                  message: String| {
+        out.error_code = code;
+        out.error_message = Some(str(&message));
+        out
+    };
+    let refused = kafka.check_coordinator(&group);
+    if refused != code::NONE {
+        return refuse(
+            out,
+            refused,
+            format!("not the coordinator of group {group}"),
+        );
+    }
+    // Topic ids (the owned partitions) to names, through the catalog.
+    let by_id: std::collections::HashMap<uuid::Uuid, String> = kafka
+        .broker
+        .topics()
+        .into_iter()
+        .map(|t| (kafka_topic_id(&t), t.name))
+        .collect();
+    let hb = Heartbeat {
+        group: group.clone(),
+        member_id: r.member_id.to_string(),
+        // -2 (a static member leaving for now) leaves as -1 does: no static membership.
+        member_epoch: if r.member_epoch < 0 {
+            -1
+        } else {
+            r.member_epoch
+        },
+        client_id: client_id.to_owned(),
+        topics: r
+            .subscribed_topic_names
+            .map(|names| names.into_iter().map(|n| n.0.to_string()).collect()),
+        owned: r.topic_partitions.map(|tps| {
+            tps.into_iter()
+                .filter_map(|t| {
+                    by_id
+                        .get(&t.topic_id)
+                        .map(|name| (name.clone(), t.partitions))
+                })
+                .flat_map(|(name, ps)| {
+                    ps.into_iter()
+                        .filter_map(move |p| u32::try_from(p).ok().map(|p| (name.clone(), p)))
+                })
+                .collect()
+        }),
+        assignor: match r.server_assignor.as_deref() {
+            Some("range") => "range".to_owned(),
+            _ => "sticky".to_owned(),
+        },
+        session_ms: 45_000,
+    };
+    match kafka.broker.consumer_heartbeat(hb).await {
+        Ok(answer) => {
+            out.member_id = Some(str(&answer.member_id));
+            out.member_epoch = answer.member_epoch;
+            out.heartbeat_interval_ms = kafka.broker.heartbeat_interval_ms() as i32;
+            if answer.member_epoch >= 0 {
+                let ids: std::collections::HashMap<&str, uuid::Uuid> = by_id
+                    .iter()
+                    .map(|(id, name)| (name.as_str(), *id))
+                    .collect();
+                let mut a = Assignment::default();
+                for t in v1::TopicPartitions::group(&answer.assignment) {
+                    let Some(&id) = ids.get(t.topic.as_str()) else {
+                        continue;
+                    };
+                    let mut tp = TopicPartitions::default();
+                    tp.topic_id = id;
+                    tp.partitions = t.partitions.into_iter().map(|p| p as i32).collect();
+                    a.topic_partitions.push(tp);
+                }
+                out.assignment = Some(a);
+            }
+            out
+        }
+        Err(BrokerError::Group(e)) => {
+            let c = match &e {
+                GroupError::UnknownMember { .. } => 25, // UNKNOWN_MEMBER_ID
+                GroupError::FencedEpoch { .. } => 110,  // FENCED_MEMBER_EPOCH
+                GroupError::NotAssigned { .. } => 113,  // STALE_MEMBER_EPOCH
+                GroupError::Invalid(_) => code::INVALID_REQUEST,
+                GroupError::Full(_) => 81, // GROUP_MAX_SIZE_REACHED
+            };
+            refuse(out, c, e.to_string())
+        }
+        Err(BrokerError::NotLeader { .. }) => refuse(
+            out,
+            code::NOT_COORDINATOR,
+            format!("not the coordinator of group {group}"),
+        ),
+        Err(BrokerError::UnknownTopic(t)) => refuse(
+            out,
+            code::UNKNOWN_TOPIC_OR_PARTITION,
+            format!("unknown topic {t:?}"),
+        ),
+        Err(e) => refuse(out, code::COORDINATOR_NOT_AVAILABLE, e.to_string()),
+    }
 }

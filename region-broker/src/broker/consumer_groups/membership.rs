@@ -342,7 +342,7 @@ impl Membership {
         };
         let mut group = match self.groups.get(&hb.group) {
             Some(g) => g.clone(),
-            None if hb.member_id.is_empty() => {
+            None if hb.member_id.is_empty() || hb.member_epoch == 0 => {
                 if self.groups.len() >= self.limits.groups_max {
                     return refused(GroupError::Full(format!(
                         "this coordinator holds {} consumer groups, its limit: members of idle groups must leave first",
@@ -365,7 +365,13 @@ impl Membership {
             None => return refused(unknown()),
         };
         let before = group.clone();
-        let id = if hb.member_id.is_empty() {
+        // A join: no id (the coordinator names it), or epoch 0 with an id the member chose
+        // (KIP-848 v1 clients do); a known id joining again starts over, owning nothing.
+        let joining = hb.member_id.is_empty() || hb.member_epoch == 0;
+        if joining && group.members.remove(&hb.member_id).is_some() {
+            group.rebalance(partitions);
+        }
+        let id = if joining {
             // A join.
             let (lo, hi) = (self.limits.session_min_ms, self.limits.session_max_ms);
             if !(lo..=hi).contains(&hb.session_ms) {
@@ -389,7 +395,11 @@ impl Membership {
             }
             // Unique across the group's whole life: its epoch only grows while it has
             // members, and the time tells apart a group deleted and made again.
-            let id = format!("{}-{}-{now_ms}", hb.client_id, group.epoch + 1);
+            let id = if hb.member_id.is_empty() {
+                format!("{}-{}-{now_ms}", hb.client_id, group.epoch + 1)
+            } else {
+                hb.member_id.clone()
+            };
             group.members.insert(
                 id.clone(),
                 Member {
@@ -403,6 +413,8 @@ impl Membership {
                 },
             );
             group.rebalance(partitions);
+            // Its first epoch is the group's, never 0: a heartbeat at 0 is a join.
+            group.members.get_mut(&id).expect("just added").epoch = group.epoch;
             id
         } else {
             let Some(m) = group.members.get_mut(&hb.member_id) else {

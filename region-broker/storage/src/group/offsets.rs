@@ -12,6 +12,11 @@ use crate::PartitionKey;
 /// here is derived from the positions when asked.
 pub const POSITIONS_ONLY: u64 = u64::MAX;
 
+/// An origin position a commit sets to say the group has seen nothing of that origin
+/// (a reset below everything it had seen there): never a real position (it would need a
+/// record index near 2^40), left out of the group's committed positions.
+pub const POSITION_CLEARED: u64 = u64::MAX;
+
 /// The values a commit record sets: the group's offset, and one pseudo offset per origin
 /// position (`\u{1}p/{group}/{region}`), kept, truncated and carried past retention as
 /// offsets are.
@@ -90,7 +95,9 @@ impl LogGroup {
         let offsets = self.shared.offsets.lock().expect("offsets lock poisoned");
         let mut out: Vec<(String, u64)> = offsets
             .iter()
-            .filter(|((g, t, p), _)| (*t, *p) == key && g.starts_with(&prefix))
+            .filter(|((g, t, p), (position, _))| {
+                (*t, *p) == key && g.starts_with(&prefix) && *position != POSITION_CLEARED
+            })
             .map(|((g, _, _), &(position, _))| (g[prefix.len()..].to_owned(), position))
             .collect();
         out.sort();

@@ -261,3 +261,26 @@ fn more_partitions_rebalance_the_group() {
     let a = h.beat(&a, 1).unwrap();
     assert_eq!(a.assignment.len(), 4);
 }
+
+#[test]
+fn a_member_may_choose_its_id_and_a_heartbeat_at_epoch_0_joins_again() {
+    let mut h = Harness::new(2);
+    let chosen = |epoch| Heartbeat {
+        group: "g".into(),
+        member_id: "chosen-by-client".into(),
+        member_epoch: epoch,
+        client_id: "k".into(),
+        topics: Some(["t".to_string()].into()),
+        owned: Some(BTreeSet::new()),
+        session_ms: SESSION,
+        ..Heartbeat::default()
+    };
+    let a = h.send(chosen(0), 0).unwrap();
+    assert_eq!(a.member_id, "chosen-by-client");
+    assert!(a.member_epoch > 0, "a joined member's epoch is never 0");
+    assert_eq!(a.assignment.len(), 2);
+    // Joining again (a restarted client) starts over, still one member.
+    let again = h.send(chosen(0), 1).unwrap();
+    assert_eq!(again.member_id, "chosen-by-client");
+    assert_eq!(h.c.get("g").unwrap().members.len(), 1);
+}
