@@ -33,6 +33,12 @@ pub(crate) enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Delete a group's committed offsets everywhere (the group must have no active
+    /// members).
+    Delete {
+        /// The group.
+        group: String,
+    },
 }
 
 /// `beginning`, `end`, an offset, or an RFC 3339 time.
@@ -168,6 +174,21 @@ pub(crate) async fn run(
                 None => println!("group {group}: no active members"),
             }
             print_offsets(&offsets);
+            Ok(())
+        }
+        Command::Delete { group } => {
+            let deleted = client
+                .delete_group(&group)
+                .await
+                .with_context(|| format!("deleting group {group}"))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"group": group, "partitions": deleted})
+                );
+            } else {
+                println!("deleted group {group}: its offsets in {deleted} partition(s)");
+            }
             Ok(())
         }
         Command::Reset {

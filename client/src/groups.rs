@@ -149,18 +149,7 @@ impl Client {
         topic: &str,
         to: ResetTo,
     ) -> Result<Vec<GroupPartition>, ClientError> {
-        if let Some(g) = self
-            .consumer_groups()
-            .await?
-            .into_iter()
-            .find(|g| g.name == group && !g.members.is_empty())
-        {
-            return Err(ClientError::Usage(format!(
-                "consumer group {group:?} has {} active member(s) (coordinated by broker {}): stop its consumers, then reset",
-                g.members.len(),
-                g.coordinator
-            )));
-        }
+        self.refuse_active(group, "reset").await?;
         let plan = self.group_partitions(group, topic, Some(to)).await?;
         for p in &plan {
             if let Some(offset) = p.reset_to {
@@ -169,5 +158,45 @@ impl Client {
             }
         }
         Ok(plan)
+    }
+
+    /// Deletes `group`'s committed offsets in every partition of every topic (its
+    /// consumers then start where `StartFrom` says); how many there were. Refused while
+    /// the group has members.
+    pub async fn delete_group(&self, group: &str) -> Result<usize, ClientError> {
+        meridian_proto::names::validate("group", group)
+            .map_err(|e| ClientError::Usage(e.to_string()))?;
+        self.refuse_active(group, "delete").await?;
+        let mut deleted = 0;
+        for topic in self.list_topics().await? {
+            for p in &topic.partitions {
+                if self
+                    .region
+                    .delete_offset(group, &topic.name, p.partition)
+                    .await?
+                {
+                    deleted += 1;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// A usage error when `group` has members (they would commit over what `action`
+    /// changes).
+    async fn refuse_active(&self, group: &str, action: &str) -> Result<(), ClientError> {
+        match self
+            .consumer_groups()
+            .await?
+            .into_iter()
+            .find(|g| g.name == group && !g.members.is_empty())
+        {
+            Some(g) => Err(ClientError::Usage(format!(
+                "consumer group {group:?} has {} active member(s) (coordinated by broker {}): stop its consumers, then {action}",
+                g.members.len(),
+                g.coordinator
+            ))),
+            None => Ok(()),
+        }
     }
 }

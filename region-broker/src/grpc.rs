@@ -424,6 +424,19 @@ impl broker_server::Broker for GrpcService {
         Ok(Response::new(v1::CommitOffsetResponse {}))
     }
 
+    async fn delete_offset(
+        &self,
+        request: Request<v1::DeleteOffsetRequest>,
+    ) -> Result<Response<v1::DeleteOffsetResponse>, Status> {
+        let r = request.into_inner();
+        let deleted = self
+            .broker
+            .delete_offset(&r.group, &r.topic, r.partition)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::DeleteOffsetResponse { deleted }))
+    }
+
     async fn fetch_offset(
         &self,
         request: Request<v1::FetchOffsetRequest>,

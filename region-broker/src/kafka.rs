@@ -453,6 +453,12 @@ async fn handle(
             ResponseKind::DescribeGroups(describe_groups(kafka, r, version))
         }
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups(groups, r)),
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(consumers::delete_groups(kafka, r).await)
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(consumers::offset_delete(kafka, r).await)
+        }
         RequestKind::ConsumerGroupHeartbeat(r) => {
             let client_id = header.client_id.as_deref().unwrap_or("kafka").to_owned();
             ResponseKind::ConsumerGroupHeartbeat(

@@ -58,4 +58,26 @@ impl RegionClient {
         .await?;
         Ok(())
     }
+
+    /// Deletes a consumer group's commit in a partition, at its leader; whether there was
+    /// one.
+    pub async fn delete_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<bool, RegionError> {
+        let r = v1::DeleteOffsetRequest {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            partition,
+        };
+        Ok(self
+            .call_routed(&crate::Stay, true, |mut c| {
+                let r = r.clone();
+                async move { c.delete_offset(r).await }
+            })
+            .await?
+            .deleted)
+    }
 }

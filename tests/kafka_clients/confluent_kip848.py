@@ -11,7 +11,8 @@ import sys
 import threading
 import time
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaException
+from confluent_kafka.admin import AdminClient
 
 BOOTSTRAP, TOPIC, COUNT = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
@@ -70,5 +71,35 @@ while time.time() < deadline:
     if m is not None and not m.error():
         late.append(m.value())
 after.close()
-print(json.dumps({"a": len(seen["a"]), "b": len(seen["b"]), "after": len(late)}), flush=True)
+# DeleteGroups: the group's offsets go, and a consumer of it reads everything again; an
+# unknown group is GROUP_ID_NOT_FOUND.
+admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+for group, fut in admin.delete_consumer_groups(["kip848"], request_timeout=15).items():
+    fut.result()
+unknown = None
+try:
+    admin.delete_consumer_groups(["never-was"], request_timeout=15)["never-was"].result()
+except KafkaException as e:
+    unknown = e.args[0].name()
+again = consumer()
+again.subscribe([TOPIC])
+reread = 0
+deadline = time.time() + 30
+while time.time() < deadline and reread < COUNT:
+    m = again.poll(0.2)
+    if m is not None and not m.error():
+        reread += 1
+again.close()
+print(
+    json.dumps(
+        {
+            "a": len(seen["a"]),
+            "b": len(seen["b"]),
+            "after": len(late),
+            "reread_after_delete": reread,
+            "unknown_delete": unknown,
+        }
+    ),
+    flush=True,
+)
 print("OK", flush=True)

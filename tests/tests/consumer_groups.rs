@@ -406,6 +406,22 @@ async fn each_reset_target_makes_the_group_read_from_there() {
     );
     assert_eq!(code, 1);
     assert!(err.contains("active member"), "{err}");
+    let (code, _, err) = meridian(region.brokers[0].addr, &["group", "delete", "g"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("active member"), "{err}");
     m.kill().unwrap();
     m.wait().unwrap();
+
+    // Deleted once its member's session lapsed: the group starts over from the beginning.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, out, err) = meridian(region.brokers[0].addr, &["group", "delete", "g"], None);
+        if code == 0 {
+            assert!(out.contains("deleted group g"), "{out}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "group g not deleted: {err}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(consume_all(&region, "g").len(), 19);
 }

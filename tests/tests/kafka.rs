@@ -1342,6 +1342,8 @@ async fn a_kip_848_consumer_group_consumes() {
     .await;
     let counts: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!(counts["after"], 0, "{out}");
+    assert_eq!(counts["reread_after_delete"], 400, "{out}");
+    assert_eq!(counts["unknown_delete"], "GROUP_ID_NOT_FOUND", "{out}");
     assert_eq!(
         counts["a"].as_u64().unwrap() + counts["b"].as_u64().unwrap(),
         400,

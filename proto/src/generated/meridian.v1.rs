@@ -758,6 +758,23 @@ pub struct CommitOffsetRequest {
 pub struct CommitOffsetResponse {}
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DeleteOffsetRequest {
+    #[prost(string, tag = "1")]
+    pub group: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub topic: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "3")]
+    pub partition: u32,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DeleteOffsetResponse {
+    /// There was a commit to delete.
+    #[prost(bool, tag = "1")]
+    pub deleted: bool,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct FetchOffsetRequest {
     #[prost(string, tag = "1")]
     pub group: ::prost::alloc::string::String,
@@ -1662,6 +1679,32 @@ pub mod broker_client {
                 .insert(GrpcMethod::new("meridian.v1.Broker", "FetchOffset"));
             self.inner.unary(req, path, codec).await
         }
+        /// Deletes a consumer group's commit in a partition (served by the partition's group
+        /// leader): the group has no offset there afterwards.
+        pub async fn delete_offset(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DeleteOffsetRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DeleteOffsetResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.Broker/DeleteOffset",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.Broker", "DeleteOffset"));
+            self.inner.unary(req, path, codec).await
+        }
         /// The replication state of every log group this broker hosts, and the region's brokers.
         pub async fn log_groups(
             &mut self,
@@ -2094,6 +2137,15 @@ pub mod broker_server {
             request: tonic::Request<super::FetchOffsetRequest>,
         ) -> std::result::Result<
             tonic::Response<super::FetchOffsetResponse>,
+            tonic::Status,
+        >;
+        /// Deletes a consumer group's commit in a partition (served by the partition's group
+        /// leader): the group has no offset there afterwards.
+        async fn delete_offset(
+            &self,
+            request: tonic::Request<super::DeleteOffsetRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DeleteOffsetResponse>,
             tonic::Status,
         >;
         /// The replication state of every log group this broker hosts, and the region's brokers.
@@ -2690,6 +2742,51 @@ pub mod broker_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = FetchOffsetSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.Broker/DeleteOffset" => {
+                    #[allow(non_camel_case_types)]
+                    struct DeleteOffsetSvc<T: Broker>(pub Arc<T>);
+                    impl<
+                        T: Broker,
+                    > tonic::server::UnaryService<super::DeleteOffsetRequest>
+                    for DeleteOffsetSvc<T> {
+                        type Response = super::DeleteOffsetResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DeleteOffsetRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Broker>::delete_offset(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DeleteOffsetSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

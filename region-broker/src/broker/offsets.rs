@@ -52,7 +52,7 @@ impl Broker {
         offset: u64,
         positions: Positions,
     ) -> Result<(), BrokerError> {
-        if offset == crate::storage::POSITIONS_ONLY {
+        if offset == crate::storage::POSITIONS_ONLY || offset == crate::storage::OFFSET_DELETED {
             return Err(BrokerError::Invalid(format!(
                 "offset {offset} is reserved: commit the offset of the next message to read"
             )));
@@ -95,6 +95,81 @@ impl Broker {
         }
         self.write_commit(&group, consumer_group, key, offset, positions)
             .await
+    }
+
+    /// Deletes a consumer group's commit in a partition this broker leads (its offset and
+    /// the origin positions it had seen); whether there was one.
+    pub async fn delete_offset(
+        &self,
+        consumer_group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<bool, BrokerError> {
+        names::validate("group", consumer_group)
+            .map_err(|e| BrokerError::Invalid(e.to_string()))?;
+        let topic = self.topic(topic)?;
+        let (group, key) = self.locate(&topic, partition)?;
+        self.require_leader(group.id())?;
+        let storage = group.storage();
+        let positions: Positions = storage
+            .committed_positions(consumer_group, key)
+            .into_iter()
+            .map(|(origin, _)| (origin, crate::storage::POSITION_CLEARED))
+            .collect();
+        if storage.committed_offset(consumer_group, key).is_none() && positions.is_empty() {
+            return Ok(false);
+        }
+        self.write_commit(
+            &group,
+            consumer_group,
+            key,
+            crate::storage::OFFSET_DELETED,
+            positions,
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// [`Broker::delete_offset`] at the partition's leader, wherever it is.
+    pub(crate) async fn delete_offset_anywhere(
+        &self,
+        consumer_group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<bool, BrokerError> {
+        match self.delete_offset(consumer_group, topic, partition).await {
+            Err(BrokerError::NotLeader { .. }) => self
+                .region_client()
+                .await
+                .map_err(|e| BrokerError::Replication(e.to_string()))?
+                .delete_offset(consumer_group, topic, partition)
+                .await
+                .map_err(|e| BrokerError::Replication(e.to_string())),
+            other => other,
+        }
+    }
+
+    /// Deletes `consumer_group`'s commits in every partition of every topic (Kafka's
+    /// DeleteGroups; `meridian group delete`); how many there were. Refused while the
+    /// group has members here (native or Kafka's classic ones are the caller's to check).
+    pub async fn delete_group_offsets(&self, consumer_group: &str) -> Result<usize, BrokerError> {
+        if self.has_native_group(consumer_group).await {
+            return Err(BrokerError::Invalid(format!(
+                "consumer group {consumer_group:?} has active members: stop its consumers, then delete it"
+            )));
+        }
+        let mut deleted = 0;
+        for topic in self.topics() {
+            for p in 0..topic.groups.len() as u32 {
+                if self
+                    .delete_offset_anywhere(consumer_group, &topic.name, p)
+                    .await?
+                {
+                    deleted += 1;
+                }
+            }
+        }
+        Ok(deleted)
     }
 
     /// A consumer group's offset committed at the partition's leader, wherever it is (a

@@ -545,3 +545,80 @@ pub(super) async fn consumer_group_heartbeat(
         Err(e) => refuse(out, code::COORDINATOR_NOT_AVAILABLE, e.to_string()),
     }
 }
+
+/// DeleteGroups: each group with no members has its committed offsets deleted in every
+/// partition (NON_EMPTY_GROUP while it has members, classic or KIP-848;
+/// GROUP_ID_NOT_FOUND when it had nothing). Served by the group's coordinator.
+pub(super) async fn delete_groups(
+    kafka: &Kafka,
+    r: kafka_protocol::messages::DeleteGroupsRequest,
+) -> kafka_protocol::messages::DeleteGroupsResponse {
+    use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+    let mut out = kafka_protocol::messages::DeleteGroupsResponse::default();
+    for name in r.groups_names {
+        let group = name.0.to_string();
+        let mut result = DeletableGroupResult::default();
+        result.group_id = name;
+        result.error_code = match kafka.check_coordinator(&group) {
+            code::NONE => match kafka.consumer_groups.delete(&group) {
+                Err(c) => c,
+                Ok(()) => match kafka.broker.delete_group_offsets(&group).await {
+                    Ok(0) => groups::code::GROUP_ID_NOT_FOUND,
+                    Ok(_) => code::NONE,
+                    Err(BrokerError::Invalid(_)) => groups::code::NON_EMPTY_GROUP,
+                    Err(e) => error_code(&e),
+                },
+            },
+            refused => refused,
+        };
+        out.results.push(result);
+    }
+    out
+}
+
+/// OffsetDelete: a group's committed offsets in the named partitions are deleted
+/// (GROUP_SUBSCRIBED_TO_TOPIC for every partition while the group has members).
+pub(super) async fn offset_delete(
+    kafka: &Kafka,
+    r: kafka_protocol::messages::OffsetDeleteRequest,
+) -> kafka_protocol::messages::OffsetDeleteResponse {
+    use kafka_protocol::messages::offset_delete_response::{
+        OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+    };
+    let group = r.group_id.0.to_string();
+    let mut out = kafka_protocol::messages::OffsetDeleteResponse::default();
+    let refused = kafka.check_coordinator(&group);
+    if refused != code::NONE {
+        out.error_code = refused;
+        return out;
+    }
+    let active =
+        kafka.consumer_groups.has_members(&group) || kafka.broker.has_native_group(&group).await;
+    for topic in r.topics {
+        let name = topic.name.0.to_string();
+        let mut t = OffsetDeleteResponseTopic::default();
+        t.name = topic.name;
+        for part in topic.partitions {
+            let mut p = OffsetDeleteResponsePartition::default();
+            p.partition_index = part.partition_index;
+            p.error_code = if active {
+                groups::code::GROUP_SUBSCRIBED_TO_TOPIC
+            } else {
+                match partition_index(part.partition_index) {
+                    Err(c) => c,
+                    Ok(partition) => match kafka
+                        .broker
+                        .delete_offset_anywhere(&group, &name, partition)
+                        .await
+                    {
+                        Ok(_) => code::NONE,
+                        Err(e) => error_code(&e),
+                    },
+                }
+            };
+            t.partitions.push(p);
+        }
+        out.topics.push(t);
+    }
+    out
+}

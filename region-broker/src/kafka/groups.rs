@@ -31,6 +31,9 @@ pub(crate) mod code {
     pub(crate) const INVALID_SESSION_TIMEOUT: i16 = 26;
     pub(crate) const REBALANCE_IN_PROGRESS: i16 = 27;
     pub(crate) const MEMBER_ID_REQUIRED: i16 = 79;
+    pub(crate) const NON_EMPTY_GROUP: i16 = 68;
+    pub(crate) const GROUP_ID_NOT_FOUND: i16 = 69;
+    pub(crate) const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 }
 
 /// How long a new group waits for more members before its first generation (Kafka's
@@ -512,6 +515,25 @@ impl Coordinator {
         };
         rx.await
             .unwrap_or((code::REBALANCE_IN_PROGRESS, Bytes::new()))
+    }
+
+    /// Forgets `group` for DeleteGroups: NON_EMPTY_GROUP while it has members (or some are
+    /// joining), else it is gone (whether or not it was known).
+    pub(crate) fn delete(&self, group: &str) -> Result<(), i16> {
+        let mut groups = self.groups.lock().expect("groups lock poisoned");
+        if let Some(g) = groups.get(group)
+            && (!g.members.is_empty() || !g.joiners.is_empty())
+        {
+            return Err(code::NON_EMPTY_GROUP);
+        }
+        groups.remove(group);
+        Ok(())
+    }
+
+    /// Whether `group` has members (OffsetDelete refuses while it does).
+    pub(crate) fn has_members(&self, group: &str) -> bool {
+        let groups = self.groups.lock().expect("groups lock poisoned");
+        groups.get(group).is_some_and(|g| !g.members.is_empty())
     }
 
     /// Whether an OffsetCommit by `member_id` at `generation` is the group's (Kafka's

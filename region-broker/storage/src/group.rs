@@ -47,7 +47,7 @@ use meridian_proto::origin::Origin;
 use meridian_proto::producer::ProducerBatch;
 use meridian_proto::record::{self, RecordHeader, RecordKind};
 
-pub use offsets::{POSITION_CLEARED, POSITIONS_ONLY};
+pub use offsets::{OFFSET_DELETED, POSITION_CLEARED, POSITIONS_ONLY};
 pub use producers::{BATCHES_KEPT, ProducerState, SeqCheck, SeqRefusal};
 use replica::RecordPositions;
 

@@ -28,8 +28,8 @@ pub mod transactions;
 use std::time::Duration;
 
 pub use group::{
-    Appended, BATCHES_KEPT, HeldOffset, LogGroup, POSITION_CLEARED, POSITIONS_ONLY, ProducerState,
-    RaftRecord, ReadBatch, RecordChunk, SeqCheck, SeqRefusal, mirrored_payload,
+    Appended, BATCHES_KEPT, HeldOffset, LogGroup, OFFSET_DELETED, POSITION_CLEARED, POSITIONS_ONLY,
+    ProducerState, RaftRecord, ReadBatch, RecordChunk, SeqCheck, SeqRefusal, mirrored_payload,
 };
 pub use journal::ReadFailure;
 pub use meridian_proto::record;

@@ -12,6 +12,10 @@ use crate::PartitionKey;
 /// here is derived from the positions when asked.
 pub const POSITIONS_ONLY: u64 = u64::MAX;
 
+/// The offset a commit sets to delete the group's commit in a partition (Kafka's
+/// OffsetDelete, DeleteGroups): the group has no committed offset there afterwards.
+pub const OFFSET_DELETED: u64 = u64::MAX - 1;
+
 /// An origin position a commit sets to say the group has seen nothing of that origin
 /// (a reset below everything it had seen there): never a real position (it would need a
 /// record index near 2^40), left out of the group's committed positions.
@@ -110,6 +114,7 @@ impl LogGroup {
         offsets
             .get(&(group.to_owned(), key.0, key.1))
             .map(|&(offset, _)| offset)
+            .filter(|&offset| offset != OFFSET_DELETED)
     }
 
     /// Every committed offset: `(group, topic_id, partition, offset)`.
