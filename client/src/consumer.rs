@@ -149,10 +149,15 @@ impl Consumer {
             return Ok(());
         }
         // A new set of topics: join again with all of them, after committing and leaving.
-        if let Some(member) = self.member.take() {
-            self.commit().await?;
+        if let Some(member) = self.member.as_ref() {
+            if let Err(e) = self.commit_as(Some(member)).await {
+                self.topics.remove(topic);
+                return Err(e);
+            }
             self.positions.clear();
-            member.leave().await?;
+            if let Some(member) = self.member.take() {
+                member.leave().await?;
+            }
         }
         self.member = Some(
             Member::join(
@@ -189,41 +194,52 @@ impl Consumer {
         result
     }
 
+    /// Drops every partition after membership was lost (or the client moved region),
+    /// keeping what was read of each by origin positions: committed for the group where
+    /// it can be, remembered in case the group gives the partition back.
+    async fn set_aside(&mut self) {
+        let group = self.config.group.clone().unwrap_or_default();
+        for (tp, place) in std::mem::take(&mut self.positions) {
+            // What it read stays the group's (a commit past both the group's and what it
+            // read, never behind either), so whichever member gets the partition skips
+            // it. One that fails leaves those messages to be read again, never lost.
+            if !place.seen.is_empty()
+                && let Err(e) = self
+                    .client
+                    .commit_seen(&group, &tp.0, tp.1, &place.seen)
+                    .await
+            {
+                tracing::warn!(group = %group, topic = %tp.0, partition = tp.1, error = %e, "what this consumer read could not be committed for its group; another member may read it again");
+            }
+            let kept = self.forgotten.entry(tp).or_default();
+            merge(kept, &place.seen);
+        }
+    }
+
     async fn follow(&mut self, member: &mut Member) -> Result<(), ClientError> {
         // The client moved to another region: the group there has its own coordinator,
         // which does not know this member. Join it at once (offsets are per region; what
         // was read is kept by origin positions, below).
         let moves = self.client.moves();
         let changes = if moves != self.moves {
+            // Its positions are the old region's offsets: set aside (by origin positions)
+            // before anything else, so a failed join cannot leave them in use here.
             self.moves = moves;
+            self.set_aside().await;
             member.rejoin_now().await?
         } else {
             member.changes().await?
         };
         if changes.lost {
-            let group = self.config.group.clone().unwrap_or_default();
-            for (tp, place) in std::mem::take(&mut self.positions) {
-                // What it read stays the group's (a commit past both the group's and what it
-                // read, never behind either), so whichever member gets the partition skips
-                // it. One that fails leaves those messages to be read again, never lost.
-                if !place.seen.is_empty()
-                    && let Err(e) = self
-                        .client
-                        .commit_seen(&group, &tp.0, tp.1, &place.seen)
-                        .await
-                {
-                    tracing::warn!(group = %group, topic = %tp.0, partition = tp.1, error = %e, "what this consumer read could not be committed for its group; another member may read it again");
-                }
-                let kept = self.forgotten.entry(tp).or_default();
-                merge(kept, &place.seen);
-            }
+            self.set_aside().await;
             return Ok(());
         }
         if !changes.revoked.is_empty() {
             for tp in &changes.revoked {
                 if let Some(place) = self.positions.get(tp) {
                     let (id, epoch) = member.id();
-                    self.client
+                    match self
+                        .client
                         .commit_member(
                             self.config.group.as_deref().unwrap_or_default(),
                             (&id, epoch),
@@ -232,7 +248,21 @@ impl Consumer {
                             place.offset,
                             &place.seen,
                         )
-                        .await?;
+                        .await
+                    {
+                        Ok(()) => {}
+                        // Already another's, or this member is gone: give it up anyway
+                        // (its successor resumes at the group's last commit).
+                        Err(e)
+                            if matches!(
+                                e.code(),
+                                Some(tonic::Code::PermissionDenied | tonic::Code::NotFound)
+                            ) =>
+                        {
+                            tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "a partition given up could not be committed; another member may read some of it again");
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 self.positions.remove(tp);
                 member.own(tp, false);

@@ -337,6 +337,11 @@ impl Client {
         offset: u64,
         positions: &Positions,
     ) -> Result<(), ClientError> {
+        if member.0.is_empty() {
+            return Err(ClientError::Usage(format!(
+                "not committed: this consumer is not (yet) a member of group {group:?}"
+            )));
+        }
         let r = v1::CommitOffsetRequest {
             group: group.to_owned(),
             topic: topic.to_owned(),

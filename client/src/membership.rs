@@ -34,6 +34,9 @@ struct State {
     lease_until: Instant,
     /// The coordinator no longer knows the member.
     lost: bool,
+    /// Bumped by every (re)join: an answer to a heartbeat sent before it is an older
+    /// member's, never applied to this one.
+    incarnation: u64,
 }
 
 /// A member of a consumer group.
@@ -76,6 +79,7 @@ impl Member {
             owned: BTreeSet::new(),
             lease_until: Instant::now(),
             lost: false,
+            incarnation: 0,
         }));
         let mut member = Member {
             client,
@@ -102,6 +106,10 @@ impl Member {
             s.assignment.clear();
             s.owned.clear();
             s.lost = false;
+            s.incarnation += 1;
+            // Nothing is this member's until the join is answered (a failed join leaves
+            // the lease run out, so the next poll joins again).
+            s.lease_until = Instant::now();
         }
         let interval = beat(
             &self.client,
@@ -245,9 +253,9 @@ async fn beat(
     session: Duration,
     state: &Mutex<State>,
 ) -> Result<Duration, ClientError> {
-    let r = {
+    let (r, incarnation) = {
         let s = state.lock().expect("member lock poisoned");
-        v1::ConsumerHeartbeatRequest {
+        let r = v1::ConsumerHeartbeatRequest {
             group: group.to_owned(),
             member_id: s.member_id.clone(),
             member_epoch: s.epoch,
@@ -256,7 +264,8 @@ async fn beat(
             owned: v1::TopicPartitions::group(&s.owned),
             assignor: assignor.to_owned(),
             session_timeout_ms: session.as_millis().min(u128::from(u32::MAX)) as u32,
-        }
+        };
+        (r, s.incarnation)
     };
     let sent = Instant::now();
     let answer = client
@@ -267,7 +276,8 @@ async fn beat(
         .await?;
     let mut s = state.lock().expect("member lock poisoned");
     // An answer to an older member (this one rejoined meanwhile) is not this one's.
-    if !s.member_id.is_empty() && s.member_id != answer.member_id {
+    if s.incarnation != incarnation || (!s.member_id.is_empty() && s.member_id != answer.member_id)
+    {
         return Ok(Duration::from_millis(
             answer.heartbeat_interval_ms.max(100).into(),
         ));

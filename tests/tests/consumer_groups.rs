@@ -425,3 +425,75 @@ async fn each_reset_target_makes_the_group_read_from_there() {
     }
     assert_eq!(consume_all(&region, "g").len(), 19);
 }
+
+/// A group that read part of a topic with `consume --max` in one region resumes in the
+/// other region after exactly what it printed: `--max` commits the origin positions of
+/// what it printed (it used to seek and commit without them), which ship with the commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_moved_to_another_region_after_max_reads_the_rest_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let regions = meridian_tests::mirror::TwoRegions::start(tmp.path(), &[], &[]).await;
+    regions.create_topic("moved", 2).await;
+    let _mirrors = regions.link(tmp.path(), &[]);
+    let (x, y) = (regions.x.brokers[0].addr, regions.y.brokers[0].addr);
+    let lines: String = (0..100).map(|i| format!("m{i}\n")).collect();
+    let (code, _, err) = meridian(x, &["produce", "moved"], Some(&lines));
+    assert_eq!(code, 0, "{err}");
+    let cy = regions.y.client().await;
+    meridian_tests::wait_until_held(&cy, "moved", 100, Duration::from_secs(30)).await;
+
+    let (code, out, err) = meridian(
+        x,
+        &[
+            "consume",
+            "moved",
+            "--group",
+            "mover",
+            "--from",
+            "beginning",
+            "--max",
+            "30",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let first: Vec<String> = out.lines().map(str::to_owned).collect();
+    assert_eq!(first.len(), 30);
+    // The group's commits reach y (as origin positions, resolved to y's offsets there).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut at = 0;
+        for p in 0..2 {
+            at += cy
+                .committed_offset("mover", "moved", p)
+                .await
+                .unwrap()
+                .unwrap_or(0);
+        }
+        if at == 30 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "y resolves the group's commits to {at} of 30"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, out, err) = meridian(
+        y,
+        &[
+            "consume",
+            "moved",
+            "--group",
+            "mover",
+            "--from",
+            "beginning",
+            "--idle-exit-ms",
+            "2000",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let rest: Vec<String> = out.lines().map(str::to_owned).collect();
+    assert_exactly_once(&[first, rest], 100);
+}

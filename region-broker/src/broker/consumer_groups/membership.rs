@@ -431,8 +431,10 @@ impl Membership {
                 group.members.remove(&hb.member_id);
                 group.rebalance(partitions);
             } else {
-                if let Some(owned) = &hb.owned {
-                    // Revocations it finished: those it no longer owns.
+                // Revocations it finished: those it no longer owns — said at its current
+                // epoch, so after it heard of them (a heartbeat sent before the revocation
+                // reached it may list a partition as not yet taken up, not as given up).
+                if let Some(owned) = hb.owned.as_ref().filter(|_| hb.member_epoch >= m.epoch) {
                     m.revoking.retain(|tp| owned.contains(tp));
                 }
                 let resubscribed = hb

@@ -284,3 +284,33 @@ fn a_member_may_choose_its_id_and_a_heartbeat_at_epoch_0_joins_again() {
     assert_eq!(again.member_id, "chosen-by-client");
     assert_eq!(h.c.get("g").unwrap().members.len(), 1);
 }
+
+#[test]
+fn a_heartbeat_sent_before_a_revocation_does_not_give_the_partition_up() {
+    let mut h = Harness::new(2);
+    let a = h.join("a", 0);
+    assert_eq!(a.assignment.len(), 2);
+    let b = h.join("b", 1);
+    // A beat of a's from before it heard of b (its old epoch), saying it owns nothing yet
+    // (it had not taken its partitions up): that is not giving anything up.
+    let stale = h
+        .send(
+            Heartbeat {
+                group: "g".into(),
+                member_id: a.member_id.clone(),
+                member_epoch: a.member_epoch,
+                owned: Some(BTreeSet::new()),
+                ..Heartbeat::default()
+            },
+            2,
+        )
+        .unwrap();
+    assert_eq!(stale.assignment.len(), 1, "a keeps one, gives one up");
+    assert!(
+        h.beat(&b, 3).unwrap().assignment.is_empty(),
+        "b gets nothing while a may still be reading it"
+    );
+    // At its new epoch, owning only what it keeps: now b gets the other.
+    h.beat(&stale, 4).unwrap();
+    assert_eq!(h.beat(&b, 5).unwrap().assignment.len(), 1);
+}
