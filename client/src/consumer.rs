@@ -416,10 +416,16 @@ impl Consumer {
                 tokio::time::sleep(left.min(Duration::from_millis(100))).await;
                 continue;
             }
+            // Whatever every partition has now; only when none has anything, a long poll
+            // (which answers with the first partition to get some).
+            let got = self.fetch_all(Duration::ZERO, max).await?;
+            if !got.is_empty() || left.is_zero() {
+                return Ok(got);
+            }
             let got = self
                 .fetch_all(left.min(Duration::from_millis(500)), max)
                 .await?;
-            if !got.is_empty() || left.is_zero() {
+            if !got.is_empty() {
                 return Ok(got);
             }
         }

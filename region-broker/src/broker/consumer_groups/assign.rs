@@ -245,6 +245,17 @@ mod tests {
                 c.values().copied().max().unwrap_or(0),
             );
             prop_assert!(hi - lo <= 1, "unbalanced: {:?}", c);
+            // Sticky keeps a balanced assignment as it is; one more member takes only its
+            // share, every other partition stays where it was.
+            if assignor == Assignor::Sticky {
+                prop_assert_eq!(&assignor.assign(&m, &partitions, &t), &t);
+                let mut more = m.clone();
+                more.insert("new".into(), ["t".to_string()].into());
+                let after = assignor.assign(&more, &partitions, &t);
+                let moved = t.iter().filter(|(tp, o)| after[*tp] != **o).count();
+                let share = n_partitions as usize / (n_members + 1);
+                prop_assert!(moved <= share + 1, "{} moved for a share of {}", moved, share);
+            }
         }
     }
 }
