@@ -36,20 +36,38 @@ pub(crate) struct Args {
     idle_exit_ms: Option<u64>,
 }
 
-fn parse_from(s: &str) -> anyhow::Result<StartFrom> {
+/// Where to read from or move to: `beginning`, `end`, an offset, or an RFC 3339 time (ms
+/// since the epoch); `flag` names the option in the error.
+pub(crate) enum Place {
+    Beginning,
+    End,
+    Offset(u64),
+    Time(i64),
+}
+
+pub(crate) fn parse_place(flag: &str, s: &str) -> anyhow::Result<Place> {
     Ok(match s {
-        "beginning" => StartFrom::Beginning,
-        "end" => StartFrom::End,
-        _ if s.bytes().all(|b| b.is_ascii_digit()) => StartFrom::Offset(s.parse()?),
+        "beginning" => Place::Beginning,
+        "end" => Place::End,
+        _ if s.bytes().all(|b| b.is_ascii_digit()) => Place::Offset(s.parse()?),
         _ => {
             let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
-                anyhow::anyhow!("--from {s:?} is not beginning, end, an offset or an RFC 3339 time ({e}); example: 2026-11-25T13:00:00Z")
+                anyhow::anyhow!("{flag} {s:?} is not beginning, end, an offset or an RFC 3339 time ({e}); example: 2026-11-25T13:00:00Z")
             })?;
-            StartFrom::Time(
+            Place::Time(
                 t.duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as i64),
             )
         }
+    })
+}
+
+fn parse_from(s: &str) -> anyhow::Result<StartFrom> {
+    Ok(match parse_place("--from", s)? {
+        Place::Beginning => StartFrom::Beginning,
+        Place::End => StartFrom::End,
+        Place::Offset(o) => StartFrom::Offset(o),
+        Place::Time(t) => StartFrom::Time(t),
     })
 }
 

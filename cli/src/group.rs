@@ -43,19 +43,12 @@ pub(crate) enum Command {
 
 /// `beginning`, `end`, an offset, or an RFC 3339 time.
 fn parse_to(s: &str) -> anyhow::Result<ResetTo> {
-    Ok(match s {
-        "beginning" => ResetTo::Beginning,
-        "end" => ResetTo::End,
-        _ if s.bytes().all(|b| b.is_ascii_digit()) => ResetTo::Offset(s.parse()?),
-        _ => {
-            let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
-                anyhow::anyhow!("--to {s:?} is not beginning, end, an offset or an RFC 3339 time ({e}); example: 2026-11-25T13:00:00Z")
-            })?;
-            ResetTo::Time(
-                t.duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64),
-            )
-        }
+    use crate::consume::Place;
+    Ok(match crate::consume::parse_place("--to", s)? {
+        Place::Beginning => ResetTo::Beginning,
+        Place::End => ResetTo::End,
+        Place::Offset(o) => ResetTo::Offset(o),
+        Place::Time(t) => ResetTo::Time(t),
     })
 }
 

@@ -168,23 +168,16 @@ impl Broker {
             .or_default()
             .clone();
         let mut loaded = cell.lock_owned().await;
-        let epoch = group.epoch();
-        if loaded.epoch != Some(epoch) {
-            // A new leader first holds and applies every record written before it led.
-            group
-                .ensure_applied()
-                .await
-                .map_err(|e| self.group_error(e))?;
-            group.storage().caught_up(Duration::from_secs(1)).await;
-            loaded.membership = load(group, self.consumer_groups.limits.clone())?;
-            loaded.epoch = Some(epoch);
-            tracing::info!(
-                log_group = group.id(),
-                epoch,
-                groups = loaded.membership.groups().count(),
-                "consumer group coordinator loaded"
-            );
-        }
+        let Loaded { epoch, membership } = &mut *loaded;
+        super::coordinator_state::reload_in_epoch(
+            self,
+            group,
+            epoch,
+            membership,
+            || load(group, self.consumer_groups.limits.clone()),
+            ("consumer group", |m: &Membership| m.groups().count()),
+        )
+        .await?;
         Ok(loaded)
     }
 

@@ -8,7 +8,7 @@ use meridian_proto::batch::{self, Message};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Acks, BrokerError, HostedGroup, now_ms};
+use super::{Acks, Broker, BrokerError, HostedGroup, now_ms};
 use crate::storage::PartitionKey;
 
 /// Writes `record` about `key_name` into the state partition `state` (acks=all).
@@ -64,5 +64,40 @@ pub(super) fn replay<R: DeserializeOwned>(
             }
         }
     }
+    Ok(())
+}
+
+/// Makes `state` the coordinator of `group`'s current leadership epoch: unless it was
+/// loaded in that epoch (`loaded_epoch`), the group first holds and applies every record
+/// written before this broker led it, then `state` is rebuilt by `load` (a replay of the
+/// state partition). `what` and `count` name it in the log.
+pub(super) async fn reload_in_epoch<T>(
+    broker: &Broker,
+    group: &HostedGroup,
+    loaded_epoch: &mut Option<u64>,
+    state: &mut T,
+    load: impl FnOnce() -> Result<T, BrokerError>,
+    (what, count): (&str, impl Fn(&T) -> usize),
+) -> Result<(), BrokerError> {
+    let epoch = group.epoch();
+    if *loaded_epoch == Some(epoch) {
+        return Ok(());
+    }
+    group
+        .ensure_applied()
+        .await
+        .map_err(|e| broker.group_error(e))?;
+    group
+        .storage()
+        .caught_up(std::time::Duration::from_secs(1))
+        .await;
+    *state = load()?;
+    *loaded_epoch = Some(epoch);
+    tracing::info!(
+        log_group = group.id(),
+        epoch,
+        entries = count(state),
+        "{what} coordinator loaded"
+    );
     Ok(())
 }

@@ -339,23 +339,16 @@ impl Broker {
             })
             .clone();
         let mut loaded = cell.lock_owned().await;
-        let epoch = group.epoch();
-        if loaded.epoch != Some(epoch) {
-            // A new leader first holds and applies every record written before it led.
-            group
-                .ensure_applied()
-                .await
-                .map_err(|e| self.group_error(e))?;
-            group.storage().caught_up(Duration::from_secs(1)).await;
-            loaded.coordinator = load(group, self.transactions.limits.clone())?;
-            loaded.epoch = Some(epoch);
-            tracing::info!(
-                log_group = group.id(),
-                epoch,
-                transactions = loaded.coordinator.list().len(),
-                "transaction coordinator loaded"
-            );
-        }
+        let Loaded { epoch, coordinator } = &mut *loaded;
+        super::coordinator_state::reload_in_epoch(
+            self,
+            group,
+            epoch,
+            coordinator,
+            || load(group, self.transactions.limits.clone()),
+            ("transaction", |c: &Coordinator| c.list().len()),
+        )
+        .await?;
         Ok(loaded)
     }
 

@@ -691,7 +691,14 @@ impl LogGroup {
             .tx
             .try_send(Command::Stop)
             .or_else(|_| self.tx.blocking_send(Command::Stop));
-        self.shared.stop.store(true, Ordering::SeqCst);
+        // Under the progress lock: the indexer checks `stop` under it before it waits, so
+        // it either sees it set or is already waiting when the notification comes (set
+        // outside the lock, the notification could fall between its check and its wait,
+        // and it slept out a whole flush interval — forever with a long one).
+        {
+            let _progress = self.shared.progress.lock().expect("progress lock poisoned");
+            self.shared.stop.store(true, Ordering::SeqCst);
+        }
         self.shared.progress_changed.notify_all();
         let threads = std::mem::take(&mut *self.threads.lock().expect("threads lock poisoned"));
         for t in threads {
