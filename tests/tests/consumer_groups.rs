@@ -10,14 +10,25 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use meridian_proto::v1;
-use meridian_tests::{Region, binary, meridian};
+use meridian_tests::{BrokerProcess, Region, binary, meridian};
 
 const PARTITIONS: u32 = 6;
 
 /// A `meridian consume` member of `group` writing what it reads to `dir/name`.
-fn member(region: &Region, group: &str, dir: &Path, name: &str, idle_exit_ms: u64) -> Child {
+fn member(
+    region: &[BrokerProcess],
+    group: &str,
+    dir: &Path,
+    name: &str,
+    idle_exit_ms: u64,
+) -> Child {
     Command::new(binary("meridian"))
-        .args(["--broker", &region.bootstrap(), "consume", "work"])
+        .args([
+            "--broker",
+            &meridian_tests::bootstrap(region),
+            "consume",
+            "work",
+        ])
         .args(["--group", group, "--from", "beginning"])
         .args(["--session-timeout-ms", "3000"])
         .args(["--idle-exit-ms", &idle_exit_ms.to_string()])
@@ -44,9 +55,9 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 }
 
 /// Produces `values` to "work" (no key: spread over the partitions).
-fn produce(region: &Region, values: std::ops::Range<u32>) {
+fn produce(region: &[BrokerProcess], values: std::ops::Range<u32>) {
     let lines: String = values.map(|i| format!("m{i}\n")).collect();
-    let (code, _, err) = meridian(region.brokers[0].addr, &["produce", "work"], Some(&lines));
+    let (code, _, err) = meridian(region[0].addr, &["produce", "work"], Some(&lines));
     assert_eq!(code, 0, "{err}");
 }
 
@@ -85,8 +96,11 @@ fn assert_exactly_once(outputs: &[Vec<String>], n: u32) {
 }
 
 /// The native group `group` as the broker coordinating it lists it, and that broker.
-async fn described(region: &Region, group: &str) -> Option<(usize, v1::ConsumerGroupInfo)> {
-    for (i, b) in region.brokers.iter().enumerate() {
+async fn described(
+    region: &[BrokerProcess],
+    group: &str,
+) -> Option<(usize, v1::ConsumerGroupInfo)> {
+    for (i, b) in region.iter().enumerate() {
         let Ok(mut raw) =
             v1::broker_client::BrokerClient::connect(format!("http://{}", b.addr)).await
         else {
@@ -112,7 +126,7 @@ async fn described(region: &Region, group: &str) -> Option<(usize, v1::ConsumerG
 
 /// Waits until `group` is stable with `members` members, each owning some partitions.
 async fn wait_stable(
-    region: &Region,
+    region: &[BrokerProcess],
     group: &str,
     members: usize,
 ) -> (usize, v1::ConsumerGroupInfo) {
@@ -140,11 +154,11 @@ async fn members_split_the_partitions_and_a_third_joining_loses_and_repeats_noth
     let region = Region::start(tmp.path(), 3, &[]).await.unwrap();
     let client = region.client().await;
     client.create_topic("work", PARTITIONS).await.unwrap();
-    produce(&region, 0..600);
+    produce(&region.brokers, 0..600);
 
-    let mut a = member(&region, "g", tmp.path(), "a", 5_000);
-    let mut b = member(&region, "g", tmp.path(), "b", 5_000);
-    let (_, g) = wait_stable(&region, "g", 2).await;
+    let mut a = member(&region.brokers, "g", tmp.path(), "a", 5_000);
+    let mut b = member(&region.brokers, "g", tmp.path(), "b", 5_000);
+    let (_, g) = wait_stable(&region.brokers, "g", 2).await;
     let shares: Vec<usize> = g
         .members
         .iter()
@@ -153,16 +167,16 @@ async fn members_split_the_partitions_and_a_third_joining_loses_and_repeats_noth
     assert_eq!(shares, [3, 3], "two members split six partitions: {g:?}");
 
     // More messages while a third member joins: each keeps some partitions, gives one up.
-    produce(&region, 600..1_200);
-    let mut c = member(&region, "g", tmp.path(), "c", 5_000);
-    let (_, g) = wait_stable(&region, "g", 3).await;
+    produce(&region.brokers, 600..1_200);
+    let mut c = member(&region.brokers, "g", tmp.path(), "c", 5_000);
+    let (_, g) = wait_stable(&region.brokers, "g", 3).await;
     let shares: Vec<usize> = g
         .members
         .iter()
         .map(|m| m.assignment.iter().map(|t| t.partitions.len()).sum())
         .collect();
     assert_eq!(shares, [2, 2, 2], "{g:?}");
-    produce(&region, 1_200..1_800);
+    produce(&region.brokers, 1_200..1_800);
 
     for (name, child) in [("a", &mut a), ("b", &mut b), ("c", &mut c)] {
         let status = wait_exit(child, Duration::from_secs(60));
@@ -183,7 +197,7 @@ async fn members_split_the_partitions_and_a_third_joining_loses_and_repeats_noth
     );
     assert_exactly_once(&outputs, 1_800);
     // Everyone left: the group is gone from its coordinator.
-    assert!(described(&region, "g").await.is_none());
+    assert!(described(&region.brokers, "g").await.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,14 +206,62 @@ async fn a_member_paused_past_its_session_loses_its_partitions_and_cannot_commit
     let region = Region::start(tmp.path(), 3, &[]).await.unwrap();
     let client = region.client().await;
     client.create_topic("work", PARTITIONS).await.unwrap();
-    produce(&region, 0..300);
+    paused_member_loses_its_partitions(&region.brokers, tmp.path()).await;
+}
+
+/// A strictly ordered topic (one home region, a managed region) the same way: a
+/// partition's consumer is its group member holding it, under the lease its heartbeats
+/// keep; a paused one loses it to another that continues in order, and neither reads nor
+/// commits once woken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_an_ordered_topic_a_paused_consumer_loses_its_lease_to_one_that_continues_in_order() {
+    use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control};
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = ControlPlaneProcess::embedded(tmp.path(), &["--region", "a"]).await;
+    let region = ManagedRegion::start(tmp.path(), "a", 3, &cp.addr, &[])
+        .await
+        .unwrap();
+    let partitions = PARTITIONS.to_string();
+    let args = [
+        "topic",
+        "create",
+        "work",
+        "--partitions",
+        &partitions,
+        "--replicas",
+        "3",
+        "--ordering",
+        "strict",
+        "--home",
+        "a",
+    ];
+    let (code, _, err) = meridian_control(&cp.addr, &args);
+    assert_eq!(code, 0, "{err}");
+    let client = region.client().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.describe_topic("work").await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the ordered topic never reached the region"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    paused_member_loses_its_partitions(&region.brokers, tmp.path()).await;
+}
+
+/// 300 messages read by a first member; it is paused past its session; a successor gets
+/// every partition and reads 300 more; the paused member's old membership commits
+/// nothing; woken, it joins again and the two share 300 more: each of the 900 read once,
+/// each partition in order.
+async fn paused_member_loses_its_partitions(region: &[BrokerProcess], dir: &Path) {
+    produce(region, 0..300);
 
     // The first member reads everything and commits it.
-    let mut zombie = member(&region, "z", tmp.path(), "zombie", 60_000);
-    let (_, g) = wait_stable(&region, "z", 1).await;
+    let mut zombie = member(region, "z", dir, "zombie", 60_000);
+    let (_, g) = wait_stable(region, "z", 1).await;
     let old = g.members[0].clone();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while lines(tmp.path(), "zombie").len() < 300 {
+    while lines(dir, "zombie").len() < 300 {
         assert!(
             Instant::now() < deadline,
             "the first member did not read all"
@@ -211,10 +273,10 @@ async fn a_member_paused_past_its_session_loses_its_partitions_and_cannot_commit
     // Paused (SIGSTOP) past its 3 s session: a successor gets every partition.
     let pid = zombie.id() as i32;
     unsafe { libc::kill(pid, libc::SIGSTOP) };
-    let mut successor = member(&region, "z", tmp.path(), "successor", 6_000);
+    let mut successor = member(region, "z", dir, "successor", 6_000);
     let deadline = Instant::now() + Duration::from_secs(30);
     let coordinator = loop {
-        let (coordinator, g) = wait_stable(&region, "z", 1).await;
+        let (coordinator, g) = wait_stable(region, "z", 1).await;
         if g.members[0].member_id != old.member_id {
             break coordinator;
         }
@@ -224,20 +286,18 @@ async fn a_member_paused_past_its_session_loses_its_partitions_and_cannot_commit
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    produce(&region, 300..600);
+    produce(region, 300..600);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while lines(tmp.path(), "successor").len() < 300 {
+    while lines(dir, "successor").len() < 300 {
         assert!(Instant::now() < deadline, "the successor did not read on");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     // The old membership's commit is refused, whichever partition it names.
-    let mut raw = v1::broker_client::BrokerClient::connect(format!(
-        "http://{}",
-        region.brokers[coordinator].addr
-    ))
-    .await
-    .unwrap();
+    let mut raw =
+        v1::broker_client::BrokerClient::connect(format!("http://{}", region[coordinator].addr))
+            .await
+            .unwrap();
     for t in &old.assignment {
         for &p in &t.partitions {
             let refused = raw
@@ -260,15 +320,28 @@ async fn a_member_paused_past_its_session_loses_its_partitions_and_cannot_commit
     // The zombie wakes: it finds its lease gone, reads nothing the successor read, joins
     // again and shares what comes next.
     unsafe { libc::kill(pid, libc::SIGCONT) };
-    wait_stable(&region, "z", 2).await;
-    produce(&region, 600..900);
+    wait_stable(region, "z", 2).await;
+    produce(region, 600..900);
     let status = wait_exit(&mut successor, Duration::from_secs(60));
     assert!(status.success());
     unsafe { libc::kill(pid, libc::SIGTERM) };
     zombie.wait().unwrap();
-    let outputs = [lines(tmp.path(), "zombie"), lines(tmp.path(), "successor")];
+    let outputs = [lines(dir, "zombie"), lines(dir, "successor")];
     assert_exactly_once(&outputs, 900);
-    let err = std::fs::read_to_string(tmp.path().join("zombie.err")).unwrap();
+    // In order per partition: the CLI puts message i of each run of 300 on partition
+    // (i + 1) mod 6, so each member read each residue class in increasing order.
+    for out in &outputs {
+        let mut last: BTreeMap<u32, u32> = BTreeMap::new();
+        for v in out {
+            let i: u32 = v[1..].parse().unwrap();
+            let p = (i + 1) % PARTITIONS;
+            if let Some(&before) = last.get(&p) {
+                assert!(i > before, "partition {p}: m{i} read after m{before}");
+            }
+            last.insert(p, i);
+        }
+    }
+    let err = std::fs::read_to_string(dir.join("zombie.err")).unwrap();
     assert!(err.contains("membership lost"), "{err}");
 }
 
@@ -307,11 +380,11 @@ async fn each_reset_target_makes_the_group_read_from_there() {
     let region = Region::start(tmp.path(), 3, &[]).await.unwrap();
     let client = region.client().await;
     client.create_topic("work", 2).await.unwrap();
-    produce(&region, 0..10);
+    produce(&region.brokers, 0..10);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let between = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    produce(&region, 10..16);
+    produce(&region.brokers, 10..16);
     assert_eq!(consume_all(&region, "g").len(), 16);
     assert!(
         consume_all(&region, "g").is_empty(),
@@ -355,7 +428,7 @@ async fn each_reset_target_makes_the_group_read_from_there() {
     group_cli(&region, &["reset", "g", "--topic", "work", "--to", "0"]);
     group_cli(&region, &["reset", "g", "--topic", "work", "--to", "end"]);
     assert!(consume_all(&region, "g").is_empty());
-    produce(&region, 16..19);
+    produce(&region.brokers, 16..19);
     assert_eq!(consume_all(&region, "g").len(), 3);
 
     // To an offset: each partition from there.
@@ -382,8 +455,8 @@ async fn each_reset_target_makes_the_group_read_from_there() {
     assert_eq!(from_then, expected);
 
     // Refused while the group has a member; listed with it.
-    let mut m = member(&region, "g", tmp.path(), "m", 20_000);
-    wait_stable(&region, "g", 1).await;
+    let mut m = member(&region.brokers, "g", tmp.path(), "m", 20_000);
+    wait_stable(&region.brokers, "g", 1).await;
     let listed = group_cli(&region, &["list"]);
     assert!(
         listed
