@@ -97,6 +97,22 @@ impl Broker {
             .await
     }
 
+    /// The log group holding a consumer group's offsets in a partition, and the partition's
+    /// key, when this broker leads it (the group's name checked first).
+    fn group_partition_here(
+        &self,
+        consumer_group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(std::sync::Arc<HostedGroup>, PartitionKey), BrokerError> {
+        names::validate("group", consumer_group)
+            .map_err(|e| BrokerError::Invalid(e.to_string()))?;
+        let topic = self.topic(topic)?;
+        let (group, key) = self.locate(&topic, partition)?;
+        self.require_leader(group.id())?;
+        Ok((group, key))
+    }
+
     /// Deletes a consumer group's commit in a partition this broker leads (its offset and
     /// the origin positions it had seen); whether there was one.
     pub async fn delete_offset(
@@ -105,11 +121,7 @@ impl Broker {
         topic: &str,
         partition: u32,
     ) -> Result<bool, BrokerError> {
-        names::validate("group", consumer_group)
-            .map_err(|e| BrokerError::Invalid(e.to_string()))?;
-        let topic = self.topic(topic)?;
-        let (group, key) = self.locate(&topic, partition)?;
-        self.require_leader(group.id())?;
+        let (group, key) = self.group_partition_here(consumer_group, topic, partition)?;
         let storage = group.storage();
         let positions: Positions = storage
             .committed_positions(consumer_group, key)
@@ -229,11 +241,7 @@ impl Broker {
         topic: &str,
         partition: u32,
     ) -> Result<Committed, BrokerError> {
-        names::validate("group", consumer_group)
-            .map_err(|e| BrokerError::Invalid(e.to_string()))?;
-        let topic = self.topic(topic)?;
-        let (group, key) = self.locate(&topic, partition)?;
-        self.require_leader(topic.groups[partition as usize])?;
+        let (group, key) = self.group_partition_here(consumer_group, topic, partition)?;
         let group = group.storage();
         let positions = group.committed_positions(consumer_group, key);
         let offset = match group.committed_offset(consumer_group, key) {

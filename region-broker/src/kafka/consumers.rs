@@ -100,9 +100,12 @@ pub(super) async fn offset_commit(
     };
     // A KIP-848 member (ConsumerGroupHeartbeat) commits as a member of the native group:
     // refused once the partition is another's or the member is gone.
-    let member =
-        (fenced == code::NONE && !r.member_id.is_empty() && broker.has_native_group(&group).await)
-            .then(|| (r.member_id.to_string(), r.generation_id_or_member_epoch));
+    let member = (fenced == code::NONE
+            && !r.member_id.is_empty()
+            // A classic group's members (the common case) skip the native coordinator.
+            && !kafka.consumer_groups.has_members(&group)
+            && broker.has_native_group(&group).await)
+        .then(|| (r.member_id.to_string(), r.generation_id_or_member_epoch));
     for topic in r.topics {
         let name = topic.name.0.to_string();
         let mut t = OffsetCommitResponseTopic::default();
