@@ -14,9 +14,18 @@ pub(crate) struct Args {
     /// that one outside membership), resume from and commit its offsets.
     #[arg(long)]
     group: Option<String>,
-    /// How the group spreads partitions when this member founds it.
-    #[arg(long, default_value = "sticky", value_parser = ["range", "round-robin", "sticky"])]
+    /// How the group spreads partitions when this member founds it; broadcast gives
+    /// every member every message, each from its own position (kept under --instance).
+    #[arg(long, default_value = "sticky", value_parser = ["range", "round-robin", "sticky", "broadcast"])]
     assignor: String,
+    /// A broadcast group's member's instance: a name this consumer keeps across restarts;
+    /// its position is kept under it.
+    #[arg(long)]
+    instance: Option<String>,
+    /// How long a broadcast group this member founds keeps the position of an instance
+    /// that stopped (default: a day).
+    #[arg(long)]
+    instance_idle_ms: Option<u64>,
     /// How long the group keeps this member's partitions without a heartbeat.
     #[arg(long, default_value_t = 10_000)]
     session_timeout_ms: u64,
@@ -79,6 +88,8 @@ pub(crate) async fn run(args: Args, broker: &str, json: bool) -> anyhow::Result<
         start: from.unwrap_or(StartFrom::End),
         assignor: args.assignor.clone(),
         session_timeout: Duration::from_millis(args.session_timeout_ms),
+        instance: args.instance.clone(),
+        instance_idle: Duration::from_millis(args.instance_idle_ms.unwrap_or(0)),
         ..ConsumerConfig::default()
     };
     let mut consumer = client.consumer(config);

@@ -137,8 +137,9 @@ pub(crate) async fn run(
                 let v = serde_json::json!({
                     "group": group,
                     "state": members.as_ref().map(|g| g.state.clone()),
+                    "idle_instances": members.as_ref().map(|g| g.idle_instances.clone()).unwrap_or_default(),
                     "members": members.as_ref().map(|g| g.members.iter().map(|m| serde_json::json!({
-                        "member": m.id, "client": m.client_id,
+                        "member": m.id, "client": m.client_id, "instance": m.instance,
                         "partitions": m.partitions.iter().map(|(t, p)| format!("{t}/{p}")).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>()).unwrap_or_default(),
                     "offsets": offsets.iter().flat_map(|(t, plan)| plan.iter().map(move |p| partition_json(t, p))).collect::<Vec<_>>(),
@@ -161,7 +162,23 @@ pub(crate) async fn run(
                             .iter()
                             .map(|(t, p)| format!("{t}/{p}"))
                             .collect();
-                        println!("  {} ({}): {}", m.id, m.client_id, parts.join(", "));
+                        let instance = if m.instance.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" instance {}", m.instance)
+                        };
+                        println!(
+                            "  {} ({}){instance}: {}",
+                            m.id,
+                            m.client_id,
+                            parts.join(", ")
+                        );
+                    }
+                    if !g.idle_instances.is_empty() {
+                        println!(
+                            "  idle instances (positions kept): {}",
+                            g.idle_instances.join(", ")
+                        );
                     }
                 }
                 None => println!("group {group}: no active members"),

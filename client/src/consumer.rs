@@ -23,7 +23,7 @@ use bytes::Bytes;
 use meridian_proto::v1;
 use tokio::task::JoinSet;
 
-use crate::membership::Member;
+use crate::membership::{Member, Subscription};
 use crate::{Client, ClientError, OffsetSpec, Positions};
 
 /// Where a partition without a committed offset starts.
@@ -51,9 +51,16 @@ pub struct ConsumerConfig {
     /// A member's session: how long the coordinator keeps its partitions without a
     /// heartbeat (1 s to 5 min).
     pub session_timeout: Duration,
-    /// How the group spreads partitions when this member founds it: range, round-robin or
-    /// sticky.
+    /// How the group spreads partitions when this member founds it: range, round-robin,
+    /// sticky, or broadcast (every member reads every partition, each from its own
+    /// position, kept under its `instance`).
     pub assignor: String,
+    /// A broadcast group's member's instance: a name it keeps across restarts, under
+    /// which the group keeps its positions (needed with the broadcast assignor).
+    pub instance: Option<String>,
+    /// How long a broadcast group this member founds keeps an idle instance's positions
+    /// (zero: the coordinator's default, a day).
+    pub instance_idle: Duration,
 }
 
 impl Default for ConsumerConfig {
@@ -64,6 +71,8 @@ impl Default for ConsumerConfig {
             fetch_bytes_max: 1 << 20,
             session_timeout: Duration::from_secs(10),
             assignor: "sticky".to_owned(),
+            instance: None,
+            instance_idle: Duration::ZERO,
         }
     }
 }
@@ -159,17 +168,38 @@ impl Consumer {
                 member.leave().await?;
             }
         }
-        self.member = Some(
-            Member::join(
-                self.client.clone(),
-                &group,
-                self.topics.clone(),
-                &self.config.assignor,
-                self.config.session_timeout,
-            )
-            .await?,
-        );
+        let sub = Subscription {
+            topics: self.topics.clone(),
+            assignor: self.config.assignor.clone(),
+            session: self.config.session_timeout,
+            instance: self.config.instance.clone().unwrap_or_default(),
+            instance_idle: self.config.instance_idle,
+        };
+        if self.broadcast() && sub.instance.is_empty() {
+            self.topics.remove(topic);
+            return Err(ClientError::Usage(format!(
+                "a member of broadcast group {group:?} names its instance (ConsumerConfig::instance), a name it keeps across restarts"
+            )));
+        }
+        self.member = Some(Member::join(self.client.clone(), &group, sub).await?);
         Ok(())
+    }
+
+    /// Whether it reads as a member of a broadcast group.
+    fn broadcast(&self) -> bool {
+        self.config.assignor == "broadcast"
+    }
+
+    /// The name its positions are committed under: the group's, or a broadcast member's
+    /// instance's own (`None`: no group).
+    fn offsets_owner(&self) -> Option<String> {
+        let group = self.config.group.as_deref()?;
+        Some(match self.config.instance.as_deref() {
+            Some(instance) if self.broadcast() => {
+                meridian_proto::names::instance_offsets(group, instance)
+            }
+            _ => group.to_owned(),
+        })
     }
 
     /// Commits, then leaves the group (its partitions move to the other members at once).
@@ -198,7 +228,7 @@ impl Consumer {
     /// keeping what was read of each by origin positions: committed for the group where
     /// it can be, remembered in case the group gives the partition back.
     async fn set_aside(&mut self) {
-        let group = self.config.group.clone().unwrap_or_default();
+        let group = self.offsets_owner().unwrap_or_default();
         for (tp, place) in std::mem::take(&mut self.positions) {
             // What it read stays the group's (a commit past both the group's and what it
             // read, never behind either), so whichever member gets the partition skips
@@ -281,8 +311,8 @@ impl Consumer {
     /// offset or, without one, at the configured start.
     pub async fn assign(&mut self, topic: &str, partitions: &[u32]) -> Result<(), ClientError> {
         for &p in partitions {
-            let (committed, seen) = match &self.config.group {
-                Some(g) => self.client.committed(g, topic, p).await?,
+            let (committed, seen) = match self.offsets_owner() {
+                Some(g) => self.client.committed(&g, topic, p).await?,
                 None => (None, Positions::new()),
             };
             let mut offset = match committed {
@@ -457,8 +487,9 @@ impl Consumer {
                         .await?
                 }
                 None => {
+                    let owner = self.offsets_owner().unwrap_or_else(|| group.to_owned());
                     self.client
-                        .commit_positions(group, topic, *p, place.offset, &place.seen)
+                        .commit_positions(&owner, topic, *p, place.offset, &place.seen)
                         .await?
                 }
             }

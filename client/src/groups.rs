@@ -22,6 +22,8 @@ pub struct GroupInfo {
     pub coordinator: u32,
     /// Its members.
     pub members: Vec<GroupMember>,
+    /// A broadcast group's instances without a member, whose positions it keeps a while.
+    pub idle_instances: Vec<String>,
 }
 
 /// A member of a consumer group.
@@ -33,6 +35,8 @@ pub struct GroupMember {
     pub client_id: String,
     /// The partitions it has.
     pub partitions: Vec<(String, u32)>,
+    /// Its instance (a broadcast group's member's; empty otherwise).
+    pub instance: String,
 }
 
 /// A group's place on one partition.
@@ -92,8 +96,10 @@ impl Client {
                             partitions: v1::TopicPartitions::pairs(m.assignment).collect(),
                             id: m.member_id,
                             client_id: m.client_id,
+                            instance: m.instance_id,
                         })
                         .collect(),
+                    idle_instances: g.idle_instances,
                 });
             }
         }
@@ -109,7 +115,7 @@ impl Client {
         topic: &str,
         reset: Option<ResetTo>,
     ) -> Result<Vec<GroupPartition>, ClientError> {
-        meridian_proto::names::validate("group", group)
+        meridian_proto::names::validate_offsets_owner(group)
             .map_err(|e| ClientError::Usage(e.to_string()))?;
         let info = self.describe_topic(topic).await?;
         let mut out = Vec::new();
@@ -164,7 +170,7 @@ impl Client {
     /// consumers then start where `StartFrom` says); how many there were. Refused while
     /// the group has members.
     pub async fn delete_group(&self, group: &str) -> Result<usize, ClientError> {
-        meridian_proto::names::validate("group", group)
+        meridian_proto::names::validate_offsets_owner(group)
             .map_err(|e| ClientError::Usage(e.to_string()))?;
         self.refuse_active(group, "delete").await?;
         let mut deleted = 0;

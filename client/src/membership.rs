@@ -39,14 +39,28 @@ struct State {
     incarnation: u64,
 }
 
+/// What a member joins with.
+#[derive(Debug, Clone)]
+pub(crate) struct Subscription {
+    /// Its topics.
+    pub(crate) topics: BTreeSet<String>,
+    /// The assignor it asks for (the group's founder's is the group's).
+    pub(crate) assignor: String,
+    /// Its session timeout.
+    pub(crate) session: Duration,
+    /// Its instance (a broadcast group's member's).
+    pub(crate) instance: String,
+    /// How long a broadcast group it founds keeps an idle instance's positions (zero: the
+    /// coordinator's default).
+    pub(crate) instance_idle: Duration,
+}
+
 /// A member of a consumer group.
 #[derive(Debug)]
 pub(crate) struct Member {
     client: Client,
     group: String,
-    topics: BTreeSet<String>,
-    assignor: String,
-    session: Duration,
+    sub: Subscription,
     state: Arc<Mutex<State>>,
     heartbeats: Option<tokio::task::JoinHandle<()>>,
 }
@@ -64,13 +78,11 @@ pub(crate) struct Changes {
 }
 
 impl Member {
-    /// Joins `group` subscribing to `topics`.
+    /// Joins `group` as `sub` says.
     pub(crate) async fn join(
         client: Client,
         group: &str,
-        topics: BTreeSet<String>,
-        assignor: &str,
-        session: Duration,
+        sub: Subscription,
     ) -> Result<Member, ClientError> {
         let state = Arc::new(Mutex::new(State {
             member_id: String::new(),
@@ -84,9 +96,7 @@ impl Member {
         let mut member = Member {
             client,
             group: group.to_owned(),
-            topics,
-            assignor: assignor.to_owned(),
-            session,
+            sub,
             state,
             heartbeats: None,
         };
@@ -111,26 +121,18 @@ impl Member {
             // the lease run out, so the next poll joins again).
             s.lease_until = Instant::now();
         }
-        let interval = beat(
-            &self.client,
-            &self.group,
-            &self.topics,
-            &self.assignor,
-            self.session,
-            &self.state,
-        )
-        .await?;
-        let (client, group, state, session) = (
+        let interval = beat(&self.client, &self.group, &self.sub, true, &self.state).await?;
+        let (client, group, state, sub) = (
             self.client.clone(),
             self.group.clone(),
             self.state.clone(),
-            self.session,
+            self.sub.clone(),
         );
         self.heartbeats = Some(tokio::spawn(async move {
             let mut interval = interval;
             loop {
                 tokio::time::sleep(interval).await;
-                match beat(&client, &group, &BTreeSet::new(), "", session, &state).await {
+                match beat(&client, &group, &sub, false, &state).await {
                     Ok(next) => interval = next,
                     Err(e) if e.code() == Some(tonic::Code::NotFound) => {
                         state.lock().expect("member lock poisoned").lost = true;
@@ -147,16 +149,9 @@ impl Member {
 
     /// Sends a heartbeat now (after giving partitions up, so they move on at once).
     pub(crate) async fn beat_now(&self) -> Result<(), ClientError> {
-        beat(
-            &self.client,
-            &self.group,
-            &BTreeSet::new(),
-            "",
-            self.session,
-            &self.state,
-        )
-        .await
-        .map(|_| ())
+        beat(&self.client, &self.group, &self.sub, false, &self.state)
+            .await
+            .map(|_| ())
     }
 
     /// Drops everything and joins again (the client moved to another region).
@@ -243,16 +238,16 @@ impl Drop for Member {
     }
 }
 
-/// One heartbeat (a join when the state has no member id): records the answer and the
-/// lease it gives; the interval until the next.
+/// One heartbeat (`join`: the first, with everything a join says): records the answer
+/// and the lease it gives; the interval until the next.
 async fn beat(
     client: &Client,
     group: &str,
-    topics: &BTreeSet<String>,
-    assignor: &str,
-    session: Duration,
+    sub: &Subscription,
+    join: bool,
     state: &Mutex<State>,
 ) -> Result<Duration, ClientError> {
+    let session = sub.session;
     let (r, incarnation) = {
         let s = state.lock().expect("member lock poisoned");
         let r = v1::ConsumerHeartbeatRequest {
@@ -260,10 +255,20 @@ async fn beat(
             member_id: s.member_id.clone(),
             member_epoch: s.epoch,
             client_id: "meridian-sdk".to_owned(),
-            topics: topics.iter().cloned().collect(),
+            topics: if join {
+                sub.topics.iter().cloned().collect()
+            } else {
+                Vec::new()
+            },
             owned: v1::TopicPartitions::group(&s.owned),
-            assignor: assignor.to_owned(),
+            assignor: if join {
+                sub.assignor.clone()
+            } else {
+                String::new()
+            },
             session_timeout_ms: session.as_millis().min(u128::from(u32::MAX)) as u32,
+            instance_id: sub.instance.clone(),
+            instance_idle_ms: sub.instance_idle.as_millis().min(u128::from(u64::MAX)) as u64,
         };
         (r, s.incarnation)
     };

@@ -75,6 +75,24 @@ pub fn validate(kind: &'static str, name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Where a broadcast group's instance keeps its positions: `{group}/{instance}`, a name
+/// no group can have (`/` is not allowed in one), so it never meets a group's own.
+pub fn instance_offsets(group: &str, instance: &str) -> String {
+    format!("{group}/{instance}")
+}
+
+/// Checks the name offsets are committed under: a group's, or a broadcast group's
+/// instance's ([`instance_offsets`]).
+pub fn validate_offsets_owner(name: &str) -> Result<(), NameError> {
+    match name.split_once('/') {
+        Some((group, instance)) => {
+            validate("group", group)?;
+            validate("instance", instance)
+        }
+        None => validate("group", name),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +117,15 @@ mod tests {
             Err(NameError::TooLong { len: 250, .. })
         ));
         assert!(validate("group", &"x".repeat(249)).is_ok());
+    }
+
+    #[test]
+    fn an_instances_offsets_owner_is_no_groups_name() {
+        let owner = instance_offsets("g", "host-1");
+        assert!(validate_offsets_owner(&owner).is_ok());
+        assert!(validate("group", &owner).is_err());
+        assert!(validate_offsets_owner("g").is_ok());
+        assert!(validate_offsets_owner("g/a/b").is_err());
+        assert!(validate_offsets_owner("/a").is_err());
     }
 }

@@ -630,6 +630,8 @@ impl broker_server::Broker for GrpcService {
             owned: Some(v1::TopicPartitions::pairs(r.owned).collect()),
             assignor: r.assignor,
             session_ms: r.session_timeout_ms,
+            instance_id: r.instance_id,
+            instance_idle_ms: r.instance_idle_ms,
         };
         let answer = self.broker.consumer_heartbeat(hb).await.map_err(status)?;
         Ok(Response::new(v1::ConsumerHeartbeatResponse {
@@ -806,7 +808,9 @@ fn to_positions(positions: crate::broker::Positions) -> Vec<v1::OriginPosition> 
 fn native_group(g: crate::broker::consumer_groups::membership::Group) -> v1::ConsumerGroupInfo {
     v1::ConsumerGroupInfo {
         name: g.name.clone(),
-        state: if g.is_stable() {
+        state: if g.members.is_empty() {
+            "Empty"
+        } else if g.is_stable() {
             "Stable"
         } else {
             "Reconciling"
@@ -821,7 +825,14 @@ fn native_group(g: crate::broker::consumer_groups::membership::Group) -> v1::Con
                 member_id: m.id.clone(),
                 client_id: m.client_id.clone(),
                 assignment: v1::TopicPartitions::group(&m.assigned),
+                instance_id: m.instance.clone(),
             })
+            .collect(),
+        idle_instances: g
+            .instances
+            .iter()
+            .filter(|(_, i)| i.idle_since_ms.is_some())
+            .map(|(name, _)| name.clone())
             .collect(),
     }
 }
@@ -854,9 +865,11 @@ fn consumer_groups(c: &Coordinator) -> Vec<v1::ConsumerGroupInfo> {
                                         .collect(),
                                 })
                                 .collect(),
+                            instance_id: String::new(),
                         },
                     )
                     .collect(),
+                idle_instances: Vec::new(),
             })
         })
         .collect()

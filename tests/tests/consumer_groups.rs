@@ -2,7 +2,8 @@
 //! --group` members split a topic's partitions, a member joining takes its share with
 //! nothing lost or read twice, and a member paused past its session (SIGSTOP) loses its
 //! partitions to another, reads nothing of theirs when it wakes, and its old membership's
-//! commits are refused.
+//! commits are refused. A broadcast group gives every member everything, each from its
+//! instance's own position, kept while the instance idles and then forgotten.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,6 +23,18 @@ fn member(
     name: &str,
     idle_exit_ms: u64,
 ) -> Child {
+    member_with(region, group, dir, name, idle_exit_ms, &[])
+}
+
+/// [`member`] with more `meridian consume` arguments.
+fn member_with(
+    region: &[BrokerProcess],
+    group: &str,
+    dir: &Path,
+    name: &str,
+    idle_exit_ms: u64,
+    extra: &[&str],
+) -> Child {
     Command::new(binary("meridian"))
         .args([
             "--broker",
@@ -32,6 +45,7 @@ fn member(
         .args(["--group", group, "--from", "beginning"])
         .args(["--session-timeout-ms", "3000"])
         .args(["--idle-exit-ms", &idle_exit_ms.to_string()])
+        .args(extra)
         .stdout(std::fs::File::create(dir.join(name)).unwrap())
         .stderr(std::fs::File::create(dir.join(format!("{name}.err"))).unwrap())
         .stdin(Stdio::null())
@@ -569,4 +583,99 @@ async fn a_group_moved_to_another_region_after_max_reads_the_rest_once() {
     assert_eq!(code, 0, "{err}");
     let rest: Vec<String> = out.lines().map(str::to_owned).collect();
     assert_exactly_once(&[first, rest], 100);
+}
+
+/// A broadcast member with instance `name` (its idle positions kept 10 s).
+fn broadcast_member(region: &[BrokerProcess], dir: &Path, name: &str, out: &str) -> Child {
+    member_with(
+        region,
+        "everyone",
+        dir,
+        out,
+        3_000,
+        &[
+            "--assignor",
+            "broadcast",
+            "--instance",
+            name,
+            "--instance-idle-ms",
+            "10000",
+        ],
+    )
+}
+
+/// Waits for members to exit cleanly.
+fn all_exit(dir: &Path, members: &mut [(&str, Child)]) {
+    for (name, child) in members {
+        let status = wait_exit(child, Duration::from_secs(60));
+        assert!(
+            status.success(),
+            "member {name}: {}",
+            std::fs::read_to_string(dir.join(format!("{name}.err"))).unwrap()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_gives_three_members_everything_once_each_and_keeps_idle_places_a_while() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let region = Region::start(dir, 3, &[]).await.unwrap();
+    let client = region.client().await;
+    client.create_topic("work", PARTITIONS).await.unwrap();
+    produce(&region.brokers, 0..300);
+
+    let mut members: Vec<(&str, Child)> = ["i1", "i2", "i3"]
+        .into_iter()
+        .map(|i| (i, broadcast_member(&region.brokers, dir, i, i)))
+        .collect();
+    let (_, g) = wait_stable(&region.brokers, "everyone", 3).await;
+    for m in &g.members {
+        let n: usize = m.assignment.iter().map(|t| t.partitions.len()).sum();
+        assert_eq!(
+            n, PARTITIONS as usize,
+            "every member has every partition: {g:?}"
+        );
+    }
+    // More while they read.
+    produce(&region.brokers, 300..600);
+    all_exit(dir, &mut members);
+    for i in ["i1", "i2", "i3"] {
+        assert_exactly_once(&[lines(dir, i)], 600);
+    }
+
+    // They left; the group keeps their instances' places.
+    let (_, g) = described(&region.brokers, "everyone")
+        .await
+        .expect("a broadcast group outlives its members");
+    assert!(g.members.is_empty(), "{g:?}");
+    assert_eq!(g.idle_instances, ["i1", "i2", "i3"]);
+
+    // i1 comes back, then i2: each reads only what it missed (its own position, not
+    // moved by the other's), though it asks for the beginning.
+    produce(&region.brokers, 600..700);
+    let expected: Vec<String> = (600..700).map(|i| format!("m{i}")).collect();
+    for (i, out) in [("i1", "i1-again"), ("i2", "i2-again")] {
+        let mut again = vec![(out, broadcast_member(&region.brokers, dir, i, out))];
+        all_exit(dir, &mut again);
+        let mut got = lines(dir, out);
+        got.sort_by_key(|m| m[1..].parse::<u32>().unwrap());
+        assert_eq!(got, expected, "{i} resumes at its own position");
+    }
+
+    // Idle past 10 s, every instance is forgotten (positions deleted), and then the group.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while described(&region.brokers, "everyone").await.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the idle instances were never forgotten"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut fresh = vec![(
+        "i2-fresh",
+        broadcast_member(&region.brokers, dir, "i2", "i2-fresh"),
+    )];
+    all_exit(dir, &mut fresh);
+    assert_exactly_once(&[lines(dir, "i2-fresh")], 700);
 }

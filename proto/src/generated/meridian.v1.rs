@@ -25,6 +25,16 @@ pub struct ConsumerHeartbeatRequest {
     /// On join: how long the coordinator keeps a silent member (1 s to 5 min).
     #[prost(uint32, tag = "8")]
     pub session_timeout_ms: u32,
+    /// On joining a broadcast group (assignor "broadcast": every member reads every
+    /// partition of its topics): the member's instance, a name it keeps across restarts. Its
+    /// positions are kept under it (commits go to group "GROUP/INSTANCE"), and a new member
+    /// with the same instance replaces the old one.
+    #[prost(string, tag = "9")]
+    pub instance_id: ::prost::alloc::string::String,
+    /// When founding a broadcast group: how long an instance without a member keeps its
+    /// positions (1 s to 30 days; 0: one day).
+    #[prost(uint64, tag = "10")]
+    pub instance_idle_ms: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -280,6 +290,10 @@ pub struct ConsumerGroupInfo {
     pub protocol: ::prost::alloc::string::String,
     #[prost(message, repeated, tag = "5")]
     pub members: ::prost::alloc::vec::Vec<ConsumerGroupMember>,
+    /// A broadcast group's instances without a member now, whose positions it keeps until
+    /// they have been idle for the group's idle time.
+    #[prost(string, repeated, tag = "6")]
+    pub idle_instances: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -292,6 +306,9 @@ pub struct ConsumerGroupMember {
     /// assignment is not in that format).
     #[prost(message, repeated, tag = "3")]
     pub assignment: ::prost::alloc::vec::Vec<TopicPartitions>,
+    /// A broadcast group's member's instance.
+    #[prost(string, tag = "4")]
+    pub instance_id: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -106,7 +106,11 @@ impl Broker {
             member.1,
             &(topic.to_owned(), partition),
         )?;
-        self.commit_anywhere(consumer_group, topic, partition, offset, positions)
+        let owner = loaded
+            .membership
+            .offsets_owner(consumer_group, member.0)
+            .unwrap_or_else(|| consumer_group.to_owned());
+        self.commit_anywhere(&owner, topic, partition, offset, positions)
             .await
     }
 
@@ -181,7 +185,9 @@ impl Broker {
         Ok(loaded)
     }
 
-    /// Removes silent members of the groups this broker coordinates, twice a second.
+    /// Removes silent members of the groups this broker coordinates, and forgets broadcast
+    /// instances idle past their group's idle time (their positions deleted first), twice
+    /// a second.
     pub async fn run_consumer_groups(self: Arc<Self>) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -206,8 +212,45 @@ impl Broker {
                         }
                     }
                 }
+                for (name, instance, topics) in loaded.membership.idle_instances(now_ms() as u64) {
+                    if let Err(e) = self
+                        .forget_instance(&mut loaded, &group, &name, &instance, &topics)
+                        .await
+                    {
+                        tracing::warn!(group = %name, instance = %instance, error = %e, "an idle broadcast instance was not forgotten; retried");
+                        break;
+                    }
+                }
             }
         }
+    }
+}
+
+impl Broker {
+    /// Deletes an idle broadcast instance's positions in every partition of its topics,
+    /// then writes that its group forgot it (a failure leaves it to the next tick).
+    async fn forget_instance(
+        &self,
+        loaded: &mut Loaded,
+        group: &HostedGroup,
+        name: &str,
+        instance: &str,
+        topics: &BTreeSet<String>,
+    ) -> Result<(), BrokerError> {
+        let owner = names::instance_offsets(name, instance);
+        for t in topics {
+            // A topic deleted since holds no positions any more.
+            let Ok(topic) = self.topic(t) else { continue };
+            for p in 0..topic.groups.len() as u32 {
+                self.delete_offset_anywhere(&owner, t, p).await?;
+            }
+        }
+        if let Some(record) = loaded.membership.forget_instance(name, instance) {
+            write_record(group, &record).await?;
+            loaded.membership.apply(record);
+            tracing::info!(group = %name, instance = %instance, "an idle broadcast instance's positions were deleted");
+        }
+        Ok(())
     }
 }
 

@@ -252,7 +252,7 @@ impl Broker {
         partition: u32,
         positions: super::Positions,
     ) -> Result<bool, BrokerError> {
-        meridian_proto::names::validate("group", consumer_group)
+        meridian_proto::names::validate_offsets_owner(consumer_group)
             .map_err(|e| BrokerError::Invalid(e.to_string()))?;
         super::validate_positions(&positions)?;
         let topic = self.topic_by_id(topic_id)?;

@@ -58,7 +58,7 @@ impl Broker {
             )));
         }
         validate_positions(&positions)?;
-        names::validate("group", consumer_group)
+        names::validate_offsets_owner(consumer_group)
             .map_err(|e| BrokerError::Invalid(e.to_string()))?;
         let topic = self.topic(topic)?;
         let (group, key) = self.locate(&topic, partition)?;
@@ -105,7 +105,7 @@ impl Broker {
         topic: &str,
         partition: u32,
     ) -> Result<(std::sync::Arc<HostedGroup>, PartitionKey), BrokerError> {
-        names::validate("group", consumer_group)
+        names::validate_offsets_owner(consumer_group)
             .map_err(|e| BrokerError::Invalid(e.to_string()))?;
         let topic = self.topic(topic)?;
         let (group, key) = self.locate(&topic, partition)?;

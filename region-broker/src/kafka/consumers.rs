@@ -500,6 +500,8 @@ pub(super) async fn consumer_group_heartbeat(
             _ => "sticky".to_owned(),
         },
         session_ms: 45_000,
+        // Broadcast groups are native only: a Kafka member asking to join one is refused.
+        ..Heartbeat::default()
     };
     match kafka.broker.consumer_heartbeat(hb).await {
         Ok(answer) => {

@@ -20,6 +20,10 @@ pub enum Assignor {
     /// Balanced, moving as few partitions as possible from where they were (Kafka's
     /// `cooperative-sticky`).
     Sticky,
+    /// Every member gets every partition of its topics (broadcast consumption): no
+    /// partition has one owner, so the target is empty and each member's position is
+    /// its own (kept under its instance id).
+    Broadcast,
 }
 
 impl Assignor {
@@ -29,8 +33,9 @@ impl Assignor {
             "range" => Ok(Assignor::Range),
             "round-robin" | "roundrobin" => Ok(Assignor::RoundRobin),
             "" | "sticky" | "cooperative-sticky" => Ok(Assignor::Sticky),
+            "broadcast" => Ok(Assignor::Broadcast),
             other => Err(format!(
-                "unknown assignor {other:?}: range, round-robin or sticky"
+                "unknown assignor {other:?}: range, round-robin, sticky or broadcast"
             )),
         }
     }
@@ -41,6 +46,7 @@ impl Assignor {
             Assignor::Range => "range",
             Assignor::RoundRobin => "round-robin",
             Assignor::Sticky => "sticky",
+            Assignor::Broadcast => "broadcast",
         }
     }
 
@@ -68,6 +74,7 @@ impl Assignor {
             .collect();
         let mut out = BTreeMap::new();
         match self {
+            Assignor::Broadcast => {}
             Assignor::Range => {
                 for topic in topics {
                     let Some(&n) = partitions.get(topic) else {

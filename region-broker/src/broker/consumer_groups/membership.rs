@@ -17,12 +17,25 @@
 //!
 //! Liveness (when each member was last heard) is in memory only: a new coordinator
 //! (leader change, restart) gives every member a fresh session from the moment it loads.
+//!
+//! A broadcast group ([`Assignor::Broadcast`]) gives every member every partition of its
+//! topics. Each member names an instance (a stable name across its restarts) and commits
+//! under it (`names::instance_offsets`); the group remembers its instances, so a member
+//! that leaves and comes back resumes where it was, until its instance has been idle
+//! (no member) for the group's idle time, when the shell deletes its positions and the
+//! group forgets it. A group record outlives its members while it has instances.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use meridian_proto::names;
 use serde::{Deserialize, Serialize};
 
 pub use super::assign::{Assignor, TopicPartition};
+
+const DAY_MS: u64 = 24 * 3_600_000;
+
+/// How long a broadcast group keeps an idle instance's positions unless its founder says.
+pub const INSTANCE_IDLE_DEFAULT_MS: u64 = DAY_MS;
 
 /// Bounds and timings.
 #[derive(Debug, Clone)]
@@ -37,6 +50,12 @@ pub struct Limits {
     pub session_max_ms: u32,
     /// How often members are asked to heartbeat.
     pub heartbeat_ms: u32,
+    /// Instances a broadcast group remembers at most (members and idle ones).
+    pub instances_max: usize,
+    /// The shortest time a broadcast group keeps an idle instance's positions.
+    pub instance_idle_min_ms: u64,
+    /// The longest.
+    pub instance_idle_max_ms: u64,
 }
 
 impl Default for Limits {
@@ -47,6 +66,9 @@ impl Default for Limits {
             session_min_ms: 1_000,
             session_max_ms: 300_000,
             heartbeat_ms: 1_000,
+            instances_max: 10_000,
+            instance_idle_min_ms: 1_000,
+            instance_idle_max_ms: 30 * DAY_MS,
         }
     }
 }
@@ -69,6 +91,18 @@ pub struct Member {
     /// Partitions taken from it that it has not yet said it gave up: it may commit them,
     /// not read them; no other member gets them meanwhile.
     pub revoking: BTreeSet<TopicPartition>,
+    /// Its instance (broadcast groups; empty otherwise).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance: String,
+}
+
+/// An instance of a broadcast group: whose positions the group keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    /// The topics its member last subscribed to (where its positions are).
+    pub topics: BTreeSet<String>,
+    /// Since when it has had no member (`None`: it has one).
+    pub idle_since_ms: Option<u64>,
 }
 
 /// A group as the log keeps it.
@@ -88,11 +122,23 @@ pub struct Group {
     pub target: BTreeMap<TopicPartition, String>,
     /// The partition counts the target was computed with.
     pub partitions: BTreeMap<String, u32>,
+    /// A broadcast group's instances by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub instances: BTreeMap<String, Instance>,
+    /// How long a broadcast group keeps an idle instance.
+    #[serde(default)]
+    pub instance_idle_ms: u64,
 }
 
 impl Group {
     /// Whether every member has exactly its target (nothing revoking, nothing waiting).
     pub fn is_stable(&self) -> bool {
+        if self.assignor == Assignor::Broadcast {
+            return self
+                .members
+                .values()
+                .all(|m| m.assigned == self.broadcast_share(m));
+        }
         self.members.values().all(|m| {
             m.revoking.is_empty()
                 && self.target.iter().filter(|(_, o)| **o == m.id).count() == m.assigned.len()
@@ -105,6 +151,35 @@ impl Group {
             .values()
             .find(|m| m.assigned.contains(tp) || m.revoking.contains(tp))
             .map(|m| m.id.as_str())
+    }
+
+    /// Every partition of a broadcast member's topics.
+    fn broadcast_share(&self, m: &Member) -> BTreeSet<TopicPartition> {
+        m.topics
+            .iter()
+            .filter_map(|t| self.partitions.get(t).map(|n| (t, *n)))
+            .flat_map(|(t, n)| (0..n).map(move |p| (t.clone(), p)))
+            .collect()
+    }
+
+    /// Removes a member; a broadcast member's instance turns idle from `now_ms`.
+    fn remove_member(&mut self, id: &str, now_ms: u64) {
+        if let Some(m) = self.members.remove(id)
+            && let Some(i) = self.instances.get_mut(&m.instance)
+            && !self.members.values().any(|o| o.instance == m.instance)
+        {
+            i.idle_since_ms = Some(now_ms);
+        }
+    }
+
+    /// What the log keeps of the group: the group, or its end once it has neither
+    /// members nor instances.
+    fn record(self) -> GroupRecord {
+        if self.members.is_empty() && self.instances.is_empty() {
+            GroupRecord::Delete { name: self.name }
+        } else {
+            GroupRecord::Put(self)
+        }
     }
 
     /// Recomputes the target and bumps the epoch.
@@ -126,9 +201,21 @@ impl Group {
     }
 
     /// Moves every member toward the target: what it has beyond its target starts
-    /// revoking; what its target adds it gets once no other member has it.
+    /// revoking; what its target adds it gets once no other member has it. A broadcast
+    /// member simply has every partition of its topics.
     fn reconcile(&mut self) {
         let ids: Vec<String> = self.members.keys().cloned().collect();
+        if self.assignor == Assignor::Broadcast {
+            for id in &ids {
+                let share = self.broadcast_share(&self.members[id]);
+                let m = self.members.get_mut(id).expect("listed");
+                if m.assigned != share {
+                    m.assigned = share;
+                    m.epoch = self.epoch;
+                }
+            }
+            return;
+        }
         for id in &ids {
             let target = &self.target;
             let m = self.members.get_mut(id).expect("listed");
@@ -207,6 +294,11 @@ pub struct Heartbeat {
     pub assignor: String,
     /// Its session timeout (a join's).
     pub session_ms: u32,
+    /// Its instance (a broadcast group's member's, on join).
+    pub instance_id: String,
+    /// How long a broadcast group keeps an idle instance's positions (its founder's;
+    /// 0: [`INSTANCE_IDLE_DEFAULT_MS`]).
+    pub instance_idle_ms: u64,
 }
 
 /// The answer to a member.
@@ -353,6 +445,22 @@ impl Membership {
                     Ok(a) => a,
                     Err(e) => return refused(GroupError::Invalid(e)),
                 };
+                let instance_idle_ms = match (assignor, hb.instance_idle_ms) {
+                    (Assignor::Broadcast, 0) => INSTANCE_IDLE_DEFAULT_MS,
+                    (Assignor::Broadcast, ms) => {
+                        let (lo, hi) = (
+                            self.limits.instance_idle_min_ms,
+                            self.limits.instance_idle_max_ms,
+                        );
+                        if !(lo..=hi).contains(&ms) {
+                            return refused(GroupError::Invalid(format!(
+                                "instance idle time {ms} ms is outside {lo}..={hi} ms"
+                            )));
+                        }
+                        ms
+                    }
+                    _ => 0,
+                };
                 Group {
                     name: hb.group.clone(),
                     epoch: 0,
@@ -360,16 +468,53 @@ impl Membership {
                     members: BTreeMap::new(),
                     target: BTreeMap::new(),
                     partitions: BTreeMap::new(),
+                    instances: BTreeMap::new(),
+                    instance_idle_ms,
                 }
             }
             None => return refused(unknown()),
         };
+        let broadcast = group.assignor == Assignor::Broadcast;
         let before = group.clone();
         // A join: no id (the coordinator names it), or epoch 0 with an id the member chose
         // (KIP-848 v1 clients do); a known id joining again starts over, owning nothing.
         let joining = hb.member_id.is_empty() || hb.member_epoch == 0;
-        if joining && group.members.remove(&hb.member_id).is_some() {
-            group.rebalance(partitions);
+        if joining {
+            // Broadcast or not is the group's nature: a member asking for the other kind
+            // would read what it does not expect.
+            if let Ok(asked) = Assignor::parse(&hb.assignor)
+                && !hb.assignor.is_empty()
+                && (asked == Assignor::Broadcast) != broadcast
+            {
+                return refused(GroupError::Invalid(format!(
+                    "consumer group {:?} uses assignor {}, not {}: a group is broadcast or not for its whole life (use another group name)",
+                    hb.group,
+                    group.assignor.name(),
+                    asked.name()
+                )));
+            }
+            if broadcast {
+                if let Err(e) = names::validate("instance", &hb.instance_id) {
+                    return refused(GroupError::Invalid(format!(
+                        "a member of broadcast group {:?} names its instance (a name it keeps across restarts): {e}",
+                        hb.group
+                    )));
+                }
+                if !group.instances.contains_key(&hb.instance_id)
+                    && group.instances.len() >= self.limits.instances_max
+                {
+                    return refused(GroupError::Full(format!(
+                        "broadcast group {:?} remembers {} instances, the limit (idle ones are forgotten after {} ms)",
+                        hb.group,
+                        group.instances.len(),
+                        group.instance_idle_ms
+                    )));
+                }
+            }
+            if group.members.contains_key(&hb.member_id) {
+                group.remove_member(&hb.member_id, now_ms);
+                group.rebalance(partitions);
+            }
         }
         let id = if joining {
             // A join.
@@ -400,6 +545,29 @@ impl Membership {
             } else {
                 hb.member_id.clone()
             };
+            let instance = if broadcast {
+                // One member per instance: a restarted process replaces the one it was
+                // (Kafka's static membership does the same); the old one is fenced.
+                let old: Vec<String> = group
+                    .members
+                    .values()
+                    .filter(|m| m.instance == hb.instance_id)
+                    .map(|m| m.id.clone())
+                    .collect();
+                for o in old {
+                    group.remove_member(&o, now_ms);
+                }
+                group.instances.insert(
+                    hb.instance_id.clone(),
+                    Instance {
+                        topics: topics.clone(),
+                        idle_since_ms: None,
+                    },
+                );
+                hb.instance_id.clone()
+            } else {
+                String::new()
+            };
             group.members.insert(
                 id.clone(),
                 Member {
@@ -410,6 +578,7 @@ impl Membership {
                     epoch: 0,
                     assigned: BTreeSet::new(),
                     revoking: BTreeSet::new(),
+                    instance,
                 },
             );
             group.rebalance(partitions);
@@ -428,7 +597,7 @@ impl Membership {
                 });
             }
             if hb.member_epoch < 0 {
-                group.members.remove(&hb.member_id);
+                group.remove_member(&hb.member_id, now_ms);
                 group.rebalance(partitions);
             } else {
                 // Revocations it finished: those it no longer owns — said at its current
@@ -443,6 +612,9 @@ impl Membership {
                     .is_some_and(|t| !t.is_empty() && *t != m.topics);
                 if let Some(t) = hb.topics.as_ref().filter(|_| resubscribed) {
                     m.topics = t.clone();
+                    if let Some(i) = group.instances.get_mut(&m.instance) {
+                        i.topics.extend(t.iter().cloned());
+                    }
                 }
                 let grown = group
                     .partitions
@@ -468,15 +640,7 @@ impl Membership {
                 assignment: BTreeSet::new(),
             },
         };
-        let write = if group == before {
-            None
-        } else if group.members.is_empty() {
-            Some(GroupRecord::Delete {
-                name: group.name.clone(),
-            })
-        } else {
-            Some(GroupRecord::Put(group))
-        };
+        let write = (group != before).then(|| group.record());
         Decision {
             write,
             answer: Ok(answer),
@@ -517,6 +681,46 @@ impl Membership {
         Ok(())
     }
 
+    /// Where `member` of `group` commits: the group's name, or a broadcast member's
+    /// instance's own place (`None`: no such member).
+    pub fn offsets_owner(&self, group: &str, member: &str) -> Option<String> {
+        let g = self.groups.get(group)?;
+        let m = g.members.get(member)?;
+        Some(if g.assignor == Assignor::Broadcast {
+            names::instance_offsets(group, &m.instance)
+        } else {
+            group.to_owned()
+        })
+    }
+
+    /// Broadcast instances idle past their group's idle time at `now_ms`: `(group,
+    /// instance, its topics)`. The shell deletes their positions, then
+    /// [`Membership::forget_instance`].
+    pub fn idle_instances(&self, now_ms: u64) -> Vec<(String, String, BTreeSet<String>)> {
+        self.groups
+            .values()
+            .flat_map(|g| {
+                g.instances
+                    .iter()
+                    .filter(move |(_, i)| {
+                        i.idle_since_ms
+                            .is_some_and(|since| now_ms.saturating_sub(since) > g.instance_idle_ms)
+                    })
+                    .map(move |(name, i)| (g.name.clone(), name.clone(), i.topics.clone()))
+            })
+            .collect()
+    }
+
+    /// The record that forgets an idle instance (`None`: it is not idle, or unknown).
+    pub fn forget_instance(&self, group: &str, instance: &str) -> Option<GroupRecord> {
+        let mut g = self.groups.get(group)?.clone();
+        g.instances
+            .get(instance)
+            .filter(|i| i.idle_since_ms.is_some())?;
+        g.instances.remove(instance);
+        Some(g.record())
+    }
+
     /// The records that remove members silent past their session at `now_ms` (a member
     /// never heard since this coordinator loaded counts from `now_ms`).
     pub fn expire(&mut self, now_ms: u64) -> Vec<GroupRecord> {
@@ -529,20 +733,16 @@ impl Membership {
                     .entry((g.name.clone(), m.id.clone()))
                     .or_insert(now_ms);
                 if now_ms.saturating_sub(seen) > u64::from(m.session_ms) {
-                    changed.members.remove(&m.id);
+                    changed.remove_member(&m.id, now_ms);
                 }
             }
             if changed.members.len() != g.members.len() {
-                out.push(if changed.members.is_empty() {
-                    GroupRecord::Delete {
-                        name: g.name.clone(),
-                    }
-                } else {
+                if !changed.members.is_empty() {
                     let partitions = changed.partitions.clone();
                     changed.rebalance(&partitions);
                     changed.reconcile();
-                    GroupRecord::Put(changed)
-                });
+                }
+                out.push(changed.record());
             }
         }
         out

@@ -66,6 +66,9 @@ impl Harness {
 
     fn assert_no_partition_twice(&self) {
         for g in self.c.groups.values() {
+            if g.assignor == Assignor::Broadcast {
+                continue;
+            }
             let mut held = BTreeSet::new();
             for m in g.members.values() {
                 for tp in m.assigned.iter().chain(&m.revoking) {
@@ -313,4 +316,113 @@ fn a_heartbeat_sent_before_a_revocation_does_not_give_the_partition_up() {
     // At its new epoch, owning only what it keeps: now b gets the other.
     h.beat(&stale, 4).unwrap();
     assert_eq!(h.beat(&b, 5).unwrap().assignment.len(), 1);
+}
+
+/// A broadcast member's join.
+fn broadcast_join(instance: &str) -> Heartbeat {
+    Heartbeat {
+        group: "g".into(),
+        client_id: instance.into(),
+        topics: Some(["t".to_string()].into()),
+        session_ms: SESSION,
+        assignor: "broadcast".into(),
+        instance_id: instance.into(),
+        instance_idle_ms: 10_000,
+        ..Heartbeat::default()
+    }
+}
+
+#[test]
+fn broadcast_gives_every_member_every_partition_and_keeps_each_instances_place() {
+    let mut h = Harness::new(3);
+    let all: BTreeSet<_> = (0..3).map(tp).collect();
+    let a = h.send(broadcast_join("a"), 0).unwrap();
+    let b = h.send(broadcast_join("b"), 1).unwrap();
+    let c = h.send(broadcast_join("c"), 2).unwrap();
+    for m in [&a, &b, &c] {
+        assert_eq!(h.beat(m, 3).unwrap().assignment, all, "{m:?}");
+        h.c.check_commit("g", &m.member_id, m.member_epoch, &tp(1))
+            .expect("each commits its own place");
+    }
+    assert!(h.c.get("g").unwrap().is_stable());
+    assert_eq!(
+        h.c.offsets_owner("g", &b.member_id).as_deref(),
+        Some("g/b"),
+        "a broadcast member commits under its instance"
+    );
+
+    // Everyone leaves: the group outlives them, remembering their instances.
+    for m in [&a, &b, &c] {
+        let mut leave = broadcast_join("");
+        leave.member_id = m.member_id.clone();
+        leave.member_epoch = -1;
+        h.send(leave, 100).unwrap();
+    }
+    let g = h.c.get("g").expect("the group outlives its members");
+    assert!(g.members.is_empty());
+    assert_eq!(g.instances.len(), 3);
+    assert!(h.c.idle_instances(5_000).is_empty(), "not idle long enough");
+
+    // b comes back within the idle time: its instance is in use again.
+    let b2 = h.send(broadcast_join("b"), 6_000).unwrap();
+    assert_eq!(h.beat(&b2, 6_001).unwrap().assignment, all);
+    let idle: Vec<_> =
+        h.c.idle_instances(10_101)
+            .into_iter()
+            .map(|(_, i, _)| i)
+            .collect();
+    assert_eq!(idle, ["a", "c"], "idle past 10 s, b not");
+    for i in idle {
+        let r = h.c.forget_instance("g", &i).expect("idle");
+        h.replica.apply(r.clone());
+        h.c.apply(r);
+    }
+    assert!(h.c.forget_instance("g", "b").is_none(), "b has a member");
+    assert_eq!(h.c.get("g").unwrap().instances.len(), 1);
+    // b leaves and idles out: the group ends.
+    let mut leave = broadcast_join("");
+    leave.member_id = b2.member_id.clone();
+    leave.member_epoch = -1;
+    h.send(leave, 20_000).unwrap();
+    let r = h.c.forget_instance("g", "b").expect("idle");
+    assert!(matches!(r, GroupRecord::Delete { .. }), "{r:?}");
+}
+
+#[test]
+fn a_broadcast_instance_joining_again_fences_the_member_it_was() {
+    let mut h = Harness::new(2);
+    let old = h.send(broadcast_join("a"), 0).unwrap();
+    let new = h.send(broadcast_join("a"), 1).unwrap();
+    assert_ne!(old.member_id, new.member_id);
+    let e = h.beat(&old, 2).unwrap_err();
+    assert!(matches!(e, GroupError::UnknownMember { .. }), "{e}");
+    let e =
+        h.c.check_commit("g", &old.member_id, old.member_epoch, &tp(0))
+            .unwrap_err();
+    assert!(matches!(e, GroupError::UnknownMember { .. }), "{e}");
+    assert_eq!(h.c.get("g").unwrap().members.len(), 1);
+}
+
+#[test]
+fn a_broadcast_group_needs_instances_and_stays_broadcast() {
+    let mut h = Harness::new(2);
+    let e = h.send(broadcast_join(""), 0).unwrap_err();
+    assert!(matches!(e, GroupError::Invalid(_)), "{e}");
+    let mut bad = broadcast_join("a");
+    bad.instance_idle_ms = 10;
+    assert!(matches!(h.send(bad, 0), Err(GroupError::Invalid(_))));
+    h.send(broadcast_join("a"), 0).unwrap();
+    let mut sticky = broadcast_join("b");
+    sticky.assignor = "sticky".into();
+    let e = h.send(sticky, 1).unwrap_err();
+    assert!(e.to_string().contains("broadcast"), "{e}");
+    // And a plain group refuses a broadcast member.
+    let mut plain = broadcast_join("");
+    plain.group = "p".into();
+    plain.assignor = "range".into();
+    h.send(plain, 2).unwrap();
+    let mut into_plain = broadcast_join("d");
+    into_plain.group = "p".into();
+    let e = h.send(into_plain, 3).unwrap_err();
+    assert!(matches!(e, GroupError::Invalid(_)), "{e}");
 }
