@@ -554,6 +554,7 @@ async fn replicated_produce(
                     producer: None,
                     transactional: false,
                     transactional_id: String::new(),
+                    deliver_at_ms: 0,
                 };
                 if c.produce(r).await.is_ok() {
                     found = Some(c);
@@ -625,6 +626,7 @@ async fn produce_load(
                     producer: None,
                     transactional: false,
                     transactional_id: String::new(),
+                    deliver_at_ms: 0,
                 };
                 client.produce(r).await.expect("produce");
                 hist.record(t.elapsed().as_micros() as u64).expect("record");

@@ -26,6 +26,31 @@ pub(crate) struct Args {
     /// topic's).
     #[arg(long, value_parser = parse_acks)]
     acks: Option<Acks>,
+    /// Deliver the messages this long from now (humantime: `30s`, `2h`, `7d`; up to 365
+    /// days, within the brokers' retention): held by the broker until then.
+    #[arg(long, conflicts_with = "deliver_at")]
+    delay: Option<humantime::Duration>,
+    /// Deliver the messages at this time (RFC 3339, e.g. 2026-12-24T18:00:00Z).
+    #[arg(long)]
+    deliver_at: Option<String>,
+}
+
+/// When `--delay` or `--deliver-at` says to deliver (ms since the epoch), if either does.
+fn deliver_at(args: &Args) -> anyhow::Result<Option<i64>> {
+    let now = std::time::SystemTime::now();
+    let at = match (&args.delay, &args.deliver_at) {
+        (Some(d), _) => now + **d,
+        (None, Some(t)) => humantime::parse_rfc3339_weak(t).map_err(|e| {
+            anyhow::anyhow!(
+                "--deliver-at {t:?} is not an RFC 3339 time ({e}); example: 2026-12-24T18:00:00Z"
+            )
+        })?,
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(
+        at.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+    ))
 }
 
 /// An `--acks` value: leader, quorum or all (the topic's default when not given).
@@ -47,6 +72,9 @@ pub(crate) async fn run(args: Args, broker: &str, json: bool) -> anyhow::Result<
         .describe_topic(&args.topic)
         .await
         .with_context(|| format!("producing to {}", args.topic))?;
+    if let Some(at) = deliver_at(&args)? {
+        return run_delayed(&client, &args, at, json).await;
+    }
     let producer = client.producer(ProducerConfig {
         acks: args.acks.unwrap_or(Acks::Unspecified),
         ..ProducerConfig::default()
@@ -108,6 +136,49 @@ pub(crate) async fn run(args: Args, broker: &str, json: bool) -> anyhow::Result<
         eprintln!(
             "produced {} messages to {}{at} in {elapsed:.2}s",
             progress.acked, args.topic
+        );
+    }
+    Ok(())
+}
+
+/// Sends each message as a delayed record (one request each: a timer each).
+async fn run_delayed(client: &Client, args: &Args, at: i64, json: bool) -> anyhow::Result<()> {
+    let mut values = args.messages.clone();
+    if values.is_empty() {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Some(line) = lines.next_line().await.context("reading standard input")? {
+            values.push(line);
+        }
+    }
+    let mut scheduled = 0u64;
+    for v in values {
+        let mut r = Record::new(args.topic.clone(), v);
+        if let Some(k) = &args.key {
+            r = r.key(k.clone());
+        }
+        if let Some(p) = args.partition {
+            r = r.partition(p);
+        }
+        client.send_delayed(r, at).await.with_context(|| {
+            format!(
+                "scheduling a message to {} ({scheduled} scheduled before this failure)",
+                args.topic
+            )
+        })?;
+        scheduled += 1;
+    }
+    let when = humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + Duration::from_millis(at.max(0) as u64),
+    );
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "topic": args.topic, "scheduled": scheduled, "deliver_at_ms": at })
+        );
+    } else {
+        eprintln!(
+            "scheduled {scheduled} messages to {}, delivered at {when}",
+            args.topic
         );
     }
     Ok(())

@@ -17,6 +17,7 @@
 
 mod admin;
 mod consumer;
+mod delayed;
 mod error;
 mod groups;
 mod membership;
@@ -32,6 +33,7 @@ use tonic::transport::Channel;
 
 pub use admin::{BrokerLogGroups, FailoverReport, LogGroupInfo};
 pub use consumer::{ConsumedMessage, Consumer, ConsumerConfig, StartFrom};
+pub use delayed::Scheduled;
 pub use error::ClientError;
 pub use groups::{GroupInfo, GroupMember, GroupPartition, ResetTo};
 pub use meridian_proto::v1::TopicInfo;

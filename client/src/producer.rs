@@ -526,6 +526,7 @@ impl Batcher {
                 producer,
                 transactional: false,
                 transactional_id: String::new(),
+                deliver_at_ms: 0,
             };
             let sent = if request.producer.is_some() {
                 let give_up = batch.created + config.delivery_timeout;

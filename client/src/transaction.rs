@@ -309,6 +309,7 @@ impl Transaction {
             }),
             transactional: true,
             transactional_id: self.config.id.clone(),
+            deliver_at_ms: 0,
         };
         let give_up = Instant::now() + self.config.producer.delivery_timeout;
         let r = send_idempotent(&self.client, request, &self.config.producer, give_up).await?;

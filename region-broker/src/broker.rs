@@ -13,6 +13,7 @@
 mod catalog;
 pub mod consumer_groups;
 mod coordinator_state;
+pub mod delayed;
 mod managed;
 mod mirror;
 mod offsets;
@@ -48,9 +49,10 @@ use crate::storage::{AppendError, LogGroup, PartitionKey, ReadError};
 /// timestamp through the append-time index.
 pub const TIMESTAMP_AHEAD_MAX_MS: i64 = 3_600_000;
 
-/// Topic ids from here up are the coordinators' state partitions in every log group
-/// (outside the catalog, never mirrored): consumer groups, then transactions.
-pub const INTERNAL_TOPIC_ID_MIN: u32 = consumer_groups::STATE_TOPIC_ID;
+/// Topic ids from here up are internal partitions in every log group (outside the
+/// catalog, never mirrored): delayed delivery's timers, then the coordinators' state
+/// (consumer groups, transactions).
+pub const INTERNAL_TOPIC_ID_MIN: u32 = delayed::TIMERS_TOPIC_ID;
 
 /// One broker's topics and log groups.
 #[derive(Debug)]
@@ -81,6 +83,8 @@ pub struct Broker {
     transactions: transactions::Transactions,
     /// The consumer-group coordinators of the groups this broker leads.
     consumer_groups: consumer_groups::ConsumerGroups,
+    /// Delayed delivery's schedules of the log groups led here.
+    delayed: delayed::Delayed,
     /// Hands out producer ids.
     producer_ids: producer_ids::ProducerIds,
     /// A client of the region through this broker's own gRPC listener, made on first use.
@@ -199,6 +203,9 @@ pub enum BrokerError {
     /// A consumer group's coordinator refused a heartbeat or a member's commit.
     #[error(transparent)]
     Group(#[from] consumer_groups::membership::GroupError),
+    /// A delayed produce was refused (its deliver-at time, or too many timers).
+    #[error(transparent)]
+    Delay(#[from] delayed::schedule::DelayError),
     /// An `acks=all` produce found fewer replicas than `min_insync_replicas` asks for:
     /// in sync before the write (nothing written), or holding the batch after it.
     #[error(transparent)]
@@ -313,6 +320,7 @@ impl Broker {
             mirror_locks: std::sync::Mutex::default(),
             transactions: transactions::Transactions::new((&config.transactions).into()),
             consumer_groups: consumer_groups::ConsumerGroups::default(),
+            delayed: delayed::Delayed::default(),
             producer_ids: producer_ids::ProducerIds::new(config.broker_id),
             region_client: tokio::sync::OnceCell::new(),
             config,
@@ -349,8 +357,9 @@ impl Broker {
         }
         let catalog = self.catalog.read().expect("catalog lock poisoned");
         // Every group holds its transaction and consumer-group coordinators' state
-        // partitions.
+        // partitions, and its delayed messages' timers.
         let state = [
+            (delayed::TIMERS_KEY, delayed::TIMERS_TOPIC.to_owned()),
             (
                 transactions::STATE_KEY,
                 transactions::STATE_TOPIC.to_owned(),

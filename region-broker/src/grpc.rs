@@ -72,6 +72,10 @@ pub fn status(e: BrokerError) -> Status {
                 GroupError::Full(_) => tonic::Code::ResourceExhausted,
             }
         }
+        BrokerError::Delay(crate::broker::delayed::schedule::DelayError::Invalid(_)) => {
+            tonic::Code::InvalidArgument
+        }
+        BrokerError::Delay(_) => tonic::Code::ResourceExhausted,
         BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => {
             tonic::Code::NotFound
         }
@@ -277,6 +281,31 @@ impl broker_server::Broker for GrpcService {
             .collect::<Result<_, _>>()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (produced, duplicate) = match r.producer {
+            Some(_) if r.deliver_at_ms != 0 => {
+                return Err(Status::invalid_argument(
+                    "a delayed batch (deliver_at_ms) is sent without a producer sequence: delayed sends are not idempotent",
+                ));
+            }
+            None if r.deliver_at_ms != 0 => {
+                let timer = self
+                    .broker
+                    .produce_delayed(
+                        (&r.topic, r.partition),
+                        messages,
+                        acks,
+                        r.epoch,
+                        r.deliver_at_ms,
+                    )
+                    .await
+                    .map_err(status)?;
+                return Ok(Response::new(v1::ProduceResponse {
+                    base_offset: timer.base_offset,
+                    append_time_ms: timer.append_time_ms,
+                    epoch: timer.epoch,
+                    duplicate: false,
+                    delayed: true,
+                }));
+            }
             // A transactional batch: idempotent too, inside the producer's transaction.
             Some(p) if r.transactional => {
                 let producer = producer_batch(&p, messages.len())?;
@@ -322,6 +351,7 @@ impl broker_server::Broker for GrpcService {
             append_time_ms: produced.append_time_ms,
             epoch: produced.epoch,
             duplicate,
+            delayed: false,
         }))
     }
 

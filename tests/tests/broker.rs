@@ -243,6 +243,7 @@ async fn bad_input_gets_precise_errors_and_never_kills_the_broker() {
         producer: None,
         transactional: false,
         transactional_id: String::new(),
+        deliver_at_ms: 0,
     };
 
     let cases: Vec<(v1::ProduceRequest, tonic::Code, &str)> = vec![

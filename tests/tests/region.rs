@@ -93,6 +93,7 @@ fn probe(epoch: u64, n: u32) -> v1::ProduceRequest {
         producer: None,
         transactional: false,
         transactional_id: String::new(),
+        deliver_at_ms: 0,
     }
 }
 

@@ -32,6 +32,7 @@ fn idempotent_request(id: i64, epoch: i32, first: i32) -> v1::ProduceRequest {
         }),
         transactional: false,
         transactional_id: String::new(),
+        deliver_at_ms: 0,
     }
 }
 

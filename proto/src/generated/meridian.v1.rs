@@ -639,6 +639,13 @@ pub struct ProduceRequest {
     /// partition is written only if its coordinator says the partition was added to it.
     #[prost(string, tag = "8")]
     pub transactional_id: ::prost::alloc::string::String,
+    /// Delayed delivery: when the batch becomes visible (ms since the epoch), from now to 365
+    /// days ahead and within the journal's retention. 0: now. The partition's log group
+    /// holds it as a timer (in its journal, replicated) and appends it to the partition then,
+    /// at a new offset; the answer has `delayed` set and `base_offset` is the timer's id in
+    /// its log group. Not with `producer` (a resend of a delayed batch may be stored twice).
+    #[prost(int64, tag = "9")]
+    pub deliver_at_ms: i64,
 }
 /// Who sends an idempotent batch and the sequence number of its first message; its last
 /// message has first_sequence + messages - 1 (wrapping past 2^31 - 1 to 0). The same rules
@@ -674,6 +681,9 @@ pub struct ProduceResponse {
     /// base_offset is where its first write is.
     #[prost(bool, tag = "4")]
     pub duplicate: bool,
+    /// The batch is held until its deliver_at_ms (base_offset is its timer's id).
+    #[prost(bool, tag = "5")]
+    pub delayed: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -320,6 +320,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Transaction coordinators: timeouts and unfinished markers of the groups led here.
     tokio::spawn(broker.clone().run_transactions());
     tokio::spawn(broker.clone().run_consumer_groups());
+    tokio::spawn(broker.clone().run_delayed());
     // The Kafka listener's consumer groups, created beside it and shared with the gRPC
     // service (which lists them).
     let group_limits = GroupLimits {

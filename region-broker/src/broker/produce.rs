@@ -92,7 +92,7 @@ impl Broker {
         &self,
         topic: &str,
         partition: u32,
-        mut messages: Vec<Message>,
+        messages: Vec<Message>,
         acks: Option<Acks>,
         epoch: u64,
         producer: Option<(ProducerBatch, Option<&str>)>,
@@ -103,36 +103,7 @@ impl Broker {
         if let Some(home) = &topic.home {
             self.check_home(&topic.name, home)?;
         }
-        if messages.is_empty() {
-            return Err(BrokerError::Invalid(
-                "a produce request needs at least one message".into(),
-            ));
-        }
-        let now = now_ms();
-        let mut size = 0;
-        for m in &mut messages {
-            self.validate_message(m)?;
-            if m.timestamp_ms == 0 {
-                m.timestamp_ms = now;
-            }
-            if m.timestamp_ms > now.saturating_add(super::TIMESTAMP_AHEAD_MAX_MS) {
-                return Err(BrokerError::InvalidTimestamp(format!(
-                    "a message is stamped {} ms since the epoch, more than {} ms after this broker's clock ({now}): check the producer's clock (Kafka's message.timestamp.after.max.ms)",
-                    m.timestamp_ms,
-                    super::TIMESTAMP_AHEAD_MAX_MS
-                )));
-            }
-            size += m.encoded_len();
-        }
-        if size > self.config.batch_bytes_max {
-            return Err(BrokerError::TooLarge {
-                what: "the batch",
-                size,
-                limit: self.config.batch_bytes_max,
-            });
-        }
-        let count = messages.len() as u32;
-        let payload = Bytes::from(batch::encode_batch(&messages));
+        let (count, payload, size) = self.encode_produce(messages)?;
         let (produced, duplicate) = match producer {
             Some((p, txn)) => {
                 let turn = group.lock_producer(key, p.id).await;
@@ -165,6 +136,45 @@ impl Broker {
             metrics::counter!("meridian_produce_bytes_total").increment(size as u64);
         }
         Ok((produced, duplicate))
+    }
+
+    /// Validates a produce's messages (sizes, headers, timestamps; an unset timestamp
+    /// stamped now) and encodes them as one batch: `(count, payload, size)`.
+    pub(super) fn encode_produce(
+        &self,
+        mut messages: Vec<Message>,
+    ) -> Result<(u32, Bytes, usize), BrokerError> {
+        if messages.is_empty() {
+            return Err(BrokerError::Invalid(
+                "a produce request needs at least one message".into(),
+            ));
+        }
+        let now = now_ms();
+        let mut size = 0;
+        for m in &mut messages {
+            self.validate_message(m)?;
+            if m.timestamp_ms == 0 {
+                m.timestamp_ms = now;
+            }
+            if m.timestamp_ms > now.saturating_add(super::TIMESTAMP_AHEAD_MAX_MS) {
+                return Err(BrokerError::InvalidTimestamp(format!(
+                    "a message is stamped {} ms since the epoch, more than {} ms after this broker's clock ({now}): check the producer's clock (Kafka's message.timestamp.after.max.ms)",
+                    m.timestamp_ms,
+                    super::TIMESTAMP_AHEAD_MAX_MS
+                )));
+            }
+            size += m.encoded_len();
+        }
+        if size > self.config.batch_bytes_max {
+            return Err(BrokerError::TooLarge {
+                what: "the batch",
+                size,
+                limit: self.config.batch_bytes_max,
+            });
+        }
+        let count = messages.len() as u32;
+        let payload = Bytes::from(batch::encode_batch(&messages));
+        Ok((count, payload, size))
     }
 
     /// Reads messages from `offset` on (at most about `max_bytes`, at least one message when
@@ -236,7 +246,7 @@ impl Broker {
 
     /// A strictly ordered topic takes writes only in its open home region, and only on a
     /// broker sure the control plane has not moved the home meanwhile.
-    fn check_home(&self, topic: &str, home: &catalog::Home) -> Result<(), BrokerError> {
+    pub(super) fn check_home(&self, topic: &str, home: &catalog::Home) -> Result<(), BrokerError> {
         let why = if home.closed {
             format!(
                 "its home is moving away from {} (epoch {})",

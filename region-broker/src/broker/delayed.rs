@@ -1,0 +1,512 @@
+//! Delayed delivery: a produce with a deliver-at time is held as a *timer* by the
+//! partition's log group and appended to the partition when it is due, at a new offset,
+//! visible from then on (the consumer sees the producer's timestamp and the fire's append
+//! time).
+//!
+//! Where timers live: every log group's partition [`TIMERS_KEY`] (outside the catalog,
+//! never mirrored; index directory [`TIMERS_TOPIC`]). A timer is one record there, written
+//! at the produce's ack level before the produce is answered: its destination, its
+//! deliver-at time and the batch as the producer sent it. The record's offset is the
+//! timer's id. So timers are replicated with the log group, survive restarts and leader
+//! changes, and cost memory only as a key each in the decision core ([`schedule`]).
+//!
+//! Firing (the leader, `run_delayed`, every [`TICK`]): the due timers' batches are read
+//! back, merged per destination partition (messages unchanged, in due order), and a
+//! [`schedule::Round`] record naming them and each partition's end is written *before*
+//! the merged batches are appended. A new leader replays the timers partition (from the
+//! checkpoint [`LOW`]: every timer below it has fired) and checks the last round: a merged
+//! batch it does not find at or after the recorded end was never appended (the old leader
+//! died between the two writes), and its timers fire again. So a timer fires once.
+//!
+//! Across regions, the fired batch is an ordinary local batch: the mirror ships it at its
+//! fire time, so the other regions see it then too.
+
+pub mod schedule;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use meridian_proto::batch::{self, Message};
+use schedule::{Fire, Limits, Round, Schedule, Timer};
+
+use super::{Acks, Broker, BrokerError, HostedGroup, Produced, now_ms};
+use crate::storage::PartitionKey;
+
+/// The id of every log group's timers partition; the catalog never gives it.
+pub const TIMERS_TOPIC_ID: u32 = u32::MAX - 2;
+/// Its name (its index directory).
+pub const TIMERS_TOPIC: &str = "__timers";
+/// Its partition key in each log group.
+pub const TIMERS_KEY: PartitionKey = (TIMERS_TOPIC_ID, 0);
+/// The pseudo consumer offset on the timers partition below which every timer has fired
+/// (a replay starts there). `\u{1}` starts names no consumer group can have, which
+/// listings leave out.
+const LOW: &str = "\u{1}delayed/low";
+/// How often the leader looks for due timers.
+const TICK: Duration = Duration::from_millis(10);
+/// How often the checkpoint moves.
+const CHECKPOINT: Duration = Duration::from_secs(5);
+/// A timer record's key; a round record's.
+const TIMER: &[u8] = b"timer";
+const ROUND: &[u8] = b"round";
+
+/// The schedules of the log groups this broker leads.
+#[derive(Debug, Default)]
+pub struct Delayed {
+    limits: Limits,
+    loaded: std::sync::Mutex<HashMap<u32, Arc<tokio::sync::Mutex<Loaded>>>>,
+}
+
+#[derive(Debug, Default)]
+struct Loaded {
+    /// The leadership epoch it was loaded in (`None`: load again).
+    epoch: Option<u64>,
+    schedule: Schedule,
+    /// The next offset of the timers partition to read.
+    next: u64,
+    /// The checkpoint last written, and when.
+    low: u64,
+    low_at_ms: i64,
+}
+
+/// A timer as its record holds it.
+struct TimerRecord {
+    deliver_at_ms: i64,
+    destination: PartitionKey,
+    count: u32,
+    /// The batch as the producer sent it.
+    payload: Bytes,
+}
+
+impl TimerRecord {
+    fn encode(&self) -> Bytes {
+        let header = |k: &str, v: String| (k.to_owned(), Some(Bytes::from(v)));
+        Bytes::from(batch::encode_batch(&[Message {
+            key: Some(Bytes::from_static(TIMER)),
+            value: Some(self.payload.clone()),
+            headers: vec![
+                header("deliver-at", self.deliver_at_ms.to_string()),
+                header("topic-id", self.destination.0.to_string()),
+                header("partition", self.destination.1.to_string()),
+                header("count", self.count.to_string()),
+            ],
+            timestamp_ms: now_ms(),
+        }]))
+    }
+
+    fn decode(m: &Message) -> Option<TimerRecord> {
+        let header = |k: &str| -> Option<&str> {
+            m.headers
+                .iter()
+                .find(|(name, _)| name == k)
+                .and_then(|(_, v)| std::str::from_utf8(v.as_ref()?).ok())
+        };
+        Some(TimerRecord {
+            deliver_at_ms: header("deliver-at")?.parse().ok()?,
+            destination: (
+                header("topic-id")?.parse().ok()?,
+                header("partition")?.parse().ok()?,
+            ),
+            count: header("count")?.parse().ok()?,
+            payload: m.value.clone()?,
+        })
+    }
+}
+
+/// Due timers' messages merged into one batch for one partition.
+struct Merge {
+    timers: Vec<Timer>,
+    messages: Vec<Message>,
+    /// Their batches' bytes.
+    bytes: usize,
+}
+
+/// A record of the timers partition.
+enum Entry {
+    Timer(u64, TimerRecord),
+    Round(Round),
+}
+
+impl Broker {
+    /// Holds a batch for `partition` of `topic` until `deliver_at_ms`: written as a timer
+    /// at the ack level, answered with the timer's id as `base_offset`.
+    pub async fn produce_delayed(
+        &self,
+        (topic, partition): (&str, u32),
+        messages: Vec<Message>,
+        acks: Option<Acks>,
+        epoch: u64,
+        deliver_at_ms: i64,
+    ) -> Result<Produced, BrokerError> {
+        let topic = self.topic(topic)?;
+        let acks = acks.unwrap_or(topic.acks);
+        let (group, key) = self.locate(&topic, partition)?;
+        if let Some(home) = &topic.home {
+            self.check_home(&topic.name, home)?;
+        }
+        let (count, payload, _) = self.encode_produce(messages)?;
+        {
+            let loaded = self.delayed_state(&group).await?;
+            let retention = self.group_config.retention.map(|r| {
+                // A margin, so a timer due near the end of the retention is not deleted
+                // while it waits for its round.
+                let ms = r.as_millis().min(i64::MAX as u128) as i64;
+                ms - ms / 10
+            });
+            loaded.schedule.admit(deliver_at_ms, now_ms(), retention)?;
+        }
+        let record = TimerRecord {
+            deliver_at_ms,
+            destination: key,
+            count,
+            payload,
+        }
+        .encode();
+        let produced = group
+            .append((TIMERS_KEY, 1, record), acks, epoch)
+            .await
+            .map_err(|e| self.group_error(e))?;
+        metrics::counter!("meridian_delayed_scheduled_total").increment(1);
+        Ok(produced)
+    }
+
+    /// Fires due timers in the log groups this broker leads, every [`TICK`].
+    pub async fn run_delayed(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for (_, group) in self.log_groups() {
+                if group.check_leader().is_err() {
+                    continue;
+                }
+                if let Err(e) = self.fire_round(&group).await {
+                    tracing::warn!(log_group = group.id(), error = %e, "delayed messages not fired this round; retried");
+                }
+            }
+        }
+    }
+
+    /// One round in `group`: reads new timers, fires the due ones, moves the checkpoint.
+    async fn fire_round(&self, group: &HostedGroup) -> Result<(), BrokerError> {
+        let mut loaded = self.delayed_state(group).await?;
+        let storage = group.storage().clone();
+        let from = loaded.next;
+        let (next, entries) = tokio::task::spawn_blocking(move || read_entries(&storage, from))
+            .await
+            .map_err(|e| BrokerError::Replication(format!("reading timers failed: {e}")))??;
+        loaded.next = next;
+        for entry in entries {
+            match entry {
+                Entry::Timer(id, t) => loaded.schedule.add((t.deliver_at_ms, id)),
+                Entry::Round(r) => loaded.schedule.fired(r),
+            }
+        }
+        metrics::gauge!("meridian_delayed_pending", "log_group" => group.id().to_string())
+            .set(loaded.schedule.len() as f64);
+        let now = now_ms();
+        let due = loaded.schedule.due(now);
+        if !due.is_empty() {
+            if let Err(e) = self.fire(group, &mut loaded, &due).await {
+                // Whatever was appended or not, the next round reloads and checks.
+                loaded.epoch = None;
+                return Err(e);
+            }
+            metrics::counter!("meridian_delayed_fired_total").increment(due.len() as u64);
+        }
+        if now - loaded.low_at_ms >= CHECKPOINT.as_millis() as i64 {
+            let low = loaded.schedule.lowest_id().unwrap_or(loaded.next);
+            if low > loaded.low {
+                group
+                    .commit_offset(LOW, TIMERS_KEY, low, Vec::new())
+                    .await
+                    .map_err(|e| self.group_error(e))?;
+                loaded.low = low;
+            }
+            loaded.low_at_ms = now;
+        }
+        Ok(())
+    }
+
+    /// Fires `due`: the round record first, then the merged batches.
+    async fn fire(
+        &self,
+        group: &HostedGroup,
+        loaded: &mut Loaded,
+        due: &[Timer],
+    ) -> Result<(), BrokerError> {
+        let storage = group.storage();
+        // The due timers' batches, merged per destination (in due order), each merge at
+        // most a batch's size.
+        let mut merged: BTreeMap<PartitionKey, Vec<Merge>> = BTreeMap::new();
+        for &(at, id) in due {
+            let Some(t) = read_timer(storage, id)? else {
+                tracing::warn!(
+                    log_group = group.id(),
+                    timer = id,
+                    "a timer's record is gone (retention); it is dropped"
+                );
+                loaded.schedule.forget((at, id));
+                continue;
+            };
+            let messages = batch::decode_batch(&t.payload, t.count as usize)
+                .map_err(|e| BrokerError::Invalid(format!("timer {id}: {e}")))?;
+            let size = t.payload.len();
+            let chunks = merged.entry(t.destination).or_default();
+            match chunks.last_mut() {
+                Some(m) if m.bytes + size <= self.config.batch_bytes_max => {
+                    m.timers.push((at, id));
+                    m.messages.extend(messages);
+                    m.bytes += size;
+                }
+                _ => chunks.push(Merge {
+                    timers: vec![(at, id)],
+                    messages,
+                    bytes: size,
+                }),
+            }
+        }
+        let mut fires = Vec::new();
+        let mut appends = Vec::new();
+        for (key, chunks) in merged {
+            let end = storage.offsets(key).map_or(0, |(_, end)| end);
+            for Merge {
+                timers, messages, ..
+            } in chunks
+            {
+                fires.push(Fire {
+                    topic_id: key.0,
+                    partition: key.1,
+                    end,
+                    timers,
+                });
+                let count = messages.len() as u32;
+                appends.push((key, count, Bytes::from(batch::encode_batch(&messages))));
+            }
+        }
+        if fires.is_empty() {
+            return Ok(());
+        }
+        let round = Round { fires };
+        write_entry(
+            group,
+            ROUND,
+            serde_json::to_vec(&round).expect("a round encodes"),
+        )
+        .await?;
+        loaded.schedule.fired(round);
+        // A round's batches go to different partitions (or are one partition's chunks):
+        // appended together, so one flush carries them.
+        let results = futures_util::future::join_all(
+            appends.into_iter().map(|a| group.append(a, Acks::All, 0)),
+        )
+        .await;
+        for r in results {
+            r.map_err(|e| self.group_error(e))?;
+        }
+        Ok(())
+    }
+
+    /// The schedule of `group`, loaded if this broker has not loaded it in the group's
+    /// current leadership epoch; locked.
+    async fn delayed_state(
+        &self,
+        group: &HostedGroup,
+    ) -> Result<tokio::sync::OwnedMutexGuard<Loaded>, BrokerError> {
+        group.check_leader().map_err(|e| self.group_error(e))?;
+        let cell = self
+            .delayed
+            .loaded
+            .lock()
+            .expect("delayed lock poisoned")
+            .entry(group.id())
+            .or_default()
+            .clone();
+        let mut loaded = cell.lock_owned().await;
+        let Loaded {
+            epoch, schedule, ..
+        } = &mut *loaded;
+        let mut next = 0;
+        let mut low = 0;
+        let before = *epoch;
+        super::coordinator_state::reload_in_epoch(
+            self,
+            group,
+            epoch,
+            schedule,
+            || load(group, self.delayed.limits.clone(), &mut next, &mut low),
+            ("delayed delivery", Schedule::len),
+        )
+        .await?;
+        if *epoch != before {
+            loaded.next = next;
+            loaded.low = low;
+            loaded.low_at_ms = now_ms();
+        }
+        Ok(loaded)
+    }
+}
+
+/// The schedule rebuilt from the timers partition (from the checkpoint on), the last
+/// round checked: timers whose merged batch is not in its partition are pending again.
+/// Sets `next` (where the replay ended) and `low` (where it began).
+fn load(
+    group: &HostedGroup,
+    limits: Limits,
+    next: &mut u64,
+    low: &mut u64,
+) -> Result<Schedule, BrokerError> {
+    let storage = group.storage();
+    let (earliest, _) = storage.offsets(TIMERS_KEY).map_err(BrokerError::Read)?;
+    let start = storage
+        .committed_offset(LOW, TIMERS_KEY)
+        .unwrap_or(earliest)
+        .max(earliest);
+    let (end, entries) = read_entries(storage, start)?;
+    let mut schedule = Schedule::new(limits);
+    for entry in entries {
+        match entry {
+            Entry::Timer(id, t) => schedule.add((t.deliver_at_ms, id)),
+            Entry::Round(r) => schedule.fired(r),
+        }
+    }
+    if let Some(round) = schedule.take_last_round() {
+        for fire in round.fires {
+            if !appended(storage, &fire)? {
+                tracing::warn!(
+                    log_group = group.id(),
+                    topic_id = fire.topic_id,
+                    partition = fire.partition,
+                    timers = fire.timers.len(),
+                    "a fired batch was never appended (its leader stopped between the round and the append): firing again"
+                );
+                schedule.refire(&fire.timers);
+            }
+        }
+    }
+    *next = end;
+    *low = start;
+    Ok(schedule)
+}
+
+/// Whether `fire`'s merged batch is in its partition at or after its recorded end.
+fn appended(storage: &crate::storage::LogGroup, fire: &Fire) -> Result<bool, BrokerError> {
+    let key = (fire.topic_id, fire.partition);
+    let mut messages = Vec::new();
+    for &(_, id) in &fire.timers {
+        let Some(t) = read_timer(storage, id)? else {
+            // Gone with retention: nothing to fire again.
+            return Ok(true);
+        };
+        messages.extend(
+            batch::decode_batch(&t.payload, t.count as usize)
+                .map_err(|e| BrokerError::Invalid(format!("timer {id}: {e}")))?,
+        );
+    }
+    let expected = batch::encode_batch(&messages);
+    let Ok((_, latest)) = storage.offsets(key) else {
+        // The partition is gone (its topic deleted).
+        return Ok(true);
+    };
+    let mut offset = fire.end;
+    while offset < latest {
+        let batches = storage
+            .read(key, offset, 1 << 20)
+            .map_err(BrokerError::Read)?;
+        let Some(last) = batches.last() else { break };
+        offset = last.base_offset + u64::from(last.count);
+        if batches
+            .iter()
+            .any(|b| b.txn.is_none() && b.origin.is_none() && b.payload == expected[..])
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The timer `id` (`None`: its record is gone).
+fn read_timer(
+    storage: &crate::storage::LogGroup,
+    id: u64,
+) -> Result<Option<TimerRecord>, BrokerError> {
+    let batches = match storage.read(TIMERS_KEY, id, 1) {
+        Ok(b) => b,
+        Err(crate::storage::ReadError::OffsetOutOfRange { .. }) => return Ok(None),
+        Err(e) => return Err(BrokerError::Read(e)),
+    };
+    let Some(b) = batches.into_iter().find(|b| b.base_offset == id) else {
+        return Ok(None);
+    };
+    let m = batch::decode_batch(&b.payload, b.count as usize)
+        .map_err(|e| BrokerError::Invalid(format!("timer {id}: {e}")))?;
+    Ok(m.first().and_then(TimerRecord::decode))
+}
+
+/// The timers partition's records from `from` to its end; and the end.
+fn read_entries(
+    storage: &crate::storage::LogGroup,
+    from: u64,
+) -> Result<(u64, Vec<Entry>), BrokerError> {
+    let (_, end) = storage.offsets(TIMERS_KEY).map_err(BrokerError::Read)?;
+    let mut next = from;
+    let mut out = Vec::new();
+    while next < end {
+        let batches = storage
+            .read(TIMERS_KEY, next, 1 << 20)
+            .map_err(BrokerError::Read)?;
+        if batches.is_empty() {
+            break;
+        }
+        for b in batches {
+            next = b.base_offset + u64::from(b.count);
+            let Ok(messages) = batch::decode_batch(&b.payload, b.count as usize) else {
+                tracing::warn!(
+                    offset = b.base_offset,
+                    "a timers record does not decode; skipped"
+                );
+                continue;
+            };
+            let Some(m) = messages.first() else { continue };
+            match m.key.as_deref() {
+                Some(TIMER) => match TimerRecord::decode(m) {
+                    Some(t) => out.push(Entry::Timer(b.base_offset, t)),
+                    None => tracing::warn!(
+                        offset = b.base_offset,
+                        "a timer record does not decode; skipped"
+                    ),
+                },
+                Some(ROUND) => match m.value.as_deref().map(serde_json::from_slice::<Round>) {
+                    Some(Ok(r)) => out.push(Entry::Round(r)),
+                    _ => tracing::warn!(
+                        offset = b.base_offset,
+                        "a round record does not decode; skipped"
+                    ),
+                },
+                _ => {}
+            }
+        }
+    }
+    Ok((next, out))
+}
+
+/// Writes a round record (acks=all).
+async fn write_entry(group: &HostedGroup, key: &[u8], value: Vec<u8>) -> Result<(), BrokerError> {
+    let message = Message {
+        key: Some(Bytes::copy_from_slice(key)),
+        value: Some(Bytes::from(value)),
+        headers: Vec::new(),
+        timestamp_ms: now_ms(),
+    };
+    group
+        .append(
+            (TIMERS_KEY, 1, Bytes::from(batch::encode_batch(&[message]))),
+            Acks::All,
+            0,
+        )
+        .await
+        .map_err(|e| BrokerError::Replication(format!("writing a delayed-delivery round: {e}")))?;
+    Ok(())
+}
