@@ -510,3 +510,105 @@ async fn write_entry(group: &HostedGroup, key: &[u8], value: Vec<u8>) -> Result<
         .map_err(|e| BrokerError::Replication(format!("writing a delayed-delivery round: {e}")))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log_group::Replication;
+
+    const DEST: PartitionKey = (1, 0);
+
+    fn group(dir: &std::path::Path) -> HostedGroup {
+        let storage = crate::storage::LogGroup::open(
+            dir,
+            crate::storage::GroupConfig {
+                segment_bytes: 1 << 20,
+                ..crate::storage::GroupConfig::default()
+            },
+            &[(TIMERS_KEY, TIMERS_TOPIC.into()), (DEST, "t".into())],
+        )
+        .unwrap();
+        HostedGroup::new(0, 1, Arc::new(storage), Replication::Standalone, 0)
+    }
+
+    fn payload(v: &str) -> Bytes {
+        Bytes::from(batch::encode_batch(&[Message {
+            key: None,
+            value: Some(Bytes::copy_from_slice(v.as_bytes())),
+            headers: Vec::new(),
+            timestamp_ms: 1,
+        }]))
+    }
+
+    async fn timer(g: &HostedGroup, at: i64, v: &str) -> Timer {
+        let record = TimerRecord {
+            deliver_at_ms: at,
+            destination: DEST,
+            count: 1,
+            payload: payload(v),
+        }
+        .encode();
+        let p = g
+            .append((TIMERS_KEY, 1, record), Acks::All, 0)
+            .await
+            .unwrap();
+        (at, p.base_offset)
+    }
+
+    fn reload(g: &HostedGroup) -> Schedule {
+        let (mut next, mut low) = (0, 0);
+        load(g, Limits::default(), &mut next, &mut low).unwrap()
+    }
+
+    async fn round(g: &HostedGroup, timers: Vec<Timer>) -> Round {
+        let end = g.storage().offsets(DEST).unwrap().1;
+        let r = Round {
+            fires: vec![Fire {
+                topic_id: DEST.0,
+                partition: DEST.1,
+                end,
+                timers,
+            }],
+        };
+        write_entry(g, ROUND, serde_json::to_vec(&r).unwrap())
+            .await
+            .unwrap();
+        r
+    }
+
+    /// The leader dies between a round's record and its append: the next load finds the
+    /// batch missing and fires those timers again; once appended, a load fires nothing.
+    #[tokio::test]
+    async fn a_round_whose_batch_never_landed_fires_again_and_one_that_did_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = group(dir.path());
+        let a = timer(&g, 10, "a").await;
+        let b = timer(&g, 20, "b").await;
+        let c = timer(&g, 99, "c").await;
+        assert_eq!(reload(&g).len(), 3);
+
+        // The round is recorded; nothing appended (an unrelated batch lands meanwhile).
+        round(&g, vec![a, b]).await;
+        g.append((DEST, 1, payload("other")), Acks::All, 0)
+            .await
+            .unwrap();
+        let s = reload(&g);
+        assert_eq!(s.due(50), [a, b], "a and b fire again");
+        assert_eq!(s.len(), 3);
+
+        // This time the merged batch lands after its round: nothing fires twice.
+        round(&g, vec![a, b]).await;
+        let mut merged = batch::decode_batch(&payload("a"), 1).unwrap();
+        merged.extend(batch::decode_batch(&payload("b"), 1).unwrap());
+        g.append(
+            (DEST, 2, Bytes::from(batch::encode_batch(&merged))),
+            Acks::All,
+            0,
+        )
+        .await
+        .unwrap();
+        let s = reload(&g);
+        assert!(s.due(50).is_empty());
+        assert_eq!(s.due(100), [c]);
+    }
+}
