@@ -23,7 +23,9 @@ use bytes::Bytes;
 use meridian_proto::v1;
 use tokio::task::JoinSet;
 
+use crate::Record;
 use crate::membership::{Member, Subscription};
+use crate::retry::{self, RetryPolicy, Tracker, Verdict};
 use crate::{Client, ClientError, OffsetSpec, Positions};
 
 /// Where a partition without a committed offset starts.
@@ -61,6 +63,10 @@ pub struct ConsumerConfig {
     /// How long a broadcast group this member founds keeps an idle instance's positions
     /// (zero: the coordinator's default, a day).
     pub instance_idle: Duration,
+    /// Retry and dead letters (needs a group): every returned message is then acked or
+    /// nacked, nacked ones retried on the policy's backoff and dead-lettered after its
+    /// attempts (`crate::retry`); `None`: a commit covers everything returned.
+    pub retry: Option<RetryPolicy>,
 }
 
 impl Default for ConsumerConfig {
@@ -73,6 +79,7 @@ impl Default for ConsumerConfig {
             assignor: "sticky".to_owned(),
             instance: None,
             instance_idle: Duration::ZERO,
+            retry: None,
         }
     }
 }
@@ -103,6 +110,23 @@ pub struct ConsumedMessage {
     pub origin_position: u64,
 }
 
+impl ConsumedMessage {
+    /// Which delivery this is to its group (1 for the first; more once retried).
+    pub fn attempt(&self) -> u32 {
+        retry::attempt_of(self)
+    }
+
+    /// The topic it was first consumed from (a retried copy comes from the group's retry
+    /// topic).
+    pub fn first_topic(&self) -> &str {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == retry::ORIGIN_TOPIC)
+            .and_then(|(_, v)| std::str::from_utf8(v.as_ref()?).ok())
+            .unwrap_or(&self.topic)
+    }
+}
+
 /// An assigned partition's place.
 #[derive(Debug, Clone, Default)]
 struct Place {
@@ -129,11 +153,19 @@ pub struct Consumer {
     /// ran out, or its client moved region): if the group gives one back, it resumes past
     /// both the group's commit and what it read itself.
     forgotten: BTreeMap<(String, u32), Positions>,
+    /// With a retry policy: what is out and held.
+    tracker: Option<Tracker>,
+    /// Where dead letters are sent (with a retry policy).
+    dead_letters: Option<crate::Producer>,
 }
 
 impl Consumer {
     pub(crate) fn new(client: Client, config: ConsumerConfig) -> Consumer {
         let moves = client.moves();
+        let tracker = config.retry.clone().map(Tracker::new);
+        let dead_letters = tracker
+            .as_ref()
+            .map(|_| client.producer(crate::ProducerConfig::default()));
         Consumer {
             client,
             config,
@@ -142,6 +174,8 @@ impl Consumer {
             member: None,
             topics: BTreeSet::new(),
             forgotten: BTreeMap::new(),
+            tracker,
+            dead_letters,
         }
     }
 
@@ -154,6 +188,21 @@ impl Consumer {
             let partitions: Vec<u32> = info.partitions.iter().map(|p| p.partition).collect();
             return self.assign(topic, &partitions).await;
         };
+        if self.tracker.is_some() && self.topics.is_empty() {
+            // A retrying member also reads its group's retry topic; both it and the
+            // dead-letter topic are made on first use.
+            for t in [retry::retry_topic(&group), retry::dead_letter_topic(&group)] {
+                if self.client.describe_topic(&t).await.is_ok() {
+                    continue;
+                }
+                match self.client.create_topic(&t, 1).await {
+                    Ok(_) => {}
+                    Err(e) if e.code() == Some(tonic::Code::AlreadyExists) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            self.topics.insert(retry::retry_topic(&group));
+        }
         if !self.topics.insert(topic.to_owned()) {
             return Ok(());
         }
@@ -229,7 +278,15 @@ impl Consumer {
     /// it can be, remembered in case the group gives the partition back.
     async fn set_aside(&mut self) {
         let group = self.offsets_owner().unwrap_or_default();
-        for (tp, place) in std::mem::take(&mut self.positions) {
+        for (tp, mut place) in std::mem::take(&mut self.positions) {
+            if let Some(t) = self.tracker.as_mut() {
+                // Messages not finished stay the group's to read again: nothing of this
+                // partition counts as read.
+                if t.unfinished(&tp).is_some() {
+                    place.seen.clear();
+                }
+                t.forget(&tp);
+            }
             // What it read stays the group's (a commit past both the group's and what it
             // read, never behind either), so whichever member gets the partition skips
             // it. One that fails leaves those messages to be read again, never lost.
@@ -266,7 +323,7 @@ impl Consumer {
         }
         if !changes.revoked.is_empty() {
             for tp in &changes.revoked {
-                if let Some(place) = self.positions.get(tp) {
+                if let Some((offset, seen)) = self.commit_point(tp) {
                     let (id, epoch) = member.id();
                     match self
                         .client
@@ -275,8 +332,8 @@ impl Consumer {
                             (&id, epoch),
                             &tp.0,
                             tp.1,
-                            place.offset,
-                            &place.seen,
+                            offset,
+                            &seen,
                         )
                         .await
                     {
@@ -295,6 +352,9 @@ impl Consumer {
                     }
                 }
                 self.positions.remove(tp);
+                if let Some(t) = self.tracker.as_mut() {
+                    t.forget(tp);
+                }
                 member.own(tp, false);
             }
             // Say so now: the partitions go on to their new members at once.
@@ -310,6 +370,22 @@ impl Consumer {
     /// Assigns the given partitions of `topic`, each starting at the group's committed
     /// offset or, without one, at the configured start.
     pub async fn assign(&mut self, topic: &str, partitions: &[u32]) -> Result<(), ClientError> {
+        if self.tracker.is_some() {
+            if self.config.group.is_none() {
+                return Err(ClientError::Usage(
+                    "retry and dead letters need a consumer group (ConsumerConfig::group)".into(),
+                ));
+            }
+            let ordered = self.client.describe_topic(topic).await?.strict_order;
+            if let Some(t) = self.tracker.as_mut() {
+                for &p in partitions {
+                    t.forget(&(topic.to_owned(), p));
+                    if ordered {
+                        t.set_ordered((topic.to_owned(), p));
+                    }
+                }
+            }
+        }
         for &p in partitions {
             let (committed, seen) = match self.offsets_owner() {
                 Some(g) => self.client.committed(&g, topic, p).await?,
@@ -416,6 +492,37 @@ impl Consumer {
         max_wait: Duration,
         max: usize,
     ) -> Result<Vec<ConsumedMessage>, ClientError> {
+        if self.tracker.is_none() {
+            return self.fetch_up_to(max_wait, max).await;
+        }
+        // With a retry policy: what timed out is nacked; what waits here and is due comes
+        // first, and the fetch waits no longer than the next such is due.
+        self.nack_timed_out().await?;
+        let deadline = tokio::time::Instant::now() + max_wait;
+        loop {
+            let now = now_ms();
+            let ready = self.tracker.as_ref().is_some_and(|t| t.has_ready(now));
+            let wait = if ready {
+                Duration::ZERO
+            } else {
+                deadline
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .min(Duration::from_millis(100))
+            };
+            let fetched = self.fetch_up_to(wait, max).await?;
+            let tracker = self.tracker.as_mut().expect("checked above");
+            let got = tracker.deliver(fetched, now_ms());
+            if !got.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(got);
+            }
+        }
+    }
+
+    async fn fetch_up_to(
+        &mut self,
+        max_wait: Duration,
+        max: usize,
+    ) -> Result<Vec<ConsumedMessage>, ClientError> {
         if self.member.is_none() {
             if self.positions.is_empty() {
                 return Err(ClientError::Usage(
@@ -478,21 +585,111 @@ impl Consumer {
                 "not committed: this consumer's membership of group {group:?} lapsed (its partitions may be another member's); the next poll joins again"
             )));
         }
-        for ((topic, p), place) in &self.positions {
+        for tp in self.positions.keys() {
+            let Some((offset, seen)) = self.commit_point(tp) else {
+                continue;
+            };
+            let (topic, p) = tp;
             match member {
                 Some(m) => {
                     let (id, epoch) = m.id();
                     self.client
-                        .commit_member(group, (&id, epoch), topic, *p, place.offset, &place.seen)
+                        .commit_member(group, (&id, epoch), topic, *p, offset, &seen)
                         .await?
                 }
                 None => {
                     let owner = self.offsets_owner().unwrap_or_else(|| group.to_owned());
                     self.client
-                        .commit_positions(&owner, topic, *p, place.offset, &place.seen)
+                        .commit_positions(&owner, topic, *p, offset, &seen)
                         .await?
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Where the group's commit of `tp` goes: the next offset to read, or with a retry
+    /// policy the first message not finished (then without origin positions: what was
+    /// seen above it is not all read).
+    fn commit_point(&self, tp: &(String, u32)) -> Option<(u64, Positions)> {
+        let place = self.positions.get(tp)?;
+        match self.tracker.as_ref().and_then(|t| t.unfinished(tp)) {
+            Some(first) if first < place.offset => Some((first, Positions::new())),
+            _ => Some((place.offset, place.seen.clone())),
+        }
+    }
+
+    /// The message was processed (with a retry policy; without one, nothing to do).
+    pub fn ack(&mut self, m: &ConsumedMessage) {
+        if let Some(t) = self.tracker.as_mut() {
+            t.ack(m);
+        }
+    }
+
+    /// The message failed, for `reason`: it is retried after the policy's backoff, or
+    /// once its attempts are spent, moved to the group's dead-letter topic (`GROUP.dlq`)
+    /// with headers saying why, how often and from where (`crate::retry`). On a strictly
+    /// ordered topic it is retried in this consumer and later messages of its key wait.
+    pub async fn nack(&mut self, m: &ConsumedMessage, reason: &str) -> Result<(), ClientError> {
+        let (Some(group), Some(tracker)) = (self.config.group.clone(), self.tracker.as_mut())
+        else {
+            return Err(ClientError::Usage(
+                "nack needs a consumer group and a retry policy (ConsumerConfig::retry)".into(),
+            ));
+        };
+        let record = |topic: String, headers| Record {
+            topic,
+            partition: None,
+            key: m.key.clone(),
+            value: m.value.clone(),
+            headers,
+            timestamp_ms: m.timestamp_ms,
+        };
+        match tracker.nack(m, now_ms()) {
+            Verdict::RetryHere { .. } => {}
+            Verdict::RetryLater {
+                attempt,
+                deliver_at_ms,
+            } => {
+                let headers =
+                    retry::copy_headers(m, reason, &[(retry::ATTEMPT, attempt.to_string())]);
+                self.client
+                    .send_delayed(record(retry::retry_topic(&group), headers), deliver_at_ms)
+                    .await?;
+                tracker.handed_off(m);
+            }
+            Verdict::DeadLetter { attempts } => {
+                let headers = retry::copy_headers(
+                    m,
+                    reason,
+                    &[
+                        (retry::ATTEMPTS, attempts.to_string()),
+                        (retry::GROUP, group.clone()),
+                    ],
+                );
+                let producer = self.dead_letters.as_ref().expect("made with the tracker");
+                producer
+                    .send(record(retry::dead_letter_topic(&group), headers))
+                    .await
+                    .await?;
+                tracing::warn!(group = %group, topic = %m.topic, partition = m.partition, offset = m.offset, attempts, reason, "a message was dead-lettered");
+                tracker.handed_off(m);
+            }
+        }
+        Ok(())
+    }
+
+    /// Nacks what was out past the policy's ack timeout.
+    async fn nack_timed_out(&mut self) -> Result<(), ClientError> {
+        let Some(t) = self.tracker.as_ref() else {
+            return Ok(());
+        };
+        let Some(limit) = t.policy().ack_timeout else {
+            return Ok(());
+        };
+        for m in t.timed_out(now_ms()) {
+            self.nack(&m, &format!("processing timed out after {limit:?}"))
+                .await?;
         }
         Ok(())
     }
@@ -534,6 +731,13 @@ impl Consumer {
     ) -> Result<Vec<ConsumedMessage>, ClientError> {
         let mut set = JoinSet::new();
         for ((topic, partition), place) in &self.positions {
+            if self
+                .tracker
+                .as_ref()
+                .is_some_and(|t| t.paused(&(topic.clone(), *partition)))
+            {
+                continue;
+            }
             let offset = place.offset;
             let client = self.client.clone();
             let request = v1::FetchRequest {
@@ -555,6 +759,12 @@ impl Consumer {
                         .await,
                 )
             });
+        }
+        if set.is_empty() {
+            // Every partition is paused (a retry policy's held bound): nothing to fetch;
+            // wait as a long poll would.
+            tokio::time::sleep(wait).await;
+            return Ok(Vec::new());
         }
         let mut fetched = Vec::new();
         while let Some(joined) = set.join_next().await {
@@ -631,4 +841,10 @@ fn merge(into: &mut Positions, from: &Positions) {
         let e = into.entry(region.clone()).or_default();
         *e = (*e).max(p);
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

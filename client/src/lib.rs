@@ -22,6 +22,7 @@ mod error;
 mod groups;
 mod membership;
 mod producer;
+pub mod retry;
 mod route;
 mod transaction;
 
