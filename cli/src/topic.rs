@@ -43,6 +43,10 @@ pub(crate) enum Command {
         /// commit or rollback (default: the brokers' `[transactions] default_outcome`).
         #[arg(long, value_parser = ["commit", "rollback"])]
         txn_default: Option<String>,
+        /// Which time its messages carry, and searches by time use: create-time (the
+        /// producer's, default) or append-time (the broker's; Kafka's LogAppendTime).
+        #[arg(long, value_parser = ["create-time", "append-time"])]
+        timestamp_type: Option<String>,
     },
     /// Add partitions or change retention (control plane only).
     Alter {
@@ -61,6 +65,9 @@ pub(crate) enum Command {
         /// (the brokers' default again).
         #[arg(long, value_parser = ["commit", "rollback", "broker"])]
         txn_default: Option<String>,
+        /// Which time its messages carry: create-time or append-time.
+        #[arg(long, value_parser = ["create-time", "append-time"])]
+        timestamp_type: Option<String>,
         /// A strictly ordered topic's new home region: the old home stops taking writes
         /// (all its brokers confirm) before the new one starts. Messages the old home wrote
         /// and its mirror has not shipped yet arrive later, after the new home's first ones.
@@ -103,6 +110,7 @@ pub(crate) async fn run(
             retention,
             acks,
             txn_default,
+            timestamp_type,
             ..
         } if replicas != 0
             || !regions.is_empty()
@@ -110,10 +118,11 @@ pub(crate) async fn run(
             || home.is_some()
             || retention.is_some()
             || acks.is_some()
-            || txn_default.is_some() =>
+            || txn_default.is_some()
+            || timestamp_type.is_some() =>
         {
             bail!(
-                "--replicas, --regions, --ordering, --home, --retention, --acks and --txn-default need the control plane: pass --control HOST:PORT"
+                "--replicas, --regions, --ordering, --home, --retention, --acks, --txn-default and --timestamp-type need the control plane: pass --control HOST:PORT"
             )
         }
         Command::Create {
@@ -223,6 +232,7 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
             retention,
             acks,
             txn_default,
+            timestamp_type,
         } => {
             if home.is_some() && ordering.is_none() {
                 bail!(
@@ -250,6 +260,7 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
                     retention: retention.unwrap_or_default(),
                     acks: acks.unwrap_or_default(),
                     txn_default: txn_default.unwrap_or_default(),
+                    timestamp_type: timestamp_type.unwrap_or_default(),
                 }),
             };
             let t = control::on_leader(control, &format!("creating topic {name}"), |mut c| {
@@ -279,15 +290,17 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
             acks,
             home,
             txn_default,
+            timestamp_type,
         } => {
             if partitions.is_none()
                 && retention.is_none()
                 && acks.is_none()
                 && home.is_none()
                 && txn_default.is_none()
+                && timestamp_type.is_none()
             {
                 bail!(
-                    "nothing to alter: pass --partitions N, --retention D, --acks A, --home REGION or --txn-default D"
+                    "nothing to alter: pass --partitions N, --retention D, --acks A, --home REGION, --txn-default D or --timestamp-type T"
                 );
             }
             let request = v1::AlterTopicRequest {
@@ -297,6 +310,7 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
                 acks,
                 home,
                 txn_default,
+                timestamp_type,
             };
             let t = control::on_leader(control, &format!("altering topic {name}"), |mut c| {
                 let request = request.clone();
@@ -360,7 +374,7 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
             } else {
                 let s = t.spec.clone().unwrap_or_default();
                 println!(
-                    "topic {} (id {}): {} partitions, {} replication x{}, acks {}, retention {}, unanswered transactions {}{}",
+                    "topic {} (id {}): {} partitions, {} replication x{}, acks {}, retention {}, timestamps {}, unanswered transactions {}{}",
                     s.name,
                     t.id,
                     s.partitions,
@@ -368,6 +382,7 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
                     s.replication_factor,
                     s.acks,
                     s.retention,
+                    s.timestamp_type,
                     if s.txn_default.is_empty() {
                         "as the brokers' default"
                     } else {
@@ -435,6 +450,7 @@ fn description_json(t: &v1::TopicDescription) -> serde_json::Value {
         "retention": s.retention,
         "acks": s.acks,
         "txn_default": s.txn_default,
+        "timestamp_type": s.timestamp_type,
         "placements": t.placements.iter().map(|p| serde_json::json!({
             "region": p.region,
             "partition_groups": p.partition_groups,

@@ -407,6 +407,7 @@ pub async fn create_topic(addrs: &str, t: &NewTopic) -> Result<Topic, Failed> {
         retention: t.retention.trim().to_owned(),
         acks: String::new(),
         txn_default: String::new(),
+        timestamp_type: String::new(),
     };
     let created = on_leader(addrs, "creating the topic", |mut c| {
         let spec = spec.clone();

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-pub use meridian_proto::settings::{Acks, Strategy};
+pub use meridian_proto::settings::{Acks, Strategy, TimestampType};
 use serde::{Deserialize, Serialize};
 
 /// The layout version of the records below; written once, checked on start.
@@ -195,6 +195,13 @@ pub struct Topic {
     /// stored: a control plane from before it reads the record).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub txn_default: String,
+    /// Which time its messages carry (not stored when the default, create time).
+    #[serde(default, skip_serializing_if = "is_create_time")]
+    pub timestamp_type: TimestampType,
+}
+
+fn is_create_time(t: &TimestampType) -> bool {
+    *t == TimestampType::CreateTime
 }
 
 /// A log group of a region: its strategy and replicas.
@@ -378,6 +385,7 @@ mod tests {
             retention: "7d".into(),
             acks: Acks::Quorum,
             txn_default: String::new(),
+            timestamp_type: TimestampType::CreateTime,
         }
     }
 

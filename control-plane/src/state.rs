@@ -305,6 +305,7 @@ pub fn view(region: &RegionState, topics: &Topics) -> v1::RegionView {
             home_epoch: topic.home_epoch,
             home_closed: topic.home_closed,
             txn_default: topic.txn_default.clone(),
+            timestamp_type: topic.timestamp_type.as_str().into(),
         });
     }
     for v in topics.retired.values() {
@@ -342,6 +343,7 @@ fn view_hash(view: &v1::RegionView) -> u64 {
             &t.strategy,
             &t.acks,
             &t.txn_default,
+            &t.timestamp_type,
         )
             .hash(&mut h);
     }

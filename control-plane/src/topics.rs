@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use meridian_proto::v1;
 use tonic::Status;
 
-use crate::metadata::{Acks, Invalid, Region, Strategy, Topic, keys};
+use crate::metadata::{Acks, Invalid, Region, Strategy, TimestampType, Topic, keys};
 use crate::placement;
 use crate::state::{self, StateError, decode};
 use crate::store::Store;
@@ -87,6 +87,13 @@ pub async fn topic_from_spec(store: &dyn Store, spec: &v1::TopicSpec) -> Result<
         },
         acks: Acks::parse(&spec.acks).map_err(refused)?,
         txn_default: spec.txn_default.clone(),
+        timestamp_type: TimestampType::parse(&spec.timestamp_type).map_err(|e| {
+            invalid(Invalid {
+                field: "timestamp_type",
+                value: format!("{:?}", spec.timestamp_type),
+                why: e.to_string(),
+            })
+        })?,
     };
     let known = regions.keys().cloned().collect();
     topic
@@ -237,6 +244,15 @@ pub async fn alter(store: &dyn Store, request: &v1::AlterTopicRequest) -> Result
             }
         };
     }
+    if let Some(t) = &request.timestamp_type {
+        topic.timestamp_type = TimestampType::parse(t).map_err(|e| {
+            invalid(Invalid {
+                field: "timestamp_type",
+                value: format!("{t:?}"),
+                why: e.to_string(),
+            })
+        })?;
+    }
     if let Some(partitions) = request.partitions {
         if partitions < topic.partitions {
             return Err(invalid(Invalid {
@@ -385,6 +401,7 @@ pub async fn describe_topic(
             retention: topic.retention.clone(),
             acks: topic.acks.as_str().into(),
             txn_default: topic.txn_default.clone(),
+            timestamp_type: topic.timestamp_type.as_str().into(),
         }),
         id: topic.id,
         created_ms: topic.created_ms,

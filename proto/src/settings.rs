@@ -49,6 +49,55 @@ impl Acks {
     }
 }
 
+/// Which time a topic's messages carry (Kafka's `message.timestamp.type`): the producer's
+/// (`CreateTime`, the default) or the broker's append time (`LogAppendTime`). Searches by
+/// time (ListOffsets, `consume --from TIME`) follow it, and Kafka fetches stamp records
+/// with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimestampType {
+    /// The producer's timestamp.
+    #[default]
+    CreateTime,
+    /// The broker's append time.
+    AppendTime,
+}
+
+/// A timestamp type spelling that is none of ours or Kafka's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown timestamp type {0:?}: use create-time or append-time (Kafka: CreateTime, LogAppendTime)"
+)]
+pub struct UnknownTimestampType(pub String);
+
+impl TimestampType {
+    /// Parses ours (`create-time`, `append-time`) or Kafka's (`CreateTime`,
+    /// `LogAppendTime`); empty is the default.
+    pub fn parse(text: &str) -> Result<TimestampType, UnknownTimestampType> {
+        match text {
+            "" | "create-time" | "CreateTime" => Ok(TimestampType::CreateTime),
+            "append-time" | "LogAppendTime" => Ok(TimestampType::AppendTime),
+            other => Err(UnknownTimestampType(other.to_owned())),
+        }
+    }
+
+    /// Our spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimestampType::CreateTime => "create-time",
+            TimestampType::AppendTime => "append-time",
+        }
+    }
+
+    /// Kafka's spelling (`message.timestamp.type`).
+    pub fn kafka_name(self) -> &'static str {
+        match self {
+            TimestampType::CreateTime => "CreateTime",
+            TimestampType::AppendTime => "LogAppendTime",
+        }
+    }
+}
+
 /// How a log group replicates (a topic's partitions are placed on groups of its strategy).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,

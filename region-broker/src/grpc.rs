@@ -166,6 +166,7 @@ fn topic_info(broker: &Broker, t: &Topic) -> Result<v1::TopicInfo, Status> {
         created_ms: t.created_ms,
         replication: t.replication.as_str().to_owned(),
         strict_order: t.home.is_some(),
+        timestamp_type: t.timestamp_type.as_str().to_owned(),
     })
 }
 

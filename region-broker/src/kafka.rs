@@ -465,6 +465,9 @@ async fn handle(
                 consumers::consumer_group_heartbeat(kafka, &client_id, r).await,
             )
         }
+        RequestKind::ConsumerGroupDescribe(r) => {
+            ResponseKind::ConsumerGroupDescribe(consumers::consumer_group_describe(kafka, r).await)
+        }
         RequestKind::CreateTopics(r) => {
             ResponseKind::CreateTopics(kafka.create_topics(r, version).await)
         }

@@ -4,7 +4,8 @@ Usage: confluent_kip848.py BOOTSTRAP TOPIC COUNT
 Two consumers of one group (the broker's coordinator assigns, KIP-848) read COUNT messages
 between them, each once, committing as they go; a third of the same group, started after
 they closed, finds nothing left (the group resumes at its commits). Prints
-{"a": n, "b": n, "after": n} and OK. Run by tests/tests/kafka.rs.
+{"a": n, "b": n, "after": n, ..., "described": {...}} and OK (described: the group
+as AdminClient.describe_consumer_groups sees it while one member holds every partition). Run by tests/tests/kafka.rs.
 """
 import json
 import sys
@@ -89,6 +90,14 @@ while time.time() < deadline and reread < COUNT:
     m = again.poll(0.2)
     if m is not None and not m.error():
         reread += 1
+# ConsumerGroupDescribe while its one member holds every partition.
+desc = admin.describe_consumer_groups(["kip848"], request_timeout=15)["kip848"].result()
+described = {
+    "state": str(desc.state),
+    "type": str(getattr(desc, "type", None)),
+    "members": len(desc.members),
+    "assigned": sum(len(m.assignment.topic_partitions) for m in desc.members),
+}
 again.close()
 print(
     json.dumps(
@@ -98,6 +107,7 @@ print(
             "after": len(late),
             "reread_after_delete": reread,
             "unknown_delete": unknown,
+            "described": described,
         }
     ),
     flush=True,

@@ -8,6 +8,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::Command;
+use std::time::Duration;
 
 use meridian_client::{ProducerConfig, Record};
 #[path = "support/kafka_raw.rs"]
@@ -255,17 +256,17 @@ async fn a_kafka_consumer_group_splits_partitions_and_resumes_from_its_commits()
             .map(str::to_owned)
             .collect()
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while read(&out_a).len() + read(&out_b).len() < 400 {
         assert!(
             std::time::Instant::now() < deadline,
             "the group read {} of 400",
             read(&out_a).len() + read(&out_b).len()
         );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Let the last commits go out, then stop both (SIGINT: kcat closes the consumer).
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     for child in [&mut a, &mut b] {
         // SAFETY: signalling our own child by pid.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -308,16 +309,16 @@ async fn a_kafka_consumer_group_splits_partitions_and_resumes_from_its_commits()
     assert_eq!(code, 0, "{err}");
     let out_c = tmp.path().join("c.out");
     let mut c = member(&out_c);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while read(&out_c).len() < 50 {
         assert!(
             std::time::Instant::now() < deadline,
             "the late member read {}",
             read(&out_c).len()
         );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     // SAFETY: signalling our own child by pid.
     unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
     let _ = c.wait();
@@ -435,10 +436,7 @@ async fn record_content_is_the_same_for_every_client() {
     consumer.assign("content", &[0]).await.unwrap();
     let mut sdk = Vec::new();
     while sdk.len() < 4 {
-        let got = consumer
-            .poll(std::time::Duration::from_secs(5))
-            .await
-            .unwrap();
+        let got = consumer.poll(Duration::from_secs(5)).await.unwrap();
         assert!(!got.is_empty(), "the SDK read {} of 4 records", sdk.len());
         sdk.extend(got);
     }
@@ -559,7 +557,7 @@ fn isr_of(addr: SocketAddr, topic: &str, partition: i32) -> Vec<i32> {
     use kafka_protocol::protocol::{Decodable, StrBytes};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut t = MetadataRequestTopic::default();
     t.name = Some(TopicName(StrBytes::from_string(topic.to_owned())));
@@ -944,7 +942,7 @@ async fn produce_until_written(
             Some((0, offset)) => return offset,
             other => last = other,
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("the batch was never written: last answer {last:?}");
 }
@@ -1066,7 +1064,7 @@ async fn an_idempotent_kafka_producer_is_exactly_once_and_in_order_across_a_lead
             !producer.is_finished(),
             "the producer stopped before starting"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let victim = region.leader_of("exact", 0).await.unwrap();
     let killed_at = std::time::Instant::now();
@@ -1079,7 +1077,7 @@ async fn an_idempotent_kafka_producer_is_exactly_once_and_in_order_across_a_lead
     let follower = (leader + 1) % region.brokers.len();
     let stalled_at = killed_at.elapsed();
     region.brokers[follower].stop();
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     // Out of the ISR on the leader and on the other follower (which learns the leader's
     // set from its heartbeats), while the stalled one is not caught up.
     let stalled_id = follower as i32 + 1;
@@ -1097,7 +1095,7 @@ async fn an_idempotent_kafka_producer_is_exactly_once_and_in_order_across_a_lead
     region.brokers[follower].signal(libc::SIGCONT);
     let out = producer.await.unwrap();
     // Back in once caught up, as every broker reports it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     for b in 0..region.brokers.len() {
         loop {
             let isr = isr_of(region.kafka[b], "exact", 1);
@@ -1109,7 +1107,7 @@ async fn an_idempotent_kafka_producer_is_exactly_once_and_in_order_across_a_lead
                 "broker {} still reports partition 1's ISR as {isr:?}",
                 b + 1
             );
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
     let report: serde_json::Value =
@@ -1344,9 +1342,151 @@ async fn a_kip_848_consumer_group_consumes() {
     assert_eq!(counts["after"], 0, "{out}");
     assert_eq!(counts["reread_after_delete"], 400, "{out}");
     assert_eq!(counts["unknown_delete"], "GROUP_ID_NOT_FOUND", "{out}");
+    // ConsumerGroupDescribe: its one member with all four partitions.
+    assert_eq!(counts["described"]["members"], 1, "{out}");
+    assert_eq!(counts["described"]["assigned"], 4, "{out}");
+    assert!(
+        counts["described"]["state"]
+            .as_str()
+            .unwrap()
+            .contains("STABLE"),
+        "{out}"
+    );
     assert_eq!(
         counts["a"].as_u64().unwrap() + counts["b"].as_u64().unwrap(),
         400,
         "{out}"
     );
+}
+
+/// A topic of `message.timestamp.type` LogAppendTime (a managed region's, set by the
+/// control plane): Kafka fetches stamp records with the broker's append time, and a search
+/// by time (kcat `-o s@TS`, `meridian consume --from TIME`) looks at append times, not at
+/// the producers' (here years older); turned back to CreateTime, the same search does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_append_time_topic_is_searched_and_stamped_by_the_brokers_time() {
+    use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control};
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = ControlPlaneProcess::embedded(tmp.path(), &["--region", "r"]).await;
+    let region = ManagedRegion::start(tmp.path(), "r", 1, &cp.addr, &["--kafka-listen", "auto"])
+        .await
+        .unwrap();
+    let kafka: SocketAddr = region.kafka[0].parse().unwrap();
+    let (code, _, err) = meridian_control(
+        &cp.addr,
+        &[
+            "topic",
+            "create",
+            "appended",
+            "--partitions",
+            "1",
+            "--replicas",
+            "1",
+            "--timestamp-type",
+            "append-time",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let client = region.client().await;
+    let until_type = |t: &'static str| {
+        let client = client.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                if client
+                    .describe_topic("appended")
+                    .await
+                    .is_ok_and(|i| i.timestamp_type == t)
+                {
+                    return;
+                }
+                assert!(std::time::Instant::now() < deadline, "never {t}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    until_type("append-time").await;
+
+    // Three records stamped in 2017 by their producer, appended 300 ms apart.
+    let producer = client.producer(ProducerConfig::default());
+    for i in 0..3 {
+        producer
+            .send(Record::new("appended", format!("a{i}")).timestamp_ms(1_500_000_000_000 + i))
+            .await
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let read = meridian_tests::read_all(&client, "appended").await;
+    assert_eq!(read[&0].len(), 3);
+    let mut c = client.consumer(meridian_client::ConsumerConfig {
+        start: meridian_client::StartFrom::Beginning,
+        ..Default::default()
+    });
+    c.assign("appended", &[0]).await.unwrap();
+    let got = c.poll(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(got.len(), 3);
+    let appended: Vec<i64> = got.iter().map(|m| m.append_time_ms).collect();
+    assert!(
+        appended[0] < appended[1] && appended[1] < appended[2],
+        "{appended:?}"
+    );
+
+    // kcat: the search finds the second by its append time, and shows that time.
+    let search = |from: i64| {
+        kcat(
+            kafka,
+            &[
+                "-C",
+                "-t",
+                "appended",
+                "-p",
+                "0",
+                "-o",
+                &format!("s@{from}"),
+                "-e",
+                "-f",
+                "%o %T %s\n",
+            ],
+            None,
+        )
+    };
+    let (code, out, err) = search(appended[1]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        format!("1 {} a1\n2 {} a2\n", appended[1], appended[2]),
+        "by append time, stamped with it"
+    );
+    let from = humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + Duration::from_millis(appended[1] as u64),
+    )
+    .to_string();
+    let (code, out, err) = meridian_tests::meridian(
+        region.brokers[0].addr,
+        &["consume", "appended", "--from", &from, "--max", "1"],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "a1\n");
+
+    // Back to CreateTime: the producers' 2017 stamps are all before that time.
+    let (code, _, err) = meridian_control(
+        &cp.addr,
+        &[
+            "topic",
+            "alter",
+            "appended",
+            "--timestamp-type",
+            "create-time",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    until_type("create-time").await;
+    let (code, out, err) = search(appended[1]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "", "by the producers' time nothing is that late");
+    let (code, out, err) = search(1_500_000_000_001);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "1 1500000000001 a1\n2 1500000000002 a2\n");
 }

@@ -565,6 +565,9 @@ pub struct TopicInfo {
     /// batch of a partition rather than send the next (which would reorder).
     #[prost(bool, tag = "6")]
     pub strict_order: bool,
+    /// Which time its messages carry: "create-time" or "append-time".
+    #[prost(string, tag = "7")]
+    pub timestamp_type: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1145,6 +1148,9 @@ pub struct TopicInRegion {
     /// "rollback", or empty for the broker's `\[transactions\] default_outcome`.
     #[prost(string, tag = "10")]
     pub txn_default: ::prost::alloc::string::String,
+    /// Which time its messages carry: "create-time" (empty) or "append-time".
+    #[prost(string, tag = "11")]
+    pub timestamp_type: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -1205,6 +1211,10 @@ pub struct TopicSpec {
     /// "rollback", or empty for the brokers' `\[transactions\] default_outcome`.
     #[prost(string, tag = "9")]
     pub txn_default: ::prost::alloc::string::String,
+    /// Which time its messages carry (Kafka's message.timestamp.type): "create-time" (the
+    /// producer's; empty) or "append-time" (the broker's). Searches by time follow it.
+    #[prost(string, tag = "10")]
+    pub timestamp_type: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -1269,6 +1279,9 @@ pub struct AlterTopicRequest {
     /// "commit", "rollback", or "broker" (the brokers' default again).
     #[prost(string, optional, tag = "6")]
     pub txn_default: ::core::option::Option<::prost::alloc::string::String>,
+    /// "create-time" or "append-time".
+    #[prost(string, optional, tag = "7")]
+    pub timestamp_type: ::core::option::Option<::prost::alloc::string::String>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

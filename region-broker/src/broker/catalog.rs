@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use meridian_proto::settings::TimestampType;
 use serde::{Deserialize, Serialize};
 
 use crate::log_group::{Acks, Strategy};
@@ -37,6 +38,9 @@ pub struct Topic {
     /// answers its check-backs; `None`: the broker's `[transactions] default_outcome`.
     #[serde(default)]
     pub txn_default: Option<super::transactions::coordinator::Outcome>,
+    /// Which time its messages carry (Kafka's `message.timestamp.type`).
+    #[serde(default)]
+    pub timestamp_type: TimestampType,
 }
 
 /// The home region of a strictly ordered topic.

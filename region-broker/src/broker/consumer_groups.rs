@@ -126,6 +126,14 @@ impl Broker {
         }
     }
 
+    /// The native group `name` as its coordinator knows it: this broker, or `NotLeader`
+    /// naming the one (`None`: no such group).
+    pub async fn native_group(&self, name: &str) -> Result<Option<membership::Group>, BrokerError> {
+        let group = self.group_coordinator(name)?;
+        let loaded = self.membership(&group).await?;
+        Ok(loaded.membership.get(name).cloned())
+    }
+
     /// The native groups this broker coordinates.
     pub async fn native_groups(&self) -> Vec<membership::Group> {
         // Only of the log groups it leads now (a coordinator it was keeps its old state).
@@ -175,7 +183,7 @@ impl Broker {
         let Loaded { epoch, membership } = &mut *loaded;
         super::coordinator_state::reload_in_epoch(
             self,
-            group,
+            (group, STATE_KEY),
             epoch,
             membership,
             || load(group, self.consumer_groups.limits.clone()),

@@ -11,6 +11,9 @@ use serde::de::DeserializeOwned;
 use super::{Acks, Broker, BrokerError, HostedGroup, now_ms};
 use crate::storage::PartitionKey;
 
+/// The key of a barrier record (see [`reload_in_epoch`]).
+pub(super) const BARRIER: &[u8] = b"\x01barrier";
+
 /// Writes `record` about `key_name` into the state partition `state` (acks=all).
 pub(super) async fn write<R: Serialize>(
     group: &HostedGroup,
@@ -70,10 +73,17 @@ pub(super) fn replay<R: DeserializeOwned>(
 /// Makes `state` the coordinator of `group`'s current leadership epoch: unless it was
 /// loaded in that epoch (`loaded_epoch`), the group first holds and applies every record
 /// written before this broker led it, then `state` is rebuilt by `load` (a replay of the
-/// state partition). `what` and `count` name it in the log.
+/// state partition `barrier_key`). `what` and `count` name it in the log.
+///
+/// "Every record written before": a barrier record (no value, skipped by replays) is
+/// written to the state partition at acks=all and the load waits until it is visible. A
+/// leader's raft can know less than its log holds — a broker restarted in the term it led
+/// re-establishes that term without a new entry, so a linearizable read can return
+/// before records it wrote before the restart are committed again — and a load that
+/// missed its own last records would act on them a second time.
 pub(super) async fn reload_in_epoch<T>(
     broker: &Broker,
-    group: &HostedGroup,
+    (group, barrier_key): (&HostedGroup, PartitionKey),
     loaded_epoch: &mut Option<u64>,
     state: &mut T,
     load: impl FnOnce() -> Result<T, BrokerError>,
@@ -87,10 +97,27 @@ pub(super) async fn reload_in_epoch<T>(
         .ensure_applied()
         .await
         .map_err(|e| broker.group_error(e))?;
+    let barrier = Message {
+        key: Some(Bytes::from_static(BARRIER)),
+        value: None,
+        headers: Vec::new(),
+        timestamp_ms: now_ms(),
+    };
+    let payload = Bytes::from(batch::encode_batch(&[barrier]));
     group
+        .append((barrier_key, 1, payload), Acks::All, 0)
+        .await
+        .map_err(|e| broker.group_error(e))?;
+    if !group
         .storage()
-        .caught_up(std::time::Duration::from_secs(1))
-        .await;
+        .caught_up(std::time::Duration::from_secs(5))
+        .await
+    {
+        return Err(BrokerError::Replication(format!(
+            "log group {} has not yet made visible what it committed; the {what} coordinator loads on the next try",
+            group.id()
+        )));
+    }
     *state = load()?;
     *loaded_epoch = Some(epoch);
     tracing::info!(

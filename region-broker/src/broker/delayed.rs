@@ -333,7 +333,7 @@ impl Broker {
         let before = *epoch;
         super::coordinator_state::reload_in_epoch(
             self,
-            group,
+            (group, TIMERS_KEY),
             epoch,
             schedule,
             || load(group, self.delayed.limits.clone(), &mut next, &mut low),

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use meridian_proto::settings::TimestampType;
 use meridian_proto::v1;
 use openraft::BasicNode;
 use prost::Message;
@@ -210,12 +211,15 @@ impl Broker {
             let txn_default =
                 super::transactions::coordinator::Outcome::parse_default(&t.txn_default)
                     .map_err(BrokerError::Invalid)?;
+            let timestamp_type = TimestampType::parse(&t.timestamp_type)
+                .map_err(|e| BrokerError::Invalid(e.to_string()))?;
             let held = self.topic(&t.name).ok();
             if held.as_ref().is_some_and(|h| {
                 h.groups == t.groups
                     && h.acks == acks
                     && h.home == home
                     && h.txn_default == txn_default
+                    && h.timestamp_type == timestamp_type
             }) {
                 continue;
             }
@@ -229,6 +233,7 @@ impl Broker {
                 acks,
                 home,
                 txn_default,
+                timestamp_type,
             })?;
         }
         let hosted: BTreeSet<u32> = self.log_groups().into_iter().map(|(g, _)| g).collect();

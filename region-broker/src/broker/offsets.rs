@@ -6,12 +6,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use meridian_proto::names;
+use meridian_proto::settings::TimestampType;
 
 use super::{Broker, BrokerError, Committed, HostedGroup, OffsetQuery, Positions};
 use crate::storage::{LogGroup, PartitionKey};
 
 impl Broker {
-    /// Looks up an offset of a partition; with a time, also returns the append time found.
+    /// Looks up an offset of a partition; with a time — the producer's, or the broker's
+    /// append time on a topic whose `timestamp_type` says so — also returns the time found.
     pub async fn list_offset(
         &self,
         topic: &str,
@@ -34,10 +36,17 @@ impl Broker {
             ),
             OffsetQuery::Time(t) => {
                 let storage = group.clone();
-                tokio::task::spawn_blocking(move || first_at_create_time(&storage, key, t))
-                    .await
-                    .map_err(|e| BrokerError::Replication(format!("the time search failed: {e}")))??
-                    .map_or((latest, None), |(offset, time)| (offset, Some(time)))
+                let by_append = topic.timestamp_type == TimestampType::AppendTime;
+                tokio::task::spawn_blocking(move || {
+                    if by_append {
+                        storage.offset_for_time(key, t).map_err(BrokerError::Read)
+                    } else {
+                        first_at_create_time(&storage, key, t)
+                    }
+                })
+                .await
+                .map_err(|e| BrokerError::Replication(format!("the time search failed: {e}")))??
+                .map_or((latest, None), |(offset, time)| (offset, Some(time)))
             }
         })
     }

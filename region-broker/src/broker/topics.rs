@@ -73,6 +73,7 @@ impl Broker {
             acks: Acks::default(),
             home: None,
             txn_default: None,
+            timestamp_type: Default::default(),
         };
         self.create_topic_local(topic.clone())?;
         Ok(topic)
@@ -395,6 +396,7 @@ impl Broker {
                     acks: Acks::default(),
                     home: None,
                     txn_default: None,
+                    timestamp_type: Default::default(),
                 })?;
             }
             CatalogChange::DeleteTopic { name, id } => {

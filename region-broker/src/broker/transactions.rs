@@ -342,7 +342,7 @@ impl Broker {
         let Loaded { epoch, coordinator } = &mut *loaded;
         super::coordinator_state::reload_in_epoch(
             self,
-            group,
+            (group, STATE_KEY),
             epoch,
             coordinator,
             || load(group, self.transactions.limits.clone()),

@@ -7,6 +7,7 @@
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
 use meridian_proto::kafka::kafka_protocol;
+use meridian_proto::settings::TimestampType;
 use meridian_proto::v1;
 
 use super::{Kafka, code, error_code, str};
@@ -375,7 +376,17 @@ impl Kafka {
                         3,
                     ),
                     ("compression.type", "producer".into(), true, 5, 2),
-                    ("message.timestamp.type", "CreateTime".into(), true, 5, 2),
+                    (
+                        "message.timestamp.type",
+                        topic.timestamp_type.kafka_name().into(),
+                        !managed,
+                        if topic.timestamp_type == TimestampType::CreateTime {
+                            5
+                        } else {
+                            1
+                        },
+                        2,
+                    ),
                     (
                         "min.insync.replicas",
                         // acks=all waits for the commit quorum of the topic's log group,
@@ -491,8 +502,9 @@ impl Kafka {
         out
     }
 
-    /// Sets topic configs: only `retention.ms`, and only where a control plane keeps
-    /// per-topic settings (a region without one has one journal-wide retention).
+    /// Sets topic configs: `retention.ms` and `message.timestamp.type`, only where a
+    /// control plane keeps per-topic settings (a region without one has one journal-wide
+    /// retention, and its topics carry the producer's time).
     async fn alter_topic_configs(
         &self,
         resource_type: i8,
@@ -507,11 +519,20 @@ impl Kafka {
             ));
         }
         let mut retention = None;
+        let mut timestamp_type = None;
         for (key, value) in configs {
+            if key == "message.timestamp.type" {
+                let t = TimestampType::parse(value.as_deref().unwrap_or_default())
+                    .map_err(|e| (admin_code::INVALID_CONFIG, e.to_string()))?;
+                timestamp_type = Some(t.as_str().to_owned());
+                continue;
+            }
             if key != "retention.ms" {
                 return Err((
                     admin_code::INVALID_CONFIG,
-                    format!("{key} cannot be changed here; retention.ms can"),
+                    format!(
+                        "{key} cannot be changed here; retention.ms and message.timestamp.type can"
+                    ),
                 ));
             }
             retention = Some(match value.as_deref().map(str::parse::<i64>) {
@@ -534,23 +555,21 @@ impl Kafka {
         let Some(control) = self.control() else {
             return Err((
                 code::POLICY_VIOLATION,
-                "this region has no control plane: retention is the brokers' journal-wide storage.retention setting".into(),
+                "this region has no control plane: retention is the brokers' journal-wide storage.retention setting, and topics carry the producer's time".into(),
             ));
         };
         self.broker.topic(name).map_err(broker_refusal)?;
-        if validate_only || retention.is_none() {
+        if validate_only || (retention.is_none() && timestamp_type.is_none()) {
             return Ok(());
         }
         self.on_control(&control, |mut c| {
-            let (name, retention) = (name.to_string(), retention.clone());
-            async move {
-                c.alter_topic(v1::AlterTopicRequest {
-                    name,
-                    retention,
-                    ..Default::default()
-                })
-                .await
-            }
+            let request = v1::AlterTopicRequest {
+                name: name.to_string(),
+                retention: retention.clone(),
+                timestamp_type: timestamp_type.clone(),
+                ..Default::default()
+            };
+            async move { c.alter_topic(request).await }
         })
         .await
         .map(drop)
@@ -570,8 +589,10 @@ impl Kafka {
                 .iter()
                 .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
                 .collect();
-            if !configs.iter().any(|(k, _)| k == "retention.ms") {
-                configs.push(("retention.ms".into(), None));
+            for key in ["retention.ms", "message.timestamp.type"] {
+                if !configs.iter().any(|(k, _)| k == key) {
+                    configs.push((key.into(), None));
+                }
             }
             let mut res = AlterConfigsResourceResponse::default();
             res.resource_type = resource.resource_type;

@@ -551,6 +551,97 @@ pub(super) async fn consumer_group_heartbeat(
     }
 }
 
+/// ConsumerGroupDescribe (KIP-848): each group as its coordinator knows it — state, epochs,
+/// assignor, and per member its subscription, assignment and target. Groups of the
+/// consumer protocol are the native ones (`broker/consumer_groups`); a name with none is
+/// GROUP_ID_NOT_FOUND (a classic group's describe is DescribeGroups).
+pub(super) async fn consumer_group_describe(
+    kafka: &Kafka,
+    r: kafka_protocol::messages::ConsumerGroupDescribeRequest,
+) -> kafka_protocol::messages::ConsumerGroupDescribeResponse {
+    use kafka_protocol::messages::consumer_group_describe_response::{
+        Assignment, DescribedGroup, Member, TopicPartitions,
+    };
+    let ids: std::collections::HashMap<String, uuid::Uuid> = kafka
+        .broker
+        .topics()
+        .into_iter()
+        .map(|t| (t.name.clone(), kafka_topic_id(&t)))
+        .collect();
+    let assignment = |tps: &mut dyn Iterator<Item = &(String, u32)>| {
+        let owned: std::collections::BTreeSet<(String, u32)> = tps.cloned().collect();
+        let mut a = Assignment::default();
+        for t in v1::TopicPartitions::group(&owned) {
+            let mut tp = TopicPartitions::default();
+            tp.topic_id = ids.get(&t.topic).copied().unwrap_or_default();
+            tp.partitions = t.partitions.into_iter().map(|p| p as i32).collect();
+            tp.topic_name = TopicName(str(&t.topic));
+            a.topic_partitions.push(tp);
+        }
+        a
+    };
+    let mut out = kafka_protocol::messages::ConsumerGroupDescribeResponse::default();
+    for id in r.group_ids {
+        let name = id.0.to_string();
+        let mut d = DescribedGroup::default();
+        d.group_id = id;
+        d.authorized_operations = i32::MIN;
+        let refused = kafka.check_coordinator(&name);
+        if refused != code::NONE {
+            d.error_code = refused;
+            out.groups.push(d);
+            continue;
+        }
+        match kafka.broker.native_group(&name).await {
+            Ok(Some(g)) => {
+                d.group_state = str(if g.members.is_empty() {
+                    "Empty"
+                } else if g.is_stable() {
+                    "Stable"
+                } else {
+                    "Reconciling"
+                });
+                d.group_epoch = g.epoch;
+                d.assignment_epoch = g.epoch;
+                d.assignor_name = str(g.assignor.name());
+                for m in g.members.values() {
+                    let mut member = Member::default();
+                    member.member_id = str(&m.id);
+                    member.instance_id = (!m.instance.is_empty()).then(|| str(&m.instance));
+                    member.member_epoch = m.epoch;
+                    member.client_id = str(&m.client_id);
+                    member.client_host = str("");
+                    member.subscribed_topic_names =
+                        m.topics.iter().map(|t| TopicName(str(t))).collect();
+                    member.assignment = assignment(&mut m.assigned.iter());
+                    member.target_assignment = assignment(
+                        &mut g
+                            .target
+                            .iter()
+                            .filter(|(_, owner)| **owner == m.id)
+                            .map(|(tp, _)| tp),
+                    );
+                    member.member_type = 1;
+                    d.members.push(member);
+                }
+            }
+            Ok(None) => {
+                d.error_code = 69; // GROUP_ID_NOT_FOUND
+                d.error_message = Some(str(&format!(
+                    "no consumer group {name:?} of the consumer protocol"
+                )));
+            }
+            Err(BrokerError::NotLeader { .. }) => d.error_code = code::NOT_COORDINATOR,
+            Err(e) => {
+                d.error_code = code::COORDINATOR_NOT_AVAILABLE;
+                d.error_message = Some(str(&e.to_string()));
+            }
+        }
+        out.groups.push(d);
+    }
+    out
+}
+
 /// DeleteGroups: each group with no members has its committed offsets deleted in every
 /// partition (NON_EMPTY_GROUP while it has members, classic or KIP-848;
 /// GROUP_ID_NOT_FOUND when it had nothing). Served by the group's coordinator.

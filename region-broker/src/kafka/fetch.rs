@@ -79,7 +79,11 @@ pub(super) async fn fetch(broker: &Broker, r: FetchRequest) -> FetchResponse {
                         if isolation == Isolation::Committed {
                             p.aborted_transactions = Some(Vec::new());
                         }
-                        match encode_batches(&fetched.batches, offset, max) {
+                        // A topic of LogAppendTime: records carry the broker's time.
+                        let append_time = broker.topic(&name).is_ok_and(|t| {
+                            t.timestamp_type == meridian_proto::settings::TimestampType::AppendTime
+                        });
+                        match encode_batches(&fetched.batches, offset, max, append_time) {
                             Ok(records) => {
                                 if !records.is_empty() {
                                     any = true;
@@ -104,11 +108,13 @@ pub(super) async fn fetch(broker: &Broker, r: FetchRequest) -> FetchResponse {
 }
 
 /// The stored batches as Kafka record batches, leaving out messages before `offset` and
-/// stopping near `max_bytes` (but always returning the first batch).
+/// stopping near `max_bytes` (but always returning the first batch); with `append_time`
+/// (a topic of LogAppendTime), stamped with the broker's append time.
 fn encode_batches(
     batches: &[ReadBatch],
     offset: u64,
     max_bytes: usize,
+    append_time: bool,
 ) -> Result<Bytes, BrokerError> {
     let mut records: Vec<Record> = Vec::new();
     let mut bytes = 0;
@@ -149,10 +155,18 @@ fn encode_batches(
                 partition_leader_epoch: -1,
                 producer_id,
                 producer_epoch,
-                timestamp_type: TimestampType::Creation,
+                timestamp_type: if append_time {
+                    TimestampType::LogAppend
+                } else {
+                    TimestampType::Creation
+                },
                 offset: o as i64,
                 sequence,
-                timestamp: m.timestamp_ms,
+                timestamp: if append_time {
+                    b.append_time_ms
+                } else {
+                    m.timestamp_ms
+                },
                 key: m.key,
                 value: m.value,
                 headers: m.headers.iter().map(|(k, v)| (str(k), v.clone())).collect(),

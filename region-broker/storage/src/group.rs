@@ -516,14 +516,16 @@ impl LogGroup {
 
     /// Waits, `limit` at most, until every record that may be visible now is: the indexer
     /// makes a record visible a moment after it is durable (and committed), so a read made
-    /// right after an acknowledged append waits here to see it.
-    pub async fn caught_up(&self, limit: Duration) {
+    /// right after an acknowledged append waits here to see it. Whether it got there.
+    pub async fn caught_up(&self, limit: Duration) -> bool {
         let target = {
             let p = self.shared.progress.lock().expect("progress lock poisoned");
             visible_limit(&p, &self.shared.config)
         };
         let mut visible = self.subscribe();
-        let _ = tokio::time::timeout(limit, visible.wait_for(|&v| v >= target)).await;
+        tokio::time::timeout(limit, visible.wait_for(|&v| v >= target))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// A receiver of the visible journal position; it changes whenever new records become
