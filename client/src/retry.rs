@@ -509,6 +509,36 @@ mod tests {
         assert_eq!(t.unfinished(&("t".into(), 0)), None);
     }
 
+    #[test]
+    fn a_message_out_past_the_ack_timeout_is_due_for_a_nack() {
+        let mut t = Tracker::new(RetryPolicy {
+            ack_timeout: Some(Duration::from_millis(500)),
+            ..policy()
+        });
+        let got = t.deliver(vec![msg("t", 0, None), msg("t", 1, None)], 0);
+        t.ack(&got[1]);
+        assert!(t.timed_out(500).is_empty(), "not yet");
+        let late = t.timed_out(501);
+        assert_eq!(late.iter().map(|m| m.offset).collect::<Vec<_>>(), [0]);
+        assert!(matches!(
+            t.nack(&late[0], 501),
+            Verdict::RetryLater { attempt: 2, .. }
+        ));
+    }
+
+    #[test]
+    fn a_partition_pauses_at_its_held_bound() {
+        let mut t = Tracker::new(RetryPolicy {
+            held_max: 2,
+            ..policy()
+        });
+        let tp = ("t".to_string(), 0);
+        let got = t.deliver(vec![msg("t", 0, None), msg("t", 1, None)], 0);
+        assert!(t.paused(&tp), "two out, the bound");
+        t.ack(&got[0]);
+        assert!(!t.paused(&tp));
+    }
+
     proptest! {
         /// On an ordered partition, whatever the application acks or nacks and when: each
         /// key's messages finish in offset order, every message finishes (acked or dead-

@@ -12,12 +12,13 @@
 pub mod assign;
 pub mod membership;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use meridian_proto::names;
 
+use super::coordinator_state::{Locked, PerGroup};
 use super::{Broker, BrokerError, HostedGroup, Positions, now_ms};
 use crate::storage::PartitionKey;
 use membership::{Answer, GroupRecord, Heartbeat, Limits, Membership};
@@ -35,16 +36,9 @@ const TICK: Duration = Duration::from_millis(500);
 #[derive(Debug, Default)]
 pub struct ConsumerGroups {
     limits: Limits,
-    /// Per log group: its coordinator as loaded in a leadership epoch; the lock serializes
-    /// its decisions with their writes (and a member's commit with its check).
-    loaded: std::sync::Mutex<HashMap<u32, Arc<tokio::sync::Mutex<Loaded>>>>,
-}
-
-#[derive(Debug, Default)]
-struct Loaded {
-    /// The log group's leadership epoch it was loaded in (`None`: not loaded).
-    epoch: Option<u64>,
-    membership: Membership,
+    /// Per log group: its coordinator (the lock also serializes a member's commit with its
+    /// check).
+    loaded: PerGroup<Membership>,
 }
 
 impl Broker {
@@ -56,7 +50,7 @@ impl Broker {
         let mut loaded = self.membership(&group).await?;
         // The partition counts of the topics it names and the group's.
         let mut topics: BTreeSet<String> = hb.topics.clone().unwrap_or_default();
-        if let Some(g) = loaded.membership.get(&hb.group) {
+        if let Some(g) = loaded.get(&hb.group) {
             topics.extend(g.members.values().flat_map(|m| m.topics.iter().cloned()));
         }
         let mut partitions = BTreeMap::new();
@@ -71,12 +65,10 @@ impl Broker {
                 Err(_) => {}
             }
         }
-        let decision = loaded
-            .membership
-            .heartbeat(hb, &partitions, now_ms() as u64);
+        let decision = loaded.heartbeat(hb, &partitions, now_ms() as u64);
         if let Some(record) = decision.write {
             write_record(&group, &record).await?;
-            loaded.membership.apply(record);
+            loaded.apply(record);
         }
         Ok(decision.answer?)
     }
@@ -100,14 +92,13 @@ impl Broker {
     ) -> Result<(), BrokerError> {
         let group = self.group_coordinator(consumer_group)?;
         let loaded = self.membership(&group).await?;
-        loaded.membership.check_commit(
+        loaded.check_commit(
             consumer_group,
             member.0,
             member.1,
             &(topic.to_owned(), partition),
         )?;
         let owner = loaded
-            .membership
             .offsets_owner(consumer_group, member.0)
             .unwrap_or_else(|| consumer_group.to_owned());
         self.commit_anywhere(&owner, topic, partition, offset, positions)
@@ -121,7 +112,7 @@ impl Broker {
             return false;
         };
         match self.membership(&group).await {
-            Ok(loaded) => loaded.membership.get(consumer_group).is_some(),
+            Ok(loaded) => loaded.get(consumer_group).is_some(),
             Err(_) => false,
         }
     }
@@ -131,26 +122,20 @@ impl Broker {
     pub async fn native_group(&self, name: &str) -> Result<Option<membership::Group>, BrokerError> {
         let group = self.group_coordinator(name)?;
         let loaded = self.membership(&group).await?;
-        Ok(loaded.membership.get(name).cloned())
+        Ok(loaded.get(name).cloned())
     }
 
     /// The native groups this broker coordinates.
     pub async fn native_groups(&self) -> Vec<membership::Group> {
         // Only of the log groups it leads now (a coordinator it was keeps its old state).
-        let cells: Vec<_> = self
-            .consumer_groups
-            .loaded
-            .lock()
-            .expect("consumer groups lock poisoned")
-            .iter()
-            .filter(|(g, _)| self.hosted(**g).is_ok_and(|h| h.check_leader().is_ok()))
-            .map(|(_, cell)| cell.clone())
-            .collect();
         let mut out = Vec::new();
-        for cell in cells {
+        for (g, cell) in self.consumer_groups.loaded.cells() {
+            if !self.hosted(g).is_ok_and(|h| h.check_leader().is_ok()) {
+                continue;
+            }
             let loaded = cell.lock().await;
-            if loaded.epoch.is_some() {
-                out.extend(loaded.membership.groups().cloned());
+            if loaded.is_loaded() {
+                out.extend(loaded.groups().cloned());
             }
         }
         out
@@ -166,31 +151,16 @@ impl Broker {
 
     /// The coordinator of `group`, loaded from its state partition if this broker has not
     /// loaded it in the group's current leadership epoch; locked.
-    async fn membership(
-        &self,
-        group: &HostedGroup,
-    ) -> Result<tokio::sync::OwnedMutexGuard<Loaded>, BrokerError> {
-        group.check_leader().map_err(|e| self.group_error(e))?;
-        let cell = self
-            .consumer_groups
+    async fn membership(&self, group: &HostedGroup) -> Result<Locked<Membership>, BrokerError> {
+        self.consumer_groups
             .loaded
-            .lock()
-            .expect("consumer groups lock poisoned")
-            .entry(group.id())
-            .or_default()
-            .clone();
-        let mut loaded = cell.lock_owned().await;
-        let Loaded { epoch, membership } = &mut *loaded;
-        super::coordinator_state::reload_in_epoch(
-            self,
-            (group, STATE_KEY),
-            epoch,
-            membership,
-            || load(group, self.consumer_groups.limits.clone()),
-            ("consumer group", |m: &Membership| m.groups().count()),
-        )
-        .await?;
-        Ok(loaded)
+            .lock(
+                self,
+                (group, STATE_KEY),
+                || load(group, self.consumer_groups.limits.clone()),
+                ("consumer group", |m: &Membership| m.groups().count()),
+            )
+            .await
     }
 
     /// Removes silent members of the groups this broker coordinates, and forgets broadcast
@@ -208,19 +178,19 @@ impl Broker {
                 let Ok(mut loaded) = self.membership(&group).await else {
                     continue;
                 };
-                for record in loaded.membership.expire(now_ms() as u64) {
+                for record in loaded.expire(now_ms() as u64) {
                     if let GroupRecord::Put(g) = &record {
                         tracing::info!(group = %g.name, epoch = g.epoch, members = g.members.len(), "consumer group member's session lapsed; rebalancing");
                     }
                     match write_record(&group, &record).await {
-                        Ok(()) => loaded.membership.apply(record),
+                        Ok(()) => loaded.apply(record),
                         Err(e) => {
                             tracing::warn!(error = %e, "a consumer group record was not written; retried");
                             break;
                         }
                     }
                 }
-                for (name, instance, topics) in loaded.membership.idle_instances(now_ms() as u64) {
+                for (name, instance, topics) in loaded.idle_instances(now_ms() as u64) {
                     if let Err(e) = self
                         .forget_instance(&mut loaded, &group, &name, &instance, &topics)
                         .await
@@ -239,7 +209,7 @@ impl Broker {
     /// then writes that its group forgot it (a failure leaves it to the next tick).
     async fn forget_instance(
         &self,
-        loaded: &mut Loaded,
+        loaded: &mut Locked<Membership>,
         group: &HostedGroup,
         name: &str,
         instance: &str,
@@ -253,9 +223,9 @@ impl Broker {
                 self.delete_offset_anywhere(&owner, t, p).await?;
             }
         }
-        if let Some(record) = loaded.membership.forget_instance(name, instance) {
+        if let Some(record) = loaded.forget_instance(name, instance) {
             write_record(group, &record).await?;
-            loaded.membership.apply(record);
+            loaded.apply(record);
             tracing::info!(group = %name, instance = %instance, "an idle broadcast instance's positions were deleted");
         }
         Ok(())

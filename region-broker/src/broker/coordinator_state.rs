@@ -1,7 +1,12 @@
-//! The coordinators' state partitions (transactions, consumer groups): one per
-//! coordinator kind in every log group, outside the catalog and never mirrored. A
-//! coordinator writes each record, keyed by what it is about, as a JSON message with
-//! acks=all before acting on it, and a new leader replays every record to rebuild it.
+//! The coordinators' state partitions (transactions, consumer groups; delayed delivery's
+//! timers keep their own records): one per coordinator kind in every log group, outside
+//! the catalog and never mirrored. A coordinator writes each record, keyed by what it is
+//! about, as a JSON message with acks=all before acting on it, and a new leader replays
+//! every record to rebuild it ([`PerGroup`] holds each log group's state and loads it
+//! once per leadership epoch).
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use meridian_proto::batch::{self, Message};
@@ -11,7 +16,7 @@ use serde::de::DeserializeOwned;
 use super::{Acks, Broker, BrokerError, HostedGroup, now_ms};
 use crate::storage::PartitionKey;
 
-/// The key of a barrier record (see [`reload_in_epoch`]).
+/// The key of a barrier record (see [`PerGroup::lock`]).
 pub(super) const BARRIER: &[u8] = b"\x01barrier";
 
 /// Writes `record` about `key_name` into the state partition `state` (acks=all).
@@ -70,61 +75,141 @@ pub(super) fn replay<R: DeserializeOwned>(
     Ok(())
 }
 
-/// Makes `state` the coordinator of `group`'s current leadership epoch: unless it was
-/// loaded in that epoch (`loaded_epoch`), the group first holds and applies every record
-/// written before this broker led it, then `state` is rebuilt by `load` (a replay of the
-/// state partition `barrier_key`). `what` and `count` name it in the log.
-///
-/// "Every record written before": a barrier record (no value, skipped by replays) is
-/// written to the state partition at acks=all and the load waits until it is visible. A
-/// leader's raft can know less than its log holds — a broker restarted in the term it led
-/// re-establishes that term without a new entry, so a linearizable read can return
-/// before records it wrote before the restart are committed again — and a load that
-/// missed its own last records would act on them a second time.
-pub(super) async fn reload_in_epoch<T>(
-    broker: &Broker,
-    (group, barrier_key): (&HostedGroup, PartitionKey),
-    loaded_epoch: &mut Option<u64>,
-    state: &mut T,
-    load: impl FnOnce() -> Result<T, BrokerError>,
-    (what, count): (&str, impl Fn(&T) -> usize),
-) -> Result<(), BrokerError> {
-    let epoch = group.epoch();
-    if *loaded_epoch == Some(epoch) {
-        return Ok(());
+/// A coordinator's state in each log group this broker leads (transactions, consumer
+/// groups, delayed delivery): loaded once per leadership epoch of its group, behind an
+/// async lock that serializes its decisions with their writes.
+#[derive(Debug)]
+pub(super) struct PerGroup<T>(std::sync::Mutex<HashMap<u32, Arc<tokio::sync::Mutex<Loaded<T>>>>>);
+
+impl<T> Default for PerGroup<T> {
+    fn default() -> Self {
+        PerGroup(Default::default())
     }
-    group
-        .ensure_applied()
-        .await
-        .map_err(|e| broker.group_error(e))?;
-    let barrier = Message {
-        key: Some(Bytes::from_static(BARRIER)),
-        value: None,
-        headers: Vec::new(),
-        timestamp_ms: now_ms(),
-    };
-    let payload = Bytes::from(batch::encode_batch(&[barrier]));
-    group
-        .append((barrier_key, 1, payload), Acks::All, 0)
-        .await
-        .map_err(|e| broker.group_error(e))?;
-    if !group
-        .storage()
-        .caught_up(std::time::Duration::from_secs(5))
-        .await
-    {
-        return Err(BrokerError::Replication(format!(
-            "log group {} has not yet made visible what it committed; the {what} coordinator loads on the next try",
-            group.id()
-        )));
+}
+
+/// One log group's coordinator state; derefs to it (always loaded once locked through
+/// [`PerGroup::lock`]).
+#[derive(Debug)]
+pub(super) struct Loaded<T> {
+    /// The leadership epoch it was loaded in (`None`: load again).
+    epoch: Option<u64>,
+    state: Option<T>,
+}
+
+impl<T> Loaded<T> {
+    /// Makes the next lock load it again (what it did may not have happened).
+    pub(super) fn unload(&mut self) {
+        self.epoch = None;
     }
-    *state = load()?;
-    *loaded_epoch = Some(epoch);
-    tracing::info!(
-        log_group = group.id(),
-        epoch,
-        entries = count(state),
-        "{what} coordinator loaded"
-    );
-    Ok(())
+
+    /// Whether it was loaded (in some epoch).
+    pub(super) fn is_loaded(&self) -> bool {
+        self.epoch.is_some() && self.state.is_some()
+    }
+}
+
+impl<T> std::ops::Deref for Loaded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.state
+            .as_ref()
+            .expect("a coordinator state is loaded once locked")
+    }
+}
+
+impl<T> std::ops::DerefMut for Loaded<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.state
+            .as_mut()
+            .expect("a coordinator state is loaded once locked")
+    }
+}
+
+/// A locked coordinator state.
+pub(super) type Locked<T> = tokio::sync::OwnedMutexGuard<Loaded<T>>;
+
+impl<T> PerGroup<T> {
+    /// The state of `group` (this broker must lead it), locked; unless it was loaded in the
+    /// group's current leadership epoch, the group first holds and applies every record
+    /// written before this broker led it, then the state is rebuilt by `load` (a replay of
+    /// the state partition `barrier_key`). `what` and `count` name it in the log.
+    ///
+    /// "Every record written before": a barrier record (no value, skipped by replays) is
+    /// written to the state partition at acks=all and the load waits until it is visible.
+    /// A leader's raft can know less than its log holds — a broker restarted in the term
+    /// it led re-establishes that term without a new entry, so a linearizable read can
+    /// return before records it wrote before the restart are committed again — and a load
+    /// that missed its own last records would act on them a second time.
+    pub(super) async fn lock(
+        &self,
+        broker: &Broker,
+        (group, barrier_key): (&HostedGroup, PartitionKey),
+        load: impl FnOnce() -> Result<T, BrokerError>,
+        (what, count): (&str, impl Fn(&T) -> usize),
+    ) -> Result<Locked<T>, BrokerError> {
+        group.check_leader().map_err(|e| broker.group_error(e))?;
+        let cell = self
+            .0
+            .lock()
+            .expect("coordinator states lock poisoned")
+            .entry(group.id())
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Mutex::new(Loaded {
+                    epoch: None,
+                    state: None,
+                }))
+            })
+            .clone();
+        let mut loaded = cell.lock_owned().await;
+        let epoch = group.epoch();
+        if loaded.epoch == Some(epoch) && loaded.state.is_some() {
+            return Ok(loaded);
+        }
+        group
+            .ensure_applied()
+            .await
+            .map_err(|e| broker.group_error(e))?;
+        let barrier = Message {
+            key: Some(Bytes::from_static(BARRIER)),
+            value: None,
+            headers: Vec::new(),
+            timestamp_ms: now_ms(),
+        };
+        let payload = Bytes::from(batch::encode_batch(&[barrier]));
+        group
+            .append((barrier_key, 1, payload), Acks::All, 0)
+            .await
+            .map_err(|e| broker.group_error(e))?;
+        if !group
+            .storage()
+            .caught_up(std::time::Duration::from_secs(5))
+            .await
+        {
+            return Err(BrokerError::Replication(format!(
+                "log group {} has not yet made visible what it committed; the {what} coordinator loads on the next try",
+                group.id()
+            )));
+        }
+        let state = load()?;
+        tracing::info!(
+            log_group = group.id(),
+            epoch,
+            entries = count(&state),
+            "{what} coordinator loaded"
+        );
+        loaded.state = Some(state);
+        loaded.epoch = Some(epoch);
+        Ok(loaded)
+    }
+
+    /// Every log group's state cell, loaded or not (a caller keeps those of the groups
+    /// it leads now: a coordinator it was keeps its old state).
+    pub(super) fn cells(&self) -> Vec<(u32, Arc<tokio::sync::Mutex<Loaded<T>>>)> {
+        self.0
+            .lock()
+            .expect("coordinator states lock poisoned")
+            .iter()
+            .map(|(g, c)| (*g, c.clone()))
+            .collect()
+    }
 }

@@ -23,7 +23,7 @@
 
 pub mod schedule;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +31,7 @@ use bytes::Bytes;
 use meridian_proto::batch::{self, Message};
 use schedule::{Fire, Limits, Round, Schedule, Timer};
 
+use super::coordinator_state::{Locked, PerGroup};
 use super::{Acks, Broker, BrokerError, HostedGroup, Produced, now_ms};
 use crate::storage::PartitionKey;
 
@@ -56,13 +57,12 @@ const ROUND: &[u8] = b"round";
 #[derive(Debug, Default)]
 pub struct Delayed {
     limits: Limits,
-    loaded: std::sync::Mutex<HashMap<u32, Arc<tokio::sync::Mutex<Loaded>>>>,
+    loaded: PerGroup<Timers>,
 }
 
-#[derive(Debug, Default)]
-struct Loaded {
-    /// The leadership epoch it was loaded in (`None`: load again).
-    epoch: Option<u64>,
+/// One log group's timers as its leader holds them.
+#[derive(Debug)]
+struct Timers {
     schedule: Schedule,
     /// The next offset of the timers partition to read.
     next: u64,
@@ -211,7 +211,7 @@ impl Broker {
         if !due.is_empty() {
             if let Err(e) = self.fire(group, &mut loaded, &due).await {
                 // Whatever was appended or not, the next round reloads and checks.
-                loaded.epoch = None;
+                loaded.unload();
                 return Err(e);
             }
             metrics::counter!("meridian_delayed_fired_total").increment(due.len() as u64);
@@ -234,7 +234,7 @@ impl Broker {
     async fn fire(
         &self,
         group: &HostedGroup,
-        loaded: &mut Loaded,
+        loaded: &mut Timers,
         due: &[Timer],
     ) -> Result<(), BrokerError> {
         let storage = group.storage();
@@ -309,55 +309,24 @@ impl Broker {
         Ok(())
     }
 
-    /// The schedule of `group`, loaded if this broker has not loaded it in the group's
+    /// The timers of `group`, loaded if this broker has not loaded them in the group's
     /// current leadership epoch; locked.
-    async fn delayed_state(
-        &self,
-        group: &HostedGroup,
-    ) -> Result<tokio::sync::OwnedMutexGuard<Loaded>, BrokerError> {
-        group.check_leader().map_err(|e| self.group_error(e))?;
-        let cell = self
-            .delayed
+    async fn delayed_state(&self, group: &HostedGroup) -> Result<Locked<Timers>, BrokerError> {
+        self.delayed
             .loaded
-            .lock()
-            .expect("delayed lock poisoned")
-            .entry(group.id())
-            .or_default()
-            .clone();
-        let mut loaded = cell.lock_owned().await;
-        let Loaded {
-            epoch, schedule, ..
-        } = &mut *loaded;
-        let mut next = 0;
-        let mut low = 0;
-        let before = *epoch;
-        super::coordinator_state::reload_in_epoch(
-            self,
-            (group, TIMERS_KEY),
-            epoch,
-            schedule,
-            || load(group, self.delayed.limits.clone(), &mut next, &mut low),
-            ("delayed delivery", Schedule::len),
-        )
-        .await?;
-        if *epoch != before {
-            loaded.next = next;
-            loaded.low = low;
-            loaded.low_at_ms = now_ms();
-        }
-        Ok(loaded)
+            .lock(
+                self,
+                (group, TIMERS_KEY),
+                || load(group, self.delayed.limits.clone()),
+                ("delayed delivery", |t: &Timers| t.schedule.len()),
+            )
+            .await
     }
 }
 
-/// The schedule rebuilt from the timers partition (from the checkpoint on), the last
-/// round checked: timers whose merged batch is not in its partition are pending again.
-/// Sets `next` (where the replay ended) and `low` (where it began).
-fn load(
-    group: &HostedGroup,
-    limits: Limits,
-    next: &mut u64,
-    low: &mut u64,
-) -> Result<Schedule, BrokerError> {
+/// The timers rebuilt from the timers partition (from the checkpoint on), the last round
+/// checked: timers whose merged batch is not in its partition are pending again.
+fn load(group: &HostedGroup, limits: Limits) -> Result<Timers, BrokerError> {
     let storage = group.storage();
     let (earliest, _) = storage.offsets(TIMERS_KEY).map_err(BrokerError::Read)?;
     let start = storage
@@ -386,9 +355,12 @@ fn load(
             }
         }
     }
-    *next = end;
-    *low = start;
-    Ok(schedule)
+    Ok(Timers {
+        schedule,
+        next: end,
+        low: start,
+        low_at_ms: now_ms(),
+    })
 }
 
 /// Whether `fire`'s merged batch is in its partition at or after its recorded end.
@@ -556,8 +528,7 @@ mod tests {
     }
 
     fn reload(g: &HostedGroup) -> Schedule {
-        let (mut next, mut low) = (0, 0);
-        load(g, Limits::default(), &mut next, &mut low).unwrap()
+        load(g, Limits::default()).unwrap().schedule
     }
 
     async fn round(g: &HostedGroup, timers: Vec<Timer>) -> Round {

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use meridian_proto::record::TxnMarker;
 
+use super::coordinator_state::{Locked, PerGroup};
 use super::{Acks, Broker, BrokerError, HostedGroup, now_ms};
 use crate::storage::PartitionKey;
 use coordinator::{Action, Answer, Coordinator, Limits, Outcome, Participant, Request, TxnError};
@@ -51,7 +52,7 @@ pub struct Transactions {
     limits: Limits,
     /// Per log group: its coordinator as loaded in a leadership epoch; the lock serializes
     /// its decisions with their writes.
-    loaded: std::sync::Mutex<HashMap<u32, Arc<tokio::sync::Mutex<Loaded>>>>,
+    loaded: PerGroup<Coordinator>,
     /// Transactions (log group, id) whose markers are being written: one writer each, so
     /// a late duplicate marker never lands after the producer began its next transaction
     /// in that partition (it would end that one). Bounded by the transactions known.
@@ -108,13 +109,6 @@ impl Drop for Claim<'_> {
             .expect("claims lock poisoned")
             .remove(&self.key);
     }
-}
-
-#[derive(Debug)]
-struct Loaded {
-    /// The group's leadership epoch it was loaded in (`None`: not loaded).
-    epoch: Option<u64>,
-    coordinator: Coordinator,
 }
 
 /// Why [`Broker::transaction_anywhere`] did not carry out a request.
@@ -177,11 +171,11 @@ impl Broker {
             .ok_or_else(|| BrokerError::Replication("this region has no log groups yet".into()))?;
         let group = self.hosted(g)?;
         let mut loaded = self.coordinator(&group).await?;
-        let decision = loaded.coordinator.decide(request, now_ms())?;
+        let decision = loaded.decide(request, now_ms())?;
         let mut actions = Vec::new();
         if let Some(record) = decision.write {
             write_record(&group, &record).await?;
-            actions = loaded.coordinator.apply(record);
+            actions = loaded.apply(record);
         }
         drop(loaded);
         for action in actions {
@@ -264,7 +258,7 @@ impl Broker {
             .ok_or_else(|| BrokerError::Replication("this region has no log groups yet".into()))?;
         let group = self.hosted(g)?;
         let loaded = self.coordinator(&group).await?;
-        Ok(loaded.coordinator.get(id).cloned())
+        Ok(loaded.get(id).cloned())
     }
 
     /// Every transaction the coordinators on this broker know.
@@ -275,7 +269,7 @@ impl Broker {
                 continue;
             }
             if let Ok(loaded) = self.coordinator(&group).await {
-                out.extend(loaded.coordinator.list().into_iter().cloned());
+                out.extend(loaded.list().into_iter().cloned());
             }
         }
         out
@@ -320,36 +314,16 @@ impl Broker {
 
     /// The coordinator of `group`, loaded from its state partition if this broker has not
     /// loaded it in the group's current leadership epoch; locked.
-    async fn coordinator(
-        &self,
-        group: &HostedGroup,
-    ) -> Result<tokio::sync::OwnedMutexGuard<Loaded>, BrokerError> {
-        group.check_leader().map_err(|e| self.group_error(e))?;
-        let cell = self
-            .transactions
+    async fn coordinator(&self, group: &HostedGroup) -> Result<Locked<Coordinator>, BrokerError> {
+        self.transactions
             .loaded
-            .lock()
-            .expect("coordinators lock poisoned")
-            .entry(group.id())
-            .or_insert_with(|| {
-                Arc::new(tokio::sync::Mutex::new(Loaded {
-                    epoch: None,
-                    coordinator: Coordinator::new(self.transactions.limits.clone()),
-                }))
-            })
-            .clone();
-        let mut loaded = cell.lock_owned().await;
-        let Loaded { epoch, coordinator } = &mut *loaded;
-        super::coordinator_state::reload_in_epoch(
-            self,
-            (group, STATE_KEY),
-            epoch,
-            coordinator,
-            || load(group, self.transactions.limits.clone()),
-            ("transaction", |c: &Coordinator| c.list().len()),
-        )
-        .await?;
-        Ok(loaded)
+            .lock(
+                self,
+                (group, STATE_KEY),
+                || load(group, self.transactions.limits.clone()),
+                ("transaction", |c: &Coordinator| c.list().len()),
+            )
+            .await
     }
 
     /// Carries out one of the coordinator's actions; what fails is left for the next tick
@@ -370,7 +344,7 @@ impl Broker {
                     // And only while it is still this transaction, prepared: once it is
                     // complete, its producer may have begun another in these partitions.
                     let current = match self.coordinator(group).await {
-                        Ok(loaded) => loaded.coordinator.get(&txn.id).cloned(),
+                        Ok(loaded) => loaded.get(&txn.id).cloned(),
                         Err(_) => continue,
                     };
                     if current.as_ref() != Some(&txn) {
@@ -383,16 +357,12 @@ impl Broker {
                     let Ok(mut loaded) = self.coordinator(group).await else {
                         continue;
                     };
-                    let done = loaded.coordinator.markers_written(
-                        &txn.id,
-                        txn.producer_id,
-                        txn.epoch,
-                        now_ms(),
-                    );
+                    let done =
+                        loaded.markers_written(&txn.id, txn.producer_id, txn.epoch, now_ms());
                     if let Some(record) = done
                         && write_record(group, &record).await.is_ok()
                     {
-                        queue.extend(loaded.coordinator.apply(record));
+                        queue.extend(loaded.apply(record));
                     }
                 }
                 Action::Write(record) => {
@@ -403,7 +373,7 @@ impl Broker {
                         tracing::warn!(error = %e, "a transaction record was not written; retried");
                         continue;
                     }
-                    queue.extend(loaded.coordinator.apply(record));
+                    queue.extend(loaded.apply(record));
                 }
                 Action::CheckBack {
                     id,
@@ -425,7 +395,7 @@ impl Broker {
             return;
         };
         let txn = match self.coordinator(&group).await {
-            Ok(loaded) => loaded.coordinator.get(&id).cloned(),
+            Ok(loaded) => loaded.get(&id).cloned(),
             Err(_) => return,
         };
         let Some(txn) = txn else { return };
@@ -436,13 +406,13 @@ impl Broker {
         let Ok(mut loaded) = self.coordinator(&group).await else {
             return;
         };
-        let Some(record) = loaded.coordinator.checked_back(&id, key, answer, now_ms()) else {
+        let Some(record) = loaded.checked_back(&id, key, answer, now_ms()) else {
             return;
         };
         if write_record(&group, &record).await.is_err() {
             return;
         }
-        let actions = loaded.coordinator.apply(record);
+        let actions = loaded.apply(record);
         drop(loaded);
         for action in actions {
             let _ = self.act(&group, action).await;
@@ -552,10 +522,10 @@ impl Broker {
                 }
                 let actions = match self.coordinator(&group).await {
                     Ok(loaded) => {
-                        let mut a = loaded.coordinator.due(now_ms(), |topic| {
+                        let mut a = loaded.due(now_ms(), |topic| {
                             self.topic(topic).ok().and_then(|t| t.txn_default)
                         });
-                        a.extend(loaded.coordinator.pending_markers());
+                        a.extend(loaded.pending_markers());
                         a
                     }
                     Err(_) => continue,
