@@ -167,14 +167,10 @@ impl Broker {
     /// instances idle past their group's idle time (their positions deleted first), twice
     /// a second.
     pub async fn run_consumer_groups(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = super::coordinator_state::ticker(TICK);
         loop {
             tick.tick().await;
-            for (_, group) in self.log_groups() {
-                if group.check_leader().is_err() {
-                    continue;
-                }
+            for group in self.led_groups() {
                 let Ok(mut loaded) = self.membership(&group).await else {
                     continue;
                 };

@@ -16,6 +16,24 @@ use serde::de::DeserializeOwned;
 use super::{Acks, Broker, BrokerError, HostedGroup, now_ms};
 use crate::storage::PartitionKey;
 
+/// A coordinator's tick: every `period`, a late tick delayed rather than bunched.
+pub(super) fn ticker(period: std::time::Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+impl Broker {
+    /// The log groups this broker leads now (whose coordinators run here).
+    pub(super) fn led_groups(&self) -> Vec<Arc<HostedGroup>> {
+        self.log_groups()
+            .into_iter()
+            .map(|(_, g)| g)
+            .filter(|g| g.check_leader().is_ok())
+            .collect()
+    }
+}
+
 /// The key of a barrier record (see [`PerGroup::lock`]).
 pub(super) const BARRIER: &[u8] = b"\x01barrier";
 

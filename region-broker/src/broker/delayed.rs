@@ -69,6 +69,8 @@ struct Timers {
     /// The checkpoint last written, and when.
     low: u64,
     low_at_ms: i64,
+    /// When timers were last looked at for re-arming.
+    aged_at_ms: i64,
 }
 
 /// A timer as its record holds it.
@@ -78,6 +80,9 @@ struct TimerRecord {
     count: u32,
     /// The batch as the producer sent it.
     payload: Bytes,
+    /// When the timer was first written (its record's message timestamp, kept by a
+    /// re-armed copy, so the copy's bytes are the same whoever writes them).
+    stamped_ms: i64,
 }
 
 impl TimerRecord {
@@ -92,7 +97,7 @@ impl TimerRecord {
                 header("partition", self.destination.1.to_string()),
                 header("count", self.count.to_string()),
             ],
-            timestamp_ms: now_ms(),
+            timestamp_ms: self.stamped_ms,
         }]))
     }
 
@@ -111,6 +116,7 @@ impl TimerRecord {
             ),
             count: header("count")?.parse().ok()?,
             payload: m.value.clone()?,
+            stamped_ms: m.timestamp_ms,
         })
     }
 }
@@ -149,19 +155,14 @@ impl Broker {
         let (count, payload, _) = self.encode_produce(messages)?;
         {
             let loaded = self.delayed_state(&group).await?;
-            let retention = self.group_config.retention.map(|r| {
-                // A margin, so a timer due near the end of the retention is not deleted
-                // while it waits for its round.
-                let ms = r.as_millis().min(i64::MAX as u128) as i64;
-                ms - ms / 10
-            });
-            loaded.schedule.admit(deliver_at_ms, now_ms(), retention)?;
+            loaded.schedule.admit(deliver_at_ms, now_ms())?;
         }
         let record = TimerRecord {
             deliver_at_ms,
             destination: key,
             count,
             payload,
+            stamped_ms: now_ms(),
         }
         .encode();
         let produced = group
@@ -174,14 +175,10 @@ impl Broker {
 
     /// Fires due timers in the log groups this broker leads, every [`TICK`].
     pub async fn run_delayed(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = super::coordinator_state::ticker(TICK);
         loop {
             tick.tick().await;
-            for (_, group) in self.log_groups() {
-                if group.check_leader().is_err() {
-                    continue;
-                }
+            for group in self.led_groups() {
                 if let Err(e) = self.fire_round(&group).await {
                     tracing::warn!(log_group = group.id(), error = %e, "delayed messages not fired this round; retried");
                 }
@@ -216,6 +213,10 @@ impl Broker {
             }
             metrics::counter!("meridian_delayed_fired_total").increment(due.len() as u64);
         }
+        if let Err(e) = self.rearm_aging(group, &mut loaded, now).await {
+            loaded.unload();
+            return Err(e);
+        }
         if now - loaded.low_at_ms >= CHECKPOINT.as_millis() as i64 {
             let low = loaded.schedule.lowest_id().unwrap_or(loaded.next);
             if low > loaded.low {
@@ -227,6 +228,85 @@ impl Broker {
             }
             loaded.low_at_ms = now;
         }
+        Ok(())
+    }
+
+    /// Writes again the timers whose records retention would soon delete (written more
+    /// than half the journal's retention ago), so a timer outlives any retention: a round
+    /// naming them (their destination the timers partition itself), then their copies,
+    /// each the same bytes as the record it replaces. Looked at every quarter of the
+    /// retention (every 5 s at most).
+    async fn rearm_aging(
+        &self,
+        group: &HostedGroup,
+        loaded: &mut Timers,
+        now: i64,
+    ) -> Result<(), BrokerError> {
+        let Some(retention) = self.group_config.retention else {
+            return Ok(());
+        };
+        let retention = retention.as_millis().min(i64::MAX as u128) as i64;
+        if now - loaded.aged_at_ms < (retention / 4).clamp(100, CHECKPOINT.as_millis() as i64) {
+            return Ok(());
+        }
+        loaded.aged_at_ms = now;
+        let storage = group.storage();
+        // Records before this one were written more than half the retention ago.
+        let young = match storage
+            .offset_for_time(TIMERS_KEY, now - retention / 2)
+            .map_err(BrokerError::Read)?
+        {
+            Some((offset, _)) => offset,
+            None => storage.offsets(TIMERS_KEY).map_err(BrokerError::Read)?.1,
+        };
+        if young <= loaded.low {
+            return Ok(());
+        }
+        let aging = loaded.schedule.older_than(young);
+        if aging.is_empty() {
+            return Ok(());
+        }
+        let end = storage.offsets(TIMERS_KEY).map_err(BrokerError::Read)?.1;
+        let mut fires = Vec::new();
+        let mut copies = Vec::new();
+        for (at, id) in aging {
+            let Some(t) = read_timer(storage, id)? else {
+                loaded.schedule.forget((at, id));
+                continue;
+            };
+            fires.push(Fire {
+                topic_id: TIMERS_KEY.0,
+                partition: TIMERS_KEY.1,
+                end,
+                timers: vec![(at, id)],
+            });
+            copies.push((TIMERS_KEY, 1, t.encode()));
+        }
+        if fires.is_empty() {
+            return Ok(());
+        }
+        let n = fires.len();
+        let round = Round { fires };
+        write_entry(
+            group,
+            ROUND,
+            serde_json::to_vec(&round).expect("a round encodes"),
+        )
+        .await?;
+        loaded.schedule.fired(round);
+        let results = futures_util::future::join_all(
+            copies.into_iter().map(|c| group.append(c, Acks::All, 0)),
+        )
+        .await;
+        for r in results {
+            r.map_err(|e| self.group_error(e))?;
+        }
+        tracing::debug!(
+            log_group = group.id(),
+            timers = n,
+            "timers near the retention written again"
+        );
+        metrics::counter!("meridian_delayed_rearmed_total").increment(n as u64);
         Ok(())
     }
 
@@ -360,24 +440,34 @@ fn load(group: &HostedGroup, limits: Limits) -> Result<Timers, BrokerError> {
         next: end,
         low: start,
         low_at_ms: now_ms(),
+        aged_at_ms: 0,
     })
 }
 
-/// Whether `fire`'s merged batch is in its partition at or after its recorded end.
+/// Whether `fire`'s merged batch is in its partition at or after its recorded end (for
+/// a re-arm, whose destination is the timers partition: its timer's copy).
 fn appended(storage: &crate::storage::LogGroup, fire: &Fire) -> Result<bool, BrokerError> {
     let key = (fire.topic_id, fire.partition);
     let mut messages = Vec::new();
+    let mut copy = None;
     for &(_, id) in &fire.timers {
         let Some(t) = read_timer(storage, id)? else {
             // Gone with retention: nothing to fire again.
             return Ok(true);
         };
+        if key == TIMERS_KEY {
+            copy = Some(t.encode());
+            continue;
+        }
         messages.extend(
             batch::decode_batch(&t.payload, t.count as usize)
                 .map_err(|e| BrokerError::Invalid(format!("timer {id}: {e}")))?,
         );
     }
-    let expected = batch::encode_batch(&messages);
+    let expected = match copy {
+        Some(c) => c.to_vec(),
+        None => batch::encode_batch(&messages),
+    };
     let Ok((_, latest)) = storage.offsets(key) else {
         // The partition is gone (its topic deleted).
         return Ok(true);
@@ -518,6 +608,7 @@ mod tests {
             destination: DEST,
             count: 1,
             payload: payload(v),
+            stamped_ms: 1,
         }
         .encode();
         let p = g
@@ -527,7 +618,9 @@ mod tests {
         (at, p.base_offset)
     }
 
-    fn reload(g: &HostedGroup) -> Schedule {
+    /// A new leader's load (after what was written is visible, as `PerGroup::lock` waits).
+    async fn reload(g: &HostedGroup) -> Schedule {
+        assert!(g.storage().caught_up(Duration::from_secs(5)).await);
         load(g, Limits::default()).unwrap().schedule
     }
 
@@ -556,14 +649,14 @@ mod tests {
         let a = timer(&g, 10, "a").await;
         let b = timer(&g, 20, "b").await;
         let c = timer(&g, 99, "c").await;
-        assert_eq!(reload(&g).len(), 3);
+        assert_eq!(reload(&g).await.len(), 3);
 
         // The round is recorded; nothing appended (an unrelated batch lands meanwhile).
         round(&g, vec![a, b]).await;
         g.append((DEST, 1, payload("other")), Acks::All, 0)
             .await
             .unwrap();
-        let s = reload(&g);
+        let s = reload(&g).await;
         assert_eq!(s.due(50), [a, b], "a and b fire again");
         assert_eq!(s.len(), 3);
 
@@ -578,7 +671,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let s = reload(&g);
+        let s = reload(&g).await;
         assert!(s.due(50).is_empty());
         assert_eq!(s.due(100), [c]);
     }

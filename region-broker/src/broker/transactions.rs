@@ -512,14 +512,10 @@ impl Broker {
     /// timeouts, check-backs, expiries and unfinished markers (a new leader's first tick
     /// finishes what the old one left).
     pub async fn run_transactions(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = super::coordinator_state::ticker(TICK);
         loop {
             tick.tick().await;
-            for (_, group) in self.log_groups() {
-                if group.check_leader().is_err() {
-                    continue;
-                }
+            for group in self.led_groups() {
                 let actions = match self.coordinator(&group).await {
                     Ok(loaded) => {
                         let mut a = loaded.due(now_ms(), |topic| {

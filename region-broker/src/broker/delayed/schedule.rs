@@ -89,26 +89,15 @@ impl Schedule {
         }
     }
 
-    /// Checks a delayed produce at `now_ms`: its deliver-at time, the journal's retention
-    /// (a timer must outlive nothing its record does) and room for one more timer.
-    pub fn admit(
-        &self,
-        deliver_at_ms: i64,
-        now_ms: i64,
-        retention_ms: Option<i64>,
-    ) -> Result<(), DelayError> {
+    /// Checks a delayed produce at `now_ms`: its deliver-at time and room for one more
+    /// timer. (The journal's retention bounds nothing: a timer whose record ages is
+    /// written again.)
+    pub fn admit(&self, deliver_at_ms: i64, now_ms: i64) -> Result<(), DelayError> {
         let delay = deliver_at_ms.saturating_sub(now_ms);
         if delay > self.limits.delay_max_ms {
             return Err(DelayError::Invalid(format!(
                 "deliver-at {deliver_at_ms} is {delay} ms ahead; the longest delay is {} ms (365 days)",
                 self.limits.delay_max_ms
-            )));
-        }
-        if let Some(r) = retention_ms
-            && delay >= r
-        {
-            return Err(DelayError::Invalid(format!(
-                "deliver-at {deliver_at_ms} is {delay} ms ahead, beyond the journal's retention ({r} ms) that keeps the timer: raise storage.retention or deliver sooner"
             )));
         }
         if self.pending.len() >= self.limits.pending_max {
@@ -174,6 +163,17 @@ impl Schedule {
         self.pending.is_empty()
     }
 
+    /// Pending timers with an id below `id` (their records are the oldest), at most a
+    /// round's worth (a walk over every pending timer: the shell asks seldom).
+    pub fn older_than(&self, id: u64) -> Vec<Timer> {
+        self.pending
+            .iter()
+            .filter(|(_, t)| *t < id)
+            .take(self.limits.round_max)
+            .copied()
+            .collect()
+    }
+
     /// The lowest id still pending: a replay may start there (a walk over every pending
     /// timer: the shell asks seldom).
     pub fn lowest_id(&self) -> Option<u64> {
@@ -189,15 +189,24 @@ mod tests {
     const DAY: i64 = 24 * 3_600_000;
 
     #[test]
-    fn deliver_at_is_bounded_by_a_year_and_the_retention() {
+    fn deliver_at_is_bounded_by_a_year() {
         let s = Schedule::new(Limits::default());
-        assert!(s.admit(1_000 + DAY, 1_000, Some(7 * DAY)).is_ok());
-        assert!(s.admit(1_000 + 366 * DAY, 1_000, None).is_err());
-        assert!(s.admit(1_000 + 364 * DAY, 1_000, None).is_ok());
-        let e = s.admit(1_000 + 8 * DAY, 1_000, Some(7 * DAY)).unwrap_err();
-        assert!(e.to_string().contains("retention"), "{e}");
+        assert!(s.admit(1_000 + DAY, 1_000).is_ok());
+        assert!(s.admit(1_000 + 366 * DAY, 1_000).is_err());
+        assert!(s.admit(1_000 + 364 * DAY, 1_000).is_ok());
         // A time already past fires at once.
-        assert!(s.admit(0, 1_000, Some(7 * DAY)).is_ok());
+        assert!(s.admit(0, 1_000).is_ok());
+    }
+
+    #[test]
+    fn the_oldest_records_are_found_by_id() {
+        let mut s = Schedule::new(Limits::default());
+        for (at, id) in [(50, 3), (10, 9), (90, 1), (20, 12)] {
+            s.add((at, id));
+        }
+        let mut old = s.older_than(10);
+        old.sort_by_key(|t| t.1);
+        assert_eq!(old, [(90, 1), (50, 3), (10, 9)]);
     }
 
     #[test]
@@ -208,7 +217,7 @@ mod tests {
         });
         s.add((5, 0));
         s.add((6, 1));
-        assert_eq!(s.admit(7, 0, None), Err(DelayError::Full(2)));
+        assert_eq!(s.admit(7, 0), Err(DelayError::Full(2)));
     }
 
     proptest! {
