@@ -968,6 +968,14 @@ async fn a_follower_whose_disk_filled_recovers_without_a_restart() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // A new leader makes what it committed visible a moment after its election.
+    meridian_tests::wait_until_held(
+        &at_follower,
+        "born-full",
+        born.offset + 1,
+        Duration::from_secs(30),
+    )
+    .await;
     let born_held = read_all(&at_follower, "born-full").await;
     assert_eq!(
         born_held[&0],
