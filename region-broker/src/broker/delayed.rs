@@ -286,21 +286,8 @@ impl Broker {
             return Ok(());
         }
         let n = fires.len();
-        let round = Round { fires };
-        write_entry(
-            group,
-            ROUND,
-            serde_json::to_vec(&round).expect("a round encodes"),
-        )
-        .await?;
-        loaded.schedule.fired(round);
-        let results = futures_util::future::join_all(
-            copies.into_iter().map(|c| group.append(c, Acks::All, 0)),
-        )
-        .await;
-        for r in results {
-            r.map_err(|e| self.group_error(e))?;
-        }
+        self.commit_round(group, loaded, Round { fires }, copies)
+            .await?;
         tracing::debug!(
             log_group = group.id(),
             timers = n,
@@ -369,7 +356,21 @@ impl Broker {
         if fires.is_empty() {
             return Ok(());
         }
-        let round = Round { fires };
+        self.commit_round(group, loaded, Round { fires }, appends)
+            .await
+    }
+
+    /// The one way a round happens (a fire or a re-arm): its record first (acks=all), its
+    /// timers no longer pending, then its batches. The batches go to different partitions
+    /// (or are one partition's chunks): appended together, so one flush carries them. A new
+    /// leader checks the last round's batches (`appended`).
+    async fn commit_round(
+        &self,
+        group: &HostedGroup,
+        loaded: &mut Timers,
+        round: Round,
+        batches: Vec<(PartitionKey, u32, Bytes)>,
+    ) -> Result<(), BrokerError> {
         write_entry(
             group,
             ROUND,
@@ -377,10 +378,8 @@ impl Broker {
         )
         .await?;
         loaded.schedule.fired(round);
-        // A round's batches go to different partitions (or are one partition's chunks):
-        // appended together, so one flush carries them.
         let results = futures_util::future::join_all(
-            appends.into_iter().map(|a| group.append(a, Acks::All, 0)),
+            batches.into_iter().map(|b| group.append(b, Acks::All, 0)),
         )
         .await;
         for r in results {
