@@ -15,8 +15,10 @@ die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 # Debian packages the tests need (building needs none: no `protoc`, see "build without
 # protoc" below): etcd-server is the real etcd the control-plane store tests
 # start on a free loopback port (never as a service); kcat is the third-party Kafka client the
-# Kafka listener's tests drive; chromium and chromium-driver run the console's browser tests.
-packages=(etcd-server kcat chromium chromium-driver)
+# Kafka listener's tests drive; chromium and chromium-driver run the console's browser tests;
+# mosquitto-clients (mosquitto_pub, mosquitto_sub) drive the MQTT listener's tests and
+# mosquitto is the broker the MQTT benchmark measures beside ours.
+packages=(etcd-server kcat chromium chromium-driver mosquitto mosquitto-clients)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -33,15 +35,17 @@ command -v etcd >/dev/null || die "etcd not found after installing etcd-server"
 command -v kcat >/dev/null || die "kcat not found after installing kcat (the Kafka client tests use it)"
 [ -x /usr/bin/chromium ] || die "/usr/bin/chromium not found after installing chromium (the console's browser tests use it)"
 command -v chromedriver >/dev/null || die "chromedriver not found after installing chromium-driver"
+command -v mosquitto_pub >/dev/null || die "mosquitto_pub not found after installing mosquitto-clients (the MQTT tests use it)"
 cargo fmt --version >/dev/null 2>&1 || die "rustfmt is missing: rustup component add rustfmt"
 cargo clippy --version >/dev/null 2>&1 || die "clippy is missing: rustup component add clippy"
 
-# The Python Kafka client the Kafka listener's tests drive (confluent-kafka: librdkafka),
-# in a venv of the checkout, pinned.
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import confluent_kafka' 2>/dev/null; then
-  step "creating .venv with confluent-kafka"
-  python3 -m venv .venv || die "python3 -m venv failed: install python3-venv"
-  .venv/bin/pip install -q confluent-kafka==2.16.1 || die "pip install confluent-kafka==2.16.1 failed"
+# The Python clients the tests drive, in a venv of the checkout, pinned: confluent-kafka
+# (librdkafka) for the Kafka listener, paho-mqtt for the MQTT listener.
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import confluent_kafka, paho.mqtt' 2>/dev/null; then
+  step "creating .venv with confluent-kafka and paho-mqtt"
+  [ -x .venv/bin/python ] || python3 -m venv .venv || die "python3 -m venv failed: install python3-venv"
+  .venv/bin/pip install -q confluent-kafka==2.16.1 paho-mqtt==2.1.0 ||
+    die "pip install confluent-kafka==2.16.1 paho-mqtt==2.1.0 failed"
 fi
 
 step "cargo fmt --check"

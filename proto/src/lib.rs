@@ -13,6 +13,8 @@ pub mod batch;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod mirror;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 pub mod names;
 pub mod origin;
 pub mod partition;

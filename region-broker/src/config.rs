@@ -25,6 +25,12 @@ pub struct Config {
     pub kafka_listen: Option<SocketAddr>,
     /// The Kafka listener's bounds (`[kafka]`).
     pub kafka: KafkaLimits,
+    /// Address of the MQTT listener over TCP (none: not served).
+    pub mqtt_listen: Option<SocketAddr>,
+    /// Address of the MQTT listener over WebSocket (none: not served).
+    pub mqtt_ws_listen: Option<SocketAddr>,
+    /// The MQTT listener's bounds and topic mappings (`[mqtt]`).
+    pub mqtt: MqttConfig,
     /// The gRPC API's bounds (`[grpc]`).
     pub grpc: GrpcLimits,
     /// The transaction coordinators' bounds and policy (`[transactions]`).
@@ -92,6 +98,108 @@ impl Default for KafkaLimits {
             empty_group_expiry_ms: 600_000,
             groups_max: 10_000,
         }
+    }
+}
+
+/// The `[mqtt]` section: what the MQTT listener holds at most, and where MQTT topic names
+/// live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Open connections at once (TCP and WebSocket together); past it a CONNECT is answered
+    /// "server busy" and the connection closed.
+    pub connections_max: usize,
+    /// Open connections from one client address.
+    pub connections_per_address_max: usize,
+    /// Largest packet accepted, in bytes (CONNACK's maximum packet size); a larger one is
+    /// refused from its fixed header, before its bytes are read.
+    pub packet_bytes_max: u32,
+    /// How long a new connection may take to send its CONNECT.
+    pub connect_timeout_ms: u64,
+    /// The longest keep-alive granted, in seconds (a client asking for more, or for none,
+    /// is told this one: MQTT 5's server keep alive).
+    pub keep_alive_max_s: u16,
+    /// QoS 1 and 2 PUBLISHes a client may have unacknowledged at once (CONNACK's receive
+    /// maximum); one more closes the connection (0x93).
+    pub receive_maximum: u16,
+    /// QoS 1 and 2 messages sent to a client and not yet acknowledged, when it names no
+    /// receive maximum of its own (MQTT 3.1.1).
+    pub inflight_max: u16,
+    /// Topic aliases a client may set (CONNACK's topic alias maximum).
+    pub topic_alias_max: u16,
+    /// The longest session expiry granted, in seconds.
+    pub session_expiry_max_s: u32,
+    /// Sessions a broker holds (connected and kept for their expiry); past it a new
+    /// session's CONNECT is answered "quota exceeded" (MQTT 5) or "server unavailable".
+    pub sessions_max: usize,
+    /// Messages read for one session and not yet sent to it (the rest wait in the log).
+    pub session_queue_max: usize,
+    /// Subscriptions of one session.
+    pub subscriptions_max: usize,
+    /// Retained messages a broker holds; past it a new topic's retained message is
+    /// refused (MQTT 5: quota exceeded).
+    pub retained_max: usize,
+    /// The Meridian topic keeping retained messages (key: the MQTT topic name; an empty
+    /// value clears one). Every broker reads it whole into memory at start.
+    pub retained_topic: String,
+    /// Where MQTT topic names live, beyond the default (a name's first level names the
+    /// topic).
+    pub mapping: Vec<MqttMapping>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            connections_max: 100_000,
+            connections_per_address_max: 100_000,
+            packet_bytes_max: 1 << 20,
+            connect_timeout_ms: 10_000,
+            keep_alive_max_s: 3600,
+            receive_maximum: 1024,
+            inflight_max: 64,
+            topic_alias_max: 64,
+            session_expiry_max_s: 7 * 24 * 3600,
+            sessions_max: 100_000,
+            session_queue_max: 256,
+            subscriptions_max: 256,
+            retained_max: 100_000,
+            retained_topic: "mqtt-retained".to_owned(),
+            mapping: Vec::new(),
+        }
+    }
+}
+
+/// One `[[mqtt.mapping]]`: MQTT topic names starting with `prefix` live in `topic`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttMapping {
+    /// A topic-name prefix of whole levels: ends with `/` (`factory/line1/`).
+    pub prefix: String,
+    /// The Meridian topic holding them.
+    pub topic: String,
+}
+
+impl MqttMapping {
+    /// Checks a mapping: a prefix of whole levels without wildcards, a valid topic name.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.prefix.ends_with('/') || self.prefix.len() < 2 {
+            return Err(format!(
+                "the prefix {:?} must be whole levels ending with '/' (\"factory/\")",
+                self.prefix
+            ));
+        }
+        if self.prefix.contains(['+', '#', '\0']) || self.prefix.starts_with('$') {
+            return Err(format!(
+                "the prefix {:?} may not hold '+', '#' or NUL, nor start with '$'",
+                self.prefix
+            ));
+        }
+        meridian_proto::names::validate("topic", &self.topic).map_err(|e| e.to_string())
+    }
+
+    /// The prefix's levels.
+    pub fn levels(&self) -> impl Iterator<Item = &str> {
+        self.prefix.trim_end_matches('/').split('/')
     }
 }
 
@@ -311,6 +419,9 @@ impl Default for Config {
             grpc_listen: "127.0.0.1:7070".parse().expect("valid address"),
             kafka_listen: None,
             kafka: KafkaLimits::default(),
+            mqtt_listen: None,
+            mqtt_ws_listen: None,
+            mqtt: MqttConfig::default(),
             grpc: GrpcLimits::default(),
             transactions: TransactionsConfig::default(),
             metrics_listen: "127.0.0.1:9464".parse().expect("valid address"),
@@ -484,6 +595,49 @@ impl Config {
         }
         if k.groups_max == 0 {
             return invalid("kafka.groups_max", 0, "must be at least 1");
+        }
+        let m = &self.mqtt;
+        if m.connections_max == 0 || m.connections_per_address_max == 0 {
+            return invalid(
+                "mqtt.connections_max",
+                format!("{}/{}", m.connections_max, m.connections_per_address_max),
+                "connections_max and connections_per_address_max must be at least 1",
+            );
+        }
+        if m.packet_bytes_max < 1024 || m.packet_bytes_max > 256 << 20 {
+            return invalid(
+                "mqtt.packet_bytes_max",
+                m.packet_bytes_max,
+                "must be between 1024 and 268435456 (MQTT's largest packet)",
+            );
+        }
+        if m.receive_maximum == 0 || m.inflight_max == 0 || m.keep_alive_max_s == 0 {
+            return invalid(
+                "mqtt.receive_maximum",
+                format!(
+                    "{}/{}/{}",
+                    m.receive_maximum, m.inflight_max, m.keep_alive_max_s
+                ),
+                "receive_maximum, inflight_max and keep_alive_max_s must be at least 1",
+            );
+        }
+        if m.sessions_max == 0 || m.session_queue_max == 0 || m.subscriptions_max == 0 {
+            return invalid(
+                "mqtt.sessions_max",
+                format!(
+                    "{}/{}/{}",
+                    m.sessions_max, m.session_queue_max, m.subscriptions_max
+                ),
+                "sessions_max, session_queue_max and subscriptions_max must be at least 1",
+            );
+        }
+        if let Err(e) = meridian_proto::names::validate("topic", &m.retained_topic) {
+            return invalid("mqtt.retained_topic", &m.retained_topic, e.to_string());
+        }
+        for mapping in &m.mapping {
+            if let Err(e) = mapping.validate() {
+                return invalid("mqtt.mapping", &mapping.prefix, e);
+            }
         }
         let g = &self.grpc;
         if g.connections_max == 0 {

@@ -1,4 +1,4 @@
-//! The layers of region-broker depend only downwards: protocol adapters (`grpc`, `kafka`) →
+//! The layers of region-broker depend only downwards: protocol adapters (`grpc`, `kafka`, `mqtt`) →
 //! broker core (`broker`) → log group (`log_group`) → replication (`replication`) →
 //! configuration (`config`) → storage (`storage`). These tests read every source file's
 //! `crate::…` and `super::…` paths (imports, qualified uses, doc links) and fail, naming
@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("broker", 4),
     ("grpc", 5),
     ("kafka", 5),
+    ("mqtt", 5),
 ];
 
 fn layer(module: &str) -> Option<u8> {

@@ -20,6 +20,7 @@ pub mod config;
 pub mod grpc;
 pub mod kafka;
 pub mod log_group;
+pub mod mqtt;
 pub mod replication;
 pub use meridian_storage as storage;
 

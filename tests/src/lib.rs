@@ -361,21 +361,39 @@ pub struct Region {
     pub brokers: Vec<BrokerProcess>,
     /// Their Kafka listeners, by id - 1 (empty unless started with them).
     pub kafka: Vec<SocketAddr>,
+    /// Their MQTT listeners over TCP and WebSocket, by id - 1 (empty unless started with
+    /// them).
+    pub mqtt: Vec<(SocketAddr, SocketAddr)>,
 }
 
 impl Region {
     /// Starts `n` brokers with data under `dir` and extra `flags`.
     pub async fn start(dir: &Path, n: u32, flags: &[&str]) -> anyhow::Result<Region> {
-        Region::start_with(dir, n, false, flags).await
+        Region::start_with(dir, n, false, false, flags).await
     }
 
     /// [`Region::start`] with a Kafka listener on every broker (each knows the others'
     /// Kafka addresses, so Metadata lists the whole region).
     pub async fn start_with_kafka(dir: &Path, n: u32, flags: &[&str]) -> anyhow::Result<Region> {
-        Region::start_with(dir, n, true, flags).await
+        Region::start_with(dir, n, true, false, flags).await
     }
 
-    async fn start_with(dir: &Path, n: u32, kafka: bool, flags: &[&str]) -> anyhow::Result<Region> {
+    /// [`Region::start_with_kafka`] with MQTT listeners too (TCP and WebSocket).
+    pub async fn start_with_mqtt(dir: &Path, n: u32, flags: &[&str]) -> anyhow::Result<Region> {
+        Region::start_with(dir, n, true, true, flags).await
+    }
+
+    async fn start_with(
+        dir: &Path,
+        n: u32,
+        kafka: bool,
+        mqtt: bool,
+        flags: &[&str],
+    ) -> anyhow::Result<Region> {
+        let mqtt_addrs: Vec<(SocketAddr, SocketAddr)> = (0..n)
+            .filter(|_| mqtt)
+            .map(|_| (free_addr(), free_addr()))
+            .collect();
         let addrs: Vec<(SocketAddr, SocketAddr, SocketAddr)> = (0..n)
             .map(|_| (free_addr(), free_addr(), free_addr()))
             .collect();
@@ -402,6 +420,14 @@ impl Region {
                 all.push("--kafka-listen".into());
                 all.push(k.to_string());
             }
+            if let Some((tcp, ws)) = mqtt_addrs.get(i) {
+                all.extend([
+                    "--mqtt-listen".into(),
+                    tcp.to_string(),
+                    "--mqtt-ws-listen".into(),
+                    ws.to_string(),
+                ]);
+            }
             for p in &peers {
                 all.push("--peer".into());
                 all.push(p.clone());
@@ -420,6 +446,7 @@ impl Region {
             } else {
                 Vec::new()
             },
+            mqtt: mqtt_addrs,
         })
     }
 

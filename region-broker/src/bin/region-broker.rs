@@ -32,6 +32,12 @@ struct Args {
     /// Address of the Kafka protocol listener (Kafka clients and tools connect here).
     #[arg(long)]
     kafka_listen: Option<SocketAddr>,
+    /// Address of the MQTT listener over TCP (MQTT 3.1.1 and 5 clients connect here).
+    #[arg(long)]
+    mqtt_listen: Option<SocketAddr>,
+    /// Address of the MQTT listener over WebSocket (subprotocol `mqtt`).
+    #[arg(long)]
+    mqtt_ws_listen: Option<SocketAddr>,
     /// Kafka connections open at once, at most.
     #[arg(long)]
     kafka_connections_max: Option<usize>,
@@ -203,6 +209,12 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     if let Some(v) = args.kafka_listen {
         c.kafka_listen = Some(v);
     }
+    if let Some(v) = args.mqtt_listen {
+        c.mqtt_listen = Some(v);
+    }
+    if let Some(v) = args.mqtt_ws_listen {
+        c.mqtt_ws_listen = Some(v);
+    }
     if let Some(v) = args.grpc_listen {
         c.grpc_listen = v;
     }
@@ -280,6 +292,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
         })?),
         None => None,
     };
+    let mut mqtt = Vec::new();
+    for (addr, what) in [
+        (config.mqtt_listen, "the MQTT listener"),
+        (config.mqtt_ws_listen, "the MQTT WebSocket listener"),
+    ] {
+        mqtt.push(match addr {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("binding {what} to {addr}: is another broker (or mosquitto) running there?")
+            })?),
+            None => None,
+        });
+    }
     let data_dir = config.data_dir.clone();
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
         .await?
@@ -340,6 +364,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 listener,
             ))
         });
+    let mqtt_ws = mqtt.pop().flatten();
+    let mqtt_tcp = mqtt.pop().flatten();
+    if mqtt_tcp.is_some() || mqtt_ws.is_some() {
+        tracing::info!(mqtt = ?broker.config().mqtt_listen, websocket = ?broker.config().mqtt_ws_listen, "MQTT listener running");
+        tokio::spawn(meridian_region_broker::mqtt::serve(
+            broker.clone(),
+            mqtt_tcp,
+            mqtt_ws,
+        ));
+    }
     tracing::info!(grpc = %grpc_listen, data = %data_dir.display(), log_groups = broker.log_groups().len(), topics = broker.topics().len(), "region-broker ready");
     // Bounded as the Kafka listener is (`[grpc]`): connections admitted in all and per
     // client address, idle ones closed, half-sent requests failed.

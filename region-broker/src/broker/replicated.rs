@@ -150,7 +150,13 @@ impl Broker {
             .ok_or_else(|| BrokerError::Replication("replication is not running".into()))?;
         // Replicated however the broker was configured: a managed broker learns its peers
         // from the control plane, not from its config.
-        let hosted = self.open_log_group(g, true)?;
+        // Opening recovers the group's journal from disk (seconds on a busy disk): off the
+        // async workers, or the task beside it on the same worker (the control-plane
+        // heartbeat, say) waits that long and the broker's lease lapses.
+        let this = self.clone();
+        let hosted = tokio::task::spawn_blocking(move || this.open_log_group(g, true))
+            .await
+            .map_err(|e| BrokerError::Replication(format!("opening log group {g}: {e}")))??;
         let group = hosted.storage().clone();
         let dir = group_dir(&self.config.data_dir, g);
         r.transport.register_journal(g, group.clone());

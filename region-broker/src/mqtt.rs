@@ -1,0 +1,211 @@
+//! The MQTT listener: MQTT 3.1.1 and 5 over TCP and WebSocket, so devices publish to and
+//! subscribe at any broker of their region, and what they publish is an ordinary record
+//! of an ordinary topic (Kafka and native consumers read it; what Kafka producers write,
+//! devices receive).
+//!
+//! - Codec: `meridian_proto::mqtt` (rumqttc's codecs, one model for both versions).
+//! - Where names live: [`topics`] (a name's first level names the Meridian topic, or an
+//!   `[[mqtt.mapping]]`); the record layout: [`record`].
+//! - Per connection: `connection.rs`, around the session's packet-id state machines
+//!   ([`session`], pure). A PUBLISH is written by the broker's own idempotent producer
+//!   (the native SDK, connected to this region: the partition's leader may be another
+//!   broker), keyed by its topic name, so one MQTT topic keeps its order; its PUBACK
+//!   (QoS 1) or PUBREC (QoS 2) goes out once the record is acknowledged at the topic's
+//!   ack level, in the order the PUBLISHes came.
+//! - Subscriptions read the log: each session has a feed per Meridian topic its filters
+//!   may match (`feed.rs`), from the end at the time of the SUBSCRIBE; a shared
+//!   subscription `$share/G/F` is a consumer group (`mqtt-share.G`) over every broker, so
+//!   its members split the partitions. Sessions (subscriptions, in-flight messages,
+//!   feeds) are held by the broker the client connected to, for their expiry after a
+//!   disconnect; a client connecting elsewhere starts a new one (ARCHITECTURE.md).
+//! - Retained messages: written to the topic like any message and to the retained topic
+//!   (`mqtt.retained_topic`, key: the name), which every broker reads whole into memory
+//!   (`retained.rs`).
+//!
+//! Bounds (`[mqtt]`): connections in all and per address, packet size (refused from the
+//! fixed header), CONNECT within `connect_timeout_ms`, keep-alive at most
+//! `keep_alive_max_s`, the receive maximum and the in-flight window, topic aliases,
+//! sessions, subscriptions per session, messages queued per session, retained messages.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use meridian_client::{Client, Producer, ProducerConfig};
+use meridian_daemon::listener::{Admission, Refusals};
+use tokio::net::TcpListener;
+
+use crate::broker::Broker;
+use crate::config::MqttConfig;
+
+mod connection;
+mod feed;
+pub mod record;
+mod retained;
+pub mod session;
+pub mod topics;
+mod websocket;
+
+use connection::SessionSlot;
+
+/// What every MQTT connection of a broker shares.
+pub(crate) struct Mqtt {
+    broker: Arc<Broker>,
+    config: MqttConfig,
+    topics: topics::Topics,
+    /// The native client of this region and its producer, made on first use (the
+    /// broker's gRPC API is up by then).
+    client: tokio::sync::OnceCell<(Client, Producer)>,
+    /// Sessions by client id: connected, or kept for their expiry.
+    sessions: Mutex<HashMap<String, Arc<SessionSlot>>>,
+    retained: retained::Retained,
+    /// The region's topic names, refreshed every [`TOPICS_REFRESH`].
+    topic_names: tokio::sync::watch::Sender<Arc<Vec<String>>>,
+    admission: Arc<Admission>,
+}
+
+/// How often the topic list (which topics wildcard filters reach) is read again.
+const TOPICS_REFRESH: Duration = Duration::from_secs(2);
+
+impl Mqtt {
+    /// The shared state of a broker's MQTT listeners.
+    pub(crate) fn new(broker: Arc<Broker>) -> Arc<Mqtt> {
+        let config = broker.config().mqtt.clone();
+        let admission = Admission::new(
+            "MQTT",
+            "mqtt.",
+            config.connections_max,
+            config.connections_per_address_max,
+        );
+        Arc::new(Mqtt {
+            topics: topics::Topics::new(config.mapping.clone()),
+            retained: retained::Retained::new(config.retained_max),
+            config,
+            broker,
+            client: tokio::sync::OnceCell::new(),
+            sessions: Mutex::new(HashMap::new()),
+            topic_names: tokio::sync::watch::Sender::new(Arc::new(Vec::new())),
+            admission,
+        })
+    }
+
+    /// The region's client and the producer every connection writes through.
+    async fn client(&self) -> Result<&(Client, Producer), meridian_client::ClientError> {
+        self.client
+            .get_or_try_init(|| async {
+                let own = self.broker.config().grpc_listen.to_string();
+                let client = Client::connect(&own).await?;
+                let producer = client.producer(ProducerConfig {
+                    linger: Duration::from_millis(1),
+                    ..ProducerConfig::default()
+                });
+                Ok((client, producer))
+            })
+            .await
+    }
+
+    /// Reads the region's topic list again; the list as it is now (the old one if the
+    /// region does not answer).
+    async fn refresh_topics(&self) -> Arc<Vec<String>> {
+        let listed = match self.client().await {
+            Ok((client, _)) => client.list_topics().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match listed {
+            Ok(list) => {
+                let names: Vec<String> = list.into_iter().map(|t| t.name).collect();
+                self.topic_names.send_if_modified(|old| {
+                    let changed = **old != names;
+                    if changed {
+                        *old = Arc::new(names);
+                    }
+                    changed
+                });
+            }
+            Err(e) => tracing::debug!(error = %e, "listing topics for MQTT"),
+        }
+        self.topic_names.borrow().clone()
+    }
+
+    /// Keeps the topic list fresh and the retained messages read, for as long as the
+    /// listeners run.
+    fn start(self: &Arc<Self>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                this.refresh_topics().await;
+                tokio::time::sleep(TOPICS_REFRESH).await;
+            }
+        });
+        let this = self.clone();
+        tokio::spawn(async move { retained::follow(this).await });
+    }
+}
+
+/// Serves MQTT over TCP on `listener` (and over WebSocket on `ws`, when given) until the
+/// process ends.
+pub async fn serve(broker: Arc<Broker>, listener: Option<TcpListener>, ws: Option<TcpListener>) {
+    let mqtt = Mqtt::new(broker);
+    mqtt.start();
+    let tcp = listener.map(|l| {
+        let mqtt = mqtt.clone();
+        tokio::spawn(async move {
+            accept(mqtt, l, |mqtt, stream, peer| async move {
+                connection::run(mqtt, stream, peer).await
+            })
+            .await
+        })
+    });
+    let ws = ws.map(|l| {
+        let mqtt = mqtt.clone();
+        tokio::spawn(async move {
+            accept(mqtt, l, |mqtt, stream, peer| async move {
+                match websocket::accept(stream, mqtt.config.packet_bytes_max as usize + 16).await {
+                    Ok(ws) => connection::run(mqtt, ws, peer).await,
+                    Err(e) => tracing::debug!(%peer, error = %e, "MQTT WebSocket handshake failed"),
+                }
+            })
+            .await
+        })
+    });
+    for t in [tcp, ws].into_iter().flatten() {
+        let _ = t.await;
+    }
+}
+
+async fn accept<F, Fut>(mqtt: Arc<Mqtt>, listener: TcpListener, serve: F)
+where
+    F: Fn(Arc<Mqtt>, tokio::net::TcpStream, SocketAddr) -> Fut + Send + Sync + 'static + Clone,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut refusals = Refusals::new("MQTT");
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting an MQTT connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let ticket = match mqtt.admission.admit(peer.ip()) {
+            Ok(t) => t,
+            Err(refused) => {
+                metrics::counter!("meridian_mqtt_connections_refused_total").increment(1);
+                refusals.note(&peer, &refused);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let mqtt = mqtt.clone();
+        let serve = serve.clone();
+        tokio::spawn(async move {
+            metrics::gauge!("meridian_mqtt_connections").increment(1.0);
+            serve(mqtt, stream, peer).await;
+            metrics::gauge!("meridian_mqtt_connections").decrement(1.0);
+            drop(ticket);
+        });
+    }
+}

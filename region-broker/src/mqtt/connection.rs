@@ -1,0 +1,1103 @@
+//! One MQTT connection: its CONNECT, its session (taken over from an earlier connection
+//! of the same client id, or new), then packets in and messages out until it ends, and
+//! its will when it ends without a DISCONNECT.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use meridian_client::Record;
+use meridian_proto::mqtt::packet::*;
+use meridian_proto::mqtt::{self, DecodeError, QoS, Version};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::Mqtt;
+use super::feed;
+use super::record::{Message, max_qos, min_qos};
+use super::session::{AckOutcome, Inbound, Outbound, Qos2, Resend};
+use super::topics::{self, TopicError};
+
+/// A session as a broker keeps it between connections.
+pub(crate) struct SessionSlot {
+    /// Told a new generation when another connection takes the session over.
+    takeover: watch::Sender<u64>,
+    state: Arc<tokio::sync::Mutex<SessionState>>,
+}
+
+struct Subscription {
+    share: Option<String>,
+    filter: String,
+    qos: QoS,
+    no_local: bool,
+    retain_as_published: bool,
+    id: Option<usize>,
+}
+
+struct SessionState {
+    /// Subscriptions by their filter as the client wrote it.
+    subscriptions: BTreeMap<String, Subscription>,
+    outbound: Outbound,
+    inbound: Inbound,
+    /// Feeds by (Meridian topic, share).
+    feeds: HashMap<(String, Option<String>), tokio::task::JoinHandle<()>>,
+    queue_tx: mpsc::Sender<feed::Item>,
+    queue: mpsc::Receiver<feed::Item>,
+    /// Seconds the session outlives its connection.
+    expiry: u32,
+    /// Bumped when a connection ends; an expiry or will timer of an older generation
+    /// does nothing.
+    generation: u64,
+    /// A connection holds it now.
+    connected: bool,
+}
+
+impl SessionState {
+    fn stop_feeds(&mut self) {
+        for (_, f) in self.feeds.drain() {
+            f.abort();
+        }
+    }
+}
+
+impl Drop for SessionState {
+    fn drop(&mut self) {
+        self.stop_feeds();
+    }
+}
+
+/// Why a connection ends, as MQTT 5 tells the client (3.1.1 just closes).
+struct Close {
+    reason: DisconnectReasonCode,
+    why: String,
+    /// Whether the will is published.
+    will: bool,
+}
+
+impl Close {
+    fn protocol(reason: DisconnectReasonCode, why: impl Into<String>) -> Close {
+        Close {
+            reason,
+            why: why.into(),
+            will: true,
+        }
+    }
+}
+
+/// A will, kept while its connection lasts.
+struct Will {
+    message: Message,
+    delay: u32,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// What a stored PUBLISH is answered with once its record is acknowledged.
+enum Stored {
+    Qos0,
+    Qos1(u16),
+    Qos2(u16),
+}
+
+type StoreResult = (Stored, Result<(), String>);
+
+/// Serves one connection until it ends.
+pub(super) async fn run<S>(mqtt: Arc<Mqtt>, mut stream: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut buf = BytesMut::with_capacity(4096);
+    let max = mqtt.config.packet_bytes_max;
+    // The CONNECT, within the connect timeout.
+    let connect = tokio::time::timeout(
+        Duration::from_millis(mqtt.config.connect_timeout_ms),
+        read_connect(&mut stream, &mut buf, max),
+    )
+    .await;
+    let (version, packet) = match connect {
+        Ok(Ok(Some(c))) => c,
+        Ok(Ok(None)) => return,
+        Ok(Err(DecodeError::Level(level))) => {
+            // Answered in 3.1.1's form, which every level reads (MQTT 3.1.1 3.2.2.3).
+            let refuse = Packet::ConnAck(ConnAck {
+                session_present: false,
+                code: ConnectReturnCode::UnsupportedProtocolVersion,
+                properties: None,
+            });
+            let mut out = BytesMut::new();
+            let _ = mqtt::encode(Version::V311, &refuse, &mut out);
+            let _ = stream.write_all(&out).await;
+            tracing::debug!(%peer, level, "MQTT CONNECT of an unserved protocol level refused");
+            return;
+        }
+        Ok(Err(e)) => {
+            metrics::counter!("meridian_mqtt_bad_packets_total").increment(1);
+            tracing::debug!(%peer, error = %e, "MQTT connection closed before CONNECT");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "MQTT connection sent no CONNECT in time");
+            return;
+        }
+    };
+    let Packet::Connect(connect, will, login) = packet else {
+        return;
+    };
+    let mut conn = Connection {
+        mqtt: mqtt.clone(),
+        version,
+        out: BytesMut::new(),
+        client_id: String::new(),
+        client_max_packet: u32::MAX,
+        keep_alive: 0,
+        will: None,
+        stores: FuturesOrdered::new(),
+        problem_info: true,
+    };
+    let _ = login; // Authentication arrives with issue 17; any user is let in.
+    let session = match conn.accept(connect, will).await {
+        Ok(s) => s,
+        Err(code) => {
+            let refuse = Packet::ConnAck(ConnAck {
+                session_present: false,
+                code,
+                properties: None,
+            });
+            let mut out = BytesMut::new();
+            let _ = mqtt::encode(version, &refuse, &mut out);
+            let _ = stream.write_all(&out).await;
+            return;
+        }
+    };
+    let (slot, mut state, mut takeover) = session;
+    metrics::counter!("meridian_mqtt_connects_total").increment(1);
+    let close = conn
+        .serve(&mut stream, &mut buf, &mut state, &mut takeover)
+        .await;
+    // Whatever was written last (a SUBACK, a DISCONNECT) goes out before the close.
+    if let Some(c) = &close
+        && conn.version == Version::V5
+        && c.reason != DisconnectReasonCode::NormalDisconnection
+    {
+        let props = conn.problem_info.then(|| DisconnectProperties {
+            session_expiry_interval: None,
+            reason_string: Some(c.why.clone()),
+            user_properties: Vec::new(),
+            server_reference: None,
+        });
+        conn.send(&Packet::Disconnect(Disconnect {
+            reason_code: c.reason,
+            properties: props,
+        }));
+    }
+    let _ = stream.write_all(&conn.out).await;
+    let _ = stream.shutdown().await;
+    if let Some(c) = &close {
+        tracing::debug!(%peer, client = %conn.client_id, why = %c.why, "MQTT connection closed");
+    }
+    let publish_will = close.as_ref().is_none_or(|c| c.will);
+    let will = if publish_will { conn.will.take() } else { None };
+    conn.end(slot, state, will).await;
+}
+
+/// Reads until a whole CONNECT is buffered: its version and packet; `None` when the peer
+/// closed first.
+async fn read_connect<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    max: u32,
+) -> Result<Option<(Version, Packet)>, DecodeError> {
+    loop {
+        if let Some(v) = mqtt::connect_version(buf)?
+            && let Some(p) = mqtt::decode(v, buf, max)?
+        {
+            return Ok(Some((v, p)));
+        }
+        match stream.read_buf(buf).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
+    }
+}
+
+struct Connection {
+    mqtt: Arc<Mqtt>,
+    version: Version,
+    out: BytesMut,
+    client_id: String,
+    client_max_packet: u32,
+    keep_alive: u16,
+    will: Option<Will>,
+    /// PUBLISHes being stored, answered in the order they came (MQTT 4.6).
+    stores: FuturesOrdered<Pin<Box<dyn Future<Output = StoreResult> + Send>>>,
+    /// MQTT 5's request problem information: reason strings may be sent.
+    problem_info: bool,
+}
+
+type Attached = (
+    Arc<SessionSlot>,
+    tokio::sync::OwnedMutexGuard<SessionState>,
+    watch::Receiver<u64>,
+);
+
+impl Connection {
+    /// Checks the CONNECT, takes or makes the session and sends CONNACK.
+    async fn accept(
+        &mut self,
+        connect: Connect,
+        will: Option<LastWill>,
+    ) -> Result<Attached, ConnectReturnCode> {
+        let cfg = &self.mqtt.config;
+        let props = connect
+            .properties
+            .clone()
+            .unwrap_or_default();
+        if props.authentication_method.is_some() {
+            return Err(ConnectReturnCode::BadAuthenticationMethod);
+        }
+        if props.receive_maximum == Some(0) || props.max_packet_size == Some(0) {
+            return Err(ConnectReturnCode::ProtocolError);
+        }
+        self.problem_info = props.request_problem_info != Some(0);
+        self.client_max_packet = props.max_packet_size.unwrap_or(u32::MAX);
+        let mut assigned = None;
+        let client_id = if connect.client_id.is_empty() {
+            if self.version == Version::V311 && !connect.clean_start {
+                return Err(ConnectReturnCode::ClientIdentifierNotValid);
+            }
+            let id = format!("meridian-{:016x}", rand_id());
+            assigned = Some(id.clone());
+            id
+        } else if connect.client_id.len() > 1024 {
+            return Err(ConnectReturnCode::ClientIdentifierNotValid);
+        } else {
+            connect.client_id.clone()
+        };
+        self.client_id = client_id.clone();
+        // Keep-alive: at most the configured one; none asked for gets it too.
+        let asked = connect.keep_alive;
+        self.keep_alive = if asked == 0 || asked > cfg.keep_alive_max_s {
+            cfg.keep_alive_max_s
+        } else {
+            asked
+        };
+        if let Some(w) = will {
+            let name = String::from_utf8(w.topic.to_vec())
+                .map_err(|_| ConnectReturnCode::TopicNameInvalid)?;
+            topics::validate_name(&name).map_err(|_| ConnectReturnCode::TopicNameInvalid)?;
+            self.mqtt
+                .topics
+                .topic_of(&name)
+                .map_err(|_| ConnectReturnCode::TopicNameInvalid)?;
+            let p = w.properties.clone().unwrap_or(LastWillProperties {
+                delay_interval: None,
+                payload_format_indicator: None,
+                message_expiry_interval: None,
+                content_type: None,
+                response_topic: None,
+                correlation_data: None,
+                user_properties: Vec::new(),
+            });
+            let publish = Publish {
+                dup: false,
+                qos: w.qos,
+                retain: w.retain,
+                topic: w.topic.clone(),
+                pkid: 0,
+                payload: w.message.clone(),
+                properties: Some(PublishProperties {
+                    payload_format_indicator: p.payload_format_indicator,
+                    message_expiry_interval: p.message_expiry_interval,
+                    topic_alias: None,
+                    response_topic: p.response_topic,
+                    correlation_data: p.correlation_data,
+                    user_properties: p.user_properties,
+                    subscription_identifiers: Vec::new(),
+                    content_type: p.content_type,
+                }),
+            };
+            self.will = Some(Will {
+                message: Message::of_publish(name, &publish, &client_id, now_ms()),
+                delay: p.delay_interval.unwrap_or(0),
+            });
+        }
+        // 3.1.1: a persistent session lasts until a clean one replaces it (here: the
+        // longest expiry granted); MQTT 5: what the client asks, at most that.
+        let expiry = match self.version {
+            Version::V311 if !connect.clean_start => cfg.session_expiry_max_s,
+            Version::V311 => 0,
+            Version::V5 => props
+                .session_expiry_interval
+                .unwrap_or(0)
+                .min(cfg.session_expiry_max_s),
+        };
+        let window = props.receive_maximum.unwrap_or(cfg.inflight_max);
+        let (slot, present) = self.mqtt.attach(&client_id, connect.clean_start, window)?;
+        // Another connection of this client id is told to go, then its state is ours.
+        slot.takeover.send_modify(|g| *g += 1);
+        let takeover = slot.takeover.subscribe();
+        let mut state = slot.state.clone().lock_owned().await;
+        state.connected = true;
+        state.generation += 1;
+        state.expiry = expiry;
+        state.outbound.set_window(window);
+        state.inbound.reconnect();
+        let granted_expiry = props.session_expiry_interval.map(|_| expiry);
+        let connack = ConnAck {
+            session_present: present,
+            code: ConnectReturnCode::Success,
+            properties: (self.version == Version::V5).then(|| ConnAckProperties {
+                session_expiry_interval: granted_expiry
+                    .filter(|e| Some(*e) != props.session_expiry_interval),
+                receive_max: Some(cfg.receive_maximum),
+                max_qos: None,
+                retain_available: Some(1),
+                max_packet_size: Some(cfg.packet_bytes_max),
+                assigned_client_identifier: assigned,
+                topic_alias_max: Some(cfg.topic_alias_max),
+                reason_string: None,
+                user_properties: Vec::new(),
+                wildcard_subscription_available: Some(1),
+                subscription_identifiers_available: Some(1),
+                shared_subscription_available: Some(1),
+                server_keep_alive: (self.keep_alive != asked).then_some(self.keep_alive),
+                response_information: None,
+                server_reference: None,
+                authentication_method: None,
+                authentication_data: None,
+            }),
+        };
+        self.send(&Packet::ConnAck(connack));
+        // A resumed session sends again what was in flight.
+        for r in state.outbound.resend() {
+            match r {
+                Resend::Publish(p) => self.send(&Packet::Publish(*p)),
+                Resend::Release(pkid) => self.send(&Packet::PubRel(PubRel::new(pkid, None))),
+            }
+        }
+        Ok((slot, state, takeover))
+    }
+
+    /// Appends a packet to what is written next.
+    fn send(&mut self, p: &Packet) {
+        if let Err(e) = mqtt::encode(self.version, p, &mut self.out) {
+            tracing::warn!(client = %self.client_id, error = %e, "an MQTT packet could not be encoded");
+        }
+    }
+
+    /// Packets in and messages out until the connection ends: `None` when the client
+    /// closed it (or disconnected normally with `will: false` set).
+    async fn serve<S>(
+        &mut self,
+        stream: &mut S,
+        buf: &mut BytesMut,
+        state: &mut SessionState,
+        takeover: &mut watch::Receiver<u64>,
+    ) -> Option<Close>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let idle = Duration::from_millis(u64::from(self.keep_alive) * 1500);
+        let mut deadline = tokio::time::Instant::now() + idle;
+        let mut topic_names = self.mqtt.topic_names.subscribe();
+        takeover.borrow_and_update();
+        // Packets already buffered behind the CONNECT.
+        if let Err(c) = self.handle_buffered(buf, state).await {
+            return Some(c);
+        }
+        loop {
+            if !self.out.is_empty() {
+                if stream.write_all(&self.out).await.is_err() {
+                    return None;
+                }
+                self.out.clear();
+            }
+            tokio::select! {
+                read = stream.read_buf(buf) => {
+                    match read {
+                        Ok(0) | Err(_) => return None,
+                        Ok(_) => {}
+                    }
+                    deadline = tokio::time::Instant::now() + idle;
+                    if let Err(c) = self.handle_buffered(buf, state).await {
+                        return Some(c);
+                    }
+                }
+                Some((stored, result)) = self.stores.next(), if !self.stores.is_empty() => {
+                    if let Err(c) = self.stored(state, stored, result) {
+                        return Some(c);
+                    }
+                }
+                item = state.queue.recv(), if state.outbound.has_room() => {
+                    if let Some(item) = item {
+                        self.deliver(state, item);
+                    }
+                }
+                _ = topic_names.changed() => {
+                    self.update_feeds(state).await;
+                }
+                _ = takeover.changed() => {
+                    return Some(Close {
+                        reason: DisconnectReasonCode::SessionTakenOver,
+                        why: "another connection took the session over".into(),
+                        will: true,
+                    });
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Some(Close::protocol(
+                        DisconnectReasonCode::KeepAliveTimeout,
+                        format!("nothing received for 1.5 times the keep-alive ({} s)", self.keep_alive),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Handles every whole packet in `buf`.
+    async fn handle_buffered(
+        &mut self,
+        buf: &mut BytesMut,
+        state: &mut SessionState,
+    ) -> Result<(), Close> {
+        loop {
+            let packet = match mqtt::decode(self.version, buf, self.mqtt.config.packet_bytes_max) {
+                Ok(Some(p)) => p,
+                Ok(None) => return Ok(()),
+                Err(DecodeError::TooLarge { size, max }) => {
+                    metrics::counter!("meridian_mqtt_bad_packets_total").increment(1);
+                    return Err(Close::protocol(
+                        DisconnectReasonCode::PacketTooLarge,
+                        format!("a packet of {size} bytes is over the {max}-byte limit"),
+                    ));
+                }
+                Err(e) => {
+                    metrics::counter!("meridian_mqtt_bad_packets_total").increment(1);
+                    return Err(Close::protocol(
+                        DisconnectReasonCode::MalformedPacket,
+                        e.to_string(),
+                    ));
+                }
+            };
+            self.handle(packet, state).await?;
+        }
+    }
+
+    async fn handle(&mut self, packet: Packet, state: &mut SessionState) -> Result<(), Close> {
+        match packet {
+            Packet::Publish(p) => self.publish(p, state).await,
+            Packet::PubAck(a) => {
+                state.outbound.puback(a.pkid);
+                Ok(())
+            }
+            Packet::PubRec(r) => {
+                let failed = !matches!(
+                    r.reason,
+                    PubRecReason::Success | PubRecReason::NoMatchingSubscribers
+                );
+                if let AckOutcome::Release(pkid) = state.outbound.pubrec(r.pkid, failed) {
+                    self.send(&Packet::PubRel(PubRel::new(pkid, None)));
+                }
+                Ok(())
+            }
+            Packet::PubComp(c) => {
+                state.outbound.pubcomp(c.pkid);
+                Ok(())
+            }
+            Packet::PubRel(r) => {
+                let mut comp = PubComp::new(r.pkid, None);
+                if !state.inbound.release(r.pkid) {
+                    comp.reason = PubCompReason::PacketIdentifierNotFound;
+                }
+                self.send(&Packet::PubComp(comp));
+                Ok(())
+            }
+            Packet::Subscribe(s) => self.subscribe(s, state).await,
+            Packet::Unsubscribe(u) if u.filters.is_empty() => Err(Close::protocol(
+                DisconnectReasonCode::MalformedPacket,
+                "an UNSUBSCRIBE without filters",
+            )),
+            Packet::Unsubscribe(u) => {
+                let reasons = u
+                    .filters
+                    .iter()
+                    .map(|f| match state.subscriptions.remove(f) {
+                        Some(_) => UnsubAckReason::Success,
+                        None => UnsubAckReason::NoSubscriptionExisted,
+                    })
+                    .collect();
+                self.update_feeds(state).await;
+                self.send(&Packet::UnsubAck(UnsubAck {
+                    pkid: u.pkid,
+                    reasons,
+                    properties: None,
+                }));
+                Ok(())
+            }
+            Packet::PingReq(_) => {
+                self.send(&Packet::PingResp(PingResp));
+                Ok(())
+            }
+            Packet::Disconnect(d) => {
+                let expiry = d
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.session_expiry_interval);
+                if let Some(e) = expiry {
+                    if state.expiry == 0 && e != 0 {
+                        return Err(Close::protocol(
+                            DisconnectReasonCode::ProtocolError,
+                            "a session that expires at once cannot be given an expiry at DISCONNECT",
+                        ));
+                    }
+                    state.expiry = e.min(self.mqtt.config.session_expiry_max_s);
+                }
+                Err(Close {
+                    reason: DisconnectReasonCode::NormalDisconnection,
+                    why: "the client disconnected".into(),
+                    will: d.reason_code == DisconnectReasonCode::DisconnectWithWillMessage,
+                })
+            }
+            Packet::Connect(..) => Err(Close::protocol(
+                DisconnectReasonCode::ProtocolError,
+                "a second CONNECT on one connection",
+            )),
+            Packet::Auth(_) => Err(Close::protocol(
+                DisconnectReasonCode::ProtocolError,
+                "AUTH without an authentication method",
+            )),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp(_) => {
+                Err(Close::protocol(
+                    DisconnectReasonCode::ProtocolError,
+                    "a packet only a server sends",
+                ))
+            }
+        }
+    }
+
+    /// An inbound PUBLISH: checked, then stored; answered when stored.
+    async fn publish(&mut self, p: Publish, state: &mut SessionState) -> Result<(), Close> {
+        metrics::counter!("meridian_mqtt_publishes_received_total").increment(1);
+        let alias = p.properties.as_ref().and_then(|pr| pr.topic_alias);
+        let topic = String::from_utf8(p.topic.to_vec()).map_err(|_| {
+            Close::protocol(
+                DisconnectReasonCode::MalformedPacket,
+                "a topic name is not UTF-8",
+            )
+        })?;
+        let name = state
+            .inbound
+            .topic(topic, alias, self.mqtt.config.topic_alias_max)
+            .map_err(|e| Close::protocol(DisconnectReasonCode::TopicAliasInvalid, e.to_string()))?;
+        let refusal = match topics::validate_name(&name) {
+            Err(TopicError::Wildcard(_)) | Err(TopicError::Malformed(_)) => {
+                return Err(Close::protocol(
+                    DisconnectReasonCode::TopicNameInvalid,
+                    format!("the topic name {name:?} holds a wildcard or NUL, or is empty"),
+                ));
+            }
+            Err(e) => Some(e.to_string()),
+            Ok(()) => self
+                .mqtt
+                .topics
+                .topic_of(&name)
+                .err()
+                .map(|e| e.to_string()),
+        };
+        let qos2 = match state
+            .inbound
+            .publish(p.qos, p.pkid, self.mqtt.config.receive_maximum)
+        {
+            Ok(q) => q,
+            Err(e) => {
+                let reason = match e {
+                    super::session::InboundError::ReceiveMaximum(_) => {
+                        DisconnectReasonCode::ReceiveMaximumExceeded
+                    }
+                    _ => DisconnectReasonCode::ProtocolError,
+                };
+                return Err(Close::protocol(reason, e.to_string()));
+            }
+        };
+        if qos2 == Some(Qos2::Duplicate) {
+            // Stored before: answered again, not stored again.
+            self.send(&Packet::PubRec(PubRec::new(p.pkid, None)));
+            return Ok(());
+        }
+        let stored = match p.qos {
+            QoS::AtMostOnce => Stored::Qos0,
+            QoS::AtLeastOnce => Stored::Qos1(p.pkid),
+            QoS::ExactlyOnce => Stored::Qos2(p.pkid),
+        };
+        if let Some(why) = refusal {
+            // Refused: MQTT 5 says why in the acknowledgement (a QoS 0 PUBLISH has none:
+            // dropped, counted); 3.1.1 has no way to, so the connection is closed and
+            // nothing is acknowledged that was not stored.
+            metrics::counter!("meridian_mqtt_publishes_refused_total").increment(1);
+            return match (self.version, p.qos) {
+                (Version::V5, QoS::AtMostOnce) => {
+                    tracing::debug!(client = %self.client_id, why, "a QoS 0 PUBLISH was refused");
+                    Ok(())
+                }
+                (Version::V5, _) => {
+                    self.stores
+                        .push_back(Box::pin(std::future::ready((stored, Err(why)))));
+                    Ok(())
+                }
+                (Version::V311, _) => {
+                    Err(Close::protocol(DisconnectReasonCode::TopicNameInvalid, why))
+                }
+            };
+        }
+        let message = Message::of_publish(name, &p, &self.client_id, now_ms());
+        if message.retain
+            && !message.payload.is_empty()
+            && !self.mqtt.retained.has_room_for(&message.name)
+        {
+            let why = format!(
+                "this broker holds its most retained messages ({}): mqtt.retained_max",
+                self.mqtt.config.retained_max
+            );
+            if self.version == Version::V311 {
+                return Err(Close::protocol(DisconnectReasonCode::QuotaExceeded, why));
+            }
+            self.stores
+                .push_back(Box::pin(std::future::ready((stored, Err(why)))));
+            return Ok(());
+        }
+        let write = self.mqtt.store(message).await;
+        self.stores
+            .push_back(Box::pin(async move { (stored, write.await) }));
+        Ok(())
+    }
+
+    /// A PUBLISH's record is acknowledged (or refused): answer it.
+    fn stored(
+        &mut self,
+        state: &mut SessionState,
+        stored: Stored,
+        result: Result<(), String>,
+    ) -> Result<(), Close> {
+        let failed = result.as_ref().err().cloned();
+        if let Some(why) = &failed {
+            metrics::counter!("meridian_mqtt_publishes_refused_total").increment(1);
+            tracing::debug!(client = %self.client_id, why, "an MQTT PUBLISH was not stored");
+        }
+        let props = |why: &Option<String>| {
+            why.clone()
+                .filter(|_| self.problem_info)
+                .map(|w| (w, Vec::new()))
+        };
+        match stored {
+            Stored::Qos0 => {}
+            Stored::Qos1(pkid) => {
+                state.inbound.acknowledged();
+                let mut ack = PubAck::new(pkid, None);
+                if failed.is_some() {
+                    ack.reason = PubAckReason::ImplementationSpecificError;
+                    ack.properties =
+                        props(&failed).map(|(reason_string, user_properties)| PubAckProperties {
+                            reason_string: Some(reason_string),
+                            user_properties,
+                        });
+                }
+                self.send(&Packet::PubAck(ack));
+            }
+            Stored::Qos2(pkid) => {
+                let mut rec = PubRec::new(pkid, None);
+                if failed.is_some() {
+                    state.inbound.failed(pkid);
+                    rec.reason = PubRecReason::ImplementationSpecificError;
+                    rec.properties =
+                        props(&failed).map(|(reason_string, user_properties)| PubRecProperties {
+                            reason_string: Some(reason_string),
+                            user_properties,
+                        });
+                }
+                self.send(&Packet::PubRec(rec));
+            }
+        }
+        match failed {
+            // 3.1.1 cannot refuse a PUBLISH: the connection is closed, and the client
+            // resends what was not acknowledged when it reconnects.
+            Some(why) if self.version == Version::V311 => Err(Close::protocol(
+                DisconnectReasonCode::ImplementationSpecificError,
+                why,
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// A SUBSCRIBE: each filter checked and granted, retained messages sent, feeds started.
+    async fn subscribe(&mut self, s: Subscribe, state: &mut SessionState) -> Result<(), Close> {
+        let id = s.properties.as_ref().and_then(|p| p.id);
+        let mut codes = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
+        for f in &s.filters {
+            let parsed = match topics::parse_filter(&f.path) {
+                Ok(p) => p,
+                Err(_) => {
+                    codes.push(SubscribeReasonCode::TopicFilterInvalid);
+                    continue;
+                }
+            };
+            if let Some(share) = &parsed.share
+                && meridian_proto::names::validate("group", &feed::share_group(share)).is_err()
+            {
+                codes.push(SubscribeReasonCode::TopicFilterInvalid);
+                continue;
+            }
+            if parsed.share.is_some() && f.nolocal {
+                return Err(Close::protocol(
+                    DisconnectReasonCode::ProtocolError,
+                    "no-local on a shared subscription",
+                ));
+            }
+            let new = !state.subscriptions.contains_key(&f.path);
+            if new && state.subscriptions.len() >= self.mqtt.config.subscriptions_max {
+                codes.push(SubscribeReasonCode::QuotaExceeded);
+                continue;
+            }
+            let send_retained = parsed.share.is_none()
+                && match f.retain_forward_rule {
+                    RetainForwardRule::OnEverySubscribe => true,
+                    RetainForwardRule::OnNewSubscribe => new,
+                    RetainForwardRule::Never => false,
+                };
+            if send_retained {
+                retained.push((parsed.filter.clone(), f.qos, id));
+            }
+            state.subscriptions.insert(
+                f.path.clone(),
+                Subscription {
+                    share: parsed.share,
+                    filter: parsed.filter,
+                    qos: f.qos,
+                    no_local: f.nolocal,
+                    retain_as_published: f.preserve_retain,
+                    id,
+                },
+            );
+            codes.push(SubscribeReasonCode::Success(f.qos));
+        }
+        // The feeds read from here on before the SUBACK goes: nothing written after the
+        // SUBACK is missed.
+        self.update_feeds(state).await;
+        self.send(&Packet::SubAck(SubAck {
+            pkid: s.pkid,
+            return_codes: codes,
+            properties: None,
+        }));
+        let now = now_ms();
+        for (filter, qos, id) in retained {
+            for m in self.mqtt.retained.matching(&filter) {
+                if m.expired(now) {
+                    continue;
+                }
+                let q = min_qos(qos, m.qos);
+                let publish = m.publish(q, true, id.into_iter().collect(), now);
+                self.emit(state, publish);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the feeds the subscriptions need and stops the others.
+    async fn update_feeds(&mut self, state: &mut SessionState) {
+        let mut names = self.mqtt.topic_names.borrow().clone();
+        // A filter naming a topic the list does not show (made since it was read): the
+        // list is read again now, so the feed starts before the SUBACK.
+        let missing = state.subscriptions.values().any(|s| {
+            self.mqtt
+                .topics
+                .topic_of(&s.filter)
+                .is_ok_and(|t| !names.iter().any(|n| n == t))
+        });
+        if missing {
+            names = self.mqtt.refresh_topics().await;
+        }
+        let mut wanted: Vec<(String, Option<String>)> = Vec::new();
+        for s in state.subscriptions.values() {
+            let mut topics: Vec<String> = self
+                .mqtt
+                .topics
+                .topics_for(&s.filter, &names)
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            // A literal first level whose topic the list does not show yet (made a moment
+            // ago): tried anyway; its feed waits for it.
+            if let Ok(t) = self.mqtt.topics.topic_of(&s.filter)
+                && !s.filter.contains(['+', '#'])
+                && !topics.iter().any(|x| x == t)
+            {
+                topics.push(t.to_owned());
+            }
+            for t in topics {
+                let key = (t, s.share.clone());
+                if !wanted.contains(&key) {
+                    wanted.push(key);
+                }
+            }
+        }
+        state.feeds.retain(|k, f| {
+            let keep = wanted.contains(k);
+            if !keep {
+                f.abort();
+            }
+            keep
+        });
+        let Ok((client, _)) = self.mqtt.client().await else {
+            return;
+        };
+        let mut starting = Vec::new();
+        for key in wanted {
+            if state.feeds.contains_key(&key) {
+                continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            let task = feed::spawn(
+                client.clone(),
+                Arc::new(self.mqtt.topics.clone()),
+                key.clone(),
+                state.queue_tx.clone(),
+                tx,
+            );
+            // Waited for when its topic exists (a literal first level may name one that
+            // does not, yet: its feed starts when it does).
+            if names.contains(&key.0) {
+                starting.push(rx);
+            }
+            state.feeds.insert(key, task);
+        }
+        for rx in starting {
+            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+        }
+    }
+
+    /// A record from a feed: sent once, at the highest QoS its matching subscriptions
+    /// grant (at most its own), with their subscription ids.
+    fn deliver(&mut self, state: &mut SessionState, item: feed::Item) {
+        let m = &item.message;
+        let now = now_ms();
+        if m.expired(now) {
+            return;
+        }
+        let mut qos: Option<QoS> = None;
+        let mut retain = false;
+        let mut ids = Vec::new();
+        for s in state.subscriptions.values() {
+            if s.share != item.share || !topics::matches(&s.filter, &m.name) {
+                continue;
+            }
+            if s.no_local && m.client.as_deref() == Some(self.client_id.as_str()) {
+                continue;
+            }
+            qos = Some(qos.map_or(s.qos, |q| max_qos(q, s.qos)));
+            retain |= s.retain_as_published && m.retain;
+            ids.extend(s.id);
+        }
+        let Some(granted) = qos else {
+            return;
+        };
+        let publish = m.publish(min_qos(granted, m.qos), retain, ids, now);
+        self.emit(state, publish);
+    }
+
+    /// Sends a PUBLISH: QoS 0 as it is, QoS 1 and 2 through the session's window (the
+    /// caller checked for room; a retained burst past it waits in the window's stead).
+    fn emit(&mut self, state: &mut SessionState, publish: Publish) {
+        if publish.size() > self.client_max_packet as usize {
+            // MQTT 5 3.1.2.25: never sent over the client's maximum; dropped.
+            metrics::counter!("meridian_mqtt_deliveries_dropped_total").increment(1);
+            return;
+        }
+        metrics::counter!("meridian_mqtt_deliveries_total").increment(1);
+        if publish.qos == QoS::AtMostOnce {
+            self.send(&Packet::Publish(publish));
+            return;
+        }
+        match state.outbound.send(publish.clone()) {
+            Some(p) => self.send(&Packet::Publish(p)),
+            None => {
+                // The window is full (retained messages on SUBSCRIBE): sent at QoS 0.
+                let mut p = publish;
+                p.qos = QoS::AtMostOnce;
+                self.send(&Packet::Publish(p));
+            }
+        }
+    }
+
+    /// The connection ended: the will (now or after its delay, unless the session is
+    /// resumed first), and the session kept for its expiry or dropped.
+    async fn end(
+        &mut self,
+        slot: Arc<SessionSlot>,
+        mut state: tokio::sync::OwnedMutexGuard<SessionState>,
+        will: Option<Will>,
+    ) {
+        // Stores in flight finish (their records may already be written).
+        while let Some((stored, result)) = self.stores.next().await {
+            let _ = self.stored(&mut state, stored, result);
+        }
+        state.connected = false;
+        state.generation += 1;
+        let generation = state.generation;
+        let expiry = state.expiry;
+        drop(state);
+        let mqtt = self.mqtt.clone();
+        if let Some(w) = will {
+            let delay = w.delay.min(expiry);
+            let (mqtt, slot) = (mqtt.clone(), slot.clone());
+            tokio::spawn(async move {
+                if delay > 0 {
+                    tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
+                    let s = slot.state.lock().await;
+                    if s.connected || s.generation != generation {
+                        return;
+                    }
+                }
+                metrics::counter!("meridian_mqtt_wills_total").increment(1);
+                if let Err(e) = mqtt.store(w.message).await.await {
+                    tracing::warn!(error = %e, "an MQTT will could not be published");
+                }
+            });
+        }
+        let client_id = self.client_id.clone();
+        if expiry == 0 {
+            mqtt.detach(&client_id, &slot, generation).await;
+        } else {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
+                mqtt.detach(&client_id, &slot, generation).await;
+            });
+        }
+    }
+}
+
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_i64(now_ms());
+    h.finish()
+}
+
+impl Mqtt {
+    /// The session of `client_id`: the kept one (resumed unless `clean`), or a new one;
+    /// and whether one was resumed.
+    fn attach(
+        &self,
+        client_id: &str,
+        clean: bool,
+        window: u16,
+    ) -> Result<(Arc<SessionSlot>, bool), ConnectReturnCode> {
+        let mut sessions = self.sessions.lock().expect("sessions lock poisoned");
+        if let Some(slot) = sessions.get(client_id)
+            && !clean
+        {
+            return Ok((slot.clone(), true));
+        }
+        if !sessions.contains_key(client_id) && sessions.len() >= self.config.sessions_max {
+            return Err(ConnectReturnCode::QuotaExceeded);
+        }
+        let (queue_tx, queue) = mpsc::channel(self.config.session_queue_max);
+        let slot = Arc::new(SessionSlot {
+            takeover: match sessions.get(client_id) {
+                // A clean start replaces a kept session: its connection is told to go.
+                Some(old) => {
+                    old.takeover.send_modify(|g| *g += 1);
+                    watch::Sender::new(0)
+                }
+                None => watch::Sender::new(0),
+            },
+            state: Arc::new(tokio::sync::Mutex::new(SessionState {
+                subscriptions: BTreeMap::new(),
+                outbound: Outbound::new(window),
+                inbound: Inbound::default(),
+                feeds: HashMap::new(),
+                queue_tx,
+                queue,
+                expiry: 0,
+                generation: 0,
+                connected: false,
+            })),
+        });
+        sessions.insert(client_id.to_owned(), slot.clone());
+        metrics::gauge!("meridian_mqtt_sessions").set(sessions.len() as f64);
+        Ok((slot, false))
+    }
+
+    /// Drops `client_id`'s session if it is still `slot` at `generation` (not resumed
+    /// since, not replaced).
+    async fn detach(&self, client_id: &str, slot: &Arc<SessionSlot>, generation: u64) {
+        let state = slot.state.lock().await;
+        if state.connected || state.generation != generation {
+            return;
+        }
+        drop(state);
+        let mut sessions = self.sessions.lock().expect("sessions lock poisoned");
+        if sessions
+            .get(client_id)
+            .is_some_and(|s| Arc::ptr_eq(s, slot))
+        {
+            sessions.remove(client_id);
+        }
+        metrics::gauge!("meridian_mqtt_sessions").set(sessions.len() as f64);
+    }
+
+    /// Writes a message as a record of its topic (and, when retained, of the retained
+    /// topic): the future of its acknowledgement.
+    async fn store(
+        &self,
+        message: Message,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> {
+        let topic = match self.topics.topic_of(&message.name) {
+            Ok(t) => t.to_owned(),
+            Err(e) => return Box::pin(std::future::ready(Err(e.to_string()))),
+        };
+        let (_, producer) = match self.client().await {
+            Ok(c) => c,
+            Err(e) => {
+                let why = format!("this broker cannot reach its region: {e}");
+                return Box::pin(std::future::ready(Err(why)));
+            }
+        };
+        let key = Bytes::copy_from_slice(message.name.as_bytes());
+        let mut record = Record::new(topic, message.payload.clone()).key(key.clone());
+        for (k, v) in message.headers() {
+            record = match v {
+                Some(v) => record.header(k, v),
+                None => record.null_header(k),
+            };
+        }
+        let sent = producer.send(record).await;
+        let retained = if message.retain {
+            let mut r =
+                Record::new(self.config.retained_topic.clone(), message.payload.clone()).key(key);
+            for (k, v) in message.headers() {
+                if let Some(v) = v {
+                    r = r.header(k, v);
+                }
+            }
+            Some(producer.send(r).await)
+        } else {
+            None
+        };
+        Box::pin(async move {
+            sent.await.map_err(|e| e.to_string())?;
+            if let Some(r) = retained {
+                r.await.map_err(|e| format!("the retained copy: {e}"))?;
+            }
+            Ok(())
+        })
+    }
+}
