@@ -55,6 +55,13 @@ pub(crate) struct Args {
     /// tools connect here.
     #[arg(long, default_value_t = 9092)]
     kafka_port: u16,
+    /// MQTT port of the first broker (numbered as the gRPC ports): MQTT 3.1.1 and 5 devices
+    /// connect here.
+    #[arg(long, default_value_t = 1883)]
+    mqtt_port: u16,
+    /// MQTT-over-WebSocket port of the first broker (numbered the same way).
+    #[arg(long, default_value_t = 8083)]
+    mqtt_ws_port: u16,
     /// UDP (QUIC) port of the first region's mirror; region R's listens on this + R.
     #[arg(long, default_value_t = 7700)]
     mirror_port: u16,
@@ -88,6 +95,8 @@ struct BrokerAddrs {
     grpc: String,
     metrics: String,
     kafka: String,
+    mqtt: String,
+    mqtt_ws: String,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
@@ -164,6 +173,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 grpc: port(args.grpc_port),
                 metrics: port(args.metrics_port),
                 kafka: port(args.kafka_port),
+                mqtt: port(args.mqtt_port),
+                mqtt_ws: port(args.mqtt_ws_port),
             };
             let mut cmd = tokio::process::Command::new(&broker_bin);
             cmd.args(["--broker-id", &id.to_string(), "--region", region])
@@ -171,6 +182,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 .arg(&dir)
                 .args(["--grpc-listen", &b.grpc, "--metrics-listen", &b.metrics])
                 .args(["--kafka-listen", &b.kafka])
+                .args(["--mqtt-listen", &b.mqtt, "--mqtt-ws-listen", &b.mqtt_ws])
                 .args([
                     "--raft-listen",
                     &port(args.raft_port),
@@ -288,8 +300,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         println!("  control plane:  {control_addr}    metrics: http://{control_metrics}/metrics");
         for b in &brokers {
             println!(
-                "  {:<9} broker {}:  gRPC {}    Kafka {}    metrics: http://{}/metrics",
-                b.region, b.id, b.grpc, b.kafka, b.metrics
+                "  {:<9} broker {}:  gRPC {}    Kafka {}    MQTT {} (ws {})    metrics: http://{}/metrics",
+                b.region, b.id, b.grpc, b.kafka, b.mqtt, b.mqtt_ws, b.metrics
             );
         }
         for (region, listen, metrics) in &mirrors {

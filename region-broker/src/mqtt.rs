@@ -129,6 +129,46 @@ impl Mqtt {
         self.topic_names.borrow().clone()
     }
 
+    /// Creates topic `name` with `partitions` in this region: through the control plane in
+    /// a managed region (spanning this region; an SRE may create it wider first), else
+    /// through the broker.
+    async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+    ) -> Result<(), meridian_client::ClientError> {
+        let control = &self.broker.config().control;
+        if control.is_empty() {
+            let (client, _) = self.client().await?;
+            return client.create_topic(name, partitions).await.map(drop);
+        }
+        let control = control.join(",");
+        let spec = meridian_proto::v1::TopicSpec {
+            name: name.to_owned(),
+            partitions,
+            regions: vec![self.broker.config().region.clone()],
+            ..Default::default()
+        };
+        let client = meridian_region_client::control::connect_control(&control)
+            .await
+            .map_err(|e| meridian_client::ClientError::Usage(e.to_string()))?;
+        meridian_region_client::control::on_control_leader(client, &control, |mut c| {
+            let spec = spec.clone();
+            async move {
+                c.create_topic(meridian_proto::v1::ControlCreateTopicRequest { spec: Some(spec) })
+                    .await
+            }
+        })
+        .await
+        .map(drop)
+        .map_err(|s| {
+            meridian_client::ClientError::Usage(format!(
+                "the control plane refused: {}",
+                s.message()
+            ))
+        })
+    }
+
     /// Keeps the topic list fresh and the retained messages read, for as long as the
     /// listeners run.
     fn start(self: &Arc<Self>) {

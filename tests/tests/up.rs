@@ -34,6 +34,8 @@ struct Up {
     config: std::path::PathBuf,
     /// Kafka address of the first broker.
     kafka: String,
+    /// MQTT port of the first broker.
+    mqtt: String,
     /// The console's address.
     console: std::net::SocketAddr,
 }
@@ -64,6 +66,7 @@ impl Up {
                 &port(42),
             ])
             .args(["--kafka-port", &port(48)])
+            .args(["--mqtt-port", &port(5), "--mqtt-ws-port", &port(25)])
             .args(["--console-port", &port(61)])
             .args([
                 "--mirror-port",
@@ -84,6 +87,7 @@ impl Up {
             printed: String::new(),
             config: config.to_owned(),
             kafka: format!("127.0.0.1:{}", port(48)),
+            mqtt: port(5),
             console: format!("127.0.0.1:{}", port(61)).parse().unwrap(),
         }
     }
@@ -250,6 +254,51 @@ fn run_platform(extra: &[&str], store_says: &str, salt: u16) {
     assert!(
         listing.contains("topic \"orders\" with 3 partitions"),
         "{listing}"
+    );
+
+    // MQTT devices publish and subscribe at the brokers it started.
+    let (code, _, err) = up.cli(&["topic", "create", "telemetry", "--partitions", "3"]);
+    assert_eq!(code, 0, "{err}");
+    let sub = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &up.mqtt,
+            "-t",
+            "telemetry/#",
+            "-q",
+            "1",
+            "-v",
+        ])
+        .args(["-C", "1", "-W", "30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub: the test script installs mosquitto-clients");
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &up.mqtt,
+            "-t",
+            "telemetry/device-1",
+            "-q",
+            "1",
+        ])
+        .args(["-m", "hello from a device"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = sub.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout).trim(),
+        "telemetry/device-1 hello from a device"
     );
 
     // Produced in one region, read in the other: the mirrors carry it; then the other way.

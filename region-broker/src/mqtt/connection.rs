@@ -258,10 +258,7 @@ impl Connection {
         will: Option<LastWill>,
     ) -> Result<Attached, ConnectReturnCode> {
         let cfg = &self.mqtt.config;
-        let props = connect
-            .properties
-            .clone()
-            .unwrap_or_default();
+        let props = connect.properties.clone().unwrap_or_default();
         if props.authentication_method.is_some() {
             return Err(ConnectReturnCode::BadAuthenticationMethod);
         }

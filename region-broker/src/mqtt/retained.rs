@@ -69,7 +69,10 @@ pub(super) async fn follow(mqtt: Arc<Mqtt>) {
             let (client, _) = mqtt.client().await?;
             let partitions = match client.describe_topic(&topic).await {
                 Ok(t) => t.partitions.len() as u32,
-                Err(_) => client.create_topic(&topic, 1).await?.partitions.len() as u32,
+                Err(_) => {
+                    mqtt.create_topic(&topic, 1).await?;
+                    1
+                }
             };
             let mut c = client.consumer(ConsumerConfig {
                 start: StartFrom::Beginning,
