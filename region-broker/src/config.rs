@@ -142,6 +142,10 @@ pub struct MqttConfig {
     /// The Meridian topic keeping retained messages (key: the MQTT topic name; an empty
     /// value clears one). Every broker reads it whole into memory at start.
     pub retained_topic: String,
+    /// The Meridian topic keeping persistent sessions (key: the client id; value: the
+    /// session's subscriptions and expiry; an empty value ends it), read whole by every
+    /// broker, so a client resumes its session at any broker of the region.
+    pub sessions_topic: String,
     /// Where MQTT topic names live, beyond the default (a name's first level names the
     /// topic).
     pub mapping: Vec<MqttMapping>,
@@ -164,6 +168,7 @@ impl Default for MqttConfig {
             subscriptions_max: 256,
             retained_max: 100_000,
             retained_topic: "mqtt-retained".to_owned(),
+            sessions_topic: "mqtt-sessions".to_owned(),
             mapping: Vec::new(),
         }
     }
@@ -631,8 +636,13 @@ impl Config {
                 "sessions_max, session_queue_max and subscriptions_max must be at least 1",
             );
         }
-        if let Err(e) = meridian_proto::names::validate("topic", &m.retained_topic) {
-            return invalid("mqtt.retained_topic", &m.retained_topic, e.to_string());
+        for (key, topic) in [
+            ("mqtt.retained_topic", &m.retained_topic),
+            ("mqtt.sessions_topic", &m.sessions_topic),
+        ] {
+            if let Err(e) = meridian_proto::names::validate("topic", topic) {
+                return invalid(key, topic, e.to_string());
+            }
         }
         for mapping in &m.mapping {
             if let Err(e) = mapping.validate() {

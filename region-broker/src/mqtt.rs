@@ -42,9 +42,11 @@ use crate::config::MqttConfig;
 
 mod connection;
 mod feed;
+mod keyed;
 pub mod record;
 mod retained;
 pub mod session;
+mod stored;
 pub mod topics;
 mod websocket;
 
@@ -61,6 +63,8 @@ pub(crate) struct Mqtt {
     /// Sessions by client id: connected, or kept for their expiry.
     sessions: Mutex<HashMap<String, Arc<SessionSlot>>>,
     retained: retained::Retained,
+    /// The region's persistent sessions.
+    stored: stored::Stored,
     /// The region's topic names, refreshed every [`TOPICS_REFRESH`].
     topic_names: tokio::sync::watch::Sender<Arc<Vec<String>>>,
     admission: Arc<Admission>,
@@ -82,6 +86,7 @@ impl Mqtt {
         Arc::new(Mqtt {
             topics: topics::Topics::new(config.mapping.clone()),
             retained: retained::Retained::new(config.retained_max),
+            stored: stored::Stored::new(config.sessions_max),
             config,
             broker,
             client: tokio::sync::OnceCell::new(),
@@ -181,6 +186,8 @@ impl Mqtt {
         });
         let this = self.clone();
         tokio::spawn(async move { retained::follow(this).await });
+        let this = self.clone();
+        tokio::spawn(async move { stored::follow(this).await });
     }
 }
 

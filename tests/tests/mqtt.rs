@@ -455,3 +455,63 @@ async fn paho_uses_mqtt5_properties_sessions_shares_and_websockets() {
     let ws: Vec<String> = region.mqtt.iter().map(|m| m.1.to_string()).collect();
     python_output("mqtt_paho.py", vec![tcp.join(","), ws.join(",")]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_session_resumes_at_another_broker_after_its_broker_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut region = region(dir.path()).await;
+    const N: usize = 200;
+    let ports: Vec<String> = (0..3).map(|i| mqtt_port(&region, i)).collect();
+    let device = |i: usize, count: usize| {
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &ports[i], "-V", "mqttv5"])
+            .args([
+                "-i",
+                "device-7",
+                "-c",
+                "-x",
+                "600",
+                "-q",
+                "2",
+                "-t",
+                "sensors/dev/#",
+            ])
+            .args(["-v", "-C", &count.to_string(), "-W", "60"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // The device subscribes at broker 1 with a session that outlives its connection, reads
+    // one message and goes away.
+    let first = device(0, 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    publish(&region, 1, "mqttv5", 1, "sensors/dev/a", "warm-up\n", &[]);
+    assert_eq!(
+        finish(first),
+        vec![("sensors/dev/a".to_owned(), "warm-up".to_owned())]
+    );
+    // While it is away, QoS 1 and QoS 2 messages for it, acknowledged at broker 2.
+    let lines: String = (0..N).map(|i| format!("{i}\n")).collect();
+    publish(&region, 1, "mqttv5", 1, "sensors/dev/a", &lines, &[]);
+    publish(&region, 1, "mqttv5", 2, "sensors/dev/b", &lines, &[]);
+    // Broker 1, which held the session, dies; the device comes back at broker 3.
+    region.brokers[0].kill9();
+    let back = device(2, 2 * N);
+    let got = finish(back);
+    let mut by_topic: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (t, p) in got {
+        by_topic.entry(t).or_default().push(p.parse().unwrap());
+    }
+    let want: Vec<usize> = (0..N).collect();
+    assert_eq!(
+        by_topic.get("sensors/dev/a"),
+        Some(&want),
+        "QoS 1: all, once, in order"
+    );
+    assert_eq!(
+        by_topic.get("sensors/dev/b"),
+        Some(&want),
+        "QoS 2: all, once, in order"
+    );
+}

@@ -56,9 +56,75 @@ struct SessionState {
     generation: u64,
     /// A connection holds it now.
     connected: bool,
+    /// A persistent session's consumer group (its positions in the log).
+    group: Option<String>,
+    /// Who wrote its record last (`stored.rs`).
+    owner: String,
+    /// Where each message in flight to the client is in the log, by packet id.
+    acks: HashMap<u16, Place>,
+    /// How far the client has acknowledged, per (group, topic, partition).
+    progress: HashMap<Place3, Progress>,
+}
+
+type Place3 = (String, String, u32);
+type Place = (Place3, u64);
+
+/// A partition's messages handed to a session: committed up to the first one in flight.
+#[derive(Debug, Default)]
+struct Progress {
+    next: u64,
+    in_flight: std::collections::BTreeSet<u64>,
+    committed: Option<u64>,
+}
+
+impl Progress {
+    fn point(&self) -> u64 {
+        self.in_flight.first().copied().unwrap_or(self.next)
+    }
 }
 
 impl SessionState {
+    /// The client acknowledged packet `pkid`: its message is no longer in flight.
+    fn acked(&mut self, pkid: u16) {
+        if let Some((key, offset)) = self.acks.remove(&pkid)
+            && let Some(p) = self.progress.get_mut(&key)
+        {
+            p.in_flight.remove(&offset);
+        }
+    }
+
+    /// What to commit now: each (group, topic, partition) whose point moved.
+    fn to_commit(&mut self) -> Vec<(Place3, u64)> {
+        let mut out = Vec::new();
+        for (key, p) in &mut self.progress {
+            let point = p.point();
+            if p.committed != Some(point) {
+                p.committed = Some(point);
+                out.push((key.clone(), point));
+            }
+        }
+        out
+    }
+
+    /// Its record, as stored.
+    fn record(&self) -> super::stored::StoredSession {
+        super::stored::StoredSession {
+            subscriptions: self
+                .subscriptions
+                .iter()
+                .map(|(raw, s)| super::stored::StoredSubscription {
+                    filter: raw.clone(),
+                    qos: super::stored::qos_number(s.qos),
+                    no_local: s.no_local,
+                    retain_as_published: s.retain_as_published,
+                    id: s.id,
+                })
+                .collect(),
+            expiry: self.expiry,
+            owner: self.owner.clone(),
+        }
+    }
+
     fn stop_feeds(&mut self) {
         for (_, f) in self.feeds.drain() {
             f.abort();
@@ -101,6 +167,10 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+/// How often a session commits how far its client acknowledged (what a broker's death
+/// may deliver again).
+const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 
 /// What a stored PUBLISH is answered with once its record is acknowledged.
 enum Stored {
@@ -257,7 +327,8 @@ impl Connection {
         connect: Connect,
         will: Option<LastWill>,
     ) -> Result<Attached, ConnectReturnCode> {
-        let cfg = &self.mqtt.config;
+        let mqtt = self.mqtt.clone();
+        let cfg = &mqtt.config;
         let props = connect.properties.clone().unwrap_or_default();
         if props.authentication_method.is_some() {
             return Err(ConnectReturnCode::BadAuthenticationMethod);
@@ -349,6 +420,26 @@ impl Connection {
         state.expiry = expiry;
         state.outbound.set_window(window);
         state.inbound.reconnect();
+        state.group = (expiry > 0).then(|| super::stored::group_of(&client_id));
+        state.owner = format!("{}/{:016x}", self.mqtt.broker.config().broker_id, rand_id());
+        // The region's record: ended for a session that does not outlive its connection,
+        // taken over (and its feeds started from its positions) for one that does.
+        let saved = if expiry == 0 {
+            match self.mqtt.stored.get(&client_id) {
+                Some(_) => self.mqtt.save_session(&client_id, None).await,
+                None => Ok(()),
+            }
+        } else {
+            self.mqtt
+                .save_session(&client_id, Some(&state.record()))
+                .await
+        };
+        if let Err(e) = saved {
+            tracing::warn!(client = %client_id, error = %e, "an MQTT session's record was not written; it lives on this broker only");
+        }
+        if state.feeds.is_empty() && !state.subscriptions.is_empty() {
+            self.update_feeds(&mut state).await;
+        }
         let granted_expiry = props.session_expiry_interval.map(|_| expiry);
         let connack = ConnAck {
             session_present: present,
@@ -407,6 +498,8 @@ impl Connection {
         let idle = Duration::from_millis(u64::from(self.keep_alive) * 1500);
         let mut deadline = tokio::time::Instant::now() + idle;
         let mut topic_names = self.mqtt.topic_names.subscribe();
+        let mut commits = tokio::time::interval(COMMIT_INTERVAL);
+        commits.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         takeover.borrow_and_update();
         // Packets already buffered behind the CONNECT.
         if let Err(c) = self.handle_buffered(buf, state).await {
@@ -443,6 +536,7 @@ impl Connection {
                 _ = topic_names.changed() => {
                     self.update_feeds(state).await;
                 }
+                _ = commits.tick() => self.commit(state),
                 _ = takeover.changed() => {
                     return Some(Close {
                         reason: DisconnectReasonCode::SessionTakenOver,
@@ -493,7 +587,9 @@ impl Connection {
         match packet {
             Packet::Publish(p) => self.publish(p, state).await,
             Packet::PubAck(a) => {
-                state.outbound.puback(a.pkid);
+                if state.outbound.puback(a.pkid) == AckOutcome::Done {
+                    state.acked(a.pkid);
+                }
                 Ok(())
             }
             Packet::PubRec(r) => {
@@ -501,13 +597,19 @@ impl Connection {
                     r.reason,
                     PubRecReason::Success | PubRecReason::NoMatchingSubscribers
                 );
-                if let AckOutcome::Release(pkid) = state.outbound.pubrec(r.pkid, failed) {
-                    self.send(&Packet::PubRel(PubRel::new(pkid, None)));
+                match state.outbound.pubrec(r.pkid, failed) {
+                    AckOutcome::Release(pkid) => {
+                        self.send(&Packet::PubRel(PubRel::new(pkid, None)));
+                    }
+                    AckOutcome::Done => state.acked(r.pkid),
+                    AckOutcome::Unknown => {}
                 }
                 Ok(())
             }
             Packet::PubComp(c) => {
-                state.outbound.pubcomp(c.pkid);
+                if state.outbound.pubcomp(c.pkid) == AckOutcome::Done {
+                    state.acked(c.pkid);
+                }
                 Ok(())
             }
             Packet::PubRel(r) => {
@@ -533,6 +635,7 @@ impl Connection {
                     })
                     .collect();
                 self.update_feeds(state).await;
+                self.save(state).await;
                 self.send(&Packet::UnsubAck(UnsubAck {
                     pkid: u.pkid,
                     reasons,
@@ -787,8 +890,9 @@ impl Connection {
             codes.push(SubscribeReasonCode::Success(f.qos));
         }
         // The feeds read from here on before the SUBACK goes: nothing written after the
-        // SUBACK is missed.
+        // SUBACK is missed; a persistent session's record holds the subscription first.
         self.update_feeds(state).await;
+        self.save(state).await;
         self.send(&Packet::SubAck(SubAck {
             pkid: s.pkid,
             return_codes: codes,
@@ -802,10 +906,24 @@ impl Connection {
                 }
                 let q = min_qos(qos, m.qos);
                 let publish = m.publish(q, true, id.into_iter().collect(), now);
-                self.emit(state, publish);
+                let _ = self.emit(state, publish);
             }
         }
         Ok(())
+    }
+
+    /// Writes a persistent session's record (its subscriptions changed).
+    async fn save(&mut self, state: &SessionState) {
+        if state.expiry == 0 {
+            return;
+        }
+        if let Err(e) = self
+            .mqtt
+            .save_session(&self.client_id, Some(&state.record()))
+            .await
+        {
+            tracing::warn!(client = %self.client_id, error = %e, "an MQTT session's record was not written; it lives on this broker only");
+        }
     }
 
     /// Starts the feeds the subscriptions need and stops the others.
@@ -866,6 +984,7 @@ impl Connection {
                 client.clone(),
                 Arc::new(self.mqtt.topics.clone()),
                 key.clone(),
+                state.group.clone(),
                 state.queue_tx.clone(),
                 tx,
             );
@@ -886,6 +1005,12 @@ impl Connection {
     fn deliver(&mut self, state: &mut SessionState, item: feed::Item) {
         let m = &item.message;
         let now = now_ms();
+        let (topic, partition, offset) = item.place.clone();
+        let key = item.group.clone().map(|g| (g, topic, partition));
+        if let Some(k) = &key {
+            let p = state.progress.entry(k.clone()).or_default();
+            p.next = p.next.max(offset + 1);
+        }
         if m.expired(now) {
             return;
         }
@@ -907,29 +1032,62 @@ impl Connection {
             return;
         };
         let publish = m.publish(min_qos(granted, m.qos), retain, ids, now);
-        self.emit(state, publish);
+        // In flight until the client acknowledges it: its position is not committed past.
+        if let (Some(pkid), Some(k)) = (self.emit(state, publish), key)
+            && let Some(p) = state.progress.get_mut(&k)
+        {
+            p.in_flight.insert(offset);
+            state.acks.insert(pkid, (k, offset));
+        }
+    }
+
+    /// Commits how far the client acknowledged, in the background.
+    fn commit(&self, state: &mut SessionState) {
+        let commits = state.to_commit();
+        if commits.is_empty() {
+            return;
+        }
+        let mqtt = self.mqtt.clone();
+        tokio::spawn(async move {
+            let Ok((client, _)) = mqtt.client().await else {
+                return;
+            };
+            for ((group, topic, partition), offset) in commits {
+                if let Err(e) = client
+                    .commit_offset(&group, &topic, partition, offset)
+                    .await
+                {
+                    tracing::debug!(group, topic, partition, error = %e, "an MQTT session's position was not committed");
+                }
+            }
+        });
     }
 
     /// Sends a PUBLISH: QoS 0 as it is, QoS 1 and 2 through the session's window (the
     /// caller checked for room; a retained burst past it waits in the window's stead).
-    fn emit(&mut self, state: &mut SessionState, publish: Publish) {
+    fn emit(&mut self, state: &mut SessionState, publish: Publish) -> Option<u16> {
         if publish.size() > self.client_max_packet as usize {
             // MQTT 5 3.1.2.25: never sent over the client's maximum; dropped.
             metrics::counter!("meridian_mqtt_deliveries_dropped_total").increment(1);
-            return;
+            return None;
         }
         metrics::counter!("meridian_mqtt_deliveries_total").increment(1);
         if publish.qos == QoS::AtMostOnce {
             self.send(&Packet::Publish(publish));
-            return;
+            return None;
         }
         match state.outbound.send(publish.clone()) {
-            Some(p) => self.send(&Packet::Publish(p)),
+            Some(p) => {
+                let pkid = p.pkid;
+                self.send(&Packet::Publish(p));
+                Some(pkid)
+            }
             None => {
                 // The window is full (retained messages on SUBSCRIBE): sent at QoS 0.
                 let mut p = publish;
                 p.qos = QoS::AtMostOnce;
                 self.send(&Packet::Publish(p));
+                None
             }
         }
     }
@@ -946,6 +1104,7 @@ impl Connection {
         while let Some((stored, result)) = self.stores.next().await {
             let _ = self.stored(&mut state, stored, result);
         }
+        self.commit(&mut state);
         state.connected = false;
         state.generation += 1;
         let generation = state.generation;
@@ -1003,6 +1162,25 @@ impl Mqtt {
         {
             return Ok((slot.clone(), true));
         }
+        // Not held here: the region's record of it (written by another broker, maybe one
+        // that died), resumed with its subscriptions; its positions are in the log.
+        let stored = (!clean).then(|| self.stored.get(client_id)).flatten();
+        let mut subscriptions = BTreeMap::new();
+        for s in stored.iter().flat_map(|s| &s.subscriptions) {
+            if let Ok(parsed) = topics::parse_filter(&s.filter) {
+                subscriptions.insert(
+                    s.filter.clone(),
+                    Subscription {
+                        share: parsed.share,
+                        filter: parsed.filter,
+                        qos: super::stored::qos_of(s.qos),
+                        no_local: s.no_local,
+                        retain_as_published: s.retain_as_published,
+                        id: s.id,
+                    },
+                );
+            }
+        }
         if !sessions.contains_key(client_id) && sessions.len() >= self.config.sessions_max {
             return Err(ConnectReturnCode::QuotaExceeded);
         }
@@ -1017,7 +1195,7 @@ impl Mqtt {
                 None => watch::Sender::new(0),
             },
             state: Arc::new(tokio::sync::Mutex::new(SessionState {
-                subscriptions: BTreeMap::new(),
+                subscriptions,
                 outbound: Outbound::new(window),
                 inbound: Inbound::default(),
                 feeds: HashMap::new(),
@@ -1026,11 +1204,15 @@ impl Mqtt {
                 expiry: 0,
                 generation: 0,
                 connected: false,
+                group: None,
+                owner: String::new(),
+                acks: HashMap::new(),
+                progress: HashMap::new(),
             })),
         });
         sessions.insert(client_id.to_owned(), slot.clone());
         metrics::gauge!("meridian_mqtt_sessions").set(sessions.len() as f64);
-        Ok((slot, false))
+        Ok((slot, stored.is_some()))
     }
 
     /// Drops `client_id`'s session if it is still `slot` at `generation` (not resumed
@@ -1039,6 +1221,15 @@ impl Mqtt {
         let state = slot.state.lock().await;
         if state.connected || state.generation != generation {
             return;
+        }
+        // The region's record ends with it, unless another broker took the session since.
+        if self
+            .stored
+            .get(client_id)
+            .is_some_and(|s| s.owner == state.owner)
+            && let Err(e) = self.save_session(client_id, None).await
+        {
+            tracing::warn!(client = client_id, error = %e, "an expired MQTT session's record was not ended");
         }
         drop(state);
         let mut sessions = self.sessions.lock().expect("sessions lock poisoned");

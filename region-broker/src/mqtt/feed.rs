@@ -18,6 +18,11 @@ use super::topics::Topics;
 pub(super) struct Item {
     /// The share it came through (`$share/NAME/…`), if any.
     pub(super) share: Option<String>,
+    /// The consumer group its position is committed under, if any (a share's, or a
+    /// persistent session's).
+    pub(super) group: Option<String>,
+    /// Where it is: topic, partition, offset.
+    pub(super) place: (String, u32, u64),
     /// The message.
     pub(super) message: Message,
 }
@@ -27,21 +32,29 @@ pub(super) fn share_group(name: &str) -> String {
     format!("mqtt-share.{name}")
 }
 
-/// Starts the feed of `topic` (through `share`, if given); `ready` is told once it reads
-/// from its starting place (what is written after that reaches the session).
+/// Starts the feed of `topic` (through `share`, if given), reading from `session_group`'s
+/// committed positions for a persistent session; `ready` is told once it reads from its
+/// starting place (what is written after that reaches the session). The session commits
+/// what its client acknowledged (`connection.rs`); a persistent session's starting
+/// places are committed here at once, so what is written while it is away waits for it.
 pub(super) fn spawn(
     client: Client,
     topics: Arc<Topics>,
     (topic, share): (String, Option<String>),
+    session_group: Option<String>,
     queue: mpsc::Sender<Item>,
     ready: oneshot::Sender<()>,
 ) -> tokio::task::JoinHandle<()> {
+    let group = match &share {
+        Some(s) => Some(share_group(s)),
+        None => session_group,
+    };
     tokio::spawn(async move {
         let mut ready = Some(ready);
         let mut consumer = loop {
             let attempt = async {
                 let mut c = client.consumer(ConsumerConfig {
-                    group: share.as_deref().map(share_group),
+                    group: group.clone(),
                     start: StartFrom::End,
                     assignor: "round-robin".to_owned(),
                     ..ConsumerConfig::default()
@@ -51,6 +64,12 @@ pub(super) fn spawn(
                 } else {
                     let n = client.describe_topic(&topic).await?.partitions.len() as u32;
                     c.assign(&topic, &(0..n).collect::<Vec<_>>()).await?;
+                    if group.is_some() {
+                        for (t, p, offset) in c.positions().collect::<Vec<_>>() {
+                            let g = group.as_deref().unwrap_or_default();
+                            client.commit_offset(g, t, p, offset).await?;
+                        }
+                    }
                 }
                 Ok::<_, meridian_client::ClientError>(c)
             };
@@ -74,25 +93,19 @@ pub(super) fn spawn(
                     continue;
                 }
             };
-            let any = !batch.is_empty();
             for r in batch {
                 let name = topics.name_of(&topic, r.key.as_deref());
+                let place = (topic.clone(), r.partition, r.offset);
                 let message = Message::of_record(name, r.value, &r.headers);
                 let item = Item {
                     share: share.clone(),
+                    group: group.clone(),
+                    place,
                     message,
                 };
                 if queue.send(item).await.is_err() {
                     return;
                 }
-            }
-            // A share's members commit what they handed on, so another member goes on
-            // from there when the group moves a partition.
-            if any
-                && share.is_some()
-                && let Err(e) = consumer.commit().await
-            {
-                tracing::debug!(topic, error = %e, "an MQTT share's commit failed");
             }
         }
     })

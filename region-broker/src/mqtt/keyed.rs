@@ -1,0 +1,70 @@
+//! A topic read whole into memory by key, and followed: the retained messages and the
+//! persistent sessions are such topics. Created (one partition) when it does not exist.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_client::{ConsumedMessage, ConsumerConfig, StartFrom};
+
+use super::Mqtt;
+
+/// Reads `topic` from its start and hands every record with a UTF-8 key to `apply`, for
+/// as long as the broker runs.
+pub(super) async fn follow(
+    mqtt: Arc<Mqtt>,
+    topic: String,
+    mut apply: impl FnMut(String, ConsumedMessage) + Send,
+) {
+    let mut warned = false;
+    let mut consumer = loop {
+        let attempt = async {
+            let (client, _) = mqtt.client().await?;
+            let partitions = match client.describe_topic(&topic).await {
+                Ok(t) => t.partitions.len() as u32,
+                Err(_) => {
+                    mqtt.create_topic(&topic, 1).await?;
+                    1
+                }
+            };
+            let mut c = client.consumer(ConsumerConfig {
+                start: StartFrom::Beginning,
+                ..ConsumerConfig::default()
+            });
+            c.assign(&topic, &(0..partitions).collect::<Vec<_>>())
+                .await?;
+            Ok::<_, meridian_client::ClientError>(c)
+        };
+        match attempt.await {
+            Ok(c) => break c,
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(topic, error = %e, "an MQTT state topic is not read yet (create it: meridian topic create {topic}); retrying");
+                    warned = true;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    };
+    tracing::info!(topic, "reading an MQTT state topic");
+    loop {
+        match consumer.poll(Duration::from_secs(5)).await {
+            Ok(batch) => {
+                for r in batch {
+                    let Some(key) = r
+                        .key
+                        .as_ref()
+                        .and_then(|k| std::str::from_utf8(k).ok())
+                        .map(str::to_owned)
+                    else {
+                        continue;
+                    };
+                    apply(key, r);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(topic, error = %e, "reading an MQTT state topic; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
