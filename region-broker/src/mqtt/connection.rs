@@ -94,7 +94,7 @@ impl SessionState {
     }
 
     /// What to commit now: each (group, topic, partition) whose point moved.
-    fn to_commit(&mut self) -> Vec<(Place3, u64)> {
+    fn take_commits(&mut self) -> Vec<(Place3, u64)> {
         let mut out = Vec::new();
         for (key, p) in &mut self.progress {
             let point = p.point();
@@ -1043,7 +1043,7 @@ impl Connection {
 
     /// Commits how far the client acknowledged, in the background.
     fn commit(&self, state: &mut SessionState) {
-        let commits = state.to_commit();
+        let commits = state.take_commits();
         if commits.is_empty() {
             return;
         }
