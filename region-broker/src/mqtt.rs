@@ -67,6 +67,8 @@ pub(crate) struct Mqtt {
     stored: stored::Stored,
     /// The region's topic names, refreshed every [`TOPICS_REFRESH`].
     topic_names: tokio::sync::watch::Sender<Arc<Vec<String>>>,
+    /// When the topic list was last read (ms since the epoch): read at most once a second.
+    topics_read_ms: std::sync::atomic::AtomicI64,
     admission: Arc<Admission>,
 }
 
@@ -92,6 +94,7 @@ impl Mqtt {
             client: tokio::sync::OnceCell::new(),
             sessions: Mutex::new(HashMap::new()),
             topic_names: tokio::sync::watch::Sender::new(Arc::new(Vec::new())),
+            topics_read_ms: std::sync::atomic::AtomicI64::new(0),
             admission,
         })
     }
@@ -114,6 +117,13 @@ impl Mqtt {
     /// Reads the region's topic list again; the list as it is now (the old one if the
     /// region does not answer).
     async fn refresh_topics(&self) -> Arc<Vec<String>> {
+        use std::sync::atomic::Ordering;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        if now - self.topics_read_ms.swap(now, Ordering::Relaxed) < 1000 {
+            return self.topic_names.borrow().clone();
+        }
         let listed = match self.client().await {
             Ok((client, _)) => client.list_topics().await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -174,6 +184,27 @@ impl Mqtt {
         })
     }
 
+    /// The retained and sessions topics: the broker's, not its clients'.
+    fn is_internal(&self, topic: &str) -> bool {
+        topic == self.config.retained_topic || topic == self.config.sessions_topic
+    }
+
+    /// Why a PUBLISH to Meridian topic `topic` is refused, if it is: an internal topic, or
+    /// one that does not exist (asked again of the region at most once a second).
+    async fn refuse_topic(&self, topic: &str) -> Option<String> {
+        if self.is_internal(topic) {
+            return Some(format!("the topic {topic:?} is the MQTT listener's own"));
+        }
+        let known = |names: &Arc<Vec<String>>| names.iter().any(|n| n == topic);
+        let listed = self.topic_names.borrow().clone();
+        if known(&listed) || known(&self.refresh_topics().await) {
+            return None;
+        }
+        Some(format!(
+            "the topic {topic:?} does not exist: create it (meridian topic create {topic}) or map the name elsewhere ([[mqtt.mapping]])"
+        ))
+    }
+
     /// Keeps the topic list fresh and the retained messages read, for as long as the
     /// listeners run.
     fn start(self: &Arc<Self>) {
@@ -209,9 +240,16 @@ pub async fn serve(broker: Arc<Broker>, listener: Option<TcpListener>, ws: Optio
         let mqtt = mqtt.clone();
         tokio::spawn(async move {
             accept(mqtt, l, |mqtt, stream, peer| async move {
-                match websocket::accept(stream, mqtt.config.packet_bytes_max as usize + 16).await {
-                    Ok(ws) => connection::run(mqtt, ws, peer).await,
-                    Err(e) => tracing::debug!(%peer, error = %e, "MQTT WebSocket handshake failed"),
+                let handshake = tokio::time::timeout(
+                    Duration::from_millis(mqtt.config.connect_timeout_ms),
+                    websocket::accept(stream, mqtt.config.packet_bytes_max as usize + 16),
+                );
+                match handshake.await {
+                    Ok(Ok(ws)) => connection::run(mqtt, ws, peer).await,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "MQTT WebSocket handshake failed")
+                    }
+                    Err(_) => tracing::debug!(%peer, "MQTT WebSocket handshake not done in time"),
                 }
             })
             .await

@@ -28,6 +28,9 @@ use super::topics::{self, TopicError};
 pub(crate) struct SessionSlot {
     /// Told a new generation when another connection takes the session over.
     takeover: watch::Sender<u64>,
+    /// The owner its record was last written with (`stored.rs`): a record of another
+    /// owner means another broker took the session over since.
+    owner: std::sync::Mutex<String>,
     state: Arc<tokio::sync::Mutex<SessionState>>,
 }
 
@@ -64,6 +67,8 @@ struct SessionState {
     acks: HashMap<u16, Place>,
     /// How far the client has acknowledged, per (group, topic, partition).
     progress: HashMap<Place3, Progress>,
+    /// The expiry and will timers of its last disconnect, stopped when it is resumed.
+    timers: Vec<tokio::task::AbortHandle>,
 }
 
 type Place3 = (String, String, u32);
@@ -73,13 +78,16 @@ type Place = (Place3, u64);
 #[derive(Debug, Default)]
 struct Progress {
     next: u64,
-    in_flight: std::collections::BTreeSet<u64>,
+    /// Offsets in flight, each with how many deliveries of it are.
+    in_flight: BTreeMap<u64, u32>,
     committed: Option<u64>,
 }
 
 impl Progress {
     fn point(&self) -> u64 {
-        self.in_flight.first().copied().unwrap_or(self.next)
+        self.in_flight
+            .first_key_value()
+            .map_or(self.next, |(&o, _)| o)
     }
 }
 
@@ -88,8 +96,12 @@ impl SessionState {
     fn acked(&mut self, pkid: u16) {
         if let Some((key, offset)) = self.acks.remove(&pkid)
             && let Some(p) = self.progress.get_mut(&key)
+            && let Some(n) = p.in_flight.get_mut(&offset)
         {
-            p.in_flight.remove(&offset);
+            *n -= 1;
+            if *n == 0 {
+                p.in_flight.remove(&offset);
+            }
         }
     }
 
@@ -160,6 +172,8 @@ impl Close {
 struct Will {
     message: Message,
     delay: u32,
+    /// Its message expiry interval (s), from when it is published.
+    expiry: Option<u32>,
 }
 
 fn now_ms() -> i64 {
@@ -167,6 +181,18 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+/// How long a connection waits for its session while another connection lets it go.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a write to a client may take before the connection is closed.
+const WRITE_WAIT: Duration = Duration::from_secs(30);
+
+/// Feeds (Meridian topics read) of one session, at most.
+const FEEDS_MAX: usize = 256;
+
+/// Bytes of retained messages one SUBSCRIBE sends at most (the rest are not sent: logged).
+const RETAINED_BURST_BYTES: usize = 16 << 20;
 
 /// How often a session commits how far its client acknowledged (what a broker's death
 /// may deliver again).
@@ -233,6 +259,8 @@ where
         will: None,
         stores: FuturesOrdered::new(),
         problem_info: true,
+        storing: std::collections::HashSet::new(),
+        commit_task: None,
     };
     let _ = login; // Authentication arrives with issue 17; any user is let in.
     let session = match conn.accept(connect, will).await {
@@ -270,14 +298,30 @@ where
             properties: props,
         }));
     }
-    let _ = stream.write_all(&conn.out).await;
-    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = stream.write_all(&conn.out).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
     if let Some(c) = &close {
         tracing::debug!(%peer, client = %conn.client_id, why = %c.why, "MQTT connection closed");
     }
     let publish_will = close.as_ref().is_none_or(|c| c.will);
     let will = if publish_will { conn.will.take() } else { None };
     conn.end(slot, state, will).await;
+}
+
+/// Resolves once another connection took the session (its generation is not `mine`).
+async fn taken_over(rx: &mut watch::Receiver<u64>, mine: u64) {
+    loop {
+        let now = *rx.borrow_and_update();
+        if now != mine {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Reads until a whole CONNECT is buffered: its version and packet; `None` when the peer
@@ -312,12 +356,17 @@ struct Connection {
     stores: FuturesOrdered<Pin<Box<dyn Future<Output = StoreResult> + Send>>>,
     /// MQTT 5's request problem information: reason strings may be sent.
     problem_info: bool,
+    /// QoS 2 packet ids whose PUBLISH is being stored (a resent one is answered when the
+    /// first is stored, not before).
+    storing: std::collections::HashSet<u16>,
+    /// The commit in flight; it answers with the places it failed to commit.
+    commit_task: Option<tokio::task::JoinHandle<Vec<Place3>>>,
 }
 
 type Attached = (
     Arc<SessionSlot>,
     tokio::sync::OwnedMutexGuard<SessionState>,
-    watch::Receiver<u64>,
+    (watch::Receiver<u64>, u64),
 );
 
 impl Connection {
@@ -397,6 +446,7 @@ impl Connection {
             self.will = Some(Will {
                 message: Message::of_publish(name, &publish, &client_id, now_ms()),
                 delay: p.delay_interval.unwrap_or(0),
+                expiry: p.message_expiry_interval,
             });
         }
         // 3.1.1: a persistent session lasts until a clean one replaces it (here: the
@@ -409,12 +459,25 @@ impl Connection {
                 .unwrap_or(0)
                 .min(cfg.session_expiry_max_s),
         };
-        let window = props.receive_maximum.unwrap_or(cfg.inflight_max);
+        let window = props
+            .receive_maximum
+            .unwrap_or(cfg.inflight_max)
+            .min(cfg.inflight_max);
         let (slot, present) = self.mqtt.attach(&client_id, connect.clean_start, window)?;
-        // Another connection of this client id is told to go, then its state is ours.
-        slot.takeover.send_modify(|g| *g += 1);
-        let takeover = slot.takeover.subscribe();
-        let mut state = slot.state.clone().lock_owned().await;
+        // Another connection of this client id is told to go (any generation but ours),
+        // then its state is ours.
+        let mut mine = 0;
+        slot.takeover.send_modify(|g| {
+            *g += 1;
+            mine = *g;
+        });
+        let takeover = (slot.takeover.subscribe(), mine);
+        let mut state = tokio::time::timeout(LOCK_WAIT, slot.state.clone().lock_owned())
+            .await
+            .map_err(|_| ConnectReturnCode::ServerBusy)?;
+        for t in state.timers.drain(..) {
+            t.abort();
+        }
         state.connected = true;
         state.generation += 1;
         state.expiry = expiry;
@@ -422,6 +485,7 @@ impl Connection {
         state.inbound.reconnect();
         state.group = (expiry > 0).then(|| super::stored::group_of(&client_id));
         state.owner = format!("{}/{:016x}", self.mqtt.broker.config().broker_id, rand_id());
+        *slot.owner.lock().expect("owner lock poisoned") = state.owner.clone();
         // The region's record: ended for a session that does not outlive its connection,
         // taken over (and its feeds started from its positions) for one that does.
         let saved = if expiry == 0 {
@@ -438,7 +502,8 @@ impl Connection {
             tracing::warn!(client = %client_id, error = %e, "an MQTT session's record was not written; it lives on this broker only");
         }
         if state.feeds.is_empty() && !state.subscriptions.is_empty() {
-            self.update_feeds(&mut state).await;
+            // Resumed from the region's record: each feed from the session's positions.
+            self.update_feeds(&mut state, true).await;
         }
         let granted_expiry = props.session_expiry_interval.map(|_| expiry);
         let connack = ConnAck {
@@ -490,7 +555,7 @@ impl Connection {
         stream: &mut S,
         buf: &mut BytesMut,
         state: &mut SessionState,
-        takeover: &mut watch::Receiver<u64>,
+        (takeover, mine): &mut (watch::Receiver<u64>, u64),
     ) -> Option<Close>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -500,20 +565,24 @@ impl Connection {
         let mut topic_names = self.mqtt.topic_names.subscribe();
         let mut commits = tokio::time::interval(COMMIT_INTERVAL);
         commits.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        takeover.borrow_and_update();
+        let mine = *mine;
+        let cap = usize::from(self.mqtt.config.receive_maximum);
         // Packets already buffered behind the CONNECT.
         if let Err(c) = self.handle_buffered(buf, state).await {
             return Some(c);
         }
         loop {
             if !self.out.is_empty() {
-                if stream.write_all(&self.out).await.is_err() {
-                    return None;
+                // A client that stops reading is closed, not waited for.
+                match tokio::time::timeout(WRITE_WAIT, stream.write_all(&self.out)).await {
+                    Ok(Ok(())) => self.out.clear(),
+                    _ => return None,
                 }
-                self.out.clear();
             }
             tokio::select! {
-                read = stream.read_buf(buf) => {
+                // Not read while its stores in flight are at the receive maximum (QoS 0
+                // too): the client waits, its bytes in the socket.
+                read = stream.read_buf(buf), if self.stores.len() < cap => {
                     match read {
                         Ok(0) | Err(_) => return None,
                         Ok(_) => {}
@@ -534,17 +603,17 @@ impl Connection {
                     }
                 }
                 _ = topic_names.changed() => {
-                    self.update_feeds(state).await;
+                    self.update_feeds(state, false).await;
                 }
                 _ = commits.tick() => self.commit(state),
-                _ = takeover.changed() => {
+                _ = taken_over(takeover, mine) => {
                     return Some(Close {
                         reason: DisconnectReasonCode::SessionTakenOver,
                         why: "another connection took the session over".into(),
                         will: true,
                     });
                 }
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = tokio::time::sleep_until(deadline), if self.stores.len() < cap => {
                     return Some(Close::protocol(
                         DisconnectReasonCode::KeepAliveTimeout,
                         format!("nothing received for 1.5 times the keep-alive ({} s)", self.keep_alive),
@@ -634,7 +703,7 @@ impl Connection {
                         None => UnsubAckReason::NoSubscriptionExisted,
                     })
                     .collect();
-                self.update_feeds(state).await;
+                self.update_feeds(state, false).await;
                 self.save(state).await;
                 self.send(&Packet::UnsubAck(UnsubAck {
                     pkid: u.pkid,
@@ -706,12 +775,10 @@ impl Connection {
                 ));
             }
             Err(e) => Some(e.to_string()),
-            Ok(()) => self
-                .mqtt
-                .topics
-                .topic_of(&name)
-                .err()
-                .map(|e| e.to_string()),
+            Ok(()) => match self.mqtt.topics.topic_of(&name) {
+                Err(e) => Some(e.to_string()),
+                Ok(t) => self.mqtt.refuse_topic(t).await,
+            },
         };
         let qos2 = match state
             .inbound
@@ -729,9 +796,15 @@ impl Connection {
             }
         };
         if qos2 == Some(Qos2::Duplicate) {
-            // Stored before: answered again, not stored again.
-            self.send(&Packet::PubRec(PubRec::new(p.pkid, None)));
+            // Stored before: answered again, not stored again (while the first is still
+            // being stored, its answer is the answer).
+            if !self.storing.contains(&p.pkid) {
+                self.send(&Packet::PubRec(PubRec::new(p.pkid, None)));
+            }
             return Ok(());
+        }
+        if qos2 == Some(Qos2::Store) {
+            self.storing.insert(p.pkid);
         }
         let stored = match p.qos {
             QoS::AtMostOnce => Stored::Qos0,
@@ -813,6 +886,7 @@ impl Connection {
                 self.send(&Packet::PubAck(ack));
             }
             Stored::Qos2(pkid) => {
+                self.storing.remove(&pkid);
                 let mut rec = PubRec::new(pkid, None);
                 if failed.is_some() {
                     state.inbound.failed(pkid);
@@ -891,7 +965,7 @@ impl Connection {
         }
         // The feeds read from here on before the SUBACK goes: nothing written after the
         // SUBACK is missed; a persistent session's record holds the subscription first.
-        self.update_feeds(state).await;
+        self.update_feeds(state, false).await;
         self.save(state).await;
         self.send(&Packet::SubAck(SubAck {
             pkid: s.pkid,
@@ -899,10 +973,15 @@ impl Connection {
             properties: None,
         }));
         let now = now_ms();
+        let start = self.out.len();
         for (filter, qos, id) in retained {
             for m in self.mqtt.retained.matching(&filter) {
                 if m.expired(now) {
                     continue;
+                }
+                if self.out.len() - start > RETAINED_BURST_BYTES {
+                    tracing::warn!(client = %self.client_id, filter, "retained messages past {RETAINED_BURST_BYTES} bytes for one SUBSCRIBE were not sent");
+                    break;
                 }
                 let q = min_qos(qos, m.qos);
                 let publish = m.publish(q, true, id.into_iter().collect(), now);
@@ -927,7 +1006,10 @@ impl Connection {
     }
 
     /// Starts the feeds the subscriptions need and stops the others.
-    async fn update_feeds(&mut self, state: &mut SessionState) {
+    /// `resume`: a session resumed from the region's record, whose feeds start from its
+    /// committed positions; otherwise new feeds start at the end (and say so in the
+    /// session's positions).
+    async fn update_feeds(&mut self, state: &mut SessionState, resume: bool) {
         let mut names = self.mqtt.topic_names.borrow().clone();
         // A filter naming a topic the list does not show (made since it was read): the
         // list is read again now, so the feed starts before the SUBACK.
@@ -959,7 +1041,7 @@ impl Connection {
             }
             for t in topics {
                 let key = (t, s.share.clone());
-                if !wanted.contains(&key) {
+                if !wanted.contains(&key) && !self.mqtt.is_internal(&key.0) {
                     wanted.push(key);
                 }
             }
@@ -979,12 +1061,16 @@ impl Connection {
             if state.feeds.contains_key(&key) {
                 continue;
             }
+            if state.feeds.len() >= FEEDS_MAX {
+                tracing::warn!(client = %self.client_id, topic = key.0, "a session reads at most {FEEDS_MAX} topics; this one is not read");
+                continue;
+            }
             let (tx, rx) = oneshot::channel();
             let task = feed::spawn(
                 client.clone(),
                 Arc::new(self.mqtt.topics.clone()),
                 key.clone(),
-                state.group.clone(),
+                (state.group.clone(), resume),
                 state.queue_tx.clone(),
                 tx,
             );
@@ -995,9 +1081,13 @@ impl Connection {
             }
             state.feeds.insert(key, task);
         }
-        for rx in starting {
-            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
-        }
+        // One deadline for all of them: a feed that cannot start does not hold the
+        // connection for long.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            futures_util::future::join_all(starting),
+        )
+        .await;
     }
 
     /// A record from a feed: sent once, at the highest QoS its matching subscriptions
@@ -1036,31 +1126,51 @@ impl Connection {
         if let (Some(pkid), Some(k)) = (self.emit(state, publish), key)
             && let Some(p) = state.progress.get_mut(&k)
         {
-            p.in_flight.insert(offset);
+            *p.in_flight.entry(offset).or_insert(0) += 1;
             state.acks.insert(pkid, (k, offset));
         }
     }
 
-    /// Commits how far the client acknowledged, in the background.
-    fn commit(&self, state: &mut SessionState) {
+    /// Commits how far the client acknowledged, in the background: one commit at a time,
+    /// a place that failed is committed again at the next tick.
+    fn commit(&mut self, state: &mut SessionState) {
+        if let Some(t) = &self.commit_task {
+            if !t.is_finished() {
+                return;
+            }
+            let failed = self
+                .commit_task
+                .take()
+                .and_then(futures_util::FutureExt::now_or_never)
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            for key in failed {
+                if let Some(p) = state.progress.get_mut(&key) {
+                    p.committed = None;
+                }
+            }
+        }
         let commits = state.take_commits();
         if commits.is_empty() {
             return;
         }
         let mqtt = self.mqtt.clone();
-        tokio::spawn(async move {
+        self.commit_task = Some(tokio::spawn(async move {
             let Ok((client, _)) = mqtt.client().await else {
-                return;
+                return commits.into_iter().map(|(k, _)| k).collect();
             };
+            let mut failed = Vec::new();
             for ((group, topic, partition), offset) in commits {
                 if let Err(e) = client
                     .commit_offset(&group, &topic, partition, offset)
                     .await
                 {
                     tracing::debug!(group, topic, partition, error = %e, "an MQTT session's position was not committed");
+                    failed.push((group, topic, partition));
                 }
             }
-        });
+            failed
+        }));
     }
 
     /// Sends a PUBLISH: QoS 0 as it is, QoS 1 and 2 through the session's window (the
@@ -1100,10 +1210,13 @@ impl Connection {
         mut state: tokio::sync::OwnedMutexGuard<SessionState>,
         will: Option<Will>,
     ) {
-        // Stores in flight finish (their records may already be written).
-        while let Some((stored, result)) = self.stores.next().await {
-            let _ = self.stored(&mut state, stored, result);
+        // Stores in flight are not waited for (their answers cannot be sent): a QoS 2 id
+        // among them is released, so the client's resend is stored, not taken for a
+        // duplicate of one that may have failed (a resend may store it twice; never lose).
+        for pkid in self.storing.drain() {
+            state.inbound.failed(pkid);
         }
+        self.stores = FuturesOrdered::new();
         self.commit(&mut state);
         state.connected = false;
         state.generation += 1;
@@ -1111,31 +1224,52 @@ impl Connection {
         let expiry = state.expiry;
         drop(state);
         let mqtt = self.mqtt.clone();
-        if let Some(w) = will {
+        let mut timers = Vec::new();
+        if let Some(mut w) = will {
             let delay = w.delay.min(expiry);
-            let (mqtt, slot) = (mqtt.clone(), slot.clone());
-            tokio::spawn(async move {
-                if delay > 0 {
-                    tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
-                    let s = slot.state.lock().await;
-                    if s.connected || s.generation != generation {
-                        return;
+            let (mqtt, weak) = (mqtt.clone(), Arc::downgrade(&slot));
+            timers.push(
+                tokio::spawn(async move {
+                    if delay > 0 {
+                        tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
+                        let Some(slot) = weak.upgrade() else {
+                            return;
+                        };
+                        let s = slot.state.lock().await;
+                        if s.connected || s.generation != generation {
+                            return;
+                        }
                     }
-                }
-                metrics::counter!("meridian_mqtt_wills_total").increment(1);
-                if let Err(e) = mqtt.store(w.message).await.await {
-                    tracing::warn!(error = %e, "an MQTT will could not be published");
-                }
-            });
+                    // The message expiry interval runs from the will's publication.
+                    w.message.expiry_at = w
+                        .expiry
+                        .map(|e| now_ms().saturating_add(i64::from(e) * 1000));
+                    metrics::counter!("meridian_mqtt_wills_total").increment(1);
+                    if let Err(e) = mqtt.store(w.message).await.await {
+                        tracing::warn!(error = %e, "an MQTT will could not be published");
+                    }
+                })
+                .abort_handle(),
+            );
         }
         let client_id = self.client_id.clone();
         if expiry == 0 {
             mqtt.detach(&client_id, &slot, generation).await;
         } else {
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
-                mqtt.detach(&client_id, &slot, generation).await;
-            });
+            let weak = Arc::downgrade(&slot);
+            timers.push(
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
+                    if let Some(slot) = weak.upgrade() {
+                        mqtt.detach(&client_id, &slot, generation).await;
+                    }
+                })
+                .abort_handle(),
+            );
+        }
+        // Stopped if the session is resumed first.
+        if let Ok(mut s) = slot.state.try_lock() {
+            s.timers.extend(timers);
         }
     }
 }
@@ -1157,8 +1291,12 @@ impl Mqtt {
         window: u16,
     ) -> Result<(Arc<SessionSlot>, bool), ConnectReturnCode> {
         let mut sessions = self.sessions.lock().expect("sessions lock poisoned");
+        let stored_owner = self.stored.get(client_id).map(|s| s.owner);
         if let Some(slot) = sessions.get(client_id)
             && !clean
+            && stored_owner
+                .as_ref()
+                .is_none_or(|o| *o == *slot.owner.lock().expect("owner lock poisoned"))
         {
             return Ok((slot.clone(), true));
         }
@@ -1187,7 +1325,8 @@ impl Mqtt {
         let (queue_tx, queue) = mpsc::channel(self.config.session_queue_max);
         let slot = Arc::new(SessionSlot {
             takeover: match sessions.get(client_id) {
-                // A clean start replaces a kept session: its connection is told to go.
+                // A clean start (or a newer record elsewhere) replaces a kept session: its
+                // connection is told to go.
                 Some(old) => {
                     old.takeover.send_modify(|g| *g += 1);
                     watch::Sender::new(0)
@@ -1208,7 +1347,9 @@ impl Mqtt {
                 owner: String::new(),
                 acks: HashMap::new(),
                 progress: HashMap::new(),
+                timers: Vec::new(),
             })),
+            owner: std::sync::Mutex::new(String::new()),
         });
         sessions.insert(client_id.to_owned(), slot.clone());
         metrics::gauge!("meridian_mqtt_sessions").set(sessions.len() as f64);
@@ -1218,10 +1359,12 @@ impl Mqtt {
     /// Drops `client_id`'s session if it is still `slot` at `generation` (not resumed
     /// since, not replaced).
     async fn detach(&self, client_id: &str, slot: &Arc<SessionSlot>, generation: u64) {
-        let state = slot.state.lock().await;
+        let mut state = slot.state.lock().await;
         if state.connected || state.generation != generation {
             return;
         }
+        state.stop_feeds();
+        state.subscriptions.clear();
         // The region's record ends with it, unless another broker took the session since.
         if self
             .stored

@@ -33,7 +33,8 @@ pub(super) fn share_group(name: &str) -> String {
 }
 
 /// Starts the feed of `topic` (through `share`, if given), reading from `session_group`'s
-/// committed positions for a persistent session; `ready` is told once it reads from its
+/// committed positions for a persistent session being resumed (`resume`), else from the
+/// end; `ready` is told once it reads from its
 /// starting place (what is written after that reaches the session). The session commits
 /// what its client acknowledged (`connection.rs`); a persistent session's starting
 /// places are committed here at once, so what is written while it is away waits for it.
@@ -41,7 +42,7 @@ pub(super) fn spawn(
     client: Client,
     topics: Arc<Topics>,
     (topic, share): (String, Option<String>),
-    session_group: Option<String>,
+    (session_group, resume): (Option<String>, bool),
     queue: mpsc::Sender<Item>,
     ready: oneshot::Sender<()>,
 ) -> tokio::task::JoinHandle<()> {
@@ -53,8 +54,14 @@ pub(super) fn spawn(
         let mut ready = Some(ready);
         let mut consumer = loop {
             let attempt = async {
+                // A share reads as its group; a resumed session from its positions; a new
+                // subscription from the end, whatever its group held before.
+                let reads_as = match (&share, resume) {
+                    (Some(_), _) | (None, true) => group.clone(),
+                    (None, false) => None,
+                };
                 let mut c = client.consumer(ConsumerConfig {
-                    group: group.clone(),
+                    group: reads_as,
                     start: StartFrom::End,
                     assignor: "round-robin".to_owned(),
                     ..ConsumerConfig::default()
@@ -85,7 +92,9 @@ pub(super) fn spawn(
             let _ = r.send(());
         }
         loop {
-            let batch = match consumer.poll_up_to(Duration::from_secs(5), 256).await {
+            // No more than the session's queue has room for (the rest stays in the log).
+            let room = queue.capacity().max(1);
+            let batch = match consumer.poll_up_to(Duration::from_secs(5), room).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::debug!(topic, error = %e, "an MQTT feed's read failed; retrying");

@@ -119,8 +119,12 @@ impl Message {
         if let Some(v) = self.payload_format {
             h.push((PAYLOAD_FORMAT.into(), text(&v.to_string())));
         }
+        // A user property may not pose as one of MQTT's own (it would change how the
+        // message is delivered): those are left out.
         for (k, v) in &self.user_properties {
-            h.push((k.clone(), text(v)));
+            if !k.starts_with("mqtt.") {
+                h.push((k.clone(), text(v)));
+            }
         }
         h
     }
@@ -147,6 +151,13 @@ impl Message {
             user_properties: Vec::new(),
         };
         for (k, v) in headers {
+            // MQTT's strings and binary data are at most 65535 bytes: longer headers (a
+            // Kafka producer's) are not delivered.
+            if k.len() > usize::from(u16::MAX)
+                || v.as_ref().is_some_and(|v| v.len() > usize::from(u16::MAX))
+            {
+                continue;
+            }
             let text = v.as_ref().and_then(|v| std::str::from_utf8(v).ok());
             match (k.as_str(), text) {
                 (QOS, Some("0")) => m.qos = QoS::AtMostOnce,
