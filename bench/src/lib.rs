@@ -34,3 +34,14 @@ pub fn raw_disk(dir: &Path, chunk: usize, sync: bool, duration: Duration) -> any
     std::fs::remove_file(&path)?;
     Ok(written as f64 / secs / 1e6)
 }
+
+/// A process's anonymous resident memory (RssAnon: its heap, not file pages) in bytes.
+pub fn rss_anon(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("RssAnon in /proc/PID/status")
+        * 1024
+}

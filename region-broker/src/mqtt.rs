@@ -67,9 +67,23 @@ pub(crate) struct Mqtt {
     stored: stored::Stored,
     /// The region's topic names, refreshed every [`TOPICS_REFRESH`].
     topic_names: tokio::sync::watch::Sender<Arc<Vec<String>>>,
-    /// When the topic list was last read (ms since the epoch): read at most once a second.
+    /// When the last read of the topic list started (ms since the epoch).
     topics_read_ms: std::sync::atomic::AtomicI64,
+    /// One on-demand read of the topic list at a time.
+    refreshing: tokio::sync::Mutex<()>,
+    /// Topics found not to exist, and when (at most [`UNKNOWN_MAX`]): a PUBLISH to one is
+    /// refused without asking the region again for a second.
+    unknown: Mutex<HashMap<String, i64>>,
     admission: Arc<Admission>,
+}
+
+/// Topics remembered as not existing, at most.
+const UNKNOWN_MAX: usize = 1024;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// How often the topic list (which topics wildcard filters reach) is read again.
@@ -95,6 +109,8 @@ impl Mqtt {
             sessions: Mutex::new(HashMap::new()),
             topic_names: tokio::sync::watch::Sender::new(Arc::new(Vec::new())),
             topics_read_ms: std::sync::atomic::AtomicI64::new(0),
+            refreshing: tokio::sync::Mutex::new(()),
+            unknown: Mutex::new(HashMap::new()),
             admission,
         })
     }
@@ -114,16 +130,23 @@ impl Mqtt {
             .await
     }
 
-    /// Reads the region's topic list again; the list as it is now (the old one if the
-    /// region does not answer).
+    /// The region's topic list as it is at least as new as this call: one read for all
+    /// callers waiting together (a read started after they asked serves them all).
     async fn refresh_topics(&self) -> Arc<Vec<String>> {
         use std::sync::atomic::Ordering;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        if now - self.topics_read_ms.swap(now, Ordering::Relaxed) < 1000 {
-            return self.topic_names.borrow().clone();
+        let asked = now_ms();
+        let _one = self.refreshing.lock().await;
+        if self.topics_read_ms.load(Ordering::Relaxed) < asked {
+            return self.read_topics().await;
         }
+        self.topic_names.borrow().clone()
+    }
+
+    /// Reads the region's topic list; the list as it is now (the old one if the region
+    /// does not answer).
+    async fn read_topics(&self) -> Arc<Vec<String>> {
+        self.topics_read_ms
+            .fetch_max(now_ms(), std::sync::atomic::Ordering::Relaxed);
         let listed = match self.client().await {
             Ok((client, _)) => client.list_topics().await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -197,12 +220,32 @@ impl Mqtt {
         }
         let known = |names: &Arc<Vec<String>>| names.iter().any(|n| n == topic);
         let listed = self.topic_names.borrow().clone();
-        if known(&listed) || known(&self.refresh_topics().await) {
+        let refused = || {
+            Some(format!(
+                "the topic {topic:?} does not exist: create it (meridian topic create {topic}) or map the name elsewhere ([[mqtt.mapping]])"
+            ))
+        };
+        if known(&listed) {
             return None;
         }
-        Some(format!(
-            "the topic {topic:?} does not exist: create it (meridian topic create {topic}) or map the name elsewhere ([[mqtt.mapping]])"
-        ))
+        let recently_unknown = self
+            .unknown
+            .lock()
+            .expect("unknown topics lock poisoned")
+            .get(topic)
+            .is_some_and(|&at| now_ms() - at < 1000);
+        if recently_unknown {
+            return refused();
+        }
+        if known(&self.refresh_topics().await) {
+            return None;
+        }
+        let mut unknown = self.unknown.lock().expect("unknown topics lock poisoned");
+        if unknown.len() >= UNKNOWN_MAX {
+            unknown.clear();
+        }
+        unknown.insert(topic.to_owned(), now_ms());
+        refused()
     }
 
     /// Keeps the topic list fresh and the retained messages read, for as long as the
@@ -211,7 +254,7 @@ impl Mqtt {
         let this = self.clone();
         tokio::spawn(async move {
             loop {
-                this.refresh_topics().await;
+                this.read_topics().await;
                 tokio::time::sleep(TOPICS_REFRESH).await;
             }
         });

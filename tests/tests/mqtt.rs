@@ -28,8 +28,51 @@ fn mqtt_port(region: &Region, i: usize) -> String {
     region.mqtt[i].0.port().to_string()
 }
 
-/// `mosquitto_sub` reading `count` messages of `filter` (`-v`: "topic payload" lines),
-/// started; its output is read by [`finish`].
+/// A running `mosquitto_sub` (`-d`: its SUBACK is seen; `-v`: "topic payload" lines).
+struct Sub {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+/// `mosquitto_sub`, line-buffered (its output is a pipe here, which stdio would
+/// otherwise hold until it exits).
+fn mosquitto_sub() -> Command {
+    let mut cmd = Command::new("stdbuf");
+    cmd.args(["-oL", "mosquitto_sub"]);
+    cmd
+}
+
+/// Starts `cmd` (a [`mosquitto_sub`] with `-d -v`) and waits for its SUBACK.
+fn subscribed(mut cmd: Command) -> Sub {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub runs (scripts/test.sh installs mosquitto-clients)");
+    let out = child.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) if l.contains("received SUBACK") => break,
+            Ok(_) => {}
+            Err(e) => panic!("mosquitto_sub saw no SUBACK in 30 s: {e}"),
+        }
+    }
+    Sub { child, lines }
+}
+
+/// `mosquitto_sub` reading `count` messages of `filter`, subscribed; its messages are
+/// read by [`finish`].
 fn subscriber(
     region: &Region,
     i: usize,
@@ -37,47 +80,35 @@ fn subscriber(
     qos: u8,
     filter: &str,
     count: usize,
-) -> Child {
-    let child = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &mqtt_port(region, i),
-            "-V",
-            version,
-        ])
-        .args([
-            "-q",
-            &qos.to_string(),
-            "-t",
-            filter,
-            "-v",
-            "-C",
-            &count.to_string(),
-        ])
-        .args(["-W", "60"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_sub runs (scripts/test.sh installs mosquitto-clients)");
-    // Subscribed once the broker holds its feeds; mosquitto_sub says nothing, so wait.
-    std::thread::sleep(Duration::from_millis(1500));
-    child
+) -> Sub {
+    let mut cmd = mosquitto_sub();
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &mqtt_port(region, i),
+        "-V",
+        version,
+    ])
+    .args(["-q", &qos.to_string(), "-t", filter, "-v", "-d"])
+    .args(["-C", &count.to_string(), "-W", "60"]);
+    subscribed(cmd)
 }
 
-fn finish(child: Child) -> Vec<(String, String)> {
-    let out = child.wait_with_output().unwrap();
+/// Its messages, once it ended: (topic, payload), the debug lines left out.
+fn finish(sub: Sub) -> Vec<(String, String)> {
+    let out = sub.child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "mosquitto_sub failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
+    // The reader thread ends at the output's end, with the process.
+    sub.lines
+        .iter()
+        .filter(|l| !l.starts_with("Client ") && !l.starts_with("Subscribed (mid"))
         .map(|l| {
-            let (t, p) = l.split_once(' ').unwrap_or((l, ""));
+            let (t, p) = l.split_once(' ').unwrap_or((&l, ""));
             (t.to_owned(), p.to_owned())
         })
         .collect()
@@ -463,8 +494,8 @@ async fn a_persistent_session_resumes_at_another_broker_after_its_broker_is_kill
     const N: usize = 200;
     let ports: Vec<String> = (0..3).map(|i| mqtt_port(&region, i)).collect();
     let device = |i: usize, count: usize| {
-        Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &ports[i], "-V", "mqttv5"])
+        let mut cmd = mosquitto_sub();
+        cmd.args(["-h", "127.0.0.1", "-p", &ports[i], "-V", "mqttv5"])
             .args([
                 "-i",
                 "device-7",
@@ -476,16 +507,12 @@ async fn a_persistent_session_resumes_at_another_broker_after_its_broker_is_kill
                 "-t",
                 "sensors/dev/#",
             ])
-            .args(["-v", "-C", &count.to_string(), "-W", "60"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+            .args(["-v", "-d", "-C", &count.to_string(), "-W", "60"]);
+        subscribed(cmd)
     };
     // The device subscribes at broker 1 with a session that outlives its connection, reads
     // one message and goes away.
     let first = device(0, 1);
-    std::thread::sleep(Duration::from_millis(1500));
     publish(&region, 1, "mqttv5", 1, "sensors/dev/a", "warm-up\n", &[]);
     assert_eq!(
         finish(first),
@@ -498,7 +525,25 @@ async fn a_persistent_session_resumes_at_another_broker_after_its_broker_is_kill
     // Broker 1, which held the session, dies; the device comes back at broker 3.
     region.brokers[0].kill9();
     let back = device(2, 2 * N);
-    let got = finish(back);
+    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| finish(back)));
+    let got = match got {
+        Ok(g) => g,
+        Err(e) => {
+            for b in [1usize, 2] {
+                eprintln!(
+                    "DEBUG broker {}:\n{}",
+                    b + 1,
+                    region.brokers[b]
+                        .log_text()
+                        .lines()
+                        .filter(|l| l.contains("mqtt") || l.contains("WARN") || l.contains("ERROR"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+            std::panic::resume_unwind(e)
+        }
+    };
     let mut by_topic: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (t, p) in got {
         by_topic.entry(t).or_default().push(p.parse().unwrap());

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use hdrhistogram::Histogram;
+use meridian_bench::rss_anon;
 use meridian_client::{ConsumerConfig, Record, StartFrom};
 use meridian_tests::BrokerProcess;
 
@@ -42,17 +43,6 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("a clock after 1970")
         .as_millis() as i64
-}
-
-/// A process's anonymous resident memory (RssAnon) in bytes.
-fn rss_anon(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("RssAnon in /proc/PID/status")
-        * 1024
 }
 
 fn summary(h: &Histogram<u64>) -> String {
@@ -103,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
     println!("anchor: plain end-to-end latency {}", summary(&anchor));
 
     // Every timer sent first, 256 at a time.
-    let before = rss_anon(broker.pid());
+    let before = rss_anon(broker.pid() as u32);
     let first_due = start + args.hold as i64 * 1_000;
     let window = args.window as i64 * 1_000;
     let sending = Instant::now();
@@ -131,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let sent_in = sending.elapsed();
     let pending = broker.metric("meridian_delayed_pending").await;
-    let with = rss_anon(broker.pid());
+    let with = rss_anon(broker.pid() as u32);
     println!(
         "{} timers sent in {:.1} s ({:.0}/s); pending at the broker: {pending}",
         args.timers,

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use hdrhistogram::Histogram;
+use meridian_bench::rss_anon;
 use meridian_tests::{BrokerProcess, free_addr};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -48,17 +49,6 @@ struct Args {
     /// Where the broker keeps its data.
     #[arg(long, default_value = "/var/tmp")]
     dir: PathBuf,
-}
-
-/// A process's anonymous resident memory (RssAnon) in bytes.
-fn rss_anon(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("RssAnon in /proc/PID/status")
-        * 1024
 }
 
 fn client(id: &str, port: u16) -> (AsyncClient, EventLoop) {

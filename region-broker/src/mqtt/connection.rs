@@ -188,6 +188,9 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// How long a write to a client may take before the connection is closed.
 const WRITE_WAIT: Duration = Duration::from_secs(30);
 
+/// How long a SUBSCRIBE waits for its feeds to start before its SUBACK goes anyway.
+const FEEDS_START_WAIT: Duration = Duration::from_secs(15);
+
 /// Feeds (Meridian topics read) of one session, at most.
 const FEEDS_MAX: usize = 256;
 
@@ -1082,12 +1085,9 @@ impl Connection {
             state.feeds.insert(key, task);
         }
         // One deadline for all of them: a feed that cannot start does not hold the
-        // connection for long.
-        let _ = tokio::time::timeout(
-            Duration::from_secs(5),
-            futures_util::future::join_all(starting),
-        )
-        .await;
+        // connection for long (on a loaded broker a feed takes a few calls to start).
+        let _ =
+            tokio::time::timeout(FEEDS_START_WAIT, futures_util::future::join_all(starting)).await;
     }
 
     /// A record from a feed: sent once, at the highest QoS its matching subscriptions
