@@ -50,8 +50,10 @@ struct SessionState {
     inbound: Inbound,
     /// Feeds by (Meridian topic, share).
     feeds: HashMap<(String, Option<String>), tokio::task::JoinHandle<()>>,
-    queue_tx: mpsc::Sender<feed::Item>,
-    queue: mpsc::Receiver<feed::Item>,
+    /// Boxed: a channel allocates its slots in blocks up front, so an idle session's
+    /// queue costs a block of pointers, not of messages.
+    queue_tx: mpsc::Sender<Box<feed::Item>>,
+    queue: mpsc::Receiver<Box<feed::Item>>,
     /// Seconds the session outlives its connection.
     expiry: u32,
     /// Bumped when a connection ends; an expiry or will timer of an older generation
@@ -215,7 +217,8 @@ pub(super) async fn run<S>(mqtt: Arc<Mqtt>, mut stream: S, peer: SocketAddr)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut buf = BytesMut::with_capacity(4096);
+    // Grows with what arrives: an idle connection holds little.
+    let mut buf = BytesMut::with_capacity(256);
     let max = mqtt.config.packet_bytes_max;
     // The CONNECT, within the connect timeout.
     let connect = tokio::time::timeout(
@@ -462,6 +465,11 @@ impl Connection {
                 .unwrap_or(0)
                 .min(cfg.session_expiry_max_s),
         };
+        // A session that may be resumed or kept: answered once this broker knows the
+        // region's stored sessions (a broker just started reads them first).
+        if (!connect.clean_start || expiry > 0) && !self.mqtt.sessions_known().await {
+            tracing::warn!(client = %client_id, "the region's MQTT sessions are not read yet; this session may not be resumed or kept beyond this broker");
+        }
         let window = props
             .receive_maximum
             .unwrap_or(cfg.inflight_max)
@@ -1092,7 +1100,7 @@ impl Connection {
 
     /// A record from a feed: sent once, at the highest QoS its matching subscriptions
     /// grant (at most its own), with their subscription ids.
-    fn deliver(&mut self, state: &mut SessionState, item: feed::Item) {
+    fn deliver(&mut self, state: &mut SessionState, item: Box<feed::Item>) {
         let m = &item.message;
         let now = now_ms();
         let (topic, partition, offset) = item.place.clone();

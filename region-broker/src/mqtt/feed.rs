@@ -43,7 +43,7 @@ pub(super) fn spawn(
     topics: Arc<Topics>,
     (topic, share): (String, Option<String>),
     (session_group, resume): (Option<String>, bool),
-    queue: mpsc::Sender<Item>,
+    queue: mpsc::Sender<Box<Item>>,
     ready: oneshot::Sender<()>,
 ) -> tokio::task::JoinHandle<()> {
     let group = match &share {
@@ -112,7 +112,7 @@ pub(super) fn spawn(
                     place,
                     message,
                 };
-                if queue.send(item).await.is_err() {
+                if queue.send(Box::new(item)).await.is_err() {
                     return;
                 }
             }

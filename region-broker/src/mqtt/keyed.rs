@@ -9,11 +9,12 @@ use meridian_client::{ConsumedMessage, ConsumerConfig, StartFrom};
 use super::Mqtt;
 
 /// Reads `topic` from its start and hands every record with a UTF-8 key to `apply`, for
-/// as long as the broker runs.
+/// as long as the broker runs; `caught_up` is told once it has read to the end.
 pub(super) async fn follow(
     mqtt: Arc<Mqtt>,
     topic: String,
     mut apply: impl FnMut(String, ConsumedMessage) + Send,
+    caught_up: tokio::sync::watch::Sender<bool>,
 ) {
     let mut warned = false;
     let mut consumer = loop {
@@ -47,7 +48,16 @@ pub(super) async fn follow(
     };
     tracing::info!(topic, "reading an MQTT state topic");
     loop {
-        match consumer.poll(Duration::from_secs(5)).await {
+        // Short polls until the first empty one (the end, as of then), then long polls.
+        let wait = if *caught_up.borrow() {
+            Duration::from_secs(5)
+        } else {
+            Duration::from_millis(100)
+        };
+        match consumer.poll(wait).await {
+            Ok(batch) if batch.is_empty() => {
+                caught_up.send_if_modified(|c| !std::mem::replace(c, true));
+            }
             Ok(batch) => {
                 for r in batch {
                     let Some(key) = r

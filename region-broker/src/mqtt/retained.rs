@@ -59,10 +59,15 @@ impl Retained {
 pub(super) async fn follow(mqtt: Arc<Mqtt>) {
     let topic = mqtt.config.retained_topic.clone();
     let this = mqtt.clone();
-    super::keyed::follow(mqtt, topic, move |name, r| {
-        let mut m = Message::of_record(name.clone(), r.value, &r.headers);
-        m.retain = true;
-        this.retained.set(name, m);
-    })
+    super::keyed::follow(
+        mqtt,
+        topic,
+        move |name, r| {
+            let mut m = Message::of_record(name.clone(), r.value, &r.headers);
+            m.retain = true;
+            this.retained.set(name, m);
+        },
+        tokio::sync::watch::Sender::new(false),
+    )
     .await
 }

@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use super::Mqtt;
 
+/// How long a CONNECT of a persistent session waits for this broker to know the
+/// region's sessions (at start, or while the sessions topic is made).
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// A persistent session's record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct StoredSession {
@@ -120,17 +124,33 @@ impl Stored {
 pub(super) async fn follow(mqtt: Arc<Mqtt>) {
     let topic = mqtt.config.sessions_topic.clone();
     let this = mqtt.clone();
-    super::keyed::follow(mqtt, topic, move |client_id, r| {
-        let session = r
-            .value
-            .filter(|v| !v.is_empty())
-            .and_then(|v| serde_json::from_slice::<StoredSession>(&v).ok());
-        this.stored.set(client_id, session);
-    })
+    let caught_up = mqtt.stored_ready.clone();
+    super::keyed::follow(
+        mqtt,
+        topic,
+        move |client_id, r| {
+            let session = r
+                .value
+                .filter(|v| !v.is_empty())
+                .and_then(|v| serde_json::from_slice::<StoredSession>(&v).ok());
+            this.stored.set(client_id, session);
+        },
+        caught_up,
+    )
     .await
 }
 
 impl Mqtt {
+    /// Waits (at most [`READY_WAIT`]) until this broker has read the region's sessions
+    /// topic to its end, so a CONNECT is answered knowing every stored session (and the
+    /// topic exists to write to); whether it has.
+    pub(super) async fn sessions_known(&self) -> bool {
+        let mut ready = self.stored_ready.subscribe();
+        tokio::time::timeout(READY_WAIT, ready.wait_for(|r| *r))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
     /// Writes `client_id`'s session record (`None`: the session ended), acknowledged at
     /// the topic's ack level before this returns.
     pub(super) async fn save_session(
