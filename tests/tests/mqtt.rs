@@ -98,14 +98,17 @@ fn subscriber(
 /// Its messages, once it ended: (topic, payload), the debug lines left out.
 fn finish(sub: Sub) -> Vec<(String, String)> {
     let out = sub.child.wait_with_output().unwrap();
+    // The reader thread ends at the output's end, with the process.
+    let lines: Vec<String> = sub.lines.iter().collect();
     assert!(
         out.status.success(),
-        "mosquitto_sub failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "mosquitto_sub failed: {}; it printed {} lines, the CONNACK: {:?}",
+        String::from_utf8_lossy(&out.stderr),
+        lines.len(),
+        lines.iter().find(|l| l.contains("CONNACK"))
     );
-    // The reader thread ends at the output's end, with the process.
-    sub.lines
-        .iter()
+    lines
+        .into_iter()
         .filter(|l| !l.starts_with("Client ") && !l.starts_with("Subscribed (mid"))
         .map(|l| {
             let (t, p) = l.split_once(' ').unwrap_or((&l, ""));
