@@ -65,8 +65,6 @@ pub(crate) struct Mqtt {
     retained: retained::Retained,
     /// The region's persistent sessions.
     stored: stored::Stored,
-    /// Whether the sessions topic has been read to its end since start.
-    stored_ready: tokio::sync::watch::Sender<bool>,
     /// The region's topic names, refreshed every [`TOPICS_REFRESH`].
     topic_names: tokio::sync::watch::Sender<Arc<Vec<String>>>,
     /// When the last read of the topic list started (ms since the epoch).
@@ -105,7 +103,6 @@ impl Mqtt {
             topics: topics::Topics::new(config.mapping.clone()),
             retained: retained::Retained::new(config.retained_max),
             stored: stored::Stored::new(config.sessions_max),
-            stored_ready: tokio::sync::watch::Sender::new(false),
             config,
             broker,
             client: tokio::sync::OnceCell::new(),

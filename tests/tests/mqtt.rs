@@ -328,7 +328,27 @@ async fn retained_messages_reach_every_broker_and_a_will_goes_out_only_on_an_ung
             if got == ["1 sensors/hall/state on", "1 sensors/porch/state off"] {
                 break;
             }
-            assert!(Instant::now() < deadline, "broker {} shows {got:?}", i + 1);
+            if Instant::now() >= deadline {
+                let (_, stored, _) = kcat(
+                    region.kafka[0],
+                    &[
+                        "-C",
+                        "-t",
+                        "mqtt-retained",
+                        "-o",
+                        "beginning",
+                        "-e",
+                        "-q",
+                        "-f",
+                        "%o %k %s\n",
+                    ],
+                    None,
+                );
+                panic!(
+                    "broker {} shows {got:?}; the retained topic holds (offset key value):\n{stored}",
+                    i + 1
+                );
+            }
         }
     }
     let mut clear = Command::new("mosquitto_pub");
@@ -552,5 +572,57 @@ async fn a_persistent_session_resumes_at_another_broker_after_its_broker_is_kill
         by_topic.get("sensors/dev/b"),
         Some(&want),
         "QoS 2: all, once, in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_that_is_not_stored_is_not_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let region = region(dir.path()).await;
+    // Stored once the retained messages are read (a retained PUBLISH right after the
+    // region's first start waits for that).
+    publish(
+        &region,
+        0,
+        "mqttv311",
+        1,
+        "sensors/a/state",
+        "on\n",
+        &["-r"],
+    );
+    // Its retained copy cannot be written now.
+    let client = region.client().await;
+    client.delete_topic("mqtt-retained").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.describe_topic("mqtt-retained").await.is_ok() {
+        assert!(Instant::now() < deadline, "the retained topic is not gone");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // 3.1.1 has no refusing PUBACK: the connection is closed unanswered (the client sends
+    // it again when it reconnects), never acknowledged.
+    let connect: &[u8] = &[
+        0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'r',
+    ];
+    let mut publish_retained = vec![0x33, 21, 0, 15];
+    publish_retained.extend_from_slice(b"sensors/a/state");
+    publish_retained.extend_from_slice(&[0, 1, b'o', b'n']);
+    let answer = raw(region.mqtt[0].0, connect, &publish_retained);
+    assert!(answer.is_empty(), "answered {answer:?}");
+    // MQTT 5 says why in the PUBACK (131: implementation specific error).
+    let mut v5 = Command::new("mosquitto_pub");
+    v5.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &mqtt_port(&region, 0),
+        "-V",
+        "mqttv5",
+    ])
+    .args(["-q", "1", "-r", "-t", "sensors/a/state", "-m", "on", "-d"]);
+    let (code, out, err) = run(v5, None);
+    assert!(
+        out.contains("received PUBACK (Mid: 1, RC:131)"),
+        "{code} {out} {err}"
     );
 }

@@ -467,7 +467,7 @@ impl Connection {
         };
         // A session that may be resumed or kept: answered once this broker knows the
         // region's stored sessions (a broker just started reads them first).
-        if (!connect.clean_start || expiry > 0) && !self.mqtt.sessions_known().await {
+        if (!connect.clean_start || expiry > 0) && !self.mqtt.stored.read.known().await {
             tracing::warn!(client = %client_id, "the region's MQTT sessions are not read yet; this session may not be resumed or kept beyond this broker");
         }
         let window = props
@@ -843,14 +843,24 @@ impl Connection {
             };
         }
         let message = Message::of_publish(name, &p, &self.client_id, now_ms());
-        if message.retain
-            && !message.payload.is_empty()
-            && !self.mqtt.retained.has_room_for(&message.name)
-        {
-            let why = format!(
+        let retained_refusal = if !message.retain {
+            None
+        } else if !self.mqtt.retained.read.known().await {
+            // Its copy could not be written (the topic is made at a region's first start)
+            // nor checked against the limit.
+            Some(format!(
+                "this broker has not read the region's retained messages yet (topic {}); publish again shortly",
+                self.mqtt.config.retained_topic
+            ))
+        } else if !message.payload.is_empty() && !self.mqtt.retained.has_room_for(&message.name) {
+            Some(format!(
                 "this broker holds its most retained messages ({}): mqtt.retained_max",
                 self.mqtt.config.retained_max
-            );
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = retained_refusal {
             if self.version == Version::V311 {
                 return Err(Close::protocol(DisconnectReasonCode::QuotaExceeded, why));
             }
@@ -871,16 +881,28 @@ impl Connection {
         stored: Stored,
         result: Result<(), String>,
     ) -> Result<(), Close> {
-        let failed = result.as_ref().err().cloned();
+        let failed = result.err();
         if let Some(why) = &failed {
             metrics::counter!("meridian_mqtt_publishes_refused_total").increment(1);
             tracing::debug!(client = %self.client_id, why, "an MQTT PUBLISH was not stored");
         }
-        let props = |why: &Option<String>| {
-            why.clone()
-                .filter(|_| self.problem_info)
-                .map(|w| (w, Vec::new()))
-        };
+        if let Stored::Qos2(pkid) = stored {
+            self.storing.remove(&pkid);
+            if failed.is_some() {
+                state.inbound.failed(pkid);
+            }
+        }
+        if let Some(why) = failed.clone().filter(|_| self.version == Version::V311) {
+            // 3.1.1's acknowledgements carry no reason: one sent now would tell the client
+            // its message was stored. The connection is closed unanswered instead, and the
+            // client sends the message again when it reconnects.
+            return Err(Close::protocol(
+                DisconnectReasonCode::ImplementationSpecificError,
+                why,
+            ));
+        }
+        // MQTT 5: the refusal's reason, unless the client asked for none.
+        let reason_string = failed.as_ref().filter(|_| self.problem_info).cloned();
         match stored {
             Stored::Qos0 => {}
             Stored::Qos1(pkid) => {
@@ -888,38 +910,26 @@ impl Connection {
                 let mut ack = PubAck::new(pkid, None);
                 if failed.is_some() {
                     ack.reason = PubAckReason::ImplementationSpecificError;
-                    ack.properties =
-                        props(&failed).map(|(reason_string, user_properties)| PubAckProperties {
-                            reason_string: Some(reason_string),
-                            user_properties,
-                        });
+                    ack.properties = reason_string.map(|r| PubAckProperties {
+                        reason_string: Some(r),
+                        user_properties: Vec::new(),
+                    });
                 }
                 self.send(&Packet::PubAck(ack));
             }
             Stored::Qos2(pkid) => {
-                self.storing.remove(&pkid);
                 let mut rec = PubRec::new(pkid, None);
                 if failed.is_some() {
-                    state.inbound.failed(pkid);
                     rec.reason = PubRecReason::ImplementationSpecificError;
-                    rec.properties =
-                        props(&failed).map(|(reason_string, user_properties)| PubRecProperties {
-                            reason_string: Some(reason_string),
-                            user_properties,
-                        });
+                    rec.properties = reason_string.map(|r| PubRecProperties {
+                        reason_string: Some(r),
+                        user_properties: Vec::new(),
+                    });
                 }
                 self.send(&Packet::PubRec(rec));
             }
         }
-        match failed {
-            // 3.1.1 cannot refuse a PUBLISH: the connection is closed, and the client
-            // resends what was not acknowledged when it reconnects.
-            Some(why) if self.version == Version::V311 => Err(Close::protocol(
-                DisconnectReasonCode::ImplementationSpecificError,
-                why,
-            )),
-            _ => Ok(()),
-        }
+        Ok(())
     }
 
     /// A SUBSCRIBE: each filter checked and granted, retained messages sent, feeds started.

@@ -8,14 +8,37 @@ use meridian_client::{ConsumedMessage, ConsumerConfig, StartFrom};
 
 use super::Mqtt;
 
+/// How long a caller waits for a keyed topic to be read (at start, or while the topic is
+/// made).
+const READY_WAIT: Duration = Duration::from_secs(15);
+
+/// Whether a followed topic has been read to its end since start.
+pub(super) struct Read(tokio::sync::watch::Sender<bool>);
+
+impl Read {
+    pub(super) fn new() -> Read {
+        Read(tokio::sync::watch::Sender::new(false))
+    }
+
+    /// Waits (at most [`READY_WAIT`]) until the topic has been read to its end (so it
+    /// exists to write to, and what it held is known); whether it has.
+    pub(super) async fn known(&self) -> bool {
+        let mut ready = self.0.subscribe();
+        tokio::time::timeout(READY_WAIT, ready.wait_for(|r| *r))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
 /// Reads `topic` from its start and hands every record with a UTF-8 key to `apply`, for
-/// as long as the broker runs; `caught_up` is told once it has read to the end.
+/// as long as the broker runs; `read` is told once it has read to the end.
 pub(super) async fn follow(
     mqtt: Arc<Mqtt>,
     topic: String,
     mut apply: impl FnMut(String, ConsumedMessage) + Send,
-    caught_up: tokio::sync::watch::Sender<bool>,
+    read: &Read,
 ) {
+    let caught_up = &read.0;
     let mut warned = false;
     let mut consumer = loop {
         let attempt = async {

@@ -13,12 +13,15 @@ use std::sync::{Arc, RwLock};
 pub(super) struct Retained {
     max: usize,
     messages: RwLock<BTreeMap<String, Message>>,
+    /// Whether the retained topic has been read to its end since start.
+    pub(super) read: super::keyed::Read,
 }
 
 impl Retained {
     pub(super) fn new(max: usize) -> Retained {
         Retained {
             max,
+            read: super::keyed::Read::new(),
             messages: RwLock::new(BTreeMap::new()),
         }
     }
@@ -59,6 +62,7 @@ impl Retained {
 pub(super) async fn follow(mqtt: Arc<Mqtt>) {
     let topic = mqtt.config.retained_topic.clone();
     let this = mqtt.clone();
+    let read = mqtt.clone();
     super::keyed::follow(
         mqtt,
         topic,
@@ -67,7 +71,7 @@ pub(super) async fn follow(mqtt: Arc<Mqtt>) {
             m.retain = true;
             this.retained.set(name, m);
         },
-        tokio::sync::watch::Sender::new(false),
+        &read.retained.read,
     )
     .await
 }

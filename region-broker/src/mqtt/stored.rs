@@ -12,10 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use super::Mqtt;
 
-/// How long a CONNECT of a persistent session waits for this broker to know the
-/// region's sessions (at start, or while the sessions topic is made).
-const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
-
 /// A persistent session's record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct StoredSession {
@@ -84,12 +80,15 @@ pub(super) fn group_of(client_id: &str) -> String {
 pub(super) struct Stored {
     max: usize,
     sessions: RwLock<HashMap<String, StoredSession>>,
+    /// Whether the sessions topic has been read to its end since start.
+    pub(super) read: super::keyed::Read,
 }
 
 impl Stored {
     pub(super) fn new(max: usize) -> Stored {
         Stored {
             max,
+            read: super::keyed::Read::new(),
             sessions: RwLock::new(HashMap::new()),
         }
     }
@@ -124,7 +123,7 @@ impl Stored {
 pub(super) async fn follow(mqtt: Arc<Mqtt>) {
     let topic = mqtt.config.sessions_topic.clone();
     let this = mqtt.clone();
-    let caught_up = mqtt.stored_ready.clone();
+    let mqtt2 = mqtt.clone();
     super::keyed::follow(
         mqtt,
         topic,
@@ -135,22 +134,12 @@ pub(super) async fn follow(mqtt: Arc<Mqtt>) {
                 .and_then(|v| serde_json::from_slice::<StoredSession>(&v).ok());
             this.stored.set(client_id, session);
         },
-        caught_up,
+        &mqtt2.stored.read,
     )
     .await
 }
 
 impl Mqtt {
-    /// Waits (at most [`READY_WAIT`]) until this broker has read the region's sessions
-    /// topic to its end, so a CONNECT is answered knowing every stored session (and the
-    /// topic exists to write to); whether it has.
-    pub(super) async fn sessions_known(&self) -> bool {
-        let mut ready = self.stored_ready.subscribe();
-        tokio::time::timeout(READY_WAIT, ready.wait_for(|r| *r))
-            .await
-            .is_ok_and(|r| r.is_ok())
-    }
-
     /// Writes `client_id`'s session record (`None`: the session ended), acknowledged at
     /// the topic's ack level before this returns.
     pub(super) async fn save_session(
