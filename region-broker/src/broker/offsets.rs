@@ -250,8 +250,17 @@ impl Broker {
         topic: &str,
         partition: u32,
     ) -> Result<Committed, BrokerError> {
-        let (group, key) = self.group_partition_here(consumer_group, topic, partition)?;
-        let group = group.storage();
+        let (hosted, key) = self.group_partition_here(consumer_group, topic, partition)?;
+        // A leader new in its term may not have applied (or made visible) the commits
+        // made before it led: a consumer resuming right after a failover would start
+        // where its group had never committed (from its reset point, losing or repeating
+        // what lies between).
+        hosted
+            .ensure_applied_in_term()
+            .await
+            .map_err(|e| self.group_error(e))?;
+        let group = hosted.storage();
+        group.caught_up(Duration::from_secs(1)).await;
         let positions = group.committed_positions(consumer_group, key);
         let offset = match group.committed_offset(consumer_group, key) {
             Some(crate::storage::POSITIONS_ONLY) => Some(self.offset_in(group, key, &positions)?),

@@ -1321,6 +1321,9 @@ impl Mqtt {
         // Not held here: the region's record of it (written by another broker, maybe one
         // that died), resumed with its subscriptions; its positions are in the log.
         let stored = (!clean).then(|| self.stored.get(client_id)).flatten();
+        if let Some(s) = &stored {
+            tracing::info!(client = client_id, subscriptions = s.subscriptions.len(), owner = %s.owner, "an MQTT session resumed from the region's record");
+        }
         let mut subscriptions = BTreeMap::new();
         for s in stored.iter().flat_map(|s| &s.subscriptions) {
             if let Ok(parsed) = topics::parse_filter(&s.filter) {
