@@ -548,40 +548,60 @@ pub async fn client_of(brokers: &[BrokerProcess]) -> Client {
         .expect("connect to the region")
 }
 
-/// Reads every message of `topic` from the beginning through `client`:
-/// partition → [(offset, value)].
+/// Reads every message of `topic` from the beginning through `client`, up to each
+/// partition's end when it was called: partition → [(offset, value)]. Retention may run
+/// meanwhile: a partition whose next offset it deleted is read on from its new earliest.
 pub async fn read_all(
     client: &Client,
     topic: &str,
 ) -> std::collections::BTreeMap<u32, Vec<(u64, Vec<u8>)>> {
     use meridian_client::{ConsumerConfig, StartFrom};
+    let info = client.describe_topic(topic).await.expect("describe");
+    let ends: std::collections::BTreeMap<u32, u64> = info
+        .partitions
+        .iter()
+        .map(|p| (p.partition, p.latest_offset))
+        .collect();
     let mut consumer = client.consumer(ConsumerConfig {
         start: StartFrom::Beginning,
         ..ConsumerConfig::default()
     });
-    consumer.subscribe(topic).await.expect("subscribe");
-    let info = client.describe_topic(topic).await.expect("describe");
-    let total: u64 = info
-        .partitions
-        .iter()
-        .map(|p| p.latest_offset - p.earliest_offset)
-        .sum();
+    let partitions: Vec<u32> = ends.keys().copied().collect();
+    consumer.assign(topic, &partitions).await.expect("assign");
     let mut out: std::collections::BTreeMap<u32, Vec<(u64, Vec<u8>)>> = Default::default();
-    let mut seen = 0;
-    while seen < total {
-        let batch = consumer.poll(Duration::from_secs(5)).await.expect("poll");
-        assert!(
-            !batch.is_empty(),
-            "consumer stalled after {seen} of {total} messages"
-        );
-        for m in batch {
-            out.entry(m.partition)
-                .or_default()
-                .push((m.offset, m.value.unwrap_or_default().to_vec()));
-            seen += 1;
+    loop {
+        let at: Vec<(u32, u64)> = consumer.positions().map(|(_, p, o)| (p, o)).collect();
+        if at.iter().all(|(p, o)| *o >= ends[p]) {
+            return out;
+        }
+        match consumer.poll(Duration::from_secs(5)).await {
+            Ok(batch) => {
+                assert!(
+                    !batch.is_empty(),
+                    "consumer stalled at {at:?}; the partitions ended at {ends:?}"
+                );
+                for m in batch {
+                    out.entry(m.partition)
+                        .or_default()
+                        .push((m.offset, m.value.unwrap_or_default().to_vec()));
+                }
+            }
+            Err(e) if e.code() == Some(tonic::Code::OutOfRange) => {
+                let now = client.describe_topic(topic).await.expect("describe");
+                for p in now.partitions {
+                    if at
+                        .iter()
+                        .any(|&(q, o)| q == p.partition && o < p.earliest_offset)
+                    {
+                        consumer
+                            .seek(topic, p.partition, p.earliest_offset)
+                            .expect("seek");
+                    }
+                }
+            }
+            Err(e) => panic!("poll: {e}"),
         }
     }
-    out
 }
 
 /// Waits until the broker behind `client` holds `count` messages of `topic` (summed log end
