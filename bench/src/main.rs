@@ -361,7 +361,7 @@ async fn grpc(dir: &Path, duration: Duration) -> anyhow::Result<Vec<Row>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tonic::transport::Server::builder()
-        .add_service(GrpcService::server(broker.clone(), None))
+        .add_service(GrpcService::server(broker.clone(), None, None))
         .serve_with_incoming(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
         );
@@ -516,7 +516,7 @@ async fn replicated_produce(
         let listener = tokio::net::TcpListener::bind(grpc_addr).await?;
         servers.push(tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(GrpcService::server(broker.clone(), None))
+                .add_service(GrpcService::server(broker.clone(), None, None))
                 .serve_with_incoming(
                     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 ),

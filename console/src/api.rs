@@ -20,6 +20,7 @@ pub fn routes() -> axum::Router<App> {
         .route("/messages", get(messages))
         .route("/groups", get(group))
         .route("/kafka-groups", get(kafka_groups))
+        .route("/mqtt", get(mqtt))
         .route("/throughput", get(throughput))
         .route("/mirrors", get(mirrors))
         .route("/audit", get(audit))
@@ -108,6 +109,15 @@ async fn kafka_groups(State(app): State<App>, _: ApiUser) -> Response {
     let result = async {
         let regions = data::regions(&app.control).await?;
         Ok(data::kafka_groups(&regions).await)
+    }
+    .await;
+    answer(result)
+}
+
+async fn mqtt(State(app): State<App>, _: ApiUser) -> Response {
+    let result = async {
+        let regions = data::regions(&app.control).await?;
+        Ok(data::mqtt_sessions(&regions).await)
     }
     .await;
     answer(result)

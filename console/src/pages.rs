@@ -13,6 +13,7 @@ use crate::auth::{COOKIE, Role};
 use crate::data::{self, Failed};
 use crate::{App, Me, Refused};
 
+mod mqtt;
 /// The page routes.
 mod regions;
 mod transactions;
@@ -39,6 +40,7 @@ pub fn routes() -> axum::Router<App> {
         .route("/audit", get(audit))
         .route("/mirrors", get(mirrors))
         .route("/transactions", get(transactions::transactions))
+        .route("/mqtt", get(mqtt::mqtt))
         .route("/topics/{name}/home", get(confirm_home).post(move_home))
 }
 

@@ -33,19 +33,24 @@ pub struct GrpcService {
     /// The Kafka listener's consumer-group coordinator (ListConsumerGroups), when the
     /// broker serves Kafka.
     consumer_groups: Option<Arc<Coordinator>>,
+    /// The MQTT listeners' sessions (ListMqttSessions), when the broker serves MQTT.
+    mqtt: Option<Arc<crate::mqtt::Mqtt>>,
 }
 
 impl GrpcService {
     /// The tonic service, with message limits derived from the broker's batch limit;
-    /// `consumer_groups` is the Kafka listener's coordinator, when there is one.
+    /// `consumer_groups` is the Kafka listener's coordinator and `mqtt` the MQTT
+    /// listeners' state, when there are.
     pub fn server(
         broker: Arc<Broker>,
         consumer_groups: Option<Arc<Coordinator>>,
+        mqtt: Option<Arc<crate::mqtt::Mqtt>>,
     ) -> broker_server::BrokerServer<GrpcService> {
         let limit = broker.config().batch_bytes_max + (1 << 20);
         broker_server::BrokerServer::new(GrpcService {
             broker,
             consumer_groups,
+            mqtt,
         })
         .max_decoding_message_size(limit)
         .max_encoding_message_size(usize::MAX)
@@ -547,6 +552,19 @@ impl broker_server::Broker for GrpcService {
         Ok(Response::new(v1::ListTransactionsResponse {
             broker_id: self.broker.config().broker_id,
             transactions: transactions.iter().map(wire::transaction_info).collect(),
+        }))
+    }
+
+    async fn list_mqtt_sessions(
+        &self,
+        _: Request<v1::ListMqttSessionsRequest>,
+    ) -> Result<Response<v1::ListMqttSessionsResponse>, Status> {
+        Ok(Response::new(match &self.mqtt {
+            Some(m) => m.list_sessions(),
+            None => v1::ListMqttSessionsResponse {
+                broker_id: self.broker.config().broker_id,
+                ..Default::default()
+            },
         }))
     }
 

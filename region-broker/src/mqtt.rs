@@ -6,18 +6,21 @@
 //! - Codec: `meridian_proto::mqtt` (rumqttc's codecs, one model for both versions).
 //! - Where names live: [`topics`] (a name's first level names the Meridian topic, or an
 //!   `[[mqtt.mapping]]`); the record layout: [`record`].
-//! - Per connection: `connection.rs`, around the session's packet-id state machines
-//!   ([`session`], pure). A PUBLISH is written by the broker's own idempotent producer
-//!   (the native SDK, connected to this region: the partition's leader may be another
-//!   broker), keyed by its topic name, so one MQTT topic keeps its order; its PUBACK
-//!   (QoS 1) or PUBREC (QoS 2) goes out once the record is acknowledged at the topic's
-//!   ack level, in the order the PUBLISHes came.
-//! - Subscriptions read the log: each session has a feed per Meridian topic its filters
-//!   may match (`feed.rs`), from the end at the time of the SUBSCRIBE; a shared
-//!   subscription `$share/G/F` is a consumer group (`mqtt-share.G`) over every broker, so
-//!   its members split the partitions. Sessions (subscriptions, in-flight messages,
-//!   feeds) are held by the broker the client connected to, for their expiry after a
-//!   disconnect; a client connecting elsewhere starts a new one (ARCHITECTURE.md).
+//! - Per connection: `connection.rs` (CONNECT, the packet loop, the end and its will),
+//!   around the session's packet-id state machines ([`session`], pure). `publish.rs`: a
+//!   PUBLISH is written by the broker's own idempotent producer (the native SDK, connected
+//!   to this region: the partition's leader may be another broker), keyed by its topic
+//!   name, so one MQTT topic keeps its order; its PUBACK (QoS 1) or PUBREC (QoS 2) goes
+//!   out once the record is acknowledged at the topic's ack level, in the order the
+//!   PUBLISHes came, and never for a record not written.
+//! - `deliver.rs`: subscriptions read the log: each session has a feed per Meridian topic
+//!   its filters may match (`feed.rs`), from the end at the time of the SUBSCRIBE; a
+//!   shared subscription `$share/G/F` is a consumer group (`mqtt-share.G`) over every
+//!   broker, so its members split the partitions. A persistent session's feeds read as
+//!   its own consumer group, committed as its client acknowledges.
+//! - `sessions.rs`: the sessions a broker holds (connected, or kept for their expiry);
+//!   `stored.rs`: the region's record of each persistent session, so its client resumes
+//!   it at any broker of the region, also after the broker it used died.
 //! - Retained messages: written to the topic like any message and to the retained topic
 //!   (`mqtt.retained_topic`, key: the name), which every broker reads whole into memory
 //!   (`retained.rs`).
@@ -41,19 +44,22 @@ use crate::broker::Broker;
 use crate::config::MqttConfig;
 
 mod connection;
+mod deliver;
 mod feed;
 mod keyed;
+mod publish;
 pub mod record;
 mod retained;
 pub mod session;
+mod sessions;
 mod stored;
 pub mod topics;
 mod websocket;
 
-use connection::SessionSlot;
+use sessions::SessionSlot;
 
 /// What every MQTT connection of a broker shares.
-pub(crate) struct Mqtt {
+pub struct Mqtt {
     broker: Arc<Broker>,
     config: MqttConfig,
     topics: topics::Topics,
@@ -77,6 +83,14 @@ pub(crate) struct Mqtt {
     admission: Arc<Admission>,
 }
 
+impl std::fmt::Debug for Mqtt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mqtt")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Topics remembered as not existing, at most.
 const UNKNOWN_MAX: usize = 1024;
 
@@ -91,7 +105,7 @@ const TOPICS_REFRESH: Duration = Duration::from_secs(2);
 
 impl Mqtt {
     /// The shared state of a broker's MQTT listeners.
-    pub(crate) fn new(broker: Arc<Broker>) -> Arc<Mqtt> {
+    pub fn new(broker: Arc<Broker>) -> Arc<Mqtt> {
         let config = broker.config().mqtt.clone();
         let admission = Admission::new(
             "MQTT",
@@ -267,8 +281,7 @@ impl Mqtt {
 
 /// Serves MQTT over TCP on `listener` (and over WebSocket on `ws`, when given) until the
 /// process ends.
-pub async fn serve(broker: Arc<Broker>, listener: Option<TcpListener>, ws: Option<TcpListener>) {
-    let mqtt = Mqtt::new(broker);
+pub async fn serve(mqtt: Arc<Mqtt>, listener: Option<TcpListener>, ws: Option<TcpListener>) {
     mqtt.start();
     let tcp = listener.map(|l| {
         let mqtt = mqtt.clone();

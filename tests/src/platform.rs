@@ -198,6 +198,8 @@ pub struct ManagedRegion {
     pub brokers: Vec<BrokerProcess>,
     /// Their Kafka addresses, by id - 1, when started with `--kafka-listen auto`.
     pub kafka: Vec<String>,
+    /// Their MQTT addresses, by id - 1, when started with `--mqtt-listen auto`.
+    pub mqtt: Vec<String>,
     dir: PathBuf,
     control: String,
     flags: Vec<String>,
@@ -217,6 +219,7 @@ impl ManagedRegion {
             name: name.into(),
             brokers: Vec::new(),
             kafka: Vec::new(),
+            mqtt: Vec::new(),
             dir: dir.to_owned(),
             control: control.into(),
             flags: flags.iter().map(|f| f.to_string()).collect(),
@@ -242,19 +245,26 @@ impl ManagedRegion {
             "--control",
             &self.control,
         ];
-        // `--kafka-listen auto`: a free address for each broker.
+        // `--kafka-listen auto`, `--mqtt-listen auto`: a free address for each broker.
         let kafka = free_addr().to_string();
-        let mut auto = false;
+        let mqtt = free_addr().to_string();
+        let (mut kafka_auto, mut mqtt_auto) = (false, false);
         for f in &self.flags {
             if f == "auto" && flags.last() == Some(&"--kafka-listen") {
                 flags.push(&kafka);
-                auto = true;
+                kafka_auto = true;
+            } else if f == "auto" && flags.last() == Some(&"--mqtt-listen") {
+                flags.push(&mqtt);
+                mqtt_auto = true;
             } else {
                 flags.push(f);
             }
         }
-        if auto {
+        if kafka_auto {
             self.kafka.push(kafka.clone());
+        }
+        if mqtt_auto {
+            self.mqtt.push(mqtt.clone());
         }
         let dir = self.dir.join(format!("{}-broker-{id}", self.name));
         self.brokers

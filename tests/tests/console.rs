@@ -92,8 +92,17 @@ async fn read(b: &Client, css: &str) -> String {
 /// the browser may still show the page before: this reads again (a stale element is read
 /// again too) for up to 30 s.
 async fn see(b: &Client, css: &str, expect: &str) -> String {
+    see_at(b, None, css, expect).await
+}
+
+/// [`see`], loading `page` again before each read when given (a page that shows what a
+/// broker holds now, not what a click changes).
+async fn see_at(b: &Client, page: Option<&str>, css: &str, expect: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        if let Some(url) = page {
+            b.goto(url).await.unwrap();
+        }
         let text = read(b, css).await;
         if text.contains(expect) {
             return text;
@@ -168,9 +177,15 @@ async fn an_sre_operates_the_platform_from_a_browser() {
     let tmp = tempfile::tempdir().unwrap();
     let cp =
         ControlPlaneProcess::embedded(tmp.path(), &["--region", "east", "--region", "west"]).await;
-    let east = ManagedRegion::start(tmp.path(), "east", 1, &cp.addr, &["--kafka-listen", "auto"])
-        .await
-        .unwrap();
+    let east = ManagedRegion::start(
+        tmp.path(),
+        "east",
+        1,
+        &cp.addr,
+        &["--kafka-listen", "auto", "--mqtt-listen", "auto"],
+    )
+    .await
+    .unwrap();
     let _west = ManagedRegion::start(tmp.path(), "west", 1, &cp.addr, &[])
         .await
         .unwrap();
@@ -389,6 +404,40 @@ async fn an_sre_operates_the_platform_from_a_browser() {
     shot(&b, "transactions").await;
     let _ = half.kill();
     let _ = half.wait();
+
+    // An MQTT device with a persistent session shows at its broker, connected, with its
+    // subscription; gone, its session is kept (disconnected) and recorded in its region.
+    let (code, _, err) = meridian_control(
+        &cp.addr,
+        &["topic", "create", "web-sensors", "--partitions", "1"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (host, port) = east.mqtt[0].rsplit_once(':').unwrap();
+    let mut device = Command::new("mosquitto_sub")
+        .args(["-h", host, "-p", port, "-V", "mqttv5", "-i", "web-device"])
+        .args(["-c", "-x", "600", "-q", "1", "-t", "web-sensors/+/temp"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto_sub runs (scripts/test.sh installs mosquitto-clients)");
+    let mqtt_url = format!("http://{console}/mqtt");
+    let mqtt_page = Some(mqtt_url.as_str());
+    let sessions = see_at(&b, mqtt_page, "#mqtt-sessions", "web-sensors/+/temp@1").await;
+    let row = sessions
+        .lines()
+        .find(|l| l.contains("web-device"))
+        .unwrap_or_default();
+    assert!(
+        row.contains("connected") && row.contains("600 s") && row.contains("127.0.0.1:"),
+        "{sessions}"
+    );
+    let stored = see_at(&b, mqtt_page, "#mqtt-stored", "web-device").await;
+    assert!(stored.contains("web-sensors/+/temp@1"), "{stored}");
+    shot(&b, "mqtt").await;
+    let _ = device.kill();
+    let _ = device.wait();
+    let sessions = see_at(&b, mqtt_page, "#mqtt-sessions", "disconnected").await;
+    assert!(sessions.contains("web-device"), "{sessions}");
 
     // A strictly ordered topic's home moves, after a confirmation that says what it costs.
     let (code, _, err) = meridian_control(

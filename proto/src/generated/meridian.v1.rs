@@ -63,6 +63,68 @@ pub struct ListTransactionsResponse {
     pub transactions: ::prost::alloc::vec::Vec<TransactionInfo>,
 }
 #[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListMqttSessionsRequest {}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListMqttSessionsResponse {
+    #[prost(uint32, tag = "1")]
+    pub broker_id: u32,
+    /// Whether this broker serves MQTT (`--mqtt-listen` or `--mqtt-ws-listen`).
+    #[prost(bool, tag = "2")]
+    pub serving: bool,
+    #[prost(message, repeated, tag = "3")]
+    pub sessions: ::prost::alloc::vec::Vec<MqttSessionInfo>,
+    #[prost(uint32, tag = "4")]
+    pub sessions_total: u32,
+    #[prost(message, repeated, tag = "5")]
+    pub stored: ::prost::alloc::vec::Vec<MqttStoredSession>,
+    #[prost(uint32, tag = "6")]
+    pub stored_total: u32,
+}
+/// A session a broker holds.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MqttSessionInfo {
+    #[prost(string, tag = "1")]
+    pub client_id: ::prost::alloc::string::String,
+    #[prost(bool, tag = "2")]
+    pub connected: bool,
+    /// The client's address and protocol ("3.1.1" or "5") of its last connection.
+    #[prost(string, tag = "3")]
+    pub peer: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub protocol: ::prost::alloc::string::String,
+    /// Since when it is connected, or disconnected (ms since the epoch).
+    #[prost(int64, tag = "5")]
+    pub since_ms: i64,
+    /// Seconds it outlives its connection (0: it ends with it).
+    #[prost(uint32, tag = "6")]
+    pub expiry_s: u32,
+    /// Its subscriptions, as the client wrote them, each with its QoS ("filter@qos").
+    #[prost(string, repeated, tag = "7")]
+    pub subscriptions: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Messages sent to it and not acknowledged yet, and waiting for room in its window.
+    #[prost(uint32, tag = "8")]
+    pub in_flight: u32,
+    #[prost(uint32, tag = "9")]
+    pub queued: u32,
+}
+/// A persistent session's record in the region's sessions topic.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MqttStoredSession {
+    #[prost(string, tag = "1")]
+    pub client_id: ::prost::alloc::string::String,
+    #[prost(string, repeated, tag = "2")]
+    pub subscriptions: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(uint32, tag = "3")]
+    pub expiry_s: u32,
+    /// The broker (and connection) that wrote it last: "BROKER_ID/NONCE".
+    #[prost(string, tag = "4")]
+    pub owner: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct TransactionInfo {
     #[prost(string, tag = "1")]
@@ -2052,6 +2114,33 @@ pub mod broker_client {
                 .insert(GrpcMethod::new("meridian.v1.Broker", "ListTransactions"));
             self.inner.unary(req, path, codec).await
         }
+        /// MQTT: the sessions this broker holds (connected, or kept for their expiry) and the
+        /// region's persistent-session records it has read, at most 2,000 of each (the totals
+        /// say how many there are).
+        pub async fn list_mqtt_sessions(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListMqttSessionsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListMqttSessionsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.Broker/ListMqttSessions",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.Broker", "ListMqttSessions"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Transactions: a producer group's check-back stream. The producer first sends
         /// `register_group`; the broker then sends a query for each of the group's transactions
         /// left in doubt past its timeout, which the producer answers with how its local
@@ -2289,6 +2378,16 @@ pub mod broker_server {
             request: tonic::Request<super::ListTransactionsRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ListTransactionsResponse>,
+            tonic::Status,
+        >;
+        /// MQTT: the sessions this broker holds (connected, or kept for their expiry) and the
+        /// region's persistent-session records it has read, at most 2,000 of each (the totals
+        /// say how many there are).
+        async fn list_mqtt_sessions(
+            &self,
+            request: tonic::Request<super::ListMqttSessionsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListMqttSessionsResponse>,
             tonic::Status,
         >;
         /// Server streaming response type for the CheckBack method.
@@ -3361,6 +3460,51 @@ pub mod broker_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListTransactionsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.Broker/ListMqttSessions" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListMqttSessionsSvc<T: Broker>(pub Arc<T>);
+                    impl<
+                        T: Broker,
+                    > tonic::server::UnaryService<super::ListMqttSessionsRequest>
+                    for ListMqttSessionsSvc<T> {
+                        type Response = super::ListMqttSessionsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListMqttSessionsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Broker>::list_mqtt_sessions(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListMqttSessionsSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -366,21 +366,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
         });
     let mqtt_ws = mqtt.pop().flatten();
     let mqtt_tcp = mqtt.pop().flatten();
-    if mqtt_tcp.is_some() || mqtt_ws.is_some() {
+    let mqtt = (mqtt_tcp.is_some() || mqtt_ws.is_some()).then(|| {
+        let mqtt = meridian_region_broker::mqtt::Mqtt::new(broker.clone());
         tracing::info!(mqtt = ?broker.config().mqtt_listen, websocket = ?broker.config().mqtt_ws_listen, "MQTT listener running");
         tokio::spawn(meridian_region_broker::mqtt::serve(
-            broker.clone(),
+            mqtt.clone(),
             mqtt_tcp,
             mqtt_ws,
         ));
-    }
+        mqtt
+    });
     tracing::info!(grpc = %grpc_listen, data = %data_dir.display(), log_groups = broker.log_groups().len(), topics = broker.topics().len(), "region-broker ready");
     // Bounded as the Kafka listener is (`[grpc]`): connections admitted in all and per
     // client address, idle ones closed, half-sent requests failed.
     let limits = broker.config().grpc.limits();
     let incoming = grpc::incoming(listener, "grpc.", limits);
     let routes =
-        tonic::service::Routes::new(GrpcService::server(broker.clone(), consumer_groups)).prepare();
+        tonic::service::Routes::new(GrpcService::server(broker.clone(), consumer_groups, mqtt))
+            .prepare();
     let served = grpc::server()
         .serve_with_incoming_shutdown(
             grpc::Bounded::new(routes, &limits),

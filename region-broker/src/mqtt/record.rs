@@ -53,7 +53,8 @@ pub struct Message {
     pub user_properties: Vec<(String, String)>,
 }
 
-fn qos_number(q: QoS) -> u8 {
+/// A QoS as its number (0–2).
+pub fn qos_number(q: QoS) -> u8 {
     match q {
         QoS::AtMostOnce => 0,
         QoS::AtLeastOnce => 1,

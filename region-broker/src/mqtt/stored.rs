@@ -48,15 +48,6 @@ pub(super) fn qos_of(n: u8) -> QoS {
     }
 }
 
-/// Stored QoS.
-pub(super) fn qos_number(q: QoS) -> u8 {
-    match q {
-        QoS::AtMostOnce => 0,
-        QoS::AtLeastOnce => 1,
-        QoS::ExactlyOnce => 2,
-    }
-}
-
 /// The consumer group a persistent session's positions are committed under: its client
 /// id in hex (any client id makes a valid, distinct group name), cut and hashed when long.
 pub(super) fn group_of(client_id: &str) -> String {
@@ -100,6 +91,19 @@ impl Stored {
             .expect("sessions lock poisoned")
             .get(client_id)
             .cloned()
+    }
+
+    /// The first `max` records by client id, and how many there are.
+    pub(super) fn list(&self, max: usize) -> (Vec<(String, StoredSession)>, usize) {
+        let s = self.sessions.read().expect("sessions lock poisoned");
+        let mut ids: Vec<&String> = s.keys().collect();
+        ids.sort_unstable();
+        let listed = ids
+            .into_iter()
+            .take(max)
+            .map(|id| (id.clone(), s[id].clone()))
+            .collect();
+        (listed, s.len())
     }
 
     fn set(&self, client_id: String, session: Option<StoredSession>) {
