@@ -543,23 +543,45 @@ impl Config {
                 why: why.into(),
             })
         }
-        let t = &self.transactions;
+        let (t, k, m, g) = (&self.transactions, &self.kafka, &self.mqtt, &self.grpc);
+        // Counts and limits that must be at least 1, each named on its own.
+        for (key, value) in [
+            ("transactions.transactions_max", t.transactions_max as i64),
+            ("transactions.participants_max", t.participants_max as i64),
+            ("transactions.timeout_max_ms", t.timeout_max_ms),
+            ("kafka.connections_max", k.connections_max as i64),
+            (
+                "kafka.connections_per_address_max",
+                k.connections_per_address_max as i64,
+            ),
+            ("kafka.groups_max", k.groups_max as i64),
+            ("mqtt.connections_max", m.connections_max as i64),
+            (
+                "mqtt.connections_per_address_max",
+                m.connections_per_address_max as i64,
+            ),
+            ("mqtt.receive_maximum", i64::from(m.receive_maximum)),
+            ("mqtt.inflight_max", i64::from(m.inflight_max)),
+            ("mqtt.keep_alive_max_s", i64::from(m.keep_alive_max_s)),
+            ("mqtt.sessions_max", m.sessions_max as i64),
+            ("mqtt.session_queue_max", m.session_queue_max as i64),
+            ("mqtt.subscriptions_max", m.subscriptions_max as i64),
+            ("grpc.connections_max", g.connections_max as i64),
+            (
+                "grpc.connections_per_address_max",
+                g.connections_per_address_max as i64,
+            ),
+        ] {
+            if value < 1 {
+                return invalid(key, value, "must be at least 1");
+            }
+        }
         // The names `Outcome::parse_default` reads (config sits below the broker layer).
         if !matches!(t.default_outcome.as_str(), "rollback" | "commit") {
             return invalid(
                 "transactions.default_outcome",
                 &t.default_outcome,
                 "must be rollback or commit",
-            );
-        }
-        if t.transactions_max == 0 || t.participants_max == 0 || t.timeout_max_ms < 1 {
-            return invalid(
-                "transactions.transactions_max",
-                format!(
-                    "{}/{}/{}",
-                    t.transactions_max, t.participants_max, t.timeout_max_ms
-                ),
-                "transactions_max, participants_max and timeout_max_ms must be at least 1",
             );
         }
         if t.check_back_backoff_ms < 1 || t.check_back_backoff_max_ms < t.check_back_backoff_ms {
@@ -569,19 +591,11 @@ impl Config {
                 "must be at least 1 and at most check_back_backoff_max_ms",
             );
         }
-        let k = &self.kafka;
         if k.request_memory_max < KAFKA_FRAME_MAX {
             return invalid(
                 "kafka.request_memory_max",
                 k.request_memory_max,
                 format!("must hold at least one largest frame ({KAFKA_FRAME_MAX} bytes)"),
-            );
-        }
-        if k.connections_max == 0 || k.connections_per_address_max == 0 {
-            return invalid(
-                "kafka.connections_max",
-                format!("{}/{}", k.connections_max, k.connections_per_address_max),
-                "connections_max and connections_per_address_max must be at least 1",
             );
         }
         if k.idle_timeout_ms < 1000 {
@@ -598,42 +612,11 @@ impl Config {
                 "must be at least 1000 (a group's members rejoin within a rebalance)",
             );
         }
-        if k.groups_max == 0 {
-            return invalid("kafka.groups_max", 0, "must be at least 1");
-        }
-        let m = &self.mqtt;
-        if m.connections_max == 0 || m.connections_per_address_max == 0 {
-            return invalid(
-                "mqtt.connections_max",
-                format!("{}/{}", m.connections_max, m.connections_per_address_max),
-                "connections_max and connections_per_address_max must be at least 1",
-            );
-        }
         if m.packet_bytes_max < 1024 || m.packet_bytes_max > 256 << 20 {
             return invalid(
                 "mqtt.packet_bytes_max",
                 m.packet_bytes_max,
                 "must be between 1024 and 268435456 (MQTT's largest packet)",
-            );
-        }
-        if m.receive_maximum == 0 || m.inflight_max == 0 || m.keep_alive_max_s == 0 {
-            return invalid(
-                "mqtt.receive_maximum",
-                format!(
-                    "{}/{}/{}",
-                    m.receive_maximum, m.inflight_max, m.keep_alive_max_s
-                ),
-                "receive_maximum, inflight_max and keep_alive_max_s must be at least 1",
-            );
-        }
-        if m.sessions_max == 0 || m.session_queue_max == 0 || m.subscriptions_max == 0 {
-            return invalid(
-                "mqtt.sessions_max",
-                format!(
-                    "{}/{}/{}",
-                    m.sessions_max, m.session_queue_max, m.subscriptions_max
-                ),
-                "sessions_max, session_queue_max and subscriptions_max must be at least 1",
             );
         }
         for (key, topic) in [
@@ -648,13 +631,6 @@ impl Config {
             if let Err(e) = mapping.validate() {
                 return invalid("mqtt.mapping", &mapping.prefix, e);
             }
-        }
-        let g = &self.grpc;
-        if g.connections_max == 0 {
-            return invalid("grpc.connections_max", 0, "must be at least 1");
-        }
-        if g.connections_per_address_max == 0 {
-            return invalid("grpc.connections_per_address_max", 0, "must be at least 1");
         }
         if g.idle_timeout_ms < 1000 {
             return invalid(
@@ -954,6 +930,15 @@ mod tests {
         c.kafka.groups_max = 0;
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("kafka.groups_max"), "{e}");
+        // A limit of 0 is named itself, not the first of its section.
+        let mut c = Config::default();
+        c.mqtt.inflight_max = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("mqtt.inflight_max = 0"), "{e}");
+        let mut c = Config::default();
+        c.transactions.timeout_max_ms = -5;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("transactions.timeout_max_ms = -5"), "{e}");
         let mut c = Config::default();
         c.kafka.empty_group_expiry_ms = 0;
         let e = c.validate().unwrap_err().to_string();
