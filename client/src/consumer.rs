@@ -67,6 +67,13 @@ pub struct ConsumerConfig {
     /// nacked, nacked ones retried on the policy's backoff and dead-lettered after its
     /// attempts (`crate::retry`); `None`: a commit covers everything returned.
     pub retry: Option<RetryPolicy>,
+    /// Whether what it returned counts as read for the group when a partition leaves it
+    /// (a rebalance, a lost membership): committed then, as Kafka's auto-commit does, so
+    /// the partition's next member starts after it. Off, the next member starts at the
+    /// group's last commit: an application that hands messages on (and commits what was
+    /// finished itself, [`crate::Client::commit_offset`]) has them read again rather than
+    /// skipped when it could not finish them.
+    pub commit_on_rebalance: bool,
 }
 
 impl Default for ConsumerConfig {
@@ -80,6 +87,7 @@ impl Default for ConsumerConfig {
             instance: None,
             instance_idle: Duration::ZERO,
             retry: None,
+            commit_on_rebalance: true,
         }
     }
 }
@@ -290,7 +298,8 @@ impl Consumer {
             // What it read stays the group's (a commit past both the group's and what it
             // read, never behind either), so whichever member gets the partition skips
             // it. One that fails leaves those messages to be read again, never lost.
-            if !place.seen.is_empty()
+            if self.config.commit_on_rebalance
+                && !place.seen.is_empty()
                 && let Err(e) = self
                     .client
                     .commit_seen(&group, &tp.0, tp.1, &place.seen)
@@ -323,7 +332,10 @@ impl Consumer {
         }
         if !changes.revoked.is_empty() {
             for tp in &changes.revoked {
-                if let Some((offset, seen)) = self.commit_point(tp) {
+                if let Some((offset, seen)) = self
+                    .commit_point(tp)
+                    .filter(|_| self.config.commit_on_rebalance)
+                {
                     let (id, epoch) = member.id();
                     match self
                         .client

@@ -27,7 +27,8 @@ def check(cond, what):
 class Peer:
     """A connected MQTT 5 client collecting what it receives."""
 
-    def __init__(self, i, client_id=None, clean=True, expiry=None, ws=False, will=None, proto=mqtt.MQTTv5):
+    def __init__(self, i, client_id=None, clean=True, expiry=None, ws=False, will=None, proto=mqtt.MQTTv5,
+                 manual_ack=False):
         self.messages = []
         self.lock = threading.Lock()
         self.connected = threading.Event()
@@ -37,6 +38,7 @@ class Peer:
             client_id=client_id or f"paho-{uuid.uuid4().hex[:8]}",
             protocol=proto,
             transport="websockets" if ws else "tcp",
+            manual_ack=manual_ack,
         )
         if will:
             topic, payload, delay = will
@@ -250,4 +252,39 @@ def main():
     print("OK")
 
 
-main()
+def share_handoff():
+    """A share's member that acknowledged nothing loses partitions to a member joining,
+    then goes away: every message reaches the other member, none skipped because the
+    first had been handed it."""
+    share = "$share/handoff/sensors/handoff/#"
+    a = Peer(0, manual_ack=True)
+    a.subscribe(share, qos=1)
+    time.sleep(3)  # the share's consumer group settles on its one member
+    pub = Peer(1)
+    for i in range(60):
+        pub.publish(f"sensors/handoff/k{i % 12}", str(i).encode())
+    check(len(a.wait_for(60)) == 60, f"the first member got {len(a.messages)} of 60")
+    b = Peer(2)
+    b.subscribe(share, qos=1)
+    # Probes until one reaches b: the group gave b partitions (taken from a).
+    probes = 0
+    deadline = time.time() + 30
+    while not b.wait_for(1, seconds=1):
+        check(time.time() < deadline, "the joining member never got a partition")
+        pub.publish(f"sensors/handoff/k{probes % 12}", f"probe{probes}".encode())
+        probes += 1
+    a.drop()
+    want = [str(i) for i in range(60)] + [f"probe{i}" for i in range(probes)]
+    got = b.wait_for(len(want), seconds=60)
+    have = {m.payload.decode() for m in got}
+    missing = [w for w in want if w not in have]
+    check(not missing, f"never reached the second member: {missing}")
+    b.close()
+    pub.close()
+    print("OK")
+
+
+if len(sys.argv) > 3 and sys.argv[3] == "share-handoff":
+    share_handoff()
+else:
+    main()

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use meridian_tests::{Region, python_output, run};
 
 /// A region of three raft brokers, each with Kafka and MQTT listeners, and topic `sensors`
-/// (3 partitions).
+/// (3 partitions) known to every broker.
 async fn region(dir: &std::path::Path) -> Region {
     let region = Region::start_with_mqtt(dir, 3, &[]).await.unwrap();
     region
@@ -21,6 +21,19 @@ async fn region(dir: &std::path::Path) -> Region {
         .create_topic("sensors", 3)
         .await
         .unwrap();
+    // Each broker applies the creation a moment after it is acknowledged: a Kafka client
+    // asking one that has not yet is told the topic is unknown.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for b in &region.brokers {
+        let client = b.client().await;
+        while client.describe_topic("sensors").await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "a broker never learned of sensors"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     region
 }
 
@@ -508,6 +521,19 @@ async fn paho_uses_mqtt5_properties_sessions_shares_and_websockets() {
     let tcp: Vec<String> = region.mqtt.iter().map(|m| m.0.to_string()).collect();
     let ws: Vec<String> = region.mqtt.iter().map(|m| m.1.to_string()).collect();
     python_output("mqtt_paho.py", vec![tcp.join(","), ws.join(",")]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_member_that_goes_away_unacknowledged_loses_nothing_to_a_rebalance() {
+    let dir = tempfile::tempdir().unwrap();
+    let region = region(dir.path()).await;
+    let tcp: Vec<String> = region.mqtt.iter().map(|m| m.0.to_string()).collect();
+    let ws: Vec<String> = region.mqtt.iter().map(|m| m.1.to_string()).collect();
+    python_output(
+        "mqtt_paho.py",
+        vec![tcp.join(","), ws.join(","), "share-handoff".into()],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

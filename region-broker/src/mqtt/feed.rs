@@ -64,6 +64,10 @@ pub(super) fn spawn(
                     group: reads_as,
                     start: StartFrom::End,
                     assignor: "round-robin".to_owned(),
+                    // The session commits what its client acknowledged; a share's
+                    // partition that moves to another member starts there, so what this
+                    // session held unacknowledged is delivered again, never skipped.
+                    commit_on_rebalance: false,
                     ..ConsumerConfig::default()
                 });
                 if share.is_some() {
