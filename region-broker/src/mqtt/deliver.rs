@@ -114,7 +114,7 @@ impl Connection {
         Ok(())
     }
 
-    /// Writes a persistent session's record (its subscriptions changed).
+    /// Its subscriptions changed: shown so, and a persistent session's record written.
     pub(super) async fn save(&mut self, state: &SessionState) {
         state.show_subscriptions();
         if state.expiry == 0 {
