@@ -524,6 +524,37 @@ async fn paho_uses_mqtt5_properties_sessions_shares_and_websockets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_id_connected_at_another_broker_closes_its_first_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let region = region(dir.path()).await;
+    // CONNECT, 3.1.1, clean session off (persistent), keep-alive 60, client id "twice".
+    let connect: &[u8] = &[
+        0x10, 17, 0, 4, b'M', b'Q', b'T', b'T', 4, 0, 0, 60, 0, 5, b't', b'w', b'i', b'c', b'e',
+    ];
+    let connected = |i: usize| {
+        let mut s = TcpStream::connect(region.mqtt[i].0).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(connect).unwrap();
+        let mut connack = [0u8; 4];
+        s.read_exact(&mut connack).unwrap();
+        assert_eq!(connack[..2], [0x20, 2], "CONNACK");
+        assert_eq!(connack[3], 0, "accepted");
+        s
+    };
+    let mut first = connected(0);
+    let started = Instant::now();
+    let _second = connected(1);
+    // 3.1.1 has no DISCONNECT from the server: the first connection just ends.
+    let mut rest = Vec::new();
+    let read = first.read_to_end(&mut rest);
+    assert!(
+        read.is_ok() && rest.is_empty(),
+        "the first connection was not closed: {read:?} {rest:?} after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_share_member_that_goes_away_unacknowledged_loses_nothing_to_a_rebalance() {
     let dir = tempfile::tempdir().unwrap();
     let region = region(dir.path()).await;

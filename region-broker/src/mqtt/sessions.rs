@@ -241,6 +241,27 @@ impl Mqtt {
         }
     }
 
+    /// The region's record of `client_id` was written by `owner`. When that is another
+    /// broker's connection, the session moved there (a client id is connected once in
+    /// MQTT): a connection holding it here is told to go, as a local takeover is.
+    pub(super) fn moved_elsewhere(&self, client_id: &str, owner: &str) {
+        let here = format!("{}/", self.broker.config().broker_id);
+        if owner.starts_with(&here) {
+            return;
+        }
+        let sessions = self.sessions.lock().expect("sessions lock poisoned");
+        if let Some(slot) = sessions.get(client_id)
+            && slot.view.lock().expect("view lock poisoned").connected
+        {
+            tracing::info!(
+                client = client_id,
+                owner,
+                "an MQTT session was taken over at another broker; its connection here is closed"
+            );
+            slot.takeover.send_modify(|g| *g += 1);
+        }
+    }
+
     /// The session of `client_id`: the kept one (resumed unless `clean`), or a new one;
     /// and whether one was resumed.
     pub(super) fn attach(

@@ -136,6 +136,9 @@ pub(super) async fn follow(mqtt: Arc<Mqtt>) {
                 .value
                 .filter(|v| !v.is_empty())
                 .and_then(|v| serde_json::from_slice::<StoredSession>(&v).ok());
+            if let Some(s) = &session {
+                this.moved_elsewhere(&client_id, &s.owner);
+            }
             this.stored.set(client_id, session);
         },
         &mqtt2.stored.read,
