@@ -188,11 +188,12 @@ impl Mqtt {
     /// What `ListMqttSessions` answers: the sessions this broker holds and the region's
     /// session records it has read, the first [`LIST_MAX`] of each by client id.
     pub fn list_sessions(&self) -> v1::ListMqttSessionsResponse {
-        let held: Vec<(String, View)> = {
+        let (held, sessions_total): (Vec<(String, View)>, usize) = {
             let sessions = self.sessions.lock().expect("sessions lock poisoned");
             let mut ids: Vec<&String> = sessions.keys().collect();
             ids.sort_unstable();
-            ids.into_iter()
+            let listed = ids
+                .into_iter()
                 .take(LIST_MAX)
                 .map(|id| {
                     let v = sessions[id]
@@ -202,9 +203,9 @@ impl Mqtt {
                         .clone();
                     (id.clone(), v)
                 })
-                .collect()
+                .collect();
+            (listed, sessions.len())
         };
-        let sessions_total = self.sessions.lock().expect("sessions lock poisoned").len();
         let (stored, stored_total) = self.stored.list(LIST_MAX);
         v1::ListMqttSessionsResponse {
             broker_id: self.broker.config().broker_id,
