@@ -428,7 +428,10 @@ async fn an_sre_operates_the_platform_from_a_browser() {
         .find(|l| l.contains("web-device"))
         .unwrap_or_default();
     assert!(
-        row.contains("connected") && row.contains("600 s") && row.contains("127.0.0.1:"),
+        row.contains("connected")
+            && !row.contains("disconnected")
+            && row.contains("600 s")
+            && row.contains("127.0.0.1:"),
         "{sessions}"
     );
     let stored = see_at(&b, mqtt_page, "#mqtt-stored", "web-device").await;
