@@ -17,8 +17,9 @@ die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 # start on a free loopback port (never as a service); kcat is the third-party Kafka client the
 # Kafka listener's tests drive; chromium and chromium-driver run the console's browser tests;
 # mosquitto-clients (mosquitto_pub, mosquitto_sub) drive the MQTT listener's tests and
-# mosquitto is the broker the MQTT benchmark measures beside ours.
-packages=(etcd-server kcat chromium chromium-driver mosquitto mosquitto-clients)
+# mosquitto is the broker the MQTT benchmark measures beside ours; systemd brings
+# systemd-analyze, which lints the units in deploy/.
+packages=(etcd-server kcat chromium chromium-driver mosquitto mosquitto-clients systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -36,6 +37,7 @@ command -v kcat >/dev/null || die "kcat not found after installing kcat (the Kaf
 [ -x /usr/bin/chromium ] || die "/usr/bin/chromium not found after installing chromium (the console's browser tests use it)"
 command -v chromedriver >/dev/null || die "chromedriver not found after installing chromium-driver"
 command -v mosquitto_pub >/dev/null || die "mosquitto_pub not found after installing mosquitto-clients (the MQTT tests use it)"
+command -v systemd-analyze >/dev/null || die "systemd-analyze not found after installing systemd (the deploy tests lint the units with it)"
 cargo fmt --version >/dev/null 2>&1 || die "rustfmt is missing: rustup component add rustfmt"
 cargo clippy --version >/dev/null 2>&1 || die "clippy is missing: rustup component add clippy"
 

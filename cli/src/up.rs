@@ -6,7 +6,8 @@
 //! kept, so a second `meridian up` resumes where the first stopped. One mirror per region
 //! links it with every other region over QUIC, with certificates issued into the data
 //! directory (`certs/`) on the first run. The web console starts last; its first admin's
-//! password is made on the first run and kept under `console/` in the data directory.
+//! password is made on the first run, printed that once, and kept under `console/` in the
+//! data directory (mode 0600).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -246,7 +247,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let console_url = format!("http://127.0.0.1:{}", args.console_port);
-    let (console_config, admin_password) = console_config(&data.join("console"))?;
+    let (console_config, admin_secret, admin_password) = console_config(&data.join("console"))?;
     {
         let mut cmd = tokio::process::Command::new(&console_bin);
         cmd.arg("--config")
@@ -321,9 +322,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             "  certificates:   {} (mutual TLS between mirrors)",
             certs.display()
         );
-        println!(
-            "  console:        {console_url}    (user admin, password {admin_password})"
-        );
+        // The password is printed once, when it is made; after that, where it is kept.
+        match &admin_password {
+            Some(password) => println!(
+                "  console:        {console_url}    (user admin, password {password}) — printed this once; kept in {} (mode 0600)",
+                admin_secret.display()
+            ),
+            None => println!(
+                "  console:        {console_url}    (user admin; the password is in {}, readable by you only)",
+                admin_secret.display()
+            ),
+        }
         println!("  data:           {}", data.display());
         println!(
             "  endpoints file: {} (the CLI reads it)",
@@ -447,15 +456,13 @@ fn exited_early(p: &mut Running) -> anyhow::Result<()> {
 }
 
 /// The console's configuration under `dir`, made on the first run with one admin whose
-/// password is random (kept beside it, readable by this user only, so every start can
-/// print it); the configuration file and the password.
-fn console_config(dir: &Path) -> anyhow::Result<(PathBuf, String)> {
+/// password is random (kept beside it, readable by this user only); the configuration
+/// file, the password's file, and the password when it was made now (printed once).
+fn console_config(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, Option<String>)> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let (config, secret) = (dir.join("console.toml"), dir.join("admin-password"));
     if config.exists() && secret.exists() {
-        let password = std::fs::read_to_string(&secret)
-            .with_context(|| format!("reading {}", secret.display()))?;
-        return Ok((config, password.trim().to_owned()));
+        return Ok((config, secret, None));
     }
     let password = meridian_security::password::random_hex(8);
     let hash = meridian_security::password::hash_password(&password)?;
@@ -467,7 +474,7 @@ fn console_config(dir: &Path) -> anyhow::Result<(PathBuf, String)> {
             "# Users of the console (roles: viewer, operator, admin). Hash a password with\n# `meridian-console hash-password`.\n[[users]]\nname = \"admin\"\nrole = \"admin\"\npassword_hash = \"{hash}\"\n"
         ),
     )?;
-    Ok((config, password))
+    Ok((config, secret, Some(password)))
 }
 
 /// Waits until every region serves: a region the control plane marked down (every broker

@@ -24,9 +24,9 @@ use meridian_proto::v1;
 use tokio::task::JoinSet;
 
 use crate::Record;
-use crate::membership::{Member, Subscription};
 use crate::retry::{self, RetryPolicy, Tracker, Verdict};
 use crate::{Client, ClientError, OffsetSpec, Positions};
+use meridian_region_client::membership::{Member, Subscription};
 
 /// Where a partition without a committed offset starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,6 +227,7 @@ impl Consumer {
         }
         let sub = Subscription {
             topics: self.topics.clone(),
+            client_id: "meridian-sdk".to_owned(),
             assignor: self.config.assignor.clone(),
             session: self.config.session_timeout,
             instance: self.config.instance.clone().unwrap_or_default(),
@@ -238,7 +239,8 @@ impl Consumer {
                 "a member of broadcast group {group:?} names its instance (ConsumerConfig::instance), a name it keeps across restarts"
             )));
         }
-        self.member = Some(Member::join(self.client.clone(), &group, sub).await?);
+        self.member =
+            Some(Member::join(std::sync::Arc::new(self.client.clone()), &group, sub).await?);
         Ok(())
     }
 
@@ -807,7 +809,7 @@ impl Consumer {
                 .positions
                 .get_mut(&(topic.clone(), partition))
                 .expect("fetched partitions are assigned");
-            for m in messages {
+            for mut m in messages {
                 if out.len() >= max {
                     break 'partitions;
                 }
@@ -825,18 +827,15 @@ impl Consumer {
                         .seen
                         .insert(m.origin_region.clone(), m.origin_position);
                 }
+                let message = m.take_message();
                 out.push(ConsumedMessage {
                     topic: topic.clone(),
                     partition,
                     offset: m.offset,
-                    key: m.key,
-                    value: (!m.value_null).then_some(m.value),
-                    headers: m
-                        .headers
-                        .into_iter()
-                        .map(|h| (h.key, (!h.value_null).then_some(h.value)))
-                        .collect(),
-                    timestamp_ms: m.timestamp_ms,
+                    key: message.key,
+                    value: message.value,
+                    headers: message.headers,
+                    timestamp_ms: message.timestamp_ms,
                     append_time_ms: m.append_time_ms,
                     origin_region: m.origin_region,
                     origin_position: m.origin_position,

@@ -20,7 +20,6 @@ mod consumer;
 mod delayed;
 mod error;
 mod groups;
-mod membership;
 mod producer;
 pub mod retry;
 mod route;
@@ -429,5 +428,33 @@ impl Client {
     /// A consumer; with a group it starts from, and commits to, the group's offsets.
     pub fn consumer(&self, config: ConsumerConfig) -> Consumer {
         Consumer::new(self.clone(), config)
+    }
+}
+
+/// A consumer's heartbeats go where its client's requests go (following it to another
+/// region).
+impl meridian_region_client::membership::Coordinator for Client {
+    fn heartbeat(
+        &self,
+        request: v1::ConsumerHeartbeatRequest,
+    ) -> std::pin::Pin<
+        Box<
+            dyn Future<
+                    Output = Result<
+                        v1::ConsumerHeartbeatResponse,
+                        meridian_region_client::RegionError,
+                    >,
+                > + Send
+                + '_,
+        >,
+    > {
+        Box::pin(async move {
+            self.region
+                .call_routed(&Routed(self), true, move |mut c| {
+                    let r = request.clone();
+                    async move { c.consumer_heartbeat(r).await }
+                })
+                .await
+        })
     }
 }

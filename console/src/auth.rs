@@ -68,6 +68,24 @@ const IDLE: Duration = Duration::from_secs(8 * 3600);
 pub struct Auth {
     users: Vec<User>,
     sessions: Mutex<HashMap<String, Session>>,
+    /// A hash of a random password, checked for an unknown name: a wrong name costs what a
+    /// wrong password does, so the time of the answer does not tell which names exist.
+    unknown: String,
+    /// Failed logins per client address and per name (`throttle.rs`).
+    throttle: Mutex<crate::throttle::Throttle>,
+}
+
+/// Keys the login throttle keeps at most.
+const THROTTLE_KEYS: usize = 10_000;
+
+/// Why a login was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// A wrong name or password (the same answer for both).
+    Wrong,
+    /// Too many failures for this name or address: try again after this long (the
+    /// password was not checked).
+    Throttled(Duration),
 }
 
 impl Auth {
@@ -85,19 +103,50 @@ impl Auth {
             !users.is_empty(),
             "no users configured: add [[users]] entries (name, role, password_hash) to the configuration file"
         );
+        let unknown = hash_password(&random_hex(16))?;
         Ok(Auth {
             users,
             sessions: Mutex::new(HashMap::new()),
+            unknown,
+            throttle: Mutex::new(crate::throttle::Throttle::new(THROTTLE_KEYS)),
         })
     }
 
-    /// Logs a user in: the new session's id, or `None` for a wrong name or password (the
-    /// same answer for both).
-    pub fn login(&self, name: &str, password: &str) -> Option<(String, Session)> {
-        let user = self.users.iter().find(|u| u.name == name)?;
-        if !meridian_security::password::verify_password(password, &user.password_hash) {
-            return None;
+    /// Logs a user in from `client`: the new session's id, or why not — a wrong name or
+    /// password (the same answer for both, after the same work), or too many failures for
+    /// the name or the address (then the password is not checked). The password is checked
+    /// on a blocking thread (argon2 takes tens of milliseconds), never on the async workers.
+    pub async fn login(
+        &self,
+        name: &str,
+        password: &str,
+        client: &str,
+    ) -> Result<(String, Session), Refused> {
+        let (by_name, by_address) = (format!("user {name}"), format!("address {client}"));
+        let mut keys = vec![by_name.as_str()];
+        if !client.is_empty() {
+            keys.push(by_address.as_str());
         }
+        self.throttle
+            .lock()
+            .expect("throttle lock poisoned")
+            .check(&keys, Instant::now())
+            .map_err(Refused::Throttled)?;
+        let user = self.users.iter().find(|u| u.name == name);
+        let hash = user.map_or_else(|| self.unknown.clone(), |u| u.password_hash.clone());
+        let password = password.to_owned();
+        let right = tokio::task::spawn_blocking(move || {
+            meridian_security::password::verify_password(&password, &hash)
+        })
+        .await
+        .unwrap_or(false);
+        let mut throttle = self.throttle.lock().expect("throttle lock poisoned");
+        let Some(user) = user.filter(|_| right) else {
+            throttle.failed(&keys, Instant::now());
+            return Err(Refused::Wrong);
+        };
+        throttle.succeeded(&keys);
+        drop(throttle);
         let session = Session {
             user: user.name.clone(),
             role: user.role,
@@ -108,7 +157,7 @@ impl Auth {
         let mut sessions = self.sessions.lock().expect("sessions lock poisoned");
         sessions.retain(|_, s| s.last_seen.elapsed() < IDLE);
         sessions.insert(id.clone(), session.clone());
-        Some((id, session))
+        Ok((id, session))
     }
 
     /// The session of a cookie value, if live.
@@ -153,8 +202,8 @@ pub fn same_token(a: &str, b: &str) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn passwords_roles_sessions_and_tokens() {
+    #[tokio::test]
+    async fn passwords_roles_sessions_and_tokens() {
         let users = vec![
             User {
                 name: "ana".into(),
@@ -168,9 +217,15 @@ mod tests {
             },
         ];
         let auth = Auth::new(users).unwrap();
-        assert!(auth.login("ana", "wrong").is_none());
-        assert!(auth.login("nobody", "s3cret").is_none());
-        let (id, s) = auth.login("ana", "s3cret").unwrap();
+        assert_eq!(
+            auth.login("ana", "wrong", "1.2.3.4").await.err(),
+            Some(Refused::Wrong)
+        );
+        assert_eq!(
+            auth.login("nobody", "s3cret", "1.2.3.4").await.err(),
+            Some(Refused::Wrong)
+        );
+        let (id, s) = auth.login("ana", "s3cret", "1.2.3.4").await.unwrap();
         assert_eq!((s.user.as_str(), s.role), ("ana", Role::Admin));
         assert_eq!(auth.session(&id).unwrap().csrf, s.csrf);
         assert!(Role::Viewer < Role::Operator && Role::Operator < Role::Admin);

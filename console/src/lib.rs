@@ -6,7 +6,8 @@
 //! - [`pages`]: the HTML pages and their forms; [`api`]: the same as JSON;
 //! - [`audit`]: every action, allowed or refused, as a JSON line;
 //! - [`charts`]: append rates over time, sampled in the background, drawn as SVG;
-//! - [`mirrors`]: the links between regions, from the mirrors' metrics.
+//! - [`mirrors`]: the links between regions, from the mirrors' metrics;
+//! - [`throttle`]: failed logins per client address and per name, as decisions.
 //!
 //! Every change is a POST carrying the session's CSRF token; the server checks the role
 //! of the session for each one (a viewer's POST is refused whatever page sent it).
@@ -18,6 +19,7 @@ pub mod charts;
 pub mod data;
 pub mod mirrors;
 pub mod pages;
+pub mod throttle;
 
 use std::sync::Arc;
 
@@ -55,7 +57,35 @@ pub fn router(app: App) -> Router {
         .merge(pages::routes())
         .nest("/api", api::routes())
         .route("/metrics", axum::routing::get(metrics))
+        // As every daemon's operational endpoint: alive, and ready once it serves.
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/readyz", axum::routing::get(|| async { "ready\n" }))
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(app)
+}
+
+/// The usual security headers on every answer: no framing, no type sniffing, the referrer
+/// only to the console itself, and a policy allowing only the console's own resources (its
+/// pages carry no script; styles may be inline).
+async fn security_headers(mut r: Response) -> Response {
+    use axum::http::HeaderValue;
+    let h = r.headers_mut();
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'none'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    );
+    r
 }
 
 async fn metrics(axum::extract::State(app): axum::extract::State<App>) -> Response {

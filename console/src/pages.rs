@@ -4,6 +4,7 @@
 use askama::Template;
 use axum::Form;
 use axum::extract::{Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -168,9 +169,15 @@ struct LoginForm {
     next: String,
 }
 
-async fn login(State(app): State<App>, Form(f): Form<LoginForm>) -> Response {
-    match app.auth.login(&f.name, &f.password) {
-        Some((id, session)) => {
+async fn login(State(app): State<App>, parts: Parts, Form(f): Form<LoginForm>) -> Response {
+    // The client's address when the server knows it (it serves with connect info).
+    let client = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    match app.auth.login(&f.name, &f.password, &client).await {
+        Ok((id, session)) => {
             app.audit.record(&session, "login", "", "ok");
             let next = if local_path(&f.next) {
                 f.next
@@ -186,7 +193,31 @@ async fn login(State(app): State<App>, Form(f): Form<LoginForm>) -> Response {
             )
                 .into_response()
         }
-        None => {
+        Err(crate::auth::Refused::Throttled(wait)) => {
+            let secs = wait.as_secs().max(1);
+            app.audit.record_as(
+                &f.name,
+                "",
+                "login",
+                "",
+                &format!("refused: too many failed logins from {client} or for this name; retry in {secs} s"),
+            );
+            let page = Login {
+                nav: Nav {
+                    title: "Log in".into(),
+                    ..Nav::default()
+                },
+                error: format!("Too many failed logins: try again in {secs} s."),
+                next: f.next,
+            };
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, secs.to_string())],
+                render(&page),
+            )
+                .into_response()
+        }
+        Err(crate::auth::Refused::Wrong) => {
             app.audit
                 .record_as(&f.name, "", "login", "", "refused: wrong name or password");
             let page = Login {
@@ -473,6 +504,12 @@ async fn delete_topic(
         return r.into_response();
     }
     if f.confirm.trim() != name {
+        app.audit.record(
+            &me.session,
+            "delete topic",
+            &name,
+            "refused: the confirmation does not name the topic",
+        );
         return (
             StatusCode::UNPROCESSABLE_ENTITY,
             error_page(

@@ -4,9 +4,10 @@
 //! exit with its reason in the log ([`run`]: a panic's message and location, a fatal
 //! error's causes); a clean stop on SIGTERM or Ctrl-C; and their listeners' bounds
 //! ([`listener`]: connections admitted in all and per client address, idle connections
-//! closed).
+//! closed); and one operational endpoint ([`ops`]: `/metrics`, `/healthz`, `/readyz`).
 
 pub mod listener;
+pub mod ops;
 
 use tracing_subscriber::EnvFilter;
 

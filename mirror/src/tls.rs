@@ -47,9 +47,11 @@ impl Identity {
             }
             Ok(certs)
         };
+        let (ca, chain) = (certs(ca, "CA certificate")?, certs(cert, "certificate")?);
+        meridian_security::certs::check_private(key, "private key")?;
         Ok(Identity {
-            ca: certs(ca, "CA certificate")?,
-            chain: certs(cert, "certificate")?,
+            ca,
+            chain,
             key: PrivateKeyDer::from_pem_file(key)
                 .with_context(|| format!("reading the private key {}", key.display()))?,
         })

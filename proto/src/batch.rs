@@ -218,6 +218,22 @@ mod native {
         }
     }
 
+    impl v1::FetchedMessage {
+        /// The message a fetch answered with, taken out of it: a null value or header
+        /// stays null (a broker's answer, trusted: a null carrying bytes reads as null).
+        pub fn take_message(&mut self) -> Message {
+            Message {
+                key: self.key.take(),
+                value: (!self.value_null).then(|| std::mem::take(&mut self.value)),
+                headers: std::mem::take(&mut self.headers)
+                    .into_iter()
+                    .map(|h| (h.key, (!h.value_null).then_some(h.value)))
+                    .collect(),
+                timestamp_ms: self.timestamp_ms,
+            }
+        }
+    }
+
     impl From<Message> for v1::Message {
         fn from(m: Message) -> v1::Message {
             let (value, value_null) = to_wire(m.value);

@@ -19,6 +19,9 @@ mod mirror;
 mod offsets;
 mod produce;
 mod producer_ids;
+mod readiness;
+pub mod region_producer;
+pub mod region_reader;
 mod replicated;
 mod topics;
 pub mod transactions;
@@ -473,9 +476,41 @@ impl Broker {
         self.replication.get().is_some()
     }
 
+    /// Runs `request` at the leader of `topic`'s `partition` through the region client:
+    /// the other side of every `…_anywhere` call, for a partition another broker leads.
+    /// An unknown topic is refused as the broker would (`NotFound`).
+    pub(crate) async fn at_partition_leader<T, F, Fut>(
+        &self,
+        topic: &str,
+        partition: u32,
+        attempt: std::time::Duration,
+        request: F,
+    ) -> Result<T, meridian_region_client::RegionError>
+    where
+        F: FnMut(meridian_proto::v1::broker_client::BrokerClient<tonic::transport::Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let id = self
+            .topic(topic)
+            .map_err(|e| meridian_region_client::RegionError::Broker {
+                code: tonic::Code::NotFound,
+                message: e.to_string(),
+            })?
+            .id;
+        self.region_client()
+            .await?
+            .call_at_leader(
+                meridian_region_client::Leading::Partition(id, partition),
+                attempt,
+                request,
+            )
+            .await
+    }
+
     /// A client of the region through this broker's own gRPC listener (it follows each
     /// partition's and group's leader): for what another broker must serve (offset commits
-    /// forwarded by the Kafka listener, transaction markers, forwarded transaction requests).
+    /// forwarded by the Kafka listener, transaction markers, forwarded transaction requests,
+    /// the MQTT listener's writes, reads and share memberships).
     pub(crate) async fn region_client(
         &self,
     ) -> Result<&meridian_region_client::RegionClient, meridian_region_client::RegionError> {

@@ -36,7 +36,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use meridian_client::{Client, Producer, ProducerConfig};
+use crate::broker::region_producer::RegionProducer;
 use meridian_daemon::listener::{Admission, Refusals};
 use tokio::net::TcpListener;
 
@@ -63,23 +63,17 @@ pub struct Mqtt {
     broker: Arc<Broker>,
     config: MqttConfig,
     topics: topics::Topics,
-    /// The native client of this region and its producer, made on first use (the
-    /// broker's gRPC API is up by then).
-    client: tokio::sync::OnceCell<(Client, Producer)>,
+    /// What the listener writes (publishes, retained and session records) goes through
+    /// the broker's own idempotent producer.
+    producer: Arc<RegionProducer>,
     /// Sessions by client id: connected, or kept for their expiry.
     sessions: Mutex<HashMap<String, Arc<SessionSlot>>>,
     retained: retained::Retained,
     /// The region's persistent sessions.
     stored: stored::Stored,
-    /// The region's topic names, refreshed every [`TOPICS_REFRESH`].
+    /// The region's topic names (the broker's catalog), read again every
+    /// [`TOPICS_REFRESH`] and on demand; sessions with wildcard filters watch it.
     topic_names: tokio::sync::watch::Sender<Arc<Vec<String>>>,
-    /// When the last read of the topic list started (ms since the epoch).
-    topics_read_ms: std::sync::atomic::AtomicI64,
-    /// One on-demand read of the topic list at a time.
-    refreshing: tokio::sync::Mutex<()>,
-    /// Topics found not to exist, and when (at most [`UNKNOWN_MAX`]): a PUBLISH to one is
-    /// refused without asking the region again for a second.
-    unknown: Mutex<HashMap<String, i64>>,
     admission: Arc<Admission>,
 }
 
@@ -91,14 +85,9 @@ impl std::fmt::Debug for Mqtt {
     }
 }
 
-/// Topics remembered as not existing, at most.
-const UNKNOWN_MAX: usize = 1024;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+/// Replicas a state topic (retained messages, sessions) asks for, as a topic does by
+/// default once its region has that many brokers.
+const STATE_REPLICAS: u32 = 3;
 
 /// How often the topic list (which topics wildcard filters reach) is read again.
 const TOPICS_REFRESH: Duration = Duration::from_secs(2);
@@ -118,107 +107,111 @@ impl Mqtt {
             retained: retained::Retained::new(config.retained_max),
             stored: stored::Stored::new(config.sessions_max),
             config,
+            producer: RegionProducer::new(broker.clone()),
             broker,
-            client: tokio::sync::OnceCell::new(),
             sessions: Mutex::new(HashMap::new()),
             topic_names: tokio::sync::watch::Sender::new(Arc::new(Vec::new())),
-            topics_read_ms: std::sync::atomic::AtomicI64::new(0),
-            refreshing: tokio::sync::Mutex::new(()),
-            unknown: Mutex::new(HashMap::new()),
             admission,
         })
     }
 
-    /// The region's client and the producer every connection writes through.
-    async fn client(&self) -> Result<&(Client, Producer), meridian_client::ClientError> {
-        self.client
-            .get_or_try_init(|| async {
-                let own = self.broker.config().grpc_listen.to_string();
-                let client = Client::connect(&own).await?;
-                let producer = client.producer(ProducerConfig {
-                    linger: Duration::from_millis(1),
-                    ..ProducerConfig::default()
-                });
-                Ok((client, producer))
-            })
-            .await
-    }
-
-    /// The region's topic list as it is at least as new as this call: one read for all
-    /// callers waiting together (a read started after they asked serves them all).
-    async fn refresh_topics(&self) -> Arc<Vec<String>> {
-        use std::sync::atomic::Ordering;
-        let asked = now_ms();
-        let _one = self.refreshing.lock().await;
-        if self.topics_read_ms.load(Ordering::Relaxed) < asked {
-            return self.read_topics().await;
-        }
-        self.topic_names.borrow().clone()
-    }
-
-    /// Reads the region's topic list; the list as it is now (the old one if the region
-    /// does not answer).
-    async fn read_topics(&self) -> Arc<Vec<String>> {
-        self.topics_read_ms
-            .fetch_max(now_ms(), std::sync::atomic::Ordering::Relaxed);
-        let listed = match self.client().await {
-            Ok((client, _)) => client.list_topics().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match listed {
-            Ok(list) => {
-                let names: Vec<String> = list.into_iter().map(|t| t.name).collect();
-                self.topic_names.send_if_modified(|old| {
-                    let changed = **old != names;
-                    if changed {
-                        *old = Arc::new(names);
-                    }
-                    changed
-                });
+    /// Reads the topic list from the broker's catalog again; the list as it is now.
+    fn refresh_topics(&self) -> Arc<Vec<String>> {
+        let names: Vec<String> = self.broker.topics().into_iter().map(|t| t.name).collect();
+        self.topic_names.send_if_modified(|old| {
+            let changed = **old != names;
+            if changed {
+                *old = Arc::new(names);
             }
-            Err(e) => tracing::debug!(error = %e, "listing topics for MQTT"),
-        }
+            changed
+        });
         self.topic_names.borrow().clone()
     }
 
-    /// Creates topic `name` with `partitions` in this region: through the control plane in
-    /// a managed region (spanning this region; an SRE may create it wider first), else
-    /// through the broker.
-    async fn create_topic(
+    /// Creates state topic `name` (`partitions`). In a managed region through the control
+    /// plane, spanning every region (a device that reaches another region after a failover
+    /// resumes its session there and sees the retained messages) with
+    /// [`STATE_REPLICAS`] replicas while `wait_for_replicas` (a region's first broker
+    /// asks before the others registered; after a while it takes what the regions have);
+    /// a topic another broker or region made first is taken as made, when it spans this
+    /// region. In a static region through the broker.
+    async fn create_state_topic(
         &self,
         name: &str,
         partitions: u32,
-    ) -> Result<(), meridian_client::ClientError> {
-        let control = &self.broker.config().control;
-        if control.is_empty() {
-            let (client, _) = self.client().await?;
-            return client.create_topic(name, partitions).await.map(drop);
+        wait_for_replicas: bool,
+    ) -> Result<(), String> {
+        let config = self.broker.config();
+        if config.control.is_empty() {
+            // Through log group 0's leader, wherever it is.
+            let region = self
+                .broker
+                .region_client()
+                .await
+                .map_err(|e| e.to_string())?;
+            let request = meridian_proto::v1::CreateTopicRequest {
+                name: name.to_owned(),
+                partitions,
+                ..Default::default()
+            };
+            return region
+                .call(|mut c| {
+                    let r = request.clone();
+                    async move { c.create_topic(r).await }
+                })
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string());
         }
-        let control = control.join(",");
+        let refused = |s: tonic::Status| format!("the control plane refused: {}", s.message());
+        let control = config.control.join(",");
         let spec = meridian_proto::v1::TopicSpec {
             name: name.to_owned(),
             partitions,
-            regions: vec![self.broker.config().region.clone()],
+            regions: Vec::new(),
+            replication_factor: if wait_for_replicas { STATE_REPLICAS } else { 0 },
             ..Default::default()
         };
         let client = meridian_region_client::control::connect_control(&control)
             .await
-            .map_err(|e| meridian_client::ClientError::Usage(e.to_string()))?;
-        meridian_region_client::control::on_control_leader(client, &control, |mut c| {
-            let spec = spec.clone();
-            async move {
-                c.create_topic(meridian_proto::v1::ControlCreateTopicRequest { spec: Some(spec) })
+            .map_err(|e| e.to_string())?;
+        let created = meridian_region_client::control::on_control_leader(
+            client.clone(),
+            &control,
+            |mut c| {
+                let spec = spec.clone();
+                async move {
+                    c.create_topic(meridian_proto::v1::ControlCreateTopicRequest {
+                        spec: Some(spec),
+                    })
                     .await
+                }
+            },
+        )
+        .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::AlreadyExists => {
+                let topic = client
+                    .clone()
+                    .describe_topic(meridian_proto::v1::TopicNameRequest {
+                        name: name.to_owned(),
+                    })
+                    .await
+                    .map_err(refused)?
+                    .into_inner();
+                let regions = topic.spec.map(|s| s.regions).unwrap_or_default();
+                if regions.is_empty() || regions.contains(&config.region) {
+                    return Ok(());
+                }
+                Err(format!(
+                    "topic {name:?} exists but spans {} only, not region {} (it was made before this region was): name another for this region ([mqtt] retained_topic, sessions_topic); until then this region's MQTT retained messages and persistent sessions are refused",
+                    regions.join(", "),
+                    config.region
+                ))
             }
-        })
-        .await
-        .map(drop)
-        .map_err(|s| {
-            meridian_client::ClientError::Usage(format!(
-                "the control plane refused: {}",
-                s.message()
-            ))
-        })
+            Err(s) => Err(refused(s)),
+        }
     }
 
     /// The retained and sessions topics: the broker's, not its clients'.
@@ -227,39 +220,16 @@ impl Mqtt {
     }
 
     /// Why a PUBLISH to Meridian topic `topic` is refused, if it is: an internal topic, or
-    /// one that does not exist (asked again of the region at most once a second).
-    async fn refuse_topic(&self, topic: &str) -> Option<String> {
+    /// one that does not exist.
+    fn refuse_topic(&self, topic: &str) -> Option<String> {
         if self.is_internal(topic) {
             return Some(format!("the topic {topic:?} is the MQTT listener's own"));
         }
-        let known = |names: &Arc<Vec<String>>| names.iter().any(|n| n == topic);
-        let listed = self.topic_names.borrow().clone();
-        let refused = || {
-            Some(format!(
+        self.broker.topic(topic).is_err().then(|| {
+            format!(
                 "the topic {topic:?} does not exist: create it (meridian topic create {topic}) or map the name elsewhere ([[mqtt.mapping]])"
-            ))
-        };
-        if known(&listed) {
-            return None;
-        }
-        let recently_unknown = self
-            .unknown
-            .lock()
-            .expect("unknown topics lock poisoned")
-            .get(topic)
-            .is_some_and(|&at| now_ms() - at < 1000);
-        if recently_unknown {
-            return refused();
-        }
-        if known(&self.refresh_topics().await) {
-            return None;
-        }
-        let mut unknown = self.unknown.lock().expect("unknown topics lock poisoned");
-        if unknown.len() >= UNKNOWN_MAX {
-            unknown.clear();
-        }
-        unknown.insert(topic.to_owned(), now_ms());
-        refused()
+            )
+        })
     }
 
     /// Keeps the topic list fresh and the retained messages read, for as long as the
@@ -268,7 +238,7 @@ impl Mqtt {
         let this = self.clone();
         tokio::spawn(async move {
             loop {
-                this.read_topics().await;
+                this.refresh_topics();
                 tokio::time::sleep(TOPICS_REFRESH).await;
             }
         });

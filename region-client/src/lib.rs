@@ -13,7 +13,9 @@
 
 pub mod control;
 mod error;
+pub mod idempotence;
 mod keyed;
+pub mod membership;
 pub mod mirror;
 mod offsets;
 mod transactions;

@@ -102,9 +102,39 @@ pub fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// Refuses a secret (a private key, a file of password hashes) that others than its owner
+/// may read or write: the error names the file, its mode and the fix.
+pub fn check_private(path: &Path, what: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("reading the {what} {}", path.display()))?
+        .permissions()
+        .mode();
+    anyhow::ensure!(
+        mode & 0o077 == 0,
+        "the {what} {} may be read by other users (mode {:o}): make it its owner's only (chmod 600 {})",
+        path.display(),
+        mode & 0o777,
+        path.display()
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_others_may_read_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        write_private(&path, "secret").unwrap();
+        check_private(&path, "private key").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = check_private(&path, "private key").unwrap_err().to_string();
+        assert!(e.contains("mode 644") && e.contains("chmod 600"), "{e}");
+    }
 
     #[test]
     fn issue_keeps_what_exists_and_signs_new_regions_with_the_same_ca() {

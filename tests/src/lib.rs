@@ -63,6 +63,14 @@ impl Daemon {
         self.child.is_some()
     }
 
+    /// Sends `signal` (`libc::SIGSTOP`, `SIGCONT`, ...) to the running process.
+    pub fn signal(&self, signal: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: a plain kill(2) of a child this harness started and has not reaped.
+            unsafe { libc::kill(c.id() as i32, signal) };
+        }
+    }
+
     /// `kill -9` and reap.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -98,6 +106,7 @@ impl Drop for Daemon {
     }
 }
 pub mod mirror;
+pub mod mqtt;
 pub mod platform;
 
 /// The directory holding the workspace's built binaries.
@@ -684,6 +693,42 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     let mut body = String::new();
     s.read_to_string(&mut body).await?;
     Ok(body)
+}
+
+/// An HTTP/1.0 request with a `Cookie` header (when `cookie` is not empty) and, but for a
+/// GET, a form body; the whole answer.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    cookie: &str,
+    body: &str,
+) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("the server listens");
+    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    if !cookie.is_empty() {
+        head.push_str(&format!("Cookie: {cookie}\r\n"));
+    }
+    if method != "GET" {
+        head.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    write!(s, "{head}\r\n{body}").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// The status code of an HTTP answer (0 when it has none).
+pub fn http_status(answer: &str) -> u16 {
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A process's peak resident memory (VmHWM) in bytes.

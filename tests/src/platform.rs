@@ -77,6 +77,8 @@ pub struct ControlPlaneProcess {
     pub id: String,
     /// Its API address.
     pub addr: String,
+    /// Its operational endpoint (`/metrics`, `/healthz`, `/readyz`).
+    pub metrics: String,
     daemon: crate::Daemon,
 }
 
@@ -85,13 +87,14 @@ impl ControlPlaneProcess {
     /// lease, its log in `log_dir`, and extra `flags`.
     pub fn start(id: &str, store: &str, log_dir: &Path, flags: &[&str]) -> ControlPlaneProcess {
         let addr = format!("127.0.0.1:{}", free_port());
+        let metrics = format!("127.0.0.1:{}", free_port());
         let mut args: Vec<String> = vec![
             "--id".into(),
             id.into(),
             "--listen".into(),
             addr.clone(),
             "--metrics-listen".into(),
-            format!("127.0.0.1:{}", free_port()),
+            metrics.clone(),
             "--store".into(),
             store.into(),
             "--leader-lease-ms".into(),
@@ -101,6 +104,7 @@ impl ControlPlaneProcess {
         ControlPlaneProcess {
             id: id.into(),
             addr,
+            metrics,
             daemon: crate::Daemon::start(
                 "control-plane",
                 &format!("control-plane {id}"),
@@ -121,6 +125,11 @@ impl ControlPlaneProcess {
     /// Starts the process (again) with the same arguments.
     pub fn spawn(&mut self) {
         self.daemon.spawn();
+    }
+
+    /// Sends `signal` to the process (SIGSTOP pauses it: nothing it serves answers).
+    pub fn signal(&self, signal: i32) {
+        self.daemon.signal(signal);
     }
 
     /// Whether the process runs.
@@ -352,4 +361,32 @@ pub fn meridian_control(control: &str, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A platform of managed regions on one control plane: the control plane on the embedded
+/// store under `dir`, knowing `regions` (brokers' leases 2 s, so a killed region is seen
+/// down quickly), `brokers` brokers in each region started with `flags`, and mirror
+/// certificates for those regions in `dir/certs`.
+pub async fn managed_regions(
+    dir: &Path,
+    regions: &[&str],
+    brokers: u32,
+    flags: &[&str],
+) -> (ControlPlaneProcess, Vec<ManagedRegion>, PathBuf) {
+    let certs = dir.join("certs");
+    crate::mirror::issue_certs(&certs, regions);
+    let mut cp_flags = vec!["--broker-lease-ms", "2000"];
+    for r in regions {
+        cp_flags.extend(["--region", r]);
+    }
+    let cp = ControlPlaneProcess::embedded(dir, &cp_flags).await;
+    let mut started = Vec::new();
+    for r in regions {
+        started.push(
+            ManagedRegion::start(dir, r, brokers, &cp.addr, flags)
+                .await
+                .unwrap(),
+        );
+    }
+    (cp, started, certs)
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use meridian_tests::mirror::{MirrorProcess, free_udp_addr, issue_certs};
 use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control};
-use meridian_tests::{Daemon, free_addr, http_get};
+use meridian_tests::{Daemon, free_addr, http_get, http_request, http_status};
 
 /// A child process killed when dropped.
 struct KillOnDrop(Child);
@@ -63,6 +63,14 @@ async fn browser(profile: &std::path::Path) -> (KillOnDrop, Client) {
             Err(e) => panic!("no WebDriver session from chromedriver: {e}"),
         }
     }
+}
+
+/// Writes the console's configuration readable by its owner only (it holds password hashes:
+/// the console refuses it otherwise).
+fn write_private(path: &std::path::Path, text: String) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
 fn hash(password: &str) -> String {
@@ -156,20 +164,16 @@ async fn click(b: &Client, css: &str) {
 
 /// A form POST by hand (as a script or another site would send it); the status code.
 async fn post(console: SocketAddr, path: &str, cookie: &str, body: &str) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(console).await.unwrap();
-    let request = format!(
-        "POST {path} HTTP/1.0\r\nHost: {console}\r\nCookie: meridian_session={cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+    let (path, cookie, body) = (
+        path.to_owned(),
+        format!("meridian_session={cookie}"),
+        body.to_owned(),
     );
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).await.unwrap();
-    answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    tokio::task::spawn_blocking(move || {
+        http_status(&http_request(console, "POST", &path, &cookie, &body))
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,7 +219,7 @@ async fn an_sre_operates_the_platform_from_a_browser() {
     ];
 
     let config = tmp.path().join("console.toml");
-    std::fs::write(
+    write_private(
         &config,
         format!(
             "[[users]]\nname = \"ada\"\nrole = \"admin\"\npassword_hash = \"{}\"\n\n[[users]]\nname = \"vic\"\nrole = \"viewer\"\npassword_hash = \"{}\"\n",
@@ -663,4 +667,125 @@ async fn an_sre_operates_the_platform_from_a_browser() {
     assert!(lines.contains("\"fail region\"") && lines.contains("\"reset group\""));
     assert!(lines.contains("\"move home\""));
     assert!(daemon.terminate(), "the console stops cleanly on SIGTERM");
+}
+
+/// `POST /login` with `name` and `password` from a fresh connection: the whole answer.
+fn post_login(console: SocketAddr, name: &str, password: &str) -> String {
+    let body = format!("name={name}&password={password}");
+    http_request(console, "POST", "/login", "", &body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_are_throttled_and_an_unknown_name_costs_what_a_wrong_password_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("console.toml");
+    write_private(
+        &config,
+        format!(
+            "[[users]]\nname = \"ada\"\nrole = \"admin\"\npassword_hash = \"{}\"\n",
+            hash("ada-pass")
+        ),
+    )
+    .unwrap();
+    let console = free_addr();
+    let audit_log = tmp.path().join("audit.log");
+    let _daemon = Daemon::start(
+        "meridian-console",
+        "console",
+        vec![
+            "--config".into(),
+            config.display().to_string(),
+            "--listen".into(),
+            console.to_string(),
+            "--control".into(),
+            free_addr().to_string(),
+            "--audit-log".into(),
+            audit_log.display().to_string(),
+        ],
+        tmp.path().join("console.log"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(console).is_err() {
+        assert!(Instant::now() < deadline, "the console never listened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every answer carries the security headers.
+    let page = http_get(console, "/login").await.unwrap();
+    for h in [
+        "x-frame-options: DENY",
+        "x-content-type-options: nosniff",
+        "referrer-policy: same-origin",
+        "content-security-policy: default-src 'self'",
+    ] {
+        assert!(
+            page.to_lowercase().contains(&h.to_lowercase()),
+            "{h} missing:\n{page}"
+        );
+    }
+    // An unknown name takes as long as a wrong password (both check an argon2 hash): the
+    // medians of three, within a factor of five (an unchecked name answered 30 times
+    // faster before).
+    let median = |name: &str| {
+        let mut t: Vec<Duration> = (0..3)
+            .map(|_| {
+                let started = Instant::now();
+                assert_eq!(http_status(&post_login(console, name, "wrong")), 401);
+                started.elapsed()
+            })
+            .collect();
+        t.sort();
+        t[1]
+    };
+    let (known, unknown) = (median("ada"), median("nobody"));
+    assert!(
+        unknown * 5 > known && known * 5 > unknown,
+        "a wrong password took {known:?}, an unknown name {unknown:?}"
+    );
+    // Those were 3 failures for ada and 6 from this address: the 6th failure made the
+    // address wait, so the next attempt, even with the right password, is refused unchecked.
+    let refused = post_login(console, "ada", "ada-pass");
+    assert_eq!(http_status(&refused), 429, "{refused}");
+    assert!(
+        refused.to_lowercase().contains("retry-after: "),
+        "{refused}"
+    );
+    let audit = std::fs::read_to_string(&audit_log).unwrap();
+    assert!(audit.contains("too many failed logins"), "{audit}");
+    // Once the wait is over, the right password logs in.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let ok = post_login(console, "ada", "ada-pass");
+    assert_eq!(http_status(&ok), 303, "{ok}");
+    // A failover submitted without its confirmation is refused, and the refusal audited.
+    let cookie = ok
+        .lines()
+        .find_map(|l| {
+            l.to_lowercase()
+                .starts_with("set-cookie:")
+                .then(|| l[11..].trim())
+        })
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_default()
+        .to_owned();
+    let page = http_request(console, "GET", "/audit", &cookie, "");
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no CSRF token on the audit page:\n{page}"))
+        .to_owned();
+    let unconfirmed = http_request(
+        console,
+        "POST",
+        "/regions/east/fail",
+        &cookie,
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(http_status(&unconfirmed), 422, "{unconfirmed}");
+    let audit = std::fs::read_to_string(&audit_log).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("fail region") && l.contains("refused: not confirmed")),
+        "{audit}"
+    );
 }

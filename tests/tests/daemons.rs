@@ -1,8 +1,68 @@
 //! Every exit of a daemon leaves its reason in its log: a fatal error is logged (with its
 //! causes) before the process exits with code 1, in the log's own format, and said once
-//! more on stderr for whoever started it by hand.
+//! more on stderr for whoever started it by hand. Every daemon's operational endpoint
+//! tells alive (`/healthz`) from ready (`/readyz`) and answers only its own paths.
 
+use std::net::SocketAddr;
 use std::process::Command;
+use std::time::{Duration, Instant};
+
+use meridian_tests::platform::ControlPlaneProcess;
+use meridian_tests::{BrokerProcess, free_addr, http_get};
+
+/// The status code and body of `GET path` at `addr`.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let answer = http_get(addr, path).await.unwrap();
+    let status = meridian_tests::http_status(&answer);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_is_alive_at_once_and_ready_once_registered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = ControlPlaneProcess::embedded(tmp.path(), &["--region", "r"]).await;
+    let cp_ops: SocketAddr = cp.metrics.parse().unwrap();
+    assert_eq!(get(cp_ops, "/readyz").await, (200, "ready\n".to_owned()));
+    assert_eq!(get(cp_ops, "/healthz").await.0, 200);
+    // The control plane paused: a broker starting now cannot register.
+    cp.signal(libc::SIGSTOP);
+    let raft = free_addr().to_string();
+    let flags = ["--broker-id", "1", "--region", "r", "--control", &cp.addr];
+    let broker = BrokerProcess::start(
+        &tmp.path().join("b1"),
+        &[&flags[..], &["--raft-listen", &raft]].concat(),
+    )
+    .await
+    .unwrap();
+    let ops = broker.metrics;
+    assert_eq!(get(ops, "/healthz").await, (200, "ok\n".to_owned()));
+    let (code, why) = get(ops, "/readyz").await;
+    assert_eq!(code, 503, "{why}");
+    assert!(why.contains("not registered"), "{why}");
+    // Only its own paths: metrics at /metrics, nothing at any other.
+    let (code, text) = get(ops, "/metrics").await;
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(get(ops, "/").await.0, 404);
+    assert_eq!(get(ops, "/metrics/x").await.0, 404);
+    // The control plane back: the broker registers and is ready.
+    cp.signal(libc::SIGCONT);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, why) = get(ops, "/readyz").await;
+        if code == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready 30 s after the control plane came back: {why}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
 
 #[test]
 fn a_daemon_that_cannot_start_logs_why_before_it_exits() {
@@ -43,6 +103,30 @@ fn a_daemon_that_cannot_start_logs_why_before_it_exits() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.starts_with("control-plane: opening the metadata store"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_secret_others_may_read_stops_the_daemon_with_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The console's configuration holds password hashes: left readable by all, refused.
+    let config = tmp.path().join("console.toml");
+    std::fs::write(&config, "").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let out = Command::new(meridian_tests::binary("meridian-console"))
+        .args(["--config", &config.display().to_string()])
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .expect("starting meridian-console");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("may be read by other users (mode 644)")
+            && stderr.contains(&format!("chmod 600 {}", config.display())),
         "{stderr}"
     );
 }

@@ -3,8 +3,7 @@
 //! against the table below: protocol adapters → broker core → log group → replication →
 //! storage inside `region-broker`, `proto` at the bottom, the internal region client on
 //! `proto` only and the SDK on it (the mirror's internal RPCs are the region client's, never
-//! the SDK's), the mirror never on the SDK (the broker only for its MQTT adapter, a client
-//! of its own region), the tools and daemons (cli, console, mirror) never on a daemon
+//! the SDK's), neither the mirror nor the broker on the SDK, the tools and daemons (cli, console, mirror) never on a daemon
 //! they talk to, and nothing but the tests and the benchmarks on a daemon or tool crate.
 //! A package missing from the table fails too: a new crate states its place here.
 
@@ -64,10 +63,9 @@ const ALLOWED: &[(&str, &[&str], &str)] = &[
             "meridian-proto",
             "meridian-storage",
             "meridian-region-client",
-            "meridian-client",
             "meridian-daemon",
         ],
-        "the region broker (adapters → core → log group → replication → storage) builds on storage, proto, the region client and the daemon plumbing; its MQTT adapter is a client of its own region, writing and reading through the SDK's idempotent producer and consumers (the partition's leader may be another broker), not a second copy of them",
+        "the region broker (adapters → core → log group → replication → storage) builds on storage, proto, the region client and the daemon plumbing, never on the SDK: what its adapters serve from other brokers (the MQTT listener's writes and reads, the Kafka listener's forwarded requests) goes through the core's `…_anywhere` calls and the region client",
     ),
     (
         "meridian-control-plane",

@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use meridian_tests::mqtt::{self, Sub, finish, mosquitto_sub, subscribed};
 use meridian_tests::{Region, python_output, run};
 
 /// A region of three raft brokers, each with Kafka and MQTT listeners, and topic `sensors`
@@ -41,51 +42,7 @@ fn mqtt_port(region: &Region, i: usize) -> String {
     region.mqtt[i].0.port().to_string()
 }
 
-/// A running `mosquitto_sub` (`-d`: its SUBACK is seen; `-v`: "topic payload" lines).
-struct Sub {
-    child: Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-/// `mosquitto_sub`, line-buffered (its output is a pipe here, which stdio would
-/// otherwise hold until it exits).
-fn mosquitto_sub() -> Command {
-    let mut cmd = Command::new("stdbuf");
-    cmd.args(["-oL", "mosquitto_sub"]);
-    cmd
-}
-
-/// Starts `cmd` (a [`mosquitto_sub`] with `-d -v`) and waits for its SUBACK.
-fn subscribed(mut cmd: Command) -> Sub {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_sub runs (scripts/test.sh installs mosquitto-clients)");
-    let out = child.stdout.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                return;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(l) if l.contains("received SUBACK") => break,
-            Ok(_) => {}
-            Err(e) => panic!("mosquitto_sub saw no SUBACK in 30 s: {e}"),
-        }
-    }
-    Sub { child, lines }
-}
-
-/// `mosquitto_sub` reading `count` messages of `filter`, subscribed; its messages are
-/// read by [`finish`].
+/// `mosquitto_sub` at broker `i` reading `count` messages of `filter`, subscribed.
 fn subscriber(
     region: &Region,
     i: usize,
@@ -94,43 +51,10 @@ fn subscriber(
     filter: &str,
     count: usize,
 ) -> Sub {
-    let mut cmd = mosquitto_sub();
-    cmd.args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &mqtt_port(region, i),
-        "-V",
-        version,
-    ])
-    .args(["-q", &qos.to_string(), "-t", filter, "-v", "-d"])
-    .args(["-C", &count.to_string(), "-W", "60"]);
-    subscribed(cmd)
+    mqtt::subscriber(&mqtt_port(region, i), version, qos, filter, count)
 }
 
-/// Its messages, once it ended: (topic, payload), the debug lines left out.
-fn finish(sub: Sub) -> Vec<(String, String)> {
-    let out = sub.child.wait_with_output().unwrap();
-    // The reader thread ends at the output's end, with the process.
-    let lines: Vec<String> = sub.lines.iter().collect();
-    assert!(
-        out.status.success(),
-        "mosquitto_sub failed: {}; it printed {} lines, the CONNACK: {:?}",
-        String::from_utf8_lossy(&out.stderr),
-        lines.len(),
-        lines.iter().find(|l| l.contains("CONNACK"))
-    );
-    lines
-        .into_iter()
-        .filter(|l| !l.starts_with("Client ") && !l.starts_with("Subscribed (mid"))
-        .map(|l| {
-            let (t, p) = l.split_once(' ').unwrap_or((&l, ""));
-            (t.to_owned(), p.to_owned())
-        })
-        .collect()
-}
-
-/// `mosquitto_pub` sending each line of `lines` as one message to `topic`.
+/// `mosquitto_pub` at broker `i` sending each line of `lines` as one message to `topic`.
 fn publish(
     region: &Region,
     i: usize,
@@ -140,19 +64,7 @@ fn publish(
     lines: &str,
     extra: &[&str],
 ) {
-    let mut cmd = Command::new("mosquitto_pub");
-    cmd.args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &mqtt_port(region, i),
-        "-V",
-        version,
-    ])
-    .args(["-q", &qos.to_string(), "-t", topic, "-l"])
-    .args(extra);
-    let (code, out, err) = run(cmd, Some(lines.as_bytes()));
-    assert_eq!(code, 0, "mosquitto_pub: {out} {err}");
+    mqtt::publish(&mqtt_port(region, i), version, qos, topic, lines, extra)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -689,4 +601,66 @@ async fn a_publish_that_is_not_stored_is_not_acknowledged() {
         out.contains("received PUBACK (Mid: 1, RC:131)"),
         "{code} {out} {err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos1_publishes_are_stored_once_and_in_order_across_a_leader_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut region = region(dir.path()).await;
+    // The partition the name lands on, its leader, and a broker that is not it.
+    const NAME: &str = "sensors/flow/meter-1";
+    let partition =
+        meridian_proto::partition::for_key(NAME.as_bytes(), std::num::NonZeroU32::new(3).unwrap());
+    let leader = region.leader_of("sensors", partition).await.unwrap();
+    let at = (leader + 1) % 3;
+    const N: usize = 3000;
+    let mut publisher = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &mqtt_port(&region, at),
+            "-V",
+            "mqttv311",
+        ])
+        .args(["-q", "1", "-t", NAME, "-l", "-i", "meter-1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub runs (scripts/test.sh installs mosquitto-clients)");
+    let mut stdin = publisher.stdin.take().unwrap();
+    let feeding = std::thread::spawn(move || {
+        for i in 0..N {
+            writeln!(stdin, "{i}").unwrap();
+            if i % 100 == 99 {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        // Dropping stdin ends the input: mosquitto_pub waits for every PUBACK, then ends.
+    });
+    // The partition's leader dies while the device publishes through another broker.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    region.brokers[leader].kill9();
+    feeding.join().unwrap();
+    let out = tokio::task::spawn_blocking(move || publisher.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mosquitto_pub: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every acknowledged publish is stored once, in the order sent.
+    let client = region.brokers[at].client().await;
+    let held: Vec<String> = meridian_tests::read_all(&client, "sensors")
+        .await
+        .remove(&partition)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, v)| String::from_utf8(v).unwrap())
+        .collect();
+    let want: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+    assert_eq!(held.len(), N, "stored {} of {N} publishes", held.len());
+    assert_eq!(held, want, "once each, in order");
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use meridian_client::{Client, ConsumerConfig, ProducerConfig, Record, StartFrom};
 use meridian_proto::v1;
-use meridian_tests::mirror::{MirrorProcess, free_udp_addr, issue_certs};
-use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control};
+use meridian_tests::mirror::{MirrorProcess, free_udp_addr};
+use meridian_tests::platform::{managed_regions, meridian_control};
 use meridian_tests::read_all;
 
 const REGIONS: [&str; 3] = ["ap", "eu", "us"];
@@ -59,22 +59,8 @@ async fn held(client: &Client) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_region_fails_over_and_rejoins_with_nothing_lost_or_doubled() {
     let tmp = tempfile::tempdir().unwrap();
-    let certs = tmp.path().join("certs");
-    issue_certs(&certs, &REGIONS);
-    let mut cp_flags = vec!["--broker-lease-ms", "2000"];
-    for r in REGIONS {
-        cp_flags.extend(["--region", r]);
-    }
-    let cp = ControlPlaneProcess::embedded(tmp.path(), &cp_flags).await;
+    let (cp, mut regions, certs) = managed_regions(tmp.path(), &REGIONS, 1, &[]).await;
     let control = cp.addr.clone();
-    let mut regions = Vec::new();
-    for r in REGIONS {
-        regions.push(
-            ManagedRegion::start(tmp.path(), r, 1, &control, &[])
-                .await
-                .unwrap(),
-        );
-    }
     let (code, _, err) = meridian_control(
         &control,
         &[

@@ -180,17 +180,7 @@ impl Drop for Up {
 
 /// A form POST; the whole answer.
 fn http_post(addr: std::net::SocketAddr, path: &str, body: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("the console listens");
-    write!(
-        s,
-        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    answer
+    meridian_tests::http_request(addr, "POST", path, "", body)
 }
 
 fn run_platform(extra: &[&str], store_says: &str, salt: u16) {

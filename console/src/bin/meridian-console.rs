@@ -74,6 +74,8 @@ impl Default for Config {
 fn config(args: &Args) -> anyhow::Result<Config> {
     let mut c = match &args.config {
         Some(path) => {
+            // It holds the users' password hashes.
+            meridian_security::certs::check_private(path, "configuration file")?;
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
             toml::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?
@@ -132,19 +134,18 @@ fn hash_password() -> anyhow::Result<()> {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let mut builder = metrics_exporter_prometheus::PrometheusBuilder::new();
-    if let Some(m) = config.metrics_listen {
-        builder = builder.with_http_listener(m);
-    }
-    let handle = if config.metrics_listen.is_some() {
-        builder.install().context("starting the metrics endpoint")?;
-        None
-    } else {
-        Some(
-            builder
+    // With --metrics-listen, the daemons' operational endpoint there (the console is
+    // ready once it serves); without, /metrics on the console's own address.
+    let handle = match config.metrics_listen {
+        Some(m) => {
+            meridian_daemon::ops::start(m, Arc::new(|| Ok(()))).await?;
+            None
+        }
+        None => Some(
+            metrics_exporter_prometheus::PrometheusBuilder::new()
                 .install_recorder()
                 .context("installing the metrics recorder")?,
-        )
+        ),
     };
     let auth = Auth::new(config.users).context("users")?;
     let audit = Audit::open(config.audit_log.clone())?;
@@ -163,7 +164,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the console to {}", config.listen))?;
     tracing::info!(listen = %config.listen, control = %config.control, audit = %config.audit_log.display(), "console ready");
-    axum::serve(listener, meridian_console::router(app))
+    // With each connection's address: logins are throttled per client address too.
+    let service = meridian_console::router(app).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(meridian_daemon::stop_requested())
         .await
         .context("serving the console")?;

@@ -122,6 +122,8 @@ pub(super) async fn change_region(
         }
     };
     if f.confirm != "yes" {
+        app.audit
+            .record(&me.session, &what, &name, "refused: not confirmed");
         return (
             StatusCode::UNPROCESSABLE_ENTITY,
             error_page("Not done", "Tick “I understand” to confirm."),
@@ -223,6 +225,8 @@ pub(super) async fn move_home(
         return r.into_response();
     }
     if f.confirm != "yes" {
+        app.audit
+            .record(&me.session, "move home", &target, "refused: not confirmed");
         return (
             StatusCode::UNPROCESSABLE_ENTITY,
             error_page("Not done", "Tick “I understand” to confirm."),

@@ -215,10 +215,17 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(config.metrics_listen)
-        .install()
-        .with_context(|| format!("starting the metrics endpoint on {}", config.metrics_listen))?;
+    // Ready once a leader of the control plane is known (this process or another).
+    let (leader_tx, leader_rx) = tokio::sync::watch::channel(None);
+    let led = leader_rx.clone();
+    meridian_daemon::ops::start(
+        config.metrics_listen,
+        Arc::new(move || match &*led.borrow() {
+            Some(_) => Ok(()),
+            None => Err("no leader of the control plane is known yet".to_owned()),
+        }),
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the control-plane API to {}", config.listen))?;
@@ -233,7 +240,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         id: config.id.clone(),
         addr: config.listen.to_string(),
     };
-    let (leader_tx, leader_rx) = tokio::sync::watch::channel(None);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let election = tokio::spawn(election::run(
         store.clone(),

@@ -124,10 +124,6 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(config.metrics_listen)
-        .install()
-        .with_context(|| format!("starting the metrics endpoint on {}", config.metrics_listen))?;
     let identity = tls::Identity::load(&config.ca, &config.cert, &config.key)?;
     let transport = tls::transport(&config)?;
     let mut endpoint =
@@ -142,6 +138,25 @@ async fn run(config: Config) -> anyhow::Result<()> {
         peers.iter().map(|p| p.region.clone()).collect(),
         Duration::from_secs(2),
     );
+    // Ready once it knows its region (from the control plane) and reaches its brokers.
+    let known = views.clone();
+    let region = config.region.clone();
+    meridian_daemon::ops::start(
+        config.metrics_listen,
+        Arc::new(move || {
+            let snapshot = known.borrow();
+            if !snapshot.views.contains_key(&region) {
+                return Err(format!(
+                    "region {region} is not known from the control plane yet"
+                ));
+            }
+            if snapshot.client.is_none() {
+                return Err(format!("no broker of region {region} answered yet"));
+            }
+            Ok(())
+        }),
+    )
+    .await?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let admission = meridian_daemon::listener::Admission::new(

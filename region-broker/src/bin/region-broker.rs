@@ -276,10 +276,18 @@ fn config(args: &Args) -> anyhow::Result<Config> {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(config.metrics_listen)
-        .install()
-        .with_context(|| format!("starting the metrics endpoint on {}", config.metrics_listen))?;
+    // Ready once the broker is open (recovered), registered when managed, and its log
+    // groups led or followed and caught up (`Broker::readiness`).
+    let opened: Arc<std::sync::OnceLock<Arc<Broker>>> = Arc::default();
+    let ready = opened.clone();
+    meridian_daemon::ops::start(
+        config.metrics_listen,
+        Arc::new(move || match ready.get() {
+            Some(broker) => broker.readiness(),
+            None => Err("opening the data directory (recovering the journal)".to_owned()),
+        }),
+    )
+    .await?;
     let grpc_listen = config.grpc_listen;
     let listener = tokio::net::TcpListener::bind(grpc_listen)
         .await
@@ -309,6 +317,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await?
         .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
     let broker = Arc::new(broker);
+    let _ = opened.set(broker.clone());
     let raft_server = match broker.config().replication.raft_listen.filter(|_| {
         !broker.config().replication.peers.is_empty() || !broker.config().control.is_empty()
     }) {

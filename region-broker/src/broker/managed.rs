@@ -43,6 +43,13 @@ pub(super) struct ViewState {
     fresh: bool,
 }
 
+impl ViewState {
+    /// Whether this broker holds a lease of the control plane now.
+    pub(super) fn is_registered(&self) -> bool {
+        self.lease.is_some()
+    }
+}
+
 /// Why this broker may not take writes of a strictly ordered topic homed in its region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(super) enum HomeRefused {

@@ -281,7 +281,14 @@ impl Broker {
             *p = (*p).max(position);
         }
         let merged: super::Positions = merged.into_iter().collect();
-        if merged == current {
+        // Nothing new, unless the group has no commit here yet: then even "nothing seen"
+        // is one (it resumes at the partition's start).
+        if merged == current
+            && group
+                .storage()
+                .committed_offset(consumer_group, key)
+                .is_some()
+        {
             return Ok(false);
         }
         self.write_commit(
@@ -388,7 +395,10 @@ fn local_records(
         next += 1;
         if h.kind == RecordKind::OffsetCommit {
             // A cleared origin (a reset back) does not ship: the other regions keep each
-            // origin's highest, so a reset holds only where it was made.
+            // origin's highest, so a reset holds only where it was made. A commit that has
+            // seen nothing ships too: where the group has no commit, it then starts at the
+            // partition's start, not at its reset point (which may be the end, skipping
+            // what was written for it since).
             let positions: Vec<(String, u64)> =
                 meridian_proto::record::decode_commit_positions(&payload)
                     .into_iter()
@@ -397,7 +407,6 @@ fn local_records(
             if let Some((group_name, offset)) =
                 meridian_proto::record::decode_offset_commit(&payload)
                 && offset != crate::storage::POSITIONS_ONLY
-                && !positions.is_empty()
             {
                 commits.push(LocalCommit {
                     seq: h.index,

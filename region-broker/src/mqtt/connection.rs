@@ -50,11 +50,7 @@ pub(super) struct Will {
     pub(super) expiry: Option<u32>,
 }
 
-pub(super) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub(super) use crate::broker::now_ms;
 
 /// How long a connection waits for its session while another connection lets it go.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -355,7 +351,7 @@ impl Connection {
         state.outbound.set_window(window);
         state.inbound.reconnect();
         state.group = (expiry > 0).then(|| super::stored::group_of(&client_id));
-        state.owner = format!("{}/{:016x}", self.mqtt.broker.config().broker_id, rand_id());
+        state.owner = format!("{}{:016x}", self.mqtt.owner_prefix(), rand_id());
         *slot.owner.lock().expect("owner lock poisoned") = state.owner.clone();
         // The region's record: ended for a session that does not outlive its connection,
         // taken over (and its feeds started from its positions) for one that does.

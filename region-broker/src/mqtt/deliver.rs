@@ -144,7 +144,7 @@ impl Connection {
                 .is_ok_and(|t| !names.iter().any(|n| n == t))
         });
         if missing {
-            names = self.mqtt.refresh_topics().await;
+            names = self.mqtt.refresh_topics();
         }
         let mut wanted: Vec<(String, Option<String>)> = Vec::new();
         for s in state.subscriptions.values() {
@@ -177,9 +177,6 @@ impl Connection {
             }
             keep
         });
-        let Ok((client, _)) = self.mqtt.client().await else {
-            return;
-        };
         let mut starting = Vec::new();
         for key in wanted {
             if state.feeds.contains_key(&key) {
@@ -191,7 +188,7 @@ impl Connection {
             }
             let (tx, rx) = oneshot::channel();
             let task = feed::spawn(
-                client.clone(),
+                self.mqtt.broker.clone(),
                 Arc::new(self.mqtt.topics.clone()),
                 key.clone(),
                 (state.group.clone(), resume),
@@ -278,13 +275,11 @@ impl Connection {
         }
         let mqtt = self.mqtt.clone();
         self.commit_task = Some(tokio::spawn(async move {
-            let Ok((client, _)) = mqtt.client().await else {
-                return commits.into_iter().map(|(k, _)| k).collect();
-            };
             let mut failed = Vec::new();
             for ((group, topic, partition), offset) in commits {
-                if let Err(e) = client
-                    .commit_offset(&group, &topic, partition, offset)
+                if let Err(e) = mqtt
+                    .broker
+                    .commit_offset_anywhere(&group, &topic, partition, offset)
                     .await
                 {
                     tracing::debug!(group, topic, partition, error = %e, "an MQTT session's position was not committed");

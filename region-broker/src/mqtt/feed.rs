@@ -7,8 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_client::{Client, ConsumerConfig, StartFrom};
+use meridian_region_client::membership::{Member, Subscription};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::broker::Broker;
+use crate::broker::region_reader::{Read, RegionReader, Start};
 
 use super::record::Message;
 use super::topics::Topics;
@@ -39,7 +42,7 @@ pub(super) fn share_group(name: &str) -> String {
 /// what its client acknowledged (`connection.rs`); a persistent session's starting
 /// places are committed here at once, so what is written while it is away waits for it.
 pub(super) fn spawn(
-    client: Client,
+    broker: Arc<Broker>,
     topics: Arc<Topics>,
     (topic, share): (String, Option<String>),
     (session_group, resume): (Option<String>, bool),
@@ -51,54 +54,26 @@ pub(super) fn spawn(
         None => session_group,
     };
     tokio::spawn(async move {
-        let mut ready = Some(ready);
-        let mut consumer = loop {
-            let attempt = async {
-                // A share reads as its group; a resumed session from its positions; a new
-                // subscription from the end, whatever its group held before.
-                let reads_as = match (&share, resume) {
-                    (Some(_), _) | (None, true) => group.clone(),
-                    (None, false) => None,
-                };
-                let mut c = client.consumer(ConsumerConfig {
-                    group: reads_as,
-                    start: StartFrom::End,
-                    assignor: "round-robin".to_owned(),
-                    // The session commits what its client acknowledged; a share's
-                    // partition that moves to another member starts there, so what this
-                    // session held unacknowledged is delivered again, never skipped.
-                    commit_on_rebalance: false,
-                    ..ConsumerConfig::default()
-                });
-                if share.is_some() {
-                    c.subscribe(&topic).await?;
-                } else {
-                    let n = client.describe_topic(&topic).await?.partitions.len() as u32;
-                    c.assign(&topic, &(0..n).collect::<Vec<_>>()).await?;
-                    if group.is_some() {
-                        for (t, p, offset) in c.positions().collect::<Vec<_>>() {
-                            let g = group.as_deref().unwrap_or_default();
-                            client.commit_offset(g, t, p, offset).await?;
-                        }
-                    }
+        let mut source = loop {
+            let started = match &share {
+                Some(_) => {
+                    Source::join_share(&broker, &topic, group.as_deref().unwrap_or_default()).await
                 }
-                Ok::<_, meridian_client::ClientError>(c)
+                None => Source::read_all(&broker, &topic, group.as_deref(), resume).await,
             };
-            match attempt.await {
-                Ok(c) => break c,
+            match started {
+                Ok(s) => break s,
                 Err(e) => {
                     tracing::debug!(topic, error = %e, "an MQTT feed cannot start yet; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         };
-        if let Some(r) = ready.take() {
-            let _ = r.send(());
-        }
+        let _ = ready.send(());
         loop {
             // No more than the session's queue has room for (the rest stays in the log).
             let room = queue.capacity().max(1);
-            let batch = match consumer.poll_up_to(Duration::from_secs(5), room).await {
+            let batch = match source.poll(room).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::debug!(topic, error = %e, "an MQTT feed's read failed; retrying");
@@ -107,9 +82,10 @@ pub(super) fn spawn(
                 }
             };
             for r in batch {
-                let name = topics.name_of(&topic, r.key.as_deref());
-                let place = (topic.clone(), r.partition, r.offset);
-                let message = Message::of_record(name, r.value, &r.headers);
+                let m = r.fetched.message;
+                let name = topics.name_of(&topic, m.key.as_deref());
+                let place = (topic.clone(), r.partition, r.fetched.offset);
+                let message = Message::of_record(name, m.value, &m.headers);
                 let item = Item {
                     share: share.clone(),
                     group: group.clone(),
@@ -122,4 +98,113 @@ pub(super) fn spawn(
             }
         }
     })
+}
+
+/// How long a feed waits for messages in one poll.
+const POLL_WAIT: Duration = Duration::from_secs(5);
+/// How long a share's member waits in one poll: its assignment may change meanwhile.
+const SHARE_POLL_WAIT: Duration = Duration::from_secs(1);
+/// A share member's session with its group's coordinator.
+const SHARE_SESSION: Duration = Duration::from_secs(10);
+
+/// Where a feed's records come from: every partition of its topic, or the partitions its
+/// share's group assigns this member.
+enum Source {
+    All(RegionReader),
+    Share {
+        member: Box<Member>,
+        reader: RegionReader,
+        group: String,
+    },
+}
+
+impl Source {
+    /// Every partition: from the group's commits when resuming a persistent session,
+    /// else from the end; a persistent session's starting places committed at once.
+    async fn read_all(
+        broker: &Arc<Broker>,
+        topic: &str,
+        group: Option<&str>,
+        resume: bool,
+    ) -> Result<Source, String> {
+        let partitions = broker.topic(topic).map_err(|e| e.to_string())?.groups.len() as u32;
+        let mut reader = RegionReader::new(broker.clone(), topic);
+        for p in 0..partitions {
+            let offset = match group {
+                Some(g) if resume => reader.start_committed(p, g, Start::End).await?,
+                _ => reader.start(p, Start::End).await?,
+            };
+            if let Some(g) = group {
+                broker.commit_offset_anywhere(g, topic, p, offset).await?;
+            }
+        }
+        Ok(Source::All(reader))
+    }
+
+    /// A member of the share's consumer group: the group splits the partitions among the
+    /// share's members at every broker.
+    async fn join_share(broker: &Arc<Broker>, topic: &str, group: &str) -> Result<Source, String> {
+        broker.topic(topic).map_err(|e| e.to_string())?;
+        let coordinator = broker.region_client().await.map_err(|e| e.to_string())?;
+        let sub = Subscription {
+            topics: [topic.to_owned()].into(),
+            client_id: "meridian-mqtt".to_owned(),
+            assignor: "round-robin".to_owned(),
+            session: SHARE_SESSION,
+            instance: String::new(),
+            instance_idle: Duration::ZERO,
+        };
+        let member = Member::join(Arc::new(coordinator.clone()), group, sub)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Source::Share {
+            member: Box::new(member),
+            reader: RegionReader::new(broker.clone(), topic),
+            group: group.to_owned(),
+        })
+    }
+
+    /// Up to `max` records.
+    async fn poll(&mut self, max: usize) -> Result<Vec<Read>, String> {
+        match self {
+            Source::All(reader) => reader.poll(POLL_WAIT, max).await,
+            Source::Share {
+                member,
+                reader,
+                group,
+            } => {
+                let changes = member.changes().await.map_err(|e| e.to_string())?;
+                if changes.lost {
+                    let held: Vec<u32> = reader.positions().map(|(p, _)| p).collect();
+                    for p in held {
+                        reader.stop(p);
+                    }
+                }
+                // A partition that moves on is not committed here: the session commits
+                // what its client acknowledged, so what this member held unacknowledged
+                // is delivered again by the next, never skipped.
+                for tp in &changes.revoked {
+                    reader.stop(tp.1);
+                    member.own(tp, false);
+                }
+                if !changes.revoked.is_empty() {
+                    member.beat_now().await.map_err(|e| e.to_string())?;
+                }
+                for tp in &changes.added {
+                    reader.start_committed(tp.1, group, Start::End).await?;
+                    member.own(tp, true);
+                }
+                if !member.holds_lease() {
+                    return Ok(Vec::new());
+                }
+                let read = reader.poll(SHARE_POLL_WAIT, max).await?;
+                // The lease ran out while reading: these partitions may be another's now.
+                Ok(if member.holds_lease() {
+                    read
+                } else {
+                    Vec::new()
+                })
+            }
+        }
+    }
 }

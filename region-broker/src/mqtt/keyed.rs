@@ -4,13 +4,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_client::{ConsumedMessage, ConsumerConfig, StartFrom};
+use meridian_proto::batch::Message;
+
+use crate::broker::region_reader::{RegionReader, Start};
 
 use super::Mqtt;
 
 /// How long a caller waits for a keyed topic to be read (at start, or while the topic is
 /// made).
 const READY_WAIT: Duration = Duration::from_secs(15);
+
+/// How long a region's first broker waits for enough brokers to give a state topic its
+/// replicas before it makes the topic with what the regions have.
+const REPLICAS_WAIT: Duration = Duration::from_secs(10);
 
 /// Whether a followed topic has been read to its end since start.
 pub(super) struct Read(tokio::sync::watch::Sender<bool>);
@@ -35,39 +41,44 @@ impl Read {
 pub(super) async fn follow(
     mqtt: Arc<Mqtt>,
     topic: String,
-    mut apply: impl FnMut(String, ConsumedMessage) + Send,
+    mut apply: impl FnMut(String, Message) + Send,
     read: &Read,
 ) {
     let caught_up = &read.0;
+    let started = std::time::Instant::now();
     let mut warned = false;
-    let mut consumer = loop {
+    let mut reader = loop {
         let attempt = async {
-            let (client, _) = mqtt.client().await?;
-            let partitions = match client.describe_topic(&topic).await {
-                Ok(t) => t.partitions.len() as u32,
+            let partitions = match mqtt.broker.topic(&topic) {
+                Ok(t) => t.groups.len() as u32,
                 Err(_) => {
-                    mqtt.create_topic(&topic, 1).await?;
-                    1
+                    let wait = started.elapsed() < REPLICAS_WAIT;
+                    mqtt.create_state_topic(&topic, 1, wait).await?;
+                    // Made here or elsewhere: read once this broker knows it.
+                    mqtt.broker
+                        .topic(&topic)
+                        .map_err(|e| e.to_string())?
+                        .groups
+                        .len() as u32
                 }
             };
-            let mut c = client.consumer(ConsumerConfig {
-                start: StartFrom::Beginning,
-                ..ConsumerConfig::default()
-            });
-            c.assign(&topic, &(0..partitions).collect::<Vec<_>>())
-                .await?;
-            Ok::<_, meridian_client::ClientError>(c)
+            let mut reader = RegionReader::new(mqtt.broker.clone(), &topic);
+            for p in 0..partitions {
+                reader.start(p, Start::Beginning).await?;
+            }
+            Ok::<_, String>(reader)
         };
         match attempt.await {
             Ok(c) => break c,
-            Err(e) => {
-                if !warned {
-                    tracing::warn!(topic, error = %e, "an MQTT state topic is not read yet (create it: meridian topic create {topic}); retrying");
-                    warned = true;
-                }
-                tokio::time::sleep(Duration::from_secs(2)).await;
+            // While a region starts (its brokers registering, the topic being made) a few
+            // tries fail; past that, it needs someone.
+            Err(e) if !warned && started.elapsed() > REPLICAS_WAIT => {
+                tracing::warn!(topic, error = %e, "an MQTT state topic is not read yet (retained messages and persistent sessions wait for it); retrying");
+                warned = true;
             }
+            Err(e) => tracing::debug!(topic, error = %e, "an MQTT state topic is not read yet"),
         }
+        tokio::time::sleep(Duration::from_secs(2)).await;
     };
     tracing::info!(topic, "reading an MQTT state topic");
     loop {
@@ -77,13 +88,14 @@ pub(super) async fn follow(
         } else {
             Duration::from_millis(100)
         };
-        match consumer.poll(wait).await {
+        match reader.poll(wait, usize::MAX).await {
             Ok(batch) if batch.is_empty() => {
                 caught_up.send_if_modified(|c| !std::mem::replace(c, true));
             }
             Ok(batch) => {
                 for r in batch {
-                    let Some(key) = r
+                    let m = r.fetched.message;
+                    let Some(key) = m
                         .key
                         .as_ref()
                         .and_then(|k| std::str::from_utf8(k).ok())
@@ -91,7 +103,7 @@ pub(super) async fn follow(
                     else {
                         continue;
                     };
-                    apply(key, r);
+                    apply(key, m);
                 }
             }
             Err(e) => {

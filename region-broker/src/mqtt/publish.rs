@@ -6,7 +6,6 @@ use std::future::Future;
 use std::pin::Pin;
 
 use bytes::Bytes;
-use meridian_client::Record;
 use meridian_proto::mqtt::packet::*;
 use meridian_proto::mqtt::{QoS, Version};
 
@@ -55,7 +54,7 @@ impl Connection {
             Err(e) => Some(e.to_string()),
             Ok(()) => match self.mqtt.topics.topic_of(&name) {
                 Err(e) => Some(e.to_string()),
-                Ok(t) => self.mqtt.refuse_topic(t).await,
+                Ok(t) => self.mqtt.refuse_topic(t),
             },
         };
         let qos2 = match state
@@ -211,40 +210,52 @@ impl Mqtt {
             Ok(t) => t.to_owned(),
             Err(e) => return Box::pin(std::future::ready(Err(e.to_string()))),
         };
-        let (_, producer) = match self.client().await {
-            Ok(c) => c,
-            Err(e) => {
-                let why = format!("this broker cannot reach its region: {e}");
-                return Box::pin(std::future::ready(Err(why)));
-            }
-        };
         let key = Bytes::copy_from_slice(message.name.as_bytes());
-        let mut record = Record::new(topic, message.payload.clone()).key(key.clone());
-        for (k, v) in message.headers() {
-            record = match v {
-                Some(v) => record.header(k, v),
-                None => record.null_header(k),
-            };
-        }
-        let sent = producer.send(record).await;
-        let retained = if message.retain {
-            let mut r =
-                Record::new(self.config.retained_topic.clone(), message.payload.clone()).key(key);
-            for (k, v) in message.headers() {
-                if let Some(v) = v {
-                    r = r.header(k, v);
-                }
-            }
-            Some(producer.send(r).await)
-        } else {
-            None
+        let now = now_ms();
+        let record = meridian_proto::batch::Message {
+            key: Some(key.clone()),
+            value: Some(message.payload.clone()),
+            headers: message.headers(),
+            timestamp_ms: now,
         };
+        let sent = self.producer.send(&topic, record);
+        let retained = message.retain.then(|| {
+            let record = meridian_proto::batch::Message {
+                key: Some(key),
+                value: Some(message.payload.clone()),
+                headers: message
+                    .headers()
+                    .into_iter()
+                    .filter(|(_, v)| v.is_some())
+                    .collect(),
+                timestamp_ms: now,
+            };
+            self.producer.send(&self.config.retained_topic, record)
+        });
         Box::pin(async move {
-            sent.await.map_err(|e| e.to_string())?;
+            stored(sent).await?;
             if let Some(r) = retained {
-                r.await.map_err(|e| format!("the retained copy: {e}"))?;
+                stored(r)
+                    .await
+                    .map_err(|e| format!("the retained copy: {e}"))?;
             }
             Ok(())
         })
+    }
+}
+
+/// What a queued write came to: stored, or why not.
+pub(super) async fn stored(
+    sent: Result<
+        tokio::sync::oneshot::Receiver<crate::broker::region_producer::Stored>,
+        crate::broker::BrokerError,
+    >,
+) -> Result<(), String> {
+    match sent {
+        Err(e) => Err(e.to_string()),
+        Ok(reply) => match reply.await {
+            Ok(stored) => stored.map(drop),
+            Err(_) => Err("the broker's producer stopped".to_owned()),
+        },
     }
 }

@@ -242,12 +242,18 @@ impl Mqtt {
         }
     }
 
+    /// How the owners of this broker's connections start: its region and id (the
+    /// sessions topic spans every region).
+    pub(super) fn owner_prefix(&self) -> String {
+        let config = self.broker.config();
+        format!("{}/{}/", config.region, config.broker_id)
+    }
+
     /// The region's record of `client_id` was written by `owner`. When that is another
     /// broker's connection, the session moved there (a client id is connected once in
     /// MQTT): a connection holding it here is told to go, as a local takeover is.
     pub(super) fn moved_elsewhere(&self, client_id: &str, owner: &str) {
-        let here = format!("{}/", self.broker.config().broker_id);
-        if owner.starts_with(&here) {
+        if owner.starts_with(&self.owner_prefix()) {
             return;
         }
         let sessions = self.sessions.lock().expect("sessions lock poisoned");

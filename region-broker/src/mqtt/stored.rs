@@ -19,7 +19,7 @@ pub(super) struct StoredSession {
     pub(super) subscriptions: Vec<StoredSubscription>,
     /// Seconds it outlives a connection.
     pub(super) expiry: u32,
-    /// The connection that wrote it last (broker and a random nonce): only it ends the
+    /// The connection that wrote it last (region, broker and a random nonce): only it ends the
     /// session at expiry, not a broker that held it before.
     pub(super) owner: String,
 }
@@ -154,18 +154,19 @@ impl Mqtt {
         client_id: &str,
         session: Option<&StoredSession>,
     ) -> Result<(), String> {
-        let (_, producer) = self.client().await.map_err(|e| e.to_string())?;
         let value = match session {
             Some(s) => serde_json::to_vec(s).map_err(|e| e.to_string())?,
             None => Vec::new(),
         };
-        let record = meridian_client::Record::new(self.config.sessions_topic.clone(), value)
-            .key(client_id.as_bytes().to_vec());
-        producer
-            .send(record)
+        let record = meridian_proto::batch::Message {
+            key: Some(bytes::Bytes::copy_from_slice(client_id.as_bytes())),
+            value: Some(value.into()),
+            headers: Vec::new(),
+            timestamp_ms: crate::broker::now_ms(),
+        };
+        let sent = self.producer.send(&self.config.sessions_topic, record);
+        super::publish::stored(sent)
             .await
-            .await
-            .map(drop)
             .map_err(|e| format!("the session record: {e}"))?;
         // Known here at once (the follower sees it a moment later).
         self.stored.set(client_id.to_owned(), session.cloned());

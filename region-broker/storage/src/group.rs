@@ -514,6 +514,16 @@ impl LogGroup {
         Ok(index.get(offset)?.map(|e| (offset, e.append_time_ms)))
     }
 
+    /// Whether every durable (and, replicated, committed) record is readable now: the
+    /// indexer has caught up (a broker's readiness).
+    pub fn is_caught_up(&self) -> bool {
+        let target = {
+            let p = self.shared.progress.lock().expect("progress lock poisoned");
+            visible_limit(&p, &self.shared.config)
+        };
+        *self.subscribe().borrow() >= target
+    }
+
     /// Waits, `limit` at most, until every record that may be visible now is: the indexer
     /// makes a record visible a moment after it is durable (and committed), so a read made
     /// right after an acknowledged append waits here to see it. Whether it got there.

@@ -8,6 +8,9 @@
 //! reading and committing before anyone else can have its partitions. A process paused
 //! past its session (SIGSTOP) that wakes up finds its lease gone, drops everything and
 //! joins again.
+//!
+//! The SDK's consumers are members, and so is a broker's MQTT shared subscription: each
+//! reaches the coordinator through its own [`Coordinator`].
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -16,10 +19,10 @@ use std::time::Duration;
 use meridian_proto::v1;
 use tokio::time::Instant;
 
-use crate::{Client, ClientError};
+use crate::{RegionClient, RegionError};
 
 /// A partition: topic and index.
-pub(crate) type TopicPartition = (String, u32);
+pub type TopicPartition = (String, u32);
 
 /// What the member and its heartbeat task share.
 #[derive(Debug)]
@@ -41,24 +44,50 @@ struct State {
 
 /// What a member joins with.
 #[derive(Debug, Clone)]
-pub(crate) struct Subscription {
+pub struct Subscription {
     /// Its topics.
-    pub(crate) topics: BTreeSet<String>,
+    pub topics: BTreeSet<String>,
     /// The assignor it asks for (the group's founder's is the group's).
-    pub(crate) assignor: String,
+    pub assignor: String,
     /// Its session timeout.
-    pub(crate) session: Duration,
+    pub session: Duration,
+    /// The client id the coordinator shows for it ("meridian-sdk", "meridian-mqtt").
+    pub client_id: String,
     /// Its instance (a broadcast group's member's).
-    pub(crate) instance: String,
+    pub instance: String,
     /// How long a broadcast group it founds keeps an idle instance's positions (zero: the
     /// coordinator's default).
-    pub(crate) instance_idle: Duration,
+    pub instance_idle: Duration,
+}
+
+/// How a member reaches its group's coordinator.
+pub trait Coordinator: Send + Sync + 'static {
+    /// Sends one heartbeat (a join, a leave) to the group's coordinator.
+    fn heartbeat(
+        &self,
+        request: v1::ConsumerHeartbeatRequest,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<v1::ConsumerHeartbeatResponse, RegionError>> + Send + '_>,
+    >;
+}
+
+impl Coordinator for RegionClient {
+    fn heartbeat(
+        &self,
+        request: v1::ConsumerHeartbeatRequest,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<v1::ConsumerHeartbeatResponse, RegionError>> + Send + '_>,
+    > {
+        Box::pin(self.call(move |mut c| {
+            let r = request.clone();
+            async move { c.consumer_heartbeat(r).await }
+        }))
+    }
 }
 
 /// A member of a consumer group.
-#[derive(Debug)]
-pub(crate) struct Member {
-    client: Client,
+pub struct Member {
+    client: Arc<dyn Coordinator>,
     group: String,
     sub: Subscription,
     state: Arc<Mutex<State>>,
@@ -67,23 +96,23 @@ pub(crate) struct Member {
 
 /// What a member must do to match its assignment.
 #[derive(Debug, Default)]
-pub(crate) struct Changes {
+pub struct Changes {
     /// Stop reading these (commit them first: they are still the member's).
-    pub(crate) revoked: Vec<TopicPartition>,
+    pub revoked: Vec<TopicPartition>,
     /// Start reading these.
-    pub(crate) added: Vec<TopicPartition>,
+    pub added: Vec<TopicPartition>,
     /// The lease ran out or the coordinator forgot the member: everything owned is gone
     /// (another member may have it: do not commit it).
-    pub(crate) lost: bool,
+    pub lost: bool,
 }
 
 impl Member {
     /// Joins `group` as `sub` says.
-    pub(crate) async fn join(
-        client: Client,
+    pub async fn join(
+        client: Arc<dyn Coordinator>,
         group: &str,
         sub: Subscription,
-    ) -> Result<Member, ClientError> {
+    ) -> Result<Member, RegionError> {
         let state = Arc::new(Mutex::new(State {
             member_id: String::new(),
             epoch: 0,
@@ -105,7 +134,7 @@ impl Member {
     }
 
     /// Joins afresh, owning nothing, and (re)starts the heartbeats.
-    async fn rejoin(&mut self) -> Result<(), ClientError> {
+    async fn rejoin(&mut self) -> Result<(), RegionError> {
         if let Some(h) = self.heartbeats.take() {
             h.abort();
         }
@@ -148,14 +177,14 @@ impl Member {
     }
 
     /// Sends a heartbeat now (after giving partitions up, so they move on at once).
-    pub(crate) async fn beat_now(&self) -> Result<(), ClientError> {
+    pub async fn beat_now(&self) -> Result<(), RegionError> {
         beat(&self.client, &self.group, &self.sub, false, &self.state)
             .await
             .map(|_| ())
     }
 
     /// Drops everything and joins again (the client moved to another region).
-    pub(crate) async fn rejoin_now(&mut self) -> Result<Changes, ClientError> {
+    pub async fn rejoin_now(&mut self) -> Result<Changes, RegionError> {
         self.rejoin().await?;
         Ok(Changes {
             lost: true,
@@ -165,7 +194,7 @@ impl Member {
 
     /// What the member must do now; with `lost`, it has already dropped everything and
     /// joined again.
-    pub(crate) async fn changes(&mut self) -> Result<Changes, ClientError> {
+    pub async fn changes(&mut self) -> Result<Changes, RegionError> {
         let lost = {
             let s = self.state.lock().expect("member lock poisoned");
             s.lost || Instant::now() >= s.lease_until
@@ -187,7 +216,7 @@ impl Member {
     }
 
     /// Records that the member owns `tp` now (`true`) or no longer (`false`).
-    pub(crate) fn own(&self, tp: &TopicPartition, owns: bool) {
+    pub fn own(&self, tp: &TopicPartition, owns: bool) {
         let mut s = self.state.lock().expect("member lock poisoned");
         if owns {
             s.owned.insert(tp.clone());
@@ -197,19 +226,19 @@ impl Member {
     }
 
     /// Whether the lease still holds (so reading and committing are the member's).
-    pub(crate) fn holds_lease(&self) -> bool {
+    pub fn holds_lease(&self) -> bool {
         let s = self.state.lock().expect("member lock poisoned");
         !s.lost && Instant::now() < s.lease_until
     }
 
     /// The member's id and epoch, for its commits.
-    pub(crate) fn id(&self) -> (String, i32) {
+    pub fn id(&self) -> (String, i32) {
         let s = self.state.lock().expect("member lock poisoned");
         (s.member_id.clone(), s.epoch)
     }
 
     /// Leaves the group: its partitions move on at once.
-    pub(crate) async fn leave(mut self) -> Result<(), ClientError> {
+    pub async fn leave(mut self) -> Result<(), RegionError> {
         if let Some(h) = self.heartbeats.take() {
             h.abort();
         }
@@ -220,13 +249,17 @@ impl Member {
             member_epoch: -1,
             ..Default::default()
         };
-        self.client
-            .call(|mut c| {
-                let r = r.clone();
-                async move { c.consumer_heartbeat(r).await }
-            })
-            .await?;
+        self.client.heartbeat(r).await?;
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member")
+            .field("group", &self.group)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
     }
 }
 
@@ -241,12 +274,12 @@ impl Drop for Member {
 /// One heartbeat (`join`: the first, with everything a join says): records the answer
 /// and the lease it gives; the interval until the next.
 async fn beat(
-    client: &Client,
+    client: &Arc<dyn Coordinator>,
     group: &str,
     sub: &Subscription,
     join: bool,
     state: &Mutex<State>,
-) -> Result<Duration, ClientError> {
+) -> Result<Duration, RegionError> {
     let session = sub.session;
     let (r, incarnation) = {
         let s = state.lock().expect("member lock poisoned");
@@ -254,7 +287,7 @@ async fn beat(
             group: group.to_owned(),
             member_id: s.member_id.clone(),
             member_epoch: s.epoch,
-            client_id: "meridian-sdk".to_owned(),
+            client_id: sub.client_id.clone(),
             topics: if join {
                 sub.topics.iter().cloned().collect()
             } else {
@@ -273,12 +306,7 @@ async fn beat(
         (r, s.incarnation)
     };
     let sent = Instant::now();
-    let answer = client
-        .call(|mut c| {
-            let r = r.clone();
-            async move { c.consumer_heartbeat(r).await }
-        })
-        .await?;
+    let answer = client.heartbeat(r).await?;
     let mut s = state.lock().expect("member lock poisoned");
     // An answer to an older member (this one rejoined meanwhile) is not this one's.
     if s.incarnation != incarnation || (!s.member_id.is_empty() && s.member_id != answer.member_id)
