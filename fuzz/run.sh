@@ -12,7 +12,7 @@ export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-co
 # An explicit --target keeps RUSTFLAGS off build scripts (they must not be instrumented).
 host=$(rustc -vV | sed -n 's/^host: //p')
 cargo build --release --locked --bins --target "$host"
-for target in batch_decode record_parse mirror_frame kafka_request mqtt_packet; do
+for target in batch_decode record_parse mirror_frame kafka_request mqtt_packet sasl_scram; do
   corpus="$CARGO_TARGET_DIR/corpus/$target"
   mkdir -p "$corpus"
   echo "==> fuzzing $target for ${seconds}s"

@@ -2,7 +2,8 @@
 confluent-kafka client (librdkafka): the time from handing each record to the client to its
 delivery report (the broker's acknowledgement).
 
-Usage: kafka_latency.py BOOTSTRAP TOPIC SIZE ACKS RATE SECONDS
+Usage: kafka_latency.py BOOTSTRAP TOPIC SIZE ACKS RATE SECONDS [KEY=VALUE ...]
+(KEY=VALUE: more librdkafka settings, e.g. security.protocol=SASL_SSL.)
 Prints one JSON line: {"sent", "delivered", "errors", "rate", "p50_ms", "p99_ms", "p999_ms"}.
 Run by bench/src/bin/kafka-bench.rs.
 """
@@ -15,7 +16,9 @@ from confluent_kafka import Producer
 bootstrap, topic, size, acks, rate, seconds = sys.argv[1:7]
 size, rate, seconds = int(size), int(rate), float(seconds)
 # linger.ms=0: send as soon as possible, as Kafka 3.9's producer does by default.
-p = Producer({"bootstrap.servers": bootstrap, "acks": acks, "linger.ms": 0})
+settings = {"bootstrap.servers": bootstrap, "acks": acks, "linger.ms": 0}
+settings.update(kv.split("=", 1) for kv in sys.argv[7:])
+p = Producer(settings)
 value = b"x" * size
 latencies = []
 errors = []

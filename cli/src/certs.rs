@@ -12,8 +12,15 @@ pub(crate) struct Args {
     #[arg(long)]
     dir: PathBuf,
     /// Regions to issue a mirror certificate for, comma separated.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required_unless_present = "server")]
     regions: Vec<String>,
+    /// Also issue a server certificate for brokers' client listeners (Kafka TLS), named
+    /// NAME (NAME.pem, NAME.key), for the names given with --names.
+    #[arg(long, value_name = "NAME", requires = "names")]
+    server: Option<String>,
+    /// DNS names and IP addresses the server certificate is valid for, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    names: Vec<String>,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
@@ -26,7 +33,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             bail!("invalid region {r:?}: use lowercase letters, digits and '-'");
         }
     }
-    let written = meridian_security::certs::issue(&args.dir, &args.regions)?;
+    let mut written = meridian_security::certs::issue(&args.dir, &args.regions)?;
+    if let Some(name) = &args.server {
+        let (cert, key) = meridian_security::certs::issue_server(&args.dir, name, &args.names)?;
+        written.extend([cert, key]);
+    }
     if written.is_empty() {
         println!(
             "every certificate asked for already exists in {}",

@@ -20,6 +20,7 @@ mod region;
 mod topic;
 mod txn;
 mod up;
+mod user;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -76,6 +77,9 @@ enum Command {
     /// Consumer groups: list, describe (members, offsets, lag), reset offsets.
     #[command(subcommand)]
     Group(group::Command),
+    /// Users and their SASL credentials (Kafka SCRAM and PLAIN): set, list, delete.
+    #[command(subcommand)]
+    User(user::Command),
 }
 
 fn main() {
@@ -149,6 +153,9 @@ fn main() {
             Command::Txn(cmd) => txn::run(cmd, &broker, control.as_deref(), region, cli.json).await,
             Command::Group(cmd) => {
                 group::run(cmd, &broker, control.as_deref(), region, cli.json).await
+            }
+            Command::User(cmd) => {
+                user::run(cmd, &broker, control.as_deref(), region, cli.json).await
             }
         }
     });

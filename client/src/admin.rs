@@ -66,6 +66,36 @@ impl Client {
         .await
     }
 
+    /// Sets (`Some`) or deletes (`None`) `user`'s SCRAM credential for `mechanism`
+    /// (`SCRAM-SHA-512`, `SCRAM-SHA-256`) in the region's credentials; only the
+    /// credential travels, never the password.
+    pub async fn alter_user(
+        &self,
+        user: &str,
+        mechanism: &str,
+        credential: Option<v1::ScramCredential>,
+    ) -> Result<(), ClientError> {
+        let r = v1::AlterUserRequest {
+            user: user.to_owned(),
+            mechanism: mechanism.to_owned(),
+            credential,
+        };
+        self.call(|mut c| {
+            let r = r.clone();
+            async move { c.alter_user(r).await }
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Every user of the region's credentials, with its mechanisms.
+    pub async fn list_users(&self) -> Result<Vec<v1::UserCredentials>, ClientError> {
+        Ok(self
+            .call(|mut c| async move { c.list_users(v1::ListUsersRequest {}).await })
+            .await?
+            .users)
+    }
+
     /// Adds and removes voting replicas (broker ids) of a raft log group, at its leader.
     pub async fn change_replicas(
         &self,

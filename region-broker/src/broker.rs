@@ -13,6 +13,7 @@
 mod catalog;
 pub mod consumer_groups;
 mod coordinator_state;
+pub mod credentials;
 pub mod delayed;
 mod managed;
 mod mirror;
@@ -23,6 +24,7 @@ mod readiness;
 pub mod region_producer;
 pub mod region_reader;
 mod replicated;
+pub(crate) mod state_topic;
 mod topics;
 pub mod transactions;
 
@@ -92,6 +94,8 @@ pub struct Broker {
     producer_ids: producer_ids::ProducerIds,
     /// A client of the region through this broker's own gRPC listener, made on first use.
     region_client: tokio::sync::OnceCell<meridian_region_client::RegionClient>,
+    /// The region's users and their SASL credentials.
+    credentials: credentials::Credentials,
 }
 
 /// Why a request failed; each adapter maps these to its protocol's codes.
@@ -326,6 +330,7 @@ impl Broker {
             delayed: delayed::Delayed::default(),
             producer_ids: producer_ids::ProducerIds::new(config.broker_id),
             region_client: tokio::sync::OnceCell::new(),
+            credentials: credentials::Credentials::new(),
             config,
         };
         if broker.config.control.is_empty() {

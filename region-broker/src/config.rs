@@ -25,6 +25,8 @@ pub struct Config {
     pub kafka_listen: Option<SocketAddr>,
     /// The Kafka listener's bounds (`[kafka]`).
     pub kafka: KafkaLimits,
+    /// Where users' credentials are kept (`[auth]`).
+    pub auth: AuthConfig,
     /// Address of the MQTT listener over TCP (none: not served).
     pub mqtt_listen: Option<SocketAddr>,
     /// Address of the MQTT listener over WebSocket (none: not served).
@@ -63,7 +65,11 @@ pub struct Config {
 /// ours is the broker's batch limit with room for the request around it).
 pub const KAFKA_FRAME_MAX: usize = 64 << 20;
 
-/// The `[kafka]` section: what the Kafka listener holds at most.
+/// The SASL mechanisms the Kafka listener can ask for.
+pub const KAFKA_SASL_MECHANISMS: [&str; 3] = ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"];
+
+/// The `[kafka]` section: what the Kafka listener holds at most, and how its clients
+/// connect (TLS, SASL).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaLimits {
@@ -86,6 +92,15 @@ pub struct KafkaLimits {
     /// Consumer groups a broker coordinates at once; a JoinGroup for a new group past it is
     /// answered COORDINATOR_NOT_AVAILABLE (retried by clients) until empty ones expire.
     pub groups_max: usize,
+    /// The listener's certificate chain (PEM): with `tls_key`, the listener speaks TLS
+    /// only (Kafka's SSL and SASL_SSL). Read again when the file changes.
+    pub tls_cert: Option<PathBuf>,
+    /// The listener's private key (PEM; readable by its owner only).
+    pub tls_key: Option<PathBuf>,
+    /// SASL mechanisms a client must authenticate with before any other request
+    /// (`SCRAM-SHA-512`, `SCRAM-SHA-256`, `PLAIN`; checked against the region's
+    /// credentials, `meridian user set`). Empty: no authentication.
+    pub sasl_mechanisms: Vec<String>,
 }
 
 impl Default for KafkaLimits {
@@ -97,6 +112,29 @@ impl Default for KafkaLimits {
             request_memory_max: 256 << 20,
             empty_group_expiry_ms: 600_000,
             groups_max: 10_000,
+            tls_cert: None,
+            tls_key: None,
+            sasl_mechanisms: Vec::new(),
+        }
+    }
+}
+
+/// The `[auth]` section: where the region keeps its users' credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The state topic of the users' SASL credentials (key `MECHANISM:user`), read whole
+    /// by every broker; in a managed region it spans every region.
+    pub credentials_topic: String,
+    /// Users kept at most; setting one more is refused.
+    pub users_max: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            credentials_topic: "meridian-credentials".to_owned(),
+            users_max: 10_000,
         }
     }
 }
@@ -149,6 +187,15 @@ pub struct MqttConfig {
     /// Where MQTT topic names live, beyond the default (a name's first level names the
     /// topic).
     pub mapping: Vec<MqttMapping>,
+    /// Whether a CONNECT without a user name and password is accepted (mosquitto's
+    /// `allow_anonymous`). When false, both must name a user of the region's credentials
+    /// (`meridian user set`); anything else is refused.
+    pub allow_anonymous: bool,
+    /// The TCP listener's certificate chain (PEM): with `tls_key`, it speaks TLS only
+    /// (MQTT over TLS, mosquitto's `certfile`). Read again when the file changes.
+    pub tls_cert: Option<PathBuf>,
+    /// The TCP listener's private key (PEM; readable by its owner only).
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for MqttConfig {
@@ -170,6 +217,9 @@ impl Default for MqttConfig {
             retained_topic: "mqtt-retained".to_owned(),
             sessions_topic: "mqtt-sessions".to_owned(),
             mapping: Vec::new(),
+            allow_anonymous: true,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -424,6 +474,7 @@ impl Default for Config {
             grpc_listen: "127.0.0.1:7070".parse().expect("valid address"),
             kafka_listen: None,
             kafka: KafkaLimits::default(),
+            auth: AuthConfig::default(),
             mqtt_listen: None,
             mqtt_ws_listen: None,
             mqtt: MqttConfig::default(),
@@ -555,6 +606,7 @@ impl Config {
                 k.connections_per_address_max as i64,
             ),
             ("kafka.groups_max", k.groups_max as i64),
+            ("auth.users_max", self.auth.users_max as i64),
             ("mqtt.connections_max", m.connections_max as i64),
             (
                 "mqtt.connections_per_address_max",
@@ -589,6 +641,32 @@ impl Config {
                 "transactions.check_back_backoff_ms",
                 t.check_back_backoff_ms,
                 "must be at least 1 and at most check_back_backoff_max_ms",
+            );
+        }
+        for m in &k.sasl_mechanisms {
+            if !KAFKA_SASL_MECHANISMS
+                .iter()
+                .any(|k| k.eq_ignore_ascii_case(m))
+            {
+                return invalid(
+                    "kafka.sasl_mechanisms",
+                    m,
+                    format!("must be among {}", KAFKA_SASL_MECHANISMS.join(", ")),
+                );
+            }
+        }
+        if m.tls_cert.is_some() != m.tls_key.is_some() {
+            return invalid(
+                "mqtt.tls_cert",
+                format!("{:?}", m.tls_cert),
+                "tls_cert and tls_key go together: set both for TLS, or neither",
+            );
+        }
+        if k.tls_cert.is_some() != k.tls_key.is_some() {
+            return invalid(
+                "kafka.tls_cert",
+                format!("{:?}", k.tls_cert),
+                "tls_cert and tls_key go together: set both for TLS, or neither",
             );
         }
         if k.request_memory_max < KAFKA_FRAME_MAX {

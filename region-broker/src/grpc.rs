@@ -691,6 +691,64 @@ impl broker_server::Broker for GrpcService {
         }))
     }
 
+    async fn alter_user(
+        &self,
+        request: Request<v1::AlterUserRequest>,
+    ) -> Result<Response<v1::AlterUserResponse>, Status> {
+        use meridian_security::scram::{Credential, Mechanism};
+        let r = request.into_inner();
+        let mechanism = Mechanism::from_name(&r.mechanism).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "unknown mechanism {:?}: SCRAM-SHA-512 or SCRAM-SHA-256",
+                r.mechanism
+            ))
+        })?;
+        let credential = r.credential.map(|c| Credential {
+            salt: c.salt.to_vec(),
+            iterations: c.iterations,
+            stored_key: c.stored_key.to_vec(),
+            server_key: c.server_key.to_vec(),
+        });
+        use crate::broker::credentials::SetError;
+        self.broker
+            .set_credential(&r.user, mechanism, credential)
+            .await
+            .map_err(|e| match e {
+                SetError::Invalid(_) => Status::invalid_argument(e.to_string()),
+                SetError::Full(_) => Status::resource_exhausted(e.to_string()),
+                SetError::NotFound(..) => Status::not_found(e.to_string()),
+                SetError::Unavailable(_) => Status::unavailable(e.to_string()),
+            })?;
+        Ok(Response::new(v1::AlterUserResponse {}))
+    }
+
+    async fn list_users(
+        &self,
+        _: Request<v1::ListUsersRequest>,
+    ) -> Result<Response<v1::ListUsersResponse>, Status> {
+        let credentials = self
+            .broker
+            .credentials()
+            .await
+            .map_err(Status::unavailable)?;
+        let users = credentials
+            .list(&[])
+            .into_iter()
+            .map(|u| v1::UserCredentials {
+                user: u.user,
+                mechanisms: u
+                    .mechanisms
+                    .into_iter()
+                    .map(|(m, iterations)| v1::UserMechanism {
+                        mechanism: m.name().to_owned(),
+                        iterations,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(v1::ListUsersResponse { users }))
+    }
+
     async fn log_groups(
         &self,
         _: Request<v1::LogGroupsRequest>,

@@ -13,7 +13,9 @@
 //! leader, so a group's position is the same over gRPC and Kafka), InitProducerId,
 //! DescribeCluster, and the admin APIs (`admin.rs`: CreateTopics, DeleteTopics,
 //! CreatePartitions, DescribeConfigs, AlterConfigs, IncrementalAlterConfigs — through the
-//! control plane in a managed region). Other APIs (transactions, ACLs, quotas) are not
+//! control plane in a managed region), SASL (SaslHandshake, SaslAuthenticate: `sasl.rs`)
+//! and the users' SCRAM credentials (`users.rs`), over TLS when configured. Other APIs
+//! (ACLs, quotas) are not
 //! advertised; a request for one closes the connection, as Kafka does for an API it does
 //! not know.
 //!
@@ -43,8 +45,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use meridian_proto::kafka::kafka_protocol;
 use meridian_proto::kafka::{RequestError, SUPPORTED, decode_records_within, decode_request};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 use meridian_daemon::listener::{Admission, Refusals};
 
@@ -64,7 +66,9 @@ use consumers::{
 
 pub mod groups;
 mod producers;
+mod sasl;
 mod transactions;
+mod users;
 
 /// What every Kafka connection of a broker shares.
 pub(crate) struct Kafka {
@@ -78,6 +82,10 @@ pub(crate) struct Kafka {
     request_memory: Arc<tokio::sync::Semaphore>,
     /// How long a connection may be idle, or a request half-sent.
     idle_timeout: Duration,
+    /// The SASL mechanisms a client must authenticate with (none: it need not).
+    offered: Vec<sasl::Offered>,
+    /// The listener's TLS identity, when it speaks TLS.
+    tls: Option<meridian_security::tls::ServerTls>,
 }
 
 impl Kafka {
@@ -170,15 +178,36 @@ fn client_error_code(e: &RegionError) -> i16 {
     }
 }
 
+/// The listener's TLS identity (`kafka.tls_cert`, `kafka.tls_key`), when configured; the
+/// error names the file and what is wrong, so the broker refuses to start with it.
+pub fn load_tls(
+    config: &crate::config::KafkaLimits,
+) -> anyhow::Result<Option<meridian_security::tls::ServerTls>> {
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(meridian_security::tls::ServerTls::load(cert, key)?)),
+        _ => Ok(None),
+    }
+}
+
 /// Accepts Kafka connections on `listener` until the task is dropped, coordinating
-/// consumer groups with `consumer_groups` (shared with the gRPC service, which lists them).
+/// consumer groups with `consumer_groups` (shared with the gRPC service, which lists them);
+/// over TLS when `tls` is given ([`load_tls`]).
 pub async fn serve(
     broker: Arc<Broker>,
     consumer_groups: Arc<groups::Coordinator>,
     listener: TcpListener,
+    tls: Option<meridian_security::tls::ServerTls>,
 ) {
     consumer_groups.start();
     let limits = broker.config().kafka.clone();
+    let offered: Vec<sasl::Offered> = limits
+        .sasl_mechanisms
+        .iter()
+        .filter_map(|m| sasl::Offered::parse(m))
+        .collect();
+    if !offered.is_empty() {
+        broker.start_credentials();
+    }
     let admission = Admission::new(
         "Kafka",
         "kafka.",
@@ -200,6 +229,8 @@ pub async fn serve(
             .collect(),
         broker,
         consumer_groups,
+        offered,
+        tls,
     });
     let mut refusals = Refusals::new("Kafka");
     loop {
@@ -224,7 +255,22 @@ pub async fn serve(
         let kafka = kafka.clone();
         tokio::spawn(async move {
             metrics::gauge!("meridian_kafka_connections").increment(1.0);
-            if let Err(e) = connection(&kafka, stream).await {
+            let closed = match &kafka.tls {
+                None => connection(&kafka, stream).await,
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+                    match tokio::time::timeout(kafka.idle_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => connection(&kafka, stream).await,
+                        Ok(Err(e)) => {
+                            metrics::counter!("meridian_kafka_tls_handshake_failures_total")
+                                .increment(1);
+                            Err(Closed::Tls(e.to_string()))
+                        }
+                        Err(_) => Err(Closed::Tls("no TLS handshake in time".into())),
+                    }
+                }
+            };
+            if let Err(e) = closed {
                 tracing::debug!(%peer, error = %e, "Kafka connection closed");
             }
             metrics::gauge!("meridian_kafka_connections").decrement(1.0);
@@ -246,6 +292,10 @@ enum Closed {
     Unsupported { key: i16, version: i16 },
     #[error("a request stopped arriving half-way: {0} of {1} bytes in {2:?}")]
     HalfSent(usize, usize, Duration),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("{0:?} before authenticating (SASL is required on this listener)")]
+    Unauthenticated(ApiKey),
 }
 
 /// Requests of one connection in flight at once.
@@ -258,12 +308,17 @@ const PIPELINE: usize = 32;
 /// produce waiting for its fsync or its quorum does not hold up the ones behind it.
 /// Memory is bounded: at most [`PIPELINE`] requests and [`FRAME_MAX`] bytes of request
 /// frames are held at once.
-async fn connection(kafka: &Kafka, mut stream: TcpStream) -> Result<(), Closed> {
+async fn connection<S>(kafka: &Kafka, stream: S) -> Result<(), Closed>
+where
+    S: AsyncRead + AsyncWrite + Send,
+{
     use futures_util::StreamExt;
     use std::future::Future;
     use std::pin::Pin;
     type Answer<'a> = Pin<Box<dyn Future<Output = Result<Option<BytesMut>, Closed>> + Send + 'a>>;
-    let (mut rd, mut wr) = stream.split();
+    let (rd, wr) = tokio::io::split(stream);
+    let (mut rd, mut wr) = (std::pin::pin!(rd), std::pin::pin!(wr));
+    let mut session = sasl::Session::new(&kafka.offered);
     let budget = Arc::new(tokio::sync::Semaphore::new(FRAME_MAX));
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Answer<'_>>(PIPELINE);
     // Owns the sender: when it ends, the writer answers what was read, then ends.
@@ -320,6 +375,40 @@ async fn connection(kafka: &Kafka, mut stream: TcpStream) -> Result<(), Closed> 
                 RequestError::Unsupported { key, version } => Closed::Unsupported { key, version },
                 other => Closed::Malformed(other.to_string()),
             })?;
+            // Authentication: answered here, in order, before the next request is read.
+            let sasl = match &request {
+                Some(RequestKind::SaslHandshake(r)) => {
+                    let (out, next) =
+                        session.handshake(&kafka.offered, r, header.request_api_version);
+                    Some((ResponseKind::SaslHandshake(out), next))
+                }
+                Some(RequestKind::SaslAuthenticate(r)) => {
+                    let (out, next) = session.authenticate(&kafka.broker, r).await;
+                    Some((ResponseKind::SaslAuthenticate(out), next))
+                }
+                _ => None,
+            };
+            if let Some((response, next)) = sasl {
+                drop(permit);
+                let version = header.request_api_version;
+                let out = frame(kafka, &header, version, response);
+                if tx
+                    .send(Box::pin(std::future::ready(out.map(Some))))
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                match next {
+                    sasl::Next::Continue => continue,
+                    sasl::Next::Close => return Ok(()),
+                }
+            }
+            if !session.serves() && !matches!(request, None | Some(RequestKind::ApiVersions(_))) {
+                metrics::counter!("meridian_kafka_unauthenticated_requests_total").increment(1);
+                let key = ApiKey::try_from(header.request_api_key).unwrap_or(ApiKey::ApiVersions);
+                return Err(Closed::Unauthenticated(key));
+            }
             let mut answer: Answer<'_> = Box::pin(async move {
                 let answer = respond(kafka, header, request).await;
                 drop(permit);
@@ -363,12 +452,6 @@ async fn respond(
     header: kafka_protocol::messages::RequestHeader,
     request: Option<RequestKind>,
 ) -> Result<Option<BytesMut>, Closed> {
-    let Ok(key) = ApiKey::try_from(header.request_api_key) else {
-        return Err(Closed::Unsupported {
-            key: header.request_api_key,
-            version: header.request_api_version,
-        });
-    };
     let version = header.request_api_version;
     let (response, version) = match request {
         Some(request) => match handle(kafka, &header, request).await {
@@ -383,6 +466,20 @@ async fn respond(
             0,
         ),
     };
+    frame(kafka, &header, version, response).map(Some)
+}
+
+/// The frame of `response` to `header`'s request, at `version`.
+fn frame(
+    kafka: &Kafka,
+    header: &kafka_protocol::messages::RequestHeader,
+    version: i16,
+    response: ResponseKind,
+) -> Result<BytesMut, Closed> {
+    let key = ApiKey::try_from(header.request_api_key).map_err(|_| Closed::Unsupported {
+        key: header.request_api_key,
+        version,
+    })?;
     if let Some(c) = kafka.requests.get(&header.request_api_key) {
         c.increment(1);
     }
@@ -403,7 +500,7 @@ async fn respond(
         .map_err(|e| Closed::Malformed(format!("encoding the response: {e}")))?;
     let n = (out.len() - 4) as i32;
     (&mut out[..4]).put_i32(n);
-    Ok(Some(out))
+    Ok(out)
 }
 
 async fn handle(
@@ -508,6 +605,12 @@ async fn handle(
             ResponseKind::DescribeCluster(describe_cluster(broker, r))
         }
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(code::NONE)),
+        RequestKind::DescribeUserScramCredentials(r) => {
+            ResponseKind::DescribeUserScramCredentials(users::describe(&kafka.broker, r).await)
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            ResponseKind::AlterUserScramCredentials(users::alter(&kafka.broker, r).await)
+        }
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata(broker, r)),
         RequestKind::Produce(r) => ResponseKind::Produce(produce(kafka, r).await?),
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(broker, r).await),

@@ -46,7 +46,7 @@ use crate::config::MqttConfig;
 mod connection;
 mod deliver;
 mod feed;
-mod keyed;
+mod login;
 mod publish;
 pub mod record;
 mod retained;
@@ -75,6 +75,8 @@ pub struct Mqtt {
     /// [`TOPICS_REFRESH`] and on demand; sessions with wildcard filters watch it.
     topic_names: tokio::sync::watch::Sender<Arc<Vec<String>>>,
     admission: Arc<Admission>,
+    /// The TCP listener's TLS identity, when it speaks TLS.
+    tls: Option<meridian_security::tls::ServerTls>,
 }
 
 impl std::fmt::Debug for Mqtt {
@@ -85,16 +87,14 @@ impl std::fmt::Debug for Mqtt {
     }
 }
 
-/// Replicas a state topic (retained messages, sessions) asks for, as a topic does by
-/// default once its region has that many brokers.
-const STATE_REPLICAS: u32 = 3;
-
 /// How often the topic list (which topics wildcard filters reach) is read again.
 const TOPICS_REFRESH: Duration = Duration::from_secs(2);
 
 impl Mqtt {
-    /// The shared state of a broker's MQTT listeners.
-    pub fn new(broker: Arc<Broker>) -> Arc<Mqtt> {
+    /// The shared state of a broker's MQTT listeners; the TCP listener speaks TLS when
+    /// `mqtt.tls_cert` and `mqtt.tls_key` are set (an error names a file that does not
+    /// load).
+    pub fn new(broker: Arc<Broker>) -> anyhow::Result<Arc<Mqtt>> {
         let config = broker.config().mqtt.clone();
         let admission = Admission::new(
             "MQTT",
@@ -102,7 +102,15 @@ impl Mqtt {
             config.connections_max,
             config.connections_per_address_max,
         );
-        Arc::new(Mqtt {
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(meridian_security::tls::ServerTls::load(cert, key)?),
+            _ => None,
+        };
+        if !config.allow_anonymous {
+            broker.start_credentials();
+        }
+        Ok(Arc::new(Mqtt {
+            tls,
             topics: topics::Topics::new(config.mapping.clone()),
             retained: retained::Retained::new(config.retained_max),
             stored: stored::Stored::new(config.sessions_max),
@@ -112,7 +120,7 @@ impl Mqtt {
             sessions: Mutex::new(HashMap::new()),
             topic_names: tokio::sync::watch::Sender::new(Arc::new(Vec::new())),
             admission,
-        })
+        }))
     }
 
     /// Reads the topic list from the broker's catalog again; the list as it is now.
@@ -126,92 +134,6 @@ impl Mqtt {
             changed
         });
         self.topic_names.borrow().clone()
-    }
-
-    /// Creates state topic `name` (`partitions`). In a managed region through the control
-    /// plane, spanning every region (a device that reaches another region after a failover
-    /// resumes its session there and sees the retained messages) with
-    /// [`STATE_REPLICAS`] replicas while `wait_for_replicas` (a region's first broker
-    /// asks before the others registered; after a while it takes what the regions have);
-    /// a topic another broker or region made first is taken as made, when it spans this
-    /// region. In a static region through the broker.
-    async fn create_state_topic(
-        &self,
-        name: &str,
-        partitions: u32,
-        wait_for_replicas: bool,
-    ) -> Result<(), String> {
-        let config = self.broker.config();
-        if config.control.is_empty() {
-            // Through log group 0's leader, wherever it is.
-            let region = self
-                .broker
-                .region_client()
-                .await
-                .map_err(|e| e.to_string())?;
-            let request = meridian_proto::v1::CreateTopicRequest {
-                name: name.to_owned(),
-                partitions,
-                ..Default::default()
-            };
-            return region
-                .call(|mut c| {
-                    let r = request.clone();
-                    async move { c.create_topic(r).await }
-                })
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string());
-        }
-        let refused = |s: tonic::Status| format!("the control plane refused: {}", s.message());
-        let control = config.control.join(",");
-        let spec = meridian_proto::v1::TopicSpec {
-            name: name.to_owned(),
-            partitions,
-            regions: Vec::new(),
-            replication_factor: if wait_for_replicas { STATE_REPLICAS } else { 0 },
-            ..Default::default()
-        };
-        let client = meridian_region_client::control::connect_control(&control)
-            .await
-            .map_err(|e| e.to_string())?;
-        let created = meridian_region_client::control::on_control_leader(
-            client.clone(),
-            &control,
-            |mut c| {
-                let spec = spec.clone();
-                async move {
-                    c.create_topic(meridian_proto::v1::ControlCreateTopicRequest {
-                        spec: Some(spec),
-                    })
-                    .await
-                }
-            },
-        )
-        .await;
-        match created {
-            Ok(_) => Ok(()),
-            Err(s) if s.code() == tonic::Code::AlreadyExists => {
-                let topic = client
-                    .clone()
-                    .describe_topic(meridian_proto::v1::TopicNameRequest {
-                        name: name.to_owned(),
-                    })
-                    .await
-                    .map_err(refused)?
-                    .into_inner();
-                let regions = topic.spec.map(|s| s.regions).unwrap_or_default();
-                if regions.is_empty() || regions.contains(&config.region) {
-                    return Ok(());
-                }
-                Err(format!(
-                    "topic {name:?} exists but spans {} only, not region {} (it was made before this region was): name another for this region ([mqtt] retained_topic, sessions_topic); until then this region's MQTT retained messages and persistent sessions are refused",
-                    regions.join(", "),
-                    config.region
-                ))
-            }
-            Err(s) => Err(refused(s)),
-        }
     }
 
     /// The retained and sessions topics: the broker's, not its clients'.
@@ -257,7 +179,23 @@ pub async fn serve(mqtt: Arc<Mqtt>, listener: Option<TcpListener>, ws: Option<Tc
         let mqtt = mqtt.clone();
         tokio::spawn(async move {
             accept(mqtt, l, |mqtt, stream, peer| async move {
-                connection::run(mqtt, stream, peer).await
+                let Some(tls) = &mqtt.tls else {
+                    return connection::run(mqtt, stream, peer).await;
+                };
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+                let handshake = tokio::time::timeout(
+                    Duration::from_millis(mqtt.config.connect_timeout_ms),
+                    acceptor.accept(stream),
+                );
+                match handshake.await {
+                    Ok(Ok(tls)) => connection::run(mqtt, tls, peer).await,
+                    Ok(Err(e)) => {
+                        metrics::counter!("meridian_mqtt_tls_handshake_failures_total")
+                            .increment(1);
+                        tracing::debug!(%peer, error = %e, "MQTT TLS handshake failed")
+                    }
+                    Err(_) => tracing::debug!(%peer, "MQTT TLS handshake not done in time"),
+                }
             })
             .await
         })

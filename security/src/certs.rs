@@ -31,20 +31,6 @@ pub fn issue(dir: &Path, regions: &[String]) -> anyhow::Result<Vec<std::path::Pa
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let (ca_pem, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
     let mut written = Vec::new();
-    let ca_params = || {
-        let mut p = rcgen::CertificateParams::default();
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, "Meridian mirror CA");
-        p.not_before = rcgen::date_time_ymd(2025, 1, 1);
-        p.not_after = rcgen::date_time_ymd(2045, 1, 1);
-        p
-    };
     let key = if ca_key.exists() {
         let pem = std::fs::read_to_string(&ca_key)
             .with_context(|| format!("reading {}", ca_key.display()))?;
@@ -85,6 +71,61 @@ pub fn issue(dir: &Path, regions: &[String]) -> anyhow::Result<Vec<std::path::Pa
         written.extend([cert_path, key_path]);
     }
     Ok(written)
+}
+
+/// The CA's parameters: the same each time, so a certificate signed later names the CA
+/// that `ca.pem` holds.
+fn ca_params() -> rcgen::CertificateParams {
+    let mut p = rcgen::CertificateParams::default();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "Meridian mirror CA");
+    p.not_before = rcgen::date_time_ymd(2025, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2045, 1, 1);
+    p
+}
+
+/// Writes `dir/NAME.pem` and `dir/NAME.key`: a server certificate for `names` (DNS names
+/// or IP addresses) signed by the CA in `dir` (made first when it is not there), for a
+/// broker's client listeners. Existing files are kept. Returns the certificate and key
+/// paths.
+pub fn issue_server(
+    dir: &Path,
+    name: &str,
+    names: &[String],
+) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    issue(dir, &[])?;
+    let ca_key = dir.join("ca.key");
+    let (cert_path, key_path) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    if cert_path.exists() && key_path.exists() {
+        return Ok((cert_path, key_path));
+    }
+    let read =
+        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let ca_key = rcgen::KeyPair::from_pem(&read(&ca_key)?).context("the CA key")?;
+    let issuer = rcgen::Issuer::new(ca_params(), ca_key);
+    let mut p = rcgen::CertificateParams::new(names.to_vec())
+        .with_context(|| format!("{names:?} are not DNS names or addresses"))?;
+    p.distinguished_name.push(rcgen::DnType::CommonName, name);
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    p.not_before = rcgen::date_time_ymd(2025, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2045, 1, 1);
+    let key = rcgen::KeyPair::generate().context("generating a key")?;
+    let cert = p
+        .signed_by(&key, &issuer)
+        .context("signing a certificate")?;
+    write_private(&key_path, &key.serialize_pem())?;
+    std::fs::write(&cert_path, cert.pem())
+        .with_context(|| format!("writing {}", cert_path.display()))?;
+    Ok((cert_path, key_path))
 }
 
 /// Writes a secret (a private key, a password) readable by its owner only.

@@ -50,7 +50,7 @@ const ALLOWED: &[(&str, &[&str], &str)] = &[
     (
         "meridian-security",
         &[],
-        "the shared security pieces (passwords, certificates) depend on no meridian crate",
+        "the shared security pieces (passwords, certificates, SCRAM, TLS) depend on no meridian crate",
     ),
     (
         "meridian-daemon",
@@ -64,8 +64,9 @@ const ALLOWED: &[(&str, &[&str], &str)] = &[
             "meridian-storage",
             "meridian-region-client",
             "meridian-daemon",
+            "meridian-security",
         ],
-        "the region broker (adapters → core → log group → replication → storage) builds on storage, proto, the region client and the daemon plumbing, never on the SDK: what its adapters serve from other brokers (the MQTT listener's writes and reads, the Kafka listener's forwarded requests) goes through the core's `…_anywhere` calls and the region client",
+        "the region broker (adapters → core → log group → replication → storage) builds on storage, proto, the region client, the daemon plumbing and the shared security pieces (SCRAM, TLS identities), never on the SDK: what its adapters serve from other brokers (the MQTT listener's writes and reads, the Kafka listener's forwarded requests) goes through the core's `…_anywhere` calls and the region client",
     ),
     (
         "meridian-control-plane",

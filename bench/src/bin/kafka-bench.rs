@@ -66,6 +66,11 @@ struct Args {
     /// acknowledgement when a partition leader of a three-broker region is killed -9.
     #[arg(long)]
     leader_kill: bool,
+    /// Only the cost of security: one broker with a plaintext Kafka listener beside one
+    /// whose listener speaks TLS and asks for SASL SCRAM-SHA-512, the same loads, the same
+    /// run.
+    #[arg(long)]
+    security: bool,
 }
 
 /// Apache Kafka 3.9, this kind of machine (2 cores, client on the same machine, Kafka's
@@ -144,10 +149,22 @@ fn records_file(dir: &Path, size: usize, n: u64) -> anyhow::Result<PathBuf> {
 }
 
 fn kcat_produce(bootstrap: &str, topic: &str, acks: &str, file: &Path) -> anyhow::Result<f64> {
+    kcat_produce_with(bootstrap, topic, acks, file, &[])
+}
+
+/// [`kcat_produce`] with librdkafka settings `extra` (`key=value`).
+fn kcat_produce_with(
+    bootstrap: &str,
+    topic: &str,
+    acks: &str,
+    file: &Path,
+    extra: &[String],
+) -> anyhow::Result<f64> {
     let start = Instant::now();
     let out = Command::new("kcat")
         .args(["-P", "-b", bootstrap, "-t", topic])
         .args(["-X", &format!("acks={acks}")])
+        .args(extra.iter().flat_map(|x| ["-X", x.as_str()]))
         .arg("-l")
         .arg(file)
         .stdin(Stdio::null())
@@ -202,11 +219,24 @@ fn latency(
     size: usize,
     acks: &str,
 ) -> anyhow::Result<(f64, f64, f64)> {
+    latency_with(args, bootstrap, topic, size, acks, &[])
+}
+
+/// [`latency`] with librdkafka settings `extra` (`key=value`).
+fn latency_with(
+    args: &Args,
+    bootstrap: &str,
+    topic: &str,
+    size: usize,
+    acks: &str,
+    extra: &[String],
+) -> anyhow::Result<(f64, f64, f64)> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka_latency.py");
     let out = Command::new(&args.python)
         .arg(&script)
         .args([bootstrap, topic, &size.to_string(), acks])
         .args([args.rate.to_string(), args.latency_seconds.to_string()])
+        .args(extra)
         .output()?;
     anyhow::ensure!(
         out.status.success(),
@@ -397,6 +427,86 @@ async fn leader_kill(args: &Args) -> anyhow::Result<(f64, f64, u64)> {
     ))
 }
 
+/// Plaintext beside TLS + SASL SCRAM-SHA-512: one broker each, the same produce and
+/// latency loads, acks=all; rows of (mode, size, produce records/s, p50 ms, p99 ms).
+async fn security_rows(args: &Args) -> anyhow::Result<Vec<(&'static str, usize, f64, f64, f64)>> {
+    let dir = tempfile::tempdir_in(&args.dir)?;
+    let certs = dir.path().join("certs");
+    let meridian = meridian_tests::binary("meridian");
+    let status = Command::new(&meridian)
+        .args(["certs", "--dir"])
+        .arg(&certs)
+        .args(["--server", "kafka", "--names", "127.0.0.1"])
+        .stdout(Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "meridian certs failed");
+    let config = dir.path().join("secure.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\ntls_cert = {:?}\ntls_key = {:?}\nsasl_mechanisms = [\"SCRAM-SHA-512\"]\n",
+            certs.join("kafka.pem"),
+            certs.join("kafka.key")
+        ),
+    )?;
+    let mut rows = Vec::new();
+    for (mode, secure) in [("plaintext", false), ("TLS + SCRAM-SHA-512", true)] {
+        let kafka = free_addr().to_string();
+        let mut flags = vec![
+            "--kafka-listen",
+            kafka.as_str(),
+            "--flush",
+            args.flush.as_str(),
+        ];
+        let config = config.display().to_string();
+        if secure {
+            flags.extend(["--config", config.as_str()]);
+        }
+        let mut broker =
+            BrokerProcess::start(&dir.path().join(mode.replace(' ', "")), &flags).await?;
+        let extra: Vec<String> = if secure {
+            let mut set = Command::new(&meridian)
+                .args([
+                    "--broker",
+                    &broker.addr.to_string(),
+                    "user",
+                    "set",
+                    "bench",
+                    "--password-stdin",
+                ])
+                .stdin(Stdio::piped())
+                .spawn()?;
+            set.stdin
+                .take()
+                .expect("piped")
+                .write_all(b"bench-secret\n")?;
+            anyhow::ensure!(set.wait()?.success(), "meridian user set failed");
+            vec![
+                "security.protocol=SASL_SSL".into(),
+                "sasl.mechanisms=SCRAM-SHA-512".into(),
+                "sasl.username=bench".into(),
+                "sasl.password=bench-secret".into(),
+                format!("ssl.ca.location={}", certs.join("ca.pem").display()),
+            ]
+        } else {
+            Vec::new()
+        };
+        let client = broker.client().await;
+        for size in [100usize, 1024] {
+            let topic = format!("sec-{size}");
+            create_topic(&client, &topic).await?;
+            let file = records_file(&args.dir, size, args.records)?;
+            eprintln!("{mode}: producing {} records of {size} B ...", args.records);
+            let secs = kcat_produce_with(&kafka, &topic, "all", &file, &extra)?;
+            eprintln!("{mode}: latency at {} records/s ...", args.rate);
+            let (p50, p99, _) = latency_with(args, &kafka, &topic, size, "all", &extra)?;
+            rows.push((mode, size, args.records as f64 / secs, p50, p99));
+        }
+        broker.terminate();
+    }
+    Ok(rows)
+}
+
 async fn create_topic(client: &meridian_client::Client, topic: &str) -> anyhow::Result<()> {
     for attempt in 0.. {
         match client.create_topic(topic, 3).await {
@@ -428,6 +538,26 @@ async fn main() -> anyhow::Result<()> {
         for run in 1..=3 {
             let (gap, ended, acked) = leader_kill(&args).await?;
             println!("| {run} | {gap:.2} s | {ended:.2} s | {acked} |");
+        }
+        return Ok(());
+    }
+    if args.security {
+        let rows = security_rows(&args).await?;
+        println!(
+            "| listener | record | acks | produce records/s | MB/s | ratio to plaintext | p50 / p99 ms at {} records/s |",
+            args.rate
+        );
+        println!("| --- | ---: | --- | ---: | ---: | ---: | ---: |");
+        for (mode, size, rps, p50, p99) in &rows {
+            let plain = rows
+                .iter()
+                .find(|r| r.0 == "plaintext" && r.1 == *size)
+                .map_or(f64::NAN, |r| r.2);
+            println!(
+                "| {mode} | {size} B | all | {rps:.0} | {:.1} | {:.2} | {p50:.2} / {p99:.2} |",
+                rps * *size as f64 / 1e6,
+                rps / plain
+            );
         }
         return Ok(());
     }

@@ -294,6 +294,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| {
             format!("binding the gRPC API to {grpc_listen}: is another broker running there?")
         })?;
+    // Read before anything listens: a certificate that does not load stops the start.
+    let mut kafka_tls = meridian_region_broker::kafka::load_tls(&config.kafka)
+        .context("the Kafka listener's TLS (kafka.tls_cert, kafka.tls_key)")?;
     let kafka = match config.kafka_listen {
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!("binding the Kafka listener to {addr}: is another broker running there?")
@@ -371,20 +374,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 broker.clone(),
                 groups,
                 listener,
+                kafka_tls.take(),
             ))
         });
     let mqtt_ws = mqtt.pop().flatten();
     let mqtt_tcp = mqtt.pop().flatten();
-    let mqtt = (mqtt_tcp.is_some() || mqtt_ws.is_some()).then(|| {
-        let mqtt = meridian_region_broker::mqtt::Mqtt::new(broker.clone());
+    let mqtt = if mqtt_tcp.is_some() || mqtt_ws.is_some() {
+        let mqtt = meridian_region_broker::mqtt::Mqtt::new(broker.clone())
+            .context("the MQTT listener's TLS (mqtt.tls_cert, mqtt.tls_key)")?;
         tracing::info!(mqtt = ?broker.config().mqtt_listen, websocket = ?broker.config().mqtt_ws_listen, "MQTT listener running");
         tokio::spawn(meridian_region_broker::mqtt::serve(
             mqtt.clone(),
             mqtt_tcp,
             mqtt_ws,
         ));
-        mqtt
-    });
+        Some(mqtt)
+    } else {
+        None
+    };
     tracing::info!(grpc = %grpc_listen, data = %data_dir.display(), log_groups = broker.log_groups().len(), topics = broker.topics().len(), "region-broker ready");
     // Bounded as the Kafka listener is (`[grpc]`): connections admitted in all and per
     // client address, idle ones closed, half-sent requests failed.

@@ -113,8 +113,11 @@ where
         storing: std::collections::HashSet::new(),
         commit_task: None,
     };
-    let _ = login; // Authentication arrives with issue 17; any user is let in.
-    let session = match conn.accept(connect, will).await {
+    let accepted = match super::login::check(&mqtt, login.as_ref(), peer).await {
+        Ok(()) => conn.accept(connect, will).await,
+        Err(code) => Err(code),
+    };
+    let session = match accepted {
         Ok(s) => s,
         Err(code) => {
             let refuse = Packet::ConnAck(ConnAck {

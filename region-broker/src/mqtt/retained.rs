@@ -14,14 +14,14 @@ pub(super) struct Retained {
     max: usize,
     messages: RwLock<BTreeMap<String, Message>>,
     /// Whether the retained topic has been read to its end since start.
-    pub(super) read: super::keyed::Read,
+    pub(super) read: crate::broker::state_topic::Read,
 }
 
 impl Retained {
     pub(super) fn new(max: usize) -> Retained {
         Retained {
             max,
-            read: super::keyed::Read::new(),
+            read: crate::broker::state_topic::Read::new(),
             messages: RwLock::new(BTreeMap::new()),
         }
     }
@@ -63,9 +63,10 @@ pub(super) async fn follow(mqtt: Arc<Mqtt>) {
     let topic = mqtt.config.retained_topic.clone();
     let this = mqtt.clone();
     let read = mqtt.clone();
-    super::keyed::follow(
-        mqtt,
+    crate::broker::state_topic::follow(
+        mqtt.broker.clone(),
         topic,
+        "mqtt.retained_topic",
         move |name, r| {
             let mut m = Message::of_record(name.clone(), r.value, &r.headers);
             m.retain = true;

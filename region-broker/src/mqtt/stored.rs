@@ -72,14 +72,14 @@ pub(super) struct Stored {
     max: usize,
     sessions: RwLock<HashMap<String, StoredSession>>,
     /// Whether the sessions topic has been read to its end since start.
-    pub(super) read: super::keyed::Read,
+    pub(super) read: crate::broker::state_topic::Read,
 }
 
 impl Stored {
     pub(super) fn new(max: usize) -> Stored {
         Stored {
             max,
-            read: super::keyed::Read::new(),
+            read: crate::broker::state_topic::Read::new(),
             sessions: RwLock::new(HashMap::new()),
         }
     }
@@ -128,9 +128,10 @@ pub(super) async fn follow(mqtt: Arc<Mqtt>) {
     let topic = mqtt.config.sessions_topic.clone();
     let this = mqtt.clone();
     let mqtt2 = mqtt.clone();
-    super::keyed::follow(
-        mqtt,
+    crate::broker::state_topic::follow(
+        mqtt.broker.clone(),
         topic,
+        "mqtt.sessions_topic",
         move |client_id, r| {
             let session = r
                 .value
