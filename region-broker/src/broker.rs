@@ -12,6 +12,7 @@
 
 mod catalog;
 pub mod consumer_groups;
+pub mod acls;
 mod coordinator_state;
 pub mod credentials;
 pub mod delayed;
@@ -96,6 +97,8 @@ pub struct Broker {
     region_client: tokio::sync::OnceCell<meridian_region_client::RegionClient>,
     /// The region's users and their SASL credentials.
     credentials: credentials::Credentials,
+    /// The region's access control lists.
+    acls: acls::Acls,
 }
 
 /// Why a request failed; each adapter maps these to its protocol's codes.
@@ -331,6 +334,7 @@ impl Broker {
             producer_ids: producer_ids::ProducerIds::new(config.broker_id),
             region_client: tokio::sync::OnceCell::new(),
             credentials: credentials::Credentials::new(),
+            acls: acls::Acls::new(),
             config,
         };
         if broker.config.control.is_empty() {

@@ -128,6 +128,15 @@ pub struct AuthConfig {
     pub credentials_topic: String,
     /// Users kept at most; setting one more is refused.
     pub users_max: usize,
+    /// Whether requests are authorized by the region's ACLs (Kafka's, `meridian acl`):
+    /// when on, what no ACL allows is refused (deny by default), on every protocol.
+    pub acls_enabled: bool,
+    /// Principals (`User:NAME`) allowed everything, ACLs or not (Kafka's `super.users`).
+    pub super_users: Vec<String>,
+    /// The state topic of the ACLs, read whole by every broker.
+    pub acls_topic: String,
+    /// ACLs kept at most; adding one more is refused.
+    pub acls_max: usize,
 }
 
 impl Default for AuthConfig {
@@ -135,6 +144,10 @@ impl Default for AuthConfig {
         AuthConfig {
             credentials_topic: "meridian-credentials".to_owned(),
             users_max: 10_000,
+            acls_enabled: false,
+            super_users: Vec::new(),
+            acls_topic: "meridian-acls".to_owned(),
+            acls_max: 100_000,
         }
     }
 }
@@ -607,6 +620,7 @@ impl Config {
             ),
             ("kafka.groups_max", k.groups_max as i64),
             ("auth.users_max", self.auth.users_max as i64),
+            ("auth.acls_max", self.auth.acls_max as i64),
             ("mqtt.connections_max", m.connections_max as i64),
             (
                 "mqtt.connections_per_address_max",
@@ -653,6 +667,11 @@ impl Config {
                     m,
                     format!("must be among {}", KAFKA_SASL_MECHANISMS.join(", ")),
                 );
+            }
+        }
+        for s in &self.auth.super_users {
+            if s.strip_prefix("User:").is_none_or(str::is_empty) {
+                return invalid("auth.super_users", s, "each is User:NAME");
             }
         }
         if m.tls_cert.is_some() != m.tls_key.is_some() {

@@ -53,7 +53,9 @@ use meridian_daemon::listener::{Admission, Refusals};
 use crate::broker::{Acks, Broker, BrokerError, OffsetQuery};
 use crate::log_group::LogGroupError;
 
+mod acls;
 mod admin;
+mod authorize;
 mod consumers;
 mod fetch;
 
@@ -208,6 +210,9 @@ pub async fn serve(
     if !offered.is_empty() {
         broker.start_credentials();
     }
+    if broker.config().auth.acls_enabled {
+        broker.start_acls();
+    }
     let admission = Admission::new(
         "Kafka",
         "kafka.",
@@ -256,11 +261,11 @@ pub async fn serve(
         tokio::spawn(async move {
             metrics::gauge!("meridian_kafka_connections").increment(1.0);
             let closed = match &kafka.tls {
-                None => connection(&kafka, stream).await,
+                None => connection(&kafka, stream, peer).await,
                 Some(tls) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
                     match tokio::time::timeout(kafka.idle_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => connection(&kafka, stream).await,
+                        Ok(Ok(stream)) => connection(&kafka, stream, peer).await,
                         Ok(Err(e)) => {
                             metrics::counter!("meridian_kafka_tls_handshake_failures_total")
                                 .increment(1);
@@ -296,6 +301,8 @@ enum Closed {
     Tls(String),
     #[error("{0:?} before authenticating (SASL is required on this listener)")]
     Unauthenticated(ApiKey),
+    #[error("{0:?} refused: only principals allowed Alter on the cluster may use it while ACLs are on")]
+    Unauthorized(ApiKey),
 }
 
 /// Requests of one connection in flight at once.
@@ -308,7 +315,11 @@ const PIPELINE: usize = 32;
 /// produce waiting for its fsync or its quorum does not hold up the ones behind it.
 /// Memory is bounded: at most [`PIPELINE`] requests and [`FRAME_MAX`] bytes of request
 /// frames are held at once.
-async fn connection<S>(kafka: &Kafka, stream: S) -> Result<(), Closed>
+async fn connection<S>(
+    kafka: &Kafka,
+    stream: S,
+    peer: std::net::SocketAddr,
+) -> Result<(), Closed>
 where
     S: AsyncRead + AsyncWrite + Send,
 {
@@ -409,8 +420,9 @@ where
                 let key = ApiKey::try_from(header.request_api_key).unwrap_or(ApiKey::ApiVersions);
                 return Err(Closed::Unauthenticated(key));
             }
+            let who = authorize::who(session.user(), peer);
             let mut answer: Answer<'_> = Box::pin(async move {
-                let answer = respond(kafka, header, request).await;
+                let answer = respond(kafka, header, request, &who).await;
                 drop(permit);
                 answer
             });
@@ -451,13 +463,20 @@ async fn respond(
     kafka: &Kafka,
     header: kafka_protocol::messages::RequestHeader,
     request: Option<RequestKind>,
+    who: &authorize::Who,
 ) -> Result<Option<BytesMut>, Closed> {
     let version = header.request_api_version;
     let (response, version) = match request {
-        Some(request) => match handle(kafka, &header, request).await {
-            Some(r) => (r, version),
-            // acks=0: Kafka sends no answer.
-            None => return Ok(None),
+        Some(request) => match authorize::check(kafka, who, request).await {
+            authorize::Checked::Answer(r) => (r, version),
+            authorize::Checked::Close(key) => return Err(Closed::Unauthorized(key)),
+            authorize::Checked::Serve(request, refused) => {
+                match handle(kafka, &header, request, who).await {
+                    Some(r) => (authorize::finish(kafka, who, refused, r).await, version),
+                    // acks=0: Kafka sends no answer.
+                    None => return Ok(None),
+                }
+            }
         },
         // An ApiVersions request newer than ours: answered at version 0 with the
         // versions we support, as Kafka does, so the client can pick.
@@ -507,6 +526,7 @@ async fn handle(
     kafka: &Kafka,
     header: &kafka_protocol::messages::RequestHeader,
     request: RequestKind,
+    who: &authorize::Who,
 ) -> Option<ResponseKind> {
     let version = header.request_api_version;
     let (broker, groups) = (&*kafka.broker, &kafka.consumer_groups);
@@ -605,6 +625,13 @@ async fn handle(
             ResponseKind::DescribeCluster(describe_cluster(broker, r))
         }
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions(code::NONE)),
+        RequestKind::CreateAcls(r) => {
+            ResponseKind::CreateAcls(acls::create(&kafka.broker, &who.principal, r).await)
+        }
+        RequestKind::DescribeAcls(r) => ResponseKind::DescribeAcls(acls::describe(&kafka.broker, r).await),
+        RequestKind::DeleteAcls(r) => {
+            ResponseKind::DeleteAcls(acls::delete(&kafka.broker, &who.principal, r).await)
+        }
         RequestKind::DescribeUserScramCredentials(r) => {
             ResponseKind::DescribeUserScramCredentials(users::describe(&kafka.broker, r).await)
         }

@@ -109,6 +109,9 @@ impl Mqtt {
         if !config.allow_anonymous {
             broker.start_credentials();
         }
+        if broker.config().auth.acls_enabled {
+            broker.start_acls();
+        }
         Ok(Arc::new(Mqtt {
             tls,
             topics: topics::Topics::new(config.mapping.clone()),

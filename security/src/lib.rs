@@ -1,10 +1,12 @@
-//! Security pieces several Meridian crates share, in a crate of their own so that the
+//! Security pieces several Meridian crates share ([`acl`]: Kafka's ACL model and its
+//! decision), in a crate of their own so that the
 //! `meridian` command, the console and the mirror each depend on it rather than on each
 //! other: [`password`] hashes and checks the console's passwords (argon2), [`certs`]
 //! issues the CA and per-region certificates of the mirrors' mutual TLS (rcgen), [`scram`] the
 //! SCRAM exchange and credentials of Kafka's SASL, [`tls`] listeners' TLS identities, read
 //! again when their files change.
 
+pub mod acl;
 pub mod certs;
 pub mod password;
 pub mod scram;

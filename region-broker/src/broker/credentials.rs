@@ -9,13 +9,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
-use meridian_proto::batch::Message;
 use meridian_security::scram::{Credential, Mechanism};
 
 use super::Broker;
-use super::region_producer::RegionProducer;
 use super::state_topic;
 
 /// Every user's credentials, as read from the credentials topic.
@@ -23,7 +21,7 @@ pub struct Credentials {
     users: RwLock<BTreeMap<String, BTreeMap<Mechanism, Credential>>>,
     read: state_topic::Read,
     started: AtomicBool,
-    producer: OnceLock<Arc<RegionProducer>>,
+    writer: state_topic::Writer,
     /// Salts made-up names are challenged with (`ServerExchange::unknown_user`).
     unknown_secret: [u8; 32],
 }
@@ -69,7 +67,7 @@ impl Credentials {
             users: RwLock::new(BTreeMap::new()),
             read: state_topic::Read::new(),
             started: AtomicBool::new(false),
-            producer: OnceLock::new(),
+            writer: state_topic::Writer::default(),
             unknown_secret,
         }
     }
@@ -249,32 +247,11 @@ impl Broker {
             None => Vec::new(),
         };
         let key = format!("{}:{user}", mechanism.name());
-        let record = Message {
-            key: Some(bytes::Bytes::from(key.clone().into_bytes())),
-            value: Some(value.clone().into()),
-            headers: Vec::new(),
-            timestamp_ms: super::now_ms(),
-        };
-        let producer = self
-            .credentials
-            .producer
-            .get_or_init(|| RegionProducer::new(self.clone()));
-        let stored = producer
-            .send(&self.config().auth.credentials_topic, record)
-            .map_err(|e| SetError::Unavailable(e.to_string()))?;
-        match stored.await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                return Err(SetError::Unavailable(format!(
-                    "writing the credential: {e}"
-                )));
-            }
-            Err(_) => {
-                return Err(SetError::Unavailable(
-                    "the broker's producer stopped".to_owned(),
-                ));
-            }
-        }
+        self.credentials
+            .writer
+            .write(self, &self.config().auth.credentials_topic, &key, value.clone())
+            .await
+            .map_err(SetError::Unavailable)?;
         // Known here at once (the follower sees it a moment later).
         credentials.apply(&key, Some(&value), max);
         Ok(())

@@ -11,6 +11,7 @@ use meridian_proto::batch::Message;
 use crate::broker::region_reader::{RegionReader, Start};
 
 use super::Broker;
+use super::region_producer::RegionProducer;
 
 /// How long a caller waits for a keyed topic to be read (at start, or while the topic is
 /// made).
@@ -197,5 +198,35 @@ pub(crate) async fn create(
             ))
         }
         Err(s) => Err(refused(s)),
+    }
+}
+
+/// Writes a state topic's records through one producer of the broker, made on first use.
+#[derive(Debug, Default)]
+pub(crate) struct Writer(std::sync::OnceLock<Arc<RegionProducer>>);
+
+impl Writer {
+    /// Writes `key` = `value` (empty: deleted) to `topic`, acknowledged at the topic's ack
+    /// level before this returns.
+    pub(crate) async fn write(
+        &self,
+        broker: &Arc<Broker>,
+        topic: &str,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<(), String> {
+        let record = Message {
+            key: Some(bytes::Bytes::copy_from_slice(key.as_bytes())),
+            value: Some(value.into()),
+            headers: Vec::new(),
+            timestamp_ms: super::now_ms(),
+        };
+        let producer = self.0.get_or_init(|| RegionProducer::new(broker.clone()));
+        let stored = producer.send(topic, record).map_err(|e| e.to_string())?;
+        match stored.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("writing to {topic}: {e}")),
+            Err(_) => Err("the broker's producer stopped".to_owned()),
+        }
     }
 }

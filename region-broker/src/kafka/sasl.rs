@@ -86,6 +86,14 @@ impl Session {
         matches!(self, Session::Open | Session::Authenticated(_))
     }
 
+    /// The authenticated user, if any.
+    pub(super) fn user(&self) -> Option<&str> {
+        match self {
+            Session::Authenticated(u) => Some(u),
+            _ => None,
+        }
+    }
+
     /// Answers SaslHandshake. Version 0 (raw SASL tokens after it, not SaslAuthenticate
     /// requests; clients older than Kafka 1.0) is refused UNSUPPORTED_VERSION.
     pub(super) fn handshake(

@@ -112,6 +112,15 @@ where
         problem_info: true,
         storing: std::collections::HashSet::new(),
         commit_task: None,
+        principal: format!(
+            "User:{}",
+            login
+                .as_ref()
+                .map(|l| l.username.as_str())
+                .filter(|u| !u.is_empty())
+                .unwrap_or("ANONYMOUS")
+        ),
+        host: peer.ip().to_string(),
     };
     let accepted = match super::login::check(&mqtt, login.as_ref(), peer).await {
         Ok(()) => conn.accept(connect, will).await,
@@ -226,6 +235,10 @@ pub(super) struct Connection {
     pub(super) storing: std::collections::HashSet<u16>,
     /// The commit in flight; it answers with the places it failed to commit.
     pub(super) commit_task: Option<tokio::task::JoinHandle<Vec<Place3>>>,
+    /// Who connected (`User:NAME`; `User:ANONYMOUS` without a user name), and from where:
+    /// what the ACLs are asked about.
+    pub(super) principal: String,
+    pub(super) host: String,
 }
 
 type Attached = (

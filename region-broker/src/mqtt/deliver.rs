@@ -10,6 +10,9 @@ use meridian_proto::mqtt::QoS;
 use meridian_proto::mqtt::packet::*;
 use tokio::sync::oneshot;
 
+use crate::broker::acls::Principal;
+use meridian_security::acl::{Operation, ResourceType};
+
 use super::connection::{Close, Connection, now_ms};
 use super::feed;
 use super::record::{max_qos, min_qos};
@@ -30,6 +33,47 @@ const RETAINED_BURST_BYTES: usize = 16 << 20;
 pub(super) const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 
 impl Connection {
+    /// Whether the ACLs let this client do `operation` on Meridian topic `topic`.
+    pub(super) async fn may(&self, operation: Operation, topic: &str) -> bool {
+        self.mqtt
+            .broker
+            .authorize(
+                Principal {
+                    name: &self.principal,
+                    host: &self.host,
+                },
+                operation,
+                ResourceType::Topic,
+                topic,
+            )
+            .await
+    }
+
+    /// Whether this client may read what `filter` reaches: every existing topic it may
+    /// match, and, when its first level is a wildcard (topics made later are reached
+    /// too), every topic (`*`).
+    async fn may_read(&self, filter: &str) -> bool {
+        if !self.mqtt.broker.config().auth.acls_enabled {
+            return true;
+        }
+        if filter.starts_with(['+', '#']) && !self.may(Operation::Read, "*").await {
+            return false;
+        }
+        let names = self.mqtt.refresh_topics();
+        for t in self.mqtt.topics.topics_for(filter, &names) {
+            if !self.may(Operation::Read, t).await {
+                return false;
+            }
+        }
+        if let Ok(t) = self.mqtt.topics.topic_of(filter.trim_end_matches(['#', '+', '/']))
+            && !t.is_empty()
+            && !self.may(Operation::Read, t).await
+        {
+            return false;
+        }
+        true
+    }
+
     /// A SUBSCRIBE: each filter checked and granted, retained messages sent, feeds started.
     pub(super) async fn subscribe(
         &mut self,
@@ -58,6 +102,10 @@ impl Connection {
                     DisconnectReasonCode::ProtocolError,
                     "no-local on a shared subscription",
                 ));
+            }
+            if !self.may_read(&parsed.filter).await {
+                codes.push(SubscribeReasonCode::NotAuthorized);
+                continue;
             }
             let new = !state.subscriptions.contains_key(&f.path);
             if new && state.subscriptions.len() >= self.mqtt.config.subscriptions_max {

@@ -9,6 +9,8 @@ use bytes::Bytes;
 use meridian_proto::mqtt::packet::*;
 use meridian_proto::mqtt::{QoS, Version};
 
+use meridian_security::acl::Operation;
+
 use super::Mqtt;
 use super::connection::{Close, Connection, now_ms};
 use super::record::Message;
@@ -54,7 +56,14 @@ impl Connection {
             Err(e) => Some(e.to_string()),
             Ok(()) => match self.mqtt.topics.topic_of(&name) {
                 Err(e) => Some(e.to_string()),
-                Ok(t) => self.mqtt.refuse_topic(t),
+                Ok(t) => match self.mqtt.refuse_topic(t) {
+                    Some(why) => Some(why),
+                    None if !self.may(Operation::Write, t).await => Some(format!(
+                        "not authorized: {} may not write to topic {t:?}",
+                        self.principal
+                    )),
+                    None => None,
+                },
             },
         };
         let qos2 = match state
