@@ -29,7 +29,7 @@ async fn mqtt_ready(region: &ManagedRegion, topics: &[&str]) {
             let log = b.log_text();
             let read = ["mqtt-retained", "mqtt-sessions"].iter().all(|t| {
                 log.lines().any(|l| {
-                    l.contains("reading an MQTT state topic") && l.contains(&format!("\"{t}\""))
+                    l.contains("reading a state topic") && l.contains(&format!("\"{t}\""))
                 })
             });
             let mut known = true;
