@@ -283,20 +283,15 @@ async fn each_unit_starts_its_daemon_with_the_example_configuration() {
         dir.join("console.log"),
     );
 
-    for (addr, what) in [
-        (cp_ops, "the control plane"),
-        (broker_ops, "the broker"),
-        (mirror_ops, "the mirror"),
-        (console_ops, "the console"),
-    ] {
-        answers(addr, "/healthz", what).await;
-    }
-    for (addr, what) in [
-        (cp_ops, "the control plane"),
-        (broker_ops, "the broker"),
-        (mirror_ops, "the mirror"),
-        (console_ops, "the console"),
-    ] {
-        answers(addr, "/readyz", what).await;
+    // Alive first, every daemon; then ready, every daemon.
+    for path in ["/healthz", "/readyz"] {
+        for (addr, what) in [
+            (cp_ops, "the control plane"),
+            (broker_ops, "the broker"),
+            (mirror_ops, "the mirror"),
+            (console_ops, "the console"),
+        ] {
+            answers(addr, path, what).await;
+        }
     }
 }
