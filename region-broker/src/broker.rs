@@ -10,9 +10,9 @@
 //! is the log-group layer's ([`crate::log_group`]); this module never asks which way a
 //! group replicates.
 
+pub mod acls;
 mod catalog;
 pub mod consumer_groups;
-pub mod acls;
 mod coordinator_state;
 pub mod credentials;
 pub mod delayed;

@@ -301,7 +301,9 @@ enum Closed {
     Tls(String),
     #[error("{0:?} before authenticating (SASL is required on this listener)")]
     Unauthenticated(ApiKey),
-    #[error("{0:?} refused: only principals allowed Alter on the cluster may use it while ACLs are on")]
+    #[error(
+        "{0:?} refused: only principals allowed Alter on the cluster may use it while ACLs are on"
+    )]
     Unauthorized(ApiKey),
 }
 
@@ -315,11 +317,7 @@ const PIPELINE: usize = 32;
 /// produce waiting for its fsync or its quorum does not hold up the ones behind it.
 /// Memory is bounded: at most [`PIPELINE`] requests and [`FRAME_MAX`] bytes of request
 /// frames are held at once.
-async fn connection<S>(
-    kafka: &Kafka,
-    stream: S,
-    peer: std::net::SocketAddr,
-) -> Result<(), Closed>
+async fn connection<S>(kafka: &Kafka, stream: S, peer: std::net::SocketAddr) -> Result<(), Closed>
 where
     S: AsyncRead + AsyncWrite + Send,
 {
@@ -628,7 +626,9 @@ async fn handle(
         RequestKind::CreateAcls(r) => {
             ResponseKind::CreateAcls(acls::create(&kafka.broker, &who.principal, r).await)
         }
-        RequestKind::DescribeAcls(r) => ResponseKind::DescribeAcls(acls::describe(&kafka.broker, r).await),
+        RequestKind::DescribeAcls(r) => {
+            ResponseKind::DescribeAcls(acls::describe(&kafka.broker, r).await)
+        }
         RequestKind::DeleteAcls(r) => {
             ResponseKind::DeleteAcls(acls::delete(&kafka.broker, &who.principal, r).await)
         }

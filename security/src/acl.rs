@@ -239,6 +239,8 @@ pub struct Request<'a> {
 /// The decision, with the binding that made it (none: no allow matched).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
+    /// ACLs are off: everything is allowed.
+    Unchecked,
     /// A super user.
     Super,
     Allowed(Binding),
@@ -249,7 +251,10 @@ pub enum Decision {
 
 impl Decision {
     pub fn allowed(&self) -> bool {
-        matches!(self, Decision::Super | Decision::Allowed(_))
+        matches!(
+            self,
+            Decision::Unchecked | Decision::Super | Decision::Allowed(_)
+        )
     }
 }
 
@@ -271,7 +276,9 @@ pub fn authorize<'b>(
         }
         match b.permission {
             // Deny wins; Describe is not denied by a deny of what implies it.
-            Permission::Deny if b.operation == Operation::All || b.operation == request.operation => {
+            Permission::Deny
+                if b.operation == Operation::All || b.operation == request.operation =>
+            {
                 return Decision::Denied(b.clone());
             }
             Permission::Deny => {}
@@ -356,7 +363,7 @@ mod tests {
             principal,
             host: "127.0.0.1",
             operation,
-            resource_type: ResourceType::Topic,
+            resource_type: Topic,
             name,
         }
     }
@@ -369,7 +376,10 @@ mod tests {
     #[test]
     fn nothing_is_allowed_without_a_binding_except_to_super_users() {
         let none: Vec<Binding> = Vec::new();
-        assert_eq!(authorize(&none, &[], &ask("User:alice", Read, "t")), Decision::NoAllow);
+        assert_eq!(
+            authorize(&none, &[], &ask("User:alice", Read, "t")),
+            Decision::NoAllow
+        );
         let supers = ["User:admin".to_owned()];
         assert!(authorize(&none, &supers, &ask("User:admin", Delete, "t")).allowed());
     }

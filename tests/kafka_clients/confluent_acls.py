@@ -117,8 +117,9 @@ check(
     f"group h refused GROUP_AUTHORIZATION_FAILED: {errors}, {len(got)} read",
 )
 
+alice_admin = AdminClient(ALICE)  # kept: a dropped client fails its futures
 try:
-    for f in AdminClient(ALICE).create_acls([acl(ResourceType.TOPIC, "*", ResourcePatternType.LITERAL, AclOperation.ALL)]).values():
+    for f in alice_admin.create_acls([acl(ResourceType.TOPIC, "*", ResourcePatternType.LITERAL, AclOperation.ALL)]).values():
         f.result(timeout=20)
     check(False, "alice may not create ACLs")
 except KafkaException as e:

@@ -28,9 +28,8 @@ async fn mqtt_ready(region: &ManagedRegion, topics: &[&str]) {
         loop {
             let log = b.log_text();
             let read = ["mqtt-retained", "mqtt-sessions"].iter().all(|t| {
-                log.lines().any(|l| {
-                    l.contains("reading a state topic") && l.contains(&format!("\"{t}\""))
-                })
+                log.lines()
+                    .any(|l| l.contains("reading a state topic") && l.contains(&format!("\"{t}\"")))
             });
             let mut known = true;
             for t in topics {

@@ -326,8 +326,19 @@ async fn acls_decide_what_each_user_may_do_over_kafka_and_mqtt_and_refusals_are_
     let port = mqtt.port().to_string();
     let sub = |filter: &str| {
         let mut cmd = Command::new("mosquitto_sub");
-        cmd.args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv5", "-u", "alice", "-P", "alice-pw"])
-            .args(["-q", "1", "-t", filter, "-d", "-C", "1", "-W", "3"]);
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-V",
+            "mqttv5",
+            "-u",
+            "alice",
+            "-P",
+            "alice-pw",
+        ])
+        .args(["-q", "1", "-t", filter, "-d", "-C", "1", "-W", "3"]);
         run(cmd, None)
     };
     let (_, out, err) = sub("denied/#");

@@ -116,28 +116,7 @@ impl Broker {
         resource_type: ResourceType,
         name: &str,
     ) -> bool {
-        let auth = &self.config().auth;
-        if !auth.acls_enabled {
-            return true;
-        }
-        let request = acl::Request {
-            principal: who.name,
-            host: who.host,
-            operation,
-            resource_type,
-            name,
-        };
-        let decision = match self.acls().await {
-            Ok(acls) => acl::authorize(
-                acls.bindings.read().expect("acl lock poisoned").iter(),
-                &auth.super_users,
-                &request,
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "ACLs not read: refusing");
-                Decision::NoAllow
-            }
-        };
+        let decision = self.decide(&who, operation, resource_type, name).await;
         if !decision.allowed() {
             metrics::counter!("meridian_authorization_denied_total").increment(1);
             tracing::warn!(
@@ -152,6 +131,51 @@ impl Broker {
             );
         }
         decision.allowed()
+    }
+
+    /// [`Broker::authorize`] without the audit: for filtering what a listing shows (as
+    /// Kafka hides the topics a principal may not describe from a Metadata of every
+    /// topic without logging each), never for refusing a request.
+    pub async fn may_see(
+        self: &Arc<Self>,
+        who: Principal<'_>,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        self.decide(&who, Operation::Describe, resource_type, name)
+            .await
+            .allowed()
+    }
+
+    async fn decide(
+        self: &Arc<Self>,
+        who: &Principal<'_>,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> Decision {
+        let auth = &self.config().auth;
+        if !auth.acls_enabled {
+            return Decision::Unchecked;
+        }
+        let request = acl::Request {
+            principal: who.name,
+            host: who.host,
+            operation,
+            resource_type,
+            name,
+        };
+        match self.acls().await {
+            Ok(acls) => acl::authorize(
+                acls.bindings.read().expect("acl lock poisoned").iter(),
+                &auth.super_users,
+                &request,
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "ACLs not read: refusing");
+                Decision::NoAllow
+            }
+        }
     }
 
     /// Adds (`add`) or removes bindings, written to the ACL topic before this returns;

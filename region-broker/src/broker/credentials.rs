@@ -249,7 +249,12 @@ impl Broker {
         let key = format!("{}:{user}", mechanism.name());
         self.credentials
             .writer
-            .write(self, &self.config().auth.credentials_topic, &key, value.clone())
+            .write(
+                self,
+                &self.config().auth.credentials_topic,
+                &key,
+                value.clone(),
+            )
             .await
             .map_err(SetError::Unavailable)?;
         // Known here at once (the follower sees it a moment later).

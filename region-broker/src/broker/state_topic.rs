@@ -22,6 +22,7 @@ const READY_WAIT: Duration = Duration::from_secs(15);
 const REPLICAS_WAIT: Duration = Duration::from_secs(10);
 
 /// Whether a followed topic has been read to its end since start.
+#[derive(Debug)]
 pub(crate) struct Read(tokio::sync::watch::Sender<bool>);
 
 impl Read {
@@ -202,8 +203,16 @@ pub(crate) async fn create(
 }
 
 /// Writes a state topic's records through one producer of the broker, made on first use.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Writer(std::sync::OnceLock<Arc<RegionProducer>>);
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Writer")
+            .field(&self.0.get().is_some())
+            .finish()
+    }
+}
 
 impl Writer {
     /// Writes `key` = `value` (empty: deleted) to `topic`, acknowledged at the topic's ack

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kafka_protocol::messages::create_acls_response::AclCreationResult;
-use kafka_protocol::messages::delete_acls_response::{DeleteAclsFilterResult, DeleteAclsMatchingAcl};
+use kafka_protocol::messages::delete_acls_response::{
+    DeleteAclsFilterResult, DeleteAclsMatchingAcl,
+};
 use kafka_protocol::messages::describe_acls_response::{AclDescription, DescribeAclsResource};
 use kafka_protocol::messages::{
     CreateAclsRequest, CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse,
@@ -44,7 +46,9 @@ fn filter(
         pattern: match pattern {
             1 => None,
             2 => Some(None),
-            p => Some(Some(PatternType::from_kafka(p).ok_or("unknown pattern type")?)),
+            p => Some(Some(
+                PatternType::from_kafka(p).ok_or("unknown pattern type")?,
+            )),
         },
         principal: principal.map(|p| p.to_string()),
         host: host.map(|h| h.to_string()),
@@ -117,7 +121,7 @@ pub(super) async fn describe(broker: &Arc<Broker>, r: DescribeAclsRequest) -> De
         Ok(f) => f,
         Err(e) => {
             out.error_code = INVALID_REQUEST;
-            out.error_message = Some(StrBytes::from_static_str(e));
+            out.error_message = Some(StrBytes::from_string(e));
             return out;
         }
     };
@@ -176,7 +180,7 @@ pub(super) async fn delete(
             Ok(f) => f,
             Err(e) => {
                 result.error_code = INVALID_REQUEST;
-                result.error_message = Some(StrBytes::from_static_str(e));
+                result.error_message = Some(StrBytes::from_string(e));
                 out.filter_results.push(result);
                 continue;
             }

@@ -63,6 +63,9 @@ pub(super) struct Refused {
     topics: Vec<(TopicName, Vec<i32>)>,
     /// Metadata: topics to hide or refuse in the response.
     metadata: bool,
+    /// Metadata of every topic (not named ones): those not to be seen are hidden, not
+    /// refused, and not audited.
+    metadata_all: bool,
 }
 
 async fn may(kafka: &Kafka, who: &Who, op: Operation, rt: ResourceType, name: &str) -> bool {
@@ -127,6 +130,7 @@ pub(super) async fn check(kafka: &Kafka, who: &Who, request: RequestKind) -> Che
         }
         RequestKind::Metadata(r) => {
             refused.metadata = true;
+            refused.metadata_all = r.topics.is_none();
             RequestKind::Metadata(r)
         }
         RequestKind::CreateTopics(mut r) => {
@@ -186,13 +190,17 @@ pub(super) async fn check(kafka: &Kafka, who: &Who, request: RequestKind) -> Che
             RequestKind::LeaveGroup(r)
         }
         RequestKind::ConsumerGroupHeartbeat(r) => {
-            group_refusal!(r.group_id, ConsumerGroupHeartbeatResponse, ConsumerGroupHeartbeat);
+            group_refusal!(
+                r.group_id,
+                ConsumerGroupHeartbeatResponse,
+                ConsumerGroupHeartbeat
+            );
             RequestKind::ConsumerGroupHeartbeat(r)
         }
         RequestKind::OffsetCommit(r) => {
             if !may(kafka, who, Operation::Read, Group, &r.group_id).await {
                 use kafka_protocol::messages::offset_commit_response::*;
-                let mut out = kafka_protocol::messages::OffsetCommitResponse::default();
+                let mut out = OffsetCommitResponse::default();
                 for t in &r.topics {
                     let mut rt = OffsetCommitResponseTopic::default();
                     rt.name = t.name.clone();
@@ -216,7 +224,7 @@ pub(super) async fn check(kafka: &Kafka, who: &Who, request: RequestKind) -> Che
             for g in groups {
                 if !may(kafka, who, Operation::Read, Group, g).await {
                     use kafka_protocol::messages::offset_fetch_response::*;
-                    let mut out = kafka_protocol::messages::OffsetFetchResponse::default();
+                    let mut out = OffsetFetchResponse::default();
                     out.error_code = GROUP_AUTHORIZATION_FAILED;
                     out.groups = r
                         .groups
@@ -402,9 +410,15 @@ pub(super) async fn finish(
             let mut kept = Vec::new();
             for mut t in std::mem::take(&mut out.topics) {
                 let name = t.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
-                if may(kafka, who, Operation::Describe, ResourceType::Topic, &name).await {
+                let seen = if refused.metadata_all {
+                    let who = who.principal();
+                    kafka.broker.may_see(who, ResourceType::Topic, &name).await
+                } else {
+                    may(kafka, who, Operation::Describe, ResourceType::Topic, &name).await
+                };
+                if seen {
                     kept.push(t);
-                } else if t.error_code == 0 {
+                } else if !refused.metadata_all {
                     // Named or listed: refused, with nothing of it shown.
                     t.error_code = TOPIC_AUTHORIZATION_FAILED;
                     t.partitions.clear();

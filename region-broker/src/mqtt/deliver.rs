@@ -33,45 +33,66 @@ const RETAINED_BURST_BYTES: usize = 16 << 20;
 pub(super) const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 
 impl Connection {
-    /// Whether the ACLs let this client do `operation` on Meridian topic `topic`.
-    pub(super) async fn may(&self, operation: Operation, topic: &str) -> bool {
-        self.mqtt
-            .broker
-            .authorize(
-                Principal {
-                    name: &self.principal,
-                    host: &self.host,
-                },
-                operation,
-                ResourceType::Topic,
-                topic,
-            )
-            .await
+    /// Whether the ACLs let this client do `operation` on each of the Meridian `topics`.
+    /// The check owns what it reads, so no borrow of the connection (not `Sync`) is held
+    /// across it.
+    pub(super) fn may(
+        &self,
+        operation: Operation,
+        topics: Vec<String>,
+    ) -> impl Future<Output = bool> + Send + 'static {
+        let check = self.mqtt.broker.config().auth.acls_enabled.then(|| {
+            let broker = self.mqtt.broker.clone();
+            (broker, self.principal.clone(), self.host.clone())
+        });
+        async move {
+            let Some((broker, principal, host)) = check else {
+                return true;
+            };
+            for topic in &topics {
+                let who = Principal {
+                    name: &principal,
+                    host: &host,
+                };
+                if !broker
+                    .authorize(who, operation, ResourceType::Topic, topic)
+                    .await
+                {
+                    return false;
+                }
+            }
+            true
+        }
     }
 
-    /// Whether this client may read what `filter` reaches: every existing topic it may
-    /// match, and, when its first level is a wildcard (topics made later are reached
-    /// too), every topic (`*`).
-    async fn may_read(&self, filter: &str) -> bool {
+    /// The topics a client must be allowed to read to subscribe to `filter`: every
+    /// existing topic it may match, and, when its first level is a wildcard (topics made
+    /// later are reached too), every topic (`*`). None when ACLs are off.
+    fn read_targets(&self, filter: &str) -> Vec<String> {
         if !self.mqtt.broker.config().auth.acls_enabled {
-            return true;
+            return Vec::new();
         }
-        if filter.starts_with(['+', '#']) && !self.may(Operation::Read, "*").await {
-            return false;
+        let mut targets = Vec::new();
+        if filter.starts_with(['+', '#']) {
+            targets.push("*".to_owned());
         }
         let names = self.mqtt.refresh_topics();
-        for t in self.mqtt.topics.topics_for(filter, &names) {
-            if !self.may(Operation::Read, t).await {
-                return false;
-            }
-        }
-        if let Ok(t) = self.mqtt.topics.topic_of(filter.trim_end_matches(['#', '+', '/']))
+        targets.extend(
+            self.mqtt
+                .topics
+                .topics_for(filter, &names)
+                .into_iter()
+                .map(str::to_owned),
+        );
+        if let Ok(t) = self
+            .mqtt
+            .topics
+            .topic_of(filter.trim_end_matches(['#', '+', '/']))
             && !t.is_empty()
-            && !self.may(Operation::Read, t).await
         {
-            return false;
+            targets.push(t.to_owned());
         }
-        true
+        targets
     }
 
     /// A SUBSCRIBE: each filter checked and granted, retained messages sent, feeds started.
@@ -103,7 +124,10 @@ impl Connection {
                     "no-local on a shared subscription",
                 ));
             }
-            if !self.may_read(&parsed.filter).await {
+            if !self
+                .may(Operation::Read, self.read_targets(&parsed.filter))
+                .await
+            {
                 codes.push(SubscribeReasonCode::NotAuthorized);
                 continue;
             }

@@ -58,10 +58,14 @@ impl Connection {
                 Err(e) => Some(e.to_string()),
                 Ok(t) => match self.mqtt.refuse_topic(t) {
                     Some(why) => Some(why),
-                    None if !self.may(Operation::Write, t).await => Some(format!(
-                        "not authorized: {} may not write to topic {t:?}",
-                        self.principal
-                    )),
+                    None if self.mqtt.broker.config().auth.acls_enabled
+                        && !self.may(Operation::Write, vec![t.to_owned()]).await =>
+                    {
+                        Some(format!(
+                            "not authorized: {} may not write to topic {t:?}",
+                            self.principal
+                        ))
+                    }
                     None => None,
                 },
             },
