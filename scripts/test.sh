@@ -18,8 +18,9 @@ die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 # Kafka listener's tests drive; chromium and chromium-driver run the console's browser tests;
 # mosquitto-clients (mosquitto_pub, mosquitto_sub) drive the MQTT listener's tests and
 # mosquitto is the broker the MQTT benchmark measures beside ours; systemd brings
-# systemd-analyze, which lints the units in deploy/.
-packages=(etcd-server kcat chromium chromium-driver mosquitto mosquitto-clients systemd)
+# systemd-analyze, which lints the units in deploy/; curl is the HTTPS client that logs in
+# to `meridian up`'s console trusting its CA.
+packages=(etcd-server kcat chromium chromium-driver mosquitto mosquitto-clients systemd curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -37,6 +38,7 @@ command -v kcat >/dev/null || die "kcat not found after installing kcat (the Kaf
 [ -x /usr/bin/chromium ] || die "/usr/bin/chromium not found after installing chromium (the console's browser tests use it)"
 command -v chromedriver >/dev/null || die "chromedriver not found after installing chromium-driver"
 command -v mosquitto_pub >/dev/null || die "mosquitto_pub not found after installing mosquitto-clients (the MQTT tests use it)"
+command -v curl >/dev/null || die "curl not found after installing curl (the console's HTTPS test uses it)"
 command -v systemd-analyze >/dev/null || die "systemd-analyze not found after installing systemd (the deploy tests lint the units with it)"
 cargo fmt --version >/dev/null 2>&1 || die "rustfmt is missing: rustup component add rustfmt"
 cargo clippy --version >/dev/null 2>&1 || die "clippy is missing: rustup component add clippy"

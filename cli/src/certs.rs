@@ -1,5 +1,7 @@
 //! `meridian certs`: a CA and one certificate per region's mirror (valid for
-//! `mirror.REGION.meridian`), for the mutual TLS of the links between regions.
+//! `mirror.REGION.meridian`), for the mutual TLS of the links between regions; per region,
+//! one its brokers share (valid for `broker.REGION.meridian`) for the mutual TLS of the
+//! replication transport; and server certificates for client listeners.
 
 use std::path::PathBuf;
 
@@ -12,8 +14,13 @@ pub(crate) struct Args {
     #[arg(long)]
     dir: PathBuf,
     /// Regions to issue a mirror certificate for, comma separated.
-    #[arg(long, value_delimiter = ',', required_unless_present = "server")]
+    #[arg(long, value_delimiter = ',', required_unless_present_any = ["server", "brokers"])]
     regions: Vec<String>,
+    /// Regions to issue a broker certificate for (broker-REGION.pem, broker-REGION.key),
+    /// comma separated: the region's brokers present it to each other on the replication
+    /// transport (--raft-tls-ca, --raft-tls-cert, --raft-tls-key).
+    #[arg(long, value_delimiter = ',')]
+    brokers: Vec<String>,
     /// Also issue a server certificate for brokers' client listeners (Kafka TLS), named
     /// NAME (NAME.pem, NAME.key), for the names given with --names.
     #[arg(long, value_name = "NAME", requires = "names")]
@@ -24,7 +31,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
-    for r in &args.regions {
+    for r in args.regions.iter().chain(&args.brokers) {
         if r.is_empty()
             || !r
                 .chars()
@@ -34,6 +41,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let mut written = meridian_security::certs::issue(&args.dir, &args.regions)?;
+    written.extend(meridian_security::certs::issue_brokers(
+        &args.dir,
+        &args.brokers,
+    )?);
     if let Some(name) = &args.server {
         let (cert, key) = meridian_security::certs::issue_server(&args.dir, name, &args.names)?;
         written.extend([cert, key]);

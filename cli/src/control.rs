@@ -3,8 +3,8 @@
 //! to the leader (a follower's refusal names it in `x-meridian-leader`).
 
 use anyhow::bail;
+use meridian_proto::auth::Authed as Channel;
 use meridian_proto::v1::control_plane_client::ControlPlaneClient;
-use tonic::transport::Channel;
 
 /// The default control-plane address of a local deployment.
 pub(crate) const DEFAULT_CONTROL: &str = "127.0.0.1:7300";

@@ -2,8 +2,9 @@
 //! which starts a local deployment.
 //!
 //! Endpoints: `--control HOST:PORT` (or `MERIDIAN_CONTROL`) for the control plane,
-//! `--broker HOST:PORT` (or `MERIDIAN_BROKER`) for a broker; without either, what `meridian
-//! up` recorded. Topic commands go to the control plane when one is known; produce and
+//! `--broker HOST:PORT` (or `MERIDIAN_BROKER`) for a broker; without either, the current
+//! profile's (`meridian profile`), else what `meridian up` recorded. Credentials: the token
+//! in `MERIDIAN_TOKEN`, else the current profile's, on every call. Topic commands go to the control plane when one is known; produce and
 //! consume are routed by it to `--region` (or the nearest healthy region) unless a broker is
 //! named. Tables by default, JSON with `--json`; failures exit non-zero with a one-line
 //! reason.
@@ -16,7 +17,9 @@ mod endpoint;
 mod group;
 mod log_group;
 mod produce;
+mod profile;
 mod region;
+mod token;
 mod topic;
 mod txn;
 mod up;
@@ -80,10 +83,41 @@ enum Command {
     /// Users and their SASL credentials (Kafka SCRAM and PLAIN): set, list, delete.
     #[command(subcommand)]
     User(user::Command),
+    /// Named endpoints and credentials (`profile create`, `use`, `list`, `delete`).
+    #[command(subcommand)]
+    Profile(profile::Command),
+    /// API tokens in a tokens file the daemons read.
+    #[command(subcommand)]
+    Token(token::Command),
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // The current profile fills in what the flags and the environment leave unset; the
+    // token every call carries is MERIDIAN_TOKEN's, else the profile's.
+    let profile = match profile::Profiles::load() {
+        Ok(p) => p.current().cloned().unwrap_or_default(),
+        Err(e) => fail(&e),
+    };
+    if cli.control.is_none() && cli.broker.is_none() {
+        cli.control = profile.control.clone();
+        cli.broker = profile.broker.clone();
+    }
+    if cli.region.is_none() {
+        cli.region = profile.region.clone();
+    }
+    let token = std::env::var("MERIDIAN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .or(profile.token);
+    // `meridian up` calls with the admin token of the platform it starts.
+    if let Some(token) = token.filter(|_| !matches!(cli.command, Command::Up(_)))
+        && let Err(e) = meridian_proto::auth::set_token(&token)
+    {
+        fail(&anyhow::anyhow!(
+            "the token (MERIDIAN_TOKEN or the profile's): {e}"
+        ));
+    }
     // The SDK's warnings (a consumer's membership lost, say) on stderr, beside the
     // command's own output; MERIDIAN_LOG sets the level (default warn).
     let filter = tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
@@ -157,6 +191,8 @@ fn main() {
             Command::User(cmd) => {
                 user::run(cmd, &broker, control.as_deref(), region, cli.json).await
             }
+            Command::Profile(cmd) => profile::run(cmd, cli.json),
+            Command::Token(cmd) => token::run(cmd, cli.json),
         }
     });
     if let Err(e) = result {

@@ -5,7 +5,9 @@
 //! the control plane, which places them on log groups in each region. The data directory is
 //! kept, so a second `meridian up` resumes where the first stopped. One mirror per region
 //! links it with every other region over QUIC, with certificates issued into the data
-//! directory (`certs/`) on the first run. The web console starts last; its first admin's
+//! directory (`certs/`) on the first run; the same CA signs each region's broker
+//! certificate (mutual TLS on the replication transport) and the console's (HTTPS). The
+//! web console starts last; its first admin's
 //! password is made on the first run, printed that once, and kept under `console/` in the
 //! data directory (mode 0600).
 
@@ -144,8 +146,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         ),
     };
     std::fs::create_dir_all(data.join("control"))?;
+    // Every gRPC call is authenticated: each daemon and the admin get a token (made on the
+    // first run); this process calls as the admin.
+    let auth = platform_tokens(&data, &regions)?;
+    let admin_token = meridian_security::tokens::read_token_file(&auth.token("User:admin"))?;
+    meridian_proto::auth::set_token(&admin_token).map_err(anyhow::Error::msg)?;
     let mut processes = Vec::new();
     let mut cmd = tokio::process::Command::new(&control_bin);
+    cmd.arg("--tokens-file")
+        .arg(&auth.file)
+        .arg("--token-file")
+        .arg(auth.token("ControlPlane"))
+        .args(["--admins", "User:admin"]);
     let control_metrics = format!("127.0.0.1:{}", args.control_metrics_port);
     cmd.args(["--id", "control-1", "--listen", &control_addr])
         .args(["--metrics-listen", &control_metrics, "--store", &store]);
@@ -161,6 +173,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     )?);
     wait_control(&mut processes[0], &control_addr).await?;
 
+    // Mirrors' and brokers' certificates, one CA: the replication transport speaks mutual
+    // TLS from the first start.
+    let certs = data.join("certs");
+    let owned: Vec<String> = regions.iter().map(|r| r.to_string()).collect();
+    meridian_security::certs::issue(&certs, &owned)
+        .and_then(|_| meridian_security::certs::issue_brokers(&certs, &owned))
+        .with_context(|| format!("issuing certificates into {}", certs.display()))?;
     let mut brokers = Vec::new();
     for (r, region) in regions.iter().enumerate() {
         for id in 1..=args.brokers_per_region {
@@ -189,7 +208,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                     &port(args.raft_port),
                     "--control",
                     &control_addr,
-                ]);
+                ])
+                .arg("--tokens-file")
+                .arg(&auth.file)
+                .arg("--token-file")
+                .arg(auth.token(&format!("Broker:{region}")))
+                .arg("--raft-tls-ca")
+                .arg(certs.join("ca.pem"))
+                .arg("--raft-tls-cert")
+                .arg(certs.join(format!("broker-{region}.pem")))
+                .arg("--raft-tls-key")
+                .arg(certs.join(format!("broker-{region}.key")));
             let log = data.join(region).join(format!("broker-{id}.log"));
             processes.push(spawn(
                 cmd,
@@ -206,10 +235,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         regions.len(),
         data.display()
     );
-    let certs = data.join("certs");
-    let owned: Vec<String> = regions.iter().map(|r| r.to_string()).collect();
-    meridian_security::certs::issue(&certs, &owned)
-        .with_context(|| format!("issuing the mirrors' certificates into {}", certs.display()))?;
     let mirror_addr = |r: usize, base: u16| format!("127.0.0.1:{}", u32::from(base) + r as u32);
     let mut mirrors = Vec::new();
     if regions.len() > 1 {
@@ -227,7 +252,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 .arg("--cert")
                 .arg(&cert)
                 .arg("--key")
-                .arg(&key);
+                .arg(&key)
+                .arg("--token-file")
+                .arg(auth.token(&format!("Mirror:{region}")));
             for (p, peer) in regions.iter().enumerate() {
                 if p != r {
                     cmd.args([
@@ -246,7 +273,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             mirrors.push((region.to_string(), listen, metrics));
         }
     }
-    let console_url = format!("http://127.0.0.1:{}", args.console_port);
+    // The console serves HTTPS with a certificate of the local CA for 127.0.0.1.
+    let console_url = format!("https://127.0.0.1:{}", args.console_port);
+    let (console_cert, console_key) = meridian_security::certs::issue_server(
+        &certs,
+        "console",
+        &["127.0.0.1".to_owned(), "localhost".to_owned()],
+    )
+    .with_context(|| format!("issuing the console's certificate into {}", certs.display()))?;
     let (console_config, admin_secret, admin_password) = console_config(&data.join("console"))?;
     {
         let mut cmd = tokio::process::Command::new(&console_bin);
@@ -255,7 +289,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             .args(["--listen", &format!("127.0.0.1:{}", args.console_port)])
             .args(["--control", &control_addr])
             .arg("--audit-log")
-            .arg(data.join("console").join("audit.log"));
+            .arg(data.join("console").join("audit.log"))
+            .arg("--tls-cert")
+            .arg(&console_cert)
+            .arg("--tls-key")
+            .arg(&console_key)
+            .arg("--token-file")
+            .arg(auth.token("Console"));
         for (region, _, metrics) in &mirrors {
             cmd.args(["--mirror", &format!("{region}={metrics}")]);
         }
@@ -288,6 +328,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             "regions": per_region,
         }))
         .context("recording the endpoints for the CLI")?;
+        // The CLI's profile for this platform, current: its control plane and the admin's
+        // token.
+        let profiles = crate::profile::Profiles::put(
+            "local",
+            crate::profile::Profile {
+                control: Some(control_addr.clone()),
+                token: Some(admin_token.clone()),
+                ..Default::default()
+            },
+            true,
+        )
+        .context("saving the CLI profile `local`")?;
         println!(
             "Meridian is up: {} regions ({}), {} brokers each, control plane on {}",
             regions.len(),
@@ -319,8 +371,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             );
         }
         println!(
-            "  certificates:   {} (mutual TLS between mirrors)",
+            "  certificates:   {} (mutual TLS between mirrors and between each region's brokers; HTTPS for the console)",
             certs.display()
+        );
+        println!(
+            "  trust the CA:   {} (e.g. curl --cacert {} {console_url}/healthz; or import it into your browser)",
+            certs.join("ca.pem").display(),
+            certs.join("ca.pem").display()
         );
         // The password is printed once, when it is made; after that, where it is kept.
         match &admin_password {
@@ -333,6 +390,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 admin_secret.display()
             ),
         }
+        println!(
+            "  CLI profile:    local (current; the admin's token) in {}; daemons' tokens in {}",
+            profiles.display(),
+            auth.dir.display()
+        );
         println!("  data:           {}", data.display());
         println!(
             "  endpoints file: {} (the CLI reads it)",
@@ -458,6 +520,52 @@ fn exited_early(p: &mut Running) -> anyhow::Result<()> {
 /// The console's configuration under `dir`, made on the first run with one admin whose
 /// password is random (kept beside it, readable by this user only); the configuration
 /// file, the password's file, and the password when it was made now (printed once).
+/// The platform's API tokens: the tokens file every daemon checks calls against, and one
+/// token file per principal (its owner's only).
+struct PlatformTokens {
+    file: PathBuf,
+    dir: PathBuf,
+}
+
+impl PlatformTokens {
+    /// The token file of `principal`.
+    fn token(&self, principal: &str) -> PathBuf {
+        self.dir.join(format!(
+            "{}.token",
+            principal.replace(':', "-").to_lowercase()
+        ))
+    }
+}
+
+/// Makes (on the first run, and for regions added since) a token for the admin, the
+/// control plane, the console, and each region's brokers and mirror, under `data/auth/`.
+fn platform_tokens(data: &Path, regions: &[&str]) -> anyhow::Result<PlatformTokens> {
+    let dir = data.join("auth");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tokens = PlatformTokens {
+        file: dir.join("tokens.toml"),
+        dir,
+    };
+    let mut principals = vec![
+        "User:admin".to_owned(),
+        "ControlPlane".to_owned(),
+        "Console".to_owned(),
+    ];
+    for r in regions {
+        principals.extend([format!("Broker:{r}"), format!("Mirror:{r}")]);
+    }
+    for p in principals {
+        let out = tokens.token(&p);
+        if out.exists() {
+            continue;
+        }
+        let principal = meridian_security::tokens::Principal::parse(&p)?;
+        let token = crate::token::create(&principal, &tokens.file)?;
+        meridian_security::certs::write_private(&out, &format!("{token}\n"))?;
+    }
+    Ok(tokens)
+}
+
 fn console_config(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, Option<String>)> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let (config, secret) = (dir.join("console.toml"), dir.join("admin-password"));

@@ -27,9 +27,9 @@ mod transaction;
 
 use std::sync::Arc;
 
+use meridian_proto::auth::Authed as Channel;
 use meridian_proto::v1::{self, broker_client::BrokerClient};
 use meridian_region_client::{Failover, RegionClient};
-use tonic::transport::Channel;
 
 pub use admin::{BrokerLogGroups, FailoverReport, LogGroupInfo};
 pub use consumer::{ConsumedMessage, Consumer, ConsumerConfig, StartFrom};

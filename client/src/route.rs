@@ -273,7 +273,8 @@ async fn ask(control: &str, topic: &str, region: &str) -> Result<v1::RouteRespon
 /// `HOST:PORT`) that accepts a connection. Any process answers reads.
 pub async fn connect_control(
     control: &str,
-) -> Result<v1::control_plane_client::ControlPlaneClient<tonic::transport::Channel>, ClientError> {
+) -> Result<v1::control_plane_client::ControlPlaneClient<meridian_proto::auth::Authed>, ClientError>
+{
     Ok(meridian_region_client::control::connect_control(control).await?)
 }
 

@@ -19,7 +19,7 @@ impl Failed {
     }
 }
 
-type Control = v1::control_plane_client::ControlPlaneClient<tonic::transport::Channel>;
+type Control = v1::control_plane_client::ControlPlaneClient<meridian_proto::auth::Authed>;
 
 async fn control(addrs: &str) -> Result<Control, Failed> {
     meridian_client::connect_control(addrs)
@@ -666,14 +666,15 @@ async fn live_brokers(
 ) -> Vec<(
     String,
     u32,
-    v1::broker_client::BrokerClient<tonic::transport::Channel>,
+    v1::broker_client::BrokerClient<meridian_proto::auth::Authed>,
 )> {
     let mut out = Vec::new();
     for region in regions {
         for b in region.brokers.iter().filter(|b| b.live) {
-            if let Ok(c) =
-                v1::broker_client::BrokerClient::connect(format!("http://{}", b.grpc)).await
-            {
+            if let Ok(channel) = connect_channel(&b.grpc).await {
+                let c = v1::broker_client::BrokerClient::new(meridian_proto::auth::Authed::new(
+                    channel,
+                ));
                 out.push((region.name.clone(), b.id, c));
             }
         }
@@ -992,4 +993,13 @@ pub async fn reset_group(
         .await
         .map_err(|e| Failed::of(&format!("resetting group {group_name} on {topic}"), e))?;
     Ok(plan.into_iter().map(GroupPartition::from).collect())
+}
+
+/// A channel to the gRPC API at `addr`, when it parses and connects.
+async fn connect_channel(addr: &str) -> Result<tonic::transport::Channel, String> {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -17,6 +17,7 @@ pub mod audit;
 pub mod auth;
 pub mod charts;
 pub mod data;
+pub mod https;
 pub mod mirrors;
 pub mod pages;
 pub mod throttle;
@@ -46,6 +47,20 @@ pub struct Console {
     pub mirrors: mirrors::Mirrors,
     /// Rendered Prometheus metrics of this process, when installed.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Served over HTTPS: session cookies are `Secure` and browsers are told to keep to
+    /// HTTPS (HSTS).
+    pub https: bool,
+}
+
+impl Console {
+    /// The attributes of the session cookie.
+    pub(crate) fn cookie_attributes(&self) -> &'static str {
+        if self.https {
+            "HttpOnly; Secure; SameSite=Strict; Path=/"
+        } else {
+            "HttpOnly; SameSite=Strict; Path=/"
+        }
+    }
 }
 
 /// Shared state of the router.
@@ -60,16 +75,28 @@ pub fn router(app: App) -> Router {
         // As every daemon's operational endpoint: alive, and ready once it serves.
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route("/readyz", axum::routing::get(|| async { "ready\n" }))
-        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::map_response_with_state(
+            app.clone(),
+            security_headers,
+        ))
         .with_state(app)
 }
 
 /// The usual security headers on every answer: no framing, no type sniffing, the referrer
 /// only to the console itself, and a policy allowing only the console's own resources (its
-/// pages carry no script; styles may be inline).
-async fn security_headers(mut r: Response) -> Response {
+/// pages carry no script; styles may be inline); over HTTPS, HSTS.
+async fn security_headers(
+    axum::extract::State(app): axum::extract::State<App>,
+    mut r: Response,
+) -> Response {
     use axum::http::HeaderValue;
     let h = r.headers_mut();
+    if app.https {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,

@@ -187,7 +187,7 @@ async fn login(State(app): State<App>, parts: Parts, Form(f): Form<LoginForm>) -
             (
                 [(
                     header::SET_COOKIE,
-                    format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/"),
+                    format!("{COOKIE}={id}; {}", app.cookie_attributes()),
                 )],
                 Redirect::to(&next),
             )
@@ -259,7 +259,7 @@ async fn logout(
     (
         [(
             header::SET_COOKIE,
-            format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+            format!("{COOKIE}=; {}; Max-Age=0", app.cookie_attributes()),
         )],
         Redirect::to("/login"),
     )

@@ -27,6 +27,8 @@ pub struct ControlService {
     broker_lease: Duration,
     /// Topic changes, one at a time.
     topic_writes: tokio::sync::Mutex<()>,
+    /// Users who may change the platform (`User:NAME`; empty: every user).
+    pub(crate) admins: Vec<String>,
 }
 
 /// How long `CreateTopic` and `AlterTopic` wait for the brokers to open the topic's groups.
@@ -42,6 +44,7 @@ impl ControlService {
         leader: watch::Receiver<Option<Leader>>,
         store_name: String,
         broker_lease: Duration,
+        admins: Vec<String>,
     ) -> control_plane_server::ControlPlaneServer<ControlService> {
         control_plane_server::ControlPlaneServer::new(ControlService {
             store,
@@ -50,6 +53,7 @@ impl ControlService {
             store_name,
             broker_lease,
             topic_writes: tokio::sync::Mutex::new(()),
+            admins,
         })
     }
 
@@ -182,6 +186,10 @@ impl control_plane_server::ControlPlane for ControlService {
         &self,
         request: Request<v1::CreateRegionRequest>,
     ) -> Result<Response<v1::RegionInfo>, Status> {
+        self.admin(
+            &request,
+            &format!("create region {}", request.get_ref().name),
+        )?;
         let name = request.into_inner().name;
         metadata::validate_name("region", &name)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -202,6 +210,10 @@ impl control_plane_server::ControlPlane for ControlService {
         &self,
         request: Request<v1::RegionNameRequest>,
     ) -> Result<Response<v1::RegionInfo>, Status> {
+        self.admin(
+            &request,
+            &format!("fail region {} over", request.get_ref().name),
+        )?;
         let name = request.into_inner().name;
         let down = metadata::Down {
             by_operator: true,
@@ -215,6 +227,10 @@ impl control_plane_server::ControlPlane for ControlService {
         &self,
         request: Request<v1::RegionNameRequest>,
     ) -> Result<Response<v1::RegionInfo>, Status> {
+        self.admin(
+            &request,
+            &format!("restore region {}", request.get_ref().name),
+        )?;
         let name = request.into_inner().name;
         Ok(Response::new(self.set_down(&name, None).await?))
     }
@@ -237,6 +253,10 @@ impl control_plane_server::ControlPlane for ControlService {
         &self,
         request: Request<v1::DeleteRegionRequest>,
     ) -> Result<Response<v1::DeleteRegionResponse>, Status> {
+        self.admin(
+            &request,
+            &format!("delete region {}", request.get_ref().name),
+        )?;
         let name = request.into_inner().name;
         self.require_leader()?;
         let _one_at_a_time = self.topic_writes.lock().await;
@@ -285,6 +305,13 @@ impl control_plane_server::ControlPlane for ControlService {
         &self,
         request: Request<v1::RegisterBrokerRequest>,
     ) -> Result<Response<v1::RegisterBrokerResponse>, Status> {
+        let region = request
+            .get_ref()
+            .broker
+            .as_ref()
+            .map(|b| b.region.clone())
+            .unwrap_or_default();
+        self.broker_of(&request, &region)?;
         let b = request
             .into_inner()
             .broker
@@ -345,6 +372,7 @@ impl control_plane_server::ControlPlane for ControlService {
         &self,
         request: Request<v1::ClaimMirrorLinkRequest>,
     ) -> Result<Response<v1::ClaimMirrorLinkResponse>, Status> {
+        self.mirror_of(&request, &request.get_ref().from)?;
         let r = request.into_inner();
         for (field, name) in [("from", &r.from), ("to", &r.to)] {
             metadata::validate_name("region", name)
@@ -418,6 +446,7 @@ impl control_plane_server::ControlPlane for ControlService {
         &self,
         request: Request<v1::DeregisterBrokerRequest>,
     ) -> Result<Response<v1::DeregisterBrokerResponse>, Status> {
+        self.broker_of(&request, &request.get_ref().region)?;
         let r = request.into_inner();
         match self.store.revoke_lease(r.lease).await {
             Ok(()) | Err(StoreError::LeaseNotFound(_)) => {}
@@ -431,6 +460,7 @@ impl control_plane_server::ControlPlane for ControlService {
         &self,
         request: Request<v1::BrokerHeartbeatRequest>,
     ) -> Result<Response<v1::BrokerHeartbeatResponse>, Status> {
+        self.broker_of(&request, &request.get_ref().region)?;
         let r = request.into_inner();
         match self.store.keep_alive(r.lease).await {
             Ok(()) => {}
@@ -528,6 +558,13 @@ impl control_plane_server::ControlPlane for ControlService {
         &self,
         request: Request<v1::ControlCreateTopicRequest>,
     ) -> Result<Response<v1::TopicDescription>, Status> {
+        let name = request
+            .get_ref()
+            .spec
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
+        self.admin(&request, &format!("create topic {name}"))?;
         let spec = request
             .into_inner()
             .spec
@@ -568,6 +605,7 @@ impl control_plane_server::ControlPlane for ControlService {
         &self,
         request: Request<v1::AlterTopicRequest>,
     ) -> Result<Response<v1::TopicDescription>, Status> {
+        self.admin(&request, &format!("alter topic {}", request.get_ref().name))?;
         let mut request = request.into_inner();
         self.require_leader()?;
         let _one_at_a_time = self.topic_writes.lock().await;
@@ -592,6 +630,10 @@ impl control_plane_server::ControlPlane for ControlService {
         &self,
         request: Request<v1::TopicNameRequest>,
     ) -> Result<Response<v1::ControlDeleteTopicResponse>, Status> {
+        self.admin(
+            &request,
+            &format!("delete topic {}", request.get_ref().name),
+        )?;
         let name = request.into_inner().name;
         self.require_leader()?;
         let _one_at_a_time = self.topic_writes.lock().await;

@@ -5,6 +5,7 @@
 //! leases, routing and the admin API build on these.
 
 pub mod api;
+mod callers;
 pub mod election;
 pub mod metadata;
 pub mod placement;

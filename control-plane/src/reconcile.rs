@@ -238,13 +238,14 @@ async fn change_replicas(
                 continue;
             }
         };
-        let answer = v1::broker_client::BrokerClient::new(channel)
-            .change_replicas(v1::ChangeReplicasRequest {
-                group,
-                add: vec![new],
-                remove: vec![dead],
-            })
-            .await;
+        let answer =
+            v1::broker_client::BrokerClient::new(meridian_proto::auth::Authed::new(channel))
+                .change_replicas(v1::ChangeReplicasRequest {
+                    group,
+                    add: vec![new],
+                    remove: vec![dead],
+                })
+                .await;
         match answer {
             Ok(_) => return Ok(()),
             Err(status) => {

@@ -2,9 +2,10 @@
 //! at most so many in all and from one client address), refusals logged at most once a
 //! second ([`Refusals`]), and, for the daemons' gRPC APIs ([`grpc`]: tonic has no
 //! connection limit), an accept loop that admits connections, closes idle ones and times
-//! out requests whose bytes stop arriving.
+//! out requests whose bytes stop arriving, and who calls ([`authenticate`]: API tokens).
 
 mod admission;
+pub mod authenticate;
 pub mod grpc;
 
 use std::net::SocketAddr;

@@ -101,6 +101,9 @@ pub struct Config {
     pub connections_max: usize,
     /// Most peer connections from one address.
     pub connections_per_address_max: usize,
+    /// This mirror's API token (`Mirror:REGION`; a file of its owner's only), sent with its
+    /// calls to the control plane and its region's brokers.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -124,6 +127,7 @@ impl Default for Config {
             congestion: Congestion::Bbr,
             connections_max: 256,
             connections_per_address_max: 64,
+            token_file: None,
         }
     }
 }

@@ -7,11 +7,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use meridian_proto::auth::Authed as Channel;
 use meridian_proto::v1;
 use meridian_proto::v1::control_plane_client::ControlPlaneClient;
 use meridian_region_client::{RegionClient, RegionError};
 use tokio::sync::watch;
-use tonic::transport::Channel;
 
 /// One refresh's answer.
 #[derive(Debug, Default, Clone)]

@@ -1,7 +1,7 @@
 //! Wire types shared by every Meridian crate.
 //!
 //! Two kinds of thing live here: the generated gRPC API (`v1`, behind the default `grpc`
-//! feature), and pure codecs over bytes (`record`: the journal record; `batch`: the message
+//! feature, with `auth`: the credentials every call carries), and pure codecs over bytes (`record`: the journal record; `batch`: the message
 //! batch a record carries; `origin`: where a mirrored batch was first written; `producer`: the
 //! idempotent producer of a batch; `mirror`: the
 //! frames of the link between regions' mirrors; `settings`: a topic's acks and replication
@@ -9,6 +9,8 @@
 //! take and return buffers and are property-tested and fuzzed (`fuzz/`) on their own.
 #![warn(missing_docs)]
 
+#[cfg(feature = "grpc")]
+pub mod auth;
 pub mod batch;
 #[cfg(feature = "kafka")]
 pub mod kafka;

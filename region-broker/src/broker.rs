@@ -496,7 +496,9 @@ impl Broker {
         request: F,
     ) -> Result<T, meridian_region_client::RegionError>
     where
-        F: FnMut(meridian_proto::v1::broker_client::BrokerClient<tonic::transport::Channel>) -> Fut,
+        F: FnMut(
+            meridian_proto::v1::broker_client::BrokerClient<meridian_proto::auth::Authed>,
+        ) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let id = self

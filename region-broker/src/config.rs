@@ -137,11 +137,24 @@ pub struct AuthConfig {
     pub acls_topic: String,
     /// ACLs kept at most; adding one more is refused.
     pub acls_max: usize,
+    /// The API tokens the gRPC API accepts (`meridian token create`; its owner's only):
+    /// with it, every call is authenticated and internal calls (mirrored appends, replica
+    /// and master changes) are taken only from the principals they are for.
+    pub tokens_file: Option<PathBuf>,
+    /// With `tokens_file`: whether calls without a token are still served (as anonymous,
+    /// never for internal calls). Off: refused `UNAUTHENTICATED`.
+    pub grpc_allow_anonymous: bool,
+    /// This broker's own token (a file of its owner's only holding `Broker:REGION`'s), sent
+    /// with its calls to the control plane and to other brokers.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
+            tokens_file: None,
+            grpc_allow_anonymous: false,
+            token_file: None,
             credentials_topic: "meridian-credentials".to_owned(),
             users_max: 10_000,
             acls_enabled: false,
@@ -372,6 +385,15 @@ pub struct ReplicationConfig {
     /// retention may delete, and a replica behind it catches up by installing the snapshot
     /// (the journal shipped from a peer).
     pub snapshot_entries: u64,
+    /// The CA (PEM) that signs the region's broker certificates: with `tls_cert` and
+    /// `tls_key`, the replication transport speaks mutual TLS and takes only peers whose
+    /// certificate this CA signed for `broker.REGION.meridian` (`meridian certs
+    /// --brokers REGION`).
+    pub tls_ca: Option<PathBuf>,
+    /// This broker's certificate chain (PEM) for the replication transport.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM, its owner's only).
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ReplicationConfig {
@@ -383,6 +405,9 @@ impl Default for ReplicationConfig {
             sync_replicas: 1,
             min_insync_replicas: 0,
             snapshot_entries: 10_000,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -679,6 +704,17 @@ impl Config {
                 "mqtt.tls_cert",
                 format!("{:?}", m.tls_cert),
                 "tls_cert and tls_key go together: set both for TLS, or neither",
+            );
+        }
+        let r = &self.replication;
+        if [&r.tls_ca, &r.tls_cert, &r.tls_key]
+            .iter()
+            .any(|f| f.is_some() != r.tls_ca.is_some())
+        {
+            return invalid(
+                "replication.tls_ca",
+                format!("{:?}", r.tls_ca),
+                "tls_ca, tls_cert and tls_key go together: set all three for mutual TLS between brokers, or none",
             );
         }
         if k.tls_cert.is_some() != k.tls_key.is_some() {

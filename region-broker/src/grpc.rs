@@ -3,9 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod callers;
+
 use meridian_proto::batch::Message;
 use meridian_proto::producer::ProducerBatch;
 use meridian_proto::v1::{self, broker_server};
+use meridian_security::acl::{CLUSTER, Operation, ResourceType};
 use tonic::{Request, Response, Status};
 
 use crate::broker::consumer_groups::membership::Heartbeat;
@@ -218,6 +221,9 @@ impl broker_server::Broker for GrpcService {
         &self,
         request: Request<v1::CreateTopicRequest>,
     ) -> Result<Response<v1::TopicInfo>, Status> {
+        let name = &request.get_ref().name;
+        self.user_may(&request, Operation::Create, ResourceType::Topic, name)
+            .await?;
         let r = request.into_inner();
         let replication =
             Strategy::parse(&r.replication).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -233,6 +239,9 @@ impl broker_server::Broker for GrpcService {
         &self,
         request: Request<v1::DeleteTopicRequest>,
     ) -> Result<Response<v1::DeleteTopicResponse>, Status> {
+        let name = &request.get_ref().name;
+        self.user_may(&request, Operation::Delete, ResourceType::Topic, name)
+            .await?;
         self.broker
             .delete_topic(&request.into_inner().name)
             .await
@@ -268,6 +277,9 @@ impl broker_server::Broker for GrpcService {
         &self,
         request: Request<v1::ProduceRequest>,
     ) -> Result<Response<v1::ProduceResponse>, Status> {
+        let topic = &request.get_ref().topic;
+        self.user_may(&request, Operation::Write, ResourceType::Topic, topic)
+            .await?;
         let r = request.into_inner();
         // Without replication all three are the same durable write; in a region `leader`
         // answers once the leader holds the batch and `all` waits for every replica.
@@ -365,6 +377,9 @@ impl broker_server::Broker for GrpcService {
         &self,
         request: Request<v1::FetchRequest>,
     ) -> Result<Response<v1::FetchResponse>, Status> {
+        let topic = &request.get_ref().topic;
+        self.user_may(&request, Operation::Read, ResourceType::Topic, topic)
+            .await?;
         let r = request.into_inner();
         let max_bytes = if r.max_bytes == 0 {
             1 << 20
@@ -493,6 +508,7 @@ impl broker_server::Broker for GrpcService {
         &self,
         request: Request<v1::MergePositionsRequest>,
     ) -> Result<Response<v1::MergePositionsResponse>, Status> {
+        self.mirror_only(&request, "merge mirrored consumer positions")?;
         let r = request.into_inner();
         let changed = self
             .broker
@@ -623,6 +639,7 @@ impl broker_server::Broker for GrpcService {
         &self,
         request: Request<v1::WriteTxnMarkerRequest>,
     ) -> Result<Response<v1::WriteTxnMarkerResponse>, Status> {
+        self.broker_only(&request, "write a transaction marker")?;
         let r = request.into_inner();
         let epoch = i16::try_from(r.producer_epoch)
             .map_err(|_| Status::invalid_argument("producer_epoch must fit 16 bits"))?;
@@ -695,6 +712,8 @@ impl broker_server::Broker for GrpcService {
         &self,
         request: Request<v1::AlterUserRequest>,
     ) -> Result<Response<v1::AlterUserResponse>, Status> {
+        self.user_may(&request, Operation::Alter, ResourceType::Cluster, CLUSTER)
+            .await?;
         use meridian_security::scram::{Credential, Mechanism};
         let r = request.into_inner();
         let mechanism = Mechanism::from_name(&r.mechanism).ok_or_else(|| {
@@ -724,8 +743,15 @@ impl broker_server::Broker for GrpcService {
 
     async fn list_users(
         &self,
-        _: Request<v1::ListUsersRequest>,
+        request: Request<v1::ListUsersRequest>,
     ) -> Result<Response<v1::ListUsersResponse>, Status> {
+        self.user_may(
+            &request,
+            Operation::Describe,
+            ResourceType::Cluster,
+            CLUSTER,
+        )
+        .await?;
         let credentials = self
             .broker
             .credentials()
@@ -785,6 +811,7 @@ impl broker_server::Broker for GrpcService {
         &self,
         request: Request<v1::SetMasterRequest>,
     ) -> Result<Response<v1::LogGroupInfo>, Status> {
+        self.operator_only(&request).await?;
         let r = request.into_inner();
         self.broker
             .set_master(r.group, r.epoch, r.master)
@@ -797,6 +824,7 @@ impl broker_server::Broker for GrpcService {
         &self,
         request: Request<v1::ChangeReplicasRequest>,
     ) -> Result<Response<v1::LogGroupInfo>, Status> {
+        self.operator_only(&request).await?;
         let r = request.into_inner();
         self.broker
             .change_replicas(r.group, &r.add, &r.remove)
@@ -809,6 +837,7 @@ impl broker_server::Broker for GrpcService {
         &self,
         request: Request<v1::AppendMirroredRequest>,
     ) -> Result<Response<v1::AppendMirroredResponse>, Status> {
+        self.mirror_only(&request, "append mirrored records into this region")?;
         let r = request.into_inner();
         let batches = r
             .batches
@@ -843,6 +872,7 @@ impl broker_server::Broker for GrpcService {
         &self,
         request: Request<v1::MirrorMarksRequest>,
     ) -> Result<Response<v1::MirrorMarksResponse>, Status> {
+        self.mirror_only(&request, "read the mirror's marks")?;
         let r = request.into_inner();
         Ok(Response::new(v1::MirrorMarksResponse {
             marks: self
@@ -862,6 +892,7 @@ impl broker_server::Broker for GrpcService {
         &self,
         request: Request<v1::ReadLocalRequest>,
     ) -> Result<Response<v1::ReadLocalResponse>, Status> {
+        self.mirror_only(&request, "read a journal for the mirror")?;
         let r = request.into_inner();
         let found = self
             .broker

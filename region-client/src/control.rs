@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use meridian_proto::auth::Authed as Channel;
 use meridian_proto::v1::control_plane_client::ControlPlaneClient;
-use tonic::transport::Channel;
 
 use crate::{LEADER_HEADER, RegionError, source_chain};
 
@@ -80,5 +80,5 @@ pub async fn control_at(addr: &str) -> Result<ControlPlaneClient<Channel>, Regio
             addr: addr.to_owned(),
             reason: source_chain(&e),
         })?;
-    Ok(ControlPlaneClient::new(channel))
+    Ok(ControlPlaneClient::new(Channel::new(channel)))
 }

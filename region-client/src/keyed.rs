@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
+use meridian_proto::auth::Authed as Channel;
 use meridian_proto::v1::broker_client::BrokerClient;
-use tonic::transport::Channel;
 
 use crate::{
     ATTEMPTS_MAX, LEADER_HEADER, RETRY_FOR, RETRY_PAUSE, RegionClient, RegionError, broker_failed,

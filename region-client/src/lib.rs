@@ -24,8 +24,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use meridian_proto::auth::Authed as Channel;
 use meridian_proto::v1::{self, broker_client::BrokerClient};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 pub use error::{RegionError, source_chain};
 pub use keyed::Leading;
@@ -396,7 +397,7 @@ async fn connect_one(addr: &str) -> Result<BrokerClient<Channel>, RegionError> {
         addr: addr.to_owned(),
         reason: source_chain(&e),
     })?;
-    Ok(BrokerClient::new(channel)
+    Ok(BrokerClient::new(Channel::new(channel))
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX))
 }

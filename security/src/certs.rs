@@ -90,6 +90,32 @@ fn ca_params() -> rcgen::CertificateParams {
     p
 }
 
+/// The name a region's broker certificate is valid for: brokers of a region present it to
+/// each other on the replication transport, both as server and as client.
+pub fn broker_name(region: &str) -> String {
+    format!("broker.{region}.meridian")
+}
+
+/// Writes `dir/broker-REGION.pem` and `.key` for each region in `regions` (kept when they
+/// exist): a certificate valid for [`broker_name`], for server and client authentication,
+/// signed by the CA in `dir` (made first when it is not there). Returns the files written.
+pub fn issue_brokers(dir: &Path, regions: &[String]) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut written = issue(dir, &[])?;
+    for region in regions {
+        let file = format!("broker-{region}");
+        let (cert, key) = (
+            dir.join(format!("{file}.pem")),
+            dir.join(format!("{file}.key")),
+        );
+        if cert.exists() && key.exists() {
+            continue;
+        }
+        sign(dir, &file, &[broker_name(region)], true)?;
+        written.extend([cert, key]);
+    }
+    Ok(written)
+}
+
 /// Writes `dir/NAME.pem` and `dir/NAME.key`: a server certificate for `names` (DNS names
 /// or IP addresses) signed by the CA in `dir` (made first when it is not there), for a
 /// broker's client listeners. Existing files are kept. Returns the certificate and key
@@ -100,7 +126,6 @@ pub fn issue_server(
     names: &[String],
 ) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
     issue(dir, &[])?;
-    let ca_key = dir.join("ca.key");
     let (cert_path, key_path) = (
         dir.join(format!("{name}.pem")),
         dir.join(format!("{name}.key")),
@@ -108,14 +133,35 @@ pub fn issue_server(
     if cert_path.exists() && key_path.exists() {
         return Ok((cert_path, key_path));
     }
+    sign(dir, name, names, false)
+}
+
+/// Signs a certificate for `names` (the first is its common name) with the CA in `dir`,
+/// written to `dir/FILE.pem` and `dir/FILE.key`; for client authentication too when
+/// `client`.
+fn sign(
+    dir: &Path,
+    file: &str,
+    names: &[String],
+    client: bool,
+) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let (cert_path, key_path) = (
+        dir.join(format!("{file}.pem")),
+        dir.join(format!("{file}.key")),
+    );
     let read =
         |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
-    let ca_key = rcgen::KeyPair::from_pem(&read(&ca_key)?).context("the CA key")?;
+    let ca_key = rcgen::KeyPair::from_pem(&read(&dir.join("ca.key"))?).context("the CA key")?;
     let issuer = rcgen::Issuer::new(ca_params(), ca_key);
     let mut p = rcgen::CertificateParams::new(names.to_vec())
         .with_context(|| format!("{names:?} are not DNS names or addresses"))?;
-    p.distinguished_name.push(rcgen::DnType::CommonName, name);
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, names.first().map_or(file, |n| n));
     p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    if client {
+        p.extended_key_usages
+            .push(rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+    }
     p.not_before = rcgen::date_time_ymd(2025, 1, 1);
     p.not_after = rcgen::date_time_ymd(2045, 1, 1);
     let key = rcgen::KeyPair::generate().context("generating a key")?;

@@ -4,10 +4,11 @@
 //! other: [`password`] hashes and checks the console's passwords (argon2), [`certs`]
 //! issues the CA and per-region certificates of the mirrors' mutual TLS (rcgen), [`scram`] the
 //! SCRAM exchange and credentials of Kafka's SASL, [`tls`] listeners' TLS identities, read
-//! again when their files change.
+//! again when their files change, [`tokens`] the API tokens of the gRPC APIs.
 
 pub mod acl;
 pub mod certs;
 pub mod password;
 pub mod scram;
 pub mod tls;
+pub mod tokens;

@@ -13,61 +13,244 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// How often the files are looked at (a `stat` of each, on an accept at most this often).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// A server's TLS configuration, kept fresh from its certificate and key files.
+/// A value loaded from files and loaded again when one of them changes (a change that
+/// does not load is logged and the last good value kept).
 #[derive(Debug)]
-pub struct ServerTls {
-    cert: PathBuf,
-    key: PathBuf,
-    state: Mutex<State>,
+struct Watched<T> {
+    files: Vec<PathBuf>,
+    load: fn(&[PathBuf]) -> anyhow::Result<T>,
+    state: Mutex<State<T>>,
 }
 
 #[derive(Debug)]
-struct State {
-    config: Arc<rustls::ServerConfig>,
-    modified: (Option<SystemTime>, Option<SystemTime>),
+struct State<T> {
+    value: T,
+    modified: Vec<Option<SystemTime>>,
     checked: Instant,
 }
 
-impl ServerTls {
-    /// Reads `cert` (a PEM chain) and `key` (a PEM private key its owner only may read);
-    /// the error names the file and what is wrong with it.
-    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<ServerTls> {
-        let config = server_config(cert, key)?;
-        Ok(ServerTls {
+impl<T: Clone> Watched<T> {
+    fn load(
+        files: Vec<PathBuf>,
+        load: fn(&[PathBuf]) -> anyhow::Result<T>,
+    ) -> anyhow::Result<Self> {
+        let value = load(&files)?;
+        Ok(Watched {
             state: Mutex::new(State {
-                config,
-                modified: (modified(cert), modified(key)),
+                value,
+                modified: files.iter().map(|f| modified(f)).collect(),
                 checked: Instant::now(),
             }),
-            cert: cert.to_owned(),
-            key: key.to_owned(),
+            files,
+            load,
         })
     }
 
-    /// The configuration to accept a connection with: read again first when a file
-    /// changed since (a change that does not load is logged and the old one kept).
-    pub fn config(&self) -> Arc<rustls::ServerConfig> {
+    fn get(&self) -> T {
         let mut state = self.state.lock().expect("TLS state poisoned");
         if state.checked.elapsed() >= CHECK_EVERY {
             state.checked = Instant::now();
-            let now = (modified(&self.cert), modified(&self.key));
+            let now: Vec<_> = self.files.iter().map(|f| modified(f)).collect();
             if now != state.modified {
                 state.modified = now;
-                match server_config(&self.cert, &self.key) {
-                    Ok(c) => {
-                        tracing::info!(cert = %self.cert.display(), "TLS certificate read again");
+                match (self.load)(&self.files) {
+                    Ok(v) => {
+                        tracing::info!(files = ?self.files, "TLS certificate read again");
                         metrics::counter!("meridian_tls_reloads_total").increment(1);
-                        state.config = c;
+                        state.value = v;
                     }
                     Err(e) => tracing::warn!(
-                        cert = %self.cert.display(),
+                        files = ?self.files,
                         error = format!("{e:#}"),
                         "a changed TLS certificate or key does not load; the previous one stays in use"
                     ),
                 }
             }
         }
-        state.config.clone()
+        state.value.clone()
+    }
+}
+
+/// A server's TLS configuration, kept fresh from its certificate and key files.
+#[derive(Debug)]
+pub struct ServerTls(Watched<Arc<rustls::ServerConfig>>);
+
+impl ServerTls {
+    /// Reads `cert` (a PEM chain) and `key` (a PEM private key its owner only may read);
+    /// the error names the file and what is wrong with it.
+    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<ServerTls> {
+        let files = vec![cert.to_owned(), key.to_owned()];
+        Ok(ServerTls(Watched::load(files, |f| {
+            server_config(&f[0], &f[1])
+        })?))
+    }
+
+    /// The configuration to accept a connection with: read again first when a file
+    /// changed since.
+    pub fn config(&self) -> Arc<rustls::ServerConfig> {
+        self.0.get()
+    }
+}
+
+/// Mutual TLS among peers of one kind (a region's brokers on the replication transport):
+/// every peer's certificate is signed by the CA and valid for the same DNS name, which
+/// each side requires of the other — a certificate of the same CA for another name (a
+/// mirror's) is refused. Files are read again when they change.
+#[derive(Debug)]
+pub struct PeerTls {
+    configs: Watched<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>)>,
+    peer_name: rustls::pki_types::ServerName<'static>,
+}
+
+impl PeerTls {
+    /// Reads the CA (`ca`, PEM), this peer's certificate chain and key, and checks the
+    /// certificate is valid for `peer_name`.
+    pub fn load(ca: &Path, cert: &Path, key: &Path, peer_name: &str) -> anyhow::Result<PeerTls> {
+        let name = rustls::pki_types::ServerName::try_from(peer_name.to_owned())
+            .with_context(|| format!("{peer_name:?} is not a DNS name"))?;
+        // The loader is a plain fn: the name travels as the fourth "file".
+        let files = vec![
+            ca.to_owned(),
+            cert.to_owned(),
+            key.to_owned(),
+            PathBuf::from(peer_name),
+        ];
+        let configs = Watched::load(files, |f| {
+            let name = f[3].to_string_lossy().into_owned();
+            peer_configs(&f[0], &f[1], &f[2], &name)
+        })?;
+        Ok(PeerTls {
+            configs,
+            peer_name: name,
+        })
+    }
+
+    /// The configuration to accept a peer's connection with.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.configs.get().0
+    }
+
+    /// The configuration to connect to a peer with.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        self.configs.get().1
+    }
+
+    /// The name every peer's certificate is valid for.
+    pub fn peer_name(&self) -> &rustls::pki_types::ServerName<'static> {
+        &self.peer_name
+    }
+}
+
+fn peer_configs(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    peer_name: &str,
+) -> anyhow::Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>)> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certificates(ca, "CA certificate")? {
+        roots
+            .add(c)
+            .with_context(|| format!("the CA certificate {} does not load", ca.display()))?;
+    }
+    let roots = Arc::new(roots);
+    let chain = certificates(cert, "certificate")?;
+    let name = rustls::pki_types::ServerName::try_from(peer_name.to_owned())
+        .with_context(|| format!("{peer_name:?} is not a DNS name"))?;
+    {
+        let own = webpki::EndEntityCert::try_from(&chain[0])
+            .with_context(|| format!("the certificate {} does not parse", cert.display()))?;
+        own.verify_is_valid_for_subject_name(&name).map_err(|_| {
+            anyhow::anyhow!(
+                "the certificate {} is not valid for {peer_name}, the name every peer's must be: issue one with `meridian certs --brokers REGION`",
+                cert.display()
+            )
+        })?;
+    }
+    crate::certs::check_private(key, "private key")?;
+    let read_key = || {
+        PrivateKeyDer::from_pem_file(key)
+            .with_context(|| format!("reading the private key {}", key.display()))
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots.clone(),
+        provider.clone(),
+    )
+    .build()
+    .context("the CA's client verifier")?;
+    let verifier = Arc::new(NamedClients {
+        inner: clients,
+        name: name.clone(),
+    });
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain.clone(), read_key()?)
+        .with_context(|| format!("the key does not fit the certificate {}", cert.display()))?;
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, read_key()?)
+        .with_context(|| format!("the key does not fit the certificate {}", cert.display()))?;
+    Ok((Arc::new(server), Arc::new(client)))
+}
+
+/// A client verifier that also requires the client's certificate to be valid for one
+/// name: the CA signs more kinds of certificate than the peers'.
+#[derive(Debug)]
+struct NamedClients {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    name: rustls::pki_types::ServerName<'static>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for NamedClients {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        cert.verify_is_valid_for_subject_name(&self.name)
+            .map_err(|_| {
+                metrics::counter!("meridian_tls_peer_name_refused_total").increment(1);
+                rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)
+            })?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 
@@ -126,13 +309,13 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &tls.config()));
         std::thread::sleep(Duration::from_millis(20));
         write("b.test");
-        tls.state.lock().unwrap().checked -= CHECK_EVERY;
+        tls.0.state.lock().unwrap().checked -= CHECK_EVERY;
         let second = tls.config();
         assert!(!Arc::ptr_eq(&first, &second), "a new certificate is read");
         // A broken file: the last good configuration stays.
         std::fs::write(&cert, "not pem").unwrap();
-        tls.state.lock().unwrap().modified.0 = None;
-        tls.state.lock().unwrap().checked -= CHECK_EVERY;
+        tls.0.state.lock().unwrap().modified[0] = None;
+        tls.0.state.lock().unwrap().checked -= CHECK_EVERY;
         assert!(Arc::ptr_eq(&second, &tls.config()));
         // A key others may read is refused at load, naming the fix.
         use std::os::unix::fs::PermissionsExt;
@@ -140,5 +323,25 @@ mod tests {
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = format!("{:#}", ServerTls::load(&cert, &key).unwrap_err());
         assert!(e.contains("chmod 600"), "{e}");
+    }
+
+    #[test]
+    fn a_peer_certificate_must_be_valid_for_the_peers_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        crate::certs::issue(d, &["r".to_owned()]).unwrap();
+        crate::certs::issue_brokers(d, &["r".to_owned()]).unwrap();
+        let ca = d.join("ca.pem");
+        let name = crate::certs::broker_name("r");
+        let tls =
+            PeerTls::load(&ca, &d.join("broker-r.pem"), &d.join("broker-r.key"), &name).unwrap();
+        assert!(tls.server_config().alpn_protocols.is_empty());
+        assert_eq!(tls.peer_name().to_str(), "broker.r.meridian");
+        // The region's mirror certificate, same CA: refused at load, naming the fix.
+        let e = PeerTls::load(&ca, &d.join("r.pem"), &d.join("r.key"), &name).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("meridian certs --brokers"),
+            "{e:#}"
+        );
     }
 }

@@ -373,6 +373,8 @@ pub struct Region {
     /// Their MQTT listeners over TCP and WebSocket, by id - 1 (empty unless started with
     /// them).
     pub mqtt: Vec<(SocketAddr, SocketAddr)>,
+    /// Their replication transports, by id - 1.
+    pub raft: Vec<SocketAddr>,
 }
 
 impl Region {
@@ -456,6 +458,7 @@ impl Region {
                 Vec::new()
             },
             mqtt: mqtt_addrs,
+            raft: addrs.iter().map(|a| a.1).collect(),
         })
     }
 

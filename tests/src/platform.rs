@@ -149,9 +149,7 @@ impl ControlPlaneProcess {
 
     /// What it answers to `Status`, if it answers.
     pub async fn status(&self) -> Option<v1::ControlStatusResponse> {
-        let mut c = ControlPlaneClient::connect(format!("http://{}", self.addr))
-            .await
-            .ok()?;
+        let mut c = control_client(&self.addr).await.ok()?;
         Some(
             c.status(v1::ControlStatusRequest {})
                 .await
@@ -161,8 +159,8 @@ impl ControlPlaneProcess {
     }
 
     /// A client of this process.
-    pub async fn client(&self) -> ControlPlaneClient<tonic::transport::Channel> {
-        ControlPlaneClient::connect(format!("http://{}", self.addr))
+    pub async fn client(&self) -> ControlPlaneClient<meridian_proto::auth::Authed> {
+        control_client(&self.addr)
             .await
             .expect("connect to the control plane")
     }
@@ -196,6 +194,19 @@ impl ControlPlaneProcess {
     pub fn log_text(&self) -> String {
         self.daemon.log_text()
     }
+}
+
+/// A client of the control-plane process at `addr`, carrying this process's token when
+/// one is set (`meridian_proto::auth::set_token`).
+pub async fn control_client(
+    addr: &str,
+) -> Result<ControlPlaneClient<meridian_proto::auth::Authed>, tonic::transport::Error> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    Ok(ControlPlaneClient::new(meridian_proto::auth::Authed::new(
+        channel,
+    )))
 }
 
 /// A region of managed brokers.
@@ -303,7 +314,7 @@ impl ManagedRegion {
     /// The ids of the region's brokers the control plane lists as live.
     pub async fn live(&self) -> Vec<u32> {
         for addr in self.control.split(',') {
-            let Ok(mut c) = ControlPlaneClient::connect(format!("http://{addr}")).await else {
+            let Ok(mut c) = control_client(addr).await else {
                 continue;
             };
             if let Ok(r) = c
@@ -321,7 +332,7 @@ impl ManagedRegion {
     /// The region's log groups as the control plane places them.
     pub async fn groups(&self) -> Vec<v1::LogGroupPlacement> {
         for addr in self.control.split(',') {
-            let Ok(mut c) = ControlPlaneClient::connect(format!("http://{addr}")).await else {
+            let Ok(mut c) = control_client(addr).await else {
                 continue;
             };
             if let Ok(r) = c

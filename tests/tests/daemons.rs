@@ -64,6 +64,77 @@ async fn a_broker_is_alive_at_once_and_ready_once_registered() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_back_from_a_pause_is_ready_only_once_caught_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let region = meridian_tests::Region::start(tmp.path(), 3, &["--log-groups", "1"])
+        .await
+        .unwrap();
+    let client = region.client().await;
+    client.create_topic("t", 1).await.unwrap();
+    let ready = |i: usize| get(region.brokers[i].metrics, "/readyz");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for i in 0..3 {
+        while ready(i).await.0 != 200 {
+            assert!(Instant::now() < deadline, "broker {} never ready", i + 1);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let leader = region.leader_of("t", 0).await.expect("a leader");
+    let f = (leader + 1) % 3;
+    region.brokers[f].signal(libc::SIGSTOP);
+    // 8 MB written while it is paused, acknowledged by the other two.
+    let producer = client.producer(meridian_client::ProducerConfig::default());
+    let mut sent = Vec::new();
+    for i in 0..8000u32 {
+        let value = format!("{i:01024}");
+        sent.push(
+            producer
+                .send(meridian_client::Record::new("t", value))
+                .await,
+        );
+    }
+    for s in sent {
+        s.await.expect("acknowledged without the paused follower");
+    }
+    // Past the lag that takes it out of the in-sync set, and past the last announcement
+    // it heard.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // How far the others hold each group's log: all of it written while f was paused.
+    let groups = region.log_group_ids().await;
+    let mut written = Vec::new();
+    for &g in &groups {
+        let mut most = 0;
+        for i in (0..3).filter(|&i| i != f) {
+            most = most.max(region.log_group(i, g).await.map_or(0, |l| l.last_index));
+        }
+        written.push((g, most));
+    }
+    region.brokers[f].signal(libc::SIGCONT);
+    let (code, why) = ready(f).await;
+    assert_eq!(
+        code, 503,
+        "ready at once after a pause, behind its leader: {why}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, why) = ready(f).await;
+        if code == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready 60 s after resuming: {why}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Ready: it holds every group's log as far as the others did when it resumed.
+    for (g, most) in written {
+        let held = region.log_group(f, g).await.map_or(0, |l| l.last_index);
+        assert!(held >= most, "log group {g}: {held} of {most}");
+    }
+}
+
 #[test]
 fn a_daemon_that_cannot_start_logs_why_before_it_exits() {
     let tmp = tempfile::tempdir().unwrap();

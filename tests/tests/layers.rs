@@ -54,8 +54,8 @@ const ALLOWED: &[(&str, &[&str], &str)] = &[
     ),
     (
         "meridian-daemon",
-        &[],
-        "the daemons' shared plumbing (logs, stop signals) depends on no meridian crate",
+        &["meridian-security"],
+        "the daemons' shared plumbing (logs, stop signals, listeners and who calls them) depends on the shared security pieces only (API tokens, TLS)",
     ),
     (
         "meridian-region-broker",
@@ -70,8 +70,8 @@ const ALLOWED: &[(&str, &[&str], &str)] = &[
     ),
     (
         "meridian-control-plane",
-        &["meridian-proto", "meridian-daemon"],
-        "the control plane reaches brokers over gRPC: proto and the daemon plumbing only",
+        &["meridian-proto", "meridian-daemon", "meridian-security"],
+        "the control plane reaches brokers over gRPC: proto, the daemon plumbing and the shared security pieces (who may call it)",
     ),
     (
         "meridian-mirror",

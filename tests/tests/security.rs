@@ -4,7 +4,8 @@
 //! unknown user are refused, nothing but ApiVersions and SASL is served before
 //! authenticating, and users set at one broker authenticate at every broker of the region
 //! (the credentials topic). MQTT: mosquitto over TLS with a user name and password, the
-//! same users; anonymous, wrong-password and plaintext connections refused.
+//! same users; anonymous, wrong-password and plaintext connections refused. The
+//! replication transport: mutual TLS among the region's brokers only.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -362,4 +363,320 @@ async fn acls_decide_what_each_user_may_do_over_kafka_and_mqtt_and_refusals_are_
         "the refused produce is in the audit log"
     );
     assert!(broker.metric("meridian_authorization_denied_total").await >= 4.0);
+}
+
+/// What the replication transport at `addr` does with a TLS client presenting `identity`
+/// (certificate and key; none: no client certificate) that trusts `ca`: whether it is
+/// served (an HTTP/2 preface answered with the server's SETTINGS frame) or refused.
+async fn raft_serves(addr: SocketAddr, ca: &Path, identity: Option<(&Path, &Path)>) -> bool {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(cert)
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect(),
+                PrivateKeyDer::from_pem_file(key).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("broker.r.meridian").unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    // TLS 1.3: a refused client certificate shows after the client's side of the
+    // handshake, as an alert on the first read.
+    let Ok(mut tls) = connector.connect(name, tcp).await else {
+        return false;
+    };
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+    if tls.write_all(preface).await.is_err() {
+        return false;
+    }
+    let mut header = [0u8; 9];
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tls.read_exact(&mut header),
+    )
+    .await
+    .expect("the replication transport answers within 10 s");
+    // A SETTINGS frame (type 4) from the server: served.
+    read.is_ok() && header[3] == 4
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replication_transport_takes_only_the_regions_brokers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    // One CA signs the brokers' certificate of region r and a mirror's; another CA signs
+    // a broker certificate for the same name.
+    let mut c = Command::new(binary("meridian"));
+    c.args(["certs", "--dir"])
+        .arg(&certs)
+        .args(["--regions", "r", "--brokers", "r"]);
+    let (code, _, err) = run(c, None);
+    assert_eq!(code, 0, "meridian certs: {err}");
+    let other = tmp.path().join("other-ca");
+    meridian_security::certs::issue_brokers(&other, &["r".to_owned()]).unwrap();
+    let ca = certs.join("ca.pem");
+    let (cert, key) = (certs.join("broker-r.pem"), certs.join("broker-r.key"));
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    let flags = [
+        "--region".to_owned(),
+        "r".to_owned(),
+        "--raft-tls-ca".to_owned(),
+        path(&ca),
+        "--raft-tls-cert".to_owned(),
+        path(&cert),
+        "--raft-tls-key".to_owned(),
+        path(&key),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let region = Region::start(&tmp.path().join("region"), 3, &flags)
+        .await
+        .unwrap();
+
+    // Replication runs over it: 300 records acknowledged by the quorum, all read back.
+    let client = region.client().await;
+    client.create_topic("t", 3).await.unwrap();
+    let producer = client.producer(meridian_client::ProducerConfig::default());
+    let mut sent = Vec::new();
+    for i in 0..300u32 {
+        let record = meridian_client::Record::new("t", format!("m{i}")).partition(i % 3);
+        sent.push(producer.send(record).await);
+    }
+    for s in sent {
+        s.await.expect("acknowledged over the TLS transport");
+    }
+    let stored = meridian_tests::read_all(&client, "t").await;
+    assert_eq!(stored.values().map(Vec::len).sum::<usize>(), 300);
+
+    // Anyone else who reaches the port: refused by the handshake.
+    let raft = region.raft[0];
+    assert!(
+        raft_serves(raft, &ca, Some((&cert, &key))).await,
+        "a broker is served"
+    );
+    assert!(!raft_serves(raft, &ca, None).await, "no client certificate");
+    let (mirror_cert, mirror_key) = (certs.join("r.pem"), certs.join("r.key"));
+    assert!(
+        !raft_serves(raft, &ca, Some((&mirror_cert, &mirror_key))).await,
+        "the region's mirror certificate (same CA, another name)"
+    );
+    let (other_cert, other_key) = (other.join("broker-r.pem"), other.join("broker-r.key"));
+    assert!(
+        !raft_serves(raft, &ca, Some((&other_cert, &other_key))).await,
+        "a broker certificate of another CA"
+    );
+    let failures = region.brokers[0]
+        .metric("meridian_grpc_tls_handshake_failures_total")
+        .await;
+    assert!(failures >= 3.0, "{failures} handshake failures counted");
+    let refused_by_name = region.brokers[0]
+        .metric("meridian_tls_peer_name_refused_total")
+        .await;
+    assert_eq!(
+        refused_by_name, 1.0,
+        "the mirror's certificate, by its name"
+    );
+}
+
+/// `meridian token create PRINCIPAL` into `tokens` (the token written to `out` too when
+/// given): the token.
+fn make_token(tokens: &Path, principal: &str, out: Option<&Path>) -> String {
+    let mut c = Command::new(binary("meridian"));
+    c.args(["token", "create", principal, "--tokens-file"])
+        .arg(tokens);
+    if let Some(out) = out {
+        c.arg("--out").arg(out);
+    }
+    let (code, token, err) = run(c, None);
+    assert_eq!(code, 0, "meridian token create {principal}: {err}");
+    match out {
+        Some(out) => std::fs::read_to_string(out).unwrap().trim().to_owned(),
+        None => token.trim().to_owned(),
+    }
+}
+
+/// The code of a refused call (none: served).
+fn code_as<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Option<tonic::Code> {
+    r.err().map(|s| s.code())
+}
+
+/// A gRPC request carrying `token` (none: no credentials).
+fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    if let Some(t) = token {
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_callers_need_a_token_and_each_principal_does_only_its_part() {
+    use meridian_proto::v1;
+    use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion};
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = tmp.path().join("auth").join("tokens.toml");
+    let admin = make_token(&tokens, "User:admin", None);
+    let bob = make_token(&tokens, "User:bob", None);
+    let broker_file = tmp.path().join("auth").join("broker.token");
+    let broker = make_token(&tokens, "Broker:r", Some(&broker_file));
+    let mirror = make_token(&tokens, "Mirror:r", None);
+    let other_mirror = make_token(&tokens, "Mirror:x", None);
+    // This test's own helpers call as the admin.
+    meridian_proto::auth::set_token(&admin).unwrap();
+    let tokens_flag = tokens.to_str().unwrap();
+    std::fs::create_dir_all(tmp.path().join("cp")).unwrap();
+    let cp = ControlPlaneProcess::embedded(
+        &tmp.path().join("cp"),
+        &[
+            "--region",
+            "r",
+            "--tokens-file",
+            tokens_flag,
+            "--admins",
+            "User:admin",
+        ],
+    )
+    .await;
+    let region = ManagedRegion::start(
+        tmp.path(),
+        "r",
+        1,
+        &cp.addr,
+        &[
+            "--tokens-file",
+            tokens_flag,
+            "--token-file",
+            broker_file.to_str().unwrap(),
+        ],
+    )
+    .await
+    .expect("the broker registers with its token");
+    let broker_addr = region.brokers[0].addr.to_string();
+
+    // The CLI: without credentials, refused by both; with a profile, served.
+    let config = tmp.path().join("config");
+    let cli = |args: &[&str], token: Option<&str>, stdin: Option<&str>| {
+        let mut c = Command::new(binary("meridian"));
+        c.args(args)
+            .env("XDG_CONFIG_HOME", &config)
+            .env_remove("MERIDIAN_TOKEN")
+            .env_remove("MERIDIAN_CONTROL")
+            .env_remove("MERIDIAN_BROKER");
+        if let Some(t) = token {
+            c.env("MERIDIAN_TOKEN", t);
+        }
+        run(c, stdin.map(str::as_bytes))
+    };
+    let (code, _, err) = cli(&["--control", &cp.addr, "region", "list"], None, None);
+    assert_ne!(code, 0);
+    assert!(err.contains("credentials required"), "{err}");
+    let (code, _, err) = cli(&["--broker", &broker_addr, "topic", "list"], None, None);
+    assert_ne!(code, 0);
+    assert!(err.contains("credentials required"), "{err}");
+    let (code, _, err) = cli(
+        &["--control", &cp.addr, "region", "list"],
+        Some("mrd_not-a-token"),
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("not known"), "{err}");
+    let (code, _, err) = cli(
+        &[
+            "profile",
+            "create",
+            "ops",
+            "--set-control",
+            &cp.addr,
+            "--token-stdin",
+        ],
+        None,
+        Some(&format!("{admin}\n")),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = cli(&["region", "list"], None, None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains('r'), "{out}");
+    let (code, _, err) = cli(&["--broker", &broker_addr, "topic", "list"], None, None);
+    assert_eq!(code, 0, "the profile's token at the broker: {err}");
+    // A user who is not an admin reads but may not change the platform.
+    let (code, _, err) = cli(&["region", "list"], Some(&bob), None);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cli(&["region", "fail", "r"], Some(&bob), None);
+    assert_ne!(code, 0);
+    assert!(err.contains("User:bob may not fail region r over"), "{err}");
+
+    // Mirrored appends: only region r's mirror, at region r's broker.
+    let mut b = v1::broker_client::BrokerClient::connect(format!("http://{broker_addr}"))
+        .await
+        .unwrap();
+    let append = || v1::AppendMirroredRequest {
+        origin_region: "x".into(),
+        origin_group: 1,
+        batches: Vec::new(),
+    };
+    assert_eq!(
+        code_as(b.append_mirrored(with_token(append(), None)).await),
+        Some(tonic::Code::Unauthenticated)
+    );
+    for (who, token) in [
+        ("admin", &admin),
+        ("Mirror:x", &other_mirror),
+        ("broker", &broker),
+    ] {
+        assert_eq!(
+            code_as(b.append_mirrored(with_token(append(), Some(token))).await),
+            Some(tonic::Code::PermissionDenied),
+            "{who}"
+        );
+    }
+    let served = b.append_mirrored(with_token(append(), Some(&mirror))).await;
+    assert!(served.is_ok(), "Mirror:r's append: {served:?}");
+    // The mirror link's lease: only the mirror of the region it ships from.
+    let mut c =
+        v1::control_plane_client::ControlPlaneClient::connect(format!("http://{}", cp.addr))
+            .await
+            .unwrap();
+    let claim = || v1::ClaimMirrorLinkRequest {
+        from: "r".into(),
+        to: "x".into(),
+        holder: "forger".into(),
+        ttl_ms: 5000,
+    };
+    for (who, token) in [
+        ("Mirror:x", &other_mirror),
+        ("broker", &broker),
+        ("admin", &admin),
+    ] {
+        let r = c.claim_mirror_link(with_token(claim(), Some(token))).await;
+        assert_eq!(code_as(r), Some(tonic::Code::PermissionDenied), "{who}");
+    }
+    let granted = c
+        .claim_mirror_link(with_token(claim(), Some(&mirror)))
+        .await
+        .expect("Mirror:r claims its link")
+        .into_inner();
+    assert!(granted.granted, "{granted:?}");
+    // Refusals are audited.
+    let log = region.brokers[0].log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("audit") && l.contains("Mirror:x") && l.contains("refused")),
+        "{log}"
+    );
 }

@@ -179,8 +179,22 @@ impl Drop for Up {
 }
 
 /// A form POST; the whole answer.
-fn http_post(addr: std::net::SocketAddr, path: &str, body: &str) -> String {
-    meridian_tests::http_request(addr, "POST", path, "", body)
+/// `POST path` to the console over HTTPS with curl, trusting `ca` as a user told to would:
+/// the answer's head and body.
+fn https_post(addr: std::net::SocketAddr, ca: &Path, path: &str, body: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "30", "--cacert"])
+        .arg(ca)
+        .args(["--data", body, &format!("https://{addr}{path}")])
+        .output()
+        .expect("curl: the test script installs it");
+    let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "curl: {answer}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    answer
 }
 
 fn run_platform(extra: &[&str], store_says: &str, salt: u16) {
@@ -206,16 +220,25 @@ fn run_platform(extra: &[&str], store_says: &str, salt: u16) {
         .find(|l| l.contains("console:"))
         .unwrap_or_else(|| panic!("no console line:\n{}", up.printed));
     assert!(
-        console_line.contains(&format!("http://{}", up.console)),
+        console_line.contains(&format!("https://{}", up.console)),
         "{console_line}"
+    );
+    // HTTPS with the local CA, which it names.
+    let ca = data.join("certs").join("ca.pem");
+    assert!(
+        up.printed
+            .contains(&format!("trust the CA:   {}", ca.display())),
+        "{}",
+        up.printed
     );
     let password = console_line
         .split("password ")
         .nth(1)
         .and_then(|rest| rest.split(')').next())
         .expect("the admin's password is printed");
-    let login = http_post(
+    let login = https_post(
         up.console,
+        &ca,
         "/login",
         &format!("name=admin&password={password}"),
     );
@@ -223,8 +246,32 @@ fn run_platform(extra: &[&str], store_says: &str, salt: u16) {
         login.contains(" 303 ") && login.contains("meridian_session="),
         "{login}"
     );
-    let wrong = http_post(up.console, "/login", "name=admin&password=wrong");
-    assert!(wrong.contains(" 401 "), "{wrong}");
+    assert!(
+        login.contains("; Secure;"),
+        "a Secure session cookie: {login}"
+    );
+    assert!(login.contains("strict-transport-security"), "{login}");
+    // Wrong passwords: refused, then throttled.
+    let mut answers = Vec::new();
+    for _ in 0..8 {
+        let wrong = https_post(up.console, &ca, "/login", "name=admin&password=wrong");
+        answers.push(wrong.lines().next().unwrap_or_default().to_owned());
+    }
+    assert!(answers[0].contains(" 401 "), "{answers:?}");
+    assert!(
+        answers.iter().any(|a| a.contains(" 429 ")),
+        "wrong passwords throttled: {answers:?}"
+    );
+    // Plain HTTP is not served there.
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(up.console).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        assert!(!answer.starts_with(b"HTTP/"), "plain HTTP answered");
+    }
 
     let (code, out, err) = up.cli(&["--json", "broker", "list"]);
     assert_eq!(code, 0, "{err}");

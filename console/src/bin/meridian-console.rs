@@ -36,6 +36,17 @@ struct Args {
     /// A region's mirror, by its metrics address: REGION=HOST:PORT (repeat for each).
     #[arg(long = "mirror")]
     mirrors: Vec<String>,
+    /// The console's certificate chain (PEM): with --tls-key it serves HTTPS only, its
+    /// session cookies `Secure`.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM, its owner's only).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The console's API token file (Console's token), sent with its calls to the
+    /// control plane and the brokers.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -56,6 +67,9 @@ struct Config {
     audit_log: PathBuf,
     mirrors: Vec<String>,
     users: Vec<User>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    token_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -67,6 +81,9 @@ impl Default for Config {
             audit_log: PathBuf::from("meridian-console-audit.log"),
             mirrors: Vec::new(),
             users: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            token_file: None,
         }
     }
 }
@@ -97,6 +114,17 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     if !args.mirrors.is_empty() {
         c.mirrors = args.mirrors.clone();
     }
+    if args.token_file.is_some() {
+        c.token_file = args.token_file.clone();
+    }
+    if args.tls_cert.is_some() {
+        c.tls_cert = args.tls_cert.clone();
+        c.tls_key = args.tls_key.clone();
+    }
+    anyhow::ensure!(
+        c.tls_cert.is_some() == c.tls_key.is_some(),
+        "tls_cert and tls_key go together: set both for HTTPS, or neither"
+    );
     anyhow::ensure!(
         !c.control.trim().is_empty(),
         "control is empty: pass --control HOST:PORT (the control plane's address)"
@@ -147,6 +175,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 .context("installing the metrics recorder")?,
         ),
     };
+    if let Some(path) = &config.token_file {
+        let token = meridian_security::tokens::read_token_file(path)
+            .context("the console's token (token_file)")?;
+        meridian_proto::auth::set_token(&token)
+            .map_err(|e| anyhow::anyhow!("token_file {}: {e}", path.display()))?;
+    }
+    // Read before anything listens: a certificate that does not load stops the start.
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(
+            meridian_security::tls::ServerTls::load(cert, key)
+                .context("the console's TLS (tls_cert, tls_key)")?,
+        )),
+        _ => None,
+    };
     let auth = Auth::new(config.users).context("users")?;
     let audit = Audit::open(config.audit_log.clone())?;
     let mirrors = meridian_console::mirrors::Mirrors::new(&config.mirrors).context("mirrors")?;
@@ -157,19 +199,33 @@ async fn run(config: Config) -> anyhow::Result<()> {
         throughput: Default::default(),
         mirrors,
         metrics: handle,
+        https: tls.is_some(),
     });
     let sampler = tokio::spawn(meridian_console::charts::sample(app.clone()));
     let mirror_sampler = tokio::spawn(meridian_console::mirrors::sample(app.clone()));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the console to {}", config.listen))?;
-    tracing::info!(listen = %config.listen, control = %config.control, audit = %config.audit_log.display(), "console ready");
+    tracing::info!(listen = %config.listen, https = tls.is_some(), control = %config.control, audit = %config.audit_log.display(), "console ready");
     // With each connection's address: logins are throttled per client address too.
     let service = meridian_console::router(app).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(meridian_daemon::stop_requested())
-        .await
-        .context("serving the console")?;
+    match tls {
+        Some(tls) => {
+            use axum::serve::ListenerExt;
+            let https = meridian_console::https::HttpsListener::new(listener, tls)
+                .context("the console's HTTPS listener")?;
+            // `tap_io` gives a listener of ours the client address as connect info.
+            axum::serve(https.tap_io(|_| {}), service)
+                .with_graceful_shutdown(meridian_daemon::stop_requested())
+                .await
+        }
+        None => {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(meridian_daemon::stop_requested())
+                .await
+        }
+    }
+    .context("serving the console")?;
     sampler.abort();
     mirror_sampler.abort();
     tracing::info!("console stopped");

@@ -57,6 +57,16 @@ struct Args {
     /// Regions to create at start if they do not exist (repeatable).
     #[arg(long = "region")]
     regions: Vec<String>,
+    /// The API tokens the API accepts (`meridian token create`; its owner's only): every
+    /// call is then authenticated, and each principal may do only its part.
+    #[arg(long, value_name = "FILE")]
+    tokens_file: Option<PathBuf>,
+    /// The control plane's own token (`ControlPlane`), for its calls to brokers.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Users who may change the platform (User:NAME, comma separated; none: every user).
+    #[arg(long, value_delimiter = ',')]
+    admins: Vec<String>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -75,6 +85,10 @@ struct Config {
     connections_max: usize,
     connections_per_address_max: usize,
     idle_timeout_ms: u64,
+    tokens_file: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+    admins: Vec<String>,
+    grpc_allow_anonymous: bool,
 }
 
 impl Default for Config {
@@ -90,6 +104,10 @@ impl Default for Config {
             connections_max: 4096,
             connections_per_address_max: 1024,
             idle_timeout_ms: 600_000,
+            tokens_file: None,
+            token_file: None,
+            admins: Vec::new(),
+            grpc_allow_anonymous: false,
         }
     }
 }
@@ -132,6 +150,21 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     }
     if !args.regions.is_empty() {
         c.regions = args.regions.clone();
+    }
+    if let Some(v) = &args.tokens_file {
+        c.tokens_file = Some(v.clone());
+    }
+    if let Some(v) = &args.token_file {
+        c.token_file = Some(v.clone());
+    }
+    if !args.admins.is_empty() {
+        c.admins = args.admins.clone();
+    }
+    for a in &c.admins {
+        match meridian_security::tokens::Principal::parse(a) {
+            Ok(meridian_security::tokens::Principal::User(_)) => {}
+            _ => bail!("admins: {a:?} is not User:NAME"),
+        }
     }
     for r in &c.regions {
         meridian_control_plane::metadata::validate_name("region", r)?;
@@ -215,6 +248,19 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    // Who may call the API, and this process's own token for its calls to brokers: read
+    // before anything listens, so a bad file stops the start.
+    if let Some(path) = &config.token_file {
+        let token = meridian_security::tokens::read_token_file(path)
+            .context("the control plane's token (token_file)")?;
+        meridian_proto::auth::set_token(&token)
+            .map_err(|e| anyhow::anyhow!("token_file {}: {e}", path.display()))?;
+    }
+    let authentication = meridian_daemon::listener::authenticate::Authentication::load(
+        config.tokens_file.as_deref(),
+        config.grpc_allow_anonymous,
+    )
+    .context("the API's tokens (tokens_file)")?;
     // Ready once a leader of the control plane is known (this process or another).
     let (leader_tx, leader_rx) = tokio::sync::watch::channel(None);
     let led = leader_rx.clone();
@@ -268,12 +314,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         leader_rx,
         config.store.clone(),
         Duration::from_millis(config.broker_lease_ms),
+        config.admins.clone(),
     ))
     .prepare();
+    let routes =
+        meridian_daemon::listener::authenticate::Authenticated::new(routes, authentication);
     let served = grpc::server()
         .serve_with_incoming_shutdown(
             grpc::Bounded::new(routes, &limits),
-            grpc::incoming(listener, "", limits),
+            grpc::incoming(listener, "", limits, None),
             meridian_daemon::stop_requested(),
         )
         .await;

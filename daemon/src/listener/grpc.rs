@@ -17,6 +17,11 @@
 //! connection is idle and closed. [`server`] adds HTTP/2 keepalive pings, so a dead peer's
 //! connection is closed even while a long poll is in flight on it. Message sizes are the
 //! services' own (`max_decoding_message_size`).
+//!
+//! With a TLS configuration ([`TlsSource`]) each admitted connection does its handshake on
+//! its first read or write, in the connection's own task (a slow handshake holds up no
+//! other connection and is closed as idle), with the configuration current at accept
+//! (certificates rotate without a restart).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -67,19 +72,24 @@ pub fn server() -> tonic::transport::Server {
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
 }
 
+/// Where a TLS listener takes its configuration from, once per connection.
+pub type TlsSource = Arc<dyn Fn() -> Arc<rustls::ServerConfig> + Send + Sync>;
+
 /// The connections accepted on `listener`, admitted within `limits` (refusals and timeouts
-/// name the configuration keys, which start with `prefix`: `grpc.` in the broker), for
-/// tonic's `serve_with_incoming`.
+/// name the configuration keys, which start with `prefix`: `grpc.` in the broker), over
+/// TLS when `tls` is given, for tonic's `serve_with_incoming`.
 pub fn incoming(
     listener: TcpListener,
     prefix: &'static str,
     limits: Limits,
+    tls: Option<TlsSource>,
 ) -> impl Stream<Item = Result<Connection, Infallible>> + Send + 'static {
     struct State {
         listener: TcpListener,
         admission: Arc<Admission>,
         refusals: Refusals,
         answering: Arc<Semaphore>,
+        tls: Option<TlsSource>,
     }
     let state = State {
         listener,
@@ -91,6 +101,7 @@ pub fn incoming(
         ),
         refusals: Refusals::new("gRPC"),
         answering: Arc::new(Semaphore::new(REFUSED_ANSWERED_MAX)),
+        tls,
     };
     futures_util::stream::unfold(state, move |mut s| async move {
         loop {
@@ -103,6 +114,12 @@ pub fn incoming(
                 }
             };
             let _ = stream.set_nodelay(true);
+            let stream = match &s.tls {
+                Some(config) => Io::Handshaking(Box::new(
+                    tokio_rustls::TlsAcceptor::from(config()).accept(stream),
+                )),
+                None => Io::Plain(stream),
+            };
             let connection = match s.admission.admit(peer.ip()) {
                 Ok(ticket) => Connection::new(
                     stream,
@@ -143,7 +160,7 @@ enum Place {
 /// [`REFUSED_LINGER`] has passed).
 #[derive(Debug)]
 pub struct Connection {
-    stream: TcpStream,
+    stream: Io,
     info: ConnectionInfo,
     idle_timeout: Duration,
     /// A refused connection is closed by then whatever it does.
@@ -151,6 +168,62 @@ pub struct Connection {
     timer: Pin<Box<Sleep>>,
     _place: Place,
 }
+
+/// A connection's bytes: plain, or TLS (its handshake done on first use).
+enum Io {
+    Plain(TcpStream),
+    Handshaking(Box<tokio_rustls::Accept<TcpStream>>),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// The handshake failed (the error was returned once).
+    Failed,
+}
+
+impl std::fmt::Debug for Io {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Io::Plain(_) => "Plain",
+            Io::Handshaking(_) => "Handshaking",
+            Io::Tls(_) => "Tls",
+            Io::Failed => "Failed",
+        })
+    }
+}
+
+impl Io {
+    /// Drives the handshake; ready once the stream carries bytes (or failed).
+    fn poll_ready(&mut self, cx: &mut Context<'_>, peer: &SocketAddr) -> Poll<io::Result<()>> {
+        let Io::Handshaking(accept) = self else {
+            return Poll::Ready(match self {
+                Io::Failed => Err(io::Error::other("the TLS handshake failed")),
+                _ => Ok(()),
+            });
+        };
+        match Pin::new(accept.as_mut()).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(tls)) => {
+                *self = Io::Tls(Box::new(tls));
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => {
+                metrics::counter!("meridian_grpc_tls_handshake_failures_total").increment(1);
+                tracing::debug!(%peer, error = %e, "a gRPC TLS handshake failed");
+                *self = Io::Failed;
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+
+    fn io(&mut self) -> Pin<&mut (dyn AsyncReadWrite + Send)> {
+        match self {
+            Io::Plain(s) => Pin::new(s),
+            Io::Tls(s) => Pin::new(s.as_mut()),
+            Io::Handshaking(_) | Io::Failed => unreachable!("poll_ready first"),
+        }
+    }
+}
+
+trait AsyncReadWrite: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncReadWrite for T {}
 
 /// What a request learns of its connection (tonic puts it in the request's extensions).
 #[derive(Debug, Clone)]
@@ -208,7 +281,7 @@ fn close_at(
 
 impl Connection {
     fn new(
-        stream: TcpStream,
+        stream: Io,
         remote: SocketAddr,
         prefix: &'static str,
         idle_timeout: Duration,
@@ -262,7 +335,12 @@ impl AsyncRead for Connection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Poll::Ready(read) = Pin::new(&mut this.stream).poll_read(cx, buf) {
+        let ready = match this.stream.poll_ready(cx, &this.info.remote) {
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => true,
+            Poll::Pending => false,
+        };
+        if ready && let Poll::Ready(read) = this.stream.io().poll_read(cx, buf) {
             return Poll::Ready(read);
         }
         // Nothing to read: the server waits on this socket for as long as it is open, so
@@ -302,7 +380,9 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        std::task::ready!(this.stream.poll_ready(cx, &this.info.remote))?;
+        this.stream.io().poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -310,19 +390,32 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        std::task::ready!(this.stream.poll_ready(cx, &this.info.remote))?;
+        this.stream.io().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        match &self.stream {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+            Io::Handshaking(_) | Io::Failed => false,
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        let this = self.get_mut();
+        std::task::ready!(this.stream.poll_ready(cx, &this.info.remote))?;
+        this.stream.io().poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        let this = self.get_mut();
+        match &mut this.stream {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Io::Handshaking(_) | Io::Failed => Poll::Ready(Ok(())),
+        }
     }
 }
 

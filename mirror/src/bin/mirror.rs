@@ -73,6 +73,9 @@ struct Args {
     /// Most peer connections from one address.
     #[arg(long)]
     connections_per_address_max: Option<usize>,
+    /// This mirror's API token file (Mirror:REGION's token).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -111,6 +114,9 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     if !args.peers.is_empty() {
         c.peers = args.peers.clone();
     }
+    if args.token_file.is_some() {
+        c.token_file = args.token_file.clone();
+    }
     c.validate()?;
     Ok(c)
 }
@@ -124,6 +130,12 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    if let Some(path) = &config.token_file {
+        let token = meridian_security::tokens::read_token_file(path)
+            .context("this mirror's token (token_file)")?;
+        meridian_proto::auth::set_token(&token)
+            .map_err(|e| anyhow::anyhow!("token_file {}: {e}", path.display()))?;
+    }
     let identity = tls::Identity::load(&config.ca, &config.cert, &config.key)?;
     let transport = tls::transport(&config)?;
     let mut endpoint =

@@ -101,6 +101,25 @@ struct Args {
     /// Address of the inter-broker raft transport (with --peer).
     #[arg(long)]
     raft_listen: Option<SocketAddr>,
+    /// The API tokens the gRPC API accepts (auth.tokens_file): every call is then
+    /// authenticated.
+    #[arg(long, value_name = "FILE")]
+    tokens_file: Option<PathBuf>,
+    /// This broker's own token for its calls to the control plane and other brokers
+    /// (auth.token_file).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Mutual TLS on the replication transport: the CA that signs the region's broker
+    /// certificates (with --raft-tls-cert and --raft-tls-key).
+    #[arg(long, value_name = "PEM")]
+    raft_tls_ca: Option<PathBuf>,
+    /// This broker's certificate for the replication transport (valid for
+    /// broker.REGION.meridian: `meridian certs --brokers REGION`).
+    #[arg(long, value_name = "PEM")]
+    raft_tls_cert: Option<PathBuf>,
+    /// Its private key (its owner's only).
+    #[arg(long, value_name = "PEM")]
+    raft_tls_key: Option<PathBuf>,
     /// A broker of this region, this one included: ID=RAFT_ADDR,GRPC_ADDR (repeat for each).
     /// With peers, every log group is replicated by raft over all of them.
     #[arg(long = "peer", value_parser = Peer::parse)]
@@ -245,6 +264,21 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     if let Some(v) = args.raft_listen {
         c.replication.raft_listen = Some(v);
     }
+    if let Some(v) = &args.tokens_file {
+        c.auth.tokens_file = Some(v.clone());
+    }
+    if let Some(v) = &args.token_file {
+        c.auth.token_file = Some(v.clone());
+    }
+    if let Some(v) = &args.raft_tls_ca {
+        c.replication.tls_ca = Some(v.clone());
+    }
+    if let Some(v) = &args.raft_tls_cert {
+        c.replication.tls_cert = Some(v.clone());
+    }
+    if let Some(v) = &args.raft_tls_key {
+        c.replication.tls_key = Some(v.clone());
+    }
     if !args.peers.is_empty() {
         c.replication.peers = args.peers.clone();
     }
@@ -275,6 +309,25 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     Ok(c)
 }
 
+/// How the gRPC API authenticates its callers, and this broker's token set for its own
+/// calls (`[auth]`).
+fn grpc_auth(
+    config: &Config,
+) -> anyhow::Result<meridian_daemon::listener::authenticate::Authentication> {
+    let auth = &config.auth;
+    if let Some(path) = &auth.token_file {
+        let token = meridian_security::tokens::read_token_file(path)
+            .context("this broker's token (auth.token_file)")?;
+        meridian_proto::auth::set_token(&token)
+            .map_err(|e| anyhow::anyhow!("auth.token_file {}: {e}", path.display()))?;
+    }
+    meridian_daemon::listener::authenticate::Authentication::load(
+        auth.tokens_file.as_deref(),
+        auth.grpc_allow_anonymous,
+    )
+    .context("the gRPC API's tokens (auth.tokens_file)")
+}
+
 async fn run(config: Config) -> anyhow::Result<()> {
     // Ready once the broker is open (recovered), registered when managed, and its log
     // groups led or followed and caught up (`Broker::readiness`).
@@ -294,6 +347,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| {
             format!("binding the gRPC API to {grpc_listen}: is another broker running there?")
         })?;
+    // Who may call the gRPC API, and this broker's own token for its calls: read before
+    // anything listens, so a bad file stops the start.
+    let authentication = grpc_auth(&config)?;
     // Read before anything listens: a certificate that does not load stops the start.
     let mut kafka_tls = meridian_region_broker::kafka::load_tls(&config.kafka)
         .context("the Kafka listener's TLS (kafka.tls_cert, kafka.tls_key)")?;
@@ -336,7 +392,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
             // Bounded by the same `[grpc]` limits as the API: anyone who reaches the port
             // can connect, not only peers.
             let raft_limits = broker.config().grpc.limits();
-            let incoming = grpc::incoming(listener, "grpc.", raft_limits);
+            let tls = broker.replication_tls().map(|tls| {
+                let source: grpc::TlsSource = Arc::new(move || tls.server_config());
+                source
+            });
+            let incoming = grpc::incoming(listener, "grpc.", raft_limits, tls);
             if !broker.config().control.is_empty() {
                 broker
                     .apply_saved_view()
@@ -396,10 +456,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Bounded as the Kafka listener is (`[grpc]`): connections admitted in all and per
     // client address, idle ones closed, half-sent requests failed.
     let limits = broker.config().grpc.limits();
-    let incoming = grpc::incoming(listener, "grpc.", limits);
+    let incoming = grpc::incoming(listener, "grpc.", limits, None);
     let routes =
         tonic::service::Routes::new(GrpcService::server(broker.clone(), consumer_groups, mqtt))
             .prepare();
+    let routes =
+        meridian_daemon::listener::authenticate::Authenticated::new(routes, authentication);
     let served = grpc::server()
         .serve_with_incoming_shutdown(
             grpc::Bounded::new(routes, &limits),

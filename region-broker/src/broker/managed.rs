@@ -365,7 +365,9 @@ impl Broker {
             .connect()
             .await
             .map_err(SessionError::Connect)?;
-        let mut client = v1::control_plane_client::ControlPlaneClient::new(channel);
+        let mut client = v1::control_plane_client::ControlPlaneClient::new(
+            meridian_proto::auth::Authed::new(channel),
+        );
         let c = &self.config;
         let registered = client
             .register_broker(v1::RegisterBrokerRequest {
@@ -446,14 +448,17 @@ impl Broker {
             lease,
         };
         let call = async {
-            let mut client =
-                v1::control_plane_client::ControlPlaneClient::connect(format!("http://{addr}"))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            client
-                .deregister_broker(request)
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .map_err(|e| e.to_string())?
+                .connect()
                 .await
-                .map_err(|s| s.message().to_owned())
+                .map_err(|e| e.to_string())?;
+            v1::control_plane_client::ControlPlaneClient::new(meridian_proto::auth::Authed::new(
+                channel,
+            ))
+            .deregister_broker(request)
+            .await
+            .map_err(|s| s.message().to_owned())
         };
         match tokio::time::timeout(Duration::from_secs(1), call).await {
             Ok(Ok(_)) => tracing::info!("deregistered from the control plane"),
@@ -467,7 +472,7 @@ impl Broker {
 /// applied changes. Ends when the lease is lost or the control plane stops answering.
 async fn heartbeats(
     broker: Arc<Broker>,
-    mut client: v1::control_plane_client::ControlPlaneClient<tonic::transport::Channel>,
+    mut client: v1::control_plane_client::ControlPlaneClient<meridian_proto::auth::Authed>,
     lease: i64,
     ttl: Duration,
 ) {

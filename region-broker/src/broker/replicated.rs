@@ -26,7 +26,7 @@ pub(super) struct Replicator {
     node_id: u64,
     raft_config: Arc<openraft::Config>,
     pub(super) peers: Peers,
-    transport: RaftTransportService,
+    pub(super) transport: RaftTransportService,
 }
 
 /// How one log group replicates on this broker.
@@ -44,6 +44,12 @@ pub(super) enum GroupRole {
 }
 
 impl Broker {
+    /// The mutual TLS of the replication transport (its listener serves with it), once
+    /// replication started with one configured.
+    pub fn replication_tls(&self) -> Option<Arc<meridian_security::tls::PeerTls>> {
+        self.replication.get()?.peers.tls().cloned()
+    }
+
     /// Starts replication. A statically configured region starts one raft per log group
     /// (the broker with the lowest id initializes their membership, all peers, on its first
     /// start) or a master-slave replica for the groups configured so; a managed broker
@@ -82,7 +88,21 @@ impl Broker {
                 .validate()
                 .map_err(|e| BrokerError::Invalid(format!("raft configuration: {e}")))?,
         );
-        let peers = Peers::default();
+        let r = &config.replication;
+        let tls = match (&r.tls_ca, &r.tls_cert, &r.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => {
+                let name = meridian_security::certs::broker_name(&config.region);
+                let tls = meridian_security::tls::PeerTls::load(ca, cert, key, &name)
+                    .map_err(|e| {
+                        BrokerError::Invalid(format!(
+                            "the replication transport's TLS (replication.tls_ca, tls_cert, tls_key): {e:#}"
+                        ))
+                    })?;
+                Some(Arc::new(tls))
+            }
+            _ => None,
+        };
+        let peers = Peers::new(tls);
         let broker = Arc::downgrade(self);
         peers.set_in_sync_source(Arc::new(move |g| {
             broker.upgrade()?.log_group(g)?.in_sync_as_observed()

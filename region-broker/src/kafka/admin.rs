@@ -75,7 +75,7 @@ impl Kafka {
     /// Runs a control-plane write on its leader.
     async fn on_control<T, F, Fut>(&self, control: &str, call: F) -> Result<T, Refusal>
     where
-        F: FnMut(v1::control_plane_client::ControlPlaneClient<tonic::transport::Channel>) -> Fut,
+        F: FnMut(v1::control_plane_client::ControlPlaneClient<meridian_proto::auth::Authed>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let client = meridian_region_client::control::connect_control(control)

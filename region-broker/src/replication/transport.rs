@@ -34,6 +34,8 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use meridian_security::tls::PeerTls;
+
 use super::in_sync::Announced;
 use super::master_slave::{CallError, MasterSlaveGroup, PeerCall, ReplicaRequest, ReplicaResponse};
 use super::raft::{JournalStateMachine, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
@@ -80,6 +82,8 @@ pub struct Peers {
     heartbeats: Arc<Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<PendingHeartbeat>>>>,
     /// Where heartbeats find the in-sync sets they carry.
     in_sync: Arc<std::sync::OnceLock<InSyncSourceCell>>,
+    /// Mutual TLS with the region's other brokers, when configured.
+    tls: Option<Arc<PeerTls>>,
 }
 
 /// [`InSyncSource`] in a `Debug` type.
@@ -92,6 +96,19 @@ impl std::fmt::Debug for InSyncSourceCell {
 }
 
 impl Peers {
+    /// Connections to peers, over mutual TLS when `tls` is given.
+    pub fn new(tls: Option<Arc<PeerTls>>) -> Peers {
+        Peers {
+            tls,
+            ..Peers::default()
+        }
+    }
+
+    /// The mutual TLS the replication transport speaks, if any.
+    pub fn tls(&self) -> Option<&Arc<PeerTls>> {
+        self.tls.as_ref()
+    }
+
     /// Heartbeats carry the in-sync sets `source` gives (set once; later calls are ignored).
     pub fn set_in_sync_source(&self, source: InSyncSource) {
         let _ = self.in_sync.set(InSyncSourceCell(source));
@@ -124,10 +141,44 @@ impl Peers {
             .map_err(|e| Unreachable::from_string(format!("bad peer address {addr}: {e}")))?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true);
-        let channel = endpoint.connect_lazy();
+        let channel = match &self.tls {
+            None => endpoint.connect_lazy(),
+            Some(tls) => endpoint.connect_with_connector_lazy(tls_connector(tls.clone())),
+        };
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }
+}
+
+/// Connects to a peer over mutual TLS: its certificate must be valid for the region's
+/// broker name (whatever address it is reached at), and this broker presents its own.
+/// The configuration is taken at each connect, so a rotated certificate is used from the
+/// next connection on.
+fn tls_connector(
+    tls: Arc<PeerTls>,
+) -> impl tower::Service<
+    http::Uri,
+    Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    Error = std::io::Error,
+    Future = impl Future + Send,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(move |uri: http::Uri| {
+        let tls = tls.clone();
+        async move {
+            let authority = uri
+                .authority()
+                .ok_or_else(|| std::io::Error::other(format!("no address in {uri}")))?
+                .as_str()
+                .to_owned();
+            let tcp = tokio::net::TcpStream::connect(&authority).await?;
+            let _ = tcp.set_nodelay(true);
+            let connector = tokio_rustls::TlsConnector::from(tls.client_config());
+            let stream = connector.connect(tls.peer_name().clone(), tcp).await?;
+            Ok(hyper_util::rt::TokioIo::new(stream))
+        }
+    })
 }
 
 impl Peers {
