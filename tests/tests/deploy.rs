@@ -4,7 +4,10 @@
 //! example configuration beside it (addresses moved to free loopback ports, paths into a
 //! temporary directory), starts its daemon: the four alive on `/healthz`, then ready on
 //! `/readyz` (the control plane leading, the broker registered, the mirror knowing its
-//! region and reaching its broker).
+//! region and reaching its broker). The image, compose file and Helm chart pass their
+//! linters (hadolint, the Compose specification's schema, Kubernetes' schemas on the
+//! rendered chart), and every daemon command line in them names only flags the daemon
+//! has (`tests/deploy/check_deploy.py`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,6 +51,22 @@ fn built(unit: &str) -> String {
         "/usr/local/bin/",
         &format!("{}/", bin_dir().canonicalize().unwrap().display()),
     )
+}
+
+#[test]
+fn the_image_compose_file_and_chart_pass_their_linters_and_name_real_flags() {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test.sh creates the venv with the deploy linters",
+        python.display()
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/check_deploy.py");
+    let mut cmd = Command::new(python);
+    cmd.arg(script).arg(deploy_dir()).arg(bin_dir());
+    let (code, out, err) = meridian_tests::run(cmd, None);
+    assert_eq!(code, 0, "check_deploy.py:\n{out}\n{err}");
+    assert!(out.contains("OK"), "{out}");
 }
 
 #[test]
