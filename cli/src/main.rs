@@ -4,11 +4,13 @@
 //! Endpoints: `--control HOST:PORT` (or `MERIDIAN_CONTROL`) for the control plane,
 //! `--broker HOST:PORT` (or `MERIDIAN_BROKER`) for a broker; without either, the current
 //! profile's (`meridian profile`), else what `meridian up` recorded. Credentials: the token
-//! in `MERIDIAN_TOKEN`, else the current profile's, on every call. Topic commands go to the control plane when one is known; produce and
+//! in `MERIDIAN_TOKEN`, else the current profile's, on every call; over TLS trusting
+//! `MERIDIAN_CA`, else the profile's CA, when there is one. Topic commands go to the control plane when one is known; produce and
 //! consume are routed by it to `--region` (or the nearest healthy region) unless a broker is
 //! named. Tables by default, JSON with `--json`; failures exit non-zero with a one-line
 //! reason.
 
+mod acl;
 mod broker;
 mod certs;
 mod consume;
@@ -83,6 +85,9 @@ enum Command {
     /// Users and their SASL credentials (Kafka SCRAM and PLAIN): set, list, delete.
     #[command(subcommand)]
     User(user::Command),
+    /// The region's ACLs (`acl add`, `delete`, `list`).
+    #[command(subcommand)]
+    Acl(acl::Command),
     /// Named endpoints and credentials (`profile create`, `use`, `list`, `delete`).
     #[command(subcommand)]
     Profile(profile::Command),
@@ -110,6 +115,20 @@ fn main() {
         .ok()
         .filter(|t| !t.is_empty())
         .or(profile.token);
+    let ca = std::env::var("MERIDIAN_CA")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .or(profile.ca.clone());
+    if let Some(ca) = ca.filter(|_| !matches!(cli.command, Command::Up(_))) {
+        let set = std::fs::read(&ca)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| meridian_proto::auth::set_ca(&pem));
+        if let Err(e) = set {
+            fail(&anyhow::anyhow!(
+                "the gRPC CA {ca} (MERIDIAN_CA or the profile's): {e}"
+            ));
+        }
+    }
     // `meridian up` calls with the admin token of the platform it starts.
     if let Some(token) = token.filter(|_| !matches!(cli.command, Command::Up(_)))
         && let Err(e) = meridian_proto::auth::set_token(&token)
@@ -191,6 +210,7 @@ fn main() {
             Command::User(cmd) => {
                 user::run(cmd, &broker, control.as_deref(), region, cli.json).await
             }
+            Command::Acl(cmd) => acl::run(cmd, &broker, control.as_deref(), region, cli.json).await,
             Command::Profile(cmd) => profile::run(cmd, cli.json),
             Command::Token(cmd) => token::run(cmd, cli.json),
         }

@@ -1,8 +1,9 @@
 //! `meridian profile`: named sets of endpoints and credentials, like rpk profiles or nats
 //! contexts, kept in `profiles.toml` beside `meridian up`'s endpoints file, readable by its
 //! owner only (it holds tokens). The current profile fills in what flags and the
-//! environment leave unset: the control plane, a broker, a region, and the token every
-//! call carries (`MERIDIAN_TOKEN` wins over it). A token is read from standard input or
+//! environment leave unset: the control plane, a broker, a region, the CA its calls trust
+//! (`MERIDIAN_CA` wins over it; calls go over TLS with one), and the token every call
+//! carries (`MERIDIAN_TOKEN` wins over it). A token is read from standard input or
 //! the environment, never from an argument (`ps` shows those).
 
 use std::collections::BTreeMap;
@@ -26,6 +27,10 @@ pub(crate) enum Command {
         /// The region to use.
         #[arg(long = "set-region", value_name = "REGION")]
         region: Option<String>,
+        /// The CA (a PEM file) the gRPC APIs' certificates are signed by: calls go over
+        /// TLS trusting it.
+        #[arg(long = "set-ca", value_name = "PEM")]
+        ca: Option<String>,
         /// Read the token from the first line of standard input (else from
         /// MERIDIAN_TOKEN; none: a profile without credentials).
         #[arg(long)]
@@ -49,6 +54,8 @@ pub(crate) struct Profile {
     pub(crate) broker: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) ca: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) token: Option<String>,
 }
@@ -114,6 +121,7 @@ pub(crate) fn run(cmd: Command, json: bool) -> anyhow::Result<()> {
             control,
             broker,
             region,
+            ca,
             token_stdin,
         } => {
             if name.is_empty() || name.chars().any(char::is_whitespace) {
@@ -137,6 +145,7 @@ pub(crate) fn run(cmd: Command, json: bool) -> anyhow::Result<()> {
                 control,
                 broker,
                 region,
+                ca,
                 token,
             };
             let path = Profiles::put(&name, profile, false)?;

@@ -151,13 +151,36 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let auth = platform_tokens(&data, &regions)?;
     let admin_token = meridian_security::tokens::read_token_file(&auth.token("User:admin"))?;
     meridian_proto::auth::set_token(&admin_token).map_err(anyhow::Error::msg)?;
+    // Every certificate from one local CA: the mirrors' and the brokers' (mutual TLS), the
+    // gRPC APIs' and the console's (for 127.0.0.1); every gRPC call goes over TLS.
+    let certs = data.join("certs");
+    let owned: Vec<String> = regions.iter().map(|r| r.to_string()).collect();
+    meridian_security::certs::issue(&certs, &owned)
+        .and_then(|_| meridian_security::certs::issue_brokers(&certs, &owned))
+        .with_context(|| format!("issuing certificates into {}", certs.display()))?;
+    let local = ["127.0.0.1".to_owned(), "localhost".to_owned()];
+    let (grpc_cert, grpc_key) = meridian_security::certs::issue_server(&certs, "grpc", &local)
+        .with_context(|| {
+            format!(
+                "issuing the gRPC APIs' certificate into {}",
+                certs.display()
+            )
+        })?;
+    let ca = certs.join("ca.pem");
+    meridian_proto::auth::set_ca(&std::fs::read(&ca)?).map_err(anyhow::Error::msg)?;
     let mut processes = Vec::new();
     let mut cmd = tokio::process::Command::new(&control_bin);
     cmd.arg("--tokens-file")
         .arg(&auth.file)
         .arg("--token-file")
         .arg(auth.token("ControlPlane"))
-        .args(["--admins", "User:admin"]);
+        .args(["--admins", "User:admin"])
+        .arg("--tls-cert")
+        .arg(&grpc_cert)
+        .arg("--tls-key")
+        .arg(&grpc_key)
+        .arg("--grpc-ca")
+        .arg(&ca);
     let control_metrics = format!("127.0.0.1:{}", args.control_metrics_port);
     cmd.args(["--id", "control-1", "--listen", &control_addr])
         .args(["--metrics-listen", &control_metrics, "--store", &store]);
@@ -173,13 +196,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     )?);
     wait_control(&mut processes[0], &control_addr).await?;
 
-    // Mirrors' and brokers' certificates, one CA: the replication transport speaks mutual
-    // TLS from the first start.
-    let certs = data.join("certs");
-    let owned: Vec<String> = regions.iter().map(|r| r.to_string()).collect();
-    meridian_security::certs::issue(&certs, &owned)
-        .and_then(|_| meridian_security::certs::issue_brokers(&certs, &owned))
-        .with_context(|| format!("issuing certificates into {}", certs.display()))?;
     let mut brokers = Vec::new();
     for (r, region) in regions.iter().enumerate() {
         for id in 1..=args.brokers_per_region {
@@ -213,6 +229,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 .arg(&auth.file)
                 .arg("--token-file")
                 .arg(auth.token(&format!("Broker:{region}")))
+                .arg("--grpc-tls-cert")
+                .arg(&grpc_cert)
+                .arg("--grpc-tls-key")
+                .arg(&grpc_key)
+                .arg("--grpc-ca")
+                .arg(&ca)
                 .arg("--raft-tls-ca")
                 .arg(certs.join("ca.pem"))
                 .arg("--raft-tls-cert")
@@ -254,7 +276,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 .arg("--key")
                 .arg(&key)
                 .arg("--token-file")
-                .arg(auth.token(&format!("Mirror:{region}")));
+                .arg(auth.token(&format!("Mirror:{region}")))
+                .arg("--grpc-ca")
+                .arg(&ca);
             for (p, peer) in regions.iter().enumerate() {
                 if p != r {
                     cmd.args([
@@ -295,7 +319,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             .arg("--tls-key")
             .arg(&console_key)
             .arg("--token-file")
-            .arg(auth.token("Console"));
+            .arg(auth.token("Console"))
+            .arg("--grpc-ca")
+            .arg(&ca);
         for (region, _, metrics) in &mirrors {
             cmd.args(["--mirror", &format!("{region}={metrics}")]);
         }
@@ -334,6 +360,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             "local",
             crate::profile::Profile {
                 control: Some(control_addr.clone()),
+                ca: Some(ca.display().to_string()),
                 token: Some(admin_token.clone()),
                 ..Default::default()
             },
@@ -371,7 +398,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             );
         }
         println!(
-            "  certificates:   {} (mutual TLS between mirrors and between each region's brokers; HTTPS for the console)",
+            "  certificates:   {} (mutual TLS between mirrors and between each region's brokers; TLS on the gRPC APIs; HTTPS for the console)",
             certs.display()
         );
         println!(

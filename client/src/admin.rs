@@ -96,6 +96,32 @@ impl Client {
             .users)
     }
 
+    /// Adds (or, with `delete`, deletes) one of the region's ACL bindings.
+    pub async fn alter_acl(
+        &self,
+        binding: v1::AclBinding,
+        delete: bool,
+    ) -> Result<(), ClientError> {
+        let r = v1::AlterAclRequest {
+            binding: Some(binding),
+            delete,
+        };
+        self.call(|mut c| {
+            let r = r.clone();
+            async move { c.alter_acl(r).await }
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Every ACL binding of the region.
+    pub async fn list_acls(&self) -> Result<Vec<v1::AclBinding>, ClientError> {
+        Ok(self
+            .call(|mut c| async move { c.list_acls(v1::ListAclsRequest {}).await })
+            .await?
+            .bindings)
+    }
+
     /// Adds and removes voting replicas (broker ids) of a raft log group, at its leader.
     pub async fn change_replicas(
         &self,

@@ -672,9 +672,7 @@ async fn live_brokers(
     for region in regions {
         for b in region.brokers.iter().filter(|b| b.live) {
             if let Ok(channel) = connect_channel(&b.grpc).await {
-                let c = v1::broker_client::BrokerClient::new(meridian_proto::auth::Authed::new(
-                    channel,
-                ));
+                let c = v1::broker_client::BrokerClient::new(channel);
                 out.push((region.name.clone(), b.id, c));
             }
         }
@@ -996,10 +994,10 @@ pub async fn reset_group(
 }
 
 /// A channel to the gRPC API at `addr`, when it parses and connects.
-async fn connect_channel(addr: &str) -> Result<tonic::transport::Channel, String> {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .connect()
+async fn connect_channel(addr: &str) -> Result<meridian_proto::auth::Authed, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?;
+    meridian_proto::auth::connect(endpoint)
         .await
         .map_err(|e| e.to_string())
 }

@@ -230,7 +230,7 @@ async fn change_replicas(
         }
         .connect_timeout(Duration::from_secs(2))
         .timeout(CHANGE_TIMEOUT);
-        let channel = match endpoint.connect().await {
+        let channel = match meridian_proto::auth::connect(endpoint).await {
             Ok(c) => c,
             Err(e) => {
                 last = format!("{addr}: {e}");
@@ -238,14 +238,13 @@ async fn change_replicas(
                 continue;
             }
         };
-        let answer =
-            v1::broker_client::BrokerClient::new(meridian_proto::auth::Authed::new(channel))
-                .change_replicas(v1::ChangeReplicasRequest {
-                    group,
-                    add: vec![new],
-                    remove: vec![dead],
-                })
-                .await;
+        let answer = v1::broker_client::BrokerClient::new(channel)
+            .change_replicas(v1::ChangeReplicasRequest {
+                group,
+                add: vec![new],
+                remove: vec![dead],
+            })
+            .await;
         match answer {
             Ok(_) => return Ok(()),
             Err(status) => {

@@ -4,8 +4,10 @@
 //! exit with its reason in the log ([`run`]: a panic's message and location, a fatal
 //! error's causes); a clean stop on SIGTERM or Ctrl-C; and their listeners' bounds
 //! ([`listener`]: connections admitted in all and per client address, idle connections
-//! closed); and one operational endpoint ([`ops`]: `/metrics`, `/healthz`, `/readyz`).
+//! closed); one operational endpoint ([`ops`]: `/metrics`, `/healthz`, `/readyz`); and how
+//! it calls the others ([`calls`]: its token, and TLS trusting the gRPC APIs' CA).
 
+pub mod calls;
 pub mod listener;
 pub mod ops;
 

@@ -104,6 +104,9 @@ pub struct Config {
     /// This mirror's API token (`Mirror:REGION`; a file of its owner's only), sent with its
     /// calls to the control plane and its region's brokers.
     pub token_file: Option<PathBuf>,
+    /// The CA (PEM) of the gRPC APIs: calls to the control plane and brokers go over TLS
+    /// trusting it.
+    pub grpc_ca: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -128,6 +131,7 @@ impl Default for Config {
             connections_max: 256,
             connections_per_address_max: 64,
             token_file: None,
+            grpc_ca: None,
         }
     }
 }

@@ -1,18 +1,101 @@
-//! How a gRPC call carries its caller's credentials: `authorization: Bearer TOKEN` on every
-//! request (the daemons check it: `meridian_daemon::listener::authenticate`).
+//! How a gRPC call reaches a daemon: over TLS when the process trusts a CA for the gRPC
+//! APIs ([`set_ca`]), carrying its caller's credentials (`authorization: Bearer TOKEN` on
+//! every request; the daemons check it: `meridian_daemon::listener::authenticate`).
 //!
-//! A process has one identity: [`set_token`] once at start (a daemon from its token file,
-//! the CLI from its profile or `MERIDIAN_TOKEN`), and every channel made after through
-//! [`Authed::new`] carries it.
+//! A process has one identity: [`set_token`] and [`set_ca`] once at start (a daemon from
+//! its token and CA files, the CLI from its profile or `MERIDIAN_TOKEN` and
+//! `MERIDIAN_CA`), and every channel made after through [`connect`] (or [`Authed::new`]
+//! over a channel of its own) carries them. The server's certificate must be valid for
+//! the host the address names (a DNS name or an IP address).
 
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use tonic::body::Body;
 use tonic::codegen::{Service, http};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 
 static TOKEN: OnceLock<http::HeaderValue> = OnceLock::new();
+static TLS: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+
+/// Calls go over TLS from now on, trusting the CA certificates in `pem` (the first call
+/// wins); an error when they do not load.
+pub fn set_ca(pem: &[u8]) -> Result<(), String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| format!("not a PEM certificate: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("a CA certificate that does not load: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("no certificate in it".to_owned());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let _ = TLS.set(Arc::new(config));
+    Ok(())
+}
+
+/// Whether calls go over TLS.
+pub fn has_ca() -> bool {
+    TLS.get().is_some()
+}
+
+/// A channel to `endpoint` as this process calls: over TLS when a CA is set, carrying the
+/// token.
+pub async fn connect(endpoint: Endpoint) -> Result<Authed, tonic::transport::Error> {
+    let channel = match TLS.get() {
+        None => endpoint.connect().await?,
+        Some(config) => {
+            endpoint
+                .connect_with_connector(tls_connector(config.clone()))
+                .await?
+        }
+    };
+    Ok(Authed::new(channel))
+}
+
+/// Connects over TCP, then TLS with `config`, checking the server's certificate against
+/// the host the address names.
+fn tls_connector(
+    config: Arc<rustls::ClientConfig>,
+) -> impl Service<
+    http::Uri,
+    Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    Error = std::io::Error,
+    Future = impl Future + Send,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(move |uri: http::Uri| {
+        let config = config.clone();
+        async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| std::io::Error::other(format!("no host in {uri}")))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let port = uri.port_u16().unwrap_or(443);
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| std::io::Error::other(format!("{host}: {e}")))?;
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            let _ = tcp.set_nodelay(true);
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
+            Ok(hyper_util::rt::TokioIo::new(tls))
+        }
+    })
+}
 
 /// Sets this process's token (the first call wins); an error when it cannot be a header.
 pub fn set_token(token: &str) -> Result<(), String> {
@@ -28,7 +111,8 @@ pub fn has_token() -> bool {
     TOKEN.get().is_some()
 }
 
-/// A channel whose requests carry this process's token (none set: as they are).
+/// A channel whose requests carry this process's token (none set, or the request names
+/// its own: as they are).
 #[derive(Debug, Clone)]
 pub struct Authed {
     inner: Channel,
@@ -55,7 +139,10 @@ impl Service<http::Request<Body>> for Authed {
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        if let Some(token) = &self.token {
+        // A call that names its own credentials keeps them.
+        if let Some(token) = &self.token
+            && !request.headers().contains_key(http::header::AUTHORIZATION)
+        {
             request
                 .headers_mut()
                 .insert(http::header::AUTHORIZATION, (**token).clone());

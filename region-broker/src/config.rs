@@ -338,6 +338,14 @@ pub struct GrpcLimits {
     /// `DEADLINE_EXCEEDED`. Long polls (fetch waits at most `fetch_wait_max_ms`) are
     /// requests in flight, never idle.
     pub idle_timeout_ms: u64,
+    /// The API's certificate chain (PEM): with `tls_key`, the gRPC API speaks TLS only
+    /// (re-read when the files change).
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM, its owner's only).
+    pub tls_key: Option<PathBuf>,
+    /// The CA (PEM) that signs the gRPC APIs' certificates: this broker's calls to the
+    /// control plane and other brokers go over TLS, trusting it.
+    pub ca: Option<PathBuf>,
 }
 
 impl Default for GrpcLimits {
@@ -346,6 +354,9 @@ impl Default for GrpcLimits {
             connections_max: 4096,
             connections_per_address_max: 1024,
             idle_timeout_ms: 600_000,
+            tls_cert: None,
+            tls_key: None,
+            ca: None,
         }
     }
 }
@@ -703,6 +714,13 @@ impl Config {
             return invalid(
                 "mqtt.tls_cert",
                 format!("{:?}", m.tls_cert),
+                "tls_cert and tls_key go together: set both for TLS, or neither",
+            );
+        }
+        if self.grpc.tls_cert.is_some() != self.grpc.tls_key.is_some() {
+            return invalid(
+                "grpc.tls_cert",
+                format!("{:?}", self.grpc.tls_cert),
                 "tls_cert and tls_key go together: set both for TLS, or neither",
             );
         }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod acls;
 mod callers;
 
 use meridian_proto::batch::Message;
@@ -773,6 +774,20 @@ impl broker_server::Broker for GrpcService {
             })
             .collect();
         Ok(Response::new(v1::ListUsersResponse { users }))
+    }
+
+    async fn alter_acl(
+        &self,
+        request: Request<v1::AlterAclRequest>,
+    ) -> Result<Response<v1::AlterAclResponse>, Status> {
+        self.alter_acl_call(request).await
+    }
+
+    async fn list_acls(
+        &self,
+        request: Request<v1::ListAclsRequest>,
+    ) -> Result<Response<v1::ListAclsResponse>, Status> {
+        self.list_acls_call(request).await
     }
 
     async fn log_groups(

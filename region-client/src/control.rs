@@ -72,13 +72,13 @@ pub async fn connect_control(control: &str) -> Result<ControlPlaneClient<Channel
 
 /// A client of the control-plane process at `addr`.
 pub async fn control_at(addr: &str) -> Result<ControlPlaneClient<Channel>, RegionError> {
-    let channel = crate::endpoint(addr)?
-        .connect_timeout(Duration::from_secs(2))
-        .connect()
-        .await
-        .map_err(|e| RegionError::Connect {
-            addr: addr.to_owned(),
-            reason: source_chain(&e),
-        })?;
-    Ok(ControlPlaneClient::new(Channel::new(channel)))
+    let endpoint = crate::endpoint(addr)?.connect_timeout(Duration::from_secs(2));
+    let channel =
+        meridian_proto::auth::connect(endpoint)
+            .await
+            .map_err(|e| RegionError::Connect {
+                addr: addr.to_owned(),
+                reason: source_chain(&e),
+            })?;
+    Ok(ControlPlaneClient::new(channel))
 }

@@ -393,11 +393,14 @@ async fn connect_one(addr: &str) -> Result<BrokerClient<Channel>, RegionError> {
         .keep_alive_while_idle(true)
         .timeout(REQUEST_TIMEOUT)
         .tcp_nodelay(true);
-    let channel = endpoint.connect().await.map_err(|e| RegionError::Connect {
-        addr: addr.to_owned(),
-        reason: source_chain(&e),
-    })?;
-    Ok(BrokerClient::new(Channel::new(channel))
+    let channel =
+        meridian_proto::auth::connect(endpoint)
+            .await
+            .map_err(|e| RegionError::Connect {
+                addr: addr.to_owned(),
+                reason: source_chain(&e),
+            })?;
+    Ok(BrokerClient::new(channel)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX))
 }

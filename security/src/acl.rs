@@ -31,6 +31,29 @@ impl ResourceType {
         }
     }
 
+    /// Its name as the CLI spells it (`topic`, `transactional-id`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ResourceType::Topic => "topic",
+            ResourceType::Group => "group",
+            ResourceType::Cluster => "cluster",
+            ResourceType::TransactionalId => "transactional-id",
+        }
+    }
+
+    /// Parses [`ResourceType::name`] (any case, `_` for `-`).
+    pub fn parse(name: &str) -> Option<ResourceType> {
+        let name = name.to_ascii_lowercase().replace('_', "-");
+        [
+            ResourceType::Topic,
+            ResourceType::Group,
+            ResourceType::Cluster,
+            ResourceType::TransactionalId,
+        ]
+        .into_iter()
+        .find(|r| r.name() == name)
+    }
+
     pub fn from_kafka(n: i8) -> Option<ResourceType> {
         [
             ResourceType::Topic,
@@ -57,6 +80,15 @@ impl PatternType {
         match self {
             PatternType::Literal => 3,
             PatternType::Prefixed => 4,
+        }
+    }
+
+    /// Parses `literal` or `prefixed` (any case).
+    pub fn parse(name: &str) -> Option<PatternType> {
+        match name.to_ascii_lowercase().as_str() {
+            "literal" => Some(PatternType::Literal),
+            "prefixed" => Some(PatternType::Prefixed),
+            _ => None,
         }
     }
 
@@ -121,6 +153,18 @@ impl Operation {
         OPERATIONS.into_iter().find(|o| o.kafka() == n)
     }
 
+    /// Its name as the CLI spells it (`read`, `describe-configs`).
+    pub fn name(self) -> String {
+        let mut out = String::new();
+        for (i, c) in format!("{self:?}").chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                out.push('-');
+            }
+            out.push(c.to_ascii_lowercase());
+        }
+        out
+    }
+
     /// Parses a name as the CLI takes it (`read`, `describe-configs`, ...).
     pub fn parse(name: &str) -> Option<Operation> {
         let name = name.replace(['-', '_'], "").to_ascii_lowercase();
@@ -151,6 +195,15 @@ impl Permission {
         match self {
             Permission::Deny => 2,
             Permission::Allow => 3,
+        }
+    }
+
+    /// Parses `allow` or `deny` (any case).
+    pub fn parse(name: &str) -> Option<Permission> {
+        match name.to_ascii_lowercase().as_str() {
+            "allow" => Some(Permission::Allow),
+            "deny" => Some(Permission::Deny),
+            _ => None,
         }
     }
 

@@ -201,12 +201,10 @@ impl ControlPlaneProcess {
 pub async fn control_client(
     addr: &str,
 ) -> Result<ControlPlaneClient<meridian_proto::auth::Authed>, tonic::transport::Error> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
-    Ok(ControlPlaneClient::new(meridian_proto::auth::Authed::new(
-        channel,
-    )))
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?;
+    Ok(ControlPlaneClient::new(
+        meridian_proto::auth::connect(endpoint).await?,
+    ))
 }
 
 /// A region of managed brokers.

@@ -981,7 +981,7 @@ async fn an_idempotent_retry_across_a_leader_kill_is_written_once() {
         produce_until_written(&region, "idem-kill", 0, usize::MAX, second.clone()).await,
         3
     );
-    let old = region.leader_of("idem-kill", 0).await.unwrap();
+    let old = region.new_leader("idem-kill", 0, usize::MAX).await;
     region.brokers[old].kill9();
     // The retries (their answers "lost" with the old leader) reach the new leader: the
     // offsets of the first writes, nothing written again.
@@ -1066,7 +1066,7 @@ async fn an_idempotent_kafka_producer_is_exactly_once_and_in_order_across_a_lead
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let victim = region.leader_of("exact", 0).await.unwrap();
+    let victim = region.new_leader("exact", 0, usize::MAX).await;
     let killed_at = std::time::Instant::now();
     region.brokers[victim].kill9();
     region.new_leader("exact", 0, victim).await;

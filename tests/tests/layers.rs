@@ -54,8 +54,8 @@ const ALLOWED: &[(&str, &[&str], &str)] = &[
     ),
     (
         "meridian-daemon",
-        &["meridian-security"],
-        "the daemons' shared plumbing (logs, stop signals, listeners and who calls them) depends on the shared security pieces only (API tokens, TLS)",
+        &["meridian-proto", "meridian-security"],
+        "the daemons' shared plumbing (logs, stop signals, listeners, who calls them and how they call others) depends on the wire crate (how a call carries its token) and the shared security pieces (API tokens, TLS) only",
     ),
     (
         "meridian-region-broker",

@@ -611,7 +611,7 @@ async fn qos1_publishes_are_stored_once_and_in_order_across_a_leader_kill() {
     const NAME: &str = "sensors/flow/meter-1";
     let partition =
         meridian_proto::partition::for_key(NAME.as_bytes(), std::num::NonZeroU32::new(3).unwrap());
-    let leader = region.leader_of("sensors", partition).await.unwrap();
+    let leader = region.new_leader("sensors", partition, usize::MAX).await;
     let at = (leader + 1) % 3;
     const N: usize = 3000;
     let mut publisher = Command::new("mosquitto_pub")

@@ -353,6 +353,65 @@ async fn acls_decide_what_each_user_may_do_over_kafka_and_mqtt_and_refusals_are_
         "alice's subscribe to a topic she may read is granted: {out} {err}"
     );
 
+    // `meridian acl`: the same bindings. What confluent_acls.py left is listed; one added
+    // lets alice subscribe where she could not, and deleting it takes that back.
+    let (code, out, err) = meridian(broker.addr, &["--json", "acl", "list"], None);
+    assert_eq!(code, 0, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["principal"] == "User:alice"
+                && b["operation"] == "read"
+                && b["pattern"] == "prefixed"
+                && b["name"] == "allow"),
+        "{out}"
+    );
+    let grant = [
+        "acl",
+        "add",
+        "--principal",
+        "User:alice",
+        "--operation",
+        "read",
+        "--topic",
+        "denied",
+    ];
+    let (code, _, err) = meridian(broker.addr, &grant, None);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, err) = sub("denied/#");
+    assert!(
+        out.contains("Subscribed (mid: 1): 1"),
+        "granted by `meridian acl add`: {out} {err}"
+    );
+    let mut revoke = grant;
+    revoke[1] = "delete";
+    let (code, _, err) = meridian(broker.addr, &revoke, None);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, err) = sub("denied/#");
+    assert!(
+        out.contains(": 135"),
+        "taken back by `meridian acl delete`: {out} {err}"
+    );
+    let (code, _, err) = meridian(
+        broker.addr,
+        &[
+            "acl",
+            "add",
+            "--principal",
+            "alice",
+            "--operation",
+            "read",
+            "--topic",
+            "x",
+        ],
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("is not User:NAME"), "{err}");
+
     // Every refusal is audited, naming who, what and on what.
     let log = broker.log_text();
     assert!(

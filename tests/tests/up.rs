@@ -273,6 +273,38 @@ fn run_platform(extra: &[&str], store_says: &str, salt: u16) {
         assert!(!answer.starts_with(b"HTTP/"), "plain HTTP answered");
     }
 
+    // The CLI calls with the profile `up` made current (its token, over TLS trusting its
+    // CA); without it, the control plane is not reached.
+    let (code, out, err) = up.cli(&["profile", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("* local"), "{out}");
+    let control = out
+        .lines()
+        .find(|l| l.contains("local"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .expect("the profile's control plane")
+        .to_owned();
+    let bare = tempfile::tempdir().unwrap();
+    let out = Command::new(binary("meridian"))
+        .args(["--control", &control, "region", "list"])
+        .env("XDG_CONFIG_HOME", bare.path())
+        .env_remove("MERIDIAN_TOKEN")
+        .env_remove("MERIDIAN_CA")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "plaintext and no token: {out:?}");
+    let out = Command::new(binary("meridian"))
+        .args(["--control", &control, "region", "list"])
+        .env("XDG_CONFIG_HOME", bare.path())
+        .env("MERIDIAN_CA", &ca)
+        .env_remove("MERIDIAN_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("credentials required"),
+        "over TLS without a token: {err}"
+    );
     let (code, out, err) = up.cli(&["--json", "broker", "list"]);
     assert_eq!(code, 0, "{err}");
     let brokers: serde_json::Value = serde_json::from_str(&out).unwrap();

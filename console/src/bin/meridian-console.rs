@@ -43,6 +43,10 @@ struct Args {
     /// The certificate's private key (PEM, its owner's only).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The CA of the gRPC APIs: calls to the control plane and brokers go over TLS
+    /// trusting it.
+    #[arg(long, value_name = "PEM")]
+    grpc_ca: Option<PathBuf>,
     /// The console's API token file (Console's token), sent with its calls to the
     /// control plane and the brokers.
     #[arg(long, value_name = "FILE")]
@@ -70,6 +74,7 @@ struct Config {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     token_file: Option<PathBuf>,
+    grpc_ca: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -84,6 +89,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             token_file: None,
+            grpc_ca: None,
         }
     }
 }
@@ -116,6 +122,9 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     }
     if args.token_file.is_some() {
         c.token_file = args.token_file.clone();
+    }
+    if args.grpc_ca.is_some() {
+        c.grpc_ca = args.grpc_ca.clone();
     }
     if args.tls_cert.is_some() {
         c.tls_cert = args.tls_cert.clone();
@@ -175,12 +184,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 .context("installing the metrics recorder")?,
         ),
     };
-    if let Some(path) = &config.token_file {
-        let token = meridian_security::tokens::read_token_file(path)
-            .context("the console's token (token_file)")?;
-        meridian_proto::auth::set_token(&token)
-            .map_err(|e| anyhow::anyhow!("token_file {}: {e}", path.display()))?;
-    }
+    meridian_daemon::calls::identify(
+        config.token_file.as_deref(),
+        "token_file",
+        config.grpc_ca.as_deref(),
+        "grpc_ca",
+    )?;
     // Read before anything listens: a certificate that does not load stops the start.
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(Arc::new(

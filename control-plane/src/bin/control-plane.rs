@@ -64,6 +64,15 @@ struct Args {
     /// The control plane's own token (`ControlPlane`), for its calls to brokers.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// The API's certificate chain (PEM): with --tls-key the API speaks TLS only.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The API's private key (PEM, its owner's only).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The CA of the gRPC APIs: calls to brokers go over TLS trusting it.
+    #[arg(long, value_name = "PEM")]
+    grpc_ca: Option<PathBuf>,
     /// Users who may change the platform (User:NAME, comma separated; none: every user).
     #[arg(long, value_delimiter = ',')]
     admins: Vec<String>,
@@ -89,6 +98,9 @@ struct Config {
     token_file: Option<PathBuf>,
     admins: Vec<String>,
     grpc_allow_anonymous: bool,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    grpc_ca: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -108,6 +120,9 @@ impl Default for Config {
             token_file: None,
             admins: Vec::new(),
             grpc_allow_anonymous: false,
+            tls_cert: None,
+            tls_key: None,
+            grpc_ca: None,
         }
     }
 }
@@ -159,6 +174,16 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     }
     if !args.admins.is_empty() {
         c.admins = args.admins.clone();
+    }
+    if args.tls_cert.is_some() {
+        c.tls_cert = args.tls_cert.clone();
+        c.tls_key = args.tls_key.clone();
+    }
+    if args.grpc_ca.is_some() {
+        c.grpc_ca = args.grpc_ca.clone();
+    }
+    if c.tls_cert.is_some() != c.tls_key.is_some() {
+        bail!("tls_cert and tls_key go together: set both for TLS, or neither");
     }
     for a in &c.admins {
         match meridian_security::tokens::Principal::parse(a) {
@@ -250,12 +275,23 @@ fn main() -> std::process::ExitCode {
 async fn run(config: Config) -> anyhow::Result<()> {
     // Who may call the API, and this process's own token for its calls to brokers: read
     // before anything listens, so a bad file stops the start.
-    if let Some(path) = &config.token_file {
-        let token = meridian_security::tokens::read_token_file(path)
-            .context("the control plane's token (token_file)")?;
-        meridian_proto::auth::set_token(&token)
-            .map_err(|e| anyhow::anyhow!("token_file {}: {e}", path.display()))?;
-    }
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = Arc::new(
+                meridian_security::tls::ServerTls::load(cert, key)
+                    .context("the API's TLS (tls_cert, tls_key)")?,
+            );
+            let source: grpc::TlsSource = Arc::new(move || tls.config());
+            Some(source)
+        }
+        _ => None,
+    };
+    meridian_daemon::calls::identify(
+        config.token_file.as_deref(),
+        "token_file",
+        config.grpc_ca.as_deref(),
+        "grpc_ca",
+    )?;
     let authentication = meridian_daemon::listener::authenticate::Authentication::load(
         config.tokens_file.as_deref(),
         config.grpc_allow_anonymous,
@@ -322,7 +358,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let served = grpc::server()
         .serve_with_incoming_shutdown(
             grpc::Bounded::new(routes, &limits),
-            grpc::incoming(listener, "", limits, None),
+            grpc::incoming(listener, "", limits, tls),
             meridian_daemon::stop_requested(),
         )
         .await;

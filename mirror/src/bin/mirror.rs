@@ -73,6 +73,10 @@ struct Args {
     /// Most peer connections from one address.
     #[arg(long)]
     connections_per_address_max: Option<usize>,
+    /// The CA of the gRPC APIs: calls to the control plane and brokers go over TLS
+    /// trusting it.
+    #[arg(long, value_name = "PEM")]
+    grpc_ca: Option<PathBuf>,
     /// This mirror's API token file (Mirror:REGION's token).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
@@ -117,6 +121,9 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     if args.token_file.is_some() {
         c.token_file = args.token_file.clone();
     }
+    if args.grpc_ca.is_some() {
+        c.grpc_ca = args.grpc_ca.clone();
+    }
     c.validate()?;
     Ok(c)
 }
@@ -130,12 +137,12 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    if let Some(path) = &config.token_file {
-        let token = meridian_security::tokens::read_token_file(path)
-            .context("this mirror's token (token_file)")?;
-        meridian_proto::auth::set_token(&token)
-            .map_err(|e| anyhow::anyhow!("token_file {}: {e}", path.display()))?;
-    }
+    meridian_daemon::calls::identify(
+        config.token_file.as_deref(),
+        "token_file",
+        config.grpc_ca.as_deref(),
+        "grpc_ca",
+    )?;
     let identity = tls::Identity::load(&config.ca, &config.cert, &config.key)?;
     let transport = tls::transport(&config)?;
     let mut endpoint =

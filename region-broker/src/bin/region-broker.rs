@@ -109,6 +109,15 @@ struct Args {
     /// (auth.token_file).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// The gRPC API's certificate (grpc.tls_cert; with --grpc-tls-key it speaks TLS only).
+    #[arg(long, value_name = "PEM", requires = "grpc_tls_key")]
+    grpc_tls_cert: Option<PathBuf>,
+    /// The gRPC API's private key (grpc.tls_key).
+    #[arg(long, value_name = "PEM", requires = "grpc_tls_cert")]
+    grpc_tls_key: Option<PathBuf>,
+    /// The CA of the gRPC APIs (grpc.ca): this broker's calls go over TLS trusting it.
+    #[arg(long, value_name = "PEM")]
+    grpc_ca: Option<PathBuf>,
     /// Mutual TLS on the replication transport: the CA that signs the region's broker
     /// certificates (with --raft-tls-cert and --raft-tls-key).
     #[arg(long, value_name = "PEM")]
@@ -267,6 +276,13 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     if let Some(v) = &args.tokens_file {
         c.auth.tokens_file = Some(v.clone());
     }
+    if args.grpc_tls_cert.is_some() {
+        c.grpc.tls_cert = args.grpc_tls_cert.clone();
+        c.grpc.tls_key = args.grpc_tls_key.clone();
+    }
+    if let Some(v) = &args.grpc_ca {
+        c.grpc.ca = Some(v.clone());
+    }
     if let Some(v) = &args.token_file {
         c.auth.token_file = Some(v.clone());
     }
@@ -309,18 +325,18 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     Ok(c)
 }
 
-/// How the gRPC API authenticates its callers, and this broker's token set for its own
-/// calls (`[auth]`).
+/// How the gRPC API authenticates its callers, and this broker's token and gRPC CA set for
+/// its own calls (`[auth]`, `grpc.ca`).
 fn grpc_auth(
     config: &Config,
 ) -> anyhow::Result<meridian_daemon::listener::authenticate::Authentication> {
     let auth = &config.auth;
-    if let Some(path) = &auth.token_file {
-        let token = meridian_security::tokens::read_token_file(path)
-            .context("this broker's token (auth.token_file)")?;
-        meridian_proto::auth::set_token(&token)
-            .map_err(|e| anyhow::anyhow!("auth.token_file {}: {e}", path.display()))?;
-    }
+    meridian_daemon::calls::identify(
+        auth.token_file.as_deref(),
+        "auth.token_file",
+        config.grpc.ca.as_deref(),
+        "grpc.ca",
+    )?;
     meridian_daemon::listener::authenticate::Authentication::load(
         auth.tokens_file.as_deref(),
         auth.grpc_allow_anonymous,
@@ -350,6 +366,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Who may call the gRPC API, and this broker's own token for its calls: read before
     // anything listens, so a bad file stops the start.
     let authentication = grpc_auth(&config)?;
+    let grpc_tls = match (&config.grpc.tls_cert, &config.grpc.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = Arc::new(
+                meridian_security::tls::ServerTls::load(cert, key)
+                    .context("the gRPC API's TLS (grpc.tls_cert, grpc.tls_key)")?,
+            );
+            let source: grpc::TlsSource = Arc::new(move || tls.config());
+            Some(source)
+        }
+        _ => None,
+    };
     // Read before anything listens: a certificate that does not load stops the start.
     let mut kafka_tls = meridian_region_broker::kafka::load_tls(&config.kafka)
         .context("the Kafka listener's TLS (kafka.tls_cert, kafka.tls_key)")?;
@@ -456,7 +483,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Bounded as the Kafka listener is (`[grpc]`): connections admitted in all and per
     // client address, idle ones closed, half-sent requests failed.
     let limits = broker.config().grpc.limits();
-    let incoming = grpc::incoming(listener, "grpc.", limits, None);
+    let incoming = grpc::incoming(listener, "grpc.", limits, grpc_tls);
     let routes =
         tonic::service::Routes::new(GrpcService::server(broker.clone(), consumer_groups, mqtt))
             .prepare();

@@ -358,16 +358,14 @@ impl Broker {
 
     /// One registration: heartbeats and view watches until something fails.
     async fn session(self: &Arc<Self>, addr: &str) -> Result<(), SessionError> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .map_err(SessionError::Address)?
             .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .connect()
+            .tcp_nodelay(true);
+        let channel = meridian_proto::auth::connect(endpoint)
             .await
             .map_err(SessionError::Connect)?;
-        let mut client = v1::control_plane_client::ControlPlaneClient::new(
-            meridian_proto::auth::Authed::new(channel),
-        );
+        let mut client = v1::control_plane_client::ControlPlaneClient::new(channel);
         let c = &self.config;
         let registered = client
             .register_broker(v1::RegisterBrokerRequest {
@@ -448,17 +446,15 @@ impl Broker {
             lease,
         };
         let call = async {
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                .map_err(|e| e.to_string())?
-                .connect()
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .map_err(|e| e.to_string())?;
+            let channel = meridian_proto::auth::connect(endpoint)
                 .await
                 .map_err(|e| e.to_string())?;
-            v1::control_plane_client::ControlPlaneClient::new(meridian_proto::auth::Authed::new(
-                channel,
-            ))
-            .deregister_broker(request)
-            .await
-            .map_err(|s| s.message().to_owned())
+            v1::control_plane_client::ControlPlaneClient::new(channel)
+                .deregister_broker(request)
+                .await
+                .map_err(|s| s.message().to_owned())
         };
         match tokio::time::timeout(Duration::from_secs(1), call).await {
             Ok(Ok(_)) => tracing::info!("deregistered from the control plane"),
