@@ -55,18 +55,25 @@ pub async fn connect(endpoint: Endpoint) -> Result<Authed, tonic::transport::Err
     let channel = match TLS.get() {
         None => endpoint.connect().await?,
         Some(config) => {
+            let config = config.clone();
             endpoint
-                .connect_with_connector(tls_connector(config.clone()))
+                .connect_with_connector(tls_connector(Arc::new(move || config.clone()), None))
                 .await?
         }
     };
     Ok(Authed::new(channel))
 }
 
-/// Connects over TCP, then TLS with `config`, checking the server's certificate against
-/// the host the address names.
-fn tls_connector(
-    config: Arc<rustls::ClientConfig>,
+/// Where a connector takes its TLS configuration, at each connect (so a rotated
+/// certificate is used from the next connection on).
+pub type ClientTlsSource = Arc<dyn Fn() -> Arc<rustls::ClientConfig> + Send + Sync>;
+
+/// A connector for tonic (`Endpoint::connect_with_connector`): TCP, then TLS with the
+/// configuration `config` gives, checking the server's certificate against `name` —
+/// none: the host the address names.
+pub fn tls_connector(
+    config: ClientTlsSource,
+    name: Option<rustls::pki_types::ServerName<'static>>,
 ) -> impl Service<
     http::Uri,
     Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
@@ -76,7 +83,7 @@ fn tls_connector(
 + Send
 + 'static {
     tower::service_fn(move |uri: http::Uri| {
-        let config = config.clone();
+        let (config, name) = (config(), name.clone());
         async move {
             let host = uri
                 .host()
@@ -85,8 +92,11 @@ fn tls_connector(
                 .trim_end_matches(']')
                 .to_owned();
             let port = uri.port_u16().unwrap_or(443);
-            let name = rustls::pki_types::ServerName::try_from(host.clone())
-                .map_err(|e| std::io::Error::other(format!("{host}: {e}")))?;
+            let name = match name {
+                Some(n) => n,
+                None => rustls::pki_types::ServerName::try_from(host.clone())
+                    .map_err(|e| std::io::Error::other(format!("{host}: {e}")))?,
+            };
             let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
             let _ = tcp.set_nodelay(true);
             let tls = tokio_rustls::TlsConnector::from(config)

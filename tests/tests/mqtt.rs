@@ -529,6 +529,11 @@ async fn a_persistent_session_resumes_at_another_broker_after_its_broker_is_kill
     });
     let mut by_topic: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (t, p) in got {
+        // The warm-up again: QoS 1 may deliver once more what the killed broker delivered
+        // but had not yet recorded as acknowledged (at most `COMMIT_INTERVAL` of them).
+        if p == "warm-up" {
+            continue;
+        }
         by_topic.entry(t).or_default().push(p.parse().unwrap());
     }
     let want: Vec<usize> = (0..N).collect();

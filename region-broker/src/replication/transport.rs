@@ -143,42 +143,20 @@ impl Peers {
             .tcp_nodelay(true);
         let channel = match &self.tls {
             None => endpoint.connect_lazy(),
-            Some(tls) => endpoint.connect_with_connector_lazy(tls_connector(tls.clone())),
+            // The peer's certificate must be valid for the region's broker name (whatever
+            // address it is reached at); this broker presents its own, as current at
+            // each connect.
+            Some(tls) => {
+                let source = tls.clone();
+                endpoint.connect_with_connector_lazy(meridian_proto::auth::tls_connector(
+                    Arc::new(move || source.client_config()),
+                    Some(tls.peer_name().clone()),
+                ))
+            }
         };
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }
-}
-
-/// Connects to a peer over mutual TLS: its certificate must be valid for the region's
-/// broker name (whatever address it is reached at), and this broker presents its own.
-/// The configuration is taken at each connect, so a rotated certificate is used from the
-/// next connection on.
-fn tls_connector(
-    tls: Arc<PeerTls>,
-) -> impl tower::Service<
-    http::Uri,
-    Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
-    Error = std::io::Error,
-    Future = impl Future + Send,
-> + Clone
-+ Send
-+ 'static {
-    tower::service_fn(move |uri: http::Uri| {
-        let tls = tls.clone();
-        async move {
-            let authority = uri
-                .authority()
-                .ok_or_else(|| std::io::Error::other(format!("no address in {uri}")))?
-                .as_str()
-                .to_owned();
-            let tcp = tokio::net::TcpStream::connect(&authority).await?;
-            let _ = tcp.set_nodelay(true);
-            let connector = tokio_rustls::TlsConnector::from(tls.client_config());
-            let stream = connector.connect(tls.peer_name().clone(), tcp).await?;
-            Ok(hyper_util::rt::TokioIo::new(stream))
-        }
-    })
 }
 
 impl Peers {
