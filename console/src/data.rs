@@ -768,6 +768,64 @@ pub struct MqttStoredRow {
     pub held: bool,
 }
 
+/// One ACL binding as the ACL page lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AclRow {
+    pub region: String,
+    pub principal: String,
+    pub host: String,
+    pub permission: String,
+    pub operation: String,
+    pub resource_type: String,
+    pub pattern: String,
+    pub name: String,
+}
+
+/// Every region's ACLs, as one live broker of each lists them (they live in the region's
+/// ACL topic, the same at every broker), and the regions that could not be read, why.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AclsView {
+    pub bindings: Vec<AclRow>,
+    pub unread: Vec<String>,
+}
+
+/// Every region's ACLs.
+pub async fn acls(regions: &[Region]) -> AclsView {
+    let mut view = AclsView::default();
+    let mut done = std::collections::BTreeSet::new();
+    let mut failed = std::collections::BTreeMap::new();
+    for (region, broker, mut c) in live_brokers(regions).await {
+        if done.contains(&region) {
+            continue;
+        }
+        match c.list_acls(v1::ListAclsRequest {}).await {
+            Ok(answer) => {
+                failed.remove(&region);
+                done.insert(region.clone());
+                view.bindings
+                    .extend(answer.into_inner().bindings.into_iter().map(|b| AclRow {
+                        region: region.clone(),
+                        principal: b.principal,
+                        host: b.host,
+                        permission: b.permission,
+                        operation: b.operation,
+                        resource_type: b.resource_type,
+                        pattern: b.pattern,
+                        name: b.name,
+                    }));
+            }
+            Err(s) => {
+                failed.insert(region, format!("broker {broker}: {}", s.message()));
+            }
+        }
+    }
+    view.unread = failed
+        .into_iter()
+        .map(|(region, why)| format!("{region} ({why})"))
+        .collect();
+    view
+}
+
 /// Every region's MQTT sessions.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct MqttView {

@@ -14,6 +14,7 @@ use crate::auth::{COOKIE, Role};
 use crate::data::{self, Failed};
 use crate::{App, Me, Refused};
 
+mod acls;
 mod mqtt;
 /// The page routes.
 mod regions;
@@ -42,6 +43,7 @@ pub fn routes() -> axum::Router<App> {
         .route("/mirrors", get(mirrors))
         .route("/transactions", get(transactions::transactions))
         .route("/mqtt", get(mqtt::mqtt))
+        .route("/acls", get(acls::acls))
         .route("/topics/{name}/home", get(confirm_home).post(move_home))
 }
 

@@ -441,6 +441,35 @@ async fn an_sre_operates_the_platform_from_a_browser() {
     let stored = see_at(&b, mqtt_page, "#mqtt-stored", "web-device").await;
     assert!(stored.contains("web-sensors/+/temp@1"), "{stored}");
     shot(&b, "mqtt").await;
+
+    // An ACL added with `meridian acl` at a broker of east shows on the ACL page.
+    let (code, _, err) = meridian_control(
+        &cp.addr,
+        &[
+            "--region",
+            "east",
+            "acl",
+            "add",
+            "--principal",
+            "User:web-reader",
+            "--operation",
+            "read",
+            "--topic",
+            "web-sensors",
+            "--prefixed",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let acls_url = format!("http://{console}/acls");
+    let acls = see_at(&b, Some(&acls_url), "#acls", "User:web-reader").await;
+    let row = acls
+        .lines()
+        .find(|l| l.contains("User:web-reader"))
+        .unwrap_or_default();
+    assert!(
+        row.contains("east") && row.contains("read") && row.contains("prefixed"),
+        "{acls}"
+    );
     let _ = device.kill();
     let _ = device.wait();
     let sessions = see_at(&b, mqtt_page, "#mqtt-sessions", "disconnected").await;
