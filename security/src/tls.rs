@@ -15,14 +15,23 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// A value loaded from files and loaded again when one of them changes (a change that
 /// does not load is logged and the last good value kept).
-#[derive(Debug)]
+/// Reads a value from its files.
+type Loader<T> = Box<dyn Fn(&[PathBuf]) -> anyhow::Result<T> + Send + Sync>;
+
 struct Watched<T> {
     files: Vec<PathBuf>,
-    load: fn(&[PathBuf]) -> anyhow::Result<T>,
+    load: Loader<T>,
     state: Mutex<State<T>>,
 }
 
-#[derive(Debug)]
+impl<T> std::fmt::Debug for Watched<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watched")
+            .field("files", &self.files)
+            .finish()
+    }
+}
+
 struct State<T> {
     value: T,
     modified: Vec<Option<SystemTime>>,
@@ -32,7 +41,7 @@ struct State<T> {
 impl<T: Clone> Watched<T> {
     fn load(
         files: Vec<PathBuf>,
-        load: fn(&[PathBuf]) -> anyhow::Result<T>,
+        load: impl Fn(&[PathBuf]) -> anyhow::Result<T> + Send + Sync + 'static,
     ) -> anyhow::Result<Self> {
         let value = load(&files)?;
         Ok(Watched {
@@ -42,7 +51,7 @@ impl<T: Clone> Watched<T> {
                 checked: Instant::now(),
             }),
             files,
-            load,
+            load: Box::new(load),
         })
     }
 
@@ -108,17 +117,9 @@ impl PeerTls {
     pub fn load(ca: &Path, cert: &Path, key: &Path, peer_name: &str) -> anyhow::Result<PeerTls> {
         let name = rustls::pki_types::ServerName::try_from(peer_name.to_owned())
             .with_context(|| format!("{peer_name:?} is not a DNS name"))?;
-        // The loader is a plain fn: the name travels as the fourth "file".
-        let files = vec![
-            ca.to_owned(),
-            cert.to_owned(),
-            key.to_owned(),
-            PathBuf::from(peer_name),
-        ];
-        let configs = Watched::load(files, |f| {
-            let name = f[3].to_string_lossy().into_owned();
-            peer_configs(&f[0], &f[1], &f[2], &name)
-        })?;
+        let files = vec![ca.to_owned(), cert.to_owned(), key.to_owned()];
+        let owned = peer_name.to_owned();
+        let configs = Watched::load(files, move |f| peer_configs(&f[0], &f[1], &f[2], &owned))?;
         Ok(PeerTls {
             configs,
             peer_name: name,

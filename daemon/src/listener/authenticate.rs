@@ -6,8 +6,6 @@
 //! refused too when credentials are required, else it goes on as anonymous.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -156,7 +154,7 @@ where
 {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+    type Future = super::grpc::Answer;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -168,10 +166,7 @@ where
                 request.extensions_mut().insert(caller);
                 Box::pin(self.inner.call(request))
             }
-            Err(status) => {
-                let (parts, ()) = status.into_http::<()>().into_parts();
-                Box::pin(async move { Ok(http::Response::from_parts(parts, Body::empty())) })
-            }
+            Err(status) => super::grpc::refuse(status),
         }
     }
 }

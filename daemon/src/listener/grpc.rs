@@ -419,6 +419,16 @@ impl AsyncWrite for Connection {
     }
 }
 
+/// What a listener's service answers with, later.
+pub(crate) type Answer =
+    Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+
+/// A call answered at once with `status`, its handler never reached.
+pub(crate) fn refuse(status: tonic::Status) -> Answer {
+    let (parts, ()) = status.into_http::<()>().into_parts();
+    Box::pin(async move { Ok(http::Response::from_parts(parts, Body::empty())) })
+}
+
 /// The service of a bounded listener: answers a refused connection's requests with the
 /// refusal, counts every other request in flight on its connection until its answer is
 /// sent, and fails a request whose body stops arriving for `idle_timeout`.
@@ -448,7 +458,7 @@ where
 {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+    type Future = Answer;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -457,10 +467,7 @@ where
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let info = request.extensions().get::<ConnectionInfo>().cloned();
         if let Some(why) = info.as_ref().and_then(|i| i.refused.clone()) {
-            let (parts, ()) = tonic::Status::resource_exhausted(why.to_string())
-                .into_http::<()>()
-                .into_parts();
-            return Box::pin(async move { Ok(http::Response::from_parts(parts, Body::empty())) });
+            return refuse(tonic::Status::resource_exhausted(why.to_string()));
         }
         let in_flight = info.as_ref().map(|i| i.activity.begin());
         let prefix = info.as_ref().map_or("", |i| i.prefix);

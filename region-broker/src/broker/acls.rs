@@ -34,6 +34,16 @@ impl Acls {
     }
 
     /// The bindings `filter` matches.
+    /// How many bindings there are.
+    pub fn len(&self) -> usize {
+        self.bindings.read().expect("acl lock poisoned").len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn list(&self, filter: &Filter) -> Vec<Binding> {
         self.bindings
             .read()
@@ -189,7 +199,7 @@ impl Broker {
         binding.check().map_err(|e| e.to_string())?;
         let acls = self.acls().await?;
         let max = self.config().auth.acls_max;
-        if add && acls.list(&Filter::default()).len() >= max {
+        if add && acls.len() >= max {
             return Err(format!(
                 "the region keeps at most {max} ACLs (auth.acls_max): delete some first"
             ));
