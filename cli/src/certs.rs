@@ -1,7 +1,8 @@
 //! `meridian certs`: a CA and one certificate per region's mirror (valid for
 //! `mirror.REGION.meridian`), for the mutual TLS of the links between regions; per region,
 //! one its brokers share (valid for `broker.REGION.meridian`) for the mutual TLS of the
-//! replication transport; and server certificates for client listeners.
+//! replication transport; server certificates for client listeners; and client
+//! certificates naming users.
 
 use std::path::PathBuf;
 
@@ -14,13 +15,18 @@ pub(crate) struct Args {
     #[arg(long)]
     dir: PathBuf,
     /// Regions to issue a mirror certificate for, comma separated.
-    #[arg(long, value_delimiter = ',', required_unless_present_any = ["server", "brokers"])]
+    #[arg(long, value_delimiter = ',', required_unless_present_any = ["server", "brokers", "users"])]
     regions: Vec<String>,
     /// Regions to issue a broker certificate for (broker-REGION.pem, broker-REGION.key),
     /// comma separated: the region's brokers present it to each other on the replication
     /// transport (--raft-tls-ca, --raft-tls-cert, --raft-tls-key).
     #[arg(long, value_delimiter = ',')]
     brokers: Vec<String>,
+    /// Users to issue a client certificate for (client-USER.pem, client-USER.key), comma
+    /// separated: its common name is the user, for listeners that ask for client
+    /// certificates (tls_client_auth, with this directory's ca.pem as tls_client_ca).
+    #[arg(long, value_delimiter = ',')]
+    users: Vec<String>,
     /// Also issue a server certificate for brokers' client listeners (Kafka TLS), named
     /// NAME (NAME.pem, NAME.key), for the names given with --names.
     #[arg(long, value_name = "NAME", requires = "names")]
@@ -44,6 +50,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     written.extend(meridian_security::certs::issue_brokers(
         &args.dir,
         &args.brokers,
+    )?);
+    written.extend(meridian_security::certs::issue_clients(
+        &args.dir,
+        &args.users,
     )?);
     if let Some(name) = &args.server {
         let (cert, key) = meridian_security::certs::issue_server(&args.dir, name, &args.names)?;

@@ -119,13 +119,27 @@ fn main() {
         .ok()
         .filter(|c| !c.is_empty())
         .or(profile.ca.clone());
+    // A client certificate (MERIDIAN_CERT and MERIDIAN_KEY, else the profile's) is
+    // presented to daemons that ask for one: it names the caller when no token does.
+    let env = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+    let certificate = match (env("MERIDIAN_CERT"), env("MERIDIAN_KEY")) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        _ => profile.cert.clone().zip(profile.key.clone()),
+    };
     if let Some(ca) = ca.filter(|_| !matches!(cli.command, Command::Up(_))) {
-        let set = std::fs::read(&ca)
-            .map_err(|e| e.to_string())
-            .and_then(|pem| meridian_proto::auth::set_ca(&pem));
+        let read = |path: &str, what: &str| {
+            std::fs::read(path).map_err(|e| format!("reading the {what} {path}: {e}"))
+        };
+        let set = read(&ca, "gRPC CA").and_then(|pem| match &certificate {
+            None => meridian_proto::auth::set_ca(&pem, None),
+            Some((cert, key)) => {
+                let (cert, key) = (read(cert, "client certificate")?, read(key, "client key")?);
+                meridian_proto::auth::set_ca(&pem, Some((&cert, &key)))
+            }
+        });
         if let Err(e) = set {
             fail(&anyhow::anyhow!(
-                "the gRPC CA {ca} (MERIDIAN_CA or the profile's): {e}"
+                "the gRPC TLS settings (MERIDIAN_CA, MERIDIAN_CERT, MERIDIAN_KEY or the profile's): {e}"
             ));
         }
     }

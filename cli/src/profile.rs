@@ -3,7 +3,8 @@
 //! owner only (it holds tokens). The current profile fills in what flags and the
 //! environment leave unset: the control plane, a broker, a region, the CA its calls trust
 //! (`MERIDIAN_CA` wins over it; calls go over TLS with one), and the token every call
-//! carries (`MERIDIAN_TOKEN` wins over it). A token is read from standard input or
+//! carries (`MERIDIAN_TOKEN` wins over it), or a client certificate presented instead
+//! (`MERIDIAN_CERT` and `MERIDIAN_KEY` win over it). A token is read from standard input or
 //! the environment, never from an argument (`ps` shows those).
 
 use std::collections::BTreeMap;
@@ -31,6 +32,13 @@ pub(crate) enum Command {
         /// TLS trusting it.
         #[arg(long = "set-ca", value_name = "PEM")]
         ca: Option<String>,
+        /// A client certificate (PEM) to present to daemons that ask for one: its common
+        /// name is the caller's user when no token is given. With --set-key.
+        #[arg(long = "set-cert", value_name = "PEM", requires = "key")]
+        cert: Option<String>,
+        /// The client certificate's private key (PEM, its owner's only).
+        #[arg(long = "set-key", value_name = "PEM", requires = "cert")]
+        key: Option<String>,
         /// Read the token from the first line of standard input (else from
         /// MERIDIAN_TOKEN; none: a profile without credentials).
         #[arg(long)]
@@ -58,6 +66,10 @@ pub(crate) struct Profile {
     pub(crate) ca: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cert: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) key: Option<String>,
 }
 
 /// The profiles file.
@@ -122,6 +134,8 @@ pub(crate) fn run(cmd: Command, json: bool) -> anyhow::Result<()> {
             broker,
             region,
             ca,
+            cert,
+            key,
             token_stdin,
         } => {
             if name.is_empty() || name.chars().any(char::is_whitespace) {
@@ -141,12 +155,17 @@ pub(crate) fn run(cmd: Command, json: bool) -> anyhow::Result<()> {
             if token_stdin && token.is_none() {
                 bail!("--token-stdin: standard input held no token");
             }
+            if let Some(key) = &key {
+                meridian_security::certs::check_private(std::path::Path::new(key), "client key")?;
+            }
             let profile = Profile {
                 control,
                 broker,
                 region,
                 ca,
                 token,
+                cert,
+                key,
             };
             let path = Profiles::put(&name, profile, false)?;
             println!("profile {name} saved in {}", path.display());
@@ -179,6 +198,7 @@ pub(crate) fn run(cmd: Command, json: bool) -> anyhow::Result<()> {
                             "broker": p.broker,
                             "region": p.region,
                             "token": p.token.is_some(),
+                            "certificate": p.cert,
                         })
                     })
                     .collect();

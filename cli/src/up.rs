@@ -167,7 +167,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             )
         })?;
     let ca = certs.join("ca.pem");
-    meridian_proto::auth::set_ca(&std::fs::read(&ca)?).map_err(anyhow::Error::msg)?;
+    meridian_proto::auth::set_ca(&std::fs::read(&ca)?, None).map_err(anyhow::Error::msg)?;
     let mut processes = Vec::new();
     let mut cmd = tokio::process::Command::new(&control_bin);
     cmd.arg("--tokens-file")

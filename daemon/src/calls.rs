@@ -17,7 +17,7 @@ pub fn identify(
     if let Some(path) = ca_file {
         let pem = std::fs::read(path)
             .with_context(|| format!("reading the gRPC CA ({ca_key}) {}", path.display()))?;
-        meridian_proto::auth::set_ca(&pem)
+        meridian_proto::auth::set_ca(&pem, None)
             .map_err(|e| anyhow::anyhow!("the gRPC CA ({ca_key}) {}: {e}", path.display()))?;
     }
     if let Some(path) = token_file {

@@ -18,9 +18,11 @@ use tonic::transport::{Channel, Endpoint};
 static TOKEN: OnceLock<http::HeaderValue> = OnceLock::new();
 static TLS: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
 
-/// Calls go over TLS from now on, trusting the CA certificates in `pem` (the first call
-/// wins); an error when they do not load.
-pub fn set_ca(pem: &[u8]) -> Result<(), String> {
+/// Calls go over TLS from now on, trusting the CA certificates in `pem`, presenting the
+/// client certificate `certificate` (its PEM chain and key) when given: the daemons that
+/// ask for one take its common name as the caller's user when a call carries no token.
+/// The first call wins; an error when they do not load.
+pub fn set_ca(pem: &[u8], certificate: Option<(&[u8], &[u8])>) -> Result<(), String> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
@@ -34,11 +36,27 @@ pub fn set_ca(pem: &[u8]) -> Result<(), String> {
         return Err("no certificate in it".to_owned());
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match certificate {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => {
+            use rustls::pki_types::PrivateKeyDer;
+            let chain = CertificateDer::pem_slice_iter(chain)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("the client certificate is not PEM: {e}"))?;
+            if chain.is_empty() {
+                return Err("the client certificate file holds no certificate".to_owned());
+            }
+            let key = PrivateKeyDer::from_pem_slice(key)
+                .map_err(|e| format!("the client key is not a PEM private key: {e}"))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("the client key does not fit its certificate: {e}"))?
+        }
+    };
     config.alpn_protocols = vec![b"h2".to_vec()];
     let _ = TLS.set(Arc::new(config));
     Ok(())

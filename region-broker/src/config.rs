@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use meridian_security::tls::ClientAuth;
+
 use crate::storage::{FlushPolicy, GroupConfig};
 
 mod auth;
@@ -103,6 +105,12 @@ pub struct KafkaLimits {
     pub tls_cert: Option<PathBuf>,
     /// The listener's private key (PEM; readable by its owner only).
     pub tls_key: Option<PathBuf>,
+    /// Whether clients are asked for a certificate (Kafka's `ssl.client.auth`: `none`,
+    /// `requested` or `required`). A valid one's common name is the client's user
+    /// (`User:NAME`) when the listener asks for no SASL.
+    pub tls_client_auth: ClientAuth,
+    /// The CA (PEM) client certificates must be signed by (Kafka's `ssl.truststore`).
+    pub tls_client_ca: Option<PathBuf>,
     /// SASL mechanisms a client must authenticate with before any other request
     /// (`SCRAM-SHA-512`, `SCRAM-SHA-256`, `PLAIN`; checked against the region's
     /// credentials, `meridian user set`). Empty: no authentication.
@@ -120,6 +128,8 @@ impl Default for KafkaLimits {
             groups_max: 10_000,
             tls_cert: None,
             tls_key: None,
+            tls_client_auth: ClientAuth::None,
+            tls_client_ca: None,
             sasl_mechanisms: Vec::new(),
         }
     }
@@ -182,6 +192,12 @@ pub struct MqttConfig {
     pub tls_cert: Option<PathBuf>,
     /// The TCP listener's private key (PEM; readable by its owner only).
     pub tls_key: Option<PathBuf>,
+    /// Whether clients are asked for a certificate (`none`, `requested` or `required`:
+    /// mosquitto's `require_certificate`). A valid one's common name is the client's user
+    /// name, no password asked (mosquitto's `use_identity_as_username`).
+    pub tls_client_auth: ClientAuth,
+    /// The CA (PEM) client certificates must be signed by (mosquitto's `cafile`).
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Default for MqttConfig {
@@ -206,6 +222,8 @@ impl Default for MqttConfig {
             allow_anonymous: true,
             tls_cert: None,
             tls_key: None,
+            tls_client_auth: ClientAuth::None,
+            tls_client_ca: None,
         }
     }
 }
@@ -303,6 +321,12 @@ pub struct GrpcLimits {
     pub tls_cert: Option<PathBuf>,
     /// Its private key (PEM, its owner's only).
     pub tls_key: Option<PathBuf>,
+    /// Whether callers are asked for a certificate (`none`, `requested` or `required`).
+    /// A valid one's common name is its caller's user (`User:NAME`) when the call carries
+    /// no token.
+    pub tls_client_auth: ClientAuth,
+    /// The CA (PEM) callers' certificates must be signed by.
+    pub tls_client_ca: Option<PathBuf>,
     /// The CA (PEM) that signs the gRPC APIs' certificates: this broker's calls to the
     /// control plane and other brokers go over TLS, trusting it.
     pub ca: Option<PathBuf>,
@@ -316,6 +340,8 @@ impl Default for GrpcLimits {
             idle_timeout_ms: 600_000,
             tls_cert: None,
             tls_key: None,
+            tls_client_auth: ClientAuth::None,
+            tls_client_ca: None,
             ca: None,
         }
     }

@@ -180,15 +180,19 @@ fn client_error_code(e: &RegionError) -> i16 {
     }
 }
 
-/// The listener's TLS identity (`kafka.tls_cert`, `kafka.tls_key`), when configured; the
-/// error names the file and what is wrong, so the broker refuses to start with it.
+/// The listener's TLS identity (`kafka.tls_cert`, `kafka.tls_key`, and the client
+/// certificates it asks for), when configured; the error names the file and what is
+/// wrong, so the broker refuses to start with it.
 pub fn load_tls(
     config: &crate::config::KafkaLimits,
 ) -> anyhow::Result<Option<meridian_security::tls::ServerTls>> {
-    match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Ok(Some(meridian_security::tls::ServerTls::load(cert, key)?)),
-        _ => Ok(None),
-    }
+    meridian_security::tls::listener_tls(
+        "kafka.",
+        config.tls_cert.as_deref(),
+        config.tls_key.as_deref(),
+        config.tls_client_auth,
+        config.tls_client_ca.as_deref(),
+    )
 }
 
 /// Accepts Kafka connections on `listener` until the task is dropped, coordinating
@@ -261,11 +265,14 @@ pub async fn serve(
         tokio::spawn(async move {
             metrics::gauge!("meridian_kafka_connections").increment(1.0);
             let closed = match &kafka.tls {
-                None => connection(&kafka, stream, peer).await,
+                None => connection(&kafka, stream, peer, None).await,
                 Some(tls) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
                     match tokio::time::timeout(kafka.idle_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => connection(&kafka, stream, peer).await,
+                        Ok(Ok(stream)) => {
+                            let name = meridian_security::tls::certificate_name(stream.get_ref().1);
+                            connection(&kafka, stream, peer, name).await
+                        }
                         Ok(Err(e)) => {
                             metrics::counter!("meridian_kafka_tls_handshake_failures_total")
                                 .increment(1);
@@ -317,7 +324,15 @@ const PIPELINE: usize = 32;
 /// produce waiting for its fsync or its quorum does not hold up the ones behind it.
 /// Memory is bounded: at most [`PIPELINE`] requests and [`FRAME_MAX`] bytes of request
 /// frames are held at once.
-async fn connection<S>(kafka: &Kafka, stream: S, peer: std::net::SocketAddr) -> Result<(), Closed>
+///
+/// `certified`: the common name of the client's certificate, when it presented one the
+/// listener checked: its user when the listener asks for no SASL.
+async fn connection<S>(
+    kafka: &Kafka,
+    stream: S,
+    peer: std::net::SocketAddr,
+    certified: Option<String>,
+) -> Result<(), Closed>
 where
     S: AsyncRead + AsyncWrite + Send,
 {
@@ -327,7 +342,7 @@ where
     type Answer<'a> = Pin<Box<dyn Future<Output = Result<Option<BytesMut>, Closed>> + Send + 'a>>;
     let (rd, wr) = tokio::io::split(stream);
     let (mut rd, mut wr) = (std::pin::pin!(rd), std::pin::pin!(wr));
-    let mut session = sasl::Session::new(&kafka.offered);
+    let mut session = sasl::Session::new(&kafka.offered, certified);
     let budget = Arc::new(tokio::sync::Semaphore::new(FRAME_MAX));
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Answer<'_>>(PIPELINE);
     // Owns the sender: when it ends, the writer answers what was read, then ends.

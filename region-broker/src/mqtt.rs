@@ -92,8 +92,8 @@ const TOPICS_REFRESH: Duration = Duration::from_secs(2);
 
 impl Mqtt {
     /// The shared state of a broker's MQTT listeners; the TCP listener speaks TLS when
-    /// `mqtt.tls_cert` and `mqtt.tls_key` are set (an error names a file that does not
-    /// load).
+    /// `mqtt.tls_cert` and `mqtt.tls_key` are set, asking for client certificates as
+    /// `mqtt.tls_client_auth` says (an error names a file that does not load).
     pub fn new(broker: Arc<Broker>) -> anyhow::Result<Arc<Mqtt>> {
         let config = broker.config().mqtt.clone();
         let admission = Admission::new(
@@ -102,10 +102,13 @@ impl Mqtt {
             config.connections_max,
             config.connections_per_address_max,
         );
-        let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => Some(meridian_security::tls::ServerTls::load(cert, key)?),
-            _ => None,
-        };
+        let tls = meridian_security::tls::listener_tls(
+            "mqtt.",
+            config.tls_cert.as_deref(),
+            config.tls_key.as_deref(),
+            config.tls_client_auth,
+            config.tls_client_ca.as_deref(),
+        )?;
         if !config.allow_anonymous {
             broker.start_credentials();
         }
@@ -183,7 +186,7 @@ pub async fn serve(mqtt: Arc<Mqtt>, listener: Option<TcpListener>, ws: Option<Tc
         tokio::spawn(async move {
             accept(mqtt, l, |mqtt, stream, peer| async move {
                 let Some(tls) = &mqtt.tls else {
-                    return connection::run(mqtt, stream, peer).await;
+                    return connection::run(mqtt, stream, peer, None).await;
                 };
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
                 let handshake = tokio::time::timeout(
@@ -191,7 +194,10 @@ pub async fn serve(mqtt: Arc<Mqtt>, listener: Option<TcpListener>, ws: Option<Tc
                     acceptor.accept(stream),
                 );
                 match handshake.await {
-                    Ok(Ok(tls)) => connection::run(mqtt, tls, peer).await,
+                    Ok(Ok(tls)) => {
+                        let name = meridian_security::tls::certificate_name(tls.get_ref().1);
+                        connection::run(mqtt, tls, peer, name).await
+                    }
                     Ok(Err(e)) => {
                         metrics::counter!("meridian_mqtt_tls_handshake_failures_total")
                             .increment(1);
@@ -212,7 +218,7 @@ pub async fn serve(mqtt: Arc<Mqtt>, listener: Option<TcpListener>, ws: Option<Tc
                     websocket::accept(stream, mqtt.config.packet_bytes_max as usize + 16),
                 );
                 match handshake.await {
-                    Ok(Ok(ws)) => connection::run(mqtt, ws, peer).await,
+                    Ok(Ok(ws)) => connection::run(mqtt, ws, peer, None).await,
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "MQTT WebSocket handshake failed")
                     }

@@ -110,7 +110,14 @@ pub fn issue_brokers(dir: &Path, regions: &[String]) -> anyhow::Result<Vec<std::
         if cert.exists() && key.exists() {
             continue;
         }
-        sign(dir, &file, &[broker_name(region)], true)?;
+        sign(
+            dir,
+            &file,
+            Usage::Server {
+                names: &[broker_name(region)],
+                client: true,
+            },
+        )?;
         written.extend([cert, key]);
     }
     Ok(written)
@@ -133,17 +140,56 @@ pub fn issue_server(
     if cert_path.exists() && key_path.exists() {
         return Ok((cert_path, key_path));
     }
-    sign(dir, name, names, false)
+    sign(
+        dir,
+        name,
+        Usage::Server {
+            names,
+            client: false,
+        },
+    )
 }
 
-/// Signs a certificate for `names` (the first is its common name) with the CA in `dir`,
-/// written to `dir/FILE.pem` and `dir/FILE.key`; for client authentication too when
-/// `client`.
+/// Writes `dir/client-NAME.pem` and `.key` for each name in `names` (kept when they
+/// exist): a client certificate whose common name is the name, signed by the CA in `dir`
+/// (made first when it is not there). A listener that asks for client certificates
+/// (`tls_client_auth`, with this CA as `tls_client_ca`) takes the name as the client's
+/// user. Returns the files written.
+pub fn issue_clients(dir: &Path, names: &[String]) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut written = issue(dir, &[])?;
+    for name in names {
+        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+            anyhow::bail!("{name:?} is not a user name a certificate file can be named by");
+        }
+        let file = format!("client-{name}");
+        let (cert, key) = (
+            dir.join(format!("{file}.pem")),
+            dir.join(format!("{file}.key")),
+        );
+        if cert.exists() && key.exists() {
+            continue;
+        }
+        sign(dir, &file, Usage::Client(name))?;
+        written.extend([cert, key]);
+    }
+    Ok(written)
+}
+
+/// What a certificate is for.
+enum Usage<'a> {
+    /// A server valid for these names (DNS names or addresses; the first is its common
+    /// name), for client authentication too when `client`.
+    Server { names: &'a [String], client: bool },
+    /// A client named by its common name only.
+    Client(&'a str),
+}
+
+/// Signs a certificate for `usage` with the CA in `dir`, written to `dir/FILE.pem` and
+/// `dir/FILE.key`.
 fn sign(
     dir: &Path,
     file: &str,
-    names: &[String],
-    client: bool,
+    usage: Usage<'_>,
 ) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
     let (cert_path, key_path) = (
         dir.join(format!("{file}.pem")),
@@ -153,15 +199,27 @@ fn sign(
         |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
     let ca_key = rcgen::KeyPair::from_pem(&read(&dir.join("ca.key"))?).context("the CA key")?;
     let issuer = rcgen::Issuer::new(ca_params(), ca_key);
-    let mut p = rcgen::CertificateParams::new(names.to_vec())
-        .with_context(|| format!("{names:?} are not DNS names or addresses"))?;
-    p.distinguished_name
-        .push(rcgen::DnType::CommonName, names.first().map_or(file, |n| n));
-    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    if client {
-        p.extended_key_usages
-            .push(rcgen::ExtendedKeyUsagePurpose::ClientAuth);
-    }
+    let mut p = match usage {
+        Usage::Server { names, client } => {
+            let mut p = rcgen::CertificateParams::new(names.to_vec())
+                .with_context(|| format!("{names:?} are not DNS names or addresses"))?;
+            p.distinguished_name
+                .push(rcgen::DnType::CommonName, names.first().map_or(file, |n| n));
+            p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+            if client {
+                p.extended_key_usages
+                    .push(rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+            }
+            p
+        }
+        Usage::Client(name) => {
+            let mut p = rcgen::CertificateParams::default();
+            p.distinguished_name = rcgen::DistinguishedName::new();
+            p.distinguished_name.push(rcgen::DnType::CommonName, name);
+            p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+            p
+        }
+    };
     p.not_before = rcgen::date_time_ymd(2025, 1, 1);
     p.not_after = rcgen::date_time_ymd(2045, 1, 1);
     let key = rcgen::KeyPair::generate().context("generating a key")?;

@@ -80,17 +80,109 @@ impl<T: Clone> Watched<T> {
     }
 }
 
-/// A server's TLS configuration, kept fresh from its certificate and key files.
+/// Whether a listener asks its clients for a certificate (Kafka's `ssl.client.auth`,
+/// mosquitto's `require_certificate`). A certificate a client presents is checked
+/// against the listener's client CA, and its subject's common name names the client
+/// ([`certificate_name`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// No certificate is asked for.
+    #[default]
+    None,
+    /// A client may present one (then it must be valid) or authenticate otherwise.
+    Requested,
+    /// A client without a valid certificate is refused in the handshake.
+    Required,
+}
+
+impl std::str::FromStr for ClientAuth {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ClientAuth, String> {
+        match s {
+            "none" => Ok(ClientAuth::None),
+            "requested" => Ok(ClientAuth::Requested),
+            "required" => Ok(ClientAuth::Required),
+            other => Err(format!("{other:?}: one of none, requested, required")),
+        }
+    }
+}
+
+/// A listener's client certificates: how they are asked for, and the CA that signs them.
+#[derive(Debug, Clone)]
+pub struct ClientCerts {
+    pub auth: ClientAuth,
+    pub ca: PathBuf,
+}
+
+impl ClientCerts {
+    /// From a listener's settings (`what` names them in the error): none when `auth` is
+    /// `none`; an error when certificates are asked for without a CA to check them by.
+    pub fn of(
+        auth: ClientAuth,
+        ca: Option<&Path>,
+        what: &str,
+    ) -> anyhow::Result<Option<ClientCerts>> {
+        match (auth, ca) {
+            (ClientAuth::None, _) => Ok(None),
+            (auth, Some(ca)) => Ok(Some(ClientCerts {
+                auth,
+                ca: ca.to_owned(),
+            })),
+            (_, None) => bail!(
+                "{what}: client certificates are asked for but no CA checks them: set the client CA (a PEM file) too"
+            ),
+        }
+    }
+}
+
+/// A listener's TLS from its settings, named in errors with `prefix` (their section, as
+/// `kafka.`): none without a certificate and key. An error when client certificates are
+/// asked for without TLS or without a CA, or when a file does not load.
+pub fn listener_tls(
+    prefix: &str,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    client_auth: ClientAuth,
+    client_ca: Option<&Path>,
+) -> anyhow::Result<Option<ServerTls>> {
+    let (Some(cert), Some(key)) = (cert, key) else {
+        if client_auth != ClientAuth::None {
+            bail!(
+                "{prefix}tls_client_auth asks for client certificates but the listener has no TLS: set {prefix}tls_cert and {prefix}tls_key too"
+            );
+        }
+        return Ok(None);
+    };
+    let clients = ClientCerts::of(client_auth, client_ca, &format!("{prefix}tls_client_auth"))?;
+    let tls = ServerTls::load(cert, key, clients.as_ref()).with_context(|| {
+        format!("the listener's TLS ({prefix}tls_cert, {prefix}tls_key, {prefix}tls_client_ca)")
+    })?;
+    Ok(Some(tls))
+}
+
+/// A server's TLS configuration, kept fresh from its certificate and key files (and
+/// client CA).
 #[derive(Debug)]
 pub struct ServerTls(Watched<Arc<rustls::ServerConfig>>);
 
 impl ServerTls {
-    /// Reads `cert` (a PEM chain) and `key` (a PEM private key its owner only may read);
-    /// the error names the file and what is wrong with it.
-    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<ServerTls> {
-        let files = vec![cert.to_owned(), key.to_owned()];
-        Ok(ServerTls(Watched::load(files, |f| {
-            server_config(&f[0], &f[1])
+    /// Reads `cert` (a PEM chain) and `key` (a PEM private key its owner only may read),
+    /// and the client CA when clients present certificates; the error names the file and
+    /// what is wrong with it.
+    pub fn load(
+        cert: &Path,
+        key: &Path,
+        clients: Option<&ClientCerts>,
+    ) -> anyhow::Result<ServerTls> {
+        let mut files = vec![cert.to_owned(), key.to_owned()];
+        let auth = clients.map(|c| {
+            files.push(c.ca.clone());
+            c.auth
+        });
+        Ok(ServerTls(Watched::load(files, move |f| {
+            server_config(&f[0], &f[1], auth.map(|a| (a, f[2].as_path())))
         })?))
     }
 
@@ -271,16 +363,53 @@ pub fn certificates(path: &Path, what: &str) -> anyhow::Result<Vec<CertificateDe
     Ok(certs)
 }
 
-fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+/// The common name of the certificate a client presented on `connection`, once its
+/// handshake is done (none: no certificate, or one without a common name). The listener
+/// checked it against its client CA: the name is who the client is (`User:NAME` on the
+/// Kafka and MQTT listeners, as Kafka's `RULE:^CN=(.*?),.*$/$1/` and mosquitto's
+/// `use_identity_as_username`).
+pub fn certificate_name(connection: &rustls::ServerConnection) -> Option<String> {
+    let cert = connection.peer_certificates()?.first()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let name = parsed.subject().iter_common_name().next()?.as_str().ok()?;
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+fn server_config(
+    cert: &Path,
+    key: &Path,
+    clients: Option<(ClientAuth, &Path)>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let chain = certificates(cert, "certificate")?;
     crate::certs::check_private(key, "private key")?;
     let key = PrivateKeyDer::from_pem_file(key)
         .with_context(|| format!("reading the private key {}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
+        .context("TLS protocol versions")?;
+    let builder = match clients {
+        None | Some((ClientAuth::None, _)) => builder.with_no_client_auth(),
+        Some((auth, ca)) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in certificates(ca, "client CA certificate")? {
+                roots.add(c).with_context(|| {
+                    format!("the client CA certificate {} does not load", ca.display())
+                })?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            );
+            let verifier = if auth == ClientAuth::Requested {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            builder.with_client_cert_verifier(verifier.build().context("the client CA's verifier")?)
+        }
+    };
+    let config = builder
         .with_single_cert(chain, key)
         .with_context(|| format!("the key does not fit the certificate {}", cert.display()))?;
     Ok(Arc::new(config))
@@ -304,7 +433,7 @@ mod tests {
             crate::certs::write_private(&key, &k.serialize_pem()).unwrap();
         };
         write("a.test");
-        let tls = ServerTls::load(&cert, &key).unwrap();
+        let tls = ServerTls::load(&cert, &key, None).unwrap();
         let first = tls.config();
         // Unchanged: the same configuration.
         assert!(Arc::ptr_eq(&first, &tls.config()));
@@ -322,8 +451,93 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         write("c.test");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = format!("{:#}", ServerTls::load(&cert, &key).unwrap_err());
+        let e = format!("{:#}", ServerTls::load(&cert, &key, None).unwrap_err());
         assert!(e.contains("chmod 600"), "{e}");
+    }
+
+    /// Runs a TLS handshake in memory; the server's connection, or the first error.
+    fn handshake(
+        server: Arc<rustls::ServerConfig>,
+        client: rustls::ClientConfig,
+    ) -> Result<rustls::ServerConnection, rustls::Error> {
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut c = rustls::ClientConnection::new(Arc::new(client), name)?;
+        let mut s = rustls::ServerConnection::new(server)?;
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            c.write_tls(&mut buf).unwrap();
+            s.read_tls(&mut &buf[..]).unwrap();
+            s.process_new_packets()?;
+            let mut buf = Vec::new();
+            s.write_tls(&mut buf).unwrap();
+            c.read_tls(&mut &buf[..]).unwrap();
+            c.process_new_packets()?;
+            if !s.is_handshaking() && !c.is_handshaking() {
+                return Ok(s);
+            }
+        }
+        panic!("the handshake did not end");
+    }
+
+    #[test]
+    fn a_client_certificate_names_its_client_and_is_required_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        crate::certs::issue_clients(d, &["alice".to_owned()]).unwrap();
+        let (cert, key) =
+            crate::certs::issue_server(d, "server", &["localhost".to_owned()]).unwrap();
+        let ca = d.join("ca.pem");
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(certificates(&ca, "CA").unwrap().remove(0))
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = |with_cert: bool| {
+            let b = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots.clone());
+            if with_cert {
+                let chain = certificates(&d.join("client-alice.pem"), "c").unwrap();
+                let key = PrivateKeyDer::from_pem_file(d.join("client-alice.key")).unwrap();
+                b.with_client_auth_cert(chain, key).unwrap()
+            } else {
+                b.with_no_client_auth()
+            }
+        };
+        let listener = |auth| {
+            let clients = ClientCerts::of(auth, Some(&ca), "test").unwrap();
+            ServerTls::load(&cert, &key, clients.as_ref())
+                .unwrap()
+                .config()
+        };
+        // Required: the certificate's common name is the client's; none is refused.
+        let s = handshake(listener(ClientAuth::Required), client(true)).unwrap();
+        assert_eq!(certificate_name(&s).as_deref(), Some("alice"));
+        assert!(handshake(listener(ClientAuth::Required), client(false)).is_err());
+        // Requested: with or without one.
+        let s = handshake(listener(ClientAuth::Requested), client(false)).unwrap();
+        assert_eq!(certificate_name(&s), None);
+        let s = handshake(listener(ClientAuth::Requested), client(true)).unwrap();
+        assert_eq!(certificate_name(&s).as_deref(), Some("alice"));
+        // Not asked for: a certificate sent anyway names no one.
+        let s = handshake(listener(ClientAuth::None), client(true)).unwrap();
+        assert_eq!(certificate_name(&s), None);
+        // A certificate of another CA is refused.
+        let other = tempfile::tempdir().unwrap();
+        crate::certs::issue_clients(other.path(), &["mallory".to_owned()]).unwrap();
+        let chain = certificates(&other.path().join("client-mallory.pem"), "c").unwrap();
+        let k = PrivateKeyDer::from_pem_file(other.path().join("client-mallory.key")).unwrap();
+        let forged = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_client_auth_cert(chain, k)
+            .unwrap();
+        assert!(handshake(listener(ClientAuth::Requested), forged).is_err());
+        // Asked for without a CA: a clear error.
+        let e = ClientCerts::of(ClientAuth::Required, None, "kafka.tls_client_auth").unwrap_err();
+        assert!(e.to_string().contains("kafka.tls_client_auth"), "{e}");
     }
 
     #[test]

@@ -193,7 +193,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Read before anything listens: a certificate that does not load stops the start.
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(Arc::new(
-            meridian_security::tls::ServerTls::load(cert, key)
+            meridian_security::tls::ServerTls::load(cert, key, None)
                 .context("the console's TLS (tls_cert, tls_key)")?,
         )),
         _ => None,

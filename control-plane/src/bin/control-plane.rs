@@ -15,6 +15,7 @@ use meridian_control_plane::metadata::{SCHEMA_VERSION, keys};
 use meridian_control_plane::reconcile;
 use meridian_control_plane::store::{EmbeddedStore, EtcdStore, Store};
 use meridian_daemon::listener::grpc;
+use meridian_security::tls::ClientAuth;
 use serde::Deserialize;
 
 /// Meridian's control plane.
@@ -70,6 +71,13 @@ struct Args {
     /// The API's private key (PEM, its owner's only).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Whether callers are asked for a client certificate: none, requested or required
+    /// (a valid one's common name is the caller's user when the call carries no token).
+    #[arg(long, value_name = "WHEN")]
+    tls_client_auth: Option<ClientAuth>,
+    /// The CA (PEM) callers' certificates must be signed by.
+    #[arg(long, value_name = "PEM")]
+    tls_client_ca: Option<PathBuf>,
     /// The CA of the gRPC APIs: calls to brokers go over TLS trusting it.
     #[arg(long, value_name = "PEM")]
     grpc_ca: Option<PathBuf>,
@@ -100,6 +108,8 @@ struct Config {
     grpc_allow_anonymous: bool,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    tls_client_auth: ClientAuth,
+    tls_client_ca: Option<PathBuf>,
     grpc_ca: Option<PathBuf>,
 }
 
@@ -122,6 +132,8 @@ impl Default for Config {
             grpc_allow_anonymous: false,
             tls_cert: None,
             tls_key: None,
+            tls_client_auth: ClientAuth::None,
+            tls_client_ca: None,
             grpc_ca: None,
         }
     }
@@ -174,6 +186,12 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     }
     if !args.admins.is_empty() {
         c.admins = args.admins.clone();
+    }
+    if let Some(v) = args.tls_client_auth {
+        c.tls_client_auth = v;
+    }
+    if let Some(v) = &args.tls_client_ca {
+        c.tls_client_ca = Some(v.clone());
     }
     if args.tls_cert.is_some() {
         c.tls_cert = args.tls_cert.clone();
@@ -275,17 +293,17 @@ fn main() -> std::process::ExitCode {
 async fn run(config: Config) -> anyhow::Result<()> {
     // Who may call the API, and this process's own token for its calls to brokers: read
     // before anything listens, so a bad file stops the start.
-    let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => {
-            let tls = Arc::new(
-                meridian_security::tls::ServerTls::load(cert, key)
-                    .context("the API's TLS (tls_cert, tls_key)")?,
-            );
-            let source: grpc::TlsSource = Arc::new(move || tls.config());
-            Some(source)
-        }
-        _ => None,
-    };
+    let tls = meridian_security::tls::listener_tls(
+        "",
+        config.tls_cert.as_deref(),
+        config.tls_key.as_deref(),
+        config.tls_client_auth,
+        config.tls_client_ca.as_deref(),
+    )?
+    .map(|tls| {
+        let tls = Arc::new(tls);
+        Arc::new(move || tls.config()) as grpc::TlsSource
+    });
     meridian_daemon::calls::identify(
         config.token_file.as_deref(),
         "token_file",

@@ -2,8 +2,10 @@
 //! Bearer TOKEN`, checks it against the daemon's tokens file
 //! (`meridian_security::tokens`) and puts the caller ([`Caller`]) in the request's
 //! extensions, where the API's methods find it to decide what it may do. A token that is
-//! not known is refused (`UNAUTHENTICATED`) whatever the method; a request without one is
-//! refused too when credentials are required, else it goes on as anonymous.
+//! not known is refused (`UNAUTHENTICATED`) whatever the method. A request without one
+//! on a TLS connection whose client presented a certificate the listener checked
+//! (`tls_client_auth`) is the certificate's user (`User:COMMON-NAME`); otherwise it is
+//! refused when credentials are required, else it goes on as anonymous.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -107,10 +109,12 @@ impl<S> Authenticated<S> {
     }
 }
 
-/// The caller a request's headers name, or why it is refused.
+/// The caller a request's headers name (or, without a token, its connection's client
+/// certificate: `certified`, its common name), or why it is refused.
 pub fn authenticate(
     auth: &Authentication,
     headers: &http::HeaderMap,
+    certified: Option<&str>,
 ) -> Result<Caller, tonic::Status> {
     let presented = headers
         .get(http::header::AUTHORIZATION)
@@ -123,6 +127,9 @@ pub fn authenticate(
                 })
         })
         .transpose()?;
+    if let (None, Some(name)) = (presented, certified) {
+        return Ok(Caller::Known(Principal::User(name.to_owned())));
+    }
     match (presented, &auth.tokens) {
         (_, None) => Ok(Caller::Unchecked),
         (Some(token), Some(tokens)) => match tokens.verify(token.trim()) {
@@ -161,7 +168,11 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        match authenticate(&self.auth, request.headers()) {
+        let certified = request
+            .extensions()
+            .get::<super::grpc::ConnectionInfo>()
+            .and_then(|c| c.certified().map(str::to_owned));
+        match authenticate(&self.auth, request.headers(), certified.as_deref()) {
             Ok(caller) => {
                 request.extensions_mut().insert(caller);
                 Box::pin(self.inner.call(request))
@@ -203,9 +214,9 @@ mod tests {
     #[test]
     fn a_known_token_names_its_caller_and_others_are_refused() {
         let (a, token) = auth(true);
-        let caller = authenticate(&a, &headers(Some(&format!("Bearer {token}")))).unwrap();
+        let caller = authenticate(&a, &headers(Some(&format!("Bearer {token}"))), None).unwrap();
         assert_eq!(caller, Caller::Known(Principal::Mirror("eu".into())));
-        let refused = |h| authenticate(&a, &h).unwrap_err().code();
+        let refused = |h| authenticate(&a, &h, None).unwrap_err().code();
         assert_eq!(refused(headers(None)), tonic::Code::Unauthenticated);
         assert_eq!(
             refused(headers(Some("Bearer mrd_unknown"))),
@@ -214,15 +225,31 @@ mod tests {
         assert_eq!(refused(headers(Some(&token))), tonic::Code::Unauthenticated);
         // Not required: anonymous goes on, a wrong token still does not.
         let (a, _) = auth(false);
-        let anonymous = authenticate(&a, &headers(None)).unwrap();
+        let anonymous = authenticate(&a, &headers(None), None).unwrap();
         assert_eq!(anonymous, Caller::Anonymous);
-        assert!(authenticate(&a, &headers(Some("Bearer mrd_x"))).is_err());
+        assert!(authenticate(&a, &headers(Some("Bearer mrd_x")), None).is_err());
         // No tokens at all: unchecked.
         let off = Authentication::default();
         assert_eq!(
-            authenticate(&off, &headers(None)).unwrap(),
+            authenticate(&off, &headers(None), None).unwrap(),
             Caller::Unchecked
         );
+        // A client certificate, without a token: its user; a token presented wins.
+        let (a, token) = auth(true);
+        assert_eq!(
+            authenticate(&a, &headers(None), Some("alice")).unwrap(),
+            Caller::Known(Principal::User("alice".into()))
+        );
+        assert_eq!(
+            authenticate(
+                &a,
+                &headers(Some(&format!("Bearer {token}"))),
+                Some("alice")
+            )
+            .unwrap(),
+            Caller::Known(Principal::Mirror("eu".into()))
+        );
+        assert!(authenticate(&a, &headers(Some("Bearer mrd_x")), Some("alice")).is_err());
         // What a caller may do is its principal's.
         let us = |p: &Principal| *p == Principal::Mirror("us".into());
         let mirror = Caller::Known(Principal::Mirror("eu".into()));

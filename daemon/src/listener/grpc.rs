@@ -191,7 +191,8 @@ impl std::fmt::Debug for Io {
 
 impl Io {
     /// Drives the handshake; ready once the stream carries bytes (or failed).
-    fn poll_ready(&mut self, cx: &mut Context<'_>, peer: &SocketAddr) -> Poll<io::Result<()>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>, info: &ConnectionInfo) -> Poll<io::Result<()>> {
+        let peer = &info.remote;
         let Io::Handshaking(accept) = self else {
             return Poll::Ready(match self {
                 Io::Failed => Err(io::Error::other("the TLS handshake failed")),
@@ -201,6 +202,9 @@ impl Io {
         match Pin::new(accept.as_mut()).poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(tls)) => {
+                if let Some(name) = meridian_security::tls::certificate_name(tls.get_ref().1) {
+                    let _ = info.certified.set(name);
+                }
                 *self = Io::Tls(Box::new(tls));
                 Poll::Ready(Ok(()))
             }
@@ -234,6 +238,16 @@ pub struct ConnectionInfo {
     prefix: &'static str,
     refused: Option<Arc<Refused>>,
     activity: Arc<Activity>,
+    /// The common name of the client's certificate, once a TLS handshake in which it
+    /// presented one the listener checked is done (requests come after it).
+    certified: Arc<std::sync::OnceLock<String>>,
+}
+
+impl ConnectionInfo {
+    /// The common name of the certificate the client presented, if any.
+    pub fn certified(&self) -> Option<&str> {
+        self.certified.get().map(String::as_str)
+    }
 }
 
 /// A connection's requests in flight and when that count last changed.
@@ -303,6 +317,7 @@ impl Connection {
                 prefix,
                 refused,
                 activity: Arc::new(Activity(Mutex::new((0, now)))),
+                certified: Arc::default(),
             },
             idle_timeout,
             close_by,
@@ -335,7 +350,7 @@ impl AsyncRead for Connection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let ready = match this.stream.poll_ready(cx, &this.info.remote) {
+        let ready = match this.stream.poll_ready(cx, &this.info) {
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Ready(Ok(())) => true,
             Poll::Pending => false,
@@ -381,7 +396,7 @@ impl AsyncWrite for Connection {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        std::task::ready!(this.stream.poll_ready(cx, &this.info.remote))?;
+        std::task::ready!(this.stream.poll_ready(cx, &this.info))?;
         this.stream.io().poll_write(cx, buf)
     }
 
@@ -391,7 +406,7 @@ impl AsyncWrite for Connection {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        std::task::ready!(this.stream.poll_ready(cx, &this.info.remote))?;
+        std::task::ready!(this.stream.poll_ready(cx, &this.info))?;
         this.stream.io().poll_write_vectored(cx, bufs)
     }
 
@@ -405,7 +420,7 @@ impl AsyncWrite for Connection {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        std::task::ready!(this.stream.poll_ready(cx, &this.info.remote))?;
+        std::task::ready!(this.stream.poll_ready(cx, &this.info))?;
         this.stream.io().poll_flush(cx)
     }
 

@@ -366,20 +366,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Who may call the gRPC API, and this broker's own token for its calls: read before
     // anything listens, so a bad file stops the start.
     let authentication = grpc_auth(&config)?;
-    let grpc_tls = match (&config.grpc.tls_cert, &config.grpc.tls_key) {
-        (Some(cert), Some(key)) => {
-            let tls = Arc::new(
-                meridian_security::tls::ServerTls::load(cert, key)
-                    .context("the gRPC API's TLS (grpc.tls_cert, grpc.tls_key)")?,
-            );
-            let source: grpc::TlsSource = Arc::new(move || tls.config());
-            Some(source)
-        }
-        _ => None,
-    };
+    let grpc_tls = meridian_security::tls::listener_tls(
+        "grpc.",
+        config.grpc.tls_cert.as_deref(),
+        config.grpc.tls_key.as_deref(),
+        config.grpc.tls_client_auth,
+        config.grpc.tls_client_ca.as_deref(),
+    )?
+    .map(|tls| {
+        let tls = Arc::new(tls);
+        Arc::new(move || tls.config()) as grpc::TlsSource
+    });
     // Read before anything listens: a certificate that does not load stops the start.
-    let mut kafka_tls = meridian_region_broker::kafka::load_tls(&config.kafka)
-        .context("the Kafka listener's TLS (kafka.tls_cert, kafka.tls_key)")?;
+    let mut kafka_tls = meridian_region_broker::kafka::load_tls(&config.kafka)?;
     let kafka = match config.kafka_listen {
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!("binding the Kafka listener to {addr}: is another broker running there?")

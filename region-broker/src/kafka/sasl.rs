@@ -73,11 +73,14 @@ pub(super) enum Next {
 }
 
 impl Session {
-    pub(super) fn new(offered: &[Offered]) -> Session {
-        if offered.is_empty() {
-            Session::Open
-        } else {
-            Session::Start
+    /// A new connection's: with SASL offered it must authenticate (Kafka's SASL_SSL: the
+    /// SASL user is the principal, a client certificate only opened the connection);
+    /// without, a client certificate's name is its user (Kafka's SSL listener).
+    pub(super) fn new(offered: &[Offered], certified: Option<String>) -> Session {
+        match certified {
+            _ if !offered.is_empty() => Session::Start,
+            Some(name) => Session::Authenticated(name),
+            None => Session::Open,
         }
     }
 

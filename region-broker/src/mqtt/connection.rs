@@ -58,8 +58,15 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// How long a write to a client may take before the connection is closed.
 const WRITE_WAIT: Duration = Duration::from_secs(30);
 /// Serves one connection until it ends.
-pub(super) async fn run<S>(mqtt: Arc<Mqtt>, mut stream: S, peer: SocketAddr)
-where
+///
+/// `certified`: the common name of the client's certificate, when it presented one the
+/// listener checked: its user name, no password asked.
+pub(super) async fn run<S>(
+    mqtt: Arc<Mqtt>,
+    mut stream: S,
+    peer: SocketAddr,
+    certified: Option<String>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     // Grows with what arrives: an idle connection holds little.
@@ -114,15 +121,19 @@ where
         commit_task: None,
         principal: format!(
             "User:{}",
-            login
+            certified.as_deref().unwrap_or_else(|| login
                 .as_ref()
                 .map(|l| l.username.as_str())
                 .filter(|u| !u.is_empty())
-                .unwrap_or("ANONYMOUS")
+                .unwrap_or("ANONYMOUS"))
         ),
         host: peer.ip().to_string(),
     };
-    let accepted = match super::login::check(&mqtt, login.as_ref(), peer).await {
+    let checked = match &certified {
+        Some(_) => Ok(()),
+        None => super::login::check(&mqtt, login.as_ref(), peer).await,
+    };
+    let accepted = match checked {
         Ok(()) => conn.accept(connect, will).await,
         Err(code) => Err(code),
     };
