@@ -9,7 +9,18 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 /// What a user may do. Ordered: each role may do everything of the ones below it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Sees everything, changes nothing.
@@ -32,7 +43,7 @@ impl Role {
 }
 
 /// A user of the configuration file.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     /// Login name.

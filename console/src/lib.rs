@@ -16,6 +16,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod charts;
+pub mod config;
 pub mod data;
 pub mod https;
 pub mod mirrors;

@@ -6,6 +6,7 @@
 
 pub mod api;
 mod callers;
+pub mod config;
 pub mod election;
 pub mod metadata;
 pub mod placement;

@@ -9,7 +9,9 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 /// Congestion control on the links.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Congestion {
     /// BBR: paces by measured bandwidth and round trip; random loss does not halve the rate
@@ -60,7 +62,7 @@ impl std::str::FromStr for Peer {
 }
 
 /// Everything a mirror runs with.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// This mirror's region.

@@ -18,7 +18,7 @@ pub use auth::AuthConfig;
 pub use replication::{MasterSlaveGroup, Peer, ReplicationConfig};
 
 /// Everything a `region-broker` needs to run.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// This broker's id within its region.
@@ -78,7 +78,7 @@ pub const KAFKA_SASL_MECHANISMS: [&str; 3] = ["SCRAM-SHA-512", "SCRAM-SHA-256", 
 
 /// The `[kafka]` section: what the Kafka listener holds at most, and how its clients
 /// connect (TLS, SASL).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaLimits {
     /// Open connections at once; past it a new connection is closed at once (Kafka's
@@ -93,6 +93,7 @@ pub struct KafkaLimits {
     /// Bytes of request frames all connections together hold at once (Kafka's
     /// `queued.max.request.bytes`); a connection past it waits before reading on. At least
     /// the largest frame (64 MiB).
+    #[schemars(extend("x-unit" = "bytes"))]
     pub request_memory_max: usize,
     /// A consumer group with no members this long is forgotten by its coordinator (its
     /// committed offsets stay in the journal; Kafka drops an empty group's metadata too).
@@ -137,7 +138,7 @@ impl Default for KafkaLimits {
 
 /// The `[mqtt]` section: what the MQTT listener holds at most, and where MQTT topic names
 /// live.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
     /// Open connections at once (TCP and WebSocket together); past it a CONNECT is answered
@@ -229,7 +230,7 @@ impl Default for MqttConfig {
 }
 
 /// One `[[mqtt.mapping]]`: MQTT topic names starting with `prefix` live in `topic`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MqttMapping {
     /// A topic-name prefix of whole levels: ends with `/` (`factory/line1/`).
@@ -264,7 +265,7 @@ impl MqttMapping {
 
 /// The `[transactions]` section: what a log group's transaction coordinator holds at most,
 /// and how it settles a native transaction left in doubt.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TransactionsConfig {
     /// Transactional ids one coordinator knows at once (open and recently ended).
@@ -303,7 +304,7 @@ impl Default for TransactionsConfig {
 
 /// The `[grpc]` section: what the gRPC API's listener holds at most (tonic limits neither
 /// connections nor idle time; `meridian_daemon::listener::grpc` does).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct GrpcLimits {
     /// Open connections at once; past it a new connection's requests are answered
@@ -359,7 +360,7 @@ impl GrpcLimits {
 }
 
 /// The `[storage]` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     /// Size of each preallocated journal segment.

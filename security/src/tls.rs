@@ -84,7 +84,17 @@ impl<T: Clone> Watched<T> {
 /// mosquitto's `require_certificate`). A certificate a client presents is checked
 /// against the listener's client CA, and its subject's common name names the client
 /// ([`certificate_name`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientAuth {
     /// No certificate is asked for.

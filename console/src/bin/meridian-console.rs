@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use meridian_console::auth::{Auth, User};
+use meridian_console::auth::Auth;
+use meridian_console::config::Config;
 use meridian_console::{Console, audit::Audit};
-use serde::Deserialize;
 
 /// Meridian's web console.
 #[derive(Debug, Parser)]
@@ -60,38 +60,6 @@ struct Args {
 enum Command {
     /// Reads a password on standard input; prints its hash for a [[users]] entry.
     HashPassword,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct Config {
-    listen: SocketAddr,
-    metrics_listen: Option<SocketAddr>,
-    control: String,
-    audit_log: PathBuf,
-    mirrors: Vec<String>,
-    users: Vec<User>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    token_file: Option<PathBuf>,
-    grpc_ca: Option<PathBuf>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            listen: "127.0.0.1:7800".parse().expect("valid address"),
-            metrics_listen: None,
-            control: "127.0.0.1:7300".into(),
-            audit_log: PathBuf::from("meridian-console-audit.log"),
-            mirrors: Vec::new(),
-            users: Vec::new(),
-            tls_cert: None,
-            tls_key: None,
-            token_file: None,
-            grpc_ca: None,
-        }
-    }
 }
 
 fn config(args: &Args) -> anyhow::Result<Config> {

@@ -10,13 +10,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use meridian_control_plane::api::ControlService;
+use meridian_control_plane::config::Config;
 use meridian_control_plane::election::{self, Leader};
 use meridian_control_plane::metadata::{SCHEMA_VERSION, keys};
 use meridian_control_plane::reconcile;
 use meridian_control_plane::store::{EmbeddedStore, EtcdStore, Store};
 use meridian_daemon::listener::grpc;
 use meridian_security::tls::ClientAuth;
-use serde::Deserialize;
 
 /// Meridian's control plane.
 #[derive(Debug, Parser)]
@@ -87,56 +87,6 @@ struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct Config {
-    id: String,
-    listen: SocketAddr,
-    metrics_listen: SocketAddr,
-    store: String,
-    leader_lease_ms: u64,
-    broker_lease_ms: u64,
-    regions: Vec<String>,
-    connections_max: usize,
-    connections_per_address_max: usize,
-    idle_timeout_ms: u64,
-    tokens_file: Option<PathBuf>,
-    token_file: Option<PathBuf>,
-    admins: Vec<String>,
-    grpc_allow_anonymous: bool,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    tls_client_auth: ClientAuth,
-    tls_client_ca: Option<PathBuf>,
-    grpc_ca: Option<PathBuf>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            id: "control-1".into(),
-            listen: "127.0.0.1:7300".parse().expect("valid address"),
-            metrics_listen: "127.0.0.1:9300".parse().expect("valid address"),
-            store: "embedded:meridian-data/control.redb".into(),
-            leader_lease_ms: 3000,
-            broker_lease_ms: 9000,
-            regions: Vec::new(),
-            connections_max: 4096,
-            connections_per_address_max: 1024,
-            idle_timeout_ms: 600_000,
-            tokens_file: None,
-            token_file: None,
-            admins: Vec::new(),
-            grpc_allow_anonymous: false,
-            tls_cert: None,
-            tls_key: None,
-            tls_client_auth: ClientAuth::None,
-            tls_client_ca: None,
-            grpc_ca: None,
-        }
-    }
 }
 
 fn config(args: &Args) -> anyhow::Result<Config> {

@@ -10,7 +10,7 @@ use super::ValueError;
 
 /// The `[replication]` section: a static description of the region's brokers. With peers, every
 /// log group is a raft group over all of them (replication factor = number of brokers).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReplicationConfig {
     /// Address of the inter-broker raft transport.
@@ -60,7 +60,9 @@ impl Default for ReplicationConfig {
 }
 
 /// A log group replicated master-slave, and the broker that is its master at first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct MasterSlaveGroup {
     /// The log group.
@@ -82,7 +84,7 @@ impl MasterSlaveGroup {
 }
 
 /// One broker of the region.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Peer {
     /// Its broker id.

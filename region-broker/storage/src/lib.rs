@@ -40,7 +40,9 @@ pub use throttle::{LOG_EVERY, LogThrottle};
 pub type PartitionKey = (u32, u32);
 
 /// When appended data is made durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum FlushPolicy {
     /// fsync before acknowledging; one fsync acknowledges every producer waiting on it
