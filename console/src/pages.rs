@@ -43,7 +43,8 @@ pub fn routes() -> axum::Router<App> {
         .route("/mirrors", get(mirrors))
         .route("/transactions", get(transactions::transactions))
         .route("/mqtt", get(mqtt::mqtt))
-        .route("/acls", get(acls::acls))
+        .route("/acls", get(acls::acls).post(acls::add_acl))
+        .route("/acls/delete", post(acls::delete_acl))
         .route("/topics/{name}/home", get(confirm_home).post(move_home))
 }
 

@@ -470,6 +470,55 @@ async fn an_sre_operates_the_platform_from_a_browser() {
         row.contains("east") && row.contains("read") && row.contains("prefixed"),
         "{acls}"
     );
+    // The admin adds a binding from the page, the brokers hold it, and deletes it again.
+    let east_acls = || {
+        let (code, out, err) =
+            meridian_control(&cp.addr, &["--region", "east", "--json", "acl", "list"]);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let choose = |css: &'static str, value: &'static str| {
+        let b = b.clone();
+        async move {
+            b.find(Locator::Css(css))
+                .await
+                .unwrap()
+                .select_by_value(value)
+                .await
+                .unwrap();
+        }
+    };
+    choose("#acl-region", "east").await;
+    fill(&b, "#acl-principal", "User:web-writer").await;
+    choose("#acl-operation", "write").await;
+    fill(&b, "#acl-name", "web-sensors").await;
+    click(&b, "#add-acl").await;
+    let notice = see(&b, "#notice", "Added").await;
+    assert!(notice.contains("User:web-writer write"), "{notice}");
+    let listed = east_acls();
+    assert!(
+        listed.contains("\"principal\":\"User:web-writer\"")
+            && listed.contains("\"operation\":\"write\""),
+        "{listed}"
+    );
+    // A binding the brokers refuse: the page says why, nothing is added.
+    choose("#acl-region", "east").await;
+    fill(&b, "#acl-principal", "User:web-writer").await;
+    choose("#acl-resource", "cluster").await;
+    fill(&b, "#acl-name", "not-the-cluster").await;
+    click(&b, "#add-acl").await;
+    let error = see(&b, "#error", "cluster").await;
+    assert!(!error.is_empty(), "{error}");
+    assert!(!east_acls().contains("not-the-cluster"));
+    click(
+        &b,
+        "button.delete-acl[data-principal='User:web-writer'][data-operation='write']",
+    )
+    .await;
+    let notice = see(&b, "#notice", "Deleted").await;
+    assert!(notice.contains("User:web-writer"), "{notice}");
+    assert!(!east_acls().contains("User:web-writer"));
+    shot(&b, "acls").await;
     let _ = device.kill();
     let _ = device.wait();
     let sessions = see_at(&b, mqtt_page, "#mqtt-sessions", "disconnected").await;
@@ -674,6 +723,14 @@ async fn an_sre_operates_the_platform_from_a_browser() {
     )
     .await;
     assert_eq!(status, 403, "a viewer's failover is refused");
+    let status = post(
+        console,
+        "/acls",
+        &cookie,
+        &format!("csrf={csrf}&region=east&principal=User:vic&permission=allow&operation=all&resource_type=cluster&pattern=literal&name=kafka-cluster"),
+    )
+    .await;
+    assert_eq!(status, 403, "a viewer's ACL is refused");
     // And anyone's POST without the session's token.
     let status = post(console, "/topics", &cookie, "csrf=forged&name=x").await;
     assert_eq!(status, 403, "a forged form is refused");
