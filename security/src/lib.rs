@@ -4,7 +4,8 @@
 //! other: [`password`] hashes and checks the console's passwords (argon2), [`certs`]
 //! issues the CA and per-region certificates of the mirrors' mutual TLS (rcgen), [`scram`] the
 //! SCRAM exchange and credentials of Kafka's SASL, [`tls`] listeners' TLS identities, read
-//! again when their files change, [`tokens`] the API tokens of the gRPC APIs.
+//! again when their files change, [`tokens`] the API tokens of the gRPC APIs (the tokens
+//! file read again when it changes too).
 
 pub mod acl;
 pub mod certs;
@@ -12,3 +13,4 @@ pub mod password;
 pub mod scram;
 pub mod tls;
 pub mod tokens;
+mod watched;

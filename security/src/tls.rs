@@ -3,82 +3,13 @@
 //! the new one, connections open keep theirs (no restart).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// How often the files are looked at (a `stat` of each, on an accept at most this often).
-const CHECK_EVERY: Duration = Duration::from_secs(1);
-
-/// A value loaded from files and loaded again when one of them changes (a change that
-/// does not load is logged and the last good value kept).
-/// Reads a value from its files.
-type Loader<T> = Box<dyn Fn(&[PathBuf]) -> anyhow::Result<T> + Send + Sync>;
-
-struct Watched<T> {
-    files: Vec<PathBuf>,
-    load: Loader<T>,
-    state: Mutex<State<T>>,
-}
-
-impl<T> std::fmt::Debug for Watched<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Watched")
-            .field("files", &self.files)
-            .finish()
-    }
-}
-
-struct State<T> {
-    value: T,
-    modified: Vec<Option<SystemTime>>,
-    checked: Instant,
-}
-
-impl<T: Clone> Watched<T> {
-    fn load(
-        files: Vec<PathBuf>,
-        load: impl Fn(&[PathBuf]) -> anyhow::Result<T> + Send + Sync + 'static,
-    ) -> anyhow::Result<Self> {
-        let value = load(&files)?;
-        Ok(Watched {
-            state: Mutex::new(State {
-                value,
-                modified: files.iter().map(|f| modified(f)).collect(),
-                checked: Instant::now(),
-            }),
-            files,
-            load: Box::new(load),
-        })
-    }
-
-    fn get(&self) -> T {
-        let mut state = self.state.lock().expect("TLS state poisoned");
-        if state.checked.elapsed() >= CHECK_EVERY {
-            state.checked = Instant::now();
-            let now: Vec<_> = self.files.iter().map(|f| modified(f)).collect();
-            if now != state.modified {
-                state.modified = now;
-                match (self.load)(&self.files) {
-                    Ok(v) => {
-                        tracing::info!(files = ?self.files, "TLS certificate read again");
-                        metrics::counter!("meridian_tls_reloads_total").increment(1);
-                        state.value = v;
-                    }
-                    Err(e) => tracing::warn!(
-                        files = ?self.files,
-                        error = format!("{e:#}"),
-                        "a changed TLS certificate or key does not load; the previous one stays in use"
-                    ),
-                }
-            }
-        }
-        state.value.clone()
-    }
-}
+use crate::watched::Watched;
 
 /// Whether a listener asks its clients for a certificate (Kafka's `ssl.client.auth`,
 /// mosquitto's `require_certificate`). A certificate a client presents is checked
@@ -191,9 +122,11 @@ impl ServerTls {
             files.push(c.ca.clone());
             c.auth
         });
-        Ok(ServerTls(Watched::load(files, move |f| {
-            server_config(&f[0], &f[1], auth.map(|a| (a, f[2].as_path())))
-        })?))
+        Ok(ServerTls(Watched::load(
+            "TLS certificate",
+            files,
+            move |f| server_config(&f[0], &f[1], auth.map(|a| (a, f[2].as_path()))),
+        )?))
     }
 
     /// The configuration to accept a connection with: read again first when a file
@@ -221,7 +154,9 @@ impl PeerTls {
             .with_context(|| format!("{peer_name:?} is not a DNS name"))?;
         let files = vec![ca.to_owned(), cert.to_owned(), key.to_owned()];
         let owned = peer_name.to_owned();
-        let configs = Watched::load(files, move |f| peer_configs(&f[0], &f[1], &f[2], &owned))?;
+        let configs = Watched::load("TLS certificate", files, move |f| {
+            peer_configs(&f[0], &f[1], &f[2], &owned)
+        })?;
         Ok(PeerTls {
             configs,
             peer_name: name,
@@ -357,10 +292,6 @@ impl rustls::server::danger::ClientCertVerifier for NamedClients {
     }
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
 /// Reads a PEM certificate chain.
 pub fn certificates(path: &Path, what: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
@@ -447,15 +378,15 @@ mod tests {
         let first = tls.config();
         // Unchanged: the same configuration.
         assert!(Arc::ptr_eq(&first, &tls.config()));
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(std::time::Duration::from_millis(20));
         write("b.test");
-        tls.0.state.lock().unwrap().checked -= CHECK_EVERY;
+        tls.0.look_again();
         let second = tls.config();
         assert!(!Arc::ptr_eq(&first, &second), "a new certificate is read");
         // A broken file: the last good configuration stays.
         std::fs::write(&cert, "not pem").unwrap();
-        tls.0.state.lock().unwrap().modified[0] = None;
-        tls.0.state.lock().unwrap().checked -= CHECK_EVERY;
+        tls.0.forget_modified();
+        tls.0.look_again();
         assert!(Arc::ptr_eq(&second, &tls.config()));
         // A key others may read is refused at load, naming the fix.
         use std::os::unix::fs::PermissionsExt;

@@ -160,6 +160,28 @@ impl Tokens {
     }
 }
 
+/// A daemon's tokens file, read again when it changes: a token added with `meridian token
+/// create` is accepted, and one removed from the file refused, within a second, without a
+/// restart. A change that does not load (a half-written file, a mode others may read) is
+/// logged and the tokens before it kept.
+#[derive(Debug)]
+pub struct TokensFile(crate::watched::Watched<std::sync::Arc<Tokens>>);
+
+impl TokensFile {
+    /// Reads `path` (its owner's only); the error names the file and the entry.
+    pub fn load(path: &Path) -> anyhow::Result<TokensFile> {
+        let watched = crate::watched::Watched::load("tokens file", vec![path.to_owned()], |f| {
+            Tokens::load(&f[0]).map(std::sync::Arc::new)
+        })?;
+        Ok(TokensFile(watched))
+    }
+
+    /// The tokens as the file holds them now.
+    pub fn tokens(&self) -> std::sync::Arc<Tokens> {
+        self.0.get()
+    }
+}
+
 fn decode_hash(hex: &str) -> anyhow::Result<[u8; 32]> {
     if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         bail!("sha256 must be 64 hex digits (`meridian token create` writes it)");
@@ -201,6 +223,43 @@ pub fn render(entries: &[Entry]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_tokens_file_is_read_again_when_it_changes_and_a_broken_one_is_not_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        let write = |tokens: &[(&str, &str)]| {
+            let entries: Vec<Entry> = tokens
+                .iter()
+                .map(|(p, t)| Entry {
+                    principal: (*p).into(),
+                    sha256: hash(t),
+                })
+                .collect();
+            crate::certs::write_private(&path, &render(&entries)).unwrap();
+        };
+        let (a, b) = (generate().unwrap(), generate().unwrap());
+        write(&[("User:a", &a)]);
+        let file = TokensFile::load(&path).unwrap();
+        assert!(file.tokens().verify(&a).is_some());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write(&[("User:b", &b)]);
+        file.0.look_again();
+        assert!(file.tokens().verify(&b).is_some(), "a token added is taken");
+        assert!(
+            file.tokens().verify(&a).is_none(),
+            "a token removed is refused"
+        );
+        // Broken: the tokens before it stay; mended, the mended file is taken.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        crate::certs::write_private(&path, "not a tokens file").unwrap();
+        file.0.look_again();
+        assert!(file.tokens().verify(&b).is_some());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write(&[("User:a", &a)]);
+        file.0.look_again();
+        assert!(file.tokens().verify(&a).is_some());
+    }
+
     use super::*;
 
     #[test]

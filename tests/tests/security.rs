@@ -680,6 +680,42 @@ async fn grpc_callers_need_a_token_and_each_principal_does_only_its_part() {
     assert_ne!(code, 0);
     assert!(err.contains("User:bob may not fail region r over"), "{err}");
 
+    // Tokens change while the daemons run: a token made now is taken by the control plane
+    // and the broker within a second or two, and refused there once revoked.
+    let carol = make_token(&tokens, "User:carol", None);
+    let served = |args: &[&str], token: &str| cli(args, Some(token), None);
+    let until = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !ok() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let at_control = ["--control", cp.addr.as_str(), "region", "list"];
+    let at_broker = ["--broker", broker_addr.as_str(), "topic", "list"];
+    until("a new token taken by the control plane", &|| {
+        served(&at_control, &carol).0 == 0
+    });
+    until("a new token taken by the broker", &|| {
+        served(&at_broker, &carol).0 == 0
+    });
+    let mut revoke = Command::new(binary("meridian"));
+    revoke
+        .args(["token", "revoke", "User:carol", "--tokens-file"])
+        .arg(&tokens);
+    let (code, _, err) = run(revoke, None);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("of User:carol revoked"), "{err}");
+    until("a revoked token refused by the control plane", &|| {
+        let (code, _, err) = served(&at_control, &carol);
+        code != 0 && err.contains("not known")
+    });
+    until("a revoked token refused by the broker", &|| {
+        let (code, _, err) = served(&at_broker, &carol);
+        code != 0 && err.contains("not known")
+    });
+    assert_eq!(served(&at_control, &bob).0, 0, "the other tokens stay");
+
     // Mirrored appends: only region r's mirror, at region r's broker.
     let mut b = v1::broker_client::BrokerClient::connect(format!("http://{broker_addr}"))
         .await

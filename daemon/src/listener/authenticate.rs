@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use meridian_security::tokens::{Principal, Tokens};
+use meridian_security::tokens::{Principal, TokensFile};
 use tonic::body::Body;
 use tonic::codegen::{Service, http};
 
@@ -67,11 +67,11 @@ impl Caller {
     }
 }
 
-/// How a listener authenticates: the tokens it knows, and whether anonymous requests are
-/// refused.
+/// How a listener authenticates: the tokens it knows (its tokens file, read again when it
+/// changes), and whether anonymous requests are refused.
 #[derive(Debug, Clone, Default)]
 pub struct Authentication {
-    pub tokens: Option<Arc<Tokens>>,
+    pub tokens: Option<Arc<TokensFile>>,
     pub required: bool,
 }
 
@@ -83,8 +83,8 @@ impl Authentication {
     ) -> anyhow::Result<Authentication> {
         let tokens = match tokens_file {
             Some(path) => {
-                let tokens = Tokens::load(path)?;
-                tracing::info!(tokens = tokens.len(), file = %path.display(), anonymous = allow_anonymous, "gRPC calls are authenticated");
+                let tokens = TokensFile::load(path)?;
+                tracing::info!(tokens = tokens.tokens().len(), file = %path.display(), anonymous = allow_anonymous, "gRPC calls are authenticated");
                 Some(Arc::new(tokens))
             }
             None => None,
@@ -132,7 +132,7 @@ pub fn authenticate(
     }
     match (presented, &auth.tokens) {
         (_, None) => Ok(Caller::Unchecked),
-        (Some(token), Some(tokens)) => match tokens.verify(token.trim()) {
+        (Some(token), Some(tokens)) => match tokens.tokens().verify(token.trim()) {
             Some(p) => Ok(Caller::Known(p.clone())),
             None => {
                 metrics::counter!("meridian_grpc_unauthenticated_total").increment(1);
@@ -193,10 +193,12 @@ mod tests {
             principal: "Mirror:eu".into(),
             sha256: tokens::hash(&token),
         }]);
-        let tokens = Tokens::parse(&text).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        meridian_security::certs::write_private(&path, &text).unwrap();
         (
             Authentication {
-                tokens: Some(Arc::new(tokens)),
+                tokens: Some(Arc::new(TokensFile::load(&path).unwrap())),
                 required,
             },
             token,
