@@ -330,11 +330,11 @@ impl control_plane_server::ControlPlane for ControlService {
                 b.region
             )));
         }
-        if b.grpc.parse::<std::net::SocketAddr>().is_err()
-            || b.raft.parse::<std::net::SocketAddr>().is_err()
+        if meridian_proto::names::host_port(&b.grpc).is_none()
+            || meridian_proto::names::host_port(&b.raft).is_none()
         {
             return Err(Status::invalid_argument(format!(
-                "broker {} gives addresses {:?} and {:?}: both must be IP:PORT",
+                "broker {} gives addresses {:?} and {:?}: both must be HOST:PORT",
                 b.id, b.grpc, b.raft
             )));
         }

@@ -15,6 +15,9 @@ pub struct Config {
     pub id: String,
     /// Address of the ControlPlane gRPC API.
     pub listen: SocketAddr,
+    /// `HOST:PORT` callers reach this process's API at, when not `listen` (a name its TLS
+    /// certificate is valid for): what it names as the leader's address when it leads.
+    pub advertise: Option<String>,
     /// Address of the operational endpoint (`/metrics`, `/healthz`, `/readyz`).
     pub metrics_listen: SocketAddr,
     /// The metadata store: `embedded:PATH` (one file, one process) or
@@ -65,6 +68,7 @@ impl Default for Config {
         Config {
             id: "control-1".into(),
             listen: "127.0.0.1:7300".parse().expect("valid address"),
+            advertise: None,
             metrics_listen: "127.0.0.1:9300".parse().expect("valid address"),
             store: "embedded:meridian-data/control.redb".into(),
             leader_lease_ms: 3000,
@@ -83,5 +87,14 @@ impl Default for Config {
             tls_client_ca: None,
             grpc_ca: None,
         }
+    }
+}
+
+impl Config {
+    /// Where callers reach this process's API (`advertise`, else `listen`).
+    pub fn address(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
     }
 }

@@ -129,3 +129,46 @@ mod tests {
         assert!(validate_offsets_owner("/a").is_err());
     }
 }
+
+/// `HOST:PORT` split into the host (a DNS name, an IPv4 address, or an IPv6 one in
+/// brackets) and the port: how daemons are addressed, by name or address (a broker's
+/// advertised address, the control plane's). None when it is not one.
+pub fn host_port(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let fine = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._:".contains(c));
+    fine.then_some((host, port))
+}
+
+#[cfg(test)]
+mod host_port_tests {
+    use super::host_port;
+
+    #[test]
+    fn names_and_addresses_with_a_port_are_taken_and_nothing_else() {
+        assert_eq!(host_port("localhost:7070"), Some(("localhost", 7070)));
+        assert_eq!(
+            host_port("b-0.us-east-brokers.meridian.svc.cluster.local:9092"),
+            Some(("b-0.us-east-brokers.meridian.svc.cluster.local", 9092))
+        );
+        assert_eq!(host_port("127.0.0.1:1"), Some(("127.0.0.1", 1)));
+        assert_eq!(host_port("[::1]:7070"), Some(("::1", 7070)));
+        for bad in [
+            "localhost",
+            ":7070",
+            "host:",
+            "host:70000",
+            "a b:1",
+            "h/x:1",
+        ] {
+            assert_eq!(host_port(bad), None, "{bad}");
+        }
+    }
+}

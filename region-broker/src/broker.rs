@@ -527,7 +527,7 @@ impl Broker {
     ) -> Result<&meridian_region_client::RegionClient, meridian_region_client::RegionError> {
         self.region_client
             .get_or_try_init(|| {
-                let own = self.config.grpc_listen.to_string();
+                let own = self.config.grpc_address();
                 async move { meridian_region_client::RegionClient::connect(&own).await }
             })
             .await
@@ -557,17 +557,22 @@ impl Broker {
         }
     }
 
-    /// The region's brokers serving Kafka, with their Kafka addresses (this broker's own;
-    /// the others' once the directory carries them).
-    pub fn kafka_brokers(&self) -> Vec<(u32, std::net::SocketAddr)> {
-        let mut out: Vec<(u32, std::net::SocketAddr)> = self
+    /// The region's brokers serving Kafka, with the host and port Kafka clients reach
+    /// them at (this broker's own, advertised or listening; the others' once the directory
+    /// carries them).
+    pub fn kafka_brokers(&self) -> Vec<(u32, String, u16)> {
+        let at = |id: u32, address: &str| {
+            let (host, port) = meridian_proto::names::host_port(address)?;
+            Some((id, host.to_owned(), port))
+        };
+        let mut out: Vec<(u32, String, u16)> = self
             .directory()
             .into_iter()
             .filter(|p| p.id != self.config.broker_id)
-            .filter_map(|p| Some((p.id, p.kafka?.parse().ok()?)))
+            .filter_map(|p| at(p.id, p.kafka.as_deref()?))
             .collect();
-        if let Some(me) = self.config.kafka_listen {
-            out.push((self.config.broker_id, me));
+        if let Some(me) = self.config.kafka_address() {
+            out.extend(at(self.config.broker_id, &me));
         }
         out.sort();
         out

@@ -29,8 +29,15 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Address of the native gRPC API.
     pub grpc_listen: SocketAddr,
+    /// `HOST:PORT` others reach the gRPC API at, when not `grpc_listen` (a DNS name its
+    /// TLS certificate is valid for, a load balancer): registered with the control plane,
+    /// where clients and the region's brokers look it up.
+    pub grpc_advertise: Option<String>,
     /// Address of the Kafka wire-protocol listener (none: not served).
     pub kafka_listen: Option<SocketAddr>,
+    /// `HOST:PORT` Kafka clients are told to connect to, when not `kafka_listen` (Kafka's
+    /// `advertised.listeners`).
+    pub kafka_advertise: Option<String>,
     /// The Kafka listener's bounds (`[kafka]`).
     pub kafka: KafkaLimits,
     /// Where users' credentials are kept (`[auth]`).
@@ -392,7 +399,9 @@ impl Default for Config {
             region: "local".into(),
             data_dir: PathBuf::from("meridian-data/broker-1"),
             grpc_listen: "127.0.0.1:7070".parse().expect("valid address"),
+            grpc_advertise: None,
             kafka_listen: None,
+            kafka_advertise: None,
             kafka: KafkaLimits::default(),
             auth: AuthConfig::default(),
             mqtt_listen: None,
@@ -501,6 +510,24 @@ impl Config {
         })
     }
 
+    /// Where others reach this broker's gRPC API (`grpc_advertise`, else `grpc_listen`).
+    pub fn grpc_address(&self) -> String {
+        self.grpc_advertise
+            .clone()
+            .unwrap_or_else(|| self.grpc_listen.to_string())
+    }
+
+    /// Where Kafka clients reach this broker (`kafka_advertise`, else `kafka_listen`);
+    /// none when it serves no Kafka.
+    pub fn kafka_address(&self) -> Option<String> {
+        self.kafka_listen?;
+        Some(
+            self.kafka_advertise
+                .clone()
+                .unwrap_or_else(|| self.kafka_listen.map(|a| a.to_string()).unwrap_or_default()),
+        )
+    }
+
     /// Checks every value; the broker refuses to start on the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn invalid(
@@ -513,6 +540,27 @@ impl Config {
                 value: value.to_string(),
                 why: why.into(),
             })
+        }
+        for (key, value) in [
+            ("grpc_advertise", &self.grpc_advertise),
+            ("kafka_advertise", &self.kafka_advertise),
+        ] {
+            if let Some(v) = value
+                && meridian_proto::names::host_port(v).is_none()
+            {
+                return invalid(
+                    key,
+                    v,
+                    "must be HOST:PORT (a DNS name or an address, and a port)",
+                );
+            }
+        }
+        if self.kafka_advertise.is_some() && self.kafka_listen.is_none() {
+            return invalid(
+                "kafka_advertise",
+                self.kafka_advertise.as_deref().unwrap_or_default(),
+                "needs kafka_listen: a broker without a Kafka listener advertises none",
+            );
         }
         let (t, k, m, g) = (&self.transactions, &self.kafka, &self.mqtt, &self.grpc);
         // Counts and limits that must be at least 1, each named on its own.
@@ -833,9 +881,13 @@ impl Config {
             if let Some(bad) = self
                 .control
                 .iter()
-                .find(|a| a.parse::<SocketAddr>().is_err())
+                .find(|a| meridian_proto::names::host_port(a).is_none())
             {
-                return invalid("control", bad, "each address must be IP:PORT");
+                return invalid(
+                    "control",
+                    bad,
+                    "each address must be HOST:PORT (a DNS name or an address, and a port)",
+                );
             }
         }
         Ok(())

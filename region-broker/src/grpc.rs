@@ -669,7 +669,7 @@ impl broker_server::Broker for GrpcService {
         if brokers.is_empty() {
             brokers.push(v1::BrokerAddress {
                 id: config.broker_id,
-                grpc: config.grpc_listen.to_string(),
+                grpc: config.grpc_address(),
             });
         }
         Ok(Response::new(v1::LogGroupsResponse {

@@ -693,11 +693,11 @@ fn metadata(broker: &Broker, r: MetadataRequest) -> MetadataResponse {
     let mut out = MetadataResponse::default();
     out.cluster_id = Some(str(&format!("meridian-{}", config.region)));
     out.controller_id = BrokerId(me);
-    for (id, addr) in broker.kafka_brokers() {
+    for (id, host, port) in broker.kafka_brokers() {
         let mut b = MetadataResponseBroker::default();
         b.node_id = BrokerId(id as i32);
-        b.host = str(&addr.ip().to_string());
-        b.port = i32::from(addr.port());
+        b.host = str(&host);
+        b.port = i32::from(port);
         out.brokers.push(b);
     }
     let names: Vec<String> = match r.topics {
@@ -915,11 +915,11 @@ fn describe_cluster(
     out.controller_id = BrokerId(config.broker_id as i32);
     out.endpoint_type = 1;
     out.cluster_authorized_operations = i32::MIN;
-    for (id, addr) in broker.kafka_brokers() {
+    for (id, host, port) in broker.kafka_brokers() {
         let mut b = DescribeClusterBroker::default();
         b.broker_id = BrokerId(id as i32);
-        b.host = str(&addr.ip().to_string());
-        b.port = i32::from(addr.port());
+        b.host = str(&host);
+        b.port = i32::from(port);
         out.brokers.push(b);
     }
     out

@@ -31,6 +31,10 @@ struct Args {
     /// Address of the ControlPlane gRPC API.
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// HOST:PORT callers reach this process's API at, when not --listen (a name its TLS
+    /// certificate is valid for): named as the leader's address when it leads.
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
     /// Address of the Prometheus /metrics endpoint.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
@@ -104,6 +108,9 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     if let Some(v) = args.listen {
         c.listen = v;
     }
+    if let Some(v) = &args.advertise {
+        c.advertise = Some(v.clone());
+    }
     if let Some(v) = args.metrics_listen {
         c.metrics_listen = v;
     }
@@ -149,6 +156,11 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     }
     if args.grpc_ca.is_some() {
         c.grpc_ca = args.grpc_ca.clone();
+    }
+    if let Some(a) = &c.advertise
+        && meridian_proto::names::host_port(a).is_none()
+    {
+        bail!("advertise {a:?}: must be HOST:PORT (a DNS name or an address, and a port)");
     }
     if c.tls_cert.is_some() != c.tls_key.is_some() {
         bail!("tls_cert and tls_key go together: set both for TLS, or neither");
@@ -288,7 +300,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let me = Leader {
         id: config.id.clone(),
-        addr: config.listen.to_string(),
+        addr: config.address(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let election = tokio::spawn(election::run(

@@ -29,9 +29,17 @@ struct Args {
     /// Address of the gRPC API.
     #[arg(long)]
     grpc_listen: Option<SocketAddr>,
+    /// HOST:PORT others reach the gRPC API at, when not --grpc-listen (a name its TLS
+    /// certificate is valid for): registered with the control plane.
+    #[arg(long, value_name = "HOST:PORT")]
+    grpc_advertise: Option<String>,
     /// Address of the Kafka protocol listener (Kafka clients and tools connect here).
     #[arg(long)]
     kafka_listen: Option<SocketAddr>,
+    /// HOST:PORT Kafka clients are told to connect to, when not --kafka-listen (Kafka's
+    /// advertised.listeners).
+    #[arg(long, value_name = "HOST:PORT")]
+    kafka_advertise: Option<String>,
     /// Address of the MQTT listener over TCP (MQTT 3.1.1 and 5 clients connect here).
     #[arg(long)]
     mqtt_listen: Option<SocketAddr>,
@@ -245,6 +253,12 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.grpc_listen {
         c.grpc_listen = v;
+    }
+    if let Some(v) = &args.grpc_advertise {
+        c.grpc_advertise = Some(v.clone());
+    }
+    if let Some(v) = &args.kafka_advertise {
+        c.kafka_advertise = Some(v.clone());
     }
     if let Some(v) = args.metrics_listen {
         c.metrics_listen = v;

@@ -372,14 +372,14 @@ impl Broker {
                 broker: Some(v1::BrokerEndpoint {
                     id: c.broker_id,
                     region: c.region.clone(),
-                    grpc: c.grpc_listen.to_string(),
+                    grpc: c.grpc_address(),
                     raft: c
                         .replication
                         .raft_listen
                         .map(|a| a.to_string())
                         .unwrap_or_default(),
                     live: true,
-                    kafka: c.kafka_listen.map(|a| a.to_string()).unwrap_or_default(),
+                    kafka: c.kafka_address().unwrap_or_default(),
                 }),
             })
             .await

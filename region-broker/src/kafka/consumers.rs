@@ -21,7 +21,7 @@ impl Kafka {
     /// the group's name hashes to (Kafka places a group on the leader of a
     /// `__consumer_offsets` partition the same way), so every broker names the same one
     /// and the group moves with that leader. COORDINATOR_NOT_AVAILABLE while none leads.
-    pub(super) fn coordinator(&self, group: &str) -> Result<(u32, std::net::SocketAddr), i16> {
+    pub(super) fn coordinator(&self, group: &str) -> Result<(u32, String, u16), i16> {
         let g = self
             .broker
             .coordinator_group(group)
@@ -33,7 +33,7 @@ impl Kafka {
         self.broker
             .kafka_brokers()
             .into_iter()
-            .find(|(id, _)| *id == leader)
+            .find(|(id, ..)| *id == leader)
             .ok_or(code::COORDINATOR_NOT_AVAILABLE)
     }
 
@@ -41,7 +41,7 @@ impl Kafka {
     /// again), else NONE.
     pub(super) fn check_coordinator(&self, group: &str) -> i16 {
         match self.coordinator(group) {
-            Ok((id, _)) if id == self.broker.config().broker_id => code::NONE,
+            Ok((id, ..)) if id == self.broker.config().broker_id => code::NONE,
             Ok(_) => code::NOT_COORDINATOR,
             Err(c) => c,
         }
@@ -62,10 +62,10 @@ pub(super) fn find_coordinator(
         _ => Err(code::INVALID_REQUEST),
     };
     match found {
-        Ok((id, addr)) => {
+        Ok((id, host, port)) => {
             out.node_id = BrokerId(id as i32);
-            out.host = str(&addr.ip().to_string());
-            out.port = i32::from(addr.port());
+            out.host = str(&host);
+            out.port = i32::from(port);
         }
         Err(c) => {
             out.error_code = c;
