@@ -11,7 +11,7 @@ use serde::Serialize;
 mod acls;
 mod mqtt;
 
-pub use acls::{AclChange, AclRow, AclsView, acls, alter_acl};
+pub use acls::{AclRow, AclsView, acls, alter_acl};
 pub use mqtt::{MqttRow, MqttStoredRow, MqttView, mqtt_sessions};
 
 /// An error to show: what failed, in the words of whoever refused.

@@ -3,11 +3,12 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
-/// One ACL binding as the ACL page lists it.
-#[derive(Debug, Clone, Serialize)]
+/// One ACL binding as the ACL page lists it, and as its forms give one to add or delete.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct AclRow {
     pub region: String,
     pub principal: String,
+    #[serde(default = "any_host")]
     pub host: String,
     pub permission: String,
     pub operation: String,
@@ -64,25 +65,11 @@ pub async fn acls(regions: &[Region]) -> AclsView {
     view
 }
 
-/// A binding as the ACL page's forms give it.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-pub struct AclChange {
-    pub region: String,
-    pub principal: String,
-    #[serde(default = "any_host")]
-    pub host: String,
-    pub permission: String,
-    pub operation: String,
-    pub resource_type: String,
-    pub pattern: String,
-    pub name: String,
-}
-
 fn any_host() -> String {
     "*".to_owned()
 }
 
-impl AclChange {
+impl AclRow {
     /// What an audit line and a notice call it.
     pub fn describe(&self) -> String {
         format!(
@@ -103,7 +90,7 @@ impl AclChange {
 /// region's live brokers in turn until one answers: a broker that refuses (a binding that
 /// does not parse, a principal that may not) is the answer; one that cannot be reached
 /// is passed over.
-pub async fn alter_acl(regions: &[Region], change: &AclChange, delete: bool) -> Result<(), Failed> {
+pub async fn alter_acl(regions: &[Region], change: &AclRow, delete: bool) -> Result<(), Failed> {
     let Some(region) = regions.iter().find(|r| r.name == change.region) else {
         return Err(Failed(format!("no region {:?}", change.region)));
     };

@@ -38,7 +38,7 @@ pub(super) struct AclForm {
     #[serde(default)]
     csrf: String,
     #[serde(flatten)]
-    change: data::AclChange,
+    change: data::AclRow,
 }
 
 pub(super) async fn add_acl(State(app): State<App>, me: Me, Form(f): Form<AclForm>) -> Response {
