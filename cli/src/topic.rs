@@ -47,6 +47,10 @@ pub(crate) enum Command {
         /// producer's, default) or append-time (the broker's; Kafka's LogAppendTime).
         #[arg(long, value_parser = ["create-time", "append-time"])]
         timestamp_type: Option<String>,
+        /// A topic config under Kafka's name, KEY=VALUE (repeat for each):
+        /// max.message.bytes.
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_config)]
+        configs: Vec<(String, String)>,
     },
     /// Add partitions or change retention (control plane only).
     Alter {
@@ -73,6 +77,12 @@ pub(crate) enum Command {
         /// and its mirror has not shipped yet arrive later, after the new home's first ones.
         #[arg(long)]
         home: Option<String>,
+        /// Set a topic config, KEY=VALUE (repeat for each): max.message.bytes.
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_config)]
+        configs: Vec<(String, String)>,
+        /// Remove a topic config (back to the brokers' default; repeat for each).
+        #[arg(long = "delete-config", value_name = "KEY")]
+        delete_configs: Vec<String>,
     },
     /// List topics.
     List,
@@ -80,6 +90,10 @@ pub(crate) enum Command {
     Describe {
         /// Topic name.
         name: String,
+        /// Show its configuration instead: every topic config under Kafka's name, its
+        /// value, and whether the topic sets it or takes the default (control plane only).
+        #[arg(long)]
+        configs: bool,
     },
     /// Delete a topic and its messages.
     Delete {
@@ -111,6 +125,7 @@ pub(crate) async fn run(
             acks,
             txn_default,
             timestamp_type,
+            configs,
             ..
         } if replicas != 0
             || !regions.is_empty()
@@ -119,10 +134,11 @@ pub(crate) async fn run(
             || retention.is_some()
             || acks.is_some()
             || txn_default.is_some()
-            || timestamp_type.is_some() =>
+            || timestamp_type.is_some()
+            || !configs.is_empty() =>
         {
             bail!(
-                "--replicas, --regions, --ordering, --home, --retention, --acks, --txn-default and --timestamp-type need the control plane: pass --control HOST:PORT"
+                "--replicas, --regions, --ordering, --home, --retention, --acks, --txn-default, --timestamp-type and --config need the control plane: pass --control HOST:PORT"
             )
         }
         Command::Create {
@@ -165,7 +181,10 @@ pub(crate) async fn run(
                 }
             }
         }
-        Command::Describe { name } => {
+        Command::Describe { configs: true, .. } => {
+            bail!("a topic's configs are the control plane's: pass --control HOST:PORT")
+        }
+        Command::Describe { name, .. } => {
             let t = client
                 .describe_topic(&name)
                 .await
@@ -233,6 +252,7 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
             acks,
             txn_default,
             timestamp_type,
+            configs,
         } => {
             if home.is_some() && ordering.is_none() {
                 bail!(
@@ -261,6 +281,7 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
                     acks: acks.unwrap_or_default(),
                     txn_default: txn_default.unwrap_or_default(),
                     timestamp_type: timestamp_type.unwrap_or_default(),
+                    configs: configs.into_iter().collect(),
                 }),
             };
             let t = control::on_leader(control, &format!("creating topic {name}"), |mut c| {
@@ -291,6 +312,8 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
             home,
             txn_default,
             timestamp_type,
+            configs,
+            delete_configs,
         } => {
             if partitions.is_none()
                 && retention.is_none()
@@ -298,9 +321,11 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
                 && home.is_none()
                 && txn_default.is_none()
                 && timestamp_type.is_none()
+                && configs.is_empty()
+                && delete_configs.is_empty()
             {
                 bail!(
-                    "nothing to alter: pass --partitions N, --retention D, --acks A, --home REGION, --txn-default D or --timestamp-type T"
+                    "nothing to alter: pass --partitions N, --retention D, --acks A, --home REGION, --txn-default D, --timestamp-type T, --config KEY=VALUE or --delete-config KEY"
                 );
             }
             let request = v1::AlterTopicRequest {
@@ -311,6 +336,8 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
                 home,
                 txn_default,
                 timestamp_type,
+                set_configs: configs.into_iter().collect(),
+                delete_configs,
             };
             let t = control::on_leader(control, &format!("altering topic {name}"), |mut c| {
                 let request = request.clone();
@@ -361,7 +388,7 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
                 }
             }
         }
-        Command::Describe { name } => {
+        Command::Describe { name, configs } => {
             let request = v1::TopicNameRequest { name: name.clone() };
             let t = control::read(
                 control,
@@ -369,7 +396,9 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
                 |mut c| async move { c.describe_topic(request).await },
             )
             .await?;
-            if json {
+            if configs {
+                print_configs(&t, json);
+            } else if json {
                 println!("{}", description_json(&t));
             } else {
                 let s = t.spec.clone().unwrap_or_default();
@@ -392,6 +421,10 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
                         .map(|h| format!(", strictly ordered, home {h}"))
                         .unwrap_or_default()
                 );
+                let configs: std::collections::BTreeMap<_, _> = s.configs.iter().collect();
+                for (key, value) in configs {
+                    println!("config {key} = {value}");
+                }
                 for p in &t.placements {
                     println!("region {}:", p.region);
                     println!("  {:>9} {:>9}", "PARTITION", "LOG GROUP");
@@ -451,6 +484,7 @@ fn description_json(t: &v1::TopicDescription) -> serde_json::Value {
         "acks": s.acks,
         "txn_default": s.txn_default,
         "timestamp_type": s.timestamp_type,
+        "configs": s.configs.iter().collect::<std::collections::BTreeMap<_, _>>(),
         "placements": t.placements.iter().map(|p| serde_json::json!({
             "region": p.region,
             "partition_groups": p.partition_groups,
@@ -460,4 +494,65 @@ fn description_json(t: &v1::TopicDescription) -> serde_json::Value {
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// A `--config KEY=VALUE`.
+fn parse_config(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!(
+            "{s:?} is not KEY=VALUE (example: max.message.bytes=2000)"
+        )),
+    }
+}
+
+/// `topic describe --configs`: each topic config under Kafka's name, its value and where it
+/// comes from (`topic`: set on the topic; `default`: the brokers').
+fn print_configs(t: &v1::TopicDescription, json: bool) {
+    let s = t.spec.clone().unwrap_or_default();
+    let retention_ms = match s.retention.as_str() {
+        "none" => "-1".to_owned(),
+        r => humantime::parse_duration(r)
+            .map_or_else(|_| r.to_owned(), |d| d.as_millis().to_string()),
+    };
+    let timestamp =
+        meridian_proto::settings::TimestampType::parse(&s.timestamp_type).unwrap_or_default();
+    let mut rows: Vec<(&str, String, &str)> = vec![
+        (
+            "retention.ms",
+            retention_ms,
+            if s.retention == "7d" {
+                "default"
+            } else {
+                "topic"
+            },
+        ),
+        (
+            "message.timestamp.type",
+            timestamp.kafka_name().to_owned(),
+            if s.timestamp_type.is_empty() || s.timestamp_type == "create-time" {
+                "default"
+            } else {
+                "topic"
+            },
+        ),
+    ];
+    for (key, _) in meridian_proto::topic_config::KEYS {
+        match s.configs.get(key) {
+            Some(v) => rows.push((key, v.clone(), "topic")),
+            None => rows.push((key, "(the brokers')".to_owned(), "default")),
+        }
+    }
+    if json {
+        let list: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(k, v, src)| serde_json::json!({"name": k, "value": v, "source": src}))
+            .collect();
+        println!("{}", serde_json::Value::from(list));
+        return;
+    }
+    println!("{:<26} {:<20} SOURCE", "CONFIG", "VALUE");
+    for (k, v, src) in rows {
+        println!("{k:<26} {v:<20} {src}");
+    }
 }

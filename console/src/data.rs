@@ -414,6 +414,7 @@ pub async fn create_topic(addrs: &str, t: &NewTopic) -> Result<Topic, Failed> {
         acks: String::new(),
         txn_default: String::new(),
         timestamp_type: String::new(),
+        configs: Default::default(),
     };
     let created = on_leader(addrs, "creating the topic", |mut c| {
         let spec = spec.clone();

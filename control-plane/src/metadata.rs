@@ -2,7 +2,7 @@
 //! typed records stored as JSON, the keys they live at, and the validation every write goes
 //! through, with errors that name the field, the value and what would work.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use meridian_proto::settings::{Acks, Strategy, TimestampType};
 use serde::{Deserialize, Serialize};
@@ -151,7 +151,7 @@ pub struct Broker {
     pub kafka: String,
     /// The log groups it leads, with their epochs, as it last reported.
     #[serde(default)]
-    pub leading: std::collections::BTreeMap<u32, u64>,
+    pub leading: BTreeMap<u32, u64>,
     /// The version of the last region view it applied.
     #[serde(default)]
     pub applied_version: u64,
@@ -198,6 +198,10 @@ pub struct Topic {
     /// Which time its messages carry (not stored when the default, create time).
     #[serde(default, skip_serializing_if = "is_create_time")]
     pub timestamp_type: TimestampType,
+    /// Its own configuration under Kafka's names (`meridian_proto::topic_config`); a key
+    /// left out takes the brokers' default. Not stored when empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub configs: BTreeMap<String, String>,
 }
 
 fn is_create_time(t: &TimestampType) -> bool {
@@ -343,6 +347,8 @@ impl Topic {
             ));
         }
         validate_retention(&self.retention)?;
+        meridian_proto::topic_config::TopicConfig::parse(&self.configs)
+            .map_err(|e| invalid("configs", format!("{} = {:?}", e.key, e.value), e.why))?;
         if !matches!(self.txn_default.as_str(), "" | "commit" | "rollback") {
             return Err(invalid(
                 "txn_default",
@@ -386,6 +392,7 @@ mod tests {
             acks: Acks::Quorum,
             txn_default: String::new(),
             timestamp_type: TimestampType::CreateTime,
+            configs: BTreeMap::new(),
         }
     }
 

@@ -306,6 +306,11 @@ pub fn view(region: &RegionState, topics: &Topics) -> v1::RegionView {
             home_closed: topic.home_closed,
             txn_default: topic.txn_default.clone(),
             timestamp_type: topic.timestamp_type.as_str().into(),
+            configs: topic
+                .configs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         });
     }
     for v in topics.retired.values() {
@@ -344,6 +349,7 @@ fn view_hash(view: &v1::RegionView) -> u64 {
             &t.acks,
             &t.txn_default,
             &t.timestamp_type,
+            t.configs.iter().collect::<BTreeMap<_, _>>(),
         )
             .hash(&mut h);
     }

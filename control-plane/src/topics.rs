@@ -94,6 +94,11 @@ pub async fn topic_from_spec(store: &dyn Store, spec: &v1::TopicSpec) -> Result<
                 why: e.to_string(),
             })
         })?,
+        configs: spec
+            .configs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     };
     let known = regions.keys().cloned().collect();
     topic
@@ -221,7 +226,8 @@ pub(crate) async fn load(store: &dyn Store, name: &str) -> Result<(Topic, u64), 
     }
 }
 
-/// Alters a topic: more partitions (placed like new ones), a new retention.
+/// Alters a topic: more partitions (placed like new ones), a new retention, configs set
+/// or removed.
 pub async fn alter(store: &dyn Store, request: &v1::AlterTopicRequest) -> Result<Topic, Status> {
     let (mut topic, version) = load(store, &request.name).await?;
     if let Some(retention) = &request.retention {
@@ -252,6 +258,15 @@ pub async fn alter(store: &dyn Store, request: &v1::AlterTopicRequest) -> Result
                 why: e.to_string(),
             })
         })?;
+    }
+    for key in &request.delete_configs {
+        topic.configs.remove(key);
+    }
+    for (key, value) in &request.set_configs {
+        topic.configs.insert(key.clone(), value.clone());
+    }
+    if !request.set_configs.is_empty() {
+        meridian_proto::topic_config::TopicConfig::parse(&topic.configs).map_err(refused)?;
     }
     if let Some(partitions) = request.partitions {
         if partitions < topic.partitions {
@@ -402,6 +417,11 @@ pub async fn describe_topic(
             acks: topic.acks.as_str().into(),
             txn_default: topic.txn_default.clone(),
             timestamp_type: topic.timestamp_type.as_str().into(),
+            configs: topic
+                .configs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }),
         id: topic.id,
         created_ms: topic.created_ms,

@@ -5,7 +5,8 @@
 //! batch a record carries; `origin`: where a mirrored batch was first written; `producer`: the
 //! idempotent producer of a batch; `mirror`: the
 //! frames of the link between regions' mirrors; `settings`: a topic's acks and replication
-//! strategy, spelled one way everywhere). Nothing in this crate does I/O or depends on a runtime; codecs
+//! strategy, spelled one way everywhere; `topic_config`: a topic's own configuration under
+//! Kafka's names). Nothing in this crate does I/O or depends on a runtime; codecs
 //! take and return buffers and are property-tested and fuzzed (`fuzz/`) on their own.
 #![warn(missing_docs)]
 
@@ -23,6 +24,7 @@ pub mod partition;
 pub mod producer;
 pub mod record;
 pub mod settings;
+pub mod topic_config;
 
 /// The native gRPC API, generated from `proto/meridian.proto` by `tonic-prost-build`.
 ///

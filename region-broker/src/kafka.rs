@@ -69,6 +69,7 @@ use consumers::{
 pub mod groups;
 mod producers;
 mod sasl;
+mod topic_configs;
 mod transactions;
 mod users;
 

@@ -873,6 +873,101 @@ async fn kafka_admin_in_a_managed_region_goes_through_the_control_plane() {
     }
 }
 
+/// Topic configs are the topic's, on every protocol: confluent-kafka creates a topic with
+/// `max.message.bytes=2000` and `retention.ms` (DescribeConfigs: dynamic topic configs; a
+/// config not enforced here refused by name), a 5,000-byte record is refused and a
+/// 1,500-byte one taken, and raising it lets 5,000 bytes in
+/// (`kafka_clients/confluent_topic_configs.py`). The same topic refuses 5,000 bytes from
+/// the CLI over gRPC and from MQTT, and `meridian topic describe` shows the config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_configs_are_applied_and_enforced_on_every_protocol() {
+    use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control};
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = ControlPlaneProcess::embedded(tmp.path(), &["--region", "k"]).await;
+    let region = ManagedRegion::start(
+        tmp.path(),
+        "k",
+        1,
+        &cp.addr,
+        &["--kafka-listen", "auto", "--mqtt-listen", "auto"],
+    )
+    .await
+    .unwrap();
+    python_script("confluent_topic_configs.py", vec![region.kafka.join(",")]).await;
+    let (code, out, err) = meridian_control(&cp.addr, &["topic", "describe", "limited"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("config max.message.bytes = 2000"), "{out}");
+    let (code, out, err) =
+        meridian_control(&cp.addr, &["topic", "describe", "limited", "--configs"]);
+    assert_eq!(code, 0, "{err}");
+    let row = |key: &str| {
+        out.lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        row("max.message.bytes").contains("2000") && row("max.message.bytes").ends_with("topic"),
+        "{out}"
+    );
+    assert!(
+        row("retention.ms").contains("3600000") && row("retention.ms").ends_with("topic"),
+        "{out}"
+    );
+    // The CLI over gRPC: refused, naming the limit; a small one goes in.
+    let big = "y".repeat(5000);
+    let (code, _, err) = meridian_control(&cp.addr, &["produce", "limited", &big]);
+    assert_ne!(code, 0, "5,000 bytes over gRPC");
+    assert!(err.contains("limit is 2000"), "{err}");
+    let (code, _, err) = meridian_control(&cp.addr, &["produce", "limited", "small"]);
+    assert_eq!(code, 0, "{err}");
+    // MQTT 5: the PUBACK refuses it.
+    let (host, port) = region.mqtt[0].rsplit_once(':').unwrap();
+    let mut publish = Command::new("mosquitto_pub");
+    publish
+        .args(["-h", host, "-p", port, "-V", "mqttv5", "-q", "1", "-d"])
+        .args(["-t", "limited/a", "-m", &big]);
+    let (_, out, err) = meridian_tests::run(publish, None);
+    assert!(
+        out.contains("received PUBACK") && !out.contains("RC:0)") && err.contains("limit is 2000"),
+        "5,000 bytes over MQTT refused in the PUBACK: {out} {err}"
+    );
+    // Removed: back to the brokers' 1 MiB.
+    let (code, _, err) = meridian_control(
+        &cp.addr,
+        &[
+            "topic",
+            "alter",
+            "limited",
+            "--delete-config",
+            "max.message.bytes",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, _, err) = meridian_control(&cp.addr, &["produce", "limited", &big]);
+        if code == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{err}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // A config that is not one: refused by the CLI's control plane, named.
+    let (code, _, err) = meridian_control(
+        &cp.addr,
+        &[
+            "topic",
+            "alter",
+            "limited",
+            "--config",
+            "retention.bytes=10",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("retention.bytes"), "{err}");
+}
+
 /// Produces `batch` to `topic`/`partition` with acks=all on a raw connection to `kafka`;
 /// (error code, base offset), or `None` when the broker cannot be reached or drops the
 /// connection (it is being killed).

@@ -1281,7 +1281,7 @@ pub struct LogGroupPlacement {
     pub partitions: u32,
 }
 #[allow(clippy::all)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct TopicInRegion {
     #[prost(string, tag = "1")]
     pub name: ::prost::alloc::string::String,
@@ -1313,6 +1313,12 @@ pub struct TopicInRegion {
     /// Which time its messages carry: "create-time" (empty) or "append-time".
     #[prost(string, tag = "11")]
     pub timestamp_type: ::prost::alloc::string::String,
+    /// Its own configuration under Kafka's names (meridian_proto::topic_config).
+    #[prost(map = "string, string", tag = "12")]
+    pub configs: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -1346,7 +1352,7 @@ pub struct WatchRegionRequest {
     pub wait_ms: u32,
 }
 #[allow(clippy::all)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct TopicSpec {
     #[prost(string, tag = "1")]
     pub name: ::prost::alloc::string::String,
@@ -1377,6 +1383,13 @@ pub struct TopicSpec {
     /// producer's; empty) or "append-time" (the broker's). Searches by time follow it.
     #[prost(string, tag = "10")]
     pub timestamp_type: ::prost::alloc::string::String,
+    /// Its own configuration under Kafka's names ("max.message.bytes" = "2000"); a key left
+    /// out takes the brokers' default (meridian_proto::topic_config).
+    #[prost(map = "string, string", tag = "11")]
+    pub configs: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -1402,7 +1415,7 @@ pub struct TopicDescription {
     pub placements: ::prost::alloc::vec::Vec<TopicRegionPlacement>,
 }
 #[allow(clippy::all)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ControlCreateTopicRequest {
     #[prost(message, optional, tag = "1")]
     pub spec: ::core::option::Option<TopicSpec>,
@@ -1423,7 +1436,7 @@ pub struct TopicNameRequest {
     pub name: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AlterTopicRequest {
     #[prost(string, tag = "1")]
     pub name: ::prost::alloc::string::String,
@@ -1444,6 +1457,14 @@ pub struct AlterTopicRequest {
     /// "create-time" or "append-time".
     #[prost(string, optional, tag = "7")]
     pub timestamp_type: ::core::option::Option<::prost::alloc::string::String>,
+    /// Topic configs to set (Kafka's names), and to remove (back to the brokers' default).
+    #[prost(map = "string, string", tag = "8")]
+    pub set_configs: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
+    #[prost(string, repeated, tag = "9")]
+    pub delete_configs: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

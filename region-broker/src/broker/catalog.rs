@@ -9,6 +9,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use meridian_proto::settings::TimestampType;
+use meridian_proto::topic_config::TopicConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::log_group::{Acks, Strategy};
@@ -41,6 +42,19 @@ pub struct Topic {
     /// Which time its messages carry (Kafka's `message.timestamp.type`).
     #[serde(default)]
     pub timestamp_type: TimestampType,
+    /// Its own configuration (Kafka's topic configs it sets; the rest are the broker's).
+    #[serde(default)]
+    pub config: TopicConfig,
+}
+
+impl Topic {
+    /// The largest message it accepts: its `max.message.bytes`, else the broker's
+    /// `broker_default`.
+    pub fn message_bytes_max(&self, broker_default: usize) -> usize {
+        self.config
+            .max_message_bytes
+            .map_or(broker_default, |n| n as usize)
+    }
 }
 
 /// The home region of a strictly ordered topic.

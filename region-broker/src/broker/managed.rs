@@ -220,6 +220,13 @@ impl Broker {
                     .map_err(BrokerError::Invalid)?;
             let timestamp_type = TimestampType::parse(&t.timestamp_type)
                 .map_err(|e| BrokerError::Invalid(e.to_string()))?;
+            let configs: BTreeMap<String, String> = t
+                .configs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let config = meridian_proto::topic_config::TopicConfig::parse(&configs)
+                .map_err(|e| BrokerError::Invalid(e.to_string()))?;
             let held = self.topic(&t.name).ok();
             if held.as_ref().is_some_and(|h| {
                 h.groups == t.groups
@@ -227,6 +234,7 @@ impl Broker {
                     && h.home == home
                     && h.txn_default == txn_default
                     && h.timestamp_type == timestamp_type
+                    && h.config == config
             }) {
                 continue;
             }
@@ -241,6 +249,7 @@ impl Broker {
                 home,
                 txn_default,
                 timestamp_type,
+                config,
             })?;
         }
         let hosted: BTreeSet<u32> = self.log_groups().into_iter().map(|(g, _)| g).collect();

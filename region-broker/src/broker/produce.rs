@@ -103,7 +103,7 @@ impl Broker {
         if let Some(home) = &topic.home {
             self.check_home(&topic.name, home)?;
         }
-        let (count, payload, size) = self.encode_produce(messages)?;
+        let (count, payload, size) = self.encode_produce(&topic, messages)?;
         let (produced, duplicate) = match producer {
             Some((p, txn)) => {
                 let turn = group.lock_producer(key, p.id).await;
@@ -138,10 +138,12 @@ impl Broker {
         Ok((produced, duplicate))
     }
 
-    /// Validates a produce's messages (sizes, headers, timestamps; an unset timestamp
-    /// stamped now) and encodes them as one batch: `(count, payload, size)`.
+    /// Validates a produce's messages to `topic` (sizes, the topic's own limit first;
+    /// headers, timestamps; an unset timestamp stamped now) and encodes them as one batch:
+    /// `(count, payload, size)`.
     pub(super) fn encode_produce(
         &self,
+        topic: &Topic,
         mut messages: Vec<Message>,
     ) -> Result<(u32, Bytes, usize), BrokerError> {
         if messages.is_empty() {
@@ -152,7 +154,7 @@ impl Broker {
         let now = now_ms();
         let mut size = 0;
         for m in &mut messages {
-            self.validate_message(m)?;
+            self.validate_message(topic, m)?;
             if m.timestamp_ms == 0 {
                 m.timestamp_ms = now;
             }
@@ -271,13 +273,14 @@ impl Broker {
         )))
     }
 
-    fn validate_message(&self, m: &Message) -> Result<(), BrokerError> {
+    fn validate_message(&self, topic: &Topic, m: &Message) -> Result<(), BrokerError> {
         let size = m.encoded_len();
-        if size > self.config.message_bytes_max {
+        let limit = topic.message_bytes_max(self.config.message_bytes_max);
+        if size > limit {
             return Err(BrokerError::TooLarge {
                 what: "a message",
                 size,
-                limit: self.config.message_bytes_max,
+                limit,
             });
         }
         if m.headers.len() > HEADERS_MAX {

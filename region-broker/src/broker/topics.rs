@@ -74,6 +74,7 @@ impl Broker {
             home: None,
             txn_default: None,
             timestamp_type: Default::default(),
+            config: Default::default(),
         };
         self.create_topic_local(topic.clone())?;
         Ok(topic)
@@ -397,6 +398,7 @@ impl Broker {
                     home: None,
                     txn_default: None,
                     timestamp_type: Default::default(),
+                    config: Default::default(),
                 })?;
             }
             CatalogChange::DeleteTopic { name, id } => {

@@ -1,5 +1,6 @@
-//! Kafka's admin APIs: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs,
-//! AlterConfigs and IncrementalAlterConfigs. A topic made over Kafka is the same topic over
+//! Kafka's admin APIs: CreateTopics (with topic configs, `topic_configs.rs`),
+//! DeleteTopics, CreatePartitions, DescribeConfigs, AlterConfigs and
+//! IncrementalAlterConfigs. A topic made over Kafka is the same topic over
 //! gRPC: in a region without a control plane the broker changes its catalog (through log
 //! group 0's raft); in a managed region the request goes to the control plane, as
 //! `meridian topic create|alter|delete` does, for this region only.
@@ -10,7 +11,7 @@ use meridian_proto::kafka::kafka_protocol;
 use meridian_proto::settings::TimestampType;
 use meridian_proto::v1;
 
-use super::{Kafka, code, error_code, str};
+use super::{Kafka, code, error_code, str, topic_configs};
 use crate::broker::BrokerError;
 
 /// Kafka error codes of admin requests.
@@ -21,6 +22,14 @@ mod admin_code {
     pub(super) const INVALID_REPLICATION_FACTOR: i16 = 38;
     pub(super) const INVALID_CONFIG: i16 = 40;
     pub(super) const INVALID_REQUEST: i16 = 42;
+}
+
+/// The refusal of topic configs where no control plane keeps them.
+fn no_control_plane() -> Refusal {
+    (
+        code::POLICY_VIOLATION,
+        "this region has no control plane: its topics take the brokers' settings (retention is the journal-wide storage.retention, the message limit message_bytes_max) and carry the producer's time".into(),
+    )
 }
 
 /// Config resource types.
@@ -55,7 +64,9 @@ fn control_refusal(s: tonic::Status) -> Refusal {
         tonic::Code::InvalidArgument if m.contains("invalid replication_factor") => {
             admin_code::INVALID_REPLICATION_FACTOR
         }
-        tonic::Code::InvalidArgument if m.contains("invalid retention") => {
+        tonic::Code::InvalidArgument
+            if m.contains("invalid retention") || m.contains("topic config") =>
+        {
             admin_code::INVALID_CONFIG
         }
         tonic::Code::InvalidArgument => admin_code::INVALID_TOPIC_EXCEPTION,
@@ -86,14 +97,19 @@ impl Kafka {
             .map_err(control_refusal)
     }
 
-    /// Creates one topic; its partition count and replication factor.
+    /// Creates one topic with the topic configs `configs` (refused unless a control plane
+    /// keeps them); its partition count and replication factor.
     async fn create_topic(
         &self,
         name: &str,
         partitions: i32,
         replication_factor: i16,
+        configs: Vec<(String, Option<String>)>,
         validate_only: bool,
     ) -> Result<(i32, i16), Refusal> {
+        // Entries without a value ask for the default, which a new topic has.
+        let configs: Vec<_> = configs.into_iter().filter(|(_, v)| v.is_some()).collect();
+        let wanted = topic_configs::settings(configs)?;
         if partitions == 0 || partitions < -1 {
             return Err((
                 admin_code::INVALID_PARTITIONS,
@@ -117,6 +133,13 @@ impl Kafka {
                 partitions,
                 replication_factor: replication_factor.max(0) as u32,
                 regions: vec![self.broker.config().region.clone()],
+                retention: wanted.retention.clone().unwrap_or_default(),
+                timestamp_type: wanted.timestamp_type.clone().unwrap_or_default(),
+                configs: wanted
+                    .set
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 ..Default::default()
             };
             if validate_only {
@@ -136,6 +159,9 @@ impl Kafka {
                 .await?;
             let spec = created.spec.unwrap_or_default();
             return Ok((spec.partitions as i32, spec.replication_factor as i16));
+        }
+        if !wanted.is_empty() {
+            return Err(no_control_plane());
         }
         // A region without a control plane replicates every log group over all its
         // brokers: that is the replication factor.
@@ -173,10 +199,16 @@ impl Kafka {
             let mut res = CreatableTopicResult::default();
             res.name = t.name.clone();
             let result = if t.assignments.is_empty() {
+                let configs = t
+                    .configs
+                    .iter()
+                    .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
+                    .collect();
                 self.create_topic(
                     &t.name.0,
                     t.num_partitions,
                     t.replication_factor,
+                    configs,
                     r.validate_only,
                 )
                 .await
@@ -361,13 +393,16 @@ impl Kafka {
                         5,
                     ),
                     ("cleanup.policy", "delete".into(), true, 5, 7),
-                    (
-                        "max.message.bytes",
-                        c.message_bytes_max.to_string(),
-                        true,
-                        4,
-                        3,
-                    ),
+                    match topic.config.max_message_bytes {
+                        Some(n) => ("max.message.bytes", n.to_string(), false, 1, 3),
+                        None => (
+                            "max.message.bytes",
+                            c.message_bytes_max.to_string(),
+                            !managed,
+                            4,
+                            3,
+                        ),
+                    },
                     (
                         "segment.bytes",
                         c.storage.segment_bytes.to_string(),
@@ -502,9 +537,10 @@ impl Kafka {
         out
     }
 
-    /// Sets topic configs: `retention.ms` and `message.timestamp.type`, only where a
-    /// control plane keeps per-topic settings (a region without one has one journal-wide
-    /// retention, and its topics carry the producer's time).
+    /// Sets topic configs (`retention.ms`, `message.timestamp.type` and the topic's own,
+    /// `meridian_proto::topic_config`), only where a control plane keeps per-topic
+    /// settings (a region without one has one journal-wide retention and the broker's
+    /// limits, and its topics carry the producer's time).
     async fn alter_topic_configs(
         &self,
         resource_type: i8,
@@ -518,55 +554,25 @@ impl Kafka {
                 "only topic configs can be changed; broker settings come from its configuration file".into(),
             ));
         }
-        let mut retention = None;
-        let mut timestamp_type = None;
-        for (key, value) in configs {
-            if key == "message.timestamp.type" {
-                let t = TimestampType::parse(value.as_deref().unwrap_or_default())
-                    .map_err(|e| (admin_code::INVALID_CONFIG, e.to_string()))?;
-                timestamp_type = Some(t.as_str().to_owned());
-                continue;
-            }
-            if key != "retention.ms" {
-                return Err((
-                    admin_code::INVALID_CONFIG,
-                    format!(
-                        "{key} cannot be changed here; retention.ms and message.timestamp.type can"
-                    ),
-                ));
-            }
-            retention = Some(match value.as_deref().map(str::parse::<i64>) {
-                None => "7d".to_owned(),
-                Some(Ok(-1)) => "none".to_owned(),
-                Some(Ok(ms)) if ms > 0 => {
-                    humantime::format_duration(std::time::Duration::from_millis(ms as u64))
-                        .to_string()
-                }
-                _ => {
-                    return Err((
-                        admin_code::INVALID_CONFIG,
-                        format!(
-                            "retention.ms = {value:?}: a positive number of milliseconds, or -1 to keep everything"
-                        ),
-                    ));
-                }
-            });
-        }
+        let wanted = topic_configs::settings(configs)?;
         let Some(control) = self.control() else {
-            return Err((
-                code::POLICY_VIOLATION,
-                "this region has no control plane: retention is the brokers' journal-wide storage.retention setting, and topics carry the producer's time".into(),
-            ));
+            return Err(no_control_plane());
         };
         self.broker.topic(name).map_err(broker_refusal)?;
-        if validate_only || (retention.is_none() && timestamp_type.is_none()) {
+        if validate_only || wanted.is_empty() {
             return Ok(());
         }
         self.on_control(&control, |mut c| {
             let request = v1::AlterTopicRequest {
                 name: name.to_string(),
-                retention: retention.clone(),
-                timestamp_type: timestamp_type.clone(),
+                retention: wanted.retention.clone(),
+                timestamp_type: wanted.timestamp_type.clone(),
+                set_configs: wanted
+                    .set
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                delete_configs: wanted.delete.clone(),
                 ..Default::default()
             };
             async move { c.alter_topic(request).await }
@@ -575,8 +581,7 @@ impl Kafka {
         .map(drop)
     }
 
-    /// AlterConfigs (the whole set: keys left out go back to their defaults, which for the
-    /// one alterable key means 7 days).
+    /// AlterConfigs (the whole set: keys left out go back to their defaults).
     pub(super) async fn alter_configs(
         &self,
         r: kafka_protocol::messages::AlterConfigsRequest,
@@ -589,7 +594,10 @@ impl Kafka {
                 .iter()
                 .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
                 .collect();
-            for key in ["retention.ms", "message.timestamp.type"] {
+            let resettable = ["retention.ms", "message.timestamp.type"]
+                .into_iter()
+                .chain(meridian_proto::topic_config::KEYS.iter().map(|(k, _)| *k));
+            for key in resettable {
                 if !configs.iter().any(|(k, _)| k == key) {
                     configs.push((key.into(), None));
                 }
