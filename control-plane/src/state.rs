@@ -311,6 +311,7 @@ pub fn view(region: &RegionState, topics: &Topics) -> v1::RegionView {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            retention: topic.retention.clone(),
         });
     }
     for v in topics.retired.values() {
@@ -350,6 +351,7 @@ fn view_hash(view: &v1::RegionView) -> u64 {
             &t.txn_default,
             &t.timestamp_type,
             t.configs.iter().collect::<BTreeMap<_, _>>(),
+            &t.retention,
         )
             .hash(&mut h);
     }

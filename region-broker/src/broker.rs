@@ -25,6 +25,7 @@ mod readiness;
 pub mod region_producer;
 pub mod region_reader;
 mod replicated;
+mod retention;
 pub(crate) mod state_topic;
 mod topics;
 pub mod transactions;

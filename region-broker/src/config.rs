@@ -376,7 +376,9 @@ pub struct StorageConfig {
     pub flush: FlushPolicy,
     /// How often indexes are flushed (and, with `async`, the journal synced).
     pub flush_interval_ms: u64,
-    /// Delete segments older than this (humantime: `7d`, `12h`); `none` keeps them.
+    /// How long messages of a topic without a retention of its own are kept (a static
+    /// region's topics), and the least a journal keeps its segments whatever its topics'
+    /// (humantime: `7d`, `12h`; `none` keeps them).
     pub retention: String,
     /// Delete the oldest segments while a group's journal exceeds this; 0 means no limit.
     pub retention_bytes: u64,

@@ -709,3 +709,110 @@ async fn a_batch_only_the_leader_holds_is_not_readable_until_a_quorum_holds_it()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Two topics sharing a log group keep what each one's own retention says: the short one
+/// stops serving its messages once they are older than its retention (its partitions'
+/// starts move, exactly), the long one keeps all of its, and the moved start survives a
+/// restart of the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_sharing_a_log_group_each_keep_what_their_own_retention_says() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("broker.toml");
+    std::fs::write(&config, "[storage]\nretention_check_interval_ms = 200\n").unwrap();
+    let cp = ControlPlaneProcess::embedded(tmp.path(), &["--region", "r"]).await;
+    let mut region = ManagedRegion::start(
+        tmp.path(),
+        "r",
+        1,
+        &cp.addr,
+        &["--config", config.to_str().unwrap()],
+    )
+    .await
+    .unwrap();
+    let short = create_topic(
+        &cp.addr,
+        &["short", "--partitions", "1", "--retention", "2s"],
+    );
+    let long = create_topic(
+        &cp.addr,
+        &["long", "--partitions", "1", "--retention", "1h"],
+    );
+    let group = |t: &serde_json::Value| t["placements"][0]["partition_groups"][0].clone();
+    assert_eq!(
+        group(&short),
+        group(&long),
+        "one log group holds both: {short} {long}"
+    );
+    let values = |prefix: &str| (0..50).map(|i| format!("{prefix}{i}")).collect::<Vec<_>>();
+    for (topic, prefix) in [("short", "s"), ("long", "l")] {
+        let mut args = vec!["produce".to_owned(), topic.to_owned()];
+        args.extend(values(prefix));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, _, err) = meridian_control(&cp.addr, &args);
+        assert_eq!(code, 0, "{err}");
+    }
+    let read = |topic: &str| {
+        let (code, out, err) = meridian_control(
+            &cp.addr,
+            &[
+                "consume",
+                topic,
+                "--from",
+                "beginning",
+                "--idle-exit-ms",
+                "1500",
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        out.lines().map(str::to_owned).collect::<Vec<_>>()
+    };
+    assert_eq!(read("long").len(), 50);
+    // Past the short topic's 2 s: none of its messages is served, all of the long one's are.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = read("short");
+        if got.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "short still serves {} messages",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let kept = read("long");
+    assert_eq!(kept.len(), 50, "the long topic keeps everything: {kept:?}");
+    // A message written now is served; the restarted broker serves none of the expired ones.
+    let (code, _, err) = meridian_control(&cp.addr, &["produce", "short", "fresh"]);
+    assert_eq!(code, 0, "{err}");
+    region.brokers[0].kill9();
+    region.brokers[0].restart().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, out, _) = meridian_control(
+            &cp.addr,
+            &[
+                "consume",
+                "long",
+                "--from",
+                "beginning",
+                "--idle-exit-ms",
+                "1500",
+            ],
+        );
+        if code == 0 && out.lines().count() == 50 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the long topic after the restart: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let after = read("short");
+    assert!(
+        after.iter().all(|v| v == "fresh"),
+        "an expired message came back after the restart: {after:?}"
+    );
+}

@@ -1319,6 +1319,10 @@ pub struct TopicInRegion {
         ::prost::alloc::string::String,
         ::prost::alloc::string::String,
     >,
+    /// How long its messages are kept: a duration ("7d"), "none" (forever), or empty (the
+    /// brokers' storage.retention).
+    #[prost(string, tag = "13")]
+    pub retention: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]

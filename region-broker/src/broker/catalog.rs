@@ -45,6 +45,10 @@ pub struct Topic {
     /// Its own configuration (Kafka's topic configs it sets; the rest are the broker's).
     #[serde(default)]
     pub config: TopicConfig,
+    /// How long its messages are kept, in ms (-1: forever); `None`: the broker's
+    /// `storage.retention` (a static region's topics, and older catalogs).
+    #[serde(default)]
+    pub retention_ms: Option<i64>,
 }
 
 impl Topic {

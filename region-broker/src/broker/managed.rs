@@ -227,6 +227,8 @@ impl Broker {
                 .collect();
             let config = meridian_proto::topic_config::TopicConfig::parse(&configs)
                 .map_err(|e| BrokerError::Invalid(e.to_string()))?;
+            let retention_ms = super::retention::parse(&t.retention)
+                .map_err(|e| BrokerError::Invalid(format!("topic {}: {e}", t.name)))?;
             let held = self.topic(&t.name).ok();
             if held.as_ref().is_some_and(|h| {
                 h.groups == t.groups
@@ -235,6 +237,7 @@ impl Broker {
                     && h.txn_default == txn_default
                     && h.timestamp_type == timestamp_type
                     && h.config == config
+                    && h.retention_ms == retention_ms
             }) {
                 continue;
             }
@@ -250,6 +253,7 @@ impl Broker {
                 txn_default,
                 timestamp_type,
                 config,
+                retention_ms,
             })?;
         }
         let hosted: BTreeSet<u32> = self.log_groups().into_iter().map(|(g, _)| g).collect();

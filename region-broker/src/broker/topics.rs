@@ -75,6 +75,7 @@ impl Broker {
             txn_default: None,
             timestamp_type: Default::default(),
             config: Default::default(),
+            retention_ms: None,
         };
         self.create_topic_local(topic.clone())?;
         Ok(topic)
@@ -399,6 +400,7 @@ impl Broker {
                     txn_default: None,
                     timestamp_type: Default::default(),
                     config: Default::default(),
+                    retention_ms: None,
                 })?;
             }
             CatalogChange::DeleteTopic { name, id } => {

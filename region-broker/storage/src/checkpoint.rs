@@ -32,6 +32,11 @@ pub(crate) struct Checkpoint {
     pub(crate) indexed: u64,
     /// Flushed entry count per `(topic_id, partition)`.
     pub(crate) counts: Vec<(u32, u32, u64)>,
+    /// First readable offset per `(topic_id, partition)` whose start is not 0: moved by
+    /// retention or by a topic's own retention (`LogGroup::advance_start`), so a restart
+    /// serves no message a start had passed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) starts: Vec<(u32, u32, u64)>,
     /// A truncation that must be finished before the group opens.
     pub(crate) truncate_to: Option<u64>,
     /// A reset (every record dropped, the journal restarting at this position) that must be

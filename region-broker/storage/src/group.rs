@@ -194,6 +194,10 @@ struct Shared {
     /// Retention deletes only segments that end at or below this position: in a raft group,
     /// the end of what raft has purged (what a snapshot covers).
     retention_floor: AtomicU64,
+    /// How long segments are kept when the group's topics say (the longest of their
+    /// retentions, `None` inside: one keeps its messages forever), set by the broker
+    /// ([`LogGroup::set_segment_retention`]); unset: `config.retention`.
+    segment_retention: Mutex<Option<Option<Duration>>>,
     /// In a replicated group, the offsets retention waits to see committed again above the
     /// segment it would delete (`retention.rs`); at most one per live offset.
     held_back: Mutex<Vec<HeldOffset>>,
@@ -499,6 +503,41 @@ impl LogGroup {
             .expect("transactions lock poisoned")
             .get(&key)
             .map_or_else(Vec::new, PartitionTxns::open)
+    }
+
+    /// Sets how long the journal keeps its segments: the longest retention of the topics
+    /// in it (`None`: one of them keeps its messages forever). A segment goes only once
+    /// every topic in it is done with it; a topic with a shorter retention stops serving
+    /// its older messages by moving its partitions' starts ([`LogGroup::advance_start`]).
+    pub fn set_segment_retention(&self, retention: Option<Duration>) {
+        *self
+            .shared
+            .segment_retention
+            .lock()
+            .expect("segment retention lock poisoned") = Some(retention);
+    }
+
+    /// Moves a partition's first readable offset up to `offset` (at most its end; never
+    /// back): reads below it are out of range, as if retention had deleted them, though
+    /// the journal may hold them until its segment goes. Kept across restarts (the
+    /// checkpoint records each partition's start). Returns the start now.
+    pub fn advance_start(&self, key: PartitionKey, offset: u64) -> Result<u64, ReadError> {
+        let index = self.shared.index(key)?;
+        let mut index = index.lock().expect("index lock poisoned");
+        let to = offset.min(index.end());
+        if to > index.earliest() {
+            index.trim_front(to)?;
+            if let Some(txns) = self
+                .shared
+                .txns
+                .lock()
+                .expect("transactions lock poisoned")
+                .get_mut(&key)
+            {
+                txns.trim_front(to);
+            }
+        }
+        Ok(index.earliest())
     }
 
     /// The first offset appended at or after `time_ms`, with its append time; `None` when

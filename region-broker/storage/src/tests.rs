@@ -502,6 +502,55 @@ fn retention_deletes_whole_segments_trims_indexes_and_keeps_committed_offsets() 
 }
 
 #[test]
+fn a_partitions_start_moves_on_its_own_and_stays_moved_after_a_restart() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("group-0");
+    let group = LogGroup::open(&dir, config(FlushPolicy::Fsync), &partitions()).unwrap();
+    let (short, long) = ((1, 0), (2, 1));
+    for i in 0..30 {
+        rt.block_on(group.append(short, payload(i, 100), 1))
+            .unwrap();
+        rt.block_on(group.append(long, payload(i, 100), 1)).unwrap();
+    }
+    let (_, written, _, _) = group.positions();
+    wait_visible(&rt, &group, written);
+    // One partition's start moves; the other partition sharing the journal keeps all.
+    assert_eq!(group.advance_start(short, 20).unwrap(), 20);
+    assert_eq!(group.advance_start(short, 5).unwrap(), 20, "never back");
+    assert_eq!(group.offsets(short).unwrap(), (20, 30));
+    assert_eq!(group.offsets(long).unwrap(), (0, 30));
+    assert!(matches!(
+        group.read(short, 19, 10),
+        Err(ReadError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(
+        group.read(short, 20, 1).unwrap()[0].payload,
+        payload(20, 100)
+    );
+    // Past the end: the end (every message gone, the next one readable).
+    assert_eq!(group.advance_start(short, 1000).unwrap(), 30);
+    group.close();
+    drop(group);
+    let group = LogGroup::open(&dir, config(FlushPolicy::Fsync), &partitions()).unwrap();
+    assert_eq!(
+        group.offsets(short).unwrap(),
+        (30, 30),
+        "the start survives a restart"
+    );
+    assert_eq!(group.offsets(long).unwrap(), (0, 30));
+    rt.block_on(group.append(short, payload(30, 100), 1))
+        .unwrap();
+    let (_, written, _, _) = group.positions();
+    wait_visible(&rt, &group, written);
+    assert_eq!(
+        group.read(short, 30, 1).unwrap()[0].payload,
+        payload(30, 100)
+    );
+    group.close();
+}
+
+#[test]
 fn a_truncation_interrupted_after_its_intent_is_finished_by_recovery() {
     let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();

@@ -118,11 +118,15 @@ impl Shared {
     pub(super) fn flush_and_checkpoint(&self, synced: u64, indexed: u64) -> io::Result<()> {
         let indexes = self.indexes.read().expect("indexes lock poisoned");
         let mut counts = Vec::with_capacity(indexes.len());
+        let mut starts = Vec::new();
         let mut written = false;
         for (key, index) in indexes.iter() {
             let mut index = index.lock().expect("index lock poisoned");
             written |= index.write_pending()?;
             counts.push((key.0, key.1, index.end()));
+            if index.earliest() > 0 {
+                starts.push((key.0, key.1, index.earliest()));
+            }
         }
         for (key, &end) in self
             .pending_ends
@@ -146,10 +150,12 @@ impl Shared {
             self.indexes_unsynced.store(false, Ordering::SeqCst);
         }
         counts.sort_unstable();
+        starts.sort_unstable();
         Checkpoint {
             journal_synced: synced,
             indexed,
             counts,
+            starts,
             truncate_to: None,
             reset_to: None,
         }

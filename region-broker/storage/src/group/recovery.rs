@@ -157,6 +157,7 @@ impl LogGroup {
             pullable,
             pending_ends: Mutex::new(HashMap::new()),
             retention_floor,
+            segment_retention: Mutex::new(None),
             held_back: Mutex::new(Vec::new()),
             term,
             stop: AtomicBool::new(false),
@@ -258,6 +259,11 @@ impl Shared {
             .iter()
             .map(|&(t, p, c)| ((t, p), c))
             .collect();
+        let starts: HashMap<PartitionKey, u64> = checkpoint
+            .starts
+            .iter()
+            .map(|&(t, p, s)| ((t, p), s))
+            .collect();
         let mut rebuild_from = checkpoint.indexed.min(end);
         let wanted: std::collections::HashSet<String> =
             partitions.iter().map(|(_, t)| t.clone()).collect();
@@ -284,6 +290,13 @@ impl Shared {
             }
             let earliest = index.first_at_position(0, start)?;
             index.trim_front(earliest)?;
+            // A start moved past what the journal dropped (a topic's own retention).
+            if let Some(&moved) = starts.get(key) {
+                let to = moved.min(index.end());
+                if to > index.earliest() {
+                    index.trim_front(to)?;
+                }
+            }
             indexes.insert(*key, Arc::new(Mutex::new(index)));
         }
         {

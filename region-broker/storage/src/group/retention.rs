@@ -17,7 +17,12 @@ use crate::journal::Journal;
 impl Shared {
     pub(super) fn apply_retention(&self, tx: &mpsc::Sender<Command>) -> io::Result<()> {
         let config = &self.config;
-        if config.retention.is_none() && config.retention_bytes.is_none() {
+        let retention = self
+            .segment_retention
+            .lock()
+            .expect("segment retention lock poisoned")
+            .unwrap_or(config.retention);
+        if retention.is_none() && config.retention_bytes.is_none() {
             return Ok(());
         }
         loop {
@@ -29,7 +34,7 @@ impl Shared {
                 .lock()
                 .expect("progress lock poisoned")
                 .indexed;
-            let cutoff = config.retention.map(|r| now_ms() - r.as_millis() as i64);
+            let cutoff = retention.map(|r| now_ms() - r.as_millis() as i64);
             let disk = self.journal.disk_bytes();
             let expired = |first: &crate::segment::Segment, next: &crate::segment::Segment| {
                 // Only delete what the indexes already cover, so no entry is rebuilt into a

@@ -53,6 +53,7 @@ impl Appender {
             journal_synced: position,
             indexed: position,
             counts,
+            starts: Vec::new(),
             truncate_to: None,
             reset_to: Some(position),
         }

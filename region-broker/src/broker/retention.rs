@@ -1,0 +1,116 @@
+//! Topics' own retention in journals they share. A log group's journal holds many topics;
+//! its segments can go only when every topic in them is done with them. So two things
+//! follow each topic's retention, every `storage.retention_check_interval_ms`:
+//!
+//! - the journal keeps its segments as long as the longest of its topics' retentions, and
+//!   never less than the broker's `storage.retention` (what internal records, offsets and
+//!   transactions, were kept for before topics had their own) — the disk cost of a short
+//!   topic beside a long one is the long one's;
+//! - a topic whose retention is shorter stops serving its older messages at once: each of
+//!   its partitions' starts moves past the messages appended before its cutoff
+//!   (`LogGroup::advance_start`, kept across restarts), exactly, not a segment at a time.
+//!
+//! Each replica does this by its own clock, as Kafka's replicas each apply retention.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::{Broker, now_ms};
+use crate::storage::PartitionKey;
+
+/// A retention as topics and the broker spell it: empty (the broker's), `none` (forever,
+/// -1) or a duration; in ms.
+pub(crate) fn parse(text: &str) -> Result<Option<i64>, String> {
+    match text {
+        "" => Ok(None),
+        "none" => Ok(Some(-1)),
+        t => humantime::parse_duration(t)
+            .map(|d| Some(d.as_millis().min(i64::MAX as u128) as i64))
+            .map_err(|e| format!("retention {t:?}: {e}")),
+    }
+}
+
+/// The longer of two retentions in ms (-1: forever, longer than any).
+fn longer(a: i64, b: i64) -> i64 {
+    if a < 0 || b < 0 { -1 } else { a.max(b) }
+}
+
+impl Broker {
+    /// One pass over the log groups this broker hosts (see the module's doc).
+    pub fn apply_topic_retention(&self) {
+        let broker_default = parse(&self.config.storage.retention)
+            .ok()
+            .flatten()
+            .unwrap_or(-1);
+        let now = now_ms();
+        // Each group's partitions and their topics' retentions.
+        let mut in_group: BTreeMap<u32, Vec<(PartitionKey, i64)>> = BTreeMap::new();
+        for t in self.topics() {
+            let retention = t.retention_ms.unwrap_or(broker_default);
+            for (p, &g) in t.groups.iter().enumerate() {
+                in_group
+                    .entry(g)
+                    .or_default()
+                    .push(((t.id, p as u32), retention));
+            }
+        }
+        for (g, hosted) in self.log_groups() {
+            let storage = hosted.storage();
+            let partitions = in_group.remove(&g).unwrap_or_default();
+            let keep = partitions
+                .iter()
+                .fold(broker_default, |a, &(_, r)| longer(a, r));
+            storage.set_segment_retention((keep >= 0).then(|| Duration::from_millis(keep as u64)));
+            for (key, retention) in partitions {
+                if retention < 0 {
+                    continue;
+                }
+                let cutoff = now.saturating_sub(retention);
+                let start = match storage.offset_for_time(key, cutoff) {
+                    Ok(Some((offset, _))) => offset,
+                    // Every message is older: all of them go.
+                    Ok(None) => u64::MAX,
+                    Err(_) => continue,
+                };
+                match storage.advance_start(key, start) {
+                    Ok(moved) => {
+                        metrics::gauge!("meridian_partition_start", "topic_id" => key.0.to_string(), "partition" => key.1.to_string())
+                            .set(moved as f64);
+                    }
+                    Err(e) => {
+                        tracing::warn!(log_group = g, topic_id = key.0, partition = key.1, error = %e, "a topic's retention did not move its start; retried next pass")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies topics' retention every `storage.retention_check_interval_ms`.
+    pub async fn run_topic_retention(self: std::sync::Arc<Self>) {
+        let every = Duration::from_millis(self.config.storage.retention_check_interval_ms.max(100));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let broker = self.clone();
+            // Index searches and trims touch files: off the async workers.
+            let _ = tokio::task::spawn_blocking(move || broker.apply_topic_retention()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retentions_parse_and_the_longer_of_two_is_forever_when_either_is() {
+        assert_eq!(parse("").unwrap(), None);
+        assert_eq!(parse("none").unwrap(), Some(-1));
+        assert_eq!(parse("2s").unwrap(), Some(2000));
+        assert!(parse("soon").is_err());
+        assert_eq!(longer(1000, 5000), 5000);
+        assert_eq!(longer(-1, 5000), -1);
+        assert_eq!(longer(1000, -1), -1);
+    }
+}
