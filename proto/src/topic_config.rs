@@ -17,13 +17,21 @@ pub const MAX_MESSAGE_BYTES_MAX: u32 = 64 << 20;
 
 /// The keys a topic's configuration may hold, with what each takes (as Kafka documents
 /// them).
-pub const KEYS: [(&str, &str); 1] = [(
-    MAX_MESSAGE_BYTES,
-    "the largest message (key, value and headers) the topic accepts, in bytes, on every protocol: 1 to 67108864; unset, the brokers' message_bytes_max",
-)];
+pub const KEYS: [(&str, &str); 2] = [
+    (
+        MAX_MESSAGE_BYTES,
+        "the largest message (key, value and headers) the topic accepts, in bytes, on every protocol: 1 to 67108864; unset, the brokers' message_bytes_max",
+    ),
+    (
+        MIN_INSYNC_REPLICAS,
+        "replicas (the leader included) that must be in sync for an acks=all produce to be written, and hold it before it is answered: 1 to 32; the more of this and the brokers' min_insync_replicas applies",
+    ),
+];
 
 /// Kafka's `max.message.bytes`.
 pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
+/// Kafka's `min.insync.replicas`.
+pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
 
 /// A topic's configuration, parsed: each setting `None` when the topic does not set it
 /// (the brokers' default applies).
@@ -32,6 +40,9 @@ pub struct TopicConfig {
     /// `max.message.bytes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_message_bytes: Option<u32>,
+    /// `min.insync.replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_insync_replicas: Option<u32>,
 }
 
 /// A key or value a topic's configuration cannot take, named.
@@ -68,6 +79,16 @@ impl TopicConfig {
                     }
                     parsed.max_message_bytes = Some(n);
                 }
+                MIN_INSYNC_REPLICAS => {
+                    let n: u32 = value
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad("a number of replicas, 1 to 32"))?;
+                    if !(1..=32).contains(&n) {
+                        return Err(bad("a number of replicas, 1 to 32"));
+                    }
+                    parsed.min_insync_replicas = Some(n);
+                }
                 _ => {
                     let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
                     return Err(bad(&format!(
@@ -98,13 +119,20 @@ mod tests {
             TopicConfig::parse(&configs(&[])).unwrap(),
             TopicConfig::default()
         );
-        let c = TopicConfig::parse(&configs(&[("max.message.bytes", "2000")])).unwrap();
+        let c = TopicConfig::parse(&configs(&[
+            ("max.message.bytes", "2000"),
+            ("min.insync.replicas", "2"),
+        ]))
+        .unwrap();
         assert_eq!(c.max_message_bytes, Some(2000));
+        assert_eq!(c.min_insync_replicas, Some(2));
         for (k, v) in [
             ("max.message.bytes", "0"),
             ("max.message.bytes", "-1"),
             ("max.message.bytes", "2k"),
             ("max.message.bytes", "67108865"),
+            ("min.insync.replicas", "0"),
+            ("min.insync.replicas", "33"),
             ("retention.bytes", "1000"),
             ("cleanup.policy", "compact"),
         ] {

@@ -37,6 +37,27 @@ mod retention;
 
 pub use meridian_proto::settings::{Acks, UnknownAcks};
 
+/// What an append waits for: `acks`, and with [`Acks::All`] at least `min_insync`
+/// replicas in sync before it is written and holding it before it is answered — the more
+/// of this and the group's `min_insync_replicas` (a topic's own `min.insync.replicas`
+/// raises it; 0: the group's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    /// What the producer asked for.
+    pub acks: Acks,
+    /// The topic's `min.insync.replicas` (0: none of its own).
+    pub min_insync: u32,
+}
+
+impl From<Acks> for Ack {
+    fn from(acks: Acks) -> Ack {
+        Ack {
+            acks,
+            min_insync: 0,
+        }
+    }
+}
+
 /// How long a follower may go without catching up with its leader's log end, or without
 /// answering it, before it is out of sync (Kafka's `replica.lag.time.max.ms`, shorter:
 /// acknowledgements must not stop for long when a follower does).
@@ -398,10 +419,10 @@ impl HostedGroup {
     pub async fn append(
         &self,
         batch: (PartitionKey, u32, Bytes),
-        acks: Acks,
+        acks: impl Into<Ack>,
         epoch: u64,
     ) -> Result<Produced, LogGroupError> {
-        self.append_batch(batch, None, acks, epoch).await
+        self.append_batch(batch, None, acks.into(), epoch).await
     }
 
     /// Writes a transaction marker (`commit` or abort) for `producer` into a partition:
@@ -428,8 +449,13 @@ impl HostedGroup {
         let mut payload = Vec::with_capacity(meridian_proto::record::MARKER_LEN);
         marker.encode(&mut payload);
         let payload = Bytes::from(payload);
-        self.append_batch((key, 1, payload), Some((p, Some(TxnPart::Marker))), acks, 0)
-            .await
+        self.append_batch(
+            (key, 1, payload),
+            Some((p, Some(TxnPart::Marker))),
+            acks.into(),
+            0,
+        )
+        .await
     }
 
     /// [`HostedGroup::append`], writing `producer` (an idempotent producer's batch, checked
@@ -438,9 +464,11 @@ impl HostedGroup {
         &self,
         (key, count, payload): (PartitionKey, u32, Bytes),
         producer: Option<(ProducerBatch, Option<TxnPart>)>,
-        acks: Acks,
+        ack: Ack,
         epoch: u64,
     ) -> Result<Produced, LogGroupError> {
+        let acks = ack.acks;
+        let min_insync = self.min_insync.max(ack.min_insync);
         let store = |payload| async move {
             match producer {
                 Some((p, txn)) => {
@@ -468,10 +496,10 @@ impl HostedGroup {
                 let role = self.master_role(ms)?;
                 check_epoch(self.id, epoch, role.epoch)?;
                 if acks == Acks::All {
-                    self.check_min_insync()?;
+                    self.check_min_insync(min_insync)?;
                 }
                 let appended = store(payload).await?;
-                self.wait_master_slave(ms, appended.position + u64::from(appended.len), role, acks)
+                self.wait_master_slave(ms, appended.position + u64::from(appended.len), role, ack)
                     .await?;
                 Ok(Produced {
                     base_offset: appended.base_offset,
@@ -485,7 +513,7 @@ impl HostedGroup {
                 let current = self.epoch();
                 check_epoch(self.id, epoch, current)?;
                 if acks == Acks::All {
-                    self.check_min_insync()?;
+                    self.check_min_insync(min_insync)?;
                 }
                 if acks == Acks::Leader {
                     return self
@@ -504,7 +532,7 @@ impl HostedGroup {
                 };
                 let (result, index) = self.replicate_indexed(command).await?;
                 if acks == Acks::All {
-                    self.wait_raft_holders(raft, index).await?;
+                    self.wait_raft_holders(raft, index, min_insync).await?;
                 }
                 match (result.base_offset, result.append_time_ms) {
                     (Some(base_offset), Some(append_time_ms)) => Ok(Produced {
@@ -609,7 +637,7 @@ impl HostedGroup {
                     ms,
                     appended.position + u64::from(appended.len),
                     role,
-                    Acks::Quorum,
+                    Acks::Quorum.into(),
                 )
                 .await
             }
@@ -731,9 +759,14 @@ impl HostedGroup {
     /// acks=all on a raft group: the entry at `index` is committed (a quorum holds it);
     /// waits on only when `min_insync_replicas` asks for more replicas than the quorum.
     /// Never for every voter: a stopped follower must not stop acknowledgements.
-    async fn wait_raft_holders(&self, raft: &GroupRaft, index: u64) -> Result<(), LogGroupError> {
+    async fn wait_raft_holders(
+        &self,
+        raft: &GroupRaft,
+        index: u64,
+        min_insync: u32,
+    ) -> Result<(), LogGroupError> {
         let voters = self.voters().len();
-        let needed = acks_all_needs(voters, voters / 2 + 1, self.min_insync);
+        let needed = acks_all_needs(voters, voters / 2 + 1, min_insync);
         if needed <= voters / 2 + 1 {
             return Ok(());
         }
@@ -776,8 +809,9 @@ impl HostedGroup {
         ms: &MasterSlaveGroup,
         end: u64,
         role: Role,
-        acks: Acks,
+        ack: Ack,
     ) -> Result<(), LogGroupError> {
+        let (acks, min_insync) = (ack.acks, self.min_insync.max(ack.min_insync));
         let group = self.id;
         let failed = |e: WaitError, what: &str| match e {
             WaitError::RoleChanged(now) => LogGroupError::Replication(format!(
@@ -809,7 +843,7 @@ impl HostedGroup {
                 // as many replicas as min_insync_replicas asks for.
                 let replicas = ms.replica_count();
                 let committed = ms.sync_replicas() + 1;
-                let needed = acks_all_needs(replicas, committed, self.min_insync);
+                let needed = acks_all_needs(replicas, committed, min_insync);
                 if acks == Acks::All && needed > committed {
                     ms.wait_holders(end, role.epoch, needed - 1, ACKS_ALL_WAIT)
                         .await

@@ -968,6 +968,94 @@ async fn topic_configs_are_applied_and_enforced_on_every_protocol() {
     assert!(err.contains("retention.bytes"), "{err}");
 }
 
+/// A topic's own `min.insync.replicas` is enforced: with 3 on a topic of three replicas,
+/// an acks=all produce is refused NOT_ENOUGH_REPLICAS (nothing written) while a broker is
+/// down, when a topic beside it without one (quorum: two) still takes acks=all; back to
+/// three replicas in sync, it takes them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topics_min_insync_replicas_refuses_acks_all_while_too_few_are_in_sync() {
+    use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control};
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = ControlPlaneProcess::embedded(tmp.path(), &["--region", "k"]).await;
+    let mut region =
+        ManagedRegion::start(tmp.path(), "k", 3, &cp.addr, &["--kafka-listen", "auto"])
+            .await
+            .unwrap();
+    for (topic, extra) in [("strict", Some("min.insync.replicas=3")), ("plain", None)] {
+        let mut args = vec![
+            "topic",
+            "create",
+            topic,
+            "--partitions",
+            "1",
+            "--replicas",
+            "3",
+        ];
+        if let Some(c) = extra {
+            args.extend(["--config", c]);
+        }
+        let (code, _, err) = meridian_control(&cp.addr, &args);
+        assert_eq!(code, 0, "{err}");
+    }
+    // One acks=all record at the partition's leader, whichever live broker that is: its
+    // error code (0: stored).
+    let produce = |topic: &'static str, live: Vec<SocketAddr>| async move {
+        let mut last = -1;
+        for kafka in live {
+            let answer = tokio::task::spawn_blocking(move || {
+                produce_raw(kafka, topic, 0, idempotent_batch(-1, -1, 0..1))
+            })
+            .await
+            .unwrap();
+            match answer {
+                Some((5 | 6, _)) | None => {}
+                Some((code, _)) => return code,
+            }
+            last = 6;
+        }
+        last
+    };
+    let kafka: Vec<SocketAddr> = region.kafka.iter().map(|a| a.parse().unwrap()).collect();
+    let until = |what: &'static str, topic: &'static str, want: i16, live: Vec<SocketAddr>| {
+        let produce = &produce;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let code = produce(topic, live.clone()).await;
+                if code == want {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{what}: last code {code}"
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+    until(
+        "strict takes acks=all with three in sync",
+        "strict",
+        0,
+        kafka.clone(),
+    )
+    .await;
+    until("plain takes acks=all", "plain", 0, kafka.clone()).await;
+    region.brokers[2].kill9();
+    let live = kafka[..2].to_vec();
+    // NOT_ENOUGH_REPLICAS (19) once the dead one is out of the in-sync set.
+    until(
+        "strict refuses acks=all with two in sync",
+        "strict",
+        19,
+        live.clone(),
+    )
+    .await;
+    until("plain still takes acks=all", "plain", 0, live.clone()).await;
+    region.brokers[2].restart().await.unwrap();
+    until("strict takes acks=all again", "strict", 0, kafka.clone()).await;
+}
+
 /// Produces `batch` to `topic`/`partition` with acks=all on a raw connection to `kafka`;
 /// (error code, base offset), or `None` when the broker cannot be reached or drops the
 /// connection (it is being killed).

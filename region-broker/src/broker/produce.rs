@@ -98,7 +98,10 @@ impl Broker {
         producer: Option<(ProducerBatch, Option<&str>)>,
     ) -> Result<(Produced, bool), BrokerError> {
         let topic = self.topic(topic)?;
-        let acks = acks.unwrap_or(topic.acks);
+        let acks = crate::log_group::Ack {
+            acks: acks.unwrap_or(topic.acks),
+            min_insync: topic.config.min_insync_replicas.unwrap_or(0),
+        };
         let (group, key) = self.locate(&topic, partition)?;
         if let Some(home) = &topic.home {
             self.check_home(&topic.name, home)?;

@@ -422,23 +422,26 @@ impl Kafka {
                         },
                         2,
                     ),
-                    (
-                        "min.insync.replicas",
-                        // acks=all waits for the commit quorum of the topic's log group,
-                        // or for min_insync_replicas when that asks for more.
-                        (topic.groups.first().map_or(1, |&g| {
-                            let replicas = self.broker.replicas_of(g).len();
-                            crate::replication::in_sync::acks_all_needs(
-                                replicas,
-                                replicas / 2 + 1,
-                                self.broker.config().replication.min_insync_replicas,
-                            )
-                        }))
-                        .to_string(),
-                        true,
-                        5,
-                        3,
-                    ),
+                    match topic.config.min_insync_replicas {
+                        Some(n) => ("min.insync.replicas", n.to_string(), false, 1, 3),
+                        None => (
+                            "min.insync.replicas",
+                            // acks=all waits for the commit quorum of the topic's log
+                            // group, or for min_insync_replicas when that asks for more.
+                            (topic.groups.first().map_or(1, |&g| {
+                                let replicas = self.broker.replicas_of(g).len();
+                                crate::replication::in_sync::acks_all_needs(
+                                    replicas,
+                                    replicas / 2 + 1,
+                                    self.broker.config().replication.min_insync_replicas,
+                                )
+                            }))
+                            .to_string(),
+                            !managed,
+                            5,
+                            3,
+                        ),
+                    },
                 ])
             }
             BROKER => {

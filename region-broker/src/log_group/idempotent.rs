@@ -61,11 +61,11 @@ impl HostedGroup {
         batch: (PartitionKey, u32, Bytes),
         producer: ProducerBatch,
         transactional: bool,
-        acks: Acks,
+        acks: impl Into<Ack>,
         epoch: u64,
     ) -> Result<(Produced, bool), LogGroupError> {
         let txn = transactional.then_some(TxnPart::Batch);
-        self.append_checked(batch, (producer, txn), acks, epoch)
+        self.append_checked(batch, (producer, txn), acks.into(), epoch)
             .await
     }
 
@@ -73,9 +73,11 @@ impl HostedGroup {
         &self,
         batch: (PartitionKey, u32, Bytes),
         (producer, txn): (ProducerBatch, Option<TxnPart>),
-        acks: Acks,
+        ack: Ack,
         epoch: u64,
     ) -> Result<(Produced, bool), LogGroupError> {
+        let acks = ack.acks;
+        let min_insync = self.min_insync.max(ack.min_insync);
         self.check_leader()?;
         check_epoch(self.id, epoch, self.epoch())?;
         // A new leader first makes sure it holds and applied the whole log, so the
@@ -83,7 +85,7 @@ impl HostedGroup {
         self.ensure_applied_in_term().await?;
         match self.storage.check_producer(batch.0, &producer) {
             SeqCheck::Write => Ok((
-                self.append_batch(batch, Some((producer, txn)), acks, epoch)
+                self.append_batch(batch, Some((producer, txn)), ack, epoch)
                     .await
                     .inspect_err(|_| self.forget_applied())?,
                 false,
@@ -94,11 +96,11 @@ impl HostedGroup {
                 // min_insync_replicas asks for hold it (Kafka checks its ISR before it
                 // looks for duplicates too).
                 if acks == Acks::All {
-                    self.check_min_insync()?;
+                    self.check_min_insync(min_insync)?;
                 }
                 let append_time_ms = self.wait_committed(index).await?;
                 if acks == Acks::All {
-                    self.wait_duplicate_holders(index).await?;
+                    self.wait_duplicate_holders(index, min_insync).await?;
                 }
                 Ok((
                     Produced {
@@ -118,14 +120,22 @@ impl HostedGroup {
 
     /// acks=all for a batch found written before (record `index`): as many replicas hold
     /// it as a first write would wait for.
-    async fn wait_duplicate_holders(&self, index: u64) -> Result<(), LogGroupError> {
+    async fn wait_duplicate_holders(
+        &self,
+        index: u64,
+        min_insync: u32,
+    ) -> Result<(), LogGroupError> {
         match &self.replication {
             Replication::Standalone | Replication::Starting => Ok(()),
-            Replication::Raft(raft) => self.wait_raft_holders(raft, index).await,
+            Replication::Raft(raft) => self.wait_raft_holders(raft, index, min_insync).await,
             Replication::MasterSlave(ms) => {
                 let role = self.master_role(ms)?;
                 let end = self.storage.end_of_record(index).unwrap_or(0);
-                self.wait_master_slave(ms, end, role, Acks::All).await
+                let ack = Ack {
+                    acks: Acks::All,
+                    min_insync,
+                };
+                self.wait_master_slave(ms, end, role, ack).await
             }
         }
     }

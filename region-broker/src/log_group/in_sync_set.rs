@@ -88,13 +88,14 @@ impl HostedGroup {
     }
 
     /// Refuses an `acks=all` produce before it is written when fewer replicas are in sync
-    /// than `min_insync_replicas` asks for.
-    pub(super) fn check_min_insync(&self) -> Result<(), LogGroupError> {
-        if self.min_insync <= 1 {
+    /// than `min_insync` (the group's `min_insync_replicas`, or a topic's own, more) asks
+    /// for.
+    pub(super) fn check_min_insync(&self, min_insync: u32) -> Result<(), LogGroupError> {
+        if min_insync <= 1 {
             return Ok(());
         }
         let in_sync = self.in_sync().map_or(0, |m| m.len());
-        let needed = self.min_insync as usize;
+        let needed = min_insync as usize;
         if in_sync < needed {
             return Err(LogGroupError::NotEnoughReplicas {
                 log_group: self.id,
