@@ -26,10 +26,13 @@ use crate::replication::master_slave::{MasterSlaveGroup, Role, WaitError};
 use crate::replication::raft::{Command, CommandResult, LocalAck, TypeConfig};
 use crate::replication::transport::GroupRaft;
 use crate::storage::transactions::TxnPart;
-use crate::storage::{self, AppendError, PartitionKey, SeqCheck, SeqRefusal};
+use crate::storage::{self, AppendError, PartitionKey, SeqCheck};
 
 pub use crate::replication::{Strategy, UnknownStrategy};
+use error::not_running;
+pub use error::{LogGroupError, check_epoch};
 
+mod error;
 mod idempotent;
 mod in_sync_set;
 mod mirrored;
@@ -86,82 +89,6 @@ pub struct Produced {
     pub append_time_ms: i64,
     /// The log group's leadership epoch (raft term; 0 without replication).
     pub epoch: u64,
-}
-
-/// Why an operation on a log group failed.
-#[derive(Debug, thiserror::Error)]
-pub enum LogGroupError {
-    /// This broker does not lead the group.
-    #[error("this broker does not lead log group {log_group}")]
-    NotLeader {
-        /// The log group.
-        log_group: u32,
-        /// The leader's broker id, when known.
-        leader: Option<u64>,
-    },
-    /// The request carried an epoch the group has moved past.
-    #[error("epoch {epoch} is stale: log group {log_group} is at epoch {current}")]
-    StaleEpoch {
-        /// The log group.
-        log_group: u32,
-        /// The epoch the request carried.
-        epoch: u64,
-        /// The group's current epoch.
-        current: u64,
-    },
-    /// The request carried an epoch newer than this broker knows for the group.
-    #[error("log group {log_group} is at epoch {current} here but the request carries {epoch}")]
-    EpochAhead {
-        /// The log group.
-        log_group: u32,
-        /// The epoch the request carried.
-        epoch: u64,
-        /// The epoch this broker knows.
-        current: u64,
-    },
-    /// Fewer replicas are in sync than `min_insync_replicas` asks for: an `acks=all`
-    /// produce is refused before anything is written (Kafka's NOT_ENOUGH_REPLICAS).
-    #[error(
-        "log group {log_group} has {in_sync} in-sync replica(s), fewer than the {needed} min_insync_replicas asks for: nothing was written; retry once its replicas catch up"
-    )]
-    NotEnoughReplicas {
-        /// The log group.
-        log_group: u32,
-        /// Replicas in sync now, the leader included.
-        in_sync: usize,
-        /// Replicas an acks=all produce needs.
-        needed: usize,
-    },
-    /// The batch is committed, but fewer than `min_insync_replicas` replicas acknowledged
-    /// it in time (Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND).
-    #[error(
-        "log group {log_group}: the batch is committed, but fewer than the {needed} replicas min_insync_replicas asks for held it within {} s",
-        ACKS_ALL_WAIT.as_secs()
-    )]
-    NotEnoughReplicasAfterAppend {
-        /// The log group.
-        log_group: u32,
-        /// Replicas an acks=all produce needs.
-        needed: usize,
-    },
-    /// The operation does not apply to this group.
-    #[error("{0}")]
-    Invalid(String),
-    /// Replication failed (no quorum, not running, shutting down).
-    #[error("replication failed: {0}")]
-    Replication(String),
-    /// Storage refused the append.
-    #[error(transparent)]
-    Append(#[from] AppendError),
-    /// An idempotent producer's batch does not fit what the partition holds of it (an
-    /// older epoch, or a sequence gap): nothing was written.
-    #[error("log group {log_group}: {refusal}")]
-    Sequence {
-        /// The log group.
-        log_group: u32,
-        /// Why.
-        refusal: SeqRefusal,
-    },
 }
 
 /// How one hosted log group replicates on this broker.
@@ -242,30 +169,6 @@ pub struct MirroredBatch {
     pub payload: Bytes,
     /// A committed transaction's batch or commit marker: its producer here, and which.
     pub txn: Option<(ProducerBatch, TxnPart)>,
-}
-
-/// Fences a produce by the epoch it carries (0: not fenced): an older epoch means the
-/// producer is behind, a newer one that this broker is.
-pub fn check_epoch(log_group: u32, epoch: u64, current: u64) -> Result<(), LogGroupError> {
-    if epoch == 0 || epoch == current {
-        Ok(())
-    } else if epoch < current {
-        Err(LogGroupError::StaleEpoch {
-            log_group,
-            epoch,
-            current,
-        })
-    } else {
-        Err(LogGroupError::EpochAhead {
-            log_group,
-            epoch,
-            current,
-        })
-    }
-}
-
-fn not_running() -> LogGroupError {
-    LogGroupError::Replication("replication is not running".into())
 }
 
 impl HostedGroup {
