@@ -91,7 +91,8 @@ pub(crate) enum Command {
         /// Topic name.
         name: String,
         /// Show its configuration instead: every topic config under Kafka's name, its
-        /// value, and whether the topic sets it or takes the default (control plane only).
+        /// value, and whether the topic sets it or takes the default (control plane only;
+        /// a retention of 7 days, the control plane's default, shows as the default).
         #[arg(long)]
         configs: bool,
     },

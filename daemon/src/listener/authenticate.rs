@@ -168,11 +168,12 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        // Borrowed: the caller is built (owning what it needs) before the request changes.
         let certified = request
             .extensions()
             .get::<super::grpc::ConnectionInfo>()
-            .and_then(|c| c.certified().map(str::to_owned));
-        match authenticate(&self.auth, request.headers(), certified.as_deref()) {
+            .and_then(|c| c.certified());
+        match authenticate(&self.auth, request.headers(), certified) {
             Ok(caller) => {
                 request.extensions_mut().insert(caller);
                 Box::pin(self.inner.call(request))

@@ -72,14 +72,8 @@ impl Broker {
                     Ok(None) => u64::MAX,
                     Err(_) => continue,
                 };
-                match storage.advance_start(key, start) {
-                    Ok(moved) => {
-                        metrics::gauge!("meridian_partition_start", "topic_id" => key.0.to_string(), "partition" => key.1.to_string())
-                            .set(moved as f64);
-                    }
-                    Err(e) => {
-                        tracing::warn!(log_group = g, topic_id = key.0, partition = key.1, error = %e, "a topic's retention did not move its start; retried next pass")
-                    }
+                if let Err(e) = storage.advance_start(key, start) {
+                    tracing::warn!(log_group = g, topic_id = key.0, partition = key.1, error = %e, "a topic's retention did not move its start; retried next pass");
                 }
             }
         }
