@@ -8,7 +8,7 @@
 //!   topic beside a long one is the long one's;
 //! - a topic whose retention is shorter stops serving its older messages at once: each of
 //!   its partitions' starts moves past the messages appended before its cutoff
-//!   (`LogGroup::advance_start`, kept across restarts), exactly, not a segment at a time.
+//!   (`LogGroup::expire_before`, kept across restarts), exactly, not a segment at a time.
 //!
 //! Each replica does this by its own clock, as Kafka's replicas each apply retention.
 
@@ -65,14 +65,10 @@ impl Broker {
                 if retention < 0 {
                     continue;
                 }
+                // One search-and-move under the partition's index lock: a message appended
+                // between a search and a separate move would be passed unread.
                 let cutoff = now.saturating_sub(retention);
-                let start = match storage.offset_for_time(key, cutoff) {
-                    Ok(Some((offset, _))) => offset,
-                    // Every message is older: all of them go.
-                    Ok(None) => u64::MAX,
-                    Err(_) => continue,
-                };
-                if let Err(e) = storage.advance_start(key, start) {
+                if let Err(e) = storage.expire_before(key, cutoff) {
                     tracing::warn!(log_group = g, topic_id = key.0, partition = key.1, error = %e, "a topic's retention did not move its start; retried next pass");
                 }
             }

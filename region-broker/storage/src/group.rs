@@ -540,6 +540,28 @@ impl LogGroup {
         Ok(index.earliest())
     }
 
+    /// Moves a partition's start past every message appended before `time_ms` (a topic's
+    /// own retention), in one hold of its index: the search and the move see the same
+    /// entries, so a message appended meanwhile is never passed. Returns the start now.
+    pub fn expire_before(&self, key: PartitionKey, time_ms: i64) -> Result<u64, ReadError> {
+        let index = self.shared.index(key)?;
+        let mut index = index.lock().expect("index lock poisoned");
+        let to = index.first_at_time(time_ms)?;
+        if to > index.earliest() {
+            index.trim_front(to)?;
+            if let Some(txns) = self
+                .shared
+                .txns
+                .lock()
+                .expect("transactions lock poisoned")
+                .get_mut(&key)
+            {
+                txns.trim_front(to);
+            }
+        }
+        Ok(index.earliest())
+    }
+
     /// The first offset appended at or after `time_ms`, with its append time; `None` when
     /// every message is older.
     pub fn offset_for_time(

@@ -528,7 +528,11 @@ fn a_partitions_start_moves_on_its_own_and_stays_moved_after_a_restart() {
         group.read(short, 20, 1).unwrap()[0].payload,
         payload(20, 100)
     );
-    // Past the end: the end (every message gone, the next one readable).
+    // By time: nothing is older than the epoch's start; everything is older than the
+    // future (the start moves to the end, the next message readable).
+    assert_eq!(group.expire_before(short, 0).unwrap(), 20);
+    assert_eq!(group.expire_before(short, i64::MAX).unwrap(), 30);
+    // Past the end: the end.
     assert_eq!(group.advance_start(short, 1000).unwrap(), 30);
     group.close();
     drop(group);
