@@ -47,6 +47,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ConsumerGroupDescribe, 0, 1),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DeleteRecords, 0, 2),
     // Version 0 is advertised because librdkafka asks for it before it uses version 1
     // with SaslAuthenticate; a version-0 handshake itself is refused (kafka/sasl.rs).
     (ApiKey::SaslHandshake, 0, 1),

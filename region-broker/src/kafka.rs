@@ -58,6 +58,7 @@ mod admin;
 mod authorize;
 mod consumers;
 mod fetch;
+mod logs;
 
 use meridian_region_client::{RegionClient, RegionError};
 
@@ -653,6 +654,9 @@ async fn handle(
         }
         RequestKind::AlterUserScramCredentials(r) => {
             ResponseKind::AlterUserScramCredentials(users::alter(&kafka.broker, r).await)
+        }
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(logs::delete_records(kafka, r).await)
         }
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata(broker, r)),
         RequestKind::Produce(r) => ResponseKind::Produce(produce(kafka, r).await?),

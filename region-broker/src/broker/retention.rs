@@ -11,12 +11,16 @@
 //!   (`LogGroup::expire_before`, kept across restarts), exactly, not a segment at a time.
 //!
 //! Each replica does this by its own clock, as Kafka's replicas each apply retention.
+//!
+//! Kafka's DeleteRecords moves a partition's start too, but on every replica at once: the
+//! leader writes a [`START_MARK`] commit through the log group's replication, and each
+//! replica trims the partition where it makes that record visible.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{Broker, now_ms};
-use crate::storage::PartitionKey;
+use super::{Broker, BrokerError, now_ms};
+use crate::storage::{PartitionKey, START_MARK};
 
 /// A retention as topics and the broker spell it: empty (the broker's), `none` (forever,
 /// -1) or a duration; in ms.
@@ -73,6 +77,51 @@ impl Broker {
                 }
             }
         }
+    }
+
+    /// Deletes a partition's messages below `offset` (Kafka's DeleteRecords; -1: all it
+    /// holds) on every replica of the log group; returns the partition's start after it.
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+    ) -> Result<u64, BrokerError> {
+        let topic = self.topic(topic)?;
+        let (group, key) = self.locate(&topic, partition)?;
+        self.require_leader(group.id())?;
+        let storage = group.storage();
+        // Read your writes: what was acknowledged before this call may be deleted.
+        storage.caught_up(Duration::from_secs(1)).await;
+        let (earliest, latest) = storage.offsets(key).map_err(BrokerError::Read)?;
+        let to = match offset {
+            -1 => latest,
+            o if o < 0 => {
+                return Err(BrokerError::Invalid(format!(
+                    "offset {o}: delete below an offset, or -1 for everything held"
+                )));
+            }
+            o if o as u64 > latest => {
+                return Err(BrokerError::OffsetOutOfRange {
+                    topic: topic.name.clone(),
+                    partition,
+                    offset: o as u64,
+                    earliest,
+                    latest,
+                });
+            }
+            o => o as u64,
+        };
+        if to <= earliest {
+            return Ok(earliest);
+        }
+        group
+            .commit_offset(START_MARK, key, to, Vec::new())
+            .await
+            .map_err(|e| self.group_error(e))?;
+        // Visible here once the indexer has reached the record (it is committed now).
+        storage.caught_up(Duration::from_secs(5)).await;
+        Ok(storage.offsets(key).map_err(BrokerError::Read)?.0.max(to))
     }
 
     /// Applies topics' retention every `storage.retention_check_interval_ms`.

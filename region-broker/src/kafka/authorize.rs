@@ -5,7 +5,7 @@
 //!
 //! - Produce: Write on each topic; Fetch: Read; ListOffsets and Metadata: Describe (a
 //!   Metadata of every topic lists only those the principal may describe); CreateTopics:
-//!   Create on the topic or the cluster; DeleteTopics: Delete.
+//!   Create on the topic or the cluster; DeleteTopics and DeleteRecords: Delete.
 //! - Consumer groups (JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit,
 //!   OffsetFetch, ConsumerGroupHeartbeat): Read on the group; InitProducerId with a
 //!   transactional id: Write on it.
@@ -167,6 +167,19 @@ pub(super) async fn check(kafka: &Kafka, who: &Who, request: RequestKind) -> Che
             }
             r.topics = kept;
             RequestKind::DeleteTopics(r)
+        }
+        RequestKind::DeleteRecords(mut r) => {
+            let mut kept = Vec::new();
+            for t in std::mem::take(&mut r.topics) {
+                if may(kafka, who, Operation::Delete, Topic, &t.name).await {
+                    kept.push(t);
+                } else {
+                    let parts = t.partitions.iter().map(|p| p.partition_index).collect();
+                    refused.topics.push((t.name, parts));
+                }
+            }
+            r.topics = kept;
+            RequestKind::DeleteRecords(r)
         }
         RequestKind::JoinGroup(r) => {
             if !may(kafka, who, Operation::Read, Group, &r.group_id).await {
@@ -440,6 +453,22 @@ pub(super) async fn finish(
                 out.topics.push(t);
             }
             ResponseKind::CreateTopics(out)
+        }
+        ResponseKind::DeleteRecords(mut out) => {
+            use kafka_protocol::messages::delete_records_response::*;
+            for (name, parts) in refused.topics {
+                let mut t = DeleteRecordsTopicResult::default();
+                t.name = name;
+                for index in parts {
+                    let mut p = DeleteRecordsPartitionResult::default();
+                    p.partition_index = index;
+                    p.low_watermark = -1;
+                    p.error_code = TOPIC_AUTHORIZATION_FAILED;
+                    t.partitions.push(p);
+                }
+                out.topics.push(t);
+            }
+            ResponseKind::DeleteRecords(out)
         }
         ResponseKind::DeleteTopics(mut out) => {
             use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;

@@ -47,7 +47,7 @@ use meridian_proto::origin::Origin;
 use meridian_proto::producer::ProducerBatch;
 use meridian_proto::record::{self, RecordHeader, RecordKind};
 
-pub use offsets::{OFFSET_DELETED, POSITION_CLEARED, POSITIONS_ONLY};
+pub use offsets::{OFFSET_DELETED, POSITION_CLEARED, POSITIONS_ONLY, START_MARK};
 pub use producers::{BATCHES_KEPT, ProducerState, SeqCheck, SeqRefusal};
 use replica::RecordPositions;
 
@@ -518,25 +518,14 @@ impl LogGroup {
     }
 
     /// Moves a partition's first readable offset up to `offset` (at most its end; never
-    /// back): reads below it are out of range, as if retention had deleted them, though
-    /// the journal may hold them until its segment goes. Kept across restarts (the
-    /// checkpoint records each partition's start). Returns the start now.
+    /// back) on this replica alone: reads below it are out of range, as if retention had
+    /// deleted them, though the journal may hold them until its segment goes. Kept across
+    /// restarts (the checkpoint records each partition's start). Returns the start now.
+    /// (Kafka's DeleteRecords moves every replica's start: a [`START_MARK`] commit.)
     pub fn advance_start(&self, key: PartitionKey, offset: u64) -> Result<u64, ReadError> {
         let index = self.shared.index(key)?;
         let mut index = index.lock().expect("index lock poisoned");
-        let to = offset.min(index.end());
-        if to > index.earliest() {
-            index.trim_front(to)?;
-            if let Some(txns) = self
-                .shared
-                .txns
-                .lock()
-                .expect("transactions lock poisoned")
-                .get_mut(&key)
-            {
-                txns.trim_front(to);
-            }
-        }
+        self.shared.trim_start(key, &mut index, offset)?;
         Ok(index.earliest())
     }
 
@@ -547,18 +536,7 @@ impl LogGroup {
         let index = self.shared.index(key)?;
         let mut index = index.lock().expect("index lock poisoned");
         let to = index.first_at_time(time_ms)?;
-        if to > index.earliest() {
-            index.trim_front(to)?;
-            if let Some(txns) = self
-                .shared
-                .txns
-                .lock()
-                .expect("transactions lock poisoned")
-                .get_mut(&key)
-            {
-                txns.trim_front(to);
-            }
-        }
+        self.shared.trim_start(key, &mut index, to)?;
         Ok(index.earliest())
     }
 
@@ -821,6 +799,29 @@ fn now_ms() -> i64 {
 }
 
 impl Shared {
+    /// Moves partition `key`'s start (its index, held) up to `to`, at most its end and
+    /// never back, with its transactions' state.
+    fn trim_start(
+        &self,
+        key: PartitionKey,
+        index: &mut PartitionIndex,
+        to: u64,
+    ) -> Result<(), ReadError> {
+        let to = to.min(index.end());
+        if to > index.earliest() {
+            index.trim_front(to)?;
+            if let Some(txns) = self
+                .txns
+                .lock()
+                .expect("transactions lock poisoned")
+                .get_mut(&key)
+            {
+                txns.trim_front(to);
+            }
+        }
+        Ok(())
+    }
+
     fn index(&self, key: PartitionKey) -> Result<Arc<Mutex<PartitionIndex>>, ReadError> {
         self.indexes
             .read()

@@ -29,7 +29,8 @@ use std::time::Duration;
 
 pub use group::{
     Appended, BATCHES_KEPT, HeldOffset, LogGroup, OFFSET_DELETED, POSITION_CLEARED, POSITIONS_ONLY,
-    ProducerState, RaftRecord, ReadBatch, RecordChunk, SeqCheck, SeqRefusal, mirrored_payload,
+    ProducerState, RaftRecord, ReadBatch, RecordChunk, START_MARK, SeqCheck, SeqRefusal,
+    mirrored_payload,
 };
 pub use journal::ReadFailure;
 pub use meridian_proto::record;

@@ -555,6 +555,50 @@ fn a_partitions_start_moves_on_its_own_and_stays_moved_after_a_restart() {
 }
 
 #[test]
+fn a_start_mark_commit_moves_the_start_where_it_is_indexed_and_after_recovery() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("group-0");
+    let group = LogGroup::open(&dir, config(FlushPolicy::Fsync), &partitions()).unwrap();
+    let (deleted, other) = ((1, 0), (2, 1));
+    for i in 0..10 {
+        rt.block_on(group.append(deleted, payload(i, 100), 1))
+            .unwrap();
+        rt.block_on(group.append(other, payload(i, 100), 1))
+            .unwrap();
+    }
+    // The record a DeleteRecords writes (replicated as any commit is).
+    rt.block_on(group.commit_offset(crate::START_MARK, deleted, 6))
+        .unwrap();
+    let (_, written, _, _) = group.positions();
+    wait_visible(&rt, &group, written);
+    assert_eq!(group.offsets(deleted).unwrap(), (6, 10));
+    assert_eq!(
+        group.offsets(other).unwrap(),
+        (0, 10),
+        "its neighbour keeps all"
+    );
+    assert!(
+        group.committed_offsets().is_empty(),
+        "no consumer group shows for it"
+    );
+    // Past the end: the end; a later, lower one does not move it back.
+    rt.block_on(group.commit_offset(crate::START_MARK, deleted, 99))
+        .unwrap();
+    rt.block_on(group.commit_offset(crate::START_MARK, deleted, 2))
+        .unwrap();
+    let (_, written, _, _) = group.positions();
+    wait_visible(&rt, &group, written);
+    assert_eq!(group.offsets(deleted).unwrap(), (10, 10));
+    // Killed before any checkpoint names the start: recovery indexes the records again.
+    drop(group);
+    let group = LogGroup::open(&dir, config(FlushPolicy::Fsync), &partitions()).unwrap();
+    assert_eq!(group.offsets(deleted).unwrap(), (10, 10));
+    assert_eq!(group.offsets(other).unwrap(), (0, 10));
+    group.close();
+}
+
+#[test]
 fn a_truncation_interrupted_after_its_intent_is_finished_by_recovery() {
     let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();

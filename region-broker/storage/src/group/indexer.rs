@@ -9,9 +9,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use meridian_proto::record::{RecordHeader, RecordKind};
+use bytes::Bytes;
+use meridian_proto::record::{self, RecordHeader, RecordKind};
 use tokio::sync::mpsc;
 
+use super::offsets::START_MARK;
 use super::{Command, Shared, visible_limit};
 use crate::checkpoint::Checkpoint;
 use crate::index::{Entry, PartitionIndex};
@@ -50,11 +52,11 @@ impl Shared {
         let mut n = 0;
         let mut failure = None;
         let mut waiting_at = None;
-        let walk_end = self.journal.walk(from, to, |pos, h, _| {
+        let walk_end = self.journal.walk(from, to, |pos, h, payload| {
             if failure.is_some() || waiting_at.is_some() {
                 return;
             }
-            match Shared::index_record(&indexes, pos, h) {
+            match self.index_record(&indexes, pos, h, payload) {
                 Ok(Indexed::Added) => n += 1,
                 Ok(Indexed::Skipped) => {}
                 Ok(Indexed::Unknown) if wait_for_unknown && !retired.contains(&h.topic_id) => {
@@ -77,10 +79,27 @@ impl Shared {
     }
 
     fn index_record(
+        &self,
         indexes: &HashMap<PartitionKey, Arc<Mutex<PartitionIndex>>>,
         pos: u64,
         h: &RecordHeader,
+        payload: &Bytes,
     ) -> io::Result<Indexed> {
+        if h.kind == RecordKind::OffsetCommit {
+            // A partition's new start (DeleteRecords) takes effect where every replica
+            // makes records visible: here, in journal order, so the batches below it are
+            // indexed already.
+            if let Some((START_MARK, to)) = record::decode_offset_commit(payload)
+                .as_ref()
+                .map(|(g, o)| (g.as_str(), *o))
+                && let Some(index) = indexes.get(&(h.topic_id, h.partition))
+            {
+                let mut index = index.lock().expect("index lock poisoned");
+                self.trim_start((h.topic_id, h.partition), &mut index, to)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+            }
+            return Ok(Indexed::Skipped);
+        }
         if h.kind != RecordKind::Batch {
             return Ok(Indexed::Skipped);
         }

@@ -44,6 +44,11 @@ pub(super) fn commit_values(
 /// letters, digits, `.`, `_` and `-` (`meridian_proto::names`), so none can start with it.
 pub(super) const MARK_PREFIX: char = '\u{1}';
 
+/// The pseudo consumer group whose commit moves a partition's start on every replica
+/// (Kafka's DeleteRecords): the indexer trims the partition's index to its offset when it
+/// makes the record visible, in journal order.
+pub const START_MARK: &str = "\u{1}start";
+
 /// The two pseudo offset keys of an origin's mirror marks: the highest seq held, and the
 /// highest `through`. Kept as consumer offsets are — restored from the journal, rebuilt on
 /// truncation, carried forward before retention deletes their record — so a mark lives in
