@@ -320,6 +320,15 @@ impl Topic {
         if self.replication_factor == 0 {
             return Err(invalid("replication_factor", 0, "must be at least 1"));
         }
+        if self.replication == Strategy::MasterSlave && self.regions.len() > 1 {
+            return Err(invalid(
+                "regions",
+                self.regions.join(","),
+                "a master-slave topic lives in one region: mirrors carry raft log groups only, \
+                 so its messages would never reach the others. Name one region (--regions R), \
+                 or replicate it by raft to span regions",
+            ));
+        }
         if self.replication == Strategy::MasterSlave && self.replication_factor < 2 {
             return Err(invalid(
                 "replication_factor",
@@ -451,10 +460,19 @@ mod tests {
             Topic {
                 replication: Strategy::MasterSlave,
                 replication_factor: 1,
+                regions: vec!["eu".into()],
                 ..topic()
             },
             "replication_factor",
             "master-slave",
+        );
+        check(
+            Topic {
+                replication: Strategy::MasterSlave,
+                ..topic()
+            },
+            "regions",
+            "never reach the others",
         );
         check(
             Topic {

@@ -125,6 +125,9 @@ pub struct KafkaLimits {
     /// (`SCRAM-SHA-512`, `SCRAM-SHA-256`, `PLAIN`; checked against the region's
     /// credentials, `meridian user set`). Empty: no authentication.
     pub sasl_mechanisms: Vec<String>,
+    /// The regions a topic created over Kafka (CreateTopics) is placed in, through the
+    /// control plane. Empty: every region, so a Kafka client of any region finds it.
+    pub topic_regions: Vec<String>,
 }
 
 impl Default for KafkaLimits {
@@ -141,6 +144,7 @@ impl Default for KafkaLimits {
             tls_client_auth: ClientAuth::None,
             tls_client_ca: None,
             sasl_mechanisms: Vec::new(),
+            topic_regions: Vec::new(),
         }
     }
 }
@@ -499,6 +503,11 @@ impl Config {
                     m,
                     format!("must be among {}", KAFKA_SASL_MECHANISMS.join(", ")),
                 );
+            }
+        }
+        for r in &k.topic_regions {
+            if let Err(e) = meridian_proto::names::validate("region", r) {
+                return invalid("kafka.topic_regions", r, e.to_string());
             }
         }
         for s in &self.auth.super_users {

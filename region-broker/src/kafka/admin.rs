@@ -132,7 +132,7 @@ impl Kafka {
                 name: name.to_owned(),
                 partitions,
                 replication_factor: replication_factor.max(0) as u32,
-                regions: vec![self.broker.config().region.clone()],
+                regions: self.broker.config().kafka.topic_regions.clone(),
                 retention: wanted.retention.clone().unwrap_or_default(),
                 timestamp_type: wanted.timestamp_type.clone().unwrap_or_default(),
                 configs: wanted
