@@ -80,9 +80,8 @@ fn parse_from(s: &str) -> anyhow::Result<StartFrom> {
     })
 }
 
-pub(crate) async fn run(args: Args, broker: &str, json: bool) -> anyhow::Result<()> {
+pub(crate) async fn run(args: Args, client: Client, json: bool) -> anyhow::Result<()> {
     let from = args.from.as_deref().map(parse_from).transpose()?;
-    let client = Client::connect(broker).await?;
     let config = ConsumerConfig {
         group: args.group.clone(),
         start: from.unwrap_or(StartFrom::End),

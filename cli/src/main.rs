@@ -180,23 +180,30 @@ fn main() {
             .unwrap_or_else(|| control::DEFAULT_CONTROL.to_owned());
         let broker = endpoint::resolve(cli.broker.as_deref());
         let region = cli.region.as_deref();
-        // Produce and consume: the named broker, else the routed region's brokers.
-        let data_brokers = |topic: String| {
+        // Produce and consume: the named broker, else the routed region's brokers (the
+        // client follows its region's failover while it runs).
+        let data_client = |topic: String| {
             let control = control.clone();
             let explicit = cli.broker.clone();
             let region = cli.region.clone();
             async move {
                 match (explicit, control) {
-                    (Some(b), _) => Ok(b),
+                    (Some(b), _) => Ok(meridian_client::Client::connect(&b).await?),
                     (None, Some(c)) => {
-                        let route = meridian_client::route(&c, &topic, region.as_deref())
-                            .await
-                            .with_context(|| {
-                                format!("routing topic {topic} through the control plane at {c}")
-                            })?;
-                        Ok(route.brokers.join(","))
+                        let (client, route) =
+                            meridian_client::Client::connect_routed(&c, &topic, region.as_deref())
+                                .await
+                                .with_context(|| {
+                                    format!(
+                                        "routing topic {topic} through the control plane at {c}"
+                                    )
+                                })?;
+                        report_moves(&client, route.region);
+                        Ok(client)
                     }
-                    (None, None) => Ok(endpoint::resolve(None)),
+                    (None, None) => {
+                        Ok(meridian_client::Client::connect(&endpoint::resolve(None)).await?)
+                    }
                 }
             }
         };
@@ -210,12 +217,12 @@ fn main() {
             Command::Region(cmd) => region::run(cmd, &control_or_default, cli.json).await,
             Command::Broker(cmd) => broker::run(cmd, &control_or_default, region, cli.json).await,
             Command::Produce(args) => {
-                let brokers: anyhow::Result<String> = data_brokers(args.topic.clone()).await;
-                produce::run(args, &brokers?, cli.json).await
+                let client: anyhow::Result<_> = data_client(args.topic.clone()).await;
+                produce::run(args, client?, cli.json).await
             }
             Command::Consume(args) => {
-                let brokers: anyhow::Result<String> = data_brokers(args.topic.clone()).await;
-                consume::run(args, &brokers?, cli.json).await
+                let client: anyhow::Result<_> = data_client(args.topic.clone()).await;
+                consume::run(args, client?, cli.json).await
             }
             Command::Txn(cmd) => txn::run(cmd, &broker, control.as_deref(), region, cli.json).await,
             Command::Group(cmd) => {
@@ -241,6 +248,24 @@ fn fail(e: &anyhow::Error) -> ! {
     }
     eprintln!("{line}");
     std::process::exit(1);
+}
+
+/// Says on standard error when a routed client moves to another region (its region failed
+/// over, or the one asked for serves again).
+fn report_moves(client: &meridian_client::Client, mut region: String) {
+    let client = client.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            match client.region() {
+                Some(now) if now != region => {
+                    eprintln!("region {region} does not serve now: moved to region {now}");
+                    region = now;
+                }
+                _ => {}
+            }
+        }
+    });
 }
 
 #[cfg(test)]

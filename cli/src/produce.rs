@@ -65,8 +65,7 @@ fn parse_acks(s: &str) -> Result<Acks, UnknownAcks> {
 /// Acknowledgments awaited at once, at most; keeps memory flat on endless input.
 const OUTSTANDING_MAX: usize = 20_000;
 
-pub(crate) async fn run(args: Args, broker: &str, json: bool) -> anyhow::Result<()> {
-    let client = Client::connect(broker).await?;
+pub(crate) async fn run(args: Args, client: Client, json: bool) -> anyhow::Result<()> {
     // Fail before reading any input if the topic is missing.
     client
         .describe_topic(&args.topic)

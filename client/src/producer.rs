@@ -283,9 +283,13 @@ struct Batcher {
     epochs: Arc<Mutex<HashMap<(String, u32), u64>>>,
     /// Idempotent mode: this producer's id.
     producer_id: i64,
-    /// Idempotent mode: each partition's epoch and next sequence.
-    sequences: Arc<Mutex<HashMap<(String, u32), Sequences>>>,
+    /// Idempotent mode: each partition's epoch and next sequence, with the client's region
+    /// moves when they were started.
+    sequences: Arc<Mutex<PartitionSequences>>,
 }
+
+/// Each partition's sequences, with the client's region moves when they were started.
+type PartitionSequences = HashMap<(String, u32), (u64, Sequences)>;
 
 impl Batcher {
     async fn run(mut self) {
@@ -429,13 +433,21 @@ impl Batcher {
                 .copied()
                 .unwrap_or(0);
             // The partition's previous batch is settled: this one takes the next sequence.
+            // After the client moved to another region the partition's sequences start
+            // again under a new producer id: the region it is in now never saw the ones in
+            // between, and neither will the one it left when it comes back (no batch is
+            // ever sent again across a move).
+            let moves = client.moves();
             let producer = sequences.as_ref().map(|(sequences, id)| {
-                sequences
-                    .lock()
-                    .expect("sequences lock poisoned")
+                let mut sequences = sequences.lock().expect("sequences lock poisoned");
+                let (started, s) = sequences
                     .entry(epoch_key.clone())
-                    .or_insert_with(|| Sequences::new(*id))
-                    .assign(messages.len())
+                    .or_insert_with(|| (moves, Sequences::new(*id)));
+                if *started != moves {
+                    *started = moves;
+                    *s = Sequences::new(new_producer_id());
+                }
+                s.assign(messages.len())
             });
             let request = v1::ProduceRequest {
                 topic: topic.clone(),
@@ -453,7 +465,7 @@ impl Batcher {
                 let sent = send_idempotent(&client, request, &config, give_up).await;
                 if sent.is_err()
                     && let Some((sequences, _)) = &sequences
-                    && let Some(s) = sequences
+                    && let Some((_, s)) = sequences
                         .lock()
                         .expect("sequences lock poisoned")
                         .get_mut(&epoch_key)

@@ -29,11 +29,36 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const PROBES: usize = 3;
 
 /// Asks the control plane (`control`: one or more comma-separated `HOST:PORT`) where
-/// `topic` is served and picks a region: `region` when it is healthy, else the healthy
-/// region with the lowest round trip.
+/// `topic` is served and picks a region: `region` when named (refused, with the reason,
+/// when it does not serve now: never silently replaced), else the healthy region with the
+/// lowest round trip.
 pub async fn route(control: &str, topic: &str, region: Option<&str>) -> Result<Route, ClientError> {
     let answer = ask(control, topic, region.unwrap_or("")).await?;
+    refuse_named_down(&answer, topic, region)?;
     pick(&answer, topic, region, None).await
+}
+
+/// Refuses a region named explicitly that does not serve now, saying why.
+fn refuse_named_down(
+    answer: &v1::RouteResponse,
+    topic: &str,
+    region: Option<&str>,
+) -> Result<(), ClientError> {
+    let Some(r) = region.and_then(|name| answer.regions.iter().find(|r| r.region == name)) else {
+        return Ok(());
+    };
+    if r.healthy {
+        return Ok(());
+    }
+    Err(ClientError::Usage(format!(
+        "region {} does not serve topic {topic:?} now: {}. Name another region, or none for the nearest healthy one",
+        r.region,
+        if r.why_not.is_empty() {
+            "it is down"
+        } else {
+            &r.why_not
+        }
+    )))
 }
 
 /// Picks from the control plane's answer: `region` when it is healthy, else the healthy
@@ -113,6 +138,7 @@ impl Client {
         region: Option<&str>,
     ) -> Result<(Client, Route), ClientError> {
         let answer = ask(control, topic, region.unwrap_or("")).await?;
+        refuse_named_down(&answer, topic, region)?;
         let route = pick(&answer, topic, region, None).await?;
         let mut client = Client::connect(&route.brokers.join(",")).await?;
         let routing = Arc::new(Routing {

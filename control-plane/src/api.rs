@@ -536,7 +536,9 @@ impl control_plane_server::ControlPlane for ControlService {
                     r.region
                 )));
             }
-            let view = state::view(&region, &state::topics(&*self.store).await?);
+            let topics = state::topics(&*self.store).await?;
+            let mut view = state::view(&region, &topics);
+            state::add_takeover(&*self.store, &mut view, &region, &topics).await?;
             let Some(changes) = changes.as_mut().filter(|_| view.hash == r.known_hash) else {
                 return Ok(Response::new(view));
             };
@@ -695,6 +697,7 @@ impl control_plane_server::ControlPlane for ControlService {
             routes.push(v1::RegionRoute {
                 region: name.clone(),
                 healthy: region.healthy(),
+                why_not: region.why_not_healthy().unwrap_or_default(),
                 brokers: region.brokers.values().map(state::endpoint).collect(),
             });
         }

@@ -234,6 +234,23 @@ impl RegionState {
         self.record.as_ref().is_some_and(|r| r.state == Health::Up) && !self.brokers.is_empty()
     }
 
+    /// Why clients may not be routed here (None: they may).
+    pub fn why_not_healthy(&self) -> Option<String> {
+        match &self.record {
+            None => Some("the region record is missing".into()),
+            Some(r) if r.state == Health::Down => Some(match &r.down {
+                Some(d) if d.by_operator => format!(
+                    "{} (restore it: meridian region restore {})",
+                    d.reason, self.name
+                ),
+                Some(d) => d.reason.clone(),
+                None => "marked down".into(),
+            }),
+            Some(_) if self.brokers.is_empty() => Some("no live broker".into()),
+            Some(_) => None,
+        }
+    }
+
     /// The log group of each partition of `topic` here, when every partition is assigned.
     pub fn partition_groups(&self, topic: &Topic) -> Option<Vec<u32>> {
         let assigned = self.assignments.get(&topic.name)?;
@@ -325,9 +342,54 @@ pub fn view(region: &RegionState, topics: &Topics) -> v1::RegionView {
         groups,
         topics: in_region,
         retired: topics.retired.keys().copied().collect(),
+        ..Default::default()
     };
     view.hash = view_hash(&view);
     view
+}
+
+/// `view` of a region that is down, with why and the region that takes its writes over:
+/// the healthy region sharing most of its topics (ties: the first by name), with its live
+/// brokers. A region that is up is left as it is.
+pub async fn add_takeover(
+    store: &dyn Store,
+    view: &mut v1::RegionView,
+    region: &RegionState,
+    topics: &Topics,
+) -> Result<(), StateError> {
+    let Some(down) = region
+        .record
+        .as_ref()
+        .filter(|r| r.state == Health::Down)
+        .map(|r| r.down.as_ref().map_or("down", |d| d.reason.as_str()))
+    else {
+        return Ok(());
+    };
+    view.down = down.to_owned();
+    let mut best: Option<(usize, RegionState)> = None;
+    for name in regions(store).await?.into_keys() {
+        if name == region.name {
+            continue;
+        }
+        let other = self::region(store, &name).await?;
+        if !other.healthy() {
+            continue;
+        }
+        let shared = topics
+            .topics
+            .values()
+            .filter(|(t, _)| t.regions.contains(&region.name) && t.regions.contains(&name))
+            .count();
+        if best.as_ref().is_none_or(|(n, _)| shared > *n) {
+            best = Some((shared, other));
+        }
+    }
+    if let Some((_, other)) = best {
+        view.takeover = other.name.clone();
+        view.takeover_brokers = other.brokers.values().map(endpoint).collect();
+    }
+    view.hash = view_hash(view);
+    Ok(())
 }
 
 /// A hash of everything a view holds but its hash (stable across processes: the std hasher
@@ -335,6 +397,10 @@ pub fn view(region: &RegionState, topics: &Topics) -> v1::RegionView {
 fn view_hash(view: &v1::RegionView) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     view.version.hash(&mut h);
+    (&view.down, &view.takeover).hash(&mut h);
+    for b in &view.takeover_brokers {
+        (b.id, &b.grpc).hash(&mut h);
+    }
     for b in &view.brokers {
         (b.id, &b.grpc, &b.raft).hash(&mut h);
     }

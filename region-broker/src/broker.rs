@@ -16,6 +16,7 @@ pub mod consumer_groups;
 mod coordinator_state;
 pub mod credentials;
 pub mod delayed;
+pub mod failover;
 mod managed;
 mod mirror;
 mod offsets;
@@ -96,6 +97,8 @@ pub struct Broker {
     producer_ids: producer_ids::ProducerIds,
     /// A client of the region through this broker's own gRPC listener, made on first use.
     region_client: tokio::sync::OnceCell<meridian_region_client::RegionClient>,
+    /// The region taking this one's Kafka writes while it is failed over.
+    takeover: RwLock<Option<Arc<failover::Takeover>>>,
     /// The region's users and their SASL credentials.
     credentials: credentials::Credentials,
     /// The region's access control lists.
@@ -334,6 +337,7 @@ impl Broker {
             delayed: delayed::Delayed::default(),
             producer_ids: producer_ids::ProducerIds::new(config.broker_id),
             region_client: tokio::sync::OnceCell::new(),
+            takeover: RwLock::new(None),
             credentials: credentials::Credentials::new(),
             acls: acls::Acls::new(),
             config,

@@ -818,6 +818,39 @@ async fn produce_partition(
     // refused while it is decompressed (a decompression bomb never allocates more).
     let records = decode_records_within(records, kafka.broker.config().batch_bytes_max)
         .map_err(|e| (e.code, e.message))?;
+    // This region is failed over: the write goes to the region taking over (see
+    // broker::failover), never here.
+    if let Some(takeover) = kafka.broker.takeover() {
+        // An idempotent (or transactional) producer's sequences live in this region's log
+        // groups: written elsewhere, its retries could not be recognised here after the
+        // restore. It waits (retrying) until the region is restored.
+        if records.producer.is_some() || records.transactional {
+            return Err((
+                code::NOT_LEADER_OR_FOLLOWER,
+                format!(
+                    "region {} is failed over ({}): an idempotent or transactional producer's batches wait for its restore (plain producers' go to region {})",
+                    kafka.broker.config().region,
+                    takeover.reason,
+                    takeover.region
+                ),
+            ));
+        }
+        return kafka
+            .broker
+            .forward_produce(&takeover, (topic, index), records.messages, acks)
+            .await
+            .map(|offset| offset as i64)
+            .map_err(|e| {
+                (
+                    client_error_code(&e),
+                    format!(
+                        "region {} is failed over; writing to region {}: {e}",
+                        kafka.broker.config().region,
+                        takeover.region
+                    ),
+                )
+            });
+    }
     // An idempotent producer's batch is checked and written by the partition's log group
     // against the producer state every replica keeps from the journal: a retry (even one
     // crossing a leader change, or of a batch committed but answered with an error) gets

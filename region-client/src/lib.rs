@@ -278,6 +278,10 @@ impl RegionClient {
                 Ok(c) => {
                     *self.bootstrap.lock().expect("bootstrap lock poisoned") =
                         Arc::new(brokers.to_vec());
+                    // The leaders remembered are the old region's brokers: a request sent
+                    // to one would still land there (it may be alive, failed over by an
+                    // operator).
+                    self.leaders.lock().expect("leaders lock poisoned").clear();
                     self.set_current(c);
                     return Ok(());
                 }

@@ -6,7 +6,7 @@ Usage:
   confluent_regions.py consume BROKERS TOPIC GROUP MAX OUT
       reads at most MAX records as GROUP (from the beginning when it has no commit), until
       10 s pass with nothing new; commits what it read; writes the values to OUT, one a line.
-Prints OK. Exits non-zero with the failed check named. Run by tests/tests/kafka_regions.rs.
+Prints OK. Exits non-zero with the failed check named. Run by tests/tests/region_clients.rs.
 """
 import sys
 

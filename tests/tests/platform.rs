@@ -261,8 +261,9 @@ async fn topics_are_placed_through_the_control_plane_and_bad_metadata_is_refused
     assert_eq!(brokers.as_array().unwrap().len(), 4, "{brokers}");
 
     // Routing: with no region named, the client measures each healthy region's round trip
-    // and takes the nearest; a named region is used while it is healthy, and when it loses
-    // its last broker the client is sent to one that is.
+    // and takes the nearest; a named region is used while it is healthy, and refused with
+    // the reason once it loses its last broker (never silently replaced), while a client
+    // naming none is sent to one that serves.
     create_topic(&control, &["both", "--regions", "eu,us", "--replicas", "1"]);
     let nearest = meridian_client::route(&control, "both", None)
         .await
@@ -280,16 +281,23 @@ async fn topics_are_placed_through_the_control_plane_and_bad_metadata_is_refused
     us.brokers[0].kill9();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let r = meridian_client::route(&control, "both", Some("us"))
-            .await
-            .unwrap();
-        if r.region == "eu" {
-            assert_eq!(r.brokers.len(), 3);
-            break;
+        match meridian_client::route(&control, "both", Some("us")).await {
+            Err(e) => {
+                let e = e.to_string();
+                assert!(e.contains("region us does not serve topic"), "{e}");
+                assert!(e.contains("no live broker"), "{e}");
+                break;
+            }
+            Ok(r) => assert_eq!(r.region, "us", "a named region replaced: {r:?}"),
         }
-        assert!(Instant::now() < deadline, "still routed to us: {r:?}");
+        assert!(Instant::now() < deadline, "us still served after its kill");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let r = meridian_client::route(&control, "both", None)
+        .await
+        .unwrap();
+    assert_eq!(r.region, "eu");
+    assert_eq!(r.brokers.len(), 3);
     let err = refused(&control, &["region", "delete", "us"]);
     assert!(err.contains("region us still holds topics both"), "{err}");
 }

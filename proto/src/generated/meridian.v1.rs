@@ -1344,6 +1344,16 @@ pub struct RegionView {
     /// Ids of deleted topics.
     #[prost(uint32, repeated, tag = "7")]
     pub retired: ::prost::alloc::vec::Vec<u32>,
+    /// Why the region is failed over (empty: it takes traffic). Its brokers then forward
+    /// Kafka writes to the takeover region.
+    #[prost(string, tag = "8")]
+    pub down: ::prost::alloc::string::String,
+    /// The healthy region sharing most of its topics, which takes its writes while it is down
+    /// (empty: none), and that region's live brokers.
+    #[prost(string, tag = "9")]
+    pub takeover: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "10")]
+    pub takeover_brokers: ::prost::alloc::vec::Vec<BrokerEndpoint>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1503,6 +1513,9 @@ pub struct RegionRoute {
     pub healthy: bool,
     #[prost(message, repeated, tag = "3")]
     pub brokers: ::prost::alloc::vec::Vec<BrokerEndpoint>,
+    /// Why it is not healthy (empty when it is).
+    #[prost(string, tag = "4")]
+    pub why_not: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]

@@ -276,6 +276,7 @@ impl Broker {
                 self.stop_group(g.id, true).await?;
             }
         }
+        self.apply_takeover(view);
         {
             let mut state = self.view.write().expect("view lock poisoned");
             state.hash = view.hash;
