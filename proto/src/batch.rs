@@ -23,6 +23,13 @@
 //!
 //! Decoding slices the input `Bytes`, so keys and values of a batch read from a memory map
 //! reach the network without a copy.
+//!
+//! A payload may instead hold a Kafka v2 record batch as its producer sent it (stored so a
+//! Kafka consumer gets it unchanged, CRC and compression included): then it starts with
+//! [`KAFKA_BATCH_MARK`], eight bytes no batch of messages starts with (its first message's
+//! timestamp read as `i64::MIN`; a negative timestamp is refused at produce), and
+//! [`decode_batch`] decodes the Kafka batch. Every reader, mirrors included, goes through
+//! it, so the journal record and its flags are the same for both.
 
 use bytes::{BufMut, Bytes};
 
@@ -278,6 +285,9 @@ pub fn encode_batch(messages: &[Message]) -> Vec<u8> {
 
 /// Decodes a whole batch payload that must hold exactly `count` messages.
 pub fn decode_batch(payload: &Bytes, count: usize) -> Result<Vec<Message>, DecodeError> {
+    if let Some(kafka) = kafka_batch(payload) {
+        return decode_kafka(kafka, count);
+    }
     let mut out = Vec::with_capacity(count.min(4096));
     let mut rest = payload.clone();
     let mut consumed = 0;
@@ -294,6 +304,52 @@ pub fn decode_batch(payload: &Bytes, count: usize) -> Result<Vec<Message>, Decod
         });
     }
     Ok(out)
+}
+
+/// The messages of a Kafka record batch stored as produced (`count` of them).
+#[cfg(feature = "kafka")]
+fn decode_kafka(kafka: Bytes, count: usize) -> Result<Vec<Message>, DecodeError> {
+    let records = crate::kafka::decode_records_within(Some(kafka), crate::kafka::INFLATED_MAX)
+        .map_err(|_| DecodeError::Invalid {
+            offset: KAFKA_BATCH_MARK.len(),
+            reason: "a stored Kafka record batch does not decode",
+        })?;
+    if records.messages.len() != count {
+        return Err(DecodeError::Invalid {
+            offset: KAFKA_BATCH_MARK.len(),
+            reason: "a stored Kafka record batch holds another count of records",
+        });
+    }
+    Ok(records.messages)
+}
+
+/// Without the Kafka codec a stored Kafka record batch cannot be read: an error, never a
+/// misreading.
+#[cfg(not(feature = "kafka"))]
+fn decode_kafka(_: Bytes, _: usize) -> Result<Vec<Message>, DecodeError> {
+    Err(DecodeError::Invalid {
+        offset: 0,
+        reason: "a stored Kafka record batch (meridian-proto's kafka feature decodes it)",
+    })
+}
+
+/// The first bytes of a payload holding a Kafka record batch as produced (see the module's
+/// doc): `i64::MIN` little-endian.
+pub const KAFKA_BATCH_MARK: [u8; 8] = i64::MIN.to_le_bytes();
+
+/// The payload storing Kafka record batch `batch` as produced.
+pub fn kafka_payload(batch: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(KAFKA_BATCH_MARK.len() + batch.len());
+    out.extend_from_slice(&KAFKA_BATCH_MARK);
+    out.extend_from_slice(batch);
+    Bytes::from(out)
+}
+
+/// The Kafka record batch a payload stores as produced, if it is one.
+pub fn kafka_batch(payload: &Bytes) -> Option<Bytes> {
+    payload
+        .starts_with(&KAFKA_BATCH_MARK)
+        .then(|| payload.slice(KAFKA_BATCH_MARK.len()..))
 }
 
 fn shift(e: DecodeError, by: usize) -> DecodeError {

@@ -48,6 +48,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
     // Version 0 is advertised because librdkafka asks for it before it uses version 1
     // with SaslAuthenticate; a version-0 handshake itself is refused (kafka/sasl.rs).
     (ApiKey::SaslHandshake, 0, 1),
@@ -185,6 +187,10 @@ pub struct Records {
     pub producer: Option<ProducerBatch>,
     /// Written inside a transaction.
     pub transactional: bool,
+    /// The one record batch as the producer sent it, when it can be stored and served so
+    /// unchanged: a single v2 batch whose records all carry a timestamp and consecutive
+    /// offsets (a fetch then rewrites only its base offset, outside its CRC).
+    pub verbatim: Option<Bytes>,
 }
 
 /// What a compressed batch may inflate to when the caller names no limit
@@ -209,6 +215,7 @@ pub fn decode_records_within(
     let Some(mut records) = records else {
         return Err(err(INVALID_REQUEST, "no records".into()));
     };
+    let raw = records.clone();
     let sets = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         kafka_protocol::compression::with_decompressed_limit(inflated_max, || {
             RecordBatchDecoder::decode_all(&mut records)
@@ -228,6 +235,11 @@ pub fn decode_records_within(
             err(CORRUPT_MESSAGE, text)
         }
     })?;
+    let verbatim = (sets.len() == 1
+        && sets[0].records.iter().enumerate().all(|(i, r)| {
+            !r.control && r.timestamp > 0 && r.offset == sets[0].records[0].offset + i as i64
+        }))
+    .then_some(raw);
     let mut out = Vec::new();
     let mut producer: Option<ProducerBatch> = None;
     let mut transactional = false;
@@ -281,12 +293,74 @@ pub fn decode_records_within(
         messages: out,
         producer,
         transactional,
+        verbatim,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One v2 batch whose records all carry a timestamp is kept as sent (to be stored so);
+    /// two batches, or a record without a timestamp, are not.
+    #[test]
+    fn a_single_stamped_batch_is_kept_verbatim() {
+        use kafka_protocol::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let batch = |timestamp: i64, compression| {
+            let records: Vec<Record> = (0..5)
+                .map(|i| Record {
+                    transactional: false,
+                    control: false,
+                    delete_horizon: false,
+                    partition_leader_epoch: -1,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timestamp_type: TimestampType::Creation,
+                    offset: i,
+                    // One batch: the encoder starts another where offset − sequence
+                    // changes.
+                    sequence: i as i32,
+                    timestamp,
+                    key: None,
+                    value: Some(Bytes::from(format!("v{i}"))),
+                    headers: Default::default(),
+                })
+                .collect();
+            let mut buf = bytes::BytesMut::new();
+            let options = RecordEncodeOptions {
+                version: 2,
+                compression,
+            };
+            RecordBatchEncoder::encode(&mut buf, records.iter(), &options).unwrap();
+            buf.freeze()
+        };
+        for compression in [Compression::None, Compression::Gzip] {
+            let one = batch(1_700_000_000_000, compression);
+            let r = decode_records_within(Some(one.clone()), INFLATED_MAX).unwrap();
+            assert_eq!(r.verbatim, Some(one.clone()), "{compression:?}");
+            // Stored so, it decodes to the same messages.
+            let stored = crate::batch::kafka_payload(&one);
+            assert_eq!(crate::batch::decode_batch(&stored, 5).unwrap(), r.messages);
+            assert!(
+                crate::batch::decode_batch(&stored, 4).is_err(),
+                "the count is checked"
+            );
+        }
+        let unstamped = batch(-1, Compression::None);
+        assert_eq!(
+            decode_records_within(Some(unstamped), INFLATED_MAX)
+                .unwrap()
+                .verbatim,
+            None
+        );
+        let mut two = bytes::BytesMut::new();
+        two.extend_from_slice(&batch(5, Compression::None));
+        two.extend_from_slice(&batch(5, Compression::None));
+        let r = decode_records_within(Some(two.freeze()), INFLATED_MAX).unwrap();
+        assert_eq!((r.messages.len(), r.verbatim), (10, None));
+    }
 
     /// Bytes that are no request are refused with an error, never a panic.
     #[test]

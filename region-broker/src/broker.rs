@@ -22,6 +22,7 @@ mod mirror;
 mod offsets;
 mod produce;
 mod producer_ids;
+pub mod quotas;
 mod readiness;
 pub mod region_producer;
 pub mod region_reader;
@@ -101,6 +102,8 @@ pub struct Broker {
     takeover: RwLock<Option<Arc<failover::Takeover>>>,
     /// The region's users and their SASL credentials.
     credentials: credentials::Credentials,
+    /// The client quotas, and this broker's meters of them.
+    quotas: quotas::Quotas,
     /// The region's access control lists.
     acls: acls::Acls,
 }
@@ -339,6 +342,7 @@ impl Broker {
             region_client: tokio::sync::OnceCell::new(),
             takeover: RwLock::new(None),
             credentials: credentials::Credentials::new(),
+            quotas: quotas::Quotas::new(),
             acls: acls::Acls::new(),
             config,
         };

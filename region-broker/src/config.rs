@@ -128,6 +128,11 @@ pub struct KafkaLimits {
     /// The regions a topic created over Kafka (CreateTopics) is placed in, through the
     /// control plane. Empty: every region, so a Kafka client of any region finds it.
     pub topic_regions: Vec<String>,
+    /// Whether a producer's record batch is stored as sent (compressed as it came, CRC
+    /// intact) when no conversion is needed, and served to Kafka consumers from the
+    /// journal unchanged. Off: every batch is stored as Meridian messages and encoded
+    /// again for each Kafka fetch (what the benchmark compares).
+    pub store_batches: bool,
 }
 
 impl Default for KafkaLimits {
@@ -145,6 +150,7 @@ impl Default for KafkaLimits {
             tls_client_ca: None,
             sasl_mechanisms: Vec::new(),
             topic_regions: Vec::new(),
+            store_batches: true,
         }
     }
 }
@@ -457,6 +463,7 @@ impl Config {
             ("kafka.groups_max", k.groups_max as i64),
             ("auth.users_max", self.auth.users_max as i64),
             ("auth.acls_max", self.auth.acls_max as i64),
+            ("auth.quotas_max", self.auth.quotas_max as i64),
             ("mqtt.connections_max", m.connections_max as i64),
             (
                 "mqtt.connections_per_address_max",

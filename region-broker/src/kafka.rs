@@ -69,6 +69,7 @@ use consumers::{
 
 pub mod groups;
 mod producers;
+mod quotas;
 mod sasl;
 mod topic_configs;
 mod transactions;
@@ -219,6 +220,7 @@ pub async fn serve(
     if broker.config().auth.acls_enabled {
         broker.start_acls();
     }
+    broker.start_quotas();
     let admission = Admission::new(
         "Kafka",
         "kafka.",
@@ -347,9 +349,12 @@ where
     let mut session = sasl::Session::new(&kafka.offered, certified);
     let budget = Arc::new(tokio::sync::Semaphore::new(FRAME_MAX));
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Answer<'_>>(PIPELINE);
+    let mute = Arc::new(quotas::Mute::default());
     // Owns the sender: when it ends, the writer answers what was read, then ends.
     let reader = async move {
         loop {
+            // A client past its quota: nothing more is read until its throttle is over.
+            mute.wait().await;
             let mut len = [0u8; 4];
             match tokio::time::timeout(kafka.idle_timeout, rd.read_exact(&mut len)).await {
                 Ok(Ok(_)) => {}
@@ -436,8 +441,9 @@ where
                 return Err(Closed::Unauthenticated(key));
             }
             let who = authorize::who(session.user(), peer);
+            let mute = mute.clone();
             let mut answer: Answer<'_> = Box::pin(async move {
-                let answer = respond(kafka, header, request, &who).await;
+                let answer = respond(kafka, header, request, &who, &mute).await;
                 drop(permit);
                 answer
             });
@@ -479,6 +485,7 @@ async fn respond(
     header: kafka_protocol::messages::RequestHeader,
     request: Option<RequestKind>,
     who: &authorize::Who,
+    mute: &quotas::Mute,
 ) -> Result<Option<BytesMut>, Closed> {
     let version = header.request_api_version;
     let (response, version) = match request {
@@ -486,10 +493,27 @@ async fn respond(
             authorize::Checked::Answer(r) => (r, version),
             authorize::Checked::Close(key) => return Err(Closed::Unauthorized(key)),
             authorize::Checked::Serve(request, refused) => {
+                let produced = quotas::produced_bytes(&request);
                 match handle(kafka, &header, request, who).await {
-                    Some(r) => (authorize::finish(kafka, who, refused, r).await, version),
+                    Some(mut r) => {
+                        let client_id = header.client_id.as_deref().unwrap_or("");
+                        let held =
+                            quotas::throttle(kafka, &who.principal, client_id, produced, &mut r);
+                        tokio::time::sleep(held).await;
+                        (authorize::finish(kafka, who, refused, r).await, version)
+                    }
                     // acks=0: Kafka sends no answer.
-                    None => return Ok(None),
+                    None => {
+                        let client_id = header.client_id.as_deref().unwrap_or("");
+                        quotas::throttle_unanswered(
+                            kafka,
+                            &who.principal,
+                            client_id,
+                            produced,
+                            mute,
+                        );
+                        return Ok(None);
+                    }
                 }
             }
         },
@@ -654,6 +678,12 @@ async fn handle(
         }
         RequestKind::AlterUserScramCredentials(r) => {
             ResponseKind::AlterUserScramCredentials(users::alter(&kafka.broker, r).await)
+        }
+        RequestKind::DescribeClientQuotas(r) => {
+            ResponseKind::DescribeClientQuotas(quotas::describe(kafka, r).await)
+        }
+        RequestKind::AlterClientQuotas(r) => {
+            ResponseKind::AlterClientQuotas(quotas::alter(kafka, r).await)
         }
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(logs::delete_records(kafka, r).await)
@@ -856,43 +886,33 @@ async fn produce_partition(
     // crossing a leader change, or of a batch committed but answered with an error) gets
     // the offset of the first write. A transactional batch is one too, written inside its
     // producer's transaction (readers of committed data see it once it commits).
-    let produced = match records.producer {
-        Some(batch) => {
-            let (produced, duplicate) = if records.transactional {
-                let Some(id) = transactional_id else {
-                    return Err((
-                        code::INVALID_TXN_STATE,
-                        "a transactional batch comes in a produce request naming its transactional id: nothing was written".into(),
-                    ));
-                };
-                kafka
-                    .broker
-                    .produce_transactional(id, (topic, index), records.messages, acks, batch.into())
-                    .await
-            } else {
-                kafka
-                    .broker
-                    .produce_idempotent(topic, index, records.messages, acks, batch.into())
-                    .await
-            }
-            .map_err(|e| (error_code(&e), e.to_string()))?;
-            if duplicate {
-                metrics::counter!("meridian_kafka_duplicate_batches_total").increment(1);
-            }
-            produced
-        }
-        None if records.transactional => {
-            return Err((
-                code::INVALID_RECORD,
-                "a transactional batch needs its producer id, epoch and sequence: nothing was written".into(),
-            ));
-        }
-        None => kafka
-            .broker
-            .produce(topic, index, records.messages, acks, 0)
-            .await
-            .map_err(|e| (error_code(&e), e.to_string()))?,
-    };
+    if records.transactional && records.producer.is_none() {
+        return Err((
+            code::INVALID_RECORD,
+            "a transactional batch needs its producer id, epoch and sequence: nothing was written"
+                .into(),
+        ));
+    }
+    if records.transactional && transactional_id.is_none() {
+        return Err((
+            code::INVALID_TXN_STATE,
+            "a transactional batch comes in a produce request naming its transactional id: nothing was written".into(),
+        ));
+    }
+    let (produced, duplicate) = kafka
+        .broker
+        .produce_kafka(
+            (topic, index),
+            (records.messages, records.verbatim),
+            acks,
+            records.producer.map(Into::into),
+            transactional_id.filter(|_| records.transactional),
+        )
+        .await
+        .map_err(|e| (error_code(&e), e.to_string()))?;
+    if duplicate {
+        metrics::counter!("meridian_kafka_duplicate_batches_total").increment(1);
+    }
     Ok(produced.base_offset as i64)
 }
 

@@ -1,8 +1,15 @@
 //! The Kafka admin surface used in normal operation, with confluent-kafka's AdminClient:
-//! DeleteRecords moving a partition's earliest offset on every replica.
+//! DeleteRecords moving a partition's earliest offset on every replica; client quotas set
+//! and described over the protocol, and a producer throttled to its rate.
 
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use meridian_client::{ProducerConfig, Record};
 use meridian_tests::python_output;
+
+#[path = "support/kafka_raw.rs"]
+mod kafka_raw;
+use kafka_raw::kafka_call;
 
 /// DeleteRecords on a 3-replica partition moves its start on every replica: the start
 /// holds after its leader is killed -9 and another leads, and the partition beside it
@@ -15,6 +22,18 @@ async fn delete_records_moves_the_earliest_offset_on_every_replica() {
         .unwrap();
     let client = region.client().await;
     client.create_topic("trimmed", 2).await.unwrap();
+    // Every broker knows it (the catalog replicates) before anything is sent.
+    for b in &region.brokers {
+        let c = b.client().await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while c.describe_topic("trimmed").await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a broker never learned the topic"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
     let producer = client.producer(ProducerConfig::default());
     for p in 0..2u32 {
         for i in 0..100 {
@@ -53,4 +72,126 @@ async fn delete_records_moves_the_earliest_offset_on_every_replica() {
     // The killed one comes back with the same start.
     region.brokers[leader].restart().await.unwrap();
     python_output(script, vec![bootstrap, "trimmed".into(), "check".into()]).await;
+}
+
+/// One AlterClientQuotas entry for client id `client`: `key` set to `value`; the answer's
+/// (error code, message).
+fn alter_quota(kafka: std::net::SocketAddr, client: &str, key: &str, value: f64) -> (i16, String) {
+    use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+    use kafka_protocol::messages::{AlterClientQuotasRequest, AlterClientQuotasResponse};
+    let mut entity = EntityData::default();
+    entity.entity_type = StrBytes::from_static_str("client-id");
+    entity.entity_name = Some(StrBytes::from_string(client.to_owned()));
+    let mut op = OpData::default();
+    op.key = StrBytes::from_string(key.to_owned());
+    op.value = value;
+    let mut entry = EntryData::default();
+    entry.entity = vec![entity];
+    entry.ops = vec![op];
+    let mut r = AlterClientQuotasRequest::default();
+    r.entries = vec![entry];
+    let mut stream = std::net::TcpStream::connect(kafka).unwrap();
+    let mut body = kafka_call(&mut stream, ApiKey::AlterClientQuotas, 1, &r);
+    let out = AlterClientQuotasResponse::decode(&mut body, 1).unwrap();
+    let e = &out.entries[0];
+    (
+        e.error_code,
+        e.error_message
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+/// The producer_byte_rate DescribeClientQuotas reports for client id `client`.
+fn described_rate(kafka: std::net::SocketAddr, client: &str) -> Option<f64> {
+    use kafka_protocol::messages::describe_client_quotas_request::ComponentData;
+    use kafka_protocol::messages::{DescribeClientQuotasRequest, DescribeClientQuotasResponse};
+    let mut filter = ComponentData::default();
+    filter.entity_type = StrBytes::from_static_str("client-id");
+    filter.match_type = 0;
+    filter._match = Some(StrBytes::from_string(client.to_owned()));
+    let mut r = DescribeClientQuotasRequest::default();
+    r.components = vec![filter];
+    let mut stream = std::net::TcpStream::connect(kafka).unwrap();
+    let mut body = kafka_call(&mut stream, ApiKey::DescribeClientQuotas, 1, &r);
+    let out = DescribeClientQuotasResponse::decode(&mut body, 1).unwrap();
+    assert_eq!(out.error_code, 0, "{:?}", out.error_message);
+    let entries = out.entries.unwrap_or_default();
+    entries
+        .iter()
+        .flat_map(|e| &e.values)
+        .find(|v| &*v.key == "producer_byte_rate")
+        .map(|v| v.value)
+}
+
+/// (bytes a second, throttle events) of confluent_quota.py producing 2 MB as `client`.
+async fn produce_measured(bootstrap: &str, client: &str) -> (f64, u64) {
+    let out = python_output(
+        "confluent_quota.py",
+        vec![
+            bootstrap.to_owned(),
+            "quoted".into(),
+            client.to_owned(),
+            "2000000".into(),
+        ],
+    )
+    .await;
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let at = |name: &str| {
+        let i = words.iter().position(|w| *w == name).unwrap();
+        words[i + 1].parse::<f64>().unwrap()
+    };
+    eprintln!("{client}: {}", out.lines().next().unwrap_or_default());
+    (at("RATE"), at("THROTTLES") as u64)
+}
+
+/// A producer_byte_rate quota on a client id, set and described over the Kafka protocol
+/// (a key not enforced refused by name), holds confluent-kafka producing as that client
+/// to its rate, with throttle times reported; another client id in the same run is not
+/// held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_produce_quota_throttles_a_client_to_its_rate() {
+    const RATE: f64 = 200_000.0;
+    let tmp = tempfile::tempdir().unwrap();
+    let kafka = meridian_tests::free_addr();
+    let broker =
+        meridian_tests::BrokerProcess::start(tmp.path(), &["--kafka-listen", &kafka.to_string()])
+            .await
+            .unwrap();
+    broker
+        .client()
+        .await
+        .create_topic("quoted", 1)
+        .await
+        .unwrap();
+    let (code, message) =
+        tokio::task::spawn_blocking(move || alter_quota(kafka, "slow", "request_percentage", 50.0))
+            .await
+            .unwrap();
+    assert_eq!(code, 42, "{message}");
+    assert!(message.contains("request_percentage"), "{message}");
+    let (code, message) =
+        tokio::task::spawn_blocking(move || alter_quota(kafka, "slow", "producer_byte_rate", RATE))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{message}");
+    let described = tokio::task::spawn_blocking(move || described_rate(kafka, "slow"))
+        .await
+        .unwrap();
+    assert_eq!(described, Some(RATE));
+
+    let bootstrap = kafka.to_string();
+    let (slow, throttles) = produce_measured(&bootstrap, "slow").await;
+    let (fast, _) = produce_measured(&bootstrap, "fast").await;
+    // The first second's worth passes at once; the rest at the rate.
+    assert!(
+        slow <= RATE * 1.25,
+        "the quoted client produced {slow:.0} B/s, quota {RATE}"
+    );
+    assert!(throttles > 0, "no throttle time was reported");
+    assert!(
+        fast > RATE * 2.0,
+        "the client without a quota produced only {fast:.0} B/s"
+    );
 }

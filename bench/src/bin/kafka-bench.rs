@@ -71,6 +71,11 @@ struct Args {
     /// run.
     #[arg(long)]
     security: bool,
+    /// Only the cost of encoding fetches: one broker storing Kafka batches as produced
+    /// beside one storing Meridian messages (`kafka.store_batches = false`), the same
+    /// records (uncompressed and lz4), consumed by kcat.
+    #[arg(long)]
+    stored_batches: bool,
 }
 
 /// Apache Kafka 3.9, this kind of machine (2 cores, client on the same machine, Kafka's
@@ -507,6 +512,62 @@ async fn security_rows(args: &Args) -> anyhow::Result<Vec<(&'static str, usize, 
     Ok(rows)
 }
 
+/// Consume throughput of a broker serving stored batches as produced beside one encoding
+/// every fetch again: (mode, record size, codec, records/s of the best of three reads).
+async fn stored_batch_rows(
+    args: &Args,
+) -> anyhow::Result<Vec<(&'static str, usize, &'static str, f64)>> {
+    let dir = tempfile::tempdir_in(&args.dir)?;
+    let encoded = dir.path().join("encoded.toml");
+    std::fs::write(&encoded, "[kafka]\nstore_batches = false\n")?;
+    let encoded = encoded.display().to_string();
+    let mut rows = Vec::new();
+    for (mode, config) in [
+        ("encoded per fetch", Some(encoded.as_str())),
+        ("stored as produced", None),
+    ] {
+        let kafka = free_addr().to_string();
+        let mut flags = vec!["--kafka-listen", kafka.as_str(), "--flush", "async"];
+        if let Some(c) = config {
+            flags.extend(["--config", c]);
+        }
+        let mut broker =
+            BrokerProcess::start(&dir.path().join(mode.replace(' ', "-")), &flags).await?;
+        let client = broker.client().await;
+        for size in [100usize, 1024] {
+            for codec in ["none", "lz4"] {
+                let topic = format!("stored-{size}-{codec}");
+                create_topic(&client, &topic).await?;
+                let file = records_file(&args.dir, size, args.records)?;
+                kcat_produce_with(
+                    &kafka,
+                    &topic,
+                    "1",
+                    &file,
+                    &[format!("compression.codec={codec}")],
+                )?;
+                wait_until_held(
+                    &client,
+                    &topic,
+                    args.records,
+                    std::time::Duration::from_secs(120),
+                )
+                .await;
+                let mut best = 0f64;
+                for _ in 0..3 {
+                    let (n, secs) = kcat_consume(&kafka, &topic)?;
+                    anyhow::ensure!(n == args.records, "{mode}: read {n} of {}", args.records);
+                    best = best.max(n as f64 / secs);
+                }
+                eprintln!("{mode}: {size} B, {codec}: {best:.0} records/s");
+                rows.push((mode, size, codec, best));
+            }
+        }
+        broker.terminate();
+    }
+    Ok(rows)
+}
+
 async fn create_topic(client: &meridian_client::Client, topic: &str) -> anyhow::Result<()> {
     for attempt in 0.. {
         match client.create_topic(topic, 3).await {
@@ -538,6 +599,23 @@ async fn main() -> anyhow::Result<()> {
         for run in 1..=3 {
             let (gap, ended, acked) = leader_kill(&args).await?;
             println!("| {run} | {gap:.2} s | {ended:.2} s | {acked} |");
+        }
+        return Ok(());
+    }
+    if args.stored_batches {
+        let rows = stored_batch_rows(&args).await?;
+        println!("| fetch | record | compression | consume records/s | MB/s | ratio to encoded |");
+        println!("| --- | ---: | --- | ---: | ---: | ---: |");
+        for (mode, size, codec, rps) in &rows {
+            let encoded = rows
+                .iter()
+                .find(|r| r.0 == "encoded per fetch" && r.1 == *size && r.2 == *codec)
+                .map_or(f64::NAN, |r| r.3);
+            println!(
+                "| {mode} | {size} B | {codec} | {rps:.0} | {:.1} | {:.2} |",
+                rps * *size as f64 / 1e6,
+                rps / encoded
+            );
         }
         return Ok(());
     }

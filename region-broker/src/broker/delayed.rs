@@ -152,7 +152,7 @@ impl Broker {
         if let Some(home) = &topic.home {
             self.check_home(&topic.name, home)?;
         }
-        let (count, payload, _) = self.encode_produce(&topic, messages)?;
+        let (count, payload, _) = self.encode_produce(&topic, messages, None)?;
         {
             let loaded = self.delayed_state(&group).await?;
             loaded.schedule.admit(deliver_at_ms, now_ms())?;

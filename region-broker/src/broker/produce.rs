@@ -29,7 +29,7 @@ impl Broker {
         acks: Option<Acks>,
         epoch: u64,
     ) -> Result<Produced, BrokerError> {
-        self.produce_batch(topic, partition, messages, acks, epoch, None)
+        self.produce_batch(topic, partition, (messages, None), acks, epoch, None)
             .await
             .map(|(produced, _)| produced)
     }
@@ -62,7 +62,7 @@ impl Broker {
         self.produce_batch(
             topic,
             partition,
-            messages,
+            (messages, None),
             acks,
             epoch,
             Some((producer, None)),
@@ -84,7 +84,26 @@ impl Broker {
         producer: ProducerBatch,
     ) -> Result<(Produced, bool), BrokerError> {
         let producer = Some((producer, Some(transactional_id)));
-        self.produce_batch(topic, partition, messages, acks, 0, producer)
+        self.produce_batch(topic, partition, (messages, None), acks, 0, producer)
+            .await
+    }
+
+    /// A Kafka producer's records: plain, idempotent (`producer`) or inside the
+    /// transaction of `transactional_id`, as [`Broker::produce`],
+    /// [`Broker::produce_idempotent`] and [`Broker::produce_transactional`]. With
+    /// `verbatim` (the record batch as the producer sent it) and `kafka.store_batches`
+    /// on, the batch is stored unchanged for Kafka consumers to receive as sent.
+    pub async fn produce_kafka(
+        &self,
+        (topic, partition): (&str, u32),
+        (messages, verbatim): (Vec<Message>, Option<Bytes>),
+        acks: Option<Acks>,
+        producer: Option<ProducerBatch>,
+        transactional_id: Option<&str>,
+    ) -> Result<(Produced, bool), BrokerError> {
+        let verbatim = verbatim.filter(|_| self.config.kafka.store_batches);
+        let producer = producer.map(|p| (p, transactional_id));
+        self.produce_batch(topic, partition, (messages, verbatim), acks, 0, producer)
             .await
     }
 
@@ -92,7 +111,7 @@ impl Broker {
         &self,
         topic: &str,
         partition: u32,
-        messages: Vec<Message>,
+        (messages, verbatim): (Vec<Message>, Option<Bytes>),
         acks: Option<Acks>,
         epoch: u64,
         producer: Option<(ProducerBatch, Option<&str>)>,
@@ -106,7 +125,7 @@ impl Broker {
         if let Some(home) = &topic.home {
             self.check_home(&topic.name, home)?;
         }
-        let (count, payload, size) = self.encode_produce(&topic, messages)?;
+        let (count, payload, size) = self.encode_produce(&topic, messages, verbatim)?;
         let (produced, duplicate) = match producer {
             Some((p, txn)) => {
                 let turn = group.lock_producer(key, p.id).await;
@@ -143,11 +162,14 @@ impl Broker {
 
     /// Validates a produce's messages to `topic` (sizes, the topic's own limit first;
     /// headers, timestamps; an unset timestamp stamped now) and encodes them as one batch:
-    /// `(count, payload, size)`.
+    /// `(count, payload, size)`. With `verbatim` (a Kafka record batch of these messages as
+    /// its producer sent it) and no timestamp to stamp, the payload stores that batch
+    /// (`batch::kafka_payload`) instead.
     pub(super) fn encode_produce(
         &self,
         topic: &Topic,
         mut messages: Vec<Message>,
+        verbatim: Option<Bytes>,
     ) -> Result<(u32, Bytes, usize), BrokerError> {
         if messages.is_empty() {
             return Err(BrokerError::Invalid(
@@ -156,10 +178,18 @@ impl Broker {
         }
         let now = now_ms();
         let mut size = 0;
+        let mut stamped = false;
         for m in &mut messages {
             self.validate_message(topic, m)?;
+            if m.timestamp_ms < 0 {
+                return Err(BrokerError::InvalidTimestamp(format!(
+                    "a message is stamped {} ms since the epoch: a timestamp is 0 (the broker's time) or more",
+                    m.timestamp_ms
+                )));
+            }
             if m.timestamp_ms == 0 {
                 m.timestamp_ms = now;
+                stamped = true;
             }
             if m.timestamp_ms > now.saturating_add(super::TIMESTAMP_AHEAD_MAX_MS) {
                 return Err(BrokerError::InvalidTimestamp(format!(
@@ -178,7 +208,10 @@ impl Broker {
             });
         }
         let count = messages.len() as u32;
-        let payload = Bytes::from(batch::encode_batch(&messages));
+        let payload = match verbatim {
+            Some(kafka) if !stamped => batch::kafka_payload(&kafka),
+            _ => Bytes::from(batch::encode_batch(&messages)),
+        };
         Ok((count, payload, size))
     }
 

@@ -54,6 +54,19 @@ pub(crate) async fn follow(
     mut apply: impl FnMut(String, Message) + Send,
     read: &Read,
 ) {
+    follow_made(broker, topic, setting, true, &mut apply, read).await
+}
+
+/// [`follow`]; with `create_missing` false a topic that does not exist is waited for
+/// (made by whoever first writes to it), not made.
+pub(crate) async fn follow_made(
+    broker: Arc<Broker>,
+    topic: String,
+    setting: &str,
+    create_missing: bool,
+    mut apply: impl FnMut(String, Message) + Send,
+    read: &Read,
+) {
     let caught_up = &read.0;
     let started = std::time::Instant::now();
     let mut warned = false;
@@ -61,6 +74,7 @@ pub(crate) async fn follow(
         let attempt = async {
             let partitions = match broker.topic(&topic) {
                 Ok(t) => t.groups.len() as u32,
+                Err(_) if !create_missing => return Err(format!("{topic} is not made yet")),
                 Err(_) => {
                     let wait = started.elapsed() < REPLICAS_WAIT;
                     create(&broker, &topic, 1, wait, setting).await?;
@@ -82,7 +96,7 @@ pub(crate) async fn follow(
             Ok(c) => break c,
             // While a region starts (its brokers registering, the topic being made) a few
             // tries fail; past that, it needs someone.
-            Err(e) if !warned && started.elapsed() > REPLICAS_WAIT => {
+            Err(e) if create_missing && !warned && started.elapsed() > REPLICAS_WAIT => {
                 tracing::warn!(topic, error = %e, "a state topic is not read yet (what it holds waits for it); retrying");
                 warned = true;
             }

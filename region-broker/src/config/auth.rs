@@ -22,6 +22,11 @@ pub struct AuthConfig {
     pub acls_topic: String,
     /// ACLs kept at most; adding one more is refused.
     pub acls_max: usize,
+    /// The state topic of the client quotas (Kafka's produce and fetch byte rates per
+    /// user and client id), read whole by every broker.
+    pub quotas_topic: String,
+    /// Entities with quotas kept at most; setting one more is refused.
+    pub quotas_max: usize,
     /// The API tokens the gRPC API accepts (`meridian token create`; its owner's only):
     /// with it, every call is authenticated and internal calls (mirrored appends, replica
     /// and master changes) are taken only from the principals they are for.
@@ -46,6 +51,8 @@ impl Default for AuthConfig {
             super_users: Vec::new(),
             acls_topic: "meridian-acls".to_owned(),
             acls_max: 100_000,
+            quotas_topic: "meridian-quotas".to_owned(),
+            quotas_max: 10_000,
         }
     }
 }

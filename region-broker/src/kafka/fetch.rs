@@ -11,6 +11,7 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+use meridian_proto::batch;
 use meridian_proto::record::TxnMarker;
 
 use super::{code, error_code, kafka_protocol, partition_index, str};
@@ -109,17 +110,21 @@ pub(super) async fn fetch(broker: &Broker, r: FetchRequest) -> FetchResponse {
 
 /// The stored batches as Kafka record batches, leaving out messages before `offset` and
 /// stopping near `max_bytes` (but always returning the first batch); with `append_time`
-/// (a topic of LogAppendTime), stamped with the broker's append time.
+/// (a topic of LogAppendTime), stamped with the broker's append time. A batch stored as
+/// its producer sent it goes out as it is (from the journal's memory map, with only its
+/// base offset written in, outside the CRC), whole: the client skips what lies before
+/// `offset`, as it does with Kafka's batches.
 fn encode_batches(
     batches: &[ReadBatch],
     offset: u64,
     max_bytes: usize,
     append_time: bool,
 ) -> Result<Bytes, BrokerError> {
+    let mut buf = BytesMut::new();
     let mut records: Vec<Record> = Vec::new();
     let mut bytes = 0;
     for b in batches {
-        if !records.is_empty() && bytes >= max_bytes {
+        if (!records.is_empty() || !buf.is_empty()) && bytes >= max_bytes {
             break;
         }
         let (producer_id, producer_epoch) = b.producer.map_or((-1, -1), |p| (p.id, p.epoch));
@@ -134,6 +139,21 @@ fn encode_batches(
                 records.push(control_record(b, marker, (producer_id, producer_epoch)));
                 bytes += CONTROL_BATCH_BYTES;
             }
+            continue;
+        }
+        if !append_time
+            && let Some(kafka) = batch::kafka_batch(&b.payload)
+            && kafka.len() >= 61
+        {
+            encode_records(&mut buf, &mut records)?;
+            let at = buf.len();
+            buf.extend_from_slice(&kafka);
+            // Outside the CRC: the base offset here, and no partition leader epoch (as
+            // the batches encoded here carry: clients do not validate by epochs).
+            (&mut buf[at..at + 8]).put_i64(b.base_offset as i64);
+            (&mut buf[at + 12..at + 16]).put_i32(-1);
+            bytes += kafka.len();
+            metrics::counter!("meridian_kafka_batches_served_as_stored_total").increment(1);
             continue;
         }
         for (i, m) in messages_of(b)?.into_iter().enumerate() {
@@ -173,16 +193,25 @@ fn encode_batches(
             });
         }
     }
-    let mut buf = BytesMut::new();
+    encode_records(&mut buf, &mut records)?;
+    Ok(buf.freeze())
+}
+
+/// Encodes `records` (taken) as uncompressed v2 batches after what `buf` holds.
+fn encode_records(buf: &mut BytesMut, records: &mut Vec<Record>) -> Result<(), BrokerError> {
+    if records.is_empty() {
+        return Ok(());
+    }
     let options = RecordEncodeOptions {
         version: 2,
         compression: Compression::None,
     };
-    RecordBatchEncoder::encode(&mut buf, records.iter(), &options).map_err(|e| {
+    RecordBatchEncoder::encode(buf, records.iter(), &options).map_err(|e| {
         tracing::error!(error = %e, "encoding a Kafka record batch failed");
         BrokerError::Invalid(format!("encoding a Kafka record batch: {e}"))
     })?;
-    Ok(buf.freeze())
+    records.clear();
+    Ok(())
 }
 
 /// A transaction marker as Kafka's control record: key (version 0, type 0 abort or 1
