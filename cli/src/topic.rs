@@ -511,11 +511,8 @@ fn parse_config(s: &str) -> Result<(String, String), String> {
 /// comes from (`topic`: set on the topic; `default`: the brokers').
 fn print_configs(t: &v1::TopicDescription, json: bool) {
     let s = t.spec.clone().unwrap_or_default();
-    let retention_ms = match s.retention.as_str() {
-        "none" => "-1".to_owned(),
-        r => humantime::parse_duration(r)
-            .map_or_else(|_| r.to_owned(), |d| d.as_millis().to_string()),
-    };
+    let retention_ms = meridian_proto::settings::retention_ms(&s.retention)
+        .map_or_else(|_| s.retention.clone(), |ms| ms.to_string());
     let timestamp =
         meridian_proto::settings::TimestampType::parse(&s.timestamp_type).unwrap_or_default();
     let mut rows: Vec<(&str, String, &str)> = vec![

@@ -176,3 +176,44 @@ mod tests {
         );
     }
 }
+
+/// A retention as topics and brokers spell it — a duration (`7d`, `36h`) or `none`
+/// (forever) — in Kafka's `retention.ms` (-1: forever).
+pub fn retention_ms(text: &str) -> Result<i64, String> {
+    match text {
+        "none" => Ok(-1),
+        t => humantime::parse_duration(t)
+            .map(|d| d.as_millis().min(i64::MAX as u128) as i64)
+            .map_err(|e| format!("retention {t:?}: {e} (a duration such as 7d, or none)")),
+    }
+}
+
+/// Kafka's `retention.ms` as topics spell a retention: -1 is `none`, a positive number of
+/// milliseconds a duration.
+pub fn retention_text(ms: i64) -> Result<String, String> {
+    match ms {
+        -1 => Ok("none".to_owned()),
+        ms if ms > 0 => {
+            Ok(humantime::format_duration(std::time::Duration::from_millis(ms as u64)).to_string())
+        }
+        other => Err(format!(
+            "retention.ms = {other}: a positive number of milliseconds, or -1 to keep everything"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+
+    #[test]
+    fn retentions_go_both_ways() {
+        assert_eq!(retention_ms("none"), Ok(-1));
+        assert_eq!(retention_ms("7d"), Ok(7 * 24 * 3600 * 1000));
+        assert!(retention_ms("soon").is_err());
+        assert_eq!(retention_text(-1).as_deref(), Ok("none"));
+        assert_eq!(retention_ms(&retention_text(90_000).unwrap()), Ok(90_000));
+        assert!(retention_text(0).is_err());
+        assert!(retention_text(-5).is_err());
+    }
+}

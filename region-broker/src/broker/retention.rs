@@ -27,10 +27,7 @@ use crate::storage::{PartitionKey, START_MARK};
 pub(crate) fn parse(text: &str) -> Result<Option<i64>, String> {
     match text {
         "" => Ok(None),
-        "none" => Ok(Some(-1)),
-        t => humantime::parse_duration(t)
-            .map(|d| Some(d.as_millis().min(i64::MAX as u128) as i64))
-            .map_err(|e| format!("retention {t:?}: {e}")),
+        t => meridian_proto::settings::retention_ms(t).map(Some),
     }
 }
 

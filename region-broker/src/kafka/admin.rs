@@ -364,10 +364,7 @@ impl Kafka {
                 self.broker.config().storage.retention.clone()
             }
         };
-        Ok(match text.as_str() {
-            "none" => -1,
-            t => humantime::parse_duration(t).map_or(-1, |d| d.as_millis() as i64),
-        })
+        Ok(meridian_proto::settings::retention_ms(&text).unwrap_or(-1))
     }
 
     /// The configs of one resource, as `(name, value, read only, source, type)`.
@@ -451,10 +448,8 @@ impl Kafka {
                         format!("this is broker {}; ask broker {name} itself", c.broker_id),
                     ));
                 }
-                let retention = match c.storage.retention.as_str() {
-                    "none" => -1,
-                    t => humantime::parse_duration(t).map_or(-1, |d| d.as_millis() as i64),
-                };
+                let retention =
+                    meridian_proto::settings::retention_ms(&c.storage.retention).unwrap_or(-1);
                 Ok(vec![
                     ("broker.id", c.broker_id.to_string(), true, 4, 3),
                     ("log.retention.ms", retention.to_string(), true, 4, 5),

@@ -68,19 +68,16 @@ pub(super) fn settings(entries: Vec<(String, Option<String>)>) -> Result<Setting
 /// `retention.ms` as the control plane's retention: a duration, `none` for -1, the
 /// default (7 days) for no value.
 fn retention(value: Option<&str>) -> Result<String, (i16, String)> {
-    match value.map(str::parse::<i64>) {
-        None => Ok("7d".to_owned()),
-        Some(Ok(-1)) => Ok("none".to_owned()),
-        Some(Ok(ms)) if ms > 0 => {
-            Ok(humantime::format_duration(std::time::Duration::from_millis(ms as u64)).to_string())
-        }
-        _ => Err((
-            INVALID_CONFIG,
-            format!(
-                "retention.ms = {value:?}: a positive number of milliseconds, or -1 to keep everything"
-            ),
-        )),
-    }
+    let Some(value) = value else {
+        return Ok("7d".to_owned());
+    };
+    value
+        .parse::<i64>()
+        .map_err(|_| {
+            format!("retention.ms = {value:?}: a number of milliseconds, or -1 to keep everything")
+        })
+        .and_then(meridian_proto::settings::retention_text)
+        .map_err(|e| (INVALID_CONFIG, e))
 }
 
 #[cfg(test)]
