@@ -28,6 +28,55 @@ pub struct Link {
     pub lag_p99_ms: Option<f64>,
     /// Batches `from` shipped that `to` has not acknowledged yet.
     pub unacked_batches: Option<u64>,
+    /// Why `to` has not been able to apply what `from` ships for [`STALLED_AFTER_S`] or
+    /// more, and for how long (seconds): the link may be up and still deliver nothing.
+    pub stalled: Option<(String, f64)>,
+}
+
+/// Seconds a stream must fail to apply before its link shows as stalled (retries within
+/// them are ordinary: a leader election, a broker restart).
+pub const STALLED_AFTER_S: f64 = 10.0;
+
+impl Link {
+    /// The link's state in words: up, stalled (with why), down, or no answer.
+    pub fn status(&self) -> String {
+        match (self.up, &self.stalled) {
+            (Some(true), Some((reason, secs))) => format!(
+                "stalled for {secs:.0} s: {} cannot apply what {} ships ({})",
+                self.to,
+                self.from,
+                stall_words(reason)
+            ),
+            (Some(true), None) => "up".into(),
+            (Some(false), _) => "down".into(),
+            (None, _) => "no answer".into(),
+        }
+    }
+}
+
+/// What a mirror's stall reason (`meridian_mirror_stalled_seconds{reason}`) means.
+fn stall_words(reason: &str) -> &'static str {
+    match reason {
+        "unavailable" => "its brokers do not answer",
+        "resource_exhausted" => "its brokers refuse for lack of room: a full disk or a bound",
+        "not_found" => "its brokers do not know the topic",
+        "refused" => "its brokers refuse the writes: check the mirror's token and the topics",
+        _ => "its brokers answer with errors: see the receiving mirror's log",
+    }
+}
+
+/// The longest stall `samples` (a receiving mirror's metrics) report for streams from
+/// `origin`, when it is at least [`STALLED_AFTER_S`].
+fn stalled_from(samples: &[Sample], origin: &str) -> Option<(String, f64)> {
+    samples
+        .iter()
+        .filter(|x| {
+            x.name == "meridian_mirror_stalled_seconds"
+                && x.labels.get("origin").map(String::as_str) == Some(origin)
+                && x.value >= STALLED_AFTER_S
+        })
+        .max_by(|a, b| a.value.total_cmp(&b.value))
+        .map(|x| (x.labels.get("reason").cloned().unwrap_or_default(), x.value))
 }
 
 /// The mirrors to scrape and what they said.
@@ -216,6 +265,7 @@ impl Mirrors {
                     lag_p50_ms: lag("0.5"),
                     lag_p99_ms: lag("0.99"),
                     unacked_batches: unacked,
+                    stalled: inn.and_then(|s| stalled_from(s, from)),
                 });
             }
         }
@@ -290,5 +340,35 @@ mod tests {
                 .configured()
         );
         assert!(Mirrors::new(&["nonsense".into()]).is_err());
+    }
+
+    #[test]
+    fn a_link_up_whose_receiver_cannot_apply_is_stalled_with_why() {
+        let receiver = parse(concat!(
+            "meridian_mirror_stalled_seconds{origin=\"a\",group=\"1\",reason=\"unavailable\"} 34\n",
+            "meridian_mirror_stalled_seconds{origin=\"a\",group=\"2\",reason=\"not_found\"} 3\n",
+            "meridian_mirror_stalled_seconds{origin=\"c\",group=\"1\",reason=\"refused\"} 0\n",
+        ));
+        let link = |up, stalled| Link {
+            from: "a".into(),
+            to: "b".into(),
+            up,
+            messages_per_second: None,
+            lag_p50_ms: None,
+            lag_p99_ms: None,
+            unacked_batches: None,
+            stalled,
+        };
+        let stalled = stalled_from(&receiver, "a");
+        assert_eq!(stalled, Some(("unavailable".into(), 34.0)));
+        assert_eq!(stalled_from(&receiver, "c"), None, "applying again");
+        let status = link(Some(true), stalled.clone()).status();
+        assert!(
+            status.starts_with("stalled for 34 s: b cannot apply"),
+            "{status}"
+        );
+        assert!(status.contains("do not answer"), "{status}");
+        assert_eq!(link(Some(true), None).status(), "up");
+        assert_eq!(link(Some(false), stalled).status(), "down");
     }
 }

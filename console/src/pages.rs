@@ -308,7 +308,7 @@ async fn overview(State(app): State<App>, me: Me, Query(n): Query<Notice>) -> Re
             .map(|l| {
                 (
                     format!("{} → {}", l.from, l.to),
-                    l.up == Some(true),
+                    l.up == Some(true) && l.stalled.is_none(),
                     show(&l.lag_p99_ms, " ms"),
                 )
             })
@@ -866,7 +866,9 @@ struct MirrorsPage {
 /// A link as the page shows it.
 struct LinkRow {
     name: String,
+    /// Up and delivering, down, or no answer (None); `status` says which, and why.
     up: Option<bool>,
+    status: String,
     rate: String,
     p50: String,
     p99: String,
@@ -880,7 +882,8 @@ async fn mirrors(State(app): State<App>, me: Me) -> Response {
         .into_iter()
         .map(|l| LinkRow {
             name: format!("{} → {}", l.from, l.to),
-            up: l.up,
+            up: l.up.filter(|_| l.stalled.is_none()),
+            status: l.status(),
             rate: show(&l.messages_per_second, ""),
             p50: show(&l.lag_p50_ms, " ms"),
             p99: show(&l.lag_p99_ms, " ms"),

@@ -392,6 +392,71 @@ async fn read_mark(views: watch::Receiver<Arc<Snapshot>>, origin: &str, group: u
 /// Appends shipped batches in order, retrying until the region holds them all: a batch is
 /// never skipped (a stalled stream shows as lag; a skipped batch would be lost). Each call
 /// appends the leading run the first batch's log group takes; the rest go again.
+/// Why appending or merging what an origin shipped fails here, as a metric label (a few
+/// fixed values: the console turns them into words).
+fn stall_reason(e: &meridian_region_client::RegionError) -> &'static str {
+    match e.code() {
+        Some(tonic::Code::ResourceExhausted) => "resource_exhausted",
+        Some(tonic::Code::NotFound) => "not_found",
+        Some(tonic::Code::PermissionDenied | tonic::Code::Unauthenticated) => "refused",
+        Some(tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition) => "refused",
+        Some(tonic::Code::Unavailable) | None => "unavailable",
+        Some(_) => "error",
+    }
+}
+
+/// A stream that cannot be applied here:
+/// `meridian_mirror_stalled_seconds{origin, group, reason}` says for how long while it
+/// lasts, and drops to 0 once the stream applies again. The link itself may be up all
+/// along: this is what tells "up" from "delivering".
+struct Stall {
+    origin: String,
+    group: String,
+    /// Since when the current attempts have not applied anything (an attempt that fails
+    /// may have waited long for its answer: the stall began when it was sent).
+    trying: std::time::Instant,
+    /// The reason last reported.
+    reported: Option<&'static str>,
+}
+
+impl Stall {
+    fn new(origin: &str, group: String) -> Stall {
+        Stall {
+            origin: origin.to_owned(),
+            group,
+            trying: std::time::Instant::now(),
+            reported: None,
+        }
+    }
+
+    fn failed(&mut self, e: &meridian_region_client::RegionError) {
+        let reason = stall_reason(e);
+        if let Some(was) = self.reported.replace(reason)
+            && was != reason
+        {
+            self.set(was, 0.0);
+        }
+        self.set(reason, self.trying.elapsed().as_secs_f64());
+    }
+
+    fn applied(&mut self) {
+        self.trying = std::time::Instant::now();
+        if let Some(reason) = self.reported.take() {
+            self.set(reason, 0.0);
+        }
+    }
+
+    fn set(&self, reason: &'static str, seconds: f64) {
+        metrics::gauge!(
+            "meridian_mirror_stalled_seconds",
+            "origin" => self.origin.clone(),
+            "group" => self.group.clone(),
+            "reason" => reason
+        )
+        .set(seconds);
+    }
+}
+
 async fn apply(client: &RegionClient, batches: Vec<(Origin, ShippedBatch)>) {
     let Some((first, _)) = batches.first() else {
         return;
@@ -401,9 +466,11 @@ async fn apply(client: &RegionClient, batches: Vec<(Origin, ShippedBatch)>) {
     let mut rest = &batches[..];
     let mut backoff = Duration::from_millis(50);
     let started = std::time::Instant::now();
+    let mut stall = Stall::new(&origin, group.to_string());
     while !rest.is_empty() {
         match client.append_mirrored(rest).await {
             Ok(duplicates) => {
+                stall.applied();
                 let (done, left) = rest.split_at(duplicates.len());
                 rest = left;
                 backoff = Duration::from_millis(50);
@@ -423,6 +490,7 @@ async fn apply(client: &RegionClient, batches: Vec<(Origin, ShippedBatch)>) {
                 }
             }
             Err(err) => {
+                stall.failed(&err);
                 let (o, e) = &rest[0];
                 metrics::counter!("meridian_mirror_apply_errors_total", labels).increment(1);
                 tracing::warn!(
@@ -449,16 +517,19 @@ async fn merge(
 ) {
     let positions: meridian_region_client::Positions = c.positions.into_iter().collect();
     let mut backoff = Duration::from_millis(50);
+    let mut stall = Stall::new(origin, "commits".to_owned());
     loop {
         match client
             .merge_positions(&c.group, c.topic_id, c.partition, &positions)
             .await
         {
             Ok(_) => {
+                stall.applied();
                 metrics::counter!("meridian_mirror_applied_commits_total", labels).increment(1);
                 return;
             }
             Err(err) => {
+                stall.failed(&err);
                 metrics::counter!("meridian_mirror_apply_errors_total", labels).increment(1);
                 tracing::warn!(
                     origin, group = %c.group, topic_id = c.topic_id, partition = c.partition,

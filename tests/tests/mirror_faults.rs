@@ -5,6 +5,10 @@
 //! passed against the earlier client that sent every group's reads through one current
 //! broker: it guards the property, it does not reproduce the reported multi-minute stall.)
 //!
+//! A link that is up but whose receiving region cannot apply what it ships (that region's
+//! broker SIGSTOPped) is reported stalled, with why, by the receiving mirror's metrics
+//! (what the console shows), and delivers everything once the broker is back.
+//!
 //! And the mirror's QUIC listener is bounded: connections past its limits, in all and per
 //! address, are refused while the admitted ones are served.
 
@@ -308,4 +312,96 @@ async fn the_mirror_listener_refuses_connections_past_its_limits_and_serves_the_
     )
     .await;
     drop((second, again, other));
+}
+
+/// The largest `meridian_mirror_stalled_seconds` a mirror reports for streams from
+/// `origin`, with its reason.
+async fn stalled(mirror: &MirrorProcess, origin: &str) -> (f64, String) {
+    let page = meridian_tests::http_get(mirror.metrics, "/metrics")
+        .await
+        .unwrap_or_default();
+    let mut worst = (0.0, String::new());
+    for line in page.lines() {
+        let Some(rest) = line.strip_prefix("meridian_mirror_stalled_seconds{") else {
+            continue;
+        };
+        if !rest.contains(&format!("origin=\"{origin}\"")) {
+            continue;
+        }
+        let value: f64 = rest.rsplit(' ').next().unwrap().parse().unwrap();
+        let reason = rest
+            .split("reason=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_default();
+        if value > worst.0 {
+            worst = (value, reason.to_owned());
+        }
+    }
+    worst
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_up_whose_receiver_cannot_apply_reports_stalled_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let regions = meridian_tests::mirror::TwoRegions::start(tmp.path(), &[], &[]).await;
+    regions.create_topic(TOPIC, 1).await;
+    let (mx, my) = regions.link(tmp.path(), &[]);
+    let (x, y) = (regions.x.client().await, regions.y.client().await);
+    let producer = x.producer(ProducerConfig::default());
+    let send = |from: u32| {
+        let producer = &producer;
+        async move {
+            for i in from..from + 10 {
+                producer
+                    .send(Record::new(TOPIC, format!("m{i}")))
+                    .await
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    send(0).await;
+    meridian_tests::wait_until_held(&y, TOPIC, 10, Duration::from_secs(30)).await;
+    assert_eq!(stalled(&my, "x").await.0, 0.0);
+
+    regions.y.brokers[0].signal(libc::SIGSTOP);
+    send(10).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (secs, reason) = loop {
+        let (secs, reason) = stalled(&my, "x").await;
+        if secs >= 10.0 {
+            break (secs, reason);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never reported stalled ({secs} s)"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(reason, "unavailable", "{secs} s");
+    assert_eq!(
+        mx.metric("meridian_mirror_link_up").await,
+        1.0,
+        "the link itself stays up"
+    );
+
+    regions.y.brokers[0].signal(libc::SIGCONT);
+    meridian_tests::wait_until_held(&y, TOPIC, 20, Duration::from_secs(60)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stalled(&my, "x").await.0 > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "still reported stalled after delivering"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let held = held(&y).await;
+    let values: Vec<&String> = held.values().flatten().collect();
+    let unique: HashSet<&&String> = values.iter().collect();
+    assert_eq!(
+        (values.len(), unique.len()),
+        (20, 20),
+        "each once: {values:?}"
+    );
 }

@@ -50,9 +50,8 @@ pub(super) async fn confirm_region(
                     l.from,
                     l.to,
                     match l.up {
-                        Some(true) => "up",
-                        Some(false) => "down",
-                        None => "its mirror does not answer",
+                        None => "its mirror does not answer".to_owned(),
+                        _ => l.status(),
                     },
                     l.unacked_batches.map_or("an unknown number of".to_owned(), |n| n.to_string()),
                     l.to,
@@ -189,11 +188,7 @@ pub(super) async fn confirm_home(
         match lag {
             Some(l) => format!(
                 "Messages written in {from} and not yet in {to} arrive there with the mirror: link {from} → {to} is {}, lag p99 {}, {} batches shipped and not yet acknowledged.",
-                match l.up {
-                    Some(true) => "up",
-                    Some(false) => "down",
-                    None => "unknown",
-                },
+                l.status(),
                 show(&l.lag_p99_ms, " ms"),
                 l.unacked_batches
                     .map_or("an unknown number of".to_owned(), |n| n.to_string()),
