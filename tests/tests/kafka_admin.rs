@@ -165,6 +165,11 @@ async fn a_produce_quota_throttles_a_client_to_its_rate() {
         .create_topic("quoted", 1)
         .await
         .unwrap();
+    // None set yet: none described (the quotas topic does not exist until the first).
+    let described = tokio::task::spawn_blocking(move || described_rate(kafka, "slow"))
+        .await
+        .unwrap();
+    assert_eq!(described, None);
     let (code, message) =
         tokio::task::spawn_blocking(move || alter_quota(kafka, "slow", "request_percentage", 50.0))
             .await
