@@ -131,6 +131,11 @@ impl QuotaTable {
         true
     }
 
+    /// Whether no entity has quotas (then nothing is metered).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// An entity's quotas.
     pub fn get(&self, entity: &Entity) -> Option<&BTreeMap<String, f64>> {
         self.entries.get(entity)
