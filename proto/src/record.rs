@@ -5,11 +5,13 @@
 //! 0   len             u32   whole record, header included
 //! 4   crc             u32   CRC32C of bytes 8..len
 //! 8   kind            u8    1 = message batch, 2 = consumer-offset commit, 3 = blank,
-//!                           4 = membership, 5 = metadata (replication entries)
+//!                           4 = membership, 5 = metadata (replication entries),
+//!                           6 = carried (a compacted partition's message copied forward)
 //! 9   flags           u8    bit 0: the payload starts with an origin (a mirrored batch,
 //!                           `crate::origin`); bit 1: the payload starts with the
 //!                           idempotent producer of the batch (`crate::producer`, before
-//!                           an origin); other bits 0 (batches only)
+//!                           an origin); other bits 0 (batches only; a carried record
+//!                           only bit 0)
 //! 10  reserved        u16   0
 //! 12  topic_id        u32
 //! 16  partition       u32
@@ -124,6 +126,13 @@ pub enum RecordKind {
     Membership = 4,
     /// Metadata the replication layer carries (topic catalog changes); JSON payload.
     Metadata = 5,
+    /// One message of a compacted partition, still its key's latest, copied forward so
+    /// retention can delete the segment that held it: `count` 1, `base_offset` the
+    /// message's own (old) offset, which the queue index points here from now on. The
+    /// payload is [`encode_carried`]'s: the message's first append time, then a batch
+    /// payload of that one message (after its origin, with [`FLAG_ORIGIN`]). It takes no
+    /// new offset and ships nowhere: mirrors carried the message when it was written.
+    Carried = 6,
 }
 
 /// The decoded fixed header of a record.
@@ -251,11 +260,21 @@ pub fn parse_checked(buf: &[u8], verify: bool) -> Parsed {
         3 => RecordKind::Blank,
         4 => RecordKind::Membership,
         5 => RecordKind::Metadata,
+        6 => RecordKind::Carried,
         _ => return Parsed::Invalid("unknown record kind"),
     };
     let flags = buf[9];
-    if flags & !FLAGS_KNOWN != 0 || (flags != 0 && kind != RecordKind::Batch) {
+    let allowed = match kind {
+        RecordKind::Batch => FLAGS_KNOWN,
+        RecordKind::Carried => FLAG_ORIGIN,
+        _ => 0,
+    };
+    if flags & !allowed != 0 {
         return Parsed::Invalid("unknown record flags");
+    }
+    if kind == RecordKind::Carried && (u32_at(buf, 20) != 1 || len - HEADER_LEN < CARRIED_TIME_LEN)
+    {
+        return Parsed::Invalid("a carried record holding other than one message");
     }
     if flags & (FLAG_TRANSACTIONAL | FLAG_CONTROL) != 0 && flags & FLAG_PRODUCER == 0 {
         return Parsed::Invalid("a transactional record without its producer");
@@ -328,6 +347,27 @@ pub fn split_batch(flags: u8, payload: &Bytes) -> Result<BatchPayload, PrefixErr
         origin,
         batch,
     })
+}
+
+/// Bytes before a carried record's batch payload: the message's first append time.
+pub const CARRIED_TIME_LEN: usize = 8;
+
+/// A carried record's payload: `append_time_ms` (when the message was first written,
+/// which time lookups and retention keep going by), then `batch` (a batch payload of one
+/// message, after its origin for a mirrored one).
+pub fn encode_carried(append_time_ms: i64, batch: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(CARRIED_TIME_LEN + batch.len());
+    out.put_i64_le(append_time_ms);
+    out.extend_from_slice(batch);
+    Bytes::from(out)
+}
+
+/// A carried record's payload taken apart: the message's first append time, and the batch
+/// payload after it (`None` when too short, which parsing a record already refuses).
+pub fn split_carried(payload: &Bytes) -> Option<(i64, Bytes)> {
+    let time = payload.get(..CARRIED_TIME_LEN)?;
+    let time = i64::from_le_bytes(time.try_into().ok()?);
+    Some((time, payload.slice(CARRIED_TIME_LEN..)))
 }
 
 /// The bytes of an end-of-segment marker.

@@ -17,7 +17,7 @@ pub const MAX_MESSAGE_BYTES_MAX: u32 = 64 << 20;
 
 /// The keys a topic's configuration may hold, with what each takes (as Kafka documents
 /// them).
-pub const KEYS: [(&str, &str); 2] = [
+pub const KEYS: [(&str, &str); 4] = [
     (
         MAX_MESSAGE_BYTES,
         "the largest message (key, value and headers) the topic accepts, in bytes, on every protocol: 1 to 67108864; unset, the brokers' message_bytes_max",
@@ -26,17 +26,83 @@ pub const KEYS: [(&str, &str); 2] = [
         MIN_INSYNC_REPLICAS,
         "replicas (the leader included) that must be in sync for an acks=all produce to be written, and hold it before it is answered: 1 to 32; the more of this and the brokers' min_insync_replicas applies",
     ),
+    (
+        CLEANUP_POLICY,
+        "delete (old messages go by retention), compact (each key's latest message is kept for good; older ones are no longer read, and their space returns as the journal's segments go), or compact,delete (both); unset, delete",
+    ),
+    (
+        DELETE_RETENTION_MS,
+        "how long a compacted topic's tombstone (a key with no value) is still read after it was written, in ms: 0 to 31536000000; unset, 86400000 (a day)",
+    ),
 ];
 
 /// Kafka's `max.message.bytes`.
 pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 /// Kafka's `min.insync.replicas`.
 pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
+/// Kafka's `cleanup.policy`.
+pub const CLEANUP_POLICY: &str = "cleanup.policy";
+/// Kafka's `delete.retention.ms`.
+pub const DELETE_RETENTION_MS: &str = "delete.retention.ms";
+
+/// What happens to a topic's old messages (Kafka's `cleanup.policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CleanupPolicy {
+    /// Retention deletes them (`delete`, the default).
+    Delete,
+    /// Each key's latest message is kept; older ones are compacted away (`compact`).
+    Compact,
+    /// Both: compacted, and retention deletes what is older than it (`compact,delete`).
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    /// Whether the topic is compacted.
+    pub fn compacts(self) -> bool {
+        matches!(self, CleanupPolicy::Compact | CleanupPolicy::CompactDelete)
+    }
+
+    /// Whether retention deletes the topic's old messages.
+    pub fn deletes(self) -> bool {
+        matches!(self, CleanupPolicy::Delete | CleanupPolicy::CompactDelete)
+    }
+
+    /// Kafka's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CleanupPolicy::Delete => "delete",
+            CleanupPolicy::Compact => "compact",
+            CleanupPolicy::CompactDelete => "compact,delete",
+        }
+    }
+
+    fn parse(text: &str) -> Option<CleanupPolicy> {
+        let mut parts: Vec<&str> = text.split(',').map(str::trim).collect();
+        parts.sort_unstable();
+        parts.dedup();
+        match parts.as_slice() {
+            ["delete"] => Some(CleanupPolicy::Delete),
+            ["compact"] => Some(CleanupPolicy::Compact),
+            ["compact", "delete"] => Some(CleanupPolicy::CompactDelete),
+            _ => None,
+        }
+    }
+}
+
+/// The longest `delete.retention.ms` a topic may set (a year).
+pub const DELETE_RETENTION_MS_MAX: u64 = 365 * 24 * 3600 * 1000;
 
 /// A topic's configuration, parsed: each setting `None` when the topic does not set it
 /// (the brokers' default applies).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TopicConfig {
+    /// `cleanup.policy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup_policy: Option<CleanupPolicy>,
+    /// `delete.retention.ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_retention_ms: Option<u64>,
     /// `max.message.bytes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_message_bytes: Option<u32>,
@@ -89,6 +155,22 @@ impl TopicConfig {
                     }
                     parsed.min_insync_replicas = Some(n);
                 }
+                CLEANUP_POLICY => {
+                    parsed.cleanup_policy = Some(
+                        CleanupPolicy::parse(value)
+                            .ok_or_else(|| bad("delete, compact, or compact,delete"))?,
+                    );
+                }
+                DELETE_RETENTION_MS => {
+                    let n: u64 = value
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad("a number of milliseconds, 0 to 31536000000"))?;
+                    if n > DELETE_RETENTION_MS_MAX {
+                        return Err(bad("a number of milliseconds, 0 to 31536000000"));
+                    }
+                    parsed.delete_retention_ms = Some(n);
+                }
                 _ => {
                     let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
                     return Err(bad(&format!(
@@ -126,6 +208,14 @@ mod tests {
         .unwrap();
         assert_eq!(c.max_message_bytes, Some(2000));
         assert_eq!(c.min_insync_replicas, Some(2));
+        let c = TopicConfig::parse(&configs(&[
+            ("cleanup.policy", "delete, compact"),
+            ("delete.retention.ms", "1000"),
+        ]))
+        .unwrap();
+        assert_eq!(c.cleanup_policy, Some(CleanupPolicy::CompactDelete));
+        assert!(c.cleanup_policy.unwrap().compacts() && c.cleanup_policy.unwrap().deletes());
+        assert_eq!(c.delete_retention_ms, Some(1000));
         for (k, v) in [
             ("max.message.bytes", "0"),
             ("max.message.bytes", "-1"),
@@ -134,7 +224,9 @@ mod tests {
             ("min.insync.replicas", "0"),
             ("min.insync.replicas", "33"),
             ("retention.bytes", "1000"),
-            ("cleanup.policy", "compact"),
+            ("cleanup.policy", "compacted"),
+            ("cleanup.policy", "delete,none"),
+            ("delete.retention.ms", "-1"),
         ] {
             let e = TopicConfig::parse(&configs(&[(k, v)])).unwrap_err();
             assert_eq!(e.key, k);

@@ -217,6 +217,10 @@ pub enum BrokerError {
     /// A message stamped too far ahead of the broker's clock.
     #[error("{0}")]
     InvalidTimestamp(String),
+    /// A message the topic cannot take as it is (a compacted topic's message without a
+    /// key): sending it again cannot help.
+    #[error("{0}")]
+    InvalidRecord(String),
     /// A consumer group's coordinator refused a heartbeat or a member's commit.
     #[error(transparent)]
     Group(#[from] consumer_groups::membership::GroupError),

@@ -277,6 +277,9 @@ pub struct StorageConfig {
     /// `fdatasync`s into one journal commit, and `syncfs` measured 0.7x of per-group syncs
     /// with 16 groups (bench/README.md, rows e); it may pay where a cache flush is costly.
     pub batch_fsyncs: bool,
+    /// Keys a compacted partition's map holds at most (about 80 bytes plus the key each):
+    /// past it compaction gives up on the partition, which is then read and kept whole.
+    pub compaction_keys_max: usize,
 }
 
 impl Default for Config {
@@ -322,6 +325,7 @@ impl Default for StorageConfig {
             retention_check_interval_ms: group.retention_check_interval.as_millis() as u64,
             index_entries_per_file: group.index_entries_per_file,
             batch_fsyncs: false,
+            compaction_keys_max: group.compaction_keys_max,
         }
     }
 }
@@ -806,6 +810,7 @@ impl Config {
             retention: self.retention().unwrap_or_default(),
             retention_bytes: (s.retention_bytes > 0).then_some(s.retention_bytes),
             retention_check_interval: Duration::from_millis(s.retention_check_interval_ms.max(1)),
+            compaction_keys_max: s.compaction_keys_max.max(1),
             // Decided per group when it opens (see `Broker::open_log_group`).
             replicated: false,
             ..GroupConfig::default()

@@ -156,6 +156,7 @@ fn error_code(e: &BrokerError) -> i16 {
         BrokerError::Invalid(_) => meridian_proto::kafka::CORRUPT_MESSAGE,
         BrokerError::NotHome(_) => code::POLICY_VIOLATION,
         BrokerError::InvalidTimestamp(_) => code::INVALID_TIMESTAMP,
+        BrokerError::InvalidRecord(_) => code::INVALID_RECORD,
         BrokerError::NotInTransaction { fenced: true, .. } => code::INVALID_PRODUCER_EPOCH,
         BrokerError::NotInTransaction { .. } => code::INVALID_TXN_STATE,
         BrokerError::Append(crate::storage::AppendError::DiskFull { .. }) => {

@@ -74,14 +74,24 @@ if PHASE == "create":
     admin.incremental_alter_configs([change])[change].result(15)
     configs = admin.describe_configs([resource])[resource].result(15)
     check(configs["retention.ms"].value == "3600000", f"retention.ms now one hour: {configs['retention.ms']}")
+    # Compaction on, then back to the default (DELETE of the key).
+    for op, want in [(AlterConfigOpType.SET, "compact"), (AlterConfigOpType.DELETE, "delete")]:
+        change = ConfigResource(
+            ResourceType.TOPIC,
+            "kadmin",
+            incremental_configs=[ConfigEntry("cleanup.policy", "compact", incremental_operation=op)],
+        )
+        admin.incremental_alter_configs([change])[change].result(15)
+        configs = admin.describe_configs([resource])[resource].result(15)
+        check(configs["cleanup.policy"].value == want, f"cleanup.policy now {want}: {configs['cleanup.policy']}")
     bad = ConfigResource(
         ResourceType.TOPIC,
         "kadmin",
-        incremental_configs=[ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET)],
+        incremental_configs=[ConfigEntry("retention.bytes", "1000", incremental_operation=AlterConfigOpType.SET)],
     )
     try:
         admin.incremental_alter_configs([bad])[bad].result(15)
-        check(False, "compaction refused")
+        check(False, "retention.bytes refused")
     except KafkaException as e:
         check(e.args[0].code() == KafkaError.INVALID_CONFIG, f"INVALID_CONFIG: {e}")
 

@@ -46,7 +46,7 @@ def describe(name):
 
 # Refused, naming the config: a value it cannot take, a config not enforced here.
 for config, named in [({"max.message.bytes": "lots"}, "max.message.bytes"),
-                      ({"cleanup.policy": "compact"}, "cleanup.policy")]:
+                      ({"cleanup.policy": "compacted"}, "cleanup.policy")]:
     err = create("refused", config)
     check(err is not None and err.code() == KafkaError.INVALID_CONFIG, f"{config} refused INVALID_CONFIG: {err}")
     check(named in err.str(), f"the refusal names {named}: {err.str()}")

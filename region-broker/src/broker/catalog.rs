@@ -59,6 +59,25 @@ impl Topic {
             .max_message_bytes
             .map_or(broker_default, |n| n as usize)
     }
+
+    /// How its partitions are compacted (`cleanup.policy` compact or compact,delete);
+    /// `None` when they are not.
+    pub fn compaction(&self) -> Option<crate::storage::compaction::Compaction> {
+        let policy = self.config.cleanup_policy?;
+        policy
+            .compacts()
+            .then(|| crate::storage::compaction::Compaction {
+                delete_retention_ms: self.config.delete_retention_ms.map_or(
+                    crate::storage::compaction::Compaction::default().delete_retention_ms,
+                    |ms| ms as i64,
+                ),
+            })
+    }
+
+    /// Whether retention deletes its old messages (every topic but a compact-only one).
+    pub fn retention_deletes(&self) -> bool {
+        self.config.cleanup_policy.is_none_or(|p| p.deletes())
+    }
 }
 
 /// The home region of a strictly ordered topic.

@@ -255,6 +255,11 @@ impl Broker {
         let topic = self.topic(topic)?;
         let (group, key) = self.locate(&topic, partition)?;
         self.require_leader(topic.groups[partition as usize])?;
+        if let Some(policy) = topic.compaction() {
+            // Never read a compacted partition before its key map is built (the retention
+            // pass builds it too, but only every retention check).
+            ensure_compacted(group.storage(), key, policy).await?;
+        }
         let max_wait = max_wait.min(Duration::from_millis(self.config.fetch_wait_max_ms));
         let deadline = tokio::time::Instant::now() + max_wait;
         let group = group.storage();
@@ -310,6 +315,16 @@ impl Broker {
     }
 
     fn validate_message(&self, topic: &Topic, m: &Message) -> Result<(), BrokerError> {
+        if m.key.is_none() && topic.compaction().is_some() {
+            return Err(BrokerError::InvalidRecord(format!(
+                "topic {} is compacted (cleanup.policy {}): every message needs a key; send one, or alter the topic's cleanup.policy",
+                topic.name,
+                topic
+                    .config
+                    .cleanup_policy
+                    .map_or("compact", |p| p.as_str())
+            )));
+        }
         let size = m.encoded_len();
         let limit = topic.message_bytes_max(self.config.message_bytes_max);
         if size > limit {
@@ -408,6 +423,23 @@ fn read_isolated(
     Ok((out, ends))
 }
 
+/// Makes partition `key` of `storage` compacted, if it is not yet (building its key map
+/// off the async workers).
+async fn ensure_compacted(
+    storage: &std::sync::Arc<LogGroup>,
+    key: PartitionKey,
+    policy: crate::storage::compaction::Compaction,
+) -> Result<(), BrokerError> {
+    if storage.compaction_stats(key).is_some() {
+        return Ok(());
+    }
+    let storage = storage.clone();
+    tokio::task::spawn_blocking(move || storage.set_compaction(key, Some(policy)))
+        .await
+        .map_err(|e| BrokerError::Invalid(format!("building a compacted partition's keys: {e}")))?
+        .map_err(BrokerError::Read)
+}
+
 /// The messages of a stored batch (not a transaction marker).
 pub(crate) fn messages_of(b: &ReadBatch) -> Result<Vec<Message>, BrokerError> {
     batch::decode_batch(&b.payload, b.count as usize).map_err(|e| {
@@ -434,7 +466,7 @@ fn decode(
         }
         for (i, message) in messages_of(&b)?.into_iter().enumerate() {
             let o = b.base_offset + i as u64;
-            if o < offset {
+            if o < offset || b.removed.contains(&(i as u32)) {
                 continue;
             }
             bytes += message.encoded_len();

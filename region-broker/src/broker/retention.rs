@@ -10,6 +10,11 @@
 //!   its partitions' starts moves past the messages appended before its cutoff
 //!   (`LogGroup::expire_before`, kept across restarts), exactly, not a segment at a time.
 //!
+//! A compacted topic (`cleanup.policy` compact) does not hold the journal's segments: its
+//! live messages are carried past the ones that go (`meridian_storage::compaction`), so
+//! only `compact,delete` topics' retention counts. Each pass also tells storage which
+//! partitions are compacted, and how long their tombstones are read.
+//!
 //! Each replica does this by its own clock, as Kafka's replicas each apply retention.
 //!
 //! Kafka's DeleteRecords moves a partition's start too, but on every replica at once: the
@@ -20,6 +25,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{Broker, BrokerError, now_ms};
+use crate::storage::compaction::Compaction;
 use crate::storage::{PartitionKey, START_MARK};
 
 /// A retention as topics and the broker spell it: empty (the broker's), `none` (forever,
@@ -30,6 +36,9 @@ pub(crate) fn parse(text: &str) -> Result<Option<i64>, String> {
         t => meridian_proto::settings::retention_ms(t).map(Some),
     }
 }
+
+/// A partition's cleanup: its retention in ms (`None`: compact only) and compaction.
+type Cleanup = (PartitionKey, Option<i64>, Option<Compaction>);
 
 /// The longer of two retentions in ms (-1: forever, longer than any).
 fn longer(a: i64, b: i64) -> i64 {
@@ -44,15 +53,19 @@ impl Broker {
             .flatten()
             .unwrap_or(-1);
         let now = now_ms();
-        // Each group's partitions and their topics' retentions.
-        let mut in_group: BTreeMap<u32, Vec<(PartitionKey, i64)>> = BTreeMap::new();
+        // Each group's partitions: their topics' retention (`None`: a compact-only topic,
+        // whose live messages are carried past the segments that go) and compaction.
+        let mut in_group: BTreeMap<u32, Vec<Cleanup>> = BTreeMap::new();
         for t in self.topics() {
-            let retention = t.retention_ms.unwrap_or(broker_default);
+            let retention = t
+                .retention_deletes()
+                .then(|| t.retention_ms.unwrap_or(broker_default));
+            let compaction = t.compaction();
             for (p, &g) in t.groups.iter().enumerate() {
                 in_group
                     .entry(g)
                     .or_default()
-                    .push(((t.id, p as u32), retention));
+                    .push(((t.id, p as u32), retention, compaction));
             }
         }
         for (g, hosted) in self.log_groups() {
@@ -60,12 +73,25 @@ impl Broker {
             let partitions = in_group.remove(&g).unwrap_or_default();
             let keep = partitions
                 .iter()
-                .fold(broker_default, |a, &(_, r)| longer(a, r));
+                .filter_map(|&(_, r, _)| r)
+                .fold(broker_default, longer);
             storage.set_segment_retention((keep >= 0).then(|| Duration::from_millis(keep as u64)));
-            for (key, retention) in partitions {
-                if retention < 0 {
-                    continue;
+            for (key, retention, compaction) in partitions {
+                if let Err(e) = storage.set_compaction(key, compaction) {
+                    tracing::warn!(log_group = g, topic_id = key.0, partition = key.1, error = %e, "a compacted partition's keys could not be built; retried next pass");
                 }
+                if let Some((keys, true)) = storage.compaction_stats(key) {
+                    tracing::warn!(
+                        log_group = g,
+                        topic_id = key.0,
+                        partition = key.1,
+                        keys,
+                        "a compacted partition has more keys than storage.compaction_keys_max: it is kept whole (not compacted) and keeps its segments"
+                    );
+                }
+                let Some(retention) = retention.filter(|r| *r >= 0) else {
+                    continue;
+                };
                 // One search-and-move under the partition's index lock: a message appended
                 // between a search and a separate move would be passed unread.
                 let cutoff = now.saturating_sub(retention);

@@ -10,7 +10,8 @@ pub fn status(e: BrokerError) -> Status {
     let code = match &e {
         BrokerError::Invalid(_)
         | BrokerError::TooLarge { .. }
-        | BrokerError::InvalidTimestamp(_) => tonic::Code::InvalidArgument,
+        | BrokerError::InvalidTimestamp(_)
+        | BrokerError::InvalidRecord(_) => tonic::Code::InvalidArgument,
         BrokerError::NotHome(_) | BrokerError::NotInTransaction { fenced: true, .. } => {
             tonic::Code::PermissionDenied
         }

@@ -13,6 +13,7 @@ use meridian_proto::v1;
 
 use super::{Kafka, code, error_code, str, topic_configs};
 use crate::broker::BrokerError;
+use crate::storage::compaction::Compaction;
 
 /// Kafka error codes of admin requests.
 mod admin_code {
@@ -389,7 +390,20 @@ impl Kafka {
                         if managed { 1 } else { 4 },
                         5,
                     ),
-                    ("cleanup.policy", "delete".into(), true, 5, 7),
+                    match topic.config.cleanup_policy {
+                        Some(p) => ("cleanup.policy", p.as_str().into(), false, 1, 7),
+                        None => ("cleanup.policy", "delete".into(), !managed, 5, 7),
+                    },
+                    match topic.config.delete_retention_ms {
+                        Some(ms) => ("delete.retention.ms", ms.to_string(), false, 1, 5),
+                        None => (
+                            "delete.retention.ms",
+                            Compaction::default().delete_retention_ms.to_string(),
+                            !managed,
+                            5,
+                            5,
+                        ),
+                    },
                     match topic.config.max_message_bytes {
                         Some(n) => ("max.message.bytes", n.to_string(), false, 1, 3),
                         None => (

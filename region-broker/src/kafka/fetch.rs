@@ -142,6 +142,7 @@ fn encode_batches(
             continue;
         }
         if !append_time
+            && b.removed.is_empty()
             && let Some(kafka) = batch::kafka_batch(&b.payload)
             && kafka.len() >= 61
         {
@@ -158,7 +159,8 @@ fn encode_batches(
         }
         for (i, m) in messages_of(b)?.into_iter().enumerate() {
             let o = b.base_offset + i as u64;
-            if o < offset {
+            // Before the fetch offset, or compacted away.
+            if o < offset || b.removed.contains(&(i as u32)) {
                 continue;
             }
             bytes += m.encoded_len();

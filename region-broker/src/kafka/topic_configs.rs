@@ -120,7 +120,7 @@ mod tests {
         for (k, v) in [
             ("max.message.bytes", "lots"),
             ("retention.ms", "0"),
-            ("cleanup.policy", "compact"),
+            ("cleanup.policy", "compacted"),
             ("message.timestamp.type", "Whenever"),
         ] {
             let (code, message) = settings(entries(&[(k, Some(v))])).unwrap_err();

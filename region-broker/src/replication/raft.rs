@@ -123,6 +123,21 @@ pub enum Command {
         #[serde(default)]
         positions: Vec<(String, u64)>,
     },
+    /// Write a compacted partition's live message again past the segment retention would
+    /// delete: a `Carried` record at the message's own offset, which the queue index points
+    /// at from then on (`meridian_storage::compaction`).
+    Carry {
+        /// Topic id.
+        topic_id: u32,
+        /// Partition.
+        partition: u32,
+        /// The message's offset.
+        offset: u64,
+        /// The record's flags (`FLAG_ORIGIN` for a mirrored message).
+        flags: u8,
+        /// The carried record's payload (`record::encode_carried`).
+        payload: Bytes,
+    },
 }
 
 /// A change to the topic catalog, applied by every broker of the region.
@@ -225,6 +240,12 @@ impl std::fmt::Display for Command {
                 write!(f, "commit {group} at {offset} on {topic_id}/{partition}")
             }
             Command::Catalog(change) => write!(f, "catalog change {change:?}"),
+            Command::Carry {
+                topic_id,
+                partition,
+                offset,
+                ..
+            } => write!(f, "carry {topic_id}/{partition} offset {offset} forward"),
         }
     }
 }
@@ -682,6 +703,23 @@ fn record_from_entry(entry: Entry) -> io::Result<RaftRecord> {
             base_offset: offset,
             payload: Bytes::from(record::encode_commit(&group, offset, &positions)),
         },
+        EntryPayload::Normal(Command::Carry {
+            topic_id,
+            partition,
+            offset,
+            flags,
+            payload,
+        }) => RaftRecord {
+            term,
+            index,
+            kind: RecordKind::Carried,
+            flags,
+            producer: None,
+            key: (topic_id, partition),
+            count: 1,
+            base_offset: offset,
+            payload,
+        },
     })
 }
 
@@ -721,6 +759,13 @@ fn entry_from_record(h: &RecordHeader, payload: Bytes) -> io::Result<Entry> {
                 local_ack: LocalAck::default(),
             })
         }
+        RecordKind::Carried => EntryPayload::Normal(Command::Carry {
+            topic_id: key.0,
+            partition: key.1,
+            offset: h.base_offset,
+            flags: h.flags,
+            payload,
+        }),
         RecordKind::OffsetCommit => {
             let (group, offset) = record::decode_offset_commit(&payload).ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidData, "malformed offset-commit record")

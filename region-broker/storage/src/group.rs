@@ -19,6 +19,7 @@
 //! replication layer uses (records by index, verbatim copies, the watermark) is in
 //! `replica.rs`.
 
+mod compaction;
 mod indexer;
 mod offsets;
 mod producers;
@@ -122,6 +123,9 @@ pub struct ReadBatch {
     /// Part of its producer's transaction: a transactional batch, or a marker (whose
     /// `payload` is a [`record::TxnMarker`], not messages).
     pub txn: Option<TxnPart>,
+    /// In a compacted partition, the indexes (within the batch) of messages no longer live,
+    /// which readers leave out; empty otherwise.
+    pub removed: Vec<u32>,
 }
 
 impl ReadBatch {
@@ -201,6 +205,12 @@ struct Shared {
     /// In a replicated group, the offsets retention waits to see committed again above the
     /// segment it would delete (`retention.rs`); at most one per live offset.
     held_back: Mutex<Vec<HeldOffset>>,
+    /// Compacted partitions' key maps (`compaction.rs`), set by the broker; locked after
+    /// the partition's index.
+    compacted: Mutex<HashMap<PartitionKey, crate::compaction::KeyMap>>,
+    /// In a replicated group, the compacted messages retention waits to see carried above
+    /// the segment it would delete.
+    carries_held: Mutex<Vec<(PartitionKey, u64)>>,
     /// Leadership term stamped on records this group writes itself (not raft entries or
     /// copies, which carry their own).
     term: AtomicU64,
@@ -272,6 +282,13 @@ enum Body {
     },
     /// A record whose term and index the replication layer chose (a raft log entry).
     Raft { entry: RaftRecord },
+    /// A compacted partition's live message copied forward under its own `offset`
+    /// ([`RecordKind::Carried`]; `payload` from [`record::encode_carried`]).
+    Carried {
+        offset: u64,
+        flags: u8,
+        payload: Bytes,
+    },
     /// A record copied from another replica, to be written at `position` unchanged.
     Verbatim {
         position: u64,
@@ -398,40 +415,62 @@ impl LogGroup {
         }
         let mut out = Vec::new();
         let (mut next, mut bytes) = (offset, 0usize);
+        let start = self.shared.journal.start();
         while next < latest && (out.is_empty() || bytes < max_bytes) {
             let entry = index.get(next)?.ok_or(ReadError::OffsetOutOfRange {
                 offset: next,
                 earliest,
                 latest,
             })?;
+            // A compacted partition's message the journal no longer holds (not live when
+            // its segment went): nothing to read there.
+            if index.has_carried() && (entry.is_hole() || entry.position < start) {
+                next += 1;
+                continue;
+            }
             let (h, payload) = self.shared.journal.read(entry.position)?;
-            if h.kind != RecordKind::Batch
+            let corrupt = |reason| {
+                ReadError::Journal(crate::ReadFailure::Corrupt {
+                    position: entry.position,
+                    reason,
+                })
+            };
+            if !matches!(h.kind, RecordKind::Batch | RecordKind::Carried)
                 || (h.topic_id, h.partition) != key
                 || !(h.base_offset <= next && next < h.base_offset + u64::from(h.count))
             {
-                return Err(ReadError::Journal(crate::ReadFailure::Corrupt {
-                    position: entry.position,
-                    reason: "indexed record belongs to another partition or offset",
-                }));
+                return Err(corrupt(
+                    "indexed record belongs to another partition or offset",
+                ));
             }
-            bytes += payload.len();
             next = h.base_offset + u64::from(h.count);
-            let split = record::split_batch(h.flags, &payload).map_err(|_| {
-                ReadError::Journal(crate::ReadFailure::Corrupt {
-                    position: entry.position,
-                    reason: "a batch's producer or origin prefix does not decode",
-                })
-            })?;
-            out.push(ReadBatch {
+            let (append_time_ms, payload) = match h.kind {
+                RecordKind::Carried => record::split_carried(&payload)
+                    .ok_or_else(|| corrupt("a carried record without its time"))?,
+                _ => (h.append_time_ms, payload),
+            };
+            let split = record::split_batch(h.flags, &payload)
+                .map_err(|_| corrupt("a batch's producer or origin prefix does not decode"))?;
+            let mut batch = ReadBatch {
                 base_offset: h.base_offset,
                 count: h.count,
-                append_time_ms: h.append_time_ms,
+                append_time_ms,
                 payload: split.batch,
                 origin: split.origin,
                 index: h.index,
                 producer: split.producer,
                 txn: TxnPart::of(h.flags),
-            });
+                removed: Vec::new(),
+            };
+            if let Some(removed) = self.shared.removed_in(key, &batch) {
+                // Nothing of it is read: on to the next batch, which may be live.
+                if removed.len() == h.count as usize {
+                    continue;
+                }
+                batch.removed = removed;
+            }
+            bytes += payload.len();
+            out.push(batch);
         }
         Ok(out)
     }
@@ -723,7 +762,30 @@ impl LogGroup {
 
     /// Runs retention now (it also runs every `retention_check_interval`).
     pub fn apply_retention(&self) -> io::Result<()> {
-        self.shared.apply_retention(&self.tx)
+        // Compacted messages carried forward are indexed by the indexer thread: wait for
+        // it, then go on deleting.
+        while self.shared.apply_retention(&self.tx)? {
+            let written = self
+                .shared
+                .progress
+                .lock()
+                .expect("progress lock poisoned")
+                .written;
+            while self
+                .shared
+                .progress
+                .lock()
+                .expect("progress lock poisoned")
+                .indexed
+                < written
+            {
+                if self.is_closed() {
+                    return Err(closed());
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Ok(())
     }
 
     /// The group's directory, as its errors and log lines name it.

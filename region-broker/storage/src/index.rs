@@ -18,6 +18,14 @@
 //! directory entry is synced when it is created; removals are made durable by the next
 //! `sync_all` (a removed file that comes back after a power cut lies outside what the
 //! checkpoint vouches for, or below the journal's start, and recovery drops it again).
+//!
+//! A compacted partition's index may also point back: a message still its key's latest is
+//! *carried* forward before retention deletes its segment ([`PartitionIndex::carry`]), and
+//! its entry then points at the carried copy, far past its neighbours. Such an index is
+//! marked by a file `carried` in its directory (made once, durably, before the first such
+//! entry), and searches by position scan it rather than bisect: its positions no longer
+//! grow with offsets. A full rebuild meets carried records out of offset order, so such an
+//! index may also hold *holes* (size 0) where the journal no longer holds a message.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -29,6 +37,13 @@ use crate::backend::{Backend, BackendFile};
 /// Bytes per entry: journal position u64, record size u32, append time i64.
 pub(crate) const ENTRY_LEN: usize = 20;
 
+/// The top bit of an entry's stored size: it points at a carried record. Records are far
+/// smaller than 2 GiB (a group commit's bytes bound them).
+const CARRIED_BIT: u32 = 1 << 31;
+
+/// The file whose presence marks an index holding carried entries.
+const CARRIED_MARK: &str = "carried";
+
 /// Where a message is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Entry {
@@ -36,22 +51,48 @@ pub(crate) struct Entry {
     pub(crate) position: u64,
     /// Length of that record.
     pub(crate) size: u32,
-    /// Append time of that record.
+    /// Append time of that record (of a carried record: of the message's first write).
     pub(crate) append_time_ms: i64,
+    /// It points at a carried record (a compacted partition's message copied forward).
+    pub(crate) carried: bool,
 }
 
 impl Entry {
+    /// No message here any more (size 0): the journal lost what a compacted partition held
+    /// at this offset, found when an index is rebuilt. `append_time_ms` keeps times
+    /// ordered for searches by time.
+    pub(crate) fn hole(append_time_ms: i64) -> Entry {
+        Entry {
+            position: 0,
+            size: 0,
+            append_time_ms,
+            carried: false,
+        }
+    }
+
+    /// Whether it is a hole.
+    pub(crate) fn is_hole(&self) -> bool {
+        self.size == 0
+    }
+
     fn encode(&self, buf: &mut Vec<u8>) {
+        let size = if self.carried {
+            self.size | CARRIED_BIT
+        } else {
+            self.size
+        };
         buf.extend_from_slice(&self.position.to_le_bytes());
-        buf.extend_from_slice(&self.size.to_le_bytes());
+        buf.extend_from_slice(&size.to_le_bytes());
         buf.extend_from_slice(&self.append_time_ms.to_le_bytes());
     }
 
     fn decode(b: &[u8]) -> Entry {
+        let size = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
         Entry {
             position: u64::from_le_bytes(b[0..8].try_into().expect("8 bytes")),
-            size: u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")),
+            size: size & !CARRIED_BIT,
             append_time_ms: i64::from_le_bytes(b[12..20].try_into().expect("8 bytes")),
+            carried: size & CARRIED_BIT != 0,
         }
     }
 }
@@ -69,6 +110,9 @@ pub(crate) struct PartitionIndex {
     written: u64,
     earliest: u64,
     dirty: bool,
+    /// It holds carried entries (the `carried` file exists): positions do not grow with
+    /// offsets.
+    carried: bool,
 }
 
 impl PartitionIndex {
@@ -82,8 +126,13 @@ impl PartitionIndex {
     ) -> io::Result<PartitionIndex> {
         backend.create_dir_all(dir)?;
         let mut files = BTreeMap::new();
+        let mut carried = false;
         for path in backend.list(dir)? {
             let name = path.file_name().and_then(|n| n.to_str());
+            if name == Some(CARRIED_MARK) {
+                carried = true;
+                continue;
+            }
             let Some(first) = name.and_then(parse_file_name) else {
                 continue;
             };
@@ -102,6 +151,7 @@ impl PartitionIndex {
             written: trusted,
             earliest: 0,
             dirty: false,
+            carried,
         };
         if trusted > 0 {
             let first = index.file_start(trusted - 1);
@@ -148,6 +198,99 @@ impl PartitionIndex {
         entry.encode(&mut self.pending);
     }
 
+    /// Whether it holds carried entries (see the module's doc).
+    pub(crate) fn has_carried(&self) -> bool {
+        self.carried
+    }
+
+    /// Points `offset` at a carried record (`entry`, with the message's first append time):
+    /// the message moved past the segment retention deletes. Repeating it is harmless (an
+    /// entry already pointing there or further on is kept). Met out of offset order when an
+    /// index is rebuilt from the journal, it extends the index: in front (the holes between
+    /// filled in) or past the end (the same).
+    pub(crate) fn carry(&mut self, offset: u64, entry: Entry) -> io::Result<()> {
+        let entry = Entry {
+            carried: true,
+            ..entry
+        };
+        self.mark_carried()?;
+        let end = self.end();
+        if end == self.earliest {
+            self.push(offset, entry);
+        } else if offset >= end {
+            for hole in end..offset {
+                self.push(hole, Entry::hole(entry.append_time_ms));
+            }
+            self.push(offset, entry);
+        } else if offset < self.earliest {
+            let holes = self.earliest;
+            self.earliest = offset;
+            self.set(offset, entry)?;
+            for hole in offset + 1..holes {
+                self.set(hole, Entry::hole(entry.append_time_ms))?;
+            }
+        } else if self.entry(offset)?.position < entry.position {
+            self.set(offset, entry)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a batch's entry at `offset` past a gap: in an index holding carried entries, a
+    /// rebuild meets a batch whose earlier offsets the journal no longer holds (holes).
+    /// Refused (false) on any other index: a gap there is corruption.
+    pub(crate) fn push_past_gap(&mut self, offset: u64, entry: Entry) -> bool {
+        if !self.carried || offset < self.end() {
+            return false;
+        }
+        for hole in self.end()..offset {
+            self.push(hole, Entry::hole(entry.append_time_ms));
+        }
+        self.push(offset, entry);
+        true
+    }
+
+    /// Turns carried entries at or past journal position `position` into holes (a
+    /// truncation cut the carried records they point at).
+    pub(crate) fn forget_carried_from(&mut self, position: u64) -> io::Result<usize> {
+        if !self.carried {
+            return Ok(0);
+        }
+        let mut n = 0;
+        for offset in self.earliest..self.end() {
+            let e = self.entry(offset)?;
+            if e.carried && e.position >= position {
+                self.set(offset, Entry::hole(e.append_time_ms))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn mark_carried(&mut self) -> io::Result<()> {
+        if !self.carried {
+            self.backend.open_growable(&self.dir.join(CARRIED_MARK))?;
+            self.backend.sync_dir(&self.dir)?;
+            self.carried = true;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the entry at `offset` (pending or in its file).
+    fn set(&mut self, offset: u64, entry: Entry) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(ENTRY_LEN);
+        entry.encode(&mut buf);
+        if offset >= self.written {
+            let at = (offset - self.written) as usize * ENTRY_LEN;
+            self.pending[at..at + ENTRY_LEN].copy_from_slice(&buf);
+            return Ok(());
+        }
+        let first = self.file_start(offset);
+        self.file(first)?;
+        self.files[&first].write_at((offset - first) * ENTRY_LEN as u64, &buf)?;
+        self.dirty = true;
+        Ok(())
+    }
+
     /// The entry for `offset`, if it is retained.
     pub(crate) fn get(&self, offset: u64) -> io::Result<Option<Entry>> {
         if offset < self.earliest || offset >= self.end() {
@@ -156,9 +299,35 @@ impl PartitionIndex {
         self.entry(offset).map(Some)
     }
 
-    /// The first offset at or after `from` whose record's position is at least `position`.
+    /// The first offset at or after `from` whose record's position is at least `position`
+    /// (carried entries and holes left aside: where the records from `position` on begin).
     pub(crate) fn first_at_position(&self, from: u64, position: u64) -> io::Result<u64> {
+        if self.carried {
+            return self.scan(from, |e| {
+                !e.carried && !e.is_hole() && e.position >= position
+            });
+        }
         self.lower_bound(from, |e| e.position >= position)
+    }
+
+    /// The first offset at or after `from` whose message the journal still holds when it
+    /// starts at `start`: a carried entry counts (the new start of a compacted partition).
+    pub(crate) fn first_held(&self, from: u64, start: u64) -> io::Result<u64> {
+        if self.carried {
+            return self.scan(from, |e| !e.is_hole() && e.position >= start);
+        }
+        self.lower_bound(from, |e| e.position >= start)
+    }
+
+    /// A search by position in an index whose positions do not grow with offsets: one entry
+    /// after another.
+    fn scan(&self, from: u64, pred: impl Fn(&Entry) -> bool) -> io::Result<u64> {
+        for offset in from.max(self.earliest)..self.end() {
+            if pred(&self.entry(offset)?) {
+                return Ok(offset);
+            }
+        }
+        Ok(self.end())
     }
 
     /// The first retained offset appended at or after `time_ms` (`end()` if none).
@@ -268,11 +437,7 @@ impl PartitionIndex {
         let first = self.file_start(offset);
         let Some(file) = self.files.get(&first) else {
             // A hole before the first rebuilt entry reads as position zero.
-            return Ok(Entry {
-                position: 0,
-                size: 0,
-                append_time_ms: i64::MIN,
-            });
+            return Ok(Entry::hole(i64::MIN));
         };
         let mut buf = [0u8; ENTRY_LEN];
         file.read_at((offset - first) * ENTRY_LEN as u64, &mut buf)?;
@@ -333,6 +498,7 @@ mod tests {
             position,
             size: 10,
             append_time_ms: t,
+            carried: false,
         }
     }
 

@@ -11,6 +11,9 @@
 
 pub mod backend;
 mod checkpoint;
+pub mod compaction;
+#[cfg(test)]
+mod compaction_tests;
 #[cfg(test)]
 mod fault_tests;
 mod group;
@@ -90,6 +93,9 @@ pub struct GroupConfig {
     /// after its last one, by the records' own append times (Kafka's
     /// `producer.id.expiration.ms`, 24 h by default).
     pub producer_expiry: Duration,
+    /// Keys a compacted partition's map holds at most (`crate::compaction`): past it,
+    /// compaction gives up on the partition (everything is kept and read).
+    pub compaction_keys_max: usize,
     /// Where the group's files (journal segments, queue indexes, checkpoint) live:
     /// [`backend::FileBackend`] (real files, the default), or a memory or fault-injecting
     /// backend in tests (then nothing is read or written on disk).
@@ -113,6 +119,7 @@ impl Default for GroupConfig {
             replicated: false,
             producers_max: 20_000,
             producer_expiry: Duration::from_secs(24 * 3600),
+            compaction_keys_max: 1_000_000,
             backend: std::sync::Arc::new(backend::FileBackend),
         }
     }

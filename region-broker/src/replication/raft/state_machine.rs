@@ -283,7 +283,8 @@ impl RaftStateMachine<TypeConfig> for JournalStateMachine {
                         result.append_time_ms = Some(h.append_time_ms);
                     }
                 }
-                EntryPayload::Normal(Command::Commit { .. }) | EntryPayload::Blank => {}
+                EntryPayload::Normal(Command::Commit { .. } | Command::Carry { .. })
+                | EntryPayload::Blank => {}
                 EntryPayload::Normal(command @ Command::Catalog(_)) => {
                     if let Some(hook) = &self.hook {
                         // The hook writes the catalog and the new partitions' indexes

@@ -100,6 +100,24 @@ impl Shared {
             }
             return Ok(Indexed::Skipped);
         }
+        if h.kind == RecordKind::Carried {
+            let Some(index) = indexes.get(&(h.topic_id, h.partition)) else {
+                return Ok(Indexed::Unknown);
+            };
+            let mut index = index.lock().expect("index lock poisoned");
+            let Some((append_time_ms, _)) = record::split_carried(payload) else {
+                return Ok(Indexed::Skipped);
+            };
+            let entry = Entry {
+                position: pos,
+                size: h.len,
+                append_time_ms,
+                carried: true,
+            };
+            index.carry(h.base_offset, entry)?;
+            self.observe_compacted((h.topic_id, h.partition), h, payload);
+            return Ok(Indexed::Added);
+        }
         if h.kind != RecordKind::Batch {
             return Ok(Indexed::Skipped);
         }
@@ -112,23 +130,31 @@ impl Shared {
         if h.base_offset + u64::from(h.count) <= end {
             return Ok(Indexed::Skipped);
         }
-        if h.base_offset != end && end != index.earliest() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "record at {pos} of partition {}/{} starts at offset {} but the index ends at {end}",
-                    h.topic_id, h.partition, h.base_offset
-                ),
-            ));
-        }
         let entry = Entry {
             position: pos,
             size: h.len,
             append_time_ms: h.append_time_ms,
+            carried: false,
         };
-        for offset in h.base_offset..h.base_offset + u64::from(h.count) {
+        let mut from = h.base_offset;
+        if h.base_offset != end && end != index.earliest() {
+            // A compacted partition rebuilt from a journal that lost messages between
+            // carried ones: holes up to this batch. Anywhere else a gap is corruption.
+            if !index.push_past_gap(h.base_offset, entry) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "record at {pos} of partition {}/{} starts at offset {} but the index ends at {end}",
+                        h.topic_id, h.partition, h.base_offset
+                    ),
+                ));
+            }
+            from += 1;
+        }
+        for offset in from..h.base_offset + u64::from(h.count) {
             index.push(offset, entry);
         }
+        self.observe_compacted((h.topic_id, h.partition), h, payload);
         Ok(Indexed::Added)
     }
 
@@ -237,11 +263,23 @@ impl Indexer {
                 return;
             }
             if self.last_retention.elapsed() >= config.retention_check_interval {
-                let applied = self.shared.apply_retention(&self.tx);
+                let applied = self.retention();
                 self.report(2, "retention", applied);
                 self.last_retention = Instant::now();
             }
         }
+    }
+
+    /// Applies retention; when it stops to carry compacted messages forward, indexes the
+    /// copies and goes on (a bounded number of rounds: the next check goes further).
+    fn retention(&self) -> io::Result<()> {
+        for _ in 0..64 {
+            if !self.shared.apply_retention(&self.tx)? {
+                break;
+            }
+            self.index_to()?;
+        }
+        Ok(())
     }
 
     /// Logs the outcome of one of the indexer's tasks, at most once per interval while it

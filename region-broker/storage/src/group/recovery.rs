@@ -93,7 +93,10 @@ impl Scan {
                         .apply(event);
                 }
             }
-            RecordKind::Blank | RecordKind::Membership | RecordKind::Metadata => {}
+            RecordKind::Blank
+            | RecordKind::Membership
+            | RecordKind::Metadata
+            | RecordKind::Carried => {}
         }
     }
 }
@@ -159,6 +162,8 @@ impl LogGroup {
             retention_floor,
             segment_retention: Mutex::new(None),
             held_back: Mutex::new(Vec::new()),
+            compacted: Mutex::new(HashMap::new()),
+            carries_held: Mutex::new(Vec::new()),
             term,
             stop: AtomicBool::new(false),
             crashed: AtomicBool::new(false),
@@ -274,7 +279,19 @@ impl Shared {
             let trusted = counts.get(key).copied().unwrap_or(0);
             let backend = self.config.backend.clone();
             let per_file = self.config.index_entries_per_file;
-            let mut index = match PartitionIndex::open(backend.clone(), &dir, per_file, trusted) {
+            // An index holding carried entries that the journal's end cut into is rebuilt:
+            // its entries past the cut are not the ones after an offset.
+            let opened =
+                PartitionIndex::open(backend.clone(), &dir, per_file, trusted).and_then(|index| {
+                    if index.has_carried() && end < checkpoint.indexed {
+                        Err(io::Error::other(
+                            "its carried entries point past the journal's end",
+                        ))
+                    } else {
+                        Ok(index)
+                    }
+                });
+            let mut index = match opened {
                 Ok(index) => index,
                 Err(e) => {
                     tracing::warn!(dir = %dir.display(), error = %e, "queue index unusable: rebuilding it from the journal");
@@ -288,7 +305,7 @@ impl Shared {
                 let keep = index.first_at_position(0, end)?;
                 index.truncate(keep)?;
             }
-            let earliest = index.first_at_position(0, start)?;
+            let earliest = index.first_held(0, start)?;
             index.trim_front(earliest)?;
             // A start moved past what the journal dropped (a topic's own retention).
             if let Some(&moved) = starts.get(key) {

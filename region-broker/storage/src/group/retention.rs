@@ -11,11 +11,14 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::compaction::Carry;
 use super::{Body, Command, HeldOffset, LogGroup, Shared, closed, now_ms};
 use crate::journal::Journal;
 
 impl Shared {
-    pub(super) fn apply_retention(&self, tx: &mpsc::Sender<Command>) -> io::Result<()> {
+    /// Deletes the oldest segments while they are expired. Returns whether it stopped to
+    /// carry compacted messages forward: the caller indexes the copies and calls again.
+    pub(super) fn apply_retention(&self, tx: &mpsc::Sender<Command>) -> io::Result<bool> {
         let config = &self.config;
         let retention = self
             .segment_retention
@@ -23,7 +26,7 @@ impl Shared {
             .expect("segment retention lock poisoned")
             .unwrap_or(config.retention);
         if retention.is_none() && config.retention_bytes.is_none() {
-            return Ok(());
+            return Ok(false);
         }
         loop {
             // In a raft group the records are also the raft log: only what a snapshot
@@ -58,14 +61,29 @@ impl Shared {
                     .lock()
                     .expect("held-back lock poisoned")
                     .clear();
-                return Ok(());
+                self.hold_carries(Vec::new());
+                return Ok(false);
             };
+            // A compacted partition's live messages below the boundary are carried past it
+            // first; the segment goes on a later round, once the copies are indexed.
+            match self.compacted_below(boundary)? {
+                Carry::Clear => self.hold_carries(Vec::new()),
+                Carry::Wait => return Ok(false),
+                Carry::Needed(needed) => {
+                    if config.replicated {
+                        self.hold_carries(needed);
+                        return Ok(false);
+                    }
+                    self.carry_forward(&needed, tx)?;
+                    return Ok(true);
+                }
+            }
             if config.replicated {
                 let held = self.offsets_below(boundary);
                 let waiting = !held.is_empty();
                 *self.held_back.lock().expect("held-back lock poisoned") = held;
                 if waiting {
-                    return Ok(());
+                    return Ok(false);
                 }
             } else {
                 self.carry_offsets_forward(boundary, tx)?;
@@ -74,7 +92,7 @@ impl Shared {
                 .journal
                 .drop_first_if(|first, next| !expired(first, next))?
             else {
-                return Ok(());
+                return Ok(false);
             };
             metrics::counter!("meridian_journal_segments_deleted_total").increment(1);
             let first_index = {
@@ -92,7 +110,7 @@ impl Shared {
             tracing::info!(dir = %self.dir_display, start, "retention deleted the oldest journal segment");
             for (key, index) in self.indexes.read().expect("indexes lock poisoned").iter() {
                 let mut index = index.lock().expect("index lock poisoned");
-                let earliest = index.first_at_position(index.earliest(), start)?;
+                let earliest = index.first_held(index.earliest(), start)?;
                 index.trim_front(earliest)?;
                 if let Some(txns) = self
                     .txns

@@ -87,6 +87,9 @@ impl Appender {
             p.watermark = p.watermark.max(position);
         }
         shared.flush_and_checkpoint(position, position)?;
+        shared
+            .rebuild_compacted()
+            .map_err(|e| io::Error::other(e.to_string()))?;
         shared.visible.send_replace(position);
         shared.pullable.send_replace(position);
         tracing::warn!(dir = %shared.dir_display, position, "journal reset: every record dropped, restarting where the source's journal starts");
@@ -143,6 +146,10 @@ impl Appender {
             let mut index = index.lock().expect("index lock poisoned");
             let keep = index.first_at_position(index.earliest(), position)?;
             index.truncate(keep)?;
+            let lost = index.forget_carried_from(position)?;
+            if lost > 0 {
+                tracing::warn!(dir = %shared.dir_display, lost, "a truncation cut carried copies of compacted messages");
+            }
         }
         let mut scan = Scan::new(&shared.config);
         shared
@@ -181,6 +188,9 @@ impl Appender {
             .indexed = limit.max(indexed);
         let indexed = limit.max(indexed);
         shared.flush_and_checkpoint(position, indexed)?;
+        shared
+            .rebuild_compacted()
+            .map_err(|e| io::Error::other(e.to_string()))?;
         shared.visible.send_replace(indexed);
         shared.pullable.send_replace(position);
         tracing::info!(dir = %shared.dir_display, position, "journal truncated");

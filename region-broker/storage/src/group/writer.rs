@@ -351,6 +351,11 @@ impl Appender {
             Body::Commit { offset, .. } => {
                 self.header(key, len, RecordKind::OffsetCommit, 0, *offset, time)
             }
+            Body::Carried { offset, flags, .. } => {
+                let mut h = self.header(key, len, RecordKind::Carried, 1, *offset, time);
+                h.flags = *flags;
+                h
+            }
             Body::Raft { entry, .. } => {
                 if let Err(reason) = self.check_index(entry.index) {
                     return Ok(Err(AppendError::Diverged {
@@ -421,6 +426,7 @@ impl Appender {
                 let prefix = &prefix[..producer_len(&entry.producer)];
                 record::encode_parts(buf, &header, &[prefix, &entry.payload]);
             }
+            Body::Carried { payload, .. } => record::encode(buf, &header, payload),
             // Byte for byte what the leader wrote; its checksum was verified on parsing.
             Body::Verbatim { bytes, .. } => buf.extend_from_slice(bytes),
         }
@@ -441,6 +447,7 @@ impl Appender {
                 offset,
                 positions,
             } => (commit_values(group, key, *offset, positions), None, None),
+            Body::Carried { .. } => (Vec::new(), None, None),
             Body::Verbatim { bytes, .. } => {
                 let payload = bytes.slice(HEADER_LEN..);
                 (
@@ -632,6 +639,7 @@ fn body_len(body: &Body) -> usize {
                     .map(|(r, _)| 2 + r.len() + 8)
                     .sum::<usize>()
         }
+        Body::Carried { payload, .. } => payload.len(),
         Body::Verbatim { bytes, .. } => bytes.len() - HEADER_LEN,
         Body::Raft { entry } => producer_len(&entry.producer) + entry.payload.len(),
     }
