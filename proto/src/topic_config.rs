@@ -17,7 +17,7 @@ pub const MAX_MESSAGE_BYTES_MAX: u32 = 64 << 20;
 
 /// The keys a topic's configuration may hold, with what each takes (as Kafka documents
 /// them).
-pub const KEYS: [(&str, &str); 4] = [
+pub const KEYS: [(&str, &str); 5] = [
     (
         MAX_MESSAGE_BYTES,
         "the largest message (key, value and headers) the topic accepts, in bytes, on every protocol: 1 to 67108864; unset, the brokers' message_bytes_max",
@@ -31,6 +31,10 @@ pub const KEYS: [(&str, &str); 4] = [
         "delete (old messages go by retention), compact (each key's latest message is kept for good; older ones are no longer read, and their space returns as the journal's segments go), or compact,delete (both); unset, delete",
     ),
     (
+        RETENTION_BYTES,
+        "the most bytes of records each partition keeps: its oldest records go, whole, beyond it (with cleanup.policy delete or compact,delete), or -1 for no limit; unset, -1",
+    ),
+    (
         DELETE_RETENTION_MS,
         "how long a compacted topic's tombstone (a key with no value) is still read after it was written, in ms: 0 to 31536000000; unset, 86400000 (a day)",
     ),
@@ -42,6 +46,8 @@ pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
 /// Kafka's `cleanup.policy`.
 pub const CLEANUP_POLICY: &str = "cleanup.policy";
+/// Kafka's `retention.bytes`.
+pub const RETENTION_BYTES: &str = "retention.bytes";
 /// Kafka's `delete.retention.ms`.
 pub const DELETE_RETENTION_MS: &str = "delete.retention.ms";
 
@@ -103,6 +109,9 @@ pub struct TopicConfig {
     /// `delete.retention.ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete_retention_ms: Option<u64>,
+    /// `retention.bytes` per partition (-1: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_bytes: Option<i64>,
     /// `max.message.bytes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_message_bytes: Option<u32>,
@@ -161,6 +170,16 @@ impl TopicConfig {
                             .ok_or_else(|| bad("delete, compact, or compact,delete"))?,
                     );
                 }
+                RETENTION_BYTES => {
+                    let n: i64 = value
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad("a number of bytes, or -1 for no limit"))?;
+                    if n < -1 || n == 0 {
+                        return Err(bad("a number of bytes (at least 1), or -1 for no limit"));
+                    }
+                    parsed.retention_bytes = Some(n);
+                }
                 DELETE_RETENTION_MS => {
                     let n: u64 = value
                         .trim()
@@ -216,6 +235,8 @@ mod tests {
         assert_eq!(c.cleanup_policy, Some(CleanupPolicy::CompactDelete));
         assert!(c.cleanup_policy.unwrap().compacts() && c.cleanup_policy.unwrap().deletes());
         assert_eq!(c.delete_retention_ms, Some(1000));
+        let c = TopicConfig::parse(&configs(&[("retention.bytes", "1000000")])).unwrap();
+        assert_eq!(c.retention_bytes, Some(1_000_000));
         for (k, v) in [
             ("max.message.bytes", "0"),
             ("max.message.bytes", "-1"),
@@ -223,7 +244,9 @@ mod tests {
             ("max.message.bytes", "67108865"),
             ("min.insync.replicas", "0"),
             ("min.insync.replicas", "33"),
-            ("retention.bytes", "1000"),
+            ("retention.bytes", "0"),
+            ("retention.bytes", "-2"),
+            ("segment.bytes", "1000"),
             ("cleanup.policy", "compacted"),
             ("cleanup.policy", "delete,none"),
             ("delete.retention.ms", "-1"),

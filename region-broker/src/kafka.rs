@@ -686,6 +686,12 @@ async fn handle(
         RequestKind::AlterClientQuotas(r) => {
             ResponseKind::AlterClientQuotas(quotas::alter(kafka, r).await)
         }
+        RequestKind::DescribeLogDirs(r) => {
+            ResponseKind::DescribeLogDirs(logs::describe_log_dirs(kafka, r).await)
+        }
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ResponseKind::OffsetForLeaderEpoch(logs::offset_for_leader_epoch(kafka, r).await)
+        }
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(logs::delete_records(kafka, r).await)
         }

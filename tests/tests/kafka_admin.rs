@@ -203,3 +203,18 @@ async fn a_produce_quota_throttles_a_client_to_its_rate() {
         "the client without a quota produced only {fast:.0} B/s"
     );
 }
+
+/// A topic's `retention.bytes` keeps each partition within its bytes while the topic
+/// beside it keeps everything; DescribeLogDirs lists each partition's bytes and
+/// OffsetForLeaderEpoch answers at the leader — both with kafka-python, a second client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_bytes_log_dirs_and_leader_epochs_with_kafka_python() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("broker.toml");
+    std::fs::write(&config, "[storage]\nretention_check_interval_ms = 300\n").unwrap();
+    let config = config.display().to_string();
+    let flags = ["--kafka-listen", "auto", "--config", &config];
+    let (_cp, regions, _certs) =
+        meridian_tests::platform::managed_regions(tmp.path(), &["x"], 1, &flags).await;
+    python_output("kafka_python_logs.py", vec![regions[0].kafka[0].clone()]).await;
+}

@@ -74,6 +74,14 @@ impl Topic {
             })
     }
 
+    /// The most bytes of records each partition keeps (`retention.bytes`), if limited.
+    pub fn retention_bytes(&self) -> Option<u64> {
+        self.config
+            .retention_bytes
+            .filter(|b| *b > 0)
+            .map(|b| b as u64)
+    }
+
     /// Whether retention deletes its old messages (every topic but a compact-only one).
     pub fn retention_deletes(&self) -> bool {
         self.config.cleanup_policy.is_none_or(|p| p.deletes())

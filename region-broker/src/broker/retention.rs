@@ -10,6 +10,10 @@
 //!   its partitions' starts moves past the messages appended before its cutoff
 //!   (`LogGroup::expire_before`, kept across restarts), exactly, not a segment at a time.
 //!
+//! A topic's `retention.bytes` moves each partition's start past its oldest records
+//! while it holds more (`LogGroup::retain_bytes`: whole records, not segments, counted by
+//! the partition's index); the journal's segments follow the rule above.
+//!
 //! A compacted topic (`cleanup.policy` compact) does not hold the journal's segments: its
 //! live messages are carried past the ones that go (`meridian_storage::compaction`), so
 //! only `compact,delete` topics' retention counts. Each pass also tells storage which
@@ -37,8 +41,9 @@ pub(crate) fn parse(text: &str) -> Result<Option<i64>, String> {
     }
 }
 
-/// A partition's cleanup: its retention in ms (`None`: compact only) and compaction.
-type Cleanup = (PartitionKey, Option<i64>, Option<Compaction>);
+/// A partition's cleanup: its retention in ms (`None`: compact only), its retention in
+/// bytes, and its compaction.
+type Cleanup = (PartitionKey, Option<i64>, Option<u64>, Option<Compaction>);
 
 /// The longer of two retentions in ms (-1: forever, longer than any).
 fn longer(a: i64, b: i64) -> i64 {
@@ -61,11 +66,14 @@ impl Broker {
                 .retention_deletes()
                 .then(|| t.retention_ms.unwrap_or(broker_default));
             let compaction = t.compaction();
+            let bytes = t.retention_deletes().then(|| t.retention_bytes()).flatten();
             for (p, &g) in t.groups.iter().enumerate() {
-                in_group
-                    .entry(g)
-                    .or_default()
-                    .push(((t.id, p as u32), retention, compaction));
+                in_group.entry(g).or_default().push((
+                    (t.id, p as u32),
+                    retention,
+                    bytes,
+                    compaction,
+                ));
             }
         }
         for (g, hosted) in self.log_groups() {
@@ -73,10 +81,10 @@ impl Broker {
             let partitions = in_group.remove(&g).unwrap_or_default();
             let keep = partitions
                 .iter()
-                .filter_map(|&(_, r, _)| r)
+                .filter_map(|&(_, r, _, _)| r)
                 .fold(broker_default, longer);
             storage.set_segment_retention((keep >= 0).then(|| Duration::from_millis(keep as u64)));
-            for (key, retention, compaction) in partitions {
+            for (key, retention, bytes, compaction) in partitions {
                 if let Err(e) = storage.set_compaction(key, compaction) {
                     tracing::warn!(log_group = g, topic_id = key.0, partition = key.1, error = %e, "a compacted partition's keys could not be built; retried next pass");
                 }
@@ -88,6 +96,11 @@ impl Broker {
                         keys,
                         "a compacted partition has more keys than storage.compaction_keys_max: it is kept whole (not compacted) and keeps its segments"
                     );
+                }
+                if let Some(max) = bytes
+                    && let Err(e) = storage.retain_bytes(key, max)
+                {
+                    tracing::warn!(log_group = g, topic_id = key.0, partition = key.1, error = %e, "a topic's retention.bytes did not move its start; retried next pass");
                 }
                 let Some(retention) = retention.filter(|r| *r >= 0) else {
                     continue;

@@ -246,6 +246,22 @@ impl Broker {
         group.storage().offsets(key).map_err(BrokerError::Read)
     }
 
+    /// Bytes of one partition's records held here, in any replica role; `None` when no
+    /// replica of it is here (or the partition is unknown).
+    pub fn partition_bytes(&self, topic: &Topic, partition: u32) -> Option<u64> {
+        let (group, key) = self.locate(topic, partition).ok()?;
+        group.storage().partition_bytes(key).ok()
+    }
+
+    /// The leader's epoch of a partition's log group and the partition's end (what a
+    /// consumer may read up to), answered by the leader only.
+    pub fn leader_end(&self, topic: &Topic, partition: u32) -> Result<(u64, u64), BrokerError> {
+        let (group, key) = self.locate(topic, partition)?;
+        self.require_leader(group.id())?;
+        let (_, latest) = group.storage().offsets(key).map_err(BrokerError::Read)?;
+        Ok((group.epoch(), latest))
+    }
+
     /// Creates a topic through log group 0's raft.
     pub(super) async fn create_topic_replicated(
         &self,

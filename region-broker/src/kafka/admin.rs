@@ -394,6 +394,10 @@ impl Kafka {
                         Some(p) => ("cleanup.policy", p.as_str().into(), false, 1, 7),
                         None => ("cleanup.policy", "delete".into(), !managed, 5, 7),
                     },
+                    match topic.config.retention_bytes {
+                        Some(b) => ("retention.bytes", b.to_string(), false, 1, 5),
+                        None => ("retention.bytes", "-1".into(), !managed, 5, 5),
+                    },
                     match topic.config.delete_retention_ms {
                         Some(ms) => ("delete.retention.ms", ms.to_string(), false, 1, 5),
                         None => (

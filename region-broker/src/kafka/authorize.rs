@@ -5,7 +5,8 @@
 //!
 //! - Produce: Write on each topic; Fetch: Read; ListOffsets and Metadata: Describe (a
 //!   Metadata of every topic lists only those the principal may describe); CreateTopics:
-//!   Create on the topic or the cluster; DeleteTopics and DeleteRecords: Delete.
+//!   Create on the topic or the cluster; DeleteTopics and DeleteRecords: Delete;
+//!   OffsetForLeaderEpoch: Describe on the topic; DescribeLogDirs: Describe on the cluster.
 //! - Consumer groups (JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit,
 //!   OffsetFetch, ConsumerGroupHeartbeat): Read on the group; InitProducerId with a
 //!   transactional id: Write on it.
@@ -127,6 +128,27 @@ pub(super) async fn check(kafka: &Kafka, who: &Who, request: RequestKind) -> Che
             }
             r.topics = kept;
             RequestKind::ListOffsets(r)
+        }
+        RequestKind::OffsetForLeaderEpoch(mut r) => {
+            let mut kept = Vec::new();
+            for t in std::mem::take(&mut r.topics) {
+                if may(kafka, who, Operation::Describe, Topic, &t.topic).await {
+                    kept.push(t);
+                } else {
+                    let parts = t.partitions.iter().map(|p| p.partition).collect();
+                    refused.topics.push((t.topic, parts));
+                }
+            }
+            r.topics = kept;
+            RequestKind::OffsetForLeaderEpoch(r)
+        }
+        RequestKind::DescribeLogDirs(r) => {
+            if !may(kafka, who, Operation::Describe, Cluster, CLUSTER).await {
+                let mut out = kafka_protocol::messages::DescribeLogDirsResponse::default();
+                out.error_code = CLUSTER_AUTHORIZATION_FAILED;
+                return Checked::Answer(ResponseKind::DescribeLogDirs(out));
+            }
+            RequestKind::DescribeLogDirs(r)
         }
         RequestKind::Metadata(r) => {
             refused.metadata = true;
@@ -469,6 +491,23 @@ pub(super) async fn finish(
                 out.topics.push(t);
             }
             ResponseKind::DeleteRecords(out)
+        }
+        ResponseKind::OffsetForLeaderEpoch(mut out) => {
+            use kafka_protocol::messages::offset_for_leader_epoch_response::*;
+            for (name, parts) in refused.topics {
+                let mut t = OffsetForLeaderTopicResult::default();
+                t.topic = name;
+                for index in parts {
+                    let mut p = EpochEndOffset::default();
+                    p.partition = index;
+                    p.leader_epoch = -1;
+                    p.end_offset = -1;
+                    p.error_code = TOPIC_AUTHORIZATION_FAILED;
+                    t.partitions.push(p);
+                }
+                out.topics.push(t);
+            }
+            ResponseKind::OffsetForLeaderEpoch(out)
         }
         ResponseKind::DeleteTopics(mut out) => {
             use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;

@@ -211,6 +211,8 @@ struct Shared {
     /// In a replicated group, the compacted messages retention waits to see carried above
     /// the segment it would delete.
     carries_held: Mutex<Vec<(PartitionKey, u64)>>,
+    /// Carried records indexed (compacted messages copied forward) since the group opened.
+    carried: AtomicU64,
     /// Leadership term stamped on records this group writes itself (not raft entries or
     /// copies, which carry their own).
     term: AtomicU64,
@@ -575,6 +577,25 @@ impl LogGroup {
         let index = self.shared.index(key)?;
         let mut index = index.lock().expect("index lock poisoned");
         let to = index.first_at_time(time_ms)?;
+        self.shared.trim_start(key, &mut index, to)?;
+        Ok(index.earliest())
+    }
+
+    /// Bytes of the records a partition holds (each counted once; the first call scans
+    /// its index, later ones are kept up to date).
+    pub fn partition_bytes(&self, key: PartitionKey) -> Result<u64, ReadError> {
+        let index = self.shared.index(key)?;
+        let mut index = index.lock().expect("index lock poisoned");
+        Ok(index.bytes()?)
+    }
+
+    /// Moves a partition's start past its oldest records while it holds more than `max`
+    /// bytes of them (a topic's `retention.bytes`), whole records at a time, in one hold of
+    /// its index. Returns the start now.
+    pub fn retain_bytes(&self, key: PartitionKey, max: u64) -> Result<u64, ReadError> {
+        let index = self.shared.index(key)?;
+        let mut index = index.lock().expect("index lock poisoned");
+        let to = index.start_within(max)?;
         self.shared.trim_start(key, &mut index, to)?;
         Ok(index.earliest())
     }

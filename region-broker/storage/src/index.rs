@@ -113,6 +113,10 @@ pub(crate) struct PartitionIndex {
     /// It holds carried entries (the `carried` file exists): positions do not grow with
     /// offsets.
     carried: bool,
+    /// Bytes of the distinct records the retained entries point at (a batch's entries
+    /// share one), once asked for ([`PartitionIndex::bytes`]): `None` until then, as
+    /// counting scans the entries; kept up to date by every change afterwards.
+    bytes: Option<u64>,
 }
 
 impl PartitionIndex {
@@ -152,6 +156,7 @@ impl PartitionIndex {
             earliest: 0,
             dirty: false,
             carried,
+            bytes: None,
         };
         if trusted > 0 {
             let first = index.file_start(trusted - 1);
@@ -185,6 +190,16 @@ impl PartitionIndex {
 
     /// Adds the entry for offset `offset`; offsets may skip ahead only on an empty index.
     pub(crate) fn push(&mut self, offset: u64, entry: Entry) {
+        if let Some(bytes) = self.bytes {
+            let new_record = offset != self.end()
+                || self.end() == self.earliest
+                || self
+                    .entry(self.end() - 1)
+                    .map_or(true, |prev| prev.position != entry.position);
+            if new_record && !entry.is_hole() {
+                self.bytes = Some(bytes + u64::from(entry.size));
+            }
+        }
         if offset != self.end() {
             assert!(
                 self.end() == self.earliest,
@@ -226,13 +241,74 @@ impl PartitionIndex {
             let holes = self.earliest;
             self.earliest = offset;
             self.set(offset, entry)?;
+            if let Some(bytes) = self.bytes {
+                self.bytes = Some(bytes + u64::from(entry.size));
+            }
             for hole in offset + 1..holes {
                 self.set(hole, Entry::hole(entry.append_time_ms))?;
             }
         } else if self.entry(offset)?.position < entry.position {
             self.set(offset, entry)?;
+            // The copy is a record of its own; the original is counted until it goes.
+            if let Some(bytes) = self.bytes {
+                self.bytes = Some(bytes + u64::from(entry.size));
+            }
         }
         Ok(())
+    }
+
+    /// Bytes of the records the partition holds (each counted once, a carried copy apart
+    /// from its original while both are held): counted by scanning the entries the first
+    /// time, then kept up to date.
+    pub(crate) fn bytes(&mut self) -> io::Result<u64> {
+        if let Some(b) = self.bytes {
+            return Ok(b);
+        }
+        let b = self.records_in(self.earliest, self.end())?;
+        self.bytes = Some(b);
+        Ok(b)
+    }
+
+    /// Bytes of the records whose entries in `[from, to)` start them: a record counted
+    /// once, and not when its entries go on past `to` (it is still held there).
+    fn records_in(&self, from: u64, to: u64) -> io::Result<u64> {
+        let mut sum = 0;
+        let mut previous: Option<u64> = None;
+        for offset in from..to {
+            let e = self.entry(offset)?;
+            if !e.is_hole() && previous != Some(e.position) {
+                sum += u64::from(e.size);
+            }
+            previous = Some(e.position);
+        }
+        if to < self.end() && from < to {
+            let (last, next) = (self.entry(to - 1)?, self.entry(to)?);
+            if !last.is_hole() && last.position == next.position {
+                sum -= u64::from(last.size);
+            }
+        }
+        Ok(sum)
+    }
+
+    /// The first offset to keep so that the partition holds at most `max` bytes of
+    /// records (whole records go, oldest first); the start when it holds no more already.
+    pub(crate) fn start_within(&mut self, max: u64) -> io::Result<u64> {
+        let total = self.bytes()?;
+        let mut over = total.saturating_sub(max);
+        let mut previous: Option<u64> = None;
+        for offset in self.earliest..self.end() {
+            let e = self.entry(offset)?;
+            if previous != Some(e.position) {
+                if over == 0 {
+                    return Ok(offset);
+                }
+                if !e.is_hole() {
+                    over = over.saturating_sub(u64::from(e.size));
+                }
+            }
+            previous = Some(e.position);
+        }
+        Ok(self.end())
     }
 
     /// Adds a batch's entry at `offset` past a gap: in an index holding carried entries, a
@@ -340,6 +416,16 @@ impl PartitionIndex {
         if end >= self.end() {
             return Ok(());
         }
+        if let Some(bytes) = self.bytes {
+            let from = end.max(self.earliest);
+            let mut gone = self.records_in(from, self.end())?;
+            // A record whose first entries stay keeps its bytes.
+            if from > self.earliest && self.entry(from - 1)?.position == self.entry(from)?.position
+            {
+                gone = gone.saturating_sub(u64::from(self.entry(from)?.size));
+            }
+            self.bytes = Some(bytes.saturating_sub(gone));
+        }
         if end >= self.written {
             self.pending
                 .truncate((end - self.written) as usize * ENTRY_LEN);
@@ -363,6 +449,7 @@ impl PartitionIndex {
         self.pending.clear();
         self.written = end;
         self.earliest = end;
+        self.bytes = Some(0);
         if end > 0 {
             let first = self.file_start(end - 1);
             self.file(first)?;
@@ -376,6 +463,12 @@ impl PartitionIndex {
 
     /// Drops entries below `earliest`: whole files that hold nothing retained are deleted.
     pub(crate) fn trim_front(&mut self, earliest: u64) -> io::Result<()> {
+        if let Some(bytes) = self.bytes
+            && earliest > self.earliest
+        {
+            let gone = self.records_in(self.earliest, earliest.min(self.end()))?;
+            self.bytes = Some(bytes.saturating_sub(gone));
+        }
         self.earliest = earliest.max(self.earliest);
         let keep_from = self.file_start(self.earliest);
         let drop: Vec<u64> = self.files.range(..keep_from).map(|(k, _)| *k).collect();

@@ -20,6 +20,8 @@ mod group;
 mod index;
 mod journal;
 mod segment;
+#[cfg(test)]
+mod size_tests;
 mod sync;
 #[cfg(test)]
 mod tests;

@@ -85,6 +85,13 @@ impl LogGroup {
             .map(KeyMap::stats)
     }
 
+    /// Carried records this replica indexed since it opened (recovery's included).
+    pub fn carried_total(&self) -> u64 {
+        self.shared
+            .carried
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// In a replicated group, the compacted partitions' live messages retention waits to
     /// see carried past the segment it would delete, for the leader to commit
     /// ([`LogGroup::carried_payload`]) through the group's log.

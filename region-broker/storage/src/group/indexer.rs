@@ -115,6 +115,7 @@ impl Shared {
                 carried: true,
             };
             index.carry(h.base_offset, entry)?;
+            self.carried.fetch_add(1, Ordering::Relaxed);
             self.observe_compacted((h.topic_id, h.partition), h, payload);
             return Ok(Indexed::Added);
         }

@@ -164,6 +164,7 @@ impl LogGroup {
             held_back: Mutex::new(Vec::new()),
             compacted: Mutex::new(HashMap::new()),
             carries_held: Mutex::new(Vec::new()),
+            carried: AtomicU64::new(0),
             term,
             stop: AtomicBool::new(false),
             crashed: AtomicBool::new(false),
