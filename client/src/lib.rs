@@ -248,10 +248,11 @@ impl Client {
         topic: &str,
         partition: u32,
     ) -> Result<(Option<u64>, Positions), ClientError> {
-        Ok(self
+        let (offset, positions, _) = self
             .region
             .committed(&Routed(self), group, topic, partition)
-            .await?)
+            .await?;
+        Ok((offset, positions))
     }
 
     /// The first offset of a partition holding a message `positions` do not cover.
@@ -352,6 +353,7 @@ impl Client {
             positions: meridian_region_client::to_wire(positions),
             member_id: member.0.to_owned(),
             member_epoch: member.1,
+            metadata: String::new(),
         };
         self.call(|mut c| {
             let r = r.clone();

@@ -387,11 +387,27 @@ pub fn encode_offset_commit(group: &str, offset: u64) -> Vec<u8> {
 /// `n u16, n × (region len u16, region, position u64)`. A commit without positions is the
 /// plain offset commit.
 pub fn encode_commit(group: &str, offset: u64, positions: &[(String, u64)]) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(2 + group.len() + 8);
+    encode_commit_with(group, offset, positions, "")
+}
+
+/// The most bytes of a commit's metadata (Kafka's `offset.metadata.max.bytes` default).
+pub const COMMIT_METADATA_MAX: usize = 4096;
+
+/// [`encode_commit`] with the committer's `metadata` (Kafka's OffsetCommit metadata, kept
+/// and returned by OffsetFetch; at most [`COMMIT_METADATA_MAX`] bytes, the caller checks):
+/// after the positions (their count written, even 0, when there is metadata), `len u16,
+/// metadata`. Readers older than it stop at the positions.
+pub fn encode_commit_with(
+    group: &str,
+    offset: u64,
+    positions: &[(String, u64)],
+    metadata: &str,
+) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(2 + group.len() + 8 + metadata.len());
     buf.put_u16_le(group.len() as u16);
     buf.put_slice(group.as_bytes());
     buf.put_u64_le(offset);
-    if !positions.is_empty() {
+    if !positions.is_empty() || !metadata.is_empty() {
         buf.put_u16_le(positions.len() as u16);
         for (region, position) in positions {
             buf.put_u16_le(region.len() as u16);
@@ -399,7 +415,31 @@ pub fn encode_commit(group: &str, offset: u64, positions: &[(String, u64)]) -> V
             buf.put_u64_le(*position);
         }
     }
+    if !metadata.is_empty() {
+        let metadata = &metadata.as_bytes()[..metadata.len().min(COMMIT_METADATA_MAX)];
+        buf.put_u16_le(metadata.len() as u16);
+        buf.put_slice(metadata);
+    }
     buf
+}
+
+/// The metadata of an offset-commit payload (empty when it has none, or it does not
+/// decode).
+pub fn decode_commit_metadata(payload: &Bytes) -> String {
+    fn parse(buf: &[u8]) -> Option<String> {
+        let group_len = usize::from(u16::from_le_bytes(buf.get(..2)?.try_into().ok()?));
+        let mut at = 2 + group_len + 8;
+        let n = u16::from_le_bytes(buf.get(at..at + 2)?.try_into().ok()?);
+        at += 2;
+        for _ in 0..n {
+            let len = usize::from(u16::from_le_bytes(buf.get(at..at + 2)?.try_into().ok()?));
+            at += 2 + len + 8;
+        }
+        let len = usize::from(u16::from_le_bytes(buf.get(at..at + 2)?.try_into().ok()?));
+        let metadata = std::str::from_utf8(buf.get(at + 2..at + 2 + len)?).ok()?;
+        Some(metadata.to_owned())
+    }
+    parse(payload).unwrap_or_default()
 }
 
 /// The origin positions of an offset-commit payload (none for a plain commit, or when the
@@ -575,6 +615,17 @@ mod tests {
         assert_eq!(decode_offset_commit(&commit), Some(("billing".into(), 12)));
         assert_eq!(decode_commit_positions(&commit), positions);
         assert!(decode_commit_positions(&commit.slice(..commit.len() - 1)).is_empty());
+        assert_eq!(decode_commit_metadata(&commit), "");
+        for positions in [Vec::new(), positions] {
+            let commit = Bytes::from(encode_commit_with("billing", 12, &positions, "ckpt-9"));
+            assert_eq!(decode_offset_commit(&commit), Some(("billing".into(), 12)));
+            assert_eq!(decode_commit_positions(&commit), positions);
+            assert_eq!(decode_commit_metadata(&commit), "ckpt-9");
+            assert_eq!(
+                decode_commit_metadata(&commit.slice(..commit.len() - 1)),
+                ""
+            );
+        }
     }
 
     #[test]

@@ -217,6 +217,9 @@ pub enum BrokerError {
     /// A message stamped too far ahead of the broker's clock.
     #[error("{0}")]
     InvalidTimestamp(String),
+    /// A commit's metadata larger than the broker keeps.
+    #[error("the commit's metadata is {0} bytes; at most 4096 are kept: commit shorter metadata")]
+    MetadataTooLarge(usize),
     /// A message the topic cannot take as it is (a compacted topic's message without a
     /// key): sending it again cannot help.
     #[error("{0}")]
@@ -294,6 +297,8 @@ pub struct Committed {
     pub offset: Option<u64>,
     /// Origin positions (multi-region topics).
     pub positions: Positions,
+    /// The metadata committed with the offset (Kafka's); empty when none.
+    pub metadata: String,
 }
 
 /// Which offset [`Broker::list_offset`] looks up.

@@ -320,7 +320,14 @@ impl broker_server::Broker for GrpcService {
         let positions = from_positions(r.positions);
         if r.member_id.is_empty() {
             self.broker
-                .commit_offset(&r.group, &r.topic, r.partition, r.offset, positions)
+                .commit_offset(
+                    &r.group,
+                    &r.topic,
+                    r.partition,
+                    r.offset,
+                    positions,
+                    &r.metadata,
+                )
                 .await
         } else {
             self.broker
@@ -331,6 +338,7 @@ impl broker_server::Broker for GrpcService {
                     r.partition,
                     r.offset,
                     positions,
+                    &r.metadata,
                 )
                 .await
         }
@@ -364,6 +372,7 @@ impl broker_server::Broker for GrpcService {
         Ok(Response::new(v1::FetchOffsetResponse {
             offset: committed.offset,
             positions: to_positions(committed.positions),
+            metadata: committed.metadata,
         }))
     }
 

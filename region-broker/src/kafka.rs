@@ -131,6 +131,7 @@ mod code {
     pub(super) const KAFKA_STORAGE_ERROR: i16 = 56;
     pub(super) const INVALID_REQUEST: i16 = 42;
     pub(super) const INVALID_RECORD: i16 = 87;
+    pub(super) const OFFSET_METADATA_TOO_LARGE: i16 = 12;
 }
 
 /// A partition index from a Kafka request. A negative one names no partition: it is refused
@@ -157,6 +158,7 @@ fn error_code(e: &BrokerError) -> i16 {
         BrokerError::NotHome(_) => code::POLICY_VIOLATION,
         BrokerError::InvalidTimestamp(_) => code::INVALID_TIMESTAMP,
         BrokerError::InvalidRecord(_) => code::INVALID_RECORD,
+        BrokerError::MetadataTooLarge(_) => code::OFFSET_METADATA_TOO_LARGE,
         BrokerError::NotInTransaction { fenced: true, .. } => code::INVALID_PRODUCER_EPOCH,
         BrokerError::NotInTransaction { .. } => code::INVALID_TXN_STATE,
         BrokerError::Append(crate::storage::AppendError::DiskFull { .. }) => {

@@ -517,10 +517,24 @@ impl HostedGroup {
         offset: u64,
         positions: Vec<(String, u64)>,
     ) -> Result<(), LogGroupError> {
+        self.commit_offset_with(consumer_group, key, offset, positions, String::new())
+            .await
+    }
+
+    /// [`HostedGroup::commit_offset`] keeping the committer's `metadata` (Kafka's) in the
+    /// commit record, on every replica.
+    pub async fn commit_offset_with(
+        &self,
+        consumer_group: &str,
+        key: PartitionKey,
+        offset: u64,
+        positions: Vec<(String, u64)>,
+        metadata: String,
+    ) -> Result<(), LogGroupError> {
         match &self.replication {
             Replication::Standalone => {
                 self.storage
-                    .commit_positions(consumer_group, key, offset, positions)
+                    .commit_with_metadata(consumer_group, key, offset, positions, metadata)
                     .await?;
                 Ok(())
             }
@@ -534,7 +548,7 @@ impl HostedGroup {
                 let role = self.master_role(ms)?;
                 let appended = self
                     .storage
-                    .commit_offset(consumer_group, key, offset)
+                    .commit_with_metadata(consumer_group, key, offset, Vec::new(), metadata)
                     .await?;
                 self.wait_master_slave(
                     ms,
@@ -551,6 +565,7 @@ impl HostedGroup {
                     partition: key.1,
                     offset,
                     positions,
+                    metadata,
                 };
                 self.replicate(command).await.map(|_| ())
             }

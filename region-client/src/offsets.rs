@@ -16,7 +16,7 @@ impl RegionClient {
         group: &str,
         topic: &str,
         partition: u32,
-    ) -> Result<(Option<u64>, Positions), RegionError> {
+    ) -> Result<(Option<u64>, Positions, String), RegionError> {
         let r = v1::FetchOffsetRequest {
             group: group.to_owned(),
             topic: topic.to_owned(),
@@ -28,7 +28,7 @@ impl RegionClient {
                 async move { c.fetch_offset(r).await }
             })
             .await?;
-        Ok((answer.offset, from_wire(answer.positions)))
+        Ok((answer.offset, from_wire(answer.positions), answer.metadata))
     }
 
     /// Commits a consumer group's offset of a partition with the origin positions seen
@@ -43,12 +43,30 @@ impl RegionClient {
         offset: u64,
         positions: &Positions,
     ) -> Result<(), RegionError> {
+        self.commit_with_metadata(failover, group, topic, partition, offset, positions, "")
+            .await
+    }
+
+    /// [`RegionClient::commit_positions`] keeping the committer's `metadata` (Kafka's
+    /// OffsetCommit metadata) with the offset.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn commit_with_metadata(
+        &self,
+        failover: &impl Failover,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        positions: &Positions,
+        metadata: &str,
+    ) -> Result<(), RegionError> {
         let r = v1::CommitOffsetRequest {
             group: group.to_owned(),
             topic: topic.to_owned(),
             partition,
             offset,
             positions: to_wire(positions),
+            metadata: metadata.to_owned(),
             ..Default::default()
         };
         self.call_routed(failover, true, |mut c| {

@@ -218,3 +218,20 @@ async fn retention_bytes_log_dirs_and_leader_epochs_with_kafka_python() {
         meridian_tests::platform::managed_regions(tmp.path(), &["x"], 1, &flags).await;
     python_output("kafka_python_logs.py", vec![regions[0].kafka[0].clone()]).await;
 }
+
+/// Committed offset metadata is kept with the offset (through raft, in the commit record)
+/// and returned by OffsetFetch, also after the broker is killed -9 and restarted;
+/// metadata over 4,096 bytes is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offset_metadata_survives_a_kill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flags = ["--kafka-listen", "auto"];
+    let (_cp, mut regions, _certs) =
+        meridian_tests::platform::managed_regions(tmp.path(), &["x"], 1, &flags).await;
+    let kafka = regions[0].kafka[0].clone();
+    let script = "confluent_offset_metadata.py";
+    python_output(script, vec![kafka.clone(), "commit".into()]).await;
+    regions[0].brokers[0].kill9();
+    regions[0].brokers[0].restart().await.unwrap();
+    python_output(script, vec![kafka, "check".into()]).await;
+}

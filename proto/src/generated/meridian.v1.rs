@@ -944,6 +944,10 @@ pub struct CommitOffsetRequest {
     pub member_id: ::prost::alloc::string::String,
     #[prost(int32, tag = "7")]
     pub member_epoch: i32,
+    /// The committer's metadata (Kafka's OffsetCommit metadata), kept with the offset and
+    /// returned by FetchOffset; at most 4096 bytes.
+    #[prost(string, tag = "8")]
+    pub metadata: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -984,6 +988,9 @@ pub struct FetchOffsetResponse {
     pub offset: ::core::option::Option<u64>,
     #[prost(message, repeated, tag = "2")]
     pub positions: ::prost::alloc::vec::Vec<OriginPosition>,
+    /// The metadata committed with the offset; empty when none.
+    #[prost(string, tag = "3")]
+    pub metadata: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

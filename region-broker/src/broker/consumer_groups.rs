@@ -89,6 +89,7 @@ impl Broker {
         partition: u32,
         offset: u64,
         positions: Positions,
+        metadata: &str,
     ) -> Result<(), BrokerError> {
         let group = self.group_coordinator(consumer_group)?;
         let loaded = self.membership(&group).await?;
@@ -101,7 +102,7 @@ impl Broker {
         let owner = loaded
             .offsets_owner(consumer_group, member.0)
             .unwrap_or_else(|| consumer_group.to_owned());
-        self.commit_anywhere(&owner, topic, partition, offset, positions)
+        self.commit_anywhere(&owner, topic, partition, offset, positions, metadata)
             .await
     }
 

@@ -297,6 +297,7 @@ impl Broker {
             key,
             crate::storage::POSITIONS_ONLY,
             merged,
+            "",
         )
         .await
         .inspect_err(|_| group.forget_applied())?;

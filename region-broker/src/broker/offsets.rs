@@ -60,7 +60,11 @@ impl Broker {
         partition: u32,
         offset: u64,
         positions: Positions,
+        metadata: &str,
     ) -> Result<(), BrokerError> {
+        if metadata.len() > crate::storage::record::COMMIT_METADATA_MAX {
+            return Err(BrokerError::MetadataTooLarge(metadata.len()));
+        }
         if offset == crate::storage::POSITIONS_ONLY || offset == crate::storage::OFFSET_DELETED {
             return Err(BrokerError::Invalid(format!(
                 "offset {offset} is reserved: commit the offset of the next message to read"
@@ -102,7 +106,7 @@ impl Broker {
                 }
             }
         }
-        self.write_commit(&group, consumer_group, key, offset, positions)
+        self.write_commit(&group, consumer_group, key, offset, positions, metadata)
             .await
     }
 
@@ -146,6 +150,7 @@ impl Broker {
             key,
             crate::storage::OFFSET_DELETED,
             positions,
+            "",
         )
         .await?;
         Ok(true)
@@ -202,9 +207,17 @@ impl Broker {
         partition: u32,
         offset: u64,
         positions: Positions,
+        metadata: &str,
     ) -> Result<(), BrokerError> {
         match self
-            .commit_offset(consumer_group, topic, partition, offset, positions.clone())
+            .commit_offset(
+                consumer_group,
+                topic,
+                partition,
+                offset,
+                positions.clone(),
+                metadata,
+            )
             .await
         {
             Err(BrokerError::NotLeader { .. }) => {
@@ -213,13 +226,14 @@ impl Broker {
                     .await
                     .map_err(|e| BrokerError::Replication(e.to_string()))?;
                 region
-                    .commit_positions(
+                    .commit_with_metadata(
                         &meridian_region_client::Stay,
                         consumer_group,
                         topic,
                         partition,
                         offset,
                         &positions.into_iter().collect(),
+                        metadata,
                     )
                     .await
                     .map_err(|e| BrokerError::Replication(e.to_string()))
@@ -236,9 +250,10 @@ impl Broker {
         key: PartitionKey,
         offset: u64,
         positions: Positions,
+        metadata: &str,
     ) -> Result<(), BrokerError> {
         group
-            .commit_offset(consumer_group, key, offset, positions)
+            .commit_offset_with(consumer_group, key, offset, positions, metadata.to_owned())
             .await
             .map_err(|e| self.group_error(e))
     }
@@ -266,7 +281,12 @@ impl Broker {
             Some(crate::storage::POSITIONS_ONLY) => Some(self.offset_in(group, key, &positions)?),
             other => other,
         };
-        Ok(Committed { offset, positions })
+        let metadata = group.committed_metadata(consumer_group, key);
+        Ok(Committed {
+            offset,
+            positions,
+            metadata,
+        })
     }
 
     /// The first offset of a partition holding a message that `positions` do not cover:

@@ -329,7 +329,7 @@ impl Broker {
             Err(e) => return Err(e.to_string()),
         }
         let region = self.region_client().await.map_err(|e| e.to_string())?;
-        let (offset, positions) = region
+        let (offset, positions, metadata) = region
             .committed(
                 &meridian_region_client::Stay,
                 consumer_group,
@@ -341,6 +341,7 @@ impl Broker {
         Ok(Committed {
             offset,
             positions: positions.into_iter().collect(),
+            metadata,
         })
     }
 
@@ -353,7 +354,7 @@ impl Broker {
         partition: u32,
         offset: u64,
     ) -> Result<(), String> {
-        self.commit_anywhere(consumer_group, topic, partition, offset, Vec::new())
+        self.commit_anywhere(consumer_group, topic, partition, offset, Vec::new(), "")
             .await
             .map_err(|e| e.to_string())
     }

@@ -445,6 +445,7 @@ impl Broker {
                         o.partition.partition,
                         o.offset,
                         Vec::new(),
+                        "",
                     )
                     .await
                 {

@@ -11,7 +11,8 @@ pub fn status(e: BrokerError) -> Status {
         BrokerError::Invalid(_)
         | BrokerError::TooLarge { .. }
         | BrokerError::InvalidTimestamp(_)
-        | BrokerError::InvalidRecord(_) => tonic::Code::InvalidArgument,
+        | BrokerError::InvalidRecord(_)
+        | BrokerError::MetadataTooLarge(_) => tonic::Code::InvalidArgument,
         BrokerError::NotHome(_) | BrokerError::NotInTransaction { fenced: true, .. } => {
             tonic::Code::PermissionDenied
         }

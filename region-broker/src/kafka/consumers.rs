@@ -122,6 +122,10 @@ pub(super) async fn offset_commit(
                 }
             };
             let offset = part.committed_offset as u64;
+            let metadata = part
+                .committed_metadata
+                .as_ref()
+                .map_or(String::new(), |m| m.to_string());
             if fenced != code::NONE {
                 p.error_code = fenced;
             } else if part.committed_offset < 0 {
@@ -129,7 +133,15 @@ pub(super) async fn offset_commit(
             } else if let Some((id, epoch)) = &member {
                 use crate::broker::consumer_groups::membership::GroupError;
                 p.error_code = match broker
-                    .commit_as_member(&group, (id, *epoch), &name, partition, offset, Vec::new())
+                    .commit_as_member(
+                        &group,
+                        (id, *epoch),
+                        &name,
+                        partition,
+                        offset,
+                        Vec::new(),
+                        &metadata,
+                    )
                     .await
                 {
                     Ok(()) => code::NONE,
@@ -141,20 +153,21 @@ pub(super) async fn offset_commit(
                 };
             } else {
                 let local = broker
-                    .commit_offset(&group, &name, partition, offset, Vec::new())
+                    .commit_offset(&group, &name, partition, offset, Vec::new(), &metadata)
                     .await;
                 p.error_code = match local {
                     Ok(()) => code::NONE,
                     // The partition's log group is led elsewhere: the commit goes there.
                     Err(BrokerError::NotLeader { .. }) => match kafka.region().await {
                         Ok(client) => client
-                            .commit_positions(
+                            .commit_with_metadata(
                                 &Stay,
                                 &group,
                                 &name,
                                 partition,
                                 offset,
                                 &Default::default(),
+                                &metadata,
                             )
                             .await
                             .map_or_else(|e| client_error_code(&e), |()| code::NONE),
@@ -216,22 +229,25 @@ pub(super) async fn offset_fetch(
                 }
             };
             let committed = match broker.committed_offset(&group, &name.0, partition).await {
-                Ok(c) => Ok(c.offset),
+                Ok(c) => Ok((c.offset, c.metadata)),
                 // The partition's log group is led elsewhere: ask there.
                 Err(BrokerError::NotLeader { .. }) => match kafka.region().await {
                     Ok(client) => client
                         .committed(&Stay, &group, &name.0, partition)
                         .await
-                        .map(|(offset, _)| offset)
+                        .map(|(offset, _, metadata)| (offset, metadata))
                         .map_err(|e| client_error_code(&e)),
                     Err(e) => Err(client_error_code(&e)),
                 },
                 Err(e) => Err(error_code(&e)),
             };
             match committed {
-                Ok(Some(o)) => part.committed_offset = o as i64,
-                Ok(None) if all => continue,
-                Ok(None) => {}
+                Ok((Some(o), metadata)) => {
+                    part.committed_offset = o as i64;
+                    part.metadata = Some(str(&metadata));
+                }
+                Ok((None, _)) if all => continue,
+                Ok((None, _)) => {}
                 Err(c) => part.error_code = c,
             }
             t.partitions.push(part);

@@ -38,7 +38,11 @@ async fn carry_held_back_offsets(group: &HostedGroup) {
         if group.storage.committed_offset(&name, key) != Some(offset) {
             continue;
         }
-        match group.commit_offset(&name, key, offset, Vec::new()).await {
+        let metadata = group.storage.committed_metadata(&name, key);
+        match group
+            .commit_offset_with(&name, key, offset, Vec::new(), metadata)
+            .await
+        {
             Ok(()) => {
                 metrics::counter!("meridian_retention_offsets_carried_total").increment(1);
             }

@@ -122,6 +122,9 @@ pub enum Command {
         /// Origin positions seen below it (multi-region topics).
         #[serde(default)]
         positions: Vec<(String, u64)>,
+        /// The committer's metadata (Kafka's); empty: none.
+        #[serde(default)]
+        metadata: String,
     },
     /// Write a compacted partition's live message again past the segment retention would
     /// delete: a `Carried` record at the message's own offset, which the queue index points
@@ -692,6 +695,7 @@ fn record_from_entry(entry: Entry) -> io::Result<RaftRecord> {
             partition,
             offset,
             positions,
+            metadata,
         }) => RaftRecord {
             term,
             index,
@@ -701,7 +705,9 @@ fn record_from_entry(entry: Entry) -> io::Result<RaftRecord> {
             key: (topic_id, partition),
             count: 0,
             base_offset: offset,
-            payload: Bytes::from(record::encode_commit(&group, offset, &positions)),
+            payload: Bytes::from(record::encode_commit_with(
+                &group, offset, &positions, &metadata,
+            )),
         },
         EntryPayload::Normal(Command::Carry {
             topic_id,
@@ -776,6 +782,7 @@ fn entry_from_record(h: &RecordHeader, payload: Bytes) -> io::Result<Entry> {
                 partition: key.1,
                 offset,
                 positions: record::decode_commit_positions(&payload),
+                metadata: record::decode_commit_metadata(&payload),
             })
         }
     };

@@ -281,6 +281,8 @@ enum Body {
         offset: u64,
         /// Origin positions (multi-region topics), kept beside the offset.
         positions: Vec<(String, u64)>,
+        /// The committer's metadata (Kafka's), kept in the record; empty: none.
+        metadata: String,
     },
     /// A record whose term and index the replication layer chose (a raft log entry).
     Raft { entry: RaftRecord },
@@ -386,12 +388,28 @@ impl LogGroup {
         offset: u64,
         positions: Vec<(String, u64)>,
     ) -> Result<Appended, AppendError> {
+        self.commit_with_metadata(group, key, offset, positions, String::new())
+            .await
+    }
+
+    /// [`LogGroup::commit_positions`] keeping the committer's `metadata` (Kafka's
+    /// OffsetCommit metadata, at most [`record::COMMIT_METADATA_MAX`] bytes) in the record
+    /// ([`LogGroup::committed_metadata`]).
+    pub async fn commit_with_metadata(
+        &self,
+        group: &str,
+        key: PartitionKey,
+        offset: u64,
+        positions: Vec<(String, u64)>,
+        metadata: String,
+    ) -> Result<Appended, AppendError> {
         self.send(
             key,
             Body::Commit {
                 group: group.to_owned(),
                 offset,
                 positions,
+                metadata,
             },
         )
         .await

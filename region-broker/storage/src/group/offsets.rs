@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use meridian_proto::record::{self, RecordHeader, RecordKind};
 
-use super::{LogGroup, OffsetKey};
+use super::{LogGroup, OffsetKey, Shared};
 use crate::PartitionKey;
 
 /// The committed offset of a group whose positions came from another region: the offset
@@ -122,6 +122,12 @@ impl LogGroup {
             .filter(|&offset| offset != OFFSET_DELETED)
     }
 
+    /// The metadata a group's committer kept with its offset in a partition (Kafka's
+    /// OffsetCommit metadata); empty when it kept none.
+    pub fn committed_metadata(&self, group: &str, key: PartitionKey) -> String {
+        self.shared.commit_metadata(group, key)
+    }
+
     /// Every committed offset: `(group, topic_id, partition, offset)`.
     pub fn committed_offsets(&self) -> Vec<(String, u32, u32, u64)> {
         let offsets = self.shared.offsets.lock().expect("offsets lock poisoned");
@@ -130,5 +136,25 @@ impl LogGroup {
             .filter(|((group, _, _), _)| !group.starts_with(MARK_PREFIX))
             .map(|((g, t, p), &(o, _))| (g.clone(), *t, *p, o))
             .collect()
+    }
+}
+
+impl Shared {
+    /// The metadata in the record of a group's live commit in a partition, read from the
+    /// journal (it is not kept in memory: few commits carry any).
+    pub(super) fn commit_metadata(&self, group: &str, key: PartitionKey) -> String {
+        let position = self
+            .offsets
+            .lock()
+            .expect("offsets lock poisoned")
+            .get(&(group.to_owned(), key.0, key.1))
+            .map(|&(_, position)| position);
+        let Some(Ok((h, payload))) = position.map(|p| self.journal.read(p)) else {
+            return String::new();
+        };
+        if h.kind != RecordKind::OffsetCommit {
+            return String::new();
+        }
+        record::decode_commit_metadata(&payload)
     }
 }

@@ -133,10 +133,12 @@ impl Shared {
     ) -> io::Result<()> {
         for (group, (topic_id, partition), offset) in self.offsets_below(boundary) {
             let (reply, rx) = oneshot::channel();
+            let metadata = self.commit_metadata(&group, (topic_id, partition));
             let body = Body::Commit {
                 group,
                 offset,
                 positions: Vec::new(),
+                metadata,
             };
             tx.blocking_send(Command::Append {
                 key: (topic_id, partition),

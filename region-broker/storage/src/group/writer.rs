@@ -416,10 +416,11 @@ impl Appender {
                 group,
                 offset,
                 positions,
+                metadata,
             } => record::encode(
                 buf,
                 &header,
-                &record::encode_commit(group, *offset, positions),
+                &record::encode_commit_with(group, *offset, positions, metadata),
             ),
             Body::Raft { entry, .. } => {
                 let prefix = prefix(&entry.producer);
@@ -446,6 +447,7 @@ impl Appender {
                 group,
                 offset,
                 positions,
+                ..
             } => (commit_values(group, key, *offset, positions), None, None),
             Body::Carried { .. } => (Vec::new(), None, None),
             Body::Verbatim { bytes, .. } => {
@@ -629,16 +631,11 @@ fn body_len(body: &Body) -> usize {
             payload, producer, ..
         } => producer_len(producer) + payload.len(),
         Body::Commit {
-            group, positions, ..
-        } => {
-            2 + group.len()
-                + 8
-                + if positions.is_empty() { 0 } else { 2 }
-                + positions
-                    .iter()
-                    .map(|(r, _)| 2 + r.len() + 8)
-                    .sum::<usize>()
-        }
+            group,
+            offset,
+            positions,
+            metadata,
+        } => record::encode_commit_with(group, *offset, positions, metadata).len(),
         Body::Carried { payload, .. } => payload.len(),
         Body::Verbatim { bytes, .. } => bytes.len() - HEADER_LEN,
         Body::Raft { entry } => producer_len(&entry.producer) + entry.payload.len(),
