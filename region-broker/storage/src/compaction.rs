@@ -172,6 +172,14 @@ impl KeyMap {
         before - self.latest.len()
     }
 
+    /// Offsets of open transactions' messages (they may become live at a commit).
+    pub(crate) fn pending_offsets(&self) -> Vec<u64> {
+        self.pending
+            .values()
+            .flat_map(|messages| messages.iter().map(|(_, l)| l.offset))
+            .collect()
+    }
+
     /// Offsets of the live messages (`None`: compaction gave up, every message is live).
     pub(crate) fn live_offsets(&self, now_ms: i64) -> Option<Vec<u64>> {
         if self.overflowed {

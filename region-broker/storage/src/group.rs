@@ -210,7 +210,7 @@ struct Shared {
     compacted: Mutex<HashMap<PartitionKey, crate::compaction::KeyMap>>,
     /// In a replicated group, the compacted messages retention waits to see carried above
     /// the segment it would delete.
-    carries_held: Mutex<Vec<(PartitionKey, u64)>>,
+    carries_held: Mutex<(u64, Vec<(PartitionKey, u64)>)>,
     /// Carried records indexed (compacted messages copied forward) since the group opened.
     carried: AtomicU64,
     /// Leadership term stamped on records this group writes itself (not raft entries or
@@ -436,6 +436,7 @@ impl LogGroup {
         let mut out = Vec::new();
         let (mut next, mut bytes) = (offset, 0usize);
         let start = self.shared.journal.start();
+        let carried = index.has_carried();
         while next < latest && (out.is_empty() || bytes < max_bytes) {
             let entry = index.get(next)?.ok_or(ReadError::OffsetOutOfRange {
                 offset: next,
@@ -444,7 +445,7 @@ impl LogGroup {
             })?;
             // A compacted partition's message the journal no longer holds (not live when
             // its segment went): nothing to read there.
-            if index.has_carried() && (entry.is_hole() || entry.position < start) {
+            if carried && (entry.is_hole() || entry.position < start) {
                 next += 1;
                 continue;
             }
@@ -463,7 +464,6 @@ impl LogGroup {
                     "indexed record belongs to another partition or offset",
                 ));
             }
-            next = h.base_offset + u64::from(h.count);
             let (append_time_ms, payload) = match h.kind {
                 RecordKind::Carried => record::split_carried(&payload)
                     .ok_or_else(|| corrupt("a carried record without its time"))?,
@@ -482,13 +482,39 @@ impl LogGroup {
                 txn: TxnPart::of(h.flags),
                 removed: Vec::new(),
             };
-            if let Some(removed) = self.shared.removed_in(key, &batch) {
-                // Nothing of it is read: on to the next batch, which may be live.
-                if removed.len() == h.count as usize {
-                    continue;
+            let end = h.base_offset + u64::from(h.count);
+            // Where copies point back, a record's messages may be read from elsewhere: each
+            // is read once, in offset order, from where its entry points.
+            let mut elsewhere = Vec::new();
+            if carried {
+                for o in h.base_offset..end {
+                    if o < next || index.get(o)?.is_none_or(|e| e.position != entry.position) {
+                        elsewhere.push((o - h.base_offset) as u32);
+                    }
                 }
-                batch.removed = removed;
             }
+            // Up to the first message read from elsewhere; the rest of this record when it
+            // comes round again.
+            let stop = elsewhere
+                .iter()
+                .map(|&i| h.base_offset + u64::from(i))
+                .find(|&o| o >= next)
+                .unwrap_or(end);
+            if stop < end {
+                elsewhere.extend((stop - h.base_offset) as u32..h.count);
+            }
+            next = stop;
+            let mut removed = self.shared.removed_in(key, &batch).unwrap_or_default();
+            if !elsewhere.is_empty() {
+                removed.extend(elsewhere);
+                removed.sort_unstable();
+                removed.dedup();
+            }
+            // Nothing of it is read: on to the next batch, which may be live.
+            if removed.len() == h.count as usize {
+                continue;
+            }
+            batch.removed = removed;
             bytes += payload.len();
             out.push(batch);
         }
@@ -604,7 +630,7 @@ impl LogGroup {
     pub fn partition_bytes(&self, key: PartitionKey) -> Result<u64, ReadError> {
         let index = self.shared.index(key)?;
         let mut index = index.lock().expect("index lock poisoned");
-        Ok(index.bytes()?)
+        Ok(index.bytes(self.shared.journal.start())?)
     }
 
     /// Moves a partition's start past its oldest records while it holds more than `max`
@@ -613,7 +639,7 @@ impl LogGroup {
     pub fn retain_bytes(&self, key: PartitionKey, max: u64) -> Result<u64, ReadError> {
         let index = self.shared.index(key)?;
         let mut index = index.lock().expect("index lock poisoned");
-        let to = index.start_within(max)?;
+        let to = index.start_within(max, self.shared.journal.start())?;
         self.shared.trim_start(key, &mut index, to)?;
         Ok(index.earliest())
     }
@@ -909,6 +935,7 @@ impl Shared {
         to: u64,
     ) -> Result<(), ReadError> {
         let to = to.min(index.end());
+        index.set_floor(to);
         if to > index.earliest() {
             index.trim_front(to)?;
             if let Some(txns) = self

@@ -44,6 +44,9 @@ const CARRIED_BIT: u32 = 1 << 31;
 /// The file whose presence marks an index holding carried entries.
 const CARRIED_MARK: &str = "carried";
 
+/// The file whose presence marks a compacted partition's index.
+const COMPACTED_MARK: &str = "compacted";
+
 /// Where a message is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Entry {
@@ -117,6 +120,12 @@ pub(crate) struct PartitionIndex {
     /// share one), once asked for ([`PartitionIndex::bytes`]): `None` until then, as
     /// counting scans the entries; kept up to date by every change afterwards.
     bytes: Option<u64>,
+    /// Offsets below it were deleted on purpose (a start moved by DeleteRecords or a
+    /// topic's retention): a carried copy below it is never brought back.
+    floor: u64,
+    /// The partition is compacted (the `compacted` file exists): retention deletes none of
+    /// its segments until its key map is built again after a restart.
+    compacted: bool,
 }
 
 impl PartitionIndex {
@@ -130,11 +139,15 @@ impl PartitionIndex {
     ) -> io::Result<PartitionIndex> {
         backend.create_dir_all(dir)?;
         let mut files = BTreeMap::new();
-        let mut carried = false;
+        let (mut carried, mut compacted) = (false, false);
         for path in backend.list(dir)? {
             let name = path.file_name().and_then(|n| n.to_str());
             if name == Some(CARRIED_MARK) {
                 carried = true;
+                continue;
+            }
+            if name == Some(COMPACTED_MARK) {
+                compacted = true;
                 continue;
             }
             let Some(first) = name.and_then(parse_file_name) else {
@@ -157,6 +170,8 @@ impl PartitionIndex {
             dirty: false,
             carried,
             bytes: None,
+            floor: 0,
+            compacted,
         };
         if trusted > 0 {
             let first = index.file_start(trusted - 1);
@@ -224,45 +239,110 @@ impl PartitionIndex {
     /// index is rebuilt from the journal, it extends the index: in front (the holes between
     /// filled in) or past the end (the same).
     pub(crate) fn carry(&mut self, offset: u64, entry: Entry) -> io::Result<()> {
+        if offset < self.floor {
+            return Ok(());
+        }
         let entry = Entry {
             carried: true,
             ..entry
         };
         self.mark_carried()?;
+        // Sizes of a partition whose copies point back are counted when asked.
+        self.bytes = None;
         let end = self.end();
-        if end == self.earliest {
+        if offset < self.earliest {
+            // In front (a rebuild, or a replica reset past the partition's end): the end
+            // never moves back.
+            let holes = self.earliest;
+            self.earliest = offset;
+            self.set(offset, entry)?;
+            for hole in offset + 1..holes {
+                self.set(hole, Entry::hole(entry.append_time_ms))?;
+            }
+        } else if end == self.earliest {
             self.push(offset, entry);
         } else if offset >= end {
             for hole in end..offset {
                 self.push(hole, Entry::hole(entry.append_time_ms));
             }
             self.push(offset, entry);
-        } else if offset < self.earliest {
-            let holes = self.earliest;
-            self.earliest = offset;
-            self.set(offset, entry)?;
-            if let Some(bytes) = self.bytes {
-                self.bytes = Some(bytes + u64::from(entry.size));
-            }
-            for hole in offset + 1..holes {
-                self.set(hole, Entry::hole(entry.append_time_ms))?;
-            }
         } else if self.entry(offset)?.position < entry.position {
             self.set(offset, entry)?;
-            // The copy is a record of its own; the original is counted until it goes.
-            if let Some(bytes) = self.bytes {
-                self.bytes = Some(bytes + u64::from(entry.size));
-            }
         }
         Ok(())
     }
 
-    /// Bytes of the records the partition holds (each counted once, a carried copy apart
-    /// from its original while both are held): counted by scanning the entries the first
-    /// time, then kept up to date.
-    pub(crate) fn bytes(&mut self) -> io::Result<u64> {
+    /// Raises the floor below which carried copies are ignored (a start moved on purpose).
+    pub(crate) fn set_floor(&mut self, floor: u64) {
+        self.floor = self.floor.max(floor);
+    }
+
+    /// Whether the partition is marked compacted (see [`PartitionIndex::mark_compacted`]).
+    pub(crate) fn is_marked_compacted(&self) -> bool {
+        self.compacted
+    }
+
+    /// Marks the partition compacted, or not, durably: after a restart retention keeps its
+    /// segments until its key map is built again.
+    pub(crate) fn mark_compacted(&mut self, compacted: bool) -> io::Result<()> {
+        if compacted == self.compacted {
+            return Ok(());
+        }
+        let path = self.dir.join(COMPACTED_MARK);
+        if compacted {
+            self.backend.open_growable(&path)?;
+        } else {
+            self.backend.remove(&path)?;
+        }
+        self.backend.sync_dir(&self.dir)?;
+        self.compacted = compacted;
+        Ok(())
+    }
+
+    /// Whether an entry (a carried copy's, or a record's) points into `[from, to)` of the
+    /// journal.
+    pub(crate) fn any_between(&self, from: u64, to: u64) -> io::Result<bool> {
+        for offset in self.earliest..self.end() {
+            let e = self.entry(offset)?;
+            if !e.is_hole() && e.position >= from && e.position < to {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether a carried entry points at or past journal position `end` (a copy the
+    /// journal lost).
+    pub(crate) fn carried_past(&self, end: u64) -> io::Result<bool> {
+        if !self.carried {
+            return Ok(false);
+        }
+        for offset in self.earliest..self.end() {
+            let e = self.entry(offset)?;
+            if e.carried && e.position >= end {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Bytes of the records the partition holds in a journal starting at `start` (each
+    /// counted once): counted by scanning the entries the first time, then kept up to
+    /// date — unless copies point back (then counted when asked).
+    pub(crate) fn bytes(&mut self, start: u64) -> io::Result<u64> {
         if let Some(b) = self.bytes {
             return Ok(b);
+        }
+        if self.carried {
+            let mut seen = std::collections::HashSet::new();
+            let mut sum = 0;
+            for offset in self.earliest..self.end() {
+                let e = self.entry(offset)?;
+                if !e.is_hole() && e.position >= start && seen.insert(e.position) {
+                    sum += u64::from(e.size);
+                }
+            }
+            return Ok(sum);
         }
         let b = self.records_in(self.earliest, self.end())?;
         self.bytes = Some(b);
@@ -291,22 +371,30 @@ impl PartitionIndex {
     }
 
     /// The first offset to keep so that the partition holds at most `max` bytes of
-    /// records (whole records go, oldest first); the start when it holds no more already.
-    pub(crate) fn start_within(&mut self, max: u64) -> io::Result<u64> {
-        let total = self.bytes()?;
+    /// records (whole records go, oldest first) in a journal starting at `start`; the
+    /// start when it holds no more already.
+    pub(crate) fn start_within(&mut self, max: u64, start: u64) -> io::Result<u64> {
+        let total = self.bytes(start)?;
         let mut over = total.saturating_sub(max);
-        let mut previous: Option<u64> = None;
+        // A record's entries are adjacent unless copies point back.
+        let mut seen = self.carried.then(std::collections::HashSet::new);
+        let mut previous = None;
         for offset in self.earliest..self.end() {
             let e = self.entry(offset)?;
-            if previous != Some(e.position) {
+            if e.is_hole() || e.position < start {
+                continue;
+            }
+            let new_record = match &mut seen {
+                Some(seen) => seen.insert(e.position),
+                None => previous != Some(e.position),
+            };
+            previous = Some(e.position);
+            if new_record {
                 if over == 0 {
                     return Ok(offset);
                 }
-                if !e.is_hole() {
-                    over = over.saturating_sub(u64::from(e.size));
-                }
+                over = over.saturating_sub(u64::from(e.size));
             }
-            previous = Some(e.position);
         }
         Ok(self.end())
     }
@@ -323,23 +411,6 @@ impl PartitionIndex {
         }
         self.push(offset, entry);
         true
-    }
-
-    /// Turns carried entries at or past journal position `position` into holes (a
-    /// truncation cut the carried records they point at).
-    pub(crate) fn forget_carried_from(&mut self, position: u64) -> io::Result<usize> {
-        if !self.carried {
-            return Ok(0);
-        }
-        let mut n = 0;
-        for offset in self.earliest..self.end() {
-            let e = self.entry(offset)?;
-            if e.carried && e.position >= position {
-                self.set(offset, Entry::hole(e.append_time_ms))?;
-                n += 1;
-            }
-        }
-        Ok(n)
     }
 
     fn mark_carried(&mut self) -> io::Result<()> {

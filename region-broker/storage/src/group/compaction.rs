@@ -13,6 +13,7 @@
 
 use std::collections::HashSet;
 use std::io;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use meridian_proto::batch;
@@ -46,16 +47,18 @@ impl LogGroup {
         key: PartitionKey,
         policy: Option<Compaction>,
     ) -> Result<(), ReadError> {
+        let index = self.shared.index(key)?;
+        let mut index = index.lock().expect("index lock poisoned");
         let Some(policy) = policy else {
             self.shared
                 .compacted
                 .lock()
                 .expect("compacted lock poisoned")
                 .remove(&key);
+            index.mark_compacted(false)?;
             return Ok(());
         };
-        let index = self.shared.index(key)?;
-        let index = index.lock().expect("index lock poisoned");
+        index.mark_compacted(true)?;
         let mut compacted = self
             .shared
             .compacted
@@ -96,11 +99,25 @@ impl LogGroup {
     /// see carried past the segment it would delete, for the leader to commit
     /// ([`LogGroup::carried_payload`]) through the group's log.
     pub fn carries_held_back(&self) -> Vec<(PartitionKey, u64)> {
-        self.shared
+        let (boundary, held) = self
+            .shared
             .carries_held
             .lock()
             .expect("carries lock poisoned")
-            .clone()
+            .clone();
+        // Those carried since the list was made point past the boundary already.
+        held.into_iter()
+            .filter(|&(key, offset)| {
+                self.shared.index(key).is_ok_and(|index| {
+                    let index = index.lock().expect("index lock poisoned");
+                    index
+                        .get(offset)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|e| e.position < boundary)
+                })
+            })
+            .collect()
     }
 
     /// What carrying the message at `offset` writes: the record's flags and
@@ -178,6 +195,26 @@ impl Shared {
         Ok(())
     }
 
+    /// Whether a carried record's message is still live where its partition's keys are
+    /// known (a rebuild before they are takes every copy).
+    pub(super) fn carried_still_live(
+        &self,
+        key: PartitionKey,
+        h: &RecordHeader,
+        payload: &Bytes,
+    ) -> bool {
+        let Some((_, rest)) = record::split_carried(payload) else {
+            return false;
+        };
+        let Ok(split) = record::split_batch(h.flags, &rest) else {
+            return false;
+        };
+        let Ok(messages) = batch::decode_batch(&split.batch, 1) else {
+            return false;
+        };
+        self.still_live(key, h.base_offset, messages[0].key.as_deref())
+    }
+
     /// Takes a just-indexed record of partition `key` into its key map, if it is compacted.
     pub(super) fn observe_compacted(&self, key: PartitionKey, h: &RecordHeader, payload: &Bytes) {
         if let Some(map) = self
@@ -217,39 +254,45 @@ impl Shared {
     /// `boundary`.
     pub(super) fn compacted_below(&self, boundary: u64) -> io::Result<Carry> {
         let synced = self.progress.lock().expect("progress lock poisoned").synced;
-        let keys: Vec<PartitionKey> = self
-            .compacted
-            .lock()
-            .expect("compacted lock poisoned")
-            .keys()
-            .copied()
+        let start = self.journal.start();
+        let indexes: Vec<(PartitionKey, Arc<Mutex<PartitionIndex>>)> = self
+            .indexes
+            .read()
+            .expect("indexes lock poisoned")
+            .iter()
+            .map(|(k, i)| (*k, i.clone()))
             .collect();
         let mut needed = Vec::new();
-        for key in keys {
-            let Ok(index) = self.index(key) else {
-                continue;
-            };
+        for (key, index) in indexes {
             let index = index.lock().expect("index lock poisoned");
-            let live = match self
-                .compacted
-                .lock()
-                .expect("compacted lock poisoned")
-                .get(&key)
-            {
-                Some(map) => map.live_offsets(now_ms()),
-                None => continue,
-            };
-            let Some(live) = live else {
-                // Compaction gave up here: its messages below the boundary pin the segment.
-                if index.first_held(index.earliest(), 0)? < index.end()
-                    && index
-                        .get(index.earliest())?
-                        .is_some_and(|e| e.position < boundary)
-                {
+            let compacted = self.compacted.lock().expect("compacted lock poisoned");
+            let Some(map) = compacted.get(&key) else {
+                // Compacted before a restart, its keys not known again yet: nothing of it
+                // may go until they are.
+                if index.is_marked_compacted() {
                     return Ok(Carry::Wait);
                 }
                 continue;
             };
+            let (live, pending) = (map.live_offsets(now_ms()), map.pending_offsets());
+            drop(compacted);
+            let Some(live) = live else {
+                // Compaction gave up here: its messages below the boundary pin the segment.
+                if index.any_between(start, boundary)? {
+                    return Ok(Carry::Wait);
+                }
+                continue;
+            };
+            // An open transaction's messages may become their keys' latest at its commit:
+            // their segment waits for the transaction to end.
+            for offset in pending {
+                if index
+                    .get(offset)?
+                    .is_some_and(|e| !e.is_hole() && e.position < boundary)
+                {
+                    return Ok(Carry::Wait);
+                }
+            }
             for offset in live {
                 let Some(e) = index.get(offset)? else {
                     continue;
@@ -323,10 +366,15 @@ impl Shared {
                 reason,
             })
         };
-        if h.kind == RecordKind::Carried {
-            return Ok(Some((h.flags, payload)));
-        }
-        let split = record::split_batch(h.flags, &payload)
+        let (time, flags, body) = match h.kind {
+            RecordKind::Carried => {
+                let (time, rest) = record::split_carried(&payload)
+                    .ok_or_else(|| corrupt("a carried record without its time"))?;
+                (time, h.flags, rest)
+            }
+            _ => (h.append_time_ms, h.flags, payload),
+        };
+        let split = record::split_batch(flags, &body)
             .map_err(|_| corrupt("a batch's producer or origin prefix does not decode"))?;
         let messages = batch::decode_batch(&split.batch, h.count as usize)
             .map_err(|_| corrupt("a compacted partition's batch does not decode"))?;
@@ -336,22 +384,40 @@ impl Shared {
         else {
             return Err(corrupt("indexed record does not hold the offset"));
         };
-        let mut body = Vec::new();
-        let mut flags = 0;
-        if let Some(origin) = &split.origin {
-            origin.encode(&mut body);
-            flags = record::FLAG_ORIGIN;
+        // Superseded (or a tombstone whose time is up) since the list was made: it goes
+        // with its segment, never copied past a newer value of its key.
+        if !self.still_live(key, offset, message.key.as_deref()) {
+            return Ok(None);
         }
-        body.extend_from_slice(&batch::encode_batch(&[message]));
-        Ok(Some((
-            flags,
-            record::encode_carried(h.append_time_ms, &body),
-        )))
+        let mut out = Vec::new();
+        let mut out_flags = 0;
+        if let Some(origin) = &split.origin {
+            origin.encode(&mut out);
+            out_flags = record::FLAG_ORIGIN;
+        }
+        out.extend_from_slice(&batch::encode_batch(&[message]));
+        Ok(Some((out_flags, record::encode_carried(time, &out))))
     }
 
-    /// Notes, for a replicated group, the messages retention waits to see carried.
-    pub(super) fn hold_carries(&self, needed: Vec<(PartitionKey, u64)>) {
-        *self.carries_held.lock().expect("carries lock poisoned") = needed;
+    /// Notes, for a replicated group, the messages retention waits to see carried past
+    /// `boundary`.
+    pub(super) fn hold_carries(&self, boundary: u64, needed: Vec<(PartitionKey, u64)>) {
+        *self.carries_held.lock().expect("carries lock poisoned") = (boundary, needed);
+    }
+
+    /// Whether the message at `offset` of `key` (with `message_key`) is still live where
+    /// the partition is compacted (always, where it is not).
+    pub(super) fn still_live(
+        &self,
+        key: PartitionKey,
+        offset: u64,
+        message_key: Option<&[u8]>,
+    ) -> bool {
+        self.compacted
+            .lock()
+            .expect("compacted lock poisoned")
+            .get(&key)
+            .is_none_or(|map| map.is_live(offset, message_key, now_ms()))
     }
 }
 

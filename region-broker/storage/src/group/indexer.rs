@@ -114,6 +114,11 @@ impl Shared {
                 append_time_ms,
                 carried: true,
             };
+            // A copy of a message superseded before the copy was indexed (its key written
+            // again meanwhile) is not pointed at: the message goes with its segment.
+            if !self.carried_still_live((h.topic_id, h.partition), h, payload) {
+                return Ok(Indexed::Skipped);
+            }
             index.carry(h.base_offset, entry)?;
             self.carried.fetch_add(1, Ordering::Relaxed);
             self.observe_compacted((h.topic_id, h.partition), h, payload);

@@ -163,7 +163,7 @@ impl LogGroup {
             segment_retention: Mutex::new(None),
             held_back: Mutex::new(Vec::new()),
             compacted: Mutex::new(HashMap::new()),
-            carries_held: Mutex::new(Vec::new()),
+            carries_held: Mutex::new((0, Vec::new())),
             carried: AtomicU64::new(0),
             term,
             stop: AtomicBool::new(false),
@@ -280,11 +280,11 @@ impl Shared {
             let trusted = counts.get(key).copied().unwrap_or(0);
             let backend = self.config.backend.clone();
             let per_file = self.config.index_entries_per_file;
-            // An index holding carried entries that the journal's end cut into is rebuilt:
-            // its entries past the cut are not the ones after an offset.
+            // An index whose carried entries point past the journal's end (copies a power
+            // cut lost) is rebuilt: such entries are not the ones after an offset.
             let opened =
                 PartitionIndex::open(backend.clone(), &dir, per_file, trusted).and_then(|index| {
-                    if index.has_carried() && end < checkpoint.indexed {
+                    if index.carried_past(end)? {
                         Err(io::Error::other(
                             "its carried entries point past the journal's end",
                         ))
@@ -310,6 +310,7 @@ impl Shared {
             index.trim_front(earliest)?;
             // A start moved past what the journal dropped (a topic's own retention).
             if let Some(&moved) = starts.get(key) {
+                index.set_floor(moved);
                 let to = moved.min(index.end());
                 if to > index.earliest() {
                     index.trim_front(to)?;

@@ -61,17 +61,17 @@ impl Shared {
                     .lock()
                     .expect("held-back lock poisoned")
                     .clear();
-                self.hold_carries(Vec::new());
+                self.hold_carries(0, Vec::new());
                 return Ok(false);
             };
             // A compacted partition's live messages below the boundary are carried past it
             // first; the segment goes on a later round, once the copies are indexed.
             match self.compacted_below(boundary)? {
-                Carry::Clear => self.hold_carries(Vec::new()),
+                Carry::Clear => self.hold_carries(0, Vec::new()),
                 Carry::Wait => return Ok(false),
                 Carry::Needed(needed) => {
                     if config.replicated {
-                        self.hold_carries(needed);
+                        self.hold_carries(boundary, needed);
                         return Ok(false);
                     }
                     self.carry_forward(&needed, tx)?;

@@ -137,6 +137,7 @@ impl Appender {
         intent.store(backend, &shared.dir)?;
         shared.journal.cut(position)?;
         self.writer = Writer::new(&shared.journal, position)?;
+        let mut rebuild = false;
         for index in shared
             .indexes
             .read()
@@ -146,10 +147,19 @@ impl Appender {
             let mut index = index.lock().expect("index lock poisoned");
             let keep = index.first_at_position(index.earliest(), position)?;
             index.truncate(keep)?;
-            let lost = index.forget_carried_from(position)?;
-            if lost > 0 {
-                tracing::warn!(dir = %shared.dir_display, lost, "a truncation cut carried copies of compacted messages");
+            // Copies the cut removed leave entries pointing past the end: the index is
+            // built again from the journal (below), its entries then pointing at what
+            // remains (the originals, or earlier copies).
+            if index.carried_past(position)? {
+                let floor = index.earliest();
+                index.reset_to(0)?;
+                index.set_floor(floor);
+                rebuild = true;
             }
+        }
+        if rebuild {
+            tracing::warn!(dir = %shared.dir_display, position, "a truncation cut carried copies of compacted messages: their indexes are built again from the journal");
+            shared.index_range(shared.journal.start(), position)?;
         }
         let mut scan = Scan::new(&shared.config);
         shared
