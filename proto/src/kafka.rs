@@ -195,6 +195,47 @@ pub struct Records {
     pub verbatim: Option<Bytes>,
 }
 
+/// A record batch stored as produced, compressed again with `to` (a topic's
+/// `compression.type`): `None` when it already is (or it is not one batch, which the caller
+/// stores as messages anyway). Producer fields, offsets and timestamps are kept; the CRC is
+/// computed again.
+pub fn recompress(
+    batch: &Bytes,
+    to: kafka_protocol::records::Compression,
+    inflated_max: usize,
+) -> Result<Option<Bytes>, RecordsError> {
+    use kafka_protocol::records::{RecordBatchEncoder, RecordEncodeOptions};
+    let err = |message: String| RecordsError {
+        code: CORRUPT_MESSAGE,
+        message,
+    };
+    let mut input = batch.clone();
+    let sets = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        kafka_protocol::compression::with_decompressed_limit(inflated_max, || {
+            RecordBatchDecoder::decode_all(&mut input)
+        })
+    }))
+    .map_err(|_| err("the record batch does not decode".into()))?
+    .map_err(|e| err(format!("{e:#}")))?;
+    let [set] = sets.as_slice() else {
+        return Ok(None);
+    };
+    if set.compression == to {
+        return Ok(None);
+    }
+    let mut out = bytes::BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: to,
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        RecordBatchEncoder::encode(&mut out, set.records.iter(), &options)
+    }))
+    .map_err(|_| err("the record batch does not encode".into()))?
+    .map_err(|e| err(format!("compressing the record batch again: {e:#}")))?;
+    Ok(Some(out.freeze()))
+}
+
 /// What a compressed batch may inflate to when the caller names no limit
 /// ([`decode_records_within`]): the largest frame a Kafka listener takes.
 pub const INFLATED_MAX: usize = 64 << 20;

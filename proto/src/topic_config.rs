@@ -17,7 +17,7 @@ pub const MAX_MESSAGE_BYTES_MAX: u32 = 64 << 20;
 
 /// The keys a topic's configuration may hold, with what each takes (as Kafka documents
 /// them).
-pub const KEYS: [(&str, &str); 5] = [
+pub const KEYS: [(&str, &str); 6] = [
     (
         MAX_MESSAGE_BYTES,
         "the largest message (key, value and headers) the topic accepts, in bytes, on every protocol: 1 to 67108864; unset, the brokers' message_bytes_max",
@@ -29,6 +29,10 @@ pub const KEYS: [(&str, &str); 5] = [
     (
         CLEANUP_POLICY,
         "delete (old messages go by retention), compact (each key's latest message is kept for good; older ones are no longer read, and their space returns as the journal's segments go), or compact,delete (both); unset, delete",
+    ),
+    (
+        COMPRESSION_TYPE,
+        "how Kafka record batches are stored and served: producer (as the producer compressed them), uncompressed, gzip, snappy, lz4 or zstd (recompressed by the broker); unset, producer",
     ),
     (
         RETENTION_BYTES,
@@ -46,6 +50,54 @@ pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
 /// Kafka's `cleanup.policy`.
 pub const CLEANUP_POLICY: &str = "cleanup.policy";
+/// Kafka's `compression.type`.
+pub const COMPRESSION_TYPE: &str = "compression.type";
+
+/// How a topic's Kafka record batches are compressed (Kafka's `compression.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TopicCompression {
+    /// As the producer compressed them (the default).
+    Producer,
+    /// Not compressed.
+    Uncompressed,
+    /// gzip.
+    Gzip,
+    /// Snappy.
+    Snappy,
+    /// LZ4.
+    Lz4,
+    /// Zstandard.
+    Zstd,
+}
+
+impl TopicCompression {
+    /// Kafka's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TopicCompression::Producer => "producer",
+            TopicCompression::Uncompressed => "uncompressed",
+            TopicCompression::Gzip => "gzip",
+            TopicCompression::Snappy => "snappy",
+            TopicCompression::Lz4 => "lz4",
+            TopicCompression::Zstd => "zstd",
+        }
+    }
+
+    fn parse(text: &str) -> Option<TopicCompression> {
+        [
+            TopicCompression::Producer,
+            TopicCompression::Uncompressed,
+            TopicCompression::Gzip,
+            TopicCompression::Snappy,
+            TopicCompression::Lz4,
+            TopicCompression::Zstd,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == text.trim())
+    }
+}
+
 /// Kafka's `retention.bytes`.
 pub const RETENTION_BYTES: &str = "retention.bytes";
 /// Kafka's `delete.retention.ms`.
@@ -109,6 +161,9 @@ pub struct TopicConfig {
     /// `delete.retention.ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete_retention_ms: Option<u64>,
+    /// `compression.type`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<TopicCompression>,
     /// `retention.bytes` per partition (-1: no limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_bytes: Option<i64>,
@@ -169,6 +224,12 @@ impl TopicConfig {
                         CleanupPolicy::parse(value)
                             .ok_or_else(|| bad("delete, compact, or compact,delete"))?,
                     );
+                }
+                COMPRESSION_TYPE => {
+                    parsed.compression =
+                        Some(TopicCompression::parse(value).ok_or_else(|| {
+                            bad("producer, uncompressed, gzip, snappy, lz4 or zstd")
+                        })?);
                 }
                 RETENTION_BYTES => {
                     let n: i64 = value
@@ -235,8 +296,13 @@ mod tests {
         assert_eq!(c.cleanup_policy, Some(CleanupPolicy::CompactDelete));
         assert!(c.cleanup_policy.unwrap().compacts() && c.cleanup_policy.unwrap().deletes());
         assert_eq!(c.delete_retention_ms, Some(1000));
-        let c = TopicConfig::parse(&configs(&[("retention.bytes", "1000000")])).unwrap();
+        let c = TopicConfig::parse(&configs(&[
+            ("retention.bytes", "1000000"),
+            ("compression.type", "zstd"),
+        ]))
+        .unwrap();
         assert_eq!(c.retention_bytes, Some(1_000_000));
+        assert_eq!(c.compression, Some(TopicCompression::Zstd));
         for (k, v) in [
             ("max.message.bytes", "0"),
             ("max.message.bytes", "-1"),
@@ -247,6 +313,7 @@ mod tests {
             ("retention.bytes", "0"),
             ("retention.bytes", "-2"),
             ("segment.bytes", "1000"),
+            ("compression.type", "brotli"),
             ("cleanup.policy", "compacted"),
             ("cleanup.policy", "delete,none"),
             ("delete.retention.ms", "-1"),

@@ -34,7 +34,7 @@ pub mod transactions;
 
 pub use meridian_proto::mirror::ShippedBatch;
 pub use mirror::{MirrorAppended, MirroredIn};
-pub(crate) use produce::messages_of;
+pub(crate) use produce::{kafka_codec, messages_of};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

@@ -87,11 +87,11 @@ if PHASE == "create":
     bad = ConfigResource(
         ResourceType.TOPIC,
         "kadmin",
-        incremental_configs=[ConfigEntry("compression.type", "zstd", incremental_operation=AlterConfigOpType.SET)],
+        incremental_configs=[ConfigEntry("segment.bytes", "1000", incremental_operation=AlterConfigOpType.SET)],
     )
     try:
         admin.incremental_alter_configs([bad])[bad].result(15)
-        check(False, "compression.type refused")
+        check(False, "segment.bytes refused")
     except KafkaException as e:
         check(e.args[0].code() == KafkaError.INVALID_CONFIG, f"INVALID_CONFIG: {e}")
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use meridian_proto::batch::{self, Message};
+use meridian_proto::kafka::kafka_protocol::records::Compression;
 use meridian_proto::producer::ProducerBatch;
+use meridian_proto::topic_config::TopicCompression;
 
 use super::{
     Acks, Broker, BrokerError, Fetched, FetchedMessage, Isolation, Produced, Topic, catalog, now_ms,
@@ -102,6 +104,21 @@ impl Broker {
         transactional_id: Option<&str>,
     ) -> Result<(Produced, bool), BrokerError> {
         let verbatim = verbatim.filter(|_| self.config.kafka.store_batches);
+        // A topic's compression.type other than `producer`: the batch is stored (and
+        // served) compressed with it.
+        let codec = self
+            .topic(topic)
+            .ok()
+            .and_then(|t| t.config.compression)
+            .and_then(kafka_codec);
+        let verbatim = match (verbatim, codec) {
+            (Some(batch), Some(codec)) => Some(
+                meridian_proto::kafka::recompress(&batch, codec, self.config.batch_bytes_max)
+                    .map_err(|e| BrokerError::Invalid(e.message))?
+                    .unwrap_or(batch),
+            ),
+            (verbatim, _) => verbatim,
+        };
         let producer = producer.map(|p| (p, transactional_id));
         self.produce_batch(topic, partition, (messages, verbatim), acks, 0, producer)
             .await
@@ -421,6 +438,19 @@ fn read_isolated(
         }
     }
     Ok((out, ends))
+}
+
+/// The Kafka codec a topic's `compression.type` names; `None` for `producer` (batches
+/// kept as their producers compressed them).
+pub(crate) fn kafka_codec(c: TopicCompression) -> Option<Compression> {
+    match c {
+        TopicCompression::Producer => None,
+        TopicCompression::Uncompressed => Some(Compression::None),
+        TopicCompression::Gzip => Some(Compression::Gzip),
+        TopicCompression::Snappy => Some(Compression::Snappy),
+        TopicCompression::Lz4 => Some(Compression::Lz4),
+        TopicCompression::Zstd => Some(Compression::Zstd),
+    }
 }
 
 /// Makes partition `key` of `storage` compacted, if it is not yet (building its key map

@@ -425,7 +425,10 @@ impl Kafka {
                         4,
                         3,
                     ),
-                    ("compression.type", "producer".into(), true, 5, 2),
+                    match topic.config.compression {
+                        Some(c) => ("compression.type", c.as_str().into(), false, 1, 2),
+                        None => ("compression.type", "producer".into(), !managed, 5, 2),
+                    },
                     (
                         "message.timestamp.type",
                         topic.timestamp_type.kafka_name().into(),

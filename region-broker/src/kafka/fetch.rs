@@ -15,7 +15,7 @@ use meridian_proto::batch;
 use meridian_proto::record::TxnMarker;
 
 use super::{code, error_code, kafka_protocol, partition_index, str};
-use crate::broker::{Broker, BrokerError, Isolation, messages_of};
+use crate::broker::{Broker, BrokerError, Isolation, kafka_codec, messages_of};
 use crate::storage::ReadBatch;
 use crate::storage::transactions::TxnPart;
 
@@ -80,11 +80,17 @@ pub(super) async fn fetch(broker: &Broker, r: FetchRequest) -> FetchResponse {
                         if isolation == Isolation::Committed {
                             p.aborted_transactions = Some(Vec::new());
                         }
-                        // A topic of LogAppendTime: records carry the broker's time.
-                        let append_time = broker.topic(&name).is_ok_and(|t| {
+                        // A topic of LogAppendTime: records carry the broker's time; one
+                        // with a compression.type: batches encoded here are compressed so.
+                        let topic = broker.topic(&name).ok();
+                        let append_time = topic.as_ref().is_some_and(|t| {
                             t.timestamp_type == meridian_proto::settings::TimestampType::AppendTime
                         });
-                        match encode_batches(&fetched.batches, offset, max, append_time) {
+                        let codec = topic
+                            .and_then(|t| t.config.compression)
+                            .and_then(kafka_codec)
+                            .unwrap_or(Compression::None);
+                        match encode_batches(&fetched.batches, offset, max, (append_time, codec)) {
                             Ok(records) => {
                                 if !records.is_empty() {
                                     any = true;
@@ -118,7 +124,7 @@ fn encode_batches(
     batches: &[ReadBatch],
     offset: u64,
     max_bytes: usize,
-    append_time: bool,
+    (append_time, codec): (bool, Compression),
 ) -> Result<Bytes, BrokerError> {
     let mut buf = BytesMut::new();
     let mut records: Vec<Record> = Vec::new();
@@ -146,7 +152,7 @@ fn encode_batches(
             && let Some(kafka) = batch::kafka_batch(&b.payload)
             && kafka.len() >= 61
         {
-            encode_records(&mut buf, &mut records)?;
+            encode_records(&mut buf, &mut records, codec)?;
             let at = buf.len();
             buf.extend_from_slice(&kafka);
             // Outside the CRC: the base offset here, and no partition leader epoch (as
@@ -195,18 +201,22 @@ fn encode_batches(
             });
         }
     }
-    encode_records(&mut buf, &mut records)?;
+    encode_records(&mut buf, &mut records, codec)?;
     Ok(buf.freeze())
 }
 
-/// Encodes `records` (taken) as uncompressed v2 batches after what `buf` holds.
-fn encode_records(buf: &mut BytesMut, records: &mut Vec<Record>) -> Result<(), BrokerError> {
+/// Encodes `records` (taken) as v2 batches compressed with `codec` after what `buf` holds.
+fn encode_records(
+    buf: &mut BytesMut,
+    records: &mut Vec<Record>,
+    codec: Compression,
+) -> Result<(), BrokerError> {
     if records.is_empty() {
         return Ok(());
     }
     let options = RecordEncodeOptions {
         version: 2,
-        compression: Compression::None,
+        compression: codec,
     };
     RecordBatchEncoder::encode(buf, records.iter(), &options).map_err(|e| {
         tracing::error!(error = %e, "encoding a Kafka record batch failed");

@@ -504,14 +504,16 @@ impl LogGroup {
                 elsewhere.extend((stop - h.base_offset) as u32..h.count);
             }
             next = stop;
-            let mut removed = self.shared.removed_in(key, &batch).unwrap_or_default();
+            let compacted = self.shared.removed_in(key, &batch);
+            let filtered = compacted.is_some() || !elsewhere.is_empty();
+            let mut removed = compacted.unwrap_or_default();
             if !elsewhere.is_empty() {
                 removed.extend(elsewhere);
                 removed.sort_unstable();
                 removed.dedup();
             }
             // Nothing of it is read: on to the next batch, which may be live.
-            if removed.len() == h.count as usize {
+            if filtered && removed.len() == h.count as usize {
                 continue;
             }
             batch.removed = removed;
