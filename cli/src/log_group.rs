@@ -1,5 +1,6 @@
-//! `meridian log-group ...`: the replication state of a region's log groups, and the
-//! controlled failover of a master-slave group.
+//! `meridian log-group ...`: the replication state of a region's log groups, their
+//! replicas, a raft group's leadership moved to another voter, and the controlled failover
+//! of a master-slave group.
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -24,6 +25,20 @@ pub(crate) enum Command {
         /// The broker id.
         #[arg(value_name = "BROKER_ID")]
         broker_id: u32,
+    },
+    /// Move a raft log group's leadership to one of its voters (Kafka's preferred leader
+    /// election): the leader hands over and the voter is elected once it holds the whole
+    /// log. Refused when that voter is not in sync.
+    Elect {
+        /// The log group.
+        group: u32,
+        /// The broker to lead (default: the group's preferred replica, the first Kafka's
+        /// Metadata lists).
+        #[arg(long, value_name = "BROKER_ID")]
+        to: Option<u32>,
+        /// How long to wait for the election.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
     },
     /// Fail a master-slave log group over to its most caught-up slave (new epoch; the old
     /// master, if it returns, truncates what it alone held).
@@ -135,6 +150,30 @@ pub(crate) async fn run(
                 );
             } else {
                 println!("log group {group}: replicas are brokers {:?}", info.voters);
+            }
+        }
+        Command::Elect { group, to, wait } => {
+            let r = client
+                .transfer_leadership(group, to, wait)
+                .await
+                .with_context(|| match to {
+                    Some(to) => format!("moving log group {group}'s leadership to broker {to}"),
+                    None => {
+                        format!("moving log group {group}'s leadership to its preferred replica")
+                    }
+                })?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"group": group, "leader": r.leader, "moved": r.moved})
+                );
+            } else if r.moved {
+                println!("log group {group}: broker {} leads now", r.leader);
+            } else {
+                println!(
+                    "log group {group}: broker {} leads already; nothing changed",
+                    r.leader
+                );
             }
         }
         Command::Failover { group, force } => {

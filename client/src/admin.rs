@@ -141,6 +141,24 @@ impl Client {
         .await
     }
 
+    /// Moves a raft log group's leadership to voter `to` (`None`: its preferred replica)
+    /// at its leader, which waits up to `wait` for the election. The leader after it, and
+    /// whether it changed.
+    pub async fn transfer_leadership(
+        &self,
+        group: u32,
+        to: Option<u32>,
+        wait: Duration,
+    ) -> Result<v1::TransferLeadershipResponse, ClientError> {
+        let r = v1::TransferLeadershipRequest {
+            group,
+            to,
+            timeout_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+        };
+        self.call(|mut c| async move { c.transfer_leadership(r).await })
+            .await
+    }
+
     /// Every broker of the region (learned from the first that answers) and its log
     /// groups, each broker asked directly.
     pub async fn region_log_groups(&self) -> Result<Vec<BrokerLogGroups>, ClientError> {

@@ -204,6 +204,15 @@ pub enum BrokerError {
     /// Replication failed (no quorum, shutting down).
     #[error("replication failed: {0}")]
     Replication(String),
+    /// A leadership hand-over refused (the voter named is not in sync: Kafka's
+    /// PREFERRED_LEADER_NOT_AVAILABLE) or not seen finished in time (`timed_out`).
+    #[error("{message}")]
+    Election {
+        /// What happened, naming the brokers.
+        message: String,
+        /// The hand-over started but no election of the voter was seen in time.
+        timed_out: bool,
+    },
     /// A transactional batch whose partition is not in its producer's open transaction
     /// (never added, or the transaction ended), or whose producer an newer epoch fenced:
     /// nothing was written.
@@ -493,6 +502,9 @@ impl Broker {
             }
             e @ LogGroupError::Sequence { .. } => BrokerError::Sequence(e),
             LogGroupError::Invalid(why) => BrokerError::Invalid(why),
+            LogGroupError::Election { message, timed_out } => {
+                BrokerError::Election { message, timed_out }
+            }
             LogGroupError::Replication(why) => BrokerError::Replication(why),
             LogGroupError::Append(e) => BrokerError::Append(e),
         }

@@ -19,8 +19,13 @@ use tonic::{Request, Response, Status};
 use crate::broker::consumer_groups::membership::Heartbeat;
 use crate::broker::{Acks, Broker, BrokerError, LogGroupState, OffsetQuery, Strategy, Topic};
 use crate::kafka::groups::Coordinator;
-use crate::log_group::LogGroupError;
+use crate::log_group::{LogGroupError, Transferred};
 use crate::storage::{AppendError, SeqRefusal};
+
+/// How long a leadership hand-over waits for the new leader when the request names no
+/// timeout, and at most.
+const TRANSFER_WAIT_DEFAULT: Duration = Duration::from_secs(5);
+const TRANSFER_WAIT_MAX: Duration = Duration::from_secs(60);
 
 /// The response header that names the leader's address on a `FailedPrecondition` (not
 /// leader) error.
@@ -717,6 +722,31 @@ impl broker_server::Broker for GrpcService {
             .await
             .map_err(status)?;
         self.group_info(r.group)
+    }
+
+    async fn transfer_leadership(
+        &self,
+        request: Request<v1::TransferLeadershipRequest>,
+    ) -> Result<Response<v1::TransferLeadershipResponse>, Status> {
+        self.operator_only(&request).await?;
+        let r = request.into_inner();
+        let wait = match r.timeout_ms {
+            0 => TRANSFER_WAIT_DEFAULT,
+            ms => Duration::from_millis(u64::from(ms)).min(TRANSFER_WAIT_MAX),
+        };
+        let (leader, moved) = match self
+            .broker
+            .transfer_leadership(r.group, r.to, wait)
+            .await
+            .map_err(status)?
+        {
+            Transferred::AlreadyLeading(leader) => (leader, false),
+            Transferred::Moved(leader) => (leader, true),
+        };
+        Ok(Response::new(v1::TransferLeadershipResponse {
+            leader,
+            moved,
+        }))
     }
 
     async fn append_mirrored(

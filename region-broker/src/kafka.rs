@@ -57,6 +57,7 @@ mod acls;
 mod admin;
 mod authorize;
 mod consumers;
+mod elections;
 mod fetch;
 mod logs;
 
@@ -696,6 +697,9 @@ async fn handle(
         }
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(logs::delete_records(kafka, r).await)
+        }
+        RequestKind::ElectLeaders(r) => {
+            ResponseKind::ElectLeaders(elections::elect_leaders(kafka, r).await)
         }
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata(broker, r)),
         RequestKind::Produce(r) => ResponseKind::Produce(produce(kafka, r).await?),

@@ -31,10 +31,12 @@ use crate::storage::{self, AppendError, PartitionKey, SeqCheck};
 pub use crate::replication::{Strategy, UnknownStrategy};
 use error::not_running;
 pub use error::{LogGroupError, check_epoch};
+pub use leadership::{Transferred, preference_order};
 
 mod error;
 mod idempotent;
 mod in_sync_set;
+mod leadership;
 mod mirrored;
 mod retention;
 

@@ -1,6 +1,7 @@
 //! The Kafka admin surface used in normal operation, with confluent-kafka's AdminClient:
-//! DeleteRecords moving a partition's earliest offset on every replica; client quotas set
-//! and described over the protocol, and a producer throttled to its rate.
+//! DeleteRecords moving a partition's earliest offset on every replica; ElectLeaders moving
+//! leadership to preferred replicas; client quotas set and described over the protocol, and
+//! a producer throttled to its rate.
 
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, StrBytes};
@@ -75,6 +76,89 @@ async fn delete_records_moves_the_earliest_offset_on_every_replica() {
     // The killed one comes back with the same start.
     region.brokers[leader].restart().await.unwrap();
     python_output(script, vec![bootstrap, "trimmed".into(), "check".into()]).await;
+}
+
+/// ElectLeaders (confluent-kafka's AdminClient) moves each partition's leadership to its
+/// preferred replica, the first replica Metadata lists; after that replica is killed -9 and
+/// restarted, electing it again brings partition 0 back while an idempotent producer writes
+/// 3,000 records, each stored once and in order. The native hand-over names any voter, and
+/// refuses a broker that is not one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elect_leaders_moves_partitions_to_their_preferred_replicas() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut region = meridian_tests::Region::start_with_kafka(tmp.path(), 3, &[])
+        .await
+        .unwrap();
+    let client = region.client().await;
+    client.create_topic("elected", 3).await.unwrap();
+    let producer = client.producer(ProducerConfig::default());
+    for p in 0..3u32 {
+        for i in 0..100 {
+            producer
+                .send(Record::new("elected", format!("p{p}-{i}")).partition(p))
+                .await
+                .await
+                .unwrap();
+        }
+    }
+    let bootstrap = region
+        .kafka
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let script = "confluent_elect.py";
+    python_output(
+        script,
+        vec![bootstrap.clone(), "elected".into(), "settle".into()],
+    )
+    .await;
+
+    // Partition 0's preferred replica leads it now: killed, another leads; back, it is
+    // elected again (the script retries while it catches up).
+    let preferred = region.new_leader("elected", 0, usize::MAX).await;
+    region.brokers[preferred].kill9();
+    region.new_leader("elected", 0, preferred).await;
+    region.brokers[preferred].restart().await.unwrap();
+    let out = python_output(script, vec![bootstrap, "elected".into(), "restore".into()]).await;
+    println!("{out}");
+    assert_eq!(
+        region.leader_of("elected", 0).await,
+        Some(preferred),
+        "partition 0 back at its preferred replica"
+    );
+
+    // The native hand-over: partition 1's group to a voter that does not lead it.
+    let info = client.describe_topic("elected").await.unwrap();
+    let group = info.partitions[1].log_group;
+    let leader = region.new_leader("elected", 1, usize::MAX).await;
+    let to = (leader + 1) % 3;
+    let wait = std::time::Duration::from_secs(10);
+    let moved = client
+        .transfer_leadership(group, Some(to as u32 + 1), wait)
+        .await
+        .unwrap();
+    assert!(moved.moved, "{moved:?}");
+    assert_eq!(moved.leader, to as u32 + 1);
+    assert_eq!(region.leader_of("elected", 1).await, Some(to));
+    let again = client
+        .transfer_leadership(group, Some(to as u32 + 1), wait)
+        .await
+        .unwrap();
+    assert!(!again.moved, "{again:?}");
+    let refused = client
+        .transfer_leadership(group, Some(9), wait)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(tonic::Code::InvalidArgument),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("not a voting replica"),
+        "{refused}"
+    );
 }
 
 /// One AlterClientQuotas entry for client id `client`: `key` set to `value`; the answer's

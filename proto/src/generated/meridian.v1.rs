@@ -1063,6 +1063,29 @@ pub struct ChangeReplicasRequest {
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TransferLeadershipRequest {
+    #[prost(uint32, tag = "1")]
+    pub group: u32,
+    /// The voter to lead; absent: the group's preferred replica (the first of its replicas
+    /// as Kafka's Metadata lists them).
+    #[prost(uint32, optional, tag = "2")]
+    pub to: ::core::option::Option<u32>,
+    /// How long to wait for the new leader (0: 5 s).
+    #[prost(uint32, tag = "3")]
+    pub timeout_ms: u32,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TransferLeadershipResponse {
+    /// The leader after the request.
+    #[prost(uint32, tag = "1")]
+    pub leader: u32,
+    /// False when that broker led the group already (nothing changed).
+    #[prost(bool, tag = "2")]
+    pub moved: bool,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ReplicaProgress {
     #[prost(uint32, tag = "1")]
     pub broker_id: u32,
@@ -2024,6 +2047,32 @@ pub mod broker_client {
                 .insert(GrpcMethod::new("meridian.v1.Broker", "ChangeReplicas"));
             self.inner.unary(req, path, codec).await
         }
+        /// Raft groups: moves leadership to a voter (Kafka's preferred leader election), served
+        /// by the group's leader, which hands over and waits for the new leader to be elected.
+        pub async fn transfer_leadership(
+            &mut self,
+            request: impl tonic::IntoRequest<super::TransferLeadershipRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TransferLeadershipResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.Broker/TransferLeadership",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.Broker", "TransferLeadership"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Mirrors: appends batches first written in another region, each unless the partition's
         /// group already holds it (idempotent on its origin; served by the group's leader).
         pub async fn append_mirrored(
@@ -2551,6 +2600,15 @@ pub mod broker_server {
             &self,
             request: tonic::Request<super::ChangeReplicasRequest>,
         ) -> std::result::Result<tonic::Response<super::LogGroupInfo>, tonic::Status>;
+        /// Raft groups: moves leadership to a voter (Kafka's preferred leader election), served
+        /// by the group's leader, which hands over and waits for the new leader to be elected.
+        async fn transfer_leadership(
+            &self,
+            request: tonic::Request<super::TransferLeadershipRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::TransferLeadershipResponse>,
+            tonic::Status,
+        >;
         /// Mirrors: appends batches first written in another region, each unless the partition's
         /// group already holds it (idempotent on its origin; served by the group's leader).
         async fn append_mirrored(
@@ -3350,6 +3408,51 @@ pub mod broker_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ChangeReplicasSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.Broker/TransferLeadership" => {
+                    #[allow(non_camel_case_types)]
+                    struct TransferLeadershipSvc<T: Broker>(pub Arc<T>);
+                    impl<
+                        T: Broker,
+                    > tonic::server::UnaryService<super::TransferLeadershipRequest>
+                    for TransferLeadershipSvc<T> {
+                        type Response = super::TransferLeadershipResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::TransferLeadershipRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Broker>::transfer_leadership(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = TransferLeadershipSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
@@ -4320,6 +4423,29 @@ pub mod raft_transport_client {
                 .insert(GrpcMethod::new("meridian.v1.RaftTransport", "Heartbeats"));
             self.inner.unary(req, path, codec).await
         }
+        /// A leader handing its group over (openraft's TransferLeader): the named voter elects
+        /// itself at once, the others stop waiting out the old leader's lease.
+        pub async fn transfer_leader(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RaftRpc>,
+        ) -> std::result::Result<tonic::Response<super::RaftRpc>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.RaftTransport/TransferLeader",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.RaftTransport", "TransferLeader"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -4355,6 +4481,12 @@ pub mod raft_transport_server {
         /// Heartbeats (empty AppendEntries) of many groups to the same broker, coalesced into one
         /// message: a list of (group, request) answered by a list of (group, response or error).
         async fn heartbeats(
+            &self,
+            request: tonic::Request<super::RaftRpc>,
+        ) -> std::result::Result<tonic::Response<super::RaftRpc>, tonic::Status>;
+        /// A leader handing its group over (openraft's TransferLeader): the named voter elects
+        /// itself at once, the others stop waiting out the old leader's lease.
+        async fn transfer_leader(
             &self,
             request: tonic::Request<super::RaftRpc>,
         ) -> std::result::Result<tonic::Response<super::RaftRpc>, tonic::Status>;
@@ -4639,6 +4771,49 @@ pub mod raft_transport_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = HeartbeatsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.RaftTransport/TransferLeader" => {
+                    #[allow(non_camel_case_types)]
+                    struct TransferLeaderSvc<T: RaftTransport>(pub Arc<T>);
+                    impl<T: RaftTransport> tonic::server::UnaryService<super::RaftRpc>
+                    for TransferLeaderSvc<T> {
+                        type Response = super::RaftRpc;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RaftRpc>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as RaftTransport>::transfer_leader(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = TransferLeaderSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -35,6 +35,9 @@ pub(super) struct ViewState {
     leaders: BTreeMap<u32, u32>,
     /// Every log group of the region, led or not.
     groups: Vec<u32>,
+    /// Each log group's replicas as the control plane placed them (the first its
+    /// preferred leader).
+    placed: BTreeMap<u32, Vec<u32>>,
     /// Until when the lease surely holds: the last renewal's send time plus the lease time.
     /// Past it the control plane may have given this broker up and moved a strictly
     /// ordered topic's home: such writes are refused.
@@ -99,6 +102,17 @@ impl Broker {
             Some(until) if tokio::time::Instant::now() < until => Ok(()),
             _ => Err(HomeRefused::LeaseLapsed),
         }
+    }
+
+    /// `group`'s replicas as the control plane placed them (`None` in a static region, or
+    /// before a view placed it).
+    pub(super) fn placed_replicas(&self, group: u32) -> Option<Vec<u32>> {
+        self.view
+            .read()
+            .expect("view lock poisoned")
+            .placed
+            .get(&group)
+            .cloned()
     }
 
     /// The leader of `group` as the control plane last reported it.
@@ -285,6 +299,11 @@ impl Broker {
                 .groups
                 .iter()
                 .filter_map(|g| g.leader.map(|l| (g.id, l)))
+                .collect();
+            state.placed = view
+                .groups
+                .iter()
+                .map(|g| (g.id, g.replicas.clone()))
                 .collect();
             state.groups = view.groups.iter().map(|g| g.id).collect();
             state.groups.sort_unstable();

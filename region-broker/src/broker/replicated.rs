@@ -393,15 +393,45 @@ impl Broker {
         Ok(())
     }
 
+    /// Hands raft group `g`'s leadership (held here) to voter `to` (`None`: its preferred
+    /// replica, the first of [`Broker::replicas_of`]) and waits up to `wait` for the
+    /// election.
+    pub async fn transfer_leadership(
+        &self,
+        g: u32,
+        to: Option<u32>,
+        wait: std::time::Duration,
+    ) -> Result<crate::log_group::Transferred, BrokerError> {
+        let group = self
+            .log_group(g)
+            .ok_or_else(|| BrokerError::Invalid(format!("this broker hosts no log group {g}")))?;
+        let to = match to {
+            Some(to) => to,
+            None => *self.replicas_of(g).first().ok_or_else(|| {
+                BrokerError::Invalid(format!(
+                    "log group {g} is not replicated by raft here: a master-slave group changes master by failover (meridian log-group failover)"
+                ))
+            })?,
+        };
+        group
+            .transfer_leadership(to, wait)
+            .await
+            .map_err(|e| self.group_error(e))
+    }
+
     /// The brokers holding log group `g`, as far as this broker knows: raft's voters where
-    /// it hosts the group, else the leader alone (empty when it knows none).
+    /// it hosts the group, in the order the group prefers them as leader
+    /// ([`crate::log_group::preference_order`], by the control plane's placement in a
+    /// managed region; Kafka's first replica is the preferred one), else the leader alone
+    /// (empty when it knows none).
     pub fn replicas_of(&self, g: u32) -> Vec<u32> {
         let voters = self
             .log_group(g)
             .map(|group| group.voters())
             .unwrap_or_default();
         if !voters.is_empty() {
-            return voters;
+            let placed = self.placed_replicas(g);
+            return crate::log_group::preference_order(g, voters, placed.as_deref());
         }
         self.leader_id(g).into_iter().collect()
     }

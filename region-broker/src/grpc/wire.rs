@@ -38,6 +38,10 @@ pub fn status(e: BrokerError) -> Status {
         BrokerError::OffsetOutOfRange { .. } => tonic::Code::OutOfRange,
         BrokerError::Append(AppendError::DiskFull { .. }) => tonic::Code::ResourceExhausted,
         BrokerError::Append(AppendError::TooLarge { .. }) => tonic::Code::InvalidArgument,
+        BrokerError::Election {
+            timed_out: true, ..
+        } => tonic::Code::DeadlineExceeded,
+        BrokerError::Election { .. } => tonic::Code::Unavailable,
         BrokerError::Append(AppendError::Closed)
         | BrokerError::Replication(_)
         | BrokerError::NotEnoughReplicas(_) => tonic::Code::Unavailable,

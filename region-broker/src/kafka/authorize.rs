@@ -6,7 +6,8 @@
 //! - Produce: Write on each topic; Fetch: Read; ListOffsets and Metadata: Describe (a
 //!   Metadata of every topic lists only those the principal may describe); CreateTopics:
 //!   Create on the topic or the cluster; DeleteTopics and DeleteRecords: Delete;
-//!   OffsetForLeaderEpoch: Describe on the topic; DescribeLogDirs: Describe on the cluster.
+//!   OffsetForLeaderEpoch: Describe on the topic; DescribeLogDirs: Describe on the cluster;
+//!   ElectLeaders: Alter on the cluster.
 //! - Consumer groups (JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit,
 //!   OffsetFetch, ConsumerGroupHeartbeat): Read on the group; InitProducerId with a
 //!   transactional id: Write on it.
@@ -141,6 +142,15 @@ pub(super) async fn check(kafka: &Kafka, who: &Who, request: RequestKind) -> Che
             }
             r.topics = kept;
             RequestKind::OffsetForLeaderEpoch(r)
+        }
+        RequestKind::ElectLeaders(r) => {
+            if !may(kafka, who, Operation::Alter, Cluster, CLUSTER).await {
+                return Checked::Answer(ResponseKind::ElectLeaders(super::elections::refused(
+                    r,
+                    CLUSTER_AUTHORIZATION_FAILED,
+                )));
+            }
+            RequestKind::ElectLeaders(r)
         }
         RequestKind::DescribeLogDirs(r) => {
             if !may(kafka, who, Operation::Describe, Cluster, CLUSTER).await {

@@ -63,6 +63,15 @@ pub enum LogGroupError {
     /// The operation does not apply to this group.
     #[error("{0}")]
     Invalid(String),
+    /// A leadership hand-over refused (the voter named is not in sync) or not finished
+    /// in time (`timed_out`).
+    #[error("{message}")]
+    Election {
+        /// What happened, naming the brokers.
+        message: String,
+        /// The hand-over started but no election of the voter was seen in time.
+        timed_out: bool,
+    },
     /// Replication failed (no quorum, not running, shutting down).
     #[error("replication failed: {0}")]
     Replication(String),

@@ -27,7 +27,8 @@ use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::v2::RaftNetworkV2;
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, Raft};
 use serde::{Deserialize, Serialize};
@@ -373,6 +374,7 @@ impl GrpcConnection {
             Rpc::Append => client.append_entries(req).await,
             Rpc::Vote => client.vote(req).await,
             Rpc::Snapshot => client.install_snapshot(req).await,
+            Rpc::TransferLeader => client.transfer_leader(req).await,
         }
         .map_err(|s| {
             Unreachable::from_string(format!("{addr}: {} ({:?})", s.message(), s.code()))
@@ -386,6 +388,7 @@ enum Rpc {
     Append,
     Vote,
     Snapshot,
+    TransferLeader,
 }
 
 impl RaftNetworkV2<TypeConfig> for GrpcConnection {
@@ -455,6 +458,18 @@ impl RaftNetworkV2<TypeConfig> for GrpcConnection {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         Ok(self.call(Rpc::Vote, &rpc, option.hard_ttl()).await?)
+    }
+
+    /// Without it, a leader handing over would stop and the others wait out its lease
+    /// (an election timeout) before electing someone, perhaps not the broker named.
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        Ok(self
+            .call(Rpc::TransferLeader, &req, option.hard_ttl())
+            .await?)
     }
 
     async fn full_snapshot(
@@ -598,6 +613,20 @@ impl raft_transport_server::RaftTransport for RaftTransportService {
         };
         let resp = raft
             .install_full_snapshot(req.vote, snapshot)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        encode(rpc.group, &resp)
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<RaftRpc>,
+    ) -> Result<Response<RaftRpc>, Status> {
+        let rpc = request.into_inner();
+        let raft = self.raft(rpc.group)?;
+        let req: TransferLeaderRequest<TypeConfig> = decode(&rpc)?;
+        let resp = raft
+            .handle_transfer_leader(req)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         encode(rpc.group, &resp)
