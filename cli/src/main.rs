@@ -18,6 +18,7 @@ mod control;
 mod endpoint;
 mod group;
 mod log_group;
+mod mirror;
 mod produce;
 mod profile;
 mod region;
@@ -69,6 +70,9 @@ enum Command {
     /// Brokers registered with the control plane.
     #[command(subcommand)]
     Broker(broker::Command),
+    /// Mirror links between regions: up, stalled (with why) or down, rate, lag.
+    #[command(subcommand)]
+    Mirror(mirror::Command),
     /// Issue the TLS certificates mirrors authenticate each other with.
     Certs(certs::Args),
     /// Send messages: from arguments, or one per line of standard input.
@@ -210,6 +214,7 @@ fn main() {
         match cli.command {
             Command::Up(args) => up::run(args).await,
             Command::Certs(args) => certs::run(args),
+            Command::Mirror(cmd) => mirror::run(cmd, cli.json).await,
             Command::Topic(cmd) => topic::run(cmd, &broker, control.as_deref(), cli.json).await,
             Command::LogGroup(cmd) => {
                 log_group::run(cmd, &broker, control.as_deref(), region, cli.json).await

@@ -445,6 +445,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 "  (a message produced in {} is mirrored to every region the topic spans)",
                 regions[0]
             );
+            let named: Vec<String> = mirrors
+                .iter()
+                .map(|(region, _, metrics)| format!("--mirror {region}={metrics}"))
+                .collect();
+            println!("  meridian mirror status {}", named.join(" "));
         }
         println!();
         println!("Ctrl-C stops the platform.");

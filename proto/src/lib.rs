@@ -16,6 +16,8 @@ pub mod batch;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod mirror;
+#[cfg(feature = "grpc")]
+pub mod mirror_links;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 pub mod names;

@@ -7,7 +7,8 @@
 //!
 //! A link that is up but whose receiving region cannot apply what it ships (that region's
 //! broker SIGSTOPped) is reported stalled, with why, by the receiving mirror's metrics
-//! (what the console shows), and delivers everything once the broker is back.
+//! (what the console shows) and `meridian mirror status`, and delivers everything once the
+//! broker is back.
 //!
 //! And the mirror's QUIC listener is bounded: connections past its limits, in all and per
 //! address, are refused while the admitted ones are served.
@@ -385,6 +386,16 @@ async fn a_link_up_whose_receiver_cannot_apply_reports_stalled_with_the_reason()
         1.0,
         "the link itself stays up"
     );
+    // The CLI says so too, naming why.
+    let status = mirror_status(&regions.control.addr, &mx, &my);
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("x → y"))
+        .unwrap_or_else(|| panic!("no x → y line:\n{status}"));
+    assert!(
+        line.contains("stalled for") && line.contains("its brokers do not answer"),
+        "{status}"
+    );
 
     regions.y.brokers[0].signal(libc::SIGCONT);
     meridian_tests::wait_until_held(&y, TOPIC, 20, Duration::from_secs(60)).await;
@@ -404,4 +415,25 @@ async fn a_link_up_whose_receiver_cannot_apply_reports_stalled_with_the_reason()
         (20, 20),
         "each once: {values:?}"
     );
+    let status = mirror_status(&regions.control.addr, &mx, &my);
+    for link in ["x → y", "y → x"] {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(link))
+            .unwrap_or_else(|| panic!("no {link} line:\n{status}"));
+        assert!(line.ends_with("  up"), "{status}");
+    }
+}
+
+/// `meridian mirror status` of the two mirrors: its table.
+fn mirror_status(control: &str, mx: &MirrorProcess, my: &MirrorProcess) -> String {
+    let (x, y) = (format!("x={}", mx.metrics), format!("y={}", my.metrics));
+    let (code, out, err) = meridian_control(
+        control,
+        &[
+            "mirror", "status", "--mirror", &x, "--mirror", &y, "--over", "200ms",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    out
 }
