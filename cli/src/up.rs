@@ -1,4 +1,8 @@
-//! `meridian up`: starts a local platform and keeps it running until Ctrl-C or SIGTERM.
+//! `meridian up`: starts a local platform and keeps it running until Ctrl-C or SIGTERM,
+//! starting again any daemon that dies (after 1 s, doubling up to 30 s while it keeps
+//! dying within a minute), saying so. Each daemon's log is kept under the data directory;
+//! the previous runs' logs are kept beside it (`NAME.log.1` the newest, three in all).
+//! Brokers use 16 MiB journal segments (a fresh platform takes little disk).
 //!
 //! The control plane (embedded single-file store under the data directory, or `--etcd`)
 //! and two regions of three managed brokers each, on loopback. Topics are created through
@@ -82,7 +86,59 @@ struct Running {
     stage: Stage,
     log: PathBuf,
     child: tokio::process::Child,
+    /// How it was started, to start it again the same way.
+    recipe: Recipe,
+    /// When it was (re)started, and how many times it was restarted.
+    started: tokio::time::Instant,
+    restarts: u32,
+    /// The wait before its next restart (doubling while it keeps dying young).
+    backoff: Duration,
 }
+
+/// A daemon's program, arguments and environment.
+struct Recipe {
+    program: std::ffi::OsString,
+    args: Vec<std::ffi::OsString>,
+    envs: Vec<(std::ffi::OsString, Option<std::ffi::OsString>)>,
+}
+
+impl Recipe {
+    fn of(cmd: &tokio::process::Command) -> Recipe {
+        let std = cmd.as_std();
+        Recipe {
+            program: std.get_program().to_owned(),
+            args: std.get_args().map(ToOwned::to_owned).collect(),
+            envs: std
+                .get_envs()
+                .map(|(k, v)| (k.to_owned(), v.map(ToOwned::to_owned)))
+                .collect(),
+        }
+    }
+
+    fn command(&self) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&self.program);
+        cmd.args(&self.args);
+        for (k, v) in &self.envs {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd
+    }
+}
+
+/// The first wait before restarting a daemon that died, and the longest.
+const RESTART_BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A daemon that ran this long before dying is restarted after the first wait again.
+const RAN_LONG_ENOUGH: Duration = Duration::from_secs(60);
+/// Earlier logs of a daemon kept beside its current one (`NAME.log.1` the newest).
+const LOGS_KEPT: u32 = 3;
+/// Journal segments of the local platform's brokers: small, so a fresh platform takes
+/// little disk (the brokers' default, 128 MiB, preallocates that much per log group
+/// replica); still room for the largest batch (8 MiB).
+const LOCAL_SEGMENT_BYTES: &str = "16777216";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -216,6 +272,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             cmd.args(["--broker-id", &id.to_string(), "--region", region])
                 .arg("--data-dir")
                 .arg(&dir)
+                .args(["--segment-bytes", LOCAL_SEGMENT_BYTES])
                 .args(["--grpc-listen", &b.grpc, "--metrics-listen", &b.metrics])
                 .args(["--kafka-listen", &b.kafka])
                 .args(["--mqtt-listen", &b.mqtt, "--mqtt-ws-listen", &b.mqtt_ws])
@@ -461,52 +518,130 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         return Err(e);
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let exited = {
-        let waits: Vec<_> = processes
-            .iter_mut()
-            .map(|p| Box::pin(p.child.wait()))
-            .collect();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => None,
-            _ = term.recv() => None,
-            (status, i, _) = futures_util::future::select_all(waits) => Some((status, i)),
-        }
-    };
-    if let Some((status, i)) = exited {
+    // A daemon that dies is started again (after a wait that doubles while it keeps dying
+    // young), saying so; the others keep serving.
+    loop {
+        let exited = {
+            let waits: Vec<_> = processes
+                .iter_mut()
+                .map(|p| Box::pin(p.child.wait()))
+                .collect();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => None,
+                _ = term.recv() => None,
+                (status, i, _) = futures_util::future::select_all(waits) => Some((status, i)),
+            }
+        };
+        let Some((status, i)) = exited else { break };
         let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+        let p = &mut processes[i];
+        p.backoff = if p.started.elapsed() >= RAN_LONG_ENOUGH {
+            RESTART_BACKOFF_FIRST
+        } else {
+            (p.backoff * 2).clamp(RESTART_BACKOFF_FIRST, RESTART_BACKOFF_MAX)
+        };
         eprintln!(
-            "{} exited unexpectedly ({status}; see {}); stopping the others",
-            processes[i].name,
-            processes[i].log.display()
+            "{} exited unexpectedly ({status}; its log: {}); restarting it in {} s",
+            p.name,
+            p.log.display(),
+            p.backoff.as_secs()
         );
+        let wait = p.backoff;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let p = &mut processes[i];
+        match restart(p, &status) {
+            Ok(()) => eprintln!(
+                "{} restarted (pid {}, restart {})",
+                p.name,
+                p.child.id().unwrap_or(0),
+                p.restarts
+            ),
+            // Tried again at its next turn: its wait future ends at once.
+            Err(e) => eprintln!("{}: {e:#}", p.name),
+        }
     }
     stop(&mut processes).await;
     Ok(())
 }
 
+/// Starts `p` again as it was started, its log continued (after a line saying why).
+fn restart(p: &mut Running, status: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p.log)
+        .with_context(|| format!("opening {}", p.log.display()))?;
+    writeln!(
+        log,
+        "--- meridian up: {} exited ({status}); started again ---",
+        p.name
+    )?;
+    let child = start(p.recipe.command(), &p.name, log)?;
+    p.child = child;
+    p.started = tokio::time::Instant::now();
+    p.restarts += 1;
+    Ok(())
+}
+
+/// Moves `log` to `log.1` (and `.1` to `.2`, …, keeping [`LOGS_KEPT`]), so a daemon's
+/// earlier runs stay readable instead of being truncated by the next.
+fn rotate(log: &Path) {
+    let numbered = |n: u32| {
+        let mut name = log.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    };
+    if !log.exists() {
+        return;
+    }
+    for n in (1..LOGS_KEPT).rev() {
+        let _ = std::fs::rename(numbered(n), numbered(n + 1));
+    }
+    let _ = std::fs::rename(log, numbered(1));
+}
+
 fn spawn(
-    mut cmd: tokio::process::Command,
+    cmd: tokio::process::Command,
     name: &str,
     stage: Stage,
     log_path: &Path,
 ) -> anyhow::Result<Running> {
+    rotate(log_path);
     let log = std::fs::File::create(log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
-    // An error's causes are what helps here, not the frames that reported it.
-    cmd.env("RUST_LIB_BACKTRACE", "0");
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {name}"))?;
+    let recipe = Recipe::of(&cmd);
+    let child = start(cmd, name, log)?;
     Ok(Running {
         name: name.to_owned(),
         stage,
         log: log_path.to_owned(),
         child,
+        recipe,
+        started: tokio::time::Instant::now(),
+        restarts: 0,
+        backoff: Duration::ZERO,
     })
+}
+
+/// Starts `cmd` with its output going to `log`.
+fn start(
+    mut cmd: tokio::process::Command,
+    name: &str,
+    log: std::fs::File,
+) -> anyhow::Result<tokio::process::Child> {
+    // An error's causes are what helps here, not the frames that reported it.
+    cmd.env("RUST_LIB_BACKTRACE", "0");
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {name}"))
 }
 
 /// Mirrors first, then brokers, then the control plane (SIGTERM, 30 s each at most).

@@ -1,7 +1,7 @@
 //! `meridian up` as a user runs it: the embedded store and then a real etcd, two regions
 //! of three brokers linked by mirrors, every endpoint printed, a topic created, produced in
-//! one region and consumed in the other through the CLI, a clean stop on Ctrl-C (SIGINT),
-//! and the data kept across a restart.
+//! one region and consumed in the other through the CLI, a broker killed -9 and started
+//! again, a clean stop on Ctrl-C (SIGINT), and the data and logs kept across a restart.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -197,7 +197,7 @@ fn https_post(addr: std::net::SocketAddr, ca: &Path, path: &str, body: &str) -> 
     answer
 }
 
-fn run_platform(extra: &[&str], store_says: &str, salt: u16) {
+fn run_platform(extra: &[&str], store_says: &str, salt: u16, kill_one: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let (data, config) = (tmp.path().join("data"), tmp.path().join("config"));
     let mut up = Up::start(&data, &config, extra, salt);
@@ -400,6 +400,9 @@ fn run_platform(extra: &[&str], store_says: &str, salt: u16) {
             "{region} holds both, in the order they reached it"
         );
     }
+    if kill_one {
+        a_killed_broker_is_restarted(&mut up, &data);
+    }
     let printed = up.interrupt();
     assert!(
         printed.contains("control-plane stopped (exit status: 0)"),
@@ -411,21 +414,95 @@ fn run_platform(extra: &[&str], store_says: &str, salt: u16) {
         "{printed}"
     );
 
-    // Started again on the same data: the topic and its messages are still there.
+    // Started again on the same data: the topic and its messages are still there, and the
+    // last run's logs are kept beside the new ones.
     let mut up = Up::start(&data, &config, extra, salt + 1);
     up.wait_for("Ctrl-C stops the platform.", Duration::from_secs(120));
     assert_eq!(up.consume("eu-west", 2), ["hello us-east", "hello eu-west"]);
+    let earlier = std::fs::read_to_string(data.join("eu-west").join("broker-2.log.1"))
+        .expect("the last run's log of eu-west/2 is kept");
+    assert!(earlier.contains("region-broker ready"), "{earlier}");
     up.interrupt();
+}
+
+/// A broker killed -9 is started again by `meridian up` (which says so), its log kept and
+/// continued, and the platform serves on: the region's brokers all live, a message produced
+/// there read in the other region.
+fn a_killed_broker_is_restarted(up: &mut Up, data: &Path) {
+    let dir = data.join("eu-west").join("broker-2");
+    let pid =
+        pid_of("region-broker", &dir.display().to_string()).expect("eu-west's broker 2 is running");
+    // SAFETY: signalling a process of this test's platform by pid.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    up.wait_for(
+        "region-broker eu-west/2 exited unexpectedly (signal: 9",
+        Duration::from_secs(30),
+    );
+    up.wait_for("region-broker eu-west/2 restarted", Duration::from_secs(30));
+    let log = std::fs::read_to_string(data.join("eu-west").join("broker-2.log")).unwrap();
+    let restarted = log
+        .find("--- meridian up: region-broker eu-west/2 exited")
+        .unwrap_or_else(|| panic!("no restart line in the broker's log:\n{log}"));
+    assert!(
+        log[..restarted].contains("region-broker ready"),
+        "the killed run's log is kept before the restart line"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, out, err) = up.cli(&["--json", "broker", "list"]);
+        assert_eq!(code, 0, "{err}");
+        let live = serde_json::from_str::<serde_json::Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len();
+        if live == 6 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{live} brokers live: {out}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (code, _, err) = up.cli(&[
+        "produce",
+        "orders",
+        "--region",
+        "eu-west",
+        "--key",
+        "k",
+        "after the restart",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        up.consume("us-east", 3),
+        ["hello us-east", "hello eu-west", "after the restart"]
+    );
+}
+
+/// The pid of the running `program` whose command line contains `arg`.
+fn pid_of(program: &str, arg: &str) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<String> = cmdline
+                .split(|&b| b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let runs = args.first()?.ends_with(program) && args.iter().any(|a| a.contains(arg));
+            runs.then_some(pid)
+        })
 }
 
 #[test]
 fn meridian_up_runs_two_regions_on_the_embedded_store() {
-    run_platform(&[], "the embedded store", 0);
+    run_platform(&[], "the embedded store", 0, true);
 }
 
 #[test]
 fn meridian_up_runs_two_regions_on_a_real_etcd() {
     let etcd = start_etcd();
     let extra = ["--etcd", etcd.endpoint.as_str()];
-    run_platform(&extra, &format!("etcd {}", etcd.endpoint), 10);
+    run_platform(&extra, &format!("etcd {}", etcd.endpoint), 10, false);
 }
