@@ -27,6 +27,7 @@ mod topic;
 mod txn;
 mod up;
 mod user;
+mod version;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -98,10 +99,33 @@ enum Command {
     /// API tokens in a tokens file the daemons read.
     #[command(subcommand)]
     Token(token::Command),
+    /// This CLI's version and the versions the control plane and live brokers run.
+    Version,
+    /// Print a completion script for a shell, e.g. `meridian completions bash >
+    /// /etc/bash_completion.d/meridian` or `source <(meridian completions zsh)`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() {
+    // Writing to a closed pipe (`meridian consume ... | head`) ends the process quietly, as
+    // it ends cat or grep, instead of failing the next write with EPIPE (a panic in
+    // println!).
+    // SAFETY: restoring a signal's default disposition at start, before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let mut cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        use clap::CommandFactory;
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "meridian",
+            &mut std::io::stdout(),
+        );
+        return;
+    }
     // The current profile fills in what the flags and the environment leave unset; the
     // token every call carries is MERIDIAN_TOKEN's, else the profile's.
     let profile = match profile::Profiles::load() {
@@ -239,6 +263,8 @@ fn main() {
             Command::Acl(cmd) => acl::run(cmd, &broker, control.as_deref(), region, cli.json).await,
             Command::Profile(cmd) => profile::run(cmd, cli.json),
             Command::Token(cmd) => token::run(cmd, cli.json),
+            Command::Version => version::run(&control_or_default, region, cli.json).await,
+            Command::Completions { .. } => unreachable!("answered before connecting"),
         }
     });
     if let Err(e) = result {

@@ -14,9 +14,10 @@ pub(crate) enum Command {
     Create {
         /// Topic name: letters, digits, '.', '_' and '-'.
         name: String,
-        /// Partitions (default: 3 through the control plane, else the broker's default).
-        #[arg(long, default_value_t = 0)]
-        partitions: u32,
+        /// Partitions, 1 or more (default: 3 through the control plane, else the broker's
+        /// default).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        partitions: Option<u32>,
         /// How its log groups replicate: raft or master-slave.
         #[arg(long, default_value = "raft", value_parser = ["raft", "master-slave"])]
         replication: String,
@@ -34,7 +35,7 @@ pub(crate) enum Command {
         #[arg(long)]
         home: Option<String>,
         /// How long messages are kept (7d, 12h, 30m) or none; default 7d.
-        #[arg(long)]
+        #[arg(long, value_parser = parse_retention)]
         retention: Option<String>,
         /// What a produce naming no acks waits for: leader, quorum (default) or all.
         #[arg(long, value_parser = ["leader", "quorum", "all"])]
@@ -57,10 +58,10 @@ pub(crate) enum Command {
         /// Topic name.
         name: String,
         /// The new partition count (more than now).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         partitions: Option<u32>,
-        /// The new retention.
-        #[arg(long)]
+        /// The new retention (7d, 12h, 30m) or none.
+        #[arg(long, value_parser = parse_retention)]
         retention: Option<String>,
         /// The new default acks.
         #[arg(long, value_parser = ["leader", "quorum", "all"])]
@@ -149,7 +150,7 @@ pub(crate) async fn run(
             ..
         } => {
             let t = client
-                .create_topic_with(&name, partitions, &replication)
+                .create_topic_with(&name, partitions.unwrap_or(0), &replication)
                 .await
                 .with_context(|| format!("creating topic {name}"))?;
             if json {
@@ -273,7 +274,7 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
             let request = v1::ControlCreateTopicRequest {
                 spec: Some(v1::TopicSpec {
                     name: name.clone(),
-                    partitions,
+                    partitions: partitions.unwrap_or(0),
                     replication,
                     replication_factor: replicas,
                     regions,
@@ -498,6 +499,14 @@ fn description_json(t: &v1::TopicDescription) -> serde_json::Value {
 }
 
 /// A `--config KEY=VALUE`.
+/// A retention as the servers spell it: a positive duration normalised (`168h` is `7days`),
+/// or `none`; anything else (`0s`, `-1`, `soon`) refused with why.
+fn parse_retention(s: &str) -> Result<String, String> {
+    let ms = meridian_proto::settings::retention_ms(s.trim())?;
+    meridian_proto::settings::retention_text(ms)
+        .map_err(|_| format!("retention {s:?}: a duration longer than 0 (such as 7d), or none"))
+}
+
 fn parse_config(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),

@@ -179,6 +179,7 @@ impl control_plane_server::ControlPlane for ControlService {
             leader_id: leader.as_ref().map(|l| l.id.clone()),
             leader_addr: leader.map(|l| l.addr),
             store: self.store_name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
         }))
     }
 
@@ -349,6 +350,7 @@ impl control_plane_server::ControlPlane for ControlService {
             grpc: b.grpc,
             raft: b.raft,
             kafka: b.kafka,
+            version: b.version,
             leading: Default::default(),
             applied_version: 0,
         };

@@ -149,6 +149,9 @@ pub struct Broker {
     /// Its Kafka listener, when it serves one.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub kafka: String,
+    /// Its build's version, as it registered (empty: not reported).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
     /// The log groups it leads, with their epochs, as it last reported.
     #[serde(default)]
     pub leading: BTreeMap<u32, u64>,

@@ -284,6 +284,7 @@ pub fn endpoint(b: &Broker) -> v1::BrokerEndpoint {
         raft: b.raft.clone(),
         live: true,
         kafka: b.kafka.clone(),
+        version: b.version.clone(),
     }
 }
 

@@ -401,6 +401,7 @@ fn run_platform(extra: &[&str], store_says: &str, salt: u16, kill_one: bool) {
         );
     }
     if kill_one {
+        the_cli_reports_versions_and_refuses_bad_input_quietly(&up);
         a_killed_broker_is_restarted(&mut up, &data);
     }
     let printed = up.interrupt();
@@ -475,6 +476,86 @@ fn a_killed_broker_is_restarted(up: &mut Up, data: &Path) {
     assert_eq!(
         up.consume("us-east", 3),
         ["hello us-east", "hello eu-west", "after the restart"]
+    );
+}
+
+/// `meridian version` names the control plane's and every broker's version; completions
+/// print; `--partitions 0` and a zero retention are refused naming why; a reader that
+/// closes the pipe (`| head`) ends `consume` quietly, without a panic.
+fn the_cli_reports_versions_and_refuses_bad_input_quietly(up: &Up) {
+    let version = env!("CARGO_PKG_VERSION");
+    let (code, out, err) = up.cli(&["version"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(&format!("meridian (this CLI)  {version}")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("control plane control-1") && l.contains(version)),
+        "{out}"
+    );
+    let brokers: Vec<&str> = out.lines().filter(|l| l.starts_with("broker ")).collect();
+    assert_eq!(brokers.len(), 6, "{out}");
+    assert!(brokers.iter().all(|l| l.contains(version)), "{out}");
+
+    let (code, out, err) = up.cli(&["completions", "bash"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("_meridian()") && out.contains("log-group"),
+        "{out}"
+    );
+
+    let (code, _, err) = up.cli(&["topic", "create", "none-at-all", "--partitions", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("'--partitions <PARTITIONS>': 0 is not in 1.."),
+        "{err}"
+    );
+    let (code, _, err) = up.cli(&["topic", "create", "never", "--retention", "0s"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("a duration longer than 0"), "{err}");
+    let (code, out, _) = up.cli(&["topic", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        !out.contains("none-at-all") && !out.contains("never"),
+        "{out}"
+    );
+
+    // The reading end closed before anything is written: the next write ends the CLI
+    // by SIGPIPE, as it ends cat, with nothing on stderr.
+    let mut consume = Command::new(binary("meridian"))
+        .args([
+            "consume",
+            "orders",
+            "--region",
+            "us-east",
+            "--from",
+            "beginning",
+        ])
+        .args(["--max", "2", "--idle-exit-ms", "1000"])
+        .env("XDG_CONFIG_HOME", &up.config)
+        .env_remove("MERIDIAN_CONTROL")
+        .env_remove("MERIDIAN_BROKER")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(consume.stdout.take());
+    let out = consume.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{:?}: {err}",
+        out.status
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {err}",
+        out.status
     );
 }
 

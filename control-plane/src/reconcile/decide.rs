@@ -285,6 +285,7 @@ mod tests {
             grpc: format!("127.0.0.1:{}", 7000 + id),
             raft: format!("127.0.0.1:{}", 8000 + id),
             kafka: String::new(),
+            version: String::new(),
             leading: leading.iter().map(|&g| (g, 1)).collect(),
             applied_version: 0,
         }

@@ -1152,6 +1152,9 @@ pub struct ControlStatusResponse {
     /// Which store it runs on: "embedded:PATH" or "etcd:URLS".
     #[prost(string, tag = "4")]
     pub store: ::prost::alloc::string::String,
+    /// The answering process's build version.
+    #[prost(string, tag = "5")]
+    pub version: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1218,6 +1221,9 @@ pub struct BrokerEndpoint {
     /// Its Kafka listener, when it serves one.
     #[prost(string, tag = "6")]
     pub kafka: ::prost::alloc::string::String,
+    /// Its build's version (empty: a broker from before brokers reported it).
+    #[prost(string, tag = "7")]
+    pub version: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

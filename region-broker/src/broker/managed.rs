@@ -321,6 +321,7 @@ impl Broker {
                 raft: p.raft,
                 live: view.brokers.iter().any(|b| b.id == p.id),
                 kafka: p.kafka.unwrap_or_default(),
+                version: String::new(),
             })
             .collect();
         let path = self.config.data_dir.join(VIEW_FILE);
@@ -413,6 +414,7 @@ impl Broker {
                         .unwrap_or_default(),
                     live: true,
                     kafka: c.kafka_address().unwrap_or_default(),
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
                 }),
             })
             .await
