@@ -19,8 +19,9 @@ die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 # mosquitto-clients (mosquitto_pub, mosquitto_sub) drive the MQTT listener's tests and
 # mosquitto is the broker the MQTT benchmark measures beside ours; systemd brings
 # systemd-analyze, which lints the units in deploy/; curl is the HTTPS client that logs in
-# to `meridian up`'s console trusting its CA.
-packages=(etcd-server kcat chromium chromium-driver mosquitto mosquitto-clients systemd curl)
+# to `meridian up`'s console trusting its CA; prometheus brings promtool, whose `check
+# metrics` lints every daemon's /metrics.
+packages=(etcd-server kcat chromium chromium-driver mosquitto mosquitto-clients systemd curl prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -39,6 +40,7 @@ command -v kcat >/dev/null || die "kcat not found after installing kcat (the Kaf
 command -v chromedriver >/dev/null || die "chromedriver not found after installing chromium-driver"
 command -v mosquitto_pub >/dev/null || die "mosquitto_pub not found after installing mosquitto-clients (the MQTT tests use it)"
 command -v curl >/dev/null || die "curl not found after installing curl (the console's HTTPS test uses it)"
+command -v promtool >/dev/null || die "promtool not found after installing prometheus (the metrics lint test uses it)"
 command -v systemd-analyze >/dev/null || die "systemd-analyze not found after installing systemd (the deploy tests lint the units with it)"
 cargo fmt --version >/dev/null 2>&1 || die "rustfmt is missing: rustup component add rustfmt"
 cargo clippy --version >/dev/null 2>&1 || die "clippy is missing: rustup component add clippy"

@@ -1,8 +1,8 @@
 //! `meridian mirror status`: each link between the regions' mirrors — up, stalled (with
 //! why) or down, what it ships per second, its lag and the batches the other side has not
 //! acknowledged — read from the mirrors' own metrics endpoints, as the console reads them
-//! (`meridian_proto::mirror_links`). The rate is the shipped-message counter over two
-//! scrapes `--over` apart.
+//! (`meridian_proto::mirror_links`). The rate and the lag are over two scrapes `--over`
+//! apart (no lag shown: nothing was applied between them).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -25,8 +25,8 @@ pub(crate) enum Command {
             required = true
         )]
         mirrors: Vec<String>,
-        /// Time between the two scrapes the rate is measured over.
-        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        /// Time between the two scrapes the rate and lag are measured over.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         over: Duration,
     },
 }
@@ -57,8 +57,9 @@ pub(crate) async fn run(cmd: Command, json: bool) -> anyhow::Result<()> {
                 continue;
             }
             let out = second[from].as_ref().ok().map(Vec::as_slice);
-            let mut link =
-                Link::observe(from, to, out, second[to].as_ref().ok().map(Vec::as_slice));
+            let inn = second[to].as_ref().ok().map(Vec::as_slice);
+            let inn_before = first[to].as_ref().ok().map(Vec::as_slice);
+            let mut link = Link::observe(from, to, out, inn, inn_before);
             if let (Ok(before), Some(after)) = (&first[from], out) {
                 let shipped = shipped_total(after, to) - shipped_total(before, to);
                 link.messages_per_second = (shipped >= 0.0).then(|| shipped / over.as_secs_f64());

@@ -23,6 +23,9 @@ pub struct Mirrors {
     history: Mutex<VecDeque<(i64, Vec<Link>)>>,
     /// Last shipped-message totals per (from, to), with their time, for rates.
     shipped: Mutex<HashMap<(String, String), (i64, f64)>>,
+    /// Each region's mirror's samples at the last scrape: lags are over what was applied
+    /// since.
+    last: Mutex<BTreeMap<String, Vec<Sample>>>,
 }
 
 impl Mirrors {
@@ -63,6 +66,7 @@ impl Mirrors {
         }
         let regions: Vec<&String> = scraped.keys().collect();
         let mut links = Vec::new();
+        let mut last = self.last.lock().expect("last scrape lock poisoned");
         let mut shipped = self.shipped.lock().expect("shipped lock poisoned");
         for from in &regions {
             for to in &regions {
@@ -70,7 +74,8 @@ impl Mirrors {
                     continue;
                 }
                 let out = scraped[*from].as_deref();
-                let mut link = Link::observe(from, to, out, scraped[*to].as_deref());
+                let before = last.get(*to).map(Vec::as_slice);
+                let mut link = Link::observe(from, to, out, scraped[*to].as_deref(), before);
                 link.messages_per_second = out.and_then(|s| {
                     let total = shipped_total(s, to);
                     let key = ((*from).clone(), (*to).clone());
@@ -84,6 +89,12 @@ impl Mirrors {
             }
         }
         drop(shipped);
+        for (region, samples) in &scraped {
+            if let Some(samples) = samples {
+                last.insert(region.clone(), samples.clone());
+            }
+        }
+        drop(last);
         let mut h = self.history.lock().expect("history lock poisoned");
         if h.len() == KEPT {
             h.pop_front();

@@ -1,6 +1,7 @@
 //! What every Meridian daemon (`region-broker`, `control-plane`, `mirror`,
 //! `meridian-console`) does the same way, so operators meet one behaviour: logs through
-//! `tracing`, filtered by `MERIDIAN_LOG` (default `info`), as text or as JSON lines; every
+//! `tracing`, filtered by `MERIDIAN_LOG` (default `info`, raft internals from `warn`), as
+//! text or as JSON lines; every
 //! exit with its reason in the log ([`run`]: a panic's message and location, a fatal
 //! error's causes); a clean stop on SIGTERM or Ctrl-C; and their listeners' bounds
 //! ([`listener`]: connections admitted in all and per client address, idle connections
@@ -9,13 +10,26 @@
 
 pub mod calls;
 pub mod listener;
+pub mod metrics_help;
 pub mod ops;
+
+use std::sync::OnceLock;
 
 use tracing_subscriber::EnvFilter;
 
+/// The daemon's name, as [`run`] was given it (for `meridian_build_info`).
+static DAEMON: OnceLock<&'static str> = OnceLock::new();
+
+/// What is logged when `MERIDIAN_LOG` says nothing: the daemons' own INFO lines (what an
+/// operator needs), openraft's from WARN (its INFO lines are raft's internals, many per
+/// election and some thousands of characters long; `MERIDIAN_LOG=info,openraft=debug`
+/// shows them).
+pub const DEFAULT_LOG_FILTER: &str = "info,openraft=warn";
+
 /// Installs the process's log output: JSON lines with `json`, else plain text.
 pub fn init_logs(json: bool) {
-    let filter = EnvFilter::try_from_env("MERIDIAN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("MERIDIAN_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     if json {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
@@ -40,6 +54,7 @@ pub fn run<E: std::fmt::Display>(
     json: bool,
     body: impl FnOnce() -> Result<(), E>,
 ) -> std::process::ExitCode {
+    let _ = DAEMON.set(name);
     init_logs(json);
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

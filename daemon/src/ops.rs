@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Whether the daemon serves what it is for now (`Err`: why not).
 pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -30,6 +30,11 @@ pub enum OpsError {
     },
 }
 
+/// Bucket bounds of every latency histogram (`*_seconds`), from 1 ms to a minute.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
 /// How often histograms are folded (the exporter's listener did it on its own).
 const UPKEEP: Duration = Duration::from_secs(5);
 
@@ -37,8 +42,22 @@ const UPKEEP: Duration = Duration::from_secs(5);
 /// process ends; readiness as `ready` says. Call inside the runtime.
 pub async fn start(addr: SocketAddr, ready: Readiness) -> Result<(), OpsError> {
     let metrics = PrometheusBuilder::new()
+        // Latencies as histograms (buckets sum across processes and over time; a
+        // summary's quantiles do neither); other histograms (sizes, counts) stay summaries.
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
+        .map_err(|e| OpsError::Recorder(e.to_string()))?
         .install_recorder()
         .map_err(|e| OpsError::Recorder(e.to_string()))?;
+    // Every series with its meaning (`# HELP`), and which build this is.
+    for (name, help) in crate::metrics_help::CATALOG {
+        metrics::describe_counter!(*name, *help);
+    }
+    metrics::gauge!(
+        "meridian_build_info",
+        "daemon" => crate::DAEMON.get().copied().unwrap_or("unknown"),
+        "version" => env!("CARGO_PKG_VERSION"),
+    )
+    .set(1.0);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| OpsError::Bind { addr, source })?;

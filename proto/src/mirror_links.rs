@@ -1,7 +1,7 @@
 //! A mirror link's state as the mirrors' own Prometheus endpoints report it, for the
 //! console's mirrors page and `meridian mirror status`: a link `a → b` is up when a's
-//! mirror says so, its lag (p50, p99 over the mirror's last minute) is what b's mirror
-//! measured from each batch's append time in a to its apply in b, batches a shipped that b
+//! mirror says so, its lag (p50, p99 between two scrapes, from the histogram's buckets) is
+//! what b's mirror measured from each batch's append time in a to its apply in b, batches a shipped that b
 //! has not acknowledged are what failing a over would strand, and it is stalled when b's
 //! mirror reports that what a ships has failed to apply for [`STALLED_AFTER_S`] or more.
 //! Pure but for [`scrape`].
@@ -93,9 +93,17 @@ fn matching<'a>(
 
 impl Link {
     /// The link `from → to` from `out` (`from`'s mirror's samples) and `inn` (`to`'s);
-    /// `None` for a mirror that did not answer. Its rate is left to the caller
+    /// `None` for a mirror that did not answer. Its lag is over what `to`'s mirror applied
+    /// since `inn_before` (its samples at an earlier scrape; none: since it started): the
+    /// lag is a histogram, whose buckets only grow. Its rate is left to the caller
     /// ([`shipped_total`] at two times).
-    pub fn observe(from: &str, to: &str, out: Option<&[Sample]>, inn: Option<&[Sample]>) -> Link {
+    pub fn observe(
+        from: &str,
+        to: &str,
+        out: Option<&[Sample]>,
+        inn: Option<&[Sample]>,
+        inn_before: Option<&[Sample]>,
+    ) -> Link {
         let up =
             out.map(|s| matching(s, "meridian_mirror_link_up", "peer", to).any(|x| x.value > 0.0));
         let unacked = out.map(|s| {
@@ -112,26 +120,81 @@ impl Link {
                 .map(|(g, s)| (s - acked.get(g).copied().unwrap_or(0.0)).max(0.0) as u64)
                 .sum()
         });
-        let lag = |q: &str| {
-            inn.and_then(|s| {
-                matching(s, "meridian_mirror_lag_seconds", "origin", from)
-                    .filter(|x| x.labels.get("quantile").map(String::as_str) == Some(q))
-                    .map(|x| x.value * 1000.0)
-                    .filter(|v| v.is_finite())
-                    .reduce(f64::max)
-            })
+        let lag = inn.map(|now| {
+            let buckets = |s: &[Sample]| buckets(s, "meridian_mirror_lag_seconds", "origin", from);
+            let mut recent = buckets(now);
+            if let Some(before) = inn_before {
+                let before = buckets(before);
+                for (le, count) in &mut recent {
+                    *count -= before
+                        .iter()
+                        .find(|(b, _)| b == le)
+                        .map_or(0.0, |(_, c)| *c);
+                }
+            }
+            recent
+        });
+        let lag_ms = |q: f64| {
+            lag.as_deref()
+                .and_then(|b| quantile(b, q))
+                .map(|secs| secs * 1000.0)
         };
         Link {
             from: from.to_owned(),
             to: to.to_owned(),
             up,
             messages_per_second: None,
-            lag_p50_ms: lag("0.5"),
-            lag_p99_ms: lag("0.99"),
+            lag_p50_ms: lag_ms(0.5),
+            lag_p99_ms: lag_ms(0.99),
             unacked_batches: unacked,
             stalled: inn.and_then(|s| stalled_from(s, from)),
         }
     }
+}
+
+/// The cumulative buckets `(upper bound, count)` of histogram `name` over its series whose
+/// label `key` is `value` (summed), in increasing bound, `+Inf` last.
+fn buckets(samples: &[Sample], name: &str, key: &str, value: &str) -> Vec<(f64, f64)> {
+    let bucket = format!("{name}_bucket");
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for x in matching(samples, &bucket, key, value) {
+        let Some(le) = x.labels.get("le").and_then(|le| le.parse::<f64>().ok()) else {
+            continue;
+        };
+        match out.iter_mut().find(|(b, _)| *b == le) {
+            Some((_, count)) => *count += x.value,
+            None => out.push((le, x.value)),
+        }
+    }
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// The `q` quantile of cumulative `buckets` as Prometheus's `histogram_quantile` estimates
+/// it (linear within the bucket it falls in; the last finite bound when it falls in
+/// `+Inf`); `None` when they hold nothing.
+pub fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut below = (0.0, 0.0);
+    for &(le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return Some(below.0);
+            }
+            let share = if count > below.1 {
+                (rank - below.1) / (count - below.1)
+            } else {
+                1.0
+            };
+            return Some(below.0 + (le - below.0) * share);
+        }
+        below = (le, count);
+    }
+    Some(below.0)
 }
 
 /// Messages `from`'s mirror (its samples `out`) has shipped to `to` in all.
@@ -229,6 +292,36 @@ mod tests {
         assert_eq!(s[1].name, "plain");
         assert_eq!(s[2].value, 0.25);
         assert_eq!(s[2].labels["quantile"], "0.99");
+    }
+
+    #[test]
+    fn lag_quantiles_come_from_the_buckets_added_since_the_last_scrape() {
+        let scrape = |small: u32, large: u32| {
+            parse(&format!(
+                "meridian_mirror_lag_seconds_bucket{{origin=\"a\",le=\"0.01\"}} {small}\n\
+                 meridian_mirror_lag_seconds_bucket{{origin=\"a\",le=\"1\"}} {}\n\
+                 meridian_mirror_lag_seconds_bucket{{origin=\"a\",le=\"+Inf\"}} {}\n",
+                small + large,
+                small + large
+            ))
+        };
+        let (before, now) = (scrape(100, 0), scrape(100, 10));
+        let link = Link::observe("a", "b", None, Some(&now), Some(&before));
+        // Only the 10 slow ones since the last scrape: between 0.01 and 1 s.
+        let p50 = link.lag_p50_ms.unwrap();
+        assert!((10.0..=1000.0).contains(&p50) && p50 > 400.0, "{p50}");
+        // Since the start, mostly fast ones.
+        let all = Link::observe("a", "b", None, Some(&now), None);
+        assert!(all.lag_p50_ms.unwrap() <= 10.0, "{all:?}");
+        assert_eq!(
+            Link::observe("a", "b", None, Some(&before), Some(&before)).lag_p99_ms,
+            None
+        );
+        assert_eq!(quantile(&[(1.0, 0.0), (f64::INFINITY, 0.0)], 0.5), None);
+        assert_eq!(
+            quantile(&[(1.0, 0.0), (f64::INFINITY, 4.0)], 0.5),
+            Some(1.0)
+        );
     }
 
     #[test]

@@ -55,7 +55,15 @@ pub fn status(e: BrokerError) -> Status {
         BrokerError::StaleEpoch { .. } => tonic::Code::Aborted,
         BrokerError::Append(_) | BrokerError::Read(_) | BrokerError::Io(_) => tonic::Code::Internal,
     };
-    metrics::counter!("meridian_grpc_errors_total", "code" => format!("{code:?}")).increment(1);
+    // A "not leader here" answer names where the leader is and clients follow it: a
+    // redirect, not an error (routing at idle would otherwise count thousands of errors).
+    let series = match &e {
+        BrokerError::NotLeader { .. } | BrokerError::EpochAhead { .. } => {
+            "meridian_grpc_redirects_total"
+        }
+        _ => "meridian_grpc_errors_total",
+    };
+    metrics::counter!(series, "code" => format!("{code:?}")).increment(1);
     let mut status = Status::new(code, e.to_string());
     // Clients follow a leader change without parsing the message.
     if let BrokerError::NotLeader {
