@@ -14,6 +14,12 @@ use crate::charts::Point;
 /// Samples kept (ten minutes at one per 5 s).
 const KEPT: usize = 120;
 
+/// A mirror's scrapes: (time in ms, its samples), oldest first.
+type Scrapes = VecDeque<(i64, Vec<Sample>)>;
+
+/// How far back a link's lag looks.
+const LAG_WINDOW_MS: i64 = 60_000;
+
 /// The mirrors to scrape and what they said.
 #[derive(Debug, Default)]
 pub struct Mirrors {
@@ -23,9 +29,10 @@ pub struct Mirrors {
     history: Mutex<VecDeque<(i64, Vec<Link>)>>,
     /// Last shipped-message totals per (from, to), with their time, for rates.
     shipped: Mutex<HashMap<(String, String), (i64, f64)>>,
-    /// Each region's mirror's samples at the last scrape: lags are over what was applied
-    /// since.
-    last: Mutex<BTreeMap<String, Vec<Sample>>>,
+    /// Each region's mirror's samples at its scrapes of the last [`LAG_WINDOW_MS`]: a
+    /// link's lag is over what was applied since the oldest (a histogram's buckets only
+    /// grow), as the mirror's own summary once kept a minute.
+    earlier: Mutex<BTreeMap<String, Scrapes>>,
 }
 
 impl Mirrors {
@@ -66,7 +73,7 @@ impl Mirrors {
         }
         let regions: Vec<&String> = scraped.keys().collect();
         let mut links = Vec::new();
-        let mut last = self.last.lock().expect("last scrape lock poisoned");
+        let mut earlier = self.earlier.lock().expect("earlier scrapes lock poisoned");
         let mut shipped = self.shipped.lock().expect("shipped lock poisoned");
         for from in &regions {
             for to in &regions {
@@ -74,7 +81,10 @@ impl Mirrors {
                     continue;
                 }
                 let out = scraped[*from].as_deref();
-                let before = last.get(*to).map(Vec::as_slice);
+                let before = earlier
+                    .get(*to)
+                    .and_then(|kept| kept.front())
+                    .map(|(_, samples)| samples.as_slice());
                 let mut link = Link::observe(from, to, out, scraped[*to].as_deref(), before);
                 link.messages_per_second = out.and_then(|s| {
                     let total = shipped_total(s, to);
@@ -91,10 +101,17 @@ impl Mirrors {
         drop(shipped);
         for (region, samples) in &scraped {
             if let Some(samples) = samples {
-                last.insert(region.clone(), samples.clone());
+                let kept = earlier.entry(region.clone()).or_default();
+                kept.push_back((now_ms, samples.clone()));
+                while kept
+                    .front()
+                    .is_some_and(|(t, _)| *t < now_ms - LAG_WINDOW_MS)
+                {
+                    kept.pop_front();
+                }
             }
         }
-        drop(last);
+        drop(earlier);
         let mut h = self.history.lock().expect("history lock poisoned");
         if h.len() == KEPT {
             h.pop_front();
