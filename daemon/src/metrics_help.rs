@@ -49,6 +49,10 @@ pub const CATALOG: &[(&str, &str)] = &[
         "TLS handshakes on the console's HTTPS listener that failed.",
     ),
     (
+        "meridian_consumer_lag_messages",
+        "Messages between a consumer group's committed offset and the partition's end, as a replica of the partition sees it; at most 5,000 series per broker, the largest (labels: group, topic, partition).",
+    ),
+    (
         "meridian_control_broker_registrations_total",
         "Broker registrations the control plane accepted.",
     ),
@@ -95,6 +99,14 @@ pub const CATALOG: &[(&str, &str)] = &[
     (
         "meridian_delayed_scheduled_total",
         "Produces with a deliver-at time accepted and held as delayed-delivery timers.",
+    ),
+    (
+        "meridian_disk_free_bytes",
+        "Bytes free for the broker on the disk holding its data directory.",
+    ),
+    (
+        "meridian_disk_total_bytes",
+        "Bytes in all on the disk holding the broker's data directory.",
     ),
     (
         "meridian_fetch_messages_total",
@@ -216,6 +228,34 @@ pub const CATALOG: &[(&str, &str)] = &[
     (
         "meridian_kafka_unauthenticated_requests_total",
         "Kafka connections closed for a request sent before SASL authentication.",
+    ),
+    (
+        "meridian_log_group_follower_lag_bytes",
+        "Journal bytes a follower holds less than this broker, where this broker leads the log group; 0 where it does not (labels: group, follower).",
+    ),
+    (
+        "meridian_log_group_journal_bytes",
+        "Bytes of a log group's journal on this broker, between its start and its end (labels: group).",
+    ),
+    (
+        "meridian_log_group_leader",
+        "1 where this broker leads the log group (raft leader or master), else 0 (labels: group).",
+    ),
+    (
+        "meridian_log_group_term",
+        "A log group's leadership epoch as this broker knows it: the raft term or master-slave epoch (labels: group).",
+    ),
+    (
+        "meridian_log_group_uncommitted_bytes",
+        "Bytes of a log group's journal on this broker past its commit watermark (labels: group).",
+    ),
+    (
+        "meridian_log_groups_leaderless",
+        "Log groups this broker hosts that have no leader it knows of.",
+    ),
+    (
+        "meridian_log_groups_under_replicated",
+        "Log groups this broker leads with fewer replicas in sync than replicas.",
     ),
     (
         "meridian_master_slave_role_changes_total",
@@ -380,6 +420,14 @@ pub const CATALOG: &[(&str, &str)] = &[
     (
         "meridian_mqtt_wills_total",
         "MQTT will messages published for clients that went away.",
+    ),
+    (
+        "meridian_partition_end_offset",
+        "One past a partition's last visible message on this replica; its rate() is the partition's message rate (labels: topic, partition).",
+    ),
+    (
+        "meridian_partition_start_offset",
+        "A partition's earliest offset on this replica (labels: topic, partition).",
     ),
     (
         "meridian_produce_bytes_total",

@@ -19,6 +19,7 @@ pub mod delayed;
 pub mod failover;
 mod managed;
 mod mirror;
+pub mod observed;
 mod offsets;
 mod produce;
 mod producer_ids;

@@ -2,7 +2,9 @@
 //! `# HELP` (`meridian_daemon::metrics_help::CATALOG`), and each daemon's `/metrics` —
 //! control plane, brokers and mirrors of two linked regions after messages crossed —
 //! passes `promtool check metrics` (Prometheus's own exposition-format lint), with latencies
-//! as histograms and `meridian_build_info` naming the build.
+//! as histograms, `meridian_build_info` naming the build, and the series an SRE alerts on
+//! (a partition's end offset, a consumer group's lag, leaderless and under-replicated
+//! groups, the disk).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -135,6 +137,49 @@ async fn every_daemons_metrics_pass_promtool() {
         page.contains("meridian_build_info{daemon=\"mirror\""),
         "{page}"
     );
+
+    // The series an SRE alerts on: a partition's end, a group's lag, the disk, no group
+    // without a leader (the broker samples them every 5 s).
+    x.commit_offset("billing", "linted", 0, 12).await.unwrap();
+    let broker_x = regions.x.brokers[0].metrics;
+    let wanted = [
+        (
+            "meridian_partition_end_offset{",
+            &["topic=\"linted\"", "partition=\"0\""][..],
+            20.0,
+        ),
+        (
+            "meridian_consumer_lag_messages{",
+            &["group=\"billing\"", "topic=\"linted\"", "partition=\"0\""][..],
+            8.0,
+        ),
+        ("meridian_log_groups_leaderless ", &[][..], 0.0),
+        ("meridian_log_groups_under_replicated ", &[][..], 0.0),
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = meridian_tests::http_get(broker_x, "/metrics")
+            .await
+            .unwrap();
+        let value = |prefix: &str, labels: &[&str]| {
+            page.lines()
+                .find(|l| l.starts_with(prefix) && labels.iter().all(|x| l.contains(x)))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        let missing: Vec<_> = wanted
+            .iter()
+            .filter(|(prefix, labels, v)| value(prefix, labels) != Some(*v))
+            .collect();
+        if missing.is_empty() && value("meridian_disk_free_bytes ", &[]).is_some_and(|v| v > 0.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not {missing:?} in broker x's metrics:\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     let control: SocketAddr = regions.control.metrics.parse().unwrap();
     let mut findings = vec![lint("control plane", control).await];

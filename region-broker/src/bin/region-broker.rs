@@ -458,6 +458,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(broker.clone().run_consumer_groups());
     tokio::spawn(broker.clone().run_delayed());
     tokio::spawn(broker.clone().run_topic_retention());
+    tokio::spawn(broker.clone().run_observed());
     // The Kafka listener's consumer groups, created beside it and shared with the gRPC
     // service (which lists them).
     let group_limits = GroupLimits {

@@ -72,7 +72,7 @@ pub(super) async fn describe_log_dirs(
     let dir = broker.config().data_dir.clone();
     let mut result = DescribeLogDirsResult::default();
     result.log_dir = StrBytes::from_string(dir.display().to_string());
-    match disk_space(&dir) {
+    match crate::broker::observed::disk_space(&dir) {
         Some((total, usable)) => {
             result.total_bytes = total as i64;
             result.usable_bytes = usable as i64;
@@ -121,19 +121,6 @@ pub(super) async fn describe_log_dirs(
     let mut out = DescribeLogDirsResponse::default();
     out.results.push(result);
     out
-}
-
-/// `(total, usable)` bytes of the filesystem holding `dir`.
-fn disk_space(dir: &std::path::Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is a valid NUL-terminated string and `stat` a writable statvfs.
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-        return None;
-    }
-    let block = stat.f_frsize as u64;
-    Some((stat.f_blocks as u64 * block, stat.f_bavail as u64 * block))
 }
 
 /// OffsetForLeaderEpoch: for each partition, at its leader, the end of the epoch asked
