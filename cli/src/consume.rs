@@ -29,11 +29,21 @@ pub(crate) struct Args {
     /// How long the group keeps this member's partitions without a heartbeat.
     #[arg(long, default_value_t = 10_000)]
     session_timeout_ms: u64,
-    /// Where to start: beginning, end, an offset, or an RFC 3339 time. Without it, a group
-    /// resumes from its committed offsets and otherwise reading starts at the end. A
-    /// group's member starts here only in partitions the group has no offset for.
-    #[arg(long)]
+    /// Where to start: beginning, end, an offset, -N (the last N messages of each
+    /// partition), or an RFC 3339 time. Without it, a group resumes from its committed
+    /// offsets and otherwise reading starts at the end. A group's member starts here only
+    /// in partitions the group has no offset for.
+    #[arg(long, allow_hyphen_values = true)]
     from: Option<String>,
+    /// Print each message as this kcat-style format says instead of its value on a line:
+    /// %t topic, %p partition, %o offset, %k key, %v value, %K and %S their lengths (-1:
+    /// null), %T timestamp (ms), %h headers (k=v,...), %r the region that first wrote it,
+    /// %%; \n \t escapes. Example: '%p:%o %k=%v\n'.
+    #[arg(long)]
+    format: Option<String>,
+    /// Stop once every partition read is at its end (a poll finds nothing new), as kcat -e.
+    #[arg(long)]
+    exit_at_end: bool,
     /// Stop after this many messages.
     #[arg(long)]
     max: Option<u64>,
@@ -72,6 +82,14 @@ pub(crate) fn parse_place(flag: &str, s: &str) -> anyhow::Result<Place> {
 }
 
 fn parse_from(s: &str) -> anyhow::Result<StartFrom> {
+    if let Some(n) = s.strip_prefix('-') {
+        return match n.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(StartFrom::Last(n)),
+            _ => anyhow::bail!(
+                "--from {s:?}: -N reads the last N messages of each partition, N a whole number above 0 (example: -10)"
+            ),
+        };
+    }
     Ok(match parse_place("--from", s)? {
         Place::Beginning => StartFrom::Beginning,
         Place::End => StartFrom::End,
@@ -82,6 +100,13 @@ fn parse_from(s: &str) -> anyhow::Result<StartFrom> {
 
 pub(crate) async fn run(args: Args, client: Client, json: bool) -> anyhow::Result<()> {
     let from = args.from.as_deref().map(parse_from).transpose()?;
+    let format = match &args.format {
+        Some(_) if json => anyhow::bail!("--format and --json are two output formats: pick one"),
+        Some(f) => {
+            Some(crate::format::parse(f).map_err(|e| anyhow::anyhow!("--format {f:?}: {e}"))?)
+        }
+        None => None,
+    };
     let config = ConsumerConfig {
         group: args.group.clone(),
         start: from.unwrap_or(StartFrom::End),
@@ -108,7 +133,12 @@ pub(crate) async fn run(args: Args, client: Client, json: bool) -> anyhow::Resul
     }
     let mut seen = 0u64;
     let mut stdout = std::io::stdout().lock();
-    let idle = args.idle_exit_ms.map(Duration::from_millis);
+    // At the end, a poll finds nothing within a second: every partition has been read.
+    let idle = match (args.exit_at_end, args.idle_exit_ms) {
+        (true, ms) => Some(Duration::from_millis(ms.unwrap_or(1000).min(1000))),
+        (false, ms) => ms.map(Duration::from_millis),
+    };
+    let mut line = Vec::new();
     // Since when nothing came (a member's poll returns early while the group settles).
     let mut idle_since: Option<std::time::Instant> = None;
     loop {
@@ -126,6 +156,7 @@ pub(crate) async fn run(args: Args, client: Client, json: bool) -> anyhow::Resul
                 let text = |b: &bytes::Bytes| String::from_utf8_lossy(b).into_owned();
                 // A null value or header value is JSON null, never "" (an empty one is "").
                 let line = serde_json::json!({
+                    "topic": m.topic,
                     "partition": m.partition,
                     "offset": m.offset,
                     "key": m.key.as_ref().map(text),
@@ -137,8 +168,14 @@ pub(crate) async fn run(args: Args, client: Client, json: bool) -> anyhow::Resul
                         .collect::<Vec<_>>(),
                     "timestamp_ms": m.timestamp_ms,
                     "append_time_ms": m.append_time_ms,
+                    "origin_region": m.origin_region,
+                    "origin_position": m.origin_position,
                 });
                 writeln!(stdout, "{line}")?;
+            } else if let Some(pieces) = &format {
+                line.clear();
+                crate::format::render(pieces, m, &mut line);
+                stdout.write_all(&line)?;
             } else {
                 // One line per value; a null value prints as an empty line (--json tells
                 // them apart).

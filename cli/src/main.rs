@@ -16,6 +16,7 @@ mod certs;
 mod consume;
 mod control;
 mod endpoint;
+mod format;
 mod group;
 mod log_group;
 mod mirror;

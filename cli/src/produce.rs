@@ -33,6 +33,97 @@ pub(crate) struct Args {
     /// Deliver the messages at this time (RFC 3339, e.g. 2026-12-24T18:00:00Z).
     #[arg(long)]
     deliver_at: Option<String>,
+    /// A header on every message, NAME=VALUE (repeat for more; a name may repeat).
+    #[arg(long = "header", value_name = "NAME=VALUE", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// Each input line is KEY<DELIMITER>VALUE (split at the first one; a line without it
+    /// is a value with no key), as kcat -K.
+    #[arg(long, conflicts_with = "key")]
+    key_delimiter: Option<String>,
+    /// How input lines read: `text` (a value, or with --key-delimiter a key and a value) or
+    /// `json` (one object per line: "value", and optionally "key", "headers" as [[name,
+    /// value], ...] and "partition" — what `consume --json` prints; null values stay null).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    input: String,
+    /// Read the input lines from this file instead of standard input.
+    #[arg(long, conflicts_with = "messages")]
+    file: Option<std::path::PathBuf>,
+}
+
+/// A `--header` value.
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!(
+            "{s:?} is not NAME=VALUE (example: trace-id=abc123)"
+        )),
+    }
+}
+
+/// One input line as a message's parts.
+#[derive(Debug, Default, PartialEq)]
+struct Line {
+    key: Option<String>,
+    value: Option<String>,
+    headers: Vec<(String, Option<String>)>,
+    partition: Option<u32>,
+}
+
+/// Reads input line `n` (1-based, for errors) as `input` and `key_delimiter` say.
+fn parse_line(
+    line: &str,
+    n: u64,
+    input: &str,
+    key_delimiter: Option<&str>,
+) -> anyhow::Result<Line> {
+    if input == "json" {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Json {
+            #[serde(default)]
+            key: Option<String>,
+            value: Option<String>,
+            #[serde(default)]
+            headers: Vec<(String, Option<String>)>,
+            #[serde(default)]
+            partition: Option<u32>,
+            // What `consume --json` prints beside them, ignored here.
+            #[serde(default, rename = "topic")]
+            _topic: serde::de::IgnoredAny,
+            #[serde(default, rename = "offset")]
+            _offset: serde::de::IgnoredAny,
+            #[serde(default, rename = "timestamp_ms")]
+            _timestamp_ms: serde::de::IgnoredAny,
+            #[serde(default, rename = "append_time_ms")]
+            _append_time_ms: serde::de::IgnoredAny,
+            #[serde(default, rename = "origin_region")]
+            _origin_region: serde::de::IgnoredAny,
+            #[serde(default, rename = "origin_position")]
+            _origin_position: serde::de::IgnoredAny,
+        }
+        let j: Json = serde_json::from_str(line).map_err(|e| {
+            anyhow::anyhow!(
+                "input line {n} is not a message object ({e}); example: {{\"key\": \"k\", \"value\": \"v\", \"headers\": [[\"h\", \"x\"]]}}"
+            )
+        })?;
+        return Ok(Line {
+            key: j.key,
+            value: j.value,
+            headers: j.headers,
+            partition: j.partition,
+        });
+    }
+    Ok(match key_delimiter.and_then(|d| line.split_once(d)) {
+        Some((key, value)) => Line {
+            key: Some(key.to_owned()),
+            value: Some(value.to_owned()),
+            ..Line::default()
+        },
+        None => Line {
+            value: Some(line.to_owned()),
+            ..Line::default()
+        },
+    })
 }
 
 /// When `--delay` or `--deliver-at` says to deliver (ms since the epoch), if either does.
@@ -85,20 +176,18 @@ pub(crate) async fn run(args: Args, client: Client, json: bool) -> anyhow::Resul
         last_report: Instant::now(),
     };
     let mut outstanding = VecDeque::new();
-    let record = |value: String| {
-        let mut r = Record::new(args.topic.clone(), value);
-        if let Some(k) = &args.key {
-            r = r.key(k.clone());
-        }
-        if let Some(p) = args.partition {
-            r = r.partition(p);
-        }
-        r
-    };
     if args.messages.is_empty() {
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        while let Some(line) = lines.next_line().await.context("reading standard input")? {
-            outstanding.push_back(producer.send(record(line)).await);
+        let (mut lines, source) = input_lines(&args).await?;
+        let mut n = 0u64;
+        while let Some(line) = lines
+            .next_line()
+            .await
+            .with_context(|| format!("reading {source}"))?
+        {
+            n += 1;
+            let line = parse_line(&line, n, &args.input, args.key_delimiter.as_deref())
+                .with_context(|| format!("reading {source}"))?;
+            outstanding.push_back(producer.send(record(&args, line)).await);
             progress.sent += 1;
             while outstanding.len() > OUTSTANDING_MAX {
                 outstanding
@@ -111,8 +200,9 @@ pub(crate) async fn run(args: Args, client: Client, json: bool) -> anyhow::Resul
             progress.report();
         }
     } else {
-        for m in &args.messages {
-            outstanding.push_back(producer.send(record(m.clone())).await);
+        for (n, m) in args.messages.iter().enumerate() {
+            let line = parse_line(m, n as u64 + 1, &args.input, args.key_delimiter.as_deref())?;
+            outstanding.push_back(producer.send(record(&args, line)).await);
             progress.sent += 1;
         }
     }
@@ -140,24 +230,83 @@ pub(crate) async fn run(args: Args, client: Client, json: bool) -> anyhow::Resul
     Ok(())
 }
 
+/// The record a line makes: its own key, partition and headers, else the flags'.
+fn record(args: &Args, line: Line) -> Record {
+    let mut r = match line.value {
+        Some(value) => Record::new(args.topic.clone(), value),
+        None => Record::tombstone(args.topic.clone()),
+    };
+    if let Some(k) = line.key.as_ref().or(args.key.as_ref()) {
+        r = r.key(k.clone());
+    }
+    if let Some(p) = line.partition.or(args.partition) {
+        r = r.partition(p);
+    }
+    for (name, value) in &args.headers {
+        r = r.header(name.clone(), value.clone());
+    }
+    for (name, value) in line.headers {
+        r = match value {
+            Some(value) => r.header(name, value),
+            None => r.null_header(name),
+        };
+    }
+    r
+}
+
+/// The input lines: `--file`'s, else standard input's; and what they are, for errors.
+async fn input_lines(
+    args: &Args,
+) -> anyhow::Result<(
+    tokio::io::Lines<Box<dyn tokio::io::AsyncBufRead + Unpin + Send>>,
+    String,
+)> {
+    Ok(match &args.file {
+        Some(path) => {
+            let file = tokio::fs::File::open(path)
+                .await
+                .with_context(|| format!("opening {}", path.display()))?;
+            let reader: Box<dyn tokio::io::AsyncBufRead + Unpin + Send> =
+                Box::new(tokio::io::BufReader::new(file));
+            (reader.lines(), path.display().to_string())
+        }
+        None => {
+            let reader: Box<dyn tokio::io::AsyncBufRead + Unpin + Send> =
+                Box::new(tokio::io::BufReader::new(tokio::io::stdin()));
+            (reader.lines(), "standard input".to_owned())
+        }
+    })
+}
+
 /// Sends each message as a delayed record (one request each: a timer each).
 async fn run_delayed(client: &Client, args: &Args, at: i64, json: bool) -> anyhow::Result<()> {
-    let mut values = args.messages.clone();
-    if values.is_empty() {
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        while let Some(line) = lines.next_line().await.context("reading standard input")? {
-            values.push(line);
+    let mut lines = Vec::new();
+    if args.messages.is_empty() {
+        let (mut input, source) = input_lines(args).await?;
+        while let Some(line) = input
+            .next_line()
+            .await
+            .with_context(|| format!("reading {source}"))?
+        {
+            let n = lines.len() as u64 + 1;
+            lines.push(
+                parse_line(&line, n, &args.input, args.key_delimiter.as_deref())
+                    .with_context(|| format!("reading {source}"))?,
+            );
+        }
+    } else {
+        for (n, m) in args.messages.iter().enumerate() {
+            lines.push(parse_line(
+                m,
+                n as u64 + 1,
+                &args.input,
+                args.key_delimiter.as_deref(),
+            )?);
         }
     }
     let mut scheduled = 0u64;
-    for v in values {
-        let mut r = Record::new(args.topic.clone(), v);
-        if let Some(k) = &args.key {
-            r = r.key(k.clone());
-        }
-        if let Some(p) = args.partition {
-            r = r.partition(p);
-        }
+    for line in lines {
+        let r = record(args, line);
         client.send_delayed(r, at).await.with_context(|| {
             format!(
                 "scheduling a message to {} ({scheduled} scheduled before this failure)",
@@ -202,5 +351,50 @@ impl Progress {
             "{e} ({} messages were acknowledged before this failure)",
             self.acked
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_read_as_text_with_keys_or_as_json() {
+        assert_eq!(
+            parse_line("k1:v:1", 1, "text", Some(":")).unwrap(),
+            Line {
+                key: Some("k1".into()),
+                value: Some("v:1".into()),
+                ..Line::default()
+            }
+        );
+        assert_eq!(
+            parse_line("no key", 1, "text", Some(":")).unwrap().key,
+            None
+        );
+        let j = parse_line(
+            r#"{"topic":"t","partition":1,"offset":3,"key":"k","value":null,"headers":[["h","x"],["h",null]],"timestamp_ms":1,"append_time_ms":2,"origin_region":"us","origin_position":4}"#,
+            7,
+            "json",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            j,
+            Line {
+                key: Some("k".into()),
+                value: None,
+                headers: vec![("h".into(), Some("x".into())), ("h".into(), None)],
+                partition: Some(1),
+            }
+        );
+        let e = parse_line("{\"valu\": 1}", 7, "json", None).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("input line 7 is not a message object"),
+            "{e}"
+        );
+        assert!(parse_header("a=b=c").unwrap() == ("a".into(), "b=c".into()));
+        assert!(parse_header("=b").is_err());
     }
 }

@@ -39,6 +39,9 @@ pub enum StartFrom {
     Offset(u64),
     /// The first message appended at or after this time (ms since the epoch).
     Time(i64),
+    /// The last this many messages of each partition as it is when reading starts (its
+    /// end less this, not before its first retained message; kcat's `-o -N`).
+    Last(u64),
 }
 
 /// Consumer settings.
@@ -733,6 +736,17 @@ impl Consumer {
                     .list_offset(topic, partition, OffsetSpec::Time(t))
                     .await?
                     .0
+            }
+            StartFrom::Last(n) => {
+                let (earliest, _) = self
+                    .client
+                    .list_offset(topic, partition, OffsetSpec::Earliest)
+                    .await?;
+                let (latest, _) = self
+                    .client
+                    .list_offset(topic, partition, OffsetSpec::Latest)
+                    .await?;
+                latest.saturating_sub(n).max(earliest)
             }
         })
     }
