@@ -41,7 +41,8 @@ pub(crate) struct Args {
     /// %%; \n \t escapes. Example: '%p:%o %k=%v\n'.
     #[arg(long)]
     format: Option<String>,
-    /// Stop once every partition read is at its end (a poll finds nothing new), as kcat -e.
+    /// Stop once every partition read is at its end (a poll finds nothing new within
+    /// --idle-exit-ms, default 1 s), as kcat -e. Not in a group.
     #[arg(long)]
     exit_at_end: bool,
     /// Stop after this many messages.
@@ -100,6 +101,13 @@ fn parse_from(s: &str) -> anyhow::Result<StartFrom> {
 
 pub(crate) async fn run(args: Args, client: Client, json: bool) -> anyhow::Result<()> {
     let from = args.from.as_deref().map(parse_from).transpose()?;
+    if args.exit_at_end && args.group.is_some() {
+        // A member's poll comes back empty while its group settles, which would read as
+        // the end before anything was assigned.
+        anyhow::bail!(
+            "--exit-at-end reads outside a group: drop --group, or stop a member with --idle-exit-ms"
+        );
+    }
     let format = match &args.format {
         Some(_) if json => anyhow::bail!("--format and --json are two output formats: pick one"),
         Some(f) => {
@@ -135,7 +143,7 @@ pub(crate) async fn run(args: Args, client: Client, json: bool) -> anyhow::Resul
     let mut stdout = std::io::stdout().lock();
     // At the end, a poll finds nothing within a second: every partition has been read.
     let idle = match (args.exit_at_end, args.idle_exit_ms) {
-        (true, ms) => Some(Duration::from_millis(ms.unwrap_or(1000).min(1000))),
+        (true, ms) => Some(Duration::from_millis(ms.unwrap_or(1000))),
         (false, ms) => ms.map(Duration::from_millis),
     };
     let mut line = Vec::new();

@@ -38,16 +38,34 @@ pub(crate) struct Args {
     headers: Vec<(String, String)>,
     /// Each input line is KEY<DELIMITER>VALUE (split at the first one; a line without it
     /// is a value with no key), as kcat -K.
-    #[arg(long, conflicts_with = "key")]
+    #[arg(long, conflicts_with = "key", value_parser = parse_delimiter)]
     key_delimiter: Option<String>,
     /// How input lines read: `text` (a value, or with --key-delimiter a key and a value) or
-    /// `json` (one object per line: "value", and optionally "key", "headers" as [[name,
-    /// value], ...] and "partition" — what `consume --json` prints; null values stay null).
+    /// `json` (one object per line: "value" (null for a tombstone), and optionally "key",
+    /// "headers" as [[name, value], ...] and "partition" (--partition wins) — what
+    /// `consume --json` prints).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     input: String,
     /// Read the input lines from this file instead of standard input.
     #[arg(long, conflicts_with = "messages")]
     file: Option<std::path::PathBuf>,
+}
+
+/// A field that must be there, whether null or a string (serde reads a missing `Option`
+/// as `None` unless told otherwise; without `default`, this one is required).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    serde::Deserialize::deserialize(d)
+}
+
+/// A `--key-delimiter` value: not empty (every line would have an empty key).
+fn parse_delimiter(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err(
+            "an empty delimiter splits nothing: name the character between key and value, e.g. ':'"
+                .into(),
+        );
+    }
+    Ok(s.to_owned())
 }
 
 /// A `--header` value.
@@ -82,6 +100,8 @@ fn parse_line(
         struct Json {
             #[serde(default)]
             key: Option<String>,
+            // Required, null allowed: a line that forgot it must not become a tombstone.
+            #[serde(deserialize_with = "present")]
             value: Option<String>,
             #[serde(default)]
             headers: Vec<(String, Option<String>)>,
@@ -239,7 +259,8 @@ fn record(args: &Args, line: Line) -> Record {
     if let Some(k) = line.key.as_ref().or(args.key.as_ref()) {
         r = r.key(k.clone());
     }
-    if let Some(p) = line.partition.or(args.partition) {
+    // The flag wins: copying into a topic with fewer partitions names where they go.
+    if let Some(p) = args.partition.or(line.partition) {
         r = r.partition(p);
     }
     for (name, value) in &args.headers {
@@ -388,6 +409,8 @@ mod tests {
                 partition: Some(1),
             }
         );
+        let e = parse_line("{\"key\": \"k\"}", 7, "json", None).unwrap_err();
+        assert!(e.to_string().contains("missing field `value`"), "{e}");
         let e = parse_line("{\"valu\": 1}", 7, "json", None).unwrap_err();
         assert!(
             e.to_string()

@@ -517,7 +517,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         stop(&mut processes).await;
         return Err(e);
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut interrupt) = (
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+    );
     // A daemon that dies is started again (after a wait that doubles while it keeps dying
     // young), saying so; the others keep serving.
     loop {
@@ -526,8 +530,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 .iter_mut()
                 .map(|p| Box::pin(p.child.wait()))
                 .collect();
+            // Signals first: a stop asked for is never taken for a crash.
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => None,
+                biased;
+                _ = interrupt.recv() => None,
                 _ = term.recv() => None,
                 (status, i, _) = futures_util::future::select_all(waits) => Some((status, i)),
             }
@@ -548,7 +554,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         );
         let wait = p.backoff;
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            biased;
+            _ = interrupt.recv() => break,
             _ = term.recv() => break,
             _ = tokio::time::sleep(wait) => {}
         }
@@ -581,10 +588,10 @@ fn restart(p: &mut Running, status: &str) -> anyhow::Result<()> {
         "--- meridian up: {} exited ({status}); started again ---",
         p.name
     )?;
-    let child = start(p.recipe.command(), &p.name, log)?;
-    p.child = child;
+    // A failed start counts as a start: the next wait doubles.
     p.started = tokio::time::Instant::now();
     p.restarts += 1;
+    p.child = start(p.recipe.command(), &p.name, log)?;
     Ok(())
 }
 
@@ -636,9 +643,12 @@ fn start(
 ) -> anyhow::Result<tokio::process::Child> {
     // An error's causes are what helps here, not the frames that reported it.
     cmd.env("RUST_LIB_BACKTRACE", "0");
+    // Its own process group: a Ctrl-C at the terminal reaches `meridian up` alone, which
+    // stops the daemons in order (console, mirrors, brokers, control plane).
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {name}"))

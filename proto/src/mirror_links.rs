@@ -122,17 +122,27 @@ impl Link {
         });
         let lag = inn.map(|now| {
             let buckets = |s: &[Sample]| buckets(s, "meridian_mirror_lag_seconds", "origin", from);
-            let mut recent = buckets(now);
-            if let Some(before) = inn_before {
-                let before = buckets(before);
-                for (le, count) in &mut recent {
-                    *count -= before
+            let now = buckets(now);
+            let Some(before) = inn_before.map(buckets) else {
+                return now;
+            };
+            let since: Vec<(f64, f64)> = now
+                .iter()
+                .map(|&(le, count)| {
+                    let then = before
                         .iter()
-                        .find(|(b, _)| b == le)
+                        .find(|(b, _)| *b == le)
                         .map_or(0.0, |(_, c)| *c);
-                }
+                    (le, count - then)
+                })
+                .collect();
+            // A bucket that went down: the mirror restarted between the scrapes (its
+            // counts started again); what it counted since its start is the recent part.
+            if since.iter().any(|&(_, d)| d < 0.0) {
+                now
+            } else {
+                since
             }
-            recent
         });
         let lag_ms = |q: f64| {
             lag.as_deref()
@@ -317,6 +327,9 @@ mod tests {
             Link::observe("a", "b", None, Some(&before), Some(&before)).lag_p99_ms,
             None
         );
+        // The mirror restarted between the scrapes: its counts since then are the lag.
+        let restarted = Link::observe("a", "b", None, Some(&scrape(0, 10)), Some(&now));
+        assert!(restarted.lag_p50_ms.unwrap() > 400.0, "{restarted:?}");
         assert_eq!(quantile(&[(1.0, 0.0), (f64::INFINITY, 0.0)], 0.5), None);
         assert_eq!(
             quantile(&[(1.0, 0.0), (f64::INFINITY, 4.0)], 0.5),

@@ -487,6 +487,23 @@ impl Region {
         r.groups.into_iter().find(|g| g.group == group)
     }
 
+    /// Waits (up to 30 s) until every running broker knows `topic`: the catalog
+    /// replicates, and a broker that has not applied it yet answers "unknown topic".
+    pub async fn wait_topic_known(&self, topic: &str) {
+        for b in self.brokers.iter().filter(|b| b.running()) {
+            let c = b.client().await;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while c.describe_topic(topic).await.is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "broker {} never learned topic {topic}",
+                    b.addr
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
     /// The index of the broker that leads the log group of `topic`/`partition`, asking each
     /// broker directly (a follower answers "not leader").
     pub async fn leader_of(&self, topic: &str, partition: u32) -> Option<usize> {

@@ -12,34 +12,26 @@ use meridian_tests::python_output;
 mod kafka_raw;
 use kafka_raw::kafka_call;
 
-/// DeleteRecords on a 3-replica partition moves its start on every replica: the start
-/// holds after its leader is killed -9 and another leads, and the partition beside it
-/// keeps everything.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete_records_moves_the_earliest_offset_on_every_replica() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut region = meridian_tests::Region::start_with_kafka(tmp.path(), 3, &[])
+/// A region of three brokers with Kafka listeners, known to all of them, holding `topic`
+/// with `partitions` partitions of 100 records each (`p{partition}-{i}`), and its Kafka
+/// bootstrap list.
+async fn region_with_records(
+    dir: &std::path::Path,
+    topic: &str,
+    partitions: u32,
+) -> (meridian_tests::Region, meridian_client::Client, String) {
+    let region = meridian_tests::Region::start_with_kafka(dir, 3, &[])
         .await
         .unwrap();
     let client = region.client().await;
-    client.create_topic("trimmed", 2).await.unwrap();
+    client.create_topic(topic, partitions).await.unwrap();
     // Every broker knows it (the catalog replicates) before anything is sent.
-    for b in &region.brokers {
-        let c = b.client().await;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while c.describe_topic("trimmed").await.is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "a broker never learned the topic"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    }
+    region.wait_topic_known(topic).await;
     let producer = client.producer(ProducerConfig::default());
-    for p in 0..2u32 {
+    for p in 0..partitions {
         for i in 0..100 {
             producer
-                .send(Record::new("trimmed", format!("p{p}-{i}")).partition(p))
+                .send(Record::new(topic, format!("p{p}-{i}")).partition(p))
                 .await
                 .await
                 .unwrap();
@@ -51,6 +43,16 @@ async fn delete_records_moves_the_earliest_offset_on_every_replica() {
         .map(|a| a.to_string())
         .collect::<Vec<_>>()
         .join(",");
+    (region, client, bootstrap)
+}
+
+/// DeleteRecords on a 3-replica partition moves its start on every replica: the start
+/// holds after its leader is killed -9 and another leads, and the partition beside it
+/// keeps everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_records_moves_the_earliest_offset_on_every_replica() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut region, _, bootstrap) = region_with_records(tmp.path(), "trimmed", 2).await;
     let script = "confluent_delete_records.py";
     python_output(
         script,
@@ -86,27 +88,7 @@ async fn delete_records_moves_the_earliest_offset_on_every_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elect_leaders_moves_partitions_to_their_preferred_replicas() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut region = meridian_tests::Region::start_with_kafka(tmp.path(), 3, &[])
-        .await
-        .unwrap();
-    let client = region.client().await;
-    client.create_topic("elected", 3).await.unwrap();
-    let producer = client.producer(ProducerConfig::default());
-    for p in 0..3u32 {
-        for i in 0..100 {
-            producer
-                .send(Record::new("elected", format!("p{p}-{i}")).partition(p))
-                .await
-                .await
-                .unwrap();
-        }
-    }
-    let bootstrap = region
-        .kafka
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let (mut region, client, bootstrap) = region_with_records(tmp.path(), "elected", 3).await;
     let script = "confluent_elect.py";
     python_output(
         script,

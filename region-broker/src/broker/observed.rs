@@ -8,10 +8,12 @@
 //!
 //! Every replica reports its partitions' offsets and lags (they replicate), so the series
 //! do not go stale when leadership moves: aggregate them with `max by (topic, partition)`.
+//! A series a sample no longer makes is set to 0 (the exporter keeps every series it saw).
 //! What the sample holds is gathered from the broker ([`Broker::observation`]); which
 //! series it makes is [`series`], pure. At most [`LAG_SERIES_MAX`] consumer-lag series are
 //! made per sample (the largest lags first).
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::Broker;
@@ -63,6 +65,12 @@ pub struct Observation {
 
 /// One series: its name, its labels and its value.
 pub type Series = (&'static str, Vec<(&'static str, String)>, f64);
+
+/// A series without its value.
+type SeriesKey = (&'static str, Vec<(&'static str, String)>);
+
+/// A log group's committed offsets by (topic id, partition): (consumer group, offset).
+type Commits = HashMap<(u32, u32), Vec<(String, u64)>>;
 
 /// The series an observation makes.
 pub fn series(seen: &Observation) -> Vec<Series> {
@@ -160,13 +168,26 @@ impl Broker {
             ..Observation::default()
         };
         for (g, group) in self.log_groups() {
+            use crate::log_group::Replication;
             let state = group.state();
-            let leads = state.leader == Some(self.config.broker_id)
-                || (state.strategy == "none" && state.leader.is_none());
-            let replicas = match state.strategy {
-                "raft" => state.voters.len().max(1),
-                "master-slave" => state.replicas.len() + 1,
-                _ => 1,
+            let me = self.config.broker_id;
+            let led = state.leader == Some(me);
+            let uncommitted = state.end_position.saturating_sub(state.watermark);
+            // (leads, has a leader, replicas, bytes not committed here)
+            let (leads, has_leader, replicas, uncommitted) = match group.replication() {
+                // Nothing to replicate to: led here, everything it holds is committed.
+                Replication::Standalone => (true, true, 1, 0),
+                // Not yet replicating: no leader yet, which is what an alert must see.
+                Replication::Starting => (false, false, 1, uncommitted),
+                Replication::Raft(_) => (
+                    led,
+                    state.leader.is_some(),
+                    state.voters.len().max(1),
+                    uncommitted,
+                ),
+                Replication::MasterSlave(ms) => {
+                    (led, state.leader.is_some(), ms.replica_count(), uncommitted)
+                }
             };
             let in_sync = if leads {
                 group.in_sync().map_or(1, |members| members.len())
@@ -181,17 +202,17 @@ impl Broker {
             seen.groups.push(GroupSeen {
                 group: g,
                 leads,
-                has_leader: state.leader.is_some() || state.strategy == "none",
+                has_leader,
                 term: state.epoch,
                 journal_bytes: state.end_position.saturating_sub(state.start_position),
-                uncommitted_bytes: state.end_position.saturating_sub(state.watermark),
+                uncommitted_bytes: uncommitted,
                 replicas,
                 in_sync,
                 followers_behind,
             });
         }
-        let commits = |g: &super::HostedGroup| g.storage().committed_offsets();
-        let mut by_group = std::collections::HashMap::new();
+        // Each group's commits, by partition, read once per sample.
+        let mut commits: HashMap<u32, Commits> = HashMap::new();
         for topic in self.topics() {
             for (p, &g) in topic.groups.iter().enumerate() {
                 let Some(group) = self.log_group(g) else {
@@ -200,37 +221,53 @@ impl Broker {
                 let Ok((start, end)) = group.storage().offsets((topic.id, p as u32)) else {
                     continue;
                 };
-                let all = by_group.entry(g).or_insert_with(|| commits(&group));
-                let committed = all
-                    .iter()
-                    .filter(|(_, t, part, _)| *t == topic.id && *part == p as u32)
-                    .map(|(name, _, _, offset)| (name.clone(), *offset))
-                    .collect();
+                let by_partition = commits.entry(g).or_insert_with(|| {
+                    let mut by = Commits::new();
+                    for (name, t, part, offset) in group.storage().committed_offsets() {
+                        by.entry((t, part)).or_default().push((name, offset));
+                    }
+                    by
+                });
                 seen.partitions.push(PartitionSeen {
                     topic: topic.name.clone(),
                     partition: p as u32,
                     start,
                     end,
-                    committed,
+                    committed: by_partition
+                        .remove(&(topic.id, p as u32))
+                        .unwrap_or_default(),
                 });
             }
         }
         seen
     }
 
-    /// Samples the series every [`EVERY`] until the process ends.
+    /// Samples the series every [`EVERY`] until the process ends. A series the last
+    /// sample made and this one does not (a group moved away, a lag no longer among the
+    /// largest, a follower lag where this broker stopped leading) is set to 0 once, so
+    /// no value lingers from a state that ended.
     pub async fn run_observed(self: std::sync::Arc<Self>) {
+        let mut before: HashSet<SeriesKey> = HashSet::new();
         loop {
+            let mut now = HashSet::new();
             for (name, labels, value) in series(&self.observation()) {
-                let labels: Vec<metrics::Label> = labels
-                    .into_iter()
-                    .map(|(k, v)| metrics::Label::new(k, v))
-                    .collect();
-                metrics::gauge!(name, labels).set(value);
+                metrics::gauge!(name, to_labels(&labels)).set(value);
+                now.insert((name, labels));
             }
+            for (name, labels) in before.difference(&now) {
+                metrics::gauge!(*name, to_labels(labels)).set(0.0);
+            }
+            before = now;
             tokio::time::sleep(EVERY).await;
         }
     }
+}
+
+fn to_labels(labels: &[(&'static str, String)]) -> Vec<metrics::Label> {
+    labels
+        .iter()
+        .map(|(k, v)| metrics::Label::new(*k, v.clone()))
+        .collect()
 }
 
 #[cfg(test)]

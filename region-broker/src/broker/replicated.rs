@@ -402,9 +402,8 @@ impl Broker {
         to: Option<u32>,
         wait: std::time::Duration,
     ) -> Result<crate::log_group::Transferred, BrokerError> {
-        let group = self
-            .log_group(g)
-            .ok_or_else(|| BrokerError::Invalid(format!("this broker hosts no log group {g}")))?;
+        // A group hosted elsewhere is answered "not leader" with its leader's address.
+        let group = self.hosted(g)?;
         let to = match to {
             Some(to) => to,
             None => *self.replicas_of(g).first().ok_or_else(|| {

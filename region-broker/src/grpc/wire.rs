@@ -38,10 +38,11 @@ pub fn status(e: BrokerError) -> Status {
         BrokerError::OffsetOutOfRange { .. } => tonic::Code::OutOfRange,
         BrokerError::Append(AppendError::DiskFull { .. }) => tonic::Code::ResourceExhausted,
         BrokerError::Append(AppendError::TooLarge { .. }) => tonic::Code::InvalidArgument,
+        // Neither is a broker failure (Unavailable would have clients try another broker).
         BrokerError::Election {
             timed_out: true, ..
         } => tonic::Code::DeadlineExceeded,
-        BrokerError::Election { .. } => tonic::Code::Unavailable,
+        BrokerError::Election { .. } => tonic::Code::Aborted,
         BrokerError::Append(AppendError::Closed)
         | BrokerError::Replication(_)
         | BrokerError::NotEnoughReplicas(_) => tonic::Code::Unavailable,

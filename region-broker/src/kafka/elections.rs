@@ -31,8 +31,12 @@ const ELECTION_NOT_NEEDED: i16 = 84;
 const PREFERRED: i8 = 0;
 const UNCLEAN: i8 = 1;
 
-/// The longest a request waits for its elections, whatever its timeout says.
-const WAIT_MAX: Duration = Duration::from_secs(60);
+/// The longest a request waits for its elections, whatever its timeout says (below the
+/// region client's 45 s of retries, so the answer is the broker's, not a cut-off call).
+const WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// Hand-overs under way at once for one request.
+const CONCURRENT_MAX: usize = 16;
 
 /// One partition's answer.
 type Outcome = (i16, Option<String>);
@@ -63,6 +67,7 @@ pub(super) async fn elect_leaders(kafka: &Kafka, r: ElectLeadersRequest) -> Elec
     // group.
     let mut asked: Vec<(TopicName, Vec<Asked>)> = Vec::new();
     let mut groups: Vec<u32> = Vec::new();
+    let mut listed = std::collections::HashSet::new();
     for (name, partitions) in wanted {
         let topic = broker.topic(&name.0);
         let mut parts = Vec::new();
@@ -76,7 +81,7 @@ pub(super) async fn elect_leaders(kafka: &Kafka, r: ElectLeadersRequest) -> Elec
                     .ok_or_else(|| unknown(&name.0, index)),
             };
             if let Ok(g) = group
-                && !groups.contains(&g)
+                && listed.insert(g)
             {
                 groups.push(g);
             }
@@ -84,8 +89,9 @@ pub(super) async fn elect_leaders(kafka: &Kafka, r: ElectLeadersRequest) -> Elec
         }
         asked.push((name, parts));
     }
+    use futures_util::StreamExt;
     let outcomes: HashMap<u32, Outcome> =
-        futures_util::future::join_all(groups.into_iter().map(|g| async move {
+        futures_util::stream::iter(groups.into_iter().map(|g| async move {
             let outcome = match r.election_type {
                 PREFERRED => preferred(kafka, g, wait).await,
                 UNCLEAN => unclean(kafka, g),
@@ -98,9 +104,9 @@ pub(super) async fn elect_leaders(kafka: &Kafka, r: ElectLeadersRequest) -> Elec
             };
             (g, outcome)
         }))
-        .await
-        .into_iter()
-        .collect();
+        .buffer_unordered(CONCURRENT_MAX)
+        .collect()
+        .await;
     let mut out = ElectLeadersResponse::default();
     for (name, parts) in asked {
         let mut result = ReplicaElectionResult::default();
@@ -137,8 +143,8 @@ async fn preferred(kafka: &Kafka, g: u32, wait: Duration) -> Outcome {
     };
     let answer = match kafka.region().await {
         Ok(region) => {
-            // Not retried on Unavailable: that is the answer for a preferred replica out
-            // of sync, which a retry cannot change.
+            // Not sent twice after a broker failed mid-call: a hand-over that started
+            // is not offered again blindly. "Not leader" answers are followed.
             region
                 .call_routed(&Stay, false, |mut c| async move {
                     c.transfer_leadership(request).await
@@ -157,11 +163,17 @@ async fn preferred(kafka: &Kafka, g: u32, wait: Duration) -> Outcome {
         ),
         Err(e) => {
             let error_code = match e.code() {
-                Some(tonic::Code::Unavailable) => PREFERRED_LEADER_NOT_AVAILABLE,
+                // Refused (not in sync, or another voter won): the preferred replica cannot
+                // lead now.
+                Some(tonic::Code::Aborted) => PREFERRED_LEADER_NOT_AVAILABLE,
                 Some(tonic::Code::InvalidArgument) => code::INVALID_REQUEST,
                 Some(tonic::Code::PermissionDenied | tonic::Code::Unauthenticated) => {
                     super::authorize::CLUSTER_AUTHORIZATION_FAILED
                 }
+                Some(tonic::Code::Internal | tonic::Code::ResourceExhausted) => {
+                    code::UNKNOWN_SERVER_ERROR
+                }
+                // Timed out, or no leader answered through the region client's retries.
                 _ => code::REQUEST_TIMED_OUT,
             };
             (error_code, Some(message(&e)))

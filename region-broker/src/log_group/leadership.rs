@@ -24,6 +24,9 @@ use super::{HostedGroup, LogGroupError};
 /// How often the hand-over looks for the new leader.
 const LOOK_EVERY: Duration = Duration::from_millis(20);
 
+/// How often the hand-over is offered again while the voter has not taken it.
+const OFFER_EVERY: Duration = Duration::from_millis(100);
+
 /// `voters` in the order `group` prefers them; the first is the group's preferred
 /// replica. In a managed region `placed` is the control plane's placement of the group
 /// (its first replica the preferred leader the placement spread): its voters come in that
@@ -92,16 +95,24 @@ impl HostedGroup {
                 timed_out: false,
             });
         }
-        raft.trigger()
-            .transfer_leader(u64::from(to))
-            .await
-            .map_err(|e| LogGroupError::Replication(format!("log group {}: {e}", self.id)))?;
-        tracing::info!(group = self.id, to, "log group leadership handed over");
+        tracing::info!(group = self.id, to, "handing log group leadership over");
         let deadline = tokio::time::Instant::now() + wait;
+        let mut next_offer = tokio::time::Instant::now();
         loop {
             let leader = raft.metrics().borrow_watched().current_leader;
-            if leader == Some(u64::from(to)) {
-                return Ok(Transferred::Moved(to));
+            match leader {
+                Some(l) if l == u64::from(to) => return Ok(Transferred::Moved(to)),
+                // Another voter won the election (it timed out first): the hand-over is over.
+                Some(l) if l != u64::from(self.me) => {
+                    return Err(LogGroupError::Election {
+                        message: format!(
+                            "log group {}: broker {l} was elected instead of broker {to} (it timed out first); elect again to move it",
+                            self.id
+                        ),
+                        timed_out: false,
+                    });
+                }
+                _ => {}
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(LogGroupError::Election {
@@ -113,6 +124,18 @@ impl HostedGroup {
                     ),
                     timed_out: true,
                 });
+            }
+            // Offered again while this broker still leads: the voter ignores an offer whose
+            // log end it does not hold yet (in sync allows some lag), and each offer
+            // carries the log's end as it is now (writes stopped at the first offer).
+            if leader == Some(u64::from(self.me)) && tokio::time::Instant::now() >= next_offer {
+                raft.trigger()
+                    .transfer_leader(u64::from(to))
+                    .await
+                    .map_err(|e| {
+                        LogGroupError::Replication(format!("log group {}: {e}", self.id))
+                    })?;
+                next_offer = tokio::time::Instant::now() + OFFER_EVERY;
             }
             tokio::time::sleep(LOOK_EVERY).await;
         }
