@@ -6,6 +6,13 @@
 
 use meridian_tests::{BrokerProcess, meridian};
 
+/// Runs the CLI against broker `b`; it must succeed: its standard output.
+fn succeeds(b: std::net::SocketAddr, args: &[&str], stdin: Option<&str>) -> String {
+    let (code, out, err) = meridian(b, args, stdin);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_go_in_and_out_in_the_formats_kcat_users_know() {
     let tmp = tempfile::tempdir().unwrap();
@@ -20,7 +27,7 @@ async fn messages_go_in_and_out_in_the_formats_kcat_users_know() {
     // Keys from each line, a header on every message, a partition each.
     for p in ["0", "1"] {
         let input = format!("k1:{p}-a\nk2:{p}-b:with colon\nno-key-{p}\n");
-        let (code, _, err) = meridian(
+        succeeds(
             b,
             &[
                 "produce",
@@ -34,7 +41,6 @@ async fn messages_go_in_and_out_in_the_formats_kcat_users_know() {
             ],
             Some(&input),
         );
-        assert_eq!(code, 0, "{err}");
     }
     // JSON lines from a file: a null value, a repeated header with a null value.
     let file = tmp.path().join("lines.json");
@@ -44,12 +50,11 @@ async fn messages_go_in_and_out_in_the_formats_kcat_users_know() {
     )
     .unwrap();
     let path = file.display().to_string();
-    let (code, _, err) = meridian(
+    succeeds(
         b,
         &["produce", "fmt", "--input", "json", "--file", &path],
         None,
     );
-    assert_eq!(code, 0, "{err}");
     let (code, _, err) = meridian(b, &["produce", "fmt", "--input", "json", "not json"], None);
     assert_eq!(code, 1);
     assert!(
@@ -58,7 +63,7 @@ async fn messages_go_in_and_out_in_the_formats_kcat_users_know() {
     );
 
     // kcat's format, everything to the end and no further.
-    let (code, out, err) = meridian(
+    let out = succeeds(
         b,
         &[
             "consume",
@@ -71,7 +76,6 @@ async fn messages_go_in_and_out_in_the_formats_kcat_users_know() {
         ],
         None,
     );
-    assert_eq!(code, 0, "{err}");
     let mut lines: Vec<&str> = out.lines().collect();
     lines.sort_unstable();
     assert_eq!(
@@ -92,7 +96,7 @@ async fn messages_go_in_and_out_in_the_formats_kcat_users_know() {
     assert!(err.contains("%x is not a format token"), "{err}");
 
     // The last two of each partition.
-    let (code, out, err) = meridian(
+    let out = succeeds(
         b,
         &[
             "consume",
@@ -105,7 +109,6 @@ async fn messages_go_in_and_out_in_the_formats_kcat_users_know() {
         ],
         None,
     );
-    assert_eq!(code, 0, "{err}");
     let mut last: Vec<&str> = out.lines().collect();
     last.sort_unstable();
     assert_eq!(last, ["0:2", "0:3", "1:1", "1:2"], "{out}");
@@ -114,7 +117,7 @@ async fn messages_go_in_and_out_in_the_formats_kcat_users_know() {
     assert!(err.contains("-N reads the last N messages"), "{err}");
 
     // A copy through JSON lines is the same messages.
-    let (code, json, err) = meridian(
+    let json = succeeds(
         b,
         &[
             "--json",
@@ -126,10 +129,8 @@ async fn messages_go_in_and_out_in_the_formats_kcat_users_know() {
         ],
         None,
     );
-    assert_eq!(code, 0, "{err}");
-    let (code, _, err) = meridian(b, &["produce", "copy", "--input", "json"], Some(&json));
-    assert_eq!(code, 0, "{err}");
-    let (code, copied, err) = meridian(
+    succeeds(b, &["produce", "copy", "--input", "json"], Some(&json));
+    let copied = succeeds(
         b,
         &[
             "--json",
@@ -141,7 +142,6 @@ async fn messages_go_in_and_out_in_the_formats_kcat_users_know() {
         ],
         None,
     );
-    assert_eq!(code, 0, "{err}");
     let parts = |text: &str| {
         let mut out: Vec<String> = text
             .lines()

@@ -104,21 +104,6 @@ impl Broker {
         transactional_id: Option<&str>,
     ) -> Result<(Produced, bool), BrokerError> {
         let verbatim = verbatim.filter(|_| self.config.kafka.store_batches);
-        // A topic's compression.type other than `producer`: the batch is stored (and
-        // served) compressed with it.
-        let codec = self
-            .topic(topic)
-            .ok()
-            .and_then(|t| t.config.compression)
-            .and_then(kafka_codec);
-        let verbatim = match (verbatim, codec) {
-            (Some(batch), Some(codec)) => Some(
-                meridian_proto::kafka::recompress(&batch, codec, self.config.batch_bytes_max)
-                    .map_err(|e| BrokerError::Invalid(e.message))?
-                    .unwrap_or(batch),
-            ),
-            (verbatim, _) => verbatim,
-        };
         let producer = producer.map(|p| (p, transactional_id));
         self.produce_batch(topic, partition, (messages, verbatim), acks, 0, producer)
             .await
@@ -226,7 +211,20 @@ impl Broker {
         }
         let count = messages.len() as u32;
         let payload = match verbatim {
-            Some(kafka) if !stamped => batch::kafka_payload(&kafka),
+            // A topic's compression.type other than `producer`: the batch is stored (and
+            // served) compressed with it — only when it is stored as produced at all.
+            Some(kafka) if !stamped => match topic.config.compression.and_then(kafka_codec) {
+                Some(codec) => {
+                    let again = meridian_proto::kafka::recompress(
+                        &kafka,
+                        codec,
+                        self.config.batch_bytes_max,
+                    )
+                    .map_err(|e| BrokerError::Invalid(e.message))?;
+                    batch::kafka_payload(again.as_ref().unwrap_or(&kafka))
+                }
+                None => batch::kafka_payload(&kafka),
+            },
             _ => Bytes::from(batch::encode_batch(&messages)),
         };
         Ok((count, payload, size))
