@@ -84,6 +84,12 @@ pub(crate) enum Command {
         /// Remove a topic config (back to the brokers' default; repeat for each).
         #[arg(long = "delete-config", value_name = "KEY")]
         delete_configs: Vec<String>,
+        /// The regions it spans from now on, comma separated. A region added is caught up
+        /// by the mirrors from what the others retain (its groups there hold this topic
+        /// alone); a region removed stops taking its writes at once, what it took is still
+        /// mirrored out, and the topic can never return to it.
+        #[arg(long, value_delimiter = ',', num_args = 1..)]
+        regions: Option<Vec<String>>,
     },
     /// List topics.
     List,
@@ -316,6 +322,7 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
             timestamp_type,
             configs,
             delete_configs,
+            regions,
         } => {
             if partitions.is_none()
                 && retention.is_none()
@@ -325,9 +332,10 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
                 && timestamp_type.is_none()
                 && configs.is_empty()
                 && delete_configs.is_empty()
+                && regions.is_none()
             {
                 bail!(
-                    "nothing to alter: pass --partitions N, --retention D, --acks A, --home REGION, --txn-default D, --timestamp-type T, --config KEY=VALUE or --delete-config KEY"
+                    "nothing to alter: pass --partitions N, --retention D, --acks A, --home REGION, --txn-default D, --timestamp-type T, --config KEY=VALUE, --delete-config KEY or --regions R1,R2"
                 );
             }
             let request = v1::AlterTopicRequest {
@@ -340,6 +348,7 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
                 timestamp_type,
                 set_configs: configs.into_iter().collect(),
                 delete_configs,
+                regions: regions.map(|names| v1::RegionList { names }),
             };
             let t = control::on_leader(control, &format!("altering topic {name}"), |mut c| {
                 let request = request.clone();
@@ -351,11 +360,12 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
             } else {
                 let spec = t.spec.clone().unwrap_or_default();
                 println!(
-                    "altered topic {}: {} partitions, retention {}, acks {}{}",
+                    "altered topic {}: {} partitions, retention {}, acks {}, in {}{}",
                     spec.name,
                     spec.partitions,
                     spec.retention,
                     spec.acks,
+                    spec.regions.join(", "),
                     spec.home.map(|h| format!(", home {h}")).unwrap_or_default()
                 );
             }

@@ -69,7 +69,9 @@ impl ControlService {
             .map_or(0, |kv| kv.version);
         loop {
             let mut waiting = None;
-            for r in &topic.regions {
+            // A region the topic left: its brokers must have dropped it (stopped taking its
+            // writes) before the change is done.
+            for r in topic.regions.iter().chain(&topic.left) {
                 let region = state::region(&*self.store, r).await?;
                 let groups = region.partition_groups(topic).unwrap_or_default();
                 if let Some(g) = groups.iter().find(|g| region.leader(**g).is_none()) {

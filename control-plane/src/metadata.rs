@@ -205,6 +205,14 @@ pub struct Topic {
     /// left out takes the brokers' default. Not stored when empty.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub configs: BTreeMap<String, String>,
+    /// Regions of `regions` it joined after its creation (`topic alter --regions`): its log
+    /// groups there hold it alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joined: Vec<String>,
+    /// Regions it was removed from: its id is retired there (their brokers dropped it), so
+    /// it never returns to one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left: Vec<String>,
 }
 
 fn is_create_time(t: &TimestampType) -> bool {
@@ -230,6 +238,11 @@ pub struct Group {
     /// replica here, the dead one leaves once raft has changed the membership.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replacing: Option<(u32, u32)>,
+    /// The one topic it holds (`None`: shared by any topics): a topic that joins a region
+    /// after its creation gets groups of its own there, which the mirrors catch up apart
+    /// from the topics they already ship (see `Topic::joined`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<u32>,
 }
 
 /// Limits a topic must respect.
@@ -405,6 +418,8 @@ mod tests {
             txn_default: String::new(),
             timestamp_type: TimestampType::CreateTime,
             configs: BTreeMap::new(),
+            joined: Vec::new(),
+            left: Vec::new(),
         }
     }
 

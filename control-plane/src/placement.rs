@@ -7,7 +7,8 @@
 //! partitions, up to one per live broker, so partitions (and raft leaders) spread over the
 //! brokers; partitions go to the group with the fewest partitions; a new group's replicas
 //! are the live brokers holding the fewest replicas, the first of them its preferred leader
-//! (a master-slave group's master).
+//! (a master-slave group's master). A topic that joined the region after its creation is
+//! placed on groups of its own (`dedicated`), which no other topic is ever placed on.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,11 +25,13 @@ pub struct Placement {
 
 /// Places `partitions` partitions needing `strategy` groups of `replication_factor`
 /// replicas, given the region's live `brokers`, its `groups`, and how many partitions each
-/// group holds (`load`). `None` when the region has too few live brokers.
+/// group holds (`load`): on groups shared by topics, or with `dedicated` on groups holding
+/// that topic alone. `None` when the region has too few live brokers.
 pub fn place(
     partitions: u32,
     strategy: Strategy,
     replication_factor: u32,
+    dedicated: Option<u32>,
     brokers: &BTreeSet<u32>,
     groups: &[Group],
     load: &BTreeMap<u32, usize>,
@@ -39,6 +42,7 @@ pub fn place(
     }
     let usable = |g: &Group| {
         g.strategy == strategy
+            && g.topic == dedicated
             && g.replicas.len() == rf
             && g.replicas.iter().all(|b| brokers.contains(b))
     };
@@ -79,6 +83,7 @@ pub fn place(
             replicas: chosen,
             changes: 0,
             replacing: None,
+            topic: dedicated,
         });
         candidates.push(next_id);
         next_id += 1;
@@ -119,7 +124,7 @@ mod tests {
     fn too_few_brokers_is_refused() {
         let brokers: BTreeSet<u32> = [1, 2].into();
         assert_eq!(
-            place(3, Strategy::Raft, 3, &brokers, &[], &BTreeMap::new()),
+            place(3, Strategy::Raft, 3, None, &brokers, &[], &BTreeMap::new()),
             None
         );
     }
@@ -132,9 +137,19 @@ mod tests {
             replicas: vec![1, 2, 9],
             changes: 0,
             replacing: None,
+            topic: None,
         }];
         let brokers: BTreeSet<u32> = [1, 2, 3].into();
-        let p = place(1, Strategy::Raft, 3, &brokers, &groups, &BTreeMap::new()).unwrap();
+        let p = place(
+            1,
+            Strategy::Raft,
+            3,
+            None,
+            &brokers,
+            &groups,
+            &BTreeMap::new(),
+        )
+        .unwrap();
         assert_eq!(p.new_groups.len(), 1);
         assert_eq!(p.partitions, vec![1]);
     }
@@ -142,9 +157,31 @@ mod tests {
     #[test]
     fn preferred_leaders_spread_over_the_brokers() {
         let brokers: BTreeSet<u32> = [1, 2, 3].into();
-        let p = place(3, Strategy::Raft, 3, &brokers, &[], &BTreeMap::new()).unwrap();
+        let p = place(3, Strategy::Raft, 3, None, &brokers, &[], &BTreeMap::new()).unwrap();
         let leaders: BTreeSet<u32> = p.new_groups.iter().map(|g| g.replicas[0]).collect();
         assert_eq!(leaders, brokers, "{:?}", p.new_groups);
+    }
+
+    #[test]
+    fn a_dedicated_topic_gets_groups_of_its_own_and_keeps_them() {
+        let brokers: BTreeSet<u32> = [1, 2, 3].into();
+        let mut groups = Vec::new();
+        let mut load = BTreeMap::new();
+        let shared = place(3, Strategy::Raft, 3, None, &brokers, &groups, &load).unwrap();
+        apply(&mut groups, &mut load, &shared);
+        // Topic 7 joins: new groups, though three shared ones would do.
+        let own = place(2, Strategy::Raft, 3, Some(7), &brokers, &groups, &load).unwrap();
+        assert_eq!(own.new_groups.len(), 2);
+        assert!(own.new_groups.iter().all(|g| g.topic == Some(7)));
+        assert!(own.partitions.iter().all(|g| *g >= 3));
+        apply(&mut groups, &mut load, &own);
+        // A shared topic never lands on them, and topic 7's next partition does.
+        let next = place(3, Strategy::Raft, 3, None, &brokers, &groups, &load).unwrap();
+        assert!(next.new_groups.is_empty());
+        assert!(next.partitions.iter().all(|g| *g < 3));
+        let more = place(1, Strategy::Raft, 3, Some(7), &brokers, &groups, &load).unwrap();
+        assert!(more.new_groups.is_empty());
+        assert!(more.partitions[0] >= 3);
     }
 
     proptest! {
@@ -164,7 +201,7 @@ mod tests {
             let mut load = BTreeMap::new();
             for (partitions, ms, rf) in topics {
                 let strategy = if ms { Strategy::MasterSlave } else { Strategy::Raft };
-                match place(partitions, strategy, rf, &live, &groups, &load) {
+                match place(partitions, strategy, rf, None, &live, &groups, &load) {
                     None => prop_assert!(rf > brokers),
                     Some(p) => {
                         prop_assert_eq!(p.partitions.len(), partitions as usize);

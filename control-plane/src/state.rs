@@ -271,6 +271,7 @@ impl RegionState {
             leader: leader.map(|(id, _)| id),
             epoch: leader.map_or(0, |(_, e)| e),
             partitions: self.load().get(&group.id).copied().unwrap_or(0) as u32,
+            topic: group.topic.unwrap_or(0),
         }
     }
 }
@@ -289,7 +290,8 @@ pub fn endpoint(b: &Broker) -> v1::BrokerEndpoint {
 }
 
 /// What the brokers of `region` must host: its live brokers, its log groups (with reported
-/// leaders), the topics spanning it whose every partition is assigned, and deleted ids.
+/// leaders), the topics spanning it whose every partition is assigned, and the ids of
+/// topics deleted or removed from it.
 pub fn view(region: &RegionState, topics: &Topics) -> v1::RegionView {
     let mut version = 0;
     let groups: Vec<v1::LogGroupPlacement> = region
@@ -301,7 +303,12 @@ pub fn view(region: &RegionState, topics: &Topics) -> v1::RegionView {
         })
         .collect();
     let mut in_region = Vec::new();
+    let mut retired: Vec<u32> = topics.retired.keys().copied().collect();
     for (topic, v) in topics.topics.values() {
+        if topic.left.contains(&region.name) {
+            version = version.max(*v);
+            retired.push(topic.id);
+        }
         if !topic.regions.contains(&region.name) {
             continue;
         }
@@ -330,8 +337,11 @@ pub fn view(region: &RegionState, topics: &Topics) -> v1::RegionView {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             retention: topic.retention.clone(),
+            joined_later: topic.joined.contains(&region.name),
         });
     }
+    retired.sort_unstable();
+    retired.dedup();
     for v in topics.retired.values() {
         version = version.max(*v);
     }
@@ -342,7 +352,7 @@ pub fn view(region: &RegionState, topics: &Topics) -> v1::RegionView {
         brokers: region.brokers.values().map(endpoint).collect(),
         groups,
         topics: in_region,
-        retired: topics.retired.keys().copied().collect(),
+        retired,
         ..Default::default()
     };
     view.hash = view_hash(&view);
@@ -406,7 +416,16 @@ fn view_hash(view: &v1::RegionView) -> u64 {
         (b.id, &b.grpc, &b.raft).hash(&mut h);
     }
     for g in &view.groups {
-        (g.id, &g.strategy, &g.replicas, g.changes, g.leader, g.epoch).hash(&mut h);
+        (
+            g.id,
+            &g.strategy,
+            &g.replicas,
+            g.changes,
+            g.leader,
+            g.epoch,
+            g.topic,
+        )
+            .hash(&mut h);
     }
     for t in &view.topics {
         (
@@ -419,6 +438,7 @@ fn view_hash(view: &v1::RegionView) -> u64 {
             &t.timestamp_type,
             t.configs.iter().collect::<BTreeMap<_, _>>(),
             &t.retention,
+            t.joined_later,
         )
             .hash(&mut h);
     }

@@ -1,6 +1,14 @@
 //! Topics through the control plane: create (validate, allocate a never-reused id, place the
 //! partitions on log groups in every region the topic spans), alter (more partitions,
-//! retention), delete, describe. The leader runs these one at a time.
+//! retention, configs, the regions it spans), delete, describe. The leader runs these one
+//! at a time.
+//!
+//! A region added to a topic gets log groups of its own for it (`Group::topic`), and the
+//! topic is marked as joined there later (`Topic::joined`): the other regions' mirrors then
+//! ship it there on streams of its own, from the start of what each retains, apart from
+//! their main streams (already far ahead in the same origin groups). A region removed
+//! retires the topic's id there (`Topic::left`): its brokers drop it and stop taking its
+//! writes, what it took is still mirrored out, and the topic never returns to it.
 //!
 //! Write order makes a half-done change invisible: new log groups first, then the
 //! partitions' assignments, then the topic record last. A region view lists a topic only
@@ -99,6 +107,8 @@ pub async fn topic_from_spec(store: &dyn Store, spec: &v1::TopicSpec) -> Result<
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        joined: Vec::new(),
+        left: Vec::new(),
     };
     let known = regions.keys().cloned().collect();
     topic
@@ -136,49 +146,63 @@ async fn place_partitions(
     count: u32,
 ) -> Result<(), Status> {
     for r in &topic.regions {
-        let region = state::region(store, r).await?;
-        let groups: Vec<_> = region.groups.values().map(|(g, _)| g.clone()).collect();
-        let placed = placement::place(
-            count,
-            topic.replication,
-            topic.replication_factor,
-            &state::live(&region),
-            &groups,
-            &region.load(),
-        )
-        .ok_or_else(|| {
-            invalid(Invalid {
-                field: "replication_factor",
-                value: topic.replication_factor.to_string(),
-                why: format!(
-                    "region {r} has {} live broker(s): lower it or add brokers",
-                    region.brokers.len()
-                ),
-            })
-        })?;
-        for g in &placed.new_groups {
-            let created = store
-                .compare_and_swap(&keys::group(r, g.id), None, json(g), None)
-                .await
-                .map_err(StateError::from)?;
-            if created.is_err() {
-                return Err(Status::aborted(format!(
-                    "log group {} of region {r} was created concurrently: retry",
-                    g.id
-                )));
-            }
-            tracing::info!(region = %r, group = g.id, replicas = ?g.replicas, strategy = g.strategy.as_str(), "log group created");
+        place_in_region(store, topic, r, first, count).await?;
+    }
+    Ok(())
+}
+
+/// [`place_partitions`] in region `r` alone: on groups of the topic's own where it joined
+/// the region later.
+async fn place_in_region(
+    store: &dyn Store,
+    topic: &Topic,
+    r: &str,
+    first: u32,
+    count: u32,
+) -> Result<(), Status> {
+    let region = state::region(store, r).await?;
+    let groups: Vec<_> = region.groups.values().map(|(g, _)| g.clone()).collect();
+    let placed = placement::place(
+        count,
+        topic.replication,
+        topic.replication_factor,
+        topic.joined.iter().any(|j| j == r).then_some(topic.id),
+        &state::live(&region),
+        &groups,
+        &region.load(),
+    )
+    .ok_or_else(|| {
+        invalid(Invalid {
+            field: "replication_factor",
+            value: topic.replication_factor.to_string(),
+            why: format!(
+                "region {r} has {} live broker(s): lower it or add brokers",
+                region.brokers.len()
+            ),
+        })
+    })?;
+    for g in &placed.new_groups {
+        let created = store
+            .compare_and_swap(&keys::group(r, g.id), None, json(g), None)
+            .await
+            .map_err(StateError::from)?;
+        if created.is_err() {
+            return Err(Status::aborted(format!(
+                "log group {} of region {r} was created concurrently: retry",
+                g.id
+            )));
         }
-        for (i, group) in placed.partitions.iter().enumerate() {
-            store
-                .put(
-                    &keys::assignment(r, &topic.name, first + i as u32),
-                    json(group),
-                    None,
-                )
-                .await
-                .map_err(StateError::from)?;
-        }
+        tracing::info!(region = %r, group = g.id, replicas = ?g.replicas, strategy = g.strategy.as_str(), "log group created");
+    }
+    for (i, group) in placed.partitions.iter().enumerate() {
+        store
+            .put(
+                &keys::assignment(r, &topic.name, first + i as u32),
+                json(group),
+                None,
+            )
+            .await
+            .map_err(StateError::from)?;
     }
     Ok(())
 }
@@ -268,6 +292,9 @@ pub async fn alter(store: &dyn Store, request: &v1::AlterTopicRequest) -> Result
     if !request.set_configs.is_empty() {
         meridian_proto::topic_config::TopicConfig::parse(&topic.configs).map_err(refused)?;
     }
+    if let Some(regions) = &request.regions {
+        change_regions(store, &mut topic, &regions.names).await?;
+    }
     if let Some(partitions) = request.partitions {
         if partitions < topic.partitions {
             return Err(invalid(Invalid {
@@ -300,6 +327,91 @@ pub async fn alter(store: &dyn Store, request: &v1::AlterTopicRequest) -> Result
     replace(store, &topic, version, "being altered").await?;
     tracing::info!(topic = %topic.name, partitions = topic.partitions, retention = %topic.retention, "topic altered");
     Ok(topic)
+}
+
+/// Makes `topic` span `names`: each region added is placed on groups of the topic's own
+/// (writing them and the assignments there), each removed loses its assignments; the
+/// caller writes the topic record, which is what the region views follow.
+async fn change_regions(
+    store: &dyn Store,
+    topic: &mut Topic,
+    names: &[String],
+) -> Result<(), Status> {
+    let refuse = |value: String, why: String| {
+        Err(invalid(Invalid {
+            field: "regions",
+            value,
+            why,
+        }))
+    };
+    if names.is_empty() {
+        return refuse(
+            "[]".into(),
+            format!(
+                "a topic spans at least one region: to drop it everywhere, delete it (meridian topic delete {})",
+                topic.name
+            ),
+        );
+    }
+    let added: Vec<String> = names
+        .iter()
+        .filter(|r| !topic.regions.contains(r))
+        .cloned()
+        .collect();
+    let removed: Vec<String> = topic
+        .regions
+        .iter()
+        .filter(|r| !names.contains(r))
+        .cloned()
+        .collect();
+    if let Some(r) = added.iter().find(|r| topic.left.contains(r)) {
+        return refuse(
+            r.clone(),
+            format!(
+                "topic {:?} was removed from region {r}, and a topic never returns to a region it left (its id is retired there): create a new topic to span it",
+                topic.name
+            ),
+        );
+    }
+    if let Some(home) = topic.home.as_ref().filter(|h| removed.contains(h)) {
+        return refuse(
+            home.clone(),
+            format!(
+                "region {home} is the home of strictly ordered topic {:?}: move the home first (meridian topic alter {0} --home REGION)",
+                topic.name
+            ),
+        );
+    }
+    let mut next = topic.clone();
+    next.regions = names.to_vec();
+    next.joined.retain(|r| !removed.contains(r));
+    next.joined.extend(added.iter().cloned());
+    next.left.extend(removed.iter().cloned());
+    let known: std::collections::BTreeSet<String> =
+        state::regions(store).await?.keys().cloned().collect();
+    let mut live = BTreeMap::new();
+    for r in names.iter().filter(|r| known.contains(*r)) {
+        live.insert(r.clone(), state::region(store, r).await?.brokers.len());
+    }
+    next.validate(&known, |r| live.get(r).copied().unwrap_or(0))
+        .map_err(invalid)?;
+    for r in &added {
+        place_in_region(store, &next, r, 0, next.partitions).await?;
+        tracing::info!(topic = %topic.name, region = %r, partitions = next.partitions, "topic placed in a region it joins");
+    }
+    for r in &removed {
+        let e = StateError::from;
+        for kv in store
+            .list(&keys::assignments(r, &topic.name))
+            .await
+            .map_err(e)?
+        {
+            store.delete(&kv.key).await.map_err(e)?;
+        }
+        tracing::info!(topic = %topic.name, region = %r, "topic removed from a region");
+    }
+    *topic = next;
+    Ok(())
 }
 
 /// One step of moving a strictly ordered topic's home to `new_home`: without `open`, closes

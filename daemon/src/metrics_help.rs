@@ -306,6 +306,10 @@ pub const CATALOG: &[(&str, &str)] = &[
         "1 when the control plane answered the mirror's last refresh of its views, else 0.",
     ),
     (
+        "meridian_mirror_dropped_batches_total",
+        "Shipped batches not appended because their topic was deleted or removed from this region since the origin read them (labels: origin, group).",
+    ),
+    (
         "meridian_mirror_duplicates_total",
         "Shipped batches this region already held, skipped as duplicates (labels: origin, group).",
     ),

@@ -64,8 +64,9 @@ struct Inbound {
     reading: watch::Sender<bool>,
     chain: Arc<Vec<CertificateDer<'static>>>,
     remote: SocketAddr,
-    /// The origin region and group, once `Hello` named them.
-    origin: Option<(String, u32)>,
+    /// The origin region and group, and the topic of a topic's own stream (0: the main
+    /// stream), once `Hello` named them.
+    origin: Option<(String, u32, u32)>,
     /// The stream's reader and writer tasks and its mark read, append or merge under way.
     tasks: Vec<AbortHandle>,
 }
@@ -279,13 +280,17 @@ fn act(
             let Some(s) = streams.get(&stream) else {
                 return;
             };
-            if let Some((origin, group)) = &s.origin {
+            if let Some((origin, group, topic)) = &s.origin {
                 match &frame {
                     Frame::Resume { from } => {
-                        tracing::info!(origin = %origin, group, from, "receiving");
+                        tracing::info!(origin = %origin, group, topic, from, "receiving");
                     }
                     Frame::Ack { through } => {
-                        let labels = [("origin", origin.clone()), ("group", group.to_string())];
+                        let mut labels =
+                            vec![("origin", origin.clone()), ("group", group.to_string())];
+                        if *topic != 0 {
+                            labels.push(("topic", topic.to_string()));
+                        }
                         metrics::gauge!("meridian_mirror_applied_seq", &labels)
                             .set(*through as f64);
                     }
@@ -298,14 +303,15 @@ fn act(
             stream,
             origin,
             group,
+            topic,
         } => {
             let Some(s) = streams.get_mut(&stream) else {
                 return;
             };
-            s.origin = Some((origin.clone(), group));
+            s.origin = Some((origin.clone(), group, topic));
             let (views, inputs) = (views.clone(), inputs.clone());
             let task = tokio::spawn(async move {
-                let mark = read_mark(views, &origin, group).await;
+                let mark = read_mark(views, &origin, group, topic).await;
                 let _ = inputs.send(Input::Mark { stream, mark });
             });
             s.tasks.push(task.abort_handle());
@@ -316,8 +322,7 @@ fn act(
             };
             let (views, inputs) = (views.clone(), inputs.clone());
             let task = tokio::spawn(async move {
-                let client = client(views).await;
-                apply(&client, batches).await;
+                apply(views, batches).await;
                 let _ = inputs.send(Input::Done { stream });
             });
             s.tasks.retain(|t| !t.is_finished());
@@ -332,11 +337,10 @@ fn act(
                 return;
             };
             let (views, inputs) = (views.clone(), inputs.clone());
-            let group = s.origin.as_ref().map_or(0, |(_, g)| *g);
+            let group = s.origin.as_ref().map_or(0, |(_, g, _)| *g);
             let task = tokio::spawn(async move {
-                let client = client(views).await;
                 let labels = [("origin", origin.clone()), ("group", group.to_string())];
-                merge(&client, &origin, commit, &labels).await;
+                merge(views, &origin, commit, &labels).await;
                 let _ = inputs.send(Input::Done { stream });
             });
             s.tasks.retain(|t| !t.is_finished());
@@ -375,12 +379,28 @@ async fn client(mut views: watch::Receiver<Arc<Snapshot>>) -> RegionClient {
 }
 
 /// Where to resume: asks until the region answers (a lower answer would only mean
-/// duplicates the appends skip, but no answer means no safe start at all).
-async fn read_mark(views: watch::Receiver<Arc<Snapshot>>, origin: &str, group: u32) -> Option<u64> {
-    let client = client(views).await;
+/// duplicates the appends skip, but no answer means no safe start at all). The main stream
+/// (`topic` 0) counts the log groups shared by topics, a topic's own stream that topic's
+/// own groups: the other kind's appends run apart. A group the views do not show yet is
+/// left out, which can only lower the mark.
+async fn read_mark(
+    views: watch::Receiver<Arc<Snapshot>>,
+    origin: &str,
+    group: u32,
+    topic: u32,
+) -> Option<u64> {
+    let client = client(views.clone()).await;
     loop {
-        match client.mirror_mark(origin, group).await {
-            Ok(m) => return m,
+        match client.mirror_marks(origin, group).await {
+            Ok(marks) => {
+                let snapshot = views.borrow().clone();
+                let counted = snapshot.groups_of(&snapshot.own, topic);
+                return marks
+                    .into_iter()
+                    .filter(|(g, _)| counted.contains(g))
+                    .map(|(_, seq)| seq)
+                    .max();
+            }
             Err(e) => {
                 tracing::warn!(origin = %origin, group, error = %e, "cannot read the mirror marks; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -457,7 +477,8 @@ impl Stall {
     }
 }
 
-async fn apply(client: &RegionClient, batches: Vec<(Origin, ShippedBatch)>) {
+async fn apply(views: watch::Receiver<Arc<Snapshot>>, batches: Vec<(Origin, ShippedBatch)>) {
+    let client = client(views.clone()).await;
     let Some((first, _)) = batches.first() else {
         return;
     };
@@ -468,6 +489,22 @@ async fn apply(client: &RegionClient, batches: Vec<(Origin, ShippedBatch)>) {
     let started = std::time::Instant::now();
     let mut stall = Stall::new(&origin, group.to_string());
     while !rest.is_empty() {
+        // A topic deleted or removed from this region since the origin read it: nothing to
+        // hold (appending it would fail forever and hold the stream).
+        let retired = {
+            let snapshot = views.borrow();
+            snapshot.retired(&snapshot.own)
+        };
+        let gone = rest
+            .iter()
+            .take_while(|(_, b)| retired.contains(&b.topic_id))
+            .count();
+        if gone > 0 {
+            metrics::counter!("meridian_mirror_dropped_batches_total", labels)
+                .increment(gone as u64);
+            rest = &rest[gone..];
+            continue;
+        }
         match client.append_mirrored(rest).await {
             Ok(duplicates) => {
                 stall.applied();
@@ -510,15 +547,21 @@ async fn apply(client: &RegionClient, batches: Vec<(Origin, ShippedBatch)>) {
 /// Merges a consumer group's positions committed in the origin region, retrying until the
 /// region takes them (merging is idempotent: a resent commit changes nothing).
 async fn merge(
-    client: &RegionClient,
+    views: watch::Receiver<Arc<Snapshot>>,
     origin: &str,
     c: Commit,
     labels: &[(&'static str, String); 2],
 ) {
+    let client = client(views.clone()).await;
     let positions: meridian_region_client::Positions = c.positions.into_iter().collect();
     let mut backoff = Duration::from_millis(50);
     let mut stall = Stall::new(origin, "commits".to_owned());
     loop {
+        // As for batches: a topic gone from this region takes no commits.
+        let snapshot = views.borrow().clone();
+        if snapshot.retired(&snapshot.own).contains(&c.topic_id) {
+            return;
+        }
         match client
             .merge_positions(&c.group, c.topic_id, c.partition, &positions)
             .await

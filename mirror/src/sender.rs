@@ -1,12 +1,14 @@
 //! The shipping side's shell: one QUIC connection per peer region (claimed from the control
 //! plane so that one mirror of the region ships it), one stream per log group of this
-//! region. The protocol of a stream (`Hello`, `Resume`, the window, acknowledgements) is
+//! region, and one more per log group holding a topic that joined the peer's region after
+//! its creation (that topic alone, from the first record retained; the main stream leaves
+//! it out). The protocol of a stream (`Hello`, `Resume`, the window, acknowledgements) is
 //! [`crate::link::sender::ShipStream`]'s; this carries it out: it writes the frames the
 //! core makes and reads the group's committed local-origin batches from this region's
 //! brokers where the core asks, keeping those of topics the peer holds (`select`). A lost
 //! connection is redialled with backoff; every stream resumes where the peer says.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -196,8 +198,23 @@ async fn claim(
         .await
 }
 
-/// Runs one stream per log group of this region on `conn` until the connection fails (its
-/// error) or `stop` turns true (`None`).
+/// The streams to ship to `peer`: `(log group of this region, topic)`, topic 0 for each
+/// group's main stream, else one per group holding a topic that joined the peer later.
+fn streams_for(snapshot: &Snapshot, own: &str, peer: &str) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = snapshot.groups(own).into_iter().map(|g| (g, 0)).collect();
+    for topic in snapshot.joined_later(peer) {
+        out.extend(
+            snapshot
+                .topic_groups(own, topic)
+                .into_iter()
+                .map(|g| (g, topic)),
+        );
+    }
+    out
+}
+
+/// Runs the streams of [`streams_for`] on `conn` until the connection fails (its error) or
+/// `stop` turns true (`None`).
 async fn serve_connection(
     conn: &quinn::Connection,
     config: &Arc<Config>,
@@ -205,23 +222,23 @@ async fn serve_connection(
     mut views: watch::Receiver<Arc<Snapshot>>,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<quinn::ConnectionError> {
-    let mut streams: HashMap<u32, JoinHandle<()>> = HashMap::new();
+    let mut streams: HashMap<(u32, u32), JoinHandle<()>> = HashMap::new();
     let result = loop {
-        let groups = views.borrow_and_update().groups(&config.region);
-        streams.retain(|g, task| {
-            let keep = groups.contains(g) && !task.is_finished();
+        let wanted = streams_for(&views.borrow_and_update(), &config.region, &peer.region);
+        streams.retain(|key, task| {
+            let keep = wanted.contains(key) && !task.is_finished();
             if !keep {
                 task.abort();
             }
             keep
         });
-        for g in groups {
-            streams.entry(g).or_insert_with(|| {
+        for (g, topic) in wanted {
+            streams.entry((g, topic)).or_insert_with(|| {
                 tokio::spawn(ship_group(
                     conn.clone(),
                     config.clone(),
                     peer.region.clone(),
-                    g,
+                    (g, topic),
                     views.clone(),
                 ))
             });
@@ -238,23 +255,24 @@ async fn serve_connection(
     result
 }
 
-/// Ships group `g`, reopening the stream after a failure while the connection lives.
+/// Ships group `g` (`topic` 0: its main stream; else that topic alone), reopening the
+/// stream after a failure while the connection lives.
 async fn ship_group(
     conn: quinn::Connection,
     config: Arc<Config>,
     peer: String,
-    g: u32,
+    (g, topic): (u32, u32),
     views: watch::Receiver<Arc<Snapshot>>,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), BACKOFF_MAX);
     loop {
-        match ship_stream(&conn, &config, &peer, g, views.clone()).await {
+        match ship_stream(&conn, &config, &peer, (g, topic), views.clone()).await {
             Ok(()) => return,
             Err(e) => {
                 if conn.close_reason().is_some() {
                     return;
                 }
-                tracing::warn!(peer = %peer, group = g, error = %e, retry_in_ms = backoff.wait().as_millis() as u64, "mirror stream stopped");
+                tracing::warn!(peer = %peer, group = g, topic, error = %e, retry_in_ms = backoff.wait().as_millis() as u64, "mirror stream stopped");
                 let at = backoff.failed(tokio::time::Instant::now().into_std());
                 tokio::time::sleep_until(at.into()).await;
             }
@@ -269,7 +287,7 @@ async fn ship_stream(
     conn: &quinn::Connection,
     config: &Config,
     peer: &str,
-    g: u32,
+    (g, topic): (u32, u32),
     views: watch::Receiver<Arc<Snapshot>>,
 ) -> Result<(), StreamError> {
     let (mut send, mut recv) = conn
@@ -287,8 +305,11 @@ async fn ship_stream(
         }
     });
     let _reader = AbortOnDrop(reader);
-    let mut core = ShipStream::new(&config.region, g, config.window_bytes);
-    let labels = [("peer", peer.to_owned()), ("group", g.to_string())];
+    let mut core = ShipStream::new(&config.region, g, topic, config.window_bytes);
+    let mut labels = vec![("peer", peer.to_owned()), ("group", g.to_string())];
+    if topic != 0 {
+        labels.push(("topic", topic.to_string()));
+    }
     let mut read: Option<Pin<Box<dyn Future<Output = Read> + Send + '_>>> = None;
     loop {
         while let Some(t) = core.poll_transmit() {
@@ -316,7 +337,7 @@ async fn ship_stream(
             read = Some(Box::pin(read_next(
                 config,
                 peer,
-                g,
+                (g, topic),
                 from,
                 views.clone(),
                 labels.clone(),
@@ -330,7 +351,7 @@ async fn ship_stream(
                     Some(Ok(None)) | None => return Err(core.ended().into()),
                 };
                 match core.handle(frame)? {
-                    Event::Resumed { from } => tracing::info!(peer = %peer, group = g, from, "shipping"),
+                    Event::Resumed { from } => tracing::info!(peer = %peer, group = g, topic, from, "shipping"),
                     Event::Acked { through } => {
                         metrics::gauge!("meridian_mirror_acked_seq", &labels).set(through as f64);
                     }
@@ -360,16 +381,16 @@ struct Read {
     through: u64,
 }
 
-/// Reads the group's committed local batches from `next` on, until there is something
-/// new, and keeps those (and the commits) of topics the peer holds. Read errors are
-/// retried: a batch is never skipped.
+/// Reads the group's committed local batches from `next` on (0: from the first retained),
+/// until there is something new, and keeps those (and the commits) the stream ships
+/// ([`select`]). Read errors are retried: a batch is never skipped.
 async fn read_next(
     config: &Config,
     peer: &str,
-    g: u32,
+    (g, topic): (u32, u32),
     next: u64,
     mut views: watch::Receiver<Arc<Snapshot>>,
-    labels: [(&'static str, String); 2],
+    labels: Vec<(&'static str, String)>,
 ) -> Read {
     loop {
         let snapshot = views.borrow_and_update().clone();
@@ -398,12 +419,12 @@ async fn read_next(
             metrics::histogram!("meridian_mirror_read_lag_seconds", &labels[..1])
                 .record(ms as f64 / 1000.0);
         }
-        let (batches, through, stale) = select(batches, after, &snapshot, config, peer);
+        let (batches, through, stale) = select(batches, after, &snapshot, config, peer, topic);
         if stale {
             // A topic newer than our views: wait for the next refresh, never skip it.
             let _ = tokio::time::timeout(READ_WAIT * 3, views.changed()).await;
         }
-        let wanted = snapshot.topics(peer).unwrap_or_default();
+        let wanted = shipped_topics(&snapshot, peer, topic);
         let commits = commits
             .into_iter()
             .filter(|c| c.seq <= through && wanted.contains(&c.topic_id))
@@ -427,21 +448,45 @@ async fn read_next(
     }
 }
 
-/// The batches of `batches` (read up to record `after - 1`) to ship to `peer`: those of
-/// topics the peer holds. A topic this region holds but the peer does not is skipped, as is
+/// The topics a stream to `peer` ships: for the main stream (`topic` 0) those the peer
+/// holds but the ones that joined it later; else that topic alone.
+fn shipped_topics(snapshot: &Snapshot, peer: &str, topic: u32) -> HashSet<u32> {
+    match topic {
+        0 => {
+            let later = snapshot.joined_later(peer);
+            let mut wanted = snapshot.topics(peer).unwrap_or_default();
+            wanted.retain(|t| !later.contains(t));
+            wanted
+        }
+        t => HashSet::from([t]),
+    }
+}
+
+/// The batches of `batches` (read up to record `after - 1`) to ship to `peer` on the stream
+/// of `topic` (0: the main stream): those of [`shipped_topics`]. On the main stream a topic
+/// this region holds but the peer does not (or holds on its own stream) is skipped, as is
 /// a deleted one. A topic unknown to our views (created since they were fetched) stops the
 /// selection before it: returns the entries, the last record covered, and whether it
 /// stopped so. The views are fetched own region first, then the peers, and the control
 /// plane writes a topic's record after its placement in every region: a topic in our own
-/// view is therefore in every view fetched after it that it spans.
+/// view is therefore in every view fetched after it that it spans. A topic's own stream
+/// skips every other topic: the main stream carries them.
 fn select(
     batches: Vec<ShippedBatch>,
     after: u64,
     snapshot: &Snapshot,
     config: &Config,
     peer: &str,
+    topic: u32,
 ) -> (Vec<ShippedBatch>, u64, bool) {
-    let wanted = snapshot.topics(peer).unwrap_or_default();
+    let wanted = shipped_topics(snapshot, peer, topic);
+    if topic != 0 {
+        let entries = batches
+            .into_iter()
+            .filter(|b| b.topic_id == topic)
+            .collect();
+        return (entries, after - 1, false);
+    }
     let own = snapshot.topics(&config.region).unwrap_or_default();
     let retired = snapshot.retired(&config.region);
     let mut entries = Vec::new();
@@ -505,6 +550,7 @@ mod tests {
             &snapshot,
             &config,
             "eu",
+            0,
         );
         assert_eq!((seqs(&e), through, stale), (vec![5, 8], 9, false));
         let (e, through, stale) = select(
@@ -513,6 +559,7 @@ mod tests {
             &snapshot,
             &config,
             "eu",
+            0,
         );
         assert_eq!((seqs(&e), through, stale), (vec![5], 5, true));
         // Once the views know topic 4 (spanning eu), it ships.
@@ -522,8 +569,53 @@ mod tests {
         snapshot
             .views
             .insert("eu".into(), view("eu", &[1, 4], &[3]));
-        let (e, through, stale) =
-            select(vec![batch(6, 4), batch(7, 1)], 8, &snapshot, &config, "eu");
+        let (e, through, stale) = select(
+            vec![batch(6, 4), batch(7, 1)],
+            8,
+            &snapshot,
+            &config,
+            "eu",
+            0,
+        );
         assert_eq!((seqs(&e), through, stale), (vec![6, 7], 7, false));
+    }
+
+    #[test]
+    fn a_topic_that_joined_the_peer_later_ships_on_its_own_streams_only() {
+        let config = Config {
+            region: "us".into(),
+            ..Config::default()
+        };
+        let mut snapshot = Snapshot::default();
+        // Topic 1 spans both from the start; 2 joined eu later. In us, topic 2 is in
+        // groups 0 and 1.
+        let mut us = view("us", &[1, 2], &[]);
+        us.topics[1].groups = vec![0, 1, 1];
+        us.groups = (0..3)
+            .map(|id| v1::LogGroupPlacement {
+                id,
+                ..Default::default()
+            })
+            .collect();
+        let mut eu = view("eu", &[1, 2], &[]);
+        eu.topics[1].joined_later = true;
+        snapshot.views.insert("us".into(), us);
+        snapshot.views.insert("eu".into(), eu);
+        let mut streams = streams_for(&snapshot, "us", "eu");
+        streams.sort_unstable();
+        assert_eq!(streams, [(0, 0), (0, 2), (1, 0), (1, 2), (2, 0)]);
+        // Nothing the other way: us holds both from the start.
+        assert_eq!(
+            streams_for(&snapshot, "eu", "us").len(),
+            0,
+            "eu has no groups"
+        );
+        let read = || vec![batch(5, 1), batch(6, 2), batch(7, 1)];
+        let seqs = |e: &[ShippedBatch]| e.iter().map(|e| e.seq).collect::<Vec<_>>();
+        let (e, through, stale) = select(read(), 9, &snapshot, &config, "eu", 0);
+        assert_eq!((seqs(&e), through, stale), (vec![5, 7], 8, false));
+        let (e, through, stale) = select(read(), 9, &snapshot, &config, "eu", 2);
+        assert_eq!((seqs(&e), through, stale), (vec![6], 8, false));
+        assert_eq!(shipped_topics(&snapshot, "eu", 0), HashSet::from([1]));
     }
 }

@@ -20,6 +20,8 @@ pub struct Snapshot {
     pub views: HashMap<String, v1::RegionView>,
     /// A client of this region's brokers, once one answered.
     pub client: Option<RegionClient>,
+    /// This mirror's region.
+    pub own: String,
 }
 
 impl Snapshot {
@@ -36,6 +38,44 @@ impl Snapshot {
         self.views
             .get(region)
             .map(|v| v.topics.iter().map(|t| t.id).collect())
+    }
+
+    /// Ids of the topics that joined `region` after their creation (each is mirrored there
+    /// on streams of its own).
+    pub fn joined_later(&self, region: &str) -> HashSet<u32> {
+        self.views
+            .get(region)
+            .map(|v| {
+                v.topics
+                    .iter()
+                    .filter(|t| t.joined_later)
+                    .map(|t| t.id)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The log groups of `region` holding topic `topic` alone (0: those shared by topics).
+    pub fn groups_of(&self, region: &str, topic: u32) -> HashSet<u32> {
+        self.views
+            .get(region)
+            .map(|v| {
+                v.groups
+                    .iter()
+                    .filter(|g| g.topic == topic)
+                    .map(|g| g.id)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The log groups of `region` its partitions of topic `id` are in.
+    pub fn topic_groups(&self, region: &str, id: u32) -> HashSet<u32> {
+        self.views
+            .get(region)
+            .and_then(|v| v.topics.iter().find(|t| t.id == id))
+            .map(|t| t.groups.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Ids of deleted topics, as `region`'s view lists them.
@@ -94,7 +134,10 @@ pub fn watch_views(
     peers: Vec<String>,
     every: Duration,
 ) -> watch::Receiver<Arc<Snapshot>> {
-    let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+    let (tx, rx) = watch::channel(Arc::new(Snapshot {
+        own: own.clone(),
+        ..Snapshot::default()
+    }));
     tokio::spawn(async move {
         let mut brokers: Vec<String> = Vec::new();
         let mut link = Control::new(&control);

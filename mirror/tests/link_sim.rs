@@ -280,7 +280,7 @@ impl Sim {
                 if slot.stream.is_none() && now >= slot.reopen_at {
                     let id = self.next_stream;
                     self.next_stream += 1;
-                    slot.stream = Some((id, ShipStream::new(name, g, 600)));
+                    slot.stream = Some((id, ShipStream::new(name, g, 0, 600)));
                     let peer = 1 - r;
                     self.links.insert(
                         id,
@@ -341,6 +341,7 @@ impl Sim {
                     stream,
                     origin,
                     group,
+                    ..
                 } => {
                     // Read now, answered later: a stale (lower) mark only means resends.
                     let mark = self.regions[r].mark(region_index(&origin), group);
@@ -479,6 +480,8 @@ impl Sim {
                 stream,
                 from,
             } => {
+                // 0: from the first record retained (this log keeps all, from 1).
+                let from = from.max(1);
                 let fail = self.faults && self.rng.chance(30);
                 let take = 1 + self.rng.below(5);
                 let log = &self.regions[region].logs[group as usize];

@@ -5,7 +5,9 @@
 //!
 //! ```text
 //! frame    len u32 (bytes after it) | kind u8 | body
-//! 1 Hello    version u16, region (u16 len + UTF-8), group u32       sender → receiver
+//! 1 Hello    version u16, region (u16 len + UTF-8), group u32,      sender → receiver
+//!            topic u32 (0: every topic the receiver holds but those that joined it
+//!            later; else that topic alone, one that joined the receiver's region later)
 //! 2 Resume   from u64: the first seq the receiver wants             receiver → sender
 //! 3 Records  through u64, n u32, n × entry                          sender → receiver
 //!            entry: seq u64, topic_id u32, partition u32, count u32,
@@ -30,7 +32,7 @@
 use bytes::{BufMut, Bytes};
 
 /// The protocol version a sender announces.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// Largest frame (length field included).
 pub const FRAME_MAX: usize = 16 << 20;
 
@@ -151,8 +153,12 @@ pub enum Frame {
         region: String,
         /// Origin log group.
         group: u32,
+        /// 0: the group's main stream; else the one topic this stream ships (a topic
+        /// that joined the receiver's region after its creation).
+        topic: u32,
     },
-    /// Where the sender starts (or restarts).
+    /// Where the sender starts (or restarts); 0: from the first record the sender retains
+    /// (the receiver holds nothing of the origin group yet).
     Resume {
         /// First seq wanted.
         from: u64,
@@ -212,11 +218,13 @@ impl Frame {
                 version,
                 region,
                 group,
+                topic,
             } => {
                 buf.put_u8(1);
                 buf.put_u16_le(*version);
                 put_str(buf, region);
                 buf.put_u32_le(*group);
+                buf.put_u32_le(*topic);
             }
             Frame::Resume { from } => {
                 buf.put_u8(2);
@@ -296,6 +304,7 @@ impl Frame {
                 version: r.u16("hello")?,
                 region: r.str("hello")?,
                 group: r.u32("hello")?,
+                topic: r.u32("hello")?,
             },
             2 => Frame::Resume {
                 from: r.u64("resume")?,
@@ -526,13 +535,14 @@ mod tests {
 
     fn frame() -> impl Strategy<Value = Frame> {
         prop_oneof![
-            ("[a-z-]{0,20}", any::<u32>(), any::<u16>()).prop_map(|(region, group, version)| {
-                Frame::Hello {
+            ("[a-z-]{0,20}", any::<u32>(), any::<u16>(), any::<u32>()).prop_map(
+                |(region, group, version, topic)| Frame::Hello {
                     version,
                     region,
                     group,
+                    topic,
                 }
-            }),
+            ),
             any::<u64>().prop_map(|from| Frame::Resume { from }),
             (any::<u64>(), proptest::collection::vec(entry(), 0..5))
                 .prop_map(|(through, entries)| Frame::Records { through, entries }),

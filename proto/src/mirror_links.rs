@@ -108,8 +108,12 @@ impl Link {
             out.map(|s| matching(s, "meridian_mirror_link_up", "peer", to).any(|x| x.value > 0.0));
         let unacked = out.map(|s| {
             let seq = |name: &str| -> HashMap<String, f64> {
+                // A group's main stream and a topic's own stream of it (label `topic`).
                 matching(s, name, "peer", to)
-                    .map(|x| (x.labels.get("group").cloned().unwrap_or_default(), x.value))
+                    .map(|x| {
+                        let label = |l: &str| x.labels.get(l).cloned().unwrap_or_default();
+                        (format!("{}/{}", label("group"), label("topic")), x.value)
+                    })
                     .collect()
             };
             let (sent, acked) = (

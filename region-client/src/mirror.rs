@@ -140,13 +140,29 @@ impl RegionClient {
     /// broker that does not answer (within a few seconds: it may be stalled) is skipped: a
     /// lower answer only means a resend, whose duplicates are detected.
     pub async fn mirror_mark(&self, region: &str, group: u32) -> Result<Option<u64>, RegionError> {
+        Ok(self
+            .mirror_marks(region, group)
+            .await?
+            .into_iter()
+            .map(|(_, seq)| seq)
+            .max())
+    }
+
+    /// [`RegionClient::mirror_mark`] of each log group holding any of origin
+    /// `(region, group)`: `(log group, highest seq)`, for a caller that counts some groups
+    /// only.
+    pub async fn mirror_marks(
+        &self,
+        region: &str,
+        group: u32,
+    ) -> Result<Vec<(u32, u64)>, RegionError> {
         let brokers = self
             .call_at_leader(Leading::AnyBroker, ATTEMPT, |mut c| async move {
                 c.log_groups(v1::LogGroupsRequest {}).await
             })
             .await?
             .brokers;
-        let mut best: Option<u64> = None;
+        let mut marks = std::collections::BTreeMap::new();
         for b in brokers {
             let Ok(mut c) = self.connection(&b.grpc).await else {
                 continue;
@@ -162,11 +178,11 @@ impl RegionClient {
             else {
                 continue;
             };
-            let marks = answer.into_inner().marks;
-            for m in marks {
-                best = Some(best.map_or(m.seq, |x| x.max(m.seq)));
+            for m in answer.into_inner().marks {
+                let held = marks.entry(m.group).or_insert(m.seq);
+                *held = (*held).max(m.seq);
             }
         }
-        Ok(best)
+        Ok(marks.into_iter().collect())
     }
 }

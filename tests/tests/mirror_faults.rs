@@ -289,6 +289,7 @@ async fn the_mirror_listener_refuses_connections_past_its_limits_and_serves_the_
         version: VERSION,
         region: "y".into(),
         group: 1,
+        topic: 0,
     };
     meridian_mirror::frames::write(&mut send, &hello)
         .await

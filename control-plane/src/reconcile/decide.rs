@@ -298,6 +298,7 @@ mod tests {
             replicas: replicas.to_vec(),
             changes: 0,
             replacing: None,
+            topic: None,
         }
     }
 

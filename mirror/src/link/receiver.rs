@@ -1,9 +1,12 @@
 //! The receiving side: every inbound stream of a region, as one state machine.
 //!
-//! A stream opens with `Hello` (origin region and group). The receiver refuses a version it
-//! does not speak, its own region, or a region the caller's certificate does not name;
-//! otherwise it asks for the origin group's mark ([`Action::ReadMark`]: the highest seq of
-//! that origin any log group here holds) and answers `Resume` one past it. From then on
+//! A stream opens with `Hello` (origin region and group, and the topic when it ships one
+//! alone). The receiver refuses a version it does not speak, its own region, or a region
+//! the caller's certificate does not name; otherwise it asks for the origin group's mark
+//! ([`Action::ReadMark`]: the highest seq of that origin any log group here holds — of the
+//! groups shared by topics for the main stream, of the topic's own groups for a topic's
+//! stream) and answers `Resume` one past it (0 when nothing is held: from the first record
+//! the origin retains). From then on
 //! each `Records` frame's batches are appended in order, a run of consecutive ones at a
 //! time ([`Action::Append`], then [`Receiver::done`]), each `Commits` frame's commits merged
 //! likewise, and the frame acknowledged once all of it is held.
@@ -15,6 +18,13 @@
 //! anything resent is a duplicate the append recognises. A newer stream for the same
 //! origin group (a peer that redialled may leave a half-dead stream behind) replaces the
 //! older one once it has its mark: the older is closed ([`LinkError::Replaced`]).
+//!
+//! A topic that joins a region after its creation has log groups of its own there, and
+//! each origin ships it on a stream of its own, from the start of what the origin retains,
+//! while the main stream (far ahead) leaves it out. The two streams' appends land in
+//! disjoint log groups, so each stream's mark, taken over its own groups, is the argument
+//! above again; a mark taken over fewer groups than it should (views not yet showing a
+//! group) is only lower, which costs duplicates the appends recognise, never a loss.
 //!
 //! Memory is bounded whatever the peer's window: a stream holding more than
 //! [`READ_AHEAD_BYTES_MAX`] of frames read and not yet acknowledged is paused
@@ -56,7 +66,8 @@ pub enum Action {
         frame: Frame,
     },
     /// Find the highest seq of `origin`'s group `group` held here, then call
-    /// [`Receiver::mark`].
+    /// [`Receiver::mark`]: for `topic` 0 over the log groups shared by topics, else over
+    /// that topic's own log groups (it joined this region later).
     ReadMark {
         /// The stream waiting for it.
         stream: StreamId,
@@ -64,6 +75,8 @@ pub enum Action {
         origin: String,
         /// Origin log group.
         group: u32,
+        /// 0: the main stream; else the topic the stream ships alone.
+        topic: u32,
     },
     /// Append shipped batches, in this order (idempotently, retrying until all are held),
     /// then call [`Receiver::done`]. Consecutive batches of a frame go together, up to
@@ -121,10 +134,12 @@ enum Inbound {
     AwaitingMark {
         origin: String,
         group: u32,
+        topic: u32,
     },
     Receiving {
         origin: String,
         group: u32,
+        topic: u32,
         work: VecDeque<Work>,
         busy: bool,
         /// Bytes of frames read and not yet acknowledged.
@@ -139,8 +154,8 @@ enum Inbound {
 pub struct Receiver {
     region: String,
     streams: HashMap<StreamId, Inbound>,
-    /// The newest stream of each origin `(region, group)`.
-    current: HashMap<(String, u32), StreamId>,
+    /// The newest stream of each origin `(region, group, topic)` (topic 0: the main one).
+    current: HashMap<(String, u32, u32), StreamId>,
     actions: VecDeque<Action>,
 }
 
@@ -181,6 +196,7 @@ impl Receiver {
                     version,
                     region,
                     group,
+                    topic,
                 },
             ) => {
                 let refusal = if version != VERSION {
@@ -209,10 +225,12 @@ impl Receiver {
                     stream,
                     origin: region.clone(),
                     group,
+                    topic,
                 });
                 *state = Inbound::AwaitingMark {
                     origin: region,
                     group,
+                    topic,
                 };
             }
             (Inbound::AwaitingHello, f) => self.close(
@@ -261,12 +279,18 @@ impl Receiver {
     }
 
     /// The origin group's mark, asked for by [`Action::ReadMark`]: `None` when nothing of
-    /// it is held. The stream becomes the origin group's current one and resumes.
+    /// it is held (the stream then resumes from the first record the origin retains). The
+    /// stream becomes the origin group's current one and resumes.
     pub fn mark(&mut self, stream: StreamId, mark: Option<u64>) {
-        let Some(Inbound::AwaitingMark { origin, group }) = self.streams.remove(&stream) else {
+        let Some(Inbound::AwaitingMark {
+            origin,
+            group,
+            topic,
+        }) = self.streams.remove(&stream)
+        else {
             return;
         };
-        if let Some(older) = self.current.insert((origin.clone(), group), stream)
+        if let Some(older) = self.current.insert((origin.clone(), group, topic), stream)
             && older != stream
             && self.streams.remove(&older).is_some()
         {
@@ -280,6 +304,7 @@ impl Receiver {
             Inbound::Receiving {
                 origin,
                 group,
+                topic,
                 work: VecDeque::new(),
                 busy: false,
                 held: 0,
@@ -289,7 +314,7 @@ impl Receiver {
         self.actions.push_back(Action::Send {
             stream,
             frame: Frame::Resume {
-                from: mark.map_or(1, |m| m + 1),
+                from: mark.map_or(0, |m| m + 1),
             },
         });
     }
@@ -325,6 +350,7 @@ impl Receiver {
             busy,
             held,
             paused,
+            ..
         }) = self.streams.get_mut(&stream)
         else {
             return;
@@ -382,10 +408,20 @@ impl Receiver {
 
     fn forget(&mut self, stream: StreamId) {
         if let Some(
-            Inbound::AwaitingMark { origin, group } | Inbound::Receiving { origin, group, .. },
+            Inbound::AwaitingMark {
+                origin,
+                group,
+                topic,
+            }
+            | Inbound::Receiving {
+                origin,
+                group,
+                topic,
+                ..
+            },
         ) = self.streams.remove(&stream)
         {
-            let key = (origin, group);
+            let key = (origin, group, topic);
             if self.current.get(&key) == Some(&stream) {
                 self.current.remove(&key);
             }
@@ -441,6 +477,7 @@ mod tests {
             version: VERSION,
             region: region.into(),
             group,
+            topic: 0,
         }
     }
 
@@ -466,7 +503,8 @@ mod tests {
             [Action::ReadMark {
                 stream: 1,
                 origin: "us".into(),
-                group: 7
+                group: 7,
+                topic: 0,
             }]
         );
         r.mark(1, Some(41));
@@ -584,6 +622,7 @@ mod tests {
                     version: VERSION + 1,
                     region: "us".into(),
                     group: 1,
+                    topic: 0,
                 },
                 true,
             ),
@@ -647,6 +686,67 @@ mod tests {
             |_| true,
         );
         assert!(drain(&mut r).is_empty());
+    }
+
+    #[test]
+    fn a_topics_own_stream_lives_beside_the_main_one_and_starts_at_the_origins_start() {
+        let mut r = Receiver::new("eu");
+        r.accept(1);
+        r.handle(1, hello("us", 7), 0, |_| true);
+        r.mark(1, Some(900));
+        r.accept(2);
+        let topic = Frame::Hello {
+            version: VERSION,
+            region: "us".into(),
+            group: 7,
+            topic: 5,
+        };
+        r.handle(2, topic, 0, |_| true);
+        assert_eq!(
+            drain(&mut r)[2..],
+            [Action::ReadMark {
+                stream: 2,
+                origin: "us".into(),
+                group: 7,
+                topic: 5,
+            }]
+        );
+        r.mark(2, None);
+        // Nothing replaced: the main stream (far ahead) and the topic's (from the start).
+        assert_eq!(
+            drain(&mut r),
+            [Action::Send {
+                stream: 2,
+                frame: Frame::Resume { from: 0 }
+            }]
+        );
+        assert_eq!(r.streams(), 2);
+        r.handle(
+            1,
+            Frame::Records {
+                through: 901,
+                entries: vec![batch(901)],
+            },
+            0,
+            |_| true,
+        );
+        r.handle(
+            2,
+            Frame::Records {
+                through: 3,
+                entries: vec![batch(2)],
+            },
+            0,
+            |_| true,
+        );
+        let seqs: Vec<(StreamId, u64)> = drain(&mut r)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Append { stream, batches } => Some((stream, batches[0].0.seq)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seqs, [(1, 901), (2, 2)]);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The shipping side of one stream: ships one origin log group to one peer region.
 //!
-//! It opens with `Hello` (the origin region and group), waits for `Resume` (the first seq
-//! the peer wants: one past the highest it holds), then asks for reads of the origin group
+//! It opens with `Hello` (the origin region and group, and the topic when it ships one that
+//! joined the peer's region later), waits for `Resume` (the first seq the peer wants: one
+//! past the highest it holds, or 0: from the first record retained), then asks for reads
+//! of the origin group
 //! from there ([`ShipStream::poll_read`]); each read's batches and commits (already
 //! narrowed to the topics the peer holds) become `Commits` and `Records` frames, sent while
 //! the bytes shipped but not acknowledged stay within the window. An `Ack` frees the
@@ -68,14 +70,16 @@ pub struct ShipStream {
 }
 
 impl ShipStream {
-    /// A stream shipping origin group `group` of `region`, with at most `window_bytes`
-    /// shipped and not acknowledged. Its first transmit is the `Hello`.
-    pub fn new(region: &str, group: u32, window_bytes: u64) -> Self {
+    /// A stream shipping origin group `group` of `region` (`topic` 0: the main stream;
+    /// else that topic alone), with at most `window_bytes` shipped and not acknowledged.
+    /// Its first transmit is the `Hello`.
+    pub fn new(region: &str, group: u32, topic: u32, window_bytes: u64) -> Self {
         let mut bytes = Vec::new();
         Frame::Hello {
             version: VERSION,
             region: region.to_owned(),
             group,
+            topic,
         }
         .encode(&mut bytes);
         ShipStream {
@@ -105,10 +109,9 @@ impl ShipStream {
             }),
             (_, Frame::Refuse { reason }) => Err(LinkError::Refused(reason)),
             (State::AwaitingResume, Frame::Resume { from }) => {
-                let from = from.max(1);
                 self.state = State::Shipping;
                 self.next = from;
-                self.acked = from - 1;
+                self.acked = from.saturating_sub(1);
                 Ok(Event::Resumed { from })
             }
             (State::AwaitingResume, f) => Err(LinkError::Unexpected {
@@ -159,7 +162,8 @@ impl ShipStream {
     }
 
     /// Where the next read of the origin group starts, when one should be issued now (the
-    /// stream ships, no read is under way, and every frame made is written).
+    /// stream ships, no read is under way, and every frame made is written); 0: at the first
+    /// record the origin retains.
     pub fn poll_read(&mut self) -> Option<u64> {
         if self.state != State::Shipping || self.reading || !self.queued.is_empty() {
             return None;
@@ -172,7 +176,7 @@ impl ShipStream {
     /// in seq order), covering the origin's records through `through`.
     pub fn read_done(&mut self, batches: Vec<ShippedBatch>, commits: Vec<Commit>, through: u64) {
         self.reading = false;
-        if self.state != State::Shipping || through < self.next {
+        if self.state != State::Shipping || through < self.next || through == 0 {
             return;
         }
         self.next = through + 1;
@@ -252,28 +256,33 @@ mod tests {
 
     #[test]
     fn hello_then_nothing_until_resume() {
-        let mut s = ShipStream::new("us", 3, 1 << 20);
+        let mut s = ShipStream::new("us", 3, 9, 1 << 20);
         let hello = s.poll_transmit().unwrap();
         assert_eq!(
             decode(&hello),
             Frame::Hello {
                 version: VERSION,
                 region: "us".into(),
-                group: 3
+                group: 3,
+                topic: 9,
             }
         );
         assert_eq!(s.poll_read(), None);
         assert_eq!(
             s.handle(Frame::Resume { from: 0 }),
-            Ok(Event::Resumed { from: 1 })
+            Ok(Event::Resumed { from: 0 })
         );
-        assert_eq!(s.poll_read(), Some(1));
+        assert_eq!(s.poll_read(), Some(0), "from the first record retained");
         assert_eq!(s.poll_read(), None, "one read at a time");
+        // The read started where the origin's journal starts (record 40 here).
+        s.read_done(vec![batch(41, 10)], vec![], 45);
+        assert!(s.poll_transmit().is_some());
+        assert_eq!(s.poll_read(), Some(46));
     }
 
     #[test]
     fn the_window_holds_frames_until_acknowledged() {
-        let mut s = ShipStream::new("us", 1, 300);
+        let mut s = ShipStream::new("us", 1, 0, 300);
         s.poll_transmit().unwrap();
         s.handle(Frame::Resume { from: 5 }).unwrap();
         assert_eq!(s.poll_read(), Some(5));
@@ -294,7 +303,7 @@ mod tests {
 
     #[test]
     fn refusals_and_strays_end_the_stream() {
-        let mut s = ShipStream::new("us", 1, 100);
+        let mut s = ShipStream::new("us", 1, 0, 100);
         assert_eq!(
             s.handle(Frame::Ack { through: 1 }),
             Err(LinkError::Unexpected {
@@ -303,7 +312,7 @@ mod tests {
             })
         );
         assert!(s.is_closed());
-        let mut s = ShipStream::new("us", 1, 100);
+        let mut s = ShipStream::new("us", 1, 0, 100);
         s.handle(Frame::Resume { from: 1 }).unwrap();
         assert_eq!(
             s.handle(Frame::Refuse {
@@ -316,7 +325,7 @@ mod tests {
 
     #[test]
     fn commits_go_before_the_records_of_the_same_read() {
-        let mut s = ShipStream::new("us", 1, 1 << 20);
+        let mut s = ShipStream::new("us", 1, 0, 1 << 20);
         s.poll_transmit();
         s.handle(Frame::Resume { from: 1 }).unwrap();
         s.poll_read();

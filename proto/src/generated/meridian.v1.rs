@@ -618,6 +618,7 @@ pub struct MirrorMarksResponse {
 pub struct ReadLocalRequest {
     #[prost(uint32, tag = "1")]
     pub group: u32,
+    /// 0: from the first record retained.
     #[prost(uint64, tag = "2")]
     pub from_seq: u64,
     #[prost(uint32, tag = "3")]
@@ -1315,6 +1316,11 @@ pub struct LogGroupPlacement {
     /// Partitions placed on it.
     #[prost(uint32, tag = "8")]
     pub partitions: u32,
+    /// The one topic it holds (0: shared by any topics). A topic that joins a region after
+    /// its creation gets log groups of its own there, so the mirrors catch it up on streams
+    /// of their own, apart from the topics already mirrored (see `TopicInRegion.joined_later`).
+    #[prost(uint32, tag = "9")]
+    pub topic: u32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -1359,6 +1365,11 @@ pub struct TopicInRegion {
     /// brokers' storage.retention).
     #[prost(string, tag = "13")]
     pub retention: ::prost::alloc::string::String,
+    /// Placed in this region after its creation (`topic alter --regions`): its log groups here
+    /// hold it alone, and every other region's mirror ships it here on a stream of its own,
+    /// from the start of what that region retains.
+    #[prost(bool, tag = "14")]
+    pub joined_later: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -1377,7 +1388,7 @@ pub struct RegionView {
     pub groups: ::prost::alloc::vec::Vec<LogGroupPlacement>,
     #[prost(message, repeated, tag = "6")]
     pub topics: ::prost::alloc::vec::Vec<TopicInRegion>,
-    /// Ids of deleted topics.
+    /// Ids of deleted topics, and of topics removed from this region.
     #[prost(uint32, repeated, tag = "7")]
     pub retired: ::prost::alloc::vec::Vec<u32>,
     /// Why the region is failed over (empty: it takes traffic). Its brokers then forward
@@ -1515,6 +1526,17 @@ pub struct AlterTopicRequest {
     >,
     #[prost(string, repeated, tag = "9")]
     pub delete_configs: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The regions it spans from now on: a region added is caught up by the mirrors from what
+    /// the others retain; a region removed stops taking its writes (what it took is still
+    /// mirrored out) and drops it. A topic never returns to a region it left.
+    #[prost(message, optional, tag = "10")]
+    pub regions: ::core::option::Option<RegionList>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RegionList {
+    #[prost(string, repeated, tag = "1")]
+    pub names: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

@@ -328,9 +328,10 @@ impl Broker {
             .collect()
     }
 
-    /// The committed local-origin batches of log group `g` from record index `from` on,
-    /// about `max_bytes`, waiting up to `max_wait` for one; also the index to read from next.
-    /// Served by the group's leader.
+    /// The committed local-origin batches of log group `g` from record index `from` on (0:
+    /// from the first record retention kept — a region that holds nothing of the group yet
+    /// starts there), about `max_bytes`, waiting up to `max_wait` for one; also the index to
+    /// read from next. Served by the group's leader.
     pub async fn read_local(
         &self,
         g: u32,
@@ -345,7 +346,11 @@ impl Broker {
         let mut visible = group.subscribe();
         loop {
             visible.borrow_and_update();
-            let found = local_records(group, from.max(1), max_bytes)?;
+            let start = match from {
+                0 => group.record_bounds().map_or(1, |(first, _)| first),
+                from => from,
+            };
+            let found = local_records(group, start, max_bytes)?;
             if !found.batches.is_empty()
                 || !found.commits.is_empty()
                 || tokio::time::Instant::now() >= deadline
