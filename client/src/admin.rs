@@ -177,6 +177,30 @@ impl Client {
         Ok(out)
     }
 
+    /// What each broker of the region sees now (its disk, the partitions it leads with
+    /// their offsets and committed consumer groups), each asked directly; a broker that does
+    /// not answer has its error.
+    pub async fn broker_reports(
+        &self,
+    ) -> Result<Vec<(u32, String, Result<v1::BrokerReportResponse, ClientError>)>, ClientError>
+    {
+        let first = self
+            .call(|mut c| async move { c.log_groups(v1::LogGroupsRequest {}).await })
+            .await?;
+        let mut out = Vec::new();
+        for b in first.brokers {
+            let report = async {
+                let mut c = self.connection(&b.grpc).await?;
+                let mut req = tonic::Request::new(v1::BrokerReportRequest {});
+                req.set_timeout(ADMIN_TIMEOUT);
+                Ok(c.broker_report(req).await?.into_inner())
+            }
+            .await;
+            out.push((b.id, b.grpc, report));
+        }
+        Ok(out)
+    }
+
     async fn log_groups_at(&self, addr: &str) -> Result<v1::LogGroupsResponse, ClientError> {
         let mut c = self.connection(addr).await?;
         let mut req = tonic::Request::new(v1::LogGroupsRequest {});

@@ -73,7 +73,10 @@ impl ControlService {
             // writes) before the change is done.
             for r in topic.regions.iter().chain(&topic.left) {
                 let region = state::region(&*self.store, r).await?;
-                let groups = region.partition_groups(topic).unwrap_or_default();
+                let groups = match topic.regions.contains(r) {
+                    true => region.partition_groups(topic).unwrap_or_default(),
+                    false => Vec::new(),
+                };
                 if let Some(g) = groups.iter().find(|g| region.leader(**g).is_none()) {
                     waiting = Some(format!("log group {g} of region {r} has no leader yet"));
                     break;

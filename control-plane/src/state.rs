@@ -304,10 +304,23 @@ pub fn view(region: &RegionState, topics: &Topics) -> v1::RegionView {
         .collect();
     let mut in_region = Vec::new();
     let mut retired: Vec<u32> = topics.retired.keys().copied().collect();
+    let mut left = Vec::new();
     for (topic, v) in topics.topics.values() {
         if topic.left.contains(&region.name) {
             version = version.max(*v);
             retired.push(topic.id);
+            // The groups it had here (its assignments are kept): the mirror still ships
+            // what this region took of it.
+            left.push(v1::TopicInRegion {
+                name: topic.name.clone(),
+                id: topic.id,
+                groups: region
+                    .assignments
+                    .get(&topic.name)
+                    .map(|a| a.values().map(|(g, _)| *g).collect())
+                    .unwrap_or_default(),
+                ..Default::default()
+            });
         }
         if !topic.regions.contains(&region.name) {
             continue;
@@ -353,6 +366,7 @@ pub fn view(region: &RegionState, topics: &Topics) -> v1::RegionView {
         groups,
         topics: in_region,
         retired,
+        left,
         ..Default::default()
     };
     view.hash = view_hash(&view);
@@ -443,6 +457,9 @@ fn view_hash(view: &v1::RegionView) -> u64 {
             .hash(&mut h);
     }
     view.retired.hash(&mut h);
+    for t in &view.left {
+        (t.id, &t.groups).hash(&mut h);
+    }
     h.finish()
 }
 

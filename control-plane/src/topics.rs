@@ -292,9 +292,11 @@ pub async fn alter(store: &dyn Store, request: &v1::AlterTopicRequest) -> Result
     if !request.set_configs.is_empty() {
         meridian_proto::topic_config::TopicConfig::parse(&topic.configs).map_err(refused)?;
     }
-    if let Some(regions) = &request.regions {
-        change_regions(store, &mut topic, &regions.names).await?;
-    }
+    // Everything is checked before anything is written.
+    let regions = match &request.regions {
+        Some(r) => Some(plan_regions(store, &topic, &r.names).await?),
+        None => None,
+    };
     if let Some(partitions) = request.partitions {
         if partitions < topic.partitions {
             return Err(invalid(Invalid {
@@ -313,30 +315,42 @@ pub async fn alter(store: &dyn Store, request: &v1::AlterTopicRequest) -> Result
                 why: format!("must be at most {}", crate::metadata::PARTITIONS_MAX),
             }));
         }
-        if partitions > topic.partitions {
-            place_partitions(
-                store,
-                &topic,
-                topic.partitions,
-                partitions - topic.partitions,
-            )
-            .await?;
-            topic.partitions = partitions;
+    }
+    if let Some((next, added)) = regions {
+        for r in &added {
+            place_in_region(store, &next, r, 0, next.partitions).await?;
+            tracing::info!(topic = %next.name, region = %r, partitions = next.partitions, "topic placed in a region it joins");
         }
+        topic.regions = next.regions;
+        topic.joined = next.joined;
+        topic.left = next.left;
+    }
+    if let Some(partitions) = request.partitions
+        && partitions > topic.partitions
+    {
+        place_partitions(
+            store,
+            &topic,
+            topic.partitions,
+            partitions - topic.partitions,
+        )
+        .await?;
+        topic.partitions = partitions;
     }
     replace(store, &topic, version, "being altered").await?;
     tracing::info!(topic = %topic.name, partitions = topic.partitions, retention = %topic.retention, "topic altered");
     Ok(topic)
 }
 
-/// Makes `topic` span `names`: each region added is placed on groups of the topic's own
-/// (writing them and the assignments there), each removed loses its assignments; the
-/// caller writes the topic record, which is what the region views follow.
-async fn change_regions(
+/// `topic` spanning `names`, checked (nothing is written): the topic as it will be, and
+/// the regions added. Each region added is then placed on groups of the topic's own
+/// ([`place_in_region`]) before the record is written; a region removed keeps its
+/// assignments, so its view still names the groups it shipped the topic from (`left`).
+async fn plan_regions(
     store: &dyn Store,
-    topic: &mut Topic,
+    topic: &Topic,
     names: &[String],
-) -> Result<(), Status> {
+) -> Result<(Topic, Vec<String>), Status> {
     let refuse = |value: String, why: String| {
         Err(invalid(Invalid {
             field: "regions",
@@ -395,23 +409,7 @@ async fn change_regions(
     }
     next.validate(&known, |r| live.get(r).copied().unwrap_or(0))
         .map_err(invalid)?;
-    for r in &added {
-        place_in_region(store, &next, r, 0, next.partitions).await?;
-        tracing::info!(topic = %topic.name, region = %r, partitions = next.partitions, "topic placed in a region it joins");
-    }
-    for r in &removed {
-        let e = StateError::from;
-        for kv in store
-            .list(&keys::assignments(r, &topic.name))
-            .await
-            .map_err(e)?
-        {
-            store.delete(&kv.key).await.map_err(e)?;
-        }
-        tracing::info!(topic = %topic.name, region = %r, "topic removed from a region");
-    }
-    *topic = next;
-    Ok(())
+    Ok((next, added))
 }
 
 /// One step of moving a strictly ordered topic's home to `new_home`: without `open`, closes
@@ -486,7 +484,7 @@ pub async fn delete(store: &dyn Store, name: &str) -> Result<(), Status> {
         .await
         .map_err(e)?;
     store.delete(&keys::topic(name)).await.map_err(e)?;
-    for r in &topic.regions {
+    for r in topic.regions.iter().chain(&topic.left) {
         for kv in store.list(&keys::assignments(r, name)).await.map_err(e)? {
             store.delete(&kv.key).await.map_err(e)?;
         }

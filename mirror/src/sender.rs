@@ -399,7 +399,7 @@ async fn read_next(
             continue;
         };
         let (batches, commits, after) = match client
-            .read_local_records(g, next, config.batch_bytes, READ_WAIT)
+            .read_local_records(g, next, topic != 0, config.batch_bytes, READ_WAIT)
             .await
         {
             Ok(r) => r,

@@ -69,11 +69,12 @@ impl Snapshot {
             .unwrap_or_default()
     }
 
-    /// The log groups of `region` its partitions of topic `id` are in.
+    /// The log groups of `region` its partitions of topic `id` are in — or were in, for a
+    /// topic removed from it (what it took still ships).
     pub fn topic_groups(&self, region: &str, id: u32) -> HashSet<u32> {
         self.views
             .get(region)
-            .and_then(|v| v.topics.iter().find(|t| t.id == id))
+            .and_then(|v| v.topics.iter().chain(&v.left).find(|t| t.id == id))
             .map(|t| t.groups.iter().copied().collect())
             .unwrap_or_default()
     }

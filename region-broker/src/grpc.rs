@@ -536,6 +536,50 @@ impl broker_server::Broker for GrpcService {
         Ok(Response::new(v1::WriteTxnMarkerResponse { offset }))
     }
 
+    async fn broker_report(
+        &self,
+        request: Request<v1::BrokerReportRequest>,
+    ) -> Result<Response<v1::BrokerReportResponse>, Status> {
+        use meridian_security::acl::{CLUSTER, Operation, ResourceType};
+        self.user_may(
+            &request,
+            Operation::Describe,
+            ResourceType::Cluster,
+            CLUSTER,
+        )
+        .await?;
+        let seen = self.broker.observation();
+        let led: std::collections::HashSet<u32> = seen
+            .groups
+            .iter()
+            .filter(|g| g.leads)
+            .map(|g| g.group)
+            .collect();
+        let (disk_total_bytes, disk_free_bytes) = seen.disk.unwrap_or_default();
+        Ok(Response::new(v1::BrokerReportResponse {
+            broker_id: self.broker.config().broker_id,
+            disk_total_bytes,
+            disk_free_bytes,
+            journal_bytes: seen.groups.iter().map(|g| g.journal_bytes).sum(),
+            partitions: seen
+                .partitions
+                .into_iter()
+                .filter(|p| led.contains(&p.group))
+                .map(|p| v1::PartitionReport {
+                    topic: p.topic,
+                    partition: p.partition,
+                    earliest_offset: p.start,
+                    latest_offset: p.end,
+                    committed: p
+                        .committed
+                        .into_iter()
+                        .map(|(group, offset)| v1::GroupCommitted { group, offset })
+                        .collect(),
+                })
+                .collect(),
+        }))
+    }
+
     async fn list_consumer_groups(
         &self,
         _: Request<v1::ListConsumerGroupsRequest>,
@@ -815,6 +859,7 @@ impl broker_server::Broker for GrpcService {
             .read_local(
                 r.group,
                 r.from_seq,
+                r.skip_deleted,
                 (r.max_bytes as usize).clamp(1, 16 << 20),
                 Duration::from_millis(u64::from(r.max_wait_ms)),
             )

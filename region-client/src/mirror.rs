@@ -27,7 +27,7 @@ impl RegionClient {
         wait: Duration,
     ) -> Result<(Vec<ShippedBatch>, u64), RegionError> {
         let (batches, _, next) = self
-            .read_local_records(group, from, max_bytes, wait)
+            .read_local_records(group, from, false, max_bytes, wait)
             .await?;
         Ok((batches, next))
     }
@@ -38,12 +38,14 @@ impl RegionClient {
         &self,
         group: u32,
         from: u64,
+        skip_deleted: bool,
         max_bytes: u32,
         wait: Duration,
     ) -> Result<(Vec<ShippedBatch>, Vec<LocalCommit>, u64), RegionError> {
         let r = v1::ReadLocalRequest {
             group,
             from_seq: from,
+            skip_deleted,
             max_bytes,
             max_wait_ms: wait.as_millis() as u32,
         };

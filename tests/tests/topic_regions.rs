@@ -2,9 +2,9 @@
 //! written there while another topic's mirroring runs far ahead in the same log groups,
 //! joins y. y's mirror-fed copy catches up from x's start (a stream of its own per x group,
 //! surviving a kill -9 of x's mirror) while both regions write on; every acknowledged
-//! message is held once in both, in each origin partition's order. Then y leaves the topic:
-//! it stops taking writes at once, what it took before is still mirrored to x, and the
-//! topic can never return to y.
+//! message is held once in both, in each origin partition's order. Then x leaves the topic:
+//! it stops taking writes at once, what it took before is still mirrored to y, and the
+//! topic can never return to x.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -148,24 +148,22 @@ async fn a_topic_joins_a_region_caught_up_and_leaves_it_losing_nothing() {
         "late has log groups of its own in y: {dedicated:?}"
     );
 
-    // y leaves: what it took just before still reaches x; it takes no more.
-    late.extend(produce(&cy, "late", "ly2", 300).await);
-    let (code, out, err) = meridian_control(&cp, &["topic", "alter", "late", "--regions", "x"]);
+    // x, where the topic began, leaves it: what x took just before still reaches y (which
+    // joined later: on the topic's own streams from x's groups); x takes no more.
+    late.extend(produce(&cx, "late", "lx3", 300).await);
+    let (code, out, err) = meridian_control(&cp, &["topic", "alter", "late", "--regions", "y"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("in x"), "{out}");
-    check_holds(&cx, "x", "late", &late).await;
-    let refused = cy
+    assert!(out.contains("in y"), "{out}");
+    check_holds(&cy, "y", "late", &late).await;
+    let refused = cx
         .producer(ProducerConfig::default())
         .send(Record::new("late", "after-leaving"))
         .await
         .await;
-    assert!(refused.is_err(), "y took a write after leaving the topic");
-    assert!(
-        cy.describe_topic("late").await.is_err(),
-        "y still lists late"
-    );
+    assert!(refused.is_err(), "x took a write after leaving the topic");
+    assert!(cx.describe_topic("late").await.is_err(), "x still lists late");
     let (code, _, err) = meridian_control(&cp, &["topic", "alter", "late", "--regions", "x,y"]);
     assert_ne!(code, 0, "a topic returned to a region it left");
     assert!(err.contains("never returns"), "{err}");
-    check_holds(&cx, "x", "late", &late).await;
+    check_holds(&cy, "y", "late", &late).await;
 }

@@ -428,6 +428,47 @@ pub struct WriteTxnMarkerResponse {
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BrokerReportRequest {}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct BrokerReportResponse {
+    #[prost(uint32, tag = "1")]
+    pub broker_id: u32,
+    /// The data directory's file system (0 when it could not be read).
+    #[prost(uint64, tag = "2")]
+    pub disk_total_bytes: u64,
+    #[prost(uint64, tag = "3")]
+    pub disk_free_bytes: u64,
+    #[prost(message, repeated, tag = "4")]
+    pub partitions: ::prost::alloc::vec::Vec<PartitionReport>,
+    /// Bytes of journal it holds over its log groups.
+    #[prost(uint64, tag = "5")]
+    pub journal_bytes: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PartitionReport {
+    #[prost(string, tag = "1")]
+    pub topic: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub partition: u32,
+    #[prost(uint64, tag = "3")]
+    pub earliest_offset: u64,
+    #[prost(uint64, tag = "4")]
+    pub latest_offset: u64,
+    #[prost(message, repeated, tag = "5")]
+    pub committed: ::prost::alloc::vec::Vec<GroupCommitted>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GroupCommitted {
+    #[prost(string, tag = "1")]
+    pub group: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "2")]
+    pub offset: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ListConsumerGroupsRequest {}
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -625,6 +666,11 @@ pub struct ReadLocalRequest {
     pub max_bytes: u32,
     #[prost(uint32, tag = "4")]
     pub max_wait_ms: u32,
+    /// When `from_seq` was deleted by retention: start at the first record retained instead
+    /// of refusing (a topic catching up a region that joined it later: what retention
+    /// deleted is gone from the origin).
+    #[prost(bool, tag = "5")]
+    pub skip_deleted: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1401,6 +1447,10 @@ pub struct RegionView {
     pub takeover: ::prost::alloc::string::String,
     #[prost(message, repeated, tag = "10")]
     pub takeover_brokers: ::prost::alloc::vec::Vec<BrokerEndpoint>,
+    /// Topics removed from this region (their ids are in `retired`), with the log groups they
+    /// had here: its mirror still ships what it took of them to the regions that hold them.
+    #[prost(message, repeated, tag = "11")]
+    pub left: ::prost::alloc::vec::Vec<TopicInRegion>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -2255,6 +2305,33 @@ pub mod broker_client {
                 .insert(GrpcMethod::new("meridian.v1.Broker", "ListConsumerGroups"));
             self.inner.unary(req, path, codec).await
         }
+        /// What this broker sees now, for operators' tools: its data disk, and each partition
+        /// whose log group it leads with its offsets and every consumer group's committed offset
+        /// (groups with or without members: their lag).
+        pub async fn broker_report(
+            &mut self,
+            request: impl tonic::IntoRequest<super::BrokerReportRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::BrokerReportResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.Broker/BrokerReport",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.Broker", "BrokerReport"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Transaction coordinators: writes a transaction's commit or abort marker into a
         /// partition (served by the partition's group leader; writing one twice is harmless).
         pub async fn write_txn_marker(
@@ -2687,6 +2764,16 @@ pub mod broker_server {
             request: tonic::Request<super::ListConsumerGroupsRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ListConsumerGroupsResponse>,
+            tonic::Status,
+        >;
+        /// What this broker sees now, for operators' tools: its data disk, and each partition
+        /// whose log group it leads with its offsets and every consumer group's committed offset
+        /// (groups with or without members: their lag).
+        async fn broker_report(
+            &self,
+            request: tonic::Request<super::BrokerReportRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::BrokerReportResponse>,
             tonic::Status,
         >;
         /// Transaction coordinators: writes a transaction's commit or abort marker into a
@@ -3749,6 +3836,51 @@ pub mod broker_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListConsumerGroupsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.Broker/BrokerReport" => {
+                    #[allow(non_camel_case_types)]
+                    struct BrokerReportSvc<T: Broker>(pub Arc<T>);
+                    impl<
+                        T: Broker,
+                    > tonic::server::UnaryService<super::BrokerReportRequest>
+                    for BrokerReportSvc<T> {
+                        type Response = super::BrokerReportResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::BrokerReportRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Broker>::broker_report(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = BrokerReportSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

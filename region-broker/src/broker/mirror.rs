@@ -330,12 +330,14 @@ impl Broker {
 
     /// The committed local-origin batches of log group `g` from record index `from` on (0:
     /// from the first record retention kept — a region that holds nothing of the group yet
-    /// starts there), about `max_bytes`, waiting up to `max_wait` for one; also the index to
-    /// read from next. Served by the group's leader.
+    /// starts there; with `skip_deleted`, a `from` retention deleted starts there too
+    /// instead of being refused), about `max_bytes`, waiting up to `max_wait` for one; also
+    /// the index to read from next. Served by the group's leader.
     pub async fn read_local(
         &self,
         g: u32,
         from: u64,
+        skip_deleted: bool,
         max_bytes: usize,
         max_wait: Duration,
     ) -> Result<LocalRecords, BrokerError> {
@@ -346,8 +348,10 @@ impl Broker {
         let mut visible = group.subscribe();
         loop {
             visible.borrow_and_update();
+            let first = group.record_bounds().map_or(1, |(first, _)| first);
             let start = match from {
-                0 => group.record_bounds().map_or(1, |(first, _)| first),
+                0 => first,
+                from if skip_deleted => from.max(first),
                 from => from,
             };
             let found = local_records(group, start, max_bytes)?;
@@ -449,6 +453,10 @@ fn local_records(
                     TxnPart::Batch => {
                         let key = (h.topic_id, h.partition);
                         match group.transaction_status(key, producer.id, h.base_offset) {
+                            // A topic deleted or removed from this region took its
+                            // transactions' states with it: its batch no longer ships
+                            // (waiting would hold every other topic of the group).
+                            TxnStatus::Open if group.is_retired(h.topic_id) => false,
                             TxnStatus::Open => {
                                 next -= 1;
                                 break;

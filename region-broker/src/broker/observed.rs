@@ -48,6 +48,8 @@ pub struct GroupSeen {
 pub struct PartitionSeen {
     pub topic: String,
     pub partition: u32,
+    /// Its log group.
+    pub group: u32,
     pub start: u64,
     pub end: u64,
     /// Each consumer group's committed offset in it.
@@ -231,6 +233,7 @@ impl Broker {
                 seen.partitions.push(PartitionSeen {
                     topic: topic.name.clone(),
                     partition: p as u32,
+                    group: g,
                     start,
                     end,
                     committed: by_partition
@@ -344,6 +347,7 @@ mod tests {
         let partition = |p: u32, committed: Vec<(String, u64)>| PartitionSeen {
             topic: "orders".into(),
             partition: p,
+            group: 0,
             start: 5,
             end: 100,
             committed,

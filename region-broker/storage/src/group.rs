@@ -725,6 +725,15 @@ impl LogGroup {
         self.wake_indexer();
     }
 
+    /// Whether a topic was deleted here ([`LogGroup::retire_topic`]).
+    pub fn is_retired(&self, topic_id: u32) -> bool {
+        self.shared
+            .retired_topics
+            .read()
+            .expect("retired lock poisoned")
+            .contains(&topic_id)
+    }
+
     fn wake_indexer(&self) {
         self.shared
             .progress
