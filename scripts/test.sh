@@ -80,6 +80,7 @@ step "fuzz targets (coverage-guided, 20 s each)"
 bash fuzz/run.sh 20
 
 step "cargo test"
+rm -rf "${CARGO_TARGET_DIR:-target}/debug/console-screenshots"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
@@ -89,3 +90,8 @@ read -r passed failed < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if 
 [ "${passed:-0}" -gt 0 ] || die "no test ran"
 echo
 echo "tests: ${passed} passed, ${failed} failed"
+# The console test's screenshots of every page, kept beside the checkout.
+shots="${CARGO_TARGET_DIR:-target}/debug/console-screenshots"
+[ -d "$shots" ] || die "no console screenshots in $shots: the browser test did not take them"
+rm -rf ci-artifacts/console-screenshots && mkdir -p ci-artifacts && cp -r "$shots" ci-artifacts/
+echo "console screenshots: ci-artifacts/console-screenshots ($(ls ci-artifacts/console-screenshots | wc -l) pages)"

@@ -13,6 +13,7 @@
 mod acl;
 mod broker;
 mod certs;
+mod cluster;
 mod consume;
 mod control;
 mod endpoint;
@@ -72,6 +73,9 @@ enum Command {
     /// Brokers registered with the control plane.
     #[command(subcommand)]
     Broker(broker::Command),
+    /// The whole platform at once.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Mirror links between regions: up, stalled (with why) or down, rate, lag.
     #[command(subcommand)]
     Mirror(mirror::Command),
@@ -108,6 +112,14 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// One screen of what is wrong — regions failed over, brokers not live, log groups
+    /// without a leader, disks nearly full, consumer groups behind, links stalled — each
+    /// with what to do; exits non-zero when anything is.
+    Health(cluster::Args),
 }
 
 fn main() {
@@ -246,6 +258,9 @@ fn main() {
             }
             Command::Region(cmd) => region::run(cmd, &control_or_default, cli.json).await,
             Command::Broker(cmd) => broker::run(cmd, &control_or_default, region, cli.json).await,
+            Command::Cluster(ClusterCommand::Health(args)) => {
+                cluster::run(args, &control_or_default, cli.json).await
+            }
             Command::Produce(args) => {
                 let client: anyhow::Result<_> = data_client(args.topic.clone()).await;
                 produce::run(args, client?, cli.json).await

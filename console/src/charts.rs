@@ -128,7 +128,22 @@ pub fn svg(rates: &BTreeMap<String, Vec<Point>>, unit: &str) -> String {
     let x = |t: i64| PAD + (t - t0) as f64 / (t1 - t0) as f64 * (W - 2.0 * PAD);
     let y = |v: f64| H - PAD + 10.0 - v / top * (H - PAD - 10.0);
     let mut out = format!(
-        "<svg id=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" style=\"background:#fff;border:1px solid #d9dde3\">"
+        "<svg id=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" class=\"chart\">"
+    );
+    // The time axis: where the samples start and end (UTC).
+    let clock = |t: i64| {
+        let at = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + Duration::from_millis(t.max(0) as u64),
+        )
+        .to_string();
+        at.get(11..19).unwrap_or_default().to_owned()
+    };
+    out += &format!(
+        "<text class=\"axis\" x=\"{PAD}\" y=\"{ty}\" font-size=\"10\">{} UTC</text><text class=\"axis\" x=\"{r}\" y=\"{ty}\" font-size=\"10\" text-anchor=\"end\">{}</text>",
+        clock(t0),
+        clock(t1),
+        r = W - PAD,
+        ty = H - PAD + 22.0
     );
     out += &format!(
         "<line x1=\"{PAD}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"#999\"/><text x=\"4\" y=\"14\" font-size=\"11\">{top:.0}{unit}</text><text x=\"4\" y=\"{b}\" font-size=\"11\">0</text>",
@@ -156,7 +171,7 @@ pub fn svg(rates: &BTreeMap<String, Vec<Point>>, unit: &str) -> String {
         out += &format!(
             "<text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"{color}\">{} {:.0}{unit}</text>",
             PAD + 170.0 * i as f64,
-            H - 6.0,
+            H - 2.0,
             escape(region),
             pts.last().map_or(0.0, |p| p.value)
         );

@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
-use meridian_client::{Client, ConsumerConfig, OffsetSpec, StartFrom};
+use meridian_client::{Client, OffsetSpec};
 use meridian_proto::v1;
 use serde::Serialize;
 
 mod acls;
+pub mod browse;
 mod mqtt;
 
 pub use acls::{AclRow, AclsView, acls, alter_acl};
@@ -57,6 +58,10 @@ pub struct Broker {
     pub leads: usize,
     /// Bytes of journal it holds over its groups (disk use), when it answered.
     pub journal_bytes: Option<u64>,
+    /// When this console last saw it live (ms since the epoch; kept after it is gone).
+    pub last_seen_ms: Option<i64>,
+    /// Its disk, as it last reported it.
+    pub disk: Option<crate::observer::Disk>,
 }
 
 /// A log group of a region.
@@ -86,6 +91,24 @@ pub struct Region {
     pub groups: Vec<LogGroup>,
     pub live_brokers: usize,
     pub leaderless_groups: usize,
+}
+
+/// Now, in ms since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// [`regions`], with the brokers this console saw before and does not see live now kept
+/// (gone, with when they were last seen) and each live broker's disk.
+pub async fn regions_seen(app: &crate::Console) -> Result<Vec<Region>, Failed> {
+    let mut regions = regions(&app.control).await?;
+    app.observer.remember(&mut regions, now_ms());
+    for r in &mut regions {
+        r.live_brokers = r.brokers.iter().filter(|b| b.live).count();
+    }
+    Ok(regions)
 }
 
 /// Every region, with its brokers and log groups, as the control plane knows them (see
@@ -138,6 +161,8 @@ pub async fn regions(addrs: &str) -> Result<Vec<Region>, Failed> {
                 replicas: groups.iter().filter(|g| g.replicas.contains(&b.id)).count(),
                 leads: groups.iter().filter(|g| g.leader == Some(b.id)).count(),
                 journal_bytes: None,
+                last_seen_ms: None,
+                disk: None,
             })
             .collect();
         bs.sort_by_key(|b| b.id);
@@ -345,7 +370,11 @@ async fn offsets(client: &Client, topic: &str, partition: u32) -> Result<(u64, u
 }
 
 /// A client of the brokers of `region` serving `topic` (the region must be healthy).
-async fn region_client(addrs: &str, topic: &str, region: &str) -> Result<Client, Failed> {
+pub(crate) async fn region_client(
+    addrs: &str,
+    topic: &str,
+    region: &str,
+) -> Result<Client, Failed> {
     let (client, route) = Client::connect_routed(addrs, topic, Some(region))
         .await
         .map_err(|e| Failed::of(&format!("reaching region {region}"), e))?;
@@ -545,19 +574,6 @@ pub async fn failover_cost(addrs: &str, region: &str) -> Result<FailoverCost, Fa
     })
 }
 
-/// A message as the browser shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Message {
-    pub partition: u32,
-    pub offset: u64,
-    pub timestamp_ms: i64,
-    pub time: String,
-    pub key: String,
-    pub value: String,
-    pub headers: String,
-    pub origin_region: String,
-}
-
 /// Where the browser starts reading.
 #[derive(Debug, Clone)]
 pub enum From {
@@ -589,81 +605,6 @@ impl From {
                 ))
             })
     }
-}
-
-fn text(b: &[u8]) -> String {
-    let s = String::from_utf8_lossy(b);
-    if s.chars().count() > 300 {
-        format!("{}…", s.chars().take(300).collect::<String>())
-    } else {
-        s.into_owned()
-    }
-}
-
-/// Up to `max` messages of one partition of `topic` in `region`, from `from` on.
-pub async fn messages(
-    addrs: &str,
-    topic: &str,
-    region: &str,
-    partition: u32,
-    from: From,
-    max: usize,
-) -> Result<Vec<Message>, Failed> {
-    let client = region_client(addrs, topic, region).await?;
-    let mut consumer = client.consumer(ConsumerConfig {
-        group: None,
-        start: match from {
-            From::Beginning => StartFrom::Beginning,
-            From::Offset(o) => StartFrom::Offset(o),
-            From::Time(t) => StartFrom::Time(t),
-        },
-        ..ConsumerConfig::default()
-    });
-    consumer
-        .assign(topic, &[partition])
-        .await
-        .map_err(|e| Failed::of(&format!("reading {topic}/{partition}"), e))?;
-    let mut out = Vec::new();
-    for _ in 0..5 {
-        let got = consumer
-            .poll(Duration::from_millis(200))
-            .await
-            .map_err(|e| Failed::of(&format!("reading {topic}/{partition}"), e))?;
-        if got.is_empty() {
-            break;
-        }
-        for m in got {
-            if out.len() >= max {
-                break;
-            }
-            out.push(Message {
-                partition: m.partition,
-                offset: m.offset,
-                timestamp_ms: m.timestamp_ms,
-                time: humantime::format_rfc3339_millis(
-                    std::time::UNIX_EPOCH + Duration::from_millis(m.timestamp_ms.max(0) as u64),
-                )
-                .to_string(),
-                key: m.key.as_deref().map(text).unwrap_or_default(),
-                value: m.value.as_deref().map(text).unwrap_or_default(),
-                headers: m
-                    .headers
-                    .iter()
-                    // A null header value shows as the bare name, an empty one as `name=`.
-                    .map(|(k, v)| match v {
-                        Some(v) => format!("{k}={}", text(v)),
-                        None => k.clone(),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                origin_region: m.origin_region,
-            });
-        }
-        if out.len() >= max {
-            break;
-        }
-    }
-    Ok(out)
 }
 
 /// A connection to every live broker of `regions` that accepts one, with its region's name
@@ -889,4 +830,127 @@ async fn connect_channel(addr: &str) -> Result<meridian_proto::auth::Authed, Str
     meridian_proto::auth::connect(endpoint)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// A client of `region`'s live brokers.
+async fn brokers_of(app: &crate::Console, region: &str) -> Result<Client, Failed> {
+    let regions = regions(&app.control).await?;
+    let Some(r) = regions.iter().find(|r| r.name == region) else {
+        return Err(Failed(format!("there is no region {region}")));
+    };
+    let live: Vec<&str> = r
+        .brokers
+        .iter()
+        .filter(|b| b.live)
+        .map(|b| b.grpc.as_str())
+        .collect();
+    if live.is_empty() {
+        return Err(Failed(format!(
+            "region {region} has no live broker: start one (see the brokers page)"
+        )));
+    }
+    Client::connect(&live.join(","))
+        .await
+        .map_err(|e| Failed::of(&format!("reaching region {region}'s brokers"), e))
+}
+
+/// The topics with a partition on log group `group` of `region`.
+pub async fn topics_on_group(addrs: &str, region: &str, group: u32) -> Result<Vec<String>, Failed> {
+    let mut c = control(addrs).await?;
+    let listed = c
+        .list_topics(v1::ControlListTopicsRequest {})
+        .await
+        .map_err(|s| Failed::of("listing topics", s.message()))?
+        .into_inner()
+        .topics;
+    Ok(listed
+        .into_iter()
+        .filter(|t| {
+            t.placements
+                .iter()
+                .any(|p| p.region == region && p.partition_groups.contains(&group))
+        })
+        .filter_map(|t| t.spec.map(|s| s.name))
+        .collect())
+}
+
+/// Moves a raft log group's leadership to voter `to` (`None`: its preferred replica);
+/// what happened, in words.
+pub async fn move_leader(
+    app: &crate::Console,
+    region: &str,
+    group: u32,
+    to: Option<u32>,
+) -> Result<String, Failed> {
+    let client = brokers_of(app, region).await?;
+    let answer = client
+        .transfer_leadership(group, to, Duration::from_secs(10))
+        .await
+        .map_err(|e| {
+            Failed::of(
+                &format!("moving the leadership of log group {group} in {region}"),
+                e,
+            )
+        })?;
+    Ok(if answer.moved {
+        format!(
+            "Log group {group} of {region} is now led by broker {}.",
+            answer.leader
+        )
+    } else {
+        format!(
+            "Log group {group} of {region} was led by broker {} already: nothing changed.",
+            answer.leader
+        )
+    })
+}
+
+/// Fails a master-slave log group over to its most caught-up slave; what happened, in
+/// words.
+pub async fn failover_group(
+    app: &crate::Console,
+    region: &str,
+    group: u32,
+) -> Result<String, Failed> {
+    let client = brokers_of(app, region).await?;
+    let report = client
+        .failover_log_group(group, false)
+        .await
+        .map_err(|e| Failed::of(&format!("failing log group {group} in {region} over"), e))?;
+    Ok(format!(
+        "Log group {group} of {region} failed over: broker {} is master at epoch {} (was {}).",
+        report.new_master,
+        report.epoch,
+        report
+            .old_master
+            .map_or("unknown".to_owned(), |m| format!("broker {m}"))
+    ))
+}
+
+/// Produces one message to `topic` in `region` (to `partition`, else by its key); where it
+/// was written.
+pub async fn produce_one(
+    addrs: &str,
+    topic: &str,
+    region: &str,
+    partition: Option<u32>,
+    key: Option<&str>,
+    value: &str,
+    headers: &[(String, String)],
+) -> Result<(u32, u64), Failed> {
+    let client = region_client(addrs, topic, region).await?;
+    let mut record = meridian_client::Record::new(topic, value.to_owned());
+    if let Some(k) = key {
+        record = record.key(k.to_owned());
+    }
+    if let Some(p) = partition {
+        record = record.partition(p);
+    }
+    for (k, v) in headers {
+        record = record.header(k.clone(), v.clone());
+    }
+    let producer = client.producer(meridian_client::ProducerConfig::default());
+    let sent = producer.send(record).await.await;
+    let meta = sent.map_err(|e| Failed::of(&format!("producing to {topic} in {region}"), e))?;
+    Ok((meta.partition, meta.offset))
 }

@@ -7,6 +7,8 @@
 //! - [`audit`]: every action, allowed or refused, as a JSON line;
 //! - [`charts`]: append rates over time, sampled in the background, drawn as SVG;
 //! - [`mirrors`]: the links between regions, from the mirrors' metrics;
+//! - [`observer`]: brokers seen, their reports (disk, offsets, consumer groups' commits),
+//!   throughput per topic and broker, lag over time, and the health summary's findings;
 //! - [`throttle`]: failed logins per client address and per name, as decisions.
 //!
 //! Every change is a POST carrying the session's CSRF token; the server checks the role
@@ -20,6 +22,7 @@ pub mod config;
 pub mod data;
 pub mod https;
 pub mod mirrors;
+pub mod observer;
 pub mod pages;
 pub mod throttle;
 
@@ -46,6 +49,8 @@ pub struct Console {
     pub throughput: charts::Throughput,
     /// The mirror links, from the mirrors' metrics.
     pub mirrors: mirrors::Mirrors,
+    /// Brokers seen, their reports, and what follows from them.
+    pub observer: observer::Observer,
     /// Rendered Prometheus metrics of this process, when installed.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Served over HTTPS: session cookies are `Secure` and browsers are told to keep to
@@ -73,6 +78,7 @@ pub fn router(app: App) -> Router {
         .merge(pages::routes())
         .nest("/api", api::routes())
         .route("/metrics", axum::routing::get(metrics))
+        .route("/static/live.js", axum::routing::get(live_js))
         // As every daemon's operational endpoint: alive, and ready once it serves.
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route("/readyz", axum::routing::get(|| async { "ready\n" }))
@@ -84,8 +90,9 @@ pub fn router(app: App) -> Router {
 }
 
 /// The usual security headers on every answer: no framing, no type sniffing, the referrer
-/// only to the console itself, and a policy allowing only the console's own resources (its
-/// pages carry no script; styles may be inline); over HTTPS, HSTS.
+/// only to the console itself, and a policy allowing only the console's own resources (the
+/// one script is its own `/static/live.js`; no inline script; styles may be inline); over
+/// HTTPS, HSTS.
 async fn security_headers(
     axum::extract::State(app): axum::extract::State<App>,
     mut r: Response,
@@ -110,10 +117,22 @@ async fn security_headers(
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'none'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
         ),
     );
     r
+}
+
+/// The script keeping pages live (see the file); compiled in, so the console is one file.
+async fn live_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        include_str!("../static/live.js"),
+    )
+        .into_response()
 }
 
 async fn metrics(axum::extract::State(app): axum::extract::State<App>) -> Response {

@@ -15,6 +15,8 @@ use crate::data::{self, Failed};
 use crate::{App, Me, Refused};
 
 mod acls;
+mod groups;
+mod log_groups;
 mod mqtt;
 /// The page routes.
 mod regions;
@@ -37,6 +39,7 @@ pub fn routes() -> axum::Router<App> {
             get(confirm_region).post(change_region),
         )
         .route("/messages", get(messages))
+        .route("/messages/produce", post(produce_message))
         .route("/groups", get(groups))
         .route("/groups/reset", post(reset_group))
         .route("/audit", get(audit))
@@ -46,6 +49,11 @@ pub fn routes() -> axum::Router<App> {
         .route("/acls", get(acls::acls).post(acls::add_acl))
         .route("/acls/delete", post(acls::delete_acl))
         .route("/topics/{name}/home", get(confirm_home).post(move_home))
+        .route(
+            "/log-groups/{region}/{group}/{action}",
+            get(log_groups::confirm_group_action).post(log_groups::group_action),
+        )
+        .route("/groups/{name}", get(groups::group_page))
 }
 
 /// What the page header shows.
@@ -279,8 +287,10 @@ struct Overview {
     topics: usize,
     notice: String,
     chart: String,
-    /// Each mirror link at a glance: (name, up, lag p99).
-    links: Vec<(String, bool, String)>,
+    /// Each mirror link at a glance: (name, up and delivering, status, lag p99).
+    links: Vec<(String, bool, String, String)>,
+    /// What is wrong, each with the page that fixes it.
+    findings: Vec<crate::observer::Finding>,
 }
 
 #[derive(Deserialize, Default)]
@@ -290,29 +300,36 @@ struct Notice {
 }
 
 async fn overview(State(app): State<App>, me: Me, Query(n): Query<Notice>) -> Response {
-    let regions = match data::regions(&app.control).await {
+    let regions = match data::regions_seen(&app).await {
         Ok(r) => r,
         Err(e) => return failed(e),
     };
     let topics = data::topics(&app.control, "").await.map_or(0, |t| t.len());
+    let links: Vec<(String, bool, String, String)> = app
+        .mirrors
+        .now()
+        .into_iter()
+        .map(|l| {
+            (
+                format!("{} → {}", l.from, l.to),
+                l.up == Some(true) && l.stalled.is_none(),
+                l.status(),
+                show(&l.lag_p99_ms, " ms"),
+            )
+        })
+        .collect();
+    let glance: Vec<(String, bool, String)> = links
+        .iter()
+        .map(|(name, ok, status, _)| (name.clone(), *ok, status.clone()))
+        .collect();
     render(&Overview {
         nav: Nav::of(&me, "Overview"),
+        findings: app.observer.findings(&regions, &glance, data::now_ms()),
         regions,
         topics,
         notice: n.notice,
         chart: crate::charts::svg(&app.throughput.rates(), "/s"),
-        links: app
-            .mirrors
-            .now()
-            .into_iter()
-            .map(|l| {
-                (
-                    format!("{} → {}", l.from, l.to),
-                    l.up == Some(true) && l.stalled.is_none(),
-                    show(&l.lag_p99_ms, " ms"),
-                )
-            })
-            .collect(),
+        links,
     })
 }
 
@@ -321,19 +338,63 @@ async fn overview(State(app): State<App>, me: Me, Query(n): Query<Notice>) -> Re
 struct Brokers {
     nav: Nav,
     regions: Vec<data::Region>,
+    notice: String,
+    chart: String,
 }
 
-async fn brokers(State(app): State<App>, me: Me) -> Response {
-    match data::regions(&app.control).await {
+async fn brokers(State(app): State<App>, me: Me, Query(n): Query<Notice>) -> Response {
+    match data::regions_seen(&app).await {
         Ok(mut regions) => {
             data::add_broker_reports(&mut regions).await;
             render(&Brokers {
                 nav: Nav::of(&me, "Brokers"),
                 regions,
+                notice: n.notice,
+                chart: crate::charts::svg(&app.observer.broker_rates(), "/s"),
             })
         }
         Err(e) => failed(e),
     }
+}
+
+/// Bytes for people: 1.5 GiB, 320 KiB, 12 B.
+/// (Templates pass arguments by reference.)
+pub fn bytes(n: impl std::borrow::Borrow<u64>) -> String {
+    let n = *n.borrow();
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if v < 10.0 {
+        format!("{v:.1} {}", UNITS[unit])
+    } else {
+        format!("{v:.0} {}", UNITS[unit])
+    }
+}
+
+/// A count for people: 1,234,567.
+pub fn count(n: impl std::borrow::Borrow<u64>) -> String {
+    let n = *n.borrow();
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// How long ago a time (ms since the epoch) was, for people.
+pub fn ago(then_ms: impl std::borrow::Borrow<i64>) -> String {
+    crate::observer::ago(data::now_ms(), *then_ms.borrow())
 }
 
 // ---- topics ----
@@ -559,28 +620,106 @@ struct Confirm {
 struct Messages {
     nav: Nav,
     regions: Vec<String>,
-    topic: String,
+    q: MessagesQuery,
     region: String,
-    partition: String,
-    from: String,
-    max: String,
-    messages: Vec<data::Message>,
+    messages: Vec<data::browse::Shown>,
+    /// Links to the pages before and after this one (empty: none).
+    older: String,
+    newer: String,
     error: String,
+    notice: String,
 }
 
 /// The query of the message browser (also the API's).
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 pub struct MessagesQuery {
     #[serde(default)]
     pub topic: String,
     #[serde(default)]
     pub region: String,
+    /// A partition, or empty / `all`: every partition at once.
     #[serde(default)]
     pub partition: String,
     #[serde(default)]
     pub from: String,
     #[serde(default)]
     pub max: String,
+    /// `newest` first, or `oldest` first (from `from`).
+    #[serde(default)]
+    pub order: String,
+    /// What the filter looks at: any, key, value or header.
+    #[serde(default)]
+    pub on: String,
+    /// A substring, or a JSON path on the value (`$.a.b` or `$.a.b=v`).
+    #[serde(default)]
+    pub filter: String,
+    /// text, json or hex.
+    #[serde(default)]
+    pub view: String,
+    #[serde(default)]
+    pub notice: String,
+}
+
+impl MessagesQuery {
+    fn browse(&self, regions: &[String]) -> Result<data::browse::Browse, Failed> {
+        use data::browse::{Browse, Field, Filter};
+        let partition = match self.partition.trim() {
+            "" | "all" => None,
+            p => Some(p.parse().map_err(|_| {
+                Failed(format!("partition: {p:?} is not a partition number or all"))
+            })?),
+        };
+        let max: usize = match self.max.trim() {
+            "" => 50,
+            m => m
+                .parse::<usize>()
+                .map_err(|_| Failed(format!("max: {m:?} is not a count")))?
+                .clamp(1, 1000),
+        };
+        Ok(Browse {
+            topic: self.topic.clone(),
+            region: self.region_or_first(regions),
+            partition,
+            from: data::From::parse(&self.from)?,
+            newest: self.order == "newest",
+            max,
+            filter: Filter::parse(Field::parse(&self.on)?, &self.filter),
+        })
+    }
+
+    fn region_or_first(&self, regions: &[String]) -> String {
+        if self.region.is_empty() {
+            regions.first().cloned().unwrap_or_default()
+        } else {
+            self.region.clone()
+        }
+    }
+
+    /// This query as a URL of the browser, with `from` and `order` replaced.
+    fn url(&self, from: &str, order: &str) -> String {
+        let pairs = [
+            ("topic", self.topic.as_str()),
+            ("region", self.region.as_str()),
+            ("partition", self.partition.as_str()),
+            ("from", from),
+            ("max", self.max.as_str()),
+            ("order", order),
+            ("on", self.on.as_str()),
+            ("filter", self.filter.as_str()),
+            ("view", self.view.as_str()),
+        ];
+        let query: Vec<String> = pairs
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| format!("{k}={}", query_encode(v)))
+            .collect();
+        format!("/messages?{}", query.join("&"))
+    }
+}
+
+/// Percent-encodes a query value (`/` included).
+fn query_encode(s: &str) -> String {
+    url_encode(s).replace('/', "%2F")
 }
 
 /// Reads what a message query asks; the region defaults to the first one listed.
@@ -588,27 +727,14 @@ pub async fn read_messages(
     app: &crate::Console,
     q: &MessagesQuery,
     regions: &[String],
-) -> Result<Vec<data::Message>, Failed> {
-    let partition: u32 = match q.partition.trim() {
-        "" => 0,
-        p => p
-            .parse()
-            .map_err(|_| Failed(format!("partition: {p:?} is not a partition number")))?,
-    };
-    let max: usize = match q.max.trim() {
-        "" => 50,
-        m => m
-            .parse::<usize>()
-            .map_err(|_| Failed(format!("max: {m:?} is not a count")))?
-            .clamp(1, 1000),
-    };
-    let region = if q.region.is_empty() {
-        regions.first().cloned().unwrap_or_default()
-    } else {
-        q.region.clone()
-    };
-    let from = data::From::parse(&q.from)?;
-    data::messages(&app.control, &q.topic, &region, partition, from, max).await
+) -> Result<Vec<data::browse::Shown>, Failed> {
+    let view = data::browse::View::parse(&q.view)?;
+    let b = q.browse(regions)?;
+    Ok(data::browse::browse(&app.control, &b)
+        .await?
+        .iter()
+        .map(|m| m.shown(view))
+        .collect())
 }
 
 async fn messages(State(app): State<App>, me: Me, Query(q): Query<MessagesQuery>) -> Response {
@@ -624,50 +750,145 @@ async fn messages(State(app): State<App>, me: Me, Query(q): Query<MessagesQuery>
             Err(e) => (Vec::new(), e.0),
         }
     };
-    let region = if q.region.is_empty() {
-        regions.first().cloned().unwrap_or_default()
-    } else {
-        q.region.clone()
+    // Paging: one partition by offset, all of them by time (oldest first).
+    let single = q.partition.trim().parse::<u32>().is_ok();
+    let max = q.max.trim().parse::<u64>().unwrap_or(50).clamp(1, 1000);
+    let (older, newer) = match (messages.first(), messages.last(), q.order == "newest") {
+        (Some(_), Some(last), true) if single => (
+            q.url(&last.offset.saturating_sub(max).to_string(), "oldest"),
+            String::new(),
+        ),
+        (Some(first), Some(last), false) if single => (
+            if first.offset > 0 {
+                q.url(&first.offset.saturating_sub(max).to_string(), "oldest")
+            } else {
+                String::new()
+            },
+            q.url(&(last.offset + 1).to_string(), "oldest"),
+        ),
+        (Some(_), Some(last), false) => (
+            String::new(),
+            q.url(
+                &humantime::format_rfc3339_millis(
+                    std::time::UNIX_EPOCH
+                        + std::time::Duration::from_millis(last.timestamp_ms.max(0) as u64 + 1),
+                )
+                .to_string(),
+                "oldest",
+            ),
+        ),
+        _ => (String::new(), String::new()),
     };
     render(&Messages {
         nav: Nav::of(&me, "Messages"),
+        region: q.region_or_first(&regions),
         regions,
-        region,
-        partition: if q.partition.is_empty() {
-            "0".into()
-        } else {
-            q.partition
-        },
-        from: q.from,
-        max: if q.max.is_empty() { "50".into() } else { q.max },
-        topic: q.topic,
+        notice: q.notice.clone(),
+        q,
         messages,
+        older,
+        newer,
         error,
     })
 }
 
-// ---- consumer groups ----
-
-#[derive(Template)]
-#[template(path = "groups.html")]
-struct Groups {
-    nav: Nav,
-    /// The Kafka groups coordinated in every region.
-    kafka: Vec<data::KafkaGroup>,
-    regions: Vec<String>,
-    group: String,
+#[derive(Deserialize)]
+struct ProduceForm {
+    #[serde(default)]
+    csrf: String,
     topic: String,
     region: String,
-    partitions: Vec<data::GroupPartition>,
-    preview: bool,
-    applied: bool,
-    to: String,
-    notice: String,
-    error: String,
+    #[serde(default)]
+    partition: String,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    value: String,
+    /// `name=value` pairs, comma separated.
+    #[serde(default)]
+    headers: String,
 }
+
+/// The operators' produce form: one message, answered with where it was written.
+async fn produce_message(State(app): State<App>, me: Me, Form(f): Form<ProduceForm>) -> Response {
+    let target = format!("{} in {}", f.topic, f.region);
+    if let Err(r) = me.permit(&app, &f.csrf, Role::Operator, "produce message", &target) {
+        return r.into_response();
+    }
+    let outcome = async {
+        let partition = match f.partition.trim() {
+            "" | "all" => None,
+            p => Some(
+                p.parse::<u32>()
+                    .map_err(|_| Failed(format!("partition: {p:?} is not a partition number")))?,
+            ),
+        };
+        let mut headers = Vec::new();
+        for pair in f
+            .headers
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let (k, v) = pair.split_once('=').ok_or_else(|| {
+                Failed(format!(
+                    "header {pair:?}: write name=value, comma separated"
+                ))
+            })?;
+            headers.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+        data::produce_one(
+            &app.control,
+            &f.topic,
+            &f.region,
+            partition,
+            Some(f.key.as_str()).filter(|k| !k.is_empty()),
+            &f.value,
+            &headers,
+        )
+        .await
+    }
+    .await;
+    match outcome {
+        Ok((partition, offset)) => {
+            app.audit.record(
+                &me.session,
+                "produce message",
+                &target,
+                &format!("ok: partition {partition} offset {offset}"),
+            );
+            let q = MessagesQuery {
+                topic: f.topic.clone(),
+                region: f.region.clone(),
+                partition: partition.to_string(),
+                order: "newest".into(),
+                notice: format!("Produced to partition {partition} at offset {offset}."),
+                ..MessagesQuery::default()
+            };
+            let url = format!("{}&notice={}", q.url("", "newest"), query_encode(&q.notice));
+            Redirect::to(&url).into_response()
+        }
+        Err(e) => {
+            app.audit.record(
+                &me.session,
+                "produce message",
+                &target,
+                &format!("failed: {e}"),
+            );
+            failed(e)
+        }
+    }
+}
+
+// ---- consumer groups ----
 
 #[derive(Deserialize, Default)]
 struct GroupQuery {
+    /// `lag` (most behind first) or `name`.
+    #[serde(default)]
+    sort: String,
+    #[serde(default)]
+    page: usize,
     #[serde(default)]
     group: String,
     #[serde(default)]
@@ -679,11 +900,15 @@ struct GroupQuery {
 }
 
 async fn groups(State(app): State<App>, me: Me, Query(q): Query<GroupQuery>) -> Response {
-    let listed = match data::regions(&app.control).await {
+    let listed = match data::regions_seen(&app).await {
         Ok(r) => r,
         Err(e) => return failed(e),
     };
-    let kafka = data::kafka_groups(&listed).await;
+    let (rows, pages) = groups::page_of(
+        groups::all_groups(&app, &listed).await,
+        &q.sort,
+        q.page.max(1),
+    );
     let regions: Vec<String> = listed.into_iter().map(|r| r.name).collect();
     let region = if q.region.is_empty() {
         regions.first().cloned().unwrap_or_default()
@@ -698,9 +923,12 @@ async fn groups(State(app): State<App>, me: Me, Query(q): Query<GroupQuery>) -> 
             Err(e) => (Vec::new(), e.0),
         }
     };
-    render(&Groups {
+    render(&groups::Groups {
         nav: Nav::of(&me, "Consumer groups"),
-        kafka,
+        rows,
+        sort: q.sort,
+        page: q.page.max(1),
+        pages,
         regions,
         group: q.group,
         topic: q.topic,
@@ -769,10 +997,14 @@ async fn reset_group(State(app): State<App>, me: Me, Form(f): Form<ResetForm>) -
             (Vec::new(), e.0, String::new())
         }
     };
-    let listed = data::regions(&app.control).await.unwrap_or_default();
-    render(&Groups {
+    let listed = data::regions_seen(&app).await.unwrap_or_default();
+    let (rows, pages) = groups::page_of(groups::all_groups(&app, &listed).await, "", 1);
+    render(&groups::Groups {
         nav: Nav::of(&me, "Consumer groups"),
-        kafka: data::kafka_groups(&listed).await,
+        rows,
+        sort: String::new(),
+        page: 1,
+        pages,
         regions: listed.into_iter().map(|r| r.name).collect(),
         group: f.group,
         topic: f.topic,
@@ -843,6 +1075,15 @@ mod tests {
             assert!(!super::local_path(bad), "{bad}");
         }
         assert_eq!(super::url_encode("/topics?q=a b"), "/topics%3Fq%3Da%20b");
+    }
+
+    #[test]
+    fn numbers_read_as_people_write_them() {
+        assert_eq!(super::bytes(12u64), "12 B");
+        assert_eq!(super::bytes(1536u64), "1.5 KiB");
+        assert_eq!(super::bytes(300u64 << 20), "300 MiB");
+        assert_eq!(super::count(1_234_567u64), "1,234,567");
+        assert_eq!(super::count(999u64), "999");
     }
 }
 

@@ -459,6 +459,15 @@ impl Stall {
         self.set(reason, self.trying.elapsed().as_secs_f64());
     }
 
+    /// A call still waiting for its answer: a region whose brokers do not answer at all
+    /// (stopped, not refusing) is stalled too, before the call finally fails.
+    fn waiting(&mut self) {
+        let e = meridian_region_client::RegionError::NoAnswer("its brokers", self.trying.elapsed());
+        if self.trying.elapsed() >= Duration::from_secs(5) {
+            self.failed(&e);
+        }
+    }
+
     fn applied(&mut self) {
         self.trying = std::time::Instant::now();
         if let Some(reason) = self.reported.take() {
@@ -505,7 +514,7 @@ async fn apply(views: watch::Receiver<Arc<Snapshot>>, batches: Vec<(Origin, Ship
             rest = &rest[gone..];
             continue;
         }
-        match client.append_mirrored(rest).await {
+        match waiting(client.append_mirrored(rest), &mut stall).await {
             Ok(duplicates) => {
                 stall.applied();
                 let (done, left) = rest.split_at(duplicates.len());
@@ -562,9 +571,11 @@ async fn merge(
         if snapshot.retired(&snapshot.own).contains(&c.topic_id) {
             return;
         }
-        match client
-            .merge_positions(&c.group, c.topic_id, c.partition, &positions)
-            .await
+        match waiting(
+            client.merge_positions(&c.group, c.topic_id, c.partition, &positions),
+            &mut stall,
+        )
+        .await
         {
             Ok(_) => {
                 stall.applied();
@@ -582,6 +593,17 @@ async fn merge(
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
+        }
+    }
+}
+
+/// Awaits `call`, telling `stall` every 2 s that it still waits.
+async fn waiting<T>(call: impl Future<Output = T>, stall: &mut Stall) -> T {
+    tokio::pin!(call);
+    loop {
+        tokio::select! {
+            r = &mut call => return r,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => stall.waiting(),
         }
     }
 }

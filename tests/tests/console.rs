@@ -1,10 +1,15 @@
 //! The web console in a real browser: Debian's chromium, headless, driven over WebDriver
 //! (chromedriver) by fantoccini, against a platform the test starts (control plane, two
-//! regions of one broker, the console). An admin logs in, creates a topic and sees it,
-//! sees messages produced with the CLI in the message browser, previews and applies a
-//! consumer-group reset, fails a region over and restores it; a viewer sees no forms, and
-//! the server refuses the viewer's POST even when sent by hand. Screenshots of the main
-//! pages are kept under the target directory (`console-screenshots/`).
+//! regions, the console). An admin logs in, sees pages update without a reload, creates a
+//! topic and sees it, sees messages produced with the CLI in the message browser (all
+//! partitions, newest first, filtered, paged) and produces one from its form, previews and
+//! applies a consumer-group reset, sees every group with its lag, moves a log group's
+//! leadership from the brokers page, sees the health summary turn red when a broker is
+//! SIGSTOPped (the broker gone, the link to its region stalled) and green again, fails a
+//! region over and restores it; a viewer sees no forms, and the server refuses the
+//! viewer's POST even when sent by hand; the pages follow a dark color scheme. Screenshots
+//! of every page are kept under the target directory (`console-screenshots/`; the test
+//! script copies them to `ci-artifacts/`).
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -25,7 +30,7 @@ impl Drop for KillOnDrop {
     }
 }
 
-async fn browser(profile: &std::path::Path) -> (KillOnDrop, Client) {
+async fn browser(profile: &std::path::Path, extra: &[&str]) -> (KillOnDrop, Client) {
     let port = free_addr().port();
     let driver = Command::new("chromedriver")
         .arg(format!("--port={port}"))
@@ -34,19 +39,32 @@ async fn browser(profile: &std::path::Path) -> (KillOnDrop, Client) {
         .spawn()
         .expect("chromedriver: scripts/test.sh installs chromium-driver");
     let driver = KillOnDrop(driver);
-    let caps: serde_json::Map<String, serde_json::Value> = serde_json::from_value(serde_json::json!({
-        "browserName": "chrome",
-        "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1280,1000",
-                format!("--user-data-dir={}", profile.display()),
-            ]
-        }
-    }))
-    .unwrap();
+    let mut args: Vec<String> = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1000",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|a| a.to_string())
+    .collect();
+    args.push(format!("--user-data-dir={}", profile.display()));
+    let caps: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_value(serde_json::json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": args,
+            }
+        }))
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -106,7 +124,18 @@ async fn see(b: &Client, css: &str, expect: &str) -> String {
 /// [`see`], loading `page` again before each read when given (a page that shows what a
 /// broker holds now, not what a click changes).
 async fn see_at(b: &Client, page: Option<&str>, css: &str, expect: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    see_within(b, page, css, expect, Duration::from_secs(30)).await
+}
+
+/// [`see_at`] for up to `limit`.
+async fn see_within(
+    b: &Client,
+    page: Option<&str>,
+    css: &str,
+    expect: &str,
+    limit: Duration,
+) -> String {
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(url) = page {
             b.goto(url).await.unwrap();
@@ -181,7 +210,7 @@ async fn an_sre_operates_the_platform_from_a_browser() {
     let tmp = tempfile::tempdir().unwrap();
     let cp =
         ControlPlaneProcess::embedded(tmp.path(), &["--region", "east", "--region", "west"]).await;
-    let east = ManagedRegion::start(
+    let mut east = ManagedRegion::start(
         tmp.path(),
         "east",
         1,
@@ -190,7 +219,7 @@ async fn an_sre_operates_the_platform_from_a_browser() {
     )
     .await
     .unwrap();
-    let _west = ManagedRegion::start(tmp.path(), "west", 1, &cp.addr, &[])
+    let west = ManagedRegion::start(tmp.path(), "west", 1, &cp.addr, &[])
         .await
         .unwrap();
     // A mirror per region, linking them; the console reads their metrics.
@@ -263,13 +292,52 @@ async fn an_sre_operates_the_platform_from_a_browser() {
     }
 
     let profile = tmp.path().join("chromium-profile");
-    let (_driver, b) = browser(&profile).await;
+    let (_driver, b) = browser(&profile, &[]).await;
 
-    // An admin logs in and sees both regions up.
+    // The login page.
+    b.goto(&format!("http://{console}/login")).await.unwrap();
+    b.wait().for_element(Locator::Css("#name")).await.unwrap();
+    shot(&b, "login").await;
+    // An admin logs in and sees both regions up, and all healthy once the links are.
     log_in(&b, console, "ada", "ada-pass").await;
     assert!(see(&b, "#region-east h2", "up").await.contains("up"));
     assert!(see(&b, "#region-west h2", "up").await.contains("up"));
+    see_at(
+        &b,
+        Some(&format!("http://{console}/")),
+        "#health",
+        "All healthy",
+    )
+    .await;
     shot(&b, "overview").await;
+
+    // The page updates without a reload: a topic created elsewhere shows in the count
+    // while a marker set in the page survives (a reload would clear it).
+    let count: usize = read(&b, "#topic-count")
+        .await
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    b.execute("window.meridianMarker = 'kept'; return 1;", vec![])
+        .await
+        .unwrap();
+    let (code, _, err) = meridian_control(
+        &cp.addr,
+        &["topic", "create", "web-live", "--partitions", "1"],
+    );
+    assert_eq!(code, 0, "{err}");
+    see(&b, "#topic-count", &format!("{} topics", count + 1)).await;
+    let marker = b
+        .execute("return window.meridianMarker;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        marker,
+        serde_json::json!("kept"),
+        "the page was not reloaded"
+    );
 
     // Creates a topic; a bad name first, refused with the field named.
     b.goto(&format!("http://{console}/topics")).await.unwrap();
@@ -309,6 +377,7 @@ async fn an_sre_operates_the_platform_from_a_browser() {
         assert_eq!(code, 0, "{err}");
     }
     let mut seen = Vec::new();
+    let mut seen_partition = 0;
     for p in 0..2 {
         b.goto(&format!(
             "http://{console}/messages?topic=web-orders&region=east&partition={p}&from=beginning"
@@ -321,6 +390,7 @@ async fn an_sre_operates_the_platform_from_a_browser() {
             .unwrap();
         for cell in b.find_all(Locator::Css("td.value")).await.unwrap() {
             seen.push(cell.text().await.unwrap());
+            seen_partition = p;
         }
         if !seen.is_empty() {
             shot(&b, "messages").await;
@@ -623,12 +693,8 @@ async fn an_sre_operates_the_platform_from_a_browser() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         b.goto(&format!("http://{console}/groups")).await.unwrap();
-        let groups = read(&b, "#kafka-groups").await;
-        if groups.contains("web-kafka")
-            && groups.contains("Stable")
-            && groups.contains("web-orders: 0, 1")
-        {
-            assert!(groups.contains("web-kcat"), "{groups}");
+        let groups = read(&b, "#groups-list").await;
+        if groups.contains("web-kafka") && groups.contains("Stable in east: 1 member") {
             break;
         }
         assert!(
@@ -638,7 +704,192 @@ async fn an_sre_operates_the_platform_from_a_browser() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     shot(&b, "kafka-groups").await;
+    b.goto(&format!("http://{console}/groups/web-kafka"))
+        .await
+        .unwrap();
+    let members = see(&b, "#group-members", "web-kcat").await;
+    assert!(members.contains("web-orders: 0, 1"), "{members}");
     let _ = member.0.kill();
+
+    // Every group with its lag per region: web-group, reset to the end, falls two behind
+    // when two more messages arrive — shown without a reload.
+    b.goto(&format!("http://{console}/groups")).await.unwrap();
+    see(&b, "#groups-list", "web-group").await;
+    for i in 0..2 {
+        let (code, _, err) = meridian_control(
+            &cp.addr,
+            &[
+                "produce",
+                "web-orders",
+                "--region",
+                "east",
+                "--key",
+                "same",
+                &format!("later {i}"),
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+    let row = see(&b, "#group-row-web-group", "east: 2").await;
+    assert!(row.contains("web-orders"), "{row}");
+    assert_eq!(read(&b, "#group-row-web-group .total-lag").await, "2");
+    shot(&b, "groups-list").await;
+    b.goto(&format!("http://{console}/groups/web-group"))
+        .await
+        .unwrap();
+    let partitions = see(&b, "#partitions-east", "web-orders").await;
+    assert!(partitions.contains("replay"), "{partitions}");
+    shot(&b, "group").await;
+
+    // The message browser: every partition at once, newest first; a filter; paging; and
+    // a message produced from its form, key and header kept.
+    b.goto(&format!(
+        "http://{console}/messages?topic=web-orders&region=east&order=newest"
+    ))
+    .await
+    .unwrap();
+    let newest = see(&b, "#messages", "later 1").await;
+    let first = newest.lines().nth(1).unwrap_or_default();
+    assert!(first.contains("later 1"), "newest first: {newest}");
+    b.goto(&format!(
+        "http://{console}/messages?topic=web-orders&region=east&on=value&filter=order+1"
+    ))
+    .await
+    .unwrap();
+    see(&b, "#messages", "order 1").await;
+    let cells = b.find_all(Locator::Css("td.value")).await.unwrap();
+    assert_eq!(cells.len(), 1, "the filter keeps one message");
+    let same = seen_partition;
+    b.goto(&format!(
+        "http://{console}/messages?topic=web-orders&region=east&partition={same}&from=beginning&max=1"
+    ))
+    .await
+    .unwrap();
+    see(&b, "td.value", "order 0").await;
+    click(&b, "#newer").await;
+    see(&b, "td.value", "order 1").await;
+    fill(&b, "#p-key", "form-key").await;
+    fill(&b, "#p-value", "{\"from\":\"the form\"}").await;
+    fill(&b, "#p-headers", "source=console").await;
+    click(&b, "#produce-it").await;
+    let notice = see(&b, "#notice", "Produced to partition").await;
+    assert!(notice.contains("at offset"), "{notice}");
+    let shown = see(&b, "#messages", "the form").await;
+    assert!(
+        shown.contains("source=console") && shown.contains("form-key"),
+        "{shown}"
+    );
+    b.find(Locator::Css("#m-view"))
+        .await
+        .unwrap()
+        .select_by_value("json")
+        .await
+        .unwrap();
+    click(&b, "#read").await;
+    see(&b, "pre.json", "\"from\": \"the form\"").await;
+    shot(&b, "messages-browser").await;
+
+    // A log group's leadership moved from the brokers page, its cost confirmed first: a
+    // second broker in east, a topic replicated on both.
+    let second = east.add_broker().await.unwrap();
+    let (code, _, err) = meridian_control(
+        &cp.addr,
+        &[
+            "topic",
+            "create",
+            "web-replicated",
+            "--partitions",
+            "1",
+            "--replicas",
+            "2",
+            "--regions",
+            "east",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let brokers_url = format!("http://{console}/brokers");
+    see_at(&b, Some(&brokers_url), "a.move-leader", "to ").await;
+    let link = b.find(Locator::Css("a.move-leader")).await.unwrap();
+    let to = link
+        .text()
+        .await
+        .unwrap()
+        .trim_start_matches("to ")
+        .trim_end_matches('…')
+        .to_owned();
+    link.click().await.unwrap();
+    let cost = see(&b, "#cost", "Leadership moves").await;
+    assert!(cost.contains(&format!("to broker {to}")), "{cost}");
+    assert!(cost.contains("web-replicated"), "{cost}");
+    shot(&b, "log-group-move").await;
+    click(&b, "#confirm").await;
+    click(&b, "#do-it").await;
+    let notice = see(&b, "#notice", "now led by").await;
+    assert!(
+        notice.contains(&format!("now led by broker {to}")),
+        "{notice}"
+    );
+    assert!(second > 1);
+
+    // The health summary: west's broker SIGSTOPped is kept and shown gone with when it
+    // was last seen, and the link east → west stalls as east writes on; both clear after
+    // SIGCONT. The overview is not reloaded meanwhile.
+    b.goto(&format!("http://{console}/")).await.unwrap();
+    see(&b, "#health", "All healthy").await;
+    west.brokers[0].signal(libc::SIGSTOP);
+    let writing = {
+        let cp = cp.addr.clone();
+        std::thread::spawn(move || {
+            for i in 0..30 {
+                meridian_control(
+                    &cp,
+                    &[
+                        "produce",
+                        "web-orders",
+                        "--region",
+                        "east",
+                        &format!("stalled {i}"),
+                    ],
+                );
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    let minute = Duration::from_secs(60);
+    let health = see_within(&b, None, "#health", "is not answering", minute).await;
+    assert!(
+        health.contains("Broker 1 of region west") && health.contains("last seen"),
+        "{health}"
+    );
+    let health = see_within(
+        &b,
+        None,
+        "#health",
+        "Mirror link east → west",
+        Duration::from_secs(90),
+    )
+    .await;
+    assert!(
+        health.contains("stalled") || health.contains("down"),
+        "{health}"
+    );
+    shot(&b, "health-problems").await;
+    b.goto(&format!("http://{console}/brokers")).await.unwrap();
+    let gone = see(&b, "#broker-west-1", "gone").await;
+    assert!(gone.contains("last seen"), "{gone}");
+    shot(&b, "brokers-gone").await;
+    west.brokers[0].signal(libc::SIGCONT);
+    writing.join().unwrap();
+    b.goto(&format!("http://{console}/")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !read(&b, "#health").await.contains("All healthy") {
+        assert!(
+            Instant::now() < deadline,
+            "still unhealthy 90 s after SIGCONT: {}",
+            read(&b, "#health").await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // Fails region west over, with the cost stated first, then restores it.
     b.goto(&format!("http://{console}/regions/west/fail"))
@@ -742,6 +993,35 @@ async fn an_sre_operates_the_platform_from_a_browser() {
     assert!(audit.contains("create topic"), "{audit}");
     shot(&b, "audit").await;
     b.close().await.unwrap();
+
+    // Dark mode: a browser preferring a dark color scheme gets the dark palette.
+    let dark_profile = tmp.path().join("chromium-dark");
+    let (_dark_driver, d) = browser(
+        &dark_profile,
+        &[
+            "--force-dark-mode",
+            "--blink-settings=preferredColorScheme=0",
+        ],
+    )
+    .await;
+    log_in(&d, console, "ada", "ada-pass").await;
+    let background = d
+        .execute(
+            "return getComputedStyle(document.body).backgroundColor;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        background,
+        serde_json::json!("rgb(20, 23, 28)"),
+        "the dark palette"
+    );
+    shot(&d, "overview-dark").await;
+    d.goto(&format!("http://{console}/brokers")).await.unwrap();
+    see(&d, "table.groups", "raft").await;
+    shot(&d, "brokers-dark").await;
+    d.close().await.unwrap();
 
     // The audit log on disk has every action as a JSON line.
     let lines = std::fs::read_to_string(&audit_log).unwrap();

@@ -366,6 +366,9 @@ async fn a_link_up_whose_receiver_cannot_apply_reports_stalled_with_the_reason()
     send(0).await;
     meridian_tests::wait_until_held(&y, TOPIC, 10, Duration::from_secs(30)).await;
     assert_eq!(stalled(&my, "x").await.0, 0.0);
+    let (code, health) = cluster_health(&regions.control.addr, &mx, &my);
+    assert_eq!(code, 0, "{health}");
+    assert!(health.contains("healthy: nothing is wrong"), "{health}");
 
     regions.y.brokers[0].signal(libc::SIGSTOP);
     send(10).await;
@@ -397,6 +400,23 @@ async fn a_link_up_whose_receiver_cannot_apply_reports_stalled_with_the_reason()
         line.contains("stalled for") && line.contains("its brokers do not answer"),
         "{status}"
     );
+    // `meridian cluster health` names the stalled link, and the broker once its lease
+    // lapses, each with what to do; it exits non-zero meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let health = loop {
+        let (code, health) = cluster_health(&regions.control.addr, &mx, &my);
+        if health.contains("broker 1 of region y is not live") {
+            assert_ne!(code, 0, "{health}");
+            break health;
+        }
+        assert!(Instant::now() < deadline, "{health}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        health.contains("PROBLEM mirror link x → y: stalled for")
+            && health.contains("fix: start it again"),
+        "{health}"
+    );
 
     regions.y.brokers[0].signal(libc::SIGCONT);
     meridian_tests::wait_until_held(&y, TOPIC, 20, Duration::from_secs(60)).await;
@@ -424,6 +444,26 @@ async fn a_link_up_whose_receiver_cannot_apply_reports_stalled_with_the_reason()
             .unwrap_or_else(|| panic!("no {link} line:\n{status}"));
         assert!(line.ends_with("  up"), "{status}");
     }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, health) = cluster_health(&regions.control.addr, &mx, &my);
+        if code == 0 {
+            assert!(health.contains("healthy: nothing is wrong"), "{health}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still unhealthy after SIGCONT: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `meridian cluster health` with the two mirrors: its exit code and what it printed.
+fn cluster_health(control: &str, mx: &MirrorProcess, my: &MirrorProcess) -> (i32, String) {
+    let mirrors = format!("x={},y={}", mx.metrics, my.metrics);
+    let (code, out, err) = meridian_control(control, &["cluster", "health", "--mirror", &mirrors]);
+    (code, format!("{out}{err}"))
 }
 
 /// `meridian mirror status` of the two mirrors: its table.

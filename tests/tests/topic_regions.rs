@@ -161,7 +161,10 @@ async fn a_topic_joins_a_region_caught_up_and_leaves_it_losing_nothing() {
         .await
         .await;
     assert!(refused.is_err(), "x took a write after leaving the topic");
-    assert!(cx.describe_topic("late").await.is_err(), "x still lists late");
+    assert!(
+        cx.describe_topic("late").await.is_err(),
+        "x still lists late"
+    );
     let (code, _, err) = meridian_control(&cp, &["topic", "alter", "late", "--regions", "x,y"]);
     assert_ne!(code, 0, "a topic returned to a region it left");
     assert!(err.contains("never returns"), "{err}");

@@ -94,9 +94,16 @@ pub(super) async fn confirm_region(
 #[derive(Deserialize)]
 pub(super) struct ConfirmForm {
     #[serde(default)]
-    csrf: String,
+    pub(super) csrf: String,
     #[serde(default)]
     confirm: String,
+}
+
+impl ConfirmForm {
+    /// The operator ticked “I understand”.
+    pub(super) fn confirmed(&self) -> bool {
+        self.confirm == "yes"
+    }
 }
 
 pub(super) async fn change_region(
