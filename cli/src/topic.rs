@@ -408,10 +408,36 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
                 |mut c| async move { c.describe_topic(request).await },
             )
             .await?;
+            // Each region's offsets and sizes, from its brokers (a region that does not
+            // answer says why instead).
+            let mut offsets = std::collections::BTreeMap::new();
+            if !configs {
+                for p in &t.placements {
+                    offsets.insert(
+                        p.region.clone(),
+                        region_offsets(control, &name, &p.region).await,
+                    );
+                }
+            }
             if configs {
                 print_configs(&t, json);
             } else if json {
-                println!("{}", description_json(&t));
+                let mut v = description_json(&t);
+                for p in v["placements"].as_array_mut().into_iter().flatten() {
+                    let region = p["region"].as_str().unwrap_or_default().to_owned();
+                    p["partitions"] = match &offsets[&region] {
+                        Ok(rows) => serde_json::json!(
+                            rows.iter()
+                                .map(|r| serde_json::json!({
+                                    "partition": r.partition, "earliest_offset": r.earliest,
+                                    "latest_offset": r.latest, "bytes": r.bytes,
+                                }))
+                                .collect::<Vec<_>>()
+                        ),
+                        Err(e) => serde_json::json!({ "error": e.to_string() }),
+                    };
+                }
+                println!("{v}");
             } else {
                 let s = t.spec.clone().unwrap_or_default();
                 println!(
@@ -439,9 +465,30 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
                 }
                 for p in &t.placements {
                     println!("region {}:", p.region);
-                    println!("  {:>9} {:>9}", "PARTITION", "LOG GROUP");
+                    let rows = offsets[&p.region].as_ref();
+                    if let Err(e) = rows {
+                        println!("  offsets unavailable: {e:#}");
+                    }
+                    println!(
+                        "  {:>9} {:>9} {:>14} {:>14} {:>12} {:>10}",
+                        "PARTITION", "LOG GROUP", "EARLIEST", "LATEST", "MESSAGES", "SIZE"
+                    );
                     for (i, g) in p.partition_groups.iter().enumerate() {
-                        println!("  {i:>9} {g:>9}");
+                        let row = rows
+                            .ok()
+                            .and_then(|r| r.iter().find(|r| r.partition == i as u32));
+                        let (earliest, latest, messages, size) = match row {
+                            Some(r) => (
+                                r.earliest.to_string(),
+                                r.latest.to_string(),
+                                (r.latest - r.earliest).to_string(),
+                                r.bytes.map_or("-".to_owned(), human_bytes),
+                            ),
+                            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+                        };
+                        println!(
+                            "  {i:>9} {g:>9} {earliest:>14} {latest:>14} {messages:>12} {size:>10}"
+                        );
                     }
                     println!(
                         "  {:>9} {:<12} {:<16} {:>6} {:>6}",
@@ -479,6 +526,58 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
         }
     }
     Ok(())
+}
+
+/// One partition's offsets and size in a region.
+struct PartitionOffsets {
+    partition: u32,
+    earliest: u64,
+    latest: u64,
+    /// Bytes of journal it takes, as its leader reports (None: not reported).
+    bytes: Option<u64>,
+}
+
+/// `topic`'s partitions in `region`, from the region's live brokers.
+async fn region_offsets(
+    control: &str,
+    topic: &str,
+    region: &str,
+) -> anyhow::Result<Vec<PartitionOffsets>> {
+    let client = control::region_client("", Some(control), Some(region)).await?;
+    let info = client
+        .describe_topic(topic)
+        .await
+        .with_context(|| format!("describing {topic} at region {region}'s brokers"))?;
+    let mut sizes = std::collections::BTreeMap::new();
+    if let Ok(reports) = client.broker_reports().await {
+        for (_, _, report) in reports {
+            for p in report.into_iter().flat_map(|r| r.partitions) {
+                if p.topic == topic {
+                    sizes.insert(p.partition, p.bytes);
+                }
+            }
+        }
+    }
+    Ok(info
+        .partitions
+        .iter()
+        .map(|p| PartitionOffsets {
+            partition: p.partition,
+            earliest: p.earliest_offset,
+            latest: p.latest_offset,
+            bytes: sizes.get(&p.partition).copied(),
+        })
+        .collect())
+}
+
+/// Bytes for people.
+fn human_bytes(n: u64) -> String {
+    match n {
+        0..1024 => format!("{n} B"),
+        1024..1_048_576 => format!("{:.1} KiB", n as f64 / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", n as f64 / 1_048_576.0),
+        _ => format!("{:.1} GiB", n as f64 / 1_073_741_824.0),
+    }
 }
 
 fn description_json(t: &v1::TopicDescription) -> serde_json::Value {

@@ -626,8 +626,13 @@ pub(crate) async fn send_idempotent(
             error = %e,
             "resending an idempotent batch"
         );
-        // The limit's own expiry says nothing new: keep the broker's last word.
-        if !matches!(e, RegionError::GaveUp(_)) || last.is_none() {
+        // The limit's own expiry says nothing new: keep the broker's last word. Nor does a
+        // transport failure after the brokers named the log group that is unavailable and
+        // its leader: that stays the error reported.
+        let says_less = matches!(e, RegionError::GaveUp(_))
+            || matches!(last, Some(RegionError::GroupUnavailable { .. }))
+                && !matches!(e, RegionError::GroupUnavailable { .. });
+        if !says_less || last.is_none() {
             last = Some(e);
         }
         tokio::time::sleep(pause.min(give_up.saturating_duration_since(Instant::now()))).await;

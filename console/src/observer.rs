@@ -532,6 +532,7 @@ mod tests {
                         offset: *o,
                     })
                     .collect(),
+                ..Default::default()
             }],
             ..Default::default()
         }

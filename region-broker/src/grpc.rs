@@ -30,6 +30,10 @@ const TRANSFER_WAIT_MAX: Duration = Duration::from_secs(60);
 /// The response header that names the leader's address on a `FailedPrecondition` (not
 /// leader) error.
 pub const LEADER_HEADER: &str = "x-meridian-leader";
+/// The log group a "not the leader" answer is about (`meridian_region_client::LOG_GROUP_HEADER`).
+pub const LOG_GROUP_HEADER: &str = "x-meridian-log-group";
+/// The leader's broker id in a "not the leader" answer, when known.
+pub const LEADER_ID_HEADER: &str = "x-meridian-leader-id";
 /// The response header that carries the group's current epoch on an `Aborted` (stale
 /// epoch) error.
 pub const EPOCH_HEADER: &str = "x-meridian-epoch";
@@ -566,6 +570,13 @@ impl broker_server::Broker for GrpcService {
                 .into_iter()
                 .filter(|p| led.contains(&p.group))
                 .map(|p| v1::PartitionReport {
+                    bytes: self
+                        .broker
+                        .topic(&p.topic)
+                        .ok()
+                        .zip(self.broker.log_group(p.group))
+                        .and_then(|(t, g)| g.storage().partition_bytes((t.id, p.partition)).ok())
+                        .unwrap_or(0),
                     topic: p.topic,
                     partition: p.partition,
                     earliest_offset: p.start,

@@ -74,7 +74,10 @@ impl Sequences {
 /// batch too large, a sequence refusal, a full disk) are final.
 pub fn retriable(e: &RegionError) -> bool {
     match e {
-        RegionError::Connect { .. } | RegionError::GaveUp(_) | RegionError::NoAnswer(..) => true,
+        RegionError::Connect { .. }
+        | RegionError::GaveUp(_)
+        | RegionError::NoAnswer(..)
+        | RegionError::GroupUnavailable { .. } => true,
         RegionError::Broker { code, .. } => matches!(
             code,
             tonic::Code::Unavailable

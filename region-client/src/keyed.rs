@@ -51,6 +51,7 @@ impl RegionClient {
             .remembered_leader(about)
             .unwrap_or_else(|| bootstrap[0].clone());
         let mut last = None;
+        let mut hint = crate::error::GroupHint::default();
         let deadline = tokio::time::Instant::now() + RETRY_FOR;
         // The bootstrap broker after `addr`, skipping it: where to go when it fails.
         let after = |addr: &str| {
@@ -85,8 +86,12 @@ impl RegionClient {
                         .get(LEADER_HEADER)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
+                    hint.note(&status);
                     last = Some(RegionError::from(status));
                     match leader {
+                        // A broker naming itself is starting its group, not yet elected:
+                        // wait as for an election rather than ask it again at once.
+                        Some(leader) if leader == addr => tokio::time::sleep(RETRY_PAUSE).await,
                         Some(leader) => addr = leader,
                         // An election is under way: wait, then ask another broker.
                         None => {
@@ -110,7 +115,7 @@ impl RegionClient {
                 }
             }
         }
-        Err(last.unwrap_or(RegionError::GaveUp(RETRY_FOR)))
+        Err(hint.give_up(last.unwrap_or(RegionError::GaveUp(RETRY_FOR))))
     }
 
     fn remembered_leader(&self, about: Leading) -> Option<String> {

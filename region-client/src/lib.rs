@@ -34,6 +34,10 @@ pub use keyed::Leading;
 /// The response header naming the leader on a "not leader" error (the broker's
 /// `grpc::LEADER_HEADER`, and the control plane's).
 pub const LEADER_HEADER: &str = "x-meridian-leader";
+/// The metadata key a "not the leader" answer names the log group in.
+pub const LOG_GROUP_HEADER: &str = "x-meridian-log-group";
+/// The metadata key a "not the leader" answer names the leader's broker id in.
+pub const LEADER_ID_HEADER: &str = "x-meridian-leader-id";
 /// The longest one request may take: longer than the longest long poll (30 s), like Kafka's
 /// `request.timeout.ms`.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(45);
@@ -164,6 +168,10 @@ impl RegionClient {
         let mut rpc = self.current();
         let mut next_bootstrap = 0;
         let mut last = None;
+        let mut hint = error::GroupHint::default();
+        // Redirects followed in a row: past the first, each waits (a broker may name itself
+        // while its group starts, or two may name each other during an election).
+        let mut redirects = 0;
         let deadline = tokio::time::Instant::now() + RETRY_FOR;
         for _ in 0..ATTEMPTS_MAX {
             if tokio::time::Instant::now() > deadline {
@@ -177,7 +185,12 @@ impl RegionClient {
                         .get(LEADER_HEADER)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
+                    hint.note(&status);
                     last = Some(RegionError::from(status));
+                    if redirects > 0 {
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                    }
+                    redirects += 1;
                     match leader {
                         Some(addr) => match self.connection(&addr).await {
                             Ok(c) => {
@@ -243,7 +256,7 @@ impl RegionClient {
                 }
             }
         }
-        Err(last.unwrap_or(RegionError::GaveUp(RETRY_FOR)))
+        Err(hint.give_up(last.unwrap_or(RegionError::GaveUp(RETRY_FOR))))
     }
 
     fn current(&self) -> BrokerClient<Channel> {

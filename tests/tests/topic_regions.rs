@@ -133,6 +133,28 @@ async fn a_topic_joins_a_region_caught_up_and_leaves_it_losing_nothing() {
     late.extend(writing.await.unwrap());
     check_holds(&cy, "y", "late", &late).await;
     check_holds(&cx, "x", "late", &late).await;
+    // `topic describe` shows each region's offsets and sizes.
+    let (code, out, err) = meridian_control(&cp, &["--json", "topic", "describe", "late"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for p in v["placements"].as_array().unwrap() {
+        let parts = p["partitions"].as_array().unwrap_or_else(|| panic!("{p}"));
+        let held: u64 = parts
+            .iter()
+            .map(|q| q["latest_offset"].as_u64().unwrap())
+            .sum();
+        assert_eq!(held, late.len() as u64, "{p}");
+        assert!(
+            parts.iter().all(|q| q["bytes"].as_u64().unwrap() > 0),
+            "{p}"
+        );
+    }
+    let (code, out, err) = meridian_control(&cp, &["topic", "describe", "late"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("region y:") && out.contains("MESSAGES") && out.contains(" KiB"),
+        "{out}"
+    );
     // The shared topic's mirroring went on undisturbed.
     both.extend(produce(&cx, "both", "bx3", 200).await);
     check_holds(&cy, "y", "both", &both).await;

@@ -458,6 +458,9 @@ pub struct PartitionReport {
     pub latest_offset: u64,
     #[prost(message, repeated, tag = "5")]
     pub committed: ::prost::alloc::vec::Vec<GroupCommitted>,
+    /// Bytes of journal its messages take.
+    #[prost(uint64, tag = "6")]
+    pub bytes: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

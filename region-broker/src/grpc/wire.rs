@@ -68,11 +68,23 @@ pub fn status(e: BrokerError) -> Status {
     let mut status = Status::new(code, e.to_string());
     // Clients follow a leader change without parsing the message.
     if let BrokerError::NotLeader {
-        leader: Some(addr), ..
+        log_group,
+        leader_id,
+        leader,
+        ..
     } = &e
-        && let Ok(value) = addr.parse()
     {
-        status.metadata_mut().insert(LEADER_HEADER, value);
+        // And a client that gives up can name the group and the leader that did not
+        // answer.
+        if let Ok(value) = log_group.to_string().parse() {
+            status.metadata_mut().insert(LOG_GROUP_HEADER, value);
+        }
+        if let Some(Ok(value)) = leader_id.map(|id| id.to_string().parse()) {
+            status.metadata_mut().insert(LEADER_ID_HEADER, value);
+        }
+        if let Some(Ok(value)) = leader.as_ref().map(|a| a.parse()) {
+            status.metadata_mut().insert(LEADER_HEADER, value);
+        }
     }
     if let BrokerError::Sequence(LogGroupError::Sequence { refusal, .. }) = &e {
         let why = match refusal {
