@@ -115,7 +115,7 @@ pub fn svg(rates: &BTreeMap<String, Vec<Point>>, unit: &str) -> String {
     ];
     let points: Vec<&Point> = rates.values().flatten().collect();
     if points.is_empty() {
-        return "<p class=\"muted\" id=\"chart\">No samples yet (one every 5 s).</p>".into();
+        return "<p class=\"muted chart-empty\">No samples yet (one every 5 s).</p>".into();
     }
     let t0 = points.iter().map(|p| p.time_ms).min().unwrap_or(0);
     let t1 = points
@@ -128,7 +128,7 @@ pub fn svg(rates: &BTreeMap<String, Vec<Point>>, unit: &str) -> String {
     let x = |t: i64| PAD + (t - t0) as f64 / (t1 - t0) as f64 * (W - 2.0 * PAD);
     let y = |v: f64| H - PAD + 10.0 - v / top * (H - PAD - 10.0);
     let mut out = format!(
-        "<svg id=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" class=\"chart\">"
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" class=\"chart\">"
     );
     // The time axis: where the samples start and end (UTC).
     let clock = |t: i64| {

@@ -238,6 +238,8 @@ pub struct Topic {
     pub retention: String,
     pub acks: String,
     pub created_ms: i64,
+    /// Its own configuration (Kafka's names), sorted; a key left out takes the default.
+    pub configs: Vec<(String, String)>,
 }
 
 fn topic_row(d: &v1::TopicDescription) -> Topic {
@@ -253,6 +255,13 @@ fn topic_row(d: &v1::TopicDescription) -> Topic {
         retention: spec.retention,
         acks: spec.acks,
         created_ms: d.created_ms,
+        configs: spec
+            .configs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_iter()
+            .collect(),
     }
 }
 
@@ -468,6 +477,26 @@ pub async fn alter_topic(
             name: name.to_owned(),
             partitions,
             retention: retention.clone(),
+            ..Default::default()
+        };
+        async move { c.alter_topic(request).await }
+    })
+    .await?;
+    Ok(topic_row(&altered))
+}
+
+/// Sets (`set`) or removes (`delete`) a topic config; the topic as it is now.
+pub async fn alter_topic_config(
+    addrs: &str,
+    name: &str,
+    set: Option<(String, String)>,
+    delete: Option<String>,
+) -> Result<Topic, Failed> {
+    let altered = on_leader(addrs, "changing the topic's configuration", |mut c| {
+        let request = v1::AlterTopicRequest {
+            name: name.to_owned(),
+            set_configs: set.clone().into_iter().collect(),
+            delete_configs: delete.clone().into_iter().collect(),
             ..Default::default()
         };
         async move { c.alter_topic(request).await }

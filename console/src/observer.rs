@@ -22,6 +22,9 @@ const KEPT: usize = 120;
 const SEEN_FOR_MS: i64 = 24 * 3600 * 1000;
 /// Most brokers remembered.
 const SEEN_MAX: usize = 10_000;
+/// A broker gone this long that no log group names any more (removed on purpose, its
+/// replicas moved) is forgotten.
+const UNNEEDED_FOR_MS: i64 = 5 * 60 * 1000;
 /// A disk this full (used / total) is a finding.
 const DISK_FULL: f64 = 0.9;
 
@@ -41,6 +44,10 @@ struct Sample {
     topics: BTreeMap<(String, String), u64>,
     /// (region, broker) → the sum of the latest offsets of the partitions it leads.
     brokers: BTreeMap<(String, u32), u64>,
+    /// (region, topic) → bytes its partitions hold.
+    topic_bytes: BTreeMap<(String, String), u64>,
+    /// (region, broker) → bytes the partitions it leads hold.
+    broker_bytes: BTreeMap<(String, u32), u64>,
     /// (region, consumer group) → its lag summed over the partitions it committed on.
     lag: BTreeMap<(String, String), u64>,
 }
@@ -107,6 +114,12 @@ impl Observer {
                 );
                 b.last_seen_ms = Some(now_ms);
             }
+            let groups = &r.groups;
+            inner.seen.retain(|(region, id), seen| {
+                *region != r.name
+                    || groups.iter().any(|g| g.replicas.contains(id))
+                    || now_ms - seen.last_seen_ms < UNNEEDED_FOR_MS
+            });
             for ((region, id), seen) in &inner.seen {
                 if *region != r.name || r.brokers.iter().any(|b| b.id == *id) {
                     continue;
@@ -167,6 +180,14 @@ impl Observer {
                     .entry((region.clone(), p.topic.clone()))
                     .or_default() += p.latest_offset;
                 *sample.brokers.entry((region.clone(), broker)).or_default() += p.latest_offset;
+                *sample
+                    .topic_bytes
+                    .entry((region.clone(), p.topic.clone()))
+                    .or_default() += p.bytes;
+                *sample
+                    .broker_bytes
+                    .entry((region.clone(), broker))
+                    .or_default() += p.bytes;
                 for c in &p.committed {
                     *sample
                         .lag
@@ -233,21 +254,14 @@ impl Observer {
         out
     }
 
-    /// Messages per second appended to `topic` in each region (`None`: every topic, per
-    /// topic and region).
-    pub fn topic_rates(&self, topic: Option<&str>) -> BTreeMap<String, Vec<Point>> {
+    /// Messages per second appended to `topic` in each region.
+    pub fn topic_rates(&self, topic: &str) -> BTreeMap<String, Vec<Point>> {
         let inner = self.lock();
         rates(&inner.samples, |s| {
             s.topics
                 .iter()
-                .filter(|((_, t), _)| topic.is_none_or(|want| want == t))
-                .map(|((r, t), n)| {
-                    let name = match topic {
-                        Some(_) => r.clone(),
-                        None => format!("{t} in {r}"),
-                    };
-                    (name, *n)
-                })
+                .filter(|((_, t), _)| t == topic)
+                .map(|((r, _), n)| (r.clone(), *n))
                 .collect()
         })
     }
@@ -263,22 +277,58 @@ impl Observer {
         })
     }
 
-    /// The latest rate of each (region, topic): messages per second.
-    pub fn topic_rate_now(&self) -> BTreeMap<(String, String), f64> {
+    /// Bytes per second appended at each broker (a step where retention freed more than
+    /// was appended has no rate).
+    pub fn broker_byte_rates(&self) -> BTreeMap<String, Vec<Point>> {
         let inner = self.lock();
+        rates(&inner.samples, |s| {
+            s.broker_bytes
+                .iter()
+                .map(|((r, b), n)| (format!("{r} broker {b}"), *n))
+                .collect()
+        })
+    }
+
+    /// Bytes per second appended to `topic` in each region.
+    pub fn topic_byte_rates(&self, topic: &str) -> BTreeMap<String, Vec<Point>> {
+        let inner = self.lock();
+        rates(&inner.samples, |s| {
+            s.topic_bytes
+                .iter()
+                .filter(|((_, t), _)| t == topic)
+                .map(|((r, _), n)| (r.clone(), *n))
+                .collect()
+        })
+    }
+
+    /// Each topic now, over every region: (messages per second, bytes per second, bytes
+    /// held) — rates from the last two samples.
+    pub fn topics_now(&self) -> BTreeMap<String, (f64, f64, u64)> {
+        let inner = self.lock();
+        let mut out: BTreeMap<String, (f64, f64, u64)> = BTreeMap::new();
         let n = inner.samples.len();
-        if n < 2 {
-            return BTreeMap::new();
+        let Some(b) = inner.samples.back() else {
+            return out;
+        };
+        for ((_, t), bytes) in &b.topic_bytes {
+            out.entry(t.clone()).or_default().2 += bytes;
         }
-        let (a, b) = (&inner.samples[n - 2], &inner.samples[n - 1]);
-        let secs = ((b.time_ms - a.time_ms) as f64 / 1000.0).max(0.001);
-        b.topics
-            .iter()
-            .filter_map(|(k, now)| {
-                let before = a.topics.get(k).filter(|x| **x <= *now)?;
-                Some((k.clone(), (now - before) as f64 / secs))
-            })
-            .collect()
+        if n >= 2 {
+            let a = &inner.samples[n - 2];
+            let secs = ((b.time_ms - a.time_ms) as f64 / 1000.0).max(0.001);
+            let step = |now: &u64, before: Option<&u64>| {
+                before
+                    .filter(|x| **x <= *now)
+                    .map_or(0.0, |x| (now - x) as f64 / secs)
+            };
+            for (k, now) in &b.topics {
+                out.entry(k.1.clone()).or_default().0 += step(now, a.topics.get(k));
+            }
+            for (k, now) in &b.topic_bytes {
+                out.entry(k.1.clone()).or_default().1 += step(now, a.topic_bytes.get(k));
+            }
+        }
+        out
     }
 
     /// What is wrong now, each with the page that fixes it: regions down, brokers gone
@@ -525,6 +575,7 @@ mod tests {
                 partition: 0,
                 earliest_offset: 0,
                 latest_offset: latest,
+                bytes: latest * 10,
                 committed: committed
                     .iter()
                     .map(|(g, o)| v1::GroupCommitted {
@@ -532,7 +583,6 @@ mod tests {
                         offset: *o,
                     })
                     .collect(),
-                ..Default::default()
             }],
             ..Default::default()
         }
@@ -550,6 +600,13 @@ mod tests {
             (gone.id, gone.live, gone.last_seen_ms),
             (2, false, Some(1_000))
         );
+        // Gone for long and named by no group any more (its replica moved): forgotten.
+        let mut moved = vec![region(&[(1, true)], &[(0, &[1], Some(1))])];
+        o.remember(&mut moved, 31_000);
+        assert_eq!(moved[0].brokers.len(), 2, "not yet");
+        let mut moved = vec![region(&[(1, true)], &[(0, &[1], Some(1))])];
+        o.remember(&mut moved, 1_000 + UNNEEDED_FOR_MS);
+        assert_eq!(moved[0].brokers.len(), 1);
         let f = o.findings(&regions, &[], 31_000);
         assert_eq!(
             f.iter().map(|f| f.text.as_str()).collect::<Vec<_>>(),
@@ -600,8 +657,11 @@ mod tests {
         let o = Observer::default();
         o.add(0, vec![("x".into(), 1, report("t", 100, &[]))]);
         o.add(5_000, vec![("x".into(), 1, report("t", 600, &[]))]);
-        assert_eq!(o.topic_rates(Some("t"))["x"][0].value, 100.0);
+        assert_eq!(o.topic_rates("t")["x"][0].value, 100.0);
+        assert_eq!(o.topic_byte_rates("t")["x"][0].value, 1000.0);
+        assert_eq!(o.broker_byte_rates()["x broker 1"][0].value, 1000.0);
+        assert_eq!(o.topics_now()["t"], (100.0, 1000.0, 6000));
         assert_eq!(o.broker_rates()["x broker 1"][0].value, 100.0);
-        assert_eq!(o.topic_rate_now()[&("x".to_owned(), "t".to_owned())], 100.0);
+        assert_eq!(o.topics_now()["t"].0, 100.0);
     }
 }

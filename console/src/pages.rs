@@ -33,6 +33,7 @@ pub fn routes() -> axum::Router<App> {
         .route("/topics", get(topics).post(create_topic))
         .route("/topics/{name}", get(topic))
         .route("/topics/{name}/alter", post(alter_topic))
+        .route("/topics/{name}/config", post(config_topic))
         .route("/topics/{name}/delete", post(delete_topic))
         .route(
             "/regions/{name}/{action}",
@@ -340,6 +341,7 @@ struct Brokers {
     regions: Vec<data::Region>,
     notice: String,
     chart: String,
+    bytes_chart: String,
 }
 
 async fn brokers(State(app): State<App>, me: Me, Query(n): Query<Notice>) -> Response {
@@ -351,6 +353,7 @@ async fn brokers(State(app): State<App>, me: Me, Query(n): Query<Notice>) -> Res
                 regions,
                 notice: n.notice,
                 chart: crate::charts::svg(&app.observer.broker_rates(), "/s"),
+                bytes_chart: crate::charts::svg(&app.observer.broker_byte_rates(), " B/s"),
             })
         }
         Err(e) => failed(e),
@@ -404,11 +407,25 @@ pub fn ago(then_ms: impl std::borrow::Borrow<i64>) -> String {
 struct Topics {
     nav: Nav,
     q: String,
-    topics: Vec<data::Topic>,
+    rows: Vec<TopicRow>,
+    sort: String,
+    page: usize,
+    pages: usize,
     error: String,
     notice: String,
     form: data::NewTopic,
 }
+
+/// A topic as the list shows it, with its throughput and size now (every region).
+struct TopicRow {
+    t: data::Topic,
+    rate: f64,
+    bytes_rate: f64,
+    size: u64,
+}
+
+/// Rows a page of the topics list shows.
+const TOPIC_ROWS: usize = 50;
 
 #[derive(Deserialize, Default)]
 struct Search {
@@ -416,18 +433,64 @@ struct Search {
     q: String,
     #[serde(default)]
     notice: String,
+    /// `name`, `rate` (busiest first) or `size` (largest first).
+    #[serde(default)]
+    sort: String,
+    #[serde(default)]
+    page: usize,
+}
+
+/// The list's rows, sorted and cut to `page` (from 1); also how many pages there are.
+fn topic_page(
+    app: &crate::Console,
+    topics: Vec<data::Topic>,
+    sort: &str,
+    page: usize,
+) -> (Vec<TopicRow>, usize) {
+    let now = app.observer.topics_now();
+    let mut rows: Vec<TopicRow> = topics
+        .into_iter()
+        .map(|t| {
+            let (rate, bytes_rate, size) = now.get(&t.name).copied().unwrap_or_default();
+            TopicRow {
+                t,
+                rate,
+                bytes_rate,
+                size,
+            }
+        })
+        .collect();
+    match sort {
+        "rate" => rows.sort_by(|a, b| b.rate.total_cmp(&a.rate).then(a.t.name.cmp(&b.t.name))),
+        "size" => rows.sort_by(|a, b| b.size.cmp(&a.size).then(a.t.name.cmp(&b.t.name))),
+        _ => rows.sort_by(|a, b| a.t.name.cmp(&b.t.name)),
+    }
+    let pages = rows.len().div_ceil(TOPIC_ROWS).max(1);
+    let page = page.clamp(1, pages);
+    let rows = rows
+        .into_iter()
+        .skip((page - 1) * TOPIC_ROWS)
+        .take(TOPIC_ROWS)
+        .collect();
+    (rows, pages)
 }
 
 async fn topics(State(app): State<App>, me: Me, Query(s): Query<Search>) -> Response {
     match data::topics(&app.control, &s.q).await {
-        Ok(topics) => render(&Topics {
-            nav: Nav::of(&me, "Topics"),
-            q: s.q,
-            topics,
-            error: String::new(),
-            notice: s.notice,
-            form: data::NewTopic::default(),
-        }),
+        Ok(topics) => {
+            let (rows, pages) = topic_page(&app, topics, &s.sort, s.page.max(1));
+            render(&Topics {
+                nav: Nav::of(&me, "Topics"),
+                q: s.q,
+                rows,
+                page: s.page.clamp(1, pages),
+                pages,
+                sort: s.sort,
+                error: String::new(),
+                notice: s.notice,
+                form: data::NewTopic::default(),
+            })
+        }
         Err(e) => failed(e),
     }
 }
@@ -461,10 +524,14 @@ async fn create_topic(State(app): State<App>, me: Me, Form(f): Form<CreateForm>)
             app.audit
                 .record(&me.session, "create topic", &name, &format!("failed: {e}"));
             let topics = data::topics(&app.control, "").await.unwrap_or_default();
+            let (rows, pages) = topic_page(&app, topics, "", 1);
             let page = Topics {
                 nav: Nav::of(&me, "Topics"),
                 q: String::new(),
-                topics,
+                rows,
+                sort: String::new(),
+                page: 1,
+                pages,
                 error: e.0,
                 notice: String::new(),
                 form: f.topic,
@@ -481,6 +548,9 @@ struct TopicPage {
     d: data::TopicDetail,
     notice: String,
     error: String,
+    /// Messages and bytes per second appended in each region.
+    messages_chart: String,
+    bytes_chart: String,
 }
 
 async fn topic(
@@ -495,6 +565,8 @@ async fn topic(
             d,
             notice: n.notice,
             error: String::new(),
+            messages_chart: crate::charts::svg(&app.observer.topic_rates(&name), "/s"),
+            bytes_chart: crate::charts::svg(&app.observer.topic_byte_rates(&name), " B/s"),
         }),
         Err(e) => failed(e),
     }
@@ -545,6 +617,78 @@ async fn alter_topic(
         Err(e) => {
             app.audit
                 .record(&me.session, "alter topic", &name, &format!("failed: {e}"));
+            failed(e)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ConfigForm {
+    #[serde(default)]
+    csrf: String,
+    /// `KEY=VALUE` to set.
+    #[serde(default)]
+    set: String,
+    /// A key to remove (back to the default).
+    #[serde(default)]
+    delete: String,
+}
+
+/// Sets or removes one topic config (Kafka's names; the control plane checks the value).
+async fn config_topic(
+    State(app): State<App>,
+    me: Me,
+    Path(name): Path<String>,
+    Form(f): Form<ConfigForm>,
+) -> Response {
+    if let Err(r) = me.permit(&app, &f.csrf, Role::Operator, "configure topic", &name) {
+        return r.into_response();
+    }
+    let (set, delete) = match (f.set.trim(), f.delete.trim()) {
+        ("", "") => {
+            return failed(Failed(
+                "nothing to change: give KEY=VALUE, or a key to remove".into(),
+            ));
+        }
+        (set, "") => match set.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                (Some((k.trim().to_owned(), v.trim().to_owned())), None)
+            }
+            _ => {
+                return failed(Failed(format!(
+                    "{set:?}: write KEY=VALUE, such as max.message.bytes=2000000"
+                )));
+            }
+        },
+        (_, key) => (None, Some(key.to_owned())),
+    };
+    let what = set
+        .as_ref()
+        .map(|(k, v)| format!("{k}={v}"))
+        .or_else(|| delete.as_ref().map(|k| format!("{k} removed")))
+        .unwrap_or_default();
+    match data::alter_topic_config(&app.control, &name, set, delete).await {
+        Ok(_) => {
+            app.audit.record(
+                &me.session,
+                "configure topic",
+                &name,
+                &format!("ok: {what}"),
+            );
+            Redirect::to(&format!(
+                "/topics/{}?notice={}",
+                url_encode(&name),
+                url_encode(&format!("Configuration changed: {what}."))
+            ))
+            .into_response()
+        }
+        Err(e) => {
+            app.audit.record(
+                &me.session,
+                "configure topic",
+                &name,
+                &format!("failed: {e}"),
+            );
             failed(e)
         }
     }

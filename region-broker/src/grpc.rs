@@ -104,7 +104,7 @@ impl broker_server::Broker for GrpcService {
             .create_topic_with(&r.name, r.partitions, replication)
             .await
             .map_err(status)?;
-        Ok(Response::new(topic_info(&self.broker, &topic)?))
+        Ok(Response::new(topic_info(&self.broker, &topic).await?))
     }
 
     async fn delete_topic(
@@ -125,12 +125,10 @@ impl broker_server::Broker for GrpcService {
         &self,
         _: Request<v1::ListTopicsRequest>,
     ) -> Result<Response<v1::ListTopicsResponse>, Status> {
-        let topics = self
-            .broker
-            .topics()
-            .iter()
-            .map(|t| topic_info(&self.broker, t))
-            .collect::<Result<_, _>>()?;
+        let mut topics = Vec::new();
+        for t in self.broker.topics() {
+            topics.push(topic_info(&self.broker, &t).await?);
+        }
         Ok(Response::new(v1::ListTopicsResponse { topics }))
     }
 
@@ -142,7 +140,7 @@ impl broker_server::Broker for GrpcService {
             .broker
             .topic(&request.into_inner().name)
             .map_err(status)?;
-        Ok(Response::new(topic_info(&self.broker, &topic)?))
+        Ok(Response::new(topic_info(&self.broker, &topic).await?))
     }
 
     async fn produce(

@@ -401,7 +401,45 @@ async fn an_sre_operates_the_platform_from_a_browser() {
         .await
         .unwrap();
     assert!(see(&b, "h1", "web-orders").await.contains("web-orders"));
+    // The topic's configuration: set from the page (the control plane checks the value),
+    // shown, removed.
+    fill(&b, "#config-set", "max.message.bytes=nonsense").await;
+    click(&b, "#set-config").await;
+    see(&b, "main", "max.message.bytes").await;
+    b.goto(&format!("http://{console}/topics/web-orders"))
+        .await
+        .unwrap();
+    fill(&b, "#config-set", "max.message.bytes=2000000").await;
+    click(&b, "#set-config").await;
+    see(
+        &b,
+        "#notice",
+        "Configuration changed: max.message.bytes=2000000",
+    )
+    .await;
+    let configs = see(&b, "#configs", "2000000").await;
+    assert!(configs.contains("max.message.bytes"), "{configs}");
+    let (_, described, _) =
+        meridian_control(&cp.addr, &["topic", "describe", "web-orders", "--configs"]);
+    assert!(described.contains("2000000"), "{described}");
     shot(&b, "topic").await;
+    click(&b, "button.remove-config[data-key='max.message.bytes']").await;
+    see(&b, "#notice", "max.message.bytes removed").await;
+    assert!(!read(&b, "#configs").await.contains("2000000"));
+    // The topics list: sizes, sortable by them.
+    b.goto(&format!("http://{console}/topics?sort=size"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let size = read(&b, "#topic-row-web-orders .size").await;
+        if size.ends_with('B') && size != "0 B" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "web-orders' size: {size:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    shot(&b, "topics-by-size").await;
     b.goto(&format!("http://{console}/brokers")).await.unwrap();
     see(&b, "table.groups", "raft").await;
     shot(&b, "brokers").await;

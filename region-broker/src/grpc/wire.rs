@@ -131,10 +131,21 @@ pub(super) fn producer_batch(
     })
 }
 
-pub(super) fn topic_info(broker: &Broker, t: &Topic) -> Result<v1::TopicInfo, Status> {
+/// How long a describe waits for another broker's offsets of one partition.
+const REMOTE_OFFSETS_WAIT: Duration = Duration::from_secs(5);
+
+/// A topic's description: each partition's offsets from its replica here, or, for a log
+/// group this broker does not host (a region whose topics' groups are spread over its
+/// brokers), from the partition's leader. (Answering "not the leader" for the whole topic
+/// instead sent a client back and forth between brokers that each lacked a group.)
+pub(super) async fn topic_info(broker: &Broker, t: &Topic) -> Result<v1::TopicInfo, Status> {
     let mut partitions = Vec::with_capacity(t.groups.len());
     for (p, &g) in t.groups.iter().enumerate() {
-        let (earliest, latest) = broker.partition_offsets(t, p as u32).map_err(status)?;
+        let (earliest, latest) = match broker.partition_offsets(t, p as u32) {
+            Ok(offsets) => offsets,
+            Err(BrokerError::NotLeader { .. }) => remote_offsets(broker, t, p as u32).await?,
+            Err(e) => return Err(status(e)),
+        };
         partitions.push(v1::PartitionInfo {
             partition: p as u32,
             log_group: g,
@@ -151,6 +162,36 @@ pub(super) fn topic_info(broker: &Broker, t: &Topic) -> Result<v1::TopicInfo, St
         strict_order: t.home.is_some(),
         timestamp_type: t.timestamp_type.as_str().to_owned(),
     })
+}
+
+/// One partition's `(earliest, latest)` asked of its leader.
+async fn remote_offsets(broker: &Broker, t: &Topic, partition: u32) -> Result<(u64, u64), Status> {
+    let mut ends = [0u64; 2];
+    for (end, spec) in ends
+        .iter_mut()
+        .zip([v1::OffsetSpec::Earliest, v1::OffsetSpec::Latest])
+    {
+        let request = v1::ListOffsetsRequest {
+            topic: t.name.clone(),
+            partition,
+            spec: spec as i32,
+            timestamp_ms: 0,
+        };
+        *end = broker
+            .at_partition_leader(&t.name, partition, REMOTE_OFFSETS_WAIT, |mut c| {
+                let r = request.clone();
+                async move { c.list_offsets(r).await }
+            })
+            .await
+            .map_err(|e| {
+                Status::unavailable(format!(
+                    "partition {partition} of {}: its leader's offsets: {e}",
+                    t.name
+                ))
+            })?
+            .offset;
+    }
+    Ok((ends[0], ends[1]))
 }
 
 pub(super) fn log_group_info(s: LogGroupState) -> v1::LogGroupInfo {

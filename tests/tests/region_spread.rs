@@ -1,0 +1,78 @@
+//! A topic whose log groups are spread over a region's brokers (fewer replicas than
+//! brokers: no broker holds every partition) is described, written and read through any
+//! broker: a broker answers for the partitions it does not hold by asking their leaders.
+//! (Each broker used to refuse the whole topic as "not the leader", sending clients back
+//! and forth: produce, consume and describe all failed.)
+
+use meridian_client::{Client, ProducerConfig, Record};
+use meridian_tests::platform::{ControlPlaneProcess, ManagedRegion, meridian_control};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_spread_over_brokers_is_served_by_each() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = ControlPlaneProcess::embedded(tmp.path(), &["--region", "r"]).await;
+    let region = ManagedRegion::start(tmp.path(), "r", 2, &cp.addr, &[])
+        .await
+        .unwrap();
+    let (code, _, err) = meridian_control(
+        &cp.addr,
+        &[
+            "topic",
+            "create",
+            "spread",
+            "--partitions",
+            "2",
+            "--replicas",
+            "1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = meridian_control(&cp.addr, &["--json", "topic", "describe", "spread"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let leaders: Vec<u64> = v["placements"][0]["log_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["replicas"][0].as_u64())
+        .collect();
+    assert_eq!(leaders.len(), 2, "one group on each broker: {v}");
+    assert_ne!(leaders[0], leaders[1], "one group on each broker: {v}");
+
+    // Through the control plane (the CLI) and at each broker (the SDK).
+    for i in 0..50 {
+        let (code, _, err) = meridian_control(
+            &cp.addr,
+            &[
+                "produce",
+                "spread",
+                "--key",
+                &format!("k{i}"),
+                &format!("cli-{i}"),
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+    for (i, b) in region.brokers.iter().enumerate() {
+        let client = Client::connect(&b.addr.to_string()).await.unwrap();
+        let info = client.describe_topic("spread").await.unwrap();
+        assert_eq!(info.partitions.len(), 2);
+        let producer = client.producer(ProducerConfig::default());
+        for n in 0..50 {
+            producer
+                .send(Record::new("spread", format!("sdk-{i}-{n}")).key(format!("k{n}")))
+                .await
+                .await
+                .unwrap();
+        }
+    }
+    for (i, b) in region.brokers.iter().enumerate() {
+        let client = Client::connect(&b.addr.to_string()).await.unwrap();
+        let info = client.describe_topic("spread").await.unwrap();
+        let held: u64 = info.partitions.iter().map(|p| p.latest_offset).sum();
+        assert_eq!(held, 150, "broker {} describes every partition", i + 1);
+        let all = meridian_tests::read_all(&client, "spread").await;
+        assert_eq!(all.values().map(Vec::len).sum::<usize>(), 150);
+        assert!(all.values().all(|p| !p.is_empty()), "both partitions used");
+    }
+}
