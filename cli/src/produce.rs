@@ -49,6 +49,10 @@ pub(crate) struct Args {
     /// Read the input lines from this file instead of standard input.
     #[arg(long, conflicts_with = "messages")]
     file: Option<std::path::PathBuf>,
+    /// How long a message may wait for its acknowledgement, resent through failovers,
+    /// before the command gives up with the reason (kcat's message.timeout.ms).
+    #[arg(long, default_value = "30s")]
+    timeout: humantime::Duration,
 }
 
 /// A field that must be there, whether null or a string (serde reads a missing `Option`
@@ -187,6 +191,7 @@ pub(crate) async fn run(args: Args, client: Client, json: bool) -> anyhow::Resul
     }
     let producer = client.producer(ProducerConfig {
         acks: args.acks.unwrap_or(Acks::Unspecified),
+        delivery_timeout: args.timeout.into(),
         ..ProducerConfig::default()
     });
     let started = Instant::now();

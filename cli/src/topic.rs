@@ -209,9 +209,19 @@ pub(crate) async fn run(
                     "PARTITION", "LOG GROUP", "EARLIEST", "LATEST"
                 );
                 for p in &t.partitions {
+                    let (earliest, latest) = if p.offsets_unknown {
+                        ("unknown".to_owned(), "unknown".to_owned())
+                    } else {
+                        (p.earliest_offset.to_string(), p.latest_offset.to_string())
+                    };
                     println!(
                         "{:>9} {:>9} {:>14} {:>14}",
-                        p.partition, p.log_group, p.earliest_offset, p.latest_offset
+                        p.partition, p.log_group, earliest, latest
+                    );
+                }
+                if t.partitions.iter().any(|p| p.offsets_unknown) {
+                    println!(
+                        "unknown: the partition's leader did not answer; see meridian cluster health"
                     );
                 }
             }
@@ -240,8 +250,8 @@ fn to_json(t: &TopicInfo) -> serde_json::Value {
         "partitions": t.partitions.iter().map(|p| serde_json::json!({
             "partition": p.partition,
             "log_group": p.log_group,
-            "earliest_offset": p.earliest_offset,
-            "latest_offset": p.latest_offset,
+            "earliest_offset": (!p.offsets_unknown).then_some(p.earliest_offset),
+            "latest_offset": (!p.offsets_unknown).then_some(p.latest_offset),
         })).collect::<Vec<_>>(),
     })
 }
@@ -429,8 +439,10 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
                         Ok(rows) => serde_json::json!(
                             rows.iter()
                                 .map(|r| serde_json::json!({
-                                    "partition": r.partition, "earliest_offset": r.earliest,
-                                    "latest_offset": r.latest, "bytes": r.bytes,
+                                    "partition": r.partition,
+                                    "earliest_offset": r.known.then_some(r.earliest),
+                                    "latest_offset": r.known.then_some(r.latest),
+                                    "bytes": r.bytes,
                                 }))
                                 .collect::<Vec<_>>()
                         ),
@@ -474,9 +486,10 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
                         "PARTITION", "LOG GROUP", "EARLIEST", "LATEST", "MESSAGES", "SIZE"
                     );
                     for (i, g) in p.partition_groups.iter().enumerate() {
+                        // A partition whose leader did not answer shows as "-".
                         let row = rows
                             .ok()
-                            .and_then(|r| r.iter().find(|r| r.partition == i as u32));
+                            .and_then(|r| r.iter().find(|r| r.partition == i as u32 && r.known));
                         let (earliest, latest, messages, size) = match row {
                             Some(r) => (
                                 r.earliest.to_string(),
@@ -533,6 +546,8 @@ struct PartitionOffsets {
     partition: u32,
     earliest: u64,
     latest: u64,
+    /// Whether the offsets are known (false: the partition's leader did not answer).
+    known: bool,
     /// Bytes of journal it takes, as its leader reports (None: not reported).
     bytes: Option<u64>,
 }
@@ -565,6 +580,7 @@ async fn region_offsets(
             partition: p.partition,
             earliest: p.earliest_offset,
             latest: p.latest_offset,
+            known: !p.offsets_unknown,
             bytes: sizes.get(&p.partition).copied(),
         })
         .collect())

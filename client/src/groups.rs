@@ -122,6 +122,15 @@ impl Client {
         for p in &info.partitions {
             let partition = p.partition;
             let committed = self.committed_offset(group, topic, partition).await?;
+            if p.offsets_unknown {
+                return Err(ClientError::Broker {
+                    code: tonic::Code::Unavailable,
+                    message: format!(
+                        "partition {partition} of {topic}: its offsets are unknown (log group {} does not answer); see meridian cluster health",
+                        p.log_group
+                    ),
+                });
+            }
             let (earliest, latest) = (p.earliest_offset, p.latest_offset);
             let reset_to = match reset {
                 None => None,

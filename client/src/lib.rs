@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use meridian_proto::auth::Authed as Channel;
 use meridian_proto::v1::{self, broker_client::BrokerClient};
-use meridian_region_client::{Failover, RegionClient};
+use meridian_region_client::{Failover, METADATA_ANSWER, RegionClient, answered_within};
 
 pub use admin::{BrokerLogGroups, FailoverReport, LogGroupInfo};
 pub use consumer::{ConsumedMessage, Consumer, ConsumerConfig, StartFrom};
@@ -185,7 +185,11 @@ impl Client {
     /// Every topic.
     pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, ClientError> {
         Ok(self
-            .call(|mut c| async move { c.list_topics(v1::ListTopicsRequest {}).await })
+            .call(|mut c| {
+                answered_within(METADATA_ANSWER, async move {
+                    c.list_topics(v1::ListTopicsRequest {}).await
+                })
+            })
             .await?
             .topics)
     }
@@ -197,7 +201,7 @@ impl Client {
         };
         self.call(|mut c| {
             let r = r.clone();
-            async move { c.describe_topic(r).await }
+            answered_within(METADATA_ANSWER, async move { c.describe_topic(r).await })
         })
         .await
     }
@@ -224,7 +228,7 @@ impl Client {
         let r = self
             .call(|mut c| {
                 let r = r.clone();
-                async move { c.list_offsets(r).await }
+                answered_within(METADATA_ANSWER, async move { c.list_offsets(r).await })
             })
             .await?;
         Ok((r.offset, r.timestamp_ms))
@@ -399,14 +403,7 @@ impl Client {
         // backoff and keeps what the broker said; redirects are followed here.
         let call = |mut c: BrokerClient<Channel>| {
             let r = request.clone();
-            async move {
-                match tokio::time::timeout(attempt, c.produce(r)).await {
-                    Ok(answer) => answer,
-                    Err(_) => Err(tonic::Status::unavailable(format!(
-                        "no answer from the broker within {attempt:?}"
-                    ))),
-                }
-            }
+            answered_within(attempt, async move { c.produce(r).await })
         };
         let sent = async {
             if may_move {

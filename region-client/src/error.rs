@@ -79,9 +79,19 @@ impl GroupHint {
                 .map(str::to_owned)
         };
         if let Some(g) = header(crate::LOG_GROUP_HEADER).and_then(|g| g.parse().ok()) {
-            self.group = Some(g);
-            self.leader_id = header(crate::LEADER_ID_HEADER).and_then(|id| id.parse().ok());
-            self.leader = header(crate::LEADER_HEADER);
+            if self.group != Some(g) {
+                *self = GroupHint {
+                    group: Some(g),
+                    ..GroupHint::default()
+                };
+            }
+            // A leader named earlier is kept when a later answer names none (the control
+            // plane stops naming a leader whose broker's lease ran out): it is the broker
+            // an operator looks at.
+            if let Some(id) = header(crate::LEADER_ID_HEADER).and_then(|id| id.parse().ok()) {
+                self.leader_id = Some(id);
+                self.leader = header(crate::LEADER_HEADER);
+            }
         }
     }
 
@@ -125,6 +135,26 @@ impl RegionError {
         match self {
             RegionError::Broker { code, .. } => Some(*code),
             _ => None,
+        }
+    }
+
+    /// A failure of the broker at `addr`: the status, naming the broker when it did not
+    /// answer (the transport's words alone do not say which).
+    pub(crate) fn at(addr: &str, s: tonic::Status) -> RegionError {
+        match RegionError::from(s) {
+            RegionError::Broker { code, message }
+                if matches!(code, tonic::Code::Unavailable | tonic::Code::Unknown) =>
+            {
+                RegionError::Broker {
+                    code,
+                    message: message.replacen(
+                        "broker unavailable",
+                        &format!("broker at {addr} unavailable"),
+                        1,
+                    ),
+                }
+            }
+            e => e,
         }
     }
 }
@@ -194,11 +224,25 @@ mod tests {
                 && text.contains("meridian log-group failover 3"),
             "{text}"
         );
+        // A later answer naming no leader (its broker's lease ran out) keeps the one named:
+        // it is the broker that does not answer.
+        hint.note(&not_leader("3", None));
+        let silent = RegionError::at(
+            "127.0.0.1:9",
+            tonic::Status::unavailable("no answer from the broker within 10s"),
+        );
+        let text = hint.give_up(silent).to_string();
+        assert!(
+            text.starts_with("log group 3 is unavailable: its leader, broker 2 at 127.0.0.1:9, does not answer; broker at 127.0.0.1:9 unavailable: no answer"),
+            "{text}"
+        );
+        // Another group named: nothing of the first is kept.
+        hint.note(&not_leader("4", None));
         // Still redirected when it gave up: the group has no leader.
         let e = hint.give_up(RegionError::from(not_leader("3", None)));
         assert!(
             e.to_string()
-                .starts_with("log group 3 is unavailable: it has no leader;"),
+                .starts_with("log group 4 is unavailable: it has no leader;"),
             "{e}"
         );
     }

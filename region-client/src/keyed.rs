@@ -53,14 +53,6 @@ impl RegionClient {
         let mut last = None;
         let mut hint = crate::error::GroupHint::default();
         let deadline = tokio::time::Instant::now() + RETRY_FOR;
-        // The bootstrap broker after `addr`, skipping it: where to go when it fails.
-        let after = |addr: &str| {
-            let i = bootstrap
-                .iter()
-                .position(|b| b == addr)
-                .map_or(0, |i| i + 1);
-            bootstrap[i % bootstrap.len()].clone()
-        };
         for _ in 0..ATTEMPTS_MAX {
             if tokio::time::Instant::now() > deadline {
                 break;
@@ -70,7 +62,7 @@ impl RegionClient {
                 Err(e) => {
                     last = Some(e);
                     self.forget_leader(about);
-                    addr = after(&addr);
+                    addr = self.bootstrap_after(&addr);
                     tokio::time::sleep(RETRY_PAUSE).await;
                     continue;
                 }
@@ -96,7 +88,7 @@ impl RegionClient {
                         // An election is under way: wait, then ask another broker.
                         None => {
                             tokio::time::sleep(RETRY_PAUSE).await;
-                            addr = after(&addr);
+                            addr = self.bootstrap_after(&addr);
                         }
                     }
                 }
@@ -104,14 +96,14 @@ impl RegionClient {
                     last = Some(RegionError::from(status));
                     self.forget_leader(about);
                     tokio::time::sleep(RETRY_PAUSE).await;
-                    addr = after(&addr);
+                    addr = self.bootstrap_after(&addr);
                 }
                 Ok(Err(status)) => return Err(status.into()),
                 // No answer in time: the broker may be stalled; another may lead by now.
                 Err(_) => {
                     last = Some(RegionError::NoAnswer("broker", attempt));
                     self.forget_leader(about);
-                    addr = after(&addr);
+                    addr = self.bootstrap_after(&addr);
                 }
             }
         }

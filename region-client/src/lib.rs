@@ -48,6 +48,10 @@ const ATTEMPTS_MAX: usize = 200;
 const RETRY_FOR: Duration = Duration::from_secs(15);
 /// How long [`RegionClient::rotate`] waits for a broker to answer before trying the next.
 const ROTATE_PROBE: Duration = Duration::from_secs(5);
+/// How long a metadata request, which any live broker answers at once, waits for its
+/// answer before the broker counts as failed and the next is asked (a stalled broker keeps
+/// its connections open: without it, the wait is the transport's keep-alive, 30 s).
+pub const METADATA_ANSWER: Duration = Duration::from_secs(8);
 /// The pause before a retry at another broker.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
@@ -102,8 +106,8 @@ impl Failover for Stay {
 /// A connection to a region's brokers. Cheap to clone; clones share connections.
 #[derive(Debug, Clone)]
 pub struct RegionClient {
-    /// The broker requests go to first; moves on redirects and failures.
-    current: Arc<Mutex<BrokerClient<Channel>>>,
+    /// The broker requests go to first, and its address; moves on redirects and failures.
+    current: Arc<Mutex<(String, BrokerClient<Channel>)>>,
     bootstrap: Arc<Mutex<Arc<Vec<String>>>>,
     /// One connection per broker address; bounded by the brokers the region names.
     connections: Arc<Mutex<HashMap<String, BrokerClient<Channel>>>>,
@@ -127,7 +131,7 @@ impl RegionClient {
             match connect_one(addr).await {
                 Ok(rpc) => {
                     return Ok(RegionClient {
-                        current: Arc::new(Mutex::new(rpc)),
+                        current: Arc::new(Mutex::new((addr.clone(), rpc))),
                         bootstrap: Arc::new(Mutex::new(Arc::new(bootstrap.clone()))),
                         connections: Arc::default(),
                         leaders: Arc::default(),
@@ -165,8 +169,7 @@ impl RegionClient {
         F: FnMut(BrokerClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let mut rpc = self.current();
-        let mut next_bootstrap = 0;
+        let (mut at, mut rpc) = self.current();
         let mut last = None;
         let mut hint = error::GroupHint::default();
         // Redirects followed in a row: past the first, each waits (a broker may name itself
@@ -194,8 +197,8 @@ impl RegionClient {
                     match leader {
                         Some(addr) => match self.connection(&addr).await {
                             Ok(c) => {
-                                self.set_current(c.clone());
-                                rpc = c;
+                                self.set_current(&addr, c.clone());
+                                (at, rpc) = (addr, c);
                             }
                             // The named leader is unreachable (it may have just died):
                             // wait for the others to elect a new one.
@@ -208,8 +211,8 @@ impl RegionClient {
                         // the next bootstrap broker.
                         None => {
                             tokio::time::sleep(RETRY_PAUSE).await;
-                            if let Ok(c) = self.next_bootstrap(&mut next_bootstrap).await {
-                                rpc = c;
+                            if let Some(next) = self.next_bootstrap(&at).await {
+                                (at, rpc) = next;
                             }
                         }
                     }
@@ -221,26 +224,26 @@ impl RegionClient {
                     if (retry_unavailable && broker_failed(&status))
                         || (never_sent(&status) && self.any_reachable().await) =>
                 {
-                    last = Some(RegionError::from(status));
+                    last = Some(RegionError::at(&at, status));
                     tokio::time::sleep(RETRY_PAUSE).await;
                     if failover.routed()
                         && !self.any_reachable().await
                         && failover.fail_over().await
                     {
                         // The whole region is gone and the client moved to another.
-                        rpc = self.current();
+                        (at, rpc) = self.current();
                         continue;
                     }
-                    if let Ok(c) = self.next_bootstrap(&mut next_bootstrap).await {
-                        self.set_current(c.clone());
-                        rpc = c;
+                    if let Some((addr, c)) = self.next_bootstrap(&at).await {
+                        self.set_current(&addr, c.clone());
+                        (at, rpc) = (addr, c);
                     }
                 }
                 // Never sent, and no broker of the region accepts connections: a routed
                 // client moves to another region and sends it there.
                 Err(status) if never_sent(&status) && failover.fail_over().await => {
                     last = Some(RegionError::from(status));
-                    rpc = self.current();
+                    (at, rpc) = self.current();
                 }
                 Err(status) => {
                     if broker_failed(&status) {
@@ -252,27 +255,45 @@ impl RegionClient {
                             failover.fail_over().await;
                         }
                     }
-                    return Err(status.into());
+                    // Brokers that named the group this request needs, then its leader
+                    // failing: the group's unavailability, naming them.
+                    return Err(hint.give_up(RegionError::at(&at, status)));
                 }
             }
         }
         Err(hint.give_up(last.unwrap_or(RegionError::GaveUp(RETRY_FOR))))
     }
 
-    fn current(&self) -> BrokerClient<Channel> {
+    fn current(&self) -> (String, BrokerClient<Channel>) {
         self.current.lock().expect("client lock poisoned").clone()
     }
 
-    fn set_current(&self, c: BrokerClient<Channel>) {
-        *self.current.lock().expect("client lock poisoned") = c;
+    fn set_current(&self, addr: &str, c: BrokerClient<Channel>) {
+        *self.current.lock().expect("client lock poisoned") = (addr.to_owned(), c);
     }
 
-    /// A connection to the next bootstrap broker, counting through them with `next`.
-    async fn next_bootstrap(&self, next: &mut usize) -> Result<BrokerClient<Channel>, RegionError> {
+    /// The bootstrap broker after `addr` (the first when `addr` is not one): where to go
+    /// when `addr` fails. Each failure moves one on, so every broker is tried in turn.
+    fn bootstrap_after(&self, addr: &str) -> String {
         let bootstrap = self.bootstrap();
-        let addr = &bootstrap[*next % bootstrap.len()];
-        *next += 1;
-        self.connection(addr).await
+        let i = bootstrap
+            .iter()
+            .position(|b| b == addr)
+            .map_or(0, |i| i + 1);
+        bootstrap[i % bootstrap.len()].clone()
+    }
+
+    /// A connection to the first bootstrap broker after `addr` that takes one (a stalled
+    /// broker's kernel still accepts: it is found out by the request), and its address.
+    async fn next_bootstrap(&self, addr: &str) -> Option<(String, BrokerClient<Channel>)> {
+        let mut next = addr.to_owned();
+        for _ in 0..self.bootstrap().len() {
+            next = self.bootstrap_after(&next);
+            if let Ok(c) = self.connection(&next).await {
+                return Some((next, c));
+            }
+        }
+        None
     }
 
     /// The brokers the client starts from (its region's).
@@ -295,7 +316,7 @@ impl RegionClient {
                     // to one would still land there (it may be alive, failed over by an
                     // operator).
                     self.leaders.lock().expect("leaders lock poisoned").clear();
-                    self.set_current(c);
+                    self.set_current(addr, c);
                     return Ok(());
                 }
                 Err(e) => last = e,
@@ -332,7 +353,7 @@ impl RegionClient {
                 )
                 .await
             {
-                self.set_current(c);
+                self.set_current(addr, c);
                 return;
             }
         }
@@ -354,6 +375,20 @@ impl RegionClient {
             .expect("connections lock poisoned")
             .insert(addr.to_owned(), c.clone());
         Ok(c)
+    }
+}
+
+/// `call`'s answer, or an Unavailable status (the broker counts as failed) when none comes
+/// within `wait`.
+pub async fn answered_within<T>(
+    wait: Duration,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<tonic::Response<T>, tonic::Status> {
+    match tokio::time::timeout(wait, call).await {
+        Ok(answer) => answer,
+        Err(_) => Err(tonic::Status::unavailable(format!(
+            "no answer from the broker within {wait:?}"
+        ))),
     }
 }
 

@@ -75,4 +75,58 @@ async fn a_topic_spread_over_brokers_is_served_by_each() {
         assert_eq!(all.values().map(Vec::len).sum::<usize>(), 150);
         assert!(all.values().all(|p| !p.is_empty()), "both partitions used");
     }
+
+    // Broker 1 stalls (SIGSTOP: its connections stay open, nothing answers). It is the
+    // first broker the CLI starts from, and the only replica of one partition's log group:
+    // a produce there names that group, its silent leader and what to run — the first
+    // metadata call moves on to broker 2 instead of waiting out the stalled one.
+    let on_one = leaders.iter().position(|&b| b == 1).unwrap();
+    let group = v["placements"][0]["log_groups"][on_one]["id"]
+        .as_u64()
+        .unwrap();
+    region.brokers[0].stop();
+    let (code, _, err) = meridian_control(
+        &cp.addr,
+        &[
+            "produce",
+            "spread",
+            "--partition",
+            &on_one.to_string(),
+            "stalled",
+        ],
+    );
+    assert_ne!(
+        code, 0,
+        "a produce to a stalled leader's only replica fails"
+    );
+    assert!(
+        err.contains(&format!("log group {group} is unavailable"))
+            && err.contains(&format!("at {}", region.brokers[0].addr))
+            && err.contains("meridian cluster health"),
+        "the error names the group, its silent leader and the command to run: {err}"
+    );
+    // The other partition is served meanwhile.
+    let (code, _, err) = meridian_control(
+        &cp.addr,
+        &[
+            "produce",
+            "spread",
+            "--partition",
+            &(1 - on_one).to_string(),
+            "served",
+        ],
+    );
+    assert_eq!(code, 0, "the other broker's partition is written: {err}");
+    region.brokers[0].signal(libc::SIGCONT);
+    let (code, _, err) = meridian_control(
+        &cp.addr,
+        &[
+            "produce",
+            "spread",
+            "--partition",
+            &on_one.to_string(),
+            "back",
+        ],
+    );
+    assert_eq!(code, 0, "written once its leader is back: {err}");
 }

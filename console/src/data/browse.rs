@@ -276,7 +276,8 @@ pub async fn browse(addrs: &str, b: &Browse) -> Result<Vec<Raw>, Failed> {
     };
     let mut found = Vec::new();
     for p in &info.partitions {
-        if b.partition.is_some_and(|want| want != p.partition) {
+        // A partition whose leader does not answer cannot be read now either.
+        if b.partition.is_some_and(|want| want != p.partition) || p.offsets_unknown {
             continue;
         }
         let start = if b.newest {

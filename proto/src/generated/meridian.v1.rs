@@ -793,6 +793,10 @@ pub struct PartitionInfo {
     /// One past the last visible message (Kafka's log end offset).
     #[prost(uint64, tag = "4")]
     pub latest_offset: u64,
+    /// The offsets are not known: the broker asked does not hold the partition and its leader
+    /// did not answer in time (both offsets are then 0). The rest of the topic is described.
+    #[prost(bool, tag = "5")]
+    pub offsets_unknown: bool,
 }
 /// A message's headers are a list: a key may repeat, and order is kept.
 #[allow(clippy::all)]

@@ -131,19 +131,28 @@ pub(super) fn producer_batch(
     })
 }
 
-/// How long a describe waits for another broker's offsets of one partition.
-const REMOTE_OFFSETS_WAIT: Duration = Duration::from_secs(5);
+/// How long a describe waits for another broker's offsets of one partition: well within
+/// the time clients wait for a metadata answer (`meridian_region_client::METADATA_ANSWER`),
+/// so a stalled leader leaves its offsets unknown instead of failing the describe.
+const REMOTE_OFFSETS_WAIT: Duration = Duration::from_secs(3);
 
 /// A topic's description: each partition's offsets from its replica here, or, for a log
 /// group this broker does not host (a region whose topics' groups are spread over its
-/// brokers), from the partition's leader. (Answering "not the leader" for the whole topic
-/// instead sent a client back and forth between brokers that each lacked a group.)
+/// brokers), from the partition's leader, all asked at once. (Answering "not the leader"
+/// for the whole topic instead sent a client back and forth between brokers that each
+/// lacked a group.) A leader that does not answer leaves its partition's offsets unknown,
+/// not the description failed: a producer needs only the partitions, and an operator
+/// describing a topic while one broker stalls sees the rest.
 pub(super) async fn topic_info(broker: &Broker, t: &Topic) -> Result<v1::TopicInfo, Status> {
     let mut partitions = Vec::with_capacity(t.groups.len());
+    let mut remote = Vec::new();
     for (p, &g) in t.groups.iter().enumerate() {
         let (earliest, latest) = match broker.partition_offsets(t, p as u32) {
             Ok(offsets) => offsets,
-            Err(BrokerError::NotLeader { .. }) => remote_offsets(broker, t, p as u32).await?,
+            Err(BrokerError::NotLeader { .. }) => {
+                remote.push(p);
+                (0, 0)
+            }
             Err(e) => return Err(status(e)),
         };
         partitions.push(v1::PartitionInfo {
@@ -151,7 +160,30 @@ pub(super) async fn topic_info(broker: &Broker, t: &Topic) -> Result<v1::TopicIn
             log_group: g,
             earliest_offset: earliest,
             latest_offset: latest,
+            offsets_unknown: false,
         });
+    }
+    let asked =
+        futures_util::future::join_all(remote.iter().map(|&p| {
+            tokio::time::timeout(REMOTE_OFFSETS_WAIT, remote_offsets(broker, t, p as u32))
+        }))
+        .await;
+    for (p, answer) in remote.into_iter().zip(asked) {
+        let info = &mut partitions[p];
+        match answer {
+            Ok(Ok((earliest, latest))) => {
+                (info.earliest_offset, info.latest_offset) = (earliest, latest)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(topic = %t.name, partition = p, error = %e, "offsets unknown");
+                info.offsets_unknown = true;
+            }
+            Err(_) => {
+                let e = "no answer in time";
+                tracing::debug!(topic = %t.name, partition = p, error = %e, "offsets unknown");
+                info.offsets_unknown = true;
+            }
+        }
     }
     Ok(v1::TopicInfo {
         name: t.name.clone(),
