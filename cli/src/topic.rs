@@ -495,7 +495,7 @@ async fn run_managed(cmd: Command, control: &str, json: bool) -> anyhow::Result<
                                 r.earliest.to_string(),
                                 r.latest.to_string(),
                                 (r.latest - r.earliest).to_string(),
-                                r.bytes.map_or("-".to_owned(), human_bytes),
+                                r.bytes.map_or("-".to_owned(), meridian_proto::human::bytes),
                             ),
                             None => ("-".into(), "-".into(), "-".into(), "-".into()),
                         };
@@ -584,16 +584,6 @@ async fn region_offsets(
             bytes: sizes.get(&p.partition).copied(),
         })
         .collect())
-}
-
-/// Bytes for people.
-fn human_bytes(n: u64) -> String {
-    match n {
-        0..1024 => format!("{n} B"),
-        1024..1_048_576 => format!("{:.1} KiB", n as f64 / 1024.0),
-        1_048_576..1_073_741_824 => format!("{:.1} MiB", n as f64 / 1_048_576.0),
-        _ => format!("{:.1} GiB", n as f64 / 1_073_741_824.0),
-    }
 }
 
 fn description_json(t: &v1::TopicDescription) -> serde_json::Value {

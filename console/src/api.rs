@@ -124,7 +124,7 @@ async fn mqtt(State(app): State<App>, _: ApiUser) -> Response {
 }
 
 async fn throughput(State(app): State<App>, _: ApiUser) -> Response {
-    Json(app.throughput.rates()).into_response()
+    Json(app.observer.region_rates()).into_response()
 }
 
 async fn mirrors(State(app): State<App>, _: ApiUser) -> Response {

@@ -1,108 +1,19 @@
-//! Throughput over time: every few seconds the console adds up each region's log ends
-//! (the latest offset of every partition of every topic it serves) and keeps the last ten
-//! minutes; the difference between samples is the region's append rate. Drawn as inline
-//! SVG (no script, no library) and served as JSON at `/api/throughput`.
+//! Charts of series over time (rates, lags: the observer's and the mirrors' samples), drawn
+//! as inline SVG: no script, no library.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
 
 /// How often a sample is taken.
 pub const EVERY: Duration = Duration::from_secs(5);
-/// Samples kept (ten minutes).
-const KEPT: usize = 120;
 
 /// One value of a series at one time.
 #[derive(Debug, Clone, Serialize)]
 pub struct Point {
     pub time_ms: i64,
     pub value: f64,
-}
-
-/// The samples taken so far.
-#[derive(Debug, Default)]
-pub struct Throughput {
-    /// (time, region → messages held).
-    samples: Mutex<VecDeque<(i64, BTreeMap<String, u64>)>>,
-}
-
-impl Throughput {
-    /// Adds a sample.
-    pub fn add(&self, time_ms: i64, held: BTreeMap<String, u64>) {
-        let mut s = self.samples.lock().expect("samples lock poisoned");
-        if s.len() == KEPT {
-            s.pop_front();
-        }
-        s.push_back((time_ms, held));
-    }
-
-    /// Each region's rate between consecutive samples.
-    pub fn rates(&self) -> BTreeMap<String, Vec<Point>> {
-        let s = self.samples.lock().expect("samples lock poisoned");
-        let mut out: BTreeMap<String, Vec<Point>> = BTreeMap::new();
-        for pair in s.iter().collect::<Vec<_>>().windows(2) {
-            let ((t0, a), (t1, b)) = (pair[0], pair[1]);
-            let secs = ((t1 - t0) as f64 / 1000.0).max(0.001);
-            for (region, now) in b {
-                // A region missing from the earlier sample (or a topic deleted in between)
-                // has no rate for that step.
-                if let Some(before) = a.get(region).filter(|before| **before <= *now) {
-                    out.entry(region.clone()).or_default().push(Point {
-                        time_ms: *t1,
-                        value: (now - before) as f64 / secs,
-                    });
-                }
-            }
-        }
-        out
-    }
-}
-
-/// Samples forever: each region's total of latest offsets over every topic.
-pub async fn sample(app: crate::App) {
-    loop {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        match held(&app.control).await {
-            Ok(held) => app.throughput.add(now, held),
-            Err(e) => tracing::debug!(error = %e, "throughput sample skipped"),
-        }
-        tokio::time::sleep(EVERY).await;
-    }
-}
-
-async fn held(control: &str) -> Result<BTreeMap<String, u64>, crate::data::Failed> {
-    let mut out = BTreeMap::new();
-    for region in crate::data::regions(control).await? {
-        if !region.up {
-            continue;
-        }
-        let brokers: Vec<String> = region
-            .brokers
-            .iter()
-            .filter(|b| b.live)
-            .map(|b| b.grpc.clone())
-            .collect();
-        if brokers.is_empty() {
-            continue;
-        }
-        let Ok(client) = meridian_client::Client::connect(&brokers.join(",")).await else {
-            continue;
-        };
-        let Ok(topics) = client.list_topics().await else {
-            continue;
-        };
-        let total = topics
-            .iter()
-            .flat_map(|t| t.partitions.iter())
-            .map(|p| p.latest_offset)
-            .sum();
-        out.insert(region.name, total);
-    }
-    Ok(out)
 }
 
 /// Series as an SVG line chart, one line per series, values labelled with `unit`.
@@ -192,22 +103,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rates_come_from_consecutive_samples() {
-        let t = Throughput::default();
-        t.add(0, BTreeMap::from([("a".to_owned(), 100)]));
-        t.add(
-            5000,
-            BTreeMap::from([("a".to_owned(), 600), ("b".to_owned(), 10)]),
-        );
-        t.add(
-            10_000,
-            BTreeMap::from([("a".to_owned(), 600), ("b".to_owned(), 60)]),
-        );
-        let r = t.rates();
-        let a: Vec<f64> = r["a"].iter().map(|p| p.value).collect();
-        assert_eq!(a, [100.0, 0.0]);
-        let b: Vec<f64> = r["b"].iter().map(|p| p.value).collect();
-        assert_eq!(b, [10.0]);
+    fn a_chart_draws_each_series_with_its_name() {
+        let point = |time_ms, value| Point { time_ms, value };
+        let r = BTreeMap::from([
+            ("a".to_owned(), vec![point(5000, 100.0), point(10_000, 0.0)]),
+            ("b".to_owned(), vec![point(10_000, 10.0)]),
+        ]);
         let chart = svg(&r, "/s");
         assert!(chart.starts_with("<svg") && chart.contains("polyline") && chart.contains(">a "));
         assert!(svg(&BTreeMap::new(), "/s").contains("No samples"));

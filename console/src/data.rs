@@ -185,16 +185,7 @@ pub async fn regions(addrs: &str) -> Result<Vec<Region>, Failed> {
 /// Only the pages that show these pay for the round trips.
 pub async fn add_broker_reports(regions: &mut [Region]) {
     for r in regions {
-        let live: Vec<&str> = r
-            .brokers
-            .iter()
-            .filter(|b| b.live)
-            .map(|b| b.grpc.as_str())
-            .collect();
-        if live.is_empty() {
-            continue;
-        }
-        let Ok(client) = Client::connect(&live.join(",")).await else {
+        let Ok(client) = r.client().await else {
             continue;
         };
         let Ok(reports) = client.region_log_groups().await else {
@@ -867,20 +858,28 @@ async fn brokers_of(app: &crate::Console, region: &str) -> Result<Client, Failed
     let Some(r) = regions.iter().find(|r| r.name == region) else {
         return Err(Failed(format!("there is no region {region}")));
     };
-    let live: Vec<&str> = r
-        .brokers
-        .iter()
-        .filter(|b| b.live)
-        .map(|b| b.grpc.as_str())
-        .collect();
-    if live.is_empty() {
-        return Err(Failed(format!(
-            "region {region} has no live broker: start one (see the brokers page)"
-        )));
+    r.client().await
+}
+
+impl Region {
+    /// A client of the region's live brokers.
+    pub async fn client(&self) -> Result<Client, Failed> {
+        let live: Vec<&str> = self
+            .brokers
+            .iter()
+            .filter(|b| b.live)
+            .map(|b| b.grpc.as_str())
+            .collect();
+        if live.is_empty() {
+            return Err(Failed(format!(
+                "region {} has no live broker: start one (see the brokers page)",
+                self.name
+            )));
+        }
+        Client::connect(&live.join(","))
+            .await
+            .map_err(|e| Failed::of(&format!("reaching region {}'s brokers", self.name), e))
     }
-    Client::connect(&live.join(","))
-        .await
-        .map_err(|e| Failed::of(&format!("reaching region {region}'s brokers"), e))
 }
 
 /// The topics with a partition on log group `group` of `region`.

@@ -45,8 +45,6 @@ pub struct Console {
     pub auth: Auth,
     /// The audit log.
     pub audit: audit::Audit,
-    /// Append rates over time, for the charts.
-    pub throughput: charts::Throughput,
     /// The mirror links, from the mirrors' metrics.
     pub mirrors: mirrors::Mirrors,
     /// Brokers seen, their reports, and what follows from them.

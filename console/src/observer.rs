@@ -254,6 +254,18 @@ impl Observer {
         out
     }
 
+    /// Messages per second appended in each region (to every topic).
+    pub fn region_rates(&self) -> BTreeMap<String, Vec<Point>> {
+        let inner = self.lock();
+        rates(&inner.samples, |s| {
+            let mut held: BTreeMap<String, u64> = BTreeMap::new();
+            for ((r, _), n) in &s.topics {
+                *held.entry(r.clone()).or_default() += n;
+            }
+            held
+        })
+    }
+
     /// Messages per second appended to `topic` in each region.
     pub fn topic_rates(&self, topic: &str) -> BTreeMap<String, Vec<Point>> {
         let inner = self.lock();
@@ -496,16 +508,7 @@ pub async fn observe(app: crate::App) {
                 app.observer.remember(&mut regions, now);
                 let mut reports = Vec::new();
                 for r in &regions {
-                    let live: Vec<&str> = r
-                        .brokers
-                        .iter()
-                        .filter(|b| b.live)
-                        .map(|b| b.grpc.as_str())
-                        .collect();
-                    if live.is_empty() {
-                        continue;
-                    }
-                    let Ok(client) = meridian_client::Client::connect(&live.join(",")).await else {
+                    let Ok(client) = r.client().await else {
                         continue;
                     };
                     let Ok(answers) = client.broker_reports().await else {
@@ -655,9 +658,23 @@ mod tests {
     #[test]
     fn rates_come_from_offsets_between_samples() {
         let o = Observer::default();
-        o.add(0, vec![("x".into(), 1, report("t", 100, &[]))]);
-        o.add(5_000, vec![("x".into(), 1, report("t", 600, &[]))]);
+        o.add(
+            0,
+            vec![
+                ("x".into(), 1, report("t", 100, &[])),
+                ("x".into(), 2, report("u", 10, &[])),
+            ],
+        );
+        o.add(
+            5_000,
+            vec![
+                ("x".into(), 1, report("t", 600, &[])),
+                ("x".into(), 2, report("u", 60, &[])),
+            ],
+        );
         assert_eq!(o.topic_rates("t")["x"][0].value, 100.0);
+        // The region's rate adds up its topics, led by any of its brokers.
+        assert_eq!(o.region_rates()["x"][0].value, 110.0);
         assert_eq!(o.topic_byte_rates("t")["x"][0].value, 1000.0);
         assert_eq!(o.broker_byte_rates()["x broker 1"][0].value, 1000.0);
         assert_eq!(o.topics_now()["t"], (100.0, 1000.0, 6000));

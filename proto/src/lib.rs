@@ -13,6 +13,7 @@
 #[cfg(feature = "grpc")]
 pub mod auth;
 pub mod batch;
+pub mod human;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod mirror;

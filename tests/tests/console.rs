@@ -406,9 +406,15 @@ async fn an_sre_operates_the_platform_from_a_browser() {
     fill(&b, "#config-set", "max.message.bytes=nonsense").await;
     click(&b, "#set-config").await;
     see(&b, "main", "max.message.bytes").await;
+    // Refused, saying so, and nothing set.
+    see(&b, "h1", "The platform refused").await;
     b.goto(&format!("http://{console}/topics/web-orders"))
         .await
         .unwrap();
+    assert!(
+        !read(&b, "#configs").await.contains("max.message.bytes"),
+        "a refused value is not set"
+    );
     fill(&b, "#config-set", "max.message.bytes=2000000").await;
     click(&b, "#set-config").await;
     see(

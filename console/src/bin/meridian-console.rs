@@ -173,13 +173,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         control: config.control.clone(),
         auth,
         audit,
-        throughput: Default::default(),
         mirrors,
         observer: Default::default(),
         metrics: handle,
         https: tls.is_some(),
     });
-    let sampler = tokio::spawn(meridian_console::charts::sample(app.clone()));
     let mirror_sampler = tokio::spawn(meridian_console::mirrors::sample(app.clone()));
     let observer = tokio::spawn(meridian_console::observer::observe(app.clone()));
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -205,7 +203,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     .context("serving the console")?;
-    sampler.abort();
     mirror_sampler.abort();
     observer.abort();
     tracing::info!("console stopped");

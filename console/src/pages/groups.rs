@@ -222,3 +222,143 @@ mod tests {
         );
     }
 }
+
+#[derive(Deserialize, Default)]
+pub(super) struct GroupQuery {
+    /// `lag` (most behind first) or `name`.
+    #[serde(default)]
+    sort: String,
+    #[serde(default)]
+    page: usize,
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    topic: String,
+    #[serde(default)]
+    region: String,
+    #[serde(default)]
+    notice: String,
+}
+
+pub(super) async fn groups(
+    State(app): State<App>,
+    me: Me,
+    Query(q): Query<GroupQuery>,
+) -> Response {
+    let listed = match data::regions_seen(&app).await {
+        Ok(r) => r,
+        Err(e) => return failed(e),
+    };
+    let (rows, pages) = page_of(all_groups(&app, &listed).await, &q.sort, q.page.max(1));
+    let regions: Vec<String> = listed.into_iter().map(|r| r.name).collect();
+    let region = if q.region.is_empty() {
+        regions.first().cloned().unwrap_or_default()
+    } else {
+        q.region.clone()
+    };
+    let (partitions, error) = if q.group.is_empty() || q.topic.is_empty() {
+        (Vec::new(), String::new())
+    } else {
+        match data::group(&app.control, &q.group, &q.topic, &region, None).await {
+            Ok(p) => (p, String::new()),
+            Err(e) => (Vec::new(), e.0),
+        }
+    };
+    render(&Groups {
+        nav: Nav::of(&me, "Consumer groups"),
+        rows,
+        sort: q.sort,
+        page: q.page.max(1),
+        pages,
+        regions,
+        group: q.group,
+        topic: q.topic,
+        region,
+        partitions,
+        preview: false,
+        applied: false,
+        to: String::new(),
+        notice: q.notice,
+        error,
+    })
+}
+
+#[derive(Deserialize)]
+pub(super) struct ResetForm {
+    #[serde(default)]
+    csrf: String,
+    group: String,
+    topic: String,
+    region: String,
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    dry_run: String,
+}
+
+pub(super) async fn reset_group(
+    State(app): State<App>,
+    me: Me,
+    Form(f): Form<ResetForm>,
+) -> Response {
+    let target = format!("{} on {} in {}", f.group, f.topic, f.region);
+    let dry_run = f.dry_run == "yes";
+    let action = if dry_run {
+        "preview group reset"
+    } else {
+        "reset group"
+    };
+    if let Err(r) = me.permit(&app, &f.csrf, Role::Operator, action, &target) {
+        return r.into_response();
+    }
+    let outcome = match data::parse_reset(&f.to) {
+        Ok(to) if dry_run => {
+            data::group(&app.control, &f.group, &f.topic, &f.region, Some(&to)).await
+        }
+        Ok(to) => match data::reset_group(&app.control, &f.group, &f.topic, &f.region, &to).await {
+            // Show where the group stands now.
+            Ok(_) => data::group(&app.control, &f.group, &f.topic, &f.region, None).await,
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    let (partitions, error, notice) = match outcome {
+        Ok(p) => {
+            if !dry_run {
+                app.audit
+                    .record(&me.session, action, &target, &format!("ok: to {}", f.to));
+            }
+            let notice = if dry_run {
+                "Preview: nothing changed yet. Untick “preview only” and reset again to apply."
+                    .to_owned()
+            } else {
+                format!("Reset {} to {}.", f.group, f.to)
+            };
+            (p, String::new(), notice)
+        }
+        Err(e) => {
+            app.audit
+                .record(&me.session, action, &target, &format!("failed: {e}"));
+            (Vec::new(), e.0, String::new())
+        }
+    };
+    let listed = data::regions_seen(&app).await.unwrap_or_default();
+    let (rows, pages) = page_of(all_groups(&app, &listed).await, "", 1);
+    render(&Groups {
+        nav: Nav::of(&me, "Consumer groups"),
+        rows,
+        sort: String::new(),
+        page: 1,
+        pages,
+        regions: listed.into_iter().map(|r| r.name).collect(),
+        group: f.group,
+        topic: f.topic,
+        region: f.region,
+        preview: dry_run,
+        applied: !dry_run,
+        partitions,
+        to: f.to,
+        notice,
+        error,
+    })
+}
