@@ -4,7 +4,7 @@
 //! topic and sees it, sees messages produced with the CLI in the message browser (all
 //! partitions, newest first, filtered, paged) and produces one from its form, previews and
 //! applies a consumer-group reset, sees every group with its lag, moves a log group's
-//! leadership from the brokers page, sees the health summary turn red when a broker is
+//! leadership and fails a master-slave group over from the brokers page, sees the health summary turn red when a broker is
 //! SIGSTOPped (the broker gone, the link to its region stalled) and green again, fails a
 //! region over and restores it; a viewer sees no forms, and the server refuses the
 //! viewer's POST even when sent by hand; the pages follow a dark color scheme. Screenshots
@@ -874,6 +874,44 @@ async fn an_sre_operates_the_platform_from_a_browser() {
         "{notice}"
     );
     assert!(second > 1);
+
+    // A master-slave group failed over from the brokers page, its cost confirmed first.
+    let (code, out, err) = meridian_control(
+        &cp.addr,
+        &[
+            "--json",
+            "topic",
+            "create",
+            "web-ms",
+            "--partitions",
+            "1",
+            "--replication",
+            "master-slave",
+            "--replicas",
+            "2",
+            "--regions",
+            "east",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (_, described, _) = meridian_control(&cp.addr, &["--json", "topic", "describe", "web-ms"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&described).unwrap_or_else(|e| panic!("{e}: {described} {out}"));
+    let group = v["placements"][0]["log_groups"][0]["id"].as_u64().unwrap();
+    let failover = format!("#failover-east-{group}");
+    see_at(&b, Some(&brokers_url), &failover, "Fail over").await;
+    click(&b, &failover).await;
+    let cost = see(&b, "#cost", "most caught-up slave").await;
+    assert!(cost.contains("web-ms"), "{cost}");
+    shot(&b, "log-group-failover").await;
+    click(&b, "#confirm").await;
+    click(&b, "#do-it").await;
+    let notice = see(&b, "#notice", "failed over").await;
+    assert!(
+        notice.contains(&format!("Log group {group} of east failed over"))
+            && notice.contains("epoch 2"),
+        "{notice}"
+    );
 
     // The health summary: west's broker SIGSTOPped is kept and shown gone with when it
     // was last seen, and the link east → west stalls as east writes on; both clear after
