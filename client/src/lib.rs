@@ -108,6 +108,11 @@ pub enum OffsetSpec {
     Time(i64),
 }
 
+/// How long a produce is sent again while its partition's leader answers "unknown topic" (a
+/// topic just created reaches every broker within moments), as Kafka's producers retry
+/// UNKNOWN_TOPIC_OR_PARTITION.
+pub(crate) const UNKNOWN_TOPIC_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Client {
     /// Connects to a region through `addrs`: one broker (`host:port`) or several, comma
     /// separated; the first that answers is used, the others when it fails.
@@ -369,18 +374,31 @@ impl Client {
 
     /// Sends one produce request to the partition's leader, following redirects but never
     /// resending a request that may have reached a broker that then failed (it could be
-    /// stored twice).
+    /// stored twice). "Unknown topic" is a refusal (nothing stored): it is sent again for
+    /// [`UNKNOWN_TOPIC_GRACE`], while a topic just created reaches the partition's leader.
     pub(crate) async fn produce_once(
         &self,
         request: &v1::ProduceRequest,
     ) -> Result<v1::ProduceResponse, ClientError> {
-        Ok(self
-            .region
-            .call_routed(&Routed(self), false, |mut c| {
-                let r = request.clone();
-                async move { c.produce(r).await }
-            })
-            .await?)
+        let started = std::time::Instant::now();
+        loop {
+            let sent = self
+                .region
+                .call_routed(&Routed(self), false, |mut c| {
+                    let r = request.clone();
+                    async move { c.produce(r).await }
+                })
+                .await;
+            match sent {
+                Err(e)
+                    if e.code() == Some(tonic::Code::NotFound)
+                        && started.elapsed() < UNKNOWN_TOPIC_GRACE =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                sent => return Ok(sent?),
+            }
+        }
     }
 
     /// Sends an idempotent producer's request (it carries `producer`) to the partition's

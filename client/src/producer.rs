@@ -529,23 +529,8 @@ async fn send_once(
         request.epoch = 0;
         sent = client.produce_once(&request).await;
     }
-    // "Unknown topic" is a refusal (nothing stored): safe to send again while a topic just
-    // created reaches the partition's leader.
-    let started = Instant::now();
-    while sent
-        .as_ref()
-        .is_err_and(|e| e.code() == Some(tonic::Code::NotFound))
-        && started.elapsed() < UNKNOWN_TOPIC_GRACE
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        sent = client.produce_once(&request).await;
-    }
     sent
 }
-
-/// How long an idempotent batch is resent while its partition's leader answers "unknown
-/// topic" (a topic just created reaches every broker within moments).
-const UNKNOWN_TOPIC_GRACE: Duration = Duration::from_secs(5);
 
 /// Sends an idempotent batch until it is stored or `give_up` (its delivery timeout) passes:
 /// resent as is (same producer, same sequences) after failures, to whichever broker leads
@@ -615,8 +600,8 @@ pub(crate) async fn send_idempotent(
         // A topic just created may not have reached this partition's leader yet (the
         // catalog replicates): "unknown topic" is retried for a few seconds, as Kafka's
         // producers retry UNKNOWN_TOPIC_OR_PARTITION, then is final.
-        let just_created =
-            e.code() == Some(tonic::Code::NotFound) && started.elapsed() < UNKNOWN_TOPIC_GRACE;
+        let just_created = e.code() == Some(tonic::Code::NotFound)
+            && started.elapsed() < crate::UNKNOWN_TOPIC_GRACE;
         if !retriable(&e) && !just_created {
             return Err(e.into());
         }

@@ -422,6 +422,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }) {
         Some(raft_listen) => {
             let transport = RaftTransportService::default();
+            tokio::spawn(transport.announced().clone().watch_pauses());
             let listener = tokio::net::TcpListener::bind(raft_listen)
                 .await
                 .with_context(|| format!("binding the raft transport to {raft_listen}"))?;

@@ -119,6 +119,16 @@ pub fn acks_all_needs(replicas: usize, commit_quorum: usize, min_insync: u32) ->
 /// How long a follower trusts the in-sync set its leader last announced.
 pub const ANNOUNCED_FOR: Duration = Duration::from_secs(3);
 
+/// How often [`Announced::watch_pauses`] ticks.
+const TICK: Duration = Duration::from_millis(100);
+/// A gap between ticks this long means the process was not running (SIGSTOP, a paused VM,
+/// a starved machine).
+const PAUSE_GAP: Duration = Duration::from_secs(1);
+/// After a pause, announcements arriving this soon are not trusted: they may be requests
+/// the leader sent long ago, waiting in the socket while the process was stopped, and
+/// handled now in any order (each on a task of its own).
+const SETTLE: Duration = Duration::from_secs(1);
+
 /// The in-sync sets leaders announced to this broker, by log group: a leader sends its set
 /// with each heartbeat, so a follower answers Kafka's Metadata with the leader's ISR rather
 /// than every replica. One entry per log group this broker hosts (forgotten when it stops
@@ -126,10 +136,45 @@ pub const ANNOUNCED_FOR: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone, Default)]
 pub struct Announced {
     sets: std::sync::Arc<std::sync::Mutex<HashMap<u32, AnnouncedSet>>>,
+    pauses: std::sync::Arc<std::sync::Mutex<Pauses>>,
 }
 
 /// A leader's in-sync set and when it arrived.
 type AnnouncedSet = (Vec<u32>, Instant);
+
+/// When this process last ran and last came back from a pause: an announcement's arrival
+/// time is when it was handled, not when the leader sent it, so after a pause the requests
+/// that waited in the socket look fresh — one sent before the leader dropped this follower
+/// from its in-sync set would make a follower far behind call itself in sync.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Pauses {
+    /// The last tick (`None`: nothing watches, every announcement is taken at its time).
+    last_tick: Option<Instant>,
+    /// When a pause last ended.
+    resumed: Option<Instant>,
+}
+
+impl Pauses {
+    fn tick(&mut self, now: Instant) {
+        if self
+            .last_tick
+            .is_some_and(|last| now.saturating_duration_since(last) > PAUSE_GAP)
+        {
+            self.resumed = Some(now);
+        }
+        self.last_tick = Some(now);
+    }
+
+    /// Whether an announcement that arrived `at` may be believed `now`.
+    fn trusts(&self, at: Instant, now: Instant) -> bool {
+        // A pause not noticed yet: the process has just resumed.
+        let unnoticed = self
+            .last_tick
+            .is_some_and(|last| now.saturating_duration_since(last) > PAUSE_GAP);
+        let settling = self.resumed.is_some_and(|r| at < r + SETTLE);
+        !unnoticed && !settling
+    }
+}
 
 impl Announced {
     /// Log group `group`'s leader announced `members` at `now`.
@@ -140,11 +185,25 @@ impl Announced {
             .insert(group, (members, now));
     }
 
-    /// What `group`'s leader announced last, unless that is older than [`ANNOUNCED_FOR`].
+    /// What `group`'s leader announced last, unless that is older than [`ANNOUNCED_FOR`]
+    /// or may have waited out a pause of this process.
     pub fn get(&self, group: u32, now: Instant) -> Option<Vec<u32>> {
+        let pauses = *self.pauses.lock().expect("pauses lock poisoned");
         let sets = self.sets.lock().expect("announced lock poisoned");
         let (members, at) = sets.get(&group)?;
-        (now.saturating_duration_since(*at) <= ANNOUNCED_FOR).then(|| members.clone())
+        (now.saturating_duration_since(*at) <= ANNOUNCED_FOR && pauses.trusts(*at, now))
+            .then(|| members.clone())
+    }
+
+    /// Notices pauses of this process (forever; spawned once per broker).
+    pub async fn watch_pauses(self) {
+        loop {
+            self.pauses
+                .lock()
+                .expect("pauses lock poisoned")
+                .tick(Instant::now());
+            tokio::time::sleep(TICK).await;
+        }
     }
 
     /// This broker no longer hosts `group`.
@@ -308,5 +367,29 @@ mod tests {
         assert_eq!(board.get(4, t0 + Duration::from_secs(2)), Some(vec![1]));
         board.forget(4);
         assert_eq!(board.get(4, t0 + Duration::from_secs(2)), None);
+    }
+
+    #[test]
+    fn after_a_pause_announcements_that_waited_in_the_socket_are_not_believed() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut p = Pauses::default();
+        // Nothing watching: taken at its time.
+        assert!(p.trusts(t0, t0));
+        p.tick(t0);
+        p.tick(ms(100));
+        assert!(p.trusts(ms(150), ms(190)));
+        // Stopped from 100 ms to 5 s: a request handled on resuming, before the next
+        // tick, is not believed (the pause is not noticed yet)...
+        assert!(!p.trusts(ms(5_000), ms(5_010)));
+        p.tick(ms(5_020));
+        assert_eq!(p.resumed, Some(ms(5_020)));
+        // ...nor one handled just before the tick noticed, nor soon after.
+        assert!(!p.trusts(ms(5_000), ms(5_030)));
+        assert!(!p.trusts(ms(5_900), ms(5_950)));
+        // One arriving once the socket's backlog is surely handled is.
+        p.tick(ms(6_000));
+        p.tick(ms(6_100));
+        assert!(p.trusts(ms(6_050), ms(6_100)));
     }
 }
