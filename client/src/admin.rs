@@ -272,9 +272,12 @@ impl Client {
         let old_master = newest.leader;
         let epoch = newest.epoch + 1;
         let sync_replicas = newest.sync_replicas as usize;
+        // Brokers that did not answer may hold a slave; one that answered without the
+        // group holds none (a managed region places a group on some of its brokers: they
+        // used to count as silent slaves, so a failover there was always refused).
         let silent: Vec<u32> = brokers
             .iter()
-            .filter(|b| Some(b.broker_id) != old_master && view(b).is_none())
+            .filter(|b| Some(b.broker_id) != old_master && b.groups.is_err())
             .map(|b| b.broker_id)
             .collect();
         if sync_replicas > 0 && silent.len() >= sync_replicas && !force {
