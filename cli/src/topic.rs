@@ -180,11 +180,17 @@ pub(crate) async fn run(
             } else {
                 println!("{:<40} {:>10} {:>14}", "TOPIC", "PARTITIONS", "MESSAGES");
                 for t in &topics {
-                    let messages: u64 = t
-                        .partitions
-                        .iter()
-                        .map(|p| p.latest_offset - p.earliest_offset)
-                        .sum();
+                    // A partition whose leader did not answer has no count: nor has its topic.
+                    let messages = if t.partitions.iter().any(|p| p.offsets_unknown) {
+                        "unknown".to_owned()
+                    } else {
+                        let n: u64 = t
+                            .partitions
+                            .iter()
+                            .map(|p| p.latest_offset - p.earliest_offset)
+                            .sum();
+                        n.to_string()
+                    };
                     println!("{:<40} {:>10} {:>14}", t.name, t.partitions.len(), messages);
                 }
             }

@@ -125,10 +125,7 @@ impl broker_server::Broker for GrpcService {
         &self,
         _: Request<v1::ListTopicsRequest>,
     ) -> Result<Response<v1::ListTopicsResponse>, Status> {
-        let mut topics = Vec::new();
-        for t in self.broker.topics() {
-            topics.push(topic_info(&self.broker, &t).await?);
-        }
+        let topics = topics_info(&self.broker, &self.broker.topics()).await?;
         Ok(Response::new(v1::ListTopicsResponse { topics }))
     }
 

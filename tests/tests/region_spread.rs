@@ -84,17 +84,20 @@ async fn a_topic_spread_over_brokers_is_served_by_each() {
     let group = v["placements"][0]["log_groups"][on_one]["id"]
         .as_u64()
         .unwrap();
+    let produce_to = |partition: usize, value: &str| {
+        meridian_control(
+            &cp.addr,
+            &[
+                "produce",
+                "spread",
+                "--partition",
+                &partition.to_string(),
+                value,
+            ],
+        )
+    };
     region.brokers[0].stop();
-    let (code, _, err) = meridian_control(
-        &cp.addr,
-        &[
-            "produce",
-            "spread",
-            "--partition",
-            &on_one.to_string(),
-            "stalled",
-        ],
-    );
+    let (code, _, err) = produce_to(on_one, "stalled");
     assert_ne!(
         code, 0,
         "a produce to a stalled leader's only replica fails"
@@ -106,27 +109,31 @@ async fn a_topic_spread_over_brokers_is_served_by_each() {
         "the error names the group, its silent leader and the command to run: {err}"
     );
     // The other partition is served meanwhile.
-    let (code, _, err) = meridian_control(
-        &cp.addr,
-        &[
-            "produce",
-            "spread",
-            "--partition",
-            &(1 - on_one).to_string(),
-            "served",
-        ],
-    );
+    let (code, _, err) = produce_to(1 - on_one, "served");
     assert_eq!(code, 0, "the other broker's partition is written: {err}");
-    region.brokers[0].signal(libc::SIGCONT);
-    let (code, _, err) = meridian_control(
-        &cp.addr,
-        &[
-            "produce",
-            "spread",
-            "--partition",
-            &on_one.to_string(),
-            "back",
-        ],
+    // Broker 2 lists the topics meanwhile: the stalled leader's partition with its offsets
+    // unknown, the other with its own.
+    let second = Client::connect(&region.brokers[1].addr.to_string())
+        .await
+        .unwrap();
+    let listed = second
+        .list_topics()
+        .await
+        .expect("a listing with one broker stalled");
+    let spread = listed.iter().find(|t| t.name == "spread").unwrap();
+    let unknown: Vec<bool> = spread
+        .partitions
+        .iter()
+        .map(|p| p.offsets_unknown)
+        .collect();
+    let mut expected = vec![false, false];
+    expected[on_one] = true;
+    assert_eq!(unknown, expected, "{spread:?}");
+    assert!(
+        spread.partitions[1 - on_one].latest_offset > 0,
+        "{spread:?}"
     );
+    region.brokers[0].signal(libc::SIGCONT);
+    let (code, _, err) = produce_to(on_one, "back");
     assert_eq!(code, 0, "written once its leader is back: {err}");
 }

@@ -236,13 +236,17 @@ impl Broker {
             .ok_or_else(|| BrokerError::UnknownTopic(name.to_owned()))
     }
 
-    /// `(earliest, latest)` of one partition.
+    /// `(earliest, latest)` of one partition as its leader holds them; `NotLeader` on any
+    /// other replica (a follower may be behind, and a replica just added, still catching
+    /// up, holds next to nothing: its offsets described as the partition's made readers
+    /// stop early).
     pub fn partition_offsets(
         &self,
         topic: &Topic,
         partition: u32,
     ) -> Result<(u64, u64), BrokerError> {
         let (group, key) = self.locate(topic, partition)?;
+        self.require_leader(group.id())?;
         group.storage().offsets(key).map_err(BrokerError::Read)
     }
 

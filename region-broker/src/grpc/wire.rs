@@ -131,99 +131,115 @@ pub(super) fn producer_batch(
     })
 }
 
-/// How long a describe waits for another broker's offsets of one partition: well within
+/// How long a describe (or a listing) waits for other brokers' offsets, in all: well within
 /// the time clients wait for a metadata answer (`meridian_region_client::METADATA_ANSWER`),
-/// so a stalled leader leaves its offsets unknown instead of failing the describe.
+/// so a stalled leader leaves its partitions' offsets unknown instead of failing the answer.
 const REMOTE_OFFSETS_WAIT: Duration = Duration::from_secs(3);
+/// Partitions whose offsets are asked of other brokers at once, at most.
+const REMOTE_OFFSETS_IN_FLIGHT: usize = 32;
 
-/// A topic's description: each partition's offsets from its replica here, or, for a log
-/// group this broker does not host (a region whose topics' groups are spread over its
-/// brokers), from the partition's leader, all asked at once. (Answering "not the leader"
-/// for the whole topic instead sent a client back and forth between brokers that each
-/// lacked a group.) A leader that does not answer leaves its partition's offsets unknown,
-/// not the description failed: a producer needs only the partitions, and an operator
-/// describing a topic while one broker stalls sees the rest.
-pub(super) async fn topic_info(broker: &Broker, t: &Topic) -> Result<v1::TopicInfo, Status> {
-    let mut partitions = Vec::with_capacity(t.groups.len());
+/// Topics' descriptions: each partition's offsets from its leader — this broker when it
+/// leads the partition's log group, else asked of the leader (a follower here may be
+/// behind; a region's topics may be spread over its brokers). (Answering "not the leader" for the whole topic
+/// instead sent a client back and forth between brokers that each lacked a group.) Those
+/// are asked concurrently under one deadline for the whole answer, so a listing of many
+/// topics on a stalled broker takes `REMOTE_OFFSETS_WAIT`, not that per topic. A leader
+/// that does not answer leaves its partition's offsets unknown, not the description failed:
+/// a producer needs only the partitions, and an operator describing a topic while one
+/// broker stalls sees the rest.
+pub(super) async fn topics_info(
+    broker: &Broker,
+    topics: &[Topic],
+) -> Result<Vec<v1::TopicInfo>, Status> {
+    use futures_util::StreamExt;
+    let mut infos = Vec::with_capacity(topics.len());
     let mut remote = Vec::new();
-    for (p, &g) in t.groups.iter().enumerate() {
-        let (earliest, latest) = match broker.partition_offsets(t, p as u32) {
-            Ok(offsets) => offsets,
-            Err(BrokerError::NotLeader { .. }) => {
-                remote.push(p);
-                (0, 0)
-            }
-            Err(e) => return Err(status(e)),
-        };
-        partitions.push(v1::PartitionInfo {
-            partition: p as u32,
-            log_group: g,
-            earliest_offset: earliest,
-            latest_offset: latest,
-            offsets_unknown: false,
+    for (i, t) in topics.iter().enumerate() {
+        let mut partitions = Vec::with_capacity(t.groups.len());
+        for (p, &g) in t.groups.iter().enumerate() {
+            let (earliest, latest) = match broker.partition_offsets(t, p as u32) {
+                Ok(offsets) => offsets,
+                Err(BrokerError::NotLeader { .. }) => {
+                    remote.push((i, p));
+                    (0, 0)
+                }
+                Err(e) => return Err(status(e)),
+            };
+            partitions.push(v1::PartitionInfo {
+                partition: p as u32,
+                log_group: g,
+                earliest_offset: earliest,
+                latest_offset: latest,
+                offsets_unknown: false,
+            });
+        }
+        infos.push(v1::TopicInfo {
+            name: t.name.clone(),
+            topic_id: t.id,
+            partitions,
+            created_ms: t.created_ms,
+            replication: t.replication.as_str().to_owned(),
+            strict_order: t.home.is_some(),
+            timestamp_type: t.timestamp_type.as_str().to_owned(),
         });
     }
-    let asked =
-        futures_util::future::join_all(remote.iter().map(|&p| {
-            tokio::time::timeout(REMOTE_OFFSETS_WAIT, remote_offsets(broker, t, p as u32))
-        }))
-        .await;
-    for (p, answer) in remote.into_iter().zip(asked) {
-        let info = &mut partitions[p];
+    let deadline = tokio::time::Instant::now() + REMOTE_OFFSETS_WAIT;
+    let mut asked = futures_util::stream::iter(remote)
+        .map(|(i, p)| async move {
+            let answer =
+                tokio::time::timeout_at(deadline, remote_offsets(broker, &topics[i], p as u32))
+                    .await
+                    .unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer in time")));
+            (i, p, answer)
+        })
+        .buffer_unordered(REMOTE_OFFSETS_IN_FLIGHT);
+    while let Some((i, p, answer)) = asked.next().await {
+        let info = &mut infos[i].partitions[p];
         match answer {
-            Ok(Ok((earliest, latest))) => {
+            Ok((earliest, latest)) => {
                 (info.earliest_offset, info.latest_offset) = (earliest, latest)
             }
-            Ok(Err(e)) => {
-                tracing::debug!(topic = %t.name, partition = p, error = %e, "offsets unknown");
-                info.offsets_unknown = true;
-            }
-            Err(_) => {
-                let e = "no answer in time";
-                tracing::debug!(topic = %t.name, partition = p, error = %e, "offsets unknown");
+            Err(e) => {
+                tracing::debug!(topic = %topics[i].name, partition = p, error = %e, "offsets unknown");
                 info.offsets_unknown = true;
             }
         }
     }
-    Ok(v1::TopicInfo {
-        name: t.name.clone(),
-        topic_id: t.id,
-        partitions,
-        created_ms: t.created_ms,
-        replication: t.replication.as_str().to_owned(),
-        strict_order: t.home.is_some(),
-        timestamp_type: t.timestamp_type.as_str().to_owned(),
-    })
+    Ok(infos)
 }
 
-/// One partition's `(earliest, latest)` asked of its leader.
+/// One topic's description ([`topics_info`]).
+pub(super) async fn topic_info(broker: &Broker, t: &Topic) -> Result<v1::TopicInfo, Status> {
+    let mut infos = topics_info(broker, std::slice::from_ref(t)).await?;
+    Ok(infos.pop().expect("one topic asked, one described"))
+}
+
+/// One partition's `(earliest, latest)` asked of its leader, both at once.
 async fn remote_offsets(broker: &Broker, t: &Topic, partition: u32) -> Result<(u64, u64), Status> {
-    let mut ends = [0u64; 2];
-    for (end, spec) in ends
-        .iter_mut()
-        .zip([v1::OffsetSpec::Earliest, v1::OffsetSpec::Latest])
-    {
+    let end = |spec: v1::OffsetSpec| {
         let request = v1::ListOffsetsRequest {
             topic: t.name.clone(),
             partition,
             spec: spec as i32,
             timestamp_ms: 0,
         };
-        *end = broker
-            .at_partition_leader(&t.name, partition, REMOTE_OFFSETS_WAIT, |mut c| {
-                let r = request.clone();
-                async move { c.list_offsets(r).await }
-            })
-            .await
-            .map_err(|e| {
-                Status::unavailable(format!(
-                    "partition {partition} of {}: its leader's offsets: {e}",
-                    t.name
-                ))
-            })?
-            .offset;
-    }
-    Ok((ends[0], ends[1]))
+        async move {
+            broker
+                .at_partition_leader(&t.name, partition, REMOTE_OFFSETS_WAIT, |mut c| {
+                    let r = request.clone();
+                    async move { c.list_offsets(r).await }
+                })
+                .await
+                .map(|answer| answer.offset)
+                .map_err(|e| {
+                    Status::unavailable(format!(
+                        "partition {partition} of {}: its leader's offsets: {e}",
+                        t.name
+                    ))
+                })
+        }
+    };
+    tokio::try_join!(end(v1::OffsetSpec::Earliest), end(v1::OffsetSpec::Latest))
 }
 
 pub(super) fn log_group_info(s: LogGroupState) -> v1::LogGroupInfo {
