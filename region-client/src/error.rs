@@ -141,20 +141,12 @@ impl RegionError {
     /// A failure of the broker at `addr`: the status, naming the broker when it did not
     /// answer (the transport's words alone do not say which).
     pub(crate) fn at(addr: &str, s: tonic::Status) -> RegionError {
-        match RegionError::from(s) {
-            RegionError::Broker { code, message }
-                if matches!(code, tonic::Code::Unavailable | tonic::Code::Unknown) =>
-            {
-                RegionError::Broker {
-                    code,
-                    message: message.replacen(
-                        "broker unavailable",
-                        &format!("broker at {addr} unavailable"),
-                        1,
-                    ),
-                }
-            }
-            e => e,
+        match s.code() {
+            code @ (tonic::Code::Unavailable | tonic::Code::Unknown) => RegionError::Broker {
+                code,
+                message: format!("broker at {addr} unavailable: {}", s.message()),
+            },
+            _ => RegionError::from(s),
         }
     }
 }
@@ -236,10 +228,10 @@ mod tests {
             text.starts_with("log group 3 is unavailable: its leader, broker 2 at 127.0.0.1:9, does not answer; broker at 127.0.0.1:9 unavailable: no answer"),
             "{text}"
         );
-        // Another group named: nothing of the first is kept.
+        // Another group named: nothing of the first is kept. Still redirected when it gave
+        // up: the group has no leader.
         hint.note(&not_leader("4", None));
-        // Still redirected when it gave up: the group has no leader.
-        let e = hint.give_up(RegionError::from(not_leader("3", None)));
+        let e = hint.give_up(RegionError::from(not_leader("4", None)));
         assert!(
             e.to_string()
                 .starts_with("log group 4 is unavailable: it has no leader;"),
