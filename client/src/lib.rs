@@ -111,7 +111,14 @@ pub enum OffsetSpec {
 /// How long a produce is sent again while its partition's leader answers "unknown topic" (a
 /// topic just created reaches every broker within moments), as Kafka's producers retry
 /// UNKNOWN_TOPIC_OR_PARTITION.
-pub(crate) const UNKNOWN_TOPIC_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+const UNKNOWN_TOPIC_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether a produce answered with `code` may be sent again as one to a topic just created:
+/// "unknown topic" (a refusal: nothing stored) within [`UNKNOWN_TOPIC_GRACE`] of the first
+/// send, `elapsed` ago.
+pub(crate) fn just_created(code: Option<tonic::Code>, elapsed: std::time::Duration) -> bool {
+    code == Some(tonic::Code::NotFound) && elapsed < UNKNOWN_TOPIC_GRACE
+}
 
 impl Client {
     /// Connects to a region through `addrs`: one broker (`host:port`) or several, comma
@@ -390,10 +397,7 @@ impl Client {
                 })
                 .await;
             match sent {
-                Err(e)
-                    if e.code() == Some(tonic::Code::NotFound)
-                        && started.elapsed() < UNKNOWN_TOPIC_GRACE =>
-                {
+                Err(e) if just_created(e.code(), started.elapsed()) => {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
                 sent => return Ok(sent?),

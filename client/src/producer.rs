@@ -600,8 +600,7 @@ pub(crate) async fn send_idempotent(
         // A topic just created may not have reached this partition's leader yet (the
         // catalog replicates): "unknown topic" is retried for a few seconds, as Kafka's
         // producers retry UNKNOWN_TOPIC_OR_PARTITION, then is final.
-        let just_created = e.code() == Some(tonic::Code::NotFound)
-            && started.elapsed() < crate::UNKNOWN_TOPIC_GRACE;
+        let just_created = crate::just_created(e.code(), started.elapsed());
         if !retriable(&e) && !just_created {
             return Err(e.into());
         }
