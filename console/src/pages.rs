@@ -131,6 +131,54 @@ fn failed(e: Failed) -> Response {
         .into_response()
 }
 
+/// A change the console carried out: where the browser goes next, and what the audit log
+/// records beyond "ok".
+struct Done {
+    to: String,
+    detail: Option<String>,
+}
+
+impl Done {
+    /// On to `path` with `notice` shown at the top.
+    fn notice(path: &str, notice: &str) -> Done {
+        Done {
+            to: format!("{path}?notice={}", url_encode(notice)),
+            detail: None,
+        }
+    }
+
+    /// The audit log records `detail` with the "ok".
+    fn detail(self, detail: String) -> Done {
+        Done {
+            detail: Some(detail),
+            ..self
+        }
+    }
+}
+
+/// Answers a change (`what` of `target`) the way every change is answered: audited as done
+/// and the browser sent on, or audited as failed with the platform's refusal shown.
+fn audited(
+    app: &App,
+    me: &Me,
+    what: &str,
+    target: &str,
+    outcome: Result<Done, Failed>,
+) -> Response {
+    match outcome {
+        Ok(done) => {
+            let recorded = done.detail.map_or("ok".to_owned(), |d| format!("ok: {d}"));
+            app.audit.record(&me.session, what, target, &recorded);
+            Redirect::to(&done.to).into_response()
+        }
+        Err(e) => {
+            app.audit
+                .record(&me.session, what, target, &format!("failed: {e}"));
+            failed(e)
+        }
+    }
+}
+
 /// Percent-encodes a URL component.
 pub fn url_encode(s: &str) -> String {
     s.bytes()

@@ -141,15 +141,6 @@ pub(super) async fn group_action(
         ("failover", Ok(_)) => data::failover_group(&app, &region, group).await,
         (other, _) => Err(Failed(format!("{other}: say elect or failover"))),
     };
-    match outcome {
-        Ok(done) => {
-            app.audit.record(&me.session, &what, &target, "ok");
-            Redirect::to(&format!("/brokers?notice={}", url_encode(&done))).into_response()
-        }
-        Err(e) => {
-            app.audit
-                .record(&me.session, &what, &target, &format!("failed: {e}"));
-            failed(e)
-        }
-    }
+    let outcome = outcome.map(|done| Done::notice("/brokers", &done));
+    audited(&app, &me, &what, &target, outcome)
 }

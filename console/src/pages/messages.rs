@@ -246,33 +246,19 @@ pub(super) async fn produce_message(
         .await
     }
     .await;
-    match outcome {
-        Ok((partition, offset)) => {
-            app.audit.record(
-                &me.session,
-                "produce message",
-                &target,
-                &format!("ok: partition {partition} offset {offset}"),
-            );
-            let q = MessagesQuery {
-                topic: f.topic.clone(),
-                region: f.region.clone(),
-                partition: partition.to_string(),
-                order: "newest".into(),
-                notice: format!("Produced to partition {partition} at offset {offset}."),
-                ..MessagesQuery::default()
-            };
-            let url = format!("{}&notice={}", q.url("", "newest"), query_encode(&q.notice));
-            Redirect::to(&url).into_response()
+    let outcome = outcome.map(|(partition, offset)| {
+        let q = MessagesQuery {
+            topic: f.topic.clone(),
+            region: f.region.clone(),
+            partition: partition.to_string(),
+            order: "newest".into(),
+            notice: format!("Produced to partition {partition} at offset {offset}."),
+            ..MessagesQuery::default()
+        };
+        Done {
+            to: format!("{}&notice={}", q.url("", "newest"), query_encode(&q.notice)),
+            detail: Some(format!("partition {partition} offset {offset}")),
         }
-        Err(e) => {
-            app.audit.record(
-                &me.session,
-                "produce message",
-                &target,
-                &format!("failed: {e}"),
-            );
-            failed(e)
-        }
-    }
+    });
+    audited(&app, &me, "produce message", &target, outcome)
 }

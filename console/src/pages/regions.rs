@@ -136,22 +136,11 @@ pub(super) async fn change_region(
         )
             .into_response();
     }
-    match data::set_region(&app.control, &name, fail).await {
-        Ok(()) => {
-            app.audit.record(&me.session, &what, &name, "ok");
-            let done = if fail { "failed over" } else { "restored" };
-            Redirect::to(&format!(
-                "/?notice={}",
-                url_encode(&format!("Region {name} {done}."))
-            ))
-            .into_response()
-        }
-        Err(e) => {
-            app.audit
-                .record(&me.session, &what, &name, &format!("failed: {e}"));
-            failed(e)
-        }
-    }
+    let outcome = data::set_region(&app.control, &name, fail).await.map(|()| {
+        let done = if fail { "failed over" } else { "restored" };
+        Done::notice("/", &format!("Region {name} {done}."))
+    });
+    audited(&app, &me, &what, &name, outcome)
 }
 
 // ---- a strictly ordered topic's home ----
@@ -235,20 +224,13 @@ pub(super) async fn move_home(
         )
             .into_response();
     }
-    match data::move_home(&app.control, &name, q.to.trim()).await {
-        Ok(()) => {
-            app.audit.record(&me.session, "move home", &target, "ok");
-            Redirect::to(&format!(
-                "/topics/{}?notice={}",
-                url_encode(&name),
-                url_encode(&format!("{name}'s home is now {}.", q.to.trim()))
-            ))
-            .into_response()
-        }
-        Err(e) => {
-            app.audit
-                .record(&me.session, "move home", &target, &format!("failed: {e}"));
-            failed(e)
-        }
-    }
+    let outcome = data::move_home(&app.control, &name, q.to.trim())
+        .await
+        .map(|()| {
+            Done::notice(
+                &format!("/topics/{}", url_encode(&name)),
+                &format!("{name}'s home is now {}.", q.to.trim()),
+            )
+        });
+    audited(&app, &me, "move home", &target, outcome)
 }

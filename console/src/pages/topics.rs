@@ -207,25 +207,18 @@ pub(super) async fn alter_topic(
         },
     };
     let retention = Some(f.retention.trim().to_owned()).filter(|r| !r.is_empty());
-    match data::alter_topic(&app.control, &name, partitions, retention).await {
-        Ok(t) => {
-            app.audit.record(&me.session, "alter topic", &name, "ok");
-            Redirect::to(&format!(
-                "/topics/{}?notice={}",
-                url_encode(&name),
-                url_encode(&format!(
+    let outcome = data::alter_topic(&app.control, &name, partitions, retention)
+        .await
+        .map(|t| {
+            Done::notice(
+                &format!("/topics/{}", url_encode(&name)),
+                &format!(
                     "Altered: {} partitions, retention {}.",
                     t.partitions, t.retention
-                ))
-            ))
-            .into_response()
-        }
-        Err(e) => {
-            app.audit
-                .record(&me.session, "alter topic", &name, &format!("failed: {e}"));
-            failed(e)
-        }
-    }
+                ),
+            )
+        });
+    audited(&app, &me, "alter topic", &name, outcome)
 }
 
 #[derive(Deserialize)]
@@ -273,31 +266,16 @@ pub(super) async fn config_topic(
         .map(|(k, v)| format!("{k}={v}"))
         .or_else(|| delete.as_ref().map(|k| format!("{k} removed")))
         .unwrap_or_default();
-    match data::alter_topic_config(&app.control, &name, set, delete).await {
-        Ok(_) => {
-            app.audit.record(
-                &me.session,
-                "configure topic",
-                &name,
-                &format!("ok: {what}"),
-            );
-            Redirect::to(&format!(
-                "/topics/{}?notice={}",
-                url_encode(&name),
-                url_encode(&format!("Configuration changed: {what}."))
-            ))
-            .into_response()
-        }
-        Err(e) => {
-            app.audit.record(
-                &me.session,
-                "configure topic",
-                &name,
-                &format!("failed: {e}"),
-            );
-            failed(e)
-        }
-    }
+    let outcome = data::alter_topic_config(&app.control, &name, set, delete)
+        .await
+        .map(|_| {
+            Done::notice(
+                &format!("/topics/{}", url_encode(&name)),
+                &format!("Configuration changed: {what}."),
+            )
+            .detail(what.clone())
+        });
+    audited(&app, &me, "configure topic", &name, outcome)
 }
 
 #[derive(Deserialize)]
@@ -333,19 +311,8 @@ pub(super) async fn delete_topic(
         )
             .into_response();
     }
-    match data::delete_topic(&app.control, &name).await {
-        Ok(()) => {
-            app.audit.record(&me.session, "delete topic", &name, "ok");
-            Redirect::to(&format!(
-                "/topics?notice={}",
-                url_encode(&format!("Deleted topic {name}."))
-            ))
-            .into_response()
-        }
-        Err(e) => {
-            app.audit
-                .record(&me.session, "delete topic", &name, &format!("failed: {e}"));
-            failed(e)
-        }
-    }
+    let outcome = data::delete_topic(&app.control, &name)
+        .await
+        .map(|()| Done::notice("/topics", &format!("Deleted topic {name}.")));
+    audited(&app, &me, "delete topic", &name, outcome)
 }
