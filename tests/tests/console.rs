@@ -875,7 +875,12 @@ async fn an_sre_operates_the_platform_from_a_browser() {
     );
     assert!(second > 1);
 
-    // A master-slave group failed over from the brokers page, its cost confirmed first.
+    // A master-slave group failed over from the brokers page, its cost confirmed first —
+    // in a region with more brokers than the group's replicas (a third broker first: the
+    // brokers holding no replica used to count as silent slaves, and the failover was
+    // always refused).
+    let third = east.add_broker().await.unwrap();
+    assert_eq!(third, 3);
     let (code, out, err) = meridian_control(
         &cp.addr,
         &[
