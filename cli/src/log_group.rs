@@ -40,6 +40,19 @@ pub(crate) enum Command {
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         wait: std::time::Duration,
     },
+    /// Move one replica of a raft log group to another live broker (through the control
+    /// plane): the new replica joins and catches up, then the old one leaves. The group
+    /// stays where it is put: the control plane's balancing moves other groups.
+    Move {
+        /// The log group.
+        group: u32,
+        /// The broker whose replica leaves.
+        #[arg(long)]
+        from: u32,
+        /// The live broker that takes it.
+        #[arg(long)]
+        to: u32,
+    },
     /// Fail a master-slave log group over to its most caught-up slave (new epoch; the old
     /// master, if it returns, truncates what it alone held).
     Failover {
@@ -59,6 +72,40 @@ pub(crate) async fn run(
     region: Option<&str>,
     json: bool,
 ) -> anyhow::Result<()> {
+    if let Command::Move { group, from, to } = cmd {
+        let (Some(control), Some(region)) = (control, region) else {
+            anyhow::bail!(
+                "moving a replica is the control plane's: pass --control HOST:PORT and --region NAME"
+            );
+        };
+        let request = meridian_proto::v1::MoveReplicaRequest {
+            region: region.to_owned(),
+            group,
+            from,
+            to,
+        };
+        let placed = crate::control::on_leader(
+            control,
+            &format!("moving log group {group}'s replica from broker {from} to {to}"),
+            |mut c| {
+                let r = request.clone();
+                async move { c.move_replica(r).await }
+            },
+        )
+        .await?;
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "region": placed.region, "group": placed.id, "replicas": placed.replicas })
+            );
+        } else {
+            println!(
+                "log group {group} of {region}: broker {to} joins and catches up, then broker {from} leaves (replicas now {:?}; watch with meridian log-group list)",
+                placed.replicas
+            );
+        }
+        return Ok(());
+    }
     let client = crate::control::region_client(broker, control, region).await?;
     match cmd {
         Command::List => {
@@ -176,6 +223,7 @@ pub(crate) async fn run(
                 );
             }
         }
+        Command::Move { .. } => unreachable!("answered above: it needs no broker client"),
         Command::Failover { group, force } => {
             let r = client
                 .failover_log_group(group, force)

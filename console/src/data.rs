@@ -78,6 +78,8 @@ pub struct LogGroup {
     pub watermark: Option<u64>,
     pub end: Option<u64>,
     pub follower_lag: Vec<(u32, u64)>,
+    /// Live brokers of the region holding no replica: where a raft replica may move.
+    pub move_targets: Vec<u32>,
 }
 
 /// A region with its brokers and log groups.
@@ -148,8 +150,17 @@ pub async fn regions(addrs: &str) -> Result<Vec<Region>, Failed> {
                 watermark: None,
                 end: None,
                 follower_lag: Vec::new(),
+                move_targets: Vec::new(),
             })
             .collect();
+        let mut groups = groups;
+        for g in groups.iter_mut().filter(|g| g.strategy == "raft") {
+            g.move_targets = brokers
+                .iter()
+                .filter(|b| b.region == r.name && b.live && !g.replicas.contains(&b.id))
+                .map(|b| b.id)
+                .collect();
+        }
         let mut bs: Vec<Broker> = brokers
             .iter()
             .filter(|b| b.region == r.name)
@@ -900,6 +911,36 @@ pub async fn topics_on_group(addrs: &str, region: &str, group: u32) -> Result<Ve
         })
         .filter_map(|t| t.spec.map(|s| s.name))
         .collect())
+}
+
+/// Moves log group `group`'s replica in `region` from broker `from` to `to` (the control
+/// plane carries it out: `to` joins and catches up, then `from` leaves).
+pub async fn move_replica(
+    app: &crate::Console,
+    region: &str,
+    group: u32,
+    from: u32,
+    to: u32,
+) -> Result<String, Failed> {
+    let request = v1::MoveReplicaRequest {
+        region: region.to_owned(),
+        group,
+        from,
+        to,
+    };
+    let placed = on_leader(
+        &app.control,
+        &format!("moving log group {group}'s replica in {region} from broker {from} to {to}"),
+        |mut c| {
+            let r = request.clone();
+            async move { c.move_replica(r).await }
+        },
+    )
+    .await?;
+    Ok(format!(
+        "Log group {group} of {region} is moving its replica from broker {from} to broker {to}: broker {to} joins and catches up, then broker {from} leaves (replicas now {:?}).",
+        placed.replicas
+    ))
 }
 
 /// Moves a raft log group's leadership to voter `to` (`None`: its preferred replica);

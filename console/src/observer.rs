@@ -564,6 +564,7 @@ mod tests {
                     watermark: None,
                     end: None,
                     follower_lag: Vec::new(),
+                    move_targets: Vec::new(),
                 })
                 .collect(),
             live_brokers: 0,

@@ -672,6 +672,27 @@ impl control_plane_server::ControlPlane for ControlService {
         Ok(Response::new(v1::ListLogGroupsResponse { groups }))
     }
 
+    async fn move_replica(
+        &self,
+        request: Request<v1::MoveReplicaRequest>,
+    ) -> Result<Response<v1::LogGroupPlacement>, Status> {
+        let r = request.get_ref().clone();
+        self.admin(
+            &request,
+            &format!(
+                "move log group {} of {} from broker {} to {}",
+                r.group, r.region, r.from, r.to
+            ),
+        )?;
+        self.require_leader()?;
+        let moved = crate::reconcile::move_replica(&*self.store, &r.region, r.group, r.from, r.to)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?
+            .map_err(Status::invalid_argument)?;
+        let region = state::region(&*self.store, &r.region).await?;
+        Ok(Response::new(region.group_placement(&moved)))
+    }
+
     async fn route(
         &self,
         request: Request<v1::RouteRequest>,

@@ -238,6 +238,10 @@ pub struct Group {
     /// replica here, the dead one leaves once raft has changed the membership.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replacing: Option<(u32, u32)>,
+    /// Placed by an operator (`MoveReplica`): the balancing moves other groups' replicas,
+    /// never this one's (a lost replica is still replaced).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
     /// The one topic it holds (`None`: shared by any topics): a topic that joins a region
     /// after its creation gets groups of its own there, which the mirrors catch up apart
     /// from the topics they already ship (see `Topic::joined`).

@@ -83,6 +83,7 @@ pub fn place(
             replicas: chosen,
             changes: 0,
             replacing: None,
+            pinned: false,
             topic: dedicated,
         });
         candidates.push(next_id);
@@ -137,6 +138,7 @@ mod tests {
             replicas: vec![1, 2, 9],
             changes: 0,
             replacing: None,
+            pinned: false,
             topic: None,
         }];
         let brokers: BTreeSet<u32> = [1, 2, 3].into();

@@ -181,6 +181,36 @@ async fn carry_out(
     Ok(())
 }
 
+/// An operator's move of log group `group`'s replica in `region` from broker `from` to
+/// `to`, noted on the group's record for the loop to carry out
+/// ([`decide::operator_move`]); the record written, or why the move is refused.
+pub async fn move_replica(
+    store: &dyn Store,
+    region: &str,
+    group: u32,
+    from: u32,
+    to: u32,
+) -> Result<Result<Group, String>, ReconcileError> {
+    let state = state::region(store, region).await?;
+    if state.record.is_none() {
+        return Ok(Err(format!("there is no region {region}")));
+    }
+    let next = match decide::operator_move(&state, group, from, to) {
+        Ok(next) => next,
+        Err(why) => return Ok(Err(why)),
+    };
+    let version = state.groups[&group].1;
+    Ok(match write(store, &state, next.clone(), version).await? {
+        Some(_) => {
+            tracing::info!(region, group, from, to, "an operator moves a replica");
+            Ok(next)
+        }
+        None => Err(format!(
+            "log group {group}'s record changed meanwhile (the control plane is repairing it): try again"
+        )),
+    })
+}
+
 /// Writes a group record if it is still at `version`; the record with its new version,
 /// `None` if it moved on.
 async fn write(

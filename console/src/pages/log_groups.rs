@@ -1,15 +1,20 @@
 //! Log-group actions from the brokers page, each behind a confirmation that states its
 //! cost: a raft group's leadership moved to another voter (its preferred replica, or the
-//! one named), a master-slave group failed over to its most caught-up slave.
+//! one named), a raft replica moved to another live broker (the control plane carries it
+//! out), a master-slave group failed over to its most caught-up slave.
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
 #[derive(Deserialize, Default)]
 pub(super) struct ToQuery {
-    /// The voter to move a raft group's leadership to (empty: its preferred replica).
+    /// The voter to move a raft group's leadership to (empty: its preferred replica), or
+    /// the broker a replica moves to.
     #[serde(default)]
     to: String,
+    /// The broker whose replica moves.
+    #[serde(default)]
+    from: String,
 }
 
 fn parse_to(to: &str) -> Result<Option<u32>, Failed> {
@@ -77,6 +82,23 @@ pub(super) async fn confirm_group_action(
                 format!("Move leader of group {group}"),
             )
         }
+        "move" if g.strategy != "master-slave" => {
+            let (Ok(Some(from)), Some(to)) = (parse_to(&q.from), to) else {
+                return failed(Failed(
+                    "a replica move names the broker it leaves (from) and the one it goes to (to)"
+                        .to_owned(),
+                ));
+            };
+            (
+                format!("Move log group {group}'s replica in {region} from broker {from} to broker {to}"),
+                vec![
+                    format!("Broker {to} gets a new replica and copies the group's whole log before broker {from}'s replica leaves: one replica's worth of disk writes and network. Topics on it: {topics}."),
+                    "Writes and reads go on meanwhile; the group's leader changes only if it is the replica leaving.".to_owned(),
+                    "The control plane carries the move out (the brokers page lists both brokers until it completes) and keeps the group where you put it: its balancing moves other groups' replicas, never this one's.".to_owned(),
+                ],
+                format!("Move the replica to broker {to}"),
+            )
+        }
         "failover" if g.strategy == "master-slave" => (
             format!("Fail log group {group} in {region} over"),
             vec![
@@ -92,7 +114,7 @@ pub(super) async fn confirm_group_action(
                 error_page(
                     "No such action",
                     &format!(
-                        "{other}: a raft group's leadership is moved (elect), a master-slave group is failed over (failover); group {group} is {}",
+                        "{other}: a raft group's leadership (elect) or a replica (move) is moved, a master-slave group is failed over (failover); group {group} is {}",
                         g.strategy
                     ),
                 ),
@@ -105,9 +127,10 @@ pub(super) async fn confirm_group_action(
         heading,
         cost,
         action: format!(
-            "/log-groups/{}/{group}/{action}?to={}",
+            "/log-groups/{}/{group}/{action}?to={}&from={}",
             url_encode(&region),
-            to.map_or(String::new(), |t| t.to_string())
+            to.map_or(String::new(), |t| t.to_string()),
+            url_encode(q.from.trim())
         ),
         button,
         back: format!("/brokers#group-{}-{group}", url_encode(&region)),
@@ -139,7 +162,13 @@ pub(super) async fn group_action(
         (_, Err(e)) => Err(e),
         ("elect", Ok(to)) => data::move_leader(&app, &region, group, to).await,
         ("failover", Ok(_)) => data::failover_group(&app, &region, group).await,
-        (other, _) => Err(Failed(format!("{other}: say elect or failover"))),
+        ("move", Ok(Some(to))) => match parse_to(&q.from) {
+            Ok(Some(from)) => data::move_replica(&app, &region, group, from, to).await,
+            _ => Err(Failed("from: the broker whose replica moves".to_owned())),
+        },
+        (other, _) => Err(Failed(format!(
+            "{other}: say elect, move (with from and to) or failover"
+        ))),
     };
     let outcome = outcome.map(|done| Done::notice("/brokers", &done));
     audited(&app, &me, &what, &target, outcome)

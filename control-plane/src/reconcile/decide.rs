@@ -207,6 +207,7 @@ fn rebalance(region: &RegionState, actions: &mut Vec<Action>) {
         .values()
         .filter(|(g, _)| {
             g.strategy == Strategy::Raft
+                && !g.pinned
                 && g.replicas.contains(&most)
                 && !g.replicas.contains(&fewest)
         })
@@ -221,6 +222,50 @@ fn rebalance(region: &RegionState, actions: &mut Vec<Action>) {
         why: Why::Rebalance,
     });
     finish(region, group.id, most, fewest, actions);
+}
+
+/// An operator's move of log group `group`'s replica from broker `from` to `to`: the
+/// group's record with the replacement noted (step 1; the loop does steps 2 and 3) and the
+/// group pinned, so the balancing moves other groups rather than undo it; or why not.
+pub fn operator_move(
+    region: &RegionState,
+    group: u32,
+    from: u32,
+    to: u32,
+) -> Result<Group, String> {
+    let name = &region.name;
+    let Some((g, _)) = region.groups.get(&group) else {
+        return Err(format!("region {name} has no log group {group}"));
+    };
+    if g.strategy != Strategy::Raft {
+        return Err(format!(
+            "log group {group} replicates master-slave: its replicas are fixed; fail it over instead"
+        ));
+    }
+    if let Some((old, new)) = g.replacing {
+        return Err(format!(
+            "log group {group} is already moving a replica (broker {old} to {new}): wait for it"
+        ));
+    }
+    if !g.replicas.contains(&from) {
+        return Err(format!(
+            "broker {from} holds no replica of log group {group} (its replicas: {:?})",
+            g.replicas
+        ));
+    }
+    if g.replicas.contains(&to) {
+        return Err(format!(
+            "broker {to} already holds a replica of log group {group}"
+        ));
+    }
+    if !region.brokers.contains_key(&to) {
+        return Err(format!(
+            "broker {to} is not a live broker of region {name} (see meridian broker list)"
+        ));
+    }
+    let mut next = g.with_replacement(from, to);
+    next.pinned = true;
+    Ok(next)
 }
 
 /// Steps 2 and 3 of a replacement (or its undoing when the new broker died too: the next
@@ -298,6 +343,7 @@ mod tests {
             replicas: replicas.to_vec(),
             changes: 0,
             replacing: None,
+            pinned: false,
             topic: None,
         }
     }
@@ -335,6 +381,60 @@ mod tests {
                 completes: true,
             },
         ]
+    }
+
+    #[test]
+    fn an_operator_moves_a_replica_the_loop_then_carries_out() {
+        let r = region(
+            &[1, 2, 3],
+            vec![
+                group(1, Strategy::Raft, &[1, 2]),
+                group(2, Strategy::Raft, &[1, 3]),
+                group(3, Strategy::MasterSlave, &[1, 2]),
+            ],
+        );
+        let moved = operator_move(&r, 1, 1, 3).unwrap();
+        assert_eq!(
+            (moved.replicas.clone(), moved.replacing),
+            (vec![1, 2, 3], Some((1, 3)))
+        );
+        // The loop finishes it: 3 joins, 1 leaves.
+        let mut after = r.clone();
+        after.groups.insert(1, (moved, 6));
+        let now = Instant::now();
+        let actions = Reconciler::default().decide(&after, now, now, GRACE);
+        assert_eq!(actions, replace(1, 1, 3, Why::Lost)[1..]);
+        // Refused, each saying why.
+        for (g, from, to, why) in [
+            (9, 1, 3, "no log group 9"),
+            (3, 1, 2, "master-slave"),
+            (1, 3, 2, "holds no replica"),
+            (1, 1, 2, "already holds"),
+            (1, 1, 7, "not a live broker"),
+        ] {
+            let e = operator_move(&r, g, from, to).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+        // Pinned: the balancing leaves it where the operator put it and moves another.
+        let mut done = after.clone();
+        let mut placed = done.groups[&1].0.without(1);
+        assert!(placed.pinned);
+        placed.replicas = vec![2, 3];
+        done.groups.insert(1, (placed, 7));
+        done.groups
+            .insert(4, (group(4, Strategy::Raft, &[2, 3]), 5));
+        done.groups
+            .insert(5, (group(5, Strategy::Raft, &[2, 3]), 5));
+        // Broker 1 holds 2 (groups 2, 3), brokers 2 and 3 four each: an unpinned group
+        // moves to broker 1, never group 1.
+        let actions = Reconciler::default().decide(&done, now, now, GRACE);
+        assert!(
+            matches!(
+                actions.first(),
+                Some(Action::AddReplacement { group, new: 1, why: Why::Rebalance, .. }) if *group != 1
+            ),
+            "{actions:?}"
+        );
     }
 
     #[test]

@@ -1605,6 +1605,20 @@ pub struct ListLogGroupsRequest {
     pub region: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MoveReplicaRequest {
+    #[prost(string, tag = "1")]
+    pub region: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub group: u32,
+    /// The broker whose replica leaves.
+    #[prost(uint32, tag = "3")]
+    pub from: u32,
+    /// The live broker that takes it.
+    #[prost(uint32, tag = "4")]
+    pub to: u32,
+}
+#[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ListLogGroupsResponse {
     #[prost(message, repeated, tag = "1")]
@@ -5539,6 +5553,33 @@ pub mod control_plane_client {
                 .insert(GrpcMethod::new("meridian.v1.ControlPlane", "ListLogGroups"));
             self.inner.unary(req, path, codec).await
         }
+        /// Moves one replica of a raft log group to another live broker of its region: the new
+        /// replica is added and catches up, then the old one leaves (as the control plane replaces
+        /// a lost replica). The group is pinned there: the balancing moves other groups.
+        pub async fn move_replica(
+            &mut self,
+            request: impl tonic::IntoRequest<super::MoveReplicaRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::LogGroupPlacement>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/meridian.v1.ControlPlane/MoveReplica",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("meridian.v1.ControlPlane", "MoveReplica"));
+            self.inner.unary(req, path, codec).await
+        }
         /// The regions serving a topic, with their brokers: the one named, or every healthy one
         /// (the client measures which is nearest).
         pub async fn route(
@@ -5723,6 +5764,16 @@ pub mod control_plane_server {
             request: tonic::Request<super::ListLogGroupsRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ListLogGroupsResponse>,
+            tonic::Status,
+        >;
+        /// Moves one replica of a raft log group to another live broker of its region: the new
+        /// replica is added and catches up, then the old one leaves (as the control plane replaces
+        /// a lost replica). The group is pinned there: the balancing moves other groups.
+        async fn move_replica(
+            &self,
+            request: tonic::Request<super::MoveReplicaRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::LogGroupPlacement>,
             tonic::Status,
         >;
         /// The regions serving a topic, with their brokers: the one named, or every healthy one
@@ -6569,6 +6620,51 @@ pub mod control_plane_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListLogGroupsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/meridian.v1.ControlPlane/MoveReplica" => {
+                    #[allow(non_camel_case_types)]
+                    struct MoveReplicaSvc<T: ControlPlane>(pub Arc<T>);
+                    impl<
+                        T: ControlPlane,
+                    > tonic::server::UnaryService<super::MoveReplicaRequest>
+                    for MoveReplicaSvc<T> {
+                        type Response = super::LogGroupPlacement;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::MoveReplicaRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ControlPlane>::move_replica(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = MoveReplicaSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
