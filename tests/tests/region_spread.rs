@@ -136,4 +136,87 @@ async fn a_topic_spread_over_brokers_is_served_by_each() {
     region.brokers[0].signal(libc::SIGCONT);
     let (code, _, err) = produce_to(on_one, "back");
     assert_eq!(code, 0, "written once its leader is back: {err}");
+
+    // An operator moves that group's only replica to the other broker (the CLI's
+    // `log-group move`): refused when it names a broker holding none, then carried out,
+    // every message still there. (While broker 1 was stopped the control plane may have
+    // moved the replica to broker 2 itself: the move starts from wherever it is now.)
+    let g = group.to_string();
+    let holder = |out: &str| {
+        let v: serde_json::Value = serde_json::from_str(out).unwrap();
+        v["placements"][0]["log_groups"][on_one]["replicas"].clone()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let from = loop {
+        let (_, out, _) = meridian_control(&cp.addr, &["--json", "topic", "describe", "spread"]);
+        // One replica: no replacement under way.
+        if let Some([b]) = holder(&out).as_array().map(Vec::as_slice) {
+            break b.as_u64().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "{out}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    let to = 3 - from;
+    let (code, _, err) = meridian_control(
+        &cp.addr,
+        &[
+            "--region",
+            "r",
+            "log-group",
+            "move",
+            &g,
+            "--from",
+            &to.to_string(),
+            "--to",
+            &from.to_string(),
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("holds no replica"), "{err}");
+    let (code, out, err) = meridian_control(
+        &cp.addr,
+        &[
+            "--region",
+            "r",
+            "log-group",
+            "move",
+            &g,
+            "--from",
+            &from.to_string(),
+            "--to",
+            &to.to_string(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("broker {to} joins")), "{out}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, out, _) = meridian_control(&cp.addr, &["--json", "topic", "describe", "spread"]);
+        let replicas = holder(&out);
+        if replicas == serde_json::json!([to]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "log group {group}'s replicas: {replicas}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    // (The new leader's end offset may trail for a moment after the move: read again.)
+    let client = Client::connect(&region.brokers[1].addr.to_string())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let all = meridian_tests::read_all(&client, "spread").await;
+        let held = all.values().map(Vec::len).sum::<usize>();
+        if held == 152 {
+            break;
+        }
+        assert!(
+            held < 152 && std::time::Instant::now() < deadline,
+            "every message kept through the move, once: {held} of 152"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
