@@ -16,7 +16,7 @@ use super::{Broker, BrokerError, LogGroupState, group_dir};
 use crate::log_group::Replication;
 use crate::replication::master_slave::MasterSlaveGroup;
 use crate::replication::raft::{
-    Command, CommandResult, JournalLogStore, JournalStateMachine, Shipping,
+    Command, CommandResult, JournalLogStore, JournalStateMachine, Shipping, joining,
 };
 use crate::replication::transport::{GrpcNetwork, Peers, RaftTransportService};
 
@@ -199,6 +199,21 @@ impl Broker {
             }
             GroupRole::Raft { initialize } => {
                 let store = JournalLogStore::open(group.clone(), &dir)?;
+                // A replica joining the group campaigns only once caught up ([`joining`]).
+                let joining = joining::is_joining(&dir, initialize.is_some(), store.is_empty());
+                let mark = if joining {
+                    Some(joining::mark(&dir)?)
+                } else {
+                    None
+                };
+                let raft_config = if joining {
+                    Arc::new(openraft::Config {
+                        enable_elect: false,
+                        ..(*r.raft_config).clone()
+                    })
+                } else {
+                    r.raft_config.clone()
+                };
                 let mut sm =
                     JournalStateMachine::open(group.clone(), &dir)?.with_shipping(Shipping {
                         me: r.node_id,
@@ -210,11 +225,14 @@ impl Broker {
                     sm = self.with_catalog_hooks(sm);
                 }
                 let network = GrpcNetwork::new(g, r.peers.clone());
-                let raft = Raft::new(r.node_id, r.raft_config.clone(), network, store, sm)
+                let raft = Raft::new(r.node_id, raft_config, network, store, sm)
                     .await
                     .map_err(|e| {
                         BrokerError::Replication(format!("starting raft for log group {g}: {e}"))
                     })?;
+                if let Some(mark) = mark {
+                    tokio::spawn(joining::until_caught_up(raft.clone(), mark, g));
+                }
                 r.transport.register(g, raft.clone());
                 self.host(Arc::new(
                     hosted.with_replication(Replication::Raft(raft.clone())),

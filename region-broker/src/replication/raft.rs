@@ -306,6 +306,13 @@ impl JournalLogStore {
         })
     }
 
+    /// Whether the store holds nothing of raft yet: no vote, no log, nothing purged (a
+    /// replica's first start).
+    pub fn is_empty(&self) -> bool {
+        let state = self.state.lock().expect("raft state lock poisoned");
+        state.vote.is_none() && state.purged.is_none() && self.group.record_bounds().is_none()
+    }
+
     /// [`JournalLogStore::update`], waiting out a full disk.
     async fn update_durably(
         &self,
@@ -641,6 +648,7 @@ where
     }
 }
 
+pub mod joining;
 mod state_machine;
 use state_machine::SM_FILE;
 pub use state_machine::{JournalStateMachine, RestoreHook, Shipping, SnapshotHooks};
