@@ -447,6 +447,94 @@ fn append_acked(rt: &tokio::runtime::Runtime, group: &LogGroup, model: &mut Mode
     }
 }
 
+/// With the sync stage, the writer writes the next commit while a sync runs. A failed sync
+/// must refuse the commits written behind it too, though their own syncs would succeed:
+/// they follow bytes whose fate is unknown. Appends in flight on a slow disk, the third
+/// journal sync fails; after a clean reopen (the failed commit's bytes are still in the
+/// page cache, so recovery finds them) every acknowledged batch is read, and all come
+/// before every batch refused for the failed sync.
+#[test]
+fn a_failed_sync_refuses_the_commits_written_behind_it() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("group");
+    let backend = FaultyBackend::new();
+    let config = GroupConfig {
+        segment_bytes: 1 << 20,
+        retention_bytes: None,
+        ..config(&backend)
+    };
+    let group = Arc::new(LogGroup::open(&dir, config.clone(), &partitions()).unwrap());
+    backend.set_sync_delay(Duration::from_millis(20));
+    backend.fail_sync_under(&dir.join("journal"), 3);
+    let results = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for i in 0..400usize {
+            let group = group.clone();
+            tasks.push(tokio::spawn(async move {
+                // Spread over the stretch of a few syncs, so commits overlap syncs.
+                tokio::time::sleep(Duration::from_micros(250 * i as u64)).await;
+                let data = Bytes::from(format!("message {i}"));
+                (data.clone(), group.append(KEYS[0], data, 1).await)
+            }));
+        }
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        results
+    });
+    let acked: Vec<Bytes> = results
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(d, _)| d.clone())
+        .collect();
+    let refused: Vec<Bytes> = results
+        .iter()
+        .filter_map(|(d, r)| match r {
+            Err(AppendError::Fatal { .. }) => Some(d.clone()),
+            Err(e) => panic!("refused other than for the failed sync: {e}"),
+            Ok(_) => None,
+        })
+        .collect();
+    assert!(
+        !acked.is_empty() && refused.len() > 1,
+        "{} acknowledged, {} refused",
+        acked.len(),
+        refused.len()
+    );
+    Arc::into_inner(group).unwrap().close();
+    backend.clear_faults();
+    backend.set_sync_delay(Duration::ZERO);
+    let group = LogGroup::open(&dir, config, &partitions()).unwrap();
+    let (_, latest) = group.offsets(KEYS[0]).unwrap();
+    let mut at = std::collections::HashMap::new();
+    let mut next = 0;
+    while next < latest {
+        for b in group.read(KEYS[0], next, 1 << 20).unwrap() {
+            next = b.base_offset + u64::from(b.count);
+            at.insert(b.payload.clone(), b.base_offset);
+        }
+    }
+    let last_acked = acked
+        .iter()
+        .map(|d| {
+            *at.get(d)
+                .unwrap_or_else(|| panic!("acknowledged {d:?} lost"))
+        })
+        .max()
+        .unwrap();
+    let first_refused = refused.iter().filter_map(|d| at.get(d)).min();
+    assert!(
+        first_refused.is_some_and(|&f| f > last_acked),
+        "batch at offset {last_acked} acknowledged, a batch refused for a failed sync before it at {first_refused:?}"
+    );
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

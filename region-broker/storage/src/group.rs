@@ -5,9 +5,10 @@
 //! producer- and consumer-facing API. Two threads serve a group:
 //!
 //! - the **writer** (`writer.rs`) owns the journal tail. It gathers every queued append (up
-//!   to `commit_bytes_max`), writes them with one `pwrite`, syncs once (with the `fsync`
-//!   policy), then acknowledges them all: group commit. Truncation and reset
-//!   (`truncation.rs`) run on it between group commits;
+//!   to `commit_bytes_max`) and writes them with one `pwrite`: group commit. With the
+//!   `fsync` policy its **sync stage** (`durable.rs`, a thread of its own) syncs the commit
+//!   once and acknowledges its appends while the writer stages the next one. Truncation and
+//!   reset (`truncation.rs`) run on the writer between group commits;
 //! - the **indexer** (`indexer.rs`) turns durable records into queue-index entries,
 //!   publishes the new visible position (waking long-polling fetches), flushes indexes and
 //!   writes the checkpoint every `flush_interval`, and applies retention (`retention.rs`).
@@ -20,6 +21,7 @@
 //! `replica.rs`.
 
 mod compaction;
+mod durable;
 mod indexer;
 mod offsets;
 mod producers;

@@ -349,7 +349,8 @@ pub enum ReadFailure {
 }
 
 /// The journal's single writer. Records are staged into a buffer per segment and written
-/// with one `pwrite` per segment touched; [`Writer::sync`] then makes them durable together.
+/// with one `pwrite` per segment touched; the segments [`Writer::take_unsynced`] gives are
+/// then synced to make them durable together.
 #[derive(Debug)]
 pub(crate) struct Writer {
     pos: u64,
@@ -425,16 +426,7 @@ impl Writer {
         self.write_buffer()
     }
 
-    /// Makes everything written durable.
-    pub(crate) fn sync(&mut self) -> io::Result<()> {
-        for seg in self.filled.drain(..) {
-            seg.sync()?;
-        }
-        self.seg.sync()
-    }
-
-    /// The segments written since the last sync (for a [`super::sync::SyncBatcher`]); the
-    /// caller makes them durable.
+    /// The segments written since the last sync; the caller makes them durable.
     pub(crate) fn take_unsynced(&mut self) -> Vec<Arc<Segment>> {
         let mut segments: Vec<Arc<Segment>> = self.filled.drain(..).collect();
         segments.push(self.seg.clone());

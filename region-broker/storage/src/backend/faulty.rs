@@ -65,6 +65,8 @@ struct Faults {
     power: Arc<AtomicBool>,
     /// Failures injected so far, and where.
     injected: Vec<(Kind, PathBuf)>,
+    /// How long each file sync takes (a slow disk: lets a test overlap work with syncs).
+    sync_delay: std::time::Duration,
 }
 
 impl Faults {
@@ -149,6 +151,11 @@ impl FaultyBackend {
     /// under it) from now fail with `EIO`, once.
     pub fn fail_sync_under(&self, under: &Path, n: u64) {
         self.faults().arm(Kind::Sync, Some(under), n);
+    }
+
+    /// Makes every file sync take `delay` (a slow disk), failed ones too.
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        self.faults().sync_delay = delay;
     }
 
     /// While `full`, every write and create fails with `ENOSPC`.
@@ -329,6 +336,8 @@ impl BackendFile for FaultyFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        let delay = self.faults().sync_delay;
+        std::thread::sleep(delay);
         {
             let mut faults = self.faults();
             faults.durability_point();

@@ -192,6 +192,7 @@ impl LogGroup {
             undo: Vec::new(),
             pending_cut: None,
             failures: Default::default(),
+            sync_stage: None,
         };
         threads.push(
             std::thread::Builder::new()

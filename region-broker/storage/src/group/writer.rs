@@ -1,9 +1,10 @@
 //! The writer thread, which owns the journal tail: it gathers every queued append (up to
-//! `commit_bytes_max`), stages each record, writes them with one `pwrite`, syncs once (with
-//! the `fsync` policy, or through a [`crate::SyncBatcher`]), then acknowledges them all
-//! (group commit). A failed write is cut and the appends refused; a failed sync makes the
-//! group refuse writes until it is reopened. Truncation and reset run here too
-//! (`truncation.rs`), between group commits.
+//! `commit_bytes_max`), stages each record and writes them with one `pwrite` (group commit),
+//! then hands the commit to the sync stage (`durable.rs`), which syncs it once (with the
+//! `fsync` policy, or through a [`crate::SyncBatcher`]) and acknowledges its appends while
+//! the writer stages the next commit. A failed write is cut and the appends refused; a
+//! failed sync makes the group refuse writes until it is reopened. Truncation and reset run
+//! here too (`truncation.rs`), between group commits, once the sync stage is drained.
 //!
 //! **A full disk heals by itself.** `ENOSPC` on a write, or on preallocating the next
 //! segment, refuses that commit's appends (`AppendError::DiskFull`) and cuts what it wrote;
@@ -19,15 +20,17 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::SyncSender;
 use std::time::Instant;
 
 use meridian_proto::producer::{self, ProducerBatch};
 use meridian_proto::record::{self, HEADER_LEN, RecordHeader, RecordKind};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use super::durable::{self, Job, StagedReply, Written};
 use super::offsets::{commit_values, durable_positions};
 use super::producers::{is_marker, producer_of};
-use super::{Body, Command, OffsetKey, Reply, Shared, Staged, now_ms};
+use super::{Body, Command, Reply, Shared, Staged, now_ms};
 use crate::journal::Writer;
 use crate::transactions::TxnEvent;
 use crate::{AppendError, Appended, FlushPolicy, LogThrottle, PartitionKey};
@@ -51,21 +54,41 @@ pub(super) struct Appender {
     /// Rate limit of the failed-write warning (a full disk fails every commit until space
     /// returns).
     pub(super) failures: LogThrottle,
-}
-
-struct StagedReply {
-    reply: oneshot::Sender<Result<Appended, AppendError>>,
-    key: PartitionKey,
-    appended: Appended,
-    commit: Vec<(OffsetKey, u64)>,
-    /// The idempotent producer of a batch record.
-    producer: Option<ProducerBatch>,
-    /// What a transactional batch or marker tells its partition's transactions.
-    txn: Option<TxnEvent>,
+    /// The sync stage (`durable.rs`), with the `fsync` policy: set by [`Appender::run`].
+    pub(super) sync_stage: Option<SyncSender<Job>>,
 }
 
 impl Appender {
     pub(super) fn run(mut self) {
+        if self.shared.config.flush != FlushPolicy::Fsync {
+            return self.gather();
+        }
+        let shared = self.shared.clone();
+        std::thread::scope(|scope| {
+            // Rendezvous: one commit syncing, at most one more written and waiting.
+            let (jobs, stage) = std::sync::mpsc::sync_channel(0);
+            let spawned = std::thread::Builder::new()
+                .name(
+                    std::thread::current()
+                        .name()
+                        .map_or("sync".into(), |n| n.replacen("append", "sync", 1)),
+                )
+                .spawn_scoped(scope, || durable::run(&shared, stage));
+            match spawned {
+                Ok(_) => self.sync_stage = Some(jobs),
+                // Without the thread, the writer syncs each commit itself.
+                Err(e) => {
+                    tracing::warn!(dir = %shared.dir_display, error = %e, "could not start the sync stage: the writer syncs each commit itself")
+                }
+            }
+            self.gather();
+            // Hanging up ends the stage once it finished what it holds.
+            self.sync_stage = None;
+        });
+    }
+
+    /// Gathers queued commands into group commits until the group stops.
+    fn gather(&mut self) {
         let mut queue = Vec::new();
         while let Some(first) = self.rx.blocking_recv() {
             queue.push(first);
@@ -95,6 +118,7 @@ impl Appender {
                         reply,
                     } => {
                         self.commit(std::mem::take(&mut appends));
+                        self.drain();
                         let done = self
                             .settle_cut()
                             .and_then(|()| self.truncate(position, force));
@@ -106,11 +130,13 @@ impl Appender {
                         reply,
                     } => {
                         self.commit(std::mem::take(&mut appends));
+                        self.drain();
                         let done = self.settle_cut().and_then(|()| self.reset(position, &ends));
                         let _ = reply.send(done);
                     }
                     Command::Stop => {
                         self.commit(std::mem::take(&mut appends));
+                        self.drain();
                         return;
                     }
                 }
@@ -178,47 +204,24 @@ impl Appender {
             }
         }
         unstored.extend(appends.map(|(_, _, reply)| reply));
-        let result = result.and_then(|()| self.writer.write());
-        let synced = match (&result, self.shared.config.flush) {
-            (Ok(()), FlushPolicy::Fsync) => match &self.shared.config.sync {
-                Some(batcher) => batcher
-                    .sync(self.writer.take_unsynced())
-                    .map_err(|e| (e, true)),
-                None => self.writer.sync().map_err(|e| (e, true)),
-            },
-            (Ok(()), FlushPolicy::Async) => Ok(()),
-            (Err(e), _) => Err((io::Error::new(e.kind(), e.to_string()), false)),
-        };
-        if let Err((e, sync_failed)) = synced {
-            let error = if sync_failed {
-                // After a failed fsync the page cache may have dropped the dirty pages: the
-                // disk's contents are unknown until recovery re-reads them (PostgreSQL's
-                // "fsyncgate"). Refuse further writes.
-                tracing::error!(dir = %self.shared.dir_display, error = %e, "fsync failed: the log group refuses writes until restart");
-                self.set_fatal("fsync failed");
-                AppendError::Fatal {
-                    dir: self.shared.dir_display.clone(),
-                    reason: e.to_string(),
-                }
-            } else {
-                // A full disk fails every commit until space returns: say so once per
-                // interval, with how many failed since.
-                if let Some(suppressed) = self.failures.failed() {
-                    tracing::warn!(dir = %self.shared.dir_display, error = %e, suppressed, "journal write failed: the appends were not stored (retried with the next commit)");
-                }
-                self.pending_cut = Some(mark.0);
-                if let Err(cut) = self.settle_cut() {
-                    tracing::warn!(dir = %self.shared.dir_display, error = %cut, "could not cut a failed write yet: appends are refused until the cut succeeds");
-                }
-                self.last_index = mark.1;
-                for (key, old) in self.undo.drain(..).rev() {
-                    match old {
-                        Some(v) => self.next_offsets.insert(key, v),
-                        None => self.next_offsets.remove(&key),
-                    };
-                }
-                self.io_error(&e)
-            };
+        if let Err(e) = result.and_then(|()| self.writer.write()) {
+            // A full disk fails every commit until space returns: say so once per interval,
+            // with how many failed since.
+            if let Some(suppressed) = self.failures.failed() {
+                tracing::warn!(dir = %self.shared.dir_display, error = %e, suppressed, "journal write failed: the appends were not stored (retried with the next commit)");
+            }
+            self.pending_cut = Some(mark.0);
+            if let Err(cut) = self.settle_cut() {
+                tracing::warn!(dir = %self.shared.dir_display, error = %cut, "could not cut a failed write yet: appends are refused until the cut succeeds");
+            }
+            self.last_index = mark.1;
+            for (key, old) in self.undo.drain(..).rev() {
+                match old {
+                    Some(v) => self.next_offsets.insert(key, v),
+                    None => self.next_offsets.remove(&key),
+                };
+            }
+            let error = self.io_error(&e);
             for s in staged {
                 let _ = s.reply.send(Err(error.clone()));
             }
@@ -231,77 +234,37 @@ impl Appender {
             tracing::info!(dir = %self.shared.dir_display, failures, seconds = took.as_secs(), "journal writes succeed again");
         }
         self.last_time = self.last_time.max(time);
-        {
-            let mut offsets = self.shared.offsets.lock().expect("offsets lock poisoned");
-            for s in &staged {
-                for (key, offset) in &s.commit {
-                    offsets.insert(key.clone(), (*offset, s.appended.position));
+        let written = Written {
+            staged,
+            segments: match self.shared.config.flush {
+                FlushPolicy::Fsync => self.writer.take_unsynced(),
+                FlushPolicy::Async => Vec::new(),
+            },
+            end: self.writer.position(),
+            bytes: self.writer.position().saturating_sub(mark.0),
+            started,
+        };
+        match &self.sync_stage {
+            // Blocks while the stage still syncs the commit before; appends queue meanwhile.
+            Some(stage) => {
+                if let Err(std::sync::mpsc::SendError(Job::Finish(written))) =
+                    stage.send(Job::Finish(written))
+                {
+                    durable::finish(&self.shared, written);
                 }
             }
+            None => durable::finish(&self.shared, written),
         }
-        {
-            // Producers' batches count once written, in record order, as a scan of the
-            // journal counts them.
-            let mut producers = self
-                .shared
-                .producers
-                .lock()
-                .expect("producers lock poisoned");
-            let mut txns = self.shared.txns.lock().expect("transactions lock poisoned");
-            for s in &staged {
-                if let Some(event) = s.txn {
-                    txns.entry(s.key).or_default().apply(event);
-                    if let TxnEvent::Marker {
-                        producer_id, epoch, ..
-                    } = event
-                    {
-                        producers.fence(
-                            s.key,
-                            producer_id,
-                            epoch,
-                            s.appended.index,
-                            s.appended.append_time_ms,
-                        );
-                    }
-                }
-                if let Some(p) = &s.producer {
-                    producers.record(
-                        s.key,
-                        p,
-                        s.appended.base_offset,
-                        s.appended.index,
-                        s.appended.append_time_ms,
-                    );
-                }
+    }
+
+    /// Waits until the sync stage finished every commit handed to it: truncation, reset and
+    /// stopping work on published state.
+    fn drain(&self) {
+        if let Some(stage) = &self.sync_stage {
+            let (done, finished) = std::sync::mpsc::sync_channel(1);
+            if stage.send(Job::Barrier(done)).is_ok() {
+                let _ = finished.recv();
             }
-        }
-        let written = self.writer.position().saturating_sub(mark.0);
-        self.shared.commits.fetch_add(1, Ordering::Relaxed);
-        self.shared
-            .commit_bytes
-            .fetch_add(written, Ordering::Relaxed);
-        {
-            let mut progress = self.shared.progress.lock().expect("progress lock poisoned");
-            progress.written = self.writer.position();
-            if self.shared.config.flush == FlushPolicy::Fsync {
-                progress.synced = progress.written;
-            }
-        }
-        self.shared.pullable.send_replace(self.writer.position());
-        self.shared.progress_changed.notify_all();
-        metrics::histogram!("meridian_group_commit_records").record(staged.len() as f64);
-        // The write size the disk sees: what a benchmark's disk anchor writes per sync.
-        metrics::histogram!("meridian_group_commit_bytes").record(written as f64);
-        metrics::histogram!("meridian_group_commit_seconds")
-            .record(started.elapsed().as_secs_f64());
-        {
-            let mut records = self.shared.records.lock().expect("records lock poisoned");
-            for s in &staged {
-                records.push(s.appended.index, s.appended.position, s.appended.len);
-            }
-        }
-        for s in staged {
-            let _ = s.reply.send(Ok(s.appended));
         }
     }
 
