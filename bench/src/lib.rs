@@ -45,3 +45,44 @@ pub fn rss_anon(pid: u32) -> u64 {
         .expect("RssAnon in /proc/PID/status")
         * 1024
 }
+
+/// This process's CPU time so far (user and system, every thread), from `getrusage`.
+pub fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills the struct it is given; a zeroed rusage is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF and a valid pointer to an rusage.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    assert_eq!(rc, 0, "getrusage failed");
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// What the CPU did over a measurement: started with [`CpuUse::start`], read with
+/// [`CpuUse::note`].
+#[derive(Debug, Clone, Copy)]
+pub struct CpuUse {
+    cpu: Duration,
+    wall: Instant,
+}
+
+impl CpuUse {
+    pub fn start() -> CpuUse {
+        CpuUse {
+            cpu: cpu_time(),
+            wall: Instant::now(),
+        }
+    }
+
+    /// "CPU: 1.62 of 2 cores, 4.4 ms per MB" since the start, for `mb` megabytes moved: how
+    /// busy the machine's cores were, and what each MB cost the whole process.
+    pub fn note(&self, mb: f64) -> String {
+        let cpu = (cpu_time() - self.cpu).as_secs_f64();
+        let wall = self.wall.elapsed().as_secs_f64();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        format!(
+            "CPU: {:.2} of {cores} cores, {:.1} ms per MB",
+            cpu / wall,
+            cpu * 1000.0 / mb.max(1e-9)
+        )
+    }
+}

@@ -7,6 +7,10 @@
 //! (c) gRPC produce and fetch against one in-process broker over loopback TCP, with
 //!     p50/p99 latency.
 //!
+//! Rows (b), (d) and (e) also say how busy the cores were during the measurement and
+//! what CPU each MB cost the whole process (`getrusage`): on this shared 2-core machine a
+//! row whose process keeps both cores busy is CPU-bound, whatever its ratio to the disk.
+//!
 //! Figures are printed as a Markdown table with ratios to (a); bench/README.md holds the
 //! last run. Absolute numbers on a shared 2-core machine are noisy: read the ratios.
 
@@ -19,7 +23,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
 use hdrhistogram::Histogram;
-use meridian_bench::raw_disk;
+use meridian_bench::{CpuUse, raw_disk};
 use meridian_proto::batch::{Message, encode_batch};
 use meridian_proto::v1;
 use meridian_region_broker::broker::{Broker, Strategy};
@@ -135,11 +139,12 @@ fn main() -> anyhow::Result<()> {
                     msgs_s: r.msgs_s,
                     anchor_mb_s: anchor,
                     note: format!(
-                        "{:.0} records ({:.0} KiB) per commit; the journal writes {:.1} MB/s with record headers ({:.2} of the anchor); anchor: {} KiB writes{}",
+                        "{:.0} records ({:.0} KiB) per commit; the journal writes {:.1} MB/s with record headers ({:.2} of the anchor); {}; anchor: {} KiB writes{}",
                         r.records_per_commit,
                         r.bytes_per_commit / 1024.0,
                         r.written_mb_s,
                         r.written_mb_s / anchor,
+                        r.cpu,
                         commit_bytes / 1024,
                         if flush == FlushPolicy::Fsync {
                             " + fdatasync"
@@ -225,8 +230,8 @@ async fn many_groups_rows(
             msgs_s: r.msgs_s,
             anchor_mb_s: per_group,
             note: format!(
-                "{:.0} records per group commit; anchor: the per-group row of this run",
-                r.records_per_commit
+                "{:.0} records per group commit; {}; anchor: the per-group row of this run",
+                r.records_per_commit, r.cpu
             ),
         });
     }
@@ -280,11 +285,13 @@ async fn many_groups(
         }));
     }
     let started = Instant::now();
+    let cpu = CpuUse::start();
     for t in tasks {
         t.await?;
     }
     let secs = started.elapsed().as_secs_f64();
     let n = appended.load(Ordering::Relaxed) as f64;
+    let cpu = cpu.note(n * 1024.0 / 1e6);
     let commits: u64 = opened.iter().map(|g| g.commit_stats().0).sum();
     for g in opened {
         tokio::task::spawn_blocking(move || g.close()).await?;
@@ -296,6 +303,7 @@ async fn many_groups(
         records_per_commit: n / commits.max(1) as f64,
         bytes_per_commit: 0.0,
         written_mb_s: 0.0,
+        cpu,
     })
 }
 
@@ -313,6 +321,8 @@ struct AppendResult {
     bytes_per_commit: f64,
     /// What the journal wrote (record headers included), MB/s.
     written_mb_s: f64,
+    /// The process's CPU over the measurement.
+    cpu: String,
 }
 
 /// Journal appends of `size`-byte messages, `per_append` to each (1: one message per
@@ -363,11 +373,13 @@ async fn journal_append(
         }));
     }
     let started = Instant::now();
+    let cpu = CpuUse::start();
     for t in tasks {
         t.await?;
     }
     let secs = started.elapsed().as_secs_f64();
     let n = appended.load(Ordering::Relaxed) as f64;
+    let cpu = cpu.note(n * (per_append * size) as f64 / 1e6);
     let (commits, bytes) = group.commit_stats();
     let g = group.clone();
     tokio::task::spawn_blocking(move || g.close()).await?;
@@ -379,6 +391,7 @@ async fn journal_append(
         records_per_commit: n / commits.max(1) as f64,
         bytes_per_commit: bytes as f64 / commits.max(1) as f64,
         written_mb_s: bytes as f64 / secs / 1e6,
+        cpu,
     })
 }
 
@@ -601,8 +614,10 @@ async fn replicated_produce(
         leaders.push(found.ok_or_else(|| anyhow::anyhow!("no leader for partition {p}"))?);
     }
     let started = Instant::now();
+    let cpu = CpuUse::start();
     let (produced, hist) = produce_load(leaders, &batch, duration).await?;
     let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu.note(produced as f64 * 1000.0 / 1e6);
     for b in &running {
         b.stop_replication().await;
     }
@@ -624,7 +639,7 @@ async fn replicated_produce(
         msgs_s: produced as f64 / secs,
         anchor_mb_s: 0.0,
         note: format!(
-            "100 x 1 KiB per request, 8 in flight; latency p50 {:.2} ms, p99 {:.2} ms",
+            "100 x 1 KiB per request, 8 in flight; latency p50 {:.2} ms, p99 {:.2} ms; {cpu}",
             ms(0.5),
             ms(0.99)
         ),
