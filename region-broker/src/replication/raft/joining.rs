@@ -37,10 +37,15 @@ pub fn is_joining(dir: &Path, initializes: bool, empty: bool) -> bool {
     !initializes && (empty || dir.join(MARK_FILE).exists())
 }
 
-/// Marks the replica in `dir` as joining.
+/// Marks the replica in `dir` as joining, durably: a mark lost to a power cut after the
+/// replica appended part of the log would let it campaign on a stale membership again.
 pub fn mark(dir: &Path) -> io::Result<PathBuf> {
+    use std::io::Write;
     let path = dir.join(MARK_FILE);
-    std::fs::write(&path, b"joining: elections off until caught up\n")?;
+    let mut file = std::fs::File::create(&path)?;
+    file.write_all(b"joining: elections off until caught up\n")?;
+    file.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()?;
     Ok(path)
 }
 
