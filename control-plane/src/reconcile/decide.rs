@@ -130,6 +130,14 @@ impl Reconciler {
             if now.saturating_duration_since(first) < grace {
                 continue;
             }
+            if !has_quorum(region, &group.replicas) {
+                // A membership change is a raft write: without a majority of the replicas
+                // alive it cannot commit, and asking for it every tick only fails again (a
+                // one-replica group whose broker stopped). It waits for the brokers to
+                // return; `meridian log-group list` shows it leaderless meanwhile.
+                tracing::debug!(region = %name, group = group.id, dead, "too few live replicas to change the log group's membership");
+                continue;
+            }
             let Some((&new, _)) = load
                 .iter()
                 .filter(|(b, _)| !group.replicas.contains(b))
@@ -148,6 +156,16 @@ impl Reconciler {
         }
         busy
     }
+}
+
+/// Whether a majority of `replicas` are live brokers of the region: what a raft group needs
+/// to commit anything, a change of its membership included.
+fn has_quorum(region: &RegionState, replicas: &[u32]) -> bool {
+    let live = replicas
+        .iter()
+        .filter(|b| region.brokers.contains_key(b))
+        .count();
+    live * 2 > replicas.len()
 }
 
 /// Fails a region over when it holds log groups and none of its brokers holds a lease (their
@@ -530,6 +548,30 @@ mod tests {
         assert_eq!(
             rec.decide(&r, t0 + GRACE, since, GRACE),
             replace(1, 3, 5, Why::Lost)
+        );
+    }
+
+    #[test]
+    fn a_replica_is_replaced_only_while_a_majority_of_the_group_lives() {
+        let r = region(
+            &[1, 5, 6],
+            vec![
+                // Its only replica stopped: nothing can change its membership.
+                group(1, Strategy::Raft, &[2]),
+                // Two of three gone, and one of two: no majority either.
+                group(2, Strategy::Raft, &[1, 2, 3]),
+                group(3, Strategy::Raft, &[1, 4]),
+                // One of three gone: replaced.
+                group(4, Strategy::Raft, &[1, 5, 7]),
+            ],
+        );
+        let mut rec = Reconciler::default();
+        let t0 = start();
+        let since = t0 - GRACE * 10;
+        rec.decide(&r, t0, since, GRACE);
+        assert_eq!(
+            rec.decide(&r, t0 + GRACE, since, GRACE),
+            replace(4, 7, 6, Why::Lost)
         );
     }
 
