@@ -540,15 +540,17 @@ mod tests {
                 group(2, Strategy::Raft, &[1, 4]),
             ],
         );
+        // 4 holds one replica, 5 none: 5 gets it.
+        assert_eq!(after_grace(&r), replace(1, 3, 5, Why::Lost));
+    }
+
+    /// What a leader of long standing decides once the gone brokers were gone for `GRACE`.
+    fn after_grace(r: &RegionState) -> Vec<Action> {
         let mut rec = Reconciler::default();
         let t0 = start();
         let since = t0 - GRACE * 10;
-        rec.decide(&r, t0, since, GRACE);
-        // 4 holds one replica, 5 none: 5 gets it.
-        assert_eq!(
-            rec.decide(&r, t0 + GRACE, since, GRACE),
-            replace(1, 3, 5, Why::Lost)
-        );
+        rec.decide(r, t0, since, GRACE);
+        rec.decide(r, t0 + GRACE, since, GRACE)
     }
 
     #[test]
@@ -565,14 +567,7 @@ mod tests {
                 group(4, Strategy::Raft, &[1, 5, 7]),
             ],
         );
-        let mut rec = Reconciler::default();
-        let t0 = start();
-        let since = t0 - GRACE * 10;
-        rec.decide(&r, t0, since, GRACE);
-        assert_eq!(
-            rec.decide(&r, t0 + GRACE, since, GRACE),
-            replace(4, 7, 6, Why::Lost)
-        );
+        assert_eq!(after_grace(&r), replace(4, 7, 6, Why::Lost));
     }
 
     #[test]
