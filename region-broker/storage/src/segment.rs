@@ -106,16 +106,25 @@ impl Segment {
     pub(crate) fn zero_from(&self, at: u64) -> io::Result<()> {
         const CHUNK: usize = 64 * 1024;
         let zeros = vec![0u8; CHUNK];
-        let mut pos = at as usize;
         let data = self.file.view();
-        while pos < data.len() {
-            let end = (pos + CHUNK).min(data.len());
-            // Slice comparison is a memcmp: scanning a mostly empty 128 MiB segment at open
-            // stays cheap even in an unoptimized build.
-            if data[pos..end] != zeros[..end - pos] {
-                self.file.write_at(pos as u64, &zeros[..end - pos])?;
+        let mut from = at;
+        // Only where the file may hold data: the never-written rest of a preallocated
+        // segment is skipped, not read.
+        while let Some((start, end)) = self.file.data_after(from)? {
+            let end = (end as usize).min(data.len());
+            let mut pos = start as usize;
+            while pos < end {
+                let chunk_end = (pos + CHUNK).min(end);
+                // Slice comparison is a memcmp.
+                if data[pos..chunk_end] != zeros[..chunk_end - pos] {
+                    self.file.write_at(pos as u64, &zeros[..chunk_end - pos])?;
+                }
+                pos = chunk_end;
             }
-            pos = end;
+            if end as u64 <= from {
+                break;
+            }
+            from = end as u64;
         }
         self.file.sync_data()
     }
@@ -139,10 +148,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let seg = Segment::create(&FileBackend, dir.path(), 4096, 8192).unwrap();
         seg.write_at(100, b"hello").unwrap();
+        // Past a stretch never written (unwritten extents of the preallocated file).
+        seg.write_at(8000, b"world").unwrap();
         assert_eq!(&seg.tail(100)[..5], b"hello");
         assert_eq!(seg.end(), 4096 + 8192);
         seg.zero_from(102).unwrap();
         assert_eq!(&seg.tail(100)[..5], b"he\0\0\0");
+        assert!(
+            seg.tail(102).iter().all(|&b| b == 0),
+            "bytes left past the cut"
+        );
         let again = Segment::open(&FileBackend, seg.path.clone(), 4096).unwrap();
         assert_eq!(&again.tail(100)[..3], b"he\0");
     }
