@@ -82,7 +82,7 @@ pub(super) fn finish(shared: &Shared, mut written: Written) {
         .expect("progress lock poisoned")
         .fatal;
     if let Some(reason) = fatal {
-        refuse(shared, written.staged, reason.to_string());
+        refuse(shared, written.staged.into_iter().map(|s| s.reply), reason);
         return;
     }
     if shared.config.flush == FlushPolicy::Fsync {
@@ -100,7 +100,11 @@ pub(super) fn finish(shared: &Shared, mut written: Written) {
                 .lock()
                 .expect("progress lock poisoned")
                 .fatal = Some("fsync failed");
-            refuse(shared, written.staged, e.to_string());
+            refuse(
+                shared,
+                written.staged.into_iter().map(|s| s.reply),
+                &e.to_string(),
+            );
             return;
         }
     }
@@ -110,11 +114,12 @@ pub(super) fn finish(shared: &Shared, mut written: Written) {
     }
 }
 
-fn refuse(shared: &Shared, staged: Vec<StagedReply>, reason: String) {
-    for s in staged {
-        let _ = s.reply.send(Err(AppendError::Fatal {
+/// Refuses appends because a sync failed: the group takes no more writes until reopened.
+pub(super) fn refuse(shared: &Shared, replies: impl IntoIterator<Item = Reply>, reason: &str) {
+    for reply in replies {
+        let _ = reply.send(Err(AppendError::Fatal {
             dir: shared.dir_display.clone(),
-            reason: reason.clone(),
+            reason: reason.into(),
         }));
     }
 }

@@ -158,12 +158,7 @@ impl Appender {
             .expect("progress lock poisoned")
             .fatal
         {
-            for (_, _, reply) in appends {
-                let _ = reply.send(Err(AppendError::Fatal {
-                    dir: self.shared.dir_display.clone(),
-                    reason: reason.into(),
-                }));
-            }
+            durable::refuse(&self.shared, appends.into_iter().map(|(_, _, r)| r), reason);
             return;
         }
         if let Err(e) = self.settle_cut() {
