@@ -11,16 +11,10 @@ use meridian_proto::batch::{self, Message};
 
 use super::compaction::Compaction;
 use super::{FlushPolicy, GroupConfig, LogGroup, PartitionKey};
+use crate::tests::runtime;
 
 const COMPACTED: PartitionKey = (1, 0);
 const PLAIN: PartitionKey = (2, 0);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn partitions() -> Vec<(PartitionKey, String)> {
     vec![(COMPACTED, "table".into()), (PLAIN, "events".into())]

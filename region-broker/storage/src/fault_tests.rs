@@ -34,6 +34,7 @@ use proptest::prelude::*;
 use crate::backend::{Backend, FaultyBackend, MemoryBackend};
 use crate::checkpoint::TMP_FILE;
 use crate::record::RecordKind;
+use crate::tests::runtime;
 use crate::{AppendError, FlushPolicy, GroupConfig, LogGroup, PartitionKey, RaftRecord};
 
 const KEYS: [PartitionKey; 2] = [(1, 0), (1, 1)];
@@ -232,10 +233,7 @@ fn reopen(
 }
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("group");
     let journal = dir.join("journal");
@@ -455,11 +453,7 @@ fn append_acked(rt: &tokio::runtime::Runtime, group: &LogGroup, model: &mut Mode
 /// before every batch refused for the failed sync.
 #[test]
 fn a_failed_sync_refuses_the_commits_written_behind_it() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::tests::multi_thread_runtime();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("group");
     let backend = FaultyBackend::new();
@@ -533,13 +527,6 @@ fn a_failed_sync_refuses_the_commits_written_behind_it() {
         first_refused.is_some_and(|&f| f > last_acked),
         "batch at offset {last_acked} acknowledged, a batch refused for a failed sync before it at {first_refused:?}"
     );
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// The power fails at each durability point in turn (index file creations, the index sync,

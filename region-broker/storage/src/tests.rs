@@ -52,8 +52,18 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+/// A single-threaded runtime for a test's appends (the storage tests share it).
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Two worker threads, for appends that must be in flight at once.
+pub(crate) fn multi_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .unwrap()
@@ -948,11 +958,7 @@ fn a_replica_behind_the_retained_journal_resets_and_pulls_from_the_start() {
 
 #[test]
 fn groups_sharing_a_sync_batcher_append_concurrently_and_recover() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = multi_thread_runtime();
     let tmp = tempfile::tempdir().unwrap();
     let batcher = super::SyncBatcher::start(tmp.path()).unwrap();
     let config = GroupConfig {

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use meridian_proto::producer::ProducerBatch;
 use meridian_proto::record::TxnMarker;
 
+use crate::tests::runtime;
 use crate::transactions::{Aborted, TxnPart};
 use crate::{FlushPolicy, GroupConfig, LogGroup, PartitionKey};
 
@@ -29,13 +30,6 @@ fn config() -> GroupConfig {
         retention_check_interval: Duration::from_secs(3600),
         ..GroupConfig::default()
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn producer(id: i64, first: i32) -> ProducerBatch {
